@@ -1,0 +1,47 @@
+"""flowlens: read tcpdump captures offline and tell the life story of every connection.
+
+    >>> import flowlens
+    >>> a = flowlens.analyze("capture.pcap")                 # doctest: +SKIP
+    >>> [(c.uid, c.conn_state, c.orig_state) for c in a.connections]
+"""
+
+from .analysis import Analysis, Pipeline, analyze
+from .capture import CaptureStats, open_capture
+from .connections import RECORD_FIELDS, Config, Connection, ConnectionTable, format_addr
+from .decode import Decoder, Packet, TcpOptions
+from .errors import (
+    CaptureError,
+    EmptyCaptureError,
+    FlowlensError,
+    NotACaptureError,
+    TruncatedHeaderError,
+    UsageError,
+)
+from .filters import Selection
+from .tcpstate import TcpState
+
+__all__ = [
+    "analyze",
+    "Analysis",
+    "Pipeline",
+    "open_capture",
+    "CaptureStats",
+    "Config",
+    "Connection",
+    "ConnectionTable",
+    "RECORD_FIELDS",
+    "format_addr",
+    "Decoder",
+    "Packet",
+    "TcpOptions",
+    "TcpState",
+    "Selection",
+    "FlowlensError",
+    "CaptureError",
+    "NotACaptureError",
+    "EmptyCaptureError",
+    "TruncatedHeaderError",
+    "UsageError",
+]
+
+__version__ = "0.1.0"

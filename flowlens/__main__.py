@@ -1,0 +1,5 @@
+"""python -m flowlens: the same commands as the `flowlens` script."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,154 @@
+"""One pass over a capture: capture -> decode -> connections, with counts of what was skipped.
+
+`Pipeline` streams finished connections (memory follows open connections); `analyze` collects
+them into an `Analysis` for scripts and reports that want everything at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+from .capture import CaptureStats, open_capture
+from .connections import Config, Connection, ConnectionTable
+from .decode import LINKTYPE_NAMES, Decoder
+
+__all__ = ["Pipeline", "Analysis", "analyze", "ProgressFn"]
+
+#: progress callback: (frames read, bytes of the file consumed, file size or None)
+ProgressFn = Callable[[int, int, "int | None"], None]
+
+_PROGRESS_EVERY = 8192
+
+
+class Pipeline:
+    """Read `path` once and yield each connection when it ends.
+
+    `observers` are callables `(conn, pkt, from_orig)` that see every packet (see
+    `ConnectionTable`). After iteration, `stats` (the capture), `skipped` (frames that could not
+    be decoded, by reason), `non_ip` and `table` (peak of open connections) describe the run.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        config: Config | None = None,
+        observers: Iterable = (),
+        progress: ProgressFn | None = None,
+    ) -> None:
+        self.path = path
+        self.config = config or Config()
+        self.decoder = Decoder(verify_checksums=self.config.verify_checksums)
+        self.table = ConnectionTable(self.config, observers)
+        self.progress = progress
+        self._capture = open_capture(path)  # raises CaptureError before any work
+        self.stats: CaptureStats = self._capture.stats
+
+    @property
+    def skipped(self) -> Counter:
+        return self.decoder.skipped
+
+    @property
+    def non_ip(self) -> Counter:
+        return self.decoder.non_ip
+
+    def __iter__(self) -> Iterator[Connection]:
+        decode = self.decoder.decode
+        add = self.table.add
+        progress = self.progress
+        raw = self._capture._raw
+        size = None
+        if progress is not None:
+            try:
+                size = os.fstat(raw.fileno()).st_size or None
+            except (OSError, ValueError, AttributeError):
+                size = None
+        try:
+            with self._capture as cap:
+                for frame, ts_ns, linktype, data, _wirelen in cap:
+                    pkt = decode(frame, ts_ns, linktype, data)
+                    if pkt is not None:
+                        finished = add(pkt)
+                        if finished:
+                            yield from finished
+                    if progress is not None and frame % _PROGRESS_EVERY == 0:
+                        progress(frame, _tell(raw), size)
+                if progress is not None:
+                    progress(self.stats.frames, _tell(raw), size)
+        finally:
+            pass
+        yield from self.table.flush()
+
+    def summary_lines(self) -> list[str]:
+        """Diagnostics for stderr: damage, skipped frames by reason, clock jumps."""
+        lines = self.stats.warnings()
+        if self.skipped:
+            total = sum(self.skipped.values())
+            reasons = ", ".join(f"{n} {why}" for why, n in self.skipped.most_common())
+            lines.append(f"{self.path}: skipped {total} undecodable frames ({reasons})")
+        return lines
+
+
+def _tell(raw) -> int:
+    try:
+        return raw.tell()
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+@dataclass(slots=True)
+class Analysis:
+    """Everything one pass learned: connections in order of first packet, and the capture's facts."""
+
+    path: str
+    connections: list[Connection]
+    stats: CaptureStats
+    skipped: Counter = field(default_factory=Counter)
+    non_ip: Counter = field(default_factory=Counter)
+    open_peak: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def linktype_names(self) -> list[str]:
+        return [LINKTYPE_NAMES.get(lt, str(lt)) for lt in sorted(self.stats.linktypes)]
+
+    def connection(self, uid: str) -> Connection:
+        """The connection whose uid is `uid` (or starts with it, if that is unambiguous)."""
+        from .errors import UsageError
+
+        hits = [c for c in self.connections if c.uid == uid] or [
+            c for c in self.connections if c.uid.startswith(uid)
+        ]
+        if len(hits) == 1:
+            return hits[0]
+        if not hits:
+            raise UsageError(f"{self.path}: no connection with uid {uid}")
+        raise UsageError(f"{self.path}: uid prefix {uid} matches {len(hits)} connections")
+
+
+def analyze(
+    path: str,
+    config: Config | None = None,
+    observers: Iterable = (),
+    progress: ProgressFn | None = None,
+) -> Analysis:
+    """Read a capture and return all its connections, ordered by first packet.
+
+    >>> a = analyze("sample_pcaps/clean-close.pcap")   # doctest: +SKIP
+    >>> a.connections[0].conn_state
+    'SF'
+    """
+    pipe = Pipeline(path, config, observers, progress)
+    conns = list(pipe)
+    conns.sort(key=lambda c: (c.first_ts_ns, c.first_frame))
+    return Analysis(
+        path=path,
+        connections=conns,
+        stats=pipe.stats,
+        skipped=pipe.skipped,
+        non_ip=pipe.non_ip,
+        open_peak=pipe.table.open_peak,
+        warnings=pipe.summary_lines(),
+    )

@@ -1,0 +1,516 @@
+"""Open a capture (file or stdin), sniff its container from magic bytes, decompress, yield frames.
+
+Frames are tuples `(frame, ts_ns, linktype, data, wirelen)`: 1-based frame number, integer
+nanoseconds since the epoch, the LINKTYPE_ of *that frame's* interface (pcapng files can mix
+interfaces), the captured bytes (a memoryview, valid until the next frame) and the original length.
+
+Containers: classic pcap (microsecond and nanosecond magic, both byte orders; libpcap's
+`pcap-savefile(5)`) and pcapng (draft-ietf-opsawg-pcapng: SHB, IDB, EPB, SPB, the obsolete PB;
+`if_tsresol`, `if_tsoffset`; several sections), each optionally gzip, bzip2, xz or zstd compressed.
+A problem before the first frame raises `CaptureError`; damage after it (a record cut short, an
+absurd length) stops reading with a note in `CaptureStats`, and everything before it is kept.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import stat
+import sys
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from struct import Struct
+from typing import BinaryIO, Iterator
+
+from .errors import CaptureError, EmptyCaptureError, NotACaptureError, TruncatedHeaderError
+
+__all__ = ["CaptureStats", "Capture", "open_capture", "Frame", "MAX_RECORD_BYTES"]
+
+Frame = tuple  # (frame, ts_ns, linktype, data, wirelen)
+
+#: the largest record flowlens accepts (Wireshark's limit for most link types is 256 KiB); a
+#: header claiming more is damage, and is never allocated.
+MAX_RECORD_BYTES = 262144 * 4
+
+_CHUNK = 1 << 20
+
+_PCAP_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1000),  # little-endian, microseconds
+    b"\xa1\xb2\xc3\xd4": (">", 1000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1),  # little-endian, nanoseconds
+    b"\xa1\xb2\x3c\x4d": (">", 1),
+}
+_PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+_COMPRESSION = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+
+
+@dataclass(slots=True)
+class CaptureStats:
+    """What reading a capture saw, beyond its frames."""
+
+    path: str
+    #: "pcap" or "pcapng", with "+gzip" etc. when compressed
+    container: str = ""
+    #: timestamp resolution of the first interface, in nanoseconds per tick (1000 = microseconds)
+    resolution_ns: int = 1000
+    frames: int = 0
+    #: bytes of captured frame data (not file size)
+    bytes: int = 0
+    #: frames per link type number
+    linktypes: Counter = field(default_factory=Counter)
+    first_ts_ns: int | None = None
+    last_ts_ns: int | None = None
+    #: frames whose timestamp is earlier than the frame before (clock jumps, merged captures)
+    clock_jumps: int = 0
+    #: frames whose caplen exceeds their original length or the snaplen, and similar oddities
+    oddities: Counter = field(default_factory=Counter)
+    #: why reading stopped early, or None when the file ended cleanly
+    stopped: str | None = None
+    #: frame number (the first one not read) and byte offset where reading stopped early
+    stopped_frame: int | None = None
+    stopped_offset: int | None = None
+
+    @property
+    def duration_ns(self) -> int:
+        """Span between the smallest and the largest timestamp seen, never negative."""
+        if self.first_ts_ns is None or self.last_ts_ns is None:
+            return 0
+        return max(0, self.last_ts_ns - self.first_ts_ns)
+
+    def warnings(self) -> list[str]:
+        """One line per thing a user should know about the capture itself."""
+        out = []
+        if self.stopped:
+            out.append(
+                f"{self.path}: {self.stopped} at frame {self.stopped_frame} (byte offset "
+                f"{self.stopped_offset}); the {self.frames} frames before it were analysed"
+            )
+        if self.clock_jumps:
+            out.append(f"{self.path}: timestamps went backwards {self.clock_jumps} times")
+        for what, count in sorted(self.oddities.items()):
+            out.append(f"{self.path}: {count} frames with {what}")
+        return out
+
+
+class _Prefixed(io.RawIOBase):
+    """A raw stream that replays bytes already read from `inner` before reading on."""
+
+    def __init__(self, prefix: bytes, inner: BinaryIO) -> None:
+        self._prefix = prefix
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self._prefix:
+            n = min(len(b), len(self._prefix))
+            b[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._inner.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+def _read_exactly(f: BinaryIO, n: int) -> bytes:
+    """Read up to n bytes, looping over short reads (pipes, decompressors)."""
+    parts = []
+    while n > 0:
+        chunk = f.read(n)
+        if not chunk:
+            break
+        parts.append(chunk)
+        n -= len(chunk)
+    return b"".join(parts)
+
+
+def _open_raw(path: str) -> BinaryIO:
+    """Open a path (or `-` for stdin) for binary reading, turning OS errors into CaptureError."""
+    if path == "-":
+        return sys.stdin.buffer
+    if "://" in path:
+        raise CaptureError(path, "no such file (flowlens reads local files and stdin, not URLs)")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise CaptureError(path, "no such file") from None
+    except OSError as exc:
+        raise CaptureError(path, exc.strerror or str(exc)) from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise CaptureError(path, "is a directory, not a capture file")
+    if stat.S_ISFIFO(st.st_mode):
+        # A FIFO without a writer would block open() forever: open non-blocking, then switch.
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            raise CaptureError(path, exc.strerror or str(exc)) from exc
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise CaptureError(path, "is not a regular file")
+    try:
+        return open(path, "rb")
+    except PermissionError:
+        raise CaptureError(path, "permission denied") from None
+    except OSError as exc:
+        raise CaptureError(path, exc.strerror or str(exc)) from exc
+
+
+def _decompressor(kind: str, f: BinaryIO, path: str) -> BinaryIO:
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=f, mode="rb")
+    if kind == "bzip2":
+        return bz2.BZ2File(f, "rb")
+    if kind == "xz":
+        return lzma.LZMAFile(f, "rb")
+    try:
+        import zstandard
+    except ImportError:  # pragma: no cover - zstandard is a declared dependency
+        raise CaptureError(path, "zstd-compressed capture, but the zstandard package is missing")
+    return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+
+
+# Errors a decompressor or a dying disk raise mid-stream; they end reading, they are not fatal.
+_STREAM_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
+
+
+class Capture:
+    """An open capture: iterate it for frames; `stats` fills in as it is read.
+
+    Use `open_capture(path)` rather than the constructor. Iterate once.
+    """
+
+    def __init__(self, path: str, stream: BinaryIO, container: str, head: bytes, raw: BinaryIO):
+        self.path = path
+        self.stats = CaptureStats(path=path, container=container)
+        self._stream = stream
+        self._head = head
+        self._raw = raw
+
+    def close(self) -> None:
+        if self._raw is not sys.stdin.buffer:
+            try:
+                self._raw.close()
+            except OSError:
+                pass
+
+    def __enter__(self) -> "Capture":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self.stats.container.startswith("pcapng"):
+            return self._pcapng()
+        return self._pcap()
+
+    # ------------------------------------------------------------------ helpers
+    def _stop(self, reason: str, frame: int, offset: int) -> None:
+        st = self.stats
+        st.stopped, st.stopped_frame, st.stopped_offset = reason, frame, offset
+
+    def _note_ts(self, ts_ns: int) -> None:
+        st = self.stats
+        if st.first_ts_ns is None:
+            st.first_ts_ns = st.last_ts_ns = ts_ns
+        elif ts_ns < st.last_ts_ns:
+            st.clock_jumps += 1
+            if ts_ns < st.first_ts_ns:
+                st.first_ts_ns = ts_ns
+        else:
+            st.last_ts_ns = ts_ns
+
+    def _read(self, n: int) -> bytes:
+        try:
+            return _read_exactly(self._stream, n)
+        except _STREAM_ERRORS as exc:
+            self._read_error = f"read error ({exc})"
+            return b""
+
+    # ------------------------------------------------------------------ classic pcap
+    def _pcap(self) -> Iterator[Frame]:
+        head = self._head
+        endian, tick_ns = _PCAP_MAGIC[head[:4]]
+        _vmaj, _vmin, _zone, _sigfigs, snaplen, network = Struct(endian + "HHiIII").unpack_from(
+            head, 4
+        )
+        linktype = network & 0x0FFFFFFF  # upper bits may carry FCS length (pcap-savefile(5))
+        st = self.stats
+        st.resolution_ns = tick_ns
+        limit = max(snaplen, 65535) if snaplen <= MAX_RECORD_BYTES else MAX_RECORD_BYTES
+        limit = max(limit, 262144)
+        rec = Struct(endian + "IIII")
+        rec_size = rec.size
+        unpack_rec = rec.unpack_from
+        self._read_error = None
+        offset = 24  # file offset of buf[0]
+        buf = b""
+        pos = 0
+        frame = 0
+        last_ts = -1
+        first_ts = None
+        nbytes = 0
+        jumps = 0
+        bad_frac = 0
+        frac_limit = 1_000_000_000 // tick_ns
+        while True:
+            if len(buf) - pos < rec_size:
+                more = self._read(_CHUNK)
+                buf = buf[pos:] + more
+                offset += pos
+                pos = 0
+                if len(buf) < rec_size:
+                    if buf:
+                        self._stop("capture ends inside a record header", frame + 1, offset)
+                    elif self._read_error:
+                        self._stop(self._read_error, frame + 1, offset)
+                    break
+            sec, frac, caplen, wirelen = unpack_rec(buf, pos)
+            if caplen > limit:
+                self._stop(
+                    f"record header claims {caplen} bytes (more than the {limit}-byte limit)",
+                    frame + 1,
+                    offset + pos,
+                )
+                break
+            end = pos + rec_size + caplen
+            if end > len(buf):
+                need = end - len(buf)
+                more = self._read(max(need, _CHUNK))
+                buf = buf[pos:] + more
+                offset += pos
+                end -= pos
+                pos = 0
+                if end > len(buf):
+                    self._stop("capture ends inside a packet", frame + 1, offset)
+                    break
+            frame += 1
+            if frac >= frac_limit:
+                bad_frac += 1
+            ts_ns = (sec * 1_000_000_000) + frac * tick_ns
+            if ts_ns < last_ts:
+                jumps += 1
+            else:
+                last_ts = ts_ns
+            if first_ts is None or ts_ns < first_ts:
+                first_ts = ts_ns
+            nbytes += caplen
+            yield (frame, ts_ns, linktype, memoryview(buf)[pos + rec_size : end], wirelen)
+            pos = end
+        st.frames = frame
+        st.bytes = nbytes
+        if frame:
+            st.linktypes[linktype] = frame
+            st.first_ts_ns = first_ts
+            st.last_ts_ns = last_ts
+        st.clock_jumps = jumps
+        if bad_frac:
+            st.oddities["a timestamp fraction of a second or more"] += bad_frac
+
+    # ------------------------------------------------------------------ pcapng
+    def _pcapng(self) -> Iterator[Frame]:
+        """Walk pcapng blocks; each interface keeps its own link type and clock."""
+        st = self.stats
+        self._read_error = None
+        head = self._head  # the first 12 bytes: block type, length, byte-order magic
+        frame = 0
+        offset = 0
+        interfaces: list[tuple[int, int, int, int]] = []  # (linktype, snaplen, num, den, offset)
+        endian = "<" if head[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+        pending = head
+        while True:
+            hdr = pending if pending else self._read(8)
+            pending = b""
+            if len(hdr) < 8:
+                if hdr:
+                    self._stop("capture ends inside a block header", frame + 1, offset)
+                elif self._read_error:
+                    self._stop(self._read_error, frame + 1, offset)
+                break
+            btype = hdr[:4]
+            if btype == _PCAPNG_SHB:
+                if len(hdr) < 12:
+                    hdr += self._read(12 - len(hdr))
+                if len(hdr) < 12:
+                    self._stop("capture ends inside a section header", frame + 1, offset)
+                    break
+                bom = hdr[8:12]
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    endian = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    endian = ">"
+                else:
+                    self._stop("section header with a bad byte-order magic", frame + 1, offset)
+                    break
+                interfaces = []
+                (blen,) = Struct(endian + "I").unpack_from(hdr, 4)
+                if blen < 28 or blen % 4 or blen > MAX_RECORD_BYTES:
+                    self._stop(f"section header with a bad length ({blen})", frame + 1, offset)
+                    break
+                body = self._read(blen - len(hdr))
+                if len(body) < blen - len(hdr):
+                    self._stop("capture ends inside a section header", frame + 1, offset)
+                    break
+                offset += blen
+                continue
+            code, blen = Struct(endian + "II").unpack_from(hdr)
+            if blen < 12 or blen % 4 or blen > MAX_RECORD_BYTES:
+                self._stop(f"block of type {code} with a bad length ({blen})", frame + 1, offset)
+                break
+            body = self._read(blen - 8)
+            if len(body) < blen - 8:
+                self._stop("capture ends inside a block", frame + 1, offset)
+                break
+            block_offset = offset
+            offset += blen
+            data_end = blen - 12  # body without the trailing length
+            if code == 1:  # Interface Description Block
+                if data_end < 8:
+                    st.oddities["an interface description that is too short"] += 1
+                    continue
+                linktype, _res, snaplen = Struct(endian + "HHI").unpack_from(body)
+                num, den, ts_offset = _idb_clock(body[8:data_end], endian)
+                interfaces.append((linktype, snaplen, num, den, ts_offset))
+                if len(interfaces) == 1 and st.frames == 0:
+                    st.resolution_ns = max(1, num // den) if den else 1000
+                continue
+            if code in (6, 2):  # Enhanced Packet Block, obsolete Packet Block
+                if code == 6:
+                    if data_end < 20:
+                        self._stop("packet block too short", frame + 1, block_offset)
+                        break
+                    iface, ts_hi, ts_lo, caplen, wirelen = Struct(endian + "IIIII").unpack_from(
+                        body
+                    )
+                    start = 20
+                else:
+                    if data_end < 20:
+                        self._stop("packet block too short", frame + 1, block_offset)
+                        break
+                    iface, _drops, ts_hi, ts_lo, caplen, wirelen = Struct(
+                        endian + "HHIIII"
+                    ).unpack_from(body)
+                    start = 20
+                if iface >= len(interfaces):
+                    st.oddities["a packet for an undeclared interface"] += 1
+                    continue
+                if start + caplen > data_end:
+                    self._stop(
+                        f"packet block claims {caplen} bytes but holds {data_end - start}",
+                        frame + 1,
+                        block_offset,
+                    )
+                    break
+                linktype, _snap, num, den, ts_offset = interfaces[iface]
+                ticks = (ts_hi << 32) | ts_lo
+                ts_ns = ts_offset * 1_000_000_000 + (ticks * num) // den
+            elif code == 3:  # Simple Packet Block: interface 0, no timestamp
+                if not interfaces or data_end < 4:
+                    st.oddities["a simple packet block without an interface"] += 1
+                    continue
+                (wirelen,) = Struct(endian + "I").unpack_from(body)
+                linktype, snap, _num, _den, _off = interfaces[0]
+                caplen = min(wirelen, data_end - 4, snap or wirelen)
+                start = 4
+                ts_ns = st.last_ts_ns or 0
+            else:
+                continue  # name resolution, statistics, custom and unknown blocks
+            frame += 1
+            self._note_ts(ts_ns)
+            st.linktypes[linktype] += 1
+            st.bytes += caplen
+            st.frames = frame
+            yield (frame, ts_ns, linktype, memoryview(body)[start : start + caplen], wirelen)
+
+
+def _idb_clock(options: bytes, endian: str) -> tuple[int, int, int]:
+    """(numerator ns, denominator, offset s) of an interface's clock from its IDB options.
+
+    `if_tsresol` (code 9): high bit clear = 10**-n seconds, set = 2**-n seconds; default µs.
+    `if_tsoffset` (code 14): seconds added to every timestamp.
+    """
+    num, den, ts_offset = 1000, 1, 0
+    i = 0
+    hdr = Struct(endian + "HH")
+    while i + 4 <= len(options):
+        code, length = hdr.unpack_from(options, i)
+        value = options[i + 4 : i + 4 + length]
+        if code == 0:
+            break
+        if code == 9 and length >= 1:
+            res = value[0]
+            if res & 0x80:
+                num, den = 1_000_000_000, 1 << (res & 0x7F)
+            else:
+                exp = res & 0x7F
+                if exp <= 9:
+                    num, den = 10 ** (9 - exp), 1
+                else:
+                    num, den = 1, 10 ** (exp - 9)
+        elif code == 14 and length == 8:
+            (ts_offset,) = Struct(endian + "q").unpack_from(value)
+        i += 4 + ((length + 3) & ~3)
+    return num, den, ts_offset
+
+
+def open_capture(path: str) -> Capture:
+    """Open `path` (or `-` for stdin) and sniff its container; raises `CaptureError` subclasses.
+
+    The container is decided by magic bytes, never by the file name.
+    """
+    raw = _open_raw(path)
+    try:
+        stream: BinaryIO = raw
+        kinds = []
+        for _ in range(3):  # at most a couple of nested compressions (e.g. .tar is not handled)
+            try:
+                head = _read_exactly(stream, 12)
+            except _STREAM_ERRORS as exc:
+                raise CaptureError(path, f"cannot decompress ({exc})") from exc
+            kind = next((k for magic, k in _COMPRESSION if head.startswith(magic)), None)
+            if kind is None:
+                break
+            kinds.append(kind)
+            stream = _decompressor(kind, io.BufferedReader(_Prefixed(head, stream)), path)
+        else:
+            raise NotACaptureError(path, "compressed too many times over")
+        suffix = "".join("+" + k for k in kinds)
+        if not head:
+            if kinds:
+                raise TruncatedHeaderError(path, f"{kinds[-1]} stream holds no data")
+            raise EmptyCaptureError(path, "empty file")
+        if head[:4] in _PCAP_MAGIC:
+            rest = _read_exactly(stream, 24 - len(head)) if len(head) < 24 else b""
+            full = head + rest
+            if len(full) < 24:
+                raise TruncatedHeaderError(
+                    path, f"pcap file header cut short ({len(full)} of 24 bytes)"
+                )
+            # re-feed whatever of the 12-byte sniff lies beyond the header (never: 12 < 24)
+            return Capture(path, stream, "pcap" + suffix, full, raw)
+        if head[:4] == _PCAPNG_SHB:
+            if len(head) < 12:
+                raise TruncatedHeaderError(path, "pcapng section header cut short")
+            if head[8:12] not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+                raise NotACaptureError(path, "pcapng section header with a bad byte-order magic")
+            return Capture(path, stream, "pcapng" + suffix, head, raw)
+        if len(head) < 4:
+            raise TruncatedHeaderError(path, f"too short to be a capture ({len(head)} bytes)")
+        shown = " ".join(f"{b:02x}" for b in head[:4])
+        raise NotACaptureError(path, f"not a pcap or pcapng capture (starts with {shown})")
+    except BaseException:
+        if raw is not sys.stdin.buffer:
+            raw.close()
+        raise

@@ -1,0 +1,57 @@
+"""The `flowlens` command line: a click group whose commands live in flowlens/commands/.
+
+Data goes to stdout, diagnostics to stderr. Library errors become one line,
+`Error: FILE: problem`, and exit code 1; bad arguments exit 2 through click.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from .errors import FlowlensError
+
+__all__ = ["main", "cli"]
+
+# command modules, each defining a click command of the same name
+COMMANDS = ["flows"]
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FlowlensError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+        except BrokenPipeError:
+            # `flowlens flows big.pcap | head`: the reader left; that is not an error
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(0)
+        except KeyboardInterrupt:
+            click.echo("Interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="flowlens")
+def cli() -> None:
+    """Tell the life story of every connection in a tcpdump capture.
+
+    \b
+    Example:
+      flowlens flows capture.pcap
+    """
+
+
+for _name in COMMANDS:
+    _module = importlib.import_module(f".commands.{_name}", __package__)
+    cli.add_command(getattr(_module, _name.replace("-", "_")))
+
+
+def main() -> None:
+    cli(prog_name="flowlens")

@@ -1,0 +1,1 @@
+"""One module per `flowlens` command; cli.py registers them. Shared options live in _common."""

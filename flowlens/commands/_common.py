@@ -1,0 +1,164 @@
+"""Options, progress display and the capture run shared by every command."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+import click
+
+from ..analysis import Analysis, Pipeline, analyze
+from ..connections import Config
+from ..filters import Selection
+from ..reports.formats import FORMATS
+
+__all__ = [
+    "capture_argument",
+    "format_option",
+    "table_options",
+    "filter_options",
+    "selection_from",
+    "config_from",
+    "run_analysis",
+    "open_pipeline",
+    "progress_callback",
+    "warn",
+]
+
+
+def warn(message: str) -> None:
+    """A diagnostic line on stderr (never on stdout, which carries data)."""
+    click.echo(message, err=True)
+
+
+capture_argument = click.argument("capture", type=click.Path(dir_okay=True, allow_dash=True))
+
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table for a terminal; json = one JSON object per line; csv with a header.",
+)
+
+
+def table_options(func: Callable) -> Callable:
+    """Timers and decoding switches that change what the connection table sees."""
+    func = click.option(
+        "--msl",
+        type=click.FloatRange(min=0.001),
+        default=30.0,
+        show_default=True,
+        help="Maximum segment lifetime in seconds; TIME_WAIT lasts 2 x MSL (Linux: 60 s).",
+    )(func)
+    func = click.option(
+        "-C",
+        "--no-checksums",
+        is_flag=True,
+        help="Do not verify checksums (as zeek -C); use it on captures taken on a host with "
+        "checksum offload, where its own outgoing packets look corrupt.",
+    )(func)
+    func = click.option(
+        "--idle-timeout",
+        type=click.FloatRange(min=0.001),
+        default=300.0,
+        show_default=True,
+        help="Seconds without a packet after which an established TCP connection ends (Zeek: 300).",
+    )(func)
+    func = click.option(
+        "--udp-timeout",
+        type=click.FloatRange(min=0.001),
+        default=60.0,
+        show_default=True,
+        help="Seconds without a packet after which a UDP or ICMP flow ends.",
+    )(func)
+    return func
+
+
+def filter_options(func: Callable) -> Callable:
+    """ss-style filters; repeat an option to accept any of its values."""
+    for decorator in reversed(
+        [
+            click.option("--state", "states", multiple=True, help="TCP state of either endpoint at the end (time-wait, close-wait, established, connected ...) or a Zeek conn_state (SF, REJ, S0 ...)."),
+            click.option("--port", "ports", multiple=True, type=click.IntRange(0, 65535), help="Either port."),
+            click.option("--host", "hosts", multiple=True, help="Either address."),
+            click.option("--net", "nets", multiple=True, help="Either address inside this CIDR network."),
+            click.option("--proto", "protos", multiple=True, type=click.Choice(["tcp", "udp", "icmp"]), help="Protocol."),
+            click.option("--uid", "uids", multiple=True, help="Connection uid (a unique prefix is enough)."),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def selection_from(kwargs: dict) -> Selection:
+    return Selection.build(
+        states=kwargs.pop("states", ()),
+        ports=kwargs.pop("ports", ()),
+        hosts=kwargs.pop("hosts", ()),
+        nets=kwargs.pop("nets", ()),
+        protos=kwargs.pop("protos", ()),
+        uids=kwargs.pop("uids", ()),
+    )
+
+
+def config_from(kwargs: dict) -> Config:
+    return Config(
+        msl_s=kwargs.pop("msl", 30.0),
+        verify_checksums=not kwargs.pop("no_checksums", False),
+        tcp_idle_s=kwargs.pop("idle_timeout", 300.0),
+        udp_idle_s=kwargs.get("udp_timeout", 60.0),
+        icmp_idle_s=kwargs.pop("udp_timeout", 60.0),
+    )
+
+
+class _Progress:
+    """A tqdm bar on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self, path: str) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self._bar = None
+        self._path = path
+
+    def __call__(self, frames: int, done: int, size: int | None) -> None:
+        if self._bar is None:
+            self._bar = self._tqdm(
+                total=size, unit="B", unit_scale=True, desc=self._path, file=sys.stderr, leave=False
+            )
+        self._bar.n = done
+        self._bar.set_postfix_str(f"{frames:,} frames", refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def progress_callback(path: str):
+    """A progress callback for `path`, or None when stderr is not a terminal (piped, CI)."""
+    if not sys.stderr.isatty():
+        return None
+    return _Progress(path)
+
+
+def run_analysis(path: str, config: Config, observers=()) -> Analysis:
+    """Analyze a capture with a progress bar on a terminal and its warnings on stderr."""
+    progress = progress_callback(path)
+    try:
+        result = analyze(path, config, observers, progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    for line in result.warnings:
+        warn(f"Warning: {line}")
+    return result
+
+
+def open_pipeline(path: str, config: Config, observers=()) -> tuple[Pipeline, object]:
+    """A streaming pipeline and its progress bar (close it when done), for commands that stream."""
+    progress = progress_callback(path)
+    return Pipeline(path, config, observers, progress), progress

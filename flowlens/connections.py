@@ -1,0 +1,598 @@
+"""The connection table: 5-tuple keys, port-reuse splitting, originator choice, expiry.
+
+Packets go in, finished `Connection`s come out as soon as they end (closed and lingered, TIME_WAIT
+run out, idle too long, or replaced by a new connection on the same 5-tuple), so memory follows
+the number of *open* connections, not the capture's length.
+
+A reused 5-tuple is several connections: a SYN whose ISN differs from the one stored for that
+side starts a new one, as does any packet after the old one expired (Zeek's
+`TCPSessionAdapter::IsReuse` follows the same rule). The originator is the sender of the first
+SYN; a SYN/ACK seen first makes its receiver the originator; without either, a port heuristic
+decides and the record says the originator was inferred.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import socket
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
+
+from .decode import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet
+from .services import is_well_known, service_name
+from .tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker, seq_after
+from .zeekstate import ZeekTcp, udp_conn_state
+
+__all__ = ["Config", "Connection", "ConnectionTable", "format_addr", "PROTO_NAMES"]
+
+PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROTO_ICMPV6: "icmp"}
+
+# ICMP request/reply types that form one flow (Zeek logs the request type as orig_p and the reply
+# type as resp_p): echo, timestamp, information, address mask, router and neighbour discovery.
+_ICMP4_PAIRS = {8: 0, 13: 14, 15: 16, 17: 18, 10: 9}
+_ICMP6_PAIRS = {128: 129, 133: 134, 135: 136}
+_ICMP4_REPLIES = {v: k for k, v in _ICMP4_PAIRS.items()}
+_ICMP6_REPLIES = {v: k for k, v in _ICMP6_PAIRS.items()}
+
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def format_addr(addr: bytes) -> str:
+    """Packed IPv4/IPv6 address -> text (`192.0.2.1`, `2001:db8::1`)."""
+    return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Timers of the connection table, in seconds of capture time."""
+
+    #: maximum segment lifetime; TIME_WAIT lasts 2 x MSL (Linux: 60 s)
+    msl_s: float = 30.0
+    #: an established TCP connection with no packet for this long is emitted (Zeek: 5 min)
+    tcp_idle_s: float = 300.0
+    #: a connection attempt that never got established (SYNs only, or SYN/ACK, no ACK)
+    attempt_idle_s: float = 60.0
+    udp_idle_s: float = 60.0
+    icmp_idle_s: float = 60.0
+    #: a closed or reset connection waits this long for stray packets before it is emitted
+    #: (Zeek's tcp_close_delay)
+    close_linger_s: float = 5.0
+    #: verify checksums (bad ones are flagged, never dropped)
+    verify_checksums: bool = True
+
+    @property
+    def time_wait_ns(self) -> int:
+        return int(2 * self.msl_s * 1e9)
+
+
+class Connection:
+    """One connection (TCP) or flow (UDP, ICMP): the record `flowlens flows` prints.
+
+    Index 0 of the per-side lists is the originator, 1 the responder.
+    """
+
+    __slots__ = (
+        "uid",  # stable id within the capture: "C" + 17 base-62 characters
+        "key",  # canonical table key
+        "proto",  # IP protocol number
+        "orig_h",  # packed addresses and ports of originator and responder
+        "orig_p",
+        "resp_h",
+        "resp_p",
+        "first_ts_ns",
+        "last_ts_ns",
+        "first_frame",
+        "last_frame",
+        "pkts",  # [orig, resp] packets
+        "payload",  # [orig, resp] transport payload bytes
+        "ip_bytes",  # [orig, resp] IP-level bytes
+        "tcp",  # TcpTracker (TCP only)
+        "zeek",  # ZeekTcp (TCP only)
+        "originator_inferred",
+        "flipped",  # the first packet came from the responder
+        "retransmissions",
+        "next_seq",  # [orig, resp] highest sequence number sent + 1 (TCP)
+        "bad_checksums",
+        "icmp_errors",  # [(ts_ns, frame, type, code, reporter)] ICMP errors quoting this flow
+        "vlan",
+        "end_ts_ns",  # capture time the record was closed at (capture end or expiry)
+        "prev_uid",  # uid of the connection this one reused the 5-tuple of
+        "reused_in_time_wait",  # ... while that connection still had a side in TIME_WAIT
+        "closed_by",  # why the record ended: "closed", "idle", "reused", "capture_end"
+        "_done",
+        "_time_wait_ns",
+    )
+
+    def __init__(self, key, proto, orig_h, orig_p, resp_h, resp_p, pkt: Packet, cfg: Config):
+        self.key = key
+        self.proto = proto
+        self.orig_h, self.orig_p, self.resp_h, self.resp_p = orig_h, orig_p, resp_h, resp_p
+        self.first_ts_ns = self.last_ts_ns = pkt.ts_ns
+        self.first_frame = self.last_frame = pkt.frame
+        self.pkts = [0, 0]
+        self.payload = [0, 0]
+        self.ip_bytes = [0, 0]
+        self.tcp = TcpTracker() if proto == IPPROTO_TCP else None
+        self.zeek = ZeekTcp() if proto == IPPROTO_TCP else None
+        self.originator_inferred = False
+        self.flipped = False
+        self.retransmissions = 0
+        self.next_seq = [None, None]
+        self.bad_checksums = 0
+        self.icmp_errors = None
+        self.vlan = pkt.vlan
+        self.end_ts_ns = None
+        self.prev_uid = None
+        self.reused_in_time_wait = False
+        self.closed_by = None
+        self._done = False
+        self._time_wait_ns = cfg.time_wait_ns
+        digest = hashlib.blake2b(
+            b"%d|%d|%r" % (pkt.ts_ns, pkt.frame, key), digest_size=12
+        ).digest()
+        n = int.from_bytes(digest, "big")
+        chars = []
+        for _ in range(17):
+            n, r = divmod(n, 62)
+            chars.append(_B62[r])
+        self.uid = "C" + "".join(chars)
+
+    # ------------------------------------------------------------------ derived fields
+    @property
+    def proto_name(self) -> str:
+        return PROTO_NAMES.get(self.proto, str(self.proto))
+
+    @property
+    def ts(self) -> float:
+        """First packet, epoch seconds."""
+        return self.first_ts_ns / 1e9
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds from the first to the last packet; never negative (clock jumps)."""
+        return max(0, self.last_ts_ns - self.first_ts_ns) / 1e9
+
+    @property
+    def service(self) -> str | None:
+        return service_name(self.proto_name, self.resp_p)
+
+    @property
+    def history(self) -> str:
+        if self.zeek is not None:
+            return self.zeek.history
+        return ""
+
+    @property
+    def conn_state(self) -> str:
+        if self.zeek is not None:
+            return self.zeek.conn_state()
+        if self.proto == IPPROTO_UDP:
+            return udp_conn_state(self.pkts[0], self.pkts[1])
+        return "OTH"
+
+    @property
+    def orig_bytes(self) -> int:
+        return self.zeek.orig_bytes if self.zeek is not None else self.payload[0]
+
+    @property
+    def resp_bytes(self) -> int:
+        return self.zeek.resp_bytes if self.zeek is not None else self.payload[1]
+
+    @property
+    def missed_bytes(self) -> int:
+        return self.zeek.missed_bytes if self.zeek is not None else 0
+
+    def state_at(self, side: int, ts_ns: int) -> TcpState | None:
+        """TCP state of `side` (0 orig, 1 resp) at `ts_ns`, TIME_WAIT ending after 2 x MSL."""
+        if self.tcp is None:
+            return None
+        state = None
+        for t, _frame, s, new in self.tcp.timeline:
+            if t > ts_ns:
+                break
+            if s == side:
+                state = new
+        if state is None:
+            return CLOSED
+        if state is TIME_WAIT:
+            start = self.tcp.tw_start[side]
+            if start is not None and ts_ns >= start + self._time_wait_ns:
+                return CLOSED
+        return state
+
+    @property
+    def orig_state(self) -> str | None:
+        """The originator's TCP state when the capture ended (or the record was closed)."""
+        return self._end_state(0)
+
+    @property
+    def resp_state(self) -> str | None:
+        return self._end_state(1)
+
+    def _end_state(self, side: int) -> str | None:
+        if self.tcp is None:
+            return None
+        return self.state_at(side, self.end_ts_ns if self.end_ts_ns is not None else self.last_ts_ns).value
+
+    @property
+    def handshake(self) -> str | None:
+        return self.tcp.handshake() if self.tcp is not None else None
+
+    @property
+    def teardown(self) -> str | None:
+        return self.tcp.teardown() if self.tcp is not None else None
+
+    @property
+    def close_initiator(self) -> str | None:
+        return self.tcp.close_initiator() if self.tcp is not None else None
+
+    @property
+    def synack_ms(self) -> float | None:
+        return self.tcp.synack_ms if self.tcp is not None else None
+
+    @property
+    def ackdat_ms(self) -> float | None:
+        return self.tcp.ackdat_ms if self.tcp is not None and self.tcp.synack_ms is not None else None
+
+    @property
+    def irtt_ms(self) -> float | None:
+        if self.tcp is None or self.tcp.synack_ms is None or self.tcp.ackdat_ms is None:
+            return None
+        return self.tcp.synack_ms + self.tcp.ackdat_ms
+
+    @property
+    def syn_retries(self) -> int:
+        return max(0, self.tcp.syn_count[0] - 1) if self.tcp is not None else 0
+
+    @property
+    def timeline(self) -> list[tuple[int, int | None, str, str]]:
+        """[(ts_ns, frame or None, "orig"/"resp", state name)]; TIME_WAIT's end is added
+        (frame None) when it fell before the end of the capture."""
+        if self.tcp is None:
+            return []
+        out = [(t, f, "orig" if s == 0 else "resp", st.value) for t, f, s, st in self.tcp.timeline]
+        end = self.end_ts_ns if self.end_ts_ns is not None else self.last_ts_ns
+        for side in (0, 1):
+            start = self.tcp.tw_start[side]
+            if start is not None and self.tcp.state[side] is TIME_WAIT:
+                if start + self._time_wait_ns <= end:
+                    out.append((start + self._time_wait_ns, None, "orig" if side == 0 else "resp", "CLOSED"))
+        out.sort(key=lambda e: e[0])
+        return out
+
+    def to_record(self) -> dict:
+        """The record with Zeek's dotted field names (DESIGN.md, connection record)."""
+        return {
+            "uid": self.uid,
+            "ts": round(self.ts, 6),
+            "duration": round(self.duration_s, 6),
+            "proto": self.proto_name,
+            "id.orig_h": format_addr(self.orig_h),
+            "id.orig_p": self.orig_p,
+            "id.resp_h": format_addr(self.resp_h),
+            "id.resp_p": self.resp_p,
+            "service": self.service,
+            "orig_pkts": self.pkts[0],
+            "resp_pkts": self.pkts[1],
+            "orig_bytes": self.orig_bytes,
+            "resp_bytes": self.resp_bytes,
+            "orig_ip_bytes": self.ip_bytes[0],
+            "resp_ip_bytes": self.ip_bytes[1],
+            "missed_bytes": self.missed_bytes,
+            "conn_state": self.conn_state,
+            "history": self.history,
+            "orig_state": self.orig_state,
+            "resp_state": self.resp_state,
+            "handshake": self.handshake,
+            "teardown": self.teardown,
+            "close_initiator": self.close_initiator,
+            "originator_inferred": self.originator_inferred,
+            "synack_ms": _round_ms(self.synack_ms),
+            "ackdat_ms": _round_ms(self.ackdat_ms),
+            "irtt_ms": _round_ms(self.irtt_ms),
+            "retransmissions": self.retransmissions,
+            "syn_retries": self.syn_retries,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Connection({self.uid} {self.proto_name} {format_addr(self.orig_h)}:{self.orig_p} -> "
+            f"{format_addr(self.resp_h)}:{self.resp_p} {self.conn_state} {self.history})"
+        )
+
+
+def _round_ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+RECORD_FIELDS = tuple(
+    "uid ts duration proto id.orig_h id.orig_p id.resp_h id.resp_p service orig_pkts resp_pkts "
+    "orig_bytes resp_bytes orig_ip_bytes resp_ip_bytes missed_bytes conn_state history orig_state "
+    "resp_state handshake teardown close_initiator originator_inferred synack_ms ackdat_ms irtt_ms "
+    "retransmissions syn_retries".split()
+)
+
+
+def _likely_server(proto: str, port: int, other: int) -> bool:
+    """Port heuristic for an originator no SYN names: is `port` the server's side?
+
+    A well-known or registered service port beats a port that is not; otherwise the lower port
+    is the server's (ephemeral ports are high on every common system).
+    """
+    a, b = is_well_known(proto, port), is_well_known(proto, other)
+    if a != b:
+        return a
+    return port < other
+
+
+class ConnectionTable:
+    """Feed packets in capture order; finished connections come out of `add` and `flush`.
+
+    Observers (callables `(conn, pkt, from_orig)`) see every packet after the table has applied it;
+    per-connection analyzers (ladder, RTT, anomalies) hook in there.
+    """
+
+    def __init__(self, config: Config | None = None, observers: Iterable = ()) -> None:
+        self.config = config or Config()
+        self.observers = list(observers)
+        self._table: dict[tuple, Connection] = {}
+        self._heap: list[tuple[int, int, Connection]] = []
+        self._counter = 0
+        self.now_ns = 0
+        self.connections_seen = 0
+        self.open_peak = 0
+        cfg = self.config
+        self._linger = int(cfg.close_linger_s * 1e9)
+        self._tcp_idle = int(cfg.tcp_idle_s * 1e9)
+        self._attempt_idle = int(cfg.attempt_idle_s * 1e9)
+        self._udp_idle = int(cfg.udp_idle_s * 1e9)
+        self._icmp_idle = int(cfg.icmp_idle_s * 1e9)
+        self._tw = cfg.time_wait_ns
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    # ------------------------------------------------------------------ expiry
+    def _deadline(self, c: Connection) -> int:
+        if c.tcp is not None:
+            t = c.tcp
+            if t.closed_ts is not None:
+                d = c.last_ts_ns + self._linger
+                for start in t.tw_start:
+                    if start is not None:
+                        d = max(d, start + self._tw)
+                return d
+            if t.handshake_acked or t.midstream:
+                return c.last_ts_ns + self._tcp_idle
+            return c.last_ts_ns + self._attempt_idle
+        if c.proto == IPPROTO_UDP:
+            return c.last_ts_ns + self._udp_idle
+        return c.last_ts_ns + self._icmp_idle
+
+    def _schedule(self, c: Connection) -> None:
+        self._counter += 1
+        heapq.heappush(self._heap, (self._deadline(c), self._counter, c))
+
+    def _finish(self, c: Connection, end_ns: int, why: str) -> Connection:
+        c._done = True
+        c.end_ts_ns = end_ns
+        c.closed_by = why
+        if self._table.get(c.key) is c:
+            del self._table[c.key]
+        return c
+
+    def expire(self, now_ns: int) -> list[Connection]:
+        """Emit every connection whose deadline is at or before `now_ns`."""
+        out = []
+        heap = self._heap
+        while heap and heap[0][0] <= now_ns:
+            _d, _n, c = heapq.heappop(heap)
+            if c._done:
+                continue
+            d = self._deadline(c)
+            if d <= now_ns:
+                out.append(self._finish(c, d, "closed" if c.tcp and c.tcp.closed_ts else "idle"))
+            else:
+                self._counter += 1
+                heapq.heappush(heap, (d, self._counter, c))
+        return out
+
+    def flush(self) -> list[Connection]:
+        """The capture ended: emit everything still open, in order of first packet."""
+        rest = sorted(self._table.values(), key=lambda c: (c.first_ts_ns, c.first_frame))
+        end = self.now_ns
+        out = [self._finish(c, end, "capture_end") for c in rest]
+        self._heap.clear()
+        return out
+
+    # ------------------------------------------------------------------ packets
+    def add(self, pkt: Packet) -> list[Connection]:
+        """Apply one packet; returns the connections that finished before it (usually none)."""
+        ts = pkt.ts_ns
+        done: list[Connection] = []
+        if ts > self.now_ns:
+            self.now_ns = ts
+            if self._heap and self._heap[0][0] <= ts:
+                done = self.expire(ts)
+        proto = pkt.proto
+        if proto == IPPROTO_TCP:
+            self._tcp(pkt, done)
+        elif proto == IPPROTO_UDP:
+            self._flow(pkt, "udp")
+        elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+            self._icmp(pkt)
+        return done
+
+    def _new(self, key, proto, orig_h, orig_p, resp_h, resp_p, pkt) -> Connection:
+        c = Connection(key, proto, orig_h, orig_p, resp_h, resp_p, pkt, self.config)
+        self._table[key] = c
+        self.connections_seen += 1
+        if len(self._table) > self.open_peak:
+            self.open_peak = len(self._table)
+        self._schedule(c)
+        return c
+
+    def _count(self, c: Connection, pkt: Packet, side: int) -> None:
+        c.pkts[side] += 1
+        c.payload[side] += pkt.plen
+        c.ip_bytes[side] += pkt.ip_len
+        if pkt.ts_ns > c.last_ts_ns:
+            c.last_ts_ns = pkt.ts_ns
+        c.last_frame = pkt.frame
+        if pkt.bad_checksum:
+            c.bad_checksums += 1
+
+    def _tcp(self, pkt: Packet, done: list) -> None:
+        src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
+        if (src, sport) <= (dst, dport):
+            key = (IPPROTO_TCP, src, sport, dst, dport)
+        else:
+            key = (IPPROTO_TCP, dst, dport, src, sport)
+        flags = pkt.flags
+        c = self._table.get(key)
+        if c is not None:
+            from_orig = src == c.orig_h and sport == c.orig_p
+            if flags & TH_SYN and not flags & TH_ACK and self._is_reuse(c, 0 if from_orig else 1, pkt):
+                done.append(self._retire_for_reuse(c, pkt))
+                c = None
+        if c is None:
+            c = self._open_tcp(key, pkt)
+            if done and done[-1].key == key and done[-1].closed_by == "reused":
+                prev = done[-1]
+                c.prev_uid = prev.uid
+                c.reused_in_time_wait = prev.tcp.tw_cut_short
+        from_orig = src == c.orig_h and sport == c.orig_p
+        side = 0 if from_orig else 1
+        self._count(c, pkt, side)
+        seq, plen = pkt.seq, pkt.plen
+        # retransmission: a segment carrying sequence space that was already sent
+        span = plen + (1 if flags & TH_SYN else 0) + (1 if flags & TH_FIN else 0)
+        if span and not flags & TH_RST:
+            nxt = c.next_seq[side]
+            end = (seq + span) & 0xFFFFFFFF
+            if nxt is None:
+                c.next_seq[side] = end
+            elif seq_after(nxt, seq):
+                keepalive = plen <= 1 and not flags & (TH_SYN | TH_FIN) and ((nxt - seq) & 0xFFFFFFFF) == 1
+                if not keepalive:
+                    c.retransmissions += 1
+                if seq_after(end, nxt):
+                    c.next_seq[side] = end
+            else:
+                c.next_seq[side] = end
+        c.tcp.packet(side, flags, seq, pkt.ack, plen, pkt.ts_ns, pkt.frame)
+        c.zeek.packet(from_orig, flags, seq, pkt.ack, plen, pkt.win, pkt.bad_checksum)
+        for observer in self.observers:
+            observer(c, pkt, from_orig)
+
+    def _is_reuse(self, c: Connection, side: int, pkt: Packet) -> bool:
+        """Does this SYN (no ACK) start a new connection on an existing 5-tuple?"""
+        t = c.tcp
+        isn = t.isn[side]
+        if isn is not None:
+            return pkt.seq != isn  # same ISN: a retransmitted SYN
+        if side == 1 and t.syn_count[0] and not t.synack_count[1] and not c.pkts[1]:
+            return False  # the responder's own SYN: simultaneous open
+        return True
+
+    def _retire_for_reuse(self, old: Connection, pkt: Packet) -> Connection:
+        """A new connection takes the 5-tuple: the old one ends here; a TIME_WAIT left on it is
+        cut short (the kernel recycles it, RFC 6191)."""
+        t = old.tcp
+        for side in (0, 1):
+            if t.state[side] is TIME_WAIT:
+                start = t.tw_start[side]
+                if start is not None and pkt.ts_ns < start + self._tw:
+                    t.tw_cut_short = True
+                    t.set_state(side, CLOSED, pkt.ts_ns, pkt.frame)
+        return self._finish(old, pkt.ts_ns, "reused")
+
+    def _open_tcp(self, key, pkt: Packet) -> Connection:
+        flags = pkt.flags
+        src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
+        inferred = False
+        if flags & TH_SYN:
+            flipped = bool(flags & TH_ACK)  # a SYN/ACK first: its receiver opened
+        else:
+            inferred = True
+            flipped = _likely_server("tcp", sport, dport)
+        if flipped:
+            c = self._new(key, IPPROTO_TCP, dst, dport, src, sport, pkt)
+            c.flipped = True
+            c.zeek.flip()
+        else:
+            c = self._new(key, IPPROTO_TCP, src, sport, dst, dport, pkt)
+        c.originator_inferred = inferred
+        if not flags & TH_SYN:
+            c.tcp.start_midstream(pkt.ts_ns, pkt.frame)
+        return c
+
+    def _flow(self, pkt: Packet, proto_name: str) -> Connection | None:
+        src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
+        proto = pkt.proto
+        if (src, sport) <= (dst, dport):
+            key = (proto, src, sport, dst, dport)
+        else:
+            key = (proto, dst, dport, src, sport)
+        c = self._table.get(key)
+        if c is None:
+            if _likely_server(proto_name, sport, dport) and not is_well_known(proto_name, dport):
+                c = self._new(key, proto, dst, dport, src, sport, pkt)
+                c.flipped = c.originator_inferred = True
+            else:
+                c = self._new(key, proto, src, sport, dst, dport, pkt)
+        from_orig = src == c.orig_h and sport == c.orig_p
+        self._count(c, pkt, 0 if from_orig else 1)
+        for observer in self.observers:
+            observer(c, pkt, from_orig)
+        return c
+
+    def _icmp(self, pkt: Packet) -> None:
+        itype = pkt.sport
+        v6 = pkt.proto == IPPROTO_ICMPV6
+        pairs = _ICMP6_PAIRS if v6 else _ICMP4_PAIRS
+        replies = _ICMP6_REPLIES if v6 else _ICMP4_REPLIES
+        if itype in pairs:
+            orig_h, resp_h, orig_p, resp_p = pkt.src, pkt.dst, itype, pairs[itype]
+        elif itype in replies:
+            orig_h, resp_h, orig_p, resp_p = pkt.dst, pkt.src, replies[itype], itype
+        else:
+            orig_h, resp_h, orig_p, resp_p = pkt.src, pkt.dst, itype, pkt.dport
+        key = (pkt.proto, orig_h, orig_p, resp_h, resp_p)
+        c = self._table.get(key)
+        if c is None:
+            c = self._new(key, pkt.proto, orig_h, orig_p, resp_h, resp_p, pkt)
+        from_orig = pkt.src == c.orig_h
+        self._count(c, pkt, 0 if from_orig else 1)
+        if pkt.quote is not None:
+            self._attach_icmp_error(pkt)
+        for observer in self.observers:
+            observer(c, pkt, from_orig)
+
+    def _attach_icmp_error(self, pkt: Packet) -> None:
+        proto, qsrc, qdst, qsport, qdport = pkt.quote
+        if (qsrc, qsport) <= (qdst, qdport):
+            key = (proto, qsrc, qsport, qdst, qdport)
+        else:
+            key = (proto, qdst, qdport, qsrc, qsport)
+        target = self._table.get(key)
+        if target is None:
+            return
+        if target.icmp_errors is None:
+            target.icmp_errors = []
+        if len(target.icmp_errors) < 64:
+            target.icmp_errors.append((pkt.ts_ns, pkt.frame, pkt.sport, pkt.dport, pkt.src))
+
+
+def connections(packets: Iterable[Packet], config: Config | None = None, observers=()) -> Iterator[Connection]:
+    """Stream finished connections from packets in capture order."""
+    table = ConnectionTable(config, observers)
+    for pkt in packets:
+        if pkt is None:
+            continue
+        for c in table.add(pkt):
+            yield c
+    yield from table.flush()

@@ -1,0 +1,536 @@
+"""Frame bytes -> compact packet records; the only module that knows header layouts.
+
+A `Packet` holds header fields and payload *lengths*, never a copy of the payload. Frames that
+cannot be decoded are counted by reason in `Decoder.skipped` and yield `None`: a malformed packet
+is data, not an error.
+
+The link layers follow tcpdump's LINKTYPE_ registry; IPv4 is RFC 791, IPv6 RFC 8200 (extension
+header chain), TCP RFC 9293 (options: RFC 7323 window scale and timestamps, RFC 2018 SACK),
+ICMP RFC 792 and ICMPv6 RFC 4443 (errors quote the offending datagram, whose 5-tuple is kept in
+`Packet.quote` so the error can be attached to its flow).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from struct import Struct
+
+from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
+
+__all__ = [
+    "Packet",
+    "TcpOptions",
+    "Decoder",
+    "LINKTYPE_NAMES",
+    "IPPROTO_TCP",
+    "IPPROTO_UDP",
+    "IPPROTO_ICMP",
+    "IPPROTO_ICMPV6",
+    "flags_text",
+]
+
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
+
+# LINKTYPE_ values (https://www.tcpdump.org/linktypes.html) and the names users know them by.
+LINKTYPE_NAMES = {
+    0: "NULL",
+    1: "EN10MB",
+    9: "PPP",
+    12: "RAW",
+    14: "RAW",
+    101: "RAW",
+    108: "LOOP",
+    113: "LINUX_SLL",
+    228: "IPV4",
+    229: "IPV6",
+    276: "LINUX_SLL2",
+}
+
+_ETH_IPV4 = 0x0800
+_ETH_IPV6 = 0x86DD
+_ETH_VLAN = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
+_ETH_MPLS = frozenset((0x8847, 0x8848))
+_ETH_PPPOE_SESSION = 0x8864
+
+_U16 = Struct("!H")
+_U32 = Struct("!I")
+_IPV4 = Struct("!BBHHHBBH4s4s")  # ver/ihl tos len id frag ttl proto csum src dst
+_IPV6 = Struct("!IHBB16s16s")  # ver/tc/flow plen nh hlim src dst
+_TCP = Struct("!HHIIBBHHH")  # sport dport seq ack off flags win csum urp
+_UDP = Struct("!HHHH")
+_ICMP = Struct("!BBH")
+_PORTS = Struct("!HH")
+_MAX_PENDING_DATAGRAMS = 4096
+
+# IPv6 extension headers that are walked to find the transport header (RFC 8200 §4).
+_V6_EXT = frozenset((0, 43, 60, 135, 139, 140))
+_V6_FRAGMENT = 44
+_V6_AH = 51
+
+# ICMP error types whose body quotes the offending IP header + 8 bytes.
+_ICMP4_ERRORS = frozenset((3, 4, 5, 11, 12))
+_ICMP6_ERRORS = frozenset((1, 2, 3, 4))
+
+_FLAG_LETTERS = (
+    (TH_SYN, "S"),
+    (TH_FIN, "F"),
+    (TH_RST, "R"),
+    (0x08, "P"),
+    (0x20, "U"),
+    (0x40, "E"),
+    (0x80, "W"),
+)
+
+
+def flags_text(flags: int) -> str:
+    """tcpdump's flag notation: `S`, `S.`, `.`, `P.`, `F.`, `R.`; `.` is ACK, `none` for 0."""
+    text = "".join(letter for bit, letter in _FLAG_LETTERS if flags & bit)
+    if flags & TH_ACK:
+        text += "."
+    return text or "none"
+
+
+@dataclass(slots=True, frozen=True)
+class TcpOptions:
+    """The TCP options flowlens uses; None where the option was absent."""
+
+    mss: int | None = None
+    #: window scale shift count (RFC 7323 §2), only meaningful on SYN and SYN/ACK
+    wscale: int | None = None
+    sack_permitted: bool = False
+    #: SACK blocks as (left, right) absolute sequence numbers (RFC 2018)
+    sack: tuple[tuple[int, int], ...] = ()
+    #: RFC 7323 timestamps, raw 32-bit values
+    tsval: int | None = None
+    tsecr: int | None = None
+
+
+_EMPTY_OPTIONS = TcpOptions()
+
+
+def parse_tcp_options(raw: bytes) -> TcpOptions:
+    """Parse TCP option bytes; a malformed option ends parsing (what was read is kept)."""
+    mss = wscale = tsval = tsecr = None
+    sack_permitted = False
+    sack: list[tuple[int, int]] = []
+    i, n = 0, len(raw)
+    while i < n:
+        kind = raw[i]
+        if kind == 0:  # end of option list
+            break
+        if kind == 1:  # no-op
+            i += 1
+            continue
+        if i + 1 >= n:
+            break
+        length = raw[i + 1]
+        if length < 2 or i + length > n:
+            break
+        body = raw[i + 2 : i + length]
+        if kind == 2 and length == 4:
+            mss = _U16.unpack(body)[0]
+        elif kind == 3 and length == 3:
+            wscale = body[0]
+        elif kind == 4 and length == 2:
+            sack_permitted = True
+        elif kind == 5 and length >= 10 and (length - 2) % 8 == 0:
+            for j in range(0, length - 2, 8):
+                sack.append((_U32.unpack_from(body, j)[0], _U32.unpack_from(body, j + 4)[0]))
+        elif kind == 8 and length == 10:
+            tsval, tsecr = _U32.unpack_from(body, 0)[0], _U32.unpack_from(body, 4)[0]
+        i += length
+    return TcpOptions(mss, wscale, sack_permitted, tuple(sack), tsval, tsecr)
+
+
+class Packet:
+    """One decoded IP packet: header fields and lengths, no payload.
+
+    Addresses are packed bytes (4 or 16); `flowlens.connections.format_addr` prints them.
+    For ICMP, `sport` and `dport` hold the ICMP type and code, as Zeek logs them.
+    """
+
+    __slots__ = (
+        "frame",  # 1-based frame number in capture order (tcpdump -#, Wireshark)
+        "ts_ns",  # capture timestamp, integer nanoseconds since the epoch
+        "version",  # 4 or 6
+        "src",
+        "dst",
+        "proto",  # IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6)
+        "sport",
+        "dport",
+        "flags",  # TCP flags byte (dpkt TH_* bits); 0 for other protocols
+        "seq",
+        "ack",
+        "win",  # raw 16-bit window, not scaled
+        "plen",  # transport payload length in bytes, from the IP length (not the snaplen)
+        "ip_len",  # IP datagram length (header + payload) in bytes
+        "caplen_short",  # bytes of the transport payload missing from the capture (snaplen)
+        "raw_options",  # TCP option bytes (<= 40), parsed on demand by `options`
+        "bad_checksum",  # True/False when verified, None when not (disabled or truncated)
+        "quote",  # ICMP error: (proto, src, dst, sport, dport) of the quoted datagram
+        "fragment",  # 1 when the packet was reassembled from IP fragments (lengths only)
+        "vlan",  # outermost 802.1Q VLAN id, or None
+        "_options",
+    )
+
+    def __init__(self) -> None:
+        self.raw_options = b""
+        self.quote = None
+        self.fragment = 0
+        self.vlan = None
+        self.flags = 0
+        self.seq = self.ack = self.win = 0
+        self.caplen_short = 0
+        self.bad_checksum = None
+        self._options = None
+
+    @property
+    def options(self) -> TcpOptions:
+        """TCP options, parsed on first use."""
+        opts = self._options
+        if opts is None:
+            opts = parse_tcp_options(self.raw_options) if self.raw_options else _EMPTY_OPTIONS
+            self._options = opts
+        return opts
+
+    def as_tuple(self) -> tuple:
+        """Every field as a tuple (used by the differential tests against dpkt)."""
+        return (
+            self.frame, self.ts_ns, self.version, self.src, self.dst, self.proto, self.sport,
+            self.dport, self.flags, self.seq, self.ack, self.win, self.plen, self.ip_len,
+            self.caplen_short, self.raw_options, self.bad_checksum, self.quote, self.fragment,
+            self.vlan,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return f"Packet(frame={self.frame}, proto={self.proto}, {self.sport}->{self.dport}, flags={flags_text(self.flags)}, plen={self.plen})"
+
+
+def _ones_complement_ok(total: int) -> bool:
+    """True when a one's complement sum (computed mod 0xFFFF) verifies as 0xFFFF."""
+    return total % 0xFFFF == 0
+
+
+def _sum16(data) -> int:
+    """Sum of the 16-bit big-endian words of `data`, modulo 0xFFFF (RFC 1071).
+
+    2**16 ≡ 1 (mod 0xFFFF), so the whole buffer read as one big integer is congruent to the
+    sum of its 16-bit words: one C-level conversion instead of a Python loop.
+    """
+    value = int.from_bytes(data, "big")
+    if len(data) & 1:
+        value <<= 8  # pad the odd byte with a zero, as RFC 1071 says
+    return value % 0xFFFF
+
+
+class Decoder:
+    """Decode frames into `Packet`s, counting what it skips.
+
+    `verify_checksums` checks IPv4 header and TCP/UDP/ICMP checksums when the whole segment was
+    captured (Zeek does the same; Wireshark does not by default). A bad checksum is flagged on the
+    packet, never a reason to drop it.
+    """
+
+    def __init__(self, verify_checksums: bool = True) -> None:
+        self.verify_checksums = verify_checksums
+        #: frames skipped, by reason ("unsupported link type 105", "truncated IPv4 header", ...)
+        self.skipped: Counter[str] = Counter()
+        #: non-IP frames (ARP, LLDP...) that were ignored, by kind
+        self.non_ip: Counter[str] = Counter()
+        # datagrams being reassembled: key -> [first packet, bytes seen, total, header bytes]
+        self._frags: dict[tuple, list] = {}
+
+    # ---------------------------------------------------------------- link layer
+    def decode(self, frame: int, ts_ns: int, linktype: int, buf) -> Packet | None:
+        """Decode one frame; returns None (and counts the reason) when it has no IP packet."""
+        mv = memoryview(buf)
+        n = len(mv)
+        vlan = None
+        if linktype == 1:  # Ethernet
+            if n < 14:
+                return self._skip("truncated Ethernet header")
+            etype = (mv[12] << 8) | mv[13]
+            off = 14
+            if etype <= 1500:  # 802.3 length field: only LLC/SNAP carries IP
+                if n >= 22 and mv[14] == 0xAA and mv[15] == 0xAA and mv[16] == 3:
+                    etype = (mv[20] << 8) | mv[21]
+                    off = 22
+                else:
+                    self.non_ip["802.3 LLC"] += 1
+                    return None
+            return self._ethertype(frame, ts_ns, mv, off, etype, vlan)
+        if linktype in (101, 12, 14, 228, 229):  # raw IP
+            return self._ip_by_version(frame, ts_ns, mv, 0, None)
+        if linktype in (0, 108):  # BSD loopback: 4-byte address family (host or network order)
+            if n < 4:
+                return self._skip("truncated loopback header")
+            return self._ip_by_version(frame, ts_ns, mv, 4, None)
+        if linktype == 113:  # Linux cooked capture v1 (tcpdump -i any)
+            if n < 16:
+                return self._skip("truncated Linux SLL header")
+            return self._ethertype(frame, ts_ns, mv, 16, (mv[14] << 8) | mv[15], None)
+        if linktype == 276:  # Linux cooked capture v2
+            if n < 20:
+                return self._skip("truncated Linux SLL2 header")
+            return self._ethertype(frame, ts_ns, mv, 20, (mv[0] << 8) | mv[1], None)
+        if linktype == 9:  # PPP (RFC 1661) in HDLC-like framing or bare protocol field
+            off = 2 if n >= 2 and mv[0] == 0xFF and mv[1] == 0x03 else 0
+            if n < off + 2:
+                return self._skip("truncated PPP header")
+            return self._ppp(frame, ts_ns, mv, off)
+        return self._skip(f"unsupported link type {linktype}")
+
+    def _ethertype(self, frame, ts_ns, mv, off, etype, vlan):
+        n = len(mv)
+        while etype in _ETH_VLAN:  # 802.1Q / QinQ: TCI then the inner type
+            if n < off + 4:
+                return self._skip("truncated VLAN tag")
+            if vlan is None:
+                vlan = ((mv[off] << 8) | mv[off + 1]) & 0x0FFF
+            etype = (mv[off + 2] << 8) | mv[off + 3]
+            off += 4
+        if etype == _ETH_IPV4:
+            return self._ipv4(frame, ts_ns, mv, off, vlan)
+        if etype == _ETH_IPV6:
+            return self._ipv6(frame, ts_ns, mv, off, vlan)
+        if etype in _ETH_MPLS:  # pop labels to the bottom of the stack, then guess by version
+            while True:
+                if n < off + 4:
+                    return self._skip("truncated MPLS label")
+                bottom = mv[off + 2] & 0x01
+                off += 4
+                if bottom:
+                    break
+            if n > off and mv[off] >> 4 == 0:  # pseudowire control word, then an Ethernet frame
+                off += 4
+                if n < off + 14:
+                    return self._skip("truncated Ethernet over MPLS")
+                return self._ethertype(frame, ts_ns, mv, off + 14, (mv[off + 12] << 8) | mv[off + 13], vlan)
+            return self._ip_by_version(frame, ts_ns, mv, off, vlan)
+        if etype == _ETH_PPPOE_SESSION:
+            if n < off + 8:
+                return self._skip("truncated PPPoE header")
+            return self._ppp(frame, ts_ns, mv, off + 6, vlan)
+        self.non_ip[f"ethertype 0x{etype:04x}"] += 1
+        return None
+
+    def _ppp(self, frame, ts_ns, mv, off, vlan=None):
+        proto = (mv[off] << 8) | mv[off + 1]
+        if proto == 0x0021:
+            return self._ipv4(frame, ts_ns, mv, off + 2, vlan)
+        if proto == 0x0057:
+            return self._ipv6(frame, ts_ns, mv, off + 2, vlan)
+        self.non_ip[f"PPP protocol 0x{proto:04x}"] += 1
+        return None
+
+    def _ip_by_version(self, frame, ts_ns, mv, off, vlan):
+        if len(mv) <= off:
+            return self._skip("frame too short for an IP header")
+        version = mv[off] >> 4
+        if version == 4:
+            return self._ipv4(frame, ts_ns, mv, off, vlan)
+        if version == 6:
+            return self._ipv6(frame, ts_ns, mv, off, vlan)
+        return self._skip(f"IP version {version}")
+
+    # ---------------------------------------------------------------- network layer
+    def _ipv4(self, frame, ts_ns, mv, off, vlan):
+        n = len(mv)
+        if n < off + 20:
+            return self._skip("truncated IPv4 header")
+        vihl, _tos, total, ident, frag, _ttl, proto, _csum, src, dst = _IPV4.unpack_from(mv, off)
+        if vihl >> 4 != 4:
+            return self._skip("bad IPv4 version")
+        ihl = (vihl & 0x0F) * 4
+        if ihl < 20 or n < off + ihl:
+            return self._skip("bad IPv4 header length")
+        captured = n - off
+        if total == 0:  # TSO/GSO on the capturing host leaves 0 here; trust the capture
+            total = captured
+        elif total < ihl:
+            return self._skip("IPv4 total length shorter than header")
+        elif total < captured:
+            captured = total  # Ethernet padding beyond the datagram
+        p = Packet()
+        p.frame, p.ts_ns, p.version, p.src, p.dst, p.proto = frame, ts_ns, 4, src, dst, proto
+        p.ip_len = total
+        p.vlan = vlan
+        if self.verify_checksums and not _ones_complement_ok(_sum16(mv[off : off + ihl])):
+            p.bad_checksum = True
+        offset = (frag & 0x1FFF) * 8
+        if offset or frag & 0x2000:  # a fragment: reassemble lengths, not bytes
+            return self._fragment(
+                (4, src, dst, ident, proto), p, mv, off + ihl, off + captured, offset,
+                frag & 0x2000, total - ihl, ihl,
+            )  # fmt: skip
+        pseudo = None
+        if self.verify_checksums and not p.fragment:
+            pseudo = _sum16(src) + _sum16(dst) + proto + (total - ihl)
+        return self._transport(p, mv, off + ihl, off + captured, total - ihl, pseudo)
+
+    def _ipv6(self, frame, ts_ns, mv, off, vlan):
+        n = len(mv)
+        if n < off + 40:
+            return self._skip("truncated IPv6 header")
+        vtf, plen, nh, _hlim, src, dst = _IPV6.unpack_from(mv, off)
+        if vtf >> 28 != 6:
+            return self._skip("bad IPv6 version")
+        p = Packet()
+        p.frame, p.ts_ns, p.version, p.src, p.dst = frame, ts_ns, 6, src, dst
+        p.vlan = vlan
+        end = off + 40 + plen
+        captured_end = min(n, end)
+        p.ip_len = 40 + plen
+        pos = off + 40
+        while nh in _V6_EXT or nh == _V6_FRAGMENT or nh == _V6_AH:
+            if captured_end < pos + 8:
+                return self._skip("truncated IPv6 extension header")
+            if nh == _V6_FRAGMENT:
+                frag_off = ((mv[pos + 2] << 8) | mv[pos + 3]) & 0xFFF8
+                more = mv[pos + 3] & 1
+                ident = _U32.unpack_from(mv, pos + 4)[0]
+                nh = mv[pos]
+                pos += 8
+                if frag_off or more:  # RFC 6946 atomic fragments (offset 0, M=0) are whole
+                    p.proto = nh
+                    return self._fragment(
+                        (6, src, dst, ident, nh), p, mv, pos, captured_end, frag_off, more,
+                        end - pos, pos - off,
+                    )  # fmt: skip
+                continue
+            length = (mv[pos + 1] + 2) * 4 if nh == _V6_AH else (mv[pos + 1] + 1) * 8
+            nh = mv[pos]
+            pos += length
+        if nh == 59:  # no next header
+            self.non_ip["IPv6 no next header"] += 1
+            return None
+        if pos > end:
+            return self._skip("IPv6 extension headers longer than the payload")
+        p.proto = nh
+        pseudo = None
+        if self.verify_checksums and not p.fragment:
+            pseudo = _sum16(src) + _sum16(dst) + nh + (end - pos)
+        return self._transport(p, mv, pos, captured_end, end - pos, pseudo)
+
+    # ---------------------------------------------------------------- fragments
+    def _fragment(self, key, p, mv, pos, cap_end, offset, more, frag_len, ip_hdr_len):
+        """Account one IP fragment; returns the whole datagram's packet when it is complete.
+
+        Only lengths are reassembled (flowlens never keeps payload): the first fragment gives
+        the transport header, the last one the total length, and the datagram is emitted, as
+        one packet with the completing fragment's time and frame, once every byte has arrived.
+        """
+        frags = self._frags
+        st = frags.get(key)
+        if st is None:
+            if len(frags) >= _MAX_PENDING_DATAGRAMS:  # bound memory against fragment floods
+                frags.pop(next(iter(frags)))
+                self.skipped["IP fragments of a datagram that never completed"] += 1
+            st = frags[key] = [None, 0, None, 0]  # [first packet, bytes seen, total, header]
+        st[1] += frag_len
+        if not more:
+            st[2] = offset + frag_len
+        if offset == 0:
+            p.fragment = 1
+            first = self._transport(p, mv, pos, cap_end, frag_len, None)
+            if first is None:
+                del frags[key]
+                return None
+            st[0] = first
+            st[3] = frag_len - first.plen  # transport header bytes
+        first, seen, total, hdr = st
+        if first is None or total is None or seen < total:
+            return None
+        del frags[key]
+        first.plen = total - hdr
+        first.ip_len = ip_hdr_len + total
+        first.frame, first.ts_ns = p.frame, p.ts_ns
+        first.caplen_short = 0
+        return first
+
+    @property
+    def pending_fragments(self) -> int:
+        """Datagrams still waiting for fragments (reported when a capture ends)."""
+        return len(self._frags)
+
+    # ---------------------------------------------------------------- transport layer
+    def _transport(self, p, mv, pos, cap_end, seg_len, pseudo):
+        """Fill `p` from the transport header at `pos`; `seg_len` is the length the IP header
+        claims, `cap_end` where the captured bytes stop, `pseudo` the pseudo-header sum (or None)."""
+        proto = p.proto
+        avail = cap_end - pos
+        whole = avail >= seg_len
+        if proto == IPPROTO_TCP:
+            if avail < 20:
+                return self._skip("truncated TCP header")
+            p.sport, p.dport, p.seq, p.ack, off, flags, p.win, _c, _u = _TCP.unpack_from(mv, pos)
+            hlen = (off >> 4) * 4
+            if hlen < 20 or (hlen > seg_len and not p.fragment):
+                return self._skip("bad TCP header length")
+            p.flags = flags
+            if hlen > 20:  # options cut by the snaplen are kept as far as they go
+                p.raw_options = bytes(mv[pos + 20 : pos + min(hlen, avail)])
+            p.plen = seg_len - hlen
+            if not whole:
+                p.caplen_short = seg_len - max(avail, hlen)
+            if pseudo is not None and whole and p.fragment == 0:
+                p.bad_checksum = (p.bad_checksum or False) or not _ones_complement_ok(
+                    pseudo + _sum16(mv[pos : pos + seg_len])
+                )
+        elif proto == IPPROTO_UDP:
+            if avail < 8:
+                return self._skip("truncated UDP header")
+            p.sport, p.dport, ulen, csum = _UDP.unpack_from(mv, pos)
+            p.plen = seg_len - 8
+            if not whole:
+                p.caplen_short = seg_len - avail
+            if pseudo is not None and whole and csum and p.fragment == 0:
+                p.bad_checksum = (p.bad_checksum or False) or not _ones_complement_ok(
+                    pseudo + _sum16(mv[pos : pos + seg_len])
+                )
+        elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+            if avail < 4:
+                return self._skip("truncated ICMP header")
+            icmp_type, code, _csum = _ICMP.unpack_from(mv, pos)
+            p.sport, p.dport = icmp_type, code
+            p.plen = seg_len - 8 if seg_len >= 8 else 0
+            if pseudo is not None and whole:
+                total = _sum16(mv[pos : pos + seg_len])
+                if proto == IPPROTO_ICMPV6:  # only ICMPv6 covers a pseudo-header
+                    total += pseudo
+                p.bad_checksum = (p.bad_checksum or False) or not _ones_complement_ok(total)
+            errors = _ICMP4_ERRORS if proto == IPPROTO_ICMP else _ICMP6_ERRORS
+            if icmp_type in errors and p.fragment == 0:
+                p.quote = self._quoted(mv, pos + 8, cap_end)
+        else:
+            p.plen = seg_len
+        return p
+
+    def _quoted(self, mv, pos, end):
+        """The 5-tuple of the datagram an ICMP error quotes, or None if it is cut short."""
+        if end - pos < 20:
+            return None
+        version = mv[pos] >> 4
+        if version == 4:
+            ihl = (mv[pos] & 0x0F) * 4
+            proto = mv[pos + 9]
+            src, dst = bytes(mv[pos + 12 : pos + 16]), bytes(mv[pos + 16 : pos + 20])
+            tpos = pos + ihl
+        elif version == 6 and end - pos >= 40:
+            proto = mv[pos + 6]
+            src, dst = bytes(mv[pos + 8 : pos + 24]), bytes(mv[pos + 24 : pos + 40])
+            tpos = pos + 40
+        else:
+            return None
+        if proto in (IPPROTO_TCP, IPPROTO_UDP) and end - tpos >= 4:
+            sport, dport = _PORTS.unpack_from(mv, tpos)
+            return (proto, src, dst, sport, dport)
+        return (proto, src, dst, 0, 0)
+
+    def _skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+        return None

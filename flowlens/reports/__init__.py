@@ -1,0 +1,1 @@
+"""Reports: pure functions from connections to tables, text and figures (pandas, matplotlib)."""

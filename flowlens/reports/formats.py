@@ -1,0 +1,90 @@
+"""Write records as an aligned text table, JSON lines or CSV (the output contract's --format)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from typing import IO, Iterable, Sequence
+
+__all__ = ["FORMATS", "write_records", "render_table"]
+
+FORMATS = ("table", "json", "csv")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.6f}".rstrip("0").rstrip(".") if value != int(value) or abs(value) < 1e15 else str(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(_cell(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value)
+
+
+def render_table(rows: Sequence[dict], columns: Sequence[str], headers: Sequence[str] | None = None) -> str:
+    """Left-aligned text, numbers right-aligned, columns two spaces apart."""
+    headers = list(headers or columns)
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [len(h) for h in headers]
+    numeric = [True] * len(columns)
+    for row in cells:
+        for i, text in enumerate(row):
+            widths[i] = max(widths[i], len(text))
+    for i, c in enumerate(columns):
+        numeric[i] = all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) or r.get(c) is None for r in rows) and bool(rows)
+    def fmt(row):
+        parts = [t.rjust(w) if numeric[i] else t.ljust(w) for i, (t, w) in enumerate(zip(row, widths))]
+        return "  ".join(parts).rstrip()
+    lines = [fmt(headers)]
+    lines.extend(fmt(row) for row in cells)
+    return "\n".join(lines)
+
+
+def _json_default(value):
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def write_records(
+    records: Iterable[dict],
+    fmt: str,
+    out: IO[str],
+    columns: Sequence[str] | None = None,
+    table_columns: Sequence[str] | None = None,
+    table_headers: Sequence[str] | None = None,
+) -> int:
+    """Write records in `fmt`; json and csv stream, a table is aligned once all rows are in.
+
+    `columns` fixes the field order for csv (default: the first record's keys); `table_columns`
+    picks the narrower set shown in a terminal table. Returns the number of records written.
+    """
+    n = 0
+    if fmt == "json":
+        for rec in records:
+            out.write(json.dumps(rec, default=_json_default, separators=(", ", ": ")) + "\n")
+            n += 1
+        return n
+    if fmt == "csv":
+        writer = None
+        for rec in records:
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=list(columns or rec.keys()), extrasaction="ignore", lineterminator="\n")
+                writer.writeheader()
+            writer.writerow({k: ("" if v is None else _cell(v) if isinstance(v, (list, tuple, dict, bool)) else v) for k, v in rec.items()})
+            n += 1
+        if writer is None and columns:
+            csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n").writeheader()
+        return n
+    rows = list(records)
+    cols = list(table_columns or columns or (rows[0].keys() if rows else []))
+    if cols:
+        out.write(render_table(rows, cols, table_headers) + "\n")
+    return len(rows)

@@ -1,0 +1,59 @@
+"""Port -> service name (a built-in subset of the IANA registry) and ephemeral port ranges.
+
+No lookup in /etc/services: output must not depend on the machine that reads the capture.
+Names follow Zeek's spelling where Zeek has one (`ssl` for 443, `dns`, `http`).
+"""
+
+from __future__ import annotations
+
+__all__ = ["service_name", "EPHEMERAL_RANGES", "LINUX_EPHEMERAL", "is_well_known", "fits_ranges"]
+
+_TCP = {
+    20: "ftp-data", 21: "ftp", 22: "ssh", 23: "telnet", 25: "smtp", 53: "dns", 80: "http",
+    88: "kerberos", 110: "pop3", 111: "sunrpc", 119: "nntp", 123: "ntp", 135: "msrpc",
+    139: "netbios-ssn", 143: "imap", 179: "bgp", 389: "ldap", 443: "ssl", 445: "smb",
+    465: "smtps", 514: "rsh", 587: "submission", 636: "ldaps", 853: "dns-over-tls",
+    873: "rsync", 993: "imaps", 995: "pop3s", 1080: "socks", 1433: "mssql", 1521: "oracle",
+    1883: "mqtt", 2049: "nfs", 2181: "zookeeper", 2379: "etcd", 3128: "http-proxy",
+    3306: "mysql", 3389: "rdp", 5060: "sip", 5222: "xmpp", 5432: "postgresql", 5672: "amqp",
+    5900: "vnc", 6379: "redis", 6443: "kubernetes", 6667: "irc", 8080: "http-alt",
+    8443: "https-alt", 9042: "cassandra", 9092: "kafka", 9200: "elasticsearch",
+    11211: "memcached", 27017: "mongodb",
+}  # fmt: skip
+_UDP = {
+    53: "dns", 67: "dhcp", 68: "dhcp", 69: "tftp", 123: "ntp", 137: "netbios-ns",
+    138: "netbios-dgm", 161: "snmp", 162: "snmp-trap", 443: "quic", 500: "isakmp",
+    514: "syslog", 1194: "openvpn", 1900: "ssdp", 3478: "stun", 3544: "teredo",
+    4500: "ipsec-nat-t", 4789: "vxlan", 5060: "sip", 5353: "mdns", 5355: "llmnr",
+    11211: "memcached", 51820: "wireguard",
+}  # fmt: skip
+
+#: Ephemeral (dynamic) source port ranges of common systems, inclusive.
+LINUX_EPHEMERAL = (32768, 60999)
+EPHEMERAL_RANGES = {
+    "Linux": LINUX_EPHEMERAL,
+    "Windows/macOS (IANA)": (49152, 65535),
+    "old BSD/Windows XP": (1024, 5000),
+}
+
+
+def service_name(proto: str, port: int) -> str | None:
+    """The service usually found on `port` for `proto` ('tcp'/'udp'), or None."""
+    if proto == "tcp":
+        return _TCP.get(port)
+    if proto == "udp":
+        return _UDP.get(port)
+    return None
+
+
+def is_well_known(proto: str, port: int) -> bool:
+    """True for ports below 1024 and for the server ports in the table above."""
+    return port < 1024 or service_name(proto, port) is not None
+
+
+def fits_ranges(ports) -> list[str]:
+    """Names of the ephemeral ranges that contain every one of `ports`."""
+    ports = list(ports)
+    return [
+        name for name, (lo, hi) in EPHEMERAL_RANGES.items() if ports and all(lo <= p <= hi for p in ports)
+    ]

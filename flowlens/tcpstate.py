@@ -1,0 +1,282 @@
+"""Per-endpoint TCP state machine (RFC 9293 §3.3.2) driven by what the capture point saw.
+
+Each packet moves its *sender* (a SYN puts it in SYN_SENT, a FIN in FIN_WAIT_1 or LAST_ACK) and
+its *receiver* (a SYN/ACK puts a SYN_SENT peer in ESTABLISHED, a FIN puts it in CLOSE_WAIT,
+CLOSING or TIME_WAIT, an ACK of its FIN moves it on), at the packet's timestamp. The ACK field
+says what the sender had received when it sent, which is how a simultaneous close (each FIN
+sent before the other arrived, RFC 9293 figure 13) is told apart from an ordinary one.
+
+The tracker also classifies the handshake and the teardown, times the handshake legs the way
+Wireshark's `tcp.analysis.initial_rtt` does (from the most recent SYN), and counts SYN retries.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
+
+__all__ = ["TcpState", "TcpTracker", "seq_after", "seq_ge"]
+
+
+class TcpState(enum.Enum):
+    """RFC 9293 connection states, as `ss` names them."""
+
+    CLOSED = "CLOSED"
+    LISTEN = "LISTEN"
+    SYN_SENT = "SYN_SENT"
+    SYN_RECEIVED = "SYN_RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN_WAIT_1"
+    FIN_WAIT_2 = "FIN_WAIT_2"
+    CLOSE_WAIT = "CLOSE_WAIT"
+    CLOSING = "CLOSING"
+    LAST_ACK = "LAST_ACK"
+    TIME_WAIT = "TIME_WAIT"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+CLOSED = TcpState.CLOSED
+SYN_SENT = TcpState.SYN_SENT
+SYN_RECEIVED = TcpState.SYN_RECEIVED
+ESTABLISHED = TcpState.ESTABLISHED
+FIN_WAIT_1 = TcpState.FIN_WAIT_1
+FIN_WAIT_2 = TcpState.FIN_WAIT_2
+CLOSE_WAIT = TcpState.CLOSE_WAIT
+CLOSING = TcpState.CLOSING
+LAST_ACK = TcpState.LAST_ACK
+TIME_WAIT = TcpState.TIME_WAIT
+
+_SYNCHRONIZED = frozenset((SYN_RECEIVED, ESTABLISHED))
+_FIN_SENT = frozenset((FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, TIME_WAIT))
+
+_M32 = 0xFFFFFFFF
+
+
+def seq_after(a: int, b: int) -> bool:
+    """a > b in 32-bit sequence space (RFC 9293 §3.4, modulo 2**32)."""
+    return 0 < ((a - b) & _M32) < 0x80000000
+
+
+def seq_ge(a: int, b: int) -> bool:
+    """a >= b in 32-bit sequence space."""
+    return ((a - b) & _M32) < 0x80000000
+
+
+class TcpTracker:
+    """Both endpoints' RFC states for one connection, plus handshake and teardown facts.
+
+    Index 0 is the originator, 1 the responder. Timestamps are integer nanoseconds.
+    """
+
+    __slots__ = (
+        "state",  # [orig TcpState, resp TcpState]
+        "timeline",  # [(ts_ns, frame, endpoint 0/1, TcpState)] in capture order
+        "isn",  # [orig ISN or None, resp ISN or None]
+        "fin_seq",  # [seq of the FIN each side sent, or None]
+        "fin_acked",  # [bool, bool]
+        "fin_acked_by_fin",  # [bool, bool]: the first ACK of that FIN came with the peer's FIN
+        "syn_count",  # [SYNs (no ACK) per side]
+        "synack_count",
+        "syn_ts",  # most recent SYN from the originator (Wireshark's ts_mru_syn)
+        "synack_ts",  # most recent SYN/ACK
+        "synack_ms",
+        "ackdat_ms",
+        "handshake_acked",  # the originator's ACK of the SYN/ACK was seen
+        "rejected",  # the responder answered a SYN with RST
+        "first_close",  # (endpoint, "F" or "R") of the first FIN or RST, or None
+        "fin_style",  # "4way", "3way" or "simultaneous" once the second FIN is seen
+        "reset_by",  # endpoint that sent the first RST, or None
+        "closed_ts",  # ts_ns when both endpoints left the connection (CLOSED/TIME_WAIT)
+        "tw_start",  # [ts_ns each side entered TIME_WAIT, or None]
+        "midstream",  # no SYN or SYN/ACK opened it in the capture
+        "tw_cut_short",  # a new connection took the 5-tuple while a side was in TIME_WAIT
+    )
+
+    def __init__(self) -> None:
+        self.state = [CLOSED, CLOSED]
+        self.timeline: list[tuple[int, int | None, int, TcpState]] = []
+        self.isn = [None, None]
+        self.fin_seq = [None, None]
+        self.fin_acked = [False, False]
+        self.fin_acked_by_fin = [False, False]
+        self.syn_count = [0, 0]
+        self.synack_count = [0, 0]
+        self.syn_ts = None
+        self.synack_ts = None
+        self.synack_ms = None
+        self.ackdat_ms = None
+        self.handshake_acked = False
+        self.rejected = False
+        self.first_close = None
+        self.fin_style = None
+        self.reset_by = None
+        self.closed_ts = None
+        self.tw_start = [None, None]
+        self.midstream = False
+        self.tw_cut_short = False
+
+    # ------------------------------------------------------------------ transitions
+    def set_state(self, side: int, new: TcpState, ts_ns: int, frame: int | None) -> None:
+        if self.state[side] is not new:
+            self.state[side] = new
+            self.timeline.append((ts_ns, frame, side, new))
+            if new is TIME_WAIT:
+                self.tw_start[side] = ts_ns
+
+    def start_midstream(self, ts_ns: int, frame: int) -> None:
+        """The capture begins inside the connection: both endpoints are taken as ESTABLISHED."""
+        self.midstream = True
+        self.set_state(0, ESTABLISHED, ts_ns, frame)
+        self.set_state(1, ESTABLISHED, ts_ns, frame)
+
+    def packet(self, side: int, flags: int, seq: int, ack: int, plen: int, ts_ns: int, frame: int):
+        """Advance both endpoints for one packet sent by `side` (0 orig, 1 resp)."""
+        peer = 1 - side
+        state = self.state
+        if flags & TH_RST:
+            if self.first_close is None:
+                self.first_close = (side, "R")
+            if side == 1 and self.synack_count[1] == 0 and self.syn_count[0] and state[0] is SYN_SENT:
+                self.rejected = True
+            if self.reset_by is None and not self._fully_closed():
+                self.reset_by = side
+            self.set_state(side, CLOSED, ts_ns, frame)
+            if state[peer] is not CLOSED:
+                self.set_state(peer, CLOSED, ts_ns, frame)
+            self._note_closed(ts_ns)
+            return
+        if flags & TH_SYN:
+            if flags & TH_ACK:
+                self.synack_count[side] += 1
+                if self.isn[side] is None:
+                    self.isn[side] = seq
+                if side == 1 and self.synack_ts is None and self.syn_ts is not None:
+                    self.synack_ms = (ts_ns - self.syn_ts) / 1e6
+                if side == 1:
+                    self.synack_ts = ts_ns
+                if state[side] in (CLOSED, SYN_SENT):
+                    self.set_state(side, SYN_RECEIVED, ts_ns, frame)
+                if state[peer] in (SYN_SENT, SYN_RECEIVED):
+                    self.set_state(peer, ESTABLISHED, ts_ns, frame)
+                return
+            self.syn_count[side] += 1
+            if self.isn[side] is None:
+                self.isn[side] = seq
+            if side == 0 and self.synack_ts is None:
+                self.syn_ts = ts_ns  # most recent SYN before the SYN/ACK
+            if state[side] is CLOSED:
+                self.set_state(side, SYN_SENT, ts_ns, frame)
+            if state[peer] is SYN_SENT:  # simultaneous open: the SYNs crossed
+                self.set_state(peer, SYN_RECEIVED, ts_ns, frame)
+                self.set_state(side, SYN_RECEIVED, ts_ns, frame)
+            return
+        if flags & TH_ACK:
+            self._ack(side, flags, ack, ts_ns, frame)
+        if flags & TH_FIN:
+            self._fin(side, flags, seq + plen, ack, ts_ns, frame)
+
+    def _ack(self, side: int, flags: int, ack: int, ts_ns: int, frame: int) -> None:
+        peer = 1 - side
+        state = self.state
+        if state[peer] is SYN_RECEIVED and self.isn[peer] is not None:
+            if seq_after(ack, self.isn[peer]):
+                self.set_state(peer, ESTABLISHED, ts_ns, frame)
+                if side == 0 and not self.handshake_acked and self.synack_ts is not None:
+                    self.handshake_acked = True
+                    self.ackdat_ms = (ts_ns - self.synack_ts) / 1e6
+        elif side == 0 and not self.handshake_acked and self.synack_ts is not None:
+            if self.isn[1] is not None and seq_after(ack, self.isn[1]):
+                self.handshake_acked = True
+                self.ackdat_ms = (ts_ns - self.synack_ts) / 1e6
+        if state[side] is SYN_SENT and self.synack_count[peer]:
+            self.set_state(side, ESTABLISHED, ts_ns, frame)
+        fin = self.fin_seq[peer]
+        if fin is not None and not self.fin_acked[peer] and seq_after(ack, fin):
+            self.fin_acked[peer] = True
+            self.fin_acked_by_fin[peer] = bool(flags & TH_FIN)
+            current = state[peer]
+            if current is FIN_WAIT_1:
+                self.set_state(peer, FIN_WAIT_2, ts_ns, frame)
+            elif current is CLOSING:
+                self.set_state(peer, TIME_WAIT, ts_ns, frame)
+            elif current is LAST_ACK:
+                self.set_state(peer, CLOSED, ts_ns, frame)
+            self._note_closed(ts_ns)
+
+    def _fin(self, side: int, flags: int, fin_seq: int, ack: int, ts_ns: int, frame: int) -> None:
+        peer = 1 - side
+        state = self.state
+        if self.fin_seq[side] is not None:
+            return  # a retransmitted FIN changes nothing
+        self.fin_seq[side] = fin_seq
+        if self.first_close is None:
+            self.first_close = (side, "F")
+        peer_fin = self.fin_seq[peer]
+        if peer_fin is None:
+            # First FIN: the sender starts an active close, the receiver learns of it.
+            if state[side] in (ESTABLISHED, SYN_RECEIVED, SYN_SENT, CLOSED):
+                self.set_state(side, FIN_WAIT_1, ts_ns, frame)
+            if state[peer] in (ESTABLISHED, SYN_RECEIVED, SYN_SENT):
+                self.set_state(peer, CLOSE_WAIT, ts_ns, frame)
+            return
+        # Second FIN. Did its sender already have the first FIN? Its ACK field says.
+        saw_peer_fin = bool(flags & TH_ACK) and seq_after(ack, peer_fin)
+        if saw_peer_fin:
+            # 3-way when this very FIN carried the first ACK of the peer's FIN (FIN+ACK).
+            self.fin_style = "3way" if self.fin_acked_by_fin[peer] else "4way"
+            self.set_state(side, LAST_ACK, ts_ns, frame)
+            if state[peer] in (FIN_WAIT_1, FIN_WAIT_2):
+                # The FIN (and, in the 3-way case, its ACK) reaches the active closer.
+                self.set_state(peer, TIME_WAIT, ts_ns, frame)
+            elif state[peer] is CLOSING:
+                self.set_state(peer, TIME_WAIT, ts_ns, frame)
+        else:
+            # Simultaneous close: this FIN left before the peer's FIN arrived.
+            self.fin_style = "simultaneous"
+            self.set_state(side, CLOSING, ts_ns, frame)
+            if state[peer] in (FIN_WAIT_1, CLOSE_WAIT, ESTABLISHED):
+                self.set_state(peer, CLOSING, ts_ns, frame)
+            elif state[peer] is FIN_WAIT_2:
+                self.set_state(peer, TIME_WAIT, ts_ns, frame)
+        self._note_closed(ts_ns)
+
+    # ------------------------------------------------------------------ summaries
+    def _fully_closed(self) -> bool:
+        s = self.state
+        return s[0] in (CLOSED, TIME_WAIT) and s[1] in (CLOSED, TIME_WAIT) and bool(self.timeline)
+
+    def _note_closed(self, ts_ns: int) -> None:
+        if self.closed_ts is None and self._fully_closed():
+            self.closed_ts = ts_ns
+
+    def handshake(self) -> str:
+        """`3way`, `simultaneous_open`, `rejected`, `unanswered`, `incomplete` or `missing`."""
+        if self.syn_count[0] and self.syn_count[1]:
+            return "simultaneous_open"
+        if self.rejected:
+            return "rejected"
+        if self.syn_count[0] and self.synack_count[1] and self.handshake_acked:
+            return "3way"
+        if self.syn_count[0] and not self.synack_count[1]:
+            return "unanswered" if self.reset_by is None else "incomplete"
+        if self.syn_count[0] or self.synack_count[1] or self.synack_count[0] or self.syn_count[1]:
+            return "incomplete"
+        return "missing"
+
+    def teardown(self) -> str:
+        """`4way`, `3way`, `simultaneous`, `half_closed`, `reset_orig`, `reset_resp` or `open`."""
+        if self.reset_by is not None:
+            return "reset_orig" if self.reset_by == 0 else "reset_resp"
+        if self.fin_style is not None:
+            return self.fin_style
+        if self.fin_seq[0] is not None or self.fin_seq[1] is not None:
+            return "half_closed"
+        return "open"
+
+    def close_initiator(self) -> str | None:
+        if self.first_close is None:
+            return None
+        return "orig" if self.first_close[0] == 0 else "resp"

@@ -1,0 +1,472 @@
+"""Build tiny captures with dpkt's writers: one scripted conversation per behaviour.
+
+Tests call these builders directly; scripts/make_sample_pcaps.py writes the same scenarios into
+sample_pcaps/. Addresses come from the documentation ranges (RFC 5737, RFC 3849) and every
+timestamp is fixed, so the captures are byte-for-byte reproducible.
+
+    conv = Conversation()
+    conv.handshake()
+    conv.client(PSH | ACK, b"GET / HTTP/1.0\\r\\n\\r\\n")
+    conv.close(first="client")
+    write_pcap(path, conv.frames)
+"""
+
+from __future__ import annotations
+
+import gzip
+import bz2
+import lzma
+import socket
+import struct
+from dataclasses import dataclass, field
+
+import dpkt
+from dpkt.tcp import TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN
+
+SYN, ACK, FIN, RST, PSH = TH_SYN, TH_ACK, TH_FIN, TH_RST, TH_PUSH
+
+T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+CLIENT4, SERVER4 = "192.0.2.10", "198.51.100.20"
+CLIENT6, SERVER6 = "2001:db8::10", "2001:db8::20"
+
+_MAC_C = b"\x02\x00\x00\x00\x00\x01"
+_MAC_S = b"\x02\x00\x00\x00\x00\x02"
+
+
+def _addr(text: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+
+
+def ip_packet(src: str, dst: str, transport, proto: int, ident: int = 1, ttl: int = 64):
+    """An IPv4 or IPv6 packet (dpkt object) around a transport object; lengths and checksums
+    are filled in by dpkt when it is serialized."""
+    if ":" in src:
+        ip = dpkt.ip6.IP6(src=_addr(src), dst=_addr(dst), nxt=proto, hlim=ttl, data=transport)
+        ip.plen = len(bytes(transport))
+        return ip
+    return dpkt.ip.IP(src=_addr(src), dst=_addr(dst), p=proto, id=ident, ttl=ttl, data=transport)
+
+
+def ethernet(ip, from_client: bool = True) -> bytes:
+    etype = dpkt.ethernet.ETH_TYPE_IP6 if isinstance(ip, dpkt.ip6.IP6) else dpkt.ethernet.ETH_TYPE_IP
+    src, dst = (_MAC_C, _MAC_S) if from_client else (_MAC_S, _MAC_C)
+    return bytes(dpkt.ethernet.Ethernet(src=src, dst=dst, type=etype, data=ip))
+
+
+def tcp_segment(src, dst, sport, dport, flags, seq, ack, data=b"", win=65535, opts=b""):
+    seg = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq, ack=ack, flags=flags, win=win, data=data)
+    if opts:
+        seg.opts = opts
+        seg.off = 5 + len(opts) // 4
+    ip = ip_packet(src, dst, seg, dpkt.ip.IP_PROTO_TCP)
+    return ip
+
+
+@dataclass
+class Conversation:
+    """A scripted TCP conversation that tracks sequence numbers like a real stack would.
+
+    Each call appends one frame (Ethernet by default) `dt` seconds after the previous one.
+    """
+
+    client: str = CLIENT4
+    server: str = SERVER4
+    cport: int = 40000
+    sport: int = 80
+    t: float = T0
+    isn_c: int = 1000
+    isn_s: int = 5000
+    frames: list = field(default_factory=list)
+    c_next: int = 0
+    s_next: int = 0
+
+    def __post_init__(self) -> None:
+        self.c_next = self.isn_c
+        self.s_next = self.isn_s
+
+    def send(self, from_client: bool, flags: int, data: bytes = b"", dt: float = 0.001,
+             seq: int | None = None, ack: int | None = None, win: int = 65535, opts: bytes = b"") -> None:
+        self.t += dt
+        if from_client:
+            src, dst, sp, dp = self.client, self.server, self.cport, self.sport
+            s = self.c_next if seq is None else seq
+            a = self.s_next if ack is None else ack
+        else:
+            src, dst, sp, dp = self.server, self.client, self.sport, self.cport
+            s = self.s_next if seq is None else seq
+            a = self.c_next if ack is None else ack
+        if not flags & ACK and ack is None:
+            a = 0
+        ip = tcp_segment(src, dst, sp, dp, flags, s & 0xFFFFFFFF, a & 0xFFFFFFFF, data, win, opts)
+        self.frames.append((self.t, ethernet(ip, from_client)))
+        used = len(data) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        end = (s + used) & 0xFFFFFFFF
+        if from_client and seq is None:
+            self.c_next = end
+        elif not from_client and seq is None:
+            self.s_next = end
+        elif from_client:
+            self.c_next = max(self.c_next, end)
+        else:
+            self.s_next = max(self.s_next, end)
+
+    def c(self, flags: int, data: bytes = b"", dt: float = 0.001, **kw) -> None:
+        self.send(True, flags, data, dt, **kw)
+
+    def s(self, flags: int, data: bytes = b"", dt: float = 0.001, **kw) -> None:
+        self.send(False, flags, data, dt, **kw)
+
+    def handshake(self, synack_dt: float = 0.010, ack_dt: float = 0.0005) -> None:
+        self.c(SYN, dt=0.0)
+        self.s(SYN | ACK, dt=synack_dt)
+        self.c(ACK, dt=ack_dt)
+
+    def exchange(self, request: bytes = b"GET / HTTP/1.0\r\n\r\n", response: bytes = b"HTTP/1.0 200 OK\r\n\r\nhello") -> None:
+        self.c(PSH | ACK, request)
+        self.s(ACK)
+        self.s(PSH | ACK, response)
+        self.c(ACK)
+
+    def close(self, first: str = "client", combined: bool = False) -> None:
+        """4-way close (FIN, ACK, FIN, ACK), or 3-way when `combined` (FIN, FIN+ACK, ACK)."""
+        a, b = (self.c, self.s) if first == "client" else (self.s, self.c)
+        a(FIN | ACK)
+        if not combined:
+            b(ACK)
+        b(FIN | ACK)
+        a(ACK)
+
+
+# ---------------------------------------------------------------- scenarios (list of frames)
+
+def clean_close(**kw) -> list:
+    """Handshake, one request/response, 4-way close started by the client."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.exchange()
+    conv.close("client")
+    return conv.frames
+
+
+def close_3way(**kw) -> list:
+    """The server answers the client's FIN with a combined FIN+ACK."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.exchange()
+    conv.close("client", combined=True)
+    return conv.frames
+
+
+def server_close(**kw) -> list:
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.exchange()
+    conv.close("server")
+    return conv.frames
+
+
+def simultaneous_open(**kw) -> list:
+    """Both sides send a SYN (RFC 9293 figure 8), then each SYN/ACKs the other."""
+    conv = Conversation(**kw)
+    conv.c(SYN, dt=0.0)
+    conv.s(SYN, ack=0)
+    conv.c(SYN | ACK, seq=conv.isn_c, dt=0.001)
+    conv.s(SYN | ACK, seq=conv.isn_s, dt=0.0001)
+    conv.c(ACK)
+    conv.close("client")
+    return conv.frames
+
+
+def simultaneous_close(**kw) -> list:
+    """Each FIN leaves before the other arrives (RFC 9293 figure 13): both end in TIME_WAIT."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.exchange()
+    c_fin_ack, s_fin_ack = conv.s_next, conv.c_next
+    conv.c(FIN | ACK, ack=c_fin_ack)
+    conv.s(FIN | ACK, ack=s_fin_ack, dt=0.0001)
+    conv.c(ACK)
+    conv.s(ACK, dt=0.0001)
+    return conv.frames
+
+
+def half_close(**kw) -> list:
+    """The client shuts down its sending side; the server keeps sending and never closes."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.c(PSH | ACK, b"upload done")
+    conv.c(FIN | ACK)
+    conv.s(ACK)
+    for _ in range(3):
+        conv.s(PSH | ACK, b"x" * 100, dt=0.05)
+        conv.c(ACK)
+    return conv.frames
+
+
+def close_wait_leak(**kw) -> list:
+    """The client closes; the server acknowledges and never closes (an application leak)."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.exchange()
+    conv.c(FIN | ACK)
+    conv.s(ACK)
+    conv.t += 120.0  # two quiet minutes later the capture ends with one more keep-alive probe
+    conv.s(ACK, dt=0.0, seq=conv.s_next - 1)
+    conv.c(ACK)
+    return conv.frames
+
+
+def refused(**kw) -> list:
+    """SYN answered by RST/ACK: nothing listens on the port."""
+    conv = Conversation(**kw)
+    conv.c(SYN, dt=0.0)
+    conv.s(RST | ACK, seq=0, dt=0.0002)
+    return conv.frames
+
+
+def unanswered_syn(retries=(1.0, 2.0, 4.0), **kw) -> list:
+    """A SYN and its retransmissions (same ISN) with no answer: filtered or host down."""
+    conv = Conversation(**kw)
+    conv.c(SYN, dt=0.0)
+    for gap in retries:
+        conv.c(SYN, seq=conv.isn_c, dt=gap)
+    return conv.frames
+
+
+def rst_abort(by: str = "client", **kw) -> list:
+    """An established connection ended by a RST from one side (SO_LINGER 0, a crash)."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.exchange()
+    (conv.c if by == "client" else conv.s)(RST | ACK)
+    return conv.frames
+
+
+def port_reuse(gap: float = 2.0, **kw) -> list:
+    """Two connections on the same 5-tuple: the second SYN (new ISN) arrives `gap` seconds after
+    the first closed, while the client's TIME_WAIT (60 s) would still hold the port."""
+    first = Conversation(**kw)
+    first.handshake()
+    first.exchange()
+    first.close("client")
+    second = Conversation(t=first.t + gap, isn_c=first.isn_c + 1_000_000, isn_s=90000, **kw)
+    second.handshake()
+    second.exchange()
+    second.close("client")
+    return first.frames + second.frames
+
+
+def midstream(**kw) -> list:
+    """The capture starts inside an established connection: data, acks, then a close."""
+    conv = Conversation(**kw)
+    conv.s(PSH | ACK, b"y" * 500, dt=0.0)
+    conv.c(ACK)
+    conv.s(PSH | ACK, b"y" * 500)
+    conv.c(ACK)
+    conv.close("client")
+    return conv.frames
+
+
+def retransmission(**kw) -> list:
+    """A data segment sent twice (the first copy lost after the capture point)."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    seq = conv.c_next
+    conv.c(PSH | ACK, b"a" * 100)
+    conv.c(PSH | ACK, b"a" * 100, seq=seq, dt=0.2)
+    conv.s(ACK)
+    conv.close("client")
+    return conv.frames
+
+
+def time_wait_pileup(count: int = 20, interval: float = 0.01, **kw) -> list:
+    """`count` short connections from consecutive client ports, each closed by the client."""
+    frames = []
+    t = kw.pop("t", T0)
+    for i in range(count):
+        conv = Conversation(cport=40000 + i, t=t + i * interval, isn_c=1000 + i * 7919, **kw)
+        conv.handshake()
+        conv.exchange()
+        conv.close("client")
+        frames.extend(conv.frames)
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
+def udp_exchange(src=CLIENT4, dst=SERVER4, sport=53000, dport=53, t=T0) -> list:
+    """A DNS-like query and its answer."""
+    q = dpkt.udp.UDP(sport=sport, dport=dport, data=b"\x12\x34\x01\x00" + b"\x00" * 8)
+    r = dpkt.udp.UDP(sport=dport, dport=sport, data=b"\x12\x34\x81\x80" + b"\x00" * 20)
+    return [
+        (t, ethernet(ip_packet(src, dst, q, dpkt.ip.IP_PROTO_UDP), True)),
+        (t + 0.004, ethernet(ip_packet(dst, src, r, dpkt.ip.IP_PROTO_UDP), False)),
+    ]
+
+
+def udp_port_unreachable(src=CLIENT4, dst=SERVER4, sport=54000, dport=9999, t=T0) -> list:
+    """A UDP datagram to a closed port and the ICMP port unreachable quoting it."""
+    u = dpkt.udp.UDP(sport=sport, dport=dport, data=b"ping")
+    ip = ip_packet(src, dst, u, dpkt.ip.IP_PROTO_UDP)
+    quoted = bytes(ip)[:28]
+    icmp = dpkt.icmp.ICMP(type=3, code=3, data=dpkt.icmp.ICMP.Unreach(data=quoted))
+    back = ip_packet(dst, src, icmp, dpkt.ip.IP_PROTO_ICMP)
+    return [(t, ethernet(ip, True)), (t + 0.0003, ethernet(back, False))]
+
+
+def icmp_echo(src=CLIENT4, dst=SERVER4, t=T0, count: int = 2) -> list:
+    frames = []
+    for i in range(count):
+        req = dpkt.icmp.ICMP(type=8, code=0, data=dpkt.icmp.ICMP.Echo(id=7, seq=i, data=b"x" * 16))
+        rep = dpkt.icmp.ICMP(type=0, code=0, data=dpkt.icmp.ICMP.Echo(id=7, seq=i, data=b"x" * 16))
+        frames.append((t + i, ethernet(ip_packet(src, dst, req, dpkt.ip.IP_PROTO_ICMP), True)))
+        frames.append((t + i + 0.002, ethernet(ip_packet(dst, src, rep, dpkt.ip.IP_PROTO_ICMP), False)))
+    return frames
+
+
+SCENARIOS = {
+    "clean-close": clean_close,
+    "close-3way": close_3way,
+    "server-close": server_close,
+    "simultaneous-open": simultaneous_open,
+    "simultaneous-close": simultaneous_close,
+    "half-close": half_close,
+    "close-wait": close_wait_leak,
+    "refused": refused,
+    "unanswered-syn": unanswered_syn,
+    "rst-abort-client": lambda **kw: rst_abort("client", **kw),
+    "rst-abort-server": lambda **kw: rst_abort("server", **kw),
+    "port-reuse": port_reuse,
+    "midstream": midstream,
+    "retransmission": retransmission,
+    "time-wait-pileup": time_wait_pileup,
+    "udp-dns": lambda **kw: udp_exchange(),
+    "udp-unreachable": lambda **kw: udp_port_unreachable(),
+    "icmp-echo": lambda **kw: icmp_echo(),
+}
+
+
+# ---------------------------------------------------------------- link layers
+
+def strip_ethernet(frame: bytes) -> tuple[int, bytes]:
+    """(ethertype, IP bytes) of an Ethernet frame built above."""
+    return struct.unpack("!H", frame[12:14])[0], frame[14:]
+
+
+def relink(frames: list, linktype: int) -> list:
+    """Re-wrap Ethernet frames in another link layer (VLAN/QinQ stay Ethernet, linktype 1)."""
+    out = []
+    for ts, frame in frames:
+        etype, ip = strip_ethernet(frame)
+        if linktype == dpkt.pcap.DLT_EN10MB:
+            out.append((ts, frame))
+        elif linktype in (dpkt.pcap.DLT_RAW, 12, 228, 229):
+            out.append((ts, ip))
+        elif linktype == dpkt.pcap.DLT_NULL:
+            family = 2 if etype == 0x0800 else 30
+            out.append((ts, struct.pack("<I", family) + ip))
+        elif linktype == 108:  # LOOP: network byte order
+            family = 2 if etype == 0x0800 else 30
+            out.append((ts, struct.pack("!I", family) + ip))
+        elif linktype == 113:  # Linux SLL: type, arphrd, addr len, addr(8), protocol
+            out.append((ts, struct.pack("!HHH8sH", 0, 1, 6, frame[6:12] + b"\0\0", etype) + ip))
+        elif linktype == 276:  # Linux SLL2: protocol, reserved, ifindex, arphrd, type, len, addr
+            out.append((ts, struct.pack("!HHIHBB8s", etype, 0, 2, 1, 0, 6, frame[6:12] + b"\0\0") + ip))
+        else:
+            raise ValueError(f"no builder for link type {linktype}")
+    return out
+
+
+def vlan(frames: list, vids=(100,)) -> list:
+    """Insert 802.1Q tags (two for QinQ: outer 0x88a8, inner 0x8100)."""
+    out = []
+    for ts, frame in frames:
+        tags = b""
+        for i, vid in enumerate(vids):
+            tpid = 0x88A8 if (len(vids) > 1 and i == 0) else 0x8100
+            tags += struct.pack("!HH", tpid, vid)
+        out.append((ts, frame[:12] + tags + frame[12:]))
+    return out
+
+
+# ---------------------------------------------------------------- containers
+
+def pcap_bytes(frames: list, linktype: int = 1, nano: bool = False, big_endian: bool = False, snaplen: int = 262144) -> bytes:
+    """A classic pcap file, written by dpkt's Writer."""
+    import io
+
+    buf = io.BytesIO()
+    writer = dpkt.pcap.Writer(buf, snaplen=snaplen, linktype=linktype, nano=nano)
+    for ts, frame in frames:
+        writer.writepkt(frame, ts=ts)
+    data = buf.getvalue()
+    if big_endian:
+        data = _swap_pcap(data)
+    return data
+
+
+def _swap_pcap(data: bytes) -> bytes:
+    """Rewrite a little-endian pcap as big-endian (dpkt writes host order)."""
+    out = bytearray()
+    magic, vmaj, vmin, zone, sig, snap, lt = struct.unpack_from("<IHHiIII", data, 0)
+    out += struct.pack(">IHHiIII", magic, vmaj, vmin, zone, sig, snap, lt)
+    pos = 24
+    while pos < len(data):
+        sec, frac, cap, wire = struct.unpack_from("<IIII", data, pos)
+        out += struct.pack(">IIII", sec, frac, cap, wire)
+        out += data[pos + 16 : pos + 16 + cap]
+        pos += 16 + cap
+    return bytes(out)
+
+
+def pcapng_bytes(parts: list[tuple[int, list]], tsresol: int | None = None) -> bytes:
+    """A pcapng file with one interface per (linktype, frames) part, packets merged by time.
+
+    dpkt's pcapng Writer handles one interface; the extra IDBs are written with its block
+    classes so the file can mix link types the way `tcpdump -i any`+dumpcap files do.
+    """
+    import io
+
+    buf = io.BytesIO()
+    shb = dpkt.pcapng.SectionHeaderBlockLE()
+    buf.write(bytes(shb))
+    for linktype, _frames in parts:
+        idb = dpkt.pcapng.InterfaceDescriptionBlockLE(linktype=linktype, snaplen=262144)
+        if tsresol is not None:
+            idb.opts = [
+                dpkt.pcapng.PcapngOptionLE(code=dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL, data=bytes([tsresol])),
+                dpkt.pcapng.PcapngOptionLE(code=dpkt.pcapng.PCAPNG_OPT_ENDOFOPT),
+            ]
+        buf.write(bytes(idb))
+    merged = sorted(
+        ((ts, iface, frame) for iface, (_lt, frames) in enumerate(parts) for ts, frame in frames),
+        key=lambda x: x[0],
+    )
+    scale = 10 ** (tsresol if tsresol is not None else 6)
+    for ts, iface, frame in merged:
+        ticks = round(ts * scale)
+        epb = dpkt.pcapng.EnhancedPacketBlockLE(
+            iface_id=iface, ts_high=ticks >> 32, ts_low=ticks & 0xFFFFFFFF,
+            caplen=len(frame), pkt_len=len(frame), pkt_data=frame,
+        )  # fmt: skip
+        buf.write(bytes(epb))
+    return buf.getvalue()
+
+
+def compress(data: bytes, kind: str) -> bytes:
+    if kind == "gzip":
+        return gzip.compress(data, mtime=0)
+    if kind == "bzip2":
+        return bz2.compress(data)
+    if kind == "xz":
+        return lzma.compress(data)
+    if kind == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor().compress(data)
+    raise ValueError(kind)
+
+
+def write_pcap(path, frames: list, **kw) -> str:
+    with open(path, "wb") as f:
+        f.write(pcap_bytes(frames, **kw))
+    return str(path)
