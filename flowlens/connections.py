@@ -102,6 +102,7 @@ class Connection:
         "prev_uid",  # uid of the connection this one reused the 5-tuple of
         "reused_in_time_wait",  # ... while that connection still had a side in TIME_WAIT
         "closed_by",  # why the record ended: "closed", "idle", "reused", "capture_end"
+        "ext",  # dict where observers (RTT, anomaly, ladder analyzers) keep per-connection state
         "_done",
         "_time_wait_ns",
     )
@@ -128,6 +129,7 @@ class Connection:
         self.prev_uid = None
         self.reused_in_time_wait = False
         self.closed_by = None
+        self.ext = None
         self._done = False
         self._time_wait_ns = cfg.time_wait_ns
         digest = hashlib.blake2b(
@@ -331,8 +333,10 @@ def _likely_server(proto: str, port: int, other: int) -> bool:
 class ConnectionTable:
     """Feed packets in capture order; finished connections come out of `add` and `flush`.
 
-    Observers (callables `(conn, pkt, from_orig)`) see every packet after the table has applied it;
-    per-connection analyzers (ladder, RTT, anomalies) hook in there.
+    Observers (callables `(conn, pkt, from_orig)`) see every packet after the table has applied it
+    (so `conn.tcp.state` is the state *after* the packet); per-connection analyzers (ladder, RTT,
+    anomalies) hook in there and keep their state in `conn.ext` (a dict they create), which is
+    freed with the connection.
     """
 
     def __init__(self, config: Config | None = None, observers: Iterable = ()) -> None:
