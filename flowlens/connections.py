@@ -543,7 +543,9 @@ class ConnectionTable:
             key = (proto, dst, dport, src, sport)
         c = self._table.get(key)
         if c is None:
-            if _likely_server(proto_name, sport, dport) and not is_well_known(proto_name, dport):
+            # the first datagram's sender opened the flow, unless it came from a service port
+            # to a non-service port (a reply whose request came before the capture)
+            if is_well_known(proto_name, sport) and not is_well_known(proto_name, dport):
                 c = self._new(key, proto, dst, dport, src, sport, pkt)
                 c.flipped = c.originator_inferred = True
             else:

@@ -359,7 +359,7 @@ def relink(frames: list, linktype: int) -> list:
         etype, ip = strip_ethernet(frame)
         if linktype == dpkt.pcap.DLT_EN10MB:
             out.append((ts, frame))
-        elif linktype in (dpkt.pcap.DLT_RAW, 12, 228, 229):
+        elif linktype in (101, 12, 14, 228, 229):
             out.append((ts, ip))
         elif linktype == dpkt.pcap.DLT_NULL:
             family = 2 if etype == 0x0800 else 30
@@ -470,3 +470,33 @@ def write_pcap(path, frames: list, **kw) -> str:
     with open(path, "wb") as f:
         f.write(pcap_bytes(frames, **kw))
     return str(path)
+
+
+# ---------------------------------------------------------------- the showcase capture
+
+def incident(**_kw) -> list:
+    """A two-minute story for the README: an app server (192.0.2.10) opens a new connection to
+    its API backend (198.51.100.20:8080) for every request and closes first, piling up
+    TIME_WAIT; its database (198.51.100.30:5432) refuses connections; a cache
+    (198.51.100.40:6379) never answers; a CLOSE_WAIT leaks on the backend; one request is
+    retransmitted; a DNS lookup and a ping complete normally."""
+    frames = []
+    api = dict(client=CLIENT4, server=SERVER4, sport=8080)
+    for i in range(120):  # one request per second, each on a fresh ephemeral port
+        conv = Conversation(cport=33000 + i * 3, t=T0 + i * 1.0, isn_c=10_000 + i * 104_729, isn_s=70_000 + i * 7_919, **api)
+        conv.handshake(synack_dt=0.0021 + (i % 7) * 0.0001)
+        conv.exchange(b"GET /v1/items HTTP/1.1\r\nHost: api\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        conv.close("client")
+        frames += conv.frames
+    for i in range(3):  # the database is down: RST for every attempt
+        frames += refused(client=CLIENT4, server="198.51.100.30", cport=41000 + i, sport=5432, t=T0 + 30 + i * 10)
+    frames += unanswered_syn(client=CLIENT4, server="198.51.100.40", cport=42000, sport=6379, t=T0 + 45, retries=(1.0, 2.0, 4.0, 8.0))
+    frames += close_wait_leak(client=CLIENT4, server=SERVER4, cport=43000, sport=9000, t=T0 + 5)
+    frames += retransmission(client=CLIENT4, server=SERVER4, cport=44000, sport=8080, t=T0 + 60.5)
+    frames += udp_exchange(t=T0 + 0.2)
+    frames += icmp_echo(t=T0 + 90)
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
+SCENARIOS["incident"] = incident

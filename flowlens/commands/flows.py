@@ -8,7 +8,7 @@ from collections import Counter
 import click
 
 from ..connections import RECORD_FIELDS
-from ..reports.formats import write_records
+from ..reports.formats import human_time, write_records
 from ._common import (
     capture_argument,
     config_from,
@@ -21,13 +21,27 @@ from ._common import (
 )
 
 TABLE_COLUMNS = (
-    "uid", "ts", "duration", "proto", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p",
-    "conn_state", "history", "orig_state", "resp_state", "orig_pkts", "resp_pkts", "irtt_ms",
+    "uid", "ts", "duration", "proto", "orig", "resp", "conn_state", "history",
+    "orig_state", "resp_state", "pkts", "irtt_ms",
 )  # fmt: skip
 TABLE_HEADERS = (
-    "uid", "ts", "dur_s", "proto", "orig_h", "orig_p", "resp_h", "resp_p",
-    "conn_state", "history", "orig_state", "resp_state", "o_pkts", "r_pkts", "irtt_ms",
+    "uid", "start (UTC)", "dur_s", "proto", "orig", "resp", "conn_state", "history",
+    "orig_state", "resp_state", "pkts o/r", "irtt_ms",
 )  # fmt: skip
+
+
+def _endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def table_row(r: dict) -> dict:
+    """The narrower, human-oriented view of a record used by the terminal table."""
+    row = dict(r)
+    row["ts"] = human_time(r["ts"])[:-3]
+    row["orig"] = _endpoint(r["id.orig_h"], r["id.orig_p"])
+    row["resp"] = _endpoint(r["id.resp_h"], r["id.resp_p"])
+    row["pkts"] = f"{r['orig_pkts']}/{r['resp_pkts']}"
+    return row
 
 
 @click.command()
@@ -65,6 +79,7 @@ def flows(capture: str, fmt: str, **kwargs) -> None:
             records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
             if progress is not None:
                 progress.close()
+            records = [table_row(r) for r in records]
             write_records(records, fmt, sys.stdout, RECORD_FIELDS, TABLE_COLUMNS, TABLE_HEADERS)
         else:
             write_records(rows(), fmt, sys.stdout, RECORD_FIELDS)
@@ -76,6 +91,6 @@ def flows(capture: str, fmt: str, **kwargs) -> None:
     total = sum(kinds.values())
     by_proto = ", ".join(f"{n} {p}" for p, n in sorted(kinds.items()))
     warn(
-        f"{total} connections{f' ({by_proto})' if by_proto else ''} in {pipe.stats.frames} frames"
-        f"{' matching the filters' if selection else ''}"
+        f"{total} connection{'' if total == 1 else 's'}{f' ({by_proto})' if by_proto else ''}"
+        f"{' matching the filters' if selection else ''} in {pipe.stats.frames} frames"
     )

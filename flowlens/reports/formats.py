@@ -7,9 +7,18 @@ import json
 import math
 from typing import IO, Iterable, Sequence
 
-__all__ = ["FORMATS", "write_records", "render_table"]
+__all__ = ["FORMATS", "write_records", "render_table", "human_time"]
 
 FORMATS = ("table", "json", "csv")
+
+
+def human_time(epoch_s: float | None) -> str | None:
+    """Epoch seconds -> `2023-11-14 22:13:20.000123` (UTC), for tables read by people."""
+    if epoch_s is None:
+        return None
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(epoch_s, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _cell(value) -> str:

@@ -1,0 +1,183 @@
+"""The struct decoder against dpkt (the reference) and per link type, IP version and option."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import dpkt
+import pytest
+
+import pcapgen
+from flowlens import analyze
+from flowlens.capture import open_capture
+from flowlens.decode import Decoder, flags_text, parse_tcp_options
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+
+
+def _reference(linktype: int, buf: bytes):
+    """dpkt's view of a frame: (src, dst, proto, sport, dport, flags, seq, ack, win, plen) or None."""
+    try:
+        if linktype == 1:
+            ip = dpkt.ethernet.Ethernet(buf).data
+        elif linktype == 113:
+            ip = dpkt.sll.SLL(buf).data
+        elif linktype == 276:
+            ip = dpkt.sll2.SLL2(buf).data
+        elif linktype in (0, 108):
+            ip = dpkt.loopback.Loopback(buf).data
+        elif linktype in (101, 12, 14, 228, 229):
+            ip = dpkt.ip.IP(buf) if buf[0] >> 4 == 4 else dpkt.ip6.IP6(buf)
+        else:
+            return None
+    except (dpkt.UnpackError, IndexError, struct.error):
+        return None
+    if isinstance(ip, dpkt.ip.IP):
+        if ip.mf or ip.offset:
+            return None
+        proto = ip.p
+    elif isinstance(ip, dpkt.ip6.IP6):
+        if 44 in ip.extension_hdrs and ip.extension_hdrs[44] is not None:
+            return None
+        proto = ip.p
+    else:
+        return None
+    t = ip.data
+    if isinstance(t, dpkt.tcp.TCP):
+        # dpkt's flags include the NS bit from the offset byte; flowlens keeps the 8 classic bits
+        return (bytes(ip.src), bytes(ip.dst), proto, t.sport, t.dport, t.flags & 0xFF, t.seq, t.ack, t.win, len(t.data))
+    if isinstance(t, dpkt.udp.UDP):
+        return (bytes(ip.src), bytes(ip.dst), proto, t.sport, t.dport, 0, 0, 0, 0, len(t.data))
+    if isinstance(t, (dpkt.icmp.ICMP, dpkt.icmp6.ICMP6)):
+        return (bytes(ip.src), bytes(ip.dst), proto, t.type, t.code, 0, 0, 0, 0, None)
+    return None
+
+
+def _ours(p):
+    plen = None if p.proto in (1, 58) else p.plen
+    return (p.src, p.dst, p.proto, p.sport, p.dport, p.flags, p.seq, p.ack, p.win, plen)
+
+
+def _compare_file(path) -> tuple[int, list]:
+    decoder = Decoder(verify_checksums=False)
+    compared, mismatches = 0, []
+    with open_capture(str(path)) as cap:
+        for frame, ts, lt, data, _w in cap:
+            buf = bytes(data)
+            ref = _reference(lt, buf)
+            pkt = decoder.decode(frame, ts, lt, buf)
+            if ref is None or pkt is None or pkt.caplen_short or pkt.fragment:
+                continue
+            mine = _ours(pkt)
+            if ref[-1] is None:
+                mine = mine[:-1] + (None,)
+            compared += 1
+            if mine != ref:
+                mismatches.append((path.name, frame, mine, ref))
+    return compared, mismatches
+
+
+def test_decoder_matches_dpkt_on_every_corpus_capture():
+    files = sorted((CORPUS / "zeek" / "traces").iterdir()) + sorted((CORPUS / "other" / "captures").iterdir())
+    total, bad = 0, []
+    for path in files:
+        n, mism = _compare_file(path)
+        total += n
+        bad += mism
+    assert total > 100_000
+    assert bad == [], bad[:5]
+
+
+@pytest.mark.parametrize("linktype", [1, 101, 0, 108, 113, 276])
+def test_link_types(tmp_path, linktype):
+    path = tmp_path / f"lt{linktype}.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(pcapgen.relink(pcapgen.clean_close(), linktype), linktype=linktype))
+    n, bad = _compare_file(path)
+    assert n == len(pcapgen.clean_close()) and not bad
+    [c] = analyze(str(path)).connections
+    assert (c.conn_state, c.history, c.orig_state) == ("SF", "ShADadFf", "TIME_WAIT")
+
+
+@pytest.mark.parametrize("vids", [(100,), (100, 200)], ids=["vlan", "qinq"])
+def test_vlan_and_qinq(tmp_path, vids):
+    path = tmp_path / "v.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(pcapgen.vlan(pcapgen.clean_close(), vids)))
+    a = analyze(str(path))
+    [c] = a.connections
+    assert c.vlan == vids[0] and c.conn_state == "SF"
+
+
+def test_ipv6(tmp_path):
+    path = tmp_path / "v6.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(pcapgen.clean_close(client=pcapgen.CLIENT6, server=pcapgen.SERVER6)))
+    [c] = analyze(str(path)).connections
+    r = c.to_record()
+    assert (r["id.orig_h"], r["id.resp_h"], r["conn_state"]) == ("2001:db8::10", "2001:db8::20", "SF")
+    assert r["orig_ip_bytes"] == sum(40 + 20 + n for n in (0, 0, 18, 0, 0, 0))
+
+
+def test_tcp_options():
+    raw = bytes([2, 4, 0x05, 0xB4, 1, 3, 3, 7, 4, 2, 8, 10]) + struct.pack("!II", 11, 22) + bytes([5, 10]) + struct.pack("!II", 100, 200)
+    opts = parse_tcp_options(raw)
+    assert (opts.mss, opts.wscale, opts.sack_permitted, opts.tsval, opts.tsecr) == (1460, 7, True, 11, 22)
+    assert opts.sack == ((100, 200),)
+    # a cut-off option ends parsing, keeping what came before
+    assert parse_tcp_options(raw[:6]).mss == 1460
+
+
+def test_flags_text_is_tcpdumps():
+    from dpkt.tcp import TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN
+
+    assert [flags_text(f) for f in (TH_SYN, TH_SYN | TH_ACK, TH_ACK, TH_PUSH | TH_ACK, TH_FIN | TH_ACK, TH_RST | TH_ACK, TH_RST, 0)] == [
+        "S", "S.", ".", "P.", "F.", "R.", "R", "none",
+    ]  # fmt: skip
+
+
+def test_icmp_error_quotes_its_flow(tmp_path):
+    path = tmp_path / "unreach.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(pcapgen.udp_port_unreachable()))
+    a = analyze(str(path))
+    udp = next(c for c in a.connections if c.proto_name == "udp")
+    icmp = next(c for c in a.connections if c.proto_name == "icmp")
+    assert (icmp.orig_p, icmp.resp_p) == (3, 3)
+    assert [(e[1], e[2], e[3]) for e in udp.icmp_errors] == [(2, 3, 3)]
+
+
+def test_ipv4_fragments_are_reassembled_by_length(tmp_path):
+    """A UDP datagram in three fragments is one packet of the whole length (as Zeek counts)."""
+    payload = b"z" * 3000
+    u = bytes(dpkt.udp.UDP(sport=5000, dport=6000, data=payload))
+    frames = []
+    for i, (off, chunk) in enumerate([(0, u[:1480]), (1480, u[1480:2960]), (2960, u[2960:])]):
+        more = off + len(chunk) < len(u)
+        ip = dpkt.ip.IP(src=bytes([192, 0, 2, 1]), dst=bytes([192, 0, 2, 2]), p=17, id=77, data=chunk)
+        ip.mf, ip.offset = int(more), off // 8  # dpkt's offset is in 8-byte units
+        frames.append((pcapgen.T0 + i * 0.001, pcapgen.ethernet(ip)))
+    path = tmp_path / "frag.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(frames[::-1]))  # out of order, too
+    [c] = analyze(str(path)).connections
+    assert (c.pkts, c.payload) == ([1, 0], [3000, 0])
+
+
+def test_undecodable_frames_are_counted_not_fatal(tmp_path):
+    frames = pcapgen.clean_close()
+    broken = frames[:2] + [(frames[2][0], frames[2][1][:20])] + frames[3:]  # Ethernet + 6 bytes
+    path = tmp_path / "broken.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(broken))
+    a = analyze(str(path))
+    assert a.skipped == {"truncated IPv4 header": 1}
+    assert len(a.connections) == 1
+    assert "skipped 1 undecodable frames (1 truncated IPv4 header)" in a.warnings[-1]
+
+
+def test_bad_checksum_is_flagged_and_still_analysed(tmp_path):
+    frames = pcapgen.clean_close()
+    bad = bytearray(frames[3][1])
+    bad[14 + 20 + 16] ^= 0xFF  # TCP checksum of the request
+    path = tmp_path / "cksum.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(frames[:3] + [(frames[3][0], bytes(bad))] + frames[4:]))
+    [c] = analyze(str(path)).connections
+    assert c.bad_checksums == 1
+    assert "C" in c.history
+    assert c.pkts[0] == 6  # flowlens counts it; Zeek would not
