@@ -1,0 +1,119 @@
+"""`flowlens flows` through click: formats, filters, exit codes and exact error lines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import pcapgen
+from flowlens.cli import cli
+from flowlens.connections import RECORD_FIELDS
+
+
+@pytest.fixture()
+def incident(tmp_path):
+    path = tmp_path / "incident.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(pcapgen.incident()))
+    return str(path)
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(cli, list(args), input=input)
+
+
+def test_json_lines_carry_every_record_field(incident):
+    result = invoke("flows", incident, "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 120 + 3 + 1 + 1 + 1 + 1 + 1
+    assert all(list(r) == list(RECORD_FIELDS) for r in rows)
+    assert "128 connections (2 icmp, 125 tcp, 1 udp) in" not in result.stdout
+    assert result.stderr.strip().endswith("frames")
+
+
+def test_csv_has_a_header_and_one_row_per_connection(incident):
+    result = invoke("flows", incident, "--format", "csv", "--proto", "udp")
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["id.resp_p"] for r in rows] == ["53"]
+    assert rows[0]["conn_state"] == "SF"
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--state", "close-wait"], {("9000", "S2")}),
+        (["--state", "REJ"], {("5432", "REJ")}),
+        (["--port", "6379"], {("6379", "S0")}),
+        (["--state", "syn-sent"], {("6379", "S0")}),
+        (["--net", "198.51.100.30/32", "--net", "198.51.100.40/31", "--proto", "tcp"], {("5432", "REJ"), ("6379", "S0")}),
+        (["--host", "198.51.100.40"], {("6379", "S0")}),
+    ],
+)
+def test_filters(incident, args, expected):
+    result = invoke("flows", incident, "--format", "csv", *args)
+    assert result.exit_code == 0, result.output
+    got = {(r["id.resp_p"], r["conn_state"]) for r in csv.DictReader(io.StringIO(result.stdout))}
+    assert got == expected
+
+
+def test_time_wait_filter_sees_the_pileup(incident):
+    # API connection i closes at T0 + i + 0.01 s; the capture's last packet is at T0 + 125.02 s
+    # (the CLOSE_WAIT leak's keep-alive), so those closed after T0 + 65.02 s -- i = 66..119 --
+    # are still in TIME_WAIT (60 s) when it ends
+    result = invoke("flows", incident, "--format", "csv", "--state", "time-wait", "--port", "8080")
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert sorted(int(r["id.orig_p"]) for r in rows) == [33000 + i * 3 for i in range(66, 120)]
+    assert {r["orig_state"] for r in rows} == {"TIME_WAIT"}
+
+
+def test_table_output_is_sorted_and_readable(incident):
+    result = invoke("flows", incident, "--port", "5432")
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["uid", "start", "(UTC)"]
+    assert len(lines) == 4 and all("REJ" in ln and "198.51.100.30:5432" in ln for ln in lines[1:])
+
+
+def test_stdin(incident):
+    with open(incident, "rb") as f:
+        data = f.read()
+    result = invoke("flows", "-", "--format", "csv", "--port", "9000", input=data)
+    assert result.exit_code == 0
+    assert "CLOSE_WAIT" in result.stdout
+
+
+def test_bad_input_is_one_error_line_and_exit_1(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("this is not a capture")
+    result = invoke("flows", str(bad))
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {bad}: not a pcap or pcapng capture (starts with 74 68 69 73)\n"
+    assert result.stdout == ""
+    missing = tmp_path / "missing.pcap"
+    result = invoke("flows", str(missing))
+    assert (result.exit_code, result.stderr) == (1, f"Error: {missing}: no such file\n")
+
+
+def test_bad_arguments_exit_2(incident):
+    assert invoke("flows", incident, "--format", "xml").exit_code == 2
+    result = invoke("flows", incident, "--state", "sleepy")
+    assert result.exit_code == 1 and result.stderr.startswith("Error: unknown state 'sleepy'")
+
+
+def test_truncated_capture_warns_and_keeps_connections(tmp_path):
+    data = pcapgen.pcap_bytes(pcapgen.port_reuse())
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(data[:-10])
+    result = invoke("flows", str(path), "--format", "csv")
+    assert result.exit_code == 0
+    assert len(list(csv.DictReader(io.StringIO(result.stdout)))) == 2
+    assert "Warning: " in result.stderr and "capture ends inside a packet at frame 22" in result.stderr
+
+
+def test_help_ends_with_an_example():
+    for name, command in cli.commands.items():
+        text = command.get_help(cli.make_context("flowlens", [name, "--help"], resilient_parsing=True))
+        assert "Example" in text, name

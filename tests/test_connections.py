@@ -1,0 +1,177 @@
+"""One tiny capture per TCP lifecycle behaviour: records, endpoint states and timelines."""
+
+from __future__ import annotations
+
+import pytest
+
+import pcapgen
+from flowlens import Config, analyze
+
+
+def run(tmp_path, name, frames=None, **config):
+    path = tmp_path / f"{name}.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(frames if frames is not None else pcapgen.SCENARIOS[name]()))
+    return analyze(str(path), Config(**config) if config else None).connections
+
+
+def summary(c):
+    return (c.conn_state, c.history, c.orig_state, c.resp_state, c.handshake, c.teardown, c.close_initiator)
+
+
+def frames_states(c):
+    """Timeline as (frame, endpoint, state) for compact assertions."""
+    return [(f, e, s) for _t, f, e, s in c.timeline]
+
+
+HANDSHAKE = [(1, "orig", "SYN_SENT"), (2, "resp", "SYN_RECEIVED"), (2, "orig", "ESTABLISHED"), (3, "resp", "ESTABLISHED")]
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("clean-close", ("SF", "ShADadFf", "TIME_WAIT", "CLOSED", "3way", "4way", "orig")),
+        ("close-3way", ("SF", "ShADadFf", "TIME_WAIT", "CLOSED", "3way", "3way", "orig")),
+        ("server-close", ("SF", "ShADadfF", "CLOSED", "TIME_WAIT", "3way", "4way", "resp")),
+        ("simultaneous-close", ("SF", "ShADadFf", "TIME_WAIT", "TIME_WAIT", "3way", "simultaneous", "orig")),
+        ("half-close", ("S2", "ShADFad", "FIN_WAIT_2", "CLOSE_WAIT", "3way", "half_closed", "orig")),
+        ("close-wait", ("S2", "ShADadF", "FIN_WAIT_2", "CLOSE_WAIT", "3way", "half_closed", "orig")),
+        ("refused", ("REJ", "Sr", "CLOSED", "CLOSED", "rejected", "reset_resp", "resp")),
+        ("unanswered-syn", ("S0", "S", "SYN_SENT", "CLOSED", "unanswered", "open", None)),
+        ("rst-abort-client", ("RSTO", "ShADadR", "CLOSED", "CLOSED", "3way", "reset_orig", "orig")),
+        ("rst-abort-server", ("RSTR", "ShADadr", "CLOSED", "CLOSED", "3way", "reset_resp", "resp")),
+        ("midstream", ("SF", "^dAFaf", "TIME_WAIT", "CLOSED", "missing", "4way", "orig")),
+    ],
+)
+def test_lifecycle(tmp_path, name, expected):
+    [c] = run(tmp_path, name)
+    assert summary(c) == expected
+
+
+def test_clean_close_timeline_and_handshake_legs(tmp_path):
+    [c] = run(tmp_path, "clean-close")
+    assert frames_states(c) == HANDSHAKE + [
+        (8, "orig", "FIN_WAIT_1"), (8, "resp", "CLOSE_WAIT"),
+        (9, "orig", "FIN_WAIT_2"),
+        (10, "resp", "LAST_ACK"), (10, "orig", "TIME_WAIT"),
+        (11, "resp", "CLOSED"),
+    ]  # fmt: skip
+    # SYN at t0, SYN/ACK 10 ms later, ACK 0.5 ms after that (pcapgen.Conversation.handshake)
+    assert (c.synack_ms, c.ackdat_ms, c.irtt_ms) == pytest.approx((10.0, 0.5, 10.5), abs=1e-6)
+    r = c.to_record()
+    assert (r["orig_pkts"], r["resp_pkts"], r["orig_bytes"], r["resp_bytes"]) == (6, 5, 18, 24)
+    assert r["service"] == "http" and r["originator_inferred"] is False
+
+
+def test_3way_close_passes_fin_wait_2_on_the_combined_fin_ack(tmp_path):
+    [c] = run(tmp_path, "close-3way")
+    assert frames_states(c)[4:] == [
+        (8, "orig", "FIN_WAIT_1"), (8, "resp", "CLOSE_WAIT"),
+        (9, "orig", "FIN_WAIT_2"), (9, "resp", "LAST_ACK"), (9, "orig", "TIME_WAIT"),
+        (10, "resp", "CLOSED"),
+    ]  # fmt: skip
+
+
+def test_simultaneous_close_goes_through_closing(tmp_path):
+    [c] = run(tmp_path, "simultaneous-close")
+    assert frames_states(c)[4:] == [
+        (8, "orig", "FIN_WAIT_1"), (8, "resp", "CLOSE_WAIT"),
+        (9, "resp", "CLOSING"), (9, "orig", "CLOSING"),
+        (10, "resp", "TIME_WAIT"), (11, "orig", "TIME_WAIT"),
+    ]  # fmt: skip
+
+
+def test_simultaneous_open(tmp_path):
+    [c] = run(tmp_path, "simultaneous-open")
+    assert c.handshake == "simultaneous_open"
+    assert frames_states(c)[:6] == [
+        (1, "orig", "SYN_SENT"), (2, "resp", "SYN_SENT"),
+        (2, "orig", "SYN_RECEIVED"), (2, "resp", "SYN_RECEIVED"),
+        (3, "resp", "ESTABLISHED"), (4, "orig", "ESTABLISHED"),
+    ]  # fmt: skip
+
+
+def test_unanswered_syn_counts_retries_not_connections(tmp_path):
+    [c] = run(tmp_path, "unanswered-syn")
+    assert c.syn_retries == 3 and c.pkts == [4, 0]
+    assert c.duration_s == pytest.approx(7.0)
+
+
+def test_port_reuse_splits_the_5_tuple(tmp_path):
+    first, second = run(tmp_path, "port-reuse")
+    assert (first.orig_p, second.orig_p) == (40000, 40000)
+    assert summary(first)[:2] == summary(second)[:2] == ("SF", "ShADadFf")
+    # the second SYN came 2 s after the close: the first connection's TIME_WAIT was cut short
+    assert second.prev_uid == first.uid and second.reused_in_time_wait
+    assert first.orig_state == "CLOSED" and frames_states(first)[-1] == (12, "orig", "CLOSED")
+    assert second.orig_state == "TIME_WAIT"
+    assert first.uid != second.uid
+
+
+def test_same_isn_syn_is_a_retry_not_a_new_connection(tmp_path):
+    conns = run(tmp_path, "unanswered-syn")
+    assert len(conns) == 1
+
+
+def test_time_wait_ends_after_two_msl(tmp_path):
+    """The client's TIME_WAIT turns CLOSED 2 x MSL after it began, if the capture lasts that long."""
+    frames = pcapgen.clean_close()
+    later = pcapgen.udp_exchange(t=frames[-1][0] + 61.0)  # a packet 61 s after the close
+    conns = run(tmp_path, "tw", frames + later)
+    tcp = next(c for c in conns if c.proto_name == "tcp")
+    assert tcp.orig_state == "CLOSED"
+    assert tcp.timeline[-1][1:] == (None, "orig", "CLOSED")
+    assert tcp.timeline[-1][0] - tcp.tcp.tw_start[0] == 60_000_000_000
+    # with MSL 60 s, TIME_WAIT lasts 120 s and is still on when the capture ends
+    tcp = next(c for c in run(tmp_path, "tw2", frames + later, msl_s=60.0) if c.proto_name == "tcp")
+    assert tcp.orig_state == "TIME_WAIT"
+
+
+def test_state_at(tmp_path):
+    [c] = run(tmp_path, "clean-close")
+    t_fin = c.timeline[4][0]
+    assert c.state_at(0, t_fin - 1).value == "ESTABLISHED"
+    assert c.state_at(0, t_fin).value == "FIN_WAIT_1"
+    tw = c.tcp.tw_start[0]
+    assert c.state_at(0, tw + 59_999_999_999).value == "TIME_WAIT"
+    assert c.state_at(0, tw + 60_000_000_000).value == "CLOSED"
+
+
+def test_midstream_originator_is_inferred_from_ports(tmp_path):
+    [c] = run(tmp_path, "midstream")
+    assert c.originator_inferred and c.flipped
+    assert (c.orig_p, c.resp_p) == (40000, 80)
+    assert c.handshake == "missing"
+
+
+def test_retransmission_counted(tmp_path):
+    [c] = run(tmp_path, "retransmission")
+    assert c.retransmissions == 1
+    assert "T" in c.history
+
+
+def test_udp_and_icmp_flows(tmp_path):
+    [dns] = run(tmp_path, "udp-dns")
+    assert (dns.proto_name, dns.conn_state, dns.pkts, dns.service) == ("udp", "SF", [1, 1], "dns")
+    [echo] = run(tmp_path, "icmp-echo")
+    assert (echo.proto_name, echo.orig_p, echo.resp_p, echo.pkts) == ("icmp", 8, 0, [2, 2])
+
+
+def test_udp_idle_timeout_splits_flows(tmp_path):
+    frames = pcapgen.udp_exchange() + pcapgen.udp_exchange(t=pcapgen.T0 + 100)
+    conns = run(tmp_path, "udp-idle", frames, udp_idle_s=30.0)
+    assert len(conns) == 2
+    assert len(run(tmp_path, "udp-idle2", frames, udp_idle_s=300.0)) == 1
+
+
+def test_closed_connections_leave_the_table(tmp_path):
+    """Memory follows open connections: finished ones are emitted while the capture streams."""
+    from flowlens import Pipeline
+
+    path = tmp_path / "many.pcap"
+    frames = pcapgen.time_wait_pileup(count=200, interval=1.0)  # one per second for 200 s
+    path.write_bytes(pcapgen.pcap_bytes(frames))
+    pipe = Pipeline(str(path))
+    emitted = sum(1 for _ in pipe)
+    assert emitted == 200
+    # TIME_WAIT holds each for 60 s, so about 61 are open at once, not 200
+    assert 55 <= pipe.table.open_peak <= 65
