@@ -65,6 +65,12 @@ def seq_ge(a: int, b: int) -> bool:
     return ((a - b) & _M32) < 0x80000000
 
 
+def _leg_ms(start_ns: int, end_ns: int) -> float | None:
+    """Milliseconds from start to end; None when the capture's clock went backwards between
+    them (a negative round trip is no measurement)."""
+    return (end_ns - start_ns) / 1e6 if end_ns >= start_ns else None
+
+
 class TcpTracker:
     """Both endpoints' RFC states for one connection, plus handshake and teardown facts.
 
@@ -154,7 +160,7 @@ class TcpTracker:
                 if self.isn[side] is None:
                     self.isn[side] = seq
                 if side == 1 and self.synack_ts is None and self.syn_ts is not None:
-                    self.synack_ms = (ts_ns - self.syn_ts) / 1e6
+                    self.synack_ms = _leg_ms(self.syn_ts, ts_ns)
                 if side == 1:
                     self.synack_ts = ts_ns
                 if state[side] in (CLOSED, SYN_SENT):
@@ -186,11 +192,11 @@ class TcpTracker:
                 self.set_state(peer, ESTABLISHED, ts_ns, frame)
                 if side == 0 and not self.handshake_acked and self.synack_ts is not None:
                     self.handshake_acked = True
-                    self.ackdat_ms = (ts_ns - self.synack_ts) / 1e6
+                    self.ackdat_ms = _leg_ms(self.synack_ts, ts_ns)
         elif side == 0 and not self.handshake_acked and self.synack_ts is not None:
             if self.isn[1] is not None and seq_after(ack, self.isn[1]):
                 self.handshake_acked = True
-                self.ackdat_ms = (ts_ns - self.synack_ts) / 1e6
+                self.ackdat_ms = _leg_ms(self.synack_ts, ts_ns)
         if state[side] is SYN_SENT and self.synack_count[peer]:
             self.set_state(side, ESTABLISHED, ts_ns, frame)
         fin = self.fin_seq[peer]
