@@ -65,6 +65,8 @@ _UDP = Struct("!HHHH")
 _ICMP = Struct("!BBH")
 _PORTS = Struct("!HH")
 _MAX_PENDING_DATAGRAMS = 4096
+# UDP ports whose first payload bytes are a DNS header (DNS, mDNS, LLMNR): `Packet.udp_head`
+_DNS_PORTS = frozenset((53, 5353, 5355))
 
 # IPv6 extension headers that are walked to find the transport header (RFC 8200 §4).
 _V6_EXT = frozenset((0, 43, 60, 135, 139, 140))
@@ -174,6 +176,7 @@ class Packet:
         "quote",  # ICMP error: (proto, src, dst, sport, dport) of the quoted datagram
         "fragment",  # 1 when the packet was reassembled from IP fragments (lengths only)
         "vlan",  # outermost 802.1Q VLAN id, or None
+        "udp_head",  # UDP to/from a DNS port: first 4 payload bytes (query id, flags), else None
         "_options",
     )
 
@@ -182,6 +185,7 @@ class Packet:
         self.quote = None
         self.fragment = 0
         self.vlan = None
+        self.udp_head = None
         self.flags = 0
         self.seq = self.ack = self.win = 0
         self.caplen_short = 0
@@ -485,6 +489,8 @@ class Decoder:
             if avail < 8:
                 return self._skip("truncated UDP header")
             p.sport, p.dport, ulen, csum = _UDP.unpack_from(mv, pos)
+            if avail >= 12 and (p.sport in _DNS_PORTS or p.dport in _DNS_PORTS):
+                p.udp_head = bytes(mv[pos + 8 : pos + 12])  # the id that pairs query and answer
             p.plen = seg_len - 8
             if not whole:
                 p.caplen_short = seg_len - avail
