@@ -19,16 +19,7 @@ import dpkt
 import pytest
 
 
-def _register_netlab_marker() -> None:
-    # No conftest.py and no ini entry of ours: register the marker on the running config so that
-    # --strict-markers accepts it. pytest.mark._config is private; without it pytest only warns.
-    config = getattr(pytest.mark, "_config", None)
-    if config is not None:
-        config.addinivalue_line("markers", "netlab: real captures made in a network namespace (root, ip, tcpdump)")
-
-
-_register_netlab_marker()
-pytestmark = pytest.mark.netlab
+pytestmark = pytest.mark.netlab  # registered in pyproject.toml [tool.pytest.ini_options]
 
 try:  # tests/ on sys.path (rootdir-relative "prepend" import) or tests/ as a package
     from netlab import TRAFFIC, Lab, LabError
