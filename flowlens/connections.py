@@ -24,7 +24,8 @@ from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
 from .decode import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet
 from .services import is_well_known, service_name
 from .tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker, seq_after
-from .zeekstate import ZeekTcp, udp_conn_state
+from .zeekstate import ZEEK_LIKELY_SERVER_PORTS_TCP as _ZEEK_TCP
+from .zeekstate import ZeekTcp, ZeekUdp, icmp_conn_state, zeek_flips
 
 __all__ = ["Config", "Connection", "ConnectionTable", "format_addr", "PROTO_NAMES"]
 
@@ -56,6 +57,8 @@ class Config:
     #: a connection attempt that never got established (SYNs only, or SYN/ACK, no ACK)
     attempt_idle_s: float = 60.0
     udp_idle_s: float = 60.0
+    #: DNS flows (UDP port 53) end sooner: one query/answer exchange (Zeek's dns_session_timeout)
+    dns_idle_s: float = 10.0
     icmp_idle_s: float = 60.0
     #: a closed or reset connection waits this long for stray packets before it is emitted
     #: (Zeek's tcp_close_delay)
@@ -91,6 +94,7 @@ class Connection:
         "ip_bytes",  # [orig, resp] IP-level bytes
         "tcp",  # TcpTracker (TCP only)
         "zeek",  # ZeekTcp (TCP only)
+        "udp",  # ZeekUdp (UDP only): Zeek's history letters and conn_state
         "originator_inferred",
         "flipped",  # the first packet came from the responder
         "retransmissions",
@@ -104,6 +108,8 @@ class Connection:
         "closed_by",  # why the record ended: "closed", "idle", "reused", "capture_end"
         "ext",  # dict where observers (RTT, anomaly, ladder analyzers) keep per-connection state
         "_done",
+        "_held",
+        "_closing",  # closed, and rescheduled for the shorter close linger
         "_time_wait_ns",
     )
 
@@ -118,6 +124,7 @@ class Connection:
         self.ip_bytes = [0, 0]
         self.tcp = TcpTracker() if proto == IPPROTO_TCP else None
         self.zeek = ZeekTcp() if proto == IPPROTO_TCP else None
+        self.udp = None
         self.originator_inferred = False
         self.flipped = False
         self.retransmissions = 0
@@ -131,6 +138,8 @@ class Connection:
         self.closed_by = None
         self.ext = None
         self._done = False
+        self._held = False
+        self._closing = False
         self._time_wait_ns = cfg.time_wait_ns
         digest = hashlib.blake2b(
             b"%d|%d|%r" % (pkt.ts_ns, pkt.frame, key), digest_size=12
@@ -162,18 +171,31 @@ class Connection:
         return service_name(self.proto_name, self.resp_p)
 
     @property
-    def history(self) -> str:
+    def history(self) -> str | None:
+        """Zeek's history letters (TCP and UDP; None for ICMP, which Zeek logs as `-`)."""
         if self.zeek is not None:
             return self.zeek.history
-        return ""
+        if self.udp is not None:
+            return self.udp.history
+        return None
 
     @property
     def conn_state(self) -> str:
         if self.zeek is not None:
             return self.zeek.conn_state()
-        if self.proto == IPPROTO_UDP:
-            return udp_conn_state(self.pkts[0], self.pkts[1])
-        return "OTH"
+        if self.udp is not None:
+            return self.udp.conn_state()
+        return icmp_conn_state()
+
+    def swap_roles(self) -> None:
+        """Originator and responder trade places, with every per-side count and state."""
+        self.orig_h, self.resp_h = self.resp_h, self.orig_h
+        self.orig_p, self.resp_p = self.resp_p, self.orig_p
+        for pair in (self.pkts, self.payload, self.ip_bytes, self.next_seq):
+            pair[0], pair[1] = pair[1], pair[0]
+        self.flipped = not self.flipped
+        if self.tcp is not None:
+            self.tcp.swap()
 
     @property
     def orig_bytes(self) -> int:
@@ -343,6 +365,8 @@ class ConnectionTable:
         self.config = config or Config()
         self.observers = list(observers)
         self._table: dict[tuple, Connection] = {}
+        # closed connections kept until their TIME_WAIT runs out (see _hold)
+        self._held: dict[tuple, Connection] = {}
         self._heap: list[tuple[int, int, Connection]] = []
         self._counter = 0
         self.now_ns = 0
@@ -353,32 +377,43 @@ class ConnectionTable:
         self._tcp_idle = int(cfg.tcp_idle_s * 1e9)
         self._attempt_idle = int(cfg.attempt_idle_s * 1e9)
         self._udp_idle = int(cfg.udp_idle_s * 1e9)
+        self._dns_idle = int(min(cfg.dns_idle_s, cfg.udp_idle_s) * 1e9)
         self._icmp_idle = int(cfg.icmp_idle_s * 1e9)
         self._tw = cfg.time_wait_ns
 
     def __len__(self) -> int:
-        return len(self._table)
+        """Connections in memory: open ones and closed ones still in TIME_WAIT."""
+        return len(self._table) + len(self._held)
 
     # ------------------------------------------------------------------ expiry
+    def _closed(self, c: Connection) -> bool:
+        return c.tcp.closed_ts is not None or c.zeek.close_complete
+
+    def _tw_end(self, c: Connection) -> int | None:
+        """When the last TIME_WAIT on `c` runs out, or None if no side is in TIME_WAIT."""
+        t = c.tcp
+        ends = [t.tw_start[s] + self._tw for s in (0, 1) if t.state[s] is TIME_WAIT and t.tw_start[s] is not None]
+        return max(ends) if ends else None
+
     def _deadline(self, c: Connection) -> int:
+        if c._held:
+            return self._tw_end(c) or c.last_ts_ns
         if c.tcp is not None:
+            if self._closed(c):
+                return c.last_ts_ns + self._linger
             t = c.tcp
-            if t.closed_ts is not None:
-                d = c.last_ts_ns + self._linger
-                for start in t.tw_start:
-                    if start is not None:
-                        d = max(d, start + self._tw)
-                return d
             if t.handshake_acked or t.midstream:
                 return c.last_ts_ns + self._tcp_idle
             return c.last_ts_ns + self._attempt_idle
         if c.proto == IPPROTO_UDP:
+            if c.resp_p == 53 or c.orig_p == 53:
+                return c.last_ts_ns + self._dns_idle
             return c.last_ts_ns + self._udp_idle
         return c.last_ts_ns + self._icmp_idle
 
-    def _schedule(self, c: Connection) -> None:
+    def _schedule(self, c: Connection, deadline: int | None = None) -> None:
         self._counter += 1
-        heapq.heappush(self._heap, (self._deadline(c), self._counter, c))
+        heapq.heappush(self._heap, (self._deadline(c) if deadline is None else deadline, self._counter, c))
 
     def _finish(self, c: Connection, end_ns: int, why: str) -> Connection:
         c._done = True
@@ -386,27 +421,53 @@ class ConnectionTable:
         c.closed_by = why
         if self._table.get(c.key) is c:
             del self._table[c.key]
+        if self._held.get(c.key) is c:
+            del self._held[c.key]
         return c
+
+    def _hold(self, c: Connection, tw_end: int, out: list) -> None:
+        """A closed connection leaves the live table (the next packet on its 5-tuple starts a new
+        record, as in Zeek) but is kept until its TIME_WAIT runs out, so that a SYN reusing the
+        port in the meantime is seen for what it is and the record's end state is final."""
+        del self._table[c.key]
+        older = self._held.get(c.key)
+        if older is not None:
+            out.append(self._finish(older, c.first_ts_ns, "reused"))
+        self._held[c.key] = c
+        c._held = True
+        self._schedule(c, tw_end)
 
     def expire(self, now_ns: int) -> list[Connection]:
         """Emit every connection whose deadline is at or before `now_ns`."""
-        out = []
+        out: list[Connection] = []
         heap = self._heap
         while heap and heap[0][0] <= now_ns:
             _d, _n, c = heapq.heappop(heap)
             if c._done:
                 continue
             d = self._deadline(c)
-            if d <= now_ns:
-                out.append(self._finish(c, d, "closed" if c.tcp and c.tcp.closed_ts else "idle"))
+            if d > now_ns:
+                self._schedule(c, d)
+                continue
+            if c._held:
+                out.append(self._finish(c, d, "closed"))
+                continue
+            if c.tcp is not None and self._closed(c):
+                tw_end = self._tw_end(c)
+                if tw_end is not None and tw_end > d:
+                    self._hold(c, tw_end, out)
+                    continue
+                out.append(self._finish(c, d, "closed"))
             else:
-                self._counter += 1
-                heapq.heappush(heap, (d, self._counter, c))
+                out.append(self._finish(c, d, "idle"))
         return out
 
     def flush(self) -> list[Connection]:
-        """The capture ended: emit everything still open, in order of first packet."""
-        rest = sorted(self._table.values(), key=lambda c: (c.first_ts_ns, c.first_frame))
+        """The capture ended: emit everything still open or held, in order of first packet."""
+        rest = sorted(
+            list(self._table.values()) + list(self._held.values()),
+            key=lambda c: (c.first_ts_ns, c.first_frame),
+        )
         end = self.now_ns
         out = [self._finish(c, end, "capture_end") for c in rest]
         self._heap.clear()
@@ -425,7 +486,7 @@ class ConnectionTable:
         if proto == IPPROTO_TCP:
             self._tcp(pkt, done)
         elif proto == IPPROTO_UDP:
-            self._flow(pkt, "udp")
+            self._flow(pkt)
         elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
             self._icmp(pkt)
         return done
@@ -434,8 +495,9 @@ class ConnectionTable:
         c = Connection(key, proto, orig_h, orig_p, resp_h, resp_p, pkt, self.config)
         self._table[key] = c
         self.connections_seen += 1
-        if len(self._table) > self.open_peak:
-            self.open_peak = len(self._table)
+        n = len(self._table) + len(self._held)
+        if n > self.open_peak:
+            self.open_peak = n
         self._schedule(c)
         return c
 
@@ -456,14 +518,17 @@ class ConnectionTable:
         else:
             key = (IPPROTO_TCP, dst, dport, src, sport)
         flags = pkt.flags
+        syn_only = flags & TH_SYN and not flags & TH_ACK
         c = self._table.get(key)
-        if c is not None:
-            from_orig = src == c.orig_h and sport == c.orig_p
-            if flags & TH_SYN and not flags & TH_ACK and self._is_reuse(c, 0 if from_orig else 1, pkt):
-                done.append(self._retire_for_reuse(c, pkt))
+        if c is not None and syn_only:
+            if self._is_reuse(c, 0 if (src == c.orig_h and sport == c.orig_p) else 1, pkt):
+                done.append(self._retire(c, pkt))
                 c = None
         if c is None:
             c = self._open_tcp(key, pkt)
+            held = self._held.get(key)
+            if held is not None and syn_only:
+                done.append(self._retire(held, pkt))
             if done and done[-1].key == key and done[-1].closed_by == "reused":
                 prev = done[-1]
                 c.prev_uid = prev.uid
@@ -488,21 +553,30 @@ class ConnectionTable:
             else:
                 c.next_seq[side] = end
         c.tcp.packet(side, flags, seq, pkt.ack, plen, pkt.ts_ns, pkt.frame)
-        c.zeek.packet(from_orig, flags, seq, pkt.ack, plen, pkt.win, pkt.bad_checksum)
+        if c.zeek.packet(from_orig, flags, seq, pkt.ack, plen, pkt.win, pkt.bad_checksum, pkt.caplen_short > 0):
+            c.swap_roles()  # Zeek's analyzer found the roles reversed (a SYN/ACK came first)
+            from_orig = not from_orig
+        if not c._closing and self._closed(c):
+            # the deadline just moved earlier (idle timeout -> close linger): the heap entry
+            # pushed at creation would fire too late, so push one for the new deadline
+            c._closing = True
+            self._schedule(c)
         for observer in self.observers:
             observer(c, pkt, from_orig)
 
     def _is_reuse(self, c: Connection, side: int, pkt: Packet) -> bool:
-        """Does this SYN (no ACK) start a new connection on an existing 5-tuple?"""
+        """Does this SYN (no ACK) start a new connection on an open 5-tuple?"""
         t = c.tcp
         isn = t.isn[side]
         if isn is not None:
             return pkt.seq != isn  # same ISN: a retransmitted SYN
         if side == 1 and t.syn_count[0] and not t.synack_count[1] and not c.pkts[1]:
             return False  # the responder's own SYN: simultaneous open
+        if side == 0 and not t.syn_count[0] and t.synack_count[1]:
+            return False  # the SYN behind a SYN/ACK seen first (Zeek: connection_originator_SYN_ack)
         return True
 
-    def _retire_for_reuse(self, old: Connection, pkt: Packet) -> Connection:
+    def _retire(self, old: Connection, pkt: Packet) -> Connection:
         """A new connection takes the 5-tuple: the old one ends here; a TIME_WAIT left on it is
         cut short (the kernel recycles it, RFC 6191)."""
         t = old.tcp
@@ -517,11 +591,10 @@ class ConnectionTable:
     def _open_tcp(self, key, pkt: Packet) -> Connection:
         flags = pkt.flags
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
-        inferred = False
-        if flags & TH_SYN:
-            flipped = bool(flags & TH_ACK)  # a SYN/ACK first: its receiver opened
-        else:
-            inferred = True
+        has_syn = bool(flags & TH_SYN)
+        flipped = zeek_flips(flags, sport, dport, proto="tcp")
+        if not has_syn and not flipped and sport not in _ZEEK_TCP and dport not in _ZEEK_TCP:
+            # Ports Zeek has no opinion on: flowlens still guesses the server side.
             flipped = _likely_server("tcp", sport, dport)
         if flipped:
             c = self._new(key, IPPROTO_TCP, dst, dport, src, sport, pkt)
@@ -529,12 +602,12 @@ class ConnectionTable:
             c.zeek.flip()
         else:
             c = self._new(key, IPPROTO_TCP, src, sport, dst, dport, pkt)
-        c.originator_inferred = inferred
-        if not flags & TH_SYN:
+        c.originator_inferred = not has_syn
+        if not has_syn:
             c.tcp.start_midstream(pkt.ts_ns, pkt.frame)
         return c
 
-    def _flow(self, pkt: Packet, proto_name: str) -> Connection | None:
+    def _flow(self, pkt: Packet) -> Connection | None:
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
         proto = pkt.proto
         if (src, sport) <= (dst, dport):
@@ -544,14 +617,18 @@ class ConnectionTable:
         c = self._table.get(key)
         if c is None:
             # the first datagram's sender opened the flow, unless it came from a service port
-            # to a non-service port (a reply whose request came before the capture)
-            if is_well_known(proto_name, sport) and not is_well_known(proto_name, dport):
+            # to a non-service port: a reply whose request came before the capture (Zeek's rule)
+            if zeek_flips(0, sport, dport, proto="udp"):
                 c = self._new(key, proto, dst, dport, src, sport, pkt)
                 c.flipped = c.originator_inferred = True
             else:
                 c = self._new(key, proto, src, sport, dst, dport, pkt)
+            c.udp = ZeekUdp()
+            if c.flipped:
+                c.udp.flip()
         from_orig = src == c.orig_h and sport == c.orig_p
         self._count(c, pkt, 0 if from_orig else 1)
+        c.udp.packet(from_orig, pkt.bad_checksum)
         for observer in self.observers:
             observer(c, pkt, from_orig)
         return c

@@ -112,6 +112,22 @@ class TcpOptions:
 
 
 _EMPTY_OPTIONS = TcpOptions()
+_NOP_NOP_TS = b"\x01\x01\x08\x0a"
+_TS_PAIR = Struct("!II")
+
+
+def tcp_timestamps(raw: bytes) -> tuple[int, int] | None:
+    """(TSval, TSecr) from TCP option bytes, or None: the per-packet fast path for RTT.
+
+    Most stacks send NOP, NOP, Timestamps first on every segment after the SYN; that layout is
+    read directly, anything else goes through `parse_tcp_options`.
+    """
+    if raw[:4] == _NOP_NOP_TS and len(raw) >= 12:
+        return _TS_PAIR.unpack_from(raw, 4)
+    if b"\x08\x0a" not in raw:  # the kind/length pair must appear somewhere
+        return None
+    opts = parse_tcp_options(raw)
+    return None if opts.tsval is None else (opts.tsval, opts.tsecr)
 
 
 def parse_tcp_options(raw: bytes) -> TcpOptions:
@@ -243,6 +259,8 @@ class Decoder:
         self.verify_checksums = verify_checksums
         #: frames skipped, by reason ("unsupported link type 105", "truncated IPv4 header", ...)
         self.skipped: Counter[str] = Counter()
+        #: TCP/UDP packets whose checksum was left to the NIC (offload) and so not verifiable
+        self.offloaded = 0
         #: non-IP frames (ARP, LLDP...) that were ignored, by kind
         self.non_ip: Counter[str] = Counter()
         # datagrams being reassembled: key -> [first packet, bytes seen, total, header bytes]
@@ -471,7 +489,7 @@ class Decoder:
         if proto == IPPROTO_TCP:
             if avail < 20:
                 return self._skip("truncated TCP header")
-            p.sport, p.dport, p.seq, p.ack, off, flags, p.win, _c, _u = _TCP.unpack_from(mv, pos)
+            p.sport, p.dport, p.seq, p.ack, off, flags, p.win, csum, _u = _TCP.unpack_from(mv, pos)
             hlen = (off >> 4) * 4
             if hlen < 20 or (hlen > seg_len and not p.fragment):
                 return self._skip("bad TCP header length")
@@ -482,9 +500,7 @@ class Decoder:
             if not whole:
                 p.caplen_short = seg_len - max(avail, hlen)
             if pseudo is not None and whole and p.fragment == 0:
-                p.bad_checksum = (p.bad_checksum or False) or not _ones_complement_ok(
-                    pseudo + _sum16(mv[pos : pos + seg_len])
-                )
+                self._check_transport(p, mv, pos, seg_len, pseudo, csum)
         elif proto == IPPROTO_UDP:
             if avail < 8:
                 return self._skip("truncated UDP header")
@@ -495,9 +511,7 @@ class Decoder:
             if not whole:
                 p.caplen_short = seg_len - avail
             if pseudo is not None and whole and csum and p.fragment == 0:
-                p.bad_checksum = (p.bad_checksum or False) or not _ones_complement_ok(
-                    pseudo + _sum16(mv[pos : pos + seg_len])
-                )
+                self._check_transport(p, mv, pos, seg_len, pseudo, csum)
         elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
             if avail < 4:
                 return self._skip("truncated ICMP header")
@@ -515,6 +529,24 @@ class Decoder:
         else:
             p.plen = seg_len
         return p
+
+    def _check_transport(self, p, mv, pos, seg_len, pseudo, csum) -> None:
+        """Verify a TCP/UDP checksum; recognise offloaded ones instead of calling them bad.
+
+        A sender that leaves the checksum to its NIC (and Linux on loopback, CHECKSUM_PARTIAL)
+        puts only the pseudo-header sum in the field, so a capture taken on that host shows
+        every outgoing packet "incorrect" (Wireshark: "maybe caused by checksum offload"). A
+        field equal to the pseudo-header sum is that case, exactly: such a packet is counted in
+        `offloaded` and left unverified (None), not flagged bad.
+        """
+        if _ones_complement_ok(pseudo + _sum16(mv[pos : pos + seg_len])):
+            if p.bad_checksum is None:
+                p.bad_checksum = False
+            return
+        if csum % 0xFFFF == pseudo % 0xFFFF:
+            self.offloaded += 1
+            return
+        p.bad_checksum = True
 
     def _quoted(self, mv, pos, end):
         """The 5-tuple of the datagram an ICMP error quotes, or None if it is cut short."""

@@ -86,8 +86,8 @@ class TcpTracker:
         "fin_acked_by_fin",  # [bool, bool]: the first ACK of that FIN came with the peer's FIN
         "syn_count",  # [SYNs (no ACK) per side]
         "synack_count",
-        "syn_ts",  # most recent SYN from the originator (Wireshark's ts_mru_syn)
-        "synack_ts",  # most recent SYN/ACK
+        "syn_ts",  # [per side] most recent SYN before any SYN/ACK (Wireshark's ts_mru_syn)
+        "synack_ts",  # [per side] most recent SYN/ACK
         "synack_ms",
         "ackdat_ms",
         "handshake_acked",  # the originator's ACK of the SYN/ACK was seen
@@ -110,8 +110,8 @@ class TcpTracker:
         self.fin_acked_by_fin = [False, False]
         self.syn_count = [0, 0]
         self.synack_count = [0, 0]
-        self.syn_ts = None
-        self.synack_ts = None
+        self.syn_ts = [None, None]
+        self.synack_ts = [None, None]
         self.synack_ms = None
         self.ackdat_ms = None
         self.handshake_acked = False
@@ -131,6 +131,19 @@ class TcpTracker:
             self.timeline.append((ts_ns, frame, side, new))
             if new is TIME_WAIT:
                 self.tw_start[side] = ts_ns
+
+    def swap(self) -> None:
+        """Exchange the roles of the two endpoints (the originator was chosen wrongly, e.g.
+        a SYN/ACK was the first packet seen); every per-side fact moves with its endpoint."""
+        for name in ("state", "isn", "fin_seq", "fin_acked", "fin_acked_by_fin", "syn_count",
+                     "synack_count", "syn_ts", "synack_ts", "tw_start"):  # fmt: skip
+            pair = getattr(self, name)
+            pair[0], pair[1] = pair[1], pair[0]
+        self.timeline = [(t, f, 1 - s, st) for t, f, s, st in self.timeline]
+        if self.first_close is not None:
+            self.first_close = (1 - self.first_close[0], self.first_close[1])
+        if self.reset_by is not None:
+            self.reset_by = 1 - self.reset_by
 
     def start_midstream(self, ts_ns: int, frame: int) -> None:
         """The capture begins inside the connection: both endpoints are taken as ESTABLISHED."""
@@ -159,10 +172,9 @@ class TcpTracker:
                 self.synack_count[side] += 1
                 if self.isn[side] is None:
                     self.isn[side] = seq
-                if side == 1 and self.synack_ts is None and self.syn_ts is not None:
-                    self.synack_ms = _leg_ms(self.syn_ts, ts_ns)
-                if side == 1:
-                    self.synack_ts = ts_ns
+                if side == 1 and self.synack_ts[1] is None and self.syn_ts[0] is not None:
+                    self.synack_ms = _leg_ms(self.syn_ts[0], ts_ns)
+                self.synack_ts[side] = ts_ns
                 if state[side] in (CLOSED, SYN_SENT):
                     self.set_state(side, SYN_RECEIVED, ts_ns, frame)
                 if state[peer] in (SYN_SENT, SYN_RECEIVED):
@@ -171,8 +183,8 @@ class TcpTracker:
             self.syn_count[side] += 1
             if self.isn[side] is None:
                 self.isn[side] = seq
-            if side == 0 and self.synack_ts is None:
-                self.syn_ts = ts_ns  # most recent SYN before the SYN/ACK
+            if self.synack_ts[peer] is None:
+                self.syn_ts[side] = ts_ns  # most recent SYN before the SYN/ACK
             if state[side] is CLOSED:
                 self.set_state(side, SYN_SENT, ts_ns, frame)
             if state[peer] is SYN_SENT:  # simultaneous open: the SYNs crossed
@@ -190,13 +202,13 @@ class TcpTracker:
         if state[peer] is SYN_RECEIVED and self.isn[peer] is not None:
             if seq_after(ack, self.isn[peer]):
                 self.set_state(peer, ESTABLISHED, ts_ns, frame)
-                if side == 0 and not self.handshake_acked and self.synack_ts is not None:
+                if side == 0 and not self.handshake_acked and self.synack_ts[1] is not None:
                     self.handshake_acked = True
-                    self.ackdat_ms = _leg_ms(self.synack_ts, ts_ns)
-        elif side == 0 and not self.handshake_acked and self.synack_ts is not None:
+                    self.ackdat_ms = _leg_ms(self.synack_ts[1], ts_ns)
+        elif side == 0 and not self.handshake_acked and self.synack_ts[1] is not None:
             if self.isn[1] is not None and seq_after(ack, self.isn[1]):
                 self.handshake_acked = True
-                self.ackdat_ms = _leg_ms(self.synack_ts, ts_ns)
+                self.ackdat_ms = _leg_ms(self.synack_ts[1], ts_ns)
         if state[side] is SYN_SENT and self.synack_count[peer]:
             self.set_state(side, ESTABLISHED, ts_ns, frame)
         fin = self.fin_seq[peer]

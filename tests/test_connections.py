@@ -157,10 +157,18 @@ def test_udp_and_icmp_flows(tmp_path):
 
 
 def test_udp_idle_timeout_splits_flows(tmp_path):
-    frames = pcapgen.udp_exchange() + pcapgen.udp_exchange(t=pcapgen.T0 + 100)
+    frames = pcapgen.udp_exchange(dport=5000) + pcapgen.udp_exchange(dport=5000, t=pcapgen.T0 + 100)
     conns = run(tmp_path, "udp-idle", frames, udp_idle_s=30.0)
     assert len(conns) == 2
     assert len(run(tmp_path, "udp-idle2", frames, udp_idle_s=300.0)) == 1
+
+
+def test_dns_flows_end_after_ten_idle_seconds(tmp_path):
+    """Zeek's dns_session_timeout: a query 16 s after the last one is a new flow."""
+    frames = pcapgen.udp_exchange() + pcapgen.udp_exchange(t=pcapgen.T0 + 16)
+    assert [c.history for c in run(tmp_path, "dns", frames)] == ["Dd", "Dd"]
+    frames = pcapgen.udp_exchange() + pcapgen.udp_exchange(t=pcapgen.T0 + 9)
+    assert len(run(tmp_path, "dns2", frames)) == 1
 
 
 def test_closed_connections_leave_the_table(tmp_path):

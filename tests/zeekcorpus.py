@@ -87,6 +87,11 @@ class Difference:
     ours: str
 
 
+def _zeek_text(value) -> str:
+    """How Zeek's ASCII log writes a value: unset fields are `-`."""
+    return "-" if value is None or value == "" else str(value)
+
+
 def _key(proto, oh, op, rh, rp) -> tuple:
     a, b = (oh, str(op)), (rh, str(rp))
     return (proto,) + (a + b if a <= b else b + a)
@@ -111,7 +116,7 @@ def compare(baseline: Baseline, records: list[dict]) -> tuple[Counter, Counter, 
             ours = candidates.pop(0) if candidates else None
             for f in fields:
                 total[f] += 1
-                mine = "(missing)" if ours is None else str(ours[f])
+                mine = "(missing)" if ours is None else _zeek_text(ours[f])
                 if mine == row[f]:
                     agree[f] += 1
                 else:
@@ -120,7 +125,7 @@ def compare(baseline: Baseline, records: list[dict]) -> tuple[Counter, Counter, 
     # No connection ids: compare as multisets (Zeek's rows are in order of removal).
     for f in fields:
         theirs = Counter(row[f] for row in baseline.rows)
-        mine = Counter(str(r[f]) for r in records)
+        mine = Counter(_zeek_text(r[f]) for r in records)
         hit = sum((theirs & mine).values())
         total[f] += sum(theirs.values())
         agree[f] += hit
