@@ -90,9 +90,10 @@ class CaptureStats:
         """One line per thing a user should know about the capture itself."""
         out = []
         if self.stopped:
+            of = " of the decompressed data" if "+" in self.container else ""
             out.append(
                 f"{self.path}: {self.stopped} at frame {self.stopped_frame} (byte offset "
-                f"{self.stopped_offset}); the {self.frames} frames before it were analysed"
+                f"{self.stopped_offset}{of}); the {self.frames} frames before it were analysed"
             )
         if self.clock_jumps:
             out.append(f"{self.path}: timestamps went backwards {self.clock_jumps} times")
@@ -145,6 +146,8 @@ def _open_raw(path: str) -> BinaryIO:
         st = os.stat(path)
     except FileNotFoundError:
         raise CaptureError(path, "no such file") from None
+    except PermissionError:
+        raise CaptureError(path, "permission denied") from None
     except OSError as exc:
         raise CaptureError(path, exc.strerror or str(exc)) from exc
     if stat.S_ISDIR(st.st_mode):
@@ -178,11 +181,64 @@ def _decompressor(kind: str, f: BinaryIO, path: str) -> BinaryIO:
         import zstandard
     except ImportError:  # pragma: no cover - zstandard is a declared dependency
         raise CaptureError(path, "zstd-compressed capture, but the zstandard package is missing")
-    return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
+    return io.BufferedReader(_ZstdReader(f, zstandard), _CHUNK)
+
+
+class _ZstdReader(io.RawIOBase):
+    """zstd frames one after another. python-zstandard's stream_reader treats input that ends
+    inside a frame as a clean end; a cut capture must be reported, so this raises EOFError."""
+
+    #: compressed bytes per step: zstd's best ratio is ~32000:1, so one step stays under 64 MiB
+    _STEP = 2048
+
+    def __init__(self, inner: BinaryIO, zstandard) -> None:
+        self._inner = inner
+        self._dctx = zstandard.ZstdDecompressor()
+        self._error = zstandard.ZstdError
+        self._obj = None  # decompressor of the current frame
+        self._carry = b""  # input after the end of the previous frame
+        self._out = b""
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while self._pos >= len(self._out):
+            obj = self._obj
+            if obj is not None and obj.eof:
+                self._carry, obj, self._obj = obj.unused_data, None, None
+            chunk = self._carry or self._inner.read(self._STEP)
+            self._carry = b""
+            if not chunk:
+                if obj is not None:
+                    raise EOFError("zstd stream ended inside a frame")
+                return 0
+            if obj is None:
+                obj = self._obj = self._dctx.decompressobj()
+            try:
+                self._out, self._pos = obj.decompress(chunk), 0
+            except self._error as exc:
+                raise ValueError(f"zstd: {exc}") from exc
+        n = min(len(b), len(self._out) - self._pos)
+        b[:n] = self._out[self._pos : self._pos + n]
+        self._pos += n
+        return n
 
 
 # Errors a decompressor or a dying disk raise mid-stream; they end reading, they are not fatal.
 _STREAM_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
+
+
+def _stream_problem(exc: BaseException, container: str) -> str:
+    """A short phrase for an error met while reading: a cut or corrupt compressed stream, or
+    an I/O error."""
+    kind = container.rsplit("+", 1)[1] if "+" in container else None
+    if kind is None:
+        return f"read error ({getattr(exc, 'strerror', None) or exc})"
+    if isinstance(exc, EOFError):
+        return f"{kind} stream cut short"
+    return f"{kind} data corrupt ({exc})"
 
 
 class Capture:
@@ -195,8 +251,10 @@ class Capture:
         self.path = path
         self.stats = CaptureStats(path=path, container=container)
         self._stream = stream
+        self._read1 = getattr(stream, "read1", stream.read)
         self._head = head
         self._raw = raw
+        self._read_error: str | None = None
 
     def close(self) -> None:
         if self._raw is not sys.stdin.buffer:
@@ -218,6 +276,8 @@ class Capture:
 
     # ------------------------------------------------------------------ helpers
     def _stop(self, reason: str, frame: int, offset: int) -> None:
+        if self._read_error and reason != self._read_error:
+            reason = f"{self._read_error} ({reason})"  # the cause, then what it cut
         st = self.stats
         st.stopped, st.stopped_frame, st.stopped_offset = reason, frame, offset
 
@@ -233,11 +293,22 @@ class Capture:
             st.last_ts_ns = ts_ns
 
     def _read(self, n: int) -> bytes:
-        try:
-            return _read_exactly(self._stream, n)
-        except _STREAM_ERRORS as exc:
-            self._read_error = f"read error ({exc})"
+        """Up to n bytes. A stream error ends reading, but the bytes before it are returned:
+        read1 returns what one step of a decompressor gave, so a cut gzip keeps its head."""
+        if self._read_error:
             return b""
+        parts = []
+        read1 = self._read1
+        try:
+            while n > 0:
+                chunk = read1(n)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                n -= len(chunk)
+        except _STREAM_ERRORS as exc:
+            self._read_error = _stream_problem(exc, self.stats.container)
+        return b"".join(parts)
 
     # ------------------------------------------------------------------ classic pcap
     def _pcap(self) -> Iterator[Frame]:
@@ -465,20 +536,38 @@ def _idb_clock(options: bytes, endian: str) -> tuple[int, int, int]:
     return num, den, ts_offset
 
 
+def _read_head(stream: BinaryIO, n: int, path: str, kinds: list[str]) -> bytes:
+    """Read n bytes of a file's header; a cut or corrupt stream here is a CaptureError."""
+    try:
+        return _read_exactly(stream, n)
+    except _STREAM_ERRORS as exc:
+        raise CaptureError(path, _stream_problem(exc, "".join("+" + k for k in kinds))) from exc
+
+
+def _no_data(path: str, raw: BinaryIO) -> str:
+    if path == "-":
+        return "no data on standard input"
+    try:
+        if stat.S_ISFIFO(os.fstat(raw.fileno()).st_mode):
+            return "no data (a FIFO that no writer has open, or one that wrote nothing)"
+    except (OSError, ValueError):
+        pass
+    return "empty file"
+
+
 def open_capture(path: str) -> Capture:
     """Open `path` (or `-` for stdin) and sniff its container; raises `CaptureError` subclasses.
 
-    The container is decided by magic bytes, never by the file name.
+    The container is decided by magic bytes, never by the file name. The whole file header
+    (pcap's 24 bytes, pcapng's first section header block) must be there, or this raises
+    `TruncatedHeaderError`; damage after it is reported by the reader, not raised.
     """
     raw = _open_raw(path)
     try:
         stream: BinaryIO = raw
-        kinds = []
+        kinds: list[str] = []
         for _ in range(3):  # at most a couple of nested compressions (e.g. .tar is not handled)
-            try:
-                head = _read_exactly(stream, 12)
-            except _STREAM_ERRORS as exc:
-                raise CaptureError(path, f"cannot decompress ({exc})") from exc
+            head = _read_head(stream, 12, path, kinds)
             kind = next((k for magic, k in _COMPRESSION if head.startswith(magic)), None)
             if kind is None:
                 break
@@ -490,9 +579,9 @@ def open_capture(path: str) -> Capture:
         if not head:
             if kinds:
                 raise TruncatedHeaderError(path, f"{kinds[-1]} stream holds no data")
-            raise EmptyCaptureError(path, "empty file")
+            raise EmptyCaptureError(path, _no_data(path, raw))
         if head[:4] in _PCAP_MAGIC:
-            rest = _read_exactly(stream, 24 - len(head)) if len(head) < 24 else b""
+            rest = _read_head(stream, 24 - len(head), path, kinds) if len(head) < 24 else b""
             full = head + rest
             if len(full) < 24:
                 raise TruncatedHeaderError(
@@ -505,7 +594,17 @@ def open_capture(path: str) -> Capture:
                 raise TruncatedHeaderError(path, "pcapng section header cut short")
             if head[8:12] not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
                 raise NotACaptureError(path, "pcapng section header with a bad byte-order magic")
-            return Capture(path, stream, "pcapng" + suffix, head, raw)
+            endian = "<" if head[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+            (blen,) = Struct(endian + "I").unpack_from(head, 4)
+            if blen < 28 or blen % 4 or blen > MAX_RECORD_BYTES:
+                raise NotACaptureError(path, f"pcapng section header with a bad length ({blen})")
+            # the reader gets the whole first section header, as it gets pcap's 24 bytes
+            full = head + _read_head(stream, blen - len(head), path, kinds)
+            if len(full) < blen:
+                raise TruncatedHeaderError(
+                    path, f"pcapng section header cut short ({len(full)} of {blen} bytes)"
+                )
+            return Capture(path, stream, "pcapng" + suffix, full, raw)
         if len(head) < 4:
             raise TruncatedHeaderError(path, f"too short to be a capture ({len(head)} bytes)")
         shown = " ".join(f"{b:02x}" for b in head[:4])
