@@ -468,6 +468,8 @@ class Decoder:
         if first is None or total is None or seen < total:
             return None
         del frags[key]
+        if total < hdr:  # the last fragment ends inside the first one's transport header
+            return self._skip("IP fragments whose lengths do not add up")
         first.plen = total - hdr
         first.ip_len = ip_hdr_len + total
         first.frame, first.ts_ns = p.frame, p.ts_ns
