@@ -6,6 +6,7 @@ them into an `Analysis` for scripts and reports that want everything at once.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -65,6 +66,10 @@ class Pipeline:
                 size = os.fstat(raw.fileno()).st_size or None
             except (OSError, ValueError, AttributeError):
                 size = None
+        # Tens of thousands of long-lived connection objects make every full collection
+        # expensive, and the pipeline makes no reference cycles per packet: collect rarely.
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], 100_000), max(thresholds[1], 50), max(thresholds[2], 100))
         try:
             with self._capture as cap:
                 for frame, ts_ns, linktype, data, _wirelen in cap:
@@ -78,7 +83,7 @@ class Pipeline:
                 if progress is not None:
                     progress(self.stats.frames, _tell(raw), size)
         finally:
-            pass
+            gc.set_threshold(*thresholds)
         yield from self.table.flush()
 
     def summary_lines(self) -> list[str]:

@@ -1,0 +1,197 @@
+"""Benchmark flowlens against tcptrace and tshark on the same capture, as ratios measured in one run.
+
+These machines are noisy, so every tool runs on the same file in the same invocation, in
+alternation, and the report is the ratio of medians, never an absolute time in a test.
+
+    python scripts/bench.py                     # make bench-out/loopback-250k.pcap if missing, then time
+    python scripts/bench.py --capture F.pcap    # time on an existing capture
+    python scripts/bench.py --memory            # also: peak RSS of `flows` at 1M and 5M packets
+
+What is timed (wall clock, output to /dev/null):
+  flowlens flows F --format json     the whole pipeline, every connection printed
+  tcptrace -l -n F                   long output, no name lookups
+  tshark -r F -q -z conv,tcp         the TCP conversation table
+  floor                              a bare Python loop over the pcap record headers (what any
+                                     pure-Python reader must at least do), for decode throughput
+and the connection counts: flowlens's TCP connections vs tshark's tcp.stream count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench-out"
+
+
+def timed(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start
+
+
+def floor_loop(path: Path) -> float:
+    """Walk the pcap record headers in Python, touching nothing else."""
+    start = time.perf_counter()
+    with open(path, "rb") as f:
+        data = f.read()
+    unpack = struct.Struct("<IIII").unpack_from
+    pos, n = 24, 0
+    end = len(data)
+    while pos + 16 <= end:
+        caplen = unpack(data, pos)[2]
+        pos += 16 + caplen
+        n += 1
+    return time.perf_counter() - start
+
+
+def flowlens_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "flowlens", *args]
+
+
+def tshark_streams(path: Path) -> int:
+    out = subprocess.run(
+        ["tshark", "-r", str(path), "-T", "fields", "-e", "tcp.stream", "-Y", "tcp"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    streams = {line for line in out.splitlines() if line}
+    return len(streams)
+
+
+def flowlens_tcp_connections(path: Path) -> int:
+    out = subprocess.run(flowlens_argv("flows", str(path), "--format", "csv", "--proto", "tcp"),
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return max(0, len(out.splitlines()) - 1)
+
+
+def packets_in(path: Path) -> int:
+    with open(path, "rb") as f:
+        data = f.read()
+    unpack = struct.Struct("<IIII").unpack_from
+    pos, n = 24, 0
+    while pos + 16 <= len(data):
+        pos += 16 + unpack(data, pos)[2]
+        n += 1
+    return n
+
+
+def peak_rss_mb(argv: list[str]) -> float:
+    """Max RSS of a child process, in MB (Linux ru_maxrss is in KiB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(after, before) / 1024
+
+
+def write_sequential(path: Path, packets: int) -> None:
+    """A synthetic capture of sequential short connections (11 packets each, one per 10 ms, so
+    about 6,000 are in TIME_WAIT at any moment), written without dpkt for speed."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import pcapgen
+
+    template = pcapgen.clean_close()
+    base_ts = template[0][0]
+    n_conns = packets // len(template)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        rec = struct.Struct("<IIII")
+        for i in range(n_conns):
+            port = 10000 + (i % 50000)
+            isn = (i * 2654435761) & 0xFFFFFFFF
+            t0 = 1_700_000_000 + i * 0.01
+            for ts, frame in template:
+                frame = bytearray(frame)
+                from_client = frame[6:12] == b"\x02\x00\x00\x00\x00\x01"
+                off = 34 if from_client else 36  # client sport / server dport field
+                frame[off : off + 2] = port.to_bytes(2, "big")
+                if from_client:  # shift the client's sequence numbers so each ISN is new
+                    seq = int.from_bytes(frame[38:42], "big")
+                    frame[38:42] = ((seq + isn) & 0xFFFFFFFF).to_bytes(4, "big")
+                else:
+                    ack = int.from_bytes(frame[42:46], "big")
+                    if ack:
+                        frame[42:46] = ((ack + isn) & 0xFFFFFFFF).to_bytes(4, "big")
+                t = t0 + (ts - base_ts)
+                sec = int(t)
+                f.write(rec.pack(sec, int(round((t - sec) * 1e6)), len(frame), len(frame)))
+                f.write(frame)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--capture", type=Path, help="capture to time (default: make a loopback one)")
+    parser.add_argument("--packets", type=int, default=250_000, help="size of the loopback capture to make")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per tool (median is reported)")
+    parser.add_argument("--memory", action="store_true", help="also measure peak RSS at 1M and 5M packets")
+    args = parser.parse_args()
+
+    OUT.mkdir(exist_ok=True)
+    capture = args.capture
+    if capture is None:
+        capture = OUT / f"loopback-{args.packets // 1000}k.pcap"
+        if not capture.exists():
+            print(f"making {capture} (real loopback traffic, needs root and tcpdump) ...", file=sys.stderr)
+            subprocess.run([sys.executable, str(ROOT / "scripts" / "make_loopback_capture.py"), "-o", str(capture),
+                            "--packets", str(args.packets)], check=True)  # fmt: skip
+    n = packets_in(capture)
+    tools = {
+        "flowlens flows": flowlens_argv("flows", str(capture), "--format", "json"),
+        "flowlens anomalies": flowlens_argv("anomalies", str(capture), "--format", "json"),
+        "flowlens rtt": flowlens_argv("rtt", str(capture), "--format", "json"),
+        "tcptrace -l -n": ["tcptrace", "-l", "-n", str(capture)],
+        "tshark conv,tcp": ["tshark", "-r", str(capture), "-q", "-z", "conv,tcp"],
+    }
+    from flowlens.cli import COMMANDS
+
+    tools = {k: v for k, v in tools.items() if not k.startswith("flowlens ") or k.split()[1] in COMMANDS}
+    tools = {k: v for k, v in tools.items() if k.startswith("flowlens") or shutil.which(v[0])}
+    times: dict[str, list[float]] = {k: [] for k in tools}
+    floor: list[float] = []
+    for _ in range(args.rounds):  # alternate the tools so background noise hits all of them
+        for name, argv in tools.items():
+            times[name].append(timed(argv))
+        floor.append(floor_loop(capture))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ours = med["flowlens flows"]
+    print(f"capture: {capture} ({n:,} packets, {capture.stat().st_size / 1e6:.1f} MB)")
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print()
+    print(f"{'tool':22s} {'median s':>9s} {'pkts/s':>10s}  ratio to flowlens flows")
+    for name, t in med.items():
+        print(f"{name:22s} {t:9.2f} {n / t:10,.0f}  {t / ours:5.2f}x")
+    f = statistics.median(floor)
+    print(f"{'floor (record walk)':22s} {f:9.3f} {n / f:10,.0f}  {f / ours:5.2f}x")
+    print()
+    if "tcptrace -l -n" in med:
+        print(f"flowlens flows / tcptrace      = {ours / med['tcptrace -l -n']:.2f}  (target <= 0.5)")
+    if "tshark conv,tcp" in med:
+        print(f"flowlens flows / tshark        = {ours / med['tshark conv,tcp']:.2f}  (target <= 0.25)")
+    print(f"flowlens flows / floor         = {ours / f:.1f}  (whole pipeline, not only decoding)")
+    for extra in ("flowlens anomalies", "flowlens rtt"):
+        if extra in med:
+            print(f"{extra} / flowlens flows = {med[extra] / ours:.2f}  (target <= 1.5)")
+    if shutil.which("tshark"):
+        print(f"connections: flowlens {flowlens_tcp_connections(capture):,} tcp, tshark {tshark_streams(capture):,} tcp.stream")
+
+    if args.memory:
+        print()
+        for millions in (1, 5):
+            path = OUT / f"sequential-{millions}M.pcap"
+            if not path.exists():
+                write_sequential(path, millions * 1_000_000)
+            rss = peak_rss_mb(flowlens_argv("flows", str(path), "--format", "json"))
+            print(f"peak RSS of flows on {millions}M packets of sequential short connections: {rss:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
