@@ -1,7 +1,8 @@
 """Open a capture (file or stdin), sniff its container from magic bytes, decompress, yield frames.
 
 Frames are tuples `(frame, ts_ns, linktype, data, wirelen)`: 1-based frame number, integer
-nanoseconds since the epoch, the LINKTYPE_ of *that frame's* interface (pcapng files can mix
+nanoseconds since the epoch (always within a signed 64-bit integer, so numpy, pandas and Parquet
+can hold it), the LINKTYPE_ of *that frame's* interface (pcapng files can mix
 interfaces), the captured bytes (a memoryview, valid until the next frame) and the original length.
 
 Containers: classic pcap (microsecond and nanosecond magic, both byte orders; libpcap's
@@ -37,6 +38,10 @@ Frame = tuple  # (frame, ts_ns, linktype, data, wirelen)
 MAX_RECORD_BYTES = 262144 * 4
 
 _CHUNK = 1 << 20
+
+# the range of a signed 64-bit nanosecond timestamp (pandas: 1677-09-21 to 2262-04-11; -2**63
+# itself is numpy's NaT)
+_TS_MIN, _TS_MAX = -(1 << 63) + 1, (1 << 63) - 1
 
 _PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),  # little-endian, microseconds
@@ -487,6 +492,9 @@ class Capture:
                 linktype, _snap, num, den, ts_offset = interfaces[iface]
                 ticks = (ts_hi << 32) | ts_lo
                 ts_ns = ts_offset * 1_000_000_000 + (ticks * num) // den
+                if not _TS_MIN <= ts_ns <= _TS_MAX:  # if_tsresol/if_tsoffset from a damaged IDB
+                    st.oddities["a timestamp beyond the 64-bit nanosecond range"] += 1
+                    ts_ns = st.last_ts_ns or 0
             elif code == 3:  # Simple Packet Block: interface 0, no timestamp
                 if not interfaces or data_end < 4:
                     st.oddities["a simple packet block without an interface"] += 1
