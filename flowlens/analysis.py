@@ -93,6 +93,12 @@ class Pipeline:
             total = sum(self.skipped.values())
             reasons = ", ".join(f"{n} {why}" for why, n in self.skipped.most_common())
             lines.append(f"{self.path}: skipped {total} undecodable frames ({reasons})")
+        pending = self.decoder.pending_fragments
+        if pending:
+            lines.append(
+                f"{self.path}: {pending} fragmented IP datagrams never completed "
+                f"(fragments missing from the capture; not analysed)"
+            )
         return lines
 
 
