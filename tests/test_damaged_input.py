@@ -1,0 +1,531 @@
+"""Damaged input, case by case: what was read before the damage is kept and reported, weird
+paths get one clear error line, bad checksums are analysed and flagged, clock jumps are counted.
+(The random mutants are in test_fuzz.py; docs/damaged-input.md describes the behaviour.)"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import json
+import lzma
+import os
+import struct
+import tempfile
+import threading
+import time
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import click
+import dpkt
+import pytest
+from click.testing import CliRunner
+
+import pcapgen
+from flowlens import analyze
+from flowlens.analysis import Pipeline
+from flowlens.cli import cli
+from test_fuzz import cli_args, check_cli_run, parse, time_guard
+
+CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
+CORPUS_FRAGMENTED = CORPUS / "zeek" / "traces" / "ipv4__fragmented-syn.pcap"
+#: commands that read one capture (batch takes many paths and has its own rules, tested below)
+COMMANDS = sorted(
+    name for name, cmd in cli.commands.items()
+    if any(isinstance(p, click.Argument) and p.nargs == 1 for p in cmd.params)
+)
+FIFO_TIMEOUT_S = 10
+
+
+def invoke(args, input=None):
+    return CliRunner().invoke(cli, args, input=input)
+
+
+def run_command(name: str, path: str, input=None):
+    args = cli_args(name, path)
+    with time_guard(FIFO_TIMEOUT_S, f"flowlens {name} {path}"):
+        return invoke(args, input=input)
+
+
+def expect_error(result, line: str) -> None:
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 1, (result.exit_code, result.stderr)
+    assert result.stderr == line + "\n"
+
+
+# ------------------------------------------------------------------------------ weird paths
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_directory(tmp_path, command):
+    expect_error(run_command(command, str(tmp_path)), f"Error: {tmp_path}: is a directory, not a capture file")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_fifo_without_a_writer_does_not_hang(tmp_path, command):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    expect_error(
+        run_command(command, str(fifo)),
+        f"Error: {fifo}: no data (a FIFO that no writer has open, or one that wrote nothing)",
+    )
+
+
+def _fds_on(path) -> int:
+    """How many of this process's file descriptors point at `path` (Linux /proc)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    return count
+
+
+def test_fifo_with_a_writer_is_read(tmp_path):
+    """The non-blocking open that keeps a writerless FIFO from hanging still reads a live one."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc to see when flowlens has opened the FIFO")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # a writer that does not wait for a reader
+    os.write(writer, pcapgen.pcap_bytes(pcapgen.clean_close()))
+
+    def close_once_flowlens_reads():
+        for _ in range(2000):
+            if _fds_on(fifo) >= 2:
+                break
+            time.sleep(0.005)
+        os.close(writer)  # end of the stream
+
+    closer = threading.Thread(target=close_once_flowlens_reads)
+    closer.start()
+    try:
+        result = run_command("flows", str(fifo))
+    finally:
+        closer.join()
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines()[-1].endswith(" in 11 frames")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_dev_zero(command):
+    expect_error(
+        run_command(command, "/dev/zero"),
+        "Error: /dev/zero: not a pcap or pcapng capture (starts with 00 00 00 00)",
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_empty_file(tmp_path, command):
+    path = tmp_path / "empty.pcap"
+    path.write_bytes(b"")
+    expect_error(run_command(command, str(path)), f"Error: {path}: empty file")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_url(command):
+    url = "https://example.com/capture.pcap"
+    expect_error(
+        run_command(command, url),
+        f"Error: {url}: no such file (flowlens reads local files and stdin, not URLs)",
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_nonexistent_path(tmp_path, command):
+    path = tmp_path / "no" / "such.pcap"
+    expect_error(run_command(command, str(path)), f"Error: {path}: no such file")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_empty_gzip(tmp_path, command):
+    path = tmp_path / "empty.pcap.gz"
+    path.write_bytes(pcapgen.compress(b"", "gzip"))
+    expect_error(run_command(command, str(path)), f"Error: {path}: gzip stream holds no data")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_empty_stdin(command):
+    expect_error(run_command(command, "-", input=b""), "Error: -: no data on standard input")
+
+
+@contextlib.contextmanager
+def unprivileged():
+    """Drop the effective uid to nobody for the block when running as root (root reads
+    everything, so a mode-000 file would not show the error otherwise)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_file_without_read_permission(command):
+    if not hasattr(os, "seteuid"):
+        pytest.skip("needs POSIX user ids")
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)  # only the file itself is unreadable
+        path = os.path.join(d, "secret.pcap")
+        with open(path, "wb") as f:
+            f.write(pcapgen.pcap_bytes(pcapgen.clean_close()))
+        os.chmod(path, 0)
+        args = cli_args(command, path)
+        with unprivileged():
+            result = invoke(args)
+        expect_error(result, f"Error: {path}: permission denied")
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d[:10], "pcap file header cut short (10 of 24 bytes)"),
+        (lambda d: pcapgen.compress(d, "gzip")[:15], "gzip stream cut short"),
+        (lambda d: pcapgen.compress(d, "bzip2")[:40], "bzip2 stream cut short"),
+        (lambda d: pcapgen.compress(d, "xz")[:30], "xz stream cut short"),
+        (lambda d: pcapgen.compress(d, "zstd")[:20], "zstd stream cut short"),
+        (lambda d: pcapgen.compress(pcapgen.compress(d, "gzip"), "gzip")[:30], "gzip stream cut short"),
+        (lambda d: pcapgen.pcapng_bytes([(1, pcapgen.clean_close())])[:20],
+         "pcapng section header cut short (20 of 28 bytes)"),
+        (lambda d: b"\x0a\x0d\x0d\x0a\xff\xff\xff\xff\x4d\x3c\x2b\x1a",
+         "pcapng section header with a bad length (4294967295)"),
+        (lambda d: pcapgen.compress(pcapgen.compress(pcapgen.compress(d, "gzip"), "xz"), "bzip2"),
+         "compressed too many times over"),
+    ],
+    ids=["pcap-header", "gzip", "bzip2", "xz", "zstd", "gzip-in-gzip", "pcapng-shb", "pcapng-shb-length", "nested"],
+)
+def test_cut_headers_are_one_clear_error(tmp_path, make, message):
+    path = tmp_path / "cut"
+    path.write_bytes(make(pcapgen.pcap_bytes(pcapgen.clean_close())))
+    expect_error(run_command("flows", str(path)), f"Error: {path}: {message}")
+
+
+# ------------------------------------------------------------------------------ kept and reported
+
+
+def _clean_seeds() -> list[tuple[str, bytes]]:
+    seeds = []
+    for name in ("clean-close", "port-reuse", "time-wait-pileup", "udp-dns", "icmp-echo"):
+        frames = pcapgen.SCENARIOS[name]()
+        seeds.append((f"{name}.pcap", pcapgen.pcap_bytes(frames)))
+        seeds.append((f"{name}-nano-be.pcap", pcapgen.pcap_bytes(frames, nano=True, big_endian=True)))
+        seeds.append((f"{name}.pcapng", pcapgen.pcapng_bytes([(1, frames), (101, pcapgen.relink(frames, 101))])))
+    return seeds
+
+
+def _cut_points(data: bytes) -> list[int]:
+    """Cuts at a record boundary, inside a record header and inside frame data."""
+    lay = parse(data)
+    recs = lay.records
+    points = {len(data) - 1, len(data) - 7}
+    for rec in recs[1 : len(recs) : max(1, len(recs) // 4)]:
+        points |= {rec.offset, rec.offset + 3, rec.offset + 16 + 1, rec.offset + rec.length - 1}
+    return sorted(p for p in points if (24 if lay.container == "pcap" else 28) <= p < len(data))
+
+
+def expected_after_cut(data: bytes, cut: int) -> tuple[int, int | None]:
+    """(whole frames before the cut, byte offset of the first record the cut damaged or None)."""
+    lay = parse(data)
+    frames = 0
+    for rec in lay.records:
+        if rec.offset + rec.length > cut:
+            return frames, (rec.offset if rec.offset < cut else None)
+        frames += rec.data_offset is not None
+    return frames, None
+
+
+@pytest.mark.parametrize("name, data", _clean_seeds(), ids=[n for n, _ in _clean_seeds()])
+def test_truncation_keeps_every_whole_frame(tmp_path, name, data):
+    path = tmp_path / name
+    for cut in _cut_points(data):
+        path.write_bytes(data[:cut])
+        pipe = Pipeline(str(path))
+        conns = list(pipe)
+        frames, damaged_at = expected_after_cut(data, cut)
+        st = pipe.stats
+        assert st.frames == frames, (cut, st.stopped)
+        assert sum(c.pkts[0] + c.pkts[1] for c in conns) == frames  # all IP, all analysed
+        if damaged_at is None:
+            assert st.stopped is None
+            continue
+        assert (st.stopped_frame, st.stopped_offset) == (frames + 1, damaged_at), st.stopped
+        assert st.stopped.startswith("capture ends inside a ")
+        line = (f"{path}: {st.stopped} at frame {frames + 1} (byte offset {damaged_at}); the "
+                f"{frames} frames before it were analysed")
+        assert line in pipe.summary_lines()
+
+
+def _decompressed_prefix(packed: bytes, kind: str) -> bytes:
+    """All the bytes streaming decompressors get out of a cut stream of concatenated streams."""
+    if kind == "zstd":
+        import zstandard
+
+        fresh = lambda: zstandard.ZstdDecompressor().decompressobj()  # noqa: E731
+    else:
+        fresh = {
+            "gzip": lambda: zlib.decompressobj(31),
+            "bzip2": bz2.BZ2Decompressor,
+            "xz": lzma.LZMADecompressor,
+        }[kind]
+    out = []
+    while packed:
+        d = fresh()
+        out.append(d.decompress(packed))
+        if not d.eof:
+            break
+        packed = d.unused_data
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz", "zstd"])
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+def test_cut_compressed_stream_keeps_what_decompressed(tmp_path, kind, container):
+    frames = pcapgen.time_wait_pileup(count=400)  # big enough for bzip2 and zstd blocks to end
+    if container == "pcap":
+        data = pcapgen.pcap_bytes(frames)
+    else:
+        data = pcapgen.pcapng_bytes([(1, frames)])
+    if kind == "bzip2":
+        packed = b"".join(bz2.compress(data[i : i + 40000]) for i in range(0, len(data), 40000))
+    elif kind == "zstd":
+        import zstandard
+
+        packed = b"".join(zstandard.ZstdCompressor().compress(data[i : i + 40000])
+                          for i in range(0, len(data), 40000))
+    else:
+        packed = pcapgen.compress(data, kind)
+    path = tmp_path / "cut"
+    checked = 0
+    for fraction in (0.3, 0.55, 0.8, 0.999):
+        cut = int(len(packed) * fraction)
+        path.write_bytes(packed[:cut])
+        prefix = _decompressed_prefix(packed[:cut], kind)
+        if len(prefix) < (24 if container == "pcap" else 28):
+            continue
+        want, damaged_at = expected_after_cut(data, len(prefix))
+        pipe = Pipeline(str(path))
+        list(pipe)
+        st = pipe.stats
+        assert st.frames == want, (fraction, st.stopped)
+        assert st.stopped is not None and st.stopped.startswith(f"{kind} stream cut short"), st.stopped
+        assert st.stopped_frame == want + 1
+        assert st.stopped_offset == (damaged_at if damaged_at is not None else len(prefix))
+        assert any("of the decompressed data" in line for line in pipe.summary_lines())
+        checked += 1
+    assert checked >= 2
+
+
+def test_corrupt_compressed_stream_is_reported(tmp_path):
+    data = pcapgen.pcap_bytes(pcapgen.time_wait_pileup(count=200))
+    packed = bytearray(pcapgen.compress(data, "gzip"))
+    packed[len(packed) // 2] ^= 0xFF
+    path = tmp_path / "corrupt.pcap.gz"
+    path.write_bytes(bytes(packed))
+    result = invoke(["flows", str(path), "--format", "json"])
+    check_cli_run(result, str(path), "corrupt gzip")
+    assert result.exit_code == 0
+    assert "Warning: " in result.stderr and "gzip data corrupt" in result.stderr
+    assert result.stdout.count("\n") > 0  # the connections before the damage are there
+
+
+def test_summary_counts_skipped_frames_by_reason(tmp_path):
+    eth = pcapgen.clean_close()
+    odd = [(ts, b"\x00" * 30) for ts, _ in pcapgen.refused(t=pcapgen.T0 + 0.0005)]
+    broken = [(ts + 0.0001, frame[:30]) for ts, frame in pcapgen.udp_exchange()]  # cut IP header
+    path = tmp_path / "mixed.pcapng"
+    path.write_bytes(pcapgen.pcapng_bytes([(1, eth + broken), (147, odd)]))
+    result = invoke(["flows", str(path)])
+    assert result.exit_code == 0
+    lines = result.stderr.splitlines()
+    assert (f"Warning: {path}: skipped 4 undecodable frames (2 truncated IPv4 header, "
+            f"2 unsupported link type 147)") in lines
+    assert lines[-1].endswith(f" in {len(eth) + 4} frames")
+
+
+# ------------------------------------------------------------------------------ 4 GB claims
+
+
+def _huge_pcap() -> bytes:
+    data = bytearray(pcapgen.pcap_bytes(pcapgen.clean_close()))
+    first = struct.unpack_from("<I", data, 24 + 8)[0]
+    struct.pack_into("<I", data, 24 + 16 + first + 8, 0xFFFFFFF0)
+    return bytes(data)
+
+
+def _huge_pcapng(where: str) -> bytes:
+    data = bytearray(pcapgen.pcapng_bytes([(1, pcapgen.clean_close())]))
+    lay = parse(bytes(data))
+    epb = [r for r in lay.records if r.kind == 6][1]
+    struct.pack_into("<I", data, epb.offset + (4 if where == "block" else 20), 0xFFFFFFF0)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_huge_pcap, lambda: _huge_pcapng("block"), lambda: _huge_pcapng("caplen"),
+     lambda: pcapgen.compress(_huge_pcap(), "gzip"), lambda: pcapgen.compress(_huge_pcapng("block"), "zstd")],
+    ids=["pcap", "pcapng-block", "pcapng-caplen", "pcap-gzip", "pcapng-zstd"],
+)
+def test_a_4gb_claim_is_not_allocated(tmp_path, make):
+    path = tmp_path / "huge"
+    path.write_bytes(make())
+    tracemalloc.start()
+    try:
+        a = analyze(str(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20
+    assert a.stats.frames == 1 and a.stats.stopped_frame == 2
+    assert "4294967280" in a.stats.stopped
+
+
+# ------------------------------------------------------------------------------ checksums
+
+
+def _bad_tcp_checksum(frames: list, index: int) -> list:
+    """The same frames with the TCP checksum of frame `index` wrong (and not an offload value)."""
+    ts, frame = frames[index]
+    eth = dpkt.ethernet.Ethernet(frame)
+    raw = bytearray(frame)
+    csum_at = 14 + eth.data.hl * 4 + 16
+    struct.pack_into("!H", raw, csum_at, struct.unpack_from("!H", raw, csum_at)[0] ^ 0x5A5A)
+    out = list(frames)
+    out[index] = (ts, bytes(raw))
+    return out
+
+
+def test_bad_checksum_is_analysed_and_flagged(tmp_path):
+    frames = _bad_tcp_checksum(pcapgen.clean_close(), 3)  # the client's request
+    path = tmp_path / "badsum.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(frames))
+    a = analyze(str(path))
+    (conn,) = a.connections
+    assert conn.bad_checksums == 1
+    assert conn.handshake == "3way" and conn.teardown == "4way"
+    assert conn.pkts[0] + conn.pkts[1] == len(frames)  # flagged, not dropped
+
+    flagged = json.loads(invoke(["flows", str(path), "--format", "json"]).stdout)
+    assert "C" in flagged["history"]  # Zeek: the originator sent a bad checksum
+    assert flagged["conn_state"] == "SF"
+    unchecked = json.loads(invoke(["flows", str(path), "--format", "json", "-C"]).stdout)
+    assert "C" not in unchecked["history"] and unchecked["conn_state"] == "SF"
+
+
+def test_good_checksums_are_not_flagged(tmp_path):
+    path = tmp_path / "good.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(pcapgen.clean_close()))
+    (conn,) = analyze(str(path)).connections
+    assert conn.bad_checksums == 0 and "C" not in conn.history and "c" not in conn.history
+
+
+# ------------------------------------------------------------------------------ clock jumps
+
+
+def _jumping(frames: list) -> list:
+    """Frame 2 (the SYN/ACK) stamped 10 s before the SYN, frame 6 an hour back."""
+    out = list(frames)
+    out[1] = (frames[0][0] - 10.0, frames[1][1])
+    out[5] = (frames[5][0] - 3600.0, frames[5][1])
+    return out
+
+
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+def test_clock_jumps_are_counted_and_durations_stay_positive(tmp_path, container):
+    frames = _jumping(pcapgen.clean_close())
+    path = tmp_path / f"jumps.{container}"
+    if container == "pcap":
+        path.write_bytes(pcapgen.pcap_bytes(frames))
+    else:  # pcapgen's pcapng writer sorts by time; keep capture order by writing EPBs directly
+        data = pcapgen.pcapng_bytes([(1, frames[:1])])
+        for ts, frame in frames[1:]:
+            ticks = round(ts * 1e6)
+            data += bytes(dpkt.pcapng.EnhancedPacketBlockLE(
+                iface_id=0, ts_high=ticks >> 32, ts_low=ticks & 0xFFFFFFFF, caplen=len(frame),
+                pkt_len=len(frame), pkt_data=frame))
+        path.write_bytes(data)
+    a = analyze(str(path))
+    assert a.stats.frames == len(frames)
+    assert a.stats.clock_jumps == 2
+    assert f"{path}: timestamps went backwards 2 times" in a.warnings
+    assert a.stats.duration_ns >= 0
+    (conn,) = a.connections
+    assert conn.duration_s >= 0
+    assert conn.synack_ms is None and conn.irtt_ms is None  # a negative RTT is no measurement
+    times = [t for t, *_ in conn.timeline]
+    assert times == sorted(times)
+    record = json.loads(invoke(["flows", str(path), "--format", "json"]).stdout)
+    assert record["duration"] >= 0 and record["synack_ms"] is None
+
+
+def test_batch_lists_each_unreadable_capture_and_goes_on(tmp_path):
+    """batch takes many paths: each unreadable one is one `Error: FILE: problem` line, the
+    readable ones are analysed, and the exit code says something failed."""
+    good = tmp_path / "good.pcap"
+    good.write_bytes(pcapgen.pcap_bytes(pcapgen.clean_close()))
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    cut = tmp_path / "cut.pcap.gz"
+    cut.write_bytes(pcapgen.compress(pcapgen.pcap_bytes(pcapgen.clean_close()), "gzip")[:15])
+    out = tmp_path / "out"
+    with time_guard(60, "flowlens batch"):
+        result = invoke(["batch", str(empty), str(cut), str(good), "-o", str(out), "-j", "1", "--no-report"])
+    assert result.exit_code == 1, result.stderr
+    errors = sorted(line for line in result.stderr.splitlines() if line.startswith("Error:"))
+    assert errors == [f"Error: {cut}: gzip stream cut short", f"Error: {empty}: empty file"]
+    assert "1 analysed" in result.stderr
+
+
+def test_absurd_interface_clock_is_an_oddity(tmp_path):
+    """An IDB whose if_tsoffset puts packets past the year 2262: the frames are read, their
+    timestamps stay in the signed 64-bit nanosecond range, and the summary says so."""
+    frames = pcapgen.clean_close()
+    data = bytearray(pcapgen.pcapng_bytes([(1, frames)]))
+    lay = parse(bytes(data))
+    idb = next(r for r in lay.records if r.kind == 1)
+    opts = struct.pack("<HHq", 14, 8, (1 << 63) - 1) + struct.pack("<HH", 0, 0)
+    body = struct.pack("<HHI", 1, 0, 262144) + opts
+    block = struct.pack("<II", 1, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+    path = tmp_path / "future.pcapng"
+    path.write_bytes(bytes(data[: idb.offset]) + block + bytes(data[idb.offset + idb.length :]))
+    a = analyze(str(path))
+    assert a.stats.frames == len(frames)
+    assert a.stats.oddities["a timestamp beyond the 64-bit nanosecond range"] == len(frames)
+    assert f"{path}: {len(frames)} frames with a timestamp beyond the 64-bit nanosecond range" in a.warnings
+    assert all(abs(c.first_ts_ns) < 1 << 63 for c in a.connections)
+
+
+def test_incomplete_fragmented_datagram_is_reported(tmp_path):
+    """A datagram whose last fragment is not in the capture is not silently dropped."""
+    src = CORPUS_FRAGMENTED
+    if not src.is_file():
+        pytest.skip(f"corpus missing: {src}")
+    data = src.read_bytes()
+    lay = parse(data)
+    first = lay.records[0]
+    path = tmp_path / "half.pcap"
+    path.write_bytes(data[: first.offset + first.length])  # only the first fragment
+    pipe = Pipeline(str(path))
+    assert list(pipe) == []
+    assert f"{path}: 1 fragmented IP datagrams never completed (fragments missing from the capture; not analysed)" in pipe.summary_lines()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_reports_damage(tmp_path, command):
+    """Whatever the command, a cut capture and undecodable frames show up on stderr."""
+    frames = pcapgen.clean_close() + [(pcapgen.T0 + 1, b"\x02" * 10)]  # a runt Ethernet frame
+    data = pcapgen.pcap_bytes(frames) + pcapgen.pcap_bytes(pcapgen.clean_close())[24:60]
+    path = tmp_path / "damaged.pcap"
+    path.write_bytes(data)
+    result = run_command(command, str(path))
+    check_cli_run(result, str(path), command)
+    assert result.exit_code == 0, result.stderr
+    stopped = len(frames) + 1
+    assert (f"Warning: {path}: capture ends inside a packet at frame {stopped} (byte offset "
+            f"{len(data) - 36}); the {len(frames)} frames before it were analysed") in result.stderr
+    assert f"Warning: {path}: skipped 1 undecodable frames (1 truncated Ethernet header)" in result.stderr
