@@ -1,0 +1,205 @@
+"""`flowlens rtt`: round-trip times per connection and direction, or per server, client, pair."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ..reports.formats import human_time, write_records
+from ..reports.rtt import (
+    AGGREGATE_FIELDS,
+    BY_CHOICES,
+    CONNECTION_FIELDS,
+    SAMPLE_FIELDS,
+    Aggregator,
+    Series,
+    connection_rows,
+    sample_rows,
+    series_for,
+)
+from ..rtt import RttCollector
+from ._common import (
+    capture_argument,
+    config_from,
+    filter_options,
+    format_option,
+    open_pipeline,
+    selection_from,
+    table_options,
+    warn,
+)
+
+TABLE_COLUMNS = (
+    "uid", "ts", "proto", "orig", "resp", "path", "handshake_ms", "count", "min_ms", "p50_ms",
+    "p90_ms", "p99_ms", "max_ms", "mean_ms", "stdev_ms", "sources",
+)  # fmt: skip
+TABLE_HEADERS = (
+    "uid", "start (UTC)", "proto", "orig", "resp", "path", "hshake_ms", "n", "min_ms", "p50_ms",
+    "p90_ms", "p99_ms", "max_ms", "mean_ms", "stdev_ms", "sources",
+)  # fmt: skip
+AGG_COLUMNS = {
+    "server": ("host", "path", "conns", "handshake_p50_ms", "count", "min_ms", "p50_ms", "p90_ms",
+               "p99_ms", "max_ms", "mean_ms", "stdev_ms", "sources"),
+    "client": ("host", "path", "conns", "handshake_p50_ms", "count", "min_ms", "p50_ms", "p90_ms",
+               "p99_ms", "max_ms", "mean_ms", "stdev_ms", "sources"),
+    "pair": ("orig_h", "resp_h", "path", "conns", "handshake_p50_ms", "count", "min_ms", "p50_ms",
+             "p90_ms", "p99_ms", "max_ms", "mean_ms", "stdev_ms", "sources"),
+}  # fmt: skip
+SAMPLE_COLUMNS = ("uid", "ts", "orig", "resp", "path", "source", "rtt_ms", "frame", "answer_frame")
+
+WHERE = (
+    "Measured at the capture point: cap>resp>cap (cap>server>cap) = capture point -> responder -> "
+    "capture point (SYN->SYN/ACK, originator data->ACK, query->answer); cap>orig>cap "
+    "(cap>client>cap) = the originator's side (SYN/ACK->ACK, responder data->ACK). "
+    "End-to-end RTT = their sum."
+)
+
+
+def _endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _table_row(r: dict) -> dict:
+    row = dict(r)
+    if "uid" in r:
+        row["ts"] = human_time(r["ts"])[:-3]
+        row["orig"] = _endpoint(r["id.orig_h"], r["id.orig_p"])
+        row["resp"] = _endpoint(r["id.resp_h"], r["id.resp_p"])
+    if "sources" in r:
+        row["sources"] = " ".join(f"{k}:{v}" for k, v in r["sources"].items()) or None
+    return row
+
+
+def _check_plot_path(path: str) -> None:
+    from matplotlib.figure import Figure
+
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    supported = Figure().canvas.get_supported_filetypes()
+    if ext not in supported:
+        raise click.BadParameter(
+            f"{path}: unknown image type {ext!r} (use one of {', '.join(sorted(supported))})",
+            param_hint="--plot",
+        )
+
+
+@click.command()
+@capture_argument
+@format_option
+@click.option(
+    "--by",
+    type=click.Choice(BY_CHOICES),
+    default="connection",
+    show_default=True,
+    help="One row per connection and direction, or aggregated per server (responder address), "
+    "client (originator address) or host pair.",
+)
+@click.option(
+    "--samples",
+    is_flag=True,
+    help="One row per RTT sample (with its two frame numbers) instead of statistics.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also draw RTT over time (a line per connection, or per server/client with --by) and "
+    "a histogram into this image (.png, .svg, .pdf ...).",
+)
+@filter_options
+@table_options
+def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, **kwargs) -> None:
+    """Round-trip times in CAPTURE, measured at the capture point, per connection and
+    direction: the handshake leg and data RTT statistics (count, min, p50, p90, p99, max,
+    mean, stdev in ms).
+
+    Samples: a data segment and the ACK ending exactly at it (Karn's rule: none when the ACK
+    covers retransmitted data), the TCP timestamps echo where Karn's rule leaves none, DNS
+    query and answer by id, other UDP and ICMP echo by reply-after-request. `path` says which
+    round trip a row measured: cap>resp>cap is capture point -> responder -> capture point
+    (the SYN -> SYN/ACK leg), cap>orig>cap the originator's side (SYN/ACK -> ACK). A capture
+    taken on the client shows the whole network RTT in cap>resp>cap.
+
+    \b
+    Example:
+      flowlens rtt capture.pcap --port 443
+      flowlens rtt capture.pcap --by server --plot rtt.png
+      flowlens rtt capture.pcap --samples --uid CwV6 --format csv
+    """
+    selection = selection_from(kwargs)
+    config = config_from(kwargs)
+    if plot_path is not None:
+        _check_plot_path(plot_path)
+    pipe, progress = open_pipeline(capture, config, [RttCollector()])
+    series: dict[str, Series] = {}
+    agg = Aggregator(by) if by != "connection" and not samples else None
+    seen = [0, 0]  # connections, connections with rows
+
+    def conns():
+        for conn in selection.filter(pipe):
+            seen[0] += 1
+            if plot_path is not None:
+                for label, ts_s, rtt_ms in series_for(conn, by):
+                    s = series.get(label)
+                    if s is None:
+                        s = series[label] = Series(label)
+                    s.ts_s.extend(ts_s)
+                    s.rtt_ms.extend(rtt_ms)
+            yield conn
+
+    def rows():
+        make = sample_rows if samples else connection_rows
+        for conn in conns():
+            out = make(conn)
+            if out:
+                seen[1] += 1
+            yield from out
+
+    fields = SAMPLE_FIELDS if samples else CONNECTION_FIELDS
+    try:
+        if agg is not None:
+            for conn in conns():
+                agg.add(conn)
+            records = agg.rows()
+            if progress is not None:
+                progress.close()
+            if fmt == "table":
+                records = [_table_row(r) for r in records]
+            write_records(records, fmt, sys.stdout, AGGREGATE_FIELDS, AGG_COLUMNS[by])
+        elif fmt == "table":
+            records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
+            if progress is not None:
+                progress.close()
+            columns = SAMPLE_COLUMNS if samples else TABLE_COLUMNS
+            headers = None if samples else TABLE_HEADERS
+            records = [_table_row(r) for r in records]
+            write_records(records, fmt, sys.stdout, fields, columns, headers)
+        else:
+            write_records(rows(), fmt, sys.stdout, fields)
+    finally:
+        if progress is not None:
+            progress.close()
+    if plot_path is not None:
+        from ..reports.rtt import draw_figure
+
+        title = f"RTT at the capture point: {os.path.basename(capture)}"
+        fig = draw_figure(list(series.values()), title=title)
+        try:
+            fig.savefig(plot_path)
+        except OSError as exc:
+            raise click.ClickException(f"{plot_path}: {exc.strerror or exc}") from exc
+        warn(f"Wrote {plot_path} ({len(series)} series)")
+    for line in pipe.summary_lines():
+        warn(f"Warning: {line}")
+    warn(WHERE)
+    if agg is not None:
+        made = f"{_n(len(agg.groups), 'row')} by {by}"
+    else:
+        made = f"{_n(seen[1], 'connection')} with round trips"
+    matching = " matching the filters" if selection else ""
+    warn(f"{made}, from {_n(seen[0], 'connection')}{matching} in {_n(pipe.stats.frames, 'frame')}")
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

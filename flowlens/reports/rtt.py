@@ -1,0 +1,327 @@
+"""RTT reports: rows per connection and leg, aggregates per server, client or host pair, plots.
+
+Every row says where its time was measured (`path`): `cap>resp>cap` is the round trip from the
+capture point to the responder and back (the handshake's SYN -> SYN/ACK, the originator's data
+-> its ACK, a query -> its answer), `cap>orig>cap` the round trip to the originator and back
+(SYN/ACK -> ACK, the responder's data -> its ACK). Aggregates name the ends by role:
+`cap>server>cap` (by server = responder address) and `cap>client>cap` (by client = originator
+address). See `flowlens.rtt` for how samples are taken.
+
+The rows are plain dicts built without pandas (the per-connection table must stay as cheap as
+`flowlens flows`); `samples_frame` gives pandas users every kept sample, and `draw_figure` the
+matplotlib figure behind `--plot`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from ..connections import Connection, format_addr
+from ..rtt import LEGS, PATHS, SOURCES, RttStats, rtt_of, stats_of
+
+__all__ = [
+    "CONNECTION_FIELDS",
+    "SAMPLE_FIELDS",
+    "AGGREGATE_FIELDS",
+    "BY_CHOICES",
+    "connection_rows",
+    "sample_rows",
+    "Aggregator",
+    "samples_frame",
+    "Series",
+    "series_for",
+    "draw_figure",
+]
+
+BY_CHOICES = ("connection", "server", "client", "pair")
+
+_STATS = ("count", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "stdev_ms", "kept")
+
+#: per connection and leg (`flowlens rtt`)
+CONNECTION_FIELDS = (
+    "uid", "ts", "proto", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "leg", "path",
+    "handshake_ms", *_STATS, "sources", "karn_skipped",
+)  # fmt: skip
+#: one RTT sample (`flowlens rtt --samples`); `ts` is the answer's time, frames count from 1
+SAMPLE_FIELDS = (
+    "uid", "ts", "proto", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "leg", "path",
+    "source", "rtt_ms", "frame", "answer_frame",
+)  # fmt: skip
+#: per server, client or pair (`flowlens rtt --by ...`)
+AGGREGATE_FIELDS = (
+    "orig_h", "resp_h", "host", "leg", "path", "conns", "handshakes", "handshake_p50_ms",
+    *_STATS, "sources", "karn_skipped",
+)  # fmt: skip
+
+_ROLE_PATHS = {"server": "cap>server>cap", "client": "cap>client>cap"}
+
+
+def _ms(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _five_tuple(conn: Connection) -> dict:
+    return {
+        "uid": conn.uid,
+        "ts": round(conn.ts, 6),
+        "proto": conn.proto_name,
+        "id.orig_h": format_addr(conn.orig_h),
+        "id.orig_p": conn.orig_p,
+        "id.resp_h": format_addr(conn.resp_h),
+        "id.resp_p": conn.resp_p,
+    }
+
+
+def _handshake_leg(conn: Connection, leg: int) -> float | None:
+    """The handshake's leg to `leg`: synack_ms (responder) or ackdat_ms (originator)."""
+    return conn.synack_ms if leg == 1 else conn.ackdat_ms
+
+
+def connection_rows(conn: Connection) -> list[dict]:
+    """Rows for one connection: one per leg that has a handshake leg or samples (responder's
+    leg first). Empty when the connection gave no round trip at all."""
+    st = rtt_of(conn)
+    base = None
+    rows = []
+    for leg in (1, 0):
+        hs = _handshake_leg(conn, leg)
+        s = st.samples[leg] if st is not None else None
+        if hs is None and s is None:
+            continue
+        if base is None:
+            base = _five_tuple(conn)
+        stats = s.stats() if s is not None else stats_of(())
+        row = dict(base)
+        row["leg"] = LEGS[leg]
+        row["path"] = PATHS[leg]
+        row["handshake_ms"] = _ms(hs)
+        row.update(stats.as_dict())
+        row["sources"] = _sources(s.by_source) if s is not None else {}
+        row["karn_skipped"] = st.karn_skipped[leg] if st is not None else 0
+        rows.append(row)
+    return rows
+
+
+def _sources(by_source: Sequence[int]) -> dict:
+    return {SOURCES[i]: n for i, n in enumerate(by_source) if n}
+
+
+def sample_rows(conn: Connection) -> list[dict]:
+    """One row per kept sample of `conn`, in time order."""
+    st = rtt_of(conn)
+    if st is None:
+        return []
+    base = None
+    rows = []
+    for smp in st.iter_samples():
+        if base is None:
+            base = _five_tuple(conn)
+        row = dict(base)
+        leg = LEGS.index(smp.leg)
+        row.update(
+            ts=round(smp.ts_ns / 1e9, 6), leg=smp.leg, path=PATHS[leg], source=smp.source,
+            rtt_ms=round(smp.rtt_ns / 1e6, 6), frame=smp.frame, answer_frame=smp.answer_frame,
+        )  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+@dataclass(slots=True)
+class _Group:
+    """Samples of many connections toward one end."""
+
+    conns: int = 0
+    handshakes: list[float] = field(default_factory=list)
+    rtts: list[int] = field(default_factory=list)  # kept samples, ns
+    count: int = 0
+    total: int = 0
+    total_sq: int = 0
+    lo: int | None = None
+    hi: int | None = None
+    sources: Counter = field(default_factory=Counter)
+    karn_skipped: int = 0
+
+    def stats(self) -> RttStats:
+        if self.count == len(self.rtts):
+            return stats_of(self.rtts)
+        return stats_of(self.rtts, self.count, self.total, self.total_sq, self.lo, self.hi)
+
+
+class Aggregator:
+    """Merge connections' legs into groups: `server` (responder address, its leg), `client`
+    (originator address, its leg) or `pair` (both addresses, both legs). Counts, min, max, mean
+    and stdev are exact; percentiles come from the kept samples."""
+
+    def __init__(self, by: str) -> None:
+        if by not in ("server", "client", "pair"):
+            raise ValueError(f"by must be server, client or pair, not {by!r}")
+        self.by = by
+        self.groups: dict[tuple, _Group] = {}
+
+    def add(self, conn: Connection) -> None:
+        st = rtt_of(conn)
+        legs = (1,) if self.by == "server" else (0,) if self.by == "client" else (1, 0)
+        for leg in legs:
+            hs = _handshake_leg(conn, leg)
+            s = st.samples[leg] if st is not None else None
+            if hs is None and s is None:
+                continue
+            if self.by == "server":
+                key = (conn.resp_h, leg)
+            elif self.by == "client":
+                key = (conn.orig_h, leg)
+            else:
+                key = (conn.orig_h, conn.resp_h, leg)
+            g = self.groups.get(key)
+            if g is None:
+                g = self.groups[key] = _Group()
+            g.conns += 1
+            if hs is not None:
+                g.handshakes.append(hs)
+            if st is not None:
+                g.karn_skipped += st.karn_skipped[leg]
+            if s is None:
+                continue
+            count, total, total_sq, lo, hi = s.totals()
+            g.rtts.extend(s.rtts_ns())
+            g.count += count
+            g.total += total
+            g.total_sq += total_sq
+            g.lo = lo if g.lo is None else min(g.lo, lo)
+            g.hi = hi if g.hi is None else max(g.hi, hi)
+            for i, n in enumerate(s.by_source):
+                if n:
+                    g.sources[SOURCES[i]] += n
+
+    def rows(self) -> list[dict]:
+        """One row per group, ordered by address (and leg: responder first)."""
+        out = []
+        for key in sorted(self.groups, key=lambda k: (*k[:-1], -k[-1])):
+            g = self.groups[key]
+            leg = key[-1]
+            row = {"orig_h": None, "resp_h": None, "host": None}
+            if self.by == "pair":
+                row["orig_h"], row["resp_h"] = format_addr(key[0]), format_addr(key[1])
+                row["path"] = PATHS[leg]
+            else:
+                row["host"] = format_addr(key[0])
+                row["path"] = _ROLE_PATHS[self.by]
+            row["leg"] = LEGS[leg]
+            row["conns"] = g.conns
+            row["handshakes"] = len(g.handshakes)
+            row["handshake_p50_ms"] = _ms(_median(g.handshakes))
+            row.update(g.stats().as_dict())
+            row["sources"] = dict(sorted(g.sources.items()))
+            row["karn_skipped"] = g.karn_skipped
+            out.append({k: row[k] for k in AGGREGATE_FIELDS})
+        return out
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def samples_frame(conns: Iterable[Connection]):
+    """Every kept sample as a pandas DataFrame (columns of SAMPLE_FIELDS), for scripts:
+    `samples_frame(a.connections).groupby("id.resp_h").rtt_ms.describe()`."""
+    import pandas as pd
+
+    rows = [r for c in conns for r in sample_rows(c)]
+    return pd.DataFrame(rows, columns=list(SAMPLE_FIELDS))
+
+
+# ---------------------------------------------------------------------- plots
+
+@dataclass(slots=True)
+class Series:
+    """Samples of one plotted line: answer times (epoch s) and RTTs (ms)."""
+
+    label: str
+    ts_s: list[float] = field(default_factory=list)
+    rtt_ms: list[float] = field(default_factory=list)
+
+
+def series_for(conn: Connection, by: str) -> list[tuple[str, list[float], list[float]]]:
+    """(label, ts_s, rtt_ms) per leg of `conn` for the plot: a line per connection and leg
+    (`connection`), per server (`server`, `pair`: the responder leg) or per client (`client`)."""
+    st = rtt_of(conn)
+    if st is None:
+        return []
+    out = []
+    legs = (0,) if by == "client" else (1,) if by in ("server", "pair") else (1, 0)
+    for leg in legs:
+        s = st.samples[leg]
+        if s is None:
+            continue
+        rows = list(s.rows())
+        if by == "connection":
+            label = f"{conn.uid} {PATHS[leg]}"
+        elif by == "client":
+            label = f"{format_addr(conn.orig_h)} {_ROLE_PATHS['client']}"
+        else:
+            label = f"{format_addr(conn.resp_h)} {_ROLE_PATHS['server']}"
+        out.append((label, [r[0] / 1e9 for r in rows], [r[1] / 1e6 for r in rows]))
+    return out
+
+
+def _by_time(s: Series) -> Series:
+    """A copy of `s` in time order (a server's line gathers samples of many connections)."""
+    order = sorted(range(len(s.ts_s)), key=s.ts_s.__getitem__)
+    return Series(s.label, [s.ts_s[i] for i in order], [s.rtt_ms[i] for i in order])
+
+
+def draw_figure(series: Sequence[Series], title: str = "", max_lines: int = 12):
+    """RTT over time (one marker line per series, the `max_lines` largest; the rest merged into
+    "other") above a histogram of every sample. Returns the matplotlib Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    ordered = sorted(series, key=lambda s: (-len(s.rtt_ms), s.label))
+    shown, rest = [_by_time(s) for s in ordered[:max_lines]], ordered[max_lines:]
+    if rest:
+        other = Series(f"other ({len(rest)})")
+        for s in rest:
+            other.ts_s.extend(s.ts_s)
+            other.rtt_ms.extend(s.rtt_ms)
+        shown.append(_by_time(other))
+    t0 = min((s.ts_s[0] for s in shown if s.ts_s), default=0.0)
+    values = [v for s in shown for v in s.rtt_ms]
+    positive = [v for v in values if v > 0]
+    # RTTs of one capture can span LAN (0.05 ms) to satellite (600 ms): log scales then
+    wide = bool(positive) and max(positive) / min(positive) > 100
+    fig = Figure(figsize=(10, 7), layout="constrained")
+    ax_time, ax_hist = fig.subplots(2, 1, height_ratios=(3, 2))
+    for s in shown:
+        merged = bool(rest) and s is shown[-1]  # "other": points of many connections, no line
+        ax_time.plot(
+            [t - t0 for t in s.ts_s], s.rtt_ms, marker=".", linestyle="none" if merged else "-",
+            linewidth=0.6, label=s.label,
+        )  # fmt: skip
+    ax_time.set_xlabel("seconds since the first sample")
+    ax_time.set_ylabel("RTT at the capture point (ms)")
+    ax_time.set_title(title or "RTT over time")
+    if wide:
+        ax_time.set_yscale("log")
+    if shown:
+        ax_time.legend(fontsize="small", loc="upper right")
+    if values:
+        n_bins = min(60, max(5, len(values) // 4))
+        if wide:
+            lo, hi = min(positive), max(positive)
+            bins = [lo * (hi / lo) ** (i / n_bins) for i in range(n_bins + 1)]
+            ax_hist.hist(positive, bins=bins)
+            ax_hist.set_xscale("log")
+        else:
+            ax_hist.hist(values, bins=n_bins)
+    ax_hist.set_xlabel("RTT (ms)")
+    ax_hist.set_ylabel("samples")
+    ax_hist.set_title(f"{len(values)} samples")
+    return fig

@@ -1,0 +1,526 @@
+"""Round-trip time samples per connection and direction, measured at the capture point.
+
+`RttCollector` is a connection-table observer: it keeps its state in `conn.ext["rtt"]` and
+turns packets into RTT samples, each a round trip *from the capture point* to one endpoint and
+back. Which endpoint is the sample's `leg`:
+
+- leg `resp` (`cap>resp>cap`): the originator's data and the responder's ACK of it, a query and
+  its answer; the same path as the handshake's `synack_ms` (SYN -> SYN/ACK).
+- leg `orig` (`cap>orig>cap`): the responder's data and the originator's ACK; the path of
+  `ackdat_ms` (SYN/ACK -> ACK).
+
+A capture taken at the client sees almost the whole path in leg `resp` and ~0 in leg `orig`; a
+capture in the middle splits it; the end-to-end RTT is the sum of the two legs.
+
+Sources of samples (one sample at most per answering packet):
+
+- TCP, `ack`: a data segment and the first ACK covering it, as Wireshark's
+  `tcp.analysis.ack_rtt`: the ACK must end exactly at a segment's end (an ACK inside a segment
+  acknowledges part of it and is not a sample; the rest gets its sample when it is acked), and the
+  sample is taken from the newest segment it covers. Karn's rule (Karn & Partridge 1987, RFC 6298
+  §3): an ACK that covers retransmitted sequence space gives no `ack` sample, because it cannot
+  tell which copy it answers. Retransmissions are segments below the highest sequence number seen,
+  so a hole filled late (loss upstream of the capture point, reordering) counts too; a copy of
+  the newest segment within `duplicate_window_s` is the capture seeing one packet twice, not a
+  retransmission; a one-byte zero-window probe is not timed (the byte goes again as data).
+- TCP, `ts`: where Karn's rule leaves an ACK without a sample, the timestamps option (RFC 7323
+  §4) still says which copy it answers: the TSval of a retransmitted segment, echoed in the TSecr
+  of the peer's first packet carrying it, times the round trip from that copy (the duplicate ACK
+  that a spurious retransmission draws included). Only retransmissions' TSvals are tracked: for
+  other segments the `ack` sample is the same round trip, and reading options on every packet
+  would cost as much as the rest of the RTT work together.
+- UDP `dns` (ports 53, 5353, 5355): a query and the answer with the same id (decode's
+  `Packet.udp_head`). A query sent again with the same id gives no sample (Karn).
+- UDP `udp`, any other flow: one datagram from the originator followed by the next datagram
+  from the responder within `RttConfig.reply_timeout_s`. Several datagrams before the reply are
+  ambiguous and give no sample; streams (RTP, QUIC bulk) give few, noisy samples.
+- ICMP `icmp`: an echo request and the reply that follows it, the same rule as `udp`.
+
+RST segments are neither data nor acknowledgement here (an abort is not an answer, and an
+injected RST's ACK field is anything); SYN and FIN are timed by the handshake, not here.
+
+Memory is bounded per connection: at most `max_outstanding` unacknowledged segments and
+`max_tsvals` TSvals per direction, `max_pending` DNS queries per flow. Samples are kept in full
+up to `max_samples` per connection and leg (count, min, max, mean and stdev stay exact beyond
+that); past it a uniform reservoir (Vitter's algorithm R, seeded by the uid so runs repeat) keeps
+`max_samples` of them for the percentiles and plots, and `kept < count` says so.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from array import array
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
+
+from .connections import Connection
+from .decode import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, tcp_timestamps
+
+__all__ = [
+    "RttConfig",
+    "RttCollector",
+    "ConnectionRtt",
+    "Samples",
+    "RttStats",
+    "Sample",
+    "rtt_of",
+    "stats_of",
+    "LEGS",
+    "PATHS",
+    "SOURCES",
+]
+
+_M32 = 0xFFFFFFFF
+_HALF = 0x80000000
+
+#: leg index -> name; index = endpoint whose round trip it is (0 originator, 1 responder)
+LEGS = ("orig", "resp")
+#: where each leg's time was measured
+PATHS = ("cap>orig>cap", "cap>resp>cap")
+#: sample source codes as stored -> names
+SOURCES = ("ack", "ts", "dns", "udp", "icmp")
+SRC_ACK, SRC_TS, SRC_DNS, SRC_UDP, SRC_ICMP = range(5)
+
+_ECHO_REQUEST = {IPPROTO_ICMP: 8, IPPROTO_ICMPV6: 128}
+_AMBIGUOUS = (-1, -1)  # a request sent again before its answer: Karn's rule
+
+
+@dataclass(frozen=True, slots=True)
+class RttConfig:
+    """Bounds of the per-connection state (counts) and the UDP reply window (seconds)."""
+
+    #: unacknowledged data segments tracked per direction (Wireshark: 10000); more are not timed
+    max_outstanding: int = 4096
+    #: TSvals awaiting their echo per direction; the oldest are dropped first
+    max_tsvals: int = 1024
+    #: DNS queries awaiting an answer per flow; the oldest are dropped first
+    max_pending: int = 256
+    #: samples kept per connection and leg; beyond, a reservoir of this size
+    max_samples: int = 4096
+    #: a UDP/ICMP reply later than this after its request is not its answer
+    reply_timeout_s: float = 10.0
+    #: the newest segment seen again this soon is the capture duplicating a packet, not a
+    #: retransmission (Linux's earliest retransmission timer, the tail loss probe, is >= 2 ms)
+    duplicate_window_s: float = 0.0002
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One round trip: `rtt_ns` from the request (`frame`) to its answer (`answer_frame`), at
+    the capture point; `ts_ns` is the answer's time; `leg` the endpoint it went to and back."""
+
+    ts_ns: int
+    rtt_ns: int
+    frame: int
+    answer_frame: int
+    source: str
+    leg: str
+
+    @property
+    def rtt_ms(self) -> float:
+        return self.rtt_ns / 1e6
+
+
+@dataclass(frozen=True, slots=True)
+class RttStats:
+    """Summary of RTT samples in milliseconds. Percentiles interpolate linearly between ranks
+    (numpy's and pandas' default); `stdev_ms` is the sample standard deviation (n - 1), None
+    below two samples. `kept` < `count` when the percentiles come from a reservoir."""
+
+    count: int
+    min_ms: float | None
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    mean_ms: float | None
+    stdev_ms: float | None
+    kept: int
+
+    FIELDS = (
+        "count", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "stdev_ms", "kept",
+    )  # fmt: skip
+
+    def as_dict(self, digits: int | None = 3) -> dict:
+        out = {}
+        for name in self.FIELDS:
+            v = getattr(self, name)
+            out[name] = round(v, digits) if digits is not None and isinstance(v, float) else v
+        return out
+
+
+EMPTY_STATS = RttStats(0, None, None, None, None, None, None, None, 0)
+
+
+def _percentile(sorted_ns: list[int], p: float) -> float:
+    rank = p / 100 * (len(sorted_ns) - 1)
+    lo = int(rank)
+    hi = min(lo + 1, len(sorted_ns) - 1)
+    return sorted_ns[lo] + (sorted_ns[hi] - sorted_ns[lo]) * (rank - lo)
+
+
+def stats_of(rtts_ns: Iterable[int], count: int | None = None, total: int | None = None,
+             total_sq: int | None = None, lo: int | None = None, hi: int | None = None) -> RttStats:
+    """Summarize RTTs (integer nanoseconds). The optional exact aggregates (`count`, sum,
+    sum of squares, min, max) override what the values give, for a reservoir."""
+    values = sorted(rtts_ns)
+    kept = len(values)
+    if count is None:
+        if not values:
+            return EMPTY_STATS
+        count, total, total_sq = kept, sum(values), sum(v * v for v in values)
+        lo, hi = values[0], values[-1]
+    if count == 0:
+        return EMPTY_STATS
+    stdev = None
+    if count > 1:
+        # integer arithmetic: exact until the final square root
+        var_num = count * total_sq - total * total
+        stdev = math.sqrt(max(var_num, 0) / (count * (count - 1))) / 1e6
+    return RttStats(
+        count=count,
+        min_ms=lo / 1e6,
+        p50_ms=_percentile(values, 50) / 1e6 if values else None,
+        p90_ms=_percentile(values, 90) / 1e6 if values else None,
+        p99_ms=_percentile(values, 99) / 1e6 if values else None,
+        max_ms=hi / 1e6,
+        mean_ms=total / count / 1e6,
+        stdev_ms=stdev,
+        kept=kept,
+    )
+
+
+class Samples:
+    """RTT samples of one connection and leg: all of them up to `cap`, then a reservoir.
+
+    Stored flat in an `array('q')`, five integers per sample: answer time (ns), RTT (ns),
+    request frame, answer frame, source code (`SOURCES`).
+    """
+
+    __slots__ = ("data", "n", "cap", "by_source", "_agg", "_rng", "_seed")
+
+    def __init__(self, cap: int, seed: str = "") -> None:
+        self.data = array("q")
+        self.n = 0
+        self.cap = cap
+        self.by_source = [0] * len(SOURCES)
+        self._agg = None  # [sum, sum of squares, min, max] once past the cap
+        self._rng = None
+        self._seed = seed
+
+    def add(self, ts_ns: int, rtt_ns: int, frame: int, answer_frame: int, source: int) -> None:
+        n = self.n = self.n + 1
+        self.by_source[source] += 1
+        if n <= self.cap:
+            self.data.extend((ts_ns, rtt_ns, frame, answer_frame, source))
+            return
+        agg = self._agg
+        if agg is None:
+            rtts = self.data[1::5]
+            agg = self._agg = [sum(rtts), sum(v * v for v in rtts), min(rtts), max(rtts)]
+            self._rng = random.Random(self._seed)
+        agg[0] += rtt_ns
+        agg[1] += rtt_ns * rtt_ns
+        if rtt_ns < agg[2]:
+            agg[2] = rtt_ns
+        if rtt_ns > agg[3]:
+            agg[3] = rtt_ns
+        j = self._rng.randrange(n)
+        if j < self.cap:
+            self.data[5 * j : 5 * j + 5] = array("q", (ts_ns, rtt_ns, frame, answer_frame, source))
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def kept(self) -> int:
+        return len(self.data) // 5
+
+    def rtts_ns(self) -> list[int]:
+        return list(self.data[1::5])
+
+    def rows(self) -> Iterator[tuple[int, int, int, int, int]]:
+        """(answer ts_ns, rtt_ns, frame, answer_frame, source code) in time order."""
+        d = self.data
+        rows = [tuple(d[i : i + 5]) for i in range(0, len(d), 5)]
+        rows.sort()
+        return iter(rows)
+
+    def totals(self) -> tuple[int, int, int, int, int]:
+        """(count, sum, sum of squares, min, max) of every sample in ns, exact past the cap."""
+        if self._agg is None:
+            r = self.data[1::5]
+            return len(r), sum(r), sum(v * v for v in r), min(r), max(r)
+        s, sq, lo, hi = self._agg
+        return self.n, s, sq, lo, hi
+
+    def stats(self) -> RttStats:
+        if self._agg is None:
+            return stats_of(self.data[1::5])
+        s, sq, lo, hi = self._agg
+        return stats_of(self.data[1::5], self.n, s, sq, lo, hi)
+
+
+class _Sender:
+    """Matching state for the packets one endpoint sends (TCP)."""
+
+    __slots__ = (
+        "segs",  # deque of (end seq, ts_ns, frame) of new data not yet acked, or None
+        "nxt",  # highest sequence number sent + 1, or None
+        "karn",  # [start, end] of retransmitted sequence space not yet acked, or None
+        "tsq",  # deque of (tsval, ts_ns, frame) sent with data, awaiting an echo, or None
+        "last_tsval",  # newest TSval put in tsq
+        "untracked",  # data segments not timed because max_outstanding were in flight
+        "zero_window",  # the last packet it sent advertised a zero window
+    )
+
+    def __init__(self) -> None:
+        self.segs = self.nxt = self.karn = self.tsq = self.last_tsval = None
+        self.untracked = 0
+        self.zero_window = False
+
+
+class ConnectionRtt:
+    """RTT state of one connection (`conn.ext["rtt"]`); index 0/1 = originator/responder.
+
+    `samples[leg]` holds the round trips to that endpoint; `karn_skipped[leg]` counts answers
+    from that endpoint that gave no sample because the request had been sent twice.
+    """
+
+    __slots__ = ("samples", "karn_skipped", "senders", "pending", "_cap", "_uid")
+
+    def __init__(self, cfg: RttConfig, uid: str) -> None:
+        self.samples = [None, None]
+        self.karn_skipped = [0, 0]
+        self.senders = None  # (_Sender, _Sender) for TCP
+        self.pending = None  # UDP/ICMP: {(sender, id): (ts_ns, frame)} for DNS, else (ts_ns, frame)
+        self._cap = cfg.max_samples
+        self._uid = uid
+
+    def _add(self, leg: int, ts_ns: int, rtt_ns: int, frame: int, answer_frame: int, src: int):
+        s = self.samples[leg]
+        if s is None:
+            s = self.samples[leg] = Samples(self._cap, f"{self._uid}/{leg}")
+        s.add(ts_ns, rtt_ns, frame, answer_frame, src)
+
+    @property
+    def untracked(self) -> list[int]:
+        """Data segments per sender (orig, resp) that were not timed (too many in flight)."""
+        return [s.untracked for s in self.senders] if self.senders else [0, 0]
+
+    def stats(self, leg: int | str) -> RttStats:
+        """Summary of the round trips to `leg` (0/"orig" or 1/"resp")."""
+        s = self.samples[_leg_index(leg)]
+        return s.stats() if s is not None else EMPTY_STATS
+
+    def count(self, leg: int | str, source: str | None = None) -> int:
+        s = self.samples[_leg_index(leg)]
+        if s is None:
+            return 0
+        return s.n if source is None else s.by_source[SOURCES.index(source)]
+
+    def iter_samples(self, leg: int | str | None = None) -> Iterator[Sample]:
+        """Kept samples of one leg (or both), in time order."""
+        legs = (0, 1) if leg is None else (_leg_index(leg),)
+        out = []
+        for i in legs:
+            s = self.samples[i]
+            if s is not None:
+                out.extend(
+                    Sample(t, r, f, af, SOURCES[src], LEGS[i]) for t, r, f, af, src in s.rows()
+                )
+        out.sort(key=lambda x: (x.ts_ns, x.answer_frame))
+        return iter(out)
+
+
+def _leg_index(leg: int | str) -> int:
+    if isinstance(leg, str):
+        return LEGS.index(leg)
+    return leg
+
+
+def _retransmitted(me: _Sender, seq: int, end: int) -> None:
+    """Sequence space sent before (a retransmission, or a hole filled late): Karn's rule holds
+    every ACK covering [seq, end) back from the `ack` samples."""
+    karn = me.karn
+    if karn is None:
+        me.karn = [seq, end]
+    else:
+        if 0 < ((karn[0] - seq) & _M32) < _HALF:
+            karn[0] = seq
+        if 0 < ((end - karn[1]) & _M32) < _HALF:
+            karn[1] = end
+    if 0 < ((end - me.nxt) & _M32) < _HALF:
+        me.nxt = end
+
+
+def rtt_of(conn: Connection) -> ConnectionRtt | None:
+    """The RTT state `RttCollector` left on `conn`, or None when it saw no packet of it."""
+    ext = conn.ext
+    return ext.get("rtt") if ext else None
+
+
+class RttCollector:
+    """Observer `(conn, pkt, from_orig)` that collects RTT samples into `conn.ext["rtt"]`.
+
+        >>> rtt = RttCollector()
+        >>> a = analyze("capture.pcap", observers=[rtt])   # doctest: +SKIP
+        >>> rtt_of(a.connections[0]).stats("resp").p50_ms
+    """
+
+    def __init__(self, config: RttConfig | None = None) -> None:
+        self.config = config or RttConfig()
+        self._timeout_ns = int(self.config.reply_timeout_s * 1e9)
+        self._max_outstanding = self.config.max_outstanding
+        self._max_tsvals = self.config.max_tsvals
+        self._dup_ns = int(self.config.duplicate_window_s * 1e9)
+
+    def __call__(self, conn: Connection, pkt: Packet, from_orig: bool) -> None:
+        ext = conn.ext
+        if ext is None:
+            ext = conn.ext = {}
+        st = ext.get("rtt")
+        if st is None:
+            st = ext["rtt"] = ConnectionRtt(self.config, conn.uid)
+        proto = pkt.proto
+        if proto == IPPROTO_TCP:
+            self._tcp(st, pkt, 0 if from_orig else 1)
+        elif proto == IPPROTO_UDP:
+            if pkt.udp_head is not None:
+                self._dns(st, pkt, 0 if from_orig else 1)
+            else:
+                self._reply(st, pkt, from_orig, SRC_UDP)
+        elif conn.orig_p == _ECHO_REQUEST.get(proto):
+            self._reply(st, pkt, from_orig, SRC_ICMP)
+
+    # ------------------------------------------------------------------ TCP
+    # One function for the per-packet path: it runs for every TCP packet of the capture, and
+    # the sequence comparisons are written out (RFC 9293 §3.4 modulo 2**32) for the same reason.
+    def _tcp(self, st: ConnectionRtt, pkt: Packet, side: int) -> None:
+        flags = pkt.flags
+        if flags & TH_RST:
+            return
+        senders = st.senders
+        if senders is None:
+            senders = st.senders = (_Sender(), _Sender())
+        me = senders[side]
+        peer = senders[1 - side]
+        ts = pkt.ts_ns
+        sampled = False
+        if flags & TH_ACK:
+            # The ACK field answers the peer's data: the newest segment it covers, if it ends
+            # exactly there, is a sample unless retransmitted data is covered too (Karn).
+            ack = pkt.ack
+            q = peer.segs
+            if q and ((ack - q[0][0]) & _M32) < _HALF:
+                last = q.popleft()
+                while q and ((ack - q[0][0]) & _M32) < _HALF:
+                    last = q.popleft()
+                if last[0] == ack:
+                    karn = peer.karn
+                    if karn is not None and 0 < ((ack - karn[0]) & _M32) < _HALF:
+                        st.karn_skipped[side] += 1
+                    elif ts >= last[1]:  # (a capture clock that went backwards gives none)
+                        st._add(side, ts, ts - last[1], last[2], pkt.frame, SRC_ACK)
+                        sampled = True
+            karn = peer.karn
+            if karn is not None and ((ack - karn[1]) & _M32) < _HALF:
+                peer.karn = None
+        if not pkt.win:
+            me.zero_window = True
+        elif me.zero_window:
+            me.zero_window = False
+        plen = pkt.plen
+        retransmitted = False
+        if plen and not flags & TH_SYN:
+            seq = pkt.seq
+            nxt = me.nxt
+            if plen == 1 and peer.zero_window and seq == nxt:
+                pass  # a zero-window probe: the byte is sent again when the window opens
+            elif nxt is None or ((seq - nxt) & _M32) < _HALF:  # new data (maybe after a gap)
+                end = me.nxt = (seq + plen + (1 if flags & TH_FIN else 0)) & _M32
+                q = me.segs
+                if q is None:
+                    q = me.segs = deque()
+                if len(q) < self._max_outstanding:
+                    q.append((end, ts, pkt.frame))
+                else:
+                    me.untracked += 1
+            elif plen > 1 or ((nxt - seq) & _M32) != 1:  # not a keep-alive's garbage byte
+                end = (seq + plen + (1 if flags & TH_FIN else 0)) & _M32
+                q = me.segs
+                if not (end == nxt and q and q[-1][0] == end and ts - q[-1][1] <= self._dup_ns):
+                    _retransmitted(me, seq, end)
+                    retransmitted = True
+                # else: the newest segment again, too soon for any retransmission timer (the
+                # capture saw one packet twice: a span port, `-i any` over a bridge)
+        elif flags & (TH_SYN | TH_FIN):
+            # SYN, SYN + Fast Open data, bare FIN: sequence space, timed by the handshake
+            end = pkt.seq + plen + (1 if flags & TH_SYN else 0) + (1 if flags & TH_FIN else 0)
+            end &= _M32
+            if me.nxt is None or 0 < ((end - me.nxt) & _M32) < _HALF:
+                me.nxt = end
+        if (retransmitted or not sampled and peer.tsq) and pkt.raw_options:
+            pair = tcp_timestamps(pkt.raw_options)
+            if pair is not None:
+                tsval, tsecr = pair
+                q = peer.tsq
+                if q and flags & TH_ACK:
+                    # an echo of a retransmission's TSval says which copy the ACK answers
+                    while q and 0 < ((tsecr - q[0][0]) & _M32) < _HALF:
+                        q.popleft()  # never echoed
+                    if q and q[0][0] == tsecr:
+                        _tsval, t0, f0 = q.popleft()
+                        if not sampled and ts >= t0:
+                            st._add(side, ts, ts - t0, f0, pkt.frame, SRC_TS)
+                if retransmitted:
+                    last = me.last_tsval
+                    if last is None or 0 < ((tsval - last) & _M32) < _HALF:
+                        q = me.tsq
+                        if q is None:
+                            q = me.tsq = deque(maxlen=self._max_tsvals)
+                        q.append((tsval, ts, pkt.frame))
+                        me.last_tsval = tsval
+
+    # ------------------------------------------------------------------ UDP and ICMP
+    def _dns(self, st: ConnectionRtt, pkt: Packet, side: int) -> None:
+        head = pkt.udp_head
+        qid = (head[0] << 8) | head[1]
+        pending = st.pending
+        if pending is None:
+            pending = st.pending = {}
+        if not head[2] & 0x80:  # QR = 0: a query
+            key = (side, qid)
+            if key in pending:
+                pending[key] = _AMBIGUOUS
+            else:
+                if len(pending) >= self.config.max_pending:
+                    del pending[next(iter(pending))]
+                pending[key] = (pkt.ts_ns, pkt.frame)
+            return
+        q = pending.pop((1 - side, qid), None)
+        if q is None:
+            return
+        if q is _AMBIGUOUS:
+            st.karn_skipped[side] += 1
+            return
+        if 0 <= pkt.ts_ns - q[0] <= self._timeout_ns:
+            st._add(side, pkt.ts_ns, pkt.ts_ns - q[0], q[1], pkt.frame, SRC_DNS)
+
+    def _reply(self, st: ConnectionRtt, pkt: Packet, from_orig: bool, src: int) -> None:
+        """Request/reply flows: one datagram from the originator, then the responder's."""
+        if from_orig:
+            st.pending = (pkt.ts_ns, pkt.frame) if st.pending is None else _AMBIGUOUS
+            return
+        req = st.pending
+        if req is None:
+            return
+        st.pending = None
+        if req is _AMBIGUOUS:
+            return
+        if 0 <= pkt.ts_ns - req[0] <= self._timeout_ns:
+            st._add(1, pkt.ts_ns, pkt.ts_ns - req[0], req[1], pkt.frame, src)
