@@ -500,3 +500,82 @@ def incident(**_kw) -> list:
 
 
 SCENARIOS["incident"] = incident
+
+
+# ---------------------------------------------------------------- round-trip times (flowlens rtt)
+
+def ts_option(tsval: int, tsecr: int) -> bytes:
+    """NOP, NOP, Timestamps (RFC 7323): the layout Linux puts on every segment after the SYN."""
+    return b"\x01\x01\x08\x0a" + struct.pack("!II", tsval, tsecr)
+
+
+def rtt_exchange(**kw) -> list:
+    """Known round trips at the capture point: handshake legs 10 ms (to the server) and 0.5 ms
+    (to the client); a request ACKed 20 ms later; two response segments ACKed together 3 ms after
+    the second; a request answered (data + ACK) 30 ms later and that answer ACKed after 4 ms."""
+    conv = Conversation(**kw)
+    conv.handshake(synack_dt=0.010, ack_dt=0.0005)
+    conv.c(PSH | ACK, b"a" * 100)
+    conv.s(ACK, dt=0.020)
+    conv.s(PSH | ACK, b"b" * 1000)
+    conv.s(PSH | ACK, b"c" * 500, dt=0.002)
+    conv.c(ACK, dt=0.003)
+    conv.c(PSH | ACK, b"d" * 10, dt=0.1)
+    conv.s(PSH | ACK, b"e" * 10, dt=0.030)
+    conv.c(ACK, dt=0.004)
+    conv.close("client")
+    return conv.frames
+
+
+def rtt_retransmission_ts(**kw) -> list:
+    """Timestamps on every segment; a request's first copy is lost past the capture point and
+    sent again 200 ms later with a new TSval, which the server's ACK (15 ms after the second
+    copy) echoes; then a response ACKed after 2 ms."""
+    conv = Conversation(**kw)
+    conv.c(SYN, dt=0.0, opts=ts_option(100, 0))
+    conv.s(SYN | ACK, dt=0.010, opts=ts_option(5000, 100))
+    conv.c(ACK, dt=0.0005, opts=ts_option(101, 5000))
+    seq = conv.c_next
+    conv.c(PSH | ACK, b"q" * 50, opts=ts_option(102, 5000))
+    conv.c(PSH | ACK, b"q" * 50, seq=seq, dt=0.2, opts=ts_option(302, 5000))
+    conv.s(ACK, dt=0.015, opts=ts_option(5215, 302))
+    conv.s(PSH | ACK, b"r" * 20, opts=ts_option(5216, 302))
+    conv.c(ACK, dt=0.002, opts=ts_option(305, 5216))
+    return conv.frames
+
+
+def _udp_frame(t: float, src, dst, sport, dport, payload: bytes, from_client: bool):
+    u = dpkt.udp.UDP(sport=sport, dport=dport, data=payload)
+    return (t, ethernet(ip_packet(src, dst, u, dpkt.ip.IP_PROTO_UDP), from_client))
+
+
+def rtt_dns(src=CLIENT4, dst=SERVER4, sport=53001, t=T0) -> list:
+    """One resolver flow: queries 0x1111 and 0x2222 in flight together, answered out of order
+    (0x2222 after 3 ms, 0x1111 after 8 ms); query 0x3333 sent again 1 s later with the same id
+    and answered 2 ms after the second copy (Karn: no sample)."""
+    def q(qid: int) -> bytes:
+        return struct.pack("!HH", qid, 0x0100) + b"\x00\x01\x00\x00\x00\x00\x00\x00"
+
+    def r(qid: int) -> bytes:
+        return struct.pack("!HH", qid, 0x8180) + b"\x00\x01\x00\x01\x00\x00\x00\x00" + b"\x00" * 16
+
+    out, c, s = [], (src, dst, sport, 53), (dst, src, 53, sport)
+    for dt, ends, payload, fc in (
+        (0.000, c, q(0x1111), True), (0.001, c, q(0x2222), True), (0.004, s, r(0x2222), False),
+        (0.008, s, r(0x1111), False), (0.010, c, q(0x3333), True), (1.010, c, q(0x3333), True),
+        (1.012, s, r(0x3333), False),
+    ):  # fmt: skip
+        out.append(_udp_frame(t + dt, *ends, payload, fc))
+    return out
+
+
+def rtt_udp_request_reply(src=CLIENT4, dst=SERVER4, sport=41000, dport=7000, t=T0) -> list:
+    """A request/reply protocol on a port with no known service: replies 5 ms and 7 ms after
+    their requests, then two requests in a row and one reply (ambiguous: no sample)."""
+    c, s = (src, dst, sport, dport), (dst, src, dport, sport)
+    out = []
+    for dt, ends, fc in ((0.0, c, True), (0.005, s, False), (0.1, c, True), (0.107, s, False),
+                         (0.2, c, True), (0.3, c, True), (0.302, s, False)):  # fmt: skip
+        out.append(_udp_frame(t + dt, *ends, b"ping" if fc else b"pong", fc))
+    return out
+
