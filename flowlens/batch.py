@@ -1,0 +1,582 @@
+"""Many captures at once: find them, run one task per capture (or rotation set) on a local process
+pool or a Dask cluster, and keep the results as Parquet datasets that a re-run resumes.
+
+    >>> from flowlens.batch import run_batch
+    >>> result = run_batch(["/archive"], "out", jobs=4)          # doctest: +SKIP
+    >>> result = run_batch(["/archive"], "out", scheduler="tcp://sched:8786")   # doctest: +SKIP
+
+The task function (`flowlens.batchtask.run_task`) is the same on both executors; only how it is
+submitted differs. Workers read the captures by absolute path (on a cluster, every worker must
+see the same paths) and send rows back; only this process writes to the output directory
+(layout and atomicity: `flowlens.batchstore`).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import signal
+import stat
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+from . import __version__
+from .batchstore import Store
+from .batchtask import Member, Probe, Task, TaskResult, capture_id, probe_file, run_task
+from .capture import open_capture
+from .connections import Config
+from .errors import (
+    CaptureError,
+    EmptyCaptureError,
+    FlowlensError,
+    NotACaptureError,
+    TruncatedHeaderError,
+    UsageError,
+)
+
+__all__ = [
+    "BatchOptions",
+    "BatchResult",
+    "BatchProgress",
+    "Discovery",
+    "discover",
+    "missing_paths",
+    "is_capture",
+    "rotation_sets",
+    "run_batch",
+    "default_jobs",
+]
+
+# ------------------------------------------------------------------ discovery
+
+#: names that say "capture" even when the bytes do not (such a file is a failed capture, not skipped)
+_CAPTURE_NAME_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp", ".pcap0", ".ntar")
+_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+_CAPTURE_MAGICS = (
+    b"\xd4\xc3\xb2\xa1",
+    b"\xa1\xb2\xc3\xd4",
+    b"\x4d\x3c\xb2\xa1",
+    b"\xa1\xb2\x3c\x4d",
+    b"\x0a\x0d\x0d\x0a",
+)
+_GLOB_CHARS = set("*?[")
+
+
+def _capture_name(path: str) -> bool:
+    name = os.path.basename(path).lower()
+    for suffix in _COMPRESSED_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name.endswith(_CAPTURE_NAME_SUFFIXES)
+
+
+def is_capture(path: str) -> bool:
+    """Should a file found in a directory be processed? Decided by its bytes:
+
+    a readable pcap or pcapng (compressed or not) is a capture; so is a file that starts like one
+    or is named like one (`.pcap`, `.pcapng`, `.cap`, `.dmp`, optionally `.gz` ...) but is
+    damaged, and a file that cannot be read at all: those are processed and reported as failed.
+    Anything else (logs, notes, checksums next to the captures) is skipped.
+    """
+    try:
+        open_capture(path).close()
+        return True
+    except (NotACaptureError, EmptyCaptureError, TruncatedHeaderError):
+        if _capture_name(path):
+            return True
+        try:
+            with open(path, "rb") as f:
+                return f.read(4) in _CAPTURE_MAGICS
+        except OSError:
+            return True
+    except CaptureError:
+        return True  # unreadable, or a compressed stream that is corrupt: report it
+
+
+@dataclass(slots=True)
+class Discovery:
+    """What the command-line paths expanded to."""
+
+    #: absolute paths of the captures, sorted, each once
+    captures: list[str] = field(default_factory=list)
+    #: files in the directories walked that are not captures
+    skipped: list[str] = field(default_factory=list)
+    #: arguments that name nothing (no such file, directory or glob match)
+    missing: list[str] = field(default_factory=list)
+
+
+def _expand(arg: str) -> list[str]:
+    if os.path.lexists(arg):
+        return [arg]
+    if _GLOB_CHARS & set(arg):
+        return sorted(glob.glob(arg, recursive=True))
+    return []
+
+
+def missing_paths(paths: Iterable[str]) -> list[str]:
+    """The arguments that name nothing: no such file or directory, or a glob with no match."""
+    return [arg for arg in paths if not _expand(arg)]
+
+
+def discover(paths: Iterable[str], exclude: Iterable[str] = ()) -> Discovery:
+    """Expand files, directories (recursively) and glob patterns (`**` recurses) into captures.
+
+    A file named directly, or matched by a glob, is always a capture (if it is not one, its task
+    fails and says why); files found by walking a directory are sniffed with `is_capture`.
+    Directories in `exclude` (the output directory) are not walked.
+    """
+    found = Discovery()
+    seen: set[str] = set()
+    excluded = {os.path.realpath(p) for p in exclude}
+
+    def add(path: str) -> None:
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            found.captures.append(os.path.abspath(path))
+
+    def walk(top: str) -> None:
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in excluded)
+            for name in sorted(files):
+                path = os.path.join(folder, name)
+                if os.path.realpath(path) in seen:
+                    continue
+                if is_capture(path):
+                    add(path)
+                else:
+                    found.skipped.append(os.path.abspath(path))
+
+    for arg in paths:
+        matches = _expand(arg)
+        if not matches:
+            found.missing.append(arg)
+        for path in matches:
+            if os.path.isdir(path):
+                if os.path.realpath(path) not in excluded:
+                    walk(path)
+            else:
+                add(path)
+    found.captures.sort()
+    return found
+
+
+# ------------------------------------------------------------------ rotation sets
+
+
+def rotation_sets(probes: list[Probe], max_gap_s: float) -> list[list[Probe]]:
+    """Group `tcpdump -G/-C` rotation files into sets read as one capture.
+
+    Within one directory and one set of link types, files sorted by first timestamp chain when
+    each starts no earlier than the previous one's last packet and at most `max_gap_s` after it.
+    A file that cannot be read, or holds no packets, is a set of its own. Sets keep time order.
+    """
+    limit = int(max_gap_s * 1e9)
+    by_source: dict[tuple, list[Probe]] = defaultdict(list)
+    alone: list[list[Probe]] = []
+    for p in probes:
+        if p.error is not None or p.first_ts_ns is None:
+            alone.append([p])
+        else:
+            by_source[(os.path.dirname(p.path), p.linktypes)].append(p)
+    sets = list(alone)
+    for members in by_source.values():
+        members.sort(key=lambda p: (p.first_ts_ns, p.path))
+        current = [members[0]]
+        for p in members[1:]:
+            gap = p.first_ts_ns - current[-1].last_ts_ns
+            if 0 <= gap <= limit:
+                current.append(p)
+            else:
+                sets.append(current)
+                current = [p]
+        sets.append(current)
+    sets.sort(key=lambda s: s[0].path)
+    return sets
+
+
+# ------------------------------------------------------------------ options, progress, result
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOptions:
+    """What every task is run with, and how the batch is planned."""
+
+    config: Config = field(default_factory=Config)
+    #: handed to `AnomalyDetector(thresholds)` as is (must pickle)
+    thresholds: object = None
+    #: resume by content hash instead of size and mtime
+    verify: bool = False
+    #: read each rotation set (see `rotation_sets`) as one continuous capture
+    merge_consecutive: bool = False
+    #: largest gap, in seconds, between one file's last packet and the next one's first
+    merge_gap_s: float = 300.0
+    #: write report.html (the aggregate report)
+    report: bool = True
+
+
+class BatchProgress(Protocol):
+    """What `run_batch` reports as it goes (the CLI draws a tqdm bar from it)."""
+
+    def start(self, phase: str, total: int, done: int) -> None:
+        """A phase begins ("probing" or "analysing"): `total` captures, `done` already done."""
+
+    def advance(self, captures: int, packets: int) -> None:
+        """`captures` more are finished, having read `packets` frames."""
+
+    def close(self) -> None:
+        """The batch ended (normally or not)."""
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What a run did. Failures of this run are (path, error) pairs, also in summary.json."""
+
+    outdir: str
+    captures: int = 0
+    analysed: int = 0
+    already_done: int = 0
+    skipped_files: int = 0
+    removed_orphans: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    warnings: int = 0
+    packets: int = 0
+    connections: int = 0
+    anomalies: int = 0
+    elapsed_s: float = 0.0
+    report: str | None = None
+
+
+def default_jobs() -> int:
+    """Cores this process may run on (respects taskset and container CPU sets)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+# ------------------------------------------------------------------ executors
+
+
+def _worker_init() -> None:
+    # Ctrl-C on a terminal reaches every process of the group: the driver alone handles it
+    # (and ends the workers), so workers print no tracebacks of their own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _LocalPool:
+    """A process pool; forkserver so that workers never inherit the driver's threads."""
+
+    def __init__(self, jobs: int) -> None:
+        self.parallelism = jobs
+        self._make()
+
+    def _make(self) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["flowlens.batchtask", "flowlens.reports.anomalies"])
+        self._pool = ProcessPoolExecutor(self.parallelism, mp_context=ctx, initializer=_worker_init)
+
+    def submit(self, fn, arg):
+        return self._pool.submit(fn, arg)
+
+    def wait(self, futures):
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        return wait(futures, return_when=FIRST_COMPLETED)[0]
+
+    def is_broken(self, exc: BaseException) -> bool:
+        from concurrent.futures.process import BrokenProcessPool
+
+        return isinstance(exc, BrokenProcessPool)
+
+    def restart(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._make()
+
+    def close(self, abort: bool) -> None:
+        if abort:
+            # a task may run for minutes: do not wait for it on Ctrl-C
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                proc.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _DaskPool:
+    """A dask.distributed cluster; the same task function as the local pool."""
+
+    def __init__(self, address: str) -> None:
+        from dask.distributed import Client, as_completed
+
+        try:
+            self._client = Client(address, timeout="20s", set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise FlowlensError(f"{address}: cannot reach the Dask scheduler ({exc})") from exc
+        self._finished = as_completed(loop=self._client.loop)
+        self.parallelism = max(1, sum(self._client.nthreads().values()))
+
+    def submit(self, fn, arg):
+        future = self._client.submit(fn, arg, pure=False)
+        self._finished.add(future)
+        return future
+
+    def wait(self, futures):
+        return set(self._finished.next_batch(block=True))
+
+    def is_broken(self, exc: BaseException) -> bool:
+        return False  # the scheduler retries a task whose worker died, then raises KilledWorker
+
+    def restart(self) -> None:  # pragma: no cover - never broken
+        pass
+
+    def close(self, abort: bool) -> None:
+        self._client.close()
+
+
+def _map_unordered(pool, fn: Callable, items: list, on_done: Callable) -> None:
+    """Run `fn(item)` for every item, at most ~2 per worker in flight (bounded memory, prompt
+    Ctrl-C); call `on_done(item, result, exc)` as each finishes.
+
+    When a local worker process dies (killed, out of memory) every task in flight dies with the
+    pool: those are run again one at a time in a fresh pool, so that only the task that kills
+    its worker on its own is reported as failed.
+    """
+    pending = list(reversed(items))
+    suspects: list = []
+    window = max(2, 2 * pool.parallelism)
+    running: dict = {}
+    while pending or suspects or running:
+        if suspects:
+            if not running:
+                item = suspects.pop()
+                running[pool.submit(fn, item)] = item
+        else:
+            while pending and len(running) < window:
+                item = pending.pop()
+                running[pool.submit(fn, item)] = item
+        in_flight = len(running)
+        broken = []
+        for fut in pool.wait(running):
+            item = running.pop(fut)
+            try:
+                result, exc = fut.result(), None
+            except Exception as e:  # noqa: BLE001 - reported per task
+                result, exc = None, e
+            if exc is not None and pool.is_broken(exc):
+                broken.append(item)
+            else:
+                on_done(item, result, exc)
+        if broken:
+            lost = broken + list(running.values())
+            running.clear()
+            pool.restart()
+            if in_flight == 1:
+                on_done(lost[0], None, RuntimeError("the worker process died (killed, or out of memory)"))
+            else:
+                suspects.extend(reversed(lost))
+
+
+# ------------------------------------------------------------------ the run
+
+
+def _options_key(options: BatchOptions) -> str:
+    """What results depend on besides the capture: a change redoes the captures."""
+    return f"flowlens {__version__}; {options.config!r}; thresholds={options.thresholds!r}"
+
+
+def _stat_key(path: str) -> tuple[int | None, int | None]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    if not stat.S_ISREG(st.st_mode):
+        return None, None
+    return st.st_size, st.st_mtime_ns
+
+
+def _task_for(paths: list[str], options: BatchOptions) -> Task:
+    members = tuple(Member(p, capture_id(p)) for p in paths)
+    if len(members) == 1:
+        task_id = members[0].capture_id
+    else:
+        digest = hashlib.blake2b("\n".join(m.path for m in members).encode(), digest_size=8).hexdigest()
+        task_id = f"set-{members[0].capture_id}-{len(members)}-{digest}"
+    return Task(task_id, members, options.config, options.thresholds)
+
+
+def _is_done(task: Task, entry: dict | None, options_key: str, keys: dict[str, tuple]) -> bool:
+    """Has this exact task already succeeded on these exact files with these options?"""
+    if entry is None or entry.get("status") != "ok" or entry.get("options") != options_key:
+        return False
+    recorded = {c["capture_path"]: c for c in entry.get("captures", ())}
+    if set(recorded) != {m.path for m in task.members}:
+        return False
+    for m in task.members:
+        rec, key = recorded[m.path], keys[m.path]
+        if key[0] == "blake2b":
+            if rec.get("blake2b") is None or rec.get("blake2b") != key[1]:
+                return False
+        elif key[0] is None or (rec.get("size"), rec.get("mtime_ns")) != key:
+            return False
+    return True
+
+
+def run_batch(
+    paths: Iterable[str],
+    outdir: str,
+    options: BatchOptions | None = None,
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    progress: BatchProgress | None = None,
+) -> BatchResult:
+    """Process every capture under `paths` into `outdir`; see the module docstring.
+
+    Captures already done (same path, size and mtime, or same content hash with
+    `options.verify`, and the same options) are skipped. A capture that fails is recorded in the
+    summary and the batch goes on; the result lists this run's failures. Raises `UsageError`
+    when a path names nothing, `FlowlensError` when `outdir` cannot be used.
+    """
+    options = options or BatchOptions()
+    started = time.perf_counter()
+    found = discover(paths, exclude=[outdir])
+    if found.missing:
+        raise UsageError(f"{found.missing[0]}: no such file, directory or glob match")
+    result = BatchResult(outdir=os.path.abspath(outdir), captures=len(found.captures), skipped_files=len(found.skipped))
+    options_key = _options_key(options)
+    with Store(outdir) as store:
+        entries = store.entries()
+        result.removed_orphans = store.clean(entries)
+        pool = None
+        aborted = True
+        probes: dict[str, Probe] = {}
+        try:
+            need_probe = options.verify or options.merge_consecutive
+            stats = {p: _stat_key(p) for p in found.captures}
+            if need_probe and found.captures:
+                pool = _make_pool(jobs, scheduler, len(found.captures))
+                probes = _probe_all(pool, store, found.captures, stats, options, progress)
+            keys = {p: ("blake2b", probes[p].blake2b) for p in found.captures} if options.verify else stats
+            if options.merge_consecutive:
+                groups = [[p.path for p in s] for s in rotation_sets([probes[p] for p in found.captures], options.merge_gap_s)]
+            else:
+                groups = [[p] for p in found.captures]
+            tasks = [_task_for(g, options) for g in groups]
+            todo = [t for t in tasks if not _is_done(t, entries.get(t.task_id), options_key, keys)]
+            result.already_done = result.captures - sum(len(t.members) for t in todo)
+            if options.verify:  # same bytes, new mtime: remember it, so a plain re-run agrees
+                redo = {t.task_id for t in todo}
+                _refresh_stat_keys(store, entries, [t for t in tasks if t.task_id not in redo], stats)
+            # a capture about to be redone (changed, regrouped, failed before) loses its old rows
+            redo_paths = {m.path for t in todo for m in t.members}
+            for task_id, entry in list(entries.items()):
+                if redo_paths & {c["capture_path"] for c in entry.get("captures", ())}:
+                    store.drop(entry)
+                    del entries[task_id]
+            if todo:
+                pool = pool or _make_pool(jobs, scheduler, len(todo))
+                if progress is not None:
+                    progress.start("analysing", result.captures, result.already_done)
+
+                def on_done(task: Task, res: TaskResult | None, exc: BaseException | None) -> None:
+                    if exc is not None:  # the task itself could not run (cluster trouble)
+                        res = _failed_result(task, exc)
+                    entries[task.task_id] = store.commit(res, options_key)
+                    _tally(result, res)
+                    if progress is not None:
+                        progress.advance(len(task.members), res.packets)
+
+                _map_unordered(pool, run_task, todo, on_done)
+            aborted = False
+        finally:
+            if pool is not None:
+                pool.close(abort=aborted)
+            if progress is not None:
+                progress.close()
+            result.elapsed_s = time.perf_counter() - started
+            extra = {"skipped_files": len(found.skipped), "outdir": result.outdir}
+            rows = store.write_summary(entries, extra)
+        if options.report and not aborted:
+            from .reports.archive import archive_report
+
+            result.report = store.write_text("report.html", archive_report(store.outdir, rows))
+    return result
+
+
+def _refresh_stat_keys(store: Store, entries: dict, done: list[Task], stats: dict) -> None:
+    for task in done:
+        entry = entries[task.task_id]
+        changed = False
+        for c in entry["captures"]:
+            size, mtime_ns = stats.get(c["capture_path"], (None, None))
+            if size is not None and (c.get("size"), c.get("mtime_ns")) != (size, mtime_ns):
+                c["size"], c["mtime_ns"] = size, mtime_ns
+                changed = True
+        if changed:
+            store.save_entry(entry)
+
+
+def _make_pool(jobs: int | None, scheduler: str | None, tasks: int):
+    if scheduler:
+        return _DaskPool(scheduler)
+    return _LocalPool(max(1, min(jobs or default_jobs(), tasks)))
+
+
+def _probe_all(pool, store: Store, paths: list[str], keys, options: BatchOptions, progress) -> dict[str, Probe]:
+    """Hash every capture (and, for --merge-consecutive, find its time span) on the pool.
+    Without --verify, a cached span for the same size and mtime is reused."""
+    probes: dict[str, Probe] = {}
+    todo = []
+    for p in paths:
+        cached = None if options.verify else store.cached_probe(capture_id(p), *keys[p])
+        if cached is not None and cached.path == p:
+            probes[p] = cached
+        else:
+            todo.append(p)
+    if progress is not None and todo:
+        progress.start("probing", len(paths), len(paths) - len(todo))
+    scan = options.merge_consecutive
+
+    def on_done(path: str, probe: Probe | None, exc: BaseException | None) -> None:
+        if exc is not None:  # the task itself could not run (cluster trouble)
+            probe = Probe(path, None, None, None, error=f"{path}: {type(exc).__name__}: {exc}")
+        probes[path] = probe
+        store.save_probe(capture_id(path), probe)
+        if progress is not None:
+            progress.advance(1, 0)
+
+    _map_unordered(pool, _probe_scan if scan else _probe_hash, todo, on_done)
+    return probes
+
+
+def _probe_scan(path: str) -> Probe:
+    return probe_file(path, scan=True)
+
+
+def _probe_hash(path: str) -> Probe:
+    return probe_file(path, scan=False)
+
+
+def _failed_result(task: Task, exc: BaseException) -> TaskResult:
+    from .batchtask import _summary_row
+
+    error = f"{task.members[0].path}: the task could not run: {type(exc).__name__}: {exc}"
+    rows = [_summary_row(m, status="failed", error=error, warnings=[], elapsed_s=0.0) for m in task.members]
+    return TaskResult(task.task_id, rows, {}, {})
+
+
+def _tally(result: BatchResult, res: TaskResult) -> None:
+    for c in res.captures:
+        if c["status"] == "ok":
+            result.analysed += 1
+            result.packets += c["packets"] or 0
+            result.connections += c["connections"] or 0
+            result.anomalies += c["anomalies"] or 0
+            result.warnings += bool(c["warnings"])
+        else:
+            result.failed.append((c["capture_path"], c["error"] or "failed"))

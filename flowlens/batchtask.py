@@ -1,0 +1,489 @@
+"""The work of `flowlens batch` on one capture (or one rotation set): analyze, find anomalies, and
+return the rows as Arrow tables. The functions here run in worker processes (a local pool or Dask
+workers), so they take and return only picklable values and never touch the output directory.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import stat
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import pyarrow as pa
+
+from .analysis import Pipeline
+from .capture import CaptureStats, open_capture
+from .connections import RECORD_FIELDS, Config, Connection, ConnectionTable
+from .decode import LINKTYPE_NAMES, Decoder
+from .errors import FlowlensError
+
+__all__ = [
+    "Member",
+    "Task",
+    "TaskResult",
+    "Probe",
+    "run_task",
+    "probe_file",
+    "capture_id",
+    "file_digest",
+    "CONNECTION_SCHEMA",
+    "ANOMALY_SCHEMA",
+    "SUMMARY_SCHEMA",
+]
+
+# ------------------------------------------------------------------ schemas
+
+_CONNECTION_TYPES = {
+    "uid": pa.string(),
+    "ts": pa.float64(),
+    "duration": pa.float64(),
+    "proto": pa.string(),
+    "id.orig_h": pa.string(),
+    "id.orig_p": pa.int32(),
+    "id.resp_h": pa.string(),
+    "id.resp_p": pa.int32(),
+    "service": pa.string(),
+    "orig_pkts": pa.int64(),
+    "resp_pkts": pa.int64(),
+    "orig_bytes": pa.int64(),
+    "resp_bytes": pa.int64(),
+    "orig_ip_bytes": pa.int64(),
+    "resp_ip_bytes": pa.int64(),
+    "missed_bytes": pa.int64(),
+    "conn_state": pa.string(),
+    "history": pa.string(),
+    "orig_state": pa.string(),
+    "resp_state": pa.string(),
+    "handshake": pa.string(),
+    "teardown": pa.string(),
+    "close_initiator": pa.string(),
+    "originator_inferred": pa.bool_(),
+    "synack_ms": pa.float64(),
+    "ackdat_ms": pa.float64(),
+    "irtt_ms": pa.float64(),
+    "retransmissions": pa.int64(),
+    "syn_retries": pa.int64(),
+}
+
+#: columns every batch row carries besides its record: which file it came from
+_CAPTURE_COLUMNS = [pa.field("capture", pa.string()), pa.field("capture_path", pa.string())]
+
+#: the connections dataset: the `flowlens flows` record (a field added to RECORD_FIELDS without a
+#: type here is stored as text, so a new field never breaks a batch), then the capture columns
+CONNECTION_SCHEMA = pa.schema(
+    [pa.field(name, _CONNECTION_TYPES.get(name, pa.string())) for name in RECORD_FIELDS] + _CAPTURE_COLUMNS
+)
+
+#: the anomalies dataset: the anomaly record; `details` (a different object for every kind) is
+#: JSON text so that every file of the dataset has the same schema
+ANOMALY_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string()),
+        pa.field("severity", pa.string()),
+        pa.field("ts", pa.float64()),
+        pa.field("uid", pa.string()),
+        pa.field("summary", pa.string()),
+        pa.field("evidence", pa.list_(pa.int64())),
+        pa.field("details", pa.string()),
+    ]
+    + _CAPTURE_COLUMNS
+)
+
+#: summary.parquet: one row per capture (see docs/batch.md for each field)
+SUMMARY_SCHEMA = pa.schema(
+    [
+        pa.field("capture", pa.string()),
+        pa.field("capture_path", pa.string()),
+        pa.field("capture_id", pa.string()),
+        pa.field("status", pa.string()),  # "ok" or "failed"
+        pa.field("error", pa.string()),
+        pa.field("warnings", pa.list_(pa.string())),
+        pa.field("size", pa.int64()),
+        pa.field("mtime_ns", pa.int64()),
+        pa.field("blake2b", pa.string()),
+        pa.field("container", pa.string()),
+        pa.field("linktypes", pa.list_(pa.string())),
+        pa.field("date", pa.string()),
+        pa.field("first_ts", pa.float64()),
+        pa.field("last_ts", pa.float64()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("packets", pa.int64()),
+        pa.field("bytes", pa.int64()),
+        pa.field("undecodable", pa.int64()),
+        pa.field("connections", pa.int64()),
+        pa.field("anomalies", pa.int64()),
+        pa.field("anomalies_by_kind", pa.map_(pa.string(), pa.int64())),
+        pa.field("rotation_set", pa.string()),
+        pa.field("frame_offset", pa.int64()),
+        pa.field("elapsed_s", pa.float64()),
+    ]
+)
+
+# ------------------------------------------------------------------ tasks
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def capture_id(path: str) -> str:
+    """A file-name-safe id, unique per absolute path: `<name>-<10 hex digits of its hash>`.
+
+    The name part keeps the output files recognisable; the hash keeps two `trace.pcap` in
+    different directories apart.
+    """
+    name = _UNSAFE.sub("_", os.path.basename(path)).strip("._") or "capture"
+    digest = hashlib.blake2b(os.fsencode(os.path.abspath(path)), digest_size=5).hexdigest()
+    return f"{name[:80]}-{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One capture file of a task."""
+
+    #: absolute path, as every worker must see it
+    path: str
+    capture_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One unit of work: a capture, or a rotation set read as one continuous capture."""
+
+    task_id: str
+    members: tuple[Member, ...]
+    config: Config = field(default_factory=Config)
+    #: handed to `AnomalyDetector(thresholds)` as is
+    thresholds: object = None
+
+
+@dataclass(slots=True)
+class TaskResult:
+    """What a worker sends back: summary rows and Arrow tables per member (by capture_id).
+
+    A member without connections (or anomalies) has no table.
+    """
+
+    task_id: str
+    captures: list[dict]
+    connections: dict[str, pa.Table]
+    anomalies: dict[str, pa.Table]
+
+    @property
+    def failed(self) -> list[dict]:
+        return [c for c in self.captures if c["status"] != "ok"]
+
+    @property
+    def packets(self) -> int:
+        return sum(c["packets"] or 0 for c in self.captures)
+
+
+def file_digest(path: str) -> str | None:
+    """BLAKE2b of the file's bytes as stored (compressed or not), hex; None for anything but a
+    regular file (reading a FIFO would eat its data, a device may never end)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # before open(): a FIFO would block it
+        return None
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "blake2b").hexdigest()
+
+
+def _stat(path: str) -> tuple[int | None, int | None]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime_ns
+
+
+def _epoch(ts_ns: int | None) -> float | None:
+    return None if ts_ns is None else ts_ns / 1e9
+
+
+def _date(ts_ns: int | None) -> str | None:
+    """UTC date of a timestamp, the dataset's partition value."""
+    if ts_ns is None:
+        return None
+    return _dt.datetime.fromtimestamp(ts_ns / 1e9, _dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, FlowlensError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc)
+    # a bug, not a bad capture: keep where it happened, so the report can be acted on
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    at = f" at {os.path.basename(where[0].filename)}:{where[0].lineno}" if where else ""
+    return f"internal error: {type(exc).__name__}: {exc}{at}"
+
+
+def _summary_row(m: Member, **kw) -> dict:
+    row = {f.name: None for f in SUMMARY_SCHEMA}
+    row.update(capture=os.path.basename(m.path), capture_path=m.path, capture_id=m.capture_id)
+    row.update(kw)
+    return row
+
+
+def run_task(task: Task) -> TaskResult:
+    """Analyze the task's captures and find their anomalies; never raises for a bad capture.
+
+    Connections stream through: each becomes its record and is handed to the anomaly detector
+    as it ends (`AnomalyDetector.add`, then `finish`), so a task holds records, not connection
+    objects. A capture that cannot be read is a summary row with status "failed" and its error;
+    in a rotation set the other members are still read, in order.
+    """
+    started = time.perf_counter()
+    keys = []
+    for m in task.members:
+        size, mtime_ns = _stat(m.path)  # before reading: a file that grows later is redone
+        try:
+            digest = file_digest(m.path)
+        except OSError:
+            digest = None  # reading it below says why it cannot be read
+        keys.append((size, mtime_ns, digest))
+    parts: list[_Part] = []
+    try:
+        detector = _detector(task.thresholds, task.config)
+        if len(task.members) == 1:
+            source = _connections_one(task.members[0], task.config, detector.observers, parts)
+        else:
+            source = _connections_chain(task.members, task.config, detector.observers, parts)
+        records = []  # (first_ts_ns, first_frame, record): the order of `analyze`
+        for c in source:
+            records.append((c.first_ts_ns, c.first_frame, c.to_record()))
+            detector.add(c)
+        ends = [p.stats.last_ts_ns for p in parts if p.stats is not None and p.stats.last_ts_ns is not None]
+        findings = [a.to_record() for a in detector.finish(max(ends) if ends else None)]
+    except Exception as exc:  # noqa: BLE001 - one bad capture must not stop the batch
+        error = _error_text(exc)
+        rows = [
+            _summary_row(m, status="failed", error=error, size=k[0], mtime_ns=k[1], blake2b=k[2], warnings=[])
+            for m, k in zip(task.members, keys)
+        ]
+        _apportion(rows, time.perf_counter() - started)
+        return TaskResult(task.task_id, rows, {}, {})
+    records.sort(key=lambda r: (r[0], r[1]))
+    return _result(task, parts, records, findings, keys, time.perf_counter() - started)
+
+
+def _detector(thresholds, config: Config):
+    from .reports.anomalies import AnomalyDetector
+
+    return AnomalyDetector(thresholds, msl_s=config.msl_s)
+
+
+@dataclass(slots=True)
+class _Part:
+    """What the run learned about one member of a task."""
+
+    member: Member
+    stats: CaptureStats | None = None
+    #: frames of the set before this file (0 unless merged)
+    frame_offset: int = 0
+    undecodable: int = 0
+    warnings: list = field(default_factory=list)
+    error: str | None = None
+
+
+def _connections_one(m: Member, config: Config, observers, parts: list) -> Iterator[Connection]:
+    """One capture, exactly as `flowlens flows` reads it."""
+    pipe = Pipeline(m.path, config, observers)  # raises CaptureError before any work
+    part = _Part(m)
+    parts.append(part)
+    yield from pipe
+    part.stats = pipe.stats
+    part.undecodable = sum(pipe.skipped.values())
+    part.warnings = pipe.summary_lines()
+
+
+def _connections_chain(members, config: Config, observers, parts: list) -> Iterator[Connection]:
+    """A rotation set as one capture: one decoder and one connection table across its files,
+    frame numbers continuing from file to file (file k's frame n is `frame_offset + n`)."""
+    decoder = Decoder(verify_checksums=config.verify_checksums)
+    table = ConnectionTable(config, observers)
+    decode, add = decoder.decode, table.add
+    offset = 0
+    for m in members:
+        part = _Part(m, frame_offset=offset)
+        parts.append(part)
+        before = sum(decoder.skipped.values())
+        try:
+            cap = open_capture(m.path)
+        except FlowlensError as exc:
+            part.error = str(exc)  # the set goes on without this file
+            continue
+        with cap:
+            for frame, ts_ns, linktype, data, _wirelen in cap:
+                pkt = decode(offset + frame, ts_ns, linktype, data)
+                if pkt is not None:
+                    done = add(pkt)
+                    if done:
+                        yield from done
+        part.stats = cap.stats
+        part.undecodable = sum(decoder.skipped.values()) - before
+        part.warnings = cap.stats.warnings()
+        if part.undecodable:
+            part.warnings.append(f"{m.path}: skipped {part.undecodable} undecodable frames")
+        offset += cap.stats.frames
+    if all(p.stats is None for p in parts):
+        raise FlowlensError(parts[0].error or "no file of the rotation set could be read")
+    yield from table.flush()
+
+
+def _member_of_frame(parts: list[_Part], frame: int) -> int:
+    """Index of the member whose frames include set-wide frame number `frame`."""
+    idx = 0
+    for i, p in enumerate(parts):
+        if p.stats is not None and frame > p.frame_offset:
+            idx = i
+    return idx
+
+
+def _member_of_ts(parts: list[_Part], ts: float | None) -> int:
+    idx = 0
+    if ts is None:
+        return idx
+    for i, p in enumerate(parts):
+        if p.stats is not None and p.stats.first_ts_ns is not None and ts * 1e9 >= p.stats.first_ts_ns:
+            idx = i
+    return idx
+
+
+def _result(task: Task, parts: list[_Part], records: list, findings: list[dict], keys, elapsed: float) -> TaskResult:
+    merged = len(parts) > 1
+    rotation = parts[0].member.capture_id if merged else None
+    conn_rows: list[list[dict]] = [[] for _ in parts]
+    for _ts, first_frame, record in records:
+        conn_rows[_member_of_frame(parts, first_frame) if merged else 0].append(record)
+    anomaly_rows: list[list[dict]] = [[] for _ in parts]
+    for a in findings:
+        if merged:
+            evidence = a.get("evidence") or []
+            i = _member_of_frame(parts, evidence[0]) if evidence else _member_of_ts(parts, a.get("ts"))
+        else:
+            i = 0
+        anomaly_rows[i].append(a)
+    rows, conn_tables, anomaly_tables = [], {}, {}
+    for i, (p, (size, mtime_ns, digest)) in enumerate(zip(parts, keys)):
+        m, s = p.member, p.stats
+        if p.error is not None or s is None:
+            rows.append(_summary_row(m, status="failed", error=p.error, size=size, mtime_ns=mtime_ns,
+                                     blake2b=digest, warnings=[], rotation_set=rotation,
+                                     frame_offset=p.frame_offset))  # fmt: skip
+            continue
+        kinds = Counter(a["kind"] for a in anomaly_rows[i])
+        rows.append(
+            _summary_row(
+                m,
+                status="ok",
+                warnings=list(p.warnings),
+                size=size,
+                mtime_ns=mtime_ns,
+                blake2b=digest,
+                container=s.container,
+                linktypes=[LINKTYPE_NAMES.get(lt, str(lt)) for lt in sorted(s.linktypes)],
+                date=_date(s.first_ts_ns),
+                first_ts=_epoch(s.first_ts_ns),
+                last_ts=_epoch(s.last_ts_ns),
+                duration_s=s.duration_ns / 1e9,
+                packets=s.frames,
+                bytes=s.bytes,
+                undecodable=p.undecodable,
+                connections=len(conn_rows[i]),
+                anomalies=len(anomaly_rows[i]),
+                anomalies_by_kind=dict(sorted(kinds.items())),
+                rotation_set=rotation,
+                frame_offset=p.frame_offset,
+            )
+        )
+        extra = {"capture": os.path.basename(m.path), "capture_path": m.path}
+        if conn_rows[i]:
+            conn_tables[m.capture_id] = _table(conn_rows[i], CONNECTION_SCHEMA, extra)
+        if anomaly_rows[i]:
+            anomaly_tables[m.capture_id] = _table(
+                [_anomaly_row(a) for a in anomaly_rows[i]], ANOMALY_SCHEMA, extra
+            )
+    _apportion(rows, elapsed)
+    return TaskResult(task.task_id, rows, conn_tables, anomaly_tables)
+
+
+def _apportion(rows: list[dict], elapsed: float) -> None:
+    """Share a task's wall time among its members by packets (evenly when none were read)."""
+    total = sum(r["packets"] or 0 for r in rows)
+    for r in rows:
+        share = (r["packets"] or 0) / total if total else 1 / len(rows)
+        r["elapsed_s"] = round(elapsed * share, 6)
+
+
+def _anomaly_row(a: dict) -> dict:
+    row = dict(a)
+    details = a.get("details")
+    row["details"] = None if details is None else json.dumps(details, sort_keys=True, default=str)
+    row["evidence"] = [int(f) for f in a.get("evidence") or []]
+    return row
+
+
+def _table(records: list[dict], schema: pa.Schema, extra: dict) -> pa.Table:
+    """Records -> an Arrow table of exactly `schema` (column by column: much faster than
+    from_pylist, and a column that is null in this file still has the dataset's type)."""
+    n = len(records)
+    columns = []
+    for f in schema:
+        if f.name in extra:
+            columns.append(pa.array([extra[f.name]] * n, f.type))
+        elif pa.types.is_string(f.type):
+            columns.append(pa.array([_text(r.get(f.name)) for r in records], f.type))
+        else:
+            columns.append(pa.array([r.get(f.name) for r in records], f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _text(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, default=str) if isinstance(value, (dict, list, tuple)) else str(value)
+
+
+# ------------------------------------------------------------------ probes
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A capture's identity and time span, read without decoding (for --verify and for
+    grouping rotation sets)."""
+
+    path: str
+    size: int | None
+    mtime_ns: int | None
+    blake2b: str | None
+    first_ts_ns: int | None = None
+    last_ts_ns: int | None = None
+    #: LINKTYPE_ numbers seen, sorted
+    linktypes: tuple[int, ...] = ()
+    error: str | None = None
+
+
+def probe_file(path: str, scan: bool = True) -> Probe:
+    """Hash `path` and, when `scan`, read its frames for the first and last timestamp and link
+    types. Never raises: a file that cannot be read has `error` set."""
+    size, mtime_ns = _stat(path)
+    try:
+        digest = file_digest(path)
+    except OSError as exc:
+        return Probe(path, size, mtime_ns, None, error=_error_text(exc))
+    if not scan:
+        return Probe(path, size, mtime_ns, digest)
+    try:
+        with open_capture(path) as cap:
+            for _ in cap:
+                pass
+    except FlowlensError as exc:
+        return Probe(path, size, mtime_ns, digest, error=str(exc))
+    s = cap.stats
+    return Probe(path, size, mtime_ns, digest, s.first_ts_ns, s.last_ts_ns, tuple(sorted(s.linktypes)))

@@ -1,0 +1,90 @@
+"""Benchmark `flowlens batch`: the speed-up of --jobs 2 over --jobs 1 on an archive of copies of
+one mid-size capture, as a ratio of medians measured in one run (these machines are noisy).
+
+    python scripts/bench_batch.py                      # 20 copies of time_wait_pileup(count=3000)
+    python scripts/bench_batch.py --copies 40 --gzip   # more, gzipped
+    python scripts/bench_batch.py --capture F.pcap     # copies of an existing capture
+
+Each round runs `python -m flowlens batch ARCHIVE -o FRESH_OUTDIR --jobs N --no-report` for
+N = 1 and N = 2, in alternation, so both see the same machine load. The whole command is timed
+(interpreter start, pool start, analysis, anomalies, Parquet), which is what a user waits for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def make_archive(folder: Path, copies: int, capture: Path | None, gzip: bool) -> tuple[int, int]:
+    """`copies` files in `folder`; returns (bytes per copy, packets per copy)."""
+    import pcapgen
+
+    if capture is not None:
+        data = capture.read_bytes()
+        packets = None
+    else:
+        frames = pcapgen.time_wait_pileup(count=3000)
+        data = pcapgen.pcap_bytes(frames)
+        packets = len(frames)
+    if gzip:
+        data = pcapgen.compress(data, "gzip")
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".pcap.gz" if gzip else ".pcap"
+    for i in range(copies):
+        (folder / f"trace-{i:03d}{suffix}").write_bytes(data)
+    return len(data), packets or 0
+
+
+def run(archive: Path, outdir: Path, jobs: int) -> float:
+    shutil.rmtree(outdir, ignore_errors=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    argv = [sys.executable, "-m", "flowlens", "batch", str(archive), "-o", str(outdir), "--jobs", str(jobs), "--no-report"]
+    start = time.perf_counter()
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"flowlens batch failed ({done.returncode}):\n{done.stderr}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--copies", type=int, default=20, help="files in the archive (default 20)")
+    parser.add_argument("--capture", type=Path, help="copy this capture instead of the generated one")
+    parser.add_argument("--gzip", action="store_true", help="gzip the copies")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per --jobs value (median is reported)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="flowlens-bench-batch-") as tmp:
+        tmp = Path(tmp)
+        size, packets = make_archive(tmp / "archive", args.copies, args.capture, args.gzip)
+        what = f"{packets:,} packets, " if packets else ""
+        print(f"archive: {args.copies} copies of {what}{size / 1e6:.1f} MB each; cores: {os.cpu_count()}")
+        times: dict[int, list[float]] = {1: [], 2: []}
+        for r in range(args.rounds):
+            for jobs in (1, 2) if r % 2 == 0 else (2, 1):
+                t = run(tmp / "archive", tmp / f"out-{jobs}", jobs)
+                times[jobs].append(t)
+                print(f"  round {r + 1}: --jobs {jobs}: {t:6.2f} s")
+        # ---------------------------------------------------------------- --jobs 2 vs --jobs 1
+        one, two = statistics.median(times[1]), statistics.median(times[2])
+        print(f"--jobs 1: {one:.2f} s (median of {args.rounds}), --jobs 2: {two:.2f} s")
+        if packets:
+            total = packets * args.copies
+            print(f"throughput: {total / one:,.0f} pkt/s with --jobs 1, {total / two:,.0f} pkt/s with --jobs 2")
+        print(f"speed-up of --jobs 2 over --jobs 1: {one / two:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
