@@ -453,6 +453,27 @@ def m_link_type(rng, data):
     return bytes(out)
 
 
+def m_file_header(rng, data):
+    """Odd global headers: pcap snaplen 0 or 4 GB, versions, time zone; pcapng SHB options."""
+    lay = parse(data)
+    if lay is None:
+        return m_flip_bytes(rng, data)
+    out = bytearray(data)
+    e = lay.endian
+    if lay.container == "pcap" and len(out) >= 24:
+        at, value = rng.choice(((16, 0), (16, 1), (16, 0xFFFFFFFF), (16, 64), (4, 0xFFFFFFFF),
+                                (8, 0x80000000), (12, 0xFFFFFFFF)))
+        out[at : at + 4] = _u32(e, value)
+        return bytes(out)
+    shb = lay.records[0] if lay.records else None
+    if shb is None:
+        return m_flip_bytes(rng, data)
+    junk = bytes(rng.randrange(256) for _ in range(rng.choice((4, 8, 20))))
+    body = bytes(out[shb.offset + 8 : shb.offset + 24]) + junk  # BOM, version, section length
+    block = _block(e, 0x0A0D0D0A, body)
+    return data[: shb.offset] + block + data[shb.offset + shb.length :]
+
+
 def m_pcapng_unknown_block(rng, data):
     """Blocks a reader must skip: unknown and custom types, NRB/ISB/DSB with garbage bodies."""
     lay = parse(data)
@@ -536,6 +557,7 @@ MUTATORS = {
     "swap_records": m_swap_records,
     "wrong_magic": m_wrong_magic,
     "link_type": m_link_type,
+    "file_header": m_file_header,
     "pcapng_unknown_block": m_pcapng_unknown_block,
     "pcapng_idb_options": m_pcapng_idb_options,
     "pcapng_bad_interface": m_pcapng_bad_interface,
