@@ -502,6 +502,37 @@ def incident(**_kw) -> list:
 SCENARIOS["incident"] = incident
 
 
+# ---------------------------------------------------------------- lifecycle views (ladder, states)
+
+def bulk_download(segments: int = 200, mss: int = 536, **kw) -> list:
+    """A download long enough for the ladder to collapse: request, `segments` full segments from
+    the server (the client ACKs every second one), one segment retransmitted after a 200 ms
+    stall, the client's receive window closing to zero for 50 ms, then a client-first close."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.c(PSH | ACK, b"GET /big HTTP/1.1\r\n\r\n")
+    conv.s(ACK)
+    chunk = b"z" * mss
+    for i in range(segments):
+        if i == segments // 2:
+            seq = conv.s_next
+            conv.s(ACK, chunk, dt=0.0001)
+            conv.s(ACK, chunk, seq=seq, dt=0.2)  # the first copy was lost past the capture point
+        else:
+            conv.s(ACK, chunk, dt=0.0001)
+        if i % 2:
+            conv.c(ACK, dt=0.00005)
+        if i == segments * 3 // 4:
+            conv.c(ACK, win=0)  # the application stopped reading
+            conv.c(ACK, dt=0.05)  # ... and drained its buffer
+    conv.c(ACK)
+    conv.close("client")
+    return conv.frames
+
+
+SCENARIOS["bulk-download"] = bulk_download
+
+
 # ---------------------------------------------------------------- round-trip times (flowlens rtt)
 
 def ts_option(tsval: int, tsecr: int) -> bytes:

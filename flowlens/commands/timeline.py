@@ -1,0 +1,80 @@
+"""`flowlens timeline`: every packet of a connection with its flags, numbers and both endpoints' states."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..packetlog import PacketCollector, first_packet_filter, select_logs, tcp_analysis_notes
+from ..reports.formats import render_table, write_records
+from ..reports.timeline import (
+    TABLE_COLUMNS,
+    TABLE_HEADERS,
+    TIMELINE_FIELDS,
+    caption,
+    table_rows,
+    timeline_records,
+)
+from ._common import (
+    capture_argument,
+    config_from,
+    filter_options,
+    format_option,
+    open_pipeline,
+    selection_from,
+    table_options,
+    warn,
+)
+
+
+@click.command()
+@capture_argument
+@format_option
+@filter_options
+@click.option(
+    "--absolute",
+    is_flag=True,
+    help="Raw sequence and acknowledgment numbers instead of relative ones.",
+)
+@table_options
+def timeline(capture: str, fmt: str, absolute: bool, **kwargs) -> None:
+    """Every packet of the selected connection(s) of CAPTURE as a row: frame, time since the
+    connection's first packet, direction, tcpdump flags, relative seq/ack, length, window, the
+    TCP state of both endpoints after the packet, and analysis notes (handshake legs,
+    retransmissions, dup ACKs, zero window, RST ...). A state change no packet caused (TIME_WAIT
+    running out) is a row without a frame.
+
+    Choose the connection with --uid (from `flowlens flows`); --port, --host ... also work;
+    without a filter every connection is listed, each as it ends.
+
+    \b
+    Example:
+      flowlens timeline capture.pcap --uid CMayhZrxGd
+      flowlens timeline capture.pcap --uid CMayhZrxGd --format csv > frames.csv
+    """
+    selection = selection_from(kwargs)
+    config = config_from(kwargs)
+    collector = PacketCollector(first_packet_filter(selection), full=True)
+    collector.notes = tcp_analysis_notes()
+    pipe, progress = open_pipeline(capture, config, [collector])
+    # rows are written as each connection ends, so memory holds only the open connections
+    pairs = select_logs(pipe, selection, collector, capture)
+    try:
+        if fmt == "table":
+            for i, (conn, log) in enumerate(pairs):
+                if i:
+                    sys.stdout.write("\n")
+                sys.stdout.write(caption(conn) + "\n")
+                rows = table_rows(timeline_records(conn, log, absolute))
+                sys.stdout.write(render_table(rows, TABLE_COLUMNS, TABLE_HEADERS) + "\n")
+        else:
+            records = (rec for conn, log in pairs for rec in timeline_records(conn, log, absolute))
+            if fmt == "csv":
+                records = ({**rec, "notes": "; ".join(rec["notes"])} for rec in records)
+            write_records(records, fmt, sys.stdout, TIMELINE_FIELDS)
+    finally:
+        if progress is not None:
+            progress.close()
+    for line in pipe.summary_lines():
+        warn(f"Warning: {line}")

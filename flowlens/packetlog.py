@@ -1,0 +1,534 @@
+"""Per-packet records of selected connections, kept by a connection-table observer.
+
+The ladder and the flag timeline need every packet of a few connections, not of all of them. A
+`PacketCollector` sits in the pipeline's observers and decides on each connection's *first*
+packet whether to keep it (`wants`), so a capture is read once, the packets of unwanted
+connections are never stored, and stdin works. (`collect` / `select_logs` then apply the filters
+that need the finished connection, like its end state, and check the requested uids.)
+
+What one wanted connection costs depends on the mode:
+
+- ``full=True`` (the timeline, ``ladder --full``): one `PacketRow` per packet.
+- ``full=False`` (the ladder's default): runs of *plain* packets (no SYN/FIN/RST, no state
+  change, no finding, no user note) longer than ``collapse_after`` are folded into one
+  `CollapsedRun` as they stream by, and findings in the data phase stop being kept one by one
+  after ``max_findings`` (they are counted in the run instead). Memory per connection is then
+  bounded by its handshake, teardown and notable packets, however long its data phase.
+
+Each row records the endpoints' states *after* the packet (observers run after the table applied
+it) and the transitions it caused, read from `TcpTracker.timeline`. Findings come from the core's
+own signals (retransmission counter, zero window, handshake legs, RST) and, when a `notes` source
+is given (`tcp_analysis_notes`: flowlens.tcpanalysis's `TcpAnalyzer`, run on the kept
+connections only), from its per-frame analysis notes, which replace the rough core signals.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
+
+from .connections import Connection
+from .decode import Packet
+from .tcpstate import TIME_WAIT
+
+__all__ = [
+    "CollapsedRun",
+    "ConnLog",
+    "Finding",
+    "NotesSource",
+    "PacketCollector",
+    "PacketRow",
+    "StateChange",
+    "collect",
+    "first_packet_filter",
+    "select_logs",
+    "tcp_analysis_notes",
+    "time_wait_until",
+]
+
+#: extra per-packet notes: (conn, pkt, from_orig) -> [(kind, text)], called after the packet
+NotesSource = Callable[[Connection, Packet, bool], Iterable[tuple[str, str]]]
+
+#: findings that accompany a data phase without changing its story: in the collapsed ladder
+#: they are counted in the run's summary instead of breaking it
+FOLDABLE_KINDS = frozenset(
+    ("dup_ack", "window_update", "window_full", "keep_alive", "keep_alive_ack")
+)
+#: the core's own signals, replaced by a notes source (TcpAnalyzer) when there is one
+_CORE_ROUGH = frozenset(("retransmission", "syn_retransmission", "zero_window"))
+
+_EXT_KEY = "packetlog"
+_UNDECIDED = object()
+_M32 = 0xFFFFFFFF
+
+
+@dataclass(slots=True, frozen=True)
+class Finding:
+    """Something worth a line on the diagram, attached to the packet where it happened."""
+
+    #: short machine name: retransmission, syn_retransmission, zero_window, window_reopen,
+    #: handshake_synack, handshake_ack, refused, reset, or a kind from the notes source
+    #: (flowlens.tcpanalysis.KINDS: dup_ack, fast_retransmission, window_full ...)
+    kind: str
+    #: the sentence shown beside the arrow
+    text: str
+
+
+@dataclass(slots=True)
+class PacketRow:
+    """One packet of a kept connection, with the state of both endpoints after it."""
+
+    frame: int  # 1-based frame number (tcpdump -#, Wireshark)
+    ts_ns: int  # capture time, integer nanoseconds since the epoch
+    from_orig: bool  # sent by the originator
+    proto: int  # IP protocol number
+    flags: int  # TCP flags byte (dpkt TH_*); 0 for UDP/ICMP
+    seq: int  # raw 32-bit sequence number
+    ack: int  # raw 32-bit acknowledgment number (meaningful when flags has ACK)
+    win: int  # raw 16-bit window, unscaled
+    plen: int  # payload bytes
+    mss: int | None  # MSS option (SYN, SYN/ACK)
+    wscale: int | None  # window scale shift (SYN, SYN/ACK)
+    icmp: tuple[int, int] | None  # (type, code) for ICMP
+    orig_state: str | None  # originator's TCP state after this packet (None for UDP/ICMP)
+    resp_state: str | None
+    #: transitions this packet caused, in order: (0 orig / 1 resp, state name)
+    entered: tuple[tuple[int, str], ...]
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class CollapsedRun:
+    """A run of plain packets folded into one summary (the ladder's data phase)."""
+
+    first_frame: int
+    last_frame: int
+    first_ts_ns: int
+    last_ts_ns: int
+    pkts: list[int]  # [orig, resp]
+    payload: list[int]  # [orig, resp] payload bytes
+    #: findings of packets folded in after the per-connection limit, by kind
+    findings: Counter = field(default_factory=Counter)
+
+    @classmethod
+    def of(cls, rows: Sequence[PacketRow]) -> CollapsedRun:
+        run = cls(rows[0].frame, rows[0].frame, rows[0].ts_ns, rows[0].ts_ns, [0, 0], [0, 0])
+        for row in rows:
+            run.add(row)
+        return run
+
+    def add(self, row: PacketRow) -> None:
+        side = 0 if row.from_orig else 1
+        self.pkts[side] += 1
+        self.payload[side] += row.plen
+        self.last_frame = row.frame
+        self.last_ts_ns = max(self.last_ts_ns, row.ts_ns)
+        for f in row.findings:
+            self.findings[f.kind] += 1
+
+    @property
+    def count(self) -> int:
+        return self.pkts[0] + self.pkts[1]
+
+
+@dataclass(slots=True, frozen=True)
+class StateChange:
+    """A transition no packet of the connection caused: TIME_WAIT running out after 2 x MSL,
+    or cut short because a new connection took the 5-tuple."""
+
+    ts_ns: int
+    side: int  # 0 orig, 1 resp
+    state: str
+    why: str
+
+
+class ConnLog:
+    """The kept packets of one connection: `items` in capture order (PacketRow, CollapsedRun,
+    StateChange), the first sequence number of each side for relative numbers, and counts."""
+
+    __slots__ = (
+        "_ackdat_ms",
+        "_breaks",  # sorted absolute ns where a user time note splits a run
+        "_data_findings",  # data-phase rows kept for their findings alone
+        "_flipped",  # Connection.flipped when last seen: a change means the roles were swapped
+        "_pending",  # plain rows not yet known to be a long run
+        "_rejected",
+        "_reset_seen",
+        "_retrans",  # Connection.retransmissions already attributed
+        "_run",  # the CollapsedRun being filled
+        "_synack_ms",
+        "_tl_len",  # TcpTracker.timeline entries already attributed
+        "_zero_win",  # [orig, resp]: last window advertised was 0
+        "base_seq",  # [orig, resp]: ISN, or one below the first sequence number seen (Wireshark)
+        "items",
+        "packets",  # packets seen, kept or folded
+        "uid",
+    )
+
+    def __init__(self, uid: str, breaks: Sequence[int] = ()) -> None:
+        self.uid = uid
+        self.items: list = []
+        self.base_seq: list[int | None] = [None, None]
+        self.packets = 0
+        self._pending: list[PacketRow] = []
+        self._run: CollapsedRun | None = None
+        self._tl_len = 0
+        self._retrans = 0
+        self._synack_ms = None
+        self._ackdat_ms = None
+        self._zero_win = [False, False]
+        self._reset_seen = False
+        self._data_findings = 0
+        self._breaks = sorted(breaks)
+        self._rejected = False
+        self._flipped = None
+
+    def _swap(self) -> None:
+        """The table swapped originator and responder (Zeek found the roles reversed): every
+        per-side fact recorded so far moves with its endpoint."""
+        rows = [i for i in self.items if isinstance(i, PacketRow)] + self._pending
+        for row in rows:
+            row.from_orig = not row.from_orig
+            row.orig_state, row.resp_state = row.resp_state, row.orig_state
+            row.entered = tuple((1 - side, st) for side, st in row.entered)
+        for run in [i for i in self.items if isinstance(i, CollapsedRun)] + (
+            [self._run] if self._run else []
+        ):
+            run.pkts.reverse()
+            run.payload.reverse()
+        self.base_seq.reverse()
+        self._zero_win.reverse()
+
+    def rows(self) -> list[PacketRow]:
+        """The kept packet rows (every packet in full mode)."""
+        return [item for item in self.items if isinstance(item, PacketRow)]
+
+    def rel_seq(self, row: PacketRow) -> int:
+        base = self.base_seq[0 if row.from_orig else 1]
+        return row.seq if base is None else (row.seq - base) & _M32
+
+    def rel_ack(self, row: PacketRow) -> int:
+        base = self.base_seq[1 if row.from_orig else 0]
+        return row.ack if base is None else (row.ack - base) & _M32
+
+    # ------------------------------------------------------------------ runs
+    def _flush(self) -> None:
+        if self._run is not None:
+            self.items.append(self._run)
+            self._run = None
+        elif self._pending:
+            self.items.extend(self._pending)
+        self._pending = []
+
+    def _plain(self, row: PacketRow, collapse_after: int) -> None:
+        if self._run is not None:
+            self._run.add(row)
+            return
+        self._pending.append(row)
+        if len(self._pending) > collapse_after:
+            self._run = CollapsedRun.of(self._pending)
+            self._pending = []
+
+
+class PacketCollector:
+    """Observer `(conn, pkt, from_orig)` keeping the packets of the connections `wants` picks.
+
+    `notes` (see `tcp_analysis_notes`) is called for each packet of a kept connection, after the
+    collector's own findings, and its (kind, text) pairs are added to the row.
+
+    `wants(conn)` is asked once, on a connection's first packet, so it can only use what is known
+    then (addresses, ports, protocol, uid); filters on how a connection ends are applied by the
+    caller to finished connections. `breaks(conn)` returns absolute times (ns) where the caller
+    will put a note, `pinned` frames are always kept as rows. After the pipeline has emitted a
+    connection, `finish(conn)` returns its `ConnLog` (or None) and drops it from `conn.ext`.
+    """
+
+    def __init__(
+        self,
+        wants: Callable[[Connection], bool] | None = None,
+        *,
+        full: bool = True,
+        collapse_after: int = 6,
+        max_findings: int = 40,
+        pinned: Iterable[int] = (),
+        breaks: Callable[[Connection], Sequence[int]] | None = None,
+        notes: NotesSource | None = None,
+    ) -> None:
+        self.wants = wants
+        self.full = full
+        self.collapse_after = collapse_after
+        self.max_findings = max_findings
+        self.pinned = frozenset(pinned)
+        self.breaks = breaks
+        self.notes = notes
+        self.kept = 0  # connections kept so far
+
+    def __call__(self, conn: Connection, pkt: Packet, from_orig: bool) -> None:
+        ext = conn.ext
+        if ext is None:
+            ext = conn.ext = {}
+        log = ext.get(_EXT_KEY, _UNDECIDED)
+        if log is _UNDECIDED:
+            log = None
+            if self.wants is None or self.wants(conn):
+                log = ConnLog(conn.uid, self.breaks(conn) if self.breaks else ())
+                self.kept += 1
+            ext[_EXT_KEY] = log
+        if log is None:
+            return
+        if log._flipped is None:
+            log._flipped = conn.flipped
+        elif log._flipped != conn.flipped:
+            log._swap()
+            log._flipped = conn.flipped
+        self._add(log, conn, pkt, from_orig)
+
+    def finish(self, conn: Connection) -> ConnLog | None:
+        """The log of a finished connection, with the transitions no packet caused appended."""
+        ext = conn.ext
+        log = ext.pop(_EXT_KEY, None) if ext else None
+        if not log:
+            return None
+        log._flush()
+        if conn.tcp is not None:
+            extra = []
+            for ts, frame, side, state in conn.tcp.timeline[log._tl_len :]:
+                why = "TIME_WAIT cut short: the 5-tuple was reused"
+                if frame is not None:
+                    why += f" (frame {frame})"
+                extra.append(StateChange(ts, side, state.value, why))
+            for ts, frame, who, state in conn.timeline:
+                if frame is None and state == "CLOSED":
+                    extra.append(
+                        StateChange(
+                            ts, 0 if who == "orig" else 1, state, "TIME_WAIT over (2 x MSL)"
+                        )
+                    )
+            extra.sort(key=lambda e: e.ts_ns)
+            log.items = _merge(log.items, extra)
+        return log
+
+    # ------------------------------------------------------------------ one packet
+    def _add(self, log: ConnLog, conn: Connection, pkt: Packet, from_orig: bool) -> None:
+        log.packets += 1
+        side = 0 if from_orig else 1
+        flags = pkt.flags
+        tcp = conn.tcp
+        while log._breaks and pkt.ts_ns >= log._breaks[0]:
+            log._breaks.pop(0)
+            log._flush()
+        findings: list[Finding] = []
+        entered: tuple = ()
+        mss = wscale = None
+        icmp = None
+        orig_state = resp_state = None
+        if tcp is not None:
+            # Wireshark's relative numbers: a side's SYN is 0, so its first byte is 1; a side
+            # whose SYN was not seen starts at 1 too (its base is one below the first number)
+            if log.base_seq[side] is None:
+                log.base_seq[side] = pkt.seq if flags & TH_SYN else (pkt.seq - 1) & _M32
+            if flags & TH_ACK and log.base_seq[1 - side] is None:
+                log.base_seq[1 - side] = (pkt.ack - 1) & _M32
+            if flags & TH_SYN and pkt.raw_options:
+                opts = pkt.options
+                mss, wscale = opts.mss, opts.wscale
+            timeline = tcp.timeline
+            if len(timeline) > log._tl_len:
+                entered = tuple((s, st.value) for _t, _f, s, st in timeline[log._tl_len :])
+                log._tl_len = len(timeline)
+            orig_state, resp_state = tcp.state[0].value, tcp.state[1].value
+            findings = self._core_findings(log, conn, pkt, side)
+        elif pkt.proto != 17:
+            icmp = (pkt.sport, pkt.dport)
+        if self.notes is not None:
+            # the analyzer's verdicts replace the core's rough ones (same signals, Wireshark's rules)
+            findings = [f for f in findings if f.kind not in _CORE_ROUGH]
+            reopened = any(f.kind == "window_reopen" for f in findings)
+            for kind, text in self.notes(conn, pkt, from_orig):
+                if not (reopened and kind == "window_update"):
+                    findings.append(Finding(kind, text))
+        row = PacketRow(
+            pkt.frame, pkt.ts_ns, from_orig, pkt.proto, flags, pkt.seq, pkt.ack, pkt.win, pkt.plen,
+            mss, wscale, icmp, orig_state, resp_state, entered, findings,
+        )  # fmt: skip
+        if self.full:
+            log.items.append(row)
+            return
+        structural = (
+            bool(flags & (TH_SYN | TH_FIN | TH_RST)) or bool(entered) or pkt.frame in self.pinned
+        )
+        if structural:
+            log._flush()
+            log.items.append(row)
+        elif (
+            findings
+            and log._data_findings < self.max_findings
+            and not all(f.kind in FOLDABLE_KINDS for f in findings)
+        ):
+            log._data_findings += 1
+            log._flush()
+            log.items.append(row)
+        else:
+            log._plain(row, self.collapse_after)
+
+    def _core_findings(
+        self, log: ConnLog, conn: Connection, pkt: Packet, side: int
+    ) -> list[Finding]:
+        tcp = conn.tcp
+        flags = pkt.flags
+        out: list[Finding] = []
+        who = "orig" if side == 0 else "resp"
+        if conn.retransmissions != log._retrans:
+            log._retrans = conn.retransmissions
+            if (
+                flags & TH_SYN
+                and flags & TH_ACK
+                and tcp.syn_count[side]
+                and tcp.synack_count[side] == 1
+            ):
+                pass  # simultaneous open: a SYN/ACK repeats its own SYN's sequence number by design
+            elif flags & TH_SYN:
+                what = "SYN/ACK" if flags & TH_ACK else "SYN"
+                out.append(Finding("syn_retransmission", f"{what} retransmission"))
+            else:
+                out.append(Finding("retransmission", "retransmission"))
+        if tcp.synack_ms is not None and log._synack_ms is None:
+            log._synack_ms = tcp.synack_ms
+            out.append(Finding("handshake_synack", f"SYN -> SYN/ACK {tcp.synack_ms:.3f} ms"))
+        if tcp.ackdat_ms is not None and log._ackdat_ms is None and tcp.synack_ms is not None:
+            log._ackdat_ms = tcp.ackdat_ms
+            out.append(
+                Finding(
+                    "handshake_ack",
+                    f"SYN/ACK -> ACK {tcp.ackdat_ms:.3f} ms (iRTT {tcp.synack_ms + tcp.ackdat_ms:.3f} ms)",
+                )
+            )
+        if flags & TH_RST:
+            if tcp.rejected and not log._rejected:
+                log._rejected = True
+                out.append(Finding("refused", "SYN answered by RST: connection refused"))
+            elif not log._reset_seen:
+                out.append(Finding("reset", f"RST from {who}: connection aborted"))
+            log._reset_seen = True
+        elif not flags & TH_SYN:
+            if pkt.win == 0:
+                if not log._zero_win[side]:
+                    out.append(
+                        Finding("zero_window", f"zero window: {who}'s receive buffer is full")
+                    )
+                log._zero_win[side] = True
+            elif log._zero_win[side]:
+                log._zero_win[side] = False
+                out.append(Finding("window_reopen", f"window opens again ({who})"))
+        return out
+
+
+def _item_ts(item) -> int:
+    return item.first_ts_ns if isinstance(item, CollapsedRun) else item.ts_ns
+
+
+def _merge(items: list, changes: list[StateChange]) -> list:
+    """Insert `changes` (sorted) among `items` (capture order) by time, packets first on ties."""
+    if not changes:
+        return items
+    out, i = [], 0
+    for item in items:
+        while i < len(changes) and changes[i].ts_ns < _item_ts(item):
+            out.append(changes[i])
+            i += 1
+        out.append(item)
+    out.extend(changes[i:])
+    return out
+
+
+def time_wait_until(conn: Connection) -> list[tuple[int, int]]:
+    """[(side, ns)] for each endpoint still in TIME_WAIT when the record ended: when it runs out."""
+    out = []
+    if conn.tcp is None:
+        return out
+    for side in (0, 1):
+        start = conn.tcp.tw_start[side]
+        if start is not None and conn.tcp.state[side] is TIME_WAIT:
+            end = start + conn._time_wait_ns
+            if end > (conn.end_ts_ns if conn.end_ts_ns is not None else conn.last_ts_ns):
+                out.append((side, end))
+    return out
+
+
+def select_logs(
+    connections: Iterable[Connection], selection, collector: PacketCollector, path: str
+) -> Iterator[tuple[Connection, ConnLog]]:
+    """Drain a pipeline whose observers include `collector`, yielding (connection, log) for each
+    connection `selection` (a `flowlens.filters.Selection`) keeps, as soon as it ends.
+
+    When the pipeline is exhausted, each ``--uid`` value must have named exactly one connection
+    (a unique prefix is enough): an unknown or ambiguous uid raises UsageError naming `path`, as
+    does a selection that matched nothing (or a capture without connections).
+    """
+    from .errors import UsageError
+
+    uids = sorted(selection.uids)
+    hits: dict[str, list[str]] = {u: [] for u in uids}
+    kept = 0
+    for conn in connections:
+        log = collector.finish(conn)
+        for u in uids:
+            if conn.uid.startswith(u):
+                hits[u].append(conn.uid)
+        if log is not None and selection.matches(conn):
+            kept += 1
+            yield conn, log
+    for u in uids:
+        found = hits[u]
+        if not found:
+            raise UsageError(f"{path}: no connection with uid {u}")
+        if len(found) > 1 and u not in found:
+            raise UsageError(f"{path}: uid prefix {u} matches {len(found)} connections")
+    if not kept:
+        raise UsageError(
+            f"{path}: no connection matches the filters" if selection else f"{path}: no connections"
+        )
+
+
+def collect(
+    connections: Iterable[Connection], selection, collector: PacketCollector, path: str
+) -> list[tuple[Connection, ConnLog]]:
+    """`select_logs` gathered and ordered by first packet."""
+    kept = list(select_logs(connections, selection, collector, path))
+    kept.sort(key=lambda pair: (pair[0].first_ts_ns, pair[0].first_frame))
+    return kept
+
+
+def first_packet_filter(selection) -> Callable[[Connection], bool]:
+    """The part of a Selection that can be decided on a connection's first packet (everything
+    but the end-state filter), as a `wants` predicate for PacketCollector."""
+    import dataclasses
+
+    early = dataclasses.replace(selection, states=set())
+    return early.matches
+
+
+def tcp_analysis_notes() -> NotesSource | None:
+    """A notes source running flowlens.tcpanalysis's `TcpAnalyzer` on the kept connections only,
+    or None when flowlens has no TCP analyzer. Findings then carry Wireshark's analysis labels
+    (``TCP Retransmission``, ``TCP Dup ACK 52#2``, ``TCP ZeroWindow`` ...).
+
+    The collector calls it for every packet of a kept connection, from its first packet on, so the
+    analyzer sees whole connections and neither spends time nor keeps verdicts for the others.
+    """
+    try:
+        from .tcpanalysis import TcpAnalyzer
+    except ImportError:
+        return None
+    analyzer = TcpAnalyzer(keep_frames=True)
+
+    def notes(conn: Connection, pkt: Packet, from_orig: bool):
+        if conn.tcp is None:
+            return ()
+        analyzer(conn, pkt, from_orig)
+        return zip(analyzer.kinds(pkt.frame), analyzer.notes(pkt.frame))
+
+    return notes

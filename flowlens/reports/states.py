@@ -1,0 +1,429 @@
+"""Socket states per host over time, as `ss -s` / `ss -tan state X` would have shown them on each host.
+
+Every TCP connection has two endpoints, each with its own state timeline (`TcpTracker.timeline`).
+`endpoint_spans` turns a timeline into spans ``[start, end)`` of one state on one host:port;
+`SocketStates` collects the spans of a capture (a few per connection, so it streams) and counts,
+at any instant, the sockets of each host by state. Rules:
+
+- CLOSED is no socket; LISTEN sockets are not in any connection's timeline (see `listening`).
+- TIME_WAIT lasts 2 x MSL from the moment it starts (`Connection.state_at`), even past the last
+  packet of the connection or of the capture; a new connection reusing the 5-tuple ends it.
+- Any other state lasts until the endpoint's next transition; at the end of the capture it is
+  still held (a CLOSE_WAIT leak stays), except for a record the table gave up on after its idle
+  timeout, which ends there (as Zeek does).
+
+`listening` is what `ss -tln` would show, seen from outside: every host:port that accepted a
+connection (sent a SYN/ACK to a SYN), with its clients, and every port that refused (RST to SYN).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..connections import Connection, format_addr
+from ..services import service_name
+
+__all__ = [
+    "LISTENING_FIELDS",
+    "SS_NAMES",
+    "STATES",
+    "SocketStates",
+    "Span",
+    "auto_interval",
+    "endpoint_spans",
+    "save_states_figure",
+    "states_figure",
+    "tick_times",
+]
+
+#: the states a socket can be counted in, in the order of a connection's life
+STATES = (
+    "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT",
+    "CLOSING", "LAST_ACK", "TIME_WAIT",
+)  # fmt: skip
+#: ss(8)'s spelling, for table headers
+SS_NAMES = {
+    "SYN_SENT": "SYN-SENT", "SYN_RECEIVED": "SYN-RECV", "ESTABLISHED": "ESTAB", "FIN_WAIT_1": "FIN-WAIT-1",
+    "FIN_WAIT_2": "FIN-WAIT-2", "CLOSE_WAIT": "CLOSE-WAIT", "CLOSING": "CLOSING", "LAST_ACK": "LAST-ACK",
+    "TIME_WAIT": "TIME-WAIT",
+}  # fmt: skip
+
+LISTENING_FIELDS = (
+    "host",
+    "port",
+    "service",
+    "state",
+    "connections",
+    "clients",
+    "refused",
+    "first_ts",
+    "last_ts",
+)
+
+
+@dataclass(slots=True, frozen=True)
+class Span:
+    """One endpoint in one state for a while."""
+
+    host: str  # the endpoint's address (text)
+    port: int  # its local port
+    peer: str
+    peer_port: int
+    state: str  # a name from STATES
+    start_ns: int
+    end_ns: int | None  # None: still in it when the capture ended
+    uid: str
+
+    def holds(self, ts_ns: int) -> bool:
+        return self.start_ns <= ts_ns and (self.end_ns is None or ts_ns < self.end_ns)
+
+
+def endpoint_spans(conn: Connection, time_wait_ns: int) -> list[Span]:
+    """The spans of both endpoints of a TCP connection ([] for UDP/ICMP)."""
+    if conn.tcp is None:
+        return []
+    ends = ((format_addr(conn.orig_h), conn.orig_p), (format_addr(conn.resp_h), conn.resp_p))
+    out: list[Span] = []
+    for side in (0, 1):
+        host, port = ends[side]
+        peer, peer_port = ends[1 - side]
+        entries = [(t, st.value) for t, _f, s, st in conn.tcp.timeline if s == side]
+        for i, (start, state) in enumerate(entries):
+            if state not in SS_NAMES:
+                continue
+            end = entries[i + 1][0] if i + 1 < len(entries) else None
+            if state == "TIME_WAIT":
+                tw_end = start + time_wait_ns
+                end = tw_end if end is None else min(end, tw_end)
+            elif end is None and conn.closed_by == "idle" and conn.end_ts_ns is not None:
+                end = conn.end_ts_ns
+            if end is not None and end <= start:
+                continue
+            out.append(Span(host, port, peer, peer_port, state, start, end, conn.uid))
+    return out
+
+
+def _host_key(host: str):
+    ip = ipaddress.ip_address(host)
+    return (ip.version, int(ip))
+
+
+@dataclass
+class _Listener:
+    accepted: int = 0
+    refused: int = 0
+    clients: set = field(default_factory=set)
+    first_ns: int | None = None
+    last_ns: int | None = None
+
+    def seen(self, ts_ns: int) -> None:
+        self.first_ns = ts_ns if self.first_ns is None else min(self.first_ns, ts_ns)
+        self.last_ns = ts_ns if self.last_ns is None else max(self.last_ns, ts_ns)
+
+
+class SocketStates:
+    """Spans and listeners of a capture, filtered like ss: `hosts` (the endpoint's own address),
+    `ports` (its local or remote port), `states` (names from STATES)."""
+
+    def __init__(
+        self,
+        time_wait_ns: int,
+        hosts: Iterable[str] = (),
+        ports: Iterable[int] = (),
+        states: Iterable[str] = (),
+    ) -> None:
+        self.time_wait_ns = time_wait_ns
+        self.hosts = set(hosts)
+        self.ports = set(ports)
+        self.states = set(states)
+        self.spans: list[Span] = []
+        self._listeners: dict[tuple[str, int], _Listener] = defaultdict(_Listener)
+        self.connections = 0
+
+    def _keep(self, span: Span) -> bool:
+        if self.hosts and span.host not in self.hosts:
+            return False
+        if self.ports and span.port not in self.ports and span.peer_port not in self.ports:
+            return False
+        return not self.states or span.state in self.states
+
+    def add(self, conn: Connection) -> None:
+        """Take one finished connection (then it can be dropped)."""
+        if conn.tcp is None:
+            return
+        self.connections += 1
+        self.spans.extend(s for s in endpoint_spans(conn, self.time_wait_ns) if self._keep(s))
+        t = conn.tcp
+        host = format_addr(conn.resp_h)
+        if self.hosts and host not in self.hosts or self.ports and conn.resp_p not in self.ports:
+            return
+        accepted = t.synack_count[1] > 0 and t.syn_count[1] == 0  # not a simultaneous open
+        if accepted or t.rejected:
+            entry = self._listeners[(host, conn.resp_p)]
+            entry.accepted += accepted
+            entry.refused += t.rejected
+            entry.clients.add(format_addr(conn.orig_h))
+            entry.seen(conn.first_ts_ns)
+
+    # ------------------------------------------------------------------ counting
+    def host_list(self) -> list[str]:
+        """Every host with at least one socket in the spans, in address order."""
+        return sorted({s.host for s in self.spans}, key=_host_key)
+
+    def counts_at(self, ts_ns: int) -> dict[str, Counter]:
+        """{host: Counter(state -> sockets)} at `ts_ns`; every host of the spans is present."""
+        out = {h: Counter() for h in self.host_list()}
+        for s in self.spans:
+            if s.holds(ts_ns):
+                out[s.host][s.state] += 1
+        return out
+
+    def series(self, times: Sequence[int]) -> list[dict[str, Counter]]:
+        """counts_at for each of the sorted `times`, in one sweep over the spans."""
+        hosts = self.host_list()
+        events: list[tuple[int, int, str, str]] = []
+        for s in self.spans:
+            events.append((s.start_ns, 1, s.host, s.state))
+            if s.end_ns is not None:
+                events.append((s.end_ns, -1, s.host, s.state))
+        events.sort(key=lambda e: (e[0], e[1]))
+        current = {h: Counter() for h in hosts}
+        out = []
+        i = 0
+        for t in times:
+            while i < len(events) and events[i][0] <= t:
+                _ts, delta, host, state = events[i]
+                current[host][state] += delta
+                i += 1
+            out.append({h: +c for h, c in current.items()})
+        return out
+
+    def change_points(self, start_ns: int, end_ns: int) -> list[int]:
+        """Every instant in [start, end] where some count changes, plus both ends."""
+        points = {start_ns, end_ns}
+        for s in self.spans:
+            for t in (s.start_ns, s.end_ns):
+                if t is not None and start_ns <= t <= end_ns:
+                    points.add(t)
+        return sorted(points)
+
+    def time_wait_horizon(self) -> int | None:
+        """When the last TIME_WAIT runs out, or None without TIME_WAIT."""
+        ends = [s.end_ns for s in self.spans if s.state == "TIME_WAIT" and s.end_ns is not None]
+        return max(ends) if ends else None
+
+    # ------------------------------------------------------------------ records
+    def at_records(self, ts_ns: int) -> list[dict]:
+        """One record per host: host, ts, total and the count of every state."""
+        return [
+            _count_record({"host": h, "ts": round(ts_ns / 1e9, 6)}, c)
+            for h, c in self.counts_at(ts_ns).items()
+        ]
+
+    def series_records(self, times: Sequence[int], first_ns: int) -> list[dict]:
+        """One record per (time, host) where the host has sockets then or at the time before."""
+        out = []
+        previous: dict[str, Counter] = {}
+        for t, counts in zip(times, self.series(times)):
+            for host, c in counts.items():
+                if sum(c.values()) or sum(previous.get(host, Counter()).values()):
+                    base = {
+                        "ts": round(t / 1e9, 6),
+                        "time_s": round((t - first_ns) / 1e9, 6),
+                        "host": host,
+                    }
+                    out.append(_count_record(base, c))
+            previous = counts
+        return out
+
+    def listening_records(self) -> list[dict]:
+        """What ss -tln would list, seen from outside: accepting ports, then refusing ones."""
+        rows = []
+        for (host, port), e in sorted(
+            self._listeners.items(), key=lambda kv: (_host_key(kv[0][0]), kv[0][1])
+        ):
+            rows.append(
+                {
+                    "host": host,
+                    "port": port,
+                    "service": service_name("tcp", port),
+                    "state": "LISTEN" if e.accepted else "REFUSED",
+                    "connections": e.accepted,
+                    "clients": len(e.clients),
+                    "refused": e.refused,
+                    "first_ts": round(e.first_ns / 1e9, 6),
+                    "last_ts": round(e.last_ns / 1e9, 6),
+                }
+            )
+        return rows
+
+
+def _count_record(base: dict, counts: Counter) -> dict:
+    rec = dict(base)
+    rec["total"] = sum(counts.values())
+    for state in STATES:
+        rec[state] = counts.get(state, 0)
+    return rec
+
+
+_NICE_STEPS_S = (
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600,
+    900, 1800, 3600, 7200, 21600, 43200, 86400,
+)  # fmt: skip
+
+
+def auto_interval(duration_ns: int, max_rows: int = 30) -> float:
+    """A round step (seconds) giving at most `max_rows` ticks over `duration_ns`."""
+    for step in _NICE_STEPS_S:
+        if duration_ns / 1e9 / step <= max_rows - 1:
+            return step
+    return _NICE_STEPS_S[-1]
+
+
+# ---------------------------------------------------------------------- plot
+
+#: stacking order (bottom to top) and colours: the states people hunt are loud and on top
+PLOT_COLORS = {
+    "SYN_SENT": "#9ecae1",
+    "SYN_RECEIVED": "#4292c6",
+    "ESTABLISHED": "#2ca02c",
+    "FIN_WAIT_1": "#c5b0d5",
+    "FIN_WAIT_2": "#9467bd",
+    "CLOSING": "#8c564b",
+    "LAST_ACK": "#e377c2",
+    "CLOSE_WAIT": "#d62728",
+    "TIME_WAIT": "#ff7f0e",
+}
+#: at most this many hosts get a panel (the busiest)
+MAX_PLOT_HOSTS = 8
+_MAX_POINTS = 4000
+
+
+def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str = ""):
+    """A stacked area chart of socket counts by state, one panel per host (the busiest first).
+
+    x is seconds since the capture's first packet. When TIME_WAIT outlives the capture the
+    x axis runs on until it drains, shaded after the capture's end. Each panel's areas carry
+    their state as label (``ax.collections``), so tests read the data, not the pixels.
+    Returns (figure, hosts left out).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    horizon = index.time_wait_horizon()
+    end_ns = max(last_ns, horizon) if horizon is not None else last_ns
+    if end_ns <= first_ns:
+        end_ns = first_ns + 1_000_000_000
+    times = index.change_points(first_ns, end_ns)
+    if len(times) > _MAX_POINTS:
+        step = (end_ns - first_ns) / (_MAX_POINTS - 1)
+        times = [int(first_ns + i * step) for i in range(_MAX_POINTS)]
+    series = index.series(times)
+    hosts = index.host_list()
+    peaks = {h: max((sum(c[h].values()) for c in series), default=0) for h in hosts}
+    shown = sorted((h for h in hosts if peaks[h]), key=lambda h: (-peaks[h], _host_key(h)))
+    left_out = shown[MAX_PLOT_HOSTS:]
+    shown = shown[:MAX_PLOT_HOSTS]
+    n = max(1, len(shown))
+    fig, axes = plt.subplots(n, 1, figsize=(11, 1.2 + 2.6 * n), sharex=True, squeeze=False)
+    xs = [(t - first_ns) / 1e9 for t in times]
+    for ax, host in zip(axes[:, 0], shown):
+        present = [s for s in PLOT_COLORS if any(c[host].get(s) for c in series)]
+        ys = [[c[host].get(s, 0) for c in series] for s in present]
+        if present:
+            ax.stackplot(xs, ys, labels=present, colors=[PLOT_COLORS[s] for s in present], step="post",
+                         alpha=0.9, linewidth=0)  # fmt: skip
+        peak_by_state = {s: max(y) for s, y in zip(present, ys)}
+        # CLOSE_WAIT is named only when it lingers: every passive close passes through it
+        lingering = any(
+            sp.host == host
+            and sp.state == "CLOSE_WAIT"
+            and (sp.end_ns is None or sp.end_ns - sp.start_ns >= 1e9)
+            for sp in index.spans
+        )
+        loud = ", ".join(
+            f"up to {peak_by_state[s]} in {s}"
+            for s in ("TIME_WAIT", "CLOSE_WAIT")
+            if peak_by_state.get(s) and (s != "CLOSE_WAIT" or lingering)
+        )
+        sockets = "socket" if peaks[host] == 1 else "sockets"
+        ax.set_title(
+            f"{host}: up to {peaks[host]} {sockets}" + (f", {loud}" if loud else ""),
+            loc="left",
+            fontsize=10,
+        )
+        ax.set_ylabel("sockets")
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_ylim(0, max(1, peaks[host]) * 1.15)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        if end_ns > last_ns:
+            x_end = (last_ns - first_ns) / 1e9
+            ax.axvspan(x_end, xs[-1], color="#eeeeee", zorder=0)
+            ax.axvline(x_end, color="#555555", ls="--", lw=1)
+            ax.text(x_end, 1.0, " capture ends", transform=ax.get_xaxis_transform(), ha="left", va="top",
+                    fontsize=8, color="#555555")  # fmt: skip
+        handles, labels = ax.get_legend_handles_labels()
+        # listed top to bottom as they are stacked
+        ax.legend(
+            handles[::-1],
+            labels[::-1],
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1.0),
+            fontsize=8,
+            frameon=False,
+        )
+    if not shown:
+        axes[0, 0].text(
+            0.5,
+            0.5,
+            "no TCP sockets match",
+            ha="center",
+            va="center",
+            transform=axes[0, 0].transAxes,
+        )
+    ax = axes[-1, 0]
+    ax.set_xlim(0, xs[-1] if xs[-1] > 0 else 1)
+    from .ladder import utc_text
+
+    start = utc_text(first_ns)
+    label = f"seconds since the first packet ({start})"
+    if end_ns > last_ns:
+        label += "; shaded: after the capture's end, TIME_WAIT draining (2 x MSL)"
+    ax.set_xlabel(label, fontsize=9)
+    if title:
+        fig.suptitle(title, x=0.01, ha="left", fontsize=11, fontweight="bold")
+    fig.tight_layout()
+    return fig, left_out
+
+
+def save_states_figure(
+    index: SocketStates, first_ns: int, last_ns: int, path: str, title: str = ""
+) -> list[str]:
+    """Write the chart (format from the file name, PNG/SVG/PDF); returns the hosts left out."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "flowlens"}):
+        fig, left_out = states_figure(index, first_ns, last_ns, title)
+        try:
+            fig.savefig(path, dpi=130)
+        finally:
+            plt.close(fig)
+    return left_out
+
+
+def tick_times(first_ns: int, last_ns: int, interval_s: float) -> list[int]:
+    """first, first + interval, ... up to last, and last itself."""
+    step = max(1, round(interval_s * 1e9))
+    n = (last_ns - first_ns) // step
+    times = [first_ns + i * step for i in range(n + 1)]
+    if not times or times[-1] < last_ns:
+        times.append(last_ns)
+    return times

@@ -1,0 +1,229 @@
+"""`flowlens states`: socket counts per host and state at a moment, over time, listeners, the plot."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pcapgen
+import pytest
+from click.testing import CliRunner
+
+from flowlens.analysis import analyze
+from flowlens.cli import cli
+from flowlens.connections import Config, format_addr
+from flowlens.reports.states import STATES, SocketStates, states_figure, tick_times
+
+CLIENT, SERVER = pcapgen.CLIENT4, pcapgen.SERVER4
+N = 20  # connections in the TIME_WAIT pile-up
+
+
+def capture(tmp_path, name: str, frames=None) -> str:
+    path = tmp_path / f"{name}.pcap"
+    path.write_bytes(
+        pcapgen.pcap_bytes(frames if frames is not None else pcapgen.SCENARIOS[name]())
+    )
+    return str(path)
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def at(path, when, *args) -> dict[str, dict]:
+    result = invoke("states", path, "--at", when, "--format", "json", *args)
+    assert result.exit_code == 0, result.output
+    return {r["host"]: r for r in map(json.loads, result.stdout.splitlines())}
+
+
+@pytest.fixture()
+def pileup(tmp_path):
+    path = capture(tmp_path, "pileup", pcapgen.time_wait_pileup(count=N))
+    a = analyze(path)
+    starts = sorted(c.tcp.tw_start[0] for c in a.connections)
+    return path, starts
+
+
+def test_time_wait_counts_until_2msl_after_each_close(pileup):
+    path, starts = pileup
+    assert len(starts) == N
+    two_msl = 60_000_000_000
+    assert at(path, "end")[CLIENT]["TIME_WAIT"] == N
+    # still N one microsecond before the first TIME_WAIT runs out, long after the last packet
+    just_before = (starts[0] + two_msl - 1000) / 1e9
+    assert at(path, f"{just_before:.6f}")[CLIENT]["TIME_WAIT"] == N
+    # each one leaves exactly 2 x MSL after it started
+    middle = (starts[N // 2] + two_msl) / 1e9
+    assert at(path, f"{middle:.6f}")[CLIENT]["TIME_WAIT"] == N - N // 2 - 1
+    after = (starts[-1] + two_msl) / 1e9
+    rec = at(path, f"{after:.6f}")[CLIENT]
+    assert rec["TIME_WAIT"] == 0 and rec["total"] == 0
+    # the server closed passively: nothing of it lingers
+    assert at(path, "end")[SERVER]["total"] == 0
+
+
+def test_msl_option_moves_the_horizon(pileup):
+    path, _ = pileup
+    assert at(path, "+25s", "--msl", "10")[CLIENT]["TIME_WAIT"] == 0
+    assert at(path, "+25s")[CLIENT]["TIME_WAIT"] == N
+
+
+def test_json_is_one_object_per_host_with_counts_by_state(pileup):
+    path, _ = pileup
+    recs = at(path, "end")
+    assert list(recs) == [CLIENT, SERVER]
+    assert list(recs[CLIENT]) == ["host", "ts", "total", *STATES]
+
+
+def test_close_wait_leak_shows_on_the_server(tmp_path):
+    path = capture(tmp_path, "close-wait")
+    end = at(path, "end")
+    assert end[SERVER]["CLOSE_WAIT"] == 1 and end[SERVER]["total"] == 1
+    assert end[CLIENT]["FIN_WAIT_2"] == 1
+    assert at(path, "+60s")[SERVER]["CLOSE_WAIT"] == 1  # two quiet minutes, still leaking
+
+
+def test_at_accepts_iso_and_offsets(pileup):
+    path, _ = pileup
+    assert (
+        at(path, "2023-11-14T22:13:20.2Z")[CLIENT]["TIME_WAIT"]
+        == at(path, "+0.2s")[CLIENT]["TIME_WAIT"]
+        == 19
+    )
+    assert at(path, "+200ms")[CLIENT]["TIME_WAIT"] == 19
+
+
+def test_counts_agree_with_state_at_everywhere(tmp_path):
+    """SocketStates is Connection.state_at summed per host, at every instant sampled."""
+    path = capture(tmp_path, "incident")
+    a = analyze(path)
+    index = SocketStates(Config().time_wait_ns)
+    for c in a.connections:
+        index.add(c)
+    first, last = a.stats.first_ts_ns, a.stats.last_ts_ns
+    times = tick_times(first, last + 70_000_000_000, 0.7)
+    for t, counts in zip(times, index.series(times)):
+        want: dict[str, Counter] = {}
+        for c in a.connections:
+            if c.tcp is None or c.closed_by == "idle" and t >= c.end_ts_ns:
+                continue
+            for side, host in ((0, c.orig_h), (1, c.resp_h)):
+                state = c.state_at(side, t).value
+                if state != "CLOSED":
+                    want.setdefault(format_addr(host), Counter())[state] += 1
+        assert {h: c for h, c in counts.items() if c} == want, t
+        assert index.counts_at(t) == {h: counts.get(h, Counter()) for h in index.host_list()}
+
+
+def test_table_over_time(pileup):
+    path, _ = pileup
+    result = invoke("states", path, "--interval", "50ms")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "TCP sockets per host every 0.05 s from 2023-11-14 22:13:20.000000 UTC"
+    assert lines[1].split() == [
+        "time_s",
+        "host",
+        "total",
+        "SYN-SENT",
+        "SYN-RECV",
+        "ESTAB",
+        "TIME-WAIT",
+    ]
+    assert lines[-2].split() == ["0.208", CLIENT, "20", "0", "0", "0", "20"]
+    rows = [
+        json.loads(x)
+        for x in invoke("states", path, "--interval", "0.1", "--format", "json").stdout.splitlines()
+    ]
+    assert [(r["time_s"], r["host"], r["TIME_WAIT"]) for r in rows if r["host"] == CLIENT] == [
+        (0.0, CLIENT, 0), (0.1, CLIENT, 9), (0.2, CLIENT, 19), (0.208499, CLIENT, 20)
+    ]  # fmt: skip
+
+
+def test_filters(pileup, tmp_path):
+    path, _ = pileup
+    assert list(at(path, "end", "--host", SERVER)) == [SERVER]
+    assert at(path, "+0.1s", "--state", "time-wait")[CLIENT]["total"] == 9
+    assert at(path, "+0.1s", "--port", "9999") == {}
+    leak = capture(tmp_path, "close-wait")
+    assert at(leak, "end", "--state", "close-wait") == {
+        SERVER: at(leak, "end", "--host", SERVER)[SERVER]
+    }
+
+
+def test_listening_services(tmp_path):
+    path = capture(tmp_path, "incident")
+    result = invoke("states", path, "--listening", "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in result.stdout.splitlines()]
+    got = [
+        (r["host"], r["port"], r["state"], r["connections"], r["clients"], r["refused"])
+        for r in rows
+    ]
+    assert got == [
+        (SERVER, 8080, "LISTEN", 121, 1, 0),
+        (SERVER, 9000, "LISTEN", 1, 1, 0),
+        ("198.51.100.30", 5432, "REFUSED", 0, 1, 3),
+    ]
+    assert rows[2]["service"] == "postgresql"
+
+
+def test_plot_data(pileup, tmp_path):
+    path, starts = pileup
+    a = analyze(path)
+    index = SocketStates(Config().time_wait_ns)
+    for c in a.connections:
+        index.add(c)
+    fig, left_out = states_figure(index, a.stats.first_ts_ns, a.stats.last_ts_ns)
+    assert left_out == []
+    ax, server = fig.axes  # the busiest host first
+    assert ax.get_title(loc="left") == f"{CLIENT}: up to {N} sockets, up to {N} in TIME_WAIT"
+    assert server.get_title(loc="left") == f"{SERVER}: up to 1 socket"
+    areas = {c.get_label(): c for c in ax.collections}
+    assert list(areas) == ["SYN_SENT", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"]
+    # the top of the stack is the total: N sockets, all in TIME_WAIT, once every client closed
+    tops = areas["TIME_WAIT"].get_paths()[0].vertices[:, 1]
+    assert tops.max() == N
+    # the x axis runs on until the last TIME_WAIT drains, 2 x MSL after the last close
+    assert ax.get_xlim()[1] == pytest.approx((starts[-1] + 60e9 - a.stats.first_ts_ns) / 1e9)
+    png = tmp_path / "states.png"
+    result = invoke("states", path, "--plot", png)
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (
+            ["--at", "yesterday"],
+            "Error: Invalid value for '--at': 'yesterday' is not a time (use end, +12.5s, epoch seconds or ISO 8601 like 2023-11-14T22:13:20Z)",
+        ),
+        (
+            ["--at", "end", "--interval", "1s"],
+            "Error: --at and --interval exclude each other (one moment, or a table over time)",
+        ),
+        (
+            ["--state", "SF"],
+            "Error: Invalid value for '--state': 'SF' is a Zeek conn_state; sockets have TCP states (time-wait ...)",
+        ),
+        (["--host", "nohost"], "Error: Invalid value for '--host': 'nohost' is not an IP address"),
+        (
+            ["--interval", "0"],
+            "Error: Invalid value for '--interval': '0' is not a positive duration",
+        ),
+    ],
+)
+def test_bad_arguments_exit_2(pileup, args, error):
+    path, _ = pileup
+    result = invoke("states", path, *args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == error
+
+
+def test_unreadable_capture_exits_1(tmp_path):
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"not a capture at all, really")
+    result = invoke("states", bad)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {bad}: ")
