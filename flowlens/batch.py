@@ -458,9 +458,11 @@ def run_batch(
         try:
             need_probe = options.verify or options.merge_consecutive
             stats = {p: _stat_key(p) for p in found.captures}
-            if need_probe and found.captures:
-                pool = _make_pool(jobs, scheduler, len(found.captures))
-                probes = _probe_all(pool, store, found.captures, stats, options, progress)
+            if need_probe:
+                todo_probes = _uncached_probes(store, found.captures, stats, options, probes)
+                if todo_probes:
+                    pool = _make_pool(jobs, scheduler, len(todo_probes))
+                    _probe_all(pool, store, todo_probes, len(found.captures), probes, options, progress)
             keys = {p: ("blake2b", probes[p].blake2b) for p in found.captures} if options.verify else stats
             if options.merge_consecutive:
                 groups = [[p.path for p in s] for s in rotation_sets([probes[p] for p in found.captures], options.merge_gap_s)]
@@ -527,31 +529,34 @@ def _make_pool(jobs: int | None, scheduler: str | None, tasks: int):
     return _LocalPool(max(1, min(jobs or default_jobs(), tasks)))
 
 
-def _probe_all(pool, store: Store, paths: list[str], keys, options: BatchOptions, progress) -> dict[str, Probe]:
-    """Hash every capture (and, for --merge-consecutive, find its time span) on the pool.
-    Without --verify, a cached span for the same size and mtime is reused."""
-    probes: dict[str, Probe] = {}
+def _uncached_probes(store: Store, paths: list[str], stats, options: BatchOptions, probes: dict) -> list[str]:
+    """Fill `probes` from the cache (time spans for the same size and mtime; never with
+    --verify, which must read every file); return the paths still to probe."""
     todo = []
     for p in paths:
-        cached = None if options.verify else store.cached_probe(capture_id(p), *keys[p])
+        cached = None if options.verify else store.cached_probe(capture_id(p), *stats[p])
         if cached is not None and cached.path == p:
             probes[p] = cached
         else:
             todo.append(p)
-    if progress is not None and todo:
-        progress.start("probing", len(paths), len(paths) - len(todo))
-    scan = options.merge_consecutive
+    return todo
+
+
+def _probe_all(pool, store: Store, paths: list[str], total: int, probes: dict, options: BatchOptions, progress) -> None:
+    """Hash each capture (and, for --merge-consecutive, find its time span) on the pool."""
+    if progress is not None:
+        progress.start("probing", total, total - len(paths))
 
     def on_done(path: str, probe: Probe | None, exc: BaseException | None) -> None:
         if exc is not None:  # the task itself could not run (cluster trouble)
             probe = Probe(path, None, None, None, error=f"{path}: {type(exc).__name__}: {exc}")
         probes[path] = probe
-        store.save_probe(capture_id(path), probe)
+        if options.merge_consecutive:  # only time spans are worth keeping (--verify always reads)
+            store.save_probe(capture_id(path), probe)
         if progress is not None:
             progress.advance(1, 0)
 
-    _map_unordered(pool, _probe_scan if scan else _probe_hash, todo, on_done)
-    return probes
+    _map_unordered(pool, _probe_scan if options.merge_consecutive else _probe_hash, paths, on_done)
 
 
 def _probe_scan(path: str) -> Probe:
@@ -566,7 +571,7 @@ def _failed_result(task: Task, exc: BaseException) -> TaskResult:
     from .batchtask import _summary_row
 
     error = f"{task.members[0].path}: the task could not run: {type(exc).__name__}: {exc}"
-    rows = [_summary_row(m, status="failed", error=error, warnings=[], elapsed_s=0.0) for m in task.members]
+    rows = [_summary_row(m, status="failed", error=error, warnings=[], elapsed_s=0.0, cpu_s=0.0) for m in task.members]
     return TaskResult(task.task_id, rows, {}, {})
 
 

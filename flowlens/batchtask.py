@@ -124,6 +124,7 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("rotation_set", pa.string()),
         pa.field("frame_offset", pa.int64()),
         pa.field("elapsed_s", pa.float64()),
+        pa.field("cpu_s", pa.float64()),
     ]
 )
 
@@ -238,7 +239,7 @@ def run_task(task: Task) -> TaskResult:
     objects. A capture that cannot be read is a summary row with status "failed" and its error;
     in a rotation set the other members are still read, in order.
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.thread_time()
     keys = []
     for m in task.members:
         size, mtime_ns = _stat(m.path)  # before reading: a file that grows later is redone
@@ -266,10 +267,12 @@ def run_task(task: Task) -> TaskResult:
             _summary_row(m, status="failed", error=error, size=k[0], mtime_ns=k[1], blake2b=k[2], warnings=[])
             for m, k in zip(task.members, keys)
         ]
-        _apportion(rows, time.perf_counter() - started)
+        _apportion(rows, time.perf_counter() - started, time.thread_time() - cpu_started)
         return TaskResult(task.task_id, rows, {}, {})
     records.sort(key=lambda r: (r[0], r[1]))
-    return _result(task, parts, records, findings, keys, time.perf_counter() - started)
+    result = _result(task, parts, records, findings, keys)
+    _apportion(result.captures, time.perf_counter() - started, time.thread_time() - cpu_started)
+    return result
 
 
 def _detector(thresholds, config: Config):
@@ -355,7 +358,7 @@ def _member_of_ts(parts: list[_Part], ts: float | None) -> int:
     return idx
 
 
-def _result(task: Task, parts: list[_Part], records: list, findings: list[dict], keys, elapsed: float) -> TaskResult:
+def _result(task: Task, parts: list[_Part], records: list, findings: list[dict], keys) -> TaskResult:
     merged = len(parts) > 1
     rotation = parts[0].member.capture_id if merged else None
     conn_rows: list[list[dict]] = [[] for _ in parts]
@@ -409,16 +412,17 @@ def _result(task: Task, parts: list[_Part], records: list, findings: list[dict],
             anomaly_tables[m.capture_id] = _table(
                 [_anomaly_row(a) for a in anomaly_rows[i]], ANOMALY_SCHEMA, extra
             )
-    _apportion(rows, elapsed)
     return TaskResult(task.task_id, rows, conn_tables, anomaly_tables)
 
 
-def _apportion(rows: list[dict], elapsed: float) -> None:
-    """Share a task's wall time among its members by packets (evenly when none were read)."""
+def _apportion(rows: list[dict], elapsed_s: float, cpu_s: float) -> None:
+    """Share a task's wall and CPU time among its members by packets (evenly when none were
+    read)."""
     total = sum(r["packets"] or 0 for r in rows)
     for r in rows:
         share = (r["packets"] or 0) / total if total else 1 / len(rows)
-        r["elapsed_s"] = round(elapsed * share, 6)
+        r["elapsed_s"] = round(elapsed_s * share, 6)
+        r["cpu_s"] = round(cpu_s * share, 6)
 
 
 def _anomaly_row(a: dict) -> dict:

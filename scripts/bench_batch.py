@@ -8,11 +8,15 @@ one mid-size capture, as a ratio of medians measured in one run (these machines 
 Each round runs `python -m flowlens batch ARCHIVE -o FRESH_OUTDIR --jobs N --no-report` for
 N = 1 and N = 2, in alternation, so both see the same machine load. The whole command is timed
 (interpreter start, pool start, analysis, anomalies, Parquet), which is what a user waits for.
+The task CPU time (summary.json's cpu_s) and the load average are printed beside each run: on a
+machine that other work keeps busy, --jobs 2 cannot get two cores, and the ratio shows that
+rather than flowlens's scaling.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -46,7 +50,8 @@ def make_archive(folder: Path, copies: int, capture: Path | None, gzip: bool) ->
     return len(data), packets or 0
 
 
-def run(archive: Path, outdir: Path, jobs: int) -> float:
+def run(archive: Path, outdir: Path, jobs: int) -> tuple[float, float]:
+    """(wall seconds of the whole command, CPU seconds its workers spent in tasks)."""
     shutil.rmtree(outdir, ignore_errors=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     argv = [sys.executable, "-m", "flowlens", "batch", str(archive), "-o", str(outdir), "--jobs", str(jobs), "--no-report"]
@@ -55,7 +60,8 @@ def run(archive: Path, outdir: Path, jobs: int) -> float:
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"flowlens batch failed ({done.returncode}):\n{done.stderr}")
-    return elapsed
+    summary = json.loads((outdir / "summary.json").read_text())
+    return elapsed, sum(c["cpu_s"] or 0 for c in summary["captures"])
 
 
 def main() -> None:
@@ -74,9 +80,12 @@ def main() -> None:
         times: dict[int, list[float]] = {1: [], 2: []}
         for r in range(args.rounds):
             for jobs in (1, 2) if r % 2 == 0 else (2, 1):
-                t = run(tmp / "archive", tmp / f"out-{jobs}", jobs)
+                load = os.getloadavg()[0]
+                t, cpu = run(tmp / "archive", tmp / f"out-{jobs}", jobs)
                 times[jobs].append(t)
-                print(f"  round {r + 1}: --jobs {jobs}: {t:6.2f} s")
+                # cores busy = task CPU / wall: near 2 with --jobs 2 unless other load takes a core
+                print(f"  round {r + 1}: --jobs {jobs}: {t:6.2f} s  (task CPU {cpu:6.2f} s, "
+                      f"{cpu / t:.2f} cores busy; load average before: {load:.1f})")
         # ---------------------------------------------------------------- --jobs 2 vs --jobs 1
         one, two = statistics.median(times[1]), statistics.median(times[2])
         print(f"--jobs 1: {one:.2f} s (median of {args.rounds}), --jobs 2: {two:.2f} s")

@@ -121,7 +121,7 @@ def test_local_pool_and_dask_cluster_write_identical_datasets(archive_dir, tmp_p
     for rel in files:
         if rel != "summary.parquet":
             assert pq.read_table(local / rel).equals(pq.read_table(dask_out / rel)), rel
-    s1, s2 = (pd.read_parquet(d / "summary.parquet").drop(columns="elapsed_s") for d in (local, dask_out))
+    s1, s2 = (pd.read_parquet(d / "summary.parquet").drop(columns=["elapsed_s", "cpu_s"]) for d in (local, dask_out))
     pd.testing.assert_frame_equal(s1, s2)
 
 
@@ -356,6 +356,16 @@ def test_without_merging_a_connection_across_files_is_split(rotation, tmp_path):
     assert list(summary["frame_offset"]) == [0, summary["packets"][0], summary["packets"][0] + summary["packets"][1]]
     again = run_batch([str(rotation)], str(merged), BatchOptions(report=False, merge_consecutive=True), jobs=2)
     assert again.already_done == 3
+
+
+def test_merging_after_a_plain_run_replaces_the_pieces(rotation, tmp_path):
+    outdir = tmp_path / "out"
+    run_batch([str(rotation)], str(outdir), BatchOptions(report=False, verify=True), jobs=2)
+    assert len(_dataset(outdir, "connections")) == 6 + 2  # the download in three pieces
+    run_batch([str(rotation)], str(outdir), BatchOptions(report=False, merge_consecutive=True), jobs=2)
+    assert len(_dataset(outdir, "connections")) == 6
+    run_batch([str(rotation)], str(outdir), BatchOptions(report=False), jobs=2)
+    assert len(_dataset(outdir, "connections")) == 6 + 2
 
 
 # ------------------------------------------------------------------ progress
