@@ -546,7 +546,9 @@ class ConnectionTable:
                 c.next_seq[side] = end
             elif seq_after(nxt, seq):
                 keepalive = plen <= 1 and not flags & (TH_SYN | TH_FIN) and ((nxt - seq) & 0xFFFFFFFF) == 1
-                if not keepalive:
+                # simultaneous open: each side's SYN/ACK repeats its own SYN's sequence number
+                answers_syn = flags & TH_SYN and flags & TH_ACK and not c.tcp.synack_count[side]
+                if not keepalive and not answers_syn:
                     c.retransmissions += 1
                 if seq_after(end, nxt):
                     c.next_seq[side] = end

@@ -179,6 +179,9 @@ class TcpTracker:
                     self.set_state(side, SYN_RECEIVED, ts_ns, frame)
                 if state[peer] in (SYN_SENT, SYN_RECEIVED):
                     self.set_state(peer, ESTABLISHED, ts_ns, frame)
+                elif state[peer] is CLOSED and not self.syn_count[peer]:
+                    # the capture began after the SYN: its sender gets the SYN/ACK it waited for
+                    self.set_state(peer, ESTABLISHED, ts_ns, frame)
                 return
             self.syn_count[side] += 1
             if self.isn[side] is None:

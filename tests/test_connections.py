@@ -90,6 +90,20 @@ def test_simultaneous_open(tmp_path):
     ]  # fmt: skip
 
 
+def test_simultaneous_open_synacks_are_not_retransmissions(tmp_path):
+    [c] = run(tmp_path, "simultaneous-open")
+    assert c.retransmissions == 0
+
+
+def test_capture_starting_at_the_synack(tmp_path):
+    """The SYN was missed: the SYN/ACK's receiver is the originator and is ESTABLISHED on it."""
+    frames = pcapgen.clean_close()[1:]
+    [c] = run(tmp_path, "no-syn", frames)
+    assert (c.orig_p, c.resp_p, c.originator_inferred) == (40000, 80, False)
+    assert frames_states(c)[:3] == [(1, "resp", "SYN_RECEIVED"), (1, "orig", "ESTABLISHED"), (2, "resp", "ESTABLISHED")]
+    assert (c.orig_state, c.resp_state, c.handshake) == ("TIME_WAIT", "CLOSED", "incomplete")
+
+
 def test_unanswered_syn_counts_retries_not_connections(tmp_path):
     [c] = run(tmp_path, "unanswered-syn")
     assert c.syn_retries == 3 and c.pkts == [4, 0]
