@@ -809,11 +809,13 @@ def test_mutants_through_the_library(seeds, tmp_path, request):
 CLI_EXTRA_ARGS: dict[str, list[str]] = {
     # a fresh output directory per run: batch resumes (skips) what an outdir already holds
     "batch": ["-o", "batch-out-{n}", "-j", "1", "--no-report"],
+    "report": ["-o", "report-{n}.html"],
 }
-#: mutants per command where the default sample would be slow (batch starts a worker process)
-CLI_SAMPLE_SIZE = {"batch": 4}
-#: what a command that insists on a selection (ladder, timeline ...) is given
-CANDIDATE_EXTRAS = ([], ["--proto", "tcp"], ["--port", "80"])
+#: mutants per command where the default sample would be slow (a worker process, figures)
+CLI_SAMPLE_SIZE = {"batch": 4, "report": 8}
+#: what a command that insists on a selection (ladder, timeline ...) or on somewhere to write
+#: is given
+CANDIDATE_EXTRAS = ([], ["--proto", "tcp"], ["--port", "80"], ["-o", "out-{n}"])
 
 
 def cli_group() -> click.Group:
