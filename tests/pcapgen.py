@@ -610,3 +610,296 @@ def rtt_udp_request_reply(src=CLIENT4, dst=SERVER4, sport=41000, dport=7000, t=T
         out.append(_udp_frame(t + dt, *ends, b"ping" if fc else b"pong", fc))
     return out
 
+
+
+# ---------------------------------------------------------------- anomalies and TCP analysis
+
+SCANNER4 = "203.0.113.66"  # RFC 5737 TEST-NET-3
+
+
+def wscale_option(shift: int) -> bytes:
+    """NOP, window scale (RFC 7323 §2.2)."""
+    return bytes([1, 3, 3, shift])
+
+
+def exhausted_ports(ports: int = 10, count: int = 30, interval: float = 0.05, **kw) -> list:
+    """A client held to `ports` source ports (40000 ...) opens `count` short connections to one
+    server port, one after the other, each closed by the client (its side goes to TIME_WAIT).
+    From the (ports + 1)-th on, every SYN reuses a port whose connection is still in TIME_WAIT,
+    with a higher ISN, as Linux does with tcp_tw_reuse once its range is used up."""
+    frames = []
+    t = kw.pop("t", T0)
+    for i in range(count):
+        conv = Conversation(cport=40000 + i % ports, t=t + i * interval, isn_c=1000 + i * 7_000_000,
+                            isn_s=500_000 + i * 3_000_000, **kw)  # fmt: skip
+        conv.handshake()
+        conv.exchange()
+        conv.close("client")
+        frames.extend(conv.frames)
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
+def syn_flood(count: int = 300, duration: float = 0.5, answered_every: int = 2, **kw) -> list:
+    """`count` SYNs from as many sources (198.18.0.0/15, RFC 2544) to the server's port 80 in
+    `duration` seconds; the server answers every `answered_every`-th with SYN/ACK and no final
+    ACK ever comes (half-open connections)."""
+    t = kw.pop("t", T0)
+    frames = []
+    for i in range(count):
+        src = f"198.18.{i // 250}.{i % 250 + 1}"
+        conv = Conversation(client=src, cport=1024 + i, t=t + i * duration / count, isn_c=i * 977, **kw)
+        conv.c(SYN, dt=0.0)
+        if answered_every and i % answered_every == 0:
+            conv.s(SYN | ACK, dt=0.0002)
+        frames.extend(conv.frames)
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
+def port_scan(kind: str = "SYN", ports=range(20, 45), open_ports=(22, 25, 80), filtered=(23, 30, 31), **kw) -> list:
+    """A scanner (203.0.113.66, source port 45000) probing `ports` of the server, nmap style.
+
+    kind "SYN": SYN; an open port answers SYN/ACK and the scanner resets; a closed one answers
+    RST/ACK; a filtered one nothing. "XMAS": FIN|PSH|URG; closed ports answer RST/ACK, open and
+    filtered ones nothing. "connect": the handshake completes, then the scanner resets.
+    """
+    t = kw.pop("t", T0)
+    frames = []
+    for i, port in enumerate(ports):
+        conv = Conversation(client=SCANNER4, cport=45000, sport=port, t=t + i * 0.002, isn_c=77_000 + i, **kw)
+        if kind == "XMAS":
+            conv.c(FIN | PSH | 0x20, dt=0.0, ack=0)
+            if port not in open_ports and port not in filtered:
+                conv.s(RST | ACK, seq=0, dt=0.0002)
+        else:
+            conv.c(SYN, dt=0.0)
+            if port in open_ports:
+                conv.s(SYN | ACK, dt=0.0002)
+                if kind == "connect":
+                    conv.c(ACK, dt=0.0001)
+                    conv.c(RST | ACK, dt=0.0001)
+                else:
+                    conv.c(RST, dt=0.0001, ack=0)
+            elif port not in filtered:
+                conv.s(RST | ACK, seq=0, dt=0.0002)
+        frames.extend(conv.frames)
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
+def udp_scan(hosts: int = 12, port: int = 161, silent=(3, 7), t=T0) -> list:
+    """A horizontal UDP scan: one empty datagram from the scanner to `port` on `hosts` hosts
+    (198.51.100.1 ...); each answers ICMP port unreachable, except the `silent` ones."""
+    frames = []
+    for i in range(hosts):
+        dst = f"198.51.100.{i + 1}"
+        u = dpkt.udp.UDP(sport=50000, dport=port, data=b"")
+        ip = ip_packet(SCANNER4, dst, u, dpkt.ip.IP_PROTO_UDP)
+        frames.append((t + i * 0.01, ethernet(ip, True)))
+        if i not in silent:
+            icmp = dpkt.icmp.ICMP(type=3, code=3, data=dpkt.icmp.ICMP.Unreach(data=bytes(ip)[:28]))
+            frames.append((t + i * 0.01 + 0.0005, ethernet(ip_packet(dst, SCANNER4, icmp, dpkt.ip.IP_PROTO_ICMP), False)))
+    return frames
+
+
+def lossy_download(segments: int = 30, mss: int = 1000, **kw) -> list:
+    """A download captured at the client: server segment 10 is lost before the capture point
+    (the next one shows a gap), the client sends three duplicate ACKs, the server fast-
+    retransmits it 2 ms later; segment 20 is retransmitted twice by timeout (300 ms, 600 ms),
+    and a copy of segment 5 arrives after the client had ACKed it (spurious)."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.c(PSH | ACK, b"GET /file HTTP/1.1\r\n\r\n")
+    chunk = b"d" * mss
+    lost_seq = None
+    spurious = None
+    for i in range(segments):
+        seq = conv.s_next
+        if i == 5:
+            spurious = seq
+        if i == 10:
+            lost_seq = seq
+            conv.s_next += mss  # never captured
+            continue
+        conv.s(ACK, chunk, dt=0.0005)
+        if lost_seq is not None and 10 < i <= 13:
+            conv.c(ACK, ack=lost_seq, dt=0.0001)  # duplicate ACKs for the hole
+            if i == 13:
+                conv.s(ACK, chunk, seq=lost_seq, dt=0.002)  # fast retransmission
+                conv.c(ACK, dt=0.0001)
+        elif i == 20:
+            conv.s(ACK, chunk, seq=seq, dt=0.3)  # timeout
+            conv.s(ACK, chunk, seq=seq, dt=0.6)
+            conv.c(ACK, dt=0.0001)
+        elif i % 2:
+            conv.c(ACK, dt=0.0001)
+        if i == 25:
+            conv.s(ACK, chunk, seq=spurious, dt=0.001)
+    conv.c(ACK)
+    conv.close("client")
+    return conv.frames
+
+
+def zero_window_stall(**kw) -> list:
+    """The client stops reading: its window falls to 1000 bytes, the server fills it (window
+    full), the client advertises a zero window; the server probes with one byte every 0.5 s and
+    the client answers each with a zero window; 2.1 s later it reopens the window."""
+    conv = Conversation(**kw)
+    conv.c(SYN, dt=0.0, opts=wscale_option(0))
+    conv.s(SYN | ACK, dt=0.010, opts=wscale_option(0))
+    conv.c(ACK, dt=0.0005, win=1000)
+    conv.c(PSH | ACK, b"GET /stream HTTP/1.1\r\n\r\n", win=1000)
+    conv.s(ACK, b"s" * 1000)  # exactly the client's window: window full
+    conv.c(ACK, win=0)  # zero window
+    for _ in range(4):
+        conv.s(ACK, b"p", dt=0.5)  # zero-window probe (one byte at the next sequence number)
+        conv.s_next -= 1  # the probe's byte is not taken
+        conv.c(ACK, win=0, dt=0.0002)  # zero-window probe ACK
+    conv.c(ACK, win=65535, dt=0.1)  # window update: the application read again
+    conv.s(PSH | ACK, b"s" * 500)
+    conv.c(ACK)
+    conv.close("client")
+    return conv.frames
+
+
+def keep_alive_idle(probes: int = 3, interval: float = 15.0, **kw) -> list:
+    """After one exchange the connection idles; the client sends a TCP keep-alive (no data,
+    sequence number one below the next) every `interval` seconds and the server answers each."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.exchange()
+    for _ in range(probes):
+        conv.c(ACK, seq=conv.c_next - 1, dt=interval)
+        conv.s(ACK, dt=0.0003)
+    conv.close("client")
+    return conv.frames
+
+
+def rst_abort_in_flight(**kw) -> list:
+    """The server sends two data segments the client never acknowledges; the client resets
+    the connection: 2,000 bytes were in flight."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.c(PSH | ACK, b"GET /big HTTP/1.1\r\n\r\n")
+    conv.s(ACK, b"x" * 1000)
+    conv.s(ACK, b"x" * 1000)
+    conv.c(RST | ACK, ack=conv.isn_s + 1, dt=0.0002)
+    return conv.frames
+
+
+def reordered(**kw) -> list:
+    """Two client segments swapped on the way: the second arrives first (previous segment not
+    captured), the first 1 ms later (out-of-order); the server then ACKs data it never sent
+    (ACKed unseen) and updates its window."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    first = conv.c_next
+    conv.c_next += 100
+    conv.c(PSH | ACK, b"b" * 100)
+    conv.c(PSH | ACK, b"a" * 100, seq=first)
+    conv.s(ACK)
+    conv.s(ACK, ack=conv.c_next, win=32000)  # window update
+    conv.s(ACK, ack=conv.c_next + 50, win=32000, dt=0.002)  # ACKs 50 bytes never captured
+    conv.close("client")
+    return conv.frames
+
+
+SCENARIOS.update({
+    "exhausted-ports": exhausted_ports,
+    "syn-flood": syn_flood,
+    "syn-scan": lambda **kw: port_scan("SYN", **kw),
+    "xmas-scan": lambda **kw: port_scan("XMAS", **kw),
+    "udp-scan": lambda **kw: udp_scan(),
+    "lossy-download": lossy_download,
+    "zero-window": zero_window_stall,
+    "keep-alive": keep_alive_idle,
+    "rst-abort-in-flight": rst_abort_in_flight,
+    "reordered": reordered,
+})  # fmt: skip
+
+
+def random_conversation(seed: int) -> list:
+    """A random TCP conversation for differential tests against tshark's TCP analysis: data
+    both ways with segments missing from the capture, duplicated, retransmitted, reordered;
+    duplicate ACKs, ACKs of unseen data, zero and changing windows, keep-alives, zero-window
+    probes, FINs, window scaling or not, and gaps of 0 to 1 s around the 3 ms and 20 ms
+    thresholds of the rules. Same seed, same frames."""
+    import random
+
+    rng = random.Random(seed)
+    c = Conversation(cport=rng.randint(30000, 60000), isn_c=rng.randint(0, 2**32 - 1), isn_s=rng.randint(0, 2**32 - 1))
+    frames = []
+    t = T0
+
+    def emit(from_c, flags, seq, ack, data=b"", win=65535, opts=b""):
+        nonlocal t
+        t += rng.choice([0.0, 0.00001, 0.0005, 0.002, 0.004, 0.015, 0.025, 0.2, 1.0])
+        src, dst, sp, dp = (c.client, c.server, c.cport, c.sport) if from_c else (c.server, c.client, c.sport, c.cport)
+        ip = tcp_segment(src, dst, sp, dp, flags, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF if flags & ACK else 0, data, win, opts)
+        frames.append((t, ethernet(ip, from_c)))
+
+    cs, ss = c.isn_c, c.isn_s
+    ws_c, ws_s = rng.choice([None, 0, 2, 7]), rng.choice([None, 0, 2, 7])
+    if rng.random() < 0.8:
+        syn_opts = bytes([3, 3, ws_c, 1]) if ws_c is not None else b""
+        emit(True, SYN, cs, 0, opts=syn_opts)
+        if rng.random() < 0.2:
+            emit(True, SYN, cs, 0, opts=syn_opts)
+        emit(False, SYN | ACK, ss, cs + 1, win=rng.choice([100, 5000, 65535]),
+             opts=bytes([3, 3, ws_s, 1]) if ws_s is not None else b"")  # fmt: skip
+        cs += 1
+        ss += 1
+        emit(True, ACK, cs, ss)
+    sent = {True: [], False: []}
+    nxt = {True: cs, False: ss}
+    acked = {True: ss, False: cs}
+    win = {True: 65535, False: 65535}
+    for _ in range(rng.randint(5, 60)):
+        side = rng.random() < 0.5
+        r = rng.random()
+        if r < 0.45:  # new data, sometimes not captured, sometimes twice
+            n = rng.choice([1, 10, 100, 1448])
+            seg = (nxt[side], n)
+            nxt[side] += n
+            sent[side].append(seg)
+            if rng.random() < 0.1:
+                continue
+            emit(side, ACK | PSH, seg[0], acked[side], b"d" * n, win=win[side])
+            if rng.random() < 0.1:
+                emit(side, ACK | PSH, seg[0], acked[side], b"d" * n, win=win[side])
+        elif r < 0.6 and sent[side]:  # a retransmission of a recent segment
+            seq, n = rng.choice(sent[side][-5:])
+            emit(side, ACK | PSH, seq, acked[side], b"d" * n, win=win[side])
+        elif r < 0.8:  # an ACK, maybe partial, maybe of unseen data, maybe repeated
+            peer = not side
+            if sent[peer]:
+                seq, n = rng.choice(sent[peer][-3:])
+                acked[side] = max(acked[side], seq + rng.choice([0, n, n // 2]))
+            if rng.random() < 0.1:
+                acked[side] += rng.choice([1, 1000])
+            win[side] = rng.choice([win[side]] * 4 + [0, 100, 30000])
+            emit(side, ACK, nxt[side], acked[side], win=win[side])
+            if rng.random() < 0.3:
+                for _ in range(rng.randint(1, 4)):
+                    emit(side, ACK, nxt[side], acked[side], win=win[side])
+        elif r < 0.88:  # a keep-alive or a zero-window probe
+            if rng.random() < 0.5:
+                emit(side, ACK, nxt[side] - 1, acked[side], rng.choice([b"", b"k"]), win=win[side])
+            else:
+                emit(side, ACK, nxt[side], acked[side], b"p", win=win[side])
+                nxt[side] += rng.choice([0, 1])
+        elif r < 0.93:  # a window change
+            win[side] = rng.choice([1000, 65535, 0, 20000])
+            emit(side, ACK, nxt[side], acked[side], win=win[side])
+        else:  # a FIN, sometimes twice
+            emit(side, ACK | FIN, nxt[side], acked[side], win=win[side])
+            if rng.random() < 0.3:
+                emit(side, ACK | FIN, nxt[side], acked[side], win=win[side])
+            nxt[side] += 1
+    for _ in range(rng.randint(0, 3)):  # swap neighbours, keeping timestamps in order
+        if len(frames) > 3:
+            i = rng.randrange(1, len(frames) - 1)
+            (ta, fa), (tb, fb) = frames[i], frames[i + 1]
+            frames[i], frames[i + 1] = (ta, fb), (tb, fa)
+    return frames

@@ -1,0 +1,224 @@
+"""`flowlens anomalies`: what went wrong in a capture, most severe first, with the frames that show it."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import click
+
+from ..reports.anomalies import ANOMALY_FIELDS, KINDS, SEVERITIES, AnomalyDetector, Thresholds
+from ..reports.formats import human_time, write_records
+from ._common import (
+    capture_argument,
+    config_from,
+    filter_options,
+    format_option,
+    open_pipeline,
+    selection_from,
+    table_options,
+    warn,
+)
+
+TABLE_COLUMNS = ("severity", "kind", "ts", "uid", "summary")
+TABLE_HEADERS = ("severity", "kind", "time (UTC)", "uid", "summary")
+
+_DEFAULTS = Thresholds()
+
+
+class PortRange(click.ParamType):
+    """`LO-HI`, two port numbers, LO <= HI (as in net.ipv4.ip_local_port_range)."""
+
+    name = "LO-HI"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip().replace(" ", "-").replace(":", "-")
+        parts = [p for p in text.split("-") if p]
+        try:
+            lo, hi = (int(p) for p in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not a port range like 32768-60999", param, ctx)
+        if not 1 <= lo <= hi <= 65535:
+            self.fail(f"{value!r}: need 1 <= LO <= HI <= 65535", param, ctx)
+        return lo, hi
+
+
+def _threshold_options(func):
+    """One option per tunable threshold, defaults from `Thresholds`."""
+    d = _DEFAULTS
+    options = [
+        click.option(
+            "--ephemeral-range",
+            type=PortRange(),
+            default=f"{d.ephemeral_range[0]}-{d.ephemeral_range[1]}",
+            show_default=True,
+            help="The clients' ephemeral port range, for port exhaustion (Linux default; "
+            "Windows/macOS use 49152-65535). Ports outside it are matched to the OS range they fit.",
+        ),
+        click.option(
+            "--time-wait-min",
+            type=click.IntRange(min=1),
+            default=d.time_wait_min,
+            show_default=True,
+            help="Report TIME_WAIT accumulation from this many client ports toward one server "
+            "port in TIME_WAIT at once (a warning from 10% of the ephemeral range).",
+        ),
+        click.option(
+            "--close-wait",
+            "close_wait_s",
+            type=click.FloatRange(min=0),
+            default=d.close_wait_s,
+            show_default=True,
+            help="Seconds an endpoint may sit in CLOSE_WAIT (peer closed, it did not) before it "
+            "is reported.",
+        ),
+        click.option(
+            "--fin-wait-2",
+            "fin_wait_2_s",
+            type=click.FloatRange(min=0),
+            default=d.fin_wait_2_s,
+            show_default=True,
+            help="Seconds in FIN_WAIT_2 (FIN acknowledged, no FIN back) before it is reported.",
+        ),
+        click.option(
+            "--syn-flood-min",
+            type=click.IntRange(min=1),
+            default=d.syn_flood_min,
+            show_default=True,
+            help="Half-open attempts toward one host:port within --syn-flood-window that make a "
+            "SYN flood (critical from ten times as many).",
+        ),
+        click.option(
+            "--syn-flood-window",
+            "syn_flood_window_s",
+            type=click.FloatRange(min=0.001),
+            default=d.syn_flood_window_s,
+            show_default=True,
+            help="Sliding window of the SYN flood count, in seconds.",
+        ),
+        click.option(
+            "--scan-min-ports",
+            type=click.IntRange(min=2),
+            default=d.scan_min_ports,
+            show_default=True,
+            help="Distinct ports one source must probe on one host to be a (vertical) port scan.",
+        ),
+        click.option(
+            "--scan-min-hosts",
+            type=click.IntRange(min=2),
+            default=d.scan_min_hosts,
+            show_default=True,
+            help="Distinct hosts one source must probe on one port to be a (horizontal) port scan.",
+        ),
+        click.option(
+            "--retrans-rate",
+            type=click.FloatRange(min=0, max=1),
+            default=d.retrans_rate,
+            show_default=True,
+            help="Retransmitted / data segments of one direction from which retransmissions "
+            "are a warning (below: info).",
+        ),
+        click.option(
+            "--zero-window",
+            "zero_window_s",
+            type=click.FloatRange(min=0),
+            default=d.zero_window_s,
+            show_default=True,
+            help="Seconds a receive window may stay closed in total before zero_window is a "
+            "warning (below: info).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.command()
+@capture_argument
+@format_option
+@click.option(
+    "--min-severity",
+    type=click.Choice(SEVERITIES),
+    default="info",
+    show_default=True,
+    help="Hide findings below this severity.",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(KINDS),
+    help="Only these kinds (repeat the option for several).",
+)
+@_threshold_options
+@filter_options
+@table_options
+def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs) -> None:
+    """What went wrong in CAPTURE, most severe first: one finding per problem, each a sentence
+    to paste into a postmortem, with the frame numbers that show it (tcpdump -# and Wireshark
+    count frames the same way) and kind-specific details.
+
+    Kinds: time_wait_accumulation, port_exhaustion_risk (critical when ports ran out),
+    close_wait, fin_wait_2, unanswered_syn, connection_refused, syn_flood, port_scan (with
+    nmap's open/closed/filtered per port), retransmissions (classified as Wireshark's TCP
+    analysis does), zero_window, keep_alive, rst_abort, port_reuse, icmp_unreachable.
+    Filters select the connections looked at. Severities: info, warning, critical.
+
+    \b
+    Example:
+      flowlens anomalies capture.pcap --min-severity warning
+      flowlens anomalies capture.pcap --kind port_exhaustion_risk --ephemeral-range 40000-40999
+      flowlens anomalies capture.pcap --format json | jq -r .summary
+    """
+    thresholds = Thresholds(
+        ephemeral_range=kwargs.pop("ephemeral_range"),
+        time_wait_min=kwargs.pop("time_wait_min"),
+        close_wait_s=kwargs.pop("close_wait_s"),
+        fin_wait_2_s=kwargs.pop("fin_wait_2_s"),
+        syn_flood_min=kwargs.pop("syn_flood_min"),
+        syn_flood_window_s=kwargs.pop("syn_flood_window_s"),
+        scan_min_ports=kwargs.pop("scan_min_ports"),
+        scan_min_hosts=kwargs.pop("scan_min_hosts"),
+        retrans_rate=kwargs.pop("retrans_rate"),
+        zero_window_s=kwargs.pop("zero_window_s"),
+    )
+    selection = selection_from(kwargs)
+    config = config_from(kwargs)
+    detector = AnomalyDetector(thresholds, msl_s=config.msl_s)
+    pipe, progress = open_pipeline(capture, config, detector.observers)
+    seen = 0
+    try:
+        for conn in selection.filter(pipe):
+            seen += 1
+            detector.add(conn)
+    finally:
+        if progress is not None:
+            progress.close()
+    found = detector.finish(pipe.stats.last_ts_ns)
+    floor = SEVERITIES.index(min_severity)
+    shown = [
+        a for a in found if SEVERITIES.index(a.severity) >= floor and (not kinds or a.kind in kinds)
+    ]
+    records = [a.to_record() for a in shown]
+    if fmt == "table":
+        rows = []
+        for r in records:
+            row = dict(r)
+            row["ts"] = human_time(r["ts"])[:-3]
+            rows.append(row)
+        if rows:
+            write_records(rows, fmt, sys.stdout, ANOMALY_FIELDS, TABLE_COLUMNS, TABLE_HEADERS)
+    else:
+        write_records(records, fmt, sys.stdout, ANOMALY_FIELDS)
+    for line in pipe.summary_lines():
+        warn(f"Warning: {line}")
+    by_sev = Counter(a.severity for a in shown)
+    parts = ", ".join(f"{by_sev[s]} {s}" for s in reversed(SEVERITIES) if by_sev[s])
+    hidden = len(found) - len(shown)
+    warn(
+        f"{len(shown)} finding{'' if len(shown) == 1 else 's'}{f' ({parts})' if parts else ''}"
+        f"{f', {hidden} hidden by --min-severity/--kind' if hidden else ''} in {seen} connections"
+        f"{' matching the filters' if selection else ''}, {pipe.stats.frames} frames"
+    )

@@ -1,0 +1,832 @@
+"""Anomalies with evidence: what went wrong in a capture, one pasteable sentence per finding.
+
+`AnomalyDetector` hooks a `TcpAnalyzer` into the pass over the capture (`.observers`) and turns
+the finished connections into `Anomaly` records (`.findings(analysis)`), most severe first:
+
+    detector = AnomalyDetector(Thresholds(close_wait_s=30))
+    result = analyze("capture.pcap", observers=detector.observers)
+    for finding in detector.findings(result):
+        print(finding.severity, finding.summary)
+
+Kinds (DESIGN.md, anomaly record): time_wait_accumulation, port_exhaustion_risk, close_wait,
+fin_wait_2, unanswered_syn, connection_refused, syn_flood, port_scan, retransmissions,
+zero_window, keep_alive, rst_abort, port_reuse, icmp_unreachable. Port scans, SYN floods and
+the per-port TIME_WAIT arithmetic live in `reports/anomaly_hosts.py`; this module holds the
+record, the thresholds and the per-connection kinds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+
+from ..connections import Connection, format_addr
+from ..services import LINUX_EPHEMERAL
+from ..tcpanalysis import KINDS as _NOTE_KINDS
+from ..tcpanalysis import TcpAnalyzer
+from ..tcpstate import CLOSE_WAIT, FIN_WAIT_2
+
+__all__ = [
+    "ANOMALY_FIELDS",
+    "KINDS",
+    "SEVERITIES",
+    "Anomaly",
+    "AnomalyDetector",
+    "Thresholds",
+]
+
+SEVERITIES = ("info", "warning", "critical")
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+KINDS = (
+    "time_wait_accumulation",
+    "port_exhaustion_risk",
+    "close_wait",
+    "fin_wait_2",
+    "unanswered_syn",
+    "connection_refused",
+    "syn_flood",
+    "port_scan",
+    "retransmissions",
+    "zero_window",
+    "keep_alive",
+    "rst_abort",
+    "port_reuse",
+    "icmp_unreachable",
+)
+
+ANOMALY_FIELDS = ("kind", "severity", "ts", "uid", "summary", "evidence", "details")
+
+_OOO = _NOTE_KINDS.index("out_of_order")
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """One finding (DESIGN.md, anomaly record)."""
+
+    #: one of `KINDS`
+    kind: str
+    #: "info", "warning" or "critical"
+    severity: str
+    #: epoch seconds of the first packet the finding is about
+    ts: float
+    #: the connection's uid, or None for a finding about a host, a port or many connections
+    uid: str | None
+    #: one sentence a person can paste into a postmortem
+    summary: str
+    #: frame numbers (1-based, as tcpdump -# and Wireshark count) that show it; a bounded sample
+    evidence: tuple[int, ...] = ()
+    #: kind-specific facts (counts, durations in seconds, addresses as text)
+    details: dict = field(default_factory=dict)
+
+    def to_record(self) -> dict:
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "ts": round(self.ts, 6),
+            "uid": self.uid,
+            "summary": self.summary,
+            "evidence": list(self.evidence),
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """When a pattern becomes a finding. Durations in seconds, rates per second."""
+
+    #: the clients' ephemeral port range, inclusive (Linux net.ipv4.ip_local_port_range)
+    ephemeral_range: tuple[int, int] = LINUX_EPHEMERAL
+    #: time_wait_accumulation: client ports toward one server port in TIME_WAIT at once
+    time_wait_min: int = 100
+    #: ... a warning from this fraction of the ephemeral range
+    time_wait_warn_fraction: float = 0.10
+    #: port_exhaustion_risk: warn when the peak of ports in use reaches this fraction of the
+    #: range, or when the observed rate needs more ports than the range at steady state
+    exhaustion_fraction: float = 0.5
+    #: ... and only for a (client, server, port) with at least this many connections
+    exhaustion_min_connections: int = 20
+    #: close_wait: the peer closed and this endpoint did not for this long
+    close_wait_s: float = 5.0
+    #: fin_wait_2: FIN acknowledged, no FIN back for this long (Linux tcp_fin_timeout: 60 s)
+    fin_wait_2_s: float = 60.0
+    #: unanswered_syn: a SYN without retries counts once the capture ran this long after it
+    unanswered_syn_s: float = 1.0
+    #: syn_flood: half-open attempts toward one host:port within `syn_flood_window_s`
+    syn_flood_min: int = 100
+    syn_flood_window_s: float = 1.0
+    #: port_scan: distinct ports probed on one host (vertical) ...
+    scan_min_ports: int = 5
+    #: ... or hosts probed on one port (horizontal)
+    scan_min_hosts: int = 10
+    #: retransmissions: report a direction with at least this many retransmitted segments ...
+    retrans_min: int = 1
+    #: ... as a warning from this retransmission rate (retransmitted / data segments) and
+    #: `retrans_warn_min` segments
+    retrans_rate: float = 0.02
+    retrans_warn_min: int = 3
+    #: zero_window: a warning when the window stayed closed this long in total
+    zero_window_s: float = 1.0
+    #: frames kept as evidence per finding
+    evidence_max: int = 10
+
+    def __post_init__(self) -> None:
+        lo, hi = self.ephemeral_range
+        if not 0 < lo <= hi <= 65535:
+            raise ValueError(f"bad ephemeral range {lo}-{hi}")
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def _ep(addr: bytes, port: int) -> str:
+    """host:port, IPv6 in brackets."""
+    text = format_addr(addr)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
+def _s(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (plural or word + 's')}"
+
+
+def _secs(value: float) -> str:
+    if value >= 2 * 86400:
+        return f"{value / 86400:.1f} days"
+    if value >= 2 * 3600:
+        return f"{value / 3600:.1f} h"
+    if value >= 120:
+        return f"{value / 60:.1f} min"
+    if value >= 10:
+        return f"{value:.0f} s"
+    if value >= 1:
+        return f"{value:.1f} s"
+    return f"{value * 1000:.0f} ms"
+
+
+def _sample(frames: Iterable[int], limit: int) -> tuple[int, ...]:
+    return tuple(sorted({f for f in frames if f is not None})[:limit])
+
+
+class AnomalyDetector:
+    """Collects what the findings need during the pass and turns connections into findings.
+
+    `observers` goes to `analyze`/`Pipeline`. Then either `findings(analysis)` once, or, when
+    streaming, `add(conn)` for each finished connection and `finish()` at the end. No per-packet
+    data is kept (the per-connection state lives in ``conn.ext["tcpa"]`` and leaves with the
+    connection), and no connection objects: across the capture the detector keeps a small tuple
+    per TCP connection for the TIME_WAIT arithmetic and per scan probe or failed attempt, and
+    the findings of single connections.
+    """
+
+    def __init__(
+        self,
+        thresholds: Thresholds | None = None,
+        tcp: TcpAnalyzer | None = None,
+        msl_s: float = 30.0,
+    ) -> None:
+        self.thresholds = thresholds or Thresholds()
+        #: the TCP analyzer; pass your own (keep_frames=True) to share it with other views
+        self.tcp = tcp or TcpAnalyzer()
+        self.observers = [self.tcp]
+        #: maximum segment lifetime of the connection table's Config (TIME_WAIT = 2 x MSL)
+        self.msl_s = msl_s
+        self._reset()
+
+    def _reset(self) -> None:
+        from .anomaly_hosts import HostFacts
+
+        self._hosts = HostFacts(self.thresholds, self.msl_s)
+        self._single: list[tuple[str, Anomaly]] = []  # (uid, finding about that connection)
+        self._unanswered = defaultdict(list)
+        self._refused = defaultdict(list)
+        self._close_wait = defaultdict(list)
+        self._fin_wait_2: list[tuple] = []
+        self._rst = defaultdict(list)
+        self._reuse = defaultdict(list)
+        self._end_ns = 0
+
+    def add(self, conn: Connection) -> None:
+        """Take one finished connection (any protocol) into account."""
+        end = conn.end_ts_ns if conn.end_ts_ns is not None else conn.last_ts_ns
+        if end > self._end_ns:
+            self._end_ns = end
+        self._hosts.add(conn)
+        th = self.thresholds
+        if conn.icmp_errors:
+            self._single.append((conn.uid, _icmp_finding(conn, th)))
+        t = conn.tcp
+        if t is None:
+            return
+        ext = conn.ext
+        st = ext.get("tcpa") if ext else None
+        if t.syn_count[0]:
+            if t.rejected:
+                frames = (st.rst[1],) if st is not None and st.rst is not None else ()
+                self._refused[(conn.resp_h, conn.resp_p)].append(
+                    (conn.first_ts_ns, conn.uid, conn.orig_h, (conn.first_frame, *frames))
+                )
+            elif not t.synack_count[1] and not conn.pkts[1] and t.reset_by is None:
+                if t.syn_count[0] > 1 or (end - conn.first_ts_ns) / 1e9 >= th.unanswered_syn_s:
+                    syns = (
+                        tuple(st.syns)
+                        if st is not None and st.syns
+                        else ((conn.first_ts_ns, conn.first_frame),)
+                    )
+                    self._unanswered[(conn.resp_h, conn.resp_p)].append(
+                        (conn.first_ts_ns, conn.uid, conn.orig_h, t.syn_count[0], syns)
+                    )
+        if t.reset_by is not None and not t.rejected:
+            if t.handshake_acked or (t.midstream and (conn.payload[0] or conn.payload[1])):
+                rst = st.rst if st is not None else None
+                self._rst[(conn.orig_h, conn.resp_h, conn.resp_p, t.reset_by)].append(
+                    (conn.first_ts_ns, conn.uid, rst[1] if rst else None,
+                     (rst[3] or 0) if rst else 0, (rst[4] or 0) if rst else 0)
+                )  # fmt: skip
+        if conn.prev_uid is not None and conn.reused_in_time_wait:
+            failed = t.handshake() not in ("3way", "simultaneous_open")
+            self._reuse[(conn.orig_h, conn.resp_h, conn.resp_p)].append(
+                (conn.first_ts_ns, conn.uid, conn.prev_uid, conn.orig_p, conn.first_frame, failed)
+            )
+        if t.fin_seq[0] is not None or t.fin_seq[1] is not None:  # CLOSE_WAIT needs a FIN
+            for entry in t.timeline:
+                if entry[3] is CLOSE_WAIT or entry[3] is FIN_WAIT_2:
+                    self._note_closes(conn)
+                    break
+        if st is not None:
+            for d in st.dirs:  # most connections have nothing more to report
+                if (
+                    d.retrans_segments > d.retrans_syn
+                    or d.zero_window_spells
+                    or d.keep_alive_first_ns is not None
+                    or (d.counts and d.counts[_OOO])
+                ):
+                    self._single.extend((conn.uid, a) for a in _segment_findings(conn, st, th, end))
+                    break
+
+    def _note_closes(self, c: Connection) -> None:
+        # after the record's end nothing more was seen on the connection until the capture
+        # ended, unless a new connection took its 5-tuple: open spells end at finish()
+        stop_at = c.end_ts_ns if c.closed_by == "reused" else None
+        for side, start, stop, frame in _spells(c, CLOSE_WAIT):
+            host, port = (c.orig_h, c.orig_p) if side == 0 else (c.resp_h, c.resp_p)
+            peer_h, peer_p = (c.resp_h, c.resp_p) if side == 0 else (c.orig_h, c.orig_p)
+            # a server leaks on its service port; a client on whatever port it had
+            key = (host, port, None, None) if side == 1 else (host, None, peer_h, peer_p)
+            self._close_wait[key].append(
+                (start, stop if stop is not None else stop_at, frame, c.uid)
+            )
+        for side, start, stop, frame in _spells(c, FIN_WAIT_2):
+            host, port = (c.orig_h, c.orig_p) if side == 0 else (c.resp_h, c.resp_p)
+            peer = _ep(c.resp_h, c.resp_p) if side == 0 else _ep(c.orig_h, c.orig_p)
+            self._fin_wait_2.append(
+                (c.uid, _ep(host, port), peer, start, stop if stop is not None else stop_at, frame,
+                 c.pkts[1 - side])
+            )  # fmt: skip
+
+    def finish(self, end_ns: int | None = None) -> list[Anomaly]:
+        """Every finding, most severe first, then by time; resets the detector. `end_ns` is the
+        capture's last timestamp (default: the latest record end seen)."""
+        th = self.thresholds
+        end_ns = self._end_ns if end_ns is None else end_ns
+        claimed: set[str] = set()  # uids explained by a scan or a flood
+        out: list[Anomaly] = self._hosts.findings(claimed, end_ns)
+        out.extend(_unanswered_findings(self._unanswered, th, claimed))
+        out.extend(_refused_findings(self._refused, th, claimed))
+        out.extend(_close_wait_findings(self._close_wait, th, end_ns))
+        out.extend(_fin_wait_2_findings(self._fin_wait_2, th, end_ns))
+        out.extend(_rst_findings(self._rst, th, claimed))
+        out.extend(_reuse_findings(self._reuse, th))
+        out.extend(a for uid, a in self._single if uid not in claimed)
+        out.sort(key=lambda a: (-_RANK[a.severity], a.ts, a.kind, a.uid or ""))
+        self._reset()
+        return out
+
+    def findings(self, analysis) -> list[Anomaly]:
+        """`finish` over every connection of an `Analysis` (from `analyze`)."""
+        for c in analysis.connections:
+            self.add(c)
+        return self.finish(analysis.stats.last_ts_ns or None)
+
+
+# ---------------------------------------------------------------------------- handshakes
+def _clients_text(hosts: set) -> str:
+    return format_addr(next(iter(hosts))) if len(hosts) == 1 else _s(len(hosts), "client")
+
+
+def _unanswered_findings(groups, th: Thresholds, claimed: set) -> list[Anomaly]:
+    """unanswered_syn: SYNs without any answer, grouped per destination host:port."""
+    out = []
+    for (host, port), items in groups.items():
+        items = sorted(x for x in items if x[1] not in claimed)
+        if not items:
+            continue
+        first_ts, first_uid, _client, _count, first_syns = items[0]
+        clients = {x[2] for x in items}
+        syns = sum(x[3] for x in items)
+        retry_s = [round((ts - first_syns[0][0]) / 1e9, 3) for ts, _f in first_syns[1:]]
+        frames = [f for x in items for _t, f in x[4]]
+        retry_text = f", retried after {', '.join(f'{r:g} s' for r in retry_s)}" if retry_s else ""
+        summary = (
+            f"{_s(syns, 'SYN')} from {_clients_text(clients)} to {_ep(host, port)} got no answer"
+            f" ({_s(len(items), 'connection attempt')}{retry_text}): a firewall dropping them or "
+            f"the host is down."
+        )
+        out.append(
+            Anomaly(
+                "unanswered_syn", "warning", first_ts / 1e9, first_uid if len(items) == 1 else None,
+                summary, _sample(frames, th.evidence_max),
+                {
+                    "destination": _ep(host, port),
+                    "attempts": len(items),
+                    "syns": syns,
+                    "clients": sorted(format_addr(h) for h in clients)[:20],
+                    "client_count": len(clients),
+                    "retry_s": retry_s,
+                    "uids": [x[1] for x in items[:20]],
+                },
+            )
+        )  # fmt: skip
+    return out
+
+
+def _refused_findings(groups, th: Thresholds, claimed: set) -> list[Anomaly]:
+    """connection_refused: RST answering a SYN, grouped per destination host:port."""
+    out = []
+    for (host, port), items in groups.items():
+        items = sorted(x for x in items if x[1] not in claimed)
+        if not items:
+            continue
+        clients = {x[2] for x in items}
+        summary = (
+            f"{_ep(host, port)} refused {_s(len(items), 'connection')} from {_clients_text(clients)} "
+            f"(RST answering the SYN): nothing is listening on port {port}."
+        )
+        out.append(
+            Anomaly(
+                "connection_refused", "warning", items[0][0] / 1e9,
+                items[0][1] if len(items) == 1 else None, summary,
+                _sample((f for x in items for f in x[3]), th.evidence_max),
+                {
+                    "destination": _ep(host, port),
+                    "attempts": len(items),
+                    "clients": sorted(format_addr(h) for h in clients)[:20],
+                    "client_count": len(clients),
+                    "uids": [x[1] for x in items[:20]],
+                },
+            )
+        )  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------------- closes
+def _spells(c: Connection, state):
+    """[(side, start_ns, end_ns or None, frame)] for each time a side sat in `state`; None when
+    it still did at the end of the record."""
+    out = []
+    timeline = c.tcp.timeline
+    for i, (ts, frame, side, new) in enumerate(timeline):
+        if new is not state:
+            continue
+        leave = None
+        for ts2, _f2, side2, _new2 in timeline[i + 1 :]:
+            if side2 == side:
+                leave = ts2
+                break
+        out.append((side, ts, leave, frame))
+    return out
+
+
+def _close_wait_findings(groups, th: Thresholds, end_ns: int) -> list[Anomaly]:
+    """close_wait, grouped per leaking endpoint (a server's service port, a client host)."""
+    out = []
+    for (host, port, peer_h, peer_p), spells in groups.items():
+        items = []
+        for start, stop, frame, uid in spells:
+            still = stop is None
+            length = ((end_ns if still else stop) - start) / 1e9
+            if length >= th.close_wait_s:
+                items.append((start, length, still, frame, uid))
+        if not items:
+            continue
+        items.sort()
+        n = len(items)
+        open_ = sum(1 for x in items if x[2])
+        longest = max(x[1] for x in items)
+        where = _ep(host, port) if port is not None else format_addr(host)
+        toward = "" if peer_h is None else f" to {_ep(peer_h, peer_p)}"
+        if open_:
+            state = (
+                f"{'it is' if n == 1 else f'{open_} of them are'} still in CLOSE_WAIT at the end of "
+                f"the capture"
+            )
+        else:
+            state = "it closed late" if n == 1 else "all closed late"
+        summary = (
+            f"{where} did not close {_s(n, 'connection')}{toward} after the peer closed "
+            f"(CLOSE_WAIT for up to {_secs(longest)}; {state}): the application on {where} "
+            f"is not closing its sockets."
+        )
+        out.append(
+            Anomaly(
+                "close_wait", "warning" if open_ else "info", items[0][0] / 1e9,
+                items[0][4] if n == 1 else None, summary,
+                _sample((x[3] for x in items), th.evidence_max),
+                {
+                    "endpoint": where,
+                    "connections": n,
+                    "still_open": open_,
+                    "max_duration_s": round(longest, 3),
+                    "uids": [x[4] for x in items[:20]],
+                },
+            )
+        )  # fmt: skip
+    return out
+
+
+def _fin_wait_2_findings(items, th: Thresholds, end_ns: int) -> list[Anomaly]:
+    """fin_wait_2, one finding per connection that waited past the threshold."""
+    out = []
+    for uid, endpoint, peer, start, stop, frame, peer_packets in items:
+        still = stop is None
+        waited = ((end_ns if still else stop) - start) / 1e9
+        if waited < th.fin_wait_2_s:
+            continue
+        how = (
+            "and the capture ended with it still waiting" if still else "before the peer's FIN came"
+        )
+        summary = (
+            f"{endpoint} sat in FIN_WAIT_2 for {_secs(waited)} after {peer} acknowledged its FIN, "
+            f"{how}: the peer kept its side open (see close_wait on {peer})."
+        )
+        out.append(
+            Anomaly(
+                "fin_wait_2", "info", start / 1e9, uid, summary, _sample([frame], th.evidence_max),
+                {"endpoint": endpoint, "peer": peer, "duration_s": round(waited, 3),
+                 "still_waiting": still, "peer_packets": peer_packets},
+            )
+        )  # fmt: skip
+    return out
+
+
+def _rst_findings(groups, th: Thresholds, claimed: set) -> list[Anomaly]:
+    """rst_abort: a RST ending an established connection, grouped per (client, server port,
+    who sent it)."""
+    out = []
+    for (client, server, port, by), items in groups.items():
+        items = sorted((x for x in items if x[1] not in claimed), key=lambda x: x[0])
+        if not items:
+            continue
+        with_data = [x for x in items if x[3] or x[4]]
+        lost = sum(x[3] + x[4] for x in with_data)
+        sender = format_addr(client) if by == 0 else _ep(server, port)
+        other = _ep(server, port) if by == 0 else format_addr(client)
+        n = len(items)
+        what = "an established connection" if n == 1 else f"{n} established connections"
+        if n == 1:
+            inflight = (
+                f" with {lost} bytes of unacknowledged data in flight"
+                if with_data
+                else " with no data in flight"
+            )
+        else:
+            inflight = (
+                f"; {len(with_data)} had unacknowledged data in flight ({lost} bytes)"
+                if with_data
+                else "; no data was in flight"
+            )
+        summary = (
+            f"{sender} reset {what} with {other}{inflight} (RST instead of FIN: an abort, a crash "
+            f"or SO_LINGER 0)."
+        )
+        out.append(
+            Anomaly(
+                "rst_abort", "warning" if with_data else "info", items[0][0] / 1e9,
+                items[0][1] if n == 1 else None, summary,
+                _sample((x[2] for x in items), th.evidence_max),
+                {
+                    "sender": sender,
+                    "peer": other,
+                    "sent_by": "orig" if by == 0 else "resp",
+                    "connections": n,
+                    "with_data_in_flight": len(with_data),
+                    "bytes_in_flight": lost,
+                    "uids": [x[1] for x in items[:20]],
+                },
+            )
+        )  # fmt: skip
+    return out
+
+
+def _reuse_findings(groups, th: Thresholds) -> list[Anomaly]:
+    """port_reuse: a 5-tuple reused while its previous connection could still be in TIME_WAIT."""
+    out = []
+    for (client, server, port), items in groups.items():
+        items.sort(key=lambda x: x[0])
+        failed = sum(1 for x in items if x[5])
+        n = len(items)
+        ports = sorted({x[3] for x in items})
+        port_text = f"port {ports[0]}" if len(ports) == 1 else f"{len(ports)} ports"
+        trouble = (
+            f"; {failed} of the new handshakes did not complete"
+            if failed
+            else "; the new handshakes completed"
+        )
+        summary = (
+            f"{format_addr(client)} reused {port_text} toward {_ep(server, port)} for "
+            f"{_s(n, 'new connection')} while the previous connection on the same 5-tuple "
+            f"could still be in TIME_WAIT (2 x MSL){trouble}."
+        )
+        out.append(
+            Anomaly(
+                "port_reuse", "warning" if failed else "info", items[0][0] / 1e9,
+                items[0][1] if n == 1 else None, summary,
+                _sample((x[4] for x in items), th.evidence_max),
+                {
+                    "client": format_addr(client),
+                    "server": _ep(server, port),
+                    "reuses": n,
+                    "client_ports": ports[:50],
+                    "failed_handshakes": failed,
+                    "uids": [x[1] for x in items[:20]],
+                    "previous_uids": [x[2] for x in items[:20]],
+                },
+            )
+        )  # fmt: skip
+    return out
+
+
+_ICMP4_UNREACH = {
+    0: "net unreachable",
+    1: "host unreachable",
+    2: "protocol unreachable",
+    3: "port unreachable",
+    4: "fragmentation needed",
+    5: "source route failed",
+    9: "network administratively prohibited",
+    10: "host administratively prohibited",
+    13: "communication administratively prohibited",
+}
+_ICMP6_UNREACH = {
+    0: "no route",
+    1: "administratively prohibited",
+    2: "beyond scope",
+    3: "address unreachable",
+    4: "port unreachable",
+    5: "source address failed policy",
+    6: "reject route",
+}
+
+
+def icmp_error_name(v6: bool, itype: int, code: int) -> str:
+    """Human name of an ICMP/ICMPv6 error (RFC 792, RFC 4443)."""
+    if v6:
+        names = {
+            1: ("unreachable", _ICMP6_UNREACH),
+            2: ("packet too big", {}),
+            3: ("time exceeded", {}),
+            4: ("parameter problem", {}),
+        }
+    else:
+        names = {
+            3: ("unreachable", _ICMP4_UNREACH),
+            11: ("time exceeded", {}),
+            12: ("parameter problem", {}),
+            4: ("source quench", {}),
+            5: ("redirect", {}),
+        }
+    base, codes = names.get(itype, (f"type {itype}", {}))
+    if base == "unreachable":
+        return codes.get(code, f"unreachable (code {code})")
+    return base if not code else f"{base} (code {code})"
+
+
+def is_port_unreachable(v6: bool, itype: int, code: int) -> bool:
+    return (itype, code) == ((1, 4) if v6 else (3, 3))
+
+
+def _is_pmtu(v6: bool, itype: int, code: int) -> bool:
+    """ICMPv6 packet too big, ICMP fragmentation needed (RFC 8201, RFC 1191)."""
+    return itype == 2 if v6 else (itype, code) == (3, 4)
+
+
+def _icmp_finding(c: Connection, th: Thresholds) -> Anomaly:
+    """icmp_unreachable: the ICMP errors quoting one flow."""
+    v6 = len(c.orig_h) == 16
+    errs = c.icmp_errors
+    kinds = defaultdict(int)
+    reporters = set()
+    for _ts, _frame, itype, code, reporter in errs:
+        kinds[icmp_error_name(v6, itype, code)] += 1
+        reporters.add(reporter)
+    text = ", ".join(f"{name} x{n}" if n > 1 else name for name, n in sorted(kinds.items()))
+    by = ", ".join(sorted(format_addr(r) for r in reporters))
+    closed = all(is_port_unreachable(v6, e[2], e[3]) for e in errs)
+    # the error answers a datagram sent toward its reporter, or past it (a router)
+    back = reporters == {c.orig_h}
+    (sh, sp), (dh, dp) = (
+        ((c.resp_h, c.resp_p), (c.orig_h, c.orig_p))
+        if back
+        else ((c.orig_h, c.orig_p), (c.resp_h, c.resp_p))
+    )
+    proto = c.proto_name.upper()
+    pmtu = all(_is_pmtu(v6, e[2], e[3]) for e in errs)
+    if closed:
+        hint = f": nothing listens on {proto} port {dp} of {format_addr(dh)}" + (
+            " (the answer came after the client gave up)" if back else ""
+        )
+    elif pmtu:
+        hint = ": the path MTU is smaller than these packets (path MTU discovery)"
+    elif all(e[2] == (3 if v6 else 11) for e in errs):
+        hint = ": the TTL ran out on the way (a routing loop, or traceroute)"
+    else:
+        hint = ": the path or a firewall rejected it"
+    summary = f"{by} answered {proto} {_ep(sh, sp)} -> {_ep(dh, dp)} with ICMP {text}{hint}."
+    return Anomaly(
+        "icmp_unreachable",
+        "info" if pmtu else "warning",
+        errs[0][0] / 1e9,
+        c.uid,
+        summary,
+        _sample([c.first_frame] + [e[1] for e in errs], th.evidence_max),
+        {
+            "flow": f"{_ep(sh, sp)} -> {_ep(dh, dp)}",
+            "proto": c.proto_name,
+            "errors": dict(kinds),
+            "reporters": sorted(format_addr(r) for r in reporters),
+            "port_unreachable": closed,
+        },
+    )
+
+
+# ---------------------------------------------------------------------------- segments
+def _segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Anomaly]:
+    """`end_ns`: when the record ended (a window still closed then counts as closed until it)."""
+    """retransmissions and zero_window per direction, keep_alive per connection."""
+    out = []
+    ka_total = 0
+    ka_frames = []
+    for side in (0, 1):
+        d = st.dirs[side]
+        src = _ep(c.orig_h, c.orig_p) if side == 0 else _ep(c.resp_h, c.resp_p)
+        dst = _ep(c.resp_h, c.resp_p) if side == 0 else _ep(c.orig_h, c.orig_p)
+        peer = st.dirs[1 - side]
+        data_retrans = d.retrans_segments - d.retrans_syn  # SYN retries: unanswered_syn's business
+        ooo = d.count("out_of_order")
+        if data_retrans + ooo >= th.retrans_min:
+            rate = data_retrans / max(d.data_segments, 1)
+            counts = {
+                "retransmission": d.count("retransmission") - d.retrans_syn,
+                "fast_retransmission": d.count("fast_retransmission"),
+                "spurious_retransmission": d.count("spurious_retransmission"),
+                "out_of_order": ooo,
+                "lost_segment": d.count("lost_segment"),
+                "dup_acks_received": peer.count("dup_ack"),
+            }
+            names = (
+                ("retransmission", "by timeout"),
+                ("fast_retransmission", "fast"),
+                ("spurious_retransmission", "spurious"),
+            )
+            parts = [f"{counts[k]} {label}" for k, label in names if counts[k]]
+            severity = (
+                "warning"
+                if rate >= th.retrans_rate and data_retrans >= th.retrans_warn_min
+                else "info"
+            )
+            if data_retrans:
+                what = (
+                    f"{src} retransmitted {_s(data_retrans, 'segment')} ({d.retrans_bytes} bytes) "
+                    f"of {d.data_segments} data segments to {dst} ({rate:.1%}: {', '.join(parts)})"
+                )
+                if ooo:
+                    what += f", and {ooo} arrived out of order"
+            else:
+                what = f"{_s(ooo, 'segment')} from {src} to {dst} arrived out of order (reordering on the path)"
+            lost = counts["lost_segment"]
+            if lost:
+                if data_retrans:
+                    filled = "filled by retransmissions: lost before the capture point"
+                elif ooo:
+                    filled = "filled by the late segments: reordered, not lost"
+                else:
+                    filled = "never filled: not captured"
+                what += f"; {_s(lost, 'gap')} in the sequence ({filled})"
+            summary = what + "."
+            frames = []
+            for k in RETRANS_EVIDENCE:
+                frames.extend(d.frames(k))
+            out.append(
+                Anomaly(
+                    "retransmissions",
+                    severity,
+                    c.ts,
+                    c.uid,
+                    summary,
+                    _sample(frames, th.evidence_max),
+                    {
+                        "direction": "orig" if side == 0 else "resp",
+                        "sender": src,
+                        "receiver": dst,
+                        "segments": data_retrans,
+                        "bytes": d.retrans_bytes,
+                        "data_segments": d.data_segments,
+                        "syn_retransmissions": d.retrans_syn,
+                        "rate": round(rate, 4),
+                        **counts,
+                    },
+                )
+            )
+        if d.zero_window_spells:
+            closed_ns = d.zero_window_ns
+            still = d.zero_window_since_ns is not None
+            if still:
+                closed_ns += max(0, end_ns - d.zero_window_since_ns)
+            closed_s = closed_ns / 1e9
+            probes = peer.count("zero_window_probe")
+            full = peer.count("window_full")
+            severity = "warning" if closed_s >= th.zero_window_s or still else "info"
+            reopened = (
+                "and it was still closed when the capture ended" if still else "then reopened it"
+            )
+            summary = (
+                f"{src} advertised a zero receive window to {dst} {_s(d.zero_window_spells, 'time')} "
+                f"for {_secs(closed_s)} in total ({_s(probes, 'zero-window probe')}, {full} window-full), "
+                f"{reopened}: the receiving application on {src} was not reading fast enough."
+            )
+            frames = (
+                d.frames("zero_window")
+                + peer.frames("zero_window_probe")
+                + peer.frames("window_full")
+            )
+            out.append(
+                Anomaly(
+                    "zero_window",
+                    severity,
+                    c.ts,
+                    c.uid,
+                    summary,
+                    _sample(frames, th.evidence_max),
+                    {
+                        "receiver": src,
+                        "sender": dst,
+                        "spells": d.zero_window_spells,
+                        "closed_s": round(closed_s, 6),
+                        "longest_s": round(d.zero_window_max_ns / 1e9, 6),
+                        "still_closed": still,
+                        "zero_window_segments": d.count("zero_window"),
+                        "probes": probes,
+                        "probe_acks": d.count("zero_window_probe_ack"),
+                        "window_full": full,
+                        "window_updates": d.count("window_update"),
+                    },
+                )
+            )
+        n = d.count("keep_alive")
+        if n:
+            ka_total += n
+            ka_frames.extend(d.frames("keep_alive"))
+    if ka_total:
+        sides = []
+        intervals = {}
+        for side in (0, 1):
+            d = st.dirs[side]
+            n = d.count("keep_alive")
+            if not n:
+                continue
+            who = _ep(c.orig_h, c.orig_p) if side == 0 else _ep(c.resp_h, c.resp_p)
+            text = f"{who} sent {_s(n, 'TCP keep-alive probe')}"
+            if n > 1:
+                every = (d.keep_alive_last_ns - d.keep_alive_first_ns) / 1e9 / (n - 1)
+                intervals["orig" if side == 0 else "resp"] = round(every, 3)
+                if every >= 0.001:
+                    text += f" every {_secs(every)}"
+            sides.append(text)
+        acks = st.count("keep_alive_ack")
+        summary = (
+            f"{' and '.join(sides)} ({_s(acks, 'answer')} seen): the connection sat idle, "
+            f"held open by TCP keep-alive."
+        )
+        out.append(
+            Anomaly(
+                "keep_alive",
+                "info",
+                c.ts,
+                c.uid,
+                summary,
+                _sample(ka_frames, th.evidence_max),
+                {
+                    "keep_alives": {
+                        "orig": st.orig.count("keep_alive"),
+                        "resp": st.resp.count("keep_alive"),
+                    },
+                    "answers": acks,
+                    "interval_s": intervals,
+                },
+            )
+        )
+    return out
+
+
+RETRANS_EVIDENCE = ("retransmission", "fast_retransmission", "spurious_retransmission")

@@ -1,0 +1,569 @@
+"""Findings about hosts and ports rather than one connection: port scans, SYN floods, TIME_WAIT
+accumulation and ephemeral port exhaustion. Used by `flowlens.reports.anomalies`.
+
+Port scan verdicts follow nmap's port states (nmap book, "Port Scanning Basics"): a SYN or connect
+probe answered by SYN/ACK is open, by RST closed, by nothing or an ICMP unreachable filtered; a
+FIN, NULL or Xmas probe answered by RST is closed and unanswered open|filtered; an ACK probe is
+unfiltered when answered by RST; a UDP probe answered by data is open, by ICMP port unreachable
+closed, by another unreachable filtered, by nothing open|filtered.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from dpkt.tcp import TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
+
+from ..connections import format_addr
+from ..decode import IPPROTO_TCP, IPPROTO_UDP
+from ..services import EPHEMERAL_RANGES, fits_ranges
+from ..tcpanalysis import state_of
+from ..tcpstate import CLOSED, TIME_WAIT
+from .anomalies import Anomaly, _ep, _s, _sample, _secs, is_port_unreachable
+
+__all__ = ["HostFacts", "probe_of"]
+
+_PROBE_TYPES = {
+    TH_SYN: "SYN",
+    0: "NULL",
+    TH_FIN: "FIN",
+    TH_FIN | TH_PUSH | TH_URG: "XMAS",
+    TH_ACK: "ACK",
+    TH_FIN | TH_ACK: "Maimon",
+}
+_STEALTH = {"NULL", "FIN", "XMAS", "Maimon"}
+# verdict strength: a port probed twice keeps the most informative answer
+_RANK = {"open": 4, "closed": 3, "unfiltered": 2, "filtered": 1, "open|filtered": 0}
+_LIST_MAX = 256
+
+
+def probe_of(c):
+    """(scan type, verdict, prober side) when connection `c` looks like a scanner's probe, else None.
+
+    A probe carries no payload either way (UDP: at most two datagrams out, one back) and starts
+    the way scanners start: a SYN, or a packet no TCP stack sends first (FIN, NULL, Xmas, ACK).
+    """
+    if c.proto == IPPROTO_TCP:
+        if c.payload[0] or c.payload[1]:
+            return None
+        st = state_of(c)
+        if st is None:
+            return None
+        first = st.first_flags & (TH_SYN | TH_ACK | TH_FIN | TH_RST | TH_PUSH | TH_URG)
+        kind = _PROBE_TYPES.get(first)
+        if kind is None:
+            return None
+        side = 0 if st.first_from_orig else 1
+        reply = st.reply_flags
+        icmp = bool(c.icmp_errors)
+        if kind == "SYN":
+            t = c.tcp
+            if side == 0 and t.handshake_acked:
+                kind = "connect"
+            if reply is not None and reply & TH_SYN and reply & TH_ACK:
+                verdict = "open"
+            elif reply is not None and reply & TH_RST:
+                verdict = "closed"
+            elif reply is None or icmp:
+                verdict = "filtered"
+            else:
+                return None
+        elif kind == "ACK":
+            verdict = "unfiltered" if reply is not None and reply & TH_RST else "filtered"
+        else:
+            if reply is not None and reply & TH_RST:
+                verdict = "closed"
+            elif icmp:
+                verdict = "filtered"
+            elif reply is None:
+                verdict = "open|filtered"
+            else:
+                return None
+        return kind, verdict, side
+    if c.proto == IPPROTO_UDP:
+        side = 1 if c.flipped else 0
+        if c.pkts[side] > 2 or c.pkts[1 - side] > 1:
+            return None
+        if c.icmp_errors:
+            v6 = len(c.orig_h) == 16
+            e = c.icmp_errors[0]
+            verdict = "closed" if is_port_unreachable(v6, e[2], e[3]) else "filtered"
+        elif c.pkts[1 - side]:
+            verdict = "open"
+        else:
+            verdict = "open|filtered"
+        return "UDP", verdict, side
+    return None
+
+
+class HostFacts:
+    """What the host- and port-level findings need, a few numbers per connection.
+
+    `add(conn)` for every finished connection; `findings(claimed, end_ns)` at the end puts the
+    uids a scan or a flood explains into `claimed`.
+    """
+
+    def __init__(self, th, msl_s: float) -> None:
+        self.th = th
+        self.msl_s = msl_s
+        self._tw_ns = int(2 * msl_s * 1e9)
+        # [(scanner, target host, (port, proto), verdict, ts_ns, uid, frame, scan type)]: flat,
+        # and tuples of atoms, so that a flood of one-packet "connections" costs the garbage
+        # collector nothing
+        self.probes = []
+        # (server host, port) -> [(ts_ns, client host, answered by SYN/ACK, uid, frame)]
+        self.attempts = defaultdict(list)
+        # (client host, server host, port) -> (start_ns, held until ns, client port,
+        #   ((side, tw from, tw until), ...), reused in TW, frame), or a list of them from the
+        #   second connection on
+        self.holds = {}
+
+    def add(self, c) -> None:
+        p = probe_of(c)
+        if p is not None:
+            kind, verdict, side = p
+            src = c.orig_h if side == 0 else c.resp_h
+            dst, dport = (c.resp_h, c.resp_p) if side == 0 else (c.orig_h, c.orig_p)
+            self.probes.append(
+                (
+                    src,
+                    dst,
+                    (dport, c.proto_name),
+                    verdict,
+                    c.first_ts_ns,
+                    c.uid,
+                    c.first_frame,
+                    kind,
+                )
+            )
+        if c.proto != IPPROTO_TCP:
+            return
+        t = c.tcp
+        if not t.syn_count[0]:
+            return
+        if not t.handshake_acked and not t.rejected:
+            self.attempts[(c.resp_h, c.resp_p)].append(
+                (c.first_ts_ns, c.orig_h, bool(t.synack_count[1]), c.uid, c.first_frame)
+            )
+        if not c.originator_inferred:
+            end = c.end_ts_ns if c.end_ts_ns is not None else c.last_ts_ns
+            hold, tws = _holds(c, self._tw_ns, end)
+            reused = c.prev_uid is not None and c.reused_in_time_wait
+            key = (c.orig_h, c.resp_h, c.resp_p)
+            item = (hold[0], hold[1], c.orig_p, tws, reused, c.first_frame)
+            have = self.holds.get(key)
+            if have is None:
+                self.holds[key] = item
+            elif type(have) is list:
+                have.append(item)
+            else:
+                self.holds[key] = [have, item]
+
+    def findings(self, claimed: set, end_ns: int) -> list[Anomaly]:
+        out = _scans(self.probes, self.th, claimed)
+        out.extend(_floods(self.attempts, self.th, claimed))
+        for (client, server, sport), group in self.holds.items():
+            if type(group) is list:
+                out.extend(_port_group(client, server, sport, group, self.th, self.msl_s, end_ns))
+        return out
+
+
+def _scans(probes, th, claimed: set) -> list[Anomaly]:
+    # a source with fewer probes than either threshold cannot be scanning: skip the many
+    # one-probe "sources" of a spoofed flood before grouping anything
+    least = min(th.scan_min_ports, th.scan_min_hosts)
+    counts = Counter(p[0] for p in probes)
+    by_scanner = defaultdict(list)
+    for p in probes:
+        if counts[p[0]] >= least:
+            by_scanner[p[0]].append(p)
+    out = []
+    for scanner, items in by_scanner.items():
+        # target host -> (port, proto) -> [best verdict, first ts, [uids]]
+        targets = defaultdict(dict)
+        types = defaultdict(int)
+        frames = []
+        for _src, dst, key, verdict, ts, uid, frame, kind in items:
+            slot = targets[dst].get(key)
+            if slot is None:
+                targets[dst][key] = [verdict, ts, [uid]]
+            else:
+                if _RANK[verdict] > _RANK[slot[0]]:
+                    slot[0] = verdict
+                slot[1] = min(slot[1], ts)
+                slot[2].append(uid)
+            types[kind] += 1
+            if len(frames) < 4 * th.evidence_max:
+                frames.append(frame)
+        vertical = [h for h, ports in targets.items() if len(ports) >= th.scan_min_ports]
+        by_port = defaultdict(set)
+        for h, ports in targets.items():
+            for key in ports:
+                by_port[key].add(h)
+        horizontal = [k for k, hosts in by_port.items() if len(hosts) >= th.scan_min_hosts]
+        if not vertical and not horizontal:
+            continue
+        stealth = any(k in _STEALTH for k in types)
+        if vertical and not horizontal:
+            groups = [(h, {h: targets[h]}) for h in vertical]
+        else:
+            groups = [(None, targets)]
+        for target, hosts in groups:
+            finding = _scan_finding(scanner, target, hosts, types, frames, stealth, th)
+            if finding is None:
+                continue
+            out.append(finding)
+            for ports in hosts.values():
+                for slot in ports.values():
+                    claimed.update(slot[2])
+    return out
+
+
+def _port_key(v):
+    """Ports sort as numbers, "host:port/proto" entries as text."""
+    return (1, v) if isinstance(v, str) else (0, str(v).zfill(5))
+
+
+def _scan_finding(scanner, target, hosts, types, frames, stealth, th):
+    verdicts = defaultdict(list)  # verdict -> ["port" or "host:port"]
+    first_ns = None
+    protos = set()
+    single = target is not None
+    for h, ports in hosts.items():
+        for (port, proto), (verdict, ts, _uids) in ports.items():
+            protos.add(proto)
+            verdicts[verdict].append(port if single else f"{_ep(h, port)}/{proto}")
+            first_ns = ts if first_ns is None else min(first_ns, ts)
+    probed = sum(len(v) for v in verdicts.values())
+    open_ = sorted(verdicts["open"], key=_port_key)
+    if len(open_) > probed / 2 and not stealth:
+        return None  # mostly answered: a busy client, not a scan
+    closed = len(verdicts["closed"]) + len(verdicts["unfiltered"])
+    filtered = sorted(verdicts["filtered"], key=_port_key)
+    openf = sorted(verdicts["open|filtered"], key=_port_key)
+    type_names = [k for k, _n in sorted(types.items(), key=lambda kv: (-kv[1], kv[0]))]
+    proto_text = "/".join(sorted(p.upper() for p in protos))
+    if single:
+        where = f"{_s(probed, proto_text + ' port')} on {format_addr(target)}"
+        direction = "vertical"
+    else:
+        port_set = {k for ports in hosts.values() for k in ports}
+        direction = "horizontal" if len(port_set) < th.scan_min_ports else "vertical+horizontal"
+        where = f"{_s(len(port_set), proto_text + ' port')} across {_s(len(hosts), 'host')} ({probed} probes)"
+    parts = []
+    if open_:
+        shown = ", ".join(str(p) for p in open_[:10]) + (" ..." if len(open_) > 10 else "")
+        parts.append(f"{len(open_)} open ({shown})")
+    else:
+        parts.append("0 open")
+    parts.append(f"{closed} closed")
+    if filtered:
+        parts.append(f"{len(filtered)} filtered")
+    if openf:
+        parts.append(f"{len(openf)} open|filtered")
+    summary = (
+        f"{format_addr(scanner)} ran a {direction} {'/'.join(type_names)} port scan of {where}: "
+        f"{', '.join(parts)}."
+    )
+    return Anomaly(
+        "port_scan",
+        "warning",
+        first_ns / 1e9,
+        None,
+        summary,
+        _sample(frames, th.evidence_max),
+        {
+            "scanner": format_addr(scanner),
+            "target": format_addr(target) if single else f"{len(hosts)} hosts",
+            "targets": sorted(format_addr(h) for h in hosts)[:_LIST_MAX],
+            "direction": direction,
+            "scan_type": type_names[0],
+            "scan_types": dict(types),
+            "ports_probed": probed,
+            "open": open_[:_LIST_MAX],
+            "closed_count": closed,
+            "filtered": filtered[:_LIST_MAX],
+            "filtered_count": len(filtered),
+            "open_filtered": openf[:_LIST_MAX],
+            "open_filtered_count": len(openf),
+        },
+    )
+
+
+def _floods(attempts, th, claimed: set) -> list[Anomaly]:
+    window_ns = int(th.syn_flood_window_s * 1e9)
+    out = []
+    for (host, port), group in attempts.items():
+        if len(group) < th.syn_flood_min:
+            continue
+        group = [g for g in group if g[3] not in claimed]  # scan probes are not a flood
+        if len(group) < th.syn_flood_min:
+            continue
+        group.sort()
+        times = [g[0] for g in group]
+        best, best_at, j = 0, 0, 0
+        for i, t in enumerate(times):
+            while t - times[j] >= window_ns:
+                j += 1
+            if i - j + 1 > best:
+                best, best_at = i - j + 1, j
+        if best < th.syn_flood_min:
+            continue
+        sources = {g[1] for g in group}
+        answered = sum(1 for g in group if g[2])
+        rate = best / th.syn_flood_window_s
+        span_s = max((times[-1] - times[0]) / 1e9, 1e-9)
+        severity = "critical" if best >= 10 * th.syn_flood_min else "warning"
+        answer = (
+            f"the server answered {answered} with SYN/ACK and none completed"
+            if answered
+            else "the server answered none of them"
+        )
+        summary = (
+            f"SYN flood toward {_ep(host, port)}: "
+            f"{_s(len(group), 'half-open connection attempt')} from "
+            f"{_s(len(sources), 'source')} in {_secs(span_s)}, peaking at {rate:,.0f}/s ({answer})."
+        )
+        claimed.update(g[3] for g in group)
+        out.append(
+            Anomaly(
+                "syn_flood",
+                severity,
+                times[best_at] / 1e9,
+                None,
+                summary,
+                _sample(
+                    (g[4] for g in group[best_at : best_at + th.evidence_max]), th.evidence_max
+                ),
+                {
+                    "target": _ep(host, port),
+                    "attempts": len(group),
+                    "sources": len(sources),
+                    "peak_per_s": round(rate, 1),
+                    "mean_per_s": round(len(group) / span_s, 1),
+                    "duration_s": round(span_s, 3),
+                    "synack_answered": answered,
+                },
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------- TIME_WAIT and ports
+def _closed_after(timeline, side: int, since: int) -> int | None:
+    for ts, _f, s, new in timeline:
+        if s == side and new is CLOSED and ts >= since:
+            return ts
+    return None
+
+
+def _holds(c, tw_ns: int, end_ns: int):
+    """(port held from, until) for the client side, and [(side, tw from, until)]."""
+    t = c.tcp
+    tws = []
+    for side in (0, 1):
+        start = t.tw_start[side]
+        if start is not None:
+            stop = start + tw_ns
+            cut = _closed_after(t.timeline, side, start)
+            if cut is not None and cut < stop:
+                stop = cut
+            tws.append((side, start, stop))
+    tws = tuple(tws)
+    client_tw = [x for x in tws if x[0] == 0]
+    if client_tw:
+        until = client_tw[0][2]
+    elif t.state[0] is CLOSED and t.timeline:
+        until = max((ts for ts, _f, s, _n in t.timeline if s == 0), default=c.last_ts_ns)
+    elif t.state[0] is TIME_WAIT:
+        until = end_ns
+    else:
+        until = max(end_ns, c.last_ts_ns)
+    return (c.first_ts_ns, max(until, c.first_ts_ns)), tws
+
+
+def _peak(intervals) -> tuple[int, int]:
+    """(peak concurrency, ts of the peak) of [start, end) intervals."""
+    events = []
+    for a, b in intervals:
+        events.append((a, 1))
+        events.append((b, -1))
+    events.sort()
+    cur = best = 0
+    at = events[0][0] if events else 0
+    for ts, d in events:
+        cur += d
+        if cur > best:
+            best, at = cur, ts
+    return best, at
+
+
+def _merge(intervals):
+    out = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def _range_for(ports, th):
+    lo, hi = th.ephemeral_range
+    if all(lo <= p <= hi for p in ports):
+        return (lo, hi), None
+    fits = fits_ranges(ports)
+    if fits:
+        return EPHEMERAL_RANGES[fits[0]], fits[0]
+    return (lo, hi), ""
+
+
+def _port_group(client, server, sport, group, th, msl_s, end_ns):
+    """time_wait_accumulation and port_exhaustion_risk for one (client, server, server port);
+    `group` holds `HostFacts.holds` tuples."""
+    group.sort()
+    per_port = defaultdict(list)
+    tw_by_side = ([], [])
+    holds = []
+    for start, until, cport, tws, _reused, _frame in group:
+        per_port[cport].append((start, until))
+        holds.append(until - start)
+        for side, a, b in tws:
+            tw_by_side[side].append((a, min(b, max(end_ns, a))))
+    in_use = [(a, b) for ivs in per_port.values() for a, b in _merge(ivs)]
+    peak, peak_at = _peak([(a, min(b, max(end_ns, a))) for a, b in in_use])
+    ports = sorted(per_port)
+    (lo, hi), guess = _range_for(ports, th)
+    size = hi - lo + 1
+    n = len(group)
+    span_s = (group[-1][0] - group[0][0]) / 1e9
+    rate = (n - 1) / span_s if span_s > 0 else 0.0
+    hold_s = sum(holds) / len(holds) / 1e9
+    steady = rate * hold_s
+    reused = [g for g in group if g[4]]
+    first_ts = group[0][0] / 1e9
+    cli, srv = format_addr(client), _ep(server, sport)
+    range_text = f"{lo}-{hi}"
+    if guess:
+        conf = f"{th.ephemeral_range[0]}-{th.ephemeral_range[1]}"
+        range_text += f", the {guess} range its ports fit (not the configured {conf})"
+    elif guess == "":
+        range_text += " (its ports fit no common range)"
+    out = []
+    details_common = {
+        "client": cli,
+        "server": srv,
+        "connections": n,
+        "client_ports": len(ports),
+        "ephemeral_range": [lo, hi],
+        "range_size": size,
+        "range_guess": guess,
+        "os_ranges": fits_ranges(ports),
+        "rate_per_s": round(rate, 3),
+        "mean_hold_s": round(hold_s, 3),
+        "time_wait_s": 2 * msl_s,
+        "steady_state_ports": round(steady, 1),
+        "peak_in_use": peak,
+    }
+
+    side = 0 if len(tw_by_side[0]) >= len(tw_by_side[1]) else 1
+    tw_peak, tw_at = _peak(tw_by_side[side])
+    if tw_peak >= th.time_wait_min:
+        severity = "warning" if tw_peak >= th.time_wait_warn_fraction * size else "info"
+        share = tw_peak / size
+        if side == 0:
+            who = f"{cli} held up to {tw_peak:,} connections to {srv} in TIME_WAIT at once (it closes first)"
+        else:
+            who = f"{srv} held up to {tw_peak:,} connections from {cli} in TIME_WAIT at once (the server closes first)"
+        summary = (
+            f"{who}; each lasts {_secs(2 * msl_s)}: {share:.1%} of the {size:,}-port "
+            f"ephemeral range {lo}-{hi}."
+        )
+        out.append(
+            Anomaly(
+                "time_wait_accumulation",
+                severity,
+                first_ts,
+                None,
+                summary,
+                _sample((g[5] for g in group[: th.evidence_max]), th.evidence_max),
+                {
+                    **details_common,
+                    "time_wait_peak": tw_peak,
+                    "time_wait_side": "orig" if side == 0 else "resp",
+                    "peak_ts": round(tw_at / 1e9, 6),
+                },
+            )
+        )
+
+    # ports ran out: every port of the range held at once, or a narrowed range (the client's
+    # ports form one contiguous block it kept recycling) fully held while SYNs reused ports
+    # still in TIME_WAIT
+    block = ports[-1] - ports[0] + 1
+    contiguous = block == len(ports)
+    narrowed = (
+        reused and contiguous and 2 <= block < size and peak >= block
+        and n >= th.exhaustion_min_connections
+    )  # fmt: skip
+    ran_out = peak >= size or narrowed
+    risk = n >= th.exhaustion_min_connections and (
+        peak >= th.exhaustion_fraction * size or steady >= size
+    )
+    if not ran_out and not risk:
+        return out
+    exhaust_s = size / rate if rate > 0 and steady >= size else None
+    details = {
+        **details_common,
+        "time_wait_reuses": len(reused),
+        "time_to_exhaustion_s": round(exhaust_s, 3) if exhaust_s is not None else None,
+        "peak_ts": round(peak_at / 1e9, 6),
+    }
+    frames = [g[5] for g in reused[: th.evidence_max]] or [g[5] for g in group[-th.evidence_max :]]
+    if ran_out:
+        details["ports_exhausted"] = [ports[0], ports[-1]] if peak < size else [lo, hi]
+        reuse_text = (
+            f" and {_s(len(reused), 'new SYN')} reused ports still in TIME_WAIT" if reused else ""
+        )
+        which = (
+            f"all {size:,} ports of the range {range_text}"
+            if peak >= size
+            else f"all {block} of its ports ({ports[0]}-{ports[-1]}, a narrowed ephemeral range)"
+        )
+        summary = (
+            f"{cli} ran out of ephemeral ports toward {srv}: {which} were held at once "
+            f"(open or in TIME_WAIT){reuse_text}; at {rate:,.1f} connections/s it needs {steady:,.0f} ports."
+        )
+        out.append(
+            Anomaly(
+                "port_exhaustion_risk",
+                "critical",
+                first_ts,
+                None,
+                summary,
+                _sample(frames, th.evidence_max),
+                details,
+            )
+        )
+        return out
+    when = (
+        f"it runs out after about {_secs(exhaust_s)} at this rate"
+        if exhaust_s is not None
+        else "it fits at this rate, with little headroom"
+    )
+    summary = (
+        f"{cli} opens {rate:,.1f} connections/s to {srv}, each holding its port {_secs(hold_s)} "
+        f"(TIME_WAIT included): {steady:,.0f} ports at steady state against the {size:,}-port range "
+        f"{range_text}; up to {peak:,} were in use at once ({peak / size:.0%}), {when}."
+    )
+    out.append(
+        Anomaly(
+            "port_exhaustion_risk",
+            "warning",
+            first_ts,
+            None,
+            summary,
+            _sample(frames, th.evidence_max),
+            details,
+        )
+    )
+    return out

@@ -1,0 +1,638 @@
+"""Per-segment TCP analysis the way Wireshark's `tcp.analysis` flags it: retransmissions, dup ACKs, windows.
+
+`TcpAnalyzer` is a connection-table observer (`analyze(path, observers=[TcpAnalyzer()])`). For every
+TCP segment it applies the rules of Wireshark's `tcp_analyze_sequence_number`
+(epan/dissectors/packet-tcp.c, as shipped in Wireshark 4.0) in the same order and with the same
+state, so its verdicts can be checked frame by frame against `tshark -Y tcp.analysis.flags`:
+
+==========================  ==============================  ====================================
+kind                        Wireshark Info label            set when
+==========================  ==============================  ====================================
+retransmission              TCP Retransmission              data/SYN/FIN below the next expected
+                                                            sequence number, none of the below
+fast_retransmission         TCP Fast Retransmission         ... at the peer's dup-ACKed sequence
+                                                            (>= 2 dup ACKs), < 20 ms after them
+spurious_retransmission     TCP Spurious Retransmission     data the peer had already ACKed
+out_of_order                TCP Out-Of-Order                ... within the initial RTT (3 ms if
+                                                            unknown) of the highest segment
+lost_segment                TCP Previous segment not        a sequence gap: the capture missed
+                            captured                        a segment (or the network lost it)
+acked_unseen                TCP ACKed unseen segment        the ACK covers data never seen
+dup_ack                     TCP Dup ACK <frame>#<n>         same seq/ack/window, no data
+zero_window                 TCP ZeroWindow                  the sender advertises window 0
+zero_window_probe           TCP ZeroWindowProbe             1 byte at the next sequence number
+                                                            while the peer's window is 0
+zero_window_probe_ack       TCP ZeroWindowProbeAck          the zero-window answer to a probe
+window_full                 TCP Window Full                 data up to the peer's window edge
+window_update               TCP Window Update               no data, same seq/ack, new window
+keep_alive                  TCP Keep-Alive                  0/1 byte at next sequence - 1
+keep_alive_ack              TCP Keep-Alive ACK              the answer to a keep-alive
+==========================  ==============================  ====================================
+
+Per-connection state lives in ``conn.ext["tcpa"]`` (a `TcpaState`): per direction counts of
+each kind, retransmitted bytes, how long the window stayed closed, keep-alive times, and the bytes
+in flight when the first RST came. Its size does not grow with the connection's length (Wireshark
+keeps a list of unacknowledged segments; flowlens keeps only the few numbers the rules read, see
+the module's differences below). Frame-level notes are kept only when asked for
+(``TcpAnalyzer(keep_frames=True)``), and then only for flagged frames.
+
+Known differences from tshark 4.0 (documented in tests/test_tcpanalysis.py with examples):
+- no list of unacknowledged segments: a retransmission arriving within the out-of-order threshold
+  is called out-of-order whenever its end differs from the highest sequence number, as Wireshark
+  2.x did (4.0 first looks the segment up in its unacked list);
+- a connection is what flowlens's table says it is: after an idle expiry (5 min established,
+  1 min for attempts) the next packet starts a new record with fresh analysis state, where
+  Wireshark continues the stream.
+"""
+
+from __future__ import annotations
+
+from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
+
+from .errors import UsageError
+
+__all__ = [
+    "KINDS",
+    "LABELS",
+    "RETRANSMISSION_KINDS",
+    "DirectionStats",
+    "TcpAnalyzer",
+    "TcpaState",
+    "state_of",
+]
+
+_M = 0xFFFFFFFF
+_H = 0x80000000
+_SFR = TH_SYN | TH_FIN | TH_RST
+_SF = TH_SYN | TH_FIN
+
+#: every kind, in the order notes are listed (Wireshark's analysis tree order)
+KINDS = (
+    "retransmission",
+    "fast_retransmission",
+    "spurious_retransmission",
+    "out_of_order",
+    "lost_segment",
+    "acked_unseen",
+    "window_update",
+    "window_full",
+    "keep_alive",
+    "keep_alive_ack",
+    "dup_ack",
+    "zero_window_probe",
+    "zero_window",
+    "zero_window_probe_ack",
+)
+_BIT = {kind: 1 << i for i, kind in enumerate(KINDS)}
+RETRANS = _BIT["retransmission"]
+FAST = _BIT["fast_retransmission"]
+SPURIOUS = _BIT["spurious_retransmission"]
+OOO = _BIT["out_of_order"]
+LOST = _BIT["lost_segment"]
+ACKED_UNSEEN = _BIT["acked_unseen"]
+WINDOW_UPDATE = _BIT["window_update"]
+WINDOW_FULL = _BIT["window_full"]
+KEEP_ALIVE = _BIT["keep_alive"]
+KEEP_ALIVE_ACK = _BIT["keep_alive_ack"]
+DUP_ACK = _BIT["dup_ack"]
+ZWP = _BIT["zero_window_probe"]
+ZERO_WINDOW = _BIT["zero_window"]
+ZWP_ACK = _BIT["zero_window_probe_ack"]
+_ANY_RETRANS = RETRANS | FAST | SPURIOUS
+
+#: the kinds Wireshark also reports as "This frame is a (suspected) retransmission"
+RETRANSMISSION_KINDS = ("retransmission", "fast_retransmission", "spurious_retransmission")
+
+#: Wireshark's Info-column label of each kind (dup_ack gets " <frame>#<n>" appended)
+LABELS = {
+    "retransmission": "TCP Retransmission",
+    "fast_retransmission": "TCP Fast Retransmission",
+    "spurious_retransmission": "TCP Spurious Retransmission",
+    "out_of_order": "TCP Out-Of-Order",
+    "lost_segment": "TCP Previous segment not captured",
+    "acked_unseen": "TCP ACKed unseen segment",
+    "window_update": "TCP Window Update",
+    "window_full": "TCP Window Full",
+    "keep_alive": "TCP Keep-Alive",
+    "keep_alive_ack": "TCP Keep-Alive ACK",
+    "dup_ack": "TCP Dup ACK",
+    "zero_window_probe": "TCP ZeroWindowProbe",
+    "zero_window": "TCP ZeroWindow",
+    "zero_window_probe_ack": "TCP ZeroWindowProbeAck",
+}
+
+_BITS = tuple((1 << i, i) for i in range(len(KINDS)))
+
+#: Wireshark's out-of-order threshold when the initial RTT is unknown (3 ms), and the window in
+#: which a segment after two dup ACKs is a fast retransmission (20 ms), in nanoseconds
+_OOO_DEFAULT_NS = 3_000_000
+_FAST_WINDOW_NS = 20_000_000
+#: evidence frames kept per connection and kind
+EVIDENCE_PER_KIND = 8
+#: SYN timestamps kept per connection (retry times of unanswered SYNs)
+_SYN_TIMES = 16
+
+
+def _kinds_of(note: int) -> tuple[str, ...]:
+    return tuple(KINDS[i] for bit, i in _BITS if note & bit)
+
+
+class DirectionStats:
+    """What one direction of a connection sent, and the sequence state the rules read.
+
+    Public, read-only fields: `counts` (list of ints, one per entry of `KINDS`, or None before
+    the first note; use `count`),
+    `data_segments` and `data_bytes` (segments with payload and their payload bytes),
+    `retrans_segments`/`retrans_bytes` (retransmission, fast or spurious; `retrans_syn` of them
+    were SYNs), `zero_window_ns` (total time this side advertised a zero window, closed spells
+    only), `zero_window_max_ns`,
+    `zero_window_since_ns` (start of a spell still open, or None), `zero_window_spells`,
+    `keep_alive_first_ns`/`keep_alive_last_ns`, `evidence` (kind -> first frames, bounded).
+    """
+
+    __slots__ = (
+        # Wireshark's tcp_flow_t / tcp_analyze_seq_info fields (0 = unknown, as there)
+        "nextseq",  # highest sequence number sent + its length: the next expected one
+        "nextseq_ts",  # ts_ns of the segment that set nextseq
+        "nextseq_frame",
+        "maxseqtobeacked",  # highest contiguous sequence number (for ACKed-unseen)
+        "lastack",  # ACK field of the last segment sent in this direction
+        "lastack_ts",
+        "window",  # raw window field of the last segment (G_MAXUINT32 before any)
+        "win_scale",  # -1 unknown, -2 no scaling, else the shift (RFC 7323)
+        "last_was_syn",  # the last segment was a SYN: its window is never scaled
+        "dupacknum",  # -1: parked after an ACKed-unseen report (Wireshark's trick)
+        "lastnondupack",  # frame of the last ACK that was not a duplicate
+        "lastflags",  # analysis bits of the last segment
+        # statistics
+        "counts",
+        "data_segments",
+        "data_bytes",
+        "retrans_segments",
+        "retrans_bytes",
+        "retrans_syn",  # of retrans_segments, retransmitted SYNs (connection attempts)
+        "zero_window_ns",
+        "zero_window_max_ns",
+        "zero_window_since_ns",
+        "zero_window_spells",
+        "keep_alive_first_ns",
+        "keep_alive_last_ns",
+        "evidence",
+    )
+
+    def __init__(self) -> None:
+        self.nextseq = 0
+        self.nextseq_ts = 0
+        self.nextseq_frame = 0
+        self.maxseqtobeacked = 0
+        self.lastack = 0
+        self.lastack_ts = 0
+        self.window = _M
+        self.win_scale = -1
+        self.last_was_syn = False
+        self.dupacknum = 0
+        self.lastnondupack = 0
+        self.lastflags = 0
+        self.counts = None  # allocated with the first note: most connections never get one
+        self.data_segments = 0
+        self.data_bytes = 0
+        self.retrans_segments = 0
+        self.retrans_bytes = 0
+        self.retrans_syn = 0
+        self.zero_window_ns = 0
+        self.zero_window_max_ns = 0
+        self.zero_window_since_ns = None
+        self.zero_window_spells = 0
+        self.keep_alive_first_ns = None
+        self.keep_alive_last_ns = None
+        self.evidence = None
+
+    def count(self, kind: str) -> int:
+        """Segments of this direction flagged `kind` (one of `KINDS`)."""
+        return self.counts[KINDS.index(kind)] if self.counts else 0
+
+    def as_dict(self) -> dict[str, int]:
+        """Non-zero counts by kind."""
+        return {k: n for k, n in zip(KINDS, self.counts or ()) if n}
+
+    def frames(self, kind: str) -> list[int]:
+        """The first frames (at most EVIDENCE_PER_KIND) flagged `kind`."""
+        if not self.evidence:
+            return []
+        return list(self.evidence.get(kind, ()))
+
+
+class TcpaState:
+    """`conn.ext["tcpa"]`: the analysis of one connection.
+
+    `dirs[0]`/`orig` is what the originator sent, `dirs[1]`/`resp` the responder.
+    `first_flags`/`first_from_orig`: TCP flags and sender of the connection's first packet;
+    `reply_flags`: flags of the first packet the other side sent (None: it never answered).
+    `syn_ts`: capture times (ns) of the SYNs (no ACK) of the side that sent the first one,
+    `syn_side` (normally 0, the originator), at most 16; `syn_frames` their frames.
+    `rst`: None, or (sender 0/1, frame, ts_ns, sender's bytes in flight, peer's bytes in flight)
+    for the first RST, bytes in flight being sent but not acknowledged (None when unknown).
+    `first_rtt_ns`: Wireshark's initial RTT (most recent SYN to the first ACK), 0 when unknown.
+    """
+
+    __slots__ = (
+        "_flipped",  # conn.flipped when last seen: a change means the table swapped roles
+        "dirs",
+        "first_flags",
+        "first_from_orig",
+        "first_rtt_ns",
+        "mru_syn_ns",
+        "reply_flags",
+        "rst",
+        "syn_side",
+        "syns",
+    )
+
+    def __init__(self, conn, flags: int, from_orig: bool) -> None:
+        self._flipped = conn.flipped
+        self.dirs = (DirectionStats(), DirectionStats())
+        self.first_flags = flags
+        self.first_from_orig = from_orig
+        self.reply_flags = None
+        self.syns = None  # [(ts_ns, frame)] of the first SYN's sender, at most _SYN_TIMES
+        self.syn_side = 0
+        self.rst = None
+        self.mru_syn_ns = 0
+        self.first_rtt_ns = 0
+
+    def _swap(self, conn) -> None:
+        """Follow `Connection.swap_roles`: what was the originator's is now the responder's."""
+        self._flipped = conn.flipped
+        self.dirs = (self.dirs[1], self.dirs[0])
+        self.first_from_orig = not self.first_from_orig
+        if self.rst is not None:
+            self.rst = (1 - self.rst[0],) + self.rst[1:]
+        if self.syns is not None:
+            self.syn_side = 1 - self.syn_side
+
+    @property
+    def syn_ts(self) -> list[int] | None:
+        return None if self.syns is None else [t for t, _f in self.syns]
+
+    @property
+    def syn_frames(self) -> list[int] | None:
+        return None if self.syns is None else [f for _t, f in self.syns]
+
+    @property
+    def orig(self) -> DirectionStats:
+        return self.dirs[0]
+
+    @property
+    def resp(self) -> DirectionStats:
+        return self.dirs[1]
+
+    def count(self, kind: str, side: int | None = None) -> int:
+        """Segments flagged `kind`, sent by `side` (0 orig, 1 resp) or by either."""
+        if side is None:
+            return self.dirs[0].count(kind) + self.dirs[1].count(kind)
+        return self.dirs[side].count(kind)
+
+    def retransmitted(self, side: int | None = None) -> int:
+        """Segments of the three retransmission kinds (Wireshark's `tcp.analysis.retransmission`)."""
+        sides = (0, 1) if side is None else (side,)
+        return sum(self.dirs[s].retrans_segments for s in sides)
+
+
+def state_of(conn) -> TcpaState | None:
+    """The `TcpaState` a `TcpAnalyzer` left on `conn`, or None (not TCP, or no analyzer)."""
+    ext = conn.ext
+    return ext.get("tcpa") if ext else None
+
+
+class TcpAnalyzer:
+    """Observer that classifies every TCP segment as Wireshark's TCP analysis does.
+
+        analyzer = TcpAnalyzer(keep_frames=True)
+        a = analyze("capture.pcap", observers=[analyzer])
+        analyzer.notes(57)      # -> ("TCP Dup ACK 52#2",)
+        analyzer.kinds(57)      # -> ("dup_ack",)
+        state_of(a.connections[0]).orig.as_dict()   # -> {"retransmission": 3, ...}
+
+    `keep_frames=False` (the default) keeps only per-connection counts (``conn.ext["tcpa"]``);
+    with True it also remembers the verdict of every *flagged* frame, so memory then grows with
+    the number of flagged frames (unflagged frames cost nothing).
+    """
+
+    __slots__ = ("_frames", "keep_frames")
+
+    def __init__(self, keep_frames: bool = False) -> None:
+        self.keep_frames = keep_frames
+        #: frame -> analysis bits, or (bits, dup ACK number, frame of the original ACK)
+        self._frames: dict[int, int | tuple[int, int, int]] = {}
+
+    # ------------------------------------------------------------------ frame API
+    def _entry(self, frame: int):
+        if not self.keep_frames:
+            raise UsageError("frame notes need TcpAnalyzer(keep_frames=True)")
+        return self._frames.get(frame)
+
+    def kinds(self, frame: int) -> tuple[str, ...]:
+        """Kinds (see `KINDS`) flagged on `frame`; () when none or not a TCP frame."""
+        entry = self._entry(frame)
+        if entry is None:
+            return ()
+        return _kinds_of(entry if isinstance(entry, int) else entry[0])
+
+    def notes(self, frame: int) -> tuple[str, ...]:
+        """Wireshark's Info-column labels for `frame`, e.g. ``("TCP Retransmission",)`` or
+        ``("TCP Dup ACK 52#2",)``; () when nothing was flagged."""
+        entry = self._entry(frame)
+        if entry is None:
+            return ()
+        if isinstance(entry, int):
+            return tuple(LABELS[k] for k in _kinds_of(entry))
+        bits, num, orig = entry
+        return tuple(
+            f"TCP Dup ACK {orig}#{num}" if k == "dup_ack" else LABELS[k] for k in _kinds_of(bits)
+        )
+
+    def dup_ack(self, frame: int) -> tuple[int, int] | None:
+        """(n, frame of the ACK it duplicates) when `frame` is the n-th duplicate ACK."""
+        entry = self._entry(frame)
+        if isinstance(entry, tuple):
+            return entry[1], entry[2]
+        return None
+
+    @property
+    def flagged_frames(self) -> int:
+        """How many frames carry at least one note (with keep_frames)."""
+        return len(self._frames)
+
+    # ------------------------------------------------------------------ observer
+    def __call__(self, conn, pkt, from_orig: bool) -> None:
+        if conn.tcp is None:
+            return
+        try:
+            st = conn.ext["tcpa"]
+        except (TypeError, KeyError):  # the connection's first packet
+            st = TcpaState(conn, pkt.flags, from_orig)
+            if conn.ext is None:
+                conn.ext = {}
+            conn.ext["tcpa"] = st
+        else:
+            if conn.flipped is not st._flipped:
+                st._swap(conn)  # the table swapped the roles (Zeek's flip)
+        if from_orig:
+            fwd, rev = st.dirs
+        else:
+            rev, fwd = st.dirs
+        flags = pkt.flags
+        seq = pkt.seq
+        ack = pkt.ack
+        seglen = pkt.plen
+        window = pkt.win
+        ts = pkt.ts_ns
+        if st.reply_flags is None and from_orig is not st.first_from_orig:
+            st.reply_flags = flags
+        if flags & TH_SYN:
+            self._syn(st, fwd, rev, pkt, from_orig)
+        elif flags & TH_ACK and not st.first_rtt_ns and st.mru_syn_ns:
+            # Wireshark's tcp.analysis.initial_rtt: most recent SYN to the first ACK
+            st.first_rtt_ns = ts - st.mru_syn_ns  # 0 stays unknown, as in Wireshark
+        fnext = fwd.nextseq
+        if not flags & _SFR and seq == fnext and window and rev.window and fnext:
+            self._in_order(st, fwd, rev, pkt, flags, seq, ack, seglen, window, ts)
+            return
+
+        note = 0
+        sfr = flags & _SFR
+        dupnum = 0
+        if seglen == 1 and seq == fnext and rev.window == 0:
+            note = ZWP
+        else:
+            if window == 0 and not sfr:
+                note = ZERO_WINDOW
+            if fnext and not flags & TH_RST and 0 < ((seq - fnext) & _M) < _H:
+                note |= LOST
+            if seglen <= 1 and not sfr and seq == ((fnext - 1) & _M):
+                note |= KEEP_ALIVE
+            if seglen == 0:
+                if not sfr and seq == fnext:
+                    lastack = fwd.lastack
+                    if window:
+                        if ack == lastack:
+                            if window != fwd.window:
+                                note |= WINDOW_UPDATE
+                            elif rev.lastflags & KEEP_ALIVE:
+                                note |= KEEP_ALIVE_ACK
+                            else:
+                                fwd.dupacknum = 1 if fwd.dupacknum < 0 else fwd.dupacknum + 1
+                                dupnum = fwd.dupacknum
+                                note |= DUP_ACK
+                    elif fwd.window == 0 and ack == lastack and rev.lastflags & ZWP:
+                        note |= ZWP_ACK
+            elif not sfr and rev.win_scale != -1:
+                shift = 0 if rev.win_scale == -2 or rev.last_was_syn else rev.win_scale
+                if ((seq + seglen) & _M) == ((rev.lastack + ((rev.window << shift) & _M)) & _M):
+                    note |= WINDOW_FULL
+
+        # finished_fwd: a new ACK number restarts the dup-ACK count (a data segment with the
+        # same ACK does not)
+        if ack != fwd.lastack:
+            fwd.lastnondupack = pkt.frame
+            fwd.dupacknum = 0
+
+        rmax = rev.maxseqtobeacked
+        if rmax and flags & TH_ACK and 0 < ((ack - rmax) & _M) < _H:
+            if ((rmax - rev.nextseq) & _M) >= _H:
+                # the ACK covers a hole in what the peer was seen sending
+                rev.maxseqtobeacked = rev.nextseq
+                note |= ACKED_UNSEEN
+            else:
+                # beyond everything the peer sent: said once until the peer's ACK moves
+                # (Wireshark parks the peer's dup-ACK counter at -1 for this)
+                if rev.dupacknum == 0:
+                    note |= ACKED_UNSEEN
+                rev.dupacknum = -1
+
+        if (seglen or flags & _SF) and not note & KEEP_ALIVE:
+            not_advanced = fnext and ((seq - fnext) & _M) >= _H
+            if seglen > 1 and ((fnext - 1) & _M) == seq:
+                not_advanced = False
+            rlast = rev.lastack
+            if seglen and rlast and ((rlast - seq - seglen) & _M) < _H:
+                note |= SPURIOUS
+            elif not_advanced:
+                t = ts - rev.lastack_ts
+                # (a parked counter, -1, is 0xFFFFFFFF to Wireshark's unsigned compare)
+                if (
+                    (rev.dupacknum >= 2 or rev.dupacknum < 0)
+                    and rlast == seq
+                    and 0 <= t < _FAST_WINDOW_NS
+                ):
+                    note |= FAST
+                else:
+                    t = ts - fwd.nextseq_ts
+                    if 0 <= t < (st.first_rtt_ns or _OOO_DEFAULT_NS) and fnext != (
+                        (seq + seglen + (1 if flags & _SF else 0)) & _M
+                    ):
+                        note |= OOO
+                    else:
+                        note |= RETRANS
+
+        # finished_checking_retransmission_type: advance the sequence state
+        nextseq = (seq + seglen + (1 if flags & _SF else 0)) & _M
+        if not note & ZWP:
+            if not fnext or 0 < ((nextseq - fnext) & _M) < _H:
+                fwd.nextseq = nextseq
+                fwd.nextseq_ts = ts
+                fwd.nextseq_frame = pkt.frame
+            if seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
+                fwd.maxseqtobeacked = fwd.nextseq
+        fwd.window = window
+        fwd.lastack = ack
+        fwd.lastack_ts = ts
+        fwd.lastflags = note
+        fwd.last_was_syn = flags & TH_SYN
+        if seglen:
+            fwd.data_segments += 1
+            fwd.data_bytes += seglen
+
+        if flags & TH_RST and st.rst is None:
+            st.rst = (
+                0 if from_orig else 1,
+                pkt.frame,
+                ts,
+                _in_flight(fwd.nextseq, rev.lastack),
+                _in_flight(rev.nextseq, fwd.lastack),
+            )
+        # zero-window spells of this direction (its receive buffer was full)
+        if not sfr:
+            if window == 0:
+                if fwd.zero_window_since_ns is None:
+                    fwd.zero_window_since_ns = ts
+                    fwd.zero_window_spells += 1
+            elif fwd.zero_window_since_ns is not None:
+                spell = ts - fwd.zero_window_since_ns
+                fwd.zero_window_ns += spell
+                fwd.zero_window_max_ns = max(fwd.zero_window_max_ns, spell)
+                fwd.zero_window_since_ns = None
+        if note:
+            self._count(fwd, note, seglen, pkt.frame, ts, flags)
+            if self.keep_frames:
+                self._frames[pkt.frame] = (note, dupnum, fwd.lastnondupack) if dupnum else note
+
+    def _in_order(self, st, fwd, rev, pkt, flags, seq, ack, seglen, window, ts) -> None:
+        """The general rules above, specialised to the common segment: no SYN, FIN or RST, at
+        the next expected sequence number, both windows open. Only window full, window update,
+        keep-alive ACK, duplicate ACK, ACKed unseen and spurious retransmission can apply
+        (tests/test_tcpanalysis.py checks both paths against tshark)."""
+        note = 0
+        dupnum = 0
+        lastack = fwd.lastack
+        if seglen:
+            if rev.win_scale != -1:
+                shift = 0 if rev.win_scale == -2 or rev.last_was_syn else rev.win_scale
+                if ((seq + seglen) & _M) == ((rev.lastack + ((rev.window << shift) & _M)) & _M):
+                    note = WINDOW_FULL
+        elif ack == lastack:
+            if window != fwd.window:
+                note = WINDOW_UPDATE
+            elif rev.lastflags & KEEP_ALIVE:
+                note = KEEP_ALIVE_ACK
+            else:
+                fwd.dupacknum = dupnum = 1 if fwd.dupacknum < 0 else fwd.dupacknum + 1
+                note = DUP_ACK
+        if ack != lastack:
+            fwd.lastnondupack = pkt.frame
+            fwd.dupacknum = 0
+        rmax = rev.maxseqtobeacked
+        if rmax and flags & TH_ACK and 0 < ((ack - rmax) & _M) < _H:
+            if ((rmax - rev.nextseq) & _M) >= _H:
+                rev.maxseqtobeacked = rev.nextseq
+                note |= ACKED_UNSEEN
+            else:
+                if rev.dupacknum == 0:
+                    note |= ACKED_UNSEEN
+                rev.dupacknum = -1
+        if seglen:
+            rlast = rev.lastack
+            if rlast and ((rlast - seq - seglen) & _M) < _H:
+                note |= SPURIOUS
+            nextseq = (seq + seglen) & _M
+            fwd.nextseq = nextseq
+            fwd.nextseq_ts = ts
+            fwd.nextseq_frame = pkt.frame
+            if seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
+                fwd.maxseqtobeacked = nextseq
+            fwd.data_segments += 1
+            fwd.data_bytes += seglen
+        elif seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
+            fwd.maxseqtobeacked = seq
+        fwd.window = window
+        fwd.lastack = ack
+        fwd.lastack_ts = ts
+        fwd.lastflags = note
+        fwd.last_was_syn = 0
+        if fwd.zero_window_since_ns is not None:
+            spell = ts - fwd.zero_window_since_ns
+            fwd.zero_window_ns += spell
+            if spell > fwd.zero_window_max_ns:
+                fwd.zero_window_max_ns = spell
+            fwd.zero_window_since_ns = None
+        if note:
+            self._count(fwd, note, seglen, pkt.frame, ts, flags)
+            if self.keep_frames:
+                self._frames[pkt.frame] = (note, dupnum, fwd.lastnondupack) if dupnum else note
+
+    @staticmethod
+    def _syn(st: TcpaState, fwd: DirectionStats, rev: DirectionStats, pkt, from_orig: bool) -> None:
+        """Window scaling (Wireshark's verify_tcp_window_scaling) and SYN bookkeeping."""
+        flags = pkt.flags
+        ws = pkt.options.wscale
+        if ws is not None:
+            fwd.win_scale = min(ws, 14)
+        if fwd.win_scale == -1:
+            # this SYN has no window scale option: neither side scales
+            fwd.win_scale = rev.win_scale = -2
+        elif flags & TH_ACK and rev.win_scale == -2:
+            fwd.win_scale = -2
+        if not flags & TH_ACK:
+            st.mru_syn_ns = pkt.ts_ns
+            side = 0 if from_orig else 1
+            if st.syns is None:
+                st.syns = [(pkt.ts_ns, pkt.frame)]
+                st.syn_side = side
+            elif side == st.syn_side and len(st.syns) < _SYN_TIMES:
+                st.syns.append((pkt.ts_ns, pkt.frame))
+
+    @staticmethod
+    def _count(
+        fwd: DirectionStats, note: int, seglen: int, frame: int, ts: int, flags: int
+    ) -> None:
+        counts = fwd.counts
+        if counts is None:
+            counts = fwd.counts = [0] * len(KINDS)
+        ev = fwd.evidence
+        if ev is None:
+            ev = fwd.evidence = {}
+        for bit, i in _BITS:
+            if note & bit:
+                counts[i] += 1
+                frames = ev.get(KINDS[i])
+                if frames is None:
+                    ev[KINDS[i]] = [frame]
+                elif len(frames) < EVIDENCE_PER_KIND:
+                    frames.append(frame)
+        if note & _ANY_RETRANS:
+            fwd.retrans_segments += 1
+            fwd.retrans_bytes += seglen
+            if flags & TH_SYN:
+                fwd.retrans_syn += 1
+        if note & KEEP_ALIVE:
+            if fwd.keep_alive_first_ns is None:
+                fwd.keep_alive_first_ns = ts
+            fwd.keep_alive_last_ns = ts
+
+
+def _in_flight(nextseq: int, acked: int) -> int | None:
+    """Bytes sent up to `nextseq` and not yet acknowledged by `acked`; None when unknown."""
+    if not nextseq or not acked:
+        return None
+    d = (nextseq - acked) & _M
+    return d if d < _H else 0

@@ -1,0 +1,404 @@
+"""`flowlens anomalies`: one tiny capture per kind (and clean ones that must stay quiet), the
+corpus's scans, flood and zero window, and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import pcapgen
+from flowlens import analyze
+from flowlens.cli import cli
+from flowlens.reports.anomalies import ANOMALY_FIELDS, KINDS, AnomalyDetector, Thresholds
+
+CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
+CAPTURES = CORPUS / "other" / "captures"
+
+
+def findings(tmp_path, name, frames=None, **thresholds):
+    path = tmp_path / f"{name}.pcap"
+    pcapgen.write_pcap(path, frames if frames is not None else pcapgen.SCENARIOS[name]())
+    detector = AnomalyDetector(Thresholds(**thresholds))
+    return detector.findings(analyze(str(path), observers=detector.observers))
+
+
+def only(found, kind):
+    hits = [a for a in found if a.kind == kind]
+    assert len(hits) == 1, [a.summary for a in found]
+    return hits[0]
+
+
+# ------------------------------------------------------------------ quiet when nothing is wrong
+@pytest.mark.parametrize(
+    "name",
+    ["clean-close", "close-3way", "server-close", "simultaneous-open", "simultaneous-close",
+     "half-close", "midstream", "udp-dns", "icmp-echo", "time-wait-pileup"],
+)  # fmt: skip
+def test_clean_captures_have_no_warnings(tmp_path, name):
+    found = findings(tmp_path, name)
+    assert [a for a in found if a.severity != "info"] == []
+    if name != "time-wait-pileup":  # 20 ports in TIME_WAIT is below every threshold
+        assert found == []
+
+
+# ------------------------------------------------------------------ one capture per kind
+def test_time_wait_accumulation(tmp_path):
+    a = only(findings(tmp_path, "time-wait-pileup", time_wait_min=10), "time_wait_accumulation")
+    assert a.severity == "info" and a.uid is None
+    assert a.details["time_wait_peak"] == 20 and a.details["time_wait_side"] == "orig"
+    assert a.summary.startswith(
+        "192.0.2.10 held up to 20 connections to 198.51.100.20:80 in TIME_WAIT"
+    )
+    warn = only(findings(tmp_path, "time-wait-pileup", time_wait_min=10, ephemeral_range=(40000, 40099)),
+                "time_wait_accumulation")  # fmt: skip
+    assert warn.severity == "warning"  # 20 of 100 ports
+
+
+def test_port_exhaustion_risk_from_the_rate(tmp_path):
+    a = only(
+        findings(tmp_path, "time-wait-pileup", ephemeral_range=(40000, 40029)),
+        "port_exhaustion_risk",
+    )
+    assert a.severity == "warning"
+    d = a.details
+    assert (d["peak_in_use"], d["range_size"], d["connections"]) == (20, 30, 20)
+    assert d["rate_per_s"] == pytest.approx(100.0)
+    assert d["time_wait_s"] == 60.0 and d["steady_state_ports"] > 30
+    assert d["time_to_exhaustion_s"] == pytest.approx(0.3)
+    assert "runs out after about 300 ms" in a.summary
+
+
+def test_port_exhaustion_when_ports_ran_out(tmp_path):
+    found = findings(tmp_path, "exhausted-ports")
+    a = only(found, "port_exhaustion_risk")
+    assert a.severity == "critical"
+    assert a.details["ports_exhausted"] == [40000, 40009]
+    assert a.details["time_wait_reuses"] == 20
+    assert "ran out of ephemeral ports toward 198.51.100.20:80" in a.summary
+    assert only(found, "port_reuse").details["reuses"] == 20
+    assert found[0] is a  # most severe first
+
+
+def test_port_outside_the_range_names_the_os(tmp_path):
+    convs = []
+    for i in range(25):
+        conv = pcapgen.Conversation(cport=2000 + i, t=pcapgen.T0 + i * 0.01, isn_c=1000 + i * 7919)
+        conv.handshake()
+        conv.exchange()
+        conv.close("client")
+        convs.extend(conv.frames)
+    convs.sort(key=lambda f: f[0])
+    a = only(findings(tmp_path, "bsd", convs, exhaustion_fraction=0.005), "port_exhaustion_risk")
+    assert a.details["range_guess"] == "old BSD/Windows XP"
+    assert a.details["ephemeral_range"] == [1024, 5000]
+    assert "old BSD/Windows XP range its ports fit" in a.summary
+
+
+def test_close_wait(tmp_path):
+    a = only(findings(tmp_path, "close-wait"), "close_wait")
+    assert (a.severity, a.details["endpoint"], a.details["still_open"]) == (
+        "warning",
+        "198.51.100.20:80",
+        1,
+    )
+    assert a.uid is not None and a.details["max_duration_s"] == pytest.approx(120.0, abs=0.01)
+    assert "198.51.100.20:80 did not close 1 connection" in a.summary
+    assert a.evidence == (8,)  # the client's FIN
+
+
+def test_close_wait_below_the_threshold(tmp_path):
+    assert [
+        a for a in findings(tmp_path, "close-wait", close_wait_s=200) if a.kind == "close_wait"
+    ] == []
+
+
+def test_fin_wait_2(tmp_path):
+    a = only(findings(tmp_path, "close-wait"), "fin_wait_2")
+    assert a.severity == "info" and a.details["endpoint"] == "192.0.2.10:40000"
+    assert a.details["duration_s"] == pytest.approx(120.0, abs=0.01)
+
+
+def test_unanswered_syn(tmp_path):
+    a = only(findings(tmp_path, "unanswered-syn"), "unanswered_syn")
+    assert a.severity == "warning"
+    assert a.details["retry_s"] == [1.0, 3.0, 7.0]
+    assert a.details["destination"] == "198.51.100.20:80" and a.details["syns"] == 4
+    assert a.evidence == (1, 2, 3, 4)
+    assert "retried after 1 s, 3 s, 7 s" in a.summary
+
+
+def test_connection_refused(tmp_path):
+    a = only(findings(tmp_path, "refused"), "connection_refused")
+    assert (a.severity, a.details["destination"], a.evidence) == (
+        "warning",
+        "198.51.100.20:80",
+        (1, 2),
+    )
+
+
+def test_syn_flood(tmp_path):
+    found = findings(tmp_path, "syn-flood")
+    a = only(found, "syn_flood")
+    assert a.severity == "warning"
+    d = a.details
+    assert (d["attempts"], d["sources"], d["synack_answered"]) == (300, 300, 150)
+    assert d["peak_per_s"] == 300.0
+    assert [x.kind for x in found] == ["syn_flood"]  # the attempts are not also unanswered SYNs
+    assert "syn_flood" not in [x.kind for x in findings(tmp_path, "syn-flood", syn_flood_min=400)]
+
+
+@pytest.mark.parametrize(
+    "name, scan_type, open_, closed, filtered, open_filtered",
+    [
+        ("syn-scan", "SYN", [22, 25], 20, [23, 30, 31], []),
+        ("xmas-scan", "XMAS", [], 20, [], [22, 23, 25, 30, 31]),
+    ],
+)
+def test_port_scan(tmp_path, name, scan_type, open_, closed, filtered, open_filtered):
+    found = findings(tmp_path, name)
+    a = only(found, "port_scan")
+    d = a.details
+    assert (d["scanner"], d["target"], d["scan_type"], d["direction"]) == (
+        "203.0.113.66", "198.51.100.20", scan_type, "vertical")  # fmt: skip
+    assert (d["open"], d["closed_count"], d["filtered"], d["open_filtered"]) == (
+        open_,
+        closed,
+        filtered,
+        open_filtered,
+    )
+    assert d["ports_probed"] == 25
+    assert [x.kind for x in found] == ["port_scan"]  # probes are not refused connections too
+
+
+def test_horizontal_udp_scan(tmp_path):
+    found = findings(tmp_path, "udp-scan")
+    a = only(found, "port_scan")
+    d = a.details
+    assert (d["scanner"], d["direction"], d["scan_type"], d["closed_count"]) == (
+        "203.0.113.66", "horizontal", "UDP", 10)  # fmt: skip
+    assert len(d["open_filtered"]) == 2 and d["target"] == "12 hosts"
+    assert [x.kind for x in found] == ["port_scan"]  # no icmp_unreachable per probe
+
+
+def test_few_ports_are_not_a_scan(tmp_path):
+    assert [a.kind for a in findings(tmp_path, "syn-scan", scan_min_ports=30)].count(
+        "port_scan"
+    ) == 0
+
+
+def test_retransmissions(tmp_path):
+    a = only(findings(tmp_path, "lossy-download"), "retransmissions")
+    d = a.details
+    assert a.severity == "warning" and d["direction"] == "resp"
+    assert (d["retransmission"], d["fast_retransmission"], d["spurious_retransmission"]) == (
+        2,
+        1,
+        1,
+    )
+    assert (d["segments"], d["bytes"], d["data_segments"], d["lost_segment"]) == (4, 4000, 33, 1)
+    assert d["dup_acks_received"] == 4 and d["rate"] == pytest.approx(4 / 33, abs=1e-4)
+    assert a.evidence == (26, 38, 39, 49)
+    assert "lost before the capture point" in a.summary
+
+
+def test_single_retransmission_is_info(tmp_path):
+    a = only(findings(tmp_path, "retransmission"), "retransmissions")
+    assert a.severity == "info" and a.details["segments"] == 1
+
+
+def test_reordering_is_not_loss(tmp_path):
+    a = only(findings(tmp_path, "reordered"), "retransmissions")
+    assert a.severity == "info" and a.details["segments"] == 0 and a.details["out_of_order"] == 1
+    assert "reordered, not lost" in a.summary
+
+
+def test_zero_window(tmp_path):
+    a = only(findings(tmp_path, "zero-window"), "zero_window")
+    d = a.details
+    assert a.severity == "warning" and d["receiver"] == "192.0.2.10:40000"
+    assert (d["probes"], d["probe_acks"], d["window_full"], d["still_closed"]) == (4, 4, 1, False)
+    assert d["closed_s"] == pytest.approx(2.1, abs=0.01)
+
+
+def test_keep_alive(tmp_path):
+    a = only(findings(tmp_path, "keep-alive"), "keep_alive")
+    assert a.severity == "info"
+    assert a.details["keep_alives"] == {"orig": 3, "resp": 0} and a.details["answers"] == 3
+    assert a.details["interval_s"] == {"orig": pytest.approx(15.0, abs=0.01)}
+
+
+@pytest.mark.parametrize(
+    "name, severity, sender, in_flight",
+    [("rst-abort-client", "info", "192.0.2.10", 0), ("rst-abort-server", "info", "198.51.100.20:80", 0),
+     ("rst-abort-in-flight", "warning", "192.0.2.10", 2000)],
+)  # fmt: skip
+def test_rst_abort(tmp_path, name, severity, sender, in_flight):
+    a = only(findings(tmp_path, name), "rst_abort")
+    assert (a.severity, a.details["sender"], a.details["bytes_in_flight"]) == (
+        severity,
+        sender,
+        in_flight,
+    )
+
+
+def test_port_reuse(tmp_path):
+    a = only(findings(tmp_path, "port-reuse"), "port_reuse")
+    assert a.severity == "info" and a.details["client_ports"] == [40000] and a.uid is not None
+    assert a.details["previous_uids"][0] != a.uid
+
+
+def test_icmp_unreachable(tmp_path):
+    a = only(findings(tmp_path, "udp-unreachable"), "icmp_unreachable")
+    assert a.severity == "warning" and a.details["port_unreachable"] is True
+    assert a.details["flow"] == "192.0.2.10:54000 -> 198.51.100.20:9999"
+    assert a.evidence == (1, 2)
+
+
+def test_every_kind_is_tested():
+    tested = {n[5:] for n in globals() if n.startswith("test_")}
+    assert all(any(kind in t for t in tested) for kind in KINDS)
+
+
+def test_record_shape(tmp_path):
+    a = only(findings(tmp_path, "refused"), "connection_refused")
+    rec = a.to_record()
+    assert tuple(rec) == ANOMALY_FIELDS
+    assert isinstance(rec["evidence"], list) and json.dumps(rec)
+
+
+def test_thresholds_reject_a_bad_range():
+    with pytest.raises(ValueError):
+        Thresholds(ephemeral_range=(5000, 1000))
+
+
+def test_detector_streams_and_resets(tmp_path):
+    path = tmp_path / "r.pcap"
+    pcapgen.write_pcap(path, pcapgen.refused())
+    detector = AnomalyDetector()
+    result = analyze(str(path), observers=detector.observers)
+    for conn in result.connections:
+        detector.add(conn)
+    assert [a.kind for a in detector.finish()] == ["connection_refused"]
+    assert detector.finish() == []  # finish() starts over
+
+
+# ------------------------------------------------------------------ the corpus
+def corpus(name):
+    path = CAPTURES / name
+    if not path.exists():
+        pytest.skip("corpus not available")
+    detector = AnomalyDetector()
+    return detector.findings(analyze(str(path), observers=detector.observers))
+
+
+@pytest.mark.parametrize(
+    "name, scanner, target, scan_type",
+    [
+        ("markofu__nmap_XMAS_TREE_SCAN.pcap", "192.168.1.10", "192.168.1.25", "XMAS"),
+        ("chrissanders__synscan.pcapng", "172.16.0.8", "64.13.134.52", "SYN"),
+        ("ndpi__synscan.pcap", "172.16.0.8", "64.13.134.52", "SYN"),
+        ("ndpi__tcp_scan.pcapng", "192.168.1.178", "192.168.1.2", "SYN"),
+    ],
+)
+def test_corpus_scans(name, scanner, target, scan_type):
+    found = corpus(name)
+    (scan,) = [a for a in found if a.kind == "port_scan"]
+    assert (scan.details["scanner"], scan.details["target"], scan.details["scan_type"]) == (
+        scanner,
+        target,
+        scan_type,
+    )
+    assert [a for a in found if a.severity != "info" and a.kind != "port_scan"] == []
+
+
+def test_corpus_nmap_verdicts():
+    (scan,) = [a for a in corpus("chrissanders__synscan.pcapng") if a.kind == "port_scan"]
+    assert scan.details["open"] == [22, 53, 80] and scan.details["ports_probed"] == 1000
+    (scan,) = [a for a in corpus("ndpi__tcp_scan.pcapng") if a.kind == "port_scan"]
+    assert scan.details["scan_types"] == {"connect": 2, "SYN": 2, "FIN": 1, "NULL": 1, "XMAS": 1}
+    assert scan.details["open"] == [80, 443] and scan.details["closed_count"] == 5
+
+
+def test_corpus_syn_flood():
+    found = corpus("stopddos__pkt.TCP.synflood.spoofed.pcap")
+    (flood,) = [a for a in found if a.kind == "syn_flood"]
+    assert flood.details["target"] == "10.10.10.10:25565" and flood.severity == "critical"
+    assert flood.details["attempts"] > 37_000 and flood.details["sources"] > 37_000
+    assert [a.kind for a in found] == ["syn_flood"]
+
+
+def test_corpus_zero_window():
+    found = corpus("chrissanders__tcp_zerowindowrecovery.pcapng")
+    assert [a.kind for a in found] == ["zero_window"]
+    assert (
+        found[0].details["receiver"] == "192.168.0.20:2235"
+        and found[0].details["still_closed"] is False
+    )
+
+
+# ------------------------------------------------------------------ command line
+def run_cli(*args):
+    return CliRunner().invoke(cli, ["anomalies", *map(str, args)])
+
+
+@pytest.fixture
+def scan_pcap(tmp_path):
+    path = tmp_path / "scan.pcap"
+    pcapgen.write_pcap(path, pcapgen.port_scan("SYN"))
+    return path
+
+
+def test_cli_table(scan_pcap):
+    result = run_cli(scan_pcap)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["severity", "kind", "time", "(UTC)", "uid", "summary"]
+    assert lines[1].startswith("warning   port_scan  2023-11-14 22:13:20.000")
+    assert "1 finding (1 warning) in 25 connections, 49 frames" in result.stderr
+
+
+def test_cli_json_and_csv(scan_pcap):
+    result = run_cli(scan_pcap, "--format", "json")
+    rec = json.loads(result.stdout)
+    assert tuple(rec) == ANOMALY_FIELDS and rec["details"]["scanner"] == "203.0.113.66"
+    result = run_cli(scan_pcap, "--format", "csv")
+    assert result.stdout.splitlines()[0] == ",".join(ANOMALY_FIELDS)
+
+
+def test_cli_filters(scan_pcap):
+    assert run_cli(scan_pcap, "--min-severity", "critical", "--format", "json").stdout == ""
+    assert "1 hidden by --min-severity/--kind" in run_cli(scan_pcap, "--kind", "syn_flood").stderr
+    result = run_cli(scan_pcap, "--scan-min-ports", "26", "--format", "json")
+    kinds = [json.loads(line)["kind"] for line in result.stdout.splitlines()]
+    assert "port_scan" not in kinds and "connection_refused" in kinds
+
+
+def test_cli_ephemeral_range(tmp_path):
+    path = tmp_path / "tw.pcap"
+    pcapgen.write_pcap(path, pcapgen.time_wait_pileup())
+    result = run_cli(
+        path,
+        "--ephemeral-range",
+        "40000-40029",
+        "--kind",
+        "port_exhaustion_risk",
+        "--format",
+        "json",
+    )
+    assert json.loads(result.stdout)["details"]["ephemeral_range"] == [40000, 40029]
+    bad = run_cli(path, "--ephemeral-range", "6000-5000")
+    assert bad.exit_code == 2 and "need 1 <= LO <= HI <= 65535" in bad.stderr
+    bad = run_cli(path, "--ephemeral-range", "many")
+    assert bad.exit_code == 2 and "is not a port range like 32768-60999" in bad.stderr
+
+
+def test_cli_errors_and_help(tmp_path):
+    result = run_cli(tmp_path / "missing.pcap")
+    assert result.exit_code == 1 and result.stderr.startswith("Error: ")
+    help_text = run_cli("--help").output
+    assert (
+        "Example:" in help_text and "--ephemeral-range" in help_text and "--close-wait" in help_text
+    )
