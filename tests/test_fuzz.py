@@ -921,7 +921,9 @@ def test_mutants_through_every_command(seeds, tmp_path, request, monkeypatch):
     runs = 0
     with memory_guard():
         for k, name in enumerate(commands):
-            for j in range(CLI_SAMPLE_SIZE.get(name, per_command)):
+            size = CLI_SAMPLE_SIZE.get(name)
+            size = per_command if size is None else max(size, size * count // DEFAULT_COUNT)
+            for j in range(size):
                 index = count + k * per_command + j  # mutants the library test did not run
                 data, label = make_mutant(index, base, seeds)
                 with open(path, "wb") as f:
