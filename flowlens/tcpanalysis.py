@@ -141,11 +141,10 @@ class DirectionStats:
     """What one direction of a connection sent, and the sequence state the rules read.
 
     Public, read-only fields: `counts` (list of ints, one per entry of `KINDS`, or None before
-    the first note; use `count`),
-    `data_segments` and `data_bytes` (segments with payload and their payload bytes),
-    `retrans_segments`/`retrans_bytes` (retransmission, fast or spurious; `retrans_syn` of them
-    were SYNs), `zero_window_ns` (total time this side advertised a zero window, closed spells
-    only), `zero_window_max_ns`,
+    the first note; use `count`), `data_segments` and `data_bytes` (segments with payload and
+    their payload bytes), `retrans_segments`/`retrans_bytes` (retransmission, fast or spurious;
+    `retrans_syn` of them were SYNs, `retrans_fin` FINs without data), `zero_window_ns` (total
+    time this side advertised a zero window, closed spells only), `zero_window_max_ns`,
     `zero_window_since_ns` (start of a spell still open, or None), `zero_window_spells`,
     `keep_alive_first_ns`/`keep_alive_last_ns`, `evidence` (kind -> first frames, bounded).
     """
@@ -171,6 +170,7 @@ class DirectionStats:
         "retrans_segments",
         "retrans_bytes",
         "retrans_syn",  # of retrans_segments, retransmitted SYNs (connection attempts)
+        "retrans_fin",  # ... and retransmitted FINs without data
         "zero_window_ns",
         "zero_window_max_ns",
         "zero_window_since_ns",
@@ -199,6 +199,7 @@ class DirectionStats:
         self.retrans_segments = 0
         self.retrans_bytes = 0
         self.retrans_syn = 0
+        self.retrans_fin = 0
         self.zero_window_ns = 0
         self.zero_window_max_ns = 0
         self.zero_window_since_ns = None
@@ -484,6 +485,16 @@ class TcpAnalyzer:
                 fwd.nextseq_frame = pkt.frame
             if seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
                 fwd.maxseqtobeacked = fwd.nextseq
+        if flags & TH_RST and st.rst is None:
+            # what each side had sent and not had acknowledged when the RST came; a RST
+            # without the ACK bit says nothing about what its sender received
+            st.rst = (
+                0 if from_orig else 1,
+                pkt.frame,
+                ts,
+                _in_flight(fwd.nextseq, rev.lastack),
+                _in_flight(rev.nextseq, ack if flags & TH_ACK else fwd.lastack),
+            )
         fwd.window = window
         fwd.lastack = ack
         fwd.lastack_ts = ts
@@ -493,14 +504,6 @@ class TcpAnalyzer:
             fwd.data_segments += 1
             fwd.data_bytes += seglen
 
-        if flags & TH_RST and st.rst is None:
-            st.rst = (
-                0 if from_orig else 1,
-                pkt.frame,
-                ts,
-                _in_flight(fwd.nextseq, rev.lastack),
-                _in_flight(rev.nextseq, fwd.lastack),
-            )
         # zero-window spells of this direction (its receive buffer was full)
         if not sfr:
             if window == 0:
@@ -624,6 +627,8 @@ class TcpAnalyzer:
             fwd.retrans_bytes += seglen
             if flags & TH_SYN:
                 fwd.retrans_syn += 1
+            elif flags & TH_FIN and not seglen:
+                fwd.retrans_fin += 1
         if note & KEEP_ALIVE:
             if fwd.keep_alive_first_ns is None:
                 fwd.keep_alive_first_ns = ts

@@ -11,8 +11,9 @@ the finished connections into `Anomaly` records (`.findings(analysis)`), most se
 Kinds (DESIGN.md, anomaly record): time_wait_accumulation, port_exhaustion_risk, close_wait,
 fin_wait_2, unanswered_syn, connection_refused, syn_flood, port_scan, retransmissions,
 zero_window, keep_alive, rst_abort, port_reuse, icmp_unreachable. Port scans, SYN floods and
-the per-port TIME_WAIT arithmetic live in `reports/anomaly_hosts.py`; this module holds the
-record, the thresholds and the per-connection kinds.
+the per-port TIME_WAIT arithmetic live in `reports/anomaly_hosts.py`, the kinds about one
+connection's segments and ICMP errors in `reports/anomaly_connections.py`; this module holds
+the record, the thresholds, the detector and the kinds grouped per endpoint.
 """
 
 from __future__ import annotations
@@ -105,8 +106,10 @@ class Thresholds:
     #: port_exhaustion_risk: warn when the peak of ports in use reaches this fraction of the
     #: range, or when the observed rate needs more ports than the range at steady state
     exhaustion_fraction: float = 0.5
-    #: ... and only for a (client, server, port) with at least this many connections
+    #: ... and only for a (client, server, port) with at least this many connections; the rate
+    #: must have lasted this many seconds before it is projected to a steady state
     exhaustion_min_connections: int = 20
+    exhaustion_min_span_s: float = 10.0
     #: close_wait: the peer closed and this endpoint did not for this long
     close_wait_s: float = 5.0
     #: fin_wait_2: FIN acknowledged, no FIN back for this long (Linux tcp_fin_timeout: 60 s)
@@ -195,7 +198,11 @@ class AnomalyDetector:
         self._reset()
 
     def _reset(self) -> None:
+        # the kind modules import this one: bind them here, not at import time
+        from .anomaly_connections import icmp_finding, segment_findings
         from .anomaly_hosts import HostFacts
+
+        self._icmp_finding, self._segment_findings = icmp_finding, segment_findings
 
         self._hosts = HostFacts(self.thresholds, self.msl_s)
         self._single: list[tuple[str, Anomaly]] = []  # (uid, finding about that connection)
@@ -215,7 +222,7 @@ class AnomalyDetector:
         self._hosts.add(conn)
         th = self.thresholds
         if conn.icmp_errors:
-            self._single.append((conn.uid, _icmp_finding(conn, th)))
+            self._single.append((conn.uid, self._icmp_finding(conn, th)))
         t = conn.tcp
         if t is None:
             return
@@ -257,32 +264,40 @@ class AnomalyDetector:
         if st is not None:
             for d in st.dirs:  # most connections have nothing more to report
                 if (
-                    d.retrans_segments > d.retrans_syn
+                    d.retrans_segments > d.retrans_syn + d.retrans_fin
+                    or d.retrans_fin
                     or d.zero_window_spells
                     or d.keep_alive_first_ns is not None
                     or (d.counts and d.counts[_OOO])
                 ):
-                    self._single.extend((conn.uid, a) for a in _segment_findings(conn, st, th, end))
+                    self._single.extend(
+                        (conn.uid, a) for a in self._segment_findings(conn, st, th, end)
+                    )
                     break
 
     def _note_closes(self, c: Connection) -> None:
-        # after the record's end nothing more was seen on the connection until the capture
-        # ended, unless a new connection took its 5-tuple: open spells end at finish()
-        stop_at = c.end_ts_ns if c.closed_by == "reused" else None
+        # a side still in CLOSE_WAIT or FIN_WAIT_2 when the record ended stayed there at least
+        # that long: to the capture's end (None: known at finish), or until flowlens stopped
+        # waiting for an idle connection or a new one took its 5-tuple
+        stop_at = None if c.closed_by == "capture_end" else c.end_ts_ns
         for side, start, stop, frame in _spells(c, CLOSE_WAIT):
+            if not c.pkts[side]:
+                continue  # a one-sided capture: nothing says what that side did
             host, port = (c.orig_h, c.orig_p) if side == 0 else (c.resp_h, c.resp_p)
             peer_h, peer_p = (c.resp_h, c.resp_p) if side == 0 else (c.orig_h, c.orig_p)
             # a server leaks on its service port; a client on whatever port it had
             key = (host, port, None, None) if side == 1 else (host, None, peer_h, peer_p)
             self._close_wait[key].append(
-                (start, stop if stop is not None else stop_at, frame, c.uid)
+                (start, stop if stop is not None else stop_at, stop is None, frame, c.uid)
             )
         for side, start, stop, frame in _spells(c, FIN_WAIT_2):
+            if not c.pkts[1 - side]:
+                continue
             host, port = (c.orig_h, c.orig_p) if side == 0 else (c.resp_h, c.resp_p)
             peer = _ep(c.resp_h, c.resp_p) if side == 0 else _ep(c.orig_h, c.orig_p)
             self._fin_wait_2.append(
-                (c.uid, _ep(host, port), peer, start, stop if stop is not None else stop_at, frame,
-                 c.pkts[1 - side])
+                (c.uid, _ep(host, port), peer, start, stop if stop is not None else stop_at,
+                 stop is None, frame, c.pkts[1 - side])
             )  # fmt: skip
 
     def finish(self, end_ns: int | None = None) -> list[Anomaly]:
@@ -403,9 +418,8 @@ def _close_wait_findings(groups, th: Thresholds, end_ns: int) -> list[Anomaly]:
     out = []
     for (host, port, peer_h, peer_p), spells in groups.items():
         items = []
-        for start, stop, frame, uid in spells:
-            still = stop is None
-            length = ((end_ns if still else stop) - start) / 1e9
+        for start, stop, still, frame, uid in spells:
+            length = ((end_ns if stop is None else stop) - start) / 1e9
             if length >= th.close_wait_s:
                 items.append((start, length, still, frame, uid))
         if not items:
@@ -418,8 +432,8 @@ def _close_wait_findings(groups, th: Thresholds, end_ns: int) -> list[Anomaly]:
         toward = "" if peer_h is None else f" to {_ep(peer_h, peer_p)}"
         if open_:
             state = (
-                f"{'it is' if n == 1 else f'{open_} of them are'} still in CLOSE_WAIT at the end of "
-                f"the capture"
+                f"{'it was' if n == 1 else f'{open_} of them were'} still in CLOSE_WAIT when last "
+                f"seen"
             )
         else:
             state = "it closed late" if n == 1 else "all closed late"
@@ -448,14 +462,11 @@ def _close_wait_findings(groups, th: Thresholds, end_ns: int) -> list[Anomaly]:
 def _fin_wait_2_findings(items, th: Thresholds, end_ns: int) -> list[Anomaly]:
     """fin_wait_2, one finding per connection that waited past the threshold."""
     out = []
-    for uid, endpoint, peer, start, stop, frame, peer_packets in items:
-        still = stop is None
-        waited = ((end_ns if still else stop) - start) / 1e9
+    for uid, endpoint, peer, start, stop, still, frame, peer_packets in items:
+        waited = ((end_ns if stop is None else stop) - start) / 1e9
         if waited < th.fin_wait_2_s:
             continue
-        how = (
-            "and the capture ended with it still waiting" if still else "before the peer's FIN came"
-        )
+        how = "and it was still waiting when last seen" if still else "before the peer's FIN came"
         summary = (
             f"{endpoint} sat in FIN_WAIT_2 for {_secs(waited)} after {peer} acknowledged its FIN, "
             f"{how}: the peer kept its side open (see close_wait on {peer})."
@@ -555,278 +566,3 @@ def _reuse_findings(groups, th: Thresholds) -> list[Anomaly]:
             )
         )  # fmt: skip
     return out
-
-
-_ICMP4_UNREACH = {
-    0: "net unreachable",
-    1: "host unreachable",
-    2: "protocol unreachable",
-    3: "port unreachable",
-    4: "fragmentation needed",
-    5: "source route failed",
-    9: "network administratively prohibited",
-    10: "host administratively prohibited",
-    13: "communication administratively prohibited",
-}
-_ICMP6_UNREACH = {
-    0: "no route",
-    1: "administratively prohibited",
-    2: "beyond scope",
-    3: "address unreachable",
-    4: "port unreachable",
-    5: "source address failed policy",
-    6: "reject route",
-}
-
-
-def icmp_error_name(v6: bool, itype: int, code: int) -> str:
-    """Human name of an ICMP/ICMPv6 error (RFC 792, RFC 4443)."""
-    if v6:
-        names = {
-            1: ("unreachable", _ICMP6_UNREACH),
-            2: ("packet too big", {}),
-            3: ("time exceeded", {}),
-            4: ("parameter problem", {}),
-        }
-    else:
-        names = {
-            3: ("unreachable", _ICMP4_UNREACH),
-            11: ("time exceeded", {}),
-            12: ("parameter problem", {}),
-            4: ("source quench", {}),
-            5: ("redirect", {}),
-        }
-    base, codes = names.get(itype, (f"type {itype}", {}))
-    if base == "unreachable":
-        return codes.get(code, f"unreachable (code {code})")
-    return base if not code else f"{base} (code {code})"
-
-
-def is_port_unreachable(v6: bool, itype: int, code: int) -> bool:
-    return (itype, code) == ((1, 4) if v6 else (3, 3))
-
-
-def _is_pmtu(v6: bool, itype: int, code: int) -> bool:
-    """ICMPv6 packet too big, ICMP fragmentation needed (RFC 8201, RFC 1191)."""
-    return itype == 2 if v6 else (itype, code) == (3, 4)
-
-
-def _icmp_finding(c: Connection, th: Thresholds) -> Anomaly:
-    """icmp_unreachable: the ICMP errors quoting one flow."""
-    v6 = len(c.orig_h) == 16
-    errs = c.icmp_errors
-    kinds = defaultdict(int)
-    reporters = set()
-    for _ts, _frame, itype, code, reporter in errs:
-        kinds[icmp_error_name(v6, itype, code)] += 1
-        reporters.add(reporter)
-    text = ", ".join(f"{name} x{n}" if n > 1 else name for name, n in sorted(kinds.items()))
-    by = ", ".join(sorted(format_addr(r) for r in reporters))
-    closed = all(is_port_unreachable(v6, e[2], e[3]) for e in errs)
-    # the error answers a datagram sent toward its reporter, or past it (a router)
-    back = reporters == {c.orig_h}
-    (sh, sp), (dh, dp) = (
-        ((c.resp_h, c.resp_p), (c.orig_h, c.orig_p))
-        if back
-        else ((c.orig_h, c.orig_p), (c.resp_h, c.resp_p))
-    )
-    proto = c.proto_name.upper()
-    pmtu = all(_is_pmtu(v6, e[2], e[3]) for e in errs)
-    if closed:
-        hint = f": nothing listens on {proto} port {dp} of {format_addr(dh)}" + (
-            " (the answer came after the client gave up)" if back else ""
-        )
-    elif pmtu:
-        hint = ": the path MTU is smaller than these packets (path MTU discovery)"
-    elif all(e[2] == (3 if v6 else 11) for e in errs):
-        hint = ": the TTL ran out on the way (a routing loop, or traceroute)"
-    else:
-        hint = ": the path or a firewall rejected it"
-    summary = f"{by} answered {proto} {_ep(sh, sp)} -> {_ep(dh, dp)} with ICMP {text}{hint}."
-    return Anomaly(
-        "icmp_unreachable",
-        "info" if pmtu else "warning",
-        errs[0][0] / 1e9,
-        c.uid,
-        summary,
-        _sample([c.first_frame] + [e[1] for e in errs], th.evidence_max),
-        {
-            "flow": f"{_ep(sh, sp)} -> {_ep(dh, dp)}",
-            "proto": c.proto_name,
-            "errors": dict(kinds),
-            "reporters": sorted(format_addr(r) for r in reporters),
-            "port_unreachable": closed,
-        },
-    )
-
-
-# ---------------------------------------------------------------------------- segments
-def _segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Anomaly]:
-    """`end_ns`: when the record ended (a window still closed then counts as closed until it)."""
-    """retransmissions and zero_window per direction, keep_alive per connection."""
-    out = []
-    ka_total = 0
-    ka_frames = []
-    for side in (0, 1):
-        d = st.dirs[side]
-        src = _ep(c.orig_h, c.orig_p) if side == 0 else _ep(c.resp_h, c.resp_p)
-        dst = _ep(c.resp_h, c.resp_p) if side == 0 else _ep(c.orig_h, c.orig_p)
-        peer = st.dirs[1 - side]
-        data_retrans = d.retrans_segments - d.retrans_syn  # SYN retries: unanswered_syn's business
-        ooo = d.count("out_of_order")
-        if data_retrans + ooo >= th.retrans_min:
-            rate = data_retrans / max(d.data_segments, 1)
-            counts = {
-                "retransmission": d.count("retransmission") - d.retrans_syn,
-                "fast_retransmission": d.count("fast_retransmission"),
-                "spurious_retransmission": d.count("spurious_retransmission"),
-                "out_of_order": ooo,
-                "lost_segment": d.count("lost_segment"),
-                "dup_acks_received": peer.count("dup_ack"),
-            }
-            names = (
-                ("retransmission", "by timeout"),
-                ("fast_retransmission", "fast"),
-                ("spurious_retransmission", "spurious"),
-            )
-            parts = [f"{counts[k]} {label}" for k, label in names if counts[k]]
-            severity = (
-                "warning"
-                if rate >= th.retrans_rate and data_retrans >= th.retrans_warn_min
-                else "info"
-            )
-            if data_retrans:
-                what = (
-                    f"{src} retransmitted {_s(data_retrans, 'segment')} ({d.retrans_bytes} bytes) "
-                    f"of {d.data_segments} data segments to {dst} ({rate:.1%}: {', '.join(parts)})"
-                )
-                if ooo:
-                    what += f", and {ooo} arrived out of order"
-            else:
-                what = f"{_s(ooo, 'segment')} from {src} to {dst} arrived out of order (reordering on the path)"
-            lost = counts["lost_segment"]
-            if lost:
-                if data_retrans:
-                    filled = "filled by retransmissions: lost before the capture point"
-                elif ooo:
-                    filled = "filled by the late segments: reordered, not lost"
-                else:
-                    filled = "never filled: not captured"
-                what += f"; {_s(lost, 'gap')} in the sequence ({filled})"
-            summary = what + "."
-            frames = []
-            for k in RETRANS_EVIDENCE:
-                frames.extend(d.frames(k))
-            out.append(
-                Anomaly(
-                    "retransmissions",
-                    severity,
-                    c.ts,
-                    c.uid,
-                    summary,
-                    _sample(frames, th.evidence_max),
-                    {
-                        "direction": "orig" if side == 0 else "resp",
-                        "sender": src,
-                        "receiver": dst,
-                        "segments": data_retrans,
-                        "bytes": d.retrans_bytes,
-                        "data_segments": d.data_segments,
-                        "syn_retransmissions": d.retrans_syn,
-                        "rate": round(rate, 4),
-                        **counts,
-                    },
-                )
-            )
-        if d.zero_window_spells:
-            closed_ns = d.zero_window_ns
-            still = d.zero_window_since_ns is not None
-            if still:
-                closed_ns += max(0, end_ns - d.zero_window_since_ns)
-            closed_s = closed_ns / 1e9
-            probes = peer.count("zero_window_probe")
-            full = peer.count("window_full")
-            severity = "warning" if closed_s >= th.zero_window_s or still else "info"
-            reopened = (
-                "and it was still closed when the capture ended" if still else "then reopened it"
-            )
-            summary = (
-                f"{src} advertised a zero receive window to {dst} {_s(d.zero_window_spells, 'time')} "
-                f"for {_secs(closed_s)} in total ({_s(probes, 'zero-window probe')}, {full} window-full), "
-                f"{reopened}: the receiving application on {src} was not reading fast enough."
-            )
-            frames = (
-                d.frames("zero_window")
-                + peer.frames("zero_window_probe")
-                + peer.frames("window_full")
-            )
-            out.append(
-                Anomaly(
-                    "zero_window",
-                    severity,
-                    c.ts,
-                    c.uid,
-                    summary,
-                    _sample(frames, th.evidence_max),
-                    {
-                        "receiver": src,
-                        "sender": dst,
-                        "spells": d.zero_window_spells,
-                        "closed_s": round(closed_s, 6),
-                        "longest_s": round(d.zero_window_max_ns / 1e9, 6),
-                        "still_closed": still,
-                        "zero_window_segments": d.count("zero_window"),
-                        "probes": probes,
-                        "probe_acks": d.count("zero_window_probe_ack"),
-                        "window_full": full,
-                        "window_updates": d.count("window_update"),
-                    },
-                )
-            )
-        n = d.count("keep_alive")
-        if n:
-            ka_total += n
-            ka_frames.extend(d.frames("keep_alive"))
-    if ka_total:
-        sides = []
-        intervals = {}
-        for side in (0, 1):
-            d = st.dirs[side]
-            n = d.count("keep_alive")
-            if not n:
-                continue
-            who = _ep(c.orig_h, c.orig_p) if side == 0 else _ep(c.resp_h, c.resp_p)
-            text = f"{who} sent {_s(n, 'TCP keep-alive probe')}"
-            if n > 1:
-                every = (d.keep_alive_last_ns - d.keep_alive_first_ns) / 1e9 / (n - 1)
-                intervals["orig" if side == 0 else "resp"] = round(every, 3)
-                if every >= 0.001:
-                    text += f" every {_secs(every)}"
-            sides.append(text)
-        acks = st.count("keep_alive_ack")
-        summary = (
-            f"{' and '.join(sides)} ({_s(acks, 'answer')} seen): the connection sat idle, "
-            f"held open by TCP keep-alive."
-        )
-        out.append(
-            Anomaly(
-                "keep_alive",
-                "info",
-                c.ts,
-                c.uid,
-                summary,
-                _sample(ka_frames, th.evidence_max),
-                {
-                    "keep_alives": {
-                        "orig": st.orig.count("keep_alive"),
-                        "resp": st.resp.count("keep_alive"),
-                    },
-                    "answers": acks,
-                    "interval_s": intervals,
-                },
-            )
-        )
-    return out
-
-
-RETRANS_EVIDENCE = ("retransmission", "fast_retransmission", "spurious_retransmission")

@@ -19,7 +19,8 @@ from ..decode import IPPROTO_TCP, IPPROTO_UDP
 from ..services import EPHEMERAL_RANGES, fits_ranges
 from ..tcpanalysis import state_of
 from ..tcpstate import CLOSED, TIME_WAIT
-from .anomalies import Anomaly, _ep, _s, _sample, _secs, is_port_unreachable
+from .anomalies import Anomaly, _ep, _s, _sample, _secs
+from .anomaly_connections import is_port_unreachable
 
 __all__ = ["HostFacts", "probe_of"]
 
@@ -506,8 +507,10 @@ def _port_group(client, server, sport, group, th, msl_s, end_ns):
         and n >= th.exhaustion_min_connections
     )  # fmt: skip
     ran_out = peak >= size or narrowed
+    # a projection from a burst would be noise: the rate must have lasted a while
+    sustained = span_s >= th.exhaustion_min_span_s
     risk = n >= th.exhaustion_min_connections and (
-        peak >= th.exhaustion_fraction * size or steady >= size
+        peak >= th.exhaustion_fraction * size or (steady >= size and sustained)
     )
     if not ran_out and not risk:
         return out
