@@ -227,3 +227,13 @@ def test_unreadable_capture_exits_1(tmp_path):
     result = invoke("states", bad)
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: {bad}: ")
+
+
+def test_auto_interval_stays_bounded_on_absurd_spans():
+    """One damaged timestamp (year 2106) must not turn the table into millions of rows."""
+    from flowlens.reports.states import auto_interval
+
+    span_ns = (0xFFFFFFF0 - 1_700_000_000) * 1_000_000_000
+    step = auto_interval(span_ns)
+    assert span_ns / 1e9 / step <= 29
+    assert auto_interval(10 * 1_000_000_000) <= 1.0

@@ -280,7 +280,9 @@ def auto_interval(duration_ns: int, max_rows: int = 30) -> float:
     for step in _NICE_STEPS_S:
         if duration_ns / 1e9 / step <= max_rows - 1:
             return step
-    return _NICE_STEPS_S[-1]
+    # longer than the largest round step allows (a damaged timestamp can make a capture span
+    # decades): divide the span instead, so the table never grows past max_rows
+    return max(_NICE_STEPS_S[-1], duration_ns / 1e9 / (max_rows - 1))
 
 
 # ---------------------------------------------------------------------- plot
