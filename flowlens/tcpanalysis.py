@@ -242,6 +242,8 @@ class TcpaState:
         "first_flags",
         "first_from_orig",
         "first_rtt_ns",
+        "last_frame",  # the frame analysed last, and its verdict (`TcpAnalyzer` entry or 0):
+        "last_entry",  # a second analyzer on the same connection reuses it instead of redoing it
         "mru_syn_ns",
         "reply_flags",
         "rst",
@@ -260,6 +262,8 @@ class TcpaState:
         self.rst = None
         self.mru_syn_ns = 0
         self.first_rtt_ns = 0
+        self.last_frame = 0
+        self.last_entry = 0
 
     def _swap(self, conn) -> None:
         """Follow `Connection.swap_roles`: what was the originator's is now the responder's."""
@@ -376,6 +380,11 @@ class TcpAnalyzer:
                 conn.ext = {}
             conn.ext["tcpa"] = st
         else:
+            if pkt.frame == st.last_frame:
+                # another TcpAnalyzer (a view's, the anomaly detector's) has done this packet
+                if self.keep_frames and st.last_entry:
+                    self._frames[pkt.frame] = st.last_entry
+                return
             if conn.flipped is not st._flipped:
                 st._swap(conn)  # the table swapped the roles (Zeek's flip)
         if from_orig:
@@ -515,10 +524,14 @@ class TcpAnalyzer:
                 fwd.zero_window_ns += spell
                 fwd.zero_window_max_ns = max(fwd.zero_window_max_ns, spell)
                 fwd.zero_window_since_ns = None
+        st.last_frame = pkt.frame
         if note:
             self._count(fwd, note, seglen, pkt.frame, ts, flags)
+            entry = st.last_entry = (note, dupnum, fwd.lastnondupack) if dupnum else note
             if self.keep_frames:
-                self._frames[pkt.frame] = (note, dupnum, fwd.lastnondupack) if dupnum else note
+                self._frames[pkt.frame] = entry
+        else:
+            st.last_entry = 0
 
     def _in_order(self, st, fwd, rev, pkt, flags, seq, ack, seglen, window, ts) -> None:
         """The general rules above, specialised to the common segment: no SYN, FIN or RST, at
@@ -578,10 +591,14 @@ class TcpAnalyzer:
             if spell > fwd.zero_window_max_ns:
                 fwd.zero_window_max_ns = spell
             fwd.zero_window_since_ns = None
+        st.last_frame = pkt.frame
         if note:
             self._count(fwd, note, seglen, pkt.frame, ts, flags)
+            entry = st.last_entry = (note, dupnum, fwd.lastnondupack) if dupnum else note
             if self.keep_frames:
-                self._frames[pkt.frame] = (note, dupnum, fwd.lastnondupack) if dupnum else note
+                self._frames[pkt.frame] = entry
+        else:
+            st.last_entry = 0
 
     @staticmethod
     def _syn(st: TcpaState, fwd: DirectionStats, rev: DirectionStats, pkt, from_orig: bool) -> None:

@@ -289,3 +289,13 @@ def test_corpus_counts_match_tshark(capture, tsv):
         )
         expected[kind] = got[kind] = 0
     assert +expected == +got
+
+
+def test_two_analyzers_share_one_analysis(tmp_path):
+    """A view's analyzer and the anomaly detector's can run on the same connection: the state
+    in conn.ext["tcpa"] is analysed once per packet and both see the same verdicts."""
+    path = write(tmp_path, "lossy", pcapgen.lossy_download())
+    first, second = TcpAnalyzer(keep_frames=True), TcpAnalyzer(keep_frames=True)
+    result = analyze(str(path), observers=[first, second])
+    assert first._frames == second._frames and len(first._frames) == len(EXPECTED["lossy-download"])
+    assert state_of(result.connections[0]).resp.as_dict()["retransmission"] == 2  # not 4
