@@ -476,14 +476,14 @@ def write_pcap(path, frames: list, **kw) -> str:
 
 def incident(**_kw) -> list:
     """A two-minute story for the README: an app server (192.0.2.10) opens a new connection to
-    its API backend (198.51.100.20:8080) for every request and closes first, piling up
-    TIME_WAIT; its database (198.51.100.30:5432) refuses connections; a cache
+    its API backend (198.51.100.20:8080) for every request (4 a second) and closes first, piling
+    up about 240 ports in TIME_WAIT; its database (198.51.100.30:5432) refuses connections; a cache
     (198.51.100.40:6379) never answers; a CLOSE_WAIT leaks on the backend; one request is
     retransmitted; a DNS lookup and a ping complete normally."""
     frames = []
     api = dict(client=CLIENT4, server=SERVER4, sport=8080)
-    for i in range(120):  # one request per second, each on a fresh ephemeral port
-        conv = Conversation(cport=33000 + i * 3, t=T0 + i * 1.0, isn_c=10_000 + i * 104_729, isn_s=70_000 + i * 7_919, **api)
+    for i in range(480):  # four requests a second, each on a fresh ephemeral port
+        conv = Conversation(cport=33000 + i, t=T0 + i * 0.25, isn_c=10_000 + i * 104_729, isn_s=70_000 + i * 7_919, **api)
         conv.handshake(synack_dt=0.0021 + (i % 7) * 0.0001)
         conv.exchange(b"GET /v1/items HTTP/1.1\r\nHost: api\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
         conv.close("client")

@@ -29,7 +29,7 @@ def test_json_lines_carry_every_record_field(incident):
     result = invoke("flows", incident, "--format", "json")
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(rows) == 120 + 3 + 1 + 1 + 1 + 1 + 1
+    assert len(rows) == 480 + 3 + 1 + 1 + 1 + 1 + 1
     assert all(list(r) == list(RECORD_FIELDS) for r in rows)
     assert "128 connections (2 icmp, 125 tcp, 1 udp) in" not in result.stdout
     assert result.stderr.strip().endswith("frames")
@@ -61,12 +61,12 @@ def test_filters(incident, args, expected):
 
 
 def test_time_wait_filter_sees_the_pileup(incident):
-    # API connection i closes at T0 + i + 0.01 s; the capture's last packet is at T0 + 125.02 s
-    # (the CLOSE_WAIT leak's keep-alive), so those closed after T0 + 65.02 s -- i = 66..119 --
-    # are still in TIME_WAIT (60 s) when it ends
+    # API connection i enters TIME_WAIT at T0 + i/4 + ~0.01 s; the capture's last packet is at
+    # T0 + 125.0135 s (the CLOSE_WAIT leak's keep-alive), so those that entered it after
+    # T0 + 65.0135 s -- i = 261..479 -- are still in TIME_WAIT (60 s) when it ends
     result = invoke("flows", incident, "--format", "csv", "--state", "time-wait", "--port", "8080")
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert sorted(int(r["id.orig_p"]) for r in rows) == [33000 + i * 3 for i in range(66, 120)]
+    assert sorted(int(r["id.orig_p"]) for r in rows) == [33000 + i for i in range(261, 480)]
     assert {r["orig_state"] for r in rows} == {"TIME_WAIT"}
 
 

@@ -161,7 +161,7 @@ def test_listening_services(tmp_path):
         for r in rows
     ]
     assert got == [
-        (SERVER, 8080, "LISTEN", 121, 1, 0),
+        (SERVER, 8080, "LISTEN", 481, 1, 0),  # 480 API calls + the retransmission one
         (SERVER, 9000, "LISTEN", 1, 1, 0),
         ("198.51.100.30", 5432, "REFUSED", 0, 1, 3),
     ]
