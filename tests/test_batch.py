@@ -152,7 +152,7 @@ def test_a_failed_capture_is_in_the_summary_and_the_batch_goes_on(archive_dir, t
     assert rows["broken.pcap.gz"]["status"] == "failed"
     assert CORRUPT_ERROR in rows["broken.pcap.gz"]["error"]
     assert rows["incident.pcap.gz"]["status"] == "ok"
-    assert rows["incident.pcap.gz"]["connections"] == 128 and rows["incident.pcap.gz"]["packets"] == len(pcapgen.incident())
+    assert rows["incident.pcap.gz"]["connections"] == 488 and rows["incident.pcap.gz"]["packets"] == len(pcapgen.incident())
     assert summary["totals"]["failed"] == 1 and summary["totals"]["ok"] == 6
     assert summary["skipped_files"] == 2
     parquet = pd.read_parquet(outdir / "summary.parquet")
