@@ -17,7 +17,7 @@ from .errors import FlowlensError
 __all__ = ["main", "cli"]
 
 # command modules, each defining a click command of the same name
-COMMANDS = ["flows", "ladder", "timeline", "states", "rtt", "batch", "anomalies"]
+COMMANDS = ["flows", "ladder", "timeline", "states", "rtt", "batch", "anomalies", "report"]
 
 
 class _Group(click.Group):

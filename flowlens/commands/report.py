@@ -1,0 +1,112 @@
+"""`flowlens report`: the postmortem page of a capture, as one self-contained HTML file and/or Markdown."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from ..reports.ladder import Note
+from ..reports.postmortem import ReportOptions, build_report
+from ._common import capture_argument, config_from, progress_callback, table_options, warn
+from ._timearg import NOTE
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write atomically (a half-written report must not look finished)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise click.ClickException(f"{path}: {exc.strerror or exc}") from exc
+
+
+@click.command()
+@capture_argument
+@click.option(
+    "-o",
+    "--output",
+    "html_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the HTML page here (one file: pictures, styles and script inline).",
+)
+@click.option(
+    "--markdown",
+    "md_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write a Markdown report here, its pictures into <name>_files/ beside it.",
+)
+@click.option(
+    "--note",
+    "notes",
+    type=NOTE,
+    multiple=True,
+    help="A note for the ladders and the timeline: FRAME=text, +SECONDS=text (from the "
+    "capture's first packet), or an epoch / ISO time. Repeatable.",
+)
+@click.option(
+    "--max-ladders",
+    type=click.IntRange(min=0),
+    default=12,
+    show_default=True,
+    help="Ladder diagrams drawn: the connections the findings (and frame notes) point at, most "
+    "severe first.",
+)
+@click.option("--title", help="Page title (default: flowlens report: CAPTURE's file name).")
+@table_options
+def report(
+    capture: str, html_path, md_path, notes: tuple[Note, ...], max_ladders: int, title, **kwargs
+) -> None:
+    """Write the postmortem report of CAPTURE: what to attach to an incident.
+
+    In one pass over the capture: the capture's facts (container, packets, duration, link
+    types, hosts, skipped frames and damage), the findings of `flowlens anomalies` by severity
+    with their evidence frames, a timeline of findings and notes, TCP socket states per busy
+    host over time, round-trip times per server, the connection table (sortable and
+    filterable in the page), and the ladder diagrams of the connections that matter, each
+    finding linking to its ladder. The HTML page needs no network to be read and prints
+    cleanly; the Markdown renders on GitHub.
+
+    \b
+    Example:
+      flowlens report capture.pcap -o report.html
+      flowlens report capture.pcap -o report.html --markdown report.md \\
+          --note '343=db restarted' --note '+45s=cache failover'
+    """
+    if not html_path and not md_path:
+        raise click.UsageError("nothing to write: give -o report.html and/or --markdown report.md")
+    config = config_from(kwargs)
+    options = ReportOptions(notes=notes, max_ladders=max_ladders, title=title)
+    progress = progress_callback(capture)
+    result = build_report(capture, config, options, progress)
+    for line in result.warnings:
+        warn(f"Warning: {line}")
+    for text in result.unplaced_notes:
+        warn(f"Warning: note {text!r} falls on no drawn ladder (it is in the timeline)")
+    if html_path:
+        from ..reports.html import render_html
+
+        _write_text(html_path, render_html(result))
+        warn(f"Wrote {html_path} ({os.path.getsize(html_path) / 1e6:.1f} MB)")
+    if md_path:
+        from ..reports.markdown import write_markdown
+
+        try:
+            files = write_markdown(result, md_path)
+        except OSError as exc:
+            raise click.ClickException(f"{md_path}: {exc.strerror or exc}") from exc
+        extra = f" and {len(files) - 1} pictures" if len(files) > 1 else ""
+        warn(f"Wrote {md_path}{extra}")
+    counts = result.severity_counts()
+    parts = ", ".join(f"{counts[s]} {s}" for s in ("critical", "warning", "info") if counts[s])
+    warn(
+        f"{len(result.findings)} findings{f' ({parts})' if parts else ''}, "
+        f"{len(result.ladders)} ladders, {result.connections_total} connections, "
+        f"{result.passes} pass{'es' if result.passes > 1 else ''} over the capture"
+    )

@@ -1,0 +1,595 @@
+"""The postmortem report's content: one pass over a capture gathers everything the HTML and
+Markdown renderers (`reports/html.py`, `reports/markdown.py`) lay out.
+
+`build_report` runs the pipeline once with every observer the report needs: the anomaly
+detector's TCP analyzer (``keep_frames=True``, so the ladders show its per-frame verdicts
+without a second analyzer), the RTT collector, a `PacketCollector` in collapsed mode, and a
+small observer that notes where the user's ``--note FRAME=...`` frames fall. Which connections
+*matter* (the ones the findings name, and the ones the notes point at) is known only at the end,
+so the collector keeps the logs of every connection as they finish, within a budget
+(`ReportOptions.max_kept_logs`); when the budget overflows, logs of connections that cannot feed
+a per-connection finding go first. A chosen connection whose log was dropped anyway (a huge
+capture) costs a second pass that keeps packets for the chosen uids only; `Report.passes` says
+how many passes were made. Standard input cannot be read twice: those ladders are left out, and
+the report says so.
+
+Everything here is data (records, `Ladder`s, PNG bytes); the renderers only lay it out.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..analysis import Pipeline
+from ..connections import Config, Connection, format_addr
+from ..decode import IPPROTO_TCP, LINKTYPE_NAMES
+from ..errors import UsageError
+from ..packetlog import ConnLog, PacketCollector
+from ..rtt import RttCollector
+from ..tcpanalysis import TcpAnalyzer, state_of
+from .anomalies import SEVERITIES, Anomaly, AnomalyDetector, Thresholds
+from .ladder import Ladder, Note, build_ladder, render_text, utc_text
+from .postmortem_figures import (
+    MAX_STATE_HOSTS,
+    MIN_BUSY_SOCKETS,
+    Picture,
+    ladder_picture,
+    rtt_picture,
+    states_picture,
+)
+from .rtt import Aggregator, Series, series_for
+from .states import SocketStates
+
+__all__ = [
+    "MAX_STATE_HOSTS",
+    "MIN_BUSY_SOCKETS",
+    "Event",
+    "LadderView",
+    "Picture",
+    "Report",
+    "ReportOptions",
+    "build_report",
+    "endpoint",
+    "group_findings",
+    "severity_of",
+]
+
+_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOptions:
+    """What goes into the report and how much of it."""
+
+    #: user notes (``--note``): a frame, an absolute time, or an offset from the *capture's*
+    #: first packet (a report spans many connections, so offsets are capture-relative here)
+    notes: Sequence[Note] = ()
+    #: ladders drawn (the connections that matter, most severe finding first)
+    max_ladders: int = 12
+    #: rows of the connection table; beyond it, only connections with a finding are added
+    max_table_rows: int = 5000
+    #: packet logs kept during the pass before the least interesting ones are dropped
+    max_kept_logs: int = 2000
+    #: anomaly thresholds (None: the defaults of `flowlens anomalies`)
+    thresholds: Thresholds | None = None
+    #: the page title (default: "flowlens report: <capture file name>")
+    title: str | None = None
+    #: matplotlib's PNG resolution
+    dpi: int = 100
+
+
+@dataclass(slots=True)
+class LadderView:
+    """One connection that matters: its ladder as text and picture, and what points at it."""
+
+    uid: str
+    record: dict  # Connection.to_record()
+    ladder: Ladder
+    text: str
+    picture: Picture | None
+    #: indexes into Report.findings of the findings that link here
+    findings: list[int] = field(default_factory=list)
+    #: user notes placed on this ladder
+    notes: list[str] = field(default_factory=list)
+    #: why it is shown: "finding", "example" (a host-level finding's example), "note"
+    why: str = "finding"
+
+
+@dataclass(slots=True)
+class Event:
+    """One line of the timeline: the capture's ends, a finding, or a user note."""
+
+    ts_ns: int | None  # None: a note on a frame that was not decoded (no time known)
+    kind: str  # "capture", "finding", "note"
+    text: str
+    severity: str | None = None
+    frame: int | None = None
+    #: anchor id in the HTML page it links to ("finding-3", "conn-C..."), or None
+    target: str | None = None
+
+
+@dataclass(slots=True)
+class Report:
+    """Everything the renderers show, in the order they show it."""
+
+    path: str
+    title: str
+    generated: str  # UTC time the report was made
+    version: str
+    first_ts_ns: int | None
+    last_ts_ns: int | None
+    #: (label, value) lines about the capture, in display order
+    facts: list[tuple[str, str]]
+    #: damage and skipped frames, one sentence each (empty for a clean capture)
+    warnings: list[str]
+    findings: list[Anomaly]
+    #: per finding: uid of the ladder it links to, or None
+    finding_links: list[str | None]
+    connections: list[dict]  # table rows: Connection.to_record() + "finding" (worst severity)
+    connections_total: int
+    ladders: list[LadderView]
+    #: connections that mattered but were not drawn (over max_ladders, or stdin)
+    ladders_left_out: list[str]
+    states: Picture | None
+    states_hosts_left_out: list[str]
+    rtt: Picture | None
+    rtt_rows: list[dict]  # per server (Aggregator("server").rows())
+    timeline: list[Event]
+    passes: int
+    #: notes that fell on no drawn ladder (they are still in the timeline)
+    unplaced_notes: list[str]
+    #: informational findings left out of the timeline (there were too many)
+    timeline_hidden_info: int = 0
+
+    def severity_counts(self) -> Counter:
+        return Counter(a.severity for a in self.findings)
+
+
+def severity_of(findings: Sequence[Anomaly]) -> str | None:
+    """The worst severity among `findings`, or None."""
+    return max((a.severity for a in findings), key=_RANK.__getitem__, default=None)
+
+
+# ---------------------------------------------------------------------- the pass
+
+
+class _FrameMarks:
+    """Observer remembering (ts_ns, uid) of a few frames: where the user's frame notes fall."""
+
+    __slots__ = ("frames", "seen")
+
+    def __init__(self, frames) -> None:
+        self.frames = frozenset(frames)
+        self.seen: dict[int, tuple[int, str]] = {}
+
+    def __call__(self, conn: Connection, pkt, from_orig: bool) -> None:
+        if pkt.frame in self.frames:
+            self.seen[pkt.frame] = (pkt.ts_ns, conn.uid)
+
+
+def _could_matter(conn: Connection) -> bool:
+    """Can this connection feed a per-connection finding? Its log is dropped last."""
+    if conn.icmp_errors or conn.prev_uid is not None:
+        return True
+    if conn.proto != IPPROTO_TCP:
+        return False
+    if conn.conn_state != "SF" or conn.retransmissions:
+        return True
+    if any(st.value in ("CLOSE_WAIT", "FIN_WAIT_2") for _t, _f, _s, st in conn.tcp.timeline):
+        return True
+    st = state_of(conn)
+    return st is not None and any(
+        d.retrans_segments or d.zero_window_spells or d.keep_alive_first_ns is not None
+        for d in st.dirs
+    )
+
+
+class _Gather:
+    """What the first pass keeps per finished connection."""
+
+    def __init__(
+        self,
+        config: Config,
+        options: ReportOptions,
+        collector: PacketCollector,
+        detector: AnomalyDetector,
+    ) -> None:
+        self.options = options
+        self.collector = collector
+        self.detector = detector
+        self.states = SocketStates(config.time_wait_ns)
+        self.rtt_agg = Aggregator("server")
+        self.rtt_series: dict[str, Series] = {}
+        self.records: list[dict] = []
+        self.late_records: dict[str, dict] = {}  # past max_table_rows, kept in case of a finding
+        self.total = 0
+        self.by_proto: Counter = Counter()
+        self.hosts: Counter = Counter()
+        self.first_frames: dict[int, str] = {}
+        self.logs: OrderedDict[str, tuple[Connection, ConnLog]] = OrderedDict()
+        self.spare: OrderedDict[str, None] = OrderedDict()  # uids of logs that may go first
+        self.dropped = 0
+
+    def add(self, conn: Connection) -> None:
+        self.total += 1
+        self.detector.add(conn)
+        self.states.add(conn)
+        self.rtt_agg.add(conn)
+        for label, ts_s, rtt_ms in series_for(conn, "server"):
+            s = self.rtt_series.get(label)
+            if s is None:
+                s = self.rtt_series[label] = Series(label)
+            s.ts_s.extend(ts_s)
+            s.rtt_ms.extend(rtt_ms)
+        self.by_proto[conn.proto_name] += 1
+        self.hosts[format_addr(conn.orig_h)] += 1
+        self.hosts[format_addr(conn.resp_h)] += 1
+        self.first_frames[conn.first_frame] = conn.uid
+        matters = _could_matter(conn)
+        if len(self.records) < self.options.max_table_rows:
+            self.records.append(conn.to_record())
+        elif matters:
+            self.late_records[conn.uid] = conn.to_record()
+        log = self.collector.finish(conn)
+        if log is None:
+            return
+        self.logs[conn.uid] = (conn, log)
+        if not matters:
+            self.spare[conn.uid] = None
+        while len(self.logs) > self.options.max_kept_logs:
+            self.dropped += 1
+            if self.spare:
+                uid, _ = self.spare.popitem(last=False)
+                del self.logs[uid]
+            else:  # only candidates left: the newest one goes
+                uid, _ = self.logs.popitem(last=True)
+
+
+def _collector(options: ReportOptions, tcp: TcpAnalyzer, first_ns, wants=None) -> PacketCollector:
+    """The ladder's collapsed packet log, its findings from the shared TCP analyzer."""
+    pins = [n.frame for n in options.notes if n.frame is not None]
+    time_notes = [n for n in options.notes if n.frame is None]
+
+    def breaks(conn: Connection) -> list[int]:
+        base = first_ns() or conn.first_ts_ns
+        return [n.ts_ns if n.ts_ns is not None else base + n.offset_ns for n in time_notes]
+
+    collector = PacketCollector(
+        wants, full=False, pinned=pins, breaks=breaks if time_notes else None
+    )
+
+    def notes(conn: Connection, pkt, from_orig: bool):
+        if conn.tcp is None:
+            return ()
+        return zip(tcp.kinds(pkt.frame), tcp.notes(pkt.frame))
+
+    collector.notes = notes
+    return collector
+
+
+def build_report(
+    path: str, config: Config | None = None, options: ReportOptions | None = None, progress=None
+) -> Report:
+    """Read `path` (a file, or "-" for standard input) and gather the report's content.
+
+    `progress` is a `ProgressFn` (see flowlens.analysis) or None. Raises CaptureError for an
+    unreadable capture and UsageError for a capture without packets.
+    """
+    config = config or Config()
+    options = options or ReportOptions()
+    tcp = TcpAnalyzer(keep_frames=True)
+    detector = AnomalyDetector(options.thresholds, tcp=tcp, msl_s=config.msl_s)
+    marks = _FrameMarks(n.frame for n in options.notes if n.frame is not None)
+
+    def first_ns() -> int | None:  # asked on a connection's first packet, once `pipe` runs
+        return pipe.stats.first_ts_ns
+
+    collector = _collector(options, tcp, first_ns)
+    gather = _Gather(config, options, collector, detector)
+    # the analyzer first: the collector asks it about the packet it has just seen
+    pipe = Pipeline(path, config, [*detector.observers, RttCollector(), collector, marks], progress)
+    try:
+        for conn in pipe:
+            gather.add(conn)
+    finally:
+        if progress is not None and hasattr(progress, "close"):
+            progress.close()
+    stats = pipe.stats
+    first, last = stats.first_ts_ns, stats.last_ts_ns
+    if first is None or last is None:
+        raise UsageError(f"{path}: no packets")
+    findings = group_findings(detector.finish(last))
+    notes = [_absolute(n, first) for n in options.notes]
+
+    # which connections matter: the notes' connections, then each finding's (or an example),
+    # one per kind of finding before a second of any kind (23 keep-alives must not crowd out
+    # the one refused connection)
+    links = [_link_of(a, gather) for a in findings]
+    note_uids = [marks.seen[n.frame][1] for n in notes if n.frame in marks.seen]
+    by_kind: dict[tuple[str, str], list[str]] = {}
+    for a, uid in zip(findings, links):
+        if uid is not None:
+            by_kind.setdefault((a.severity, a.kind), []).append(uid)
+    chosen: list[str] = []
+    for uid in note_uids + _round_robin(list(by_kind.values())):
+        if uid not in chosen:
+            chosen.append(uid)
+    left_out = chosen[options.max_ladders :]
+    chosen = chosen[: options.max_ladders]
+
+    passes = 1
+    missing = [u for u in chosen if u not in gather.logs]
+    if missing and path != "-":
+        passes = 2
+        _second_pass(path, config, options, missing, gather, first)
+    missing = [u for u in chosen if u not in gather.logs]
+    left_out = missing + left_out
+    chosen = [u for u in chosen if u not in missing]
+
+    # shown in the order of their first finding (the most severe first), notes' connections after
+    first_link = {}
+    for i, uid in enumerate(links):
+        first_link.setdefault(uid, i)
+    chosen.sort(key=lambda u: first_link.get(u, len(links)))
+    ladders = _ladders(chosen, gather, findings, links, notes, options)
+    drawn = {v.uid for v in ladders}
+    links = [u if u in drawn else None for u in links]
+    placed = {t for v in ladders for t in v.notes}
+    rows = _table_rows(gather, findings, links)
+    states_pic, states_left = states_picture(gather.states, first, last, options.dpi)
+    rtt_pic = rtt_picture(list(gather.rtt_series.values()), options.dpi)
+
+    warnings = list(pipe.summary_lines())
+    if missing and path == "-":
+        warnings.append(
+            f"{path}: standard input cannot be read twice; {len(missing)} ladders left out"
+        )
+    name = os.path.basename(path) if path != "-" else "standard input"
+    infos = sum(a.severity == "info" for a in findings)
+    return Report(
+        path=path,
+        title=options.title or f"flowlens report: {name}",
+        generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        version=_version(),
+        first_ts_ns=first,
+        last_ts_ns=last,
+        facts=_facts(path, pipe, gather),
+        warnings=warnings,
+        findings=findings,
+        finding_links=links,
+        connections=rows,
+        connections_total=gather.total,
+        ladders=ladders,
+        ladders_left_out=left_out,
+        states=states_pic,
+        states_hosts_left_out=states_left,
+        rtt=rtt_pic,
+        rtt_rows=gather.rtt_agg.rows(),
+        timeline=_timeline(findings, links, notes, marks, ladders, first, last),
+        passes=passes,
+        unplaced_notes=[n.text for n in notes if n.text not in placed],
+        timeline_hidden_info=infos if infos > MAX_TIMELINE_INFO else 0,
+    )
+
+
+def group_findings(findings: Sequence[Anomaly]) -> list[Anomaly]:
+    """Most severe first; within a severity, the findings of one kind together (kinds in the
+    order of their first finding), each kind's in time order. The detector's order is by
+    severity and time, which scatters a kind with many findings among the others."""
+    first_of: dict[tuple[str, str], int] = {}
+    for i, a in enumerate(findings):
+        first_of.setdefault((a.severity, a.kind), i)
+    order = sorted(
+        range(len(findings)),
+        key=lambda i: (
+            -_RANK[findings[i].severity],
+            first_of[(findings[i].severity, findings[i].kind)],
+            i,
+        ),
+    )
+    return [findings[i] for i in order]
+
+
+def _round_robin(groups: list[list[str]]) -> list[str]:
+    """The first of each group, then the second of each ..."""
+    out = []
+    depth = 0
+    while any(len(g) > depth for g in groups):
+        out.extend(g[depth] for g in groups if len(g) > depth)
+        depth += 1
+    return out
+
+
+def _absolute(note: Note, first_ns: int) -> Note:
+    """A capture-relative offset note becomes an absolute-time note."""
+    if note.offset_ns is not None:
+        return Note(note.text, ts_ns=first_ns + note.offset_ns)
+    return note
+
+
+def _link_of(a: Anomaly, gather: _Gather) -> str | None:
+    """The connection a finding's ladder link goes to: its own, or an example of a host-level
+    finding (the first uid it lists, else the connection of its first evidence frame)."""
+    if a.uid:
+        return a.uid
+    uids = a.details.get("uids") if isinstance(a.details, dict) else None
+    if uids:
+        return uids[0]
+    for frame in a.evidence:
+        uid = gather.first_frames.get(frame)
+        if uid is not None:
+            return uid
+    for frame in a.evidence:
+        for uid, (_conn, log) in gather.logs.items():
+            if any(r.frame == frame for r in log.rows()):
+                return uid
+    return None
+
+
+def _second_pass(path, config, options, uids, gather: _Gather, first_ns: int) -> None:
+    """Read the capture again, keeping packets only for `uids` (uids are stable across runs)."""
+    wanted = set(uids)
+    tcp = TcpAnalyzer(keep_frames=True)
+    collector = _collector(options, tcp, lambda: first_ns, wants=lambda c: c.uid in wanted)
+    # the analyzer must see every packet of a wanted connection before the collector asks it
+    analyzer_for_wanted = lambda conn, pkt, fo: tcp(conn, pkt, fo) if conn.uid in wanted else None
+    pipe = Pipeline(path, config, [analyzer_for_wanted, collector])
+    for conn in pipe:
+        log = collector.finish(conn)
+        if log is not None and conn.uid in wanted:
+            gather.logs[conn.uid] = (conn, log)
+
+
+def _ladders(chosen, gather, findings, links, notes, options) -> list[LadderView]:
+    views = []
+    for uid in chosen:
+        conn, log = gather.logs[uid]
+        lad = build_ladder(conn, log, notes)
+        mine = [i for i, u in enumerate(links) if u == uid]
+        direct = any(findings[i].uid == uid for i in mine)
+        why = "finding" if direct else "example" if mine else "note"
+        placed = [t for s in lad.steps for t in s.notes] + [
+            d.split(": ", 1)[1] for s in lad.steps if s.kind == "collapsed" for d in s.detail
+            if d.startswith("frame ") and ": " in d
+        ]  # fmt: skip
+        views.append(
+            LadderView(
+                uid, conn.to_record(), lad, render_text(lad), ladder_picture(lad, options.dpi),
+                mine, placed, why,
+            )
+        )  # fmt: skip
+    return views
+
+
+def _table_rows(gather: _Gather, findings: list[Anomaly], links) -> list[dict]:
+    worst: dict[str, str] = {}
+
+    def mark(uid, sev):
+        if uid and (uid not in worst or _RANK[sev] > _RANK[worst[uid]]):
+            worst[uid] = sev
+
+    for a, link in zip(findings, links):
+        mark(a.uid, a.severity)
+        for uid in (a.details.get("uids") or []) if isinstance(a.details, dict) else []:
+            mark(uid, a.severity)
+        for frame in a.evidence:
+            mark(gather.first_frames.get(frame), a.severity)
+    rows = list(gather.records)
+    rows.extend(r for uid, r in gather.late_records.items() if uid in worst)
+    for r in rows:
+        r["finding"] = worst.get(r["uid"])
+    return rows
+
+
+# ---------------------------------------------------------------------- facts and timeline
+
+
+def _si(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.3f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
+    return f"{seconds / 3600:.1f} h ({seconds:.0f} s)"
+
+
+def _facts(path: str, pipe: Pipeline, gather: _Gather) -> list[tuple[str, str]]:
+    stats = pipe.stats
+    out = [("file", path if path != "-" else "standard input")]
+    if path != "-":
+        try:
+            out.append(("file size", _si(os.path.getsize(path))))
+        except OSError:
+            pass
+    out.append(("container", stats.container or "-"))
+    out.append(("packets", f"{stats.frames:,} frames, {_si(stats.bytes)} captured"))
+    out.append(("first packet", utc_text(stats.first_ts_ns)))
+    out.append(("last packet", utc_text(stats.last_ts_ns)))
+    out.append(("duration", _duration(stats.duration_ns / 1e9)))
+    links = ", ".join(
+        f"{LINKTYPE_NAMES.get(lt, str(lt))} ({n:,} frames)"
+        for lt, n in sorted(stats.linktypes.items())
+    )
+    out.append(("link types", links or "-"))
+    protos = ", ".join(f"{n:,} {p.upper()}" for p, n in gather.by_proto.most_common())
+    out.append(("connections", f"{gather.total:,}" + (f" ({protos})" if protos else "")))
+    top = ", ".join(f"{h} ({n:,})" for h, n in gather.hosts.most_common(8))
+    more = len(gather.hosts) - 8
+    out.append(
+        ("hosts", f"{len(gather.hosts):,}: {top}" + (f", and {more} more" if more > 0 else ""))
+    )
+    skipped = sum(pipe.skipped.values())
+    if skipped:
+        why = ", ".join(f"{n:,} {reason}" for reason, n in pipe.skipped.most_common())
+        out.append(("skipped frames", f"{skipped:,} undecodable ({why})"))
+    else:
+        out.append(("skipped frames", "none"))
+    non_ip = sum(pipe.non_ip.values())
+    if non_ip:
+        kinds = ", ".join(f"{n:,} {k}" for k, n in pipe.non_ip.most_common(5))
+        out.append(("not IP", f"{non_ip:,} frames ({kinds})"))
+    out.append(("open connections at peak", f"{pipe.table.open_peak:,}"))
+    return out
+
+
+#: informational findings listed in the timeline; past this many, only their count
+MAX_TIMELINE_INFO = 10
+
+
+def _timeline(findings, links, notes, marks: _FrameMarks, ladders, first, last) -> list[Event]:
+    events = [Event(first, "capture", "first packet of the capture")]
+    infos = sum(a.severity == "info" for a in findings)
+    for i, (a, link) in enumerate(zip(findings, links), 1):
+        if a.severity == "info" and infos > MAX_TIMELINE_INFO:
+            continue
+        events.append(
+            Event(
+                round(a.ts * 1e9), "finding", a.summary, a.severity,
+                a.evidence[0] if a.evidence else None, f"finding-{i}",
+            )
+        )  # fmt: skip
+    on_ladder = {t: v.uid for v in ladders for t in v.notes}
+    for n in notes:
+        target = f"conn-{on_ladder[n.text]}" if n.text in on_ladder else None
+        if n.frame is not None:
+            ts = marks.seen.get(n.frame, (None, None))[0]
+            events.append(Event(ts, "note", n.text, frame=n.frame, target=target))
+        else:
+            events.append(Event(n.ts_ns, "note", n.text, target=target))
+    events.append(Event(last, "capture", "last packet of the capture"))
+    # by time; the capture's first line first and its last line last; notes without a time
+    # (their frame was not decoded) at the end
+    events[1:-1] = sorted(
+        events[1:-1], key=lambda e: (e.ts_ns is None, e.ts_ns or 0, e.kind != "note")
+    )
+    return events
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("flowlens")
+    except PackageNotFoundError:  # pragma: no cover - not installed as a distribution
+        from .. import __version__
+
+        return __version__
+
+
+def endpoint(record: dict, side: str) -> str:
+    """`host:port` of a record's orig or resp, IPv6 in brackets (no port for ICMP)."""
+    host, port = record[f"id.{side}_h"], record[f"id.{side}_p"]
+    if record.get("proto") == "icmp":
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

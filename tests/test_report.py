@@ -1,0 +1,419 @@
+"""`flowlens report`: the postmortem page (HTML) and its Markdown twin, for the sample captures.
+
+Content is checked on the rendered files: every finding present in severity order, every
+internal link resolving, every picture a decodable PNG, nothing fetched from outside the page,
+the Markdown's pictures on disk. A browser test opens the page in headless Chromium, checks the
+console stays silent and the table script ran, and saves a screenshot; without Chromium it
+skips, except under CI (CI=true), where it fails: CI installs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pcapgen
+import pytest
+from click.testing import CliRunner
+
+from flowlens.analysis import analyze
+from flowlens.cli import cli
+from flowlens.reports.anomalies import SEVERITIES, AnomalyDetector
+from flowlens.reports.html import SECTIONS, render_html
+from flowlens.reports.markdown import github_anchor, render_markdown
+from flowlens.reports.postmortem import ReportOptions, build_report
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
+INCIDENT = str(SAMPLES / "incident.pcap")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def invoke(*args, **kw):
+    return CliRunner().invoke(cli, [str(a) for a in args], **kw)
+
+
+def expected_findings(path: str):
+    detector = AnomalyDetector()
+    return detector.findings(analyze(path, observers=detector.observers))
+
+
+def bad_day() -> list:
+    """Many problems in one capture: ports running out (critical), a CLOSE_WAIT leak, a SYN
+    flood, a refused port, a port scan, a lossy download, a zero window, an abort, a UDP port
+    unreachable."""
+    t = pcapgen.T0
+    frames = pcapgen.exhausted_ports(ports=10, count=30, t=t, sport=443)
+    frames += pcapgen.syn_flood(count=300, t=t + 2, sport=80, server="198.51.100.80")
+    frames += pcapgen.port_scan(t=t + 4, server="198.51.100.99")
+    frames += pcapgen.lossy_download(t=t + 5, cport=50001, sport=8443)
+    frames += pcapgen.zero_window_stall(t=t + 7, cport=50002, sport=9443)
+    frames += pcapgen.rst_abort_in_flight(t=t + 9, cport=50003, sport=7443)
+    frames += pcapgen.close_wait_leak(cport=50004, sport=9000, t=t + 1)
+    frames += pcapgen.refused(server="198.51.100.30", cport=50005, sport=5432, t=t + 3)
+    frames += pcapgen.udp_port_unreachable(t=t + 6)
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
+@pytest.fixture(scope="module")
+def bad_capture(tmp_path_factory) -> str:
+    return pcapgen.write_pcap(tmp_path_factory.mktemp("bad") / "bad-day.pcap", bad_day())
+
+
+class Page(HTMLParser):
+    """Ids, internal links, pictures and anything that could load from outside the page."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.hrefs: list[str] = []
+        self.images: list[str] = []
+        self.external: list[str] = []
+        self.findings: list[tuple[str, str]] = []  # (id, severity) in page order
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.append(a["id"])
+        if tag == "a" and "href" in a:
+            self.hrefs.append(a["href"])
+        if tag == "img":
+            self.images.append(a.get("src", ""))
+        for key in ("src", "href"):
+            value = a.get(key) or ""
+            if key in a and not value.startswith(("#", "data:")):
+                self.external.append(f"<{tag} {key}={value}>")
+        if tag in ("link", "iframe", "object", "embed"):
+            self.external.append(f"<{tag}>")
+        if tag == "li" and a.get("id", "").startswith("finding-"):
+            self.findings.append((a["id"], a["class"].split()[-1]))
+
+
+def check_page(text: str) -> Page:
+    page = Page(text)
+    assert len(page.ids) == len(set(page.ids)), "duplicate ids"
+    missing = [h for h in page.hrefs if h.startswith("#") and h[1:] not in page.ids]
+    assert not missing, f"links to no id: {missing}"
+    assert not [h for h in page.hrefs if not h.startswith("#")], "links leaving the page"
+    assert not page.external, f"resources from outside the page: {page.external}"
+    assert "@import" not in text and "url(" not in text and "<link" not in text
+    for sid, _title in SECTIONS:
+        assert sid in page.ids
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        png = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert png.startswith(PNG_SIGNATURE)
+        from PIL import Image
+
+        with Image.open(io.BytesIO(png)) as im:
+            im.verify()
+    ranks = [SEVERITIES.index(sev) for _id, sev in page.findings]
+    assert ranks == sorted(ranks, reverse=True), "findings not ordered by severity"
+    assert [i for i, _s in page.findings] == [f"finding-{n}" for n in range(1, len(ranks) + 1)]
+    return page
+
+
+# ---------------------------------------------------------------- the incident sample
+
+
+def refused_syn_frame(path: str) -> int:
+    """The first frame of the first refused connection (the database that is down)."""
+    return next(c.first_frame for c in analyze(path).connections if c.conn_state == "REJ")
+
+
+@pytest.fixture(scope="module")
+def incident_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("incident")
+    html_path, md_path = out / "report.html", out / "report.md"
+    result = invoke(
+        "report", INCIDENT, "-o", html_path, "--markdown", md_path,
+        "--note", f"{refused_syn_frame(INCIDENT)}=db restarted", "--note", "+45s=cache failover",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return result, html_path, md_path
+
+
+def test_incident_html_has_every_finding_in_severity_order(incident_report):
+    result, html_path, _md = incident_report
+    text = html_path.read_text(encoding="utf-8")
+    page = check_page(text)
+    findings = expected_findings(INCIDENT)
+    assert findings, "the incident sample has findings"
+    assert len(page.findings) == len(findings)
+    for n, a in enumerate(findings, 1):
+        block = text[text.index(f'id="finding-{n}"') :].split("</li>", 1)[0]
+        assert html.escape(a.summary) in block
+        assert a.kind in block and a.severity in block
+        for frame in a.evidence:
+            assert re.search(rf"<code>{frame}</code>", block), (a.kind, frame)
+        if a.uid:  # a finding about one connection links to its ladder
+            assert f'href="#conn-{a.uid}"' in block
+            assert f'id="conn-{a.uid}"' in text
+    counts = {s: sum(a.severity == s for a in findings) for s in SEVERITIES}
+    parts = ", ".join(f"{counts[s]} {s}" for s in reversed(SEVERITIES) if counts[s])
+    assert f"{len(findings)} findings ({parts})" in result.stderr
+    assert "1 pass over the capture" in result.stderr
+
+
+def test_incident_ladders_show_evidence_and_notes(incident_report):
+    _result, html_path, _md = incident_report
+    text = html_path.read_text(encoding="utf-8")
+    articles = re.findall(
+        r'<article class="ladder" id="conn-(\w+)">(.*?)</article>', text, re.DOTALL
+    )
+    assert articles
+    for uid, body in articles:
+        pre = body.split('<pre class="ladder">', 1)[1]
+        assert "data:image/png;base64," in body  # the picture ...
+        assert re.search(r"\|-- \[S\] seq 0", html.unescape(pre)) or "ICMP" in pre or "UDP" in pre
+    # the refused database connection: its SYN carries the note and is evidence
+    frame = refused_syn_frame(INCIDENT)
+    assert re.search(rf'<span id="frame-{frame}" class="ev">[^\n]*SYN_SENT', text)
+    assert "NOTE: db restarted" in text
+    # timeline: both notes, in time order with the findings
+    timeline = text[text.index('id="timeline"') : text.index('id="capture"')]
+    assert "db restarted" in timeline and "cache failover" in timeline
+    assert timeline.index("db restarted") < timeline.index("cache failover")
+    assert timeline.index("first packet of the capture") < timeline.index(
+        "last packet of the capture"
+    )
+
+
+def test_incident_capture_facts_and_table(incident_report):
+    _result, html_path, _md = incident_report
+    text = html_path.read_text(encoding="utf-8")
+    facts = text[text.index('id="capture"') : text.index('id="states"')]
+    for fact in (
+        "pcap",
+        f"{analyze(INCIDENT).stats.frames:,} frames",
+        "EN10MB",
+        "skipped frames",
+        "192.0.2.10",
+        "2023-11-14 22:13:20",
+    ):
+        assert fact in facts, fact
+    table = text[
+        text.index('id="conn-table"') : text.index("</table>", text.index('id="conn-table"'))
+    ]
+    a = analyze(INCIDENT)
+    rows = re.findall(r"<tr data-proto", table)
+    assert len(rows) == len(a.connections)
+    for c in a.connections:
+        assert c.uid in table
+    assert 'data-finding="warning"' in table
+    assert "@media print" in text
+
+
+def test_incident_markdown_pictures_beside_it(incident_report):
+    _result, _html, md_path = incident_report
+    text = md_path.read_text(encoding="utf-8")
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert images and all(i.startswith("report_files/") for i in images)
+    for rel in images:
+        data = (md_path.parent / rel).read_bytes()
+        assert data.startswith(PNG_SIGNATURE)
+    anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
+    links = re.findall(r"\]\(#([^)]+)\)", text)
+    assert links and set(links) <= anchors
+    for a in expected_findings(INCIDENT):
+        assert a.summary.replace("|", "\\|") in text
+    assert "```text" in text and "db restarted" in text
+
+
+# ---------------------------------------------------------------- other captures
+
+
+def test_bad_day_critical_first_with_example_ladders(tmp_path, bad_capture):
+    out = tmp_path / "bad.html"
+    result = invoke("report", bad_capture, "-o", out)
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    page = check_page(text)
+    findings = expected_findings(bad_capture)
+    assert findings[0].severity == "critical"
+    assert page.findings[0] == ("finding-1", "critical")
+    assert len(page.findings) == len(findings)
+    for a in findings:
+        assert html.escape(a.summary) in text
+    # host-level findings (no uid) link to an example connection's ladder
+    first = text[text.index('id="finding-1"') :].split("</li>", 1)[0]
+    assert "example ladder" in first
+    headline = text[
+        text.index('class="headline') : text.index("</div>", text.index('class="headline'))
+    ]
+    assert "critical" in headline
+    # the ladders are capped and the rest named
+    assert len(re.findall(r'<article class="ladder"', text)) <= 12
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["clean-close.pcap", "clean-close.pcapng", "clean-close-nano.pcap.gz", "udp-dns.pcap",
+     "icmp-echo.pcap", "midstream.pcap", "bulk-download.pcap", "port-reuse.pcap",
+     "udp-unreachable.pcap", "clean-close-ipv6-vlan.pcap"],
+)  # fmt: skip
+def test_samples_render(tmp_path, name):
+    path = str(SAMPLES / name)
+    out = tmp_path / "r.html"
+    result = invoke("report", path, "-o", out, "--markdown", tmp_path / "r.md")
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    page = check_page(text)
+    findings = expected_findings(path)
+    assert len(page.findings) == len(findings)
+    if not findings:
+        assert "No anomalies found" in text
+    for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (tmp_path / "r.md").read_text()):
+        assert (tmp_path / rel).is_file()
+
+
+def test_second_pass_when_logs_were_dropped(bad_capture):
+    one = build_report(bad_capture)
+    two = build_report(bad_capture, options=ReportOptions(max_kept_logs=1))
+    assert one.passes == 1 and two.passes == 2
+    assert [v.uid for v in one.ladders] == [v.uid for v in two.ladders]
+    assert [v.text for v in one.ladders] == [v.text for v in two.ladders]
+
+
+def test_max_ladders_and_left_out(bad_capture):
+    report = build_report(bad_capture, options=ReportOptions(max_ladders=2))
+    assert len(report.ladders) == 2
+    assert report.ladders_left_out
+    text = render_html(report)
+    check_page(text)
+    assert report.ladders_left_out[0] in text
+
+
+def test_matplotlib_uses_its_own_fonts(caplog):
+    """No font lookups that fail (and fall back to whatever the system has): the pictures are
+    drawn with the DejaVu fonts matplotlib ships."""
+    with caplog.at_level(logging.WARNING, logger="matplotlib"):
+        report = build_report(INCIDENT)
+    assert report.ladders and report.states is not None and report.rtt is not None
+    assert not [r for r in caplog.records if "findfont" in r.getMessage()]
+
+
+def test_notes_and_stdin(tmp_path):
+    data = (SAMPLES / "refused.pcap").read_bytes()
+    out = tmp_path / "r.html"
+    result = invoke("report", "-", "-o", out, "--note", "1=first SYN", input=data)
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    check_page(text)
+    assert "standard input" in text and "NOTE: first SYN" in text
+
+
+def test_markdown_only(tmp_path):
+    md = tmp_path / "sub" / "notes.md"
+    md.parent.mkdir()
+    result = invoke("report", INCIDENT, "--markdown", md)
+    assert result.exit_code == 0, result.output
+    assert (md.parent / "notes_files" / "states.png").is_file()
+    _text, pictures = render_markdown(build_report(INCIDENT), "x_files")
+    assert all(rel.startswith("x_files/") for rel, _pic in pictures)
+
+
+def test_cli_errors(tmp_path):
+    result = invoke("report", INCIDENT)
+    assert result.exit_code == 2
+    assert "nothing to write" in result.output
+    result = invoke("report", INCIDENT, "-o", tmp_path / "r.html", "--note", "oops")
+    assert result.exit_code == 2
+    missing = tmp_path / "missing.pcap"
+    result = invoke("report", missing, "-o", tmp_path / "r.html")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {missing}")
+    assert not (tmp_path / "r.html").exists()
+    help_text = invoke("report", "--help").output
+    assert "Example:" in help_text and "flowlens report capture.pcap -o report.html" in help_text
+
+
+def test_damaged_capture_is_reported(tmp_path):
+    data = pcapgen.pcap_bytes(pcapgen.clean_close())
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[:-10])
+    out = tmp_path / "r.html"
+    result = invoke("report", cut, "-o", out)
+    assert result.exit_code == 0, result.output
+    text = out.read_text(encoding="utf-8")
+    check_page(text)
+    assert "Warnings about the capture" in text
+    assert "Warning:" in result.stderr
+
+
+# ---------------------------------------------------------------- in a browser
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _require_chromium() -> str:
+    path = _chromium()
+    if path is None:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            pytest.fail("chromium is required under CI (.ci/run installs it)", pytrace=False)
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    return path
+
+
+def _browse(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-extensions", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+        *args,
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_report_in_headless_chromium(tmp_path, bad_capture):
+    chromium = _require_chromium()
+    out = tmp_path / "report.html"
+    result = invoke(
+        "report",
+        bad_capture,
+        "-o",
+        out,
+        "--note",
+        "+3s=failover started",
+        "--note",
+        "790=db restarted",
+    )
+    assert result.exit_code == 0, result.output
+    url = out.resolve().as_uri()
+    dom = _browse(chromium, tmp_path / "profile", "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, console
+    # the table script ran: it marks the page and sorts the table (findings first)
+    assert 'data-js="ready"' in dom.stdout
+    assert 'data-sorted-by="finding:desc"' in dom.stdout
+    rows = int(re.search(r'data-shown="(\d+)"', dom.stdout).group(1))
+    assert rows == len(analyze(bad_capture).connections)
+
+    shot = tmp_path / "report.png"
+    run = _browse(
+        chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2400",
+        "--hide-scrollbars", url,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert not [line for line in run.stderr.splitlines() if ":CONSOLE" in line]
+    png = shot.read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 50_000
+    keep = os.environ.get("FLOWLENS_SCREENSHOT_DIR")
+    if keep:
+        shutil.copy(shot, Path(keep) / "report-screenshot.png")
