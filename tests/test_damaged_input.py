@@ -516,8 +516,9 @@ def test_incomplete_fragmented_datagram_is_reported(tmp_path):
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_every_command_reports_damage(tmp_path, command):
+def test_every_command_reports_damage(tmp_path, monkeypatch, command):
     """Whatever the command, a cut capture and undecodable frames show up on stderr."""
+    monkeypatch.chdir(tmp_path)  # commands that write files (report) write them here
     frames = pcapgen.clean_close() + [(pcapgen.T0 + 1, b"\x02" * 10)]  # a runt Ethernet frame
     data = pcapgen.pcap_bytes(frames) + pcapgen.pcap_bytes(pcapgen.clean_close())[24:60]
     path = tmp_path / "damaged.pcap"

@@ -181,15 +181,22 @@ class SocketStates:
                 out[s.host][s.state] += 1
         return out
 
-    def series(self, times: Sequence[int]) -> list[dict[str, Counter]]:
-        """counts_at for each of the sorted `times`, in one sweep over the spans."""
-        hosts = self.host_list()
+    def _events(self, hosts: set[str] | None = None) -> list[tuple[int, int, str, str]]:
         events: list[tuple[int, int, str, str]] = []
         for s in self.spans:
+            if hosts is not None and s.host not in hosts:
+                continue
             events.append((s.start_ns, 1, s.host, s.state))
             if s.end_ns is not None:
                 events.append((s.end_ns, -1, s.host, s.state))
         events.sort(key=lambda e: (e[0], e[1]))
+        return events
+
+    def series(self, times: Sequence[int], hosts: Sequence[str] | None = None) -> list[dict[str, Counter]]:
+        """counts_at for each of the sorted `times`, in one sweep over the spans; `hosts`
+        limits the result (a SYN flood has tens of thousands of source hosts)."""
+        hosts = self.host_list() if hosts is None else list(hosts)
+        events = self._events(set(hosts))
         current = {h: Counter() for h in hosts}
         out = []
         i = 0
@@ -200,6 +207,21 @@ class SocketStates:
                 i += 1
             out.append({h: +c for h, c in current.items()})
         return out
+
+    def peaks(self, times: Sequence[int]) -> dict[str, int]:
+        """Each host's largest socket count at any of the sorted `times` (one sweep, no series)."""
+        events = self._events()
+        current: Counter = Counter()
+        peak: Counter = Counter()
+        i = 0
+        for t in times:
+            while i < len(events) and events[i][0] <= t:
+                _ts, delta, host, _state = events[i]
+                current[host] += delta
+                if current[host] > peak[host]:
+                    peak[host] = current[host]
+                i += 1
+        return dict(peak)
 
     def change_points(self, start_ns: int, end_ns: int) -> list[int]:
         """Every instant in [start, end] where some count changes, plus both ends."""
@@ -325,12 +347,11 @@ def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str =
     if len(times) > _MAX_POINTS:
         step = (end_ns - first_ns) / (_MAX_POINTS - 1)
         times = [int(first_ns + i * step) for i in range(_MAX_POINTS)]
-    series = index.series(times)
-    hosts = index.host_list()
-    peaks = {h: max((sum(c[h].values()) for c in series), default=0) for h in hosts}
-    shown = sorted((h for h in hosts if peaks[h]), key=lambda h: (-peaks[h], _host_key(h)))
+    peaks = index.peaks(times)
+    shown = sorted((h for h in peaks if peaks[h]), key=lambda h: (-peaks[h], _host_key(h)))
     left_out = shown[MAX_PLOT_HOSTS:]
     shown = shown[:MAX_PLOT_HOSTS]
+    series = index.series(times, shown)
     n = max(1, len(shown))
     fig, axes = plt.subplots(n, 1, figsize=(11, 1.2 + 2.6 * n), sharex=True, squeeze=False)
     xs = [(t - first_ns) / 1e9 for t in times]
