@@ -49,19 +49,7 @@ TABLE_COLUMNS = (
     "resp_state",
     "notes",
 )
-TABLE_HEADERS = (
-    "frame",
-    "time_s",
-    "dir",
-    "flags",
-    "seq",
-    "ack",
-    "len",
-    "win",
-    "orig_state",
-    "resp_state",
-    "notes",
-)
+TABLE_HEADERS = TABLE_COLUMNS  # the table's headers are the field names themselves
 
 
 def _flags(row: PacketRow) -> str:
