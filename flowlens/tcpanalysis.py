@@ -447,18 +447,8 @@ class TcpAnalyzer:
             fwd.lastnondupack = pkt.frame
             fwd.dupacknum = 0
 
-        rmax = rev.maxseqtobeacked
-        if rmax and flags & TH_ACK and 0 < ((ack - rmax) & _M) < _H:
-            if ((rmax - rev.nextseq) & _M) >= _H:
-                # the ACK covers a hole in what the peer was seen sending
-                rev.maxseqtobeacked = rev.nextseq
-                note |= ACKED_UNSEEN
-            else:
-                # beyond everything the peer sent: said once until the peer's ACK moves
-                # (Wireshark parks the peer's dup-ACK counter at -1 for this)
-                if rev.dupacknum == 0:
-                    note |= ACKED_UNSEEN
-                rev.dupacknum = -1
+        if rev.maxseqtobeacked and flags & TH_ACK:
+            note |= _acked_unseen(rev, ack)
 
         if (seglen or flags & _SF) and not note & KEEP_ALIVE:
             not_advanced = fnext and ((seq - fnext) & _M) >= _H
@@ -557,15 +547,8 @@ class TcpAnalyzer:
         if ack != lastack:
             fwd.lastnondupack = pkt.frame
             fwd.dupacknum = 0
-        rmax = rev.maxseqtobeacked
-        if rmax and flags & TH_ACK and 0 < ((ack - rmax) & _M) < _H:
-            if ((rmax - rev.nextseq) & _M) >= _H:
-                rev.maxseqtobeacked = rev.nextseq
-                note |= ACKED_UNSEEN
-            else:
-                if rev.dupacknum == 0:
-                    note |= ACKED_UNSEEN
-                rev.dupacknum = -1
+        if rev.maxseqtobeacked and flags & TH_ACK:
+            note |= _acked_unseen(rev, ack)
         if seglen:
             rlast = rev.lastack
             if rlast and ((rlast - seq - seglen) & _M) < _H:
@@ -650,6 +633,23 @@ class TcpAnalyzer:
             if fwd.keep_alive_first_ns is None:
                 fwd.keep_alive_first_ns = ts
             fwd.keep_alive_last_ns = ts
+
+
+def _acked_unseen(rev: DirectionStats, ack: int) -> int:
+    """ACKED_UNSEEN when this ACK acknowledges data the peer (`rev`) was never seen sending,
+    else 0 (Wireshark's "ACKed segment that wasn't captured"). Shared by both analysis paths."""
+    rmax = rev.maxseqtobeacked
+    if not 0 < ((ack - rmax) & _M) < _H:
+        return 0
+    if ((rmax - rev.nextseq) & _M) >= _H:
+        # the ACK covers a hole in what the peer was seen sending
+        rev.maxseqtobeacked = rev.nextseq
+        return ACKED_UNSEEN
+    # beyond everything the peer sent: said once until the peer's ACK moves
+    # (Wireshark parks the peer's dup-ACK counter at -1 for this)
+    note = ACKED_UNSEEN if rev.dupacknum == 0 else 0
+    rev.dupacknum = -1
+    return note
 
 
 def _in_flight(nextseq: int, acked: int) -> int | None:
