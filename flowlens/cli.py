@@ -12,6 +12,8 @@ import sys
 
 import click
 
+from .compiled import describe
+
 from .errors import FlowlensError
 
 __all__ = ["main", "cli"]
@@ -38,7 +40,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="flowlens")
+@click.version_option(package_name="flowlens", message="%(prog)s %(version)s, " + describe())
 def cli() -> None:
     """Tell the life story of every connection in a tcpdump capture.
 

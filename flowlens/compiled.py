@@ -1,0 +1,61 @@
+"""Which of flowlens's hot-path modules run compiled (Cython) and which as plain Python.
+
+setup.py compiles the modules in `MODULES` when a C compiler and Cython are there; the same
+source runs unchanged as Python otherwise. This module imports nothing from flowlens, so
+setup.py can read `MODULES` from it before the package is built.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+from pathlib import Path
+
+#: modules on the per-packet path, compiled when possible (paths relative to the project root)
+MODULES = (
+    "capture",
+    "decode",
+    "tcpstate",
+    "zeekstate",
+    "connections",
+    "analysis",
+    "tcpanalysis",
+    "rtt",
+)
+
+_HERE = Path(__file__).resolve().parent
+
+
+def compiled_modules() -> list[str]:
+    """The names in MODULES whose import resolves to an extension module."""
+    out = []
+    for name in MODULES:
+        spec = importlib.util.find_spec(f"flowlens.{name}")
+        if spec is not None and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            out.append(name)
+    return out
+
+
+def stale_modules() -> list[str]:
+    """Compiled modules older than their .py or any .pxd (edited since the last build:
+    the compiled one would still be imported, so rebuild with `pip install -e .`)."""
+    stale = []
+    for name in MODULES:
+        for so in _HERE.glob(f"{name}.*.so"):
+            built = so.stat().st_mtime
+            # any .pxd: a module compiled against another's old declarations is stale too
+            sources = [_HERE / f"{name}.py", *_HERE.glob("*.pxd")]
+            if any(src.exists() and src.stat().st_mtime > built for src in sources):
+                stale.append(name)
+    return stale
+
+
+def describe() -> str:
+    """One line for `flowlens --version`."""
+    done = compiled_modules()
+    if len(done) == len(MODULES):
+        return "compiled hot path"
+    if not done:
+        return "pure Python (no compiled hot path: slower, same output)"
+    missing = ", ".join(m for m in MODULES if m not in done)
+    return f"partly compiled (pure Python: {missing})"

@@ -1,0 +1,26 @@
+# C declarations for decode.py when Cython compiles it (see setup.py); decode.py stays the
+# source of truth and runs unchanged as plain Python. Field meanings are documented there.
+
+cdef class Packet:
+    cdef public long long frame
+    cdef public long long ts_ns
+    cdef public int version
+    cdef public object src
+    cdef public object dst
+    cdef public int proto
+    cdef public int sport
+    cdef public int dport
+    cdef public int flags
+    cdef public long long seq
+    cdef public long long ack
+    cdef public int win
+    cdef public long long plen
+    cdef public long long ip_len
+    cdef public long long caplen_short
+    cdef public object raw_options
+    cdef public object bad_checksum
+    cdef public object quote
+    cdef public int fragment
+    cdef public object vlan
+    cdef public object udp_head
+    cdef public object _options
