@@ -13,16 +13,26 @@ import sys
 import click
 
 from .compiled import describe
-
 from .errors import FlowlensError
 
-__all__ = ["main", "cli"]
+__all__ = ["main", "cli", "all_commands"]
 
 # command modules, each defining a click command of the same name
 COMMANDS = ["flows", "ladder", "timeline", "states", "rtt", "batch", "anomalies", "report"]
 
 
 class _Group(click.Group):
+    """Imports a command's module only when that command runs (startup is part of every run)."""
+
+    def list_commands(self, ctx: click.Context | None) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context | None, name: str) -> click.Command | None:
+        if name not in self.commands and name in COMMANDS:
+            module = importlib.import_module(f".commands.{name}", __package__)
+            self.add_command(getattr(module, name.replace("-", "_")))
+        return self.commands.get(name)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -50,9 +60,9 @@ def cli() -> None:
     """
 
 
-for _name in COMMANDS:
-    _module = importlib.import_module(f".commands.{_name}", __package__)
-    cli.add_command(getattr(_module, _name.replace("-", "_")))
+def all_commands() -> dict[str, click.Command]:
+    """Every command, loaded (for tests and tools that walk them all)."""
+    return {name: cli.get_command(None, name) for name in cli.list_commands(None)}
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import pcapgen
-from flowlens.cli import cli
+from flowlens.cli import all_commands, cli
 from flowlens.connections import RECORD_FIELDS
 
 
@@ -114,6 +114,6 @@ def test_truncated_capture_warns_and_keeps_connections(tmp_path):
 
 
 def test_help_ends_with_an_example():
-    for name, command in cli.commands.items():
+    for name, command in all_commands().items():
         text = command.get_help(cli.make_context("flowlens", [name, "--help"], resilient_parsing=True))
         assert "Example" in text, name

@@ -25,14 +25,14 @@ from click.testing import CliRunner
 import pcapgen
 from flowlens import analyze
 from flowlens.analysis import Pipeline
-from flowlens.cli import cli
+from flowlens.cli import all_commands, cli
 from test_fuzz import cli_args, check_cli_run, parse, time_guard
 
 CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
 CORPUS_FRAGMENTED = CORPUS / "zeek" / "traces" / "ipv4__fragmented-syn.pcap"
 #: commands that read one capture (batch takes many paths and has its own rules, tested below)
 COMMANDS = sorted(
-    name for name, cmd in cli.commands.items()
+    name for name, cmd in all_commands().items()
     if any(isinstance(p, click.Argument) and p.nargs == 1 for p in cmd.params)
 )
 FIFO_TIMEOUT_S = 10

@@ -825,7 +825,9 @@ def cli_group() -> click.Group:
 
 
 def cli_commands() -> dict[str, click.Command]:
-    return dict(sorted(cli_group().commands.items()))
+    from flowlens.cli import all_commands
+
+    return dict(sorted(all_commands().items()))
 
 
 def _base_args(name: str, command: click.Command, path: str, rng: random.Random | None) -> list[str]:
