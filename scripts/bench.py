@@ -163,7 +163,9 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     ours = med["flowlens flows"]
     print(f"capture: {capture} ({n:,} packets, {capture.stat().st_size / 1e6:.1f} MB)")
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    from flowlens.compiled import describe
+
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; flowlens: {describe()}")
     print()
     print(f"{'tool':22s} {'median s':>9s} {'pkts/s':>10s}  ratio to flowlens flows")
     for name, t in med.items():

@@ -1,0 +1,95 @@
+"""The compiled hot path and the plain-Python one give the same output.
+
+setup.py compiles flowlens.compiled.MODULES with Cython; the same sources also run as plain
+Python (no compiler, or FLOWLENS_PURE_PYTHON=1 at install). This runs every command that reads
+a capture over the sample captures and the shared corpus twice, once as installed and once from
+a copy of the package without its compiled modules, and compares the outputs byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowlens.compiled import MODULES, compiled_modules, describe
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / ".." / "shared" / "corpus"
+
+# One process walks every capture through the CLI (click's runner) and prints what each
+# command wrote, so the comparison costs two interpreter starts, not hundreds.
+DRIVER = r"""
+import json, sys
+from click.testing import CliRunner
+from flowlens.cli import cli
+import flowlens.compiled
+
+runs = {"__compiled__": flowlens.compiled.compiled_modules()}
+for path in sys.argv[1:]:
+    for args in (["flows", "--format", "json"], ["anomalies", "--format", "json"],
+                 ["rtt", "--format", "json"], ["states", "--format", "csv"],
+                 ["timeline", "--format", "csv"]):
+        result = CliRunner().invoke(cli, [args[0], path, *args[1:]])
+        runs[path + " " + " ".join(args)] = [result.exit_code, result.stdout]
+json.dump(runs, sys.stdout)
+"""
+
+
+def captures() -> list[str]:
+    paths = sorted((ROOT / "sample_pcaps").glob("*.pcap*"))
+    for sub in ("other/captures", "zeek/traces"):
+        folder = CORPUS / sub
+        if folder.is_dir():
+            paths += sorted(p for p in folder.iterdir() if p.suffix in (".pcap", ".pcapng"))
+    return [str(p) for p in paths]
+
+
+def run_driver(pythonpath: Path | None, paths: list[str], cwd: Path) -> dict:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    # cwd: `python -c` puts the working directory first on sys.path, before PYTHONPATH
+    out = subprocess.run([sys.executable, "-c", DRIVER, *paths], capture_output=True, text=True,
+                         env=env, cwd=cwd, check=True, timeout=900).stdout  # fmt: skip
+    return json.loads(out)
+
+
+@pytest.mark.slow
+def test_compiled_and_pure_python_agree(tmp_path):
+    if not compiled_modules():
+        pytest.skip("flowlens is installed without its compiled modules: nothing to compare")
+    pure = tmp_path / "pure"
+    shutil.copytree(ROOT / "flowlens", pure / "flowlens", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    paths = captures()
+    compiled = run_driver(None, paths, tmp_path)
+    plain = run_driver(pure, paths, tmp_path)
+    assert compiled.pop("__compiled__") == compiled_modules()
+    assert plain.pop("__compiled__") == []
+    assert compiled.keys() == plain.keys()
+    differ = [key for key in compiled if compiled[key] != plain[key]]
+    assert not differ, f"{len(differ)} runs differ, first: {differ[:3]}"
+    # the comparison is worth something only if the runs produced output
+    assert sum(1 for code, out in compiled.values() if code == 0 and out) > len(paths) * 3
+
+
+def test_ci_builds_the_compiled_hot_path():
+    """CI installs with a C compiler: a failed compile would silently fall back to plain Python
+    (optional extensions), so say so here instead of only in the benchmark."""
+    if not os.environ.get("CI"):
+        pytest.skip("only CI promises a compiler")
+    assert compiled_modules() == list(MODULES), describe()
+
+
+def test_version_says_how_flowlens_runs():
+    from click.testing import CliRunner
+
+    from flowlens.cli import cli
+
+    out = CliRunner().invoke(cli, ["--version"], prog_name="flowlens").stdout
+    assert out.startswith("flowlens ") and describe() in out
