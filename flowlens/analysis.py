@@ -1,3 +1,5 @@
+# cython: annotation_typing=False
+# (C types come from analysis.pxd; the annotations here are documentation only)
 """One pass over a capture: capture -> decode -> connections, with counts of what was skipped.
 
 `Pipeline` streams finished connections (memory follows open connections); `analyze` collects
@@ -12,9 +14,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
+import cython
+
 from .capture import CaptureStats, open_capture
 from .connections import Config, Connection, ConnectionTable
-from .decode import LINKTYPE_NAMES, Decoder
+from .decode import LINKTYPE_NAMES, Decoder, Packet
 
 __all__ = ["Pipeline", "Analysis", "analyze", "ProgressFn"]
 
@@ -55,9 +59,10 @@ class Pipeline:
     def non_ip(self) -> Counter:
         return self.decoder.non_ip
 
+    @cython.locals(table=ConnectionTable, pkt=Packet, finished=list)
     def __iter__(self) -> Iterator[Connection]:
         decode = self.decoder.decode
-        add = self.table.add
+        table = self.table  # compiled: `table.add` is a direct C call
         progress = self.progress
         raw = self._capture._raw
         size = None
@@ -75,7 +80,7 @@ class Pipeline:
                 for frame, ts_ns, linktype, data, _wirelen in cap:
                     pkt = decode(frame, ts_ns, linktype, data)
                     if pkt is not None:
-                        finished = add(pkt)
+                        finished = table.add(pkt)
                         if finished:
                             yield from finished
                     if progress is not None and frame % _PROGRESS_EVERY == 0:

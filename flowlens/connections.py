@@ -1,3 +1,5 @@
+# cython: annotation_typing=False
+# (C types come from connections.pxd; the annotations here are documentation only)
 """The connection table: 5-tuple keys, port-reuse splitting, originator choice, expiry.
 
 Packets go in, finished `Connection`s come out as soon as they end (closed and lingered, TIME_WAIT
@@ -19,6 +21,7 @@ import socket
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+import cython
 from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 from .decode import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet
@@ -40,10 +43,55 @@ _ICMP6_REPLIES = {v: k for k, v in _ICMP6_PAIRS.items()}
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
+# C constants when compiled (the imported names are Python objects)
+_FIN = cython.declare(cython.int, TH_FIN)
+_SYN = cython.declare(cython.int, TH_SYN)
+_RST = cython.declare(cython.int, TH_RST)
+_ACK = cython.declare(cython.int, TH_ACK)
+_TCP = cython.declare(cython.int, IPPROTO_TCP)
+_UDP = cython.declare(cython.int, IPPROTO_UDP)
+_ICMP = cython.declare(cython.int, IPPROTO_ICMP)
+_ICMPV6 = cython.declare(cython.int, IPPROTO_ICMPV6)
+
+_AF_INET = socket.AF_INET
+_AF_INET6 = socket.AF_INET6
+_inet_ntop = socket.inet_ntop
+# address text by packed address: a capture has few distinct hosts, and every record formats two
+_ADDR_TEXT: dict = {}
+
 
 def format_addr(addr: bytes) -> str:
     """Packed IPv4/IPv6 address -> text (`192.0.2.1`, `2001:db8::1`)."""
-    return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+    text = _ADDR_TEXT.get(addr)
+    if text is None:
+        text = _inet_ntop(_AF_INET if len(addr) == 4 else _AF_INET6, addr)
+        if len(_ADDR_TEXT) >= 65536:
+            _ADDR_TEXT.clear()
+        _ADDR_TEXT[addr] = text
+    return text
+
+
+@cython.cfunc
+@cython.locals(w0=cython.ulonglong, w1=cython.ulonglong, w2=cython.ulonglong,
+               cur=cython.ulonglong, r=cython.ulonglong, i=cython.int)
+def _uid(ts_ns, frame, key) -> str:
+    """"C" + 17 base-62 digits (least significant first) of a 96-bit BLAKE2b digest of the
+    connection's first packet; the 96-bit number is divided as three 32-bit limbs."""
+    digest = hashlib.blake2b(b"%d|%d|%r" % (ts_ns, frame, key), digest_size=12).digest()
+    w0 = int.from_bytes(digest[0:4], "big")
+    w1 = int.from_bytes(digest[4:8], "big")
+    w2 = int.from_bytes(digest[8:12], "big")
+    chars = ["C"]
+    for i in range(17):
+        cur = w0
+        w0 = cur // 62
+        cur = ((cur % 62) << 32) | w1
+        w1 = cur // 62
+        cur = ((cur % 62) << 32) | w2
+        w2 = cur // 62
+        r = cur % 62
+        chars.append(_B62[r])
+    return "".join(chars)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +137,9 @@ class Connection:
         "last_ts_ns",
         "first_frame",
         "last_frame",
-        "pkts",  # [orig, resp] packets
-        "payload",  # [orig, resp] transport payload bytes
-        "ip_bytes",  # [orig, resp] IP-level bytes
+        "_pkts",  # [orig, resp] packets (C arrays when compiled: see the `pkts` property)
+        "_payload",  # [orig, resp] transport payload bytes
+        "_ip_bytes",  # [orig, resp] IP-level bytes
         "tcp",  # TcpTracker (TCP only)
         "zeek",  # ZeekTcp (TCP only)
         "udp",  # ZeekUdp (UDP only): Zeek's history letters and conn_state
@@ -113,17 +161,18 @@ class Connection:
         "_time_wait_ns",
     )
 
-    def __init__(self, key, proto, orig_h, orig_p, resp_h, resp_p, pkt: Packet, cfg: Config):
+    @cython.locals(pkt=Packet)
+    def __init__(self, key, proto, orig_h, orig_p, resp_h, resp_p, pkt: Packet, cfg: Config, time_wait_ns=None):
         self.key = key
         self.proto = proto
         self.orig_h, self.orig_p, self.resp_h, self.resp_p = orig_h, orig_p, resp_h, resp_p
         self.first_ts_ns = self.last_ts_ns = pkt.ts_ns
         self.first_frame = self.last_frame = pkt.frame
-        self.pkts = [0, 0]
-        self.payload = [0, 0]
-        self.ip_bytes = [0, 0]
-        self.tcp = TcpTracker() if proto == IPPROTO_TCP else None
-        self.zeek = ZeekTcp() if proto == IPPROTO_TCP else None
+        self._pkts = [0, 0]
+        self._payload = [0, 0]
+        self._ip_bytes = [0, 0]
+        self.tcp = TcpTracker() if proto == _TCP else None
+        self.zeek = ZeekTcp() if proto == _TCP else None
         self.udp = None
         self.originator_inferred = False
         self.flipped = False
@@ -140,18 +189,26 @@ class Connection:
         self._done = False
         self._held = False
         self._closing = False
-        self._time_wait_ns = cfg.time_wait_ns
-        digest = hashlib.blake2b(
-            b"%d|%d|%r" % (pkt.ts_ns, pkt.frame, key), digest_size=12
-        ).digest()
-        n = int.from_bytes(digest, "big")
-        chars = []
-        for _ in range(17):
-            n, r = divmod(n, 62)
-            chars.append(_B62[r])
-        self.uid = "C" + "".join(chars)
+        # (the table passes its Config's TIME_WAIT length; computing it per connection is slow)
+        self._time_wait_ns = cfg.time_wait_ns if time_wait_ns is None else time_wait_ns
+        self.uid = _uid(pkt.ts_ns, pkt.frame, key)  # stable id: "C" + 17 base-62 characters
 
     # ------------------------------------------------------------------ derived fields
+    @property
+    def pkts(self) -> list[int]:
+        """[orig, resp] packets (a new list: read-only)."""
+        return [self._pkts[0], self._pkts[1]]
+
+    @property
+    def payload(self) -> list[int]:
+        """[orig, resp] transport payload bytes (a new list: read-only)."""
+        return [self._payload[0], self._payload[1]]
+
+    @property
+    def ip_bytes(self) -> list[int]:
+        """[orig, resp] IP-level bytes (a new list: read-only)."""
+        return [self._ip_bytes[0], self._ip_bytes[1]]
+
     @property
     def proto_name(self) -> str:
         return PROTO_NAMES.get(self.proto, str(self.proto))
@@ -191,34 +248,40 @@ class Connection:
         """Originator and responder trade places, with every per-side count and state."""
         self.orig_h, self.resp_h = self.resp_h, self.orig_h
         self.orig_p, self.resp_p = self.resp_p, self.orig_p
-        for pair in (self.pkts, self.payload, self.ip_bytes, self.next_seq):
-            pair[0], pair[1] = pair[1], pair[0]
+        self._pkts[0], self._pkts[1] = self._pkts[1], self._pkts[0]
+        self._payload[0], self._payload[1] = self._payload[1], self._payload[0]
+        self._ip_bytes[0], self._ip_bytes[1] = self._ip_bytes[1], self._ip_bytes[0]
+        self.next_seq[0], self.next_seq[1] = self.next_seq[1], self.next_seq[0]
         self.flipped = not self.flipped
         if self.tcp is not None:
             self.tcp.swap()
 
     @property
     def orig_bytes(self) -> int:
-        return self.zeek.orig_bytes if self.zeek is not None else self.payload[0]
+        return self.zeek.orig_bytes if self.zeek is not None else self._payload[0]
 
     @property
     def resp_bytes(self) -> int:
-        return self.zeek.resp_bytes if self.zeek is not None else self.payload[1]
+        return self.zeek.resp_bytes if self.zeek is not None else self._payload[1]
 
     @property
     def missed_bytes(self) -> int:
         return self.zeek.missed_bytes if self.zeek is not None else 0
 
+    @cython.locals(timeline=list, entry=tuple, i=cython.Py_ssize_t, t=cython.longlong, s=cython.int)
     def state_at(self, side: int, ts_ns: int) -> TcpState | None:
         """TCP state of `side` (0 orig, 1 resp) at `ts_ns`, TIME_WAIT ending after 2 x MSL."""
         if self.tcp is None:
             return None
         state = None
-        for t, _frame, s, new in self.tcp.timeline:
+        timeline = self.tcp.timeline
+        for i in range(len(timeline)):  # entries (ts_ns, frame, side, state)
+            entry = timeline[i]
+            t, s = entry[0], entry[2]
             if t > ts_ns:
                 break
             if s == side:
-                state = new
+                state = entry[3]
         if state is None:
             return CLOSED
         if state is TIME_WAIT:
@@ -269,7 +332,7 @@ class Connection:
 
     @property
     def syn_retries(self) -> int:
-        return max(0, self.tcp.syn_count[0] - 1) if self.tcp is not None else 0
+        return max(0, self.tcp._syn_count[0] - 1) if self.tcp is not None else 0
 
     @property
     def timeline(self) -> list[tuple[int, int | None, str, str]]:
@@ -287,38 +350,68 @@ class Connection:
         out.sort(key=lambda e: e[0])
         return out
 
+    @cython.locals(tcp=TcpTracker, duration=cython.longlong)
     def to_record(self) -> dict:
-        """The record with Zeek's dotted field names (DESIGN.md, connection record)."""
+        """The record with Zeek's dotted field names (DESIGN.md, connection record).
+
+        Built for every connection, so the properties above are inlined here (same values)."""
+        tcp = self.tcp
+        zeek = self.zeek
+        udp = self.udp
+        proto_name = PROTO_NAMES.get(self.proto, str(self.proto))
+        duration = self.last_ts_ns - self.first_ts_ns
+        if duration < 0:
+            duration = 0
+        if zeek is not None:
+            orig_bytes, resp_bytes, missed = zeek.orig_bytes, zeek.resp_bytes, zeek.missed_bytes
+            history, conn_state = zeek.history, zeek.conn_state()
+        else:
+            orig_bytes, resp_bytes, missed = self._payload[0], self._payload[1], 0
+            if udp is not None:
+                history, conn_state = udp.history, udp.conn_state()
+            else:
+                history, conn_state = None, icmp_conn_state()
+        if tcp is not None:
+            orig_state, resp_state = self._end_state(0), self._end_state(1)
+            handshake, teardown, close_initiator = tcp.handshake(), tcp.teardown(), tcp.close_initiator()
+            synack = tcp.synack_ms
+            ackdat = tcp.ackdat_ms if synack is not None else None
+            irtt = synack + ackdat if synack is not None and ackdat is not None else None
+            syn_retries = max(0, tcp._syn_count[0] - 1)
+        else:
+            orig_state = resp_state = handshake = teardown = close_initiator = None
+            synack = ackdat = irtt = None
+            syn_retries = 0
         return {
             "uid": self.uid,
-            "ts": round(self.ts, 6),
-            "duration": round(self.duration_s, 6),
-            "proto": self.proto_name,
+            "ts": round(self.first_ts_ns / 1e9, 6),
+            "duration": round(duration / 1e9, 6),
+            "proto": proto_name,
             "id.orig_h": format_addr(self.orig_h),
             "id.orig_p": self.orig_p,
             "id.resp_h": format_addr(self.resp_h),
             "id.resp_p": self.resp_p,
-            "service": self.service,
-            "orig_pkts": self.pkts[0],
-            "resp_pkts": self.pkts[1],
-            "orig_bytes": self.orig_bytes,
-            "resp_bytes": self.resp_bytes,
-            "orig_ip_bytes": self.ip_bytes[0],
-            "resp_ip_bytes": self.ip_bytes[1],
-            "missed_bytes": self.missed_bytes,
-            "conn_state": self.conn_state,
-            "history": self.history,
-            "orig_state": self.orig_state,
-            "resp_state": self.resp_state,
-            "handshake": self.handshake,
-            "teardown": self.teardown,
-            "close_initiator": self.close_initiator,
+            "service": service_name(proto_name, self.resp_p),
+            "orig_pkts": self._pkts[0],
+            "resp_pkts": self._pkts[1],
+            "orig_bytes": orig_bytes,
+            "resp_bytes": resp_bytes,
+            "orig_ip_bytes": self._ip_bytes[0],
+            "resp_ip_bytes": self._ip_bytes[1],
+            "missed_bytes": missed,
+            "conn_state": conn_state,
+            "history": history,
+            "orig_state": orig_state,
+            "resp_state": resp_state,
+            "handshake": handshake,
+            "teardown": teardown,
+            "close_initiator": close_initiator,
             "originator_inferred": self.originator_inferred,
-            "synack_ms": _round_ms(self.synack_ms),
-            "ackdat_ms": _round_ms(self.ackdat_ms),
-            "irtt_ms": _round_ms(self.irtt_ms),
+            "synack_ms": _round_ms(synack),
+            "ackdat_ms": _round_ms(ackdat),
+            "irtt_ms": _round_ms(irtt),
             "retransmissions": self.retransmissions,
-            "syn_retries": self.syn_retries,
+            "syn_retries": syn_retries,
         }
 
     def __repr__(self) -> str:
@@ -328,6 +421,7 @@ class Connection:
         )
 
 
+@cython.cfunc
 def _round_ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
@@ -338,6 +432,14 @@ RECORD_FIELDS = tuple(
     "resp_state handshake teardown close_initiator originator_inferred synack_ms ackdat_ms irtt_ms "
     "retransmissions syn_retries".split()
 )
+
+
+def _first_seen(c: Connection) -> tuple:
+    return (c.first_ts_ns, c.first_frame)
+
+
+_heappush = heapq.heappush
+_heappop = heapq.heappop
 
 
 def _likely_server(proto: str, port: int, other: int) -> bool:
@@ -389,12 +491,14 @@ class ConnectionTable:
     def _closed(self, c: Connection) -> bool:
         return c.tcp.closed_ts is not None or c.zeek.close_complete
 
+    @cython.locals(t=TcpTracker, s=cython.int)
     def _tw_end(self, c: Connection) -> int | None:
         """When the last TIME_WAIT on `c` runs out, or None if no side is in TIME_WAIT."""
         t = c.tcp
         ends = [t.tw_start[s] + self._tw for s in (0, 1) if t.state[s] is TIME_WAIT and t.tw_start[s] is not None]
         return max(ends) if ends else None
 
+    @cython.locals(t=TcpTracker)
     def _deadline(self, c: Connection) -> int:
         if c._held:
             return self._tw_end(c) or c.last_ts_ns
@@ -405,7 +509,7 @@ class ConnectionTable:
             if t.handshake_acked or t.midstream:
                 return c.last_ts_ns + self._tcp_idle
             return c.last_ts_ns + self._attempt_idle
-        if c.proto == IPPROTO_UDP:
+        if c.proto == _UDP:
             if c.resp_p == 53 or c.orig_p == 53:
                 return c.last_ts_ns + self._dns_idle
             return c.last_ts_ns + self._udp_idle
@@ -413,7 +517,7 @@ class ConnectionTable:
 
     def _schedule(self, c: Connection, deadline: int | None = None) -> None:
         self._counter += 1
-        heapq.heappush(self._heap, (self._deadline(c) if deadline is None else deadline, self._counter, c))
+        _heappush(self._heap, (self._deadline(c) if deadline is None else deadline, self._counter, c))
 
     def _finish(self, c: Connection, end_ns: int, why: str) -> Connection:
         c._done = True
@@ -437,12 +541,13 @@ class ConnectionTable:
         c._held = True
         self._schedule(c, tw_end)
 
+    @cython.locals(heap=list, c=Connection, d=cython.longlong, out=list)
     def expire(self, now_ns: int) -> list[Connection]:
         """Emit every connection whose deadline is at or before `now_ns`."""
-        out: list[Connection] = []
+        out = []
         heap = self._heap
         while heap and heap[0][0] <= now_ns:
-            _d, _n, c = heapq.heappop(heap)
+            c = _heappop(heap)[2]
             if c._done:
                 continue
             d = self._deadline(c)
@@ -466,7 +571,7 @@ class ConnectionTable:
         """The capture ended: emit everything still open or held, in order of first packet."""
         rest = sorted(
             list(self._table.values()) + list(self._held.values()),
-            key=lambda c: (c.first_ts_ns, c.first_frame),
+            key=_first_seen,
         )
         end = self.now_ns
         out = [self._finish(c, end, "capture_end") for c in rest]
@@ -474,25 +579,27 @@ class ConnectionTable:
         return out
 
     # ------------------------------------------------------------------ packets
+    @cython.locals(pkt=Packet, ts=cython.longlong, done=list, proto=cython.int)
     def add(self, pkt: Packet) -> list[Connection]:
         """Apply one packet; returns the connections that finished before it (usually none)."""
         ts = pkt.ts_ns
-        done: list[Connection] = []
+        done = []
         if ts > self.now_ns:
             self.now_ns = ts
             if self._heap and self._heap[0][0] <= ts:
                 done = self.expire(ts)
         proto = pkt.proto
-        if proto == IPPROTO_TCP:
+        if proto == _TCP:
             self._tcp(pkt, done)
-        elif proto == IPPROTO_UDP:
+        elif proto == _UDP:
             self._flow(pkt)
-        elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+        elif proto == _ICMP or proto == _ICMPV6:
             self._icmp(pkt)
         return done
 
+    @cython.locals(c=Connection, n=cython.Py_ssize_t)
     def _new(self, key, proto, orig_h, orig_p, resp_h, resp_p, pkt) -> Connection:
-        c = Connection(key, proto, orig_h, orig_p, resp_h, resp_p, pkt, self.config)
+        c = Connection(key, proto, orig_h, orig_p, resp_h, resp_p, pkt, self.config, self._tw)
         self._table[key] = c
         self.connections_seen += 1
         n = len(self._table) + len(self._held)
@@ -501,24 +608,33 @@ class ConnectionTable:
         self._schedule(c)
         return c
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     def _count(self, c: Connection, pkt: Packet, side: int) -> None:
-        c.pkts[side] += 1
-        c.payload[side] += pkt.plen
-        c.ip_bytes[side] += pkt.ip_len
+        c._pkts[side] += 1
+        c._payload[side] += pkt.plen
+        c._ip_bytes[side] += pkt.ip_len
         if pkt.ts_ns > c.last_ts_ns:
             c.last_ts_ns = pkt.ts_ns
         c.last_frame = pkt.frame
         if pkt.bad_checksum:
             c.bad_checksums += 1
 
+    @cython.boundscheck(False)  # indexes are sides (0, 1); `done[-1]` needs wraparound
+    @cython.locals(sport=cython.int, dport=cython.int, flags=cython.int, syn_only=cython.bint,
+                   c=Connection, prev=Connection, from_orig=cython.bint, side=cython.int,
+                   seq=cython.longlong, plen=cython.longlong, span=cython.longlong,
+                   end=cython.longlong, nxt=cython.longlong, next_seq=list, keepalive=cython.bint,
+                   answers_syn=cython.bint, observer=object)
     def _tcp(self, pkt: Packet, done: list) -> None:
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
-        if (src, sport) <= (dst, dport):
+        # (src, sport) <= (dst, dport), without building the tuples
+        if src < dst or (src == dst and sport <= dport):
             key = (IPPROTO_TCP, src, sport, dst, dport)
         else:
             key = (IPPROTO_TCP, dst, dport, src, sport)
         flags = pkt.flags
-        syn_only = flags & TH_SYN and not flags & TH_ACK
+        syn_only = flags & _SYN and not flags & _ACK
         c = self._table.get(key)
         if c is not None and syn_only:
             if self._is_reuse(c, 0 if (src == c.orig_h and sport == c.orig_p) else 1, pkt):
@@ -538,22 +654,24 @@ class ConnectionTable:
         self._count(c, pkt, side)
         seq, plen = pkt.seq, pkt.plen
         # retransmission: a segment carrying sequence space that was already sent
-        span = plen + (1 if flags & TH_SYN else 0) + (1 if flags & TH_FIN else 0)
-        if span and not flags & TH_RST:
-            nxt = c.next_seq[side]
+        span = plen + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)
+        if span and not flags & _RST:
+            next_seq = c.next_seq
             end = (seq + span) & 0xFFFFFFFF
-            if nxt is None:
-                c.next_seq[side] = end
-            elif seq_after(nxt, seq):
-                keepalive = plen <= 1 and not flags & (TH_SYN | TH_FIN) and ((nxt - seq) & 0xFFFFFFFF) == 1
-                # simultaneous open: each side's SYN/ACK repeats its own SYN's sequence number
-                answers_syn = flags & TH_SYN and flags & TH_ACK and not c.tcp.synack_count[side]
-                if not keepalive and not answers_syn:
-                    c.retransmissions += 1
-                if seq_after(end, nxt):
-                    c.next_seq[side] = end
+            if next_seq[side] is None:
+                next_seq[side] = end
             else:
-                c.next_seq[side] = end
+                nxt = next_seq[side]
+                if seq_after(nxt, seq):
+                    keepalive = plen <= 1 and not flags & (_SYN | _FIN) and ((nxt - seq) & 0xFFFFFFFF) == 1
+                    # simultaneous open: each side's SYN/ACK repeats its own SYN's sequence number
+                    answers_syn = flags & _SYN and flags & _ACK and not c.tcp._synack_count[side]
+                    if not keepalive and not answers_syn:
+                        c.retransmissions += 1
+                    if seq_after(end, nxt):
+                        next_seq[side] = end
+                else:
+                    next_seq[side] = end
         c.tcp.packet(side, flags, seq, pkt.ack, plen, pkt.ts_ns, pkt.frame)
         if c.zeek.packet(from_orig, flags, seq, pkt.ack, plen, pkt.win, pkt.bad_checksum, pkt.caplen_short > 0):
             c.swap_roles()  # Zeek's analyzer found the roles reversed (a SYN/ACK came first)
@@ -566,18 +684,20 @@ class ConnectionTable:
         for observer in self.observers:
             observer(c, pkt, from_orig)
 
+    @cython.locals(t=TcpTracker)
     def _is_reuse(self, c: Connection, side: int, pkt: Packet) -> bool:
         """Does this SYN (no ACK) start a new connection on an open 5-tuple?"""
         t = c.tcp
         isn = t.isn[side]
         if isn is not None:
             return pkt.seq != isn  # same ISN: a retransmitted SYN
-        if side == 1 and t.syn_count[0] and not t.synack_count[1] and not c.pkts[1]:
+        if side == 1 and t._syn_count[0] and not t._synack_count[1] and not c._pkts[1]:
             return False  # the responder's own SYN: simultaneous open
-        if side == 0 and not t.syn_count[0] and t.synack_count[1]:
+        if side == 0 and not t._syn_count[0] and t._synack_count[1]:
             return False  # the SYN behind a SYN/ACK seen first (Zeek: connection_originator_SYN_ack)
         return True
 
+    @cython.locals(t=TcpTracker, side=cython.int)
     def _retire(self, old: Connection, pkt: Packet) -> Connection:
         """A new connection takes the 5-tuple: the old one ends here; a TIME_WAIT left on it is
         cut short (the kernel recycles it, RFC 6191)."""
@@ -590,10 +710,11 @@ class ConnectionTable:
                     t.set_state(side, CLOSED, pkt.ts_ns, pkt.frame)
         return self._finish(old, pkt.ts_ns, "reused")
 
+    @cython.locals(c=Connection, flags=cython.int, sport=cython.int, dport=cython.int, has_syn=cython.bint)
     def _open_tcp(self, key, pkt: Packet) -> Connection:
         flags = pkt.flags
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
-        has_syn = bool(flags & TH_SYN)
+        has_syn = bool(flags & _SYN)
         flipped = zeek_flips(flags, sport, dport, proto="tcp")
         if not has_syn and not flipped and sport not in _ZEEK_TCP and dport not in _ZEEK_TCP:
             # Ports Zeek has no opinion on: flowlens still guesses the server side.
@@ -609,10 +730,11 @@ class ConnectionTable:
             c.tcp.start_midstream(pkt.ts_ns, pkt.frame)
         return c
 
+    @cython.locals(c=Connection, sport=cython.int, dport=cython.int, proto=cython.int, from_orig=cython.bint)
     def _flow(self, pkt: Packet) -> Connection | None:
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
         proto = pkt.proto
-        if (src, sport) <= (dst, dport):
+        if src < dst or (src == dst and sport <= dport):  # (src, sport) <= (dst, dport)
             key = (proto, src, sport, dst, dport)
         else:
             key = (proto, dst, dport, src, sport)
@@ -635,9 +757,10 @@ class ConnectionTable:
             observer(c, pkt, from_orig)
         return c
 
+    @cython.locals(c=Connection, from_orig=cython.bint)
     def _icmp(self, pkt: Packet) -> None:
         itype = pkt.sport
-        v6 = pkt.proto == IPPROTO_ICMPV6
+        v6 = pkt.proto == _ICMPV6
         pairs = _ICMP6_PAIRS if v6 else _ICMP4_PAIRS
         replies = _ICMP6_REPLIES if v6 else _ICMP4_REPLIES
         if itype in pairs:
@@ -657,6 +780,7 @@ class ConnectionTable:
         for observer in self.observers:
             observer(c, pkt, from_orig)
 
+    @cython.locals(target=Connection)
     def _attach_icmp_error(self, pkt: Packet) -> None:
         proto, qsrc, qdst, qsport, qdport = pkt.quote
         if (qsrc, qsport) <= (qdst, qdport):

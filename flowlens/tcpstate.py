@@ -1,3 +1,5 @@
+# cython: annotation_typing=False
+# (C types come from tcpstate.pxd; the annotations here are documentation only)
 """Per-endpoint TCP state machine (RFC 9293 §3.3.2) driven by what the capture point saw.
 
 Each packet moves its *sender* (a SYN puts it in SYN_SENT, a FIN in FIN_WAIT_1 or LAST_ACK) and
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import enum
 
+import cython
 from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 __all__ = ["TcpState", "TcpTracker", "seq_after", "seq_ge"]
@@ -54,15 +57,21 @@ _FIN_SENT = frozenset((FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, TIME_WAIT))
 
 _M32 = 0xFFFFFFFF
 
+# TCP flag bits as C constants when compiled (dpkt's names are Python objects)
+_FIN = cython.declare(cython.int, TH_FIN)
+_SYN = cython.declare(cython.int, TH_SYN)
+_RST = cython.declare(cython.int, TH_RST)
+_ACK = cython.declare(cython.int, TH_ACK)
+
 
 def seq_after(a: int, b: int) -> bool:
     """a > b in 32-bit sequence space (RFC 9293 §3.4, modulo 2**32)."""
-    return 0 < ((a - b) & _M32) < 0x80000000
+    return 0 < ((a - b) & 0xFFFFFFFF) < 0x80000000
 
 
 def seq_ge(a: int, b: int) -> bool:
     """a >= b in 32-bit sequence space."""
-    return ((a - b) & _M32) < 0x80000000
+    return ((a - b) & 0xFFFFFFFF) < 0x80000000
 
 
 def _leg_ms(start_ns: int, end_ns: int) -> float | None:
@@ -82,10 +91,12 @@ class TcpTracker:
         "timeline",  # [(ts_ns, frame, endpoint 0/1, TcpState)] in capture order
         "isn",  # [orig ISN or None, resp ISN or None]
         "fin_seq",  # [seq of the FIN each side sent, or None]
-        "fin_acked",  # [bool, bool]
-        "fin_acked_by_fin",  # [bool, bool]: the first ACK of that FIN came with the peer's FIN
-        "syn_count",  # [SYNs (no ACK) per side]
-        "synack_count",
+        # per-side facts below are C arrays when compiled; the properties of the same name
+        # without the underscore give them as (new, read-only) lists
+        "_fin_acked",  # [bool, bool]
+        "_fin_acked_by_fin",  # [bool, bool]: the first ACK of that FIN came with the peer's FIN
+        "_syn_count",  # [SYNs (no ACK) per side]
+        "_synack_count",
         "syn_ts",  # [per side] most recent SYN before any SYN/ACK (Wireshark's ts_mru_syn)
         "synack_ts",  # [per side] most recent SYN/ACK
         "synack_ms",
@@ -106,10 +117,10 @@ class TcpTracker:
         self.timeline: list[tuple[int, int | None, int, TcpState]] = []
         self.isn = [None, None]
         self.fin_seq = [None, None]
-        self.fin_acked = [False, False]
-        self.fin_acked_by_fin = [False, False]
-        self.syn_count = [0, 0]
-        self.synack_count = [0, 0]
+        self._fin_acked = [False, False]
+        self._fin_acked_by_fin = [False, False]
+        self._syn_count = [0, 0]
+        self._synack_count = [0, 0]
         self.syn_ts = [None, None]
         self.synack_ts = [None, None]
         self.synack_ms = None
@@ -124,7 +135,25 @@ class TcpTracker:
         self.midstream = False
         self.tw_cut_short = False
 
+    @property
+    def fin_acked(self) -> list[bool]:
+        return [bool(self._fin_acked[0]), bool(self._fin_acked[1])]
+
+    @property
+    def fin_acked_by_fin(self) -> list[bool]:
+        return [bool(self._fin_acked_by_fin[0]), bool(self._fin_acked_by_fin[1])]
+
+    @property
+    def syn_count(self) -> list[int]:
+        return [self._syn_count[0], self._syn_count[1]]
+
+    @property
+    def synack_count(self) -> list[int]:
+        return [self._synack_count[0], self._synack_count[1]]
+
     # ------------------------------------------------------------------ transitions
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     def set_state(self, side: int, new: TcpState, ts_ns: int, frame: int | None) -> None:
         if self.state[side] is not new:
             self.state[side] = new
@@ -135,10 +164,12 @@ class TcpTracker:
     def swap(self) -> None:
         """Exchange the roles of the two endpoints (the originator was chosen wrongly, e.g.
         a SYN/ACK was the first packet seen); every per-side fact moves with its endpoint."""
-        for name in ("state", "isn", "fin_seq", "fin_acked", "fin_acked_by_fin", "syn_count",
-                     "synack_count", "syn_ts", "synack_ts", "tw_start"):  # fmt: skip
-            pair = getattr(self, name)
+        for pair in (self.state, self.isn, self.fin_seq, self.syn_ts, self.synack_ts, self.tw_start):
             pair[0], pair[1] = pair[1], pair[0]
+        self._fin_acked[0], self._fin_acked[1] = self._fin_acked[1], self._fin_acked[0]
+        self._fin_acked_by_fin[0], self._fin_acked_by_fin[1] = self._fin_acked_by_fin[1], self._fin_acked_by_fin[0]
+        self._syn_count[0], self._syn_count[1] = self._syn_count[1], self._syn_count[0]
+        self._synack_count[0], self._synack_count[1] = self._synack_count[1], self._synack_count[0]
         self.timeline = [(t, f, 1 - s, st) for t, f, s, st in self.timeline]
         if self.first_close is not None:
             self.first_close = (1 - self.first_close[0], self.first_close[1])
@@ -151,14 +182,17 @@ class TcpTracker:
         self.set_state(0, ESTABLISHED, ts_ns, frame)
         self.set_state(1, ESTABLISHED, ts_ns, frame)
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(peer=cython.int, state=list, s=object)
     def packet(self, side: int, flags: int, seq: int, ack: int, plen: int, ts_ns: int, frame: int):
         """Advance both endpoints for one packet sent by `side` (0 orig, 1 resp)."""
         peer = 1 - side
         state = self.state
-        if flags & TH_RST:
+        if flags & _RST:
             if self.first_close is None:
                 self.first_close = (side, "R")
-            if side == 1 and self.synack_count[1] == 0 and self.syn_count[0] and state[0] is SYN_SENT:
+            if side == 1 and self._synack_count[1] == 0 and self._syn_count[0] and state[0] is SYN_SENT:
                 self.rejected = True
             if self.reset_by is None and not self._fully_closed():
                 self.reset_by = side
@@ -167,23 +201,25 @@ class TcpTracker:
                 self.set_state(peer, CLOSED, ts_ns, frame)
             self._note_closed(ts_ns)
             return
-        if flags & TH_SYN:
-            if flags & TH_ACK:
-                self.synack_count[side] += 1
+        if flags & _SYN:
+            if flags & _ACK:
+                self._synack_count[side] += 1
                 if self.isn[side] is None:
                     self.isn[side] = seq
                 if side == 1 and self.synack_ts[1] is None and self.syn_ts[0] is not None:
                     self.synack_ms = _leg_ms(self.syn_ts[0], ts_ns)
                 self.synack_ts[side] = ts_ns
-                if state[side] in (CLOSED, SYN_SENT):
+                s = state[side]
+                if s is CLOSED or s is SYN_SENT:
                     self.set_state(side, SYN_RECEIVED, ts_ns, frame)
-                if state[peer] in (SYN_SENT, SYN_RECEIVED):
+                s = state[peer]
+                if s is SYN_SENT or s is SYN_RECEIVED:
                     self.set_state(peer, ESTABLISHED, ts_ns, frame)
-                elif state[peer] is CLOSED and not self.syn_count[peer]:
+                elif s is CLOSED and not self._syn_count[peer]:
                     # the capture began after the SYN: its sender gets the SYN/ACK it waited for
                     self.set_state(peer, ESTABLISHED, ts_ns, frame)
                 return
-            self.syn_count[side] += 1
+            self._syn_count[side] += 1
             if self.isn[side] is None:
                 self.isn[side] = seq
             if self.synack_ts[peer] is None:
@@ -194,11 +230,14 @@ class TcpTracker:
                 self.set_state(peer, SYN_RECEIVED, ts_ns, frame)
                 self.set_state(side, SYN_RECEIVED, ts_ns, frame)
             return
-        if flags & TH_ACK:
+        if flags & _ACK:
             self._ack(side, flags, ack, ts_ns, frame)
-        if flags & TH_FIN:
+        if flags & _FIN:
             self._fin(side, flags, seq + plen, ack, ts_ns, frame)
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(peer=cython.int, state=list, isn=object, fin=object, current=object)
     def _ack(self, side: int, flags: int, ack: int, ts_ns: int, frame: int) -> None:
         peer = 1 - side
         state = self.state
@@ -212,12 +251,12 @@ class TcpTracker:
             if self.isn[1] is not None and seq_after(ack, self.isn[1]):
                 self.handshake_acked = True
                 self.ackdat_ms = _leg_ms(self.synack_ts[1], ts_ns)
-        if state[side] is SYN_SENT and self.synack_count[peer]:
+        if state[side] is SYN_SENT and self._synack_count[peer]:
             self.set_state(side, ESTABLISHED, ts_ns, frame)
         fin = self.fin_seq[peer]
-        if fin is not None and not self.fin_acked[peer] and seq_after(ack, fin):
-            self.fin_acked[peer] = True
-            self.fin_acked_by_fin[peer] = bool(flags & TH_FIN)
+        if fin is not None and not self._fin_acked[peer] and seq_after(ack, fin):
+            self._fin_acked[peer] = True
+            self._fin_acked_by_fin[peer] = bool(flags & _FIN)
             current = state[peer]
             if current is FIN_WAIT_1:
                 self.set_state(peer, FIN_WAIT_2, ts_ns, frame)
@@ -227,6 +266,9 @@ class TcpTracker:
                 self.set_state(peer, CLOSED, ts_ns, frame)
             self._note_closed(ts_ns)
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(peer=cython.int, state=list, peer_fin=object, saw_peer_fin=cython.bint, s=object)
     def _fin(self, side: int, flags: int, fin_seq: int, ack: int, ts_ns: int, frame: int) -> None:
         peer = 1 - side
         state = self.state
@@ -238,18 +280,21 @@ class TcpTracker:
         peer_fin = self.fin_seq[peer]
         if peer_fin is None:
             # First FIN: the sender starts an active close, the receiver learns of it.
-            if state[side] in (ESTABLISHED, SYN_RECEIVED, SYN_SENT, CLOSED):
+            s = state[side]
+            if s is ESTABLISHED or s is SYN_RECEIVED or s is SYN_SENT or s is CLOSED:
                 self.set_state(side, FIN_WAIT_1, ts_ns, frame)
-            if state[peer] in (ESTABLISHED, SYN_RECEIVED, SYN_SENT):
+            s = state[peer]
+            if s is ESTABLISHED or s is SYN_RECEIVED or s is SYN_SENT:
                 self.set_state(peer, CLOSE_WAIT, ts_ns, frame)
             return
         # Second FIN. Did its sender already have the first FIN? Its ACK field says.
-        saw_peer_fin = bool(flags & TH_ACK) and seq_after(ack, peer_fin)
+        saw_peer_fin = bool(flags & _ACK) and seq_after(ack, peer_fin)
         if saw_peer_fin:
             # 3-way when this very FIN carried the first ACK of the peer's FIN (FIN+ACK).
-            self.fin_style = "3way" if self.fin_acked_by_fin[peer] else "4way"
+            self.fin_style = "3way" if self._fin_acked_by_fin[peer] else "4way"
             self.set_state(side, LAST_ACK, ts_ns, frame)
-            if state[peer] in (FIN_WAIT_1, FIN_WAIT_2):
+            s = state[peer]
+            if s is FIN_WAIT_1 or s is FIN_WAIT_2:
                 # The FIN (and, in the 3-way case, its ACK) reaches the active closer.
                 self.set_state(peer, TIME_WAIT, ts_ns, frame)
             elif state[peer] is CLOSING:
@@ -258,16 +303,21 @@ class TcpTracker:
             # Simultaneous close: this FIN left before the peer's FIN arrived.
             self.fin_style = "simultaneous"
             self.set_state(side, CLOSING, ts_ns, frame)
-            if state[peer] in (FIN_WAIT_1, CLOSE_WAIT, ESTABLISHED):
+            s = state[peer]
+            if s is FIN_WAIT_1 or s is CLOSE_WAIT or s is ESTABLISHED:
                 self.set_state(peer, CLOSING, ts_ns, frame)
             elif state[peer] is FIN_WAIT_2:
                 self.set_state(peer, TIME_WAIT, ts_ns, frame)
         self._note_closed(ts_ns)
 
     # ------------------------------------------------------------------ summaries
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(s=list, a=object, b=object)
     def _fully_closed(self) -> bool:
         s = self.state
-        return s[0] in (CLOSED, TIME_WAIT) and s[1] in (CLOSED, TIME_WAIT) and bool(self.timeline)
+        a, b = s[0], s[1]
+        return (a is CLOSED or a is TIME_WAIT) and (b is CLOSED or b is TIME_WAIT) and len(self.timeline) > 0
 
     def _note_closed(self, ts_ns: int) -> None:
         if self.closed_ts is None and self._fully_closed():
@@ -275,15 +325,15 @@ class TcpTracker:
 
     def handshake(self) -> str:
         """`3way`, `simultaneous_open`, `rejected`, `unanswered`, `incomplete` or `missing`."""
-        if self.syn_count[0] and self.syn_count[1]:
+        if self._syn_count[0] and self._syn_count[1]:
             return "simultaneous_open"
         if self.rejected:
             return "rejected"
-        if self.syn_count[0] and self.synack_count[1] and self.handshake_acked:
+        if self._syn_count[0] and self._synack_count[1] and self.handshake_acked:
             return "3way"
-        if self.syn_count[0] and not self.synack_count[1]:
+        if self._syn_count[0] and not self._synack_count[1]:
             return "unanswered" if self.reset_by is None else "incomplete"
-        if self.syn_count[0] or self.synack_count[1] or self.synack_count[0] or self.syn_count[1]:
+        if self._syn_count[0] or self._synack_count[1] or self._synack_count[0] or self._syn_count[1]:
             return "incomplete"
         return "missing"
 

@@ -1,0 +1,5 @@
+# C declarations for analysis.py when Cython compiles it (see setup.py): the per-packet loop in
+# Pipeline.__iter__ calls ConnectionTable.add directly.
+
+from flowlens.connections cimport ConnectionTable
+from flowlens.decode cimport Packet

@@ -1,0 +1,91 @@
+# C declarations for connections.py when Cython compiles it (see setup.py); connections.py stays
+# the source of truth and runs unchanged as plain Python. Attribute meanings are documented there.
+# Signatures here must match the .py ones (connections.py sets annotation_typing=False, so its
+# annotations are documentation only and the C types come from this file).
+
+cimport cython
+
+from flowlens.decode cimport Packet
+from flowlens.tcpstate cimport TcpTracker, seq_after
+
+
+@cython.final
+cdef class Connection:
+    cdef public str uid
+    cdef public tuple key
+    cdef public int proto
+    cdef public object orig_h
+    cdef public int orig_p
+    cdef public object resp_h
+    cdef public int resp_p
+    cdef public long long first_ts_ns
+    cdef public long long last_ts_ns
+    cdef public long long first_frame
+    cdef public long long last_frame
+    cdef long long _pkts[2]
+    cdef long long _payload[2]
+    cdef long long _ip_bytes[2]
+    cdef public TcpTracker tcp
+    # ZeekTcp / ZeekUdp: typed once zeekstate.pxd declares them (then `c.zeek.packet` is a C call)
+    cdef public object zeek
+    cdef public object udp
+    cdef public bint originator_inferred
+    cdef public bint flipped
+    cdef public long long retransmissions
+    cdef public list next_seq
+    cdef public long long bad_checksums
+    cdef public object icmp_errors
+    cdef public object vlan
+    cdef public object end_ts_ns
+    cdef public object prev_uid
+    cdef public bint reused_in_time_wait
+    cdef public object closed_by
+    cdef public object ext
+    cdef public bint _done
+    cdef public bint _held
+    cdef public bint _closing
+    cdef public long long _time_wait_ns
+
+    cpdef void swap_roles(self)
+    cpdef object state_at(self, int side, long long ts_ns)
+    cdef str _end_state(self, int side)
+    cpdef dict to_record(self)
+
+
+@cython.final
+cdef class ConnectionTable:
+    cdef public object config
+    cdef public list observers
+    cdef public dict _table
+    cdef public dict _held
+    cdef public list _heap
+    cdef public long long _counter
+    cdef public long long now_ns
+    cdef public long long connections_seen
+    cdef public long long open_peak
+    cdef public long long _linger
+    cdef public long long _tcp_idle
+    cdef public long long _attempt_idle
+    cdef public long long _udp_idle
+    cdef public long long _dns_idle
+    cdef public long long _icmp_idle
+    cdef public long long _tw
+
+    cdef bint _closed(self, Connection c) except -1
+    cdef object _tw_end(self, Connection c)
+    cdef long long _deadline(self, Connection c) except *
+    cdef void _schedule(self, Connection c, object deadline=*)
+    cdef Connection _finish(self, Connection c, long long end_ns, str why)
+    cdef void _hold(self, Connection c, long long tw_end, list out)
+    cpdef list expire(self, long long now_ns)
+    cpdef list flush(self)
+    cpdef list add(self, Packet pkt)
+    cdef Connection _new(self, tuple key, int proto, object orig_h, int orig_p, object resp_h, int resp_p, Packet pkt)
+    cdef void _count(self, Connection c, Packet pkt, int side)
+    cdef void _tcp(self, Packet pkt, list done)
+    cdef bint _is_reuse(self, Connection c, int side, Packet pkt) except -1
+    cdef Connection _retire(self, Connection old, Packet pkt)
+    cdef Connection _open_tcp(self, tuple key, Packet pkt)
+    cdef Connection _flow(self, Packet pkt)
+    cdef void _icmp(self, Packet pkt)
+    cdef void _attach_icmp_error(self, Packet pkt)

@@ -1,0 +1,45 @@
+# C declarations for tcpstate.py when Cython compiles it (see setup.py); tcpstate.py stays the
+# source of truth and runs unchanged as plain Python. Attribute meanings are documented there.
+# Signatures here must match the .py ones (tcpstate.py sets annotation_typing=False, so its
+# annotations are documentation only and the C types come from this file).
+
+cimport cython
+
+cpdef bint seq_after(long long a, long long b)
+cpdef bint seq_ge(long long a, long long b)
+
+
+@cython.final
+cdef class TcpTracker:
+    cdef public list state
+    cdef public list timeline
+    cdef public list isn
+    cdef public list fin_seq
+    cdef bint _fin_acked[2]
+    cdef bint _fin_acked_by_fin[2]
+    cdef long long _syn_count[2]
+    cdef long long _synack_count[2]
+    cdef public list syn_ts
+    cdef public list synack_ts
+    cdef public object synack_ms
+    cdef public object ackdat_ms
+    cdef public bint handshake_acked
+    cdef public bint rejected
+    cdef public object first_close
+    cdef public object fin_style
+    cdef public object reset_by
+    cdef public object closed_ts
+    cdef public list tw_start
+    cdef public bint midstream
+    cdef public bint tw_cut_short
+
+    cpdef void set_state(self, int side, object new, long long ts_ns, object frame)
+    cpdef void start_midstream(self, long long ts_ns, long long frame)
+    cpdef void packet(self, int side, int flags, long long seq, long long ack, long long plen, long long ts_ns, long long frame)
+    cdef void _ack(self, int side, int flags, long long ack, long long ts_ns, long long frame)
+    cdef void _fin(self, int side, int flags, long long fin_seq, long long ack, long long ts_ns, long long frame)
+    cpdef bint _fully_closed(self)
+    cdef void _note_closed(self, long long ts_ns)
+    cpdef str handshake(self)
+    cpdef str teardown(self)
+    cpdef str close_initiator(self)
