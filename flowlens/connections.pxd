@@ -48,6 +48,8 @@ cdef class Connection:
 
     cpdef void swap_roles(self)
     cpdef object state_at(self, int side, long long ts_ns)
+    cdef object _after_time_wait(self, int side, object state, long long ts_ns)
+    cdef tuple _end_states(self)
     cdef str _end_state(self, int side)
     cpdef dict to_record(self)
 
@@ -70,6 +72,7 @@ cdef class ConnectionTable:
     cdef public long long _dns_idle
     cdef public long long _icmp_idle
     cdef public long long _tw
+    cdef Connection _last
 
     cdef bint _closed(self, Connection c) except -1
     cdef object _tw_end(self, Connection c)
@@ -83,6 +86,7 @@ cdef class ConnectionTable:
     cdef Connection _new(self, tuple key, int proto, object orig_h, int orig_p, object resp_h, int resp_p, Packet pkt)
     cdef void _count(self, Connection c, Packet pkt, int side)
     cdef void _tcp(self, Packet pkt, list done)
+    cdef Connection _recent(self, int proto, object src, int sport, object dst, int dport)
     cdef bint _is_reuse(self, Connection c, int side, Packet pkt) except -1
     cdef Connection _retire(self, Connection old, Packet pkt)
     cdef Connection _open_tcp(self, tuple key, Packet pkt)

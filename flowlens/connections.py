@@ -41,6 +41,9 @@ _ICMP6_PAIRS = {128: 129, 133: 134, 135: 136}
 _ICMP4_REPLIES = {v: k for k, v in _ICMP4_PAIRS.items()}
 _ICMP6_REPLIES = {v: k for k, v in _ICMP6_PAIRS.items()}
 
+#: TcpState -> its name (`.value` is a slow Python-level property)
+_STATE_TEXT = {s: s.value for s in TcpState}
+
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 # C constants when compiled (the imported names are Python objects)
@@ -282,6 +285,11 @@ class Connection:
                 break
             if s == side:
                 state = entry[3]
+        return self._after_time_wait(side, state, ts_ns)
+
+    def _after_time_wait(self, side: int, state: TcpState | None, ts_ns: int) -> TcpState:
+        """`state_at`'s answer from the last transition of `side` at or before `ts_ns` (None if
+        there was none)."""
         if state is None:
             return CLOSED
         if state is TIME_WAIT:
@@ -289,6 +297,25 @@ class Connection:
             if start is not None and ts_ns >= start + self._time_wait_ns:
                 return CLOSED
         return state
+
+    @cython.locals(timeline=list, entry=tuple, i=cython.Py_ssize_t, t=cython.longlong, s=cython.int,
+                   end=cython.longlong)
+    def _end_states(self) -> tuple[str, str]:
+        """(orig_state, resp_state) for the record: `state_at` of both sides in one pass."""
+        end = self.end_ts_ns if self.end_ts_ns is not None else self.last_ts_ns
+        orig = resp = None
+        timeline = self.tcp.timeline
+        for i in range(len(timeline)):
+            entry = timeline[i]
+            t, s = entry[0], entry[2]
+            if t > end:
+                break
+            if s == 0:
+                orig = entry[3]
+            elif s == 1:
+                resp = entry[3]
+        return (_STATE_TEXT[self._after_time_wait(0, orig, end)],
+                _STATE_TEXT[self._after_time_wait(1, resp, end)])
 
     @property
     def orig_state(self) -> str | None:
@@ -302,7 +329,7 @@ class Connection:
     def _end_state(self, side: int) -> str | None:
         if self.tcp is None:
             return None
-        return self.state_at(side, self.end_ts_ns if self.end_ts_ns is not None else self.last_ts_ns).value
+        return _STATE_TEXT[self.state_at(side, self.end_ts_ns if self.end_ts_ns is not None else self.last_ts_ns)]
 
     @property
     def handshake(self) -> str | None:
@@ -372,7 +399,7 @@ class Connection:
             else:
                 history, conn_state = None, icmp_conn_state()
         if tcp is not None:
-            orig_state, resp_state = self._end_state(0), self._end_state(1)
+            orig_state, resp_state = self._end_states()
             handshake, teardown, close_initiator = tcp.handshake(), tcp.teardown(), tcp.close_initiator()
             synack = tcp.synack_ms
             ackdat = tcp.ackdat_ms if synack is not None else None
@@ -471,6 +498,7 @@ class ConnectionTable:
         self._held: dict[tuple, Connection] = {}
         self._heap: list[tuple[int, int, Connection]] = []
         self._counter = 0
+        self._last = None  # the previous packet's connection (see _recent)
         self.now_ns = 0
         self.connections_seen = 0
         self.open_peak = 0
@@ -628,14 +656,18 @@ class ConnectionTable:
                    answers_syn=cython.bint, observer=object)
     def _tcp(self, pkt: Packet, done: list) -> None:
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
-        # (src, sport) <= (dst, dport), without building the tuples
-        if src < dst or (src == dst and sport <= dport):
-            key = (IPPROTO_TCP, src, sport, dst, dport)
+        c = self._recent(_TCP, src, sport, dst, dport)
+        if c is not None:
+            key = c.key
         else:
-            key = (IPPROTO_TCP, dst, dport, src, sport)
+            # (src, sport) <= (dst, dport), without building the tuples
+            if src < dst or (src == dst and sport <= dport):
+                key = (IPPROTO_TCP, src, sport, dst, dport)
+            else:
+                key = (IPPROTO_TCP, dst, dport, src, sport)
+            c = self._table.get(key)
         flags = pkt.flags
         syn_only = flags & _SYN and not flags & _ACK
-        c = self._table.get(key)
         if c is not None and syn_only:
             if self._is_reuse(c, 0 if (src == c.orig_h and sport == c.orig_p) else 1, pkt):
                 done.append(self._retire(c, pkt))
@@ -649,6 +681,7 @@ class ConnectionTable:
                 prev = done[-1]
                 c.prev_uid = prev.uid
                 c.reused_in_time_wait = prev.tcp.tw_cut_short
+        self._last = c
         from_orig = src == c.orig_h and sport == c.orig_p
         side = 0 if from_orig else 1
         self._count(c, pkt, side)
@@ -683,6 +716,20 @@ class ConnectionTable:
             self._schedule(c)
         for observer in self.observers:
             observer(c, pkt, from_orig)
+
+    @cython.locals(c=Connection)
+    def _recent(self, proto: int, src: bytes, sport: int, dst: bytes, dport: int) -> Connection | None:
+        """The previous packet's connection when this packet belongs to it too (most do), else
+        None: saves building the key and the dict lookup. A connection is in `_table` under
+        its key until `_finish` (which sets `_done`) or `_hold` (`_held`) takes it out."""
+        c = self._last
+        if c is None or c._done or c._held or c.proto != proto:
+            return None
+        if sport == c.orig_p and dport == c.resp_p and src == c.orig_h and dst == c.resp_h:
+            return c
+        if sport == c.resp_p and dport == c.orig_p and src == c.resp_h and dst == c.orig_h:
+            return c
+        return None
 
     @cython.locals(t=TcpTracker)
     def _is_reuse(self, c: Connection, side: int, pkt: Packet) -> bool:
@@ -734,11 +781,13 @@ class ConnectionTable:
     def _flow(self, pkt: Packet) -> Connection | None:
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
         proto = pkt.proto
-        if src < dst or (src == dst and sport <= dport):  # (src, sport) <= (dst, dport)
-            key = (proto, src, sport, dst, dport)
-        else:
-            key = (proto, dst, dport, src, sport)
-        c = self._table.get(key)
+        c = self._recent(proto, src, sport, dst, dport)
+        if c is None:
+            if src < dst or (src == dst and sport <= dport):  # (src, sport) <= (dst, dport)
+                key = (proto, src, sport, dst, dport)
+            else:
+                key = (proto, dst, dport, src, sport)
+            c = self._table.get(key)
         if c is None:
             # the first datagram's sender opened the flow, unless it came from a service port
             # to a non-service port: a reply whose request came before the capture (Zeek's rule)
@@ -750,6 +799,7 @@ class ConnectionTable:
             c.udp = ZeekUdp()
             if c.flipped:
                 c.udp.flip()
+        self._last = c
         from_orig = src == c.orig_h and sport == c.orig_p
         self._count(c, pkt, 0 if from_orig else 1)
         c.udp.packet(from_orig, pkt.bad_checksum)
