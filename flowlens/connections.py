@@ -523,7 +523,8 @@ class ConnectionTable:
     def _tw_end(self, c: Connection) -> int | None:
         """When the last TIME_WAIT on `c` runs out, or None if no side is in TIME_WAIT."""
         t = c.tcp
-        ends = [t.tw_start[s] + self._tw for s in (0, 1) if t.state[s] is TIME_WAIT and t.tw_start[s] is not None]
+        state, tw_start = t.state, t.tw_start
+        ends = [tw_start[s] + self._tw for s in (0, 1) if state[s] is TIME_WAIT and tw_start[s] is not None]
         return max(ends) if ends else None
 
     @cython.locals(t=TcpTracker)
@@ -749,9 +750,10 @@ class ConnectionTable:
         """A new connection takes the 5-tuple: the old one ends here; a TIME_WAIT left on it is
         cut short (the kernel recycles it, RFC 6191)."""
         t = old.tcp
+        state, tw_start = t.state, t.tw_start
         for side in (0, 1):
-            if t.state[side] is TIME_WAIT:
-                start = t.tw_start[side]
+            if state[side] is TIME_WAIT:
+                start = tw_start[side]
                 if start is not None and pkt.ts_ns < start + self._tw:
                     t.tw_cut_short = True
                     t.set_state(side, CLOSED, pkt.ts_ns, pkt.frame)

@@ -11,16 +11,18 @@ cpdef bint seq_ge(long long a, long long b)
 
 @cython.final
 cdef class TcpTracker:
-    cdef public list state
-    cdef public list timeline
-    cdef public list isn
-    cdef public list fin_seq
+    # per-side facts: C arrays, read from Python through the properties without the underscore
+    cdef int _state[2]
+    cdef long long _isn[2]
+    cdef long long _fin_seq[2]
     cdef bint _fin_acked[2]
     cdef bint _fin_acked_by_fin[2]
     cdef long long _syn_count[2]
     cdef long long _synack_count[2]
-    cdef public list syn_ts
-    cdef public list synack_ts
+    cdef long long _syn_ts[2]
+    cdef long long _synack_ts[2]
+    cdef long long _tw_start[2]
+    cdef public list timeline
     cdef public object synack_ms
     cdef public object ackdat_ms
     cdef public bint handshake_acked
@@ -29,11 +31,11 @@ cdef class TcpTracker:
     cdef public object fin_style
     cdef public object reset_by
     cdef public object closed_ts
-    cdef public list tw_start
     cdef public bint midstream
     cdef public bint tw_cut_short
 
     cpdef void set_state(self, int side, object new, long long ts_ns, object frame)
+    cdef void _set(self, int side, int new, long long ts_ns, object frame)
     cpdef void start_midstream(self, long long ts_ns, long long frame)
     cpdef void packet(self, int side, int flags, long long seq, long long ack, long long plen, long long ts_ns, long long frame)
     cdef void _ack(self, int side, int flags, long long ack, long long ts_ns, long long frame)

@@ -63,6 +63,24 @@ _SYN = cython.declare(cython.int, TH_SYN)
 _RST = cython.declare(cython.int, TH_RST)
 _ACK = cython.declare(cython.int, TH_ACK)
 
+# Inside the tracker an endpoint's state is its index in TcpState (a C int when compiled);
+# `state` and `timeline` give TcpState members.
+_STATES = tuple(TcpState)
+_CODE = {s: i for i, s in enumerate(_STATES)}
+_S_CLOSED = cython.declare(cython.int, _CODE[CLOSED])
+_S_SYN_SENT = cython.declare(cython.int, _CODE[SYN_SENT])
+_S_SYN_RECEIVED = cython.declare(cython.int, _CODE[SYN_RECEIVED])
+_S_ESTABLISHED = cython.declare(cython.int, _CODE[ESTABLISHED])
+_S_FIN_WAIT_1 = cython.declare(cython.int, _CODE[FIN_WAIT_1])
+_S_FIN_WAIT_2 = cython.declare(cython.int, _CODE[FIN_WAIT_2])
+_S_CLOSE_WAIT = cython.declare(cython.int, _CODE[CLOSE_WAIT])
+_S_CLOSING = cython.declare(cython.int, _CODE[CLOSING])
+_S_LAST_ACK = cython.declare(cython.int, _CODE[LAST_ACK])
+_S_TIME_WAIT = cython.declare(cython.int, _CODE[TIME_WAIT])
+
+#: "None" in the tracker's per-side number arrays (ISN, FIN sequence, timestamps)
+_UNSET = cython.declare(cython.longlong, -0x4000000000000000)  # no ISN, seq or ts_ns is that
+
 
 def seq_after(a: int, b: int) -> bool:
     """a > b in 32-bit sequence space (RFC 9293 §3.4, modulo 2**32)."""
@@ -72,6 +90,10 @@ def seq_after(a: int, b: int) -> bool:
 def seq_ge(a: int, b: int) -> bool:
     """a >= b in 32-bit sequence space."""
     return ((a - b) & 0xFFFFFFFF) < 0x80000000
+
+
+def _opt(value: int) -> int | None:
+    return None if value == _UNSET else value
 
 
 def _leg_ms(start_ns: int, end_ns: int) -> float | None:
@@ -84,21 +106,23 @@ class TcpTracker:
     """Both endpoints' RFC states for one connection, plus handshake and teardown facts.
 
     Index 0 is the originator, 1 the responder. Timestamps are integer nanoseconds.
+
+    The per-side facts are kept in two-element arrays (C arrays when compiled: no Python
+    objects per packet), `_UNSET` standing for None; the properties of the same name without
+    the underscore (`state`, `isn`, `syn_count`, ...) give them as new, read-only lists.
     """
 
     __slots__ = (
-        "state",  # [orig TcpState, resp TcpState]
+        "_state",  # [orig, resp] state, as its index in TcpState (see `state`)
         "timeline",  # [(ts_ns, frame, endpoint 0/1, TcpState)] in capture order
-        "isn",  # [orig ISN or None, resp ISN or None]
-        "fin_seq",  # [seq of the FIN each side sent, or None]
-        # per-side facts below are C arrays when compiled; the properties of the same name
-        # without the underscore give them as (new, read-only) lists
+        "_isn",  # [orig ISN or None, resp ISN or None]
+        "_fin_seq",  # [seq of the FIN each side sent, or None]
         "_fin_acked",  # [bool, bool]
         "_fin_acked_by_fin",  # [bool, bool]: the first ACK of that FIN came with the peer's FIN
         "_syn_count",  # [SYNs (no ACK) per side]
         "_synack_count",
-        "syn_ts",  # [per side] most recent SYN before any SYN/ACK (Wireshark's ts_mru_syn)
-        "synack_ts",  # [per side] most recent SYN/ACK
+        "_syn_ts",  # [per side] most recent SYN before any SYN/ACK (Wireshark's ts_mru_syn)
+        "_synack_ts",  # [per side] most recent SYN/ACK
         "synack_ms",
         "ackdat_ms",
         "handshake_acked",  # the originator's ACK of the SYN/ACK was seen
@@ -107,22 +131,22 @@ class TcpTracker:
         "fin_style",  # "4way", "3way" or "simultaneous" once the second FIN is seen
         "reset_by",  # endpoint that sent the first RST, or None
         "closed_ts",  # ts_ns when both endpoints left the connection (CLOSED/TIME_WAIT)
-        "tw_start",  # [ts_ns each side entered TIME_WAIT, or None]
+        "_tw_start",  # [ts_ns each side entered TIME_WAIT, or None]
         "midstream",  # no SYN or SYN/ACK opened it in the capture
         "tw_cut_short",  # a new connection took the 5-tuple while a side was in TIME_WAIT
     )
 
     def __init__(self) -> None:
-        self.state = [CLOSED, CLOSED]
+        self._state = [_S_CLOSED, _S_CLOSED]
         self.timeline: list[tuple[int, int | None, int, TcpState]] = []
-        self.isn = [None, None]
-        self.fin_seq = [None, None]
+        self._isn = [_UNSET, _UNSET]
+        self._fin_seq = [_UNSET, _UNSET]
         self._fin_acked = [False, False]
         self._fin_acked_by_fin = [False, False]
         self._syn_count = [0, 0]
         self._synack_count = [0, 0]
-        self.syn_ts = [None, None]
-        self.synack_ts = [None, None]
+        self._syn_ts = [_UNSET, _UNSET]
+        self._synack_ts = [_UNSET, _UNSET]
         self.synack_ms = None
         self.ackdat_ms = None
         self.handshake_acked = False
@@ -131,9 +155,23 @@ class TcpTracker:
         self.fin_style = None
         self.reset_by = None
         self.closed_ts = None
-        self.tw_start = [None, None]
+        self._tw_start = [_UNSET, _UNSET]
         self.midstream = False
         self.tw_cut_short = False
+
+    # ------------------------------------------------------------------ per-side facts as lists
+    @property
+    def state(self) -> list[TcpState]:
+        """[orig TcpState, resp TcpState]"""
+        return [_STATES[self._state[0]], _STATES[self._state[1]]]
+
+    @property
+    def isn(self) -> list[int | None]:
+        return [_opt(self._isn[0]), _opt(self._isn[1])]
+
+    @property
+    def fin_seq(self) -> list[int | None]:
+        return [_opt(self._fin_seq[0]), _opt(self._fin_seq[1])]
 
     @property
     def fin_acked(self) -> list[bool]:
@@ -151,25 +189,44 @@ class TcpTracker:
     def synack_count(self) -> list[int]:
         return [self._synack_count[0], self._synack_count[1]]
 
+    @property
+    def syn_ts(self) -> list[int | None]:
+        return [_opt(self._syn_ts[0]), _opt(self._syn_ts[1])]
+
+    @property
+    def synack_ts(self) -> list[int | None]:
+        return [_opt(self._synack_ts[0]), _opt(self._synack_ts[1])]
+
+    @property
+    def tw_start(self) -> list[int | None]:
+        return [_opt(self._tw_start[0]), _opt(self._tw_start[1])]
+
     # ------------------------------------------------------------------ transitions
+    def set_state(self, side: int, new: TcpState, ts_ns: int, frame: int | None) -> None:
+        self._set(side, _CODE[new], ts_ns, frame)
+
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    def set_state(self, side: int, new: TcpState, ts_ns: int, frame: int | None) -> None:
-        if self.state[side] is not new:
-            self.state[side] = new
-            self.timeline.append((ts_ns, frame, side, new))
-            if new is TIME_WAIT:
-                self.tw_start[side] = ts_ns
+    def _set(self, side: int, new: int, ts_ns: int, frame: int | None) -> None:
+        if self._state[side] != new:
+            self._state[side] = new
+            self.timeline.append((ts_ns, frame, side, _STATES[new]))
+            if new == _S_TIME_WAIT:
+                self._tw_start[side] = ts_ns
 
     def swap(self) -> None:
         """Exchange the roles of the two endpoints (the originator was chosen wrongly, e.g.
         a SYN/ACK was the first packet seen); every per-side fact moves with its endpoint."""
-        for pair in (self.state, self.isn, self.fin_seq, self.syn_ts, self.synack_ts, self.tw_start):
-            pair[0], pair[1] = pair[1], pair[0]
+        self._state[0], self._state[1] = self._state[1], self._state[0]
+        self._isn[0], self._isn[1] = self._isn[1], self._isn[0]
+        self._fin_seq[0], self._fin_seq[1] = self._fin_seq[1], self._fin_seq[0]
         self._fin_acked[0], self._fin_acked[1] = self._fin_acked[1], self._fin_acked[0]
         self._fin_acked_by_fin[0], self._fin_acked_by_fin[1] = self._fin_acked_by_fin[1], self._fin_acked_by_fin[0]
         self._syn_count[0], self._syn_count[1] = self._syn_count[1], self._syn_count[0]
         self._synack_count[0], self._synack_count[1] = self._synack_count[1], self._synack_count[0]
+        self._syn_ts[0], self._syn_ts[1] = self._syn_ts[1], self._syn_ts[0]
+        self._synack_ts[0], self._synack_ts[1] = self._synack_ts[1], self._synack_ts[0]
+        self._tw_start[0], self._tw_start[1] = self._tw_start[1], self._tw_start[0]
         self.timeline = [(t, f, 1 - s, st) for t, f, s, st in self.timeline]
         if self.first_close is not None:
             self.first_close = (1 - self.first_close[0], self.first_close[1])
@@ -179,56 +236,55 @@ class TcpTracker:
     def start_midstream(self, ts_ns: int, frame: int) -> None:
         """The capture begins inside the connection: both endpoints are taken as ESTABLISHED."""
         self.midstream = True
-        self.set_state(0, ESTABLISHED, ts_ns, frame)
-        self.set_state(1, ESTABLISHED, ts_ns, frame)
+        self._set(0, _S_ESTABLISHED, ts_ns, frame)
+        self._set(1, _S_ESTABLISHED, ts_ns, frame)
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    @cython.locals(peer=cython.int, state=list, s=object)
+    @cython.locals(peer=cython.int, s=cython.int)
     def packet(self, side: int, flags: int, seq: int, ack: int, plen: int, ts_ns: int, frame: int):
         """Advance both endpoints for one packet sent by `side` (0 orig, 1 resp)."""
         peer = 1 - side
-        state = self.state
         if flags & _RST:
             if self.first_close is None:
                 self.first_close = (side, "R")
-            if side == 1 and self._synack_count[1] == 0 and self._syn_count[0] and state[0] is SYN_SENT:
+            if side == 1 and self._synack_count[1] == 0 and self._syn_count[0] and self._state[0] == _S_SYN_SENT:
                 self.rejected = True
             if self.reset_by is None and not self._fully_closed():
                 self.reset_by = side
-            self.set_state(side, CLOSED, ts_ns, frame)
-            if state[peer] is not CLOSED:
-                self.set_state(peer, CLOSED, ts_ns, frame)
+            self._set(side, _S_CLOSED, ts_ns, frame)
+            if self._state[peer] != _S_CLOSED:
+                self._set(peer, _S_CLOSED, ts_ns, frame)
             self._note_closed(ts_ns)
             return
         if flags & _SYN:
             if flags & _ACK:
                 self._synack_count[side] += 1
-                if self.isn[side] is None:
-                    self.isn[side] = seq
-                if side == 1 and self.synack_ts[1] is None and self.syn_ts[0] is not None:
-                    self.synack_ms = _leg_ms(self.syn_ts[0], ts_ns)
-                self.synack_ts[side] = ts_ns
-                s = state[side]
-                if s is CLOSED or s is SYN_SENT:
-                    self.set_state(side, SYN_RECEIVED, ts_ns, frame)
-                s = state[peer]
-                if s is SYN_SENT or s is SYN_RECEIVED:
-                    self.set_state(peer, ESTABLISHED, ts_ns, frame)
-                elif s is CLOSED and not self._syn_count[peer]:
+                if self._isn[side] == _UNSET:
+                    self._isn[side] = seq
+                if side == 1 and self._synack_ts[1] == _UNSET and self._syn_ts[0] != _UNSET:
+                    self.synack_ms = _leg_ms(self._syn_ts[0], ts_ns)
+                self._synack_ts[side] = ts_ns
+                s = self._state[side]
+                if s == _S_CLOSED or s == _S_SYN_SENT:
+                    self._set(side, _S_SYN_RECEIVED, ts_ns, frame)
+                s = self._state[peer]
+                if s == _S_SYN_SENT or s == _S_SYN_RECEIVED:
+                    self._set(peer, _S_ESTABLISHED, ts_ns, frame)
+                elif s == _S_CLOSED and not self._syn_count[peer]:
                     # the capture began after the SYN: its sender gets the SYN/ACK it waited for
-                    self.set_state(peer, ESTABLISHED, ts_ns, frame)
+                    self._set(peer, _S_ESTABLISHED, ts_ns, frame)
                 return
             self._syn_count[side] += 1
-            if self.isn[side] is None:
-                self.isn[side] = seq
-            if self.synack_ts[peer] is None:
-                self.syn_ts[side] = ts_ns  # most recent SYN before the SYN/ACK
-            if state[side] is CLOSED:
-                self.set_state(side, SYN_SENT, ts_ns, frame)
-            if state[peer] is SYN_SENT:  # simultaneous open: the SYNs crossed
-                self.set_state(peer, SYN_RECEIVED, ts_ns, frame)
-                self.set_state(side, SYN_RECEIVED, ts_ns, frame)
+            if self._isn[side] == _UNSET:
+                self._isn[side] = seq
+            if self._synack_ts[peer] == _UNSET:
+                self._syn_ts[side] = ts_ns  # most recent SYN before the SYN/ACK
+            if self._state[side] == _S_CLOSED:
+                self._set(side, _S_SYN_SENT, ts_ns, frame)
+            if self._state[peer] == _S_SYN_SENT:  # simultaneous open: the SYNs crossed
+                self._set(peer, _S_SYN_RECEIVED, ts_ns, frame)
+                self._set(side, _S_SYN_RECEIVED, ts_ns, frame)
             return
         if flags & _ACK:
             self._ack(side, flags, ack, ts_ns, frame)
@@ -237,87 +293,80 @@ class TcpTracker:
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    @cython.locals(peer=cython.int, state=list, isn=object, fin=object, current=object)
+    @cython.locals(peer=cython.int, current=cython.int)
     def _ack(self, side: int, flags: int, ack: int, ts_ns: int, frame: int) -> None:
         peer = 1 - side
-        state = self.state
-        if state[peer] is SYN_RECEIVED and self.isn[peer] is not None:
-            if seq_after(ack, self.isn[peer]):
-                self.set_state(peer, ESTABLISHED, ts_ns, frame)
-                if side == 0 and not self.handshake_acked and self.synack_ts[1] is not None:
+        if self._state[peer] == _S_SYN_RECEIVED and self._isn[peer] != _UNSET:
+            if seq_after(ack, self._isn[peer]):
+                self._set(peer, _S_ESTABLISHED, ts_ns, frame)
+                if side == 0 and not self.handshake_acked and self._synack_ts[1] != _UNSET:
                     self.handshake_acked = True
-                    self.ackdat_ms = _leg_ms(self.synack_ts[1], ts_ns)
-        elif side == 0 and not self.handshake_acked and self.synack_ts[1] is not None:
-            if self.isn[1] is not None and seq_after(ack, self.isn[1]):
+                    self.ackdat_ms = _leg_ms(self._synack_ts[1], ts_ns)
+        elif side == 0 and not self.handshake_acked and self._synack_ts[1] != _UNSET:
+            if self._isn[1] != _UNSET and seq_after(ack, self._isn[1]):
                 self.handshake_acked = True
-                self.ackdat_ms = _leg_ms(self.synack_ts[1], ts_ns)
-        if state[side] is SYN_SENT and self._synack_count[peer]:
-            self.set_state(side, ESTABLISHED, ts_ns, frame)
-        fin = self.fin_seq[peer]
-        if fin is not None and not self._fin_acked[peer] and seq_after(ack, fin):
+                self.ackdat_ms = _leg_ms(self._synack_ts[1], ts_ns)
+        if self._state[side] == _S_SYN_SENT and self._synack_count[peer]:
+            self._set(side, _S_ESTABLISHED, ts_ns, frame)
+        if self._fin_seq[peer] != _UNSET and not self._fin_acked[peer] and seq_after(ack, self._fin_seq[peer]):
             self._fin_acked[peer] = True
             self._fin_acked_by_fin[peer] = bool(flags & _FIN)
-            current = state[peer]
-            if current is FIN_WAIT_1:
-                self.set_state(peer, FIN_WAIT_2, ts_ns, frame)
-            elif current is CLOSING:
-                self.set_state(peer, TIME_WAIT, ts_ns, frame)
-            elif current is LAST_ACK:
-                self.set_state(peer, CLOSED, ts_ns, frame)
+            current = self._state[peer]
+            if current == _S_FIN_WAIT_1:
+                self._set(peer, _S_FIN_WAIT_2, ts_ns, frame)
+            elif current == _S_CLOSING:
+                self._set(peer, _S_TIME_WAIT, ts_ns, frame)
+            elif current == _S_LAST_ACK:
+                self._set(peer, _S_CLOSED, ts_ns, frame)
             self._note_closed(ts_ns)
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    @cython.locals(peer=cython.int, state=list, peer_fin=object, saw_peer_fin=cython.bint, s=object)
+    @cython.locals(peer=cython.int, saw_peer_fin=cython.bint, s=cython.int)
     def _fin(self, side: int, flags: int, fin_seq: int, ack: int, ts_ns: int, frame: int) -> None:
         peer = 1 - side
-        state = self.state
-        if self.fin_seq[side] is not None:
+        if self._fin_seq[side] != _UNSET:
             return  # a retransmitted FIN changes nothing
-        self.fin_seq[side] = fin_seq
+        self._fin_seq[side] = fin_seq
         if self.first_close is None:
             self.first_close = (side, "F")
-        peer_fin = self.fin_seq[peer]
-        if peer_fin is None:
+        if self._fin_seq[peer] == _UNSET:
             # First FIN: the sender starts an active close, the receiver learns of it.
-            s = state[side]
-            if s is ESTABLISHED or s is SYN_RECEIVED or s is SYN_SENT or s is CLOSED:
-                self.set_state(side, FIN_WAIT_1, ts_ns, frame)
-            s = state[peer]
-            if s is ESTABLISHED or s is SYN_RECEIVED or s is SYN_SENT:
-                self.set_state(peer, CLOSE_WAIT, ts_ns, frame)
+            s = self._state[side]
+            if s == _S_ESTABLISHED or s == _S_SYN_RECEIVED or s == _S_SYN_SENT or s == _S_CLOSED:
+                self._set(side, _S_FIN_WAIT_1, ts_ns, frame)
+            s = self._state[peer]
+            if s == _S_ESTABLISHED or s == _S_SYN_RECEIVED or s == _S_SYN_SENT:
+                self._set(peer, _S_CLOSE_WAIT, ts_ns, frame)
             return
         # Second FIN. Did its sender already have the first FIN? Its ACK field says.
-        saw_peer_fin = bool(flags & _ACK) and seq_after(ack, peer_fin)
+        saw_peer_fin = bool(flags & _ACK) and seq_after(ack, self._fin_seq[peer])
         if saw_peer_fin:
             # 3-way when this very FIN carried the first ACK of the peer's FIN (FIN+ACK).
             self.fin_style = "3way" if self._fin_acked_by_fin[peer] else "4way"
-            self.set_state(side, LAST_ACK, ts_ns, frame)
-            s = state[peer]
-            if s is FIN_WAIT_1 or s is FIN_WAIT_2:
+            self._set(side, _S_LAST_ACK, ts_ns, frame)
+            s = self._state[peer]
+            if s == _S_FIN_WAIT_1 or s == _S_FIN_WAIT_2:
                 # The FIN (and, in the 3-way case, its ACK) reaches the active closer.
-                self.set_state(peer, TIME_WAIT, ts_ns, frame)
-            elif state[peer] is CLOSING:
-                self.set_state(peer, TIME_WAIT, ts_ns, frame)
+                self._set(peer, _S_TIME_WAIT, ts_ns, frame)
+            elif s == _S_CLOSING:
+                self._set(peer, _S_TIME_WAIT, ts_ns, frame)
         else:
             # Simultaneous close: this FIN left before the peer's FIN arrived.
             self.fin_style = "simultaneous"
-            self.set_state(side, CLOSING, ts_ns, frame)
-            s = state[peer]
-            if s is FIN_WAIT_1 or s is CLOSE_WAIT or s is ESTABLISHED:
-                self.set_state(peer, CLOSING, ts_ns, frame)
-            elif state[peer] is FIN_WAIT_2:
-                self.set_state(peer, TIME_WAIT, ts_ns, frame)
+            self._set(side, _S_CLOSING, ts_ns, frame)
+            s = self._state[peer]
+            if s == _S_FIN_WAIT_1 or s == _S_CLOSE_WAIT or s == _S_ESTABLISHED:
+                self._set(peer, _S_CLOSING, ts_ns, frame)
+            elif s == _S_FIN_WAIT_2:
+                self._set(peer, _S_TIME_WAIT, ts_ns, frame)
         self._note_closed(ts_ns)
 
     # ------------------------------------------------------------------ summaries
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
-    @cython.locals(s=list, a=object, b=object)
+    @cython.locals(a=cython.int, b=cython.int)
     def _fully_closed(self) -> bool:
-        s = self.state
-        a, b = s[0], s[1]
-        return (a is CLOSED or a is TIME_WAIT) and (b is CLOSED or b is TIME_WAIT) and len(self.timeline) > 0
+        a, b = self._state[0], self._state[1]
+        return (a == _S_CLOSED or a == _S_TIME_WAIT) and (b == _S_CLOSED or b == _S_TIME_WAIT) and len(self.timeline) > 0
 
     def _note_closed(self, ts_ns: int) -> None:
         if self.closed_ts is None and self._fully_closed():
@@ -343,7 +392,7 @@ class TcpTracker:
             return "reset_orig" if self.reset_by == 0 else "reset_resp"
         if self.fin_style is not None:
             return self.fin_style
-        if self.fin_seq[0] is not None or self.fin_seq[1] is not None:
+        if self._fin_seq[0] != _UNSET or self._fin_seq[1] != _UNSET:
             return "half_closed"
         return "open"
 
