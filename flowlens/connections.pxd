@@ -32,7 +32,7 @@ cdef class Connection:
     cdef public bint originator_inferred
     cdef public bint flipped
     cdef public long long retransmissions
-    cdef public list next_seq
+    cdef long long _next_seq[2]
     cdef public long long bad_checksums
     cdef public object icmp_errors
     cdef public object vlan
@@ -48,6 +48,7 @@ cdef class Connection:
 
     cpdef void swap_roles(self)
     cpdef object state_at(self, int side, long long ts_ns)
+    @cython.locals(start=cython.longlong)
     cdef object _after_time_wait(self, int side, object state, long long ts_ns)
     cdef tuple _end_states(self)
     cdef str _end_state(self, int side)

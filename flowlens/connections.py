@@ -43,6 +43,11 @@ _ICMP6_REPLIES = {v: k for k, v in _ICMP6_PAIRS.items()}
 
 #: TcpState -> its name (`.value` is a slow Python-level property)
 _STATE_TEXT = {s: s.value for s in TcpState}
+#: TcpState by the index TcpTracker keeps for it
+_STATES = tuple(TcpState)
+
+#: "None" in Connection._next_seq and TcpTracker's arrays (the same value as tcpstate._UNSET)
+_UNSET = cython.declare(cython.longlong, -0x4000000000000000)
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -149,7 +154,7 @@ class Connection:
         "originator_inferred",
         "flipped",  # the first packet came from the responder
         "retransmissions",
-        "next_seq",  # [orig, resp] highest sequence number sent + 1 (TCP)
+        "_next_seq",  # [orig, resp] highest sequence number sent + 1 (TCP), _UNSET before any
         "bad_checksums",
         "icmp_errors",  # [(ts_ns, frame, type, code, reporter)] ICMP errors quoting this flow
         "vlan",
@@ -180,7 +185,7 @@ class Connection:
         self.originator_inferred = False
         self.flipped = False
         self.retransmissions = 0
-        self.next_seq = [None, None]
+        self._next_seq = [_UNSET, _UNSET]
         self.bad_checksums = 0
         self.icmp_errors = None
         self.vlan = pkt.vlan
@@ -206,6 +211,11 @@ class Connection:
     def payload(self) -> list[int]:
         """[orig, resp] transport payload bytes (a new list: read-only)."""
         return [self._payload[0], self._payload[1]]
+
+    @property
+    def next_seq(self) -> list[int | None]:
+        """[orig, resp] highest sequence number sent + 1 (TCP), None before any (read-only)."""
+        return [None if n == _UNSET else n for n in (self._next_seq[0], self._next_seq[1])]
 
     @property
     def ip_bytes(self) -> list[int]:
@@ -254,7 +264,7 @@ class Connection:
         self._pkts[0], self._pkts[1] = self._pkts[1], self._pkts[0]
         self._payload[0], self._payload[1] = self._payload[1], self._payload[0]
         self._ip_bytes[0], self._ip_bytes[1] = self._ip_bytes[1], self._ip_bytes[0]
-        self.next_seq[0], self.next_seq[1] = self.next_seq[1], self.next_seq[0]
+        self._next_seq[0], self._next_seq[1] = self._next_seq[1], self._next_seq[0]
         self.flipped = not self.flipped
         if self.tcp is not None:
             self.tcp.swap()
@@ -293,18 +303,24 @@ class Connection:
         if state is None:
             return CLOSED
         if state is TIME_WAIT:
-            start = self.tcp.tw_start[side]
-            if start is not None and ts_ns >= start + self._time_wait_ns:
+            start = self.tcp._tw_start[side]
+            if start != _UNSET and ts_ns >= start + self._time_wait_ns:
                 return CLOSED
         return state
 
     @cython.locals(timeline=list, entry=tuple, i=cython.Py_ssize_t, t=cython.longlong, s=cython.int,
-                   end=cython.longlong)
+                   end=cython.longlong, tcp=TcpTracker)
     def _end_states(self) -> tuple[str, str]:
         """(orig_state, resp_state) for the record: `state_at` of both sides in one pass."""
         end = self.end_ts_ns if self.end_ts_ns is not None else self.last_ts_ns
+        tcp = self.tcp
+        if tcp._timeline_max_ns <= end:
+            # no transition after `end` (the usual case): each side's last transition is its
+            # current state (CLOSED, as at the start, if it had none)
+            return (_STATE_TEXT[self._after_time_wait(0, _STATES[tcp._state[0]], end)],
+                    _STATE_TEXT[self._after_time_wait(1, _STATES[tcp._state[1]], end)])
         orig = resp = None
-        timeline = self.tcp.timeline
+        timeline = tcp.timeline
         for i in range(len(timeline)):
             entry = timeline[i]
             t, s = entry[0], entry[2]
@@ -653,7 +669,7 @@ class ConnectionTable:
     @cython.locals(sport=cython.int, dport=cython.int, flags=cython.int, syn_only=cython.bint,
                    c=Connection, prev=Connection, from_orig=cython.bint, side=cython.int,
                    seq=cython.longlong, plen=cython.longlong, span=cython.longlong,
-                   end=cython.longlong, nxt=cython.longlong, next_seq=list, keepalive=cython.bint,
+                   end=cython.longlong, nxt=cython.longlong, keepalive=cython.bint,
                    answers_syn=cython.bint, observer=object)
     def _tcp(self, pkt: Packet, done: list) -> None:
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
@@ -690,22 +706,20 @@ class ConnectionTable:
         # retransmission: a segment carrying sequence space that was already sent
         span = plen + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)
         if span and not flags & _RST:
-            next_seq = c.next_seq
+            nxt = c._next_seq[side]
             end = (seq + span) & 0xFFFFFFFF
-            if next_seq[side] is None:
-                next_seq[side] = end
+            if nxt == _UNSET:
+                c._next_seq[side] = end
+            elif seq_after(nxt, seq):
+                keepalive = plen <= 1 and not flags & (_SYN | _FIN) and ((nxt - seq) & 0xFFFFFFFF) == 1
+                # simultaneous open: each side's SYN/ACK repeats its own SYN's sequence number
+                answers_syn = flags & _SYN and flags & _ACK and not c.tcp._synack_count[side]
+                if not keepalive and not answers_syn:
+                    c.retransmissions += 1
+                if seq_after(end, nxt):
+                    c._next_seq[side] = end
             else:
-                nxt = next_seq[side]
-                if seq_after(nxt, seq):
-                    keepalive = plen <= 1 and not flags & (_SYN | _FIN) and ((nxt - seq) & 0xFFFFFFFF) == 1
-                    # simultaneous open: each side's SYN/ACK repeats its own SYN's sequence number
-                    answers_syn = flags & _SYN and flags & _ACK and not c.tcp._synack_count[side]
-                    if not keepalive and not answers_syn:
-                        c.retransmissions += 1
-                    if seq_after(end, nxt):
-                        next_seq[side] = end
-                else:
-                    next_seq[side] = end
+                c._next_seq[side] = end
         c.tcp.packet(side, flags, seq, pkt.ack, plen, pkt.ts_ns, pkt.frame)
         if c.zeek.packet(from_orig, flags, seq, pkt.ack, plen, pkt.win, pkt.bad_checksum, pkt.caplen_short > 0):
             c.swap_roles()  # Zeek's analyzer found the roles reversed (a SYN/ACK came first)

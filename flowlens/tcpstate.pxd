@@ -23,6 +23,7 @@ cdef class TcpTracker:
     cdef long long _synack_ts[2]
     cdef long long _tw_start[2]
     cdef public list timeline
+    cdef long long _timeline_max_ns
     cdef public object synack_ms
     cdef public object ackdat_ms
     cdef public bint handshake_acked

@@ -115,6 +115,7 @@ class TcpTracker:
     __slots__ = (
         "_state",  # [orig, resp] state, as its index in TcpState (see `state`)
         "timeline",  # [(ts_ns, frame, endpoint 0/1, TcpState)] in capture order
+        "_timeline_max_ns",  # latest ts_ns in timeline (_UNSET while empty)
         "_isn",  # [orig ISN or None, resp ISN or None]
         "_fin_seq",  # [seq of the FIN each side sent, or None]
         "_fin_acked",  # [bool, bool]
@@ -139,6 +140,7 @@ class TcpTracker:
     def __init__(self) -> None:
         self._state = [_S_CLOSED, _S_CLOSED]
         self.timeline: list[tuple[int, int | None, int, TcpState]] = []
+        self._timeline_max_ns = _UNSET
         self._isn = [_UNSET, _UNSET]
         self._fin_seq = [_UNSET, _UNSET]
         self._fin_acked = [False, False]
@@ -211,6 +213,8 @@ class TcpTracker:
         if self._state[side] != new:
             self._state[side] = new
             self.timeline.append((ts_ns, frame, side, _STATES[new]))
+            if ts_ns > self._timeline_max_ns:
+                self._timeline_max_ns = ts_ns
             if new == _S_TIME_WAIT:
                 self._tw_start[side] = ts_ns
 
