@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from struct import Struct
 from typing import BinaryIO, Iterator
 
+import cython
+
 from .errors import CaptureError, EmptyCaptureError, NotACaptureError, TruncatedHeaderError
 
 __all__ = ["CaptureStats", "Capture", "open_capture", "Frame", "MAX_RECORD_BYTES"]
@@ -316,6 +318,13 @@ class Capture:
         return b"".join(parts)
 
     # ------------------------------------------------------------------ classic pcap
+    @cython.locals(
+        little=cython.bint, tick_ns=cython.longlong, limit=cython.longlong, rec_size=cython.Py_ssize_t,
+        pos=cython.Py_ssize_t, end=cython.Py_ssize_t, buflen=cython.Py_ssize_t, need=cython.Py_ssize_t,
+        frame=cython.longlong, last_ts=cython.longlong, first_ts=cython.longlong, ts_ns=cython.longlong,
+        nbytes=cython.longlong, jumps=cython.longlong, bad_frac=cython.longlong, frac_limit=cython.longlong,
+        sec=cython.uint, frac=cython.uint, caplen=cython.uint, wirelen=cython.uint, rec=cython.p_uchar,
+    )  # fmt: skip
     def _pcap(self) -> Iterator[Frame]:
         head = self._head
         endian, tick_ns = _PCAP_MAGIC[head[:4]]
@@ -327,33 +336,42 @@ class Capture:
         st.resolution_ns = tick_ns
         limit = max(snaplen, 65535) if snaplen <= MAX_RECORD_BYTES else MAX_RECORD_BYTES
         limit = max(limit, 262144)
-        rec = Struct(endian + "IIII")
-        rec_size = rec.size
-        unpack_rec = rec.unpack_from
+        little = endian == "<"
+        unpack_rec = Struct(endian + "IIII").unpack_from
+        rec_size = 16
         self._read_error = None
         offset = 24  # file offset of buf[0]
         buf = b""
+        view = memoryview(buf)  # of buf: each frame is a slice of it
+        buflen = 0
         pos = 0
         frame = 0
         last_ts = -1
-        first_ts = None
+        first_ts = 0  # set at frame 1
         nbytes = 0
         jumps = 0
         bad_frac = 0
         frac_limit = 1_000_000_000 // tick_ns
         while True:
-            if len(buf) - pos < rec_size:
+            if buflen - pos < rec_size:
                 more = self._read(_CHUNK)
                 buf = buf[pos:] + more
+                view = memoryview(buf)
+                buflen = len(buf)
                 offset += pos
                 pos = 0
-                if len(buf) < rec_size:
+                if buflen < rec_size:
                     if buf:
                         self._stop("capture ends inside a record header", frame + 1, offset)
                     elif self._read_error:
                         self._stop(self._read_error, frame + 1, offset)
                     break
-            sec, frac, caplen, wirelen = unpack_rec(buf, pos)
+            if cython.compiled:  # the record header read in place, in the file's byte order
+                rec = cython.cast(cython.p_uchar, PyBytes_AS_STRING(buf)) + pos
+                sec, frac = _u32(rec, 0, little), _u32(rec, 4, little)
+                caplen, wirelen = _u32(rec, 8, little), _u32(rec, 12, little)
+            else:
+                sec, frac, caplen, wirelen = unpack_rec(buf, pos)
             if caplen > limit:
                 self._stop(
                     f"record header claims {caplen} bytes (more than the {limit}-byte limit)",
@@ -362,28 +380,31 @@ class Capture:
                 )
                 break
             end = pos + rec_size + caplen
-            if end > len(buf):
-                need = end - len(buf)
+            if end > buflen:
+                need = end - buflen
                 more = self._read(max(need, _CHUNK))
                 buf = buf[pos:] + more
+                view = memoryview(buf)
+                buflen = len(buf)
                 offset += pos
                 end -= pos
                 pos = 0
-                if end > len(buf):
+                if end > buflen:
                     self._stop("capture ends inside a packet", frame + 1, offset)
                     break
             frame += 1
             if frac >= frac_limit:
                 bad_frac += 1
-            ts_ns = (sec * 1_000_000_000) + frac * tick_ns
+            # < 2**32 s and < 2**32 ticks of at most 1000 ns: within a signed 64-bit integer
+            ts_ns = (sec * cython.cast(cython.longlong, 1_000_000_000)) + frac * tick_ns
             if ts_ns < last_ts:
                 jumps += 1
             else:
                 last_ts = ts_ns
-            if first_ts is None or ts_ns < first_ts:
+            if frame == 1 or ts_ns < first_ts:
                 first_ts = ts_ns
             nbytes += caplen
-            yield (frame, ts_ns, linktype, memoryview(buf)[pos + rec_size : end], wirelen)
+            yield (frame, ts_ns, linktype, view[pos + rec_size : end], wirelen)
             pos = end
         st.frames = frame
         st.bytes = nbytes
@@ -512,6 +533,22 @@ class Capture:
             st.bytes += caplen
             st.frames = frame
             yield (frame, ts_ns, linktype, memoryview(body)[start : start + caplen], wirelen)
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _u32(p: cython.p_uchar, i: cython.Py_ssize_t, little: cython.bint) -> cython.uint:
+    """The unsigned 32-bit integer at `p[i]`, little- or big-endian (compiled code only)."""
+    if little:
+        return (
+            (cython.cast(cython.uint, p[i + 3]) << 24) | (cython.cast(cython.uint, p[i + 2]) << 16)
+            | (cython.cast(cython.uint, p[i + 1]) << 8) | p[i]
+        )  # fmt: skip
+    return (
+        (cython.cast(cython.uint, p[i]) << 24) | (cython.cast(cython.uint, p[i + 1]) << 16)
+        | (cython.cast(cython.uint, p[i + 2]) << 8) | p[i + 3]
+    )  # fmt: skip
 
 
 def _idb_clock(options: bytes, endian: str) -> tuple[int, int, int]:
