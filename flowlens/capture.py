@@ -288,17 +288,6 @@ class Capture:
         st = self.stats
         st.stopped, st.stopped_frame, st.stopped_offset = reason, frame, offset
 
-    def _note_ts(self, ts_ns: int) -> None:
-        st = self.stats
-        if st.first_ts_ns is None:
-            st.first_ts_ns = st.last_ts_ns = ts_ns
-        elif ts_ns < st.last_ts_ns:
-            st.clock_jumps += 1
-            if ts_ns < st.first_ts_ns:
-                st.first_ts_ns = ts_ns
-        else:
-            st.last_ts_ns = ts_ns
-
     def _read(self, n: int) -> bytes:
         """Up to n bytes. A stream error ends reading, but the bytes before it are returned:
         read1 returns what one step of a decompressor gave, so a cut gzip keeps its head."""
@@ -307,6 +296,11 @@ class Capture:
         parts = []
         read1 = self._read1
         try:
+            chunk = read1(n)  # usually all of it at once (a buffered file)
+            if len(chunk) >= n or not chunk:
+                return chunk
+            parts.append(chunk)
+            n -= len(chunk)
             while n > 0:
                 chunk = read1(n)
                 if not chunk:
@@ -324,6 +318,7 @@ class Capture:
         frame=cython.longlong, last_ts=cython.longlong, first_ts=cython.longlong, ts_ns=cython.longlong,
         nbytes=cython.longlong, jumps=cython.longlong, bad_frac=cython.longlong, frac_limit=cython.longlong,
         sec=cython.uint, frac=cython.uint, caplen=cython.uint, wirelen=cython.uint, rec=cython.p_uchar,
+        buf=bytes,
     )  # fmt: skip
     def _pcap(self) -> Iterator[Frame]:
         head = self._head
@@ -367,7 +362,8 @@ class Capture:
                         self._stop(self._read_error, frame + 1, offset)
                     break
             if cython.compiled:  # the record header read in place, in the file's byte order
-                rec = cython.cast(cython.p_uchar, PyBytes_AS_STRING(buf)) + pos
+                rec = buf  # a bytes object coerces to a pointer to its contents
+                rec += pos
                 sec, frac = _u32(rec, 0, little), _u32(rec, 4, little)
                 caplen, wirelen = _u32(rec, 8, little), _u32(rec, 12, little)
             else:
@@ -417,6 +413,8 @@ class Capture:
             st.oddities["a timestamp fraction of a second or more"] += bad_frac
 
     # ------------------------------------------------------------------ pcapng
+    @cython.locals(frame=cython.longlong, blen=cython.longlong, code=cython.uint, data_end=cython.longlong,
+                   caplen=cython.longlong, start=cython.Py_ssize_t, nbytes=cython.longlong)  # fmt: skip
     def _pcapng(self) -> Iterator[Frame]:
         """Walk pcapng blocks; each interface keeps its own link type and clock."""
         st = self.stats
@@ -426,6 +424,7 @@ class Capture:
         offset = 0
         interfaces: list[tuple[int, int, int, int]] = []  # (linktype, snaplen, num, den, offset)
         endian = "<" if head[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+        block_hdr, epb = Struct(endian + "II"), Struct(endian + "IIIII")  # redone at each section
         pending = head
         while True:
             hdr = pending if pending else self._read(8)
@@ -436,8 +435,8 @@ class Capture:
                 elif self._read_error:
                     self._stop(self._read_error, frame + 1, offset)
                 break
-            btype = hdr[:4]
-            if btype == _PCAPNG_SHB:
+            code, blen = block_hdr.unpack_from(hdr)
+            if code == 0x0A0D0D0A:  # Section Header Block (the same in either byte order)
                 if len(hdr) < 12:
                     hdr += self._read(12 - len(hdr))
                 if len(hdr) < 12:
@@ -452,6 +451,7 @@ class Capture:
                     self._stop("section header with a bad byte-order magic", frame + 1, offset)
                     break
                 interfaces = []
+                block_hdr, epb = Struct(endian + "II"), Struct(endian + "IIIII")
                 (blen,) = Struct(endian + "I").unpack_from(hdr, 4)
                 if blen < 28 or blen % 4 or blen > MAX_RECORD_BYTES:
                     self._stop(f"section header with a bad length ({blen})", frame + 1, offset)
@@ -462,7 +462,6 @@ class Capture:
                     break
                 offset += blen
                 continue
-            code, blen = Struct(endian + "II").unpack_from(hdr)
             if blen < 12 or blen % 4 or blen > MAX_RECORD_BYTES:
                 self._stop(f"block of type {code} with a bad length ({blen})", frame + 1, offset)
                 break
@@ -488,9 +487,7 @@ class Capture:
                     if data_end < 20:
                         self._stop("packet block too short", frame + 1, block_offset)
                         break
-                    iface, ts_hi, ts_lo, caplen, wirelen = Struct(endian + "IIIII").unpack_from(
-                        body
-                    )
+                    iface, ts_hi, ts_lo, caplen, wirelen = epb.unpack_from(body)
                     start = 20
                 else:
                     if data_end < 20:
@@ -528,7 +525,15 @@ class Capture:
             else:
                 continue  # name resolution, statistics, custom and unknown blocks
             frame += 1
-            self._note_ts(ts_ns)
+            # the stats stay up to date frame by frame
+            if st.first_ts_ns is None:
+                st.first_ts_ns = st.last_ts_ns = ts_ns
+            elif ts_ns < st.last_ts_ns:
+                st.clock_jumps += 1
+                if ts_ns < st.first_ts_ns:
+                    st.first_ts_ns = ts_ns
+            else:
+                st.last_ts_ns = ts_ns
             st.linktypes[linktype] += 1
             st.bytes += caplen
             st.frames = frame
