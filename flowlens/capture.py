@@ -40,6 +40,7 @@ Frame = tuple  # (frame, ts_ns, linktype, data, wirelen)
 MAX_RECORD_BYTES = 262144 * 4
 
 _CHUNK = 1 << 20
+_NS_PER_S = cython.declare(cython.longlong, 1_000_000_000)  # a C constant when compiled
 
 # the range of a signed 64-bit nanosecond timestamp (pandas: 1677-09-21 to 2262-04-11; -2**63
 # itself is numpy's NaT)
@@ -392,7 +393,7 @@ class Capture:
             if frac >= frac_limit:
                 bad_frac += 1
             # < 2**32 s and < 2**32 ticks of at most 1000 ns: within a signed 64-bit integer
-            ts_ns = (sec * cython.cast(cython.longlong, 1_000_000_000)) + frac * tick_ns
+            ts_ns = (sec * _NS_PER_S) + frac * tick_ns
             if ts_ns < last_ts:
                 jumps += 1
             else:
