@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from struct import Struct
 from typing import BinaryIO, Iterator
 
+import cython
+
 from .errors import CaptureError, EmptyCaptureError, NotACaptureError, TruncatedHeaderError
 
 __all__ = ["CaptureStats", "Capture", "open_capture", "Frame", "MAX_RECORD_BYTES"]
@@ -38,6 +40,7 @@ Frame = tuple  # (frame, ts_ns, linktype, data, wirelen)
 MAX_RECORD_BYTES = 262144 * 4
 
 _CHUNK = 1 << 20
+_NS_PER_S = cython.declare(cython.longlong, 1_000_000_000)  # a C constant when compiled
 
 # the range of a signed 64-bit nanosecond timestamp (pandas: 1677-09-21 to 2262-04-11; -2**63
 # itself is numpy's NaT)
@@ -286,17 +289,6 @@ class Capture:
         st = self.stats
         st.stopped, st.stopped_frame, st.stopped_offset = reason, frame, offset
 
-    def _note_ts(self, ts_ns: int) -> None:
-        st = self.stats
-        if st.first_ts_ns is None:
-            st.first_ts_ns = st.last_ts_ns = ts_ns
-        elif ts_ns < st.last_ts_ns:
-            st.clock_jumps += 1
-            if ts_ns < st.first_ts_ns:
-                st.first_ts_ns = ts_ns
-        else:
-            st.last_ts_ns = ts_ns
-
     def _read(self, n: int) -> bytes:
         """Up to n bytes. A stream error ends reading, but the bytes before it are returned:
         read1 returns what one step of a decompressor gave, so a cut gzip keeps its head."""
@@ -305,6 +297,11 @@ class Capture:
         parts = []
         read1 = self._read1
         try:
+            chunk = read1(n)  # usually all of it at once (a buffered file)
+            if len(chunk) >= n or not chunk:
+                return chunk
+            parts.append(chunk)
+            n -= len(chunk)
             while n > 0:
                 chunk = read1(n)
                 if not chunk:
@@ -316,6 +313,14 @@ class Capture:
         return b"".join(parts)
 
     # ------------------------------------------------------------------ classic pcap
+    @cython.locals(
+        little=cython.bint, tick_ns=cython.longlong, limit=cython.longlong, rec_size=cython.Py_ssize_t,
+        pos=cython.Py_ssize_t, end=cython.Py_ssize_t, buflen=cython.Py_ssize_t, need=cython.Py_ssize_t,
+        frame=cython.longlong, last_ts=cython.longlong, first_ts=cython.longlong, ts_ns=cython.longlong,
+        nbytes=cython.longlong, jumps=cython.longlong, bad_frac=cython.longlong, frac_limit=cython.longlong,
+        sec=cython.uint, frac=cython.uint, caplen=cython.uint, wirelen=cython.uint, rec=cython.p_uchar,
+        buf=bytes,
+    )  # fmt: skip
     def _pcap(self) -> Iterator[Frame]:
         head = self._head
         endian, tick_ns = _PCAP_MAGIC[head[:4]]
@@ -327,33 +332,43 @@ class Capture:
         st.resolution_ns = tick_ns
         limit = max(snaplen, 65535) if snaplen <= MAX_RECORD_BYTES else MAX_RECORD_BYTES
         limit = max(limit, 262144)
-        rec = Struct(endian + "IIII")
-        rec_size = rec.size
-        unpack_rec = rec.unpack_from
+        little = endian == "<"
+        unpack_rec = Struct(endian + "IIII").unpack_from
+        rec_size = 16
         self._read_error = None
         offset = 24  # file offset of buf[0]
         buf = b""
+        view = memoryview(buf)  # of buf: each frame is a slice of it
+        buflen = 0
         pos = 0
         frame = 0
         last_ts = -1
-        first_ts = None
+        first_ts = 0  # set at frame 1
         nbytes = 0
         jumps = 0
         bad_frac = 0
         frac_limit = 1_000_000_000 // tick_ns
         while True:
-            if len(buf) - pos < rec_size:
+            if buflen - pos < rec_size:
                 more = self._read(_CHUNK)
                 buf = buf[pos:] + more
+                view = memoryview(buf)
+                buflen = len(buf)
                 offset += pos
                 pos = 0
-                if len(buf) < rec_size:
+                if buflen < rec_size:
                     if buf:
                         self._stop("capture ends inside a record header", frame + 1, offset)
                     elif self._read_error:
                         self._stop(self._read_error, frame + 1, offset)
                     break
-            sec, frac, caplen, wirelen = unpack_rec(buf, pos)
+            if cython.compiled:  # the record header read in place, in the file's byte order
+                rec = buf  # a bytes object coerces to a pointer to its contents
+                rec += pos
+                sec, frac = _u32(rec, 0, little), _u32(rec, 4, little)
+                caplen, wirelen = _u32(rec, 8, little), _u32(rec, 12, little)
+            else:
+                sec, frac, caplen, wirelen = unpack_rec(buf, pos)
             if caplen > limit:
                 self._stop(
                     f"record header claims {caplen} bytes (more than the {limit}-byte limit)",
@@ -362,28 +377,31 @@ class Capture:
                 )
                 break
             end = pos + rec_size + caplen
-            if end > len(buf):
-                need = end - len(buf)
+            if end > buflen:
+                need = end - buflen
                 more = self._read(max(need, _CHUNK))
                 buf = buf[pos:] + more
+                view = memoryview(buf)
+                buflen = len(buf)
                 offset += pos
                 end -= pos
                 pos = 0
-                if end > len(buf):
+                if end > buflen:
                     self._stop("capture ends inside a packet", frame + 1, offset)
                     break
             frame += 1
             if frac >= frac_limit:
                 bad_frac += 1
-            ts_ns = (sec * 1_000_000_000) + frac * tick_ns
+            # < 2**32 s and < 2**32 ticks of at most 1000 ns: within a signed 64-bit integer
+            ts_ns = (sec * _NS_PER_S) + frac * tick_ns
             if ts_ns < last_ts:
                 jumps += 1
             else:
                 last_ts = ts_ns
-            if first_ts is None or ts_ns < first_ts:
+            if frame == 1 or ts_ns < first_ts:
                 first_ts = ts_ns
             nbytes += caplen
-            yield (frame, ts_ns, linktype, memoryview(buf)[pos + rec_size : end], wirelen)
+            yield (frame, ts_ns, linktype, view[pos + rec_size : end], wirelen)
             pos = end
         st.frames = frame
         st.bytes = nbytes
@@ -396,6 +414,8 @@ class Capture:
             st.oddities["a timestamp fraction of a second or more"] += bad_frac
 
     # ------------------------------------------------------------------ pcapng
+    @cython.locals(frame=cython.longlong, blen=cython.longlong, code=cython.uint, data_end=cython.longlong,
+                   caplen=cython.longlong, start=cython.Py_ssize_t, nbytes=cython.longlong)  # fmt: skip
     def _pcapng(self) -> Iterator[Frame]:
         """Walk pcapng blocks; each interface keeps its own link type and clock."""
         st = self.stats
@@ -405,6 +425,7 @@ class Capture:
         offset = 0
         interfaces: list[tuple[int, int, int, int]] = []  # (linktype, snaplen, num, den, offset)
         endian = "<" if head[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+        block_hdr, epb = Struct(endian + "II"), Struct(endian + "IIIII")  # redone at each section
         pending = head
         while True:
             hdr = pending if pending else self._read(8)
@@ -415,8 +436,8 @@ class Capture:
                 elif self._read_error:
                     self._stop(self._read_error, frame + 1, offset)
                 break
-            btype = hdr[:4]
-            if btype == _PCAPNG_SHB:
+            code, blen = block_hdr.unpack_from(hdr)
+            if code == 0x0A0D0D0A:  # Section Header Block (the same in either byte order)
                 if len(hdr) < 12:
                     hdr += self._read(12 - len(hdr))
                 if len(hdr) < 12:
@@ -431,6 +452,7 @@ class Capture:
                     self._stop("section header with a bad byte-order magic", frame + 1, offset)
                     break
                 interfaces = []
+                block_hdr, epb = Struct(endian + "II"), Struct(endian + "IIIII")
                 (blen,) = Struct(endian + "I").unpack_from(hdr, 4)
                 if blen < 28 or blen % 4 or blen > MAX_RECORD_BYTES:
                     self._stop(f"section header with a bad length ({blen})", frame + 1, offset)
@@ -441,7 +463,6 @@ class Capture:
                     break
                 offset += blen
                 continue
-            code, blen = Struct(endian + "II").unpack_from(hdr)
             if blen < 12 or blen % 4 or blen > MAX_RECORD_BYTES:
                 self._stop(f"block of type {code} with a bad length ({blen})", frame + 1, offset)
                 break
@@ -467,9 +488,7 @@ class Capture:
                     if data_end < 20:
                         self._stop("packet block too short", frame + 1, block_offset)
                         break
-                    iface, ts_hi, ts_lo, caplen, wirelen = Struct(endian + "IIIII").unpack_from(
-                        body
-                    )
+                    iface, ts_hi, ts_lo, caplen, wirelen = epb.unpack_from(body)
                     start = 20
                 else:
                     if data_end < 20:
@@ -507,11 +526,35 @@ class Capture:
             else:
                 continue  # name resolution, statistics, custom and unknown blocks
             frame += 1
-            self._note_ts(ts_ns)
+            # the stats stay up to date frame by frame
+            if st.first_ts_ns is None:
+                st.first_ts_ns = st.last_ts_ns = ts_ns
+            elif ts_ns < st.last_ts_ns:
+                st.clock_jumps += 1
+                if ts_ns < st.first_ts_ns:
+                    st.first_ts_ns = ts_ns
+            else:
+                st.last_ts_ns = ts_ns
             st.linktypes[linktype] += 1
             st.bytes += caplen
             st.frames = frame
             yield (frame, ts_ns, linktype, memoryview(body)[start : start + caplen], wirelen)
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _u32(p: cython.p_uchar, i: cython.Py_ssize_t, little: cython.bint) -> cython.uint:
+    """The unsigned 32-bit integer at `p[i]`, little- or big-endian (compiled code only)."""
+    if little:
+        return (
+            (cython.cast(cython.uint, p[i + 3]) << 24) | (cython.cast(cython.uint, p[i + 2]) << 16)
+            | (cython.cast(cython.uint, p[i + 1]) << 8) | p[i]
+        )  # fmt: skip
+    return (
+        (cython.cast(cython.uint, p[i]) << 24) | (cython.cast(cython.uint, p[i + 1]) << 16)
+        | (cython.cast(cython.uint, p[i + 2]) << 8) | p[i + 3]
+    )  # fmt: skip
 
 
 def _idb_clock(options: bytes, endian: str) -> tuple[int, int, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import re
 from pathlib import Path
 
 #: modules on the per-packet path, compiled when possible (paths relative to the project root)
@@ -37,17 +38,29 @@ def compiled_modules() -> list[str]:
 
 
 def stale_modules() -> list[str]:
-    """Compiled modules older than their .py or any .pxd (edited since the last build:
-    the compiled one would still be imported, so rebuild with `pip install -e .`)."""
+    """Compiled modules older than their .py, their .pxd, or a .pxd that one cimports (edited
+    since the last build: Python would still import the old compiled one, so rebuild with
+    `pip install -e .`)."""
     stale = []
     for name in MODULES:
         for so in _HERE.glob(f"{name}.*.so"):
             built = so.stat().st_mtime
-            # any .pxd: a module compiled against another's old declarations is stale too
-            sources = [_HERE / f"{name}.py", *_HERE.glob("*.pxd")]
-            if any(src.exists() and src.stat().st_mtime > built for src in sources):
+            sources = [_HERE / f"{name}.py", *_pxd_closure(name)]
+            if any(src.stat().st_mtime > built for src in sources):
                 stale.append(name)
     return stale
+
+
+def _pxd_closure(name: str) -> list[Path]:
+    """The module's .pxd and every flowlens .pxd it cimports, directly or not."""
+    seen: list[Path] = []
+    todo = [name]
+    while todo:
+        pxd = _HERE / f"{todo.pop()}.pxd"
+        if pxd.exists() and pxd not in seen:
+            seen.append(pxd)
+            todo += re.findall(r"^\s*from\s+flowlens\.(\w+)\s+cimport", pxd.read_text(), re.M)
+    return seen
 
 
 def describe() -> str:

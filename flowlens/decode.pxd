@@ -1,6 +1,9 @@
 # C declarations for decode.py when Cython compiles it (see setup.py); decode.py stays the
 # source of truth and runs unchanged as plain Python. Field meanings are documented there.
 
+# the decoder borrows a frame's bytes through the buffer protocol (used only when compiled)
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+
 cdef class Packet:
     cdef public long long frame
     cdef public long long ts_ns

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from struct import Struct
 
+import cython
 from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 __all__ = [
@@ -50,11 +51,16 @@ LINKTYPE_NAMES = {
     276: "LINUX_SLL2",
 }
 
-_ETH_IPV4 = 0x0800
-_ETH_IPV6 = 0x86DD
-_ETH_VLAN = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
-_ETH_MPLS = frozenset((0x8847, 0x8848))
-_ETH_PPPOE_SESSION = 0x8864
+# The private constants compared per packet are C constants when compiled (cython.declare); the
+# sets of values are written out as literal tuples where they are tested (`x in (a, b)` compiles
+# to C comparisons).
+_ETH_IPV4 = cython.declare(cython.uint, 0x0800)
+_ETH_IPV6 = cython.declare(cython.uint, 0x86DD)
+_ETH_PPPOE_SESSION = cython.declare(cython.uint, 0x8864)
+_P_ICMP = cython.declare(cython.int, IPPROTO_ICMP)
+_P_TCP = cython.declare(cython.int, IPPROTO_TCP)
+_P_UDP = cython.declare(cython.int, IPPROTO_UDP)
+_P_ICMPV6 = cython.declare(cython.int, IPPROTO_ICMPV6)
 
 _U16 = Struct("!H")
 _U32 = Struct("!I")
@@ -62,16 +68,11 @@ _IPV4 = Struct("!BBHHHBBH4s4s")  # ver/ihl tos len id frag ttl proto csum src ds
 _IPV6 = Struct("!IHBB16s16s")  # ver/tc/flow plen nh hlim src dst
 _TCP = Struct("!HHIIBBHHH")  # sport dport seq ack off flags win csum urp
 _UDP = Struct("!HHHH")
-_ICMP = Struct("!BBH")
-_PORTS = Struct("!HH")
 _MAX_PENDING_DATAGRAMS = 4096
-# UDP ports whose first payload bytes are a DNS header (DNS, mDNS, LLMNR): `Packet.udp_head`
-_DNS_PORTS = frozenset((53, 5353, 5355))
 
-# IPv6 extension headers that are walked to find the transport header (RFC 8200 §4).
-_V6_EXT = frozenset((0, 43, 60, 135, 139, 140))
-_V6_FRAGMENT = 44
-_V6_AH = 51
+# IPv6 extension headers that need more than skipping (RFC 8200 §4)
+_V6_FRAGMENT = cython.declare(cython.int, 44)
+_V6_AH = cython.declare(cython.int, 51)
 
 # ICMP error types whose body quotes the offending IP header + 8 bytes.
 _ICMP4_ERRORS = frozenset((3, 4, 5, 11, 12))
@@ -202,6 +203,7 @@ class Packet:
         self.fragment = 0
         self.vlan = None
         self.udp_head = None
+        self.sport = self.dport = 0  # protocols without ports keep 0, as compiled code does
         self.flags = 0
         self.seq = self.ack = self.win = 0
         self.caplen_short = 0
@@ -230,23 +232,99 @@ class Packet:
         return f"Packet(frame={self.frame}, proto={self.proto}, {self.sport}->{self.dport}, flags={flags_text(self.flags)}, plen={self.plen})"
 
 
-def _ones_complement_ok(total: int) -> bool:
+# ---------------------------------------------------------------- byte access
+# Compiled, the decoder reads a frame through a C pointer (`d: cython.p_uchar`) into the
+# captured bytes; as plain Python `d` is a memoryview. `d[i]` is a byte in both, so the
+# layout code below is shared; where a header has several fields, plain Python reads them
+# with one struct call (faster there) and compiled code with byte arithmetic.
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _be16(d: cython.p_uchar, i: cython.Py_ssize_t) -> cython.uint:
+    """The big-endian 16-bit word at `d[i]`."""
+    return (cython.cast(cython.uint, d[i]) << 8) | d[i + 1]
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _be32(d: cython.p_uchar, i: cython.Py_ssize_t) -> cython.uint:
+    """The big-endian 32-bit word at `d[i]`."""
+    return (
+        (cython.cast(cython.uint, d[i]) << 24)
+        | (cython.cast(cython.uint, d[i + 1]) << 16)
+        | (cython.cast(cython.uint, d[i + 2]) << 8)
+        | d[i + 3]
+    )
+
+
+@cython.cfunc
+@cython.inline
+def _bytes(d: cython.p_uchar, start: cython.Py_ssize_t, end: cython.Py_ssize_t) -> bytes:
+    """A copy of `d[start:end]` (addresses, option bytes)."""
+    if cython.compiled:
+        return d[start:end]  # slicing a C pointer makes a bytes object
+    return bytes(d[start:end])
+
+
+@cython.cfunc
+@cython.inline
+def _ones_complement_ok(total: cython.longlong) -> cython.bint:
     """True when a one's complement sum (computed mod 0xFFFF) verifies as 0xFFFF."""
     return total % 0xFFFF == 0
 
 
-def _sum16(data) -> int:
-    """Sum of the 16-bit big-endian words of `data`, modulo 0xFFFF (RFC 1071).
+@cython.cfunc
+@cython.exceptval(check=False)
+def _sum16(d: cython.p_uchar, start: cython.Py_ssize_t, end: cython.Py_ssize_t) -> cython.longlong:
+    """Sum of the 16-bit big-endian words of `d[start:end]`, modulo 0xFFFF (RFC 1071).
 
     2**16 ≡ 1 (mod 0xFFFF), so the whole buffer read as one big integer is congruent to the
-    sum of its 16-bit words: one C-level conversion instead of a Python loop.
+    sum of its 16-bit words (and to the sum of its 32-bit words). Compiled: a C loop over
+    32-bit words; plain Python: one C-level conversion of the whole buffer.
     """
+    if cython.compiled:
+        total: cython.ulonglong = 0  # < 2**32 per word: no overflow below 2**32 words
+        i: cython.Py_ssize_t = start
+        while i + 4 <= end:
+            total += _be32(d, i)
+            i += 4
+        if i + 2 <= end:
+            total += _be16(d, i)
+            i += 2
+        if i < end:
+            total += cython.cast(cython.uint, d[i]) << 8  # pad the odd byte with a zero
+        return total % 0xFFFF
+    data = d[start:end]
     value = int.from_bytes(data, "big")
     if len(data) & 1:
         value <<= 8  # pad the odd byte with a zero, as RFC 1071 says
     return value % 0xFFFF
 
 
+@cython.cfunc
+def _new_packet(frame: cython.longlong, ts_ns: cython.longlong, version: cython.int, src, dst, vlan) -> Packet:
+    """A Packet with `__init__`'s defaults and the IP-layer fields set."""
+    p: Packet
+    if cython.compiled:
+        # tp_new without __init__: C ints start at 0 and objects at None, as __init__ sets them,
+        # all but raw_options
+        p = Packet.__new__(Packet)
+        p.raw_options = b""
+    else:
+        p = Packet()
+    p.frame = frame
+    p.ts_ns = ts_ns
+    p.version = version
+    p.src = src
+    p.dst = dst
+    p.vlan = vlan
+    return p
+
+
+@cython.cclass
 class Decoder:
     """Decode frames into `Packet`s, counting what it skips.
 
@@ -254,6 +332,13 @@ class Decoder:
     captured (Zeek does the same; Wireshark does not by default). A bad checksum is flagged on the
     packet, never a reason to drop it.
     """
+
+    # C attributes when compiled (a plain class attribute, unused, in Python)
+    verify_checksums = cython.declare(cython.bint, visibility="public")
+    skipped = cython.declare(object, visibility="public")
+    offloaded = cython.declare(cython.longlong, visibility="public")
+    non_ip = cython.declare(object, visibility="public")
+    _frags = cython.declare(dict)
 
     def __init__(self, verify_checksums: bool = True) -> None:
         self.verify_checksums = verify_checksums
@@ -267,104 +352,133 @@ class Decoder:
         self._frags: dict[tuple, list] = {}
 
     # ---------------------------------------------------------------- link layer
-    def decode(self, frame: int, ts_ns: int, linktype: int, buf) -> Packet | None:
+    def decode(self, frame: cython.longlong, ts_ns: cython.longlong, linktype: cython.int, buf) -> Packet | None:
         """Decode one frame; returns None (and counts the reason) when it has no IP packet."""
+        if cython.compiled:  # borrow the bytes through the buffer protocol: no copy
+            view: Py_buffer
+            try:
+                PyObject_GetBuffer(buf, cython.address(view), PyBUF_SIMPLE)
+            except BufferError:  # not contiguous
+                buf = bytes(buf)
+                PyObject_GetBuffer(buf, cython.address(view), PyBUF_SIMPLE)
+            try:
+                return self._link(frame, ts_ns, linktype, cython.cast(cython.p_uchar, view.buf), view.len)
+            finally:
+                PyBuffer_Release(cython.address(view))
         mv = memoryview(buf)
-        n = len(mv)
-        vlan = None
+        return self._link(frame, ts_ns, linktype, mv, len(mv))
+
+    @cython.cfunc
+    def _link(self, frame: cython.longlong, ts_ns: cython.longlong, linktype: cython.int, d: cython.p_uchar, n: cython.Py_ssize_t):
+        etype: cython.uint
+        off: cython.Py_ssize_t
         if linktype == 1:  # Ethernet
             if n < 14:
                 return self._skip("truncated Ethernet header")
-            etype = (mv[12] << 8) | mv[13]
+            etype = (d[12] << 8) | d[13]
             off = 14
             if etype <= 1500:  # 802.3 length field: only LLC/SNAP carries IP
-                if n >= 22 and mv[14] == 0xAA and mv[15] == 0xAA and mv[16] == 3:
-                    etype = (mv[20] << 8) | mv[21]
+                if n >= 22 and d[14] == 0xAA and d[15] == 0xAA and d[16] == 3:
+                    etype = (d[20] << 8) | d[21]
                     off = 22
                 else:
                     self.non_ip["802.3 LLC"] += 1
                     return None
-            return self._ethertype(frame, ts_ns, mv, off, etype, vlan)
-        if linktype in (101, 12, 14, 228, 229):  # raw IP
-            return self._ip_by_version(frame, ts_ns, mv, 0, None)
-        if linktype in (0, 108):  # BSD loopback: 4-byte address family (host or network order)
+            return self._ethertype(frame, ts_ns, d, n, off, etype, None)
+        if linktype == 101 or linktype == 12 or linktype == 14 or linktype == 228 or linktype == 229:  # raw IP
+            return self._ip_by_version(frame, ts_ns, d, n, 0, None)
+        if linktype == 0 or linktype == 108:  # BSD loopback: 4-byte address family (host or network order)
             if n < 4:
                 return self._skip("truncated loopback header")
-            return self._ip_by_version(frame, ts_ns, mv, 4, None)
+            return self._ip_by_version(frame, ts_ns, d, n, 4, None)
         if linktype == 113:  # Linux cooked capture v1 (tcpdump -i any)
             if n < 16:
                 return self._skip("truncated Linux SLL header")
-            return self._ethertype(frame, ts_ns, mv, 16, (mv[14] << 8) | mv[15], None)
+            return self._ethertype(frame, ts_ns, d, n, 16, (d[14] << 8) | d[15], None)
         if linktype == 276:  # Linux cooked capture v2
             if n < 20:
                 return self._skip("truncated Linux SLL2 header")
-            return self._ethertype(frame, ts_ns, mv, 20, (mv[0] << 8) | mv[1], None)
+            return self._ethertype(frame, ts_ns, d, n, 20, (d[0] << 8) | d[1], None)
         if linktype == 9:  # PPP (RFC 1661) in HDLC-like framing or bare protocol field
-            off = 2 if n >= 2 and mv[0] == 0xFF and mv[1] == 0x03 else 0
+            off = 2 if n >= 2 and d[0] == 0xFF and d[1] == 0x03 else 0
             if n < off + 2:
                 return self._skip("truncated PPP header")
-            return self._ppp(frame, ts_ns, mv, off)
+            return self._ppp(frame, ts_ns, d, n, off, None)
         return self._skip(f"unsupported link type {linktype}")
 
-    def _ethertype(self, frame, ts_ns, mv, off, etype, vlan):
-        n = len(mv)
-        while etype in _ETH_VLAN:  # 802.1Q / QinQ: TCI then the inner type
+    @cython.cfunc
+    def _ethertype(self, frame: cython.longlong, ts_ns: cython.longlong, d: cython.p_uchar, n: cython.Py_ssize_t, off: cython.Py_ssize_t, etype: cython.uint, vlan):
+        while etype in (0x8100, 0x88A8, 0x9100, 0x9200):  # 802.1Q / QinQ: TCI then the inner type
             if n < off + 4:
                 return self._skip("truncated VLAN tag")
             if vlan is None:
-                vlan = ((mv[off] << 8) | mv[off + 1]) & 0x0FFF
-            etype = (mv[off + 2] << 8) | mv[off + 3]
+                vlan = ((d[off] << 8) | d[off + 1]) & 0x0FFF
+            etype = (d[off + 2] << 8) | d[off + 3]
             off += 4
         if etype == _ETH_IPV4:
-            return self._ipv4(frame, ts_ns, mv, off, vlan)
+            return self._ipv4(frame, ts_ns, d, n, off, vlan)
         if etype == _ETH_IPV6:
-            return self._ipv6(frame, ts_ns, mv, off, vlan)
-        if etype in _ETH_MPLS:  # pop labels to the bottom of the stack, then guess by version
+            return self._ipv6(frame, ts_ns, d, n, off, vlan)
+        if etype in (0x8847, 0x8848):  # MPLS: pop labels to the bottom of the stack, then guess by version
             while True:
                 if n < off + 4:
                     return self._skip("truncated MPLS label")
-                bottom = mv[off + 2] & 0x01
+                bottom = d[off + 2] & 0x01
                 off += 4
                 if bottom:
                     break
-            if n > off and mv[off] >> 4 == 0:  # pseudowire control word, then an Ethernet frame
+            if n > off and d[off] >> 4 == 0:  # pseudowire control word, then an Ethernet frame
                 off += 4
                 if n < off + 14:
                     return self._skip("truncated Ethernet over MPLS")
-                return self._ethertype(frame, ts_ns, mv, off + 14, (mv[off + 12] << 8) | mv[off + 13], vlan)
-            return self._ip_by_version(frame, ts_ns, mv, off, vlan)
+                return self._ethertype(frame, ts_ns, d, n, off + 14, (d[off + 12] << 8) | d[off + 13], vlan)
+            return self._ip_by_version(frame, ts_ns, d, n, off, vlan)
         if etype == _ETH_PPPOE_SESSION:
             if n < off + 8:
                 return self._skip("truncated PPPoE header")
-            return self._ppp(frame, ts_ns, mv, off + 6, vlan)
+            return self._ppp(frame, ts_ns, d, n, off + 6, vlan)
         self.non_ip[f"ethertype 0x{etype:04x}"] += 1
         return None
 
-    def _ppp(self, frame, ts_ns, mv, off, vlan=None):
-        proto = (mv[off] << 8) | mv[off + 1]
+    @cython.cfunc
+    def _ppp(self, frame: cython.longlong, ts_ns: cython.longlong, d: cython.p_uchar, n: cython.Py_ssize_t, off: cython.Py_ssize_t, vlan):
+        proto: cython.uint = (d[off] << 8) | d[off + 1]
         if proto == 0x0021:
-            return self._ipv4(frame, ts_ns, mv, off + 2, vlan)
+            return self._ipv4(frame, ts_ns, d, n, off + 2, vlan)
         if proto == 0x0057:
-            return self._ipv6(frame, ts_ns, mv, off + 2, vlan)
+            return self._ipv6(frame, ts_ns, d, n, off + 2, vlan)
         self.non_ip[f"PPP protocol 0x{proto:04x}"] += 1
         return None
 
-    def _ip_by_version(self, frame, ts_ns, mv, off, vlan):
-        if len(mv) <= off:
+    @cython.cfunc
+    def _ip_by_version(self, frame: cython.longlong, ts_ns: cython.longlong, d: cython.p_uchar, n: cython.Py_ssize_t, off: cython.Py_ssize_t, vlan):
+        if n <= off:
             return self._skip("frame too short for an IP header")
-        version = mv[off] >> 4
+        version: cython.int = d[off] >> 4
         if version == 4:
-            return self._ipv4(frame, ts_ns, mv, off, vlan)
+            return self._ipv4(frame, ts_ns, d, n, off, vlan)
         if version == 6:
-            return self._ipv6(frame, ts_ns, mv, off, vlan)
+            return self._ipv6(frame, ts_ns, d, n, off, vlan)
         return self._skip(f"IP version {version}")
 
     # ---------------------------------------------------------------- network layer
-    def _ipv4(self, frame, ts_ns, mv, off, vlan):
-        n = len(mv)
+    @cython.cfunc
+    @cython.locals(vihl=cython.uint, total=cython.Py_ssize_t, ident=cython.uint, frag=cython.uint,
+                   proto=cython.int, ihl=cython.Py_ssize_t, captured=cython.Py_ssize_t,
+                   offset=cython.Py_ssize_t, pseudo=cython.longlong, p=Packet)  # fmt: skip
+    def _ipv4(self, frame: cython.longlong, ts_ns: cython.longlong, d: cython.p_uchar, n: cython.Py_ssize_t, off: cython.Py_ssize_t, vlan):
         if n < off + 20:
             return self._skip("truncated IPv4 header")
-        vihl, _tos, total, ident, frag, _ttl, proto, _csum, src, dst = _IPV4.unpack_from(mv, off)
+        if cython.compiled:
+            vihl = d[off]
+            total = _be16(d, off + 2)
+            ident = _be16(d, off + 4)
+            frag = _be16(d, off + 6)
+            proto = d[off + 9]
+            src = _bytes(d, off + 12, off + 16)
+            dst = _bytes(d, off + 16, off + 20)
+        else:
+            vihl, _tos, total, ident, frag, _ttl, proto, _csum, src, dst = _IPV4.unpack_from(d, off)
         if vihl >> 4 != 4:
             return self._skip("bad IPv4 version")
         ihl = (vihl & 0x0F) * 4
@@ -377,55 +491,66 @@ class Decoder:
             return self._skip("IPv4 total length shorter than header")
         elif total < captured:
             captured = total  # Ethernet padding beyond the datagram
-        p = Packet()
-        p.frame, p.ts_ns, p.version, p.src, p.dst, p.proto = frame, ts_ns, 4, src, dst, proto
+        p = _new_packet(frame, ts_ns, 4, src, dst, vlan)
+        p.proto = proto
         p.ip_len = total
-        p.vlan = vlan
-        if self.verify_checksums and not _ones_complement_ok(_sum16(mv[off : off + ihl])):
+        if self.verify_checksums and not _ones_complement_ok(_sum16(d, off, off + ihl)):
             p.bad_checksum = True
         offset = (frag & 0x1FFF) * 8
         if offset or frag & 0x2000:  # a fragment: reassemble lengths, not bytes
             return self._fragment(
-                (4, src, dst, ident, proto), p, mv, off + ihl, off + captured, offset,
+                (4, src, dst, ident, proto), p, d, off + ihl, off + captured, offset,
                 frag & 0x2000, total - ihl, ihl,
             )  # fmt: skip
-        pseudo = None
+        pseudo = -1  # none: checksums not verified
         if self.verify_checksums and not p.fragment:
-            pseudo = _sum16(src) + _sum16(dst) + proto + (total - ihl)
-        return self._transport(p, mv, off + ihl, off + captured, total - ihl, pseudo)
+            # the pseudo-header (RFC 9293 §3.1): addresses, protocol, transport length
+            pseudo = _sum16(d, off + 12, off + 20) + proto + (total - ihl)
+        return self._transport(p, d, off + ihl, off + captured, total - ihl, pseudo)
 
-    def _ipv6(self, frame, ts_ns, mv, off, vlan):
-        n = len(mv)
+    @cython.cfunc
+    @cython.locals(vtf=cython.uint, plen=cython.Py_ssize_t, nh=cython.int, end=cython.Py_ssize_t,
+                   captured_end=cython.Py_ssize_t, pos=cython.Py_ssize_t, frag_off=cython.Py_ssize_t,
+                   more=cython.uint, ident=cython.uint, length=cython.Py_ssize_t,
+                   pseudo=cython.longlong, p=Packet)  # fmt: skip
+    def _ipv6(self, frame: cython.longlong, ts_ns: cython.longlong, d: cython.p_uchar, n: cython.Py_ssize_t, off: cython.Py_ssize_t, vlan):
         if n < off + 40:
             return self._skip("truncated IPv6 header")
-        vtf, plen, nh, _hlim, src, dst = _IPV6.unpack_from(mv, off)
+        if cython.compiled:
+            vtf = _be32(d, off)
+            plen = _be16(d, off + 4)
+            nh = d[off + 6]
+            src = _bytes(d, off + 8, off + 24)
+            dst = _bytes(d, off + 24, off + 40)
+        else:
+            vtf, plen, nh, _hlim, src, dst = _IPV6.unpack_from(d, off)
         if vtf >> 28 != 6:
             return self._skip("bad IPv6 version")
-        p = Packet()
-        p.frame, p.ts_ns, p.version, p.src, p.dst = frame, ts_ns, 6, src, dst
-        p.vlan = vlan
+        p = _new_packet(frame, ts_ns, 6, src, dst, vlan)
         end = off + 40 + plen
         captured_end = min(n, end)
         p.ip_len = 40 + plen
         pos = off + 40
-        while nh in _V6_EXT or nh == _V6_FRAGMENT or nh == _V6_AH:
+        # extension headers walked to the transport header (RFC 8200 §4): hop-by-hop 0,
+        # routing 43, fragment 44, AH 51, destination options 60, mobility 135, HIP 139, shim6 140
+        while nh in (0, 43, 44, 51, 60, 135, 139, 140):
             if captured_end < pos + 8:
                 return self._skip("truncated IPv6 extension header")
             if nh == _V6_FRAGMENT:
-                frag_off = ((mv[pos + 2] << 8) | mv[pos + 3]) & 0xFFF8
-                more = mv[pos + 3] & 1
-                ident = _U32.unpack_from(mv, pos + 4)[0]
-                nh = mv[pos]
+                frag_off = ((d[pos + 2] << 8) | d[pos + 3]) & 0xFFF8
+                more = d[pos + 3] & 1
+                ident = _be32(d, pos + 4)
+                nh = d[pos]
                 pos += 8
                 if frag_off or more:  # RFC 6946 atomic fragments (offset 0, M=0) are whole
                     p.proto = nh
                     return self._fragment(
-                        (6, src, dst, ident, nh), p, mv, pos, captured_end, frag_off, more,
+                        (6, src, dst, ident, nh), p, d, pos, captured_end, frag_off, more,
                         end - pos, pos - off,
                     )  # fmt: skip
                 continue
-            length = (mv[pos + 1] + 2) * 4 if nh == _V6_AH else (mv[pos + 1] + 1) * 8
-            nh = mv[pos]
+            length = (d[pos + 1] + 2) * 4 if nh == _V6_AH else (d[pos + 1] + 1) * 8
+            nh = d[pos]
             pos += length
         if nh == 59:  # no next header
             self.non_ip["IPv6 no next header"] += 1
@@ -433,13 +558,14 @@ class Decoder:
         if pos > end:
             return self._skip("IPv6 extension headers longer than the payload")
         p.proto = nh
-        pseudo = None
+        pseudo = -1  # none: checksums not verified
         if self.verify_checksums and not p.fragment:
-            pseudo = _sum16(src) + _sum16(dst) + nh + (end - pos)
-        return self._transport(p, mv, pos, captured_end, end - pos, pseudo)
+            pseudo = _sum16(d, off + 8, off + 40) + nh + (end - pos)
+        return self._transport(p, d, pos, captured_end, end - pos, pseudo)
 
     # ---------------------------------------------------------------- fragments
-    def _fragment(self, key, p, mv, pos, cap_end, offset, more, frag_len, ip_hdr_len):
+    @cython.cfunc
+    def _fragment(self, key, p: Packet, d: cython.p_uchar, pos: cython.Py_ssize_t, cap_end: cython.Py_ssize_t, offset: cython.Py_ssize_t, more: cython.uint, frag_len: cython.Py_ssize_t, ip_hdr_len: cython.Py_ssize_t):
         """Account one IP fragment; returns the whole datagram's packet when it is complete.
 
         Only lengths are reassembled (flowlens never keeps payload): the first fragment gives
@@ -458,7 +584,7 @@ class Decoder:
             st[2] = offset + frag_len
         if offset == 0:
             p.fragment = 1
-            first = self._transport(p, mv, pos, cap_end, frag_len, None)
+            first = self._transport(p, d, pos, cap_end, frag_len, -1)
             if first is None:
                 del frags[key]
                 return None
@@ -482,57 +608,79 @@ class Decoder:
         return len(self._frags)
 
     # ---------------------------------------------------------------- transport layer
-    def _transport(self, p, mv, pos, cap_end, seg_len, pseudo):
+    @cython.cfunc
+    @cython.locals(proto=cython.int, avail=cython.Py_ssize_t, whole=cython.bint, hlen=cython.Py_ssize_t,
+                   offb=cython.uint, flags=cython.uint, csum=cython.longlong, ulen=cython.uint,
+                   icmp_type=cython.int, total=cython.longlong)  # fmt: skip
+    def _transport(self, p: Packet, d: cython.p_uchar, pos: cython.Py_ssize_t, cap_end: cython.Py_ssize_t, seg_len: cython.Py_ssize_t, pseudo: cython.longlong):
         """Fill `p` from the transport header at `pos`; `seg_len` is the length the IP header
-        claims, `cap_end` where the captured bytes stop, `pseudo` the pseudo-header sum (or None)."""
+        claims, `cap_end` where the captured bytes stop, `pseudo` the pseudo-header sum (or -1
+        when checksums are not verified)."""
         proto = p.proto
         avail = cap_end - pos
         whole = avail >= seg_len
-        if proto == IPPROTO_TCP:
+        if proto == _P_TCP:
             if avail < 20:
                 return self._skip("truncated TCP header")
-            p.sport, p.dport, p.seq, p.ack, off, flags, p.win, csum, _u = _TCP.unpack_from(mv, pos)
-            hlen = (off >> 4) * 4
+            if cython.compiled:
+                p.sport = _be16(d, pos)
+                p.dport = _be16(d, pos + 2)
+                p.seq = _be32(d, pos + 4)
+                p.ack = _be32(d, pos + 8)
+                offb = d[pos + 12]
+                flags = d[pos + 13]
+                p.win = _be16(d, pos + 14)
+                csum = _be16(d, pos + 16)
+            else:
+                p.sport, p.dport, p.seq, p.ack, offb, flags, p.win, csum, _u = _TCP.unpack_from(d, pos)
+            hlen = (offb >> 4) * 4
             if hlen < 20 or (hlen > seg_len and not p.fragment):
                 return self._skip("bad TCP header length")
             p.flags = flags
             if hlen > 20:  # options cut by the snaplen are kept as far as they go
-                p.raw_options = bytes(mv[pos + 20 : pos + min(hlen, avail)])
+                p.raw_options = _bytes(d, pos + 20, pos + min(hlen, avail))
             p.plen = seg_len - hlen
             if not whole:
                 p.caplen_short = seg_len - max(avail, hlen)
-            if pseudo is not None and whole and p.fragment == 0:
-                self._check_transport(p, mv, pos, seg_len, pseudo, csum)
-        elif proto == IPPROTO_UDP:
+            if pseudo >= 0 and whole and p.fragment == 0:
+                self._check_transport(p, d, pos, seg_len, pseudo, csum)
+        elif proto == _P_UDP:
             if avail < 8:
                 return self._skip("truncated UDP header")
-            p.sport, p.dport, ulen, csum = _UDP.unpack_from(mv, pos)
-            if avail >= 12 and (p.sport in _DNS_PORTS or p.dport in _DNS_PORTS):
-                p.udp_head = bytes(mv[pos + 8 : pos + 12])  # the id that pairs query and answer
+            if cython.compiled:
+                p.sport = _be16(d, pos)
+                p.dport = _be16(d, pos + 2)
+                csum = _be16(d, pos + 6)
+            else:
+                p.sport, p.dport, ulen, csum = _UDP.unpack_from(d, pos)
+            # DNS, mDNS, LLMNR: the first payload bytes are a DNS header
+            if avail >= 12 and (p.sport in (53, 5353, 5355) or p.dport in (53, 5353, 5355)):
+                p.udp_head = _bytes(d, pos + 8, pos + 12)  # the id that pairs query and answer
             p.plen = seg_len - 8
             if not whole:
                 p.caplen_short = seg_len - avail
-            if pseudo is not None and whole and csum and p.fragment == 0:
-                self._check_transport(p, mv, pos, seg_len, pseudo, csum)
-        elif proto == IPPROTO_ICMP or proto == IPPROTO_ICMPV6:
+            if pseudo >= 0 and whole and csum and p.fragment == 0:
+                self._check_transport(p, d, pos, seg_len, pseudo, csum)
+        elif proto == _P_ICMP or proto == _P_ICMPV6:
             if avail < 4:
                 return self._skip("truncated ICMP header")
-            icmp_type, code, _csum = _ICMP.unpack_from(mv, pos)
-            p.sport, p.dport = icmp_type, code
+            icmp_type = d[pos]
+            p.sport, p.dport = icmp_type, d[pos + 1]
             p.plen = seg_len - 8 if seg_len >= 8 else 0
-            if pseudo is not None and whole:
-                total = _sum16(mv[pos : pos + seg_len])
-                if proto == IPPROTO_ICMPV6:  # only ICMPv6 covers a pseudo-header
+            if pseudo >= 0 and whole:
+                total = _sum16(d, pos, pos + seg_len)
+                if proto == _P_ICMPV6:  # only ICMPv6 covers a pseudo-header
                     total += pseudo
                 p.bad_checksum = (p.bad_checksum or False) or not _ones_complement_ok(total)
-            errors = _ICMP4_ERRORS if proto == IPPROTO_ICMP else _ICMP6_ERRORS
+            errors = _ICMP4_ERRORS if proto == _P_ICMP else _ICMP6_ERRORS
             if icmp_type in errors and p.fragment == 0:
-                p.quote = self._quoted(mv, pos + 8, cap_end)
+                p.quote = self._quoted(d, pos + 8, cap_end)
         else:
             p.plen = seg_len
         return p
 
-    def _check_transport(self, p, mv, pos, seg_len, pseudo, csum) -> None:
+    @cython.cfunc
+    def _check_transport(self, p: Packet, d: cython.p_uchar, pos: cython.Py_ssize_t, seg_len: cython.Py_ssize_t, pseudo: cython.longlong, csum: cython.longlong):
         """Verify a TCP/UDP checksum; recognise offloaded ones instead of calling them bad.
 
         A sender that leaves the checksum to its NIC (and Linux on loopback, CHECKSUM_PARTIAL)
@@ -544,33 +692,35 @@ class Decoder:
         if csum % 0xFFFF == pseudo % 0xFFFF:  # checked first: it spares summing 64 KB segments
             self.offloaded += 1
             return
-        if _ones_complement_ok(pseudo + _sum16(mv[pos : pos + seg_len])):
+        if (pseudo + _sum16(d, pos, pos + seg_len)) % 0xFFFF == 0:  # _ones_complement_ok
             if p.bad_checksum is None:
                 p.bad_checksum = False
             return
         p.bad_checksum = True
 
-    def _quoted(self, mv, pos, end):
+    @cython.cfunc
+    def _quoted(self, d: cython.p_uchar, pos: cython.Py_ssize_t, end: cython.Py_ssize_t):
         """The 5-tuple of the datagram an ICMP error quotes, or None if it is cut short."""
         if end - pos < 20:
             return None
-        version = mv[pos] >> 4
+        tpos: cython.Py_ssize_t
+        version: cython.int = d[pos] >> 4
         if version == 4:
-            ihl = (mv[pos] & 0x0F) * 4
-            proto = mv[pos + 9]
-            src, dst = bytes(mv[pos + 12 : pos + 16]), bytes(mv[pos + 16 : pos + 20])
+            ihl = (d[pos] & 0x0F) * 4
+            proto = d[pos + 9]
+            src, dst = _bytes(d, pos + 12, pos + 16), _bytes(d, pos + 16, pos + 20)
             tpos = pos + ihl
         elif version == 6 and end - pos >= 40:
-            proto = mv[pos + 6]
-            src, dst = bytes(mv[pos + 8 : pos + 24]), bytes(mv[pos + 24 : pos + 40])
+            proto = d[pos + 6]
+            src, dst = _bytes(d, pos + 8, pos + 24), _bytes(d, pos + 24, pos + 40)
             tpos = pos + 40
         else:
             return None
-        if proto in (IPPROTO_TCP, IPPROTO_UDP) and end - tpos >= 4:
-            sport, dport = _PORTS.unpack_from(mv, tpos)
-            return (proto, src, dst, sport, dport)
+        if (proto == _P_TCP or proto == _P_UDP) and end - tpos >= 4:
+            return (proto, src, dst, (d[tpos] << 8) | d[tpos + 1], (d[tpos + 2] << 8) | d[tpos + 3])
         return (proto, src, dst, 0, 0)
 
-    def _skip(self, reason: str) -> None:
+    @cython.cfunc
+    def _skip(self, reason: str):
         self.skipped[reason] += 1
         return None

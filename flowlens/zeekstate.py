@@ -21,6 +21,10 @@ what they mean in a Zeek conn.log. The Zeek files each rule comes from, by short
 
 Where flowlens cannot reproduce Zeek exactly, the comment at that spot says so (search for
 "Not exact").
+
+Cython compiles this module (see setup.py); zeekstate.pxd gives the C types: the classes become
+extension types, the helpers C functions. The `cython.*` annotations are for that and do
+nothing in plain Python.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from enum import IntEnum
 
+import cython
 from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 __all__ = [
@@ -70,10 +75,6 @@ _TOO_LARGE_SEQ_DELTA = 1048576  # TCPSessionAdapter.cc TOO_LARGE_SEQ_DELTA
 
 _SFR = TH_SYN | TH_FIN | TH_RST
 
-# Connection::ScaledHistoryEntry adds the letter when its counter reaches 1, 10, 100, ...
-# (thresholds are uint32, so the sequence stops at 10**9).
-_LOG_THRESHOLDS = frozenset(10**i for i in range(10))
-
 # History bits, TCP_Endpoint.h HistoryMasks; the responder's are shifted left by 16.
 _HIST_SYN = 0x1
 _HIST_FIN = 0x2
@@ -92,7 +93,24 @@ _SEEN_ORIG = 1
 _SEEN_RESP = 2
 
 
-def _seq_delta(a: int, b: int) -> int:
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _log_threshold(n: cython.longlong) -> cython.bint:
+    """Connection::ScaledHistoryEntry adds the letter when its counter reaches 1, 10, 100, ...
+    (thresholds are uint32, so the sequence stops at 10**9)."""
+    t: cython.longlong = 1
+    for _ in range(10):
+        if n == t:
+            return True
+        t *= 10
+    return False
+
+
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _seq_delta(a: cython.longlong, b: cython.longlong) -> cython.longlong:
     """int32(a - b) for 32-bit sequence numbers (Zeek's seq_delta)."""
     return ((a - b + _HALF) & _M32) - _HALF
 
@@ -161,29 +179,29 @@ class _Endpoint:
         self.r_skip = False
         self.did_close = False  # TCP_Endpoint::did_close: its close was reported
 
-    def set_state(self, new_state: int) -> None:
+    def set_state(self, new_state: cython.int) -> None:
         """TCP_Endpoint::SetState: prev_state only moves when the state really changes."""
         if new_state != self.state:
             self.prev_state = self.state
             self.state = new_state
 
-    def init_seqs(self, start: int, last: int) -> None:
+    def init_seqs(self, start: cython.longlong, last: cython.longlong) -> None:
         """InitStartSeq/InitAckSeq(start) and InitLastSeq(last); the wrap counters stay."""
         self.start = start
         self.ack = start
         self.last = last
 
-    def acked_rel(self) -> int:
+    def acked_rel(self) -> cython.ulonglong:
         """How far the peer has acknowledged, relative to `start` (ToRelativeSeqSpace)."""
         return (((self.ack_wraps << 32) + self.ack) - self.start) & _M64
 
     def no_data_acked(self) -> bool:
         """TCP_Endpoint::NoDataAcked: nothing beyond (at most) the SYN octet acknowledged."""
-        ack = (self.ack_wraps << 32) + self.ack
-        start = self.start & _M64
+        ack: cython.longlong = (self.ack_wraps << 32) + self.ack
+        start: cython.longlong = self.start  # a 32-bit ISN: `& _M64` changes nothing
         return ack == start or ack == start + 1
 
-    def size(self, peer: _Endpoint) -> int:
+    def size(self, peer: _Endpoint) -> cython.ulonglong:
         """TCP_Endpoint::Size, the payload bytes Zeek logs as orig_bytes/resp_bytes.
 
         Taken from sequence space: max(last sent, last acked) - ISN, less the SYN octet and
@@ -197,9 +215,9 @@ class _Endpoint:
             and not self.no_data_acked()
         ):
             return 0
-        last64 = (self.seq_wraps << 32) + self.last
-        ack64 = (self.ack_wraps << 32) + self.ack
-        size = ((last64 if last64 > ack64 else ack64) - self.start) & _M64
+        last64: cython.longlong = (self.seq_wraps << 32) + self.last
+        ack64: cython.longlong = (self.ack_wraps << 32) + self.ack
+        size: cython.ulonglong = ((last64 if last64 > ack64 else ack64) - self.start) & _M64
         if size:
             size -= 1
         if self.fin_cnt > 0 and size:
@@ -207,13 +225,18 @@ class _Endpoint:
         return size
 
 
-def _relative_seq(ep: _Endpoint, cur: int, last: int, wraps: int) -> tuple[int, bool]:
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _relative_seq(
+    ep: _Endpoint, cur: cython.longlong, last: cython.longlong, wraps: cython.longlong
+) -> tuple[cython.ulonglong, cython.bint]:
     """TCPSessionAdapter.cc get_relative_seq: `cur` relative to ep's ISN, as Zeek's uint64.
 
     Returns (relative sequence, underflow). A sequence below the ISN underflows and, as in
     Zeek, comes back as a huge unsigned number.
     """
-    delta = _seq_delta(cur, last)
+    delta: cython.longlong = _seq_delta(cur, last)
     if delta < 0:
         if wraps and cur > last:
             wraps -= 1
@@ -228,7 +251,10 @@ def _relative_seq(ep: _Endpoint, cur: int, last: int, wraps: int) -> tuple[int, 
     return (((wraps << 32) + cur) - ep.start) & _M64, False
 
 
-def _is_clean(e: _Endpoint) -> bool:
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _is_clean(e: _Endpoint) -> cython.bint:
     """TCP_Reassembler.cc is_clean: established, or closed straight from established."""
     return e.state == _ESTABLISHED or (e.state == _CLOSED and e.prev_state == _ESTABLISHED)
 
@@ -246,7 +272,8 @@ class ZeekTcp:
     says so, call `flip()` before the first packet.
 
     Tunables are class attributes (Zeek's script-level constants from init-bare.zeek); change
-    them on a subclass to mirror a Zeek run that redefined them.
+    them on a subclass to mirror a Zeek run that redefined them. Each instance reads them once,
+    when it is created.
     """
 
     # init-bare.zeek defaults.
@@ -265,6 +292,10 @@ class ZeekTcp:
         "_first_seen",
         "_missed",
         "_close_complete",
+        "_max_initial_window",
+        "_max_above_hole",
+        "_excessive_data",
+        "_report_gaps_for_partial",
     )
 
     def __init__(self) -> None:
@@ -276,18 +307,22 @@ class ZeekTcp:
         self._first_seen = 0  # TCPSessionAdapter::first_packet_seen
         self._missed = 0  # sum of content_gap lengths (main.zeek missed_bytes)
         self._close_complete = False
+        # The tunables as C fields: a class attribute is a dictionary lookup when compiled.
+        self._max_initial_window = self.MAX_INITIAL_WINDOW
+        self._max_above_hole = self.MAX_ABOVE_HOLE_WITHOUT_ANY_ACKS
+        self._excessive_data = self.EXCESSIVE_DATA_WITHOUT_FURTHER_ACKS
+        self._report_gaps_for_partial = self.REPORT_GAPS_FOR_PARTIAL
 
     # -- history helpers (Conn.h CheckHistory / ScaledHistoryEntry, TCP_Endpoint.cc) --------
 
-    def _check(self, ep: _Endpoint, mask: int, code: str) -> bool:
+    def _check(self, ep: _Endpoint, mask: cython.int, code: str) -> bool:
         """CheckHistory: record `code` the first time; True if it had been seen already."""
         if not ep.is_orig:
             mask <<= 16
-            code = code.lower()
         if self._hist_seen & mask:
             return True
         self._hist_seen |= mask
-        self._history += code
+        self._history += code if ep.is_orig else code.lower()
         return False
 
     def _add(self, ep: _Endpoint, code: str) -> None:
@@ -318,14 +353,14 @@ class ZeekTcp:
 
     def packet(
         self,
-        is_orig: bool,
-        flags: int,
-        seq: int,
-        ack: int,
-        plen: int,
-        win: int,
-        bad_checksum: bool | None,
-        truncated: bool = False,
+        is_orig: cython.bint,
+        flags: cython.int,
+        seq: cython.longlong,
+        ack: cython.longlong,
+        plen: cython.longlong,
+        win: cython.int,
+        bad_checksum: cython.bint,
+        truncated: cython.bint = False,
     ) -> bool:
         """One TCP packet in capture order, as TCPAnalyzer::DeliverPacket and
         TCPSessionAdapter::Process handle it.
@@ -336,20 +371,22 @@ class ZeekTcp:
         scores 'C'/'c' (logarithmically) and is otherwise ignored, not even counted (TCP.cc
         ValidateChecksum). truncated: the payload was not fully captured, so Zeek's reassembler
         never sees it (TCP_Endpoint::DataSent) and an ack covering it reveals a content gap.
+        bad_checksum may be None (not verified), which counts as False.
 
         Returns True when Zeek swapped the roles while handling this packet; the caller must
         then swap its notion of originator and responder too.
         """
-        orig = self._orig
+        orig: _Endpoint = self._orig
+        ep: _Endpoint
         if bad_checksum:
             ep = orig if is_orig else self._resp
             ep.chk_cnt += 1
-            if ep.chk_cnt in _LOG_THRESHOLDS:
+            if _log_threshold(ep.chk_cnt):
                 self._add(ep, "C")
             return False
 
-        flipped = False
-        resp = self._resp
+        flipped: cython.bint = False
+        resp: _Endpoint = self._resp
         # Zeek PR #2191 (flip-without-syn btest): a connection whose first packet was a
         # SYN/ACK from the originator is flipped when the next packet is an ACK or data
         # segment, in either direction; stealth scans answer with RSTs or nothing. Not exact:
@@ -370,11 +407,11 @@ class ZeekTcp:
             flipped = True
 
         ep = orig if is_orig else resp
-        peer = resp if is_orig else orig
-        syn = flags & TH_SYN
-        fin = flags & TH_FIN
-        rst = flags & TH_RST
-        ackf = flags & TH_ACK
+        peer: _Endpoint = resp if is_orig else orig
+        syn: cython.int = flags & TH_SYN
+        fin: cython.int = flags & TH_FIN
+        rst: cython.int = flags & TH_RST
+        ackf: cython.int = flags & TH_ACK
 
         # SetPartialStatus
         if ep.is_orig:
@@ -384,17 +421,17 @@ class ZeekTcp:
             self._is_partial = not syn
 
         # get_segment_len: SYN and FIN take one sequence octet; a RST's payload takes none.
-        seg_len = plen
+        seg_len: cython.longlong = plen
         if syn:
             seg_len += 1
         if fin:
             seg_len += 1
         if rst:
             seg_len -= plen
-        seq_end = (seq + seg_len) & _M32
+        seq_end: cython.longlong = (seq + seg_len) & _M32
 
         # init_endpoint
-        st = ep.state
+        st: cython.int = ep.state
         if st == _INACTIVE:
             if syn:
                 ep.init_seqs(seq, seq_end)
@@ -411,10 +448,12 @@ class ZeekTcp:
             elif st == _RESET and ep.prev_state == _INACTIVE:
                 ep.init_seqs(seq, seq_end)  # the earlier RST was likely injected
 
+        rel_seq: cython.ulonglong
+        seq_underflow: cython.bint
         rel_seq, seq_underflow = _relative_seq(ep, seq, ep.last, ep.seq_wraps)
 
         # update_history
-        nbits = (1 if syn else 0) + (1 if fin else 0) + (1 if rst else 0)
+        nbits: cython.int = (1 if syn else 0) + (1 if fin else 0) + (1 if rst else 0)
         if nbits > 1:
             if fin and rst:
                 self._check(ep, _HIST_FIN_RST, "I")
@@ -428,7 +467,7 @@ class ZeekTcp:
                 ep.hist_syn = rel_seq
             elif fin:
                 # A FIN's sequence number counts at the end of its data.
-                fin_at = (rel_seq + plen) & _M64
+                fin_at: cython.ulonglong = (rel_seq + plen) & _M64
                 if self._check(ep, _HIST_FIN, "F") and fin_at != ep.hist_fin:
                     self._add(ep, "F")
                 ep.hist_fin = fin_at
@@ -445,7 +484,7 @@ class ZeekTcp:
         # after a RST, or once the peer has sent a FIN.
         if win == 0 and not rst and peer.state != _CLOSED and ep.state != _RESET:
             ep.win0_cnt += 1
-            if ep.win0_cnt in _LOG_THRESHOLDS:
+            if _log_threshold(ep.win0_cnt):
                 self._add(ep, "W")
 
         if fin:
@@ -454,7 +493,9 @@ class ZeekTcp:
         if rst:
             ep.rst_cnt += 1
 
-        rel_ack = 0
+        rel_ack: cython.ulonglong = 0
+        ack_underflow: cython.bint
+        delta_ack: cython.longlong
         if ackf:
             if peer.state == _INACTIVE:
                 # init_peer: number the silent peer's bytes as if its SYN had been seen.
@@ -474,21 +515,21 @@ class ZeekTcp:
                         peer.ack = ack
 
         # update_last_seq
-        delta_last = _seq_delta(seq_end, ep.last)
+        delta_last: cython.longlong = _seq_delta(seq_end, ep.last)
         if (syn or rst) and not -_TOO_LARGE_SEQ_DELTA <= delta_last <= _TOO_LARGE_SEQ_DELTA:
             pass
         elif fin and ep.last == ((ep.start + 1) & _M32):
-            self._update_last(ep, seq_end)  # > 2 GB connections seen only as SYN and FIN
+            ZeekTcp._update_last(ep, seq_end)  # > 2 GB connections seen only as SYN and FIN
         elif ep.state == _RESET:
             pass  # no sequence numbers are trusted after a RST
         elif delta_last > 0:
-            self._update_last(ep, seq_end)
+            ZeekTcp._update_last(ep, seq_end)
         elif plen > 0:
             ep.rxmt_cnt += 1  # DidRxmit
-            if ep.rxmt_cnt in _LOG_THRESHOLDS:
+            if _log_threshold(ep.rxmt_cnt):
                 self._add(ep, "T")
 
-        outcome = self._state_machine(ep, peer, seq, plen, is_orig, flags)
+        outcome: cython.int = self._state_machine(ep, peer, seq, plen, is_orig, flags)
         if outcome & _FLIPPED:
             flipped = True
 
@@ -515,26 +556,32 @@ class ZeekTcp:
         return flipped
 
     @staticmethod
-    def _update_last(ep: _Endpoint, seq: int) -> None:
+    def _update_last(ep: _Endpoint, seq: cython.longlong) -> None:
         """TCP_Endpoint::UpdateLastSeq: count a wrap when the new value is numerically lower."""
         if seq < ep.last:
             ep.seq_wraps += 1
         ep.last = seq
 
     def _state_machine(
-        self, ep: _Endpoint, peer: _Endpoint, seq: int, plen: int, is_orig: bool, flags: int
-    ) -> int:
+        self,
+        ep: _Endpoint,
+        peer: _Endpoint,
+        seq: cython.longlong,
+        plen: cython.longlong,
+        is_orig: cython.bint,
+        flags: cython.int,
+    ) -> cython.int:
         """TCPSessionAdapter::UpdateStateMachine and the Update*State functions, reduced to their
         effect on states, roles and do_close (the events and weirds they raise are not
         modelled). Returns _DO_CLOSE when Zeek would report the sender's side closed (do_close)
         and/or _FLIPPED when the roles were flipped (the SYN/SYN-ACK reversal)."""
-        st = ep.state
-        syn = flags & TH_SYN
-        fin = flags & TH_FIN
-        rst = flags & TH_RST
-        ackf = flags & TH_ACK
-        flipped = False
-        do_close = False
+        st: cython.int = ep.state
+        syn: cython.int = flags & TH_SYN
+        fin: cython.int = flags & TH_FIN
+        rst: cython.int = flags & TH_RST
+        ackf: cython.int = flags & TH_ACK
+        flipped: cython.bint = False
+        do_close: cython.bint = False
         if st == _INACTIVE:
             if syn:
                 if is_orig:
@@ -596,13 +643,13 @@ class ZeekTcp:
 
     # -- reassembly bookkeeping (TCP_Reassembler.cc, Reassem.cc) ----------------------------
 
-    def _data_sent(self, ep: _Endpoint, seq: int, length: int) -> None:
+    def _data_sent(self, ep: _Endpoint, seq: cython.ulonglong, length: cython.longlong) -> None:
         """TCP_Reassembler::DataSent and Reassembler::NewBlock/BlockInserted, keeping only the
         ranges (never the bytes): what was delivered in order, and what waits above a hole."""
         if ep.r_skip:
             return
-        upper = seq + length
-        acked = ep.acked_rel()
+        upper: cython.ulonglong = seq + length
+        acked: cython.ulonglong = ep.acked_rel()
         if seq < acked:
             if upper <= acked:
                 return  # already delivered and acknowledged
@@ -613,7 +660,7 @@ class ZeekTcp:
             seq = ep.r_trim
         # Everything in [trim, r_last) was delivered and is still held, so only the part at or
         # above r_last can be new.
-        r_last = ep.r_last
+        r_last: cython.ulonglong = ep.r_last
         if seq < r_last:
             seq = r_last
         if seq < upper:
@@ -629,9 +676,9 @@ class ZeekTcp:
                     if not ooo:
                         ep.r_ooo = None
                 ep.r_last = r_last
-                if ep.no_data_acked() and self.MAX_INITIAL_WINDOW:
-                    peer = self._resp if ep is self._orig else self._orig
-                    if ep.size(peer) > self.MAX_INITIAL_WINDOW:
+                if ep.no_data_acked() and self._max_initial_window:
+                    peer: _Endpoint = self._resp if ep is self._orig else self._orig
+                    if ep.size(peer) > self._max_initial_window:
                         # No acks seen for a full initial window: stop holding delivered data.
                         ep.r_trim = r_last
             else:
@@ -639,22 +686,22 @@ class ZeekTcp:
 
         if ep.r_ooo is not None:
             if (
-                self.MAX_ABOVE_HOLE_WITHOUT_ANY_ACKS
+                self._max_above_hole
                 and ep.no_data_acked()
-                and ep.r_ooo[-1] - ep.r_last > self.MAX_ABOVE_HOLE_WITHOUT_ANY_ACKS
+                and ep.r_ooo[-1] - ep.r_last > self._max_above_hole
             ):
-                self._give_up(ep)  # above_hole_data_without_any_acks
+                ZeekTcp._give_up(ep)  # above_hole_data_without_any_acks
                 return
-        if self.EXCESSIVE_DATA_WITHOUT_FURTHER_ACKS:
+        if self._excessive_data:
             # Not exact: Zeek sums the blocks it holds; a block straddling the trim point is
             # counted whole there but only from the trim point here.
-            held = ep.r_last - ep.r_trim if ep.r_last > ep.r_trim else 0
+            held: cython.ulonglong = ep.r_last - ep.r_trim if ep.r_last > ep.r_trim else 0
             ooo = ep.r_ooo
             if ooo is not None:
                 for i in range(0, len(ooo), 2):
                     held += ooo[i + 1] - ooo[i]
-            if held > self.EXCESSIVE_DATA_WITHOUT_FURTHER_ACKS:
-                self._give_up(ep)  # excessive_data_without_further_acks
+            if held > self._excessive_data:
+                ZeekTcp._give_up(ep)  # excessive_data_without_further_acks
 
     @staticmethod
     def _give_up(ep: _Endpoint) -> None:
@@ -664,9 +711,11 @@ class ZeekTcp:
         if ep.r_trim < ep.r_last:
             ep.r_trim = ep.r_last
 
-    def _ack_received(self, ep: _Endpoint, seq: int) -> None:
+    def _ack_received(self, ep: _Endpoint, seq: cython.ulonglong) -> None:
         """TCP_Reassembler::AckReceived for the endpoint whose data `seq` acknowledges."""
         if ep.fin_cnt > 0 and seq >= ep.fin_seq:
+            if ep.fin_seq == 0:
+                return  # the seq would be -1 (below r_trim), not the unsigned 2**64 - 1
             seq = ep.fin_seq - 1  # the FIN octet is not data
         if seq <= ep.r_trim:
             return
@@ -681,7 +730,7 @@ class ZeekTcp:
                 ep.r_ooo = None
         ep.r_trim = seq
 
-    def _undelivered(self, ep: _Endpoint, up_to: int) -> None:
+    def _undelivered(self, ep: _Endpoint, up_to: cython.ulonglong) -> None:
         """TCP_Reassembler::Undelivered: the peer acknowledged data never seen, so report gaps."""
         if up_to <= 2 and self._is_partial:
             # Faked ISN of a partial connection, or a keep-alive: ignore. (Zeek leaves
@@ -700,17 +749,17 @@ class ZeekTcp:
         if up_to > ep.r_last:
             ep.r_last = up_to
 
-    def _gap(self, ep: _Endpoint, length: int) -> None:
+    def _gap(self, ep: _Endpoint, length: cython.longlong) -> None:
         """TCP_Reassembler::Gap: 'G'/'g' (logarithmic) and missed_bytes, but only while both
         sides are established or closing cleanly; missed_bytes also without that when
         report_gaps_for_partial is set."""
-        peer = self._resp if ep is self._orig else self._orig
-        clean = _is_clean(ep) and _is_clean(peer)
+        peer: _Endpoint = self._resp if ep is self._orig else self._orig
+        clean: cython.bint = _is_clean(ep) and _is_clean(peer)
         if clean:
             ep.gap_cnt += 1
-            if ep.gap_cnt in _LOG_THRESHOLDS:
+            if _log_threshold(ep.gap_cnt):
                 self._add(ep, "G")
-        if clean or self.REPORT_GAPS_FOR_PARTIAL:
+        if clean or self._report_gaps_for_partial:
             self._missed += length
 
     # -- results ----------------------------------------------------------------------------
@@ -884,13 +933,13 @@ class ZeekUdp:
         self._orig_good, self._resp_good = self._resp_good, self._orig_good
         self._orig_chk, self._resp_chk = self._resp_chk, self._orig_chk
 
-    def packet(self, is_orig: bool, bad_checksum: bool | None) -> None:
-        """One UDP datagram in capture order."""
+    def packet(self, is_orig: cython.bint, bad_checksum: cython.bint) -> None:
+        """One UDP datagram in capture order (bad_checksum None: not verified, as False)."""
         if is_orig:
             self._orig_pkts += 1
             if bad_checksum:
                 self._orig_chk += 1
-                if self._orig_chk in _LOG_THRESHOLDS:
+                if _log_threshold(self._orig_chk):
                     self._history += "C"
                 return
             if not self._orig_good:
@@ -900,7 +949,7 @@ class ZeekUdp:
             self._resp_pkts += 1
             if bad_checksum:
                 self._resp_chk += 1
-                if self._resp_chk in _LOG_THRESHOLDS:
+                if _log_threshold(self._resp_chk):
                     self._history += "c"
                 return
             if not self._resp_good:

@@ -7,6 +7,8 @@ import json
 import math
 from typing import IO, Iterable, Sequence
 
+import orjson
+
 __all__ = ["FORMATS", "write_records", "render_table", "human_time"]
 
 FORMATS = ("table", "json", "csv")
@@ -77,8 +79,11 @@ def write_records(
     """
     n = 0
     if fmt == "json":
+        # compact JSON lines, as Zeek writes them (LogAscii::use_json); orjson is ~10x faster
+        # than the json module here, which matters when a capture has a million connections
+        dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
         for rec in records:
-            out.write(json.dumps(rec, default=_json_default, separators=(", ", ": ")) + "\n")
+            out.write(dumps(rec, default=_json_default, option=option).decode())
             n += 1
         return n
     if fmt == "csv":
