@@ -7,6 +7,7 @@ cimport cython
 
 from flowlens.decode cimport Packet
 from flowlens.tcpstate cimport TcpTracker, seq_after
+from flowlens.zeekstate cimport ZeekTcp, ZeekUdp
 
 
 @cython.final
@@ -26,9 +27,8 @@ cdef class Connection:
     cdef long long _payload[2]
     cdef long long _ip_bytes[2]
     cdef public TcpTracker tcp
-    # ZeekTcp / ZeekUdp: typed once zeekstate.pxd declares them (then `c.zeek.packet` is a C call)
-    cdef public object zeek
-    cdef public object udp
+    cdef public ZeekTcp zeek
+    cdef public ZeekUdp udp
     cdef public bint originator_inferred
     cdef public bint flipped
     cdef public long long retransmissions

@@ -393,7 +393,7 @@ class Connection:
         out.sort(key=lambda e: e[0])
         return out
 
-    @cython.locals(tcp=TcpTracker, duration=cython.longlong)
+    @cython.locals(tcp=TcpTracker, zeek=ZeekTcp, udp=ZeekUdp, duration=cython.longlong)
     def to_record(self) -> dict:
         """The record with Zeek's dotted field names (DESIGN.md, connection record).
 
@@ -406,8 +406,9 @@ class Connection:
         if duration < 0:
             duration = 0
         if zeek is not None:
-            orig_bytes, resp_bytes, missed = zeek.orig_bytes, zeek.resp_bytes, zeek.missed_bytes
-            history, conn_state = zeek.history, zeek.conn_state()
+            # ZeekTcp's orig_bytes, resp_bytes, missed_bytes and history properties, read as C
+            orig_bytes, resp_bytes = zeek._orig.size(zeek._resp), zeek._resp.size(zeek._orig)
+            missed, history, conn_state = zeek._missed, zeek._history, zeek.conn_state()
         else:
             orig_bytes, resp_bytes, missed = self._payload[0], self._payload[1], 0
             if udp is not None:
@@ -533,7 +534,8 @@ class ConnectionTable:
 
     # ------------------------------------------------------------------ expiry
     def _closed(self, c: Connection) -> bool:
-        return c.tcp.closed_ts is not None or c.zeek.close_complete
+        # (`_close_complete` is what ZeekTcp.close_complete returns: a C field when compiled)
+        return c.tcp.closed_ts is not None or c.zeek._close_complete
 
     @cython.locals(t=TcpTracker, s=cython.int)
     def _tw_end(self, c: Connection) -> int | None:
