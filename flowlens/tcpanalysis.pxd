@@ -60,4 +60,4 @@ cdef class TcpAnalyzer:
     cdef public bint keep_frames
     cdef public dict _frames
     # the observer's C entry point (see TcpAnalyzer.observe)
-    cpdef observe(self, conn, Packet pkt, bint from_orig)
+    cpdef void observe(self, conn, Packet pkt, bint from_orig)
