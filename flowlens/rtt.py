@@ -56,6 +56,7 @@ import random
 from array import array
 from collections import deque
 from dataclasses import dataclass
+from struct import Struct
 from typing import Iterable, Iterator
 
 import cython
@@ -90,6 +91,11 @@ SOURCES = ("ack", "ts", "dns", "udp", "icmp")
 SRC_ACK, SRC_TS, SRC_DNS, SRC_UDP, SRC_ICMP = range(5)
 
 _ECHO_REQUEST = {IPPROTO_ICMP: 8, IPPROTO_ICMPV6: 128}
+#: one sample as the bytes of five array('q') items (native order): `frombytes` of these is
+#: several times faster than `extend` with five ints
+_SAMPLE = Struct("=5q")
+#: an empty outstanding-segment buffer (room for 4 segments), copied for each sender
+_SEGMENTS = array("q", bytes(8 * 3 * 4))
 _AMBIGUOUS = (-1, -1)  # a request sent again before its answer: Karn's rule
 
 
@@ -229,7 +235,7 @@ class Samples:
         n = self.n = self.n + 1
         self.by_source[source] += 1
         if n <= self.cap:
-            self.data.extend((ts_ns, rtt_ns, frame, answer_frame, source))
+            self.data.frombytes(_SAMPLE.pack(ts_ns, rtt_ns, frame, answer_frame, source))
             return
         agg = self._agg
         if agg is None:
@@ -378,7 +384,7 @@ def _push_segment(me: _Sender, end: cython.longlong, ts: cython.longlong, frame:
     """Queue a new data segment's (end seq, ts_ns, frame), making room in `me.segs` if needed."""
     tail = me.seg_tail
     if me.segs is None:
-        me.segs = array("q", bytes(8 * 3 * 4))  # room for 4 segments, grown as needed
+        me.segs = _SEGMENTS[:]  # grown as needed
     else:
         size = len(me.segs)
         if tail == size:
