@@ -57,13 +57,15 @@ from array import array
 from collections import deque
 from dataclasses import dataclass
 from struct import Struct
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import cython
 from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
-from .connections import Connection
 from .decode import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, tcp_timestamps
+
+if TYPE_CHECKING:  # (not at run time: the compiled table may import this module while loading)
+    from .connections import Connection
 
 __all__ = [
     "RttConfig",
