@@ -12,7 +12,6 @@ import sys
 
 import click
 
-from .compiled import describe
 from .errors import FlowlensError
 
 __all__ = ["main", "cli", "all_commands"]
@@ -49,8 +48,20 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version
+
+    from .compiled import describe  # only here: it costs startup time every command would pay
+
+    click.echo(f"{ctx.find_root().info_name} {version('flowlens')}, {describe()}")
+    ctx.exit()
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="flowlens", message="%(prog)s %(version)s, " + describe())
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version, and whether the compiled hot path is in use, and exit.")
 def cli() -> None:
     """Tell the life story of every connection in a tcpdump capture.
 

@@ -44,6 +44,9 @@ Memory is bounded per connection: at most `max_outstanding` unacknowledged segme
 up to `max_samples` per connection and leg (count, min, max, mean and stdev stay exact beyond
 that); past it a uniform reservoir (Vitter's algorithm R, seeded by the uid so runs repeat) keeps
 `max_samples` of them for the percentiles and plots, and `kept < count` says so.
+
+Compiled by Cython (pure-Python mode): rtt.pxd makes the per-connection state classes C structs;
+the code below is plain Python that also runs uncompiled.
 """
 
 from __future__ import annotations
@@ -53,12 +56,16 @@ import random
 from array import array
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from struct import Struct
+from typing import TYPE_CHECKING, Iterable, Iterator
 
+import cython
 from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
-from .connections import Connection
 from .decode import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, tcp_timestamps
+
+if TYPE_CHECKING:  # (not at run time: the compiled table may import this module while loading)
+    from .connections import Connection
 
 __all__ = [
     "RttConfig",
@@ -86,6 +93,11 @@ SOURCES = ("ack", "ts", "dns", "udp", "icmp")
 SRC_ACK, SRC_TS, SRC_DNS, SRC_UDP, SRC_ICMP = range(5)
 
 _ECHO_REQUEST = {IPPROTO_ICMP: 8, IPPROTO_ICMPV6: 128}
+#: one sample as the bytes of five array('q') items (native order): `frombytes` of these is
+#: several times faster than `extend` with five ints
+_SAMPLE = Struct("=5q")
+#: an empty outstanding-segment buffer (room for 4 segments), copied for each sender
+_SEGMENTS = array("q", bytes(8 * 3 * 4))
 _AMBIGUOUS = (-1, -1)  # a request sent again before its answer: Karn's rule
 
 
@@ -194,6 +206,10 @@ def stats_of(rtts_ns: Iterable[int], count: int | None = None, total: int | None
     )
 
 
+def _sum_squares(values) -> int:
+    return sum(v * v for v in values)
+
+
 class Samples:
     """RTT samples of one connection and leg: all of them up to `cap`, then a reservoir.
 
@@ -212,19 +228,25 @@ class Samples:
         self._rng = None
         self._seed = seed
 
-    def add(self, ts_ns: int, rtt_ns: int, frame: int, answer_frame: int, source: int) -> None:
+    # (a C method when compiled: the annotations match rtt.pxd)
+    def add(
+        self, ts_ns: cython.longlong, rtt_ns: cython.longlong, frame: cython.longlong,
+        answer_frame: cython.longlong, source: cython.int,
+    ) -> None:  # fmt: skip
+        n: cython.longlong
         n = self.n = self.n + 1
         self.by_source[source] += 1
         if n <= self.cap:
-            self.data.extend((ts_ns, rtt_ns, frame, answer_frame, source))
+            self.data.frombytes(_SAMPLE.pack(ts_ns, rtt_ns, frame, answer_frame, source))
             return
         agg = self._agg
         if agg is None:
             rtts = self.data[1::5]
-            agg = self._agg = [sum(rtts), sum(v * v for v in rtts), min(rtts), max(rtts)]
+            agg = self._agg = [sum(rtts), _sum_squares(rtts), min(rtts), max(rtts)]
             self._rng = random.Random(self._seed)
-        agg[0] += rtt_ns
-        agg[1] += rtt_ns * rtt_ns
+        r = rtt_ns  # (a Python int: the square may not fit 64 bits)
+        agg[0] += r
+        agg[1] += r * r
         if rtt_ns < agg[2]:
             agg[2] = rtt_ns
         if rtt_ns > agg[3]:
@@ -266,12 +288,18 @@ class Samples:
 
 
 class _Sender:
-    """Matching state for the packets one endpoint sends (TCP)."""
+    """Matching state for the packets one endpoint sends (TCP). Sequence numbers are 0..2**32-1,
+    so -1 stands for "none" (C integers when compiled: no None)."""
 
     __slots__ = (
-        "segs",  # deque of (end seq, ts_ns, frame) of new data not yet acked, or None
-        "nxt",  # highest sequence number sent + 1, or None
-        "karn",  # [start, end] of retransmitted sequence space not yet acked, or None
+        # new data not yet acked, oldest first: (end seq, ts_ns, frame) triples in
+        # segs[seg_head:seg_tail], an array('q') (a C buffer when compiled: no object per segment)
+        "segs",
+        "seg_head",
+        "seg_tail",
+        "nxt",  # highest sequence number sent + 1, or -1 before any
+        "karn_start",  # [start, end) of retransmitted sequence space not yet acked,
+        "karn_end",  # or -1, -1
         "tsq",  # deque of (tsval, ts_ns, frame) sent with data, awaiting an echo, or None
         "last_tsval",  # newest TSval put in tsq
         "untracked",  # data segments not timed because max_outstanding were in flight
@@ -279,7 +307,9 @@ class _Sender:
     )
 
     def __init__(self) -> None:
-        self.segs = self.nxt = self.karn = self.tsq = self.last_tsval = None
+        self.segs = self.tsq = self.last_tsval = None
+        self.seg_head = self.seg_tail = 0
+        self.nxt = self.karn_start = self.karn_end = -1
         self.untracked = 0
         self.zero_window = False
 
@@ -301,7 +331,12 @@ class ConnectionRtt:
         self._cap = cfg.max_samples
         self._uid = uid
 
-    def _add(self, leg: int, ts_ns: int, rtt_ns: int, frame: int, answer_frame: int, src: int):
+    # (a C method when compiled: the annotations match rtt.pxd)
+    def _add(
+        self, leg: cython.int, ts_ns: cython.longlong, rtt_ns: cython.longlong,
+        frame: cython.longlong, answer_frame: cython.longlong, src: cython.int,
+    ) -> None:  # fmt: skip
+        s: Samples
         s = self.samples[leg]
         if s is None:
             s = self.samples[leg] = Samples(self._cap, f"{self._uid}/{leg}")
@@ -343,17 +378,46 @@ def _leg_index(leg: int | str) -> int:
     return leg
 
 
-def _retransmitted(me: _Sender, seq: int, end: int) -> None:
+@cython.cfunc
+@cython.locals(
+    size=cython.Py_ssize_t, n=cython.Py_ssize_t, tail=cython.Py_ssize_t, grown=cython.longlong[:]
+)
+def _push_segment(me: _Sender, end: cython.longlong, ts: cython.longlong, frame: cython.longlong) -> None:
+    """Queue a new data segment's (end seq, ts_ns, frame), making room in `me.segs` if needed."""
+    tail = me.seg_tail
+    if me.segs is None:
+        me.segs = _SEGMENTS[:]  # grown as needed
+    else:
+        size = len(me.segs)
+        if tail == size:
+            n = tail - me.seg_head
+            if me.seg_head >= size // 2:
+                # the front half is free: move the queue there
+                me.segs[0:n] = me.segs[me.seg_head : tail]
+            else:
+                grown = array("q", bytes(8 * 2 * size))
+                grown[0:n] = me.segs[me.seg_head : tail]
+                me.segs = grown
+            me.seg_head = 0
+            tail = n
+    me.segs[tail] = end
+    me.segs[tail + 1] = ts
+    me.segs[tail + 2] = frame
+    me.seg_tail = tail + 3
+
+
+@cython.cfunc
+def _retransmitted(me: _Sender, seq: cython.longlong, end: cython.longlong) -> None:
     """Sequence space sent before (a retransmission, or a hole filled late): Karn's rule holds
     every ACK covering [seq, end) back from the `ack` samples."""
-    karn = me.karn
-    if karn is None:
-        me.karn = [seq, end]
+    if me.karn_start < 0:
+        me.karn_start = seq
+        me.karn_end = end
     else:
-        if 0 < ((karn[0] - seq) & _M32) < _HALF:
-            karn[0] = seq
-        if 0 < ((end - karn[1]) & _M32) < _HALF:
-            karn[1] = end
+        if 0 < ((me.karn_start - seq) & _M32) < _HALF:
+            me.karn_start = seq
+        if 0 < ((end - me.karn_end) & _M32) < _HALF:
+            me.karn_end = end
     if 0 < ((end - me.nxt) & _M32) < _HALF:
         me.nxt = end
 
@@ -372,6 +436,8 @@ class RttCollector:
         >>> rtt_of(a.connections[0]).stats("resp").p50_ms
     """
 
+    __slots__ = ("config", "_timeout_ns", "_max_outstanding", "_max_tsvals", "_dup_ns")
+
     def __init__(self, config: RttConfig | None = None) -> None:
         self.config = config or RttConfig()
         self._timeout_ns = int(self.config.reply_timeout_s * 1e9)
@@ -380,7 +446,15 @@ class RttCollector:
         self._dup_ns = int(self.config.duplicate_window_s * 1e9)
 
     def __call__(self, conn: Connection, pkt: Packet, from_orig: bool) -> None:
-        ext = conn.ext
+        self.observe(conn, pkt, from_orig)
+
+    # A C method when compiled (`cpdef` in rtt.pxd): the connection table may call it directly.
+    # Python sees the same method, `collector.observe(conn, pkt, from_orig)`.
+    def observe(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
+        """Take one packet of `conn` (the observer protocol, also `collector(...)`)."""
+        st: ConnectionRtt
+        proto: cython.int
+        ext: dict = conn.ext
         if ext is None:
             ext = conn.ext = {}
         st = ext.get("rtt")
@@ -400,7 +474,15 @@ class RttCollector:
     # ------------------------------------------------------------------ TCP
     # One function for the per-packet path: it runs for every TCP packet of the capture, and
     # the sequence comparisons are written out (RFC 9293 §3.4 modulo 2**32) for the same reason.
-    def _tcp(self, st: ConnectionRtt, pkt: Packet, side: int) -> None:
+    # (C methods when compiled: the annotations match rtt.pxd)
+    @cython.locals(
+        senders=tuple, me=_Sender, peer=_Sender, flags=cython.int, ts=cython.longlong,
+        sampled=cython.bint, ack=cython.longlong, head=cython.Py_ssize_t, tail=cython.Py_ssize_t,
+        last=cython.Py_ssize_t, t0=cython.longlong,
+        plen=cython.longlong, retransmitted=cython.bint, seq=cython.longlong,
+        nxt=cython.longlong, end=cython.longlong,
+    )  # fmt: skip
+    def _tcp(self, st: ConnectionRtt, pkt: Packet, side: cython.int) -> None:
         flags = pkt.flags
         if flags & TH_RST:
             return
@@ -415,21 +497,27 @@ class RttCollector:
             # The ACK field answers the peer's data: the newest segment it covers, if it ends
             # exactly there, is a sample unless retransmitted data is covered too (Karn).
             ack = pkt.ack
-            q = peer.segs
-            if q and ((ack - q[0][0]) & _M32) < _HALF:
-                last = q.popleft()
-                while q and ((ack - q[0][0]) & _M32) < _HALF:
-                    last = q.popleft()
-                if last[0] == ack:
-                    karn = peer.karn
-                    if karn is not None and 0 < ((ack - karn[0]) & _M32) < _HALF:
+            head = peer.seg_head
+            tail = peer.seg_tail
+            if head < tail and ((ack - peer.segs[head]) & _M32) < _HALF:
+                # pop every segment the ACK covers; `last` is the newest of them
+                last = head
+                head += 3
+                while head < tail and ((ack - peer.segs[head]) & _M32) < _HALF:
+                    last = head
+                    head += 3
+                if head == tail:
+                    head = tail = peer.seg_tail = 0  # empty: start again at the front
+                peer.seg_head = head
+                if peer.segs[last] == ack:
+                    t0 = peer.segs[last + 1]
+                    if peer.karn_start >= 0 and 0 < ((ack - peer.karn_start) & _M32) < _HALF:
                         st.karn_skipped[side] += 1
-                    elif ts >= last[1]:  # (a capture clock that went backwards gives none)
-                        st._add(side, ts, ts - last[1], last[2], pkt.frame, SRC_ACK)
+                    elif ts >= t0:  # (a capture clock that went backwards gives none)
+                        st._add(side, ts, ts - t0, peer.segs[last + 2], pkt.frame, SRC_ACK)
                         sampled = True
-            karn = peer.karn
-            if karn is not None and ((ack - karn[1]) & _M32) < _HALF:
-                peer.karn = None
+            if peer.karn_end >= 0 and ((ack - peer.karn_end) & _M32) < _HALF:
+                peer.karn_start = peer.karn_end = -1
         if not pkt.win:
             me.zero_window = True
         elif me.zero_window:
@@ -441,19 +529,21 @@ class RttCollector:
             nxt = me.nxt
             if plen == 1 and peer.zero_window and seq == nxt:
                 pass  # a zero-window probe: the byte is sent again when the window opens
-            elif nxt is None or ((seq - nxt) & _M32) < _HALF:  # new data (maybe after a gap)
+            elif nxt < 0 or ((seq - nxt) & _M32) < _HALF:  # new data (maybe after a gap)
                 end = me.nxt = (seq + plen + (1 if flags & TH_FIN else 0)) & _M32
-                q = me.segs
-                if q is None:
-                    q = me.segs = deque()
-                if len(q) < self._max_outstanding:
-                    q.append((end, ts, pkt.frame))
+                if me.seg_tail - me.seg_head < 3 * self._max_outstanding:
+                    _push_segment(me, end, ts, pkt.frame)
                 else:
                     me.untracked += 1
             elif plen > 1 or ((nxt - seq) & _M32) != 1:  # not a keep-alive's garbage byte
                 end = (seq + plen + (1 if flags & TH_FIN else 0)) & _M32
-                q = me.segs
-                if not (end == nxt and q and q[-1][0] == end and ts - q[-1][1] <= self._dup_ns):
+                tail = me.seg_tail
+                if not (
+                    end == nxt
+                    and me.seg_head < tail
+                    and me.segs[tail - 3] == end
+                    and ts - me.segs[tail - 2] <= self._dup_ns
+                ):  # fmt: skip
                     _retransmitted(me, seq, end)
                     retransmitted = True
                 # else: the newest segment again, too soon for any retransmission timer (the
@@ -462,32 +552,40 @@ class RttCollector:
             # SYN, SYN + Fast Open data, bare FIN: sequence space, timed by the handshake
             end = pkt.seq + plen + (1 if flags & TH_SYN else 0) + (1 if flags & TH_FIN else 0)
             end &= _M32
-            if me.nxt is None or 0 < ((end - me.nxt) & _M32) < _HALF:
+            if me.nxt < 0 or 0 < ((end - me.nxt) & _M32) < _HALF:
                 me.nxt = end
         if (retransmitted or not sampled and peer.tsq) and pkt.raw_options:
-            pair = tcp_timestamps(pkt.raw_options)
-            if pair is not None:
-                tsval, tsecr = pair
-                q = peer.tsq
-                if q and flags & TH_ACK:
-                    # an echo of a retransmission's TSval says which copy the ACK answers
-                    while q and 0 < ((tsecr - q[0][0]) & _M32) < _HALF:
-                        q.popleft()  # never echoed
-                    if q and q[0][0] == tsecr:
-                        _tsval, t0, f0 = q.popleft()
-                        if not sampled and ts >= t0:
-                            st._add(side, ts, ts - t0, f0, pkt.frame, SRC_TS)
-                if retransmitted:
-                    last = me.last_tsval
-                    if last is None or 0 < ((tsval - last) & _M32) < _HALF:
-                        q = me.tsq
-                        if q is None:
-                            q = me.tsq = deque(maxlen=self._max_tsvals)
-                        q.append((tsval, ts, pkt.frame))
-                        me.last_tsval = tsval
+            self._timestamps(st, pkt, side, me, peer, sampled, retransmitted)
+
+    def _timestamps(
+        self, st: ConnectionRtt, pkt: Packet, side: cython.int, me: _Sender, peer: _Sender,
+        sampled: cython.bint, retransmitted: cython.bint,
+    ) -> None:  # fmt: skip
+        """The `ts` source: TSvals of retransmissions and their echoes (rare: off the main path)."""
+        pair = tcp_timestamps(pkt.raw_options)
+        if pair is not None:
+            ts: cython.longlong = pkt.ts_ns
+            tsval, tsecr = pair
+            q = peer.tsq
+            if q and pkt.flags & TH_ACK:
+                # an echo of a retransmission's TSval says which copy the ACK answers
+                while q and 0 < ((tsecr - q[0][0]) & _M32) < _HALF:
+                    q.popleft()  # never echoed
+                if q and q[0][0] == tsecr:
+                    _tsval, t0, f0 = q.popleft()
+                    if not sampled and ts >= t0:
+                        st._add(side, ts, ts - t0, f0, pkt.frame, SRC_TS)
+            if retransmitted:
+                last = me.last_tsval
+                if last is None or 0 < ((tsval - last) & _M32) < _HALF:
+                    q = me.tsq
+                    if q is None:
+                        q = me.tsq = deque(maxlen=self._max_tsvals)
+                    q.append((tsval, ts, pkt.frame))
+                    me.last_tsval = tsval
 
     # ------------------------------------------------------------------ UDP and ICMP
-    def _dns(self, st: ConnectionRtt, pkt: Packet, side: int) -> None:
+    def _dns(self, st: ConnectionRtt, pkt: Packet, side: cython.int) -> None:
         head = pkt.udp_head
         qid = (head[0] << 8) | head[1]
         pending = st.pending
@@ -511,10 +609,13 @@ class RttCollector:
         if 0 <= pkt.ts_ns - q[0] <= self._timeout_ns:
             st._add(side, pkt.ts_ns, pkt.ts_ns - q[0], q[1], pkt.frame, SRC_DNS)
 
-    def _reply(self, st: ConnectionRtt, pkt: Packet, from_orig: bool, src: int) -> None:
+    def _reply(self, st: ConnectionRtt, pkt: Packet, from_orig: cython.bint, src: cython.int) -> None:
         """Request/reply flows: one datagram from the originator, then the responder's."""
         if from_orig:
-            st.pending = (pkt.ts_ns, pkt.frame) if st.pending is None else _AMBIGUOUS
+            if st.pending is None:
+                st.pending = (pkt.ts_ns, pkt.frame)
+            else:
+                st.pending = _AMBIGUOUS
             return
         req = st.pending
         if req is None:

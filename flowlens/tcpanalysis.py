@@ -43,12 +43,17 @@ Known differences from tshark 4.0 (documented in tests/test_tcpanalysis.py with 
 - a connection is what flowlens's table says it is: after an idle expiry (5 min established,
   1 min for attempts) the next packet starts a new record with fresh analysis state, where
   Wireshark continues the stream.
+
+Compiled by Cython (pure-Python mode): tcpanalysis.pxd makes the state classes C structs and the
+constants C integers; the per-packet code below is plain Python that also runs uncompiled.
 """
 
 from __future__ import annotations
 
+import cython
 from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
+from .decode import Packet
 from .errors import UsageError
 
 __all__ = [
@@ -370,6 +375,20 @@ class TcpAnalyzer:
 
     # ------------------------------------------------------------------ observer
     def __call__(self, conn, pkt, from_orig: bool) -> None:
+        self.observe(conn, pkt, from_orig)
+
+    # A C method when compiled (`cpdef` in tcpanalysis.pxd): the connection table may call it
+    # directly. Python sees the same method, `analyzer.observe(conn, pkt, from_orig)`.
+    @cython.locals(
+        st=TcpaState, fwd=DirectionStats, rev=DirectionStats, flipped=cython.bint,
+        flags=cython.int, sfr=cython.int, note=cython.int, seq=cython.longlong,
+        ack=cython.longlong, seglen=cython.longlong, window=cython.longlong, ts=cython.longlong,
+        fnext=cython.longlong, dupnum=cython.longlong, lastack=cython.longlong, shift=cython.int,
+        not_advanced=cython.bint, rlast=cython.longlong, t=cython.longlong, entry=object,
+        nextseq=cython.longlong, since=cython.longlong, spell=cython.longlong,
+    )  # fmt: skip
+    def observe(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
+        """Analyse one TCP segment of `conn` (the observer protocol, also `analyzer(...)`)."""
         if conn.tcp is None:
             return
         try:
@@ -385,7 +404,8 @@ class TcpAnalyzer:
                 if self.keep_frames and st.last_entry:
                     self._frames[pkt.frame] = st.last_entry
                 return
-            if conn.flipped is not st._flipped:
+            flipped = conn.flipped
+            if flipped != st._flipped:
                 st._swap(conn)  # the table swapped the roles (Zeek's flip)
         if from_orig:
             fwd, rev = st.dirs
@@ -397,16 +417,16 @@ class TcpAnalyzer:
         seglen = pkt.plen
         window = pkt.win
         ts = pkt.ts_ns
-        if st.reply_flags is None and from_orig is not st.first_from_orig:
+        if st.reply_flags is None and from_orig != st.first_from_orig:
             st.reply_flags = flags
         if flags & TH_SYN:
-            self._syn(st, fwd, rev, pkt, from_orig)
+            _syn(st, fwd, rev, pkt, from_orig)
         elif flags & TH_ACK and not st.first_rtt_ns and st.mru_syn_ns:
             # Wireshark's tcp.analysis.initial_rtt: most recent SYN to the first ACK
             st.first_rtt_ns = ts - st.mru_syn_ns  # 0 stays unknown, as in Wireshark
         fnext = fwd.nextseq
         if not flags & _SFR and seq == fnext and window and rev.window and fnext:
-            self._in_order(st, fwd, rev, pkt, flags, seq, ack, seglen, window, ts)
+            _in_order(self, st, fwd, rev, pkt, flags, seq, ack, seglen, window, ts)
             return
 
         note = 0
@@ -451,7 +471,7 @@ class TcpAnalyzer:
             note |= _acked_unseen(rev, ack)
 
         if (seglen or flags & _SF) and not note & KEEP_ALIVE:
-            not_advanced = fnext and ((seq - fnext) & _M) >= _H
+            not_advanced = fnext != 0 and ((seq - fnext) & _M) >= _H
             if seglen > 1 and ((fnext - 1) & _M) == seq:
                 not_advanced = False
             rlast = rev.lastack
@@ -468,7 +488,7 @@ class TcpAnalyzer:
                     note |= FAST
                 else:
                     t = ts - fwd.nextseq_ts
-                    if 0 <= t < (st.first_rtt_ns or _OOO_DEFAULT_NS) and fnext != (
+                    if 0 <= t < (st.first_rtt_ns if st.first_rtt_ns else _OOO_DEFAULT_NS) and fnext != (
                         (seq + seglen + (1 if flags & _SF else 0)) & _M
                     ):
                         note |= OOO
@@ -510,132 +530,189 @@ class TcpAnalyzer:
                     fwd.zero_window_since_ns = ts
                     fwd.zero_window_spells += 1
             elif fwd.zero_window_since_ns is not None:
-                spell = ts - fwd.zero_window_since_ns
+                since = fwd.zero_window_since_ns
+                spell = ts - since
                 fwd.zero_window_ns += spell
                 fwd.zero_window_max_ns = max(fwd.zero_window_max_ns, spell)
                 fwd.zero_window_since_ns = None
         st.last_frame = pkt.frame
         if note:
-            self._count(fwd, note, seglen, pkt.frame, ts, flags)
-            entry = st.last_entry = (note, dupnum, fwd.lastnondupack) if dupnum else note
+            _count(fwd, note, seglen, pkt.frame, ts, flags)
+            entry = note
+            if dupnum:
+                entry = (note, dupnum, fwd.lastnondupack)
+            st.last_entry = entry
             if self.keep_frames:
                 self._frames[pkt.frame] = entry
         else:
             st.last_entry = 0
 
-    def _in_order(self, st, fwd, rev, pkt, flags, seq, ack, seglen, window, ts) -> None:
-        """The general rules above, specialised to the common segment: no SYN, FIN or RST, at
-        the next expected sequence number, both windows open. Only window full, window update,
-        keep-alive ACK, duplicate ACK, ACKed unseen and spurious retransmission can apply
-        (tests/test_tcpanalysis.py checks both paths against tshark)."""
-        note = 0
-        dupnum = 0
-        lastack = fwd.lastack
-        if seglen:
-            if rev.win_scale != -1:
-                shift = 0 if rev.win_scale == -2 or rev.last_was_syn else rev.win_scale
-                if ((seq + seglen) & _M) == ((rev.lastack + ((rev.window << shift) & _M)) & _M):
-                    note = WINDOW_FULL
-        elif ack == lastack:
-            if window != fwd.window:
-                note = WINDOW_UPDATE
-            elif rev.lastflags & KEEP_ALIVE:
-                note = KEEP_ALIVE_ACK
-            else:
-                fwd.dupacknum = dupnum = 1 if fwd.dupacknum < 0 else fwd.dupacknum + 1
-                note = DUP_ACK
-        if ack != lastack:
-            fwd.lastnondupack = pkt.frame
-            fwd.dupacknum = 0
-        if rev.maxseqtobeacked and flags & TH_ACK:
-            note |= _acked_unseen(rev, ack)
-        if seglen:
-            rlast = rev.lastack
-            if rlast and ((rlast - seq - seglen) & _M) < _H:
-                note |= SPURIOUS
-            nextseq = (seq + seglen) & _M
-            fwd.nextseq = nextseq
-            fwd.nextseq_ts = ts
-            fwd.nextseq_frame = pkt.frame
-            if seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
-                fwd.maxseqtobeacked = nextseq
-            fwd.data_segments += 1
-            fwd.data_bytes += seglen
-        elif seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
-            fwd.maxseqtobeacked = seq
-        fwd.window = window
-        fwd.lastack = ack
-        fwd.lastack_ts = ts
-        fwd.lastflags = note
-        fwd.last_was_syn = 0
-        if fwd.zero_window_since_ns is not None:
-            spell = ts - fwd.zero_window_since_ns
-            fwd.zero_window_ns += spell
-            if spell > fwd.zero_window_max_ns:
-                fwd.zero_window_max_ns = spell
-            fwd.zero_window_since_ns = None
-        st.last_frame = pkt.frame
-        if note:
-            self._count(fwd, note, seglen, pkt.frame, ts, flags)
-            entry = st.last_entry = (note, dupnum, fwd.lastnondupack) if dupnum else note
-            if self.keep_frames:
-                self._frames[pkt.frame] = entry
+
+# The per-packet helpers are C functions when compiled (`cython.cfunc`), ordinary ones otherwise.
+@cython.cfunc
+@cython.locals(
+    note=cython.int, dupnum=cython.longlong, lastack=cython.longlong, shift=cython.int,
+    rlast=cython.longlong, nextseq=cython.longlong, since=cython.longlong, spell=cython.longlong,
+    entry=object,
+)  # fmt: skip
+def _in_order(
+    self: TcpAnalyzer, st: TcpaState, fwd: DirectionStats, rev: DirectionStats, pkt: Packet,
+    flags: cython.int, seq: cython.longlong, ack: cython.longlong, seglen: cython.longlong,
+    window: cython.longlong, ts: cython.longlong,
+) -> None:  # fmt: skip
+    """The general rules above, specialised to the common segment: no SYN, FIN or RST, at
+    the next expected sequence number, both windows open. Only window full, window update,
+    keep-alive ACK, duplicate ACK, ACKed unseen and spurious retransmission can apply
+    (tests/test_tcpanalysis.py checks both paths against tshark)."""
+    note = 0
+    dupnum = 0
+    lastack = fwd.lastack
+    if seglen:
+        if rev.win_scale != -1:
+            shift = 0 if rev.win_scale == -2 or rev.last_was_syn else rev.win_scale
+            if ((seq + seglen) & _M) == ((rev.lastack + ((rev.window << shift) & _M)) & _M):
+                note = WINDOW_FULL
+    elif ack == lastack:
+        if window != fwd.window:
+            note = WINDOW_UPDATE
+        elif rev.lastflags & KEEP_ALIVE:
+            note = KEEP_ALIVE_ACK
         else:
-            st.last_entry = 0
-
-    @staticmethod
-    def _syn(st: TcpaState, fwd: DirectionStats, rev: DirectionStats, pkt, from_orig: bool) -> None:
-        """Window scaling (Wireshark's verify_tcp_window_scaling) and SYN bookkeeping."""
-        flags = pkt.flags
-        ws = pkt.options.wscale
-        if ws is not None:
-            fwd.win_scale = min(ws, 14)
-        if fwd.win_scale == -1:
-            # this SYN has no window scale option: neither side scales
-            fwd.win_scale = rev.win_scale = -2
-        elif flags & TH_ACK and rev.win_scale == -2:
-            fwd.win_scale = -2
-        if not flags & TH_ACK:
-            st.mru_syn_ns = pkt.ts_ns
-            side = 0 if from_orig else 1
-            if st.syns is None:
-                st.syns = [(pkt.ts_ns, pkt.frame)]
-                st.syn_side = side
-            elif side == st.syn_side and len(st.syns) < _SYN_TIMES:
-                st.syns.append((pkt.ts_ns, pkt.frame))
-
-    @staticmethod
-    def _count(
-        fwd: DirectionStats, note: int, seglen: int, frame: int, ts: int, flags: int
-    ) -> None:
-        counts = fwd.counts
-        if counts is None:
-            counts = fwd.counts = [0] * len(KINDS)
-        ev = fwd.evidence
-        if ev is None:
-            ev = fwd.evidence = {}
-        for bit, i in _BITS:
-            if note & bit:
-                counts[i] += 1
-                frames = ev.get(KINDS[i])
-                if frames is None:
-                    ev[KINDS[i]] = [frame]
-                elif len(frames) < EVIDENCE_PER_KIND:
-                    frames.append(frame)
-        if note & _ANY_RETRANS:
-            fwd.retrans_segments += 1
-            fwd.retrans_bytes += seglen
-            if flags & TH_SYN:
-                fwd.retrans_syn += 1
-            elif flags & TH_FIN and not seglen:
-                fwd.retrans_fin += 1
-        if note & KEEP_ALIVE:
-            if fwd.keep_alive_first_ns is None:
-                fwd.keep_alive_first_ns = ts
-            fwd.keep_alive_last_ns = ts
+            fwd.dupacknum = dupnum = 1 if fwd.dupacknum < 0 else fwd.dupacknum + 1
+            note = DUP_ACK
+    if ack != lastack:
+        fwd.lastnondupack = pkt.frame
+        fwd.dupacknum = 0
+    if rev.maxseqtobeacked and flags & TH_ACK:
+        note |= _acked_unseen(rev, ack)
+    if seglen:
+        rlast = rev.lastack
+        if rlast and ((rlast - seq - seglen) & _M) < _H:
+            note |= SPURIOUS
+        nextseq = (seq + seglen) & _M
+        fwd.nextseq = nextseq
+        fwd.nextseq_ts = ts
+        fwd.nextseq_frame = pkt.frame
+        if seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
+            fwd.maxseqtobeacked = nextseq
+        fwd.data_segments += 1
+        fwd.data_bytes += seglen
+    elif seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
+        fwd.maxseqtobeacked = seq
+    fwd.window = window
+    fwd.lastack = ack
+    fwd.lastack_ts = ts
+    fwd.lastflags = note
+    fwd.last_was_syn = 0
+    if fwd.zero_window_since_ns is not None:
+        since = fwd.zero_window_since_ns
+        spell = ts - since
+        fwd.zero_window_ns += spell
+        if spell > fwd.zero_window_max_ns:
+            fwd.zero_window_max_ns = spell
+        fwd.zero_window_since_ns = None
+    st.last_frame = pkt.frame
+    if note:
+        _count(fwd, note, seglen, pkt.frame, ts, flags)
+        entry = note
+        if dupnum:
+            entry = (note, dupnum, fwd.lastnondupack)
+        st.last_entry = entry
+        if self.keep_frames:
+            self._frames[pkt.frame] = entry
+    else:
+        st.last_entry = 0
 
 
-def _acked_unseen(rev: DirectionStats, ack: int) -> int:
+@cython.cfunc
+@cython.locals(flags=cython.int, side=cython.int, ws=cython.int)
+def _syn(
+    st: TcpaState, fwd: DirectionStats, rev: DirectionStats, pkt: Packet, from_orig: cython.bint
+) -> None:
+    """Window scaling (Wireshark's verify_tcp_window_scaling) and SYN bookkeeping."""
+    flags = pkt.flags
+    ws = _window_scale(pkt.raw_options)
+    if ws >= 0:
+        fwd.win_scale = min(ws, 14)
+    if fwd.win_scale == -1:
+        # this SYN has no window scale option: neither side scales
+        fwd.win_scale = rev.win_scale = -2
+    elif flags & TH_ACK and rev.win_scale == -2:
+        fwd.win_scale = -2
+    if not flags & TH_ACK:
+        st.mru_syn_ns = pkt.ts_ns
+        side = 0 if from_orig else 1
+        if st.syns is None:
+            st.syns = [(pkt.ts_ns, pkt.frame)]
+            st.syn_side = side
+        elif side == st.syn_side and len(st.syns) < _SYN_TIMES:
+            st.syns.append((pkt.ts_ns, pkt.frame))
+
+
+@cython.cfunc
+@cython.locals(
+    i=cython.Py_ssize_t, n=cython.Py_ssize_t, kind=cython.int, length=cython.int, ws=cython.int
+)
+def _window_scale(raw: bytes) -> cython.int:
+    """The window scale shift in TCP option bytes, -1 when absent. The walk of
+    `decode.parse_tcp_options` (a malformed option ends it, the last one counts), without
+    building the whole `TcpOptions` for every SYN."""
+    ws = -1
+    i, n = 0, len(raw)
+    while i < n:
+        kind = raw[i]
+        if kind == 0:  # end of option list
+            break
+        if kind == 1:  # no-op
+            i += 1
+            continue
+        if i + 1 >= n:
+            break
+        length = raw[i + 1]
+        if length < 2 or i + length > n:
+            break
+        if kind == 3 and length == 3:
+            ws = raw[i + 2]
+        i += length
+    return ws
+
+
+@cython.cfunc
+def _count(
+    fwd: DirectionStats, note: cython.int, seglen: cython.longlong, frame: cython.longlong,
+    ts: cython.longlong, flags: cython.int,
+) -> None:
+    counts = fwd.counts
+    if counts is None:
+        counts = fwd.counts = [0] * len(KINDS)
+    ev = fwd.evidence
+    if ev is None:
+        ev = fwd.evidence = {}
+    for bit, i in _BITS:
+        if note & bit:
+            counts[i] += 1
+            frames = ev.get(KINDS[i])
+            if frames is None:
+                ev[KINDS[i]] = [frame]
+            elif len(frames) < EVIDENCE_PER_KIND:
+                frames.append(frame)
+    if note & _ANY_RETRANS:
+        fwd.retrans_segments += 1
+        fwd.retrans_bytes += seglen
+        if flags & TH_SYN:
+            fwd.retrans_syn += 1
+        elif flags & TH_FIN and not seglen:
+            fwd.retrans_fin += 1
+    if note & KEEP_ALIVE:
+        if fwd.keep_alive_first_ns is None:
+            fwd.keep_alive_first_ns = ts
+        fwd.keep_alive_last_ns = ts
+
+
+@cython.cfunc
+@cython.exceptval(check=False)
+@cython.locals(rmax=cython.longlong, note=cython.int)
+def _acked_unseen(rev: DirectionStats, ack: cython.longlong) -> cython.int:
     """ACKED_UNSEEN when this ACK acknowledges data the peer (`rev`) was never seen sending,
     else 0 (Wireshark's "ACKed segment that wasn't captured"). Shared by both analysis paths."""
     rmax = rev.maxseqtobeacked
@@ -652,7 +729,9 @@ def _acked_unseen(rev: DirectionStats, ack: int) -> int:
     return note
 
 
-def _in_flight(nextseq: int, acked: int) -> int | None:
+@cython.cfunc
+@cython.locals(d=cython.longlong)
+def _in_flight(nextseq: cython.longlong, acked: cython.longlong):  # -> int | None
     """Bytes sent up to `nextseq` and not yet acknowledged by `acked`; None when unknown."""
     if not nextseq or not acked:
         return None

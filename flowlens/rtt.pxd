@@ -1,0 +1,62 @@
+# C declarations for rtt.py when Cython compiles it (see setup.py); rtt.py stays the source of
+# truth and runs unchanged as plain Python. Field meanings are documented there. A method
+# declared here must keep exactly these types in rtt.py's annotations.
+
+from flowlens.decode cimport Packet
+
+# constants: C integers in the compiled module (so not attributes of it)
+cdef int TH_ACK, TH_FIN, TH_RST, TH_SYN
+cdef int IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
+cdef long long _M32, _HALF
+cdef int SRC_ACK, SRC_TS, SRC_DNS, SRC_UDP, SRC_ICMP
+
+
+cdef class Samples:
+    cdef public object data
+    cdef public long long n
+    cdef public long long cap
+    cdef public list by_source
+    cdef public object _agg
+    cdef public object _rng
+    cdef public object _seed
+    cpdef void add(self, long long ts_ns, long long rtt_ns, long long frame,
+                   long long answer_frame, int source)
+
+
+cdef class _Sender:
+    cdef long long[:] segs
+    cdef public Py_ssize_t seg_head
+    cdef public Py_ssize_t seg_tail
+    cdef public long long nxt
+    cdef public long long karn_start
+    cdef public long long karn_end
+    cdef public object tsq
+    cdef public object last_tsval
+    cdef public long long untracked
+    cdef public bint zero_window
+
+
+cdef class ConnectionRtt:
+    cdef public list samples
+    cdef public list karn_skipped
+    cdef public object senders
+    cdef public object pending
+    cdef public long long _cap
+    cdef public object _uid
+    cdef void _add(self, int leg, long long ts_ns, long long rtt_ns, long long frame,
+                   long long answer_frame, int src)
+
+
+cdef class RttCollector:
+    cdef public object config
+    cdef public long long _timeout_ns
+    cdef public long long _max_outstanding
+    cdef public long long _max_tsvals
+    cdef public long long _dup_ns
+    # the observer's C entry point (see RttCollector.observe)
+    cpdef void observe(self, conn, Packet pkt, bint from_orig)
+    cdef void _tcp(self, ConnectionRtt st, Packet pkt, int side)
+    cdef void _timestamps(self, ConnectionRtt st, Packet pkt, int side, _Sender me, _Sender peer,
+                          bint sampled, bint retransmitted)
+    cdef void _dns(self, ConnectionRtt st, Packet pkt, int side)
+    cdef void _reply(self, ConnectionRtt st, Packet pkt, bint from_orig, int src)
