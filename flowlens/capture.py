@@ -38,6 +38,7 @@ Frame = tuple  # (frame, ts_ns, linktype, data, wirelen)
 #: the largest record flowlens accepts (Wireshark's limit for most link types is 256 KiB); a
 #: header claiming more is damage, and is never allocated.
 MAX_RECORD_BYTES = 262144 * 4
+_MAX_RECORD = cython.declare(cython.longlong, MAX_RECORD_BYTES)  # the same, a C constant when compiled
 
 _CHUNK = 1 << 20
 _NS_PER_S = cython.declare(cython.longlong, 1_000_000_000)  # a C constant when compiled
@@ -283,8 +284,10 @@ class Capture:
         return self._pcap()
 
     # ------------------------------------------------------------------ helpers
-    def _stop(self, reason: str, frame: int, offset: int) -> None:
-        if self._read_error and reason != self._read_error:
+    def _stop(self, reason: str, frame: int, offset: int, read_whole: bool = False) -> None:
+        """Note why reading stopped. `read_whole`: damage in data that was read whole, so a
+        stream error met while reading ahead of it is not its cause."""
+        if self._read_error and reason != self._read_error and not read_whole:
             reason = f"{self._read_error} ({reason})"  # the cause, then what it cut
         st = self.stats
         st.stopped, st.stopped_frame, st.stopped_offset = reason, frame, offset
@@ -414,131 +417,232 @@ class Capture:
             st.oddities["a timestamp fraction of a second or more"] += bad_frac
 
     # ------------------------------------------------------------------ pcapng
-    @cython.locals(frame=cython.longlong, blen=cython.longlong, code=cython.uint, data_end=cython.longlong,
-                   caplen=cython.longlong, start=cython.Py_ssize_t, nbytes=cython.longlong)  # fmt: skip
+    def _more(self, buf: bytes, pos: cython.Py_ssize_t, need: cython.Py_ssize_t, ahead: cython.Py_ssize_t) -> bytes:
+        """`buf` from `pos` on, followed by `need` more bytes when the stream has them, or by
+        `ahead` bytes if that is more."""
+        return buf[pos:] + self._read(max(need, ahead))
+
+    @cython.locals(
+        little=cython.bint, pos=cython.Py_ssize_t, ahead=cython.Py_ssize_t, buflen=cython.Py_ssize_t, bstart=cython.Py_ssize_t,
+        code=cython.uint, blen=cython.uint, data_end=cython.longlong, start=cython.Py_ssize_t,
+        block_offset=cython.longlong, frame=cython.longlong, nbytes=cython.longlong,
+        jumps=cython.longlong, first_ts=cython.longlong, last_ts=cython.longlong, ts_ns=cython.longlong,
+        iface=cython.uint, ts_hi=cython.uint, ts_lo=cython.uint, caplen=cython.uint,
+        wirelen=cython.uint, ticks=cython.ulonglong, cur_if=cython.longlong, fast=cython.bint,
+        c_num=cython.ulonglong, c_den=cython.ulonglong, c_off=cython.longlong,
+        c_maxticks=cython.ulonglong, c_lt=cython.longlong, run_lt=cython.longlong,
+        run_n=cython.longlong, rec=cython.p_uchar, buf=bytes,
+    )  # fmt: skip
     def _pcapng(self) -> Iterator[Frame]:
-        """Walk pcapng blocks; each interface keeps its own link type and clock."""
+        """Walk pcapng blocks; each interface keeps its own link type and clock.
+
+        Blocks are read in place from 1 MiB chunks. The counters live in locals and reach
+        `stats` when reading ends (or the consumer stops early); `first_ts_ns` stays up to date
+        frame by frame, as it may be asked for while reading.
+        """
         st = self.stats
         self._read_error = None
-        head = self._head  # the first 12 bytes: block type, length, byte-order magic
-        frame = 0
-        offset = 0
-        interfaces: list[tuple[int, int, int, int]] = []  # (linktype, snaplen, num, den, offset)
-        endian = "<" if head[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+        # Uncompressed data is read in chunks and blocks are parsed in place. A decompressor
+        # is asked for each block exactly as it comes (header, then body): where a corrupt
+        # stream fails, and what it gave before failing, depends on the sizes asked for.
+        ahead = 0 if "+" in st.container else _CHUNK
+        buf = self._head  # the whole first section header block
+        view = memoryview(buf)  # of buf: each frame is a slice of it
+        buflen = len(buf)
+        pos = 0
+        offset = 0  # file offset of buf[0]
+        interfaces: list[tuple[int, int, int, int, int]] = []  # (linktype, snaplen, num, den, offset)
+        little = buf[8:12] == b"\x4d\x3c\x2b\x1a"
+        endian = "<" if little else ">"
         block_hdr, epb = Struct(endian + "II"), Struct(endian + "IIIII")  # redone at each section
-        pending = head
-        while True:
-            hdr = pending if pending else self._read(8)
-            pending = b""
-            if len(hdr) < 8:
-                if hdr:
-                    self._stop("capture ends inside a block header", frame + 1, offset)
-                elif self._read_error:
-                    self._stop(self._read_error, frame + 1, offset)
-                break
-            code, blen = block_hdr.unpack_from(hdr)
-            if code == 0x0A0D0D0A:  # Section Header Block (the same in either byte order)
-                if len(hdr) < 12:
-                    hdr += self._read(12 - len(hdr))
-                if len(hdr) < 12:
-                    self._stop("capture ends inside a section header", frame + 1, offset)
-                    break
-                bom = hdr[8:12]
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    endian = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    endian = ">"
-                else:
-                    self._stop("section header with a bad byte-order magic", frame + 1, offset)
-                    break
-                interfaces = []
-                block_hdr, epb = Struct(endian + "II"), Struct(endian + "IIIII")
-                (blen,) = Struct(endian + "I").unpack_from(hdr, 4)
-                if blen < 28 or blen % 4 or blen > MAX_RECORD_BYTES:
-                    self._stop(f"section header with a bad length ({blen})", frame + 1, offset)
-                    break
-                body = self._read(blen - len(hdr))
-                if len(body) < blen - len(hdr):
-                    self._stop("capture ends inside a section header", frame + 1, offset)
-                    break
-                offset += blen
-                continue
-            if blen < 12 or blen % 4 or blen > MAX_RECORD_BYTES:
-                self._stop(f"block of type {code} with a bad length ({blen})", frame + 1, offset)
-                break
-            body = self._read(blen - 8)
-            if len(body) < blen - 8:
-                self._stop("capture ends inside a block", frame + 1, offset)
-                break
-            block_offset = offset
-            offset += blen
-            data_end = blen - 12  # body without the trailing length
-            if code == 1:  # Interface Description Block
-                if data_end < 8:
-                    st.oddities["an interface description that is too short"] += 1
-                    continue
-                linktype, _res, snaplen = Struct(endian + "HHI").unpack_from(body)
-                num, den, ts_offset = _idb_clock(body[8:data_end], endian)
-                interfaces.append((linktype, snaplen, num, den, ts_offset))
-                if len(interfaces) == 1 and st.frames == 0:
-                    st.resolution_ns = max(1, num // den) if den else 1000
-                continue
-            if code in (6, 2):  # Enhanced Packet Block, obsolete Packet Block
-                if code == 6:
-                    if data_end < 20:
-                        self._stop("packet block too short", frame + 1, block_offset)
+        frame = 0
+        nbytes = 0
+        jumps = 0
+        first_ts = 0
+        last_ts = 0  # the largest timestamp so far (valid once frame > 0)
+        # the interface of the last packet, its clock in C when exact there (see below)
+        cur_if = -1
+        fast = False
+        c_num = c_den = c_maxticks = 1
+        c_off = 0
+        c_lt = 0
+        lt_obj = None
+        run_lt = -1  # frames of one link type in a row, added to stats.linktypes in order
+        run_n = 0
+        try:
+            while True:
+                if buflen - pos < 8:
+                    buf = self._more(buf, pos, 8 - (buflen - pos), ahead)
+                    view = memoryview(buf)
+                    buflen = len(buf)
+                    offset += pos
+                    pos = 0
+                    if buflen < 8:
+                        if buflen:
+                            self._stop("capture ends inside a block header", frame + 1, offset)
+                        elif self._read_error:
+                            self._stop(self._read_error, frame + 1, offset)
                         break
-                    iface, ts_hi, ts_lo, caplen, wirelen = epb.unpack_from(body)
-                    start = 20
+                if cython.compiled:  # the block header read in place, in the section's byte order
+                    rec = buf
+                    rec += pos
+                    code, blen = _u32(rec, 0, little), _u32(rec, 4, little)
                 else:
-                    if data_end < 20:
-                        self._stop("packet block too short", frame + 1, block_offset)
+                    code, blen = block_hdr.unpack_from(buf, pos)
+                block_offset = offset + pos
+                if code == 0x0A0D0D0A:  # Section Header Block (the same in either byte order)
+                    if buflen - pos < 12:
+                        buf = self._more(buf, pos, 12 - (buflen - pos), ahead)
+                        view = memoryview(buf)
+                        buflen = len(buf)
+                        offset += pos
+                        pos = 0
+                    if buflen - pos < 12:
+                        self._stop("capture ends inside a section header", frame + 1, block_offset)
                         break
-                    iface, _drops, ts_hi, ts_lo, caplen, wirelen = Struct(
-                        endian + "HHIIII"
-                    ).unpack_from(body)
-                    start = 20
-                if iface >= len(interfaces):
-                    st.oddities["a packet for an undeclared interface"] += 1
+                    bom = buf[pos + 8 : pos + 12]
+                    if bom == b"\x4d\x3c\x2b\x1a":
+                        endian = "<"
+                    elif bom == b"\x1a\x2b\x3c\x4d":
+                        endian = ">"
+                    else:
+                        self._stop("section header with a bad byte-order magic", frame + 1, block_offset, True)
+                        break
+                    little = endian == "<"
+                    interfaces = []
+                    cur_if = -1
+                    block_hdr, epb = Struct(endian + "II"), Struct(endian + "IIIII")
+                    (blen,) = Struct(endian + "I").unpack_from(buf, pos + 4)
+                    if blen < 28 or blen % 4 or blen > MAX_RECORD_BYTES:
+                        self._stop(f"section header with a bad length ({blen})", frame + 1, block_offset, True)
+                        break
+                    if buflen - pos < blen:
+                        buf = self._more(buf, pos, blen - (buflen - pos), ahead)
+                        view = memoryview(buf)
+                        buflen = len(buf)
+                        offset += pos
+                        pos = 0
+                        if buflen < blen:
+                            self._stop("capture ends inside a section header", frame + 1, block_offset)
+                            break
+                    pos += blen
                     continue
-                if start + caplen > data_end:
-                    self._stop(
-                        f"packet block claims {caplen} bytes but holds {data_end - start}",
-                        frame + 1,
-                        block_offset,
-                    )
+                if blen < 12 or blen % 4 or blen > _MAX_RECORD:
+                    self._stop(f"block of type {code} with a bad length ({blen})", frame + 1, block_offset, True)
                     break
-                linktype, _snap, num, den, ts_offset = interfaces[iface]
-                ticks = (ts_hi << 32) | ts_lo
-                ts_ns = ts_offset * 1_000_000_000 + (ticks * num) // den
-                if not _TS_MIN <= ts_ns <= _TS_MAX:  # if_tsresol/if_tsoffset from a damaged IDB
-                    st.oddities["a timestamp beyond the 64-bit nanosecond range"] += 1
-                    ts_ns = st.last_ts_ns or 0
-            elif code == 3:  # Simple Packet Block: interface 0, no timestamp
-                if not interfaces or data_end < 4:
-                    st.oddities["a simple packet block without an interface"] += 1
+                if buflen - pos < blen:
+                    buf = self._more(buf, pos, blen - (buflen - pos), ahead)
+                    view = memoryview(buf)
+                    buflen = len(buf)
+                    offset += pos
+                    pos = 0
+                    if buflen < blen:
+                        self._stop("capture ends inside a block", frame + 1, block_offset)
+                        break
+                bstart = pos + 8  # the block body
+                pos += blen
+                data_end = blen - 12  # body without the trailing length
+                if code == 6 or code == 2:  # Enhanced Packet Block, obsolete Packet Block
+                    if data_end < 20:
+                        self._stop("packet block too short", frame + 1, block_offset, True)
+                        break
+                    if code == 2:
+                        iface, _drops, ts_hi, ts_lo, caplen, wirelen = Struct(
+                            endian + "HHIIII"
+                        ).unpack_from(buf, bstart)
+                    elif cython.compiled:
+                        rec = buf
+                        rec += bstart
+                        iface, ts_hi, ts_lo = _u32(rec, 0, little), _u32(rec, 4, little), _u32(rec, 8, little)
+                        caplen, wirelen = _u32(rec, 12, little), _u32(rec, 16, little)
+                    else:
+                        iface, ts_hi, ts_lo, caplen, wirelen = epb.unpack_from(buf, bstart)
+                    start = 20
+                    if iface >= len(interfaces):
+                        st.oddities["a packet for an undeclared interface"] += 1
+                        continue
+                    if start + caplen > data_end:
+                        self._stop(
+                            f"packet block claims {caplen} bytes but holds {data_end - start}",
+                            frame + 1,
+                            block_offset,
+                            True,
+                        )
+                        break
+                    if iface != cur_if:
+                        # an interface's clock in C when every timestamp it can give fits:
+                        # ticks * num below 2**62 and |offset| below 2**32 s keep the sum
+                        # within the signed 64-bit range, and floor division of
+                        # non-negative numbers is C division
+                        linktype, _snap, num, den, ts_offset = interfaces[iface]
+                        cur_if = iface
+                        lt_obj, c_lt = linktype, linktype
+                        fast = num <= (1 << 62) and den <= (1 << 62) and -(1 << 32) < ts_offset < (1 << 32)
+                        if fast:
+                            c_num, c_den, c_off = num, den, ts_offset * _NS_PER_S
+                            c_maxticks = ((1 << 62) - 1) // num
+                    ticks = (cython.cast(cython.ulonglong, ts_hi) << 32) | ts_lo
+                    if fast and ticks <= c_maxticks:
+                        ts_ns = c_off + cython.cast(cython.longlong, (ticks * c_num) // c_den)
+                    else:
+                        _lt, _snap, num, den, ts_offset = interfaces[iface]
+                        big = ts_offset * 1_000_000_000 + (ticks * num) // den
+                        if not _TS_MIN <= big <= _TS_MAX:  # if_tsresol/if_tsoffset from a damaged IDB
+                            st.oddities["a timestamp beyond the 64-bit nanosecond range"] += 1
+                            ts_ns = last_ts if frame else 0
+                        else:
+                            ts_ns = big
+                elif code == 1:  # Interface Description Block
+                    if data_end < 8:
+                        st.oddities["an interface description that is too short"] += 1
+                        continue
+                    body = buf[bstart : bstart + data_end]
+                    linktype, _res, snaplen = Struct(endian + "HHI").unpack_from(body)
+                    num, den, ts_offset = _idb_clock(body[8:], endian)
+                    interfaces.append((linktype, snaplen, num, den, ts_offset))
+                    if len(interfaces) == 1 and frame == 0:
+                        st.resolution_ns = max(1, num // den) if den else 1000
                     continue
-                (wirelen,) = Struct(endian + "I").unpack_from(body)
-                linktype, snap, _num, _den, _off = interfaces[0]
-                caplen = min(wirelen, data_end - 4, snap or wirelen)
-                start = 4
-                ts_ns = st.last_ts_ns or 0
-            else:
-                continue  # name resolution, statistics, custom and unknown blocks
-            frame += 1
-            # the stats stay up to date frame by frame
-            if st.first_ts_ns is None:
-                st.first_ts_ns = st.last_ts_ns = ts_ns
-            elif ts_ns < st.last_ts_ns:
-                st.clock_jumps += 1
-                if ts_ns < st.first_ts_ns:
-                    st.first_ts_ns = ts_ns
-            else:
-                st.last_ts_ns = ts_ns
-            st.linktypes[linktype] += 1
-            st.bytes += caplen
+                elif code == 3:  # Simple Packet Block: interface 0, no timestamp
+                    if not interfaces or data_end < 4:
+                        st.oddities["a simple packet block without an interface"] += 1
+                        continue
+                    (wirelen,) = Struct(endian + "I").unpack_from(buf, bstart)
+                    linktype, snap, _num, _den, _off = interfaces[0]
+                    caplen = min(wirelen, data_end - 4, snap or wirelen)
+                    start = 4
+                    ts_ns = last_ts if frame else 0
+                    cur_if = -1  # the linktype below is not the cached interface's
+                    lt_obj, c_lt = linktype, linktype
+                else:
+                    continue  # name resolution, statistics, custom and unknown blocks
+                frame += 1
+                if frame == 1:
+                    first_ts = last_ts = ts_ns
+                    st.first_ts_ns = first_ts
+                elif ts_ns < last_ts:
+                    jumps += 1
+                    if ts_ns < first_ts:
+                        first_ts = ts_ns
+                        st.first_ts_ns = first_ts
+                else:
+                    last_ts = ts_ns
+                if c_lt != run_lt:
+                    if run_n:
+                        st.linktypes[run_lt] += run_n
+                    run_lt, run_n = c_lt, 0
+                run_n += 1
+                nbytes += caplen
+                yield (frame, ts_ns, lt_obj, view[bstart + start : bstart + start + caplen], wirelen)
+        finally:  # also when the consumer stops early, as frame-by-frame stats would be
             st.frames = frame
-            yield (frame, ts_ns, linktype, memoryview(body)[start : start + caplen], wirelen)
+            st.bytes = nbytes
+            if frame:
+                st.first_ts_ns = first_ts
+                st.last_ts_ns = last_ts
+            st.clock_jumps = jumps
+            if run_n:
+                st.linktypes[run_lt] += run_n
 
 
 @cython.cfunc
