@@ -93,10 +93,10 @@ class Pipeline:
                             gc.collect()
                 if progress is not None:
                     progress(self.stats.frames, _tell(raw), size)
+            yield from self.table.flush()
         finally:
             if gc_was_enabled:
                 gc.enable()
-        yield from self.table.flush()
 
     def summary_lines(self) -> list[str]:
         """Diagnostics for stderr: damage, skipped frames by reason, clock jumps."""
