@@ -257,10 +257,7 @@ class AnomalyDetector:
                 (conn.first_ts_ns, conn.uid, conn.prev_uid, conn.orig_p, conn.first_frame, failed)
             )
         if t.fin_seq[0] is not None or t.fin_seq[1] is not None:  # CLOSE_WAIT needs a FIN
-            for entry in t.timeline:
-                if entry[3] is CLOSE_WAIT or entry[3] is FIN_WAIT_2:
-                    self._note_closes(conn)
-                    break
+            self._note_closes(conn)
         if st is not None:
             for d in st.dirs:  # most connections have nothing more to report
                 if (
@@ -279,25 +276,33 @@ class AnomalyDetector:
         # a side still in CLOSE_WAIT or FIN_WAIT_2 when the record ended stayed there at least
         # that long: to the capture's end (None: known at finish), or until flowlens stopped
         # waiting for an idle connection or a new one took its 5-tuple
+        close_wait, fin_wait_2 = _spells(c.tcp.timeline)
+        if close_wait is None and fin_wait_2 is None:
+            return
         stop_at = None if c.closed_by == "capture_end" else c.end_ts_ns
-        for side, start, stop, frame in _spells(c, CLOSE_WAIT):
+        th = self.thresholds
+        for side, start, stop, frame in close_wait or ():
             if not c.pkts[side]:
                 continue  # a one-sided capture: nothing says what that side did
             host, port = (c.orig_h, c.orig_p) if side == 0 else (c.resp_h, c.resp_p)
             peer_h, peer_p = (c.resp_h, c.resp_p) if side == 0 else (c.orig_h, c.orig_p)
             # a server leaks on its service port; a client on whatever port it had
             key = (host, port, None, None) if side == 1 else (host, None, peer_h, peer_p)
-            self._close_wait[key].append(
-                (start, stop if stop is not None else stop_at, stop is None, frame, c.uid)
-            )
-        for side, start, stop, frame in _spells(c, FIN_WAIT_2):
+            spells = self._close_wait[key]  # (the group exists either way: finding order)
+            until = stop if stop is not None else stop_at
+            # a spell already known to be shorter than the threshold can never be reported
+            if until is None or (until - start) / 1e9 >= th.close_wait_s:
+                spells.append((start, until, stop is None, frame, c.uid))
+        for side, start, stop, frame in fin_wait_2 or ():
             if not c.pkts[1 - side]:
                 continue
+            until = stop if stop is not None else stop_at
+            if until is not None and (until - start) / 1e9 < th.fin_wait_2_s:
+                continue  # too short to be reported (the test of _fin_wait_2_findings)
             host, port = (c.orig_h, c.orig_p) if side == 0 else (c.resp_h, c.resp_p)
             peer = _ep(c.resp_h, c.resp_p) if side == 0 else _ep(c.orig_h, c.orig_p)
             self._fin_wait_2.append(
-                (c.uid, _ep(host, port), peer, start, stop if stop is not None else stop_at,
-                 stop is None, frame, c.pkts[1 - side])
+                (c.uid, _ep(host, port), peer, start, until, stop is None, frame, c.pkts[1 - side])
             )  # fmt: skip
 
     def finish(self, end_ns: int | None = None) -> list[Anomaly]:
@@ -396,21 +401,40 @@ def _refused_findings(groups, th: Thresholds, claimed: set) -> list[Anomaly]:
 
 
 # ---------------------------------------------------------------------------- closes
-def _spells(c: Connection, state):
-    """[(side, start_ns, end_ns or None, frame)] for each time a side sat in `state`; None when
-    it still did at the end of the record."""
-    out = []
-    timeline = c.tcp.timeline
-    for i, (ts, frame, side, new) in enumerate(timeline):
-        if new is not state:
+def _spells(timeline) -> tuple[list | None, list | None]:
+    """The times a side sat in CLOSE_WAIT, and in FIN_WAIT_2, from a TCP timeline: for each,
+    [(side, start_ns, end_ns or None, frame)] in timeline order, or None when there were none.
+    A spell ends at that side's next state change; None when it still lasted at the end of the
+    record. One pass: this runs for every connection that saw a FIN."""
+    close_wait = fin_wait_2 = None
+    open0 = open1 = None  # per side: the spell [side, start, end, frame] it sits in, if any
+    for ts, frame, side, new in timeline:
+        if side == 0:
+            if open0 is not None:
+                open0[2] = ts
+                open0 = None
+        elif open1 is not None:
+            open1[2] = ts
+            open1 = None
+        if new is CLOSE_WAIT:
+            spell = [side, ts, None, frame]
+            if close_wait is None:
+                close_wait = [spell]
+            else:
+                close_wait.append(spell)
+        elif new is FIN_WAIT_2:
+            spell = [side, ts, None, frame]
+            if fin_wait_2 is None:
+                fin_wait_2 = [spell]
+            else:
+                fin_wait_2.append(spell)
+        else:
             continue
-        leave = None
-        for ts2, _f2, side2, _new2 in timeline[i + 1 :]:
-            if side2 == side:
-                leave = ts2
-                break
-        out.append((side, ts, leave, frame))
-    return out
+        if side == 0:
+            open0 = spell
+        else:
+            open1 = spell
+    return close_wait, fin_wait_2
 
 
 def _close_wait_findings(groups, th: Thresholds, end_ns: int) -> list[Anomaly]:

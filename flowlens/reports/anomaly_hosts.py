@@ -351,51 +351,65 @@ def _floods(attempts, th, claimed: set) -> list[Anomaly]:
 
 
 # ---------------------------------------------------------------------------- TIME_WAIT and ports
-def _closed_after(timeline, side: int, since: int) -> int | None:
-    for ts, _f, s, new in timeline:
-        if s == side and new is CLOSED and ts >= since:
-            return ts
-    return None
-
-
 def _holds(c, tw_ns: int, end_ns: int):
-    """(port held from, until) for the client side, and [(side, tw from, until)]."""
+    """(port held from, until) for the client side, and [(side, tw from, until)].
+
+    A side's TIME_WAIT lasts 2 x MSL, or until that side's first CLOSED at or after its start;
+    a client side that closed without TIME_WAIT held its port until its last state change. One
+    pass over the timeline (this runs for every TCP connection)."""
     t = c.tcp
-    tws = []
-    for side in (0, 1):
-        start = t.tw_start[side]
-        if start is not None:
-            stop = start + tw_ns
-            cut = _closed_after(t.timeline, side, start)
-            if cut is not None and cut < stop:
-                stop = cut
-            tws.append((side, start, stop))
-    tws = tuple(tws)
-    client_tw = [x for x in tws if x[0] == 0]
-    if client_tw:
-        until = client_tw[0][2]
-    elif t.state[0] is CLOSED and t.timeline:
-        until = max((ts for ts, _f, s, _n in t.timeline if s == 0), default=c.last_ts_ns)
+    timeline = t.timeline
+    start0, start1 = t.tw_start
+    last0 = None  # the client side's last state change, when needed
+    need_last0 = start0 is None and t.state[0] is CLOSED and timeline
+    cut0 = cut1 = None  # first CLOSED at or after a side's TIME_WAIT start
+    if need_last0 or start0 is not None or start1 is not None:
+        for ts, _f, s, new in timeline:
+            if s == 0:
+                if need_last0:
+                    if last0 is None or ts > last0:
+                        last0 = ts
+                elif cut0 is None and new is CLOSED and start0 is not None and ts >= start0:
+                    cut0 = ts
+            elif cut1 is None and new is CLOSED and start1 is not None and ts >= start1:
+                cut1 = ts
+    tws = ()
+    if start0 is not None:
+        stop = start0 + tw_ns
+        if cut0 is not None and cut0 < stop:
+            stop = cut0
+        tws = ((0, start0, stop),)
+        until = stop
+    elif need_last0:
+        until = last0 if last0 is not None else c.last_ts_ns
     elif t.state[0] is TIME_WAIT:
         until = end_ns
     else:
         until = max(end_ns, c.last_ts_ns)
-    return (c.first_ts_ns, max(until, c.first_ts_ns)), tws
+    if start1 is not None:
+        stop = start1 + tw_ns
+        if cut1 is not None and cut1 < stop:
+            stop = cut1
+        tws = (*tws, (1, start1, stop))
+    first = c.first_ts_ns
+    return (first, until if until > first else first), tws
 
 
-def _peak(intervals) -> tuple[int, int]:
-    """(peak concurrency, ts of the peak) of [start, end) intervals."""
-    events = []
-    for a, b in intervals:
-        events.append((a, 1))
-        events.append((b, -1))
-    events.sort()
+def _peak(starts: list[int], ends: list[int]) -> tuple[int, int]:
+    """(peak concurrency, ts of the peak) of [start, end) intervals, given as their starts and
+    their ends (an end at the same time as a start comes first). Sorts the two lists."""
+    starts.sort()
+    ends.sort()
     cur = best = 0
-    at = events[0][0] if events else 0
-    for ts, d in events:
-        cur += d
+    at = min(starts[0], ends[0]) if starts else 0
+    j, n_ends = 0, len(ends)
+    for a in starts:
+        while j < n_ends and ends[j] <= a:
+            cur -= 1
+            j += 1
+        cur += 1
         if cur > best:
-            best, at = cur, ts
+            best, at = cur, a
     return best, at
 
 
@@ -424,22 +438,30 @@ def _port_group(client, server, sport, group, th, msl_s, end_ns):
     `group` holds `HostFacts.holds` tuples."""
     group.sort()
     per_port = defaultdict(list)
-    tw_by_side = ([], [])
-    holds = []
+    # TIME_WAIT spells per side as starts and ends (cut at the capture's end)
+    tw_starts, tw_ends = ([], []), ([], [])
+    held = 0
     for start, until, cport, tws, _reused, _frame in group:
         per_port[cport].append((start, until))
-        holds.append(until - start)
+        held += until - start
         for side, a, b in tws:
-            tw_by_side[side].append((a, min(b, max(end_ns, a))))
-    in_use = [(a, b) for ivs in per_port.values() for a, b in _merge(ivs)]
-    peak, peak_at = _peak([(a, min(b, max(end_ns, a))) for a, b in in_use])
+            tw_starts[side].append(a)
+            e = end_ns if end_ns > a else a
+            tw_ends[side].append(b if b < e else e)
+    in_starts, in_ends = [], []
+    for ivs in per_port.values():
+        for a, b in _merge(ivs) if len(ivs) > 1 else ivs:
+            in_starts.append(a)
+            e = end_ns if end_ns > a else a
+            in_ends.append(b if b < e else e)
+    peak, peak_at = _peak(in_starts, in_ends)
     ports = sorted(per_port)
     (lo, hi), guess = _range_for(ports, th)
     size = hi - lo + 1
     n = len(group)
     span_s = (group[-1][0] - group[0][0]) / 1e9
     rate = (n - 1) / span_s if span_s > 0 else 0.0
-    hold_s = sum(holds) / len(holds) / 1e9
+    hold_s = held / n / 1e9
     steady = rate * hold_s
     reused = [g for g in group if g[4]]
     first_ts = group[0][0] / 1e9
@@ -467,8 +489,8 @@ def _port_group(client, server, sport, group, th, msl_s, end_ns):
         "peak_in_use": peak,
     }
 
-    side = 0 if len(tw_by_side[0]) >= len(tw_by_side[1]) else 1
-    tw_peak, tw_at = _peak(tw_by_side[side])
+    side = 0 if len(tw_starts[0]) >= len(tw_starts[1]) else 1
+    tw_peak, tw_at = _peak(tw_starts[side], tw_ends[side])
     if tw_peak >= th.time_wait_min:
         severity = "warning" if tw_peak >= th.time_wait_warn_fraction * size else "info"
         share = tw_peak / size
