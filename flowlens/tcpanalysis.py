@@ -384,8 +384,8 @@ class TcpAnalyzer:
         flags=cython.int, sfr=cython.int, note=cython.int, seq=cython.longlong,
         ack=cython.longlong, seglen=cython.longlong, window=cython.longlong, ts=cython.longlong,
         fnext=cython.longlong, dupnum=cython.longlong, lastack=cython.longlong, shift=cython.int,
-        not_advanced=cython.bint, rlast=cython.longlong, t=cython.longlong, entry=object,
-        nextseq=cython.longlong, since=cython.longlong, spell=cython.longlong,
+        not_advanced=cython.bint, rlast=cython.longlong, t=cython.longlong,
+        nextseq=cython.longlong,
     )  # fmt: skip
     def observe(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
         """Analyse one TCP segment of `conn` (the observer protocol, also `analyzer(...)`)."""
@@ -530,30 +530,15 @@ class TcpAnalyzer:
                     fwd.zero_window_since_ns = ts
                     fwd.zero_window_spells += 1
             elif fwd.zero_window_since_ns is not None:
-                since = fwd.zero_window_since_ns
-                spell = ts - since
-                fwd.zero_window_ns += spell
-                fwd.zero_window_max_ns = max(fwd.zero_window_max_ns, spell)
-                fwd.zero_window_since_ns = None
-        st.last_frame = pkt.frame
-        if note:
-            _count(fwd, note, seglen, pkt.frame, ts, flags)
-            entry = note
-            if dupnum:
-                entry = (note, dupnum, fwd.lastnondupack)
-            st.last_entry = entry
-            if self.keep_frames:
-                self._frames[pkt.frame] = entry
-        else:
-            st.last_entry = 0
+                _end_zero_window(fwd, ts)
+        _record(self, st, fwd, note, dupnum, seglen, pkt.frame, ts, flags)
 
 
 # The per-packet helpers are C functions when compiled (`cython.cfunc`), ordinary ones otherwise.
 @cython.cfunc
 @cython.locals(
     note=cython.int, dupnum=cython.longlong, lastack=cython.longlong, shift=cython.int,
-    rlast=cython.longlong, nextseq=cython.longlong, since=cython.longlong, spell=cython.longlong,
-    entry=object,
+    rlast=cython.longlong, nextseq=cython.longlong,
 )  # fmt: skip
 def _in_order(
     self: TcpAnalyzer, st: TcpaState, fwd: DirectionStats, rev: DirectionStats, pkt: Packet,
@@ -605,21 +590,38 @@ def _in_order(
     fwd.lastflags = note
     fwd.last_was_syn = 0
     if fwd.zero_window_since_ns is not None:
-        since = fwd.zero_window_since_ns
-        spell = ts - since
-        fwd.zero_window_ns += spell
-        if spell > fwd.zero_window_max_ns:
-            fwd.zero_window_max_ns = spell
-        fwd.zero_window_since_ns = None
-    st.last_frame = pkt.frame
+        _end_zero_window(fwd, ts)
+    _record(self, st, fwd, note, dupnum, seglen, pkt.frame, ts, flags)
+
+
+@cython.cfunc
+@cython.locals(since=cython.longlong, spell=cython.longlong)
+def _end_zero_window(fwd: DirectionStats, ts: cython.longlong) -> None:
+    """The window reopened: close this direction's zero-window spell."""
+    since = fwd.zero_window_since_ns
+    spell = ts - since
+    fwd.zero_window_ns += spell
+    if spell > fwd.zero_window_max_ns:
+        fwd.zero_window_max_ns = spell
+    fwd.zero_window_since_ns = None
+
+
+@cython.cfunc
+@cython.locals(entry=object)
+def _record(
+    an: TcpAnalyzer, st: TcpaState, fwd: DirectionStats, note: cython.int, dupnum: cython.longlong,
+    seglen: cython.longlong, frame: cython.longlong, ts: cython.longlong, flags: cython.int,
+) -> None:  # fmt: skip
+    """Count the segment's analysis note and remember it for `kinds`/`notes`/`dup_ack`."""
+    st.last_frame = frame
     if note:
-        _count(fwd, note, seglen, pkt.frame, ts, flags)
+        _count(fwd, note, seglen, frame, ts, flags)
         entry = note
         if dupnum:
             entry = (note, dupnum, fwd.lastnondupack)
         st.last_entry = entry
-        if self.keep_frames:
-            self._frames[pkt.frame] = entry
+        if an.keep_frames:
+            an._frames[frame] = entry
     else:
         st.last_entry = 0
 
