@@ -49,7 +49,7 @@ cdef class Connection:
     cpdef void swap_roles(self)
     cpdef object state_at(self, int side, long long ts_ns)
     @cython.locals(start=cython.longlong)
-    cdef object _after_time_wait(self, int side, object state, long long ts_ns)
+    cdef int _code_at(self, int side, int code, long long ts_ns)
     cdef tuple _end_states(self)
     cdef str _end_state(self, int side)
     cpdef dict to_record(self)

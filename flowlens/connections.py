@@ -15,7 +15,6 @@ decides and the record says the originator was inferred.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import socket
 from dataclasses import dataclass
@@ -41,10 +40,12 @@ _ICMP6_PAIRS = {128: 129, 133: 134, 135: 136}
 _ICMP4_REPLIES = {v: k for k, v in _ICMP4_PAIRS.items()}
 _ICMP6_REPLIES = {v: k for k, v in _ICMP6_PAIRS.items()}
 
-#: TcpState -> its name (`.value` is a slow Python-level property)
-_STATE_TEXT = {s: s.value for s in TcpState}
-#: TcpState by the index TcpTracker keeps for it
+#: TcpState, and its name, by the index TcpTracker keeps for it (`.value` and an enum's hash
+#: are slow Python-level code)
 _STATES = tuple(TcpState)
+_STATE_NAMES = tuple(s.value for s in TcpState)
+_CODE_CLOSED = cython.declare(cython.int, _STATES.index(CLOSED))
+_CODE_TIME_WAIT = cython.declare(cython.int, _STATES.index(TIME_WAIT))
 
 #: "None" in Connection._next_seq and TcpTracker's arrays (the same value as tcpstate._UNSET)
 _UNSET = cython.declare(cython.longlong, -0x4000000000000000)
@@ -79,16 +80,63 @@ def format_addr(addr: bytes) -> str:
     return text
 
 
+_M64 = cython.declare(cython.ulonglong, 0xFFFFFFFFFFFFFFFF)
+_M32 = cython.declare(cython.ulonglong, 0xFFFFFFFF)
+_GOLDEN = cython.declare(cython.ulonglong, 0x9E3779B97F4A7C15)
+_FMIX1 = cython.declare(cython.ulonglong, 0xFF51AFD7ED558CCD)
+_FMIX2 = cython.declare(cython.ulonglong, 0xC4CEB9FE1A85EC53)
+_SEED1 = cython.declare(cython.ulonglong, 0x243F6A8885A308D3)
+_SEED2 = cython.declare(cython.ulonglong, 0x13198A2E03707344)
+
+
 @cython.cfunc
-@cython.locals(w0=cython.ulonglong, w1=cython.ulonglong, w2=cython.ulonglong,
-               cur=cython.ulonglong, r=cython.ulonglong, i=cython.int)
-def _uid(ts_ns, frame, key) -> str:
-    """"C" + 17 base-62 digits (least significant first) of a 96-bit BLAKE2b digest of the
-    connection's first packet; the 96-bit number is divided as three 32-bit limbs."""
-    digest = hashlib.blake2b(b"%d|%d|%r" % (ts_ns, frame, key), digest_size=12).digest()
-    w0 = int.from_bytes(digest[0:4], "big")
-    w1 = int.from_bytes(digest[4:8], "big")
-    w2 = int.from_bytes(digest[8:12], "big")
+@cython.inline
+@cython.returns(cython.ulonglong)
+@cython.locals(h=cython.ulonglong, v=cython.ulonglong)
+def _mix(h, v) -> cython.ulonglong:
+    """One step of the uid hash: fold a 64-bit value in, then scramble (MurmurHash3's fmix64;
+    the masks make plain Python compute what C's wrapping arithmetic does)."""
+    h = ((h ^ v) * _GOLDEN) & _M64
+    h ^= h >> 33
+    h = (h * _FMIX1) & _M64
+    h ^= h >> 33
+    h = (h * _FMIX2) & _M64
+    h ^= h >> 33
+    return h
+
+
+@cython.cfunc
+@cython.returns(cython.ulonglong)
+@cython.locals(h=cython.ulonglong, v=cython.ulonglong, j=cython.Py_ssize_t, n=cython.Py_ssize_t)
+def _mix_addr(h, addr: bytes) -> cython.ulonglong:
+    """Fold a packed address into the uid hash, 8 bytes at a time (after its length)."""
+    n = len(addr)
+    h = _mix(h, n)
+    v = 0
+    for j in range(n):
+        v = ((v << 8) | addr[j]) & _M64
+        if j % 8 == 7:
+            h = _mix(h, v)
+            v = 0
+    return _mix(h, v)
+
+
+@cython.cfunc
+@cython.locals(h1=cython.ulonglong, h2=cython.ulonglong, w0=cython.ulonglong, w1=cython.ulonglong,
+               w2=cython.ulonglong, cur=cython.ulonglong, r=cython.ulonglong, i=cython.int,
+               ts_ns=cython.longlong, frame=cython.longlong, proto=cython.int, a=bytes,
+               pa=cython.int, b=bytes, pb=cython.int)
+def _uid(ts_ns, frame, proto, a, pa, b, pb) -> str:
+    """"C" + 17 base-62 digits (least significant first) of a 96-bit hash of the connection's
+    first packet (timestamp, frame number and 5-tuple key); the number is divided as three
+    32-bit limbs. Plain arithmetic on the fields, so compiled it makes no Python objects."""
+    h1 = _mix(_mix(_SEED1, ts_ns & _M64), frame & _M64)
+    h2 = _mix(_mix(_SEED2, ts_ns & _M64), frame & _M64)
+    h1 = _mix(_mix(_mix(_mix_addr(_mix_addr(_mix(h1, proto), a), b), pa), pb), 0)
+    h2 = _mix(_mix(_mix(_mix_addr(_mix_addr(_mix(h2, proto), a), b), pa), pb), 1)
+    w0 = h1 >> 32
+    w1 = h1 & _M32
+    w2 = h2 & _M32
     chars = ["C"]
     for i in range(17):
         cur = w0
@@ -199,7 +247,7 @@ class Connection:
         self._closing = False
         # (the table passes its Config's TIME_WAIT length; computing it per connection is slow)
         self._time_wait_ns = cfg.time_wait_ns if time_wait_ns is None else time_wait_ns
-        self.uid = _uid(pkt.ts_ns, pkt.frame, key)  # stable id: "C" + 17 base-62 characters
+        self.uid = _uid(pkt.ts_ns, pkt.frame, key[0], key[1], key[2], key[3], key[4])  # stable id: "C" + 17 base-62 characters
 
     # ------------------------------------------------------------------ derived fields
     @property
@@ -281,57 +329,36 @@ class Connection:
     def missed_bytes(self) -> int:
         return self.zeek.missed_bytes if self.zeek is not None else 0
 
-    @cython.locals(timeline=list, entry=tuple, i=cython.Py_ssize_t, t=cython.longlong, s=cython.int)
+    @cython.locals(code=cython.int)
     def state_at(self, side: int, ts_ns: int) -> TcpState | None:
         """TCP state of `side` (0 orig, 1 resp) at `ts_ns`, TIME_WAIT ending after 2 x MSL."""
         if self.tcp is None:
             return None
-        state = None
-        timeline = self.tcp.timeline
-        for i in range(len(timeline)):  # entries (ts_ns, frame, side, state)
-            entry = timeline[i]
-            t, s = entry[0], entry[2]
-            if t > ts_ns:
-                break
-            if s == side:
-                state = entry[3]
-        return self._after_time_wait(side, state, ts_ns)
+        return _STATES[self._code_at(side, self.tcp.state_code_at(side, ts_ns), ts_ns)]
 
-    def _after_time_wait(self, side: int, state: TcpState | None, ts_ns: int) -> TcpState:
-        """`state_at`'s answer from the last transition of `side` at or before `ts_ns` (None if
-        there was none)."""
-        if state is None:
-            return CLOSED
-        if state is TIME_WAIT:
+    def _code_at(self, side: int, code: int, ts_ns: int) -> int:
+        """`state_at`'s answer, as a TcpState index, from the last state `side` entered at or
+        before `ts_ns` (`code`, -1 if there was none)."""
+        if code < 0:
+            return _CODE_CLOSED
+        if code == _CODE_TIME_WAIT:
             start = self.tcp._tw_start[side]
             if start != _UNSET and ts_ns >= start + self._time_wait_ns:
-                return CLOSED
-        return state
+                return _CODE_CLOSED
+        return code
 
-    @cython.locals(timeline=list, entry=tuple, i=cython.Py_ssize_t, t=cython.longlong, s=cython.int,
-                   end=cython.longlong, tcp=TcpTracker)
+    @cython.locals(end=cython.longlong, tcp=TcpTracker, orig=cython.int, resp=cython.int)
     def _end_states(self) -> tuple[str, str]:
-        """(orig_state, resp_state) for the record: `state_at` of both sides in one pass."""
+        """(orig_state, resp_state) for the record: `state_at` of both sides, as names."""
         end = self.end_ts_ns if self.end_ts_ns is not None else self.last_ts_ns
         tcp = self.tcp
         if tcp._timeline_max_ns <= end:
             # no transition after `end` (the usual case): each side's last transition is its
             # current state (CLOSED, as at the start, if it had none)
-            return (_STATE_TEXT[self._after_time_wait(0, _STATES[tcp._state[0]], end)],
-                    _STATE_TEXT[self._after_time_wait(1, _STATES[tcp._state[1]], end)])
-        orig = resp = None
-        timeline = tcp.timeline
-        for i in range(len(timeline)):
-            entry = timeline[i]
-            t, s = entry[0], entry[2]
-            if t > end:
-                break
-            if s == 0:
-                orig = entry[3]
-            elif s == 1:
-                resp = entry[3]
-        return (_STATE_TEXT[self._after_time_wait(0, orig, end)],
-                _STATE_TEXT[self._after_time_wait(1, resp, end)])
+            orig, resp = tcp._state[0], tcp._state[1]
+        else:
+            orig, resp = tcp.state_code_at(0, end), tcp.state_code_at(1, end)
+        return _STATE_NAMES[self._code_at(0, orig, end)], _STATE_NAMES[self._code_at(1, resp, end)]
 
     @property
     def orig_state(self) -> str | None:
@@ -345,7 +372,7 @@ class Connection:
     def _end_state(self, side: int) -> str | None:
         if self.tcp is None:
             return None
-        return _STATE_TEXT[self.state_at(side, self.end_ts_ns if self.end_ts_ns is not None else self.last_ts_ns)]
+        return self._end_states()[side]
 
     @property
     def handshake(self) -> str | None:

@@ -295,7 +295,9 @@ class PacketCollector:
         log._flush()
         if conn.tcp is not None:
             extra = []
-            for ts, frame, side, state in conn.tcp.timeline[log._tl_len :]:
+            tcp = conn.tcp
+            for i in range(log._tl_len, tcp.timeline_len):
+                ts, frame, side, state = tcp.transition(i)
                 why = "TIME_WAIT cut short: the 5-tuple was reused"
                 if frame is not None:
                     why += f" (frame {frame})"
@@ -335,10 +337,10 @@ class PacketCollector:
             if flags & TH_SYN and pkt.raw_options:
                 opts = pkt.options
                 mss, wscale = opts.mss, opts.wscale
-            timeline = tcp.timeline
-            if len(timeline) > log._tl_len:
-                entered = tuple((s, st.value) for _t, _f, s, st in timeline[log._tl_len :])
-                log._tl_len = len(timeline)
+            n = tcp.timeline_len
+            if n > log._tl_len:
+                entered = tuple((tcp.transition(i)[2], tcp.transition(i)[3].value) for i in range(log._tl_len, n))
+                log._tl_len = n
             orig_state, resp_state = tcp.state[0].value, tcp.state[1].value
             findings = self._core_findings(log, conn, pkt, side)
         elif pkt.proto != 17:

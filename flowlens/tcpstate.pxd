@@ -22,7 +22,13 @@ cdef class TcpTracker:
     cdef long long _syn_ts[2]
     cdef long long _synack_ts[2]
     cdef long long _tw_start[2]
-    cdef public list timeline
+    # the timeline: _TL_INLINE (tcpstate.py) changes in arrays, the rest in _tl_more
+    cdef int _tl_n
+    cdef long long _tl_ts[12]
+    cdef long long _tl_frame[12]
+    cdef signed char _tl_side[12]
+    cdef signed char _tl_state[12]
+    cdef list _tl_more
     cdef long long _timeline_max_ns
     cdef public object synack_ms
     cdef public object ackdat_ms
@@ -36,7 +42,11 @@ cdef class TcpTracker:
     cdef public bint tw_cut_short
 
     cpdef void set_state(self, int side, object new, long long ts_ns, object frame)
-    cdef void _set(self, int side, int new, long long ts_ns, object frame)
+    cpdef tuple transition(self, int i)
+    cpdef int state_code_at(self, int side, long long ts_ns)
+    cpdef tuple spells(self)
+    cpdef tuple last_change_and_closed_after(self, int side, long long start_ns)
+    cdef void _set(self, int side, int new, long long ts_ns, long long frame)
     cpdef void start_midstream(self, long long ts_ns, long long frame)
     cpdef void packet(self, int side, int flags, long long seq, long long ack, long long plen, long long ts_ns, long long frame)
     cdef void _ack(self, int side, int flags, long long ack, long long ts_ns, long long frame)

@@ -78,8 +78,13 @@ _S_CLOSING = cython.declare(cython.int, _CODE[CLOSING])
 _S_LAST_ACK = cython.declare(cython.int, _CODE[LAST_ACK])
 _S_TIME_WAIT = cython.declare(cython.int, _CODE[TIME_WAIT])
 
-#: "None" in the tracker's per-side number arrays (ISN, FIN sequence, timestamps)
+#: "None" in the tracker's per-side number arrays (ISN, FIN sequence, timestamps, frames)
 _UNSET = cython.declare(cython.longlong, -0x4000000000000000)  # no ISN, seq or ts_ns is that
+
+#: state changes a tracker keeps in its own arrays (C arrays when compiled: tcpstate.pxd
+#: declares them with this many elements, keep the two equal); a connection rarely makes more
+#: than ten, and later ones go to a list
+_TL_INLINE = cython.declare(cython.int, 12)
 
 
 def seq_after(a: int, b: int) -> bool:
@@ -114,7 +119,14 @@ class TcpTracker:
 
     __slots__ = (
         "_state",  # [orig, resp] state, as its index in TcpState (see `state`)
-        "timeline",  # [(ts_ns, frame, endpoint 0/1, TcpState)] in capture order
+        # the state changes in capture order (see `timeline`): the first _TL_INLINE in arrays,
+        # one element per change, the rest as (ts_ns, frame, endpoint, state code) tuples
+        "_tl_n",  # how many changes there are
+        "_tl_ts",  # ts_ns
+        "_tl_frame",  # frame, or _UNSET (a change no packet caused)
+        "_tl_side",  # endpoint 0/1
+        "_tl_state",  # the state entered, as its index in TcpState
+        "_tl_more",  # changes after the first _TL_INLINE (None until there are any)
         "_timeline_max_ns",  # latest ts_ns in timeline (_UNSET while empty)
         "_isn",  # [orig ISN or None, resp ISN or None]
         "_fin_seq",  # [seq of the FIN each side sent, or None]
@@ -139,7 +151,13 @@ class TcpTracker:
 
     def __init__(self) -> None:
         self._state = [_S_CLOSED, _S_CLOSED]
-        self.timeline: list[tuple[int, int | None, int, TcpState]] = []
+        self._tl_n = 0
+        if not cython.compiled:  # (compiled, these are C arrays, zeroed with the object)
+            self._tl_ts = [0] * _TL_INLINE
+            self._tl_frame = [0] * _TL_INLINE
+            self._tl_side = [0] * _TL_INLINE
+            self._tl_state = [0] * _TL_INLINE
+        self._tl_more = None
         self._timeline_max_ns = _UNSET
         self._isn = [_UNSET, _UNSET]
         self._fin_seq = [_UNSET, _UNSET]
@@ -203,21 +221,141 @@ class TcpTracker:
     def tw_start(self) -> list[int | None]:
         return [_opt(self._tw_start[0]), _opt(self._tw_start[1])]
 
-    # ------------------------------------------------------------------ transitions
-    def set_state(self, side: int, new: TcpState, ts_ns: int, frame: int | None) -> None:
-        self._set(side, _CODE[new], ts_ns, frame)
+    # ------------------------------------------------------------------ the timeline
+    @property
+    def timeline(self) -> list[tuple[int, int | None, int, TcpState]]:
+        """[(ts_ns, frame or None, endpoint 0/1, TcpState entered)] in capture order: every
+        state change of either endpoint (a new list: read-only)."""
+        return [self.transition(i) for i in range(self._tl_n)]
+
+    @property
+    def timeline_len(self) -> int:
+        """len(timeline), without building it."""
+        return self._tl_n
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    def _set(self, side: int, new: int, ts_ns: int, frame: int | None) -> None:
+    def transition(self, i: int) -> tuple[int, int | None, int, TcpState]:
+        """timeline[i] (0 <= i < timeline_len)."""
+        if i >= _TL_INLINE:
+            ts, frame, side, code = self._tl_more[i - _TL_INLINE]
+        else:
+            ts, frame, side, code = self._tl_ts[i], self._tl_frame[i], self._tl_side[i], self._tl_state[i]
+        return (ts, None if frame == _UNSET else frame, side, _STATES[code])
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.int, code=cython.int, last=cython.int)
+    def state_code_at(self, side: int, ts_ns: int) -> int:
+        """The index in TcpState of the last state `side` entered at or before `ts_ns`, or -1
+        when it had entered none by then (it is CLOSED, as at the start)."""
+        last = -1
+        for i in range(self._tl_n):
+            if i < _TL_INLINE:
+                if self._tl_ts[i] > ts_ns:
+                    break
+                if self._tl_side[i] == side:
+                    last = self._tl_state[i]
+            else:
+                entry = self._tl_more[i - _TL_INLINE]
+                if entry[0] > ts_ns:
+                    break
+                if entry[2] == side:
+                    last = entry[3]
+        return last
+
+    @cython.locals(i=cython.int)
+    def spells(self) -> tuple[list | None, list | None]:
+        """The times a side sat in CLOSE_WAIT, and in FIN_WAIT_2: for each,
+        [[side, start_ns, end_ns or None, frame or None]] in timeline order, or None when
+        there were none. A spell ends at that side's next state change; None when it lasted
+        to the end of the timeline."""
+        close_wait = fin_wait_2 = None
+        open0 = open1 = None  # per side: the spell it sits in, if any
+        for i in range(self._tl_n):
+            ts, frame, side, new = self.transition(i)
+            if side == 0:
+                if open0 is not None:
+                    open0[2] = ts
+                    open0 = None
+            elif open1 is not None:
+                open1[2] = ts
+                open1 = None
+            if new is CLOSE_WAIT:
+                spell = [side, ts, None, frame]
+                if close_wait is None:
+                    close_wait = [spell]
+                else:
+                    close_wait.append(spell)
+            elif new is FIN_WAIT_2:
+                spell = [side, ts, None, frame]
+                if fin_wait_2 is None:
+                    fin_wait_2 = [spell]
+                else:
+                    fin_wait_2.append(spell)
+            else:
+                continue
+            if side == 0:
+                open0 = spell
+            else:
+                open1 = spell
+        return close_wait, fin_wait_2
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.int, t=cython.longlong, s=cython.int, code=cython.int,
+                   found_last=cython.bint, last=cython.longlong, found_cut=cython.bint,
+                   cut=cython.longlong)
+    def last_change_and_closed_after(self, side: int, start_ns: int) -> tuple[int | None, int | None]:
+        """(ts of `side`'s last state change, ts of its first change to CLOSED at or after
+        `start_ns`), None for either when there is none: one pass over the timeline."""
+        found_last = found_cut = False
+        last = cut = 0
+        for i in range(self._tl_n):
+            if i < _TL_INLINE:
+                t, s, code = self._tl_ts[i], self._tl_side[i], self._tl_state[i]
+            else:
+                entry = self._tl_more[i - _TL_INLINE]
+                t, s, code = entry[0], entry[2], entry[3]
+            if s != side:
+                continue
+            if not found_last or t > last:
+                last = t
+                found_last = True
+            if not found_cut and code == _S_CLOSED and t >= start_ns:
+                cut = t
+                found_cut = True
+        return (last if found_last else None), (cut if found_cut else None)
+
+    # ------------------------------------------------------------------ transitions
+    def set_state(self, side: int, new: TcpState, ts_ns: int, frame: int | None) -> None:
+        self._set(side, _CODE[new], ts_ns, _UNSET if frame is None else frame)
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(n=cython.int)
+    def _set(self, side: int, new: int, ts_ns: int, frame: int) -> None:
+        """`side` enters state `new` (a TcpState index) at `ts_ns`, caused by packet `frame`
+        (_UNSET: by none); recorded in the timeline when it is a change."""
         if self._state[side] != new:
             self._state[side] = new
-            self.timeline.append((ts_ns, frame, side, _STATES[new]))
+            n = self._tl_n
+            if n < _TL_INLINE:
+                self._tl_ts[n] = ts_ns
+                self._tl_frame[n] = frame
+                self._tl_side[n] = side
+                self._tl_state[n] = new
+            elif self._tl_more is None:
+                self._tl_more = [(ts_ns, frame, side, new)]
+            else:
+                self._tl_more.append((ts_ns, frame, side, new))
+            self._tl_n = n + 1
             if ts_ns > self._timeline_max_ns:
                 self._timeline_max_ns = ts_ns
             if new == _S_TIME_WAIT:
                 self._tw_start[side] = ts_ns
 
+    @cython.locals(i=cython.int)
     def swap(self) -> None:
         """Exchange the roles of the two endpoints (the originator was chosen wrongly, e.g.
         a SYN/ACK was the first packet seen); every per-side fact moves with its endpoint."""
@@ -231,7 +369,10 @@ class TcpTracker:
         self._syn_ts[0], self._syn_ts[1] = self._syn_ts[1], self._syn_ts[0]
         self._synack_ts[0], self._synack_ts[1] = self._synack_ts[1], self._synack_ts[0]
         self._tw_start[0], self._tw_start[1] = self._tw_start[1], self._tw_start[0]
-        self.timeline = [(t, f, 1 - s, st) for t, f, s, st in self.timeline]
+        for i in range(min(self._tl_n, _TL_INLINE)):
+            self._tl_side[i] = 1 - self._tl_side[i]
+        if self._tl_more is not None:
+            self._tl_more = [(t, f, 1 - s, code) for t, f, s, code in self._tl_more]
         if self.first_close is not None:
             self.first_close = (1 - self.first_close[0], self.first_close[1])
         if self.reset_by is not None:
@@ -370,7 +511,7 @@ class TcpTracker:
     @cython.locals(a=cython.int, b=cython.int)
     def _fully_closed(self) -> bool:
         a, b = self._state[0], self._state[1]
-        return (a == _S_CLOSED or a == _S_TIME_WAIT) and (b == _S_CLOSED or b == _S_TIME_WAIT) and len(self.timeline) > 0
+        return (a == _S_CLOSED or a == _S_TIME_WAIT) and (b == _S_CLOSED or b == _S_TIME_WAIT) and self._tl_n > 0
 
     def _note_closed(self, ts_ns: int) -> None:
         if self.closed_ts is None and self._fully_closed():

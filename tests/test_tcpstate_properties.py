@@ -212,3 +212,30 @@ def test_handshake_shaped_sequences(steps):
     check_connections(conns, packets, monotonic=True)
     if packets:
         assert len(conns) >= 1
+
+
+def test_timeline_longer_than_the_tracker_keeps_inline():
+    """The first state changes live in fixed arrays (C arrays when compiled), later ones in a
+    list: a long timeline reads back whole, in order, through every accessor."""
+    from flowlens.tcpstate import TcpTracker
+
+    cycle = (TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.CLOSED)
+    t = TcpTracker()
+    expected = []
+    for i in range(40):
+        side, state = i % 2, cycle[(i // 2) % 3]
+        frame = None if i % 5 == 0 else i + 1
+        t.set_state(side, state, 1_000 + i, frame)
+        expected.append((1_000 + i, frame, side, state))
+    assert t.timeline_len == 40
+    assert t.timeline == expected
+    codes = list(TcpState)
+    for ts in (999, 1_005, 1_011, 1_012, 1_030, 1_039):
+        for side in (0, 1):
+            seen = [st for when, _f, s, st in expected if s == side and when <= ts]
+            assert t.state_code_at(side, ts) == (codes.index(seen[-1]) if seen else -1)
+    last, cut = t.last_change_and_closed_after(1, 1_020)
+    assert last == 1_039
+    assert cut == min(when for when, _f, s, st in expected if s == 1 and st is TcpState.CLOSED and when >= 1_020)
+    t.swap()
+    assert t.timeline == [(when, f, 1 - s, st) for when, f, s, st in expected]

@@ -276,7 +276,7 @@ class AnomalyDetector:
         # a side still in CLOSE_WAIT or FIN_WAIT_2 when the record ended stayed there at least
         # that long: to the capture's end (None: known at finish), or until flowlens stopped
         # waiting for an idle connection or a new one took its 5-tuple
-        close_wait, fin_wait_2 = _spells(c.tcp.timeline)
+        close_wait, fin_wait_2 = c.tcp.spells()
         if close_wait is None and fin_wait_2 is None:
             return
         stop_at = None if c.closed_by == "capture_end" else c.end_ts_ns
@@ -401,42 +401,6 @@ def _refused_findings(groups, th: Thresholds, claimed: set) -> list[Anomaly]:
 
 
 # ---------------------------------------------------------------------------- closes
-def _spells(timeline) -> tuple[list | None, list | None]:
-    """The times a side sat in CLOSE_WAIT, and in FIN_WAIT_2, from a TCP timeline: for each,
-    [(side, start_ns, end_ns or None, frame)] in timeline order, or None when there were none.
-    A spell ends at that side's next state change; None when it still lasted at the end of the
-    record. One pass: this runs for every connection that saw a FIN."""
-    close_wait = fin_wait_2 = None
-    open0 = open1 = None  # per side: the spell [side, start, end, frame] it sits in, if any
-    for ts, frame, side, new in timeline:
-        if side == 0:
-            if open0 is not None:
-                open0[2] = ts
-                open0 = None
-        elif open1 is not None:
-            open1[2] = ts
-            open1 = None
-        if new is CLOSE_WAIT:
-            spell = [side, ts, None, frame]
-            if close_wait is None:
-                close_wait = [spell]
-            else:
-                close_wait.append(spell)
-        elif new is FIN_WAIT_2:
-            spell = [side, ts, None, frame]
-            if fin_wait_2 is None:
-                fin_wait_2 = [spell]
-            else:
-                fin_wait_2.append(spell)
-        else:
-            continue
-        if side == 0:
-            open0 = spell
-        else:
-            open1 = spell
-    return close_wait, fin_wait_2
-
-
 def _close_wait_findings(groups, th: Thresholds, end_ns: int) -> list[Anomaly]:
     """close_wait, grouped per leaking endpoint (a server's service port, a client host)."""
     out = []

@@ -355,24 +355,19 @@ def _holds(c, tw_ns: int, end_ns: int):
     """(port held from, until) for the client side, and [(side, tw from, until)].
 
     A side's TIME_WAIT lasts 2 x MSL, or until that side's first CLOSED at or after its start;
-    a client side that closed without TIME_WAIT held its port until its last state change. One
-    pass over the timeline (this runs for every TCP connection)."""
+    a client side that closed without TIME_WAIT held its port until its last state change. The
+    tracker answers from its timeline without building it (this runs for every TCP connection)."""
     t = c.tcp
-    timeline = t.timeline
     start0, start1 = t.tw_start
     last0 = None  # the client side's last state change, when needed
-    need_last0 = start0 is None and t.state[0] is CLOSED and timeline
+    need_last0 = start0 is None and t.state[0] is CLOSED and t.timeline_len
     cut0 = cut1 = None  # first CLOSED at or after a side's TIME_WAIT start
-    if need_last0 or start0 is not None or start1 is not None:
-        for ts, _f, s, new in timeline:
-            if s == 0:
-                if need_last0:
-                    if last0 is None or ts > last0:
-                        last0 = ts
-                elif cut0 is None and new is CLOSED and start0 is not None and ts >= start0:
-                    cut0 = ts
-            elif cut1 is None and new is CLOSED and start1 is not None and ts >= start1:
-                cut1 = ts
+    if need_last0:
+        last0, _ = t.last_change_and_closed_after(0, 0)
+    elif start0 is not None:
+        _, cut0 = t.last_change_and_closed_after(0, start0)
+    if start1 is not None:
+        _, cut1 = t.last_change_and_closed_after(1, start1)
     tws = ()
     if start0 is not None:
         stop = start0 + tw_ns

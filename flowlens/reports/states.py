@@ -87,10 +87,11 @@ def endpoint_spans(conn: Connection, time_wait_ns: int) -> list[Span]:
         return []
     ends = ((format_addr(conn.orig_h), conn.orig_p), (format_addr(conn.resp_h), conn.resp_p))
     out: list[Span] = []
+    timeline = conn.tcp.timeline
     for side in (0, 1):
         host, port = ends[side]
         peer, peer_port = ends[1 - side]
-        entries = [(t, st.value) for t, _f, s, st in conn.tcp.timeline if s == side]
+        entries = [(t, st.value) for t, _f, s, st in timeline if s == side]
         for i, (start, state) in enumerate(entries):
             if state not in SS_NAMES:
                 continue
