@@ -74,6 +74,7 @@ cdef class ConnectionTable:
     cdef public long long _icmp_idle
     cdef public long long _tw
     cdef Connection _last
+    cdef list _spare
 
     cdef bint _closed(self, Connection c) except -1
     cdef object _tw_end(self, Connection c)

@@ -50,7 +50,7 @@ _CODE_TIME_WAIT = cython.declare(cython.int, _STATES.index(TIME_WAIT))
 #: "None" in Connection._next_seq and TcpTracker's arrays (the same value as tcpstate._UNSET)
 _UNSET = cython.declare(cython.longlong, -0x4000000000000000)
 
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_B62 = cython.declare(bytes, b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 # C constants when compiled (the imported names are Python objects)
 _FIN = cython.declare(cython.int, TH_FIN)
@@ -137,7 +137,7 @@ def _uid(ts_ns, frame, proto, a, pa, b, pb) -> str:
     w0 = h1 >> 32
     w1 = h1 & _M32
     w2 = h2 & _M32
-    chars = ["C"]
+    chars = bytearray(b"C" * 18)
     for i in range(17):
         cur = w0
         w0 = cur // 62
@@ -146,8 +146,8 @@ def _uid(ts_ns, frame, proto, a, pa, b, pb) -> str:
         cur = ((cur % 62) << 32) | w2
         w2 = cur // 62
         r = cur % 62
-        chars.append(_B62[r])
-    return "".join(chars)
+        chars[i + 1] = _B62[r]
+    return chars.decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,9 +445,10 @@ class Connection:
         if tcp is not None:
             orig_state, resp_state = self._end_states()
             handshake, teardown, close_initiator = tcp.handshake(), tcp.teardown(), tcp.close_initiator()
-            synack = tcp.synack_ms
-            ackdat = tcp.ackdat_ms if synack is not None else None
-            irtt = synack + ackdat if synack is not None and ackdat is not None else None
+            synack = _ms3(tcp._synack_ns)
+            ackdat = _ms3(tcp._ackdat_ns) if tcp._synack_ns != _UNSET else None
+            irtt = (_ms3(tcp._synack_ns + tcp._ackdat_ns)
+                    if tcp._synack_ns != _UNSET and tcp._ackdat_ns != _UNSET else None)
             syn_retries = max(0, tcp._syn_count[0] - 1)
         else:
             orig_state = resp_state = handshake = teardown = close_initiator = None
@@ -455,8 +456,8 @@ class Connection:
             syn_retries = 0
         return {
             "uid": self.uid,
-            "ts": round(self.first_ts_ns / 1e9, 6),
-            "duration": round(duration / 1e9, 6),
+            "ts": _s6(self.first_ts_ns),
+            "duration": _s6(duration),
             "proto": proto_name,
             "id.orig_h": format_addr(self.orig_h),
             "id.orig_p": self.orig_p,
@@ -478,9 +479,9 @@ class Connection:
             "teardown": teardown,
             "close_initiator": close_initiator,
             "originator_inferred": self.originator_inferred,
-            "synack_ms": _round_ms(synack),
-            "ackdat_ms": _round_ms(ackdat),
-            "irtt_ms": _round_ms(irtt),
+            "synack_ms": synack,
+            "ackdat_ms": ackdat,
+            "irtt_ms": irtt,
             "retransmissions": self.retransmissions,
             "syn_retries": syn_retries,
         }
@@ -493,8 +494,18 @@ class Connection:
 
 
 @cython.cfunc
-def _round_ms(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+@cython.locals(ns=cython.longlong)
+def _s6(ns) -> float:
+    """Nanoseconds -> seconds rounded to the microsecond (half up), as in Zeek's logs. Rounded
+    as an integer: exact, and much cheaper than round() on a float."""
+    return ((ns + 500) // 1000) / 1e6
+
+
+@cython.cfunc
+@cython.locals(ns=cython.longlong)
+def _ms3(ns) -> object:
+    """Nanoseconds -> milliseconds rounded to the microsecond (half up); None for _UNSET."""
+    return None if ns == _UNSET else ((ns + 500) // 1000) / 1e3
 
 
 RECORD_FIELDS = tuple(
@@ -543,6 +554,7 @@ class ConnectionTable:
         self._heap: list[tuple[int, int, Connection]] = []
         self._counter = 0
         self._last = None  # the previous packet's connection (see _recent)
+        self._spare = []  # the list `add` fills next (see there)
         self.now_ns = 0
         self.connections_seen = 0
         self.open_peak = 0
@@ -654,14 +666,15 @@ class ConnectionTable:
 
     # ------------------------------------------------------------------ packets
     @cython.locals(pkt=Packet, ts=cython.longlong, done=list, proto=cython.int)
-    def add(self, pkt: Packet) -> list[Connection]:
-        """Apply one packet; returns the connections that finished before it (usually none)."""
+    def add(self, pkt: Packet) -> list[Connection] | None:
+        """Apply one packet; returns the connections that finished before it, or None when
+        none did (most packets: no list is made for them)."""
         ts = pkt.ts_ns
-        done = []
+        done = self._spare  # an empty list, the caller's only if something is put in it
         if ts > self.now_ns:
             self.now_ns = ts
             if self._heap and self._heap[0][0] <= ts:
-                done = self.expire(ts)
+                done.extend(self.expire(ts))
         proto = pkt.proto
         if proto == _TCP:
             self._tcp(pkt, done)
@@ -669,6 +682,9 @@ class ConnectionTable:
             self._flow(pkt)
         elif proto == _ICMP or proto == _ICMPV6:
             self._icmp(pkt)
+        if not done:
+            return None
+        self._spare = []
         return done
 
     @cython.locals(c=Connection, n=cython.Py_ssize_t)
@@ -897,6 +913,6 @@ def connections(packets: Iterable[Packet], config: Config | None = None, observe
     for pkt in packets:
         if pkt is None:
             continue
-        for c in table.add(pkt):
+        for c in table.add(pkt) or ():
             yield c
     yield from table.flush()

@@ -30,8 +30,8 @@ cdef class TcpTracker:
     cdef signed char _tl_state[12]
     cdef list _tl_more
     cdef long long _timeline_max_ns
-    cdef public object synack_ms
-    cdef public object ackdat_ms
+    cdef long long _synack_ns
+    cdef long long _ackdat_ns
     cdef public bint handshake_acked
     cdef public bint rejected
     cdef public object first_close

@@ -101,10 +101,13 @@ def _opt(value: int) -> int | None:
     return None if value == _UNSET else value
 
 
-def _leg_ms(start_ns: int, end_ns: int) -> float | None:
-    """Milliseconds from start to end; None when the capture's clock went backwards between
+@cython.cfunc
+@cython.returns(cython.longlong)
+@cython.locals(start_ns=cython.longlong, end_ns=cython.longlong)
+def _leg_ns(start_ns, end_ns):
+    """Nanoseconds from start to end; _UNSET when the capture's clock went backwards between
     them (a negative round trip is no measurement)."""
-    return (end_ns - start_ns) / 1e6 if end_ns >= start_ns else None
+    return end_ns - start_ns if end_ns >= start_ns else _UNSET
 
 
 class TcpTracker:
@@ -136,8 +139,8 @@ class TcpTracker:
         "_synack_count",
         "_syn_ts",  # [per side] most recent SYN before any SYN/ACK (Wireshark's ts_mru_syn)
         "_synack_ts",  # [per side] most recent SYN/ACK
-        "synack_ms",
-        "ackdat_ms",
+        "_synack_ns",  # handshake legs (see synack_ms and ackdat_ms), _UNSET until measured
+        "_ackdat_ns",
         "handshake_acked",  # the originator's ACK of the SYN/ACK was seen
         "rejected",  # the responder answered a SYN with RST
         "first_close",  # (endpoint, "F" or "R") of the first FIN or RST, or None
@@ -167,8 +170,8 @@ class TcpTracker:
         self._synack_count = [0, 0]
         self._syn_ts = [_UNSET, _UNSET]
         self._synack_ts = [_UNSET, _UNSET]
-        self.synack_ms = None
-        self.ackdat_ms = None
+        self._synack_ns = _UNSET
+        self._ackdat_ns = _UNSET
         self.handshake_acked = False
         self.rejected = False
         self.first_close = None
@@ -220,6 +223,17 @@ class TcpTracker:
     @property
     def tw_start(self) -> list[int | None]:
         return [_opt(self._tw_start[0]), _opt(self._tw_start[1])]
+
+    @property
+    def synack_ms(self) -> float | None:
+        """SYN -> SYN/ACK at the capture point, from the most recent SYN (Wireshark's first
+        leg of tcp.analysis.initial_rtt), in ms; None until seen or if the clock went back."""
+        return None if self._synack_ns == _UNSET else self._synack_ns / 1e6
+
+    @property
+    def ackdat_ms(self) -> float | None:
+        """SYN/ACK -> the originator's ACK of it, in ms (the second leg)."""
+        return None if self._ackdat_ns == _UNSET else self._ackdat_ns / 1e6
 
     # ------------------------------------------------------------------ the timeline
     @property
@@ -408,7 +422,7 @@ class TcpTracker:
                 if self._isn[side] == _UNSET:
                     self._isn[side] = seq
                 if side == 1 and self._synack_ts[1] == _UNSET and self._syn_ts[0] != _UNSET:
-                    self.synack_ms = _leg_ms(self._syn_ts[0], ts_ns)
+                    self._synack_ns = _leg_ns(self._syn_ts[0], ts_ns)
                 self._synack_ts[side] = ts_ns
                 s = self._state[side]
                 if s == _S_CLOSED or s == _S_SYN_SENT:
@@ -446,11 +460,11 @@ class TcpTracker:
                 self._set(peer, _S_ESTABLISHED, ts_ns, frame)
                 if side == 0 and not self.handshake_acked and self._synack_ts[1] != _UNSET:
                     self.handshake_acked = True
-                    self.ackdat_ms = _leg_ms(self._synack_ts[1], ts_ns)
+                    self._ackdat_ns = _leg_ns(self._synack_ts[1], ts_ns)
         elif side == 0 and not self.handshake_acked and self._synack_ts[1] != _UNSET:
             if self._isn[1] != _UNSET and seq_after(ack, self._isn[1]):
                 self.handshake_acked = True
-                self.ackdat_ms = _leg_ms(self._synack_ts[1], ts_ns)
+                self._ackdat_ns = _leg_ns(self._synack_ts[1], ts_ns)
         if self._state[side] == _S_SYN_SENT and self._synack_count[peer]:
             self._set(side, _S_ESTABLISHED, ts_ns, frame)
         if self._fin_seq[peer] != _UNSET and not self._fin_acked[peer] and seq_after(ack, self._fin_seq[peer]):

@@ -119,7 +119,7 @@ def run(packets: list[Packet]):
     table = ConnectionTable(Config(), observers=[check_endpoints])
     done = []
     for p in packets:
-        done.extend(table.add(p))
+        done.extend(table.add(p) or ())
     done.extend(table.flush())
     assert len(table) == 0
     return done
