@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import cython
-from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
+from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 from .decode import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet
 from .services import is_well_known, service_name

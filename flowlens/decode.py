@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from struct import Struct
 
 import cython
-from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 __all__ = [
     "Packet",
@@ -30,6 +29,17 @@ __all__ = [
     "IPPROTO_ICMPV6",
     "flags_text",
 ]
+
+# TCP header flag bits (RFC 9293 section 3.1; dpkt.tcp's TH_* have the same values, and
+# test_decode checks that: defined here so that running flowlens does not import dpkt)
+TH_FIN = 0x01
+TH_SYN = 0x02
+TH_RST = 0x04
+TH_PUSH = 0x08
+TH_ACK = 0x10
+TH_URG = 0x20
+TH_ECE = 0x40
+TH_CWR = 0x80
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -181,7 +191,7 @@ class Packet:
         "proto",  # IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6)
         "sport",
         "dport",
-        "flags",  # TCP flags byte (dpkt TH_* bits); 0 for other protocols
+        "flags",  # TCP flags byte (TH_* bits); 0 for other protocols
         "seq",
         "ack",
         "win",  # raw 16-bit window, not scaled

@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
+from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 from .connections import Connection
 from .decode import Packet
@@ -85,7 +85,7 @@ class PacketRow:
     ts_ns: int  # capture time, integer nanoseconds since the epoch
     from_orig: bool  # sent by the originator
     proto: int  # IP protocol number
-    flags: int  # TCP flags byte (dpkt TH_*); 0 for UDP/ICMP
+    flags: int  # TCP flags byte (TH_* bits); 0 for UDP/ICMP
     seq: int  # raw 32-bit sequence number
     ack: int  # raw 32-bit acknowledgment number (meaningful when flags has ACK)
     win: int  # raw 16-bit window, unscaled

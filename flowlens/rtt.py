@@ -60,7 +60,7 @@ from struct import Struct
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 import cython
-from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
+from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 from .decode import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, tcp_timestamps
 

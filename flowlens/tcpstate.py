@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 
 import cython
-from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
+from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 __all__ = ["TcpState", "TcpTracker", "seq_after", "seq_ge"]
 
@@ -57,7 +57,7 @@ _FIN_SENT = frozenset((FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, TIME_WAIT))
 
 _M32 = 0xFFFFFFFF
 
-# TCP flag bits as C constants when compiled (dpkt's names are Python objects)
+# TCP flag bits as C constants when compiled (the imported names are Python objects)
 _FIN = cython.declare(cython.int, TH_FIN)
 _SYN = cython.declare(cython.int, TH_SYN)
 _RST = cython.declare(cython.int, TH_RST)

@@ -33,7 +33,7 @@ from collections.abc import Collection
 from enum import IntEnum
 
 import cython
-from dpkt.tcp import TH_ACK, TH_FIN, TH_RST, TH_SYN
+from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 __all__ = [
     "ZeekState",
@@ -365,7 +365,7 @@ class ZeekTcp:
         """One TCP packet in capture order, as TCPAnalyzer::DeliverPacket and
         TCPSessionAdapter::Process handle it.
 
-        flags: TCP flags byte (dpkt.tcp TH_*). seq/ack: raw 32-bit numbers. plen: payload bytes
+        flags: TCP flags byte (TH_* bits). seq/ack: raw 32-bit numbers. plen: payload bytes
         per the IP length. win: raw, unscaled window (only "is it zero" matters to Zeek's
         history). bad_checksum: True when the checksum was verified bad; such a packet only
         scores 'C'/'c' (logarithmically) and is otherwise ignored, not even counted (TCP.cc

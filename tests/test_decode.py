@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import dpkt
@@ -132,6 +134,23 @@ def test_flags_text_is_tcpdumps():
     assert [flags_text(f) for f in (TH_SYN, TH_SYN | TH_ACK, TH_ACK, TH_PUSH | TH_ACK, TH_FIN | TH_ACK, TH_RST | TH_ACK, TH_RST, 0)] == [
         "S", "S.", ".", "P.", "F.", "R.", "R", "none",
     ]  # fmt: skip
+
+
+def test_tcp_flag_bits_are_dpkts():
+    """flowlens defines the TH_* bits itself (importing dpkt costs every run ~25 ms); they must
+    be dpkt's, which the differential tests and the capture writers use."""
+    import dpkt.tcp
+
+    from flowlens import decode
+
+    names = ("TH_FIN", "TH_SYN", "TH_RST", "TH_PUSH", "TH_ACK", "TH_URG", "TH_ECE", "TH_CWR")
+    assert [getattr(decode, n) for n in names] == [getattr(dpkt.tcp, n) for n in names]
+
+
+def test_running_a_command_does_not_import_dpkt():
+    code = "import sys, flowlens.cli, flowlens.commands.flows, flowlens.analysis; print('dpkt' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_icmp_error_quotes_its_flow(tmp_path):

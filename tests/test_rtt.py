@@ -13,7 +13,6 @@ import math
 import os
 import random
 import shutil
-import struct
 import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path

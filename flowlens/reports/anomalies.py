@@ -26,7 +26,6 @@ from ..connections import Connection, format_addr
 from ..services import LINUX_EPHEMERAL
 from ..tcpanalysis import KINDS as _NOTE_KINDS
 from ..tcpanalysis import TcpAnalyzer
-from ..tcpstate import CLOSE_WAIT, FIN_WAIT_2
 
 __all__ = [
     "ANOMALY_FIELDS",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from dpkt.tcp import TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
+from ..decode import TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
 
 from ..connections import format_addr
 from ..decode import IPPROTO_TCP, IPPROTO_UDP

@@ -19,7 +19,7 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from dpkt.tcp import TH_ACK, TH_RST, TH_SYN
+from ..decode import TH_ACK, TH_RST, TH_SYN
 
 from ..connections import Connection, format_addr
 from ..decode import IPPROTO_TCP, IPPROTO_UDP, flags_text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from dpkt.tcp import TH_ACK
+from ..decode import TH_ACK
 
 from ..connections import Connection
 from ..decode import IPPROTO_TCP, IPPROTO_UDP, flags_text
