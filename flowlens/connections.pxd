@@ -73,8 +73,9 @@ cdef class ConnectionTable:
     cdef public long long _dns_idle
     cdef public long long _icmp_idle
     cdef public long long _tw
-    cdef Connection _last
+    cdef list _recent_slots
     cdef list _spare
+    cdef long long _due
 
     cdef bint _closed(self, Connection c) except -1
     cdef object _tw_end(self, Connection c)

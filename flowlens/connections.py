@@ -49,6 +49,10 @@ _CODE_TIME_WAIT = cython.declare(cython.int, _STATES.index(TIME_WAIT))
 
 #: "None" in Connection._next_seq and TcpTracker's arrays (the same value as tcpstate._UNSET)
 _UNSET = cython.declare(cython.longlong, -0x4000000000000000)
+#: connections the table remembers by their ports, to find a packet's without its key
+_RECENT_SLOTS = cython.declare(cython.int, 256)
+#: a deadline after every capture's (the table's `_due` when nothing is scheduled)
+_NEVER = cython.declare(cython.longlong, 0x7FFFFFFFFFFFFFFF)
 
 _B62 = cython.declare(bytes, b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
@@ -553,8 +557,10 @@ class ConnectionTable:
         self._held: dict[tuple, Connection] = {}
         self._heap: list[tuple[int, int, Connection]] = []
         self._counter = 0
-        self._last = None  # the previous packet's connection (see _recent)
+        # recent packets' connections, by their ports (see _recent)
+        self._recent_slots = [None] * _RECENT_SLOTS
         self._spare = []  # the list `add` fills next (see there)
+        self._due = _NEVER  # the earliest deadline in _heap (_heap[0][0]), kept as a C number
         self.now_ns = 0
         self.connections_seen = 0
         self.open_peak = 0
@@ -576,13 +582,18 @@ class ConnectionTable:
         # (`_close_complete` is what ZeekTcp.close_complete returns: a C field when compiled)
         return c.tcp.closed_ts is not None or c.zeek._close_complete
 
-    @cython.locals(t=TcpTracker, s=cython.int)
+    @cython.locals(t=TcpTracker, s=cython.int, end=cython.longlong, found=cython.bint)
     def _tw_end(self, c: Connection) -> int | None:
         """When the last TIME_WAIT on `c` runs out, or None if no side is in TIME_WAIT."""
         t = c.tcp
-        state, tw_start = t.state, t.tw_start
-        ends = [tw_start[s] + self._tw for s in (0, 1) if state[s] is TIME_WAIT and tw_start[s] is not None]
-        return max(ends) if ends else None
+        found = False
+        end = 0
+        for s in range(2):
+            if t._state[s] == _CODE_TIME_WAIT and t._tw_start[s] != _UNSET:
+                if not found or t._tw_start[s] + self._tw > end:
+                    end = t._tw_start[s] + self._tw
+                    found = True
+        return end if found else None
 
     @cython.locals(t=TcpTracker)
     def _deadline(self, c: Connection) -> int:
@@ -601,9 +612,13 @@ class ConnectionTable:
             return c.last_ts_ns + self._udp_idle
         return c.last_ts_ns + self._icmp_idle
 
+    @cython.locals(d=cython.longlong)
     def _schedule(self, c: Connection, deadline: int | None = None) -> None:
+        d = self._deadline(c) if deadline is None else deadline
         self._counter += 1
-        _heappush(self._heap, (self._deadline(c) if deadline is None else deadline, self._counter, c))
+        _heappush(self._heap, (d, self._counter, c))
+        if d < self._due:
+            self._due = d
 
     def _finish(self, c: Connection, end_ns: int, why: str) -> Connection:
         c._done = True
@@ -651,6 +666,7 @@ class ConnectionTable:
                 out.append(self._finish(c, d, "closed"))
             else:
                 out.append(self._finish(c, d, "idle"))
+        self._due = heap[0][0] if heap else _NEVER
         return out
 
     def flush(self) -> list[Connection]:
@@ -662,6 +678,7 @@ class ConnectionTable:
         end = self.now_ns
         out = [self._finish(c, end, "capture_end") for c in rest]
         self._heap.clear()
+        self._due = _NEVER
         return out
 
     # ------------------------------------------------------------------ packets
@@ -673,7 +690,7 @@ class ConnectionTable:
         done = self._spare  # an empty list, the caller's only if something is put in it
         if ts > self.now_ns:
             self.now_ns = ts
-            if self._heap and self._heap[0][0] <= ts:
+            if self._due <= ts:
                 done.extend(self.expire(ts))
         proto = pkt.proto
         if proto == _TCP:
@@ -743,7 +760,7 @@ class ConnectionTable:
                 prev = done[-1]
                 c.prev_uid = prev.uid
                 c.reused_in_time_wait = prev.tcp.tw_cut_short
-        self._last = c
+        self._recent_slots[(sport ^ dport) & (_RECENT_SLOTS - 1)] = c
         from_orig = src == c.orig_h and sport == c.orig_p
         side = 0 if from_orig else 1
         self._count(c, pkt, side)
@@ -777,12 +794,15 @@ class ConnectionTable:
         for observer in self.observers:
             observer(c, pkt, from_orig)
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     @cython.locals(c=Connection)
     def _recent(self, proto: int, src: bytes, sport: int, dst: bytes, dport: int) -> Connection | None:
-        """The previous packet's connection when this packet belongs to it too (most do), else
-        None: saves building the key and the dict lookup. A connection is in `_table` under
-        its key until `_finish` (which sets `_done`) or `_hold` (`_held`) takes it out."""
-        c = self._last
+        """The connection of a recent packet with the same ports (either way round) when this
+        packet belongs to it too (most do), else None: saves building the key and the dict
+        lookup. A connection is in `_table` under its key until `_finish` (which sets `_done`)
+        or `_hold` (`_held`) takes it out."""
+        c = self._recent_slots[(sport ^ dport) & (_RECENT_SLOTS - 1)]
         if c is None or c._done or c._held or c.proto != proto:
             return None
         if sport == c.orig_p and dport == c.resp_p and src == c.orig_h and dst == c.resp_h:
@@ -795,28 +815,27 @@ class ConnectionTable:
     def _is_reuse(self, c: Connection, side: int, pkt: Packet) -> bool:
         """Does this SYN (no ACK) start a new connection on an open 5-tuple?"""
         t = c.tcp
-        isn = t.isn[side]
-        if isn is not None:
-            return pkt.seq != isn  # same ISN: a retransmitted SYN
+        if t._isn[side] != _UNSET:
+            return pkt.seq != t._isn[side]  # same ISN: a retransmitted SYN
         if side == 1 and t._syn_count[0] and not t._synack_count[1] and not c._pkts[1]:
             return False  # the responder's own SYN: simultaneous open
         if side == 0 and not t._syn_count[0] and t._synack_count[1]:
             return False  # the SYN behind a SYN/ACK seen first (Zeek: connection_originator_SYN_ack)
         return True
 
-    @cython.locals(t=TcpTracker, side=cython.int)
+    @cython.locals(t=TcpTracker, side=cython.int, start=cython.longlong, ts=cython.longlong)
     def _retire(self, old: Connection, pkt: Packet) -> Connection:
         """A new connection takes the 5-tuple: the old one ends here; a TIME_WAIT left on it is
         cut short (the kernel recycles it, RFC 6191)."""
         t = old.tcp
-        state, tw_start = t.state, t.tw_start
-        for side in (0, 1):
-            if state[side] is TIME_WAIT:
-                start = tw_start[side]
-                if start is not None and pkt.ts_ns < start + self._tw:
+        ts = pkt.ts_ns
+        for side in range(2):
+            if t._state[side] == _CODE_TIME_WAIT:
+                start = t._tw_start[side]
+                if start != _UNSET and ts < start + self._tw:
                     t.tw_cut_short = True
-                    t.set_state(side, CLOSED, pkt.ts_ns, pkt.frame)
-        return self._finish(old, pkt.ts_ns, "reused")
+                    t._set(side, _CODE_CLOSED, ts, pkt.frame)
+        return self._finish(old, ts, "reused")
 
     @cython.locals(c=Connection, flags=cython.int, sport=cython.int, dport=cython.int, has_syn=cython.bint)
     def _open_tcp(self, key, pkt: Packet) -> Connection:
@@ -860,7 +879,7 @@ class ConnectionTable:
             c.udp = ZeekUdp()
             if c.flipped:
                 c.udp.flip()
-        self._last = c
+        self._recent_slots[(sport ^ dport) & (_RECENT_SLOTS - 1)] = c
         from_orig = src == c.orig_h and sport == c.orig_p
         self._count(c, pkt, 0 if from_orig else 1)
         c.udp.packet(from_orig, pkt.bad_checksum)

@@ -279,6 +279,31 @@ def _bytes(d: cython.p_uchar, start: cython.Py_ssize_t, end: cython.Py_ssize_t) 
     return bytes(d[start:end])
 
 
+#: slots in the decoder's cache of recently seen addresses (see _addr)
+_ADDR_SLOTS = cython.declare(cython.Py_ssize_t, 1024)
+
+
+@cython.cfunc
+@cython.inline
+@cython.boundscheck(False)
+@cython.wraparound(False)
+@cython.locals(h=cython.Py_ssize_t, size=cython.Py_ssize_t, slot=bytes, a=bytes)
+def _addr(cache: list, d: cython.p_uchar, start: cython.Py_ssize_t, end: cython.Py_ssize_t) -> bytes:
+    """The address `d[start:end]` as bytes. Compiled, an address seen recently comes back as
+    the same bytes object (a capture has few hosts): no allocation, and its hash is cached for
+    the connection table's lookups. `cache` holds _ADDR_SLOTS addresses, by their low bytes."""
+    if not cython.compiled:
+        return bytes(d[start:end])
+    size = end - start
+    h = (d[end - 1] ^ (d[end - 2] << 2) ^ (d[end - 3] << 4) ^ (size << 3)) & (_ADDR_SLOTS - 1)
+    slot = cache[h]
+    if slot is not None and len(slot) == size and memcmp(cython.cast(cython.p_char, slot), d + start, size) == 0:
+        return slot
+    a = d[start:end]
+    cache[h] = a
+    return a
+
+
 @cython.cfunc
 @cython.inline
 def _ones_complement_ok(total: cython.longlong) -> cython.bint:
@@ -349,6 +374,7 @@ class Decoder:
     offloaded = cython.declare(cython.longlong, visibility="public")
     non_ip = cython.declare(object, visibility="public")
     _frags = cython.declare(dict)
+    _addrs = cython.declare(list)
 
     def __init__(self, verify_checksums: bool = True) -> None:
         self.verify_checksums = verify_checksums
@@ -360,6 +386,8 @@ class Decoder:
         self.non_ip: Counter[str] = Counter()
         # datagrams being reassembled: key -> [first packet, bytes seen, total, header bytes]
         self._frags: dict[tuple, list] = {}
+        # recently seen addresses, reused as objects when compiled (see _addr)
+        self._addrs: list = [None] * _ADDR_SLOTS
 
     # ---------------------------------------------------------------- link layer
     def decode(self, frame: cython.longlong, ts_ns: cython.longlong, linktype: cython.int, buf) -> Packet | None:
@@ -485,8 +513,8 @@ class Decoder:
             ident = _be16(d, off + 4)
             frag = _be16(d, off + 6)
             proto = d[off + 9]
-            src = _bytes(d, off + 12, off + 16)
-            dst = _bytes(d, off + 16, off + 20)
+            src = _addr(self._addrs, d, off + 12, off + 16)
+            dst = _addr(self._addrs, d, off + 16, off + 20)
         else:
             vihl, _tos, total, ident, frag, _ttl, proto, _csum, src, dst = _IPV4.unpack_from(d, off)
         if vihl >> 4 != 4:
@@ -530,8 +558,8 @@ class Decoder:
             vtf = _be32(d, off)
             plen = _be16(d, off + 4)
             nh = d[off + 6]
-            src = _bytes(d, off + 8, off + 24)
-            dst = _bytes(d, off + 24, off + 40)
+            src = _addr(self._addrs, d, off + 8, off + 24)
+            dst = _addr(self._addrs, d, off + 24, off + 40)
         else:
             vtf, plen, nh, _hlim, src, dst = _IPV6.unpack_from(d, off)
         if vtf >> 28 != 6:
