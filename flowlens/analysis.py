@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator
 
 import cython
 
-from .capture import CaptureStats, open_capture
+from .capture import CaptureStats, FrameRef, open_capture
 from .connections import Config, Connection, ConnectionTable
 from .decode import LINKTYPE_NAMES, Decoder, Packet
 
@@ -60,9 +60,9 @@ class Pipeline:
     def non_ip(self) -> Counter:
         return self.decoder.non_ip
 
-    @cython.locals(table=ConnectionTable, pkt=Packet, finished=list)
+    @cython.locals(table=ConnectionTable, pkt=Packet, finished=list, ref=FrameRef)
     def __iter__(self) -> Iterator[Connection]:
-        decode = self.decoder.decode
+        decode = self.decoder.decode_frame
         table = self.table  # compiled: `table.add` is a direct C call
         progress = self.progress
         raw = self._capture._raw
@@ -80,16 +80,16 @@ class Pipeline:
         gc.disable()
         try:
             with self._capture as cap:
-                for frame, ts_ns, linktype, data, _wirelen in cap:
-                    pkt = decode(frame, ts_ns, linktype, data)
+                for ref in cap.frames():
+                    pkt = decode(ref)
                     if pkt is not None:
                         finished = table.add(pkt)
                         if finished:
                             yield from finished
-                    if frame % _PROGRESS_EVERY == 0:
+                    if ref.frame % _PROGRESS_EVERY == 0:
                         if progress is not None:
-                            progress(frame, _tell(raw), size)
-                        if frame % _COLLECT_EVERY == 0:
+                            progress(ref.frame, _tell(raw), size)
+                        if ref.frame % _COLLECT_EVERY == 0:
                             gc.collect()
                 if progress is not None:
                     progress(self.stats.frames, _tell(raw), size)

@@ -310,7 +310,7 @@ def _connections_chain(members, config: Config, observers, parts: list) -> Itera
     frame numbers continuing from file to file (file k's frame n is `frame_offset + n`)."""
     decoder = Decoder(verify_checksums=config.verify_checksums)
     table = ConnectionTable(config, observers)
-    decode, add = decoder.decode, table.add
+    decode, add = decoder.decode_frame, table.add
     offset = 0
     for m in members:
         part = _Part(m, frame_offset=offset)
@@ -322,8 +322,9 @@ def _connections_chain(members, config: Config, observers, parts: list) -> Itera
             part.error = str(exc)  # the set goes on without this file
             continue
         with cap:
-            for frame, ts_ns, linktype, data, _wirelen in cap:
-                pkt = decode(offset + frame, ts_ns, linktype, data)
+            for ref in cap.frames():
+                ref.frame += offset  # (the reader sets it afresh for each frame)
+                pkt = decode(ref)
                 if pkt is not None:
                     done = add(pkt)
                     if done:

@@ -31,9 +31,41 @@ import cython
 
 from .errors import CaptureError, EmptyCaptureError, NotACaptureError, TruncatedHeaderError
 
-__all__ = ["CaptureStats", "Capture", "open_capture", "Frame", "MAX_RECORD_BYTES"]
+__all__ = ["CaptureStats", "Capture", "open_capture", "Frame", "FrameRef", "MAX_RECORD_BYTES"]
 
 Frame = tuple  # (frame, ts_ns, linktype, data, wirelen)
+
+
+class FrameRef:
+    """One frame where it lies in the block it was read in: `buf[start:end]`.
+
+    `Capture.frames()` yields the same FrameRef for every frame, updated in place (no objects
+    are made per frame): read it before asking for the next. `Decoder.decode_frame` decodes one
+    in place; `data` and `as_tuple()` give the frame the way iterating a Capture does.
+    """
+
+    __slots__ = (
+        "frame",  # 1-based frame number
+        "ts_ns",  # integer nanoseconds since the epoch
+        "linktype",  # LINKTYPE_ of the frame's interface
+        "buf",  # the bytes block holding the frame
+        "start",  # the frame's captured bytes are buf[start:end]
+        "end",
+        "wirelen",  # original length on the wire
+    )
+
+    def __init__(self) -> None:
+        self.frame = self.ts_ns = self.linktype = self.wirelen = 0
+        self.buf = b""
+        self.start = self.end = 0
+
+    @property
+    def data(self) -> memoryview:
+        """The captured bytes (a view of the block, valid until the next frame)."""
+        return memoryview(self.buf)[self.start : self.end]
+
+    def as_tuple(self) -> Frame:
+        return (self.frame, self.ts_ns, self.linktype, self.data, self.wirelen)
 
 #: the largest record flowlens accepts (Wireshark's limit for most link types is 256 KiB); a
 #: header claiming more is damage, and is never allocated.
@@ -279,6 +311,11 @@ class Capture:
         self.close()
 
     def __iter__(self) -> Iterator[Frame]:
+        for ref in self.frames():
+            yield ref.as_tuple()
+
+    def frames(self) -> Iterator[FrameRef]:
+        """The frames as one FrameRef updated in place (see there): the fast way to read."""
         if self.stats.container.startswith("pcapng"):
             return self._pcapng()
         return self._pcap()
@@ -322,9 +359,9 @@ class Capture:
         frame=cython.longlong, last_ts=cython.longlong, first_ts=cython.longlong, ts_ns=cython.longlong,
         nbytes=cython.longlong, jumps=cython.longlong, bad_frac=cython.longlong, frac_limit=cython.longlong,
         sec=cython.uint, frac=cython.uint, caplen=cython.uint, wirelen=cython.uint, rec=cython.p_uchar,
-        buf=bytes,
+        buf=bytes, ref=FrameRef,
     )  # fmt: skip
-    def _pcap(self) -> Iterator[Frame]:
+    def _pcap(self) -> Iterator[FrameRef]:
         head = self._head
         endian, tick_ns = _PCAP_MAGIC[head[:4]]
         _vmaj, _vmin, _zone, _sigfigs, snaplen, network = Struct(endian + "HHiIII").unpack_from(
@@ -341,7 +378,8 @@ class Capture:
         self._read_error = None
         offset = 24  # file offset of buf[0]
         buf = b""
-        view = memoryview(buf)  # of buf: each frame is a slice of it
+        ref = FrameRef()
+        ref.linktype = linktype
         buflen = 0
         pos = 0
         frame = 0
@@ -355,7 +393,6 @@ class Capture:
             if buflen - pos < rec_size:
                 more = self._read(_CHUNK)
                 buf = buf[pos:] + more
-                view = memoryview(buf)
                 buflen = len(buf)
                 offset += pos
                 pos = 0
@@ -384,7 +421,6 @@ class Capture:
                 need = end - buflen
                 more = self._read(max(need, _CHUNK))
                 buf = buf[pos:] + more
-                view = memoryview(buf)
                 buflen = len(buf)
                 offset += pos
                 end -= pos
@@ -404,7 +440,9 @@ class Capture:
             if frame == 1 or ts_ns < first_ts:
                 first_ts = ts_ns
             nbytes += caplen
-            yield (frame, ts_ns, linktype, view[pos + rec_size : end], wirelen)
+            ref.frame, ref.ts_ns, ref.wirelen = frame, ts_ns, wirelen
+            ref.buf, ref.start, ref.end = buf, pos + rec_size, end
+            yield ref
             pos = end
         st.frames = frame
         st.bytes = nbytes
@@ -431,9 +469,9 @@ class Capture:
         wirelen=cython.uint, ticks=cython.ulonglong, cur_if=cython.longlong, fast=cython.bint,
         c_num=cython.ulonglong, c_den=cython.ulonglong, c_off=cython.longlong,
         c_maxticks=cython.ulonglong, c_lt=cython.longlong, run_lt=cython.longlong,
-        run_n=cython.longlong, rec=cython.p_uchar, buf=bytes,
+        run_n=cython.longlong, rec=cython.p_uchar, buf=bytes, ref=FrameRef,
     )  # fmt: skip
-    def _pcapng(self) -> Iterator[Frame]:
+    def _pcapng(self) -> Iterator[FrameRef]:
         """Walk pcapng blocks; each interface keeps its own link type and clock.
 
         Blocks are read in place from 1 MiB chunks. The counters live in locals and reach
@@ -447,7 +485,7 @@ class Capture:
         # stream fails, and what it gave before failing, depends on the sizes asked for.
         ahead = 0 if "+" in st.container else _CHUNK
         buf = self._head  # the whole first section header block
-        view = memoryview(buf)  # of buf: each frame is a slice of it
+        ref = FrameRef()
         buflen = len(buf)
         pos = 0
         offset = 0  # file offset of buf[0]
@@ -466,14 +504,12 @@ class Capture:
         c_num = c_den = c_maxticks = 1
         c_off = 0
         c_lt = 0
-        lt_obj = None
         run_lt = -1  # frames of one link type in a row, added to stats.linktypes in order
         run_n = 0
         try:
             while True:
                 if buflen - pos < 8:
                     buf = self._more(buf, pos, 8 - (buflen - pos), ahead)
-                    view = memoryview(buf)
                     buflen = len(buf)
                     offset += pos
                     pos = 0
@@ -493,7 +529,6 @@ class Capture:
                 if code == 0x0A0D0D0A:  # Section Header Block (the same in either byte order)
                     if buflen - pos < 12:
                         buf = self._more(buf, pos, 12 - (buflen - pos), ahead)
-                        view = memoryview(buf)
                         buflen = len(buf)
                         offset += pos
                         pos = 0
@@ -518,7 +553,6 @@ class Capture:
                         break
                     if buflen - pos < blen:
                         buf = self._more(buf, pos, blen - (buflen - pos), ahead)
-                        view = memoryview(buf)
                         buflen = len(buf)
                         offset += pos
                         pos = 0
@@ -532,7 +566,6 @@ class Capture:
                     break
                 if buflen - pos < blen:
                     buf = self._more(buf, pos, blen - (buflen - pos), ahead)
-                    view = memoryview(buf)
                     buflen = len(buf)
                     offset += pos
                     pos = 0
@@ -576,7 +609,7 @@ class Capture:
                         # non-negative numbers is C division
                         linktype, _snap, num, den, ts_offset = interfaces[iface]
                         cur_if = iface
-                        lt_obj, c_lt = linktype, linktype
+                        c_lt = linktype
                         fast = num <= (1 << 62) and den <= (1 << 62) and -(1 << 32) < ts_offset < (1 << 32)
                         if fast:
                             c_num, c_den, c_off = num, den, ts_offset * _NS_PER_S
@@ -613,7 +646,7 @@ class Capture:
                     start = 4
                     ts_ns = last_ts if frame else 0
                     cur_if = -1  # the linktype below is not the cached interface's
-                    lt_obj, c_lt = linktype, linktype
+                    c_lt = linktype
                 else:
                     continue  # name resolution, statistics, custom and unknown blocks
                 frame += 1
@@ -633,7 +666,9 @@ class Capture:
                     run_lt, run_n = c_lt, 0
                 run_n += 1
                 nbytes += caplen
-                yield (frame, ts_ns, lt_obj, view[bstart + start : bstart + start + caplen], wirelen)
+                ref.frame, ref.ts_ns, ref.linktype, ref.wirelen = frame, ts_ns, c_lt, wirelen
+                ref.buf, ref.start, ref.end = buf, bstart + start, bstart + start + caplen
+                yield ref
         finally:  # also when the consumer stops early, as frame-by-frame stats would be
             st.frames = frame
             st.bytes = nbytes

@@ -18,6 +18,8 @@ from struct import Struct
 
 import cython
 
+from .capture import FrameRef
+
 __all__ = [
     "Packet",
     "TcpOptions",
@@ -405,6 +407,15 @@ class Decoder:
                 PyBuffer_Release(cython.address(view))
         mv = memoryview(buf)
         return self._link(frame, ts_ns, linktype, mv, len(mv))
+
+    def decode_frame(self, ref: FrameRef) -> Packet | None:
+        """`decode` for a frame from `Capture.frames()`, read in place in its block."""
+        d: cython.p_uchar
+        if cython.compiled:
+            d = ref.buf  # a bytes object coerces to a pointer to its contents
+            return self._link(ref.frame, ref.ts_ns, ref.linktype, d + ref.start, ref.end - ref.start)
+        mv = memoryview(ref.buf)[ref.start : ref.end]
+        return self._link(ref.frame, ref.ts_ns, ref.linktype, mv, len(mv))
 
     @cython.cfunc
     def _link(self, frame: cython.longlong, ts_ns: cython.longlong, linktype: cython.int, d: cython.p_uchar, n: cython.Py_ssize_t):

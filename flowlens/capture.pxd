@@ -1,0 +1,15 @@
+# C declarations for capture.py when Cython compiles it (see setup.py); capture.py stays the
+# source of truth and runs unchanged as plain Python. Field meanings are documented there.
+
+cimport cython
+
+
+@cython.final
+cdef class FrameRef:
+    cdef public long long frame
+    cdef public long long ts_ns
+    cdef public int linktype
+    cdef public bytes buf
+    cdef public Py_ssize_t start
+    cdef public Py_ssize_t end
+    cdef public long long wirelen
