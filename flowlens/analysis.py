@@ -46,8 +46,9 @@ class Pipeline:
     ) -> None:
         self.path = path
         self.config = config or Config()
-        self.decoder = Decoder(verify_checksums=self.config.verify_checksums)
         self.table = ConnectionTable(self.config, observers)
+        # without observers, nothing reads the TCP options of packets other than SYNs
+        self.decoder = Decoder(verify_checksums=self.config.verify_checksums, keep_options=bool(self.table.observers))
         self.progress = progress
         self._capture = open_capture(path)  # raises CaptureError before any work
         self.stats: CaptureStats = self._capture.stats

@@ -111,14 +111,16 @@ def _mix(h, v) -> cython.ulonglong:
 
 @cython.cfunc
 @cython.returns(cython.ulonglong)
-@cython.locals(h=cython.ulonglong, v=cython.ulonglong, j=cython.Py_ssize_t, n=cython.Py_ssize_t)
+@cython.locals(h=cython.ulonglong, v=cython.ulonglong, j=cython.Py_ssize_t, n=cython.Py_ssize_t,
+               p=cython.p_uchar)
 def _mix_addr(h, addr: bytes) -> cython.ulonglong:
     """Fold a packed address into the uid hash, 8 bytes at a time (after its length)."""
     n = len(addr)
+    p = addr  # (compiled: a pointer to the bytes; plain Python indexes the bytes the same way)
     h = _mix(h, n)
     v = 0
     for j in range(n):
-        v = ((v << 8) | addr[j]) & _M64
+        v = ((v << 8) | p[j]) & _M64
         if j % 8 == 7:
             h = _mix(h, v)
             v = 0

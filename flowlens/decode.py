@@ -42,6 +42,7 @@ TH_ACK = 0x10
 TH_URG = 0x20
 TH_ECE = 0x40
 TH_CWR = 0x80
+_SYN_BIT = cython.declare(cython.int, TH_SYN)  # (a C constant when compiled)
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -372,14 +373,18 @@ class Decoder:
 
     # C attributes when compiled (a plain class attribute, unused, in Python)
     verify_checksums = cython.declare(cython.bint, visibility="public")
+    keep_options = cython.declare(cython.bint, visibility="public")
     skipped = cython.declare(object, visibility="public")
     offloaded = cython.declare(cython.longlong, visibility="public")
     non_ip = cython.declare(object, visibility="public")
     _frags = cython.declare(dict)
     _addrs = cython.declare(list)
 
-    def __init__(self, verify_checksums: bool = True) -> None:
+    def __init__(self, verify_checksums: bool = True, keep_options: bool = True) -> None:
         self.verify_checksums = verify_checksums
+        #: keep every TCP packet's option bytes (`raw_options`); False keeps only SYNs' (the
+        #: connection table reads none; RTT's timestamps and the analyzers need them)
+        self.keep_options = keep_options
         #: frames skipped, by reason ("unsupported link type 105", "truncated IPv4 header", ...)
         self.skipped: Counter[str] = Counter()
         #: TCP/UDP packets whose checksum was left to the NIC (offload) and so not verifiable
@@ -686,7 +691,8 @@ class Decoder:
             if hlen < 20 or (hlen > seg_len and not p.fragment):
                 return self._skip("bad TCP header length")
             p.flags = flags
-            if hlen > 20:  # options cut by the snaplen are kept as far as they go
+            if hlen > 20 and (self.keep_options or flags & _SYN_BIT):
+                # options cut by the snaplen are kept as far as they go
                 p.raw_options = _bytes(d, pos + 20, pos + min(hlen, avail))
             p.plen = seg_len - hlen
             if not whole:

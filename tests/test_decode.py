@@ -200,3 +200,20 @@ def test_bad_checksum_is_flagged_and_still_analysed(tmp_path):
     assert c.bad_checksums == 1
     assert "C" in c.history
     assert c.pkts[0] == 6  # flowlens counts it; Zeek would not
+
+
+def test_keep_options_false_keeps_only_syn_options():
+    """Without observers the pipeline decodes with keep_options=False: a SYN's options stay (the
+    window scale and MSS), other segments' are not copied out."""
+    from dpkt.tcp import TH_ACK, TH_SYN
+
+    syn = pcapgen.ethernet(pcapgen.tcp_segment(pcapgen.CLIENT4, pcapgen.SERVER4, 40000, 80, TH_SYN, 1, 0,
+                                               opts=b"\x02\x04\x05\xb4\x01\x03\x03\x07"))
+    data = pcapgen.ethernet(pcapgen.tcp_segment(pcapgen.CLIENT4, pcapgen.SERVER4, 40000, 80, TH_ACK, 2, 1,
+                                                data=b"x", opts=pcapgen.ts_option(7, 5)))
+    for keep, expected in ((True, [True, True]), (False, [True, False])):
+        decoder = Decoder(keep_options=keep)
+        pkts = [decoder.decode(i + 1, 0, 1, frame) for i, frame in enumerate((syn, data))]
+        assert [bool(p.raw_options) for p in pkts] == expected
+        assert pkts[0].options.mss == 1460 and pkts[0].options.wscale == 7
+        assert [p.plen for p in pkts] == [0, 1]  # the payload length does not depend on it
