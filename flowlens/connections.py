@@ -24,7 +24,7 @@ import cython
 from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 from .decode import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet
-from .services import is_well_known, service_name
+from .services import TCP_SERVICES, UDP_SERVICES, is_well_known, service_name
 from .tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker, seq_after
 from .zeekstate import ZEEK_LIKELY_SERVER_PORTS_TCP as _ZEEK_TCP
 from .zeekstate import ZeekTcp, ZeekUdp, icmp_conn_state, zeek_flips
@@ -32,6 +32,10 @@ from .zeekstate import ZeekTcp, ZeekUdp, icmp_conn_state, zeek_flips
 __all__ = ["Config", "Connection", "ConnectionTable", "format_addr", "PROTO_NAMES"]
 
 PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROTO_ICMPV6: "icmp"}
+_PROTO_NAMES = cython.declare(dict, PROTO_NAMES)  # (typed: looked up as C when compiled)
+# services.service_name's tables, for to_record
+_TCP_SERVICES = cython.declare(dict, TCP_SERVICES)
+_UDP_SERVICES = cython.declare(dict, UDP_SERVICES)
 
 # ICMP request/reply types that form one flow (Zeek logs the request type as orig_p and the reply
 # type as resp_p): echo, timestamp, information, address mask, router and neighbour discovery.
@@ -73,6 +77,7 @@ _inet_ntop = socket.inet_ntop
 _ADDR_TEXT: dict = {}
 
 
+@cython.ccall  # (compiled: called from to_record as C)
 def format_addr(addr: bytes) -> str:
     """Packed IPv4/IPv6 address -> text (`192.0.2.1`, `2001:db8::1`)."""
     text = _ADDR_TEXT.get(addr)
@@ -434,7 +439,9 @@ class Connection:
         tcp = self.tcp
         zeek = self.zeek
         udp = self.udp
-        proto_name = PROTO_NAMES.get(self.proto, str(self.proto))
+        proto_name = _PROTO_NAMES.get(self.proto)
+        if proto_name is None:
+            proto_name = str(self.proto)
         duration = self.last_ts_ns - self.first_ts_ns
         if duration < 0:
             duration = 0
@@ -469,7 +476,8 @@ class Connection:
             "id.orig_p": self.orig_p,
             "id.resp_h": format_addr(self.resp_h),
             "id.resp_p": self.resp_p,
-            "service": service_name(proto_name, self.resp_p),
+            "service": (_TCP_SERVICES.get(self.resp_p) if self.proto == _TCP else
+                        _UDP_SERVICES.get(self.resp_p) if self.proto == _UDP else None),  # service_name
             "orig_pkts": self._pkts[0],
             "resp_pkts": self._pkts[1],
             "orig_bytes": orig_bytes,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = ["service_name", "EPHEMERAL_RANGES", "LINUX_EPHEMERAL", "is_well_known", "fits_ranges"]
 
-_TCP = {
+TCP_SERVICES = {
     20: "ftp-data", 21: "ftp", 22: "ssh", 23: "telnet", 25: "smtp", 53: "dns", 80: "http",
     88: "kerberos", 110: "pop3", 111: "sunrpc", 119: "nntp", 123: "ntp", 135: "msrpc",
     139: "netbios-ssn", 143: "imap", 179: "bgp", 389: "ldap", 443: "ssl", 445: "smb",
@@ -20,7 +20,7 @@ _TCP = {
     8443: "https-alt", 9042: "cassandra", 9092: "kafka", 9200: "elasticsearch",
     11211: "memcached", 27017: "mongodb",
 }  # fmt: skip
-_UDP = {
+UDP_SERVICES = {
     53: "dns", 67: "dhcp", 68: "dhcp", 69: "tftp", 123: "ntp", 137: "netbios-ns",
     138: "netbios-dgm", 161: "snmp", 162: "snmp-trap", 443: "quic", 500: "isakmp",
     514: "syslog", 1194: "openvpn", 1900: "ssdp", 3478: "stun", 3544: "teredo",
@@ -40,9 +40,9 @@ EPHEMERAL_RANGES = {
 def service_name(proto: str, port: int) -> str | None:
     """The service usually found on `port` for `proto` ('tcp'/'udp'), or None."""
     if proto == "tcp":
-        return _TCP.get(port)
+        return TCP_SERVICES.get(port)
     if proto == "udp":
-        return _UDP.get(port)
+        return UDP_SERVICES.get(port)
     return None
 
 

@@ -73,6 +73,7 @@ cdef class ZeekTcp:
     cdef bint _check(self, _Endpoint ep, int mask, str code) except -1
     cdef void _add(self, _Endpoint ep, str code)
     cpdef void flip(self)
+    cpdef str conn_state(self)
     cdef void _swap(self) noexcept
     cpdef bint packet(self, bint is_orig, int flags, long long seq, long long ack, long long plen,
                       int win, bint bad_checksum, bint truncated=*) except -1
@@ -98,4 +99,5 @@ cdef class ZeekUdp:
     cdef long long _resp_chk
 
     cpdef void flip(self)
+    cpdef str conn_state(self)
     cpdef void packet(self, bint is_orig, bint bad_checksum)

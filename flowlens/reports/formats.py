@@ -82,8 +82,18 @@ def write_records(
         # compact JSON lines, as Zeek writes them (LogAscii::use_json); orjson is ~10x faster
         # than the json module here, which matters when a capture has a million connections
         dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+        raw = getattr(out, "buffer", None)
+        if raw is None or getattr(out, "line_buffering", False):
+            # a StringIO, or a terminal (flushed line by line): through the text layer
+            for rec in records:
+                out.write(dumps(rec, default=_json_default, option=option).decode())
+                n += 1
+            return n
+        # orjson's bytes straight into the binary buffer (no decoding and encoding again)
+        out.flush()
+        write = raw.write
         for rec in records:
-            out.write(dumps(rec, default=_json_default, option=option).decode())
+            write(dumps(rec, default=_json_default, option=option))
             n += 1
         return n
     if fmt == "csv":
