@@ -14,10 +14,7 @@ absurd length) stops reading with a note in `CaptureStats`, and everything befor
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
-import lzma
 import os
 import stat
 import sys
@@ -212,11 +209,22 @@ def _open_raw(path: str) -> BinaryIO:
 
 
 def _decompressor(kind: str, f: BinaryIO, path: str) -> BinaryIO:
+    # the modules are imported here, when needed: most captures are not compressed, and every
+    # run would pay for importing them
+    global _STREAM_ERRORS
     if kind == "gzip":
+        import gzip
+
         return gzip.GzipFile(fileobj=f, mode="rb")
     if kind == "bzip2":
+        import bz2
+
         return bz2.BZ2File(f, "rb")
     if kind == "xz":
+        import lzma
+
+        if lzma.LZMAError not in _STREAM_ERRORS:
+            _STREAM_ERRORS += (lzma.LZMAError,)
         return lzma.LZMAFile(f, "rb")
     try:
         import zstandard
@@ -268,7 +276,7 @@ class _ZstdReader(io.RawIOBase):
 
 
 # Errors a decompressor or a dying disk raise mid-stream; they end reading, they are not fatal.
-_STREAM_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
+_STREAM_ERRORS = (EOFError, OSError, zlib.error, ValueError)  # + lzma's, once it is imported
 
 
 def _stream_problem(exc: BaseException, container: str) -> str:

@@ -15,15 +15,24 @@ decides and the record says the originator was inferred.
 
 from __future__ import annotations
 
+import _socket
 import heapq
-import socket
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import cython
-from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
-from .decode import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet
+from .decode import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    TH_ACK,
+    TH_FIN,
+    TH_RST,
+    TH_SYN,
+    Packet,
+)
 from .services import TCP_SERVICES, UDP_SERVICES, is_well_known, service_name
 from .tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker, seq_after
 from .zeekstate import ZEEK_LIKELY_SERVER_PORTS_TCP as _ZEEK_TCP
@@ -70,9 +79,10 @@ _UDP = cython.declare(cython.int, IPPROTO_UDP)
 _ICMP = cython.declare(cython.int, IPPROTO_ICMP)
 _ICMPV6 = cython.declare(cython.int, IPPROTO_ICMPV6)
 
-_AF_INET = socket.AF_INET
-_AF_INET6 = socket.AF_INET6
-_inet_ntop = socket.inet_ntop
+# from _socket, the C module under socket: importing socket costs every run ~3 ms
+_AF_INET = _socket.AF_INET
+_AF_INET6 = _socket.AF_INET6
+_inet_ntop = _socket.inet_ntop
 # address text by packed address: a capture has few distinct hosts, and every record formats two
 _ADDR_TEXT: dict = {}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -58,6 +57,8 @@ class Selection:
 
     @classmethod
     def build(cls, states=(), ports=(), hosts=(), nets=(), protos=(), uids=()) -> "Selection":
+        import ipaddress  # (here: most runs have no host or network filter)
+
         wanted: set[str] = set()
         for s in states:
             wanted |= normalize_state(s)
@@ -90,6 +91,8 @@ class Selection:
             if self.hosts and not (addrs[0] in self.hosts or addrs[1] in self.hosts):
                 return False
             if self.nets:
+                import ipaddress
+
                 ips = [ipaddress.ip_address(a) for a in addrs]
                 if not any(ip.version == n.version and ip in n for ip in ips for n in self.nets):
                     return False

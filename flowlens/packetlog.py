@@ -28,10 +28,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
-
 from .connections import Connection
-from .decode import Packet
+from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet
 from .tcpstate import TIME_WAIT
 
 __all__ = [

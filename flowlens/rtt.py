@@ -60,9 +60,19 @@ from struct import Struct
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 import cython
-from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
-from .decode import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, tcp_timestamps
+from .decode import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    TH_ACK,
+    TH_FIN,
+    TH_RST,
+    TH_SYN,
+    Packet,
+    tcp_timestamps,
+)
 
 if TYPE_CHECKING:  # (not at run time: the compiled table may import this module while loading)
     from .connections import Connection

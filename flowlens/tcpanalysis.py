@@ -51,9 +51,8 @@ constants C integers; the per-packet code below is plain Python that also runs u
 from __future__ import annotations
 
 import cython
-from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
-from .decode import Packet
+from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet
 from .errors import UsageError
 
 __all__ = [

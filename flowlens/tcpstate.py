@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 
 import cython
+
 from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 __all__ = ["TcpState", "TcpTracker", "seq_after", "seq_ge"]

@@ -33,6 +33,7 @@ from collections.abc import Collection
 from enum import IntEnum
 
 import cython
+
 from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 __all__ = [

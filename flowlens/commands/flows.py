@@ -7,7 +7,7 @@ from collections import Counter
 
 import click
 
-from ..connections import RECORD_FIELDS
+from ..connections import PROTO_NAMES, RECORD_FIELDS
 from ..reports.formats import human_time, write_records
 from ._common import (
     capture_argument,
@@ -67,11 +67,11 @@ def flows(capture: str, fmt: str, **kwargs) -> None:
     selection = selection_from(kwargs)
     config = config_from(kwargs)
     pipe, progress = open_pipeline(capture, config)
-    kinds: Counter = Counter()
+    per_proto = [0] * 256  # connections by IP protocol number (cheaper than a Counter)
 
     def rows():
-        for conn in selection.filter(pipe):
-            kinds[conn.proto_name] += 1
+        for conn in selection.filter(pipe) if selection else pipe:
+            per_proto[conn.proto] += 1
             yield conn.to_record()
 
     try:
@@ -88,6 +88,10 @@ def flows(capture: str, fmt: str, **kwargs) -> None:
             progress.close()
     for line in pipe.summary_lines():
         warn(f"Warning: {line}")
+    kinds: Counter = Counter()
+    for proto, n in enumerate(per_proto):
+        if n:
+            kinds[PROTO_NAMES.get(proto, str(proto))] += n
     total = sum(kinds.values())
     by_proto = ", ".join(f"{n} {p}" for p, n in sorted(kinds.items()))
     warn(

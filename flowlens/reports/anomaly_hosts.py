@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from ..decode import TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
-
 from ..connections import format_addr
-from ..decode import IPPROTO_TCP, IPPROTO_UDP
+from ..decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
 from ..services import EPHEMERAL_RANGES, fits_ranges
 from ..tcpanalysis import state_of
 from ..tcpstate import CLOSED, TIME_WAIT

@@ -19,10 +19,8 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..decode import TH_ACK, TH_RST, TH_SYN
-
 from ..connections import Connection, format_addr
-from ..decode import IPPROTO_TCP, IPPROTO_UDP, flags_text
+from ..decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_RST, TH_SYN, flags_text
 from ..packetlog import CollapsedRun, ConnLog, Finding, PacketRow, StateChange, time_wait_until
 
 __all__ = [

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..decode import TH_ACK
-
 from ..connections import Connection
-from ..decode import IPPROTO_TCP, IPPROTO_UDP, flags_text
+from ..decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, flags_text
 from ..packetlog import ConnLog, PacketRow, StateChange
 from .ladder import endpoint_label
 
