@@ -13,7 +13,7 @@ import runpy
 from setuptools import setup
 
 MODULES = runpy.run_path(os.path.join("flowlens", "compiled.py"))["MODULES"]
-COMPILED = [f"flowlens/{name}.py" for name in MODULES]
+COMPILED = [f"flowlens/{name.replace('.', '/')}.py" for name in MODULES]
 
 
 def extensions():

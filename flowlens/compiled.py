@@ -12,7 +12,8 @@ import importlib.util
 import re
 from pathlib import Path
 
-#: modules on the per-packet path, compiled when possible (paths relative to the project root)
+#: modules compiled when possible (dotted names within flowlens): the per-packet path, and the
+#: reports that run once per connection
 MODULES = (
     "capture",
     "decode",
@@ -22,6 +23,10 @@ MODULES = (
     "analysis",
     "tcpanalysis",
     "rtt",
+    "reports.rtt",
+    "reports.anomalies",
+    "reports.anomaly_hosts",
+    "reports.anomaly_connections",
 )
 
 _HERE = Path(__file__).resolve().parent
@@ -43,9 +48,10 @@ def stale_modules() -> list[str]:
     `pip install -e .`)."""
     stale = []
     for name in MODULES:
-        for so in _HERE.glob(f"{name}.*.so"):
+        path = name.replace(".", "/")
+        for so in _HERE.glob(f"{path}.*.so"):
             built = so.stat().st_mtime
-            sources = [_HERE / f"{name}.py", *_pxd_closure(name)]
+            sources = [_HERE / f"{path}.py", *_pxd_closure(name)]
             if any(src.stat().st_mtime > built for src in sources):
                 stale.append(name)
     return stale
@@ -56,10 +62,10 @@ def _pxd_closure(name: str) -> list[Path]:
     seen: list[Path] = []
     todo = [name]
     while todo:
-        pxd = _HERE / f"{todo.pop()}.pxd"
+        pxd = _HERE / f"{todo.pop().replace('.', '/')}.pxd"
         if pxd.exists() and pxd not in seen:
             seen.append(pxd)
-            todo += re.findall(r"^\s*from\s+flowlens\.(\w+)\s+cimport", pxd.read_text(), re.M)
+            todo += re.findall(r"^\s*from\s+flowlens\.([\w.]+)\s+cimport", pxd.read_text(), re.M)
     return seen
 
 

@@ -69,6 +69,11 @@ def decode_loop(path: Path) -> float:
 
 
 def flowlens_argv(*args: str) -> list[str]:
+    """The `flowlens` command users run: the console script beside this Python (the
+    environment flowlens is installed in), else `python -m flowlens`."""
+    script = Path(sys.executable).with_name("flowlens")
+    if script.exists():
+        return [str(script), *args]
     return [sys.executable, "-m", "flowlens", *args]
 
 

@@ -1,3 +1,5 @@
+# cython: annotation_typing=False, infer_types=False
+# (compiled when possible, as plain Python: see flowlens/compiled.py)
 """Anomalies with evidence: what went wrong in a capture, one pasteable sentence per finding.
 
 `AnomalyDetector` hooks a `TcpAnalyzer` into the pass over the capture (`.observers`) and turns

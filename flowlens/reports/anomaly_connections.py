@@ -1,3 +1,5 @@
+# cython: annotation_typing=False, infer_types=False
+# (compiled when possible, as plain Python: see flowlens/compiled.py)
 """Findings about single connections: ICMP errors that quote them, retransmissions, zero
 windows and keep-alives (from the per-segment analysis in `flowlens.tcpanalysis`). Used by
 `flowlens.reports.anomalies`."""

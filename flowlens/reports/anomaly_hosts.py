@@ -1,3 +1,5 @@
+# cython: annotation_typing=False, infer_types=False
+# (compiled when possible, as plain Python: see flowlens/compiled.py)
 """Findings about hosts and ports rather than one connection: port scans, SYN floods, TIME_WAIT
 accumulation and ephemeral port exhaustion. Used by `flowlens.reports.anomalies`.
 

@@ -1,3 +1,5 @@
+# cython: annotation_typing=False, infer_types=False
+# (compiled when possible, as plain Python: see flowlens/compiled.py)
 """RTT reports: rows per connection and leg, aggregates per server, client or host pair, plots.
 
 Every row says where its time was measured (`path`): `cap>resp>cap` is the round trip from the
@@ -18,6 +20,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
+
+import cython
 
 from ..connections import Connection, format_addr
 from ..rtt import LEGS, PATHS, SOURCES, RttStats, rtt_of, stats_of
@@ -63,6 +67,8 @@ def _ms(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+@cython.cfunc
+@cython.locals(x=cython.double, scale=cython.double, y=cython.double, k=cython.longlong, f=cython.double)
 def _round(x: float, scale: float) -> float:
     """round(x, 3) for scale 1e3, round(x, 6) for scale 1e6: the same float, about twice as fast
     (round() with digits goes through a decimal string; a row has up to nine of them).
@@ -120,6 +126,8 @@ def _handshake_leg(conn: Connection, leg: int) -> float | None:
 _NO_STATS = (0, None, None, None, None, None, None, None, 0)
 
 
+@cython.cfunc
+@cython.locals(sorted_ns=list, p=cython.double, rank=cython.double, lo=cython.Py_ssize_t, hi=cython.Py_ssize_t)
 def _percentile(sorted_ns: list[int], p: float) -> float:
     # the same arithmetic as flowlens.rtt's (linear between ranks), so the same floats
     rank = p / 100 * (len(sorted_ns) - 1)
@@ -249,6 +257,10 @@ class _Group:
         return stats_of(self.rtts, self.count, self.total, self.total_sq, self.lo, self.hi)
 
 
+#: the legs each grouping merges: the responder's (1), the originator's (0), or both
+_LEGS_BY = {"server": (1,), "client": (0,), "pair": (1, 0)}
+
+
 class Aggregator:
     """Merge connections' legs into groups: `server` (responder address, its leg), `client`
     (originator address, its leg) or `pair` (both addresses, both legs). Counts, min, max, mean
@@ -262,7 +274,7 @@ class Aggregator:
 
     def add(self, conn: Connection) -> None:
         st = rtt_of(conn)
-        legs = (1,) if self.by == "server" else (0,) if self.by == "client" else (1, 0)
+        legs = _LEGS_BY[self.by]
         for leg in legs:
             hs = _handshake_leg(conn, leg)
             s = st.samples[leg] if st is not None else None
@@ -354,7 +366,12 @@ def series_for(conn: Connection, by: str) -> list[tuple[str, list[float], list[f
     if st is None:
         return []
     out = []
-    legs = (0,) if by == "client" else (1,) if by in ("server", "pair") else (1, 0)
+    if by == "client":
+        legs = (0,)
+    elif by in ("server", "pair"):
+        legs = (1,)
+    else:
+        legs = (1, 0)
     for leg in legs:
         s = st.samples[leg]
         if s is None:
