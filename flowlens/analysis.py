@@ -33,8 +33,10 @@ class Pipeline:
     """Read `path` once and yield each connection when it ends.
 
     `observers` are callables `(conn, pkt, from_orig)` that see every packet (see
-    `ConnectionTable`). After iteration, `stats` (the capture), `skipped` (frames that could not
-    be decoded, by reason), `non_ip` and `table` (peak of open connections) describe the run.
+    `ConnectionTable`); an observer that reads the TCP options (`pkt.raw_options`) of SYNs only
+    says so with a true attribute `syn_options_only` (other segments' are then not copied out).
+    After iteration, `stats` (the capture), `skipped` (frames that could not be decoded, by
+    reason), `non_ip` and `table` (peak of open connections) describe the run.
     """
 
     def __init__(
@@ -47,8 +49,10 @@ class Pipeline:
         self.path = path
         self.config = config or Config()
         self.table = ConnectionTable(self.config, observers)
-        # without observers, nothing reads the TCP options of packets other than SYNs
-        self.decoder = Decoder(verify_checksums=self.config.verify_checksums, keep_options=bool(self.table.observers))
+        # copying every segment's TCP options out costs; the table reads none, and observers
+        # that read only SYNs' say so with a true `syn_options_only`
+        keep_options = any(not getattr(o, "syn_options_only", False) for o in self.table.observers)
+        self.decoder = Decoder(verify_checksums=self.config.verify_checksums, keep_options=keep_options)
         self.progress = progress
         self._capture = open_capture(path)  # raises CaptureError before any work
         self.stats: CaptureStats = self._capture.stats

@@ -244,6 +244,9 @@ class PacketCollector:
     connection, `finish(conn)` returns its `ConnLog` (or None) and drops it from `conn.ext`.
     """
 
+    #: reads only SYNs' TCP options (MSS, window scale): see Pipeline
+    syn_options_only = True
+
     def __init__(
         self,
         wants: Callable[[Connection], bool] | None = None,

@@ -329,6 +329,9 @@ class TcpAnalyzer:
 
     __slots__ = ("_frames", "keep_frames")
 
+    #: reads only SYNs' TCP options (the window scale): see Pipeline
+    syn_options_only = True
+
     def __init__(self, keep_frames: bool = False) -> None:
         self.keep_frames = keep_frames
         #: frame -> analysis bits, or (bits, dup ACK number, frame of the original ACK)

@@ -217,3 +217,20 @@ def test_keep_options_false_keeps_only_syn_options():
         assert [bool(p.raw_options) for p in pkts] == expected
         assert pkts[0].options.mss == 1460 and pkts[0].options.wscale == 7
         assert [p.plen for p in pkts] == [0, 1]  # the payload length does not depend on it
+
+
+def test_pipeline_copies_options_only_for_observers_that_read_them():
+    from flowlens.analysis import Pipeline
+    from flowlens.packetlog import PacketCollector
+    from flowlens.rtt import RttCollector
+    from flowlens.tcpanalysis import TcpAnalyzer
+
+    sample = str(Path(__file__).resolve().parent.parent / "sample_pcaps" / "clean-close.pcap")
+
+    def keeps(*observers):
+        return Pipeline(sample, observers=observers).decoder.keep_options
+
+    assert not keeps()
+    assert not keeps(TcpAnalyzer(), PacketCollector(lambda c: True))
+    assert keeps(TcpAnalyzer(), RttCollector())  # RTT reads every segment's timestamps
+    assert keeps(lambda conn, pkt, from_orig: None)  # an observer that says nothing gets all
