@@ -296,20 +296,17 @@ class TcpTracker:
             elif open1 is not None:
                 open1[2] = ts
                 open1 = None
-            if new is CLOSE_WAIT:
-                spell = [side, ts, None, frame]
-                if close_wait is None:
-                    close_wait = [spell]
-                else:
-                    close_wait.append(spell)
-            elif new is FIN_WAIT_2:
-                spell = [side, ts, None, frame]
-                if fin_wait_2 is None:
-                    fin_wait_2 = [spell]
-                else:
-                    fin_wait_2.append(spell)
-            else:
+            if new is not CLOSE_WAIT and new is not FIN_WAIT_2:
                 continue
+            spell = [side, ts, None, frame]
+            if new is CLOSE_WAIT:
+                if close_wait is None:
+                    close_wait = []
+                close_wait.append(spell)
+            else:
+                if fin_wait_2 is None:
+                    fin_wait_2 = []
+                fin_wait_2.append(spell)
             if side == 0:
                 open0 = spell
             else:
