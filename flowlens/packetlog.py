@@ -340,7 +340,8 @@ class PacketCollector:
                 mss, wscale = opts.mss, opts.wscale
             n = tcp.timeline_len
             if n > log._tl_len:
-                entered = tuple((tcp.transition(i)[2], tcp.transition(i)[3].value) for i in range(log._tl_len, n))
+                changes = [tcp.transition(i) for i in range(log._tl_len, n)]
+                entered = tuple((side, state.value) for _t, _f, side, state in changes)
                 log._tl_len = n
             orig_state, resp_state = tcp.state[0].value, tcp.state[1].value
             findings = self._core_findings(log, conn, pkt, side)
