@@ -5,7 +5,7 @@
 
 cimport cython
 
-from flowlens.decode cimport Packet
+from flowlens.decode cimport Packet, PacketObserver
 from flowlens.tcpstate cimport TcpTracker, seq_after
 from flowlens.zeekstate cimport ZeekTcp, ZeekUdp
 
@@ -78,6 +78,7 @@ cdef class ConnectionTable:
     cdef long long _due
 
     cdef bint _closed(self, Connection c) except -1
+    cdef void _notify(self, Connection c, Packet pkt, bint from_orig)
     cdef object _tw_end(self, Connection c)
     cdef long long _deadline(self, Connection c) except *
     cdef void _schedule(self, Connection c, object deadline=*)

@@ -32,6 +32,7 @@ from .decode import (
     TH_RST,
     TH_SYN,
     Packet,
+    PacketObserver,
 )
 from .services import TCP_SERVICES, UDP_SERVICES, is_well_known, service_name
 from .tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker, seq_after
@@ -573,7 +574,7 @@ def _likely_server(proto: str, port: int, other: int) -> bool:
 class ConnectionTable:
     """Feed packets in capture order; finished connections come out of `add` and `flush`.
 
-    Observers (callables `(conn, pkt, from_orig)`) see every packet after the table has applied it
+    Observers (callables `(conn, pkt, from_orig)`, or `PacketObserver`s) see every packet after the table has applied it
     (so `conn.tcp.state` is the state *after* the packet); per-connection analyzers (ladder, RTT,
     anomalies) hook in there and keep their state in `conn.ext` (a dict they create), which is
     freed with the connection.
@@ -821,8 +822,8 @@ class ConnectionTable:
             # pushed at creation would fire too late, so push one for the new deadline
             c._closing = True
             self._schedule(c)
-        for observer in self.observers:
-            observer(c, pkt, from_orig)
+        if self.observers:
+            self._notify(c, pkt, from_orig)
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
@@ -913,8 +914,8 @@ class ConnectionTable:
         from_orig = src == c.orig_h and sport == c.orig_p
         self._count(c, pkt, 0 if from_orig else 1)
         c.udp.packet(from_orig, pkt.bad_checksum)
-        for observer in self.observers:
-            observer(c, pkt, from_orig)
+        if self.observers:
+            self._notify(c, pkt, from_orig)
         return c
 
     @cython.locals(c=Connection, from_orig=cython.bint)
@@ -937,8 +938,17 @@ class ConnectionTable:
         self._count(c, pkt, 0 if from_orig else 1)
         if pkt.quote is not None:
             self._attach_icmp_error(pkt)
+        if self.observers:
+            self._notify(c, pkt, from_orig)
+
+    def _notify(self, c: Connection, pkt: Packet, from_orig: bool) -> None:
+        """Show the packet to every observer; a PacketObserver through its `observe` (a C call
+        when compiled)."""
         for observer in self.observers:
-            observer(c, pkt, from_orig)
+            if isinstance(observer, PacketObserver):
+                cython.cast(PacketObserver, observer).observe(c, pkt, from_orig)
+            else:
+                observer(c, pkt, from_orig)
 
     @cython.locals(target=Connection)
     def _attach_icmp_error(self, pkt: Packet) -> None:

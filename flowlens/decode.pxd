@@ -31,3 +31,7 @@ cdef class Packet:
     cdef public object vlan
     cdef public object udp_head
     cdef public object _options
+
+
+cdef class PacketObserver:
+    cpdef void observe(self, object conn, Packet pkt, bint from_orig)

@@ -2,7 +2,7 @@
 # truth and runs unchanged as plain Python. Field meanings are documented there. A method
 # declared here must keep exactly these types in rtt.py's annotations.
 
-from flowlens.decode cimport Packet
+from flowlens.decode cimport Packet, PacketObserver
 
 # constants: C integers in the compiled module (so not attributes of it)
 cdef int TH_ACK, TH_FIN, TH_RST, TH_SYN
@@ -47,7 +47,7 @@ cdef class ConnectionRtt:
                    long long answer_frame, int src)
 
 
-cdef class RttCollector:
+cdef class RttCollector(PacketObserver):
     cdef public object config
     cdef public long long _timeout_ns
     cdef public long long _max_outstanding

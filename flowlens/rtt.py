@@ -71,6 +71,7 @@ from .decode import (
     TH_RST,
     TH_SYN,
     Packet,
+    PacketObserver,
     tcp_timestamps,
 )
 
@@ -438,7 +439,7 @@ def rtt_of(conn: Connection) -> ConnectionRtt | None:
     return ext.get("rtt") if ext else None
 
 
-class RttCollector:
+class RttCollector(PacketObserver):
     """Observer `(conn, pkt, from_orig)` that collects RTT samples into `conn.ext["rtt"]`.
 
         >>> rtt = RttCollector()
@@ -455,11 +456,8 @@ class RttCollector:
         self._max_tsvals = self.config.max_tsvals
         self._dup_ns = int(self.config.duplicate_window_s * 1e9)
 
-    def __call__(self, conn: Connection, pkt: Packet, from_orig: bool) -> None:
-        self.observe(conn, pkt, from_orig)
-
-    # A C method when compiled (`cpdef` in rtt.pxd): the connection table may call it directly.
-    # Python sees the same method, `collector.observe(conn, pkt, from_orig)`.
+    # A C method when compiled (`cpdef` in rtt.pxd): the connection table calls it directly
+    # (see PacketObserver). Python sees the same method, `collector.observe(...)`.
     def observe(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
         """Take one packet of `conn` (the observer protocol, also `collector(...)`)."""
         st: ConnectionRtt

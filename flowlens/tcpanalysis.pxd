@@ -1,7 +1,7 @@
 # C declarations for tcpanalysis.py when Cython compiles it (see setup.py); tcpanalysis.py stays
 # the source of truth and runs unchanged as plain Python. Field meanings are documented there.
 
-from flowlens.decode cimport Packet
+from flowlens.decode cimport Packet, PacketObserver
 
 # constants: C integers in the compiled module (so not attributes of it)
 cdef int TH_ACK, TH_FIN, TH_RST, TH_SYN
@@ -56,7 +56,7 @@ cdef class TcpaState:
     cdef public object syns
 
 
-cdef class TcpAnalyzer:
+cdef class TcpAnalyzer(PacketObserver):
     cdef public bint keep_frames
     cdef public dict _frames
     # the observer's C entry point (see TcpAnalyzer.observe)

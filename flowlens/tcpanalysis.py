@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import cython
 
-from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet
+from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet, PacketObserver
 from .errors import UsageError
 
 __all__ = [
@@ -313,7 +313,7 @@ def state_of(conn) -> TcpaState | None:
     return ext.get("tcpa") if ext else None
 
 
-class TcpAnalyzer:
+class TcpAnalyzer(PacketObserver):
     """Observer that classifies every TCP segment as Wireshark's TCP analysis does.
 
         analyzer = TcpAnalyzer(keep_frames=True)
@@ -376,11 +376,8 @@ class TcpAnalyzer:
         return len(self._frames)
 
     # ------------------------------------------------------------------ observer
-    def __call__(self, conn, pkt, from_orig: bool) -> None:
-        self.observe(conn, pkt, from_orig)
-
-    # A C method when compiled (`cpdef` in tcpanalysis.pxd): the connection table may call it
-    # directly. Python sees the same method, `analyzer.observe(conn, pkt, from_orig)`.
+    # A C method when compiled (`cpdef` in tcpanalysis.pxd): the connection table calls it
+    # directly (see PacketObserver). Python sees the same method, `analyzer.observe(...)`.
     @cython.locals(
         st=TcpaState, fwd=DirectionStats, rev=DirectionStats, flipped=cython.bint,
         flags=cython.int, sfr=cython.int, note=cython.int, seq=cython.longlong,

@@ -197,3 +197,27 @@ def test_closed_connections_leave_the_table(tmp_path):
     assert emitted == 200
     # TIME_WAIT holds each for 60 s, so about 61 are open at once, not 200
     assert 55 <= pipe.table.open_peak <= 65
+
+
+def test_observers_plain_callables_and_packet_observers_see_every_packet_in_order(tmp_path):
+    """The table calls a PacketObserver's `observe` directly and any other observer as a
+    callable; both kinds see every packet, in the order they were given, after the table."""
+    from flowlens import Pipeline
+    from flowlens.decode import Packet, PacketObserver
+
+    seen = []
+
+    class Recorder(PacketObserver):  # a Python subclass of the (compiled) base class
+        def observe(self, conn, pkt, from_orig):
+            seen.append(("observe", pkt.frame, from_orig, conn.tcp.state[0].name))
+
+    path = tmp_path / "clean-close.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(pcapgen.SCENARIOS["clean-close"]()))
+    callable_ = lambda conn, pkt, from_orig: seen.append(("call", pkt.frame, from_orig))  # noqa: E731
+    conns = list(Pipeline(str(path), observers=[Recorder(), callable_]))
+    frames = conns[0].pkts[0] + conns[0].pkts[1]
+    assert [s[:2] for s in seen] == [(k, f) for f in range(1, frames + 1) for k in ("observe", "call")]
+    assert seen[0] == ("observe", 1, True, "SYN_SENT")  # after the table applied the SYN
+    assert seen[2][2] is False  # the SYN/ACK came from the responder
+    with pytest.raises(NotImplementedError):
+        PacketObserver()(conns[0], Packet(), True)
