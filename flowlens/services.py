@@ -54,6 +54,7 @@ def is_well_known(proto: str, port: int) -> bool:
 def fits_ranges(ports) -> list[str]:
     """Names of the ephemeral ranges that contain every one of `ports`."""
     ports = list(ports)
-    return [
-        name for name, (lo, hi) in EPHEMERAL_RANGES.items() if ports and all(lo <= p <= hi for p in ports)
-    ]
+    if not ports:
+        return []
+    low, high = min(ports), max(ports)
+    return [name for name, (lo, hi) in EPHEMERAL_RANGES.items() if lo <= low and high <= hi]

@@ -20,6 +20,7 @@ the record, the thresholds, the detector and the kinds grouped per endpoint.
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -309,6 +310,17 @@ class AnomalyDetector:
     def finish(self, end_ns: int | None = None) -> list[Anomaly]:
         """Every finding, most severe first, then by time; resets the detector. `end_ns` is the
         capture's last timestamp (default: the latest record end seen)."""
+        # Grouping and sorting tens of thousands of small tuples makes no reference cycles,
+        # but the collector's passes over them would cost as much as the work (as in Pipeline)
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._finish(end_ns)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _finish(self, end_ns: int | None) -> list[Anomaly]:
         th = self.thresholds
         end_ns = self._end_ns if end_ns is None else end_ns
         claimed: set[str] = set()  # uids explained by a scan or a flood

@@ -12,7 +12,11 @@ closed, by another unreachable filtered, by nothing open|filtered.
 
 from __future__ import annotations
 
+import heapq
+from array import array
 from collections import Counter, defaultdict
+
+import cython
 
 from ..connections import format_addr
 from ..decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
@@ -36,6 +40,11 @@ _STEALTH = {"NULL", "FIN", "XMAS", "Maimon"}
 # verdict strength: a port probed twice keeps the most informative answer
 _RANK = {"open": 4, "closed": 3, "unfiltered": 2, "filtered": 1, "open|filtered": 0}
 _LIST_MAX = 256
+#: a hold in HostFacts.holds, as this many integers: start, held until, client port, the client
+#: side's TIME_WAIT from and until, the server side's (-1, -1: no TIME_WAIT), reused in
+#: TIME_WAIT (0/1), first frame
+_HOLD = 9
+_PORT_KEY = 1 << 64  # sort key of a hold: port * _PORT_KEY + start - first hold's start
 
 
 def probe_of(c):
@@ -114,9 +123,9 @@ class HostFacts:
         self.probes = []
         # (server host, port) -> [(ts_ns, client host, answered by SYN/ACK, uid, frame)]
         self.attempts = defaultdict(list)
-        # (client host, server host, port) -> (start_ns, held until ns, client port,
-        #   ((side, tw from, tw until), ...), reused in TW, frame), or a list of them from the
-        #   second connection on
+        # (client host, server host, port) -> the holds of its connections, _HOLD integers
+        # each in an array('q'): no object per connection, for the collector to walk, to free
+        # or to chase through memory when the findings are made
         self.holds = {}
 
     def add(self, c) -> None:
@@ -148,24 +157,18 @@ class HostFacts:
             )
         if not c.originator_inferred:
             end = c.end_ts_ns if c.end_ts_ns is not None else c.last_ts_ns
-            hold, tws = _holds(c, self._tw_ns, end)
-            reused = c.prev_uid is not None and c.reused_in_time_wait
             key = (c.orig_h, c.resp_h, c.resp_p)
-            item = (hold[0], hold[1], c.orig_p, tws, reused, c.first_frame)
-            have = self.holds.get(key)
-            if have is None:
-                self.holds[key] = item
-            elif type(have) is list:
-                have.append(item)
-            else:
-                self.holds[key] = [have, item]
+            holds = self.holds.get(key)
+            if holds is None:
+                holds = self.holds[key] = array("q")
+            holds.extend(_hold(c, self._tw_ns, end))
 
     def findings(self, claimed: set, end_ns: int) -> list[Anomaly]:
         out = _scans(self.probes, self.th, claimed)
         out.extend(_floods(self.attempts, self.th, claimed))
-        for (client, server, sport), group in self.holds.items():
-            if type(group) is list:
-                out.extend(_port_group(client, server, sport, group, self.th, self.msl_s, end_ns))
+        for (client, server, sport), holds in self.holds.items():
+            if len(holds) > _HOLD:
+                out.extend(_port_group(client, server, sport, holds, self.th, self.msl_s, end_ns))
         return out
 
 
@@ -351,8 +354,8 @@ def _floods(attempts, th, claimed: set) -> list[Anomaly]:
 
 
 # ---------------------------------------------------------------------------- TIME_WAIT and ports
-def _holds(c, tw_ns: int, end_ns: int):
-    """(port held from, until) for the client side, and [(side, tw from, until)].
+def _hold(c, tw_ns: int, end_ns: int) -> tuple:
+    """The client port's hold by connection `c`, as a HostFacts.holds record (see _HOLD).
 
     A side's TIME_WAIT lasts 2 x MSL, or until that side's first CLOSED at or after its start;
     a client side that closed without TIME_WAIT held its port until its last state change. The
@@ -368,12 +371,12 @@ def _holds(c, tw_ns: int, end_ns: int):
         _, cut0 = t.last_change_and_closed_after(0, start0)
     if start1 is not None:
         _, cut1 = t.last_change_and_closed_after(1, start1)
-    tws = ()
+    tw0 = tw1 = -1, -1
     if start0 is not None:
         stop = start0 + tw_ns
         if cut0 is not None and cut0 < stop:
             stop = cut0
-        tws = ((0, start0, stop),)
+        tw0 = start0, stop
         until = stop
     elif need_last0:
         until = last0 if last0 is not None else c.last_ts_ns
@@ -385,11 +388,16 @@ def _holds(c, tw_ns: int, end_ns: int):
         stop = start1 + tw_ns
         if cut1 is not None and cut1 < stop:
             stop = cut1
-        tws = (*tws, (1, start1, stop))
+        tw1 = start1, stop
     first = c.first_ts_ns
-    return (first, until if until > first else first), tws
+    reused = 1 if c.prev_uid is not None and c.reused_in_time_wait else 0
+    return (
+        first, until if until > first else first, c.orig_p, *tw0, *tw1, reused, c.first_frame,
+    )  # fmt: skip
 
 
+@cython.locals(cur=cython.Py_ssize_t, best=cython.Py_ssize_t, j=cython.Py_ssize_t,
+               n_ends=cython.Py_ssize_t, a=cython.longlong, e=cython.longlong, at=cython.longlong)
 def _peak(starts: list[int], ends: list[int]) -> tuple[int, int]:
     """(peak concurrency, ts of the peak) of [start, end) intervals, given as their starts and
     their ends (an end at the same time as a start comes first). Sorts the two lists."""
@@ -399,7 +407,10 @@ def _peak(starts: list[int], ends: list[int]) -> tuple[int, int]:
     at = min(starts[0], ends[0]) if starts else 0
     j, n_ends = 0, len(ends)
     for a in starts:
-        while j < n_ends and ends[j] <= a:
+        while j < n_ends:
+            e = ends[j]
+            if e > a:
+                break
             cur -= 1
             j += 1
         cur += 1
@@ -408,19 +419,10 @@ def _peak(starts: list[int], ends: list[int]) -> tuple[int, int]:
     return best, at
 
 
-def _merge(intervals):
-    out = []
-    for a, b in sorted(intervals):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return out
-
-
 def _range_for(ports, th):
+    """The ephemeral range of sorted `ports` and how it was chosen (None: the configured one)."""
     lo, hi = th.ephemeral_range
-    if all(lo <= p <= hi for p in ports):
+    if lo <= ports[0] and ports[-1] <= hi:
         return (lo, hi), None
     fits = fits_ranges(ports)
     if fits:
@@ -428,38 +430,76 @@ def _range_for(ports, th):
     return (lo, hi), ""
 
 
-def _port_group(client, server, sport, group, th, msl_s, end_ns):
+@cython.locals(
+    v=cython.longlong[:], n=cython.Py_ssize_t, i=cython.Py_ssize_t, k=cython.Py_ssize_t,
+    end=cython.longlong, start=cython.longlong, first_start=cython.longlong,
+    last_start=cython.longlong, a=cython.longlong, b=cython.longlong, e=cython.longlong,
+    side=cython.Py_ssize_t, port=cython.longlong, last_port=cython.longlong,
+    run_a=cython.longlong, run_b=cython.longlong,
+)  # fmt: skip
+def _port_group(client, server, sport, holds, th, msl_s, end_ns):
     """time_wait_accumulation and port_exhaustion_risk for one (client, server, server port);
-    `group` holds `HostFacts.holds` tuples."""
-    group.sort()
-    per_port = defaultdict(list)
+    `holds` is its `HostFacts.holds` array."""
+    v = holds
+    n = len(holds) // _HOLD
+    end = end_ns
     # TIME_WAIT spells per side as starts and ends (cut at the capture's end)
     tw_starts, tw_ends = ([], []), ([], [])
-    held = 0
-    for start, until, cport, tws, _reused, _frame in group:
-        per_port[cport].append((start, until))
-        held += until - start
-        for side, a, b in tws:
-            tw_starts[side].append(a)
-            e = end_ns if end_ns > a else a
-            tw_ends[side].append(b if b < e else e)
-    in_starts, in_ends = [], []
-    for ivs in per_port.values():
-        for a, b in _merge(ivs) if len(ivs) > 1 else ivs:
-            in_starts.append(a)
-            e = end_ns if end_ns > a else a
-            in_ends.append(b if b < e else e)
+    held = 0  # (a Python int: the sum of many holds may not fit 64 bits)
+    first_start = last_start = v[0]
+    keys = [0] * n
+    reused_frames = []
+    for i in range(n):
+        k = i * _HOLD
+        start = v[k]
+        held += v[k + 1] - start
+        if start < first_start:
+            first_start = start
+        if start > last_start:
+            last_start = start
+        for side in range(2):
+            a = v[k + 3 + 2 * side]
+            if a >= 0:
+                b = v[k + 4 + 2 * side]
+                e = end if end > a else a
+                tw_starts[side].append(a)
+                tw_ends[side].append(b if b < e else e)
+        if v[k + 7]:
+            reused_frames.append(v[k + 8])
+        # port, then start (a Python int: ports above any 64-bit difference of starts)
+        keys[i] = v[k + 2] * _PORT_KEY + (start - v[0])
+    # a port is in use while any of its holds is: merge each port's overlapping holds (a new
+    # connection that took the port while the previous one was still in TIME_WAIT), walking
+    # the holds port by port in order of start
+    in_starts, in_ends, ports = [], [], []
+    last_port = run_a = run_b = -1
+    for i in sorted(range(n), key=keys.__getitem__):
+        k = i * _HOLD
+        port, a, b = v[k + 2], v[k], v[k + 1]
+        if port == last_port and a <= run_b:
+            if b > run_b:
+                run_b = b
+            continue
+        if last_port >= 0:
+            in_starts.append(run_a)
+            e = end if end > run_a else run_a
+            in_ends.append(run_b if run_b < e else e)
+        if port != last_port:
+            ports.append(port)
+        last_port, run_a, run_b = port, a, b
+    if last_port >= 0:
+        in_starts.append(run_a)
+        e = end if end > run_a else run_a
+        in_ends.append(run_b if run_b < e else e)
     peak, peak_at = _peak(in_starts, in_ends)
-    ports = sorted(per_port)
     (lo, hi), guess = _range_for(ports, th)
     size = hi - lo + 1
-    n = len(group)
-    span_s = (group[-1][0] - group[0][0]) / 1e9
+    span_s = (last_start - first_start) / 1e9
     rate = (n - 1) / span_s if span_s > 0 else 0.0
     hold_s = held / n / 1e9
     steady = rate * hold_s
-    reused = [g for g in group if g[4]]
-    first_ts = group[0][0] / 1e9
+    reused = len(reused_frames)
+    first_ts = first_start / 1e9
     cli, srv = format_addr(client), _ep(server, sport)
     range_text = f"{lo}-{hi}"
     if guess:
@@ -504,7 +544,7 @@ def _port_group(client, server, sport, group, th, msl_s, end_ns):
                 first_ts,
                 None,
                 summary,
-                _sample((g[5] for g in group[: th.evidence_max]), th.evidence_max),
+                _sample(heapq.nsmallest(th.evidence_max, holds[_HOLD - 1 :: _HOLD]), th.evidence_max),
                 {
                     **details_common,
                     "time_wait_peak": tw_peak,
@@ -534,15 +574,18 @@ def _port_group(client, server, sport, group, th, msl_s, end_ns):
     exhaust_s = size / rate if rate > 0 and steady >= size else None
     details = {
         **details_common,
-        "time_wait_reuses": len(reused),
+        "time_wait_reuses": reused,
         "time_to_exhaustion_s": round(exhaust_s, 3) if exhaust_s is not None else None,
         "peak_ts": round(peak_at / 1e9, 6),
     }
-    frames = [g[5] for g in reused[: th.evidence_max]] or [g[5] for g in group[-th.evidence_max :]]
+    # the first connections that reused a port in TIME_WAIT, else the last connections
+    frames = heapq.nsmallest(th.evidence_max, reused_frames) or heapq.nlargest(
+        th.evidence_max, holds[_HOLD - 1 :: _HOLD]
+    )
     if ran_out:
         details["ports_exhausted"] = [ports[0], ports[-1]] if peak < size else [lo, hi]
         reuse_text = (
-            f" and {_s(len(reused), 'new SYN')} reused ports still in TIME_WAIT" if reused else ""
+            f" and {_s(reused, 'new SYN')} reused ports still in TIME_WAIT" if reused else ""
         )
         which = (
             f"all {size:,} ports of the range {range_text}"
