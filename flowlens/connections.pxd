@@ -76,9 +76,11 @@ cdef class ConnectionTable:
     cdef list _recent_slots
     cdef list _spare
     cdef long long _due
+    cdef Py_ssize_t _heap_prune_at
 
     cdef bint _closed(self, Connection c) except -1
     cdef void _notify(self, Connection c, Packet pkt, bint from_orig)
+    cdef void _prune(self)
     cdef object _tw_end(self, Connection c)
     cdef long long _deadline(self, Connection c) except *
     cdef void _schedule(self, Connection c, object deadline=*)

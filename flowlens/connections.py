@@ -557,6 +557,10 @@ def _first_seen(c: Connection) -> tuple:
 
 _heappush = heapq.heappush
 _heappop = heapq.heappop
+_heapify = heapq.heapify
+#: the heap is pruned of finished connections' entries once it holds this many, and then
+#: again each time it has doubled
+_HEAP_PRUNE_MIN = 4096
 
 
 def _likely_server(proto: str, port: int, other: int) -> bool:
@@ -592,6 +596,7 @@ class ConnectionTable:
         self._recent_slots = [None] * _RECENT_SLOTS
         self._spare = []  # the list `add` fills next (see there)
         self._due = _NEVER  # the earliest deadline in _heap (_heap[0][0]), kept as a C number
+        self._heap_prune_at = _HEAP_PRUNE_MIN
         self.now_ns = 0
         self.connections_seen = 0
         self.open_peak = 0
@@ -650,6 +655,20 @@ class ConnectionTable:
         _heappush(self._heap, (d, self._counter, c))
         if d < self._due:
             self._due = d
+        if len(self._heap) >= self._heap_prune_at:
+            self._prune()
+
+    @cython.locals(heap=list, entry=tuple)
+    def _prune(self) -> None:
+        """Drop the entries of finished connections from the heap. A connection's first entry
+        (its idle deadline) outlives it when it closes sooner; left there, it would keep the
+        finished connection and its observers' state alive for the whole idle timeout, and
+        memory would follow the connections of the last minutes rather than the open ones."""
+        heap = self._heap
+        heap[:] = [entry for entry in heap if not cython.cast(Connection, entry[2])._done]
+        _heapify(heap)  # (in place: `expire` holds the list)
+        self._due = heap[0][0] if heap else _NEVER
+        self._heap_prune_at = max(_HEAP_PRUNE_MIN, 2 * len(heap))
 
     def _finish(self, c: Connection, end_ns: int, why: str) -> Connection:
         c._done = True
