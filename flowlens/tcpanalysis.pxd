@@ -1,6 +1,7 @@
 # C declarations for tcpanalysis.py when Cython compiles it (see setup.py); tcpanalysis.py stays
 # the source of truth and runs unchanged as plain Python. Field meanings are documented there.
 
+from flowlens.connections cimport Connection
 from flowlens.decode cimport Packet, PacketObserver
 
 # constants: C integers in the compiled module (so not attributes of it)

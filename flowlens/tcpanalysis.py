@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import cython
 
+from .connections import Connection
 from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet, PacketObserver
 from .errors import UsageError
 
@@ -379,7 +380,7 @@ class TcpAnalyzer(PacketObserver):
     # A C method when compiled (`cpdef` in tcpanalysis.pxd): the connection table calls it
     # directly (see PacketObserver). Python sees the same method, `analyzer.observe(...)`.
     @cython.locals(
-        st=TcpaState, fwd=DirectionStats, rev=DirectionStats, flipped=cython.bint,
+        c=Connection, st=TcpaState, fwd=DirectionStats, rev=DirectionStats, flipped=cython.bint,
         flags=cython.int, sfr=cython.int, note=cython.int, seq=cython.longlong,
         ack=cython.longlong, seglen=cython.longlong, window=cython.longlong, ts=cython.longlong,
         fnext=cython.longlong, dupnum=cython.longlong, lastack=cython.longlong, shift=cython.int,
@@ -388,24 +389,25 @@ class TcpAnalyzer(PacketObserver):
     )  # fmt: skip
     def observe(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
         """Analyse one TCP segment of `conn` (the observer protocol, also `analyzer(...)`)."""
-        if conn.tcp is None:
+        c = cython.cast(Connection, conn, typecheck=True)  # (C fields when compiled)
+        if c.tcp is None:
             return
         try:
-            st = conn.ext["tcpa"]
+            st = c.ext["tcpa"]
         except (TypeError, KeyError):  # the connection's first packet
-            st = TcpaState(conn, pkt.flags, from_orig)
-            if conn.ext is None:
-                conn.ext = {}
-            conn.ext["tcpa"] = st
+            st = TcpaState(c, pkt.flags, from_orig)
+            if c.ext is None:
+                c.ext = {}
+            c.ext["tcpa"] = st
         else:
             if pkt.frame == st.last_frame:
                 # another TcpAnalyzer (a view's, the anomaly detector's) has done this packet
                 if self.keep_frames and st.last_entry:
                     self._frames[pkt.frame] = st.last_entry
                 return
-            flipped = conn.flipped
+            flipped = c.flipped
             if flipped != st._flipped:
-                st._swap(conn)  # the table swapped the roles (Zeek's flip)
+                st._swap(c)  # the table swapped the roles (Zeek's flip)
         if from_orig:
             fwd, rev = st.dirs
         else:

@@ -279,16 +279,24 @@ class TcpTracker:
                     last = entry[3]
         return last
 
-    @cython.locals(i=cython.int)
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.int, ts=cython.longlong, frame=cython.longlong, side=cython.int,
+                   code=cython.int)
     def spells(self) -> tuple[list | None, list | None]:
         """The times a side sat in CLOSE_WAIT, and in FIN_WAIT_2: for each,
         [[side, start_ns, end_ns or None, frame or None]] in timeline order, or None when
         there were none. A spell ends at that side's next state change; None when it lasted
-        to the end of the timeline."""
+        to the end of the timeline. (Read from the arrays: this runs for every closed
+        connection.)"""
         close_wait = fin_wait_2 = None
         open0 = open1 = None  # per side: the spell it sits in, if any
         for i in range(self._tl_n):
-            ts, frame, side, new = self.transition(i)
+            if i < _TL_INLINE:
+                ts, frame = self._tl_ts[i], self._tl_frame[i]
+                side, code = self._tl_side[i], self._tl_state[i]
+            else:
+                ts, frame, side, code = self._tl_more[i - _TL_INLINE]
             if side == 0:
                 if open0 is not None:
                     open0[2] = ts
@@ -296,10 +304,10 @@ class TcpTracker:
             elif open1 is not None:
                 open1[2] = ts
                 open1 = None
-            if new is not CLOSE_WAIT and new is not FIN_WAIT_2:
+            if code != _S_CLOSE_WAIT and code != _S_FIN_WAIT_2:
                 continue
-            spell = [side, ts, None, frame]
-            if new is CLOSE_WAIT:
+            spell = [side, ts, None, None if frame == _UNSET else frame]
+            if code == _S_CLOSE_WAIT:
                 if close_wait is None:
                     close_wait = []
                 close_wait.append(spell)

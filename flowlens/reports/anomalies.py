@@ -25,10 +25,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 
+import cython
+
 from ..connections import Connection, format_addr
 from ..services import LINUX_EPHEMERAL
 from ..tcpanalysis import KINDS as _NOTE_KINDS
-from ..tcpanalysis import TcpAnalyzer
+from ..tcpanalysis import DirectionStats, TcpaState, TcpAnalyzer
+from ..tcpstate import TcpTracker
 
 __all__ = [
     "ANOMALY_FIELDS",
@@ -62,6 +65,8 @@ KINDS = (
 ANOMALY_FIELDS = ("kind", "severity", "ts", "uid", "summary", "evidence", "details")
 
 _OOO = _NOTE_KINDS.index("out_of_order")
+#: "None" in TcpTracker's arrays (the same value as tcpstate._UNSET)
+_UNSET = cython.declare(cython.longlong, -0x4000000000000000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +221,9 @@ class AnomalyDetector:
         self._reuse = defaultdict(list)
         self._end_ns = 0
 
+    # (compiled: C reads of the connection's, the tracker's and the analysis' fields, through
+    # the arrays behind their list properties; this runs for every connection)
+    @cython.locals(conn=Connection, t=TcpTracker, st=TcpaState, d=DirectionStats)
     def add(self, conn: Connection) -> None:
         """Take one finished connection (any protocol) into account."""
         end = conn.end_ts_ns if conn.end_ts_ns is not None else conn.last_ts_ns
@@ -225,29 +233,29 @@ class AnomalyDetector:
         th = self.thresholds
         if conn.icmp_errors:
             self._single.append((conn.uid, self._icmp_finding(conn, th)))
-        t = conn.tcp
-        if t is None:
+        if conn.tcp is None:
             return
+        t = conn.tcp
         ext = conn.ext
         st = ext.get("tcpa") if ext else None
-        if t.syn_count[0]:
+        if t._syn_count[0]:
             if t.rejected:
                 frames = (st.rst[1],) if st is not None and st.rst is not None else ()
                 self._refused[(conn.resp_h, conn.resp_p)].append(
                     (conn.first_ts_ns, conn.uid, conn.orig_h, (conn.first_frame, *frames))
                 )
-            elif not t.synack_count[1] and not conn.pkts[1] and t.reset_by is None:
-                if t.syn_count[0] > 1 or (end - conn.first_ts_ns) / 1e9 >= th.unanswered_syn_s:
+            elif not t._synack_count[1] and not conn._pkts[1] and t.reset_by is None:
+                if t._syn_count[0] > 1 or (end - conn.first_ts_ns) / 1e9 >= th.unanswered_syn_s:
                     syns = (
                         tuple(st.syns)
                         if st is not None and st.syns
                         else ((conn.first_ts_ns, conn.first_frame),)
                     )
                     self._unanswered[(conn.resp_h, conn.resp_p)].append(
-                        (conn.first_ts_ns, conn.uid, conn.orig_h, t.syn_count[0], syns)
+                        (conn.first_ts_ns, conn.uid, conn.orig_h, t._syn_count[0], syns)
                     )
         if t.reset_by is not None and not t.rejected:
-            if t.handshake_acked or (t.midstream and (conn.payload[0] or conn.payload[1])):
+            if t.handshake_acked or (t.midstream and (conn._payload[0] or conn._payload[1])):
                 rst = st.rst if st is not None else None
                 self._rst[(conn.orig_h, conn.resp_h, conn.resp_p, t.reset_by)].append(
                     (conn.first_ts_ns, conn.uid, rst[1] if rst else None,
@@ -258,7 +266,7 @@ class AnomalyDetector:
             self._reuse[(conn.orig_h, conn.resp_h, conn.resp_p)].append(
                 (conn.first_ts_ns, conn.uid, conn.prev_uid, conn.orig_p, conn.first_frame, failed)
             )
-        if t.fin_seq[0] is not None or t.fin_seq[1] is not None:  # CLOSE_WAIT needs a FIN
+        if t._fin_seq[0] != _UNSET or t._fin_seq[1] != _UNSET:  # CLOSE_WAIT needs a FIN
             self._note_closes(conn)
         if st is not None:
             for d in st.dirs:  # most connections have nothing more to report
@@ -269,9 +277,8 @@ class AnomalyDetector:
                     or d.keep_alive_first_ns is not None
                     or (d.counts and d.counts[_OOO])
                 ):
-                    self._single.extend(
-                        (conn.uid, a) for a in self._segment_findings(conn, st, th, end)
-                    )
+                    for a in self._segment_findings(conn, st, th, end):
+                        self._single.append((conn.uid, a))
                     break
 
     def _note_closes(self, c: Connection) -> None:

@@ -21,8 +21,9 @@ import cython
 from ..connections import format_addr
 from ..decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
 from ..services import EPHEMERAL_RANGES, fits_ranges
-from ..tcpanalysis import state_of
-from ..tcpstate import CLOSED, TIME_WAIT
+from ..connections import Connection
+from ..tcpanalysis import TcpaState, state_of
+from ..tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker
 from .anomalies import Anomaly, _ep, _s, _sample, _secs
 from .anomaly_connections import is_port_unreachable
 
@@ -40,6 +41,10 @@ _STEALTH = {"NULL", "FIN", "XMAS", "Maimon"}
 # verdict strength: a port probed twice keeps the most informative answer
 _RANK = {"open": 4, "closed": 3, "unfiltered": 2, "filtered": 1, "open|filtered": 0}
 _LIST_MAX = 256
+# TcpTracker's array values (as in connections.py): "None", and the codes of two states
+_UNSET = cython.declare(cython.longlong, -0x4000000000000000)
+_CODE_CLOSED = cython.declare(cython.int, tuple(TcpState).index(CLOSED))
+_CODE_TIME_WAIT = cython.declare(cython.int, tuple(TcpState).index(TIME_WAIT))
 #: a hold in HostFacts.holds, as this many integers: start, held until, client port, the client
 #: side's TIME_WAIT from and until, the server side's (-1, -1: no TIME_WAIT), reused in
 #: TIME_WAIT (0/1), first frame
@@ -47,6 +52,7 @@ _HOLD = 9
 _PORT_KEY = 1 << 64  # sort key of a hold: port * _PORT_KEY + start - first hold's start
 
 
+@cython.locals(c=Connection, st=TcpaState)
 def probe_of(c):
     """(scan type, verdict, prober side) when connection `c` looks like a scanner's probe, else None.
 
@@ -54,7 +60,7 @@ def probe_of(c):
     the way scanners start: a SYN, or a packet no TCP stack sends first (FIN, NULL, Xmas, ACK).
     """
     if c.proto == IPPROTO_TCP:
-        if c.payload[0] or c.payload[1]:
+        if c._payload[0] or c._payload[1]:
             return None
         st = state_of(c)
         if st is None:
@@ -128,6 +134,7 @@ class HostFacts:
         # or to chase through memory when the findings are made
         self.holds = {}
 
+    @cython.locals(c=Connection, t=TcpTracker)
     def add(self, c) -> None:
         p = probe_of(c)
         if p is not None:
@@ -149,11 +156,11 @@ class HostFacts:
         if c.proto != IPPROTO_TCP:
             return
         t = c.tcp
-        if not t.syn_count[0]:
+        if not t._syn_count[0]:
             return
         if not t.handshake_acked and not t.rejected:
             self.attempts[(c.resp_h, c.resp_p)].append(
-                (c.first_ts_ns, c.orig_h, bool(t.synack_count[1]), c.uid, c.first_frame)
+                (c.first_ts_ns, c.orig_h, bool(t._synack_count[1]), c.uid, c.first_frame)
             )
         if not c.originator_inferred:
             end = c.end_ts_ns if c.end_ts_ns is not None else c.last_ts_ns
@@ -354,6 +361,11 @@ def _floods(attempts, th, claimed: set) -> list[Anomaly]:
 
 
 # ---------------------------------------------------------------------------- TIME_WAIT and ports
+@cython.locals(
+    c=Connection, t=TcpTracker, tw_ns=cython.longlong, end_ns=cython.longlong,
+    start0=cython.longlong, start1=cython.longlong, stop=cython.longlong, until=cython.longlong,
+    first=cython.longlong, need_last0=cython.bint,
+)  # fmt: skip
 def _hold(c, tw_ns: int, end_ns: int) -> tuple:
     """The client port's hold by connection `c`, as a HostFacts.holds record (see _HOLD).
 
@@ -361,38 +373,39 @@ def _hold(c, tw_ns: int, end_ns: int) -> tuple:
     a client side that closed without TIME_WAIT held its port until its last state change. The
     tracker answers from its timeline without building it (this runs for every TCP connection)."""
     t = c.tcp
-    start0, start1 = t.tw_start
+    start0, start1 = t._tw_start[0], t._tw_start[1]
     last0 = None  # the client side's last state change, when needed
-    need_last0 = start0 is None and t.state[0] is CLOSED and t.timeline_len
+    need_last0 = start0 == _UNSET and t._state[0] == _CODE_CLOSED and t._tl_n > 0
     cut0 = cut1 = None  # first CLOSED at or after a side's TIME_WAIT start
     if need_last0:
         last0, _ = t.last_change_and_closed_after(0, 0)
-    elif start0 is not None:
+    elif start0 != _UNSET:
         _, cut0 = t.last_change_and_closed_after(0, start0)
-    if start1 is not None:
+    if start1 != _UNSET:
         _, cut1 = t.last_change_and_closed_after(1, start1)
-    tw0 = tw1 = -1, -1
-    if start0 is not None:
+    tw0_a = tw0_b = tw1_a = tw1_b = -1
+    if start0 != _UNSET:
         stop = start0 + tw_ns
         if cut0 is not None and cut0 < stop:
             stop = cut0
-        tw0 = start0, stop
+        tw0_a, tw0_b = start0, stop
         until = stop
     elif need_last0:
         until = last0 if last0 is not None else c.last_ts_ns
-    elif t.state[0] is TIME_WAIT:
+    elif t._state[0] == _CODE_TIME_WAIT:
         until = end_ns
     else:
-        until = max(end_ns, c.last_ts_ns)
-    if start1 is not None:
+        until = end_ns if end_ns > c.last_ts_ns else c.last_ts_ns
+    if start1 != _UNSET:
         stop = start1 + tw_ns
         if cut1 is not None and cut1 < stop:
             stop = cut1
-        tw1 = start1, stop
+        tw1_a, tw1_b = start1, stop
     first = c.first_ts_ns
     reused = 1 if c.prev_uid is not None and c.reused_in_time_wait else 0
     return (
-        first, until if until > first else first, c.orig_p, *tw0, *tw1, reused, c.first_frame,
+        first, until if until > first else first, c.orig_p, tw0_a, tw0_b, tw1_a, tw1_b, reused,
+        c.first_frame,
     )  # fmt: skip
 
 

@@ -1,0 +1,7 @@
+# C types for anomalies.py when Cython compiles it (see setup.py): AnomalyDetector.add reads the
+# fields of every finished connection. anomalies.py stays plain Python (annotation typing off);
+# the types are named in its @cython.locals.
+
+from flowlens.connections cimport Connection
+from flowlens.tcpanalysis cimport DirectionStats, TcpaState
+from flowlens.tcpstate cimport TcpTracker
