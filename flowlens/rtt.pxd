@@ -16,7 +16,8 @@ cdef int SRC_ACK, SRC_TS, SRC_DNS, SRC_UDP, SRC_ICMP
 
 
 cdef class Samples:
-    cdef public cpython.array.array data
+    cdef cpython.array.array _data  # (see Samples.data)
+    cdef long long _first[5]
     cdef public long long n
     cdef public long long cap
     cdef long long _src[5]  # samples per source (by_source)

@@ -225,7 +225,9 @@ def _sum_squares(values) -> int:
 def _init_samples(s: Samples, cap: cython.longlong, seed: object, leg: cython.int) -> None:
     """Set up an empty `Samples` (also for one made by `Samples.__new__`, which skips
     `__init__`: this runs for most connections)."""
-    s.data = array("q")
+    s._data = None  # until a second sample, or until `data` is read
+    if not cython.compiled:
+        s._first = [0, 0, 0, 0, 0]  # (compiled: a C array)
     s.n = 0
     s.cap = cap
     if not cython.compiled:
@@ -244,10 +246,16 @@ class Samples:
     seeded by `seed` (or `f"{seed}/{leg}"` when `leg` is given: formatted only if it is needed).
     """
 
-    __slots__ = ("data", "n", "cap", "_src", "_agg", "_rng", "_seed", "_leg")
+    __slots__ = ("_data", "_first", "n", "cap", "_src", "_agg", "_rng", "_seed", "_leg")
 
     def __init__(self, cap: int, seed: object = "", leg: int = -1) -> None:
         _init_samples(self, cap, seed, leg)
+
+    @property
+    def data(self) -> array:
+        """The kept samples, five integers each (see above). Most legs hold one sample: it stays
+        in `_first` (C fields when compiled) until a second comes, or until this is read."""
+        return _kept(self)
 
     @property
     def by_source(self) -> list[int]:
@@ -263,21 +271,31 @@ class Samples:
         n: cython.longlong
         k: cython.Py_ssize_t
         p: cython.p_longlong
+        d: cpython.array.array
         n = self.n = self.n + 1
         self._src[source] += 1
         if n <= self.cap:
+            if n == 1:
+                self._first[0] = ts_ns
+                self._first[1] = rtt_ns
+                self._first[2] = frame
+                self._first[3] = answer_frame
+                self._first[4] = source
+                if self._data is None:
+                    return
+            d = _kept(self)
             if cython.compiled:
                 # five items written in place (the array holds exactly n - 1 samples)
                 k = 5 * (n - 1)
-                cpython.array.resize_smart(self.data, k + 5)
-                p = self.data.data.as_longlongs + k
+                cpython.array.resize_smart(d, k + 5)
+                p = d.data.as_longlongs + k
                 p[0] = ts_ns
                 p[1] = rtt_ns
                 p[2] = frame
                 p[3] = answer_frame
                 p[4] = source
             else:
-                self.data.frombytes(_SAMPLE.pack(ts_ns, rtt_ns, frame, answer_frame, source))
+                d.frombytes(_SAMPLE.pack(ts_ns, rtt_ns, frame, answer_frame, source))
             return
         agg = self._agg
         if agg is None:
@@ -326,6 +344,19 @@ class Samples:
             return stats_of(self.data[1::5])
         s, sq, lo, hi = self._agg
         return stats_of(self.data[1::5], self.n, s, sq, lo, hi)
+
+
+@cython.cfunc
+def _kept(s: Samples) -> array:
+    """`s.data`: the array of kept samples, made (with the first sample if any) on first use."""
+    d = s._data
+    if d is None:
+        if s.n:  # at most one sample kept so far: the first
+            f = s._first
+            d = s._data = array("q", (f[0], f[1], f[2], f[3], f[4]))
+        else:
+            d = s._data = array("q")
+    return d
 
 
 class _Sender:

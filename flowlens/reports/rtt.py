@@ -146,10 +146,7 @@ def _leg_stats(s) -> tuple:
         return tuple(s.stats().as_dict().values())
     if s.n == 1:
         # stats_of with one value: every statistic is that value, no stdev
-        if cython.compiled:
-            rtt = s.data.data.as_longlongs[1]
-        else:
-            rtt = s.data[1]
+        rtt = s._first[1]  # (one sample: Samples keeps it there)
         v = _round(rtt / 1e6, 1e3)
         return 1, v, v, v, v, v, v, None, 1
     values = sorted(s.data[1::5])
