@@ -104,10 +104,12 @@ SOURCES = ("ack", "ts", "dns", "udp", "icmp")
 SRC_ACK, SRC_TS, SRC_DNS, SRC_UDP, SRC_ICMP = range(5)
 
 _ECHO_REQUEST = {IPPROTO_ICMP: 8, IPPROTO_ICMPV6: 128}
-#: one sample as the bytes of five array('q') items (native order): `frombytes` of these is
-#: several times faster than `extend` with five ints
+#: one sample as the bytes of five array('q') items (native order), for plain Python:
+#: `frombytes` of these is several times faster than `extend` with five ints (compiled code
+#: writes the items into the array's buffer)
 _SAMPLE = Struct("=5q")
-#: an empty outstanding-segment buffer (room for 4 segments), copied for each sender
+#: an empty outstanding-segment buffer (room for 4 segments), copied for each sender in plain
+#: Python (compiled, a sender has that room inside it: _Sender._inline)
 _SEGMENTS = array("q", bytes(8 * 3 * 4))
 _AMBIGUOUS = (-1, -1)  # a request sent again before its answer: Karn's rule
 
