@@ -2,6 +2,10 @@
 # truth and runs unchanged as plain Python. Field meanings are documented there. A method
 # declared here must keep exactly these types in rtt.py's annotations.
 
+cimport cpython.array
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memmove
+
 from flowlens.decode cimport Packet, PacketObserver
 
 # constants: C integers in the compiled module (so not attributes of it)
@@ -12,19 +16,23 @@ cdef int SRC_ACK, SRC_TS, SRC_DNS, SRC_UDP, SRC_ICMP
 
 
 cdef class Samples:
-    cdef public object data
+    cdef cpython.array.array _data  # (see Samples.data)
+    cdef long long _first[5]
     cdef public long long n
     cdef public long long cap
-    cdef public list by_source
+    cdef long long _src[5]  # samples per source (by_source)
     cdef public object _agg
     cdef public object _rng
     cdef public object _seed
+    cdef public int _leg
     cpdef void add(self, long long ts_ns, long long rtt_ns, long long frame,
                    long long answer_frame, int source)
 
 
 cdef class _Sender:
-    cdef long long[:] segs
+    cdef long long *segs
+    cdef Py_ssize_t seg_size
+    cdef long long _inline[12]  # segs until more than 4 segments are in flight
     cdef public Py_ssize_t seg_head
     cdef public Py_ssize_t seg_tail
     cdef public long long nxt
@@ -37,9 +45,9 @@ cdef class _Sender:
 
 
 cdef class ConnectionRtt:
-    cdef public list samples
-    cdef public list karn_skipped
-    cdef public object senders
+    cdef Samples _samples0, _samples1
+    cdef long long _karn0, _karn1
+    cdef _Sender _sender0, _sender1
     cdef public object pending
     cdef public long long _cap
     cdef public object _uid
@@ -53,6 +61,7 @@ cdef class RttCollector(PacketObserver):
     cdef public long long _max_outstanding
     cdef public long long _max_tsvals
     cdef public long long _dup_ns
+    cdef public long long _max_samples
     # the observer's C entry point (see RttCollector.observe)
     cpdef void observe(self, conn, Packet pkt, bint from_orig)
     cdef void _tcp(self, ConnectionRtt st, Packet pkt, int side)

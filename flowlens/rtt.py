@@ -104,10 +104,12 @@ SOURCES = ("ack", "ts", "dns", "udp", "icmp")
 SRC_ACK, SRC_TS, SRC_DNS, SRC_UDP, SRC_ICMP = range(5)
 
 _ECHO_REQUEST = {IPPROTO_ICMP: 8, IPPROTO_ICMPV6: 128}
-#: one sample as the bytes of five array('q') items (native order): `frombytes` of these is
-#: several times faster than `extend` with five ints
+#: one sample as the bytes of five array('q') items (native order), for plain Python:
+#: `frombytes` of these is several times faster than `extend` with five ints (compiled code
+#: writes the items into the array's buffer)
 _SAMPLE = Struct("=5q")
-#: an empty outstanding-segment buffer (room for 4 segments), copied for each sender
+#: an empty outstanding-segment buffer (room for 4 segments), copied for each sender in plain
+#: Python (compiled, a sender has that room inside it: _Sender._inline)
 _SEGMENTS = array("q", bytes(8 * 3 * 4))
 _AMBIGUOUS = (-1, -1)  # a request sent again before its answer: Karn's rule
 
@@ -221,23 +223,47 @@ def _sum_squares(values) -> int:
     return sum(v * v for v in values)
 
 
+@cython.cfunc
+def _init_samples(s: Samples, cap: cython.longlong, seed: object, leg: cython.int) -> None:
+    """Set up an empty `Samples` (also for one made by `Samples.__new__`, which skips
+    `__init__`: this runs for most connections)."""
+    s._data = None  # until a second sample, or until `data` is read
+    if not cython.compiled:
+        s._first = [0, 0, 0, 0, 0]  # (compiled: a C array)
+    s.n = 0
+    s.cap = cap
+    if not cython.compiled:
+        s._src = [0, 0, 0, 0, 0]  # (compiled: a C array, zeroed with the object)
+    s._agg = None  # [sum, sum of squares, min, max] once past the cap
+    s._rng = None
+    s._seed = seed
+    s._leg = leg
+
+
 class Samples:
     """RTT samples of one connection and leg: all of them up to `cap`, then a reservoir.
 
     Stored flat in an `array('q')`, five integers per sample: answer time (ns), RTT (ns),
-    request frame, answer frame, source code (`SOURCES`).
+    request frame, answer frame, source code (`SOURCES`). The reservoir's random generator is
+    seeded by `seed` (or `f"{seed}/{leg}"` when `leg` is given: formatted only if it is needed).
     """
 
-    __slots__ = ("data", "n", "cap", "by_source", "_agg", "_rng", "_seed")
+    __slots__ = ("_data", "_first", "n", "cap", "_src", "_agg", "_rng", "_seed", "_leg")
 
-    def __init__(self, cap: int, seed: str = "") -> None:
-        self.data = array("q")
-        self.n = 0
-        self.cap = cap
-        self.by_source = [0] * len(SOURCES)
-        self._agg = None  # [sum, sum of squares, min, max] once past the cap
-        self._rng = None
-        self._seed = seed
+    def __init__(self, cap: int, seed: object = "", leg: int = -1) -> None:
+        _init_samples(self, cap, seed, leg)
+
+    @property
+    def data(self) -> array:
+        """The kept samples, five integers each (see above). Most legs hold one sample: it stays
+        in `_first` (C fields when compiled) until a second comes, or until this is read."""
+        return _kept(self)
+
+    @property
+    def by_source(self) -> list[int]:
+        """Samples per source code (`SOURCES`), past the cap too."""
+        src = self._src
+        return [src[0], src[1], src[2], src[3], src[4]]
 
     # (a C method when compiled: the annotations match rtt.pxd)
     def add(
@@ -245,16 +271,40 @@ class Samples:
         answer_frame: cython.longlong, source: cython.int,
     ) -> None:  # fmt: skip
         n: cython.longlong
+        k: cython.Py_ssize_t
+        p: cython.p_longlong
+        d: cpython.array.array
         n = self.n = self.n + 1
-        self.by_source[source] += 1
+        self._src[source] += 1
         if n <= self.cap:
-            self.data.frombytes(_SAMPLE.pack(ts_ns, rtt_ns, frame, answer_frame, source))
+            if n == 1:
+                self._first[0] = ts_ns
+                self._first[1] = rtt_ns
+                self._first[2] = frame
+                self._first[3] = answer_frame
+                self._first[4] = source
+                if self._data is None:
+                    return
+            d = _kept(self)
+            if cython.compiled:
+                # five items written in place (the array holds exactly n - 1 samples)
+                k = 5 * (n - 1)
+                cpython.array.resize_smart(d, k + 5)
+                p = d.data.as_longlongs + k
+                p[0] = ts_ns
+                p[1] = rtt_ns
+                p[2] = frame
+                p[3] = answer_frame
+                p[4] = source
+            else:
+                d.frombytes(_SAMPLE.pack(ts_ns, rtt_ns, frame, answer_frame, source))
             return
         agg = self._agg
         if agg is None:
             rtts = self.data[1::5]
             agg = self._agg = [sum(rtts), _sum_squares(rtts), min(rtts), max(rtts)]
-            self._rng = random.Random(self._seed)
+            seed = self._seed if self._leg < 0 else f"{self._seed}/{self._leg}"
+            self._rng = random.Random(seed)
         r = rtt_ns  # (a Python int: the square may not fit 64 bits)
         agg[0] += r
         agg[1] += r * r
@@ -298,14 +348,30 @@ class Samples:
         return stats_of(self.data[1::5], self.n, s, sq, lo, hi)
 
 
+@cython.cfunc
+def _kept(s: Samples) -> array:
+    """`s.data`: the array of kept samples, made (with the first sample if any) on first use."""
+    d = s._data
+    if d is None:
+        if s.n:  # at most one sample kept so far: the first
+            f = s._first
+            d = s._data = array("q", (f[0], f[1], f[2], f[3], f[4]))
+        else:
+            d = s._data = array("q")
+    return d
+
+
 class _Sender:
     """Matching state for the packets one endpoint sends (TCP). Sequence numbers are 0..2**32-1,
     so -1 stands for "none" (C integers when compiled: no None)."""
 
     __slots__ = (
         # new data not yet acked, oldest first: (end seq, ts_ns, frame) triples in
-        # segs[seg_head:seg_tail], an array('q') (a C buffer when compiled: no object per segment)
+        # segs[seg_head:seg_tail]; segs holds seg_size integers. Compiled: a C buffer, the
+        # object's own room for 4 segments (_inline) until more are in flight, then malloc'ed.
+        # Plain Python: an array('q'), or None before the first segment.
         "segs",
+        "seg_size",
         "seg_head",
         "seg_tail",
         "nxt",  # highest sequence number sent + 1, or -1 before any
@@ -318,29 +384,65 @@ class _Sender:
     )
 
     def __init__(self) -> None:
-        self.segs = self.tsq = self.last_tsval = None
-        self.seg_head = self.seg_tail = 0
-        self.nxt = self.karn_start = self.karn_end = -1
-        self.untracked = 0
-        self.zero_window = False
+        _init_sender(self)
+
+    def __dealloc__(self) -> None:  # (compiled only: frees a grown segment buffer)
+        if cython.compiled:
+            if self.segs != cython.address(self._inline[0]):
+                free(self.segs)
+
+
+@cython.cfunc
+def _init_sender(me: _Sender) -> None:
+    """Set up a new `_Sender` (also one made by `_Sender.__new__`, which skips `__init__`)."""
+    if cython.compiled:
+        me.segs = cython.address(me._inline[0])
+        me.seg_size = 12
+    else:
+        me.segs = None
+        me.seg_size = 0
+    me.tsq = me.last_tsval = None
+    me.seg_head = me.seg_tail = 0
+    me.nxt = me.karn_start = me.karn_end = -1
+    me.untracked = 0
+    me.zero_window = False
+
+
+@cython.cfunc
+def _new_sender() -> _Sender:
+    me: _Sender = _Sender.__new__(_Sender)
+    _init_sender(me)
+    return me
 
 
 class ConnectionRtt:
     """RTT state of one connection (`conn.ext["rtt"]`); index 0/1 = originator/responder.
 
     `samples[leg]` holds the round trips to that endpoint; `karn_skipped[leg]` counts answers
-    from that endpoint that gave no sample because the request had been sent twice.
+    from that endpoint that gave no sample because the request had been sent twice. (Both are
+    read-only lists made on access; the state itself is in C fields when compiled.)
     """
 
-    __slots__ = ("samples", "karn_skipped", "senders", "pending", "_cap", "_uid")
+    __slots__ = (
+        "_samples0", "_samples1", "_karn0", "_karn1", "_sender0", "_sender1", "pending", "_cap",
+        "_uid",
+    )  # fmt: skip
 
     def __init__(self, cfg: RttConfig, uid: str) -> None:
-        self.samples = [None, None]
-        self.karn_skipped = [0, 0]
-        self.senders = None  # (_Sender, _Sender) for TCP
-        self.pending = None  # UDP/ICMP: {(sender, id): (ts_ns, frame)} for DNS, else (ts_ns, frame)
-        self._cap = cfg.max_samples
-        self._uid = uid
+        _init_state(self, cfg.max_samples, uid)
+
+    @property
+    def samples(self) -> list[Samples | None]:
+        return [self._samples0, self._samples1]
+
+    @property
+    def karn_skipped(self) -> list[int]:
+        return [self._karn0, self._karn1]
+
+    @property
+    def senders(self) -> tuple[_Sender, _Sender] | None:
+        """(_Sender, _Sender) for TCP, else None."""
+        return None if self._sender0 is None else (self._sender0, self._sender1)
 
     # (a C method when compiled: the annotations match rtt.pxd)
     def _add(
@@ -348,23 +450,30 @@ class ConnectionRtt:
         frame: cython.longlong, answer_frame: cython.longlong, src: cython.int,
     ) -> None:  # fmt: skip
         s: Samples
-        s = self.samples[leg]
+        s = self._samples1 if leg else self._samples0
         if s is None:
-            s = self.samples[leg] = Samples(self._cap, f"{self._uid}/{leg}")
+            s = Samples.__new__(Samples)
+            _init_samples(s, self._cap, self._uid, leg)  # seed f"{uid}/{leg}"
+            if leg:
+                self._samples1 = s
+            else:
+                self._samples0 = s
         s.add(ts_ns, rtt_ns, frame, answer_frame, src)
 
     @property
     def untracked(self) -> list[int]:
         """Data segments per sender (orig, resp) that were not timed (too many in flight)."""
-        return [s.untracked for s in self.senders] if self.senders else [0, 0]
+        if self._sender0 is None:
+            return [0, 0]
+        return [self._sender0.untracked, self._sender1.untracked]
 
     def stats(self, leg: int | str) -> RttStats:
         """Summary of the round trips to `leg` (0/"orig" or 1/"resp")."""
-        s = self.samples[_leg_index(leg)]
+        s = self._samples1 if _leg_index(leg) else self._samples0
         return s.stats() if s is not None else EMPTY_STATS
 
     def count(self, leg: int | str, source: str | None = None) -> int:
-        s = self.samples[_leg_index(leg)]
+        s = self._samples1 if _leg_index(leg) else self._samples0
         if s is None:
             return 0
         return s.n if source is None else s.by_source[SOURCES.index(source)]
@@ -374,13 +483,24 @@ class ConnectionRtt:
         legs = (0, 1) if leg is None else (_leg_index(leg),)
         out = []
         for i in legs:
-            s = self.samples[i]
+            s = self._samples1 if i else self._samples0
             if s is not None:
                 out.extend(
                     Sample(t, r, f, af, SOURCES[src], LEGS[i]) for t, r, f, af, src in s.rows()
                 )
         out.sort(key=lambda x: (x.ts_ns, x.answer_frame))
         return iter(out)
+
+
+@cython.cfunc
+def _init_state(st: ConnectionRtt, cap: cython.longlong, uid: object) -> None:
+    """Set up a new `ConnectionRtt` (also one made by `ConnectionRtt.__new__`)."""
+    st._samples0 = st._samples1 = None
+    st._karn0 = st._karn1 = 0
+    st._sender0 = st._sender1 = None
+    st.pending = None  # UDP/ICMP: {(sender, id): (ts_ns, frame)} for DNS, else (ts_ns, frame)
+    st._cap = cap
+    st._uid = uid
 
 
 def _leg_index(leg: int | str) -> int:
@@ -391,26 +511,41 @@ def _leg_index(leg: int | str) -> int:
 
 @cython.cfunc
 @cython.locals(
-    size=cython.Py_ssize_t, n=cython.Py_ssize_t, tail=cython.Py_ssize_t, grown=cython.longlong[:]
-)
+    size=cython.Py_ssize_t, n=cython.Py_ssize_t, head=cython.Py_ssize_t, tail=cython.Py_ssize_t,
+    grown=cython.p_longlong,
+)  # fmt: skip
 def _push_segment(me: _Sender, end: cython.longlong, ts: cython.longlong, frame: cython.longlong) -> None:
     """Queue a new data segment's (end seq, ts_ns, frame), making room in `me.segs` if needed."""
     tail = me.seg_tail
-    if me.segs is None:
-        me.segs = _SEGMENTS[:]  # grown as needed
-    else:
-        size = len(me.segs)
-        if tail == size:
-            n = tail - me.seg_head
-            if me.seg_head >= size // 2:
+    size = me.seg_size
+    if tail == size:
+        head = me.seg_head
+        n = tail - head
+        if cython.compiled:
+            if head >= size // 2:
                 # the front half is free: move the queue there
-                me.segs[0:n] = me.segs[me.seg_head : tail]
+                memmove(me.segs, me.segs + head, n * 8)
             else:
-                grown = array("q", bytes(8 * 2 * size))
-                grown[0:n] = me.segs[me.seg_head : tail]
+                grown = cython.cast(cython.p_longlong, malloc(2 * size * 8))
+                if not grown:
+                    raise MemoryError()
+                memcpy(grown, me.segs + head, n * 8)
+                if me.segs != cython.address(me._inline[0]):
+                    free(me.segs)
                 me.segs = grown
-            me.seg_head = 0
-            tail = n
+                me.seg_size = 2 * size
+        elif me.segs is None:
+            me.segs = _SEGMENTS[:]  # grown as needed
+            me.seg_size = len(_SEGMENTS)
+        elif head >= size // 2:
+            me.segs[0:n] = me.segs[head:tail]
+        else:
+            segs = array("q", bytes(8 * 2 * size))
+            segs[0:n] = me.segs[head:tail]
+            me.segs = segs
+            me.seg_size = 2 * size
+        me.seg_head = 0
+        tail = n
     me.segs[tail] = end
     me.segs[tail + 1] = ts
     me.segs[tail + 2] = frame
@@ -447,7 +582,9 @@ class RttCollector(PacketObserver):
         >>> rtt_of(a.connections[0]).stats("resp").p50_ms
     """
 
-    __slots__ = ("config", "_timeout_ns", "_max_outstanding", "_max_tsvals", "_dup_ns")
+    __slots__ = (
+        "config", "_timeout_ns", "_max_outstanding", "_max_tsvals", "_dup_ns", "_max_samples",
+    )  # fmt: skip
 
     def __init__(self, config: RttConfig | None = None) -> None:
         self.config = config or RttConfig()
@@ -455,6 +592,7 @@ class RttCollector(PacketObserver):
         self._max_outstanding = self.config.max_outstanding
         self._max_tsvals = self.config.max_tsvals
         self._dup_ns = int(self.config.duplicate_window_s * 1e9)
+        self._max_samples = self.config.max_samples
 
     # A C method when compiled (`cpdef` in rtt.pxd): the connection table calls it directly
     # (see PacketObserver). Python sees the same method, `collector.observe(...)`.
@@ -467,7 +605,9 @@ class RttCollector(PacketObserver):
             ext = conn.ext = {}
         st = ext.get("rtt")
         if st is None:
-            st = ext["rtt"] = ConnectionRtt(self.config, conn.uid)
+            st = ConnectionRtt.__new__(ConnectionRtt)
+            _init_state(st, self._max_samples, conn.uid)
+            ext["rtt"] = st
         proto = pkt.proto
         if proto == IPPROTO_TCP:
             self._tcp(st, pkt, 0 if from_orig else 1)
@@ -484,7 +624,7 @@ class RttCollector(PacketObserver):
     # the sequence comparisons are written out (RFC 9293 §3.4 modulo 2**32) for the same reason.
     # (C methods when compiled: the annotations match rtt.pxd)
     @cython.locals(
-        senders=tuple, me=_Sender, peer=_Sender, flags=cython.int, ts=cython.longlong,
+        me=_Sender, peer=_Sender, flags=cython.int, ts=cython.longlong,
         sampled=cython.bint, ack=cython.longlong, head=cython.Py_ssize_t, tail=cython.Py_ssize_t,
         last=cython.Py_ssize_t, t0=cython.longlong,
         plen=cython.longlong, retransmitted=cython.bint, seq=cython.longlong,
@@ -494,11 +634,13 @@ class RttCollector(PacketObserver):
         flags = pkt.flags
         if flags & TH_RST:
             return
-        senders = st.senders
-        if senders is None:
-            senders = st.senders = (_Sender(), _Sender())
-        me = senders[side]
-        peer = senders[1 - side]
+        if st._sender0 is None:
+            st._sender0 = _new_sender()
+            st._sender1 = _new_sender()
+        if side:
+            me, peer = st._sender1, st._sender0
+        else:
+            me, peer = st._sender0, st._sender1
         ts = pkt.ts_ns
         sampled = False
         if flags & TH_ACK:
@@ -520,7 +662,10 @@ class RttCollector(PacketObserver):
                 if peer.segs[last] == ack:
                     t0 = peer.segs[last + 1]
                     if peer.karn_start >= 0 and 0 < ((ack - peer.karn_start) & _M32) < _HALF:
-                        st.karn_skipped[side] += 1
+                        if side:
+                            st._karn1 += 1
+                        else:
+                            st._karn0 += 1
                     elif ts >= t0:  # (a capture clock that went backwards gives none)
                         st._add(side, ts, ts - t0, peer.segs[last + 2], pkt.frame, SRC_ACK)
                         sampled = True
@@ -612,7 +757,10 @@ class RttCollector(PacketObserver):
         if q is None:
             return
         if q is _AMBIGUOUS:
-            st.karn_skipped[side] += 1
+            if side:
+                st._karn1 += 1
+            else:
+                st._karn0 += 1
             return
         if 0 <= pkt.ts_ns - q[0] <= self._timeout_ns:
             st._add(side, pkt.ts_ns, pkt.ts_ns - q[0], q[1], pkt.frame, SRC_DNS)

@@ -209,6 +209,25 @@ def test_reservoir_keeps_exact_aggregates():
     assert st.p50_ms == pytest.approx(exact.p50_ms, rel=0.15)  # estimated from 256 kept
 
 
+def test_samples_keep_the_first_sample_and_seed_by_leg():
+    s = Samples(cap=8)
+    assert list(s.data) == [] and s.kept == 0 and s.by_source == [0] * 5
+    s.add(10, 20, 1, 2, 0)
+    assert list(s.data) == [10, 20, 1, 2, 0] and s.kept == 1
+    s.add(30, 40, 3, 4, 1)
+    assert list(s.rows()) == [(10, 20, 1, 2, 0), (30, 40, 3, 4, 1)]
+    assert s.by_source == [1, 1, 0, 0, 0] and s.totals() == (2, 60, 2000, 20, 40)
+    one = Samples(cap=8)
+    one.add(5, 7, 1, 2, 2)
+    assert list(one.rows()) == [(5, 7, 1, 2, 2)] and one.stats().count == 1
+    # past the cap: a reservoir seeded by (seed, leg) draws as one seeded by f"{seed}/{leg}"
+    a, b = Samples(cap=2, seed="C1", leg=1), Samples(cap=2, seed="C1/1")
+    for i in range(50):
+        a.add(i, 1000 + i, i, i + 1, 0)
+        b.add(i, 1000 + i, i, i + 1, 0)
+    assert list(a.rows()) == list(b.rows()) and a.stats() == b.stats() and a.kept == 2
+
+
 def test_percentiles_match_numpy():
     np = pytest.importorskip("numpy")
     rng = random.Random(3)

@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 import cython
 
 from ..connections import Connection, format_addr
-from ..rtt import LEGS, PATHS, SOURCES, RttStats, rtt_of, stats_of
+from ..rtt import LEGS, PATHS, SOURCES, ConnectionRtt, RttStats, Samples, rtt_of, stats_of
 
 __all__ = [
     "CONNECTION_FIELDS",
@@ -136,6 +136,8 @@ def _percentile(sorted_ns: list[int], p: float) -> float:
     return sorted_ns[lo] + (sorted_ns[hi] - sorted_ns[lo]) * (rank - lo)
 
 
+@cython.cfunc
+@cython.locals(s=Samples, rtt=cython.longlong)
 def _leg_stats(s) -> tuple:
     """`s.stats().as_dict()`'s values (count, min_ms ... stdev_ms, kept; ms rounded to 3
     digits) without the RttStats and dict in between: most legs have one or two samples, and
@@ -144,7 +146,8 @@ def _leg_stats(s) -> tuple:
         return tuple(s.stats().as_dict().values())
     if s.n == 1:
         # stats_of with one value: every statistic is that value, no stdev
-        v = _round(s.data[1] / 1e6, 1e3)
+        rtt = s._first[1]  # (one sample: Samples keeps it there)
+        v = _round(rtt / 1e6, 1e3)
         return 1, v, v, v, v, v, v, None, 1
     values = sorted(s.data[1::5])
     count = len(values)
@@ -165,55 +168,86 @@ def _leg_stats(s) -> tuple:
 _ACK, _TS, _DNS, _UDP, _ICMP = SOURCES
 
 
-def _sources(by_source: Sequence[int]) -> dict:
+@cython.cfunc
+@cython.locals(s=Samples)
+def _sources(s) -> dict:
     """{source name: samples} of the sources that gave any (unrolled: one call per leg)."""
-    ack, ts, dns, udp, icmp = by_source
     out = {}
-    if ack:
-        out[_ACK] = ack
-    if ts:
-        out[_TS] = ts
-    if dns:
-        out[_DNS] = dns
-    if udp:
-        out[_UDP] = udp
-    if icmp:
-        out[_ICMP] = icmp
+    if s._src[0]:
+        out[_ACK] = s._src[0]
+    if s._src[1]:
+        out[_TS] = s._src[1]
+    if s._src[2]:
+        out[_DNS] = s._src[2]
+    if s._src[3]:
+        out[_UDP] = s._src[3]
+    if s._src[4]:
+        out[_ICMP] = s._src[4]
     return out
 
 
+_LEG_ORIG, _LEG_RESP = LEGS
+_PATH_ORIG, _PATH_RESP = PATHS
+
+
+@cython.cfunc
+@cython.locals(st=ConnectionRtt, s=Samples, leg=cython.int)
+def _leg_row(base: tuple, st, leg, hs) -> dict:
+    """The row of one leg (`base`: the connection's columns, from uid to id.resp_p)."""
+    if st is None:
+        s = None
+        karn = 0
+    elif leg:
+        s = st._samples1
+        karn = st._karn1
+    else:
+        s = st._samples0
+        karn = st._karn0
+    uid, ts, proto, orig_h, orig_p, resp_h, resp_p = base
+    if s is None:
+        count, lo, p50, p90, p99, hi, mean, stdev, kept = _NO_STATS
+        sources = {}
+    else:
+        count, lo, p50, p90, p99, hi, mean, stdev, kept = _leg_stats(s)
+        sources = _sources(s)
+    # keys in CONNECTION_FIELDS order
+    return {
+        "uid": uid, "ts": ts, "proto": proto, "id.orig_h": orig_h, "id.orig_p": orig_p,
+        "id.resp_h": resp_h, "id.resp_p": resp_p, "leg": _LEG_RESP if leg else _LEG_ORIG,
+        "path": _PATH_RESP if leg else _PATH_ORIG,
+        "handshake_ms": None if hs is None else _round(hs, 1e3), "count": count,
+        "min_ms": lo, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": hi,
+        "mean_ms": mean, "stdev_ms": stdev, "kept": kept, "sources": sources,
+        "karn_skipped": karn,
+    }  # fmt: skip
+
+
+@cython.locals(conn=Connection, st=ConnectionRtt, ext=dict)
 def connection_rows(conn: Connection) -> list[dict]:
     """Rows for one connection: one per leg that has a handshake leg or samples (responder's
     leg first). Empty when the connection gave no round trip at all."""
-    st = rtt_of(conn)
-    rows = []
-    if st is not None:
-        samples, karn = st.samples, st.karn_skipped
+    ext = conn.ext
+    st = ext.get("rtt") if ext else None  # rtt_of(conn)
+    if conn.tcp is not None:
+        hs1, hs0 = conn.synack_ms, conn.ackdat_ms
     else:
-        samples, karn = (None, None), (0, 0)
-    hs_legs = (conn.synack_ms, conn.ackdat_ms) if conn.tcp is not None else (None, None)
-    uid = None
-    for leg in (1, 0):
-        hs = hs_legs[0] if leg == 1 else hs_legs[1]
-        s = samples[leg]
-        if hs is None and s is None:
-            continue
-        if uid is None:
-            uid, ts, proto = conn.uid, _round(conn.ts, 1e6), conn.proto_name
-            orig_h, orig_p = _addr(conn.orig_h), conn.orig_p
-            resp_h, resp_p = _addr(conn.resp_h), conn.resp_p
-        count, lo, p50, p90, p99, hi, mean, stdev, kept = _leg_stats(s) if s is not None else _NO_STATS
-        # keys in CONNECTION_FIELDS order
-        rows.append({
-            "uid": uid, "ts": ts, "proto": proto, "id.orig_h": orig_h, "id.orig_p": orig_p,
-            "id.resp_h": resp_h, "id.resp_p": resp_p, "leg": LEGS[leg], "path": PATHS[leg],
-            "handshake_ms": None if hs is None else _round(hs, 1e3), "count": count,
-            "min_ms": lo, "p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "max_ms": hi,
-            "mean_ms": mean, "stdev_ms": stdev, "kept": kept,
-            "sources": _sources(s.by_source) if s is not None else {},
-            "karn_skipped": karn[leg],
-        })  # fmt: skip
-    return rows
+        hs1 = hs0 = None
+    if st is None:
+        has1, has0 = hs1 is not None, hs0 is not None
+    else:
+        has1 = hs1 is not None or st._samples1 is not None
+        has0 = hs0 is not None or st._samples0 is not None
+    if not (has1 or has0):
+        return []
+    base = (
+        conn.uid, _round(conn.ts, 1e6), conn.proto_name, _addr(conn.orig_h), conn.orig_p,
+        _addr(conn.resp_h), conn.resp_p,
+    )  # fmt: skip
+    if has1 and has0:
+        return [_leg_row(base, st, 1, hs1), _leg_row(base, st, 0, hs0)]
+    if has1:
+        return [_leg_row(base, st, 1, hs1)]
+    return [_leg_row(base, st, 0, hs0)]
 
 
 def sample_rows(conn: Connection) -> list[dict]:

@@ -1,0 +1,6 @@
+# C types for reports/rtt.py when Cython compiles it (see setup.py): connection_rows reads the
+# RTT state's C fields directly. reports/rtt.py stays plain Python (annotation_typing=False:
+# the C types of its locals are given by @cython.locals).
+
+from flowlens.connections cimport Connection
+from flowlens.rtt cimport ConnectionRtt, Samples
