@@ -13,8 +13,8 @@ timestamp is fixed, so the captures are byte-for-byte reproducible.
 
 from __future__ import annotations
 
-import gzip
 import bz2
+import gzip
 import lzma
 import socket
 import struct

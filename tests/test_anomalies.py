@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pcapgen
 import pytest
 from click.testing import CliRunner
 
-import pcapgen
 from flowlens import analyze
 from flowlens.cli import cli
 from flowlens.reports.anomalies import ANOMALY_FIELDS, KINDS, AnomalyDetector, Thresholds

@@ -16,11 +16,11 @@ import os
 
 import pytest
 from click.testing import CliRunner
+from netlab import Lab
 
 from flowlens import analyze
 from flowlens.cli import cli
 from flowlens.reports.anomalies import AnomalyDetector, Thresholds
-from netlab import Lab
 
 pytestmark = pytest.mark.netlab
 

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pcapgen
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-import pcapgen
 from flowlens import analyze
 from flowlens.batch import BatchOptions, discover, rotation_sets, run_batch
 from flowlens.batchstore import Store, atomic_write

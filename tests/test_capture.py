@@ -6,9 +6,9 @@ import io
 from pathlib import Path
 
 import dpkt
+import pcapgen
 import pytest
 
-import pcapgen
 from flowlens import analyze
 from flowlens.capture import open_capture
 from flowlens.errors import CaptureError, EmptyCaptureError, NotACaptureError, TruncatedHeaderError

@@ -6,10 +6,10 @@ import csv
 import io
 import json
 
+import pcapgen
 import pytest
 from click.testing import CliRunner
 
-import pcapgen
 from flowlens.cli import all_commands, cli
 from flowlens.connections import RECORD_FIELDS
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import pcapgen
 import pytest
 
-import pcapgen
 from flowlens import Config, analyze
 
 

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import click
 import dpkt
+import pcapgen
 import pytest
 from click.testing import CliRunner
+from test_fuzz import check_cli_run, cli_args, parse, time_guard
 
-import pcapgen
 from flowlens import analyze
 from flowlens.analysis import Pipeline
 from flowlens.cli import all_commands, cli
-from test_fuzz import cli_args, check_cli_run, parse, time_guard
 
 CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
 CORPUS_FRAGMENTED = CORPUS / "zeek" / "traces" / "ipv4__fragmented-syn.pcap"

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import dpkt
+import pcapgen
 import pytest
 
-import pcapgen
 from flowlens import analyze
 from flowlens.capture import open_capture
 from flowlens.decode import Decoder, flags_text, parse_tcp_options

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+import pcapgen
 import pytest
 from click.testing import CliRunner
 
-import pcapgen
 from flowlens.analysis import Pipeline
 from flowlens.capture import MAX_RECORD_BYTES
 from flowlens.connections import Config

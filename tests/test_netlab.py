@@ -18,7 +18,6 @@ from pathlib import Path
 import dpkt
 import pytest
 
-
 pytestmark = pytest.mark.netlab  # registered in pyproject.toml [tool.pytest.ini_options]
 
 try:  # tests/ on sys.path (rootdir-relative "prepend" import) or tests/ as a package

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 
 import pytest
+from netlab import Lab
 
 from flowlens import analyze
-from netlab import Lab
 
 pytestmark = pytest.mark.netlab
 

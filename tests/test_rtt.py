@@ -17,11 +17,11 @@ import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import pcapgen
 import pytest
 from click.testing import CliRunner
-
-import pcapgen
 from pcapgen import ACK, FIN, PSH, RST, SYN, Conversation
+
 from flowlens import analyze, format_addr
 from flowlens.cli import cli
 from flowlens.reports.rtt import Aggregator, Series, connection_rows, draw_figure, samples_frame

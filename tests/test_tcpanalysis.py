@@ -8,9 +8,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pcapgen
 import pytest
 
-import pcapgen
 from flowlens import analyze
 from flowlens.errors import UsageError
 from flowlens.tcpanalysis import KINDS, LABELS, TcpAnalyzer, state_of

@@ -11,8 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 import zeekcorpus
+
 from flowlens import Config, analyze
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "zeek-conformance.md"

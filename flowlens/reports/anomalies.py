@@ -30,7 +30,7 @@ import cython
 from ..connections import Connection, format_addr
 from ..services import LINUX_EPHEMERAL
 from ..tcpanalysis import KINDS as _NOTE_KINDS
-from ..tcpanalysis import DirectionStats, TcpaState, TcpAnalyzer
+from ..tcpanalysis import DirectionStats, TcpAnalyzer, TcpaState
 from ..tcpstate import TcpTracker
 
 __all__ = [

@@ -18,10 +18,9 @@ from collections import Counter, defaultdict
 
 import cython
 
-from ..connections import format_addr
+from ..connections import Connection, format_addr
 from ..decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
 from ..services import EPHEMERAL_RANGES, fits_ranges
-from ..connections import Connection
 from ..tcpanalysis import TcpaState, state_of
 from ..tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker
 from .anomalies import Anomaly, _ep, _s, _sample, _secs
