@@ -109,9 +109,8 @@ class Selection:
         return True
 
     def filter(self, conns: Iterable[Connection]) -> Iterator[Connection]:
+        """The connections of `conns` that match, lazily; all of them, without a generator in
+        between, when nothing is selected."""
         if not self:
-            yield from conns
-            return
-        for c in conns:
-            if self.matches(c):
-                yield c
+            return iter(conns)
+        return (c for c in conns if self.matches(c))

@@ -70,7 +70,7 @@ def flows(capture: str, fmt: str, **kwargs) -> None:
     per_proto = [0] * 256  # connections by IP protocol number (cheaper than a Counter)
 
     def rows():
-        for conn in selection.filter(pipe) if selection else pipe:
+        for conn in selection.filter(pipe):
             per_proto[conn.proto] += 1
             yield conn.to_record()
 

@@ -136,30 +136,32 @@ def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, *
     agg = Aggregator(by) if by != "connection" and not samples else None
     seen = [0, 0]  # connections, connections with rows
 
-    def conns():
-        for conn in selection.filter(pipe):
-            seen[0] += 1
-            if plot_path is not None:
-                for label, ts_s, rtt_ms in series_for(conn, by):
-                    s = series.get(label)
-                    if s is None:
-                        s = series[label] = Series(label)
-                    s.ts_s.extend(ts_s)
-                    s.rtt_ms.extend(rtt_ms)
-            yield conn
+    def plotted(conn) -> None:
+        for label, ts_s, rtt_ms in series_for(conn, by):
+            s = series.get(label)
+            if s is None:
+                s = series[label] = Series(label)
+            s.ts_s.extend(ts_s)
+            s.rtt_ms.extend(rtt_ms)
 
     def rows():
         make = sample_rows if samples else connection_rows
-        for conn in conns():
+        for conn in selection.filter(pipe):
+            seen[0] += 1
+            if plot_path is not None:
+                plotted(conn)
             out = make(conn)
             if out:
                 seen[1] += 1
-            yield from out
+                yield from out
 
     fields = SAMPLE_FIELDS if samples else CONNECTION_FIELDS
     try:
         if agg is not None:
-            for conn in conns():
+            for conn in selection.filter(pipe):
+                seen[0] += 1
+                if plot_path is not None:
+                    plotted(conn)
                 agg.add(conn)
             records = agg.rows()
             if progress is not None:
