@@ -57,7 +57,8 @@ class Selection:
 
     @classmethod
     def build(cls, states=(), ports=(), hosts=(), nets=(), protos=(), uids=()) -> "Selection":
-        import ipaddress  # (here: most runs have no host or network filter)
+        if hosts or nets:
+            import ipaddress  # (here: most runs have no host or network filter)
 
         wanted: set[str] = set()
         for s in states:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from typing import IO, Iterable, Sequence
 
@@ -35,6 +33,8 @@ def _cell(value) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(_cell(v) for v in value) or "-"
     if isinstance(value, dict):
+        import json  # (here: json and csv cost startup time that `--format json` need not pay)
+
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     return str(value)
 
@@ -97,6 +97,8 @@ def write_records(
             n += 1
         return n
     if fmt == "csv":
+        import csv
+
         writer = None
         for rec in records:
             if writer is None:
