@@ -281,17 +281,19 @@ class AnomalyDetector:
                         self._single.append((conn.uid, a))
                     break
 
+    @cython.locals(c=Connection, t=TcpTracker)
     def _note_closes(self, c: Connection) -> None:
         # a side still in CLOSE_WAIT or FIN_WAIT_2 when the record ended stayed there at least
         # that long: to the capture's end (None: known at finish), or until flowlens stopped
         # waiting for an idle connection or a new one took its 5-tuple
-        close_wait, fin_wait_2 = c.tcp.spells()
+        t = c.tcp
+        close_wait, fin_wait_2 = t.spells()
         if close_wait is None and fin_wait_2 is None:
             return
         stop_at = None if c.closed_by == "capture_end" else c.end_ts_ns
         th = self.thresholds
         for side, start, stop, frame in close_wait or ():
-            if not c.pkts[side]:
+            if not c._pkts[side]:
                 continue  # a one-sided capture: nothing says what that side did
             host, port = (c.orig_h, c.orig_p) if side == 0 else (c.resp_h, c.resp_p)
             peer_h, peer_p = (c.resp_h, c.resp_p) if side == 0 else (c.orig_h, c.orig_p)
@@ -303,7 +305,7 @@ class AnomalyDetector:
             if until is None or (until - start) / 1e9 >= th.close_wait_s:
                 spells.append((start, until, stop is None, frame, c.uid))
         for side, start, stop, frame in fin_wait_2 or ():
-            if not c.pkts[1 - side]:
+            if not c._pkts[1 - side]:
                 continue
             until = stop if stop is not None else stop_at
             if until is not None and (until - start) / 1e9 < th.fin_wait_2_s:
@@ -311,7 +313,7 @@ class AnomalyDetector:
             host, port = (c.orig_h, c.orig_p) if side == 0 else (c.resp_h, c.resp_p)
             peer = _ep(c.resp_h, c.resp_p) if side == 0 else _ep(c.orig_h, c.orig_p)
             self._fin_wait_2.append(
-                (c.uid, _ep(host, port), peer, start, until, stop is None, frame, c.pkts[1 - side])
+                (c.uid, _ep(host, port), peer, start, until, stop is None, frame, c._pkts[1 - side])
             )  # fmt: skip
 
     def finish(self, end_ns: int | None = None) -> list[Anomaly]:
