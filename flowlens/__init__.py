@@ -8,7 +8,7 @@
 from .analysis import Analysis, Pipeline, analyze
 from .capture import CaptureStats, open_capture
 from .connections import RECORD_FIELDS, Config, Connection, ConnectionTable, format_addr
-from .decode import Decoder, Packet, TcpOptions
+from .decode import Decoder, Packet, PacketObserver, TcpOptions
 from .errors import (
     CaptureError,
     EmptyCaptureError,
@@ -33,6 +33,7 @@ __all__ = [
     "format_addr",
     "Decoder",
     "Packet",
+    "PacketObserver",
     "TcpOptions",
     "TcpState",
     "Selection",

@@ -202,8 +202,7 @@ def test_closed_connections_leave_the_table(tmp_path):
 def test_observers_plain_callables_and_packet_observers_see_every_packet_in_order(tmp_path):
     """The table calls a PacketObserver's `observe` directly and any other observer as a
     callable; both kinds see every packet, in the order they were given, after the table."""
-    from flowlens import Pipeline
-    from flowlens.decode import Packet, PacketObserver
+    from flowlens import Packet, PacketObserver, Pipeline
 
     seen = []
 
