@@ -237,3 +237,30 @@ def test_auto_interval_stays_bounded_on_absurd_spans():
     step = auto_interval(span_ns)
     assert span_ns / 1e9 / step <= 29
     assert auto_interval(10 * 1_000_000_000) <= 1.0
+
+
+def test_series_records_are_the_counts_of_hosts_with_sockets_then_or_just_before(tmp_path):
+    """The one-sweep rows over time equal what counts_at gives at each time, for the hosts
+    with sockets at that time or the time before (a SYN flood: 300 sources come and go)."""
+    frames = pcapgen.syn_flood(count=300, duration=3.0) + pcapgen.time_wait_pileup(count=N)
+    frames.sort(key=lambda f: f[0])
+    a = analyze(capture(tmp_path, "flood", frames))
+    index = SocketStates(Config().time_wait_ns)
+    for c in a.connections:
+        index.add(c)
+    first, last = a.stats.first_ts_ns, a.stats.last_ts_ns
+    times = tick_times(first, last + 70_000_000_000, 0.25)
+    want, previous = [], {}
+    for t in times:
+        counts = {h: c for h, c in index.counts_at(t).items() if sum(c.values())}
+        for host in index.host_list():
+            if host in counts or host in previous:
+                c = counts.get(host, Counter())
+                want.append({"ts": round(t / 1e9, 6), "time_s": round((t - first) / 1e9, 6),
+                             "host": host, "total": sum(c.values()),
+                             **{s: c.get(s, 0) for s in STATES}})  # fmt: skip
+        previous = counts
+    got = index.iter_series_records(times, first)
+    assert not isinstance(got, list)  # streamed
+    assert list(got) == want == index.series_records(times, first)
+    assert len({r["host"] for r in want}) > 300  # the flood's sources are in it

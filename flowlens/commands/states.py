@@ -169,15 +169,15 @@ def states(
     else:
         step = interval or auto_interval(last - first)
         times = tick_times(first, last, step)
-        records = index.series_records(times, first)
         fields = ("ts", "time_s", "host", "total", *STATES)
         if fmt == "table":
+            records = index.series_records(times, first)
             out.write(f"TCP sockets per host every {step:g} s from {utc_text(first)}\n")
             for rec in records:
                 rec["time_s"] = f"{rec['time_s']:.3f}" if step < 1 else f"{rec['time_s']:.1f}"
             _table(records, ("time_s", "host", "total"), out)
         else:
-            write_records(records, fmt, out, fields)
+            write_records(index.iter_series_records(times, first), fmt, out, fields)
     if plot_path:
         left_out = save_states_figure(
             index, first, last, plot_path, title=f"TCP sockets per host: {capture}"

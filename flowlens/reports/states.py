@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..connections import Connection, format_addr
@@ -248,19 +248,36 @@ class SocketStates:
 
     def series_records(self, times: Sequence[int], first_ns: int) -> list[dict]:
         """One record per (time, host) where the host has sockets then or at the time before."""
-        out = []
-        previous: dict[str, Counter] = {}
-        for t, counts in zip(times, self.series(times)):
-            for host, c in counts.items():
-                if sum(c.values()) or sum(previous.get(host, Counter()).values()):
-                    base = {
-                        "ts": round(t / 1e9, 6),
-                        "time_s": round((t - first_ns) / 1e9, 6),
-                        "host": host,
-                    }
-                    out.append(_count_record(base, c))
-            previous = counts
-        return out
+        return list(self.iter_series_records(times, first_ns))
+
+    def iter_series_records(self, times: Sequence[int], first_ns: int) -> Iterator[dict]:
+        """`series_records`, made as they are read (json and csv stream them).
+
+        One sweep over the spans' events that visits, at each time, only the hosts with
+        sockets then or just before: a SYN flood's tens of thousands of sources cost their
+        rows, not a copy of every host's counts at every time."""
+        order = {h: i for i, h in enumerate(self.host_list())}
+        events = self._events()
+        current: dict[str, Counter] = defaultdict(Counter)
+        totals: Counter = Counter()
+        active: set[str] = set()  # hosts with sockets now
+        previous: set[str] = set()
+        i, n = 0, len(events)
+        for t in times:
+            while i < n and events[i][0] <= t:
+                _ts, delta, host, state = events[i]
+                current[host][state] += delta
+                totals[host] += delta
+                if totals[host] > 0:
+                    active.add(host)
+                else:
+                    active.discard(host)
+                i += 1
+            if active or previous:
+                ts, time_s = round(t / 1e9, 6), round((t - first_ns) / 1e9, 6)
+                for host in sorted(active | previous, key=order.__getitem__):
+                    yield _count_record({"ts": ts, "time_s": time_s, "host": host}, current[host])
+            previous = set(active)
 
     def listening_records(self) -> list[dict]:
         """What ss -tln would list, seen from outside: accepting ports, then refusing ones."""
