@@ -70,6 +70,9 @@ MAX_RECORD_BYTES = 262144 * 4
 _MAX_RECORD = cython.declare(cython.longlong, MAX_RECORD_BYTES)  # the same, a C constant when compiled
 
 _CHUNK = 1 << 20
+#: what one read asks a decompressor for: a corrupt stream loses the output of the step that
+#: fails, so the steps are small (the bytes before the damage are kept to within this)
+_STEP = 1 << 13
 _NS_PER_S = cython.declare(cython.longlong, 1_000_000_000)  # a C constant when compiled
 
 # the range of a signed 64-bit nanosecond timestamp (pandas: 1677-09-21 to 2262-04-11; -2**63
@@ -301,6 +304,7 @@ class Capture:
         self.stats = CaptureStats(path=path, container=container)
         self._stream = stream
         self._read1 = getattr(stream, "read1", stream.read)
+        self._step = _STEP if "+" in container else _CHUNK  # (pcap+gzip ...: a decompressor)
         self._head = head
         self._raw = raw
         self._read_error: str | None = None
@@ -344,14 +348,15 @@ class Capture:
             return b""
         parts = []
         read1 = self._read1
+        step = self._step
         try:
-            chunk = read1(n)  # usually all of it at once (a buffered file)
+            chunk = read1(min(n, step))  # a buffered file: usually all of it at once
             if len(chunk) >= n or not chunk:
                 return chunk
             parts.append(chunk)
             n -= len(chunk)
             while n > 0:
-                chunk = read1(n)
+                chunk = read1(min(n, step))
                 if not chunk:
                     break
                 parts.append(chunk)
@@ -488,10 +493,9 @@ class Capture:
         """
         st = self.stats
         self._read_error = None
-        # Uncompressed data is read in chunks and blocks are parsed in place. A decompressor
-        # is asked for each block exactly as it comes (header, then body): where a corrupt
-        # stream fails, and what it gave before failing, depends on the sizes asked for.
-        ahead = 0 if "+" in st.container else _CHUNK
+        # Blocks are parsed in place in chunks of about _CHUNK bytes (from a decompressor in
+        # steps of _STEP: see _read)
+        ahead = _CHUNK
         buf = self._head  # the whole first section header block
         ref = FrameRef()
         buflen = len(buf)
