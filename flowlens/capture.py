@@ -73,6 +73,9 @@ _CHUNK = 1 << 20
 #: what one read asks a decompressor for: a corrupt stream loses the output of the step that
 #: fails, so the steps are small (the bytes before the damage are kept to within this)
 _STEP = 1 << 13
+#: how much more of a decompressed stream that does not start like a capture is read, to see
+#: whether it is corrupt
+_CORRUPT_PROBE = 2 << 20
 _NS_PER_S = cython.declare(cython.longlong, 1_000_000_000)  # a C constant when compiled
 
 # the range of a signed 64-bit nanosecond timestamp (pandas: 1677-09-21 to 2262-04-11; -2**63
@@ -807,6 +810,17 @@ def open_capture(path: str) -> Capture:
                     path, f"pcapng section header cut short ({len(full)} of {blen} bytes)"
                 )
             return Capture(path, stream, "pcapng" + suffix, full, raw)
+        if kinds:
+            # a corrupt stream may give garbage before its check fails (bzip2 checks a block of
+            # up to 900 KiB at its end): that failure is the better message
+            try:
+                for _ in range(_CORRUPT_PROBE // _STEP):
+                    if not stream.read(_STEP):
+                        break
+            except EOFError:
+                pass  # cut short: that it is no capture says more
+            except _STREAM_ERRORS as exc:
+                raise CaptureError(path, _stream_problem(exc, suffix)) from exc
         if len(head) < 4:
             raise TruncatedHeaderError(path, f"too short to be a capture ({len(head)} bytes)")
         shown = " ".join(f"{b:02x}" for b in head[:4])

@@ -363,6 +363,29 @@ def test_corrupt_compressed_stream_keeps_nearly_all_it_gave(tmp_path, kind, cont
     assert checked >= 2
 
 
+def test_corrupt_first_block_is_a_stream_error_not_a_strange_capture(tmp_path):
+    """bzip2 checks a block at its end, after giving its (garbled) bytes: a corrupt first block
+    reads as some unknown format at first; the stream's error is the message."""
+    data = pcapgen.pcap_bytes(pcapgen.time_wait_pileup(count=300))
+    packed = bytearray(bz2.compress(data))
+    for i in range(len(packed) // 3, len(packed) // 3 + 16):
+        packed[i] ^= 0x5A
+    path = tmp_path / "corrupt.pcap.bz2"
+    path.write_bytes(bytes(packed))
+    with pytest.raises(OSError):
+        bz2.decompress(bytes(packed))  # (the damage is real)
+    expect_error(
+        run_command("flows", str(path)), f"Error: {path}: bzip2 data corrupt (Invalid data stream)"
+    )
+    # a stream that is whole but holds no capture still says so
+    other = tmp_path / "text.gz"
+    other.write_bytes(pcapgen.compress(b"hello, not a capture\n" * 100, "gzip"))
+    expect_error(
+        run_command("flows", str(other)),
+        f"Error: {other}: not a pcap or pcapng capture (starts with 68 65 6c 6c)",
+    )
+
+
 def test_corrupt_compressed_stream_is_reported(tmp_path):
     data = pcapgen.pcap_bytes(pcapgen.time_wait_pileup(count=200))
     packed = bytearray(pcapgen.compress(data, "gzip"))
