@@ -46,6 +46,8 @@ cdef class TcpTracker:
     cpdef int state_code_at(self, int side, long long ts_ns)
     cpdef tuple spells(self)
     cpdef tuple last_change_and_closed_after(self, int side, long long start_ns)
+    cpdef long long last_change_ns(self, int side)
+    cpdef long long closed_at_or_after_ns(self, int side, long long start_ns)
     cdef void _set(self, int side, int new, long long ts_ns, long long frame)
     cpdef void start_midstream(self, long long ts_ns, long long frame)
     cpdef void packet(self, int side, int flags, long long seq, long long ack, long long plen, long long ts_ns, long long frame)

@@ -347,6 +347,39 @@ class TcpTracker:
                 found_cut = True
         return (last if found_last else None), (cut if found_cut else None)
 
+    # The same two answers one at a time, as C numbers (_UNSET, -2**62, when there is none):
+    # the port-hold analysis asks them for every TCP connection.
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.int, t=cython.longlong, s=cython.int, last=cython.longlong)
+    def last_change_ns(self, side: int) -> int:
+        """ts of `side`'s last state change, or _UNSET when it had none."""
+        last = _UNSET
+        for i in range(self._tl_n):
+            if i < _TL_INLINE:
+                t, s = self._tl_ts[i], self._tl_side[i]
+            else:
+                entry = self._tl_more[i - _TL_INLINE]
+                t, s = entry[0], entry[2]
+            if s == side and (last == _UNSET or t > last):
+                last = t
+        return last
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(i=cython.int, t=cython.longlong, s=cython.int, code=cython.int)
+    def closed_at_or_after_ns(self, side: int, start_ns: int) -> int:
+        """ts of `side`'s first change to CLOSED at or after `start_ns`, or _UNSET."""
+        for i in range(self._tl_n):
+            if i < _TL_INLINE:
+                t, s, code = self._tl_ts[i], self._tl_side[i], self._tl_state[i]
+            else:
+                entry = self._tl_more[i - _TL_INLINE]
+                t, s, code = entry[0], entry[2], entry[3]
+            if s == side and code == _S_CLOSED and t >= start_ns:
+                return t
+        return _UNSET
+
     # ------------------------------------------------------------------ transitions
     def set_state(self, side: int, new: TcpState, ts_ns: int, frame: int | None) -> None:
         self._set(side, _CODE[new], ts_ns, _UNSET if frame is None else frame)

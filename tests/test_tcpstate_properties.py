@@ -237,5 +237,12 @@ def test_timeline_longer_than_the_tracker_keeps_inline():
     last, cut = t.last_change_and_closed_after(1, 1_020)
     assert last == 1_039
     assert cut == min(when for when, _f, s, st in expected if s == 1 and st is TcpState.CLOSED and when >= 1_020)
+    # the same answers as C numbers, -2**62 for none
+    for side in (0, 1):
+        for start in (0, 1_020, 1_039, 2_000):
+            last, cut = t.last_change_and_closed_after(side, start)
+            assert t.last_change_ns(side) == (last if last is not None else -(2**62))
+            assert t.closed_at_or_after_ns(side, start) == (cut if cut is not None else -(2**62))
+    assert TcpTracker().last_change_ns(0) == -(2**62)
     t.swap()
     assert t.timeline == [(when, f, 1 - s, st) for when, f, s, st in expected]

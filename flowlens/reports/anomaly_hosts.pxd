@@ -2,6 +2,11 @@
 # fields of every finished connection. anomaly_hosts.py stays plain Python (annotation typing
 # off); the types are named in its @cython.locals.
 
+cimport cpython.array
+
 from flowlens.connections cimport Connection
 from flowlens.tcpanalysis cimport TcpaState
 from flowlens.tcpstate cimport TcpTracker
+
+# HostFacts.add writes each hold straight into its array
+cdef int _hold_into(cpython.array.array holds, Connection c, long long tw_ns, long long end_ns) except -1

@@ -167,7 +167,7 @@ class HostFacts:
             holds = self.holds.get(key)
             if holds is None:
                 holds = self.holds[key] = array("q")
-            holds.extend(_hold(c, self._tw_ns, end))
+            _hold_into(holds, c, self._tw_ns, end)
 
     def findings(self, claimed: set, end_ns: int) -> list[Anomaly]:
         out = _scans(self.probes, self.th, claimed)
@@ -361,51 +361,55 @@ def _floods(attempts, th, claimed: set) -> list[Anomaly]:
 
 # ---------------------------------------------------------------------------- TIME_WAIT and ports
 @cython.locals(
-    c=Connection, t=TcpTracker, tw_ns=cython.longlong, end_ns=cython.longlong,
-    start0=cython.longlong, start1=cython.longlong, stop=cython.longlong, until=cython.longlong,
-    first=cython.longlong, need_last0=cython.bint,
+    t=TcpTracker, start0=cython.longlong, start1=cython.longlong, stop=cython.longlong,
+    until=cython.longlong, first=cython.longlong, cut=cython.longlong, last0=cython.longlong,
+    tw0_a=cython.longlong, tw0_b=cython.longlong, tw1_a=cython.longlong, tw1_b=cython.longlong,
+    need_last0=cython.bint, reused=cython.longlong, k=cython.Py_ssize_t, p=cython.p_longlong,
 )  # fmt: skip
-def _hold(c, tw_ns: int, end_ns: int) -> tuple:
-    """The client port's hold by connection `c`, as a HostFacts.holds record (see _HOLD).
+def _hold_into(holds, c, tw_ns: int, end_ns: int) -> None:
+    """Append the client port's hold by connection `c` to `holds`, a HostFacts.holds record
+    (see _HOLD).
 
     A side's TIME_WAIT lasts 2 x MSL, or until that side's first CLOSED at or after its start;
     a client side that closed without TIME_WAIT held its port until its last state change. The
-    tracker answers from its timeline without building it (this runs for every TCP connection)."""
+    tracker answers from its timeline without building it, and compiled, the record is written
+    into the array without a Python number (this runs for every TCP connection)."""
     t = c.tcp
     start0, start1 = t._tw_start[0], t._tw_start[1]
-    last0 = None  # the client side's last state change, when needed
     need_last0 = start0 == _UNSET and t._state[0] == _CODE_CLOSED and t._tl_n > 0
-    cut0 = cut1 = None  # first CLOSED at or after a side's TIME_WAIT start
-    if need_last0:
-        last0, _ = t.last_change_and_closed_after(0, 0)
-    elif start0 != _UNSET:
-        _, cut0 = t.last_change_and_closed_after(0, start0)
-    if start1 != _UNSET:
-        _, cut1 = t.last_change_and_closed_after(1, start1)
     tw0_a = tw0_b = tw1_a = tw1_b = -1
     if start0 != _UNSET:
         stop = start0 + tw_ns
-        if cut0 is not None and cut0 < stop:
-            stop = cut0
+        cut = t.closed_at_or_after_ns(0, start0)
+        if cut != _UNSET and cut < stop:
+            stop = cut
         tw0_a, tw0_b = start0, stop
         until = stop
     elif need_last0:
-        until = last0 if last0 is not None else c.last_ts_ns
+        last0 = t.last_change_ns(0)
+        until = last0 if last0 != _UNSET else c.last_ts_ns
     elif t._state[0] == _CODE_TIME_WAIT:
         until = end_ns
     else:
         until = end_ns if end_ns > c.last_ts_ns else c.last_ts_ns
     if start1 != _UNSET:
         stop = start1 + tw_ns
-        if cut1 is not None and cut1 < stop:
-            stop = cut1
+        cut = t.closed_at_or_after_ns(1, start1)
+        if cut != _UNSET and cut < stop:
+            stop = cut
         tw1_a, tw1_b = start1, stop
     first = c.first_ts_ns
+    if until < first:
+        until = first
     reused = 1 if c.prev_uid is not None and c.reused_in_time_wait else 0
-    return (
-        first, until if until > first else first, c.orig_p, tw0_a, tw0_b, tw1_a, tw1_b, reused,
-        c.first_frame,
-    )  # fmt: skip
+    if cython.compiled:
+        k = len(holds)
+        cpython.array.resize_smart(holds, k + _HOLD)
+        p = holds.data.as_longlongs + k
+        p[0], p[1], p[2], p[3], p[4] = first, until, c.orig_p, tw0_a, tw0_b
+        p[5], p[6], p[7], p[8] = tw1_a, tw1_b, reused, c.first_frame
+    else:
+        holds.extend((first, until, c.orig_p, tw0_a, tw0_b, tw1_a, tw1_b, reused, c.first_frame))
 
 
 @cython.locals(cur=cython.Py_ssize_t, best=cython.Py_ssize_t, j=cython.Py_ssize_t,
