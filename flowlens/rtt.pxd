@@ -6,6 +6,7 @@ cimport cpython.array
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memmove
 
+from flowlens.connections cimport Connection
 from flowlens.decode cimport Packet, PacketObserver
 
 # constants: C integers in the compiled module (so not attributes of it)

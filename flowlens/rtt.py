@@ -57,10 +57,11 @@ from array import array
 from collections import deque
 from dataclasses import dataclass
 from struct import Struct
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import cython
 
+from .connections import Connection
 from .decode import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
@@ -74,9 +75,6 @@ from .decode import (
     PacketObserver,
     tcp_timestamps,
 )
-
-if TYPE_CHECKING:  # (not at run time: the compiled table may import this module while loading)
-    from .connections import Connection
 
 __all__ = [
     "RttConfig",
@@ -600,13 +598,14 @@ class RttCollector(PacketObserver):
         """Take one packet of `conn` (the observer protocol, also `collector(...)`)."""
         st: ConnectionRtt
         proto: cython.int
-        ext: dict = conn.ext
+        c: Connection = cython.cast(Connection, conn, typecheck=True)  # (C fields when compiled)
+        ext: dict = c.ext
         if ext is None:
-            ext = conn.ext = {}
+            ext = c.ext = {}
         st = ext.get("rtt")
         if st is None:
             st = ConnectionRtt.__new__(ConnectionRtt)
-            _init_state(st, self._max_samples, conn.uid)
+            _init_state(st, self._max_samples, c.uid)
             ext["rtt"] = st
         proto = pkt.proto
         if proto == IPPROTO_TCP:
@@ -616,7 +615,7 @@ class RttCollector(PacketObserver):
                 self._dns(st, pkt, 0 if from_orig else 1)
             else:
                 self._reply(st, pkt, from_orig, SRC_UDP)
-        elif conn.orig_p == _ECHO_REQUEST.get(proto):
+        elif c.orig_p == _ECHO_REQUEST.get(proto):
             self._reply(st, pkt, from_orig, SRC_ICMP)
 
     # ------------------------------------------------------------------ TCP

@@ -4,3 +4,4 @@
 
 from flowlens.connections cimport Connection
 from flowlens.rtt cimport ConnectionRtt, Samples
+from flowlens.tcpstate cimport TcpTracker

@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 import cython
 
 from ..connections import Connection, format_addr
+from ..tcpstate import TcpTracker
 from ..rtt import LEGS, PATHS, SOURCES, ConnectionRtt, RttStats, Samples, rtt_of, stats_of
 
 __all__ = [
@@ -187,6 +188,8 @@ def _sources(s) -> dict:
 
 
 _LEG_ORIG, _LEG_RESP = LEGS
+#: "None" in TcpTracker's fields (the same value as tcpstate._UNSET)
+_UNSET = cython.declare(cython.longlong, -0x4000000000000000)
 _PATH_ORIG, _PATH_RESP = PATHS
 
 
@@ -222,16 +225,19 @@ def _leg_row(base: tuple, st, leg, hs) -> dict:
     }  # fmt: skip
 
 
-@cython.locals(conn=Connection, st=ConnectionRtt, ext=dict)
+@cython.locals(conn=Connection, st=ConnectionRtt, ext=dict, t=TcpTracker)
 def connection_rows(conn: Connection) -> list[dict]:
     """Rows for one connection: one per leg that has a handshake leg or samples (responder's
     leg first). Empty when the connection gave no round trip at all."""
     ext = conn.ext
     st = ext.get("rtt") if ext else None  # rtt_of(conn)
-    if conn.tcp is not None:
-        hs1, hs0 = conn.synack_ms, conn.ackdat_ms
-    else:
-        hs1 = hs0 = None
+    hs1 = hs0 = None
+    if conn.tcp is not None:  # conn.synack_ms and conn.ackdat_ms, from the tracker's fields
+        t = conn.tcp
+        if t._synack_ns != _UNSET:
+            hs1 = t._synack_ns / 1e6
+            if t._ackdat_ns != _UNSET:
+                hs0 = t._ackdat_ns / 1e6
     if st is None:
         has1, has0 = hs1 is not None, hs0 is not None
     else:
@@ -240,8 +246,8 @@ def connection_rows(conn: Connection) -> list[dict]:
     if not (has1 or has0):
         return []
     base = (
-        conn.uid, _round(conn.ts, 1e6), conn.proto_name, _addr(conn.orig_h), conn.orig_p,
-        _addr(conn.resp_h), conn.resp_p,
+        conn.uid, _round(conn.first_ts_ns / 1e9, 1e6), conn.proto_name, _addr(conn.orig_h),
+        conn.orig_p, _addr(conn.resp_h), conn.resp_p,
     )  # fmt: skip
     if has1 and has0:
         return [_leg_row(base, st, 1, hs1), _leg_row(base, st, 0, hs0)]
