@@ -34,7 +34,9 @@ class Pipeline:
 
     `observers` are callables `(conn, pkt, from_orig)` that see every packet (see
     `ConnectionTable`); an observer that reads the TCP options (`pkt.raw_options`) of SYNs only
-    says so with a true attribute `syn_options_only` (other segments' are then not copied out).
+    says so with a true attribute `syn_options_only` (other segments' are then not copied out),
+    and one that reads every segment's timestamps (`pkt.tsval`, `pkt.tsecr`) with a true
+    `reads_timestamps`.
     After iteration, `stats` (the capture), `skipped` (frames that could not be decoded, by
     reason), `non_ip` and `table` (peak of open connections) describe the run.
     """
@@ -52,7 +54,13 @@ class Pipeline:
         # copying every segment's TCP options out costs; the table reads none, and observers
         # that read only SYNs' say so with a true `syn_options_only`
         keep_options = any(not getattr(o, "syn_options_only", False) for o in self.table.observers)
-        self.decoder = Decoder(verify_checksums=self.config.verify_checksums, keep_options=keep_options)
+        # ... and those that read every segment's TCP timestamps get them as numbers
+        timestamps = any(getattr(o, "reads_timestamps", False) for o in self.table.observers)
+        self.decoder = Decoder(
+            verify_checksums=self.config.verify_checksums,
+            keep_options=keep_options,
+            timestamps=timestamps,
+        )
         self.progress = progress
         self._capture = open_capture(path)  # raises CaptureError before any work
         self.stats: CaptureStats = self._capture.stats

@@ -30,6 +30,8 @@ cdef class Packet:
     cdef public int fragment
     cdef public object vlan
     cdef public object udp_head
+    cdef public long long tsval
+    cdef public long long tsecr
     cdef public object _options
 
 

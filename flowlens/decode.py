@@ -208,6 +208,8 @@ class Packet:
         "fragment",  # 1 when the packet was reassembled from IP fragments (lengths only)
         "vlan",  # outermost 802.1Q VLAN id, or None
         "udp_head",  # UDP to/from a DNS port: first 4 payload bytes (query id, flags), else None
+        "tsval",  # TCP timestamps option (RFC 7323), read when the decoder is asked to
+        "tsecr",  # (Decoder(timestamps=True)); -1 when absent or not read
         "_options",
     )
 
@@ -222,6 +224,7 @@ class Packet:
         self.seq = self.ack = self.win = 0
         self.caplen_short = 0
         self.bad_checksum = None
+        self.tsval = self.tsecr = -1
         self._options = None
 
     @property
@@ -291,6 +294,37 @@ def _be32(d: cython.p_uchar, i: cython.Py_ssize_t) -> cython.uint:
         | (cython.cast(cython.uint, d[i + 2]) << 8)
         | d[i + 3]
     )
+
+
+@cython.cfunc
+@cython.locals(i=cython.Py_ssize_t, kind=cython.uint, length=cython.uint)
+def _read_timestamps(
+    p: Packet, d: cython.p_uchar, start: cython.Py_ssize_t, end: cython.Py_ssize_t
+) -> None:
+    """`tcp_timestamps` of the option bytes d[start:end], into p.tsval and p.tsecr, read in
+    place (the same answer: NOP, NOP, Timestamps first; else the last well-formed one)."""
+    if (
+        end - start >= 12 and d[start] == 1 and d[start + 1] == 1 and d[start + 2] == 8
+        and d[start + 3] == 10
+    ):  # fmt: skip
+        p.tsval, p.tsecr = _be32(d, start + 4), _be32(d, start + 8)
+        return
+    i = start
+    while i < end:
+        kind = d[i]
+        if kind == 0:  # end of option list
+            break
+        if kind == 1:  # no-op
+            i += 1
+            continue
+        if i + 1 >= end:
+            break
+        length = d[i + 1]
+        if length < 2 or i + length > end:
+            break
+        if kind == 8 and length == 10:
+            p.tsval, p.tsecr = _be32(d, i + 2), _be32(d, i + 6)
+        i += length
 
 
 @cython.cfunc
@@ -371,6 +405,7 @@ def _new_packet(frame: cython.longlong, ts_ns: cython.longlong, version: cython.
         # all but raw_options
         p = Packet.__new__(Packet)
         p.raw_options = b""
+        p.tsval = p.tsecr = -1
     else:
         p = Packet()
     p.frame = frame
@@ -394,17 +429,23 @@ class Decoder:
     # C attributes when compiled (a plain class attribute, unused, in Python)
     verify_checksums = cython.declare(cython.bint, visibility="public")
     keep_options = cython.declare(cython.bint, visibility="public")
+    timestamps = cython.declare(cython.bint, visibility="public")
     skipped = cython.declare(object, visibility="public")
     offloaded = cython.declare(cython.longlong, visibility="public")
     non_ip = cython.declare(object, visibility="public")
     _frags = cython.declare(dict)
     _addrs = cython.declare(list)
 
-    def __init__(self, verify_checksums: bool = True, keep_options: bool = True) -> None:
+    def __init__(
+        self, verify_checksums: bool = True, keep_options: bool = True, timestamps: bool = False
+    ) -> None:
         self.verify_checksums = verify_checksums
         #: keep every TCP packet's option bytes (`raw_options`); False keeps only SYNs' (the
-        #: connection table reads none; RTT's timestamps and the analyzers need them)
+        #: connection table reads none; the analyzers read SYNs')
         self.keep_options = keep_options
+        #: read the timestamps option of every TCP packet into `tsval`/`tsecr` (RTT), without
+        #: copying the option bytes
+        self.timestamps = timestamps
         #: frames skipped, by reason ("unsupported link type 105", "truncated IPv4 header", ...)
         self.skipped: Counter[str] = Counter()
         #: TCP/UDP packets whose checksum was left to the NIC (offload) and so not verifiable
@@ -711,9 +752,12 @@ class Decoder:
             if hlen < 20 or (hlen > seg_len and not p.fragment):
                 return self._skip("bad TCP header length")
             p.flags = flags
-            if hlen > 20 and (self.keep_options or flags & _SYN_BIT):
+            if hlen > 20:
                 # options cut by the snaplen are kept as far as they go
-                p.raw_options = _bytes(d, pos + 20, pos + min(hlen, avail))
+                if self.keep_options or flags & _SYN_BIT:
+                    p.raw_options = _bytes(d, pos + 20, pos + min(hlen, avail))
+                if self.timestamps:
+                    _read_timestamps(p, d, pos + 20, pos + min(hlen, avail))
             p.plen = seg_len - hlen
             if not whole:
                 p.caplen_short = seg_len - max(avail, hlen)

@@ -584,6 +584,11 @@ class RttCollector(PacketObserver):
         "config", "_timeout_ns", "_max_outstanding", "_max_tsvals", "_dup_ns", "_max_samples",
     )  # fmt: skip
 
+    #: reads the TCP options of SYNs only, and every segment's timestamps as numbers: the
+    #: pipeline's decoder then copies no option bytes out of the other segments (see Pipeline)
+    syn_options_only = True
+    reads_timestamps = True
+
     def __init__(self, config: RttConfig | None = None) -> None:
         self.config = config or RttConfig()
         self._timeout_ns = int(self.config.reply_timeout_s * 1e9)
@@ -706,7 +711,7 @@ class RttCollector(PacketObserver):
             end &= _M32
             if me.nxt < 0 or 0 < ((end - me.nxt) & _M32) < _HALF:
                 me.nxt = end
-        if (retransmitted or not sampled and peer.tsq) and pkt.raw_options:
+        if (retransmitted or not sampled and peer.tsq) and (pkt.tsval >= 0 or pkt.raw_options):
             self._timestamps(st, pkt, side, me, peer, sampled, retransmitted)
 
     def _timestamps(
@@ -714,7 +719,8 @@ class RttCollector(PacketObserver):
         sampled: cython.bint, retransmitted: cython.bint,
     ) -> None:  # fmt: skip
         """The `ts` source: TSvals of retransmissions and their echoes (rare: off the main path)."""
-        pair = tcp_timestamps(pkt.raw_options)
+        # read by the decoder (Decoder(timestamps=True), as the pipeline asks), else parsed here
+        pair = (pkt.tsval, pkt.tsecr) if pkt.tsval >= 0 else tcp_timestamps(pkt.raw_options)
         if pair is not None:
             ts: cython.longlong = pkt.ts_ns
             tsval, tsecr = pair

@@ -228,9 +228,49 @@ def test_pipeline_copies_options_only_for_observers_that_read_them():
     sample = str(Path(__file__).resolve().parent.parent / "sample_pcaps" / "clean-close.pcap")
 
     def keeps(*observers):
-        return Pipeline(sample, observers=observers).decoder.keep_options
+        decoder = Pipeline(sample, observers=observers).decoder
+        return decoder.keep_options, decoder.timestamps
 
-    assert not keeps()
-    assert not keeps(TcpAnalyzer(), PacketCollector(lambda c: True))
-    assert keeps(TcpAnalyzer(), RttCollector())  # RTT reads every segment's timestamps
-    assert keeps(lambda conn, pkt, from_orig: None)  # an observer that says nothing gets all
+    assert keeps() == (False, False)
+    assert keeps(TcpAnalyzer(), PacketCollector(lambda c: True)) == (False, False)
+    # RTT reads every segment's timestamps: as numbers, not option bytes
+    assert keeps(TcpAnalyzer(), RttCollector()) == (False, True)
+    # an observer that says nothing gets all
+    assert keeps(lambda conn, pkt, from_orig: None) == (True, False)
+
+
+def test_decoder_timestamps_are_tcp_timestamps_of_the_option_bytes():
+    """Decoder(timestamps=True) reads TSval/TSecr in place: the same answer as
+    tcp_timestamps(raw_options), on every TCP packet of the corpus and of odd option lists."""
+    from flowlens.decode import tcp_timestamps
+
+    files = [*sorted((CORPUS / "zeek" / "traces").iterdir()),
+             *sorted((CORPUS / "other" / "captures").iterdir())]  # fmt: skip
+    checked = with_ts = 0
+    for path in files:
+        both = Decoder(keep_options=True, timestamps=True)
+        with open_capture(str(path)) as cap:
+            for ref in cap.frames():
+                p = both.decode_frame(ref)
+                if p is None or p.proto != 6:
+                    continue
+                pair = tcp_timestamps(p.raw_options) if p.raw_options else None
+                assert ((p.tsval, p.tsecr) if p.tsval >= 0 else None) == pair, (path, p.frame)
+                checked += 1
+                with_ts += pair is not None
+    assert checked > 50_000 and with_ts > 10_000
+    # option lists that are not NOP, NOP, Timestamps: the last well-formed one, none after damage
+    ts = struct.pack("!II", 1, 2)
+    for raw, want in [
+        (bytes([2, 4, 5, 180, 8, 10]) + struct.pack("!II", 7, 9), (7, 9)),
+        (bytes([8, 10]) + ts + bytes([8, 10]) + struct.pack("!II", 3, 4), (3, 4)),
+        (bytes([1, 0, 8, 10]) + ts, None),  # after End of options
+        (bytes([3, 1, 8, 10]) + ts, None),  # a bad length ends the list
+        (bytes([1, 1, 8, 10]), None),  # a timestamps option longer than what is left
+    ]:
+        raw += bytes(-len(raw) % 4)  # (padded with End of options to whole words)
+        assert tcp_timestamps(raw) == want
+        segment = pcapgen.tcp_segment(pcapgen.CLIENT4, pcapgen.SERVER4, 1000, 80, 0x10, 1, 1, opts=raw)
+        frame = bytes(segment)
+        p = Decoder(keep_options=True, timestamps=True).decode(1, 0, 101, frame)
+        assert p is not None and ((p.tsval, p.tsecr) if p.tsval >= 0 else None) == want, raw
