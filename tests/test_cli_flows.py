@@ -117,3 +117,20 @@ def test_help_ends_with_an_example():
     for name, command in all_commands().items():
         text = command.get_help(cli.make_context("flowlens", [name, "--help"], resilient_parsing=True))
         assert "Example" in text, name
+
+
+def test_json_records_with_keys_that_are_not_strings(tmp_path):
+    """JSON lines go out with orjson's fast path; a record with int keys (rare) still gets
+    them as strings, through a file's binary buffer and through a text stream alike."""
+    import io
+
+    from flowlens.reports.formats import write_records
+
+    records = [{"a": 1, "ports": {80: "http", "k": 2}}, {"tags": {"x"}}, {"b": 2.5}]
+    want = '{"a":1,"ports":{"80":"http","k":2}}\n{"tags":["x"]}\n{"b":2.5}\n'
+    text = io.StringIO()
+    assert write_records(records, "json", text) == 3
+    assert text.getvalue() == want
+    with open(tmp_path / "out.json", "w") as f:
+        assert write_records(iter(records), "json", f) == 3
+    assert (tmp_path / "out.json").read_text() == want

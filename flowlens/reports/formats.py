@@ -64,6 +64,12 @@ def _json_default(value):
     return str(value)
 
 
+def _dumps_any_keys(rec) -> bytes:
+    """A JSON line for a record with keys that are not strings (ints as "80"...)."""
+    option = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+    return orjson.dumps(rec, default=_json_default, option=option)
+
+
 def write_records(
     records: Iterable[dict],
     fmt: str,
@@ -81,19 +87,27 @@ def write_records(
     if fmt == "json":
         # compact JSON lines, as Zeek writes them (LogAscii::use_json); orjson is ~10x faster
         # than the json module here, which matters when a capture has a million connections
-        dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+        # (keys that are not strings, rare, take orjson's slower option, only where they occur)
+        dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
         raw = getattr(out, "buffer", None)
         if raw is None or getattr(out, "line_buffering", False):
             # a StringIO, or a terminal (flushed line by line): through the text layer
             for rec in records:
-                out.write(dumps(rec, default=_json_default, option=option).decode())
+                try:
+                    line = dumps(rec, default=_json_default, option=option)
+                except TypeError:
+                    line = _dumps_any_keys(rec)
+                out.write(line.decode())
                 n += 1
             return n
         # orjson's bytes straight into the binary buffer (no decoding and encoding again)
         out.flush()
         write = raw.write
         for rec in records:
-            write(dumps(rec, default=_json_default, option=option))
+            try:
+                write(dumps(rec, default=_json_default, option=option))
+            except TypeError:
+                write(_dumps_any_keys(rec))
             n += 1
         return n
     if fmt == "csv":
