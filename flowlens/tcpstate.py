@@ -321,34 +321,16 @@ class TcpTracker:
                 open1 = spell
         return close_wait, fin_wait_2
 
-    @cython.boundscheck(False)
-    @cython.wraparound(False)
-    @cython.locals(i=cython.int, t=cython.longlong, s=cython.int, code=cython.int,
-                   found_last=cython.bint, last=cython.longlong, found_cut=cython.bint,
-                   cut=cython.longlong)
+    @cython.locals(last=cython.longlong, cut=cython.longlong)
     def last_change_and_closed_after(self, side: int, start_ns: int) -> tuple[int | None, int | None]:
         """(ts of `side`'s last state change, ts of its first change to CLOSED at or after
-        `start_ns`), None for either when there is none: one pass over the timeline."""
-        found_last = found_cut = False
-        last = cut = 0
-        for i in range(self._tl_n):
-            if i < _TL_INLINE:
-                t, s, code = self._tl_ts[i], self._tl_side[i], self._tl_state[i]
-            else:
-                entry = self._tl_more[i - _TL_INLINE]
-                t, s, code = entry[0], entry[2], entry[3]
-            if s != side:
-                continue
-            if not found_last or t > last:
-                last = t
-                found_last = True
-            if not found_cut and code == _S_CLOSED and t >= start_ns:
-                cut = t
-                found_cut = True
-        return (last if found_last else None), (cut if found_cut else None)
+        `start_ns`), None for either when there is none."""
+        last = self.last_change_ns(side)
+        cut = self.closed_at_or_after_ns(side, start_ns)
+        return (None if last == _UNSET else last), (None if cut == _UNSET else cut)
 
-    # The same two answers one at a time, as C numbers (_UNSET, -2**62, when there is none):
-    # the port-hold analysis asks them for every TCP connection.
+    # Each answer alone, as a C number (_UNSET, -2**62, when there is none): the port-hold
+    # analysis asks them for every TCP connection.
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(i=cython.int, t=cython.longlong, s=cython.int, last=cython.longlong)
