@@ -35,5 +35,8 @@ cdef class Packet:
     cdef public object _options
 
 
+cpdef int window_scale(bytes raw) except? -2
+
+
 cdef class PacketObserver:
     cpdef void observe(self, object conn, Packet pkt, bint from_orig)

@@ -297,7 +297,35 @@ def _be32(d: cython.p_uchar, i: cython.Py_ssize_t) -> cython.uint:
 
 
 @cython.cfunc
-@cython.locals(i=cython.Py_ssize_t, kind=cython.uint, length=cython.uint)
+@cython.locals(i=cython.Py_ssize_t, found=cython.Py_ssize_t, k=cython.uint, length=cython.uint)
+def _last_option(
+    d: cython.p_uchar, start: cython.Py_ssize_t, end: cython.Py_ssize_t, kind: cython.uint,
+    size: cython.uint,
+) -> cython.Py_ssize_t:  # fmt: skip
+    """Where the last option `kind` of `size` bytes starts in the option list d[start:end], or
+    -1: the walk of `parse_tcp_options` (a malformed option ends it), read in place."""
+    found = -1
+    i = start
+    while i < end:
+        k = d[i]
+        if k == 0:  # end of option list
+            break
+        if k == 1:  # no-op
+            i += 1
+            continue
+        if i + 1 >= end:
+            break
+        length = d[i + 1]
+        if length < 2 or i + length > end:
+            break
+        if k == kind and length == size:
+            found = i
+        i += length
+    return found
+
+
+@cython.cfunc
+@cython.locals(i=cython.Py_ssize_t)
 def _read_timestamps(
     p: Packet, d: cython.p_uchar, start: cython.Py_ssize_t, end: cython.Py_ssize_t
 ) -> None:
@@ -307,24 +335,19 @@ def _read_timestamps(
         end - start >= 12 and d[start] == 1 and d[start + 1] == 1 and d[start + 2] == 8
         and d[start + 3] == 10
     ):  # fmt: skip
-        p.tsval, p.tsecr = _be32(d, start + 4), _be32(d, start + 8)
-        return
-    i = start
-    while i < end:
-        kind = d[i]
-        if kind == 0:  # end of option list
-            break
-        if kind == 1:  # no-op
-            i += 1
-            continue
-        if i + 1 >= end:
-            break
-        length = d[i + 1]
-        if length < 2 or i + length > end:
-            break
-        if kind == 8 and length == 10:
-            p.tsval, p.tsecr = _be32(d, i + 2), _be32(d, i + 6)
-        i += length
+        i = start + 2
+    else:
+        i = _last_option(d, start, end, 8, 10)
+    if i >= 0:
+        p.tsval, p.tsecr = _be32(d, i + 2), _be32(d, i + 6)
+
+
+@cython.locals(i=cython.Py_ssize_t)
+def window_scale(raw: bytes) -> cython.int:
+    """The window scale shift in TCP option bytes, -1 when absent (what
+    `parse_tcp_options(raw).wscale` says, without building the whole TcpOptions)."""
+    i = _last_option(raw, 0, len(raw), 3, 3)
+    return raw[i + 2] if i >= 0 else -1
 
 
 @cython.cfunc

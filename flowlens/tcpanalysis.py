@@ -53,7 +53,7 @@ from __future__ import annotations
 import cython
 
 from .connections import Connection
-from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet, PacketObserver
+from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet, PacketObserver, window_scale
 from .errors import UsageError
 
 __all__ = [
@@ -634,7 +634,7 @@ def _syn(
 ) -> None:
     """Window scaling (Wireshark's verify_tcp_window_scaling) and SYN bookkeeping."""
     flags = pkt.flags
-    ws = _window_scale(pkt.raw_options)
+    ws = window_scale(pkt.raw_options)
     if ws >= 0:
         fwd.win_scale = min(ws, 14)
     if fwd.win_scale == -1:
@@ -650,34 +650,6 @@ def _syn(
             st.syn_side = side
         elif side == st.syn_side and len(st.syns) < _SYN_TIMES:
             st.syns.append((pkt.ts_ns, pkt.frame))
-
-
-@cython.cfunc
-@cython.locals(
-    i=cython.Py_ssize_t, n=cython.Py_ssize_t, kind=cython.int, length=cython.int, ws=cython.int
-)
-def _window_scale(raw: bytes) -> cython.int:
-    """The window scale shift in TCP option bytes, -1 when absent. The walk of
-    `decode.parse_tcp_options` (a malformed option ends it, the last one counts), without
-    building the whole `TcpOptions` for every SYN."""
-    ws = -1
-    i, n = 0, len(raw)
-    while i < n:
-        kind = raw[i]
-        if kind == 0:  # end of option list
-            break
-        if kind == 1:  # no-op
-            i += 1
-            continue
-        if i + 1 >= n:
-            break
-        length = raw[i + 1]
-        if length < 2 or i + length > n:
-            break
-        if kind == 3 and length == 3:
-            ws = raw[i + 2]
-        i += length
-    return ws
 
 
 @cython.cfunc

@@ -126,6 +126,14 @@ def test_tcp_options():
     assert opts.sack == ((100, 200),)
     # a cut-off option ends parsing, keeping what came before
     assert parse_tcp_options(raw[:6]).mss == 1460
+    # the in-place reader of the window scale walks the same way
+    from flowlens.decode import window_scale
+
+    for cut in range(len(raw) + 1):
+        want = parse_tcp_options(raw[:cut]).wscale
+        assert window_scale(raw[:cut]) == (-1 if want is None else want), cut
+    assert window_scale(bytes([3, 3, 2, 3, 3, 9])) == 9  # the last one counts
+    assert window_scale(bytes([0, 3, 3, 2])) == -1  # after End of options
 
 
 def test_flags_text_is_tcpdumps():

@@ -360,9 +360,18 @@ def _floods(attempts, th, claimed: set) -> list[Anomaly]:
 
 
 # ---------------------------------------------------------------------------- TIME_WAIT and ports
+@cython.locals(stop=cython.longlong, cut=cython.longlong)
+def _tw_end(t, side: int, start: int, tw_ns: int) -> int:
+    """When `side`'s TIME_WAIT from `start` ends: after 2 x MSL (`tw_ns`), or at that side's
+    first CLOSED at or after its start if that comes sooner."""
+    stop = start + tw_ns
+    cut = t.closed_at_or_after_ns(side, start)
+    return cut if cut != _UNSET and cut < stop else stop
+
+
 @cython.locals(
-    t=TcpTracker, start0=cython.longlong, start1=cython.longlong, stop=cython.longlong,
-    until=cython.longlong, first=cython.longlong, cut=cython.longlong, last0=cython.longlong,
+    t=TcpTracker, start0=cython.longlong, start1=cython.longlong,
+    until=cython.longlong, first=cython.longlong, last0=cython.longlong,
     tw0_a=cython.longlong, tw0_b=cython.longlong, tw1_a=cython.longlong, tw1_b=cython.longlong,
     need_last0=cython.bint, reused=cython.longlong, k=cython.Py_ssize_t, p=cython.p_longlong,
 )  # fmt: skip
@@ -379,12 +388,8 @@ def _hold_into(holds, c, tw_ns: int, end_ns: int) -> None:
     need_last0 = start0 == _UNSET and t._state[0] == _CODE_CLOSED and t._tl_n > 0
     tw0_a = tw0_b = tw1_a = tw1_b = -1
     if start0 != _UNSET:
-        stop = start0 + tw_ns
-        cut = t.closed_at_or_after_ns(0, start0)
-        if cut != _UNSET and cut < stop:
-            stop = cut
-        tw0_a, tw0_b = start0, stop
-        until = stop
+        tw0_a, tw0_b = start0, _tw_end(t, 0, start0, tw_ns)
+        until = tw0_b
     elif need_last0:
         last0 = t.last_change_ns(0)
         until = last0 if last0 != _UNSET else c.last_ts_ns
@@ -393,11 +398,7 @@ def _hold_into(holds, c, tw_ns: int, end_ns: int) -> None:
     else:
         until = end_ns if end_ns > c.last_ts_ns else c.last_ts_ns
     if start1 != _UNSET:
-        stop = start1 + tw_ns
-        cut = t.closed_at_or_after_ns(1, start1)
-        if cut != _UNSET and cut < stop:
-            stop = cut
-        tw1_a, tw1_b = start1, stop
+        tw1_a, tw1_b = start1, _tw_end(t, 1, start1, tw_ns)
     first = c.first_ts_ns
     if until < first:
         until = first
