@@ -578,10 +578,10 @@ def _likely_server(proto: str, port: int, other: int) -> bool:
 class ConnectionTable:
     """Feed packets in capture order; finished connections come out of `add` and `flush`.
 
-    Observers (callables `(conn, pkt, from_orig)`, or `PacketObserver`s) see every packet after the table has applied it
-    (so `conn.tcp.state` is the state *after* the packet); per-connection analyzers (ladder, RTT,
-    anomalies) hook in there and keep their state in `conn.ext` (a dict they create), which is
-    freed with the connection.
+    Observers (callables `(conn, pkt, from_orig)`, or `PacketObserver`s) see every packet after
+    the table has applied it (so `conn.tcp.state` is the state *after* the packet);
+    per-connection analyzers (ladder, RTT, anomalies) hook in there and keep their state in
+    `conn.ext` (a dict they create), which is freed with the connection.
     """
 
     def __init__(self, config: Config | None = None, observers: Iterable = ()) -> None:

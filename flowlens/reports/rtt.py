@@ -24,8 +24,8 @@ from typing import Iterable, Sequence
 import cython
 
 from ..connections import Connection, format_addr
-from ..tcpstate import TcpTracker
 from ..rtt import LEGS, PATHS, SOURCES, ConnectionRtt, RttStats, Samples, rtt_of, stats_of
+from ..tcpstate import TcpTracker
 
 __all__ = [
     "CONNECTION_FIELDS",
