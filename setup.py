@@ -11,6 +11,17 @@ import os
 import runpy
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+
+class ParallelBuildExt(build_ext):
+    """Compile the extension modules side by side, one per core (the compile is most of the
+    install's time)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
 
 MODULES = runpy.run_path(os.path.join("flowlens", "compiled.py"))["MODULES"]
 COMPILED = [f"flowlens/{name.replace('.', '/')}.py" for name in MODULES]
@@ -35,4 +46,4 @@ def extensions():
     return exts
 
 
-setup(ext_modules=extensions())
+setup(ext_modules=extensions(), cmdclass={"build_ext": ParallelBuildExt})

@@ -5,10 +5,10 @@
     >>> [(c.uid, c.conn_state, c.orig_state) for c in a.connections]
 """
 
-from .analysis import Analysis, Pipeline, analyze
-from .capture import CaptureStats, open_capture
-from .connections import RECORD_FIELDS, Config, Connection, ConnectionTable, format_addr
-from .decode import Decoder, Packet, PacketObserver, TcpOptions
+from .core.pipeline import Analysis, Pipeline, analyze
+from .core.capture import CaptureStats, open_capture
+from .core.connections import RECORD_FIELDS, Config, Connection, ConnectionTable, format_addr
+from .core.decode import Decoder, Packet, PacketObserver, TcpOptions
 from .errors import (
     CaptureError,
     EmptyCaptureError,
@@ -17,8 +17,8 @@ from .errors import (
     TruncatedHeaderError,
     UsageError,
 )
-from .filters import Selection
-from .tcpstate import TcpState
+from .core.filters import Selection
+from .core.tcpstate import TcpState
 
 __all__ = [
     "analyze",

@@ -15,18 +15,18 @@ from pathlib import Path
 #: modules compiled when possible (dotted names within flowlens): the per-packet path, and the
 #: reports that run once per connection
 MODULES = (
-    "capture",
-    "decode",
-    "tcpstate",
-    "zeekstate",
-    "connections",
-    "analysis",
-    "tcpanalysis",
-    "rtt",
+    "core.capture",
+    "core.decode",
+    "core.tcpstate",
+    "core.zeekstate",
+    "core.connections",
+    "core.pipeline",
+    "analyzers.tcpanalysis",
+    "analyzers.rtt",
+    "analyzers.anomalies.detector",
+    "analyzers.anomalies.host_findings",
+    "analyzers.anomalies.connection_findings",
     "reports.rtt",
-    "reports.anomalies",
-    "reports.anomaly_hosts",
-    "reports.anomaly_connections",
 )
 
 _HERE = Path(__file__).resolve().parent

@@ -57,8 +57,8 @@ def floor_loop(path: Path) -> float:
 def decode_loop(path: Path) -> float:
     """Read and decode every frame with flowlens's reader and decoder, nothing else, the way
     the pipeline does (frames read in place, every TCP option kept as with observers)."""
-    from flowlens.capture import open_capture
-    from flowlens.decode import Decoder
+    from flowlens.core.capture import open_capture
+    from flowlens.core.decode import Decoder
 
     start = time.perf_counter()
     decode = Decoder(verify_checksums=True).decode_frame

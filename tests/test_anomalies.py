@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from flowlens import analyze
 from flowlens.cli import cli
-from flowlens.reports.anomalies import ANOMALY_FIELDS, KINDS, AnomalyDetector, Thresholds
+from flowlens.analyzers.anomalies.detector import ANOMALY_FIELDS, KINDS, AnomalyDetector, Thresholds
 
 CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
 CAPTURES = CORPUS / "other" / "captures"

@@ -20,7 +20,7 @@ from netlab import Lab
 
 from flowlens import analyze
 from flowlens.cli import cli
-from flowlens.reports.anomalies import AnomalyDetector, Thresholds
+from flowlens.analyzers.anomalies.detector import AnomalyDetector, Thresholds
 
 pytestmark = pytest.mark.netlab
 

@@ -22,12 +22,12 @@ import pytest
 from click.testing import CliRunner
 
 from flowlens import analyze
-from flowlens.batch import BatchOptions, discover, rotation_sets, run_batch
-from flowlens.batchstore import Store, atomic_write
-from flowlens.batchtask import CONNECTION_SCHEMA, probe_file
+from flowlens.batch.run import BatchOptions, discover, rotation_sets, run_batch
+from flowlens.batch.store import Store, atomic_write
+from flowlens.batch.task import CONNECTION_SCHEMA, probe_file
 from flowlens.cli import cli
 from flowlens.commands.batch import progress_for
-from flowlens.connections import RECORD_FIELDS, Config
+from flowlens.core.connections import RECORD_FIELDS, Config
 from flowlens.errors import FlowlensError
 from flowlens.reports import archive
 
@@ -143,7 +143,7 @@ def test_rows_are_the_flows_records_of_each_capture_plus_its_name(archive_dir, t
 
 
 def test_anomaly_rows_are_the_detectors_findings(archive_dir, tmp_path):
-    from flowlens.reports.anomalies import AnomalyDetector
+    from flowlens.analyzers.anomalies.detector import AnomalyDetector
 
     outdir = tmp_path / "out"
     run_batch([str(archive_dir)], str(outdir), BatchOptions(report=False), jobs=1)
@@ -321,7 +321,7 @@ def _crash_on(item):
 
 
 def test_a_worker_that_dies_fails_its_task_and_the_rest_go_on():
-    from flowlens.batch import _LocalPool, _map_unordered
+    from flowlens.batch.run import _LocalPool, _map_unordered
 
     pool, seen = _LocalPool(2), {}
     try:
@@ -441,7 +441,7 @@ def test_the_progress_bar_appears_on_a_tty_and_not_in_a_pipe(tmp_path):
 
 
 def test_every_record_field_has_a_parquet_type():
-    from flowlens.batchtask import _CONNECTION_TYPES
+    from flowlens.batch.task import _CONNECTION_TYPES
 
     assert set(RECORD_FIELDS) <= set(_CONNECTION_TYPES)
     assert CONNECTION_SCHEMA.names[: len(RECORD_FIELDS)] == list(RECORD_FIELDS)

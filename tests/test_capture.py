@@ -10,7 +10,7 @@ import pcapgen
 import pytest
 
 from flowlens import analyze
-from flowlens.capture import open_capture
+from flowlens.core.capture import open_capture
 from flowlens.errors import CaptureError, EmptyCaptureError, NotACaptureError, TruncatedHeaderError
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from flowlens.cli import all_commands, cli
-from flowlens.connections import RECORD_FIELDS
+from flowlens.core.connections import RECORD_FIELDS
 
 
 @pytest.fixture()

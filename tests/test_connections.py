@@ -227,7 +227,7 @@ def test_finished_connections_are_freed_while_the_capture_is_read(tmp_path, monk
     observers' state) alive: memory follows the open connections, not the last minutes'."""
     import gc
 
-    import flowlens.connections as fc
+    import flowlens.core.connections as fc
     from flowlens import Pipeline
 
     path = tmp_path / "many.pcap"

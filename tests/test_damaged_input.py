@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from test_fuzz import check_cli_run, cli_args, parse, time_guard
 
 from flowlens import analyze
-from flowlens.analysis import Pipeline
+from flowlens.core.pipeline import Pipeline
 from flowlens.cli import all_commands, cli
 
 CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
@@ -337,7 +337,7 @@ def _before_corruption(packed: bytes, kind: str) -> bytes:
 def test_corrupt_compressed_stream_keeps_nearly_all_it_gave(tmp_path, kind, container):
     """Decompressors are read in small steps (capture._STEP), both containers: of what a
     corrupt stream gave intact, at most the frames ending in the step that failed are lost."""
-    from flowlens.capture import _STEP
+    from flowlens.core.capture import _STEP
 
     frames = pcapgen.time_wait_pileup(count=400)
     data = pcapgen.pcap_bytes(frames) if container == "pcap" else pcapgen.pcapng_bytes([(1, frames)])

@@ -12,8 +12,8 @@ import pcapgen
 import pytest
 
 from flowlens import analyze
-from flowlens.capture import open_capture
-from flowlens.decode import Decoder, flags_text, parse_tcp_options
+from flowlens.core.capture import open_capture
+from flowlens.core.decode import Decoder, flags_text, parse_tcp_options
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 
@@ -127,7 +127,7 @@ def test_tcp_options():
     # a cut-off option ends parsing, keeping what came before
     assert parse_tcp_options(raw[:6]).mss == 1460
     # the in-place reader of the window scale walks the same way
-    from flowlens.decode import window_scale
+    from flowlens.core.decode import window_scale
 
     for cut in range(len(raw) + 1):
         want = parse_tcp_options(raw[:cut]).wscale
@@ -149,14 +149,14 @@ def test_tcp_flag_bits_are_dpkts():
     be dpkt's, which the differential tests and the capture writers use."""
     import dpkt.tcp
 
-    from flowlens import decode
+    from flowlens.core import decode
 
     names = ("TH_FIN", "TH_SYN", "TH_RST", "TH_PUSH", "TH_ACK", "TH_URG", "TH_ECE", "TH_CWR")
     assert [getattr(decode, n) for n in names] == [getattr(dpkt.tcp, n) for n in names]
 
 
 def test_running_a_command_does_not_import_dpkt():
-    code = "import sys, flowlens.cli, flowlens.commands.flows, flowlens.analysis; print('dpkt' in sys.modules)"
+    code = "import sys, flowlens.cli, flowlens.commands.flows, flowlens.core.pipeline; print('dpkt' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -228,10 +228,10 @@ def test_keep_options_false_keeps_only_syn_options():
 
 
 def test_pipeline_copies_options_only_for_observers_that_read_them():
-    from flowlens.analysis import Pipeline
-    from flowlens.packetlog import PacketCollector
-    from flowlens.rtt import RttCollector
-    from flowlens.tcpanalysis import TcpAnalyzer
+    from flowlens.core.pipeline import Pipeline
+    from flowlens.analyzers.packetlog import PacketCollector
+    from flowlens.analyzers.rtt import RttCollector
+    from flowlens.analyzers.tcpanalysis import TcpAnalyzer
 
     sample = str(Path(__file__).resolve().parent.parent / "sample_pcaps" / "clean-close.pcap")
 
@@ -250,7 +250,7 @@ def test_pipeline_copies_options_only_for_observers_that_read_them():
 def test_decoder_timestamps_are_tcp_timestamps_of_the_option_bytes():
     """Decoder(timestamps=True) reads TSval/TSecr in place: the same answer as
     tcp_timestamps(raw_options), on every TCP packet of the corpus and of odd option lists."""
-    from flowlens.decode import tcp_timestamps
+    from flowlens.core.decode import tcp_timestamps
 
     files = [*sorted((CORPUS / "zeek" / "traces").iterdir()),
              *sorted((CORPUS / "other" / "captures").iterdir())]  # fmt: skip

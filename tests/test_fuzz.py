@@ -38,9 +38,9 @@ import pcapgen
 import pytest
 from click.testing import CliRunner
 
-from flowlens.analysis import Pipeline
-from flowlens.capture import MAX_RECORD_BYTES
-from flowlens.connections import Config
+from flowlens.core.pipeline import Pipeline
+from flowlens.core.capture import MAX_RECORD_BYTES
+from flowlens.core.connections import Config
 from flowlens.errors import CaptureError
 
 try:

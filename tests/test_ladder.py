@@ -12,10 +12,10 @@ import pcapgen
 import pytest
 from click.testing import CliRunner
 
-from flowlens.analysis import analyze
+from flowlens.core.pipeline import analyze
 from flowlens.cli import cli
-from flowlens.filters import Selection
-from flowlens.packetlog import PacketCollector, collect, first_packet_filter
+from flowlens.core.filters import Selection
+from flowlens.analyzers.packetlog import PacketCollector, collect, first_packet_filter
 from flowlens.reports.ladder import WIDTH, Note, build_ladder, render_text
 from flowlens.reports.ladder_plot import draw_figure
 
@@ -140,7 +140,7 @@ def test_collector_keeps_only_the_wanted_connections(tmp_path):
     path = capture(tmp_path, "incident")
     selection = Selection.build(ports=[5432])
     collector = PacketCollector(first_packet_filter(selection))
-    from flowlens.analysis import Pipeline
+    from flowlens.core.pipeline import Pipeline
 
     pairs = collect(Pipeline(path, observers=[collector]), selection, collector, path)
     assert collector.kept == 3 and len(pairs) == 3

@@ -24,9 +24,9 @@ import pcapgen
 import pytest
 from click.testing import CliRunner
 
-from flowlens.analysis import analyze
+from flowlens.core.pipeline import analyze
 from flowlens.cli import cli
-from flowlens.reports.anomalies import SEVERITIES, AnomalyDetector
+from flowlens.analyzers.anomalies.detector import SEVERITIES, AnomalyDetector
 from flowlens.reports.html import SECTIONS, render_html
 from flowlens.reports.markdown import github_anchor, render_markdown
 from flowlens.reports.postmortem import ReportOptions, build_report

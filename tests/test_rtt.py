@@ -25,7 +25,7 @@ from pcapgen import ACK, FIN, PSH, RST, SYN, Conversation
 from flowlens import analyze, format_addr
 from flowlens.cli import cli
 from flowlens.reports.rtt import Aggregator, Series, connection_rows, draw_figure, samples_frame
-from flowlens.rtt import RttCollector, RttConfig, Samples, rtt_of, stats_of
+from flowlens.analyzers.rtt import RttCollector, RttConfig, Samples, rtt_of, stats_of
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 TRACES = sorted((CORPUS / "zeek" / "traces").glob("*")) + sorted((CORPUS / "other" / "captures").glob("*"))

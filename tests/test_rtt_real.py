@@ -26,7 +26,7 @@ import pytest
 
 from flowlens import analyze
 from flowlens.reports.rtt import connection_rows
-from flowlens.rtt import RttCollector, rtt_of
+from flowlens.analyzers.rtt import RttCollector, rtt_of
 
 try:
     from netlab import Lab

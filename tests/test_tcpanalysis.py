@@ -13,7 +13,7 @@ import pytest
 
 from flowlens import analyze
 from flowlens.errors import UsageError
-from flowlens.tcpanalysis import KINDS, LABELS, TcpAnalyzer, state_of
+from flowlens.analyzers.tcpanalysis import KINDS, LABELS, TcpAnalyzer, state_of
 
 CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
 TRUTH = CORPUS / "truth"

@@ -16,9 +16,9 @@ from dpkt.tcp import TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowlens.connections import Config, ConnectionTable
-from flowlens.decode import IPPROTO_TCP, Packet
-from flowlens.tcpstate import TcpState
+from flowlens.core.connections import Config, ConnectionTable
+from flowlens.core.decode import IPPROTO_TCP, Packet
+from flowlens.core.tcpstate import TcpState
 
 A = socket.inet_aton("192.0.2.1")
 B = socket.inet_aton("198.51.100.2")
@@ -217,7 +217,7 @@ def test_handshake_shaped_sequences(steps):
 def test_timeline_longer_than_the_tracker_keeps_inline():
     """The first state changes live in fixed arrays (C arrays when compiled), later ones in a
     list: a long timeline reads back whole, in order, through every accessor."""
-    from flowlens.tcpstate import TcpTracker
+    from flowlens.core.tcpstate import TcpTracker
 
     cycle = (TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.CLOSED)
     t = TcpTracker()

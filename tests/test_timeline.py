@@ -10,7 +10,7 @@ import pcapgen
 import pytest
 from click.testing import CliRunner
 
-from flowlens.analysis import analyze
+from flowlens.core.pipeline import analyze
 from flowlens.cli import cli
 from flowlens.reports.timeline import TIMELINE_FIELDS
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dpkt.tcp import TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN
 
-from flowlens.zeekstate import (
+from flowlens.core.zeekstate import (
     ZEEK_LIKELY_SERVER_PORTS_TCP,
     ZeekState,
     ZeekTcp,

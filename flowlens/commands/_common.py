@@ -7,9 +7,9 @@ from typing import Callable
 
 import click
 
-from ..analysis import Analysis, Pipeline, analyze
-from ..connections import Config
-from ..filters import Selection
+from ..core.pipeline import Analysis, Pipeline, analyze
+from ..core.connections import Config
+from ..core.filters import Selection
 from ..reports.formats import FORMATS
 
 __all__ = [

@@ -112,7 +112,7 @@ def batch(paths, outdir, jobs, scheduler, verify, merge_consecutive, merge_gap, 
       flowlens batch 'archive/**/*.pcap.gz' -o out/ --merge-consecutive --scheduler tcp://sched:8786
     """
     # imported here: pyarrow and the pool machinery would slow every other command's start
-    from ..batch import BatchOptions, default_jobs, missing_paths, run_batch
+    from ..batch.run import BatchOptions, default_jobs, missing_paths, run_batch
 
     if scheduler and jobs is not None:
         raise click.BadParameter("--jobs sets local processes; with --scheduler the cluster's workers run the tasks", param_hint="--jobs")

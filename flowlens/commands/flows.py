@@ -7,7 +7,7 @@ from collections import Counter
 
 import click
 
-from ..connections import PROTO_NAMES, RECORD_FIELDS
+from ..core.connections import PROTO_NAMES, RECORD_FIELDS
 from ..reports.formats import human_time, write_records
 from ._common import (
     capture_argument,

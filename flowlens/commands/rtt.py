@@ -19,7 +19,7 @@ from ..reports.rtt import (
     sample_rows,
     series_for,
 )
-from ..rtt import RttCollector
+from ..analyzers.rtt import RttCollector
 from ._common import (
     capture_argument,
     config_from,

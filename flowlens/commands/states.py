@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..errors import UsageError
-from ..filters import normalize_state
+from ..core.filters import normalize_state
 from ..reports.formats import write_records
 from ..reports.ladder import utc_text
 from ..reports.states import (

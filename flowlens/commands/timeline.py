@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..packetlog import PacketCollector, first_packet_filter, select_logs, tcp_analysis_notes
+from ..analyzers.packetlog import PacketCollector, first_packet_filter, select_logs, tcp_analysis_notes
 from ..reports.formats import render_table, write_records
 from ..reports.timeline import (
     TABLE_COLUMNS,

@@ -16,7 +16,7 @@ import html
 import json
 import re
 
-from .anomalies import SEVERITIES
+from ..analyzers.anomalies.detector import SEVERITIES
 from .html_assets import CSS, SCRIPT
 from .ladder import utc_text
 from .postmortem import (

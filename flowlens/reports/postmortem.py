@@ -24,14 +24,14 @@ from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..analysis import Pipeline
-from ..connections import Config, Connection, format_addr
-from ..decode import IPPROTO_TCP, LINKTYPE_NAMES
+from ..core.pipeline import Pipeline
+from ..core.connections import Config, Connection, format_addr
+from ..core.decode import IPPROTO_TCP, LINKTYPE_NAMES
 from ..errors import UsageError
-from ..packetlog import ConnLog, PacketCollector
-from ..rtt import RttCollector
-from ..tcpanalysis import TcpAnalyzer, state_of
-from .anomalies import SEVERITIES, Anomaly, AnomalyDetector, Thresholds
+from ..analyzers.packetlog import ConnLog, PacketCollector
+from ..analyzers.rtt import RttCollector
+from ..analyzers.tcpanalysis import TcpAnalyzer, state_of
+from ..analyzers.anomalies.detector import SEVERITIES, Anomaly, AnomalyDetector, Thresholds
 from .ladder import Ladder, Note, build_ladder, render_text, utc_text
 from .postmortem_figures import (
     MAX_STATE_HOSTS,
@@ -276,7 +276,7 @@ def build_report(
 ) -> Report:
     """Read `path` (a file, or "-" for standard input) and gather the report's content.
 
-    `progress` is a `ProgressFn` (see flowlens.analysis) or None. Raises CaptureError for an
+    `progress` is a `ProgressFn` (see flowlens.core.pipeline) or None. Raises CaptureError for an
     unreadable capture and UsageError for a capture without packets.
     """
     config = config or Config()

@@ -2,6 +2,6 @@
 # RTT state's C fields directly. reports/rtt.py stays plain Python (annotation_typing=False:
 # the C types of its locals are given by @cython.locals).
 
-from flowlens.connections cimport Connection
-from flowlens.rtt cimport ConnectionRtt, Samples
-from flowlens.tcpstate cimport TcpTracker
+from flowlens.core.connections cimport Connection
+from flowlens.analyzers.rtt cimport ConnectionRtt, Samples
+from flowlens.core.tcpstate cimport TcpTracker

@@ -7,7 +7,7 @@ capture point to the responder and back (the handshake's SYN -> SYN/ACK, the ori
 -> its ACK, a query -> its answer), `cap>orig>cap` the round trip to the originator and back
 (SYN/ACK -> ACK, the responder's data -> its ACK). Aggregates name the ends by role:
 `cap>server>cap` (by server = responder address) and `cap>client>cap` (by client = originator
-address). See `flowlens.rtt` for how samples are taken.
+address). See `flowlens.analyzers.rtt` for how samples are taken.
 
 The rows are plain dicts built without pandas (the per-connection table must stay as cheap as
 `flowlens flows`); `samples_frame` gives pandas users every kept sample, and `draw_figure` the
@@ -23,9 +23,9 @@ from typing import Iterable, Sequence
 
 import cython
 
-from ..connections import Connection, format_addr
-from ..rtt import LEGS, PATHS, SOURCES, ConnectionRtt, RttStats, Samples, rtt_of, stats_of
-from ..tcpstate import TcpTracker
+from ..core.connections import Connection, format_addr
+from ..analyzers.rtt import LEGS, PATHS, SOURCES, ConnectionRtt, RttStats, Samples, rtt_of, stats_of
+from ..core.tcpstate import TcpTracker
 
 __all__ = [
     "CONNECTION_FIELDS",
@@ -130,7 +130,7 @@ _NO_STATS = (0, None, None, None, None, None, None, None, 0)
 @cython.cfunc
 @cython.locals(sorted_ns=list, p=cython.double, rank=cython.double, lo=cython.Py_ssize_t, hi=cython.Py_ssize_t)
 def _percentile(sorted_ns: list[int], p: float) -> float:
-    # the same arithmetic as flowlens.rtt's (linear between ranks), so the same floats
+    # the same arithmetic as flowlens.analyzers.rtt's (linear between ranks), so the same floats
     rank = p / 100 * (len(sorted_ns) - 1)
     lo = int(rank)
     hi = min(lo + 1, len(sorted_ns) - 1)

@@ -23,8 +23,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ..connections import Connection, format_addr
-from ..services import service_name
+from ..core.connections import Connection, format_addr
+from ..core.services import service_name
 
 __all__ = [
     "LISTENING_FIELDS",

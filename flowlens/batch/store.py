@@ -29,8 +29,8 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .batchtask import SUMMARY_SCHEMA, Probe, TaskResult
-from .errors import FlowlensError
+from .task import SUMMARY_SCHEMA, Probe, TaskResult
+from ..errors import FlowlensError
 
 __all__ = ["Store", "atomic_write", "DATASETS"]
 

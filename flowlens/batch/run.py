@@ -1,14 +1,14 @@
 """Many captures at once: find them, run one task per capture (or rotation set) on a local process
 pool or a Dask cluster, and keep the results as Parquet datasets that a re-run resumes.
 
-    >>> from flowlens.batch import run_batch
+    >>> from flowlens.batch.run import run_batch
     >>> result = run_batch(["/archive"], "out", jobs=4)          # doctest: +SKIP
     >>> result = run_batch(["/archive"], "out", scheduler="tcp://sched:8786")   # doctest: +SKIP
 
-The task function (`flowlens.batchtask.run_task`) is the same on both executors; only how it is
+The task function (`flowlens.batch.task.run_task`) is the same on both executors; only how it is
 submitted differs. Workers read the captures by absolute path (on a cluster, every worker must
 see the same paths) and send rows back; only this process writes to the output directory
-(layout and atomicity: `flowlens.batchstore`).
+(layout and atomicity: `flowlens.batch.store`).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
-from . import __version__
-from .batchstore import Store
-from .batchtask import Member, Probe, Task, TaskResult, capture_id, probe_file, run_task
-from .capture import open_capture
-from .connections import Config
-from .errors import (
+from .. import __version__
+from .store import Store
+from .task import Member, Probe, Task, TaskResult, capture_id, probe_file, run_task
+from ..core.capture import open_capture
+from ..core.connections import Config
+from ..errors import (
     CaptureError,
     EmptyCaptureError,
     FlowlensError,
@@ -280,7 +280,7 @@ class _LocalPool:
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["flowlens.batchtask", "flowlens.reports.anomalies"])
+        ctx.set_forkserver_preload(["flowlens.batch.task", "flowlens.analyzers.anomalies.detector"])
         self._pool = ProcessPoolExecutor(self.parallelism, mp_context=ctx, initializer=_worker_init)
 
     def submit(self, fn, arg):
@@ -504,7 +504,7 @@ def run_batch(
             extra = {"skipped_files": len(found.skipped), "outdir": result.outdir}
             rows = store.write_summary(entries, extra)
         if options.report and not aborted:
-            from .reports.archive import archive_report
+            from ..reports.archive import archive_report
 
             result.report = store.write_text("report.html", archive_report(store.outdir, rows))
     return result
@@ -568,7 +568,7 @@ def _probe_hash(path: str) -> Probe:
 
 
 def _failed_result(task: Task, exc: BaseException) -> TaskResult:
-    from .batchtask import _summary_row
+    from .task import _summary_row
 
     error = f"{task.members[0].path}: the task could not run: {type(exc).__name__}: {exc}"
     rows = [_summary_row(m, status="failed", error=error, warnings=[], elapsed_s=0.0, cpu_s=0.0) for m in task.members]

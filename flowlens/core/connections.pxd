@@ -5,9 +5,9 @@
 
 cimport cython
 
-from flowlens.decode cimport Packet, PacketObserver
-from flowlens.tcpstate cimport TcpTracker, seq_after
-from flowlens.zeekstate cimport ZeekTcp, ZeekUdp
+from flowlens.core.decode cimport Packet, PacketObserver
+from flowlens.core.tcpstate cimport TcpTracker, seq_after
+from flowlens.core.zeekstate cimport ZeekTcp, ZeekUdp
 
 
 @cython.final

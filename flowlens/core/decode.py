@@ -182,7 +182,7 @@ def parse_tcp_options(raw: bytes) -> TcpOptions:
 class Packet:
     """One decoded IP packet: header fields and lengths, no payload.
 
-    Addresses are packed bytes (4 or 16); `flowlens.connections.format_addr` prints them.
+    Addresses are packed bytes (4 or 16); `flowlens.core.connections.format_addr` prints them.
     For ICMP, `sport` and `dport` hold the ICMP type and code, as Zeek logs them.
     """
 

@@ -1,7 +1,7 @@
 # cython: annotation_typing=False, infer_types=False
 # (compiled when possible, as plain Python: see flowlens/compiled.py)
 """Findings about hosts and ports rather than one connection: port scans, SYN floods, TIME_WAIT
-accumulation and ephemeral port exhaustion. Used by `flowlens.reports.anomalies`.
+accumulation and ephemeral port exhaustion. Used by `flowlens.analyzers.anomalies.detector`.
 
 Port scan verdicts follow nmap's port states (nmap book, "Port Scanning Basics"): a SYN or connect
 probe answered by SYN/ACK is open, by RST closed, by nothing or an ICMP unreachable filtered; a
@@ -18,13 +18,13 @@ from collections import Counter, defaultdict
 
 import cython
 
-from ..connections import Connection, format_addr
-from ..decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
-from ..services import EPHEMERAL_RANGES, fits_ranges
+from ...core.connections import Connection, format_addr
+from ...core.decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
+from ...core.services import EPHEMERAL_RANGES, fits_ranges
 from ..tcpanalysis import TcpaState, state_of
-from ..tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker
-from .anomalies import Anomaly, _ep, _s, _sample, _secs
-from .anomaly_connections import is_port_unreachable
+from ...core.tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker
+from .detector import Anomaly, _ep, _s, _sample, _secs
+from .connection_findings import is_port_unreachable
 
 __all__ = ["HostFacts", "probe_of"]
 

@@ -26,7 +26,7 @@ from typing import BinaryIO, Iterator
 
 import cython
 
-from .errors import CaptureError, EmptyCaptureError, NotACaptureError, TruncatedHeaderError
+from ..errors import CaptureError, EmptyCaptureError, NotACaptureError, TruncatedHeaderError
 
 __all__ = ["CaptureStats", "Capture", "open_capture", "Frame", "FrameRef", "MAX_RECORD_BYTES"]
 

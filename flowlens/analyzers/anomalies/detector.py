@@ -13,8 +13,8 @@ the finished connections into `Anomaly` records (`.findings(analysis)`), most se
 Kinds (DESIGN.md, anomaly record): time_wait_accumulation, port_exhaustion_risk, close_wait,
 fin_wait_2, unanswered_syn, connection_refused, syn_flood, port_scan, retransmissions,
 zero_window, keep_alive, rst_abort, port_reuse, icmp_unreachable. Port scans, SYN floods and
-the per-port TIME_WAIT arithmetic live in `reports/anomaly_hosts.py`, the kinds about one
-connection's segments and ICMP errors in `reports/anomaly_connections.py`; this module holds
+the per-port TIME_WAIT arithmetic live in `analyzers/anomalies/host_findings.py`, the kinds about one
+connection's segments and ICMP errors in `analyzers/anomalies/connection_findings.py`; this module holds
 the record, the thresholds, the detector and the kinds grouped per endpoint.
 """
 
@@ -27,11 +27,11 @@ from dataclasses import dataclass, field, fields
 
 import cython
 
-from ..connections import Connection, format_addr
-from ..services import LINUX_EPHEMERAL
+from ...core.connections import Connection, format_addr
+from ...core.services import LINUX_EPHEMERAL
 from ..tcpanalysis import KINDS as _NOTE_KINDS
 from ..tcpanalysis import DirectionStats, TcpAnalyzer, TcpaState
-from ..tcpstate import TcpTracker
+from ...core.tcpstate import TcpTracker
 
 __all__ = [
     "ANOMALY_FIELDS",
@@ -206,8 +206,8 @@ class AnomalyDetector:
 
     def _reset(self) -> None:
         # the kind modules import this one: bind them here, not at import time
-        from .anomaly_connections import icmp_finding, segment_findings
-        from .anomaly_hosts import HostFacts
+        from .connection_findings import icmp_finding, segment_findings
+        from .host_findings import HostFacts
 
         self._icmp_finding, self._segment_findings = icmp_finding, segment_findings
 

@@ -1,8 +1,8 @@
 # C declarations for tcpanalysis.py when Cython compiles it (see setup.py); tcpanalysis.py stays
 # the source of truth and runs unchanged as plain Python. Field meanings are documented there.
 
-from flowlens.connections cimport Connection
-from flowlens.decode cimport Packet, PacketObserver, window_scale
+from flowlens.core.connections cimport Connection
+from flowlens.core.decode cimport Packet, PacketObserver, window_scale
 
 # constants: C integers in the compiled module (so not attributes of it)
 cdef int TH_ACK, TH_FIN, TH_RST, TH_SYN

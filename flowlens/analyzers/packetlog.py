@@ -18,7 +18,7 @@ What one wanted connection costs depends on the mode:
 Each row records the endpoints' states *after* the packet (observers run after the table applied
 it) and the transitions it caused, read from `TcpTracker.timeline`. Findings come from the core's
 own signals (retransmission counter, zero window, handshake legs, RST) and, when a `notes` source
-is given (`tcp_analysis_notes`: flowlens.tcpanalysis's `TcpAnalyzer`, run on the kept
+is given (`tcp_analysis_notes`: flowlens.analyzers.tcpanalysis's `TcpAnalyzer`, run on the kept
 connections only), from its per-frame analysis notes, which replace the rough core signals.
 """
 
@@ -28,9 +28,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .connections import Connection
-from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet
-from .tcpstate import TIME_WAIT
+from ..core.connections import Connection
+from ..core.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet
+from ..core.tcpstate import TIME_WAIT
 
 __all__ = [
     "CollapsedRun",
@@ -69,7 +69,7 @@ class Finding:
 
     #: short machine name: retransmission, syn_retransmission, zero_window, window_reopen,
     #: handshake_synack, handshake_ack, refused, reset, or a kind from the notes source
-    #: (flowlens.tcpanalysis.KINDS: dup_ack, fast_retransmission, window_full ...)
+    #: (flowlens.analyzers.tcpanalysis.KINDS: dup_ack, fast_retransmission, window_full ...)
     kind: str
     #: the sentence shown beside the arrow
     text: str
@@ -466,13 +466,13 @@ def select_logs(
     connections: Iterable[Connection], selection, collector: PacketCollector, path: str
 ) -> Iterator[tuple[Connection, ConnLog]]:
     """Drain a pipeline whose observers include `collector`, yielding (connection, log) for each
-    connection `selection` (a `flowlens.filters.Selection`) keeps, as soon as it ends.
+    connection `selection` (a `flowlens.core.filters.Selection`) keeps, as soon as it ends.
 
     When the pipeline is exhausted, each ``--uid`` value must have named exactly one connection
     (a unique prefix is enough): an unknown or ambiguous uid raises UsageError naming `path`, as
     does a selection that matched nothing (or a capture without connections).
     """
-    from .errors import UsageError
+    from ..errors import UsageError
 
     uids = sorted(selection.uids)
     hits: dict[str, list[str]] = {u: [] for u in uids}
@@ -516,7 +516,7 @@ def first_packet_filter(selection) -> Callable[[Connection], bool]:
 
 
 def tcp_analysis_notes() -> NotesSource | None:
-    """A notes source running flowlens.tcpanalysis's `TcpAnalyzer` on the kept connections only,
+    """A notes source running flowlens.analyzers.tcpanalysis's `TcpAnalyzer` on the kept connections only,
     or None when flowlens has no TCP analyzer. Findings then carry Wireshark's analysis labels
     (``TCP Retransmission``, ``TCP Dup ACK 52#2``, ``TCP ZeroWindow`` ...).
 

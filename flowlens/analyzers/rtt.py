@@ -61,8 +61,8 @@ from typing import Iterable, Iterator
 
 import cython
 
-from .connections import Connection
-from .decode import (
+from ..core.connections import Connection
+from ..core.decode import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
     IPPROTO_TCP,

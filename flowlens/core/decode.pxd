@@ -3,7 +3,7 @@
 
 # the decoder borrows a frame's bytes through the buffer protocol (used only when compiled)
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from flowlens.capture cimport FrameRef
+from flowlens.core.capture cimport FrameRef
 
 # the address cache compares bytes in place (used only when compiled)
 from libc.string cimport memcmp

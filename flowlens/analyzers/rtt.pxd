@@ -6,8 +6,8 @@ cimport cpython.array
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memmove
 
-from flowlens.connections cimport Connection
-from flowlens.decode cimport Packet, PacketObserver
+from flowlens.core.connections cimport Connection
+from flowlens.core.decode cimport Packet, PacketObserver
 
 # constants: C integers in the compiled module (so not attributes of it)
 cdef int TH_ACK, TH_FIN, TH_RST, TH_SYN

@@ -1,15 +1,15 @@
 # cython: annotation_typing=False, infer_types=False
 # (compiled when possible, as plain Python: see flowlens/compiled.py)
 """Findings about single connections: ICMP errors that quote them, retransmissions, zero
-windows and keep-alives (from the per-segment analysis in `flowlens.tcpanalysis`). Used by
-`flowlens.reports.anomalies`."""
+windows and keep-alives (from the per-segment analysis in `flowlens.analyzers.tcpanalysis`). Used by
+`flowlens.analyzers.anomalies.detector`."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
-from ..connections import Connection, format_addr
-from .anomalies import Anomaly, Thresholds, _ep, _s, _sample, _secs
+from ...core.connections import Connection, format_addr
+from .detector import Anomaly, Thresholds, _ep, _s, _sample, _secs
 
 __all__ = ["icmp_error_name", "is_port_unreachable", "icmp_finding", "segment_findings"]
 

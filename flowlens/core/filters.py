@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from .connections import Connection, format_addr
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = ["Selection", "normalize_state", "ZEEK_CONN_STATES", "TCP_STATE_NAMES"]
 

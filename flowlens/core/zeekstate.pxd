@@ -6,7 +6,7 @@
 # relative sequence numbers, which the Python code masks to Zeek's uint64 (`& _M64`), are
 # unsigned long long, so C's wrap-around is the mask. Counters and byte counts are long long.
 #
-# For another compiled module: `from flowlens.zeekstate cimport ZeekTcp, ZeekUdp`, then
+# For another compiled module: `from flowlens.core.zeekstate cimport ZeekTcp, ZeekUdp`, then
 # `z.packet(...)` on a variable typed ZeekTcp/ZeekUdp is a C call, and the fields below can be
 # read directly (e.g. `z._close_complete`, what the `close_complete` property returns).
 

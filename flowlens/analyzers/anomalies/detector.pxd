@@ -2,6 +2,6 @@
 # fields of every finished connection. anomalies.py stays plain Python (annotation typing off);
 # the types are named in its @cython.locals.
 
-from flowlens.connections cimport Connection
-from flowlens.tcpanalysis cimport DirectionStats, TcpaState
-from flowlens.tcpstate cimport TcpTracker
+from flowlens.core.connections cimport Connection
+from flowlens.analyzers.tcpanalysis cimport DirectionStats, TcpaState
+from flowlens.core.tcpstate cimport TcpTracker

@@ -19,11 +19,11 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from .analysis import Pipeline
-from .capture import CaptureStats, open_capture
-from .connections import RECORD_FIELDS, Config, Connection, ConnectionTable
-from .decode import LINKTYPE_NAMES, Decoder
-from .errors import FlowlensError
+from ..core.pipeline import Pipeline
+from ..core.capture import CaptureStats, open_capture
+from ..core.connections import RECORD_FIELDS, Config, Connection, ConnectionTable
+from ..core.decode import LINKTYPE_NAMES, Decoder
+from ..errors import FlowlensError
 
 __all__ = [
     "Member",
@@ -276,7 +276,7 @@ def run_task(task: Task) -> TaskResult:
 
 
 def _detector(thresholds, config: Config):
-    from .reports.anomalies import AnomalyDetector
+    from ..analyzers.anomalies.detector import AnomalyDetector
 
     return AnomalyDetector(thresholds, msl_s=config.msl_s)
 

@@ -152,7 +152,7 @@ class Analysis:
 
     def connection(self, uid: str) -> Connection:
         """The connection whose uid is `uid` (or starts with it, if that is unambiguous)."""
-        from .errors import UsageError
+        from ..errors import UsageError
 
         hits = [c for c in self.connections if c.uid == uid] or [
             c for c in self.connections if c.uid.startswith(uid)

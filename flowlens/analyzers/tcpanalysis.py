@@ -52,9 +52,9 @@ from __future__ import annotations
 
 import cython
 
-from .connections import Connection
-from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet, PacketObserver, window_scale
-from .errors import UsageError
+from ..core.connections import Connection
+from ..core.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet, PacketObserver, window_scale
+from ..errors import UsageError
 
 __all__ = [
     "KINDS",

@@ -1,0 +1,1 @@
+"""Per-connection analyzers over the core: TCP analysis, RTT, the packet log, anomaly detection."""

@@ -1,0 +1,1 @@
+"""Anomaly detection: findings with evidence, read from the core's and the TCP analysis' facts."""
