@@ -23,6 +23,7 @@ class ParallelBuildExt(build_ext):
         if not self.parallel:
             self.parallel = os.cpu_count() or 1
 
+
 MODULES = runpy.run_path(os.path.join("flowlens", "compiled.py"))["MODULES"]
 COMPILED = [f"flowlens/{name.replace('.', '/')}.py" for name in MODULES]
 

@@ -1,14 +1,16 @@
 """flowlens: read tcpdump captures offline and tell the life story of every connection.
 
-    >>> import flowlens
-    >>> a = flowlens.analyze("capture.pcap")                 # doctest: +SKIP
-    >>> [(c.uid, c.conn_state, c.orig_state) for c in a.connections]
+>>> import flowlens
+>>> a = flowlens.analyze("capture.pcap")                 # doctest: +SKIP
+>>> [(c.uid, c.conn_state, c.orig_state) for c in a.connections]
 """
 
-from .core.pipeline import Analysis, Pipeline, analyze
 from .core.capture import CaptureStats, open_capture
 from .core.connections import RECORD_FIELDS, Config, Connection, ConnectionTable, format_addr
 from .core.decode import Decoder, Packet, PacketObserver, TcpOptions
+from .core.filters import Selection
+from .core.pipeline import Analysis, Pipeline, analyze
+from .core.tcpstate import TcpState
 from .errors import (
     CaptureError,
     EmptyCaptureError,
@@ -17,8 +19,6 @@ from .errors import (
     TruncatedHeaderError,
     UsageError,
 )
-from .core.filters import Selection
-from .core.tcpstate import TcpState
 
 __all__ = [
     "analyze",

@@ -149,11 +149,19 @@ def write_sequential(path: Path, packets: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--capture", type=Path, help="capture to time (default: make a loopback one)")
-    parser.add_argument("--packets", type=int, default=250_000, help="size of the loopback capture to make")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--capture", type=Path, help="capture to time (default: make a loopback one)"
+    )
+    parser.add_argument(
+        "--packets", type=int, default=250_000, help="size of the loopback capture to make"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="runs per tool (median is reported)")
-    parser.add_argument("--memory", action="store_true", help="also measure peak RSS at 1M and 5M packets")
+    parser.add_argument(
+        "--memory", action="store_true", help="also measure peak RSS at 1M and 5M packets"
+    )
     args = parser.parse_args()
 
     OUT.mkdir(exist_ok=True)
@@ -161,7 +169,10 @@ def main() -> int:
     if capture is None:
         capture = OUT / f"loopback-{args.packets // 1000}k.pcap"
         if not capture.exists():
-            print(f"making {capture} (real loopback traffic, needs root and tcpdump) ...", file=sys.stderr)
+            print(
+                f"making {capture} (real loopback traffic, needs root and tcpdump) ...",
+                file=sys.stderr,
+            )
             subprocess.run([sys.executable, str(ROOT / "scripts" / "make_loopback_capture.py"), "-o", str(capture),
                             "--packets", str(args.packets)], check=True)  # fmt: skip
     n = packets_in(capture)
@@ -174,7 +185,9 @@ def main() -> int:
     }
     from flowlens.cli import COMMANDS
 
-    tools = {k: v for k, v in tools.items() if not k.startswith("flowlens ") or k.split()[1] in COMMANDS}
+    tools = {
+        k: v for k, v in tools.items() if not k.startswith("flowlens ") or k.split()[1] in COMMANDS
+    }
     tools = {k: v for k, v in tools.items() if k.startswith("flowlens") or shutil.which(v[0])}
     times: dict[str, list[float]] = {k: [] for k in tools}
     floor: list[float] = []
@@ -189,7 +202,9 @@ def main() -> int:
     print(f"capture: {capture} ({n:,} packets, {capture.stat().st_size / 1e6:.1f} MB)")
     from flowlens.compiled import describe
 
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; flowlens: {describe()}")
+    print(
+        f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; flowlens: {describe()}"
+    )
     print()
     print(f"{'tool':22s} {'median s':>9s} {'pkts/s':>10s}  ratio to flowlens flows")
     for name, t in med.items():
@@ -200,16 +215,22 @@ def main() -> int:
     print(f"{'floor (record walk)':22s} {f:9.3f} {n / f:10,.0f}  {f / ours:5.2f}x")
     print()
     if "tcptrace -l -n" in med:
-        print(f"flowlens flows / tcptrace      = {ours / med['tcptrace -l -n']:.2f}  (target <= 0.5)")
+        print(
+            f"flowlens flows / tcptrace      = {ours / med['tcptrace -l -n']:.2f}  (target <= 0.5)"
+        )
     if "tshark conv,tcp" in med:
-        print(f"flowlens flows / tshark        = {ours / med['tshark conv,tcp']:.2f}  (target <= 0.25)")
+        print(
+            f"flowlens flows / tshark        = {ours / med['tshark conv,tcp']:.2f}  (target <= 0.25)"
+        )
     print(f"read + decode / floor          = {d / f:.1f}  (target <= 3)")
     print(f"flowlens flows / floor         = {ours / f:.1f}  (whole pipeline, not only decoding)")
     for extra in ("flowlens anomalies", "flowlens rtt"):
         if extra in med:
             print(f"{extra} / flowlens flows = {med[extra] / ours:.2f}  (target <= 1.5)")
     if shutil.which("tshark"):
-        print(f"connections: flowlens {flowlens_tcp_connections(capture):,} tcp, tshark {tshark_streams(capture):,} tcp.stream")
+        print(
+            f"connections: flowlens {flowlens_tcp_connections(capture):,} tcp, tshark {tshark_streams(capture):,} tcp.stream"
+        )
 
     if args.memory:
         print()
@@ -218,7 +239,9 @@ def main() -> int:
             if not path.exists():
                 write_sequential(path, millions * 1_000_000)
             rss = peak_rss_mb(flowlens_argv("flows", str(path), "--format", "json"))
-            print(f"peak RSS of flows on {millions}M packets of sequential short connections: {rss:.0f} MB")
+            print(
+                f"peak RSS of flows on {millions}M packets of sequential short connections: {rss:.0f} MB"
+            )
     return 0
 
 

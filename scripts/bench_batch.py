@@ -54,10 +54,25 @@ def make_archive(folder: Path, copies: int, capture: Path | None, gzip: bool) ->
 def run(archive: Path, outdir: Path, jobs: int) -> tuple[float, float]:
     """(wall seconds of the whole command, CPU seconds its workers spent in tasks)."""
     shutil.rmtree(outdir, ignore_errors=True)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    argv = [sys.executable, "-m", "flowlens", "batch", str(archive), "-o", str(outdir), "--jobs", str(jobs), "--no-report"]
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "flowlens",
+        "batch",
+        str(archive),
+        "-o",
+        str(outdir),
+        "--jobs",
+        str(jobs),
+        "--no-report",
+    ]
     start = time.perf_counter()
-    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    done = subprocess.run(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"flowlens batch failed ({done.returncode}):\n{done.stderr}")
@@ -91,38 +106,54 @@ def ceiling(n: int = 10_000_000) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--copies", type=int, default=20, help="files in the archive (default 20)")
-    parser.add_argument("--capture", type=Path, help="copy this capture instead of the generated one")
+    parser.add_argument(
+        "--capture", type=Path, help="copy this capture instead of the generated one"
+    )
     parser.add_argument("--gzip", action="store_true", help="gzip the copies")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per --jobs value (median is reported)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs per --jobs value (median is reported)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="flowlens-bench-batch-") as tmp:
         tmp = Path(tmp)
         size, packets = make_archive(tmp / "archive", args.copies, args.capture, args.gzip)
         what = f"{packets:,} packets, " if packets else ""
-        print(f"archive: {args.copies} copies of {what}{size / 1e6:.1f} MB each; cores: {os.cpu_count()}")
+        print(
+            f"archive: {args.copies} copies of {what}{size / 1e6:.1f} MB each; cores: {os.cpu_count()}"
+        )
         times: dict[int, list[float]] = {1: [], 2: []}
         ceilings: list[float] = []
         for r in range(args.rounds):
             ceilings.append(ceiling())
-            print(f"  round {r + 1}: two busy loops in 2 processes: {ceilings[-1]:.2f}x one process")
+            print(
+                f"  round {r + 1}: two busy loops in 2 processes: {ceilings[-1]:.2f}x one process"
+            )
             for jobs in (1, 2) if r % 2 == 0 else (2, 1):
                 load = os.getloadavg()[0]
                 t, cpu = run(tmp / "archive", tmp / f"out-{jobs}", jobs)
                 times[jobs].append(t)
                 # cores busy = task CPU / wall: near 2 with --jobs 2 unless other load takes a core
-                print(f"  round {r + 1}: --jobs {jobs}: {t:6.2f} s  (task CPU {cpu:6.2f} s, "
-                      f"{cpu / t:.2f} cores busy; load average before: {load:.1f})")
+                print(
+                    f"  round {r + 1}: --jobs {jobs}: {t:6.2f} s  (task CPU {cpu:6.2f} s, "
+                    f"{cpu / t:.2f} cores busy; load average before: {load:.1f})"
+                )
         # ---------------------------------------------------------------- --jobs 2 vs --jobs 1
         one, two = statistics.median(times[1]), statistics.median(times[2])
         print(f"--jobs 1: {one:.2f} s (median of {args.rounds}), --jobs 2: {two:.2f} s")
         if packets:
             total = packets * args.copies
-            print(f"throughput: {total / one:,.0f} pkt/s with --jobs 1, {total / two:,.0f} pkt/s with --jobs 2")
-        print(f"speed-up of --jobs 2 over --jobs 1: {one / two:.2f}x "
-              f"(this machine's ceiling meanwhile: {statistics.median(ceilings):.2f}x)")
+            print(
+                f"throughput: {total / one:,.0f} pkt/s with --jobs 1, {total / two:,.0f} pkt/s with --jobs 2"
+            )
+        print(
+            f"speed-up of --jobs 2 over --jobs 1: {one / two:.2f}x "
+            f"(this machine's ceiling meanwhile: {statistics.median(ceilings):.2f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -78,7 +78,9 @@ def summarize(path: Path) -> dict:
             payload += len(seg.data)
             if seg.flags & dpkt.tcp.TH_SYN and not seg.flags & dpkt.tcp.TH_ACK:
                 syns += 1
-                tuples[(socket.inet_ntoa(ip.src), seg.sport, socket.inet_ntoa(ip.dst), seg.dport)] += 1
+                tuples[
+                    (socket.inet_ntoa(ip.src), seg.sport, socket.inet_ntoa(ip.dst), seg.dport)
+                ] += 1
             fins += bool(seg.flags & dpkt.tcp.TH_FIN)
             rsts += bool(seg.flags & dpkt.tcp.TH_RST)
     client_ports = {t[1] for t in tuples}
@@ -105,11 +107,15 @@ def make(args: argparse.Namespace) -> dict:
     started = time.monotonic()
     rounds = 0
     with lab:
-        with contextlib.suppress(LabError):  # reuse TIME_WAIT ports after 100 ms, not 1 s (Linux >= 6.13)
+        with contextlib.suppress(
+            LabError
+        ):  # reuse TIME_WAIT ports after 100 ms, not 1 s (Linux >= 6.13)
             lab.sysctl("net.ipv4.tcp_tw_reuse_delay", 100)
         lab.start_traffic("http-server", HTTP_PORT, "--timeout", args.time_limit)
         lab.start_traffic("bulk-server", BULK_PORT, "--timeout", args.time_limit)
-        with lab.capture(out, snaplen=args.snaplen, buffer_kib=262144, packet_buffered=False) as cap:
+        with lab.capture(
+            out, snaplen=args.snaplen, buffer_kib=262144, packet_buffered=False
+        ) as cap:
             counter = RecordCounter(out)
             bulk_left = args.bulk
             per_conn = 11.0  # packets per connection; re-estimated after each round
@@ -122,42 +128,99 @@ def make(args: argparse.Namespace) -> dict:
                 procs = []
                 if bulk_left:
                     bulk_left -= 1
-                    bulk = [sys.executable, TRAFFIC, "bulk", BULK_PORT, "--bytes", args.bulk_bytes, "--timeout", 60]
+                    bulk = [
+                        sys.executable,
+                        TRAFFIC,
+                        "bulk",
+                        BULK_PORT,
+                        "--bytes",
+                        args.bulk_bytes,
+                        "--timeout",
+                        60,
+                    ]
                     procs.append(lab.start(bulk, ready_prefix=None))
                 for close_first, keep in CLIENT_MIX:
                     n = max(1, batch // (len(CLIENT_MIX) * keep))
-                    procs.append(lab.start(
-                        [sys.executable, TRAFFIC, "http-clients", HTTP_PORT,
-                         "--count", n, "--keepalive", keep, "--close-first", close_first, "--retry-busy",
-                         "--concurrency", 2, "--rate", args.rate / len(CLIENT_MIX) / keep, "--timeout", 120],
-                        ready_prefix=None))
+                    procs.append(
+                        lab.start(
+                            [
+                                sys.executable,
+                                TRAFFIC,
+                                "http-clients",
+                                HTTP_PORT,
+                                "--count",
+                                n,
+                                "--keepalive",
+                                keep,
+                                "--close-first",
+                                close_first,
+                                "--retry-busy",
+                                "--concurrency",
+                                2,
+                                "--rate",
+                                args.rate / len(CLIENT_MIX) / keep,
+                                "--timeout",
+                                120,
+                            ],
+                            ready_prefix=None,
+                        )
+                    )
                     conns += n
                 for proc in procs:
                     if proc.wait(timeout_s=180) != 0:
-                        raise LabError(f"{proc.argv} exited {proc.returncode}: {proc.stderr[-500:]}")
+                        raise LabError(
+                            f"{proc.argv} exited {proc.returncode}: {proc.stderr[-500:]}"
+                        )
                 rounds += 1
                 before = counter.count
                 per_conn = max(5.0, counter.update() / max(1, conns))
-                print(f"round {rounds}: {counter.count} packets (+{counter.count - before}), "
-                      f"{time.monotonic() - started:.1f} s", file=sys.stderr)
+                print(
+                    f"round {rounds}: {counter.count} packets (+{counter.count - before}), "
+                    f"{time.monotonic() - started:.1f} s",
+                    file=sys.stderr,
+                )
     summary = summarize(out)
-    summary.update(output=str(out), rounds=rounds, seconds=round(time.monotonic() - started, 1),
-                   tcpdump_captured=cap.packets_captured, tcpdump_dropped=cap.packets_dropped,
-                   ephemeral_ports=args.ports)
+    summary.update(
+        output=str(out),
+        rounds=rounds,
+        seconds=round(time.monotonic() - started, 1),
+        tcpdump_captured=cap.packets_captured,
+        tcpdump_dropped=cap.packets_dropped,
+        ephemeral_ports=args.ports,
+    )
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.rsplit("\n\n", 1)[-1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], epilog=__doc__.rsplit("\n\n", 1)[-1]
+    )
     parser.add_argument("-o", "--output", required=True, help="pcap file to write")
-    parser.add_argument("--packets", type=int, default=250_000, help="about this many packets (default 250000)")
-    parser.add_argument("--ports", type=int, default=2000, help="size of the ephemeral port range (default 2000)")
-    parser.add_argument("--bulk", type=int, default=4, help="bulk transfers, one per round from the first (default 4)")
-    parser.add_argument("--bulk-bytes", type=int, default=4 << 20, help="bytes each way per bulk (4 MiB)")
-    parser.add_argument("--rate", type=float, default=6000.0, help="connections/s over all clients (default 6000)")
-    parser.add_argument("--round-connections", type=int, default=6000, help="connections per round at most")
+    parser.add_argument(
+        "--packets", type=int, default=250_000, help="about this many packets (default 250000)"
+    )
+    parser.add_argument(
+        "--ports", type=int, default=2000, help="size of the ephemeral port range (default 2000)"
+    )
+    parser.add_argument(
+        "--bulk",
+        type=int,
+        default=4,
+        help="bulk transfers, one per round from the first (default 4)",
+    )
+    parser.add_argument(
+        "--bulk-bytes", type=int, default=4 << 20, help="bytes each way per bulk (4 MiB)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=6000.0, help="connections/s over all clients (default 6000)"
+    )
+    parser.add_argument(
+        "--round-connections", type=int, default=6000, help="connections per round at most"
+    )
     parser.add_argument("--snaplen", type=int, default=262144)
-    parser.add_argument("--time-limit", type=float, default=600.0, help="give up after this many seconds")
+    parser.add_argument(
+        "--time-limit", type=float, default=600.0, help="give up after this many seconds"
+    )
     args = parser.parse_args(argv)
     ok, reason = Lab.available()
     if not ok:
@@ -168,10 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         print(f"Error: {args.output}: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {summary['output']}: {summary['packets']} packets, {summary['connections']} TCP connections "
-          f"on {summary['distinct_4tuples']} 4-tuples ({summary['reused_4tuples']} reused, up to "
-          f"{summary['max_connections_per_4tuple']} times), {summary['distinct_client_ports']} client ports, "
-          f"in {summary['seconds']} s")
+    print(
+        f"wrote {summary['output']}: {summary['packets']} packets, {summary['connections']} TCP connections "
+        f"on {summary['distinct_4tuples']} 4-tuples ({summary['reused_4tuples']} reused, up to "
+        f"{summary['max_connections_per_4tuple']} times), {summary['distinct_client_ports']} client ports, "
+        f"in {summary['seconds']} s"
+    )
     print(json.dumps(summary))
     return 0
 

@@ -1,7 +1,7 @@
 """Write sample_pcaps/ from the same dpkt builders the tests use (tests/pcapgen.py).
 
-    python scripts/make_sample_pcaps.py            # rewrite every sample
-    python scripts/make_sample_pcaps.py --check    # exit 1 if a committed sample differs
+python scripts/make_sample_pcaps.py            # rewrite every sample
+python scripts/make_sample_pcaps.py --check    # exit 1 if a committed sample differs
 """
 
 from __future__ import annotations
@@ -26,13 +26,17 @@ def samples() -> dict[str, bytes]:
     out["clean-close-nano.pcap.gz"] = pcapgen.compress(pcapgen.pcap_bytes(clean, nano=True), "gzip")
     out["clean-close-sll2.pcap"] = pcapgen.pcap_bytes(pcapgen.relink(clean, 276), linktype=276)
     out["clean-close-ipv6-vlan.pcap"] = pcapgen.pcap_bytes(
-        pcapgen.vlan(pcapgen.clean_close(client=pcapgen.CLIENT6, server=pcapgen.SERVER6), vids=(100, 200))
+        pcapgen.vlan(
+            pcapgen.clean_close(client=pcapgen.CLIENT6, server=pcapgen.SERVER6), vids=(100, 200)
+        )
     )
     return out
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
@@ -46,7 +50,9 @@ def main() -> int:
             path.write_bytes(data)
             print(f"wrote {path.relative_to(ROOT)} ({len(data)} bytes)")
     if stale:
-        print("stale samples (run scripts/make_sample_pcaps.py):", ", ".join(stale), file=sys.stderr)
+        print(
+            "stale samples (run scripts/make_sample_pcaps.py):", ", ".join(stale), file=sys.stderr
+        )
         return 1
     return 0
 

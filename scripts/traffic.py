@@ -139,7 +139,9 @@ def listener(args: argparse.Namespace, kind: int = socket.SOCK_STREAM) -> socket
     return sock
 
 
-def serve(args: argparse.Namespace, stop: Stop, handle: Callable[[socket.socket, dict], None]) -> dict:
+def serve(
+    args: argparse.Namespace, stop: Stop, handle: Callable[[socket.socket, dict], None]
+) -> dict:
     """Accept until stopped or ``--max-conns``; one thread per connection."""
     stats: dict = Counter()
     lock = threading.Lock()
@@ -176,8 +178,10 @@ def http_response(body_bytes: int, keep: bool) -> bytes:
 
 
 def http_request(close_first: str, keep: bool) -> bytes:
-    return (f"GET / HTTP/1.0\r\nHost: lab\r\nConnection: {'keep-alive' if keep else 'close'}\r\n"
-            f"X-Flowlens-Close: {close_first}\r\n\r\n").encode()
+    return (
+        f"GET / HTTP/1.0\r\nHost: lab\r\nConnection: {'keep-alive' if keep else 'close'}\r\n"
+        f"X-Flowlens-Close: {close_first}\r\n\r\n"
+    ).encode()
 
 
 def read_response(reader: Reader) -> int:
@@ -208,7 +212,7 @@ def http_handler(args: argparse.Namespace, stop: Stop, leak: list[socket.socket]
             lower = request.lower()
             for line in lower.split(b"\r\n"):
                 if line.startswith(CLOSE_HEADER):
-                    close_first = line[len(CLOSE_HEADER):].strip().decode()
+                    close_first = line[len(CLOSE_HEADER) :].strip().decode()
             keep = b"connection: keep-alive" in lower
             conn.sendall(http_response(args.body_bytes, keep))
             stats["requests"] += 1
@@ -342,7 +346,11 @@ def mode_http_clients(args: argparse.Namespace, stop: Stop) -> dict:
                 try:
                     http_connection(args, local, ports)
                 except OSError as exc:
-                    if exc.errno == errno.EADDRNOTAVAIL and args.retry_busy and time.monotonic() < busy_until:
+                    if (
+                        exc.errno == errno.EADDRNOTAVAIL
+                        and args.retry_busy
+                        and time.monotonic() < busy_until
+                    ):
                         local["retries"] += 1
                         time.sleep(0.005)
                         continue
@@ -351,8 +359,12 @@ def mode_http_clients(args: argparse.Namespace, stop: Stop) -> dict:
         with lock:
             stats.update(local)
 
-    workers = [threading.Thread(target=worker, args=(args.count // threads + (i < args.count % threads),), daemon=True)
-               for i in range(threads)]
+    workers = [
+        threading.Thread(
+            target=worker, args=(args.count // threads + (i < args.count % threads),), daemon=True
+        )
+        for i in range(threads)
+    ]
     for w in workers:
         w.start()
     for w in workers:
@@ -400,8 +412,13 @@ def mode_timewait_pileup(args: argparse.Namespace, stop: Stop) -> dict:
             stats[errname(exc)] += 1
             if exc.errno == errno.EADDRNOTAVAIL and first_failure is None:
                 first_failure = i + 1
-    return {**stats, "EADDRNOTAVAIL": stats["EADDRNOTAVAIL"], "first_failure_at": first_failure,
-            "distinct_local_ports": len(set(ports)), "port_range": read_port_range()}
+    return {
+        **stats,
+        "EADDRNOTAVAIL": stats["EADDRNOTAVAIL"],
+        "first_failure_at": first_failure,
+        "distinct_local_ports": len(set(ports)),
+        "port_range": read_port_range(),
+    }
 
 
 def mode_bulk(args: argparse.Namespace, stop: Stop) -> dict:
@@ -491,12 +508,23 @@ def mode_udp_closed(args: argparse.Namespace, stop: Stop) -> dict:
 
 # ---- command line -----------------------------------------------------------------------------
 
-SERVERS = {"http-server": mode_http_server, "leak-server": mode_leak_server,
-           "bulk-server": mode_bulk_server, "udp-echo": mode_udp_echo}
-CLIENTS = {"http-clients": mode_http_clients, "port-reuse": mode_port_reuse,
-           "timewait-pileup": mode_timewait_pileup, "bulk": mode_bulk, "refused": mode_refused,
-           "abort": mode_abort, "half-close": mode_half_close, "udp-client": mode_udp_client,
-           "udp-closed": mode_udp_closed}
+SERVERS = {
+    "http-server": mode_http_server,
+    "leak-server": mode_leak_server,
+    "bulk-server": mode_bulk_server,
+    "udp-echo": mode_udp_echo,
+}
+CLIENTS = {
+    "http-clients": mode_http_clients,
+    "port-reuse": mode_port_reuse,
+    "timewait-pileup": mode_timewait_pileup,
+    "bulk": mode_bulk,
+    "refused": mode_refused,
+    "abort": mode_abort,
+    "half-close": mode_half_close,
+    "udp-client": mode_udp_client,
+    "udp-closed": mode_udp_closed,
+}
 
 
 def bounded(limit: int) -> Callable[[str], int]:
@@ -510,28 +538,54 @@ def bounded(limit: int) -> Callable[[str], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     epilog="Example: python scripts/traffic.py http-server 8080 --close-first client")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog="Example: python scripts/traffic.py http-server 8080 --close-first client",
+    )
     parser.add_argument("mode", choices=[*SERVERS, *CLIENTS])
     parser.add_argument("port", type=bounded(65535))
-    parser.add_argument("--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1; ::1 for IPv6)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="hard limit in seconds (default 30)")
-    parser.add_argument("--io-timeout", type=float, default=5.0, help="per socket operation, seconds")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="a loopback address (default 127.0.0.1; ::1 for IPv6)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="hard limit in seconds (default 30)"
+    )
+    parser.add_argument(
+        "--io-timeout", type=float, default=5.0, help="per socket operation, seconds"
+    )
     parser.add_argument("--count", type=bounded(MAX_COUNT), default=1)
     parser.add_argument("--close-first", choices=CLOSE_MODES, default="server")
-    parser.add_argument("--keepalive", type=bounded(10_000), default=1, help="requests per connection")
+    parser.add_argument(
+        "--keepalive", type=bounded(10_000), default=1, help="requests per connection"
+    )
     parser.add_argument("--bind-port", type=bounded(65535), default=None)
     parser.add_argument("--concurrency", type=bounded(256), default=1)
-    parser.add_argument("--rate", type=float, default=0.0, help="connections per second, 0 = flat out")
-    parser.add_argument("--retry-busy", action="store_true", help="retry EADDRNOTAVAIL for up to 2 s")
-    parser.add_argument("--max-errors", type=bounded(MAX_COUNT), default=1, help="timewait-pileup: stop after")
-    parser.add_argument("--gap-ms", type=float, default=0.0, help="port-reuse: pause between connections")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="connections per second, 0 = flat out"
+    )
+    parser.add_argument(
+        "--retry-busy", action="store_true", help="retry EADDRNOTAVAIL for up to 2 s"
+    )
+    parser.add_argument(
+        "--max-errors", type=bounded(MAX_COUNT), default=1, help="timewait-pileup: stop after"
+    )
+    parser.add_argument(
+        "--gap-ms", type=float, default=0.0, help="port-reuse: pause between connections"
+    )
     parser.add_argument("--bytes", type=bounded(MAX_BYTES), default=1 << 20, help="bulk: bytes up")
-    parser.add_argument("--down-bytes", type=bounded(MAX_BYTES), default=None, help="bulk: bytes down (--bytes)")
-    parser.add_argument("--body-bytes", type=bounded(1 << 24), default=64, help="servers: response body size")
+    parser.add_argument(
+        "--down-bytes", type=bounded(MAX_BYTES), default=None, help="bulk: bytes down (--bytes)"
+    )
+    parser.add_argument(
+        "--body-bytes", type=bounded(1 << 24), default=64, help="servers: response body size"
+    )
     parser.add_argument("--size", type=bounded(65000), default=32, help="udp: datagram size")
-    parser.add_argument("--max-conns", type=bounded(MAX_COUNT), default=None, help="servers: exit after this many")
-    parser.add_argument("--duration", type=float, default=None, help="servers: run this long (default --timeout)")
+    parser.add_argument(
+        "--max-conns", type=bounded(MAX_COUNT), default=None, help="servers: exit after this many"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="servers: run this long (default --timeout)"
+    )
     return parser
 
 
@@ -562,8 +616,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--host {args.host} is not an IP address")
     if lab_namespace() is None:
-        print("traffic.py: refusing to run outside a flowlens-* lab namespace; run it in a lab "
-              "(tests/netlab.py) or under 'ip netns exec flowlens-...'", file=sys.stderr)
+        print(
+            "traffic.py: refusing to run outside a flowlens-* lab namespace; run it in a lab "
+            "(tests/netlab.py) or under 'ip netns exec flowlens-...'",
+            file=sys.stderr,
+        )
         return 2
     server = args.mode in SERVERS
     duration = args.timeout if args.duration is None else min(args.duration, args.timeout)

@@ -25,5 +25,8 @@ def pytest_sessionstart(session):
 
     stale = stale_modules()
     if stale:
-        pytest.exit(f"compiled modules older than their sources: {', '.join(stale)}; "
-                    "rebuild with `pip install -e .` (or `python setup.py build_ext --inplace`)", returncode=4)
+        pytest.exit(
+            f"compiled modules older than their sources: {', '.join(stale)}; "
+            "rebuild with `pip install -e .` (or `python setup.py build_ext --inplace`)",
+            returncode=4,
+        )

@@ -76,11 +76,11 @@ class Capture:
 
     path: Path
     interface: str
-    linktype: str = ""          # as tcpdump names it: EN10MB (lo), LINUX_SLL2, LINUX_SLL
+    linktype: str = ""  # as tcpdump names it: EN10MB (lo), LINUX_SLL2, LINUX_SLL
     packets_captured: int = -1  # tcpdump's "packets captured"
     packets_received: int = -1  # kernel's "received by filter"; on lo, twice the real count
-    packets_dropped: int = -1   # kernel's "dropped by kernel"; the capture fails unless 0
-    packets_in_file: int = -1   # records read back from the file; equals packets_captured
+    packets_dropped: int = -1  # kernel's "dropped by kernel"; the capture fails unless 0
+    packets_in_file: int = -1  # records read back from the file; equals packets_captured
 
 
 @dataclasses.dataclass(slots=True)
@@ -140,7 +140,9 @@ def _last_json(stdout: str, argv: Sequence[str], stderr: str) -> dict:
     raise LabError(f"{list(argv)} printed no JSON summary; stderr: {stderr.strip()[-500:]}")
 
 
-def _host(argv: Sequence[str], *, timeout_s: float = 10.0, check: bool = True) -> subprocess.CompletedProcess:
+def _host(
+    argv: Sequence[str], *, timeout_s: float = 10.0, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run a command in the caller's namespace (only ``ip`` itself runs here)."""
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s)
     if check and proc.returncode != 0:
@@ -285,14 +287,23 @@ class Lab:
         return ["ip", "netns", "exec", self.name, *map(str, argv)]
 
     def run(
-        self, argv: Sequence[str], *, timeout_s: float = 30.0, check: bool = True, input: str | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        timeout_s: float = 30.0,
+        check: bool = True,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess:
         """Run ``argv`` in the lab to completion (text output captured); killed after ``timeout_s``."""
         self._require_entered()
         full = self.exec_argv(argv)
         proc = subprocess.Popen(
-            full, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            full,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         try:
             out, err = proc.communicate(input=input, timeout=timeout_s)
@@ -300,20 +311,28 @@ class Lab:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            raise LabError(f"{list(map(str, argv))} still running after {timeout_s} s; killed") from exc
+            raise LabError(
+                f"{list(map(str, argv))} still running after {timeout_s} s; killed"
+            ) from exc
         done = subprocess.CompletedProcess(full, proc.returncode, out, err)
         if check and proc.returncode != 0:
             raise LabError(f"{list(map(str, argv))} exited {proc.returncode}: {err.strip()[-800:]}")
         return done
 
-    def start(self, argv: Sequence[str], *, ready_prefix: str | None = "READY", timeout_s: float = 10.0) -> LabProcess:
+    def start(
+        self, argv: Sequence[str], *, ready_prefix: str | None = "READY", timeout_s: float = 10.0
+    ) -> LabProcess:
         """Start ``argv`` in the background; with ``ready_prefix``, wait for a stdout line starting
         with it (servers print ``READY <port>`` once listening). Killed when the lab ends."""
         self._require_entered()
         argv = [str(a) for a in argv]
         popen = subprocess.Popen(
-            self.exec_argv(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, start_new_session=True,
+            self.exec_argv(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         proc = LabProcess(argv, popen)
         self._procs.append(proc)
@@ -332,14 +351,20 @@ class Lab:
             line = stream.readline()
             if not line:  # EOF: the program died before it was ready
                 proc.stop()
-                raise LabError(f"{proc.argv} exited {proc.returncode} before '{prefix}': {proc.stderr.strip()[-800:]}")
+                raise LabError(
+                    f"{proc.argv} exited {proc.returncode} before '{prefix}': {proc.stderr.strip()[-800:]}"
+                )
             if line.startswith(prefix):
                 return line.strip()
             proc.stdout += line
         proc.stop(sig=signal.SIGKILL)
-        raise LabError(f"{proc.argv} not ready ('{prefix}') after {timeout_s} s: {proc.stderr.strip()[-800:]}")
+        raise LabError(
+            f"{proc.argv} not ready ('{prefix}') after {timeout_s} s: {proc.stderr.strip()[-800:]}"
+        )
 
-    def traffic(self, mode: str, *args: object, timeout_s: float = 30.0, check: bool = True) -> dict:
+    def traffic(
+        self, mode: str, *args: object, timeout_s: float = 30.0, check: bool = True
+    ) -> dict:
         """Run ``scripts/traffic.py MODE ARGS --timeout timeout_s`` and return its JSON summary."""
         argv = [sys.executable, str(TRAFFIC), mode, *map(str, args), "--timeout", str(timeout_s)]
         done = self.run(argv, timeout_s=timeout_s + 10.0, check=check)
@@ -355,8 +380,10 @@ class Lab:
         """Read, or set then read back, a sysctl of this namespace (``net.ipv4.tcp_tw_reuse``)."""
         self._require_entered()
         path = "/proc/sys/" + name.replace(".", "/")
-        code = ("import sys\nif len(sys.argv) > 2:\n    open(sys.argv[1], 'w').write(sys.argv[2])\n"
-                "print(open(sys.argv[1]).read().strip())")
+        code = (
+            "import sys\nif len(sys.argv) > 2:\n    open(sys.argv[1], 'w').write(sys.argv[2])\n"
+            "print(open(sys.argv[1]).read().strip())"
+        )
         argv = [sys.executable, "-c", code, path] + ([] if value is None else [str(value)])
         return self.run(argv, timeout_s=10.0).stdout.strip()
 
@@ -369,7 +396,19 @@ class Lab:
     def _set_delay(self) -> None:
         reasons = []
         if self._want_method in ("auto", "netem"):
-            tc = ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", f"{self.delay_ms}ms", "limit", "1000000"]
+            tc = [
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                "lo",
+                "root",
+                "netem",
+                "delay",
+                f"{self.delay_ms}ms",
+                "limit",
+                "1000000",
+            ]
             if shutil.which("tc") is None:
                 reasons.append("tc not found (apt-get install iproute2)")
             else:
@@ -377,18 +416,47 @@ class Lab:
                 if done.returncode == 0:
                     self.delay_method = "netem"
                     return
-                reasons.append(f"netem: {done.stderr.strip()} (kernel without CONFIG_NET_SCH_NETEM?)")
+                reasons.append(
+                    f"netem: {done.stderr.strip()} (kernel without CONFIG_NET_SCH_NETEM?)"
+                )
         if self._want_method in ("auto", "nfqueue"):
             missing = [t for t in ("iptables", "ip6tables") if shutil.which(t) is None]
             if missing:
-                reasons.append(f"nfqueue: {' and '.join(missing)} not found (apt-get install iptables)")
+                reasons.append(
+                    f"nfqueue: {' and '.join(missing)} not found (apt-get install iptables)"
+                )
             else:
                 # The delayer binds the queue first: an NFQUEUE rule without a listener drops.
-                self.start([sys.executable, str(Path(__file__).resolve()), "nfqueue-delay",
-                            "--queue", "0", "--delay-ms", str(self.delay_ms)])
+                self.start(
+                    [
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        "nfqueue-delay",
+                        "--queue",
+                        "0",
+                        "--delay-ms",
+                        str(self.delay_ms),
+                    ]
+                )
                 for tool in ("iptables", "ip6tables"):
-                    _host(self.exec_argv([tool, "-w", "-t", "mangle", "-A", "OUTPUT", "-o", "lo",
-                                          "-j", "NFQUEUE", "--queue-num", "0"]))
+                    _host(
+                        self.exec_argv(
+                            [
+                                tool,
+                                "-w",
+                                "-t",
+                                "mangle",
+                                "-A",
+                                "OUTPUT",
+                                "-o",
+                                "lo",
+                                "-j",
+                                "NFQUEUE",
+                                "--queue-num",
+                                "0",
+                            ]
+                        )
+                    )
                 self.delay_method = "nfqueue"
                 return
         raise LabError("no way to delay packets here: " + "; ".join(reasons))
@@ -423,8 +491,21 @@ class Lab:
         self._require_entered()
         path = Path(path).resolve()
         cap = Capture(path=path, interface=interface)
-        argv = ["tcpdump", "-Z", "root", "-i", interface, "--immediate-mode", "-n",
-                "-s", str(snaplen), "-B", str(buffer_kib), "-w", str(path)]
+        argv = [
+            "tcpdump",
+            "-Z",
+            "root",
+            "-i",
+            interface,
+            "--immediate-mode",
+            "-n",
+            "-s",
+            str(snaplen),
+            "-B",
+            str(buffer_kib),
+            "-w",
+            str(path),
+        ]
         if packet_buffered:
             argv.append("-U")
         if nano:
@@ -434,8 +515,13 @@ class Lab:
         if bpf_filter:
             argv.append(bpf_filter)
         with tempfile.TemporaryFile("w+") as errfile:
-            popen = subprocess.Popen(self.exec_argv(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=errfile, start_new_session=True)
+            popen = subprocess.Popen(
+                self.exec_argv(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errfile,
+                start_new_session=True,
+            )
             try:
                 cap.linktype = _await_listening(popen, errfile, timeout_s=10.0)
                 yield cap
@@ -446,8 +532,11 @@ class Lab:
             err = errfile.read()
         if popen.returncode != 0:
             raise CaptureError(f"tcpdump exited {popen.returncode}: {err.strip()[-800:]}")
-        counts = (("packets_captured", "packets captured"), ("packets_received", "packets received by filter"),
-                  ("packets_dropped", "packets dropped by kernel"))
+        counts = (
+            ("packets_captured", "packets captured"),
+            ("packets_received", "packets received by filter"),
+            ("packets_dropped", "packets dropped by kernel"),
+        )
         for attr, label in counts:
             match = re.search(r"^(\d+) " + label, err, re.M)
             if match is None:
@@ -455,11 +544,15 @@ class Lab:
             setattr(cap, attr, int(match.group(1)))
         cap.packets_in_file = pcap_record_count(path)
         if cap.packets_dropped and not allow_drops:
-            raise CaptureError(f"{path}: the kernel dropped {cap.packets_dropped} packets "
-                               "(raise buffer_kib or slow the traffic down)")
+            raise CaptureError(
+                f"{path}: the kernel dropped {cap.packets_dropped} packets "
+                "(raise buffer_kib or slow the traffic down)"
+            )
         if cap.packets_in_file != cap.packets_captured:
-            raise CaptureError(f"{path}: {cap.packets_in_file} records in the file, "
-                               f"tcpdump counted {cap.packets_captured}")
+            raise CaptureError(
+                f"{path}: {cap.packets_in_file} records in the file, "
+                f"tcpdump counted {cap.packets_captured}"
+            )
 
 
 def _await_listening(popen: subprocess.Popen, errfile, *, timeout_s: float) -> str:
@@ -472,7 +565,9 @@ def _await_listening(popen: subprocess.Popen, errfile, *, timeout_s: float) -> s
         if match:
             return match.group(1)
         if popen.poll() is not None:
-            raise CaptureError(f"tcpdump exited {popen.returncode} before listening: {text.strip()[-800:]}")
+            raise CaptureError(
+                f"tcpdump exited {popen.returncode} before listening: {text.strip()[-800:]}"
+            )
         time.sleep(0.01)
     _interrupt(popen)
     raise CaptureError(f"tcpdump not listening after {timeout_s} s")
@@ -515,8 +610,10 @@ def _kill_netns_pids(name: str) -> None:
 
 
 PCAP_MAGICS = {
-    b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">",  # microsecond
-    b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">",  # nanosecond
+    b"\xd4\xc3\xb2\xa1": "<",
+    b"\xa1\xb2\xc3\xd4": ">",  # microsecond
+    b"\x4d\x3c\xb2\xa1": "<",
+    b"\xa1\xb2\x3c\x4d": ">",  # nanosecond
 }
 
 
@@ -537,7 +634,9 @@ def pcap_record_count(path: str | os.PathLike) -> int:
             incl_len = struct.unpack(endian + "IIII", rec)[2]
             data = fh.read(incl_len)
             if len(data) < incl_len:
-                raise CaptureError(f"{path}: record {count + 1} cut short ({len(data)} of {incl_len} bytes)")
+                raise CaptureError(
+                    f"{path}: record {count + 1} cut short ({len(data)} of {incl_len} bytes)"
+                )
             count += 1
 
 
@@ -560,9 +659,14 @@ def _nl_attr(kind: int, payload: bytes) -> bytes:
     return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
 
 
-def _nfq_msg(msg_type: int, queue: int, attrs: Sequence[bytes], flags: int = NLM_F_REQUEST, seq: int = 0) -> bytes:
+def _nfq_msg(
+    msg_type: int, queue: int, attrs: Sequence[bytes], flags: int = NLM_F_REQUEST, seq: int = 0
+) -> bytes:
     body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(queue)) + b"".join(attrs)
-    return struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_QUEUE << 8) | msg_type, flags, seq, 0) + body
+    return (
+        struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_QUEUE << 8) | msg_type, flags, seq, 0)
+        + body
+    )
 
 
 def nfqueue_delay(queue: int, delay_ms: float, max_s: float) -> int:
@@ -577,10 +681,12 @@ def nfqueue_delay(queue: int, delay_ms: float, max_s: float) -> int:
     sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
     config = [
         [_nl_attr(NFQA_CFG_CMD, struct.pack("=BBH", NFQNL_CFG_CMD_BIND, 0, 0))],
-        [_nl_attr(NFQA_CFG_PARAMS, struct.pack(">IB", 0, NFQNL_COPY_META)),
-         _nl_attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", 1_000_000)),
-         _nl_attr(NFQA_CFG_MASK, struct.pack(">I", NFQA_CFG_F_GSO)),
-         _nl_attr(NFQA_CFG_FLAGS, struct.pack(">I", NFQA_CFG_F_GSO))],
+        [
+            _nl_attr(NFQA_CFG_PARAMS, struct.pack(">IB", 0, NFQNL_COPY_META)),
+            _nl_attr(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", 1_000_000)),
+            _nl_attr(NFQA_CFG_MASK, struct.pack(">I", NFQA_CFG_F_GSO)),
+            _nl_attr(NFQA_CFG_FLAGS, struct.pack(">I", NFQA_CFG_F_GSO)),
+        ],
     ]
     for seq, attrs in enumerate(config, 1):
         sock.send(_nfq_msg(NFQNL_MSG_CONFIG, queue, attrs, NLM_F_REQUEST | NLM_F_ACK, seq))
@@ -603,8 +709,13 @@ def nfqueue_delay(queue: int, delay_ms: float, max_s: float) -> int:
         while pending and pending[0][0] <= now:
             last_due = pending.popleft()[1]
         if last_due is not None:
-            sock.send(_nfq_msg(NFQNL_MSG_VERDICT_BATCH, queue,
-                               [_nl_attr(NFQA_VERDICT_HDR, struct.pack(">II", NF_ACCEPT, last_due))]))
+            sock.send(
+                _nfq_msg(
+                    NFQNL_MSG_VERDICT_BATCH,
+                    queue,
+                    [_nl_attr(NFQA_VERDICT_HDR, struct.pack(">II", NF_ACCEPT, last_due))],
+                )
+            )
         wait_s = pending[0][0] - now if pending else 0.2
         if not select.select([sock], [], [], max(0.0, wait_s))[0]:
             continue
@@ -628,7 +739,9 @@ def nfqueue_delay(queue: int, delay_ms: float, max_s: float) -> int:
                         if alen < 4:
                             break
                         if atype & 0x7FFF == NFQA_PACKET_HDR:
-                            pending.append((arrived + delay_s, struct.unpack_from(">I", data, attr + 4)[0]))
+                            pending.append(
+                                (arrived + delay_s, struct.unpack_from(">I", data, attr + 4)[0])
+                            )
                         attr += (alen + 3) & ~3
                 off += (length + 3) & ~3
     return 0
@@ -637,8 +750,11 @@ def nfqueue_delay(queue: int, delay_ms: float, max_s: float) -> int:
 def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Lab helpers that run inside a lab namespace.")
     sub = parser.add_subparsers(dest="command", required=True)
-    delay = sub.add_parser("nfqueue-delay", help="delay every packet of an NFQUEUE queue; "
-                           "example: python tests/netlab.py nfqueue-delay --queue 0 --delay-ms 20")
+    delay = sub.add_parser(
+        "nfqueue-delay",
+        help="delay every packet of an NFQUEUE queue; "
+        "example: python tests/netlab.py nfqueue-delay --queue 0 --delay-ms 20",
+    )
     delay.add_argument("--queue", type=int, default=0)
     delay.add_argument("--delay-ms", type=float, required=True)
     delay.add_argument("--max-s", type=float, default=3600.0)

@@ -48,7 +48,9 @@ def ip_packet(src: str, dst: str, transport, proto: int, ident: int = 1, ttl: in
 
 
 def ethernet(ip, from_client: bool = True) -> bytes:
-    etype = dpkt.ethernet.ETH_TYPE_IP6 if isinstance(ip, dpkt.ip6.IP6) else dpkt.ethernet.ETH_TYPE_IP
+    etype = (
+        dpkt.ethernet.ETH_TYPE_IP6 if isinstance(ip, dpkt.ip6.IP6) else dpkt.ethernet.ETH_TYPE_IP
+    )
     src, dst = (_MAC_C, _MAC_S) if from_client else (_MAC_S, _MAC_C)
     return bytes(dpkt.ethernet.Ethernet(src=src, dst=dst, type=etype, data=ip))
 
@@ -84,8 +86,17 @@ class Conversation:
         self.c_next = self.isn_c
         self.s_next = self.isn_s
 
-    def send(self, from_client: bool, flags: int, data: bytes = b"", dt: float = 0.001,
-             seq: int | None = None, ack: int | None = None, win: int = 65535, opts: bytes = b"") -> None:
+    def send(
+        self,
+        from_client: bool,
+        flags: int,
+        data: bytes = b"",
+        dt: float = 0.001,
+        seq: int | None = None,
+        ack: int | None = None,
+        win: int = 65535,
+        opts: bytes = b"",
+    ) -> None:
         self.t += dt
         if from_client:
             src, dst, sp, dp = self.client, self.server, self.cport, self.sport
@@ -121,7 +132,11 @@ class Conversation:
         self.s(SYN | ACK, dt=synack_dt)
         self.c(ACK, dt=ack_dt)
 
-    def exchange(self, request: bytes = b"GET / HTTP/1.0\r\n\r\n", response: bytes = b"HTTP/1.0 200 OK\r\n\r\nhello") -> None:
+    def exchange(
+        self,
+        request: bytes = b"GET / HTTP/1.0\r\n\r\n",
+        response: bytes = b"HTTP/1.0 200 OK\r\n\r\nhello",
+    ) -> None:
         self.c(PSH | ACK, request)
         self.s(ACK)
         self.s(PSH | ACK, response)
@@ -138,6 +153,7 @@ class Conversation:
 
 
 # ---------------------------------------------------------------- scenarios (list of frames)
+
 
 def clean_close(**kw) -> list:
     """Handshake, one request/response, 4-way close started by the client."""
@@ -319,7 +335,9 @@ def icmp_echo(src=CLIENT4, dst=SERVER4, t=T0, count: int = 2) -> list:
         req = dpkt.icmp.ICMP(type=8, code=0, data=dpkt.icmp.ICMP.Echo(id=7, seq=i, data=b"x" * 16))
         rep = dpkt.icmp.ICMP(type=0, code=0, data=dpkt.icmp.ICMP.Echo(id=7, seq=i, data=b"x" * 16))
         frames.append((t + i, ethernet(ip_packet(src, dst, req, dpkt.ip.IP_PROTO_ICMP), True)))
-        frames.append((t + i + 0.002, ethernet(ip_packet(dst, src, rep, dpkt.ip.IP_PROTO_ICMP), False)))
+        frames.append(
+            (t + i + 0.002, ethernet(ip_packet(dst, src, rep, dpkt.ip.IP_PROTO_ICMP), False))
+        )
     return frames
 
 
@@ -347,6 +365,7 @@ SCENARIOS = {
 
 # ---------------------------------------------------------------- link layers
 
+
 def strip_ethernet(frame: bytes) -> tuple[int, bytes]:
     """(ethertype, IP bytes) of an Ethernet frame built above."""
     return struct.unpack("!H", frame[12:14])[0], frame[14:]
@@ -370,7 +389,9 @@ def relink(frames: list, linktype: int) -> list:
         elif linktype == 113:  # Linux SLL: type, arphrd, addr len, addr(8), protocol
             out.append((ts, struct.pack("!HHH8sH", 0, 1, 6, frame[6:12] + b"\0\0", etype) + ip))
         elif linktype == 276:  # Linux SLL2: protocol, reserved, ifindex, arphrd, type, len, addr
-            out.append((ts, struct.pack("!HHIHBB8s", etype, 0, 2, 1, 0, 6, frame[6:12] + b"\0\0") + ip))
+            out.append(
+                (ts, struct.pack("!HHIHBB8s", etype, 0, 2, 1, 0, 6, frame[6:12] + b"\0\0") + ip)
+            )
         else:
             raise ValueError(f"no builder for link type {linktype}")
     return out
@@ -390,7 +411,14 @@ def vlan(frames: list, vids=(100,)) -> list:
 
 # ---------------------------------------------------------------- containers
 
-def pcap_bytes(frames: list, linktype: int = 1, nano: bool = False, big_endian: bool = False, snaplen: int = 262144) -> bytes:
+
+def pcap_bytes(
+    frames: list,
+    linktype: int = 1,
+    nano: bool = False,
+    big_endian: bool = False,
+    snaplen: int = 262144,
+) -> bytes:
     """A classic pcap file, written by dpkt's Writer."""
     import io
 
@@ -433,7 +461,9 @@ def pcapng_bytes(parts: list[tuple[int, list]], tsresol: int | None = None) -> b
         idb = dpkt.pcapng.InterfaceDescriptionBlockLE(linktype=linktype, snaplen=262144)
         if tsresol is not None:
             idb.opts = [
-                dpkt.pcapng.PcapngOptionLE(code=dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL, data=bytes([tsresol])),
+                dpkt.pcapng.PcapngOptionLE(
+                    code=dpkt.pcapng.PCAPNG_OPT_IF_TSRESOL, data=bytes([tsresol])
+                ),
                 dpkt.pcapng.PcapngOptionLE(code=dpkt.pcapng.PCAPNG_OPT_ENDOFOPT),
             ]
         buf.write(bytes(idb))
@@ -474,6 +504,7 @@ def write_pcap(path, frames: list, **kw) -> str:
 
 # ---------------------------------------------------------------- the showcase capture
 
+
 def incident(**_kw) -> list:
     """A two-minute story for the README: an app server (192.0.2.10) opens a new connection to
     its API backend (198.51.100.20:8080) for every request (4 a second) and closes first, piling
@@ -483,14 +514,32 @@ def incident(**_kw) -> list:
     frames = []
     api = dict(client=CLIENT4, server=SERVER4, sport=8080)
     for i in range(480):  # four requests a second, each on a fresh ephemeral port
-        conv = Conversation(cport=33000 + i, t=T0 + i * 0.25, isn_c=10_000 + i * 104_729, isn_s=70_000 + i * 7_919, **api)
+        conv = Conversation(
+            cport=33000 + i,
+            t=T0 + i * 0.25,
+            isn_c=10_000 + i * 104_729,
+            isn_s=70_000 + i * 7_919,
+            **api,
+        )
         conv.handshake(synack_dt=0.0021 + (i % 7) * 0.0001)
-        conv.exchange(b"GET /v1/items HTTP/1.1\r\nHost: api\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        conv.exchange(
+            b"GET /v1/items HTTP/1.1\r\nHost: api\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+        )
         conv.close("client")
         frames += conv.frames
     for i in range(3):  # the database is down: RST for every attempt
-        frames += refused(client=CLIENT4, server="198.51.100.30", cport=41000 + i, sport=5432, t=T0 + 30 + i * 10)
-    frames += unanswered_syn(client=CLIENT4, server="198.51.100.40", cport=42000, sport=6379, t=T0 + 45, retries=(1.0, 2.0, 4.0, 8.0))
+        frames += refused(
+            client=CLIENT4, server="198.51.100.30", cport=41000 + i, sport=5432, t=T0 + 30 + i * 10
+        )
+    frames += unanswered_syn(
+        client=CLIENT4,
+        server="198.51.100.40",
+        cport=42000,
+        sport=6379,
+        t=T0 + 45,
+        retries=(1.0, 2.0, 4.0, 8.0),
+    )
     frames += close_wait_leak(client=CLIENT4, server=SERVER4, cport=43000, sport=9000, t=T0 + 5)
     frames += retransmission(client=CLIENT4, server=SERVER4, cport=44000, sport=8080, t=T0 + 60.5)
     frames += udp_exchange(t=T0 + 0.2)
@@ -503,6 +552,7 @@ SCENARIOS["incident"] = incident
 
 
 # ---------------------------------------------------------------- lifecycle views (ladder, states)
+
 
 def bulk_download(segments: int = 200, mss: int = 536, **kw) -> list:
     """A download long enough for the ladder to collapse: request, `segments` full segments from
@@ -534,6 +584,7 @@ SCENARIOS["bulk-download"] = bulk_download
 
 
 # ---------------------------------------------------------------- round-trip times (flowlens rtt)
+
 
 def ts_option(tsval: int, tsecr: int) -> bytes:
     """NOP, NOP, Timestamps (RFC 7323): the layout Linux puts on every segment after the SYN."""
@@ -584,6 +635,7 @@ def rtt_dns(src=CLIENT4, dst=SERVER4, sport=53001, t=T0) -> list:
     """One resolver flow: queries 0x1111 and 0x2222 in flight together, answered out of order
     (0x2222 after 3 ms, 0x1111 after 8 ms); query 0x3333 sent again 1 s later with the same id
     and answered 2 ms after the second copy (Karn: no sample)."""
+
     def q(qid: int) -> bytes:
         return struct.pack("!HH", qid, 0x0100) + b"\x00\x01\x00\x00\x00\x00\x00\x00"
 
@@ -609,7 +661,6 @@ def rtt_udp_request_reply(src=CLIENT4, dst=SERVER4, sport=41000, dport=7000, t=T
                          (0.2, c, True), (0.3, c, True), (0.302, s, False)):  # fmt: skip
         out.append(_udp_frame(t + dt, *ends, b"ping" if fc else b"pong", fc))
     return out
-
 
 
 # ---------------------------------------------------------------- anomalies and TCP analysis
@@ -648,7 +699,9 @@ def syn_flood(count: int = 300, duration: float = 0.5, answered_every: int = 2, 
     frames = []
     for i in range(count):
         src = f"198.18.{i // 250}.{i % 250 + 1}"
-        conv = Conversation(client=src, cport=1024 + i, t=t + i * duration / count, isn_c=i * 977, **kw)
+        conv = Conversation(
+            client=src, cport=1024 + i, t=t + i * duration / count, isn_c=i * 977, **kw
+        )
         conv.c(SYN, dt=0.0)
         if answered_every and i % answered_every == 0:
             conv.s(SYN | ACK, dt=0.0002)
@@ -657,7 +710,9 @@ def syn_flood(count: int = 300, duration: float = 0.5, answered_every: int = 2, 
     return frames
 
 
-def port_scan(kind: str = "SYN", ports=range(20, 45), open_ports=(22, 25, 80), filtered=(23, 30, 31), **kw) -> list:
+def port_scan(
+    kind: str = "SYN", ports=range(20, 45), open_ports=(22, 25, 80), filtered=(23, 30, 31), **kw
+) -> list:
     """A scanner (203.0.113.66, source port 45000) probing `ports` of the server, nmap style.
 
     kind "SYN": SYN; an open port answers SYN/ACK and the scanner resets; a closed one answers
@@ -667,7 +722,9 @@ def port_scan(kind: str = "SYN", ports=range(20, 45), open_ports=(22, 25, 80), f
     t = kw.pop("t", T0)
     frames = []
     for i, port in enumerate(ports):
-        conv = Conversation(client=SCANNER4, cport=45000, sport=port, t=t + i * 0.002, isn_c=77_000 + i, **kw)
+        conv = Conversation(
+            client=SCANNER4, cport=45000, sport=port, t=t + i * 0.002, isn_c=77_000 + i, **kw
+        )
         if kind == "XMAS":
             conv.c(FIN | PSH | 0x20, dt=0.0, ack=0)
             if port not in open_ports and port not in filtered:
@@ -699,7 +756,12 @@ def udp_scan(hosts: int = 12, port: int = 161, silent=(3, 7), t=T0) -> list:
         frames.append((t + i * 0.01, ethernet(ip, True)))
         if i not in silent:
             icmp = dpkt.icmp.ICMP(type=3, code=3, data=dpkt.icmp.ICMP.Unreach(data=bytes(ip)[:28]))
-            frames.append((t + i * 0.01 + 0.0005, ethernet(ip_packet(dst, SCANNER4, icmp, dpkt.ip.IP_PROTO_ICMP), False)))
+            frames.append(
+                (
+                    t + i * 0.01 + 0.0005,
+                    ethernet(ip_packet(dst, SCANNER4, icmp, dpkt.ip.IP_PROTO_ICMP), False),
+                )
+            )
     return frames
 
 
@@ -828,15 +890,34 @@ def random_conversation(seed: int) -> list:
     import random
 
     rng = random.Random(seed)
-    c = Conversation(cport=rng.randint(30000, 60000), isn_c=rng.randint(0, 2**32 - 1), isn_s=rng.randint(0, 2**32 - 1))
+    c = Conversation(
+        cport=rng.randint(30000, 60000),
+        isn_c=rng.randint(0, 2**32 - 1),
+        isn_s=rng.randint(0, 2**32 - 1),
+    )
     frames = []
     t = T0
 
     def emit(from_c, flags, seq, ack, data=b"", win=65535, opts=b""):
         nonlocal t
         t += rng.choice([0.0, 0.00001, 0.0005, 0.002, 0.004, 0.015, 0.025, 0.2, 1.0])
-        src, dst, sp, dp = (c.client, c.server, c.cport, c.sport) if from_c else (c.server, c.client, c.sport, c.cport)
-        ip = tcp_segment(src, dst, sp, dp, flags, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF if flags & ACK else 0, data, win, opts)
+        src, dst, sp, dp = (
+            (c.client, c.server, c.cport, c.sport)
+            if from_c
+            else (c.server, c.client, c.sport, c.cport)
+        )
+        ip = tcp_segment(
+            src,
+            dst,
+            sp,
+            dp,
+            flags,
+            seq & 0xFFFFFFFF,
+            ack & 0xFFFFFFFF if flags & ACK else 0,
+            data,
+            win,
+            opts,
+        )
         frames.append((t, ethernet(ip, from_c)))
 
     cs, ss = c.isn_c, c.isn_s

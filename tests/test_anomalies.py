@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from flowlens import analyze
-from flowlens.cli import cli
 from flowlens.analyzers.anomalies.detector import ANOMALY_FIELDS, KINDS, AnomalyDetector, Thresholds
+from flowlens.cli import cli
 
 CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
 CAPTURES = CORPUS / "other" / "captures"

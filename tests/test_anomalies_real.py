@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from netlab import Lab
 
 from flowlens import analyze
-from flowlens.cli import cli
 from flowlens.analyzers.anomalies.detector import AnomalyDetector, Thresholds
+from flowlens.cli import cli
 
 pytestmark = pytest.mark.netlab
 

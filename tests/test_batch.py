@@ -50,7 +50,9 @@ def archive_dir(tmp_path):
     _write(root / "clean-close.pcap", pcap("clean-close"))
     _write(root / "refused.pcapng", pcapgen.pcapng_bytes([(1, pcapgen.refused())]))
     _write(root / "host-a" / "close-wait.pcap.gz", pcapgen.compress(pcap("close-wait"), "gzip"))
-    _write(root / "host-a" / "2023" / "incident.pcap.gz", pcapgen.compress(pcap("incident"), "gzip"))
+    _write(
+        root / "host-a" / "2023" / "incident.pcap.gz", pcapgen.compress(pcap("incident"), "gzip")
+    )
     _write(root / "host-b" / "port-reuse.pcap.bz2", pcapgen.compress(pcap("port-reuse"), "bzip2"))
     _write(root / "host-b" / "trace-0001", pcap("retransmission"))  # tcpdump -C names: no suffix
     _write(root / "host-b" / "broken.pcap.gz", pcapgen.compress(pcap("incident"), "gzip")[:15])
@@ -84,14 +86,27 @@ def test_directories_are_walked_and_files_sniffed_by_their_bytes(archive_dir):
         "host-b/trace-0001",  # no suffix, but pcap magic
         "refused.pcapng",
     ]
-    assert sorted(os.path.relpath(p, archive_dir) for p in found.skipped) == ["README.txt", "host-a/SHA256SUMS.gz"]
+    assert sorted(os.path.relpath(p, archive_dir) for p in found.skipped) == [
+        "README.txt",
+        "host-a/SHA256SUMS.gz",
+    ]
     assert found.missing == []
 
 
 def test_globs_expand_and_missing_paths_are_reported(archive_dir):
-    found = discover([str(archive_dir / "**" / "*.gz"), str(archive_dir / "clean-close.pcap"), str(archive_dir / "nope*")])
+    found = discover(
+        [
+            str(archive_dir / "**" / "*.gz"),
+            str(archive_dir / "clean-close.pcap"),
+            str(archive_dir / "nope*"),
+        ]
+    )
     assert [os.path.basename(p) for p in found.captures] == [
-        "clean-close.pcap", "incident.pcap.gz", "SHA256SUMS.gz", "close-wait.pcap.gz", "broken.pcap.gz",
+        "clean-close.pcap",
+        "incident.pcap.gz",
+        "SHA256SUMS.gz",
+        "close-wait.pcap.gz",
+        "broken.pcap.gz",
     ]  # fmt: skip  (named by a glob: taken as given, even a checksum file)
     assert found.missing == [str(archive_dir / "nope*")]
 
@@ -99,7 +114,9 @@ def test_globs_expand_and_missing_paths_are_reported(archive_dir):
 def test_the_output_directory_is_not_walked(archive_dir):
     outdir = archive_dir / "out"
     run_batch([str(archive_dir)], str(outdir), BatchOptions(report=False), jobs=1)
-    assert all("/out/" not in p for p in discover([str(archive_dir)], exclude=[str(outdir)]).captures)
+    assert all(
+        "/out/" not in p for p in discover([str(archive_dir)], exclude=[str(outdir)]).captures
+    )
     second = run_batch([str(archive_dir)], str(outdir), BatchOptions(report=False), jobs=1)
     assert second.skipped_files == 2
 
@@ -112,8 +129,15 @@ def test_local_pool_and_dask_cluster_write_identical_datasets(archive_dir, tmp_p
 
     local, dask_out = tmp_path / "local", tmp_path / "dask"
     r1 = run_batch([str(archive_dir)], str(local), BatchOptions(report=False), jobs=2)
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
-        r2 = run_batch([str(archive_dir)], str(dask_out), BatchOptions(report=False), scheduler=cluster.scheduler_address)
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        r2 = run_batch(
+            [str(archive_dir)],
+            str(dask_out),
+            BatchOptions(report=False),
+            scheduler=cluster.scheduler_address,
+        )
     assert (r1.analysed, len(r1.failed)) == (r2.analysed, len(r2.failed)) == (6, 1)
     files = _relative_files(local)
     assert files == _relative_files(dask_out)
@@ -121,7 +145,10 @@ def test_local_pool_and_dask_cluster_write_identical_datasets(archive_dir, tmp_p
     for rel in files:
         if rel != "summary.parquet":
             assert pq.read_table(local / rel).equals(pq.read_table(dask_out / rel)), rel
-    s1, s2 = (pd.read_parquet(d / "summary.parquet").drop(columns=["elapsed_s", "cpu_s"]) for d in (local, dask_out))
+    s1, s2 = (
+        pd.read_parquet(d / "summary.parquet").drop(columns=["elapsed_s", "cpu_s"])
+        for d in (local, dask_out)
+    )
     pd.testing.assert_frame_equal(s1, s2)
 
 
@@ -136,7 +163,10 @@ def test_rows_are_the_flows_records_of_each_capture_plus_its_name(archive_dir, t
     got = got.sort_values(["ts", "uid"]).to_dict("records")
     expected.sort(key=lambda r: (r["ts"], r["uid"]))
     assert [r["uid"] for r in got] == [r["uid"] for r in expected]
-    assert got[5]["id.resp_p"] == expected[5]["id.resp_p"] and got[5]["history"] == expected[5]["history"]
+    assert (
+        got[5]["id.resp_p"] == expected[5]["id.resp_p"]
+        and got[5]["history"] == expected[5]["history"]
+    )
     assert set(conns["capture"]) == {
         "clean-close.pcap", "refused.pcapng", "close-wait.pcap.gz", "incident.pcap.gz", "port-reuse.pcap.bz2", "trace-0001",
     }  # fmt: skip
@@ -149,12 +179,19 @@ def test_anomaly_rows_are_the_detectors_findings(archive_dir, tmp_path):
     run_batch([str(archive_dir)], str(outdir), BatchOptions(report=False), jobs=1)
     path = str(archive_dir / "host-a" / "2023" / "incident.pcap.gz")
     detector = AnomalyDetector()
-    expected = [a.to_record() for a in detector.findings(analyze(path, observers=detector.observers))]
+    expected = [
+        a.to_record() for a in detector.findings(analyze(path, observers=detector.observers))
+    ]
     got = pd.read_parquet(outdir / "anomalies").query("capture_path == @path").to_dict("records")
     assert len(expected) >= 4 and len(got) == len(expected)
     key = lambda r: (r["kind"], r["uid"] or "", r["summary"])  # noqa: E731
     for g, e in zip(sorted(got, key=key), sorted(expected, key=key)):
-        assert (g["kind"], g["severity"], g["summary"], g["ts"]) == (e["kind"], e["severity"], e["summary"], e["ts"])
+        assert (g["kind"], g["severity"], g["summary"], g["ts"]) == (
+            e["kind"],
+            e["severity"],
+            e["summary"],
+            e["ts"],
+        )
         assert list(g["evidence"]) == e["evidence"]
         assert json.loads(g["details"]) == json.loads(json.dumps(e["details"]))
 
@@ -169,7 +206,9 @@ def test_a_failed_capture_is_in_the_summary_and_the_batch_goes_on(archive_dir, t
     assert rows["broken.pcap.gz"]["status"] == "failed"
     assert CORRUPT_ERROR in rows["broken.pcap.gz"]["error"]
     assert rows["incident.pcap.gz"]["status"] == "ok"
-    incident = analyze(str(archive_dir / "host-a" / "2023" / "incident.pcap.gz"))  # the sample grows
+    incident = analyze(
+        str(archive_dir / "host-a" / "2023" / "incident.pcap.gz")
+    )  # the sample grows
     assert rows["incident.pcap.gz"]["connections"] == len(incident.connections)
     assert rows["incident.pcap.gz"]["packets"] == incident.stats.frames
     assert summary["totals"]["failed"] == 1 and summary["totals"]["ok"] == 6
@@ -185,7 +224,9 @@ def test_cli_exit_code_and_error_lines(archive_dir, tmp_path):
     broken = archive_dir / "host-b" / "broken.pcap.gz"
     lines = result.stderr.splitlines()
     assert lines[0].startswith(f"Error: {broken}: {CORRUPT_ERROR}")
-    assert lines[-1].startswith("7 captures: 6 analysed, 0 already done, 1 failed; 2 other files skipped;")
+    assert lines[-1].startswith(
+        "7 captures: 6 analysed, 0 already done, 1 failed; 2 other files skipped;"
+    )
     assert result.stdout == ""
     assert (outdir / "report.html").exists()
     os.remove(broken)
@@ -197,7 +238,10 @@ def test_cli_exit_code_and_error_lines(archive_dir, tmp_path):
 def test_cli_bad_paths_exit_2(tmp_path):
     result = CliRunner().invoke(cli, ["batch", str(tmp_path / "nope"), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2
-    assert f"Invalid value for PATH...: {tmp_path / 'nope'}: no such file, directory or glob match" in result.stderr
+    assert (
+        f"Invalid value for PATH...: {tmp_path / 'nope'}: no such file, directory or glob match"
+        in result.stderr
+    )
 
 
 # ------------------------------------------------------------------ resume
@@ -225,15 +269,27 @@ def test_verify_compares_content_not_mtime(archive_dir, tmp_path):
     clean = archive_dir / "clean-close.pcap"
     st = clean.stat()
     os.utime(clean, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same bytes
-    assert run_batch([str(archive_dir)], str(outdir), BatchOptions(report=False, verify=True), jobs=1).analysed == 0
+    assert (
+        run_batch(
+            [str(archive_dir)], str(outdir), BatchOptions(report=False, verify=True), jobs=1
+        ).analysed
+        == 0
+    )
     # same size and mtime, other bytes: only a content hash notices
     data = bytearray(clean.read_bytes())
     data[-1] ^= 0xFF
     st = clean.stat()
     clean.write_bytes(bytes(data))
     os.utime(clean, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert run_batch([str(archive_dir)], str(outdir), BatchOptions(report=False), jobs=1).analysed == 0
-    assert run_batch([str(archive_dir)], str(outdir), BatchOptions(report=False, verify=True), jobs=1).analysed == 1
+    assert (
+        run_batch([str(archive_dir)], str(outdir), BatchOptions(report=False), jobs=1).analysed == 0
+    )
+    assert (
+        run_batch(
+            [str(archive_dir)], str(outdir), BatchOptions(report=False, verify=True), jobs=1
+        ).analysed
+        == 1
+    )
 
 
 def test_other_options_redo_the_captures(archive_dir, tmp_path):
@@ -252,7 +308,9 @@ def _slow_archive(root: Path, count: int) -> list[str]:
 def test_a_kill_midway_then_rerun_completes_without_duplicates(tmp_path):
     paths = _slow_archive(tmp_path / "slow", 6)
     outdir = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "flowlens", "batch", str(tmp_path / "slow"), "-o", str(outdir), "--jobs", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
@@ -308,10 +366,12 @@ def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
 
 
 def test_one_batch_at_a_time_per_output_directory(tmp_path):
-    with Store(str(tmp_path / "out")):
-        with pytest.raises(FlowlensError, match="another flowlens batch is writing here"):
-            with Store(str(tmp_path / "out")):
-                pass
+    with (
+        Store(str(tmp_path / "out")),
+        pytest.raises(FlowlensError, match="another flowlens batch is writing here"),
+        Store(str(tmp_path / "out")),
+    ):
+        pass
 
 
 def _crash_on(item):
@@ -325,7 +385,12 @@ def test_a_worker_that_dies_fails_its_task_and_the_rest_go_on():
 
     pool, seen = _LocalPool(2), {}
     try:
-        _map_unordered(pool, _crash_on, [1, 2, "crash", 3, 4], lambda item, res, exc: seen.setdefault(item, (res, exc)))
+        _map_unordered(
+            pool,
+            _crash_on,
+            [1, 2, "crash", 3, 4],
+            lambda item, res, exc: seen.setdefault(item, (res, exc)),
+        )
     finally:
         pool.close(abort=False)
     assert {k: v[0] for k, v in seen.items() if k != "crash"} == {1: 2, 2: 4, 3: 6, 4: 8}
@@ -339,13 +404,18 @@ def test_a_worker_that_dies_fails_its_task_and_the_rest_go_on():
 def rotation(tmp_path):
     """A download and five short connections cut into three files, as tcpdump -C would: the
     download spans all three."""
-    frames = pcapgen.bulk_download() + pcapgen.time_wait_pileup(count=5, interval=0.05, t=pcapgen.T0 + 0.1, sport=8080)
+    frames = pcapgen.bulk_download() + pcapgen.time_wait_pileup(
+        count=5, interval=0.05, t=pcapgen.T0 + 0.1, sport=8080
+    )
     frames.sort(key=lambda f: f[0])
     third = len(frames) // 3
     root = tmp_path / "rot"
     for i, part in enumerate([frames[:third], frames[third : 2 * third], frames[2 * third :]]):
         data = pcapgen.pcap_bytes(part)
-        _write(root / f"trace-{i}.pcap.gz" if i == 1 else root / f"trace-{i}.pcap", pcapgen.compress(data, "gzip") if i == 1 else data)
+        _write(
+            root / f"trace-{i}.pcap.gz" if i == 1 else root / f"trace-{i}.pcap",
+            pcapgen.compress(data, "gzip") if i == 1 else data,
+        )
     return root
 
 
@@ -353,7 +423,9 @@ def test_rotation_sets_chain_files_that_follow_each_other(rotation, tmp_path):
     probes = [probe_file(str(p)) for p in sorted(rotation.iterdir())]
     assert [len(s) for s in rotation_sets(probes, 1.0)] == [3]
     other = _write(tmp_path / "elsewhere" / "x.pcap", pcapgen.pcap_bytes(pcapgen.clean_close()))
-    late = _write(rotation / "late.pcap", pcapgen.pcap_bytes(pcapgen.clean_close(t=pcapgen.T0 + 3600)))
+    late = _write(
+        rotation / "late.pcap", pcapgen.pcap_bytes(pcapgen.clean_close(t=pcapgen.T0 + 3600))
+    )
     sets = rotation_sets(probes + [probe_file(other), probe_file(late)], 1.0)
     assert sorted(len(s) for s in sets) == [1, 1, 3]
 
@@ -361,19 +433,31 @@ def test_rotation_sets_chain_files_that_follow_each_other(rotation, tmp_path):
 def test_without_merging_a_connection_across_files_is_split(rotation, tmp_path):
     plain, merged = tmp_path / "plain", tmp_path / "merged"
     run_batch([str(rotation)], str(plain), BatchOptions(report=False), jobs=2)
-    run_batch([str(rotation)], str(merged), BatchOptions(report=False, merge_consecutive=True), jobs=2)
+    run_batch(
+        [str(rotation)], str(merged), BatchOptions(report=False, merge_consecutive=True), jobs=2
+    )
     a, b = _dataset(plain, "connections"), _dataset(merged, "connections")
     download = lambda f: f[(f["id.resp_p"] == 80) & (f["id.orig_p"] == 40000)]  # noqa: E731
     assert len(download(a)) == 3  # one piece per file, the later two mid-stream
     assert list(download(a)["originator_inferred"]) == [False, True, True]
     assert len(download(b)) == 1
     row = download(b).iloc[0]
-    assert (row["conn_state"], row["originator_inferred"], row["capture"]) == ("SF", False, "trace-0.pcap")
+    assert (row["conn_state"], row["originator_inferred"], row["capture"]) == (
+        "SF",
+        False,
+        "trace-0.pcap",
+    )
     assert len(b) == 6
     summary = pd.read_parquet(merged / "summary.parquet")
     assert summary["rotation_set"].nunique() == 1 and summary["rotation_set"].notna().all()
-    assert list(summary["frame_offset"]) == [0, summary["packets"][0], summary["packets"][0] + summary["packets"][1]]
-    again = run_batch([str(rotation)], str(merged), BatchOptions(report=False, merge_consecutive=True), jobs=2)
+    assert list(summary["frame_offset"]) == [
+        0,
+        summary["packets"][0],
+        summary["packets"][0] + summary["packets"][1],
+    ]
+    again = run_batch(
+        [str(rotation)], str(merged), BatchOptions(report=False, merge_consecutive=True), jobs=2
+    )
     assert again.already_done == 3
 
 
@@ -381,7 +465,9 @@ def test_merging_after_a_plain_run_replaces_the_pieces(rotation, tmp_path):
     outdir = tmp_path / "out"
     run_batch([str(rotation)], str(outdir), BatchOptions(report=False, verify=True), jobs=2)
     assert len(_dataset(outdir, "connections")) == 6 + 2  # the download in three pieces
-    run_batch([str(rotation)], str(outdir), BatchOptions(report=False, merge_consecutive=True), jobs=2)
+    run_batch(
+        [str(rotation)], str(outdir), BatchOptions(report=False, merge_consecutive=True), jobs=2
+    )
     assert len(_dataset(outdir, "connections")) == 6
     run_batch([str(rotation)], str(outdir), BatchOptions(report=False), jobs=2)
     assert len(_dataset(outdir, "connections")) == 6 + 2
@@ -402,7 +488,11 @@ def test_progress_is_drawn_only_on_a_terminal():
 
 
 def _run_cli(args: list[str], stderr_tty: bool) -> str:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), COLUMNS="100")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        COLUMNS="100",
+    )
     cmd = [sys.executable, "-m", "flowlens", "batch", *args]
     if not stderr_tty:
         return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120).stderr
@@ -430,9 +520,13 @@ def test_the_progress_bar_appears_on_a_tty_and_not_in_a_pipe(tmp_path):
     root = tmp_path / "caps"
     for name in ("clean-close", "refused", "close-wait"):
         _write(root / f"{name}.pcap", pcapgen.pcap_bytes(pcapgen.SCENARIOS[name]()))
-    tty = _run_cli([str(root), "-o", str(tmp_path / "a"), "--jobs", "1", "--no-report"], stderr_tty=True)
+    tty = _run_cli(
+        [str(root), "-o", str(tmp_path / "a"), "--jobs", "1", "--no-report"], stderr_tty=True
+    )
     assert "analysing:" in tty and "3/3 captures" in tty and "pkt/s" in tty
-    piped = _run_cli([str(root), "-o", str(tmp_path / "b"), "--jobs", "1", "--no-report"], stderr_tty=False)
+    piped = _run_cli(
+        [str(root), "-o", str(tmp_path / "b"), "--jobs", "1", "--no-report"], stderr_tty=False
+    )
     assert "analysing" not in piped and "\r" not in piped
     assert piped.startswith("3 captures: 3 analysed")
 
@@ -459,7 +553,12 @@ def test_report_tables_count_what_the_datasets_hold(archive_dir, tmp_path):
     assert hosts.loc[pcapgen.SERVER4, "close_wait"] == 2
     assert hosts.loc[pcapgen.CLIENT4, "refused"] == 3 + 1  # the incident's database, refused.pcapng
     trends = archive.trend_tables(conns, anomalies, "1min")
-    assert trends["connections"].sum().sum() == 2 * len(conns[conns["id.orig_h"].isin(trends["connections"].columns) & conns["id.resp_h"].isin(trends["connections"].columns)])
+    assert trends["connections"].sum().sum() == 2 * len(
+        conns[
+            conns["id.orig_h"].isin(trends["connections"].columns)
+            & conns["id.resp_h"].isin(trends["connections"].columns)
+        ]
+    )
     assert set(trends["rtt"].columns) >= {f"{pcapgen.SERVER4}:8080"}
     kinds = archive.anomaly_kinds(anomalies)
     assert kinds["findings"].sum() == len(anomalies)

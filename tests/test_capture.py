@@ -38,7 +38,9 @@ def test_pcap_resolutions_and_byte_orders(tmp_path, nano, big_endian):
 
 def test_nanosecond_timestamps_are_kept(tmp_path):
     path = tmp_path / "n.pcap"
-    data = bytearray(pcapgen.pcap_bytes([(1_700_000_000.0, pcapgen.clean_close()[0][1])], nano=True))
+    data = bytearray(
+        pcapgen.pcap_bytes([(1_700_000_000.0, pcapgen.clean_close()[0][1])], nano=True)
+    )
     data[28:32] = (123_456_789).to_bytes(4, "little")  # floats cannot carry this; patch the record
     path.write_bytes(bytes(data))
     got, _ = _frames(path)
@@ -78,7 +80,9 @@ def test_pcapng_nanosecond_resolution(tmp_path):
 
 def test_pcap_reader_matches_dpkt_on_corpus():
     """The block reader yields exactly dpkt's frames and timestamps on every classic pcap."""
-    files = sorted((CORPUS / "zeek" / "traces").glob("*.pcap")) + sorted((CORPUS / "other" / "captures").glob("*.pcap"))
+    files = sorted((CORPUS / "zeek" / "traces").glob("*.pcap")) + sorted(
+        (CORPUS / "other" / "captures").glob("*.pcap")
+    )
     assert files, "corpus missing"
     checked = 0
     for path in files:
@@ -129,9 +133,21 @@ def test_absurd_record_length_stops_without_allocating(tmp_path):
     "content, error, message",
     [
         (b"", EmptyCaptureError, "empty file"),
-        (b"hello world, not a capture", NotACaptureError, "not a pcap or pcapng capture (starts with 68 65 6c 6c)"),
-        (b"\xd4\xc3\xb2\xa1\x02\x00", TruncatedHeaderError, "pcap file header cut short (6 of 24 bytes)"),
-        (b"\x0a\x0d\x0d\x0a\x1c\x00\x00\x00\x00\x00\x00\x00", NotACaptureError, "pcapng section header with a bad byte-order magic"),
+        (
+            b"hello world, not a capture",
+            NotACaptureError,
+            "not a pcap or pcapng capture (starts with 68 65 6c 6c)",
+        ),
+        (
+            b"\xd4\xc3\xb2\xa1\x02\x00",
+            TruncatedHeaderError,
+            "pcap file header cut short (6 of 24 bytes)",
+        ),
+        (
+            b"\x0a\x0d\x0d\x0a\x1c\x00\x00\x00\x00\x00\x00\x00",
+            NotACaptureError,
+            "pcapng section header with a bad byte-order magic",
+        ),
     ],
 )
 def test_unreadable_files_raise_one_clear_error(tmp_path, content, error, message):

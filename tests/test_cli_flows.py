@@ -49,7 +49,10 @@ def test_csv_has_a_header_and_one_row_per_connection(incident):
         (["--state", "REJ"], {("5432", "REJ")}),
         (["--port", "6379"], {("6379", "S0")}),
         (["--state", "syn-sent"], {("6379", "S0")}),
-        (["--net", "198.51.100.30/32", "--net", "198.51.100.40/31", "--proto", "tcp"], {("5432", "REJ"), ("6379", "S0")}),
+        (
+            ["--net", "198.51.100.30/32", "--net", "198.51.100.40/31", "--proto", "tcp"],
+            {("5432", "REJ"), ("6379", "S0")},
+        ),
         (["--host", "198.51.100.40"], {("6379", "S0")}),
     ],
 )
@@ -90,7 +93,9 @@ def test_bad_input_is_one_error_line_and_exit_1(tmp_path):
     bad.write_text("this is not a capture")
     result = invoke("flows", str(bad))
     assert result.exit_code == 1
-    assert result.stderr == f"Error: {bad}: not a pcap or pcapng capture (starts with 74 68 69 73)\n"
+    assert (
+        result.stderr == f"Error: {bad}: not a pcap or pcapng capture (starts with 74 68 69 73)\n"
+    )
     assert result.stdout == ""
     missing = tmp_path / "missing.pcap"
     result = invoke("flows", str(missing))
@@ -110,12 +115,16 @@ def test_truncated_capture_warns_and_keeps_connections(tmp_path):
     result = invoke("flows", str(path), "--format", "csv")
     assert result.exit_code == 0
     assert len(list(csv.DictReader(io.StringIO(result.stdout)))) == 2
-    assert "Warning: " in result.stderr and "capture ends inside a packet at frame 22" in result.stderr
+    assert (
+        "Warning: " in result.stderr and "capture ends inside a packet at frame 22" in result.stderr
+    )
 
 
 def test_help_ends_with_an_example():
     for name, command in all_commands().items():
-        text = command.get_help(cli.make_context("flowlens", [name, "--help"], resilient_parsing=True))
+        text = command.get_help(
+            cli.make_context("flowlens", [name, "--help"], resilient_parsing=True)
+        )
         assert "Example" in text, name
 
 

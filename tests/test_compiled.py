@@ -65,7 +65,9 @@ def test_compiled_and_pure_python_agree(tmp_path):
     if not compiled_modules():
         pytest.skip("flowlens is installed without its compiled modules: nothing to compare")
     pure = tmp_path / "pure"
-    shutil.copytree(ROOT / "flowlens", pure / "flowlens", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    shutil.copytree(
+        ROOT / "flowlens", pure / "flowlens", ignore=shutil.ignore_patterns("*.so", "__pycache__")
+    )
     paths = captures()
     compiled = run_driver(None, paths, tmp_path)
     plain = run_driver(pure, paths, tmp_path)

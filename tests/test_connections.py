@@ -10,12 +10,22 @@ from flowlens import Config, analyze
 
 def run(tmp_path, name, frames=None, **config):
     path = tmp_path / f"{name}.pcap"
-    path.write_bytes(pcapgen.pcap_bytes(frames if frames is not None else pcapgen.SCENARIOS[name]()))
+    path.write_bytes(
+        pcapgen.pcap_bytes(frames if frames is not None else pcapgen.SCENARIOS[name]())
+    )
     return analyze(str(path), Config(**config) if config else None).connections
 
 
 def summary(c):
-    return (c.conn_state, c.history, c.orig_state, c.resp_state, c.handshake, c.teardown, c.close_initiator)
+    return (
+        c.conn_state,
+        c.history,
+        c.orig_state,
+        c.resp_state,
+        c.handshake,
+        c.teardown,
+        c.close_initiator,
+    )
 
 
 def frames_states(c):
@@ -23,7 +33,12 @@ def frames_states(c):
     return [(f, e, s) for _t, f, e, s in c.timeline]
 
 
-HANDSHAKE = [(1, "orig", "SYN_SENT"), (2, "resp", "SYN_RECEIVED"), (2, "orig", "ESTABLISHED"), (3, "resp", "ESTABLISHED")]
+HANDSHAKE = [
+    (1, "orig", "SYN_SENT"),
+    (2, "resp", "SYN_RECEIVED"),
+    (2, "orig", "ESTABLISHED"),
+    (3, "resp", "ESTABLISHED"),
+]
 
 
 @pytest.mark.parametrize(
@@ -32,9 +47,18 @@ HANDSHAKE = [(1, "orig", "SYN_SENT"), (2, "resp", "SYN_RECEIVED"), (2, "orig", "
         ("clean-close", ("SF", "ShADadFf", "TIME_WAIT", "CLOSED", "3way", "4way", "orig")),
         ("close-3way", ("SF", "ShADadFf", "TIME_WAIT", "CLOSED", "3way", "3way", "orig")),
         ("server-close", ("SF", "ShADadfF", "CLOSED", "TIME_WAIT", "3way", "4way", "resp")),
-        ("simultaneous-close", ("SF", "ShADadFf", "TIME_WAIT", "TIME_WAIT", "3way", "simultaneous", "orig")),
-        ("half-close", ("S2", "ShADFad", "FIN_WAIT_2", "CLOSE_WAIT", "3way", "half_closed", "orig")),
-        ("close-wait", ("S2", "ShADadF", "FIN_WAIT_2", "CLOSE_WAIT", "3way", "half_closed", "orig")),
+        (
+            "simultaneous-close",
+            ("SF", "ShADadFf", "TIME_WAIT", "TIME_WAIT", "3way", "simultaneous", "orig"),
+        ),
+        (
+            "half-close",
+            ("S2", "ShADFad", "FIN_WAIT_2", "CLOSE_WAIT", "3way", "half_closed", "orig"),
+        ),
+        (
+            "close-wait",
+            ("S2", "ShADadF", "FIN_WAIT_2", "CLOSE_WAIT", "3way", "half_closed", "orig"),
+        ),
         ("refused", ("REJ", "Sr", "CLOSED", "CLOSED", "rejected", "reset_resp", "resp")),
         ("unanswered-syn", ("S0", "S", "SYN_SENT", "CLOSED", "unanswered", "open", None)),
         ("rst-abort-client", ("RSTO", "ShADadR", "CLOSED", "CLOSED", "3way", "reset_orig", "orig")),
@@ -100,7 +124,11 @@ def test_capture_starting_at_the_synack(tmp_path):
     frames = pcapgen.clean_close()[1:]
     [c] = run(tmp_path, "no-syn", frames)
     assert (c.orig_p, c.resp_p, c.originator_inferred) == (40000, 80, False)
-    assert frames_states(c)[:3] == [(1, "resp", "SYN_RECEIVED"), (1, "orig", "ESTABLISHED"), (2, "resp", "ESTABLISHED")]
+    assert frames_states(c)[:3] == [
+        (1, "resp", "SYN_RECEIVED"),
+        (1, "orig", "ESTABLISHED"),
+        (2, "resp", "ESTABLISHED"),
+    ]
     assert (c.orig_state, c.resp_state, c.handshake) == ("TIME_WAIT", "CLOSED", "incomplete")
 
 
@@ -215,7 +243,9 @@ def test_observers_plain_callables_and_packet_observers_see_every_packet_in_orde
     callable_ = lambda conn, pkt, from_orig: seen.append(("call", pkt.frame, from_orig))  # noqa: E731
     conns = list(Pipeline(str(path), observers=[Recorder(), callable_]))
     frames = conns[0].pkts[0] + conns[0].pkts[1]
-    assert [s[:2] for s in seen] == [(k, f) for f in range(1, frames + 1) for k in ("observe", "call")]
+    assert [s[:2] for s in seen] == [
+        (k, f) for f in range(1, frames + 1) for k in ("observe", "call")
+    ]
     assert seen[0] == ("observe", 1, True, "SYN_SENT")  # after the table applied the SYN
     assert seen[2][2] is False  # the SYN/ACK came from the responder
     with pytest.raises(NotImplementedError):

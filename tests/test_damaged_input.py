@@ -25,14 +25,15 @@ from click.testing import CliRunner
 from test_fuzz import check_cli_run, cli_args, parse, time_guard
 
 from flowlens import analyze
-from flowlens.core.pipeline import Pipeline
 from flowlens.cli import all_commands, cli
+from flowlens.core.pipeline import Pipeline
 
 CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
 CORPUS_FRAGMENTED = CORPUS / "zeek" / "traces" / "ipv4__fragmented-syn.pcap"
 #: commands that read one capture (batch takes many paths and has its own rules, tested below)
 COMMANDS = sorted(
-    name for name, cmd in all_commands().items()
+    name
+    for name, cmd in all_commands().items()
     if any(isinstance(p, click.Argument) and p.nargs == 1 for p in cmd.params)
 )
 FIFO_TIMEOUT_S = 10
@@ -59,7 +60,10 @@ def expect_error(result, line: str) -> None:
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_directory(tmp_path, command):
-    expect_error(run_command(command, str(tmp_path)), f"Error: {tmp_path}: is a directory, not a capture file")
+    expect_error(
+        run_command(command, str(tmp_path)),
+        f"Error: {tmp_path}: is a directory, not a capture file",
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -189,15 +193,36 @@ def test_file_without_read_permission(command):
         (lambda d: pcapgen.compress(d, "bzip2")[:40], "bzip2 stream cut short"),
         (lambda d: pcapgen.compress(d, "xz")[:30], "xz stream cut short"),
         (lambda d: pcapgen.compress(d, "zstd")[:20], "zstd stream cut short"),
-        (lambda d: pcapgen.compress(pcapgen.compress(d, "gzip"), "gzip")[:30], "gzip stream cut short"),
-        (lambda d: pcapgen.pcapng_bytes([(1, pcapgen.clean_close())])[:20],
-         "pcapng section header cut short (20 of 28 bytes)"),
-        (lambda d: b"\x0a\x0d\x0d\x0a\xff\xff\xff\xff\x4d\x3c\x2b\x1a",
-         "pcapng section header with a bad length (4294967295)"),
-        (lambda d: pcapgen.compress(pcapgen.compress(pcapgen.compress(d, "gzip"), "xz"), "bzip2"),
-         "compressed too many times over"),
+        (
+            lambda d: pcapgen.compress(pcapgen.compress(d, "gzip"), "gzip")[:30],
+            "gzip stream cut short",
+        ),
+        (
+            lambda d: pcapgen.pcapng_bytes([(1, pcapgen.clean_close())])[:20],
+            "pcapng section header cut short (20 of 28 bytes)",
+        ),
+        (
+            lambda d: b"\x0a\x0d\x0d\x0a\xff\xff\xff\xff\x4d\x3c\x2b\x1a",
+            "pcapng section header with a bad length (4294967295)",
+        ),
+        (
+            lambda d: pcapgen.compress(
+                pcapgen.compress(pcapgen.compress(d, "gzip"), "xz"), "bzip2"
+            ),
+            "compressed too many times over",
+        ),
     ],
-    ids=["pcap-header", "gzip", "bzip2", "xz", "zstd", "gzip-in-gzip", "pcapng-shb", "pcapng-shb-length", "nested"],
+    ids=[
+        "pcap-header",
+        "gzip",
+        "bzip2",
+        "xz",
+        "zstd",
+        "gzip-in-gzip",
+        "pcapng-shb",
+        "pcapng-shb-length",
+        "nested",
+    ],
 )
 def test_cut_headers_are_one_clear_error(tmp_path, make, message):
     path = tmp_path / "cut"
@@ -213,8 +238,15 @@ def _clean_seeds() -> list[tuple[str, bytes]]:
     for name in ("clean-close", "port-reuse", "time-wait-pileup", "udp-dns", "icmp-echo"):
         frames = pcapgen.SCENARIOS[name]()
         seeds.append((f"{name}.pcap", pcapgen.pcap_bytes(frames)))
-        seeds.append((f"{name}-nano-be.pcap", pcapgen.pcap_bytes(frames, nano=True, big_endian=True)))
-        seeds.append((f"{name}.pcapng", pcapgen.pcapng_bytes([(1, frames), (101, pcapgen.relink(frames, 101))])))
+        seeds.append(
+            (f"{name}-nano-be.pcap", pcapgen.pcap_bytes(frames, nano=True, big_endian=True))
+        )
+        seeds.append(
+            (
+                f"{name}.pcapng",
+                pcapgen.pcapng_bytes([(1, frames), (101, pcapgen.relink(frames, 101))]),
+            )
+        )
     return seeds
 
 
@@ -255,8 +287,10 @@ def test_truncation_keeps_every_whole_frame(tmp_path, name, data):
             continue
         assert (st.stopped_frame, st.stopped_offset) == (frames + 1, damaged_at), st.stopped
         assert st.stopped.startswith("capture ends inside a ")
-        line = (f"{path}: {st.stopped} at frame {frames + 1} (byte offset {damaged_at}); the "
-                f"{frames} frames before it were analysed")
+        line = (
+            f"{path}: {st.stopped} at frame {frames + 1} (byte offset {damaged_at}); the "
+            f"{frames} frames before it were analysed"
+        )
         assert line in pipe.summary_lines()
 
 
@@ -295,8 +329,10 @@ def test_cut_compressed_stream_keeps_what_decompressed(tmp_path, kind, container
     elif kind == "zstd":
         import zstandard
 
-        packed = b"".join(zstandard.ZstdCompressor().compress(data[i : i + 40000])
-                          for i in range(0, len(data), 40000))
+        packed = b"".join(
+            zstandard.ZstdCompressor().compress(data[i : i + 40000])
+            for i in range(0, len(data), 40000)
+        )
     else:
         packed = pcapgen.compress(data, kind)
     path = tmp_path / "cut"
@@ -312,7 +348,9 @@ def test_cut_compressed_stream_keeps_what_decompressed(tmp_path, kind, container
         list(pipe)
         st = pipe.stats
         assert st.frames == want, (fraction, st.stopped)
-        assert st.stopped is not None and st.stopped.startswith(f"{kind} stream cut short"), st.stopped
+        assert st.stopped is not None and st.stopped.startswith(f"{kind} stream cut short"), (
+            st.stopped
+        )
         assert st.stopped_frame == want + 1
         assert st.stopped_offset == (damaged_at if damaged_at is not None else len(prefix))
         assert any("of the decompressed data" in line for line in pipe.summary_lines())
@@ -340,7 +378,9 @@ def test_corrupt_compressed_stream_keeps_nearly_all_it_gave(tmp_path, kind, cont
     from flowlens.core.capture import _STEP
 
     frames = pcapgen.time_wait_pileup(count=400)
-    data = pcapgen.pcap_bytes(frames) if container == "pcap" else pcapgen.pcapng_bytes([(1, frames)])
+    data = (
+        pcapgen.pcap_bytes(frames) if container == "pcap" else pcapgen.pcapng_bytes([(1, frames)])
+    )
     packed = bytearray(pcapgen.compress(data, kind))
     path = tmp_path / f"corrupt.{container}.{kind}"
     checked = 0
@@ -408,8 +448,10 @@ def test_summary_counts_skipped_frames_by_reason(tmp_path):
     result = invoke(["flows", str(path)])
     assert result.exit_code == 0
     lines = result.stderr.splitlines()
-    assert (f"Warning: {path}: skipped 4 undecodable frames (2 truncated IPv4 header, "
-            f"2 unsupported link type 147)") in lines
+    assert (
+        f"Warning: {path}: skipped 4 undecodable frames (2 truncated IPv4 header, "
+        f"2 unsupported link type 147)"
+    ) in lines
     assert lines[-1].endswith(f" in {len(eth) + 4} frames")
 
 
@@ -433,8 +475,13 @@ def _huge_pcapng(where: str) -> bytes:
 
 @pytest.mark.parametrize(
     "make",
-    [_huge_pcap, lambda: _huge_pcapng("block"), lambda: _huge_pcapng("caplen"),
-     lambda: pcapgen.compress(_huge_pcap(), "gzip"), lambda: pcapgen.compress(_huge_pcapng("block"), "zstd")],
+    [
+        _huge_pcap,
+        lambda: _huge_pcapng("block"),
+        lambda: _huge_pcapng("caplen"),
+        lambda: pcapgen.compress(_huge_pcap(), "gzip"),
+        lambda: pcapgen.compress(_huge_pcapng("block"), "zstd"),
+    ],
     ids=["pcap", "pcapng-block", "pcapng-caplen", "pcap-gzip", "pcapng-zstd"],
 )
 def test_a_4gb_claim_is_not_allocated(tmp_path, make):
@@ -511,9 +558,16 @@ def test_clock_jumps_are_counted_and_durations_stay_positive(tmp_path, container
         data = pcapgen.pcapng_bytes([(1, frames[:1])])
         for ts, frame in frames[1:]:
             ticks = round(ts * 1e6)
-            data += bytes(dpkt.pcapng.EnhancedPacketBlockLE(
-                iface_id=0, ts_high=ticks >> 32, ts_low=ticks & 0xFFFFFFFF, caplen=len(frame),
-                pkt_len=len(frame), pkt_data=frame))
+            data += bytes(
+                dpkt.pcapng.EnhancedPacketBlockLE(
+                    iface_id=0,
+                    ts_high=ticks >> 32,
+                    ts_low=ticks & 0xFFFFFFFF,
+                    caplen=len(frame),
+                    pkt_len=len(frame),
+                    pkt_data=frame,
+                )
+            )
         path.write_bytes(data)
     a = analyze(str(path))
     assert a.stats.frames == len(frames)
@@ -540,7 +594,9 @@ def test_batch_lists_each_unreadable_capture_and_goes_on(tmp_path):
     cut.write_bytes(pcapgen.compress(pcapgen.pcap_bytes(pcapgen.clean_close()), "gzip")[:15])
     out = tmp_path / "out"
     with time_guard(60, "flowlens batch"):
-        result = invoke(["batch", str(empty), str(cut), str(good), "-o", str(out), "-j", "1", "--no-report"])
+        result = invoke(
+            ["batch", str(empty), str(cut), str(good), "-o", str(out), "-j", "1", "--no-report"]
+        )
     assert result.exit_code == 1, result.stderr
     errors = sorted(line for line in result.stderr.splitlines() if line.startswith("Error:"))
     assert errors == [f"Error: {cut}: gzip stream cut short", f"Error: {empty}: empty file"]
@@ -562,7 +618,10 @@ def test_absurd_interface_clock_is_an_oddity(tmp_path):
     a = analyze(str(path))
     assert a.stats.frames == len(frames)
     assert a.stats.oddities["a timestamp beyond the 64-bit nanosecond range"] == len(frames)
-    assert f"{path}: {len(frames)} frames with a timestamp beyond the 64-bit nanosecond range" in a.warnings
+    assert (
+        f"{path}: {len(frames)} frames with a timestamp beyond the 64-bit nanosecond range"
+        in a.warnings
+    )
     assert all(abs(c.first_ts_ns) < 1 << 63 for c in a.connections)
 
 
@@ -578,7 +637,10 @@ def test_incomplete_fragmented_datagram_is_reported(tmp_path):
     path.write_bytes(data[: first.offset + first.length])  # only the first fragment
     pipe = Pipeline(str(path))
     assert list(pipe) == []
-    assert f"{path}: 1 fragmented IP datagrams never completed (fragments missing from the capture; not analysed)" in pipe.summary_lines()
+    assert (
+        f"{path}: 1 fragmented IP datagrams never completed (fragments missing from the capture; not analysed)"
+        in pipe.summary_lines()
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -593,6 +655,11 @@ def test_every_command_reports_damage(tmp_path, monkeypatch, command):
     check_cli_run(result, str(path), command)
     assert result.exit_code == 0, result.stderr
     stopped = len(frames) + 1
-    assert (f"Warning: {path}: capture ends inside a packet at frame {stopped} (byte offset "
-            f"{len(data) - 36}); the {len(frames)} frames before it were analysed") in result.stderr
-    assert f"Warning: {path}: skipped 1 undecodable frames (1 truncated Ethernet header)" in result.stderr
+    assert (
+        f"Warning: {path}: capture ends inside a packet at frame {stopped} (byte offset "
+        f"{len(data) - 36}); the {len(frames)} frames before it were analysed"
+    ) in result.stderr
+    assert (
+        f"Warning: {path}: skipped 1 undecodable frames (1 truncated Ethernet header)"
+        in result.stderr
+    )

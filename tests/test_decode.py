@@ -48,7 +48,18 @@ def _reference(linktype: int, buf: bytes):
     t = ip.data
     if isinstance(t, dpkt.tcp.TCP):
         # dpkt's flags include the NS bit from the offset byte; flowlens keeps the 8 classic bits
-        return (bytes(ip.src), bytes(ip.dst), proto, t.sport, t.dport, t.flags & 0xFF, t.seq, t.ack, t.win, len(t.data))
+        return (
+            bytes(ip.src),
+            bytes(ip.dst),
+            proto,
+            t.sport,
+            t.dport,
+            t.flags & 0xFF,
+            t.seq,
+            t.ack,
+            t.win,
+            len(t.data),
+        )
     if isinstance(t, dpkt.udp.UDP):
         return (bytes(ip.src), bytes(ip.dst), proto, t.sport, t.dport, 0, 0, 0, 0, len(t.data))
     if isinstance(t, (dpkt.icmp.ICMP, dpkt.icmp6.ICMP6)):
@@ -81,7 +92,9 @@ def _compare_file(path) -> tuple[int, list]:
 
 
 def test_decoder_matches_dpkt_on_every_corpus_capture():
-    files = sorted((CORPUS / "zeek" / "traces").iterdir()) + sorted((CORPUS / "other" / "captures").iterdir())
+    files = sorted((CORPUS / "zeek" / "traces").iterdir()) + sorted(
+        (CORPUS / "other" / "captures").iterdir()
+    )
     total, bad = 0, []
     for path in files:
         n, mism = _compare_file(path)
@@ -94,7 +107,9 @@ def test_decoder_matches_dpkt_on_every_corpus_capture():
 @pytest.mark.parametrize("linktype", [1, 101, 0, 108, 113, 276])
 def test_link_types(tmp_path, linktype):
     path = tmp_path / f"lt{linktype}.pcap"
-    path.write_bytes(pcapgen.pcap_bytes(pcapgen.relink(pcapgen.clean_close(), linktype), linktype=linktype))
+    path.write_bytes(
+        pcapgen.pcap_bytes(pcapgen.relink(pcapgen.clean_close(), linktype), linktype=linktype)
+    )
     n, bad = _compare_file(path)
     assert n == len(pcapgen.clean_close()) and not bad
     [c] = analyze(str(path)).connections
@@ -112,17 +127,34 @@ def test_vlan_and_qinq(tmp_path, vids):
 
 def test_ipv6(tmp_path):
     path = tmp_path / "v6.pcap"
-    path.write_bytes(pcapgen.pcap_bytes(pcapgen.clean_close(client=pcapgen.CLIENT6, server=pcapgen.SERVER6)))
+    path.write_bytes(
+        pcapgen.pcap_bytes(pcapgen.clean_close(client=pcapgen.CLIENT6, server=pcapgen.SERVER6))
+    )
     [c] = analyze(str(path)).connections
     r = c.to_record()
-    assert (r["id.orig_h"], r["id.resp_h"], r["conn_state"]) == ("2001:db8::10", "2001:db8::20", "SF")
+    assert (r["id.orig_h"], r["id.resp_h"], r["conn_state"]) == (
+        "2001:db8::10",
+        "2001:db8::20",
+        "SF",
+    )
     assert r["orig_ip_bytes"] == sum(40 + 20 + n for n in (0, 0, 18, 0, 0, 0))
 
 
 def test_tcp_options():
-    raw = bytes([2, 4, 0x05, 0xB4, 1, 3, 3, 7, 4, 2, 8, 10]) + struct.pack("!II", 11, 22) + bytes([5, 10]) + struct.pack("!II", 100, 200)
+    raw = (
+        bytes([2, 4, 0x05, 0xB4, 1, 3, 3, 7, 4, 2, 8, 10])
+        + struct.pack("!II", 11, 22)
+        + bytes([5, 10])
+        + struct.pack("!II", 100, 200)
+    )
     opts = parse_tcp_options(raw)
-    assert (opts.mss, opts.wscale, opts.sack_permitted, opts.tsval, opts.tsecr) == (1460, 7, True, 11, 22)
+    assert (opts.mss, opts.wscale, opts.sack_permitted, opts.tsval, opts.tsecr) == (
+        1460,
+        7,
+        True,
+        11,
+        22,
+    )
     assert opts.sack == ((100, 200),)
     # a cut-off option ends parsing, keeping what came before
     assert parse_tcp_options(raw[:6]).mss == 1460
@@ -178,7 +210,9 @@ def test_ipv4_fragments_are_reassembled_by_length(tmp_path):
     frames = []
     for i, (off, chunk) in enumerate([(0, u[:1480]), (1480, u[1480:2960]), (2960, u[2960:])]):
         more = off + len(chunk) < len(u)
-        ip = dpkt.ip.IP(src=bytes([192, 0, 2, 1]), dst=bytes([192, 0, 2, 2]), p=17, id=77, data=chunk)
+        ip = dpkt.ip.IP(
+            src=bytes([192, 0, 2, 1]), dst=bytes([192, 0, 2, 2]), p=17, id=77, data=chunk
+        )
         ip.mf, ip.offset = int(more), off // 8  # dpkt's offset is in 8-byte units
         frames.append((pcapgen.T0 + i * 0.001, pcapgen.ethernet(ip)))
     path = tmp_path / "frag.pcap"
@@ -215,10 +249,31 @@ def test_keep_options_false_keeps_only_syn_options():
     window scale and MSS), other segments' are not copied out."""
     from dpkt.tcp import TH_ACK, TH_SYN
 
-    syn = pcapgen.ethernet(pcapgen.tcp_segment(pcapgen.CLIENT4, pcapgen.SERVER4, 40000, 80, TH_SYN, 1, 0,
-                                               opts=b"\x02\x04\x05\xb4\x01\x03\x03\x07"))
-    data = pcapgen.ethernet(pcapgen.tcp_segment(pcapgen.CLIENT4, pcapgen.SERVER4, 40000, 80, TH_ACK, 2, 1,
-                                                data=b"x", opts=pcapgen.ts_option(7, 5)))
+    syn = pcapgen.ethernet(
+        pcapgen.tcp_segment(
+            pcapgen.CLIENT4,
+            pcapgen.SERVER4,
+            40000,
+            80,
+            TH_SYN,
+            1,
+            0,
+            opts=b"\x02\x04\x05\xb4\x01\x03\x03\x07",
+        )
+    )
+    data = pcapgen.ethernet(
+        pcapgen.tcp_segment(
+            pcapgen.CLIENT4,
+            pcapgen.SERVER4,
+            40000,
+            80,
+            TH_ACK,
+            2,
+            1,
+            data=b"x",
+            opts=pcapgen.ts_option(7, 5),
+        )
+    )
     for keep, expected in ((True, [True, True]), (False, [True, False])):
         decoder = Decoder(keep_options=keep)
         pkts = [decoder.decode(i + 1, 0, 1, frame) for i, frame in enumerate((syn, data))]
@@ -228,10 +283,10 @@ def test_keep_options_false_keeps_only_syn_options():
 
 
 def test_pipeline_copies_options_only_for_observers_that_read_them():
-    from flowlens.core.pipeline import Pipeline
     from flowlens.analyzers.packetlog import PacketCollector
     from flowlens.analyzers.rtt import RttCollector
     from flowlens.analyzers.tcpanalysis import TcpAnalyzer
+    from flowlens.core.pipeline import Pipeline
 
     sample = str(Path(__file__).resolve().parent.parent / "sample_pcaps" / "clean-close.pcap")
 
@@ -278,7 +333,9 @@ def test_decoder_timestamps_are_tcp_timestamps_of_the_option_bytes():
     ]:
         raw += bytes(-len(raw) % 4)  # (padded with End of options to whole words)
         assert tcp_timestamps(raw) == want
-        segment = pcapgen.tcp_segment(pcapgen.CLIENT4, pcapgen.SERVER4, 1000, 80, 0x10, 1, 1, opts=raw)
+        segment = pcapgen.tcp_segment(
+            pcapgen.CLIENT4, pcapgen.SERVER4, 1000, 80, 0x10, 1, 1, opts=raw
+        )
         frame = bytes(segment)
         p = Decoder(keep_options=True, timestamps=True).decode(1, 0, 101, frame)
         assert p is not None and ((p.tsval, p.tsecr) if p.tsval >= 0 else None) == want, raw

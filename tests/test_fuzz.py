@@ -38,9 +38,9 @@ import pcapgen
 import pytest
 from click.testing import CliRunner
 
-from flowlens.core.pipeline import Pipeline
 from flowlens.core.capture import MAX_RECORD_BYTES
 from flowlens.core.connections import Config
+from flowlens.core.pipeline import Pipeline
 from flowlens.errors import CaptureError
 
 try:
@@ -136,10 +136,7 @@ def _parse_pcapng(data: bytes) -> Layout:
         if blen < 12 or blen % 4 or pos + blen > len(data):
             break
         rec = Record(pos, blen, endian, code)
-        if code == 6 and blen >= 32:
-            rec.caplen = struct.unpack_from(endian + "I", data, pos + 20)[0]
-            rec.data_offset = pos + 28
-        elif code == 2 and blen >= 32:
+        if code == 6 and blen >= 32 or code == 2 and blen >= 32:
             rec.caplen = struct.unpack_from(endian + "I", data, pos + 20)[0]
             rec.data_offset = pos + 28
         elif code == 3 and blen >= 16:
@@ -166,11 +163,28 @@ def cap_seed(data: bytes, limit: int = SEED_CAP) -> bytes:
     return data[: lay.end]
 
 
-def _epb(endian: str, iface: int, ts_ticks: int, frame: bytes, wirelen: int | None = None,
-         options: bytes = b"") -> bytes:
+def _epb(
+    endian: str,
+    iface: int,
+    ts_ticks: int,
+    frame: bytes,
+    wirelen: int | None = None,
+    options: bytes = b"",
+) -> bytes:
     pad = (-len(frame)) % 4
-    body = struct.pack(endian + "IIIII", iface, ts_ticks >> 32, ts_ticks & 0xFFFFFFFF, len(frame),
-                       len(frame) if wirelen is None else wirelen) + frame + b"\0" * pad + options
+    body = (
+        struct.pack(
+            endian + "IIIII",
+            iface,
+            ts_ticks >> 32,
+            ts_ticks & 0xFFFFFFFF,
+            len(frame),
+            len(frame) if wirelen is None else wirelen,
+        )
+        + frame
+        + b"\0" * pad
+        + options
+    )
     blen = 12 + len(body)
     return struct.pack(endian + "II", 6, blen) + body + struct.pack(endian + "I", blen)
 
@@ -200,21 +214,34 @@ def _scenario_seeds() -> list[Seed]:
         # every scenario once more in another dress, rotating through the variants
         variant = i % 6
         if variant == 0:
-            seeds.append(Seed(f"{name}-nano-be.pcap", pcapgen.pcap_bytes(frames, nano=True, big_endian=True)))
+            seeds.append(
+                Seed(f"{name}-nano-be.pcap", pcapgen.pcap_bytes(frames, nano=True, big_endian=True))
+            )
         elif variant == 1:
             seeds.append(Seed(f"{name}.pcapng", pcapgen.pcapng_bytes([(1, frames)])))
         elif variant == 2:
             seeds.append(Seed(f"{name}-ns.pcapng", pcapgen.pcapng_bytes([(1, frames)], tsresol=9)))
         elif variant == 3:
             lt = (113, 276, 0, 108, 101)[i % 5]
-            seeds.append(Seed(f"{name}-lt{lt}.pcap", pcapgen.pcap_bytes(pcapgen.relink(frames, lt), linktype=lt)))
+            seeds.append(
+                Seed(
+                    f"{name}-lt{lt}.pcap",
+                    pcapgen.pcap_bytes(pcapgen.relink(frames, lt), linktype=lt),
+                )
+            )
         elif variant == 4:
-            seeds.append(Seed(f"{name}-qinq.pcap", pcapgen.pcap_bytes(pcapgen.vlan(frames, (10, 20)))))
+            seeds.append(
+                Seed(f"{name}-qinq.pcap", pcapgen.pcap_bytes(pcapgen.vlan(frames, (10, 20))))
+            )
         else:
             raw = pcapgen.relink(frames, 101)
-            seeds.append(Seed(f"{name}-mixed.pcapng", pcapgen.pcapng_bytes([(1, frames), (101, raw)])))
+            seeds.append(
+                Seed(f"{name}-mixed.pcapng", pcapgen.pcapng_bytes([(1, frames), (101, raw)]))
+            )
     six = pcapgen.clean_close(client=pcapgen.CLIENT6, server=pcapgen.SERVER6)
-    seeds.append(Seed("clean-close-v6-sll2.pcap", pcapgen.pcap_bytes(pcapgen.relink(six, 276), linktype=276)))
+    seeds.append(
+        Seed("clean-close-v6-sll2.pcap", pcapgen.pcap_bytes(pcapgen.relink(six, 276), linktype=276))
+    )
     return seeds
 
 
@@ -307,8 +334,20 @@ def m_flip_bytes(rng, data):
     return bytes(out)
 
 
-ABSURD = (0xFFFFFFFF, 0xFFFFFFF0, 0x80000000, 0x7FFFFFFF, 0x10000000, MAX_RECORD_BYTES + 1,
-          MAX_RECORD_BYTES, 262145, 65536, 3, 1, 0)
+ABSURD = (
+    0xFFFFFFFF,
+    0xFFFFFFF0,
+    0x80000000,
+    0x7FFFFFFF,
+    0x10000000,
+    MAX_RECORD_BYTES + 1,
+    MAX_RECORD_BYTES,
+    262145,
+    65536,
+    3,
+    1,
+    0,
+)
 
 
 def m_absurd_length(rng, data):
@@ -394,9 +433,13 @@ def m_time_backwards(rng, data):
         elif rec.kind in (6, 2):
             hi, lo = struct.unpack_from(e + "II", data, rec.offset + 12)
             ticks = (hi << 32) | lo
-            new = rng.choice((ticks - 1_000_000, ticks - 3_600_000_000, 0, (1 << 64) - 1, ticks >> 1))
+            new = rng.choice(
+                (ticks - 1_000_000, ticks - 3_600_000_000, 0, (1 << 64) - 1, ticks >> 1)
+            )
             new &= (1 << 64) - 1
-            out[rec.offset + 12 : rec.offset + 20] = struct.pack(e + "II", new >> 32, new & 0xFFFFFFFF)
+            out[rec.offset + 12 : rec.offset + 20] = struct.pack(
+                e + "II", new >> 32, new & 0xFFFFFFFF
+            )
     return bytes(out)
 
 
@@ -413,8 +456,13 @@ def m_swap_records(rng, data):
     if rng.random() < 0.5:  # duplicate a after b
         end_b = rb.offset + rb.length
         return data[:end_b] + chunk_a + data[end_b:]
-    return (data[: ra.offset] + chunk_b + data[ra.offset + ra.length : rb.offset] + chunk_a
-            + data[rb.offset + rb.length :])
+    return (
+        data[: ra.offset]
+        + chunk_b
+        + data[ra.offset + ra.length : rb.offset]
+        + chunk_a
+        + data[rb.offset + rb.length :]
+    )
 
 
 def m_wrong_magic(rng, data):
@@ -425,7 +473,9 @@ def m_wrong_magic(rng, data):
     ]  # fmt: skip
     out = bytearray(data)
     if len(out) >= 12 and out[:4] == PCAPNG_SHB and rng.random() < 0.3:
-        out[8:12] = rng.choice((BOM_BE if out[8:12] == BOM_LE else BOM_LE, b"\0\0\0\0", b"\x4d\x3c\x2b\x1b"))
+        out[8:12] = rng.choice(
+            (BOM_BE if out[8:12] == BOM_LE else BOM_LE, b"\0\0\0\0", b"\x4d\x3c\x2b\x1b")
+        )
         return bytes(out)
     out[:4] = rng.choice(choices)
     return bytes(out)
@@ -434,8 +484,9 @@ def m_wrong_magic(rng, data):
 def m_link_type(rng, data):
     """Unknown, odd and mismatched link types (with pcap's FCS bits, in IDBs)."""
     lay = parse(data)
-    value = rng.choice((0, 1, 9, 12, 101, 105, 113, 127, 147, 228, 229, 276, 0xFFFF,
-                        rng.randrange(1 << 16)))
+    value = rng.choice(
+        (0, 1, 9, 12, 101, 105, 113, 127, 147, 228, 229, 276, 0xFFFF, rng.randrange(1 << 16))
+    )
     out = bytearray(data)
     if lay is None:
         return m_flip_bytes(rng, data)
@@ -461,8 +512,17 @@ def m_file_header(rng, data):
     out = bytearray(data)
     e = lay.endian
     if lay.container == "pcap" and len(out) >= 24:
-        at, value = rng.choice(((16, 0), (16, 1), (16, 0xFFFFFFFF), (16, 64), (4, 0xFFFFFFFF),
-                                (8, 0x80000000), (12, 0xFFFFFFFF)))
+        at, value = rng.choice(
+            (
+                (16, 0),
+                (16, 1),
+                (16, 0xFFFFFFFF),
+                (16, 64),
+                (4, 0xFFFFFFFF),
+                (8, 0x80000000),
+                (12, 0xFFFFFFFF),
+            )
+        )
         out[at : at + 4] = _u32(e, value)
         return bytes(out)
     shb = lay.records[0] if lay.records else None
@@ -480,7 +540,9 @@ def m_pcapng_unknown_block(rng, data):
     if lay is None or lay.container != "pcapng" or not lay.records:
         return m_flip_bytes(rng, data)
     e = lay.endian
-    code = rng.choice((0x0BAD, 0x40000BAD, 4, 5, 7, 8, 9, 10, 0x0A, 0x80000001, rng.randrange(1 << 32)))
+    code = rng.choice(
+        (0x0BAD, 0x40000BAD, 4, 5, 7, 8, 9, 10, 0x0A, 0x80000001, rng.randrange(1 << 32))
+    )
     body = bytes(rng.randrange(256) for _ in range(rng.choice((0, 4, 7, 16, 33))))
     block = _block(e, code, body)
     at = _pick(rng, [r.offset for r in lay.records[1:]] + [lay.end])
@@ -533,7 +595,13 @@ def m_pcapng_new_section(rng, data):
     bom = BOM_LE if e == "<" else BOM_BE
     if rng.random() < 0.2:
         bom = b"\xde\xad\xbe\xef"
-    shb = PCAPNG_SHB + struct.pack(e + "I", 28) + bom + struct.pack(e + "HHq", 1, 0, -1) + struct.pack(e + "I", 28)
+    shb = (
+        PCAPNG_SHB
+        + struct.pack(e + "I", 28)
+        + bom
+        + struct.pack(e + "HHq", 1, 0, -1)
+        + struct.pack(e + "I", 28)
+    )
     at = _pick(rng, [r.offset for r in lay.records[1:]])
     return data[:at] + shb + data[at:]
 
@@ -736,13 +804,22 @@ def run_library(path: str, verify_checksums: bool = True) -> str | None:
         assert c.uid not in uids
         uids.add(c.uid)
         assert c.duration_s >= 0 and c.last_ts_ns >= c.first_ts_ns
-        assert -(1 << 63) < c.first_ts_ns and c.last_ts_ns < (1 << 63)  # fits numpy/pandas
+        assert c.first_ts_ns > -(1 << 63) and c.last_ts_ns < (1 << 63)  # fits numpy/pandas
         assert min(c.pkts) >= 0 and min(c.payload) >= 0 and min(c.ip_bytes) >= 0, c
         counted += c.pkts[0] + c.pkts[1]
         record = c.to_record()
         json.dumps(record)
-        for key in ("duration", "synack_ms", "ackdat_ms", "irtt_ms", "orig_bytes", "resp_bytes",
-                    "missed_bytes", "orig_pkts", "resp_pkts"):
+        for key in (
+            "duration",
+            "synack_ms",
+            "ackdat_ms",
+            "irtt_ms",
+            "orig_bytes",
+            "resp_bytes",
+            "missed_bytes",
+            "orig_pkts",
+            "resp_pkts",
+        ):
             assert record[key] is None or record[key] >= 0, (key, record)
         times = [t for t, *_ in c.timeline]
         assert times == sorted(times)
@@ -830,7 +907,9 @@ def cli_commands() -> dict[str, click.Command]:
     return dict(sorted(all_commands().items()))
 
 
-def _base_args(name: str, command: click.Command, path: str, rng: random.Random | None) -> list[str]:
+def _base_args(
+    name: str, command: click.Command, path: str, rng: random.Random | None
+) -> list[str]:
     """`NAME CAPTURE [--format F]`: the first positional argument is the capture; --format gets
     a random choice so every renderer sees damaged data."""
     args = [name]
@@ -841,14 +920,18 @@ def _base_args(name: str, command: click.Command, path: str, rng: random.Random 
                 args.append(path)
                 seen_capture = True
             elif param.required and name not in CLI_EXTRA_ARGS:
-                pytest.fail(f"flowlens {name} needs argument {param.name!r} besides the capture: "
-                            f"add it to CLI_EXTRA_ARGS in {Path(__file__).name}")
+                pytest.fail(
+                    f"flowlens {name} needs argument {param.name!r} besides the capture: "
+                    f"add it to CLI_EXTRA_ARGS in {Path(__file__).name}"
+                )
         elif isinstance(param, click.Option):
             if param.name == "fmt" and isinstance(param.type, click.Choice) and rng is not None:
                 args += [param.opts[0], rng.choice(list(param.type.choices))]
             elif param.required and name not in CLI_EXTRA_ARGS:
-                pytest.fail(f"flowlens {name} needs option {param.opts[0]} besides the capture: "
-                            f"add it to CLI_EXTRA_ARGS in {Path(__file__).name}")
+                pytest.fail(
+                    f"flowlens {name} needs option {param.opts[0]} besides the capture: "
+                    f"add it to CLI_EXTRA_ARGS in {Path(__file__).name}"
+                )
     assert seen_capture, f"flowlens {name} takes no capture argument"
     return args
 
@@ -868,15 +951,19 @@ def command_extras(name: str) -> list[str]:
         path = os.path.join(d, "clean.pcap")
         pcapgen.write_pcap(path, pcapgen.clean_close())
         for extra in candidates:
-            args = _base_args(name, command, path, None) + [a.replace("{n}", "probe") for a in extra]
+            args = _base_args(name, command, path, None) + [
+                a.replace("{n}", "probe") for a in extra
+            ]
             with contextlib.chdir(d):
                 result = CliRunner().invoke(cli_group(), args)
             if result.exit_code == 0:
                 _extras_cache[name] = extra
                 return extra
             tried.append(f"{extra}: exit {result.exit_code} {result.stderr.strip()[-200:]!r}")
-    pytest.fail(f"flowlens {name} fails on a clean capture with every argument set tried "
-                f"({'; '.join(tried)}): add what it needs to CLI_EXTRA_ARGS in {Path(__file__).name}")
+    pytest.fail(
+        f"flowlens {name} fails on a clean capture with every argument set tried "
+        f"({'; '.join(tried)}): add what it needs to CLI_EXTRA_ARGS in {Path(__file__).name}"
+    )
 
 
 _run_numbers = iter(range(1 << 62))

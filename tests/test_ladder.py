@@ -12,10 +12,10 @@ import pcapgen
 import pytest
 from click.testing import CliRunner
 
-from flowlens.core.pipeline import analyze
+from flowlens.analyzers.packetlog import PacketCollector, collect, first_packet_filter
 from flowlens.cli import cli
 from flowlens.core.filters import Selection
-from flowlens.analyzers.packetlog import PacketCollector, collect, first_packet_filter
+from flowlens.core.pipeline import analyze
 from flowlens.reports.ladder import WIDTH, Note, build_ladder, render_text
 from flowlens.reports.ladder_plot import draw_figure
 

@@ -64,8 +64,11 @@ def ip_packets(path: Path) -> tuple[int, list[tuple[float, dpkt.Packet]]]:
     with open(path, "rb") as fh:
         reader = dpkt.pcap.Reader(fh)
         link = reader.datalink()
-        frame = {dpkt.pcap.DLT_EN10MB: dpkt.ethernet.Ethernet, dpkt.pcap.DLT_LINUX_SLL: dpkt.sll.SLL,
-                 dpkt.pcap.DLT_LINUX_SLL2: dpkt.sll2.SLL2}[link]
+        frame = {
+            dpkt.pcap.DLT_EN10MB: dpkt.ethernet.Ethernet,
+            dpkt.pcap.DLT_LINUX_SLL: dpkt.sll.SLL,
+            dpkt.pcap.DLT_LINUX_SLL2: dpkt.sll2.SLL2,
+        }[link]
         out = []
         for ts, buf in reader:
             ip = frame(buf).data
@@ -80,8 +83,19 @@ def segments(path: Path) -> list[Seg]:
         tcp = ip.data
         if isinstance(tcp, dpkt.tcp.TCP):
             family = socket.AF_INET6 if isinstance(ip, dpkt.ip6.IP6) else socket.AF_INET
-            segs.append(Seg(ts, socket.inet_ntop(family, ip.src), tcp.sport, socket.inet_ntop(family, ip.dst),
-                            tcp.dport, tcp.flags, tcp.seq, tcp.ack, len(tcp.data)))
+            segs.append(
+                Seg(
+                    ts,
+                    socket.inet_ntop(family, ip.src),
+                    tcp.sport,
+                    socket.inet_ntop(family, ip.dst),
+                    tcp.dport,
+                    tcp.flags,
+                    tcp.seq,
+                    tcp.ack,
+                    len(tcp.data),
+                )
+            )
     return segs
 
 
@@ -131,8 +145,14 @@ def test_delay_shows_in_the_handshake(tmp_path):
             lab.traffic("http-clients", HTTP, "--count", 3)
     segs = segments(cap.path)
     for syn in syns(segs):
-        synack = next(s for s in segs if s.dport == syn.sport and s.has(dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK))
-        ack = next(s for s in segs if s.sport == syn.sport and s.ts > synack.ts and s.flags == dpkt.tcp.TH_ACK)
+        synack = next(
+            s for s in segs if s.dport == syn.sport and s.has(dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK)
+        )
+        ack = next(
+            s
+            for s in segs
+            if s.sport == syn.sport and s.ts > synack.ts and s.flags == dpkt.tcp.TH_ACK
+        )
         # The lower bounds are the point; the upper ones only allow for a busy machine.
         assert delay_s <= synack.ts - syn.ts < 2 * delay_s
         assert 2 * delay_s <= ack.ts - syn.ts < 4 * delay_s
@@ -151,7 +171,12 @@ def test_timewait_pileup_runs_out_of_ports(lab_ok, tmp_path):
     segs = segments(cap.path)
     assert sorted(s.sport for s in syns(segs)) == list(range(40000, 40010))
     for syn in syns(segs):  # client closes first: it is the one left in TIME_WAIT
-        assert next(s for s in segs if s.has(dpkt.tcp.TH_FIN) and syn.sport in (s.sport, s.dport)).sport == syn.sport
+        assert (
+            next(
+                s for s in segs if s.has(dpkt.tcp.TH_FIN) and syn.sport in (s.sport, s.dport)
+            ).sport
+            == syn.sport
+        )
 
 
 def test_port_reuse_opens_the_same_tuple_twice(lab_ok, tmp_path):
@@ -237,7 +262,9 @@ def test_udp_echo_and_icmp_port_unreachable(lab_ok, tmp_path):
     packets = [ip for _, ip in ip_packets(cap.path)[1]]
     assert sum(isinstance(ip.data, dpkt.udp.UDP) and ip.data.sport == UDP for ip in packets) == 3
     icmp = [ip.data for ip in packets if isinstance(ip.data, dpkt.icmp.ICMP)]
-    assert [(m.type, m.code) for m in icmp] == [(dpkt.icmp.ICMP_UNREACH, dpkt.icmp.ICMP_UNREACH_PORT)]
+    assert [(m.type, m.code) for m in icmp] == [
+        (dpkt.icmp.ICMP_UNREACH, dpkt.icmp.ICMP_UNREACH_PORT)
+    ]
     assert icmp[0].data.data.data.dport == CLOSED  # the quoted UDP header
 
 
@@ -266,7 +293,9 @@ def test_lab_cleans_up_after_a_failure(lab_ok):
         name = lab.name
         raise RuntimeError("boom")
     assert server.popen.poll() is not None
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
     assert name not in listed
     with pytest.raises(LabError, match="with"):
         lab.run(["true"])
@@ -275,7 +304,11 @@ def test_lab_cleans_up_after_a_failure(lab_ok):
 def test_traffic_refuses_to_run_outside_a_lab():
     """No lab needed: outside a flowlens-* namespace traffic.py sends nothing and exits 2."""
     run = [sys.executable, str(TRAFFIC)]
-    outside = subprocess.run(run + ["refused", str(CLOSED)], capture_output=True, text=True, timeout=30)
+    outside = subprocess.run(
+        run + ["refused", str(CLOSED)], capture_output=True, text=True, timeout=30
+    )
     assert outside.returncode == 2 and "refusing to run outside" in outside.stderr
-    remote = subprocess.run(run + ["refused", "80", "--host", "192.0.2.1"], capture_output=True, text=True, timeout=30)
+    remote = subprocess.run(
+        run + ["refused", "80", "--host", "192.0.2.1"], capture_output=True, text=True, timeout=30
+    )
     assert remote.returncode == 2 and "not a loopback address" in remote.stderr

@@ -33,8 +33,12 @@ def capture(tmp_path_factory):
         lab.start_traffic("http-server", HTTP)
         lab.start_traffic("udp-echo", UDP)
         with lab.capture(path):
-            client_first = lab.traffic("http-clients", HTTP, "--count", "3", "--close-first", "client")
-            server_first = lab.traffic("http-clients", HTTP, "--count", "2", "--close-first", "server")
+            client_first = lab.traffic(
+                "http-clients", HTTP, "--count", "3", "--close-first", "client"
+            )
+            server_first = lab.traffic(
+                "http-clients", HTTP, "--count", "2", "--close-first", "server"
+            )
             reuse = lab.traffic("port-reuse", HTTP, "--bind-port", "45000", "--count", "2")
             refused = lab.traffic("refused", CLOSED_PORT)
             lab.traffic("abort", HTTP)
@@ -52,7 +56,9 @@ def tcp_to(analysis, port):
 
 def test_checksums_on_loopback_are_recognised_as_offloaded(capture):
     assert all(c.bad_checksums == 0 for c in capture.connections)
-    assert not any("C" in (c.history or "") or "c" in (c.history or "") for c in capture.connections)
+    assert not any(
+        "C" in (c.history or "") or "c" in (c.history or "") for c in capture.connections
+    )
 
 
 def test_who_closed_first_holds_time_wait(capture):
@@ -80,14 +86,23 @@ def test_reused_client_port_is_two_connections(capture):
 
 def test_refused_connection(capture):
     [c] = tcp_to(capture, CLOSED_PORT)
-    assert (c.conn_state, c.history, c.handshake, c.orig_state) == ("REJ", "Sr", "rejected", "CLOSED")
+    assert (c.conn_state, c.history, c.handshake, c.orig_state) == (
+        "REJ",
+        "Sr",
+        "rejected",
+        "CLOSED",
+    )
 
 
 def test_abort(capture):
     aborted = [c for c in tcp_to(capture, HTTP) if c.teardown == "reset_orig"]
     assert len(aborted) == 1
     [c] = aborted
-    assert c.conn_state == "RSTO" and c.history.endswith("R") and (c.orig_state, c.resp_state) == ("CLOSED", "CLOSED")
+    assert (
+        c.conn_state == "RSTO"
+        and c.history.endswith("R")
+        and (c.orig_state, c.resp_state) == ("CLOSED", "CLOSED")
+    )
 
 
 def test_udp_and_icmp_unreachable(capture):

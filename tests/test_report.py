@@ -24,9 +24,9 @@ import pcapgen
 import pytest
 from click.testing import CliRunner
 
-from flowlens.core.pipeline import analyze
-from flowlens.cli import cli
 from flowlens.analyzers.anomalies.detector import SEVERITIES, AnomalyDetector
+from flowlens.cli import cli
+from flowlens.core.pipeline import analyze
 from flowlens.reports.html import SECTIONS, render_html
 from flowlens.reports.markdown import github_anchor, render_markdown
 from flowlens.reports.postmortem import ReportOptions, build_report
@@ -171,7 +171,7 @@ def test_incident_ladders_show_evidence_and_notes(incident_report):
         r'<article class="ladder" id="conn-(\w+)">(.*?)</article>', text, re.DOTALL
     )
     assert articles
-    for uid, body in articles:
+    for _uid, body in articles:
         pre = body.split('<pre class="ladder">', 1)[1]
         assert "data:image/png;base64," in body  # the picture ...
         assert re.search(r"\|-- \[S\] seq 0", html.unescape(pre)) or "ICMP" in pre or "UDP" in pre

@@ -23,12 +23,14 @@ from click.testing import CliRunner
 from pcapgen import ACK, FIN, PSH, RST, SYN, Conversation
 
 from flowlens import analyze, format_addr
+from flowlens.analyzers.rtt import RttCollector, RttConfig, Samples, rtt_of, stats_of
 from flowlens.cli import cli
 from flowlens.reports.rtt import Aggregator, Series, connection_rows, draw_figure, samples_frame
-from flowlens.analyzers.rtt import RttCollector, RttConfig, Samples, rtt_of, stats_of
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-TRACES = sorted((CORPUS / "zeek" / "traces").glob("*")) + sorted((CORPUS / "other" / "captures").glob("*"))
+TRACES = sorted((CORPUS / "zeek" / "traces").glob("*")) + sorted(
+    (CORPUS / "other" / "captures").glob("*")
+)
 REAL_LOOPBACK = CORPUS / "zeek" / "traces" / "echo-connections.pcap"  # 500 echo connections on lo
 
 
@@ -39,10 +41,13 @@ def _analyze(tmp_path, frames, name="t.pcap", config=None, nano=False):
 
 
 def _samples(conn):
-    return [(s.leg, s.source, s.rtt_ns, s.frame, s.answer_frame) for s in rtt_of(conn).iter_samples()]
+    return [
+        (s.leg, s.source, s.rtt_ns, s.frame, s.answer_frame) for s in rtt_of(conn).iter_samples()
+    ]
 
 
 # ---------------------------------------------------------------------- tiny captures, exact values
+
 
 def test_exchange_gives_exact_samples_per_leg(tmp_path):
     [c] = _analyze(tmp_path, pcapgen.rtt_exchange()).connections
@@ -64,7 +69,10 @@ def test_exchange_gives_exact_samples_per_leg(tmp_path):
 def test_rows_say_where_the_time_was_measured(tmp_path):
     [c] = _analyze(tmp_path, pcapgen.rtt_exchange()).connections
     rows = connection_rows(c)
-    assert [(r["leg"], r["path"], r["handshake_ms"], r["count"], r["p50_ms"], r["sources"]) for r in rows] == [
+    assert [
+        (r["leg"], r["path"], r["handshake_ms"], r["count"], r["p50_ms"], r["sources"])
+        for r in rows
+    ] == [
         ("resp", "cap>resp>cap", 10.0, 2, 25.0, {"ack": 2}),
         ("orig", "cap>orig>cap", 0.5, 2, 3.5, {"ack": 2}),
     ]
@@ -130,7 +138,10 @@ def test_zero_window_probe_is_not_a_retransmission(tmp_path):
     conv.c(PSH | ACK, b"y" * 100, seq=probe_seq, dt=0.001)  # the data, starting with that byte
     conv.s(ACK, dt=0.006)
     [c] = _analyze(tmp_path, conv.frames).connections
-    assert [(s.rtt_ns, s.source) for s in rtt_of(c).iter_samples("resp")] == [(4_000_000, "ack"), (6_000_000, "ack")]
+    assert [(s.rtt_ns, s.source) for s in rtt_of(c).iter_samples("resp")] == [
+        (4_000_000, "ack"),
+        (6_000_000, "ack"),
+    ]
 
 
 def test_sequence_numbers_wrap(tmp_path):
@@ -182,6 +193,7 @@ def test_clock_going_backwards_gives_no_negative_sample(tmp_path):
 
 
 # ---------------------------------------------------------------------- bounded memory
+
 
 def test_outstanding_segments_are_bounded(tmp_path):
     conv = Conversation()
@@ -242,6 +254,7 @@ def test_percentiles_match_numpy():
 
 # ---------------------------------------------------------------------- reports and CLI
 
+
 def _write(tmp_path, frames, name="c.pcap"):
     path = tmp_path / name
     path.write_bytes(pcapgen.pcap_bytes(frames))
@@ -276,12 +289,16 @@ def test_cli_table_json_csv(tmp_path):
     ]
     res = runner.invoke(cli, ["rtt", path, "--format", "csv"])
     header, first = res.stdout.splitlines()[:2]
-    assert header.startswith("uid,ts,proto,id.orig_h,id.orig_p,id.resp_h,id.resp_p,leg,path,handshake_ms,count,min_ms")
+    assert header.startswith(
+        "uid,ts,proto,id.orig_h,id.orig_p,id.resp_h,id.resp_p,leg,path,handshake_ms,count,min_ms"
+    )
     assert ",resp,cap>resp>cap,10.0,2,20.0," in first
 
 
 def test_cli_samples(tmp_path):
-    res = CliRunner().invoke(cli, ["rtt", _write(tmp_path, pcapgen.rtt_exchange()), "--samples", "--format", "json"])
+    res = CliRunner().invoke(
+        cli, ["rtt", _write(tmp_path, pcapgen.rtt_exchange()), "--samples", "--format", "json"]
+    )
     recs = [json.loads(line) for line in res.stdout.splitlines()]
     assert [(r["leg"], r["source"], r["rtt_ms"], r["frame"], r["answer_frame"]) for r in recs] == [
         ("resp", "ack", 20.0, 4, 5), ("orig", "ack", 3.0, 7, 8), ("resp", "ack", 30.0, 9, 10), ("orig", "ack", 4.0, 10, 11),
@@ -296,7 +313,12 @@ def test_cli_by_server_client_pair(tmp_path):
     recs = {r["host"]: r for r in map(json.loads, res.stdout.splitlines())}
     assert set(recs) == {"198.51.100.20", "198.51.100.99"}
     a = recs["198.51.100.20"]  # the exchange, the DNS flow and the pings share this server
-    assert (a["path"], a["conns"], a["handshakes"], a["handshake_p50_ms"]) == ("cap>server>cap", 3, 1, 10.0)
+    assert (a["path"], a["conns"], a["handshakes"], a["handshake_p50_ms"]) == (
+        "cap>server>cap",
+        3,
+        1,
+        10.0,
+    )
     assert a["sources"] == {"ack": 2, "dns": 2, "icmp": 2}
     assert (a["count"], a["min_ms"], a["max_ms"]) == (6, 2.0, 30.0)
     b = recs["198.51.100.99"]
@@ -311,7 +333,12 @@ def test_cli_by_server_client_pair(tmp_path):
 def test_cli_filters(tmp_path):
     res = CliRunner().invoke(cli, ["rtt", _mixed(tmp_path), "--proto", "udp", "--format", "json"])
     [r] = [json.loads(line) for line in res.stdout.splitlines()]
-    assert (r["proto"], r["id.resp_p"], r["sources"], r["karn_skipped"]) == ("udp", 53, {"dns": 2}, 1)
+    assert (r["proto"], r["id.resp_p"], r["sources"], r["karn_skipped"]) == (
+        "udp",
+        53,
+        {"dns": 2},
+        1,
+    )
     assert "matching the filters" in res.stderr
 
 
@@ -342,8 +369,14 @@ def test_figure_data():
     fig = draw_figure([a, b])
     ax_time, ax_hist = fig.axes
     lines = {line.get_label(): line for line in ax_time.get_lines()}
-    assert list(lines["a"].get_xdata()) == [0.0, 1.0, 2.0] and list(lines["a"].get_ydata()) == [1.0, 2.0, 3.0]
-    assert list(lines["b"].get_xdata()) == pytest.approx([0.2, 0.5]) and list(lines["b"].get_ydata()) == [4.0, 5.0]
+    assert list(lines["a"].get_xdata()) == [0.0, 1.0, 2.0] and list(lines["a"].get_ydata()) == [
+        1.0,
+        2.0,
+        3.0,
+    ]
+    assert list(lines["b"].get_xdata()) == pytest.approx([0.2, 0.5]) and list(
+        lines["b"].get_ydata()
+    ) == [4.0, 5.0]
     assert sum(p.get_height() for p in ax_hist.patches) == 5
     many = [Series(f"s{i}", [float(i)], [1.0 + i]) for i in range(15)]
     labels = [line.get_label() for line in draw_figure(many, max_lines=12).axes[0].get_lines()]
@@ -365,6 +398,7 @@ def test_samples_frame_and_aggregator(tmp_path):
 
 # ---------------------------------------------------------------------- agreement with tshark
 
+
 def _need_tshark() -> str:
     exe = shutil.which("tshark")
     if exe is None:
@@ -383,7 +417,7 @@ _FIELDS = (
 )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tshark(path: Path) -> dict[int, dict]:
     """Per TCP frame: tshark's view (relative sequence numbers); read-only, cached per file."""
     cmd = [_need_tshark(), "-r", str(path), "-n", "-Y", "tcp && !icmp && !icmpv6", "-T", "fields",
@@ -394,7 +428,7 @@ def _tshark(path: Path) -> dict[int, dict]:
     frames = {}
     for line in out.splitlines():
         v = dict(zip(_FIELDS, line.split("\t")))
-        last = lambda k: v[k].split(",")[-1]  # noqa: E731 - tunnels list outer then inner
+        last = lambda k: v[k].split(",")[-1]  # noqa: E731, B023 - tunnels list outer then inner
         if not v["tcp.stream"]:
             continue
         frames[int(v["frame.number"])] = {
@@ -422,23 +456,23 @@ def _tshark(path: Path) -> dict[int, dict]:
 #: Where flowlens and tshark's tcp.analysis.ack_rtt intentionally differ, and why.
 ACK_RTT_DIFFERENCES = {
     "handshake": "tshark times SYN -> SYN/ACK and SYN/ACK -> ACK as ack_rtt; flowlens reports them "
-                 "as the handshake legs synack_ms and ackdat_ms, not as data samples",
+    "as the handshake legs synack_ms and ackdat_ms, not as data samples",
     "fin": "a bare FIN's ACK: FINs are timed by neither side's data RTT (the ACK often waits for "
-           "the application's own close)",
+    "the application's own close)",
     "rst": "the answer is a RST: an abort is not a round trip, and an injected RST's ACK field "
-           "can be anything",
+    "can be anything",
     "karn": "Karn's rule: the ACK covers retransmitted (or late, hole-filling) data, so it cannot "
-            "say which copy it answers; tshark times it from the first copy anyway",
+    "say which copy it answers; tshark times it from the first copy anyway",
     "karn_ts": "Karn's rule dropped the ACK sample and the timestamps echo gave one instead, timed "
-               "from the copy whose TSval the ACK echoes",
+    "from the copy whose TSval the ACK echoes",
     "zero_window_probe": "the ACK of a zero-window probe: flowlens does not time probes (the "
-                         "byte goes again as data once the window opens)",
+    "byte goes again as data once the window opens)",
     "dup_ack": "the ACK acknowledges nothing new (a duplicate ACK answering a spurious "
-               "retransmission, or a replayed copy of the conversation): flowlens takes samples "
-               "only from ACKs that cover new data",
+    "retransmission, or a replayed copy of the conversation): flowlens takes samples "
+    "only from ACKs that cover new data",
     "ip_length": "the capture cut the segment (IP total length > captured bytes): flowlens takes "
-                 "the segment's end from the IP header, tshark from the captured bytes, so only "
-                 "flowlens sees the ACK end exactly at it",
+    "the segment's end from the IP header, tshark from the captured bytes, so only "
+    "flowlens sees the ACK end exactly at it",
 }
 
 #: Concrete cases, checked by frame so that the reasons above stay true.
@@ -497,7 +531,11 @@ def _ack_rtt_comparison(path: Path):
             cases[n] = "match" if same else f"differ: ours {frame} {rtt} ns, tshark {theirs[n]}"
         else:
             f = frames.get(frame)
-            why = "ip_length" if f and f["ip_payload"] is not None and f["ip_payload"] > f["len"] else "unexplained_ours"
+            why = (
+                "ip_length"
+                if f and f["ip_payload"] is not None and f["ip_payload"] > f["len"]
+                else "unexplained_ours"
+            )
             result[why] += 1
             cases[n] = why
     for n in theirs.keys() - ours.keys():
@@ -512,7 +550,9 @@ def _size_param(path: Path):
     return pytest.param(path, id=path.name, marks=marks)
 
 
-@pytest.mark.parametrize("path", [_size_param(p) for p in TRACES if p.name != "tcpdump__timestamp_invalid_nano.pcap"])
+@pytest.mark.parametrize(
+    "path", [_size_param(p) for p in TRACES if p.name != "tcpdump__timestamp_invalid_nano.pcap"]
+)
 def test_ack_rtt_agrees_with_tshark(path):
     result, cases = _ack_rtt_comparison(path)
     bad = {n: why for n, why in cases.items() if why != "match" and why not in ACK_RTT_DIFFERENCES}
@@ -546,16 +586,18 @@ def test_ack_rtt_agreement_totals_on_the_corpus_sample():
 #: Streams where flowlens's irtt_ms intentionally differs from tshark's initial_rtt (or is None).
 IRTT_DIFFERENCES = {
     "rst": "tshark ends the handshake at the first packet with ACK and without SYN after the SYN, "
-           "a RST/ACK included (refused connections, injected RSTs); a RST is not a handshake "
-           "completion, so flowlens has no irtt (or times the real SYN/ACK)",
+    "a RST/ACK included (refused connections, injected RSTs); a RST is not a handshake "
+    "completion, so flowlens has no irtt (or times the real SYN/ACK)",
     "no_synack": "no SYN/ACK in the capture: tshark times SYN -> first ACK; flowlens has no "
-                 "SYN -> SYN/ACK leg, hence no sum",
+    "SYN -> SYN/ACK leg, hence no sum",
     "reordered": "the capture has the SYN/ACK before the SYN: the SYN -> SYN/ACK leg would be "
-                 "negative, so flowlens reports none",
+    "negative, so flowlens reports none",
     "synack_resent": "the SYN/ACK was sent several times: flowlens's ackdat_ms starts at the most "
-                     "recent SYN/ACK (the one the ACK answers), tshark's span at the most recent SYN",
+    "recent SYN/ACK (the one the ACK answers), tshark's span at the most recent SYN",
 }
-_IRTT_SKIP = {"tcpdump__timestamp_invalid_nano.pcap": "nanosecond fields >= 1e9: the tools normalize them differently"}
+_IRTT_SKIP = {
+    "tcpdump__timestamp_invalid_nano.pcap": "nanosecond fields >= 1e9: the tools normalize them differently"
+}
 
 
 def _classify_irtt(stream_frames: list[dict]) -> str:
@@ -577,7 +619,9 @@ def _classify_irtt(stream_frames: list[dict]) -> str:
     if not synacks:
         return "no_synack"
     first_syn = next(x for x in before if x["flags"] & (SYN | ACK) == SYN)
-    if synacks[0]["ts_ns"] < first_syn["ts_ns"] or stream_frames.index(synacks[0]) < stream_frames.index(first_syn):
+    if synacks[0]["ts_ns"] < first_syn["ts_ns"] or stream_frames.index(
+        synacks[0]
+    ) < stream_frames.index(first_syn):
         return "reordered"
     if len(synacks) > 1:
         return "synack_resent"
@@ -618,7 +662,9 @@ def _irtt_comparison(path: Path):
         if conn.irtt_ms is not None and abs(conn.irtt_ms - irtt) <= 0.001:  # 1 us
             why = "match"
         else:
-            why = _classify_irtt([frames[n] for n in sorted(frames) if frames[n]["stream"] == stream])
+            why = _classify_irtt(
+                [frames[n] for n in sorted(frames) if frames[n]["stream"] == stream]
+            )
         result[why] += 1
         cases[stream] = why
     return result, cases
@@ -626,7 +672,11 @@ def _irtt_comparison(path: Path):
 
 @pytest.mark.parametrize(
     "path",
-    [_size_param(p) for p in TRACES if (CORPUS / "truth" / f"{p.name}.irtt.tsv").exists() and p.name not in _IRTT_SKIP],
+    [
+        _size_param(p)
+        for p in TRACES
+        if (CORPUS / "truth" / f"{p.name}.irtt.tsv").exists() and p.name not in _IRTT_SKIP
+    ],
 )
 def test_irtt_equals_tshark_initial_rtt(path):
     result, cases = _irtt_comparison(path)

@@ -25,8 +25,8 @@ import subprocess
 import pytest
 
 from flowlens import analyze
-from flowlens.reports.rtt import connection_rows
 from flowlens.analyzers.rtt import RttCollector, rtt_of
+from flowlens.reports.rtt import connection_rows
 
 try:
     from netlab import Lab
@@ -109,7 +109,9 @@ def test_real_capture_agrees_with_tshark(delayed_capture):
          "-e", "tcp.stream", "-e", "tcp.analysis.initial_rtt"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    theirs = sorted({(int(s), float(v) * 1e3) for s, v in (line.split("\t") for line in out.splitlines())})
+    theirs = sorted(
+        {(int(s), float(v) * 1e3) for s, v in (line.split("\t") for line in out.splitlines())}
+    )
     ours = [c.irtt_ms for c in analyze(str(delayed_capture)).connections if c.proto_name == "tcp"]
     assert len(theirs) == len(ours) == 6
     # tshark numbers streams in order of first packet, as analyze orders connections

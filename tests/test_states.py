@@ -9,9 +9,9 @@ import pcapgen
 import pytest
 from click.testing import CliRunner
 
-from flowlens.core.pipeline import analyze
 from flowlens.cli import cli
 from flowlens.core.connections import Config, format_addr
+from flowlens.core.pipeline import analyze
 from flowlens.reports.states import STATES, SocketStates, states_figure, tick_times
 
 CLIENT, SERVER = pcapgen.CLIENT4, pcapgen.SERVER4

@@ -12,8 +12,8 @@ import pcapgen
 import pytest
 
 from flowlens import analyze
-from flowlens.errors import UsageError
 from flowlens.analyzers.tcpanalysis import KINDS, LABELS, TcpAnalyzer, state_of
+from flowlens.errors import UsageError
 
 CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
 TRUTH = CORPUS / "truth"

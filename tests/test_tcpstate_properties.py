@@ -31,12 +31,30 @@ FLAG_CHOICES = (
     TH_RST | TH_ACK, TH_SYN | TH_FIN, 0,
 )  # fmt: skip
 
-ZEEK_CONN_STATES = {"S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH",
-                    "SHR", "OTH"}
+ZEEK_CONN_STATES = {
+    "S0",
+    "S1",
+    "SF",
+    "REJ",
+    "S2",
+    "S3",
+    "RSTO",
+    "RSTR",
+    "RSTOS0",
+    "RSTRH",
+    "SH",
+    "SHR",
+    "OTH",
+}
 HANDSHAKES = {"3way", "simultaneous_open", "rejected", "unanswered", "incomplete", "missing"}
 TEARDOWNS = {"4way", "3way", "simultaneous", "half_closed", "reset_orig", "reset_resp", "open"}
-FIN_SENT = {TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2, TcpState.CLOSING, TcpState.LAST_ACK,
-            TcpState.TIME_WAIT}
+FIN_SENT = {
+    TcpState.FIN_WAIT_1,
+    TcpState.FIN_WAIT_2,
+    TcpState.CLOSING,
+    TcpState.LAST_ACK,
+    TcpState.TIME_WAIT,
+}
 
 seq_numbers = st.one_of(
     st.builds(lambda isn, d: (isn + d) & 0xFFFFFFFF, st.sampled_from(ISNS), st.integers(-2, 3000)),
@@ -154,7 +172,9 @@ def check_connections(conns, packets: list[Packet], monotonic: bool) -> None:
         if monotonic:
             raw = [t for t, *_ in c.tcp.timeline]
             assert raw == sorted(raw)
-            assert not raw or (raw[0] >= c.first_ts_ns and raw[-1] <= max(c.last_ts_ns, c.end_ts_ns))
+            assert not raw or (
+                raw[0] >= c.first_ts_ns and raw[-1] <= max(c.last_ts_ns, c.end_ts_ns)
+            )
             for ts, _frame, side, new in c.tcp.timeline:
                 later = [s for t, _f, sd, s in c.tcp.timeline if sd == side and t <= ts]
                 if new is not TcpState.TIME_WAIT:
@@ -192,8 +212,15 @@ def test_clock_jumps(steps):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.sampled_from((TH_SYN, TH_SYN | TH_ACK, TH_ACK,
-                                                           TH_FIN | TH_ACK, TH_RST))), max_size=12))
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.sampled_from((TH_SYN, TH_SYN | TH_ACK, TH_ACK, TH_FIN | TH_ACK, TH_RST)),
+        ),
+        max_size=12,
+    )
+)
 def test_handshake_shaped_sequences(steps):
     """Sequences of well-formed segments (consistent seq/ack) on one 5-tuple: the table must not
     split them, and a connection whose handshake and close were both seen ends CLOSED or in
@@ -203,8 +230,14 @@ def test_handshake_shaped_sequences(steps):
     packets = []
     for frame, (from_a, flags) in enumerate(steps, 1):
         ts += 1_000_000
-        seg = {"tuple": 0, "from_a": from_a, "flags": flags, "seq": seqs[from_a],
-               "ack": seqs[not from_a], "plen": 0}
+        seg = {
+            "tuple": 0,
+            "from_a": from_a,
+            "flags": flags,
+            "seq": seqs[from_a],
+            "ack": seqs[not from_a],
+            "plen": 0,
+        }
         packets.append(make_packet(frame, ts, seg))
         if flags & (TH_SYN | TH_FIN):
             seqs[from_a] += 1
@@ -236,7 +269,9 @@ def test_timeline_longer_than_the_tracker_keeps_inline():
             assert t.state_code_at(side, ts) == (codes.index(seen[-1]) if seen else -1)
     last, cut = t.last_change_and_closed_after(1, 1_020)
     assert last == 1_039
-    assert cut == min(when for when, _f, s, st in expected if s == 1 and st is TcpState.CLOSED and when >= 1_020)
+    assert cut == min(
+        when for when, _f, s, st in expected if s == 1 and st is TcpState.CLOSED and when >= 1_020
+    )
     # the same answers as C numbers, -2**62 for none
     for side in (0, 1):
         for start in (0, 1_020, 1_039, 2_000):

@@ -10,8 +10,8 @@ import pcapgen
 import pytest
 from click.testing import CliRunner
 
-from flowlens.core.pipeline import analyze
 from flowlens.cli import cli
+from flowlens.core.pipeline import analyze
 from flowlens.reports.timeline import TIMELINE_FIELDS
 
 

@@ -22,7 +22,9 @@ def _run_all():
     agree, total, diffs = Counter(), Counter(), []
     for baseline in zeekcorpus.baselines():
         checksums = not re.search(r"(^|\s)-[A-Za-z]*C", baseline.invocation)  # zeek -C / -bC
-        analysis = analyze(str(zeekcorpus.ZEEK / "traces" / baseline.trace), Config(verify_checksums=checksums))
+        analysis = analyze(
+            str(zeekcorpus.ZEEK / "traces" / baseline.trace), Config(verify_checksums=checksums)
+        )
         records = [c.to_record() for c in analysis.connections]
         a, t, d = zeekcorpus.compare(baseline, records)
         agree += a
@@ -60,5 +62,7 @@ def test_every_difference_is_documented_with_its_reason(results):
     _, _, diffs = results
     found = {(d.trace, d.conn, d.field, d.zeek, d.ours) for d in diffs}
     documented = _documented()
-    assert found - documented == set(), "undocumented differences: add them to docs/zeek-conformance.md"
+    assert found - documented == set(), (
+        "undocumented differences: add them to docs/zeek-conformance.md"
+    )
     assert documented - found == set(), "documented differences that no longer happen: remove them"

@@ -169,8 +169,7 @@ def test_fin_then_rst_from_both():
     # A FIN exchange followed by a RST: the RST does not turn a closed pair into RSTO
     # (UpdateClosedState ignores a RST once the peer has closed too).
     z = feed(
-        HANDSHAKE
-        + [(O, FA, CI + 1, SI + 1, 0), (Rs, FA, SI + 1, CI + 2, 0), (O, R, CI + 2, 0, 0)]
+        HANDSHAKE + [(O, FA, CI + 1, SI + 1, 0), (Rs, FA, SI + 1, CI + 2, 0), (O, R, CI + 2, 0, 0)]
     )
     assert (z.history, z.conn_state()) == ("ShAFfR", "SF")
 

@@ -70,7 +70,12 @@ def baselines() -> list[Baseline]:
         if not rows or not any(f in rows[0] for f in FIELDS):
             continue
         out.append(Baseline(entry["trace_file"], rows, entry["baseline_invocation"]))
-    aux = (ZEEK / "baselines" / "aux" / "tcp__single-rst.pcap.scripts.base.protocols.conn.conn_state-RST-behavior.out")
+    aux = (
+        ZEEK
+        / "baselines"
+        / "aux"
+        / "tcp__single-rst.pcap.scripts.base.protocols.conn.conn_state-RST-behavior.out"
+    )
     lines = [ln for ln in aux.read_text().splitlines() if not ln.startswith("###") and ln.strip()]
     for trace, line in zip(RST_TRACES, lines):
         history, state = (x.strip() for x in line.split(","))
@@ -102,7 +107,9 @@ def compare(baseline: Baseline, records: list[dict]) -> tuple[Counter, Counter, 
     agree, total, diffs = Counter(), Counter(), []
     fields = [f for f in FIELDS if f in baseline.rows[0]]
     if "tcp port 25" in baseline.invocation:
-        records = [r for r in records if r["proto"] == "tcp" and 25 in (r["id.orig_p"], r["id.resp_p"])]
+        records = [
+            r for r in records if r["proto"] == "tcp" and 25 in (r["id.orig_p"], r["id.resp_p"])
+        ]
     if baseline.has_ids:
         ours_by_key: dict[tuple, list[dict]] = {}
         for r in records:
@@ -132,5 +139,9 @@ def compare(baseline: Baseline, records: list[dict]) -> tuple[Counter, Counter, 
         for value, n in (theirs - mine).items():
             extra = sorted((mine - theirs).elements())
             for _ in range(n):
-                diffs.append(Difference(baseline.trace, "(no ids)", f, value, extra.pop(0) if extra else "(missing)"))
+                diffs.append(
+                    Difference(
+                        baseline.trace, "(no ids)", f, value, extra.pop(0) if extra else "(missing)"
+                    )
+                )
     return agree, total, diffs

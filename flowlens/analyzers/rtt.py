@@ -55,9 +55,9 @@ import math
 import random
 from array import array
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from struct import Struct
-from typing import Iterable, Iterator
 
 import cython
 
@@ -186,8 +186,14 @@ def _percentile(sorted_ns: list[int], p: float) -> float:
     return sorted_ns[lo] + (sorted_ns[hi] - sorted_ns[lo]) * (rank - lo)
 
 
-def stats_of(rtts_ns: Iterable[int], count: int | None = None, total: int | None = None,
-             total_sq: int | None = None, lo: int | None = None, hi: int | None = None) -> RttStats:
+def stats_of(
+    rtts_ns: Iterable[int],
+    count: int | None = None,
+    total: int | None = None,
+    total_sq: int | None = None,
+    lo: int | None = None,
+    hi: int | None = None,
+) -> RttStats:
     """Summarize RTTs (integer nanoseconds). The optional exact aggregates (`count`, sum,
     sum of squares, min, max) override what the values give, for a reservoir."""
     values = sorted(rtts_ns)
@@ -512,7 +518,9 @@ def _leg_index(leg: int | str) -> int:
     size=cython.Py_ssize_t, n=cython.Py_ssize_t, head=cython.Py_ssize_t, tail=cython.Py_ssize_t,
     grown=cython.p_longlong,
 )  # fmt: skip
-def _push_segment(me: _Sender, end: cython.longlong, ts: cython.longlong, frame: cython.longlong) -> None:
+def _push_segment(
+    me: _Sender, end: cython.longlong, ts: cython.longlong, frame: cython.longlong
+) -> None:
     """Queue a new data segment's (end seq, ts_ns, frame), making room in `me.segs` if needed."""
     tail = me.seg_tail
     size = me.seg_size
@@ -575,9 +583,9 @@ def rtt_of(conn: Connection) -> ConnectionRtt | None:
 class RttCollector(PacketObserver):
     """Observer `(conn, pkt, from_orig)` that collects RTT samples into `conn.ext["rtt"]`.
 
-        >>> rtt = RttCollector()
-        >>> a = analyze("capture.pcap", observers=[rtt])   # doctest: +SKIP
-        >>> rtt_of(a.connections[0]).stats("resp").p50_ms
+    >>> rtt = RttCollector()
+    >>> a = analyze("capture.pcap", observers=[rtt])   # doctest: +SKIP
+    >>> rtt_of(a.connections[0]).stats("resp").p50_ms
     """
 
     __slots__ = (
@@ -770,7 +778,9 @@ class RttCollector(PacketObserver):
         if 0 <= pkt.ts_ns - q[0] <= self._timeout_ns:
             st._add(side, pkt.ts_ns, pkt.ts_ns - q[0], q[1], pkt.frame, SRC_DNS)
 
-    def _reply(self, st: ConnectionRtt, pkt: Packet, from_orig: cython.bint, src: cython.int) -> None:
+    def _reply(
+        self, st: ConnectionRtt, pkt: Packet, from_orig: cython.bint, src: cython.int
+    ) -> None:
         """Request/reply flows: one datagram from the originator, then the responder's."""
         if from_orig:
             if st.pending is None:

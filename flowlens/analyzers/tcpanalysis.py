@@ -489,9 +489,9 @@ class TcpAnalyzer(PacketObserver):
                     note |= FAST
                 else:
                     t = ts - fwd.nextseq_ts
-                    if 0 <= t < (st.first_rtt_ns if st.first_rtt_ns else _OOO_DEFAULT_NS) and fnext != (
-                        (seq + seglen + (1 if flags & _SF else 0)) & _M
-                    ):
+                    if 0 <= t < (
+                        st.first_rtt_ns if st.first_rtt_ns else _OOO_DEFAULT_NS
+                    ) and fnext != ((seq + seglen + (1 if flags & _SF else 0)) & _M):
                         note |= OOO
                     else:
                         note |= RETRANS
@@ -654,8 +654,12 @@ def _syn(
 
 @cython.cfunc
 def _count(
-    fwd: DirectionStats, note: cython.int, seglen: cython.longlong, frame: cython.longlong,
-    ts: cython.longlong, flags: cython.int,
+    fwd: DirectionStats,
+    note: cython.int,
+    seglen: cython.longlong,
+    frame: cython.longlong,
+    ts: cython.longlong,
+    flags: cython.int,
 ) -> None:
     counts = fwd.counts
     if counts is None:

@@ -20,12 +20,11 @@ import signal
 import stat
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 from .. import __version__
-from .store import Store
-from .task import Member, Probe, Task, TaskResult, capture_id, probe_file, run_task
 from ..core.capture import open_capture
 from ..core.connections import Config
 from ..errors import (
@@ -36,6 +35,8 @@ from ..errors import (
     TruncatedHeaderError,
     UsageError,
 )
+from .store import Store
+from .task import Member, Probe, Task, TaskResult, capture_id, probe_file, run_task
 
 __all__ = [
     "BatchOptions",
@@ -141,7 +142,9 @@ def discover(paths: Iterable[str], exclude: Iterable[str] = ()) -> Discovery:
 
     def walk(top: str) -> None:
         for folder, dirs, files in os.walk(top):
-            dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in excluded)
+            dirs[:] = sorted(
+                d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in excluded
+            )
             for name in sorted(files):
                 path = os.path.join(folder, name)
                 if os.path.realpath(path) in seen:
@@ -377,7 +380,11 @@ def _map_unordered(pool, fn: Callable, items: list, on_done: Callable) -> None:
             running.clear()
             pool.restart()
             if in_flight == 1:
-                on_done(lost[0], None, RuntimeError("the worker process died (killed, or out of memory)"))
+                on_done(
+                    lost[0],
+                    None,
+                    RuntimeError("the worker process died (killed, or out of memory)"),
+                )
             else:
                 suspects.extend(reversed(lost))
 
@@ -405,7 +412,9 @@ def _task_for(paths: list[str], options: BatchOptions) -> Task:
     if len(members) == 1:
         task_id = members[0].capture_id
     else:
-        digest = hashlib.blake2b("\n".join(m.path for m in members).encode(), digest_size=8).hexdigest()
+        digest = hashlib.blake2b(
+            "\n".join(m.path for m in members).encode(), digest_size=8
+        ).hexdigest()
         task_id = f"set-{members[0].capture_id}-{len(members)}-{digest}"
     return Task(task_id, members, options.config, options.thresholds)
 
@@ -447,7 +456,11 @@ def run_batch(
     found = discover(paths, exclude=[outdir])
     if found.missing:
         raise UsageError(f"{found.missing[0]}: no such file, directory or glob match")
-    result = BatchResult(outdir=os.path.abspath(outdir), captures=len(found.captures), skipped_files=len(found.skipped))
+    result = BatchResult(
+        outdir=os.path.abspath(outdir),
+        captures=len(found.captures),
+        skipped_files=len(found.skipped),
+    )
     options_key = _options_key(options)
     with Store(outdir) as store:
         entries = store.entries()
@@ -462,10 +475,19 @@ def run_batch(
                 todo_probes = _uncached_probes(store, found.captures, stats, options, probes)
                 if todo_probes:
                     pool = _make_pool(jobs, scheduler, len(todo_probes))
-                    _probe_all(pool, store, todo_probes, len(found.captures), probes, options, progress)
-            keys = {p: ("blake2b", probes[p].blake2b) for p in found.captures} if options.verify else stats
+                    _probe_all(
+                        pool, store, todo_probes, len(found.captures), probes, options, progress
+                    )
+            keys = (
+                {p: ("blake2b", probes[p].blake2b) for p in found.captures}
+                if options.verify
+                else stats
+            )
             if options.merge_consecutive:
-                groups = [[p.path for p in s] for s in rotation_sets([probes[p] for p in found.captures], options.merge_gap_s)]
+                groups = [
+                    [p.path for p in s]
+                    for s in rotation_sets([probes[p] for p in found.captures], options.merge_gap_s)
+                ]
             else:
                 groups = [[p] for p in found.captures]
             tasks = [_task_for(g, options) for g in groups]
@@ -473,7 +495,9 @@ def run_batch(
             result.already_done = result.captures - sum(len(t.members) for t in todo)
             if options.verify:  # same bytes, new mtime: remember it, so a plain re-run agrees
                 redo = {t.task_id for t in todo}
-                _refresh_stat_keys(store, entries, [t for t in tasks if t.task_id not in redo], stats)
+                _refresh_stat_keys(
+                    store, entries, [t for t in tasks if t.task_id not in redo], stats
+                )
             # a capture about to be redone (changed, regrouped, failed before) loses its old rows
             redo_paths = {m.path for t in todo for m in t.members}
             for task_id, entry in list(entries.items()):
@@ -529,7 +553,9 @@ def _make_pool(jobs: int | None, scheduler: str | None, tasks: int):
     return _LocalPool(max(1, min(jobs or default_jobs(), tasks)))
 
 
-def _uncached_probes(store: Store, paths: list[str], stats, options: BatchOptions, probes: dict) -> list[str]:
+def _uncached_probes(
+    store: Store, paths: list[str], stats, options: BatchOptions, probes: dict
+) -> list[str]:
     """Fill `probes` from the cache (time spans for the same size and mtime; never with
     --verify, which must read every file); return the paths still to probe."""
     todo = []
@@ -542,7 +568,9 @@ def _uncached_probes(store: Store, paths: list[str], stats, options: BatchOption
     return todo
 
 
-def _probe_all(pool, store: Store, paths: list[str], total: int, probes: dict, options: BatchOptions, progress) -> None:
+def _probe_all(
+    pool, store: Store, paths: list[str], total: int, probes: dict, options: BatchOptions, progress
+) -> None:
     """Hash each capture (and, for --merge-consecutive, find its time span) on the pool."""
     if progress is not None:
         progress.start("probing", total, total - len(paths))
@@ -571,7 +599,10 @@ def _failed_result(task: Task, exc: BaseException) -> TaskResult:
     from .task import _summary_row
 
     error = f"{task.members[0].path}: the task could not run: {type(exc).__name__}: {exc}"
-    rows = [_summary_row(m, status="failed", error=error, warnings=[], elapsed_s=0.0, cpu_s=0.0) for m in task.members]
+    rows = [
+        _summary_row(m, status="failed", error=error, warnings=[], elapsed_s=0.0, cpu_s=0.0)
+        for m in task.members
+    ]
     return TaskResult(task.task_id, rows, {}, {})
 
 

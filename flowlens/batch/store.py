@@ -24,13 +24,13 @@ import errno
 import fcntl
 import json
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .task import SUMMARY_SCHEMA, Probe, TaskResult
 from ..errors import FlowlensError
+from .task import SUMMARY_SCHEMA, Probe, TaskResult
 
 __all__ = ["Store", "atomic_write", "DATASETS"]
 
@@ -91,19 +91,23 @@ class Store:
         self._lock_fd: int | None = None
 
     # ------------------------------------------------------------------ lock
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         try:
             for d in (self.outdir, self.tasks_dir, self.probes_dir):
                 os.makedirs(d, exist_ok=True)
             fd = os.open(os.path.join(self.state, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise FlowlensError(f"{self.outdir}: cannot write here ({exc.strerror or exc})") from exc
+            raise FlowlensError(
+                f"{self.outdir}: cannot write here ({exc.strerror or exc})"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise FlowlensError(f"{self.outdir}: another flowlens batch is writing here") from None
+                raise FlowlensError(
+                    f"{self.outdir}: another flowlens batch is writing here"
+                ) from None
             raise FlowlensError(f"{self.outdir}: cannot lock ({exc.strerror or exc})") from exc
         self._lock_fd = fd
         return self
@@ -132,10 +136,15 @@ class Store:
         """Write a finished task's Parquet files, then its ledger entry; returns the entry."""
         outputs = []
         dates = {c["capture_id"]: c["date"] for c in result.captures}
-        for dataset, tables in (("connections", result.connections), ("anomalies", result.anomalies)):
+        for dataset, tables in (
+            ("connections", result.connections),
+            ("anomalies", result.anomalies),
+        ):
             for cid, table in sorted(tables.items()):
                 rel = os.path.join(dataset, f"date={dates.get(cid) or 'unknown'}", f"{cid}.parquet")
-                atomic_write(os.path.join(self.outdir, rel), lambda f, t=table: pq.write_table(t, f))
+                atomic_write(
+                    os.path.join(self.outdir, rel), lambda f, t=table: pq.write_table(t, f)
+                )
                 outputs.append(rel)
         entry = {
             "task_id": result.task_id,
@@ -166,7 +175,7 @@ class Store:
         known = {rel for e in entries.values() for rel in e.get("outputs", ())}
         removed = 0
         for top in [os.path.join(self.outdir, d) for d in DATASETS] + [self.state]:
-            for folder, dirs, files in os.walk(top, topdown=False):
+            for folder, _dirs, files in os.walk(top, topdown=False):
                 for name in files:
                     path = os.path.join(folder, name)
                     rel = os.path.relpath(path, self.outdir)
@@ -203,21 +212,32 @@ class Store:
 
     def save_probe(self, capture_id: str, probe: Probe) -> None:
         if probe.error is None:
-            _write_json(os.path.join(self.probes_dir, f"{capture_id}.json"), dataclasses.asdict(probe))
+            _write_json(
+                os.path.join(self.probes_dir, f"{capture_id}.json"), dataclasses.asdict(probe)
+            )
 
     # ------------------------------------------------------------------ summary
     def write_summary(self, entries: dict[str, dict], extra: dict) -> list[dict]:
         """summary.parquet and summary.json from the ledger; returns the rows, by path."""
         names = SUMMARY_SCHEMA.names
         rows = sorted(
-            ({name: c.get(name) for name in names} for e in entries.values() for c in e.get("captures", ())),
+            (
+                {name: c.get(name) for name in names}
+                for e in entries.values()
+                for c in e.get("captures", ())
+            ),
             key=lambda r: r["capture_path"],
         )
         table = pa.Table.from_pylist(
-            [{**r, "anomalies_by_kind": list((r["anomalies_by_kind"] or {}).items()) or None} for r in rows],
+            [
+                {**r, "anomalies_by_kind": list((r["anomalies_by_kind"] or {}).items()) or None}
+                for r in rows
+            ],
             schema=SUMMARY_SCHEMA,
         )
-        atomic_write(os.path.join(self.outdir, "summary.parquet"), lambda f: pq.write_table(table, f))
+        atomic_write(
+            os.path.join(self.outdir, "summary.parquet"), lambda f: pq.write_table(table, f)
+        )
         ok = [r for r in rows if r["status"] == "ok"]
         kinds: dict[str, int] = {}
         for r in ok:

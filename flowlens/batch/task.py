@@ -14,15 +14,15 @@ import stat
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import pyarrow as pa
 
-from ..core.pipeline import Pipeline
 from ..core.capture import CaptureStats, open_capture
 from ..core.connections import RECORD_FIELDS, Config, Connection, ConnectionTable
 from ..core.decode import LINKTYPE_NAMES, Decoder
+from ..core.pipeline import Pipeline
 from ..errors import FlowlensError
 
 __all__ = [
@@ -79,7 +79,8 @@ _CAPTURE_COLUMNS = [pa.field("capture", pa.string()), pa.field("capture_path", p
 #: the connections dataset: the `flowlens flows` record (a field added to RECORD_FIELDS without a
 #: type here is stored as text, so a new field never breaks a batch), then the capture columns
 CONNECTION_SCHEMA = pa.schema(
-    [pa.field(name, _CONNECTION_TYPES.get(name, pa.string())) for name in RECORD_FIELDS] + _CAPTURE_COLUMNS
+    [pa.field(name, _CONNECTION_TYPES.get(name, pa.string())) for name in RECORD_FIELDS]
+    + _CAPTURE_COLUMNS
 )
 
 #: the anomalies dataset: the anomaly record; `details` (a different object for every kind) is
@@ -210,7 +211,7 @@ def _date(ts_ns: int | None) -> str | None:
     """UTC date of a timestamp, the dataset's partition value."""
     if ts_ns is None:
         return None
-    return _dt.datetime.fromtimestamp(ts_ns / 1e9, _dt.timezone.utc).strftime("%Y-%m-%d")
+    return _dt.datetime.fromtimestamp(ts_ns / 1e9, _dt.UTC).strftime("%Y-%m-%d")
 
 
 def _error_text(exc: BaseException) -> str:
@@ -259,12 +260,18 @@ def run_task(task: Task) -> TaskResult:
         for c in source:
             records.append((c.first_ts_ns, c.first_frame, c.to_record()))
             detector.add(c)
-        ends = [p.stats.last_ts_ns for p in parts if p.stats is not None and p.stats.last_ts_ns is not None]
+        ends = [
+            p.stats.last_ts_ns
+            for p in parts
+            if p.stats is not None and p.stats.last_ts_ns is not None
+        ]
         findings = [a.to_record() for a in detector.finish(max(ends) if ends else None)]
     except Exception as exc:  # noqa: BLE001 - one bad capture must not stop the batch
         error = _error_text(exc)
         rows = [
-            _summary_row(m, status="failed", error=error, size=k[0], mtime_ns=k[1], blake2b=k[2], warnings=[])
+            _summary_row(
+                m, status="failed", error=error, size=k[0], mtime_ns=k[1], blake2b=k[2], warnings=[]
+            )
             for m, k in zip(task.members, keys)
         ]
         _apportion(rows, time.perf_counter() - started, time.thread_time() - cpu_started)
@@ -354,12 +361,18 @@ def _member_of_ts(parts: list[_Part], ts: float | None) -> int:
     if ts is None:
         return idx
     for i, p in enumerate(parts):
-        if p.stats is not None and p.stats.first_ts_ns is not None and ts * 1e9 >= p.stats.first_ts_ns:
+        if (
+            p.stats is not None
+            and p.stats.first_ts_ns is not None
+            and ts * 1e9 >= p.stats.first_ts_ns
+        ):
             idx = i
     return idx
 
 
-def _result(task: Task, parts: list[_Part], records: list, findings: list[dict], keys) -> TaskResult:
+def _result(
+    task: Task, parts: list[_Part], records: list, findings: list[dict], keys
+) -> TaskResult:
     merged = len(parts) > 1
     rotation = parts[0].member.capture_id if merged else None
     conn_rows: list[list[dict]] = [[] for _ in parts]
@@ -369,7 +382,11 @@ def _result(task: Task, parts: list[_Part], records: list, findings: list[dict],
     for a in findings:
         if merged:
             evidence = a.get("evidence") or []
-            i = _member_of_frame(parts, evidence[0]) if evidence else _member_of_ts(parts, a.get("ts"))
+            i = (
+                _member_of_frame(parts, evidence[0])
+                if evidence
+                else _member_of_ts(parts, a.get("ts"))
+            )
         else:
             i = 0
         anomaly_rows[i].append(a)
@@ -491,4 +508,6 @@ def probe_file(path: str, scan: bool = True) -> Probe:
     except FlowlensError as exc:
         return Probe(path, size, mtime_ns, digest, error=str(exc))
     s = cap.stats
-    return Probe(path, size, mtime_ns, digest, s.first_ts_ns, s.last_ts_ns, tuple(sorted(s.linktypes)))
+    return Probe(
+        path, size, mtime_ns, digest, s.first_ts_ns, s.last_ts_ns, tuple(sorted(s.linktypes))
+    )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import click
 
-from ..core.pipeline import Analysis, Pipeline, analyze
 from ..core.connections import Config
 from ..core.filters import Selection
+from ..core.pipeline import Analysis, Pipeline, analyze
 from ..reports.formats import FORMATS
 
 __all__ = [
@@ -80,12 +80,29 @@ def filter_options(func: Callable) -> Callable:
     """ss-style filters; repeat an option to accept any of its values."""
     for decorator in reversed(
         [
-            click.option("--state", "states", multiple=True, help="TCP state of either endpoint at the end (time-wait, close-wait, established, connected ...) or a Zeek conn_state (SF, REJ, S0 ...)."),
-            click.option("--port", "ports", multiple=True, type=click.IntRange(0, 65535), help="Either port."),
+            click.option(
+                "--state",
+                "states",
+                multiple=True,
+                help="TCP state of either endpoint at the end (time-wait, close-wait, established, connected ...) or a Zeek conn_state (SF, REJ, S0 ...).",
+            ),
+            click.option(
+                "--port", "ports", multiple=True, type=click.IntRange(0, 65535), help="Either port."
+            ),
             click.option("--host", "hosts", multiple=True, help="Either address."),
-            click.option("--net", "nets", multiple=True, help="Either address inside this CIDR network."),
-            click.option("--proto", "protos", multiple=True, type=click.Choice(["tcp", "udp", "icmp"]), help="Protocol."),
-            click.option("--uid", "uids", multiple=True, help="Connection uid (a unique prefix is enough)."),
+            click.option(
+                "--net", "nets", multiple=True, help="Either address inside this CIDR network."
+            ),
+            click.option(
+                "--proto",
+                "protos",
+                multiple=True,
+                type=click.Choice(["tcp", "udp", "icmp"]),
+                help="Protocol.",
+            ),
+            click.option(
+                "--uid", "uids", multiple=True, help="Connection uid (a unique prefix is enough)."
+            ),
         ]
     ):
         func = decorator(func)

@@ -7,7 +7,13 @@ from collections import Counter
 
 import click
 
-from ..analyzers.anomalies.detector import ANOMALY_FIELDS, KINDS, SEVERITIES, AnomalyDetector, Thresholds
+from ..analyzers.anomalies.detector import (
+    ANOMALY_FIELDS,
+    KINDS,
+    SEVERITIES,
+    AnomalyDetector,
+    Thresholds,
+)
 from ..reports.formats import human_time, write_records
 from ._common import (
     capture_argument,

@@ -95,7 +95,9 @@ def progress_for(stream) -> TqdmProgress | None:
               help="Largest gap in seconds between one file's last packet and the next one's first.")  # fmt: skip
 @click.option("--no-report", is_flag=True, help="Skip report.html.")
 @table_options
-def batch(paths, outdir, jobs, scheduler, verify, merge_consecutive, merge_gap, no_report, **kwargs) -> None:
+def batch(
+    paths, outdir, jobs, scheduler, verify, merge_consecutive, merge_gap, no_report, **kwargs
+) -> None:
     """Analyze every capture under PATH... (files, directories searched recursively, or quoted
     glob patterns; `**` recurses) and write, into OUTDIR, Parquet datasets of connections and
     anomalies (one file per capture, partitioned by capture date), summary.parquet and
@@ -115,10 +117,15 @@ def batch(paths, outdir, jobs, scheduler, verify, merge_consecutive, merge_gap, 
     from ..batch.run import BatchOptions, default_jobs, missing_paths, run_batch
 
     if scheduler and jobs is not None:
-        raise click.BadParameter("--jobs sets local processes; with --scheduler the cluster's workers run the tasks", param_hint="--jobs")
+        raise click.BadParameter(
+            "--jobs sets local processes; with --scheduler the cluster's workers run the tasks",
+            param_hint="--jobs",
+        )
     missing = missing_paths(paths)
     if missing:
-        raise click.BadParameter(f"{', '.join(missing)}: no such file, directory or glob match", param_hint="PATH...")
+        raise click.BadParameter(
+            f"{', '.join(missing)}: no such file, directory or glob match", param_hint="PATH..."
+        )
     options = BatchOptions(
         config=config_from(kwargs),
         verify=verify,
@@ -127,7 +134,9 @@ def batch(paths, outdir, jobs, scheduler, verify, merge_consecutive, merge_gap, 
         report=not no_report,
     )
     progress = progress_for(sys.stderr)
-    result = run_batch(paths, outdir, options, jobs=jobs or default_jobs(), scheduler=scheduler, progress=progress)
+    result = run_batch(
+        paths, outdir, options, jobs=jobs or default_jobs(), scheduler=scheduler, progress=progress
+    )
     for path, error in result.failed[:MAX_LISTED_FAILURES]:
         warn(f"Error: {error if error.startswith(path) else f'{path}: {error}'}")
     if len(result.failed) > MAX_LISTED_FAILURES:

@@ -6,7 +6,12 @@ import sys
 
 import click
 
-from ..analyzers.packetlog import PacketCollector, first_packet_filter, select_logs, tcp_analysis_notes
+from ..analyzers.packetlog import (
+    PacketCollector,
+    first_packet_filter,
+    select_logs,
+    tcp_analysis_notes,
+)
 from ..reports.ladder import build_ladder, render_text
 from ..reports.ladder_plot import save_figure
 from ._common import (

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ..analyzers.rtt import RttCollector
 from ..reports.formats import human_time, write_records
 from ..reports.rtt import (
     AGGREGATE_FIELDS,
@@ -19,7 +20,6 @@ from ..reports.rtt import (
     sample_rows,
     series_for,
 )
-from ..analyzers.rtt import RttCollector
 from ._common import (
     capture_argument,
     config_from,

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from ..errors import UsageError
 from ..core.filters import normalize_state
+from ..errors import UsageError
 from ..reports.formats import write_records
 from ..reports.ladder import utc_text
 from ..reports.states import (

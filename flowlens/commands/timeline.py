@@ -6,7 +6,12 @@ import sys
 
 import click
 
-from ..analyzers.packetlog import PacketCollector, first_packet_filter, select_logs, tcp_analysis_notes
+from ..analyzers.packetlog import (
+    PacketCollector,
+    first_packet_filter,
+    select_logs,
+    tcp_analysis_notes,
+)
 from ..reports.formats import render_table, write_records
 from ..reports.timeline import (
     TABLE_COLUMNS,

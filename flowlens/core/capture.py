@@ -20,9 +20,10 @@ import stat
 import sys
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from struct import Struct
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import cython
 
@@ -64,10 +65,13 @@ class FrameRef:
     def as_tuple(self) -> Frame:
         return (self.frame, self.ts_ns, self.linktype, self.data, self.wirelen)
 
+
 #: the largest record flowlens accepts (Wireshark's limit for most link types is 256 KiB); a
 #: header claiming more is damage, and is never allocated.
 MAX_RECORD_BYTES = 262144 * 4
-_MAX_RECORD = cython.declare(cython.longlong, MAX_RECORD_BYTES)  # the same, a C constant when compiled
+_MAX_RECORD = cython.declare(
+    cython.longlong, MAX_RECORD_BYTES
+)  # the same, a C constant when compiled
 
 _CHUNK = 1 << 20
 #: what one read asks a decompressor for: a corrupt stream loses the output of the step that
@@ -235,7 +239,9 @@ def _decompressor(kind: str, f: BinaryIO, path: str) -> BinaryIO:
     try:
         import zstandard
     except ImportError:  # pragma: no cover - zstandard is a declared dependency
-        raise CaptureError(path, "zstd-compressed capture, but the zstandard package is missing")
+        raise CaptureError(
+            path, "zstd-compressed capture, but the zstandard package is missing"
+        ) from None
     return io.BufferedReader(_ZstdReader(f, zstandard), _CHUNK)
 
 
@@ -319,7 +325,7 @@ class Capture:
             except OSError:
                 pass
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -471,7 +477,9 @@ class Capture:
             st.oddities["a timestamp fraction of a second or more"] += bad_frac
 
     # ------------------------------------------------------------------ pcapng
-    def _more(self, buf: bytes, pos: cython.Py_ssize_t, need: cython.Py_ssize_t, ahead: cython.Py_ssize_t) -> bytes:
+    def _more(
+        self, buf: bytes, pos: cython.Py_ssize_t, need: cython.Py_ssize_t, ahead: cython.Py_ssize_t
+    ) -> bytes:
         """`buf` from `pos` on, followed by `need` more bytes when the stream has them, or by
         `ahead` bytes if that is more."""
         return buf[pos:] + self._read(max(need, ahead))
@@ -504,7 +512,9 @@ class Capture:
         buflen = len(buf)
         pos = 0
         offset = 0  # file offset of buf[0]
-        interfaces: list[tuple[int, int, int, int, int]] = []  # (linktype, snaplen, num, den, offset)
+        interfaces: list[
+            tuple[int, int, int, int, int]
+        ] = []  # (linktype, snaplen, num, den, offset)
         little = buf[8:12] == b"\x4d\x3c\x2b\x1a"
         endian = "<" if little else ">"
         block_hdr, epb = Struct(endian + "II"), Struct(endian + "IIIII")  # redone at each section
@@ -556,7 +566,12 @@ class Capture:
                     elif bom == b"\x1a\x2b\x3c\x4d":
                         endian = ">"
                     else:
-                        self._stop("section header with a bad byte-order magic", frame + 1, block_offset, True)
+                        self._stop(
+                            "section header with a bad byte-order magic",
+                            frame + 1,
+                            block_offset,
+                            True,
+                        )
                         break
                     little = endian == "<"
                     interfaces = []
@@ -564,7 +579,12 @@ class Capture:
                     block_hdr, epb = Struct(endian + "II"), Struct(endian + "IIIII")
                     (blen,) = Struct(endian + "I").unpack_from(buf, pos + 4)
                     if blen < 28 or blen % 4 or blen > MAX_RECORD_BYTES:
-                        self._stop(f"section header with a bad length ({blen})", frame + 1, block_offset, True)
+                        self._stop(
+                            f"section header with a bad length ({blen})",
+                            frame + 1,
+                            block_offset,
+                            True,
+                        )
                         break
                     if buflen - pos < blen:
                         buf = self._more(buf, pos, blen - (buflen - pos), ahead)
@@ -572,12 +592,19 @@ class Capture:
                         offset += pos
                         pos = 0
                         if buflen < blen:
-                            self._stop("capture ends inside a section header", frame + 1, block_offset)
+                            self._stop(
+                                "capture ends inside a section header", frame + 1, block_offset
+                            )
                             break
                     pos += blen
                     continue
                 if blen < 12 or blen % 4 or blen > _MAX_RECORD:
-                    self._stop(f"block of type {code} with a bad length ({blen})", frame + 1, block_offset, True)
+                    self._stop(
+                        f"block of type {code} with a bad length ({blen})",
+                        frame + 1,
+                        block_offset,
+                        True,
+                    )
                     break
                 if buflen - pos < blen:
                     buf = self._more(buf, pos, blen - (buflen - pos), ahead)
@@ -601,7 +628,11 @@ class Capture:
                     elif cython.compiled:
                         rec = buf
                         rec += bstart
-                        iface, ts_hi, ts_lo = _u32(rec, 0, little), _u32(rec, 4, little), _u32(rec, 8, little)
+                        iface, ts_hi, ts_lo = (
+                            _u32(rec, 0, little),
+                            _u32(rec, 4, little),
+                            _u32(rec, 8, little),
+                        )
                         caplen, wirelen = _u32(rec, 12, little), _u32(rec, 16, little)
                     else:
                         iface, ts_hi, ts_lo, caplen, wirelen = epb.unpack_from(buf, bstart)
@@ -625,7 +656,11 @@ class Capture:
                         linktype, _snap, num, den, ts_offset = interfaces[iface]
                         cur_if = iface
                         c_lt = linktype
-                        fast = num <= (1 << 62) and den <= (1 << 62) and -(1 << 32) < ts_offset < (1 << 32)
+                        fast = (
+                            num <= (1 << 62)
+                            and den <= (1 << 62)
+                            and -(1 << 32) < ts_offset < (1 << 32)
+                        )
                         if fast:
                             c_num, c_den, c_off = num, den, ts_offset * _NS_PER_S
                             c_maxticks = ((1 << 62) - 1) // num
@@ -635,7 +670,9 @@ class Capture:
                     else:
                         _lt, _snap, num, den, ts_offset = interfaces[iface]
                         big = ts_offset * 1_000_000_000 + (ticks * num) // den
-                        if not _TS_MIN <= big <= _TS_MAX:  # if_tsresol/if_tsoffset from a damaged IDB
+                        if (
+                            not _TS_MIN <= big <= _TS_MAX
+                        ):  # if_tsresol/if_tsoffset from a damaged IDB
                             st.oddities["a timestamp beyond the 64-bit nanosecond range"] += 1
                             ts_ns = last_ts if frame else 0
                         else:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import _socket
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import cython
 
@@ -127,8 +127,13 @@ def _mix(h, v) -> cython.ulonglong:
 
 @cython.cfunc
 @cython.returns(cython.ulonglong)
-@cython.locals(h=cython.ulonglong, v=cython.ulonglong, j=cython.Py_ssize_t, n=cython.Py_ssize_t,
-               p=cython.p_uchar)
+@cython.locals(
+    h=cython.ulonglong,
+    v=cython.ulonglong,
+    j=cython.Py_ssize_t,
+    n=cython.Py_ssize_t,
+    p=cython.p_uchar,
+)
 def _mix_addr(h, addr: bytes) -> cython.ulonglong:
     """Fold a packed address into the uid hash, 8 bytes at a time (after its length)."""
     n = len(addr)
@@ -144,12 +149,25 @@ def _mix_addr(h, addr: bytes) -> cython.ulonglong:
 
 
 @cython.cfunc
-@cython.locals(h1=cython.ulonglong, h2=cython.ulonglong, w0=cython.ulonglong, w1=cython.ulonglong,
-               w2=cython.ulonglong, cur=cython.ulonglong, r=cython.ulonglong, i=cython.int,
-               ts_ns=cython.longlong, frame=cython.longlong, proto=cython.int, a=bytes,
-               pa=cython.int, b=bytes, pb=cython.int)
+@cython.locals(
+    h1=cython.ulonglong,
+    h2=cython.ulonglong,
+    w0=cython.ulonglong,
+    w1=cython.ulonglong,
+    w2=cython.ulonglong,
+    cur=cython.ulonglong,
+    r=cython.ulonglong,
+    i=cython.int,
+    ts_ns=cython.longlong,
+    frame=cython.longlong,
+    proto=cython.int,
+    a=bytes,
+    pa=cython.int,
+    b=bytes,
+    pb=cython.int,
+)
 def _uid(ts_ns, frame, proto, a, pa, b, pb) -> str:
-    """"C" + 17 base-62 digits (least significant first) of a 96-bit hash of the connection's
+    """ "C" + 17 base-62 digits (least significant first) of a 96-bit hash of the connection's
     first packet (timestamp, frame number and 5-tuple key); the number is divided as three
     32-bit limbs. Plain arithmetic on the fields, so compiled it makes no Python objects."""
     h1 = _mix(_mix(_SEED1, ts_ns & _M64), frame & _M64)
@@ -240,7 +258,18 @@ class Connection:
     )
 
     @cython.locals(pkt=Packet)
-    def __init__(self, key, proto, orig_h, orig_p, resp_h, resp_p, pkt: Packet, cfg: Config, time_wait_ns=None):
+    def __init__(
+        self,
+        key,
+        proto,
+        orig_h,
+        orig_p,
+        resp_h,
+        resp_p,
+        pkt: Packet,
+        cfg: Config,
+        time_wait_ns=None,
+    ):
         self.key = key
         self.proto = proto
         self.orig_h, self.orig_p, self.resp_h, self.resp_p = orig_h, orig_p, resp_h, resp_p
@@ -415,7 +444,9 @@ class Connection:
 
     @property
     def ackdat_ms(self) -> float | None:
-        return self.tcp.ackdat_ms if self.tcp is not None and self.tcp.synack_ms is not None else None
+        return (
+            self.tcp.ackdat_ms if self.tcp is not None and self.tcp.synack_ms is not None else None
+        )
 
     @property
     def irtt_ms(self) -> float | None:
@@ -439,7 +470,14 @@ class Connection:
             start = self.tcp.tw_start[side]
             if start is not None and self.tcp.state[side] is TIME_WAIT:
                 if start + self._time_wait_ns <= end:
-                    out.append((start + self._time_wait_ns, None, "orig" if side == 0 else "resp", "CLOSED"))
+                    out.append(
+                        (
+                            start + self._time_wait_ns,
+                            None,
+                            "orig" if side == 0 else "resp",
+                            "CLOSED",
+                        )
+                    )
         out.sort(key=lambda e: e[0])
         return out
 
@@ -469,11 +507,18 @@ class Connection:
                 history, conn_state = None, icmp_conn_state()
         if tcp is not None:
             orig_state, resp_state = self._end_states()
-            handshake, teardown, close_initiator = tcp.handshake(), tcp.teardown(), tcp.close_initiator()
+            handshake, teardown, close_initiator = (
+                tcp.handshake(),
+                tcp.teardown(),
+                tcp.close_initiator(),
+            )
             synack = _ms3(tcp._synack_ns)
             ackdat = _ms3(tcp._ackdat_ns) if tcp._synack_ns != _UNSET else None
-            irtt = (_ms3(tcp._synack_ns + tcp._ackdat_ns)
-                    if tcp._synack_ns != _UNSET and tcp._ackdat_ns != _UNSET else None)
+            irtt = (
+                _ms3(tcp._synack_ns + tcp._ackdat_ns)
+                if tcp._synack_ns != _UNSET and tcp._ackdat_ns != _UNSET
+                else None
+            )
             syn_retries = max(0, tcp._syn_count[0] - 1)
         else:
             orig_state = resp_state = handshake = teardown = close_initiator = None
@@ -488,8 +533,13 @@ class Connection:
             "id.orig_p": self.orig_p,
             "id.resp_h": format_addr(self.resp_h),
             "id.resp_p": self.resp_p,
-            "service": (_TCP_SERVICES.get(self.resp_p) if self.proto == _TCP else
-                        _UDP_SERVICES.get(self.resp_p) if self.proto == _UDP else None),  # service_name
+            "service": (
+                _TCP_SERVICES.get(self.resp_p)
+                if self.proto == _TCP
+                else _UDP_SERVICES.get(self.resp_p)
+                if self.proto == _UDP
+                else None
+            ),  # service_name
             "orig_pkts": self._pkts[0],
             "resp_pkts": self._pkts[1],
             "orig_bytes": orig_bytes,
@@ -544,10 +594,37 @@ def _ms3(ns) -> object:
 
 
 RECORD_FIELDS = tuple(
-    "uid ts duration proto id.orig_h id.orig_p id.resp_h id.resp_p service orig_pkts resp_pkts "
-    "orig_bytes resp_bytes orig_ip_bytes resp_ip_bytes missed_bytes conn_state history orig_state "
-    "resp_state handshake teardown close_initiator originator_inferred synack_ms ackdat_ms irtt_ms "
-    "retransmissions syn_retries".split()
+    [
+        "uid",
+        "ts",
+        "duration",
+        "proto",
+        "id.orig_h",
+        "id.orig_p",
+        "id.resp_h",
+        "id.resp_p",
+        "service",
+        "orig_pkts",
+        "resp_pkts",
+        "orig_bytes",
+        "resp_bytes",
+        "orig_ip_bytes",
+        "resp_ip_bytes",
+        "missed_bytes",
+        "conn_state",
+        "history",
+        "orig_state",
+        "resp_state",
+        "handshake",
+        "teardown",
+        "close_initiator",
+        "originator_inferred",
+        "synack_ms",
+        "ackdat_ms",
+        "irtt_ms",
+        "retransmissions",
+        "syn_retries",
+    ]
 )
 
 
@@ -778,11 +855,24 @@ class ConnectionTable:
             c.bad_checksums += 1
 
     @cython.boundscheck(False)  # indexes are sides (0, 1); `done[-1]` needs wraparound
-    @cython.locals(sport=cython.int, dport=cython.int, flags=cython.int, syn_only=cython.bint,
-                   c=Connection, prev=Connection, from_orig=cython.bint, side=cython.int,
-                   seq=cython.longlong, plen=cython.longlong, span=cython.longlong,
-                   end=cython.longlong, nxt=cython.longlong, keepalive=cython.bint,
-                   answers_syn=cython.bint, observer=object)
+    @cython.locals(
+        sport=cython.int,
+        dport=cython.int,
+        flags=cython.int,
+        syn_only=cython.bint,
+        c=Connection,
+        prev=Connection,
+        from_orig=cython.bint,
+        side=cython.int,
+        seq=cython.longlong,
+        plen=cython.longlong,
+        span=cython.longlong,
+        end=cython.longlong,
+        nxt=cython.longlong,
+        keepalive=cython.bint,
+        answers_syn=cython.bint,
+        observer=object,
+    )
     def _tcp(self, pkt: Packet, done: list) -> None:
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
         c = self._recent(_TCP, src, sport, dst, dport)
@@ -823,7 +913,9 @@ class ConnectionTable:
             if nxt == _UNSET:
                 c._next_seq[side] = end
             elif seq_after(nxt, seq):
-                keepalive = plen <= 1 and not flags & (_SYN | _FIN) and ((nxt - seq) & 0xFFFFFFFF) == 1
+                keepalive = (
+                    plen <= 1 and not flags & (_SYN | _FIN) and ((nxt - seq) & 0xFFFFFFFF) == 1
+                )
                 # simultaneous open: each side's SYN/ACK repeats its own SYN's sequence number
                 answers_syn = flags & _SYN and flags & _ACK and not c.tcp._synack_count[side]
                 if not keepalive and not answers_syn:
@@ -833,7 +925,9 @@ class ConnectionTable:
             else:
                 c._next_seq[side] = end
         c.tcp.packet(side, flags, seq, pkt.ack, plen, pkt.ts_ns, pkt.frame)
-        if c.zeek.packet(from_orig, flags, seq, pkt.ack, plen, pkt.win, pkt.bad_checksum, pkt.caplen_short > 0):
+        if c.zeek.packet(
+            from_orig, flags, seq, pkt.ack, plen, pkt.win, pkt.bad_checksum, pkt.caplen_short > 0
+        ):
             c.swap_roles()  # Zeek's analyzer found the roles reversed (a SYN/ACK came first)
             from_orig = not from_orig
         if not c._closing and self._closed(c):
@@ -847,7 +941,9 @@ class ConnectionTable:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(c=Connection)
-    def _recent(self, proto: int, src: bytes, sport: int, dst: bytes, dport: int) -> Connection | None:
+    def _recent(
+        self, proto: int, src: bytes, sport: int, dst: bytes, dport: int
+    ) -> Connection | None:
         """The connection of a recent packet with the same ports (either way round) when this
         packet belongs to it too (most do), else None: saves building the key and the dict
         lookup. A connection is in `_table` under its key until `_finish` (which sets `_done`)
@@ -870,7 +966,9 @@ class ConnectionTable:
         if side == 1 and t._syn_count[0] and not t._synack_count[1] and not c._pkts[1]:
             return False  # the responder's own SYN: simultaneous open
         if side == 0 and not t._syn_count[0] and t._synack_count[1]:
-            return False  # the SYN behind a SYN/ACK seen first (Zeek: connection_originator_SYN_ack)
+            return (
+                False  # the SYN behind a SYN/ACK seen first (Zeek: connection_originator_SYN_ack)
+            )
         return True
 
     @cython.locals(t=TcpTracker, side=cython.int, start=cython.longlong, ts=cython.longlong)
@@ -887,7 +985,9 @@ class ConnectionTable:
                     t._set(side, _CODE_CLOSED, ts, pkt.frame)
         return self._finish(old, ts, "reused")
 
-    @cython.locals(c=Connection, flags=cython.int, sport=cython.int, dport=cython.int, has_syn=cython.bint)
+    @cython.locals(
+        c=Connection, flags=cython.int, sport=cython.int, dport=cython.int, has_syn=cython.bint
+    )
     def _open_tcp(self, key, pkt: Packet) -> Connection:
         flags = pkt.flags
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
@@ -907,7 +1007,9 @@ class ConnectionTable:
             c.tcp.start_midstream(pkt.ts_ns, pkt.frame)
         return c
 
-    @cython.locals(c=Connection, sport=cython.int, dport=cython.int, proto=cython.int, from_orig=cython.bint)
+    @cython.locals(
+        c=Connection, sport=cython.int, dport=cython.int, proto=cython.int, from_orig=cython.bint
+    )
     def _flow(self, pkt: Packet) -> Connection | None:
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
         proto = pkt.proto
@@ -983,14 +1085,3 @@ class ConnectionTable:
             target.icmp_errors = []
         if len(target.icmp_errors) < 64:
             target.icmp_errors.append((pkt.ts_ns, pkt.frame, pkt.sport, pkt.dport, pkt.src))
-
-
-def connections(packets: Iterable[Packet], config: Config | None = None, observers=()) -> Iterator[Connection]:
-    """Stream finished connections from packets in capture order."""
-    table = ConnectionTable(config, observers)
-    for pkt in packets:
-        if pkt is None:
-            continue
-        for c in table.add(pkt) or ():
-            yield c
-    yield from table.flush()

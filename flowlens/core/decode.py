@@ -368,7 +368,9 @@ _ADDR_SLOTS = cython.declare(cython.Py_ssize_t, 1024)
 @cython.boundscheck(False)
 @cython.wraparound(False)
 @cython.locals(h=cython.Py_ssize_t, size=cython.Py_ssize_t, slot=bytes, a=bytes)
-def _addr(cache: list, d: cython.p_uchar, start: cython.Py_ssize_t, end: cython.Py_ssize_t) -> bytes:
+def _addr(
+    cache: list, d: cython.p_uchar, start: cython.Py_ssize_t, end: cython.Py_ssize_t
+) -> bytes:
     """The address `d[start:end]` as bytes. Compiled, an address seen recently comes back as
     the same bytes object (a capture has few hosts): no allocation, and its hash is cached for
     the connection table's lookups. `cache` holds _ADDR_SLOTS addresses, by their low bytes."""
@@ -377,7 +379,11 @@ def _addr(cache: list, d: cython.p_uchar, start: cython.Py_ssize_t, end: cython.
     size = end - start
     h = (d[end - 1] ^ (d[end - 2] << 2) ^ (d[end - 3] << 4) ^ (size << 3)) & (_ADDR_SLOTS - 1)
     slot = cache[h]
-    if slot is not None and len(slot) == size and memcmp(cython.cast(cython.p_char, slot), d + start, size) == 0:
+    if (
+        slot is not None
+        and len(slot) == size
+        and memcmp(cython.cast(cython.p_char, slot), d + start, size) == 0
+    ):
         return slot
     a = d[start:end]
     cache[h] = a
@@ -420,7 +426,9 @@ def _sum16(d: cython.p_uchar, start: cython.Py_ssize_t, end: cython.Py_ssize_t) 
 
 
 @cython.cfunc
-def _new_packet(frame: cython.longlong, ts_ns: cython.longlong, version: cython.int, src, dst, vlan) -> Packet:
+def _new_packet(
+    frame: cython.longlong, ts_ns: cython.longlong, version: cython.int, src, dst, vlan
+) -> Packet:
     """A Packet with `__init__`'s defaults and the IP-layer fields set."""
     p: Packet
     if cython.compiled:
@@ -481,7 +489,9 @@ class Decoder:
         self._addrs: list = [None] * _ADDR_SLOTS
 
     # ---------------------------------------------------------------- link layer
-    def decode(self, frame: cython.longlong, ts_ns: cython.longlong, linktype: cython.int, buf) -> Packet | None:
+    def decode(
+        self, frame: cython.longlong, ts_ns: cython.longlong, linktype: cython.int, buf
+    ) -> Packet | None:
         """Decode one frame; returns None (and counts the reason) when it has no IP packet."""
         if cython.compiled:  # borrow the bytes through the buffer protocol: no copy
             view: Py_buffer
@@ -491,7 +501,9 @@ class Decoder:
                 buf = bytes(buf)
                 PyObject_GetBuffer(buf, cython.address(view), PyBUF_SIMPLE)
             try:
-                return self._link(frame, ts_ns, linktype, cython.cast(cython.p_uchar, view.buf), view.len)
+                return self._link(
+                    frame, ts_ns, linktype, cython.cast(cython.p_uchar, view.buf), view.len
+                )
             finally:
                 PyBuffer_Release(cython.address(view))
         mv = memoryview(buf)
@@ -502,12 +514,21 @@ class Decoder:
         d: cython.p_uchar
         if cython.compiled:
             d = ref.buf  # a bytes object coerces to a pointer to its contents
-            return self._link(ref.frame, ref.ts_ns, ref.linktype, d + ref.start, ref.end - ref.start)
+            return self._link(
+                ref.frame, ref.ts_ns, ref.linktype, d + ref.start, ref.end - ref.start
+            )
         mv = memoryview(ref.buf)[ref.start : ref.end]
         return self._link(ref.frame, ref.ts_ns, ref.linktype, mv, len(mv))
 
     @cython.cfunc
-    def _link(self, frame: cython.longlong, ts_ns: cython.longlong, linktype: cython.int, d: cython.p_uchar, n: cython.Py_ssize_t):
+    def _link(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        linktype: cython.int,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+    ):
         etype: cython.uint
         off: cython.Py_ssize_t
         if linktype == 1:  # Ethernet
@@ -523,9 +544,17 @@ class Decoder:
                     self.non_ip["802.3 LLC"] += 1
                     return None
             return self._ethertype(frame, ts_ns, d, n, off, etype, None)
-        if linktype == 101 or linktype == 12 or linktype == 14 or linktype == 228 or linktype == 229:  # raw IP
+        if (
+            linktype == 101
+            or linktype == 12
+            or linktype == 14
+            or linktype == 228
+            or linktype == 229
+        ):  # raw IP
             return self._ip_by_version(frame, ts_ns, d, n, 0, None)
-        if linktype == 0 or linktype == 108:  # BSD loopback: 4-byte address family (host or network order)
+        if (
+            linktype == 0 or linktype == 108
+        ):  # BSD loopback: 4-byte address family (host or network order)
             if n < 4:
                 return self._skip("truncated loopback header")
             return self._ip_by_version(frame, ts_ns, d, n, 4, None)
@@ -545,7 +574,16 @@ class Decoder:
         return self._skip(f"unsupported link type {linktype}")
 
     @cython.cfunc
-    def _ethertype(self, frame: cython.longlong, ts_ns: cython.longlong, d: cython.p_uchar, n: cython.Py_ssize_t, off: cython.Py_ssize_t, etype: cython.uint, vlan):
+    def _ethertype(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+        etype: cython.uint,
+        vlan,
+    ):
         while etype in (0x8100, 0x88A8, 0x9100, 0x9200):  # 802.1Q / QinQ: TCI then the inner type
             if n < off + 4:
                 return self._skip("truncated VLAN tag")
@@ -557,7 +595,10 @@ class Decoder:
             return self._ipv4(frame, ts_ns, d, n, off, vlan)
         if etype == _ETH_IPV6:
             return self._ipv6(frame, ts_ns, d, n, off, vlan)
-        if etype in (0x8847, 0x8848):  # MPLS: pop labels to the bottom of the stack, then guess by version
+        if etype in (
+            0x8847,
+            0x8848,
+        ):  # MPLS: pop labels to the bottom of the stack, then guess by version
             while True:
                 if n < off + 4:
                     return self._skip("truncated MPLS label")
@@ -569,7 +610,9 @@ class Decoder:
                 off += 4
                 if n < off + 14:
                     return self._skip("truncated Ethernet over MPLS")
-                return self._ethertype(frame, ts_ns, d, n, off + 14, (d[off + 12] << 8) | d[off + 13], vlan)
+                return self._ethertype(
+                    frame, ts_ns, d, n, off + 14, (d[off + 12] << 8) | d[off + 13], vlan
+                )
             return self._ip_by_version(frame, ts_ns, d, n, off, vlan)
         if etype == _ETH_PPPOE_SESSION:
             if n < off + 8:
@@ -579,7 +622,15 @@ class Decoder:
         return None
 
     @cython.cfunc
-    def _ppp(self, frame: cython.longlong, ts_ns: cython.longlong, d: cython.p_uchar, n: cython.Py_ssize_t, off: cython.Py_ssize_t, vlan):
+    def _ppp(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+        vlan,
+    ):
         proto: cython.uint = (d[off] << 8) | d[off + 1]
         if proto == 0x0021:
             return self._ipv4(frame, ts_ns, d, n, off + 2, vlan)
@@ -589,7 +640,15 @@ class Decoder:
         return None
 
     @cython.cfunc
-    def _ip_by_version(self, frame: cython.longlong, ts_ns: cython.longlong, d: cython.p_uchar, n: cython.Py_ssize_t, off: cython.Py_ssize_t, vlan):
+    def _ip_by_version(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+        vlan,
+    ):
         if n <= off:
             return self._skip("frame too short for an IP header")
         version: cython.int = d[off] >> 4
@@ -604,7 +663,15 @@ class Decoder:
     @cython.locals(vihl=cython.uint, total=cython.Py_ssize_t, ident=cython.uint, frag=cython.uint,
                    proto=cython.int, ihl=cython.Py_ssize_t, captured=cython.Py_ssize_t,
                    offset=cython.Py_ssize_t, pseudo=cython.longlong, p=Packet)  # fmt: skip
-    def _ipv4(self, frame: cython.longlong, ts_ns: cython.longlong, d: cython.p_uchar, n: cython.Py_ssize_t, off: cython.Py_ssize_t, vlan):
+    def _ipv4(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+        vlan,
+    ):
         if n < off + 20:
             return self._skip("truncated IPv4 header")
         if cython.compiled:
@@ -651,7 +718,15 @@ class Decoder:
                    captured_end=cython.Py_ssize_t, pos=cython.Py_ssize_t, frag_off=cython.Py_ssize_t,
                    more=cython.uint, ident=cython.uint, length=cython.Py_ssize_t,
                    pseudo=cython.longlong, p=Packet)  # fmt: skip
-    def _ipv6(self, frame: cython.longlong, ts_ns: cython.longlong, d: cython.p_uchar, n: cython.Py_ssize_t, off: cython.Py_ssize_t, vlan):
+    def _ipv6(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+        vlan,
+    ):
         if n < off + 40:
             return self._skip("truncated IPv6 header")
         if cython.compiled:
@@ -703,7 +778,18 @@ class Decoder:
 
     # ---------------------------------------------------------------- fragments
     @cython.cfunc
-    def _fragment(self, key, p: Packet, d: cython.p_uchar, pos: cython.Py_ssize_t, cap_end: cython.Py_ssize_t, offset: cython.Py_ssize_t, more: cython.uint, frag_len: cython.Py_ssize_t, ip_hdr_len: cython.Py_ssize_t):
+    def _fragment(
+        self,
+        key,
+        p: Packet,
+        d: cython.p_uchar,
+        pos: cython.Py_ssize_t,
+        cap_end: cython.Py_ssize_t,
+        offset: cython.Py_ssize_t,
+        more: cython.uint,
+        frag_len: cython.Py_ssize_t,
+        ip_hdr_len: cython.Py_ssize_t,
+    ):
         """Account one IP fragment; returns the whole datagram's packet when it is complete.
 
         Only lengths are reassembled (flowlens never keeps payload): the first fragment gives
@@ -750,7 +836,15 @@ class Decoder:
     @cython.locals(proto=cython.int, avail=cython.Py_ssize_t, whole=cython.bint, hlen=cython.Py_ssize_t,
                    offb=cython.uint, flags=cython.uint, csum=cython.longlong, ulen=cython.uint,
                    icmp_type=cython.int, total=cython.longlong)  # fmt: skip
-    def _transport(self, p: Packet, d: cython.p_uchar, pos: cython.Py_ssize_t, cap_end: cython.Py_ssize_t, seg_len: cython.Py_ssize_t, pseudo: cython.longlong):
+    def _transport(
+        self,
+        p: Packet,
+        d: cython.p_uchar,
+        pos: cython.Py_ssize_t,
+        cap_end: cython.Py_ssize_t,
+        seg_len: cython.Py_ssize_t,
+        pseudo: cython.longlong,
+    ):
         """Fill `p` from the transport header at `pos`; `seg_len` is the length the IP header
         claims, `cap_end` where the captured bytes stop, `pseudo` the pseudo-header sum (or -1
         when checksums are not verified)."""
@@ -770,7 +864,9 @@ class Decoder:
                 p.win = _be16(d, pos + 14)
                 csum = _be16(d, pos + 16)
             else:
-                p.sport, p.dport, p.seq, p.ack, offb, flags, p.win, csum, _u = _TCP.unpack_from(d, pos)
+                p.sport, p.dport, p.seq, p.ack, offb, flags, p.win, csum, _u = _TCP.unpack_from(
+                    d, pos
+                )
             hlen = (offb >> 4) * 4
             if hlen < 20 or (hlen > seg_len and not p.fragment):
                 return self._skip("bad TCP header length")
@@ -822,7 +918,15 @@ class Decoder:
         return p
 
     @cython.cfunc
-    def _check_transport(self, p: Packet, d: cython.p_uchar, pos: cython.Py_ssize_t, seg_len: cython.Py_ssize_t, pseudo: cython.longlong, csum: cython.longlong):
+    def _check_transport(
+        self,
+        p: Packet,
+        d: cython.p_uchar,
+        pos: cython.Py_ssize_t,
+        seg_len: cython.Py_ssize_t,
+        pseudo: cython.longlong,
+        csum: cython.longlong,
+    ):
         """Verify a TCP/UDP checksum; recognise offloaded ones instead of calling them bad.
 
         A sender that leaves the checksum to its NIC (and Linux on loopback, CHECKSUM_PARTIAL)

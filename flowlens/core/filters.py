@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
-from .connections import Connection, format_addr
 from ..errors import UsageError
+from .connections import Connection, format_addr
 
 __all__ = ["Selection", "normalize_state", "ZEEK_CONN_STATES", "TCP_STATE_NAMES"]
 
@@ -14,7 +14,21 @@ TCP_STATE_NAMES = (
     "CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2",
     "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT",
 )  # fmt: skip
-ZEEK_CONN_STATES = ("S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH")
+ZEEK_CONN_STATES = (
+    "S0",
+    "S1",
+    "SF",
+    "REJ",
+    "S2",
+    "S3",
+    "RSTO",
+    "RSTR",
+    "RSTOS0",
+    "RSTRH",
+    "SH",
+    "SHR",
+    "OTH",
+)
 
 # ss(8) spellings and state groups
 _ALIASES = {"SYN_RECV": "SYN_RECEIVED", "FIN_WAIT1": "FIN_WAIT_1", "FIN_WAIT2": "FIN_WAIT_2"}
@@ -56,7 +70,7 @@ class Selection:
     uids: set[str] = field(default_factory=set)
 
     @classmethod
-    def build(cls, states=(), ports=(), hosts=(), nets=(), protos=(), uids=()) -> "Selection":
+    def build(cls, states=(), ports=(), hosts=(), nets=(), protos=(), uids=()) -> Selection:
         if hosts or nets:
             import ipaddress  # (here: most runs have no host or network filter)
 
@@ -75,10 +89,14 @@ class Selection:
                 norm_hosts.add(str(ipaddress.ip_address(h)))
             except ValueError:
                 raise UsageError(f"bad host address {h!r}") from None
-        return cls(wanted, set(ports), norm_hosts, parsed_nets, {p.lower() for p in protos}, set(uids))
+        return cls(
+            wanted, set(ports), norm_hosts, parsed_nets, {p.lower() for p in protos}, set(uids)
+        )
 
     def __bool__(self) -> bool:
-        return bool(self.states or self.ports or self.hosts or self.nets or self.protos or self.uids)
+        return bool(
+            self.states or self.ports or self.hosts or self.nets or self.protos or self.uids
+        )
 
     def matches(self, c: Connection) -> bool:
         if self.protos and c.proto_name not in self.protos:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import gc
 import os
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 import cython
 

@@ -255,7 +255,12 @@ class TcpTracker:
         if i >= _TL_INLINE:
             ts, frame, side, code = self._tl_more[i - _TL_INLINE]
         else:
-            ts, frame, side, code = self._tl_ts[i], self._tl_frame[i], self._tl_side[i], self._tl_state[i]
+            ts, frame, side, code = (
+                self._tl_ts[i],
+                self._tl_frame[i],
+                self._tl_side[i],
+                self._tl_state[i],
+            )
         return (ts, None if frame == _UNSET else frame, side, _STATES[code])
 
     @cython.boundscheck(False)
@@ -281,8 +286,9 @@ class TcpTracker:
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    @cython.locals(i=cython.int, ts=cython.longlong, frame=cython.longlong, side=cython.int,
-                   code=cython.int)
+    @cython.locals(
+        i=cython.int, ts=cython.longlong, frame=cython.longlong, side=cython.int, code=cython.int
+    )
     def spells(self) -> tuple[list | None, list | None]:
         """The times a side sat in CLOSE_WAIT, and in FIN_WAIT_2: for each,
         [[side, start_ns, end_ns or None, frame or None]] in timeline order, or None when
@@ -322,7 +328,9 @@ class TcpTracker:
         return close_wait, fin_wait_2
 
     @cython.locals(last=cython.longlong, cut=cython.longlong)
-    def last_change_and_closed_after(self, side: int, start_ns: int) -> tuple[int | None, int | None]:
+    def last_change_and_closed_after(
+        self, side: int, start_ns: int
+    ) -> tuple[int | None, int | None]:
         """(ts of `side`'s last state change, ts of its first change to CLOSED at or after
         `start_ns`), None for either when there is none."""
         last = self.last_change_ns(side)
@@ -398,7 +406,10 @@ class TcpTracker:
         self._isn[0], self._isn[1] = self._isn[1], self._isn[0]
         self._fin_seq[0], self._fin_seq[1] = self._fin_seq[1], self._fin_seq[0]
         self._fin_acked[0], self._fin_acked[1] = self._fin_acked[1], self._fin_acked[0]
-        self._fin_acked_by_fin[0], self._fin_acked_by_fin[1] = self._fin_acked_by_fin[1], self._fin_acked_by_fin[0]
+        self._fin_acked_by_fin[0], self._fin_acked_by_fin[1] = (
+            self._fin_acked_by_fin[1],
+            self._fin_acked_by_fin[0],
+        )
         self._syn_count[0], self._syn_count[1] = self._syn_count[1], self._syn_count[0]
         self._synack_count[0], self._synack_count[1] = self._synack_count[1], self._synack_count[0]
         self._syn_ts[0], self._syn_ts[1] = self._syn_ts[1], self._syn_ts[0]
@@ -428,7 +439,12 @@ class TcpTracker:
         if flags & _RST:
             if self.first_close is None:
                 self.first_close = (side, "R")
-            if side == 1 and self._synack_count[1] == 0 and self._syn_count[0] and self._state[0] == _S_SYN_SENT:
+            if (
+                side == 1
+                and self._synack_count[1] == 0
+                and self._syn_count[0]
+                and self._state[0] == _S_SYN_SENT
+            ):
                 self.rejected = True
             if self.reset_by is None and not self._fully_closed():
                 self.reset_by = side
@@ -488,7 +504,11 @@ class TcpTracker:
                 self._ackdat_ns = _leg_ns(self._synack_ts[1], ts_ns)
         if self._state[side] == _S_SYN_SENT and self._synack_count[peer]:
             self._set(side, _S_ESTABLISHED, ts_ns, frame)
-        if self._fin_seq[peer] != _UNSET and not self._fin_acked[peer] and seq_after(ack, self._fin_seq[peer]):
+        if (
+            self._fin_seq[peer] != _UNSET
+            and not self._fin_acked[peer]
+            and seq_after(ack, self._fin_seq[peer])
+        ):
             self._fin_acked[peer] = True
             self._fin_acked_by_fin[peer] = bool(flags & _FIN)
             current = self._state[peer]
@@ -546,7 +566,11 @@ class TcpTracker:
     @cython.locals(a=cython.int, b=cython.int)
     def _fully_closed(self) -> bool:
         a, b = self._state[0], self._state[1]
-        return (a == _S_CLOSED or a == _S_TIME_WAIT) and (b == _S_CLOSED or b == _S_TIME_WAIT) and self._tl_n > 0
+        return (
+            (a == _S_CLOSED or a == _S_TIME_WAIT)
+            and (b == _S_CLOSED or b == _S_TIME_WAIT)
+            and self._tl_n > 0
+        )
 
     def _note_closed(self, ts_ns: int) -> None:
         if self.closed_ts is None and self._fully_closed():
@@ -562,7 +586,12 @@ class TcpTracker:
             return "3way"
         if self._syn_count[0] and not self._synack_count[1]:
             return "unanswered" if self.reset_by is None else "incomplete"
-        if self._syn_count[0] or self._synack_count[1] or self._synack_count[0] or self._syn_count[1]:
+        if (
+            self._syn_count[0]
+            or self._synack_count[1]
+            or self._synack_count[0]
+            or self._syn_count[1]
+        ):
             return "incomplete"
         return "missing"
 

@@ -225,7 +225,7 @@ def _png(fig: Figure) -> str:
 def _when(ts) -> str:
     if ts is None or pd.isna(ts):
         return "-"
-    return _dt.datetime.fromtimestamp(float(ts), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return _dt.datetime.fromtimestamp(float(ts), _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _html_table(frame: pd.DataFrame, columns: list[str], headers: list[str], times=()) -> str:
@@ -246,7 +246,11 @@ def _html_table(frame: pd.DataFrame, columns: list[str], headers: list[str], tim
                     else str(value)
                 )
             )
-            numeric = isinstance(value, (int, float)) and not isinstance(value, bool) and not pd.isna(value)
+            numeric = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and not pd.isna(value)
+            )
             cls = " class=num" if numeric and c not in times else ""
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")

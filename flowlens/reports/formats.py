@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import IO, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import IO
 
 import orjson
 
@@ -18,7 +19,7 @@ def human_time(epoch_s: float | None) -> str | None:
         return None
     import datetime as _dt
 
-    return _dt.datetime.fromtimestamp(epoch_s, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return _dt.datetime.fromtimestamp(epoch_s, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _cell(value) -> str:
@@ -29,7 +30,11 @@ def _cell(value) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
-        return f"{value:.6f}".rstrip("0").rstrip(".") if value != int(value) or abs(value) < 1e15 else str(value)
+        return (
+            f"{value:.6f}".rstrip("0").rstrip(".")
+            if value != int(value) or abs(value) < 1e15
+            else str(value)
+        )
     if isinstance(value, (list, tuple)):
         return ",".join(_cell(v) for v in value) or "-"
     if isinstance(value, dict):
@@ -39,7 +44,9 @@ def _cell(value) -> str:
     return str(value)
 
 
-def render_table(rows: Sequence[dict], columns: Sequence[str], headers: Sequence[str] | None = None) -> str:
+def render_table(
+    rows: Sequence[dict], columns: Sequence[str], headers: Sequence[str] | None = None
+) -> str:
     """Left-aligned text, numbers right-aligned, columns two spaces apart."""
     headers = list(headers or columns)
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
@@ -49,10 +56,19 @@ def render_table(rows: Sequence[dict], columns: Sequence[str], headers: Sequence
         for i, text in enumerate(row):
             widths[i] = max(widths[i], len(text))
     for i, c in enumerate(columns):
-        numeric[i] = all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) or r.get(c) is None for r in rows) and bool(rows)
+        numeric[i] = all(
+            isinstance(r.get(c), (int, float))
+            and not isinstance(r.get(c), bool)
+            or r.get(c) is None
+            for r in rows
+        ) and bool(rows)
+
     def fmt(row):
-        parts = [t.rjust(w) if numeric[i] else t.ljust(w) for i, (t, w) in enumerate(zip(row, widths))]
+        parts = [
+            t.rjust(w) if numeric[i] else t.ljust(w) for i, (t, w) in enumerate(zip(row, widths))
+        ]
         return "  ".join(parts).rstrip()
+
     lines = [fmt(headers)]
     lines.extend(fmt(row) for row in cells)
     return "\n".join(lines)
@@ -116,9 +132,25 @@ def write_records(
         writer = None
         for rec in records:
             if writer is None:
-                writer = csv.DictWriter(out, fieldnames=list(columns or rec.keys()), extrasaction="ignore", lineterminator="\n")
+                writer = csv.DictWriter(
+                    out,
+                    fieldnames=list(columns or rec.keys()),
+                    extrasaction="ignore",
+                    lineterminator="\n",
+                )
                 writer.writeheader()
-            writer.writerow({k: ("" if v is None else _cell(v) if isinstance(v, (list, tuple, dict, bool)) else v) for k, v in rec.items()})
+            writer.writerow(
+                {
+                    k: (
+                        ""
+                        if v is None
+                        else _cell(v)
+                        if isinstance(v, (list, tuple, dict, bool))
+                        else v
+                    )
+                    for k, v in rec.items()
+                }
+            )
             n += 1
         if writer is None and columns:
             csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n").writeheader()

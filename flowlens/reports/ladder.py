@@ -19,9 +19,16 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..analyzers.packetlog import (
+    CollapsedRun,
+    ConnLog,
+    Finding,
+    PacketRow,
+    StateChange,
+    time_wait_until,
+)
 from ..core.connections import Connection, format_addr
 from ..core.decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_RST, TH_SYN, flags_text
-from ..analyzers.packetlog import CollapsedRun, ConnLog, Finding, PacketRow, StateChange, time_wait_until
 
 __all__ = [
     "INFO_KINDS",

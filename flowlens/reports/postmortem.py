@@ -24,14 +24,14 @@ from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..core.pipeline import Pipeline
-from ..core.connections import Config, Connection, format_addr
-from ..core.decode import IPPROTO_TCP, LINKTYPE_NAMES
-from ..errors import UsageError
+from ..analyzers.anomalies.detector import SEVERITIES, Anomaly, AnomalyDetector, Thresholds
 from ..analyzers.packetlog import ConnLog, PacketCollector
 from ..analyzers.rtt import RttCollector
 from ..analyzers.tcpanalysis import TcpAnalyzer, state_of
-from ..analyzers.anomalies.detector import SEVERITIES, Anomaly, AnomalyDetector, Thresholds
+from ..core.connections import Config, Connection, format_addr
+from ..core.decode import IPPROTO_TCP, LINKTYPE_NAMES
+from ..core.pipeline import Pipeline
+from ..errors import UsageError
 from .ladder import Ladder, Note, build_ladder, render_text, utc_text
 from .postmortem_figures import (
     MAX_STATE_HOSTS,
@@ -472,7 +472,7 @@ def _table_rows(gather: _Gather, findings: list[Anomaly], links) -> list[dict]:
         if uid and (uid not in worst or _RANK[sev] > _RANK[worst[uid]]):
             worst[uid] = sev
 
-    for a, link in zip(findings, links):
+    for a, _link in zip(findings, links):
         mark(a.uid, a.severity)
         for uid in (a.details.get("uids") or []) if isinstance(a.details, dict) else []:
             mark(uid, a.severity)
@@ -550,7 +550,7 @@ MAX_TIMELINE_INFO = 10
 def _timeline(findings, links, notes, marks: _FrameMarks, ladders, first, last) -> list[Event]:
     events = [Event(first, "capture", "first packet of the capture")]
     infos = sum(a.severity == "info" for a in findings)
-    for i, (a, link) in enumerate(zip(findings, links), 1):
+    for i, (a, _link) in enumerate(zip(findings, links), 1):
         if a.severity == "info" and infos > MAX_TIMELINE_INFO:
             continue
         events.append(

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import cython
 
-from ..core.connections import Connection, format_addr
 from ..analyzers.rtt import LEGS, PATHS, SOURCES, ConnectionRtt, RttStats, Samples, rtt_of, stats_of
+from ..core.connections import Connection, format_addr
 from ..core.tcpstate import TcpTracker
 
 __all__ = [
@@ -69,7 +69,9 @@ def _ms(value: float | None, digits: int = 3) -> float | None:
 
 
 @cython.cfunc
-@cython.locals(x=cython.double, scale=cython.double, y=cython.double, k=cython.longlong, f=cython.double)
+@cython.locals(
+    x=cython.double, scale=cython.double, y=cython.double, k=cython.longlong, f=cython.double
+)
 def _round(x: float, scale: float) -> float:
     """round(x, 3) for scale 1e3, round(x, 6) for scale 1e6: the same float, about twice as fast
     (round() with digits goes through a decimal string; a row has up to nine of them).
@@ -128,7 +130,9 @@ _NO_STATS = (0, None, None, None, None, None, None, None, 0)
 
 
 @cython.cfunc
-@cython.locals(sorted_ns=list, p=cython.double, rank=cython.double, lo=cython.Py_ssize_t, hi=cython.Py_ssize_t)
+@cython.locals(
+    sorted_ns=list, p=cython.double, rank=cython.double, lo=cython.Py_ssize_t, hi=cython.Py_ssize_t
+)
 def _percentile(sorted_ns: list[int], p: float) -> float:
     # the same arithmetic as flowlens.analyzers.rtt's (linear between ranks), so the same floats
     rank = p / 100 * (len(sorted_ns) - 1)
@@ -389,6 +393,7 @@ def samples_frame(conns: Iterable[Connection]):
 
 
 # ---------------------------------------------------------------------- plots
+
 
 @dataclass(slots=True)
 class Series:

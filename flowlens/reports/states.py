@@ -193,7 +193,9 @@ class SocketStates:
         events.sort(key=lambda e: (e[0], e[1]))
         return events
 
-    def series(self, times: Sequence[int], hosts: Sequence[str] | None = None) -> list[dict[str, Counter]]:
+    def series(
+        self, times: Sequence[int], hosts: Sequence[str] | None = None
+    ) -> list[dict[str, Counter]]:
         """counts_at for each of the sorted `times`, in one sweep over the spans; `hosts`
         limits the result (a SYN flood has tens of thousands of source hosts)."""
         hosts = self.host_list() if hosts is None else list(hosts)

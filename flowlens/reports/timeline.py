@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ..analyzers.packetlog import ConnLog, PacketRow, StateChange
 from ..core.connections import Connection
 from ..core.decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, flags_text
-from ..analyzers.packetlog import ConnLog, PacketRow, StateChange
 from .ladder import endpoint_label
 
 __all__ = [

@@ -29,9 +29,9 @@ import cython
 
 from ...core.connections import Connection, format_addr
 from ...core.services import LINUX_EPHEMERAL
+from ...core.tcpstate import TcpTracker
 from ..tcpanalysis import KINDS as _NOTE_KINDS
 from ..tcpanalysis import DirectionStats, TcpAnalyzer, TcpaState
-from ...core.tcpstate import TcpTracker
 
 __all__ = [
     "ANOMALY_FIELDS",

@@ -21,10 +21,10 @@ import cython
 from ...core.connections import Connection, format_addr
 from ...core.decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
 from ...core.services import EPHEMERAL_RANGES, fits_ranges
-from ..tcpanalysis import TcpaState, state_of
 from ...core.tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker
-from .detector import Anomaly, _ep, _s, _sample, _secs
+from ..tcpanalysis import TcpaState, state_of
 from .connection_findings import is_port_unreachable
+from .detector import Anomaly, _ep, _s, _sample, _secs
 
 __all__ = ["HostFacts", "probe_of"]
 
@@ -413,8 +413,15 @@ def _hold_into(holds, c, tw_ns: int, end_ns: int) -> None:
         holds.extend((first, until, c.orig_p, tw0_a, tw0_b, tw1_a, tw1_b, reused, c.first_frame))
 
 
-@cython.locals(cur=cython.Py_ssize_t, best=cython.Py_ssize_t, j=cython.Py_ssize_t,
-               n_ends=cython.Py_ssize_t, a=cython.longlong, e=cython.longlong, at=cython.longlong)
+@cython.locals(
+    cur=cython.Py_ssize_t,
+    best=cython.Py_ssize_t,
+    j=cython.Py_ssize_t,
+    n_ends=cython.Py_ssize_t,
+    a=cython.longlong,
+    e=cython.longlong,
+    at=cython.longlong,
+)
 def _peak(starts: list[int], ends: list[int]) -> tuple[int, int]:
     """(peak concurrency, ts of the peak) of [start, end) intervals, given as their starts and
     their ends (an end at the same time as a start comes first). Sorts the two lists."""
@@ -561,7 +568,9 @@ def _port_group(client, server, sport, holds, th, msl_s, end_ns):
                 first_ts,
                 None,
                 summary,
-                _sample(heapq.nsmallest(th.evidence_max, holds[_HOLD - 1 :: _HOLD]), th.evidence_max),
+                _sample(
+                    heapq.nsmallest(th.evidence_max, holds[_HOLD - 1 :: _HOLD]), th.evidence_max
+                ),
                 {
                     **details_common,
                     "time_wait_peak": tw_peak,
