@@ -1,4 +1,7 @@
-"""Shared pytest options."""
+"""Shared pytest options, and the corpus mark (tests/corpus.py)."""
+
+import corpus
+import pytest
 
 
 def pytest_addoption(parser):
@@ -30,3 +33,16 @@ def pytest_sessionstart(session):
             "rebuild with `pip install -e .` (or `python setup.py build_ext --inplace`)",
             returncode=4,
         )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "corpus: reads the public capture corpus (../shared/corpus or $FLOWLENS_CORPUS)"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A corpus test without the corpus: skipped with how to get it, failed under CI=true."""
+    if item.get_closest_marker("corpus") is not None and not corpus.available():
+        corpus.skip_or_fail()

@@ -4,17 +4,16 @@ corpus's scans, flood and zero window, and the command line."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pcapgen
 import pytest
 from click.testing import CliRunner
+from corpus import CORPUS, skip_or_fail
 
 from flowlens import analyze
 from flowlens.analyzers.anomalies.detector import ANOMALY_FIELDS, KINDS, AnomalyDetector, Thresholds
 from flowlens.cli import cli
 
-CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
 CAPTURES = CORPUS / "other" / "captures"
 
 
@@ -289,7 +288,7 @@ def test_detector_streams_and_resets(tmp_path):
 def corpus(name):
     path = CAPTURES / name
     if not path.exists():
-        pytest.skip("corpus not available")
+        skip_or_fail()
     detector = AnomalyDetector()
     return detector.findings(analyze(str(path), observers=detector.observers))
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import dpkt
 import pcapgen
 import pytest
+from corpus import CORPUS, needs_corpus
 
 from flowlens import analyze
 from flowlens.core.capture import open_capture
 from flowlens.errors import CaptureError, EmptyCaptureError, NotACaptureError, TruncatedHeaderError
-
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 
 
 def _frames(path):
@@ -78,6 +76,7 @@ def test_pcapng_nanosecond_resolution(tmp_path):
     assert stats.resolution_ns == 1
 
 
+@needs_corpus
 def test_pcap_reader_matches_dpkt_on_corpus():
     """The block reader yields exactly dpkt's frames and timestamps on every classic pcap."""
     files = sorted((CORPUS / "zeek" / "traces").glob("*.pcap")) + sorted(

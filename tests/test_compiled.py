@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from corpus import CORPUS
 
 from flowlens.compiled import MODULES, compiled_modules, describe
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / ".." / "shared" / "corpus"
 
 # One process walks every capture through the CLI (click's runner) and prints what each
 # command wrote, so the comparison costs two interpreter starts, not hundreds.

@@ -15,20 +15,19 @@ import threading
 import time
 import tracemalloc
 import zlib
-from pathlib import Path
 
 import click
 import dpkt
 import pcapgen
 import pytest
 from click.testing import CliRunner
+from corpus import CORPUS, skip_or_fail
 from test_fuzz import check_cli_run, cli_args, parse, time_guard
 
 from flowlens import analyze
 from flowlens.cli import all_commands, cli
 from flowlens.core.pipeline import Pipeline
 
-CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
 CORPUS_FRAGMENTED = CORPUS / "zeek" / "traces" / "ipv4__fragmented-syn.pcap"
 #: commands that read one capture (batch takes many paths and has its own rules, tested below)
 COMMANDS = sorted(
@@ -629,7 +628,7 @@ def test_incomplete_fragmented_datagram_is_reported(tmp_path):
     """A datagram whose last fragment is not in the capture is not silently dropped."""
     src = CORPUS_FRAGMENTED
     if not src.is_file():
-        pytest.skip(f"corpus missing: {src}")
+        skip_or_fail()
     data = src.read_bytes()
     lay = parse(data)
     first = lay.records[0]

@@ -10,12 +10,11 @@ from pathlib import Path
 import dpkt
 import pcapgen
 import pytest
+from corpus import CORPUS, needs_corpus
 
 from flowlens import analyze
 from flowlens.core.capture import open_capture
 from flowlens.core.decode import Decoder, flags_text, parse_tcp_options
-
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 
 
 def _reference(linktype: int, buf: bytes):
@@ -91,6 +90,7 @@ def _compare_file(path) -> tuple[int, list]:
     return compared, mismatches
 
 
+@needs_corpus
 def test_decoder_matches_dpkt_on_every_corpus_capture():
     files = sorted((CORPUS / "zeek" / "traces").iterdir()) + sorted(
         (CORPUS / "other" / "captures").iterdir()
@@ -302,6 +302,7 @@ def test_pipeline_copies_options_only_for_observers_that_read_them():
     assert keeps(lambda conn, pkt, from_orig: None) == (True, False)
 
 
+@needs_corpus
 def test_decoder_timestamps_are_tcp_timestamps_of_the_option_bytes():
     """Decoder(timestamps=True) reads TSval/TSecr in place: the same answer as
     tcp_timestamps(raw_options), on every TCP packet of the corpus and of odd option lists."""

@@ -37,6 +37,8 @@ import click
 import pcapgen
 import pytest
 from click.testing import CliRunner
+from corpus import CORPUS
+from corpus import available as corpus_available
 
 from flowlens.core.capture import MAX_RECORD_BYTES
 from flowlens.core.connections import Config
@@ -49,7 +51,7 @@ except ImportError:  # pragma: no cover - not on Windows
     resource = None
 
 TESTS = Path(__file__).resolve().parent
-CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
+
 CORPUS_DIRS = (CORPUS / "other" / "captures", CORPUS / "zeek" / "traces")
 SAMPLES = TESTS.parent / "sample_pcaps"
 
@@ -839,7 +841,8 @@ def test_seeds_read_cleanly(seeds, tmp_path):
         list(pipe)
         if pipe.stats.frames != seed.frames:
             mismatched.append((seed.name, pipe.stats.frames, seed.frames))
-    assert len(seeds) > 100
+    # the built-in seeds and sample_pcaps/ make about 95; the corpus adds its captures
+    assert len(seeds) > (100 if corpus_available() else 50)
     assert not mismatched
 
 

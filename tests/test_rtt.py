@@ -20,6 +20,7 @@ from pathlib import Path
 import pcapgen
 import pytest
 from click.testing import CliRunner
+from corpus import CORPUS, needs_corpus
 from pcapgen import ACK, FIN, PSH, RST, SYN, Conversation
 
 from flowlens import analyze, format_addr
@@ -27,7 +28,6 @@ from flowlens.analyzers.rtt import RttCollector, RttConfig, Samples, rtt_of, sta
 from flowlens.cli import cli
 from flowlens.reports.rtt import Aggregator, Series, connection_rows, draw_figure, samples_frame
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 TRACES = sorted((CORPUS / "zeek" / "traces").glob("*")) + sorted(
     (CORPUS / "other" / "captures").glob("*")
 )
@@ -550,6 +550,7 @@ def _size_param(path: Path):
     return pytest.param(path, id=path.name, marks=marks)
 
 
+@needs_corpus
 @pytest.mark.parametrize(
     "path", [_size_param(p) for p in TRACES if p.name != "tcpdump__timestamp_invalid_nano.pcap"]
 )
@@ -562,6 +563,7 @@ def test_ack_rtt_agrees_with_tshark(path):
             assert cases.get(frame) == why, (frame, cases.get(frame))
 
 
+@needs_corpus
 @pytest.mark.slow
 def test_ack_rtt_agrees_with_tshark_on_a_real_loopback_capture():
     result, cases = _ack_rtt_comparison(REAL_LOOPBACK)
@@ -569,6 +571,7 @@ def test_ack_rtt_agrees_with_tshark_on_a_real_loopback_capture():
     assert set(result) <= {"match", *ACK_RTT_DIFFERENCES}, result
 
 
+@needs_corpus
 def test_ack_rtt_agreement_totals_on_the_corpus_sample():
     """The small captures together: most data samples agree exactly, and the differences are
     the ones the dict explains (pinned, so a change in either tool shows up here)."""
@@ -670,6 +673,7 @@ def _irtt_comparison(path: Path):
     return result, cases
 
 
+@needs_corpus
 @pytest.mark.parametrize(
     "path",
     [
@@ -684,6 +688,7 @@ def test_irtt_equals_tshark_initial_rtt(path):
     assert not bad, (result, bad)
 
 
+@needs_corpus
 @pytest.mark.slow
 def test_irtt_on_a_real_loopback_capture():
     result, _cases = _irtt_comparison(REAL_LOOPBACK)

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pcapgen
 import pytest
+from corpus import CORPUS, TRUTH, needs_corpus, skip_or_fail
 
 from flowlens import analyze
 from flowlens.analyzers.tcpanalysis import KINDS, LABELS, TcpAnalyzer, state_of
 from flowlens.errors import UsageError
-
-CORPUS = Path(__file__).parents[1] / ".." / "shared" / "corpus"
-TRUTH = CORPUS / "truth"
 
 # tshark's expert messages (_ws.expert.message) -> flowlens kinds
 _MESSAGES = {
@@ -190,7 +188,7 @@ def test_role_swap_keeps_directions():
     analysis follows (frame 4 ACKs what the client sent, nothing unseen)."""
     path = CORPUS / "zeek" / "traces" / "tcp__http-on-irc-port-missing-syn.pcapng"
     if not path.exists():
-        pytest.skip("corpus not available")
+        skip_or_fail()
     frames, _ = flowlens_frames(path)
     assert frames == {}
 
@@ -277,7 +275,7 @@ def corpus_cases():
     return cases
 
 
-@pytest.mark.skipif(not TRUTH.is_dir(), reason="corpus not available")
+@needs_corpus
 @pytest.mark.parametrize("capture, tsv", corpus_cases())
 def test_corpus_counts_match_tshark(capture, tsv):
     expected = truth_counts(tsv)

@@ -15,6 +15,8 @@ import zeekcorpus
 
 from flowlens import Config, analyze
 
+pytestmark = pytest.mark.corpus
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "zeek-conformance.md"
 
 

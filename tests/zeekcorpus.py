@@ -11,7 +11,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+from corpus import CORPUS
+
 ZEEK = CORPUS / "zeek"
 
 # The four RST traces whose "history, conn_state" Zeek's conn_state-RST-behavior test prints.
