@@ -1,0 +1,146 @@
+"""The connection record that `flowlens flows` prints, documented field by field.
+
+`Connection.to_record()` builds the record as a dict on the hot path (one per connection, with
+Zeek's dotted field names as keys); `ConnectionRecord` is the same record as a frozen, typed
+object for scripts (`ConnectionRecord.from_dict(conn.to_record())`, or `Analysis.records()`).
+Field names follow Zeek's conn.log (scripts/base/protocols/conn/main.zeek) where Zeek has the
+concept; flowlens's own fields come after them. Each field's docstring below says what it
+means, its unit and its caveats; docs/fields.md is written from them
+(`python scripts/make_field_reference.py`) and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["ConnectionRecord", "record_fields"]
+
+
+def _zeek(name: str) -> Any:
+    """A field whose printed name differs from its attribute (Zeek's dotted `id.*` names)."""
+    return field(metadata={"name": name})
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRecord:
+    """One TCP connection or UDP/ICMP flow, as `flowlens flows` prints it."""
+
+    uid: str
+    """Stable id of the connection within the capture: "C" and 17 base-62 characters, a hash of
+    its first packet (time, frame number, 5-tuple). The same capture always gives the same uids;
+    they are not Zeek's uids."""
+
+    ts: float
+    """Time of the connection's first packet, epoch seconds, to the microsecond (UTC)."""
+
+    duration: float
+    """Seconds from the first to the last packet of the connection, to the microsecond; 0 for a
+    single packet. Never negative (a clock that jumps back gives 0)."""
+
+    proto: str
+    """Transport protocol: `tcp`, `udp` or `icmp` (ICMPv6 too), else the IP protocol number."""
+
+    id_orig_h: str = _zeek("id.orig_h")
+    """Originator's address (who opened the connection: the sender of the first SYN; for UDP
+    the first sender unless Zeek's port rule says it was a reply). See `originator_inferred`."""
+
+    id_orig_p: int = _zeek("id.orig_p")
+    """Originator's port; for ICMP the message type (as Zeek logs it)."""
+
+    id_resp_h: str = _zeek("id.resp_h")
+    """Responder's address."""
+
+    id_resp_p: int = _zeek("id.resp_p")
+    """Responder's port; for ICMP the code, or the reply's type for request/reply pairs."""
+
+    service: str | None
+    """Name of the responder's port in flowlens's built-in IANA table (`http`, `ssh` ...), or
+    null. A port is a convention, not a proof of what the connection speaks."""
+
+    orig_pkts: int
+    """Packets the originator sent."""
+
+    resp_pkts: int
+    """Packets the responder sent."""
+
+    orig_bytes: int
+    """Payload bytes the originator sent, as Zeek counts them for TCP: the sequence space its
+    segments covered (so retransmitted bytes count once, and bytes missing from the capture
+    count too: see `missed_bytes`); for UDP and ICMP the payload lengths summed."""
+
+    resp_bytes: int
+    """Payload bytes the responder sent (as `orig_bytes`)."""
+
+    orig_ip_bytes: int
+    """IP-level bytes the originator sent (IP headers and payload: each packet's IP total length)."""
+
+    resp_ip_bytes: int
+    """IP-level bytes the responder sent."""
+
+    missed_bytes: int
+    """Bytes of sequence space the capture never showed (lost before the capture point or
+    dropped by it): Zeek's content gaps. 0 for UDP and ICMP."""
+
+    conn_state: str
+    """Zeek's connection state code (S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR,
+    OTH), by Zeek's rules (docs/zeek-conformance.md lists where flowlens still differs)."""
+
+    history: str | None
+    """Zeek's history letters (`ShADadFf` ...): upper case for the originator, lower case for
+    the responder; null for ICMP (Zeek logs `-`)."""
+
+    orig_state: str | None
+    """The originator's TCP state (RFC 9293 names: ESTABLISHED, FIN_WAIT_2, TIME_WAIT ...) when
+    the capture ended or the record was closed, from what the capture shows it did; TIME_WAIT
+    ends 2 x MSL after it began (`--msl`). Null for UDP and ICMP."""
+
+    resp_state: str | None
+    """The responder's TCP state at the same moment (as `orig_state`)."""
+
+    handshake: str | None
+    """How the connection opened: `3way`, `simultaneous_open`, `rejected` (RST answering the
+    SYN), `unanswered` (SYNs only), `incomplete` (no final ACK), `missing` (it began before the
+    capture). Null for UDP and ICMP."""
+
+    teardown: str | None
+    """How it closed: `4way`, `3way` (FIN+ACK combined), `simultaneous`, `half_closed` (one FIN
+    only), `reset_orig`, `reset_resp` (who sent the RST), `open` (still open at the end)."""
+
+    close_initiator: str | None
+    """Who closed first (the first FIN, or RST): `orig`, `resp`, or null."""
+
+    originator_inferred: bool
+    """True when no SYN said who opened the connection and the originator was chosen by Zeek's
+    rules or by the port heuristic (a well-known port, else the lower port, is the server)."""
+
+    synack_ms: float | None
+    """Milliseconds from the SYN to the SYN/ACK, at the capture point: the responder's side of
+    the handshake round trip (tshark: tcp.analysis.initial_rtt's first leg). Null without both."""
+
+    ackdat_ms: float | None
+    """Milliseconds from the SYN/ACK to the originator's ACK, at the capture point."""
+
+    irtt_ms: float | None
+    """`synack_ms + ackdat_ms`: the initial round-trip time (tshark's tcp.analysis.initial_rtt)."""
+
+    retransmissions: int
+    """Segments the connection's endpoints sent again, as counted by the packets the capture shows
+    (see docs/fields.md on the three views of retransmission that flowlens reports)."""
+
+    syn_retries: int
+    """SYNs the originator sent again with the same initial sequence number (0 for one SYN)."""
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> ConnectionRecord:
+        """The record from `Connection.to_record()`'s dict (Zeek's dotted names as keys)."""
+        return cls(**{f.name: record[f.metadata.get("name", f.name)] for f in fields(cls)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record with its printed (Zeek) field names, in the printed order."""
+        return {f.metadata.get("name", f.name): getattr(self, f.name) for f in fields(self)}
+
+
+def record_fields() -> tuple[str, ...]:
+    """The printed field names, in order (what `flowlens flows --format csv` puts in its header)."""
+    return tuple(f.metadata.get("name", f.name) for f in fields(ConnectionRecord))
