@@ -170,3 +170,26 @@ def test_stdin(monkeypatch):
     monkeypatch.setattr("sys.stdin", fake)
     a = analyze("-")
     assert [c.conn_state for c in a.connections] == ["SF"]
+
+
+def test_open_capture_takes_a_path_like_and_a_binary_file(tmp_path):
+    """A path as str or os.PathLike, or a binary file object the caller keeps open."""
+    path = tmp_path / "clean.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(pcapgen.clean_close()))
+    with open_capture(path) as cap:
+        by_pathlike = [f[:3] for f in cap]
+    with open(path, "rb") as f:
+        with open_capture(f) as cap:
+            assert cap.path == str(path)  # the file object's name labels the messages
+            by_file = [fr[:3] for fr in cap]
+        assert not f.closed  # flowlens never closes a file object it was given
+    data = io.BytesIO(path.read_bytes())
+    with open_capture(data) as cap:
+        assert cap.path == "<stream>"
+        by_bytes = [fr[:3] for fr in cap]
+    assert by_pathlike == by_file == by_bytes and len(by_file) == len(pcapgen.clean_close())
+
+
+def test_open_capture_on_a_file_object_that_is_no_capture():
+    with pytest.raises(NotACaptureError, match="<stream>: not a pcap or pcapng capture"):
+        open_capture(io.BytesIO(b"hello world, this is text"))

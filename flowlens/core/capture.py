@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from struct import Struct
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import cython
 
@@ -308,7 +308,15 @@ class Capture:
     Use `open_capture(path)` rather than the constructor. Iterate once.
     """
 
-    def __init__(self, path: str, stream: BinaryIO, container: str, head: bytes, raw: BinaryIO):
+    def __init__(
+        self,
+        path: str,
+        stream: BinaryIO,
+        container: str,
+        head: bytes,
+        raw: BinaryIO,
+        owned: bool = True,
+    ):
         self.path = path
         self.stats = CaptureStats(path=path, container=container)
         self._stream = stream
@@ -316,10 +324,12 @@ class Capture:
         self._step = _STEP if "+" in container else _CHUNK  # (pcap+gzip ...: a decompressor)
         self._head = head
         self._raw = raw
+        #: the file was opened here (not stdin, not a file object the caller handed in)
+        self._owned = owned and raw is not sys.stdin.buffer
         self._read_error: str | None = None
 
     def close(self) -> None:
-        if self._raw is not sys.stdin.buffer:
+        if self._owned:
             try:
                 self._raw.close()
             except OSError:
@@ -797,14 +807,28 @@ def _no_data(path: str, raw: BinaryIO) -> str:
     return "empty file"
 
 
-def open_capture(path: str) -> Capture:
-    """Open `path` (or `-` for stdin) and sniff its container; raises `CaptureError` subclasses.
+def open_capture(source: str | os.PathLike | BinaryIO) -> Capture:
+    """Open a capture and sniff its container; raises `CaptureError` subclasses.
+
+    `source` is a path (`str` or `os.PathLike`; `-` is stdin) or a binary file object open for
+    reading (its `name`, when it has one, labels the messages; flowlens never closes a file
+    object it was given).
 
     The container is decided by magic bytes, never by the file name. The whole file header
     (pcap's 24 bytes, pcapng's first section header block) must be there, or this raises
     `TruncatedHeaderError`; damage after it is reported by the reader, not raised.
     """
-    raw = _open_raw(path)
+    if hasattr(source, "read"):
+        raw = cast(BinaryIO, source)
+        name = getattr(raw, "name", None)
+        path = name if isinstance(name, str) else "<stream>"
+        owned = False
+    else:
+        path = os.fspath(cast("str | os.PathLike", source))
+        if not isinstance(path, str):
+            path = os.fsdecode(path)
+        raw = _open_raw(path)
+        owned = True
     try:
         stream: BinaryIO = raw
         kinds: list[str] = []
@@ -830,7 +854,7 @@ def open_capture(path: str) -> Capture:
                     path, f"pcap file header cut short ({len(full)} of 24 bytes)"
                 )
             # re-feed whatever of the 12-byte sniff lies beyond the header (never: 12 < 24)
-            return Capture(path, stream, "pcap" + suffix, full, raw)
+            return Capture(path, stream, "pcap" + suffix, full, raw, owned)
         if head[:4] == _PCAPNG_SHB:
             if len(head) < 12:
                 raise TruncatedHeaderError(path, "pcapng section header cut short")
@@ -846,7 +870,7 @@ def open_capture(path: str) -> Capture:
                 raise TruncatedHeaderError(
                     path, f"pcapng section header cut short ({len(full)} of {blen} bytes)"
                 )
-            return Capture(path, stream, "pcapng" + suffix, full, raw)
+            return Capture(path, stream, "pcapng" + suffix, full, raw, owned)
         if kinds:
             # a corrupt stream may give garbage before its check fails (bzip2 checks a block of
             # up to 900 KiB at its end): that failure is the better message
@@ -863,6 +887,6 @@ def open_capture(path: str) -> Capture:
         shown = " ".join(f"{b:02x}" for b in head[:4])
         raise NotACaptureError(path, f"not a pcap or pcapng capture (starts with {shown})")
     except BaseException:
-        if raw is not sys.stdin.buffer:
+        if owned and raw is not sys.stdin.buffer:
             raw.close()
         raise
