@@ -43,12 +43,16 @@ format_option = click.option(
 )
 
 
+#: the connection table's defaults: every option below takes its default from here
+_CONFIG = Config()
+
+
 def table_options(func: Callable) -> Callable:
     """Timers and decoding switches that change what the connection table sees."""
     func = click.option(
         "--msl",
         type=click.FloatRange(min=0.001),
-        default=30.0,
+        default=_CONFIG.msl_s,
         show_default=True,
         help="Maximum segment lifetime in seconds; TIME_WAIT lasts 2 x MSL (Linux: 60 s).",
     )(func)
@@ -62,14 +66,14 @@ def table_options(func: Callable) -> Callable:
     func = click.option(
         "--idle-timeout",
         type=click.FloatRange(min=0.001),
-        default=300.0,
+        default=_CONFIG.tcp_idle_s,
         show_default=True,
         help="Seconds without a packet after which an established TCP connection ends (Zeek: 300).",
     )(func)
     func = click.option(
         "--udp-timeout",
         type=click.FloatRange(min=0.001),
-        default=60.0,
+        default=_CONFIG.udp_idle_s,
         show_default=True,
         help="Seconds without a packet after which a UDP or ICMP flow ends.",
     )(func)
@@ -121,12 +125,13 @@ def selection_from(kwargs: dict) -> Selection:
 
 
 def config_from(kwargs: dict) -> Config:
+    d = _CONFIG
     return Config(
-        msl_s=kwargs.pop("msl", 30.0),
-        verify_checksums=not kwargs.pop("no_checksums", False),
-        tcp_idle_s=kwargs.pop("idle_timeout", 300.0),
-        udp_idle_s=kwargs.get("udp_timeout", 60.0),
-        icmp_idle_s=kwargs.pop("udp_timeout", 60.0),
+        msl_s=kwargs.pop("msl", d.msl_s),
+        verify_checksums=not kwargs.pop("no_checksums", not d.verify_checksums),
+        tcp_idle_s=kwargs.pop("idle_timeout", d.tcp_idle_s),
+        udp_idle_s=kwargs.get("udp_timeout", d.udp_idle_s),
+        icmp_idle_s=kwargs.pop("udp_timeout", d.icmp_idle_s),
     )
 
 

@@ -27,6 +27,9 @@ def _write_text(path: str, text: str) -> None:
         raise click.ClickException(f"{path}: {exc.strerror or exc}") from exc
 
 
+_DEFAULTS = ReportOptions()
+
+
 @click.command()
 @capture_argument
 @click.option(
@@ -53,7 +56,7 @@ def _write_text(path: str, text: str) -> None:
 @click.option(
     "--max-ladders",
     type=click.IntRange(min=0),
-    default=12,
+    default=_DEFAULTS.max_ladders,
     show_default=True,
     help="Ladder diagrams drawn: the connections the findings (and frame notes) point at, most "
     "severe first.",
