@@ -39,7 +39,8 @@ format_option = click.option(
     type=click.Choice(FORMATS),
     default="table",
     show_default=True,
-    help="table for a terminal; json = one JSON object per line; csv with a header.",
+    help="table for a terminal; json = one JSON object per line; csv with a header; zeek = a "
+    "Zeek ASCII log (zeek-cut reads it); zeek-json = Zeek's JSON log lines.",
 )
 
 

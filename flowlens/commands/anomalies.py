@@ -215,9 +215,17 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
             row["ts"] = human_time(r["ts"])[:-3]
             rows.append(row)
         if rows:
-            write_records(rows, fmt, sys.stdout, ANOMALY_FIELDS, TABLE_COLUMNS, TABLE_HEADERS)
+            write_records(
+                rows,
+                fmt,
+                sys.stdout,
+                ANOMALY_FIELDS,
+                TABLE_COLUMNS,
+                TABLE_HEADERS,
+                log_path="flowlens_anomalies",
+            )
     else:
-        write_records(records, fmt, sys.stdout, ANOMALY_FIELDS)
+        write_records(records, fmt, sys.stdout, ANOMALY_FIELDS, log_path="flowlens_anomalies")
     for line in pipe.summary_lines():
         warn(f"Warning: {line}")
     by_sev = Counter(a.severity for a in shown)

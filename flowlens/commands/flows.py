@@ -80,9 +80,17 @@ def flows(capture: str, fmt: str, **kwargs) -> None:
             if progress is not None:
                 progress.close()
             records = [table_row(r) for r in records]
-            write_records(records, fmt, sys.stdout, RECORD_FIELDS, TABLE_COLUMNS, TABLE_HEADERS)
+            write_records(
+                records,
+                fmt,
+                sys.stdout,
+                RECORD_FIELDS,
+                TABLE_COLUMNS,
+                TABLE_HEADERS,
+                log_path="conn",
+            )
         else:
-            write_records(rows(), fmt, sys.stdout, RECORD_FIELDS)
+            write_records(rows(), fmt, sys.stdout, RECORD_FIELDS, log_path="conn")
     finally:
         if progress is not None:
             progress.close()

@@ -168,7 +168,9 @@ def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, *
                 progress.close()
             if fmt == "table":
                 records = [_table_row(r) for r in records]
-            write_records(records, fmt, sys.stdout, AGGREGATE_FIELDS, AGG_COLUMNS[by])
+            write_records(
+                records, fmt, sys.stdout, AGGREGATE_FIELDS, AGG_COLUMNS[by], log_path="flowlens_rtt"
+            )
         elif fmt == "table":
             records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
             if progress is not None:
@@ -176,9 +178,11 @@ def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, *
             columns = SAMPLE_COLUMNS if samples else TABLE_COLUMNS
             headers = None if samples else TABLE_HEADERS
             records = [_table_row(r) for r in records]
-            write_records(records, fmt, sys.stdout, fields, columns, headers)
+            write_records(
+                records, fmt, sys.stdout, fields, columns, headers, log_path="flowlens_rtt"
+            )
         else:
-            write_records(rows(), fmt, sys.stdout, fields)
+            write_records(rows(), fmt, sys.stdout, fields, log_path="flowlens_rtt")
     finally:
         if progress is not None:
             progress.close()

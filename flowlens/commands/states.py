@@ -149,7 +149,7 @@ def states(
 
     if listening:
         rows = index.listening_records()
-        write_records(rows, fmt, out, LISTENING_FIELDS)
+        write_records(rows, fmt, out, LISTENING_FIELDS, log_path="flowlens_states")
         warn(
             f"{sum(r['state'] == 'LISTEN' for r in rows)} listening, {sum(r['state'] == 'REFUSED' for r in rows)} refusing host:port"
         )
@@ -165,7 +165,7 @@ def states(
             )
             _table(records, ("host", "total"), out)
         else:
-            write_records(records, fmt, out, fields)
+            write_records(records, fmt, out, fields, log_path="flowlens_states")
     else:
         step = interval or auto_interval(last - first)
         times = tick_times(first, last, step)
@@ -177,7 +177,13 @@ def states(
                 rec["time_s"] = f"{rec['time_s']:.3f}" if step < 1 else f"{rec['time_s']:.1f}"
             _table(records, ("time_s", "host", "total"), out)
         else:
-            write_records(index.iter_series_records(times, first), fmt, out, fields)
+            write_records(
+                index.iter_series_records(times, first),
+                fmt,
+                out,
+                fields,
+                log_path="flowlens_states",
+            )
     if plot_path:
         left_out = save_states_figure(
             index, first, last, plot_path, title=f"TCP sockets per host: {capture}"

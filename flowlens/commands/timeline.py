@@ -77,7 +77,7 @@ def timeline(capture: str, fmt: str, absolute: bool, **kwargs) -> None:
             records = (rec for conn, log in pairs for rec in timeline_records(conn, log, absolute))
             if fmt == "csv":
                 records = ({**rec, "notes": "; ".join(rec["notes"])} for rec in records)
-            write_records(records, fmt, sys.stdout, TIMELINE_FIELDS)
+            write_records(records, fmt, sys.stdout, TIMELINE_FIELDS, log_path="flowlens_timeline")
     finally:
         if progress is not None:
             progress.close()

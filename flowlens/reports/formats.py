@@ -1,4 +1,4 @@
-"""Write records as an aligned text table, JSON lines or CSV (the output contract's --format)."""
+"""Write records as an aligned text table, JSON lines, CSV or a Zeek log (the output contract's --format)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import orjson
 
 __all__ = ["FORMATS", "write_records", "render_table", "human_time"]
 
-FORMATS = ("table", "json", "csv")
+#: table for people; json = one JSON object per line; csv; zeek = a Zeek ASCII log (TSV with
+#: its header); zeek-json = Zeek's JSON log lines (reports/zeeklog.py)
+FORMATS = ("table", "json", "csv", "zeek", "zeek-json")
 
 
 def human_time(epoch_s: float | None) -> str | None:
@@ -93,12 +95,26 @@ def write_records(
     columns: Sequence[str] | None = None,
     table_columns: Sequence[str] | None = None,
     table_headers: Sequence[str] | None = None,
+    *,
+    log_path: str = "flowlens",
 ) -> int:
     """Write records in `fmt`; json and csv stream, a table is aligned once all rows are in.
 
     `columns` fixes the field order for csv (default: the first record's keys); `table_columns`
-    picks the narrower set shown in a terminal table. Returns the number of records written.
+    picks the narrower set shown in a terminal table; `log_path` names a Zeek log (`conn` for
+    connection records: Zeek's conn.log columns first). Returns the number of records written.
     """
+    if fmt in ("zeek", "zeek-json"):
+        from .zeeklog import write_zeek, write_zeek_json
+
+        records = iter(records)
+        if columns is None:
+            first = next(records, None)
+            columns = list(first) if first is not None else []
+            records = iter(() if first is None else [first, *records])
+        if fmt == "zeek":
+            return write_zeek(records, out, log_path, columns)
+        return write_zeek_json(records, out, columns, conn=log_path == "conn")
     n = 0
     if fmt == "json":
         # compact JSON lines, as Zeek writes them (LogAscii::use_json); orjson is ~10x faster
