@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -10,6 +11,7 @@ import click
 from ..core.connections import Config
 from ..core.filters import Selection
 from ..core.pipeline import Analysis, Pipeline, analyze
+from ..errors import UsageError
 from ..reports.formats import FORMATS
 
 __all__ = [
@@ -23,6 +25,8 @@ __all__ = [
     "open_pipeline",
     "progress_callback",
     "warn",
+    "check_output",
+    "PICTURE_FORMATS",
 ]
 
 
@@ -134,6 +138,33 @@ def config_from(kwargs: dict) -> Config:
         udp_idle_s=kwargs.get("udp_timeout", d.udp_idle_s),
         icmp_idle_s=kwargs.pop("udp_timeout", d.icmp_idle_s),
     )
+
+
+#: picture formats matplotlib writes (Figure.savefig), by file extension
+PICTURE_FORMATS = ("png", "svg", "svgz", "pdf", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+
+
+def check_output(path: str | None, *, formats: tuple[str, ...] | None = None) -> None:
+    """Fail before any work starts when `path` cannot be written: its folder is missing (never
+    created for the user) or not writable, a folder has that name, or, with `formats`, its
+    extension names no format the writer knows. Raises UsageError (`Error: PATH: problem`,
+    exit 1)."""
+    if not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a directory")
+    if not os.path.isdir(folder):
+        raise UsageError(f"{path}: no such directory {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK) or (
+        os.path.exists(path) and not os.access(path, os.W_OK)
+    ):
+        raise UsageError(f"{path}: permission denied")
+    if formats is not None:
+        ext = os.path.splitext(path)[1].lower().lstrip(".")
+        if ext not in formats:
+            shown = f"'.{ext}'" if ext else "no extension"
+            raise UsageError(f"{path}: unknown picture format ({shown}; use {', '.join(formats)})")
 
 
 class _Progress:

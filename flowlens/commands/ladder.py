@@ -16,6 +16,7 @@ from ..reports.ladder import build_ladder, render_text
 from ..reports.ladder_plot import save_figure
 from ._common import (
     capture_argument,
+    check_output,
     config_from,
     filter_options,
     open_pipeline,
@@ -79,6 +80,8 @@ def ladder(
       flowlens ladder capture.pcap --uid CMayhZrxGd --note '1=client opens' --png ladder.png
       flowlens ladder capture.pcap --port 5432 --state time-wait
     """
+    check_output(svg_path)
+    check_output(png_path)
     selection = selection_from(kwargs)
     config = config_from(kwargs)
     frame_pins = [n.frame for n in notes if n.frame is not None]

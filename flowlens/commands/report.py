@@ -8,7 +8,14 @@ import click
 
 from ..reports.ladder import Note
 from ..reports.postmortem import ReportOptions, build_report
-from ._common import capture_argument, config_from, progress_callback, table_options, warn
+from ._common import (
+    capture_argument,
+    check_output,
+    config_from,
+    progress_callback,
+    table_options,
+    warn,
+)
 from ._timearg import NOTE
 
 
@@ -84,6 +91,8 @@ def report(
     """
     if not html_path and not md_path:
         raise click.UsageError("nothing to write: give -o report.html and/or --markdown report.md")
+    check_output(html_path)
+    check_output(md_path)
     config = config_from(kwargs)
     options = ReportOptions(notes=notes, max_ladders=max_ladders, title=title)
     progress = progress_callback(capture)

@@ -21,7 +21,9 @@ from ..reports.states import (
     tick_times,
 )
 from ._common import (
+    PICTURE_FORMATS,
     capture_argument,
+    check_output,
     config_from,
     format_option,
     open_pipeline,
@@ -131,6 +133,7 @@ def states(
         )
     if listening and (at is not None or interval is not None or states):
         raise click.UsageError("--listening takes no --at, --interval or --state")
+    check_output(plot_path, formats=PICTURE_FORMATS)
     config = config_from(kwargs)
     pipe, progress = open_pipeline(capture, config)
     index = SocketStates(config.time_wait_ns, hosts, ports, states)
