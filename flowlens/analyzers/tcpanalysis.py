@@ -614,7 +614,10 @@ def _record(
     if note:
         _count(fwd, note, seglen, frame, ts, flags)
         if an.keep_frames:
-            an._frames[frame] = (note, dupnum, fwd.lastnondupack) if dupnum else note
+            if dupnum:
+                an._frames[frame] = (note, dupnum, fwd.lastnondupack)
+            else:
+                an._frames[frame] = note
 
 
 @cython.cfunc
