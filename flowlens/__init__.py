@@ -5,9 +5,10 @@
 >>> [(c.uid, c.conn_state, c.orig_state) for c in a.connections]
 """
 
+from .core.analyzer import Analyzer, Needs
 from .core.capture import CaptureStats, open_capture
 from .core.connections import RECORD_FIELDS, Config, Connection, ConnectionTable, format_addr
-from .core.decode import Decoder, Packet, PacketObserver, TcpOptions
+from .core.decode import Decoder, Packet, TcpOptions
 from .core.filters import Selection
 from .core.pipeline import Analysis, Pipeline, analyze
 from .core.tcpstate import TcpState
@@ -33,7 +34,8 @@ __all__ = [
     "format_addr",
     "Decoder",
     "Packet",
-    "PacketObserver",
+    "Analyzer",
+    "Needs",
     "TcpOptions",
     "TcpState",
     "Selection",

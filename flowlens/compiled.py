@@ -19,6 +19,7 @@ MODULES = (
     "core.decode",
     "core.tcpstate",
     "core.zeekstate",
+    "core.analyzer",
     "core.connections",
     "core.pipeline",
     "analyzers.tcpanalysis",

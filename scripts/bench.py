@@ -56,7 +56,7 @@ def floor_loop(path: Path) -> float:
 
 def decode_loop(path: Path) -> float:
     """Read and decode every frame with flowlens's reader and decoder, nothing else, the way
-    the pipeline does (frames read in place, every TCP option kept as with observers)."""
+    the pipeline does (frames read in place, every TCP option kept, as for an analyzer that needs them all)."""
     from flowlens.core.capture import open_capture
     from flowlens.core.decode import Decoder
 

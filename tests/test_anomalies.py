@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 from corpus import CORPUS, skip_or_fail
 
-from flowlens import analyze
+from flowlens import Pipeline, Selection, analyze
 from flowlens.analyzers.anomalies.detector import ANOMALY_FIELDS, KINDS, AnomalyDetector, Thresholds
+from flowlens.analyzers.tcpanalysis import TcpAnalyzer
 from flowlens.cli import cli
 
 CAPTURES = CORPUS / "other" / "captures"
@@ -21,7 +22,7 @@ def findings(tmp_path, name, frames=None, **thresholds):
     path = tmp_path / f"{name}.pcap"
     pcapgen.write_pcap(path, frames if frames is not None else pcapgen.SCENARIOS[name]())
     detector = AnomalyDetector(Thresholds(**thresholds))
-    return detector.findings(analyze(str(path), observers=detector.observers))
+    return analyze(str(path), analyzers=[detector]).results[detector]
 
 
 def only(found, kind):
@@ -277,11 +278,28 @@ def test_detector_streams_and_resets(tmp_path):
     path = tmp_path / "r.pcap"
     pcapgen.write_pcap(path, pcapgen.refused())
     detector = AnomalyDetector()
-    result = analyze(str(path), observers=detector.observers)
-    for conn in result.connections:
-        detector.add(conn)
-    assert [a.kind for a in detector.finish()] == ["connection_refused"]
+    result = analyze(str(path), analyzers=[detector])
+    assert [a.kind for a in result.results[detector]] == ["connection_refused"]
+    assert isinstance(detector.tcp, TcpAnalyzer)  # the pipeline added the dependency
     assert detector.finish() == []  # finish() starts over
+
+
+def test_detector_reads_the_tcp_analyzer_it_is_given(tmp_path):
+    path = tmp_path / "r.pcap"
+    pcapgen.write_pcap(path, pcapgen.refused())
+    tcp, detector = TcpAnalyzer(keep_frames=True), AnomalyDetector()
+    pipe = Pipeline(str(path), analyzers=[detector, tcp])
+    assert pipe.analyzers == [tcp, detector] and detector.tcp is tcp  # dependency first
+    list(pipe)
+    assert [a.kind for a in pipe.results[detector]] == ["connection_refused"]
+
+
+def test_detector_honours_its_selection(tmp_path):
+    path = tmp_path / "r.pcap"
+    pcapgen.write_pcap(path, pcapgen.refused())
+    elsewhere = AnomalyDetector(selection=Selection.build(ports=[1]))
+    assert analyze(str(path), analyzers=[elsewhere]).results[elsewhere] == []
+    assert elsewhere.seen == 0
 
 
 # ------------------------------------------------------------------ the corpus
@@ -290,7 +308,7 @@ def corpus(name):
     if not path.exists():
         skip_or_fail()
     detector = AnomalyDetector()
-    return detector.findings(analyze(str(path), observers=detector.observers))
+    return analyze(str(path), analyzers=[detector]).results[detector]
 
 
 @pytest.mark.parametrize(

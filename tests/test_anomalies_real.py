@@ -36,7 +36,7 @@ RANGE = (40000, 40009)
 
 def detect(path, **thresholds):
     detector = AnomalyDetector(Thresholds(**thresholds))
-    return detector.findings(analyze(str(path), observers=detector.observers))
+    return analyze(str(path), analyzers=[detector]).results[detector]
 
 
 def test_ports_run_out_without_reuse(tmp_path):

@@ -179,9 +179,7 @@ def test_anomaly_rows_are_the_detectors_findings(archive_dir, tmp_path):
     run_batch([str(archive_dir)], str(outdir), BatchOptions(report=False), jobs=1)
     path = str(archive_dir / "host-a" / "2023" / "incident.pcap.gz")
     detector = AnomalyDetector()
-    expected = [
-        a.to_record() for a in detector.findings(analyze(path, observers=detector.observers))
-    ]
+    expected = [a.to_record() for a in analyze(path, analyzers=[detector]).results[detector]]
     got = pd.read_parquet(outdir / "anomalies").query("capture_path == @path").to_dict("records")
     assert len(expected) >= 4 and len(got) == len(expected)
     key = lambda r: (r["kind"], r["uid"] or "", r["summary"])  # noqa: E731

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pcapgen
 import pytest
 
-from flowlens import Config, analyze
+from flowlens import Analyzer, Config, analyze
 
 
 def run(tmp_path, name, frames=None, **config):
@@ -227,34 +227,169 @@ def test_closed_connections_leave_the_table(tmp_path):
     assert 55 <= pipe.table.open_peak <= 65
 
 
-def test_observers_plain_callables_and_packet_observers_see_every_packet_in_order(tmp_path):
-    """The table calls a PacketObserver's `observe` directly and any other observer as a
-    callable; both kinds see every packet, in the order they were given, after the table."""
-    from flowlens import Packet, PacketObserver, Pipeline
+def _write(tmp_path, name, frames):
+    path = tmp_path / f"{name}.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(frames))
+    return str(path)
 
-    seen = []
 
-    class Recorder(PacketObserver):  # a Python subclass of the (compiled) base class
-        def observe(self, conn, pkt, from_orig):
-            seen.append(("observe", pkt.frame, from_orig, conn.tcp.state[0].name))
+class _Recorder(Analyzer):  # a Python subclass of the (compiled) base class
+    """Records every hook it is given, tagged with its name, into a shared list."""
 
-    path = tmp_path / "clean-close.pcap"
-    path.write_bytes(pcapgen.pcap_bytes(pcapgen.SCENARIOS["clean-close"]()))
-    callable_ = lambda conn, pkt, from_orig: seen.append(("call", pkt.frame, from_orig))  # noqa: E731
-    conns = list(Pipeline(str(path), observers=[Recorder(), callable_]))
-    frames = conns[0].pkts[0] + conns[0].pkts[1]
-    assert [s[:2] for s in seen] == [
-        (k, f) for f in range(1, frames + 1) for k in ("observe", "call")
+    def __init__(self, name, log, keep=True):
+        super().__init__()
+        self.name, self.log, self.keep = name, log, keep
+
+    def on_start(self, conn, pkt):
+        self.log.append((self.name, "start", pkt.frame))
+        return {"packets": 0} if self.keep else None
+
+    def on_packet(self, conn, pkt, from_orig):
+        self.state_of(conn)["packets"] += 1
+        self.log.append((self.name, "packet", pkt.frame, from_orig, conn.tcp.state[0].name))
+
+    def on_flip(self, conn):
+        self.log.append((self.name, "flip", conn.orig_p))
+
+    def on_end(self, conn):
+        self.log.append((self.name, "end", conn.closed_by))
+
+    def finish(self, end_ns=None):
+        self.log.append((self.name, "finish", end_ns))
+        return self.name
+
+
+def test_analyzer_hooks_in_order_after_the_table(tmp_path):
+    """start before the first packet, every packet after the table applied it, the end once the
+    record is final, finish after the last end; analyzers in the order given."""
+    from flowlens import Pipeline
+
+    log = []
+    a, b = _Recorder("a", log), _Recorder("b", log)
+    path = _write(tmp_path, "clean-close", pcapgen.SCENARIOS["clean-close"]())
+    pipe = Pipeline(path, analyzers=[a, b])
+    (conn,) = list(pipe)
+    frames = conn.pkts[0] + conn.pkts[1]
+    assert log[:4] == [
+        ("a", "start", 1), ("a", "packet", 1, True, "SYN_SENT"),  # after the table's SYN
+        ("b", "start", 1), ("b", "packet", 1, True, "SYN_SENT"),
+    ]  # fmt: skip
+    assert [e[:3] for e in log[4:-4]] == [
+        (n, "packet", f) for f in range(2, frames + 1) for n in ("a", "b")
     ]
-    assert seen[0] == ("observe", 1, True, "SYN_SENT")  # after the table applied the SYN
-    assert seen[2][2] is False  # the SYN/ACK came from the responder
-    with pytest.raises(NotImplementedError):
-        PacketObserver()(conns[0], Packet(), True)
+    assert log[5][3] is False  # the SYN/ACK came from the responder
+    end_ns = pipe.stats.last_ts_ns
+    assert log[-4:] == [
+        ("a", "end", "capture_end"), ("b", "end", "capture_end"),
+        ("a", "finish", end_ns), ("b", "finish", end_ns),
+    ]  # fmt: skip
+    assert a.state_of(conn) == {"packets": frames}
+    assert pipe.results == {a: "a", b: "b"}
+
+
+def test_an_analyzer_without_state_sees_no_packets_but_the_end(tmp_path):
+    log = []
+    quiet = _Recorder("q", log, keep=False)
+    path = _write(tmp_path, "clean-close", pcapgen.SCENARIOS["clean-close"]())
+    (conn,) = analyze(path, analyzers=[quiet]).connections
+    assert [e[1] for e in log] == ["start", "end", "finish"]
+    assert quiet.state_of(conn) is None
+
+
+def test_on_end_on_every_exit_path(tmp_path):
+    """idle, closed (after the linger), reused and capture end all pass through on_end, once each."""
+    log = []
+    rec = _Recorder("r", log)
+    path = _write(tmp_path, "port-reuse", pcapgen.SCENARIOS["port-reuse"]())
+    conns = analyze(path, analyzers=[rec]).connections
+    ends = [e[2] for e in log if e[1] == "end"]
+    assert len(ends) == len(conns) >= 2
+    assert sorted(ends) == sorted(c.closed_by for c in conns)
+    assert "reused" in ends
+
+
+def test_on_flip_when_the_table_swaps_the_roles(tmp_path):
+    """A SYN/ACK first between two ports Zeek has no opinion on, then the ACK: Zeek flips the
+    roles on the second packet (flip-without-syn); the analyzers hear it before that packet."""
+    from dpkt.tcp import TH_ACK, TH_SYN
+
+    c, s = pcapgen.CLIENT4, pcapgen.SERVER4
+    frames = [
+        (1.0, pcapgen.ethernet(pcapgen.tcp_segment(s, c, 50001, 40001, TH_SYN | TH_ACK, 500, 101))),
+        (1.1, pcapgen.ethernet(pcapgen.tcp_segment(c, s, 40001, 50001, TH_ACK, 101, 501))),
+    ]  # fmt: skip
+    log = []
+    rec = _Recorder("r", log)
+    (conn,) = analyze(_write(tmp_path, "flip", frames), analyzers=[rec]).connections
+    assert conn.history.startswith("^") and conn.orig_p == 40001
+    assert [e[:3] for e in log[:4]] == [
+        ("r", "start", 1), ("r", "packet", 1), ("r", "flip", 40001), ("r", "packet", 2),
+    ]  # fmt: skip
+    assert log[1][3] is True and log[3][3] is True  # each packet from the originator of its time
+
+
+class _Base(Analyzer):
+    def on_start(self, conn, pkt):
+        return [0]
+
+    def on_packet(self, conn, pkt, from_orig):
+        self.state_of(conn)[0] += 1
+
+
+class _Dependent(Analyzer):
+    requires = (_Base,)
+
+    def bind(self, deps):
+        (self.base,) = deps
+
+    def on_start(self, conn, pkt):
+        return []
+
+    def on_packet(self, conn, pkt, from_orig):
+        # the dependency has already seen this packet
+        self.state_of(conn).append(self.base.state_of(conn)[0])
+
+
+def test_dependencies_are_added_ordered_first_and_bound(tmp_path):
+    from flowlens.core.analyzer import resolve
+
+    dep = _Dependent()
+    order = resolve([dep])
+    assert [type(a) for a in order] == [_Base, _Dependent] and dep.base is order[0]
+    assert [a.slot for a in order] == [0, 1]
+    given = _Base()
+    assert resolve([_Dependent(), given])[0] is given  # an instance given is the one used
+    path = _write(tmp_path, "clean-close", pcapgen.SCENARIOS["clean-close"]())
+    dep = _Dependent()
+    (conn,) = analyze(path, analyzers=[dep]).connections
+    n = conn.pkts[0] + conn.pkts[1]
+    assert dep.state_of(conn) == list(range(1, n + 1))
+
+
+def test_resolve_refuses_cycles_and_non_analyzers():
+    from flowlens.core.analyzer import resolve
+
+    class Loop(Analyzer):
+        def dependencies(self):
+            return (self,)
+
+    with pytest.raises(ValueError, match="cycle"):
+        resolve([Loop()])
+    with pytest.raises(TypeError):
+        resolve([lambda conn, pkt, from_orig: None])
+
+
+def test_no_analyzer_sees_another_analyzers_slot(tmp_path):
+    path = _write(tmp_path, "clean-close", pcapgen.SCENARIOS["clean-close"]())
+    a, b = _Base(), _Base()
+    (conn,) = analyze(path, analyzers=[a, b]).connections
+    assert a.state_of(conn) is not b.state_of(conn)
+    assert _Base().state_of(conn) is None  # an analyzer that was not in the pipeline
 
 
 def test_finished_connections_are_freed_while_the_capture_is_read(tmp_path, monkeypatch):
     """A closed connection's idle-timeout entry in the deadline heap must not keep it (and its
-    observers' state) alive: memory follows the open connections, not the last minutes'."""
+    analyzers' state) alive: memory follows the open connections, not the last minutes'."""
     import gc
 
     import flowlens.core.connections as fc

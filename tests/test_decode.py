@@ -245,7 +245,7 @@ def test_bad_checksum_is_flagged_and_still_analysed(tmp_path):
 
 
 def test_keep_options_false_keeps_only_syn_options():
-    """Without observers the pipeline decodes with keep_options=False: a SYN's options stay (the
+    """Without analyzers the pipeline decodes with keep_options=False: a SYN's options stay (the
     window scale and MSS), other segments' are not copied out."""
     from dpkt.tcp import TH_ACK, TH_SYN
 
@@ -282,24 +282,37 @@ def test_keep_options_false_keeps_only_syn_options():
         assert [p.plen for p in pkts] == [0, 1]  # the payload length does not depend on it
 
 
-def test_pipeline_copies_options_only_for_observers_that_read_them():
+def test_pipeline_copies_options_only_for_analyzers_that_need_them():
     from flowlens.analyzers.packetlog import PacketCollector
     from flowlens.analyzers.rtt import RttCollector
     from flowlens.analyzers.tcpanalysis import TcpAnalyzer
+    from flowlens.core.analyzer import Analyzer, Needs
     from flowlens.core.pipeline import Pipeline
+    from flowlens.errors import UsageError
 
     sample = str(Path(__file__).resolve().parent.parent / "sample_pcaps" / "clean-close.pcap")
 
-    def keeps(*observers):
-        decoder = Pipeline(sample, observers=observers).decoder
+    def keeps(*analyzers):
+        decoder = Pipeline(sample, analyzers=analyzers).decoder
         return decoder.keep_options, decoder.timestamps
 
     assert keeps() == (False, False)
     assert keeps(TcpAnalyzer(), PacketCollector(lambda c: True)) == (False, False)
     # RTT reads every segment's timestamps: as numbers, not option bytes
     assert keeps(TcpAnalyzer(), RttCollector()) == (False, True)
-    # an observer that says nothing gets all
-    assert keeps(lambda conn, pkt, from_orig: None) == (True, False)
+    # an analyzer that says nothing needs nothing; one that needs every segment's options says so
+    assert keeps(Analyzer()) == (False, False)
+
+    class AllOptions(Analyzer):
+        needs = Needs.ALL_OPTIONS
+
+    assert keeps(AllOptions(), RttCollector()) == (True, True)
+
+    class Payload(Analyzer):
+        needs = Needs.PAYLOAD
+
+    with pytest.raises(UsageError, match="payload"):
+        Pipeline(sample, analyzers=[Payload()])
 
 
 @needs_corpus

@@ -130,8 +130,8 @@ def test_collapsed_log_stays_small():
         path = Path(tmp) / "bulk.pcap"
         path.write_bytes(pcapgen.pcap_bytes(pcapgen.bulk_download(segments=2000)))
         collector = PacketCollector(full=False)
-        a = analyze(str(path), observers=[collector])
-    log = collector.finish(a.connections[0])
+        a = analyze(str(path), analyzers=[collector])
+    log = collector.log_of(a.connections[0])
     assert log.packets > 3000
     assert len(log.items) < 20
 
@@ -142,7 +142,7 @@ def test_collector_keeps_only_the_wanted_connections(tmp_path):
     collector = PacketCollector(first_packet_filter(selection))
     from flowlens.core.pipeline import Pipeline
 
-    pairs = collect(Pipeline(path, observers=[collector]), selection, collector, path)
+    pairs = collect(Pipeline(path, analyzers=[collector]), selection, collector, path)
     assert collector.kept == 3 and len(pairs) == 3
     assert all(conn.resp_p == 5432 for conn, _log in pairs)
 
@@ -202,9 +202,9 @@ def test_figure_arrows_match_the_text(tmp_path):
 
     path = capture(tmp_path, "bulk-download")
     collector = PacketCollector(full=False)
-    a = analyze(path, observers=[collector])
+    a = analyze(path, analyzers=[collector])
     conn = a.connections[0]
-    ladder = build_ladder(conn, collector.finish(conn), [Note("stall", frame=157)])
+    ladder = build_ladder(conn, collector.log_of(conn), [Note("stall", frame=157)])
     fig = draw_figure([ladder])
     patches = [p for p in fig.axes[0].patches if isinstance(p, FancyArrowPatch)]
     assert [p.get_gid() for p in patches] == [

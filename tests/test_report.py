@@ -42,7 +42,7 @@ def invoke(*args, **kw):
 
 def expected_findings(path: str):
     detector = AnomalyDetector()
-    return detector.findings(analyze(path, observers=detector.observers))
+    return analyze(path, analyzers=[detector]).results[detector]
 
 
 def bad_day() -> list:

@@ -24,7 +24,7 @@ from corpus import CORPUS, needs_corpus
 from pcapgen import ACK, FIN, PSH, RST, SYN, Conversation
 
 from flowlens import analyze, format_addr
-from flowlens.analyzers.rtt import RttCollector, RttConfig, Samples, rtt_of, stats_of
+from flowlens.analyzers.rtt import RttCollector, RttConfig, Samples, stats_of
 from flowlens.cli import cli
 from flowlens.reports.rtt import Aggregator, Series, connection_rows, draw_figure, samples_frame
 
@@ -34,10 +34,19 @@ TRACES = sorted((CORPUS / "zeek" / "traces").glob("*")) + sorted(
 REAL_LOOPBACK = CORPUS / "zeek" / "traces" / "echo-connections.pcap"  # 500 echo connections on lo
 
 
+_RTT: list[RttCollector] = []  # the collector of the last `_analyze`
+
+
 def _analyze(tmp_path, frames, name="t.pcap", config=None, nano=False):
     path = tmp_path / name
     path.write_bytes(pcapgen.pcap_bytes(frames, nano=nano))
-    return analyze(str(path), observers=[RttCollector(config)])
+    _RTT[:] = [RttCollector(config)]
+    return analyze(str(path), analyzers=_RTT)
+
+
+def rtt_of(conn):
+    """The RTT state the last `_analyze`'s collector keeps for `conn` (its public accessor)."""
+    return _RTT[0].state_of(conn)
 
 
 def _samples(conn):
@@ -68,7 +77,7 @@ def test_exchange_gives_exact_samples_per_leg(tmp_path):
 
 def test_rows_say_where_the_time_was_measured(tmp_path):
     [c] = _analyze(tmp_path, pcapgen.rtt_exchange()).connections
-    rows = connection_rows(c)
+    rows = connection_rows(c, _RTT[0])
     assert [
         (r["leg"], r["path"], r["handshake_ms"], r["count"], r["p50_ms"], r["sources"])
         for r in rows
@@ -384,11 +393,12 @@ def test_figure_data():
 
 
 def test_samples_frame_and_aggregator(tmp_path):
-    a = analyze(_mixed(tmp_path), observers=[RttCollector()])
-    df = samples_frame(a.connections)
+    rtt = RttCollector()
+    a = analyze(_mixed(tmp_path), analyzers=[rtt])
+    df = samples_frame(a.connections, rtt)
     assert len(df) == 4 + 2 + 2 + 2  # exchange, second connection (one per leg), DNS, ping
     assert df.groupby("source").size().to_dict() == {"ack": 6, "dns": 2, "icmp": 2}
-    agg = Aggregator("pair")
+    agg = Aggregator("pair", rtt)
     for c in a.connections:
         agg.add(c)
     assert [(r["resp_h"], r["leg"]) for r in agg.rows()] == [
@@ -512,10 +522,11 @@ def _classify_tshark_only(frames, ack_frame: int, ours_answers: dict) -> str:
 
 def _ack_rtt_comparison(path: Path):
     frames = _tshark(path)
-    a = analyze(str(path), observers=[RttCollector()])
+    rtt = RttCollector()
+    a = analyze(str(path), analyzers=[rtt])
     ours, answers = {}, {}
     for c in a.connections:
-        st = rtt_of(c)
+        st = rtt.state_of(c)
         if st is None:
             continue
         for s in st.iter_samples():

@@ -25,7 +25,7 @@ import subprocess
 import pytest
 
 from flowlens import analyze
-from flowlens.analyzers.rtt import RttCollector, rtt_of
+from flowlens.analyzers.rtt import RttCollector
 from flowlens.reports.rtt import connection_rows
 
 try:
@@ -71,7 +71,7 @@ def _within(value_ms: float, floor_ms: float) -> bool:
 
 
 def test_handshake_legs_match_the_delay(delayed_capture):
-    a = analyze(str(delayed_capture), observers=[RttCollector()])
+    a = analyze(str(delayed_capture), analyzers=[RttCollector()])
     tcp = [c for c in a.connections if c.proto_name == "tcp"]
     assert len(tcp) == 6  # five HTTP connections and one bulk transfer
     for c in tcp:
@@ -82,10 +82,11 @@ def test_handshake_legs_match_the_delay(delayed_capture):
 
 
 def test_data_rtt_matches_the_delay(delayed_capture):
-    a = analyze(str(delayed_capture), observers=[RttCollector()])
+    rtt = RttCollector()
+    a = analyze(str(delayed_capture), analyzers=[rtt])
     legs = 0
     for c in a.connections:
-        for row in connection_rows(c):
+        for row in connection_rows(c, rtt):
             if not row["count"]:
                 continue
             legs += 1
@@ -94,7 +95,7 @@ def test_data_rtt_matches_the_delay(delayed_capture):
             assert row["karn_skipped"] == 0
     assert legs == 5 * 2 + 2 + 1  # HTTP: both legs; bulk: both; UDP echo: replies
     [udp] = [c for c in a.connections if c.proto_name == "udp"]
-    st = rtt_of(udp).stats("resp")
+    st = rtt.state_of(udp).stats("resp")
     assert st.count == 5 and _within(st.p50_ms, DELAY_MS)
 
 

@@ -13,7 +13,7 @@ import pytest
 from corpus import CORPUS, TRUTH, needs_corpus, skip_or_fail
 
 from flowlens import analyze
-from flowlens.analyzers.tcpanalysis import KINDS, LABELS, TcpAnalyzer, state_of
+from flowlens.analyzers.tcpanalysis import KINDS, LABELS, TcpAnalyzer
 from flowlens.errors import UsageError
 
 # tshark's expert messages (_ws.expert.message) -> flowlens kinds
@@ -51,7 +51,7 @@ def kinds_of_messages(messages: list[str]) -> set[str]:
 
 def flowlens_frames(path) -> tuple[dict[int, set[str]], TcpAnalyzer]:
     analyzer = TcpAnalyzer(keep_frames=True)
-    analyze(str(path), observers=[analyzer])
+    analyze(str(path), analyzers=[analyzer])
     frames = {}
     for frame in range(1, analyzer_max_frame(analyzer) + 1):
         kinds = analyzer.kinds(frame)
@@ -128,17 +128,17 @@ def test_notes_are_wiresharks_labels(tmp_path):
 
 def test_notes_need_keep_frames(tmp_path):
     analyzer = TcpAnalyzer()
-    analyze(str(write(tmp_path, "lossy", pcapgen.lossy_download())), observers=[analyzer])
+    analyze(str(write(tmp_path, "lossy", pcapgen.lossy_download())), analyzers=[analyzer])
     with pytest.raises(UsageError, match="keep_frames"):
         analyzer.notes(20)
 
 
 def test_per_connection_counts(tmp_path):
     result = analyze(
-        str(write(tmp_path, "lossy", pcapgen.lossy_download())), observers=[TcpAnalyzer()]
+        str(write(tmp_path, "lossy", pcapgen.lossy_download())), analyzers=[(tcpa := TcpAnalyzer())]
     )
     (conn,) = result.connections
-    st = state_of(conn)
+    st = tcpa.state_of(conn)
     assert st.resp.as_dict() == {
         "retransmission": 2, "fast_retransmission": 1, "spurious_retransmission": 1, "lost_segment": 1,
     }  # fmt: skip
@@ -151,16 +151,16 @@ def test_per_connection_counts(tmp_path):
 
 def test_zero_window_spell_and_keep_alive_times(tmp_path):
     result = analyze(
-        str(write(tmp_path, "zw", pcapgen.zero_window_stall())), observers=[TcpAnalyzer()]
+        str(write(tmp_path, "zw", pcapgen.zero_window_stall())), analyzers=[(tcpa := TcpAnalyzer())]
     )
-    st = state_of(result.connections[0])
+    st = tcpa.state_of(result.connections[0])
     assert st.orig.zero_window_spells == 1
     assert st.orig.zero_window_ns == pytest.approx(2.1e9, rel=1e-3)
     assert st.orig.zero_window_since_ns is None
     result = analyze(
-        str(write(tmp_path, "ka", pcapgen.keep_alive_idle())), observers=[TcpAnalyzer()]
+        str(write(tmp_path, "ka", pcapgen.keep_alive_idle())), analyzers=[(tcpa := TcpAnalyzer())]
     )
-    st = state_of(result.connections[0])
+    st = tcpa.state_of(result.connections[0])
     assert (st.orig.keep_alive_last_ns - st.orig.keep_alive_first_ns) == pytest.approx(
         30.0006e9, rel=1e-4
     )
@@ -168,16 +168,19 @@ def test_zero_window_spell_and_keep_alive_times(tmp_path):
 
 def test_rst_in_flight(tmp_path):
     result = analyze(
-        str(write(tmp_path, "rst", pcapgen.rst_abort_in_flight())), observers=[TcpAnalyzer()]
+        str(write(tmp_path, "rst", pcapgen.rst_abort_in_flight())),
+        analyzers=[(tcpa := TcpAnalyzer())],
     )
-    st = state_of(result.connections[0])
+    st = tcpa.state_of(result.connections[0])
     side, frame, _ts, own, peer = st.rst
     assert (side, frame, own, peer) == (0, 7, 0, 2000)
 
 
 def test_syn_times(tmp_path):
-    result = analyze(str(write(tmp_path, "u", pcapgen.unanswered_syn())), observers=[TcpAnalyzer()])
-    st = state_of(result.connections[0])
+    result = analyze(
+        str(write(tmp_path, "u", pcapgen.unanswered_syn())), analyzers=[(tcpa := TcpAnalyzer())]
+    )
+    st = tcpa.state_of(result.connections[0])
     assert [round((t - st.syn_ts[0]) / 1e9, 3) for t in st.syn_ts] == [0, 1, 3, 7]
     assert st.syn_frames == [1, 2, 3, 4] and st.syn_side == 0
     assert st.orig.retrans_syn == 3
@@ -289,11 +292,21 @@ def test_corpus_counts_match_tshark(capture, tsv):
     assert +expected == +got
 
 
-def test_two_analyzers_share_one_analysis(tmp_path):
-    """A view's analyzer and the anomaly detector's can run on the same connection: the state
-    in conn.ext["tcpa"] is analysed once per packet and both see the same verdicts."""
+def test_two_analyzers_keep_their_own_states(tmp_path):
+    """Two TcpAnalyzers in one pipeline each keep a state per connection (their own slot) and
+    reach the same verdicts: neither sees the other's counts."""
     path = write(tmp_path, "lossy", pcapgen.lossy_download())
     first, second = TcpAnalyzer(keep_frames=True), TcpAnalyzer(keep_frames=True)
-    result = analyze(str(path), observers=[first, second])
+    result = analyze(str(path), analyzers=[first, second])
     assert first._frames == second._frames and len(first._frames) == len(EXPECTED["lossy-download"])
-    assert state_of(result.connections[0]).resp.as_dict()["retransmission"] == 2  # not 4
+    (conn,) = result.connections
+    assert first.state_of(conn) is not second.state_of(conn)
+    assert first.state_of(conn).resp.as_dict()["retransmission"] == 2  # not 4
+    assert second.state_of(conn).resp.as_dict() == first.state_of(conn).resp.as_dict()
+
+
+def test_wants_limits_the_analysis_to_some_connections(tmp_path):
+    path = write(tmp_path, "lossy", pcapgen.lossy_download())
+    nobody = TcpAnalyzer(keep_frames=True, wants=lambda conn: False)
+    result = analyze(str(path), analyzers=[nobody])
+    assert nobody.state_of(result.connections[0]) is None and nobody.flagged_frames == 0

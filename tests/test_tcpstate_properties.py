@@ -16,6 +16,7 @@ from dpkt.tcp import TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowlens.core.analyzer import Analyzer
 from flowlens.core.connections import Config, ConnectionTable
 from flowlens.core.decode import IPPROTO_TCP, Packet
 from flowlens.core.tcpstate import TcpState
@@ -133,8 +134,18 @@ def check_endpoints(conn, pkt, from_orig) -> None:
             assert last[side] is t.state[side]
 
 
+class _Checker(Analyzer):
+    """Runs check_endpoints after every TCP packet the table applies."""
+
+    def on_start(self, conn, pkt):
+        return True if conn.tcp is not None else None
+
+    def on_packet(self, conn, pkt, from_orig):
+        check_endpoints(conn, pkt, from_orig)
+
+
 def run(packets: list[Packet]):
-    table = ConnectionTable(Config(), observers=[check_endpoints])
+    table = ConnectionTable(Config(), analyzers=[_Checker()])
     done = []
     for p in packets:
         done.extend(table.add(p) or ())

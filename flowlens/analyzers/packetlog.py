@@ -1,10 +1,10 @@
-"""Per-packet records of selected connections, kept by a connection-table observer.
+"""Per-packet records of selected connections, kept by an analyzer.
 
 The ladder and the flag timeline need every packet of a few connections, not of all of them. A
-`PacketCollector` sits in the pipeline's observers and decides on each connection's *first*
-packet whether to keep it (`wants`), so a capture is read once, the packets of unwanted
-connections are never stored, and stdin works. (`collect` / `select_logs` then apply the filters
-that need the finished connection, like its end state, and check the requested uids.)
+`PacketCollector` is one of the pipeline's analyzers and decides on each connection's *first*
+packet (`on_start`) whether to keep it (`wants`), so a capture is read once, the packets of
+unwanted connections are never stored, and stdin works. (`collect` / `select_logs` then apply the
+filters that need the finished connection, like its end state, and check the requested uids.)
 
 What one wanted connection costs depends on the mode:
 
@@ -15,11 +15,12 @@ What one wanted connection costs depends on the mode:
   after ``max_findings`` (they are counted in the run instead). Memory per connection is then
   bounded by its handshake, teardown and notable packets, however long its data phase.
 
-Each row records the endpoints' states *after* the packet (observers run after the table applied
+Each row records the endpoints' states *after* the packet (analyzers run after the table applied
 it) and the transitions it caused, read from `TcpTracker.timeline`. Findings come from the core's
-own signals (retransmission counter, zero window, handshake legs, RST) and, when a `notes` source
-is given (`tcp_analysis_notes`: flowlens.analyzers.tcpanalysis's `TcpAnalyzer`, run on the kept
-connections only), from its per-frame analysis notes, which replace the rough core signals.
+own signals (retransmission counter, zero window, handshake legs, RST) and, when a `tcp` analyzer
+is given (a `TcpAnalyzer(keep_frames=True)`, a dependency that sees each packet first; give it
+the same `wants` to analyse the kept connections only), from its per-frame analysis notes, which
+replace the rough core signals.
 """
 
 from __future__ import annotations
@@ -28,34 +29,31 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ..core.analyzer import Analyzer, Needs
 from ..core.connections import Connection
 from ..core.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet
 from ..core.tcpstate import TIME_WAIT
+from .tcpanalysis import TcpAnalyzer
 
 __all__ = [
     "CollapsedRun",
     "ConnLog",
     "Finding",
-    "NotesSource",
     "PacketCollector",
     "PacketRow",
     "StateChange",
     "collect",
     "first_packet_filter",
     "select_logs",
-    "tcp_analysis_notes",
     "time_wait_until",
 ]
-
-#: extra per-packet notes: (conn, pkt, from_orig) -> [(kind, text)], called after the packet
-NotesSource = Callable[[Connection, Packet, bool], Iterable[tuple[str, str]]]
 
 #: findings that accompany a data phase without changing its story: in the collapsed ladder
 #: they are counted in the run's summary instead of breaking it
 FOLDABLE_KINDS = frozenset(
     ("dup_ack", "window_update", "window_full", "keep_alive", "keep_alive_ack")
 )
-#: the core's own signals, replaced by a notes source (TcpAnalyzer) when there is one
+#: the core's own signals, replaced by a TcpAnalyzer's verdicts when there is one
 _CORE_ROUGH = frozenset(("retransmission", "syn_retransmission", "zero_window"))
 
 _EXT_KEY = "packetlog"
@@ -151,7 +149,6 @@ class ConnLog:
         "_ackdat_ms",
         "_breaks",  # sorted absolute ns where a user time note splits a run
         "_data_findings",  # data-phase rows kept for their findings alone
-        "_flipped",  # Connection.flipped when last seen: a change means the roles were swapped
         "_pending",  # plain rows not yet known to be a long run
         "_rejected",
         "_reset_seen",
@@ -182,7 +179,6 @@ class ConnLog:
         self._data_findings = 0
         self._breaks = sorted(breaks)
         self._rejected = False
-        self._flipped = None
 
     def _swap(self) -> None:
         """The table swapped originator and responder (Zeek found the roles reversed): every
@@ -231,21 +227,20 @@ class ConnLog:
             self._pending = []
 
 
-class PacketCollector:
-    """Observer `(conn, pkt, from_orig)` keeping the packets of the connections `wants` picks.
+class PacketCollector(Analyzer):
+    """Analyzer keeping the packets of the connections `wants` picks, one `ConnLog` each.
 
-    `notes` (see `tcp_analysis_notes`) is called for each packet of a kept connection, after the
-    collector's own findings, and its (kind, text) pairs are added to the row.
-
-    `wants(conn)` is asked once, on a connection's first packet, so it can only use what is known
-    then (addresses, ports, protocol, uid); filters on how a connection ends are applied by the
-    caller to finished connections. `breaks(conn)` returns absolute times (ns) where the caller
-    will put a note, `pinned` frames are always kept as rows. After the pipeline has emitted a
-    connection, `finish(conn)` returns its `ConnLog` (or None) and drops it from `conn.ext`.
+    `wants(conn)` is asked once, on a connection's first packet (`on_start`), so it can only use
+    what is known then (addresses, ports, protocol, uid); filters on how a connection ends are
+    applied by the caller to finished connections. `breaks(conn)` returns absolute times (ns)
+    where the caller will put a note, `pinned` frames are always kept as rows. `tcp` (a
+    `TcpAnalyzer(keep_frames=True)`, made a dependency so it sees each packet first) gives each
+    kept row its Wireshark analysis notes. A log is completed when its connection ends
+    (`on_end`); `log_of(conn)` then returns it (None for a connection not kept).
     """
 
-    #: reads only SYNs' TCP options (MSS, window scale): see Pipeline
-    syn_options_only = True
+    #: reads only SYNs' TCP options (MSS, window scale)
+    needs = Needs.SYN_OPTIONS
 
     def __init__(
         self,
@@ -256,43 +251,43 @@ class PacketCollector:
         max_findings: int = 40,
         pinned: Iterable[int] = (),
         breaks: Callable[[Connection], Sequence[int]] | None = None,
-        notes: NotesSource | None = None,
+        tcp: TcpAnalyzer | None = None,
     ) -> None:
+        super().__init__()
         self.wants = wants
         self.full = full
         self.collapse_after = collapse_after
         self.max_findings = max_findings
         self.pinned = frozenset(pinned)
         self.breaks = breaks
-        self.notes = notes
+        self.tcp = tcp
         self.kept = 0  # connections kept so far
 
-    def __call__(self, conn: Connection, pkt: Packet, from_orig: bool) -> None:
-        ext = conn.ext
-        if ext is None:
-            ext = conn.ext = {}
-        log = ext.get(_EXT_KEY, _UNDECIDED)
-        if log is _UNDECIDED:
-            log = None
-            if self.wants is None or self.wants(conn):
-                log = ConnLog(conn.uid, self.breaks(conn) if self.breaks else ())
-                self.kept += 1
-            ext[_EXT_KEY] = log
+    def dependencies(self) -> tuple:
+        return () if self.tcp is None else (self.tcp,)
+
+    def log_of(self, conn: Connection) -> ConnLog | None:
+        """The log of `conn` (complete once the connection ended), or None when not kept."""
+        return self.state_of(conn)
+
+    # ------------------------------------------------------------------ hooks
+    def on_start(self, conn: Connection, pkt: Packet) -> ConnLog | None:
+        if self.wants is not None and not self.wants(conn):
+            return None
+        self.kept += 1
+        return ConnLog(conn.uid, self.breaks(conn) if self.breaks else ())
+
+    def on_packet(self, conn: Connection, pkt: Packet, from_orig: bool) -> None:
+        self._add(self.state_of(conn), conn, pkt, from_orig)
+
+    def on_flip(self, conn: Connection) -> None:
+        self.state_of(conn)._swap()
+
+    def on_end(self, conn: Connection) -> None:
+        """Complete the log: the runs flushed, the transitions no packet caused merged in."""
+        log = self.state_of(conn)
         if log is None:
             return
-        if log._flipped is None:
-            log._flipped = conn.flipped
-        elif log._flipped != conn.flipped:
-            log._swap()
-            log._flipped = conn.flipped
-        self._add(log, conn, pkt, from_orig)
-
-    def finish(self, conn: Connection) -> ConnLog | None:
-        """The log of a finished connection, with the transitions no packet caused appended."""
-        ext = conn.ext
-        log = ext.pop(_EXT_KEY, None) if ext else None
-        if not log:
-            return None
         log._flush()
         if conn.tcp is not None:
             extra = []
@@ -312,7 +307,6 @@ class PacketCollector:
                     )
             extra.sort(key=lambda e: e.ts_ns)
             log.items = _merge(log.items, extra)
-        return log
 
     # ------------------------------------------------------------------ one packet
     def _add(self, log: ConnLog, conn: Connection, pkt: Packet, from_orig: bool) -> None:
@@ -347,13 +341,15 @@ class PacketCollector:
             findings = self._core_findings(log, conn, pkt, side)
         elif pkt.proto != 17:
             icmp = (pkt.sport, pkt.dport)
-        if self.notes is not None:
+        if self.tcp is not None:
             # the analyzer's verdicts replace the core's rough ones (same signals, Wireshark's rules)
             findings = [f for f in findings if f.kind not in _CORE_ROUGH]
-            reopened = any(f.kind == "window_reopen" for f in findings)
-            for kind, text in self.notes(conn, pkt, from_orig):
-                if not (reopened and kind == "window_update"):
-                    findings.append(Finding(kind, text))
+            if tcp is not None:
+                reopened = any(f.kind == "window_reopen" for f in findings)
+                an = self.tcp
+                for kind, text in zip(an.kinds(pkt.frame), an.notes(pkt.frame)):
+                    if not (reopened and kind == "window_update"):
+                        findings.append(Finding(kind, text))
         row = PacketRow(
             pkt.frame, pkt.ts_ns, from_orig, pkt.proto, flags, pkt.seq, pkt.ack, pkt.win, pkt.plen,
             mss, wscale, icmp, orig_state, resp_state, entered, findings,
@@ -465,7 +461,7 @@ def time_wait_until(conn: Connection) -> list[tuple[int, int]]:
 def select_logs(
     connections: Iterable[Connection], selection, collector: PacketCollector, path: str
 ) -> Iterator[tuple[Connection, ConnLog]]:
-    """Drain a pipeline whose observers include `collector`, yielding (connection, log) for each
+    """Drain a pipeline whose analyzers include `collector`, yielding (connection, log) for each
     connection `selection` (a `flowlens.core.filters.Selection`) keeps, as soon as it ends.
 
     When the pipeline is exhausted, each ``--uid`` value must have named exactly one connection
@@ -478,7 +474,7 @@ def select_logs(
     hits: dict[str, list[str]] = {u: [] for u in uids}
     kept = 0
     for conn in connections:
-        log = collector.finish(conn)
+        log = collector.log_of(conn)
         for u in uids:
             if conn.uid.startswith(u):
                 hits[u].append(conn.uid)
@@ -513,26 +509,3 @@ def first_packet_filter(selection) -> Callable[[Connection], bool]:
 
     early = dataclasses.replace(selection, states=set())
     return early.matches
-
-
-def tcp_analysis_notes() -> NotesSource | None:
-    """A notes source running flowlens.analyzers.tcpanalysis's `TcpAnalyzer` on the kept connections only,
-    or None when flowlens has no TCP analyzer. Findings then carry Wireshark's analysis labels
-    (``TCP Retransmission``, ``TCP Dup ACK 52#2``, ``TCP ZeroWindow`` ...).
-
-    The collector calls it for every packet of a kept connection, from its first packet on, so the
-    analyzer sees whole connections and neither spends time nor keeps verdicts for the others.
-    """
-    try:
-        from .tcpanalysis import TcpAnalyzer
-    except ImportError:
-        return None
-    analyzer = TcpAnalyzer(keep_frames=True)
-
-    def notes(conn: Connection, pkt: Packet, from_orig: bool):
-        if conn.tcp is None:
-            return ()
-        analyzer(conn, pkt, from_orig)
-        return zip(analyzer.kinds(pkt.frame), analyzer.notes(pkt.frame))
-
-    return notes

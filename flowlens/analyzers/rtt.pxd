@@ -7,7 +7,8 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memmove
 
 from flowlens.core.connections cimport Connection
-from flowlens.core.decode cimport Packet, PacketObserver
+from flowlens.core.analyzer cimport Analyzer
+from flowlens.core.decode cimport Packet
 
 # constants: C integers in the compiled module (so not attributes of it)
 cdef int TH_ACK, TH_FIN, TH_RST, TH_SYN
@@ -56,15 +57,17 @@ cdef class ConnectionRtt:
                    long long answer_frame, int src)
 
 
-cdef class RttCollector(PacketObserver):
+cdef class RttCollector(Analyzer):
     cdef public object config
     cdef public long long _timeout_ns
     cdef public long long _max_outstanding
     cdef public long long _max_tsvals
     cdef public long long _dup_ns
     cdef public long long _max_samples
-    # the observer's C entry point (see RttCollector.observe)
-    cpdef void observe(self, conn, Packet pkt, bint from_orig)
+    # the hooks (C calls from the table; see flowlens/core/analyzer.py)
+    cpdef object state_of(self, object conn)
+    cpdef object on_start(self, object conn, Packet pkt)
+    cpdef void on_packet(self, object conn, Packet pkt, bint from_orig)
     cdef void _tcp(self, ConnectionRtt st, Packet pkt, int side)
     cdef void _timestamps(self, ConnectionRtt st, Packet pkt, int side, _Sender me, _Sender peer,
                           bint sampled, bint retransmitted)

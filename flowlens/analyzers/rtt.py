@@ -1,7 +1,7 @@
 """Round-trip time samples per connection and direction, measured at the capture point.
 
-`RttCollector` is a connection-table observer: it keeps its state in `conn.ext["rtt"]` and
-turns packets into RTT samples, each a round trip *from the capture point* to one endpoint and
+`RttCollector` is an analyzer: it keeps a `ConnectionRtt` per connection
+(`collector.state_of(conn)`) and turns packets into RTT samples, each a round trip *from the capture point* to one endpoint and
 back. Which endpoint is the sample's `leg`:
 
 - leg `resp` (`cap>resp>cap`): the originator's data and the responder's ACK of it, a query and
@@ -61,6 +61,7 @@ from struct import Struct
 
 import cython
 
+from ..core.analyzer import Analyzer, Needs
 from ..core.connections import Connection
 from ..core.decode import (
     IPPROTO_ICMP,
@@ -72,7 +73,6 @@ from ..core.decode import (
     TH_RST,
     TH_SYN,
     Packet,
-    PacketObserver,
     tcp_timestamps,
 )
 
@@ -83,7 +83,6 @@ __all__ = [
     "Samples",
     "RttStats",
     "Sample",
-    "rtt_of",
     "stats_of",
     "LEGS",
     "PATHS",
@@ -420,7 +419,7 @@ def _new_sender() -> _Sender:
 
 
 class ConnectionRtt:
-    """RTT state of one connection (`conn.ext["rtt"]`); index 0/1 = originator/responder.
+    """RTT state of one connection (`RttCollector.state_of(conn)`); index 0/1 = originator/responder.
 
     `samples[leg]` holds the round trips to that endpoint; `karn_skipped[leg]` counts answers
     from that endpoint that gave no sample because the request had been sent twice. (Both are
@@ -574,18 +573,15 @@ def _retransmitted(me: _Sender, seq: cython.longlong, end: cython.longlong) -> N
         me.nxt = end
 
 
-def rtt_of(conn: Connection) -> ConnectionRtt | None:
-    """The RTT state `RttCollector` left on `conn`, or None when it saw no packet of it."""
-    ext = conn.ext
-    return ext.get("rtt") if ext else None
-
-
-class RttCollector(PacketObserver):
-    """Observer `(conn, pkt, from_orig)` that collects RTT samples into `conn.ext["rtt"]`.
+class RttCollector(Analyzer):
+    """Analyzer that collects each connection's RTT samples into a `ConnectionRtt`.
 
     >>> rtt = RttCollector()
-    >>> a = analyze("capture.pcap", observers=[rtt])   # doctest: +SKIP
-    >>> rtt_of(a.connections[0]).stats("resp").p50_ms
+    >>> a = analyze("capture.pcap", analyzers=[rtt])   # doctest: +SKIP
+    >>> rtt.state_of(a.connections[0]).stats("resp").p50_ms
+
+    Role flips are not followed (`on_flip` is the base's): samples keep the leg they were taken
+    in, as they always have.
     """
 
     __slots__ = (
@@ -593,11 +589,11 @@ class RttCollector(PacketObserver):
     )  # fmt: skip
 
     #: reads the TCP options of SYNs only, and every segment's timestamps as numbers: the
-    #: pipeline's decoder then copies no option bytes out of the other segments (see Pipeline)
-    syn_options_only = True
-    reads_timestamps = True
+    #: pipeline's decoder then copies no option bytes out of the other segments
+    needs = Needs.SYN_OPTIONS | Needs.TIMESTAMPS
 
     def __init__(self, config: RttConfig | None = None) -> None:
+        super().__init__()
         self.config = config or RttConfig()
         self._timeout_ns = int(self.config.reply_timeout_s * 1e9)
         self._max_outstanding = self.config.max_outstanding
@@ -605,21 +601,26 @@ class RttCollector(PacketObserver):
         self._dup_ns = int(self.config.duplicate_window_s * 1e9)
         self._max_samples = self.config.max_samples
 
-    # A C method when compiled (`cpdef` in rtt.pxd): the connection table calls it directly
-    # (see PacketObserver). Python sees the same method, `collector.observe(...)`.
-    def observe(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
-        """Take one packet of `conn` (the observer protocol, also `collector(...)`)."""
+    def state_of(self, conn):  # -> ConnectionRtt | None (cpdef object in the .pxd)
+        """The `ConnectionRtt` of `conn`, or None when this collector saw no packet of it."""
+        return Analyzer.state_of(self, conn)
+
+    def on_start(self, conn, pkt: Packet):
+        """Every connection gets a `ConnectionRtt` (empty until a sample comes)."""
+        st: ConnectionRtt = ConnectionRtt.__new__(ConnectionRtt)
+        _init_state(st, self._max_samples, conn.uid)
+        return st
+
+    # A C method when compiled (`cpdef` in analyzer.pxd): the connection table calls it
+    # directly. Python sees the same method, `collector.on_packet(...)`.
+    def on_packet(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
+        """Take one packet of `conn`."""
         st: ConnectionRtt
         proto: cython.int
         c: Connection = cython.cast(Connection, conn, typecheck=True)  # (C fields when compiled)
-        ext: dict = c.ext
-        if ext is None:
-            ext = c.ext = {}
-        st = ext.get("rtt")
+        st = c.states[self.slot]
         if st is None:
-            st = ConnectionRtt.__new__(ConnectionRtt)
-            _init_state(st, self._max_samples, c.uid)
-            ext["rtt"] = st
+            return  # (the table calls this only with a state; a direct call may not)
         proto = pkt.proto
         if proto == IPPROTO_TCP:
             self._tcp(st, pkt, 0 if from_orig else 1)

@@ -2,7 +2,8 @@
 # the source of truth and runs unchanged as plain Python. Field meanings are documented there.
 
 from flowlens.core.connections cimport Connection
-from flowlens.core.decode cimport Packet, PacketObserver, window_scale
+from flowlens.core.analyzer cimport Analyzer
+from flowlens.core.decode cimport Packet, window_scale
 
 # constants: C integers in the compiled module (so not attributes of it)
 cdef int TH_ACK, TH_FIN, TH_RST, TH_SYN
@@ -43,13 +44,10 @@ cdef class DirectionStats:
 
 
 cdef class TcpaState:
-    cdef public bint _flipped
     cdef public tuple dirs
     cdef public int first_flags
     cdef public bint first_from_orig
     cdef public long long first_rtt_ns
-    cdef public long long last_frame
-    cdef public object last_entry
     cdef public long long mru_syn_ns
     cdef public object reply_flags
     cdef public object rst
@@ -57,8 +55,12 @@ cdef class TcpaState:
     cdef public object syns
 
 
-cdef class TcpAnalyzer(PacketObserver):
+cdef class TcpAnalyzer(Analyzer):
     cdef public bint keep_frames
+    cdef public object wants
     cdef public dict _frames
-    # the observer's C entry point (see TcpAnalyzer.observe)
-    cpdef void observe(self, conn, Packet pkt, bint from_orig)
+    # the hooks (C calls from the table; see flowlens/core/analyzer.py)
+    cpdef object state_of(self, object conn)
+    cpdef object on_start(self, object conn, Packet pkt)
+    cpdef void on_packet(self, object conn, Packet pkt, bint from_orig)
+    cpdef void on_flip(self, object conn)

@@ -1,6 +1,6 @@
 """Per-segment TCP analysis the way Wireshark's `tcp.analysis` flags it: retransmissions, dup ACKs, windows.
 
-`TcpAnalyzer` is a connection-table observer (`analyze(path, observers=[TcpAnalyzer()])`). For every
+`TcpAnalyzer` is an analyzer (`analyze(path, analyzers=[TcpAnalyzer()])`). For every
 TCP segment it applies the rules of Wireshark's `tcp_analyze_sequence_number`
 (epan/dissectors/packet-tcp.c, as shipped in Wireshark 4.0) in the same order and with the same
 state, so its verdicts can be checked frame by frame against `tshark -Y tcp.analysis.flags`:
@@ -29,7 +29,7 @@ keep_alive                  TCP Keep-Alive                  0/1 byte at next seq
 keep_alive_ack              TCP Keep-Alive ACK              the answer to a keep-alive
 ==========================  ==============================  ====================================
 
-Per-connection state lives in ``conn.ext["tcpa"]`` (a `TcpaState`): per direction counts of
+Per-connection state is a `TcpaState` (``analyzer.state_of(conn)``): per direction counts of
 each kind, retransmitted bytes, how long the window stayed closed, keep-alive times, and the bytes
 in flight when the first RST came. Its size does not grow with the connection's length (Wireshark
 keeps a list of unacknowledged segments; flowlens keeps only the few numbers the rules read, see
@@ -52,8 +52,9 @@ from __future__ import annotations
 
 import cython
 
+from ..core.analyzer import Analyzer, Needs
 from ..core.connections import Connection
-from ..core.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet, PacketObserver, window_scale
+from ..core.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet, window_scale
 from ..errors import UsageError
 
 __all__ = [
@@ -63,7 +64,6 @@ __all__ = [
     "DirectionStats",
     "TcpAnalyzer",
     "TcpaState",
-    "state_of",
 ]
 
 _M = 0xFFFFFFFF
@@ -229,7 +229,7 @@ class DirectionStats:
 
 
 class TcpaState:
-    """`conn.ext["tcpa"]`: the analysis of one connection.
+    """The analysis of one connection (`TcpAnalyzer.state_of(conn)`).
 
     `dirs[0]`/`orig` is what the originator sent, `dirs[1]`/`resp` the responder.
     `first_flags`/`first_from_orig`: TCP flags and sender of the connection's first packet;
@@ -242,13 +242,10 @@ class TcpaState:
     """
 
     __slots__ = (
-        "_flipped",  # conn.flipped when last seen: a change means the table swapped roles
         "dirs",
         "first_flags",
         "first_from_orig",
         "first_rtt_ns",
-        "last_frame",  # the frame analysed last, and its verdict (`TcpAnalyzer` entry or 0):
-        "last_entry",  # a second analyzer on the same connection reuses it instead of redoing it
         "mru_syn_ns",
         "reply_flags",
         "rst",
@@ -256,8 +253,7 @@ class TcpaState:
         "syns",
     )
 
-    def __init__(self, conn, flags: int, from_orig: bool) -> None:
-        self._flipped = conn.flipped
+    def __init__(self, flags: int, from_orig: bool) -> None:
         self.dirs = (DirectionStats(), DirectionStats())
         self.first_flags = flags
         self.first_from_orig = from_orig
@@ -267,12 +263,9 @@ class TcpaState:
         self.rst = None
         self.mru_syn_ns = 0
         self.first_rtt_ns = 0
-        self.last_frame = 0
-        self.last_entry = 0
 
-    def _swap(self, conn) -> None:
+    def swap(self) -> None:
         """Follow `Connection.swap_roles`: what was the originator's is now the responder's."""
-        self._flipped = conn.flipped
         self.dirs = (self.dirs[1], self.dirs[0])
         self.first_from_orig = not self.first_from_orig
         if self.rst is not None:
@@ -308,33 +301,31 @@ class TcpaState:
         return sum(self.dirs[s].retrans_segments for s in sides)
 
 
-def state_of(conn) -> TcpaState | None:
-    """The `TcpaState` a `TcpAnalyzer` left on `conn`, or None (not TCP, or no analyzer)."""
-    ext = conn.ext
-    return ext.get("tcpa") if ext else None
-
-
-class TcpAnalyzer(PacketObserver):
-    """Observer that classifies every TCP segment as Wireshark's TCP analysis does.
+class TcpAnalyzer(Analyzer):
+    """Analyzer that classifies every TCP segment as Wireshark's TCP analysis does.
 
         analyzer = TcpAnalyzer(keep_frames=True)
-        a = analyze("capture.pcap", observers=[analyzer])
+        a = analyze("capture.pcap", analyzers=[analyzer])
         analyzer.notes(57)      # -> ("TCP Dup ACK 52#2",)
         analyzer.kinds(57)      # -> ("dup_ack",)
-        state_of(a.connections[0]).orig.as_dict()   # -> {"retransmission": 3, ...}
+        analyzer.state_of(a.connections[0]).orig.as_dict()   # -> {"retransmission": 3, ...}
 
-    `keep_frames=False` (the default) keeps only per-connection counts (``conn.ext["tcpa"]``);
-    with True it also remembers the verdict of every *flagged* frame, so memory then grows with
-    the number of flagged frames (unflagged frames cost nothing).
+    `keep_frames=False` (the default) keeps only per-connection counts (`state_of(conn)`); with
+    True it also remembers the verdict of every *flagged* frame, so memory then grows with the
+    number of flagged frames (unflagged frames cost nothing). `wants(conn)`, when given, is asked
+    on each connection's first packet: the others are not analysed (their state is None), as the
+    ladder does for the few connections it draws.
     """
 
-    __slots__ = ("_frames", "keep_frames")
+    __slots__ = ("_frames", "keep_frames", "wants")
 
-    #: reads only SYNs' TCP options (the window scale): see Pipeline
-    syn_options_only = True
+    #: reads only SYNs' TCP options (the window scale)
+    needs = Needs.SYN_OPTIONS
 
-    def __init__(self, keep_frames: bool = False) -> None:
+    def __init__(self, keep_frames: bool = False, wants=None) -> None:
+        super().__init__()
         self.keep_frames = keep_frames
+        self.wants = wants
         #: frame -> analysis bits, or (bits, dup ACK number, frame of the original ACK)
         self._frames: dict[int, int | tuple[int, int, int]] = {}
 
@@ -376,38 +367,44 @@ class TcpAnalyzer(PacketObserver):
         """How many frames carry at least one note (with keep_frames)."""
         return len(self._frames)
 
-    # ------------------------------------------------------------------ observer
-    # A C method when compiled (`cpdef` in tcpanalysis.pxd): the connection table calls it
-    # directly (see PacketObserver). Python sees the same method, `analyzer.observe(...)`.
+    # ------------------------------------------------------------------ analyzer hooks
+    def state_of(self, conn):  # -> TcpaState | None (cpdef object in the .pxd)
+        """The `TcpaState` of `conn`, or None (not TCP, not wanted, or not in this pipeline)."""
+        return Analyzer.state_of(self, conn)
+
+    @cython.locals(c=Connection)
+    def on_start(self, conn, pkt: Packet):
+        """A TCP connection's first packet: its fresh `TcpaState`."""
+        c = cython.cast(Connection, conn, typecheck=True)  # (C fields when compiled)
+        if c.tcp is None:
+            return None
+        if self.wants is not None and not self.wants(c):
+            return None
+        return TcpaState(pkt.flags, pkt.sport == c.orig_p and pkt.src == c.orig_h)
+
+    @cython.locals(c=Connection, st=TcpaState)
+    def on_flip(self, conn) -> None:
+        c = cython.cast(Connection, conn, typecheck=True)
+        st = c.states[self.slot]
+        if st is not None:
+            st.swap()
+
+    # A C method when compiled (`cpdef` in analyzer.pxd): the connection table calls it
+    # directly. Python sees the same method, `analyzer.on_packet(...)`.
     @cython.locals(
-        c=Connection, st=TcpaState, fwd=DirectionStats, rev=DirectionStats, flipped=cython.bint,
+        c=Connection, st=TcpaState, fwd=DirectionStats, rev=DirectionStats,
         flags=cython.int, sfr=cython.int, note=cython.int, seq=cython.longlong,
         ack=cython.longlong, seglen=cython.longlong, window=cython.longlong, ts=cython.longlong,
         fnext=cython.longlong, dupnum=cython.longlong, lastack=cython.longlong, shift=cython.int,
         not_advanced=cython.bint, rlast=cython.longlong, t=cython.longlong,
         nextseq=cython.longlong,
     )  # fmt: skip
-    def observe(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
-        """Analyse one TCP segment of `conn` (the observer protocol, also `analyzer(...)`)."""
+    def on_packet(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
+        """Analyse one TCP segment of `conn`."""
         c = cython.cast(Connection, conn, typecheck=True)  # (C fields when compiled)
-        if c.tcp is None:
-            return
-        try:
-            st = c.ext["tcpa"]
-        except (TypeError, KeyError):  # the connection's first packet
-            st = TcpaState(c, pkt.flags, from_orig)
-            if c.ext is None:
-                c.ext = {}
-            c.ext["tcpa"] = st
-        else:
-            if pkt.frame == st.last_frame:
-                # another TcpAnalyzer (a view's, the anomaly detector's) has done this packet
-                if self.keep_frames and st.last_entry:
-                    self._frames[pkt.frame] = st.last_entry
-                return
-            flipped = c.flipped
-            if flipped != st._flipped:
-                st._swap(c)  # the table swapped the roles (Zeek's flip)
+        st = c.states[self.slot]
+        if st is None:
+            return  # (the table calls this only with a state; a direct call may not)
         if from_orig:
             fwd, rev = st.dirs
         else:
@@ -614,17 +611,13 @@ def _record(
     seglen: cython.longlong, frame: cython.longlong, ts: cython.longlong, flags: cython.int,
 ) -> None:  # fmt: skip
     """Count the segment's analysis note and remember it for `kinds`/`notes`/`dup_ack`."""
-    st.last_frame = frame
     if note:
         _count(fwd, note, seglen, frame, ts, flags)
-        entry = note
-        if dupnum:
-            entry = (note, dupnum, fwd.lastnondupack)
-        st.last_entry = entry
         if an.keep_frames:
-            an._frames[frame] = entry
-    else:
-        st.last_entry = 0
+            if dupnum:
+                an._frames[frame] = (note, dupnum, fwd.lastnondupack)
+            else:
+                an._frames[frame] = note
 
 
 @cython.cfunc

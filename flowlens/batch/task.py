@@ -14,15 +14,14 @@ import stat
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from ..core.capture import CaptureStats, open_capture
-from ..core.connections import RECORD_FIELDS, Config, Connection, ConnectionTable
-from ..core.decode import LINKTYPE_NAMES, Decoder
-from ..core.pipeline import Pipeline
+from ..core.capture import open_capture
+from ..core.connections import RECORD_FIELDS, Config
+from ..core.decode import LINKTYPE_NAMES
+from ..core.pipeline import FileRun, Pipeline
 from ..errors import FlowlensError
 
 __all__ = [
@@ -235,8 +234,9 @@ def _summary_row(m: Member, **kw) -> dict:
 def run_task(task: Task) -> TaskResult:
     """Analyze the task's captures and find their anomalies; never raises for a bad capture.
 
-    Connections stream through: each becomes its record and is handed to the anomaly detector
-    as it ends (`AnomalyDetector.add`, then `finish`), so a task holds records, not connection
+    Connections stream through one `Pipeline` (a rotation set is its sequence of paths): each
+    becomes its record as it ends, and the anomaly detector among the pipeline's analyzers takes
+    it then (`on_end`, its findings at `finish`), so a task holds records, not connection
     objects. A capture that cannot be read is a summary row with status "failed" and its error;
     in a rotation set the other members are still read, in order.
     """
@@ -249,23 +249,16 @@ def run_task(task: Task) -> TaskResult:
         except OSError:
             digest = None  # reading it below says why it cannot be read
         keys.append((size, mtime_ns, digest))
-    parts: list[_Part] = []
+    pipe = None
     try:
         detector = _detector(task.thresholds, task.config)
-        if len(task.members) == 1:
-            source = _connections_one(task.members[0], task.config, detector.observers, parts)
-        else:
-            source = _connections_chain(task.members, task.config, detector.observers, parts)
+        # one file is read exactly as `flowlens flows` reads it; a set as one stream
+        source = task.members[0].path if len(task.members) == 1 else [m.path for m in task.members]
+        pipe = Pipeline(source, task.config, analyzers=[detector])  # CaptureError: no work done
         records = []  # (first_ts_ns, first_frame, record): the order of `analyze`
-        for c in source:
+        for c in pipe:
             records.append((c.first_ts_ns, c.first_frame, c.to_record()))
-            detector.add(c)
-        ends = [
-            p.stats.last_ts_ns
-            for p in parts
-            if p.stats is not None and p.stats.last_ts_ns is not None
-        ]
-        findings = [a.to_record() for a in detector.finish(max(ends) if ends else None)]
+        findings = [a.to_record() for a in pipe.results[detector]]
     except Exception as exc:  # noqa: BLE001 - one bad capture must not stop the batch
         error = _error_text(exc)
         rows = [
@@ -277,7 +270,7 @@ def run_task(task: Task) -> TaskResult:
         _apportion(rows, time.perf_counter() - started, time.thread_time() - cpu_started)
         return TaskResult(task.task_id, rows, {}, {})
     records.sort(key=lambda r: (r[0], r[1]))
-    result = _result(task, parts, records, findings, keys)
+    result = _result(task, pipe.files, records, findings, keys)
     _apportion(result.captures, time.perf_counter() - started, time.thread_time() - cpu_started)
     return result
 
@@ -288,66 +281,7 @@ def _detector(thresholds, config: Config):
     return AnomalyDetector(thresholds, msl_s=config.msl_s)
 
 
-@dataclass(slots=True)
-class _Part:
-    """What the run learned about one member of a task."""
-
-    member: Member
-    stats: CaptureStats | None = None
-    #: frames of the set before this file (0 unless merged)
-    frame_offset: int = 0
-    undecodable: int = 0
-    warnings: list = field(default_factory=list)
-    error: str | None = None
-
-
-def _connections_one(m: Member, config: Config, observers, parts: list) -> Iterator[Connection]:
-    """One capture, exactly as `flowlens flows` reads it."""
-    pipe = Pipeline(m.path, config, observers)  # raises CaptureError before any work
-    part = _Part(m)
-    parts.append(part)
-    yield from pipe
-    part.stats = pipe.stats
-    part.undecodable = sum(pipe.skipped.values())
-    part.warnings = pipe.summary_lines()
-
-
-def _connections_chain(members, config: Config, observers, parts: list) -> Iterator[Connection]:
-    """A rotation set as one capture: one decoder and one connection table across its files,
-    frame numbers continuing from file to file (file k's frame n is `frame_offset + n`)."""
-    decoder = Decoder(verify_checksums=config.verify_checksums)
-    table = ConnectionTable(config, observers)
-    decode, add = decoder.decode_frame, table.add
-    offset = 0
-    for m in members:
-        part = _Part(m, frame_offset=offset)
-        parts.append(part)
-        before = sum(decoder.skipped.values())
-        try:
-            cap = open_capture(m.path)
-        except FlowlensError as exc:
-            part.error = str(exc)  # the set goes on without this file
-            continue
-        with cap:
-            for ref in cap.frames():
-                ref.frame += offset  # (the reader sets it afresh for each frame)
-                pkt = decode(ref)
-                if pkt is not None:
-                    done = add(pkt)
-                    if done:
-                        yield from done
-        part.stats = cap.stats
-        part.undecodable = sum(decoder.skipped.values()) - before
-        part.warnings = cap.stats.warnings()
-        if part.undecodable:
-            part.warnings.append(f"{m.path}: skipped {part.undecodable} undecodable frames")
-        offset += cap.stats.frames
-    if all(p.stats is None for p in parts):
-        raise FlowlensError(parts[0].error or "no file of the rotation set could be read")
-    yield from table.flush()
-
-
-def _member_of_frame(parts: list[_Part], frame: int) -> int:
+def _member_of_frame(parts: list[FileRun], frame: int) -> int:
     """Index of the member whose frames include set-wide frame number `frame`."""
     idx = 0
     for i, p in enumerate(parts):
@@ -356,7 +290,7 @@ def _member_of_frame(parts: list[_Part], frame: int) -> int:
     return idx
 
 
-def _member_of_ts(parts: list[_Part], ts: float | None) -> int:
+def _member_of_ts(parts: list[FileRun], ts: float | None) -> int:
     idx = 0
     if ts is None:
         return idx
@@ -371,10 +305,10 @@ def _member_of_ts(parts: list[_Part], ts: float | None) -> int:
 
 
 def _result(
-    task: Task, parts: list[_Part], records: list, findings: list[dict], keys
+    task: Task, parts: list[FileRun], records: list, findings: list[dict], keys
 ) -> TaskResult:
     merged = len(parts) > 1
-    rotation = parts[0].member.capture_id if merged else None
+    rotation = task.members[0].capture_id if merged else None
     conn_rows: list[list[dict]] = [[] for _ in parts]
     for _ts, first_frame, record in records:
         conn_rows[_member_of_frame(parts, first_frame) if merged else 0].append(record)
@@ -391,8 +325,8 @@ def _result(
             i = 0
         anomaly_rows[i].append(a)
     rows, conn_tables, anomaly_tables = [], {}, {}
-    for i, (p, (size, mtime_ns, digest)) in enumerate(zip(parts, keys)):
-        m, s = p.member, p.stats
+    for i, (m, p, (size, mtime_ns, digest)) in enumerate(zip(task.members, parts, keys)):
+        s = p.stats
         if p.error is not None or s is None:
             rows.append(_summary_row(m, status="failed", error=p.error, size=size, mtime_ns=mtime_ns,
                                      blake2b=digest, warnings=[], rotation_set=rotation,

@@ -198,11 +198,11 @@ def progress_callback(path: str):
     return _Progress(path)
 
 
-def run_analysis(path: str, config: Config, observers=()) -> Analysis:
+def run_analysis(path: str, config: Config, analyzers=()) -> Analysis:
     """Analyze a capture with a progress bar on a terminal and its warnings on stderr."""
     progress = progress_callback(path)
     try:
-        result = analyze(path, config, observers, progress)
+        result = analyze(path, config, analyzers=analyzers, progress=progress)
     finally:
         if progress is not None:
             progress.close()
@@ -211,7 +211,7 @@ def run_analysis(path: str, config: Config, observers=()) -> Analysis:
     return result
 
 
-def open_pipeline(path: str, config: Config, observers=()) -> tuple[Pipeline, object]:
+def open_pipeline(path: str, config: Config, analyzers=()) -> tuple[Pipeline, object]:
     """A streaming pipeline and its progress bar (close it when done), for commands that stream."""
     progress = progress_callback(path)
-    return Pipeline(path, config, observers, progress), progress
+    return Pipeline(path, config, analyzers=analyzers, progress=progress), progress

@@ -192,17 +192,16 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
     )
     selection = selection_from(kwargs)
     config = config_from(kwargs)
-    detector = AnomalyDetector(thresholds, msl_s=config.msl_s)
-    pipe, progress = open_pipeline(capture, config, detector.observers)
-    seen = 0
+    detector = AnomalyDetector(thresholds, msl_s=config.msl_s, selection=selection)
+    pipe, progress = open_pipeline(capture, config, [detector])
     try:
-        for conn in selection.filter(pipe):
-            seen += 1
-            detector.add(conn)
+        for _conn in pipe:
+            pass  # the detector takes each connection as it ends (on_end)
     finally:
         if progress is not None:
             progress.close()
-    found = detector.finish(pipe.stats.last_ts_ns)
+    found = pipe.results[detector]
+    seen = detector.seen
     floor = SEVERITIES.index(min_severity)
     shown = [
         a for a in found if SEVERITIES.index(a.severity) >= floor and (not kinds or a.kind in kinds)

@@ -10,8 +10,8 @@ from ..analyzers.packetlog import (
     PacketCollector,
     first_packet_filter,
     select_logs,
-    tcp_analysis_notes,
 )
+from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..reports.ladder import build_ladder, render_text
 from ..reports.ladder_plot import save_figure
 from ._common import (
@@ -86,13 +86,15 @@ def ladder(
     config = config_from(kwargs)
     frame_pins = [n.frame for n in notes if n.frame is not None]
     time_notes = [n for n in notes if n.frame is None]
+    wants = first_packet_filter(selection)
     collector = PacketCollector(
-        first_packet_filter(selection),
+        wants,
         full=full,
         pinned=frame_pins,
         breaks=(lambda conn: [n.when(conn) for n in time_notes]) if time_notes else None,
+        # Wireshark's analysis notes, the analyzer running on the kept connections only
+        tcp=TcpAnalyzer(keep_frames=True, wants=wants),
     )
-    collector.notes = tcp_analysis_notes()
     pipe, progress = open_pipeline(capture, config, [collector])
     figure: list = []
     drawn = 0

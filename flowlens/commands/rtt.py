@@ -131,13 +131,14 @@ def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, *
     config = config_from(kwargs)
     if plot_path is not None:
         _check_plot_path(plot_path)
-    pipe, progress = open_pipeline(capture, config, [RttCollector()])
+    rtt = RttCollector()
+    pipe, progress = open_pipeline(capture, config, [rtt])
     series: dict[str, Series] = {}
-    agg = Aggregator(by) if by != "connection" and not samples else None
+    agg = Aggregator(by, rtt) if by != "connection" and not samples else None
     seen = [0, 0]  # connections, connections with rows
 
     def plotted(conn) -> None:
-        for label, ts_s, rtt_ms in series_for(conn, by):
+        for label, ts_s, rtt_ms in series_for(conn, by, rtt):
             s = series.get(label)
             if s is None:
                 s = series[label] = Series(label)
@@ -150,7 +151,7 @@ def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, *
             seen[0] += 1
             if plot_path is not None:
                 plotted(conn)
-            out = make(conn)
+            out = make(conn, rtt)
             if out:
                 seen[1] += 1
                 yield from out

@@ -10,8 +10,8 @@ from ..analyzers.packetlog import (
     PacketCollector,
     first_packet_filter,
     select_logs,
-    tcp_analysis_notes,
 )
+from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..reports.formats import render_table, write_records
 from ..reports.timeline import (
     TABLE_COLUMNS,
@@ -60,8 +60,10 @@ def timeline(capture: str, fmt: str, absolute: bool, **kwargs) -> None:
     """
     selection = selection_from(kwargs)
     config = config_from(kwargs)
-    collector = PacketCollector(first_packet_filter(selection), full=True)
-    collector.notes = tcp_analysis_notes()
+    wants = first_packet_filter(selection)
+    # Wireshark's analysis notes, the analyzer running on the kept connections only
+    tcp = TcpAnalyzer(keep_frames=True, wants=wants)
+    collector = PacketCollector(wants, full=True, tcp=tcp)
     pipe, progress = open_pipeline(capture, config, [collector])
     # rows are written as each connection ends, so memory holds only the open connections
     pairs = select_logs(pipe, selection, collector, capture)

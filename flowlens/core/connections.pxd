@@ -5,7 +5,8 @@
 
 cimport cython
 
-from flowlens.core.decode cimport Packet, PacketObserver
+from flowlens.core.analyzer cimport Analyzer
+from flowlens.core.decode cimport Packet
 from flowlens.core.tcpstate cimport TcpTracker, seq_after
 from flowlens.core.zeekstate cimport ZeekTcp, ZeekUdp
 
@@ -40,7 +41,7 @@ cdef class Connection:
     cdef public object prev_uid
     cdef public bint reused_in_time_wait
     cdef public object closed_by
-    cdef public object ext
+    cdef public list states
     cdef public bint _done
     cdef public bint _held
     cdef public bint _closing
@@ -58,7 +59,8 @@ cdef class Connection:
 @cython.final
 cdef class ConnectionTable:
     cdef public object config
-    cdef public list observers
+    cdef public list analyzers
+    cdef public Py_ssize_t _n_analyzers
     cdef public dict _table
     cdef public dict _held
     cdef public list _heap
@@ -80,6 +82,8 @@ cdef class ConnectionTable:
 
     cdef bint _closed(self, Connection c) except -1
     cdef void _notify(self, Connection c, Packet pkt, bint from_orig)
+    cdef void _flip(self, Connection c)
+    cdef void _end(self, Connection c)
     cdef void _prune(self)
     cdef object _tw_end(self, Connection c)
     cdef long long _deadline(self, Connection c) except *

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import cython
 
+from .analyzer import Analyzer, resolve
 from .decode import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
@@ -32,7 +33,6 @@ from .decode import (
     TH_RST,
     TH_SYN,
     Packet,
-    PacketObserver,
 )
 from .services import TCP_SERVICES, UDP_SERVICES, is_well_known, service_name
 from .tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker, seq_after
@@ -250,7 +250,8 @@ class Connection:
         "prev_uid",  # uid of the connection this one reused the 5-tuple of
         "reused_in_time_wait",  # ... while that connection still had a side in TIME_WAIT
         "closed_by",  # why the record ended: "closed", "idle", "reused", "capture_end"
-        "ext",  # dict where observers (RTT, anomaly, ladder analyzers) keep per-connection state
+        "states",  # [state per analyzer] by Analyzer.slot (None before the first packet): read
+        # them through each analyzer's `state_of(conn)`
         "_done",
         "_held",
         "_closing",  # closed, and rescheduled for the shorter close linger
@@ -292,7 +293,7 @@ class Connection:
         self.prev_uid = None
         self.reused_in_time_wait = False
         self.closed_by = None
-        self.ext = None
+        self.states = None
         self._done = False
         self._held = False
         self._closing = False
@@ -655,15 +656,16 @@ def _likely_server(proto: str, port: int, other: int) -> bool:
 class ConnectionTable:
     """Feed packets in capture order; finished connections come out of `add` and `flush`.
 
-    Observers (callables `(conn, pkt, from_orig)`, or `PacketObserver`s) see every packet after
-    the table has applied it (so `conn.tcp.state` is the state *after* the packet);
-    per-connection analyzers (ladder, RTT, anomalies) hook in there and keep their state in
-    `conn.ext` (a dict they create), which is freed with the connection.
+    `analyzers` (`flowlens.core.analyzer.Analyzer`s, with their dependencies added and ordered
+    by `resolve`) are told of each connection's start, packets, role flips and end (see
+    core/analyzer.py for the hooks and their order); each keeps its per-connection state in its
+    slot of `conn.states`, which is freed with the connection. `finish` is the pipeline's to call.
     """
 
-    def __init__(self, config: Config | None = None, observers: Iterable = ()) -> None:
+    def __init__(self, config: Config | None = None, analyzers: Iterable = ()) -> None:
         self.config = config or Config()
-        self.observers = list(observers)
+        self.analyzers = resolve(analyzers)
+        self._n_analyzers = len(self.analyzers)
         self._table: dict[tuple, Connection] = {}
         # closed connections kept until their TIME_WAIT runs out (see _hold)
         self._held: dict[tuple, Connection] = {}
@@ -739,7 +741,7 @@ class ConnectionTable:
     def _prune(self) -> None:
         """Drop the entries of finished connections from the heap. A connection's first entry
         (its idle deadline) outlives it when it closes sooner; left there, it would keep the
-        finished connection and its observers' state alive for the whole idle timeout, and
+        finished connection and its analyzers' state alive for the whole idle timeout, and
         memory would follow the connections of the last minutes rather than the open ones."""
         heap = self._heap
         heap[:] = [entry for entry in heap if not cython.cast(Connection, entry[2])._done]
@@ -748,6 +750,7 @@ class ConnectionTable:
         self._heap_prune_at = max(_HEAP_PRUNE_MIN, 2 * len(heap))
 
     def _finish(self, c: Connection, end_ns: int, why: str) -> Connection:
+        """Every way out of the table ends here: the record is final, the analyzers' `on_end`."""
         c._done = True
         c.end_ts_ns = end_ns
         c.closed_by = why
@@ -755,6 +758,8 @@ class ConnectionTable:
             del self._table[c.key]
         if self._held.get(c.key) is c:
             del self._held[c.key]
+        if self._n_analyzers:
+            self._end(c)
         return c
 
     def _hold(self, c: Connection, tw_end: int, out: list) -> None:
@@ -871,7 +876,6 @@ class ConnectionTable:
         nxt=cython.longlong,
         keepalive=cython.bint,
         answers_syn=cython.bint,
-        observer=object,
     )
     def _tcp(self, pkt: Packet, done: list) -> None:
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
@@ -930,12 +934,14 @@ class ConnectionTable:
         ):
             c.swap_roles()  # Zeek's analyzer found the roles reversed (a SYN/ACK came first)
             from_orig = not from_orig
+            if c.states is not None:
+                self._flip(c)
         if not c._closing and self._closed(c):
             # the deadline just moved earlier (idle timeout -> close linger): the heap entry
             # pushed at creation would fire too late, so push one for the new deadline
             c._closing = True
             self._schedule(c)
-        if self.observers:
+        if self._n_analyzers:
             self._notify(c, pkt, from_orig)
 
     @cython.boundscheck(False)
@@ -1035,7 +1041,7 @@ class ConnectionTable:
         from_orig = src == c.orig_h and sport == c.orig_p
         self._count(c, pkt, 0 if from_orig else 1)
         c.udp.packet(from_orig, pkt.bad_checksum)
-        if self.observers:
+        if self._n_analyzers:
             self._notify(c, pkt, from_orig)
         return c
 
@@ -1059,17 +1065,50 @@ class ConnectionTable:
         self._count(c, pkt, 0 if from_orig else 1)
         if pkt.quote is not None:
             self._attach_icmp_error(pkt)
-        if self.observers:
+        if self._n_analyzers:
             self._notify(c, pkt, from_orig)
 
+    # The hooks are C calls when compiled (cpdef in analyzer.pxd), in the resolved order:
+    # dependencies first.
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(states=list, analyzers=list, a=Analyzer, i=cython.Py_ssize_t)
     def _notify(self, c: Connection, pkt: Packet, from_orig: bool) -> None:
-        """Show the packet to every observer; a PacketObserver through its `observe` (a C call
-        when compiled)."""
-        for observer in self.observers:
-            if isinstance(observer, PacketObserver):
-                cython.cast(PacketObserver, observer).observe(c, pkt, from_orig)
-            else:
-                observer(c, pkt, from_orig)
+        """Show the packet to every analyzer with a state for `c`; on the connection's first
+        packet, each analyzer's `on_start` first decides (and returns) that state."""
+        analyzers = self.analyzers
+        states = c.states
+        if states is None:
+            states = c.states = [None] * self._n_analyzers
+            for i in range(self._n_analyzers):
+                a = analyzers[i]
+                st = a.on_start(c, pkt)
+                if st is not None:
+                    states[i] = st
+                    a.on_packet(c, pkt, from_orig)
+            return
+        for i in range(self._n_analyzers):
+            if states[i] is not None:
+                a = analyzers[i]
+                a.on_packet(c, pkt, from_orig)
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(states=list, a=Analyzer, i=cython.Py_ssize_t)
+    def _flip(self, c: Connection) -> None:
+        """The roles of a started connection were swapped: tell the analyzers that hold state."""
+        states = c.states
+        for i in range(self._n_analyzers):
+            if states[i] is not None:
+                a = self.analyzers[i]
+                a.on_flip(c)
+
+    @cython.locals(a=Analyzer, i=cython.Py_ssize_t)
+    def _end(self, c: Connection) -> None:
+        """`c` finished: every analyzer's `on_end`, in order."""
+        for i in range(self._n_analyzers):
+            a = self.analyzers[i]
+            a.on_end(c)
 
     @cython.locals(target=Connection)
     def _attach_icmp_error(self, pkt: Packet) -> None:

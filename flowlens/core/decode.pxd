@@ -37,6 +37,3 @@ cdef class Packet:
 
 cpdef int window_scale(bytes raw) except? -2
 
-
-cdef class PacketObserver:
-    cpdef void observe(self, object conn, Packet pkt, bint from_orig)

@@ -22,7 +22,6 @@ from .capture import FrameRef
 
 __all__ = [
     "Packet",
-    "PacketObserver",
     "TcpOptions",
     "Decoder",
     "LINKTYPE_NAMES",
@@ -247,25 +246,6 @@ class Packet:
 
     def __repr__(self) -> str:
         return f"Packet(frame={self.frame}, proto={self.proto}, {self.sport}->{self.dport}, flags={flags_text(self.flags)}, plen={self.plen})"
-
-
-class PacketObserver:
-    """Base of the connection table's built-in observers (TCP analysis, RTT).
-
-    Any callable `(conn, pkt, from_orig)` can observe; a subclass of this class overrides
-    `observe` instead, and the table calls that directly (a C call when compiled: no Python
-    call per packet). Calling the observer still works.
-    """
-
-    __slots__ = ()
-
-    def __call__(self, conn, pkt: Packet, from_orig: bool) -> None:
-        self.observe(conn, pkt, from_orig)
-
-    # (a C method when compiled: `cpdef` in decode.pxd, overridden the same way by subclasses)
-    def observe(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
-        """Take one packet of `conn`; `from_orig` says which side sent it."""
-        raise NotImplementedError
 
 
 # ---------------------------------------------------------------- byte access

@@ -1,5 +1,5 @@
 # C declarations for pipeline.py when Cython compiles it (see setup.py): the per-packet loop in
-# Pipeline.__iter__ calls ConnectionTable.add directly.
+# Pipeline._frames calls ConnectionTable.add directly.
 
 from flowlens.core.capture cimport FrameRef
 from flowlens.core.connections cimport ConnectionTable

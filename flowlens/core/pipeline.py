@@ -1,6 +1,6 @@
 # cython: annotation_typing=False
-# (C types come from analysis.pxd; the annotations here are documentation only)
-"""One pass over a capture: capture -> decode -> connections, with counts of what was skipped.
+# (C types come from pipeline.pxd; the annotations here are documentation only)
+"""One pass over a capture (or a rotation set): capture -> decode -> connections -> analyzers.
 
 `Pipeline` streams finished connections (memory follows open connections); `analyze` collects
 them into an `Analysis` for scripts and reports that want everything at once.
@@ -11,16 +11,18 @@ from __future__ import annotations
 import gc
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import cython
 
+from ..errors import FlowlensError, UsageError
+from .analyzer import Analyzer, Needs, needs_of
 from .capture import CaptureStats, FrameRef, open_capture
 from .connections import Config, Connection, ConnectionTable
 from .decode import LINKTYPE_NAMES, Decoder, Packet
 
-__all__ = ["Pipeline", "Analysis", "analyze", "ProgressFn"]
+__all__ = ["Pipeline", "FileRun", "Analysis", "analyze", "ProgressFn"]
 
 #: progress callback: (frames read, bytes of the file consumed, file size or None)
 ProgressFn = Callable[[int, int, "int | None"], None]
@@ -29,41 +31,83 @@ _PROGRESS_EVERY = 8192
 _COLLECT_EVERY = 256 * _PROGRESS_EVERY  # frames (about 2 million)
 
 
-class Pipeline:
-    """Read `path` once and yield each connection when it ends.
+@dataclass(slots=True)
+class FileRun:
+    """What reading one file of a pipeline's source saw."""
 
-    `observers` are callables `(conn, pkt, from_orig)` that see every packet (see
-    `ConnectionTable`); an observer that reads the TCP options (`pkt.raw_options`) of SYNs only
-    says so with a true attribute `syn_options_only` (other segments' are then not copied out),
-    and one that reads every segment's timestamps (`pkt.tsval`, `pkt.tsecr`) with a true
-    `reads_timestamps`.
-    After iteration, `stats` (the capture), `skipped` (frames that could not be decoded, by
-    reason), `non_ip` and `table` (peak of open connections) describe the run.
+    path: str
+    #: frames of the files before this one (its frame n is `frame_offset + n` in the stream)
+    frame_offset: int = 0
+    #: the file's capture facts; None when it could not be opened (see `error`)
+    stats: CaptureStats | None = None
+    #: frames of this file that could not be decoded
+    undecodable: int = 0
+    #: diagnostics for stderr about this file (damage, skipped frames, clock jumps)
+    warnings: list[str] = field(default_factory=list)
+    #: why the file could not be opened (a rotation set goes on without it), or None
+    error: str | None = None
+
+
+class Pipeline:
+    """Read one capture, or a rotation set read as one stream, once; yield each connection when
+    it ends.
+
+    `source` is a path (`-` for stdin) or a sequence of paths: a rotation set, read in order
+    through one decoder and one connection table, frame numbers continuing from file to file. A
+    single file that cannot be opened raises `CaptureError` here, before any work; a member of a
+    set that cannot be opened is skipped (its `FileRun.error` says why), and `FlowlensError` is
+    raised when no member could be read.
+
+    `analyzers` (see flowlens.core.analyzer) are resolved by the table (dependencies added and
+    ordered first) and see every hook; the decoder copies out what their `needs` ask for and
+    nothing more. When the last connection has been yielded, each analyzer's `finish` runs (in
+    the same order) and `results[analyzer]` keeps what it returned.
+
+    After iteration, `stats` (the capture; a set's merged), `files` (one `FileRun` per file),
+    `skipped` (frames that could not be decoded, by reason), `non_ip`, `results` and `table`
+    (peak of open connections) describe the run.
     """
 
     def __init__(
         self,
-        path: str,
+        source: str | Sequence[str],
         config: Config | None = None,
-        observers: Iterable = (),
+        *,
+        analyzers: Iterable[Analyzer] = (),
         progress: ProgressFn | None = None,
     ) -> None:
-        self.path = path
         self.config = config or Config()
-        self.table = ConnectionTable(self.config, observers)
-        # copying every segment's TCP options out costs; the table reads none, and observers
-        # that read only SYNs' say so with a true `syn_options_only`
-        keep_options = any(not getattr(o, "syn_options_only", False) for o in self.table.observers)
-        # ... and those that read every segment's TCP timestamps get them as numbers
-        timestamps = any(getattr(o, "reads_timestamps", False) for o in self.table.observers)
+        self.table = ConnectionTable(self.config, analyzers)
+        self.analyzers: list[Analyzer] = self.table.analyzers
+        needs = needs_of(self.analyzers)
+        if needs & Needs.PAYLOAD:
+            raise UsageError(
+                "an analyzer needs the first payload bytes (Needs.PAYLOAD): not decoded yet"
+            )
+        # copying every segment's TCP options out costs; the table reads none, and SYNs' are
+        # always copied (Needs.SYN_OPTIONS costs nothing more)
         self.decoder = Decoder(
             verify_checksums=self.config.verify_checksums,
-            keep_options=keep_options,
-            timestamps=timestamps,
+            keep_options=bool(needs & Needs.ALL_OPTIONS),
+            timestamps=bool(needs & Needs.TIMESTAMPS),
         )
         self.progress = progress
-        self._capture = open_capture(path)  # raises CaptureError before any work
-        self.stats: CaptureStats = self._capture.stats
+        self.results: dict[Analyzer, object] = {}
+        if isinstance(source, (str, os.PathLike)):
+            self.path = os.fspath(source)
+            self.paths = [self.path]
+            self._rotation = False
+            self._capture = open_capture(self.path)  # raises CaptureError before any work
+            self.stats: CaptureStats = self._capture.stats
+        else:
+            self.paths = [os.fspath(p) for p in source]
+            if not self.paths:
+                raise UsageError("an empty rotation set")
+            self.path = self.paths[0]
+            self._rotation = True
+            self._capture = None
+            self.stats = CaptureStats(self.path)
+        self.files: list[FileRun] = []
 
     @property
     def skipped(self) -> Counter:
@@ -73,48 +117,91 @@ class Pipeline:
     def non_ip(self) -> Counter:
         return self.decoder.non_ip
 
-    @cython.locals(table=ConnectionTable, pkt=Packet, finished=list, ref=FrameRef)
     def __iter__(self) -> Iterator[Connection]:
+        # The collector's passes over tens of thousands of live connections cost a third of the
+        # run, yet the pipeline makes hardly any reference cycles (a run with the collector off
+        # keeps the same peak memory): switch it off during the pass, and collect once every
+        # _COLLECT_EVERY frames so that an analyzer that does make cycles stays bounded.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            offset = 0
+            for path in self.paths:
+                run = FileRun(path, frame_offset=offset)
+                self.files.append(run)
+                cap = self._capture
+                self._capture = None
+                if cap is None:
+                    try:
+                        cap = open_capture(path)
+                    except FlowlensError as exc:
+                        run.error = str(exc)  # the set goes on without this file
+                        continue
+                before = sum(self.decoder.skipped.values())
+                yield from self._frames(cap, offset)
+                run.stats = cap.stats
+                run.undecodable = sum(self.decoder.skipped.values()) - before
+                offset += cap.stats.frames
+                if self._rotation:
+                    run.warnings = cap.stats.warnings()
+                    if run.undecodable:
+                        run.warnings.append(f"{path}: skipped {run.undecodable} undecodable frames")
+            if self._rotation:
+                if all(f.stats is None for f in self.files):
+                    raise FlowlensError(
+                        self.files[0].error or "no file of the rotation set could be read"
+                    )
+                self.stats = _merged([f.stats for f in self.files if f.stats is not None])
+            yield from self.table.flush()
+            if not self._rotation:
+                self.files[0].warnings = self.summary_lines()
+            end_ns = self.stats.last_ts_ns
+            for a in self.analyzers:
+                self.results[a] = a.finish(end_ns)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    @cython.locals(
+        table=ConnectionTable, pkt=Packet, finished=list, ref=FrameRef, offset=cython.longlong
+    )
+    def _frames(self, cap, offset: int) -> Iterator[Connection]:
+        """Decode one file's frames into the table, yielding the connections that finish."""
         decode = self.decoder.decode_frame
         table = self.table  # compiled: `table.add` is a direct C call
         progress = self.progress
-        raw = self._capture._raw
+        raw = cap._raw
         size = None
         if progress is not None:
             try:
                 size = os.fstat(raw.fileno()).st_size or None
             except (OSError, ValueError, AttributeError):
                 size = None
-        # The collector's passes over tens of thousands of live connections cost a third of the
-        # run, yet the pipeline makes hardly any reference cycles (a run with the collector off
-        # keeps the same peak memory): switch it off during the pass, and collect once every
-        # _COLLECT_EVERY frames so that an observer that does make cycles stays bounded.
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            with self._capture as cap:
-                for ref in cap.frames():
-                    pkt = decode(ref)
-                    if pkt is not None:
-                        finished = table.add(pkt)
-                        if finished:
-                            yield from finished
-                    if ref.frame % _PROGRESS_EVERY == 0:
-                        if progress is not None:
-                            progress(ref.frame, _tell(raw), size)
-                        if ref.frame % _COLLECT_EVERY == 0:
-                            gc.collect()
-                if progress is not None:
-                    progress(self.stats.frames, _tell(raw), size)
-            yield from self.table.flush()
-        finally:
-            if gc_was_enabled:
-                gc.enable()
+        with cap:
+            for ref in cap.frames():
+                if offset:
+                    ref.frame += offset  # (the reader sets it afresh for each frame)
+                pkt = decode(ref)
+                if pkt is not None:
+                    finished = table.add(pkt)
+                    if finished:
+                        yield from finished
+                if ref.frame % _PROGRESS_EVERY == 0:
+                    if progress is not None:
+                        progress(ref.frame, _tell(raw), size)
+                    if ref.frame % _COLLECT_EVERY == 0:
+                        gc.collect()
+            if progress is not None:
+                progress(offset + cap.stats.frames, _tell(raw), size)
 
     def summary_lines(self) -> list[str]:
         """Diagnostics for stderr: damage, skipped frames by reason, clock jumps."""
-        lines = self.stats.warnings()
-        if self.skipped:
+        if self._rotation:
+            lines = [line for f in self.files for line in f.warnings]
+            lines += [f"{f.path}: {f.error}" for f in self.files if f.error]
+        else:
+            lines = self.stats.warnings()
+        if self.skipped and not self._rotation:
             total = sum(self.skipped.values())
             reasons = ", ".join(f"{n} {why}" for why, n in self.skipped.most_common())
             lines.append(f"{self.path}: skipped {total} undecodable frames ({reasons})")
@@ -125,6 +212,29 @@ class Pipeline:
                 f"(fragments missing from the capture; not analysed)"
             )
         return lines
+
+
+def _merged(parts: list[CaptureStats]) -> CaptureStats:
+    """One CaptureStats for the files of a rotation set, read as one stream."""
+    out = CaptureStats(parts[0].path, container=parts[0].container)
+    out.resolution_ns = parts[0].resolution_ns
+    for st in parts:
+        out.frames += st.frames
+        out.bytes += st.bytes
+        out.linktypes.update(st.linktypes)
+        out.clock_jumps += st.clock_jumps
+        out.oddities.update(st.oddities)
+        if st.first_ts_ns is not None and (
+            out.first_ts_ns is None or st.first_ts_ns < out.first_ts_ns
+        ):
+            out.first_ts_ns = st.first_ts_ns
+        if st.last_ts_ns is not None and (out.last_ts_ns is None or st.last_ts_ns > out.last_ts_ns):
+            out.last_ts_ns = st.last_ts_ns
+        if st.stopped and out.stopped is None:
+            out.stopped, out.stopped_frame, out.stopped_offset = (
+                st.stopped, st.stopped_frame, st.stopped_offset,
+            )  # fmt: skip
+    return out
 
 
 def _tell(raw) -> int:
@@ -145,6 +255,8 @@ class Analysis:
     non_ip: Counter = field(default_factory=Counter)
     open_peak: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: what each analyzer's `finish` returned (see Pipeline.results)
+    results: dict = field(default_factory=dict)
 
     @property
     def linktype_names(self) -> list[str]:
@@ -165,9 +277,10 @@ class Analysis:
 
 
 def analyze(
-    path: str,
+    path: str | Sequence[str],
     config: Config | None = None,
-    observers: Iterable = (),
+    *,
+    analyzers: Iterable[Analyzer] = (),
     progress: ProgressFn | None = None,
 ) -> Analysis:
     """Read a capture and return all its connections, ordered by first packet.
@@ -176,15 +289,16 @@ def analyze(
     >>> a.connections[0].conn_state
     'SF'
     """
-    pipe = Pipeline(path, config, observers, progress)
+    pipe = Pipeline(path, config, analyzers=analyzers, progress=progress)
     conns = list(pipe)
     conns.sort(key=lambda c: (c.first_ts_ns, c.first_frame))
     return Analysis(
-        path=path,
+        path=pipe.path,
         connections=conns,
         stats=pipe.stats,
         skipped=pipe.skipped,
         non_ip=pipe.non_ip,
         open_peak=pipe.table.open_peak,
         warnings=pipe.summary_lines(),
+        results=pipe.results,
     )

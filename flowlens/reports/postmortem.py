@@ -1,10 +1,10 @@
 """The postmortem report's content: one pass over a capture gathers everything the HTML and
 Markdown renderers (`reports/html.py`, `reports/markdown.py`) lay out.
 
-`build_report` runs the pipeline once with every observer the report needs: the anomaly
-detector's TCP analyzer (``keep_frames=True``, so the ladders show its per-frame verdicts
-without a second analyzer), the RTT collector, a `PacketCollector` in collapsed mode, and a
-small observer that notes where the user's ``--note FRAME=...`` frames fall. Which connections
+`build_report` runs the pipeline once with every analyzer the report needs: the TCP analyzer
+(``keep_frames=True``; the anomaly detector requires it and reads its results, and the ladders
+show its per-frame verdicts without a second analyzer), the anomaly detector, the RTT collector,
+a `PacketCollector` in collapsed mode, and a small analyzer that notes where the user's ``--note FRAME=...`` frames fall. Which connections
 *matter* (the ones the findings name, and the ones the notes point at) is known only at the end,
 so the collector keeps the logs of every connection as they finish, within a budget
 (`ReportOptions.max_kept_logs`); when the budget overflows, logs of connections that cannot feed
@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from ..analyzers.anomalies.detector import SEVERITIES, Anomaly, AnomalyDetector, Thresholds
 from ..analyzers.packetlog import ConnLog, PacketCollector
 from ..analyzers.rtt import RttCollector
-from ..analyzers.tcpanalysis import TcpAnalyzer, state_of
+from ..analyzers.tcpanalysis import TcpAnalyzer
+from ..core.analyzer import Analyzer
 from ..core.connections import Config, Connection, format_addr
 from ..core.decode import IPPROTO_TCP, LINKTYPE_NAMES
 from ..core.pipeline import Pipeline
@@ -157,21 +158,23 @@ def severity_of(findings: Sequence[Anomaly]) -> str | None:
 # ---------------------------------------------------------------------- the pass
 
 
-class _FrameMarks:
-    """Observer remembering (ts_ns, uid) of a few frames: where the user's frame notes fall."""
-
-    __slots__ = ("frames", "seen")
+class _FrameMarks(Analyzer):
+    """Analyzer remembering (ts_ns, uid) of a few frames: where the user's frame notes fall."""
 
     def __init__(self, frames) -> None:
+        super().__init__()
         self.frames = frozenset(frames)
         self.seen: dict[int, tuple[int, str]] = {}
 
-    def __call__(self, conn: Connection, pkt, from_orig: bool) -> None:
+    def on_start(self, conn: Connection, pkt):
+        return True if self.frames else None  # (no frame notes: no packet to look at)
+
+    def on_packet(self, conn: Connection, pkt, from_orig: bool) -> None:
         if pkt.frame in self.frames:
             self.seen[pkt.frame] = (pkt.ts_ns, conn.uid)
 
 
-def _could_matter(conn: Connection) -> bool:
+def _could_matter(conn: Connection, tcp: TcpAnalyzer) -> bool:
     """Can this connection feed a per-connection finding? Its log is dropped last."""
     if conn.icmp_errors or conn.prev_uid is not None:
         return True
@@ -181,7 +184,7 @@ def _could_matter(conn: Connection) -> bool:
         return True
     if any(st.value in ("CLOSE_WAIT", "FIN_WAIT_2") for _t, _f, _s, st in conn.tcp.timeline):
         return True
-    st = state_of(conn)
+    st = tcp.state_of(conn)
     return st is not None and any(
         d.retrans_segments or d.zero_window_spells or d.keep_alive_first_ns is not None
         for d in st.dirs
@@ -196,13 +199,15 @@ class _Gather:
         config: Config,
         options: ReportOptions,
         collector: PacketCollector,
-        detector: AnomalyDetector,
+        tcp: TcpAnalyzer,
+        rtt: RttCollector,
     ) -> None:
         self.options = options
         self.collector = collector
-        self.detector = detector
+        self.tcp = tcp
+        self.rtt = rtt
         self.states = SocketStates(config.time_wait_ns)
-        self.rtt_agg = Aggregator("server")
+        self.rtt_agg = Aggregator("server", rtt)
         self.rtt_series: dict[str, Series] = {}
         self.records: list[dict] = []
         self.late_records: dict[str, dict] = {}  # past max_table_rows, kept in case of a finding
@@ -216,10 +221,9 @@ class _Gather:
 
     def add(self, conn: Connection) -> None:
         self.total += 1
-        self.detector.add(conn)
         self.states.add(conn)
         self.rtt_agg.add(conn)
-        for label, ts_s, rtt_ms in series_for(conn, "server"):
+        for label, ts_s, rtt_ms in series_for(conn, "server", self.rtt):
             s = self.rtt_series.get(label)
             if s is None:
                 s = self.rtt_series[label] = Series(label)
@@ -229,12 +233,12 @@ class _Gather:
         self.hosts[format_addr(conn.orig_h)] += 1
         self.hosts[format_addr(conn.resp_h)] += 1
         self.first_frames[conn.first_frame] = conn.uid
-        matters = _could_matter(conn)
+        matters = _could_matter(conn, self.tcp)
         if len(self.records) < self.options.max_table_rows:
             self.records.append(conn.to_record())
         elif matters:
             self.late_records[conn.uid] = conn.to_record()
-        log = self.collector.finish(conn)
+        log = self.collector.log_of(conn)
         if log is None:
             return
         self.logs[conn.uid] = (conn, log)
@@ -258,17 +262,9 @@ def _collector(options: ReportOptions, tcp: TcpAnalyzer, first_ns, wants=None) -
         base = first_ns() or conn.first_ts_ns
         return [n.ts_ns if n.ts_ns is not None else base + n.offset_ns for n in time_notes]
 
-    collector = PacketCollector(
-        wants, full=False, pinned=pins, breaks=breaks if time_notes else None
+    return PacketCollector(
+        wants, full=False, pinned=pins, breaks=breaks if time_notes else None, tcp=tcp
     )
-
-    def notes(conn: Connection, pkt, from_orig: bool):
-        if conn.tcp is None:
-            return ()
-        return zip(tcp.kinds(pkt.frame), tcp.notes(pkt.frame))
-
-    collector.notes = notes
-    return collector
 
 
 def build_report(
@@ -281,17 +277,20 @@ def build_report(
     """
     config = config or Config()
     options = options or ReportOptions()
-    tcp = TcpAnalyzer(keep_frames=True)
-    detector = AnomalyDetector(options.thresholds, tcp=tcp, msl_s=config.msl_s)
+    tcp = TcpAnalyzer(keep_frames=True)  # shared: the findings and the ladders' notes
+    detector = AnomalyDetector(options.thresholds, msl_s=config.msl_s)
+    rtt = RttCollector()
     marks = _FrameMarks(n.frame for n in options.notes if n.frame is not None)
 
     def first_ns() -> int | None:  # asked on a connection's first packet, once `pipe` runs
         return pipe.stats.first_ts_ns
 
     collector = _collector(options, tcp, first_ns)
-    gather = _Gather(config, options, collector, detector)
-    # the analyzer first: the collector asks it about the packet it has just seen
-    pipe = Pipeline(path, config, [*detector.observers, RttCollector(), collector, marks], progress)
+    gather = _Gather(config, options, collector, tcp, rtt)
+    # (the detector and the collector require `tcp`: the pipeline runs it before them)
+    pipe = Pipeline(
+        path, config, analyzers=[tcp, detector, rtt, collector, marks], progress=progress
+    )
     try:
         for conn in pipe:
             gather.add(conn)
@@ -302,7 +301,7 @@ def build_report(
     first, last = stats.first_ts_ns, stats.last_ts_ns
     if first is None or last is None:
         raise UsageError(f"{path}: no packets")
-    findings = group_findings(detector.finish(last))
+    findings = group_findings(pipe.results[detector])
     notes = [_absolute(n, first) for n in options.notes]
 
     # which connections matter: the notes' connections, then each finding's (or an example),
@@ -433,13 +432,16 @@ def _link_of(a: Anomaly, gather: _Gather) -> str | None:
 def _second_pass(path, config, options, uids, gather: _Gather, first_ns: int) -> None:
     """Read the capture again, keeping packets only for `uids` (uids are stable across runs)."""
     wanted = set(uids)
-    tcp = TcpAnalyzer(keep_frames=True)
-    collector = _collector(options, tcp, lambda: first_ns, wants=lambda c: c.uid in wanted)
-    # the analyzer must see every packet of a wanted connection before the collector asks it
-    analyzer_for_wanted = lambda conn, pkt, fo: tcp(conn, pkt, fo) if conn.uid in wanted else None
-    pipe = Pipeline(path, config, [analyzer_for_wanted, collector])
+
+    def wants(c: Connection) -> bool:
+        return c.uid in wanted
+
+    # the analyzer (the collector's dependency) sees the wanted connections only
+    tcp = TcpAnalyzer(keep_frames=True, wants=wants)
+    collector = _collector(options, tcp, lambda: first_ns, wants=wants)
+    pipe = Pipeline(path, config, analyzers=[collector])
     for conn in pipe:
-        log = collector.finish(conn)
+        log = collector.log_of(conn)
         if log is not None and conn.uid in wanted:
             gather.logs[conn.uid] = (conn, log)
 

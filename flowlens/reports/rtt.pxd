@@ -3,5 +3,5 @@
 # the C types of its locals are given by @cython.locals).
 
 from flowlens.core.connections cimport Connection
-from flowlens.analyzers.rtt cimport ConnectionRtt, Samples
+from flowlens.analyzers.rtt cimport ConnectionRtt, RttCollector, Samples
 from flowlens.core.tcpstate cimport TcpTracker

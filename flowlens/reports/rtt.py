@@ -23,7 +23,16 @@ from dataclasses import dataclass, field
 
 import cython
 
-from ..analyzers.rtt import LEGS, PATHS, SOURCES, ConnectionRtt, RttStats, Samples, rtt_of, stats_of
+from ..analyzers.rtt import (
+    LEGS,
+    PATHS,
+    SOURCES,
+    ConnectionRtt,
+    RttCollector,
+    RttStats,
+    Samples,
+    stats_of,
+)
 from ..core.connections import Connection, format_addr
 from ..core.tcpstate import TcpTracker
 
@@ -229,12 +238,12 @@ def _leg_row(base: tuple, st, leg, hs) -> dict:
     }  # fmt: skip
 
 
-@cython.locals(conn=Connection, st=ConnectionRtt, ext=dict, t=TcpTracker)
-def connection_rows(conn: Connection) -> list[dict]:
+@cython.locals(conn=Connection, rtt=RttCollector, st=ConnectionRtt, t=TcpTracker)
+def connection_rows(conn: Connection, rtt: RttCollector) -> list[dict]:
     """Rows for one connection: one per leg that has a handshake leg or samples (responder's
-    leg first). Empty when the connection gave no round trip at all."""
-    ext = conn.ext
-    st = ext.get("rtt") if ext else None  # rtt_of(conn)
+    leg first), the samples from `rtt`'s state of it. Empty when the connection gave no round
+    trip at all."""
+    st = rtt.state_of(conn)
     hs1 = hs0 = None
     if conn.tcp is not None:  # conn.synack_ms and conn.ackdat_ms, from the tracker's fields
         t = conn.tcp
@@ -260,9 +269,9 @@ def connection_rows(conn: Connection) -> list[dict]:
     return [_leg_row(base, st, 0, hs0)]
 
 
-def sample_rows(conn: Connection) -> list[dict]:
-    """One row per kept sample of `conn`, in time order."""
-    st = rtt_of(conn)
+def sample_rows(conn: Connection, rtt: RttCollector) -> list[dict]:
+    """One row per kept sample of `conn` (from `rtt`'s state of it), in time order."""
+    st = rtt.state_of(conn)
     if st is None:
         return []
     base = None
@@ -310,14 +319,15 @@ class Aggregator:
     (originator address, its leg) or `pair` (both addresses, both legs). Counts, min, max, mean
     and stdev are exact; percentiles come from the kept samples."""
 
-    def __init__(self, by: str) -> None:
+    def __init__(self, by: str, rtt: RttCollector) -> None:
         if by not in ("server", "client", "pair"):
             raise ValueError(f"by must be server, client or pair, not {by!r}")
         self.by = by
+        self.rtt = rtt  # whose samples are merged
         self.groups: dict[tuple, _Group] = {}
 
     def add(self, conn: Connection) -> None:
-        st = rtt_of(conn)
+        st = self.rtt.state_of(conn)
         legs = _LEGS_BY[self.by]
         for leg in legs:
             hs = _handshake_leg(conn, leg)
@@ -383,12 +393,12 @@ def _median(values: list[float]) -> float | None:
     return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
 
 
-def samples_frame(conns: Iterable[Connection]):
-    """Every kept sample as a pandas DataFrame (columns of SAMPLE_FIELDS), for scripts:
-    `samples_frame(a.connections).groupby("id.resp_h").rtt_ms.describe()`."""
+def samples_frame(conns: Iterable[Connection], rtt: RttCollector):
+    """Every sample `rtt` kept, as a pandas DataFrame (columns of SAMPLE_FIELDS), for scripts:
+    `samples_frame(a.connections, rtt).groupby("id.resp_h").rtt_ms.describe()`."""
     import pandas as pd
 
-    rows = [r for c in conns for r in sample_rows(c)]
+    rows = [r for c in conns for r in sample_rows(c, rtt)]
     return pd.DataFrame(rows, columns=list(SAMPLE_FIELDS))
 
 
@@ -404,10 +414,12 @@ class Series:
     rtt_ms: list[float] = field(default_factory=list)
 
 
-def series_for(conn: Connection, by: str) -> list[tuple[str, list[float], list[float]]]:
+def series_for(
+    conn: Connection, by: str, rtt: RttCollector
+) -> list[tuple[str, list[float], list[float]]]:
     """(label, ts_s, rtt_ms) per leg of `conn` for the plot: a line per connection and leg
     (`connection`), per server (`server`, `pair`: the responder leg) or per client (`client`)."""
-    st = rtt_of(conn)
+    st = rtt.state_of(conn)
     if st is None:
         return []
     out = []

@@ -1,5 +1,5 @@
-# C types for anomalies.py when Cython compiles it (see setup.py): AnomalyDetector.add reads the
-# fields of every finished connection. anomalies.py stays plain Python (annotation typing off);
+# C types for detector.py when Cython compiles it (see setup.py): AnomalyDetector.on_end reads the
+# fields of every finished connection. detector.py stays plain Python (annotation typing off);
 # the types are named in its @cython.locals.
 
 from flowlens.core.connections cimport Connection

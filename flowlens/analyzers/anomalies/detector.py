@@ -2,12 +2,13 @@
 # (compiled when possible, as plain Python: see flowlens/compiled.py)
 """Anomalies with evidence: what went wrong in a capture, one pasteable sentence per finding.
 
-`AnomalyDetector` hooks a `TcpAnalyzer` into the pass over the capture (`.observers`) and turns
-the finished connections into `Anomaly` records (`.findings(analysis)`), most severe first:
+`AnomalyDetector` is an analyzer that requires the `TcpAnalyzer` (the pipeline adds one when
+none is given), reads its per-connection results as each connection ends (`on_end`), and turns
+them into `Anomaly` records when the capture ends (`finish`), most severe first:
 
     detector = AnomalyDetector(Thresholds(close_wait_s=30))
-    result = analyze("capture.pcap", observers=detector.observers)
-    for finding in detector.findings(result):
+    result = analyze("capture.pcap", analyzers=[detector])
+    for finding in result.results[detector]:
         print(finding.severity, finding.summary)
 
 Kinds (DESIGN.md, anomaly record): time_wait_accumulation, port_exhaustion_risk, close_wait,
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field, fields
 
 import cython
 
+from ...core.analyzer import Analyzer
 from ...core.connections import Connection, format_addr
 from ...core.services import LINUX_EPHEMERAL
 from ...core.tcpstate import TcpTracker
@@ -179,30 +181,41 @@ def _sample(frames: Iterable[int], limit: int) -> tuple[int, ...]:
     return tuple(sorted({f for f in frames if f is not None})[:limit])
 
 
-class AnomalyDetector:
-    """Collects what the findings need during the pass and turns connections into findings.
+class AnomalyDetector(Analyzer):
+    """Analyzer that collects what the findings need as connections end and makes the findings.
 
-    `observers` goes to `analyze`/`Pipeline`. Then either `findings(analysis)` once, or, when
-    streaming, `add(conn)` for each finished connection and `finish()` at the end. No per-packet
-    data is kept (the per-connection state lives in ``conn.ext["tcpa"]`` and leaves with the
-    connection), and no connection objects: across the capture the detector keeps a small tuple
-    per TCP connection for the TIME_WAIT arithmetic and per scan probe or failed attempt, and
-    the findings of single connections.
+    It sees no packets: it requires a `TcpAnalyzer` (the pipeline's own, or one it adds) and
+    reads its `TcpaState` of each finished connection in `on_end`; `finish(end_ns)` returns the
+    findings (and starts over). `selection` (a `flowlens.core.filters.Selection`) limits the
+    connections looked at, as the commands' filters do. No per-packet data is kept, and no
+    connection objects: across the capture the detector keeps a small tuple per TCP connection
+    for the TIME_WAIT arithmetic and per scan probe or failed attempt, and the findings of
+    single connections.
     """
+
+    requires = (TcpAnalyzer,)
 
     def __init__(
         self,
         thresholds: Thresholds | None = None,
-        tcp: TcpAnalyzer | None = None,
+        *,
         msl_s: float = 30.0,
+        selection=None,
     ) -> None:
+        super().__init__()
         self.thresholds = thresholds or Thresholds()
-        #: the TCP analyzer; pass your own (keep_frames=True) to share it with other views
-        self.tcp = tcp or TcpAnalyzer()
-        self.observers = [self.tcp]
+        #: the TCP analyzer whose results are read (bound by the pipeline: see `bind`)
+        self.tcp = None
         #: maximum segment lifetime of the connection table's Config (TIME_WAIT = 2 x MSL)
         self.msl_s = msl_s
+        #: only connections this Selection matches are looked at (None: all)
+        self.selection = selection if selection else None
+        #: connections looked at so far
+        self.seen = 0
         self._reset()
+
+    def bind(self, deps: tuple) -> None:
+        (self.tcp,) = deps
 
     def _reset(self) -> None:
         # the kind modules import this one: bind them here, not at import time
@@ -224,20 +237,22 @@ class AnomalyDetector:
     # (compiled: C reads of the connection's, the tracker's and the analysis' fields, through
     # the arrays behind their list properties; this runs for every connection)
     @cython.locals(conn=Connection, t=TcpTracker, st=TcpaState, d=DirectionStats)
-    def add(self, conn: Connection) -> None:
+    def on_end(self, conn) -> None:
         """Take one finished connection (any protocol) into account."""
+        if self.selection is not None and not self.selection.matches(conn):
+            return
+        self.seen += 1
+        st = self.tcp.state_of(conn) if self.tcp is not None else None
         end = conn.end_ts_ns if conn.end_ts_ns is not None else conn.last_ts_ns
         if end > self._end_ns:
             self._end_ns = end
-        self._hosts.add(conn)
+        self._hosts.add(conn, st)
         th = self.thresholds
         if conn.icmp_errors:
             self._single.append((conn.uid, self._icmp_finding(conn, th)))
         if conn.tcp is None:
             return
         t = conn.tcp
-        ext = conn.ext
-        st = ext.get("tcpa") if ext else None
         if t._syn_count[0]:
             if t.rejected:
                 frames = (st.rst[1],) if st is not None and st.rst is not None else ()
@@ -344,12 +359,6 @@ class AnomalyDetector:
         out.sort(key=lambda a: (-_RANK[a.severity], a.ts, a.kind, a.uid or ""))
         self._reset()
         return out
-
-    def findings(self, analysis) -> list[Anomaly]:
-        """`finish` over every connection of an `Analysis` (from `analyze`)."""
-        for c in analysis.connections:
-            self.add(c)
-        return self.finish(analysis.stats.last_ts_ns or None)
 
 
 # ---------------------------------------------------------------------------- handshakes

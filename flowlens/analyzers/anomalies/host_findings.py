@@ -22,7 +22,7 @@ from ...core.connections import Connection, format_addr
 from ...core.decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
 from ...core.services import EPHEMERAL_RANGES, fits_ranges
 from ...core.tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker
-from ..tcpanalysis import TcpaState, state_of
+from ..tcpanalysis import TcpaState
 from .connection_findings import is_port_unreachable
 from .detector import Anomaly, _ep, _s, _sample, _secs
 
@@ -52,8 +52,9 @@ _PORT_KEY = 1 << 64  # sort key of a hold: port * _PORT_KEY + start - first hold
 
 
 @cython.locals(c=Connection, st=TcpaState)
-def probe_of(c):
-    """(scan type, verdict, prober side) when connection `c` looks like a scanner's probe, else None.
+def probe_of(c, st):
+    """(scan type, verdict, prober side) when connection `c` (with `st`, its TcpaState or None)
+    looks like a scanner's probe, else None.
 
     A probe carries no payload either way (UDP: at most two datagrams out, one back) and starts
     the way scanners start: a SYN, or a packet no TCP stack sends first (FIN, NULL, Xmas, ACK).
@@ -61,7 +62,6 @@ def probe_of(c):
     if c.proto == IPPROTO_TCP:
         if c._payload[0] or c._payload[1]:
             return None
-        st = state_of(c)
         if st is None:
             return None
         first = st.first_flags & (TH_SYN | TH_ACK | TH_FIN | TH_RST | TH_PUSH | TH_URG)
@@ -134,8 +134,9 @@ class HostFacts:
         self.holds = {}
 
     @cython.locals(c=Connection, t=TcpTracker)
-    def add(self, c) -> None:
-        p = probe_of(c)
+    def add(self, c, st) -> None:
+        """Take finished connection `c` (its TcpaState `st`, or None) into account."""
+        p = probe_of(c, st)
         if p is not None:
             kind, verdict, side = p
             src = c.orig_h if side == 0 else c.resp_h
