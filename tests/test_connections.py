@@ -13,7 +13,7 @@ def run(tmp_path, name, frames=None, **config):
     path.write_bytes(
         pcapgen.pcap_bytes(frames if frames is not None else pcapgen.SCENARIOS[name]())
     )
-    return analyze(str(path), Config(**config) if config else None).connections
+    return analyze(str(path), config=Config(**config) if config else None).connections
 
 
 def summary(c):

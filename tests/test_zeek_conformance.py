@@ -25,7 +25,8 @@ def _run_all():
     for baseline in zeekcorpus.baselines():
         checksums = not re.search(r"(^|\s)-[A-Za-z]*C", baseline.invocation)  # zeek -C / -bC
         analysis = analyze(
-            str(zeekcorpus.ZEEK / "traces" / baseline.trace), Config(verify_checksums=checksums)
+            str(zeekcorpus.ZEEK / "traces" / baseline.trace),
+            config=Config(verify_checksums=checksums),
         )
         records = [c.to_record() for c in analysis.connections]
         a, t, d = zeekcorpus.compare(baseline, records)

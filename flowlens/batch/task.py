@@ -34,6 +34,7 @@ __all__ = [
     "capture_id",
     "file_digest",
     "CONNECTION_SCHEMA",
+    "arrow_table",
     "ANOMALY_SCHEMA",
     "SUMMARY_SCHEMA",
 ]
@@ -383,6 +384,16 @@ def _anomaly_row(a: dict) -> dict:
     row["details"] = None if details is None else json.dumps(details, sort_keys=True, default=str)
     row["evidence"] = [int(f) for f in a.get("evidence") or []]
     return row
+
+
+def arrow_table(records: list[dict], schema: pa.Schema, extra: dict | None = None) -> pa.Table:
+    """Records (connection or anomaly records, as the commands print them) -> an Arrow table of
+    exactly `schema` (CONNECTION_SCHEMA or ANOMALY_SCHEMA; `extra` fills columns such as
+    `capture` with one value). Anomaly records are stored as batch stores them (`details` as
+    JSON text)."""
+    if schema is ANOMALY_SCHEMA:
+        records = [_anomaly_row(a) for a in records]
+    return _table(records, schema, {"capture": None, "capture_path": None, **(extra or {})})
 
 
 def _table(records: list[dict], schema: pa.Schema, extra: dict) -> pa.Table:

@@ -13,6 +13,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import cython
 
@@ -52,7 +53,8 @@ class Pipeline:
     """Read one capture, or a rotation set read as one stream, once; yield each connection when
     it ends.
 
-    `source` is a path (`-` for stdin) or a sequence of paths: a rotation set, read in order
+    `source` is a path (`str` or `os.PathLike`; `-` for stdin), a binary file object open for
+    reading, or a sequence of paths: a rotation set, read in order
     through one decoder and one connection table, frame numbers continuing from file to file. A
     single file that cannot be opened raises `CaptureError` here, before any work; a member of a
     set that cannot be opened is skipped (its `FileRun.error` says why), and `FlowlensError` is
@@ -70,7 +72,7 @@ class Pipeline:
 
     def __init__(
         self,
-        source: str | Sequence[str],
+        source: str | os.PathLike | BinaryIO | Sequence[str | os.PathLike],
         config: Config | None = None,
         *,
         analyzers: Iterable[Analyzer] = (),
@@ -93,11 +95,12 @@ class Pipeline:
         )
         self.progress = progress
         self.results: dict[Analyzer, object] = {}
-        if isinstance(source, (str, os.PathLike)):
-            self.path = os.fspath(source)
+        if isinstance(source, (str, os.PathLike)) or hasattr(source, "read"):
+            # one path, or a binary file object (the capture names it by its .name)
+            self._capture = open_capture(source)  # raises CaptureError before any work
+            self.path = self._capture.path
             self.paths = [self.path]
             self._rotation = False
-            self._capture = open_capture(self.path)  # raises CaptureError before any work
             self.stats: CaptureStats = self._capture.stats
         else:
             self.paths = [os.fspath(p) for p in source]
