@@ -76,6 +76,15 @@ def table_options(func: Callable) -> Callable:
         help="Seconds without a packet after which an established TCP connection ends (Zeek: 300).",
     )(func)
     func = click.option(
+        "-f",
+        "--filter",
+        "read_filter",
+        metavar="EXPR",
+        default=_CONFIG.read_filter,
+        help="Read filter in tcpdump's syntax ('tcp port 5432'), run by libpcap on each frame "
+        "before it is decoded; frames it turns away are not analysed.",
+    )(func)
+    func = click.option(
         "--udp-timeout",
         type=click.FloatRange(min=0.001),
         default=_CONFIG.udp_idle_s,
@@ -137,6 +146,7 @@ def config_from(kwargs: dict) -> Config:
         tcp_idle_s=kwargs.pop("idle_timeout", d.tcp_idle_s),
         udp_idle_s=kwargs.get("udp_timeout", d.udp_idle_s),
         icmp_idle_s=kwargs.pop("udp_timeout", d.icmp_idle_s),
+        read_filter=kwargs.pop("read_filter", d.read_filter) or None,
     )
 
 

@@ -209,6 +209,9 @@ class Config:
     close_linger_s: float = 5.0
     #: verify checksums (bad ones are flagged, never dropped)
     verify_checksums: bool = True
+    #: a BPF read filter in tcpdump's syntax (`tcp port 5432`), run by libpcap on each frame
+    #: before it is decoded (flowlens.core.bpf); frames it turns away are counted, not analysed
+    read_filter: str | None = None
 
     @property
     def time_wait_ns(self) -> int:

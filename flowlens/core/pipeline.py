@@ -95,6 +95,13 @@ class Pipeline:
         )
         self.progress = progress
         self.results: dict[Analyzer, object] = {}
+        #: the read filter (Config.read_filter), compiled by libpcap; None without one
+        self.bpf = None
+        if self.config.read_filter:
+            from .bpf import BpfFilter, check_filter
+
+            check_filter(self.config.read_filter)  # a bad expression fails before any work
+            self.bpf = BpfFilter(self.config.read_filter)
         if isinstance(source, (str, os.PathLike)) or hasattr(source, "read"):
             # one path, or a binary file object (the capture names it by its .name)
             self._capture = open_capture(source)  # raises CaptureError before any work
@@ -119,6 +126,11 @@ class Pipeline:
     @property
     def non_ip(self) -> Counter:
         return self.decoder.non_ip
+
+    @property
+    def filtered_out(self) -> int:
+        """Frames the read filter turned away (0 without one)."""
+        return self.bpf.rejected if self.bpf is not None else 0
 
     def __iter__(self) -> Iterator[Connection]:
         # The collector's passes over tens of thousands of live connections cost a third of the
@@ -173,6 +185,7 @@ class Pipeline:
         decode = self.decoder.decode_frame
         table = self.table  # compiled: `table.add` is a direct C call
         progress = self.progress
+        bpf = self.bpf
         raw = cap._raw
         size = None
         if progress is not None:
@@ -184,7 +197,12 @@ class Pipeline:
             for ref in cap.frames():
                 if offset:
                     ref.frame += offset  # (the reader sets it afresh for each frame)
-                pkt = decode(ref)
+                if bpf is None or bpf.matches(
+                    ref.linktype, ref.buf[ref.start : ref.end], ref.wirelen
+                ):
+                    pkt = decode(ref)
+                else:
+                    pkt = None  # turned away by the read filter (counted in bpf.rejected)
                 if pkt is not None:
                     finished = table.add(pkt)
                     if finished:
