@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from flowlens.cli import cli
-from flowlens.core.connections import Config, format_addr
+from flowlens.core.connections import format_addr
 from flowlens.core.pipeline import analyze
 from flowlens.reports.states import STATES, SocketStates, states_figure, tick_times
 
@@ -97,7 +97,7 @@ def test_counts_agree_with_state_at_everywhere(tmp_path):
     """SocketStates is Connection.state_at summed per host, at every instant sampled."""
     path = capture(tmp_path, "incident")
     a = analyze(path)
-    index = SocketStates(Config().time_wait_ns)
+    index = SocketStates()
     for c in a.connections:
         index.add(c)
     first, last = a.stats.first_ts_ns, a.stats.last_ts_ns
@@ -105,7 +105,7 @@ def test_counts_agree_with_state_at_everywhere(tmp_path):
     for t, counts in zip(times, index.series(times)):
         want: dict[str, Counter] = {}
         for c in a.connections:
-            if c.tcp is None or c.closed_by == "idle" and t >= c.end_ts_ns:
+            if c.tcp is None:
                 continue
             for side, host in ((0, c.orig_h), (1, c.resp_h)):
                 state = c.state_at(side, t).value
@@ -171,7 +171,7 @@ def test_listening_services(tmp_path):
 def test_plot_data(pileup, tmp_path):
     path, starts = pileup
     a = analyze(path)
-    index = SocketStates(Config().time_wait_ns)
+    index = SocketStates()
     for c in a.connections:
         index.add(c)
     fig, left_out = states_figure(index, a.stats.first_ts_ns, a.stats.last_ts_ns)
@@ -245,7 +245,7 @@ def test_series_records_are_the_counts_of_hosts_with_sockets_then_or_just_before
     frames = pcapgen.syn_flood(count=300, duration=3.0) + pcapgen.time_wait_pileup(count=N)
     frames.sort(key=lambda f: f[0])
     a = analyze(capture(tmp_path, "flood", frames))
-    index = SocketStates(Config().time_wait_ns)
+    index = SocketStates()
     for c in a.connections:
         index.add(c)
     first, last = a.stats.first_ts_ns, a.stats.last_ts_ns

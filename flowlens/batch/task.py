@@ -285,7 +285,7 @@ def run_task(task: Task) -> TaskResult:
 def _detector(thresholds, config: Config):
     from ..analyzers.anomalies.detector import AnomalyDetector
 
-    return AnomalyDetector(thresholds, msl_s=config.msl_s)
+    return AnomalyDetector(thresholds)
 
 
 @dataclass(slots=True)

@@ -192,7 +192,7 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
     )
     selection = selection_from(kwargs)
     config = config_from(kwargs)
-    detector = AnomalyDetector(thresholds, msl_s=config.msl_s)
+    detector = AnomalyDetector(thresholds)
     pipe, progress = open_pipeline(capture, config, detector.observers)
     seen = 0
     try:

@@ -44,12 +44,9 @@ cdef class Connection:
     cdef public bint _done
     cdef public bint _held
     cdef public bint _closing
-    cdef public long long _time_wait_ns
 
     cpdef void swap_roles(self)
     cpdef object state_at(self, int side, long long ts_ns)
-    @cython.locals(start=cython.longlong)
-    cdef int _code_at(self, int side, int code, long long ts_ns)
     cdef tuple _end_states(self)
     cdef str _end_state(self, int side)
     cpdef dict to_record(self)
@@ -72,7 +69,7 @@ cdef class ConnectionTable:
     cdef public long long _udp_idle
     cdef public long long _dns_idle
     cdef public long long _icmp_idle
-    cdef public long long _tw
+    cdef tuple _timers
     cdef list _recent_slots
     cdef list _spare
     cdef long long _due
@@ -81,7 +78,6 @@ cdef class ConnectionTable:
     cdef bint _closed(self, Connection c) except -1
     cdef void _notify(self, Connection c, Packet pkt, bint from_orig)
     cdef void _prune(self)
-    cdef object _tw_end(self, Connection c)
     cdef long long _deadline(self, Connection c) except *
     cdef void _schedule(self, Connection c, object deadline=*)
     cdef Connection _finish(self, Connection c, long long end_ns, str why)

@@ -201,7 +201,7 @@ class _Gather:
         self.options = options
         self.collector = collector
         self.detector = detector
-        self.states = SocketStates(config.time_wait_ns)
+        self.states = SocketStates()
         self.rtt_agg = Aggregator("server")
         self.rtt_series: dict[str, Series] = {}
         self.records: list[dict] = []
@@ -282,7 +282,7 @@ def build_report(
     config = config or Config()
     options = options or ReportOptions()
     tcp = TcpAnalyzer(keep_frames=True)
-    detector = AnomalyDetector(options.thresholds, tcp=tcp, msl_s=config.msl_s)
+    detector = AnomalyDetector(options.thresholds, tcp=tcp)
     marks = _FrameMarks(n.frame for n in options.notes if n.frame is not None)
 
     def first_ns() -> int | None:  # asked on a connection's first packet, once `pipe` runs

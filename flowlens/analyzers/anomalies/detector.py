@@ -194,14 +194,11 @@ class AnomalyDetector:
         self,
         thresholds: Thresholds | None = None,
         tcp: TcpAnalyzer | None = None,
-        msl_s: float = 30.0,
     ) -> None:
         self.thresholds = thresholds or Thresholds()
         #: the TCP analyzer; pass your own (keep_frames=True) to share it with other views
         self.tcp = tcp or TcpAnalyzer()
         self.observers = [self.tcp]
-        #: maximum segment lifetime of the connection table's Config (TIME_WAIT = 2 x MSL)
-        self.msl_s = msl_s
         self._reset()
 
     def _reset(self) -> None:
@@ -211,7 +208,7 @@ class AnomalyDetector:
 
         self._icmp_finding, self._segment_findings = icmp_finding, segment_findings
 
-        self._hosts = HostFacts(self.thresholds, self.msl_s)
+        self._hosts = HostFacts(self.thresholds)
         self._single: list[tuple[str, Anomaly]] = []  # (uid, finding about that connection)
         self._unanswered = defaultdict(list)
         self._refused = defaultdict(list)
