@@ -18,8 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 from flowlens.analyzers.anomalies.detector import AnomalyDetector
-from flowlens.analyzers.packetlog import PacketCollector, StateChange, select_logs
-from flowlens.analyzers.packetlog import tcp_analysis_notes
+from flowlens.analyzers.packetlog import (
+    PacketCollector,
+    StateChange,
+    select_logs,
+    tcp_analysis_notes,
+)
 from flowlens.analyzers.tcpanalysis import state_of
 from flowlens.cli import cli
 from flowlens.core.connections import Config
