@@ -17,7 +17,8 @@ What one wanted connection costs depends on the mode:
 
 Each row records the endpoints' states *after* the packet (observers run after the table applied
 it) and the transitions it caused, read from `TcpTracker.timeline`. Findings come from the core's
-own signals (retransmission counter, zero window, handshake legs, RST) and, when a `notes` source
+own signals (the record's retransmission counter, which the TCP analysis keeps when it runs,
+zero window, handshake legs, RST) and, when a `notes` source
 is given (`tcp_analysis_notes`: flowlens.analyzers.tcpanalysis's `TcpAnalyzer`, run on the kept
 connections only), from its per-frame analysis notes, which replace the rough core signals.
 """

@@ -70,6 +70,7 @@ _CONNECTION_TYPES = {
     "ackdat_ms": pa.float64(),
     "irtt_ms": pa.float64(),
     "retransmissions": pa.int64(),
+    "out_of_order": pa.int64(),
     "syn_retries": pa.int64(),
 }
 

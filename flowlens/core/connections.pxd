@@ -6,7 +6,7 @@
 cimport cython
 
 from flowlens.core.decode cimport Packet, PacketObserver
-from flowlens.core.tcpstate cimport TcpTracker, seq_after
+from flowlens.core.tcpstate cimport TcpTracker
 from flowlens.core.zeekstate cimport ZeekTcp, ZeekUdp
 
 
@@ -32,7 +32,7 @@ cdef class Connection:
     cdef public bint originator_inferred
     cdef public bint flipped
     cdef public long long retransmissions
-    cdef long long _next_seq[2]
+    cdef public long long out_of_order
     cdef public long long bad_checksums
     cdef public object icmp_errors
     cdef public object vlan

@@ -35,7 +35,7 @@ from .decode import (
     PacketObserver,
 )
 from .services import TCP_SERVICES, UDP_SERVICES, is_well_known, service_name
-from .tcpstate import TcpState, TcpTracker, seq_after
+from .tcpstate import TcpState, TcpTracker
 from .zeekstate import ZEEK_LIKELY_SERVER_PORTS_TCP as _ZEEK_TCP
 from .zeekstate import ZeekTcp, ZeekUdp, icmp_conn_state, zeek_flips
 
@@ -58,7 +58,7 @@ _ICMP6_REPLIES = {v: k for k, v in _ICMP6_PAIRS.items()}
 #: are slow Python-level code)
 _STATE_NAMES = tuple(s.value for s in TcpState)
 
-#: "None" in Connection._next_seq and TcpTracker's arrays (the same value as tcpstate._UNSET)
+#: "None" in TcpTracker's arrays (the same value as tcpstate._UNSET)
 _UNSET = cython.declare(cython.longlong, -0x4000000000000000)
 #: connections the table remembers by their ports, to find a packet's without its key
 _RECENT_SLOTS = cython.declare(cython.int, 256)
@@ -254,8 +254,11 @@ class Connection:
         "udp",  # ZeekUdp (UDP only): Zeek's history letters and conn_state
         "originator_inferred",
         "flipped",  # the first packet came from the responder
+        # segments the TCP analysis (flowlens.analyzers.tcpanalysis, Wireshark's rules) flagged
+        # as retransmitted (retransmission, fast or spurious), and as out of order: it counts
+        # them here as it classifies them; 0 when it did not run (and for UDP/ICMP)
         "retransmissions",
-        "_next_seq",  # [orig, resp] highest sequence number sent + 1 (TCP), _UNSET before any
+        "out_of_order",
         "bad_checksums",
         "icmp_errors",  # [(ts_ns, frame, type, code, reporter)] ICMP errors quoting this flow
         "vlan",
@@ -300,7 +303,7 @@ class Connection:
         self.originator_inferred = False
         self.flipped = False
         self.retransmissions = 0
-        self._next_seq = [_UNSET, _UNSET]
+        self.out_of_order = 0
         self.bad_checksums = 0
         self.icmp_errors = None
         self.vlan = pkt.vlan
@@ -325,11 +328,6 @@ class Connection:
     def payload(self) -> list[int]:
         """[orig, resp] transport payload bytes (a new list: read-only)."""
         return [self._payload[0], self._payload[1]]
-
-    @property
-    def next_seq(self) -> list[int | None]:
-        """[orig, resp] highest sequence number sent + 1 (TCP), None before any (read-only)."""
-        return [None if n == _UNSET else n for n in (self._next_seq[0], self._next_seq[1])]
 
     @property
     def ip_bytes(self) -> list[int]:
@@ -378,7 +376,6 @@ class Connection:
         self._pkts[0], self._pkts[1] = self._pkts[1], self._pkts[0]
         self._payload[0], self._payload[1] = self._payload[1], self._payload[0]
         self._ip_bytes[0], self._ip_bytes[1] = self._ip_bytes[1], self._ip_bytes[0]
-        self._next_seq[0], self._next_seq[1] = self._next_seq[1], self._next_seq[0]
         self.flipped = not self.flipped
         if self.tcp is not None:
             self.tcp.swap()
@@ -549,6 +546,7 @@ class Connection:
             "ackdat_ms": ackdat,
             "irtt_ms": irtt,
             "retransmissions": self.retransmissions,
+            "out_of_order": self.out_of_order,
             "syn_retries": syn_retries,
         }
 
@@ -613,6 +611,7 @@ RECORD_FIELDS = tuple(
         "ackdat_ms",
         "irtt_ms",
         "retransmissions",
+        "out_of_order",
         "syn_retries",
     ]
 )
@@ -850,11 +849,6 @@ class ConnectionTable:
         side=cython.int,
         seq=cython.longlong,
         plen=cython.longlong,
-        span=cython.longlong,
-        end=cython.longlong,
-        nxt=cython.longlong,
-        keepalive=cython.bint,
-        answers_syn=cython.bint,
         observer=object,
     )
     def _tcp(self, pkt: Packet, done: list) -> None:
@@ -889,25 +883,6 @@ class ConnectionTable:
         side = 0 if from_orig else 1
         self._count(c, pkt, side)
         seq, plen = pkt.seq, pkt.plen
-        # retransmission: a segment carrying sequence space that was already sent
-        span = plen + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)
-        if span and not flags & _RST:
-            nxt = c._next_seq[side]
-            end = (seq + span) & 0xFFFFFFFF
-            if nxt == _UNSET:
-                c._next_seq[side] = end
-            elif seq_after(nxt, seq):
-                keepalive = (
-                    plen <= 1 and not flags & (_SYN | _FIN) and ((nxt - seq) & 0xFFFFFFFF) == 1
-                )
-                # simultaneous open: each side's SYN/ACK repeats its own SYN's sequence number
-                answers_syn = flags & _SYN and flags & _ACK and not c.tcp._synack_count[side]
-                if not keepalive and not answers_syn:
-                    c.retransmissions += 1
-                if seq_after(end, nxt):
-                    c._next_seq[side] = end
-            else:
-                c._next_seq[side] = end
         c.tcp.packet(side, flags, seq, pkt.ack, plen, pkt.ts_ns, pkt.frame)
         if c.zeek.packet(
             from_orig, flags, seq, pkt.ack, plen, pkt.win, pkt.bad_checksum, pkt.caplen_short > 0
