@@ -267,6 +267,9 @@ class PacketCollector:
         self.breaks = breaks
         self.notes = notes
         self.kept = 0  # connections kept so far
+        # without a notes source, a count-only TcpAnalyzer on the kept connections keeps the
+        # record's retransmission counter, which the rough core signals read (made when needed)
+        self._counter = None
 
     def __call__(self, conn: Connection, pkt: Packet, from_orig: bool) -> None:
         ext = conn.ext
@@ -342,6 +345,12 @@ class PacketCollector:
                 entered = tuple((side, state.value) for _t, _f, side, state in changes)
                 log._tl_len = n
             orig_state, resp_state = tcp.state[0].value, tcp.state[1].value
+            if self.notes is None:
+                if self._counter is None:
+                    from .tcpanalysis import TcpAnalyzer
+
+                    self._counter = TcpAnalyzer()
+                self._counter(conn, pkt, from_orig)  # (once per packet, with any other one)
             findings = self._core_findings(log, conn, pkt, side)
         elif pkt.proto != 17:
             icmp = (pkt.sport, pkt.dport)
