@@ -110,6 +110,29 @@ def test_timeline_and_ladder_follow_the_tracker(path):
                 assert conn.tcp.state_at(item.side, item.ts_ns).value == item.state, conn.uid
         ladder = build_ladder(conn, log)
         assert ladder.steps[-1].after == ends, conn.uid
+        _check_holds(conn)
+
+
+def _check_holds(conn):
+    """The tracker's C answers for the port arithmetic say what its spans say."""
+    t = conn.tcp
+    end = conn.end_ts_ns
+    spans = t.spans()
+    for side in (0, 1):
+        tw = [(a, b) for s, st, a, b, _f, _t in spans if s == side and st.value == "TIME_WAIT"]
+        assert t.time_wait_spell(side) == (tw[-1] if tw else None)
+        mine = [sp for sp in spans if sp[0] == side]
+        if tw:
+            want = tw[-1][1]
+        elif not mine:
+            want = end
+        elif mine[-1][1].value == "CLOSED":
+            want = mine[-1][2]
+        elif mine[-1][5] and mine[-1][3] < end:
+            want = mine[-1][3]
+        else:
+            want = end
+        assert t.held_until_ns(side, end) == want, conn.uid
 
 
 @pytest.mark.parametrize("path", CAPTURES)

@@ -58,6 +58,8 @@ cdef class TcpTracker:
     cpdef object state_at(self, int side, long long ts_ns)
     cdef long long _tw_end(self, int side)
     cpdef object time_wait_end_ns(self, int side)
+    cpdef object time_wait_spell(self, int side)
+    cpdef long long held_until_ns(self, int side, long long open_end_ns)
     cpdef object settled_ns(self)
     cpdef void cut_time_wait(self, long long ts_ns, long long frame)
     cpdef list spans(self)

@@ -504,6 +504,36 @@ class TcpTracker:
         end = self._tw_end(side)
         return None if end == _UNSET else end
 
+    def time_wait_spell(self, side: int) -> tuple[int, int | None] | None:
+        """(start_ns, end_ns) of `side`'s TIME_WAIT (the end as `time_wait_end_ns`, None
+        without a timer), or None when it never entered TIME_WAIT: the one answer the port
+        arithmetic asks of every TCP connection, without building `spans`."""
+        start = self._tw_start[side]
+        if start == _UNSET:
+            return None
+        end = self._tw_end(side)
+        return (start, None if end == _UNSET else end)
+
+    @cython.locals(code=cython.int, since=cython.longlong, limit=cython.longlong, e=cython.longlong)
+    def held_until_ns(self, side: int, open_end_ns: int) -> int:
+        """Until when `side` held its socket (its local port), by the rule above: the end of
+        its TIME_WAIT; its last change when it closed without one; the moment a timed state
+        gave up, if before `open_end_ns`; else `open_end_ns` (the caller's end of the record:
+        the socket was still open then). The same answer as `spans`, as a C number."""
+        if self._tw_start[side] != _UNSET:
+            e = self._tw_end(side)
+            return open_end_ns if e == _UNSET else e
+        code = self._state[side]
+        since = self._since[side]
+        if since == _UNSET:
+            return open_end_ns  # it never changed state
+        if code == _S_CLOSED:
+            return since
+        limit = self._limit(code)
+        if limit != _UNSET and since + limit < open_end_ns:
+            return since + limit
+        return open_end_ns
+
     @property
     def time_wait_start(self) -> list[int | None]:
         """[orig, resp] ts_ns each side entered TIME_WAIT, or None (the same as `tw_start`)."""

@@ -21,7 +21,7 @@ import cython
 from ...core.connections import Connection, format_addr
 from ...core.decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
 from ...core.services import EPHEMERAL_RANGES, fits_ranges
-from ...core.tcpstate import CLOSED, TIME_WAIT, TcpTracker
+from ...core.tcpstate import TcpTracker
 from ..tcpanalysis import TcpaState, state_of
 from .connection_findings import is_port_unreachable
 from .detector import Anomaly, _ep, _s, _sample, _secs
@@ -362,42 +362,32 @@ def _floods(attempts, th, claimed: set) -> list[Anomaly]:
 
 # ---------------------------------------------------------------------------- TIME_WAIT and ports
 @cython.locals(
-    t=TcpTracker, side=cython.int, until=cython.longlong, first=cython.longlong,
+    t=TcpTracker, until=cython.longlong, first=cython.longlong, open_end=cython.longlong,
     tw0_a=cython.longlong, tw0_b=cython.longlong, tw1_a=cython.longlong, tw1_b=cython.longlong,
-    reused=cython.longlong, k=cython.Py_ssize_t, p=cython.p_longlong, span=tuple,
-    last0=tuple,
+    reused=cython.longlong, k=cython.Py_ssize_t, p=cython.p_longlong,
 )  # fmt: skip
 def _hold_into(holds, c, end_ns: int) -> None:
     """Append the client port's hold by connection `c` to `holds`, a HostFacts.holds record
     (see _HOLD).
 
-    From the tracker's spans (`TcpTracker.spans`: how long each state lasted, its TIME_WAIT cut
-    short on reuse): each side's TIME_WAIT spell; the client's port is held until its TIME_WAIT
-    ends, or until the client side closed without one (its last state change), or gave up on a
-    timer (an attempt's SYN retries spent), else to the end of the record. Compiled, the record
-    is written into the array without a Python number (this runs for every TCP connection)."""
+    The tracker answers (`TcpTracker.time_wait_spell`, `held_until_ns`: the rule of
+    `TcpTracker.spans`): each side's TIME_WAIT spell, cut short on reuse; the client's port is
+    held until its TIME_WAIT ends, or until the client side closed without one (its last state
+    change), or gave up on a timer (an attempt's SYN retries spent), else to the end of the
+    record. Compiled, the record is written into the array without a Python number (this runs
+    for every TCP connection)."""
     t = c.tcp
+    open_end = end_ns if end_ns > c.last_ts_ns else c.last_ts_ns
     tw0_a = tw0_b = tw1_a = tw1_b = -1
-    last0 = None
-    for span in t.spans():
-        side = span[0]
-        if span[1] is TIME_WAIT:
-            if side == 0:
-                tw0_a = span[2]
-                tw0_b = end_ns if span[3] is None else span[3]
-            else:
-                tw1_a = span[2]
-                tw1_b = end_ns if span[3] is None else span[3]
-        if side == 0:
-            last0 = span
-    if tw0_a != -1:
-        until = tw0_b
-    elif last0 is not None and last0[1] is CLOSED:
-        until = last0[2]
-    elif last0 is not None and last0[5]:
-        until = last0[3]
-    else:
-        until = end_ns if end_ns > c.last_ts_ns else c.last_ts_ns
+    spell = t.time_wait_spell(0)
+    if spell is not None:
+        tw0_a = spell[0]
+        tw0_b = end_ns if spell[1] is None else spell[1]
+    spell = t.time_wait_spell(1)
+    if spell is not None:
+        tw1_a = spell[0]
+        tw1_b = end_ns if spell[1] is None else spell[1]
+    until = t.held_until_ns(0, open_end)
     first = c.first_ts_ns
     if until < first:
         until = first
