@@ -48,7 +48,7 @@ def default_analyzers(
 ) -> list[Analyzer]:
     """The analyzers `analyze` runs when none are named: TCP analysis, RTT, anomaly detection."""
     cfg = config or Config()
-    return [TcpAnalyzer(), RttCollector(), AnomalyDetector(thresholds, msl_s=cfg.msl_s)]
+    return [TcpAnalyzer(), RttCollector(), AnomalyDetector(thresholds)]
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from flowlens.cli import cli
-from flowlens.core.connections import Config, format_addr
+from flowlens.core.connections import format_addr
 from flowlens.core.pipeline import analyze
 from flowlens.reports.states import STATES, SocketStates, states_figure, tick_times
 
@@ -97,7 +97,7 @@ def test_counts_agree_with_state_at_everywhere(tmp_path):
     """SocketStates is Connection.state_at summed per host, at every instant sampled."""
     path = capture(tmp_path, "incident")
     a = analyze(path)
-    index = SocketStates(Config().time_wait_ns)
+    index = SocketStates()
     for c in a.connections:
         index.add(c)
     first, last = a.stats.first_ts_ns, a.stats.last_ts_ns
@@ -105,7 +105,7 @@ def test_counts_agree_with_state_at_everywhere(tmp_path):
     for t, counts in zip(times, index.series(times)):
         want: dict[str, Counter] = {}
         for c in a.connections:
-            if c.tcp is None or c.closed_by == "idle" and t >= c.end_ts_ns:
+            if c.tcp is None:
                 continue
             for side, host in ((0, c.orig_h), (1, c.resp_h)):
                 state = c.state_at(side, t).value
@@ -171,7 +171,7 @@ def test_listening_services(tmp_path):
 def test_plot_data(pileup, tmp_path):
     path, starts = pileup
     a = analyze(path)
-    index = SocketStates(Config().time_wait_ns)
+    index = SocketStates()
     for c in a.connections:
         index.add(c)
     fig, left_out = states_figure(index, a.stats.first_ts_ns, a.stats.last_ts_ns)
@@ -245,7 +245,7 @@ def test_series_records_are_the_counts_of_hosts_with_sockets_then_or_just_before
     frames = pcapgen.syn_flood(count=300, duration=3.0) + pcapgen.time_wait_pileup(count=N)
     frames.sort(key=lambda f: f[0])
     a = analyze(capture(tmp_path, "flood", frames))
-    index = SocketStates(Config().time_wait_ns)
+    index = SocketStates()
     for c in a.connections:
         index.add(c)
     first, last = a.stats.first_ts_ns, a.stats.last_ts_ns
@@ -264,3 +264,82 @@ def test_series_records_are_the_counts_of_hosts_with_sockets_then_or_just_before
     assert not isinstance(got, list)  # streamed
     assert list(got) == want == index.series_records(times, first)
     assert len({r["host"] for r in want}) > 300  # the flood's sources are in it
+
+
+# ---------------------------------------------------------------------- the idle rule (TcpTracker)
+def _quiet_captures(tmp_path):
+    """An unanswered SYN (retried once), a half-open connection (established, then silent) and,
+    to make the capture last, a UDP packet every 50 s for 10 minutes on another host."""
+    syn = pcapgen.Conversation(cport=41000)
+    syn.c(pcapgen.SYN, dt=0.0)
+    syn.c(pcapgen.SYN, seq=syn.isn_c, dt=1.0)
+    quiet = pcapgen.Conversation(cport=42000)
+    quiet.handshake()
+    quiet.exchange()
+    ticks = []
+    for i in range(13):
+        ticks += pcapgen.udp_exchange(src="192.0.2.99", sport=50000 + i, t=pcapgen.T0 + 50.0 * i)
+    frames = sorted(syn.frames + quiet.frames + ticks, key=lambda f: f[0])
+    return capture(tmp_path, "quiet", frames)
+
+
+def test_quiet_connections_states_and_flows_agree(tmp_path):
+    """An unanswered SYN gives up 127 s after its first SYN (Linux: tcp_syn_retries = 6); an
+    ESTABLISHED connection with no traffic stays ESTABLISHED to the end (Linux keeps it: no
+    keep-alive by default), past the table's 5 min idle timeout. flows and states --at end say
+    the same."""
+    path = _quiet_captures(tmp_path)
+    flows = [json.loads(x) for x in invoke("flows", path, "--format", "json").stdout.splitlines()]
+    tcp = {r["id.orig_p"]: (r["orig_state"], r["resp_state"]) for r in flows if r["proto"] == "tcp"}
+    assert tcp == {41000: ("CLOSED", "CLOSED"), 42000: ("ESTABLISHED", "ESTABLISHED")}
+    at_end = {
+        r["host"]: r
+        for r in map(
+            json.loads,
+            invoke("states", path, "--at", "end", "--format", "json").stdout.splitlines(),
+        )
+    }
+    assert at_end[CLIENT]["ESTABLISHED"] == 1 and at_end[CLIENT]["SYN_SENT"] == 0
+    assert at_end[CLIENT]["total"] == 1
+    # at +100 s the SYN was still being retried
+    at_100 = {
+        r["host"]: r
+        for r in map(
+            json.loads,
+            invoke("states", path, "--at", "+100s", "--format", "json").stdout.splitlines(),
+        )
+    }
+    assert at_100[CLIENT]["SYN_SENT"] == 1
+    # the timeline shows the attempt giving up, with no frame
+    rows = [
+        json.loads(x)
+        for x in invoke("timeline", path, "--port", "41000", "--format", "json").stdout.splitlines()
+    ]
+    assert rows[-1]["frame"] is None and rows[-1]["orig_state"] == "CLOSED"
+    assert rows[-1]["time_s"] == 127.0
+    assert rows[-1]["notes"] == ["SYN_SENT given up (SYN retries exhausted)"]
+
+
+def test_tracker_time_wait_end_and_spans(tmp_path):
+    """The tracker's accessors: TIME_WAIT ends after 2 x MSL, or where a reuse cut it."""
+    a = analyze(capture(tmp_path, "port-reuse", pcapgen.port_reuse(gap=2.0)))
+    first, second = [c for c in a.connections if c.tcp is not None]
+    t = first.tcp
+    side = 0 if t.tw_start[0] is not None else 1
+    start = t.tw_start[side]
+    assert t.time_wait_ns == 60_000_000_000
+    assert t.tw_cut_short and second.reused_in_time_wait
+    assert t.time_wait_end_ns(side) == second.first_ts_ns  # cut by the new SYN
+    assert t.state_at(side, start).value == "TIME_WAIT"
+    assert t.state_at(side, second.first_ts_ns).value == "CLOSED"
+    assert t.time_wait_end_ns(1 - side) is None
+    tw = [s for s in t.spans() if s[1].value == "TIME_WAIT"]
+    assert tw == [(side, tw[0][1], start, second.first_ts_ns, tw[0][4], False)]
+    assert t.settled_ns() is None  # nothing left to time out: it is CLOSED
+    # the second connection closes normally: its TIME_WAIT runs the full 2 x MSL
+    t2 = second.tcp
+    side2 = 0 if t2.tw_start[0] is not None else 1
+    assert t2.time_wait_end_ns(side2) == t2.tw_start[side2] + 60_000_000_000
+    assert t2.state_at(side2, t2.tw_start[side2] + 59_999_999_999).value == "TIME_WAIT"
+    assert t2.state_at(side2, t2.tw_start[side2] + 60_000_000_000).value == "CLOSED"
+    assert [s[5] for s in t2.spans() if s[1].value == "TIME_WAIT"] == [True]

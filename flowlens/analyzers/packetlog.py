@@ -17,10 +17,10 @@ What one wanted connection costs depends on the mode:
 
 Each row records the endpoints' states *after* the packet (analyzers run after the table applied
 it) and the transitions it caused, read from `TcpTracker.timeline`. Findings come from the core's
-own signals (retransmission counter, zero window, handshake legs, RST) and, when a `tcp` analyzer
-is given (a `TcpAnalyzer(keep_frames=True)`, a dependency that sees each packet first; give it
-the same `wants` to analyse the kept connections only), from its per-frame analysis notes, which
-replace the rough core signals.
+own signals (the record's retransmission counter, which the TCP analysis keeps, zero window,
+handshake legs, RST) and, when a `tcp` analyzer is given (a `TcpAnalyzer(keep_frames=True)`, a
+dependency that sees each packet first; give it the same `wants` to analyse the kept connections
+only), from its per-frame analysis notes, which replace the rough core signals.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from ..core.analyzer import Analyzer, Needs
 from ..core.connections import Connection
 from ..core.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet
-from ..core.tcpstate import TIME_WAIT
+from ..core.tcpstate import TIMER_REASONS
 from .tcpanalysis import TcpAnalyzer
 
 __all__ = [
@@ -264,7 +264,9 @@ class PacketCollector(Analyzer):
         self.kept = 0  # connections kept so far
 
     def dependencies(self) -> tuple:
-        return () if self.tcp is None else (self.tcp,)
+        # without an analyzer of its own, any TcpAnalyzer keeps the record's retransmission
+        # counter, which the rough core signals read
+        return (TcpAnalyzer,) if self.tcp is None else (self.tcp,)
 
     def log_of(self, conn: Connection) -> ConnLog | None:
         """The log of `conn` (complete once the connection ended), or None when not kept."""
@@ -298,13 +300,10 @@ class PacketCollector(Analyzer):
                 if frame is not None:
                     why += f" (frame {frame})"
                 extra.append(StateChange(ts, side, state.value, why))
-            for ts, frame, who, state in conn.timeline:
-                if frame is None and state == "CLOSED":
-                    extra.append(
-                        StateChange(
-                            ts, 0 if who == "orig" else 1, state, "TIME_WAIT over (2 x MSL)"
-                        )
-                    )
+            end = conn.end_ts_ns if conn.end_ts_ns is not None else conn.last_ts_ns
+            for side, state, _start, stop, _frame, timed_out in tcp.spans():
+                if timed_out and stop <= end:  # a timed state ran out (TcpTracker.spans)
+                    extra.append(StateChange(stop, side, "CLOSED", TIMER_REASONS[state]))
             extra.sort(key=lambda e: e.ts_ns)
             log.items = _merge(log.items, extra)
 
@@ -445,16 +444,16 @@ def _merge(items: list, changes: list[StateChange]) -> list:
 
 
 def time_wait_until(conn: Connection) -> list[tuple[int, int]]:
-    """[(side, ns)] for each endpoint still in TIME_WAIT when the record ended: when it runs out."""
+    """[(side, ns)] for each endpoint still in TIME_WAIT when the record ended: when it runs out
+    (`TcpTracker.time_wait_end_ns`)."""
     out = []
     if conn.tcp is None:
         return out
+    record_end = conn.end_ts_ns if conn.end_ts_ns is not None else conn.last_ts_ns
     for side in (0, 1):
-        start = conn.tcp.tw_start[side]
-        if start is not None and conn.tcp.state[side] is TIME_WAIT:
-            end = start + conn._time_wait_ns
-            if end > (conn.end_ts_ns if conn.end_ts_ns is not None else conn.last_ts_ns):
-                out.append((side, end))
+        end = conn.tcp.time_wait_end_ns(side)
+        if end is not None and end > record_end:
+            out.append((side, end))
     return out
 
 

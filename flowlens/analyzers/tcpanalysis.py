@@ -424,7 +424,8 @@ class TcpAnalyzer(Analyzer):
             st.first_rtt_ns = ts - st.mru_syn_ns  # 0 stays unknown, as in Wireshark
         fnext = fwd.nextseq
         if not flags & _SFR and seq == fnext and window and rev.window and fnext:
-            _in_order(self, st, fwd, rev, pkt, flags, seq, ack, seglen, window, ts)
+            if _in_order(self, st, fwd, rev, pkt, flags, seq, ack, seglen, window, ts):
+                c.retransmissions += 1  # (a spurious retransmission: the only kind here)
             return
 
         note = 0
@@ -530,6 +531,12 @@ class TcpAnalyzer(Analyzer):
             elif fwd.zero_window_since_ns is not None:
                 _end_zero_window(fwd, ts)
         _record(self, st, fwd, note, dupnum, seglen, pkt.frame, ts, flags)
+        # the connection record's counts are this analysis (flows.retransmissions: Wireshark's
+        # retransmission + fast + spurious, as TcpaState.retransmitted(); flows.out_of_order)
+        if note & _ANY_RETRANS:
+            c.retransmissions += 1
+        if note & OOO:
+            c.out_of_order += 1
 
 
 # The per-packet helpers are C functions when compiled (`cython.cfunc`), ordinary ones otherwise.
@@ -542,11 +549,12 @@ def _in_order(
     self: TcpAnalyzer, st: TcpaState, fwd: DirectionStats, rev: DirectionStats, pkt: Packet,
     flags: cython.int, seq: cython.longlong, ack: cython.longlong, seglen: cython.longlong,
     window: cython.longlong, ts: cython.longlong,
-) -> None:  # fmt: skip
+) -> cython.bint:  # fmt: skip
     """The general rules above, specialised to the common segment: no SYN, FIN or RST, at
     the next expected sequence number, both windows open. Only window full, window update,
     keep-alive ACK, duplicate ACK, ACKed unseen and spurious retransmission can apply
-    (tests/test_tcpanalysis.py checks both paths against tshark)."""
+    (tests/test_tcpanalysis.py checks both paths against tshark). True when the segment is a
+    (spurious) retransmission."""
     note = 0
     dupnum = 0
     lastack = fwd.lastack
@@ -590,6 +598,7 @@ def _in_order(
     if fwd.zero_window_since_ns is not None:
         _end_zero_window(fwd, ts)
     _record(self, st, fwd, note, dupnum, seglen, pkt.frame, ts, flags)
+    return (note & SPURIOUS) != 0
 
 
 @cython.cfunc

@@ -70,6 +70,7 @@ _CONNECTION_TYPES = {
     "ackdat_ms": pa.float64(),
     "irtt_ms": pa.float64(),
     "retransmissions": pa.int64(),
+    "out_of_order": pa.int64(),
     "syn_retries": pa.int64(),
 }
 
@@ -279,7 +280,7 @@ def run_task(task: Task) -> TaskResult:
 def _detector(thresholds, config: Config):
     from ..analyzers.anomalies.detector import AnomalyDetector
 
-    return AnomalyDetector(thresholds, msl_s=config.msl_s)
+    return AnomalyDetector(thresholds)
 
 
 def _member_of_frame(parts: list[FileRun], frame: int) -> int:

@@ -192,7 +192,7 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
     )
     selection = selection_from(kwargs)
     config = config_from(kwargs)
-    detector = AnomalyDetector(thresholds, msl_s=config.msl_s, selection=selection)
+    detector = AnomalyDetector(thresholds, selection=selection)
     pipe, progress = open_pipeline(capture, config, [detector])
     try:
         for _conn in pipe:

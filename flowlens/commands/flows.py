@@ -7,6 +7,7 @@ from collections import Counter
 
 import click
 
+from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.connections import PROTO_NAMES, RECORD_FIELDS
 from ..reports.formats import human_time, write_records
 from ._common import (
@@ -55,7 +56,7 @@ def flows(capture: str, fmt: str, **kwargs) -> None:
 
     Fields follow Zeek's conn.log (uid, conn_state, history, orig_bytes ...) with flowlens's
     own beside them: each endpoint's TCP state at the end (orig_state, resp_state), handshake
-    and teardown kinds, who closed first, handshake RTT legs, retransmissions. A 5-tuple
+    and teardown kinds, who closed first, handshake RTT legs, retransmitted and out-of-order segments (Wireshark's rules). A 5-tuple
     reused after a close is a new row. json and csv stream rows as connections end; the table
     waits for the capture's end and sorts by start time.
 
@@ -66,7 +67,8 @@ def flows(capture: str, fmt: str, **kwargs) -> None:
     """
     selection = selection_from(kwargs)
     config = config_from(kwargs)
-    pipe, progress = open_pipeline(capture, config)
+    # the TCP analysis counts retransmissions and out-of-order segments into the records
+    pipe, progress = open_pipeline(capture, config, [TcpAnalyzer()])
     per_proto = [0] * 256  # connections by IP protocol number (cheaper than a Counter)
 
     def rows():

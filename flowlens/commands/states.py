@@ -112,7 +112,9 @@ def states(
 ) -> None:
     """Rebuild, for every host seen in CAPTURE, how many TCP sockets it had in each state (ss -s),
     from each endpoint's state timeline. TIME_WAIT counts for 2 x MSL after it starts (--msl),
-    even past the connection's last packet; a CLOSE_WAIT nobody closes stays until the end.
+    even past the connection's last packet; an unanswered SYN (SYN-SENT) for 127 s and a
+    SYN-RECV for 63 s, as Linux retries them; any other state, however quiet, until the end
+    (a CLOSE_WAIT nobody closes stays). At the end the counts are the end states of `flows`.
 
     Default: counts per host and state over time, every --interval. --at gives one moment
     (json: one object per host with its counts by state name). --plot draws the stacked area
@@ -136,7 +138,7 @@ def states(
     check_output(plot_path, formats=PICTURE_FORMATS)
     config = config_from(kwargs)
     pipe, progress = open_pipeline(capture, config)
-    index = SocketStates(config.time_wait_ns, hosts, ports, states)
+    index = SocketStates(hosts, ports, states)
     try:
         for conn in pipe:
             index.add(conn)

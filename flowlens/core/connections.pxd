@@ -7,7 +7,7 @@ cimport cython
 
 from flowlens.core.analyzer cimport Analyzer
 from flowlens.core.decode cimport Packet
-from flowlens.core.tcpstate cimport TcpTracker, seq_after
+from flowlens.core.tcpstate cimport TcpTracker
 from flowlens.core.zeekstate cimport ZeekTcp, ZeekUdp
 
 
@@ -33,7 +33,7 @@ cdef class Connection:
     cdef public bint originator_inferred
     cdef public bint flipped
     cdef public long long retransmissions
-    cdef long long _next_seq[2]
+    cdef public long long out_of_order
     cdef public long long bad_checksums
     cdef public object icmp_errors
     cdef public object vlan
@@ -45,12 +45,9 @@ cdef class Connection:
     cdef public bint _done
     cdef public bint _held
     cdef public bint _closing
-    cdef public long long _time_wait_ns
 
     cpdef void swap_roles(self)
     cpdef object state_at(self, int side, long long ts_ns)
-    @cython.locals(start=cython.longlong)
-    cdef int _code_at(self, int side, int code, long long ts_ns)
     cdef tuple _end_states(self)
     cdef str _end_state(self, int side)
     cpdef dict to_record(self)
@@ -74,7 +71,7 @@ cdef class ConnectionTable:
     cdef public long long _udp_idle
     cdef public long long _dns_idle
     cdef public long long _icmp_idle
-    cdef public long long _tw
+    cdef tuple _timers
     cdef list _recent_slots
     cdef list _spare
     cdef long long _due
@@ -85,7 +82,6 @@ cdef class ConnectionTable:
     cdef void _flip(self, Connection c)
     cdef void _end(self, Connection c)
     cdef void _prune(self)
-    cdef object _tw_end(self, Connection c)
     cdef long long _deadline(self, Connection c) except *
     cdef void _schedule(self, Connection c, object deadline=*)
     cdef Connection _finish(self, Connection c, long long end_ns, str why)

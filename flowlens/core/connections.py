@@ -35,7 +35,7 @@ from .decode import (
     Packet,
 )
 from .services import TCP_SERVICES, UDP_SERVICES, is_well_known, service_name
-from .tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker, seq_after
+from .tcpstate import TcpState, TcpTracker
 from .zeekstate import ZEEK_LIKELY_SERVER_PORTS_TCP as _ZEEK_TCP
 from .zeekstate import ZeekTcp, ZeekUdp, icmp_conn_state, zeek_flips
 
@@ -56,12 +56,9 @@ _ICMP6_REPLIES = {v: k for k, v in _ICMP6_PAIRS.items()}
 
 #: TcpState, and its name, by the index TcpTracker keeps for it (`.value` and an enum's hash
 #: are slow Python-level code)
-_STATES = tuple(TcpState)
 _STATE_NAMES = tuple(s.value for s in TcpState)
-_CODE_CLOSED = cython.declare(cython.int, _STATES.index(CLOSED))
-_CODE_TIME_WAIT = cython.declare(cython.int, _STATES.index(TIME_WAIT))
 
-#: "None" in Connection._next_seq and TcpTracker's arrays (the same value as tcpstate._UNSET)
+#: "None" in TcpTracker's arrays (the same value as tcpstate._UNSET)
 _UNSET = cython.declare(cython.longlong, -0x4000000000000000)
 #: connections the table remembers by their ports, to find a packet's without its key
 _RECENT_SLOTS = cython.declare(cython.int, 256)
@@ -196,6 +193,12 @@ class Config:
 
     #: maximum segment lifetime; TIME_WAIT lasts 2 x MSL (Linux: 60 s)
     msl_s: float = 30.0
+    #: an unanswered connection attempt (SYN_SENT) gives up this long after its first SYN
+    #: (Linux: tcp_syn_retries = 6 from a 1 s RTO: 1+2+4+8+16+32+64 s; see TcpTracker)
+    syn_sent_timeout_s: float = 127.0
+    #: a SYN_RECEIVED without the handshake's ACK gives up this long after its first SYN/ACK
+    #: (Linux: tcp_synack_retries = 5: 1+2+4+8+16+32 s)
+    syn_received_timeout_s: float = 63.0
     #: an established TCP connection with no packet for this long is emitted (Zeek: 5 min)
     tcp_idle_s: float = 300.0
     #: a connection attempt that never got established (SYNs only, or SYN/ACK, no ACK)
@@ -216,6 +219,16 @@ class Config:
     @property
     def time_wait_ns(self) -> int:
         return int(2 * self.msl_s * 1e9)
+
+    @property
+    def state_timers_ns(self) -> tuple[int, int, int]:
+        """(TIME_WAIT, SYN_SENT, SYN_RECEIVED) timers in ns: what the table hands each
+        TcpTracker, which owns what they mean."""
+        return (
+            self.time_wait_ns,
+            int(self.syn_sent_timeout_s * 1e9),
+            int(self.syn_received_timeout_s * 1e9),
+        )
 
 
 class Connection:
@@ -244,8 +257,11 @@ class Connection:
         "udp",  # ZeekUdp (UDP only): Zeek's history letters and conn_state
         "originator_inferred",
         "flipped",  # the first packet came from the responder
+        # segments the TCP analysis (flowlens.analyzers.tcpanalysis, Wireshark's rules) flagged
+        # as retransmitted (retransmission, fast or spurious), and as out of order: it counts
+        # them here as it classifies them; 0 when it did not run (and for UDP/ICMP)
         "retransmissions",
-        "_next_seq",  # [orig, resp] highest sequence number sent + 1 (TCP), _UNSET before any
+        "out_of_order",
         "bad_checksums",
         "icmp_errors",  # [(ts_ns, frame, type, code, reporter)] ICMP errors quoting this flow
         "vlan",
@@ -258,7 +274,6 @@ class Connection:
         "_done",
         "_held",
         "_closing",  # closed, and rescheduled for the shorter close linger
-        "_time_wait_ns",
     )
 
     @cython.locals(pkt=Packet)
@@ -272,7 +287,7 @@ class Connection:
         resp_p,
         pkt: Packet,
         cfg: Config,
-        time_wait_ns=None,
+        timers=None,
     ):
         self.key = key
         self.proto = proto
@@ -282,13 +297,17 @@ class Connection:
         self._pkts = [0, 0]
         self._payload = [0, 0]
         self._ip_bytes = [0, 0]
-        self.tcp = TcpTracker() if proto == _TCP else None
+        if proto == _TCP:
+            # (the table passes its Config's timers; computing them per connection is slow)
+            self.tcp = TcpTracker(*(cfg.state_timers_ns if timers is None else timers))
+        else:
+            self.tcp = None
         self.zeek = ZeekTcp() if proto == _TCP else None
         self.udp = None
         self.originator_inferred = False
         self.flipped = False
         self.retransmissions = 0
-        self._next_seq = [_UNSET, _UNSET]
+        self.out_of_order = 0
         self.bad_checksums = 0
         self.icmp_errors = None
         self.vlan = pkt.vlan
@@ -300,8 +319,6 @@ class Connection:
         self._done = False
         self._held = False
         self._closing = False
-        # (the table passes its Config's TIME_WAIT length; computing it per connection is slow)
-        self._time_wait_ns = cfg.time_wait_ns if time_wait_ns is None else time_wait_ns
         # stable id: "C" + 17 base-62 characters
         self.uid = _uid(pkt.ts_ns, pkt.frame, key[0], key[1], key[2], key[3], key[4])
 
@@ -315,11 +332,6 @@ class Connection:
     def payload(self) -> list[int]:
         """[orig, resp] transport payload bytes (a new list: read-only)."""
         return [self._payload[0], self._payload[1]]
-
-    @property
-    def next_seq(self) -> list[int | None]:
-        """[orig, resp] highest sequence number sent + 1 (TCP), None before any (read-only)."""
-        return [None if n == _UNSET else n for n in (self._next_seq[0], self._next_seq[1])]
 
     @property
     def ip_bytes(self) -> list[int]:
@@ -368,7 +380,6 @@ class Connection:
         self._pkts[0], self._pkts[1] = self._pkts[1], self._pkts[0]
         self._payload[0], self._payload[1] = self._payload[1], self._payload[0]
         self._ip_bytes[0], self._ip_bytes[1] = self._ip_bytes[1], self._ip_bytes[0]
-        self._next_seq[0], self._next_seq[1] = self._next_seq[1], self._next_seq[0]
         self.flipped = not self.flipped
         if self.tcp is not None:
             self.tcp.swap()
@@ -385,36 +396,20 @@ class Connection:
     def missed_bytes(self) -> int:
         return self.zeek.missed_bytes if self.zeek is not None else 0
 
-    @cython.locals(code=cython.int)
     def state_at(self, side: int, ts_ns: int) -> TcpState | None:
-        """TCP state of `side` (0 orig, 1 resp) at `ts_ns`, TIME_WAIT ending after 2 x MSL."""
+        """TCP state of `side` (0 orig, 1 resp) at `ts_ns` (`TcpTracker.state_at`); None for
+        UDP/ICMP."""
         if self.tcp is None:
             return None
-        return _STATES[self._code_at(side, self.tcp.state_code_at(side, ts_ns), ts_ns)]
+        return self.tcp.state_at(side, ts_ns)
 
-    def _code_at(self, side: int, code: int, ts_ns: int) -> int:
-        """`state_at`'s answer, as a TcpState index, from the last state `side` entered at or
-        before `ts_ns` (`code`, -1 if there was none)."""
-        if code < 0:
-            return _CODE_CLOSED
-        if code == _CODE_TIME_WAIT:
-            start = self.tcp._tw_start[side]
-            if start != _UNSET and ts_ns >= start + self._time_wait_ns:
-                return _CODE_CLOSED
-        return code
-
-    @cython.locals(end=cython.longlong, tcp=TcpTracker, orig=cython.int, resp=cython.int)
+    @cython.locals(end=cython.longlong, tcp=TcpTracker)
     def _end_states(self) -> tuple[str, str]:
-        """(orig_state, resp_state) for the record: `state_at` of both sides, as names."""
+        """(orig_state, resp_state) for the record: the tracker's state of both sides when the
+        record ended, as names."""
         end = self.end_ts_ns if self.end_ts_ns is not None else self.last_ts_ns
         tcp = self.tcp
-        if tcp._timeline_max_ns <= end:
-            # no transition after `end` (the usual case): each side's last transition is its
-            # current state (CLOSED, as at the start, if it had none)
-            orig, resp = tcp._state[0], tcp._state[1]
-        else:
-            orig, resp = tcp.state_code_at(0, end), tcp.state_code_at(1, end)
-        return _STATE_NAMES[self._code_at(0, orig, end)], _STATE_NAMES[self._code_at(1, resp, end)]
+        return _STATE_NAMES[tcp.state_index_at(0, end)], _STATE_NAMES[tcp.state_index_at(1, end)]
 
     @property
     def orig_state(self) -> str | None:
@@ -464,24 +459,16 @@ class Connection:
 
     @property
     def timeline(self) -> list[tuple[int, int | None, str, str]]:
-        """[(ts_ns, frame or None, "orig"/"resp", state name)]; TIME_WAIT's end is added
-        (frame None) when it fell before the end of the capture."""
+        """[(ts_ns, frame or None, "orig"/"resp", state name)]: the tracker's timeline, with
+        the CLOSED a timed state (TIME_WAIT, SYN_SENT, SYN_RECEIVED) ran out into (frame None)
+        when that fell before the end of the record (`TcpTracker.spans`)."""
         if self.tcp is None:
             return []
         out = [(t, f, "orig" if s == 0 else "resp", st.value) for t, f, s, st in self.tcp.timeline]
         end = self.end_ts_ns if self.end_ts_ns is not None else self.last_ts_ns
-        for side in (0, 1):
-            start = self.tcp.tw_start[side]
-            if start is not None and self.tcp.state[side] is TIME_WAIT:
-                if start + self._time_wait_ns <= end:
-                    out.append(
-                        (
-                            start + self._time_wait_ns,
-                            None,
-                            "orig" if side == 0 else "resp",
-                            "CLOSED",
-                        )
-                    )
+        for side, _state, _start, stop, _frame, timed_out in self.tcp.spans():
+            if timed_out and stop <= end:
+                out.append((stop, None, "orig" if side == 0 else "resp", "CLOSED"))
         out.sort(key=lambda e: e[0])
         return out
 
@@ -563,6 +550,7 @@ class Connection:
             "ackdat_ms": ackdat,
             "irtt_ms": irtt,
             "retransmissions": self.retransmissions,
+            "out_of_order": self.out_of_order,
             "syn_retries": syn_retries,
         }
 
@@ -627,6 +615,7 @@ RECORD_FIELDS = tuple(
         "ackdat_ms",
         "irtt_ms",
         "retransmissions",
+        "out_of_order",
         "syn_retries",
     ]
 )
@@ -689,7 +678,7 @@ class ConnectionTable:
         self._udp_idle = int(cfg.udp_idle_s * 1e9)
         self._dns_idle = int(min(cfg.dns_idle_s, cfg.udp_idle_s) * 1e9)
         self._icmp_idle = int(cfg.icmp_idle_s * 1e9)
-        self._tw = cfg.time_wait_ns
+        self._timers = cfg.state_timers_ns  # handed to every TcpTracker
 
     def __len__(self) -> int:
         """Connections in memory: open ones and closed ones still in TIME_WAIT."""
@@ -700,30 +689,24 @@ class ConnectionTable:
         # (`_close_complete` is what ZeekTcp.close_complete returns: a C field when compiled)
         return c.tcp.closed_ts is not None or c.zeek._close_complete
 
-    @cython.locals(t=TcpTracker, s=cython.int, end=cython.longlong, found=cython.bint)
-    def _tw_end(self, c: Connection) -> int | None:
-        """When the last TIME_WAIT on `c` runs out, or None if no side is in TIME_WAIT."""
-        t = c.tcp
-        found = False
-        end = 0
-        for s in range(2):
-            if t._state[s] == _CODE_TIME_WAIT and t._tw_start[s] != _UNSET:
-                if not found or t._tw_start[s] + self._tw > end:
-                    end = t._tw_start[s] + self._tw
-                    found = True
-        return end if found else None
-
-    @cython.locals(t=TcpTracker)
+    @cython.locals(t=TcpTracker, d=cython.longlong)
     def _deadline(self, c: Connection) -> int:
         if c._held:
-            return self._tw_end(c) or c.last_ts_ns
+            return c.tcp.settled_ns() or c.last_ts_ns
         if c.tcp is not None:
             if self._closed(c):
                 return c.last_ts_ns + self._linger
             t = c.tcp
             if t.handshake_acked or t.midstream:
                 return c.last_ts_ns + self._tcp_idle
-            return c.last_ts_ns + self._attempt_idle
+            d = c.last_ts_ns + self._attempt_idle
+            # an attempt is kept until its endpoints gave up on it (SYN_SENT, SYN_RECEIVED
+            # timers: TcpTracker), so that the record's end states are final, as a held
+            # TIME_WAIT is (a later `states --at` agrees with `flows`)
+            settled = t.settled_ns()
+            if settled is not None and settled > d:
+                d = settled
+            return d
         if c.proto == _UDP:
             if c.resp_p == 53 or c.orig_p == 53:
                 return c.last_ts_ns + self._dns_idle
@@ -794,7 +777,7 @@ class ConnectionTable:
                 out.append(self._finish(c, d, "closed"))
                 continue
             if c.tcp is not None and self._closed(c):
-                tw_end = self._tw_end(c)
+                tw_end = c.tcp.settled_ns()  # when its TIME_WAIT runs out
                 if tw_end is not None and tw_end > d:
                     self._hold(c, tw_end, out)
                     continue
@@ -841,7 +824,7 @@ class ConnectionTable:
 
     @cython.locals(c=Connection, n=cython.Py_ssize_t)
     def _new(self, key, proto, orig_h, orig_p, resp_h, resp_p, pkt) -> Connection:
-        c = Connection(key, proto, orig_h, orig_p, resp_h, resp_p, pkt, self.config, self._tw)
+        c = Connection(key, proto, orig_h, orig_p, resp_h, resp_p, pkt, self.config, self._timers)
         self._table[key] = c
         self.connections_seen += 1
         n = len(self._table) + len(self._held)
@@ -874,11 +857,6 @@ class ConnectionTable:
         side=cython.int,
         seq=cython.longlong,
         plen=cython.longlong,
-        span=cython.longlong,
-        end=cython.longlong,
-        nxt=cython.longlong,
-        keepalive=cython.bint,
-        answers_syn=cython.bint,
     )
     def _tcp(self, pkt: Packet, done: list) -> None:
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
@@ -912,25 +890,6 @@ class ConnectionTable:
         side = 0 if from_orig else 1
         self._count(c, pkt, side)
         seq, plen = pkt.seq, pkt.plen
-        # retransmission: a segment carrying sequence space that was already sent
-        span = plen + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)
-        if span and not flags & _RST:
-            nxt = c._next_seq[side]
-            end = (seq + span) & 0xFFFFFFFF
-            if nxt == _UNSET:
-                c._next_seq[side] = end
-            elif seq_after(nxt, seq):
-                keepalive = (
-                    plen <= 1 and not flags & (_SYN | _FIN) and ((nxt - seq) & 0xFFFFFFFF) == 1
-                )
-                # simultaneous open: each side's SYN/ACK repeats its own SYN's sequence number
-                answers_syn = flags & _SYN and flags & _ACK and not c.tcp._synack_count[side]
-                if not keepalive and not answers_syn:
-                    c.retransmissions += 1
-                if seq_after(end, nxt):
-                    c._next_seq[side] = end
-            else:
-                c._next_seq[side] = end
         c.tcp.packet(side, flags, seq, pkt.ack, plen, pkt.ts_ns, pkt.frame)
         if c.zeek.packet(
             from_orig, flags, seq, pkt.ack, plen, pkt.win, pkt.bad_checksum, pkt.caplen_short > 0
@@ -980,19 +939,11 @@ class ConnectionTable:
             )
         return True
 
-    @cython.locals(t=TcpTracker, side=cython.int, start=cython.longlong, ts=cython.longlong)
     def _retire(self, old: Connection, pkt: Packet) -> Connection:
         """A new connection takes the 5-tuple: the old one ends here; a TIME_WAIT left on it is
-        cut short (the kernel recycles it, RFC 6191)."""
-        t = old.tcp
-        ts = pkt.ts_ns
-        for side in range(2):
-            if t._state[side] == _CODE_TIME_WAIT:
-                start = t._tw_start[side]
-                if start != _UNSET and ts < start + self._tw:
-                    t.tw_cut_short = True
-                    t._set(side, _CODE_CLOSED, ts, pkt.frame)
-        return self._finish(old, ts, "reused")
+        cut short (`TcpTracker.cut_time_wait`)."""
+        old.tcp.cut_time_wait(pkt.ts_ns, pkt.frame)
+        return self._finish(old, pkt.ts_ns, "reused")
 
     @cython.locals(
         c=Connection, flags=cython.int, sport=cython.int, dport=cython.int, has_syn=cython.bint

@@ -22,6 +22,10 @@ cdef class TcpTracker:
     cdef long long _syn_ts[2]
     cdef long long _synack_ts[2]
     cdef long long _tw_start[2]
+    cdef long long _since[2]
+    cdef long long _tw_ns
+    cdef long long _syn_sent_ns
+    cdef long long _syn_received_ns
     # the timeline: _TL_INLINE (tcpstate.py) changes in arrays, the rest in _tl_more
     cdef int _tl_n
     cdef long long _tl_ts[12]
@@ -49,6 +53,16 @@ cdef class TcpTracker:
     cpdef long long last_change_ns(self, int side)
     cpdef long long closed_at_or_after_ns(self, int side, long long start_ns)
     cdef void _set(self, int side, int new, long long ts_ns, long long frame)
+    cdef long long _limit(self, int code)
+    cpdef int state_index_at(self, int side, long long ts_ns)
+    cpdef object state_at(self, int side, long long ts_ns)
+    cdef long long _tw_end(self, int side)
+    cpdef object time_wait_end_ns(self, int side)
+    cpdef object time_wait_spell(self, int side)
+    cpdef long long held_until_ns(self, int side, long long open_end_ns)
+    cpdef object settled_ns(self)
+    cpdef void cut_time_wait(self, long long ts_ns, long long frame)
+    cpdef list spans(self)
     cpdef void start_midstream(self, long long ts_ns, long long frame)
     cpdef void packet(self, int side, int flags, long long seq, long long ack, long long plen, long long ts_ns, long long frame)
     cdef void _ack(self, int side, int flags, long long ack, long long ts_ns, long long frame)

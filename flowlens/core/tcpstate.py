@@ -20,7 +20,7 @@ import cython
 
 from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
-__all__ = ["TcpState", "TcpTracker", "seq_after", "seq_ge"]
+__all__ = ["TIMER_REASONS", "TcpState", "TcpTracker", "seq_after", "seq_ge"]
 
 
 class TcpState(enum.Enum):
@@ -87,6 +87,13 @@ _UNSET = cython.declare(cython.longlong, -0x4000000000000000)  # no ISN, seq or 
 #: than ten, and later ones go to a list
 _TL_INLINE = cython.declare(cython.int, 12)
 
+#: why a timed state ended without a packet (see `TcpTracker.spans`), for ladders and timelines
+TIMER_REASONS = {
+    TcpState.TIME_WAIT: "TIME_WAIT over (2 x MSL)",
+    TcpState.SYN_SENT: "SYN_SENT given up (SYN retries exhausted)",
+    TcpState.SYN_RECEIVED: "SYN_RECEIVED given up (SYN/ACK retries exhausted)",
+}
+
 
 def seq_after(a: int, b: int) -> bool:
     """a > b in 32-bit sequence space (RFC 9293 §3.4, modulo 2**32)."""
@@ -148,12 +155,29 @@ class TcpTracker:
         "fin_style",  # "4way", "3way" or "simultaneous" once the second FIN is seen
         "reset_by",  # endpoint that sent the first RST, or None
         "closed_ts",  # ts_ns when both endpoints left the connection (CLOSED/TIME_WAIT)
+        "_since",  # [per side] ts_ns it entered its current state (_UNSET: it never changed)
         "_tw_start",  # [ts_ns each side entered TIME_WAIT, or None]
         "midstream",  # no SYN or SYN/ACK opened it in the capture
         "tw_cut_short",  # a new connection took the 5-tuple while a side was in TIME_WAIT
+        # how long the timed states last before the endpoint gives up on its own (see
+        # `state_at`), in ns; _UNSET: no timer (the state lasts until a packet changes it)
+        "_tw_ns",  # TIME_WAIT: 2 x MSL
+        "_syn_sent_ns",  # SYN_SENT: the SYN retry budget
+        "_syn_received_ns",  # SYN_RECEIVED: the SYN/ACK retry budget
     )
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        time_wait_ns: int | None = None,
+        syn_sent_ns: int | None = None,
+        syn_received_ns: int | None = None,
+    ) -> None:
+        """The timers (ns) are the connection table's Config (`Config.state_timers_ns`): the
+        table hands them in when it creates the tracker. None: that state has no timer (a bare
+        tracker, as tests build, keeps every state until a packet changes it)."""
+        self._tw_ns = _UNSET if time_wait_ns is None else time_wait_ns
+        self._syn_sent_ns = _UNSET if syn_sent_ns is None else syn_sent_ns
+        self._syn_received_ns = _UNSET if syn_received_ns is None else syn_received_ns
         self._state = [_S_CLOSED, _S_CLOSED]
         self._tl_n = 0
         if not cython.compiled:  # (compiled, these are C arrays, zeroed with the object)
@@ -179,6 +203,7 @@ class TcpTracker:
         self.fin_style = None
         self.reset_by = None
         self.closed_ts = None
+        self._since = [_UNSET, _UNSET]
         self._tw_start = [_UNSET, _UNSET]
         self.midstream = False
         self.tw_cut_short = False
@@ -370,6 +395,210 @@ class TcpTracker:
                 return t
         return _UNSET
 
+    # ------------------------------------------------------------------ states over time
+    # The tracker is the one owner of "which state was this endpoint in at time t" and of the
+    # end of its TIME_WAIT; every command (flows, states, ladder, timeline, anomalies, report)
+    # reads the accessors below. The rule, written once here:
+    #
+    # - A state lasts until the endpoint's next change in the timeline: a packet moved it, or
+    #   the table cut a TIME_WAIT short because a new connection took the 5-tuple
+    #   (`cut_time_wait`; RFC 9293 §3.10.7.4 and RFC 6191: a SYN with a higher sequence number
+    #   or timestamp may reopen a connection in TIME_WAIT, which Linux does, tcp_timewait_state_process).
+    # - Three states also end on a timer, the endpoint then being CLOSED without a packet (and
+    #   without a timeline entry): TIME_WAIT after 2 x MSL (RFC 9293 §3.3.2 and §3.10.7.4;
+    #   Linux: TCP_TIMEWAIT_LEN, 60 s), SYN_SENT when its SYN retries are spent and SYN_RECEIVED
+    #   when its SYN/ACK retries are (Linux, Documentation/networking/ip-sysctl.rst:
+    #   tcp_syn_retries = 6 with a 1 s initial RTO (RFC 6298 §2.1) doubling: the last SYN at
+    #   63 s, the attempt abandoned 127 s after the first SYN; tcp_synack_retries = 5: the last
+    #   SYN/ACK at 31 s, the request dropped after 63 s). The timers come from the table's
+    #   Config (`Config.state_timers_ns`), counted from the moment the side entered the state.
+    # - Every other state is held however long the connection stays quiet, to the end of the
+    #   capture: Linux keeps an ESTABLISHED socket with no traffic indefinitely (keep-alives are
+    #   optional and off by default, RFC 9293 §3.8.4; SO_KEEPALIVE is off unless the application
+    #   sets it, and tcp_keepalive_time is then 7200 s), and a CLOSE_WAIT lasts until the
+    #   application closes. The table giving up on a quiet record (its idle timeout) ends the
+    #   record, not the endpoints' sockets.
+
+    @property
+    def time_wait_ns(self) -> int | None:
+        """How long TIME_WAIT lasts (2 x MSL from the table's Config), ns; None: no timer."""
+        return None if self._tw_ns == _UNSET else self._tw_ns
+
+    def _limit(self, code: int) -> int:
+        """How long state `code` lasts on its own, ns; _UNSET: until a packet changes it."""
+        if code == _S_TIME_WAIT:
+            return self._tw_ns
+        if code == _S_SYN_SENT:
+            return self._syn_sent_ns
+        if code == _S_SYN_RECEIVED:
+            return self._syn_received_ns
+        return _UNSET
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    @cython.locals(
+        i=cython.int, code=cython.int, c=cython.int, s=cython.int, t=cython.longlong,
+        start=cython.longlong, limit=cython.longlong,
+    )  # fmt: skip
+    def state_index_at(self, side: int, ts_ns: int) -> int:
+        """`state_at` as the state's index in TcpState (a C int, for the callers in C)."""
+        if self._timeline_max_ns <= ts_ns:
+            # no change after ts_ns (the usual question: the end of the record)
+            code, start = self._state[side], self._since[side]
+        else:
+            code, start = _S_CLOSED, _UNSET
+            for i in range(self._tl_n):
+                if i < _TL_INLINE:
+                    t, s, c = self._tl_ts[i], self._tl_side[i], self._tl_state[i]
+                else:
+                    entry = self._tl_more[i - _TL_INLINE]
+                    t, s, c = entry[0], entry[2], entry[3]
+                if t > ts_ns:
+                    break
+                if s == side:
+                    code, start = c, t
+        limit = self._limit(code)
+        if limit != _UNSET and start != _UNSET and ts_ns >= start + limit:
+            return _S_CLOSED
+        return code
+
+    def state_at(self, side: int, ts_ns: int) -> TcpState:
+        """The TCP state of `side` (0 orig, 1 resp) at `ts_ns`, by the rule above: the last
+        state it entered at or before then (CLOSED before its first), CLOSED once that state's
+        timer (TIME_WAIT, SYN_SENT, SYN_RECEIVED) has run out."""
+        return _STATES[self.state_index_at(side, ts_ns)]
+
+    @cython.locals(
+        i=cython.int, t=cython.longlong, s=cython.int, c=cython.int, seen=cython.bint,
+        start=cython.longlong,
+    )  # fmt: skip
+    def _tw_end(self, side: int) -> int:
+        """`time_wait_end_ns` as a C number (_UNSET: none)."""
+        start = self._tw_start[side]
+        if start == _UNSET:
+            return _UNSET
+        if self._state[side] != _S_TIME_WAIT:
+            # it left TIME_WAIT in the timeline (cut short on reuse, or a RST): the change
+            # after its TIME_WAIT entry is the end, unless the timer ran out sooner
+            seen = False
+            for i in range(self._tl_n):
+                if i < _TL_INLINE:
+                    t, s, c = self._tl_ts[i], self._tl_side[i], self._tl_state[i]
+                else:
+                    entry = self._tl_more[i - _TL_INLINE]
+                    t, s, c = entry[0], entry[2], entry[3]
+                if s != side:
+                    continue
+                if seen:
+                    if self._tw_ns != _UNSET and start + self._tw_ns < t:
+                        return start + self._tw_ns
+                    return t
+                if c == _S_TIME_WAIT and t == start:
+                    seen = True
+        return _UNSET if self._tw_ns == _UNSET else start + self._tw_ns
+
+    def time_wait_end_ns(self, side: int) -> int | None:
+        """When `side`'s TIME_WAIT ends: 2 x MSL after it began, or sooner when the table cut
+        it short (a new connection on the 5-tuple) or a RST ended it; None when the side never
+        entered TIME_WAIT (or the tracker has no TIME_WAIT timer)."""
+        end = self._tw_end(side)
+        return None if end == _UNSET else end
+
+    def time_wait_spell(self, side: int) -> tuple[int, int | None] | None:
+        """(start_ns, end_ns) of `side`'s TIME_WAIT (the end as `time_wait_end_ns`, None
+        without a timer), or None when it never entered TIME_WAIT: the one answer the port
+        arithmetic asks of every TCP connection, without building `spans`."""
+        start = self._tw_start[side]
+        if start == _UNSET:
+            return None
+        end = self._tw_end(side)
+        return (start, None if end == _UNSET else end)
+
+    @cython.locals(code=cython.int, since=cython.longlong, limit=cython.longlong, e=cython.longlong)
+    def held_until_ns(self, side: int, open_end_ns: int) -> int:
+        """Until when `side` held its socket (its local port), by the rule above: the end of
+        its TIME_WAIT; its last change when it closed without one; the moment a timed state
+        gave up, if before `open_end_ns`; else `open_end_ns` (the caller's end of the record:
+        the socket was still open then). The same answer as `spans`, as a C number."""
+        if self._tw_start[side] != _UNSET:
+            e = self._tw_end(side)
+            return open_end_ns if e == _UNSET else e
+        code = self._state[side]
+        since = self._since[side]
+        if since == _UNSET:
+            return open_end_ns  # it never changed state
+        if code == _S_CLOSED:
+            return since
+        limit = self._limit(code)
+        if limit != _UNSET and since + limit < open_end_ns:
+            return since + limit
+        return open_end_ns
+
+    @property
+    def time_wait_start(self) -> list[int | None]:
+        """[orig, resp] ts_ns each side entered TIME_WAIT, or None (the same as `tw_start`)."""
+        return self.tw_start
+
+    @cython.locals(s=cython.int, code=cython.int, limit=cython.longlong, end=cython.longlong)
+    def settled_ns(self) -> int | None:
+        """When the last running timer of either endpoint's current state runs out (from then
+        on neither changes state without a packet), or None when neither is in a timed state:
+        the table keeps a record until then, so that its end states are final."""
+        end = _UNSET
+        for s in range(2):
+            code = self._state[s]
+            limit = self._limit(code)
+            if limit != _UNSET and self._since[s] != _UNSET:
+                if end == _UNSET or self._since[s] + limit > end:
+                    end = self._since[s] + limit
+        return None if end == _UNSET else end
+
+    @cython.locals(side=cython.int, start=cython.longlong)
+    def cut_time_wait(self, ts_ns: int, frame: int) -> None:
+        """A new connection takes the 5-tuple at `ts_ns` (packet `frame`): a side still in
+        TIME_WAIT then leaves it for CLOSED (the kernel recycles it, RFC 6191), and
+        `tw_cut_short` says so."""
+        for side in range(2):
+            if self._state[side] == _S_TIME_WAIT:
+                start = self._tw_start[side]
+                if start != _UNSET and (self._tw_ns == _UNSET or ts_ns < start + self._tw_ns):
+                    self.tw_cut_short = True
+                    self._set(side, _S_CLOSED, ts_ns, frame)
+
+    @cython.locals(
+        i=cython.int, n=cython.int, t=cython.longlong, f=cython.longlong, s=cython.int,
+        c=cython.int, limit=cython.longlong,
+    )  # fmt: skip
+    def spans(self) -> list[tuple[int, TcpState, int, int | None, int | None, bool]]:
+        """Every state each endpoint entered, as it lasted, by the rule above:
+        [(side, state, start_ns, end_ns or None, frame or None, timed_out)] in timeline order.
+
+        `end_ns` is the side's next change, or the state's timer if that runs out sooner
+        (`timed_out`: the side then entered CLOSED, with no packet and no timeline entry);
+        None when the side still held the state at the end of the timeline. `frame` is the
+        packet that caused the change (None: the table's cut). The CLOSED a side is in before
+        its first change is not listed. The states view, the timeline's and ladder's "TIME_WAIT
+        over" rows and the anomaly detector's port holds all read this one walk."""
+        out = []
+        last = [-1, -1]  # per side: index in `out` of the span it sits in
+        n = self._tl_n
+        for i in range(n):
+            if i < _TL_INLINE:
+                t, f, s, c = self._tl_ts[i], self._tl_frame[i], self._tl_side[i], self._tl_state[i]
+            else:
+                t, f, s, c = self._tl_more[i - _TL_INLINE]
+            if last[s] >= 0:
+                out[last[s]][3] = t
+            last[s] = len(out)
+            out.append([s, c, t, None, None if f == _UNSET else f, False])
+        for span in out:
+            limit = self._limit(span[1])
+            if limit != _UNSET and (span[3] is None or span[2] + limit < span[3]):
+                span[3] = span[2] + limit
+                span[5] = True
+            span[1] = _STATES[span[1]]
+        return [tuple(span) for span in out]
+
     # ------------------------------------------------------------------ transitions
     def set_state(self, side: int, new: TcpState, ts_ns: int, frame: int | None) -> None:
         self._set(side, _CODE[new], ts_ns, _UNSET if frame is None else frame)
@@ -395,6 +624,7 @@ class TcpTracker:
             self._tl_n = n + 1
             if ts_ns > self._timeline_max_ns:
                 self._timeline_max_ns = ts_ns
+            self._since[side] = ts_ns
             if new == _S_TIME_WAIT:
                 self._tw_start[side] = ts_ns
 
@@ -415,6 +645,7 @@ class TcpTracker:
         self._syn_ts[0], self._syn_ts[1] = self._syn_ts[1], self._syn_ts[0]
         self._synack_ts[0], self._synack_ts[1] = self._synack_ts[1], self._synack_ts[0]
         self._tw_start[0], self._tw_start[1] = self._tw_start[1], self._tw_start[0]
+        self._since[0], self._since[1] = self._since[1], self._since[0]
         for i in range(min(self._tl_n, _TL_INLINE)):
             self._tl_side[i] = 1 - self._tl_side[i]
         if self._tl_more is not None:

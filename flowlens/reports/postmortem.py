@@ -206,7 +206,7 @@ class _Gather:
         self.collector = collector
         self.tcp = tcp
         self.rtt = rtt
-        self.states = SocketStates(config.time_wait_ns)
+        self.states = SocketStates()
         self.rtt_agg = Aggregator("server", rtt)
         self.rtt_series: dict[str, Series] = {}
         self.records: list[dict] = []
@@ -278,7 +278,7 @@ def build_report(
     config = config or Config()
     options = options or ReportOptions()
     tcp = TcpAnalyzer(keep_frames=True)  # shared: the findings and the ladders' notes
-    detector = AnomalyDetector(options.thresholds, msl_s=config.msl_s)
+    detector = AnomalyDetector(options.thresholds)
     rtt = RttCollector()
     marks = _FrameMarks(n.frame for n in options.notes if n.frame is not None)
 

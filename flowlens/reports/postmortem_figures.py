@@ -114,7 +114,7 @@ def states_picture(
         return None, left_out
     from .states import states_figure
 
-    sub = SocketStates(index.time_wait_ns, hosts=shown)
+    sub = SocketStates(hosts=shown)
     sub.spans = [s for s in index.spans if s.host in chosen]
     with _rc():
         fig, _ = states_figure(sub, first_ns, last_ns)

@@ -1,16 +1,17 @@
 """Socket states per host over time, as `ss -s` / `ss -tan state X` would have shown them on each host.
 
-Every TCP connection has two endpoints, each with its own state timeline (`TcpTracker.timeline`).
-`endpoint_spans` turns a timeline into spans ``[start, end)`` of one state on one host:port;
-`SocketStates` collects the spans of a capture (a few per connection, so it streams) and counts,
-at any instant, the sockets of each host by state. Rules:
-
-- CLOSED is no socket; LISTEN sockets are not in any connection's timeline (see `listening`).
-- TIME_WAIT lasts 2 x MSL from the moment it starts (`Connection.state_at`), even past the last
-  packet of the connection or of the capture; a new connection reusing the 5-tuple ends it.
-- Any other state lasts until the endpoint's next transition; at the end of the capture it is
-  still held (a CLOSE_WAIT leak stays), except for a record the table gave up on after its idle
-  timeout, which ends there (as Zeek does).
+Every TCP connection has two endpoints, each with its own state timeline. `endpoint_spans`
+turns the tracker's spans (`TcpTracker.spans`, the one owner of how long a state lasts) into
+spans ``[start, end)`` of one state on one host:port; `SocketStates` collects the spans of a
+capture (a few per connection, so it streams) and counts, at any instant, the sockets of each
+host by state. CLOSED is no socket; LISTEN sockets are not in any connection's timeline (see
+`listening`). How long the other states last is the tracker's rule (see `TcpTracker.state_at`):
+TIME_WAIT 2 x MSL from the moment it starts, even past the last packet of the connection or of
+the capture, unless a new connection reusing the 5-tuple ends it; SYN_SENT and SYN_RECEIVED
+until their retries are spent; any other state until the endpoint's next transition, held to
+the end of the capture however quiet the connection (a CLOSE_WAIT leak stays). So the counts at
+any instant are `TcpTracker.state_at` summed per host, and at the end they are the `orig_state`
+and `resp_state` of `flowlens flows`.
 
 `listening` is what `ss -tln` would show, seen from outside: every host:port that accepted a
 connection (sent a SYN/ACK to a SYN), with its clients, and every port that refused (RST to SYN).
@@ -81,29 +82,19 @@ class Span:
         return self.start_ns <= ts_ns and (self.end_ns is None or ts_ns < self.end_ns)
 
 
-def endpoint_spans(conn: Connection, time_wait_ns: int) -> list[Span]:
+def endpoint_spans(conn: Connection) -> list[Span]:
     """The spans of both endpoints of a TCP connection ([] for UDP/ICMP)."""
     if conn.tcp is None:
         return []
     ends = ((format_addr(conn.orig_h), conn.orig_p), (format_addr(conn.resp_h), conn.resp_p))
     out: list[Span] = []
-    timeline = conn.tcp.timeline
-    for side in (0, 1):
+    for side, state, start, end, _frame, _timed_out in conn.tcp.spans():
+        name = state.value
+        if name not in SS_NAMES or (end is not None and end <= start):
+            continue
         host, port = ends[side]
         peer, peer_port = ends[1 - side]
-        entries = [(t, st.value) for t, _f, s, st in timeline if s == side]
-        for i, (start, state) in enumerate(entries):
-            if state not in SS_NAMES:
-                continue
-            end = entries[i + 1][0] if i + 1 < len(entries) else None
-            if state == "TIME_WAIT":
-                tw_end = start + time_wait_ns
-                end = tw_end if end is None else min(end, tw_end)
-            elif end is None and conn.closed_by == "idle" and conn.end_ts_ns is not None:
-                end = conn.end_ts_ns
-            if end is not None and end <= start:
-                continue
-            out.append(Span(host, port, peer, peer_port, state, start, end, conn.uid))
+        out.append(Span(host, port, peer, peer_port, name, start, end, conn.uid))
     return out
 
 
@@ -131,12 +122,10 @@ class SocketStates:
 
     def __init__(
         self,
-        time_wait_ns: int,
         hosts: Iterable[str] = (),
         ports: Iterable[int] = (),
         states: Iterable[str] = (),
     ) -> None:
-        self.time_wait_ns = time_wait_ns
         self.hosts = set(hosts)
         self.ports = set(ports)
         self.states = set(states)
@@ -156,7 +145,7 @@ class SocketStates:
         if conn.tcp is None:
             return
         self.connections += 1
-        self.spans.extend(s for s in endpoint_spans(conn, self.time_wait_ns) if self._keep(s))
+        self.spans.extend(s for s in endpoint_spans(conn) if self._keep(s))
         t = conn.tcp
         host = format_addr(conn.resp_h)
         if self.hosts and host not in self.hosts or self.ports and conn.resp_p not in self.ports:

@@ -199,15 +199,12 @@ class AnomalyDetector(Analyzer):
         self,
         thresholds: Thresholds | None = None,
         *,
-        msl_s: float = 30.0,
         selection=None,
     ) -> None:
         super().__init__()
         self.thresholds = thresholds or Thresholds()
         #: the TCP analyzer whose results are read (bound by the pipeline: see `bind`)
         self.tcp = None
-        #: maximum segment lifetime of the connection table's Config (TIME_WAIT = 2 x MSL)
-        self.msl_s = msl_s
         #: only connections this Selection matches are looked at (None: all)
         self.selection = selection if selection else None
         #: connections looked at so far
@@ -224,7 +221,7 @@ class AnomalyDetector(Analyzer):
 
         self._icmp_finding, self._segment_findings = icmp_finding, segment_findings
 
-        self._hosts = HostFacts(self.thresholds, self.msl_s)
+        self._hosts = HostFacts(self.thresholds)
         self._single: list[tuple[str, Anomaly]] = []  # (uid, finding about that connection)
         self._unanswered = defaultdict(list)
         self._refused = defaultdict(list)

@@ -8,7 +8,5 @@ from flowlens.core.connections cimport Connection
 from flowlens.analyzers.tcpanalysis cimport TcpaState
 from flowlens.core.tcpstate cimport TcpTracker
 
-cdef long long _tw_end(TcpTracker t, int side, long long start, long long tw_ns) except? -1
-
 # HostFacts.add writes each hold straight into its array
-cdef int _hold_into(cpython.array.array holds, Connection c, long long tw_ns, long long end_ns) except -1
+cdef int _hold_into(cpython.array.array holds, Connection c, long long end_ns) except -1

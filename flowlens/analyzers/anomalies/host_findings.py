@@ -21,7 +21,7 @@ import cython
 from ...core.connections import Connection, format_addr
 from ...core.decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
 from ...core.services import EPHEMERAL_RANGES, fits_ranges
-from ...core.tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker
+from ...core.tcpstate import TcpTracker
 from ..tcpanalysis import TcpaState
 from .connection_findings import is_port_unreachable
 from .detector import Anomaly, _ep, _s, _sample, _secs
@@ -40,10 +40,6 @@ _STEALTH = {"NULL", "FIN", "XMAS", "Maimon"}
 # verdict strength: a port probed twice keeps the most informative answer
 _RANK = {"open": 4, "closed": 3, "unfiltered": 2, "filtered": 1, "open|filtered": 0}
 _LIST_MAX = 256
-# TcpTracker's array values (as in connections.py): "None", and the codes of two states
-_UNSET = cython.declare(cython.longlong, -0x4000000000000000)
-_CODE_CLOSED = cython.declare(cython.int, tuple(TcpState).index(CLOSED))
-_CODE_TIME_WAIT = cython.declare(cython.int, tuple(TcpState).index(TIME_WAIT))
 #: a hold in HostFacts.holds, as this many integers: start, held until, client port, the client
 #: side's TIME_WAIT from and until, the server side's (-1, -1: no TIME_WAIT), reused in
 #: TIME_WAIT (0/1), first frame
@@ -118,10 +114,11 @@ class HostFacts:
     uids a scan or a flood explains into `claimed`.
     """
 
-    def __init__(self, th, msl_s: float) -> None:
+    def __init__(self, th) -> None:
         self.th = th
-        self.msl_s = msl_s
-        self._tw_ns = int(2 * msl_s * 1e9)
+        #: how long TIME_WAIT lasts, s (the connections' trackers say: 2 x MSL of the table's
+        #: Config), for the findings' text; None until a TCP connection was added
+        self.time_wait_s = None
         # [(scanner, target host, (port, proto), verdict, ts_ns, uid, frame, scan type)]: flat,
         # and tuples of atoms, so that a flood of one-packet "connections" costs the garbage
         # collector nothing
@@ -168,14 +165,18 @@ class HostFacts:
             holds = self.holds.get(key)
             if holds is None:
                 holds = self.holds[key] = array("q")
-            _hold_into(holds, c, self._tw_ns, end)
+                if self.time_wait_s is None and t.time_wait_ns is not None:
+                    self.time_wait_s = t.time_wait_ns / 1e9
+            _hold_into(holds, c, end)
 
     def findings(self, claimed: set, end_ns: int) -> list[Anomaly]:
         out = _scans(self.probes, self.th, claimed)
         out.extend(_floods(self.attempts, self.th, claimed))
         for (client, server, sport), holds in self.holds.items():
             if len(holds) > _HOLD:
-                out.extend(_port_group(client, server, sport, holds, self.th, self.msl_s, end_ns))
+                out.extend(
+                    _port_group(client, server, sport, holds, self.th, self.time_wait_s, end_ns)
+                )
         return out
 
 
@@ -361,45 +362,33 @@ def _floods(attempts, th, claimed: set) -> list[Anomaly]:
 
 
 # ---------------------------------------------------------------------------- TIME_WAIT and ports
-@cython.locals(stop=cython.longlong, cut=cython.longlong)
-def _tw_end(t, side: int, start: int, tw_ns: int) -> int:
-    """When `side`'s TIME_WAIT from `start` ends: after 2 x MSL (`tw_ns`), or at that side's
-    first CLOSED at or after its start if that comes sooner."""
-    stop = start + tw_ns
-    cut = t.closed_at_or_after_ns(side, start)
-    return cut if cut != _UNSET and cut < stop else stop
-
-
 @cython.locals(
-    t=TcpTracker, start0=cython.longlong, start1=cython.longlong,
-    until=cython.longlong, first=cython.longlong, last0=cython.longlong,
+    t=TcpTracker, until=cython.longlong, first=cython.longlong, open_end=cython.longlong,
     tw0_a=cython.longlong, tw0_b=cython.longlong, tw1_a=cython.longlong, tw1_b=cython.longlong,
-    need_last0=cython.bint, reused=cython.longlong, k=cython.Py_ssize_t, p=cython.p_longlong,
+    reused=cython.longlong, k=cython.Py_ssize_t, p=cython.p_longlong,
 )  # fmt: skip
-def _hold_into(holds, c, tw_ns: int, end_ns: int) -> None:
+def _hold_into(holds, c, end_ns: int) -> None:
     """Append the client port's hold by connection `c` to `holds`, a HostFacts.holds record
     (see _HOLD).
 
-    A side's TIME_WAIT lasts 2 x MSL, or until that side's first CLOSED at or after its start;
-    a client side that closed without TIME_WAIT held its port until its last state change. The
-    tracker answers from its timeline without building it, and compiled, the record is written
-    into the array without a Python number (this runs for every TCP connection)."""
+    The tracker answers (`TcpTracker.time_wait_spell`, `held_until_ns`: the rule of
+    `TcpTracker.spans`): each side's TIME_WAIT spell, cut short on reuse; the client's port is
+    held until its TIME_WAIT ends, or until the client side closed without one (its last state
+    change), or gave up on a timer (an attempt's SYN retries spent), else to the end of the
+    record. Compiled, the record is written into the array without a Python number (this runs
+    for every TCP connection)."""
     t = c.tcp
-    start0, start1 = t._tw_start[0], t._tw_start[1]
-    need_last0 = start0 == _UNSET and t._state[0] == _CODE_CLOSED and t._tl_n > 0
+    open_end = end_ns if end_ns > c.last_ts_ns else c.last_ts_ns
     tw0_a = tw0_b = tw1_a = tw1_b = -1
-    if start0 != _UNSET:
-        tw0_a, tw0_b = start0, _tw_end(t, 0, start0, tw_ns)
-        until = tw0_b
-    elif need_last0:
-        last0 = t.last_change_ns(0)
-        until = last0 if last0 != _UNSET else c.last_ts_ns
-    elif t._state[0] == _CODE_TIME_WAIT:
-        until = end_ns
-    else:
-        until = end_ns if end_ns > c.last_ts_ns else c.last_ts_ns
-    if start1 != _UNSET:
-        tw1_a, tw1_b = start1, _tw_end(t, 1, start1, tw_ns)
+    spell = t.time_wait_spell(0)
+    if spell is not None:
+        tw0_a = spell[0]
+        tw0_b = end_ns if spell[1] is None else spell[1]
+    spell = t.time_wait_spell(1)
+    if spell is not None:
+        tw1_a = spell[0]
+        tw1_b = end_ns if spell[1] is None else spell[1]
+    until = t.held_until_ns(0, open_end)
     first = c.first_ts_ns
     if until < first:
         until = first
@@ -462,7 +451,7 @@ def _range_for(ports, th):
     side=cython.Py_ssize_t, port=cython.longlong, last_port=cython.longlong,
     run_a=cython.longlong, run_b=cython.longlong,
 )  # fmt: skip
-def _port_group(client, server, sport, holds, th, msl_s, end_ns):
+def _port_group(client, server, sport, holds, th, time_wait_s, end_ns):
     """time_wait_accumulation and port_exhaustion_risk for one (client, server, server port);
     `holds` is its `HostFacts.holds` array."""
     v = holds
@@ -544,7 +533,7 @@ def _port_group(client, server, sport, holds, th, msl_s, end_ns):
         "os_ranges": fits_ranges(ports),
         "rate_per_s": round(rate, 3),
         "mean_hold_s": round(hold_s, 3),
-        "time_wait_s": 2 * msl_s,
+        "time_wait_s": time_wait_s,
         "steady_state_ports": round(steady, 1),
         "peak_in_use": peak,
     }
@@ -559,7 +548,7 @@ def _port_group(client, server, sport, holds, th, msl_s, end_ns):
         else:
             who = f"{srv} held up to {tw_peak:,} connections from {cli} in TIME_WAIT at once (the server closes first)"
         summary = (
-            f"{who}; each lasts {_secs(2 * msl_s)}: {share:.1%} of the {size:,}-port "
+            f"{who}; each lasts {_secs(time_wait_s)}: {share:.1%} of the {size:,}-port "
             f"ephemeral range {lo}-{hi}."
         )
         out.append(
