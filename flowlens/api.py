@@ -46,8 +46,9 @@ Source = str | os.PathLike | IO[bytes] | Sequence[str | os.PathLike]
 def default_analyzers(
     config: Config | None = None, thresholds: Thresholds | None = None
 ) -> list[Analyzer]:
-    """The analyzers `analyze` runs when none are named: TCP analysis, RTT, anomaly detection."""
-    cfg = config or Config()
+    """The analyzers `analyze` runs when none are named: TCP analysis, RTT, anomaly detection
+    (`config` is accepted for symmetry with analyze; the analyzers read the table's timers from
+    the connections themselves)."""
     return [TcpAnalyzer(), RttCollector(), AnomalyDetector(thresholds)]
 
 
