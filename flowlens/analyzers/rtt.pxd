@@ -10,10 +10,12 @@ from flowlens.core.connections cimport Connection
 from flowlens.core.analyzer cimport Analyzer
 from flowlens.core.decode cimport Packet
 
+# RFC 9293 section 3.4 sequence arithmetic: inline C (see constants.pxd)
+from flowlens.core.constants cimport seq_add, seq_diff, seq_ge, seq_gt
+
 # constants: C integers in the compiled module (so not attributes of it)
 cdef int TH_ACK, TH_FIN, TH_RST, TH_SYN
 cdef int IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
-cdef long long _M32, _HALF
 cdef int SRC_ACK, SRC_TS, SRC_DNS, SRC_UDP, SRC_ICMP
 
 

@@ -7,7 +7,10 @@ cimport cython
 
 from flowlens.core.analyzer cimport Analyzer
 from flowlens.core.decode cimport Packet
-from flowlens.core.tcpstate cimport TcpTracker, seq_after
+from flowlens.core.tcpstate cimport TcpTracker
+
+# RFC 9293 section 3.4 sequence arithmetic: inline C (see constants.pxd)
+from flowlens.core.constants cimport seq_add, seq_diff, seq_gt
 from flowlens.core.zeekstate cimport ZeekTcp, ZeekUdp
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import cython
 
 from .analyzer import Analyzer, resolve
+from .constants import NEVER, UNSET
 from .decode import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
@@ -35,9 +36,12 @@ from .decode import (
     Packet,
 )
 from .services import TCP_SERVICES, UDP_SERVICES, is_well_known, service_name
-from .tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker, seq_after
+from .tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker
 from .zeekstate import ZEEK_LIKELY_SERVER_PORTS_TCP as _ZEEK_TCP
 from .zeekstate import ZeekTcp, ZeekUdp, icmp_conn_state, zeek_flips
+
+if not cython.compiled:  # (compiled: cimported in connections.pxd, inline C)
+    from .constants import seq_add, seq_diff, seq_gt
 
 __all__ = ["Config", "Connection", "ConnectionTable", "format_addr", "PROTO_NAMES"]
 
@@ -62,11 +66,11 @@ _CODE_CLOSED = cython.declare(cython.int, _STATES.index(CLOSED))
 _CODE_TIME_WAIT = cython.declare(cython.int, _STATES.index(TIME_WAIT))
 
 #: "None" in Connection._next_seq and TcpTracker's arrays (the same value as tcpstate._UNSET)
-_UNSET = cython.declare(cython.longlong, -0x4000000000000000)
+_UNSET = cython.declare(cython.longlong, UNSET)
 #: connections the table remembers by their ports, to find a packet's without its key
 _RECENT_SLOTS = cython.declare(cython.int, 256)
 #: a deadline after every capture's (the table's `_due` when nothing is scheduled)
-_NEVER = cython.declare(cython.longlong, 0x7FFFFFFFFFFFFFFF)
+_NEVER = cython.declare(cython.longlong, NEVER)
 
 _B62 = cython.declare(bytes, b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
@@ -913,18 +917,16 @@ class ConnectionTable:
         span = plen + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)
         if span and not flags & _RST:
             nxt = c._next_seq[side]
-            end = (seq + span) & 0xFFFFFFFF
+            end = seq_add(seq, span)
             if nxt == _UNSET:
                 c._next_seq[side] = end
-            elif seq_after(nxt, seq):
-                keepalive = (
-                    plen <= 1 and not flags & (_SYN | _FIN) and ((nxt - seq) & 0xFFFFFFFF) == 1
-                )
+            elif seq_gt(nxt, seq):
+                keepalive = plen <= 1 and not flags & (_SYN | _FIN) and seq_diff(nxt, seq) == 1
                 # simultaneous open: each side's SYN/ACK repeats its own SYN's sequence number
                 answers_syn = flags & _SYN and flags & _ACK and not c.tcp._synack_count[side]
                 if not keepalive and not answers_syn:
                     c.retransmissions += 1
-                if seq_after(end, nxt):
+                if seq_gt(end, nxt):
                     c._next_seq[side] = end
             else:
                 c._next_seq[side] = end

@@ -34,6 +34,7 @@ from ..analyzers.rtt import (
     stats_of,
 )
 from ..core.connections import Connection, format_addr
+from ..core.constants import UNSET
 from ..core.tcpstate import TcpTracker
 
 __all__ = [
@@ -202,7 +203,7 @@ def _sources(s) -> dict:
 
 _LEG_ORIG, _LEG_RESP = LEGS
 #: "None" in TcpTracker's fields (the same value as tcpstate._UNSET)
-_UNSET = cython.declare(cython.longlong, -0x4000000000000000)
+_UNSET = cython.declare(cython.longlong, UNSET)
 _PATH_ORIG, _PATH_RESP = PATHS
 
 

@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 import cython
 
 from ...core.connections import Connection, format_addr
+from ...core.constants import UNSET
 from ...core.decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
 from ...core.services import EPHEMERAL_RANGES, fits_ranges
 from ...core.tcpstate import CLOSED, TIME_WAIT, TcpState, TcpTracker
@@ -41,7 +42,7 @@ _STEALTH = {"NULL", "FIN", "XMAS", "Maimon"}
 _RANK = {"open": 4, "closed": 3, "unfiltered": 2, "filtered": 1, "open|filtered": 0}
 _LIST_MAX = 256
 # TcpTracker's array values (as in connections.py): "None", and the codes of two states
-_UNSET = cython.declare(cython.longlong, -0x4000000000000000)
+_UNSET = cython.declare(cython.longlong, UNSET)
 _CODE_CLOSED = cython.declare(cython.int, tuple(TcpState).index(CLOSED))
 _CODE_TIME_WAIT = cython.declare(cython.int, tuple(TcpState).index(TIME_WAIT))
 #: a hold in HostFacts.holds, as this many integers: start, held until, client port, the client
