@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from struct import Struct
+from typing import TYPE_CHECKING
 
 import cython
 
@@ -129,7 +130,9 @@ def tcp_timestamps(raw: bytes) -> tuple[int, int] | None:
     if b"\x08\x0a" not in raw:  # the kind/length pair must appear somewhere
         return None
     opts = parse_tcp_options(raw)
-    return None if opts.tsval is None else (opts.tsval, opts.tsecr)
+    if opts.tsval is None or opts.tsecr is None:  # (both or neither)
+        return None
+    return (opts.tsval, opts.tsecr)
 
 
 def parse_tcp_options(raw: bytes) -> TcpOptions:
@@ -199,6 +202,31 @@ class Packet:
         "tsecr",  # (Decoder(timestamps=True)); -1 when absent or not read
         "_options",
     )
+    if TYPE_CHECKING:  # the fields' types for mypy (decode.pxd gives the C ones)
+        frame: int
+        ts_ns: int
+        version: int
+        src: bytes
+        dst: bytes
+        proto: int
+        sport: int
+        dport: int
+        flags: int
+        seq: int
+        ack: int
+        win: int
+        plen: int
+        ip_len: int
+        caplen_short: int
+        raw_options: bytes
+        bad_checksum: bool | None
+        quote: tuple | None
+        fragment: int
+        vlan: int | None
+        udp_head: bytes | None
+        tsval: int
+        tsecr: int
+        _options: TcpOptions | None
 
     def __init__(self) -> None:
         self.raw_options = b""
@@ -351,7 +379,7 @@ def _addr(
     if (
         slot is not None
         and len(slot) == size
-        and memcmp(cython.cast(cython.p_char, slot), d + start, size) == 0
+        and memcmp(cython.cast(cython.p_char, slot), d + start, size) == 0  # type: ignore[name-defined]  # (cimported in decode.pxd)
     ):
         return slot
     a = d[start:end]
@@ -447,15 +475,15 @@ class Decoder:
         #: copying the option bytes
         self.timestamps = timestamps
         #: frames skipped, by reason ("unsupported link type 105", "truncated IPv4 header", ...)
-        self.skipped: Counter[str] = Counter()
+        self.skipped = Counter()
         #: TCP/UDP packets whose checksum was left to the NIC (offload) and so not verifiable
         self.offloaded = 0
         #: non-IP frames (ARP, LLDP...) that were ignored, by kind
-        self.non_ip: Counter[str] = Counter()
+        self.non_ip = Counter()
         # datagrams being reassembled: key -> [first packet, bytes seen, total, header bytes]
-        self._frags: dict[tuple, list] = {}
+        self._frags = {}
         # recently seen addresses, reused as objects when compiled (see _addr)
-        self._addrs: list = [None] * _ADDR_SLOTS
+        self._addrs = [None] * _ADDR_SLOTS
 
     # ---------------------------------------------------------------- link layer
     def decode(
@@ -463,18 +491,18 @@ class Decoder:
     ) -> Packet | None:
         """Decode one frame; returns None (and counts the reason) when it has no IP packet."""
         if cython.compiled:  # borrow the bytes through the buffer protocol: no copy
-            view: Py_buffer
+            view: Py_buffer  # type: ignore[name-defined]  # (cimported in decode.pxd)
             try:
-                PyObject_GetBuffer(buf, cython.address(view), PyBUF_SIMPLE)
+                PyObject_GetBuffer(buf, cython.address(view), PyBUF_SIMPLE)  # type: ignore[name-defined]  # (cimported in decode.pxd)
             except BufferError:  # not contiguous
                 buf = bytes(buf)
-                PyObject_GetBuffer(buf, cython.address(view), PyBUF_SIMPLE)
+                PyObject_GetBuffer(buf, cython.address(view), PyBUF_SIMPLE)  # type: ignore[name-defined]  # (cimported in decode.pxd)
             try:
                 return self._link(
                     frame, ts_ns, linktype, cython.cast(cython.p_uchar, view.buf), view.len
                 )
             finally:
-                PyBuffer_Release(cython.address(view))
+                PyBuffer_Release(cython.address(view))  # type: ignore[name-defined]  # (cimported in decode.pxd)
         mv = memoryview(buf)
         return self._link(frame, ts_ns, linktype, mv, len(mv))
 
