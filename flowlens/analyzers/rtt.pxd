@@ -31,6 +31,10 @@ cdef class Samples:
     cdef public int _leg
     cpdef void add(self, long long ts_ns, long long rtt_ns, long long frame,
                    long long answer_frame, int source)
+    # public accessors (reports/rtt.py reads a leg through these)
+    cpdef bint past_cap(self)
+    cpdef long long single_rtt_ns(self)
+    cpdef long long source_count(self, int source)
 
 
 cdef class _Sender:
@@ -57,6 +61,9 @@ cdef class ConnectionRtt:
     cdef public object _uid
     cdef void _add(self, int leg, long long ts_ns, long long rtt_ns, long long frame,
                    long long answer_frame, int src)
+    # public accessors (reports/rtt.py reads the legs through these)
+    cpdef Samples leg_samples(self, int leg)
+    cpdef long long leg_karn_skipped(self, int leg)
 
 
 cdef class RttCollector(Analyzer):

@@ -344,6 +344,18 @@ class Samples:
         s, sq, lo, hi = self._agg
         return self.n, s, sq, lo, hi
 
+    def past_cap(self) -> cython.bint:
+        """True once more samples came than `cap` (a reservoir, with exact totals)."""
+        return self._agg is not None
+
+    def single_rtt_ns(self) -> cython.longlong:
+        """The RTT (ns) of the only sample, when there is exactly one (`len(self) == 1`)."""
+        return self._first[1]
+
+    def source_count(self, source: cython.int) -> cython.longlong:
+        """Samples from source code `source` (`SOURCES`), past the cap too (`by_source`)."""
+        return self._src[source]
+
     def stats(self) -> RttStats:
         if self._agg is None:
             return stats_of(self.data[1::5])
@@ -441,6 +453,14 @@ class ConnectionRtt:
     @property
     def karn_skipped(self) -> list[int]:
         return [self._karn0, self._karn1]
+
+    def leg_samples(self, leg: cython.int) -> Samples | None:
+        """`samples[leg]` without the list: the leg's samples, or None before its first."""
+        return self._samples1 if leg else self._samples0
+
+    def leg_karn_skipped(self, leg: cython.int) -> cython.longlong:
+        """`karn_skipped[leg]` without the list."""
+        return self._karn1 if leg else self._karn0
 
     @property
     def senders(self) -> tuple[_Sender, _Sender] | None:

@@ -829,7 +829,7 @@ def open_capture(source: str | os.PathLike | BinaryIO) -> Capture:
         path = name if isinstance(name, str) else "<stream>"
         owned = False
     else:
-        path = os.fspath(cast("str | os.PathLike", source))
+        path = os.fspath(source)
         if not isinstance(path, str):
             path = os.fsdecode(path)
         raw = _open_raw(path)
