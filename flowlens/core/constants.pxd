@@ -70,21 +70,23 @@ cdef enum:
     LINKTYPE_LINUX_SLL2 = 276
 
 
-# RFC 9293 section 3.4: sequence numbers compare modulo 2**32, within half the space
+# RFC 9293 section 3.4: sequence numbers compare modulo 2**32, within half the space. (The
+# mask and the half are the long long constants above: a bare 0xFFFFFFFF or 0x80000000 does
+# not fit a C int, and Cython would compute with Python integers.)
 cdef inline bint seq_lt(long long a, long long b) noexcept:
-    return 0 < ((b - a) & 0xFFFFFFFF) < 0x80000000
+    return 0 < ((b - a) & SEQ_MASK) < SEQ_HALF
 
 cdef inline bint seq_le(long long a, long long b) noexcept:
-    return ((b - a) & 0xFFFFFFFF) < 0x80000000
+    return ((b - a) & SEQ_MASK) < SEQ_HALF
 
 cdef inline bint seq_gt(long long a, long long b) noexcept:
-    return 0 < ((a - b) & 0xFFFFFFFF) < 0x80000000
+    return 0 < ((a - b) & SEQ_MASK) < SEQ_HALF
 
 cdef inline bint seq_ge(long long a, long long b) noexcept:
-    return ((a - b) & 0xFFFFFFFF) < 0x80000000
+    return ((a - b) & SEQ_MASK) < SEQ_HALF
 
 cdef inline long long seq_diff(long long a, long long b) noexcept:
-    return ((a - b + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+    return ((a - b + SEQ_HALF) & SEQ_MASK) - SEQ_HALF
 
 cdef inline long long seq_add(long long a, long long n) noexcept:
-    return (a + n) & 0xFFFFFFFF
+    return (a + n) & SEQ_MASK
