@@ -1,50 +1,106 @@
-"""Build flowlens's compiled hot path.
+"""Build flowlens's compiled hot path: all of it, or none of it.
 
-The modules listed in `flowlens.compiled.MODULES` are plain Python that Cython compiles (its "pure Python
-mode": the `cython.*` annotations and the `.pxd` files beside them give C types). Without a
-C compiler, or without Cython, the same modules run as ordinary Python: slower, identical
-output (tests/test_compiled.py compares the two). `flowlens --version` says which ran.
-Set FLOWLENS_PURE_PYTHON=1 to build without compiling.
+The modules listed in `flowlens.compiled.MODULES` are plain Python that Cython compiles (its
+"pure Python mode": the `cython.*` annotations and the `.pxd` files beside them give C types).
+The build is all-or-nothing: compiled modules read each other's C fields through their
+`.pxd` files, so a partly compiled install is a different program from both the compiled and
+the pure one (it once crashed with only reports' extension missing). Either every listed
+module compiles, or the build says so loudly on stderr (`pip install -v` shows it; pip hides
+a backend's output otherwise) and installs none of them: the same modules then run as
+ordinary Python, slower, with identical output (tests/test_compiled.py compares the two).
+`flowlens --version` says which runs. Set FLOWLENS_PURE_PYTHON=1 to build without compiling.
 """
 
 import os
 import runpy
+import sys
+from glob import escape, glob
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODULES = runpy.run_path(os.path.join(HERE, "flowlens", "compiled.py"))["MODULES"]
+COMPILED = [f"flowlens/{name.replace('.', '/')}.py" for name in MODULES]
+
+
+def shout(*lines):
+    """A warning that stands out in a build log."""
+    bar = "=" * 78
+    print(f"\n{bar}", *(f"flowlens: {line}" for line in lines), bar, sep="\n", file=sys.stderr)
+
+
+def remove_in_tree_extensions():
+    """Delete compiled copies of the listed modules left in the source tree by an earlier
+    build (an editable install imports them): a pure build must leave no module compiled."""
+    for path in COMPILED:
+        stem = os.path.join(HERE, path[: -len(".py")])
+        for so in glob(f"{escape(stem)}.*.so") + glob(f"{escape(stem)}.*.pyd"):
+            os.remove(so)
+
+
+def pure(reason):
+    shout(
+        f"NOT COMPILING the hot path: {reason}.",
+        "Installing every module as plain Python: same output, several times slower.",
+        "(`flowlens --version` says which runs; FLOWLENS_PURE_PYTHON=1 does this on purpose.)",
+    )
+    remove_in_tree_extensions()
+    return []
+
 
 class ParallelBuildExt(build_ext):
     """Compile the extension modules side by side, one per core (the compile is most of the
-    install's time)."""
+    install's time); if any fails, install none of them."""
 
     def finalize_options(self):
         super().finalize_options()
         if not self.parallel:
             self.parallel = os.cpu_count() or 1
 
+    def build_extensions(self):
+        self._failed = []
+        super().build_extensions()  # (build_extension below records failures, never raises)
+        if self._failed:
+            for ext in self.extensions:  # the ones that did compile: not installed either
+                built = self.get_ext_fullpath(ext.name)
+                if os.path.exists(built):
+                    os.remove(built)
+            names = ", ".join(name for name, _ in self._failed)
+            shout(
+                f"COMPILING FAILED for {len(self._failed)} of {len(self.extensions)} modules: {names}",
+                *(f"  {name}: {err}" for name, err in self._failed),
+                "Installing NONE of them compiled (all-or-nothing): every module runs as",
+                "plain Python, same output, several times slower. Fix the error above and",
+                "reinstall to get the compiled hot path.",
+            )
+            self.extensions = []  # nothing to copy into the tree or to list as outputs
+            remove_in_tree_extensions()
 
-MODULES = runpy.run_path(os.path.join("flowlens", "compiled.py"))["MODULES"]
-COMPILED = [f"flowlens/{name.replace('.', '/')}.py" for name in MODULES]
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as err:  # a C compiler error, a missing compiler, a link error ...
+            self._failed.append((ext.name, f"{type(err).__name__}: {err}"))
 
 
 def extensions():
     if os.environ.get("FLOWLENS_PURE_PYTHON"):
-        return []
+        return pure("FLOWLENS_PURE_PYTHON is set")
     try:
         from Cython.Build import cythonize
     except ImportError:
-        return []
-    exts = cythonize(
-        COMPILED,
-        language_level=3,
-        build_dir="build/cython",
-        compiler_directives={"binding": True, "embedsignature": True},
-        quiet=True,
-    )
-    for ext in exts:
-        ext.optional = True  # a failed compile leaves the pure-Python module in place
-    return exts
+        return pure("Cython is not installed")
+    try:
+        return cythonize(
+            COMPILED,
+            language_level=3,
+            build_dir="build/cython",
+            compiler_directives={"binding": True, "embedsignature": True},
+            quiet=True,
+        )
+    except Exception as err:  # a Cython error in any module: compile none of them
+        return pure(f"Cython could not translate the modules ({type(err).__name__}: {err})")
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": ParallelBuildExt})

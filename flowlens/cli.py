@@ -81,7 +81,8 @@ def cli() -> None:
 
 def all_commands() -> dict[str, click.Command]:
     """Every command, loaded (for tests and tools that walk them all)."""
-    return {name: cli.get_command(None, name) for name in cli.list_commands(None)}
+    commands = {name: cli.get_command(None, name) for name in cli.list_commands(None)}
+    return {name: cmd for name, cmd in commands.items() if cmd is not None}
 
 
 def main() -> None:

@@ -10,10 +10,12 @@ from flowlens.core.connections cimport Connection
 from flowlens.core.analyzer cimport Analyzer
 from flowlens.core.decode cimport Packet
 
+# RFC 9293 section 3.4 sequence arithmetic: inline C (see constants.pxd)
+from flowlens.core.constants cimport seq_add, seq_diff, seq_ge, seq_gt
+
 # constants: C integers in the compiled module (so not attributes of it)
 cdef int TH_ACK, TH_FIN, TH_RST, TH_SYN
 cdef int IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
-cdef long long _M32, _HALF
 cdef int SRC_ACK, SRC_TS, SRC_DNS, SRC_UDP, SRC_ICMP
 
 
@@ -29,6 +31,10 @@ cdef class Samples:
     cdef public int _leg
     cpdef void add(self, long long ts_ns, long long rtt_ns, long long frame,
                    long long answer_frame, int source)
+    # public accessors (reports/rtt.py reads a leg through these)
+    cpdef bint past_cap(self)
+    cpdef long long single_rtt_ns(self)
+    cpdef long long source_count(self, int source)
 
 
 cdef class _Sender:
@@ -55,6 +61,9 @@ cdef class ConnectionRtt:
     cdef public object _uid
     cdef void _add(self, int leg, long long ts_ns, long long rtt_ns, long long frame,
                    long long answer_frame, int src)
+    # public accessors (reports/rtt.py reads the legs through these)
+    cpdef Samples leg_samples(self, int leg)
+    cpdef long long leg_karn_skipped(self, int leg)
 
 
 cdef class RttCollector(Analyzer):

@@ -76,6 +76,9 @@ from ..core.decode import (
     tcp_timestamps,
 )
 
+if not cython.compiled:  # (compiled: cimported in rtt.pxd, inline C)
+    from ..core.constants import seq_add, seq_diff, seq_ge, seq_gt
+
 __all__ = [
     "RttConfig",
     "RttCollector",
@@ -88,9 +91,6 @@ __all__ = [
     "PATHS",
     "SOURCES",
 ]
-
-_M32 = 0xFFFFFFFF
-_HALF = 0x80000000
 
 #: leg index -> name; index = endpoint whose round trip it is (0 originator, 1 responder)
 LEGS = ("orig", "resp")
@@ -344,6 +344,18 @@ class Samples:
         s, sq, lo, hi = self._agg
         return self.n, s, sq, lo, hi
 
+    def past_cap(self) -> cython.bint:
+        """True once more samples came than `cap` (a reservoir, with exact totals)."""
+        return self._agg is not None
+
+    def single_rtt_ns(self) -> cython.longlong:
+        """The RTT (ns) of the only sample, when there is exactly one (`len(self) == 1`)."""
+        return self._first[1]
+
+    def source_count(self, source: cython.int) -> cython.longlong:
+        """Samples from source code `source` (`SOURCES`), past the cap too (`by_source`)."""
+        return self._src[source]
+
     def stats(self) -> RttStats:
         if self._agg is None:
             return stats_of(self.data[1::5])
@@ -441,6 +453,14 @@ class ConnectionRtt:
     @property
     def karn_skipped(self) -> list[int]:
         return [self._karn0, self._karn1]
+
+    def leg_samples(self, leg: cython.int) -> Samples | None:
+        """`samples[leg]` without the list: the leg's samples, or None before its first."""
+        return self._samples1 if leg else self._samples0
+
+    def leg_karn_skipped(self, leg: cython.int) -> cython.longlong:
+        """`karn_skipped[leg]` without the list."""
+        return self._karn1 if leg else self._karn0
 
     @property
     def senders(self) -> tuple[_Sender, _Sender] | None:
@@ -565,11 +585,11 @@ def _retransmitted(me: _Sender, seq: cython.longlong, end: cython.longlong) -> N
         me.karn_start = seq
         me.karn_end = end
     else:
-        if 0 < ((me.karn_start - seq) & _M32) < _HALF:
+        if seq_gt(me.karn_start, seq):
             me.karn_start = seq
-        if 0 < ((end - me.karn_end) & _M32) < _HALF:
+        if seq_gt(end, me.karn_end):
             me.karn_end = end
-    if 0 < ((end - me.nxt) & _M32) < _HALF:
+    if seq_gt(end, me.nxt):
         me.nxt = end
 
 
@@ -662,11 +682,11 @@ class RttCollector(Analyzer):
             ack = pkt.ack
             head = peer.seg_head
             tail = peer.seg_tail
-            if head < tail and ((ack - peer.segs[head]) & _M32) < _HALF:
+            if head < tail and seq_ge(ack, peer.segs[head]):
                 # pop every segment the ACK covers; `last` is the newest of them
                 last = head
                 head += 3
-                while head < tail and ((ack - peer.segs[head]) & _M32) < _HALF:
+                while head < tail and seq_ge(ack, peer.segs[head]):
                     last = head
                     head += 3
                 if head == tail:
@@ -674,7 +694,7 @@ class RttCollector(Analyzer):
                 peer.seg_head = head
                 if peer.segs[last] == ack:
                     t0 = peer.segs[last + 1]
-                    if peer.karn_start >= 0 and 0 < ((ack - peer.karn_start) & _M32) < _HALF:
+                    if peer.karn_start >= 0 and seq_gt(ack, peer.karn_start):
                         if side:
                             st._karn1 += 1
                         else:
@@ -682,7 +702,7 @@ class RttCollector(Analyzer):
                     elif ts >= t0:  # (a capture clock that went backwards gives none)
                         st._add(side, ts, ts - t0, peer.segs[last + 2], pkt.frame, SRC_ACK)
                         sampled = True
-            if peer.karn_end >= 0 and ((ack - peer.karn_end) & _M32) < _HALF:
+            if peer.karn_end >= 0 and seq_ge(ack, peer.karn_end):
                 peer.karn_start = peer.karn_end = -1
         if not pkt.win:
             me.zero_window = True
@@ -695,14 +715,14 @@ class RttCollector(Analyzer):
             nxt = me.nxt
             if plen == 1 and peer.zero_window and seq == nxt:
                 pass  # a zero-window probe: the byte is sent again when the window opens
-            elif nxt < 0 or ((seq - nxt) & _M32) < _HALF:  # new data (maybe after a gap)
-                end = me.nxt = (seq + plen + (1 if flags & TH_FIN else 0)) & _M32
+            elif nxt < 0 or seq_ge(seq, nxt):  # new data (maybe after a gap)
+                end = me.nxt = seq_add(seq, plen + (1 if flags & TH_FIN else 0))
                 if me.seg_tail - me.seg_head < 3 * self._max_outstanding:
                     _push_segment(me, end, ts, pkt.frame)
                 else:
                     me.untracked += 1
-            elif plen > 1 or ((nxt - seq) & _M32) != 1:  # not a keep-alive's garbage byte
-                end = (seq + plen + (1 if flags & TH_FIN else 0)) & _M32
+            elif plen > 1 or seq_diff(nxt, seq) != 1:  # not a keep-alive's garbage byte
+                end = seq_add(seq, plen + (1 if flags & TH_FIN else 0))
                 tail = me.seg_tail
                 if not (
                     end == nxt
@@ -716,9 +736,10 @@ class RttCollector(Analyzer):
                 # capture saw one packet twice: a span port, `-i any` over a bridge)
         elif flags & (TH_SYN | TH_FIN):
             # SYN, SYN + Fast Open data, bare FIN: sequence space, timed by the handshake
-            end = pkt.seq + plen + (1 if flags & TH_SYN else 0) + (1 if flags & TH_FIN else 0)
-            end &= _M32
-            if me.nxt < 0 or 0 < ((end - me.nxt) & _M32) < _HALF:
+            end = seq_add(
+                pkt.seq, plen + (1 if flags & TH_SYN else 0) + (1 if flags & TH_FIN else 0)
+            )
+            if me.nxt < 0 or seq_gt(end, me.nxt):
                 me.nxt = end
         if (retransmitted or not sampled and peer.tsq) and (pkt.tsval >= 0 or pkt.raw_options):
             self._timestamps(st, pkt, side, me, peer, sampled, retransmitted)
@@ -736,7 +757,7 @@ class RttCollector(Analyzer):
             q = peer.tsq
             if q and pkt.flags & TH_ACK:
                 # an echo of a retransmission's TSval says which copy the ACK answers
-                while q and 0 < ((tsecr - q[0][0]) & _M32) < _HALF:
+                while q and seq_gt(tsecr, q[0][0]):
                     q.popleft()  # never echoed
                 if q and q[0][0] == tsecr:
                     _tsval, t0, f0 = q.popleft()
@@ -744,7 +765,7 @@ class RttCollector(Analyzer):
                         st._add(side, ts, ts - t0, f0, pkt.frame, SRC_TS)
             if retransmitted:
                 last = me.last_tsval
-                if last is None or 0 < ((tsval - last) & _M32) < _HALF:
+                if last is None or seq_gt(tsval, last):
                     q = me.tsq
                     if q is None:
                         q = me.tsq = deque(maxlen=self._max_tsvals)

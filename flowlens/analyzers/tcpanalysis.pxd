@@ -8,6 +8,9 @@ from flowlens.core.decode cimport Packet, window_scale
 # constants: C integers in the compiled module (so not attributes of it)
 cdef int TH_ACK, TH_FIN, TH_RST, TH_SYN
 cdef long long _M, _H
+
+# RFC 9293 section 3.4 sequence comparison: inline C (see constants.pxd)
+from flowlens.core.constants cimport seq_ge, seq_gt
 cdef int _SFR, _SF
 cdef int RETRANS, FAST, SPURIOUS, OOO, LOST, ACKED_UNSEEN, WINDOW_UPDATE, WINDOW_FULL
 cdef int KEEP_ALIVE, KEEP_ALIVE_ACK, DUP_ACK, ZWP, ZERO_WINDOW, ZWP_ACK, _ANY_RETRANS

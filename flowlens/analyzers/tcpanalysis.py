@@ -57,6 +57,9 @@ from ..core.connections import Connection
 from ..core.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet, window_scale
 from ..errors import UsageError
 
+if not cython.compiled:  # (compiled: cimported in tcpanalysis.pxd, inline C)
+    from ..core.constants import seq_ge, seq_gt
+
 __all__ = [
     "KINDS",
     "LABELS",
@@ -436,7 +439,7 @@ class TcpAnalyzer(Analyzer):
         else:
             if window == 0 and not sfr:
                 note = ZERO_WINDOW
-            if fnext and not flags & TH_RST and 0 < ((seq - fnext) & _M) < _H:
+            if fnext and not flags & TH_RST and seq_gt(seq, fnext):
                 note |= LOST
             if seglen <= 1 and not sfr and seq == ((fnext - 1) & _M):
                 note |= KEEP_ALIVE
@@ -470,11 +473,11 @@ class TcpAnalyzer(Analyzer):
             note |= _acked_unseen(rev, ack)
 
         if (seglen or flags & _SF) and not note & KEEP_ALIVE:
-            not_advanced = fnext != 0 and ((seq - fnext) & _M) >= _H
+            not_advanced = fnext != 0 and not seq_ge(seq, fnext)
             if seglen > 1 and ((fnext - 1) & _M) == seq:
                 not_advanced = False
             rlast = rev.lastack
-            if seglen and rlast and ((rlast - seq - seglen) & _M) < _H:
+            if seglen and rlast and seq_ge(rlast, seq + seglen):
                 note |= SPURIOUS
             elif not_advanced:
                 t = ts - rev.lastack_ts
@@ -497,7 +500,7 @@ class TcpAnalyzer(Analyzer):
         # finished_checking_retransmission_type: advance the sequence state
         nextseq = (seq + seglen + (1 if flags & _SF else 0)) & _M
         if not note & ZWP:
-            if not fnext or 0 < ((nextseq - fnext) & _M) < _H:
+            if not fnext or seq_gt(nextseq, fnext):
                 fwd.nextseq = nextseq
                 fwd.nextseq_ts = ts
                 fwd.nextseq_frame = pkt.frame
@@ -578,7 +581,7 @@ def _in_order(
         note |= _acked_unseen(rev, ack)
     if seglen:
         rlast = rev.lastack
-        if rlast and ((rlast - seq - seglen) & _M) < _H:
+        if rlast and seq_ge(rlast, seq + seglen):
             note |= SPURIOUS
         nextseq = (seq + seglen) & _M
         fwd.nextseq = nextseq
@@ -697,9 +700,9 @@ def _acked_unseen(rev: DirectionStats, ack: cython.longlong) -> cython.int:
     """ACKED_UNSEEN when this ACK acknowledges data the peer (`rev`) was never seen sending,
     else 0 (Wireshark's "ACKed segment that wasn't captured"). Shared by both analysis paths."""
     rmax = rev.maxseqtobeacked
-    if not 0 < ((ack - rmax) & _M) < _H:
+    if not seq_gt(ack, rmax):
         return 0
-    if ((rmax - rev.nextseq) & _M) >= _H:
+    if not seq_ge(rmax, rev.nextseq):
         # the ACK covers a hole in what the peer was seen sending
         rev.maxseqtobeacked = rev.nextseq
         return ACKED_UNSEEN

@@ -70,12 +70,12 @@ class BpfFilter:
 
     def __init__(self, expression: str) -> None:
         self.expression = expression
-        self._programs: dict[int, _BpfProgram | None] = {}
+        self._programs: dict[int, _BpfProgram] = {}
         self._hdr = _PktHdr()
         #: frames the filter turned away
         self.rejected = 0
 
-    def _program(self, linktype: int) -> _BpfProgram | None:
+    def _program(self, linktype: int) -> _BpfProgram:
         lib = _libpcap()
         handle = lib.pcap_open_dead(linktype, _SNAPLEN)
         if not handle:

@@ -225,17 +225,17 @@ def _decompressor(kind: str, f: BinaryIO, path: str) -> BinaryIO:
     if kind == "gzip":
         import gzip
 
-        return gzip.GzipFile(fileobj=f, mode="rb")
+        return cast(BinaryIO, gzip.GzipFile(fileobj=f, mode="rb"))
     if kind == "bzip2":
         import bz2
 
-        return bz2.BZ2File(f, "rb")
+        return cast(BinaryIO, bz2.BZ2File(f, "rb"))
     if kind == "xz":
         import lzma
 
         if lzma.LZMAError not in _STREAM_ERRORS:
             _STREAM_ERRORS += (lzma.LZMAError,)
-        return lzma.LZMAFile(f, "rb")
+        return cast(BinaryIO, lzma.LZMAFile(f, "rb"))
     try:
         import zstandard
     except ImportError:  # pragma: no cover - zstandard is a declared dependency
@@ -288,7 +288,12 @@ class _ZstdReader(io.RawIOBase):
 
 
 # Errors a decompressor or a dying disk raise mid-stream; they end reading, they are not fatal.
-_STREAM_ERRORS = (EOFError, OSError, zlib.error, ValueError)  # + lzma's, once it is imported
+_STREAM_ERRORS: tuple[type[Exception], ...] = (
+    EOFError,
+    OSError,
+    zlib.error,
+    ValueError,
+)  # + lzma's, once it is imported
 
 
 def _stream_problem(exc: BaseException, container: str) -> str:
@@ -436,7 +441,7 @@ class Capture:
                     break
             if cython.compiled:  # the record header read in place, in the file's byte order
                 rec = buf  # a bytes object coerces to a pointer to its contents
-                rec += pos
+                rec += pos  # type: ignore[operator]  # (compiled: a C pointer)
                 sec, frac = _u32(rec, 0, little), _u32(rec, 4, little)
                 caplen, wirelen = _u32(rec, 8, little), _u32(rec, 12, little)
             else:
@@ -556,7 +561,7 @@ class Capture:
                         break
                 if cython.compiled:  # the block header read in place, in the section's byte order
                     rec = buf
-                    rec += pos
+                    rec += pos  # type: ignore[operator]  # (compiled: a C pointer)
                     code, blen = _u32(rec, 0, little), _u32(rec, 4, little)
                 else:
                     code, blen = block_hdr.unpack_from(buf, pos)
@@ -637,7 +642,7 @@ class Capture:
                         ).unpack_from(buf, bstart)
                     elif cython.compiled:
                         rec = buf
-                        rec += bstart
+                        rec += bstart  # type: ignore[operator]  # (compiled: a C pointer)
                         iface, ts_hi, ts_lo = (
                             _u32(rec, 0, little),
                             _u32(rec, 4, little),
@@ -824,7 +829,7 @@ def open_capture(source: str | os.PathLike | BinaryIO) -> Capture:
         path = name if isinstance(name, str) else "<stream>"
         owned = False
     else:
-        path = os.fspath(cast("str | os.PathLike", source))
+        path = os.fspath(source)
         if not isinstance(path, str):
             path = os.fsdecode(path)
         raw = _open_raw(path)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import cython
 
 from .analyzer import Analyzer, resolve
+from .constants import NEVER, UNSET
 from .decode import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
@@ -58,12 +59,12 @@ _ICMP6_REPLIES = {v: k for k, v in _ICMP6_PAIRS.items()}
 #: are slow Python-level code)
 _STATE_NAMES = tuple(s.value for s in TcpState)
 
-#: "None" in TcpTracker's arrays (the same value as tcpstate._UNSET)
-_UNSET = cython.declare(cython.longlong, -0x4000000000000000)
+#: "None" in TcpTracker's arrays (constants.UNSET)
+_UNSET = cython.declare(cython.longlong, UNSET)
 #: connections the table remembers by their ports, to find a packet's without its key
 _RECENT_SLOTS = cython.declare(cython.int, 256)
 #: a deadline after every capture's (the table's `_due` when nothing is scheduled)
-_NEVER = cython.declare(cython.longlong, 0x7FFFFFFFFFFFFFFF)
+_NEVER = cython.declare(cython.longlong, NEVER)
 
 _B62 = cython.declare(bytes, b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 

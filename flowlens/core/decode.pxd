@@ -5,6 +5,9 @@
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from flowlens.core.capture cimport FrameRef
 
+# the shared constants: K.NAME is a C constant (see constants.pxd)
+from flowlens.core cimport constants as K
+
 # the address cache compares bytes in place (used only when compiled)
 from libc.string cimport memcmp
 

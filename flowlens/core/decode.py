@@ -15,8 +15,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from struct import Struct
+from typing import TYPE_CHECKING
 
 import cython
+
+from flowlens.core import constants as K  # (absolute: decode.pxd cimports it under this name)
 
 from .capture import FrameRef
 
@@ -32,48 +35,38 @@ __all__ = [
     "flags_text",
 ]
 
-# TCP header flag bits (RFC 9293 section 3.1; dpkt.tcp's TH_* have the same values, and
-# test_decode checks that: defined here so that running flowlens does not import dpkt)
-TH_FIN = 0x01
-TH_SYN = 0x02
-TH_RST = 0x04
-TH_PUSH = 0x08
-TH_ACK = 0x10
-TH_URG = 0x20
-TH_ECE = 0x40
-TH_CWR = 0x80
-_SYN_BIT = cython.declare(cython.int, TH_SYN)  # (a C constant when compiled)
-
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_ICMPV6 = 58
+# The shared numbers (flag bits, protocol numbers, link types, ethertypes, option kinds) are
+# defined once in constants.py; when compiled, `K.NAME` is a C constant (decode.pxd cimports
+# the module as K). TH_* and IPPROTO_* are re-exported here for existing importers.
+from .constants import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    TH_ACK,
+    TH_CWR,
+    TH_ECE,
+    TH_FIN,
+    TH_PUSH,
+    TH_RST,
+    TH_SYN,
+    TH_URG,
+)
 
 # LINKTYPE_ values (https://www.tcpdump.org/linktypes.html) and the names users know them by.
 LINKTYPE_NAMES = {
-    0: "NULL",
-    1: "EN10MB",
-    9: "PPP",
-    12: "RAW",
-    14: "RAW",
-    101: "RAW",
-    108: "LOOP",
-    113: "LINUX_SLL",
-    228: "IPV4",
-    229: "IPV6",
-    276: "LINUX_SLL2",
+    K.LINKTYPE_NULL: "NULL",
+    K.LINKTYPE_ETHERNET: "EN10MB",
+    K.LINKTYPE_PPP: "PPP",
+    K.DLT_RAW_12: "RAW",
+    K.DLT_RAW_14: "RAW",
+    K.LINKTYPE_RAW: "RAW",
+    K.LINKTYPE_LOOP: "LOOP",
+    K.LINKTYPE_LINUX_SLL: "LINUX_SLL",
+    K.LINKTYPE_IPV4: "IPV4",
+    K.LINKTYPE_IPV6: "IPV6",
+    K.LINKTYPE_LINUX_SLL2: "LINUX_SLL2",
 }
-
-# The private constants compared per packet are C constants when compiled (cython.declare); the
-# sets of values are written out as literal tuples where they are tested (`x in (a, b)` compiles
-# to C comparisons).
-_ETH_IPV4 = cython.declare(cython.uint, 0x0800)
-_ETH_IPV6 = cython.declare(cython.uint, 0x86DD)
-_ETH_PPPOE_SESSION = cython.declare(cython.uint, 0x8864)
-_P_ICMP = cython.declare(cython.int, IPPROTO_ICMP)
-_P_TCP = cython.declare(cython.int, IPPROTO_TCP)
-_P_UDP = cython.declare(cython.int, IPPROTO_UDP)
-_P_ICMPV6 = cython.declare(cython.int, IPPROTO_ICMPV6)
 
 _U16 = Struct("!H")
 _U32 = Struct("!I")
@@ -83,10 +76,6 @@ _TCP = Struct("!HHIIBBHHH")  # sport dport seq ack off flags win csum urp
 _UDP = Struct("!HHHH")
 _MAX_PENDING_DATAGRAMS = 4096
 
-# IPv6 extension headers that need more than skipping (RFC 8200 §4)
-_V6_FRAGMENT = cython.declare(cython.int, 44)
-_V6_AH = cython.declare(cython.int, 51)
-
 # ICMP error types whose body quotes the offending IP header + 8 bytes.
 _ICMP4_ERRORS = frozenset((3, 4, 5, 11, 12))
 _ICMP6_ERRORS = frozenset((1, 2, 3, 4))
@@ -95,10 +84,10 @@ _FLAG_LETTERS = (
     (TH_SYN, "S"),
     (TH_FIN, "F"),
     (TH_RST, "R"),
-    (0x08, "P"),
-    (0x20, "U"),
-    (0x40, "E"),
-    (0x80, "W"),
+    (TH_PUSH, "P"),
+    (TH_URG, "U"),
+    (TH_ECE, "E"),
+    (TH_CWR, "W"),
 )
 
 
@@ -141,7 +130,9 @@ def tcp_timestamps(raw: bytes) -> tuple[int, int] | None:
     if b"\x08\x0a" not in raw:  # the kind/length pair must appear somewhere
         return None
     opts = parse_tcp_options(raw)
-    return None if opts.tsval is None else (opts.tsval, opts.tsecr)
+    if opts.tsval is None or opts.tsecr is None:  # (both or neither)
+        return None
+    return (opts.tsval, opts.tsecr)
 
 
 def parse_tcp_options(raw: bytes) -> TcpOptions:
@@ -152,9 +143,9 @@ def parse_tcp_options(raw: bytes) -> TcpOptions:
     i, n = 0, len(raw)
     while i < n:
         kind = raw[i]
-        if kind == 0:  # end of option list
+        if kind == K.TCP_OPT_EOL:
             break
-        if kind == 1:  # no-op
+        if kind == K.TCP_OPT_NOP:
             i += 1
             continue
         if i + 1 >= n:
@@ -163,16 +154,16 @@ def parse_tcp_options(raw: bytes) -> TcpOptions:
         if length < 2 or i + length > n:
             break
         body = raw[i + 2 : i + length]
-        if kind == 2 and length == 4:
+        if kind == K.TCP_OPT_MSS and length == 4:
             mss = _U16.unpack(body)[0]
-        elif kind == 3 and length == 3:
+        elif kind == K.TCP_OPT_WSCALE and length == 3:
             wscale = body[0]
-        elif kind == 4 and length == 2:
+        elif kind == K.TCP_OPT_SACKOK and length == 2:
             sack_permitted = True
-        elif kind == 5 and length >= 10 and (length - 2) % 8 == 0:
+        elif kind == K.TCP_OPT_SACK and length >= 10 and (length - 2) % 8 == 0:
             for j in range(0, length - 2, 8):
                 sack.append((_U32.unpack_from(body, j)[0], _U32.unpack_from(body, j + 4)[0]))
-        elif kind == 8 and length == 10:
+        elif kind == K.TCP_OPT_TIMESTAMP and length == 10:
             tsval, tsecr = _U32.unpack_from(body, 0)[0], _U32.unpack_from(body, 4)[0]
         i += length
     return TcpOptions(mss, wscale, sack_permitted, tuple(sack), tsval, tsecr)
@@ -211,6 +202,31 @@ class Packet:
         "tsecr",  # (Decoder(timestamps=True)); -1 when absent or not read
         "_options",
     )
+    if TYPE_CHECKING:  # the fields' types for mypy (decode.pxd gives the C ones)
+        frame: int
+        ts_ns: int
+        version: int
+        src: bytes
+        dst: bytes
+        proto: int
+        sport: int
+        dport: int
+        flags: int
+        seq: int
+        ack: int
+        win: int
+        plen: int
+        ip_len: int
+        caplen_short: int
+        raw_options: bytes
+        bad_checksum: bool | None
+        quote: tuple | None
+        fragment: int
+        vlan: int | None
+        udp_head: bytes | None
+        tsval: int
+        tsecr: int
+        _options: TcpOptions | None
 
     def __init__(self) -> None:
         self.raw_options = b""
@@ -288,9 +304,9 @@ def _last_option(
     i = start
     while i < end:
         k = d[i]
-        if k == 0:  # end of option list
+        if k == K.TCP_OPT_EOL:
             break
-        if k == 1:  # no-op
+        if k == K.TCP_OPT_NOP:
             i += 1
             continue
         if i + 1 >= end:
@@ -312,12 +328,13 @@ def _read_timestamps(
     """`tcp_timestamps` of the option bytes d[start:end], into p.tsval and p.tsecr, read in
     place (the same answer: NOP, NOP, Timestamps first; else the last well-formed one)."""
     if (
-        end - start >= 12 and d[start] == 1 and d[start + 1] == 1 and d[start + 2] == 8
+        end - start >= 12 and d[start] == K.TCP_OPT_NOP and d[start + 1] == K.TCP_OPT_NOP
+        and d[start + 2] == K.TCP_OPT_TIMESTAMP
         and d[start + 3] == 10
     ):  # fmt: skip
         i = start + 2
     else:
-        i = _last_option(d, start, end, 8, 10)
+        i = _last_option(d, start, end, K.TCP_OPT_TIMESTAMP, 10)
     if i >= 0:
         p.tsval, p.tsecr = _be32(d, i + 2), _be32(d, i + 6)
 
@@ -362,7 +379,7 @@ def _addr(
     if (
         slot is not None
         and len(slot) == size
-        and memcmp(cython.cast(cython.p_char, slot), d + start, size) == 0
+        and memcmp(cython.cast(cython.p_char, slot), d + start, size) == 0  # type: ignore[name-defined]  # (cimported in decode.pxd)
     ):
         return slot
     a = d[start:end]
@@ -458,15 +475,15 @@ class Decoder:
         #: copying the option bytes
         self.timestamps = timestamps
         #: frames skipped, by reason ("unsupported link type 105", "truncated IPv4 header", ...)
-        self.skipped: Counter[str] = Counter()
+        self.skipped = Counter()
         #: TCP/UDP packets whose checksum was left to the NIC (offload) and so not verifiable
         self.offloaded = 0
         #: non-IP frames (ARP, LLDP...) that were ignored, by kind
-        self.non_ip: Counter[str] = Counter()
+        self.non_ip = Counter()
         # datagrams being reassembled: key -> [first packet, bytes seen, total, header bytes]
-        self._frags: dict[tuple, list] = {}
+        self._frags = {}
         # recently seen addresses, reused as objects when compiled (see _addr)
-        self._addrs: list = [None] * _ADDR_SLOTS
+        self._addrs = [None] * _ADDR_SLOTS
 
     # ---------------------------------------------------------------- link layer
     def decode(
@@ -474,18 +491,18 @@ class Decoder:
     ) -> Packet | None:
         """Decode one frame; returns None (and counts the reason) when it has no IP packet."""
         if cython.compiled:  # borrow the bytes through the buffer protocol: no copy
-            view: Py_buffer
+            view: Py_buffer  # type: ignore[name-defined]  # (cimported in decode.pxd)
             try:
-                PyObject_GetBuffer(buf, cython.address(view), PyBUF_SIMPLE)
+                PyObject_GetBuffer(buf, cython.address(view), PyBUF_SIMPLE)  # type: ignore[name-defined]  # (cimported in decode.pxd)
             except BufferError:  # not contiguous
                 buf = bytes(buf)
-                PyObject_GetBuffer(buf, cython.address(view), PyBUF_SIMPLE)
+                PyObject_GetBuffer(buf, cython.address(view), PyBUF_SIMPLE)  # type: ignore[name-defined]  # (cimported in decode.pxd)
             try:
                 return self._link(
                     frame, ts_ns, linktype, cython.cast(cython.p_uchar, view.buf), view.len
                 )
             finally:
-                PyBuffer_Release(cython.address(view))
+                PyBuffer_Release(cython.address(view))  # type: ignore[name-defined]  # (cimported in decode.pxd)
         mv = memoryview(buf)
         return self._link(frame, ts_ns, linktype, mv, len(mv))
 
@@ -511,7 +528,7 @@ class Decoder:
     ):
         etype: cython.uint
         off: cython.Py_ssize_t
-        if linktype == 1:  # Ethernet
+        if linktype == K.LINKTYPE_ETHERNET:
             if n < 14:
                 return self._skip("truncated Ethernet header")
             etype = (d[12] << 8) | d[13]
@@ -525,28 +542,28 @@ class Decoder:
                     return None
             return self._ethertype(frame, ts_ns, d, n, off, etype, None)
         if (
-            linktype == 101
-            or linktype == 12
-            or linktype == 14
-            or linktype == 228
-            or linktype == 229
+            linktype == K.LINKTYPE_RAW
+            or linktype == K.DLT_RAW_12
+            or linktype == K.DLT_RAW_14
+            or linktype == K.LINKTYPE_IPV4
+            or linktype == K.LINKTYPE_IPV6
         ):  # raw IP
             return self._ip_by_version(frame, ts_ns, d, n, 0, None)
         if (
-            linktype == 0 or linktype == 108
+            linktype == K.LINKTYPE_NULL or linktype == K.LINKTYPE_LOOP
         ):  # BSD loopback: 4-byte address family (host or network order)
             if n < 4:
                 return self._skip("truncated loopback header")
             return self._ip_by_version(frame, ts_ns, d, n, 4, None)
-        if linktype == 113:  # Linux cooked capture v1 (tcpdump -i any)
+        if linktype == K.LINKTYPE_LINUX_SLL:  # Linux cooked capture v1 (tcpdump -i any)
             if n < 16:
                 return self._skip("truncated Linux SLL header")
             return self._ethertype(frame, ts_ns, d, n, 16, (d[14] << 8) | d[15], None)
-        if linktype == 276:  # Linux cooked capture v2
+        if linktype == K.LINKTYPE_LINUX_SLL2:  # Linux cooked capture v2
             if n < 20:
                 return self._skip("truncated Linux SLL2 header")
             return self._ethertype(frame, ts_ns, d, n, 20, (d[0] << 8) | d[1], None)
-        if linktype == 9:  # PPP (RFC 1661) in HDLC-like framing or bare protocol field
+        if linktype == K.LINKTYPE_PPP:  # PPP (RFC 1661) in HDLC-like framing or bare protocol field
             off = 2 if n >= 2 and d[0] == 0xFF and d[1] == 0x03 else 0
             if n < off + 2:
                 return self._skip("truncated PPP header")
@@ -564,20 +581,25 @@ class Decoder:
         etype: cython.uint,
         vlan,
     ):
-        while etype in (0x8100, 0x88A8, 0x9100, 0x9200):  # 802.1Q / QinQ: TCI then the inner type
+        while etype in (
+            K.ETH_TYPE_8021Q,
+            K.ETH_TYPE_8021AD,
+            K.ETH_TYPE_QINQ1,
+            K.ETH_TYPE_QINQ2,
+        ):  # 802.1Q / QinQ: TCI then the inner type
             if n < off + 4:
                 return self._skip("truncated VLAN tag")
             if vlan is None:
                 vlan = ((d[off] << 8) | d[off + 1]) & 0x0FFF
             etype = (d[off + 2] << 8) | d[off + 3]
             off += 4
-        if etype == _ETH_IPV4:
+        if etype == K.ETH_TYPE_IP:
             return self._ipv4(frame, ts_ns, d, n, off, vlan)
-        if etype == _ETH_IPV6:
+        if etype == K.ETH_TYPE_IP6:
             return self._ipv6(frame, ts_ns, d, n, off, vlan)
         if etype in (
-            0x8847,
-            0x8848,
+            K.ETH_TYPE_MPLS,
+            K.ETH_TYPE_MPLS_MCAST,
         ):  # MPLS: pop labels to the bottom of the stack, then guess by version
             while True:
                 if n < off + 4:
@@ -594,7 +616,7 @@ class Decoder:
                     frame, ts_ns, d, n, off + 14, (d[off + 12] << 8) | d[off + 13], vlan
                 )
             return self._ip_by_version(frame, ts_ns, d, n, off, vlan)
-        if etype == _ETH_PPPOE_SESSION:
+        if etype == K.ETH_TYPE_PPPoE:
             if n < off + 8:
                 return self._skip("truncated PPPoE header")
             return self._ppp(frame, ts_ns, d, n, off + 6, vlan)
@@ -612,9 +634,9 @@ class Decoder:
         vlan,
     ):
         proto: cython.uint = (d[off] << 8) | d[off + 1]
-        if proto == 0x0021:
+        if proto == K.PPP_IP:
             return self._ipv4(frame, ts_ns, d, n, off + 2, vlan)
-        if proto == 0x0057:
+        if proto == K.PPP_IP6:
             return self._ipv6(frame, ts_ns, d, n, off + 2, vlan)
         self.non_ip[f"PPP protocol 0x{proto:04x}"] += 1
         return None
@@ -729,7 +751,7 @@ class Decoder:
         while nh in (0, 43, 44, 51, 60, 135, 139, 140):
             if captured_end < pos + 8:
                 return self._skip("truncated IPv6 extension header")
-            if nh == _V6_FRAGMENT:
+            if nh == K.IPPROTO_FRAGMENT:
                 frag_off = ((d[pos + 2] << 8) | d[pos + 3]) & 0xFFF8
                 more = d[pos + 3] & 1
                 ident = _be32(d, pos + 4)
@@ -742,7 +764,7 @@ class Decoder:
                         end - pos, pos - off,
                     )  # fmt: skip
                 continue
-            length = (d[pos + 1] + 2) * 4 if nh == _V6_AH else (d[pos + 1] + 1) * 8
+            length = (d[pos + 1] + 2) * 4 if nh == K.IPPROTO_AH else (d[pos + 1] + 1) * 8
             nh = d[pos]
             pos += length
         if nh == 59:  # no next header
@@ -831,7 +853,7 @@ class Decoder:
         proto = p.proto
         avail = cap_end - pos
         whole = avail >= seg_len
-        if proto == _P_TCP:
+        if proto == K.IPPROTO_TCP:
             if avail < 20:
                 return self._skip("truncated TCP header")
             if cython.compiled:
@@ -853,7 +875,7 @@ class Decoder:
             p.flags = flags
             if hlen > 20:
                 # options cut by the snaplen are kept as far as they go
-                if self.keep_options or flags & _SYN_BIT:
+                if self.keep_options or flags & K.TH_SYN:
                     p.raw_options = _bytes(d, pos + 20, pos + min(hlen, avail))
                 if self.timestamps:
                     _read_timestamps(p, d, pos + 20, pos + min(hlen, avail))
@@ -862,7 +884,7 @@ class Decoder:
                 p.caplen_short = seg_len - max(avail, hlen)
             if pseudo >= 0 and whole and p.fragment == 0:
                 self._check_transport(p, d, pos, seg_len, pseudo, csum)
-        elif proto == _P_UDP:
+        elif proto == K.IPPROTO_UDP:
             if avail < 8:
                 return self._skip("truncated UDP header")
             if cython.compiled:
@@ -879,7 +901,7 @@ class Decoder:
                 p.caplen_short = seg_len - avail
             if pseudo >= 0 and whole and csum and p.fragment == 0:
                 self._check_transport(p, d, pos, seg_len, pseudo, csum)
-        elif proto == _P_ICMP or proto == _P_ICMPV6:
+        elif proto == K.IPPROTO_ICMP or proto == K.IPPROTO_ICMPV6:
             if avail < 4:
                 return self._skip("truncated ICMP header")
             icmp_type = d[pos]
@@ -887,10 +909,10 @@ class Decoder:
             p.plen = seg_len - 8 if seg_len >= 8 else 0
             if pseudo >= 0 and whole:
                 total = _sum16(d, pos, pos + seg_len)
-                if proto == _P_ICMPV6:  # only ICMPv6 covers a pseudo-header
+                if proto == K.IPPROTO_ICMPV6:  # only ICMPv6 covers a pseudo-header
                     total += pseudo
                 p.bad_checksum = (p.bad_checksum or False) or not _ones_complement_ok(total)
-            errors = _ICMP4_ERRORS if proto == _P_ICMP else _ICMP6_ERRORS
+            errors = _ICMP4_ERRORS if proto == K.IPPROTO_ICMP else _ICMP6_ERRORS
             if icmp_type in errors and p.fragment == 0:
                 p.quote = self._quoted(d, pos + 8, cap_end)
         else:
@@ -942,7 +964,7 @@ class Decoder:
             tpos = pos + 40
         else:
             return None
-        if (proto == _P_TCP or proto == _P_UDP) and end - tpos >= 4:
+        if (proto == K.IPPROTO_TCP or proto == K.IPPROTO_UDP) and end - tpos >= 4:
             return (proto, src, dst, (d[tpos] << 8) | d[tpos + 1], (d[tpos + 2] << 8) | d[tpos + 3])
         return (proto, src, dst, 0, 0)
 

@@ -5,8 +5,8 @@
 
 cimport cython
 
-cpdef bint seq_after(long long a, long long b)
-cpdef bint seq_ge(long long a, long long b)
+# RFC 9293 section 3.4 sequence comparison: inline C (see constants.pxd)
+from flowlens.core.constants cimport seq_gt
 
 
 @cython.final

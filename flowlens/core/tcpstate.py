@@ -18,9 +18,13 @@ import enum
 
 import cython
 
+from .constants import UNSET
 from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
-__all__ = ["TIMER_REASONS", "TcpState", "TcpTracker", "seq_after", "seq_ge"]
+if not cython.compiled:  # (compiled: cimported in tcpstate.pxd, inline C)
+    from .constants import seq_gt
+
+__all__ = ["TIMER_REASONS", "TcpState", "TcpTracker"]
 
 
 class TcpState(enum.Enum):
@@ -56,8 +60,6 @@ TIME_WAIT = TcpState.TIME_WAIT
 _SYNCHRONIZED = frozenset((SYN_RECEIVED, ESTABLISHED))
 _FIN_SENT = frozenset((FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, TIME_WAIT))
 
-_M32 = 0xFFFFFFFF
-
 # TCP flag bits as C constants when compiled (the imported names are Python objects)
 _FIN = cython.declare(cython.int, TH_FIN)
 _SYN = cython.declare(cython.int, TH_SYN)
@@ -80,7 +82,7 @@ _S_LAST_ACK = cython.declare(cython.int, _CODE[LAST_ACK])
 _S_TIME_WAIT = cython.declare(cython.int, _CODE[TIME_WAIT])
 
 #: "None" in the tracker's per-side number arrays (ISN, FIN sequence, timestamps, frames)
-_UNSET = cython.declare(cython.longlong, -0x4000000000000000)  # no ISN, seq or ts_ns is that
+_UNSET = cython.declare(cython.longlong, UNSET)  # no ISN, seq or ts_ns is that
 
 #: state changes a tracker keeps in its own arrays (C arrays when compiled: tcpstate.pxd
 #: declares them with this many elements, keep the two equal); a connection rarely makes more
@@ -93,16 +95,6 @@ TIMER_REASONS = {
     TcpState.SYN_SENT: "SYN_SENT given up (SYN retries exhausted)",
     TcpState.SYN_RECEIVED: "SYN_RECEIVED given up (SYN/ACK retries exhausted)",
 }
-
-
-def seq_after(a: int, b: int) -> bool:
-    """a > b in 32-bit sequence space (RFC 9293 §3.4, modulo 2**32)."""
-    return 0 < ((a - b) & 0xFFFFFFFF) < 0x80000000
-
-
-def seq_ge(a: int, b: int) -> bool:
-    """a >= b in 32-bit sequence space."""
-    return ((a - b) & 0xFFFFFFFF) < 0x80000000
 
 
 def _opt(value: int) -> int | None:
@@ -724,13 +716,13 @@ class TcpTracker:
     def _ack(self, side: int, flags: int, ack: int, ts_ns: int, frame: int) -> None:
         peer = 1 - side
         if self._state[peer] == _S_SYN_RECEIVED and self._isn[peer] != _UNSET:
-            if seq_after(ack, self._isn[peer]):
+            if seq_gt(ack, self._isn[peer]):
                 self._set(peer, _S_ESTABLISHED, ts_ns, frame)
                 if side == 0 and not self.handshake_acked and self._synack_ts[1] != _UNSET:
                     self.handshake_acked = True
                     self._ackdat_ns = _leg_ns(self._synack_ts[1], ts_ns)
         elif side == 0 and not self.handshake_acked and self._synack_ts[1] != _UNSET:
-            if self._isn[1] != _UNSET and seq_after(ack, self._isn[1]):
+            if self._isn[1] != _UNSET and seq_gt(ack, self._isn[1]):
                 self.handshake_acked = True
                 self._ackdat_ns = _leg_ns(self._synack_ts[1], ts_ns)
         if self._state[side] == _S_SYN_SENT and self._synack_count[peer]:
@@ -738,7 +730,7 @@ class TcpTracker:
         if (
             self._fin_seq[peer] != _UNSET
             and not self._fin_acked[peer]
-            and seq_after(ack, self._fin_seq[peer])
+            and seq_gt(ack, self._fin_seq[peer])
         ):
             self._fin_acked[peer] = True
             self._fin_acked_by_fin[peer] = bool(flags & _FIN)
@@ -771,7 +763,7 @@ class TcpTracker:
                 self._set(peer, _S_CLOSE_WAIT, ts_ns, frame)
             return
         # Second FIN. Did its sender already have the first FIN? Its ACK field says.
-        saw_peer_fin = bool(flags & _ACK) and seq_after(ack, self._fin_seq[peer])
+        saw_peer_fin = bool(flags & _ACK) and seq_gt(ack, self._fin_seq[peer])
         if saw_peer_fin:
             # 3-way when this very FIN carried the first ACK of the peer's FIN (FIN+ACK).
             self.fin_style = "3way" if self._fin_acked_by_fin[peer] else "4way"

@@ -12,9 +12,12 @@
 
 cimport cython
 
+# RFC 9293 section 3.4 sequence arithmetic (Zeek's seq_delta is seq_diff): inline C
+from flowlens.core.constants cimport seq_add, seq_diff
+
 # Module constants (plain ints in the .py).
 cdef int _INACTIVE, _SYN_SENT, _SYN_ACK_SENT, _PARTIAL, _ESTABLISHED, _CLOSED, _RESET
-cdef long long _M32, _HALF, _TOO_LARGE_SEQ_DELTA
+cdef long long _M32, _TOO_LARGE_SEQ_DELTA
 cdef unsigned long long _M64
 cdef int TH_ACK, TH_FIN, TH_RST, TH_SYN, _SFR
 cdef int _HIST_SYN, _HIST_FIN, _HIST_RST, _HIST_FIN_RST, _HIST_DATA, _HIST_ACK, _HIST_MULTI_FLAG

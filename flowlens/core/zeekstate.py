@@ -34,7 +34,10 @@ from enum import IntEnum
 
 import cython
 
-from .decode import TH_ACK, TH_FIN, TH_RST, TH_SYN
+from .constants import TH_ACK, TH_FIN, TH_RST, TH_SYN
+
+if not cython.compiled:  # (compiled: cimported in zeekstate.pxd, inline C)
+    from .constants import seq_add, seq_diff
 
 __all__ = [
     "ZeekState",
@@ -69,9 +72,8 @@ _ESTABLISHED = 4
 _CLOSED = 5
 _RESET = 6
 
-_M32 = 0xFFFFFFFF
+_M32 = 0xFFFFFFFF  # (for truncating Zeek's int64 start_seq to 32 bits)
 _M64 = 0xFFFFFFFFFFFFFFFF
-_HALF = 0x80000000
 _TOO_LARGE_SEQ_DELTA = 1048576  # TCPSessionAdapter.cc TOO_LARGE_SEQ_DELTA
 
 _SFR = TH_SYN | TH_FIN | TH_RST
@@ -106,14 +108,6 @@ def _log_threshold(n: cython.longlong) -> cython.bint:
             return True
         t *= 10
     return False
-
-
-@cython.cfunc
-@cython.inline
-@cython.exceptval(check=False)
-def _seq_delta(a: cython.longlong, b: cython.longlong) -> cython.longlong:
-    """int32(a - b) for 32-bit sequence numbers (Zeek's seq_delta)."""
-    return ((a - b + _HALF) & _M32) - _HALF
 
 
 class _Endpoint:
@@ -237,7 +231,7 @@ def _relative_seq(
     Returns (relative sequence, underflow). A sequence below the ISN underflows and, as in
     Zeek, comes back as a huge unsigned number.
     """
-    delta: cython.longlong = _seq_delta(cur, last)
+    delta: cython.longlong = seq_diff(cur, last)
     if delta < 0:
         if wraps and cur > last:
             wraps -= 1
@@ -245,7 +239,7 @@ def _relative_seq(
         if cur < last:
             wraps += 1
     if wraps == 0:
-        delta = _seq_delta(cur, ep.start & _M32)
+        delta = seq_diff(cur, ep.start & _M32)
         if delta < 0:
             return delta & _M64, True
         return delta, False
@@ -429,7 +423,7 @@ class ZeekTcp:
             seg_len += 1
         if rst:
             seg_len -= plen
-        seq_end: cython.longlong = (seq + seg_len) & _M32
+        seq_end: cython.longlong = seq_add(seq, seg_len)
 
         # init_endpoint
         st: cython.int = ep.state
@@ -439,7 +433,7 @@ class ZeekTcp:
             else:
                 # A partial connection: pretend a SYN came just before this packet, and start
                 # last_seq at this packet so it does not look like a retransmission.
-                ep.init_seqs((seq - 1) & _M32, seq)
+                ep.init_seqs(seq_add(seq, -1), seq)
         elif syn:
             if st == _SYN_SENT or st == _SYN_ACK_SENT:
                 if seq != ep.start & _M32:
@@ -501,7 +495,7 @@ class ZeekTcp:
             if peer.state == _INACTIVE:
                 # init_peer: number the silent peer's bytes as if its SYN had been seen.
                 rel_ack = 1
-                a1 = (ack - 1) & _M32
+                a1 = seq_add(ack, -1)
                 peer.init_seqs(a1, a1)
             else:
                 rel_ack, ack_underflow = _relative_seq(peer, ack, peer.ack, peer.ack_wraps)
@@ -509,17 +503,17 @@ class ZeekTcp:
                     rel_ack = 0
                 elif not rst:
                     # update_ack_seq; acks in RSTs are not trusted.
-                    delta_ack = _seq_delta(ack, peer.ack)
+                    delta_ack = seq_diff(ack, peer.ack)
                     if not (ack == 0 and delta_ack > _TOO_LARGE_SEQ_DELTA) and delta_ack > 0:
                         if ack < peer.ack:
                             peer.ack_wraps += 1
                         peer.ack = ack
 
         # update_last_seq
-        delta_last: cython.longlong = _seq_delta(seq_end, ep.last)
+        delta_last: cython.longlong = seq_diff(seq_end, ep.last)
         if (syn or rst) and not -_TOO_LARGE_SEQ_DELTA <= delta_last <= _TOO_LARGE_SEQ_DELTA:
             pass
-        elif fin and ep.last == ((ep.start + 1) & _M32):
+        elif fin and ep.last == seq_add(ep.start, 1):
             ZeekTcp._update_last(ep, seq_end)  # > 2 GB connections seen only as SYN and FIN
         elif ep.state == _RESET:
             pass  # no sequence numbers are trusted after a RST

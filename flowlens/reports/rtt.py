@@ -156,11 +156,11 @@ def _leg_stats(s) -> tuple:
     """`s.stats().as_dict()`'s values (count, min_ms ... stdev_ms, kept; ms rounded to 3
     digits) without the RttStats and dict in between: most legs have one or two samples, and
     this runs for every connection. A reservoir (past the cap) goes the long way."""
-    if s._agg is not None:
+    if s.past_cap():
         return tuple(s.stats().as_dict().values())
     if s.n == 1:
         # stats_of with one value: every statistic is that value, no stdev
-        rtt = s._first[1]  # (one sample: Samples keeps it there)
+        rtt = s.single_rtt_ns()
         v = _round(rtt / 1e6, 1e3)
         return 1, v, v, v, v, v, v, None, 1
     values = sorted(s.data[1::5])
@@ -187,22 +187,20 @@ _ACK, _TS, _DNS, _UDP, _ICMP = SOURCES
 def _sources(s) -> dict:
     """{source name: samples} of the sources that gave any (unrolled: one call per leg)."""
     out = {}
-    if s._src[0]:
-        out[_ACK] = s._src[0]
-    if s._src[1]:
-        out[_TS] = s._src[1]
-    if s._src[2]:
-        out[_DNS] = s._src[2]
-    if s._src[3]:
-        out[_UDP] = s._src[3]
-    if s._src[4]:
-        out[_ICMP] = s._src[4]
+    if n := s.source_count(0):
+        out[_ACK] = n
+    if n := s.source_count(1):
+        out[_TS] = n
+    if n := s.source_count(2):
+        out[_DNS] = n
+    if n := s.source_count(3):
+        out[_UDP] = n
+    if n := s.source_count(4):
+        out[_ICMP] = n
     return out
 
 
 _LEG_ORIG, _LEG_RESP = LEGS
-#: "None" in TcpTracker's fields (the same value as tcpstate._UNSET)
-_UNSET = cython.declare(cython.longlong, -0x4000000000000000)
 _PATH_ORIG, _PATH_RESP = PATHS
 
 
@@ -213,12 +211,9 @@ def _leg_row(base: tuple, st, leg, hs) -> dict:
     if st is None:
         s = None
         karn = 0
-    elif leg:
-        s = st._samples1
-        karn = st._karn1
     else:
-        s = st._samples0
-        karn = st._karn0
+        s = st.leg_samples(leg)
+        karn = st.leg_karn_skipped(leg)
     uid, ts, proto, orig_h, orig_p, resp_h, resp_p = base
     if s is None:
         count, lo, p50, p90, p99, hi, mean, stdev, kept = _NO_STATS
@@ -245,17 +240,16 @@ def connection_rows(conn: Connection, rtt: RttCollector) -> list[dict]:
     trip at all."""
     st = rtt.state_of(conn)
     hs1 = hs0 = None
-    if conn.tcp is not None:  # conn.synack_ms and conn.ackdat_ms, from the tracker's fields
+    if conn.tcp is not None:  # conn.synack_ms and conn.ackdat_ms, from the tracker
         t = conn.tcp
-        if t._synack_ns != _UNSET:
-            hs1 = t._synack_ns / 1e6
-            if t._ackdat_ns != _UNSET:
-                hs0 = t._ackdat_ns / 1e6
+        hs1 = t.synack_ms
+        if hs1 is not None:
+            hs0 = t.ackdat_ms
     if st is None:
         has1, has0 = hs1 is not None, hs0 is not None
     else:
-        has1 = hs1 is not None or st._samples1 is not None
-        has0 = hs0 is not None or st._samples0 is not None
+        has1 = hs1 is not None or st.leg_samples(1) is not None
+        has0 = hs0 is not None or st.leg_samples(0) is not None
     if not (has1 or has0):
         return []
     base = (

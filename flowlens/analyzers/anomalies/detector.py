@@ -30,6 +30,7 @@ import cython
 
 from ...core.analyzer import Analyzer
 from ...core.connections import Connection, format_addr
+from ...core.constants import UNSET
 from ...core.services import LINUX_EPHEMERAL
 from ...core.tcpstate import TcpTracker
 from ..tcpanalysis import KINDS as _NOTE_KINDS
@@ -68,7 +69,7 @@ ANOMALY_FIELDS = ("kind", "severity", "ts", "uid", "summary", "evidence", "detai
 
 _OOO = _NOTE_KINDS.index("out_of_order")
 #: "None" in TcpTracker's arrays (the same value as tcpstate._UNSET)
-_UNSET = cython.declare(cython.longlong, -0x4000000000000000)
+_UNSET = cython.declare(cython.longlong, UNSET)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,113 @@
+"""The numbers flowlens shares between modules: sentinels, TCP flag bits, link types,
+ethertypes, IP protocol numbers, TCP option kinds, and 32-bit sequence-number comparison.
+
+One definition of each. Names follow dpkt's (`dpkt.tcp.TH_SYN`, `dpkt.tcp.TCP_OPT_MSS`,
+`dpkt.ethernet.ETH_TYPE_IP`, `dpkt.ip.IP_PROTO_TCP`) and libpcap's LINKTYPE_* registry
+(https://www.tcpdump.org/linktypes.html); tests/test_constants.py checks the values against
+dpkt's, so running flowlens does not import dpkt.
+
+`constants.pxd` declares the same names for compiled modules: the integers as a C `enum` and
+`#define`s, the sequence helpers as `cdef inline` functions, so a module that cimports them
+compiles them to C constants and inline arithmetic (no call, no Python object). This module
+is never compiled itself: the plain-Python side reads the values here, and the test checks
+that the `.pxd` says the same.
+"""
+
+from __future__ import annotations
+
+# -- sentinels (C long long) ------------------------------------------------------------------
+#: "no value yet" for an ISN, a sequence number or a timestamp in ns (no real one is that)
+UNSET = -0x4000000000000000
+#: "no deadline": later than every timestamp
+NEVER = 0x7FFFFFFFFFFFFFFF
+
+# -- TCP header flag bits (RFC 9293 section 3.1; RFC 3168 for ECE/CWR; dpkt.tcp.TH_*) --------
+TH_FIN = 0x01
+TH_SYN = 0x02
+TH_RST = 0x04
+TH_PUSH = 0x08
+TH_ACK = 0x10
+TH_URG = 0x20
+TH_ECE = 0x40
+TH_CWR = 0x80
+
+# -- TCP option kinds (RFC 9293 section 3.2, RFC 7323, RFC 2018; dpkt.tcp.TCP_OPT_*) ---------
+TCP_OPT_EOL = 0
+TCP_OPT_NOP = 1
+TCP_OPT_MSS = 2
+TCP_OPT_WSCALE = 3
+TCP_OPT_SACKOK = 4
+TCP_OPT_SACK = 5
+TCP_OPT_TIMESTAMP = 8
+
+# -- IP protocol numbers (IANA; dpkt.ip.IP_PROTO_*, and the socket module's IPPROTO_*) -------
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_FRAGMENT = 44  # IPv6 Fragment header (RFC 8200 section 4.5)
+IPPROTO_AH = 51  # Authentication Header (RFC 4302), an IPv6 extension header
+IPPROTO_ICMPV6 = 58
+
+# -- ethertypes (IEEE registry; dpkt.ethernet.ETH_TYPE_*) ------------------------------------
+ETH_TYPE_IP = 0x0800
+ETH_TYPE_IP6 = 0x86DD
+ETH_TYPE_8021Q = 0x8100  # 802.1Q VLAN tag
+ETH_TYPE_8021AD = 0x88A8  # 802.1ad (QinQ outer tag)
+ETH_TYPE_QINQ1 = 0x9100  # legacy QinQ
+ETH_TYPE_QINQ2 = 0x9200  # legacy QinQ
+ETH_TYPE_MPLS = 0x8847
+ETH_TYPE_MPLS_MCAST = 0x8848
+ETH_TYPE_PPPoE = 0x8864  # PPPoE session stage (RFC 2516)
+
+# -- PPP protocol field values (RFC 1661, RFC 1332, RFC 5072; dpkt.ppp.PPP_IP/PPP_IP6) -------
+PPP_IP = 0x0021
+PPP_IP6 = 0x0057
+
+# -- link types (libpcap's LINKTYPE_* registry, https://www.tcpdump.org/linktypes.html) ------
+LINKTYPE_NULL = 0  # BSD loopback: 4-byte address family in host byte order
+LINKTYPE_ETHERNET = 1
+LINKTYPE_PPP = 9
+DLT_RAW_12 = 12  # DLT_RAW on most BSDs, written as is by some tools (LINKTYPE_RAW's meaning)
+DLT_RAW_14 = 14  # DLT_RAW on OpenBSD (LINKTYPE_RAW's meaning)
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108  # OpenBSD loopback: address family in network byte order
+LINKTYPE_LINUX_SLL = 113  # Linux cooked capture v1 (tcpdump -i any)
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276  # Linux cooked capture v2
+
+# -- 32-bit sequence-number space (RFC 9293 section 3.4) --------------------------------------
+#: sequence numbers (and TCP timestamps, RFC 7323 section 5.2) live modulo 2**32
+SEQ_MASK = 0xFFFFFFFF
+#: half the space: a distance below this is "after", at or above it "before"
+SEQ_HALF = 0x80000000
+
+
+def seq_lt(a: int, b: int) -> bool:
+    """`a < b` in sequence space (RFC 9293 section 3.4: modulo 2**32, within half the space)."""
+    return 0 < ((b - a) & 0xFFFFFFFF) < 0x80000000
+
+
+def seq_le(a: int, b: int) -> bool:
+    """`a <= b` in sequence space."""
+    return ((b - a) & 0xFFFFFFFF) < 0x80000000
+
+
+def seq_gt(a: int, b: int) -> bool:
+    """`a > b` in sequence space."""
+    return 0 < ((a - b) & 0xFFFFFFFF) < 0x80000000
+
+
+def seq_ge(a: int, b: int) -> bool:
+    """`a >= b` in sequence space."""
+    return ((a - b) & 0xFFFFFFFF) < 0x80000000
+
+
+def seq_diff(a: int, b: int) -> int:
+    """The signed distance `a - b` in sequence space, in [-2**31, 2**31)."""
+    return ((a - b + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+
+
+def seq_add(a: int, n: int) -> int:
+    """`a + n` wrapped into sequence space [0, 2**32)."""
+    return (a + n) & 0xFFFFFFFF
