@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .analyzers.anomalies.detector import Anomaly, AnomalyDetector, Thresholds
 from .analyzers.rtt import RttCollector
@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Analysis", "analyze", "default_analyzers"]
 
-Source = str | os.PathLike | IO[bytes] | Sequence[str | os.PathLike]
+Source = str | os.PathLike | BinaryIO | Sequence[str | os.PathLike]
 
 
 def default_analyzers(

@@ -298,7 +298,7 @@ class Analysis:
 
 
 def analyze(
-    path: str | Sequence[str],
+    path: str | os.PathLike | BinaryIO | Sequence[str | os.PathLike],
     config: Config | None = None,
     *,
     analyzers: Iterable[Analyzer] = (),
