@@ -67,7 +67,11 @@ HANDSHAKE = [
     ],
 )
 def test_lifecycle(tmp_path, name, expected):
-    [c] = run(tmp_path, name)
+    conns = run(tmp_path, name)
+    # Zeek's attempt timer (tcp_attempt_delay) ends the unanswered attempt 5 s after its SYN:
+    # the retry at 7 s is a record of its own
+    assert len(conns) == (2 if name == "unanswered-syn" else 1)
+    c = conns[0]
     assert summary(c) == expected
 
 
@@ -145,10 +149,14 @@ def test_capture_starting_at_the_synack(tmp_path):
     assert (c.orig_state, c.resp_state, c.handshake) == ("TIME_WAIT", "CLOSED", "incomplete")
 
 
-def test_unanswered_syn_counts_retries_not_connections(tmp_path):
-    [c] = run(tmp_path, "unanswered-syn")
-    assert c.syn_retries == 3 and c.pkts == [4, 0]
-    assert c.duration_s == pytest.approx(7.0)
+def test_unanswered_syn_counts_retries_across_the_attempt_timer(tmp_path):
+    # SYNs at 0, 1, 3 and 7 s: Zeek's attempt timer ends the first record at 5 s, and the retry
+    # at 7 s (same ISN) opens a second one that still counts it as the attempt's third retry
+    first, second = run(tmp_path, "unanswered-syn")
+    assert first.syn_retries == 2 and first.pkts == [3, 0]
+    assert first.duration_s == pytest.approx(3.0)
+    assert second.syn_retries == 3 and second.pkts == [1, 0]
+    assert second.prev_uid == first.uid
 
 
 def test_port_reuse_splits_the_5_tuple(tmp_path):
@@ -163,8 +171,9 @@ def test_port_reuse_splits_the_5_tuple(tmp_path):
 
 
 def test_same_isn_syn_is_a_retry_not_a_new_connection(tmp_path):
-    conns = run(tmp_path, "unanswered-syn")
-    assert len(conns) == 1
+    # within tcp_attempt_delay (5 s) of the first SYN
+    conns = run(tmp_path, "unanswered-syn", frames=pcapgen.unanswered_syn(retries=(1.0, 2.0)))
+    assert len(conns) == 1 and conns[0].syn_retries == 2
 
 
 def test_time_wait_ends_after_two_msl(tmp_path):

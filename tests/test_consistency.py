@@ -22,8 +22,8 @@ from flowlens.analyzers.packetlog import (
     PacketCollector,
     StateChange,
     select_logs,
-    tcp_analysis_notes,
 )
+from flowlens.analyzers.tcpanalysis import TcpAnalyzer
 from flowlens.cli import cli
 from flowlens.core.connections import Config
 from flowlens.core.filters import Selection
@@ -89,9 +89,8 @@ def test_states_at_end_counts_the_end_states_of_flows(path):
 
 @pytest.mark.parametrize("path", CAPTURES)
 def test_timeline_and_ladder_follow_the_tracker(path):
-    collector = PacketCollector(None, full=True)
-    collector.notes = tcp_analysis_notes()
-    pipe = Pipeline(str(path), Config(), [collector])
+    collector = PacketCollector(None, full=True, tcp=TcpAnalyzer(keep_frames=True))
+    pipe = Pipeline(str(path), Config(), analyzers=[collector])
     try:
         pairs = list(select_logs(pipe, Selection(), collector, str(path)))
     except Exception as e:  # a capture without connections

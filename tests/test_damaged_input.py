@@ -520,7 +520,9 @@ def test_bad_checksum_is_analysed_and_flagged(tmp_path):
     (conn,) = a.connections
     assert conn.bad_checksums == 1
     assert conn.handshake == "3way" and conn.teardown == "4way"
-    assert conn.pkts[0] + conn.pkts[1] == len(frames)  # flagged, not dropped
+    # flagged, not dropped: the state machines see it, but the counts are Zeek's, which leave
+    # it out (TCP.cc TCPAnalyzer::DeliverPacket returns before the conn-size analyzer)
+    assert conn.pkts[0] + conn.pkts[1] == len(frames) - 1
 
     flagged = json.loads(invoke(["flows", str(path), "--format", "json"]).stdout)
     assert "C" in flagged["history"]  # Zeek: the originator sent a bad checksum

@@ -89,7 +89,8 @@ EXPECTED = {
     },
     "keep-alive": {8: {"keep_alive"}, 9: {"keep_alive_ack"}, 10: {"keep_alive"}, 11: {"keep_alive_ack"},
                    12: {"keep_alive"}, 13: {"keep_alive_ack"}},
-    "unanswered-syn": {2: {"retransmission"}, 3: {"retransmission"}, 4: {"retransmission"}},
+    # (frame 4, the SYN at 7 s, opens a new record: Zeek's attempt timer; see RECORD_SPLITS)
+    "unanswered-syn": {2: {"retransmission"}, 3: {"retransmission"}},
     "retransmission": {5: {"retransmission"}},
     "close-wait": {10: {"keep_alive"}, 11: {"keep_alive_ack"}},
     "clean-close": {},
@@ -177,13 +178,15 @@ def test_rst_in_flight(tmp_path):
 
 
 def test_syn_times(tmp_path):
+    # (SYNs at 0, 1, 3, 7 s: Zeek's attempt timer ends the record 5 s after the first, so the
+    # analyzer of the first record sees three; the one at 7 s opens the next record)
     result = analyze(
         str(write(tmp_path, "u", pcapgen.unanswered_syn())), analyzers=[(tcpa := TcpAnalyzer())]
     )
     st = tcpa.state_of(result.connections[0])
-    assert [round((t - st.syn_ts[0]) / 1e9, 3) for t in st.syn_ts] == [0, 1, 3, 7]
-    assert st.syn_frames == [1, 2, 3, 4] and st.syn_side == 0
-    assert st.orig.retrans_syn == 3
+    assert [round((t - st.syn_ts[0]) / 1e9, 3) for t in st.syn_ts] == [0, 1, 3]
+    assert st.syn_frames == [1, 2, 3] and st.syn_side == 0
+    assert st.orig.retrans_syn == 2
 
 
 def test_role_swap_keeps_directions():
@@ -215,13 +218,37 @@ def tshark_frames(path) -> dict[int, set[str]]:
     return frames
 
 
+#: Where flowlens's records follow Zeek's and split what tshark keeps as one stream, the
+#: analyzer of the new record starts afresh: (tshark's verdicts flowlens lacks, flowlens's that
+#: tshark lacks), by scenario or random-conversation seed.
+RECORD_SPLITS = {
+    # Zeek's attempt timer (tcp_attempt_delay, 5 s): the SYN retried at 7 s is a new record
+    "unanswered-syn": ({4: {"retransmission"}}, {}),
+    # both sides' FINs by frame 46 (4.29 s); Zeek's delete timer (tcp_close_delay) ends the
+    # record 5 s later, so frame 62 (9.59 s) opens a new one: its first frames lack the history
+    400: ({62: {"dup_ack"}}, {71: {"acked_unseen"}}),
+}
+
+
+def _without_splits(ours: dict, theirs: dict, key) -> tuple[dict, dict]:
+    tshark_only, flowlens_only = RECORD_SPLITS.get(key, ({}, {}))
+    for frame, kinds in tshark_only.items():
+        assert theirs.get(frame) == kinds and frame not in ours, frame
+        del theirs[frame]
+    for frame, kinds in flowlens_only.items():
+        assert ours.get(frame) == kinds and frame not in theirs, frame
+        del ours[frame]
+    return ours, theirs
+
+
 @needs_tshark
 @pytest.mark.parametrize(
     "name", sorted(EXPECTED) + ["exhausted-ports", "syn-flood", "xmas-scan", "rst-abort-in-flight"]
 )
 def test_matches_tshark(tmp_path, name):
     path = write(tmp_path, name, pcapgen.SCENARIOS[name]())
-    assert flowlens_frames(path)[0] == tshark_frames(path)
+    ours, theirs = _without_splits(flowlens_frames(path)[0], tshark_frames(path), name)
+    assert ours == theirs
 
 
 @needs_tshark
@@ -231,7 +258,8 @@ def test_random_conversations_match_tshark(tmp_path, seed):
     around the 3 ms and 20 ms thresholds): every frame's verdict equals tshark's. 3,000 seeds
     were checked once by hand; 30 of them run here."""
     path = write(tmp_path, f"r{seed}", pcapgen.random_conversation(seed))
-    assert flowlens_frames(path)[0] == tshark_frames(path)
+    ours, theirs = _without_splits(flowlens_frames(path)[0], tshark_frames(path), seed)
+    assert ours == theirs
 
 
 # ------------------------------------------------------------------ corpus counts vs truth

@@ -502,3 +502,179 @@ def test_close_complete_and_restart_after_lone_fin():
     assert zeek_flips(RA, 80, 1576)
     third = feed([(Rs, RA, srv + 1, cli, 0, 0)], flip_first=True)
     assert (third.history, third.conn_state(), third.resp_pkts) == ("^r", "RSTRH", 1)
+
+
+# -- Zeek's rules that start, end, split and count connections (ConnectionTable) --------------
+# Each capture is built here; what is expected is Zeek's rule, cited per test.
+
+import dpkt  # noqa: E402
+import pcapgen  # noqa: E402
+
+from flowlens import Config, analyze  # noqa: E402
+
+
+def _records(tmp_path, frames, **config):
+    path = tmp_path / "t.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(frames))
+    return analyze(str(path), Config(**config) if config else None).connections
+
+
+def test_attempt_timer_splits_syn_retries_after_5_s(tmp_path):
+    # TCPSessionAdapter::AttemptTimer (tcp_attempt_delay = 5 s, init-bare.zeek): 5 s after the
+    # first SYN, a connection whose responder was never seen is removed; the SYN retried at 7 s
+    # starts a new record. syn_retries keeps counting the same attempt across the split.
+    conns = _records(tmp_path, pcapgen.unanswered_syn(retries=(1.0, 2.0, 4.0)))
+    assert [(c.conn_state, c.history, c.pkts[0], c.syn_retries) for c in conns] == [
+        ("S0", "S", 3, 2),
+        ("S0", "S", 1, 3),
+    ]
+    assert conns[1].prev_uid == conns[0].uid
+    assert conns[0].end_ts_ns == conns[0].first_ts_ns + 5_000_000_000
+
+
+def test_attempt_timer_spares_an_answered_attempt(tmp_path):
+    # AttemptTimer acts only while the responder is INACTIVE: a SYN/ACK 6 s late would be a new
+    # connection, but one answered within 5 s stays one record however long it lasts.
+    conv = pcapgen.Conversation()
+    conv.c(pcapgen.SYN, dt=0.0)
+    conv.s(pcapgen.SYN | pcapgen.ACK, dt=4.0)
+    conv.c(pcapgen.ACK, dt=3.0)
+    conns = _records(tmp_path, conv.frames)
+    assert [(c.conn_state, c.history) for c in conns] == [("S1", "ShA")]
+
+
+def test_syn_after_rej_is_a_new_rej_record(tmp_path):
+    # TCPSessionAdapter::IsReuse: once either side's close was reported (IsClosed), any SYN,
+    # the same ISN too, starts a new connection.
+    conv = pcapgen.Conversation()
+    for _ in range(2):
+        conv.c(pcapgen.SYN, seq=conv.isn_c, dt=1.0)
+        conv.s(pcapgen.RST | pcapgen.ACK, seq=0, ack=conv.isn_c + 1, dt=0.0002)
+    conns = _records(tmp_path, conv.frames)
+    assert [(c.conn_state, c.history, c.pkts) for c in conns] == [("REJ", "Sr", [1, 1])] * 2
+
+
+def _lone_rsts(gaps):
+    conv = pcapgen.Conversation()
+    for gap in gaps:
+        conv.c(pcapgen.RST, seq=conv.isn_c, dt=gap)
+    return conv.frames
+
+
+def test_lone_rsts_60_s_apart_are_one_record_each(tmp_path):
+    # A lone RST completes the close (ConnectionClosed: close_complete on a RESET endpoint); the
+    # delete timer fires tcp_close_delay (5 s) after it, so the next RST starts a new record.
+    conns = _records(tmp_path, _lone_rsts([0.0, 60.0, 60.0]))
+    assert [(c.conn_state, c.history) for c in conns] == [("OTH", "R")] * 3
+
+
+def test_close_delay_counts_from_the_close_not_from_later_packets(tmp_path):
+    # ConnectionClosed sets the delete timer at last_time (of the close) + tcp_close_delay; the
+    # RSTs 2 s apart do not push it back, so the one 6 s after the first is a new record.
+    conns = _records(tmp_path, _lone_rsts([0.0, 2.0, 2.0, 2.0]))
+    assert [c.pkts[0] for c in conns] == [3, 1]
+
+
+def _bad_tcp_checksum(frame: bytes) -> bytes:
+    eth = dpkt.ethernet.Ethernet(frame)
+    eth.data.data.sum ^= 0x5A5A  # neither right nor the pseudo-header sum of offload
+    return bytes(eth)
+
+
+def _bad_ip_checksum(frame: bytes) -> bytes:
+    eth = dpkt.ethernet.Ethernet(frame)
+    eth.data.sum ^= 0x5A5A
+    return bytes(eth)
+
+
+def test_bad_tcp_checksum_scores_c_but_is_not_counted(tmp_path):
+    # TCP.cc TCPAnalyzer::DeliverPacket: ValidateChecksum fails -> ChecksumError ('C'/'c',
+    # TCP_Endpoint.cc) and return, before the conn-size analyzer counts the packet and before
+    # last_time moves.
+    frames = pcapgen.clean_close()
+    t, last = frames[-1]
+    frames[-1] = (t + 1.0, _bad_tcp_checksum(last))  # the final ACK, bad and 1 s late
+    [c] = _records(tmp_path, frames)
+    good = _records(tmp_path, pcapgen.clean_close())[0]
+    assert c.history == good.history + "C"
+    assert c.pkts == [good.pkts[0] - 1, good.pkts[1]]
+    assert c.ip_bytes[0] == good.ip_bytes[0] - 40
+    assert c.to_record()["duration"] == good.to_record()["duration"]
+    assert c.bad_checksums == 1
+    # without checksum verification (zeek -C) it is an ordinary packet
+    [c] = _records(tmp_path, frames, verify_checksums=False)
+    assert c.pkts == good.pkts and c.history == good.history
+
+
+def test_bad_ip_header_checksum_is_dropped_before_connections(tmp_path):
+    # IP.cc IPAnalyzer::AnalyzePacket: "bad_IP_checksum", and the packet goes no further.
+    frames = pcapgen.clean_close()
+    frames[0] = (frames[0][0], _bad_ip_checksum(frames[0][1]))  # the SYN
+    path = tmp_path / "t.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(frames))
+    analysis = analyze(str(path))
+    [c] = analysis.connections
+    assert c.history.startswith("^h") or not c.history.startswith("S")
+    assert sum(c.pkts) == len(frames) - 1
+
+
+def test_duration_stops_once_both_sides_closed(tmp_path):
+    # TCPSessionAdapter::Process: `if ( ! orig->did_close || ! resp->did_close )
+    # Conn()->SetLastTime(...)`; duration = last_time - start_time (Conn.cc). The last ACK of a
+    # clean close comes after both FINs and is not part of it.
+    frames = pcapgen.clean_close()
+    t, last = frames[-1]
+    frames[-1] = (t + 2.0, last)
+    [c] = _records(tmp_path, frames)
+    assert c.to_record()["duration"] == round(frames[-2][0] - frames[0][0], 6)
+    assert round(c.duration_s, 6) == round(frames[-1][0] - frames[0][0], 6)  # flowlens's span
+
+
+def _icmp_frame(t, src, dst, icmp, v6=False):
+    if v6:
+        ip = dpkt.ip6.IP6(src=pcapgen._addr(src), dst=pcapgen._addr(dst), nxt=58, hlim=255)
+        ip.data = icmp
+        ip.plen = len(bytes(icmp))
+        icmp.sum = 0
+        ip.data = dpkt.icmp6.ICMP6(bytes(dpkt.ip6.IP6(bytes(ip)).data))
+        eth = dpkt.ethernet.Ethernet(
+            src=b"\x02" * 6, dst=b"\x04" * 6, type=dpkt.ethernet.ETH_TYPE_IP6, data=ip
+        )
+        return (t, bytes(eth))
+    return (t, pcapgen.ethernet(pcapgen.ip_packet(src, dst, icmp, dpkt.ip.IP_PROTO_ICMP)))
+
+
+def test_icmp_first_message_sender_is_the_originator(tmp_path):
+    # ICMP.cc ICMPAnalyzer::InitConnKey: (src, type, dst, counterpart type), no flip: an echo
+    # reply seen first is logged with the replier as originator, 0 > 8, and the request joins it.
+    rep = dpkt.icmp.ICMP(type=0, code=0, data=dpkt.icmp.ICMP.Echo(id=7, seq=1, data=b"x"))
+    req = dpkt.icmp.ICMP(type=8, code=0, data=dpkt.icmp.ICMP.Echo(id=7, seq=2, data=b"x"))
+    frames = [
+        _icmp_frame(pcapgen.T0, pcapgen.SERVER4, pcapgen.CLIENT4, rep),
+        _icmp_frame(pcapgen.T0 + 1, pcapgen.CLIENT4, pcapgen.SERVER4, req),
+    ]
+    [c] = _records(tmp_path, frames)
+    r = c.to_record()
+    assert (r["id.orig_h"], r["id.orig_p"], r["id.resp_h"], r["id.resp_p"]) == (
+        pcapgen.SERVER4,
+        0,
+        pcapgen.CLIENT4,
+        8,
+    )
+    assert c.pkts == [1, 1]
+
+
+def test_icmpv6_advertisement_sender_is_the_originator(tmp_path):
+    # ICMP6_counterpart: a router advertisement (134) pairs with solicitation (133), a neighbour
+    # advertisement (136) with solicitation (135); the advertiser that spoke first originates
+    # (Zeek's pppoe.pcap baseline: fe80::c801:eff:fe88:8 134 > fe80::ce05:eff:fe88:0 133).
+    ra = dpkt.icmp6.ICMP6(type=134, code=0, data=b"\x40\x00\x07\x08" + b"\x00" * 8)
+    na = dpkt.icmp6.ICMP6(type=136, code=0, data=b"\x20\x00\x00\x00" + b"\x00" * 16)
+    frames = [
+        _icmp_frame(pcapgen.T0, "fe80::1", "fe80::2", ra, v6=True),
+        _icmp_frame(pcapgen.T0 + 1, "fe80::1", "ff02::1", na, v6=True),
+    ]
+    conns = _records(tmp_path, frames, verify_checksums=False)
+    got = sorted((r["id.orig_h"], r["id.orig_p"], r["id.resp_h"], r["id.resp_p"], r["orig_pkts"])
+                 for r in (c.to_record() for c in conns))  # fmt: skip
+    assert got == [("fe80::1", 134, "fe80::2", 133, 1), ("fe80::1", 136, "ff02::1", 135, 1)]

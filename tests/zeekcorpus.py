@@ -1,13 +1,12 @@
 """Read Zeek's test baselines from ../shared/corpus/zeek and compare flowlens with them.
 
-Used by tests/test_zeek_conformance.py and by scripts/zeek_conformance.py (which prints the
-per-trace table that docs/zeek-conformance.md is written from).
+Used by scripts/zeek_conformance.py (`--corpus`, and tests/test_zeek_conformance.py through it),
+which compares flowlens with them.
 """
 
 from __future__ import annotations
 
 import csv
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,67 +81,3 @@ def baselines() -> list[Baseline]:
         history, state = (x.strip() for x in line.split(","))
         out.append(Baseline(trace, [{"history": history, "conn_state": state}], "zeek -b -C"))
     return out
-
-
-@dataclass
-class Difference:
-    trace: str
-    conn: str  # "proto orig_h:orig_p > resp_h:resp_p" or "(no ids)"
-    field: str
-    zeek: str
-    ours: str
-
-
-def _zeek_text(value) -> str:
-    """How Zeek's ASCII log writes a value: unset fields are `-`."""
-    return "-" if value is None or value == "" else str(value)
-
-
-def _key(proto, oh, op, rh, rp) -> tuple:
-    a, b = (oh, str(op)), (rh, str(rp))
-    return (proto,) + (a + b if a <= b else b + a)
-
-
-def compare(baseline: Baseline, records: list[dict]) -> tuple[Counter, Counter, list[Difference]]:
-    """(agreements per field, totals per field, differences) for one trace."""
-    agree, total, diffs = Counter(), Counter(), []
-    fields = [f for f in FIELDS if f in baseline.rows[0]]
-    if "tcp port 25" in baseline.invocation:
-        records = [
-            r for r in records if r["proto"] == "tcp" and 25 in (r["id.orig_p"], r["id.resp_p"])
-        ]
-    if baseline.has_ids:
-        ours_by_key: dict[tuple, list[dict]] = {}
-        for r in records:
-            k = _key(r["proto"], r["id.orig_h"], r["id.orig_p"], r["id.resp_h"], r["id.resp_p"])
-            ours_by_key.setdefault(k, []).append(r)
-        for row in baseline.rows:
-            proto = row.get("proto", "tcp")
-            k = _key(proto, row["id.orig_h"], row["id.orig_p"], row["id.resp_h"], row["id.resp_p"])
-            label = f"{proto} {row['id.orig_h']}:{row['id.orig_p']} > {row['id.resp_h']}:{row['id.resp_p']}"
-            candidates = ours_by_key.get(k) or []
-            ours = candidates.pop(0) if candidates else None
-            for f in fields:
-                total[f] += 1
-                mine = "(missing)" if ours is None else _zeek_text(ours[f])
-                if mine == row[f]:
-                    agree[f] += 1
-                else:
-                    diffs.append(Difference(baseline.trace, label, f, row[f], mine))
-        return agree, total, diffs
-    # No connection ids: compare as multisets (Zeek's rows are in order of removal).
-    for f in fields:
-        theirs = Counter(row[f] for row in baseline.rows)
-        mine = Counter(_zeek_text(r[f]) for r in records)
-        hit = sum((theirs & mine).values())
-        total[f] += sum(theirs.values())
-        agree[f] += hit
-        for value, n in (theirs - mine).items():
-            extra = sorted((mine - theirs).elements())
-            for _ in range(n):
-                diffs.append(
-                    Difference(
-                        baseline.trace, "(no ids)", f, value, extra.pop(0) if extra else "(missing)"
-                    )
-                )
-    return agree, total, diffs

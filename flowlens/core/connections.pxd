@@ -42,6 +42,9 @@ cdef class Connection:
     cdef public bint reused_in_time_wait
     cdef public object closed_by
     cdef public list states
+    cdef public long long zeek_last_ns
+    cdef public long long _close_ns
+    cdef public long long _syn_carried
     cdef public bint _done
     cdef public bint _held
     cdef public bint _closing
@@ -68,6 +71,8 @@ cdef class ConnectionTable:
     cdef public long long _linger
     cdef public long long _tcp_idle
     cdef public long long _attempt_idle
+    cdef public long long _attempt_delay
+    cdef public dict _attempts
     cdef public long long _udp_idle
     cdef public long long _dns_idle
     cdef public long long _icmp_idle
@@ -85,6 +90,7 @@ cdef class ConnectionTable:
     cdef long long _deadline(self, Connection c) except *
     cdef void _schedule(self, Connection c, object deadline=*)
     cdef Connection _finish(self, Connection c, long long end_ns, str why)
+    cdef void _remember_attempt(self, Connection c)
     cdef void _hold(self, Connection c, long long tw_end, list out)
     cpdef list expire(self, long long now_ns)
     cpdef list flush(self)

@@ -38,7 +38,7 @@ from .decode import (
 from .services import TCP_SERVICES, UDP_SERVICES, is_well_known, service_name
 from .tcpstate import TcpState, TcpTracker
 from .zeekstate import ZEEK_LIKELY_SERVER_PORTS_TCP as _ZEEK_TCP
-from .zeekstate import ZeekTcp, ZeekUdp, icmp_conn_state, zeek_flips
+from .zeekstate import ZeekState, ZeekTcp, ZeekUdp, icmp_conn_state, zeek_flips
 
 __all__ = ["Config", "Connection", "ConnectionTable", "format_addr", "PROTO_NAMES"]
 
@@ -48,16 +48,24 @@ _PROTO_NAMES = cython.declare(dict, PROTO_NAMES)  # (typed: looked up as C when 
 _TCP_SERVICES = cython.declare(dict, TCP_SERVICES)
 _UDP_SERVICES = cython.declare(dict, UDP_SERVICES)
 
-# ICMP request/reply types that form one flow (Zeek logs the request type as orig_p and the reply
-# type as resp_p): echo, timestamp, information, address mask, router and neighbour discovery.
-_ICMP4_PAIRS = {8: 0, 13: 14, 15: 16, 17: 18, 10: 9}
-_ICMP6_PAIRS = {128: 129, 133: 134, 135: 136}
-_ICMP4_REPLIES = {v: k for k, v in _ICMP4_PAIRS.items()}
-_ICMP6_REPLIES = {v: k for k, v in _ICMP6_PAIRS.items()}
+# ICMP message types and their counterparts, which form one flow (Zeek's ICMP4_counterpart and
+# ICMP6_counterpart, src/packet_analysis/protocol/icmp/ICMP.cc): echo, timestamp, information,
+# router solicitation/advertisement, address mask; ICMPv6 echo, router and neighbour discovery,
+# MLD query/report, node information, home agent address discovery. Either direction: the
+# first message's sender is the originator, its type orig_p and the counterpart resp_p.
+_ICMP4_COUNTERPART = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
+_ICMP6_COUNTERPART = {
+    128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135, 130: 131, 131: 130,
+    139: 140, 140: 139, 144: 145, 145: 144,
+}  # fmt: skip
 
 #: TcpState, and its name, by the index TcpTracker keeps for it (`.value` and an enum's hash
 #: are slow Python-level code)
 _STATE_NAMES = tuple(s.value for s in TcpState)
+#: Zeek's endpoint states (zeekstate.ZeekState: TCP_Endpoint.h EndpointState), as C ints
+_Z_INACTIVE = cython.declare(cython.int, int(ZeekState.INACTIVE))
+_Z_SYN_SENT = cython.declare(cython.int, int(ZeekState.SYN_SENT))
+_Z_SYN_ACK_SENT = cython.declare(cython.int, int(ZeekState.SYN_ACK_SENT))
 
 #: "None" in TcpTracker's arrays (constants.UNSET)
 _UNSET = cython.declare(cython.longlong, UNSET)
@@ -202,14 +210,19 @@ class Config:
     syn_received_timeout_s: float = 63.0
     #: an established TCP connection with no packet for this long is emitted (Zeek: 5 min)
     tcp_idle_s: float = 300.0
-    #: a connection attempt that never got established (SYNs only, or SYN/ACK, no ACK)
+    #: a connection attempt that never got established (SYN/ACK seen, no ACK)
     attempt_idle_s: float = 60.0
+    #: an attempt whose responder was never heard from ends this long after its SYN, and a
+    #: later packet (a SYN retry too) starts a new record (Zeek's tcp_attempt_delay, init-bare.zeek;
+    #: TCPSessionAdapter::AttemptTimer)
+    attempt_delay_s: float = 5.0
     udp_idle_s: float = 60.0
     #: DNS flows (UDP port 53) end sooner: one query/answer exchange (Zeek's dns_session_timeout)
     dns_idle_s: float = 10.0
     icmp_idle_s: float = 60.0
-    #: a closed or reset connection waits this long for stray packets before it is emitted
-    #: (Zeek's tcp_close_delay)
+    #: a closed or reset connection is emitted this long after the packet that closed it; later
+    #: packets until then still belong to it (Zeek's tcp_close_delay, init-bare.zeek:
+    #: TCPSessionAdapter::ConnectionClosed sets its delete timer at close time + delay)
     close_linger_s: float = 5.0
     #: verify checksums (bad ones are flagged, never dropped)
     verify_checksums: bool = True
@@ -272,6 +285,9 @@ class Connection:
         "closed_by",  # why the record ended: "closed", "idle", "reused", "capture_end"
         "states",  # [state per analyzer] by Analyzer.slot (None before the first packet): read
         # them through each analyzer's `state_of(conn)`
+        "zeek_last_ns",  # Zeek's last_time: what its `duration` ends at (see _count)
+        "_close_ns",  # when the connection was first seen closed (_UNSET before)
+        "_syn_carried",  # SYN retries of the same attempt in earlier records (see _open_tcp)
         "_done",
         "_held",
         "_closing",  # closed, and rescheduled for the shorter close linger
@@ -317,6 +333,9 @@ class Connection:
         self.reused_in_time_wait = False
         self.closed_by = None
         self.states = None
+        self.zeek_last_ns = pkt.ts_ns
+        self._close_ns = _UNSET
+        self._syn_carried = 0
         self._done = False
         self._held = False
         self._closing = False
@@ -352,6 +371,11 @@ class Connection:
     def duration_s(self) -> float:
         """Seconds from the first to the last packet; never negative (clock jumps)."""
         return max(0, self.last_ts_ns - self.first_ts_ns) / 1e9
+
+    @property
+    def zeek_duration_s(self) -> float:
+        """Zeek's `duration` (the record's): first packet to Zeek's last_time (see _count)."""
+        return max(0, self.zeek_last_ns - self.first_ts_ns) / 1e9
 
     @property
     def service(self) -> str | None:
@@ -456,7 +480,9 @@ class Connection:
 
     @property
     def syn_retries(self) -> int:
-        return max(0, self.tcp._syn_count[0] - 1) if self.tcp is not None else 0
+        """Retransmitted SYNs of this attempt, counting those of earlier records that Zeek's
+        attempt timer ended (see ConnectionTable._open_tcp)."""
+        return max(0, self.tcp._syn_count[0] - 1) + self._syn_carried if self.tcp is not None else 0
 
     @property
     def timeline(self) -> list[tuple[int, int | None, str, str]]:
@@ -484,7 +510,9 @@ class Connection:
         proto_name = _PROTO_NAMES.get(self.proto)
         if proto_name is None:
             proto_name = str(self.proto)
-        duration = self.last_ts_ns - self.first_ts_ns
+        # Zeek's duration: Conn.cc (conn_val duration = last_time - start_time), last_time as
+        # _count keeps it
+        duration = self.zeek_last_ns - self.first_ts_ns
         if duration < 0:
             duration = 0
         if zeek is not None:
@@ -511,7 +539,7 @@ class Connection:
                 if tcp._synack_ns != _UNSET and tcp._ackdat_ns != _UNSET
                 else None
             )
-            syn_retries = max(0, tcp._syn_count[0] - 1)
+            syn_retries = max(0, tcp._syn_count[0] - 1) + self._syn_carried
         else:
             orig_state = resp_state = handshake = teardown = close_initiator = None
             synack = ackdat = irtt = None
@@ -676,6 +704,10 @@ class ConnectionTable:
         self._linger = int(cfg.close_linger_s * 1e9)
         self._tcp_idle = int(cfg.tcp_idle_s * 1e9)
         self._attempt_idle = int(cfg.attempt_idle_s * 1e9)
+        self._attempt_delay = int(cfg.attempt_delay_s * 1e9)
+        # attempts Zeek's attempt timer ended, by key: (originator's ISN, SYN retries, uid),
+        # so that a retry after it continues the count (see _open_tcp)
+        self._attempts: dict[tuple, tuple] = {}
         self._udp_idle = int(cfg.udp_idle_s * 1e9)
         self._dns_idle = int(min(cfg.dns_idle_s, cfg.udp_idle_s) * 1e9)
         self._icmp_idle = int(cfg.icmp_idle_s * 1e9)
@@ -690,13 +722,29 @@ class ConnectionTable:
         # (`_close_complete` is what ZeekTcp.close_complete returns: a C field when compiled)
         return c.tcp.closed_ts is not None or c.zeek._close_complete
 
-    @cython.locals(t=TcpTracker, d=cython.longlong)
+    @cython.locals(t=TcpTracker, d=cython.longlong, z=ZeekTcp)
     def _deadline(self, c: Connection) -> int:
         if c._held:
             return c.tcp.settled_ns() or c.last_ts_ns
         if c.tcp is not None:
             if self._closed(c):
-                return c.last_ts_ns + self._linger
+                # TCPSessionAdapter::ConnectionClosed: once the close is complete the delete
+                # timer is set at the connection's last_time + tcp_close_delay, and packets
+                # after that do not move it
+                if c._close_ns == _UNSET:
+                    c._close_ns = c.zeek_last_ns
+                return c._close_ns + self._linger
+            z = c.zeek
+            if (
+                (z._orig.state == _Z_SYN_SENT or z._orig.state == _Z_SYN_ACK_SENT)
+                and z._orig.prev_state == _Z_INACTIVE
+                and z._resp.state == _Z_INACTIVE
+            ):
+                # TCPSessionAdapter::UpdateInactiveState sets the attempt timer at the
+                # originator's first SYN (the connection's first packet, as the responder is
+                # silent) + tcp_attempt_delay; AttemptTimer removes the connection if the
+                # originator is still in SYN_SENT/SYN_ACK_SENT and the responder INACTIVE
+                return c.first_ts_ns + self._attempt_delay
             t = c.tcp
             if t.handshake_acked or t.midstream:
                 return c.last_ts_ns + self._tcp_idle
@@ -750,9 +798,10 @@ class ConnectionTable:
         return c
 
     def _hold(self, c: Connection, tw_end: int, out: list) -> None:
-        """A closed connection leaves the live table (the next packet on its 5-tuple starts a new
-        record, as in Zeek) but is kept until its TIME_WAIT runs out, so that a SYN reusing the
-        port in the meantime is seen for what it is and the record's end state is final."""
+        """A closed connection (or an attempt Zeek's attempt timer ended) leaves the live table
+        (the next packet on its 5-tuple starts a new record, as in Zeek) but is kept until its
+        TIME_WAIT (or SYN_SENT) runs out, so that a SYN reusing the port in the meantime is seen
+        for what it is and the record's end state is final."""
         del self._table[c.key]
         older = self._held.get(c.key)
         if older is not None:
@@ -784,9 +833,31 @@ class ConnectionTable:
                     continue
                 out.append(self._finish(c, d, "closed"))
             else:
+                if c.tcp is not None and c.zeek._resp.state == _Z_INACTIVE:
+                    # Zeek's attempt timer ended the record (a retry starts a new one); the
+                    # originator's socket is still in SYN_SENT until it gives up, so the record
+                    # is held as a closed one is held in TIME_WAIT: a retry on its 5-tuple takes
+                    # the socket over (_retire cuts the old SYN_SENT there), and only one
+                    # socket per 5-tuple is ever counted
+                    self._remember_attempt(c)
+                    settled = c.tcp.settled_ns()
+                    if settled is not None and settled > d:
+                        self._hold(c, settled, out)
+                        continue
                 out.append(self._finish(c, d, "idle"))
         self._due = heap[0][0] if heap else _NEVER
         return out
+
+    @cython.locals(t=TcpTracker)
+    def _remember_attempt(self, c: Connection) -> None:
+        """An attempt ended by Zeek's attempt timer: keep its ISN and SYN count, so that a retry
+        of the same SYN (a new record, as in Zeek) still counts as a retry (`syn_retries`)."""
+        t = c.tcp
+        if t._isn[0] == _UNSET:
+            return
+        if len(self._attempts) >= 65536:
+            self._attempts.clear()
+        self._attempts[c.key] = (t._isn[0], max(0, t._syn_count[0] - 1) + c._syn_carried, c.uid)
 
     def flush(self) -> list[Connection]:
         """The capture ended: emit everything still open or held, in order of first packet."""
@@ -836,15 +907,35 @@ class ConnectionTable:
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
+    @cython.locals(z=ZeekTcp)
     def _count(self, c: Connection, pkt: Packet, side: int) -> None:
-        c._pkts[side] += 1
-        c._payload[side] += pkt.plen
-        c._ip_bytes[side] += pkt.ip_len
+        """Count a packet (before the state machines see it) and move the record's times.
+
+        Zeek's rules: a packet whose checksum was verified bad goes no further than its
+        history letter (TCP.cc TCPAnalyzer::DeliverPacket returns when ValidateChecksum fails,
+        before the conn-size analyzer's DeliverPacket counts it; ICMP.cc and UDP.cc likewise
+        return before SetLastTime), so it is neither counted (TCP) nor moves `zeek_last_ns`.
+        The conn-size analyzer counts every other packet with its IP total length
+        (ConnSize.cc DeliverPacket). Zeek's last_time moves on every such packet, except that
+        TCP stops moving it once both sides' closes were reported (TCPSessionAdapter::Process:
+        `if ( ! orig->did_close || ! resp->did_close ) SetLastTime`); `duration` ends there.
+        flowlens's own first-to-last-packet span (`last_ts_ns`) takes every packet."""
         if pkt.ts_ns > c.last_ts_ns:
             c.last_ts_ns = pkt.ts_ns
         c.last_frame = pkt.frame
         if pkt.bad_checksum:
             c.bad_checksums += 1
+            if c.proto != _UDP:
+                return  # (UDP: see ZeekUdp, which counts them as Zeek's conn.log shows)
+        elif c.proto == _TCP:
+            z = c.zeek
+            if not (z._orig.did_close and z._resp.did_close):
+                c.zeek_last_ns = pkt.ts_ns
+        else:
+            c.zeek_last_ns = pkt.ts_ns
+        c._pkts[side] += 1
+        c._payload[side] += pkt.plen
+        c._ip_bytes[side] += pkt.ip_len
 
     @cython.boundscheck(False)  # indexes are sides (0, 1); `done[-1]` needs wraparound
     @cython.locals(
@@ -928,8 +1019,14 @@ class ConnectionTable:
 
     @cython.locals(t=TcpTracker)
     def _is_reuse(self, c: Connection, side: int, pkt: Packet) -> bool:
-        """Does this SYN (no ACK) start a new connection on an open 5-tuple?"""
+        """Does this SYN (no ACK) start a new connection on an open 5-tuple?
+
+        TCPSessionAdapter::IsReuse: once either side's close was reported (IsClosed: a FIN or
+        RST), any SYN starts a new connection, a retransmitted one too (a SYN retried after a
+        REJ is a new REJ record); before that, a SYN with the stored ISN is a retransmission."""
         t = c.tcp
+        if c.zeek._orig.did_close or c.zeek._resp.did_close:
+            return True
         if t._isn[side] != _UNSET:
             return pkt.seq != t._isn[side]  # same ISN: a retransmitted SYN
         if side == 1 and t._syn_count[0] and not t._synack_count[1] and not c._pkts[1]:
@@ -942,7 +1039,8 @@ class ConnectionTable:
 
     def _retire(self, old: Connection, pkt: Packet) -> Connection:
         """A new connection takes the 5-tuple: the old one ends here; a TIME_WAIT left on it is
-        cut short (`TcpTracker.cut_time_wait`)."""
+        cut short, and a SYN_SENT/SYN_RECEIVED handed over to the new record
+        (`TcpTracker.cut_time_wait`)."""
         old.tcp.cut_time_wait(pkt.ts_ns, pkt.frame)
         return self._finish(old, pkt.ts_ns, "reused")
 
@@ -966,6 +1064,17 @@ class ConnectionTable:
         c.originator_inferred = not has_syn
         if not has_syn:
             c.tcp.start_midstream(pkt.ts_ns, pkt.frame)
+            return c
+        # Zeek's attempt timer (see _deadline): the entry pushed by _new was for the idle
+        # timeout, as nothing had been seen yet
+        self._schedule(c, pkt.ts_ns + self._attempt_delay)
+        if self._attempts:
+            attempt = self._attempts.pop(key, None)
+            if attempt is not None and not flags & _ACK and attempt[0] == pkt.seq:
+                # the same SYN again after Zeek's attempt timer ended the record: a new record
+                # (as in Zeek), and one more retry of the same attempt
+                c._syn_carried = attempt[1] + 1
+                c.prev_uid = attempt[2]
         return c
 
     @cython.locals(
@@ -1000,23 +1109,32 @@ class ConnectionTable:
             self._notify(c, pkt, from_orig)
         return c
 
-    @cython.locals(c=Connection, from_orig=cython.bint)
+    @cython.locals(c=Connection, from_orig=cython.bint, itype=cython.int, counter=cython.int)
     def _icmp(self, pkt: Packet) -> None:
+        """ICMP.cc ICMPAnalyzer::InitConnKey: the flow of a message is (sender, type, receiver,
+        counterpart type), keyed either way round so that the counterpart joins it (the
+        IPBasedConnKey canonical order); a one-way message (no counterpart: errors,
+        redirects, ...) has its code as the responder's "port" and a key of its own direction.
+        The first message's sender is the originator, whatever its type: Zeek makes no ICMP
+        flips (an echo reply seen first is logged 0 > 8)."""
         itype = pkt.sport
-        v6 = pkt.proto == _ICMPV6
-        pairs = _ICMP6_PAIRS if v6 else _ICMP4_PAIRS
-        replies = _ICMP6_REPLIES if v6 else _ICMP4_REPLIES
-        if itype in pairs:
-            orig_h, resp_h, orig_p, resp_p = pkt.src, pkt.dst, itype, pairs[itype]
-        elif itype in replies:
-            orig_h, resp_h, orig_p, resp_p = pkt.dst, pkt.src, replies[itype], itype
+        src, dst = pkt.src, pkt.dst
+        counterpart = (_ICMP6_COUNTERPART if pkt.proto == _ICMPV6 else _ICMP4_COUNTERPART).get(
+            itype
+        )
+        if counterpart is None:  # one way
+            counter = pkt.dport
+            key = (pkt.proto, src, itype, dst, counter)
         else:
-            orig_h, resp_h, orig_p, resp_p = pkt.src, pkt.dst, itype, pkt.dport
-        key = (pkt.proto, orig_h, orig_p, resp_h, resp_p)
+            counter = counterpart
+            if src < dst or (src == dst and itype <= counter):
+                key = (pkt.proto, src, itype, dst, counter)
+            else:
+                key = (pkt.proto, dst, counter, src, itype)
         c = self._table.get(key)
         if c is None:
-            c = self._new(key, pkt.proto, orig_h, orig_p, resp_h, resp_p, pkt)
-        from_orig = pkt.src == c.orig_h
+            c = self._new(key, pkt.proto, src, itype, dst, counter, pkt)
+        from_orig = src == c.orig_h and (itype == c.orig_p or src != c.resp_h)
         self._count(c, pkt, 0 if from_orig else 1)
         if pkt.quote is not None:
             self._attach_icmp_error(pkt)

@@ -702,7 +702,14 @@ class Decoder:
         p.proto = proto
         p.ip_len = total
         if self.verify_checksums and not _ones_complement_ok(_sum16(d, off, off + ihl)):
-            p.bad_checksum = True
+            if d[off + 10] == 0 and d[off + 11] == 0:
+                # left to the NIC (TSO/checksum offload on the capturing host): as for TCP/UDP
+                # (see _check_transport), recognised, counted in `offloaded`, not called bad
+                self.offloaded += 1
+            else:
+                # Zeek drops it before any connection sees it (IP.cc IPAnalyzer::AnalyzePacket,
+                # "bad_IP_checksum")
+                return self._skip("bad IPv4 header checksum")
         offset = (frag & 0x1FFF) * 8
         if offset or frag & 0x2000:  # a fragment: reassemble lengths, not bytes
             return self._fragment(

@@ -549,12 +549,18 @@ class TcpTracker:
     def cut_time_wait(self, ts_ns: int, frame: int) -> None:
         """A new connection takes the 5-tuple at `ts_ns` (packet `frame`): a side still in
         TIME_WAIT then leaves it for CLOSED (the kernel recycles it, RFC 6191), and
-        `tw_cut_short` says so."""
+        `tw_cut_short` says so; a side still in SYN_SENT or SYN_RECEIVED (an attempt that the new
+        record continues) leaves it for CLOSED there too."""
         for side in range(2):
             if self._state[side] == _S_TIME_WAIT:
                 start = self._tw_start[side]
                 if start != _UNSET and (self._tw_ns == _UNSET or ts_ns < start + self._tw_ns):
                     self.tw_cut_short = True
+                    self._set(side, _S_CLOSED, ts_ns, frame)
+            elif self._state[side] == _S_SYN_SENT or self._state[side] == _S_SYN_RECEIVED:
+                # an attempt the next record carries on (Zeek's attempt timer split it): the one
+                # socket is counted there from now on, unless its timer ran out already
+                if self.state_index_at(side, ts_ns) != _S_CLOSED:
                     self._set(side, _S_CLOSED, ts_ns, frame)
 
     @cython.locals(

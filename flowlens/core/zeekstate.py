@@ -382,21 +382,16 @@ class ZeekTcp:
 
         flipped: cython.bint = False
         resp: _Endpoint = self._resp
-        # Zeek PR #2191 (flip-without-syn btest): a connection whose first packet was a
-        # SYN/ACK from the originator is flipped when the next packet is an ACK or data
-        # segment, in either direction; stealth scans answer with RSTs or nothing. Not exact:
-        # the Zeek code for this was not in the sources available to us. Zeek's logs show the
-        # flip as "^h...", so the history so far is rewritten as if the flip had come first
-        # (case swapped, '^' in front), and this packet is then handled in the new roles.
-        if (
-            orig.state == _SYN_ACK_SENT
-            and resp.state == _INACTIVE
-            and orig.pkts + resp.pkts == 1
-            and not flags & _SFR
-            and (flags & TH_ACK or plen > 0)
-        ):
-            self._history = "^" + self._history.swapcase()
+        # TCP_Endpoint::CheckHistory: when the history is still exactly "H" (the connection
+        # began with the originator's SYN/ACK, repeated or not, and nothing else) and a packet
+        # scores 'A' or 'D' (update_history: no SYN/FIN/RST, data or an ACK), in either
+        # direction, Zeek flips the roles, replaces the history with "^h" and marks the
+        # originator's first packet seen; stealth scans answer with RSTs or nothing. The packet
+        # is then handled in the new roles (the endpoint objects swap with the roles).
+        if self._history == "H" and not flags & _SFR and (flags & TH_ACK or plen > 0):
+            self._history = "^h"
             self._swap()
+            self._first_seen |= _SEEN_ORIG  # SetFirstPacketSeen(true)
             orig, resp = self._orig, self._resp
             is_orig = not is_orig
             flipped = True
