@@ -4,7 +4,7 @@
     >>> import flowlens
     >>> a = flowlens.analyze("sample_pcaps/incident.pcap")
     >>> len(a.connections), a.connections[0].conn_state
-    (488, 'SF')
+    (490, 'SF')
     >>> sorted({f.kind for f in a.findings()})[:3]
     ['close_wait', 'connection_refused', 'fin_wait_2']
 
