@@ -262,6 +262,25 @@ def test_smb_negotiate():
     assert identify(smb1_negotiate(), smb2_negotiate()).service == "smb"
 
 
+def ldap_bind(long_form: bool) -> bytes:
+    """An LDAPMessage with a simple BindRequest (RFC 4511 §4.2), short or long BER lengths."""
+    bind = b"\x02\x01\x03" + b"\x04\x00" + b"\x80\x00"  # version 3, name "", simple ""
+    op = b"\x60" + bytes([len(bind)]) + bind
+    body = b"\x02\x01\x01" + op
+    if long_form:  # Windows clients: 0x84 and four length bytes
+        return b"\x30\x84" + len(body).to_bytes(4, "big") + body
+    return b"\x30" + bytes([len(body)]) + body
+
+
+def test_ldap_bind_and_ntlm_inside():
+    bind_response = b"\x30\x0c\x02\x01\x01\x61\x07\x0a\x01\x00\x04\x00\x04\x00"
+    assert identify(ldap_bind(False), bind_response).service == "ldap_tcp"
+    assert identify(ldap_bind(True), b"").service == "ldap_tcp"
+    # A SASL bind carrying an NTLM NEGOTIATE message (MS-NLMP 2.2.1.1) inside GSS-SPNEGO.
+    sasl = ldap_bind(True) + b"\x04\x0aGSS-SPNEGO\x04\x20NTLMSSP\x00\x01\x00\x00\x00" + bytes(20)
+    assert identify(sasl, b"").service == "ldap_tcp,ntlm"
+
+
 # ---- negatives ---------------------------------------------------------------------------------
 
 

@@ -506,6 +506,51 @@ def _rule_smb(orig: bytes, resp: bytes, app: dict) -> bool:
     return (_smb(orig) or _smb(resp)) and (_smb(orig) or not orig) and (_smb(resp) or not resp)
 
 
+# ---- LDAP, NTLM --------------------------------------------------------------------------------
+# scripts/base/protocols/ldap/dpd.sig: client /^\x30.\x02\x01.\x60/ (a BindRequest with short BER
+# lengths), server /^\x30/; Zeek also attaches LDAP to 389/tcp by port (ldap/main.zeek), which is
+# how it names clients that use long-form lengths (Windows: 30 84 00 00 00 4b ...). flowlens parses
+# the LDAPMessage envelope instead (RFC 4511 §4.1.1, BER per X.690 §8.1.3): SEQUENCE, a definite
+# length, messageID INTEGER of 1-4 bytes, then a protocolOp [APPLICATION n] request tag (client)
+# or response tag (server). Zeek's service name is "ldap_tcp".
+_LDAP_REQUESTS = {0x60, 0x42, 0x63, 0x66, 0x68, 0x4A, 0x6C, 0x6E, 0x50, 0x77}
+_LDAP_RESPONSES = {0x61, 0x64, 0x65, 0x73, 0x67, 0x69, 0x6B, 0x6D, 0x6F, 0x78, 0x79}
+
+
+def _ldap_op(data: bytes) -> int | None:
+    if len(data) < 7 or data[0] != 0x30:
+        return None
+    at = 1
+    if data[at] & 0x80:
+        width = data[at] & 0x7F
+        if not 1 <= width <= 4:
+            return None
+        at += 1 + width
+    else:
+        at += 1
+    if at + 2 > len(data) or data[at] != 0x02 or not 1 <= data[at + 1] <= 4:
+        return None
+    at += 2 + data[at + 1]
+    return data[at] if at < len(data) else None
+
+
+def _rule_ldap(orig: bytes, resp: bytes, app: dict) -> bool:
+    request, response = _ldap_op(orig), _ldap_op(resp)
+    client = request in _LDAP_REQUESTS
+    server = response in _LDAP_RESPONSES
+    return (client or server) and (client or not orig) and (server or not resp)
+
+
+# NTLM (Zeek: "ntlm", named when its GSSAPI analyzer finds NTLMSSP inside LDAP, SMB, DCE-RPC):
+# MS-NLMP 2.2.1 messages open with "NTLMSSP\0" and a 32-bit message type (1 NEGOTIATE,
+# 2 CHALLENGE, 3 AUTHENTICATE); found anywhere in the first bytes, raw (not base64 in HTTP).
+_NTLM = re.compile(rb"NTLMSSP\x00[\x01-\x03]\x00\x00\x00")
+
+
+def _rule_ntlm(orig: bytes, resp: bytes, app: dict) -> bool:
+    return bool(_NTLM.search(orig) or _NTLM.search(resp))
+
+
 #: The rules, in the order their names are listed when several match.
 RULES: tuple[tuple[str, Rule], ...] = (
     ("ssl", _rule_ssl),
@@ -522,6 +567,8 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("mysql", _rule_mysql),
     ("rdp", _rule_rdp),
     ("smb", _rule_smb),
+    ("ldap_tcp", _rule_ldap),
+    ("ntlm", _rule_ntlm),
 )
 
 
