@@ -10,13 +10,15 @@ seen when the SYN is missing), at most MAX_BYTES per direction, and calls identi
     python scripts/service_agreement.py [--corpus ../shared/corpus] [--details]
 
 Prints one line per trace (rows, agreeing, differing) and, with --details, every difference.
-UDP and ICMP rows are counted but not compared (service_id names TCP byte streams).
+UDP and ICMP rows are counted but not compared (service_id names TCP byte streams), and so are
+nDPI's flows it named by port or guessed (its Confidence is not "DPI"), column "skipped".
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import re
 import socket
 import sys
 from collections import defaultdict
@@ -176,14 +178,67 @@ def compare(corpus: Path) -> list[dict]:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    parser.add_argument("--details", action="store_true", help="list every difference")
-    args = parser.parse_args(argv)
-    results = compare(args.corpus)
+# nDPI's master protocol names (src/include/ndpi_protocol_ids.h) for the protocols service_id names.
+NDPI_TO_ZEEK = {
+    "HTTP": "http", "TLS": "ssl", "SSH": "ssh", "DNS": "dns", "SMTP": "smtp", "SMTPS": "ssl",
+    "POP3": "pop3", "IMAP": "imap", "FTP_CONTROL": "ftp", "Redis": "redis",
+    "PostgreSQL": "postgresql", "MySQL": "mysql", "RDP": "rdp", "SMBv1": "smb", "SMBv23": "smb",
+    "IRC": "irc", "LDAP": "ldap_tcp", "Unknown": None,
+}  # fmt: skip
+_NDPI_FLOW = re.compile(r"\tTCP (\S+) <?-> (\S+) \[proto: [0-9.]+/([^\]]+)\]")
+
+
+def _endpoint(text: str) -> tuple[str, int]:
+    host, port = text.rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+def compare_ndpi(corpus: Path) -> list[dict]:
+    """nDPI's per-flow labels (other/expected/ndpi__*.out) against identify() on the same flows."""
+    other = corpus / "other"
+    results = []
+    for out in sorted((other / "expected").glob("ndpi__*.out")):
+        trace = other / "captures" / out.name.split(".pcap")[0].replace("ndpi__", "ndpi__", 1)
+        trace = next(
+            iter(sorted((other / "captures").glob(out.name.split(".")[0] + ".pcap*"))), trace
+        )
+        segments = tcp_segments(trace)
+        result = {"trace": trace.name, "tcp": 0, "other": 0, "agree": 0, "differ": []}
+        for line in out.read_text().splitlines():
+            found = _NDPI_FLOW.search(line)
+            if not found:
+                continue
+            client, server = _endpoint(found.group(1)), _endpoint(found.group(2))
+            master = found.group(3).split(".")[0]
+            confidence = re.search(r"\[Confidence: ([^\]]+)\]", line)
+            if master != "Unknown" and confidence and confidence.group(1) != "DPI":
+                result["other"] += 1  # named by port or guessed: flowlens never looks at ports
+                continue
+            result["tcp"] += 1
+            key = (*client, *server)
+            rkey = (*server, *client)
+            orig, resp = first_bytes(segments.get(key, [])), first_bytes(segments.get(rkey, []))
+            ours = identify(orig, resp)
+            theirs = NDPI_TO_ZEEK.get(master, master)
+            if set(ours.services) == ({theirs} if theirs else set()):
+                result["agree"] += 1
+            else:
+                result["differ"].append(
+                    {
+                        "conn": f"{client[0]}:{client[1]} -> {server[0]}:{server[1]}",
+                        "zeek": found.group(3),
+                        "flowlens": ours.service,
+                        "orig": orig[:40],
+                        "resp": resp[:40],
+                    }
+                )
+        results.append(result)
+    return results
+
+
+def _table(title: str, results: list[dict], details: bool) -> None:
     total_tcp = total_agree = 0
-    print(f"{'trace':55} {'tcp':>5} {'agree':>6} {'differ':>6} {'not tcp':>8}")
+    print(f"{title:55} {'tcp':>5} {'agree':>6} {'differ':>6} {'skipped':>8}")
     for res in results:
         total_tcp += res["tcp"]
         total_agree += res["agree"]
@@ -191,13 +246,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{res['trace']:55} {res['tcp']:5} {res['agree']:6} {len(res['differ']):6} {res['other']:8}"
         )
     print(f"{'total':55} {total_tcp:5} {total_agree:6} {total_tcp - total_agree:6}")
-    if args.details:
+    if details:
         for res in results:
             for diff in res["differ"]:
                 print(
-                    f"{res['trace']}: {diff['conn']} zeek={diff['zeek']} flowlens={diff['flowlens']} "
+                    f"{res['trace']}: {diff['conn']} theirs={diff['zeek']} flowlens={diff['flowlens']} "
                     f"orig={diff['orig']!r} resp={diff['resp']!r}"
                 )
+    print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--details", action="store_true", help="list every difference")
+    args = parser.parse_args(argv)
+    _table("Zeek baselines (default scripts)", compare(args.corpus), args.details)
+    _table("nDPI expected labels", compare_ndpi(args.corpus), args.details)
     return 0
 
 
