@@ -27,6 +27,7 @@ from ..core.services import expected_service, service_name
 
 __all__ = [
     "MAX_BYTES",
+    "RULES",
     "UNKNOWN",
     "Identified",
     "identify",

@@ -4,8 +4,9 @@ No lookup in /etc/services: output must not depend on the machine that reads the
 Where Zeek attaches one of its analyzers to the port by default, the name is Zeek's service name
 (the `ports` constants of scripts/base/protocols/*/main.zeek: 8080 and 3128 are `http`, 8443 is
 not in Zeek's list but is HTTPS, so `ssl`; 587 `smtp`; 465, 636, 993, 995 `ssl` (ssl_ports);
-139 `smb`); other ports keep their IANA name. This is `port_service`: what the port is
-registered to, not what was spoken (flowlens.analyzers.service_id names that).
+139 `smb`; 88 `krb_tcp`, 135 `dce_rpc`, 389 `ldap_tcp`); other ports keep their IANA name.
+This is `port_service`: what the port is registered to, not what was spoken
+(flowlens.analyzers.service_id names that).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ __all__ = [
 
 TCP_SERVICES = {
     20: "ftp-data", 21: "ftp", 22: "ssh", 23: "telnet", 25: "smtp", 53: "dns", 80: "http",
-    88: "kerberos", 110: "pop3", 111: "sunrpc", 119: "nntp", 123: "ntp", 135: "msrpc",
-    139: "smb", 143: "imap", 179: "bgp", 389: "ldap", 443: "ssl", 445: "smb",
+    88: "krb_tcp", 110: "pop3", 111: "sunrpc", 119: "nntp", 123: "ntp", 135: "dce_rpc",
+    139: "smb", 143: "imap", 179: "bgp", 389: "ldap_tcp", 443: "ssl", 445: "smb",
     465: "ssl", 514: "rsh", 587: "smtp", 636: "ssl", 853: "dns-over-tls",
     873: "rsync", 993: "ssl", 995: "ssl", 1080: "socks", 1433: "mssql", 1521: "oracle",
     1883: "mqtt", 2049: "nfs", 2181: "zookeeper", 2379: "etcd", 3128: "http",
