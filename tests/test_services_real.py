@@ -42,18 +42,22 @@ SMTP_RESPONDER = textwrap.dedent(
     print("READY", sys.argv[2], flush=True)
     while True:
         conn, _ = srv.accept()
-        f = conn.makefile("rwb")
-        f.write(b"220 mail.lab.example ESMTP flowlens-test\\r\\n"); f.flush()
-        for line in f:
-            verb = line[:4].upper()
-            if verb in (b"EHLO", b"HELO"):
-                f.write(b"250-mail.lab.example\\r\\n250 8BITMIME\\r\\n")
-            elif verb == b"QUIT":
-                f.write(b"221 2.0.0 Bye\\r\\n"); f.flush(); break
-            else:
-                f.write(b"250 2.0.0 Ok\\r\\n")
-            f.flush()
-        f.close(); conn.close()
+        try:  # the readiness probe hangs up at once: a failed write must not end the server
+            f = conn.makefile("rwb")
+            f.write(b"220 mail.lab.example ESMTP flowlens-test\\r\\n"); f.flush()
+            for line in f:
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    f.write(b"250-mail.lab.example\\r\\n250 8BITMIME\\r\\n")
+                elif verb == b"QUIT":
+                    f.write(b"221 2.0.0 Bye\\r\\n"); f.flush(); break
+                else:
+                    f.write(b"250 2.0.0 Ok\\r\\n")
+                f.flush()
+            f.close()
+        except OSError:
+            pass
+        conn.close()
     """
 )
 SINK = textwrap.dedent(
@@ -63,7 +67,10 @@ SINK = textwrap.dedent(
     print("READY", sys.argv[2], flush=True)
     while True:
         conn, _ = srv.accept()
-        while conn.recv(65536):
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError:
             pass
         conn.close()
     """
