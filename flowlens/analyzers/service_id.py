@@ -137,7 +137,7 @@ def tls_client_hello(data: bytes) -> dict | None:
     record_version, body = hello
     if body[0] != 3 or body[1] > 3:  # legacy_version 0x0300..0x0303
         return None
-    facts = {
+    facts: dict[str, object] = {
         "tls_record_version": _tls_version(record_version),
         "tls_client_version": _tls_version((body[0] << 8) | body[1]),
     }
