@@ -541,7 +541,13 @@ def test_every_record_field_has_a_parquet_type():
 
 def test_report_tables_count_what_the_datasets_hold(archive_dir, tmp_path):
     outdir = tmp_path / "out"
-    result = run_batch([str(archive_dir)], str(outdir), BatchOptions(), jobs=2)
+    result = run_batch(
+        [str(archive_dir)],
+        str(outdir),
+        BatchOptions(),
+        jobs=2,
+        report_writer=archive.archive_report,
+    )
     html = Path(result.report).read_text()
     assert html.count("data:image/png;base64,") == 3
     assert "broken.pcap.gz" in html and CORRUPT_ERROR in html

@@ -17,8 +17,6 @@ import ast
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "flowlens"
 
@@ -112,9 +110,6 @@ def _import_violations() -> list[str]:
 
 #: issue 15: batch/run.py renders the archive's HTML report itself (reports.archive); the
 #: rendering belongs to the caller (commands/batch.py). Drop the mark when this passes.
-@pytest.mark.xfail(
-    strict=False, reason="issue 15: batch/run.py imports reports.archive (batch -> reports)"
-)
 def test_imports_run_one_way():
     bad = _import_violations()
     assert not bad, "imports against the layers:\n" + "\n".join(bad)
@@ -175,11 +170,6 @@ def _private_violations() -> list[str]:
 
 #: issue 15: analyzers and reports still read core objects' private fields; the helpers
 #: rewriting those modules give them public accessors. Drop the mark when this passes.
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 15: modules outside core still read private fields of core objects "
-    "(being rewritten on other branches)",
-)
 def test_no_module_touches_another_modules_private_names():
     bad = _private_violations()
     assert not bad, f"{len(bad)} accesses to another module's private names:\n" + "\n".join(bad)

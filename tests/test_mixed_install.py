@@ -68,10 +68,6 @@ def _run(pythonpath: Path | None, cwd: Path) -> dict:
 #: issue 15: analyzers/anomalies (detector.py, host_findings.py) read Connection._payload,
 #: ._pkts and TcpTracker._state, _syn_count, _synack_count, _fin_seq, _tw_start, _tl_n: C
 #: fields a plain-Python module cannot see. Drop the mark when they read public accessors.
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 15: analyzers/anomalies read private C fields of Connection and TcpTracker",
-)
 @pytest.mark.slow
 def test_core_compiled_rest_pure_runs_every_command_with_the_same_output(tmp_path):
     if sorted(compiled_modules()) != sorted(MODULES):

@@ -443,8 +443,13 @@ def run_batch(
     jobs: int | None = None,
     scheduler: str | None = None,
     progress: BatchProgress | None = None,
+    report_writer: Callable[[str, list[dict]], str] | None = None,
 ) -> BatchResult:
     """Process every capture under `paths` into `outdir`; see the module docstring.
+
+    `report_writer(outdir, summary_rows)` renders report.html when `options.report` is set
+    (the CLI passes `flowlens.reports.archive.archive_report`: rendering lives in reports/,
+    which batch does not import).
 
     Captures already done (same path, size and mtime, or same content hash with
     `options.verify`, and the same options) are skipped. A capture that fails is recorded in the
@@ -527,10 +532,8 @@ def run_batch(
             result.elapsed_s = time.perf_counter() - started
             extra = {"skipped_files": len(found.skipped), "outdir": result.outdir}
             rows = store.write_summary(entries, extra)
-        if options.report and not aborted:
-            from ..reports.archive import archive_report
-
-            result.report = store.write_text("report.html", archive_report(store.outdir, rows))
+        if options.report and report_writer is not None and not aborted:
+            result.report = store.write_text("report.html", report_writer(store.outdir, rows))
     return result
 
 

@@ -134,8 +134,16 @@ def batch(
         report=not no_report,
     )
     progress = progress_for(sys.stderr)
+    from ..reports.archive import archive_report
+
     result = run_batch(
-        paths, outdir, options, jobs=jobs or default_jobs(), scheduler=scheduler, progress=progress
+        paths,
+        outdir,
+        options,
+        jobs=jobs or default_jobs(),
+        scheduler=scheduler,
+        progress=progress,
+        report_writer=archive_report,
     )
     for path, error in result.failed[:MAX_LISTED_FAILURES]:
         warn(f"Error: {error if error.startswith(path) else f'{path}: {error}'}")

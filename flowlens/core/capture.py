@@ -333,6 +333,11 @@ class Capture:
         self._owned = owned and raw is not sys.stdin.buffer
         self._read_error: str | None = None
 
+    @property
+    def raw(self) -> BinaryIO:
+        """The file the capture is read from (before any decompression): for progress by bytes."""
+        return self._raw
+
     def close(self) -> None:
         if self._owned:
             try:

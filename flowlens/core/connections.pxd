@@ -49,6 +49,8 @@ cdef class Connection:
     cdef public bint _held
     cdef public bint _closing
 
+    cpdef long long pkts_sent(self, int side)
+    cpdef long long payload_sent(self, int side)
     cpdef void swap_roles(self)
     cpdef object state_at(self, int side, long long ts_ns)
     cdef tuple _end_states(self)

@@ -343,6 +343,15 @@ class Connection:
         self.uid = _uid(pkt.ts_ns, pkt.frame, key[0], key[1], key[2], key[3], key[4])
 
     # ------------------------------------------------------------------ derived fields
+    # scalar reads for other modules (C calls when compiled: cpdef in connections.pxd)
+    def pkts_sent(self, side: int) -> int:
+        """Packets `side` (0 orig, 1 resp) sent."""
+        return self._pkts[side]
+
+    def payload_sent(self, side: int) -> int:
+        """Transport payload bytes `side` sent (each segment's length: retransmissions count)."""
+        return self._payload[side]
+
     @property
     def pkts(self) -> list[int]:
         """[orig, resp] packets (a new list: read-only)."""
@@ -482,7 +491,7 @@ class Connection:
     def syn_retries(self) -> int:
         """Retransmitted SYNs of this attempt, counting those of earlier records that Zeek's
         attempt timer ended (see ConnectionTable._open_tcp)."""
-        return max(0, self.tcp._syn_count[0] - 1) + self._syn_carried if self.tcp is not None else 0
+        return max(0, self.tcp.syns_sent(0) - 1) + self._syn_carried if self.tcp is not None else 0
 
     @property
     def timeline(self) -> list[tuple[int, int | None, str, str]]:
@@ -499,7 +508,14 @@ class Connection:
         out.sort(key=lambda e: e[0])
         return out
 
-    @cython.locals(tcp=TcpTracker, zeek=ZeekTcp, udp=ZeekUdp, duration=cython.longlong)
+    @cython.locals(
+        tcp=TcpTracker,
+        zeek=ZeekTcp,
+        udp=ZeekUdp,
+        duration=cython.longlong,
+        synack_ns=cython.longlong,
+        ackdat_ns=cython.longlong,
+    )
     def to_record(self) -> dict:
         """The record with Zeek's dotted field names (DESIGN.md, connection record).
 
@@ -517,8 +533,8 @@ class Connection:
             duration = 0
         if zeek is not None:
             # ZeekTcp's orig_bytes, resp_bytes, missed_bytes and history properties, read as C
-            orig_bytes, resp_bytes = zeek._orig.size(zeek._resp), zeek._resp.size(zeek._orig)
-            missed, history, conn_state = zeek._missed, zeek._history, zeek.conn_state()
+            orig_bytes, resp_bytes, missed, history = zeek.record_sizes()
+            conn_state = zeek.conn_state()
         else:
             orig_bytes, resp_bytes, missed = self._payload[0], self._payload[1], 0
             if udp is not None:
@@ -532,14 +548,13 @@ class Connection:
                 tcp.teardown(),
                 tcp.close_initiator(),
             )
-            synack = _ms3(tcp._synack_ns)
-            ackdat = _ms3(tcp._ackdat_ns) if tcp._synack_ns != _UNSET else None
+            synack_ns, ackdat_ns = tcp.synack_leg_ns(), tcp.ackdat_leg_ns()
+            synack = _ms3(synack_ns)
+            ackdat = _ms3(ackdat_ns) if synack_ns != _UNSET else None
             irtt = (
-                _ms3(tcp._synack_ns + tcp._ackdat_ns)
-                if tcp._synack_ns != _UNSET and tcp._ackdat_ns != _UNSET
-                else None
+                _ms3(synack_ns + ackdat_ns) if synack_ns != _UNSET and ackdat_ns != _UNSET else None
             )
-            syn_retries = max(0, tcp._syn_count[0] - 1) + self._syn_carried
+            syn_retries = max(0, tcp.syns_sent(0) - 1) + self._syn_carried
         else:
             orig_state = resp_state = handshake = teardown = close_initiator = None
             synack = ackdat = irtt = None
@@ -720,7 +735,7 @@ class ConnectionTable:
     # ------------------------------------------------------------------ expiry
     def _closed(self, c: Connection) -> bool:
         # (`_close_complete` is what ZeekTcp.close_complete returns: a C field when compiled)
-        return c.tcp.closed_ts is not None or c.zeek._close_complete
+        return c.tcp.closed_ts is not None or c.zeek.is_closed()
 
     @cython.locals(t=TcpTracker, d=cython.longlong, z=ZeekTcp)
     def _deadline(self, c: Connection) -> int:
@@ -736,9 +751,9 @@ class ConnectionTable:
                 return c._close_ns + self._linger
             z = c.zeek
             if (
-                (z._orig.state == _Z_SYN_SENT or z._orig.state == _Z_SYN_ACK_SENT)
-                and z._orig.prev_state == _Z_INACTIVE
-                and z._resp.state == _Z_INACTIVE
+                (z.endpoint_state(0) == _Z_SYN_SENT or z.endpoint_state(0) == _Z_SYN_ACK_SENT)
+                and z.endpoint_prev_state(0) == _Z_INACTIVE
+                and z.endpoint_state(1) == _Z_INACTIVE
             ):
                 # TCPSessionAdapter::UpdateInactiveState sets the attempt timer at the
                 # originator's first SYN (the connection's first packet, as the responder is
@@ -833,7 +848,7 @@ class ConnectionTable:
                     continue
                 out.append(self._finish(c, d, "closed"))
             else:
-                if c.tcp is not None and c.zeek._resp.state == _Z_INACTIVE:
+                if c.tcp is not None and c.zeek.endpoint_state(1) == _Z_INACTIVE:
                     # Zeek's attempt timer ended the record (a retry starts a new one); the
                     # originator's socket is still in SYN_SENT until it gives up, so the record
                     # is held as a closed one is held in TIME_WAIT: a retry on its 5-tuple takes
@@ -853,11 +868,11 @@ class ConnectionTable:
         """An attempt ended by Zeek's attempt timer: keep its ISN and SYN count, so that a retry
         of the same SYN (a new record, as in Zeek) still counts as a retry (`syn_retries`)."""
         t = c.tcp
-        if t._isn[0] == _UNSET:
+        if t.isn_of(0) == _UNSET:
             return
         if len(self._attempts) >= 65536:
             self._attempts.clear()
-        self._attempts[c.key] = (t._isn[0], max(0, t._syn_count[0] - 1) + c._syn_carried, c.uid)
+        self._attempts[c.key] = (t.isn_of(0), max(0, t.syns_sent(0) - 1) + c._syn_carried, c.uid)
 
     def flush(self) -> list[Connection]:
         """The capture ended: emit everything still open or held, in order of first packet."""
@@ -929,7 +944,7 @@ class ConnectionTable:
                 return  # (UDP: see ZeekUdp, which counts them as Zeek's conn.log shows)
         elif c.proto == _TCP:
             z = c.zeek
-            if not (z._orig.did_close and z._resp.did_close):
+            if not (z.endpoint_closed(0) and z.endpoint_closed(1)):
                 c.zeek_last_ns = pkt.ts_ns
         else:
             c.zeek_last_ns = pkt.ts_ns
@@ -1025,13 +1040,13 @@ class ConnectionTable:
         RST), any SYN starts a new connection, a retransmitted one too (a SYN retried after a
         REJ is a new REJ record); before that, a SYN with the stored ISN is a retransmission."""
         t = c.tcp
-        if c.zeek._orig.did_close or c.zeek._resp.did_close:
+        if c.zeek.endpoint_closed(0) or c.zeek.endpoint_closed(1):
             return True
-        if t._isn[side] != _UNSET:
-            return pkt.seq != t._isn[side]  # same ISN: a retransmitted SYN
-        if side == 1 and t._syn_count[0] and not t._synack_count[1] and not c._pkts[1]:
+        if t.isn_of(side) != _UNSET:
+            return pkt.seq != t.isn_of(side)  # same ISN: a retransmitted SYN
+        if side == 1 and t.syns_sent(0) and not t.synacks_sent(1) and not c._pkts[1]:
             return False  # the responder's own SYN: simultaneous open
-        if side == 0 and not t._syn_count[0] and t._synack_count[1]:
+        if side == 0 and not t.syns_sent(0) and t.synacks_sent(1):
             return (
                 False  # the SYN behind a SYN/ACK seen first (Zeek: connection_originator_SYN_ack)
             )

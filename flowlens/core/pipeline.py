@@ -186,7 +186,7 @@ class Pipeline:
         table = self.table  # compiled: `table.add` is a direct C call
         progress = self.progress
         bpf = self.bpf
-        raw = cap._raw
+        raw = cap.raw
         size = None
         if progress is not None:
             try:

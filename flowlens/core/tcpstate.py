@@ -222,6 +222,31 @@ class TcpTracker:
     def fin_acked_by_fin(self) -> list[bool]:
         return [bool(self._fin_acked_by_fin[0]), bool(self._fin_acked_by_fin[1])]
 
+    # scalar reads for other modules (C calls when compiled: cpdef in tcpstate.pxd)
+    def syns_sent(self, side: int) -> int:
+        """SYNs without ACK that `side` (0 orig, 1 resp) sent: 1 for a first try, more on retries."""
+        return self._syn_count[side]
+
+    def synacks_sent(self, side: int) -> int:
+        """SYN/ACKs that `side` sent."""
+        return self._synack_count[side]
+
+    def isn_of(self, side: int) -> int:
+        """`side`'s initial sequence number, or constants.UNSET before its SYN was seen."""
+        return self._isn[side]
+
+    def synack_leg_ns(self) -> int:
+        """SYN -> SYN/ACK at the capture point, ns, or constants.UNSET (see `synack_ms`)."""
+        return self._synack_ns
+
+    def ackdat_leg_ns(self) -> int:
+        """SYN/ACK -> ACK at the capture point, ns, or constants.UNSET (see `ackdat_ms`)."""
+        return self._ackdat_ns
+
+    def fin_sent(self, side: int) -> bool:
+        """Did `side` send a FIN?"""
+        return self._fin_seq[side] != _UNSET
+
     @property
     def syn_count(self) -> list[int]:
         return [self._syn_count[0], self._syn_count[1]]

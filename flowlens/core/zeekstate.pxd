@@ -76,6 +76,11 @@ cdef class ZeekTcp:
     cdef bint _check(self, _Endpoint ep, int mask, str code) except -1
     cdef void _add(self, _Endpoint ep, str code)
     cpdef void flip(self)
+    cpdef tuple record_sizes(self)
+    cpdef bint is_closed(self)
+    cpdef int endpoint_state(self, int side)
+    cpdef int endpoint_prev_state(self, int side)
+    cpdef bint endpoint_closed(self, int side)
     cpdef str conn_state(self)
     cdef void _swap(self) noexcept
     cpdef bint packet(self, bint is_orig, int flags, long long seq, long long ack, long long plen,

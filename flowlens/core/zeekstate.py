@@ -759,6 +759,27 @@ class ZeekTcp:
         """Zeek's history letters (uppercase: originator; see main.zeek for the alphabet)."""
         return self._history
 
+    # reads for the connection table (C calls when compiled: cpdef in zeekstate.pxd)
+    def record_sizes(self) -> tuple:
+        """(orig_bytes, resp_bytes, missed_bytes, history): what the record prints, at once."""
+        return self._orig.size(self._resp), self._resp.size(self._orig), self._missed, self._history
+
+    def is_closed(self) -> bool:
+        """`close_complete`, as a C call."""
+        return self._close_complete
+
+    def endpoint_state(self, side: int) -> int:
+        """Zeek's EndpointState (TCP_Endpoint.h) of side 0 (orig) or 1 (resp), as an int."""
+        return self._orig.state if side == 0 else self._resp.state
+
+    def endpoint_prev_state(self, side: int) -> int:
+        """The state that endpoint was in before its current one (TCP_Endpoint::prev_state)."""
+        return self._orig.prev_state if side == 0 else self._resp.prev_state
+
+    def endpoint_closed(self, side: int) -> bool:
+        """Did that endpoint close (a FIN or RST seen: TCP_Endpoint's did_close)?"""
+        return self._orig.did_close if side == 0 else self._resp.did_close
+
     def conn_state(self) -> str:
         """conn_state exactly as base/protocols/conn/main.zeek's conn_state() computes it."""
         os_, rs = self._orig.state, self._resp.state

@@ -30,7 +30,6 @@ import cython
 
 from ...core.analyzer import Analyzer
 from ...core.connections import Connection, format_addr
-from ...core.constants import UNSET
 from ...core.services import LINUX_EPHEMERAL
 from ...core.tcpstate import TcpTracker
 from ..tcpanalysis import KINDS as _NOTE_KINDS
@@ -68,8 +67,6 @@ KINDS = (
 ANOMALY_FIELDS = ("kind", "severity", "ts", "uid", "summary", "evidence", "details")
 
 _OOO = _NOTE_KINDS.index("out_of_order")
-#: "None" in TcpTracker's arrays (the same value as tcpstate._UNSET)
-_UNSET = cython.declare(cython.longlong, UNSET)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,24 +248,26 @@ class AnomalyDetector(Analyzer):
         if conn.tcp is None:
             return
         t = conn.tcp
-        if t._syn_count[0]:
+        if t.syns_sent(0):
             if t.rejected:
                 frames = (st.rst[1],) if st is not None and st.rst is not None else ()
                 self._refused[(conn.resp_h, conn.resp_p)].append(
                     (conn.first_ts_ns, conn.uid, conn.orig_h, (conn.first_frame, *frames))
                 )
-            elif not t._synack_count[1] and not conn._pkts[1] and t.reset_by is None:
-                if t._syn_count[0] > 1 or (end - conn.first_ts_ns) / 1e9 >= th.unanswered_syn_s:
+            elif not t.synacks_sent(1) and not conn.pkts_sent(1) and t.reset_by is None:
+                if t.syns_sent(0) > 1 or (end - conn.first_ts_ns) / 1e9 >= th.unanswered_syn_s:
                     syns = (
                         tuple(st.syns)
                         if st is not None and st.syns
                         else ((conn.first_ts_ns, conn.first_frame),)
                     )
                     self._unanswered[(conn.resp_h, conn.resp_p)].append(
-                        (conn.first_ts_ns, conn.uid, conn.orig_h, t._syn_count[0], syns)
+                        (conn.first_ts_ns, conn.uid, conn.orig_h, t.syns_sent(0), syns)
                     )
         if t.reset_by is not None and not t.rejected:
-            if t.handshake_acked or (t.midstream and (conn._payload[0] or conn._payload[1])):
+            if t.handshake_acked or (
+                t.midstream and (conn.payload_sent(0) or conn.payload_sent(1))
+            ):
                 rst = st.rst if st is not None else None
                 self._rst[(conn.orig_h, conn.resp_h, conn.resp_p, t.reset_by)].append(
                     (conn.first_ts_ns, conn.uid, rst[1] if rst else None,
@@ -279,7 +278,7 @@ class AnomalyDetector(Analyzer):
             self._reuse[(conn.orig_h, conn.resp_h, conn.resp_p)].append(
                 (conn.first_ts_ns, conn.uid, conn.prev_uid, conn.orig_p, conn.first_frame, failed)
             )
-        if t._fin_seq[0] != _UNSET or t._fin_seq[1] != _UNSET:  # CLOSE_WAIT needs a FIN
+        if t.fin_sent(0) or t.fin_sent(1):  # CLOSE_WAIT needs a FIN
             self._note_closes(conn)
         if st is not None:
             for d in st.dirs:  # most connections have nothing more to report
@@ -306,7 +305,7 @@ class AnomalyDetector(Analyzer):
         stop_at = None if c.closed_by == "capture_end" else c.end_ts_ns
         th = self.thresholds
         for side, start, stop, frame in close_wait or ():
-            if not c._pkts[side]:
+            if not c.pkts_sent(side):
                 continue  # a one-sided capture: nothing says what that side did
             host, port = (c.orig_h, c.orig_p) if side == 0 else (c.resp_h, c.resp_p)
             peer_h, peer_p = (c.resp_h, c.resp_p) if side == 0 else (c.orig_h, c.orig_p)
@@ -318,7 +317,7 @@ class AnomalyDetector(Analyzer):
             if until is None or (until - start) / 1e9 >= th.close_wait_s:
                 spells.append((start, until, stop is None, frame, c.uid))
         for side, start, stop, frame in fin_wait_2 or ():
-            if not c._pkts[1 - side]:
+            if not c.pkts_sent(1 - side):
                 continue
             until = stop if stop is not None else stop_at
             if until is not None and (until - start) / 1e9 < th.fin_wait_2_s:
@@ -326,7 +325,7 @@ class AnomalyDetector(Analyzer):
             host, port = (c.orig_h, c.orig_p) if side == 0 else (c.resp_h, c.resp_p)
             peer = _ep(c.resp_h, c.resp_p) if side == 0 else _ep(c.orig_h, c.orig_p)
             self._fin_wait_2.append(
-                (c.uid, _ep(host, port), peer, start, until, stop is None, frame, c._pkts[1 - side])
+                (c.uid, _ep(host, port), peer, start, until, stop is None, frame, c.pkts_sent(1 - side))
             )  # fmt: skip
 
     def finish(self, end_ns: int | None = None) -> list[Anomaly]:

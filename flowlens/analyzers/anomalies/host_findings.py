@@ -56,7 +56,7 @@ def probe_of(c, st):
     the way scanners start: a SYN, or a packet no TCP stack sends first (FIN, NULL, Xmas, ACK).
     """
     if c.proto == IPPROTO_TCP:
-        if c._payload[0] or c._payload[1]:
+        if c.payload_sent(0) or c.payload_sent(1):
             return None
         if st is None:
             return None
@@ -153,11 +153,11 @@ class HostFacts:
         if c.proto != IPPROTO_TCP:
             return
         t = c.tcp
-        if not t._syn_count[0]:
+        if not t.syns_sent(0):
             return
         if not t.handshake_acked and not t.rejected:
             self.attempts[(c.resp_h, c.resp_p)].append(
-                (c.first_ts_ns, c.orig_h, bool(t._synack_count[1]), c.uid, c.first_frame)
+                (c.first_ts_ns, c.orig_h, bool(t.synacks_sent(1)), c.uid, c.first_frame)
             )
         if not c.originator_inferred:
             end = c.end_ts_ns if c.end_ts_ns is not None else c.last_ts_ns
