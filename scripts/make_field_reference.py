@@ -38,8 +38,12 @@ def field_docs() -> list[tuple[str, str, str]]:
             continue
         name = node.target.id
         value = node.value
-        if isinstance(value, ast.Call) and getattr(value.func, "id", "") == "_zeek":
-            name = value.args[0].value  # type: ignore[attr-defined]
+        if isinstance(value, ast.Call) and getattr(value.func, "id", "") == "field":
+            for kw in value.keywords:  # field(metadata={"name": "id.orig_h"})
+                if kw.arg == "metadata" and isinstance(kw.value, ast.Dict):
+                    for k, v in zip(kw.value.keys, kw.value.values):
+                        if isinstance(k, ast.Constant) and k.value == "name":
+                            name = v.value  # type: ignore[attr-defined]
         doc = ""
         nxt = body[i + 1] if i + 1 < len(body) else None
         if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):

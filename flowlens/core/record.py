@@ -17,14 +17,11 @@ from typing import Any
 __all__ = ["ConnectionRecord", "record_fields"]
 
 
-def _zeek(name: str) -> Any:
-    """A field whose printed name differs from its attribute (Zeek's dotted `id.*` names)."""
-    return field(metadata={"name": name})
-
-
 @dataclass(frozen=True, slots=True)
 class ConnectionRecord:
-    """One TCP connection or UDP/ICMP flow, as `flowlens flows` prints it."""
+    """One TCP connection or UDP/ICMP flow, as `flowlens flows` prints it. A field whose
+    printed name differs from its attribute (Zeek's dotted `id.*` names) says so in its
+    metadata."""
 
     uid: str
     """Stable id of the connection within the capture: "C" and 17 base-62 characters, a hash of
@@ -41,17 +38,17 @@ class ConnectionRecord:
     proto: str
     """Transport protocol: `tcp`, `udp` or `icmp` (ICMPv6 too), else the IP protocol number."""
 
-    id_orig_h: str = _zeek("id.orig_h")
+    id_orig_h: str = field(metadata={"name": "id.orig_h"})
     """Originator's address (who opened the connection: the sender of the first SYN; for UDP
     the first sender unless Zeek's port rule says it was a reply). See `originator_inferred`."""
 
-    id_orig_p: int = _zeek("id.orig_p")
+    id_orig_p: int = field(metadata={"name": "id.orig_p"})
     """Originator's port; for ICMP the message type (as Zeek logs it)."""
 
-    id_resp_h: str = _zeek("id.resp_h")
+    id_resp_h: str = field(metadata={"name": "id.resp_h"})
     """Responder's address."""
 
-    id_resp_p: int = _zeek("id.resp_p")
+    id_resp_p: int = field(metadata={"name": "id.resp_p"})
     """Responder's port; for ICMP the code, or the reply's type for request/reply pairs."""
 
     service: str | None
