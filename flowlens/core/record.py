@@ -122,8 +122,14 @@ class ConnectionRecord:
     """`synack_ms + ackdat_ms`: the initial round-trip time (tshark's tcp.analysis.initial_rtt)."""
 
     retransmissions: int
-    """Segments the connection's endpoints sent again, as counted by the packets the capture shows
-    (see docs/fields.md on the three views of retransmission that flowlens reports)."""
+    """Segments that Wireshark's TCP analysis rules (packet-tcp.c, as flowlens's TCP analysis
+    applies them) call a retransmission, a fast retransmission or a spurious retransmission, both
+    directions together; 0 for UDP and ICMP. The same count `flowlens anomalies` reports."""
+
+    out_of_order: int
+    """Segments below the next expected sequence number that arrived within the initial RTT of
+    the highest one (Wireshark's tcp.analysis.out_of_order, 3 ms when the RTT is unknown):
+    reordered on the way, not sent again."""
 
     syn_retries: int
     """SYNs the originator sent again with the same initial sequence number (0 for one SYN)."""
