@@ -68,7 +68,7 @@ TAIL = """
   classification that `flowlens anomalies` reports); `out_of_order` beside it.
 - `history`'s `T`/`t` letters: Zeek's rule (a segment whose sequence space was already seen),
   logged once, then again at 10, 100 ... retransmissions, as Zeek scales its `C`, `T` and `W`
-  letters. It can differ from `retransmissions` (Zeek counts a keep-alive probe, for one).
+  letters. It can differ from `retransmissions`: the two rules are not the same.
 - `flowlens anomalies`' `retransmissions` finding: the same per-segment classes as the record,
   with out-of-order and lost segments beside them and a rate per direction.
 """
