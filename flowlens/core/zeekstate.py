@@ -764,19 +764,19 @@ class ZeekTcp:
         """(orig_bytes, resp_bytes, missed_bytes, history): what the record prints, at once."""
         return self._orig.size(self._resp), self._resp.size(self._orig), self._missed, self._history
 
-    def is_closed(self) -> bool:
+    def is_closed(self) -> cython.bint:
         """`close_complete`, as a C call."""
         return self._close_complete
 
-    def endpoint_state(self, side: int) -> int:
+    def endpoint_state(self, side: cython.int) -> cython.int:
         """Zeek's EndpointState (TCP_Endpoint.h) of side 0 (orig) or 1 (resp), as an int."""
         return self._orig.state if side == 0 else self._resp.state
 
-    def endpoint_prev_state(self, side: int) -> int:
+    def endpoint_prev_state(self, side: cython.int) -> cython.int:
         """The state that endpoint was in before its current one (TCP_Endpoint::prev_state)."""
         return self._orig.prev_state if side == 0 else self._resp.prev_state
 
-    def endpoint_closed(self, side: int) -> bool:
+    def endpoint_closed(self, side: cython.int) -> cython.bint:
         """Did that endpoint close (a FIN or RST seen: TCP_Endpoint's did_close)?"""
         return self._orig.did_close if side == 0 else self._resp.did_close
 
