@@ -468,8 +468,12 @@ def mode_half_close(args: argparse.Namespace, stop: Stop) -> dict:
     for _ in range(args.count):
         sock = connect(args)
         try:
+            # corked, the request waits in the socket until shutdown() sends it with our FIN in
+            # the same segment (tcp(7) TCP_CORK): the FIN is on the wire before the server can
+            # answer, however the two processes are scheduled
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
             sock.sendall(http_request("server", keep=False))
-            sock.shutdown(socket.SHUT_WR)  # our FIN goes out before the response comes back
+            sock.shutdown(socket.SHUT_WR)
             reader = Reader(sock)
             stats["body_bytes"] += read_response(reader)
             reader.drain()
