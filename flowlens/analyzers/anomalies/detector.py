@@ -2,9 +2,10 @@
 # (compiled when possible, as plain Python: see flowlens/compiled.py)
 """Anomalies with evidence: what went wrong in a capture, one pasteable sentence per finding.
 
-`AnomalyDetector` is an analyzer that requires the `TcpAnalyzer` (the pipeline adds one when
-none is given), reads its per-connection results as each connection ends (`on_end`), and turns
-them into `Anomaly` records when the capture ends (`finish`), most severe first:
+`AnomalyDetector` is an analyzer that requires the `TcpAnalyzer` and the `ServiceAnalyzer` (the
+pipeline adds them when none is given), reads their per-connection results as each connection
+ends (`on_end`), and turns them into `Anomaly` records when the capture ends (`finish`), most
+severe first:
 
     detector = AnomalyDetector(Thresholds(close_wait_s=30))
     result = analyze("capture.pcap", analyzers=[detector])
