@@ -10,8 +10,9 @@
 
 Every option is keyword-only. `source` is a path (`str` or `os.PathLike`), a binary file object
 open for reading, or a list of paths read as one stream (a rotation set). `analyzers` picks the
-per-connection analyzers that run (by default the TCP analysis, RTT and anomaly detection, so
-that `findings()` and `rtt()` have something to say; pass `analyzers=()` for the bare
+per-connection analyzers that run (by default the TCP analysis, service identification, RTT and
+anomaly detection, so that `records()` name protocols and `findings()` and `rtt()` have
+something to say; pass `analyzers=()` for the bare
 connection table, the fastest). Times are integer nanoseconds since the epoch in `*_ns`
 attributes, seconds (float) in records; durations say their unit in their name.
 """
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .analyzers.anomalies.detector import Anomaly, AnomalyDetector, Thresholds
 from .analyzers.rtt import RttCollector
+from .analyzers.service_id import ServiceAnalyzer
 from .analyzers.tcpanalysis import TcpAnalyzer
 from .core.analyzer import Analyzer
 from .core.connections import Config
@@ -46,10 +48,10 @@ Source = str | os.PathLike | BinaryIO | Sequence[str | os.PathLike]
 def default_analyzers(
     config: Config | None = None, thresholds: Thresholds | None = None
 ) -> list[Analyzer]:
-    """The analyzers `analyze` runs when none are named: TCP analysis, RTT, anomaly detection
-    (`config` is accepted for symmetry with analyze; the analyzers read the table's timers from
-    the connections themselves)."""
-    return [TcpAnalyzer(), RttCollector(), AnomalyDetector(thresholds)]
+    """The analyzers `analyze` runs when none are named: TCP analysis, service identification
+    from the first payload bytes, RTT, anomaly detection (`config` is accepted for symmetry with
+    analyze; the analyzers read the table's timers from the connections themselves)."""
+    return [TcpAnalyzer(), ServiceAnalyzer(), RttCollector(), AnomalyDetector(thresholds)]
 
 
 @dataclass(slots=True)

@@ -291,7 +291,9 @@ def test_detector_reads_the_tcp_analyzer_it_is_given(tmp_path):
     pcapgen.write_pcap(path, pcapgen.refused())
     tcp, detector = TcpAnalyzer(keep_frames=True), AnomalyDetector()
     pipe = Pipeline(str(path), analyzers=[detector, tcp])
-    assert pipe.analyzers == [tcp, detector] and detector.tcp is tcp  # dependency first
+    # dependencies first (the service analyzer the detector requires is added)
+    assert pipe.analyzers[0] is tcp and pipe.analyzers[-1] is detector and detector.tcp is tcp
+    assert [type(a).__name__ for a in pipe.analyzers[1:-1]] == ["ServiceAnalyzer"]
     list(pipe)
     assert [a.kind for a in pipe.results[detector]] == ["connection_refused"]
 
@@ -421,3 +423,14 @@ def test_cli_errors_and_help(tmp_path):
     assert (
         "Example:" in help_text and "--ephemeral-range" in help_text and "--close-wait" in help_text
     )
+
+
+def test_service_port_mismatch(tmp_path):
+    """HTTP spoken on PostgreSQL's port (tests/test_service_flows.py has the grouping)."""
+    conv = pcapgen.Conversation(sport=5432)
+    conv.handshake()
+    conv.exchange(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n")
+    conv.close()
+    a = only(findings(tmp_path, "http-on-5432", conv.frames), "service_port_mismatch")
+    assert a.severity == "info" and a.details["service"] == "http"
+    assert a.details["port_service"] == "postgresql" and a.evidence == (4, 6)

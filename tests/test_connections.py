@@ -219,7 +219,12 @@ def test_retransmission_counted(tmp_path):
 
 def test_udp_and_icmp_flows(tmp_path):
     [dns] = run(tmp_path, "udp-dns")
-    assert (dns.proto_name, dns.conn_state, dns.pkts, dns.service) == ("udp", "SF", [1, 1], "dns")
+    assert (dns.proto_name, dns.conn_state, dns.pkts, dns.port_service) == (
+        "udp",
+        "SF",
+        [1, 1],
+        "dns",
+    )
     [echo] = run(tmp_path, "icmp-echo")
     assert (echo.proto_name, echo.orig_p, echo.resp_p, echo.pkts) == ("icmp", 8, 0, [2, 2])
 

@@ -290,7 +290,6 @@ def test_pipeline_copies_options_only_for_analyzers_that_need_them():
     from flowlens.analyzers.tcpanalysis import TcpAnalyzer
     from flowlens.core.analyzer import Analyzer, Needs
     from flowlens.core.pipeline import Pipeline
-    from flowlens.errors import UsageError
 
     sample = str(Path(__file__).resolve().parent.parent / "sample_pcaps" / "clean-close.pcap")
 
@@ -313,8 +312,9 @@ def test_pipeline_copies_options_only_for_analyzers_that_need_them():
     class Payload(Analyzer):
         needs = Needs.PAYLOAD
 
-    with pytest.raises(UsageError, match="payload"):
-        Pipeline(sample, analyzers=[Payload()])
+    # payload bytes are copied only for an analyzer that declares it needs them
+    assert Pipeline(sample, analyzers=[TcpAnalyzer()]).decoder.payload == 0
+    assert Pipeline(sample, analyzers=[Payload()]).decoder.payload == 512
 
 
 @needs_corpus
@@ -355,3 +355,24 @@ def test_decoder_timestamps_are_tcp_timestamps_of_the_option_bytes():
         frame = bytes(segment)
         p = Decoder(keep_options=True, timestamps=True).decode(1, 0, 101, frame)
         assert p is not None and ((p.tsval, p.tsecr) if p.tsval >= 0 else None) == want, raw
+
+
+def test_decoder_payload_is_the_first_captured_payload_bytes_when_asked():
+    """Decoder(payload=N): each TCP/UDP packet's first N captured payload bytes; None without
+    payload, and None for every packet when not asked (the default)."""
+    from pcapgen import CLIENT4, SERVER4, _udp_frame, ethernet, tcp_segment
+
+    data = bytes(range(256)) * 3  # 768 bytes
+    tcp = ethernet(tcp_segment(CLIENT4, SERVER4, 40000, 80, 0x18, 1, 1, data))
+    empty = ethernet(tcp_segment(CLIENT4, SERVER4, 40000, 80, 0x10, 1, 1))
+    _t, udp = _udp_frame(0.0, CLIENT4, SERVER4, 5000, 6000, b"hello", True)
+    asked = Decoder(payload=512)
+    assert asked.decode(1, 0, 1, tcp).payload == data[:512]
+    assert asked.decode(2, 0, 1, empty).payload is None
+    assert asked.decode(3, 0, 1, udp).payload == b"hello"
+    assert Decoder(payload=1000).decode(1, 0, 1, tcp).payload == data
+    # cut by the snaplen: what was captured
+    assert asked.decode(1, 0, 1, tcp[: 14 + 20 + 20 + 100]).payload == data[:100]
+    plain = Decoder()
+    assert plain.decode(1, 0, 1, tcp).payload is None
+    assert plain.decode(3, 0, 1, udp).payload is None

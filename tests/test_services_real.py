@@ -22,7 +22,9 @@ from pathlib import Path
 import dpkt
 import pytest
 
-from flowlens.analyzers.service_id import MAX_BYTES, identify, mismatch
+from flowlens import analyze
+from flowlens.analyzers.anomalies.detector import AnomalyDetector
+from flowlens.analyzers.service_id import MAX_BYTES, UNKNOWN, identify, mismatch
 
 try:
     from netlab import Lab
@@ -270,6 +272,19 @@ def test_real_service_is_named_by_its_bytes(case, tmp_path):
     found = identify(orig, resp)
     assert found.service == case.service, (orig[:80], resp[:80])
     assert mismatch(found.service, "tcp", case.port) is case.wrong_port
+    # the pipeline (flows' ServiceAnalyzer) says the same of the capture, and the detector
+    # raises service_port_mismatch for exactly the wrong-port cases
+    detector = AnomalyDetector()
+    result = analyze(cap.path, analyzers=[detector])
+    (conn,) = [c for c in result.connections if c.proto_name == "tcp" and c.resp_p == case.port]
+    record = conn.to_record()
+    assert record["service"] == (None if found.service == UNKNOWN else found.service)
+    if found.service is None:  # no payload either way
+        assert record["app"] is None
+    else:
+        assert record["app"] == ({"unidentified": True} if found.service == UNKNOWN else found.app)
+    kinds = [a.kind for a in result.results[detector]]
+    assert ("service_port_mismatch" in kinds) is case.wrong_port, kinds
     app = found.app
     if case.kind == "ssh":
         assert app["ssh_server"].startswith("SSH-2.0-OpenSSH_")

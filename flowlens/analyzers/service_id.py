@@ -23,12 +23,15 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..core.analyzer import Analyzer, Needs
 from ..core.services import expected_service, service_name
 
 __all__ = [
     "MAX_BYTES",
     "RULES",
     "UNKNOWN",
+    "ServiceAnalyzer",
+    "ServiceState",
     "Identified",
     "identify",
     "mismatch",
@@ -605,3 +608,137 @@ def mismatch(service: str | None, proto: str, resp_port: int) -> bool:
     if expected is None:
         return False
     return expected not in service.split(",")
+
+
+# ---------------------------------------------------------------------------- the analyzer
+_SEQ_MOD = 1 << 32
+_TCP, _UDP = 6, 17
+_SYN = 0x02
+#: segments beyond a hole kept per direction while waiting for the hole to fill
+_MAX_PENDING = 8
+
+
+class ServiceState:
+    """One connection's first payload bytes, each direction ([orig, resp]), in sequence order."""
+
+    __slots__ = ("data", "next_seq", "frames", "closed", "pending")
+
+    def __init__(self) -> None:
+        self.data = [b"", b""]
+        #: the next sequence number expected each way (TCP; None until a SYN or data says)
+        self.next_seq: list[int | None] = [None, None]
+        #: frame of each direction's first data (None before)
+        self.frames: list[int | None] = [None, None]
+        #: no more bytes are taken that way (full, cut short, a gap, or the peer took its turn)
+        self.closed = [False, False]
+        #: TCP segments beyond a hole, waiting for it to fill: [(seq, bytes, cut)] each way
+        self.pending: list[list] = [[], []]
+
+
+class ServiceAnalyzer(Analyzer):
+    """Names each TCP connection's and UDP flow's protocol from its first payload bytes
+    (issue 20), writing `conn.service`, `conn.app` and `conn.service_frames` as it decides.
+
+    Per direction it keeps at most `MAX_BYTES` of the first data in sequence order: for TCP the
+    bytes from the initial sequence number (the SYN's, else the first data segment's) put in
+    sequence order, retransmitted bytes taken once, a few segments beyond a hole held until it
+    fills (the direction stops when it does not); for UDP the first datagram each way. A direction stops taking bytes when it is full, when the snaplen cut a
+    segment, or when the other side has sent data after it (the first message is over: the
+    request before its response). Once both directions have stopped, `identify` runs and the
+    analyzer lets go of the connection (its state becomes None: no more calls for its packets);
+    otherwise it runs at the connection's end (`on_end`). Memory: two buffers of at most
+    `MAX_BYTES` per open connection, nothing per finished one but the parsed fields.
+    """
+
+    needs = Needs.PAYLOAD
+
+    def on_start(self, conn, pkt):
+        if conn.proto != _TCP and conn.proto != _UDP:
+            return None
+        return ServiceState()
+
+    def on_packet(self, conn, pkt, from_orig) -> None:
+        st = self.state_of(conn)
+        side = 0 if from_orig else 1
+        if conn.proto == _TCP and pkt.flags & _SYN:
+            st.next_seq[side] = (pkt.seq + 1) % _SEQ_MOD  # RFC 9293 §3.4: data starts at ISN+1
+            return
+        payload = pkt.payload
+        if payload is None or st.closed[side]:
+            return
+        other = 1 - side
+        if st.frames[other] is not None:
+            st.closed[other] = True  # the peer spoke first; its first message is over
+        if conn.proto == _UDP:
+            st.data[side] = payload[:MAX_BYTES]
+            st.frames[side] = pkt.frame
+            st.closed[side] = True
+        else:
+            if st.next_seq[side] is None:  # no SYN seen (midstream): the first data starts it
+                st.next_seq[side] = pkt.seq
+            if self._take(st, side, pkt.seq, payload, len(payload) < pkt.plen):
+                if st.frames[side] is None:
+                    st.frames[side] = pkt.frame
+        if st.closed[0] and st.closed[1]:
+            self._decide(conn, st)
+            conn.states[self.slot] = None  # decided: no more calls for this connection
+
+    @staticmethod
+    def _take(st: ServiceState, side: int, seq: int, payload: bytes, cut: bool) -> bool:
+        """Add a TCP segment's bytes to `side`'s buffer in sequence order; True when it added
+        some. A segment beyond a hole waits (at most `_MAX_PENDING` of them, within the first
+        `MAX_BYTES` of the stream) for the hole to fill, as a reassembler would; a
+        retransmission adds only the bytes not yet seen."""
+        pending = st.pending[side]
+        offset = (seq - st.next_seq[side] + (1 << 31)) % _SEQ_MOD - (1 << 31)
+        if offset > 0:
+            if len(st.data[side]) + offset >= MAX_BYTES:
+                st.closed[side] = True  # the hole reaches past the buffer: nothing more to add
+            elif len(pending) >= _MAX_PENDING:
+                st.closed[side] = True
+            else:
+                pending.append((seq, payload, cut))
+            return False
+        added = False
+        while True:
+            if len(payload) + offset > 0:  # new bytes (a retransmission may add none)
+                buf = st.data[side] + (payload[-offset:] if offset else payload)
+                st.data[side] = buf[:MAX_BYTES]
+                st.next_seq[side] = (seq + len(payload)) % _SEQ_MOD
+                added = True
+                if len(buf) >= MAX_BYTES or cut:
+                    st.closed[side] = True  # full, or the snaplen cut it: no contiguous rest
+                    pending.clear()
+                    return added
+            # a waiting segment that now starts at or before the next byte goes next
+            ready = [
+                i
+                for i, waiting in enumerate(pending)
+                if (waiting[0] - st.next_seq[side] + (1 << 31)) % _SEQ_MOD - (1 << 31) <= 0
+            ]
+            if not ready:
+                return added
+            seq, payload, cut = pending.pop(ready[0])
+            offset = (seq - st.next_seq[side] + (1 << 31)) % _SEQ_MOD - (1 << 31)
+
+    def on_flip(self, conn) -> None:
+        st = self.state_of(conn)
+        for name in ("data", "next_seq", "frames", "closed", "pending"):
+            v = getattr(st, name)
+            v[0], v[1] = v[1], v[0]
+
+    def on_end(self, conn) -> None:
+        st = self.state_of(conn)
+        if st is not None:
+            self._decide(conn, st)
+
+    def _decide(self, conn, st: ServiceState) -> None:
+        found = identify(st.data[0], st.data[1])
+        if found.service is None:
+            return  # no payload: service and app stay None
+        if found.service == UNKNOWN:
+            conn.app = {"unidentified": True}  # Zeek leaves `service` unset here
+        else:
+            conn.service = found.service
+            conn.app = dict(found.app)
+        conn.service_frames = tuple(f for f in st.frames if f is not None)

@@ -51,6 +51,10 @@ _CONNECTION_TYPES = {
     "id.resp_h": pa.string(),
     "id.resp_p": pa.int32(),
     "service": pa.string(),
+    "port_service": pa.string(),
+    # the parsed facts (a different set of keys per protocol) as JSON text, as anomalies'
+    # `details`: every file of the dataset has the same schema
+    "app": pa.string(),
     "orig_pkts": pa.int64(),
     "resp_pkts": pa.int64(),
     "orig_bytes": pa.int64(),

@@ -7,6 +7,7 @@ from collections import Counter
 
 import click
 
+from ..analyzers.service_id import ServiceAnalyzer
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.connections import PROTO_NAMES, RECORD_FIELDS
 from ..reports.formats import human_time, write_records
@@ -50,13 +51,23 @@ def table_row(r: dict) -> dict:
 @format_option
 @filter_options
 @table_options
-def flows(capture: str, fmt: str, **kwargs) -> None:
+@click.option(
+    "--no-service-detection",
+    "no_service_detection",
+    is_flag=True,
+    help="Do not read the first payload bytes to name each connection's protocol: `service` "
+    "and `app` are null (`port_service` still names the port); a little faster.",
+)
+def flows(capture: str, fmt: str, no_service_detection: bool = False, **kwargs) -> None:
     """One row per TCP connection and UDP/ICMP flow in CAPTURE (pcap or pcapng, optionally
     gzip/bzip2/xz/zstd compressed; `-` reads stdin).
 
     Fields follow Zeek's conn.log (uid, conn_state, history, orig_bytes ...) with flowlens's
     own beside them: each endpoint's TCP state at the end (orig_state, resp_state), handshake
-    and teardown kinds, who closed first, handshake RTT legs, retransmitted and out-of-order segments (Wireshark's rules). A 5-tuple
+    and teardown kinds, who closed first, handshake RTT legs, retransmitted and out-of-order
+    segments (Wireshark's rules). `service` is the protocol the first payload bytes speak
+    (Zeek's names), `port_service` the port's registered name, `app` the parsed facts (TLS
+    SNI, HTTP host ...). A 5-tuple
     reused after a close is a new row. json and csv stream rows as connections end; the table
     waits for the capture's end and sorts by start time.
 
@@ -67,8 +78,10 @@ def flows(capture: str, fmt: str, **kwargs) -> None:
     """
     selection = selection_from(kwargs)
     config = config_from(kwargs)
-    # the TCP analysis counts retransmissions and out-of-order segments into the records
-    pipe, progress = open_pipeline(capture, config, [TcpAnalyzer()])
+    # the TCP analysis counts retransmissions and out-of-order segments into the records; the
+    # service analyzer writes service and app from the first payload bytes
+    analyzers = [TcpAnalyzer()] if no_service_detection else [TcpAnalyzer(), ServiceAnalyzer()]
+    pipe, progress = open_pipeline(capture, config, analyzers)
     per_proto = [0] * 256  # connections by IP protocol number (cheaper than a Counter)
 
     def rows():

@@ -94,8 +94,8 @@ class Needs(enum.IntFlag):
     ALL_OPTIONS = 2
     #: every TCP segment's RFC 7323 timestamps as numbers (`pkt.tsval`, `pkt.tsecr`)
     TIMESTAMPS = 4
-    #: the first payload bytes of each connection (service identification); declared, not yet
-    #: provided by the decoder: the pipeline refuses an analyzer that asks for it
+    #: the first payload bytes of every TCP/UDP packet (`pkt.payload`: at most
+    #: pipeline.PAYLOAD_BYTES of them, None without payload) for service identification
     PAYLOAD = 8
 
 

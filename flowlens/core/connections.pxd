@@ -34,6 +34,9 @@ cdef class Connection:
     cdef public bint flipped
     cdef public long long retransmissions
     cdef public long long out_of_order
+    cdef public object service
+    cdef public object app
+    cdef public object service_frames
     cdef public long long bad_checksums
     cdef public object icmp_errors
     cdef public object vlan

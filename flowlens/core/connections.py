@@ -276,6 +276,13 @@ class Connection:
         # them here as it classifies them; 0 when it did not run (and for UDP/ICMP)
         "retransmissions",
         "out_of_order",
+        # the protocol the first payload bytes speak (flowlens.analyzers.service_id's
+        # ServiceAnalyzer writes them as the connection ends; None when it did not run):
+        # Zeek's service names (comma-separated) or None, the parsed facts (dict) or None, and
+        # the frames of the first data each way (the evidence of a finding)
+        "service",
+        "app",
+        "service_frames",
         "bad_checksums",
         "icmp_errors",  # [(ts_ns, frame, type, code, reporter)] ICMP errors quoting this flow
         "vlan",
@@ -325,6 +332,9 @@ class Connection:
         self.flipped = False
         self.retransmissions = 0
         self.out_of_order = 0
+        self.service = None
+        self.app = None
+        self.service_frames = None
         self.bad_checksums = 0
         self.icmp_errors = None
         self.vlan = pkt.vlan
@@ -387,7 +397,8 @@ class Connection:
         return max(0, self.zeek_last_ns - self.first_ts_ns) / 1e9
 
     @property
-    def service(self) -> str | None:
+    def port_service(self) -> str | None:
+        """The responder's port's name in the built-in table (a convention, not a proof)."""
         return service_name(self.proto_name, self.resp_p)
 
     @property
@@ -568,13 +579,15 @@ class Connection:
             "id.orig_p": self.orig_p,
             "id.resp_h": format_addr(self.resp_h),
             "id.resp_p": self.resp_p,
-            "service": (
+            "service": self.service,
+            "port_service": (
                 _TCP_SERVICES.get(self.resp_p)
                 if self.proto == _TCP
                 else _UDP_SERVICES.get(self.resp_p)
                 if self.proto == _UDP
                 else None
             ),  # service_name
+            "app": self.app,
             "orig_pkts": self._pkts[0],
             "resp_pkts": self._pkts[1],
             "orig_bytes": orig_bytes,
@@ -640,6 +653,8 @@ RECORD_FIELDS = tuple(
         "id.resp_h",
         "id.resp_p",
         "service",
+        "port_service",
+        "app",
         "orig_pkts",
         "resp_pkts",
         "orig_bytes",

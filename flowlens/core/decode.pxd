@@ -35,6 +35,7 @@ cdef class Packet:
     cdef public object udp_head
     cdef public long long tsval
     cdef public long long tsecr
+    cdef public object payload
     cdef public object _options
 
 

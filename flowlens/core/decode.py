@@ -1,6 +1,7 @@
 """Frame bytes -> compact packet records; the only module that knows header layouts.
 
-A `Packet` holds header fields and payload *lengths*, never a copy of the payload. Frames that
+A `Packet` holds header fields and payload *lengths*; a copy of the first payload bytes only when
+the decoder is asked for it (`Decoder(payload=N)`, an analyzer's Needs.PAYLOAD). Frames that
 cannot be decoded are counted by reason in `Decoder.skipped` and yield `None`: a malformed packet
 is data, not an error.
 
@@ -170,7 +171,8 @@ def parse_tcp_options(raw: bytes) -> TcpOptions:
 
 
 class Packet:
-    """One decoded IP packet: header fields and lengths, no payload.
+    """One decoded IP packet: header fields and lengths; the first payload bytes only when the
+    decoder was asked for them (`payload`).
 
     Addresses are packed bytes (4 or 16); `flowlens.core.connections.format_addr` prints them.
     For ICMP, `sport` and `dport` hold the ICMP type and code, as Zeek logs them.
@@ -200,6 +202,8 @@ class Packet:
         "udp_head",  # UDP to/from a DNS port: first 4 payload bytes (query id, flags), else None
         "tsval",  # TCP timestamps option (RFC 7323), read when the decoder is asked to
         "tsecr",  # (Decoder(timestamps=True)); -1 when absent or not read
+        "payload",  # TCP/UDP: the first payload bytes captured (at most Decoder.payload of
+        # them), when the decoder is asked to (an analyzer's Needs.PAYLOAD); else None
         "_options",
     )
     if TYPE_CHECKING:  # the fields' types for mypy (decode.pxd gives the C ones)
@@ -226,6 +230,7 @@ class Packet:
         udp_head: bytes | None
         tsval: int
         tsecr: int
+        payload: bytes | None
         _options: TcpOptions | None
 
     def __init__(self) -> None:
@@ -240,6 +245,7 @@ class Packet:
         self.caplen_short = 0
         self.bad_checksum = None
         self.tsval = self.tsecr = -1
+        self.payload = None
         self._options = None
 
     @property
@@ -458,6 +464,7 @@ class Decoder:
     verify_checksums = cython.declare(cython.bint, visibility="public")
     keep_options = cython.declare(cython.bint, visibility="public")
     timestamps = cython.declare(cython.bint, visibility="public")
+    payload = cython.declare(cython.Py_ssize_t, visibility="public")
     skipped = cython.declare(object, visibility="public")
     offloaded = cython.declare(cython.longlong, visibility="public")
     non_ip = cython.declare(object, visibility="public")
@@ -465,7 +472,11 @@ class Decoder:
     _addrs = cython.declare(list)
 
     def __init__(
-        self, verify_checksums: bool = True, keep_options: bool = True, timestamps: bool = False
+        self,
+        verify_checksums: bool = True,
+        keep_options: bool = True,
+        timestamps: bool = False,
+        payload: int = 0,
     ) -> None:
         self.verify_checksums = verify_checksums
         #: keep every TCP packet's option bytes (`raw_options`); False keeps only SYNs' (the
@@ -474,6 +485,10 @@ class Decoder:
         #: read the timestamps option of every TCP packet into `tsval`/`tsecr` (RTT), without
         #: copying the option bytes
         self.timestamps = timestamps
+        #: copy at most this many of each TCP/UDP packet's first payload bytes into `payload`
+        #: (service identification, Needs.PAYLOAD); 0 copies none. Datagrams reassembled from
+        #: IP fragments get none (only lengths are reassembled)
+        self.payload = payload
         #: frames skipped, by reason ("unsupported link type 105", "truncated IPv4 header", ...)
         self.skipped = Counter()
         #: TCP/UDP packets whose checksum was left to the NIC (offload) and so not verifiable
@@ -889,6 +904,8 @@ class Decoder:
             p.plen = seg_len - hlen
             if not whole:
                 p.caplen_short = seg_len - max(avail, hlen)
+            if self.payload and p.fragment == 0 and seg_len > hlen and avail > hlen:
+                p.payload = _bytes(d, pos + hlen, pos + min(seg_len, avail, hlen + self.payload))
             if pseudo >= 0 and whole and p.fragment == 0:
                 self._check_transport(p, d, pos, seg_len, pseudo, csum)
         elif proto == K.IPPROTO_UDP:
@@ -906,6 +923,8 @@ class Decoder:
             p.plen = seg_len - 8
             if not whole:
                 p.caplen_short = seg_len - avail
+            if self.payload and p.fragment == 0 and seg_len > 8 and avail > 8:
+                p.payload = _bytes(d, pos + 8, pos + min(seg_len, avail, 8 + self.payload))
             if pseudo >= 0 and whole and csum and p.fragment == 0:
                 self._check_transport(p, d, pos, seg_len, pseudo, csum)
         elif proto == K.IPPROTO_ICMP or proto == K.IPPROTO_ICMPV6:

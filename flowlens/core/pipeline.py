@@ -28,6 +28,9 @@ __all__ = ["Pipeline", "FileRun", "Analysis", "analyze", "ProgressFn"]
 #: progress callback: (frames read, bytes of the file consumed, file size or None)
 ProgressFn = Callable[[int, int, "int | None"], None]
 
+#: payload bytes the decoder copies per TCP/UDP packet for an analyzer that declares
+#: Needs.PAYLOAD (service identification keeps the first 512 of each direction: issue 20)
+PAYLOAD_BYTES = 512
 _PROGRESS_EVERY = 8192
 _COLLECT_EVERY = 256 * _PROGRESS_EVERY  # frames (about 2 million)
 
@@ -82,16 +85,14 @@ class Pipeline:
         self.table = ConnectionTable(self.config, analyzers)
         self.analyzers: list[Analyzer] = self.table.analyzers
         needs = needs_of(self.analyzers)
-        if needs & Needs.PAYLOAD:
-            raise UsageError(
-                "an analyzer needs the first payload bytes (Needs.PAYLOAD): not decoded yet"
-            )
         # copying every segment's TCP options out costs; the table reads none, and SYNs' are
         # always copied (Needs.SYN_OPTIONS costs nothing more)
         self.decoder = Decoder(
             verify_checksums=self.config.verify_checksums,
             keep_options=bool(needs & Needs.ALL_OPTIONS),
             timestamps=bool(needs & Needs.TIMESTAMPS),
+            # each packet's first PAYLOAD_BYTES payload bytes, only when some analyzer reads them
+            payload=PAYLOAD_BYTES if needs & Needs.PAYLOAD else 0,
         )
         self.progress = progress
         self.results: dict[Analyzer, object] = {}

@@ -52,8 +52,22 @@ class ConnectionRecord:
     """Responder's port; for ICMP the code, or the reply's type for request/reply pairs."""
 
     service: str | None
-    """Name of the responder's port in flowlens's built-in IANA table (`http`, `ssh` ...), or
-    null. A port is a convention, not a proof of what the connection speaks."""
+    """The protocol the connection speaks, told from the first payload bytes of each direction
+    (up to 512 each, in sequence order): Zeek's service names (`http`, `ssl`, `ssh`, `dns`,
+    `postgresql` ...), comma-separated when several match, as Zeek logs them. Null when no
+    payload was seen, when the payload matched no protocol (as Zeek leaves it unset; `app` says
+    `unidentified`), or when detection did not run (`flows --no-service-detection`,
+    `analyze(analyzers=...)` without the ServiceAnalyzer). See docs/services.md."""
+
+    port_service: str | None
+    """Name of the responder's port in flowlens's built-in table (Zeek's names: `http`, `ssl`,
+    `ssh` ...), or null. A port is a convention, not a proof of what the connection speaks."""
+
+    app: dict | None
+    """Facts parsed from the first payload bytes (flat keys: TLS `tls_version`, `tls_sni`, `tls_alpn`;
+    HTTP `http_method`, `http_host`; SSH `ssh_client`, `ssh_server` ...; docs/services.md lists
+    them), `{"unidentified": true}` when payload was seen and matched no protocol; null when no
+    payload was seen or detection did not run. No payload is copied beyond these fields."""
 
     orig_pkts: int
     """Packets the originator sent."""

@@ -294,7 +294,7 @@ def build_ladder(
 
     orig = endpoint_label(conn.orig_h, conn.orig_p)
     resp = endpoint_label(conn.resp_h, conn.resp_p)
-    service = conn.service
+    service = conn.port_service
     title = f"{conn.uid}  {conn.proto_name}  {orig} -> {resp}" + (f"  {service}" if service else "")
     header = [
         (

@@ -2,9 +2,10 @@
 # (compiled when possible, as plain Python: see flowlens/compiled.py)
 """Anomalies with evidence: what went wrong in a capture, one pasteable sentence per finding.
 
-`AnomalyDetector` is an analyzer that requires the `TcpAnalyzer` (the pipeline adds one when
-none is given), reads its per-connection results as each connection ends (`on_end`), and turns
-them into `Anomaly` records when the capture ends (`finish`), most severe first:
+`AnomalyDetector` is an analyzer that requires the `TcpAnalyzer` and the `ServiceAnalyzer` (the
+pipeline adds them when none is given), reads their per-connection results as each connection
+ends (`on_end`), and turns them into `Anomaly` records when the capture ends (`finish`), most
+severe first:
 
     detector = AnomalyDetector(Thresholds(close_wait_s=30))
     result = analyze("capture.pcap", analyzers=[detector])
@@ -13,7 +14,7 @@ them into `Anomaly` records when the capture ends (`finish`), most severe first:
 
 Kinds (DESIGN.md, anomaly record): time_wait_accumulation, port_exhaustion_risk, close_wait,
 fin_wait_2, unanswered_syn, connection_refused, syn_flood, port_scan, retransmissions,
-zero_window, keep_alive, rst_abort, port_reuse, icmp_unreachable. Port scans, SYN floods and
+zero_window, keep_alive, rst_abort, port_reuse, icmp_unreachable, service_port_mismatch. Port scans, SYN floods and
 the per-port TIME_WAIT arithmetic live in `analyzers/anomalies/host_findings.py`, the kinds about one
 connection's segments and ICMP errors in `analyzers/anomalies/connection_findings.py`; this module holds
 the record, the thresholds, the detector and the kinds grouped per endpoint.
@@ -30,8 +31,9 @@ import cython
 
 from ...core.analyzer import Analyzer
 from ...core.connections import Connection, format_addr
-from ...core.services import LINUX_EPHEMERAL
+from ...core.services import LINUX_EPHEMERAL, service_name
 from ...core.tcpstate import TcpTracker
+from ..service_id import ServiceAnalyzer, mismatch
 from ..tcpanalysis import KINDS as _NOTE_KINDS
 from ..tcpanalysis import DirectionStats, TcpAnalyzer, TcpaState
 
@@ -62,6 +64,7 @@ KINDS = (
     "rst_abort",
     "port_reuse",
     "icmp_unreachable",
+    "service_port_mismatch",
 )
 
 ANOMALY_FIELDS = ("kind", "severity", "ts", "uid", "summary", "evidence", "details")
@@ -191,7 +194,8 @@ class AnomalyDetector(Analyzer):
     single connections.
     """
 
-    requires = (TcpAnalyzer,)
+    # the service analyzer writes conn.service before this one's on_end reads it
+    requires = (TcpAnalyzer, ServiceAnalyzer)
 
     def __init__(
         self,
@@ -210,7 +214,7 @@ class AnomalyDetector(Analyzer):
         self._reset()
 
     def bind(self, deps: tuple) -> None:
-        (self.tcp,) = deps
+        self.tcp = deps[0]
 
     def _reset(self) -> None:
         # the kind modules import this one: bind them here, not at import time
@@ -227,6 +231,7 @@ class AnomalyDetector(Analyzer):
         self._fin_wait_2: list[tuple] = []
         self._rst = defaultdict(list)
         self._reuse = defaultdict(list)
+        self._mismatch = defaultdict(list)
         self._end_ns = 0
 
     # (compiled: C reads of the connection's, the tracker's and the analysis' fields, through
@@ -245,6 +250,10 @@ class AnomalyDetector(Analyzer):
         th = self.thresholds
         if conn.icmp_errors:
             self._single.append((conn.uid, self._icmp_finding(conn, th)))
+        if conn.service is not None and mismatch(conn.service, conn.proto_name, conn.resp_p):
+            self._mismatch[(conn.resp_h, conn.resp_p, conn.proto_name, conn.service)].append(
+                (conn.first_ts_ns, conn.uid, conn.orig_h, conn.service_frames or ())
+            )
         if conn.tcp is None:
             return
         t = conn.tcp
@@ -352,6 +361,7 @@ class AnomalyDetector(Analyzer):
         out.extend(_fin_wait_2_findings(self._fin_wait_2, th, end_ns))
         out.extend(_rst_findings(self._rst, th, claimed))
         out.extend(_reuse_findings(self._reuse, th))
+        out.extend(_mismatch_findings(self._mismatch, th))
         out.extend(a for uid, a in self._single if uid not in claimed)
         out.sort(key=lambda a: (-_RANK[a.severity], a.ts, a.kind, a.uid or ""))
         self._reset()
@@ -578,6 +588,42 @@ def _reuse_findings(groups, th: Thresholds) -> list[Anomaly]:
                     "failed_handshakes": failed,
                     "uids": [x[1] for x in items[:20]],
                     "previous_uids": [x[2] for x in items[:20]],
+                },
+            )
+        )  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------------- services
+def _mismatch_findings(groups, th: Thresholds) -> list[Anomaly]:
+    """service_port_mismatch: a protocol (told from the first payload bytes by the service
+    analyzer) spoken on a port registered to another one, grouped per server:port and protocol.
+    Info: nothing failed, and a service on another port is often deliberate (SSH on 443 through
+    a firewall, a web server on a spare port); it is a fact for a person or a policy to judge,
+    not a fault of the network."""
+    out = []
+    for (host, port, proto, service), items in groups.items():
+        items.sort(key=lambda x: x[0])
+        clients = {x[2] for x in items}
+        registered = service_name(proto, port)
+        summary = (
+            f"{_ep(host, port)} speaks {service} ({_s(len(items), 'connection')} from "
+            f"{_clients_text(clients)}), but {proto} port {port} is registered to {registered}: "
+            f"the port does not say what the service is."
+        )
+        out.append(
+            Anomaly(
+                "service_port_mismatch", "info", items[0][0] / 1e9,
+                items[0][1] if len(items) == 1 else None, summary,
+                _sample((f for x in items for f in x[3]), th.evidence_max),
+                {
+                    "server": _ep(host, port),
+                    "service": service,
+                    "port_service": registered,
+                    "connections": len(items),
+                    "clients": sorted(format_addr(h) for h in clients)[:20],
+                    "client_count": len(clients),
+                    "uids": [x[1] for x in items[:20]],
                 },
             )
         )  # fmt: skip

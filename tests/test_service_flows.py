@@ -1,0 +1,180 @@
+"""Service identification wired into the pipeline: the ServiceAnalyzer's first bytes in
+sequence order, the `service`/`port_service`/`app` fields of `flows`, and the
+`service_port_mismatch` finding (issue 20)."""
+
+from __future__ import annotations
+
+import json
+
+import pcapgen
+from click.testing import CliRunner
+from pcapgen import ACK, PSH, SYN, Conversation
+from test_service_id import client_hello, server_hello
+
+from flowlens import analyze
+from flowlens.analyzers.anomalies.detector import AnomalyDetector
+from flowlens.analyzers.service_id import MAX_BYTES, ServiceAnalyzer
+from flowlens.cli import cli
+
+SSH_C = b"SSH-2.0-OpenSSH_9.2p1\r\n"
+SSH_S = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
+GET = b"GET /index.html HTTP/1.1\r\nHost: db.example.test\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+
+def conversation(port: int, client_first: bytes, server_reply: bytes, cport: int = 40000):
+    conv = Conversation(sport=port, cport=cport)
+    conv.handshake()
+    conv.exchange(client_first, server_reply)
+    conv.close()
+    return conv.frames
+
+
+def ssh_on(port: int, cport: int = 40001):
+    """The server speaks first (RFC 4253 §4.2), then the client."""
+    conv = Conversation(sport=port, cport=cport)
+    conv.handshake()
+    conv.s(PSH | ACK, SSH_S)
+    conv.c(PSH | ACK, SSH_C)
+    conv.s(ACK)
+    conv.close()
+    return conv.frames
+
+
+def silent_on(port: int, cport: int = 40003):
+    conv = Conversation(sport=port, cport=cport)
+    conv.handshake()
+    conv.close()
+    return conv.frames
+
+
+def lab():
+    """HTTP on 5432, SSH on 443, TLS with SNI on 443, nothing said on 443: one capture."""
+    frames = (
+        conversation(5432, GET, OK, cport=40000)
+        + ssh_on(443, cport=40001)
+        + conversation(443, client_hello("www.example.test"), server_hello(), cport=40002)
+        + silent_on(443, cport=40003)
+    )
+    return sorted(frames, key=lambda f: f[0])
+
+
+def flows_json(path) -> dict:
+    result = CliRunner().invoke(cli, ["flows", str(path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return {r["id.orig_p"]: r for r in rows}
+
+
+def test_flows_names_services_by_their_bytes_not_their_port(tmp_path):
+    path = pcapgen.write_pcap(tmp_path / "lab.pcap", lab())
+    rows = flows_json(path)
+    http, ssh, tls, silent = rows[40000], rows[40001], rows[40002], rows[40003]
+    assert (http["service"], http["port_service"]) == ("http", "postgresql")
+    assert http["app"] == {"http_method": "GET", "http_host": "db.example.test", "http_status": 200}
+    assert (ssh["service"], ssh["port_service"]) == ("ssh", "ssl")
+    assert ssh["app"] == {
+        "ssh_client": SSH_C.decode().strip(),
+        "ssh_server": SSH_S.decode().strip(),
+    }
+    assert (tls["service"], tls["port_service"]) == ("ssl", "ssl")
+    assert tls["app"]["tls_sni"] == "www.example.test"
+    assert tls["app"]["tls_version"] == "TLSv13"
+    # no payload at all: nothing identified, whatever the port says
+    assert (silent["service"], silent["port_service"], silent["app"]) == (None, "ssl", None)
+
+
+def test_no_service_detection_leaves_service_and_app_null(tmp_path):
+    path = pcapgen.write_pcap(tmp_path / "lab.pcap", lab())
+    result = CliRunner().invoke(
+        cli, ["flows", str(path), "--format", "json", "--no-service-detection"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert {(r["service"], r["app"]) for r in rows} == {(None, None)}
+    assert sorted(r["port_service"] for r in rows) == ["postgresql", "ssl", "ssl", "ssl"]
+
+
+def test_payload_that_matches_nothing_is_unset_as_zeek_leaves_it(tmp_path):
+    path = pcapgen.write_pcap(tmp_path / "x.pcap", conversation(443, b"\x00hello", b"\x01bye"))
+    (r,) = flows_json(path).values()
+    assert (r["service"], r["app"]) == (None, {"unidentified": True})
+
+
+def test_service_port_mismatch_is_grouped_per_server_port_with_first_data_frames(tmp_path):
+    frames = sorted(
+        lab() + ssh_on(443, cport=40005) + conversation(80, GET, OK, cport=40006),
+        key=lambda f: f[0],
+    )
+    path = pcapgen.write_pcap(tmp_path / "lab.pcap", frames)
+    detector = AnomalyDetector()
+    result = analyze(str(path), analyzers=[detector])
+    found = [a for a in result.results[detector] if a.kind == "service_port_mismatch"]
+    by_server = {a.details["server"]: a for a in found}
+    # HTTP on 5432 and SSH on 443 (twice, one finding); TLS on 443 and HTTP on 80 are fine
+    assert sorted(by_server) == ["198.51.100.20:443", "198.51.100.20:5432"]
+    ssh = by_server["198.51.100.20:443"]
+    assert ssh.severity == "info" and ssh.uid is None
+    assert (ssh.details["service"], ssh.details["port_service"]) == ("ssh", "ssl")
+    assert ssh.details["connections"] == 2
+    http = by_server["198.51.100.20:5432"]
+    conn = next(c for c in result.connections if c.resp_p == 5432)
+    assert http.uid == conn.uid and http.details["service"] == "http"
+    # evidence: the frames of the first data each way (request, response)
+    assert http.evidence == conn.service_frames and len(http.evidence) == 2
+    assert "speaks http" in http.summary and "registered to postgresql" in http.summary
+
+
+def test_first_bytes_are_in_sequence_order_retransmissions_taken_once(tmp_path):
+    """Out of order, retransmitted and overlapping segments: the bytes as the stream has them."""
+    conv = Conversation(sport=80)
+    conv.handshake()
+    start = conv.c_next
+    head, tail = GET[:10], GET[10:]
+    conv.c(PSH | ACK, tail, seq=start + 10)  # arrives before the hole fills
+    conv.c(PSH | ACK, head, seq=start)
+    conv.c(PSH | ACK, GET[:20], seq=start)  # a retransmission overlapping both
+    conv.s(PSH | ACK, OK)
+    conv.close()
+    path = pcapgen.write_pcap(tmp_path / "o.pcap", conv.frames)
+    (c,) = analyze(str(path), analyzers=[ServiceAnalyzer()]).connections
+    assert c.service == "http" and c.app["http_host"] == "db.example.test"
+
+
+def test_at_most_max_bytes_per_direction_and_released_once_both_are_done(tmp_path):
+    conv = Conversation(sport=80)
+    conv.handshake()
+    conv.c(PSH | ACK, GET)
+    for _ in range(5):
+        conv.s(PSH | ACK, OK + b"x" * 400)
+    conv.close()
+    path = pcapgen.write_pcap(tmp_path / "big.pcap", conv.frames)
+    service = ServiceAnalyzer()
+    seen = []
+
+    class Spy(ServiceAnalyzer):
+        def _decide(self, conn, st):
+            seen.append([len(d) for d in st.data])
+            super()._decide(conn, st)
+
+    spy = Spy()
+    (c,) = analyze(str(path), analyzers=[spy]).connections
+    assert seen == [[len(GET), MAX_BYTES]]
+    # decided after the second response segment: the state was let go
+    assert spy.state_of(c) is None and c.service == "http"
+    assert service.needs  # Needs.PAYLOAD
+
+
+def test_udp_first_datagram_each_way(tmp_path):
+    frames = pcapgen.udp_exchange(dport=5353)
+    path = pcapgen.write_pcap(tmp_path / "u.pcap", frames)
+    (c,) = analyze(str(path), analyzers=[ServiceAnalyzer()]).connections
+    assert c.proto_name == "udp" and c.service_frames == (1, 2)
+
+
+def test_a_syn_without_data_is_not_data(tmp_path):
+    conv = Conversation(sport=22)
+    conv.c(SYN, dt=0.0)
+    path = pcapgen.write_pcap(tmp_path / "s.pcap", conv.frames)
+    (c,) = analyze(str(path), analyzers=[ServiceAnalyzer()]).connections
+    assert (c.service, c.app, c.service_frames) == (None, None, None)
