@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .analyzers.anomalies.detector import Anomaly, AnomalyDetector, Thresholds
 from .analyzers.rtt import RttCollector
-from .analyzers.service_id import ServiceAnalyzer
 from .analyzers.tcpanalysis import TcpAnalyzer
 from .core.analyzer import Analyzer
 from .core.connections import Config
@@ -51,7 +50,7 @@ def default_analyzers(
     """The analyzers `analyze` runs when none are named: TCP analysis, service identification
     from the first payload bytes, RTT, anomaly detection (`config` is accepted for symmetry with
     analyze; the analyzers read the table's timers from the connections themselves)."""
-    return [TcpAnalyzer(), ServiceAnalyzer(), RttCollector(), AnomalyDetector(thresholds)]
+    return [TcpAnalyzer(), RttCollector(), AnomalyDetector(thresholds)]
 
 
 @dataclass(slots=True)

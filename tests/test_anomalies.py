@@ -12,6 +12,7 @@ from corpus import CORPUS, skip_or_fail
 
 from flowlens import Pipeline, Selection, analyze
 from flowlens.analyzers.anomalies.detector import ANOMALY_FIELDS, KINDS, AnomalyDetector, Thresholds
+from flowlens.analyzers.service_id import ServiceAnalyzer
 from flowlens.analyzers.tcpanalysis import TcpAnalyzer
 from flowlens.cli import cli
 
@@ -291,9 +292,8 @@ def test_detector_reads_the_tcp_analyzer_it_is_given(tmp_path):
     pcapgen.write_pcap(path, pcapgen.refused())
     tcp, detector = TcpAnalyzer(keep_frames=True), AnomalyDetector()
     pipe = Pipeline(str(path), analyzers=[detector, tcp])
-    # dependencies first (the service analyzer the detector requires is added)
-    assert pipe.analyzers[0] is tcp and pipe.analyzers[-1] is detector and detector.tcp is tcp
-    assert [type(a).__name__ for a in pipe.analyzers[1:-1]] == ["ServiceAnalyzer"]
+    # dependencies first
+    assert pipe.analyzers == [tcp, detector] and detector.tcp is tcp
     list(pipe)
     assert [a.kind for a in pipe.results[detector]] == ["connection_refused"]
 
@@ -431,6 +431,10 @@ def test_service_port_mismatch(tmp_path):
     conv.handshake()
     conv.exchange(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n")
     conv.close()
-    a = only(findings(tmp_path, "http-on-5432", conv.frames), "service_port_mismatch")
+    path = tmp_path / "http-on-5432.pcap"
+    pcapgen.write_pcap(path, conv.frames)
+    detector = AnomalyDetector()
+    found = analyze(str(path), analyzers=[ServiceAnalyzer(), detector]).results[detector]
+    a = only(found, "service_port_mismatch")
     assert a.severity == "info" and a.details["service"] == "http"
     assert a.details["port_service"] == "postgresql" and a.evidence == (4, 6)

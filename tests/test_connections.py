@@ -90,7 +90,8 @@ def test_clean_close_timeline_and_handshake_legs(tmp_path):
     assert (c.synack_ms, c.ackdat_ms, c.irtt_ms) == pytest.approx((10.0, 0.5, 10.5), abs=1e-6)
     r = c.to_record()
     assert (r["orig_pkts"], r["resp_pkts"], r["orig_bytes"], r["resp_bytes"]) == (6, 5, 18, 24)
-    assert r["service"] == "http" and r["originator_inferred"] is False
+    # (service is told from the payload only when a ServiceAnalyzer runs: `flows --services`)
+    assert r["port_service"] == "http" and r["originator_inferred"] is False
 
 
 def test_3way_close_passes_fin_wait_2_on_the_combined_fin_ack(tmp_path):

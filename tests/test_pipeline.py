@@ -8,6 +8,7 @@ import pytest
 from flowlens import FlowlensError, Pipeline, analyze
 from flowlens.analyzers.anomalies.detector import AnomalyDetector
 from flowlens.analyzers.service_id import ServiceAnalyzer
+from flowlens.analyzers.tcpanalysis import TcpAnalyzer
 
 
 def _split(tmp_path, frames, at):
@@ -24,9 +25,12 @@ def test_a_rotation_set_reads_as_one_capture(tmp_path):
     frames = pcapgen.clean_close()
     whole = tmp_path / "whole.pcap"
     whole.write_bytes(pcapgen.pcap_bytes(frames))
-    one = [c.to_record() for c in analyze(str(whole)).connections]
-    # (the service analyzer's first bytes cross the files too: analyze runs it by default)
-    pipe = Pipeline(list(_split(tmp_path, frames, 4)), analyzers=[ServiceAnalyzer()])
+    # (the TCP analysis's counters and the service analyzer's first bytes cross the files too)
+    one = [
+        c.to_record()
+        for c in analyze(str(whole), analyzers=[TcpAnalyzer(), ServiceAnalyzer()]).connections
+    ]
+    pipe = Pipeline(list(_split(tmp_path, frames, 4)), analyzers=[TcpAnalyzer(), ServiceAnalyzer()])
     rotated = [c.to_record() for c in pipe]
     assert rotated == one and len(one) == 1
     assert [(f.frame_offset, f.stats.frames) for f in pipe.files] == [

@@ -60,7 +60,7 @@ def lab():
 
 
 def flows_json(path) -> dict:
-    result = CliRunner().invoke(cli, ["flows", str(path), "--format", "json"])
+    result = CliRunner().invoke(cli, ["flows", str(path), "--format", "json", "--services"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     return {r["id.orig_p"]: r for r in rows}
@@ -84,11 +84,9 @@ def test_flows_names_services_by_their_bytes_not_their_port(tmp_path):
     assert (silent["service"], silent["port_service"], silent["app"]) == (None, "ssl", None)
 
 
-def test_no_service_detection_leaves_service_and_app_null(tmp_path):
+def test_without_services_service_and_app_are_null(tmp_path):
     path = pcapgen.write_pcap(tmp_path / "lab.pcap", lab())
-    result = CliRunner().invoke(
-        cli, ["flows", str(path), "--format", "json", "--no-service-detection"]
-    )
+    result = CliRunner().invoke(cli, ["flows", str(path), "--format", "json"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert {(r["service"], r["app"]) for r in rows} == {(None, None)}
@@ -108,7 +106,7 @@ def test_service_port_mismatch_is_grouped_per_server_port_with_first_data_frames
     )
     path = pcapgen.write_pcap(tmp_path / "lab.pcap", frames)
     detector = AnomalyDetector()
-    result = analyze(str(path), analyzers=[detector])
+    result = analyze(str(path), analyzers=[ServiceAnalyzer(), detector])
     found = [a for a in result.results[detector] if a.kind == "service_port_mismatch"]
     by_server = {a.details["server"]: a for a in found}
     # HTTP on 5432 and SSH on 443 (twice, one finding); TLS on 443 and HTTP on 80 are fine

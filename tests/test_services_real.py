@@ -24,7 +24,7 @@ import pytest
 
 from flowlens import analyze
 from flowlens.analyzers.anomalies.detector import AnomalyDetector
-from flowlens.analyzers.service_id import MAX_BYTES, UNKNOWN, identify, mismatch
+from flowlens.analyzers.service_id import MAX_BYTES, UNKNOWN, ServiceAnalyzer, identify, mismatch
 
 try:
     from netlab import Lab
@@ -275,7 +275,7 @@ def test_real_service_is_named_by_its_bytes(case, tmp_path):
     # the pipeline (flows' ServiceAnalyzer) says the same of the capture, and the detector
     # raises service_port_mismatch for exactly the wrong-port cases
     detector = AnomalyDetector()
-    result = analyze(cap.path, analyzers=[detector])
+    result = analyze(cap.path, analyzers=[ServiceAnalyzer(), detector])
     (conn,) = [c for c in result.connections if c.proto_name == "tcp" and c.resp_p == case.port]
     record = conn.to_record()
     assert record["service"] == (None if found.service == UNKNOWN else found.service)

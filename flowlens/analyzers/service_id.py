@@ -690,7 +690,7 @@ class ServiceAnalyzer(Analyzer):
         `MAX_BYTES` of the stream) for the hole to fill, as a reassembler would; a
         retransmission adds only the bytes not yet seen."""
         pending = st.pending[side]
-        offset = (seq - st.next_seq[side] + (1 << 31)) % _SEQ_MOD - (1 << 31)
+        offset = (seq - st.next_seq[side] + (1 << 31)) % _SEQ_MOD - (1 << 31)  # type: ignore[operator]
         if offset > 0:
             if len(st.data[side]) + offset >= MAX_BYTES:
                 st.closed[side] = True  # the hole reaches past the buffer: nothing more to add
@@ -719,7 +719,7 @@ class ServiceAnalyzer(Analyzer):
             if not ready:
                 return added
             seq, payload, cut = pending.pop(ready[0])
-            offset = (seq - st.next_seq[side] + (1 << 31)) % _SEQ_MOD - (1 << 31)
+            offset = (seq - st.next_seq[side] + (1 << 31)) % _SEQ_MOD - (1 << 31)  # type: ignore[operator]
 
     def on_flip(self, conn) -> None:
         st = self.state_of(conn)

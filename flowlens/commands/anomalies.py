@@ -14,6 +14,7 @@ from ..analyzers.anomalies.detector import (
     AnomalyDetector,
     Thresholds,
 )
+from ..analyzers.service_id import ServiceAnalyzer
 from ..reports.formats import human_time, write_records
 from ._common import (
     capture_argument,
@@ -158,6 +159,13 @@ def _threshold_options(func):
     type=click.Choice(KINDS),
     help="Only these kinds (repeat the option for several).",
 )
+@click.option(
+    "--services",
+    "detect_services",
+    is_flag=True,
+    help="Also name each connection's protocol from its first bytes, for service_port_mismatch "
+    "(slower: docs/services.md).",
+)
 @_threshold_options
 @filter_options
 @table_options
@@ -193,7 +201,10 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
     selection = selection_from(kwargs)
     config = config_from(kwargs)
     detector = AnomalyDetector(thresholds, selection=selection)
-    pipe, progress = open_pipeline(capture, config, [detector])
+    analyzers = (
+        [ServiceAnalyzer(), detector] if kwargs.pop("detect_services", False) else [detector]
+    )
+    pipe, progress = open_pipeline(capture, config, analyzers)
     try:
         for _conn in pipe:
             pass  # the detector takes each connection as it ends (on_end)

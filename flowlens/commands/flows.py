@@ -52,13 +52,14 @@ def table_row(r: dict) -> dict:
 @filter_options
 @table_options
 @click.option(
-    "--no-service-detection",
-    "no_service_detection",
+    "--services",
+    "detect_services",
     is_flag=True,
-    help="Do not read the first payload bytes to name each connection's protocol: `service` "
-    "and `app` are null (`port_service` still names the port); a little faster.",
+    help="Name each connection's protocol from its first payload bytes (`service`, `app`; "
+    "without it they are null and `port_service` names the port). About twice as slow on "
+    "captures of short connections (docs/services.md).",
 )
-def flows(capture: str, fmt: str, no_service_detection: bool = False, **kwargs) -> None:
+def flows(capture: str, fmt: str, detect_services: bool = False, **kwargs) -> None:
     """One row per TCP connection and UDP/ICMP flow in CAPTURE (pcap or pcapng, optionally
     gzip/bzip2/xz/zstd compressed; `-` reads stdin).
 
@@ -80,7 +81,7 @@ def flows(capture: str, fmt: str, no_service_detection: bool = False, **kwargs) 
     config = config_from(kwargs)
     # the TCP analysis counts retransmissions and out-of-order segments into the records; the
     # service analyzer writes service and app from the first payload bytes
-    analyzers = [TcpAnalyzer()] if no_service_detection else [TcpAnalyzer(), ServiceAnalyzer()]
+    analyzers = [TcpAnalyzer(), ServiceAnalyzer()] if detect_services else [TcpAnalyzer()]
     pipe, progress = open_pipeline(capture, config, analyzers)
     per_proto = [0] * 256  # connections by IP protocol number (cheaper than a Counter)
 

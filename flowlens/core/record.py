@@ -56,7 +56,7 @@ class ConnectionRecord:
     (up to 512 each, in sequence order): Zeek's service names (`http`, `ssl`, `ssh`, `dns`,
     `postgresql` ...), comma-separated when several match, as Zeek logs them. Null when no
     payload was seen, when the payload matched no protocol (as Zeek leaves it unset; `app` says
-    `unidentified`), or when detection did not run (`flows --no-service-detection`,
+    `unidentified`), or when detection did not run (`flows` without `--services`,
     `analyze(analyzers=...)` without the ServiceAnalyzer). See docs/services.md."""
 
     port_service: str | None

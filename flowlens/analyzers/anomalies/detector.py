@@ -2,8 +2,9 @@
 # (compiled when possible, as plain Python: see flowlens/compiled.py)
 """Anomalies with evidence: what went wrong in a capture, one pasteable sentence per finding.
 
-`AnomalyDetector` is an analyzer that requires the `TcpAnalyzer` and the `ServiceAnalyzer` (the
-pipeline adds them when none is given), reads their per-connection results as each connection
+`AnomalyDetector` is an analyzer that requires the `TcpAnalyzer` (the pipeline adds one when
+none is given; a `ServiceAnalyzer` run beside it adds `service_port_mismatch`), reads the
+per-connection results as each connection
 ends (`on_end`), and turns them into `Anomaly` records when the capture ends (`finish`), most
 severe first:
 
@@ -33,7 +34,7 @@ from ...core.analyzer import Analyzer
 from ...core.connections import Connection, format_addr
 from ...core.services import LINUX_EPHEMERAL, service_name
 from ...core.tcpstate import TcpTracker
-from ..service_id import ServiceAnalyzer, mismatch
+from ..service_id import mismatch
 from ..tcpanalysis import KINDS as _NOTE_KINDS
 from ..tcpanalysis import DirectionStats, TcpAnalyzer, TcpaState
 
@@ -195,7 +196,7 @@ class AnomalyDetector(Analyzer):
     """
 
     # the service analyzer writes conn.service before this one's on_end reads it
-    requires = (TcpAnalyzer, ServiceAnalyzer)
+    requires = (TcpAnalyzer,)
 
     def __init__(
         self,
