@@ -258,6 +258,50 @@ def rst_abort(by: str = "client", **kw) -> list:
     return conv.frames
 
 
+def lost_final_ack(retries=(0.2, 0.4, 0.8), ack_seen: bool = True, **kw) -> list:
+    """The client closes first; its final ACK is lost beyond the capture point, so the server
+    (LAST_ACK) retransmits its FIN after each RTO and the client (TIME_WAIT) ACKs each again."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.exchange()
+    conv.c(FIN | ACK)
+    conv.s(ACK)
+    conv.s(FIN | ACK)
+    fin_seq = conv.s_next - 1
+    if ack_seen:
+        conv.c(ACK)
+    for gap in retries:
+        conv.s(FIN | ACK, seq=fin_seq, dt=gap)
+        conv.c(ACK)
+    return conv.frames
+
+
+def injected_rst_syn_sent(**kw) -> list:
+    """A RST+ACK answers the SYN with ACK = the client's ISN (not ISN+1), so the client ignores
+    it (RFC 9293 §3.10.7.3); the real SYN/ACK follows and the connection goes on."""
+    conv = Conversation(**kw)
+    conv.c(SYN, dt=0.0)
+    conv.s(RST | ACK, seq=0, ack=conv.isn_c, dt=0.0002)
+    conv.s(SYN | ACK, dt=0.010)
+    conv.c(ACK)
+    conv.exchange()
+    conv.close("client")
+    return conv.frames
+
+
+def blind_rst(offset: int = 10_000_000, **kw) -> list:
+    """In an established connection, a RST whose sequence number is far outside the client's
+    receive window (a blind RST, RFC 5961 §3) arrives from the server's address; the client
+    ignores it and the exchange goes on to a clean close."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.exchange()
+    conv.s(RST, seq=conv.s_next + offset, ack=0, dt=0.001)
+    conv.exchange()
+    conv.close("client")
+    return conv.frames
+
+
 def port_reuse(gap: float = 2.0, **kw) -> list:
     """Two connections on the same 5-tuple: the second SYN (new ISN) arrives `gap` seconds after
     the first closed, while the client's TIME_WAIT (60 s) would still hold the port."""

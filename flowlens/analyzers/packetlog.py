@@ -406,6 +406,11 @@ class PacketCollector(Analyzer):
                 )
             )
         if flags & TH_RST:
+            notes = tcp.notes
+            if notes and notes[-1][1] == pkt.frame and notes[-1][3] == "rst_ignored":
+                # its receiver would not accept it: no state changed (TcpTracker._rst_valid)
+                out.append(Finding("rst_ignored", f"RST ignored: {notes[-1][4]}"))
+                return out
             if tcp.rejected and not log._rejected:
                 log._rejected = True
                 out.append(Finding("refused", "SYN answered by RST: connection refused"))

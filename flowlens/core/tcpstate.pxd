@@ -22,6 +22,13 @@ cdef class TcpTracker:
     cdef long long _syn_ts[2]
     cdef long long _synack_ts[2]
     cdef long long _tw_start[2]
+    cdef long long _tw_restart[2]
+    cdef long long _snd_max[2]
+    cdef long long _last_ack[2]
+    cdef long long _last_win[2]
+    cdef public object rst_ignored
+    cdef public object rst_ignored_then
+    cdef list _notes
     cdef long long _since[2]
     cdef long long _tw_ns
     cdef long long _syn_sent_ns
@@ -54,6 +61,7 @@ cdef class TcpTracker:
     cpdef long long closed_at_or_after_ns(self, int side, long long start_ns)
     cdef void _set(self, int side, int new, long long ts_ns, long long frame)
     cdef long long _limit(self, int code)
+    cdef long long _timer_end(self, int side, int code, long long start)
     cpdef int state_index_at(self, int side, long long ts_ns)
     cpdef object state_at(self, int side, long long ts_ns)
     cdef long long _tw_end(self, int side)
@@ -64,7 +72,8 @@ cdef class TcpTracker:
     cpdef void cut_time_wait(self, long long ts_ns, long long frame)
     cpdef list spans(self)
     cpdef void start_midstream(self, long long ts_ns, long long frame)
-    cpdef void packet(self, int side, int flags, long long seq, long long ack, long long plen, long long ts_ns, long long frame)
+    cpdef void packet(self, int side, int flags, long long seq, long long ack, long long plen, long long ts_ns, long long frame, long long win=*)
+    cdef bint _rst_valid(self, int side, int flags, long long seq, long long ack, long long ts_ns, long long frame)
     cdef void _ack(self, int side, int flags, long long ack, long long ts_ns, long long frame)
     cdef void _fin(self, int side, int flags, long long fin_seq, long long ack, long long ts_ns, long long frame)
     cpdef bint _fully_closed(self)
