@@ -296,7 +296,43 @@ def blind_rst(offset: int = 10_000_000, **kw) -> list:
     conv = Conversation(**kw)
     conv.handshake()
     conv.exchange()
+    s_next = conv.s_next
     conv.s(RST, seq=conv.s_next + offset, ack=0, dt=0.001)
+    conv.s_next = s_next  # (the real server's numbers go on)
+    conv.exchange()
+    conv.close("client")
+    return conv.frames
+
+
+def synack_reflection(count: int = 5, answered_every: int = 2, **kw) -> list:
+    """A SYN/ACK reflection seen at the victim: reflectors answer SYNs spoofed with the
+    victim's address, so SYN/ACKs arrive that no SYN of the victim asked for; the victim's
+    closed ports answer every `answered_every`-th with a RST (RFC 9293 §3.10.7.1), the rest
+    not at all."""
+    frames = []
+    t = kw.pop("t", T0)
+    for i in range(count):
+        conv = Conversation(
+            client=CLIENT4, server=f"203.0.113.{10 + i}", cport=20000 + i, sport=80,
+            t=t + i * 0.001, isn_c=7000 + i, isn_s=900000 + 1000 * i, **kw,
+        )  # fmt: skip
+        # the spoofed SYN's ISN + 1 is what the SYN/ACK acknowledges
+        conv.s(SYN | ACK, ack=conv.isn_c + 1, dt=0.0)
+        if answered_every and i % answered_every == 0:
+            conv.c(RST, seq=conv.isn_c + 1, ack=0, dt=0.0001)
+        frames.extend(conv.frames)
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
+def synack_missing(**kw) -> list:
+    """The SYN/ACK never reached the capture point (asymmetric routing): SYN, then the
+    client's ACK of the server's ISN + 1, a request and a response, and a clean close."""
+    conv = Conversation(**kw)
+    conv.c(SYN, dt=0.0)
+    conv.s_next = conv.isn_s + 1  # the SYN/ACK the capture did not see
+    conv.t += 0.010
+    conv.c(ACK)
     conv.exchange()
     conv.close("client")
     return conv.frames

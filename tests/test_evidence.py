@@ -160,3 +160,93 @@ def test_rst_with_unknown_window_is_accepted():
     t.start_midstream(0, 1)
     t.packet(0, pcapgen.RST, 123456789, 0, 0, 10, 2, 65535)
     assert t.rst_ignored is None and t.state == [TcpState.CLOSED, TcpState.CLOSED]
+
+
+# ---------------------------------------------------------------- 3. unsolicited SYN/ACK
+
+
+def test_unsolicited_synack_leaves_the_receiver_closed(tmp_path):
+    """RFC 9293 §3.10.7.1: a CLOSED endpoint answers a SYN/ACK with a RST (or not at all)
+    and stays CLOSED; the reflectors, which answered a (spoofed) SYN, are the ones with a
+    half-open SYN_RECEIVED socket (until their SYN/ACK retries give up)."""
+    frames = pcapgen.synack_reflection(count=5)
+    path = capture(tmp_path, "reflection", frames)
+    conns = analyze(path).connections
+    assert len(conns) == 5
+    for c in conns:
+        victim = (
+            0
+            if c.orig_h == c.resp_h
+            else [c.orig_h, c.resp_h].index(__import__("socket").inet_aton(CLIENT))
+        )
+        assert c.tcp.state_at(victim, c.last_ts_ns) is TcpState.CLOSED
+        assert all(st is not TcpState.ESTABLISHED for _t, _f, _s, st in c.tcp.timeline)
+    rows = states_at(path, "end")
+    assert rows.get(CLIENT, {}).get("ESTABLISHED", 0) == 0
+    assert rows.get(CLIENT, {}).get("total", 0) == 0
+    # the two reflectors the victim did not reset still hold SYN_RECEIVED
+    reflectors = {h: r for h, r in rows.items() if h.startswith("203.0.113.")}
+    assert sum(r["SYN_RECEIVED"] for r in reflectors.values()) == 2
+
+
+def test_synack_after_a_missed_syn_then_ack_is_established(tmp_path):
+    """The capture began after the SYN: the SYN/ACK's receiver answers it with an ACK, which
+    shows it was in SYN_SENT: it is ESTABLISHED from that ACK, marked as inferred."""
+    frames = pcapgen.clean_close()[1:]
+    (conn,) = analyze(capture(tmp_path, "late", frames)).connections
+    (note,) = conn.tcp.notes
+    assert note[1:4] == (2, 0, "inferred") and "SYN/ACK" in note[4]
+    assert conn.tcp.state_at(0, frame_ns(frames, 1)) is TcpState.ESTABLISHED
+
+
+# ---------------------------------------------------------------- 4. SYN/ACK missing
+
+
+def test_missing_synack_both_established_inferred(tmp_path):
+    """SYN seen, SYN/ACK not: the client's ACK (it sends nothing but its SYN in SYN_SENT,
+    RFC 9293 §3.10.7.3) and the server's ACK of ISN + 1 show both synchronized: both
+    ESTABLISHED from the packet that completes the evidence, each marked as inferred, instead
+    of the client sitting in SYN_SENT through the exchange."""
+    frames = pcapgen.synack_missing()
+    path = capture(tmp_path, "no_synack", frames)
+    (conn,) = analyze(path).connections
+    t = conn.tcp
+    # frames: 1 SYN, 2 ACK, 3 request, 4 server's ACK: the evidence is complete at frame 4
+    assert [(f, s, st) for _t, f, s, st in t.timeline][:3] == [
+        (1, 0, TcpState.SYN_SENT),
+        (4, 0, TcpState.ESTABLISHED),
+        (4, 1, TcpState.ESTABLISHED),
+    ]
+    assert [n[1:4] for n in t.notes] == [(4, 0, "inferred"), (4, 1, "inferred")]
+    assert t.handshake() == "incomplete"  # not "unanswered": it was answered, out of sight
+    assert t.state == [TcpState.TIME_WAIT, TcpState.CLOSED] and t.teardown() == "4way"
+    # the timeline command shows the inference
+    out = CliRunner().invoke(cli, ["timeline", path])
+    assert out.exit_code == 0, out.output
+    assert "inferred" in out.stdout
+
+
+def test_syn_sent_alone_is_not_inferred_established(tmp_path):
+    """Unanswered SYNs stay SYN_SENT: no inference without both sides' evidence."""
+    (conn,) = analyze(capture(tmp_path, "unanswered", pcapgen.unanswered_syn((1.0,)))).connections
+    assert conn.tcp.notes == [] and conn.tcp.state[0] is TcpState.SYN_SENT
+
+
+def test_one_way_capture_of_the_server_infers_the_client(tmp_path):
+    """Only the server's side was captured (SYN/ACK, data, ACKs of the client's data): its
+    ACKs beyond the client's ISN + 1 show the client sent data, which it does only once
+    ESTABLISHED; the SYN/ACK alone did not make it so."""
+    conv = pcapgen.Conversation()
+    conv.c_next = conv.isn_c + 1  # the client's SYN, not captured
+    conv.s(pcapgen.SYN | pcapgen.ACK, dt=0.0)
+    conv.c_next += 100  # 100 bytes from the client, not captured
+    conv.s(pcapgen.PSH | pcapgen.ACK, b"x" * 50)
+    conv.s(pcapgen.FIN | pcapgen.ACK)
+    (conn,) = analyze(capture(tmp_path, "one_way", conv.frames)).connections
+    t = conn.tcp
+    client = 0 if conn.orig_p == 40000 else 1
+    assert [(n[1], n[2], n[3]) for n in t.notes] == [
+        (2, client, "inferred"),
+        (2, 1 - client, "inferred"),
+    ]
+    assert t.state[client] is TcpState.CLOSE_WAIT and t.state[1 - client] is TcpState.FIN_WAIT_1

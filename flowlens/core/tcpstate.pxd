@@ -26,6 +26,7 @@ cdef class TcpTracker:
     cdef long long _snd_max[2]
     cdef long long _last_ack[2]
     cdef long long _last_win[2]
+    cdef long long _synack_ack[2]
     cdef public object rst_ignored
     cdef public object rst_ignored_then
     cdef list _notes
@@ -75,6 +76,9 @@ cdef class TcpTracker:
     cpdef void packet(self, int side, int flags, long long seq, long long ack, long long plen, long long ts_ns, long long frame, long long win=*)
     cdef bint _rst_valid(self, int side, int flags, long long seq, long long ack, long long ts_ns, long long frame)
     cdef void _ack(self, int side, int flags, long long ack, long long ts_ns, long long frame)
+    cdef void _infer(self, int side, long long ts_ns, long long frame, str why)
+    cdef bint _inferred(self)
+    cdef void _synack_missing(self, int side, long long ack, long long ts_ns, long long frame)
     cdef void _fin(self, int side, int flags, long long fin_seq, long long ack, long long ts_ns, long long frame)
     cpdef bint _fully_closed(self)
     cdef void _note_closed(self, long long ts_ns)

@@ -153,6 +153,7 @@ class TcpTracker:
         "_snd_max",  # [per side] the highest sequence number it sent, + 1 (SND.NXT as seen)
         "_last_ack",  # [per side] the ACK field of its latest segment (its RCV.NXT then)
         "_last_win",  # [per side] the window of that segment (unscaled), -1 while unknown
+        "_synack_ack",  # [per side] the ACK field of its first SYN/ACK (the peer's ISN + 1)
         "rst_ignored",  # the first RST no endpoint accepts (see `_rst_valid`): (ts_ns, frame,
         # sender, reason) or None
         "rst_ignored_then",  # frame of the first packet after it (the connection went on)
@@ -210,6 +211,7 @@ class TcpTracker:
         self._snd_max = [_UNSET, _UNSET]
         self._last_ack = [_UNSET, _UNSET]
         self._last_win = [-1, -1]
+        self._synack_ack = [_UNSET, _UNSET]
         self.rst_ignored = None
         self.rst_ignored_then = None
         self._notes = None
@@ -693,6 +695,7 @@ class TcpTracker:
         self._snd_max[0], self._snd_max[1] = self._snd_max[1], self._snd_max[0]
         self._last_ack[0], self._last_ack[1] = self._last_ack[1], self._last_ack[0]
         self._last_win[0], self._last_win[1] = self._last_win[1], self._last_win[0]
+        self._synack_ack[0], self._synack_ack[1] = self._synack_ack[1], self._synack_ack[0]
         if self.rst_ignored is not None:
             ts, frame, side, why = self.rst_ignored
             self.rst_ignored = (ts, frame, 1 - side, why)
@@ -765,6 +768,8 @@ class TcpTracker:
                 self._synack_count[side] += 1
                 if self._isn[side] == _UNSET:
                     self._isn[side] = seq
+                if self._synack_ack[side] == _UNSET:
+                    self._synack_ack[side] = ack
                 if side == 1 and self._synack_ts[1] == _UNSET and self._syn_ts[0] != _UNSET:
                     self._synack_ns = _leg_ns(self._syn_ts[0], ts_ns)
                 self._synack_ts[side] = ts_ns
@@ -774,9 +779,11 @@ class TcpTracker:
                 s = self._state[peer]
                 if s == _S_SYN_SENT or s == _S_SYN_RECEIVED:
                     self._set(peer, _S_ESTABLISHED, ts_ns, frame)
-                elif s == _S_CLOSED and not self._syn_count[peer]:
-                    # the capture began after the SYN: its sender gets the SYN/ACK it waited for
-                    self._set(peer, _S_ESTABLISHED, ts_ns, frame)
+                # A SYN/ACK no SYN in the capture asked for leaves a CLOSED receiver CLOSED: a
+                # CLOSED endpoint answers it with a RST or not at all (RFC 9293 §3.10.7.1), as
+                # the victim of a SYN/ACK reflection or the source of backscatter does. When
+                # the capture only began after the SYN, the receiver's ACK of it shows that it
+                # was in SYN_SENT (see _ack: ESTABLISHED, inferred).
                 return
             self._syn_count[side] += 1
             if self._isn[side] == _UNSET:
@@ -799,6 +806,42 @@ class TcpTracker:
     @cython.locals(peer=cython.int, current=cython.int)
     def _ack(self, side: int, flags: int, ack: int, ts_ns: int, frame: int) -> None:
         peer = 1 - side
+        if self._synack_count[peer]:
+            if (
+                self._state[side] == _S_CLOSED
+                and not self._syn_count[side]
+                and self._isn[peer] != _UNSET
+                and seq_gt(ack, self._isn[peer])
+                and self._tl_n
+            ):
+                # it acknowledges a SYN/ACK whose SYN the capture missed: it was in SYN_SENT
+                # and that SYN/ACK made it ESTABLISHED (RFC 9293 §3.10.7.3, SYN-SENT: "If
+                # SND.UNA > ISS (our SYN has been ACKed), change the connection state to
+                # ESTABLISHED, form an ACK segment ... and send it")
+                self._infer(
+                    side, ts_ns, frame, "ESTABLISHED inferred: it acknowledged the SYN/ACK "
+                    "(its SYN was before the capture)",
+                )  # fmt: skip
+        elif self._state[side] == _S_SYN_SENT or self._state[peer] == _S_SYN_SENT:
+            self._synack_missing(side, ack, ts_ns, frame)
+        if (
+            self._synack_count[side]
+            and self._state[peer] == _S_CLOSED
+            and not self._syn_count[peer]
+            and self._synack_ack[side] != _UNSET
+            and seq_gt(ack, self._synack_ack[side])
+            and self._tl_n
+        ):
+            # the SYN/ACK's sender acknowledges data from a peer the capture saw no SYN from
+            # (and maybe nothing at all: a one-way capture): the peer sends data only once
+            # ESTABLISHED, so it got the SYN/ACK (RFC 9293 §3.10.7.3), and so is the sender,
+            # which got the peer's ACK (§3.10.7.4, SYN-RECEIVED, the ACK field)
+            self._infer(
+                peer, ts_ns, frame, "ESTABLISHED inferred: the SYN/ACK's sender acknowledged "
+                "data from it (its SYN and ACK were before or outside the capture)",
+            )  # fmt: skip
+            if self._state[side] == _S_SYN_RECEIVED:
+                self._infer(side, ts_ns, frame, "ESTABLISHED inferred (the same evidence)")
         if self._state[peer] == _S_SYN_RECEIVED and self._isn[peer] != _UNSET:
             if seq_gt(ack, self._isn[peer]):
                 self._set(peer, _S_ESTABLISHED, ts_ns, frame)
@@ -926,6 +969,49 @@ class TcpTracker:
         self._notes.append((ts_ns, frame, side, "rst_ignored", why))
         return False
 
+    def _infer(self, side: int, ts_ns: int, frame: int, why: str) -> None:
+        """`side` enters ESTABLISHED on evidence, not on a packet that would move it by the
+        RFC's machine: a timeline entry like any other, and a note saying why."""
+        self._set(side, _S_ESTABLISHED, ts_ns, frame)
+        if self._notes is None:
+            self._notes = []
+        self._notes.append((ts_ns, frame, side, "inferred", why))
+
+    @cython.locals(x=cython.int, y=cython.int)
+    def _synack_missing(self, side: int, ack: int, ts_ns: int, frame: int) -> None:
+        """A SYN was seen, its SYN/ACK was not (asymmetric routing, a capture that missed it),
+        and an ACK-bearing segment (no SYN, no RST) came from one side. The SYN's sender X in
+        SYN_SENT sends nothing but its SYN until a SYN/ACK reaches it (RFC 9293 §3.10.7.3),
+        and the peer Y acknowledges X's SYN only once it answered it with its SYN/ACK and is
+        synchronized (§3.10.7.2, LISTEN: a SYN is answered with SYN,ACK). So when X has sent
+        an ACK-bearing segment and Y has acknowledged X's ISN + 1, both are ESTABLISHED
+        (inferred, at the packet that completes the evidence)."""
+        x = side if self._state[side] == _S_SYN_SENT else 1 - side
+        y = 1 - x
+        if self._isn[x] == _UNSET or self._syn_count[y] or self._synack_count[x]:
+            return  # (simultaneous open has SYNs both ways: the machine handles it)
+        if self._last_ack[x] == _UNSET or self._last_ack[y] == _UNSET:
+            return
+        if not seq_gt(self._last_ack[y], self._isn[x]):
+            return
+        why = (
+            "ESTABLISHED inferred: the SYN/ACK is missing from the capture, but both sides "
+            "acknowledged each other"
+        )
+        self._infer(x, ts_ns, frame, why)
+        s = self._state[y]
+        if s == _S_CLOSED or s == _S_SYN_RECEIVED:
+            self._infer(y, ts_ns, frame, "ESTABLISHED inferred (the same evidence)")
+
+    def _inferred(self) -> bool:
+        """Was a state change inferred (see `notes`)?"""
+        return self._notes is not None and any(n[3] == "inferred" for n in self._notes)
+
+    @property
+    def notes_len(self) -> int:
+        """len(notes), without building it."""
+        return 0 if self._notes is None else len(self._notes)
+
     @property
     def notes(self) -> list[tuple[int, int | None, int, str, str]]:
         """[(ts_ns, frame or None, endpoint 0/1, kind, text)]: what the timeline shows beside
@@ -957,7 +1043,9 @@ class TcpTracker:
         if self._syn_count[0] and self._synack_count[1] and self.handshake_acked:
             return "3way"
         if self._syn_count[0] and not self._synack_count[1]:
-            return "unanswered" if self.reset_by is None else "incomplete"
+            if self.reset_by is None and not self._inferred():
+                return "unanswered"
+            return "incomplete"  # (a SYN/ACK the capture missed: see _synack_missing)
         if (
             self._syn_count[0]
             or self._synack_count[1]
