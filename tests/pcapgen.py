@@ -258,6 +258,86 @@ def rst_abort(by: str = "client", **kw) -> list:
     return conv.frames
 
 
+def lost_final_ack(retries=(0.2, 0.4, 0.8), ack_seen: bool = True, **kw) -> list:
+    """The client closes first; its final ACK is lost beyond the capture point, so the server
+    (LAST_ACK) retransmits its FIN after each RTO and the client (TIME_WAIT) ACKs each again."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.exchange()
+    conv.c(FIN | ACK)
+    conv.s(ACK)
+    conv.s(FIN | ACK)
+    fin_seq = conv.s_next - 1
+    if ack_seen:
+        conv.c(ACK)
+    for gap in retries:
+        conv.s(FIN | ACK, seq=fin_seq, dt=gap)
+        conv.c(ACK)
+    return conv.frames
+
+
+def injected_rst_syn_sent(**kw) -> list:
+    """A RST+ACK answers the SYN with ACK = the client's ISN (not ISN+1), so the client ignores
+    it (RFC 9293 §3.10.7.3); the real SYN/ACK follows and the connection goes on."""
+    conv = Conversation(**kw)
+    conv.c(SYN, dt=0.0)
+    conv.s(RST | ACK, seq=0, ack=conv.isn_c, dt=0.0002)
+    conv.s(SYN | ACK, dt=0.010)
+    conv.c(ACK)
+    conv.exchange()
+    conv.close("client")
+    return conv.frames
+
+
+def blind_rst(offset: int = 10_000_000, **kw) -> list:
+    """In an established connection, a RST whose sequence number is far outside the client's
+    receive window (a blind RST, RFC 5961 §3) arrives from the server's address; the client
+    ignores it and the exchange goes on to a clean close."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.exchange()
+    s_next = conv.s_next
+    conv.s(RST, seq=conv.s_next + offset, ack=0, dt=0.001)
+    conv.s_next = s_next  # (the real server's numbers go on)
+    conv.exchange()
+    conv.close("client")
+    return conv.frames
+
+
+def synack_reflection(count: int = 5, answered_every: int = 2, **kw) -> list:
+    """A SYN/ACK reflection seen at the victim: reflectors answer SYNs spoofed with the
+    victim's address, so SYN/ACKs arrive that no SYN of the victim asked for; the victim's
+    closed ports answer every `answered_every`-th with a RST (RFC 9293 §3.10.7.1), the rest
+    not at all."""
+    frames = []
+    t = kw.pop("t", T0)
+    for i in range(count):
+        conv = Conversation(
+            client=CLIENT4, server=f"203.0.113.{10 + i}", cport=20000 + i, sport=80,
+            t=t + i * 0.001, isn_c=7000 + i, isn_s=900000 + 1000 * i, **kw,
+        )  # fmt: skip
+        # the spoofed SYN's ISN + 1 is what the SYN/ACK acknowledges
+        conv.s(SYN | ACK, ack=conv.isn_c + 1, dt=0.0)
+        if answered_every and i % answered_every == 0:
+            conv.c(RST, seq=conv.isn_c + 1, ack=0, dt=0.0001)
+        frames.extend(conv.frames)
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
+def synack_missing(**kw) -> list:
+    """The SYN/ACK never reached the capture point (asymmetric routing): SYN, then the
+    client's ACK of the server's ISN + 1, a request and a response, and a clean close."""
+    conv = Conversation(**kw)
+    conv.c(SYN, dt=0.0)
+    conv.s_next = conv.isn_s + 1  # the SYN/ACK the capture did not see
+    conv.t += 0.010
+    conv.c(ACK)
+    conv.exchange()
+    conv.close("client")
+    return conv.frames
+
+
 def port_reuse(gap: float = 2.0, **kw) -> list:
     """Two connections on the same 5-tuple: the second SYN (new ISN) arrives `gap` seconds after
     the first closed, while the client's TIME_WAIT (60 s) would still hold the port."""

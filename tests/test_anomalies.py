@@ -438,3 +438,24 @@ def test_service_port_mismatch(tmp_path):
     a = only(found, "service_port_mismatch")
     assert a.severity == "info" and a.details["service"] == "http"
     assert a.details["port_service"] == "postgresql" and a.evidence == (4, 6)
+
+
+def test_rst_ignored(tmp_path):
+    """A RST outside the receive window (RFC 9293 §3.10.7.4, RFC 5961 §3) after which the
+    connection goes on: one warning, with the RST and the next packet as evidence, and no
+    rst_abort."""
+    frames = pcapgen.blind_rst()
+    found = findings(tmp_path, "blind-rst", frames)
+    a = only(found, "rst_ignored")
+    rst = next(i + 1 for i, (_t, f) in enumerate(frames) if f[47] & pcapgen.RST)
+    assert a.severity == "warning" and a.evidence == (rst, rst + 1)
+    assert a.details["rsts"] == 1 and a.details["sender"] == "198.51.100.20:80"
+    assert "outside the receive window" in a.summary and "injected" in a.summary
+    assert "rst_abort" not in {x.kind for x in found}
+
+
+def test_rst_ignored_needs_the_connection_to_go_on(tmp_path):
+    """An invalid RST that is the last packet proves nothing about injection: no finding."""
+    frames = pcapgen.blind_rst()
+    rst = next(i for i, (_t, f) in enumerate(frames) if f[47] & pcapgen.RST)
+    assert "rst_ignored" not in {x.kind for x in findings(tmp_path, "rst-last", frames[: rst + 1])}

@@ -141,15 +141,18 @@ def test_simultaneous_open_synacks_count_as_wiresharks_retransmissions(tmp_path)
 
 
 def test_capture_starting_at_the_synack(tmp_path):
-    """The SYN was missed: the SYN/ACK's receiver is the originator and is ESTABLISHED on it."""
+    """The SYN was missed: the SYN/ACK's receiver is the originator; its ACK of the SYN/ACK
+    shows it was in SYN_SENT, so it is ESTABLISHED from that ACK on (inferred: a SYN/ACK alone
+    moves no CLOSED endpoint, RFC 9293 §3.10.7.1)."""
     frames = pcapgen.clean_close()[1:]
     [c] = run(tmp_path, "no-syn", frames)
     assert (c.orig_p, c.resp_p, c.originator_inferred) == (40000, 80, False)
     assert frames_states(c)[:3] == [
         (1, "resp", "SYN_RECEIVED"),
-        (1, "orig", "ESTABLISHED"),
+        (2, "orig", "ESTABLISHED"),
         (2, "resp", "ESTABLISHED"),
     ]
+    assert [n[1:4] for n in c.tcp.notes] == [(2, 0, "inferred")]
     assert (c.orig_state, c.resp_state, c.handshake) == ("TIME_WAIT", "CLOSED", "incomplete")
 
 

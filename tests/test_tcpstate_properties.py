@@ -120,7 +120,12 @@ def check_endpoints(conn, pkt, from_orig) -> None:
         if state is TcpState.SYN_RECEIVED:
             assert t.syn_count[side] + t.synack_count[side] > 0
     if pkt.flags & TH_RST:
-        assert t.state == [TcpState.CLOSED, TcpState.CLOSED]
+        notes = t.notes
+        if notes and notes[-1][1] == pkt.frame:  # a RST its receiver would not accept
+            assert notes[-1][3] == "rst_ignored" and t.rst_ignored is not None
+            assert not t.timeline or t.timeline[-1][1] != pkt.frame  # it changed nothing
+        else:
+            assert t.state == [TcpState.CLOSED, TcpState.CLOSED]
     # per side, the timeline records changes only
     last = {0: None, 1: None}
     frames = []

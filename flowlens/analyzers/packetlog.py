@@ -147,6 +147,7 @@ class ConnLog:
 
     __slots__ = (
         "_ackdat_ms",
+        "_notes_len",  # TcpTracker.notes already attributed
         "_breaks",  # sorted absolute ns where a user time note splits a run
         "_data_findings",  # data-phase rows kept for their findings alone
         "_pending",  # plain rows not yet known to be a long run
@@ -171,6 +172,7 @@ class ConnLog:
         self._pending: list[PacketRow] = []
         self._run: CollapsedRun | None = None
         self._tl_len = 0
+        self._notes_len = 0
         self._retrans = 0
         self._synack_ms = None
         self._ackdat_ms = None
@@ -405,7 +407,20 @@ class PacketCollector(Analyzer):
                     f"SYN/ACK -> ACK {tcp.ackdat_ms:.3f} ms (iRTT {tcp.synack_ms + tcp.ackdat_ms:.3f} ms)",
                 )
             )
-        if flags & TH_RST:
+        ignored = False
+        if tcp.notes_len > log._notes_len:
+            # the tracker's notes on this packet: a RST its receiver would not accept (no state
+            # changed), a state change inferred from evidence (TcpTracker.notes)
+            for _ts, _frame, note_side, kind, text in tcp.notes[log._notes_len :]:
+                if kind == "rst_ignored":
+                    ignored = True
+                    out.append(Finding("rst_ignored", f"RST ignored: {text}"))
+                else:
+                    out.append(Finding(kind, f"{'orig' if note_side == 0 else 'resp'} {text}"))
+            log._notes_len = tcp.notes_len
+        if flags & TH_RST and ignored:
+            pass
+        elif flags & TH_RST:
             if tcp.rejected and not log._rejected:
                 log._rejected = True
                 out.append(Finding("refused", "SYN answered by RST: connection refused"))

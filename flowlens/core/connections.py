@@ -1012,7 +1012,7 @@ class ConnectionTable:
         side = 0 if from_orig else 1
         self._count(c, pkt, side)
         seq, plen = pkt.seq, pkt.plen
-        c.tcp.packet(side, flags, seq, pkt.ack, plen, pkt.ts_ns, pkt.frame)
+        c.tcp.packet(side, flags, seq, pkt.ack, plen, pkt.ts_ns, pkt.frame, pkt.win)
         if c.zeek.packet(
             from_orig, flags, seq, pkt.ack, plen, pkt.win, pkt.bad_checksum, pkt.caplen_short > 0
         ):

@@ -22,6 +22,14 @@ cdef class TcpTracker:
     cdef long long _syn_ts[2]
     cdef long long _synack_ts[2]
     cdef long long _tw_start[2]
+    cdef long long _tw_restart[2]
+    cdef long long _snd_max[2]
+    cdef long long _last_ack[2]
+    cdef long long _last_win[2]
+    cdef long long _synack_ack[2]
+    cdef public object rst_ignored
+    cdef public object rst_ignored_then
+    cdef list _notes
     cdef long long _since[2]
     cdef long long _tw_ns
     cdef long long _syn_sent_ns
@@ -60,6 +68,7 @@ cdef class TcpTracker:
     cpdef long long isn_of(self, int side)
     cpdef long long synack_leg_ns(self)
     cpdef long long ackdat_leg_ns(self)
+    cdef long long _timer_end(self, int side, int code, long long start)
     cpdef int state_index_at(self, int side, long long ts_ns)
     cpdef object state_at(self, int side, long long ts_ns)
     cdef long long _tw_end(self, int side)
@@ -70,8 +79,12 @@ cdef class TcpTracker:
     cpdef void cut_time_wait(self, long long ts_ns, long long frame)
     cpdef list spans(self)
     cpdef void start_midstream(self, long long ts_ns, long long frame)
-    cpdef void packet(self, int side, int flags, long long seq, long long ack, long long plen, long long ts_ns, long long frame)
+    cpdef void packet(self, int side, int flags, long long seq, long long ack, long long plen, long long ts_ns, long long frame, long long win=*)
+    cdef bint _rst_valid(self, int side, int flags, long long seq, long long ack, long long ts_ns, long long frame)
     cdef void _ack(self, int side, int flags, long long ack, long long ts_ns, long long frame)
+    cdef void _infer(self, int side, long long ts_ns, long long frame, str why)
+    cdef bint _inferred(self)
+    cdef void _synack_missing(self, int side, long long ack, long long ts_ns, long long frame)
     cdef void _fin(self, int side, int flags, long long fin_seq, long long ack, long long ts_ns, long long frame)
     cpdef bint _fully_closed(self)
     cdef void _note_closed(self, long long ts_ns)

@@ -149,6 +149,16 @@ class TcpTracker:
         "closed_ts",  # ts_ns when both endpoints left the connection (CLOSED/TIME_WAIT)
         "_since",  # [per side] ts_ns it entered its current state (_UNSET: it never changed)
         "_tw_start",  # [ts_ns each side entered TIME_WAIT, or None]
+        "_tw_restart",  # [ts_ns of the last retransmitted FIN that restarted its 2 x MSL, or None]
+        "_snd_max",  # [per side] the highest sequence number it sent, + 1 (SND.NXT as seen)
+        "_last_ack",  # [per side] the ACK field of its latest segment (its RCV.NXT then)
+        "_last_win",  # [per side] the window of that segment (unscaled), -1 while unknown
+        "_synack_ack",  # [per side] the ACK field of its first SYN/ACK (the peer's ISN + 1)
+        "rst_ignored",  # the first RST no endpoint accepts (see `_rst_valid`): (ts_ns, frame,
+        # sender, reason) or None
+        "rst_ignored_then",  # frame of the first packet after it (the connection went on)
+        "_notes",  # [(ts_ns, frame or None, side, kind, text)]: rows for the timeline that are
+        # no state change (an ignored RST), or None while there are none (see `notes`)
         "midstream",  # no SYN or SYN/ACK opened it in the capture
         "tw_cut_short",  # a new connection took the 5-tuple while a side was in TIME_WAIT
         # how long the timed states last before the endpoint gives up on its own (see
@@ -197,6 +207,14 @@ class TcpTracker:
         self.closed_ts = None
         self._since = [_UNSET, _UNSET]
         self._tw_start = [_UNSET, _UNSET]
+        self._tw_restart = [_UNSET, _UNSET]
+        self._snd_max = [_UNSET, _UNSET]
+        self._last_ack = [_UNSET, _UNSET]
+        self._last_win = [-1, -1]
+        self._synack_ack = [_UNSET, _UNSET]
+        self.rst_ignored = None
+        self.rst_ignored_then = None
+        self._notes = None
         self.midstream = False
         self.tw_cut_short = False
 
@@ -451,11 +469,31 @@ class TcpTracker:
             return self._syn_received_ns
         return _UNSET
 
+    @cython.locals(limit=cython.longlong)
+    def _timer_end(self, side: int, code: int, start: int) -> int:
+        """When state `code`, entered by `side` at `start`, runs out on its own; _UNSET: never.
+        A TIME_WAIT counts from the last retransmitted FIN that reached it (RFC 9293 §3.10.7.4,
+        TIME-WAIT STATE: "The only thing that can arrive in this state is a retransmission of
+        the remote FIN. Acknowledge it, and restart the 2 MSL timeout."; Linux re-arms the
+        timer the same way, inet_twsk_reschedule(tw, TCP_TIMEWAIT_LEN) in
+        tcp_timewait_state_process, net/ipv4/tcp_minisocks.c)."""
+        limit = self._limit(code)
+        if limit == _UNSET or start == _UNSET:
+            return _UNSET
+        if (
+            code == _S_TIME_WAIT
+            and start == self._tw_start[side]
+            and self._tw_restart[side] != _UNSET
+            and self._tw_restart[side] > start
+        ):
+            return self._tw_restart[side] + limit
+        return start + limit
+
     @cython.boundscheck(False)
     @cython.wraparound(False)
     @cython.locals(
         i=cython.int, code=cython.int, c=cython.int, s=cython.int, t=cython.longlong,
-        start=cython.longlong, limit=cython.longlong,
+        start=cython.longlong, end=cython.longlong,
     )  # fmt: skip
     def state_index_at(self, side: int, ts_ns: int) -> int:
         """`state_at` as the state's index in TcpState (a C int, for the callers in C)."""
@@ -474,8 +512,8 @@ class TcpTracker:
                     break
                 if s == side:
                     code, start = c, t
-        limit = self._limit(code)
-        if limit != _UNSET and start != _UNSET and ts_ns >= start + limit:
+        end = self._timer_end(side, code, start)
+        if end != _UNSET and ts_ns >= end:
             return _S_CLOSED
         return code
 
@@ -487,13 +525,14 @@ class TcpTracker:
 
     @cython.locals(
         i=cython.int, t=cython.longlong, s=cython.int, c=cython.int, seen=cython.bint,
-        start=cython.longlong,
+        start=cython.longlong, end=cython.longlong,
     )  # fmt: skip
     def _tw_end(self, side: int) -> int:
         """`time_wait_end_ns` as a C number (_UNSET: none)."""
         start = self._tw_start[side]
         if start == _UNSET:
             return _UNSET
+        end = self._timer_end(side, _S_TIME_WAIT, start)
         if self._state[side] != _S_TIME_WAIT:
             # it left TIME_WAIT in the timeline (cut short on reuse, or a RST): the change
             # after its TIME_WAIT entry is the end, unless the timer ran out sooner
@@ -507,15 +546,16 @@ class TcpTracker:
                 if s != side:
                     continue
                 if seen:
-                    if self._tw_ns != _UNSET and start + self._tw_ns < t:
-                        return start + self._tw_ns
+                    if end != _UNSET and end < t:
+                        return end
                     return t
                 if c == _S_TIME_WAIT and t == start:
                     seen = True
-        return _UNSET if self._tw_ns == _UNSET else start + self._tw_ns
+        return end
 
     def time_wait_end_ns(self, side: int) -> int | None:
-        """When `side`'s TIME_WAIT ends: 2 x MSL after it began, or sooner when the table cut
+        """When `side`'s TIME_WAIT ends: 2 x MSL after it began (or after the last retransmitted
+        FIN that reached it, which restarts the timer), or sooner when the table cut
         it short (a new connection on the 5-tuple) or a RST ended it; None when the side never
         entered TIME_WAIT (or the tracker has no TIME_WAIT timer)."""
         end = self._tw_end(side)
@@ -552,11 +592,17 @@ class TcpTracker:
         return open_end_ns
 
     @property
+    def tw_restart(self) -> list[int | None]:
+        """[orig, resp] ts_ns of the last retransmitted FIN that restarted each side's TIME_WAIT
+        timer (RFC 9293 §3.10.7.4), or None."""
+        return [_opt(self._tw_restart[0]), _opt(self._tw_restart[1])]
+
+    @property
     def time_wait_start(self) -> list[int | None]:
         """[orig, resp] ts_ns each side entered TIME_WAIT, or None (the same as `tw_start`)."""
         return self.tw_start
 
-    @cython.locals(s=cython.int, code=cython.int, limit=cython.longlong, end=cython.longlong)
+    @cython.locals(s=cython.int, code=cython.int, e=cython.longlong, end=cython.longlong)
     def settled_ns(self) -> int | None:
         """When the last running timer of either endpoint's current state runs out (from then
         on neither changes state without a packet), or None when neither is in a timed state:
@@ -564,10 +610,9 @@ class TcpTracker:
         end = _UNSET
         for s in range(2):
             code = self._state[s]
-            limit = self._limit(code)
-            if limit != _UNSET and self._since[s] != _UNSET:
-                if end == _UNSET or self._since[s] + limit > end:
-                    end = self._since[s] + limit
+            e = self._timer_end(s, code, self._since[s])
+            if e != _UNSET and (end == _UNSET or e > end):
+                end = e
         return None if end == _UNSET else end
 
     @cython.locals(side=cython.int, start=cython.longlong)
@@ -579,7 +624,9 @@ class TcpTracker:
         for side in range(2):
             if self._state[side] == _S_TIME_WAIT:
                 start = self._tw_start[side]
-                if start != _UNSET and (self._tw_ns == _UNSET or ts_ns < start + self._tw_ns):
+                if start != _UNSET and (
+                    self._tw_ns == _UNSET or ts_ns < self._timer_end(side, _S_TIME_WAIT, start)
+                ):
                     self.tw_cut_short = True
                     self._set(side, _S_CLOSED, ts_ns, frame)
             elif self._state[side] == _S_SYN_SENT or self._state[side] == _S_SYN_RECEIVED:
@@ -590,7 +637,7 @@ class TcpTracker:
 
     @cython.locals(
         i=cython.int, n=cython.int, t=cython.longlong, f=cython.longlong, s=cython.int,
-        c=cython.int, limit=cython.longlong,
+        c=cython.int, e=cython.longlong,
     )  # fmt: skip
     def spans(self) -> list[tuple[int, TcpState, int, int | None, int | None, bool]]:
         """Every state each endpoint entered, as it lasted, by the rule above:
@@ -615,9 +662,9 @@ class TcpTracker:
             last[s] = len(out)
             out.append([s, c, t, None, None if f == _UNSET else f, False])
         for span in out:
-            limit = self._limit(span[1])
-            if limit != _UNSET and (span[3] is None or span[2] + limit < span[3]):
-                span[3] = span[2] + limit
+            e = self._timer_end(span[0], span[1], span[2])
+            if e != _UNSET and (span[3] is None or e < span[3]):
+                span[3] = e
                 span[5] = True
             span[1] = _STATES[span[1]]
         return [tuple(span) for span in out]
@@ -650,6 +697,7 @@ class TcpTracker:
             self._since[side] = ts_ns
             if new == _S_TIME_WAIT:
                 self._tw_start[side] = ts_ns
+                self._tw_restart[side] = _UNSET
 
     @cython.locals(i=cython.int)
     def swap(self) -> None:
@@ -668,6 +716,16 @@ class TcpTracker:
         self._syn_ts[0], self._syn_ts[1] = self._syn_ts[1], self._syn_ts[0]
         self._synack_ts[0], self._synack_ts[1] = self._synack_ts[1], self._synack_ts[0]
         self._tw_start[0], self._tw_start[1] = self._tw_start[1], self._tw_start[0]
+        self._tw_restart[0], self._tw_restart[1] = self._tw_restart[1], self._tw_restart[0]
+        self._snd_max[0], self._snd_max[1] = self._snd_max[1], self._snd_max[0]
+        self._last_ack[0], self._last_ack[1] = self._last_ack[1], self._last_ack[0]
+        self._last_win[0], self._last_win[1] = self._last_win[1], self._last_win[0]
+        self._synack_ack[0], self._synack_ack[1] = self._synack_ack[1], self._synack_ack[0]
+        if self.rst_ignored is not None:
+            ts, frame, side, why = self.rst_ignored
+            self.rst_ignored = (ts, frame, 1 - side, why)
+        if self._notes is not None:
+            self._notes = [(t, f, 1 - s, k, x) for t, f, s, k, x in self._notes]
         self._since[0], self._since[1] = self._since[1], self._since[0]
         for i in range(min(self._tl_n, _TL_INLINE)):
             self._tl_side[i] = 1 - self._tl_side[i]
@@ -686,11 +744,24 @@ class TcpTracker:
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
-    @cython.locals(peer=cython.int, s=cython.int)
-    def packet(self, side: int, flags: int, seq: int, ack: int, plen: int, ts_ns: int, frame: int):
-        """Advance both endpoints for one packet sent by `side` (0 orig, 1 resp)."""
+    @cython.locals(peer=cython.int, s=cython.int, end=cython.longlong)
+    def packet(
+        self,
+        side: int,
+        flags: int,
+        seq: int,
+        ack: int,
+        plen: int,
+        ts_ns: int,
+        frame: int,
+        win: int = -1,
+    ):
+        """Advance both endpoints for one packet sent by `side` (0 orig, 1 resp); `win` is its
+        window field (-1: not known, every RST then passes the window check)."""
         peer = 1 - side
         if flags & _RST:
+            if not self._rst_valid(side, flags, seq, ack, ts_ns, frame):
+                return
             if self.first_close is None:
                 self.first_close = (side, "R")
             if (
@@ -707,11 +778,23 @@ class TcpTracker:
                 self._set(peer, _S_CLOSED, ts_ns, frame)
             self._note_closed(ts_ns)
             return
+        if self.rst_ignored is not None and self.rst_ignored_then is None:
+            self.rst_ignored_then = frame  # the connection went on after the ignored RST
+        # what the window check of a later RST needs (RFC 9293 §3.10.7.4): how far each side
+        # sent, and what it last acknowledged and advertised
+        end = (seq + plen + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)) & 0xFFFFFFFF
+        if self._snd_max[side] == _UNSET or seq_gt(end, self._snd_max[side]):
+            self._snd_max[side] = end
+        if flags & _ACK:
+            self._last_ack[side] = ack
+            self._last_win[side] = win
         if flags & _SYN:
             if flags & _ACK:
                 self._synack_count[side] += 1
                 if self._isn[side] == _UNSET:
                     self._isn[side] = seq
+                if self._synack_ack[side] == _UNSET:
+                    self._synack_ack[side] = ack
                 if side == 1 and self._synack_ts[1] == _UNSET and self._syn_ts[0] != _UNSET:
                     self._synack_ns = _leg_ns(self._syn_ts[0], ts_ns)
                 self._synack_ts[side] = ts_ns
@@ -721,9 +804,11 @@ class TcpTracker:
                 s = self._state[peer]
                 if s == _S_SYN_SENT or s == _S_SYN_RECEIVED:
                     self._set(peer, _S_ESTABLISHED, ts_ns, frame)
-                elif s == _S_CLOSED and not self._syn_count[peer]:
-                    # the capture began after the SYN: its sender gets the SYN/ACK it waited for
-                    self._set(peer, _S_ESTABLISHED, ts_ns, frame)
+                # A SYN/ACK no SYN in the capture asked for leaves a CLOSED receiver CLOSED: a
+                # CLOSED endpoint answers it with a RST or not at all (RFC 9293 §3.10.7.1), as
+                # the victim of a SYN/ACK reflection or the source of backscatter does. When
+                # the capture only began after the SYN, the receiver's ACK of it shows that it
+                # was in SYN_SENT (see _ack: ESTABLISHED, inferred).
                 return
             self._syn_count[side] += 1
             if self._isn[side] == _UNSET:
@@ -746,6 +831,42 @@ class TcpTracker:
     @cython.locals(peer=cython.int, current=cython.int)
     def _ack(self, side: int, flags: int, ack: int, ts_ns: int, frame: int) -> None:
         peer = 1 - side
+        if self._synack_count[peer]:
+            if (
+                self._state[side] == _S_CLOSED
+                and not self._syn_count[side]
+                and self._isn[peer] != _UNSET
+                and seq_gt(ack, self._isn[peer])
+                and self._tl_n
+            ):
+                # it acknowledges a SYN/ACK whose SYN the capture missed: it was in SYN_SENT
+                # and that SYN/ACK made it ESTABLISHED (RFC 9293 §3.10.7.3, SYN-SENT: "If
+                # SND.UNA > ISS (our SYN has been ACKed), change the connection state to
+                # ESTABLISHED, form an ACK segment ... and send it")
+                self._infer(
+                    side, ts_ns, frame, "ESTABLISHED inferred: it acknowledged the SYN/ACK "
+                    "(its SYN was before the capture)",
+                )  # fmt: skip
+        elif self._state[side] == _S_SYN_SENT or self._state[peer] == _S_SYN_SENT:
+            self._synack_missing(side, ack, ts_ns, frame)
+        if (
+            self._synack_count[side]
+            and self._state[peer] == _S_CLOSED
+            and not self._syn_count[peer]
+            and self._synack_ack[side] != _UNSET
+            and seq_gt(ack, self._synack_ack[side])
+            and self._tl_n
+        ):
+            # the SYN/ACK's sender acknowledges data from a peer the capture saw no SYN from
+            # (and maybe nothing at all: a one-way capture): the peer sends data only once
+            # ESTABLISHED, so it got the SYN/ACK (RFC 9293 §3.10.7.3), and so is the sender,
+            # which got the peer's ACK (§3.10.7.4, SYN-RECEIVED, the ACK field)
+            self._infer(
+                peer, ts_ns, frame, "ESTABLISHED inferred: the SYN/ACK's sender acknowledged "
+                "data from it (its SYN and ACK were before or outside the capture)",
+            )  # fmt: skip
+            if self._state[side] == _S_SYN_RECEIVED:
+                self._infer(side, ts_ns, frame, "ESTABLISHED inferred (the same evidence)")
         if self._state[peer] == _S_SYN_RECEIVED and self._isn[peer] != _UNSET:
             if seq_gt(ack, self._isn[peer]):
                 self._set(peer, _S_ESTABLISHED, ts_ns, frame)
@@ -780,7 +901,16 @@ class TcpTracker:
     def _fin(self, side: int, flags: int, fin_seq: int, ack: int, ts_ns: int, frame: int) -> None:
         peer = 1 - side
         if self._fin_seq[side] != _UNSET:
-            return  # a retransmitted FIN changes nothing
+            # A retransmitted FIN: the peer's final ACK was lost (or is late). In TIME_WAIT the
+            # peer acknowledges it and restarts its 2 x MSL (RFC 9293 §3.10.7.4; Linux
+            # tcp_timewait_state_process re-arms TCP_TIMEWAIT_LEN): TIME_WAIT then ends 2 x MSL
+            # after the last FIN's arrival. In any other state it changes nothing.
+            if (
+                self._state[peer] == _S_TIME_WAIT
+                and self.state_index_at(peer, ts_ns) == _S_TIME_WAIT
+            ):
+                self._tw_restart[peer] = ts_ns
+            return
         self._fin_seq[side] = fin_seq
         if self.first_close is None:
             self.first_close = (side, "F")
@@ -816,6 +946,105 @@ class TcpTracker:
                 self._set(peer, _S_TIME_WAIT, ts_ns, frame)
         self._note_closed(ts_ns)
 
+    @cython.locals(peer=cython.int, r=cython.int, lo=cython.longlong, span=cython.longlong)
+    def _rst_valid(self, side: int, flags: int, seq: int, ack: int, ts_ns: int, frame: int) -> bool:
+        """Would the receiver of this RST (sent by `side`) accept it? When not, it changes no
+        state: it is kept as `rst_ignored` (the first one) and as a note on the timeline.
+
+        - Receiver in SYN_SENT (RFC 9293 §3.10.7.3; Linux tcp_rcv_synsent_state_process): the
+          RST must acknowledge the SYN, ISS < SEG.ACK =< SND.NXT (ISN + 1, more for a SYN with
+          data), and without the ACK bit it is dropped.
+        - Receiver in a synchronized state (RFC 9293 §3.10.7.4, first check; RFC 5961 §3.2,
+          as Linux tcp_validate_incoming does it): the RST's sequence number must be in the
+          receive window, RCV.NXT =< SEG.SEQ < RCV.NXT + RCV.WND. RFC 5961 resets only on
+          SEG.SEQ = RCV.NXT and answers any other in-window RST with a challenge ACK; the
+          capture point cannot know RCV.NXT to the byte (segments in flight), so the whole
+          window counts as valid. RCV.NXT is taken from the receiver's latest ACK; the window
+          from the one it advertised then, unscaled (the tracker does not see the window scale
+          option), stretched to how far the RST's sender was seen to send (a scaled window is
+          at least that wide). Lenient where the capture knows nothing: a receiver that sent no
+          ACK yet, or a window not handed in, accepts every RST.
+        - Any other receiver state (CLOSED, LISTEN): the RST is the sender's own business.
+        """
+        peer = 1 - side
+        r = self._state[peer]
+        why = None
+        if r == _S_SYN_SENT:
+            if self._isn[peer] == _UNSET or self._snd_max[peer] == _UNSET:
+                return True
+            if not flags & _ACK:
+                why = "RST without ACK in SYN_SENT"
+            elif not seq_gt(ack, self._isn[peer]) or seq_gt(ack, self._snd_max[peer]):
+                why = f"RST in SYN_SENT does not acknowledge the SYN (ACK {ack}, ISN+1 {(self._isn[peer] + 1) & 0xFFFFFFFF})"
+        elif r != _S_CLOSED:
+            lo = self._last_ack[peer]
+            if lo == _UNSET or self._last_win[peer] < 0:
+                return True
+            span = self._last_win[peer]
+            if self._snd_max[side] != _UNSET and seq_gt(self._snd_max[side], lo):
+                span += (self._snd_max[side] - lo) & 0xFFFFFFFF
+            if ((seq - lo) & 0xFFFFFFFF) > span:
+                why = f"RST outside the receive window (SEQ {seq}, window {lo}+{span})"
+        if why is None:
+            return True
+        if self.rst_ignored is None:
+            self.rst_ignored = (ts_ns, frame, side, why)
+        if self._notes is None:
+            self._notes = []
+        self._notes.append((ts_ns, frame, side, "rst_ignored", why))
+        return False
+
+    def _infer(self, side: int, ts_ns: int, frame: int, why: str) -> None:
+        """`side` enters ESTABLISHED on evidence, not on a packet that would move it by the
+        RFC's machine: a timeline entry like any other, and a note saying why."""
+        self._set(side, _S_ESTABLISHED, ts_ns, frame)
+        if self._notes is None:
+            self._notes = []
+        self._notes.append((ts_ns, frame, side, "inferred", why))
+
+    @cython.locals(x=cython.int, y=cython.int)
+    def _synack_missing(self, side: int, ack: int, ts_ns: int, frame: int) -> None:
+        """A SYN was seen, its SYN/ACK was not (asymmetric routing, a capture that missed it),
+        and an ACK-bearing segment (no SYN, no RST) came from one side. The SYN's sender X in
+        SYN_SENT sends nothing but its SYN until a SYN/ACK reaches it (RFC 9293 §3.10.7.3),
+        and the peer Y acknowledges X's SYN only once it answered it with its SYN/ACK and is
+        synchronized (§3.10.7.2, LISTEN: a SYN is answered with SYN,ACK). So when X has sent
+        an ACK-bearing segment and Y has acknowledged X's ISN + 1, both are ESTABLISHED
+        (inferred, at the packet that completes the evidence)."""
+        x = side if self._state[side] == _S_SYN_SENT else 1 - side
+        y = 1 - x
+        if self._isn[x] == _UNSET or self._syn_count[y] or self._synack_count[x]:
+            return  # (simultaneous open has SYNs both ways: the machine handles it)
+        if self._last_ack[x] == _UNSET or self._last_ack[y] == _UNSET:
+            return
+        if not seq_gt(self._last_ack[y], self._isn[x]):
+            return
+        why = (
+            "ESTABLISHED inferred: the SYN/ACK is missing from the capture, but both sides "
+            "acknowledged each other"
+        )
+        self._infer(x, ts_ns, frame, why)
+        s = self._state[y]
+        if s == _S_CLOSED or s == _S_SYN_RECEIVED:
+            self._infer(y, ts_ns, frame, "ESTABLISHED inferred (the same evidence)")
+
+    def _inferred(self) -> bool:
+        """Was a state change inferred (see `notes`)?"""
+        return self._notes is not None and any(n[3] == "inferred" for n in self._notes)
+
+    @property
+    def notes_len(self) -> int:
+        """len(notes), without building it."""
+        return 0 if self._notes is None else len(self._notes)
+
+    @property
+    def notes(self) -> list[tuple[int, int | None, int, str, str]]:
+        """[(ts_ns, frame or None, endpoint 0/1, kind, text)]: what the timeline shows beside
+        the state changes (`rst_ignored`: a RST its receiver would not accept, so no state
+        changed; `inferred`: a state change the capture did not show but other evidence
+        proves). A new list."""
+        return [] if self._notes is None else list(self._notes)
+
     # ------------------------------------------------------------------ summaries
     @cython.locals(a=cython.int, b=cython.int)
     def _fully_closed(self) -> bool:
@@ -839,7 +1068,9 @@ class TcpTracker:
         if self._syn_count[0] and self._synack_count[1] and self.handshake_acked:
             return "3way"
         if self._syn_count[0] and not self._synack_count[1]:
-            return "unanswered" if self.reset_by is None else "incomplete"
+            if self.reset_by is None and not self._inferred():
+                return "unanswered"
+            return "incomplete"  # (a SYN/ACK the capture missed: see _synack_missing)
         if (
             self._syn_count[0]
             or self._synack_count[1]

@@ -11,7 +11,13 @@ from collections import defaultdict
 from ...core.connections import Connection, format_addr
 from .detector import Anomaly, Thresholds, _ep, _s, _sample, _secs
 
-__all__ = ["icmp_error_name", "is_port_unreachable", "icmp_finding", "segment_findings"]
+__all__ = [
+    "icmp_error_name",
+    "is_port_unreachable",
+    "icmp_finding",
+    "rst_ignored_finding",
+    "segment_findings",
+]
 
 
 _ICMP4_UNREACH = {
@@ -113,6 +119,41 @@ def icmp_finding(c: Connection, th: Thresholds) -> Anomaly:
             "errors": dict(kinds),
             "reporters": sorted(format_addr(r) for r in reporters),
             "port_unreachable": closed,
+        },
+    )
+
+
+def rst_ignored_finding(c: Connection, th: Thresholds) -> Anomaly:
+    """rst_ignored: a RST its receiver would not accept (not acknowledging the SYN in
+    SYN_SENT, RFC 9293 §3.10.7.3; outside the receive window in a synchronized state,
+    RFC 9293 §3.10.7.4 and RFC 5961 §3), after which the connection went on: what a blind or
+    injected RST (a middlebox, an attacker guessing sequence numbers) looks like."""
+    t = c.tcp
+    ts, frame, side, why = t.rst_ignored
+    src, dst = (
+        (_ep(c.orig_h, c.orig_p), _ep(c.resp_h, c.resp_p))
+        if side == 0
+        else (_ep(c.resp_h, c.resp_p), _ep(c.orig_h, c.orig_p))
+    )
+    ignored = [n for n in t.notes if n[3] == "rst_ignored"]
+    summary = (
+        f"{_s(len(ignored), 'RST')} claiming to come from {src} reached {dst} and "
+        f"{'was' if len(ignored) == 1 else 'were'} not acceptable ({why}), and the connection "
+        f"went on (frame {t.rst_ignored_then}): a blind or injected RST, not a close by {src}."
+    )
+    return Anomaly(
+        "rst_ignored",
+        "warning",
+        ts / 1e9,
+        c.uid,
+        summary,
+        _sample([n[1] for n in ignored] + [t.rst_ignored_then], th.evidence_max),
+        {
+            "sender": src,
+            "receiver": dst,
+            "rsts": len(ignored),
+            "reason": why,
+            "went_on_frame": t.rst_ignored_then,
         },
     )
 

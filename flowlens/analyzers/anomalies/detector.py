@@ -15,7 +15,7 @@ severe first:
 
 Kinds (DESIGN.md, anomaly record): time_wait_accumulation, port_exhaustion_risk, close_wait,
 fin_wait_2, unanswered_syn, connection_refused, syn_flood, port_scan, retransmissions,
-zero_window, keep_alive, rst_abort, port_reuse, icmp_unreachable, service_port_mismatch. Port scans, SYN floods and
+zero_window, keep_alive, rst_abort, port_reuse, icmp_unreachable, service_port_mismatch, rst_ignored. Port scans, SYN floods and
 the per-port TIME_WAIT arithmetic live in `analyzers/anomalies/host_findings.py`, the kinds about one
 connection's segments and ICMP errors in `analyzers/anomalies/connection_findings.py`; this module holds
 the record, the thresholds, the detector and the kinds grouped per endpoint.
@@ -66,6 +66,7 @@ KINDS = (
     "port_reuse",
     "icmp_unreachable",
     "service_port_mismatch",
+    "rst_ignored",
 )
 
 ANOMALY_FIELDS = ("kind", "severity", "ts", "uid", "summary", "evidence", "details")
@@ -219,10 +220,11 @@ class AnomalyDetector(Analyzer):
 
     def _reset(self) -> None:
         # the kind modules import this one: bind them here, not at import time
-        from .connection_findings import icmp_finding, segment_findings
+        from .connection_findings import icmp_finding, rst_ignored_finding, segment_findings
         from .host_findings import HostFacts
 
         self._icmp_finding, self._segment_findings = icmp_finding, segment_findings
+        self._rst_ignored_finding = rst_ignored_finding
 
         self._hosts = HostFacts(self.thresholds)
         self._single: list[tuple[str, Anomaly]] = []  # (uid, finding about that connection)
@@ -283,6 +285,9 @@ class AnomalyDetector(Analyzer):
                     (conn.first_ts_ns, conn.uid, rst[1] if rst else None,
                      (rst[3] or 0) if rst else 0, (rst[4] or 0) if rst else 0)
                 )  # fmt: skip
+        if t.rst_ignored is not None and t.rst_ignored_then is not None:
+            # a RST no endpoint accepted, and the connection went on (TcpTracker._rst_valid)
+            self._single.append((conn.uid, self._rst_ignored_finding(conn, th)))
         if conn.prev_uid is not None and conn.reused_in_time_wait:
             failed = t.handshake() not in ("3way", "simultaneous_open")
             self._reuse[(conn.orig_h, conn.resp_h, conn.resp_p)].append(
