@@ -838,6 +838,53 @@ def keep_alive_idle(probes: int = 3, interval: float = 15.0, **kw) -> list:
     return conv.frames
 
 
+def one_byte_retransmission(**kw) -> list:
+    """A one-byte request the server does not acknowledge; the client's retransmission timer
+    sends the byte again 206 ms later (seq = SND.NXT-1, like a keep-alive) and the server ACKs
+    it 10 ms after that copy. RFC 9293 §3.8.4: a retransmission, not a keep-alive (Wireshark
+    says keep-alive); RFC 6298 §3 (Karn): that ACK gives no RTT sample."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    seq = conv.c_next
+    conv.c(PSH | ACK, b"x")
+    conv.c(PSH | ACK, b"x", seq=seq, dt=0.206)
+    conv.s(ACK, dt=0.010)
+    conv.s(PSH | ACK, b"ok")
+    conv.c(ACK)
+    conv.close("client")
+    return conv.frames
+
+
+def lost_upstream_ts(segments: int = 10, lost=(3, 6), later_ts: bool = True, **kw) -> list:
+    """A download with TCP timestamps on every segment: the server's segments `lost` (0-based)
+    are lost before the capture point, and each is sent again 1 ms after the next segment, so
+    Wireshark's timing rule (within 3 ms of the highest segment) calls it out-of-order. With
+    `later_ts` the copy carries a TSval later than the segment after the hole (RFC 7323 §3: it
+    was sent after it: a retransmission); without, the same TSval as its first place in the
+    stream (reordered on the path)."""
+    conv = Conversation(**kw)
+    conv.c(SYN, dt=0.0, opts=ts_option(100, 0))
+    conv.s(SYN | ACK, dt=0.010, opts=ts_option(5000, 100))
+    conv.c(ACK, dt=0.0005, opts=ts_option(101, 5000))
+    conv.c(PSH | ACK, b"GET /file HTTP/1.1\r\n\r\n", opts=ts_option(102, 5000))
+    tsval = 5010
+    held = None
+    for i in range(segments):
+        tsval += 1
+        if i in lost:
+            held = (conv.s_next, tsval)
+            conv.s_next += 1000
+            continue
+        conv.s(ACK, b"d" * 1000, opts=ts_option(tsval, 102))
+        if held is not None:
+            seq, first_ts = held
+            again = tsval + 1 if later_ts else first_ts
+            conv.s(ACK, b"d" * 1000, seq=seq, opts=ts_option(again, 102))
+            held = None
+    conv.c(ACK, opts=ts_option(103, tsval))
+    return conv.frames
+
+
 def rst_abort_in_flight(**kw) -> list:
     """The server sends two data segments the client never acknowledges; the client resets
     the connection: 2,000 bytes were in flight."""
@@ -876,6 +923,8 @@ SCENARIOS.update({
     "lossy-download": lossy_download,
     "zero-window": zero_window_stall,
     "keep-alive": keep_alive_idle,
+    "one-byte-retransmission": one_byte_retransmission,
+    "lost-upstream-ts": lost_upstream_ts,
     "rst-abort-in-flight": rst_abort_in_flight,
     "reordered": reordered,
 })  # fmt: skip

@@ -217,6 +217,42 @@ def test_reordering_is_not_loss(tmp_path):
     assert "reordered, not lost" in a.summary
 
 
+def test_holes_filled_with_a_later_tsval_are_retransmissions(tmp_path):
+    """Three server segments lost before the capture point, each sent again 1 ms after the
+    segment beyond its hole: Wireshark's timing calls them out-of-order, but their TSval is
+    later than that segment's (RFC 7323 §3), so they were resent. The rate (3 of 10), the
+    severity, the summary, flows.retransmissions and flows.out_of_order all count them so."""
+    frames = pcapgen.lost_upstream_ts(lost=(2, 5, 8))
+    a = only(findings(tmp_path, "lost-ts", frames), "retransmissions")
+    assert a.severity == "warning"
+    assert (a.details["segments"], a.details["rate"], a.details["bytes"]) == (3, 0.3, 3000)
+    assert (a.details["resent_out_of_order"], a.details["out_of_order"]) == (3, 0)
+    assert "retransmitted 3 segments (3000 bytes) of 10 data segments" in a.summary
+    assert "3 gaps in the sequence (filled by retransmissions" in a.summary
+    path = tmp_path / "lost-ts.pcap"
+    (conn,) = analyze(str(path)).connections
+    assert (conn.retransmissions, conn.out_of_order) == (3, 0)
+
+
+def test_holes_filled_with_the_same_tsval_are_reordering(tmp_path):
+    """The same late segments carrying the TSval of their place in the stream were sent before
+    the segments beyond the hole: reordered on the path, not lost."""
+    frames = pcapgen.lost_upstream_ts(lost=(2, 5, 8), later_ts=False)
+    a = only(findings(tmp_path, "reordered-ts", frames), "retransmissions")
+    assert a.severity == "info" and a.details["segments"] == 0
+    assert a.details["out_of_order"] == 3 and "resent_out_of_order" not in a.details
+    assert "arrived out of order (reordering on the path)" in a.summary
+    (conn,) = analyze(str(tmp_path / "reordered-ts.pcap")).connections
+    assert (conn.retransmissions, conn.out_of_order) == (0, 3)
+
+
+def test_keep_alive_needs_the_byte_acknowledged(tmp_path):
+    """RFC 9293 §3.8.4: the unacknowledged byte resent at SND.NXT-1 is no keep-alive."""
+    found = findings(tmp_path, "one-byte-retransmission", retrans_min=1)
+    assert [a.kind for a in found] == ["retransmissions"]
+    assert found[0].details["retransmission"] == 1
+
+
 def test_zero_window(tmp_path):
     a = only(findings(tmp_path, "zero-window"), "zero_window")
     d = a.details
