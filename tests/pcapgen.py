@@ -885,6 +885,25 @@ def lost_upstream_ts(segments: int = 10, lost=(3, 6), later_ts: bool = True, **k
     return conv.frames
 
 
+def linux_ports_run_out(low: int = 40000, ports: int = 16, interval: float = 0.01, **kw) -> list:
+    """A Linux client whose ip_local_port_range is `ports` ports from `low` opens one short
+    client-closed connection after another until connect() fails with EADDRNOTAVAIL: ports are
+    taken as net/ipv4/inet_hashtables.c __inet_hash_connect takes them, every port of the low
+    parity first (hashed offset, step 2), then the other parity; no SYN after the last."""
+    order = list(range(low, low + ports, 2))[3:] + list(range(low, low + ports, 2))[:3]
+    order += list(range(low + 1, low + ports, 2))[::-1]
+    frames = []
+    t = kw.pop("t", T0)
+    for i, port in enumerate(order):
+        conv = Conversation(cport=port, t=t + i * interval, isn_c=1000 + i * 7_000_000, **kw)
+        conv.handshake()
+        conv.exchange()
+        conv.close("client")
+        frames.extend(conv.frames)
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
 def rst_abort_in_flight(**kw) -> list:
     """The server sends two data segments the client never acknowledges; the client resets
     the connection: 2,000 bytes were in flight."""
@@ -925,6 +944,7 @@ SCENARIOS.update({
     "keep-alive": keep_alive_idle,
     "one-byte-retransmission": one_byte_retransmission,
     "lost-upstream-ts": lost_upstream_ts,
+    "linux-ports-run-out": linux_ports_run_out,
     "rst-abort-in-flight": rst_abort_in_flight,
     "reordered": reordered,
 })  # fmt: skip

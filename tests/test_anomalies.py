@@ -97,6 +97,62 @@ def test_port_outside_the_range_names_the_os(tmp_path):
     assert "old BSD/Windows XP range its ports fit" in a.summary
 
 
+def test_narrowed_range_inferred_from_linux_port_choice(tmp_path):
+    """16 ports, even ones first then odd (Linux's __inet_hash_connect two passes), all held at
+    once in TIME_WAIT, no attempt after: no range given, the block is the range, ports ran
+    out (critical), and the pile-up counts against the 16 ports, not an absolute 100."""
+    found = findings(tmp_path, "linux-ports-run-out")
+    a = only(found, "port_exhaustion_risk")
+    assert a.severity == "critical" and found[0] is a
+    d = a.details
+    assert (d["range_source"], d["ephemeral_range"], d["range_size"]) == (
+        "inferred",
+        [40000, 40015],
+        16,
+    )
+    assert d["ports_exhausted"] == [40000, 40015] and d["peak_in_use"] == 16
+    assert (
+        "all 16 ports of the range 40000-40015 (inferred: a contiguous block of 16 ports"
+        in a.summary
+    )
+    assert "even ports all taken before any odd one" in a.summary
+    assert "no new connection began after that" in a.summary
+    pile = only(found, "time_wait_accumulation")
+    assert pile.severity == "warning" and pile.details["time_wait_peak"] == 16
+    assert "100.0% of the 16-port ephemeral range 40000-40015" in pile.summary
+
+
+def test_sequential_ports_are_not_inferred_as_a_range(tmp_path):
+    """20 consecutive ports in port order (no Linux parity passes, no recycling): a capture
+    that ends after them cannot tell a range's edge; Linux's default range stays."""
+    found = findings(tmp_path, "time-wait-pileup", exhaustion_fraction=0.0005)
+    a = only(found, "port_exhaustion_risk")
+    assert a.severity == "warning" and a.details["range_source"] == "default"
+    assert a.details["ephemeral_range"] == [32768, 60999]
+    assert "(Linux's default (no range given))" in a.summary
+
+
+def test_a_given_range_is_never_replaced(tmp_path):
+    """One connection outside the configured range used to switch the finding to the Linux
+    default silently; the configured range stays and the finding says how many lie outside."""
+    frames = pcapgen.linux_ports_run_out()
+    conv = pcapgen.Conversation(cport=50000, t=pcapgen.T0 + 0.5, isn_c=77)
+    conv.handshake()
+    conv.exchange()
+    conv.close("client")
+    frames = sorted(frames + conv.frames, key=lambda f: f[0])
+    found = findings(tmp_path, "given", frames, ephemeral_range=(40000, 40015))
+    a = only(found, "port_exhaustion_risk")
+    d = a.details
+    assert (d["range_source"], d["ephemeral_range"], d["range_size"]) == (
+        "configured",
+        [40000, 40015],
+        16,
+    )
+    assert a.severity == "critical"
+    assert "40000-40015 (configured; 1 client port outside it)" in a.summary
+
+
 def test_close_wait(tmp_path):
     a = only(findings(tmp_path, "close-wait"), "close_wait")
     assert (a.severity, a.details["endpoint"], a.details["still_open"]) == (
