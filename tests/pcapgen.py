@@ -904,6 +904,20 @@ def linux_ports_run_out(low: int = 40000, ports: int = 16, interval: float = 0.0
     return frames
 
 
+def rst_after_fin(**kw) -> list:
+    """A request and its answer, the client's FIN ACKed, the server's FIN answered by a bare
+    RST (no ACK bit) from the client: no data was in flight either way, only the server's FIN
+    was unacknowledged (a FIN is no data, RFC 9293 §3.4)."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.exchange()
+    conv.c(FIN | ACK)
+    conv.s(ACK)
+    conv.s(FIN | ACK)
+    conv.c(RST, dt=0.0002)
+    return conv.frames
+
+
 def rst_abort_in_flight(**kw) -> list:
     """The server sends two data segments the client never acknowledges; the client resets
     the connection: 2,000 bytes were in flight."""
@@ -945,6 +959,7 @@ SCENARIOS.update({
     "one-byte-retransmission": one_byte_retransmission,
     "lost-upstream-ts": lost_upstream_ts,
     "linux-ports-run-out": linux_ports_run_out,
+    "rst-after-fin": rst_after_fin,
     "rst-abort-in-flight": rst_abort_in_flight,
     "reordered": reordered,
 })  # fmt: skip

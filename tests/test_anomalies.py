@@ -338,6 +338,14 @@ def test_rst_abort(tmp_path, name, severity, sender, in_flight):
     )
 
 
+def test_rst_after_fin_is_not_data_in_flight(tmp_path):
+    """The server's FIN the RST left unacknowledged is no data (RFC 9293 §3.4): info, 0 bytes
+    (was: a warning for "1 bytes of unacknowledged data in flight")."""
+    a = only(findings(tmp_path, "rst-after-fin"), "rst_abort")
+    assert a.severity == "info" and a.details["bytes_in_flight"] == 0
+    assert "with no data in flight" in a.summary
+
+
 def test_port_reuse(tmp_path):
     a = only(findings(tmp_path, "port-reuse"), "port_reuse")
     assert a.severity == "info" and a.details["client_ports"] == [40000] and a.uid is not None

@@ -179,6 +179,16 @@ def test_rst_in_flight(tmp_path):
     assert (side, frame, own, peer) == (0, 7, 0, 2000)
 
 
+def test_rst_after_fin_has_no_data_in_flight(tmp_path):
+    """The server's unacknowledged FIN is one sequence number, not one byte of data."""
+    result = analyze(
+        str(write(tmp_path, "rst-fin", pcapgen.rst_after_fin())),
+        analyzers=[(tcpa := TcpAnalyzer())],
+    )
+    side, frame, _ts, own, peer = tcpa.state_of(result.connections[0]).rst
+    assert (side, frame, own, peer) == (0, 11, 0, 0)
+
+
 def test_syn_times(tmp_path):
     # (SYNs at 0, 1, 3, 7 s: Zeek's attempt timer ends the record 5 s after the first, so the
     # analyzer of the first record sees three; the one at 7 s opens the next record)

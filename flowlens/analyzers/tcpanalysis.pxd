@@ -22,6 +22,7 @@ cdef class DirectionStats:
     cdef public long long nextseq_ts
     cdef public long long nextseq_frame
     cdef public long long nextseq_tsval
+    cdef public long long fin_next
     cdef public long long maxseqtobeacked
     cdef public long long lastack
     cdef public long long lastack_ts

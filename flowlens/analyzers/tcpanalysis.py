@@ -171,6 +171,7 @@ class DirectionStats:
         "nextseq_ts",  # ts_ns of the segment that set nextseq
         "nextseq_frame",
         "nextseq_tsval",  # TSval (RFC 7323) of the segment that set nextseq, -1 without one
+        "fin_next",  # sequence number after this side's FIN, 0 before one
         "maxseqtobeacked",  # highest contiguous sequence number (for ACKed-unseen)
         "lastack",  # ACK field of the last segment sent in this direction
         "lastack_ts",
@@ -204,6 +205,7 @@ class DirectionStats:
         self.nextseq_ts = 0
         self.nextseq_frame = 0
         self.nextseq_tsval = -1
+        self.fin_next = 0
         self.maxseqtobeacked = 0
         self.lastack = 0
         self.lastack_ts = 0
@@ -254,7 +256,8 @@ class TcpaState:
     `syn_ts`: capture times (ns) of the SYNs (no ACK) of the side that sent the first one,
     `syn_side` (normally 0, the originator), at most 16; `syn_frames` their frames.
     `rst`: None, or (sender 0/1, frame, ts_ns, sender's bytes in flight, peer's bytes in flight)
-    for the first RST, bytes in flight being sent but not acknowledged (None when unknown).
+    for the first RST, bytes in flight being data sent but not acknowledged (a FIN is not data;
+    None when unknown).
     `first_rtt_ns`: Wireshark's initial RTT (most recent SYN to the first ACK), 0 when unknown.
     """
 
@@ -544,6 +547,8 @@ class TcpAnalyzer(Analyzer):
 
         # finished_checking_retransmission_type: advance the sequence state
         nextseq = (seq + seglen + (1 if flags & _SF else 0)) & _M
+        if flags & TH_FIN:
+            fwd.fin_next = nextseq
         if not note & ZWP:
             if not fnext or seq_gt(nextseq, fnext):
                 fwd.nextseq = nextseq
@@ -559,8 +564,8 @@ class TcpAnalyzer(Analyzer):
                 0 if from_orig else 1,
                 pkt.frame,
                 ts,
-                _in_flight(fwd.nextseq, rev.lastack),
-                _in_flight(rev.nextseq, ack if flags & TH_ACK else fwd.lastack),
+                _in_flight(fwd.nextseq, rev.lastack, fwd.fin_next),
+                _in_flight(rev.nextseq, ack if flags & TH_ACK else fwd.lastack, rev.fin_next),
             )
         fwd.window = window
         fwd.lastack = ack
@@ -763,9 +768,16 @@ def _acked_unseen(rev: DirectionStats, ack: cython.longlong) -> cython.int:
 
 @cython.cfunc
 @cython.locals(d=cython.longlong)
-def _in_flight(nextseq: cython.longlong, acked: cython.longlong):  # -> int | None
-    """Bytes sent up to `nextseq` and not yet acknowledged by `acked`; None when unknown."""
+def _in_flight(
+    nextseq: cython.longlong, acked: cython.longlong, fin_next: cython.longlong
+):  # -> int | None
+    """Bytes sent up to `nextseq` and not yet acknowledged by `acked`; None when unknown. A FIN
+    ending at `nextseq` takes a sequence number but is no data (RFC 9293 §3.4): not counted."""
     if not nextseq or not acked:
         return None
     d = (nextseq - acked) & _M
-    return d if d < _H else 0
+    if d >= _H:
+        return 0
+    if d and fin_next == nextseq:
+        d -= 1
+    return d
