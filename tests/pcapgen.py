@@ -918,6 +918,86 @@ def keep_alive_idle(probes: int = 3, interval: float = 15.0, **kw) -> list:
     return conv.frames
 
 
+def one_byte_retransmission(**kw) -> list:
+    """A one-byte request the server does not acknowledge; the client's retransmission timer
+    sends the byte again 206 ms later (seq = SND.NXT-1, like a keep-alive) and the server ACKs
+    it 10 ms after that copy. RFC 9293 §3.8.4: a retransmission, not a keep-alive (Wireshark
+    says keep-alive); RFC 6298 §3 (Karn): that ACK gives no RTT sample."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    seq = conv.c_next
+    conv.c(PSH | ACK, b"x")
+    conv.c(PSH | ACK, b"x", seq=seq, dt=0.206)
+    conv.s(ACK, dt=0.010)
+    conv.s(PSH | ACK, b"ok")
+    conv.c(ACK)
+    conv.close("client")
+    return conv.frames
+
+
+def lost_upstream_ts(segments: int = 10, lost=(3, 6), later_ts: bool = True, **kw) -> list:
+    """A download with TCP timestamps on every segment: the server's segments `lost` (0-based)
+    are lost before the capture point, and each is sent again 1 ms after the next segment, so
+    Wireshark's timing rule (within 3 ms of the highest segment) calls it out-of-order. With
+    `later_ts` the copy carries a TSval later than the segment after the hole (RFC 7323 §3: it
+    was sent after it: a retransmission); without, the same TSval as its first place in the
+    stream (reordered on the path)."""
+    conv = Conversation(**kw)
+    conv.c(SYN, dt=0.0, opts=ts_option(100, 0))
+    conv.s(SYN | ACK, dt=0.010, opts=ts_option(5000, 100))
+    conv.c(ACK, dt=0.0005, opts=ts_option(101, 5000))
+    conv.c(PSH | ACK, b"GET /file HTTP/1.1\r\n\r\n", opts=ts_option(102, 5000))
+    tsval = 5010
+    held = None
+    for i in range(segments):
+        tsval += 1
+        if i in lost:
+            held = (conv.s_next, tsval)
+            conv.s_next += 1000
+            continue
+        conv.s(ACK, b"d" * 1000, opts=ts_option(tsval, 102))
+        if held is not None:
+            seq, first_ts = held
+            again = tsval + 1 if later_ts else first_ts
+            conv.s(ACK, b"d" * 1000, seq=seq, opts=ts_option(again, 102))
+            held = None
+    conv.c(ACK, opts=ts_option(103, tsval))
+    return conv.frames
+
+
+def linux_ports_run_out(low: int = 40000, ports: int = 16, interval: float = 0.01, **kw) -> list:
+    """A Linux client whose ip_local_port_range is `ports` ports from `low` opens one short
+    client-closed connection after another until connect() fails with EADDRNOTAVAIL: ports are
+    taken as net/ipv4/inet_hashtables.c __inet_hash_connect takes them, every port of the low
+    parity first (hashed offset, step 2), then the other parity; no SYN after the last."""
+    order = list(range(low, low + ports, 2))[3:] + list(range(low, low + ports, 2))[:3]
+    order += list(range(low + 1, low + ports, 2))[::-1]
+    frames = []
+    t = kw.pop("t", T0)
+    for i, port in enumerate(order):
+        conv = Conversation(cport=port, t=t + i * interval, isn_c=1000 + i * 7_000_000, **kw)
+        conv.handshake()
+        conv.exchange()
+        conv.close("client")
+        frames.extend(conv.frames)
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
+def rst_after_fin(**kw) -> list:
+    """A request and its answer, the client's FIN ACKed, the server's FIN answered by a bare
+    RST (no ACK bit) from the client: no data was in flight either way, only the server's FIN
+    was unacknowledged (a FIN is no data, RFC 9293 §3.4)."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.exchange()
+    conv.c(FIN | ACK)
+    conv.s(ACK)
+    conv.s(FIN | ACK)
+    conv.c(RST, dt=0.0002)
+    return conv.frames
+
+
 def rst_abort_in_flight(**kw) -> list:
     """The server sends two data segments the client never acknowledges; the client resets
     the connection: 2,000 bytes were in flight."""
@@ -956,6 +1036,10 @@ SCENARIOS.update({
     "lossy-download": lossy_download,
     "zero-window": zero_window_stall,
     "keep-alive": keep_alive_idle,
+    "one-byte-retransmission": one_byte_retransmission,
+    "lost-upstream-ts": lost_upstream_ts,
+    "linux-ports-run-out": linux_ports_run_out,
+    "rst-after-fin": rst_after_fin,
     "rst-abort-in-flight": rst_abort_in_flight,
     "reordered": reordered,
 })  # fmt: skip

@@ -98,6 +98,62 @@ def test_port_outside_the_range_names_the_os(tmp_path):
     assert "old BSD/Windows XP range its ports fit" in a.summary
 
 
+def test_narrowed_range_inferred_from_linux_port_choice(tmp_path):
+    """16 ports, even ones first then odd (Linux's __inet_hash_connect two passes), all held at
+    once in TIME_WAIT, no attempt after: no range given, the block is the range, ports ran
+    out (critical), and the pile-up counts against the 16 ports, not an absolute 100."""
+    found = findings(tmp_path, "linux-ports-run-out")
+    a = only(found, "port_exhaustion_risk")
+    assert a.severity == "critical" and found[0] is a
+    d = a.details
+    assert (d["range_source"], d["ephemeral_range"], d["range_size"]) == (
+        "inferred",
+        [40000, 40015],
+        16,
+    )
+    assert d["ports_exhausted"] == [40000, 40015] and d["peak_in_use"] == 16
+    assert (
+        "all 16 ports of the range 40000-40015 (inferred: a contiguous block of 16 ports"
+        in a.summary
+    )
+    assert "even ports all taken before any odd one" in a.summary
+    assert "no new connection began after that" in a.summary
+    pile = only(found, "time_wait_accumulation")
+    assert pile.severity == "warning" and pile.details["time_wait_peak"] == 16
+    assert "100.0% of the 16-port ephemeral range 40000-40015" in pile.summary
+
+
+def test_sequential_ports_are_not_inferred_as_a_range(tmp_path):
+    """20 consecutive ports in port order (no Linux parity passes, no recycling): a capture
+    that ends after them cannot tell a range's edge; Linux's default range stays."""
+    found = findings(tmp_path, "time-wait-pileup", exhaustion_fraction=0.0005)
+    a = only(found, "port_exhaustion_risk")
+    assert a.severity == "warning" and a.details["range_source"] == "default"
+    assert a.details["ephemeral_range"] == [32768, 60999]
+    assert "(Linux's default (no range given))" in a.summary
+
+
+def test_a_given_range_is_never_replaced(tmp_path):
+    """One connection outside the configured range used to switch the finding to the Linux
+    default silently; the configured range stays and the finding says how many lie outside."""
+    frames = pcapgen.linux_ports_run_out()
+    conv = pcapgen.Conversation(cport=50000, t=pcapgen.T0 + 0.5, isn_c=77)
+    conv.handshake()
+    conv.exchange()
+    conv.close("client")
+    frames = sorted(frames + conv.frames, key=lambda f: f[0])
+    found = findings(tmp_path, "given", frames, ephemeral_range=(40000, 40015))
+    a = only(found, "port_exhaustion_risk")
+    d = a.details
+    assert (d["range_source"], d["ephemeral_range"], d["range_size"]) == (
+        "configured",
+        [40000, 40015],
+        16,
+    )
+    assert a.severity == "critical"
+    assert "40000-40015 (configured; 1 client port outside it)" in a.summary
+
+
 def test_close_wait(tmp_path):
     a = only(findings(tmp_path, "close-wait"), "close_wait")
     assert (a.severity, a.details["endpoint"], a.details["still_open"]) == (
@@ -218,6 +274,42 @@ def test_reordering_is_not_loss(tmp_path):
     assert "reordered, not lost" in a.summary
 
 
+def test_holes_filled_with_a_later_tsval_are_retransmissions(tmp_path):
+    """Three server segments lost before the capture point, each sent again 1 ms after the
+    segment beyond its hole: Wireshark's timing calls them out-of-order, but their TSval is
+    later than that segment's (RFC 7323 §3), so they were resent. The rate (3 of 10), the
+    severity, the summary, flows.retransmissions and flows.out_of_order all count them so."""
+    frames = pcapgen.lost_upstream_ts(lost=(2, 5, 8))
+    a = only(findings(tmp_path, "lost-ts", frames), "retransmissions")
+    assert a.severity == "warning"
+    assert (a.details["segments"], a.details["rate"], a.details["bytes"]) == (3, 0.3, 3000)
+    assert (a.details["resent_out_of_order"], a.details["out_of_order"]) == (3, 0)
+    assert "retransmitted 3 segments (3000 bytes) of 10 data segments" in a.summary
+    assert "3 gaps in the sequence (filled by retransmissions" in a.summary
+    path = tmp_path / "lost-ts.pcap"
+    (conn,) = analyze(str(path)).connections
+    assert (conn.retransmissions, conn.out_of_order) == (3, 0)
+
+
+def test_holes_filled_with_the_same_tsval_are_reordering(tmp_path):
+    """The same late segments carrying the TSval of their place in the stream were sent before
+    the segments beyond the hole: reordered on the path, not lost."""
+    frames = pcapgen.lost_upstream_ts(lost=(2, 5, 8), later_ts=False)
+    a = only(findings(tmp_path, "reordered-ts", frames), "retransmissions")
+    assert a.severity == "info" and a.details["segments"] == 0
+    assert a.details["out_of_order"] == 3 and "resent_out_of_order" not in a.details
+    assert "arrived out of order (reordering on the path)" in a.summary
+    (conn,) = analyze(str(tmp_path / "reordered-ts.pcap")).connections
+    assert (conn.retransmissions, conn.out_of_order) == (0, 3)
+
+
+def test_keep_alive_needs_the_byte_acknowledged(tmp_path):
+    """RFC 9293 §3.8.4: the unacknowledged byte resent at SND.NXT-1 is no keep-alive."""
+    found = findings(tmp_path, "one-byte-retransmission", retrans_min=1)
+    assert [a.kind for a in found] == ["retransmissions"]
+    assert found[0].details["retransmission"] == 1
+
+
 def test_zero_window(tmp_path):
     a = only(findings(tmp_path, "zero-window"), "zero_window")
     d = a.details
@@ -245,6 +337,14 @@ def test_rst_abort(tmp_path, name, severity, sender, in_flight):
         sender,
         in_flight,
     )
+
+
+def test_rst_after_fin_is_not_data_in_flight(tmp_path):
+    """The server's FIN the RST left unacknowledged is no data (RFC 9293 §3.4): info, 0 bytes
+    (was: a warning for "1 bytes of unacknowledged data in flight")."""
+    a = only(findings(tmp_path, "rst-after-fin"), "rst_abort")
+    assert a.severity == "info" and a.details["bytes_in_flight"] == 0
+    assert "with no data in flight" in a.summary
 
 
 def test_port_reuse(tmp_path):

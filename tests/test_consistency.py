@@ -5,7 +5,7 @@
 - the timeline's and the ladder's state changes are the tracker's: every change no packet caused
   is `TcpTracker.state_at` at its time, and both end in the states `flows` prints;
 - `flows.retransmissions` and `flows.out_of_order` are the TCP analyzer's per-connection counts
-  (`TcpaState.retransmitted()`, out-of-order segments), the ones `flowlens anomalies` reads.
+  (`TcpaState.retransmitted()`, `TcpaState.reordered()`), the ones `flowlens anomalies` reads.
 """
 
 from __future__ import annotations
@@ -141,9 +141,7 @@ def test_flows_retransmissions_are_the_analyzers(path):
     for conn in pipe:
         st = detector.tcp.state_of(conn)  # the TCP analysis the anomalies read
         if conn.tcp is not None:
-            analysis[conn.uid] = (
-                (st.retransmitted(), st.count("out_of_order")) if st is not None else (0, 0)
-            )
+            analysis[conn.uid] = (st.retransmitted(), st.reordered()) if st is not None else (0, 0)
     got = {
         r["uid"]: (r["retransmissions"], r["out_of_order"])
         for r in _json("flows", str(path))

@@ -94,6 +94,27 @@ def test_karn_no_sample_from_retransmitted_data(tmp_path):
     assert st.count("resp") == 0 and st.karn_skipped == [0, 1]
 
 
+def test_karn_one_byte_at_snd_nxt_minus_one_not_yet_acked(tmp_path):
+    """The byte sent again 206 ms later at SND.NXT-1 is a retransmission (RFC 9293 §3.8.4: not a
+    keep-alive, the peer had not ACKed it), so the ACK 10 ms after it gives no sample (RFC 6298
+    §3, Karn), where the old keep-alive verdict timed it from the first copy: 216 ms."""
+    path = tmp_path / "one.pcap"
+    pcapgen.write_pcap(path, pcapgen.one_byte_retransmission())
+    rtt = RttCollector()
+    (conn,) = analyze(str(path), analyzers=[rtt]).connections
+    st = rtt.state_of(conn)
+    assert st.stats("resp").count == 0 and st.karn_skipped == [0, 1]
+
+
+def test_acked_keep_alive_is_not_a_retransmission(tmp_path):
+    """Keep-alives after the peer ACKed everything (RFC 9293 §3.8.4) hold nothing back."""
+    path = tmp_path / "ka.pcap"
+    pcapgen.write_pcap(path, pcapgen.keep_alive_idle())
+    rtt = RttCollector()
+    (conn,) = analyze(str(path), analyzers=[rtt]).connections
+    assert rtt.state_of(conn).karn_skipped == [0, 0]
+
+
 def test_timestamps_echo_times_the_retransmission(tmp_path):
     [c] = _analyze(tmp_path, pcapgen.rtt_retransmission_ts()).connections
     # the ACK (6) covers retransmitted data: Karn drops the ACK sample, but it echoes the second

@@ -92,6 +92,8 @@ EXPECTED = {
     # (frame 4, the SYN at 7 s, opens a new record: Zeek's attempt timer; see RECORD_SPLITS)
     "unanswered-syn": {2: {"retransmission"}, 3: {"retransmission"}},
     "retransmission": {5: {"retransmission"}},
+    # one byte at SND.NXT-1 not yet ACKed: retransmitted, not a keep-alive (tshark: keep-alive)
+    "one-byte-retransmission": {5: {"retransmission"}},
     "close-wait": {10: {"keep_alive"}, 11: {"keep_alive_ack"}},
     "clean-close": {},
     "close-3way": {},
@@ -177,6 +179,16 @@ def test_rst_in_flight(tmp_path):
     assert (side, frame, own, peer) == (0, 7, 0, 2000)
 
 
+def test_rst_after_fin_has_no_data_in_flight(tmp_path):
+    """The server's unacknowledged FIN is one sequence number, not one byte of data."""
+    result = analyze(
+        str(write(tmp_path, "rst-fin", pcapgen.rst_after_fin())),
+        analyzers=[(tcpa := TcpAnalyzer())],
+    )
+    side, frame, _ts, own, peer = tcpa.state_of(result.connections[0]).rst
+    assert (side, frame, own, peer) == (0, 11, 0, 0)
+
+
 def test_syn_times(tmp_path):
     # (SYNs at 0, 1, 3, 7 s: Zeek's attempt timer ends the record 5 s after the first, so the
     # analyzer of the first record sees three; the one at 7 s opens the next record)
@@ -241,13 +253,63 @@ def _without_splits(ours: dict, theirs: dict, key) -> tuple[dict, dict]:
     return ours, theirs
 
 
+def _segments(path) -> dict[int, tuple[tuple, int, int, int | None]]:
+    """frame -> (sender, seq, payload length, last ACK its peer sent before it, or None) of
+    every TCP frame, read straight from the capture (dpkt), not through flowlens."""
+    import dpkt
+
+    out, last_ack = {}, {}
+    with open(path, "rb") as f:
+        for number, (_ts, buf) in enumerate(dpkt.pcap.Reader(f), 1):
+            ip = dpkt.ethernet.Ethernet(buf).data
+            tcp = getattr(ip, "data", None)
+            if not isinstance(tcp, dpkt.tcp.TCP):
+                continue
+            me, peer = (bytes(ip.src), tcp.sport), (bytes(ip.dst), tcp.dport)
+            out[number] = ((me, peer), tcp.seq, len(tcp.data), last_ack.get((peer, me)))
+            if tcp.flags & dpkt.tcp.TH_ACK:
+                last_ack[(me, peer)] = tcp.ack
+    return out
+
+
+def _without_unacked_keep_alives(path, ours: dict, theirs: dict) -> tuple[dict, dict]:
+    """The one documented difference from tshark in verdicts of the same stream: one byte at
+    the next sequence number - 1 that the peer has not acknowledged is a retransmission of that
+    byte for flowlens (RFC 9293 §3.8.4 sends keep-alives only when all data was acknowledged),
+    a keep-alive for Wireshark whatever the ACKs said (packet-tcp.c); the peer's answer to it is
+    then a duplicate ACK, not Wireshark's keep-alive ACK. Each such frame is checked against the
+    capture itself and its verdict taken as tshark's."""
+    segs = _segments(path)
+    converted = set()
+    for frame in sorted(theirs):
+        t, o = theirs[frame], ours.get(frame, set())
+        if "keep_alive" in t and "keep_alive" not in o:
+            _ends, seq, plen, peer_ack = segs[frame]
+            assert plen == 1 and peer_ack is not None, frame
+            assert (peer_ack - seq - 1) & 0xFFFFFFFF >= 0x80000000, frame  # byte not ACKed
+            resent = o & {"retransmission", "fast_retransmission"}
+            assert len(resent) == 1 and o - resent == t - {"keep_alive"}, frame
+            ours[frame] = set(t)
+            converted.add(frame)
+        elif "keep_alive_ack" in t and "keep_alive_ack" not in o:
+            me, peer = segs[frame][0]
+            before = [f for f in segs if f < frame and segs[f][0] == (peer, me)]
+            assert before and before[-1] in converted, frame
+            assert o - {"dup_ack"} == t - {"keep_alive_ack"} and "dup_ack" in o, frame
+            ours[frame] = set(t)
+    return ours, theirs
+
+
 @needs_tshark
 @pytest.mark.parametrize(
-    "name", sorted(EXPECTED) + ["exhausted-ports", "syn-flood", "xmas-scan", "rst-abort-in-flight"]
+    "name",
+    sorted(EXPECTED)
+    + ["exhausted-ports", "syn-flood", "xmas-scan", "rst-abort-in-flight", "lost-upstream-ts"],
 )
 def test_matches_tshark(tmp_path, name):
     path = write(tmp_path, name, pcapgen.SCENARIOS[name]())
     ours, theirs = _without_splits(flowlens_frames(path)[0], tshark_frames(path), name)
+    ours, theirs = _without_unacked_keep_alives(path, ours, theirs)
     assert ours == theirs
 
 
@@ -259,7 +321,18 @@ def test_random_conversations_match_tshark(tmp_path, seed):
     were checked once by hand; 30 of them run here."""
     path = write(tmp_path, f"r{seed}", pcapgen.random_conversation(seed))
     ours, theirs = _without_splits(flowlens_frames(path)[0], tshark_frames(path), seed)
+    ours, theirs = _without_unacked_keep_alives(path, ours, theirs)
     assert ours == theirs
+
+
+@needs_tshark
+def test_unacked_one_byte_is_a_retransmission_not_tsharks_keep_alive(tmp_path):
+    """RFC 9293 §3.8.4: frame 5 repeats the unacknowledged byte at SND.NXT-1 after an RTO.
+    tshark says keep-alive; flowlens says retransmission (the documented difference above)."""
+    path = write(tmp_path, "one-byte", pcapgen.one_byte_retransmission())
+    ours, theirs = flowlens_frames(path)[0], tshark_frames(path)
+    assert theirs == {5: {"keep_alive"}} and ours == {5: {"retransmission"}}
+    assert _without_unacked_keep_alives(path, ours, theirs) == ({5: {"keep_alive"}},) * 2
 
 
 # ------------------------------------------------------------------ corpus counts vs truth
@@ -270,6 +343,14 @@ KNOWN_DIFFERENCES = {
                            "(FINs exchanged and acknowledged): flowlens's table, like Zeek, starts a new "
                            "connection record for packets after a completed close, so there is no earlier "
                            "FIN to retransmit; Wireshark continues the old stream"),
+    },
+    "echo-connections.pcap": {
+        "keep_alive": (23, 1, "22 one-byte segments at SND.NXT-1 resend a byte the peer had not "
+                       "acknowledged (echo data retransmitted after an RTO): retransmissions for "
+                       "flowlens (RFC 9293 §3.8.4: a keep-alive is sent only when everything was "
+                       "acknowledged), keep-alives for Wireshark whatever the ACKs said; each frame "
+                       "is checked in test_echo_connections_unacked_bytes_are_retransmissions"),
+        "retransmission": (241, 263, "same cause as keep_alive"),
     },
     "tcp__reassembly.pcap": {
         "retransmission": (17, 20, "frames 7 and 85 are shorter on the wire than their IP total length "
@@ -338,3 +419,33 @@ def test_wants_limits_the_analysis_to_some_connections(tmp_path):
     nobody = TcpAnalyzer(keep_frames=True, wants=lambda conn: False)
     result = analyze(str(path), analyzers=[nobody])
     assert nobody.state_of(result.connections[0]) is None and nobody.flagged_frames == 0
+
+
+@needs_tshark
+@needs_corpus
+def test_echo_connections_unacked_bytes_are_retransmissions():
+    """The 22 frames behind echo-connections.pcap's documented keep-alive difference, one by one:
+    each is one byte at SND.NXT-1 that the capture shows the peer had not acknowledged."""
+    path = CORPUS / "zeek" / "traces" / "echo-connections.pcap"
+    if not path.exists():
+        skip_or_fail()
+    ours, theirs = flowlens_frames(path)[0], tshark_frames(path)
+    changed = {f for f in theirs if ours.get(f) != theirs[f]}
+    assert len(changed) == 22
+    ours, theirs = _without_unacked_keep_alives(path, ours, theirs)
+    assert ours == theirs
+
+
+def test_out_of_order_with_a_later_tsval_is_counted_as_resent(tmp_path):
+    """Wireshark's label stays (out-of-order, within 3 ms of the highest segment); the TSval
+    later than the segment beyond the hole (RFC 7323 §3) makes it a resent segment in the
+    counts: `resent_ooo`, `retransmitted()` and not `reordered()`."""
+    for later, resent in ((True, 2), (False, 0)):
+        path = write(tmp_path, f"ts{later}", pcapgen.lost_upstream_ts(later_ts=later))
+        frames, analyzer = flowlens_frames(path)
+        assert frames == {8: {"lost_segment"}, 9: {"out_of_order"}, 11: {"lost_segment"},
+                          12: {"out_of_order"}}  # fmt: skip
+        (conn,) = analyze(str(path), analyzers=[analyzer]).connections
+        st = analyzer.state_of(conn)
+        assert (st.resp.resent_ooo, st.resp.resent_ooo_bytes) == (resent, 1000 * resent)
+        assert (st.retransmitted(), st.reordered()) == (resent, 2 - resent)

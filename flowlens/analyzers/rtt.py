@@ -22,7 +22,9 @@ Sources of samples (one sample at most per answering packet):
   tell which copy it answers. Retransmissions are segments below the highest sequence number seen,
   so a hole filled late (loss upstream of the capture point, reordering) counts too; a copy of
   the newest segment within `duplicate_window_s` is the capture seeing one packet twice, not a
-  retransmission; a one-byte zero-window probe is not timed (the byte goes again as data).
+  retransmission; a one-byte zero-window probe is not timed (the byte goes again as data); one
+  byte at SND.NXT-1 is a keep-alive (not timed, RFC 9293 §3.8.4) only once the peer acknowledged
+  it, else it is that byte retransmitted (Karn), as `TcpAnalyzer` says.
 - TCP, `ts`: where Karn's rule leaves an ACK without a sample, the timestamps option (RFC 7323
   §4) still says which copy it answers: the TSval of a retransmitted segment, echoed in the TSecr
   of the peer's first packet carrying it, times the round trip from that copy (the duplicate ACK
@@ -721,7 +723,16 @@ class RttCollector(Analyzer):
                     _push_segment(me, end, ts, pkt.frame)
                 else:
                     me.untracked += 1
-            elif plen > 1 or seq_diff(nxt, seq) != 1:  # not a keep-alive's garbage byte
+            elif (
+                plen > 1
+                or seq_diff(nxt, seq) != 1
+                or (me.seg_head < me.seg_tail and me.segs[me.seg_tail - 3] == nxt)
+            ):
+                # not a keep-alive's garbage byte: one byte at SND.NXT-1 is a keep-alive only
+                # once the peer acknowledged it (RFC 9293 §3.8.4), i.e. no segment ending at
+                # SND.NXT is still waiting for its ACK; else it is that byte again, and Karn's
+                # rule (RFC 6298 §3) gives no sample from the ACK that covers it. The verdict
+                # is TcpAnalyzer's (tcpanalysis.py).
                 end = seq_add(seq, plen + (1 if flags & TH_FIN else 0))
                 tail = me.seg_tail
                 if not (

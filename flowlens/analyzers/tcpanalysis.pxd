@@ -21,6 +21,8 @@ cdef class DirectionStats:
     cdef public long long nextseq
     cdef public long long nextseq_ts
     cdef public long long nextseq_frame
+    cdef public long long nextseq_tsval
+    cdef public long long fin_next
     cdef public long long maxseqtobeacked
     cdef public long long lastack
     cdef public long long lastack_ts
@@ -37,6 +39,8 @@ cdef class DirectionStats:
     cdef public long long retrans_bytes
     cdef public long long retrans_syn
     cdef public long long retrans_fin
+    cdef public long long resent_ooo
+    cdef public long long resent_ooo_bytes
     cdef public long long zero_window_ns
     cdef public long long zero_window_max_ns
     cdef public object zero_window_since_ns

@@ -26,6 +26,7 @@ zero_window_probe_ack       TCP ZeroWindowProbeAck          the zero-window answ
 window_full                 TCP Window Full                 data up to the peer's window edge
 window_update               TCP Window Update               no data, same seq/ack, new window
 keep_alive                  TCP Keep-Alive                  0/1 byte at next sequence - 1
+                                                            (1 byte: only once the peer ACKed it)
 keep_alive_ack              TCP Keep-Alive ACK              the answer to a keep-alive
 ==========================  ==============================  ====================================
 
@@ -40,6 +41,9 @@ Known differences from tshark 4.0 (documented in tests/test_tcpanalysis.py with 
 - no list of unacknowledged segments: a retransmission arriving within the out-of-order threshold
   is called out-of-order whenever its end differs from the highest sequence number, as Wireshark
   2.x did (4.0 first looks the segment up in its unacked list);
+- a one-byte segment at the next expected sequence number - 1 that the peer has not yet
+  acknowledged is a retransmission of that byte (RFC 9293 §3.8.4 sends keep-alives only when
+  all data was acknowledged), where Wireshark calls it a keep-alive whatever the ACKs said;
 - a connection is what flowlens's table says it is: after an idle expiry (5 min established,
   1 min for attempts) the next packet starts a new record with fresh analysis state, where
   Wireshark continues the stream.
@@ -151,7 +155,11 @@ class DirectionStats:
     Public, read-only fields: `counts` (list of ints, one per entry of `KINDS`, or None before
     the first note; use `count`), `data_segments` and `data_bytes` (segments with payload and
     their payload bytes), `retrans_segments`/`retrans_bytes` (retransmission, fast or spurious;
-    `retrans_syn` of them were SYNs, `retrans_fin` FINs without data), `zero_window_ns` (total
+    `retrans_syn` of them were SYNs, `retrans_fin` FINs without data), `resent_ooo` and
+    `resent_ooo_bytes` (segments Wireshark calls out-of-order that fill a hole with a TSval
+    later than the segment beyond the hole: sent after it, so retransmissions; counted in
+    `count("out_of_order")` too, Wireshark's label, and not in `retrans_segments`),
+    `zero_window_ns` (total
     time this side advertised a zero window, closed spells only), `zero_window_max_ns`,
     `zero_window_since_ns` (start of a spell still open, or None), `zero_window_spells`,
     `keep_alive_first_ns`/`keep_alive_last_ns`, `evidence` (kind -> first frames, bounded).
@@ -162,6 +170,8 @@ class DirectionStats:
         "nextseq",  # highest sequence number sent + its length: the next expected one
         "nextseq_ts",  # ts_ns of the segment that set nextseq
         "nextseq_frame",
+        "nextseq_tsval",  # TSval (RFC 7323) of the segment that set nextseq, -1 without one
+        "fin_next",  # sequence number after this side's FIN, 0 before one
         "maxseqtobeacked",  # highest contiguous sequence number (for ACKed-unseen)
         "lastack",  # ACK field of the last segment sent in this direction
         "lastack_ts",
@@ -179,6 +189,8 @@ class DirectionStats:
         "retrans_bytes",
         "retrans_syn",  # of retrans_segments, retransmitted SYNs (connection attempts)
         "retrans_fin",  # ... and retransmitted FINs without data
+        "resent_ooo",  # out-of-order segments whose TSval says they were sent again (below)
+        "resent_ooo_bytes",
         "zero_window_ns",
         "zero_window_max_ns",
         "zero_window_since_ns",
@@ -192,6 +204,8 @@ class DirectionStats:
         self.nextseq = 0
         self.nextseq_ts = 0
         self.nextseq_frame = 0
+        self.nextseq_tsval = -1
+        self.fin_next = 0
         self.maxseqtobeacked = 0
         self.lastack = 0
         self.lastack_ts = 0
@@ -208,6 +222,8 @@ class DirectionStats:
         self.retrans_bytes = 0
         self.retrans_syn = 0
         self.retrans_fin = 0
+        self.resent_ooo = 0
+        self.resent_ooo_bytes = 0
         self.zero_window_ns = 0
         self.zero_window_max_ns = 0
         self.zero_window_since_ns = None
@@ -240,7 +256,8 @@ class TcpaState:
     `syn_ts`: capture times (ns) of the SYNs (no ACK) of the side that sent the first one,
     `syn_side` (normally 0, the originator), at most 16; `syn_frames` their frames.
     `rst`: None, or (sender 0/1, frame, ts_ns, sender's bytes in flight, peer's bytes in flight)
-    for the first RST, bytes in flight being sent but not acknowledged (None when unknown).
+    for the first RST, bytes in flight being data sent but not acknowledged (a FIN is not data;
+    None when unknown).
     `first_rtt_ns`: Wireshark's initial RTT (most recent SYN to the first ACK), 0 when unknown.
     """
 
@@ -299,9 +316,16 @@ class TcpaState:
         return self.dirs[side].count(kind)
 
     def retransmitted(self, side: int | None = None) -> int:
-        """Segments of the three retransmission kinds (Wireshark's `tcp.analysis.retransmission`)."""
+        """Segments sent again: the three retransmission kinds (Wireshark's
+        `tcp.analysis.retransmission`) and the out-of-order segments that their TSval shows were
+        sent after the segments beyond their hole (`resent_ooo`). `flows.retransmissions`."""
         sides = (0, 1) if side is None else (side,)
-        return sum(self.dirs[s].retrans_segments for s in sides)
+        return sum(self.dirs[s].retrans_segments + self.dirs[s].resent_ooo for s in sides)
+
+    def reordered(self, side: int | None = None) -> int:
+        """Out-of-order segments that were not sent again (`flows.out_of_order`)."""
+        sides = (0, 1) if side is None else (side,)
+        return sum(self.dirs[s].count("out_of_order") - self.dirs[s].resent_ooo for s in sides)
 
 
 class TcpAnalyzer(Analyzer):
@@ -322,8 +346,8 @@ class TcpAnalyzer(Analyzer):
 
     __slots__ = ("_frames", "keep_frames", "wants")
 
-    #: reads only SYNs' TCP options (the window scale)
-    needs = Needs.SYN_OPTIONS
+    #: reads SYNs' TCP options (the window scale) and every segment's TSval (resent_ooo)
+    needs = Needs.SYN_OPTIONS | Needs.TIMESTAMPS
 
     def __init__(self, keep_frames: bool = False, wants=None) -> None:
         super().__init__()
@@ -400,7 +424,7 @@ class TcpAnalyzer(Analyzer):
         ack=cython.longlong, seglen=cython.longlong, window=cython.longlong, ts=cython.longlong,
         fnext=cython.longlong, dupnum=cython.longlong, lastack=cython.longlong, shift=cython.int,
         not_advanced=cython.bint, rlast=cython.longlong, t=cython.longlong,
-        nextseq=cython.longlong,
+        nextseq=cython.longlong, resent=cython.bint,
     )  # fmt: skip
     def on_packet(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
         """Analyse one TCP segment of `conn`."""
@@ -434,6 +458,7 @@ class TcpAnalyzer(Analyzer):
         note = 0
         sfr = flags & _SFR
         dupnum = 0
+        resent = False
         if seglen == 1 and seq == fnext and rev.window == 0:
             note = ZWP
         else:
@@ -441,7 +466,17 @@ class TcpAnalyzer(Analyzer):
                 note = ZERO_WINDOW
             if fnext and not flags & TH_RST and seq_gt(seq, fnext):
                 note |= LOST
-            if seglen <= 1 and not sfr and seq == ((fnext - 1) & _M):
+            if (
+                seglen <= 1
+                and not sfr
+                and seq == ((fnext - 1) & _M)
+                and (seglen == 0 or rev.window == _M or seq_ge(rev.lastack, fnext))
+            ):
+                # RFC 9293 §3.8.4: a keep-alive is sent at SND.NXT-1, with or without one
+                # garbage octet, when everything sent was acknowledged. One byte at SND.NXT-1
+                # the peer has not acknowledged yet is that byte sent again: a retransmission
+                # (below), not a keep-alive. Wireshark (packet-tcp.c) calls it keep-alive either
+                # way; flowlens does so only when the peer's ACKs were never seen.
                 note |= KEEP_ALIVE
             if seglen == 0:
                 if not sfr and seq == fnext:
@@ -494,16 +529,32 @@ class TcpAnalyzer(Analyzer):
                         st.first_rtt_ns if st.first_rtt_ns else _OOO_DEFAULT_NS
                     ) and fnext != ((seq + seglen + (1 if flags & _SF else 0)) & _M):
                         note |= OOO
+                        # RFC 7323 §3: TSval never decreases along a sender's segments, so a
+                        # hole filled by a segment with a later TSval than the segment beyond
+                        # the hole was sent after it: resent (the first copy was lost before
+                        # the capture point), not reordered. Wireshark's timing rule still
+                        # labels it out-of-order; the counts (flows, findings) say resent.
+                        if (
+                            pkt.tsval >= 0
+                            and fwd.nextseq_tsval >= 0
+                            and seq_gt(pkt.tsval, fwd.nextseq_tsval)
+                        ):
+                            fwd.resent_ooo += 1
+                            fwd.resent_ooo_bytes += seglen
+                            resent = True
                     else:
                         note |= RETRANS
 
         # finished_checking_retransmission_type: advance the sequence state
         nextseq = (seq + seglen + (1 if flags & _SF else 0)) & _M
+        if flags & TH_FIN:
+            fwd.fin_next = nextseq
         if not note & ZWP:
             if not fnext or seq_gt(nextseq, fnext):
                 fwd.nextseq = nextseq
                 fwd.nextseq_ts = ts
                 fwd.nextseq_frame = pkt.frame
+                fwd.nextseq_tsval = pkt.tsval
             if seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
                 fwd.maxseqtobeacked = fwd.nextseq
         if flags & TH_RST and st.rst is None:
@@ -513,8 +564,8 @@ class TcpAnalyzer(Analyzer):
                 0 if from_orig else 1,
                 pkt.frame,
                 ts,
-                _in_flight(fwd.nextseq, rev.lastack),
-                _in_flight(rev.nextseq, ack if flags & TH_ACK else fwd.lastack),
+                _in_flight(fwd.nextseq, rev.lastack, fwd.fin_next),
+                _in_flight(rev.nextseq, ack if flags & TH_ACK else fwd.lastack, rev.fin_next),
             )
         fwd.window = window
         fwd.lastack = ack
@@ -535,10 +586,11 @@ class TcpAnalyzer(Analyzer):
                 _end_zero_window(fwd, ts)
         _record(self, st, fwd, note, dupnum, seglen, pkt.frame, ts, flags)
         # the connection record's counts are this analysis (flows.retransmissions: Wireshark's
-        # retransmission + fast + spurious, as TcpaState.retransmitted(); flows.out_of_order)
-        if note & _ANY_RETRANS:
+        # retransmission + fast + spurious and the resent out-of-order ones, as
+        # TcpaState.retransmitted(); flows.out_of_order: TcpaState.reordered())
+        if note & _ANY_RETRANS or resent:
             c.retransmissions += 1
-        if note & OOO:
+        elif note & OOO:
             c.out_of_order += 1
 
 
@@ -587,6 +639,7 @@ def _in_order(
         fwd.nextseq = nextseq
         fwd.nextseq_ts = ts
         fwd.nextseq_frame = pkt.frame
+        fwd.nextseq_tsval = pkt.tsval
         if seq == fwd.maxseqtobeacked or not fwd.maxseqtobeacked:
             fwd.maxseqtobeacked = nextseq
         fwd.data_segments += 1
@@ -715,9 +768,16 @@ def _acked_unseen(rev: DirectionStats, ack: cython.longlong) -> cython.int:
 
 @cython.cfunc
 @cython.locals(d=cython.longlong)
-def _in_flight(nextseq: cython.longlong, acked: cython.longlong):  # -> int | None
-    """Bytes sent up to `nextseq` and not yet acknowledged by `acked`; None when unknown."""
+def _in_flight(
+    nextseq: cython.longlong, acked: cython.longlong, fin_next: cython.longlong
+):  # -> int | None
+    """Bytes sent up to `nextseq` and not yet acknowledged by `acked`; None when unknown. A FIN
+    ending at `nextseq` takes a sequence number but is no data (RFC 9293 §3.4): not counted."""
     if not nextseq or not acked:
         return None
     d = (nextseq - acked) & _M
-    return d if d < _H else 0
+    if d >= _H:
+        return 0
+    if d and fin_next == nextseq:
+        d -= 1
+    return d

@@ -59,10 +59,10 @@ def _threshold_options(func):
         click.option(
             "--ephemeral-range",
             type=PortRange(),
-            default=f"{d.ephemeral_range[0]}-{d.ephemeral_range[1]}",
-            show_default=True,
-            help="The clients' ephemeral port range, for port exhaustion (Linux default; "
-            "Windows/macOS use 49152-65535). Ports outside it are matched to the OS range they fit.",
+            default=None,
+            help="The clients' ephemeral port range, for port exhaustion; always used when given. "
+            "Not given: Linux's 32768-60999, a narrowed range when a client used a contiguous "
+            "block of ports completely, or the OS range (Windows/macOS 49152-65535) its ports fit.",
         ),
         click.option(
             "--time-wait-min",

@@ -172,8 +172,12 @@ def segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Ano
         peer = st.dirs[1 - side]
         # SYN retries are unanswered_syn's business; FIN retries are counted apart (no data)
         fins = d.retrans_fin
-        data_retrans = d.retrans_segments - d.retrans_syn - fins
-        ooo = d.count("out_of_order")
+        # what was really sent again: Wireshark's three retransmission kinds and the segments
+        # it calls out-of-order that their TSval shows were sent after the segments beyond
+        # their hole (RFC 7323 §3; tcpanalysis.py `resent_ooo`): the rate counts both
+        resent = d.resent_ooo
+        data_retrans = d.retrans_segments - d.retrans_syn - fins + resent
+        ooo = d.count("out_of_order") - resent
         if data_retrans + ooo + fins >= th.retrans_min:
             rate = data_retrans / max(d.data_segments, 1)
             counts = {
@@ -181,6 +185,7 @@ def segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Ano
                 "fin_retransmission": fins,
                 "fast_retransmission": d.count("fast_retransmission"),
                 "spurious_retransmission": d.count("spurious_retransmission"),
+                "resent_out_of_order": resent,
                 "out_of_order": ooo,
                 "lost_segment": d.count("lost_segment"),
                 "dup_acks_received": peer.count("dup_ack"),
@@ -189,6 +194,7 @@ def segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Ano
                 ("retransmission", "by timeout"),
                 ("fast_retransmission", "fast"),
                 ("spurious_retransmission", "spurious"),
+                ("resent_out_of_order", "filling a hole after later segments (TSval)"),
             )
             parts = [f"{counts[k]} {label}" for k, label in names if counts[k]]
             severity = (
@@ -198,7 +204,8 @@ def segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Ano
             )
             if data_retrans:
                 what = (
-                    f"{src} retransmitted {_s(data_retrans, 'segment')} ({d.retrans_bytes} bytes) "
+                    f"{src} retransmitted {_s(data_retrans, 'segment')} "
+                    f"({d.retrans_bytes + d.resent_ooo_bytes} bytes) "
                     f"of {d.data_segments} data segments to {dst} ({rate:.1%}: {', '.join(parts)})"
                 )
                 if ooo:
@@ -235,11 +242,12 @@ def segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Ano
                         "sender": src,
                         "receiver": dst,
                         "segments": data_retrans,
-                        "bytes": d.retrans_bytes,
+                        "bytes": d.retrans_bytes + d.resent_ooo_bytes,
                         "data_segments": d.data_segments,
                         "syn_retransmissions": d.retrans_syn,
                         "rate": round(rate, 4),
-                        **counts,
+                        # (resent_out_of_order only when there are some: older outputs stay)
+                        **{k: n for k, n in counts.items() if n or k != "resent_out_of_order"},
                     },
                 )
             )

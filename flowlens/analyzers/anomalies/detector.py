@@ -109,8 +109,11 @@ class Anomaly:
 class Thresholds:
     """When a pattern becomes a finding. Durations in seconds, rates per second."""
 
-    #: the clients' ephemeral port range, inclusive (Linux net.ipv4.ip_local_port_range)
-    ephemeral_range: tuple[int, int] = LINUX_EPHEMERAL
+    #: the clients' ephemeral port range, inclusive (Linux net.ipv4.ip_local_port_range), as
+    #: configured; None: not given, Linux's default 32768-60999 unless the ports a client used
+    #: show a narrowed range or another OS's (host_findings.py `_range_for`). A given range is
+    #: always the one used.
+    ephemeral_range: tuple[int, int] | None = None
     #: time_wait_accumulation: client ports toward one server port in TIME_WAIT at once
     time_wait_min: int = 100
     #: ... a warning from this fraction of the ephemeral range
@@ -147,7 +150,7 @@ class Thresholds:
     evidence_max: int = 10
 
     def __post_init__(self) -> None:
-        lo, hi = self.ephemeral_range
+        lo, hi = self.ephemeral_range or LINUX_EPHEMERAL
         if not 0 < lo <= hi <= 65535:
             raise ValueError(f"bad ephemeral range {lo}-{hi}")
 

@@ -13,6 +13,7 @@ closed, by another unreachable filtered, by nothing open|filtered.
 from __future__ import annotations
 
 import heapq
+import math
 from array import array
 from collections import Counter, defaultdict
 
@@ -20,7 +21,7 @@ import cython
 
 from ...core.connections import Connection, format_addr
 from ...core.decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
-from ...core.services import EPHEMERAL_RANGES, fits_ranges
+from ...core.services import EPHEMERAL_RANGES, LINUX_EPHEMERAL, fits_ranges
 from ...core.tcpstate import TcpTracker
 from ..tcpanalysis import TcpaState
 from .connection_findings import is_port_unreachable
@@ -44,6 +45,8 @@ _LIST_MAX = 256
 #: side's TIME_WAIT from and until, the server side's (-1, -1: no TIME_WAIT), reused in
 #: TIME_WAIT (0/1), first frame
 _HOLD = 9
+#: the smallest block of ports inferred as a narrowed ephemeral range
+_NARROWED_MIN = 8
 _PORT_KEY = 1 << 64  # sort key of a hold: port * _PORT_KEY + start - first hold's start
 
 
@@ -433,15 +436,92 @@ def _peak(starts: list[int], ends: list[int]) -> tuple[int, int]:
     return best, at
 
 
-def _range_for(ports, th):
-    """The ephemeral range of sorted `ports` and how it was chosen (None: the configured one)."""
-    lo, hi = th.ephemeral_range
+def _random_block_log10(k: int, size: int) -> float:
+    """log10 of the chance that k distinct ports drawn at random from `size` (RFC 6056
+    Algorithm 1, the BSDs' and macOS's picker) form one contiguous block: (size - k + 1) of the
+    C(size, k) equally likely sets are blocks."""
+    if k >= size:
+        return 0.0
+    comb = math.lgamma(size + 1) - math.lgamma(k + 1) - math.lgamma(size - k + 1)
+    return (math.log(size - k + 1) - comb) / math.log(10)
+
+
+def _range_for(ports, order, th, peak: int, reused: int, n: int):
+    """((lo, hi), source, guess, reason) of the ephemeral range the ports of one client were
+    taken from; `ports` sorted and distinct, `order` the same ports in order of first use,
+    `peak` how many were held at once.
+
+    source: "configured" (`Thresholds.ephemeral_range`, always used when given, even when some
+    ports lie outside it: the finding says how many), "inferred" (a narrowed range, below),
+    "default" (Linux's 32768-60999), "os" (another OS's range the ports fit; `guess` names it)
+    or "none" (Linux's, though the ports fit no common range; guess "").
+
+    A narrowed net.ipv4.ip_local_port_range is inferred from a contiguous block of ports used
+    completely, both parities, all held at once, and either taken the way Linux takes them when
+    its range runs out (every port of the block's low parity before any of the other: below),
+    or recycled (new SYNs on ports still in TIME_WAIT) over >= exhaustion_min_connections
+    connections. Pickers do not make such a block by chance:
+    - random (RFC 6056 Algorithm 1: FreeBSD, OpenBSD, macOS): probability (N-k+1)/C(N,k);
+    - Linux (net/ipv4/inet_hashtables.c __inet_hash_connect, since 6.1): a hashed offset made
+      even (`offset &= ~1`) and a scan with step 2, so connect() takes ports of the range's low
+      parity and goes to the other parity only when every port of that parity is taken; the
+      per-destination perturbation moves on by 2 to 16 ports after each connect. Both
+      parities in use means the range's low-parity ports ran out: the range is the block;
+    - Windows (sequential from a start point) does make contiguous blocks, in port order, and
+      goes on past the block's end when its range allows: so a sequential block is inferred
+      as a range only when the same ports were recycled (a capture that ends after the block
+      cannot tell a client that stopped from one that ran out; give --ephemeral-range).
+    """
+    if th.ephemeral_range is not None:
+        lo, hi = th.ephemeral_range
+        outside = sum(1 for p in ports if not lo <= p <= hi)
+        reason = "configured"
+        if outside:
+            reason += f"; {_s(outside, 'client port')} outside it"
+        return (lo, hi), "configured", None, reason
+    k = len(ports)
+    block = ports[-1] - ports[0] + 1
+    both = any(p & 1 for p in ports) and any(not p & 1 for p in ports)
+    low = ports[0] & 1
+    switch = next((i for i, p in enumerate(order) if p & 1 != low), k)
+    # Linux's two passes: the low parity's (block + 1) // 2 ports first, then the others
+    linux = switch == (block + 1) // 2 and all(p & 1 != low for p in order[switch:])
+    if (
+        block == k
+        and both
+        and peak >= block
+        and block >= _NARROWED_MIN
+        and (linux or reused and n >= th.exhaustion_min_connections)
+    ):
+        fits = fits_ranges(ports)
+        base = EPHEMERAL_RANGES[fits[0]] if fits else LINUX_EPHEMERAL
+        size = base[1] - base[0] + 1
+        chance = _random_block_log10(k, size)
+        reason = (
+            f"inferred: a contiguous block of {k} ports, every one used, all held at once, "
+            + (
+                "its even ports all taken before any odd one, as Linux does when its range runs out"
+                if linux and not low
+                else "its odd ports all taken before any even one, as Linux does when its range runs out"
+                if linux
+                else "recycled in TIME_WAIT"
+            )
+            + f"; a random picker over the {size:,}-port {fits[0] if fits else 'Linux'} range "
+            f"makes such a block with probability 1e{chance:.0f}"
+        )
+        return (ports[0], ports[-1]), "inferred", "narrowed", reason
+    lo, hi = LINUX_EPHEMERAL
     if lo <= ports[0] and ports[-1] <= hi:
-        return (lo, hi), None
+        return (lo, hi), "default", None, "Linux's default (no range given)"
     fits = fits_ranges(ports)
     if fits:
-        return EPHEMERAL_RANGES[fits[0]], fits[0]
-    return (lo, hi), ""
+        return (
+            EPHEMERAL_RANGES[fits[0]],
+            "os",
+            fits[0],
+            f"the {fits[0]} range its ports fit (no range given)",
+        )
+    return (lo, hi), "none", "", "Linux's default (no range given; its ports fit no common range)"
 
 
 @cython.locals(
@@ -485,7 +565,7 @@ def _port_group(client, server, sport, holds, th, time_wait_s, end_ns):
     # a port is in use while any of its holds is: merge each port's overlapping holds (a new
     # connection that took the port while the previous one was still in TIME_WAIT), walking
     # the holds port by port in order of start
-    in_starts, in_ends, ports = [], [], []
+    in_starts, in_ends, ports, firsts = [], [], [], []
     last_port = run_a = run_b = -1
     for i in sorted(range(n), key=keys.__getitem__):
         k = i * _HOLD
@@ -500,27 +580,24 @@ def _port_group(client, server, sport, holds, th, time_wait_s, end_ns):
             in_ends.append(run_b if run_b < e else e)
         if port != last_port:
             ports.append(port)
+            firsts.append(a)
         last_port, run_a, run_b = port, a, b
     if last_port >= 0:
         in_starts.append(run_a)
         e = end if end > run_a else run_a
         in_ends.append(run_b if run_b < e else e)
     peak, peak_at = _peak(in_starts, in_ends)
-    (lo, hi), guess = _range_for(ports, th)
+    reused = len(reused_frames)
+    order = [ports[i] for i in sorted(range(len(ports)), key=firsts.__getitem__)]
+    (lo, hi), source, guess, reason = _range_for(ports, order, th, peak, reused, n)
     size = hi - lo + 1
     span_s = (last_start - first_start) / 1e9
     rate = (n - 1) / span_s if span_s > 0 else 0.0
     hold_s = held / n / 1e9
     steady = rate * hold_s
-    reused = len(reused_frames)
     first_ts = first_start / 1e9
     cli, srv = format_addr(client), _ep(server, sport)
-    range_text = f"{lo}-{hi}"
-    if guess:
-        conf = f"{th.ephemeral_range[0]}-{th.ephemeral_range[1]}"
-        range_text += f", the {guess} range its ports fit (not the configured {conf})"
-    elif guess == "":
-        range_text += " (its ports fit no common range)"
+    range_text = f"{lo}-{hi} ({reason})"
     out = []
     details_common = {
         "client": cli,
@@ -530,6 +607,8 @@ def _port_group(client, server, sport, holds, th, time_wait_s, end_ns):
         "ephemeral_range": [lo, hi],
         "range_size": size,
         "range_guess": guess,
+        "range_source": source,
+        "range_reason": reason,
         "os_ranges": fits_ranges(ports),
         "rate_per_s": round(rate, 3),
         "mean_hold_s": round(hold_s, 3),
@@ -540,7 +619,13 @@ def _port_group(client, server, sport, holds, th, time_wait_s, end_ns):
 
     side = 0 if len(tw_starts[0]) >= len(tw_starts[1]) else 1
     tw_peak, tw_at = _peak(tw_starts[side], tw_ends[side])
-    if tw_peak >= th.time_wait_min:
+    # the pile-up counts against the range in use: from time_wait_min, or from the warning
+    # fraction of a range that was given or inferred (a narrowed range fills long before 100)
+    if tw_peak >= th.time_wait_min or (
+        source in ("configured", "inferred")
+        and tw_peak >= 2
+        and tw_peak >= th.time_wait_warn_fraction * size
+    ):
         severity = "warning" if tw_peak >= th.time_wait_warn_fraction * size else "info"
         share = tw_peak / size
         if side == 0:
@@ -549,7 +634,7 @@ def _port_group(client, server, sport, holds, th, time_wait_s, end_ns):
             who = f"{srv} held up to {tw_peak:,} connections from {cli} in TIME_WAIT at once (the server closes first)"
         summary = (
             f"{who}; each lasts {_secs(time_wait_s)}: {share:.1%} of the {size:,}-port "
-            f"ephemeral range {lo}-{hi}."
+            f"ephemeral range {range_text}."
         )
         out.append(
             Anomaly(
@@ -570,16 +655,12 @@ def _port_group(client, server, sport, holds, th, time_wait_s, end_ns):
             )
         )
 
-    # ports ran out: every port of the range held at once, or a narrowed range (the client's
-    # ports form one contiguous block it kept recycling) fully held while SYNs reused ports
-    # still in TIME_WAIT
-    block = ports[-1] - ports[0] + 1
-    contiguous = block == len(ports)
-    narrowed = (
-        reused and contiguous and 2 <= block < size and peak >= block
-        and n >= th.exhaustion_min_connections
-    )  # fmt: skip
-    ran_out = peak >= size or narrowed
+    # ports ran out: every port of the range in use (configured, inferred or default) held at
+    # at once, TIME_WAIT included; for an inferred range the attempts must also have stopped
+    # (no new connection began once all were held: connect() failing with EADDRNOTAVAIL sends
+    # no SYN) or gone on by reusing ports still in TIME_WAIT (tcp_tw_reuse)
+    stopped = last_start <= peak_at
+    ran_out = peak >= size and (source != "inferred" or reused > 0 or stopped)
     # a projection from a burst would be noise: the rate must have lasted a while
     sustained = span_s >= th.exhaustion_min_span_s
     risk = n >= th.exhaustion_min_connections and (
@@ -599,15 +680,13 @@ def _port_group(client, server, sport, holds, th, time_wait_s, end_ns):
         th.evidence_max, holds[_HOLD - 1 :: _HOLD]
     )
     if ran_out:
-        details["ports_exhausted"] = [ports[0], ports[-1]] if peak < size else [lo, hi]
+        details["ports_exhausted"] = [lo, hi]
         reuse_text = (
             f" and {_s(reused, 'new SYN')} reused ports still in TIME_WAIT" if reused else ""
         )
-        which = (
-            f"all {size:,} ports of the range {range_text}"
-            if peak >= size
-            else f"all {block} of its ports ({ports[0]}-{ports[-1]}, a narrowed ephemeral range)"
-        )
+        which = f"all {size:,} ports of the range {range_text}"
+        if stopped and not reused:
+            reuse_text += " and no new connection began after that"
         summary = (
             f"{cli} ran out of ephemeral ports toward {srv}: {which} were held at once "
             f"(open or in TIME_WAIT){reuse_text}; at {rate:,.1f} connections/s it needs {steady:,.0f} ports."
