@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import communityid
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flowlens import analyze
 from flowlens.core.community_id import community_id, icmp_ports
 
 
@@ -92,3 +94,27 @@ def test_agrees_with_the_reference_package(proto, pair, sport, dport, seed):
         ref = _reference(proto, src, sport, dst, dport, seed)
         mine = community_id(proto, _packed(src), sport, _packed(dst), dport, seed)
     assert mine == ref
+
+
+SAMPLES = sorted((Path(__file__).resolve().parents[1] / "sample_pcaps").glob("*.pcap*"))
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_every_record_carries_the_reference_packages_community_id(path):
+    """flows' community_id equals what the reference package computes from the record's own
+    5-tuple (for ICMP: its type and code, as Zeek keys the flow)."""
+    for conn in analyze(str(path), analyzers=()).connections:
+        r = conn.to_record()
+        src, dst, sp, dp = r["id.orig_h"], r["id.resp_h"], r["id.orig_p"], r["id.resp_p"]
+        if conn.proto in (1, 58):
+            make = (
+                communityid.FlowTuple.make_icmp
+                if conn.proto == 1
+                else communityid.FlowTuple.make_icmp6
+            )
+            # the record keeps the request type and the reply type (or the code): the request's
+            # own message is what the reference hashes
+            tpl = make(src, dst, sp, dp if sp not in (8, 128, 13, 15, 17, 10, 133, 135) else 0)
+        else:
+            tpl = communityid.FlowTuple(conn.proto, src, dst, sp, dp)
+        assert r["community_id"] == communityid.CommunityID().calc(tpl), r

@@ -50,6 +50,7 @@ _CONNECTION_TYPES = {
     "id.orig_p": pa.int32(),
     "id.resp_h": pa.string(),
     "id.resp_p": pa.int32(),
+    "community_id": pa.string(),
     "service": pa.string(),
     "port_service": pa.string(),
     # the parsed facts (a different set of keys per protocol) as JSON text, as anomalies'

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import cython
 
 from .analyzer import Analyzer, resolve
+from .community_id import community_id, icmp_ports
 from .constants import NEVER, UNSET
 from .decode import (
     IPPROTO_ICMP,
@@ -579,6 +580,9 @@ class Connection:
             "id.orig_p": self.orig_p,
             "id.resp_h": format_addr(self.resp_h),
             "id.resp_p": self.resp_p,
+            "community_id": _community_id(
+                self.proto, self.orig_h, self.orig_p, self.resp_h, self.resp_p
+            ),
             "service": self.service,
             "port_service": (
                 _TCP_SERVICES.get(self.resp_p)
@@ -652,6 +656,7 @@ RECORD_FIELDS = tuple(
         "id.orig_p",
         "id.resp_h",
         "id.resp_p",
+        "community_id",
         "service",
         "port_service",
         "app",
@@ -678,6 +683,15 @@ RECORD_FIELDS = tuple(
         "syn_retries",
     ]
 )
+
+
+def _community_id(proto: int, orig_h: bytes, orig_p: int, resp_h: bytes, resp_p: int) -> str:
+    """The record's Community ID v1, seed 0 (core/community_id.py: the spec's rules; for ICMP the
+    record's ports are the message type and, for a message without a reply type, its code)."""
+    if proto == _ICMP or proto == _ICMPV6:
+        sport, dport, one_way = icmp_ports(proto, orig_p, resp_p)
+        return community_id(proto, orig_h, sport, resp_h, dport, 0, one_way)
+    return community_id(proto, orig_h, orig_p, resp_h, resp_p)
 
 
 def _first_seen(c: Connection) -> tuple:
