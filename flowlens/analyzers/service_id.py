@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..core.analyzer import Analyzer, Needs
+from ..core.constants import seq_add, seq_diff
 from ..core.services import expected_service, service_name
 
 __all__ = [
@@ -611,7 +612,6 @@ def mismatch(service: str | None, proto: str, resp_port: int) -> bool:
 
 
 # ---------------------------------------------------------------------------- the analyzer
-_SEQ_MOD = 1 << 32
 _TCP, _UDP = 6, 17
 _SYN = 0x02
 #: segments beyond a hole kept per direction while waiting for the hole to fill
@@ -661,7 +661,7 @@ class ServiceAnalyzer(Analyzer):
         st = self.state_of(conn)
         side = 0 if from_orig else 1
         if conn.proto == _TCP and pkt.flags & _SYN:
-            st.next_seq[side] = (pkt.seq + 1) % _SEQ_MOD  # RFC 9293 §3.4: data starts at ISN+1
+            st.next_seq[side] = seq_add(pkt.seq, 1)  # RFC 9293 §3.4: data starts at ISN+1
             return
         payload = pkt.payload
         if payload is None or st.closed[side]:
@@ -690,7 +690,7 @@ class ServiceAnalyzer(Analyzer):
         `MAX_BYTES` of the stream) for the hole to fill, as a reassembler would; a
         retransmission adds only the bytes not yet seen."""
         pending = st.pending[side]
-        offset = (seq - st.next_seq[side] + (1 << 31)) % _SEQ_MOD - (1 << 31)  # type: ignore[operator]
+        offset = seq_diff(seq, st.next_seq[side])  # type: ignore[arg-type]
         if offset > 0:
             if len(st.data[side]) + offset >= MAX_BYTES:
                 st.closed[side] = True  # the hole reaches past the buffer: nothing more to add
@@ -704,7 +704,7 @@ class ServiceAnalyzer(Analyzer):
             if len(payload) + offset > 0:  # new bytes (a retransmission may add none)
                 buf = st.data[side] + (payload[-offset:] if offset else payload)
                 st.data[side] = buf[:MAX_BYTES]
-                st.next_seq[side] = (seq + len(payload)) % _SEQ_MOD
+                st.next_seq[side] = seq_add(seq, len(payload))
                 added = True
                 if len(buf) >= MAX_BYTES or cut:
                     st.closed[side] = True  # full, or the snaplen cut it: no contiguous rest
@@ -714,12 +714,12 @@ class ServiceAnalyzer(Analyzer):
             ready = [
                 i
                 for i, waiting in enumerate(pending)
-                if (waiting[0] - st.next_seq[side] + (1 << 31)) % _SEQ_MOD - (1 << 31) <= 0
+                if seq_diff(waiting[0], st.next_seq[side]) <= 0  # type: ignore[arg-type]
             ]
             if not ready:
                 return added
             seq, payload, cut = pending.pop(ready[0])
-            offset = (seq - st.next_seq[side] + (1 << 31)) % _SEQ_MOD - (1 << 31)  # type: ignore[operator]
+            offset = seq_diff(seq, st.next_seq[side])  # type: ignore[arg-type]
 
     def on_flip(self, conn) -> None:
         st = self.state_of(conn)
