@@ -7,7 +7,6 @@ from collections import Counter
 
 import click
 
-from ..analyzers.service_id import ServiceAnalyzer
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.connections import PROTO_NAMES, RECORD_FIELDS
 from ..reports.formats import human_time, write_records
@@ -81,7 +80,11 @@ def flows(capture: str, fmt: str, detect_services: bool = False, **kwargs) -> No
     config = config_from(kwargs)
     # the TCP analysis counts retransmissions and out-of-order segments into the records; the
     # service analyzer writes service and app from the first payload bytes
-    analyzers = [TcpAnalyzer(), ServiceAnalyzer()] if detect_services else [TcpAnalyzer()]
+    analyzers: list = [TcpAnalyzer()]
+    if detect_services:
+        from ..analyzers.service_id import ServiceAnalyzer  # (its import costs every run)
+
+        analyzers.append(ServiceAnalyzer())
     pipe, progress = open_pipeline(capture, config, analyzers)
     per_proto = [0] * 256  # connections by IP protocol number (cheaper than a Counter)
 
