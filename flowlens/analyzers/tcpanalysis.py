@@ -162,7 +162,8 @@ class DirectionStats:
     `zero_window_ns` (total
     time this side advertised a zero window, closed spells only), `zero_window_max_ns`,
     `zero_window_since_ns` (start of a spell still open, or None), `zero_window_spells`,
-    `keep_alive_first_ns`/`keep_alive_last_ns`, `evidence` (kind -> first frames, bounded).
+    `keep_alive_first_ns`/`keep_alive_last_ns`, `evidence` (kind -> first frames, bounded),
+    `first_ns` (kind -> capture time of its first segment: when a finding's event happened).
     """
 
     __slots__ = (
@@ -198,6 +199,7 @@ class DirectionStats:
         "keep_alive_first_ns",
         "keep_alive_last_ns",
         "evidence",
+        "first_ns",
     )
 
     def __init__(self) -> None:
@@ -231,6 +233,7 @@ class DirectionStats:
         self.keep_alive_first_ns = None
         self.keep_alive_last_ns = None
         self.evidence = None
+        self.first_ns = None
 
     def count(self, kind: str) -> int:
         """Segments of this direction flagged `kind` (one of `KINDS`)."""
@@ -239,6 +242,13 @@ class DirectionStats:
     def as_dict(self) -> dict[str, int]:
         """Non-zero counts by kind."""
         return {k: n for k, n in zip(KINDS, self.counts or ()) if n}
+
+    def first_time_ns(self, *kinds: str) -> int | None:
+        """Capture time of the first segment flagged with any of `kinds` (None: none was)."""
+        if not self.first_ns:
+            return None
+        times = [self.first_ns[k] for k in kinds if k in self.first_ns]
+        return min(times) if times else None
 
     def frames(self, kind: str) -> list[int]:
         """The first frames (at most EVIDENCE_PER_KIND) flagged `kind`."""
@@ -725,12 +735,14 @@ def _count(
     ev = fwd.evidence
     if ev is None:
         ev = fwd.evidence = {}
+        fwd.first_ns = {}
     for bit, i in _BITS:
         if note & bit:
             counts[i] += 1
             frames = ev.get(KINDS[i])
             if frames is None:
                 ev[KINDS[i]] = [frame]
+                fwd.first_ns[KINDS[i]] = ts
             elif len(frames) < EVIDENCE_PER_KIND:
                 frames.append(frame)
     if note & _ANY_RETRANS:

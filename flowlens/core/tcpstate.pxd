@@ -27,6 +27,7 @@ cdef class TcpTracker:
     cdef long long _last_ack[2]
     cdef long long _last_win[2]
     cdef long long _synack_ack[2]
+    cdef long long _cw_sent[2]
     cdef public object rst_ignored
     cdef public object rst_ignored_then
     cdef list _notes
@@ -64,6 +65,7 @@ cdef class TcpTracker:
     cdef long long _limit(self, int code)
     cpdef long long syns_sent(self, int side)
     cpdef long long synacks_sent(self, int side)
+    cpdef long long sent_in_close_wait(self, int side)
     cpdef bint fin_sent(self, int side)
     cpdef long long isn_of(self, int side)
     cpdef long long synack_leg_ns(self)

@@ -154,6 +154,7 @@ class TcpTracker:
         "_last_ack",  # [per side] the ACK field of its latest segment (its RCV.NXT then)
         "_last_win",  # [per side] the window of that segment (unscaled), -1 while unknown
         "_synack_ack",  # [per side] the ACK field of its first SYN/ACK (the peer's ISN + 1)
+        "_cw_sent",  # [per side] payload bytes it sent while in CLOSE_WAIT (a half-close's data)
         "rst_ignored",  # the first RST no endpoint accepts (see `_rst_valid`): (ts_ns, frame,
         # sender, reason) or None
         "rst_ignored_then",  # frame of the first packet after it (the connection went on)
@@ -212,6 +213,7 @@ class TcpTracker:
         self._last_ack = [_UNSET, _UNSET]
         self._last_win = [-1, -1]
         self._synack_ack = [_UNSET, _UNSET]
+        self._cw_sent = [0, 0]
         self.rst_ignored = None
         self.rst_ignored_then = None
         self._notes = None
@@ -260,6 +262,12 @@ class TcpTracker:
     def ackdat_leg_ns(self) -> int:
         """SYN/ACK -> ACK at the capture point, ns, or constants.UNSET (see `ackdat_ms`)."""
         return self._ackdat_ns
+
+    def sent_in_close_wait(self, side: int) -> int:
+        """Payload bytes `side` sent while in CLOSE_WAIT: after its peer's FIN, before its own.
+        A side that goes on sending is in a half-close (RFC 9293 §3.6: a FIN closes only its
+        sender's direction), not leaking its socket."""
+        return self._cw_sent[side]
 
     def fin_sent(self, side: int) -> bool:
         """Did `side` send a FIN?"""
@@ -718,6 +726,7 @@ class TcpTracker:
         self._tw_start[0], self._tw_start[1] = self._tw_start[1], self._tw_start[0]
         self._tw_restart[0], self._tw_restart[1] = self._tw_restart[1], self._tw_restart[0]
         self._snd_max[0], self._snd_max[1] = self._snd_max[1], self._snd_max[0]
+        self._cw_sent[0], self._cw_sent[1] = self._cw_sent[1], self._cw_sent[0]
         self._last_ack[0], self._last_ack[1] = self._last_ack[1], self._last_ack[0]
         self._last_win[0], self._last_win[1] = self._last_win[1], self._last_win[0]
         self._synack_ack[0], self._synack_ack[1] = self._synack_ack[1], self._synack_ack[0]
@@ -780,6 +789,8 @@ class TcpTracker:
             return
         if self.rst_ignored is not None and self.rst_ignored_then is None:
             self.rst_ignored_then = frame  # the connection went on after the ignored RST
+        if plen and self._state[side] == _S_CLOSE_WAIT:
+            self._cw_sent[side] += plen
         # what the window check of a later RST needs (RFC 9293 §3.10.7.4): how far each side
         # sent, and what it last acknowledged and advertised
         end = (seq + plen + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)) & 0xFFFFFFFF
