@@ -62,6 +62,14 @@ def table_options(func: Callable) -> Callable:
         help="Maximum segment lifetime in seconds; TIME_WAIT lasts 2 x MSL (Linux: 60 s).",
     )(func)
     func = click.option(
+        "--fin-timeout",
+        type=click.FloatRange(min=0),
+        default=_CONFIG.fin_wait_2_timeout_s,
+        show_default=True,
+        help="Seconds an orphaned FIN_WAIT_2 socket lives (Linux net.ipv4.tcp_fin_timeout); "
+        "0: FIN_WAIT_2 lasts until a packet ends it (docs/endpoint-states.md).",
+    )(func)
+    func = click.option(
         "-C",
         "--no-checksums",
         is_flag=True,
@@ -142,6 +150,7 @@ def config_from(kwargs: dict) -> Config:
     d = _CONFIG
     return Config(
         msl_s=kwargs.pop("msl", d.msl_s),
+        fin_wait_2_timeout_s=kwargs.pop("fin_timeout", d.fin_wait_2_timeout_s),
         verify_checksums=not kwargs.pop("no_checksums", not d.verify_checksums),
         tcp_idle_s=kwargs.pop("idle_timeout", d.tcp_idle_s),
         udp_idle_s=kwargs.get("udp_timeout", d.udp_idle_s),

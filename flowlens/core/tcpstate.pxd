@@ -28,6 +28,7 @@ cdef class TcpTracker:
     cdef long long _last_win[2]
     cdef long long _synack_ack[2]
     cdef long long _cw_sent[2]
+    cdef long long _fw2_last[2]
     cdef public object rst_ignored
     cdef public object rst_ignored_then
     cdef list _notes
@@ -35,6 +36,7 @@ cdef class TcpTracker:
     cdef long long _tw_ns
     cdef long long _syn_sent_ns
     cdef long long _syn_received_ns
+    cdef long long _fin_wait_2_ns
     # the timeline: _TL_INLINE (tcpstate.py) changes in arrays, the rest in _tl_more
     cdef int _tl_n
     cdef long long _tl_ts[12]
