@@ -173,13 +173,14 @@ def test_file_without_read_permission(command):
     if not hasattr(os, "seteuid"):
         pytest.skip("needs POSIX user ids")
     with tempfile.TemporaryDirectory() as d:
-        os.chmod(d, 0o755)  # only the file itself is unreadable
+        # only the file itself is unreadable; what a command writes (report -o) may be written
+        os.chmod(d, 0o777)
         path = os.path.join(d, "secret.pcap")
         with open(path, "wb") as f:
             f.write(pcapgen.pcap_bytes(pcapgen.clean_close()))
         os.chmod(path, 0)
         args = cli_args(command, path)
-        with unprivileged():
+        with contextlib.chdir(d), unprivileged():
             result = invoke(args)
         expect_error(result, f"Error: {path}: permission denied")
 
