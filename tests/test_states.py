@@ -401,3 +401,12 @@ def test_note_before_its_connection_is_a_bad_argument(tmp_path):
     result = invoke("ladder", capture(tmp_path, "clean-close"), "--note", "-1s=early")
     assert result.exit_code == 2
     assert "a note cannot fall before its first packet" in result.stderr
+
+
+def test_at_before_the_first_packet_is_an_error_even_without_sockets(tmp_path):
+    path = capture(tmp_path, "udp-dns")
+    result = invoke("states", path, "--at", "-5s")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"Error: {path}: --at -5s is 5.000000 s before the first packet"
+    )

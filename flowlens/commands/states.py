@@ -154,6 +154,9 @@ def states(
     first, last = pipe.stats.first_ts_ns, pipe.stats.last_ts_ns
     out = sys.stdout
     filtered = bool(hosts or ports or states)
+    if at is not None and first is not None and last is not None:
+        ts = at.resolve(first, last)
+        where = _moment(capture, at, ts, first, last)  # raises before the first packet
     if first is None or last is None or (not index.spans and not listening):
         # nothing to count: say so, and print the empty shape of what was asked for
         warn(nothing_line(capture, pipe.stats.frames, filtered, noun="TCP connection"))
@@ -179,8 +182,6 @@ def states(
         return
 
     if at is not None:
-        ts = at.resolve(first, last)
-        where = _moment(capture, at, ts, first, last)  # raises before the first packet
         records = index.at_records(ts)
         fields = ("host", "ts", "total", *STATES)
         if fmt == "table":
