@@ -900,14 +900,19 @@ CLI_VARIANTS: dict[str, list[list[str]]] = {
         ["--at", "+0.5s"],
         ["--at", "-1s"],
         ["--at", "+1h"],
+        ["--interval", "1s"],  # a damaged clock can stretch a capture over decades
         ["--plot", "states-{n}.png"],
         ["--listening"],
     ],
-    "ladder": [["--svg", "ladder-{n}.svg"], ["--png", "ladder-{n}.png"], ["--full", "--unicode"]],
+    "ladder": [
+        ["--svg", "ladder-{n}.svg"],
+        ["--png", "ladder-{n}.png"],
+        ["--full", "--unicode", "--note", "2=second", "--note", "+0.01s=later"],
+    ],
     "timeline": [["--absolute"]],
     "rtt": [["--by", "server"], ["--samples"], ["--plot", "rtt-{n}.png"]],
     "anomalies": [["--min-severity", "warning"]],
-    "report": [["--markdown", "report-{n}.md"]],
+    "report": [["--markdown", "report-{n}.md", "--note", "3=third", "--note", "+1s=later"]],
 }
 #: mutants per command and option set (times --fuzz-count / DEFAULT_COUNT)
 CLI_PER_VARIANT = 3

@@ -410,3 +410,20 @@ def test_at_before_the_first_packet_is_an_error_even_without_sockets(tmp_path):
     assert result.stderr.startswith(
         f"Error: {path}: --at -5s is 5.000000 s before the first packet"
     )
+
+
+def test_an_interval_over_a_capture_stretched_by_a_damaged_clock_is_one_error(tmp_path):
+    """One frame stamped 30 years late: --interval 1s would be a billion rows, a run that never
+    ends; it is one Error line instead (the automatic interval keeps ~30 rows)."""
+    frames = pcapgen.clean_close()
+    frames[-1] = (frames[-1][0] + 1e9, frames[-1][1])
+    path = capture(tmp_path, "clean-close", frames)
+    result = invoke("states", path, "--interval", "1s", "--format", "json")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: {path}: --interval 1s makes 1,000,000,000 rows over the capture's "
+        "1,000,000,000 s, more than 100,000 (give a longer --interval, or --at)"
+    )
+    auto = invoke("states", path, "--format", "json")
+    assert auto.exit_code == 0 and 0 < len(auto.stdout.splitlines()) <= 3 * 30

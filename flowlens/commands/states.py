@@ -34,6 +34,9 @@ from ._common import (
 )
 from ._timearg import DURATION, TIME
 
+#: rows of the table over time that --interval may ask for (one per tick)
+MAX_TICKS = 100_000
+
 
 def _hosts(ctx, param, values):
     out = []
@@ -191,6 +194,15 @@ def states(
             write_records(records, fmt, out, fields, log_path="flowlens_states")
     else:
         step = interval or auto_interval(last - first)
+        ticks = (last - first) / 1e9 / step
+        if ticks > MAX_TICKS:
+            # a damaged timestamp can stretch a capture over decades: --interval 1s would
+            # then be a billion rows (a run that never ends), not a table
+            raise UsageError(
+                f"{capture}: --interval {step:g}s makes {ticks:,.0f} rows over the capture's "
+                f"{(last - first) / 1e9:,.0f} s, more than {MAX_TICKS:,} (give a longer "
+                f"--interval, or --at)"
+            )
         times = tick_times(first, last, step)
         fields = ("ts", "time_s", "host", "total", *STATES)
         if fmt == "table":
