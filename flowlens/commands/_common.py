@@ -122,7 +122,10 @@ def filter_options(func: Callable) -> Callable:
                 help="Protocol.",
             ),
             click.option(
-                "--uid", "uids", multiple=True, help="Connection uid (a unique prefix is enough)."
+                "--uid",
+                "uids",
+                multiple=True,
+                help="Connection uid, or a prefix of it (every connection whose uid starts with it).",
             ),
         ]
     ):

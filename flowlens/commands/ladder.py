@@ -48,13 +48,13 @@ MAX_FIGURE_LADDERS = 20
     "--svg",
     "svg_path",
     type=click.Path(),  # checked by check_output: one `Error:` line, exit 1
-    help="Also draw the diagram as SVG into this file.",
+    help="Also draw the diagram as SVG into this file (named .svg).",
 )
 @click.option(
     "--png",
     "png_path",
     type=click.Path(),  # checked by check_output: one `Error:` line, exit 1
-    help="Also draw the diagram as PNG into this file.",
+    help="Also draw the diagram as PNG into this file (named .png).",
 )
 @click.option(
     "--note",
