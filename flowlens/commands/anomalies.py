@@ -21,7 +21,9 @@ from ._common import (
     config_from,
     filter_options,
     format_option,
+    nothing_line,
     open_pipeline,
+    report_damage,
     selection_from,
     table_options,
     warn,
@@ -234,20 +236,20 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
             row = dict(r)
             row["ts"] = human_time(r["ts"])[:-3]
             rows.append(row)
-        if rows:
-            write_records(
-                rows,
-                fmt,
-                sys.stdout,
-                ANOMALY_FIELDS,
-                TABLE_COLUMNS,
-                TABLE_HEADERS,
-                log_path="flowlens_anomalies",
-            )
+        write_records(  # no findings: the header alone
+            rows,
+            fmt,
+            sys.stdout,
+            ANOMALY_FIELDS,
+            TABLE_COLUMNS,
+            TABLE_HEADERS,
+            log_path="flowlens_anomalies",
+        )
     else:
         write_records(records, fmt, sys.stdout, ANOMALY_FIELDS, log_path="flowlens_anomalies")
-    for line in pipe.summary_lines():
-        warn(f"Warning: {line}")
+    report_damage(pipe.summary_lines())
+    if not seen:
+        warn(nothing_line(capture, pipe.stats.frames, selection))
     by_sev = Counter(a.severity for a in shown)
     parts = ", ".join(f"{by_sev[s]} {s}" for s in reversed(SEVERITIES) if by_sev[s])
     hidden = len(found) - len(shown)

@@ -15,7 +15,9 @@ from ._common import (
     config_from,
     filter_options,
     format_option,
+    nothing_line,
     open_pipeline,
+    report_damage,
     selection_from,
     table_options,
     warn,
@@ -113,13 +115,14 @@ def flows(capture: str, fmt: str, detect_services: bool = False, **kwargs) -> No
     finally:
         if progress is not None:
             progress.close()
-    for line in pipe.summary_lines():
-        warn(f"Warning: {line}")
+    report_damage(pipe.summary_lines())
     kinds: Counter = Counter()
     for proto, n in enumerate(per_proto):
         if n:
             kinds[PROTO_NAMES.get(proto, str(proto))] += n
     total = sum(kinds.values())
+    if not total:
+        warn(nothing_line(capture, pipe.stats.frames, selection))
     by_proto = ", ".join(f"{n} {p}" for p, n in sorted(kinds.items()))
     warn(
         f"{total} connection{'' if total == 1 else 's'}{f' ({by_proto})' if by_proto else ''}"

@@ -95,8 +95,13 @@ def _header(report: Report) -> str:
         cls = sev if n else "zero"
         pills.append(f'<a class="pill {cls}" href="#findings">{n} {sev}</a>')
     facts = dict(report.facts)
-    sub = (
+    span = (
         f"{_E(utc_text(report.first_ts_ns)[:19])} &ndash; {_E(utc_text(report.last_ts_ns)[11:19])} UTC"
+        if report.first_ts_ns is not None and report.last_ts_ns is not None
+        else "no packets"
+    )
+    sub = (
+        f"{span}"
         f" &middot; {_E(facts.get('duration', '-'))} &middot; {_E(facts.get('packets', '-').split(' frames')[0])} frames"
         f" &middot; {_E(facts.get('connections', '-').split(' (')[0])} connections"
     )

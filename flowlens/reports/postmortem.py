@@ -32,7 +32,6 @@ from ..core.analyzer import Analyzer
 from ..core.connections import Config, Connection, format_addr
 from ..core.decode import IPPROTO_TCP, LINKTYPE_NAMES
 from ..core.pipeline import Pipeline
-from ..errors import UsageError
 from .ladder import Ladder, Note, build_ladder, render_text, utc_text
 from .postmortem_figures import (
     MAX_STATE_HOSTS,
@@ -273,7 +272,8 @@ def build_report(
     """Read `path` (a file, or "-" for standard input) and gather the report's content.
 
     `progress` is a `ProgressFn` (see flowlens.core.pipeline) or None. Raises CaptureError for an
-    unreadable capture and UsageError for a capture without packets.
+    unreadable capture; a readable one without packets (all of it damaged) is a report of its
+    facts and warnings, with no times (`first_ts_ns` and `last_ts_ns` None).
     """
     config = config or Config()
     options = options or ReportOptions()
@@ -299,10 +299,9 @@ def build_report(
             progress.close()
     stats = pipe.stats
     first, last = stats.first_ts_ns, stats.last_ts_ns
-    if first is None or last is None:
-        raise UsageError(f"{path}: no packets")
+    # no packets (an empty or wholly damaged capture) is a report too: its facts and the damage
     findings = group_findings(pipe.results[detector])
-    notes = [_absolute(n, first) for n in options.notes]
+    notes = [n if first is None else _absolute(n, first) for n in options.notes]
 
     # which connections matter: the notes' connections, then each finding's (or an example),
     # one per kind of finding before a second of any kind (23 keep-alives must not crowd out
@@ -339,7 +338,11 @@ def build_report(
     links = [u if u in drawn else None for u in links]
     placed = {t for v in ladders for t in v.notes}
     rows = _table_rows(gather, findings, links)
-    states_pic, states_left = states_picture(gather.states, first, last, options.dpi)
+    states_pic, states_left = (
+        states_picture(gather.states, first, last, options.dpi)
+        if first is not None and last is not None
+        else (None, [])
+    )
     rtt_pic = rtt_picture(list(gather.rtt_series.values()), options.dpi)
 
     warnings = list(pipe.summary_lines())
@@ -368,7 +371,11 @@ def build_report(
         states_hosts_left_out=states_left,
         rtt=rtt_pic,
         rtt_rows=gather.rtt_agg.rows(),
-        timeline=_timeline(findings, links, notes, marks, ladders, first, last),
+        timeline=(
+            _timeline(findings, links, notes, marks, ladders, first, last)
+            if first is not None and last is not None
+            else []
+        ),
         passes=passes,
         unplaced_notes=[n.text for n in notes if n.text not in placed],
         timeline_hidden_info=infos if infos > MAX_TIMELINE_INFO else 0,
