@@ -890,9 +890,11 @@ CLI_EXTRA_ARGS: dict[str, list[str]] = {
     # a fresh output directory per run: batch resumes (skips) what an outdir already holds
     "batch": ["-o", "batch-out-{n}", "-j", "1", "--no-report"],
     "report": ["-o", "report-{n}.html"],
+    # uids all start with "C": one connection is drawn, several are an ambiguous prefix (exit 1)
+    "plot": ["--uid", "C", "-o", "plot-{n}.png"],
 }
 #: mutants per command where the default sample would be slow (a worker process, figures)
-CLI_SAMPLE_SIZE = {"batch": 4, "report": 8}
+CLI_SAMPLE_SIZE = {"batch": 4, "report": 8, "plot": 8}
 #: what a command that insists on a selection (ladder, timeline ...) or on somewhere to write
 #: is given
 CANDIDATE_EXTRAS = ([], ["--proto", "tcp"], ["--port", "80"], ["-o", "out-{n}"])
