@@ -51,9 +51,9 @@ KIND_DATA, KIND_RETRANS, KIND_OOO, KIND_PROBE, KIND_KEEPALIVE = range(5)
 #: the columns of `SideSeries.segments` (a flat array('q'), one row after another)
 SEG_FIELDS = ("ts_ns", "seq", "len", "flags", "frame", "kind")
 #: the columns of `SideSeries.acks`: `ack` is -1 for a segment without the ACK bit
-ACK_FIELDS = ("ts_ns", "ack", "window", "flags")
+ACK_FIELDS = ("ts_ns", "ack", "window", "flags", "frame")
 #: the columns of `SideSeries.sacks`: one row per SACK block, [left, right) in the peer's space
-SACK_FIELDS = ("ts_ns", "left", "right")
+SACK_FIELDS = ("ts_ns", "left", "right", "frame")
 
 _M32 = 0xFFFFFFFF
 
@@ -208,13 +208,13 @@ class StreamCollector(Analyzer):
             win = pkt.win
         if len(me.acks) < limit * len(ACK_FIELDS):
             ack = peer.space.rel(pkt.ack) if flags & TH_ACK else -1
-            me.acks.extend((ts, ack, win, flags))
+            me.acks.extend((ts, ack, win, flags, pkt.frame))
         else:
             me.dropped[1] += 1
         if self.sack and pkt.raw_options and flags & TH_ACK:
             for left, right in pkt.options.sack:
                 if len(me.sacks) < limit * len(SACK_FIELDS):
-                    me.sacks.extend((ts, peer.space.rel(left), peer.space.rel(right)))
+                    me.sacks.extend((ts, peer.space.rel(left), peer.space.rel(right), pkt.frame))
                 else:
                     me.dropped[2] += 1
 

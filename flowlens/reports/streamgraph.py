@@ -155,13 +155,13 @@ def tseq_graph(log: StreamLog, direction: str | None = None) -> TseqGraph:
         segments.append(Bar(_t(log, ts), seq, high, frame, SEGMENT_KINDS[kind], syn, fin))
     ack: list[Point] = []
     window: list[Point] = []
-    for ts, rel_ack, win, flags in peer.rows("acks"):
+    for ts, rel_ack, win, flags, _frame in peer.rows("acks"):
         if not flags & TH_ACK:
             continue
         t = _t(log, ts)
         ack.append((t, rel_ack))
         window.append((t, rel_ack + win))
-    sacks = [Bar(_t(log, ts), left, right, 0, "sack") for ts, left, right in peer.rows("sacks")]
+    sacks = [Bar(_t(log, ts), lo, hi, frame, "sack") for ts, lo, hi, frame in peer.rows("sacks")]
     dropped = (me.dropped[0], peer.dropped[1], peer.dropped[2])
     return TseqGraph(
         log.uid, direction, segments, ack, window, sacks, log.window_scaled[1 - side], dropped
@@ -226,7 +226,7 @@ def window_graph(log: StreamLog, direction: str | None = None) -> WindowGraph:
     direction = direction or data_direction(log)
     side = _side(direction)
     windows = {
-        d: [(_t(log, ts), float(win)) for ts, _ack, win, _flags in log.sides[i].rows("acks")]
+        d: [(_t(log, ts), float(win)) for ts, _a, win, _fl, _fr in log.sides[i].rows("acks")]
         for i, d in enumerate(DIRECTIONS)
     }
     events = [
@@ -234,7 +234,9 @@ def window_graph(log: StreamLog, direction: str | None = None) -> WindowGraph:
         for ts, seq, plen, flags, _f, _k in log.sides[side].rows("segments")
     ]
     events += [
-        (ts, 1, ack) for ts, ack, _w, flags in log.sides[1 - side].rows("acks") if flags & TH_ACK
+        (ts, 1, ack)
+        for ts, ack, _w, flags, _f in log.sides[1 - side].rows("acks")
+        if flags & TH_ACK
     ]
     events.sort(key=lambda e: e[0])  # (stable: a segment and an ACK at one instant keep order)
     in_flight: list[Point] = []
