@@ -468,3 +468,16 @@ def test_ack_window_and_sack_agree_with_tshark(name):
                     assert (ack, win, sacks.get(frame, [])) == want[frame], (name, frame)
                     checked += 1
     assert checked > 30
+
+
+def test_midstream_window_scale_unknown(tmp_path):
+    """No handshake: the scale is unknown, the window is drawn raw and the graph says so."""
+    path = pcapgen.write_pcap(tmp_path / "mid.pcap", pcapgen.midstream())
+    _, log, _ = collect(path)
+    g = tseq_graph(log)
+    assert not g.window_scaled
+    assert all(w - a == 65535 for (_t, a), (_t2, w) in zip(g.ack, g.window))
+    labels = [line.get_label() for line in draw_figure(g).axes[0].get_lines()]
+    assert "receive window (scale unknown: unscaled)" in labels
+    # a side whose SYN was not seen starts at 1, as Wireshark's relative numbers do
+    assert min(b.low for b in g.segments) == 1

@@ -83,6 +83,9 @@ class ReportOptions:
     #: time-sequence graphs drawn beside the ladders of connections with findings of
     #: `STREAM_GRAPH_KINDS` (most severe first); 0 draws none (and saves their pass)
     max_stream_graphs: int = 4
+    #: segments (and ACKs, SACK blocks) per direction a report's graph holds; past it the
+    #: picture says how many were left out (a picture cannot show more bars than this anyway)
+    max_stream_points: int = 100_000
     #: rows of the connection table; beyond it, only connections with a finding are added
     max_table_rows: int = 5000
     #: packet logs kept during the pass before the least interesting ones are dropped
@@ -483,7 +486,9 @@ def _second_pass(
         analyzers.append(collector)
     streams = None
     if streamed:
-        streams = StreamCollector(lambda c: c.uid in streamed, tcp=tcp)
+        streams = StreamCollector(
+            lambda c: c.uid in streamed, tcp=tcp, max_points=options.max_stream_points
+        )
         analyzers.append(streams)
     out: dict[str, StreamLog] = {}
     pipe = Pipeline(path, config, analyzers=analyzers)
