@@ -158,6 +158,10 @@ def test_tseq_figure_artists_carry_the_series(bulk):
     assert by_gid["window"].get_xydata().tolist() == [list(p) for p in g.window]
     assert by_gid["ack"].get_drawstyle() == "steps-post"
     assert len(by_gid["segments-data"].get_segments()) == len(g.by_kind("data"))
+    # the 64 KiB window over an 8 KB transfer: the axis stops above the data and says so
+    edge = max(y for _t, y in g.window)
+    assert ax.get_ylim()[1] < edge
+    assert any(f"reaches {edge:,.0f}" in t.get_text() for t in ax.texts)
 
 
 def test_tseq_bounded_memory(bulk):

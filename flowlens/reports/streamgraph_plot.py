@@ -95,6 +95,7 @@ def draw_tseq(g: TseqGraph):
             color=COLORS["window"], linewidth=1.0, label=f"receive window{scaled}", gid="window",
             zorder=2,
         )  # fmt: skip
+    _clip_window(ax, g)
     ax.set_xlabel("seconds since the connection's first packet")
     ax.set_ylabel("relative sequence number (bytes)")
     ax.set_title(f"{g.uid}: time-sequence graph, {_ARROWS[g.direction]}")
@@ -103,6 +104,28 @@ def draw_tseq(g: TseqGraph):
         ax.legend(fontsize="small", loc="upper left")
     _dropped_note(ax, g.dropped)
     return fig
+
+
+def _clip_window(ax, g: TseqGraph) -> None:
+    """A static picture cannot be zoomed like xplot: when the receive window's edge runs far
+    above the data (a large window over a short transfer), the y axis stops three data spans
+    above the data and says where the edge went, so the segments stay readable (the line's data
+    is all there: an SVG viewer or the data object still has it)."""
+    lows = [b.low for b in g.segments] + [y for _t, y in g.ack]
+    highs = [b.high for b in g.segments] + [y for _t, y in g.ack] + [b.high for b in g.sacks]
+    if not lows or not g.window:
+        return
+    bottom, top = min(lows), max(highs)
+    span = max(top - bottom, 1)
+    edge = max(y for _t, y in g.window)
+    if edge <= top + 3 * span:
+        return
+    margin = 0.03 * 4 * span
+    ax.set_ylim(bottom - margin, top + 3 * span + margin)
+    ax.text(
+        0.99, 0.99, f"receive window edge reaches {edge:,.0f} (above the graph)",
+        transform=ax.transAxes, ha="right", va="top", fontsize="small", color=COLORS["window"],
+    )  # fmt: skip
 
 
 def draw_throughput(g: ThroughputGraph):
