@@ -82,7 +82,8 @@ def plot(
     its relative sequence number to seq + len at its capture time (retransmissions in red, as
     the TCP analysis classes them), the peer's cumulative ACK (green) and receive window
     (ACK + window scaled by the negotiated window scale, yellow) as step lines, and SACK blocks
-    (purple). Data on stdout: none; the picture goes to -o.
+    (purple). Nothing goes to stdout: the picture is written to -o, in the format its extension
+    names (PNG, SVG, PDF ...).
 
     \b
     Example:
