@@ -890,6 +890,8 @@ CLI_EXTRA_ARGS: dict[str, list[str]] = {
     # a fresh output directory per run: batch resumes (skips) what an outdir already holds
     "batch": ["-o", "batch-out-{n}", "-j", "1", "--no-report"],
     "report": ["-o", "report-{n}.html"],
+    # uids all start with "C": one connection is drawn, several are an ambiguous prefix (exit 1)
+    "plot": ["--uid", "C", "-o", "plot-{n}.png"],
 }
 #: option sets each command is also fuzzed with ("{n}" as above), so that damaged data reaches
 #: every renderer and writer: a moment before, inside and long after the capture, pictures,
@@ -917,7 +919,7 @@ CLI_VARIANTS: dict[str, list[list[str]]] = {
 #: mutants per command and option set (times --fuzz-count / DEFAULT_COUNT)
 CLI_PER_VARIANT = 3
 #: fewer where one run is slow (a worker process)
-CLI_SAMPLE_SIZE = {"batch": 2}
+CLI_SAMPLE_SIZE = {"batch": 2, "plot": 3}
 #: what a command that insists on a selection (ladder, timeline ...) or on somewhere to write
 #: is given
 CANDIDATE_EXTRAS = ([], ["--proto", "tcp"], ["--port", "80"], ["-o", "out-{n}"])

@@ -256,6 +256,21 @@ class DirectionStats:
             return []
         return list(self.evidence.get(kind, ()))
 
+    def window_bytes(self, raw_window: int, syn: bool = False) -> int:
+        """The receive window, in bytes, that a segment of this direction advertises with
+        `raw_window` in its header: shifted by this direction's negotiated window scale
+        (RFC 7323 §2.2; Wireshark's verify_tcp_window_scaling, as `win_scale` above), except on
+        a SYN, whose window is never scaled. Unscaled when neither side offered scaling, and when
+        the handshake was not seen (the scale is unknown; Wireshark's default shows it raw)."""
+        if syn or self.win_scale < 0:
+            return raw_window
+        return raw_window << self.win_scale
+
+    @property
+    def window_scale_known(self) -> bool:
+        """False when the handshake was not seen: `window_bytes` then cannot scale."""
+        return self.win_scale != -1
+
 
 class TcpaState:
     """The analysis of one connection (`TcpAnalyzer.state_of(conn)`).

@@ -506,6 +506,8 @@ def _ladder(report: Report, view: LadderView) -> str:
         items.append(f'<li><span class="badge note">note</span> {_E(text)}</li>')
     links = f'<ul class="links">{"".join(items)}</ul>' if items else ""
     pic = _img(view.picture) if view.picture is not None else ""
+    if view.stream is not None:
+        pic += _img(view.stream, "time-sequence graph (flowlens plot --kind tseq)")
     return (
         f'<article class="ladder" id="conn-{_E(view.uid)}">'
         f"<h3><code>{_E(view.uid)}</code> {r['proto'].upper()} {title}{service}"

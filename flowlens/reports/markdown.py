@@ -209,6 +209,8 @@ def render_markdown(report: Report, files_dir: str) -> tuple[str, list[tuple[str
             out.append("")
         if v.picture is not None:
             out += [image(v.picture), ""]
+        if v.stream is not None:
+            out += [image(v.stream), ""]
         out += ["```text", v.text.rstrip("\n"), "```", ""]
     if report.ladders_left_out:
         out += [
