@@ -751,7 +751,12 @@ def test_every_command_prints_the_same_damage_lines(tmp_path, monkeypatch, damag
         else:
             result = run_command(command, str(path))
         check_cli_run(result, str(path), f"{command} on {damage}")
-        assert result.exit_code == 0, (command, result.stderr)
+        if command == "plot" and "matches" in result.stderr.splitlines()[-1]:
+            # plot draws one connection: the fuzz's --uid C names several here (an error,
+            # after the same damage lines)
+            assert result.exit_code == 1, (command, result.stderr)
+        else:
+            assert result.exit_code == 0, (command, result.stderr)
         assert _warnings(result.stderr) == want, (command, result.stderr)
         if not a.stats.frames and command != "batch":
             assert f"{path}: no packets" in result.stderr.splitlines(), (command, result.stderr)

@@ -306,8 +306,8 @@ def test_cli_svg_keeps_the_artists_ids(bulk, tmp_path):
 
 def test_cli_unknown_uid(bulk, tmp_path):
     r = run("plot", bulk, "--uid", "Cnothere", "-o", str(tmp_path / "x.png"))
-    assert r.exit_code == 1
-    assert r.stderr == f"Error: {bulk}: no connection with uid Cnothere\n"
+    assert r.exit_code == 0  # nothing matched: said, exit 0, no picture (as every command)
+    assert r.stderr == f"{bulk}: no connection matches the filters\n"
     assert not (tmp_path / "x.png").exists()
 
 

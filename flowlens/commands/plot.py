@@ -23,7 +23,9 @@ from ._common import (
     capture_argument,
     check_output,
     config_from,
+    nothing_line,
     open_pipeline,
+    report_damage,
     table_options,
     warn,
 )
@@ -115,13 +117,15 @@ def plot(
     exact = [c for c in found if c.uid == uid]
     if exact:
         found = exact
+    report_damage(pipe.summary_lines())  # (as every command: before anything else it says)
     if not found:
-        raise UsageError(f"{capture}: no connection with uid {uid}")
+        # nothing to draw: said on stderr, exit 0 and no picture, as every command treats
+        # "nothing matched" (commands/_common.nothing_line)
+        warn(nothing_line(capture, pipe.stats.frames, True))
+        return
     if len(found) > 1:
         raise UsageError(f"{capture}: uid prefix {uid} matches {len(found)} connections")
     conn = found[0]
-    for line in pipe.summary_lines():
-        warn(f"Warning: {line}")
     if conn.proto != IPPROTO_TCP:
         raise UsageError(
             f"{capture}: {conn.uid} is a {conn.proto_name.upper()} flow; stream graphs draw TCP "
