@@ -146,8 +146,8 @@ class CaptureStats:
             of = " of the decompressed data" if "+" in self.container else ""
             out.append(
                 f"{self.path}: {self.stopped} at frame {self.stopped_frame} (byte offset "
-                f"{self.stopped_offset}{of}); the {_count(self.frames, 'frame')} before it were "
-                "analysed"
+                f"{self.stopped_offset}{of}); the {_count(self.frames, 'frame')} before it "
+                f"{'was' if self.frames == 1 else 'were'} analysed"
             )
         if self.clock_jumps:
             out.append(f"{self.path}: timestamps went backwards {_count(self.clock_jumps, 'time')}")
