@@ -21,7 +21,7 @@ SAMPLES = sorted(
     p for p in (ROOT / "sample_pcaps").iterdir() if p.name != "README.md" and p.is_file()
 )
 
-#: every table a command prints by default (ladder and timeline draw their own layouts)
+#: every table a command prints by default (a ladder draws its own layout)
 DEFAULT_TABLES = [
     ("flows",),
     ("anomalies",),
@@ -33,6 +33,7 @@ DEFAULT_TABLES = [
     ("states",),
     ("states", "--at", "end"),
     ("states", "--listening"),
+    ("timeline",),
 ]
 #: ss(8)'s output spellings, which flowlens reads but never prints
 SS_SPELLING = re.compile(

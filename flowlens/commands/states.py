@@ -142,6 +142,7 @@ def states(
       flowlens states capture.pcap --at +60s --state time-wait --format json
       flowlens states capture.pcap --interval 10s --plot states.png
       flowlens states capture.pcap --listening
+      flowlens states capture.pcap --state estab --wide
     """
     if at is not None and interval is not None:
         raise click.UsageError(
