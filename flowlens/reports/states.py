@@ -29,7 +29,6 @@ from ..core.services import service_name
 
 __all__ = [
     "LISTENING_FIELDS",
-    "SS_NAMES",
     "STATES",
     "SocketStates",
     "Span",
@@ -45,12 +44,7 @@ STATES = (
     "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT",
     "CLOSING", "LAST_ACK", "TIME_WAIT",
 )  # fmt: skip
-#: ss(8)'s spelling, for table headers
-SS_NAMES = {
-    "SYN_SENT": "SYN-SENT", "SYN_RECEIVED": "SYN-RECV", "ESTABLISHED": "ESTAB", "FIN_WAIT_1": "FIN-WAIT-1",
-    "FIN_WAIT_2": "FIN-WAIT-2", "CLOSE_WAIT": "CLOSE-WAIT", "CLOSING": "CLOSING", "LAST_ACK": "LAST-ACK",
-    "TIME_WAIT": "TIME-WAIT",
-}  # fmt: skip
+_COUNTED = frozenset(STATES)
 
 LISTENING_FIELDS = (
     "host",
@@ -90,7 +84,7 @@ def endpoint_spans(conn: Connection) -> list[Span]:
     out: list[Span] = []
     for side, state, start, end, _frame, _timed_out in conn.tcp.spans():
         name = state.value
-        if name not in SS_NAMES or (end is not None and end <= start):
+        if name not in _COUNTED or (end is not None and end <= start):
             continue
         host, port = ends[side]
         peer, peer_port = ends[1 - side]
