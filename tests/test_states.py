@@ -197,6 +197,7 @@ def test_plot_data(pileup, tmp_path):
     assert ax.get_xlim()[1] == pytest.approx(span / (1 - DRAIN_SHARE), rel=1e-6)
     drained = (starts[-1] + 60e9 - a.stats.first_ts_ns) / 1e9
     assert any(f"TIME_WAIT until\n+{drained:.1f} s" in t.get_text() for t in ax.texts)
+    assert not any("TIME_WAIT until" in t.get_text() for t in server.texts)  # none of its own
     png = tmp_path / "states.png"
     result = invoke("states", path, "--plot", png)
     assert result.exit_code == 0, result.output

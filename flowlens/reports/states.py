@@ -439,7 +439,7 @@ def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str =
             ax.axvline(x_end, color="#555555", ls="--", lw=1)
             ax.text(x_end, 1.0, " capture ends", transform=ax.get_xaxis_transform(), ha="left", va="top",
                     fontsize=8, color="#555555")  # fmt: skip
-            if drain_end > end_ns:
+            if drain_end > end_ns and peak_by_state.get("TIME_WAIT"):
                 ax.text(xs[-1], 0.5, f"TIME_WAIT until\n+{(drain_end - first_ns) / 1e9:.1f} s →",
                         transform=ax.get_xaxis_transform(), ha="right", va="center", fontsize=8,
                         color="#555555")  # fmt: skip
