@@ -52,12 +52,70 @@ def field_docs() -> list[tuple[str, str, str]]:
     return out
 
 
+def vocabulary() -> str:
+    """The words every command prints, from the modules that own them (the state names and
+    ss's spellings in flowlens/core/filters.py, the RTT paths in flowlens/analyzers/rtt.py,
+    the table rules in flowlens/reports/formats.py)."""
+    from flowlens.analyzers.rtt import LEGS, PATHS
+    from flowlens.core.filters import SS_STATE_NAMES, STATE_GROUPS, TCP_STATE_NAMES
+    from flowlens.reports.formats import TABLE_WIDTH
+
+    states = "\n".join(
+        f"| `{name}` | `{SS_STATE_NAMES[name][0]}` | `{SS_STATE_NAMES[name][1]}` |"
+        for name in TCP_STATE_NAMES
+    )
+    groups = ", ".join(
+        f"`{g}` ({', '.join(sorted(members, key=TCP_STATE_NAMES.index))})"
+        for g, members in STATE_GROUPS.items()
+        if g != "all"
+    )
+    owner = {"orig": "the originator", "resp": "the responder"}
+    paths = "\n".join(
+        f"| `{PATHS[i]}` | `{LEGS[i]}` | capture point -> {owner[LEGS[i]]} -> capture point |"
+        for i in (1, 0)
+    )
+    return f"""
+## One vocabulary
+
+Every command spells a TCP state the same way: `orig_state` and `resp_state` in `flows`, the
+columns and JSON keys of `states`, ladders, timelines and the findings' summaries use RFC 9293's
+names with underscores (Linux's spelling, except that the kernel shortens `SYN_RECEIVED` to
+`TCP_SYN_RECV`). ss(8)'s spellings are read wherever a state is asked for (`--state estab`,
+`--state fin-wait-2`, case and `-`/`_` do not matter) and never printed. `--state` also takes
+ss's groups: `all`, {groups}; and, in `flows`, Zeek's conn_state codes (`SF`, `REJ` ...).
+
+| state | ss prints | ss filter |
+|---|---|---|
+{states}
+
+RTT rows say where their time was measured in `path`, with the same two labels in every view
+(`rtt`, `--by server`/`client`/`pair`, `--samples`, the plots and the report):
+
+| path | leg | round trip |
+|---|---|---|
+{paths}
+
+A server's RTT (`--by server`) is its responder leg, `cap>resp>cap`; a client's is
+`cap>orig>cap`. A table's columns carry the names of the JSON/CSV fields they show
+(`handshake_ms`, `count`, `p50_ms`), the time of a row excepted (`start (UTC)`).
+
+Tables for people: times are UTC, to the millisecond, as the time of day when every row falls
+on one date (as tcpdump prints them) and with the date otherwise or with `--wide`; a column in
+seconds (`dur_s`) has 6 decimals and one in milliseconds (`*_ms`) 3, so both read
+to the microsecond a capture resolves; a column of other fractions has as many decimals as its
+values need, the same on every row. A default table fits {TABLE_WIDTH} columns (the main
+columns, an anomaly's summary folded onto continuation lines, the first evidence frames:
+`4,7,9 +7`); `--wide` shows every column on one line. JSON and CSV carry full values
+(epoch seconds, every frame) whatever the table shows.
+"""
+
+
 def render() -> str:
     rows = [
         f"| `{name}` | {kind.replace(' | None', ' or null')} | {doc.replace('|', '/')} |"
         for name, kind, doc in field_docs()
     ]
-    return HEAD + "\n".join(rows) + "\n" + TAIL
+    return HEAD + "\n".join(rows) + "\n" + TAIL + vocabulary()
 
 
 TAIL = """

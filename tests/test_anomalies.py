@@ -484,8 +484,11 @@ def test_cli_table(scan_pcap):
     result = run_cli(scan_pcap)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["severity", "kind", "time", "(UTC)", "uid", "summary"]
-    assert lines[1].startswith("warning   port_scan  2023-11-14 22:13:20.000")
+    assert lines[0].split() == ["severity", "kind", "time", "(UTC)", "evidence", "summary"]
+    assert lines[1].startswith("warning   port_scan  22:13:20.000")
+    wide = run_cli(scan_pcap, "--wide").stdout.splitlines()
+    assert wide[0].split() == ["severity", "kind", "time", "(UTC)", "uid", "evidence", "summary"]
+    assert wide[1].startswith("warning   port_scan  2023-11-14 22:13:20.000")
     assert "1 finding (1 warning) in 25 connections, 49 frames" in result.stderr
 
 

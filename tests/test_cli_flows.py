@@ -79,7 +79,9 @@ def test_table_output_is_sorted_and_readable(incident):
     result = invoke("flows", incident, "--port", "5432")
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["uid", "start", "(UTC)"]
-    assert len(lines) == 4 and all("REJ" in ln and "198.51.100.30:5432" in ln for ln in lines[1:])
+    assert len(lines) == 4 and all("198.51.100.30:5432" in ln for ln in lines[1:])
+    wide = invoke("flows", incident, "--port", "5432", "--wide").stdout.splitlines()
+    assert len(wide) == 4 and all("REJ" in ln and "198.51.100.30:5432" in ln for ln in wide[1:])
 
 
 def test_stdin(incident):

@@ -287,9 +287,10 @@ def test_truncation_keeps_every_whole_frame(tmp_path, name, data):
             continue
         assert (st.stopped_frame, st.stopped_offset) == (frames + 1, damaged_at), st.stopped
         assert st.stopped.startswith("capture ends inside a ")
-        line = (
-            f"{path}: {st.stopped} at frame {frames + 1} (byte offset {damaged_at}); the "
-            f"{frames} frames before it were analysed"
+        line = f"{path}: {st.stopped} at frame {frames + 1} (byte offset {damaged_at}); the " + (
+            "1 frame before it was analysed"
+            if frames == 1
+            else f"{frames} frames before it were analysed"
         )
         assert line in pipe.summary_lines()
 
@@ -662,7 +663,7 @@ def test_every_command_reports_damage(tmp_path, monkeypatch, command):
         f"{len(data) - 36}); the {len(frames)} frames before it were analysed"
     ) in result.stderr
     assert (
-        f"Warning: {path}: skipped 1 undecodable frames (1 truncated Ethernet header)"
+        f"Warning: {path}: skipped 1 undecodable frame (1 truncated Ethernet header)"
         in result.stderr
     )
 

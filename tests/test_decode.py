@@ -229,7 +229,7 @@ def test_undecodable_frames_are_counted_not_fatal(tmp_path):
     a = analyze(str(path))
     assert a.skipped == {"truncated IPv4 header": 1}
     assert len(a.connections) == 1
-    assert "skipped 1 undecodable frames (1 truncated IPv4 header)" in a.warnings[-1]
+    assert "skipped 1 undecodable frame (1 truncated IPv4 header)" in a.warnings[-1]
 
 
 def test_bad_checksum_is_flagged_and_still_analysed(tmp_path):

@@ -197,6 +197,18 @@ def test_svg_parses_and_holds_the_same_arrows(tmp_path):
         assert any(label in t for t in texts), label
 
 
+def test_svg_keeps_the_spacing_of_its_text(tmp_path):
+    """An SVG viewer collapses runs of spaces unless xml:space says otherwise: the header's
+    two-space gaps (and any aligned column) survive because the root preserves them."""
+    path = capture(tmp_path, "clean-close")
+    svg = tmp_path / "ladder.svg"
+    assert invoke("ladder", path, "--svg", svg).exit_code == 0
+    root = ET.parse(svg).getroot()
+    assert root.get("{http://www.w3.org/XML/1998/namespace}space") == "preserve"
+    texts = ["".join(el.itertext()) for el in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert any(re.search(r"UTC  duration \d", t) for t in texts)
+
+
 def test_figure_arrows_match_the_text(tmp_path):
     from matplotlib.patches import FancyArrowPatch
 

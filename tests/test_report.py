@@ -159,7 +159,11 @@ def test_incident_html_has_every_finding_in_severity_order(incident_report):
             assert f'href="#conn-{a.uid}"' in block
             assert f'id="conn-{a.uid}"' in text
     counts = {s: sum(a.severity == s for a in findings) for s in SEVERITIES}
-    parts = ", ".join(f"{counts[s]} {s}" for s in reversed(SEVERITIES) if counts[s])
+    parts = ", ".join(
+        f"{counts[s]} {s}{'s' if s == 'warning' and counts[s] != 1 else ''}"
+        for s in reversed(SEVERITIES)
+        if counts[s]
+    )
     assert f"{len(findings)} findings ({parts})" in result.stderr
     # the retransmitted request's time-sequence graph takes a second pass (tests/test_plot.py)
     assert "2 passes over the capture" in result.stderr

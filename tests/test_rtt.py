@@ -308,9 +308,11 @@ def test_cli_table_json_csv(tmp_path):
     res = runner.invoke(cli, ["rtt", path])
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
-    assert lines[0].split()[:7] == ["uid", "start", "(UTC)", "proto", "orig", "resp", "path"]
+    assert lines[0].split()[:4] == ["uid", "orig", "resp", "path"]
     assert "cap>resp>cap" in lines[1] and "cap>orig>cap" in lines[2] and len(lines) == 3
-    assert "Measured at the capture point" in res.stderr
+    assert "path: cap>resp>cap = capture point to responder and back" in res.stderr
+    wide = runner.invoke(cli, ["rtt", path, "--wide"]).stdout.splitlines()
+    assert wide[0].split()[:7] == ["uid", "start", "(UTC)", "proto", "orig", "resp", "path"]
     res = runner.invoke(cli, ["rtt", path, "--format", "json"])
     recs = [json.loads(line) for line in res.stdout.splitlines()]
     assert [(r["path"], r["count"], r["min_ms"], r["max_ms"], r["handshake_ms"]) for r in recs] == [
@@ -344,7 +346,7 @@ def test_cli_by_server_client_pair(tmp_path):
     assert set(recs) == {"198.51.100.20", "198.51.100.99"}
     a = recs["198.51.100.20"]  # the exchange, the DNS flow and the pings share this server
     assert (a["path"], a["conns"], a["handshakes"], a["handshake_p50_ms"]) == (
-        "cap>server>cap",
+        "cap>resp>cap",
         3,
         1,
         10.0,
@@ -355,7 +357,7 @@ def test_cli_by_server_client_pair(tmp_path):
     assert (b["handshake_p50_ms"], b["count"], b["min_ms"]) == (50.0, 1, 1.0)
     res = runner.invoke(cli, ["rtt", path, "--by", "client", "--format", "json"])
     [r] = [json.loads(line) for line in res.stdout.splitlines()]
-    assert (r["host"], r["path"], r["conns"], r["count"]) == ("192.0.2.10", "cap>client>cap", 2, 3)
+    assert (r["host"], r["path"], r["conns"], r["count"]) == ("192.0.2.10", "cap>orig>cap", 2, 3)
     res = runner.invoke(cli, ["rtt", path, "--by", "pair"])
     assert res.exit_code == 0 and len(res.stdout.splitlines()) == 1 + 4  # header, two legs per pair
 
@@ -732,3 +734,20 @@ def test_irtt_equals_tshark_initial_rtt(path):
 def test_irtt_on_a_real_loopback_capture():
     result, _cases = _irtt_comparison(REAL_LOOPBACK)
     assert result == Counter(match=500)
+
+
+def test_plot_of_one_sample_has_sane_axes():
+    """One sample: one point at x = 0 on axes from 0 (not a point at -0.05 s), one bar, and the
+    histogram counts whole samples (no 0.2-sample ticks); the title says `1 sample`."""
+    fig = draw_figure([Series("C1 cap>resp>cap", [10.0], [2.5])])
+    ax_time, ax_hist = fig.axes
+    assert ax_time.get_xlim()[0] == 0 and ax_time.get_xlim()[1] > 0
+    assert ax_time.get_ylim()[0] == 0 and ax_time.get_ylim()[1] > 2.5
+    bars = [p for p in ax_hist.patches if p.get_height() > 0]
+    assert [b.get_height() for b in bars] == [1]
+    assert bars[0].get_x() < 2.5 < bars[0].get_x() + bars[0].get_width()
+    assert ax_hist.get_xlim()[0] == 0 and ax_hist.get_xlim()[1] >= 5
+    fig.canvas.draw()
+    ticks = [t for t in ax_hist.get_yticks() if ax_hist.get_ylim()[0] <= t <= ax_hist.get_ylim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert ax_hist.get_title() == "1 sample"

@@ -12,7 +12,14 @@ from click.testing import CliRunner
 from flowlens.cli import cli
 from flowlens.core.connections import format_addr
 from flowlens.core.pipeline import analyze
-from flowlens.reports.states import STATES, SocketStates, states_figure, tick_times
+from flowlens.reports.states import (
+    BRIEF_CLOSE_WAIT,
+    DRAIN_SHARE,
+    STATES,
+    SocketStates,
+    states_figure,
+    tick_times,
+)
 
 CLIENT, SERVER = pcapgen.CLIENT4, pcapgen.SERVER4
 N = 20  # connections in the TIME_WAIT pile-up
@@ -125,11 +132,11 @@ def test_table_over_time(pileup):
         "time_s",
         "host",
         "total",
-        "SYN-SENT",
-        "SYN-RECV",
-        "ESTAB",
-        "TIME-WAIT",
-    ]
+        "SYN_SENT",
+        "SYN_RECEIVED",
+        "ESTABLISHED",
+        "TIME_WAIT",
+    ]  # the states' one spelling, as in flows (ss's spellings are input only)
     assert lines[-2].split() == ["0.208", CLIENT, "20", "0", "0", "0", "20"]
     rows = [
         json.loads(x)
@@ -184,12 +191,48 @@ def test_plot_data(pileup, tmp_path):
     # the top of the stack is the total: N sockets, all in TIME_WAIT, once every client closed
     tops = areas["TIME_WAIT"].get_paths()[0].vertices[:, 1]
     assert tops.max() == N
-    # the x axis runs on until the last TIME_WAIT drains, 2 x MSL after the last close
-    assert ax.get_xlim()[1] == pytest.approx((starts[-1] + 60e9 - a.stats.first_ts_ns) / 1e9)
+    # the x axis runs on after the capture while TIME_WAIT drains, for a quarter of the chart
+    # at most: this 0.21 s capture is not a sliver of a 60 s chart; the drain's end is written
+    span = (a.stats.last_ts_ns - a.stats.first_ts_ns) / 1e9
+    assert ax.get_xlim()[1] == pytest.approx(span / (1 - DRAIN_SHARE), rel=1e-6)
+    drained = (starts[-1] + 60e9 - a.stats.first_ts_ns) / 1e9
+    assert any(f"TIME_WAIT until\n+{drained:.1f} s" in t.get_text() for t in ax.texts)
+    assert not any("TIME_WAIT until" in t.get_text() for t in server.texts)  # none of its own
     png = tmp_path / "states.png"
     result = invoke("states", path, "--plot", png)
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _figure_of(path):
+    a = analyze(path)
+    index = SocketStates()
+    for c in a.connections:
+        index.add(c)
+    return a, states_figure(index, a.stats.first_ts_ns, a.stats.last_ts_ns)[0]
+
+
+def test_plot_shows_a_short_drain_whole(tmp_path):
+    """A capture much longer than 2 x MSL shows its TIME_WAIT drain to the end, uncut."""
+    frames = pcapgen.clean_close() + pcapgen.icmp_echo(t=pcapgen.T0 + 400)
+    a, fig = _figure_of(capture(tmp_path, "long", sorted(frames, key=lambda f: f[0])))
+    [tw_start] = [c.tcp.tw_start[0] for c in a.connections if c.tcp is not None]
+    span = (a.stats.last_ts_ns - a.stats.first_ts_ns) / 1e9  # the pings end it at 401 s
+    assert fig.axes[0].get_xlim()[1] == pytest.approx(span, rel=1e-6)
+    assert (tw_start + 60e9 - a.stats.first_ts_ns) / 1e9 < span
+
+
+def test_brief_close_wait_is_not_drawn_as_a_leak(tmp_path):
+    """Every passive close passes through CLOSE_WAIT for a moment: that is drawn muted, as
+    `CLOSE_WAIT (brief)`; a CLOSE_WAIT that lingers is the red CLOSE_WAIT and titled."""
+    _a, fig = _figure_of(capture(tmp_path, "clean-close"))
+    labels = {c.get_label() for ax in fig.axes for c in ax.collections}
+    assert BRIEF_CLOSE_WAIT in labels and "CLOSE_WAIT" not in labels
+    assert not any("CLOSE_WAIT" in ax.get_title(loc="left") for ax in fig.axes)
+    _a, fig = _figure_of(capture(tmp_path, "close-wait"))
+    server = next(ax for ax in fig.axes if ax.get_title(loc="left").startswith(SERVER))
+    assert "CLOSE_WAIT" in {c.get_label() for c in server.collections}
+    assert "up to 1 in CLOSE_WAIT" in server.get_title(loc="left")
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from ..reports.formats import FORMATS
 __all__ = [
     "capture_argument",
     "format_option",
+    "wide_option",
     "table_options",
     "filter_options",
     "selection_from",
@@ -48,6 +49,13 @@ format_option = click.option(
     show_default=True,
     help="table for a terminal; json = one JSON object per line; csv with a header; zeek = a "
     "Zeek ASCII log (zeek-cut reads it); zeek-json = Zeek's JSON log lines.",
+)
+
+
+wide_option = click.option(
+    "--wide",
+    is_flag=True,
+    help="Table: every column, however wide (default: the main ones, within 120 columns).",
 )
 
 

@@ -15,7 +15,7 @@ from ..analyzers.anomalies.detector import (
     Thresholds,
 )
 from ..analyzers.service_id import ServiceAnalyzer
-from ..reports.formats import human_time, write_records
+from ..reports.formats import TABLE_WIDTH, plural, utc_cells, write_records
 from ._common import (
     capture_argument,
     config_from,
@@ -27,10 +27,26 @@ from ._common import (
     selection_from,
     table_options,
     warn,
+    wide_option,
 )
 
-TABLE_COLUMNS = ("severity", "kind", "ts", "uid", "summary")
-TABLE_HEADERS = ("severity", "kind", "time (UTC)", "uid", "summary")
+#: --wide: the uid and every evidence frame, the summary on one line
+TABLE_COLUMNS = ("severity", "kind", "ts", "uid", "evidence", "summary")
+TABLE_HEADERS = ("severity", "kind", "time (UTC)", "uid", "evidence", "summary")
+#: the default, within 120 columns: the summary folded, the first evidence frames
+SHORT_COLUMNS = ("severity", "kind", "ts", "evidence", "summary")
+SHORT_HEADERS = ("severity", "kind", "time (UTC)", "evidence", "summary")
+#: evidence frames the default table lists (the rest counted: `4,7,9 +7`)
+SHORT_EVIDENCE = 3
+
+
+def _evidence_text(frames: list[int], wide: bool) -> str | None:
+    if not frames:
+        return None
+    if wide or len(frames) <= SHORT_EVIDENCE:
+        return ",".join(map(str, frames))
+    return ",".join(map(str, frames[:SHORT_EVIDENCE])) + f" +{len(frames) - SHORT_EVIDENCE}"
+
 
 _DEFAULTS = Thresholds()
 
@@ -176,10 +192,13 @@ def _threshold_options(func):
     help="Also name each connection's protocol from its first bytes, for service_port_mismatch "
     "(slower: docs/services.md).",
 )
+@wide_option
 @_threshold_options
 @filter_options
 @table_options
-def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs) -> None:
+def anomalies(
+    capture: str, fmt: str, min_severity: str, kinds: tuple, wide: bool, **kwargs
+) -> None:
     """What went wrong in CAPTURE, most severe first: one finding per problem, each a sentence
     to paste into a postmortem, with the frame numbers that show it (tcpdump -# and Wireshark
     count frames the same way) and kind-specific details.
@@ -191,11 +210,15 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
     service_port_mismatch, rst_ignored, synack_reflection.
     Filters select the connections looked at. Severities: info, warning, critical.
 
+    The table fits 120 columns: summaries folded, the first evidence frames (`4,7,9 +7`: seven
+    more); --wide adds the uid and lists every frame, one line per finding.
+
     \b
     Example:
       flowlens anomalies capture.pcap --min-severity warning
       flowlens anomalies capture.pcap --kind port_exhaustion_risk --ephemeral-range 40000-40999
       flowlens anomalies capture.pcap --format json | jq -r .summary
+      flowlens anomalies capture.pcap --wide
     """
     thresholds = Thresholds(
         ephemeral_range=kwargs.pop("ephemeral_range"),
@@ -232,18 +255,21 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
     records = [a.to_record() for a in shown]
     if fmt == "table":
         rows = []
-        for r in records:
+        for r, t in zip(records, utc_cells([r["ts"] for r in records], full=wide)):
             row = dict(r)
-            row["ts"] = human_time(r["ts"])[:-3]
+            row["ts"] = t
+            row["evidence"] = _evidence_text(r["evidence"], wide)
             rows.append(row)
         write_records(  # no findings: the header alone
             rows,
             fmt,
             sys.stdout,
             ANOMALY_FIELDS,
-            TABLE_COLUMNS,
-            TABLE_HEADERS,
+            TABLE_COLUMNS if wide else SHORT_COLUMNS,
+            TABLE_HEADERS if wide else SHORT_HEADERS,
             log_path="flowlens_anomalies",
+            max_width=None if wide else TABLE_WIDTH,
+            wrap="summary",
         )
     else:
         write_records(records, fmt, sys.stdout, ANOMALY_FIELDS, log_path="flowlens_anomalies")
@@ -251,10 +277,16 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
     if not seen:
         warn(nothing_line(capture, pipe.stats.frames, selection))
     by_sev = Counter(a.severity for a in shown)
-    parts = ", ".join(f"{by_sev[s]} {s}" for s in reversed(SEVERITIES) if by_sev[s])
+    # "1 critical, 3 warnings, 2 info": info and critical are not counted nouns
+    parts = ", ".join(
+        plural(by_sev[s], s) if s == "warning" else f"{by_sev[s]} {s}"
+        for s in reversed(SEVERITIES)
+        if by_sev[s]
+    )
     hidden = len(found) - len(shown)
     warn(
-        f"{len(shown)} finding{'' if len(shown) == 1 else 's'}{f' ({parts})' if parts else ''}"
-        f"{f', {hidden} hidden by --min-severity/--kind' if hidden else ''} in {seen} connections"
-        f"{' matching the filters' if selection else ''}, {pipe.stats.frames} frames"
+        f"{plural(len(shown), 'finding')}{f' ({parts})' if parts else ''}"
+        f"{f', {hidden} hidden by --min-severity/--kind' if hidden else ''} in "
+        f"{plural(seen, 'connection')}{' matching the filters' if selection else ''}, "
+        f"{plural(pipe.stats.frames, 'frame')}"
     )

@@ -8,6 +8,7 @@ import time
 
 import click
 
+from ..reports.formats import plural
 from ._common import check_outdir, config_from, report_damage, table_options, warn
 
 #: failures listed one per line on stderr; the rest are in summary.json
@@ -153,13 +154,18 @@ def batch(
     for path, error in result.failed[:MAX_LISTED_FAILURES]:
         warn(f"Error: {error if error.startswith(path) else f'{path}: {error}'}")
     if len(result.failed) > MAX_LISTED_FAILURES:
-        warn(f"... and {len(result.failed) - MAX_LISTED_FAILURES} more failures (see summary.json)")
-    skipped = f"; {result.skipped_files} other files skipped" if result.skipped_files else ""
+        more = len(result.failed) - MAX_LISTED_FAILURES
+        warn(f"... and {plural(more, 'more failure')} (see summary.json)")
+    skipped = (
+        f"; {plural(result.skipped_files, 'other file')} skipped" if result.skipped_files else ""
+    )
     warned = f"; {result.warnings} with warnings (see summary.json)" if result.warnings else ""
     warn(
-        f"{result.captures} captures: {result.analysed} analysed, {result.already_done} already done, "
-        f"{len(result.failed)} failed{skipped}{warned}; {result.connections:,} connections, "
-        f"{result.anomalies:,} anomalies in {result.elapsed_s:.1f} s -> {result.outdir}"
+        f"{plural(result.captures, 'capture')}: {result.analysed} analysed, "
+        f"{result.already_done} already done, {len(result.failed)} failed{skipped}{warned}; "
+        f"{result.connections:,} connection{'' if result.connections == 1 else 's'}, "
+        f"{result.anomalies:,} anomal{'y' if result.anomalies == 1 else 'ies'} in "
+        f"{result.elapsed_s:.1f} s -> {result.outdir}"
     )
     if result.failed:
         raise SystemExit(1)

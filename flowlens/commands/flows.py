@@ -9,7 +9,7 @@ import click
 
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.connections import PROTO_NAMES, RECORD_FIELDS
-from ..reports.formats import human_time, write_records
+from ..reports.formats import TABLE_WIDTH, plural, utc_cells, write_records
 from ._common import (
     capture_argument,
     config_from,
@@ -21,16 +21,23 @@ from ._common import (
     selection_from,
     table_options,
     warn,
+    wide_option,
 )
 
+#: --wide: every column of the table
 TABLE_COLUMNS = (
-    "uid", "ts", "duration", "proto", "orig", "resp", "conn_state", "history",
-    "orig_state", "resp_state", "pkts", "irtt_ms",
+    "uid", "ts", "duration", "proto", "orig", "resp", "service", "conn_state", "history",
+    "orig_state", "resp_state", "handshake", "teardown", "pkts", "bytes", "retransmissions",
+    "irtt_ms",
 )  # fmt: skip
-TABLE_HEADERS = (
-    "uid", "start (UTC)", "dur_s", "proto", "orig", "resp", "conn_state", "history",
-    "orig_state", "resp_state", "pkts o/r", "irtt_ms",
-)  # fmt: skip
+#: the default, within 120 columns (IPv4 and short IPv6 addresses): who, when, how long, how
+#: each endpoint ended and how much each sent; Zeek's conn_state and history are in --wide
+SHORT_COLUMNS = ("uid", "ts", "duration", "orig", "resp", "orig_state", "resp_state", "bytes")
+#: a column's header, where it is not the field's name (units in the name: dur_s)
+HEADERS = {
+    "ts": "start (UTC)", "duration": "dur_s", "pkts": "pkts o/r", "bytes": "bytes o/r",
+    "retransmissions": "retrans",
+}  # fmt: skip
 
 
 def _endpoint(host: str, port: int) -> str:
@@ -40,10 +47,11 @@ def _endpoint(host: str, port: int) -> str:
 def table_row(r: dict) -> dict:
     """The narrower, human-oriented view of a record used by the terminal table."""
     row = dict(r)
-    row["ts"] = human_time(r["ts"])[:-3]
     row["orig"] = _endpoint(r["id.orig_h"], r["id.orig_p"])
     row["resp"] = _endpoint(r["id.resp_h"], r["id.resp_p"])
     row["pkts"] = f"{r['orig_pkts']}/{r['resp_pkts']}"
+    ob, rb = r["orig_bytes"], r["resp_bytes"]  # payload bytes, as Zeek counts them
+    row["bytes"] = f"{'-' if ob is None else ob}/{'-' if rb is None else rb}"
     return row
 
 
@@ -52,6 +60,7 @@ def table_row(r: dict) -> dict:
 @format_option
 @filter_options
 @table_options
+@wide_option
 @click.option(
     "--services",
     "detect_services",
@@ -60,7 +69,9 @@ def table_row(r: dict) -> dict:
     "without it they are null and `port_service` names the port). About twice as slow on "
     "captures of short connections (docs/services.md).",
 )
-def flows(capture: str, fmt: str, detect_services: bool = False, **kwargs) -> None:
+def flows(
+    capture: str, fmt: str, detect_services: bool = False, wide: bool = False, **kwargs
+) -> None:
     """One row per TCP connection and UDP/ICMP flow in CAPTURE (pcap or pcapng, optionally
     gzip/bzip2/xz/zstd compressed; `-` reads stdin).
 
@@ -71,12 +82,15 @@ def flows(capture: str, fmt: str, detect_services: bool = False, **kwargs) -> No
     (Zeek's names), `port_service` the port's registered name, `app` the parsed facts (TLS
     SNI, HTTP host ...). A 5-tuple
     reused after a close is a new row. json and csv stream rows as connections end; the table
-    waits for the capture's end and sorts by start time.
+    waits for the capture's end and sorts by start time: its default columns fit 120
+    characters (bytes o/r are payload bytes, dur_s seconds); --wide adds proto, service,
+    conn_state, history, handshake, teardown, packets, retransmissions and irtt_ms.
 
     \b
     Example:
       flowlens flows capture.pcap --state time-wait --port 5432
       tcpdump -i eth0 -w - | flowlens flows - --format json
+      flowlens flows capture.pcap --wide
     """
     selection = selection_from(kwargs)
     config = config_from(kwargs)
@@ -100,15 +114,19 @@ def flows(capture: str, fmt: str, detect_services: bool = False, **kwargs) -> No
             records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
             if progress is not None:
                 progress.close()
-            records = [table_row(r) for r in records]
+            times = utc_cells([r["ts"] for r in records], full=wide)
+            records = [table_row(r) | {"ts": t} for r, t in zip(records, times)]
+            columns = TABLE_COLUMNS if wide else SHORT_COLUMNS
             write_records(
                 records,
                 fmt,
                 sys.stdout,
                 RECORD_FIELDS,
-                TABLE_COLUMNS,
-                TABLE_HEADERS,
+                columns,
+                [HEADERS.get(c, c) for c in columns],
                 log_path="conn",
+                max_width=None if wide else TABLE_WIDTH,
+                shrink=("resp", "orig"),
             )
         else:
             write_records(rows(), fmt, sys.stdout, RECORD_FIELDS, log_path="conn")
@@ -125,6 +143,6 @@ def flows(capture: str, fmt: str, detect_services: bool = False, **kwargs) -> No
         warn(nothing_line(capture, pipe.stats.frames, selection))
     by_proto = ", ".join(f"{n} {p}" for p, n in sorted(kinds.items()))
     warn(
-        f"{total} connection{'' if total == 1 else 's'}{f' ({by_proto})' if by_proto else ''}"
-        f"{' matching the filters' if selection else ''} in {pipe.stats.frames} frames"
+        f"{plural(total, 'connection')}{f' ({by_proto})' if by_proto else ''}"
+        f"{' matching the filters' if selection else ''} in {plural(pipe.stats.frames, 'frame')}"
     )

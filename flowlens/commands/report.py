@@ -6,6 +6,7 @@ import os
 
 import click
 
+from ..reports.formats import plural
 from ..reports.ladder import Note
 from ..reports.postmortem import ReportOptions, build_report
 from ._common import (
@@ -116,12 +117,16 @@ def report(
             files = write_markdown(result, md_path)
         except OSError as exc:
             raise click.ClickException(f"{md_path}: {exc.strerror or exc}") from exc
-        extra = f" and {len(files) - 1} pictures" if len(files) > 1 else ""
+        extra = f" and {plural(len(files) - 1, 'picture')}" if len(files) > 1 else ""
         warn(f"Wrote {md_path}{extra}")
     counts = result.severity_counts()
-    parts = ", ".join(f"{counts[s]} {s}" for s in ("critical", "warning", "info") if counts[s])
+    parts = ", ".join(
+        plural(counts[s], s) if s == "warning" else f"{counts[s]} {s}"
+        for s in ("critical", "warning", "info")
+        if counts[s]
+    )
     warn(
-        f"{len(result.findings)} findings{f' ({parts})' if parts else ''}, "
-        f"{len(result.ladders)} ladders, {result.connections_total} connections, "
+        f"{plural(len(result.findings), 'finding')}{f' ({parts})' if parts else ''}, "
+        f"{plural(len(result.ladders), 'ladder')}, {plural(result.connections_total, 'connection')}, "
         f"{result.passes} pass{'es' if result.passes > 1 else ''} over the capture"
     )

@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..analyzers.rtt import RttCollector
-from ..reports.formats import human_time, write_records
+from ..reports.formats import TABLE_WIDTH, plural, utc_cells, write_records
 from ..reports.rtt import (
     AGGREGATE_FIELDS,
     BY_CHOICES,
@@ -33,31 +33,34 @@ from ._common import (
     selection_from,
     table_options,
     warn,
+    wide_option,
 )
 
-TABLE_COLUMNS = (
-    "uid", "ts", "proto", "orig", "resp", "path", "handshake_ms", "count", "min_ms", "p50_ms",
-    "p90_ms", "p99_ms", "max_ms", "mean_ms", "stdev_ms", "sources",
-)  # fmt: skip
-TABLE_HEADERS = (
-    "uid", "start (UTC)", "proto", "orig", "resp", "path", "hshake_ms", "n", "min_ms", "p50_ms",
-    "p90_ms", "p99_ms", "max_ms", "mean_ms", "stdev_ms", "sources",
-)  # fmt: skip
+# the table's columns carry the fields' own names (the json/csv keys), in every view
+_STATS_WIDE = ("count", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "stdev_ms",
+               "sources")  # fmt: skip
+_STATS_SHORT = ("count", "min_ms", "p50_ms", "max_ms")
+#: --wide: every statistic; by default the ones that fit 120 columns
+TABLE_COLUMNS = ("uid", "ts", "proto", "orig", "resp", "path", "handshake_ms", *_STATS_WIDE)
+SHORT_COLUMNS = ("uid", "orig", "resp", "path", "handshake_ms", *_STATS_SHORT)
 AGG_COLUMNS = {
-    "server": ("host", "path", "conns", "handshake_p50_ms", "count", "min_ms", "p50_ms", "p90_ms",
-               "p99_ms", "max_ms", "mean_ms", "stdev_ms", "sources"),
-    "client": ("host", "path", "conns", "handshake_p50_ms", "count", "min_ms", "p50_ms", "p90_ms",
-               "p99_ms", "max_ms", "mean_ms", "stdev_ms", "sources"),
-    "pair": ("orig_h", "resp_h", "path", "conns", "handshake_p50_ms", "count", "min_ms", "p50_ms",
-             "p90_ms", "p99_ms", "max_ms", "mean_ms", "stdev_ms", "sources"),
-}  # fmt: skip
+    "server": ("host", "path", "conns", "handshake_p50_ms", *_STATS_WIDE),
+    "client": ("host", "path", "conns", "handshake_p50_ms", *_STATS_WIDE),
+    "pair": ("orig_h", "resp_h", "path", "conns", "handshake_p50_ms", *_STATS_WIDE),
+}
+_AGG_STATS = ("count", "min_ms", "p50_ms", "p90_ms", "max_ms")
+AGG_SHORT = {
+    "server": ("host", "path", "conns", "handshake_p50_ms", *_AGG_STATS),
+    "client": ("host", "path", "conns", "handshake_p50_ms", *_AGG_STATS),
+    "pair": ("orig_h", "resp_h", "path", "conns", "handshake_p50_ms", *_AGG_STATS),
+}
 SAMPLE_COLUMNS = ("uid", "ts", "orig", "resp", "path", "source", "rtt_ms", "frame", "answer_frame")
+SAMPLE_SHORT = ("uid", "ts", "resp", "path", "source", "rtt_ms", "frame", "answer_frame")
 
+#: one line under a table (rtt --help says more)
 WHERE = (
-    "Measured at the capture point: cap>resp>cap (cap>server>cap) = capture point -> responder -> "
-    "capture point (SYN->SYN/ACK, originator data->ACK, query->answer); cap>orig>cap "
-    "(cap>client>cap) = the originator's side (SYN/ACK->ACK, responder data->ACK). "
-    "End-to-end RTT = their sum."
+    "path: cap>resp>cap = capture point to responder and back, cap>orig>cap = to originator "
+    "and back (their sum: end-to-end)"
 )
 
 
@@ -68,7 +71,6 @@ def _endpoint(host: str, port: int) -> str:
 def _table_row(r: dict) -> dict:
     row = dict(r)
     if "uid" in r:
-        row["ts"] = human_time(r["ts"])[:-3]
         row["orig"] = _endpoint(r["id.orig_h"], r["id.orig_p"])
         row["resp"] = _endpoint(r["id.resp_h"], r["id.resp_p"])
     if "sources" in r:
@@ -99,9 +101,12 @@ def _table_row(r: dict) -> dict:
     help="Also draw RTT over time (a line per connection, or per server/client with --by) and "
     "a histogram into this image (.png, .svg, .pdf ...).",
 )
+@wide_option
 @filter_options
 @table_options
-def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, **kwargs) -> None:
+def rtt(
+    capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, wide: bool, **kwargs
+) -> None:
     """Round-trip times in CAPTURE, measured at the capture point, per connection and
     direction: the handshake leg and data RTT statistics (count, min, p50, p90, p99, max,
     mean, stdev in ms).
@@ -111,13 +116,18 @@ def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, *
     query and answer by id, other UDP and ICMP echo by reply-after-request. `path` says which
     round trip a row measured: cap>resp>cap is capture point -> responder -> capture point
     (the SYN -> SYN/ACK leg), cap>orig>cap the originator's side (SYN/ACK -> ACK). A capture
-    taken on the client shows the whole network RTT in cap>resp>cap.
+    taken on the client shows the whole network RTT in cap>resp>cap. --by server and --by
+    client keep these labels: a server's leg is cap>resp>cap, a client's cap>orig>cap.
+
+    The table shows the main columns within 120 characters; --wide adds start time, proto,
+    p90/p99, mean, stdev and the samples' sources (with --samples: the originator). Times in ms with 3 decimals (microseconds).
 
     \b
     Example:
       flowlens rtt capture.pcap --port 443
       flowlens rtt capture.pcap --by server --plot rtt.png
       flowlens rtt capture.pcap --samples --uid CwV6 --format csv
+      flowlens rtt capture.pcap --wide
     """
     selection = selection_from(kwargs)
     config = config_from(kwargs)
@@ -161,17 +171,36 @@ def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, *
             if fmt == "table":
                 records = [_table_row(r) for r in records]
             write_records(
-                records, fmt, sys.stdout, AGGREGATE_FIELDS, AGG_COLUMNS[by], log_path="flowlens_rtt"
+                records,
+                fmt,
+                sys.stdout,
+                AGGREGATE_FIELDS,
+                (AGG_COLUMNS if wide else AGG_SHORT)[by],
+                log_path="flowlens_rtt",
+                **_fit(wide),
             )
         elif fmt == "table":
             records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
             if progress is not None:
                 progress.close()
-            columns = SAMPLE_COLUMNS if samples else TABLE_COLUMNS
-            headers = None if samples else TABLE_HEADERS
-            records = [_table_row(r) for r in records]
+            if samples:
+                columns = SAMPLE_COLUMNS if wide else SAMPLE_SHORT
+            else:
+                columns = TABLE_COLUMNS if wide else SHORT_COLUMNS
+            # a sample's ts is its answer's time; a connection's its first packet's
+            ts_header = "time (UTC)" if samples else "start (UTC)"
+            headers = [ts_header if c == "ts" else c for c in columns]
+            times = utc_cells([r["ts"] for r in records], full=wide)
+            records = [_table_row(r) | {"ts": t} for r, t in zip(records, times)]
             write_records(
-                records, fmt, sys.stdout, fields, columns, headers, log_path="flowlens_rtt"
+                records,
+                fmt,
+                sys.stdout,
+                fields,
+                columns,
+                headers,
+                log_path="flowlens_rtt",
+                **_fit(wide),
             )
         else:
             write_records(rows(), fmt, sys.stdout, fields, log_path="flowlens_rtt")
@@ -191,14 +220,19 @@ def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, *
     report_damage(pipe.summary_lines())
     if not seen[0]:
         warn(nothing_line(capture, pipe.stats.frames, selection))
-    warn(WHERE)
+    if fmt == "table":
+        warn(WHERE)
     if agg is not None:
-        made = f"{_n(len(agg.groups), 'row')} by {by}"
+        made = f"{plural(len(agg.groups), 'row')} by {by}"
     else:
-        made = f"{_n(seen[1], 'connection')} with round trips"
+        made = f"{plural(seen[1], 'connection')} with round trips"
     matching = " matching the filters" if selection else ""
-    warn(f"{made}, from {_n(seen[0], 'connection')}{matching} in {_n(pipe.stats.frames, 'frame')}")
+    warn(
+        f"{made}, from {plural(seen[0], 'connection')}{matching} in "
+        f"{plural(pipe.stats.frames, 'frame')}"
+    )
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+def _fit(wide: bool) -> dict:
+    """The table's width limit: none with --wide, else 120 columns, cutting the addresses."""
+    return {} if wide else {"max_width": TABLE_WIDTH, "shrink": ("resp", "orig", "host")}

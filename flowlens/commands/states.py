@@ -9,11 +9,10 @@ import click
 
 from ..core.filters import normalize_state
 from ..errors import UsageError
-from ..reports.formats import write_records
+from ..reports.formats import plural, utc_cells, write_records
 from ..reports.ladder import utc_text
 from ..reports.states import (
     LISTENING_FIELDS,
-    SS_NAMES,
     STATES,
     SocketStates,
     auto_interval,
@@ -31,6 +30,7 @@ from ._common import (
     report_damage,
     table_options,
     warn,
+    wide_option,
 )
 from ._timearg import DURATION, TIME
 
@@ -112,23 +112,37 @@ def _states(ctx, param, values):
     "states",
     multiple=True,
     callback=_states,
-    help="Only these states: time-wait, close-wait ... or ss groups like connected (repeatable).",
+    help="Only these states: time-wait, close-wait, estab ... (ss's spellings work) or ss groups "
+    "like connected (repeatable).",
 )
+@wide_option
 @table_options
 def states(
-    capture: str, fmt: str, at, interval, plot_path, listening: bool, hosts, ports, states, **kwargs
+    capture: str,
+    fmt: str,
+    at,
+    interval,
+    plot_path,
+    listening: bool,
+    hosts,
+    ports,
+    states,
+    wide: bool = False,
+    **kwargs,
 ) -> None:
     """Rebuild, for every host seen in CAPTURE, how many TCP sockets it had in each state (ss -s),
     from each endpoint's state timeline. TIME_WAIT counts for 2 x MSL after it starts (--msl),
-    even past the connection's last packet; an unanswered SYN (SYN-SENT) for 127 s and a
-    SYN-RECV for 63 s, as Linux retries them; any other state, however quiet, until the end
+    even past the connection's last packet; an unanswered SYN (SYN_SENT) for 127 s and a
+    SYN_RECEIVED for 63 s, as Linux retries them; any other state, however quiet, until the end
     (a CLOSE_WAIT nobody closes stays). At the end the counts are the end states of `flows`.
 
     Default: counts per host and state over time, every --interval. --at gives one moment
     (json: one object per host with its counts by state name). --plot draws the stacked area
     chart where a TIME_WAIT pile-up or a CLOSE_WAIT leak shows at a glance. --listening lists
     the services seen from outside: host:port that accepted connections, with their clients,
-    and ports that refused them.
+    and ports that refused them. States are spelt as in `flows` (TIME_WAIT); --state also takes
+    ss's spellings (time-wait, estab, syn-recv). A table wider than 120 columns adds up the
+    handshake and closing steps as `other` (--wide: every state).
 
     \b
     Example:
@@ -136,6 +150,7 @@ def states(
       flowlens states capture.pcap --at +60s --state time-wait --format json
       flowlens states capture.pcap --interval 10s --plot states.png
       flowlens states capture.pcap --listening
+      flowlens states capture.pcap --state estab --wide
     """
     if at is not None and interval is not None:
         raise click.UsageError(
@@ -178,9 +193,22 @@ def states(
 
     if listening:
         rows = index.listening_records()
-        write_records(rows, fmt, out, LISTENING_FIELDS, log_path="flowlens_states")
+        if fmt == "table":  # UTC for people, as every other table (json/csv keep epoch seconds)
+            firsts = utc_cells([r["first_ts"] for r in rows] + [r["last_ts"] for r in rows])
+            shown = [
+                {**r, "first_ts": first, "last_ts": last}
+                for r, first, last in zip(rows, firsts, firsts[len(rows) :])
+            ]
+            headers = [
+                {"first_ts": "first (UTC)", "last_ts": "last (UTC)"}.get(f, f)
+                for f in LISTENING_FIELDS
+            ]
+            write_records(shown, fmt, out, LISTENING_FIELDS, LISTENING_FIELDS, headers)
+        else:
+            write_records(rows, fmt, out, LISTENING_FIELDS, log_path="flowlens_states")
         warn(
-            f"{sum(r['state'] == 'LISTEN' for r in rows)} listening, {sum(r['state'] == 'REFUSED' for r in rows)} refusing host:port"
+            f"{sum(r['state'] == 'LISTEN' for r in rows)} listening, "
+            f"{sum(r['state'] == 'REFUSED' for r in rows)} refusing host:port"
         )
         return
 
@@ -189,7 +217,7 @@ def states(
         fields = ("host", "ts", "total", *STATES)
         if fmt == "table":
             out.write(f"TCP sockets per host at {utc_text(ts)} ({where})\n")
-            _table(records, ("host", "total"), out)
+            _table(records, ("host", "total"), out, wide)
         else:
             write_records(records, fmt, out, fields, log_path="flowlens_states")
     else:
@@ -210,7 +238,7 @@ def states(
             out.write(f"TCP sockets per host every {step:g} s from {utc_text(first)}\n")
             for rec in records:
                 rec["time_s"] = f"{rec['time_s']:.3f}" if step < 1 else f"{rec['time_s']:.1f}"
-            _table(records, ("time_s", "host", "total"), out)
+            _table(records, ("time_s", "host", "total"), out, wide)
         else:
             write_records(
                 index.iter_series_records(times, first),
@@ -227,8 +255,14 @@ def states(
         except OSError as exc:  # the disk filled, the folder went away after the check
             raise click.ClickException(f"{plot_path}: {exc.strerror or exc}") from exc
         if left_out:
-            warn(f"Warning: {plot_path}: {len(left_out)} quieter hosts left out (use --host)")
-    warn(f"{index.connections} TCP connections, {len(index.host_list())} hosts with sockets")
+            warn(
+                f"Warning: {plot_path}: {plural(len(left_out), 'quieter host')} left out "
+                "(use --host)"
+            )
+    warn(
+        f"{plural(index.connections, 'TCP connection')}, "
+        f"{plural(len(index.host_list()), 'host')} with sockets"
+    )
 
 
 def _moment(capture: str, at, ts: int, first: int, last: int) -> str:
@@ -261,15 +295,26 @@ def _empty(fmt: str, out, table_columns: tuple[str, ...], fields: tuple[str, ...
         write_records([], fmt, out, fields, log_path="flowlens_states")
 
 
-def _table(records: list[dict], lead: tuple[str, ...], out) -> None:
+#: the states a socket sits in for long (an open connection, a leak, a close waiting on the
+#: peer, the 2 x MSL wait); the others are steps of a handshake or a close, which the default
+#: table adds up as `other` when every state would not fit in 120 columns (--wide: all)
+LASTING = ("ESTABLISHED", "FIN_WAIT_2", "CLOSE_WAIT", "TIME_WAIT")
+
+
+def _table(records: list[dict], lead: tuple[str, ...], out, wide: bool = False) -> None:
     """An aligned table with the lead columns and the states that are non-zero somewhere."""
-    from ..reports.formats import render_table
+    from ..reports.formats import TABLE_WIDTH, render_table
 
     present = [s for s in STATES if any(r[s] for r in records)]
-    columns = (*lead, *present)
-    headers = (*lead, *(SS_NAMES[s] for s in present))
     if records and "time_s" in lead:  # strings of fixed decimals: right-align them by hand
         width = max(len(r["time_s"]) for r in records)
         for r in records:
             r["time_s"] = r["time_s"].rjust(width)
-    out.write(render_table(records, columns, headers) + "\n")  # no records: the header
+    # the states' one spelling (core/filters.TCP_STATE_NAMES) as headers; no records: the header
+    text = render_table(records, (*lead, *present))
+    if records and not wide and max(map(len, text.splitlines())) > TABLE_WIDTH:
+        brief = [s for s in present if s not in LASTING]
+        for r in records:
+            r["other"] = sum(r[s] for s in brief)
+        text = render_table(records, (*lead, *(s for s in present if s in LASTING), "other"))
+    out.write(text + "\n")

@@ -12,7 +12,7 @@ from ..analyzers.packetlog import (
     select_logs,
 )
 from ..analyzers.tcpanalysis import TcpAnalyzer
-from ..reports.formats import render_table, write_records
+from ..reports.formats import TABLE_WIDTH, render_table, write_records
 from ..reports.timeline import (
     TABLE_COLUMNS,
     TABLE_HEADERS,
@@ -32,6 +32,7 @@ from ._common import (
     selection_from,
     table_options,
     warn,
+    wide_option,
 )
 
 
@@ -44,8 +45,9 @@ from ._common import (
     is_flag=True,
     help="Raw sequence and acknowledgment numbers instead of relative ones.",
 )
+@wide_option
 @table_options
-def timeline(capture: str, fmt: str, absolute: bool, **kwargs) -> None:
+def timeline(capture: str, fmt: str, absolute: bool, wide: bool = False, **kwargs) -> None:
     """Every packet of the selected connection(s) of CAPTURE as a row: frame, time since the
     connection's first packet, direction, tcpdump flags, relative seq/ack, length, window, the
     TCP state of both endpoints after the packet, and analysis notes (handshake legs,
@@ -53,12 +55,14 @@ def timeline(capture: str, fmt: str, absolute: bool, **kwargs) -> None:
     running out) is a row without a frame.
 
     Choose the connection with --uid (from `flowlens flows`); --port, --host ... also work;
-    without a filter every connection is listed, each as it ends.
+    without a filter every connection is listed, each as it ends. The table fits 120 columns,
+    long notes folded under their row; --wide keeps each row on one line.
 
     \b
     Example:
       flowlens timeline capture.pcap --uid CMayhZrxGd
       flowlens timeline capture.pcap --uid CMayhZrxGd --format csv > frames.csv
+      flowlens timeline capture.pcap --port 5432 --wide
     """
     selection = selection_from(kwargs)
     config = config_from(kwargs)
@@ -82,7 +86,11 @@ def timeline(capture: str, fmt: str, absolute: bool, **kwargs) -> None:
                     sys.stdout.write("\n")
                 sys.stdout.write(caption(conn) + "\n")
                 rows = table_rows(timeline_records(conn, log, absolute))
-                sys.stdout.write(render_table(rows, TABLE_COLUMNS, TABLE_HEADERS) + "\n")
+                width = None if wide else TABLE_WIDTH
+                text = render_table(
+                    rows, TABLE_COLUMNS, TABLE_HEADERS, max_width=width, wrap="notes"
+                )
+                sys.stdout.write(text + "\n")
             if not shown[0]:  # the table's header, as every command prints when nothing matched
                 sys.stdout.write(render_table([], TABLE_COLUMNS, TABLE_HEADERS) + "\n")
         else:

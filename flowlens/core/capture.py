@@ -34,6 +34,11 @@ __all__ = ["CaptureStats", "Capture", "open_capture", "Frame", "FrameRef", "MAX_
 Frame = tuple  # (frame, ts_ns, linktype, data, wirelen)
 
 
+def _count(n: int, noun: str) -> str:
+    """`1 frame`, `3 frames`: a count and its noun, for the warnings people read."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 class FrameRef:
     """One frame where it lies in the block it was read in: `buf[start:end]`.
 
@@ -141,12 +146,13 @@ class CaptureStats:
             of = " of the decompressed data" if "+" in self.container else ""
             out.append(
                 f"{self.path}: {self.stopped} at frame {self.stopped_frame} (byte offset "
-                f"{self.stopped_offset}{of}); the {self.frames} frames before it were analysed"
+                f"{self.stopped_offset}{of}); the {_count(self.frames, 'frame')} before it "
+                f"{'was' if self.frames == 1 else 'were'} analysed"
             )
         if self.clock_jumps:
-            out.append(f"{self.path}: timestamps went backwards {self.clock_jumps} times")
+            out.append(f"{self.path}: timestamps went backwards {_count(self.clock_jumps, 'time')}")
         for what, count in sorted(self.oddities.items()):
-            out.append(f"{self.path}: {count} frames with {what}")
+            out.append(f"{self.path}: {_count(count, 'frame')} with {what}")
         return out
 
 

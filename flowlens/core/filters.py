@@ -8,12 +8,33 @@ from dataclasses import dataclass, field
 from ..errors import UsageError
 from .connections import Connection, format_addr
 
-__all__ = ["Selection", "normalize_state", "ZEEK_CONN_STATES", "TCP_STATE_NAMES"]
+__all__ = [
+    "Selection",
+    "normalize_state",
+    "ZEEK_CONN_STATES",
+    "TCP_STATE_NAMES",
+    "SS_STATE_NAMES",
+    "STATE_GROUPS",
+]
 
+#: the one spelling of a TCP state in every output of flowlens (flows' orig_state/resp_state,
+#: the states table and JSON, ladders, timelines, findings): RFC 9293 §3.3.2's names with
+#: underscores, as Linux's kernel spells them (include/net/tcp_states.h: TCP_SYN_RECV is the
+#: one it shortens; flowlens keeps the RFC's SYN_RECEIVED)
 TCP_STATE_NAMES = (
     "CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2",
     "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT",
 )  # fmt: skip
+#: how ss(8) spells each state, in its output and in its `state` filter (iproute2's
+#: misc/ss.c sstate_name and sstate_namel): accepted as input (--state estab), never printed
+SS_STATE_NAMES = {
+    "CLOSED": ("UNCONN", "closed"), "LISTEN": ("LISTEN", "listening"),
+    "SYN_SENT": ("SYN-SENT", "syn-sent"), "SYN_RECEIVED": ("SYN-RECV", "syn-recv"),
+    "ESTABLISHED": ("ESTAB", "established"), "FIN_WAIT_1": ("FIN-WAIT-1", "fin-wait-1"),
+    "FIN_WAIT_2": ("FIN-WAIT-2", "fin-wait-2"), "CLOSE_WAIT": ("CLOSE-WAIT", "close-wait"),
+    "CLOSING": ("CLOSING", "closing"), "LAST_ACK": ("LAST-ACK", "last-ack"),
+    "TIME_WAIT": ("TIME-WAIT", "time-wait"),
+}  # fmt: skip
 ZEEK_CONN_STATES = (
     "S0",
     "S1",
@@ -30,18 +51,27 @@ ZEEK_CONN_STATES = (
     "OTH",
 )
 
-# ss(8) spellings and state groups
-_ALIASES = {"SYN_RECV": "SYN_RECEIVED", "FIN_WAIT1": "FIN_WAIT_1", "FIN_WAIT2": "FIN_WAIT_2"}
-_GROUPS = {
-    "CONNECTED": set(TCP_STATE_NAMES) - {"LISTEN", "CLOSED"},
-    "SYNCHRONIZED": set(TCP_STATE_NAMES) - {"LISTEN", "CLOSED", "SYN_SENT"},
-    "BUCKET": {"SYN_RECEIVED", "TIME_WAIT"},
-    "BIG": set(TCP_STATE_NAMES) - {"SYN_RECEIVED", "TIME_WAIT"},
+# every other spelling accepted for a state (case, '-' or '_' do not matter): ss's output
+# and filter names, and the kernel's TCP_SYN_RECV / TCP_FIN_WAIT1 / TCP_FIN_WAIT2
+_ALIASES = {
+    alias.upper().replace("-", "_"): name
+    for name, spellings in SS_STATE_NAMES.items()
+    for alias in spellings
+} | {"SYN_RECV": "SYN_RECEIVED", "FIN_WAIT1": "FIN_WAIT_1", "FIN_WAIT2": "FIN_WAIT_2"}
+#: ss(8)'s state groups (its man page, STATE-FILTER), as sets of TCP_STATE_NAMES
+STATE_GROUPS = {
+    "all": set(TCP_STATE_NAMES),
+    "connected": set(TCP_STATE_NAMES) - {"LISTEN", "CLOSED"},
+    "synchronized": set(TCP_STATE_NAMES) - {"LISTEN", "CLOSED", "SYN_SENT"},
+    "bucket": {"SYN_RECEIVED", "TIME_WAIT"},
+    "big": set(TCP_STATE_NAMES) - {"SYN_RECEIVED", "TIME_WAIT"},
 }
+_GROUPS = {k.upper(): v for k, v in STATE_GROUPS.items()}
 
 
 def normalize_state(text: str) -> set[str]:
-    """`time-wait`, `TIME_WAIT`, `syn-recv`, `connected` -> set of TCP state names, or a Zeek
+    """`time-wait`, `TIME_WAIT`, `estab`, `syn-recv`, `connected` -> set of TCP state names (ss's
+    spellings are accepted, TCP_STATE_NAMES come out), or a Zeek
     conn_state code (`SF`, `REJ`) as a one-element set; raises UsageError otherwise."""
     upper = text.strip().upper().replace("-", "_")
     if text.strip().upper() in ZEEK_CONN_STATES:

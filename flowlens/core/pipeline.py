@@ -161,7 +161,10 @@ class Pipeline:
                 if self._rotation:
                     run.warnings = cap.stats.warnings()
                     if run.undecodable:
-                        run.warnings.append(f"{path}: skipped {run.undecodable} undecodable frames")
+                        n = run.undecodable
+                        run.warnings.append(
+                            f"{path}: skipped {n} undecodable frame{'' if n == 1 else 's'}"
+                        )
             if self._rotation:
                 if all(f.stats is None for f in self.files):
                     raise FlowlensError(
@@ -226,7 +229,10 @@ class Pipeline:
         if self.skipped and not self._rotation:
             total = sum(self.skipped.values())
             reasons = ", ".join(f"{n} {why}" for why, n in self.skipped.most_common())
-            lines.append(f"{self.path}: skipped {total} undecodable frames ({reasons})")
+            lines.append(
+                f"{self.path}: skipped {total} undecodable frame{'' if total == 1 else 's'} "
+                f"({reasons})"
+            )
         pending = self.decoder.pending_fragments
         if pending:
             lines.append(

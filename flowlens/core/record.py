@@ -32,8 +32,11 @@ class ConnectionRecord:
     """Time of the connection's first packet, epoch seconds, to the microsecond (UTC)."""
 
     duration: float
-    """Seconds from the first to the last packet of the connection, to the microsecond; 0 for a
-    single packet. Never negative (a clock that jumps back gives 0)."""
+    """Zeek's duration: seconds from the first packet to Zeek's last_time, to the microsecond;
+    0 for a single packet. For TCP, last_time stops once both sides' closes were seen (Zeek's
+    TCPSessionAdapter::Process), so the ACK of the last FIN is not in it (the API's
+    `Connection.duration_s` runs to the last packet). Never negative (a clock that jumps back
+    gives 0)."""
 
     proto: str
     """Transport protocol: `tcp`, `udp` or `icmp` (ICMPv6 too), else the IP protocol number."""

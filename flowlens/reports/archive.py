@@ -16,6 +16,9 @@ import os
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..analyzers.anomalies.detector import KINDS
+from .formats import column_decimals
+
 __all__ = [
     "archive_report",
     "load_connections",
@@ -25,6 +28,8 @@ __all__ = [
     "host_table",
     "trend_tables",
     "bucket_for",
+    "KIND_COLORS",
+    "trend_figure",
 ]
 
 _CONN_COLUMNS = ["uid", "ts", "id.orig_h", "id.resp_h", "id.resp_p", "proto", "conn_state",
@@ -32,6 +37,12 @@ _CONN_COLUMNS = ["uid", "ts", "id.orig_h", "id.resp_h", "id.resp_p", "proto", "c
 _SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 #: hosts (or servers) drawn per figure; the rest would be unreadable lines
 TOP_HOSTS = 6
+#: one colour per finding kind, the same in every report: matplotlib's tab20, its ten dark
+#: tones first, then the ten light ones (a kind's bar never shares a colour with another's)
+_TAB20 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+          "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
+          "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")  # fmt: skip
+KIND_COLORS = dict(zip(KINDS, _TAB20, strict=False))
 
 
 def _read(outdir: str, dataset: str, columns: list[str]) -> pd.DataFrame:
@@ -182,7 +193,9 @@ def trend_tables(
 # ------------------------------------------------------------------ rendering
 
 
-def _figure(table: pd.DataFrame, title: str, ylabel: str, kind: str) -> Figure:
+def trend_figure(table: pd.DataFrame, title: str, ylabel: str, kind: str) -> Figure:
+    """One trend of `trend_tables` over time: stacked bars (findings per kind, each kind in its
+    KIND_COLORS colour) or a line per column."""
     fig = Figure(figsize=(9, 3.4), dpi=100)
     ax = fig.add_subplot()
     x = (
@@ -194,7 +207,8 @@ def _figure(table: pd.DataFrame, title: str, ylabel: str, kind: str) -> Figure:
         bottom = None
         width = _bar_width(x)
         for col in table.columns:
-            ax.bar(x, table[col].values, width=width, bottom=bottom, label=str(col), align="edge")
+            ax.bar(x, table[col].values, width=width, bottom=bottom, label=str(col), align="edge",
+                   color=KIND_COLORS.get(str(col), "#333333"))  # fmt: skip
             bottom = table[col].values if bottom is None else bottom + table[col].values
     else:
         for col in table.columns:
@@ -228,30 +242,55 @@ def _when(ts) -> str:
     return _dt.datetime.fromtimestamp(float(ts), _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _missing(value) -> bool:
+    return value is None or (not isinstance(value, str) and pd.isna(value))
+
+
+def _places(values: list) -> int | None:
+    """How a numeric column prints: None for integers (a count with a gap is stored as float
+    by pandas: 313.0 prints 313), else one number of decimals for the whole column."""
+    numbers = [v for v in values if not _missing(v) and not isinstance(v, (bool, str))]
+    if not numbers or not all(isinstance(v, (int, float)) for v in numbers):
+        return None
+    if all(float(v).is_integer() for v in numbers):
+        return None
+    most = 0
+    for v in numbers:
+        text = f"{float(v):.6f}".rstrip("0")
+        most = max(most, len(text) - text.index(".") - 1)
+    return most
+
+
 def _html_table(frame: pd.DataFrame, columns: list[str], headers: list[str], times=()) -> str:
     if frame.empty:
         return "<p class=none>None.</p>"
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    places = {}
+    for c in columns:
+        if c not in times:
+            found = _places(list(frame[c]))
+            fixed = column_decimals(c)
+            places[c] = fixed if found is not None and fixed is not None else found
     body = []
     for _, row in frame.iterrows():
         cells = []
         for c in columns:
             value = row[c]
-            text = (
-                _when(value)
-                if c in times
-                else (
-                    "-"
-                    if value is None or (not isinstance(value, str) and pd.isna(value))
-                    else str(value)
-                )
-            )
             numeric = (
                 isinstance(value, (int, float))
                 and not isinstance(value, bool)
-                and not pd.isna(value)
+                and not _missing(value)
             )
-            cls = " class=num" if numeric and c not in times else ""
+            if c in times:
+                text = _when(value)
+            elif _missing(value):
+                text = "-"
+            elif numeric:
+                p = places.get(c)
+                text = f"{int(value):,}" if p is None else f"{float(value):,.{p}f}"
+            else:
+                text = str(value)
+            cls = " class=time" if c in times else " class=num" if numeric else ""
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -262,6 +301,7 @@ body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 h1{font-size:1.5em} h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0} td,th{padding:.2em .6em;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 td.num{text-align:right;font-variant-numeric:tabular-nums} th{background:#f4f4f4}
+td.time{white-space:nowrap;font-variant-numeric:tabular-nums}
 .stats span{display:inline-block;margin-right:2em} .stats b{font-size:1.3em;display:block}
 .failed{color:#b00} .none{color:#888} img{max-width:100%}
 """
@@ -290,7 +330,7 @@ def archive_report(outdir: str, summary: list[dict]) -> str:
         ("rtt", f"Median handshake RTT per {unit}, busiest servers", "irtt (ms)", "line"),
     ):
         if key in trends and not trends[key].empty:
-            figures.append((title, _png(_figure(trends[key], title, ylabel, kind))))
+            figures.append((title, _png(trend_figure(trends[key], title, ylabel, kind))))
     stats = [
         ("captures", len(summary)),
         ("failed", len(failed)),

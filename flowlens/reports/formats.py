@@ -8,11 +8,24 @@ from typing import IO
 
 import orjson
 
-__all__ = ["FORMATS", "write_records", "render_table", "human_time"]
+__all__ = [
+    "FORMATS",
+    "TABLE_WIDTH",
+    "write_records",
+    "render_table",
+    "human_time",
+    "utc_cells",
+    "plural",
+    "column_decimals",
+]
 
 #: table for people; json = one JSON object per line; csv; zeek = a Zeek ASCII log (TSV with
 #: its header); zeek-json = Zeek's JSON log lines (reports/zeeklog.py)
 FORMATS = ("table", "json", "csv", "zeek", "zeek-json")
+
+#: the widest line a default table prints (a terminal split in two, an issue comment, a
+#: postmortem); `--wide` lifts it and shows every column
+TABLE_WIDTH = 120
 
 
 def human_time(epoch_s: float | None) -> str | None:
@@ -24,7 +37,32 @@ def human_time(epoch_s: float | None) -> str | None:
     return _dt.datetime.fromtimestamp(epoch_s, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _cell(value) -> str:
+def utc_cells(epochs: Sequence[float | None], full: bool = False) -> list[str | None]:
+    """Epoch seconds -> UTC text for a table column, to the millisecond: the time of day
+    (`22:13:20.000`, as tcpdump prints it) when every value falls on one UTC date, else (or
+    with `full`, as --wide asks) with the date (`2023-11-14 22:13:20.000`, tcpdump -tttt)."""
+    texts = [None if t is None else human_time(t)[:-3] for t in epochs]  # type: ignore[index]
+    if full or len({t[:10] for t in texts if t is not None}) > 1:
+        return texts
+    return [None if t is None else t[11:] for t in texts]
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`1 host`, `3 hosts`, `0 findings` (`many` for irregular nouns: plural(2, "process", "processes"))."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
+
+
+def column_decimals(name: str) -> int | None:
+    """Decimals a table shows for a float column, by the unit its name ends in: microseconds
+    either way, what a pcap's timestamps resolve (`_ms` 3, `_s` 6); None: as the column needs."""
+    if name.endswith("_ms"):
+        return 3
+    if name.endswith("_s") or name == "duration":
+        return 6
+    return None
+
+
+def _cell(value, decimals: int | None = None) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -32,6 +70,8 @@ def _cell(value) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
+        if decimals is not None:
+            return f"{value:.{decimals}f}"
         return (
             f"{value:.6f}".rstrip("0").rstrip(".")
             if value != int(value) or abs(value) < 1e15
@@ -46,24 +86,95 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _needed_decimals(values: Sequence) -> int:
+    """The most decimals (up to 6) any float of `values` needs in its shortest form."""
+    most = 0
+    for v in values:
+        if isinstance(v, float) and not math.isnan(v) and v != int(v):
+            text = f"{v:.6f}".rstrip("0")
+            most = max(most, len(text) - text.index(".") - 1)
+    return most
+
+
 def render_table(
-    rows: Sequence[dict], columns: Sequence[str], headers: Sequence[str] | None = None
+    rows: Sequence[dict],
+    columns: Sequence[str],
+    headers: Sequence[str] | None = None,
+    *,
+    max_width: int | None = None,
+    shrink: Sequence[str] = (),
+    wrap: str | None = None,
 ) -> str:
-    """Left-aligned text, numbers right-aligned, columns two spaces apart."""
+    """Left-aligned text, numbers right-aligned, columns two spaces apart.
+
+    A column of floats shows one number of decimals (`column_decimals` of its header, else
+    the most its values need), so its points line up. With `max_width`, the `wrap` column (a
+    sentence, the last) is folded onto continuation lines within the width left to it (at
+    least 30 characters), then the `shrink` columns (text) are cut, the first one first,
+    with a trailing `…`, until a line fits."""
     headers = list(headers or columns)
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [len(h) for h in headers]
-    numeric = [True] * len(columns)
-    for row in cells:
-        for i, text in enumerate(row):
-            widths[i] = max(widths[i], len(text))
-    for i, c in enumerate(columns):
-        numeric[i] = all(
+    numeric = [  # right-aligned: numbers and gaps, at least one number
+        any(r.get(c) is not None for r in rows)
+        and all(
             isinstance(r.get(c), (int, float))
             and not isinstance(r.get(c), bool)
             or r.get(c) is None
             for r in rows
-        ) and bool(rows)
+        )
+        for c in columns
+    ]
+    places: list[int | None] = []
+    for c, h in zip(columns, headers):
+        values = [r.get(c) for r in rows]
+        if not any(isinstance(v, float) for v in values):
+            places.append(None)
+            continue
+        fixed = column_decimals(h)
+        places.append(fixed if fixed is not None else _needed_decimals(values))
+    cells = [
+        [
+            _cell(
+                float(v) if p is not None and isinstance(v, int) and not isinstance(v, bool) else v,
+                p,
+            )
+            for v, p in ((r.get(c), p) for c, p in zip(columns, places))
+        ]
+        for r in rows
+    ]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, text in enumerate(row):
+            widths[i] = max(widths[i], len(text))
+    folded: dict[int, list[str]] = {}  # row -> continuation lines of the wrap column
+    wrap_at = 0
+    if max_width is not None and wrap is not None and wrap in columns:
+        import textwrap
+
+        i = list(columns).index(wrap)
+        room = max(30, max_width - (sum(widths) - widths[i]) - 2 * (len(widths) - 1))
+        if widths[i] > room:
+            widths[i] = max(room, len(headers[i]))
+            for n, row in enumerate(cells):
+                lines = textwrap.wrap(row[i], widths[i], break_on_hyphens=False) or [""]
+                row[i] = lines[0]
+                if len(lines) > 1:
+                    folded[n] = lines[1:]
+            wrap_at = sum(widths[:i]) + 2 * i
+    if max_width is not None:
+        over = sum(widths) + 2 * (len(widths) - 1) - max_width
+        for name in shrink:
+            if over <= 0 or name not in columns:
+                continue
+            i = list(columns).index(name)
+            floor = max(len(headers[i]), 8)
+            cut = min(over, widths[i] - floor)
+            if cut <= 0:
+                continue
+            widths[i] -= cut
+            over -= cut
+            for row in cells:
+                if len(row[i]) > widths[i]:
+                    row[i] = row[i][: widths[i] - 1] + "…"
 
     def fmt(row):
         parts = [
@@ -72,7 +183,9 @@ def render_table(
         return "  ".join(parts).rstrip()
 
     lines = [fmt(headers)]
-    lines.extend(fmt(row) for row in cells)
+    for n, row in enumerate(cells):
+        lines.append(fmt(row))
+        lines.extend(" " * wrap_at + more for more in folded.get(n, ()))
     return "\n".join(lines)
 
 
@@ -97,11 +210,15 @@ def write_records(
     table_headers: Sequence[str] | None = None,
     *,
     log_path: str = "flowlens",
+    max_width: int | None = None,
+    shrink: Sequence[str] = (),
+    wrap: str | None = None,
 ) -> int:
     """Write records in `fmt`; json and csv stream, a table is aligned once all rows are in.
 
     `columns` fixes the field order for csv (default: the first record's keys); `table_columns`
-    picks the narrower set shown in a terminal table; `log_path` names a Zeek log (`conn` for
+    picks the narrower set shown in a terminal table (`max_width`, `shrink` and `wrap` as in
+    render_table); `log_path` names a Zeek log (`conn` for
     connection records: Zeek's conn.log columns first). Returns the number of records written.
     """
     if fmt in ("zeek", "zeek-json"):
@@ -174,5 +291,8 @@ def write_records(
     rows = list(records)
     cols = list(table_columns or columns or (rows[0].keys() if rows else []))
     if cols:
-        out.write(render_table(rows, cols, table_headers) + "\n")
+        text = render_table(
+            rows, cols, table_headers, max_width=max_width, shrink=shrink, wrap=wrap
+        )
+        out.write(text + "\n")
     return len(rows)

@@ -47,6 +47,11 @@ _FRAME_ROW = re.compile(r"^(\s*)(\d+)(\s+\d)")
 _E = html.escape
 
 
+def _hosts(n: int, adjective: str = "") -> str:
+    """`1 host`, `12,000 quieter hosts`."""
+    return f"{n:,} {adjective}host{'' if n == 1 else 's'}"
+
+
 def _offset(report: Report, ts_ns: int | None) -> str:
     """Seconds since the capture's first packet, signed (a clock jump can put a finding before it)."""
     if ts_ns is None or report.first_ts_ns is None:
@@ -182,7 +187,8 @@ def _findings(report: Report, ids: set[str]) -> str:
             rest = items[start + FOLD_KEEP : end]
             out.append(
                 f'<li class="fold"><details class="fold"><summary>{len(rest)} more '
-                f"<code>{_E(a.kind)}</code> findings ({a.severity})</summary>"
+                f"<code>{_E(a.kind)}</code> finding{'' if len(rest) == 1 else 's'} "
+                f"({a.severity})</summary>"
                 f'<ol class="findings">{"".join(rest)}</ol></details></li>'
             )
         start = end
@@ -290,7 +296,8 @@ def _states(report: Report) -> str:
         if report.states_hosts_left_out:
             why = (
                 f"No host had {MIN_BUSY_SOCKETS} or more TCP sockets over the capture "
-                f"({len(report.states_hosts_left_out):,} hosts had fewer each): nothing to chart."
+                f"({_hosts(len(report.states_hosts_left_out))} had fewer each): "
+                "nothing to chart."
             )
         else:
             why = "No TCP sockets in this capture."
@@ -302,7 +309,7 @@ def _states(report: Report) -> str:
         "after it starts; a CLOSE_WAIT nobody closes stays to the end."
     )
     if report.states_hosts_left_out:
-        cap += f" {len(report.states_hosts_left_out):,} quieter hosts left out."
+        cap += f" {_hosts(len(report.states_hosts_left_out), 'quieter ')} left out."
     out.append(_img(report.states, cap))
     out.append("</section>")
     return "\n".join(out)

@@ -187,7 +187,8 @@ def draw_figure(ladders: Sequence[Ladder]):
 
 
 def save_figure(ladders: Sequence[Ladder], path: str, fmt: str) -> None:
-    """Write the diagram as `fmt` ("svg" or "png"); SVG keeps text as text (searchable, diffable)."""
+    """Write the diagram as `fmt` ("svg" or "png"); SVG keeps text as text (searchable, diffable)
+    and its spaces (`xml:space="preserve"`), so aligned columns stay aligned in a browser."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -196,6 +197,18 @@ def save_figure(ladders: Sequence[Ladder], path: str, fmt: str) -> None:
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "flowlens"}):
         fig = draw_figure(ladders)
         try:
-            fig.savefig(path, format=fmt, dpi=130 if fmt == "png" else None)
+            if fmt != "svg":
+                fig.savefig(path, format=fmt, dpi=130)
+                return
+            import io
+
+            buf = io.StringIO()
+            fig.savefig(buf, format="svg")
         finally:
             plt.close(fig)
+    # text kept as text loses its runs of spaces in every SVG viewer (XML collapses white space
+    # unless told otherwise: XML 1.0 §2.10, SVG 1.1 §10.15 xml:space): the ladder's aligned
+    # header, footer and labels need them kept
+    svg = buf.getvalue().replace("<svg ", '<svg xml:space="preserve" ', 1)
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(svg)

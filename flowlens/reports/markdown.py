@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 
+from .formats import plural
 from .ladder import utc_text
 from .postmortem import MIN_BUSY_SOCKETS, Picture, Report, endpoint
 
@@ -102,7 +103,8 @@ def render_markdown(report: Report, files_dir: str) -> tuple[str, list[tuple[str
     out.append("")
     if report.timeline_hidden_info:
         out += [
-            f"{report.timeline_hidden_info} informational findings are not listed here (see Findings).",
+            f"{plural(report.timeline_hidden_info, 'informational finding')} "
+            f"{'is' if report.timeline_hidden_info == 1 else 'are'} not listed here (see Findings).",
             "",
         ]
 
@@ -215,7 +217,8 @@ def render_markdown(report: Report, files_dir: str) -> tuple[str, list[tuple[str
     if report.ladders_left_out:
         out += [
             (
-                f"{len(report.ladders_left_out)} more connections with findings are not drawn; "
+                f"{plural(len(report.ladders_left_out), 'more connection')} with findings "
+                f"{'is' if len(report.ladders_left_out) == 1 else 'are'} not drawn; "
                 f"`flowlens ladder {report.path} --uid UID` draws any of them."
             ),
             "",

@@ -143,6 +143,6 @@ def rtt_picture(series: list[Series], dpi: int = 100) -> Picture | None:
     from .rtt import draw_figure
 
     with _rc():
-        fig = draw_figure(series, title="RTT per server (cap>server>cap)", max_lines=8)
+        fig = draw_figure(series, title="RTT per server (cap>resp>cap)", max_lines=8)
         png, size = _png(fig, dpi)
     return Picture("rtt", "round-trip times per server over time, and their histogram", png, size)

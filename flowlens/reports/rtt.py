@@ -5,9 +5,9 @@
 Every row says where its time was measured (`path`): `cap>resp>cap` is the round trip from the
 capture point to the responder and back (the handshake's SYN -> SYN/ACK, the originator's data
 -> its ACK, a query -> its answer), `cap>orig>cap` the round trip to the originator and back
-(SYN/ACK -> ACK, the responder's data -> its ACK). Aggregates name the ends by role:
-`cap>server>cap` (by server = responder address) and `cap>client>cap` (by client = originator
-address). See `flowlens.analyzers.rtt` for how samples are taken.
+(SYN/ACK -> ACK, the responder's data -> its ACK). Aggregates keep the same two labels (by
+server = responder address: its cap>resp>cap leg; by client = originator address: its
+cap>orig>cap leg), so a path reads the same in every view. See `flowlens.analyzers.rtt` for how samples are taken.
 
 The rows are plain dicts built without pandas (the per-connection table must stay as cheap as
 `flowlens flows`); `samples_frame` gives pandas users every kept sample, and `draw_figure` the
@@ -69,8 +69,6 @@ AGGREGATE_FIELDS = (
     "orig_h", "resp_h", "host", "leg", "path", "conns", "handshakes", "handshake_p50_ms",
     *_STATS, "sources", "karn_skipped",
 )  # fmt: skip
-
-_ROLE_PATHS = {"server": "cap>server>cap", "client": "cap>client>cap"}
 
 
 def _ms(value: float | None, digits: int = 3) -> float | None:
@@ -364,10 +362,9 @@ class Aggregator:
             row = {"orig_h": None, "resp_h": None, "host": None}
             if self.by == "pair":
                 row["orig_h"], row["resp_h"] = format_addr(key[0]), format_addr(key[1])
-                row["path"] = PATHS[leg]
             else:
                 row["host"] = format_addr(key[0])
-                row["path"] = _ROLE_PATHS[self.by]
+            row["path"] = PATHS[leg]
             row["leg"] = LEGS[leg]
             row["conns"] = g.conns
             row["handshakes"] = len(g.handshakes)
@@ -431,9 +428,9 @@ def series_for(
         if by == "connection":
             label = f"{conn.uid} {PATHS[leg]}"
         elif by == "client":
-            label = f"{format_addr(conn.orig_h)} {_ROLE_PATHS['client']}"
+            label = f"{format_addr(conn.orig_h)} {PATHS[leg]}"
         else:
-            label = f"{format_addr(conn.resp_h)} {_ROLE_PATHS['server']}"
+            label = f"{format_addr(conn.resp_h)} {PATHS[leg]}"
         out.append((label, [r[0] / 1e9 for r in rows], [r[1] / 1e6 for r in rows]))
     return out
 
@@ -446,11 +443,15 @@ def _by_time(s: Series) -> Series:
 
 def draw_figure(series: Sequence[Series], title: str = "", max_lines: int = 12):
     """RTT over time (one marker line per series, the `max_lines` largest; the rest merged into
-    "other") above a histogram of every sample. Returns the matplotlib Figure."""
+    "other") above a histogram of every sample. Both axes start at 0 (seconds, and ms on a
+    linear scale) and the histogram counts in whole samples, so one sample reads as one point
+    and one bar, not as a point at -0.05 s with 0.2-sample ticks. Returns the matplotlib
+    Figure."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     ordered = sorted(series, key=lambda s: (-len(s.rtt_ms), s.label))
     shown, rest = [_by_time(s) for s in ordered[:max_lines]], ordered[max_lines:]
@@ -476,8 +477,13 @@ def draw_figure(series: Sequence[Series], title: str = "", max_lines: int = 12):
     ax_time.set_xlabel("seconds since the first sample")
     ax_time.set_ylabel("RTT at the capture point (ms)")
     ax_time.set_title(title or "RTT over time")
+    span = max((t - t0 for s in shown for t in s.ts_s), default=0.0)
+    ax_time.set_xlim(0, span * 1.02 if span > 0 else 1.0)
     if wide:
         ax_time.set_yscale("log")
+    elif values:
+        top = max(values)
+        ax_time.set_ylim(0, top * 1.1 if top > 0 else 1.0)
     if shown:
         ax_time.legend(fontsize="small", loc="upper right")
     if values:
@@ -487,9 +493,14 @@ def draw_figure(series: Sequence[Series], title: str = "", max_lines: int = 12):
             bins = [lo * (hi / lo) ** (i / n_bins) for i in range(n_bins + 1)]
             ax_hist.hist(positive, bins=bins)
             ax_hist.set_xscale("log")
+        elif max(values) == min(values):  # one value: one bar a tenth of it wide
+            half = abs(values[0]) * 0.05 or 0.05
+            ax_hist.hist(values, bins=[values[0] - half, values[0] + half])
+            ax_hist.set_xlim(0, values[0] * 2 if values[0] > 0 else 1.0)
         else:
             ax_hist.hist(values, bins=n_bins)
     ax_hist.set_xlabel("RTT (ms)")
     ax_hist.set_ylabel("samples")
-    ax_hist.set_title(f"{len(values)} samples")
+    ax_hist.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_hist.set_title(f"{len(values)} sample{'' if len(values) == 1 else 's'}")
     return fig

@@ -29,7 +29,6 @@ from ..core.services import service_name
 
 __all__ = [
     "LISTENING_FIELDS",
-    "SS_NAMES",
     "STATES",
     "SocketStates",
     "Span",
@@ -45,12 +44,7 @@ STATES = (
     "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT",
     "CLOSING", "LAST_ACK", "TIME_WAIT",
 )  # fmt: skip
-#: ss(8)'s spelling, for table headers
-SS_NAMES = {
-    "SYN_SENT": "SYN-SENT", "SYN_RECEIVED": "SYN-RECV", "ESTABLISHED": "ESTAB", "FIN_WAIT_1": "FIN-WAIT-1",
-    "FIN_WAIT_2": "FIN-WAIT-2", "CLOSE_WAIT": "CLOSE-WAIT", "CLOSING": "CLOSING", "LAST_ACK": "LAST-ACK",
-    "TIME_WAIT": "TIME-WAIT",
-}  # fmt: skip
+_COUNTED = frozenset(STATES)
 
 LISTENING_FIELDS = (
     "host",
@@ -90,7 +84,7 @@ def endpoint_spans(conn: Connection) -> list[Span]:
     out: list[Span] = []
     for side, state, start, end, _frame, _timed_out in conn.tcp.spans():
         name = state.value
-        if name not in SS_NAMES or (end is not None and end <= start):
+        if name not in _COUNTED or (end is not None and end <= start):
             continue
         host, port = ends[side]
         peer, peer_port = ends[1 - side]
@@ -327,11 +321,48 @@ PLOT_COLORS = {
     "FIN_WAIT_2": "#9467bd",
     "CLOSING": "#8c564b",
     "LAST_ACK": "#e377c2",
+    "CLOSE_WAIT (brief)": "#f4b6c2",
     "CLOSE_WAIT": "#d62728",
     "TIME_WAIT": "#ff7f0e",
 }
+#: the plot's name for CLOSE_WAIT sockets of spans shorter than BRIEF_CLOSE_WAIT_NS
+BRIEF_CLOSE_WAIT = "CLOSE_WAIT (brief)"
+#: a CLOSE_WAIT shorter than this is an application closing normally, not a leak (the
+#: anomalies' close_wait threshold is far longer; this is only how the chart colours it)
+BRIEF_CLOSE_WAIT_NS = 1_000_000_000
+
+
+def _brief_close_waits(
+    index: SocketStates, hosts: Sequence[str], times: Sequence[int]
+) -> dict[str, list[int]]:
+    """Per host, how many of its CLOSE_WAIT sockets at each of `times` are in a brief span
+    (one that ended within BRIEF_CLOSE_WAIT_NS); hosts without any are left out."""
+    wanted = set(hosts)
+    spans = [
+        s
+        for s in index.spans
+        if s.state == "CLOSE_WAIT"
+        and s.host in wanted
+        and s.end_ns is not None
+        and s.end_ns - s.start_ns < BRIEF_CLOSE_WAIT_NS
+    ]
+    import bisect
+    from itertools import accumulate
+
+    steps: dict[str, list[int]] = {}  # +1 where a span starts holding, -1 where it stops
+    for s in spans:
+        row = steps.setdefault(s.host, [0] * (len(times) + 1))
+        row[bisect.bisect_left(times, s.start_ns)] += 1
+        row[bisect.bisect_left(times, s.end_ns)] -= 1  # holds(t): start <= t < end
+    return {host: list(accumulate(row))[:-1] for host, row in steps.items()}
+
+
 #: at most this many hosts get a panel (the busiest)
 MAX_PLOT_HOSTS = 8
+#: the TIME_WAIT drain after the capture's end takes at most this share of the x axis (the
+#: rest of it, up to 2 x MSL, is named in a note): a 0.87 s capture whose TIME_WAIT lasts
+#: 60 s more stays the chart's subject instead of a sliver at its left edge
+DRAIN_SHARE = 0.25
 _MAX_POINTS = 4000
 
 
@@ -339,9 +370,12 @@ def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str =
     """A stacked area chart of socket counts by state, one panel per host (the busiest first).
 
     x is seconds since the capture's first packet. When TIME_WAIT outlives the capture the
-    x axis runs on until it drains, shaded after the capture's end. Each panel's areas carry
-    their state as label (``ax.collections``), so tests read the data, not the pixels.
-    Returns (figure, hosts left out).
+    x axis runs on after the capture's end, shaded, until it drains, for at most DRAIN_SHARE
+    of the axis: a longer drain is cut there and its end written on the chart. A CLOSE_WAIT
+    that lasts under a second (every passive close passes through it) is drawn as the muted
+    `CLOSE_WAIT (brief)`, so only a lingering one is the loud red of a leak. Each panel's
+    areas carry their state as label (``ax.collections``), so tests read the data, not the
+    pixels. Returns (figure, hosts left out).
     """
     import matplotlib
 
@@ -349,7 +383,12 @@ def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str =
     import matplotlib.pyplot as plt
 
     horizon = index.time_wait_horizon()
-    end_ns = max(last_ns, horizon) if horizon is not None else last_ns
+    drain_end = max(last_ns, horizon) if horizon is not None else last_ns
+    end_ns = drain_end
+    if last_ns > first_ns and drain_end > last_ns:
+        # drain / (span + drain) <= DRAIN_SHARE
+        longest = int((last_ns - first_ns) * DRAIN_SHARE / (1 - DRAIN_SHARE))
+        end_ns = min(drain_end, last_ns + max(longest, 1))
     if end_ns <= first_ns:
         end_ns = first_ns + 1_000_000_000
     times = index.change_points(first_ns, end_ns)
@@ -364,24 +403,25 @@ def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str =
     n = max(1, len(shown))
     fig, axes = plt.subplots(n, 1, figsize=(11, 1.2 + 2.6 * n), sharex=True, squeeze=False)
     xs = [(t - first_ns) / 1e9 for t in times]
+    brief = _brief_close_waits(index, shown, times)
     for ax, host in zip(axes[:, 0], shown):
-        present = [s for s in PLOT_COLORS if any(c[host].get(s) for c in series)]
-        ys = [[c[host].get(s, 0) for c in series] for s in present]
+        counts = series
+        if host in brief:  # brief CLOSE_WAIT sockets counted apart from lingering ones
+            counts = [
+                c | {host: c[host] - Counter({"CLOSE_WAIT": b}) + Counter({BRIEF_CLOSE_WAIT: b})}
+                for c, b in zip(series, brief[host])
+            ]
+        present = [s for s in PLOT_COLORS if any(c[host].get(s) for c in counts)]
+        ys = [[c[host].get(s, 0) for c in counts] for s in present]
         if present:
             ax.stackplot(xs, ys, labels=present, colors=[PLOT_COLORS[s] for s in present], step="post",
                          alpha=0.9, linewidth=0)  # fmt: skip
         peak_by_state = {s: max(y) for s, y in zip(present, ys)}
         # CLOSE_WAIT is named only when it lingers: every passive close passes through it
-        lingering = any(
-            sp.host == host
-            and sp.state == "CLOSE_WAIT"
-            and (sp.end_ns is None or sp.end_ns - sp.start_ns >= 1e9)
-            for sp in index.spans
-        )
         loud = ", ".join(
             f"up to {peak_by_state[s]} in {s}"
             for s in ("TIME_WAIT", "CLOSE_WAIT")
-            if peak_by_state.get(s) and (s != "CLOSE_WAIT" or lingering)
+            if peak_by_state.get(s)
         )
         sockets = "socket" if peaks[host] == 1 else "sockets"
         ax.set_title(
@@ -399,6 +439,10 @@ def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str =
             ax.axvline(x_end, color="#555555", ls="--", lw=1)
             ax.text(x_end, 1.0, " capture ends", transform=ax.get_xaxis_transform(), ha="left", va="top",
                     fontsize=8, color="#555555")  # fmt: skip
+            if drain_end > end_ns and peak_by_state.get("TIME_WAIT"):
+                ax.text(xs[-1], 0.5, f"TIME_WAIT until\n+{(drain_end - first_ns) / 1e9:.1f} s →",
+                        transform=ax.get_xaxis_transform(), ha="right", va="center", fontsize=8,
+                        color="#555555")  # fmt: skip
         handles, labels = ax.get_legend_handles_labels()
         # listed top to bottom as they are stacked
         ax.legend(
@@ -426,6 +470,8 @@ def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str =
     label = f"seconds since the first packet ({start})"
     if end_ns > last_ns:
         label += "; shaded: after the capture's end, TIME_WAIT draining (2 x MSL)"
+        if drain_end > end_ns:
+            label += f", cut at +{xs[-1]:.3g} s"
     ax.set_xlabel(label, fontsize=9)
     if title:
         fig.suptitle(title, x=0.01, ha="left", fontsize=11, fontweight="bold")
