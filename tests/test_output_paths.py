@@ -32,6 +32,10 @@ COMMANDS = {
     "states --plot": ["states", SAMPLE, "--plot"],
     "report --markdown": ["report", SAMPLE, "--markdown"],
     "report -o": ["report", SAMPLE, "-o"],
+    "flows --format parquet -o": ["flows", SAMPLE, "--format", "parquet", "-o"],
+    "anomalies --format json -o": ["anomalies", SAMPLE, "--format", "json", "-o"],
+    "rtt --format parquet -o": ["rtt", SAMPLE, "--format", "parquet", "-o"],
+    "states -o": ["states", SAMPLE, "-o"],
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 
 import click
@@ -15,13 +14,15 @@ from ..analyzers.anomalies.detector import (
     Thresholds,
 )
 from ..analyzers.service_id import ServiceAnalyzer
-from ..reports.formats import human_time, write_records
+from ..reports.formats import human_time
 from ._common import (
+    Output,
     capture_argument,
     config_from,
     filter_options,
-    format_option,
     open_pipeline,
+    output_option,
+    records_format_option,
     selection_from,
     table_options,
     warn,
@@ -144,7 +145,8 @@ def _threshold_options(func):
 
 @click.command()
 @capture_argument
-@format_option
+@records_format_option
+@output_option
 @click.option(
     "--min-severity",
     type=click.Choice(SEVERITIES),
@@ -169,7 +171,9 @@ def _threshold_options(func):
 @_threshold_options
 @filter_options
 @table_options
-def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs) -> None:
+def anomalies(
+    capture: str, fmt: str, output: str | None, min_severity: str, kinds: tuple, **kwargs
+) -> None:
     """What went wrong in CAPTURE, most severe first: one finding per problem, each a sentence
     to paste into a postmortem, with the frame numbers that show it (tcpdump -# and Wireshark
     count frames the same way) and kind-specific details.
@@ -185,7 +189,9 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
       flowlens anomalies capture.pcap --min-severity warning
       flowlens anomalies capture.pcap --kind port_exhaustion_risk --ephemeral-range 40000-40999
       flowlens anomalies capture.pcap --format json | jq -r .summary
+      flowlens anomalies capture.pcap --format parquet -o anomalies.parquet
     """
+    sink = Output(output, fmt, capture)
     thresholds = Thresholds(
         ephemeral_range=kwargs.pop("ephemeral_range"),
         time_wait_min=kwargs.pop("time_wait_min"),
@@ -218,24 +224,23 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
         a for a in found if SEVERITIES.index(a.severity) >= floor and (not kinds or a.kind in kinds)
     ]
     records = [a.to_record() for a in shown]
-    if fmt == "table":
-        rows = []
-        for r in records:
-            row = dict(r)
-            row["ts"] = human_time(r["ts"])[:-3]
-            rows.append(row)
-        if rows:
-            write_records(
-                rows,
-                fmt,
-                sys.stdout,
-                ANOMALY_FIELDS,
-                TABLE_COLUMNS,
-                TABLE_HEADERS,
-                log_path="flowlens_anomalies",
-            )
-    else:
-        write_records(records, fmt, sys.stdout, ANOMALY_FIELDS, log_path="flowlens_anomalies")
+    with sink:
+        if fmt == "table":
+            rows = []
+            for r in records:
+                row = dict(r)
+                row["ts"] = human_time(r["ts"])[:-3]
+                rows.append(row)
+            if rows:
+                sink.records(
+                    rows,
+                    ANOMALY_FIELDS,
+                    TABLE_COLUMNS,
+                    TABLE_HEADERS,
+                    log_path="flowlens_anomalies",
+                )
+        else:
+            sink.records(records, ANOMALY_FIELDS, log_path="flowlens_anomalies")
     for line in pipe.summary_lines():
         warn(f"Warning: {line}")
     by_sev = Counter(a.severity for a in shown)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 
 import click
@@ -10,13 +9,15 @@ import click
 from ..analyzers.service_id import ServiceAnalyzer
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.connections import PROTO_NAMES, RECORD_FIELDS
-from ..reports.formats import human_time, write_records
+from ..reports.formats import human_time
 from ._common import (
+    Output,
     capture_argument,
     config_from,
     filter_options,
-    format_option,
     open_pipeline,
+    output_option,
+    records_format_option,
     selection_from,
     table_options,
     warn,
@@ -48,7 +49,8 @@ def table_row(r: dict) -> dict:
 
 @click.command()
 @capture_argument
-@format_option
+@records_format_option
+@output_option
 @filter_options
 @table_options
 @click.option(
@@ -59,7 +61,9 @@ def table_row(r: dict) -> dict:
     "without it they are null and `port_service` names the port). About twice as slow on "
     "captures of short connections (docs/services.md).",
 )
-def flows(capture: str, fmt: str, detect_services: bool = False, **kwargs) -> None:
+def flows(
+    capture: str, fmt: str, output: str | None, detect_services: bool = False, **kwargs
+) -> None:
     """One row per TCP connection and UDP/ICMP flow in CAPTURE (pcap or pcapng, optionally
     gzip/bzip2/xz/zstd compressed; `-` reads stdin).
 
@@ -69,14 +73,16 @@ def flows(capture: str, fmt: str, detect_services: bool = False, **kwargs) -> No
     segments (Wireshark's rules). `service` is the protocol the first payload bytes speak
     (Zeek's names), `port_service` the port's registered name, `app` the parsed facts (TLS
     SNI, HTTP host ...). A 5-tuple
-    reused after a close is a new row. json and csv stream rows as connections end; the table
-    waits for the capture's end and sorts by start time.
+    reused after a close is a new row. json, csv and parquet stream rows as connections end;
+    the table waits for the capture's end and sorts by start time.
 
     \b
     Example:
       flowlens flows capture.pcap --state time-wait --port 5432
       tcpdump -i eth0 -w - | flowlens flows - --format json
+      flowlens flows capture.pcap --format parquet -o flows.parquet
     """
+    sink = Output(output, fmt, capture)
     selection = selection_from(kwargs)
     config = config_from(kwargs)
     # the TCP analysis counts retransmissions and out-of-order segments into the records; the
@@ -91,22 +97,15 @@ def flows(capture: str, fmt: str, detect_services: bool = False, **kwargs) -> No
             yield conn.to_record()
 
     try:
-        if fmt == "table":
-            records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
-            if progress is not None:
-                progress.close()
-            records = [table_row(r) for r in records]
-            write_records(
-                records,
-                fmt,
-                sys.stdout,
-                RECORD_FIELDS,
-                TABLE_COLUMNS,
-                TABLE_HEADERS,
-                log_path="conn",
-            )
-        else:
-            write_records(rows(), fmt, sys.stdout, RECORD_FIELDS, log_path="conn")
+        with sink:
+            if fmt == "table":
+                records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
+                if progress is not None:
+                    progress.close()
+                records = [table_row(r) for r in records]
+                sink.records(records, RECORD_FIELDS, TABLE_COLUMNS, TABLE_HEADERS, log_path="conn")
+            else:
+                sink.records(rows(), RECORD_FIELDS, log_path="conn")
     finally:
         if progress is not None:
             progress.close()

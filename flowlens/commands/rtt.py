@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
 from ..analyzers.rtt import RttCollector
-from ..reports.formats import human_time, write_records
+from ..reports.formats import human_time
 from ..reports.rtt import (
     AGGREGATE_FIELDS,
     BY_CHOICES,
@@ -21,11 +20,13 @@ from ..reports.rtt import (
     series_for,
 )
 from ._common import (
+    Output,
     capture_argument,
     config_from,
     filter_options,
-    format_option,
     open_pipeline,
+    output_option,
+    records_format_option,
     selection_from,
     table_options,
     warn,
@@ -86,7 +87,8 @@ def _check_plot_path(path: str) -> None:
 
 @click.command()
 @capture_argument
-@format_option
+@records_format_option
+@output_option
 @click.option(
     "--by",
     type=click.Choice(BY_CHOICES),
@@ -109,7 +111,15 @@ def _check_plot_path(path: str) -> None:
 )
 @filter_options
 @table_options
-def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, **kwargs) -> None:
+def rtt(
+    capture: str,
+    fmt: str,
+    output: str | None,
+    by: str,
+    samples: bool,
+    plot_path: str | None,
+    **kwargs,
+) -> None:
     """Round-trip times in CAPTURE, measured at the capture point, per connection and
     direction: the handshake leg and data RTT statistics (count, min, p50, p90, p99, max,
     mean, stdev in ms).
@@ -126,7 +136,9 @@ def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, *
       flowlens rtt capture.pcap --port 443
       flowlens rtt capture.pcap --by server --plot rtt.png
       flowlens rtt capture.pcap --samples --uid CwV6 --format csv
+      flowlens rtt capture.pcap --format parquet -o rtt.parquet
     """
+    sink = Output(output, fmt, capture)
     selection = selection_from(kwargs)
     config = config_from(kwargs)
     if plot_path is not None:
@@ -158,32 +170,29 @@ def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, *
 
     fields = SAMPLE_FIELDS if samples else CONNECTION_FIELDS
     try:
-        if agg is not None:
-            for conn in selection.filter(pipe):
-                seen[0] += 1
-                if plot_path is not None:
-                    plotted(conn)
-                agg.add(conn)
-            records = agg.rows()
-            if progress is not None:
-                progress.close()
-            if fmt == "table":
+        with sink:
+            if agg is not None:
+                for conn in selection.filter(pipe):
+                    seen[0] += 1
+                    if plot_path is not None:
+                        plotted(conn)
+                    agg.add(conn)
+                records = agg.rows()
+                if progress is not None:
+                    progress.close()
+                if fmt == "table":
+                    records = [_table_row(r) for r in records]
+                sink.records(records, AGGREGATE_FIELDS, AGG_COLUMNS[by], log_path="flowlens_rtt")
+            elif fmt == "table":
+                records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
+                if progress is not None:
+                    progress.close()
+                columns = SAMPLE_COLUMNS if samples else TABLE_COLUMNS
+                headers = None if samples else TABLE_HEADERS
                 records = [_table_row(r) for r in records]
-            write_records(
-                records, fmt, sys.stdout, AGGREGATE_FIELDS, AGG_COLUMNS[by], log_path="flowlens_rtt"
-            )
-        elif fmt == "table":
-            records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
-            if progress is not None:
-                progress.close()
-            columns = SAMPLE_COLUMNS if samples else TABLE_COLUMNS
-            headers = None if samples else TABLE_HEADERS
-            records = [_table_row(r) for r in records]
-            write_records(
-                records, fmt, sys.stdout, fields, columns, headers, log_path="flowlens_rtt"
-            )
-        else:
-            write_records(rows(), fmt, sys.stdout, fields, log_path="flowlens_rtt")
+                sink.records(records, fields, columns, headers, log_path="flowlens_rtt")
+            else:
+                sink.records(rows(), fields, log_path="flowlens_rtt")
     finally:
         if progress is not None:
             progress.close()

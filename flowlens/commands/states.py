@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import sys
 
 import click
 
 from ..core.filters import normalize_state
 from ..errors import UsageError
-from ..reports.formats import write_records
 from ..reports.ladder import utc_text
 from ..reports.states import (
     LISTENING_FIELDS,
@@ -22,11 +20,13 @@ from ..reports.states import (
 )
 from ._common import (
     PICTURE_FORMATS,
+    Output,
     capture_argument,
     check_output,
     config_from,
-    format_option,
     open_pipeline,
+    output_option,
+    records_format_option,
     table_options,
     warn,
 )
@@ -62,7 +62,8 @@ def _states(ctx, param, values):
 
 @click.command()
 @capture_argument
-@format_option
+@records_format_option
+@output_option
 @click.option(
     "--at",
     "at",
@@ -108,7 +109,17 @@ def _states(ctx, param, values):
 )
 @table_options
 def states(
-    capture: str, fmt: str, at, interval, plot_path, listening: bool, hosts, ports, states, **kwargs
+    capture: str,
+    fmt: str,
+    output: str | None,
+    at,
+    interval,
+    plot_path,
+    listening: bool,
+    hosts,
+    ports,
+    states,
+    **kwargs,
 ) -> None:
     """Rebuild, for every host seen in CAPTURE, how many TCP sockets it had in each state (ss -s),
     from each endpoint's state timeline. TIME_WAIT counts for 2 x MSL after it starts (--msl),
@@ -128,6 +139,7 @@ def states(
       flowlens states capture.pcap --at +60s --state time-wait --format json
       flowlens states capture.pcap --interval 10s --plot states.png
       flowlens states capture.pcap --listening
+      flowlens states capture.pcap --interval 1s --format parquet -o states.parquet
     """
     if at is not None and interval is not None:
         raise click.UsageError(
@@ -136,6 +148,7 @@ def states(
     if listening and (at is not None or interval is not None or states):
         raise click.UsageError("--listening takes no --at, --interval or --state")
     check_output(plot_path, formats=PICTURE_FORMATS)
+    sink = Output(output, fmt, capture)
     config = config_from(kwargs)
     pipe, progress = open_pipeline(capture, config)
     index = SocketStates(hosts, ports, states)
@@ -150,15 +163,30 @@ def states(
     first, last = pipe.stats.first_ts_ns, pipe.stats.last_ts_ns
     if first is None or last is None:
         raise UsageError(f"{capture}: no packets")
-    out = sys.stdout
+    with sink:
+        if not _write(sink, index, listening, at, interval, first, last):
+            return
+    if plot_path:
+        left_out = save_states_figure(
+            index, first, last, plot_path, title=f"TCP sockets per host: {capture}"
+        )
+        if left_out:
+            warn(f"Warning: {plot_path}: {len(left_out)} quieter hosts left out (use --host)")
+    warn(f"{index.connections} TCP connections, {len(index.host_list())} hosts with sockets")
 
+
+def _write(
+    sink: Output, index: SocketStates, listening: bool, at, interval, first: int, last: int
+) -> bool:
+    """The records: listening ports, one moment, or the series; False when done (--listening)."""
+    fmt, out = sink.fmt, sink.text
     if listening:
         rows = index.listening_records()
-        write_records(rows, fmt, out, LISTENING_FIELDS, log_path="flowlens_states")
+        sink.records(rows, LISTENING_FIELDS, log_path="flowlens_states")
         warn(
             f"{sum(r['state'] == 'LISTEN' for r in rows)} listening, {sum(r['state'] == 'REFUSED' for r in rows)} refusing host:port"
         )
-        return
+        return False
 
     if at is not None:
         ts = at.resolve(first, last)
@@ -170,7 +198,7 @@ def states(
             )
             _table(records, ("host", "total"), out)
         else:
-            write_records(records, fmt, out, fields, log_path="flowlens_states")
+            sink.records(records, fields, log_path="flowlens_states")
     else:
         step = interval or auto_interval(last - first)
         times = tick_times(first, last, step)
@@ -182,20 +210,10 @@ def states(
                 rec["time_s"] = f"{rec['time_s']:.3f}" if step < 1 else f"{rec['time_s']:.1f}"
             _table(records, ("time_s", "host", "total"), out)
         else:
-            write_records(
-                index.iter_series_records(times, first),
-                fmt,
-                out,
-                fields,
-                log_path="flowlens_states",
+            sink.records(
+                index.iter_series_records(times, first), fields, log_path="flowlens_states"
             )
-    if plot_path:
-        left_out = save_states_figure(
-            index, first, last, plot_path, title=f"TCP sockets per host: {capture}"
-        )
-        if left_out:
-            warn(f"Warning: {plot_path}: {len(left_out)} quieter hosts left out (use --host)")
-    warn(f"{index.connections} TCP connections, {len(index.host_list())} hosts with sockets")
+    return True
 
 
 def _table(records: list[dict], lead: tuple[str, ...], out) -> None:
