@@ -21,6 +21,7 @@ __all__ = [
     "format_option",
     "records_format_option",
     "output_option",
+    "community_id_option",
     "Output",
     "table_options",
     "filter_options",
@@ -125,6 +126,17 @@ def table_options(func: Callable) -> Callable:
     return func
 
 
+community_id_option = click.option(
+    "--community-id-seed",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Seed of the community_id hash (Community ID v1), as Zeek's CommunityID::seed and "
+    "Suricata's community-id-seed: use the one your other tools log with. Example: "
+    "--community-id-seed 1.",
+)
+
+
 def filter_options(func: Callable) -> Callable:
     """ss-style filters; repeat an option to accept any of its values."""
     for decorator in reversed(
@@ -178,6 +190,7 @@ def config_from(kwargs: dict) -> Config:
         udp_idle_s=kwargs.get("udp_timeout", d.udp_idle_s),
         icmp_idle_s=kwargs.pop("udp_timeout", d.icmp_idle_s),
         read_filter=kwargs.pop("read_filter", d.read_filter) or None,
+        community_id_seed=kwargs.pop("community_id_seed", d.community_id_seed),
     )
 
 

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from ._common import config_from, table_options, warn
+from ._common import community_id_option, config_from, table_options, warn
 
 #: failures listed one per line on stderr; the rest are in summary.json
 MAX_LISTED_FAILURES = 20
@@ -95,6 +95,7 @@ def progress_for(stream) -> TqdmProgress | None:
               help="Largest gap in seconds between one file's last packet and the next one's first.")  # fmt: skip
 @click.option("--no-report", is_flag=True, help="Skip report.html.")
 @table_options
+@community_id_option
 def batch(
     paths, outdir, jobs, scheduler, verify, merge_consecutive, merge_gap, no_report, **kwargs
 ) -> None:
@@ -112,6 +113,7 @@ def batch(
     Example:
       flowlens batch /var/captures -o out/
       flowlens batch 'archive/**/*.pcap.gz' -o out/ --merge-consecutive --scheduler tcp://sched:8786
+      flowlens batch /var/captures -o out/ --community-id-seed 1
     """
     # imported here: pyarrow and the pool machinery would slow every other command's start
     from ..batch.run import BatchOptions, default_jobs, missing_paths, run_batch

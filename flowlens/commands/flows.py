@@ -13,6 +13,7 @@ from ..reports.formats import human_time
 from ._common import (
     Output,
     capture_argument,
+    community_id_option,
     config_from,
     filter_options,
     open_pipeline,
@@ -53,6 +54,7 @@ def table_row(r: dict) -> dict:
 @output_option
 @filter_options
 @table_options
+@community_id_option
 @click.option(
     "--services",
     "detect_services",
@@ -74,13 +76,15 @@ def flows(
     (Zeek's names), `port_service` the port's registered name, `app` the parsed facts (TLS
     SNI, HTTP host ...). A 5-tuple
     reused after a close is a new row. json, csv and parquet stream rows as connections end;
-    the table waits for the capture's end and sorts by start time.
+    the table waits for the capture's end and sorts by start time. `community_id` is the
+    Community ID v1 hash, seed 0 unless --community-id-seed says otherwise.
 
     \b
     Example:
       flowlens flows capture.pcap --state time-wait --port 5432
       tcpdump -i eth0 -w - | flowlens flows - --format json
       flowlens flows capture.pcap --format parquet -o flows.parquet
+      flowlens flows capture.pcap --community-id-seed 1 --format json
     """
     sink = Output(output, fmt, capture)
     selection = selection_from(kwargs)
