@@ -97,18 +97,19 @@ class Analysis(_CoreAnalysis):
         return records_frame(self._rows(what), what)
 
     def to_arrow(self, what: str = "connections") -> pyarrow.Table:
-        """`what` (connections, findings or rtt) as a pyarrow Table: connections and findings
-        with the schema of batch's Parquet datasets (without their capture columns)."""
-        import pyarrow as pa
+        """`what` (connections, findings or rtt) as a pyarrow Table with the schema
+        `--format parquet` writes (core/arrow.py) without its capture columns: connections and
+        findings as in batch's Parquet datasets, rtt as `flowlens rtt`'s rows."""
+        from .analyzers.anomalies.detector import ANOMALY_FIELDS
+        from .core.arrow import arrow_table, schema
+        from .core.connections import RECORD_FIELDS
+        from .reports.rtt import CONNECTION_FIELDS
 
-        from .batch.task import ANOMALY_SCHEMA, CONNECTION_SCHEMA, arrow_table
-
-        rows = self._rows(what)
-        schema = {"connections": CONNECTION_SCHEMA, "findings": ANOMALY_SCHEMA}.get(what)
-        if schema is None:
-            return pa.Table.from_pylist(rows)
-        own = pa.schema([f for f in schema if f.name not in ("capture", "capture_path")])
-        return arrow_table(rows, schema).select(own.names)
+        rows = self._rows(what)  # (UsageError for an unknown `what`)
+        fields = {"connections": RECORD_FIELDS, "findings": ANOMALY_FIELDS}.get(
+            what, CONNECTION_FIELDS
+        )
+        return arrow_table(rows, schema(fields, capture_columns=False))
 
 
 def analyze(

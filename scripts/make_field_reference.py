@@ -17,8 +17,9 @@ DOC = ROOT / "docs" / "fields.md"
 
 HEAD = """# Connection record fields
 
-What each field of `flowlens flows` (and of batch's `connections` dataset) means, its unit and
-its caveats. Field names follow Zeek's conn.log where Zeek has the concept. Written by
+What each field of `flowlens flows` (and of batch's `connections` dataset and of
+`flows --format parquet`, typed by `flowlens/core/arrow.py`) means, its unit and its caveats.
+Field names follow Zeek's conn.log where Zeek has the concept. Written by
 `python scripts/make_field_reference.py` from `flowlens/core/record.py`, where each field is
 declared and documented; edit it there.
 

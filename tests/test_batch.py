@@ -533,9 +533,9 @@ def test_the_progress_bar_appears_on_a_tty_and_not_in_a_pipe(tmp_path):
 
 
 def test_every_record_field_has_a_parquet_type():
-    from flowlens.batch.task import _CONNECTION_TYPES
+    from flowlens.core.arrow import COLUMN_TYPES
 
-    assert set(RECORD_FIELDS) <= set(_CONNECTION_TYPES)
+    assert set(RECORD_FIELDS) <= set(COLUMN_TYPES)
     assert CONNECTION_SCHEMA.names[: len(RECORD_FIELDS)] == list(RECORD_FIELDS)
 
 

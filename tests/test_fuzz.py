@@ -956,7 +956,10 @@ def _base_args(
                 )
         elif isinstance(param, click.Option):
             if param.name == "fmt" and isinstance(param.type, click.Choice) and rng is not None:
-                args += [param.opts[0], rng.choice(list(param.type.choices))]
+                fmt = rng.choice(list(param.type.choices))
+                args += [param.opts[0], fmt]
+                if fmt == "parquet":  # a file, never stdout (into the test's working folder)
+                    args += ["-o", "mutant.parquet"]
             elif param.required and name not in CLI_EXTRA_ARGS:
                 pytest.fail(
                     f"flowlens {name} needs option {param.opts[0]} besides the capture: "

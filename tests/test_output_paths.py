@@ -24,6 +24,10 @@ COMMANDS = {
     "rtt --plot": (["rtt", SAMPLE, "--plot"], "png", "png, svg"),
     "report --markdown": (["report", SAMPLE, "--markdown"], "md", None),
     "report -o": (["report", SAMPLE, "-o"], "html", None),
+    "flows --format parquet -o": (["flows", SAMPLE, "--format", "parquet", "-o"], "parquet", None),
+    "anomalies --format json -o": (["anomalies", SAMPLE, "--format", "json", "-o"], "json", None),
+    "rtt --format parquet -o": (["rtt", SAMPLE, "--format", "parquet", "-o"], "parquet", None),
+    "states -o": (["states", SAMPLE, "-o"], "csv", None),
 }
 PICTURES = [name for name, (_args, _ext, formats) in COMMANDS.items() if formats]
 

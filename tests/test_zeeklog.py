@@ -117,3 +117,64 @@ def test_zeek_json_leaves_unset_fields_out():
         assert None not in obj.values()
         assert list(obj)[:2] == ["ts", "uid"] and isinstance(obj["ts"], float)
         assert "duration" not in obj or obj["duration"] > 0
+
+
+# -- zat (Zeek Analysis Tools, PyPI) reads the log as Zeek's own -------------------------------
+
+#: the pandas dtype zat's LogToDataFrame gives each Zeek type it converts (zat/log_to_dataframe.py;
+#: a timedelta's unit is pandas's choice)
+ZAT_DTYPES = {
+    "count": "UInt64",
+    "port": "UInt16",
+    "double": "float64",
+    "interval": "timedelta64",
+}
+
+
+def _zat_frame(text: str, tmp_path):
+    from zat.log_to_dataframe import LogToDataFrame
+
+    path = tmp_path / "conn.log"
+    path.write_text(text)
+    return LogToDataFrame().create_dataframe(str(path))
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
+def test_zat_reads_the_conn_log_with_zeeks_types_and_the_json_values(path, tmp_path):
+    import pandas as pd
+
+    records = [json.loads(ln) for ln in _run("flows", str(path), "--format", "json").splitlines()]
+    text = _run("flows", str(path), "--format", "zeek")
+    _, fields, types, _ = read_zeek_log(text)
+    df = _zat_frame(text, tmp_path)
+    # zat indexes by ts (a datetime) and keeps every other column, in the log's order
+    assert df.index.name == "ts" and str(df.index.dtype).startswith("datetime64")
+    assert [df.index.name, *df.columns] == fields
+    kinds = dict(zip(fields, types))
+    for column in df.columns:
+        want = ZAT_DTYPES.get(kinds[column])
+        if want is not None:
+            assert str(df[column].dtype).split("[")[0] == want, (column, df[column].dtype)
+    assert len(df) == len(records)
+    for (ts, row), rec in zip(df.iterrows(), records):
+        assert abs(ts.value / 1e9 - rec["ts"]) < 1e-6
+        logged = rec["duration"] > 0  # Zeek's set_conn: duration and sizes only then
+        for column, value in rec.items():
+            if column == "ts":
+                continue
+            got = row[column]
+            if value is None or (not logged and column in ("duration", "orig_bytes", "resp_bytes")):
+                assert pd.isna(got), (column, got)
+            elif column == "duration":
+                assert got.total_seconds() == pytest.approx(value, abs=1e-6)
+            elif isinstance(value, bool):
+                assert got == ("T" if value else "F"), (column, got)
+            elif isinstance(value, dict):
+                assert json.loads(got) == value
+            elif isinstance(value, float):
+                assert got == pytest.approx(value, abs=1e-6), column
+            else:
+                assert got == value, (column, got, value)
+        assert row["ip_proto"] == {"tcp": 6, "udp": 17}.get(
+            rec["proto"], 58 if ":" in rec["id.orig_h"] else 1
+        )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import os
 import re
 import stat
@@ -18,8 +17,10 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from ..analyzers.anomalies.detector import ANOMALY_FIELDS
+from ..core.arrow import CONNECTION_SCHEMA, arrow_table, schema
 from ..core.capture import open_capture
-from ..core.connections import RECORD_FIELDS, Config
+from ..core.connections import Config
 from ..core.decode import LINKTYPE_NAMES
 from ..core.pipeline import FileRun, Pipeline
 from ..errors import FlowlensError
@@ -34,75 +35,16 @@ __all__ = [
     "capture_id",
     "file_digest",
     "CONNECTION_SCHEMA",
-    "arrow_table",
     "ANOMALY_SCHEMA",
     "SUMMARY_SCHEMA",
 ]
 
 # ------------------------------------------------------------------ schemas
 
-_CONNECTION_TYPES = {
-    "uid": pa.string(),
-    "ts": pa.float64(),
-    "duration": pa.float64(),
-    "proto": pa.string(),
-    "id.orig_h": pa.string(),
-    "id.orig_p": pa.int32(),
-    "id.resp_h": pa.string(),
-    "id.resp_p": pa.int32(),
-    "community_id": pa.string(),
-    "service": pa.string(),
-    "port_service": pa.string(),
-    # the parsed facts (a different set of keys per protocol) as JSON text, as anomalies'
-    # `details`: every file of the dataset has the same schema
-    "app": pa.string(),
-    "orig_pkts": pa.int64(),
-    "resp_pkts": pa.int64(),
-    "orig_bytes": pa.int64(),
-    "resp_bytes": pa.int64(),
-    "orig_ip_bytes": pa.int64(),
-    "resp_ip_bytes": pa.int64(),
-    "missed_bytes": pa.int64(),
-    "conn_state": pa.string(),
-    "history": pa.string(),
-    "orig_state": pa.string(),
-    "resp_state": pa.string(),
-    "handshake": pa.string(),
-    "teardown": pa.string(),
-    "close_initiator": pa.string(),
-    "originator_inferred": pa.bool_(),
-    "synack_ms": pa.float64(),
-    "ackdat_ms": pa.float64(),
-    "irtt_ms": pa.float64(),
-    "retransmissions": pa.int64(),
-    "out_of_order": pa.int64(),
-    "syn_retries": pa.int64(),
-}
-
-#: columns every batch row carries besides its record: which file it came from
-_CAPTURE_COLUMNS = [pa.field("capture", pa.string()), pa.field("capture_path", pa.string())]
-
-#: the connections dataset: the `flowlens flows` record (a field added to RECORD_FIELDS without a
-#: type here is stored as text, so a new field never breaks a batch), then the capture columns
-CONNECTION_SCHEMA = pa.schema(
-    [pa.field(name, _CONNECTION_TYPES.get(name, pa.string())) for name in RECORD_FIELDS]
-    + _CAPTURE_COLUMNS
-)
-
-#: the anomalies dataset: the anomaly record; `details` (a different object for every kind) is
-#: JSON text so that every file of the dataset has the same schema
-ANOMALY_SCHEMA = pa.schema(
-    [
-        pa.field("kind", pa.string()),
-        pa.field("severity", pa.string()),
-        pa.field("ts", pa.float64()),
-        pa.field("uid", pa.string()),
-        pa.field("summary", pa.string()),
-        pa.field("evidence", pa.list_(pa.int64())),
-        pa.field("details", pa.string()),
-    ]
-    + _CAPTURE_COLUMNS
-)
+#: the connections dataset (`flowlens flows`'s record, then the capture columns) and the
+#: anomalies dataset (`flowlens anomalies`'s record): core/arrow.py types both, the same schema
+#: `--format parquet` writes
+ANOMALY_SCHEMA = schema(ANOMALY_FIELDS)
 
 #: summary.parquet: one row per capture (see docs/batch.md for each field)
 SUMMARY_SCHEMA = pa.schema(
@@ -366,11 +308,9 @@ def _result(
         )
         extra = {"capture": os.path.basename(m.path), "capture_path": m.path}
         if conn_rows[i]:
-            conn_tables[m.capture_id] = _table(conn_rows[i], CONNECTION_SCHEMA, extra)
+            conn_tables[m.capture_id] = arrow_table(conn_rows[i], CONNECTION_SCHEMA, extra)
         if anomaly_rows[i]:
-            anomaly_tables[m.capture_id] = _table(
-                [_anomaly_row(a) for a in anomaly_rows[i]], ANOMALY_SCHEMA, extra
-            )
+            anomaly_tables[m.capture_id] = arrow_table(anomaly_rows[i], ANOMALY_SCHEMA, extra)
     return TaskResult(task.task_id, rows, conn_tables, anomaly_tables)
 
 
@@ -382,45 +322,6 @@ def _apportion(rows: list[dict], elapsed_s: float, cpu_s: float) -> None:
         share = (r["packets"] or 0) / total if total else 1 / len(rows)
         r["elapsed_s"] = round(elapsed_s * share, 6)
         r["cpu_s"] = round(cpu_s * share, 6)
-
-
-def _anomaly_row(a: dict) -> dict:
-    row = dict(a)
-    details = a.get("details")
-    row["details"] = None if details is None else json.dumps(details, sort_keys=True, default=str)
-    row["evidence"] = [int(f) for f in a.get("evidence") or []]
-    return row
-
-
-def arrow_table(records: list[dict], schema: pa.Schema, extra: dict | None = None) -> pa.Table:
-    """Records (connection or anomaly records, as the commands print them) -> an Arrow table of
-    exactly `schema` (CONNECTION_SCHEMA or ANOMALY_SCHEMA; `extra` fills columns such as
-    `capture` with one value). Anomaly records are stored as batch stores them (`details` as
-    JSON text)."""
-    if schema is ANOMALY_SCHEMA:
-        records = [_anomaly_row(a) for a in records]
-    return _table(records, schema, {"capture": None, "capture_path": None, **(extra or {})})
-
-
-def _table(records: list[dict], schema: pa.Schema, extra: dict) -> pa.Table:
-    """Records -> an Arrow table of exactly `schema` (column by column: much faster than
-    from_pylist, and a column that is null in this file still has the dataset's type)."""
-    n = len(records)
-    columns = []
-    for f in schema:
-        if f.name in extra:
-            columns.append(pa.array([extra[f.name]] * n, f.type))
-        elif pa.types.is_string(f.type):
-            columns.append(pa.array([_text(r.get(f.name)) for r in records], f.type))
-        else:
-            columns.append(pa.array([r.get(f.name) for r in records], f.type))
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _text(value) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, default=str) if isinstance(value, (dict, list, tuple)) else str(value)
 
 
 # ------------------------------------------------------------------ probes

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO
 
 import click
 
@@ -12,12 +14,16 @@ from ..core.connections import Config
 from ..core.filters import Selection
 from ..core.pipeline import Analysis, Pipeline, analyze
 from ..errors import UsageError
-from ..reports.formats import FORMATS
+from ..reports.formats import FORMATS, write_records
 
 __all__ = [
     "capture_argument",
     "format_option",
     "wide_option",
+    "records_format_option",
+    "output_option",
+    "community_id_option",
+    "Output",
     "table_options",
     "filter_options",
     "selection_from",
@@ -58,6 +64,31 @@ wide_option = click.option(
     help="Table: every column, however wide (default: the main ones, within 120 columns).",
 )
 
+#: the formats of the commands whose rows are tables of data (flows, anomalies, rtt, states)
+RECORD_FORMATS = (*FORMATS, "parquet")
+
+records_format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(RECORD_FORMATS),
+    default="table",
+    show_default=True,
+    help="table for a terminal; json = one JSON object per line; csv with a header; zeek = a "
+    "Zeek ASCII log (zeek-cut reads it); zeek-json = Zeek's JSON log lines; parquet = one "
+    "Parquet file of typed columns (needs -o FILE) for pandas and DuckDB, flows and anomalies "
+    "with the schema of batch's datasets.",
+)
+
+output_option = click.option(
+    "-o",
+    "--output",
+    "output",
+    metavar="FILE",
+    type=click.Path(allow_dash=True),  # (check_output names a folder given here, exit 1)
+    help="Write the records to FILE instead of stdout, whole or not at all (a failed run "
+    "leaves FILE as it was); --format parquet needs it. Example: --format parquet -o "
+    "flows.parquet.",
+)
 
 #: the connection table's defaults: every option below takes its default from here
 _CONFIG = Config()
@@ -111,6 +142,17 @@ def table_options(func: Callable) -> Callable:
         help="Seconds without a packet after which a UDP or ICMP flow ends.",
     )(func)
     return func
+
+
+community_id_option = click.option(
+    "--community-id-seed",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Seed of the community_id hash (Community ID v1), as Zeek's CommunityID::seed and "
+    "Suricata's community-id-seed: use the one your other tools log with. Example: "
+    "--community-id-seed 1.",
+)
 
 
 def filter_options(func: Callable) -> Callable:
@@ -170,6 +212,7 @@ def config_from(kwargs: dict) -> Config:
         udp_idle_s=kwargs.get("udp_timeout", d.udp_idle_s),
         icmp_idle_s=kwargs.pop("udp_timeout", d.icmp_idle_s),
         read_filter=kwargs.pop("read_filter", d.read_filter) or None,
+        community_id_seed=kwargs.pop("community_id_seed", d.community_id_seed),
     )
 
 
@@ -221,6 +264,84 @@ def check_outdir(path: str) -> None:
         raise UsageError(f"{path}: no such directory {parent}")
     if not _may(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{path}: permission denied")
+
+
+class Output:
+    """Where a command's records go: stdout, or `-o FILE` (written to a temporary beside it and
+    renamed over it when the command succeeds, so a failed run leaves FILE as it was).
+
+    Built before any work starts: it refuses `--format parquet` without a file and checks that
+    FILE can be written (`check_output`). Then, as a context manager, `records(...)` writes
+    records in the format and `text` is the stream a command writes its own text to.
+    """
+
+    def __init__(self, path: str | None, fmt: str, capture: str | None) -> None:
+        if path == "-":
+            path = None
+        if fmt == "parquet" and path is None:
+            raise UsageError("--format parquet needs -o FILE")
+        check_output(path)
+        self.path = path
+        self.fmt = fmt
+        self.capture = capture
+        self.text: IO[str] = sys.stdout
+        self._file: IO | None = None
+        self._tmp: str | None = None
+
+    def __enter__(self) -> Output:
+        if self.path is not None:
+            folder, name = os.path.split(os.path.abspath(self.path))
+            self._tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+            try:
+                if self.fmt == "parquet":
+                    self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in __exit__
+                else:
+                    self._file = self.text = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                raise UsageError(f"{self.path}: {exc.strerror or exc}") from exc
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._file is None or self._tmp is None:
+            return
+        try:
+            self._file.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)  # type: ignore[arg-type]
+        except OSError as error:
+            raise UsageError(f"{self.path}: {error.strerror or error}") from error
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)  # (gone after the rename)
+
+    def records(
+        self,
+        records: Iterable[dict],
+        columns: Sequence[str],
+        table_columns: Sequence[str] | None = None,
+        table_headers: Sequence[str] | None = None,
+        *,
+        log_path: str,
+        **table,
+    ) -> int:
+        """Write `records` (dicts with `columns`, in that order) in the format; returns how
+        many. Parquet streams them in bounded batches (reports/parquet.py); `table` is
+        write_records' table layout (max_width, shrink, wrap)."""
+        if self.fmt == "parquet":
+            from ..reports.parquet import write_parquet
+
+            assert self._file is not None, "Output.records outside its with block"
+            return write_parquet(records, self._file, columns, self.capture)
+        return write_records(
+            records,
+            self.fmt,
+            self.text,
+            columns,
+            table_columns,
+            table_headers,
+            log_path=log_path,
+            **table,
+        )
 
 
 class _Progress:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 
 import click
@@ -15,14 +14,16 @@ from ..analyzers.anomalies.detector import (
     Thresholds,
 )
 from ..analyzers.service_id import ServiceAnalyzer
-from ..reports.formats import TABLE_WIDTH, plural, utc_cells, write_records
+from ..reports.formats import TABLE_WIDTH, plural, utc_cells
 from ._common import (
+    Output,
     capture_argument,
     config_from,
     filter_options,
-    format_option,
     nothing_line,
     open_pipeline,
+    output_option,
+    records_format_option,
     report_damage,
     selection_from,
     table_options,
@@ -170,7 +171,8 @@ def _threshold_options(func):
 
 @click.command()
 @capture_argument
-@format_option
+@records_format_option
+@output_option
 @click.option(
     "--min-severity",
     type=click.Choice(SEVERITIES),
@@ -197,7 +199,13 @@ def _threshold_options(func):
 @filter_options
 @table_options
 def anomalies(
-    capture: str, fmt: str, min_severity: str, kinds: tuple, wide: bool, **kwargs
+    capture: str,
+    fmt: str,
+    output: str | None,
+    min_severity: str,
+    kinds: tuple,
+    wide: bool,
+    **kwargs,
 ) -> None:
     """What went wrong in CAPTURE, most severe first: one finding per problem, each a sentence
     to paste into a postmortem, with the frame numbers that show it (tcpdump -# and Wireshark
@@ -219,7 +227,9 @@ def anomalies(
       flowlens anomalies capture.pcap --kind port_exhaustion_risk --ephemeral-range 40000-40999
       flowlens anomalies capture.pcap --format json | jq -r .summary
       flowlens anomalies capture.pcap --wide
+      flowlens anomalies capture.pcap --format parquet -o anomalies.parquet
     """
+    sink = Output(output, fmt, capture)
     thresholds = Thresholds(
         ephemeral_range=kwargs.pop("ephemeral_range"),
         time_wait_min=kwargs.pop("time_wait_min"),
@@ -253,26 +263,25 @@ def anomalies(
         a for a in found if SEVERITIES.index(a.severity) >= floor and (not kinds or a.kind in kinds)
     ]
     records = [a.to_record() for a in shown]
-    if fmt == "table":
-        rows = []
-        for r, t in zip(records, utc_cells([r["ts"] for r in records], full=wide)):
-            row = dict(r)
-            row["ts"] = t
-            row["evidence"] = _evidence_text(r["evidence"], wide)
-            rows.append(row)
-        write_records(  # no findings: the header alone
-            rows,
-            fmt,
-            sys.stdout,
-            ANOMALY_FIELDS,
-            TABLE_COLUMNS if wide else SHORT_COLUMNS,
-            TABLE_HEADERS if wide else SHORT_HEADERS,
-            log_path="flowlens_anomalies",
-            max_width=None if wide else TABLE_WIDTH,
-            wrap="summary",
-        )
-    else:
-        write_records(records, fmt, sys.stdout, ANOMALY_FIELDS, log_path="flowlens_anomalies")
+    with sink:
+        if fmt == "table":
+            rows = []
+            for r, t in zip(records, utc_cells([r["ts"] for r in records], full=wide)):
+                row = dict(r)
+                row["ts"] = t
+                row["evidence"] = _evidence_text(r["evidence"], wide)
+                rows.append(row)
+            sink.records(  # no findings: the header alone
+                rows,
+                ANOMALY_FIELDS,
+                TABLE_COLUMNS if wide else SHORT_COLUMNS,
+                TABLE_HEADERS if wide else SHORT_HEADERS,
+                log_path="flowlens_anomalies",
+                max_width=None if wide else TABLE_WIDTH,
+                wrap="summary",
+            )
+        else:
+            sink.records(records, ANOMALY_FIELDS, log_path="flowlens_anomalies")
     report_damage(pipe.summary_lines())
     if not seen:
         warn(nothing_line(capture, pipe.stats.frames, selection))

@@ -9,7 +9,14 @@ import time
 import click
 
 from ..reports.formats import plural
-from ._common import check_outdir, config_from, report_damage, table_options, warn
+from ._common import (
+    check_outdir,
+    community_id_option,
+    config_from,
+    report_damage,
+    table_options,
+    warn,
+)
 
 #: failures listed one per line on stderr; the rest are in summary.json
 MAX_LISTED_FAILURES = 20
@@ -96,6 +103,7 @@ def progress_for(stream) -> TqdmProgress | None:
               help="Largest gap in seconds between one file's last packet and the next one's first.")  # fmt: skip
 @click.option("--no-report", is_flag=True, help="Skip report.html.")
 @table_options
+@community_id_option
 def batch(
     paths, outdir, jobs, scheduler, verify, merge_consecutive, merge_gap, no_report, **kwargs
 ) -> None:
@@ -113,6 +121,7 @@ def batch(
     Example:
       flowlens batch /var/captures -o out/
       flowlens batch 'archive/**/*.pcap.gz' -o out/ --merge-consecutive --scheduler tcp://sched:8786
+      flowlens batch /var/captures -o out/ --community-id-seed 1
     """
     check_outdir(outdir)  # before any work, and before the imports below cost their time
     # imported here: pyarrow and the pool machinery would slow every other command's start

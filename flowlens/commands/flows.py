@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 
 import click
 
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.connections import PROTO_NAMES, RECORD_FIELDS
-from ..reports.formats import TABLE_WIDTH, plural, utc_cells, write_records
+from ..reports.formats import TABLE_WIDTH, plural, utc_cells
 from ._common import (
+    Output,
     capture_argument,
+    community_id_option,
     config_from,
     filter_options,
-    format_option,
     nothing_line,
     open_pipeline,
+    output_option,
+    records_format_option,
     report_damage,
     selection_from,
     table_options,
@@ -57,10 +59,12 @@ def table_row(r: dict) -> dict:
 
 @click.command()
 @capture_argument
-@format_option
+@records_format_option
+@output_option
 @filter_options
 @table_options
 @wide_option
+@community_id_option
 @click.option(
     "--services",
     "detect_services",
@@ -70,7 +74,12 @@ def table_row(r: dict) -> dict:
     "captures of short connections (docs/services.md).",
 )
 def flows(
-    capture: str, fmt: str, detect_services: bool = False, wide: bool = False, **kwargs
+    capture: str,
+    fmt: str,
+    output: str | None,
+    detect_services: bool = False,
+    wide: bool = False,
+    **kwargs,
 ) -> None:
     """One row per TCP connection and UDP/ICMP flow in CAPTURE (pcap or pcapng, optionally
     gzip/bzip2/xz/zstd compressed; `-` reads stdin).
@@ -84,14 +93,18 @@ def flows(
     reused after a close is a new row. json and csv stream rows as connections end; the table
     waits for the capture's end and sorts by start time: its default columns fit 120
     characters (bytes o/r are payload bytes, dur_s seconds); --wide adds proto, service,
-    conn_state, history, handshake, teardown, packets, retransmissions and irtt_ms.
+    conn_state, history, handshake, teardown, packets, retransmissions and irtt_ms; `community_id` is the Community ID v1
+    hash, seed 0 unless --community-id-seed says otherwise.
 
     \b
     Example:
       flowlens flows capture.pcap --state time-wait --port 5432
       tcpdump -i eth0 -w - | flowlens flows - --format json
       flowlens flows capture.pcap --wide
+      flowlens flows capture.pcap --format parquet -o flows.parquet
+      flowlens flows capture.pcap --community-id-seed 1 --format json
     """
+    sink = Output(output, fmt, capture)
     selection = selection_from(kwargs)
     config = config_from(kwargs)
     # the TCP analysis counts retransmissions and out-of-order segments into the records; the
@@ -110,26 +123,25 @@ def flows(
             yield conn.to_record()
 
     try:
-        if fmt == "table":
-            records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
-            if progress is not None:
-                progress.close()
-            times = utc_cells([r["ts"] for r in records], full=wide)
-            records = [table_row(r) | {"ts": t} for r, t in zip(records, times)]
-            columns = TABLE_COLUMNS if wide else SHORT_COLUMNS
-            write_records(
-                records,
-                fmt,
-                sys.stdout,
-                RECORD_FIELDS,
-                columns,
-                [HEADERS.get(c, c) for c in columns],
-                log_path="conn",
-                max_width=None if wide else TABLE_WIDTH,
-                shrink=("resp", "orig"),
-            )
-        else:
-            write_records(rows(), fmt, sys.stdout, RECORD_FIELDS, log_path="conn")
+        with sink:
+            if fmt == "table":
+                records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
+                if progress is not None:
+                    progress.close()
+                times = utc_cells([r["ts"] for r in records], full=wide)
+                records = [table_row(r) | {"ts": t} for r, t in zip(records, times)]
+                columns = TABLE_COLUMNS if wide else SHORT_COLUMNS
+                sink.records(
+                    records,
+                    RECORD_FIELDS,
+                    columns,
+                    [HEADERS.get(c, c) for c in columns],
+                    log_path="conn",
+                    max_width=None if wide else TABLE_WIDTH,
+                    shrink=("resp", "orig"),
+                )
+            else:
+                sink.records(rows(), RECORD_FIELDS, log_path="conn")
     finally:
         if progress is not None:
             progress.close()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
 from ..analyzers.rtt import RttCollector
-from ..reports.formats import TABLE_WIDTH, plural, utc_cells, write_records
+from ..reports.formats import TABLE_WIDTH, plural, utc_cells
 from ..reports.rtt import (
     AGGREGATE_FIELDS,
     BY_CHOICES,
@@ -22,13 +21,15 @@ from ..reports.rtt import (
 )
 from ._common import (
     PICTURE_FORMATS,
+    Output,
     capture_argument,
     check_output,
     config_from,
     filter_options,
-    format_option,
     nothing_line,
     open_pipeline,
+    output_option,
+    records_format_option,
     report_damage,
     selection_from,
     table_options,
@@ -80,7 +81,8 @@ def _table_row(r: dict) -> dict:
 
 @click.command()
 @capture_argument
-@format_option
+@records_format_option
+@output_option
 @click.option(
     "--by",
     type=click.Choice(BY_CHOICES),
@@ -105,7 +107,14 @@ def _table_row(r: dict) -> dict:
 @filter_options
 @table_options
 def rtt(
-    capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, wide: bool, **kwargs
+    capture: str,
+    fmt: str,
+    output: str | None,
+    by: str,
+    samples: bool,
+    plot_path: str | None,
+    wide: bool,
+    **kwargs,
 ) -> None:
     """Round-trip times in CAPTURE, measured at the capture point, per connection and
     direction: the handshake leg and data RTT statistics (count, min, p50, p90, p99, max,
@@ -128,7 +137,9 @@ def rtt(
       flowlens rtt capture.pcap --by server --plot rtt.png
       flowlens rtt capture.pcap --samples --uid CwV6 --format csv
       flowlens rtt capture.pcap --wide
+      flowlens rtt capture.pcap --format parquet -o rtt.parquet
     """
+    sink = Output(output, fmt, capture)
     selection = selection_from(kwargs)
     config = config_from(kwargs)
     check_output(plot_path, formats=PICTURE_FORMATS)
@@ -159,51 +170,43 @@ def rtt(
 
     fields = SAMPLE_FIELDS if samples else CONNECTION_FIELDS
     try:
-        if agg is not None:
-            for conn in selection.filter(pipe):
-                seen[0] += 1
-                if plot_path is not None:
-                    plotted(conn)
-                agg.add(conn)
-            records = agg.rows()
-            if progress is not None:
-                progress.close()
-            if fmt == "table":
-                records = [_table_row(r) for r in records]
-            write_records(
-                records,
-                fmt,
-                sys.stdout,
-                AGGREGATE_FIELDS,
-                (AGG_COLUMNS if wide else AGG_SHORT)[by],
-                log_path="flowlens_rtt",
-                **_fit(wide),
-            )
-        elif fmt == "table":
-            records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
-            if progress is not None:
-                progress.close()
-            if samples:
-                columns = SAMPLE_COLUMNS if wide else SAMPLE_SHORT
+        with sink:
+            if agg is not None:
+                for conn in selection.filter(pipe):
+                    seen[0] += 1
+                    if plot_path is not None:
+                        plotted(conn)
+                    agg.add(conn)
+                records = agg.rows()
+                if progress is not None:
+                    progress.close()
+                if fmt == "table":
+                    records = [_table_row(r) for r in records]
+                sink.records(
+                    records,
+                    AGGREGATE_FIELDS,
+                    (AGG_COLUMNS if wide else AGG_SHORT)[by],
+                    log_path="flowlens_rtt",
+                    **_fit(wide),
+                )
+            elif fmt == "table":
+                records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
+                if progress is not None:
+                    progress.close()
+                if samples:
+                    columns = SAMPLE_COLUMNS if wide else SAMPLE_SHORT
+                else:
+                    columns = TABLE_COLUMNS if wide else SHORT_COLUMNS
+                # a sample's ts is its answer's time; a connection's its first packet's
+                ts_header = "time (UTC)" if samples else "start (UTC)"
+                headers = [ts_header if c == "ts" else c for c in columns]
+                times = utc_cells([r["ts"] for r in records], full=wide)
+                records = [_table_row(r) | {"ts": t} for r, t in zip(records, times)]
+                sink.records(
+                    records, fields, columns, headers, log_path="flowlens_rtt", **_fit(wide)
+                )
             else:
-                columns = TABLE_COLUMNS if wide else SHORT_COLUMNS
-            # a sample's ts is its answer's time; a connection's its first packet's
-            ts_header = "time (UTC)" if samples else "start (UTC)"
-            headers = [ts_header if c == "ts" else c for c in columns]
-            times = utc_cells([r["ts"] for r in records], full=wide)
-            records = [_table_row(r) | {"ts": t} for r, t in zip(records, times)]
-            write_records(
-                records,
-                fmt,
-                sys.stdout,
-                fields,
-                columns,
-                headers,
-                log_path="flowlens_rtt",
-                **_fit(wide),
-            )
-        else:
-            write_records(rows(), fmt, sys.stdout, fields, log_path="flowlens_rtt")
+                sink.records(rows(), fields, log_path="flowlens_rtt")
     finally:
         if progress is not None:
             progress.close()

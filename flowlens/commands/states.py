@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import sys
 
 import click
 
 from ..core.filters import normalize_state
 from ..errors import UsageError
-from ..reports.formats import plural, utc_cells, write_records
+from ..reports.formats import plural, utc_cells
 from ..reports.ladder import utc_text
 from ..reports.states import (
     LISTENING_FIELDS,
@@ -21,12 +20,14 @@ from ..reports.states import (
 )
 from ._common import (
     PICTURE_FORMATS,
+    Output,
     capture_argument,
     check_output,
     config_from,
-    format_option,
     nothing_line,
     open_pipeline,
+    output_option,
+    records_format_option,
     report_damage,
     table_options,
     warn,
@@ -67,7 +68,8 @@ def _states(ctx, param, values):
 
 @click.command()
 @capture_argument
-@format_option
+@records_format_option
+@output_option
 @click.option(
     "--at",
     "at",
@@ -120,6 +122,7 @@ def _states(ctx, param, values):
 def states(
     capture: str,
     fmt: str,
+    output: str | None,
     at,
     interval,
     plot_path,
@@ -151,6 +154,7 @@ def states(
       flowlens states capture.pcap --interval 10s --plot states.png
       flowlens states capture.pcap --listening
       flowlens states capture.pcap --state estab --wide
+      flowlens states capture.pcap --interval 1s --format parquet -o states.parquet
     """
     if at is not None and interval is not None:
         raise click.UsageError(
@@ -159,6 +163,7 @@ def states(
     if listening and (at is not None or interval is not None or states):
         raise click.UsageError("--listening takes no --at, --interval or --state")
     check_output(plot_path, formats=PICTURE_FORMATS)
+    sink = Output(output, fmt, capture)
     config = config_from(kwargs)
     pipe, progress = open_pipeline(capture, config)
     index = SocketStates(hosts, ports, states)
@@ -170,27 +175,54 @@ def states(
             progress.close()
     report_damage(pipe.summary_lines())
     first, last = pipe.stats.first_ts_ns, pipe.stats.last_ts_ns
-    out = sys.stdout
     filtered = bool(hosts or ports or states)
+    ts = where = None
     if at is not None and first is not None and last is not None:
         ts = at.resolve(first, last)
         where = _moment(capture, at, ts, first, last)  # raises before the first packet
     if first is None or last is None or (not index.spans and not listening):
         # nothing to count: say so, and print the empty shape of what was asked for
         warn(nothing_line(capture, pipe.stats.frames, filtered, noun="TCP connection"))
-        if listening:
-            write_records([], fmt, out, LISTENING_FIELDS, log_path="flowlens_states")
-        elif at is not None:
-            _empty(fmt, out, ("host", "total"), ("host", "ts", "total", *STATES))
-        else:
-            _empty(
-                fmt, out, ("time_s", "host", "total"), ("ts", "time_s", "host", "total", *STATES)
-            )
+        with sink:
+            if listening:
+                sink.records([], LISTENING_FIELDS, log_path="flowlens_states")
+            elif at is not None:
+                _empty(sink, ("host", "total"), ("host", "ts", "total", *STATES))
+            else:
+                _empty(
+                    sink, ("time_s", "host", "total"), ("ts", "time_s", "host", "total", *STATES)
+                )
         if plot_path:
             warn(f"{plot_path}: not written (no sockets to draw)")
         warn(f"{index.connections} TCP connections, 0 hosts with sockets")
         return
+    with sink:
+        if not _write(sink, index, listening, at, ts, where, interval, first, last, capture, wide):
+            return
+    if plot_path:
+        try:
+            left_out = save_states_figure(
+                index, first, last, plot_path, title=f"TCP sockets per host: {capture}"
+            )
+        except OSError as exc:  # the disk filled, the folder went away after the check
+            raise click.ClickException(f"{plot_path}: {exc.strerror or exc}") from exc
+        if left_out:
+            warn(
+                f"Warning: {plot_path}: {plural(len(left_out), 'quieter host')} left out "
+                "(use --host)"
+            )
+    warn(
+        f"{plural(index.connections, 'TCP connection')}, "
+        f"{plural(len(index.host_list()), 'host')} with sockets"
+    )
 
+
+def _write(
+    sink: Output, index: SocketStates, listening: bool, at, ts, where, interval,
+    first: int, last: int, capture: str, wide: bool,
+) -> bool:  # fmt: skip
+    """The records: listening ports, one moment, or the series; False when done (--listening)."""
+    fmt, out = sink.fmt, sink.text
     if listening:
         rows = index.listening_records()
         if fmt == "table":  # UTC for people, as every other table (json/csv keep epoch seconds)
@@ -203,14 +235,16 @@ def states(
                 {"first_ts": "first (UTC)", "last_ts": "last (UTC)"}.get(f, f)
                 for f in LISTENING_FIELDS
             ]
-            write_records(shown, fmt, out, LISTENING_FIELDS, LISTENING_FIELDS, headers)
+            sink.records(
+                shown, LISTENING_FIELDS, LISTENING_FIELDS, headers, log_path="flowlens_states"
+            )
         else:
-            write_records(rows, fmt, out, LISTENING_FIELDS, log_path="flowlens_states")
+            sink.records(rows, LISTENING_FIELDS, log_path="flowlens_states")
         warn(
             f"{sum(r['state'] == 'LISTEN' for r in rows)} listening, "
             f"{sum(r['state'] == 'REFUSED' for r in rows)} refusing host:port"
         )
-        return
+        return False
 
     if at is not None:
         records = index.at_records(ts)
@@ -219,7 +253,7 @@ def states(
             out.write(f"TCP sockets per host at {utc_text(ts)} ({where})\n")
             _table(records, ("host", "total"), out, wide)
         else:
-            write_records(records, fmt, out, fields, log_path="flowlens_states")
+            sink.records(records, fields, log_path="flowlens_states")
     else:
         step = interval or auto_interval(last - first)
         ticks = (last - first) / 1e9 / step
@@ -240,29 +274,10 @@ def states(
                 rec["time_s"] = f"{rec['time_s']:.3f}" if step < 1 else f"{rec['time_s']:.1f}"
             _table(records, ("time_s", "host", "total"), out, wide)
         else:
-            write_records(
-                index.iter_series_records(times, first),
-                fmt,
-                out,
-                fields,
-                log_path="flowlens_states",
+            sink.records(
+                index.iter_series_records(times, first), fields, log_path="flowlens_states"
             )
-    if plot_path:
-        try:
-            left_out = save_states_figure(
-                index, first, last, plot_path, title=f"TCP sockets per host: {capture}"
-            )
-        except OSError as exc:  # the disk filled, the folder went away after the check
-            raise click.ClickException(f"{plot_path}: {exc.strerror or exc}") from exc
-        if left_out:
-            warn(
-                f"Warning: {plot_path}: {plural(len(left_out), 'quieter host')} left out "
-                "(use --host)"
-            )
-    warn(
-        f"{plural(index.connections, 'TCP connection')}, "
-        f"{plural(len(index.host_list()), 'host')} with sockets"
-    )
+    return True
 
 
 def _moment(capture: str, at, ts: int, first: int, last: int) -> str:
@@ -287,12 +302,12 @@ def _moment(capture: str, at, ts: int, first: int, last: int) -> str:
     return where
 
 
-def _empty(fmt: str, out, table_columns: tuple[str, ...], fields: tuple[str, ...]) -> None:
+def _empty(sink: Output, table_columns: tuple[str, ...], fields: tuple[str, ...]) -> None:
     """The output of a run with nothing to count: a table's header, a CSV header, no JSON."""
-    if fmt == "table":
-        _table([], table_columns, out)
+    if sink.fmt == "table":
+        _table([], table_columns, sink.text)
     else:
-        write_records([], fmt, out, fields, log_path="flowlens_states")
+        sink.records([], fields, log_path="flowlens_states")
 
 
 #: the states a socket sits in for long (an open connection, a leak, a close waiting on the

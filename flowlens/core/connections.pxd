@@ -51,6 +51,7 @@ cdef class Connection:
     cdef public bint _done
     cdef public bint _held
     cdef public bint _closing
+    cdef public int community_id_seed
 
     cpdef long long pkts_sent(self, int side)
     cpdef long long payload_sent(self, int side)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import cython
 
+from ..errors import UsageError
 from .analyzer import Analyzer, resolve
 from .community_id import community_id, icmp_ports
 from .constants import NEVER, UNSET
@@ -234,6 +235,15 @@ class Config:
     #: a BPF read filter in tcpdump's syntax (`tcp port 5432`), run by libpcap on each frame
     #: before it is decoded (flowlens.core.bpf); frames it turns away are counted, not analysed
     read_filter: str | None = None
+    #: seed of every record's `community_id` (Community ID v1, 0..65535; the spec's default 0):
+    #: the value Zeek's CommunityID::seed or Suricata's community-id-seed is set to, so that
+    #: the hashes match theirs
+    community_id_seed: int = 0
+
+    def __post_init__(self) -> None:
+        seed = self.community_id_seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 0xFFFF:
+            raise UsageError(f"community_id_seed must be an integer 0..65535, not {seed!r}")
 
     @property
     def time_wait_ns(self) -> int:
@@ -304,6 +314,7 @@ class Connection:
         "_done",
         "_held",
         "_closing",  # closed, and rescheduled for the shorter close linger
+        "community_id_seed",  # the table's Config.community_id_seed, for the record's hash
     )
 
     @cython.locals(pkt=Packet)
@@ -355,6 +366,7 @@ class Connection:
         self._done = False
         self._held = False
         self._closing = False
+        self.community_id_seed = cfg.community_id_seed
         # stable id: "C" + 17 base-62 characters
         self.uid = _uid(pkt.ts_ns, pkt.frame, key[0], key[1], key[2], key[3], key[4])
 
@@ -586,7 +598,12 @@ class Connection:
             "id.resp_h": format_addr(self.resp_h),
             "id.resp_p": self.resp_p,
             "community_id": _community_id(
-                self.proto, self.orig_h, self.orig_p, self.resp_h, self.resp_p
+                self.proto,
+                self.orig_h,
+                self.orig_p,
+                self.resp_h,
+                self.resp_p,
+                self.community_id_seed,
             ),
             "service": self.service,
             "port_service": (
@@ -690,13 +707,16 @@ RECORD_FIELDS = tuple(
 )
 
 
-def _community_id(proto: int, orig_h: bytes, orig_p: int, resp_h: bytes, resp_p: int) -> str:
-    """The record's Community ID v1, seed 0 (core/community_id.py: the spec's rules; for ICMP the
-    record's ports are the message type and, for a message without a reply type, its code)."""
+def _community_id(
+    proto: int, orig_h: bytes, orig_p: int, resp_h: bytes, resp_p: int, seed: int = 0
+) -> str:
+    """The record's Community ID v1 with `seed` (Config.community_id_seed; core/community_id.py:
+    the spec's rules; for ICMP the record's ports are the message type and, for a message
+    without a reply type, its code)."""
     if proto == _ICMP or proto == _ICMPV6:
         sport, dport, one_way = icmp_ports(proto, orig_p, resp_p)
-        return community_id(proto, orig_h, sport, resp_h, dport, 0, one_way)
-    return community_id(proto, orig_h, orig_p, resp_h, resp_p)
+        return community_id(proto, orig_h, sport, resp_h, dport, seed, one_way)
+    return community_id(proto, orig_h, orig_p, resp_h, resp_p, seed)
 
 
 def _first_seen(c: Connection) -> tuple:

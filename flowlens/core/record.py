@@ -55,9 +55,10 @@ class ConnectionRecord:
     """Responder's port; for ICMP the code, or the reply's type for request/reply pairs."""
 
     community_id: str
-    """The Community ID v1 flow hash (corelight/community-id-spec, seed 0), the same string Zeek,
-    Suricata, Arkime and Elastic log for this flow, to join their records with flowlens's. ICMP
-    uses Zeek's type/counterpart mapping; a reply whose request came first shares its hash."""
+    """The Community ID v1 flow hash (corelight/community-id-spec), the same string Zeek,
+    Suricata, Arkime and Elastic log for this flow, to join their records with flowlens's. Seed
+    0 unless `--community-id-seed N` (`Config(community_id_seed=N)`) gives theirs. ICMP uses
+    Zeek's type/counterpart mapping; a reply whose request came first shares its hash."""
 
     service: str | None
     """The protocol the connection speaks, told from the first payload bytes of each direction
