@@ -17,7 +17,17 @@ from .errors import FlowlensError
 __all__ = ["main", "cli", "all_commands"]
 
 # command modules, each defining a click command of the same name
-COMMANDS = ["flows", "ladder", "timeline", "states", "rtt", "batch", "anomalies", "report"]
+COMMANDS = [
+    "flows",
+    "ladder",
+    "timeline",
+    "states",
+    "rtt",
+    "batch",
+    "anomalies",
+    "report",
+    "extract",
+]
 
 
 class _Group(click.Group):

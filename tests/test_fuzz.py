@@ -890,6 +890,7 @@ CLI_EXTRA_ARGS: dict[str, list[str]] = {
     # a fresh output directory per run: batch resumes (skips) what an outdir already holds
     "batch": ["-o", "batch-out-{n}", "-j", "1", "--no-report"],
     "report": ["-o", "report-{n}.html"],
+    "extract": ["-w", "-"],  # the capture to stdout: nothing left on disk
 }
 #: mutants per command where the default sample would be slow (a worker process, figures)
 CLI_SAMPLE_SIZE = {"batch": 4, "report": 8}

@@ -32,6 +32,7 @@ COMMANDS = {
     "states --plot": ["states", SAMPLE, "--plot"],
     "report --markdown": ["report", SAMPLE, "--markdown"],
     "report -o": ["report", SAMPLE, "-o"],
+    "extract -w": ["extract", SAMPLE, "--port", "9000", "-w"],
 }
 
 
