@@ -13,6 +13,7 @@ from ..analyzers.packetlog import (
 )
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..reports.formats import render_table, write_records
+from ..reports.hints import MAX_HINTS, extract_hints
 from ..reports.timeline import (
     TABLE_COLUMNS,
     TABLE_HEADERS,
@@ -67,6 +68,8 @@ def timeline(capture: str, fmt: str, absolute: bool, **kwargs) -> None:
     pipe, progress = open_pipeline(capture, config, [collector])
     # rows are written as each connection ends, so memory holds only the open connections
     pairs = select_logs(pipe, selection, collector, capture)
+    shown: list[str] = []  # (table format: the hint lines name them)
+    tables = 0
     try:
         if fmt == "table":
             for i, (conn, log) in enumerate(pairs):
@@ -75,6 +78,9 @@ def timeline(capture: str, fmt: str, absolute: bool, **kwargs) -> None:
                 sys.stdout.write(caption(conn) + "\n")
                 rows = table_rows(timeline_records(conn, log, absolute))
                 sys.stdout.write(render_table(rows, TABLE_COLUMNS, TABLE_HEADERS) + "\n")
+                tables += 1
+                if len(shown) < MAX_HINTS:
+                    shown.append(conn.uid)
         else:
             records = (rec for conn, log in pairs for rec in timeline_records(conn, log, absolute))
             if fmt == "csv":
@@ -83,5 +89,7 @@ def timeline(capture: str, fmt: str, absolute: bool, **kwargs) -> None:
     finally:
         if progress is not None:
             progress.close()
+    for line in extract_hints(capture, shown, tables, pipe.stats.container):
+        warn(line)
     for line in pipe.summary_lines():
         warn(f"Warning: {line}")

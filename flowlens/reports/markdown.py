@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 
+from .hints import extract_command
 from .ladder import utc_text
 from .postmortem import MIN_BUSY_SOCKETS, Picture, Report, endpoint
 
@@ -205,6 +206,8 @@ def render_markdown(report: Report, files_dir: str) -> tuple[str, list[tuple[str
         if v.picture is not None:
             out += [image(v.picture), ""]
         out += ["```text", v.text.rstrip("\n"), "```", ""]
+        container = dict(report.facts).get("container", "pcap")
+        out += [f"Extract these frames: `{extract_command(report.path, v.uid, container)}`", ""]
     if report.ladders_left_out:
         out += [
             (
