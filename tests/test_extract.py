@@ -584,3 +584,27 @@ def test_corpus_frames_as_tshark_numbers_them(tmp_path, selection):
         assert got == [rows[n - 1] for n in found.frames], src.name
         checked += 1
     assert checked > 10
+
+
+def test_an_interface_declared_after_packets(tmp_path):
+    """pcapng lets an interface block come after packets of another interface: it reaches the
+    output before the first selected packet that follows it, so interface ids stay right."""
+    data, frames = two_interfaces()
+    blocks = pcapng_blocks(data)
+    shb, idb0, idb1 = (b for _c, b in blocks[:3])
+    packets = [b for c, b in blocks if c == 6]
+    first_on_1 = next(i for i, (_ts, _f, iface) in enumerate(frames) if iface == 1)
+    assert first_on_1 > 0
+    src = tmp_path / "late.pcapng"
+    src.write_bytes(
+        shb + idb0 + b"".join(packets[:first_on_1]) + idb1 + b"".join(packets[first_on_1:])
+    )
+    out = tmp_path / "out.pcapng"
+    result = run(src, "--port", 45000, "-w", out)  # the raw-IP connection, on interface 1
+    assert result.exit_code == 0, result.output
+    wanted = [i + 1 for i, (_ts, _f, iface) in enumerate(frames) if iface == 1]
+    got = [b for _c, b in pcapng_blocks(out.read_bytes())]
+    assert got[1:3] == [idb0, idb1]
+    assert got[3:] == [packets[n - 1] for n in wanted]
+    if TSHARK:
+        tshark_matches(src, out, wanted)

@@ -80,7 +80,10 @@ def extract(capture: str, out_path: str, findings: tuple[str, ...], **kwargs) ->
     Select connections with --uid (from `flowlens flows`), --port, --host, --net, --proto,
     --state (the state when the connection ended) and --finding (a kind of `flowlens
     anomalies`). The capture is read twice: once to decide which frames belong to the selected
-    connections, once to copy them; standard input (`-`) is first copied to a temporary file.
+    connections, once to copy them (three times with --finding: the findings come first);
+    standard input (`-`) is first copied to a temporary file. Frames of no
+    connection (not IP, undecodable: bad checksums without -C; turned away by -f) are not
+    written.
     When nothing matches, an empty capture is written and the command says so.
 
     \b
