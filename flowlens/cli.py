@@ -26,6 +26,7 @@ COMMANDS = [
     "batch",
     "anomalies",
     "report",
+    "plot",
     "extract",
 ]
 

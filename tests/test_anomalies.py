@@ -360,6 +360,14 @@ def test_icmp_unreachable(tmp_path):
     assert a.evidence == (1, 2)
 
 
+def test_synack_reflection(tmp_path):
+    a = only(
+        findings(tmp_path, "reflection", pcapgen.synack_reflection(count=12)), "synack_reflection"
+    )
+    assert a.details["pattern"] == "reflection" and a.details["synacks"] == 12
+    # (tests/test_finding_events.py: backscatter, thresholds, a missing SYN; below: a real one)
+
+
 def test_every_kind_is_tested():
     tested = {n[5:] for n in globals() if n.startswith("test_")}
     assert all(any(kind in t for t in tested) for kind in KINDS)
@@ -559,3 +567,13 @@ def test_rst_ignored_needs_the_connection_to_go_on(tmp_path):
     frames = pcapgen.blind_rst()
     rst = next(i for i, (_t, f) in enumerate(frames) if f[47] & pcapgen.RST)
     assert "rst_ignored" not in {x.kind for x in findings(tmp_path, "rst-last", frames[: rst + 1])}
+
+
+def test_synack_reflection_on_a_real_attack_capture():
+    # stopddos's capture of a SYN/ACK reflection: 6,650 SYN/ACKs toward 10.10.10.10 from
+    # thousands of reflectors' service ports, none asked for
+    found = corpus("stopddos__amp.TCP.reflection.SYNACK.pcap")
+    a = only(found, "synack_reflection")
+    assert a.severity == "critical" and a.details["pattern"] == "reflection"
+    assert a.details["receivers"] == ["10.10.10.10"] and a.details["synacks"] > 6000
+    assert not [x for x in found if x.kind in ("connection_refused", "port_scan", "syn_flood")]

@@ -173,13 +173,14 @@ def test_file_without_read_permission(command):
     if not hasattr(os, "seteuid"):
         pytest.skip("needs POSIX user ids")
     with tempfile.TemporaryDirectory() as d:
-        os.chmod(d, 0o755)  # only the file itself is unreadable
+        # only the file itself is unreadable; what a command writes (report -o) may be written
+        os.chmod(d, 0o777)
         path = os.path.join(d, "secret.pcap")
         with open(path, "wb") as f:
             f.write(pcapgen.pcap_bytes(pcapgen.clean_close()))
         os.chmod(path, 0)
         args = cli_args(command, path)
-        with unprivileged():
+        with contextlib.chdir(d), unprivileged():
             result = invoke(args)
         expect_error(result, f"Error: {path}: permission denied")
 
@@ -664,3 +665,155 @@ def test_every_command_reports_damage(tmp_path, monkeypatch, command):
         f"Warning: {path}: skipped 1 undecodable frames (1 truncated Ethernet header)"
         in result.stderr
     )
+
+
+# ------------------------------------------------------------------------------ every command, every damage
+
+
+def _first_record_claims(caplen: int) -> bytes:
+    """A pcap whose first record claims `caplen` bytes (the rest follows unchanged)."""
+    data = bytearray(pcapgen.pcap_bytes(pcapgen.clean_close()))
+    struct.pack_into("<I", data, 24 + 8, caplen)
+    return bytes(data)
+
+
+def _zero_length_records() -> bytes:
+    """Records 2 and 5 keep their header but capture nothing (caplen 0), as a snaplen-0 or
+    broken capturer writes them."""
+    frames = pcapgen.clean_close()
+    out = bytearray(pcapgen.pcap_bytes([]))
+    for i, (ts, frame) in enumerate(frames):
+        kept = b"" if i in (1, 4) else frame
+        sec, usec = int(ts), round((ts - int(ts)) * 1e6)
+        out += struct.pack("<IIII", sec, usec, len(kept), len(frame)) + kept
+    return bytes(out)
+
+
+def _pcapng_bad_block() -> bytes:
+    """A pcapng whose fourth packet block has a total length that is not a multiple of 4."""
+    data = bytearray(pcapgen.pcapng_bytes([(1, pcapgen.clean_close())]))
+    epb = [r for r in parse(bytes(data)).records if r.kind == 6][3]
+    struct.pack_into("<I", data, epb.offset + 4, epb.length + 2)
+    return bytes(data)
+
+
+def _gzip_cut_mid_stream() -> bytes:
+    packed = pcapgen.compress(pcapgen.pcap_bytes(pcapgen.time_wait_pileup()), "gzip")
+    return packed[: len(packed) * 2 // 3]
+
+
+#: damage inside a readable file: every command exits 0 and prints the library's lines
+DAMAGED = {
+    "4gb-first-record": _first_record_claims(0xFFFFFFF0),
+    "4gb-second-record": _huge_pcap(),
+    "zero-length-records": _zero_length_records(),
+    "truncated-last-record": pcapgen.pcap_bytes(pcapgen.clean_close())[:-5],
+    "pcapng-bad-block": _pcapng_bad_block(),
+    "gzip-cut-mid-stream": _gzip_cut_mid_stream(),
+    "header-only": pcapgen.pcap_bytes([]),
+}
+#: damage that leaves nothing readable: one `Error: PATH: problem` line and exit 1
+UNREADABLE = {
+    "missing": (None, "no such file"),
+    "empty": (b"", "empty file"),
+    "bad-magic": (b"GIF89a" + bytes(40), "not a pcap or pcapng capture (starts with 47 49 46 38)"),
+    "truncated-header": (
+        pcapgen.pcap_bytes(pcapgen.clean_close())[:20],
+        "pcap file header cut short (20 of 24 bytes)",
+    ),
+    "gzip-cut-in-header": (
+        pcapgen.compress(pcapgen.pcap_bytes(pcapgen.clean_close()), "gzip")[:15],
+        "gzip stream cut short",
+    ),
+}
+
+
+def _warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Warning: ")]
+
+
+@pytest.mark.parametrize("damage", DAMAGED)
+def test_every_command_prints_the_same_damage_lines(tmp_path, monkeypatch, damage):
+    """The Warning lines of `flowlens COMMAND damaged` are the library's `Analysis.warnings`,
+    whatever the command (batch included), and a run with nothing to show says so and exits 0."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "damaged.pcap"
+    path.write_bytes(DAMAGED[damage])
+    a = analyze(str(path))
+    want = [f"Warning: {line}" for line in a.warnings]
+    if damage != "header-only":
+        assert want, damage  # the damage is seen at all
+    for command in [*COMMANDS, "batch"]:
+        if command == "batch":
+            args = ["batch", str(path), "-o", str(tmp_path / "out"), "-j", "1", "--no-report"]
+            with time_guard(60, "flowlens batch"):
+                result = invoke(args)
+        else:
+            result = run_command(command, str(path))
+        check_cli_run(result, str(path), f"{command} on {damage}")
+        assert result.exit_code == 0, (command, result.stderr)
+        assert _warnings(result.stderr) == want, (command, result.stderr)
+        if not a.stats.frames and command != "batch":
+            assert f"{path}: no packets" in result.stderr.splitlines(), (command, result.stderr)
+
+
+def test_a_4gb_first_record_reads_the_same_everywhere(tmp_path, monkeypatch):
+    """The case of issue 18: with a first record claiming 4 GB, every command warns the same
+    and says there are no packets (states and report used to fail, ladder to stay silent)."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "huge.pcap"
+    path.write_bytes(_first_record_claims(0xFFFFFFF0))
+    line = (
+        f"Warning: {path}: record header claims 4294967280 bytes (more than the 262144-byte "
+        f"limit) at frame 1 (byte offset 24); the 0 frames before it were analysed"
+    )
+    for command in COMMANDS:
+        result = run_command(command, str(path))
+        assert result.exit_code == 0, (command, result.stderr)
+        lines = result.stderr.splitlines()
+        assert lines[0] == line, (command, lines)
+        assert lines[1] == f"{path}: no packets", (command, lines)
+
+
+@pytest.mark.parametrize("damage", UNREADABLE)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_refuses_what_cannot_be_read(tmp_path, monkeypatch, command, damage):
+    monkeypatch.chdir(tmp_path)
+    data, problem = UNREADABLE[damage]
+    path = tmp_path / "no" / "such.pcap" if data is None else tmp_path / "bad.pcap"
+    if data is not None:
+        path.write_bytes(data)
+    expect_error(run_command(command, str(path)), f"Error: {path}: {problem}")
+
+
+#: a filter that keeps nothing, per command (every command takes --port but states' socket
+#: filter; report has no filters)
+NO_MATCH = ["--port", "1"]
+
+
+@pytest.mark.parametrize(
+    "command, fmt",
+    [
+        (c, f)
+        for c in ("flows", "anomalies", "rtt", "states", "timeline")
+        for f in ("table", "json", "csv")
+    ]
+    + [("ladder", None)],
+)
+def test_nothing_matched_is_said_and_output_stays_well_formed(tmp_path, command, fmt):
+    path = tmp_path / "clean.pcap"
+    path.write_bytes(pcapgen.pcap_bytes(pcapgen.clean_close()))
+    args = [command, str(path), *NO_MATCH] + (["--format", fmt] if fmt else [])
+    result = invoke(args)
+    assert result.exit_code == 0, result.stderr
+    assert f"{path}: no connection matches the filters" in result.stderr.splitlines() or (
+        command == "states"
+        and f"{path}: no TCP connection matches the filters" in result.stderr.splitlines()
+    ), result.stderr
+    assert "Error" not in result.stderr
+    out = result.stdout
+    if fmt == "json" or fmt is None:
+        assert out == ""
+    else:  # a table's or a CSV file's header, and nothing else
+        assert len(out.splitlines()) == 1 and out.endswith("\n"), out
+        assert out.split()[0].split(",")[0] in ("uid", "ts", "kind", "severity", "time_s", "frame")

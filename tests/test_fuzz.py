@@ -890,10 +890,37 @@ CLI_EXTRA_ARGS: dict[str, list[str]] = {
     # a fresh output directory per run: batch resumes (skips) what an outdir already holds
     "batch": ["-o", "batch-out-{n}", "-j", "1", "--no-report"],
     "report": ["-o", "report-{n}.html"],
+    # uids all start with "C": one connection is drawn, several are an ambiguous prefix (exit 1)
+    "plot": ["--uid", "C", "-o", "plot-{n}.png"],
     "extract": ["-w", "-"],  # the capture to stdout: nothing left on disk
 }
-#: mutants per command where the default sample would be slow (a worker process, figures)
-CLI_SAMPLE_SIZE = {"batch": 4, "report": 8}
+#: option sets each command is also fuzzed with ("{n}" as above), so that damaged data reaches
+#: every renderer and writer: a moment before, inside and long after the capture, pictures,
+#: the Markdown report beside the HTML one
+CLI_VARIANTS: dict[str, list[list[str]]] = {
+    "states": [
+        ["--at", "end"],
+        ["--at", "+0.5s"],
+        ["--at", "-1s"],
+        ["--at", "+1h"],
+        ["--interval", "1s"],  # a damaged clock can stretch a capture over decades
+        ["--plot", "states-{n}.png"],
+        ["--listening"],
+    ],
+    "ladder": [
+        ["--svg", "ladder-{n}.svg"],
+        ["--png", "ladder-{n}.png"],
+        ["--full", "--unicode", "--note", "2=second", "--note", "+0.01s=later"],
+    ],
+    "timeline": [["--absolute"]],
+    "rtt": [["--by", "server"], ["--samples"], ["--plot", "rtt-{n}.png"]],
+    "anomalies": [["--min-severity", "warning"]],
+    "report": [["--markdown", "report-{n}.md", "--note", "3=third", "--note", "+1s=later"]],
+}
+#: mutants per command and option set (times --fuzz-count / DEFAULT_COUNT)
+CLI_PER_VARIANT = 3
+#: fewer where one run is slow (a worker process)
+CLI_SAMPLE_SIZE = {"batch": 2, "plot": 3}
 #: what a command that insists on a selection (ladder, timeline ...) or on somewhere to write
 #: is given
 CANDIDATE_EXTRAS = ([], ["--proto", "tcp"], ["--port", "80"], ["-o", "out-{n}"])
@@ -995,12 +1022,27 @@ def check_cli_run(result, path: str, label: str) -> None:
         assert len(errors) == 1 and errors[0].startswith(f"Error: {path}: "), f"{label}:\n{stderr}"
 
 
+def cli_variants(name: str) -> list[list[str]]:
+    """The option sets `name` is fuzzed with: none, then CLI_VARIANTS's."""
+    return [[], *CLI_VARIANTS.get(name, [])]
+
+
+def test_variants_name_real_options():
+    """CLI_VARIANTS stays in step with the commands (an option renamed fails here, not by
+    making every fuzz run exit 2)."""
+    commands = cli_commands()
+    for name, variants in CLI_VARIANTS.items():
+        opts = {o for p in commands[name].params for o in getattr(p, "opts", ())}
+        for variant in variants:
+            assert variant[0] in opts, (name, variant)
+
+
 def test_mutants_through_every_command(seeds, tmp_path, request, monkeypatch):
-    """A sample of the mutants through `flowlens COMMAND` for every command on the click group."""
+    """A sample of the mutants through `flowlens COMMAND [OPTIONS]` for every command on the
+    click group and every option set of CLI_VARIANTS."""
     commands = cli_commands()
     assert "flows" in commands
     count = _fuzz_count(request)
-    per_command = max(12, count // 100)
     base = _fuzz_seed()
     runner = CliRunner()
     path = str(tmp_path / "mutant.pcap")
@@ -1012,23 +1054,175 @@ def test_mutants_through_every_command(seeds, tmp_path, request, monkeypatch):
         command_extras(name)
     failures = Failures()
     runs = 0
+    index = count  # mutants the library test did not run
     with memory_guard():
-        for k, name in enumerate(commands):
-            size = CLI_SAMPLE_SIZE.get(name)
-            size = per_command if size is None else max(size, size * count // DEFAULT_COUNT)
-            for j in range(size):
-                index = count + k * per_command + j  # mutants the library test did not run
-                data, label = make_mutant(index, base, seeds)
-                with open(path, "wb") as f:
-                    f.write(data)
-                args = cli_args(name, path, rng)
-                label = f"flowlens {' '.join(a for a in args if a != path)} on {label}"
-                try:
-                    with time_guard(CLI_TIMEOUT_S, label):
-                        result = runner.invoke(cli_group(), args)
-                    check_cli_run(result, path, label)
-                except (Exception, MemoryError, Hang) as exc:
-                    failures.add(exc, label, data)
-                runs += 1
+        for name in commands:
+            size = CLI_SAMPLE_SIZE.get(name, CLI_PER_VARIANT)
+            size = max(size, size * count // DEFAULT_COUNT)
+            for variant in cli_variants(name):
+                for _ in range(size):
+                    data, label = make_mutant(index, base, seeds)
+                    index += 1
+                    with open(path, "wb") as f:
+                        f.write(data)
+                    n = str(next(_run_numbers))
+                    args = cli_args(name, path, rng) + [a.replace("{n}", n) for a in variant]
+                    label = f"flowlens {' '.join(a for a in args if a != path)} on {label}"
+                    try:
+                        with time_guard(CLI_TIMEOUT_S, label):
+                            result = runner.invoke(cli_group(), args)
+                        check_cli_run(result, path, label)
+                    except (Exception, MemoryError, Hang) as exc:
+                        failures.add(exc, label, data)
+                    runs += 1
     failures.check()
-    assert runs >= len(commands) * 4
+    assert runs >= len(commands) * 2
+
+
+def test_a_4gb_claim_allocates_nothing_in_any_command(tmp_path, monkeypatch):
+    """A record claiming 4 GB, first or later, costs no more memory than a clean run, whatever
+    the command and its options (tracemalloc's peak of Python allocations)."""
+    import tracemalloc
+
+    monkeypatch.chdir(tmp_path)
+    clean = pcapgen.pcap_bytes(pcapgen.clean_close())
+    huge = {}
+    for where in (0, 3):  # the first record, the fourth
+        lay = parse(clean)
+        data = bytearray(clean)
+        struct.pack_into("<I", data, lay.records[where].offset + 8, 0xFFFFFFF0)
+        huge[where] = bytes(data)
+    path = tmp_path / "huge.pcap"
+    runner = CliRunner()
+    for name in cli_commands():
+        for k, variant in enumerate(cli_variants(name)):
+            n = str(next(_run_numbers))
+            extra = [a.replace("{n}", n) for a in variant]
+            path.write_bytes(clean)  # imports and first-use caches before the measurement
+            runner.invoke(cli_group(), cli_args(name, str(path)) + extra)
+            for where, data in huge.items():
+                if k % 2 and where == 0:
+                    continue  # (time: every other option set sees only the later claim)
+                path.write_bytes(data)
+                args = cli_args(name, str(path)) + extra
+                tracemalloc.start()
+                try:
+                    result = runner.invoke(cli_group(), args)
+                    _, peak = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+                check_cli_run(result, str(path), f"{args} (4 GB claim in record {where + 1})")
+                # (a moment before the first packet is an error, after the damage lines)
+                assert result.exit_code == ("-1s" in variant and where > 0), (args, result.stderr)
+                assert "4294967280" in result.stderr, (args, result.stderr)
+                assert peak < 64 << 20, (args, peak)
+
+
+# ---------------------------------------------------------------------------------- truncation property
+
+#: short timers, so that connections of a small capture end (and are emitted) before a cut
+SHORT_TIMERS = Config(
+    msl_s=0.25,
+    syn_sent_timeout_s=1.0,
+    syn_received_timeout_s=1.0,
+    tcp_idle_s=2.0,
+    attempt_idle_s=1.0,
+    attempt_delay_s=0.5,
+    udp_idle_s=1.0,
+    dns_idle_s=0.5,
+    icmp_idle_s=1.0,
+    close_linger_s=0.25,
+)
+#: past this long after its last packet, no timer of SHORT_TIMERS can still change a
+#: connection's record: TIME_WAIT (2 x MSL) has run out, the close linger and every idle and
+#: attempt timer have fired (the largest, with a margin for the clock's resolution)
+SETTLED_NS = int(1e9 * (2 * max(
+    2 * SHORT_TIMERS.msl_s, SHORT_TIMERS.syn_sent_timeout_s, SHORT_TIMERS.syn_received_timeout_s,
+    SHORT_TIMERS.tcp_idle_s, SHORT_TIMERS.attempt_idle_s, SHORT_TIMERS.attempt_delay_s,
+    SHORT_TIMERS.udp_idle_s, SHORT_TIMERS.dns_idle_s, SHORT_TIMERS.icmp_idle_s,
+    SHORT_TIMERS.close_linger_s,
+)))  # fmt: skip
+
+
+def _story_capture() -> bytes:
+    """Every pcapgen scenario, one after the other 3 s apart: closes, resets, refusals, leaks,
+    port reuse, UDP and ICMP, each settled (by SHORT_TIMERS) long before the next begins ...
+    but with the next one's first packets arriving before the previous one is emitted."""
+    frames = []
+    for i, make in enumerate(pcapgen.SCENARIOS.values()):
+        frames += [(ts + 3.0 * i, frame) for ts, frame in make()]
+    frames.sort(key=lambda f: f[0])  # in time order, as a capturer writes (stable: ties kept)
+    return pcapgen.pcap_bytes(frames)
+
+
+def _records(path: str) -> tuple[dict[str, tuple[int, dict]], int | None]:
+    """{uid: (last packet's ns, record)} read with SHORT_TIMERS, and the capture's last ns."""
+    pipe = Pipeline(path, SHORT_TIMERS)
+    records = {c.uid: (c.last_ts_ns, c.to_record()) for c in pipe}
+    return records, pipe.stats.last_ts_ns
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory):
+    path = tmp_path_factory.mktemp("story") / "story.pcap"
+    data = _story_capture()
+    path.write_bytes(data)
+    full, _ = _records(str(path))
+    return data, full
+
+
+def _check_cut(data: bytes, full: dict, cut: int, path: str) -> int:
+    """Cut `data` at `cut`; the connections settled before the truncated capture's last packet
+    must come out of it exactly as out of the whole capture: same uid, states, history,
+    durations, counts, handshake and teardown. Returns how many were compared."""
+    with open(path, "wb") as f:
+        f.write(data[:cut])
+    cut_records, last = _records(path)
+    if last is None:
+        return 0
+    settled = {uid for uid, (end, _r) in full.items() if end + SETTLED_NS < last}
+    settled_cut = {uid for uid, (end, _r) in cut_records.items() if end + SETTLED_NS < last}
+    assert settled == settled_cut, (cut, settled ^ settled_cut)
+    for uid in settled:
+        assert cut_records[uid][1] == full[uid][1], (cut, uid)
+    return len(settled)
+
+
+def test_a_truncated_capture_keeps_what_ended_before_the_cut(story, tmp_path):
+    """Property over cut points (every record boundary, and points inside records): a
+    truncated capture yields every connection that settled before the cut exactly as the whole
+    capture does."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    data, full = story
+    path = str(tmp_path / "cut.pcap")
+    compared = []
+
+    @settings(
+        max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(st.integers(min_value=24, max_value=len(data)))
+    def check(cut):
+        compared.append(_check_cut(data, full, cut, path))
+
+    check()
+    boundaries = [r.offset for r in parse(data).records]
+    for cut in boundaries[:: max(1, len(boundaries) // 12)]:
+        compared.append(_check_cut(data, full, cut, path))
+    assert max(compared) > len(full) // 2  # the property was tested on most connections
+
+
+@pytest.mark.parametrize("name", ["incident.pcap"])  # the sample long enough to settle in
+def test_a_truncated_sample_keeps_what_ended_before_the_cut(name, tmp_path):
+    data = (SAMPLES / name).read_bytes()
+    src = str(tmp_path / name)
+    Path(src).write_bytes(data)
+    full, _ = _records(src)
+    records = parse(data).records
+    compared = 0
+    for k in range(1, 8):
+        rec = records[len(records) * k // 8]
+        for cut in (rec.offset, rec.offset + 5, rec.offset + rec.length - 1):
+            compared += _check_cut(data, full, cut, str(tmp_path / "cut.pcap"))
+    assert compared  # some connection settled before some cut

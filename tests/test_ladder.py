@@ -230,25 +230,35 @@ def test_png_is_written(tmp_path):
 # ---------------------------------------------------------------- errors
 
 
-def test_unknown_uid_is_an_error(tmp_path):
+def test_unknown_uid_matches_nothing(tmp_path):
+    """--uid is a filter, as in `flows`: nothing matched is said on stderr, exit 0."""
     path = capture(tmp_path, "clean-close")
     result = invoke("ladder", path, "--uid", "Cnope")
-    assert result.exit_code == 1
-    assert result.stderr == f"Error: {path}: no connection with uid Cnope\n"
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert result.stderr == f"{path}: no connection matches the filters\n"
 
 
-def test_ambiguous_uid_prefix_is_an_error(tmp_path):
+def test_uid_prefix_keeps_every_connection_it_starts(tmp_path):
     path = capture(tmp_path, "port-reuse")
     result = invoke("ladder", path, "--uid", "C")
-    assert result.exit_code == 1
-    assert result.stderr == f"Error: {path}: uid prefix C matches 2 connections\n"
+    assert result.exit_code == 0, result.stderr
+    heads = [
+        line for line in result.stdout.splitlines() if line.startswith("C") and " tcp " in line
+    ]
+    assert len(heads) == 2, result.stdout  # both connections of the reused 5-tuple
 
 
-def test_nothing_matching_is_an_error(tmp_path):
+def test_nothing_matching_is_said_not_an_error(tmp_path):
     path = capture(tmp_path, "clean-close")
-    result = invoke("ladder", path, "--port", "443")
-    assert result.exit_code == 1
-    assert result.stderr == f"Error: {path}: no connection matches the filters\n"
+    png = tmp_path / "l.png"
+    result = invoke("ladder", path, "--port", "443", "--png", png)
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"{path}: no connection matches the filters\n{png}: not written (no connection to draw)\n"
+    )
+    assert not png.exists()
 
 
 @pytest.mark.parametrize("note", ["no-equals", "=text", "0=frame zero", "soon=text"])

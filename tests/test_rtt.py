@@ -377,8 +377,10 @@ def test_cli_plot(tmp_path):
     res = CliRunner().invoke(cli, ["rtt", _mixed(tmp_path), "--by", "server", "--plot", str(out)])
     assert res.exit_code == 0, res.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    res = CliRunner().invoke(cli, ["rtt", _mixed(tmp_path), "--plot", str(tmp_path / "rtt.nope")])
-    assert res.exit_code == 2 and "unknown image type 'nope'" in res.stderr
+    bad = tmp_path / "rtt.nope"
+    res = CliRunner().invoke(cli, ["rtt", _mixed(tmp_path), "--plot", str(bad)])
+    assert res.exit_code == 1 and res.stdout == ""  # checked before the work, as every command
+    assert res.stderr.startswith(f"Error: {bad}: unknown picture format ('.nope'; use png, svg")
 
 
 def test_cli_help_ends_with_example():

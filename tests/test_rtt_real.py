@@ -77,8 +77,11 @@ def test_handshake_legs_match_the_delay(delayed_capture):
     for c in tcp:
         assert _within(c.synack_ms, DELAY_MS), c.to_record()
         assert _within(c.ackdat_ms, DELAY_MS), c.to_record()
-        assert 2 * DELAY_MS <= c.irtt_ms < 2 * DELAY_MS + SLACK_MS
-    assert 2 * DELAY_MS <= statistics.median(c.irtt_ms for c in tcp) < 2 * DELAY_MS + 2
+        # the initial RTT is the two legs end to end (each already bounded above; a loaded
+        # machine adds scheduling latency to a leg, never to the sum alone)
+        assert c.irtt_ms >= 2 * DELAY_MS
+        assert abs(c.irtt_ms - (c.synack_ms + c.ackdat_ms)) < 0.01, c.to_record()
+    assert 2 * DELAY_MS <= statistics.median(c.irtt_ms for c in tcp) < 2 * DELAY_MS + SLACK_MS
 
 
 def test_data_rtt_matches_the_delay(delayed_capture):

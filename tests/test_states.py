@@ -343,3 +343,87 @@ def test_tracker_time_wait_end_and_spans(tmp_path):
     assert t2.state_at(side2, t2.tw_start[side2] + 59_999_999_999).value == "TIME_WAIT"
     assert t2.state_at(side2, t2.tw_start[side2] + 60_000_000_000).value == "CLOSED"
     assert [s[5] for s in t2.spans() if s[1].value == "TIME_WAIT"] == [True]
+
+
+# ---------------------------------------------------------------- --at outside the capture
+# clean-close: first packet at pcapgen.T0 (2023-11-14 22:13:20 UTC), last 18.499 ms later
+
+
+@pytest.mark.parametrize(
+    "at, before",
+    [
+        ("-5s", "5.000000"),
+        ("-250ms", "0.250000"),
+        (str(int(pcapgen.T0) - 8000), "8000.000000"),
+        ("2023-11-14T22:13:19Z", "1.000000"),
+    ],
+)
+def test_at_before_the_first_packet_is_one_error_line(tmp_path, at, before):
+    """However the time is written, before the first packet no socket's state is known."""
+    path = capture(tmp_path, "clean-close")
+    result = invoke("states", path, "--at", at)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"Error: {path}: --at {at} is {before} s before the first packet (2023-11-14 "
+        f"22:13:20.000000 UTC); the capture runs to 2023-11-14 22:13:20.018499 UTC\n"
+    )
+
+
+def test_at_long_after_the_last_packet_is_labelled(tmp_path):
+    path = capture(tmp_path, "clean-close")
+    result = invoke("states", path, "--at", "+1h")
+    assert result.exit_code == 0, result.stderr
+    title = result.stdout.splitlines()[0]
+    assert title == (
+        "TCP sockets per host at 2023-11-14 23:13:20.000000 UTC (+3600.000000 s from the first "
+        "packet, 3599.981501 s after the last packet)"
+    )
+    assert (
+        f"{path}: --at +1h is 3599.981501 s after the last packet (2023-11-14 22:13:20.018499 "
+        "UTC): the end states, with TIME_WAIT and unanswered SYNs running out as their timers say"
+    ) in result.stderr.splitlines()
+    # the client's TIME_WAIT (2 x 30 s) is over an hour later: nothing is left
+    out = invoke("states", path, "--at", "+1h", "--format", "json").stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows and all(r["total"] == 0 for r in rows)
+
+
+def test_at_inside_the_capture_is_not_labelled(tmp_path):
+    path = capture(tmp_path, "clean-close")
+    result = invoke("states", path, "--at", "end")
+    assert result.exit_code == 0
+    assert "after the last packet" not in result.stdout + result.stderr
+    assert result.stdout.splitlines()[0].endswith("(+0.018499 s from the first packet)")
+
+
+def test_note_before_its_connection_is_a_bad_argument(tmp_path):
+    result = invoke("ladder", capture(tmp_path, "clean-close"), "--note", "-1s=early")
+    assert result.exit_code == 2
+    assert "a note cannot fall before its first packet" in result.stderr
+
+
+def test_at_before_the_first_packet_is_an_error_even_without_sockets(tmp_path):
+    path = capture(tmp_path, "udp-dns")
+    result = invoke("states", path, "--at", "-5s")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"Error: {path}: --at -5s is 5.000000 s before the first packet"
+    )
+
+
+def test_an_interval_over_a_capture_stretched_by_a_damaged_clock_is_one_error(tmp_path):
+    """One frame stamped 30 years late: --interval 1s would be a billion rows, a run that never
+    ends; it is one Error line instead (the automatic interval keeps ~30 rows)."""
+    frames = pcapgen.clean_close()
+    frames[-1] = (frames[-1][0] + 1e9, frames[-1][1])
+    path = capture(tmp_path, "clean-close", frames)
+    result = invoke("states", path, "--interval", "1s", "--format", "json")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: {path}: --interval 1s makes 1,000,000,000 rows over the capture's "
+        "1,000,000,000 s, more than 100,000 (give a longer --interval, or --at)"
+    )
+    auto = invoke("states", path, "--format", "json")
+    assert auto.exit_code == 0 and 0 < len(auto.stdout.splitlines()) <= 3 * 30

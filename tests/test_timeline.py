@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from flowlens.cli import cli
 from flowlens.core.pipeline import analyze
-from flowlens.reports.timeline import TIMELINE_FIELDS
+from flowlens.reports.timeline import TABLE_HEADERS, TIMELINE_FIELDS
 
 
 def capture(tmp_path, name: str) -> str:
@@ -134,8 +134,10 @@ def test_without_a_selection_every_connection_is_listed(tmp_path):
     assert len({r["uid"] for r in rows}) == 2
 
 
-def test_unknown_uid_is_an_error(tmp_path):
+def test_unknown_uid_matches_nothing(tmp_path):
+    """--uid is a filter, as in `flows`: the table's header, the reason on stderr, exit 0."""
     path = capture(tmp_path, "clean-close")
     result = invoke("timeline", path, "--uid", "CdoesNotExist")
-    assert result.exit_code == 1
-    assert result.stderr == f"Error: {path}: no connection with uid CdoesNotExist\n"
+    assert result.exit_code == 0
+    assert result.stdout.split() == list(TABLE_HEADERS)
+    assert result.stderr == f"{path}: no connection matches the filters\n"

@@ -23,6 +23,7 @@ fragment (core/decode.py): the earlier fragments' frames are not selected.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from array import array
 from collections.abc import Callable, Iterable
@@ -35,7 +36,6 @@ from ..core.connections import Config, Connection
 from ..core.decode import Packet
 from ..core.filters import Selection
 from ..core.pipeline import Pipeline, ProgressFn
-from ..errors import UsageError
 
 __all__ = ["ConnFrames", "FrameRecorder", "FrameSelection", "finding_targets", "select_frames"]
 
@@ -124,8 +124,7 @@ class FrameSelection:
     icmp_errors: int
     #: pipeline passes over the capture (2 with finding kinds)
     passes: int
-    #: diagnostics for stderr: the capture's damage (Pipeline.summary_lines), `--uid` values
-    #: that named no connection
+    #: the capture's damage, for stderr (Pipeline.summary_lines)
     warnings: list[str] = field(default_factory=list)
     #: frames in the capture
     capture_frames: int = 0
@@ -178,8 +177,7 @@ def select_frames(
     them. `source` must be readable twice when `finding_kinds` are given (a path, or a
     seekable file object positioned at its start).
 
-    A `--uid` prefix matching several connections raises UsageError, as in the other commands;
-    one matching none is a warning.
+    A `--uid` value keeps every connection whose uid starts with it, as in the other commands.
     """
     config = config or Config()
     selection = selection or Selection()
@@ -194,41 +192,21 @@ def select_frames(
         if hasattr(source, "seek"):
             source.seek(0)  # type: ignore[union-attr]
 
-    uids = sorted(selection.uids)
-    hits: dict[str, set[str]] = {u: set() for u in uids}
-
-    # the part of the selection known on a connection's first packet decides what is recorded
-    early = Selection(
-        ports=selection.ports, hosts=selection.hosts, nets=selection.nets, protos=selection.protos
-    )
-
-    def wants(conn: Connection) -> bool:
-        if uids:
-            named = False
-            for u in uids:
-                if conn.uid.startswith(u):
-                    hits[u].add(conn.uid)
-                    named = True
-            if not named:
-                return False
-        return early.matches(conn)
+    # the part of the selection known on a connection's first packet (uid, addresses, ports,
+    # protocol) decides what is recorded; the end state is checked when the connection ends
+    early = dataclasses.replace(selection, states=set())
 
     def keep(conn: Connection, marked: bool) -> bool:
-        if not selection.matches(conn):  # (the end state, now known)
+        if not selection.matches(conn):
             return False
         return keep_uids is None or marked or conn.uid in keep_uids
 
-    recorder = FrameRecorder(wants, keep, marks=marks)
+    recorder = FrameRecorder(early.matches if early else None, keep, marks=marks)
     pipe = Pipeline(source, config, analyzers=[recorder], progress=progress)
     for _conn in pipe:
         pass  # the recorder takes each connection as it ends
     passes += 1
-    for u in uids:
-        found = hits[u]
-        if len(found) > 1 and u not in found:
-            raise UsageError(f"{pipe.path}: uid prefix {u} matches {len(found)} connections")
     warnings = list(pipe.summary_lines())
-    warnings += [f"{pipe.path}: no connection with uid {u}" for u in uids if not hits[u]]
     return FrameSelection(
         recorder.selected,
         recorder.uids,

@@ -4,7 +4,7 @@ The ladder and the flag timeline need every packet of a few connections, not of 
 `PacketCollector` is one of the pipeline's analyzers and decides on each connection's *first*
 packet (`on_start`) whether to keep it (`wants`), so a capture is read once, the packets of
 unwanted connections are never stored, and stdin works. (`collect` / `select_logs` then apply the
-filters that need the finished connection, like its end state, and check the requested uids.)
+filters that need the finished connection, like its end state.)
 
 What one wanted connection costs depends on the mode:
 
@@ -478,33 +478,15 @@ def select_logs(
     """Drain a pipeline whose analyzers include `collector`, yielding (connection, log) for each
     connection `selection` (a `flowlens.core.filters.Selection`) keeps, as soon as it ends.
 
-    When the pipeline is exhausted, each ``--uid`` value must have named exactly one connection
-    (a unique prefix is enough): an unknown or ambiguous uid raises UsageError naming `path`, as
-    does a selection that matched nothing (or a capture without connections).
+    A ``--uid`` value is a filter like the others (a prefix keeps every connection whose uid
+    starts with it, as in `flows`); a selection that keeps nothing yields nothing, and the
+    command says so (flowlens.commands._common.nothing_line). `path` is kept for callers that
+    name the capture.
     """
-    from ..errors import UsageError
-
-    uids = sorted(selection.uids)
-    hits: dict[str, list[str]] = {u: [] for u in uids}
-    kept = 0
     for conn in connections:
         log = collector.log_of(conn)
-        for u in uids:
-            if conn.uid.startswith(u):
-                hits[u].append(conn.uid)
         if log is not None and selection.matches(conn):
-            kept += 1
             yield conn, log
-    for u in uids:
-        found = hits[u]
-        if not found:
-            raise UsageError(f"{path}: no connection with uid {u}")
-        if len(found) > 1 and u not in found:
-            raise UsageError(f"{path}: uid prefix {u} matches {len(found)} connections")
-    if not kept:
-        raise UsageError(
-            f"{path}: no connection matches the filters" if selection else f"{path}: no connections"
-        )
 
 
 def collect(

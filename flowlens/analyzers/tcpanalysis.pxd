@@ -48,6 +48,7 @@ cdef class DirectionStats:
     cdef public object keep_alive_first_ns
     cdef public object keep_alive_last_ns
     cdef public object evidence
+    cdef public object first_ns
 
 
 cdef class TcpaState:

@@ -162,7 +162,8 @@ class DirectionStats:
     `zero_window_ns` (total
     time this side advertised a zero window, closed spells only), `zero_window_max_ns`,
     `zero_window_since_ns` (start of a spell still open, or None), `zero_window_spells`,
-    `keep_alive_first_ns`/`keep_alive_last_ns`, `evidence` (kind -> first frames, bounded).
+    `keep_alive_first_ns`/`keep_alive_last_ns`, `evidence` (kind -> first frames, bounded),
+    `first_ns` (kind -> capture time of its first segment: when a finding's event happened).
     """
 
     __slots__ = (
@@ -198,6 +199,7 @@ class DirectionStats:
         "keep_alive_first_ns",
         "keep_alive_last_ns",
         "evidence",
+        "first_ns",
     )
 
     def __init__(self) -> None:
@@ -231,6 +233,7 @@ class DirectionStats:
         self.keep_alive_first_ns = None
         self.keep_alive_last_ns = None
         self.evidence = None
+        self.first_ns = None
 
     def count(self, kind: str) -> int:
         """Segments of this direction flagged `kind` (one of `KINDS`)."""
@@ -240,11 +243,33 @@ class DirectionStats:
         """Non-zero counts by kind."""
         return {k: n for k, n in zip(KINDS, self.counts or ()) if n}
 
+    def first_time_ns(self, *kinds: str) -> int | None:
+        """Capture time of the first segment flagged with any of `kinds` (None: none was)."""
+        if not self.first_ns:
+            return None
+        times = [self.first_ns[k] for k in kinds if k in self.first_ns]
+        return min(times) if times else None
+
     def frames(self, kind: str) -> list[int]:
         """The first frames (at most EVIDENCE_PER_KIND) flagged `kind`."""
         if not self.evidence:
             return []
         return list(self.evidence.get(kind, ()))
+
+    def window_bytes(self, raw_window: int, syn: bool = False) -> int:
+        """The receive window, in bytes, that a segment of this direction advertises with
+        `raw_window` in its header: shifted by this direction's negotiated window scale
+        (RFC 7323 §2.2; Wireshark's verify_tcp_window_scaling, as `win_scale` above), except on
+        a SYN, whose window is never scaled. Unscaled when neither side offered scaling, and when
+        the handshake was not seen (the scale is unknown; Wireshark's default shows it raw)."""
+        if syn or self.win_scale < 0:
+            return raw_window
+        return raw_window << self.win_scale
+
+    @property
+    def window_scale_known(self) -> bool:
+        """False when the handshake was not seen: `window_bytes` then cannot scale."""
+        return self.win_scale != -1
 
 
 class TcpaState:
@@ -725,12 +750,14 @@ def _count(
     ev = fwd.evidence
     if ev is None:
         ev = fwd.evidence = {}
+        fwd.first_ns = {}
     for bit, i in _BITS:
         if note & bit:
             counts[i] += 1
             frames = ev.get(KINDS[i])
             if frames is None:
                 ev[KINDS[i]] = [frame]
+                fwd.first_ns[KINDS[i]] = ts
             elif len(frames) < EVIDENCE_PER_KIND:
                 frames.append(frame)
     if note & _ANY_RETRANS:

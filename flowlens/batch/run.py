@@ -246,7 +246,10 @@ class BatchResult:
     skipped_files: int = 0
     removed_orphans: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: captures read with warnings (damage, skipped frames): how many, and each one's lines
+    #: (Pipeline.summary_lines, the lines every other command prints)
     warnings: int = 0
+    warned: list[tuple[str, list[str]]] = field(default_factory=list)
     packets: int = 0
     connections: int = 0
     anomalies: int = 0
@@ -617,5 +620,7 @@ def _tally(result: BatchResult, res: TaskResult) -> None:
             result.connections += c["connections"] or 0
             result.anomalies += c["anomalies"] or 0
             result.warnings += bool(c["warnings"])
+            if c["warnings"]:
+                result.warned.append((c["capture_path"], list(c["warnings"])))
         else:
             result.failed.append((c["capture_path"], c["error"] or "failed"))

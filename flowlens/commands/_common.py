@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import click
 
@@ -25,7 +25,10 @@ __all__ = [
     "open_pipeline",
     "progress_callback",
     "warn",
+    "report_damage",
+    "nothing_line",
     "check_output",
+    "check_outdir",
     "PICTURE_FORMATS",
 ]
 
@@ -60,6 +63,14 @@ def table_options(func: Callable) -> Callable:
         default=_CONFIG.msl_s,
         show_default=True,
         help="Maximum segment lifetime in seconds; TIME_WAIT lasts 2 x MSL (Linux: 60 s).",
+    )(func)
+    func = click.option(
+        "--fin-timeout",
+        type=click.FloatRange(min=0),
+        default=_CONFIG.fin_wait_2_timeout_s,
+        show_default=True,
+        help="Seconds an orphaned FIN_WAIT_2 socket lives (Linux net.ipv4.tcp_fin_timeout); "
+        "0: FIN_WAIT_2 lasts until a packet ends it (docs/endpoint-states.md).",
     )(func)
     func = click.option(
         "-C",
@@ -119,7 +130,10 @@ def filter_options(func: Callable) -> Callable:
                 help="Protocol.",
             ),
             click.option(
-                "--uid", "uids", multiple=True, help="Connection uid (a unique prefix is enough)."
+                "--uid",
+                "uids",
+                multiple=True,
+                help="Connection uid, or a prefix of it (every connection whose uid starts with it).",
             ),
         ]
     ):
@@ -142,6 +156,7 @@ def config_from(kwargs: dict) -> Config:
     d = _CONFIG
     return Config(
         msl_s=kwargs.pop("msl", d.msl_s),
+        fin_wait_2_timeout_s=kwargs.pop("fin_timeout", d.fin_wait_2_timeout_s),
         verify_checksums=not kwargs.pop("no_checksums", not d.verify_checksums),
         tcp_idle_s=kwargs.pop("idle_timeout", d.tcp_idle_s),
         udp_idle_s=kwargs.get("udp_timeout", d.udp_idle_s),
@@ -152,6 +167,13 @@ def config_from(kwargs: dict) -> Config:
 
 #: picture formats matplotlib writes (Figure.savefig), by file extension
 PICTURE_FORMATS = ("png", "svg", "svgz", "pdf", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+
+
+def _may(path: str, mode: int) -> bool:
+    """access(2) for the effective user, who is the one that will write (sudo -u, setuid)."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
 
 
 def check_output(path: str | None, *, formats: tuple[str, ...] | None = None) -> None:
@@ -166,15 +188,31 @@ def check_output(path: str | None, *, formats: tuple[str, ...] | None = None) ->
         raise UsageError(f"{path}: is a directory")
     if not os.path.isdir(folder):
         raise UsageError(f"{path}: no such directory {folder}")
-    if not os.access(folder, os.W_OK | os.X_OK) or (
-        os.path.exists(path) and not os.access(path, os.W_OK)
-    ):
+    if not _may(folder, os.W_OK | os.X_OK) or (os.path.exists(path) and not _may(path, os.W_OK)):
         raise UsageError(f"{path}: permission denied")
     if formats is not None:
         ext = os.path.splitext(path)[1].lower().lstrip(".")
         if ext not in formats:
             shown = f"'.{ext}'" if ext else "no extension"
+            if ext in PICTURE_FORMATS:  # a picture, but not of the kind this option draws
+                raise UsageError(f"{path}: this option writes {', '.join(formats)}, not {shown}")
             raise UsageError(f"{path}: unknown picture format ({shown}; use {', '.join(formats)})")
+
+
+def check_outdir(path: str) -> None:
+    """`check_output` for an output folder: it may exist (a folder, writable) or not yet (then
+    flowlens creates it, but never its missing parents). Raises UsageError, exit 1."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise UsageError(f"{path}: not a directory")
+        if not _may(path, os.W_OK | os.X_OK):
+            raise UsageError(f"{path}: permission denied")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"{path}: no such directory {parent}")
+    if not _may(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{path}: permission denied")
 
 
 class _Progress:
@@ -208,6 +246,27 @@ def progress_callback(path: str):
     return _Progress(path)
 
 
+def report_damage(lines: Iterable[str]) -> None:
+    """The damage lines of a run (`Pipeline.summary_lines()`, `Analysis.warnings`), each as
+    `Warning: LINE` on stderr. Every command prints them through here, after its data and
+    before anything else it says, so one damaged file reads the same whatever the command."""
+    for line in lines:
+        warn(f"Warning: {line}")
+
+
+def nothing_line(
+    path: str, frames: int, selection: object = None, *, noun: str = "connection"
+) -> str:
+    """What a command says on stderr (and then exits 0, its output empty but well formed:
+    a table's header, no JSON lines, a CSV header) when it has nothing to show: the capture
+    held no packets that could be read, no connections, or none the filters kept."""
+    if not frames:
+        return f"{path}: no packets"
+    if selection:
+        return f"{path}: no {noun} matches the filters"
+    return f"{path}: no {noun}s"
+
+
 def run_analysis(path: str, config: Config, analyzers=()) -> Analysis:
     """Analyze a capture with a progress bar on a terminal and its warnings on stderr."""
     progress = progress_callback(path)
@@ -216,8 +275,7 @@ def run_analysis(path: str, config: Config, analyzers=()) -> Analysis:
     finally:
         if progress is not None:
             progress.close()
-    for line in result.warnings:
-        warn(f"Warning: {line}")
+    report_damage(result.warnings)
     return result
 
 

@@ -4,6 +4,8 @@ A time is one of:
   ``end`` / ``start``            the last / first packet of the capture
   ``+12.5s``, ``+250ms``, ``+2m`` an offset (``s`` if no unit) from a reference: the capture's first
                                  packet for ``states --at``, the connection's first packet for notes
+  ``-5s``                        a negative offset: before the reference (``states --at`` rejects
+                                 it, as it rejects any time before the first packet; notes too)
   ``1700000000.25``              epoch seconds
   ``2023-11-14T22:13:20.25Z``    ISO 8601; without a zone it is read as UTC, like the output
 """
@@ -29,7 +31,7 @@ _UNITS = {
     "m": Decimal(60),
     "h": Decimal(3600),
 }
-_OFFSET = re.compile(r"^\+\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|ms|us|m|h)?$")
+_OFFSET = re.compile(r"^([+-])\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|ms|us|m|h)?$")
 _DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(s|ms|us|m|h)?$")
 _EPOCH = re.compile(r"^\d+(?:\.\d*)?$")
 
@@ -38,7 +40,7 @@ _EPOCH = re.compile(r"^\d+(?:\.\d*)?$")
 class TimeSpec:
     """A parsed time, resolved against a capture with `resolve`."""
 
-    kind: str  # "end", "start", "offset" (ns after the reference) or "abs" (epoch ns)
+    kind: str  # "end", "start", "offset" (ns after the reference, < 0 before) or "abs" (epoch ns)
     ns: int = 0
     text: str = ""
 
@@ -58,14 +60,16 @@ def _ns(number: str, unit: str = "") -> int:
 
 
 def parse_time(text: str) -> TimeSpec:
-    """`end`, `start`, `+12.5s`, epoch seconds or ISO 8601 -> TimeSpec; ValueError otherwise."""
+    """`end`, `start`, `+12.5s` / `-5s`, epoch seconds or ISO 8601 -> TimeSpec; ValueError
+    otherwise."""
     t = text.strip()
     low = t.lower()
     if low in ("end", "start"):
         return TimeSpec(low, 0, t)
     m = _OFFSET.match(low)
     if m:
-        return TimeSpec("offset", _ns(m.group(1), m.group(2) or ""), t)
+        ns = _ns(m.group(2), m.group(3) or "")
+        return TimeSpec("offset", -ns if m.group(1) == "-" else ns, t)
     if _EPOCH.match(t):
         try:
             return TimeSpec("abs", _ns(t), t)
@@ -138,6 +142,8 @@ class _NoteType(click.ParamType):
         except ValueError as exc:
             self.fail(f"{value!r}: {exc}", param, ctx)
         if spec.kind == "offset":
+            if spec.ns < 0:
+                self.fail(f"{value!r}: a note cannot fall before its first packet", param, ctx)
             return Note(text, offset_ns=spec.ns)
         if spec.kind == "abs":
             return Note(text, ts_ns=spec.ns)

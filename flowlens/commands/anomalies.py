@@ -21,7 +21,9 @@ from ._common import (
     config_from,
     filter_options,
     format_option,
+    nothing_line,
     open_pipeline,
+    report_damage,
     selection_from,
     table_options,
     warn,
@@ -106,6 +108,14 @@ def _threshold_options(func):
             help="Sliding window of the SYN flood count, in seconds.",
         ),
         click.option(
+            "--reflection-min",
+            type=click.IntRange(min=1),
+            default=d.reflection_min,
+            show_default=True,
+            help="Unsolicited SYN/ACKs (no SYN asked for them) toward one host, or from one host, "
+            "that make a SYN/ACK reflection or backscatter finding.",
+        ),
+        click.option(
             "--scan-min-ports",
             type=click.IntRange(min=2),
             default=d.scan_min_ports,
@@ -177,7 +187,8 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
     Kinds: time_wait_accumulation, port_exhaustion_risk (critical when ports ran out),
     close_wait, fin_wait_2, unanswered_syn, connection_refused, syn_flood, port_scan (with
     nmap's open/closed/filtered per port), retransmissions (classified as Wireshark's TCP
-    analysis does), zero_window, keep_alive, rst_abort, port_reuse, icmp_unreachable.
+    analysis does), zero_window, keep_alive, rst_abort, port_reuse, icmp_unreachable,
+    service_port_mismatch, rst_ignored, synack_reflection.
     Filters select the connections looked at. Severities: info, warning, critical.
 
     \b
@@ -193,6 +204,7 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
         fin_wait_2_s=kwargs.pop("fin_wait_2_s"),
         syn_flood_min=kwargs.pop("syn_flood_min"),
         syn_flood_window_s=kwargs.pop("syn_flood_window_s"),
+        reflection_min=kwargs.pop("reflection_min"),
         scan_min_ports=kwargs.pop("scan_min_ports"),
         scan_min_hosts=kwargs.pop("scan_min_hosts"),
         retrans_rate=kwargs.pop("retrans_rate"),
@@ -224,20 +236,20 @@ def anomalies(capture: str, fmt: str, min_severity: str, kinds: tuple, **kwargs)
             row = dict(r)
             row["ts"] = human_time(r["ts"])[:-3]
             rows.append(row)
-        if rows:
-            write_records(
-                rows,
-                fmt,
-                sys.stdout,
-                ANOMALY_FIELDS,
-                TABLE_COLUMNS,
-                TABLE_HEADERS,
-                log_path="flowlens_anomalies",
-            )
+        write_records(  # no findings: the header alone
+            rows,
+            fmt,
+            sys.stdout,
+            ANOMALY_FIELDS,
+            TABLE_COLUMNS,
+            TABLE_HEADERS,
+            log_path="flowlens_anomalies",
+        )
     else:
         write_records(records, fmt, sys.stdout, ANOMALY_FIELDS, log_path="flowlens_anomalies")
-    for line in pipe.summary_lines():
-        warn(f"Warning: {line}")
+    report_damage(pipe.summary_lines())
+    if not seen:
+        warn(nothing_line(capture, pipe.stats.frames, selection))
     by_sev = Counter(a.severity for a in shown)
     parts = ", ".join(f"{by_sev[s]} {s}" for s in reversed(SEVERITIES) if by_sev[s])
     hidden = len(found) - len(shown)

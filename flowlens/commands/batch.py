@@ -8,7 +8,7 @@ import time
 
 import click
 
-from ._common import config_from, table_options, warn
+from ._common import check_outdir, config_from, report_damage, table_options, warn
 
 #: failures listed one per line on stderr; the rest are in summary.json
 MAX_LISTED_FAILURES = 20
@@ -78,7 +78,7 @@ def progress_for(stream) -> TqdmProgress | None:
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False, writable=True),
+@click.option("-o", "--outdir", required=True, type=click.Path(),  # check_outdir checks it
               help="Output directory; re-running with the same one resumes.")  # fmt: skip
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes on this machine [default: all cores].")  # fmt: skip
@@ -113,6 +113,7 @@ def batch(
       flowlens batch /var/captures -o out/
       flowlens batch 'archive/**/*.pcap.gz' -o out/ --merge-consecutive --scheduler tcp://sched:8786
     """
+    check_outdir(outdir)  # before any work, and before the imports below cost their time
     # imported here: pyarrow and the pool machinery would slow every other command's start
     from ..batch.run import BatchOptions, default_jobs, missing_paths, run_batch
 
@@ -145,6 +146,10 @@ def batch(
         progress=progress,
         report_writer=archive_report,
     )
+    lines = [line for _path, lines in result.warned for line in lines]
+    report_damage(lines[:MAX_LISTED_FAILURES])
+    if len(lines) > MAX_LISTED_FAILURES:
+        warn(f"... and {len(lines) - MAX_LISTED_FAILURES} more warnings (see summary.json)")
     for path, error in result.failed[:MAX_LISTED_FAILURES]:
         warn(f"Error: {error if error.startswith(path) else f'{path}: {error}'}")
     if len(result.failed) > MAX_LISTED_FAILURES:

@@ -19,7 +19,9 @@ from ._common import (
     check_output,
     config_from,
     filter_options,
+    nothing_line,
     progress_callback,
+    report_damage,
     selection_from,
     table_options,
     warn,
@@ -113,13 +115,12 @@ def extract(capture: str, out_path: str, findings: tuple[str, ...], **kwargs) ->
             progress.close()
         if not isinstance(source, str):
             source.close()
-    for line in found.warnings:
-        warn(f"Warning: {line}")
+    report_damage(found.warnings)
     where = "standard output" if out_path == "-" else out_path
     kind = written.container.split("+")[0]
     if not written.frames:
-        what = "the filters" if selection or findings else "the capture"
-        warn(f"Nothing matched {what}: wrote an empty {kind} capture to {where}")
+        warn(nothing_line(capture, found.capture_frames, selection or findings))
+        warn(f"Wrote an empty {kind} capture to {where}")
         return
     icmp = f" and {found.icmp_errors} ICMP errors quoting them" if found.icmp_errors else ""
     n = len(found.uids)

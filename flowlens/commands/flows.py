@@ -7,7 +7,6 @@ from collections import Counter
 
 import click
 
-from ..analyzers.service_id import ServiceAnalyzer
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.connections import PROTO_NAMES, RECORD_FIELDS
 from ..reports.formats import human_time, write_records
@@ -16,7 +15,9 @@ from ._common import (
     config_from,
     filter_options,
     format_option,
+    nothing_line,
     open_pipeline,
+    report_damage,
     selection_from,
     table_options,
     warn,
@@ -81,7 +82,11 @@ def flows(capture: str, fmt: str, detect_services: bool = False, **kwargs) -> No
     config = config_from(kwargs)
     # the TCP analysis counts retransmissions and out-of-order segments into the records; the
     # service analyzer writes service and app from the first payload bytes
-    analyzers = [TcpAnalyzer(), ServiceAnalyzer()] if detect_services else [TcpAnalyzer()]
+    analyzers: list = [TcpAnalyzer()]
+    if detect_services:
+        from ..analyzers.service_id import ServiceAnalyzer  # (its import costs every run)
+
+        analyzers.append(ServiceAnalyzer())
     pipe, progress = open_pipeline(capture, config, analyzers)
     per_proto = [0] * 256  # connections by IP protocol number (cheaper than a Counter)
 
@@ -110,13 +115,14 @@ def flows(capture: str, fmt: str, detect_services: bool = False, **kwargs) -> No
     finally:
         if progress is not None:
             progress.close()
-    for line in pipe.summary_lines():
-        warn(f"Warning: {line}")
+    report_damage(pipe.summary_lines())
     kinds: Counter = Counter()
     for proto, n in enumerate(per_proto):
         if n:
             kinds[PROTO_NAMES.get(proto, str(proto))] += n
     total = sum(kinds.values())
+    if not total:
+        warn(nothing_line(capture, pipe.stats.frames, selection))
     by_proto = ", ".join(f"{n} {p}" for p, n in sorted(kinds.items()))
     warn(
         f"{total} connection{'' if total == 1 else 's'}{f' ({by_proto})' if by_proto else ''}"

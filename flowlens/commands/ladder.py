@@ -20,7 +20,9 @@ from ._common import (
     check_output,
     config_from,
     filter_options,
+    nothing_line,
     open_pipeline,
+    report_damage,
     selection_from,
     table_options,
     warn,
@@ -46,14 +48,14 @@ MAX_FIGURE_LADDERS = 20
 @click.option(
     "--svg",
     "svg_path",
-    type=click.Path(dir_okay=False, writable=True),
-    help="Also draw the diagram as SVG into this file.",
+    type=click.Path(),  # checked by check_output: one `Error:` line, exit 1
+    help="Also draw the diagram as SVG into this file (named .svg).",
 )
 @click.option(
     "--png",
     "png_path",
-    type=click.Path(dir_okay=False, writable=True),
-    help="Also draw the diagram as PNG into this file.",
+    type=click.Path(),  # checked by check_output: one `Error:` line, exit 1
+    help="Also draw the diagram as PNG into this file (named .png).",
 )
 @click.option(
     "--note",
@@ -81,8 +83,8 @@ def ladder(
       flowlens ladder capture.pcap --uid CMayhZrxGd --note '1=client opens' --png ladder.png
       flowlens ladder capture.pcap --port 5432 --state time-wait
     """
-    check_output(svg_path)
-    check_output(png_path)
+    check_output(svg_path, formats=("svg",))
+    check_output(png_path, formats=("png",))
     selection = selection_from(kwargs)
     config = config_from(kwargs)
     frame_pins = [n.frame for n in notes if n.frame is not None]
@@ -117,18 +119,24 @@ def ladder(
     finally:
         if progress is not None:
             progress.close()
+    report_damage(pipe.summary_lines())
+    if not drawn:
+        warn(nothing_line(capture, pipe.stats.frames, selection))
     for line in extract_hints(capture, shown, drawn, pipe.stats.container):
         warn(line)
-    for line in pipe.summary_lines():
-        warn(f"Warning: {line}")
     for note in notes:
         if unused and note in unused:
             where = f"frame {note.frame}" if note.frame is not None else "its time"
             warn(f"Warning: note {note.text!r}: {where} falls on no shown connection")
     for path, fmt in ((svg_path, "svg"), (png_path, "png")):
-        if path:
+        if path and not drawn:
+            warn(f"{path}: not written (no connection to draw)")
+        elif path:
             if drawn > len(figure):
                 warn(
                     f"Warning: {path}: drew the first {len(figure)} of {drawn} connections (narrow the filters)"
                 )
-            save_figure(figure, path, fmt)
+            try:
+                save_figure(figure, path, fmt)
+            except OSError as exc:  # the disk filled, the folder went away after the check
+                raise click.ClickException(f"{path}: {exc.strerror or exc}") from exc

@@ -12,7 +12,9 @@ from ._common import (
     capture_argument,
     check_output,
     config_from,
+    nothing_line,
     progress_callback,
+    report_damage,
     table_options,
     warn,
 )
@@ -43,13 +45,13 @@ _DEFAULTS = ReportOptions()
     "-o",
     "--output",
     "html_path",
-    type=click.Path(dir_okay=False, writable=True),
+    type=click.Path(),  # checked by check_output: one `Error:` line, exit 1
     help="Write the HTML page here (one file: pictures, styles and script inline).",
 )
 @click.option(
     "--markdown",
     "md_path",
-    type=click.Path(dir_okay=False, writable=True),
+    type=click.Path(),  # checked by check_output: one `Error:` line, exit 1
     help="Write a Markdown report here, its pictures into <name>_files/ beside it.",
 )
 @click.option(
@@ -97,8 +99,9 @@ def report(
     options = ReportOptions(notes=notes, max_ladders=max_ladders, title=title)
     progress = progress_callback(capture)
     result = build_report(capture, config, options, progress)
-    for line in result.warnings:
-        warn(f"Warning: {line}")
+    report_damage(result.warnings)
+    if not result.connections_total:
+        warn(nothing_line(capture, 0 if result.first_ts_ns is None else 1))
     for text in result.unplaced_notes:
         warn(f"Warning: note {text!r} falls on no drawn ladder (it is in the timeline)")
     if html_path:

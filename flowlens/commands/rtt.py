@@ -21,11 +21,15 @@ from ..reports.rtt import (
     series_for,
 )
 from ._common import (
+    PICTURE_FORMATS,
     capture_argument,
+    check_output,
     config_from,
     filter_options,
     format_option,
+    nothing_line,
     open_pipeline,
+    report_damage,
     selection_from,
     table_options,
     warn,
@@ -72,18 +76,6 @@ def _table_row(r: dict) -> dict:
     return row
 
 
-def _check_plot_path(path: str) -> None:
-    from matplotlib.figure import Figure
-
-    ext = os.path.splitext(path)[1].lower().lstrip(".")
-    supported = Figure().canvas.get_supported_filetypes()
-    if ext not in supported:
-        raise click.BadParameter(
-            f"{path}: unknown image type {ext!r} (use one of {', '.join(sorted(supported))})",
-            param_hint="--plot",
-        )
-
-
 @click.command()
 @capture_argument
 @format_option
@@ -103,7 +95,7 @@ def _check_plot_path(path: str) -> None:
 @click.option(
     "--plot",
     "plot_path",
-    type=click.Path(dir_okay=False, writable=True),
+    type=click.Path(),  # checked by check_output: one `Error:` line, exit 1
     help="Also draw RTT over time (a line per connection, or per server/client with --by) and "
     "a histogram into this image (.png, .svg, .pdf ...).",
 )
@@ -129,8 +121,7 @@ def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, *
     """
     selection = selection_from(kwargs)
     config = config_from(kwargs)
-    if plot_path is not None:
-        _check_plot_path(plot_path)
+    check_output(plot_path, formats=PICTURE_FORMATS)
     rtt = RttCollector()
     pipe, progress = open_pipeline(capture, config, [rtt])
     series: dict[str, Series] = {}
@@ -197,8 +188,9 @@ def rtt(capture: str, fmt: str, by: str, samples: bool, plot_path: str | None, *
         except OSError as exc:
             raise click.ClickException(f"{plot_path}: {exc.strerror or exc}") from exc
         warn(f"Wrote {plot_path} ({len(series)} series)")
-    for line in pipe.summary_lines():
-        warn(f"Warning: {line}")
+    report_damage(pipe.summary_lines())
+    if not seen[0]:
+        warn(nothing_line(capture, pipe.stats.frames, selection))
     warn(WHERE)
     if agg is not None:
         made = f"{_n(len(agg.groups), 'row')} by {by}"

@@ -26,11 +26,16 @@ from ._common import (
     check_output,
     config_from,
     format_option,
+    nothing_line,
     open_pipeline,
+    report_damage,
     table_options,
     warn,
 )
 from ._timearg import DURATION, TIME
+
+#: rows of the table over time that --interval may ask for (one per tick)
+MAX_TICKS = 100_000
 
 
 def _hosts(ctx, param, values):
@@ -67,7 +72,10 @@ def _states(ctx, param, values):
     "--at",
     "at",
     type=TIME,
-    help="One moment: end, +12.5s (from the first packet), epoch seconds or ISO 8601 (UTC).",
+    help="One moment: end, +12.5s (from the first packet), epoch seconds or ISO 8601 (UTC). "
+    "A time before the first packet (-5s, or an earlier epoch) is an error; one after the last "
+    "packet is labelled with how long after, and counts the end states with their timers "
+    "running on (e.g. --at +1h: which TIME_WAITs are left).",
 )
 @click.option(
     "--interval",
@@ -77,7 +85,7 @@ def _states(ctx, param, values):
 @click.option(
     "--plot",
     "plot_path",
-    type=click.Path(dir_okay=False, writable=True),
+    type=click.Path(),  # checked by check_output: one `Error:` line, exit 1
     help="Draw a stacked area chart per host into this file (.png, .svg, .pdf).",
 )
 @click.option(
@@ -145,12 +153,28 @@ def states(
     finally:
         if progress is not None:
             progress.close()
-    for line in pipe.summary_lines():
-        warn(f"Warning: {line}")
+    report_damage(pipe.summary_lines())
     first, last = pipe.stats.first_ts_ns, pipe.stats.last_ts_ns
-    if first is None or last is None:
-        raise UsageError(f"{capture}: no packets")
     out = sys.stdout
+    filtered = bool(hosts or ports or states)
+    if at is not None and first is not None and last is not None:
+        ts = at.resolve(first, last)
+        where = _moment(capture, at, ts, first, last)  # raises before the first packet
+    if first is None or last is None or (not index.spans and not listening):
+        # nothing to count: say so, and print the empty shape of what was asked for
+        warn(nothing_line(capture, pipe.stats.frames, filtered, noun="TCP connection"))
+        if listening:
+            write_records([], fmt, out, LISTENING_FIELDS, log_path="flowlens_states")
+        elif at is not None:
+            _empty(fmt, out, ("host", "total"), ("host", "ts", "total", *STATES))
+        else:
+            _empty(
+                fmt, out, ("time_s", "host", "total"), ("ts", "time_s", "host", "total", *STATES)
+            )
+        if plot_path:
+            warn(f"{plot_path}: not written (no sockets to draw)")
+        warn(f"{index.connections} TCP connections, 0 hosts with sockets")
+        return
 
     if listening:
         rows = index.listening_records()
@@ -161,18 +185,24 @@ def states(
         return
 
     if at is not None:
-        ts = at.resolve(first, last)
         records = index.at_records(ts)
         fields = ("host", "ts", "total", *STATES)
         if fmt == "table":
-            out.write(
-                f"TCP sockets per host at {utc_text(ts)} ({(ts - first) / 1e9:+.6f} s from the first packet)\n"
-            )
+            out.write(f"TCP sockets per host at {utc_text(ts)} ({where})\n")
             _table(records, ("host", "total"), out)
         else:
             write_records(records, fmt, out, fields, log_path="flowlens_states")
     else:
         step = interval or auto_interval(last - first)
+        ticks = (last - first) / 1e9 / step
+        if ticks > MAX_TICKS:
+            # a damaged timestamp can stretch a capture over decades: --interval 1s would
+            # then be a billion rows (a run that never ends), not a table
+            raise UsageError(
+                f"{capture}: --interval {step:g}s makes {ticks:,.0f} rows over the capture's "
+                f"{(last - first) / 1e9:,.0f} s, more than {MAX_TICKS:,} (give a longer "
+                f"--interval, or --at)"
+            )
         times = tick_times(first, last, step)
         fields = ("ts", "time_s", "host", "total", *STATES)
         if fmt == "table":
@@ -190,12 +220,45 @@ def states(
                 log_path="flowlens_states",
             )
     if plot_path:
-        left_out = save_states_figure(
-            index, first, last, plot_path, title=f"TCP sockets per host: {capture}"
-        )
+        try:
+            left_out = save_states_figure(
+                index, first, last, plot_path, title=f"TCP sockets per host: {capture}"
+            )
+        except OSError as exc:  # the disk filled, the folder went away after the check
+            raise click.ClickException(f"{plot_path}: {exc.strerror or exc}") from exc
         if left_out:
             warn(f"Warning: {plot_path}: {len(left_out)} quieter hosts left out (use --host)")
     warn(f"{index.connections} TCP connections, {len(index.host_list())} hosts with sockets")
+
+
+def _moment(capture: str, at, ts: int, first: int, last: int) -> str:
+    """Where `--at` falls: "+12.500000 s from the first packet", with ", 8.000000 s after the
+    last packet" past the end (and that said on stderr too, whatever the format: the counts
+    there are the end states with TIME_WAIT and the SYN timers running on, no packet seen).
+    A time before the first packet, however written (`-5s`, an epoch or ISO time), raises
+    UsageError: no socket's state is known there."""
+    if ts < first:
+        raise UsageError(
+            f"{capture}: --at {at.text} is {(first - ts) / 1e9:.6f} s before the first packet "
+            f"({utc_text(first)}); the capture runs to {utc_text(last)}"
+        )
+    where = f"{(ts - first) / 1e9:+.6f} s from the first packet"
+    if ts > last:
+        after = f"{(ts - last) / 1e9:.6f} s after the last packet"
+        warn(
+            f"{capture}: --at {at.text} is {after} ({utc_text(last)}): the end states, with "
+            f"TIME_WAIT and unanswered SYNs running out as their timers say"
+        )
+        where += f", {after}"
+    return where
+
+
+def _empty(fmt: str, out, table_columns: tuple[str, ...], fields: tuple[str, ...]) -> None:
+    """The output of a run with nothing to count: a table's header, a CSV header, no JSON."""
+    if fmt == "table":
+        _table([], table_columns, out)
+    else:
+        write_records([], fmt, out, fields, log_path="flowlens_states")
 
 
 def _table(records: list[dict], lead: tuple[str, ...], out) -> None:
@@ -205,9 +268,8 @@ def _table(records: list[dict], lead: tuple[str, ...], out) -> None:
     present = [s for s in STATES if any(r[s] for r in records)]
     columns = (*lead, *present)
     headers = (*lead, *(SS_NAMES[s] for s in present))
-    if records:
-        if "time_s" in lead:  # strings of fixed decimals: right-align them by hand
-            width = max(len(r["time_s"]) for r in records)
-            for r in records:
-                r["time_s"] = r["time_s"].rjust(width)
-        out.write(render_table(records, columns, headers) + "\n")
+    if records and "time_s" in lead:  # strings of fixed decimals: right-align them by hand
+        width = max(len(r["time_s"]) for r in records)
+        for r in records:
+            r["time_s"] = r["time_s"].rjust(width)
+    out.write(render_table(records, columns, headers) + "\n")  # no records: the header

@@ -27,7 +27,9 @@ from ._common import (
     config_from,
     filter_options,
     format_option,
+    nothing_line,
     open_pipeline,
+    report_damage,
     selection_from,
     table_options,
     warn,
@@ -67,29 +69,39 @@ def timeline(capture: str, fmt: str, absolute: bool, **kwargs) -> None:
     collector = PacketCollector(wants, full=True, tcp=tcp)
     pipe, progress = open_pipeline(capture, config, [collector])
     # rows are written as each connection ends, so memory holds only the open connections
-    pairs = select_logs(pipe, selection, collector, capture)
-    shown: list[str] = []  # (table format: the hint lines name them)
-    tables = 0
+    shown = [0]
+
+    def pairs():
+        for pair in select_logs(pipe, selection, collector, capture):
+            shown[0] += 1
+            yield pair
+
+    hint_uids: list[str] = []  # (table format: the hint lines name them)
     try:
         if fmt == "table":
-            for i, (conn, log) in enumerate(pairs):
+            for i, (conn, log) in enumerate(pairs()):
                 if i:
                     sys.stdout.write("\n")
                 sys.stdout.write(caption(conn) + "\n")
                 rows = table_rows(timeline_records(conn, log, absolute))
                 sys.stdout.write(render_table(rows, TABLE_COLUMNS, TABLE_HEADERS) + "\n")
-                tables += 1
-                if len(shown) < MAX_HINTS:
-                    shown.append(conn.uid)
+                if len(hint_uids) < MAX_HINTS:
+                    hint_uids.append(conn.uid)
+            if not shown[0]:  # the table's header, as every command prints when nothing matched
+                sys.stdout.write(render_table([], TABLE_COLUMNS, TABLE_HEADERS) + "\n")
         else:
-            records = (rec for conn, log in pairs for rec in timeline_records(conn, log, absolute))
+            records = (
+                rec for conn, log in pairs() for rec in timeline_records(conn, log, absolute)
+            )
             if fmt == "csv":
                 records = ({**rec, "notes": "; ".join(rec["notes"])} for rec in records)
             write_records(records, fmt, sys.stdout, TIMELINE_FIELDS, log_path="flowlens_timeline")
     finally:
         if progress is not None:
             progress.close()
-    for line in extract_hints(capture, shown, tables, pipe.stats.container):
-        warn(line)
-    for line in pipe.summary_lines():
-        warn(f"Warning: {line}")
+    report_damage(pipe.summary_lines())
+    if not shown[0]:
+        warn(nothing_line(capture, pipe.stats.frames, selection))
+    if fmt == "table":
+        for line in extract_hints(capture, hint_uids, shown[0], pipe.stats.container):
+            warn(line)

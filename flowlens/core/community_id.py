@@ -12,9 +12,9 @@ its reply become one two-way flow (type, counterpart type); any other message is
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import struct
+from binascii import b2a_base64
+from hashlib import sha1
 
 __all__ = ["community_id", "icmp_ports"]
 
@@ -36,7 +36,10 @@ _ICMP6 = {
     139: 140, 140: 139, 144: 145, 145: 144,
 }  # fmt: skip
 
-_PACK = struct.Struct("!H")
+# the hashed bytes in one pack each (seed, addresses, protocol, pad, ports): one call instead of
+# five concatenations, which matters at a million records
+_WITH_PORTS = {4: struct.Struct("!H4s4sBxHH").pack, 16: struct.Struct("!H16s16sBxHH").pack}
+_NO_PORTS = {4: struct.Struct("!H4s4sBx").pack, 16: struct.Struct("!H16s16sBx").pack}
 
 
 def icmp_ports(proto: int, icmp_type: int, icmp_code: int) -> tuple[int, int, bool]:
@@ -64,7 +67,9 @@ def community_id(
     ported = proto in _PORTED and sport is not None and dport is not None
     if not one_way and (daddr < saddr or (daddr == saddr and ported and dport < sport)):  # type: ignore[operator]
         saddr, daddr, sport, dport = daddr, saddr, dport, sport
-    data = _PACK.pack(seed) + saddr + daddr + bytes((proto, 0))
+    n = len(saddr)
     if ported:
-        data += _PACK.pack(sport) + _PACK.pack(dport)
-    return "1:" + base64.b64encode(hashlib.sha1(data).digest()).decode("ascii")
+        data = _WITH_PORTS[n](seed, saddr, daddr, proto, sport, dport)
+    else:
+        data = _NO_PORTS[n](seed, saddr, daddr, proto)
+    return "1:" + b2a_base64(sha1(data).digest(), newline=False).decode("ascii")

@@ -209,6 +209,10 @@ class Config:
     #: a SYN_RECEIVED without the handshake's ACK gives up this long after its first SYN/ACK
     #: (Linux: tcp_synack_retries = 5: 1+2+4+8+16+32 s)
     syn_received_timeout_s: float = 63.0
+    #: an orphaned FIN_WAIT_2 (its application closed; the peer never sent its FIN) is dropped
+    #: this long after it entered FIN_WAIT_2 (Linux: net.ipv4.tcp_fin_timeout = 60 s; see
+    #: TcpTracker); 0: no timer, FIN_WAIT_2 lasts until a packet ends it
+    fin_wait_2_timeout_s: float = 60.0
     #: an established TCP connection with no packet for this long is emitted (Zeek: 5 min)
     tcp_idle_s: float = 300.0
     #: a connection attempt that never got established (SYN/ACK seen, no ACK)
@@ -236,13 +240,14 @@ class Config:
         return int(2 * self.msl_s * 1e9)
 
     @property
-    def state_timers_ns(self) -> tuple[int, int, int]:
-        """(TIME_WAIT, SYN_SENT, SYN_RECEIVED) timers in ns: what the table hands each
-        TcpTracker, which owns what they mean."""
+    def state_timers_ns(self) -> tuple[int, int, int, int | None]:
+        """(TIME_WAIT, SYN_SENT, SYN_RECEIVED, FIN_WAIT_2 or None) timers in ns: what the table
+        hands each TcpTracker, which owns what they mean."""
         return (
             self.time_wait_ns,
             int(self.syn_sent_timeout_s * 1e9),
             int(self.syn_received_timeout_s * 1e9),
+            int(self.fin_wait_2_timeout_s * 1e9) if self.fin_wait_2_timeout_s > 0 else None,
         )
 
 

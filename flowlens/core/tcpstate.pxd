@@ -27,6 +27,8 @@ cdef class TcpTracker:
     cdef long long _last_ack[2]
     cdef long long _last_win[2]
     cdef long long _synack_ack[2]
+    cdef long long _cw_sent[2]
+    cdef long long _fw2_last[2]
     cdef public object rst_ignored
     cdef public object rst_ignored_then
     cdef list _notes
@@ -34,6 +36,7 @@ cdef class TcpTracker:
     cdef long long _tw_ns
     cdef long long _syn_sent_ns
     cdef long long _syn_received_ns
+    cdef long long _fin_wait_2_ns
     # the timeline: _TL_INLINE (tcpstate.py) changes in arrays, the rest in _tl_more
     cdef int _tl_n
     cdef long long _tl_ts[12]
@@ -64,6 +67,7 @@ cdef class TcpTracker:
     cdef long long _limit(self, int code)
     cpdef long long syns_sent(self, int side)
     cpdef long long synacks_sent(self, int side)
+    cpdef long long sent_in_close_wait(self, int side)
     cpdef bint fin_sent(self, int side)
     cpdef long long isn_of(self, int side)
     cpdef long long synack_leg_ns(self)

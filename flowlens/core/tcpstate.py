@@ -94,6 +94,7 @@ TIMER_REASONS = {
     TcpState.TIME_WAIT: "TIME_WAIT over (2 x MSL)",
     TcpState.SYN_SENT: "SYN_SENT given up (SYN retries exhausted)",
     TcpState.SYN_RECEIVED: "SYN_RECEIVED given up (SYN/ACK retries exhausted)",
+    TcpState.FIN_WAIT_2: "orphaned FIN_WAIT_2 dropped (tcp_fin_timeout; inferred, no packet)",
 }
 
 
@@ -154,6 +155,8 @@ class TcpTracker:
         "_last_ack",  # [per side] the ACK field of its latest segment (its RCV.NXT then)
         "_last_win",  # [per side] the window of that segment (unscaled), -1 while unknown
         "_synack_ack",  # [per side] the ACK field of its first SYN/ACK (the peer's ISN + 1)
+        "_cw_sent",  # [per side] payload bytes it sent while in CLOSE_WAIT (a half-close's data)
+        "_fw2_last",  # [per side] ts_ns of the last packet it sent while in FIN_WAIT_2
         "rst_ignored",  # the first RST no endpoint accepts (see `_rst_valid`): (ts_ns, frame,
         # sender, reason) or None
         "rst_ignored_then",  # frame of the first packet after it (the connection went on)
@@ -166,6 +169,7 @@ class TcpTracker:
         "_tw_ns",  # TIME_WAIT: 2 x MSL
         "_syn_sent_ns",  # SYN_SENT: the SYN retry budget
         "_syn_received_ns",  # SYN_RECEIVED: the SYN/ACK retry budget
+        "_fin_wait_2_ns",  # an orphaned FIN_WAIT_2: tcp_fin_timeout
     )
 
     def __init__(
@@ -173,6 +177,7 @@ class TcpTracker:
         time_wait_ns: int | None = None,
         syn_sent_ns: int | None = None,
         syn_received_ns: int | None = None,
+        fin_wait_2_ns: int | None = None,
     ) -> None:
         """The timers (ns) are the connection table's Config (`Config.state_timers_ns`): the
         table hands them in when it creates the tracker. None: that state has no timer (a bare
@@ -180,6 +185,7 @@ class TcpTracker:
         self._tw_ns = _UNSET if time_wait_ns is None else time_wait_ns
         self._syn_sent_ns = _UNSET if syn_sent_ns is None else syn_sent_ns
         self._syn_received_ns = _UNSET if syn_received_ns is None else syn_received_ns
+        self._fin_wait_2_ns = _UNSET if fin_wait_2_ns is None else fin_wait_2_ns
         self._state = [_S_CLOSED, _S_CLOSED]
         self._tl_n = 0
         if not cython.compiled:  # (compiled, these are C arrays, zeroed with the object)
@@ -212,6 +218,8 @@ class TcpTracker:
         self._last_ack = [_UNSET, _UNSET]
         self._last_win = [-1, -1]
         self._synack_ack = [_UNSET, _UNSET]
+        self._cw_sent = [0, 0]
+        self._fw2_last = [_UNSET, _UNSET]
         self.rst_ignored = None
         self.rst_ignored_then = None
         self._notes = None
@@ -260,6 +268,12 @@ class TcpTracker:
     def ackdat_leg_ns(self) -> int:
         """SYN/ACK -> ACK at the capture point, ns, or constants.UNSET (see `ackdat_ms`)."""
         return self._ackdat_ns
+
+    def sent_in_close_wait(self, side: int) -> int:
+        """Payload bytes `side` sent while in CLOSE_WAIT: after its peer's FIN, before its own.
+        A side that goes on sending is in a half-close (RFC 9293 §3.6: a FIN closes only its
+        sender's direction), not leaking its socket."""
+        return self._cw_sent[side]
 
     def fin_sent(self, side: int) -> bool:
         """Did `side` send a FIN?"""
@@ -447,6 +461,16 @@ class TcpTracker:
     #   63 s, the attempt abandoned 127 s after the first SYN; tcp_synack_retries = 5: the last
     #   SYN/ACK at 31 s, the request dropped after 63 s). The timers come from the table's
     #   Config (`Config.state_timers_ns`), counted from the moment the side entered the state.
+    # - An orphaned FIN_WAIT_2 ends on a timer too: once the application has closed, Linux
+    #   keeps a FIN_WAIT_2 socket whose peer never sends its FIN for net.ipv4.tcp_fin_timeout
+    #   (60 s; tcp_close() in net/ipv4/tcp.c hands it to tcp_time_wait(sk, TCP_FIN_WAIT2, tmo),
+    #   a timewait socket that ss still shows as FIN-WAIT-2 and that dies after tmo), counted
+    #   from the side's entry into FIN_WAIT_2. A side that only shut down its sending half
+    #   (shutdown(SHUT_WR)) is not an orphan and has no timer; the capture tells the two apart
+    #   when the peer sends data in CLOSE_WAIT: an orphan cannot take it (Linux resets,
+    #   LINUX_MIB_TCPABORTONDATA in tcp_rcv_state_process), so a side that acknowledges it is
+    #   not one, and so is a side the capture shows sending after its timer would have run
+    #   out. Config.fin_wait_2_timeout_s = 0 turns the model off.
     # - Every other state is held however long the connection stays quiet, to the end of the
     #   capture: Linux keeps an ESTABLISHED socket with no traffic indefinitely (keep-alives are
     #   optional and off by default, RFC 9293 §3.8.4; SO_KEEPALIVE is off unless the application
@@ -467,6 +491,8 @@ class TcpTracker:
             return self._syn_sent_ns
         if code == _S_SYN_RECEIVED:
             return self._syn_received_ns
+        if code == _S_FIN_WAIT_2:
+            return self._fin_wait_2_ns
         return _UNSET
 
     @cython.locals(limit=cython.longlong)
@@ -479,6 +505,13 @@ class TcpTracker:
         tcp_timewait_state_process, net/ipv4/tcp_minisocks.c)."""
         limit = self._limit(code)
         if limit == _UNSET or start == _UNSET:
+            return _UNSET
+        if code == _S_FIN_WAIT_2 and (
+            self._cw_sent[1 - side]
+            or (self._fw2_last[side] != _UNSET and self._fw2_last[side] >= start + limit)
+        ):
+            # it took the peer's data after its FIN (shut down, not orphaned), or it still
+            # answered after the timeout: this socket had no such timer
             return _UNSET
         if (
             code == _S_TIME_WAIT
@@ -520,7 +553,7 @@ class TcpTracker:
     def state_at(self, side: int, ts_ns: int) -> TcpState:
         """The TCP state of `side` (0 orig, 1 resp) at `ts_ns`, by the rule above: the last
         state it entered at or before then (CLOSED before its first), CLOSED once that state's
-        timer (TIME_WAIT, SYN_SENT, SYN_RECEIVED) has run out."""
+        timer (TIME_WAIT, SYN_SENT, SYN_RECEIVED, an orphaned FIN_WAIT_2) has run out."""
         return _STATES[self.state_index_at(side, ts_ns)]
 
     @cython.locals(
@@ -571,7 +604,7 @@ class TcpTracker:
         end = self._tw_end(side)
         return (start, None if end == _UNSET else end)
 
-    @cython.locals(code=cython.int, since=cython.longlong, limit=cython.longlong, e=cython.longlong)
+    @cython.locals(code=cython.int, since=cython.longlong, end=cython.longlong, e=cython.longlong)
     def held_until_ns(self, side: int, open_end_ns: int) -> int:
         """Until when `side` held its socket (its local port), by the rule above: the end of
         its TIME_WAIT; its last change when it closed without one; the moment a timed state
@@ -586,9 +619,9 @@ class TcpTracker:
             return open_end_ns  # it never changed state
         if code == _S_CLOSED:
             return since
-        limit = self._limit(code)
-        if limit != _UNSET and since + limit < open_end_ns:
-            return since + limit
+        end = self._timer_end(side, code, since)
+        if end != _UNSET and end < open_end_ns:
+            return end
         return open_end_ns
 
     @property
@@ -718,6 +751,8 @@ class TcpTracker:
         self._tw_start[0], self._tw_start[1] = self._tw_start[1], self._tw_start[0]
         self._tw_restart[0], self._tw_restart[1] = self._tw_restart[1], self._tw_restart[0]
         self._snd_max[0], self._snd_max[1] = self._snd_max[1], self._snd_max[0]
+        self._cw_sent[0], self._cw_sent[1] = self._cw_sent[1], self._cw_sent[0]
+        self._fw2_last[0], self._fw2_last[1] = self._fw2_last[1], self._fw2_last[0]
         self._last_ack[0], self._last_ack[1] = self._last_ack[1], self._last_ack[0]
         self._last_win[0], self._last_win[1] = self._last_win[1], self._last_win[0]
         self._synack_ack[0], self._synack_ack[1] = self._synack_ack[1], self._synack_ack[0]
@@ -780,6 +815,10 @@ class TcpTracker:
             return
         if self.rst_ignored is not None and self.rst_ignored_then is None:
             self.rst_ignored_then = frame  # the connection went on after the ignored RST
+        if plen and self._state[side] == _S_CLOSE_WAIT:
+            self._cw_sent[side] += plen
+        elif self._state[side] == _S_FIN_WAIT_2:
+            self._fw2_last[side] = ts_ns
         # what the window check of a later RST needs (RFC 9293 §3.10.7.4): how far each side
         # sent, and what it last acknowledged and advertised
         end = (seq + plen + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)) & 0xFFFFFFFF

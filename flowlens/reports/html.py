@@ -96,8 +96,13 @@ def _header(report: Report) -> str:
         cls = sev if n else "zero"
         pills.append(f'<a class="pill {cls}" href="#findings">{n} {sev}</a>')
     facts = dict(report.facts)
-    sub = (
+    span = (
         f"{_E(utc_text(report.first_ts_ns)[:19])} &ndash; {_E(utc_text(report.last_ts_ns)[11:19])} UTC"
+        if report.first_ts_ns is not None and report.last_ts_ns is not None
+        else "no packets"
+    )
+    sub = (
+        f"{span}"
         f" &middot; {_E(facts.get('duration', '-'))} &middot; {_E(facts.get('packets', '-').split(' frames')[0])} frames"
         f" &middot; {_E(facts.get('connections', '-').split(' (')[0])} connections"
     )
@@ -502,6 +507,8 @@ def _ladder(report: Report, view: LadderView) -> str:
         items.append(f'<li><span class="badge note">note</span> {_E(text)}</li>')
     links = f'<ul class="links">{"".join(items)}</ul>' if items else ""
     pic = _img(view.picture) if view.picture is not None else ""
+    if view.stream is not None:
+        pic += _img(view.stream, "time-sequence graph (flowlens plot --kind tseq)")
     extract = extract_command(report.path, view.uid, dict(report.facts).get("container", "pcap"))
     return (
         f'<article class="ladder" id="conn-{_E(view.uid)}">'

@@ -192,9 +192,11 @@ def _collapsed_lines(run: CollapsedRun) -> tuple[str, list[str]]:
     return summary, detail
 
 
-def utc_text(ts_ns: int) -> str:
+def utc_text(ts_ns: int | None) -> str:
     """`2023-11-14 22:13:20.000000 UTC`; epoch seconds when the date is out of range (a
-    damaged timestamp is data, not a crash)."""
+    damaged timestamp is data, not a crash); `-` for no time (a capture without packets)."""
+    if ts_ns is None:
+        return "-"
     try:
         t = _dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, _dt.UTC)
     except (ValueError, OverflowError, OSError):

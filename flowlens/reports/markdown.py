@@ -55,8 +55,13 @@ def render_markdown(report: Report, files_dir: str) -> tuple[str, list[tuple[str
 
     out: list[str] = [f"# {report.title}", ""]
     counts = report.severity_counts()
+    span = (
+        f"{utc_text(report.first_ts_ns)[:19]} – {utc_text(report.last_ts_ns)[11:19]} UTC"
+        if report.first_ts_ns is not None and report.last_ts_ns is not None
+        else "no packets"
+    )
     out.append(
-        f"{utc_text(report.first_ts_ns)[:19]} – {utc_text(report.last_ts_ns)[11:19]} UTC · "
+        f"{span} · "
         + " · ".join(f"**{counts.get(s, 0)} {s}**" for s in ("critical", "warning", "info"))
     )
     out.append("")
@@ -205,6 +210,8 @@ def render_markdown(report: Report, files_dir: str) -> tuple[str, list[tuple[str
             out.append("")
         if v.picture is not None:
             out += [image(v.picture), ""]
+        if v.stream is not None:
+            out += [image(v.stream), ""]
         out += ["```text", v.text.rstrip("\n"), "```", ""]
         container = dict(report.facts).get("container", "pcap")
         out += [f"Extract these frames: `{extract_command(report.path, v.uid, container)}`", ""]

@@ -10,8 +10,12 @@ so the collector keeps the logs of every connection as they finish, within a bud
 (`ReportOptions.max_kept_logs`); when the budget overflows, logs of connections that cannot feed
 a per-connection finding go first. A chosen connection whose log was dropped anyway (a huge
 capture) costs a second pass that keeps packets for the chosen uids only; `Report.passes` says
-how many passes were made. Standard input cannot be read twice: those ladders are left out, and
-the report says so.
+how many passes were made. The time-sequence graphs of the drawn connections with retransmission
+or zero-window findings (`ReportOptions.max_stream_graphs`, most severe first) need every one of
+their segments, which no first-pass log keeps within bounded memory: the second pass collects
+them (a `StreamCollector` for those uids only), so a report that draws one reads the capture
+twice. Standard input cannot be read twice: those ladders and graphs are left out, and the
+report says so.
 
 Everything here is data (records, `Ladder`s, PNG bytes); the renderers only lay it out.
 """
@@ -27,12 +31,12 @@ from dataclasses import dataclass, field
 from ..analyzers.anomalies.detector import SEVERITIES, Anomaly, AnomalyDetector, Thresholds
 from ..analyzers.packetlog import ConnLog, PacketCollector
 from ..analyzers.rtt import RttCollector
+from ..analyzers.streamlog import StreamCollector, StreamLog
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.analyzer import Analyzer
 from ..core.connections import Config, Connection, format_addr
 from ..core.decode import IPPROTO_TCP, LINKTYPE_NAMES
 from ..core.pipeline import Pipeline
-from ..errors import UsageError
 from .ladder import Ladder, Note, build_ladder, render_text, utc_text
 from .postmortem_figures import (
     MAX_STATE_HOSTS,
@@ -41,9 +45,11 @@ from .postmortem_figures import (
     ladder_picture,
     rtt_picture,
     states_picture,
+    tseq_picture,
 )
 from .rtt import Aggregator, Series, series_for
 from .states import SocketStates
+from .streamgraph import tseq_graph
 
 __all__ = [
     "MAX_STATE_HOSTS",
@@ -60,6 +66,8 @@ __all__ = [
 ]
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
+#: findings whose connection's time-sequence graph the report draws beside its ladder
+STREAM_GRAPH_KINDS = ("retransmissions", "zero_window")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,12 @@ class ReportOptions:
     notes: Sequence[Note] = ()
     #: ladders drawn (the connections that matter, most severe finding first)
     max_ladders: int = 12
+    #: time-sequence graphs drawn beside the ladders of connections with findings of
+    #: `STREAM_GRAPH_KINDS` (most severe first); 0 draws none (and saves their pass)
+    max_stream_graphs: int = 4
+    #: segments (and ACKs, SACK blocks) per direction a report's graph holds; past it the
+    #: picture says how many were left out (a picture cannot show more bars than this anyway)
+    max_stream_points: int = 100_000
     #: rows of the connection table; beyond it, only connections with a finding are added
     max_table_rows: int = 5000
     #: packet logs kept during the pass before the least interesting ones are dropped
@@ -98,6 +112,8 @@ class LadderView:
     notes: list[str] = field(default_factory=list)
     #: why it is shown: "finding", "example" (a host-level finding's example), "note"
     why: str = "finding"
+    #: its time-sequence graph (flowlens plot --kind tseq), for retransmissions and zero windows
+    stream: Picture | None = None
 
 
 @dataclass(slots=True)
@@ -273,7 +289,8 @@ def build_report(
     """Read `path` (a file, or "-" for standard input) and gather the report's content.
 
     `progress` is a `ProgressFn` (see flowlens.core.pipeline) or None. Raises CaptureError for an
-    unreadable capture and UsageError for a capture without packets.
+    unreadable capture; a readable one without packets (all of it damaged) is a report of its
+    facts and warnings, with no times (`first_ts_ns` and `last_ts_ns` None).
     """
     config = config or Config()
     options = options or ReportOptions()
@@ -299,10 +316,9 @@ def build_report(
             progress.close()
     stats = pipe.stats
     first, last = stats.first_ts_ns, stats.last_ts_ns
-    if first is None or last is None:
-        raise UsageError(f"{path}: no packets")
+    # no packets (an empty or wholly damaged capture) is a report too: its facts and the damage
     findings = group_findings(pipe.results[detector])
-    notes = [_absolute(n, first) for n in options.notes]
+    notes = [n if first is None else _absolute(n, first) for n in options.notes]
 
     # which connections matter: the notes' connections, then each finding's (or an example),
     # one per kind of finding before a second of any kind (23 keep-alives must not crowd out
@@ -320,11 +336,13 @@ def build_report(
     left_out = chosen[options.max_ladders :]
     chosen = chosen[: options.max_ladders]
 
+    stream_uids = _stream_uids(findings, chosen, options.max_stream_graphs)
     passes = 1
     missing = [u for u in chosen if u not in gather.logs]
-    if missing and path != "-":
+    streams: dict[str, StreamLog] = {}
+    if (missing or stream_uids) and path != "-":
         passes = 2
-        _second_pass(path, config, options, missing, gather, first)
+        streams = _second_pass(path, config, options, missing, gather, first, stream_uids)
     missing = [u for u in chosen if u not in gather.logs]
     left_out = missing + left_out
     chosen = [u for u in chosen if u not in missing]
@@ -334,18 +352,27 @@ def build_report(
     for i, uid in enumerate(links):
         first_link.setdefault(uid, i)
     chosen.sort(key=lambda u: first_link.get(u, len(links)))
-    ladders = _ladders(chosen, gather, findings, links, notes, options)
+    ladders = _ladders(chosen, gather, findings, links, notes, options, streams)
     drawn = {v.uid for v in ladders}
     links = [u if u in drawn else None for u in links]
     placed = {t for v in ladders for t in v.notes}
     rows = _table_rows(gather, findings, links)
-    states_pic, states_left = states_picture(gather.states, first, last, options.dpi)
+    states_pic, states_left = (
+        states_picture(gather.states, first, last, options.dpi)
+        if first is not None and last is not None
+        else (None, [])
+    )
     rtt_pic = rtt_picture(list(gather.rtt_series.values()), options.dpi)
 
     warnings = list(pipe.summary_lines())
     if missing and path == "-":
         warnings.append(
             f"{path}: standard input cannot be read twice; {len(missing)} ladders left out"
+        )
+    if stream_uids and path == "-":
+        warnings.append(
+            f"{path}: standard input cannot be read twice; {len(stream_uids)} time-sequence "
+            "graphs left out"
         )
     name = os.path.basename(path) if path != "-" else "standard input"
     infos = sum(a.severity == "info" for a in findings)
@@ -368,7 +395,11 @@ def build_report(
         states_hosts_left_out=states_left,
         rtt=rtt_pic,
         rtt_rows=gather.rtt_agg.rows(),
-        timeline=_timeline(findings, links, notes, marks, ladders, first, last),
+        timeline=(
+            _timeline(findings, links, notes, marks, ladders, first, last)
+            if first is not None and last is not None
+            else []
+        ),
         passes=passes,
         unplaced_notes=[n.text for n in notes if n.text not in placed],
         timeline_hidden_info=infos if infos > MAX_TIMELINE_INFO else 0,
@@ -429,24 +460,56 @@ def _link_of(a: Anomaly, gather: _Gather) -> str | None:
     return None
 
 
-def _second_pass(path, config, options, uids, gather: _Gather, first_ns: int) -> None:
-    """Read the capture again, keeping packets only for `uids` (uids are stable across runs)."""
+def _stream_uids(findings: Sequence[Anomaly], chosen: Sequence[str], limit: int) -> list[str]:
+    """The chosen connections whose time-sequence graph is drawn: those with a finding of
+    STREAM_GRAPH_KINDS, in the findings' order (most severe first), at most `limit`."""
+    drawn = set(chosen)
+    out: list[str] = []
+    for a in findings:
+        if len(out) >= limit:
+            break
+        if a.kind in STREAM_GRAPH_KINDS and a.uid in drawn and a.uid not in out:
+            out.append(a.uid)
+    return out
+
+
+def _second_pass(
+    path, config, options, uids, gather: _Gather, first_ns: int, stream_uids=()
+) -> dict[str, StreamLog]:
+    """Read the capture again, keeping packets only for `uids` (uids are stable across runs)
+    and the segment series of `stream_uids`; returns those series by uid."""
     wanted = set(uids)
+    streamed = set(stream_uids)
 
     def wants(c: Connection) -> bool:
-        return c.uid in wanted
+        return c.uid in wanted or c.uid in streamed
 
-    # the analyzer (the collector's dependency) sees the wanted connections only
+    # the analyzer (the collectors' dependency) sees the wanted connections only
     tcp = TcpAnalyzer(keep_frames=True, wants=wants)
-    collector = _collector(options, tcp, lambda: first_ns, wants=wants)
-    pipe = Pipeline(path, config, analyzers=[collector])
+    analyzers: list[Analyzer] = []
+    collector = None
+    if wanted:
+        collector = _collector(options, tcp, lambda: first_ns, wants=lambda c: c.uid in wanted)
+        analyzers.append(collector)
+    streams = None
+    if streamed:
+        streams = StreamCollector(
+            lambda c: c.uid in streamed, tcp=tcp, max_points=options.max_stream_points
+        )
+        analyzers.append(streams)
+    out: dict[str, StreamLog] = {}
+    pipe = Pipeline(path, config, analyzers=analyzers)
     for conn in pipe:
-        log = collector.log_of(conn)
+        log = collector.log_of(conn) if collector is not None else None
         if log is not None and conn.uid in wanted:
             gather.logs[conn.uid] = (conn, log)
+        series = streams.log_of(conn) if streams is not None else None
+        if series is not None:
+            out[conn.uid] = series
+    return out
 
 
-def _ladders(chosen, gather, findings, links, notes, options) -> list[LadderView]:
+def _ladders(chosen, gather, findings, links, notes, options, streams) -> list[LadderView]:
     views = []
     for uid in chosen:
         conn, log = gather.logs[uid]
@@ -458,10 +521,12 @@ def _ladders(chosen, gather, findings, links, notes, options) -> list[LadderView
             d.split(": ", 1)[1] for s in lad.steps if s.kind == "collapsed" for d in s.detail
             if d.startswith("frame ") and ": " in d
         ]  # fmt: skip
+        series = streams.get(uid)
+        stream = tseq_picture(tseq_graph(series), options.dpi) if series is not None else None
         views.append(
             LadderView(
                 uid, conn.to_record(), lad, render_text(lad), ladder_picture(lad, options.dpi),
-                mine, placed, why,
+                mine, placed, why, stream,
             )
         )  # fmt: skip
     return views

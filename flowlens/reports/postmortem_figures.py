@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .ladder import Ladder
 from .rtt import Series
 from .states import SocketStates
+from .streamgraph import TseqGraph
 
 __all__ = [
     "MAX_STATE_HOSTS",
@@ -23,6 +24,7 @@ __all__ = [
     "ladder_picture",
     "rtt_picture",
     "states_picture",
+    "tseq_picture",
 ]
 
 
@@ -69,6 +71,17 @@ def ladder_picture(lad: Ladder, dpi: int = 100) -> Picture:
     with _rc():
         png, size = _png(draw_figure([lad]), dpi)
     return Picture(f"ladder-{lad.uid}", f"ladder diagram of {lad.uid}", png, size)
+
+
+def tseq_picture(graph: TseqGraph, dpi: int = 100) -> Picture:
+    """The connection's time-sequence graph (flowlens.reports.streamgraph_plot) as PNG."""
+    from .streamgraph_plot import draw_tseq
+
+    with _rc():
+        png, size = _png(draw_tseq(graph), dpi)
+    return Picture(
+        f"tseq-{graph.uid}", f"time-sequence graph of {graph.uid} ({graph.direction})", png, size
+    )
 
 
 #: socket-state panels drawn: the busiest hosts among those that had at least

@@ -165,6 +165,7 @@ def segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Ano
     out = []
     ka_total = 0
     ka_frames = []
+    ka_first = None
     for side in (0, 1):
         d = st.dirs[side]
         src = _ep(c.orig_h, c.orig_p) if side == 0 else _ep(c.resp_h, c.resp_p)
@@ -233,7 +234,7 @@ def segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Ano
                 Anomaly(
                     "retransmissions",
                     severity,
-                    c.ts,
+                    _when(d.first_time_ns(*RETRANS_EVIDENCE, "out_of_order"), c),
                     c.uid,
                     summary,
                     _sample(frames, th.evidence_max),
@@ -277,7 +278,7 @@ def segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Ano
                 Anomaly(
                     "zero_window",
                     severity,
-                    c.ts,
+                    _when(d.first_time_ns("zero_window"), c),
                     c.uid,
                     summary,
                     _sample(frames, th.evidence_max),
@@ -300,6 +301,8 @@ def segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Ano
         if n:
             ka_total += n
             ka_frames.extend(d.frames("keep_alive"))
+            if ka_first is None or d.keep_alive_first_ns < ka_first:
+                ka_first = d.keep_alive_first_ns
     if ka_total:
         sides = []
         intervals = {}
@@ -325,7 +328,7 @@ def segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Ano
             Anomaly(
                 "keep_alive",
                 "info",
-                c.ts,
+                _when(ka_first, c),
                 c.uid,
                 summary,
                 _sample(ka_frames, th.evidence_max),
@@ -343,3 +346,9 @@ def segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Ano
 
 
 RETRANS_EVIDENCE = ("retransmission", "fast_retransmission", "spurious_retransmission")
+
+
+def _when(ts_ns: int | None, c: Connection) -> float:
+    """A finding's `ts`: when its event happened (the first segment that shows it), in epoch
+    seconds; the connection's start when the analysis kept no time for it."""
+    return c.ts if ts_ns is None else ts_ns / 1e9

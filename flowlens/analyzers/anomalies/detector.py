@@ -26,7 +26,7 @@ from __future__ import annotations
 import gc
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import cython
 
@@ -67,9 +67,10 @@ KINDS = (
     "icmp_unreachable",
     "service_port_mismatch",
     "rst_ignored",
+    "synack_reflection",
 )
 
-ANOMALY_FIELDS = ("kind", "severity", "ts", "uid", "summary", "evidence", "details")
+ANOMALY_FIELDS = ("kind", "severity", "ts", "uid", "conn_ts", "summary", "evidence", "details")
 
 _OOO = _NOTE_KINDS.index("out_of_order")
 
@@ -82,7 +83,9 @@ class Anomaly:
     kind: str
     #: "info", "warning" or "critical"
     severity: str
-    #: epoch seconds of the first packet the finding is about
+    #: epoch seconds of when it happened: the first packet that shows it (a retransmission, a
+    #: keep-alive, the RST, the start of a CLOSE_WAIT spell), or for a finding about many
+    #: connections the first of them or the moment a count peaked
     ts: float
     #: the connection's uid, or None for a finding about a host, a port or many connections
     uid: str | None
@@ -92,6 +95,9 @@ class Anomaly:
     evidence: tuple[int, ...] = ()
     #: kind-specific facts (counts, durations in seconds, addresses as text)
     details: dict = field(default_factory=dict)
+    #: epoch seconds of the connection's first packet, for a finding about one connection
+    #: (`ts` is when the event itself happened); None for a finding about many
+    conn_ts: float | None = None
 
     def to_record(self) -> dict:
         return {
@@ -99,6 +105,7 @@ class Anomaly:
             "severity": self.severity,
             "ts": round(self.ts, 6),
             "uid": self.uid,
+            "conn_ts": None if self.conn_ts is None else round(self.conn_ts, 6),
             "summary": self.summary,
             "evidence": list(self.evidence),
             "details": self.details,
@@ -146,6 +153,9 @@ class Thresholds:
     retrans_warn_min: int = 3
     #: zero_window: a warning when the window stayed closed this long in total
     zero_window_s: float = 1.0
+    #: synack_reflection: unsolicited SYN/ACKs toward one host (reflection) or from one host
+    #: (backscatter); critical from `syn_flood_min` within `syn_flood_window_s`
+    reflection_min: int = 10
     #: frames kept as evidence per finding
     evidence_max: int = 10
 
@@ -181,6 +191,11 @@ def _secs(value: float) -> str:
     if value >= 1:
         return f"{value:.1f} s"
     return f"{value * 1000:.0f} ms"
+
+
+def _of(finding: Anomaly, conn) -> Anomaly:
+    """`finding` about `conn` alone, with the connection's start as its conn_ts."""
+    return replace(finding, conn_ts=conn.first_ts_ns / 1e9)
 
 
 def _sample(frames: Iterable[int], limit: int) -> tuple[int, ...]:
@@ -238,6 +253,7 @@ class AnomalyDetector(Analyzer):
         self._rst = defaultdict(list)
         self._reuse = defaultdict(list)
         self._mismatch = defaultdict(list)
+        self._unsolicited: list[tuple] = []
         self._end_ns = 0
 
     # (compiled: C reads of the connection's, the tracker's and the analysis' fields, through
@@ -255,7 +271,7 @@ class AnomalyDetector(Analyzer):
         self._hosts.add(conn, st)
         th = self.thresholds
         if conn.icmp_errors:
-            self._single.append((conn.uid, self._icmp_finding(conn, th)))
+            self._single.append((conn.uid, _of(self._icmp_finding(conn, th), conn)))
         if conn.service is not None and mismatch(conn.service, conn.proto_name, conn.resp_p):
             self._mismatch[(conn.resp_h, conn.resp_p, conn.proto_name, conn.service)].append(
                 (conn.first_ts_ns, conn.uid, conn.orig_h, conn.service_frames or ())
@@ -279,18 +295,39 @@ class AnomalyDetector(Analyzer):
                     self._unanswered[(conn.resp_h, conn.resp_p)].append(
                         (conn.first_ts_ns, conn.uid, conn.orig_h, t.syns_sent(0), syns)
                     )
+        if not t.handshake_acked:
+            for side in (0, 1):
+                # a SYN/ACK no SYN asked for, which its receiver did not go on with
+                # (reflection.py)
+                if (
+                    t.synacks_sent(side)
+                    and not t.syns_sent(1 - side)
+                    and not conn.payload_sent(1 - side)
+                ):
+                    self._unsolicited.append(
+                        (conn.first_ts_ns, conn.uid,
+                         conn.orig_h if side == 0 else conn.resp_h,
+                         conn.orig_p if side == 0 else conn.resp_p,
+                         conn.resp_h if side == 0 else conn.orig_h,
+                         conn.resp_p if side == 0 else conn.orig_p,
+                         t.reset_by == 1 - side, conn.first_frame)
+                    )  # fmt: skip
+                    break
         if t.reset_by is not None and not t.rejected:
             if t.handshake_acked or (
                 t.midstream and (conn.payload_sent(0) or conn.payload_sent(1))
             ):
                 rst = st.rst if st is not None else None
+                # after FIN: a close had begun (a FIN came first, TcpTracker.first_close)
+                after_fin = t.first_close is not None and t.first_close[1] == "F"
                 self._rst[(conn.orig_h, conn.resp_h, conn.resp_p, t.reset_by)].append(
-                    (conn.first_ts_ns, conn.uid, rst[1] if rst else None,
-                     (rst[3] or 0) if rst else 0, (rst[4] or 0) if rst else 0)
+                    (rst[2] if rst else conn.first_ts_ns, conn.uid, rst[1] if rst else None,
+                     (rst[3] or 0) if rst else 0, (rst[4] or 0) if rst else 0,
+                     conn.first_ts_ns, after_fin)
                 )  # fmt: skip
         if t.rst_ignored is not None and t.rst_ignored_then is not None:
             # a RST no endpoint accepted, and the connection went on (TcpTracker._rst_valid)
-            self._single.append((conn.uid, self._rst_ignored_finding(conn, th)))
+            self._single.append((conn.uid, _of(self._rst_ignored_finding(conn, th), conn)))
         if conn.prev_uid is not None and conn.reused_in_time_wait:
             failed = t.handshake() not in ("3way", "simultaneous_open")
             self._reuse[(conn.orig_h, conn.resp_h, conn.resp_p)].append(
@@ -308,7 +345,7 @@ class AnomalyDetector(Analyzer):
                     or (d.counts and d.counts[_OOO])
                 ):
                     for a in self._segment_findings(conn, st, th, end):
-                        self._single.append((conn.uid, a))
+                        self._single.append((conn.uid, _of(a, conn)))
                     break
 
     @cython.locals(c=Connection, t=TcpTracker)
@@ -320,7 +357,10 @@ class AnomalyDetector(Analyzer):
         close_wait, fin_wait_2 = t.spells()
         if close_wait is None and fin_wait_2 is None:
             return
-        stop_at = None if c.closed_by == "capture_end" else c.end_ts_ns
+        # only a new connection on the 5-tuple shows that the socket was gone; a record that
+        # flowlens's own timers ended (close linger, idle timeout) says nothing about the
+        # socket, which stayed as it was to the capture's end as far as the capture shows
+        stop_at = c.end_ts_ns if c.closed_by == "reused" else None
         th = self.thresholds
         for side, start, stop, frame in close_wait or ():
             if not c.pkts_sent(side):
@@ -333,7 +373,10 @@ class AnomalyDetector(Analyzer):
             until = stop if stop is not None else stop_at
             # a spell already known to be shorter than the threshold can never be reported
             if until is None or (until - start) / 1e9 >= th.close_wait_s:
-                spells.append((start, until, stop is None, frame, c.uid))
+                spells.append(
+                    (start, until, stop is None and until is None, frame, c.uid,
+                     t.sent_in_close_wait(side), c.first_ts_ns)
+                )  # fmt: skip
         for side, start, stop, frame in fin_wait_2 or ():
             if not c.pkts_sent(1 - side):
                 continue
@@ -343,7 +386,8 @@ class AnomalyDetector(Analyzer):
             host, port = (c.orig_h, c.orig_p) if side == 0 else (c.resp_h, c.resp_p)
             peer = _ep(c.resp_h, c.resp_p) if side == 0 else _ep(c.orig_h, c.orig_p)
             self._fin_wait_2.append(
-                (c.uid, _ep(host, port), peer, start, until, stop is None, frame, c.pkts_sent(1 - side))
+                (c.uid, _ep(host, port), peer, start, until, stop is None and until is None, frame,
+                 c.pkts_sent(1 - side), c.first_ts_ns)
             )  # fmt: skip
 
     def finish(self, end_ns: int | None = None) -> list[Anomaly]:
@@ -371,6 +415,10 @@ class AnomalyDetector(Analyzer):
         out.extend(_rst_findings(self._rst, th, claimed))
         out.extend(_reuse_findings(self._reuse, th))
         out.extend(_mismatch_findings(self._mismatch, th))
+        if self._unsolicited:
+            from .reflection import reflection_findings
+
+            out.extend(reflection_findings(self._unsolicited, th))
         out.extend(a for uid, a in self._single if uid not in claimed)
         out.sort(key=lambda a: (-_RANK[a.severity], a.ts, a.kind, a.uid or ""))
         self._reset()
@@ -452,65 +500,115 @@ def _close_wait_findings(groups, th: Thresholds, end_ns: int) -> list[Anomaly]:
     """close_wait, grouped per leaking endpoint (a server's service port, a client host)."""
     out = []
     for (host, port, peer_h, peer_p), spells in groups.items():
-        items = []
-        for start, stop, still, frame, uid in spells:
+        leaks, half = [], []
+        for start, stop, still, frame, uid, sent, conn_ns in spells:
             length = ((end_ns if stop is None else stop) - start) / 1e9
             if length >= th.close_wait_s:
-                items.append((start, length, still, frame, uid))
-        if not items:
-            continue
-        items.sort()
-        n = len(items)
-        open_ = sum(1 for x in items if x[2])
-        longest = max(x[1] for x in items)
+                # a side that went on sending after the peer's FIN is in a half-close (RFC 9293
+                # §3.6: a FIN closes only its sender's direction): legitimate, not a leak
+                (half if sent else leaks).append((start, length, still, frame, uid, sent, conn_ns))
         where = _ep(host, port) if port is not None else format_addr(host)
         toward = "" if peer_h is None else f" to {_ep(peer_h, peer_p)}"
-        if open_:
-            state = (
-                f"{'it was' if n == 1 else f'{open_} of them were'} still in CLOSE_WAIT when last "
-                f"seen"
-            )
-        else:
-            state = "it closed late" if n == 1 else "all closed late"
-        summary = (
-            f"{where} did not close {_s(n, 'connection')}{toward} after the peer closed "
-            f"(CLOSE_WAIT for up to {_secs(longest)}; {state}): the application on {where} "
-            f"is not closing its sockets."
-        )
-        out.append(
-            Anomaly(
-                "close_wait", "warning" if open_ else "info", items[0][0] / 1e9,
-                items[0][4] if n == 1 else None, summary,
-                _sample((x[3] for x in items), th.evidence_max),
-                {
-                    "endpoint": where,
-                    "connections": n,
-                    "still_open": open_,
-                    "max_duration_s": round(longest, 3),
-                    "uids": [x[4] for x in items[:20]],
-                },
-            )
-        )  # fmt: skip
+        if leaks:
+            out.append(_close_wait_leak(leaks, where, toward, th))
+        if half:
+            out.append(_half_close(half, where, toward, th))
     return out
+
+
+def _close_wait_leak(items: list, where: str, toward: str, th: Thresholds) -> Anomaly:
+    items.sort()
+    n = len(items)
+    open_ = sum(1 for x in items if x[2])
+    longest = max(x[1] for x in items)
+    # durations as observed: to the capture's end for a side still in CLOSE_WAIT then (it may
+    # have stayed longer), to its close otherwise
+    if n == 1:
+        how = (
+            f"in CLOSE_WAIT for at least {_secs(longest)}, still when the capture ended"
+            if open_
+            else f"in CLOSE_WAIT for {_secs(longest)} before it closed"
+        )
+    elif open_:
+        how = (
+            f"CLOSE_WAIT for up to {_secs(longest)}; {open_} of them still in CLOSE_WAIT when "
+            f"the capture ended"
+        )
+    else:
+        how = f"CLOSE_WAIT for up to {_secs(longest)}; all closed late"
+    summary = (
+        f"{where} did not close {_s(n, 'connection')}{toward} after the peer closed "
+        f"({how}): the application on {where} is not closing its sockets."
+    )
+    return Anomaly(
+        "close_wait", "warning" if open_ else "info", items[0][0] / 1e9,
+        items[0][4] if n == 1 else None, summary,
+        _sample((x[3] for x in items), th.evidence_max),
+        {
+            "endpoint": where,
+            "connections": n,
+            "still_open": open_,
+            "max_duration_s": round(longest, 3),
+            "half_close": False,
+            "uids": [x[4] for x in items[:20]],
+        },
+        items[0][6] / 1e9 if n == 1 else None,
+    )  # fmt: skip
+
+
+def _half_close(items: list, where: str, toward: str, th: Thresholds) -> Anomaly:
+    items.sort()
+    n = len(items)
+    open_ = sum(1 for x in items if x[2])
+    sent = sum(x[5] for x in items)
+    summary = (
+        f"{where} kept sending after the peer closed its side on {_s(n, 'connection')}{toward} "
+        f"({sent} bytes in CLOSE_WAIT): a half-close (RFC 9293 §3.6, shutdown(SHUT_WR) on the "
+        f"peer), not a leak"
+        + (
+            f"; {'it was' if n == 1 else f'{open_} were'} still open when the capture ended."
+            if open_
+            else "."
+        )
+    )
+    return Anomaly(
+        "close_wait", "info", items[0][0] / 1e9, items[0][4] if n == 1 else None, summary,
+        _sample((x[3] for x in items), th.evidence_max),
+        {
+            "endpoint": where,
+            "connections": n,
+            "still_open": open_,
+            "max_duration_s": round(max(x[1] for x in items), 3),
+            "half_close": True,
+            "bytes_in_close_wait": sent,
+            "uids": [x[4] for x in items[:20]],
+        },
+        items[0][6] / 1e9 if n == 1 else None,
+    )  # fmt: skip
 
 
 def _fin_wait_2_findings(items, th: Thresholds, end_ns: int) -> list[Anomaly]:
     """fin_wait_2, one finding per connection that waited past the threshold."""
     out = []
-    for uid, endpoint, peer, start, stop, still, frame, peer_packets in items:
+    for uid, endpoint, peer, start, stop, still, frame, peer_packets, conn_ns in items:
         waited = ((end_ns if stop is None else stop) - start) / 1e9
         if waited < th.fin_wait_2_s:
             continue
-        how = "and it was still waiting when last seen" if still else "before the peer's FIN came"
+        # as observed: to the capture's end for a side still waiting then
+        if still:
+            how = f"for at least {_secs(waited)} after {peer} acknowledged its FIN, still when the capture ended"
+        else:
+            how = f"for {_secs(waited)} after {peer} acknowledged its FIN, until it left FIN_WAIT_2"
         summary = (
-            f"{endpoint} sat in FIN_WAIT_2 for {_secs(waited)} after {peer} acknowledged its FIN, "
-            f"{how}: the peer kept its side open (see close_wait on {peer})."
+            f"{endpoint} sat in FIN_WAIT_2 {how}: the peer kept its side open (see close_wait on "
+            f"{peer})."
         )
         out.append(
             Anomaly(
                 "fin_wait_2", "info", start / 1e9, uid, summary, _sample([frame], th.evidence_max),
                 {"endpoint": endpoint, "peer": peer, "duration_s": round(waited, 3),
                  "still_waiting": still, "peer_packets": peer_packets},
+                conn_ns / 1e9,
             )
         )  # fmt: skip
     return out
@@ -529,7 +627,13 @@ def _rst_findings(groups, th: Thresholds, claimed: set) -> list[Anomaly]:
         sender = format_addr(client) if by == 0 else _ep(server, port)
         other = _ep(server, port) if by == 0 else format_addr(client)
         n = len(items)
-        what = "an established connection" if n == 1 else f"{n} established connections"
+        closing = sum(1 for x in items if x[6])
+        if n == 1:
+            what = "a closing connection (after FIN)" if closing else "an established connection"
+        else:
+            what = f"{n} established connections"
+            if closing:
+                what += f" ({closing} of them after FIN, while closing)"
         if n == 1:
             inflight = (
                 f" with {lost} bytes of unacknowledged data in flight"
@@ -542,10 +646,15 @@ def _rst_findings(groups, th: Thresholds, claimed: set) -> list[Anomaly]:
                 if with_data
                 else "; no data was in flight"
             )
-        summary = (
-            f"{sender} reset {what} with {other}{inflight} (RST instead of FIN: an abort, a crash "
-            f"or SO_LINGER 0)."
+        # a RST once the close began: Linux's close() with unread data sends one (RFC 2525
+        # §2.17), as does SO_LINGER 0
+        why = (
+            "a RST after the close began: unread data at close(), an abort or SO_LINGER 0"
+            if closing == n
+            else "RST instead of FIN: an abort, a crash or SO_LINGER 0"
         )
+        summary = f"{sender} reset {what} with {other}{inflight} ({why})."
+
         out.append(
             Anomaly(
                 "rst_abort", "warning" if with_data else "info", items[0][0] / 1e9,
@@ -558,8 +667,10 @@ def _rst_findings(groups, th: Thresholds, claimed: set) -> list[Anomaly]:
                     "connections": n,
                     "with_data_in_flight": len(with_data),
                     "bytes_in_flight": lost,
+                    "after_fin": closing,
                     "uids": [x[1] for x in items[:20]],
                 },
+                items[0][5] / 1e9 if n == 1 else None,
             )
         )  # fmt: skip
     return out
