@@ -17,7 +17,18 @@ from .errors import FlowlensError
 __all__ = ["main", "cli", "all_commands"]
 
 # command modules, each defining a click command of the same name
-COMMANDS = ["flows", "ladder", "timeline", "states", "rtt", "batch", "anomalies", "report", "plot"]
+COMMANDS = [
+    "flows",
+    "ladder",
+    "timeline",
+    "states",
+    "rtt",
+    "batch",
+    "anomalies",
+    "report",
+    "plot",
+    "extract",
+]
 
 
 class _Group(click.Group):

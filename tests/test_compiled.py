@@ -34,7 +34,7 @@ runs = {"__compiled__": flowlens.compiled.compiled_modules()}
 for path in sys.argv[1:]:
     for args in (["flows", "--format", "json"], ["anomalies", "--format", "json"],
                  ["rtt", "--format", "json"], ["states", "--format", "csv"],
-                 ["timeline", "--format", "csv"]):
+                 ["timeline", "--format", "csv"], ["extract", "-w", "-"]):
         result = CliRunner().invoke(cli, [args[0], path, *args[1:]])
         runs[path + " " + " ".join(args)] = [result.exit_code, result.stdout]
 json.dump(runs, sys.stdout)

@@ -892,6 +892,7 @@ CLI_EXTRA_ARGS: dict[str, list[str]] = {
     "report": ["-o", "report-{n}.html"],
     # uids all start with "C": one connection is drawn, several are an ambiguous prefix (exit 1)
     "plot": ["--uid", "C", "-o", "plot-{n}.png"],
+    "extract": ["-w", "-"],  # the capture to stdout: nothing left on disk
 }
 #: option sets each command is also fuzzed with ("{n}" as above), so that damaged data reaches
 #: every renderer and writer: a moment before, inside and long after the capture, pictures,

@@ -158,13 +158,18 @@ def test_notes_by_frame_and_by_time(tmp_path):
     assert "NOTE: handshake done" in lines[i + 2]  # under the handshake-leg finding
     j = next(n for n, line in enumerate(lines) if "NOTE: app calls close()" in line)
     assert lines[j].split()[0] == "0.015200" and lines[j + 1].lstrip().startswith("8 ")
-    assert result.stderr == ""
+    # only the pointer to `flowlens extract` (tests/test_extract.py)
+    assert result.stderr.startswith("extract these frames: flowlens extract ")
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_a_note_on_no_packet_is_a_warning(tmp_path):
     result = invoke("ladder", capture(tmp_path, "clean-close"), "--note", "99=nowhere")
     assert result.exit_code == 0
-    assert result.stderr == "Warning: note 'nowhere': frame 99 falls on no shown connection\n"
+    assert result.stderr.splitlines()[-1:] == [
+        "Warning: note 'nowhere': frame 99 falls on no shown connection"
+    ]
+    assert not [line for line in result.stderr.splitlines()[:-1] if "extract these" not in line]
 
 
 def test_filters_select_ladders(tmp_path):

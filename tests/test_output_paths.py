@@ -28,6 +28,7 @@ COMMANDS = {
     "anomalies --format json -o": (["anomalies", SAMPLE, "--format", "json", "-o"], "json", None),
     "rtt --format parquet -o": (["rtt", SAMPLE, "--format", "parquet", "-o"], "parquet", None),
     "states -o": (["states", SAMPLE, "-o"], "csv", None),
+    "extract -w": (["extract", SAMPLE, "--port", "9000", "-w"], "pcap", None),
 }
 PICTURES = [name for name, (_args, _ext, formats) in COMMANDS.items() if formats]
 

@@ -12,6 +12,7 @@ from ..analyzers.packetlog import (
     select_logs,
 )
 from ..analyzers.tcpanalysis import TcpAnalyzer
+from ..reports.hints import MAX_HINTS, extract_hints
 from ..reports.ladder import build_ladder, render_text
 from ..reports.ladder_plot import save_figure
 from ._common import (
@@ -101,6 +102,7 @@ def ladder(
     figure: list = []
     drawn = 0
     unused: set | None = None
+    shown: list[str] = []
     try:
         # ladders are printed as their connections end, so memory holds only the open ones
         for i, (conn, log) in enumerate(select_logs(pipe, selection, collector, capture)):
@@ -108,6 +110,8 @@ def ladder(
             if i:
                 sys.stdout.write("\n")
             sys.stdout.write(render_text(lad, unicode=use_unicode))
+            if len(shown) < MAX_HINTS:
+                shown.append(conn.uid)
             unused = set(lad.unused_notes) if unused is None else unused & set(lad.unused_notes)
             drawn += 1
             if (svg_path or png_path) and len(figure) < MAX_FIGURE_LADDERS:
@@ -118,6 +122,8 @@ def ladder(
     report_damage(pipe.summary_lines())
     if not drawn:
         warn(nothing_line(capture, pipe.stats.frames, selection))
+    for line in extract_hints(capture, shown, drawn, pipe.stats.container):
+        warn(line)
     for note in notes:
         if unused and note in unused:
             where = f"frame {note.frame}" if note.frame is not None else "its time"

@@ -13,6 +13,7 @@ from ..analyzers.packetlog import (
 )
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..reports.formats import TABLE_WIDTH, render_table, write_records
+from ..reports.hints import MAX_HINTS, extract_hints
 from ..reports.timeline import (
     TABLE_COLUMNS,
     TABLE_HEADERS,
@@ -79,6 +80,7 @@ def timeline(capture: str, fmt: str, absolute: bool, wide: bool = False, **kwarg
             shown[0] += 1
             yield pair
 
+    hint_uids: list[str] = []  # (table format: the hint lines name them)
     try:
         if fmt == "table":
             for i, (conn, log) in enumerate(pairs()):
@@ -91,6 +93,8 @@ def timeline(capture: str, fmt: str, absolute: bool, wide: bool = False, **kwarg
                     rows, TABLE_COLUMNS, TABLE_HEADERS, max_width=width, wrap="notes"
                 )
                 sys.stdout.write(text + "\n")
+                if len(hint_uids) < MAX_HINTS:
+                    hint_uids.append(conn.uid)
             if not shown[0]:  # the table's header, as every command prints when nothing matched
                 sys.stdout.write(render_table([], TABLE_COLUMNS, TABLE_HEADERS) + "\n")
         else:
@@ -106,3 +110,6 @@ def timeline(capture: str, fmt: str, absolute: bool, wide: bool = False, **kwarg
     report_damage(pipe.summary_lines())
     if not shown[0]:
         warn(nothing_line(capture, pipe.stats.frames, selection))
+    if fmt == "table":
+        for line in extract_hints(capture, hint_uids, shown[0], pipe.stats.container):
+            warn(line)

@@ -13,3 +13,5 @@ cdef class FrameRef:
     cdef public Py_ssize_t start
     cdef public Py_ssize_t end
     cdef public long long wirelen
+    cdef public Py_ssize_t rec_start
+    cdef public Py_ssize_t rec_end

@@ -55,17 +55,30 @@ class FrameRef:
         "start",  # the frame's captured bytes are buf[start:end]
         "end",
         "wirelen",  # original length on the wire
+        # the frame's whole record as the file holds it, buf[rec_start:rec_end]: pcap's
+        # 16-byte record header and the captured bytes, or pcapng's packet block
+        "rec_start",
+        "rec_end",
     )
 
     def __init__(self) -> None:
         self.frame = self.ts_ns = self.linktype = self.wirelen = 0
         self.buf = b""
         self.start = self.end = 0
+        self.rec_start = self.rec_end = 0
 
     @property
     def data(self) -> memoryview:
         """The captured bytes (a view of the block, valid until the next frame)."""
         return memoryview(self.buf)[self.start : self.end]
+
+    @property
+    def record(self) -> memoryview:
+        """The frame's record byte for byte as the (decompressed) file holds it: a pcap record
+        (its 16-byte header, then the captured bytes) or a pcapng packet block (EPB, SPB or
+        the obsolete PB, options and trailing length included). A view, valid until the next
+        frame; `Capture.header_blocks` holds what a file needs before it."""
+        return memoryview(self.buf)[self.rec_start : self.rec_end]
 
     def as_tuple(self) -> Frame:
         return (self.frame, self.ts_ns, self.linktype, self.data, self.wirelen)
@@ -338,6 +351,12 @@ class Capture:
         #: the file was opened here (not stdin, not a file object the caller handed in)
         self._owned = owned and raw is not sys.stdin.buffer
         self._read_error: str | None = None
+        #: the file's header blocks as read so far, verbatim: pcap's 24-byte file header; in
+        #: pcapng the current section's header block followed by the interface description
+        #: blocks of that section read so far (a packet's interface id indexes them)
+        self.header_blocks: list[bytes] = [head]
+        #: sections begun so far (pcapng files can hold several; a pcap file is one)
+        self.section = 1
 
     @property
     def raw(self) -> BinaryIO:
@@ -490,6 +509,7 @@ class Capture:
             nbytes += caplen
             ref.frame, ref.ts_ns, ref.wirelen = frame, ts_ns, wirelen
             ref.buf, ref.start, ref.end = buf, pos + rec_size, end
+            ref.rec_start, ref.rec_end = pos, end
             yield ref
             pos = end
         st.frames = frame
@@ -534,6 +554,7 @@ class Capture:
         # steps of _STEP: see _read)
         ahead = _CHUNK
         buf = self._head  # the whole first section header block
+        self.header_blocks, self.section = [], 0  # (the loop reads that block first)
         ref = FrameRef()
         buflen = len(buf)
         pos = 0
@@ -622,6 +643,9 @@ class Capture:
                                 "capture ends inside a section header", frame + 1, block_offset
                             )
                             break
+                    # a new section: its interfaces are numbered from 0 again
+                    self.header_blocks = [buf[pos : pos + blen]]
+                    self.section += 1
                     pos += blen
                     continue
                 if blen < 12 or blen % 4 or blen > _MAX_RECORD:
@@ -711,6 +735,7 @@ class Capture:
                     linktype, _res, snaplen = Struct(endian + "HHI").unpack_from(body)
                     num, den, ts_offset = _idb_clock(body[8:], endian)
                     interfaces.append((linktype, snaplen, num, den, ts_offset))
+                    self.header_blocks.append(buf[bstart - 8 : pos])
                     if len(interfaces) == 1 and frame == 0:
                         st.resolution_ns = max(1, num // den) if den else 1000
                     continue
@@ -746,6 +771,7 @@ class Capture:
                 nbytes += caplen
                 ref.frame, ref.ts_ns, ref.linktype, ref.wirelen = frame, ts_ns, c_lt, wirelen
                 ref.buf, ref.start, ref.end = buf, bstart + start, bstart + start + caplen
+                ref.rec_start, ref.rec_end = bstart - 8, pos
                 yield ref
         finally:  # also when the consumer stops early, as frame-by-frame stats would be
             st.frames = frame

@@ -17,6 +17,7 @@ import json
 import re
 
 from ..analyzers.anomalies.detector import SEVERITIES
+from .hints import extract_command
 from .html_assets import CSS, SCRIPT
 from .ladder import utc_text
 from .postmortem import (
@@ -515,12 +516,15 @@ def _ladder(report: Report, view: LadderView) -> str:
     pic = _img(view.picture) if view.picture is not None else ""
     if view.stream is not None:
         pic += _img(view.stream, "time-sequence graph (flowlens plot --kind tseq)")
+    extract = extract_command(report.path, view.uid, dict(report.facts).get("container", "pcap"))
     return (
         f'<article class="ladder" id="conn-{_E(view.uid)}">'
         f"<h3><code>{_E(view.uid)}</code> {r['proto'].upper()} {title}{service}"
         f'<span class="why">{why}</span><a class="up noprint" href="#findings">&uarr; findings</a></h3>'
         f"{links}{pic}"
-        f'<pre class="ladder">{_ladder_text(view, evidence)}</pre></article>'
+        f'<pre class="ladder">{_ladder_text(view, evidence)}</pre>'
+        f'<p class="quiet">Extract these frames: <code>{_E(extract)}</code></p>'
+        "</article>"
     )
 
 

@@ -12,6 +12,7 @@ import os
 import re
 
 from .formats import plural
+from .hints import extract_command
 from .ladder import utc_text
 from .postmortem import MIN_BUSY_SOCKETS, Picture, Report, endpoint
 
@@ -214,6 +215,8 @@ def render_markdown(report: Report, files_dir: str) -> tuple[str, list[tuple[str
         if v.stream is not None:
             out += [image(v.stream), ""]
         out += ["```text", v.text.rstrip("\n"), "```", ""]
+        container = dict(report.facts).get("container", "pcap")
+        out += [f"Extract these frames: `{extract_command(report.path, v.uid, container)}`", ""]
     if report.ladders_left_out:
         out += [
             (
