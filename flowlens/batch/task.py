@@ -77,6 +77,7 @@ _CONNECTION_TYPES = {
     "retransmissions": pa.int64(),
     "out_of_order": pa.int64(),
     "syn_retries": pa.int64(),
+    "tunnel_parents": pa.list_(pa.string()),
 }
 
 #: columns every batch row carries besides its record: which file it came from

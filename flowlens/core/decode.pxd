@@ -36,6 +36,8 @@ cdef class Packet:
     cdef public long long tsval
     cdef public long long tsecr
     cdef public object payload
+    cdef public object encap
+    cdef public object tunnel
     cdef public object _options
 
 
