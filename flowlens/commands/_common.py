@@ -85,6 +85,13 @@ def table_options(func: Callable) -> Callable:
         "before it is decoded; frames it turns away are not analysed.",
     )(func)
     func = click.option(
+        "--vlan-key",
+        is_flag=True,
+        help="Make the VLAN ids (802.1Q and QinQ's inner one) part of the connection key, as "
+        "Zeek's conn_key/vlan_fivetuple.zeek does: the same 5-tuple on two VLANs is two "
+        "connections (e.g. `flowlens flows --vlan-key trunk.pcap`).",
+    )(func)
+    func = click.option(
         "--udp-timeout",
         type=click.FloatRange(min=0.001),
         default=_CONFIG.udp_idle_s,
@@ -147,6 +154,7 @@ def config_from(kwargs: dict) -> Config:
         udp_idle_s=kwargs.get("udp_timeout", d.udp_idle_s),
         icmp_idle_s=kwargs.pop("udp_timeout", d.icmp_idle_s),
         read_filter=kwargs.pop("read_filter", d.read_filter) or None,
+        vlan_key=kwargs.pop("vlan_key", d.vlan_key),
     )
 
 

@@ -81,6 +81,7 @@ cdef class ConnectionTable:
     cdef public dict _attempts
     cdef public dict _ip_tunnels
     cdef public dict _teredo_sides
+    cdef public bint _vlan_key
     cdef public long long _udp_idle
     cdef public long long _dns_idle
     cdef public long long _icmp_idle

@@ -236,6 +236,10 @@ class Config:
     #: encapsulations decoded at most, tunnels in tunnels (Zeek's Tunnel::max_depth,
     #: init-bare.zeek); 0 decodes no tunnel (the outer packets are analysed as they are)
     tunnel_max_depth: int = 4
+    #: the VLAN ids (802.1Q, and QinQ's inner one) are part of the connection key, as with
+    #: Zeek's policy/frameworks/conn_key/vlan_fivetuple.zeek: the same 5-tuple on two VLANs is
+    #: two connections (off: VLANs are ignored, as Zeek's default five-tuple key does)
+    vlan_key: bool = False
 
     @property
     def time_wait_ns(self) -> int:
@@ -770,6 +774,7 @@ class ConnectionTable:
         # _ip_tunnel_uid), and the sides of each Teredo flow that carried Teredo (by uid)
         self._ip_tunnels: dict[tuple, list] = {}
         self._teredo_sides: dict[str, int] = {}
+        self._vlan_key = cfg.vlan_key
         self._udp_idle = int(cfg.udp_idle_s * 1e9)
         self._dns_idle = int(min(cfg.dns_idle_s, cfg.udp_idle_s) * 1e9)
         self._icmp_idle = int(cfg.icmp_idle_s * 1e9)
@@ -1045,6 +1050,8 @@ class ConnectionTable:
                 key = (proto, src, pkt.sport, dst, pkt.dport)
             else:
                 key = (proto, dst, pkt.dport, src, pkt.sport)
+            if self._vlan_key:
+                key = key + (pkt.vlan, pkt.inner_vlan)
         elif proto == _ICMP or proto == _ICMPV6:
             key = self._icmp_key(pkt)
         else:
@@ -1118,6 +1125,8 @@ class ConnectionTable:
                 key = (IPPROTO_TCP, src, sport, dst, dport)
             else:
                 key = (IPPROTO_TCP, dst, dport, src, sport)
+            if self._vlan_key:
+                key = key + (pkt.vlan, pkt.inner_vlan)
             c = self._table.get(key)
         flags = pkt.flags
         syn_only = flags & _SYN and not flags & _ACK
@@ -1165,6 +1174,8 @@ class ConnectionTable:
         packet belongs to it too (most do), else None: saves building the key and the dict
         lookup. A connection is in `_table` under its key until `_finish` (which sets `_done`)
         or `_hold` (`_held`) takes it out."""
+        if self._vlan_key:
+            return None  # (the slots know ports and addresses, not VLANs)
         c = self._recent_slots[(sport ^ dport) & (_RECENT_SLOTS - 1)]
         if c is None or c._done or c._held or c.proto != proto:
             return None
@@ -1246,6 +1257,8 @@ class ConnectionTable:
                 key = (proto, src, sport, dst, dport)
             else:
                 key = (proto, dst, dport, src, sport)
+            if self._vlan_key:
+                key = key + (pkt.vlan, pkt.inner_vlan)
             c = self._table.get(key)
         if c is None:
             # the first datagram's sender opened the flow, unless it came from a service port
@@ -1298,11 +1311,16 @@ class ConnectionTable:
             itype
         )
         if counterpart is None:  # one way
-            return (pkt.proto, src, itype, dst, pkt.dport)
-        counter = counterpart
-        if src < dst or (src == dst and itype <= counter):
-            return (pkt.proto, src, itype, dst, counter)
-        return (pkt.proto, dst, counter, src, itype)
+            key = (pkt.proto, src, itype, dst, pkt.dport)
+        else:
+            counter = counterpart
+            if src < dst or (src == dst and itype <= counter):
+                key = (pkt.proto, src, itype, dst, counter)
+            else:
+                key = (pkt.proto, dst, counter, src, itype)
+        if self._vlan_key:
+            key = key + (pkt.vlan, pkt.inner_vlan)
+        return key
 
     # The hooks are C calls when compiled (cpdef in analyzer.pxd), in the resolved order:
     # dependencies first.

@@ -63,9 +63,9 @@ ETH_TYPE_MPLS_MCAST = 0x8848
 ETH_TYPE_PPPoE = 0x8864  # PPPoE session stage (RFC 2516)
 ETH_TYPE_PPP = 0x880B  # PPP: the protocol type of enhanced GRE (PPTP, RFC 2637 section 4.1)
 ETH_TYPE_TEB = 0x6558  # transparent Ethernet bridging: Ethernet in GRE, in Geneve
-ETH_TYPE_PBB = 0x88E7  # 802.1ah provider backbone bridging (I-TAG)
 
 # -- ethertypes dpkt does not name (IEEE registry; Zeek's packet analyzers) ------------------
+ETHERTYPE_PBB = 0x88E7  # 802.1ah provider backbone bridging (I-TAG)
 ETHERTYPE_ERSPAN = 0x88BE  # ERSPAN type I and II (Cisco), in GRE
 ETHERTYPE_ERSPAN3 = 0x22EB  # ERSPAN type III, in GRE
 ETHERTYPE_VNTAG = 0x8926  # Cisco VN-Tag (802.1Qbh)

@@ -32,6 +32,7 @@ cdef class Packet:
     cdef public object quote
     cdef public int fragment
     cdef public object vlan
+    cdef public object inner_vlan
     cdef public object udp_head
     cdef public long long tsval
     cdef public long long tsecr

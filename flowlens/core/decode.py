@@ -201,6 +201,7 @@ class Packet:
         "quote",  # ICMP error: (proto, src, dst, sport, dport) of the quoted datagram
         "fragment",  # 1 when the packet was reassembled from IP fragments (lengths only)
         "vlan",  # outermost 802.1Q VLAN id, or None
+        "inner_vlan",  # the next (QinQ) VLAN id, or None (a third tag overwrites it, as in Zeek)
         "udp_head",  # UDP to/from a DNS port: first 4 payload bytes (query id, flags), else None
         "tsval",  # TCP timestamps option (RFC 7323), read when the decoder is asked to
         "tsecr",  # (Decoder(timestamps=True)); -1 when absent or not read
@@ -232,6 +233,7 @@ class Packet:
         quote: tuple | None
         fragment: int
         vlan: int | None
+        inner_vlan: int | None
         udp_head: bytes | None
         tsval: int
         tsecr: int
@@ -245,6 +247,7 @@ class Packet:
         self.quote = None
         self.fragment = 0
         self.vlan = None
+        self.inner_vlan = None
         self.udp_head = None
         self.sport = self.dport = 0  # protocols without ports keep 0, as compiled code does
         self.flags = 0
@@ -532,9 +535,10 @@ def _detect_tunnel(d: cython.p_uchar, pos: cython.Py_ssize_t, end: cython.Py_ssi
     b0 = d[pos]
     if b0 >> 4 != 6 and (b0 != 0 or (d[pos + 1] != 0 and d[pos + 1] != 1)):
         return 0
-    # the pattern, matched exactly (so 40 bytes): an IPv6 header whose source or destination
-    # is in the Teredo prefix 2001:0000::/32 (a bubble)
-    if n == 40 and b0 >> 4 == 6:
+    # the pattern (matched from the start: Specific_RE_Matcher::Match stops at the first
+    # accepting state, so a prefix of 40 bytes): an IPv6 header whose source or destination is
+    # in the Teredo prefix 2001:0000::/32
+    if b0 >> 4 == 6:
         if d[pos + 8] == 0x20 and d[pos + 9] == 0x01 and d[pos + 10] == 0 and d[pos + 11] == 0:
             return _T_TEREDO
         if d[pos + 24] == 0x20 and d[pos + 25] == 0x01 and d[pos + 26] == 0 and d[pos + 27] == 0:
@@ -611,6 +615,7 @@ class Decoder:
     _addrs = cython.declare(list)
     _depth = cython.declare(cython.int)
     _encap = cython.declare(object)
+    _inner_vlan = cython.declare(object)
     _violated = cython.declare(set)
 
     def __init__(
@@ -651,6 +656,8 @@ class Decoder:
         # while an inner packet is decoded: how deep, and the layer it is inside (see _inner)
         self._depth = 0
         self._encap = None
+        # the frame's second VLAN tag (QinQ), for its packet's `inner_vlan`
+        self._inner_vlan = None
         # (tunnel kind, flow) pairs whose tunnel analysis failed: like Zeek's
         # AnalyzerViolated(session), no later packet of that flow is decapsulated
         self._violated = set()
@@ -697,6 +704,7 @@ class Decoder:
         n: cython.Py_ssize_t,
     ):
         off: cython.Py_ssize_t
+        self._inner_vlan = None
         if linktype == K.LINKTYPE_ETHERNET:
             return self._ethernet(frame, ts_ns, d, n, 0, None)
         if linktype == K.LINKTYPE_FDDI:
@@ -788,6 +796,8 @@ class Decoder:
                     return self._skip("truncated VLAN tag")
                 if vlan is None:
                     vlan = ((d[off] << 8) | d[off + 1]) & 0x0FFF
+                else:  # VLAN.cc: the second tag is inner_vlan; a third overwrites it
+                    self._inner_vlan = ((d[off] << 8) | d[off + 1]) & 0x0FFF
                 etype = (d[off + 2] << 8) | d[off + 3]
                 off += 4
             elif etype == K.ETHERTYPE_VNTAG:
@@ -803,7 +813,7 @@ class Decoder:
                     return None
             else:
                 break
-        if etype == K.ETH_TYPE_PBB:
+        if etype == K.ETHERTYPE_PBB:
             # 802.1ah provider backbone bridging: the 4-byte I-TAG, then the customer's
             # Ethernet header (Zeek's PBB.cc: PBB_C_DST_OFF 4; shorter than 18 is truncated)
             if n <= off + 18:
@@ -915,6 +925,7 @@ class Decoder:
         elif total < captured:
             captured = total  # Ethernet padding beyond the datagram
         p = _new_packet(frame, ts_ns, 4, src, dst, vlan, self._encap)
+        p.inner_vlan = self._inner_vlan
         p.proto = proto
         p.ip_len = total
         if self.verify_checksums and not _ones_complement_ok(_sum16(d, off, off + ihl)):
@@ -965,6 +976,7 @@ class Decoder:
         if vtf >> 28 != 6:
             return self._skip("bad IPv6 version")
         p = _new_packet(frame, ts_ns, 6, src, dst, vlan, self._encap)
+        p.inner_vlan = self._inner_vlan
         end = off + 40 + plen
         captured_end = min(n, end)
         p.ip_len = 40 + plen
@@ -1025,8 +1037,9 @@ class Decoder:
     ):
         """Decode the packet inside a tunnel header (at d[off:n]) as a new packet, as Zeek's
         build_inner_packet does: no VLAN of the outer frame; `layer` becomes its `encap`."""
-        saved = self._encap
+        saved, saved_vlan = self._encap, self._inner_vlan
         self._encap = layer
+        self._inner_vlan = None
         self._depth += 1
         try:
             if how == _INNER_ETHERNET:
@@ -1034,7 +1047,7 @@ class Decoder:
             return self._ip_by_version(frame, ts_ns, d, n, off, None)
         finally:
             self._depth -= 1
-            self._encap = saved
+            self._encap, self._inner_vlan = saved, saved_vlan
 
     @cython.cfunc
     @cython.locals(fit=cython.int, version=cython.int)
