@@ -235,3 +235,33 @@ def test_parquet_schema_has_tunnel_parents():
     from flowlens.batch.task import CONNECTION_SCHEMA
 
     assert CONNECTION_SCHEMA.field("tunnel_parents").type == pa.list_(pa.string())
+
+
+def test_fragmented_inner_datagram_comes_out_of_the_last_fragments_tunnel_packet():
+    """An IP datagram fragmented inside a VXLAN tunnel: each outer datagram is counted once,
+    and the reassembled inner one (whole when its last fragment arrives) names the tunnel."""
+    import dpkt
+
+    ip = g.ip_packet(
+        g.CLIENT4, g.SERVER4, dpkt.udp.UDP(sport=5000, dport=7000, data=b"x" * 400), 17
+    )
+    raw = bytes(ip)
+    head, body = raw[:20], raw[20:]
+    frames = []
+    for n, (off, chunk, more) in enumerate(((0, body[:208], 1), (208, body[208:], 0))):
+        h = bytearray(head)
+        h[2:4] = struct.pack("!H", 20 + len(chunk))
+        h[6:8] = struct.pack("!H", (more << 13) | (off // 8))
+        h[10:12] = b"\0\0"
+        h[10:12] = struct.pack("!H", dpkt.in_cksum(bytes(h)))
+        eth = g._MAC_S + g._MAC_C + b"\x08\x00" + bytes(h) + chunk
+        frames.append((g.T0 + n * 0.001, eth))
+    tunnelled = g.encapsulate(frames, "vxlan")
+    outer = [c.to_record() for c in _run(tunnelled).connections]
+    vx = [r for r in outer if r["id.resp_p"] == 4789]
+    assert len(vx) == 1 and vx[0]["orig_pkts"] == 2
+    assert vx[0]["orig_ip_bytes"] == sum(len(f) - 14 for _, f in tunnelled)  # each one once
+    assert vx[0]["duration"] == 0.001
+    inner = [r for r in outer if r["id.resp_p"] == 7000]
+    assert len(inner) == 1 and inner[0]["orig_bytes"] == 400
+    assert inner[0]["tunnel_parents"] == [vx[0]["uid"]]

@@ -1380,6 +1380,9 @@ class Decoder:
         first.plen = total - hdr
         first.ip_len = ip_hdr_len + total
         first.frame, first.ts_ns = p.frame, p.ts_ns
+        # inside a tunnel: the datagram comes out of the completing fragment's outer packet
+        # (the first fragment's was analysed with its own frame)
+        first.encap = p.encap
         first.caplen_short = 0
         return first
 
