@@ -49,13 +49,9 @@ GROUPS = {
     "ip_bytes": ("orig_ip_bytes", "resp_ip_bytes"),
     "duration": ("duration",),
 }
-#: traces whose connections sit in link layers or tunnels flowlens does not decode (FDDI, Cisco
-#: FabricPath, 802.1ah, VN-Tag, 802.11, and every tunnel): reported apart
-UNDECODED = re.compile(
-    r"^(tunnels(/|__)|llc\.pcap|cisco-fabric-path|pbb\.pcap|vntag|wlanmon|radiotap|gre-|ipip|"
-    r"ip6ip|teredo|ayiya|vxlan|geneve|gtp|erspan)",
-    re.IGNORECASE,
-)
+#: traces whose connections sit in link layers flowlens does not decode (802.11: monitor mode,
+#: radiotap, and Aruba's 802.11 in GRE): reported apart
+UNDECODED = re.compile(r"^(wlanmon|radiotap|tunnels(/|__)gre-aruba)", re.IGNORECASE)
 #: redefs that change what conn.log says about the same packets
 _TUNABLES = re.compile(
     r"redef\s+(tcp_\w+|udp_inactivity_timeout|icmp_inactivity_timeout|non_analyzed_lifetime|"

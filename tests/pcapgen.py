@@ -1148,3 +1148,124 @@ def random_conversation(seed: int) -> list:
             (ta, fa), (tb, fb) = frames[i], frames[i + 1]
             frames[i], frames[i + 1] = (ta, fb), (tb, fa)
     return frames
+
+
+# ---------------------------------------------------------------- tunnels (tests/test_tunnels.py)
+
+#: the tunnel's endpoints (RFC 5737 TEST-NET-3), apart from the conversation's own addresses
+TUNNEL_A4, TUNNEL_B4 = "203.0.113.1", "203.0.113.2"
+#: the outer UDP flow's ports: the tunnel's client side, and each tunnel's port (Zeek's defaults)
+TUNNEL_CPORT = 50000
+TUNNEL_PORTS = {
+    "vxlan": 4789,
+    "geneve": 6081,
+    "gtpv1": 2152,
+    "teredo": 3544,
+    "ayiya": 5072,
+    "gre-udp": 4754,
+}
+
+
+def _from_client(frame: bytes) -> bool:
+    return frame[6:12] == _MAC_C
+
+
+def gre_header(
+    proto: int, version: int = 0, key: int | None = None, seq: int | None = None,
+    checksum: bool = False, ack: int | None = None,
+) -> bytes:  # fmt: skip
+    """A GRE header (RFC 2784; RFC 2890 key and sequence; RFC 2637 enhanced GRE's ack)."""
+    flags = version
+    opt = b""
+    if checksum:
+        flags |= 0x8000
+        opt += b"\x00\x00\x00\x00"  # checksum and reserved1 (not verified by Zeek or flowlens)
+    if key is not None:
+        flags |= 0x2000
+        opt += struct.pack("!I", key)
+    if seq is not None:
+        flags |= 0x1000
+        opt += struct.pack("!I", seq)
+    if ack is not None:
+        flags |= 0x0080
+        opt += struct.pack("!I", ack)
+    return struct.pack("!HH", flags, proto) + opt
+
+
+def tunnel_payload(kind: str, frame: bytes, n: int = 0) -> tuple[int, bytes]:
+    """(outer IP protocol or UDP port, tunnel header + inner bytes) for one Ethernet `frame`
+    of a conversation: the inner IP packet, or the whole Ethernet frame for the tunnels that
+    carry Ethernet. `n` numbers the frame (sequence fields)."""
+    ip = frame[14:]
+    if kind == "ipip" or kind == "6in4":
+        return (4 if ip[0] >> 4 == 4 else 41), ip
+    if kind == "gre":
+        return 47, gre_header(0x0800 if ip[0] >> 4 == 4 else 0x86DD) + ip
+    if kind == "gre-keyed":  # checksum, key and sequence present
+        return 47, gre_header(0x0800, key=7, seq=n, checksum=True) + ip
+    if kind == "gre-eth":  # transparent Ethernet bridging
+        return 47, gre_header(0x6558, key=1) + frame
+    if kind == "erspan1":  # ERSPAN type I: no sequence number, no ERSPAN header
+        return 47, gre_header(0x88BE) + frame
+    if kind == "erspan2":  # type II: sequence number, an 8-byte header (version 1, VLAN, id)
+        return 47, gre_header(0x88BE, seq=n) + struct.pack("!HHI", 0x1000, 0x0001, 0) + frame
+    if kind == "erspan3":  # type III: 12 bytes (version 2, ..., timestamp, SGT, flags)
+        return 47, gre_header(0x22EB, seq=n) + struct.pack("!HHIHH", 0x2000, 1, 0, 0, 0) + frame
+    if kind == "pptp":  # enhanced GRE (version 1): key = payload length | call id; PPP inside
+        ppp = b"\xff\x03" + struct.pack("!H", 0x0021 if ip[0] >> 4 == 4 else 0x0057) + ip
+        return 47, gre_header(0x880B, version=1, key=(len(ppp) << 16) | 9, seq=n) + ppp
+    if kind == "vxlan":  # RFC 7348: I flag, VNI 42
+        return TUNNEL_PORTS[kind], struct.pack("!II", 0x08000000, 42 << 8) + frame
+    if kind == "geneve":  # RFC 8926: version 0, no options, Ethernet, VNI 42
+        return TUNNEL_PORTS[kind], struct.pack("!HHI", 0, 0x6558, 42 << 8) + frame
+    if kind == "gtpv1":  # TS 29.281: version 1, PT, G-PDU (255), length, TEID
+        return TUNNEL_PORTS[kind], struct.pack("!BBHI", 0x30, 255, len(ip), 0x1234) + ip
+    if kind == "teredo":  # RFC 4380: IPv6 straight after UDP
+        return TUNNEL_PORTS[kind], ip
+    if kind == "ayiya":  # identity 16 bytes (type 1), signature 20 (SHA1), forward, next header
+        nh = 4 if ip[0] >> 4 == 4 else 41
+        head = bytes([(4 << 4) | 1, (5 << 4) | 2, (2 << 4) | 1, nh]) + struct.pack("!I", n)
+        return TUNNEL_PORTS[kind], head + b"\x20" * 16 + b"\x5a" * 20 + ip
+    if kind == "gre-udp":  # GRE in UDP (RFC 8086)
+        return TUNNEL_PORTS[kind], gre_header(0x0800 if ip[0] >> 4 == 4 else 0x86DD) + ip
+    raise ValueError(kind)
+
+
+def outer_ip(src: str, dst: str, proto: int, payload: bytes, ident: int = 1) -> bytes:
+    """An IPv4/IPv6 header (lengths and header checksum filled in) before raw `payload`."""
+    if ":" in src:
+        return (
+            struct.pack("!IHBB", 6 << 28, len(payload), proto, 64)
+            + _addr(src)
+            + _addr(dst)
+            + payload
+        )
+    head = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, 0, 64, proto, 0, _addr(src), _addr(dst)
+    )
+    head = head[:10] + struct.pack("!H", dpkt.in_cksum(head)) + head[12:]
+    return head + payload
+
+
+def encapsulate(frames: list, kind: str, a: str = TUNNEL_A4, b: str = TUNNEL_B4) -> list:
+    """Ethernet frames of a conversation, each carried in tunnel `kind` between `a` (the
+    client's side) and `b`: IP-in-IP, GRE (several forms), or UDP (VXLAN, Geneve, GTPv1,
+    Teredo, AYIYA, GRE-in-UDP) from `a`:TUNNEL_CPORT to `b`:the tunnel's port and back. The
+    outer frames are Ethernet."""
+    out = []
+    for n, (ts, frame) in enumerate(frames):
+        fc = _from_client(frame)
+        src, dst = (a, b) if fc else (b, a)
+        what, payload = tunnel_payload(kind, frame, n)
+        if kind in TUNNEL_PORTS:
+            sport, dport = (TUNNEL_CPORT, what) if fc else (what, TUNNEL_CPORT)
+            u = dpkt.udp.UDP(sport=sport, dport=dport, data=payload)
+            u.ulen = 8 + len(payload)
+            ip = ip_packet(src, dst, u, dpkt.ip.IP_PROTO_UDP, ident=n + 1)
+            out.append((ts, ethernet(ip, fc)))
+        else:
+            raw = outer_ip(src, dst, what, payload, ident=n + 1)
+            etype = struct.pack("!H", 0x86DD if ":" in src else 0x0800)
+            macs = (_MAC_S + _MAC_C) if fc else (_MAC_C + _MAC_S)
+            out.append((ts, macs + etype + raw))
+    return out

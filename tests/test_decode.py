@@ -14,7 +14,7 @@ from corpus import CORPUS, needs_corpus
 
 from flowlens import analyze
 from flowlens.core.capture import open_capture
-from flowlens.core.decode import Decoder, flags_text, parse_tcp_options
+from flowlens.core.decode import Decoder, Packet, flags_text, parse_tcp_options
 
 
 def _reference(linktype: int, buf: bytes):
@@ -71,6 +71,15 @@ def _ours(p):
     return (p.src, p.dst, p.proto, p.sport, p.dport, p.flags, p.seq, p.ack, p.win, plen)
 
 
+def _outermost(pkt):
+    """What dpkt decodes of a frame: for a packet out of a tunnel, the outermost UDP datagram
+    that carried it (None for an IP tunnel's outer packet, which dpkt decodes as GRE/IP-in-IP)."""
+    layer = pkt
+    while layer is not None and layer.encap is not None:
+        layer = layer.encap
+    return layer if isinstance(layer, Packet) else None
+
+
 def _compare_file(path) -> tuple[int, list]:
     decoder = Decoder(verify_checksums=False)
     compared, mismatches = 0, []
@@ -78,7 +87,7 @@ def _compare_file(path) -> tuple[int, list]:
         for frame, ts, lt, data, _w in cap:
             buf = bytes(data)
             ref = _reference(lt, buf)
-            pkt = decoder.decode(frame, ts, lt, buf)
+            pkt = _outermost(decoder.decode(frame, ts, lt, buf))
             if ref is None or pkt is None or pkt.caplen_short or pkt.fragment:
                 continue
             mine = _ours(pkt)

@@ -490,6 +490,8 @@ def _tshark(path: Path) -> dict[int, dict]:
 
 #: Where flowlens and tshark's tcp.analysis.ack_rtt intentionally differ, and why.
 ACK_RTT_DIFFERENCES = {
+    "tunnel": "a connection inside a tunnel that tshark does not decode there (Teredo that Zeek's "
+    "rules detect on a port other than 3544): flowlens times it, tshark sees only UDP",
     "handshake": "tshark times SYN -> SYN/ACK and SYN/ACK -> ACK as ack_rtt; flowlens reports them "
     "as the handshake legs synack_ms and ackdat_ms, not as data samples",
     "fin": "a bare FIN's ACK: FINs are timed by neither side's data RTT (the ACK often waits for "
@@ -549,7 +551,7 @@ def _ack_rtt_comparison(path: Path):
     frames = _tshark(path)
     rtt = RttCollector()
     a = analyze(str(path), config=_AS_TSHARK, analyzers=[rtt])
-    ours, answers = {}, {}
+    ours, answers, tunnelled = {}, {}, set()
     for c in a.connections:
         st = rtt.state_of(c)
         if st is None:
@@ -558,6 +560,8 @@ def _ack_rtt_comparison(path: Path):
             answers[s.answer_frame] = s.source
             if s.source == "ack":
                 ours[s.answer_frame] = (s.frame, s.rtt_ns)
+                if c.tunnel_parents:
+                    tunnelled.add(s.answer_frame)
     theirs = {n: (x["acks"], x["ack_rtt_ns"]) for n, x in frames.items() if x["acks"] is not None}
     result, cases = Counter(), {}
     for n, (frame, rtt) in ours.items():
@@ -570,6 +574,8 @@ def _ack_rtt_comparison(path: Path):
             why = (
                 "ip_length"
                 if f and f["ip_payload"] is not None and f["ip_payload"] > f["len"]
+                else "tunnel"
+                if n in tunnelled and n not in frames
                 else "unexplained_ours"
             )
             result[why] += 1

@@ -135,6 +135,13 @@ def table_options(func: Callable) -> Callable:
         "before it is decoded; frames it turns away are not analysed.",
     )(func)
     func = click.option(
+        "--vlan-key",
+        is_flag=True,
+        help="Make the VLAN ids (802.1Q and QinQ's inner one) part of the connection key, as "
+        "Zeek's conn_key/vlan_fivetuple.zeek does: the same 5-tuple on two VLANs is two "
+        "connections (e.g. `flowlens flows --vlan-key trunk.pcap`).",
+    )(func)
+    func = click.option(
         "--udp-timeout",
         type=click.FloatRange(min=0.001),
         default=_CONFIG.udp_idle_s,
@@ -213,6 +220,7 @@ def config_from(kwargs: dict) -> Config:
         icmp_idle_s=kwargs.pop("udp_timeout", d.icmp_idle_s),
         read_filter=kwargs.pop("read_filter", d.read_filter) or None,
         community_id_seed=kwargs.pop("community_id_seed", d.community_id_seed),
+        vlan_key=kwargs.pop("vlan_key", d.vlan_key),
     )
 
 

@@ -40,6 +40,7 @@ cdef class Connection:
     cdef public long long bad_checksums
     cdef public object icmp_errors
     cdef public object vlan
+    cdef public object tunnel_parents
     cdef public object end_ts_ns
     cdef public object prev_uid
     cdef public bint reused_in_time_wait
@@ -79,6 +80,9 @@ cdef class ConnectionTable:
     cdef public long long _attempt_idle
     cdef public long long _attempt_delay
     cdef public dict _attempts
+    cdef public dict _ip_tunnels
+    cdef public dict _teredo_sides
+    cdef public bint _vlan_key
     cdef public long long _udp_idle
     cdef public long long _dns_idle
     cdef public long long _icmp_idle
@@ -101,6 +105,11 @@ cdef class ConnectionTable:
     cpdef list expire(self, long long now_ns)
     cpdef list flush(self)
     cpdef list add(self, Packet pkt)
+    cpdef list add_encapsulated(self, Packet pkt)
+    cpdef Connection connection_of(self, Packet pkt)
+    cdef object _add_layer(self, Packet pkt, object parent, list out)
+    cdef str _ip_tunnel_uid(self, object tunnel, Packet pkt)
+    cdef tuple _icmp_key(self, Packet pkt)
     cdef Connection _new(self, tuple key, int proto, object orig_h, int orig_p, object resp_h, int resp_p, Packet pkt)
     cdef void _count(self, Connection c, Packet pkt, int side)
     cdef void _tcp(self, Packet pkt, list done)

@@ -76,6 +76,9 @@ _RECENT_SLOTS = cython.declare(cython.int, 256)
 #: a deadline after every capture's (the table's `_due` when nothing is scheduled)
 _NEVER = cython.declare(cython.longlong, NEVER)
 
+#: Tunnel::ip_tunnel_timeout (init-bare.zeek): an IP tunnel silent this long is a new one
+_IP_TUNNEL_TIMEOUT_NS = cython.declare(cython.longlong, 24 * 3600 * 1_000_000_000)
+
 _B62 = cython.declare(bytes, b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 # C constants when compiled (the imported names are Python objects)
@@ -239,6 +242,13 @@ class Config:
     #: the value Zeek's CommunityID::seed or Suricata's community-id-seed is set to, so that
     #: the hashes match theirs
     community_id_seed: int = 0
+    #: encapsulations decoded at most, tunnels in tunnels (Zeek's Tunnel::max_depth,
+    #: init-bare.zeek); 0 decodes no tunnel (the outer packets are analysed as they are)
+    tunnel_max_depth: int = 4
+    #: the VLAN ids (802.1Q, and QinQ's inner one) are part of the connection key, as with
+    #: Zeek's policy/frameworks/conn_key/vlan_fivetuple.zeek: the same 5-tuple on two VLANs is
+    #: two connections (off: VLANs are ignored, as Zeek's default five-tuple key does)
+    vlan_key: bool = False
 
     def __post_init__(self) -> None:
         seed = self.community_id_seed
@@ -302,6 +312,9 @@ class Connection:
         "bad_checksums",
         "icmp_errors",  # [(ts_ns, frame, type, code, reporter)] ICMP errors quoting this flow
         "vlan",
+        # uids of the tunnels this connection's packets came out of (Zeek's tunnel_parents:
+        # each packet's innermost encapsulation), a set; None when it was not tunnelled
+        "tunnel_parents",
         "end_ts_ns",  # capture time the record was closed at (capture end or expiry)
         "prev_uid",  # uid of the connection this one reused the 5-tuple of
         "reused_in_time_wait",  # ... while that connection still had a side in TIME_WAIT
@@ -355,6 +368,7 @@ class Connection:
         self.bad_checksums = 0
         self.icmp_errors = None
         self.vlan = pkt.vlan
+        self.tunnel_parents = None
         self.end_ts_ns = None
         self.prev_uid = None
         self.reused_in_time_wait = False
@@ -623,6 +637,9 @@ class Connection:
             "missed_bytes": missed,
             "conn_state": conn_state,
             "history": history,
+            "tunnel_parents": (
+                sorted(self.tunnel_parents) if self.tunnel_parents is not None else None
+            ),
             "orig_state": orig_state,
             "resp_state": resp_state,
             "handshake": handshake,
@@ -691,6 +708,7 @@ RECORD_FIELDS = tuple(
         "missed_bytes",
         "conn_state",
         "history",
+        "tunnel_parents",
         "orig_state",
         "resp_state",
         "handshake",
@@ -777,6 +795,11 @@ class ConnectionTable:
         # attempts Zeek's attempt timer ended, by key: (originator's ISN, SYN retries, uid),
         # so that a retry after it continues the count (see _open_tcp)
         self._attempts: dict[tuple, tuple] = {}
+        # IP tunnels (IP-in-IP, GRE) by their address pair: [uid, last packet's ns] (see
+        # _ip_tunnel_uid), and the sides of each Teredo flow that carried Teredo (by uid)
+        self._ip_tunnels: dict[tuple, list] = {}
+        self._teredo_sides: dict[str, int] = {}
+        self._vlan_key = cfg.vlan_key
         self._udp_idle = int(cfg.udp_idle_s * 1e9)
         self._dns_idle = int(min(cfg.dns_idle_s, cfg.udp_idle_s) * 1e9)
         self._icmp_idle = int(cfg.icmp_idle_s * 1e9)
@@ -963,6 +986,103 @@ class ConnectionTable:
         self._spare = []
         return done
 
+    # ------------------------------------------------------------------ tunnels
+    @cython.locals(pkt=Packet, layer=object, out=list, chain=list, parent=object)
+    def add_encapsulated(self, pkt: Packet) -> list[Connection] | None:
+        """`add` for a packet the decoder took out of a tunnel (`pkt.encap` is set): first the
+        UDP datagrams that carried it, outermost first, as the flows they are (Zeek logs the
+        outer UDP connection of VXLAN, Geneve, GTPv1, Teredo and AYIYA too), then the packet.
+
+        Each connection's `tunnel_parents` collects the uid of the tunnel its packets came
+        straight out of (Zeek's conn/main.zeek: the last EncapsulatingConn's uid, at
+        new_connection and tunnel_changed): the outer UDP flow's uid, or, for IP-in-IP and GRE,
+        the uid the table gives that tunnel (`_ip_tunnel_uid`: Zeek's tunnel.log uid; no
+        connection record of its own, as Zeek's conn.log has none)."""
+        chain = []
+        layer = pkt.encap
+        while layer is not None:
+            chain.append(layer)
+            layer = layer.encap
+        out = []
+        parent = None
+        for layer in reversed(chain):
+            if isinstance(layer, Packet):
+                parent = self._add_layer(layer, parent, out)
+            else:
+                parent = self._ip_tunnel_uid(layer, pkt)
+        self._add_layer(pkt, parent, out)
+        return out or None
+
+    @cython.locals(pkt=Packet, c=Connection, done=list, side=cython.int)
+    def _add_layer(self, pkt: Packet, parent: str | None, out: list) -> str | None:
+        """Add one packet of a tunnel's chain; the uid its connection gives what it carries."""
+        done = self.add(pkt)
+        if done:
+            out.extend(done)
+        c = self.connection_of(pkt)
+        if c is None:
+            return parent
+        if parent is not None:
+            if c.tunnel_parents is None:
+                c.tunnel_parents = set()
+            c.tunnel_parents.add(parent)
+        kind = pkt.tunnel
+        if kind is not None and c.service is None:
+            # Zeek's AnalyzerConfirmation names the flow's service after the tunnel; Teredo's
+            # only once both sides sent Teredo (Tunnel::delay_teredo_confirmation = T)
+            if kind == "teredo":
+                side = 1 if pkt.src == c.orig_h and pkt.sport == c.orig_p else 2
+                sides = self._teredo_sides.get(c.uid, 0) | side
+                if len(self._teredo_sides) >= 65536:
+                    self._teredo_sides.clear()
+                self._teredo_sides[c.uid] = sides
+                if sides == 3:
+                    c.service = kind
+            else:
+                c.service = kind
+        return c.uid
+
+    @cython.locals(pkt=Packet, entry=list, now=cython.longlong)
+    def _ip_tunnel_uid(self, tunnel, pkt: Packet) -> str:
+        """The uid of an IP tunnel (decode.IpTunnel), named by its address pair either way
+        round (IPTunnel.cc `ip_tunnels`), new after Tunnel::ip_tunnel_timeout (24 hours) of
+        silence. A hash of its first packet, as connections' uids are."""
+        a, b = tunnel.src, tunnel.dst
+        key = (a, b) if a <= b else (b, a)
+        now = pkt.ts_ns
+        entry = self._ip_tunnels.get(key)
+        if entry is None or now - entry[1] >= _IP_TUNNEL_TIMEOUT_NS:
+            if len(self._ip_tunnels) >= 65536:
+                self._ip_tunnels.clear()
+            proto = 47 if tunnel.kind == "GRE" else 4
+            entry = [_uid(now, pkt.frame, proto, key[0], 0, key[1], 0), now]
+            self._ip_tunnels[key] = entry
+        else:
+            entry[1] = now
+        return entry[0]
+
+    @cython.locals(pkt=Packet, c=Connection, proto=cython.int)
+    def connection_of(self, pkt: Packet) -> Connection | None:
+        """The open connection `pkt` went to, after `add`; None for what the table keeps no
+        connection for (other IP protocols)."""
+        proto = pkt.proto
+        if proto == _TCP or proto == _UDP:
+            c = self._recent(proto, pkt.src, pkt.sport, pkt.dst, pkt.dport)
+            if c is not None:
+                return c
+            src, dst = pkt.src, pkt.dst
+            if src < dst or (src == dst and pkt.sport <= pkt.dport):
+                key = (proto, src, pkt.sport, dst, pkt.dport)
+            else:
+                key = (proto, dst, pkt.dport, src, pkt.sport)
+            if self._vlan_key:
+                key = key + (pkt.vlan, pkt.inner_vlan)
+        elif proto == _ICMP or proto == _ICMPV6:
+            key = self._icmp_key(pkt)
+        else:
+            return None
+        return self._table.get(key)
+
     @cython.locals(c=Connection, n=cython.Py_ssize_t)
     def _new(self, key, proto, orig_h, orig_p, resp_h, resp_p, pkt) -> Connection:
         c = Connection(key, proto, orig_h, orig_p, resp_h, resp_p, pkt, self.config, self._timers)
@@ -1030,6 +1150,8 @@ class ConnectionTable:
                 key = (IPPROTO_TCP, src, sport, dst, dport)
             else:
                 key = (IPPROTO_TCP, dst, dport, src, sport)
+            if self._vlan_key:
+                key = key + (pkt.vlan, pkt.inner_vlan)
             c = self._table.get(key)
         flags = pkt.flags
         syn_only = flags & _SYN and not flags & _ACK
@@ -1077,6 +1199,8 @@ class ConnectionTable:
         packet belongs to it too (most do), else None: saves building the key and the dict
         lookup. A connection is in `_table` under its key until `_finish` (which sets `_done`)
         or `_hold` (`_held`) takes it out."""
+        if self._vlan_key:
+            return None  # (the slots know ports and addresses, not VLANs)
         c = self._recent_slots[(sport ^ dport) & (_RECENT_SLOTS - 1)]
         if c is None or c._done or c._held or c.proto != proto:
             return None
@@ -1158,6 +1282,8 @@ class ConnectionTable:
                 key = (proto, src, sport, dst, dport)
             else:
                 key = (proto, dst, dport, src, sport)
+            if self._vlan_key:
+                key = key + (pkt.vlan, pkt.inner_vlan)
             c = self._table.get(key)
         if c is None:
             # the first datagram's sender opened the flow, unless it came from a service port
@@ -1188,18 +1314,9 @@ class ConnectionTable:
         flips (an echo reply seen first is logged 0 > 8)."""
         itype = pkt.sport
         src, dst = pkt.src, pkt.dst
-        counterpart = (_ICMP6_COUNTERPART if pkt.proto == _ICMPV6 else _ICMP4_COUNTERPART).get(
-            itype
-        )
-        if counterpart is None:  # one way
-            counter = pkt.dport
-            key = (pkt.proto, src, itype, dst, counter)
-        else:
-            counter = counterpart
-            if src < dst or (src == dst and itype <= counter):
-                key = (pkt.proto, src, itype, dst, counter)
-            else:
-                key = (pkt.proto, dst, counter, src, itype)
+        key = self._icmp_key(pkt)
+        # the responder's "port": the counterpart type, or a one-way message's code
+        counter = key[4] if key[1] == src and key[2] == itype else key[2]
         c = self._table.get(key)
         if c is None:
             c = self._new(key, pkt.proto, src, itype, dst, counter, pkt)
@@ -1209,6 +1326,26 @@ class ConnectionTable:
             self._attach_icmp_error(pkt)
         if self._n_analyzers:
             self._notify(c, pkt, from_orig)
+
+    @cython.locals(pkt=Packet, itype=cython.int, counter=cython.int)
+    def _icmp_key(self, pkt: Packet) -> tuple:
+        """The table key of an ICMP message's flow (see _icmp)."""
+        itype = pkt.sport
+        src, dst = pkt.src, pkt.dst
+        counterpart = (_ICMP6_COUNTERPART if pkt.proto == _ICMPV6 else _ICMP4_COUNTERPART).get(
+            itype
+        )
+        if counterpart is None:  # one way
+            key = (pkt.proto, src, itype, dst, pkt.dport)
+        else:
+            counter = counterpart
+            if src < dst or (src == dst and itype <= counter):
+                key = (pkt.proto, src, itype, dst, counter)
+            else:
+                key = (pkt.proto, dst, counter, src, itype)
+        if self._vlan_key:
+            key = key + (pkt.vlan, pkt.inner_vlan)
+        return key
 
     # The hooks are C calls when compiled (cpdef in analyzer.pxd), in the resolved order:
     # dependencies first.

@@ -42,9 +42,12 @@ TCP_OPT_TIMESTAMP = 8
 
 # -- IP protocol numbers (IANA; dpkt.ip.IP_PROTO_*, and the socket module's IPPROTO_*) -------
 IPPROTO_ICMP = 1
+IPPROTO_IPIP = 4  # IPv4 encapsulation (RFC 2003): IP-in-IP
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
+IPPROTO_IPV6 = 41  # IPv6 encapsulation (RFC 2473, RFC 4213): 6in4, 6in6
 IPPROTO_FRAGMENT = 44  # IPv6 Fragment header (RFC 8200 section 4.5)
+IPPROTO_GRE = 47  # Generic Routing Encapsulation (RFC 2784, RFC 2890; RFC 2637 for PPTP)
 IPPROTO_AH = 51  # Authentication Header (RFC 4302), an IPv6 extension header
 IPPROTO_ICMPV6 = 58
 
@@ -58,6 +61,15 @@ ETH_TYPE_QINQ2 = 0x9200  # legacy QinQ
 ETH_TYPE_MPLS = 0x8847
 ETH_TYPE_MPLS_MCAST = 0x8848
 ETH_TYPE_PPPoE = 0x8864  # PPPoE session stage (RFC 2516)
+ETH_TYPE_PPP = 0x880B  # PPP: the protocol type of enhanced GRE (PPTP, RFC 2637 section 4.1)
+ETH_TYPE_TEB = 0x6558  # transparent Ethernet bridging: Ethernet in GRE, in Geneve
+
+# -- ethertypes dpkt does not name (IEEE registry; Zeek's packet analyzers) ------------------
+ETHERTYPE_PBB = 0x88E7  # 802.1ah provider backbone bridging (I-TAG)
+ETHERTYPE_ERSPAN = 0x88BE  # ERSPAN type I and II (Cisco), in GRE
+ETHERTYPE_ERSPAN3 = 0x22EB  # ERSPAN type III, in GRE
+ETHERTYPE_VNTAG = 0x8926  # Cisco VN-Tag (802.1Qbh)
+ETHERTYPE_FABRICPATH = 0x8903  # Cisco FabricPath: a 16-byte outer header, then Ethernet
 
 # -- PPP protocol field values (RFC 1661, RFC 1332, RFC 5072; dpkt.ppp.PPP_IP/PPP_IP6) -------
 PPP_IP = 0x0021
@@ -67,6 +79,7 @@ PPP_IP6 = 0x0057
 LINKTYPE_NULL = 0  # BSD loopback: 4-byte address family in host byte order
 LINKTYPE_ETHERNET = 1
 LINKTYPE_PPP = 9
+LINKTYPE_FDDI = 10
 DLT_RAW_12 = 12  # DLT_RAW on most BSDs, written as is by some tools (LINKTYPE_RAW's meaning)
 DLT_RAW_14 = 14  # DLT_RAW on OpenBSD (LINKTYPE_RAW's meaning)
 LINKTYPE_RAW = 101
@@ -75,6 +88,19 @@ LINKTYPE_LINUX_SLL = 113  # Linux cooked capture v1 (tcpdump -i any)
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276  # Linux cooked capture v2
+
+# -- tunnels: Zeek's defaults (scripts/base/packet-protocols/*/main.zeek; init-bare.zeek) -----
+#: Tunnel::max_depth: encapsulations decoded before giving up ("exceeded_tunnel_max_depth")
+TUNNEL_MAX_DEPTH = 4
+#: UDP ports Zeek decapsulates on: VXLAN::vxlan_ports, Geneve::geneve_ports, GTPV1::gtpv1_ports
+#: (user plane 2152, control 2123), TEREDO::teredo_ports, AYIYA::ayiya_ports, GRE::gre_ports
+PORT_VXLAN = 4789
+PORT_GENEVE = 6081
+PORT_GTPV1_U = 2152
+PORT_GTPV1_C = 2123
+PORT_TEREDO = 3544
+PORT_AYIYA = 5072
+PORT_GRE = 4754
 
 # -- 32-bit sequence-number space (RFC 9293 section 3.4) --------------------------------------
 #: sequence numbers (and TCP timestamps, RFC 7323 section 5.2) live modulo 2**32

@@ -32,10 +32,13 @@ cdef class Packet:
     cdef public object quote
     cdef public int fragment
     cdef public object vlan
+    cdef public object inner_vlan
     cdef public object udp_head
     cdef public long long tsval
     cdef public long long tsecr
     cdef public object payload
+    cdef public object encap
+    cdef public object tunnel
     cdef public object _options
 
 

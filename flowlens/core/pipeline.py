@@ -93,6 +93,7 @@ class Pipeline:
             timestamps=bool(needs & Needs.TIMESTAMPS),
             # each packet's first PAYLOAD_BYTES payload bytes, only when some analyzer reads them
             payload=PAYLOAD_BYTES if needs & Needs.PAYLOAD else 0,
+            max_depth=self.config.tunnel_max_depth,
         )
         self.progress = progress
         self.results: dict[Analyzer, object] = {}
@@ -208,7 +209,10 @@ class Pipeline:
                 else:
                     pkt = None  # turned away by the read filter (counted in bpf.rejected)
                 if pkt is not None:
-                    finished = table.add(pkt)
+                    if pkt.encap is None:
+                        finished = table.add(pkt)
+                    else:  # out of a tunnel: the outer UDP flows first, then tunnel_parents
+                        finished = table.add_encapsulated(pkt)
                     if finished:
                         yield from finished
                 if ref.frame % _PROGRESS_EVERY == 0:
@@ -232,6 +236,13 @@ class Pipeline:
             lines.append(
                 f"{self.path}: skipped {total} undecodable frame{'' if total == 1 else 's'} "
                 f"({reasons})"
+            )
+        errors = self.decoder.tunnel_errors
+        if errors:
+            reasons = ", ".join(f"{n} {why}" for why, n in errors.most_common())
+            lines.append(
+                f"{self.path}: {sum(errors.values())} tunnel headers not decapsulated ({reasons}); "
+                f"their UDP datagrams are analysed as UDP"
             )
         pending = self.decoder.pending_fragments
         if pending:

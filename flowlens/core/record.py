@@ -110,6 +110,17 @@ class ConnectionRecord:
     """Zeek's history letters (`ShADadFf` ...): upper case for the originator, lower case for
     the responder; null for ICMP (Zeek logs `-`)."""
 
+    tunnel_parents: list[str] | None
+    """The uids of the tunnels this connection's packets came out of (Zeek's conn.log
+    `tunnel_parents`, a set: each packet's innermost encapsulation), sorted; null when it was
+    not tunnelled. For VXLAN, Geneve, GTPv1, Teredo and AYIYA the uid is the outer UDP flow's,
+    whose own record is there too (its `service` names the tunnel: `vxlan`, `geneve`, `gtpv1`,
+    `teredo` once both sides sent Teredo, `ayiya`). For IP-in-IP and GRE it is the tunnel's
+    own uid, as Zeek's tunnel.log gives one (the same for every packet between the same two
+    addresses, either way round, until 24 hours of silence); such a tunnel has no record
+    of its own, as in Zeek's conn.log. Tunnels inside tunnels are decoded to a depth of 4
+    (Zeek's Tunnel::max_depth)."""
+
     orig_state: str | None
     """The originator's TCP state (RFC 9293 names: ESTABLISHED, FIN_WAIT_2, TIME_WAIT ...) when
     the capture ended or the record was closed, from what the capture shows it did; TIME_WAIT

@@ -35,8 +35,8 @@ EMPTY = "(empty)"
 UNSET = "-"
 
 #: Zeek's conn.log columns (scripts/base/protocols/conn/main.zeek, Conn::Info) with their log
-#: types; `local_orig`/`local_resp` are unset (flowlens knows no Site::local_nets) and
-#: `tunnel_parents` is unset (no tunnels are decapsulated yet)
+#: types; `local_orig`/`local_resp` are unset (flowlens knows no Site::local_nets);
+#: `tunnel_parents` is the record's (a set, unset when the connection was not tunnelled)
 CONN_TYPES: dict[str, str] = {
     "ts": "time",
     "uid": "string",
