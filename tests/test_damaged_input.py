@@ -575,7 +575,12 @@ def test_clock_jumps_are_counted_and_durations_stay_positive(tmp_path, container
     a = analyze(str(path))
     assert a.stats.frames == len(frames)
     assert a.stats.clock_jumps == 2
-    assert f"{path}: timestamps went backwards 2 times" in a.warnings
+    assert a.stats.clock_jump_frame == 6 and 3599e9 < a.stats.clock_jump_max_ns <= 3600e9
+    assert any(
+        w.startswith(f"{path}: timestamps went backwards 2 times, the most by 3600.0 s at frame 6")
+        for w in a.warnings
+    ), a.warnings
+    assert a.notes == []
     assert a.stats.duration_ns >= 0
     (conn,) = a.connections
     assert conn.duration_s >= 0
@@ -823,3 +828,25 @@ def test_nothing_matched_is_said_and_output_stays_well_formed(tmp_path, command,
     else:  # a table's or a CSV file's header, and nothing else
         assert len(out.splitlines()) == 1 and out.endswith("\n"), out
         assert out.split()[0].split(",")[0] in ("uid", "ts", "kind", "severity", "time_s", "frame")
+
+
+def test_a_few_microseconds_back_is_a_note_said_once(tmp_path):
+    """Packets from several CPU queues reach libpcap out of order (tcpdump -i lo, a multi-queue
+    NIC): a step back of microseconds is no damage. It is a note, in flows' summary and the
+    report, never a Warning line of every command (issue 17)."""
+    frames = list(pcapgen.clean_close())
+    frames[3] = (frames[2][0] - 5e-6, frames[3][1])  # 5 µs before the frame ahead of it
+    path = tmp_path / "multiqueue.pcap"
+    pcapgen.write_pcap(path, frames)
+    a = analyze(str(path))
+    assert a.stats.clock_jumps == 1 and a.warnings == []
+    assert a.notes == [
+        f"{path}: timestamps stepped back 1 time, by at most 5 µs (frame 4): packets queued on "
+        "different CPUs, as on a multi-queue interface or tcpdump -i lo; harmless"
+    ]
+    flows = invoke(["flows", str(path)])
+    assert flows.exit_code == 0 and "Warning" not in flows.stderr
+    assert flows.stderr.count("Note: ") == 1 and "stepped back 1 time" in flows.stderr
+    for command in ("anomalies", "rtt", "states"):
+        result = invoke([command, str(path)])
+        assert result.exit_code == 0 and "stepped back" not in result.stderr, command

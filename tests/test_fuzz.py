@@ -797,8 +797,8 @@ def run_library(path: str, verify_checksums: bool = True) -> str | None:
         if "+" not in st.container:
             assert st.stopped_offset <= os.path.getsize(path)
         assert any(f"at frame {st.stopped_frame} " in line for line in lines), lines
-    if st.clock_jumps:
-        assert any("went backwards" in line for line in lines)
+    if st.clock_jumps:  # a warning, or for a step back under a millisecond a note
+        assert any("went backwards" in line for line in lines) or pipe.notes()
     assert st.duration_ns >= 0
     counted = 0
     uids = set()

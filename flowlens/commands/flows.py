@@ -158,3 +158,5 @@ def flows(
         f"{plural(total, 'connection')}{f' ({by_proto})' if by_proto else ''}"
         f"{' matching the filters' if selection else ''} in {plural(pipe.stats.frames, 'frame')}"
     )
+    for line in pipe.notes():  # (once, here and in the report: no damage, so no Warning)
+        warn(f"Note: {line}")

@@ -34,6 +34,22 @@ __all__ = ["CaptureStats", "Capture", "open_capture", "Frame", "FrameRef", "MAX_
 Frame = tuple  # (frame, ts_ns, linktype, data, wirelen)
 
 
+#: a step back in time shorter than this is the order packets from several CPU queues reach
+#: libpcap in (a note); from this on it is merged captures or a stepped clock (a warning)
+CLOCK_NOTE_NS = 1_000_000
+
+
+def _span(ns: int) -> str:
+    """A duration for a sentence: 12 µs, 3.5 ms, 2.1 s, 3.0 h."""
+    if ns < 1_000_000:
+        return f"{ns / 1000:.0f} µs"
+    if ns < 1_000_000_000:
+        return f"{ns / 1e6:.1f} ms"
+    if ns < 7200 * 10**9:
+        return f"{ns / 1e9:.1f} s"
+    return f"{ns / 3.6e12:.1f} h"
+
+
 def _count(n: int, noun: str) -> str:
     """`1 frame`, `3 frames`: a count and its noun, for the warnings people read."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
@@ -135,8 +151,12 @@ class CaptureStats:
     linktypes: Counter = field(default_factory=Counter)
     first_ts_ns: int | None = None
     last_ts_ns: int | None = None
-    #: frames whose timestamp is earlier than the frame before (clock jumps, merged captures)
+    #: frames whose timestamp is earlier than the latest before them (clock jumps, merged
+    #: captures, or packets queued on different CPUs: tcpdump -i lo, -i any)
     clock_jumps: int = 0
+    #: the largest of those steps back (ns) and the frame that made it
+    clock_jump_max_ns: int = 0
+    clock_jump_frame: int | None = None
     #: frames whose caplen exceeds their original length or the snaplen, and similar oddities
     oddities: Counter = field(default_factory=Counter)
     #: why reading stopped early, or None when the file ended cleanly
@@ -152,6 +172,19 @@ class CaptureStats:
             return 0
         return max(0, self.last_ts_ns - self.first_ts_ns)
 
+    def notes(self) -> list[str]:
+        """Facts about the capture that are no damage: timestamps stepping back by less than
+        CLOCK_NOTE_NS, as packets queued on different CPUs reach libpcap out of order
+        (a multi-queue NIC, `tcpdump -i lo` or `-i any`: a few microseconds)."""
+        if self.clock_jumps and self.clock_jump_max_ns < CLOCK_NOTE_NS:
+            return [
+                f"{self.path}: timestamps stepped back {_count(self.clock_jumps, 'time')}, by at "
+                f"most {_span(self.clock_jump_max_ns)} (frame {self.clock_jump_frame}): packets "
+                f"queued on different CPUs, as on a multi-queue interface or tcpdump -i lo; "
+                f"harmless"
+            ]
+        return []
+
     def warnings(self) -> list[str]:
         """One line per thing a user should know about the capture itself."""
         out = []
@@ -162,8 +195,12 @@ class CaptureStats:
                 f"{self.stopped_offset}{of}); the {_count(self.frames, 'frame')} before it "
                 f"{'was' if self.frames == 1 else 'were'} analysed"
             )
-        if self.clock_jumps:
-            out.append(f"{self.path}: timestamps went backwards {_count(self.clock_jumps, 'time')}")
+        if self.clock_jumps and self.clock_jump_max_ns >= CLOCK_NOTE_NS:
+            out.append(
+                f"{self.path}: timestamps went backwards {_count(self.clock_jumps, 'time')}, "
+                f"the most by {_span(self.clock_jump_max_ns)} at frame {self.clock_jump_frame} "
+                f"(merged captures, or the capturing host's clock was stepped)"
+            )
         for what, count in sorted(self.oddities.items()):
             out.append(f"{self.path}: {_count(count, 'frame')} with {what}")
         return out
@@ -424,7 +461,8 @@ class Capture:
         little=cython.bint, tick_ns=cython.longlong, limit=cython.longlong, rec_size=cython.Py_ssize_t,
         pos=cython.Py_ssize_t, end=cython.Py_ssize_t, buflen=cython.Py_ssize_t, need=cython.Py_ssize_t,
         frame=cython.longlong, last_ts=cython.longlong, first_ts=cython.longlong, ts_ns=cython.longlong,
-        nbytes=cython.longlong, jumps=cython.longlong, bad_frac=cython.longlong, frac_limit=cython.longlong,
+        nbytes=cython.longlong, jumps=cython.longlong, max_jump=cython.longlong,
+        max_jump_frame=cython.longlong, bad_frac=cython.longlong, frac_limit=cython.longlong,
         sec=cython.uint, frac=cython.uint, caplen=cython.uint, wirelen=cython.uint, rec=cython.p_uchar,
         buf=bytes, ref=FrameRef,
     )  # fmt: skip
@@ -453,7 +491,7 @@ class Capture:
         last_ts = -1
         first_ts = 0  # set at frame 1
         nbytes = 0
-        jumps = 0
+        jumps = max_jump = max_jump_frame = 0
         bad_frac = 0
         frac_limit = 1_000_000_000 // tick_ns
         while True:
@@ -502,6 +540,8 @@ class Capture:
             ts_ns = (sec * _NS_PER_S) + frac * tick_ns
             if ts_ns < last_ts:
                 jumps += 1
+                if last_ts - ts_ns > max_jump:
+                    max_jump, max_jump_frame = last_ts - ts_ns, frame
             else:
                 last_ts = ts_ns
             if frame == 1 or ts_ns < first_ts:
@@ -519,6 +559,8 @@ class Capture:
             st.first_ts_ns = first_ts
             st.last_ts_ns = last_ts
         st.clock_jumps = jumps
+        if jumps:
+            st.clock_jump_max_ns, st.clock_jump_frame = max_jump, max_jump_frame
         if bad_frac:
             st.oddities["a timestamp fraction of a second or more"] += bad_frac
 
@@ -534,7 +576,8 @@ class Capture:
         little=cython.bint, pos=cython.Py_ssize_t, ahead=cython.Py_ssize_t, buflen=cython.Py_ssize_t, bstart=cython.Py_ssize_t,
         code=cython.uint, blen=cython.uint, data_end=cython.longlong, start=cython.Py_ssize_t,
         block_offset=cython.longlong, frame=cython.longlong, nbytes=cython.longlong,
-        jumps=cython.longlong, first_ts=cython.longlong, last_ts=cython.longlong, ts_ns=cython.longlong,
+        jumps=cython.longlong, max_jump=cython.longlong, max_jump_frame=cython.longlong,
+        first_ts=cython.longlong, last_ts=cython.longlong, ts_ns=cython.longlong,
         iface=cython.uint, ts_hi=cython.uint, ts_lo=cython.uint, caplen=cython.uint,
         wirelen=cython.uint, ticks=cython.ulonglong, cur_if=cython.longlong, fast=cython.bint,
         c_num=cython.ulonglong, c_den=cython.ulonglong, c_off=cython.longlong,
@@ -567,7 +610,7 @@ class Capture:
         block_hdr, epb = Struct(endian + "II"), Struct(endian + "IIIII")  # redone at each section
         frame = 0
         nbytes = 0
-        jumps = 0
+        jumps = max_jump = max_jump_frame = 0
         first_ts = 0
         last_ts = 0  # the largest timestamp so far (valid once frame > 0)
         # the interface of the last packet, its clock in C when exact there (see below)
@@ -758,6 +801,8 @@ class Capture:
                     st.first_ts_ns = first_ts
                 elif ts_ns < last_ts:
                     jumps += 1
+                    if last_ts - ts_ns > max_jump:
+                        max_jump, max_jump_frame = last_ts - ts_ns, frame
                     if ts_ns < first_ts:
                         first_ts = ts_ns
                         st.first_ts_ns = first_ts
@@ -780,6 +825,8 @@ class Capture:
                 st.first_ts_ns = first_ts
                 st.last_ts_ns = last_ts
             st.clock_jumps = jumps
+            if jumps:
+                st.clock_jump_max_ns, st.clock_jump_frame = max_jump, max_jump_frame
             if run_n:
                 st.linktypes[run_lt] += run_n
 

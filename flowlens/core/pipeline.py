@@ -223,6 +223,13 @@ class Pipeline:
             if progress is not None:
                 progress(offset + cap.stats.frames, _tell(raw), size)
 
+    def notes(self) -> list[str]:
+        """Facts about the capture that are no damage (CaptureStats.notes): said once, by the
+        commands that summarise a capture (flows, the report), not as a warning by every one."""
+        if self._rotation:
+            return [line for f in self.files if f.stats is not None for line in f.stats.notes()]
+        return self.stats.notes()
+
     def summary_lines(self) -> list[str]:
         """Diagnostics for stderr: damage, skipped frames by reason, clock jumps."""
         if self._rotation:
@@ -262,6 +269,8 @@ def _merged(parts: list[CaptureStats]) -> CaptureStats:
         out.bytes += st.bytes
         out.linktypes.update(st.linktypes)
         out.clock_jumps += st.clock_jumps
+        if st.clock_jump_max_ns > out.clock_jump_max_ns:
+            out.clock_jump_max_ns, out.clock_jump_frame = st.clock_jump_max_ns, st.clock_jump_frame
         out.oddities.update(st.oddities)
         if st.first_ts_ns is not None and (
             out.first_ts_ns is None or st.first_ts_ns < out.first_ts_ns
@@ -294,6 +303,8 @@ class Analysis:
     non_ip: Counter = field(default_factory=Counter)
     open_peak: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: facts about the capture that are no damage (Pipeline.notes: small clock steps back)
+    notes: list[str] = field(default_factory=list)
     #: what each analyzer's `finish` returned (see Pipeline.results)
     results: dict = field(default_factory=dict)
 
@@ -339,5 +350,6 @@ def analyze(
         non_ip=pipe.non_ip,
         open_peak=pipe.table.open_peak,
         warnings=pipe.summary_lines(),
+        notes=pipe.notes(),
         results=pipe.results,
     )

@@ -364,7 +364,7 @@ def build_report(
     )
     rtt_pic = rtt_picture(list(gather.rtt_series.values()), options.dpi)
 
-    warnings = list(pipe.summary_lines())
+    warnings = list(pipe.summary_lines()) + [f"Note: {line}" for line in pipe.notes()]
     if missing and path == "-":
         warnings.append(
             f"{path}: standard input cannot be read twice; {len(missing)} ladders left out"
