@@ -1,0 +1,380 @@
+"""Findings on real traffic, each checked against what the kernel and the peers logged.
+
+One lab namespace per case (tests/netlab.py): real Python sockets talk over loopback addresses
+(127.0.0.0/8, the workplace's rule for lab traffic) while tcpdump records ``lo``. Each scenario
+runs as one small program inside the namespace and prints, as its last line, a JSON record of
+what really happened: the times it called close() or shutdown(), the bytes each peer sent and
+received, the kernel's own counters (/proc/net/netstat's TcpExtTCPKeepAlive, /proc/net/snmp's
+Tcp OutRsts), `ss` in the namespace, and iptables' packet counter of the segments it dropped.
+The findings of `AnomalyDetector` on the capture must match that record, never the other way
+round: nothing here is derived from flowlens's own output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import textwrap
+
+import dpkt
+import pytest
+
+from flowlens import analyze
+from flowlens.analyzers.anomalies.detector import AnomalyDetector, Thresholds
+
+try:
+    from netlab import Lab
+except ImportError:  # pragma: no cover - tests/ as a package
+    from .netlab import Lab
+
+pytestmark = pytest.mark.netlab
+
+_ok, _why = Lab.available()
+if not _ok:
+    if os.environ.get("CI"):
+        raise RuntimeError(f"the network lab is required in CI: {_why}")
+    pytest.skip(f"network lab unavailable: {_why}", allow_module_level=True)
+
+PORT = 8080
+#: a timestamp taken by a program next to a socket call and the capture's stamp of the packet
+#: that call made: the same CLOCK_REALTIME, a scheduler slice apart (s)
+CLOCK_SLACK_S = 0.05
+
+#: helpers every scenario program starts with
+PRELUDE = textwrap.dedent(
+    """
+    import json, socket, subprocess, sys, time
+
+    def now():
+        return time.clock_gettime_ns(time.CLOCK_REALTIME) / 1e9
+
+    def mib(path, group, name):
+        # a counter of this namespace's kernel (/proc/net/netstat, /proc/net/snmp)
+        lines = open(path).read().splitlines()
+        for head, values in zip(lines[::2], lines[1::2]):
+            if head.startswith(group + ":"):
+                return int(values.split()[head.split().index(name)])
+        raise KeyError(name)
+
+    def marker(port=9999):
+        # one UDP datagram to a bound socket (no ICMP): the capture's last packet, at a
+        # known time, so the capture's end is a logged moment too
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.bind(("127.0.0.1", port))
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tx.sendto(b"end", ("127.0.0.1", port))
+        t = now()
+        rx.recv(16)
+        return t
+
+    PORT = int(sys.argv[1])
+    srv = socket.create_server(("0.0.0.0", PORT), backlog=64)
+    """
+)
+
+
+def scenario(lab: Lab, body: str, *args: object, timeout_s: float = 30.0) -> dict:
+    """Run PRELUDE + `body` in the lab to completion; its last stdout line is JSON."""
+    code = PRELUDE + textwrap.dedent(body)
+    done = lab.run([sys.executable, "-c", code, PORT, *args], timeout_s=timeout_s)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def detect(path, **thresholds):
+    detector = AnomalyDetector(Thresholds(**thresholds))
+    return analyze(str(path), analyzers=[detector]).results[detector]
+
+
+def only(found, kind):
+    hits = [a for a in found if a.kind == kind]
+    assert len(hits) == 1, [a.summary for a in found]
+    return hits[0]
+
+
+def need(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        why = f"{' and '.join(missing)} not found (apt-get install iptables)"
+        if os.environ.get("CI"):
+            pytest.fail(f"required in CI: {why}")
+        pytest.skip(why)
+
+
+# ------------------------------------------------------------------------------ keep_alive
+KEEP_ALIVE = """
+    idle_s = float(sys.argv[2])
+    cli = socket.socket()
+    cli.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+    cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+    cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 9)
+    cli.connect(("127.0.0.1", PORT))
+    conn, _ = srv.accept()
+    cli.sendall(b"ping")
+    conn.recv(4)
+    conn.sendall(b"pong")
+    cli.recv(4)
+    before = mib("/proc/net/netstat", "TcpExt", "TCPKeepAlive")
+    idle_from = now()  # the last byte received: the kernel's idle clock starts here
+    time.sleep(idle_s)
+    probes = mib("/proc/net/netstat", "TcpExt", "TCPKeepAlive") - before
+    cli.close()
+    conn.close()
+    print(json.dumps({"idle_from": idle_from, "probes": probes}))
+"""
+
+
+def test_keep_alive_probes_as_the_kernel_counted_them(tmp_path):
+    """SO_KEEPALIVE with TCP_KEEPIDLE=1 and TCP_KEEPINTVL=1 on a connection idle for 4 s: the
+    kernel probes 1 s after the last segment it received, then every 1 s (each probe is
+    answered, so the idle clock restarts). Its TcpExtTCPKeepAlive counter is the truth."""
+    idle_s = 4.0
+    path = tmp_path / "keep-alive.pcap"
+    with Lab() as lab, lab.capture(path):
+        truth = scenario(lab, KEEP_ALIVE, idle_s)
+    probes = truth["probes"]
+    assert abs(probes - int(idle_s)) <= 1, truth  # the schedule: one a second after 1 s idle
+
+    found = detect(path)
+    a = only(found, "keep_alive")
+    assert a.severity == "info"
+    assert a.details["keep_alives"] == {"orig": probes, "resp": 0}
+    assert a.details["answers"] == probes  # the server's kernel answered every probe
+    assert a.details["interval_s"]["orig"] == pytest.approx(1.0, abs=0.1)
+    # when it happened: the first probe, TCP_KEEPIDLE after the connection went idle (plus the
+    # timer wheel's slack, a few jiffies at 1 s), not the connection's start
+    first = truth["idle_from"] + 1.0
+    assert first - CLOCK_SLACK_S <= a.ts <= first + 0.3, (a.ts - truth["idle_from"], truth)
+    assert "retransmissions" not in [x.kind for x in found]
+
+
+# ------------------------------------------------------------------------------ close_wait
+CLOSE_WAIT_LEAK = """
+    wait_s = float(sys.argv[2])
+    cli = socket.create_connection(("127.0.0.1", PORT))
+    conn, _ = srv.accept()
+    cli.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+    conn.recv(100)
+    conn.sendall(b"HTTP/1.0 200 OK\\r\\n\\r\\n")
+    cli.recv(100)
+    closed = now()
+    cli.close()  # the client closes; the server never does
+    time.sleep(wait_s)
+    ss = subprocess.run(["ss", "-tanH"], capture_output=True, text=True).stdout
+    end = marker()
+    print(json.dumps({"client_closed": closed, "end": end, "ss": ss}), flush=True)
+    time.sleep(60)  # holds `conn` open until the test has stopped the capture and kills us
+"""
+
+
+def test_close_wait_leak_as_ss_shows_it(tmp_path):
+    """The server accepts, answers and never closes after the client's close: `ss` in the
+    namespace shows its socket in CLOSE-WAIT when the capture ends."""
+    wait_s = 2.0
+    path = tmp_path / "close-wait-leak.pcap"
+    with Lab() as lab:
+        with lab.capture(path):
+            prog = lab.start(
+                [sys.executable, "-c", PRELUDE + textwrap.dedent(CLOSE_WAIT_LEAK), PORT, wait_s],
+                ready_prefix="{",
+                timeout_s=20.0,
+            )
+        truth = json.loads(prog.ready_line)  # (the lab kills it, and so closes `conn`, later)
+    sockets = [ln.split() for ln in truth["ss"].splitlines() if ln.strip()]
+    server_side = [s[0] for s in sockets if s[3].endswith(f":{PORT}") and s[0] != "LISTEN"]
+    assert server_side == ["CLOSE-WAIT"], truth["ss"]
+
+    a = only(detect(path, close_wait_s=1.0), "close_wait")
+    assert a.severity == "warning" and a.details["endpoint"] == f"127.0.0.1:{PORT}"
+    assert (a.details["still_open"], a.details["half_close"]) == (1, False)
+    observed = truth["end"] - truth["client_closed"]  # the client's close to the capture's end
+    assert observed - CLOCK_SLACK_S <= a.details["max_duration_s"] <= observed + CLOCK_SLACK_S
+    assert a.ts >= truth["client_closed"] - CLOCK_SLACK_S  # from the client's FIN on
+
+
+# ------------------------------------------------------------------------------ half-close
+HALF_CLOSE = """
+    send_s = float(sys.argv[2])
+    cli = socket.create_connection(("127.0.0.1", PORT))
+    conn, _ = srv.accept()
+    cli.sendall(b"request")
+    cli.shutdown(socket.SHUT_WR)  # the client is done sending, not done receiving
+    got = b""
+    while chunk := conn.recv(100):
+        got += chunk
+    eof = now()
+    sent = 0
+    while now() < eof + send_s:  # the server goes on answering in CLOSE_WAIT
+        sent += conn.send(b"x" * 1000)
+        time.sleep(0.1)
+    server_closed = now()
+    conn.close()
+    received = 0
+    while chunk := cli.recv(65536):
+        received += len(chunk)
+    cli.close()
+    print(json.dumps({"request": got.decode(), "eof": eof, "server_sent": sent,
+                      "client_received": received, "server_closed": server_closed}))
+"""
+
+
+def test_half_close_with_data_is_not_a_leak(tmp_path):
+    """shutdown(SHUT_WR) after the request; the server reads to EOF, then sends for 2 s (past
+    close_wait_s=1) and closes: a half-close (RFC 9293 §3.6), every byte of it in CLOSE_WAIT."""
+    send_s = 2.0
+    path = tmp_path / "half-close.pcap"
+    with Lab() as lab, lab.capture(path):
+        truth = scenario(lab, HALF_CLOSE, send_s)
+    assert truth["request"] == "request" and truth["client_received"] == truth["server_sent"]
+
+    a = only(detect(path, close_wait_s=1.0), "close_wait")
+    assert a.severity == "info" and a.details["half_close"] is True
+    assert a.details["endpoint"] == f"127.0.0.1:{PORT}" and a.details["still_open"] == 0
+    # the server sent nothing before it read the client's EOF: all of it was in CLOSE_WAIT
+    assert a.details["bytes_in_close_wait"] == truth["server_sent"]
+    held = truth["server_closed"] - truth["eof"]
+    assert held - CLOCK_SLACK_S <= a.details["max_duration_s"] <= held + CLOCK_SLACK_S
+
+
+# ------------------------------------------------------------------------------ lost segments
+BULK = """
+    import threading
+    total = int(sys.argv[2])
+    cli = socket.create_connection(("127.0.0.1", PORT))
+    conn, _ = srv.accept()
+    received = 0
+
+    def drain():
+        global received
+        while chunk := conn.recv(1 << 20):
+            received += len(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    cli.sendall(b"x" * total)
+    cli.shutdown(socket.SHUT_WR)
+    reader.join()
+    conn.close()
+    cli.close()
+    print(json.dumps({"sent": total, "received": received}))
+"""
+
+
+def iptables_drops(lab: Lab, chain: str = "OUTPUT") -> int:
+    """The packet counter of the DROP rule in `chain` (iptables -L -v -x)."""
+    out = lab.run(["iptables", "-w", "-L", chain, "-v", "-x", "-n"]).stdout
+    rows = [ln.split() for ln in out.splitlines() if re.match(r"\s*\d+\s+\d+\s+DROP\b", ln)]
+    assert len(rows) == 1, out
+    return int(rows[0][0])
+
+
+def test_lost_segments_as_iptables_counted_them(tmp_path):
+    """A 1 MiB upload in 1448-byte segments whose every tenth data segment (from the fourth) iptables drops on the
+    sender's way out, before tcpdump on lo sees it, with a 5 ms delay each way so that each
+    resend is stamped with a later TSval than the segments sent beyond its hole. Every drop
+    forces at least one retransmission; the rule's counter is the truth."""
+    need("iptables")
+    ok, why = Lab.delay_available()
+    if not ok:
+        pytest.skip(f"no packet delay here: {why}")
+    path = tmp_path / "lost.pcap"
+    drop = ["iptables", "-w", "-A", "OUTPUT", "-o", "lo", "-p", "tcp", "--dport", PORT,
+            "--tcp-flags", "SYN,FIN,RST", "NONE", "-m", "length", "--length", "500:65535",
+            "-m", "statistic", "--mode", "nth", "--every", "10", "--packet", "3", "-j", "DROP"]  # fmt: skip
+    with Lab(delay_ms=5) as lab:
+        # one wire-sized segment per packet (no 64 KiB GSO super-packets on lo), so that each
+        # drop loses one segment as it would on a real path
+        lab.run(["ip", "link", "set", "lo", "mtu", 1500, "gso_max_segs", 1])
+        lab.run(drop)
+        with lab.capture(path):
+            truth = scenario(lab, BULK, 1 << 20)
+        dropped = iptables_drops(lab)
+    assert truth["received"] == truth["sent"] and dropped >= 1, (truth, dropped)
+
+    detector = AnomalyDetector()
+    analysis = analyze(str(path), analyzers=[detector])
+    a = only(analysis.results[detector], "retransmissions")
+    assert a.details["direction"] == "orig" and a.details["receiver"] == f"127.0.0.1:{PORT}"
+    assert a.details["segments"] >= dropped, (a.summary, dropped)
+    assert a.severity == "warning"  # one segment in ten lost is far past retrans_rate (2 %)
+    (conn,) = [c for c in analysis.connections if c.resp_p == PORT]
+    assert conn.retransmissions == a.details["segments"]  # flows and anomalies agree
+
+
+# ------------------------------------------------------------------------------ reflection
+VICTIM = "127.0.0.100"
+REFLECTORS = [f"127.0.1.{i}" for i in range(1, 13)]
+
+REFLECTION = """
+    import struct
+    victim, reflectors = sys.argv[2], sys.argv[3].split(",")
+
+    def checksum(data):
+        data += b"\\0" * (len(data) % 2)
+        s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        while s >> 16:
+            s = (s & 0xFFFF) + (s >> 16)
+        return ~s & 0xFFFF
+
+    def syn(src, dst, sport, dport, seq):
+        # RFC 9293 §3.1 header, SYN only, with an MSS option; IPv4 header per RFC 791
+        opts = struct.pack("!BBH", 2, 4, 1460)
+        tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, (5 + 1) << 4, 0x02, 64240, 0, 0)
+        pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack(
+            "!BBH", 0, socket.IPPROTO_TCP, len(tcp) + len(opts))
+        csum = checksum(pseudo + tcp + opts)
+        tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(opts), 0, 0, 64,
+                         socket.IPPROTO_TCP, 0, socket.inet_aton(src), socket.inet_aton(dst))
+        return ip + tcp + opts
+
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # IP_HDRINCL
+    rsts = mib("/proc/net/snmp", "Tcp", "OutRsts")
+    for i, dst in enumerate(reflectors):
+        raw.sendto(syn(victim, dst, 41000 + i, PORT, 1000 * (i + 1)), (dst, 0))
+        time.sleep(0.02)
+    time.sleep(0.3)
+    rsts = mib("/proc/net/snmp", "Tcp", "OutRsts") - rsts
+    print(json.dumps({"syns": len(reflectors), "kernel_rsts": rsts}))
+"""
+
+
+def victim_view(path, victim: str) -> tuple[int, set[str], int]:
+    """(SYN/ACKs to `victim`, their senders, RSTs from `victim`), read with dpkt."""
+    synacks, senders, rsts = 0, set(), 0
+    with open(path, "rb") as fh:
+        for _ts, buf in dpkt.pcap.Reader(fh):
+            ip = dpkt.ethernet.Ethernet(buf).data
+            if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.tcp.TCP):
+                continue
+            src, dst, flags = socket.inet_ntoa(ip.src), socket.inet_ntoa(ip.dst), ip.data.flags
+            if dst == victim and flags & dpkt.tcp.TH_SYN and flags & dpkt.tcp.TH_ACK:
+                synacks += 1
+                senders.add(src)
+            elif src == victim and flags & dpkt.tcp.TH_RST:
+                rsts += 1
+    return synacks, senders, rsts
+
+
+def test_synack_reflection_onto_a_spoofed_source(tmp_path):
+    """Raw SYNs forged with the victim's address go to a listening port on twelve reflector
+    addresses; their kernel's SYN/ACKs land on the victim, whose kernel answers each with a
+    RST (no socket there). The capture filter is the victim's vantage point: it never sees the
+    forged SYNs, which went from the attacker to the reflectors."""
+    path = tmp_path / "reflection.pcap"
+    victim_only = f"host {VICTIM} and not tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn"
+    with Lab() as lab, lab.capture(path, bpf_filter=victim_only):
+        truth = scenario(lab, REFLECTION, VICTIM, ",".join(REFLECTORS))
+    synacks, senders, rsts = victim_view(path, VICTIM)
+    assert synacks == truth["syns"] and senders == set(REFLECTORS), (synacks, senders)
+    assert rsts == truth["kernel_rsts"] == truth["syns"], (rsts, truth)
+
+    a = only(detect(path), "synack_reflection")
+    assert a.details["pattern"] == "reflection"
+    assert a.details["synacks"] == synacks and a.details["sender_count"] == len(senders)
+    assert a.details["receivers"] == [VICTIM] and a.details["sender_ports"] == {str(PORT): 12}
+    assert a.details["answered_with_rst"] == rsts
