@@ -95,13 +95,17 @@ def only(found, kind):
     return hits[0]
 
 
+def unavailable(why: str) -> None:
+    """Skip with `why`; under CI=true the lab is required, so fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"required in CI: {why}")
+    pytest.skip(why)
+
+
 def need(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
-        why = f"{' and '.join(missing)} not found (apt-get install iptables)"
-        if os.environ.get("CI"):
-            pytest.fail(f"required in CI: {why}")
-        pytest.skip(why)
+        unavailable(f"{' and '.join(missing)} not found (apt-get install iptables)")
 
 
 # ------------------------------------------------------------------------------ keep_alive
@@ -280,7 +284,7 @@ def test_lost_segments_as_iptables_counted_them(tmp_path):
     need("iptables")
     ok, why = Lab.delay_available()
     if not ok:
-        pytest.skip(f"no packet delay here: {why}")
+        unavailable(f"no packet delay here: {why}")
     path = tmp_path / "lost.pcap"
     drop = ["iptables", "-w", "-A", "OUTPUT", "-o", "lo", "-p", "tcp", "--dport", PORT,
             "--tcp-flags", "SYN,FIN,RST", "NONE", "-m", "length", "--length", "500:65535",
