@@ -200,6 +200,19 @@ class Lab:
     # ---- availability -------------------------------------------------------------------
 
     @staticmethod
+    def require_module() -> None:
+        """For a test module that needs the lab: skip the module with the reason when no lab
+        can be made here, and fail under CI=true, where the lab is promised."""
+        ok, why = Lab.available()
+        if ok:
+            return
+        if os.environ.get("CI"):
+            raise RuntimeError(f"the network lab is required in CI: {why}")
+        import pytest
+
+        pytest.skip(f"network lab unavailable: {why}", allow_module_level=True)
+
+    @staticmethod
     def available() -> tuple[bool, str]:
         """(True, "") when a lab can be made here: Linux, root, ``ip`` and ``tcpdump`` present."""
         if not sys.platform.startswith("linux"):

@@ -13,8 +13,6 @@ Two ways of running out, both captured by tcpdump on the namespace's loopback:
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from click.testing import CliRunner
 from netlab import CaptureError, Lab
@@ -25,11 +23,7 @@ from flowlens.cli import cli
 
 pytestmark = pytest.mark.netlab
 
-_ok, _why = Lab.available()
-if not _ok:
-    if os.environ.get("CI"):
-        raise RuntimeError(f"the network lab is required in CI: {_why}")
-    pytest.skip(f"network lab unavailable: {_why}", allow_module_level=True)
+Lab.require_module()
 
 HTTP = 8080
 RANGE = (40000, 40009)

@@ -33,11 +33,7 @@ except ImportError:  # pragma: no cover - tests/ as a package
 
 pytestmark = pytest.mark.netlab
 
-_ok, _why = Lab.available()
-if not _ok:
-    if os.environ.get("CI"):
-        raise RuntimeError(f"the network lab is required in CI: {_why}")
-    pytest.skip(f"network lab unavailable: {_why}", allow_module_level=True)
+Lab.require_module()
 
 PORT = 8080
 #: a timestamp taken by a program next to a socket call and the capture's stamp of the packet

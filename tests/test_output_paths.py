@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_damaged_input import unprivileged
 
 from flowlens.cli import cli
 
@@ -31,22 +31,6 @@ COMMANDS = {
     "extract -w": (["extract", SAMPLE, "--port", "9000", "-w"], "pcap", None),
 }
 PICTURES = [name for name, (_args, _ext, formats) in COMMANDS.items() if formats]
-
-
-@contextlib.contextmanager
-def unprivileged():
-    """The block runs as nobody when the tests run as root (root may write anywhere); import
-    the command first (`invoke([name, "--help"])`: nobody cannot read root's Python)."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.setegid(65534)
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ half-close, a UDP exchange and an ICMP port unreachable.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from netlab import Lab
 
@@ -17,11 +15,7 @@ from flowlens import analyze
 
 pytestmark = pytest.mark.netlab
 
-_ok, _why = Lab.available()
-if not _ok:
-    if os.environ.get("CI"):
-        raise RuntimeError(f"the network lab is required in CI: {_why}")
-    pytest.skip(f"network lab unavailable: {_why}", allow_module_level=True)
+Lab.require_module()
 
 HTTP, CLOSED_PORT, UDP = 8080, 9, 5353
 
