@@ -11,9 +11,12 @@ ordinary Python, slower, with identical output (tests/test_compiled.py compares 
 `flowlens --version` says which runs. Set FLOWLENS_PURE_PYTHON=1 to build without compiling.
 """
 
+import hashlib
 import os
 import runpy
+import shutil
 import sys
+import sysconfig
 from glob import escape, glob
 
 from setuptools import setup
@@ -22,6 +25,10 @@ from setuptools.command.build_ext import build_ext
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULES = runpy.run_path(os.path.join(HERE, "flowlens", "compiled.py"))["MODULES"]
 COMPILED = [f"flowlens/{name.replace('.', '/')}.py" for name in MODULES]
+#: compiled modules by the hash of everything that goes into them (see `_cache_key`): the
+#: README's second command (`pip install -e '.[test]'`) builds again in a fresh build
+#: environment and a different build folder, and would otherwise compile everything twice
+CACHE = os.path.join(HERE, "build", "flowlens-ext-cache")
 
 
 def shout(*lines):
@@ -47,6 +54,39 @@ def pure(reason):
     )
     remove_in_tree_extensions()
     return []
+
+
+def _cache_key(name):
+    """What a compiled module depends on: its source, every .pxd of the package (cimports),
+    this file, the Cython and Python that build it, the platform and the compiler flags."""
+    import Cython
+
+    h = hashlib.sha256()
+    parts = [
+        name,
+        Cython.__version__,
+        sys.version,
+        sysconfig.get_platform(),
+        sysconfig.get_config_var("EXT_SUFFIX") or "",
+        *(os.environ.get(var, "") for var in ("CC", "CFLAGS", "CPPFLAGS", "LDFLAGS")),
+    ]
+    for part in parts:
+        h.update(part.encode() + b"\0")
+    module = os.path.join(HERE, "flowlens", *name.split(".")[1:]) + ".py"
+    pxds = sorted(
+        glob(os.path.join(escape(os.path.join(HERE, "flowlens")), "**", "*.pxd"), recursive=True)
+    )
+    for path in [module, os.path.abspath(__file__), *pxds]:
+        h.update(os.path.relpath(path, HERE).encode() + b"\0")
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:32]
+
+
+def _cached(name):
+    """The cached build of module `name` (a dotted name), or None."""
+    path = os.path.join(CACHE, f"{name}-{_cache_key(name)}.so")
+    return path if os.path.exists(path) else None
 
 
 class ParallelBuildExt(build_ext):
@@ -78,10 +118,24 @@ class ParallelBuildExt(build_ext):
             remove_in_tree_extensions()
 
     def build_extension(self, ext):
+        target = self.get_ext_fullpath(ext.name)
+        cached = _cached(ext.name)
+        if cached:  # the same sources, Cython, Python and flags built it before
+            os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+            shutil.copyfile(cached, target)
+            return
         try:
             super().build_extension(ext)
         except Exception as err:  # a C compiler error, a missing compiler, a link error ...
             self._failed.append((ext.name, f"{type(err).__name__}: {err}"))
+            return
+        try:  # keep it for the next build of the same sources
+            os.makedirs(CACHE, exist_ok=True)
+            tmp = os.path.join(CACHE, f".{ext.name}-{os.getpid()}.tmp")
+            shutil.copyfile(target, tmp)
+            os.replace(tmp, os.path.join(CACHE, f"{ext.name}-{_cache_key(ext.name)}.so"))
+        except OSError:
+            pass  # a read-only tree: no cache, nothing else changes
 
 
 def extensions():
@@ -91,6 +145,13 @@ def extensions():
         from Cython.Build import cythonize
     except ImportError:
         return pure("Cython is not installed")
+    from setuptools import Extension
+
+    names = [f"flowlens.{name}" for name in MODULES]
+    if all(_cached(name) for name in names):
+        # every module was built from these very sources before: no Cython translation, and
+        # build_extension copies each cached build (the sources are never compiled)
+        return [Extension(name, [path]) for name, path in zip(names, COMPILED)]
     try:
         return cythonize(
             COMPILED,

@@ -100,3 +100,33 @@ def test_pure_python_on_request(tmp_path):
     assert run.returncode == 0, run.stderr
     assert _compiled(proj) == []  # the earlier build's extensions are gone
     assert "FLOWLENS_PURE_PYTHON" in run.stderr
+
+
+def _call(proj: Path, module: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", f"import flowlens.core.{module} as m; print(m.f(), m.__file__)"],
+        cwd=proj,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_a_second_build_of_the_same_sources_reuses_the_first(tmp_path):
+    """The README's second command builds again (an editable install, in a fresh build
+    environment and build folder): the same sources are not translated or compiled twice."""
+    proj = _project(tmp_path)
+    assert _build(proj).returncode == 0 and _compiled(proj) == ["good", "other"]
+    for so in (proj / "flowlens").rglob("*.so"):
+        so.unlink()
+    shutil.rmtree(proj / "build" / "cython")  # where Cython writes the C it translates
+    assert _build(proj).returncode == 0 and _compiled(proj) == ["good", "other"]
+    assert not (proj / "build" / "cython").exists()  # nothing translated again
+    assert _call(proj, "good").startswith("good ") and ".so" in _call(proj, "good")
+    # a changed source is built afresh, the unchanged one comes from the cache
+    (proj / "flowlens" / "core" / "good.py").write_text("def f():\n    return 'changed'\n")
+    assert _build(proj).returncode == 0 and _compiled(proj) == ["good", "other"]
+    assert _call(proj, "good").startswith("changed ")
+    assert _call(proj, "other").startswith("other ")
