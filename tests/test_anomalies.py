@@ -182,11 +182,25 @@ def test_unanswered_syn(tmp_path):
     a = only(findings(tmp_path, "unanswered-syn"), "unanswered_syn")
     assert a.severity == "warning"
     # (SYNs at 0, 1, 3, 7 s: Zeek's attempt timer ends the record 5 s after the first SYN, so
-    # the retry at 7 s is a record of its own, linked by prev_uid)
-    assert a.details["retry_s"] == [1.0, 3.0]
-    assert a.details["destination"] == "198.51.100.20:80" and a.details["syns"] == 3
-    assert a.evidence == (1, 2, 3)
-    assert "retried after 1 s, 3 s" in a.summary
+    # the retry at 7 s is a record of its own, linked by prev_uid; it is still one attempt)
+    assert a.details["retry_s"] == [1.0, 3.0, 7.0]
+    assert a.details["destination"] == "198.51.100.20:80" and a.details["syns"] == 4
+    assert a.details["attempts"] == 1 and len(a.details["uids"]) == 2
+    assert a.evidence == (1, 2, 3, 4)
+    assert "(1 connection attempt, retried after 1 s, 3 s, 7 s)" in a.summary
+    assert a.uid == a.details["uids"][0] and a.conn_ts == a.ts
+
+
+def test_unanswered_syn_schedule_spans_the_attempt_timer(tmp_path):
+    """Linux's whole schedule (tcp_syn_retries = 6: 1, 3, 7, 15, 31, 63 s) is one attempt in
+    six records; a second connect() from another port (a new ISN) is an attempt of its own."""
+    frames = pcapgen.unanswered_syn(retries=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0))
+    frames += pcapgen.unanswered_syn(retries=(1.0,), cport=40001, isn_c=777, t=pcapgen.T0 + 200)
+    a = only(findings(tmp_path, "schedule", frames=frames), "unanswered_syn")
+    assert a.details["attempts"] == 2 and a.details["syns"] == 9
+    assert a.details["retry_s"] == [1.0, 3.0, 7.0, 15.0, 31.0, 63.0]
+    assert "9 SYNs" in a.summary and "(2 connection attempts, retried after 1 s" in a.summary
+    assert a.uid is None and a.conn_ts is None
 
 
 def test_connection_refused(tmp_path):

@@ -286,14 +286,18 @@ class AnomalyDetector(Analyzer):
                     (conn.first_ts_ns, conn.uid, conn.orig_h, (conn.first_frame, *frames))
                 )
             elif not t.synacks_sent(1) and not conn.pkts_sent(1) and t.reset_by is None:
-                if t.syns_sent(0) > 1 or (end - conn.first_ts_ns) / 1e9 >= th.unanswered_syn_s:
+                # (syn_retries counts the retries of earlier records of the same attempt, which
+                # Zeek's attempt timer ended: a lone SYN continuing one is a retry too)
+                if conn.syn_retries or (end - conn.first_ts_ns) / 1e9 >= th.unanswered_syn_s:
                     syns = (
                         tuple(st.syns)
                         if st is not None and st.syns
                         else ((conn.first_ts_ns, conn.first_frame),)
                     )
+                    # a record that goes on with an earlier one's attempt names it (prev_uid)
+                    cont = conn.prev_uid if conn.syn_retries >= t.syns_sent(0) else None
                     self._unanswered[(conn.resp_h, conn.resp_p)].append(
-                        (conn.first_ts_ns, conn.uid, conn.orig_h, t.syns_sent(0), syns)
+                        (conn.first_ts_ns, conn.uid, conn.orig_h, t.syns_sent(0), syns, cont)
                     )
         if not t.handshake_acked:
             for side in (0, 1):
@@ -437,30 +441,44 @@ def _unanswered_findings(groups, th: Thresholds, claimed: set) -> list[Anomaly]:
         items = sorted(x for x in items if x[1] not in claimed)
         if not items:
             continue
-        first_ts, first_uid, _client, _count, first_syns = items[0]
+        # One connect() is one attempt: its SYN retries (the same ISN) go on in records of their
+        # own once Zeek's attempt timer (tcp_attempt_delay, 5 s) ends the first, each naming the
+        # one before as prev_uid (ConnectionTable._open_tcp). Linux retries at 1, 3, 7, 15, 31
+        # and 63 s (tcp_syn_retries = 6, TCP_TIMEOUT_INIT = 1 s doubling: tcp_timer.c), so the
+        # schedule is read across the chain.
+        attempt_of: dict = {}
+        attempts: dict = {}
+        for x in items:
+            root = attempt_of.get(x[5], x[1]) if x[5] is not None else x[1]
+            attempt_of[x[1]] = root
+            attempts.setdefault(root, []).append(x)
+        first_ts, first_uid = items[0][0], items[0][1]
         clients = {x[2] for x in items}
         syns = sum(x[3] for x in items)
+        first_syns = [syn for x in attempts[first_uid] for syn in x[4]]
         retry_s = [round((ts - first_syns[0][0]) / 1e9, 3) for ts, _f in first_syns[1:]]
-        frames = [f for x in items for _t, f in x[4]]
+        frames = sorted(f for x in items for _t, f in x[4])
         retry_text = f", retried after {', '.join(f'{r:g} s' for r in retry_s)}" if retry_s else ""
         summary = (
             f"{_s(syns, 'SYN')} from {_clients_text(clients)} to {_ep(host, port)} got no answer"
-            f" ({_s(len(items), 'connection attempt')}{retry_text}): a firewall dropping them or "
+            f" ({_s(len(attempts), 'connection attempt')}{retry_text}): a firewall dropping them or "
             f"the host is down."
         )
         out.append(
             Anomaly(
-                "unanswered_syn", "warning", first_ts / 1e9, first_uid if len(items) == 1 else None,
+                "unanswered_syn", "warning", first_ts / 1e9, first_uid if len(attempts) == 1 else None,
                 summary, _sample(frames, th.evidence_max),
                 {
                     "destination": _ep(host, port),
-                    "attempts": len(items),
+                    "attempts": len(attempts),
                     "syns": syns,
                     "clients": sorted(format_addr(h) for h in clients)[:20],
                     "client_count": len(clients),
                     "retry_s": retry_s,
                     "uids": [x[1] for x in items[:20]],
                 },
+                # one attempt is about one connection: its first record's start
+                conn_ts=first_ts / 1e9 if len(attempts) == 1 else None,
             )
         )  # fmt: skip
     return out
