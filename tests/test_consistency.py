@@ -91,12 +91,7 @@ def test_states_at_end_counts_the_end_states_of_flows(path):
 def test_timeline_and_ladder_follow_the_tracker(path):
     collector = PacketCollector(None, full=True, tcp=TcpAnalyzer(keep_frames=True))
     pipe = Pipeline(str(path), Config(), analyzers=[collector])
-    try:
-        pairs = list(select_logs(pipe, Selection(), collector, str(path)))
-    except Exception as e:  # a capture without connections
-        if "no connections" in str(e):
-            return
-        raise
+    pairs = list(select_logs(pipe, Selection(), collector, str(path)))  # [] without connections
     for conn, log in pairs:
         if conn.tcp is None:
             continue
