@@ -48,7 +48,7 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     "handshake": _S, "teardown": _S, "close_initiator": _S, "originator_inferred": pa.bool_(),
     "synack_ms": _F, "ackdat_ms": _F, "irtt_ms": _F,
     "retransmissions": _I, "out_of_order": _I, "syn_retries": _I,
-    "tunnel_parents": pa.list_(_S),
+    "tunnel_parents": pa.list_(_S), "vlan": _I32, "inner_vlan": _I32,
     # the anomaly record (analyzers/anomalies/detector.py): evidence = frame numbers from 1
     "kind": _S, "severity": _S, "conn_ts": _F, "summary": _S, "evidence": pa.list_(_I),
     "details": _S,

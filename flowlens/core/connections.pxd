@@ -40,6 +40,7 @@ cdef class Connection:
     cdef public long long bad_checksums
     cdef public object icmp_errors
     cdef public object vlan
+    cdef public object inner_vlan
     cdef public object tunnel_parents
     cdef public object end_ts_ns
     cdef public object prev_uid

@@ -311,7 +311,8 @@ class Connection:
         "service_frames",
         "bad_checksums",
         "icmp_errors",  # [(ts_ns, frame, type, code, reporter)] ICMP errors quoting this flow
-        "vlan",
+        "vlan",  # the first packet's outermost 802.1Q VLAN id, or None
+        "inner_vlan",  # its second (QinQ) VLAN id, or None
         # uids of the tunnels this connection's packets came out of (Zeek's tunnel_parents:
         # each packet's innermost encapsulation), a set; None when it was not tunnelled
         "tunnel_parents",
@@ -368,6 +369,7 @@ class Connection:
         self.bad_checksums = 0
         self.icmp_errors = None
         self.vlan = pkt.vlan
+        self.inner_vlan = pkt.inner_vlan
         self.tunnel_parents = None
         self.end_ts_ns = None
         self.prev_uid = None
@@ -640,6 +642,8 @@ class Connection:
             "tunnel_parents": (
                 sorted(self.tunnel_parents) if self.tunnel_parents is not None else None
             ),
+            "vlan": self.vlan,
+            "inner_vlan": self.inner_vlan,
             "orig_state": orig_state,
             "resp_state": resp_state,
             "handshake": handshake,
@@ -709,6 +713,8 @@ RECORD_FIELDS = tuple(
         "conn_state",
         "history",
         "tunnel_parents",
+        "vlan",
+        "inner_vlan",
         "orig_state",
         "resp_state",
         "handshake",

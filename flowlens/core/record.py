@@ -121,6 +121,17 @@ class ConnectionRecord:
     of its own, as in Zeek's conn.log. Tunnels inside tunnels are decoded to a depth of 4
     (Zeek's Tunnel::max_depth)."""
 
+    vlan: int | None
+    """The outermost 802.1Q VLAN id of the connection's first packet, or null when it was not
+    tagged (Zeek's conn.log `vlan`, from policy/protocols/conn/vlan-logging.zeek). The VLAN
+    ids are part of the connection key only with `--vlan-key` (Zeek's
+    frameworks/conn_key/vlan_fivetuple.zeek, which logs them as `id.ctx.vlan`): without it the
+    same 5-tuple on two VLANs is one connection, as in Zeek by default."""
+
+    inner_vlan: int | None
+    """The second (QinQ, 802.1ad) VLAN id of the first packet, or null (Zeek's `inner_vlan`; a
+    third tag overwrites it, as Zeek's VLAN analyzer does)."""
+
     orig_state: str | None
     """The originator's TCP state (RFC 9293 names: ESTABLISHED, FIN_WAIT_2, TIME_WAIT ...) when
     the capture ended or the record was closed, from what the capture shows it did; TIME_WAIT

@@ -61,6 +61,9 @@ CONN_TYPES: dict[str, str] = {
     "tunnel_parents": "set[string]",
     "ip_proto": "count",
     "community_id": "string",
+    # policy/protocols/conn/vlan-logging.zeek
+    "vlan": "int",
+    "inner_vlan": "int",
 }
 _IP_PROTO = {"tcp": 6, "udp": 17, "icmp": None}  # icmp: 1 or 58, told by the address family
 
