@@ -116,6 +116,14 @@ PRELUDE = textwrap.dedent(
         s, _ = srv.accept()
         return c, s
 
+    def exchanged(srv):  # a connection that carried one message each way, both ends ESTABLISHED
+        c, s = connect(srv)
+        c.sendall(b"hello")
+        s.recv(5)
+        s.sendall(b"world")
+        c.recv(5)
+        return c, s
+
     srv = socket.create_server((SERVER, PORT), backlog=64)
     """
 )
@@ -453,11 +461,7 @@ def test_syn_received_backlog_and_its_give_up(tmp_path):
 # ---------------------------------------------------------------------- half-open
 HALF_OPEN = """
     sends = int(sys.argv[2])
-    c, s = connect(srv)
-    c.sendall(b"hello")
-    s.recv(5)
-    s.sendall(b"world")
-    c.recv(5)
+    c, s = exchanged(srv)
     time.sleep(0.3)
     # the client host vanishes: nothing it sends leaves it any more (its RST on abort, its
     # RSTs to the server's later segments), and its socket is gone
@@ -493,11 +497,7 @@ def test_half_open_connection_stays_established(tmp_path):
 # ---------------------------------------------------------------------- simultaneous close
 SIMULTANEOUS_CLOSE = """
     hold_s = float(sys.argv[2])
-    c, s = connect(srv)
-    c.sendall(b"hello")
-    s.recv(5)
-    s.sendall(b"world")
-    c.recv(5)
+    c, s = exchanged(srv)
     time.sleep(0.5)
     tcp = ["OUTPUT", "-p", "tcp", "-m", "multiport", "--ports", str(PORT)]
     acks = [*tcp, "--tcp-flags", "ALL", "ACK", "-j", "DROP"]
