@@ -224,6 +224,23 @@ def test_syn_flood(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("duration", "pace"),
+    [
+        (0.007, "in 7 ms (42,998/s;"),  # shorter than the window: the rate it really had
+        (3.0, "in 3.0 s (100 within the busiest 1.0 s;"),  # longer: the busiest window
+        (0.0, "in under 1 ms (at once;"),
+    ],
+)
+def test_syn_flood_states_its_real_pace(tmp_path, duration, pace):
+    """300 SYNs sent in 7 ms are not "300/s": the summary gives the window's count only when
+    the flood outlasted the window, and the flood's own rate otherwise."""
+    frames = pcapgen.syn_flood(count=300, duration=duration)
+    a = only(findings(tmp_path, "syn-flood", frames, syn_flood_min=100), "syn_flood")
+    assert pace in a.summary, a.summary
+    assert a.details["duration_s"] == pytest.approx(duration * 299 / 300, abs=0.001)
+
+
+@pytest.mark.parametrize(
     "name, scan_type, open_, closed, filtered, open_filtered",
     [
         ("syn-scan", "SYN", [22, 25], 20, [23, 30, 31], []),
