@@ -30,6 +30,8 @@ __all__ = [
     "config_from",
     "run_analysis",
     "open_pipeline",
+    "jobs_option",
+    "jobs_for",
     "progress_callback",
     "warn",
     "report_damage",
@@ -414,6 +416,32 @@ def run_analysis(path: str, config: Config, analyzers=()) -> Analysis:
             progress.close()
     report_damage(result.warnings)
     return result
+
+
+def jobs_for(jobs: int, path: str) -> int:
+    """The worker processes a command uses on `path` for `--jobs N`: N for a capture file
+    (0 means one per usable core), 1 for stdin, which only one reader can read."""
+    if jobs < 0:
+        raise UsageError(f"--jobs {jobs}: expected a count of processes, or 0 for every core")
+    if jobs == 0:
+        from ..core.shard import usable_cores
+
+        jobs = usable_cores()
+    if jobs > 1 and (path == "-" or not os.path.isfile(path)):
+        warn(f"Note: {path}: --jobs needs a capture file; read by one process")
+        return 1
+    return jobs
+
+
+jobs_option = click.option(
+    "--jobs",
+    "-j",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker processes, each owning a hash shard of the connections (0: one per usable "
+    "core). The output is the same, byte for byte, as with one.",
+)
 
 
 def open_pipeline(path: str, config: Config, analyzers=()) -> tuple[Pipeline, object]:

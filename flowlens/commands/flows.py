@@ -15,9 +15,12 @@ from ._common import (
     community_id_option,
     config_from,
     filter_options,
+    jobs_for,
+    jobs_option,
     nothing_line,
     open_pipeline,
     output_option,
+    progress_callback,
     records_format_option,
     report_damage,
     selection_from,
@@ -65,6 +68,7 @@ def table_row(r: dict) -> dict:
 @table_options
 @wide_option
 @community_id_option
+@jobs_option
 @click.option(
     "--services",
     "detect_services",
@@ -79,6 +83,7 @@ def flows(
     output: str | None,
     detect_services: bool = False,
     wide: bool = False,
+    jobs: int = 1,
     **kwargs,
 ) -> None:
     """One row per TCP connection and UDP/ICMP flow in CAPTURE (pcap or pcapng, optionally
@@ -107,20 +112,56 @@ def flows(
     sink = Output(output, fmt, capture)
     selection = selection_from(kwargs)
     config = config_from(kwargs)
-    # the TCP analysis counts retransmissions and out-of-order segments into the records; the
-    # service analyzer writes service and app from the first payload bytes
-    analyzers: list = [TcpAnalyzer()]
-    if detect_services:
-        from ..analyzers.service_id import ServiceAnalyzer  # (its import costs every run)
+    jobs = jobs_for(jobs, capture)
 
-        analyzers.append(ServiceAnalyzer())
-    pipe, progress = open_pipeline(capture, config, analyzers)
-    per_proto = [0] * 256  # connections by IP protocol number (cheaper than a Counter)
+    def analyzers() -> list:
+        # the TCP analysis counts retransmissions and out-of-order segments into the records;
+        # the service analyzer writes service and app from the first payload bytes
+        out: list = [TcpAnalyzer()]
+        if detect_services:
+            from ..analyzers.service_id import ServiceAnalyzer  # (its import costs every run)
 
-    def rows():
-        for conn in selection.filter(pipe):
-            per_proto[conn.proto] += 1
-            yield conn.to_record()
+            out.append(ServiceAnalyzer())
+        return out
+
+    per_proto: Counter = Counter()  # connections by protocol name
+    if jobs > 1:
+        from ..core.pipeline import Pipeline
+        from ..core.shard import ShardedRun
+
+        Pipeline(capture, config).close()  # (an unreadable capture fails here, before forking)
+        progress = progress_callback(capture)
+
+        def make(shard):
+            return Pipeline(
+                capture, config, analyzers=analyzers(),
+                progress=progress if shard[0] == 0 else None, shard=shard,
+            )  # fmt: skip
+
+        def work(conn):
+            return conn.to_record() if selection.matches(conn) else None
+
+        def facts(pipe):
+            return pipe.summary_lines(), pipe.notes(), pipe.stats.frames
+
+        run = ShardedRun(make, work, facts, jobs)
+
+        def rows():
+            for r in run:
+                per_proto[r["proto"]] += 1
+                yield r
+
+    else:
+        pipe, progress = open_pipeline(capture, config, analyzers())
+        counts = [0] * 256  # connections by IP protocol number (cheaper than a Counter)
+
+        def rows():
+            for conn in selection.filter(pipe):
+                counts[conn.proto] += 1
+                yield conn.to_record()
+            for proto, n in enumerate(counts):
+                if n:
+                    per_proto[PROTO_NAMES.get(proto, str(proto))] += n
 
     try:
         with sink:
@@ -145,18 +186,19 @@ def flows(
     finally:
         if progress is not None:
             progress.close()
-    report_damage(pipe.summary_lines())
-    kinds: Counter = Counter()
-    for proto, n in enumerate(per_proto):
-        if n:
-            kinds[PROTO_NAMES.get(proto, str(proto))] += n
+    if jobs > 1:
+        damage, notes, frames = run.finished[0]  # (every shard reads every frame)
+    else:
+        damage, notes, frames = pipe.summary_lines(), pipe.notes(), pipe.stats.frames
+    report_damage(damage)
+    kinds = per_proto
     total = sum(kinds.values())
     if not total:
-        warn(nothing_line(capture, pipe.stats.frames, selection))
+        warn(nothing_line(capture, frames, selection))
     by_proto = ", ".join(f"{n} {p}" for p, n in sorted(kinds.items()))
     warn(
         f"{plural(total, 'connection')}{f' ({by_proto})' if by_proto else ''}"
-        f"{' matching the filters' if selection else ''} in {plural(pipe.stats.frames, 'frame')}"
+        f"{' matching the filters' if selection else ''} in {plural(frames, 'frame')}"
     )
-    for line in pipe.notes():  # (once, here and in the report: no damage, so no Warning)
+    for line in notes:  # (once, here and in the report: no damage, so no Warning)
         warn(f"Note: {line}")

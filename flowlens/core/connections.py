@@ -744,7 +744,10 @@ def _community_id(
 
 
 def _first_seen(c: Connection) -> tuple:
-    return (c.first_ts_ns, c.first_frame)
+    # one packet can start a tunnel's outer flow and the connection inside it: the tunnel
+    # first, then the uid, so that the order is the connections' own, not the table's
+    # (flowlens.core.shard merges shards by it)
+    return (c.first_ts_ns, c.first_frame, c.tunnel_parents is not None, c.uid)
 
 
 _heappush = heapq.heappush
@@ -992,9 +995,29 @@ class ConnectionTable:
         self._spare = []
         return done
 
+    @cython.locals(ts=cython.longlong)
+    def advance(self, ts_ns: int) -> list[Connection] | None:
+        """The clock part of `add` alone: a packet at `ts_ns` that this table does not own
+        (another shard's, `flowlens.core.shard`) still moves time on, so that every
+        connection ends at the same packet as it would in one table holding them all."""
+        ts = ts_ns
+        if ts > self.now_ns:
+            self.now_ns = ts
+            if self._due <= ts:
+                return self.expire(ts)
+        return None
+
+    def attach_icmp_error(self, pkt: Packet) -> None:
+        """Only the part of `add` for an ICMP error that quotes one of this table's flows (a
+        shard that holds the quoted flow but not the error's own ICMP flow)."""
+        self._attach_icmp_error(pkt)
+
     # ------------------------------------------------------------------ tunnels
-    @cython.locals(pkt=Packet, layer=object, out=list, chain=list, parent=object)
-    def add_encapsulated(self, pkt: Packet) -> list[Connection] | None:
+    @cython.locals(
+        pkt=Packet, layer=object, out=list, chain=list, parent=object, inner=cython.bint,
+        done=list,
+    )  # fmt: skip
+    def add_encapsulated(self, pkt: Packet, inner: bool = True) -> list[Connection] | None:
         """`add` for a packet the decoder took out of a tunnel (`pkt.encap` is set): first the
         UDP datagrams that carried it, outermost first, as the flows they are (Zeek logs the
         outer UDP connection of VXLAN, Geneve, GTPv1, Teredo and AYIYA too), then the packet.
@@ -1003,7 +1026,11 @@ class ConnectionTable:
         straight out of (Zeek's conn/main.zeek: the last EncapsulatingConn's uid, at
         new_connection and tunnel_changed): the outer UDP flow's uid, or, for IP-in-IP and GRE,
         the uid the table gives that tunnel (`_ip_tunnel_uid`: Zeek's tunnel.log uid; no
-        connection record of its own, as Zeek's conn.log has none)."""
+        connection record of its own, as Zeek's conn.log has none).
+
+        `inner=False` adds the tunnel layers only (a shard that does not own the carried
+        connection still keeps every tunnel whole, so that the parents' uids are the same in
+        every shard: flowlens.core.shard)."""
         chain = []
         layer = pkt.encap
         while layer is not None:
@@ -1016,7 +1043,12 @@ class ConnectionTable:
                 parent = self._add_layer(layer, parent, out)
             else:
                 parent = self._ip_tunnel_uid(layer, pkt)
-        self._add_layer(pkt, parent, out)
+        if inner:
+            self._add_layer(pkt, parent, out)
+        else:  # (an IP tunnel has no flow of its own whose packet would move the clock)
+            done = self.advance(pkt.ts_ns)
+            if done:
+                out.extend(done)
         return out or None
 
     @cython.locals(pkt=Packet, c=Connection, done=list, side=cython.int)

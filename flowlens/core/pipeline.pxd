@@ -2,5 +2,5 @@
 # Pipeline._frames calls ConnectionTable.add directly.
 
 from flowlens.core.capture cimport FrameRef
-from flowlens.core.connections cimport ConnectionTable
+from flowlens.core.connections cimport Connection, ConnectionTable
 from flowlens.core.decode cimport Packet

@@ -23,7 +23,16 @@ from .capture import CaptureStats, FrameRef, open_capture
 from .connections import Config, Connection, ConnectionTable
 from .decode import LINKTYPE_NAMES, Decoder, Packet
 
-__all__ = ["Pipeline", "FileRun", "Analysis", "analyze", "ProgressFn"]
+__all__ = [
+    "Pipeline",
+    "FileRun",
+    "Analysis",
+    "analyze",
+    "ProgressFn",
+    "route",
+    "quote_route",
+    "owner",
+]
 
 #: progress callback: (frames read, bytes of the file consumed, file size or None)
 ProgressFn = Callable[[int, int, "int | None"], None]
@@ -80,8 +89,16 @@ class Pipeline:
         *,
         analyzers: Iterable[Analyzer] = (),
         progress: ProgressFn | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         self.config = config or Config()
+        #: (k, n): own only the connections of shard k of n (flowlens.core.shard.route); every
+        #: frame is still read and decoded, and moves the table's clock
+        self.shard = shard
+        #: the frame whose packet ended the connections being yielded (the capture's frame
+        #: count + 1 for those the capture's end closes): with the canonical order within one
+        #: packet's batch (_batch_key), the key that merges shards into one stream
+        self.emit_frame = 0
         self.table = ConnectionTable(self.config, analyzers)
         self.analyzers: list[Analyzer] = self.table.analyzers
         needs = needs_of(self.analyzers)
@@ -120,6 +137,13 @@ class Pipeline:
             self._capture = None
             self.stats = CaptureStats(self.path)
         self.files: list[FileRun] = []
+
+    def close(self) -> None:
+        """Close the capture of a pipeline that will not be iterated (one opened only to
+        check that it can be read)."""
+        if self._capture is not None:
+            self._capture.close()
+            self._capture = None
 
     @property
     def skipped(self) -> Counter:
@@ -172,6 +196,7 @@ class Pipeline:
                         self.files[0].error or "no file of the rotation set could be read"
                     )
                 self.stats = _merged([f.stats for f in self.files if f.stats is not None])
+            self.emit_frame = offset + 1
             yield from self.table.flush()
             if not self._rotation:
                 self.files[0].warnings = self.summary_lines()
@@ -183,14 +208,16 @@ class Pipeline:
                 gc.enable()
 
     @cython.locals(
-        table=ConnectionTable, pkt=Packet, finished=list, ref=FrameRef, offset=cython.longlong
-    )
+        table=ConnectionTable, pkt=Packet, finished=list, ref=FrameRef, offset=cython.longlong,
+        k=cython.int, n=cython.int,
+    )  # fmt: skip
     def _frames(self, cap, offset: int) -> Iterator[Connection]:
         """Decode one file's frames into the table, yielding the connections that finish."""
         decode = self.decoder.decode_frame
         table = self.table  # compiled: `table.add` is a direct C call
         progress = self.progress
         bpf = self.bpf
+        k, n = self.shard if self.shard is not None else (0, 1)
         raw = cap.raw
         size = None
         if progress is not None:
@@ -209,11 +236,23 @@ class Pipeline:
                 else:
                     pkt = None  # turned away by the read filter (counted in bpf.rejected)
                 if pkt is not None:
-                    if pkt.encap is None:
+                    if n > 1 and route(pkt, n) != k and (pkt.encap is not None or pkt.proto != 17):
+                        # another shard's (every shard keeps every UDP flow, so that a tunnel's
+                        # outer flow is whole, and its uid the same, wherever its contents go)
+                        if pkt.encap is None:  # only the clock moves
+                            finished = table.advance(pkt.ts_ns)
+                        else:  # the tunnels that carried it, not what they carried
+                            finished = table.add_encapsulated(pkt, False)
+                        if pkt.quote is not None and quote_route(pkt, n) == k:
+                            table.attach_icmp_error(pkt)  # an error about one of ours
+                    elif pkt.encap is None:
                         finished = table.add(pkt)
                     else:  # out of a tunnel: the outer UDP flows first, then tunnel_parents
                         finished = table.add_encapsulated(pkt)
                     if finished:
+                        if len(finished) > 1:
+                            finished.sort(key=_batch_key)
+                        self.emit_frame = ref.frame
                         yield from finished
                 if ref.frame % _PROGRESS_EVERY == 0:
                     if progress is not None:
@@ -258,6 +297,90 @@ class Pipeline:
                 f"(fragments missing from the capture; not analysed)"
             )
         return lines
+
+
+# ---------------------------------------------------------------- shards (flowlens.core.shard)
+# (typed, so that the compiled hash is C arithmetic, not Python integers)
+_M32 = cython.declare(cython.ulonglong, 0xFFFFFFFF)
+_FNV_BASIS = cython.declare(cython.ulonglong, 2166136261)
+_FNV_PRIME = cython.declare(cython.ulonglong, 16777619)
+_GOLDEN = cython.declare(cython.ulonglong, 0x9E3779B1)
+_MIX1 = cython.declare(cython.ulonglong, 0x85EBCA6B)
+_MIX2 = cython.declare(cython.ulonglong, 0xC2B2AE35)
+
+
+@cython.cfunc
+@cython.inline
+@cython.locals(x=bytes, h=cython.ulonglong, i=cython.Py_ssize_t, n=cython.Py_ssize_t)
+def _fnv(x: bytes) -> cython.ulonglong:
+    """FNV-1a, 32 bits, of one packed address."""
+    h = _FNV_BASIS
+    n = len(x)
+    for i in range(n):
+        h = ((h ^ x[i]) * _FNV_PRIME) & _M32
+    return h
+
+
+@cython.cfunc
+@cython.locals(h=cython.ulonglong)
+def _pair_hash(a: bytes, b: bytes, seed: cython.ulonglong) -> cython.ulonglong:
+    """The two addresses' FNV-1a summed (the same either way round), with the ports, mixed by
+    MurmurHash3's fmix32 so that every bit reaches the low bits the shard is taken from (Linux
+    gives connect() even ports); the same in every process, where Python's hash of bytes is
+    salted per process."""
+    h = (_fnv(a) + _fnv(b) + seed * _GOLDEN) & _M32
+    h ^= h >> 16
+    h = (h * _MIX1) & _M32
+    h ^= h >> 13
+    h = (h * _MIX2) & _M32
+    h ^= h >> 16
+    return h
+
+
+@cython.ccall
+@cython.locals(pkt=Packet, n=cython.int, proto=cython.int)
+def route(pkt: Packet, n: int) -> int:
+    """The shard (0 .. n-1) that owns `pkt`'s connection: a hash of its unordered 5-tuple for
+    TCP and UDP (both directions; an IP datagram reassembled from fragments is one packet
+    with its ports by then), of the address pair alone for ICMP (a request and its reply have
+    different types). A packet out of a tunnel is routed by its own header, not the tunnel's:
+    one connection's two directions may come through different outer flows (Teredo's relays,
+    VXLAN's per-direction source ports, GTP's uplink and downlink ports)."""
+    proto = pkt.proto
+    if proto == 6 or proto == 17:
+        return _pair_hash(pkt.src, pkt.dst, (pkt.sport ^ pkt.dport) | (proto << 16)) % n
+    return _pair_hash(pkt.src, pkt.dst, 0) % n
+
+
+@cython.ccall
+@cython.locals(c=Connection, n=cython.int, proto=cython.int)
+def owner(c: Connection, n: int) -> int:
+    """The shard that owns connection `c`: `route` of its packets. Only its owner yields it
+    (a shard also keeps the tunnels that carry its connections, whoever owns those)."""
+    proto = c.proto
+    if proto == 6 or proto == 17:
+        return _pair_hash(c.orig_h, c.resp_h, (c.orig_p ^ c.resp_p) | (proto << 16)) % n
+    return _pair_hash(c.orig_h, c.resp_h, 0) % n
+
+
+@cython.ccall
+@cython.locals(pkt=Packet, n=cython.int, proto=cython.int, sport=cython.int, dport=cython.int)
+def quote_route(pkt: Packet, n: int) -> int:
+    """The shard of the flow an ICMP error quotes (-1 for a packet that is no error)."""
+    if pkt.quote is None:
+        return -1
+    proto, qsrc, qdst, sport, dport = pkt.quote
+    if proto == 6 or proto == 17:
+        return _pair_hash(qsrc, qdst, (sport ^ dport) | (proto << 16)) % n
+    return _pair_hash(qsrc, qdst, 0) % n
+
+
+def _batch_key(c: Connection) -> tuple:
+    """The order of the connections one packet ends (the table's timer heap breaks ties by
+    when each was scheduled, which depends on every other connection in the table): by
+    when each ended, then by first packet; the same whatever else the table holds, so that
+    shards merge into the stream one table gives."""
+    return (c.end_ts_ns, c.first_ts_ns, c.first_frame, c.tunnel_parents is not None, c.uid)
 
 
 def _merged(parts: list[CaptureStats]) -> CaptureStats:
