@@ -653,11 +653,18 @@ class ServiceAnalyzer(Analyzer):
     needs = Needs.PAYLOAD
 
     def on_start(self, conn, pkt):
-        if conn.proto != _TCP and conn.proto != _UDP:
+        if conn.proto != _TCP and conn.proto != _UDP or pkt.tunnel is not None:
             return None
         return ServiceState()
 
     def on_packet(self, conn, pkt, from_orig) -> None:
+        if pkt.tunnel is not None:
+            # The decoder confirmed a tunnel in this flow (the outer UDP of VXLAN, Geneve,
+            # GTPv1, Teredo, AYIYA): the connection table names its service after the tunnel
+            # (Zeek's AnalyzerConfirmation; ConnectionTable._add_layer), so this analyzer
+            # lets the flow go without deciding, and `app` says nothing of the carried bytes.
+            conn.states[self.slot] = None
+            return
         st = self.state_of(conn)
         side = 0 if from_orig else 1
         if conn.proto == _TCP and pkt.flags & _SYN:
