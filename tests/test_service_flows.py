@@ -176,3 +176,104 @@ def test_a_syn_without_data_is_not_data(tmp_path):
     path = pcapgen.write_pcap(tmp_path / "s.pcap", conv.frames)
     (c,) = analyze(str(path), analyzers=[ServiceAnalyzer()]).connections
     assert (c.service, c.app, c.service_frames) == (None, None, None)
+
+
+# ---------------------------------------------------------------- what answered a port scan
+SCAN_PORTS = [*range(20, 39), 80]  # 20 ports; 22, 25 and 80 open, the rest closed (RST/ACK)
+
+
+def _come_back(port: int, cport: int, t: float, banner: bytes, probe: bytes, reply: bytes):
+    """One of nmap -sV's connections to an open port: the handshake, a wait for a banner (its
+    NULL probe, 5 s), then `probe` if nothing came, a wait for `reply`, and the scanner's close."""
+    conv = Conversation(client=pcapgen.SCANNER4, cport=cport, sport=port, t=t, isn_c=90_000)
+    conv.handshake()
+    if banner:
+        conv.s(PSH | ACK, banner, dt=0.002)
+        conv.c(ACK)
+    else:
+        conv.c(PSH | ACK, probe, dt=5.0)
+        if reply:
+            conv.s(PSH | ACK, reply)
+            conv.c(ACK)
+        else:
+            conv.s(ACK)
+    conv.close("client", combined=True)
+    return conv.frames
+
+
+def version_scan(http_reply: bytes = OK) -> list:
+    """nmap -sS -sV on the wire: SYN probes to 20 ports (3 open), then a connection to each open
+    one: 22 sends its SSH identification first, 80 answers the GET, 25 says nothing."""
+    frames = pcapgen.port_scan("SYN", ports=SCAN_PORTS, open_ports=(22, 25, 80), filtered=())
+    t = pcapgen.T0 + 1.0
+    frames += _come_back(22, 46022, t, SSH_S, b"", b"")
+    frames += _come_back(25, 46025, t + 0.1, b"", b"GET / HTTP/1.0\r\n\r\n", b"")
+    frames += _come_back(80, 46080, t + 0.2, b"", b"GET / HTTP/1.0\r\n\r\n", http_reply)
+    return sorted(frames, key=lambda f: f[0])
+
+
+def scan_of(tmp_path, frames, services: bool = True):
+    path = pcapgen.write_pcap(tmp_path / "scan.pcap", frames)
+    detector = AnomalyDetector(services=ServiceAnalyzer() if services else None)
+    result = analyze(str(path), analyzers=[detector])
+    (scan,) = [a for a in result.results[detector] if a.kind == "port_scan"]
+    return scan, {c.resp_p: c for c in result.connections if c.orig_p != 45000}
+
+
+def test_port_scan_says_what_answered_each_open_port(tmp_path):
+    scan, conns = scan_of(tmp_path, version_scan())
+    d = scan.details
+    assert (d["ports_probed"], d["open"], d["closed_count"]) == (20, [22, 25, 80], 17)
+    host = "198.51.100.20"
+    assert d["open_services"] == [
+        {"host": host, "port": 22, "proto": "tcp", "state": "open", "spoken_to": True,
+         "answered": True, "service": "ssh", "ssh_server": SSH_S.decode().strip(),
+         "software": "OpenSSH_9.2p1", "uid": conns[22].uid},
+        {"host": host, "port": 25, "proto": "tcp", "state": "open", "spoken_to": True,
+         "answered": False, "service": None, "uid": conns[25].uid},
+        {"host": host, "port": 80, "proto": "tcp", "state": "open", "spoken_to": True,
+         "answered": True, "service": "http", "http_status": 200, "uid": conns[80].uid},
+    ]  # fmt: skip
+    assert scan.summary.endswith(
+        "When it spoke to them: 22/tcp open ssh (OpenSSH_9.2p1); 25/tcp open, nothing answered; "
+        "80/tcp open http."
+    )
+
+
+def test_what_answered_is_the_service_analyzers_name_of_the_responders_bytes(tmp_path):
+    # the scanner's GET alone makes the connection `http` (either side enables Zeek's HTTP
+    # signature); an answer that is not HTTP is no http server, whatever the request was
+    scan, conns = scan_of(tmp_path, version_scan(http_reply=b"\x15\x03\x03\x00\x02\x02\x32"))
+    assert conns[80].service == "http" and "http_status" not in conns[80].app
+    (entry,) = [e for e in scan.details["open_services"] if e["port"] == 80]
+    assert (entry["answered"], entry["service"]) == (True, "unknown")
+    assert "80/tcp open, an answer no rule names." in scan.summary
+
+
+def test_an_open_port_never_spoken_to_says_so(tmp_path):
+    frames = pcapgen.port_scan("SYN", ports=SCAN_PORTS, open_ports=(22, 25, 80), filtered=())
+    scan, _conns = scan_of(tmp_path, frames)
+    assert [(e["port"], e["spoken_to"], e["answered"], e["service"]) for e in
+            scan.details["open_services"]] == [(22, False, None, None), (25, False, None, None),
+                                                (80, False, None, None)]  # fmt: skip
+    assert "When it spoke" not in scan.summary
+
+
+def test_without_service_detection_a_port_scan_says_nothing_of_what_answered(tmp_path):
+    scan, conns = scan_of(tmp_path, version_scan(), services=False)
+    assert "open_services" not in scan.details and "When it spoke" not in scan.summary
+    assert all(c.service is None and c.app is None for c in conns.values())
+    assert scan.summary.endswith("20 TCP ports on 198.51.100.20: 3 open (22, 25, 80), 17 closed.")
+
+
+def test_anomalies_services_json_names_what_answered(tmp_path):
+    path = pcapgen.write_pcap(tmp_path / "scan.pcap", version_scan())
+    out = {}
+    for flag in ([], ["--services"]):
+        result = CliRunner().invoke(cli, ["anomalies", str(path), "--format", "json", *flag])
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        (out[bool(flag)],) = [r for r in rows if r["kind"] == "port_scan"]
+    assert "open_services" not in out[False]["details"]
+    services = {e["port"]: e["service"] for e in out[True]["details"]["open_services"]}
+    assert services == {22: "ssh", 25: None, 80: "http"}

@@ -30,10 +30,12 @@ from ..core.services import expected_service, service_name
 __all__ = [
     "MAX_BYTES",
     "RULES",
+    "RESPONDER_FACTS",
     "UNKNOWN",
     "ServiceAnalyzer",
     "ServiceState",
     "Identified",
+    "answered",
     "identify",
     "mismatch",
     "tls_client_hello",
@@ -609,6 +611,37 @@ def mismatch(service: str | None, proto: str, resp_port: int) -> bool:
     if expected is None:
         return False
     return expected not in service.split(",")
+
+
+#: The `app` facts parsed from the responder's bytes (the rest come from the originator's).
+RESPONDER_FACTS = ("ssh_server", "tls_version", "http_status", "mysql_server_version")
+# The rules that match on the originator's bytes alone even when the responder sent other bytes
+# (Zeek's dpd.sig enables them from either side), with the fact only the responder's bytes give;
+# every other rule, when the responder sent bytes, matched them (each rule's `or not resp` /
+# required greeting), so its name says what the responder spoke. NTLMSSP may sit on either side
+# and leaves no fact of its own: it says nothing about the responder.
+_RESPONDER_SIGN = {"http": "http_status", "ssl": "tls_version", "ntlm": None}
+
+
+def answered(service: str | None, app: dict | None) -> tuple[str, dict]:
+    """What the responder's own bytes showed, for a connection whose responder sent payload
+    (a banner, a reply to a scanner's probe): its service names (the connection's `service`
+    without those only the originator's bytes named) or ``"unknown"``, and the `app` facts
+    parsed from the responder's bytes, with ``software`` for SSH (the softwareversion of
+    RFC 4253 §4.2's "SSH-protoversion-softwareversion SP comments"). Read from the names and
+    facts `ServiceAnalyzer` wrote; nothing is identified again."""
+    app = app or {}
+    names = [
+        name
+        for name in (service.split(",") if service else ())
+        if name not in _RESPONDER_SIGN or _RESPONDER_SIGN[name] in app
+    ]
+    facts = {key: app[key] for key in RESPONDER_FACTS if key in app}
+    if "ssh_server" in facts:
+        parts = str(facts["ssh_server"]).split(" ", 1)[0].split("-", 2)
+        if len(parts) == 3:
+            facts["software"] = parts[2]
+    return (",".join(names) if names else UNKNOWN), facts
 
 
 # ---------------------------------------------------------------------------- the analyzer
