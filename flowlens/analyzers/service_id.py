@@ -295,6 +295,18 @@ def _rule_smtp(orig: bytes, resp: bytes, app: dict) -> bool:
     return bool(_SMTP_WORD.search(greeting)) and not _FTP_WORD.search(greeting)
 
 
+def _reply_rest(resp: bytes, first: bytes) -> bytes:
+    """What follows the reply that opens ``resp`` with line ``first``: RFC 959 §4.2, a multi-line
+    reply ("220-text" ... "220 text") ends at the line that starts with its code and a space."""
+    rest = resp[len(first) :]
+    if first[3:4] != b"-":
+        return rest
+    last = re.search(rb"[\r\n]" + re.escape(first[:3]) + rb" [^\r\n]*(?:\r?\n|\Z)", rest)
+    if last is None:
+        return rest if not _cut(resp) else b""  # cut inside the greeting: nothing follows
+    return rest[last.end() :]
+
+
 def _rule_ftp(orig: bytes, resp: bytes, app: dict) -> bool:
     greeting = _greeting(resp, _FTP_SERVER)
     if greeting is None:
@@ -302,8 +314,13 @@ def _rule_ftp(orig: bytes, resp: bytes, app: dict) -> bool:
     if orig:
         if not _FTP_CLIENT.search(orig):
             return False
+        # Zeek wants 230/331 after the greeting; the analyzer's server side ends at the client's
+        # first command (ServiceAnalyzer), so the greeting alone, one line or a whole
+        # multi-line reply, is enough (flowlens's rule: Pure-FTPd greets in five lines)
         rest = resp[len(greeting) :]
-        return bool(_FTP_LOGIN_REPLY.search(rest)) or b"\n" not in rest.strip(b"\r\n")
+        return bool(_FTP_LOGIN_REPLY.search(rest)) or not _reply_rest(resp, greeting).strip(
+            b"\r\n"
+        )
     return bool(_FTP_WORD.search(greeting)) and not _SMTP_WORD.search(greeting)
 
 
