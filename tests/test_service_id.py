@@ -204,7 +204,6 @@ def test_ftp_greeting_and_user():
     assert identify(b"USER anonymous\r\n", b"220 mail ESMTP\r\n530 no\r\n").service == "ftp"
 
 
-
 def test_ftp_multi_line_greeting_then_user():
     """RFC 959 §4.2: a greeting of several lines ("220-" ... "220 ") is one reply; the server's
     side ends there when the client's USER comes (Pure-FTPd in the corpus's ftp__bigtransfer)."""

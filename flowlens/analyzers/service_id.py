@@ -318,9 +318,7 @@ def _rule_ftp(orig: bytes, resp: bytes, app: dict) -> bool:
         # first command (ServiceAnalyzer), so the greeting alone, one line or a whole
         # multi-line reply, is enough (flowlens's rule: Pure-FTPd greets in five lines)
         rest = resp[len(greeting) :]
-        return bool(_FTP_LOGIN_REPLY.search(rest)) or not _reply_rest(resp, greeting).strip(
-            b"\r\n"
-        )
+        return bool(_FTP_LOGIN_REPLY.search(rest)) or not _reply_rest(resp, greeting).strip(b"\r\n")
     return bool(_FTP_WORD.search(greeting)) and not _SMTP_WORD.search(greeting)
 
 
