@@ -170,6 +170,31 @@ def test_at_most_max_bytes_per_direction_and_released_once_both_are_done(tmp_pat
     assert service.needs  # Needs.PAYLOAD
 
 
+def test_a_turn_of_a_side_that_stopped_ends_the_peers_first_message(tmp_path):
+    """FTP: the greeting stops at USER (the client's turn); the server's 331 then ends the
+    client's first message, though the server's side had stopped: decided there, with the
+    commands after it never taken."""
+    greeting = b"220-Welcome\r\n220 ready\r\n"
+    conv = Conversation(sport=21)
+    conv.handshake()
+    conv.s(PSH | ACK, greeting)
+    conv.c(PSH | ACK, b"USER ftp\r\n")
+    conv.s(PSH | ACK, b"331 Any password will work\r\n")
+    conv.c(PSH | ACK, b"PASS x\r\n")
+    conv.s(PSH | ACK, b"230 Anonymous user logged in\r\n")
+    conv.close()
+    path = pcapgen.write_pcap(tmp_path / "ftp.pcap", conv.frames)
+    seen = []
+
+    class Spy(ServiceAnalyzer):
+        def _decide(self, conn, st):
+            seen.append((bytes(st.data[0]), bytes(st.data[1])))
+            super()._decide(conn, st)
+
+    (c,) = analyze(str(path), analyzers=[Spy()]).connections
+    assert seen == [(b"USER ftp\r\n", greeting)] and c.service == "ftp"
+
+
 def test_udp_first_datagram_each_way(tmp_path):
     frames = pcapgen.udp_exchange(dport=5353)
     path = pcapgen.write_pcap(tmp_path / "u.pcap", frames)

@@ -719,12 +719,16 @@ class ServiceAnalyzer(Analyzer):
             st.next_seq[side] = seq_add(pkt.seq, 1)  # RFC 9293 §3.4: data starts at ISN+1
             return
         payload = pkt.payload
-        if payload is None or st.closed[side]:
+        if payload is None:
             return
         other = 1 - side
         if st.frames[other] is not None:
-            st.closed[other] = True  # the peer spoke first; its first message is over
-        if conn.proto == _UDP:
+            # the peer spoke first; its first message is over (also when this side stopped
+            # taking bytes already: an FTP server's reply to USER ends the client's command)
+            st.closed[other] = True
+        if st.closed[side]:
+            pass
+        elif conn.proto == _UDP:
             st.data[side] = payload[:MAX_BYTES]
             st.frames[side] = pkt.frame
             st.closed[side] = True
