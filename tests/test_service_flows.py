@@ -272,6 +272,22 @@ def test_port_scan_says_what_answered_each_open_port(tmp_path):
     )
 
 
+def test_a_silent_server_is_no_service_port_mismatch(tmp_path):
+    """The scanner's GET to 25 makes the connection `http`, but the server never wrote: nothing
+    says port 25 speaks HTTP. A one-sided capture (no packet of the server at all) still does."""
+    path = pcapgen.write_pcap(tmp_path / "scan.pcap", version_scan())
+    detector = AnomalyDetector(services=ServiceAnalyzer())
+    result = analyze(str(path), analyzers=[detector])
+    (conn,) = [c for c in result.connections if c.resp_p == 25 and c.orig_p != 45000]
+    assert conn.service == "http" and not conn.payload_sent(1)
+    assert "service_port_mismatch" not in [a.kind for a in result.results[detector]]
+    client_only = [f for f in conversation(25, GET, OK) if pcapgen._from_client(f[1])]
+    path = pcapgen.write_pcap(tmp_path / "one-sided.pcap", client_only)
+    detector = AnomalyDetector(services=ServiceAnalyzer())
+    found = analyze(str(path), analyzers=[detector]).results[detector]
+    assert [a.details["service"] for a in found if a.kind == "service_port_mismatch"] == ["http"]
+
+
 def test_what_answered_is_the_service_analyzers_name_of_the_responders_bytes(tmp_path):
     # the scanner's GET alone makes the connection `http` (either side enables Zeek's HTTP
     # signature); an answer that is not HTTP is no http server, whatever the request was

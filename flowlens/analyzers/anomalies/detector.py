@@ -284,7 +284,13 @@ class AnomalyDetector(Analyzer):
         th = self.thresholds
         if conn.icmp_errors:
             self._single.append((conn.uid, _of(self._icmp_finding(conn, th), conn)))
-        if conn.service is not None and mismatch(conn.service, conn.proto_name, conn.resp_p):
+        # a responder that was there and said nothing (a scanner's GET to a silent port) shows
+        # only what the client spoke, not what the server speaks
+        if (
+            conn.service is not None
+            and (conn.payload_sent(1) or not conn.pkts_sent(1))
+            and mismatch(conn.service, conn.proto_name, conn.resp_p)
+        ):
             self._mismatch[(conn.resp_h, conn.resp_p, conn.proto_name, conn.service)].append(
                 (conn.first_ts_ns, conn.uid, conn.orig_h, conn.service_frames or ())
             )
