@@ -14,7 +14,7 @@ import pcapgen
 import pytest
 from click.testing import CliRunner
 from corpus import CORPUS, available, skip_or_fail
-from pcapgen import ACK, PSH, SYN, Conversation
+from pcapgen import ACK, PSH, RST, SYN, Conversation
 from test_service_id import client_hello, server_hello
 
 from flowlens import Config, analyze
@@ -379,3 +379,32 @@ def test_pipeline_services_agree_with_zeek_but_for_the_listed_differences():
         # no handshake in the trace: Zeek attached no analyzer
         ("wikipedia.pcap", "", "http"): 1,
     }
+
+
+def test_horizontal_scan_names_what_answered_per_host(tmp_path):
+    """Port 22 probed on 12 hosts, two open; the scanner comes back to one of them."""
+    frames, t = [], pcapgen.T0
+    for i in range(12):
+        conv = Conversation(client=pcapgen.SCANNER4, server=f"198.51.100.{i + 1}", cport=45000,
+                            sport=22, t=t + i * 0.002, isn_c=77_000 + i)  # fmt: skip
+        conv.c(SYN, dt=0.0)
+        if i in (2, 7):
+            conv.s(SYN | ACK, dt=0.0002)
+            conv.c(RST, dt=0.0001, ack=0)
+        else:
+            conv.s(RST | ACK, seq=0, dt=0.0002)
+        frames += conv.frames
+    back = Conversation(client=pcapgen.SCANNER4, server="198.51.100.3", cport=46022, sport=22,
+                        t=t + 1.0)  # fmt: skip
+    back.handshake()
+    back.s(PSH | ACK, SSH_S, dt=0.002)
+    back.close("client", combined=True)
+    scan, _conns = scan_of(tmp_path, sorted(frames + back.frames, key=lambda f: f[0]))
+    assert scan.details["direction"] == "horizontal"
+    assert [(e["host"], e["spoken_to"], e["service"]) for e in scan.details["open_services"]] == [
+        ("198.51.100.3", True, "ssh"),
+        ("198.51.100.8", False, None),
+    ]
+    assert scan.summary.endswith(
+        "When it spoke to them: 198.51.100.3:22/tcp open ssh (OpenSSH_9.2p1)."
+    )
