@@ -133,7 +133,7 @@ class HostFacts:
     def __init__(self, th, answers: bool = False) -> None:
         self.th = th
         #: (client, server, (port, proto)) -> what answered its connections with data, the best
-        #: seen: (rank, service or None, responder facts, uid); None: no service detection runs,
+        #: seen: (rank, service or None, responder facts or None, uid); None: no detection runs,
         #: so nothing is said of what answered
         self.answers = {} if answers else None
         #: how long TIME_WAIT lasts, s (the connections' trackers say: 2 x MSL of the table's
@@ -203,11 +203,11 @@ class HostFacts:
             service, facts = answered(c.service, c.app)
             rank = _UNNAMED if service == UNKNOWN else _NAMED
         else:
-            service, facts, rank = None, {}, _SILENT
+            service, facts, rank = None, None, _SILENT
         key = (c.orig_h, c.resp_h, (c.resp_p, c.proto_name))
         best = self.answers.get(key)
         if best is None or rank > best[0]:
-            self.answers[key] = (rank, service, facts, c.uid)
+            self.answers[key] = (rank, service, facts or None, c.uid)  # (no dict per empty)
 
     def findings(self, claimed: set, end_ns: int) -> list[Anomaly]:
         out = _scans(self.probes, self.th, claimed, self.answers)
@@ -292,7 +292,7 @@ def _open_services(scanner, hosts, answers) -> list[dict]:
             else:
                 rank, service, facts, uid = best
                 entry.update(spoken_to=True, answered=rank != _SILENT, service=service)
-                entry.update(facts)
+                entry.update(facts or ())
                 entry["uid"] = uid
             entries.append((h, port, entry))
     entries.sort(key=lambda x: (x[0], x[1]))
