@@ -1,9 +1,9 @@
 """Compare service_id's names with Zeek's `service` column on the corpus baselines.
 
 Only the baselines Zeek wrote with its default scripts count (MANIFEST.tsv's baseline_invocation
-without -b: with bare mode no protocol analyzer is loaded and `service` stays empty). The pipeline
-does not hand payload to analyzers yet, so this script reassembles the first bytes of each
-direction itself: for each TCP row of Zeek's conn.log it takes the segments of that 4-tuple
+without -b: with bare mode no protocol analyzer is loaded and `service` stays empty). This script
+checks the functions on their own, so it reassembles the first bytes of each direction itself
+(tests/test_service_flows.py checks the pipeline's ServiceAnalyzer on the same baselines): for each TCP row of Zeek's conn.log it takes the segments of that 4-tuple
 within the row's time span, in sequence order from the SYN (or from the lowest sequence number
 seen when the SYN is missing), at most MAX_BYTES per direction, and calls identify().
 

@@ -4,17 +4,24 @@ sequence order, the `service`/`port_service`/`app` fields of `flows`, and the
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
+from collections import Counter, defaultdict
+from pathlib import Path
 
 import pcapgen
+import pytest
 from click.testing import CliRunner
-from pcapgen import ACK, PSH, SYN, Conversation
+from corpus import CORPUS, available, skip_or_fail
+from pcapgen import ACK, PSH, RST, SYN, Conversation
 from test_service_id import client_hello, server_hello
 
-from flowlens import analyze
+from flowlens import Config, analyze
 from flowlens.analyzers.anomalies.detector import AnomalyDetector
 from flowlens.analyzers.service_id import MAX_BYTES, ServiceAnalyzer
 from flowlens.cli import cli
+from flowlens.core.connections import format_addr
 
 SSH_C = b"SSH-2.0-OpenSSH_9.2p1\r\n"
 SSH_S = b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
@@ -163,6 +170,31 @@ def test_at_most_max_bytes_per_direction_and_released_once_both_are_done(tmp_pat
     assert service.needs  # Needs.PAYLOAD
 
 
+def test_a_turn_of_a_side_that_stopped_ends_the_peers_first_message(tmp_path):
+    """FTP: the greeting stops at USER (the client's turn); the server's 331 then ends the
+    client's first message, though the server's side had stopped: decided there, with the
+    commands after it never taken."""
+    greeting = b"220-Welcome\r\n220 ready\r\n"
+    conv = Conversation(sport=21)
+    conv.handshake()
+    conv.s(PSH | ACK, greeting)
+    conv.c(PSH | ACK, b"USER ftp\r\n")
+    conv.s(PSH | ACK, b"331 Any password will work\r\n")
+    conv.c(PSH | ACK, b"PASS x\r\n")
+    conv.s(PSH | ACK, b"230 Anonymous user logged in\r\n")
+    conv.close()
+    path = pcapgen.write_pcap(tmp_path / "ftp.pcap", conv.frames)
+    seen = []
+
+    class Spy(ServiceAnalyzer):
+        def _decide(self, conn, st):
+            seen.append((bytes(st.data[0]), bytes(st.data[1])))
+            super()._decide(conn, st)
+
+    (c,) = analyze(str(path), analyzers=[Spy()]).connections
+    assert seen == [(b"USER ftp\r\n", greeting)] and c.service == "ftp"
+
+
 def test_udp_first_datagram_each_way(tmp_path):
     frames = pcapgen.udp_exchange(dport=5353)
     path = pcapgen.write_pcap(tmp_path / "u.pcap", frames)
@@ -176,3 +208,203 @@ def test_a_syn_without_data_is_not_data(tmp_path):
     path = pcapgen.write_pcap(tmp_path / "s.pcap", conv.frames)
     (c,) = analyze(str(path), analyzers=[ServiceAnalyzer()]).connections
     assert (c.service, c.app, c.service_frames) == (None, None, None)
+
+
+# ---------------------------------------------------------------- what answered a port scan
+SCAN_PORTS = [*range(20, 39), 80]  # 20 ports; 22, 25 and 80 open, the rest closed (RST/ACK)
+
+
+def _come_back(port: int, cport: int, t: float, banner: bytes, probe: bytes, reply: bytes):
+    """One of nmap -sV's connections to an open port: the handshake, a wait for a banner (its
+    NULL probe, 5 s), then `probe` if nothing came, a wait for `reply`, and the scanner's close."""
+    conv = Conversation(client=pcapgen.SCANNER4, cport=cport, sport=port, t=t, isn_c=90_000)
+    conv.handshake()
+    if banner:
+        conv.s(PSH | ACK, banner, dt=0.002)
+        conv.c(ACK)
+    else:
+        conv.c(PSH | ACK, probe, dt=5.0)
+        if reply:
+            conv.s(PSH | ACK, reply)
+            conv.c(ACK)
+        else:
+            conv.s(ACK)
+    conv.close("client", combined=True)
+    return conv.frames
+
+
+def version_scan(http_reply: bytes = OK) -> list:
+    """nmap -sS -sV on the wire: SYN probes to 20 ports (3 open), then a connection to each open
+    one: 22 sends its SSH identification first, 80 answers the GET, 25 says nothing."""
+    frames = pcapgen.port_scan("SYN", ports=SCAN_PORTS, open_ports=(22, 25, 80), filtered=())
+    t = pcapgen.T0 + 1.0
+    frames += _come_back(22, 46022, t, SSH_S, b"", b"")
+    frames += _come_back(25, 46025, t + 0.1, b"", b"GET / HTTP/1.0\r\n\r\n", b"")
+    frames += _come_back(80, 46080, t + 0.2, b"", b"GET / HTTP/1.0\r\n\r\n", http_reply)
+    return sorted(frames, key=lambda f: f[0])
+
+
+def scan_of(tmp_path, frames, services: bool = True):
+    path = pcapgen.write_pcap(tmp_path / "scan.pcap", frames)
+    detector = AnomalyDetector(services=ServiceAnalyzer() if services else None)
+    result = analyze(str(path), analyzers=[detector])
+    (scan,) = [a for a in result.results[detector] if a.kind == "port_scan"]
+    return scan, {c.resp_p: c for c in result.connections if c.orig_p != 45000}
+
+
+def test_port_scan_says_what_answered_each_open_port(tmp_path):
+    scan, conns = scan_of(tmp_path, version_scan())
+    d = scan.details
+    assert (d["ports_probed"], d["open"], d["closed_count"]) == (20, [22, 25, 80], 17)
+    host = "198.51.100.20"
+    assert d["open_services"] == [
+        {"host": host, "port": 22, "proto": "tcp", "state": "open", "spoken_to": True,
+         "answered": True, "service": "ssh", "ssh_server": SSH_S.decode().strip(),
+         "software": "OpenSSH_9.2p1", "uid": conns[22].uid},
+        {"host": host, "port": 25, "proto": "tcp", "state": "open", "spoken_to": True,
+         "answered": False, "service": None, "uid": conns[25].uid},
+        {"host": host, "port": 80, "proto": "tcp", "state": "open", "spoken_to": True,
+         "answered": True, "service": "http", "http_status": 200, "uid": conns[80].uid},
+    ]  # fmt: skip
+    assert scan.summary.endswith(
+        "When it spoke to them: 22/tcp open ssh (OpenSSH_9.2p1); 25/tcp open, nothing answered; "
+        "80/tcp open http."
+    )
+
+
+def test_a_silent_server_is_no_service_port_mismatch(tmp_path):
+    """The scanner's GET to 25 makes the connection `http`, but the server never wrote: nothing
+    says port 25 speaks HTTP. A one-sided capture (no packet of the server at all) still does."""
+    path = pcapgen.write_pcap(tmp_path / "scan.pcap", version_scan())
+    detector = AnomalyDetector(services=ServiceAnalyzer())
+    result = analyze(str(path), analyzers=[detector])
+    (conn,) = [c for c in result.connections if c.resp_p == 25 and c.orig_p != 45000]
+    assert conn.service == "http" and not conn.payload_sent(1)
+    assert "service_port_mismatch" not in [a.kind for a in result.results[detector]]
+    client_only = [f for f in conversation(25, GET, OK) if pcapgen._from_client(f[1])]
+    path = pcapgen.write_pcap(tmp_path / "one-sided.pcap", client_only)
+    detector = AnomalyDetector(services=ServiceAnalyzer())
+    found = analyze(str(path), analyzers=[detector]).results[detector]
+    assert [a.details["service"] for a in found if a.kind == "service_port_mismatch"] == ["http"]
+
+
+def test_what_answered_is_the_service_analyzers_name_of_the_responders_bytes(tmp_path):
+    # the scanner's GET alone makes the connection `http` (either side enables Zeek's HTTP
+    # signature); an answer that is not HTTP is no http server, whatever the request was
+    scan, conns = scan_of(tmp_path, version_scan(http_reply=b"\x15\x03\x03\x00\x02\x02\x32"))
+    assert conns[80].service == "http" and "http_status" not in conns[80].app
+    (entry,) = [e for e in scan.details["open_services"] if e["port"] == 80]
+    assert (entry["answered"], entry["service"]) == (True, "unknown")
+    assert "80/tcp open, an answer no rule names." in scan.summary
+
+
+def test_an_open_port_never_spoken_to_says_so(tmp_path):
+    frames = pcapgen.port_scan("SYN", ports=SCAN_PORTS, open_ports=(22, 25, 80), filtered=())
+    scan, _conns = scan_of(tmp_path, frames)
+    assert [(e["port"], e["spoken_to"], e["answered"], e["service"]) for e in
+            scan.details["open_services"]] == [(22, False, None, None), (25, False, None, None),
+                                                (80, False, None, None)]  # fmt: skip
+    assert "When it spoke" not in scan.summary
+
+
+def test_without_service_detection_a_port_scan_says_nothing_of_what_answered(tmp_path):
+    scan, conns = scan_of(tmp_path, version_scan(), services=False)
+    assert "open_services" not in scan.details and "When it spoke" not in scan.summary
+    assert all(c.service is None and c.app is None for c in conns.values())
+    assert scan.summary.endswith("20 TCP ports on 198.51.100.20: 3 open (22, 25, 80), 17 closed.")
+
+
+def test_anomalies_services_json_names_what_answered(tmp_path):
+    path = pcapgen.write_pcap(tmp_path / "scan.pcap", version_scan())
+    out = {}
+    for flag in ([], ["--services"]):
+        result = CliRunner().invoke(cli, ["anomalies", str(path), "--format", "json", *flag])
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        (out[bool(flag)],) = [r for r in rows if r["kind"] == "port_scan"]
+    assert "open_services" not in out[False]["details"]
+    services = {e["port"]: e["service"] for e in out[True]["details"]["open_services"]}
+    assert services == {22: "ssh", 25: None, 80: "http"}
+
+
+# ---------------------------------------------------------------- the pipeline vs Zeek, on the corpus
+def _agreement_script():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "service_agreement.py"
+    spec = importlib.util.spec_from_file_location("service_agreement", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.corpus
+def test_pipeline_services_agree_with_zeek_but_for_the_listed_differences():
+    """docs/services.md's table, for the ServiceAnalyzer in the pipeline (the script checks the
+    functions on bytes it reassembles itself): every TCP row of Zeek's default-script baselines
+    agrees but the differences listed there."""
+    if not available():
+        skip_or_fail()
+    script = _agreement_script()
+    zeek = CORPUS / "zeek"
+    with open(zeek / "MANIFEST.tsv", newline="") as fh:
+        manifest = list(csv.DictReader(fh, delimiter="\t"))
+    differ, compared = Counter(), 0
+    for entry in manifest:
+        baseline, invocation = entry["baseline_path"], entry["baseline_invocation"].split()
+        if baseline in ("", "none") or "-b" in invocation or "-br" in invocation:
+            continue
+        rows = [r for r in script.parse_log(zeek / baseline) if r.get("proto") == "tcp"]
+        if not rows or "service" not in rows[0]:
+            continue
+        config = Config(verify_checksums="-C" not in invocation)
+        trace = zeek / "traces" / entry["trace_file"]
+        ours = defaultdict(list)
+        for c in analyze(str(trace), config=config, analyzers=[ServiceAnalyzer()]).connections:
+            ours[(format_addr(c.orig_h), c.orig_p, format_addr(c.resp_h), c.resp_p)].append(c)
+        for row in rows:
+            key = (row["id.orig_h"], int(row["id.orig_p"]), row["id.resp_h"], int(row["id.resp_p"]))
+            ts = script._number(row["ts"]) or 0.0
+            conn = min(ours[key], key=lambda c: abs(c.first_ts_ns / 1e9 - ts))
+            theirs = "" if row["service"] in ("-", "", "(empty)") else row["service"]
+            compared += 1
+            if set(filter(None, theirs.split(","))) != set(
+                filter(None, (conn.service or "").split(","))
+            ):
+                differ[(entry["trace_file"], theirs, conn.service)] += 1
+    assert compared == 61
+    assert differ == {
+        # one-sided: the server's identification string alone (Zeek wants the client's too)
+        ("ssh__ssh.server-side-half-duplex.pcap", "", "ssh"): 20,
+        # named from the control connection's PASV reply in Zeek, not from bytes
+        ("ftp__bigtransfer.pcap", "ftp-data", None): 2,
+        # no handshake in the trace: Zeek attached no analyzer
+        ("wikipedia.pcap", "", "http"): 1,
+    }
+
+
+def test_horizontal_scan_names_what_answered_per_host(tmp_path):
+    """Port 22 probed on 12 hosts, two open; the scanner comes back to one of them."""
+    frames, t = [], pcapgen.T0
+    for i in range(12):
+        conv = Conversation(client=pcapgen.SCANNER4, server=f"198.51.100.{i + 1}", cport=45000,
+                            sport=22, t=t + i * 0.002, isn_c=77_000 + i)  # fmt: skip
+        conv.c(SYN, dt=0.0)
+        if i in (2, 7):
+            conv.s(SYN | ACK, dt=0.0002)
+            conv.c(RST, dt=0.0001, ack=0)
+        else:
+            conv.s(RST | ACK, seq=0, dt=0.0002)
+        frames += conv.frames
+    back = Conversation(client=pcapgen.SCANNER4, server="198.51.100.3", cport=46022, sport=22,
+                        t=t + 1.0)  # fmt: skip
+    back.handshake()
+    back.s(PSH | ACK, SSH_S, dt=0.002)
+    back.close("client", combined=True)
+    scan, _conns = scan_of(tmp_path, sorted(frames + back.frames, key=lambda f: f[0]))
+    assert scan.details["direction"] == "horizontal"
+    assert [(e["host"], e["spoken_to"], e["service"]) for e in scan.details["open_services"]] == [
+        ("198.51.100.3", True, "ssh"),
+        ("198.51.100.8", False, None),
+    ]
+    assert scan.summary.endswith(
+        "When it spoke to them: 198.51.100.3:22/tcp open ssh (OpenSSH_9.2p1)."
+    )

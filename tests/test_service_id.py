@@ -204,6 +204,25 @@ def test_ftp_greeting_and_user():
     assert identify(b"USER anonymous\r\n", b"220 mail ESMTP\r\n530 no\r\n").service == "ftp"
 
 
+def test_ftp_multi_line_greeting_then_user():
+    """RFC 959 §4.2: a greeting of several lines ("220-" ... "220 ") is one reply; the server's
+    side ends there when the client's USER comes (Pure-FTPd in the corpus's ftp__bigtransfer)."""
+    greeting = (
+        b"220---------- Welcome to Pure-FTPd [privsep] [TLS] ----------\r\n"
+        b"220-You are user number 1 of 50 allowed.\r\n"
+        b"220 You will be disconnected after 15 minutes of inactivity.\r\n"
+    )
+    assert identify(b"USER ftp\r\n", greeting).service == "ftp"
+    assert identify(b"USER ftp\r\n", greeting + b"331 Any password will work\r\n").service == "ftp"
+    # a greeting cut by the buffer's end before its last line is still the greeting
+    long = b"220-Welcome\r\n" + b"220-" + b"x" * 600 + b"\r\n220 ready\r\n"
+    assert identify(b"USER ftp\r\n", long).service == "ftp"
+    # never finished and not cut: lines of something else after "220-"
+    assert identify(b"USER ftp\r\n", b"220-hi\r\nhello\r\n").service == "unknown"
+    # something else after a finished greeting is not FTP's answer to USER
+    assert identify(b"USER ftp\r\n", greeting + b"*1\r\n$4\r\nPING\r\n").service == "unknown"
+
+
 def test_pop3_and_imap():
     assert identify(b"CAPA\r\n", b"+OK Dovecot (Debian) ready.\r\n").service == "pop3"
     assert identify(b"USER bob\r\n", b"+OK POP3 server ready\r\n").service == "pop3"

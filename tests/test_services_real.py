@@ -5,13 +5,15 @@ python -m http.server, redis-server, a tiny SMTP responder) listens on a port, t
 real client (ssh, openssl s_client -servername, curl, redis-cli, smtplib) talking to it, and the
 test reassembles the first bytes of each direction from the capture with dpkt, by itself (the
 pipeline does not hand payload to analyzers yet), then checks the service, the parsed facts and
-that ``mismatch`` is true exactly for the wrong-port cases. Needs root, ``ip``, ``tcpdump`` and the
-programs (.ci/run installs openssh-server, openssl, curl, redis-server); skips where they are
-missing, fails under CI.
+that ``mismatch`` is true exactly for the wrong-port cases. ``nmap -sS -sV`` against sshd,
+http.server and a silent server checks that the port-scan finding says what answered each open
+port. Needs root, ``ip``, ``tcpdump`` and the programs (.ci/run installs openssh-server, openssl,
+curl, redis-server, nmap); skips where they are missing, fails under CI.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import sys
@@ -295,3 +297,40 @@ def test_real_service_is_named_by_its_bytes(case, tmp_path):
     elif case.kind == "http":
         host = HOST if case.port == 80 else f"{HOST}:{case.port}"  # curl leaves out port 80
         assert app == {"http_method": "GET", "http_host": host, "http_status": 200}
+
+
+def test_nmap_version_scan_is_told_what_answered_each_open_port(tmp_path):
+    """nmap's SYN scan then its version detection (-sV: it comes back to each open port, waits
+    for a banner, sends probes) against sshd on 22, python -m http.server on 80 and a server
+    that never says a word on 8000: the port_scan finding names what answered, as nmap does."""
+    require(Lab.available())
+    tools = [("nmap", "nmap"), *PROGRAMS["ssh"]]
+    missing = [f"{tool} ({pkg})" for tool, pkg in tools if _which(tool) is None]
+    require((not missing, "not installed: " + ", ".join(missing)))
+    tmp_path.chmod(0o755)
+    with Lab() as lab:
+        for kind, port in (("ssh", 22), ("http", 80), ("silent", 8000)):
+            _start_server(lab, Case(kind, port, None, False), tmp_path)
+        with lab.capture(tmp_path / "nmap.pcap") as cap:
+            done = lab.run(
+                ["nmap", "-n", "-Pn", "-sS", "-sV", "--version-intensity", "2",
+                 "-p", "20-36,80,8000", HOST],
+                timeout_s=300,
+            )  # fmt: skip
+    # nmap's own table, for the record of what the servers were
+    assert re.search(r"^22/tcp +open +ssh +OpenSSH", done.stdout, re.M), done.stdout
+    assert re.search(r"^80/tcp +open +http", done.stdout, re.M), done.stdout
+    detector = AnomalyDetector(services=ServiceAnalyzer())
+    result = analyze(cap.path, analyzers=[detector])
+    (scan,) = [a for a in result.results[detector] if a.kind == "port_scan"]
+    assert scan.details["open"] == [22, 80, 8000] and scan.details["closed_count"] == 16
+    by_port = {e["port"]: e for e in scan.details["open_services"]}
+    assert sorted(by_port) == [22, 80, 8000]
+    ssh, http, silent = by_port[22], by_port[80], by_port[8000]
+    assert (ssh["answered"], ssh["service"]) == (True, "ssh")
+    assert ssh["software"].startswith("OpenSSH_") and ssh["ssh_server"].startswith("SSH-2.0-")
+    assert (http["answered"], http["service"]) == (True, "http") and "http_status" in http
+    assert (silent["spoken_to"], silent["answered"], silent["service"]) == (True, False, None)
+    assert f"22/tcp open ssh ({ssh['software']})" in scan.summary
+    assert "80/tcp open http" in scan.summary
+    assert "8000/tcp open, nothing answered" in scan.summary

@@ -9,12 +9,16 @@ tunnel, built by tests/pcapgen.py's `encapsulate`.
 from __future__ import annotations
 
 import io
+import json
 import struct
 
 import pcapgen as g
 import pytest
+from click.testing import CliRunner
 
 from flowlens import Config, analyze
+from flowlens.analyzers.service_id import ServiceAnalyzer
+from flowlens.cli import cli
 
 #: tunnels carried by an IP protocol (IP-in-IP, GRE): no record of their own
 IP_TUNNELS = ["ipip", "gre", "gre-keyed", "gre-eth", "erspan1", "erspan2", "erspan3", "pptp"]
@@ -103,6 +107,28 @@ def test_connection_inside_a_udp_tunnel(kind):
     else:
         assert inner["tunnel_parents"] == [outer["uid"]]
     assert not analysis.skipped and not analysis.warnings
+
+
+@pytest.mark.parametrize("kind", sorted(k for k, name in UDP_TUNNELS.items() if name))
+def test_service_detection_leaves_a_tunnel_flow_to_the_tunnel_name(kind):
+    """One writer of `service`: the outer flow of a tunnel the decoder confirmed keeps the
+    table's tunnel name, and the ServiceAnalyzer adds no `unidentified` app to it (nor reads
+    the carried packets as the flow's protocol); the inner connection is identified as usual."""
+    frames = g.encapsulate(_conversation(kind), kind)
+    analysis = analyze(io.BytesIO(g.pcap_bytes(frames)), analyzers=[ServiceAnalyzer()])
+    recs = _records(analysis)
+    assert (recs["udp"]["service"], recs["udp"]["app"]) == (UDP_TUNNELS[kind], None)
+    assert recs["tcp"]["service"] == "http"
+
+
+def test_flows_services_on_a_vxlan_capture(tmp_path):
+    path = tmp_path / "vxlan.pcap"
+    g.write_pcap(path, g.encapsulate(g.clean_close(), "vxlan"))
+    result = CliRunner().invoke(cli, ["flows", str(path), "--format", "json", "--services"])
+    assert result.exit_code == 0, result.output
+    recs = {r["proto"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert (recs["udp"]["service"], recs["udp"]["app"]) == ("vxlan", None)
+    assert recs["tcp"]["service"] == "http"
 
 
 def test_teredo_service_waits_for_both_sides():

@@ -30,10 +30,12 @@ from ..core.services import expected_service, service_name
 __all__ = [
     "MAX_BYTES",
     "RULES",
+    "RESPONDER_FACTS",
     "UNKNOWN",
     "ServiceAnalyzer",
     "ServiceState",
     "Identified",
+    "answered",
     "identify",
     "mismatch",
     "tls_client_hello",
@@ -293,6 +295,18 @@ def _rule_smtp(orig: bytes, resp: bytes, app: dict) -> bool:
     return bool(_SMTP_WORD.search(greeting)) and not _FTP_WORD.search(greeting)
 
 
+def _reply_rest(resp: bytes, first: bytes) -> bytes:
+    """What follows the reply that opens ``resp`` with line ``first``: RFC 959 §4.2, a multi-line
+    reply ("220-text" ... "220 text") ends at the line that starts with its code and a space."""
+    rest = resp[len(first) :]
+    if first[3:4] != b"-":
+        return rest
+    last = re.search(rb"[\r\n]" + re.escape(first[:3]) + rb" [^\r\n]*(?:\r?\n|\Z)", rest)
+    if last is None:
+        return rest if not _cut(resp) else b""  # cut inside the greeting: nothing follows
+    return rest[last.end() :]
+
+
 def _rule_ftp(orig: bytes, resp: bytes, app: dict) -> bool:
     greeting = _greeting(resp, _FTP_SERVER)
     if greeting is None:
@@ -300,8 +314,11 @@ def _rule_ftp(orig: bytes, resp: bytes, app: dict) -> bool:
     if orig:
         if not _FTP_CLIENT.search(orig):
             return False
+        # Zeek wants 230/331 after the greeting; the analyzer's server side ends at the client's
+        # first command (ServiceAnalyzer), so the greeting alone, one line or a whole
+        # multi-line reply, is enough (flowlens's rule: Pure-FTPd greets in five lines)
         rest = resp[len(greeting) :]
-        return bool(_FTP_LOGIN_REPLY.search(rest)) or b"\n" not in rest.strip(b"\r\n")
+        return bool(_FTP_LOGIN_REPLY.search(rest)) or not _reply_rest(resp, greeting).strip(b"\r\n")
     return bool(_FTP_WORD.search(greeting)) and not _SMTP_WORD.search(greeting)
 
 
@@ -611,6 +628,37 @@ def mismatch(service: str | None, proto: str, resp_port: int) -> bool:
     return expected not in service.split(",")
 
 
+#: The `app` facts parsed from the responder's bytes (the rest come from the originator's).
+RESPONDER_FACTS = ("ssh_server", "tls_version", "http_status", "mysql_server_version")
+# The rules that match on the originator's bytes alone even when the responder sent other bytes
+# (Zeek's dpd.sig enables them from either side), with the fact only the responder's bytes give;
+# every other rule, when the responder sent bytes, matched them (each rule's `or not resp` /
+# required greeting), so its name says what the responder spoke. NTLMSSP may sit on either side
+# and leaves no fact of its own: it says nothing about the responder.
+_RESPONDER_SIGN = {"http": "http_status", "ssl": "tls_version", "ntlm": None}
+
+
+def answered(service: str | None, app: dict | None) -> tuple[str, dict]:
+    """What the responder's own bytes showed, for a connection whose responder sent payload
+    (a banner, a reply to a scanner's probe): its service names (the connection's `service`
+    without those only the originator's bytes named) or ``"unknown"``, and the `app` facts
+    parsed from the responder's bytes, with ``software`` for SSH (the softwareversion of
+    RFC 4253 §4.2's "SSH-protoversion-softwareversion SP comments"). Read from the names and
+    facts `ServiceAnalyzer` wrote; nothing is identified again."""
+    app = app or {}
+    names = [
+        name
+        for name in (service.split(",") if service else ())
+        if name not in _RESPONDER_SIGN or _RESPONDER_SIGN[name] in app
+    ]
+    facts = {key: app[key] for key in RESPONDER_FACTS if key in app}
+    if "ssh_server" in facts:
+        parts = str(facts["ssh_server"]).split(" ", 1)[0].split("-", 2)
+        if len(parts) == 3:
+            facts["software"] = parts[2]
+    return (",".join(names) if names else UNKNOWN), facts
+
+
 # ---------------------------------------------------------------------------- the analyzer
 _TCP, _UDP = 6, 17
 _SYN = 0x02
@@ -653,23 +701,34 @@ class ServiceAnalyzer(Analyzer):
     needs = Needs.PAYLOAD
 
     def on_start(self, conn, pkt):
-        if conn.proto != _TCP and conn.proto != _UDP:
+        if conn.proto != _TCP and conn.proto != _UDP or pkt.tunnel is not None:
             return None
         return ServiceState()
 
     def on_packet(self, conn, pkt, from_orig) -> None:
+        if pkt.tunnel is not None:
+            # The decoder confirmed a tunnel in this flow (the outer UDP of VXLAN, Geneve,
+            # GTPv1, Teredo, AYIYA): the connection table names its service after the tunnel
+            # (Zeek's AnalyzerConfirmation; ConnectionTable._add_layer), so this analyzer
+            # lets the flow go without deciding, and `app` says nothing of the carried bytes.
+            conn.states[self.slot] = None
+            return
         st = self.state_of(conn)
         side = 0 if from_orig else 1
         if conn.proto == _TCP and pkt.flags & _SYN:
             st.next_seq[side] = seq_add(pkt.seq, 1)  # RFC 9293 §3.4: data starts at ISN+1
             return
         payload = pkt.payload
-        if payload is None or st.closed[side]:
+        if payload is None:
             return
         other = 1 - side
         if st.frames[other] is not None:
-            st.closed[other] = True  # the peer spoke first; its first message is over
-        if conn.proto == _UDP:
+            # the peer spoke first; its first message is over (also when this side stopped
+            # taking bytes already: an FTP server's reply to USER ends the client's command)
+            st.closed[other] = True
+        if st.closed[side]:
+            pass
+        elif conn.proto == _UDP:
             st.data[side] = payload[:MAX_BYTES]
             st.frames[side] = pkt.frame
             st.closed[side] = True

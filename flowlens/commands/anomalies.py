@@ -192,7 +192,7 @@ def _threshold_options(func):
     "detect_services",
     is_flag=True,
     help="Also name each connection's protocol from its first bytes, for service_port_mismatch "
-    "(slower: docs/services.md).",
+    "and for what answered each open port of a port scan (slower: docs/services.md).",
 )
 @wide_option
 @_threshold_options
@@ -245,11 +245,9 @@ def anomalies(
     )
     selection = selection_from(kwargs)
     config = config_from(kwargs)
-    detector = AnomalyDetector(thresholds, selection=selection)
-    analyzers = (
-        [ServiceAnalyzer(), detector] if kwargs.pop("detect_services", False) else [detector]
-    )
-    pipe, progress = open_pipeline(capture, config, analyzers)
+    services = ServiceAnalyzer() if kwargs.pop("detect_services", False) else None
+    detector = AnomalyDetector(thresholds, selection=selection, services=services)
+    pipe, progress = open_pipeline(capture, config, [detector])
     try:
         for _conn in pipe:
             pass  # the detector takes each connection as it ends (on_end)

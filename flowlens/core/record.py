@@ -66,7 +66,9 @@ class ConnectionRecord:
     `postgresql` ...), comma-separated when several match, as Zeek logs them. Null when no
     payload was seen, when the payload matched no protocol (as Zeek leaves it unset; `app` says
     `unidentified`), or when detection did not run (`flows` without `--services`,
-    `analyze(analyzers=...)` without the ServiceAnalyzer). See docs/services.md."""
+    `analyze(analyzers=...)` without the ServiceAnalyzer). The outer UDP flow of a tunnel the
+    decoder confirmed is named after it (`vxlan`, `geneve`, `gtpv1`, `teredo`, `ayiya`: see
+    `tunnel_parents`), whether detection runs or not. See docs/services.md."""
 
     port_service: str | None
     """Name of the responder's port in flowlens's built-in table (Zeek's names: `http`, `ssl`,
@@ -76,7 +78,8 @@ class ConnectionRecord:
     """Facts parsed from the first payload bytes (flat keys: TLS `tls_version`, `tls_sni`, `tls_alpn`;
     HTTP `http_method`, `http_host`; SSH `ssh_client`, `ssh_server` ...; docs/services.md lists
     them), `{"unidentified": true}` when payload was seen and matched no protocol; null when no
-    payload was seen or detection did not run. No payload is copied beyond these fields."""
+    payload was seen, detection did not run, or the flow is a tunnel's outer flow (its
+    `service` names the tunnel). No payload is copied beyond these fields."""
 
     orig_pkts: int
     """Packets the originator sent."""

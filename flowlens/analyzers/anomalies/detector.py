@@ -3,7 +3,8 @@
 """Anomalies with evidence: what went wrong in a capture, one pasteable sentence per finding.
 
 `AnomalyDetector` is an analyzer that requires the `TcpAnalyzer` (the pipeline adds one when
-none is given; a `ServiceAnalyzer` run beside it adds `service_port_mismatch`), reads the
+none is given; with `services=ServiceAnalyzer()`, or a `ServiceAnalyzer` run before it, it adds
+`service_port_mismatch`, and with `services` the port scans say what answered each open port), reads the
 per-connection results as each connection
 ends (`on_end`), and turns them into `Anomaly` records when the capture ends (`finish`), most
 severe first:
@@ -214,7 +215,6 @@ class AnomalyDetector(Analyzer):
     single connections.
     """
 
-    # the service analyzer writes conn.service before this one's on_end reads it
     requires = (TcpAnalyzer,)
 
     def __init__(
@@ -222,6 +222,7 @@ class AnomalyDetector(Analyzer):
         thresholds: Thresholds | None = None,
         *,
         selection=None,
+        services=None,
     ) -> None:
         super().__init__()
         self.thresholds = thresholds or Thresholds()
@@ -229,12 +230,23 @@ class AnomalyDetector(Analyzer):
         self.tcp = None
         #: only connections this Selection matches are looked at (None: all)
         self.selection = selection if selection else None
+        #: the ServiceAnalyzer whose `conn.service`/`conn.app` the findings read (a dependency,
+        #: so it decides each connection before this one's on_end): `service_port_mismatch` and
+        #: what answered each open port of a port scan. None: no detection, so a port scan says
+        #: nothing of what answered (a ServiceAnalyzer listed before the detector still gives
+        #: the mismatches, which need only `conn.service`)
+        self.services = services
         #: connections looked at so far
         self.seen = 0
         self._reset()
 
+    def dependencies(self) -> tuple:
+        return self.requires if self.services is None else (*self.requires, self.services)
+
     def bind(self, deps: tuple) -> None:
         self.tcp = deps[0]
+        if len(deps) > 1:
+            self.services = deps[1]
 
     def _reset(self) -> None:
         # the kind modules import this one: bind them here, not at import time
@@ -244,7 +256,7 @@ class AnomalyDetector(Analyzer):
         self._icmp_finding, self._segment_findings = icmp_finding, segment_findings
         self._rst_ignored_finding = rst_ignored_finding
 
-        self._hosts = HostFacts(self.thresholds)
+        self._hosts = HostFacts(self.thresholds, answers=self.services is not None)
         self._single: list[tuple[str, Anomaly]] = []  # (uid, finding about that connection)
         self._unanswered = defaultdict(list)
         self._refused = defaultdict(list)
@@ -272,7 +284,13 @@ class AnomalyDetector(Analyzer):
         th = self.thresholds
         if conn.icmp_errors:
             self._single.append((conn.uid, _of(self._icmp_finding(conn, th), conn)))
-        if conn.service is not None and mismatch(conn.service, conn.proto_name, conn.resp_p):
+        # a responder that was there and said nothing (a scanner's GET to a silent port) shows
+        # only what the client spoke, not what the server speaks
+        if (
+            conn.service is not None
+            and (conn.payload_sent(1) or not conn.pkts_sent(1))
+            and mismatch(conn.service, conn.proto_name, conn.resp_p)
+        ):
             self._mismatch[(conn.resp_h, conn.resp_p, conn.proto_name, conn.service)].append(
                 (conn.first_ts_ns, conn.uid, conn.orig_h, conn.service_frames or ())
             )

@@ -8,6 +8,12 @@ probe answered by SYN/ACK is open, by RST closed, by nothing or an ICMP unreacha
 FIN, NULL or Xmas probe answered by RST is closed and unanswered open|filtered; an ACK probe is
 unfiltered when answered by RST; a UDP probe answered by data is open, by ICMP port unreachable
 closed, by another unreachable filtered, by nothing open|filtered.
+
+What answered each open port, as `nmap -sV` reports it (nmap book, "Service and Application
+Version Detection"): the scanner comes back to an open port, completes the handshake and waits for
+a banner or sends probes; the answer is what the service analyzer named from the responder's
+bytes (`service_id.answered`: read from `conn.service`/`conn.app`, never identified here).
+Collected only when the detector runs with a ServiceAnalyzer.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from ...core.connections import Connection, format_addr
 from ...core.decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
 from ...core.services import EPHEMERAL_RANGES, LINUX_EPHEMERAL, fits_ranges
 from ...core.tcpstate import TcpTracker
+from ..service_id import UNKNOWN, answered
 from ..tcpanalysis import TcpaState
 from .connection_findings import is_port_unreachable
 from .detector import Anomaly, _ep, _s, _sample, _secs
@@ -48,6 +55,12 @@ _HOLD = 9
 #: the smallest block of ports inferred as a narrowed ephemeral range
 _NARROWED_MIN = 8
 _PORT_KEY = 1 << 64  # sort key of a hold: port * _PORT_KEY + start - first hold's start
+#: the rank of what answered a connection to an open port: a service named from the responder's
+#: bytes, bytes no rule names, nothing at all (the client sent, the server stayed silent); a
+#: port spoken to several times keeps the best answer
+_NAMED, _UNNAMED, _SILENT = 3, 2, 1
+#: the app facts shown beside a service in the summary (the first there), as nmap's VERSION
+_VERSION_FACTS = ("software", "tls_version", "mysql_server_version")
 
 
 @cython.locals(c=Connection, st=TcpaState)
@@ -117,8 +130,12 @@ class HostFacts:
     uids a scan or a flood explains into `claimed`.
     """
 
-    def __init__(self, th) -> None:
+    def __init__(self, th, answers: bool = False) -> None:
         self.th = th
+        #: (client, server, (port, proto)) -> what answered its connections with data, the best
+        #: seen: (rank, service or None, responder facts or None, uid); None: no detection runs,
+        #: so nothing is said of what answered
+        self.answers = {} if answers else None
         #: how long TIME_WAIT lasts, s (the connections' trackers say: 2 x MSL of the table's
         #: Config), for the findings' text; None until a TCP connection was added
         self.time_wait_s = None
@@ -158,6 +175,12 @@ class HostFacts:
         t = c.tcp
         if not t.syns_sent(0):
             return
+        if (
+            self.answers is not None
+            and t.handshake_acked
+            and (c.payload_sent(0) or c.payload_sent(1))
+        ):
+            self._answer(c)
         if not t.handshake_acked and not t.rejected:
             self.attempts[(c.resp_h, c.resp_p)].append(
                 (c.first_ts_ns, c.orig_h, bool(t.synacks_sent(1)), c.uid, c.first_frame)
@@ -172,8 +195,22 @@ class HostFacts:
                     self.time_wait_s = t.time_wait_ns / 1e9
             _hold_into(holds, c, end)
 
+    @cython.locals(c=Connection)
+    def _answer(self, c) -> None:
+        """Note what answered `c`, a connection with data after its handshake (a version scan's
+        connection to an open port, or any other: the scans pick theirs at the end)."""
+        if c.payload_sent(1):
+            service, facts = answered(c.service, c.app)
+            rank = _UNNAMED if service == UNKNOWN else _NAMED
+        else:
+            service, facts, rank = None, None, _SILENT
+        key = (c.orig_h, c.resp_h, (c.resp_p, c.proto_name))
+        best = self.answers.get(key)
+        if best is None or rank > best[0]:
+            self.answers[key] = (rank, service, facts or None, c.uid)  # (no dict per empty)
+
     def findings(self, claimed: set, end_ns: int) -> list[Anomaly]:
-        out = _scans(self.probes, self.th, claimed)
+        out = _scans(self.probes, self.th, claimed, self.answers)
         out.extend(_floods(self.attempts, self.th, claimed))
         for (client, server, sport), holds in self.holds.items():
             if len(holds) > _HOLD:
@@ -183,7 +220,7 @@ class HostFacts:
         return out
 
 
-def _scans(probes, th, claimed: set) -> list[Anomaly]:
+def _scans(probes, th, claimed: set, answers=None) -> list[Anomaly]:
     # a source with fewer probes than either threshold cannot be scanning: skip the many
     # one-probe "sources" of a spoofed flood before grouping anything
     least = min(th.scan_min_ports, th.scan_min_hosts)
@@ -224,7 +261,7 @@ def _scans(probes, th, claimed: set) -> list[Anomaly]:
         else:
             groups = [(None, targets)]
         for target, hosts in groups:
-            finding = _scan_finding(scanner, target, hosts, types, frames, stealth, th)
+            finding = _scan_finding(scanner, target, hosts, types, frames, stealth, th, answers)
             if finding is None:
                 continue
             out.append(finding)
@@ -239,7 +276,44 @@ def _port_key(v):
     return (1, v) if isinstance(v, str) else (0, str(v).zfill(5))
 
 
-def _scan_finding(scanner, target, hosts, types, frames, stealth, th):
+def _open_services(scanner, hosts, answers) -> list[dict]:
+    """Each open port of `hosts` with what answered the scanner's connections to it (details'
+    `open_services`): `spoken_to` false when the scanner never came back with data, `answered`
+    whether the responder sent bytes, `service` the names from them ("unknown": none fits)."""
+    entries = []
+    for h, ports in hosts.items():
+        for (port, proto), (verdict, _ts, _uids) in ports.items():
+            if verdict != "open":
+                continue
+            entry = {"host": format_addr(h), "port": port, "proto": proto, "state": "open"}
+            best = answers.get((scanner, h, (port, proto)))
+            if best is None:
+                entry.update(spoken_to=False, answered=None, service=None)
+            else:
+                rank, service, facts, uid = best
+                entry.update(spoken_to=True, answered=rank != _SILENT, service=service)
+                entry.update(facts or ())
+                entry["uid"] = uid
+            entries.append((h, port, entry))
+    entries.sort(key=lambda x: (x[0], x[1]))
+    return [entry for _h, _port, entry in entries]
+
+
+def _answer_text(entry: dict, single: bool) -> str:
+    """'22/tcp open ssh (OpenSSH_9.2p1)', nmap's PORT STATE SERVICE VERSION in a line."""
+    where = f"{entry['port']}/{entry['proto']}"
+    if not single:
+        host = entry["host"]
+        where = f"[{host}]:{where}" if ":" in host else f"{host}:{where}"
+    if not entry["answered"]:
+        return f"{where} open, nothing answered"
+    if entry["service"] == UNKNOWN:
+        return f"{where} open, an answer no rule names"
+    version = next((entry[k] for k in _VERSION_FACTS if k in entry), None)
+    return f"{where} open {entry['service']}" + (f" ({version})" if version else "")
+
+
+def _scan_finding(scanner, target, hosts, types, frames, stealth, th, answers=None):
     verdicts = defaultdict(list)  # verdict -> ["port" or "host:port"]
     first_ns = None
     protos = set()
@@ -280,6 +354,14 @@ def _scan_finding(scanner, target, hosts, types, frames, stealth, th):
         f"{format_addr(scanner)} ran a {direction} {'/'.join(type_names)} port scan of {where}: "
         f"{', '.join(parts)}."
     )
+    extra = {}
+    if answers is not None:
+        services = _open_services(scanner, hosts, answers)
+        extra["open_services"] = services[:_LIST_MAX]
+        spoken = [e for e in services if e["spoken_to"]]
+        if spoken:
+            shown = "; ".join(_answer_text(e, single) for e in spoken[:10])
+            summary += f" When it spoke to them: {shown}{' ...' if len(spoken) > 10 else ''}."
     return Anomaly(
         "port_scan",
         "warning",
@@ -301,6 +383,7 @@ def _scan_finding(scanner, target, hosts, types, frames, stealth, th):
             "filtered_count": len(filtered),
             "open_filtered": openf[:_LIST_MAX],
             "open_filtered_count": len(openf),
+            **extra,
         },
     )
 
