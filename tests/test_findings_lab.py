@@ -378,3 +378,221 @@ def test_synack_reflection_onto_a_spoofed_source(tmp_path):
     assert a.details["synacks"] == synacks and a.details["sender_count"] == len(senders)
     assert a.details["receivers"] == [VICTIM] and a.details["sender_ports"] == {str(PORT): 12}
     assert a.details["answered_with_rst"] == rsts
+
+
+# ------------------------------------------------------------------------------ zero_window
+ZERO_WINDOW = """
+    import threading
+    hold_s = float(sys.argv[2])
+    total = int(sys.argv[3])
+    cli = socket.socket()
+    # a small receive buffer (the kernel doubles it and keeps a floor) that fills at once
+    cli.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    cli.connect(("127.0.0.1", PORT))
+    conn, _ = srv.accept()
+    to_zero = mib("/proc/net/netstat", "TcpExt", "TCPToZeroWindowAdv")
+    probes = mib("/proc/net/netstat", "TcpExt", "TCPWinProbe")
+    sender = threading.Thread(target=conn.sendall, args=(b"z" * total,))
+    sender.start()  # the server writes more than the client's buffer holds
+    stalled = now()
+    time.sleep(hold_s)  # the client does not read: its window closes, the server probes
+    to_zero = mib("/proc/net/netstat", "TcpExt", "TCPToZeroWindowAdv") - to_zero
+    probes = mib("/proc/net/netstat", "TcpExt", "TCPWinProbe") - probes
+    reopened = now()
+    received = 0
+    while received < total:
+        received += len(cli.recv(65536))
+    sender.join()
+    conn.close()
+    cli.close()
+    print(json.dumps({"to_zero": to_zero, "probes": probes, "stalled": stalled,
+                      "reopened": reopened, "received": received}))
+"""
+
+
+def test_zero_window_and_the_kernels_window_probes(tmp_path):
+    """A client that stops reading while the server writes 1 MiB: its receive buffer fills and
+    its kernel advertises a zero window (TcpExtTCPToZeroWindowAdv), and the server's persist
+    timer sends window probes (TcpExtTCPWinProbe; Linux's tcp_xmit_probe_skb sends them at
+    SND.UNA - 1 with no data, which is what a keep-alive looks like on the wire) until the
+    client reads again 3 s later. The counters are the truth: one closed window, that many
+    probes, and no keep-alive."""
+    hold_s, total = 3.0, 1 << 20
+    path = tmp_path / "zero-window.pcap"
+    with Lab() as lab, lab.capture(path):
+        truth = scenario(lab, ZERO_WINDOW, hold_s, total)
+    assert truth["received"] == total and truth["to_zero"] >= 1 and truth["probes"] >= 2, truth
+
+    found = detect(path)
+    a = only(found, "zero_window")
+    # the client's window closed on the server's data
+    assert a.details["sender"] == f"127.0.0.1:{PORT}", a.details
+    assert a.details["spells"] == truth["to_zero"], (a.details, truth)
+    assert a.details["probes"] == truth["probes"], (a.details, truth)
+    assert a.severity == "warning"  # closed for about 3 s, past zero_window_s (1 s)
+    # closed from the buffer filling (just after `stalled`) until the client read again
+    closed = truth["reopened"] - truth["stalled"]
+    assert closed - 0.5 <= a.details["longest_s"] <= closed + CLOCK_SLACK_S, (a.details, truth)
+    assert truth["stalled"] - CLOCK_SLACK_S <= a.ts <= truth["stalled"] + 0.5
+    assert "keep_alive" not in [x.kind for x in found], [x.summary for x in found]
+
+
+# ------------------------------------------------------------------------------ rst_ignored
+RST_INJECTION = """
+    import struct
+    offset = int(sys.argv[2])  # the forged RST's sequence number, relative to RCV.NXT
+
+    def checksum(data):
+        data += b"\\0" * (len(data) % 2)
+        s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        while s >> 16:
+            s = (s & 0xFFFF) + (s >> 16)
+        return ~s & 0xFFFF
+
+    def rst(src, sport, dst, dport, seq):
+        # RFC 9293 §3.1 header, RST only (no ACK: RFC 5961 §3.2 checks the sequence number)
+        tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x04, 0, 0, 0)
+        pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack(
+            "!BBH", 0, socket.IPPROTO_TCP, len(tcp))
+        tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64,
+                         socket.IPPROTO_TCP, 0, socket.inet_aton(src), socket.inet_aton(dst))
+        return ip + tcp
+
+    # the lab's own view of lo (the kernel's packets, not flowlens's): the server's next
+    # sequence number, which is the client's RCV.NXT once the client has acknowledged it
+    sniff = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    sniff.bind(("lo", 0))
+    sniff.settimeout(5)
+    cli = socket.create_connection(("127.0.0.1", PORT))
+    conn, _ = srv.accept()
+    cport = cli.getsockname()[1]
+    cli.sendall(b"hello")
+    conn.recv(5)
+    conn.sendall(b"world")
+    cli.recv(5)
+    rcv_nxt = None
+    while rcv_nxt is None:
+        frame = sniff.recv(65535)
+        ip = frame[14:]
+        ihl = (ip[0] & 15) * 4
+        sport, dport, seq = struct.unpack("!HHI", ip[ihl:ihl + 8])
+        doff = (ip[ihl + 12] >> 4) * 4
+        plen = struct.unpack("!H", ip[2:4])[0] - ihl - doff
+        if (sport, dport) == (PORT, cport) and plen == 5:
+            rcv_nxt = (seq + plen) & 0xFFFFFFFF
+    sniff.close()
+    time.sleep(0.1)  # the client's ACK of "world" is out: nothing is in flight
+    challenge = mib("/proc/net/netstat", "TcpExt", "TCPChallengeACK")
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    raw.sendto(rst("127.0.0.1", PORT, "127.0.0.1", cport, (rcv_nxt + offset) & 0xFFFFFFFF),
+               ("127.0.0.1", 0))
+    injected = now()
+    time.sleep(0.2)
+    challenge = mib("/proc/net/netstat", "TcpExt", "TCPChallengeACK") - challenge
+    reset = False
+    try:
+        cli.sendall(b"again")  # does the client's socket still exist?
+        conn.settimeout(2)
+        got = conn.recv(5)
+        conn.sendall(b"fine!")
+        cli.settimeout(2)
+        got += cli.recv(5)
+    except (ConnectionResetError, BrokenPipeError):
+        reset, got = True, b""
+    cli.close()
+    conn.close()
+    print(json.dumps({"rcv_nxt": rcv_nxt, "challenge_acks": challenge, "reset": reset,
+                      "after": got.decode(), "injected": injected}))
+"""
+
+
+@pytest.mark.parametrize("offset", [0, 1000])
+def test_injected_rst_as_the_kernel_judged_it(tmp_path, offset):
+    """A RST forged from the server's address into an idle connection whose every byte is
+    acknowledged, so that the client's RCV.NXT is known to the byte. At RCV.NXT (offset 0) the
+    kernel resets the connection; 1000 bytes into the window it only sends a challenge ACK
+    (RFC 5961 §3.2; Linux tcp_validate_incoming counts TcpExtTCPChallengeACK) and the
+    connection goes on. What the client's socket did is the truth."""
+    path = tmp_path / f"rst-{offset}.pcap"
+    with Lab() as lab, lab.capture(path):
+        truth = scenario(lab, RST_INJECTION, offset)
+
+    detector = AnomalyDetector()
+    analysis = analyze(str(path), analyzers=[detector])
+    found = analysis.results[detector]
+    (conn,) = [c for c in analysis.connections if c.resp_p == PORT]
+    if offset == 0:
+        assert truth["reset"] and truth["challenge_acks"] == 0, truth
+        assert "rst_ignored" not in [a.kind for a in found]
+        assert conn.conn_state == "RSTR" and conn.orig_state == "CLOSED", conn.to_record()
+    else:
+        assert not truth["reset"] and truth["after"] == "againfine!", truth
+        assert truth["challenge_acks"] == 1, truth
+        a = only(found, "rst_ignored")
+        assert a.details["sender"] == f"127.0.0.1:{PORT}" and a.details["rsts"] == 1
+        assert abs(a.ts - truth["injected"]) <= CLOCK_SLACK_S
+        # the RST closed nothing: the client, which closed first, ends in TIME_WAIT (conn_state
+        # stays Zeek's, which takes any RST in the window)
+        assert (conn.orig_state, conn.resp_state) == ("TIME_WAIT", "CLOSED"), conn.to_record()
+
+
+# ------------------------------------------------------------------------------ syn_flood
+SYN_FLOOD = """
+    import struct
+    n, sources = int(sys.argv[2]), sys.argv[3]
+
+    def checksum(data):
+        data += b"\\0" * (len(data) % 2)
+        s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        while s >> 16:
+            s = (s & 0xFFFF) + (s >> 16)
+        return ~s & 0xFFFF
+
+    def syn(src, dst, sport, dport, seq):
+        opts = struct.pack("!BBH", 2, 4, 1460)
+        tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, (5 + 1) << 4, 0x02, 64240, 0, 0)
+        pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack(
+            "!BBH", 0, socket.IPPROTO_TCP, len(tcp) + len(opts))
+        tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp + opts)) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(opts), 0, 0, 64,
+                         socket.IPPROTO_TCP, 0, socket.inet_aton(src), socket.inet_aton(dst))
+        return ip + tcp + opts
+
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    cookies = mib("/proc/net/netstat", "TcpExt", "SyncookiesSent")
+    sent = []
+    for i in range(n):
+        src = f"{sources}.{1 + i % 200}"
+        raw.sendto(syn(src, "127.0.0.1", 20000 + i, PORT, 7777 * (i + 1)), ("127.0.0.1", 0))
+        sent.append(src)
+    first = now()
+    time.sleep(0.5)
+    cookies = mib("/proc/net/netstat", "TcpExt", "SyncookiesSent") - cookies
+    ss = subprocess.run(["ss", "-tanH", "state", "syn-recv"], capture_output=True, text=True)
+    half_open = len([ln for ln in ss.stdout.splitlines() if ln.strip()])
+    print(json.dumps({"syns": n, "sources": len(set(sent)), "cookies": cookies,
+                      "syn_recv": half_open, "sent_by": first}))
+"""
+
+
+def test_syn_flood_from_spoofed_sources(tmp_path):
+    """300 SYNs forged from 200 addresses to a listener (backlog 64): the listener's kernel
+    answers every one, from its SYN queue (ss's SYN-RECV) or, once that is full, with a SYN
+    cookie (TcpExtSyncookiesSent), and iptables drops the forged sources' RSTs so that every
+    attempt stays half-open, as spoofed ones do. The kernel's own accounting is the truth."""
+    need("iptables")
+    n = 300
+    path = tmp_path / "syn-flood.pcap"
+    with Lab() as lab:
+        lab.run(["iptables", "-w", "-A", "OUTPUT", "-s", "127.0.3.0/24", "-p", "tcp",
+                 "--tcp-flags", "RST", "RST", "-j", "DROP"])  # fmt: skip
+        with lab.capture(path):
+            truth = scenario(lab, SYN_FLOOD, n, "127.0.3")
+    assert truth["syn_recv"] + truth["cookies"] >= n, truth  # every SYN was answered
+
+    a = only(detect(path), "syn_flood")
+    assert a.details["attempts"] == n and a.details["sources"] == truth["sources"], a.details
+    assert a.details["synack_answered"] == n, a.details
+    assert a.severity == "warning"  # 300 is past syn_flood_min (100), short of 10x
+    assert a.ts <= truth["sent_by"] + CLOCK_SLACK_S

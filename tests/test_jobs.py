@@ -54,6 +54,13 @@ def test_flows_every_format_is_the_same_with_jobs(sample, fmt):
     same_bytes(one, run("flows", path, "--format", fmt, "--wide", "-j", 3), fmt)
 
 
+@pytest.mark.parametrize("sample", ["incident.pcap", "syn-scan.pcap", "udp-dns.pcap"])
+def test_flows_with_services_is_the_same_with_jobs(sample):
+    path = ROOT / "sample_pcaps" / sample
+    one = run("flows", path, "--format", "json", "--services")
+    same_bytes(one, run("flows", path, "--format", "json", "--services", "-j", 2), "json")
+
+
 def test_flows_parquet_is_the_same_with_jobs(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     path = ROOT / "sample_pcaps" / "incident.pcap"
