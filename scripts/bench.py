@@ -9,6 +9,7 @@ alternation, and the report is the ratio of medians, never an absolute time in a
 
 What is timed (wall clock, output to /dev/null):
   flowlens flows F --format json     the whole pipeline, every connection printed
+  flowlens flows F ... -j 2          the same with two shard processes (core/shard.py)
   tcptrace -l -n F                   long output, no name lookups
   tshark -r F -q -z conv,tcp         the TCP conversation table
   read + decode                      flowlens's reader and decoder over every frame, in process
@@ -180,6 +181,7 @@ def main() -> int:
         "flowlens flows": flowlens_argv("flows", str(capture), "--format", "json"),
         "flowlens anomalies": flowlens_argv("anomalies", str(capture), "--format", "json"),
         "flowlens rtt": flowlens_argv("rtt", str(capture), "--format", "json"),
+        "flowlens flows -j 2": flowlens_argv("flows", str(capture), "--format", "json", "-j", "2"),
         "tcptrace -l -n": ["tcptrace", "-l", "-n", str(capture)],
         "tshark conv,tcp": ["tshark", "-r", str(capture), "-q", "-z", "conv,tcp"],
     }
@@ -230,6 +232,15 @@ def main() -> int:
     if shutil.which("tshark"):
         print(
             f"connections: flowlens {flowlens_tcp_connections(capture):,} tcp, tshark {tshark_streams(capture):,} tcp.stream"
+        )
+
+    if "flowlens flows -j 2" in med:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from bench_batch import ceiling  # two busy loops in two processes vs one
+
+        print(
+            f"flowlens flows -j 1 / -j 2      = {ours / med['flowlens flows -j 2']:.2f}  (target >= 1.7; "
+            f"two busy loops reach {ceiling():.2f}x here now)"
         )
 
     if args.memory:

@@ -13,9 +13,10 @@ from corpus import captures, needs_corpus
 
 from flowlens.analyzers.tcpanalysis import TcpAnalyzer
 from flowlens.cli import cli
+from flowlens.compiled import compiled_modules
 from flowlens.core.capture import open_capture
 from flowlens.core.decode import Decoder
-from flowlens.core.pipeline import Pipeline, quote_route, route
+from flowlens.core.pipeline import Pipeline, peek_route, quote_route, route
 from flowlens.core.shard import ShardedRun
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,6 +127,30 @@ def test_routes_are_symmetric_and_spread(tmp_path):
     assert 20 <= shards.count(0) <= 44, shards
 
 
+def peek_agrees(path) -> int:
+    """Every frame `peek_route` can tell from its raw headers goes where `route` sends its
+    decoded packet, for any number of shards; returns how many it could tell."""
+    decoder, told = Decoder(), 0
+    with open_capture(str(path)) as cap:
+        for ref in cap.frames():
+            r = {n: peek_route(ref, n) for n in (2, 3, 7)}
+            pkt = decoder.decode_frame(ref)
+            if r[2] < 0:
+                continue
+            told += 1
+            if pkt is None:  # a frame the decoder skips (its owner alone counts it)
+                continue
+            assert pkt.encap is None and pkt.proto == 6, ref.frame
+            assert r == {n: route(pkt, n) for n in r}, ref.frame
+    return told
+
+
+def test_peek_route_is_route_on_every_sample():
+    told = sum(peek_agrees(p) for p in SAMPLES)
+    if "core.pipeline" in compiled_modules():
+        assert told > 1000  # (TCP segments in Ethernet, IPv6 and VLAN, SLL2, nanosecond pcapng)
+
+
 def test_a_failing_shard_stops_the_run_with_its_error(tmp_path):
     path = tmp_path / "x.pcap"
     pcapgen.write_pcap(path, pcapgen.clean_close())
@@ -160,7 +185,8 @@ def test_an_unreadable_capture_fails_before_forking(tmp_path):
 @needs_corpus
 @pytest.mark.parametrize("path", captures(), ids=lambda p: f"{p.parent.parent.name}/{p.name}")
 def test_corpus_records_are_the_same_in_shards(path):
-    """Every corpus capture: the records and their order, one process against 2 and 3."""
+    """Every corpus capture: the records and their order, one process against 2 and 3, and
+    the raw-header route agrees with the decoded one on every frame it can tell."""
 
     def one():
         return [c.to_record() for c in Pipeline(str(path), analyzers=[TcpAnalyzer()])]
@@ -179,3 +205,31 @@ def test_corpus_records_are_the_same_in_shards(path):
             )
         )
         assert got == want
+    peek_agrees(path)
+
+
+def test_damage_is_counted_once_across_shards(tmp_path):
+    """Frames the decoder skips are counted by one shard each: a TCP segment whose IPv4 header
+    checksum is bad (its owner, told by its raw headers), a non-IP frame and a truncated one
+    (shard 0, which decodes every frame no header tells); then a capture cut mid-record."""
+    frames = pcapgen.time_wait_pileup(count=40)
+    damaged = []
+    for i, (ts, buf) in enumerate(frames):
+        if i % 7 == 3:  # a bad IPv4 header checksum: dropped before connection handling
+            buf = buf[:24] + bytes([buf[24] ^ 0xFF]) + buf[25:]
+        damaged.append((ts, buf))
+    t0 = frames[0][0]
+    damaged.append((t0 + 0.5, b"\xff" * 12 + b"\x08\x06" + b"\x00" * 28))  # ARP
+    damaged.append((t0 + 0.6, frames[0][1][:20]))  # Ethernet + 6 bytes of IPv4
+    damaged.sort(key=lambda f: f[0])
+    path = tmp_path / "damaged.pcap"
+    pcapgen.write_pcap(path, damaged)
+    one = run("flows", path, "--format", "json")
+    assert "undecodable" in one.stderr, one.stderr
+    for jobs in (2, 3):
+        same_bytes(one, run("flows", path, "--format", "json", "-j", jobs), "json")
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(path.read_bytes()[:-30])
+    one = run("flows", cut, "--format", "json")
+    assert "Warning" in one.stderr
+    same_bytes(one, run("flows", cut, "--format", "json", "-j", 2), "json")

@@ -108,6 +108,7 @@ def flows(
       flowlens flows capture.pcap --wide
       flowlens flows capture.pcap --format parquet -o flows.parquet
       flowlens flows capture.pcap --community-id-seed 1 --format json
+      flowlens flows big.pcap --jobs 0 --format json
     """
     sink = Output(output, fmt, capture)
     selection = selection_from(kwargs)
@@ -126,7 +127,7 @@ def flows(
 
     per_proto: Counter = Counter()  # connections by protocol name
     if jobs > 1:
-        from ..core.pipeline import Pipeline
+        from ..core.pipeline import Pipeline, merge_shard_facts
         from ..core.shard import ShardedRun
 
         Pipeline(capture, config).close()  # (an unreadable capture fails here, before forking)
@@ -141,10 +142,7 @@ def flows(
         def work(conn):
             return conn.to_record() if selection.matches(conn) else None
 
-        def facts(pipe):
-            return pipe.summary_lines(), pipe.notes(), pipe.stats.frames
-
-        run = ShardedRun(make, work, facts, jobs)
+        run = ShardedRun(make, work, Pipeline.shard_facts, jobs)
 
         def rows():
             for r in run:
@@ -187,7 +185,7 @@ def flows(
         if progress is not None:
             progress.close()
     if jobs > 1:
-        damage, notes, frames = run.finished[0]  # (every shard reads every frame)
+        damage, notes, frames = merge_shard_facts(capture, run.finished)
     else:
         damage, notes, frames = pipe.summary_lines(), pipe.notes(), pipe.stats.frames
     report_damage(damage)

@@ -209,7 +209,7 @@ class Pipeline:
 
     @cython.locals(
         table=ConnectionTable, pkt=Packet, finished=list, ref=FrameRef, offset=cython.longlong,
-        k=cython.int, n=cython.int,
+        k=cython.int, n=cython.int, r=cython.int,
     )  # fmt: skip
     def _frames(self, cap, offset: int) -> Iterator[Connection]:
         """Decode one file's frames into the table, yielding the connections that finish."""
@@ -229,12 +229,24 @@ class Pipeline:
             for ref in cap.frames():
                 if offset:
                     ref.frame += offset  # (the reader sets it afresh for each frame)
-                if bpf is None or bpf.matches(
+                finished = None
+                if bpf is not None and not bpf.matches(
                     ref.linktype, ref.buf[ref.start : ref.end], ref.wirelen
                 ):
+                    pkt = None  # turned away by the read filter (counted in bpf.rejected)
+                elif n == 1:
                     pkt = decode(ref)
                 else:
-                    pkt = None  # turned away by the read filter (counted in bpf.rejected)
+                    r = peek_route(ref, n)
+                    if r == k:
+                        pkt = decode(ref)
+                    elif r >= 0:  # another shard's segment: not decoded here, the clock moves
+                        pkt = None
+                        finished = table.advance(ref.ts_ns)
+                    elif k == 0:  # shard 0 counts what the decoder counts of such frames
+                        pkt = decode(ref)
+                    else:
+                        pkt = self._decode_uncounted(ref)
                 if pkt is not None:
                     if n > 1 and route(pkt, n) != k and (pkt.encap is not None or pkt.proto != 17):
                         # another shard's (every shard keeps every UDP flow, so that a tunnel's
@@ -249,11 +261,11 @@ class Pipeline:
                         finished = table.add(pkt)
                     else:  # out of a tunnel: the outer UDP flows first, then tunnel_parents
                         finished = table.add_encapsulated(pkt)
-                    if finished:
-                        if len(finished) > 1:
-                            finished.sort(key=_batch_key)
-                        self.emit_frame = ref.frame
-                        yield from finished
+                if finished:
+                    if len(finished) > 1:
+                        finished.sort(key=_batch_key)
+                    self.emit_frame = ref.frame
+                    yield from finished
                 if ref.frame % _PROGRESS_EVERY == 0:
                     if progress is not None:
                         progress(ref.frame, _tell(raw), size)
@@ -261,6 +273,17 @@ class Pipeline:
                         gc.collect()
             if progress is not None:
                 progress(offset + cap.stats.frames, _tell(raw), size)
+
+    def _decode_uncounted(self, ref):
+        """Decode a frame every shard decodes, leaving the decoder's counts as they were (shard
+        0 counts it): the same packet, the same state (fragments, tunnels) in every shard."""
+        d = self.decoder
+        kept = d.skipped, d.non_ip, d.tunnel_errors, d.offloaded
+        d.skipped, d.non_ip, d.tunnel_errors = Counter(), Counter(), Counter()
+        try:
+            return d.decode_frame(ref)
+        finally:
+            d.skipped, d.non_ip, d.tunnel_errors, d.offloaded = kept
 
     def notes(self) -> list[str]:
         """Facts about the capture that are no damage (CaptureStats.notes): said once, by the
@@ -276,27 +299,70 @@ class Pipeline:
             lines += [f"{f.path}: {f.error}" for f in self.files if f.error]
         else:
             lines = self.stats.warnings()
-        if self.skipped and not self._rotation:
-            total = sum(self.skipped.values())
-            reasons = ", ".join(f"{n} {why}" for why, n in self.skipped.most_common())
-            lines.append(
-                f"{self.path}: skipped {total} undecodable frame{'' if total == 1 else 's'} "
-                f"({reasons})"
-            )
-        errors = self.decoder.tunnel_errors
-        if errors:
-            reasons = ", ".join(f"{n} {why}" for why, n in errors.most_common())
-            lines.append(
-                f"{self.path}: {sum(errors.values())} tunnel headers not decapsulated ({reasons}); "
-                f"their UDP datagrams are analysed as UDP"
-            )
-        pending = self.decoder.pending_fragments
-        if pending:
-            lines.append(
-                f"{self.path}: {pending} fragmented IP datagrams never completed "
-                f"(fragments missing from the capture; not analysed)"
-            )
-        return lines
+        return _damage_lines(
+            self.path,
+            lines,
+            self.skipped if not self._rotation else Counter(),
+            self.decoder.tunnel_errors,
+            self.decoder.pending_fragments,
+        )
+
+    def shard_facts(self) -> dict:
+        """What one shard of a sharded run (flowlens.core.shard) hands back for the run's
+        diagnostics: shard 0 decoded every frame no shard could be told by its headers and
+        counted what they held; the others counted only their own frames (merge_shard_facts)."""
+        d = self.decoder
+        return {
+            "warnings": self.stats.warnings(),
+            "notes": self.notes(),
+            "frames": self.stats.frames,
+            "skipped": d.skipped,
+            "tunnel_errors": d.tunnel_errors,
+            "non_ip": d.non_ip,
+            "offloaded": d.offloaded,
+            "pending": d.pending_fragments,
+        }
+
+
+def merge_shard_facts(path: str, facts: list[dict]) -> tuple[list[str], list[str], int]:
+    """(damage lines, notes, frames) of a sharded run: the one pipeline's `summary_lines()`,
+    `notes()` and frame count, from its shards' `shard_facts()`."""
+    skipped: Counter = Counter()
+    errors: Counter = Counter()
+    for f in facts:
+        skipped.update(f["skipped"])
+        errors.update(f["tunnel_errors"])
+    first = facts[0]  # (every shard read every frame: the capture's own facts are the same)
+    lines = _damage_lines(path, list(first["warnings"]), skipped, errors, first["pending"])
+    return lines, first["notes"], first["frames"]
+
+
+def _by_count(counts: Counter) -> list:
+    # most first, ties by name: the same order whatever order the counts were made in
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _damage_lines(
+    path: str, lines: list[str], skipped: Counter, errors: Counter, pending: int
+) -> list[str]:
+    if skipped:
+        total = sum(skipped.values())
+        reasons = ", ".join(f"{n} {why}" for why, n in _by_count(skipped))
+        lines.append(
+            f"{path}: skipped {total} undecodable frame{'' if total == 1 else 's'} ({reasons})"
+        )
+    if errors:
+        reasons = ", ".join(f"{n} {why}" for why, n in _by_count(errors))
+        lines.append(
+            f"{path}: {sum(errors.values())} tunnel headers not decapsulated ({reasons}); "
+            f"their UDP datagrams are analysed as UDP"
+        )
+    if pending:
+        lines.append(
+            f"{path}: {pending} fragmented IP datagrams never completed "
+            f"(fragments missing from the capture; not analysed)"
+        )
+    return lines
 
 
 # ---------------------------------------------------------------- shards (flowlens.core.shard)
@@ -311,6 +377,7 @@ _MIX2 = cython.declare(cython.ulonglong, 0xC2B2AE35)
 
 @cython.cfunc
 @cython.inline
+@cython.returns(cython.ulonglong)
 @cython.locals(x=bytes, h=cython.ulonglong, i=cython.Py_ssize_t, n=cython.Py_ssize_t)
 def _fnv(x: bytes) -> cython.ulonglong:
     """FNV-1a, 32 bits, of one packed address."""
@@ -322,13 +389,34 @@ def _fnv(x: bytes) -> cython.ulonglong:
 
 
 @cython.cfunc
-@cython.locals(h=cython.ulonglong)
+@cython.returns(cython.ulonglong)
+@cython.locals(seed=cython.ulonglong)
 def _pair_hash(a: bytes, b: bytes, seed: cython.ulonglong) -> cython.ulonglong:
     """The two addresses' FNV-1a summed (the same either way round), with the ports, mixed by
     MurmurHash3's fmix32 so that every bit reaches the low bits the shard is taken from (Linux
     gives connect() even ports); the same in every process, where Python's hash of bytes is
     salted per process."""
-    h = (_fnv(a) + _fnv(b) + seed * _GOLDEN) & _M32
+    return _mix(_fnv(a) + _fnv(b) + seed * _GOLDEN)
+
+
+@cython.cfunc
+@cython.inline
+@cython.returns(cython.ulonglong)
+@cython.locals(d=cython.p_uchar, n=cython.Py_ssize_t, h=cython.ulonglong, i=cython.Py_ssize_t)
+def _fnv_at(d: cython.p_uchar, n: cython.Py_ssize_t) -> cython.ulonglong:
+    """_fnv over `n` bytes at `d` (an address inside a frame)."""
+    h = _FNV_BASIS
+    for i in range(n):
+        h = ((h ^ d[i]) * _FNV_PRIME) & _M32
+    return h
+
+
+@cython.cfunc
+@cython.inline
+@cython.returns(cython.ulonglong)
+@cython.locals(h=cython.ulonglong)
+def _mix(h: cython.ulonglong) -> cython.ulonglong:
+    h &= _M32
     h ^= h >> 16
     h = (h * _MIX1) & _M32
     h ^= h >> 13
@@ -338,6 +426,74 @@ def _pair_hash(a: bytes, b: bytes, seed: cython.ulonglong) -> cython.ulonglong:
 
 
 @cython.ccall
+@cython.returns(cython.int)
+@cython.locals(
+    ref=FrameRef, n=cython.int, d=cython.p_uchar, size=cython.Py_ssize_t, off=cython.Py_ssize_t,
+    lt=cython.int, etype=cython.int, ihl=cython.Py_ssize_t, a=cython.Py_ssize_t,
+    alen=cython.Py_ssize_t, t=cython.Py_ssize_t, ports=cython.ulonglong,
+)  # fmt: skip
+def peek_route(ref: FrameRef, n: int) -> int:
+    """`route` of a frame's packet read off its raw headers, without decoding it, or -1 when
+    the frame is anything but the common case: an unfragmented TCP segment in IPv4 (or IPv6
+    with no extension header) in Ethernet (one VLAN tag at most), Linux cooked capture v1/v2,
+    raw IP or BSD loopback. The same hash over the same bytes as `route`, so a shard skips the
+    decoding of another shard's segments; every other frame (UDP, which every shard keeps,
+    ICMP, fragments, tunnels, other link layers) is decoded by every shard. Not compiled, it
+    always says -1."""
+    if not cython.compiled:
+        return -1
+    d = ref.buf
+    d += ref.start
+    size = ref.end - ref.start
+    lt = ref.linktype
+    if lt == 1:  # LINKTYPE_ETHERNET
+        if size < 14:
+            return -1
+        etype = (d[12] << 8) | d[13]
+        off = 14
+        if etype == 0x8100:  # one 802.1Q tag
+            if size < 18:
+                return -1
+            etype = (d[16] << 8) | d[17]
+            off = 18
+    elif lt == 113:  # LINKTYPE_LINUX_SLL: the protocol at 14
+        if size < 16:
+            return -1
+        etype = (d[14] << 8) | d[15]
+        off = 16
+    elif lt == 276:  # LINKTYPE_LINUX_SLL2: the protocol first
+        if size < 20:
+            return -1
+        etype = (d[0] << 8) | d[1]
+        off = 20
+    elif lt == 101 or lt == 12 or lt == 14 or lt == 228 or lt == 229 or lt == 0 or lt == 108:
+        off = 4 if lt == 0 or lt == 108 else 0  # (BSD loopback: a 4-byte address family)
+        if size <= off:
+            return -1
+        etype = 0x0800 if d[off] >> 4 == 4 else (0x86DD if d[off] >> 4 == 6 else 0)
+    else:
+        return -1
+    if etype == 0x0800:
+        if size < off + 20 or d[off] >> 4 != 4 or d[off + 9] != 6:
+            return -1
+        ihl = (d[off] & 15) * 4
+        if ihl < 20 or (d[off + 6] & 0x3F) or d[off + 7]:  # (MF or an offset: a fragment)
+            return -1
+        a, alen, t = off + 12, 4, off + ihl
+    elif etype == 0x86DD:
+        if size < off + 40 or d[off] >> 4 != 6 or d[off + 6] != 6:
+            return -1
+        a, alen, t = off + 8, 16, off + 40
+    else:
+        return -1
+    if size < t + 4:
+        return -1
+    ports = (((d[t] << 8) | d[t + 1]) ^ ((d[t + 2] << 8) | d[t + 3])) | (6 << 16)
+    return _mix(_fnv_at(d + a, alen) + _fnv_at(d + a + alen, alen) + ports * _GOLDEN) % n
+
+
+@cython.ccall
+@cython.returns(cython.int)
 @cython.locals(pkt=Packet, n=cython.int, proto=cython.int)
 def route(pkt: Packet, n: int) -> int:
     """The shard (0 .. n-1) that owns `pkt`'s connection: a hash of its unordered 5-tuple for
@@ -353,6 +509,7 @@ def route(pkt: Packet, n: int) -> int:
 
 
 @cython.ccall
+@cython.returns(cython.int)
 @cython.locals(c=Connection, n=cython.int, proto=cython.int)
 def owner(c: Connection, n: int) -> int:
     """The shard that owns connection `c`: `route` of its packets. Only its owner yields it
@@ -364,6 +521,7 @@ def owner(c: Connection, n: int) -> int:
 
 
 @cython.ccall
+@cython.returns(cython.int)
 @cython.locals(pkt=Packet, n=cython.int, proto=cython.int, sport=cython.int, dport=cython.int)
 def quote_route(pkt: Packet, n: int) -> int:
     """The shard of the flow an ICMP error quotes (-1 for a packet that is no error)."""
