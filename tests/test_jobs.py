@@ -47,6 +47,40 @@ def test_flows_on_every_sample_is_the_same_with_any_number_of_jobs(sample):
         same_bytes(one, run("flows", sample, "--format", "json", "--jobs", jobs), "json")
 
 
+COMMANDS = [
+    ("rtt", "--format", "json"),
+    ("rtt", "--by", "server", "--format", "json"),
+    ("rtt", "--by", "pair", "--format", "csv"),
+    ("rtt", "--samples", "--format", "json"),
+    ("rtt",),
+    ("states", "--format", "json"),
+    ("states", "--at", "end", "--format", "json"),
+    ("states", "--listening", "--format", "json"),
+    ("states", "--state", "time-wait", "--wide"),
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
+def test_rtt_and_states_are_the_same_with_jobs(sample, args):
+    """Each shard makes its connections' rows or parts (RTT groups, socket spans, listeners),
+    and the merging process adds them in the one-process order."""
+    one = run(args[0], sample, *args[1:])
+    same_bytes(one, run(args[0], sample, *args[1:], "-j", 3), "json")
+
+
+def test_rtt_and_states_plots_are_drawn_from_the_same_series(tmp_path, monkeypatch):
+    matplotlib = pytest.importorskip("matplotlib")
+    monkeypatch.setitem(matplotlib.rcParams, "svg.hashsalt", "flowlens")  # stable SVG ids
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")  # and a fixed date in the SVG's metadata
+    path = ROOT / "sample_pcaps" / "incident.pcap"
+    for cmd in ("rtt", "states"):
+        run(cmd, path, "--plot", tmp_path / f"{cmd}-1.svg")
+        run(cmd, path, "--plot", tmp_path / f"{cmd}-2.svg", "-j", 2)
+        one, two = ((tmp_path / f"{cmd}-{n}.svg").read_bytes() for n in (1, 2))
+        assert b"<path" in one and one == two, cmd
+
+
 @pytest.mark.parametrize("fmt", ["table", "csv", "zeek", "zeek-json"])
 @pytest.mark.parametrize("sample", ["incident.pcap", "udp-unreachable.pcap", "port-reuse.pcap"])
 def test_flows_every_format_is_the_same_with_jobs(sample, fmt):
@@ -158,7 +192,7 @@ def test_a_failing_shard_stops_the_run_with_its_error(tmp_path):
     def work(conn):
         raise ValueError("boom")
 
-    run_ = ShardedRun(lambda shard: Pipeline(str(path), shard=shard), work, lambda p: None, 2)
+    run_ = ShardedRun(lambda shard: (Pipeline(str(path), shard=shard), work), lambda p: None, 2)
     with pytest.raises(RuntimeError, match="boom"):
         list(run_)
 
@@ -198,9 +232,11 @@ def test_corpus_records_are_the_same_in_shards(path):
     for jobs in (2, 3):
         got = list(
             ShardedRun(
-                lambda shard: Pipeline(str(path), analyzers=[TcpAnalyzer()], shard=shard),
-                lambda c: c.to_record(),
-                lambda p: p.summary_lines(),
+                lambda shard: (
+                    Pipeline(str(path), analyzers=[TcpAnalyzer()], shard=shard),
+                    lambda c: c.to_record(),
+                ),
+                Pipeline.shard_facts,
                 jobs,
             )
         )

@@ -32,6 +32,7 @@ __all__ = [
     "open_pipeline",
     "jobs_option",
     "jobs_for",
+    "ConnectionStream",
     "progress_callback",
     "warn",
     "report_damage",
@@ -442,6 +443,90 @@ jobs_option = click.option(
     help="Worker processes, each owning a hash shard of the connections (0: one per usable "
     "core). The output is the same, byte for byte, as with one.",
 )
+
+
+class ConnectionStream:
+    """`work(conn, analyzers)` of every connection of `path` that is not None, in the order
+    one pipeline yields them: read by one Pipeline, or, with `jobs` > 1 (see `jobs_for`), by
+    hash shards in as many processes (flowlens.core.shard), whose `work` results are merged
+    into the same order. `make_analyzers()` gives a fresh list for each pipeline; `work`
+    receives that list. A progress bar shows on a terminal (`close_progress`). After
+    iteration, `facts` holds the run's `damage` lines, `notes`, `frames`, `first_ts_ns` and
+    `last_ts_ns`."""
+
+    def __init__(
+        self,
+        path: str,
+        config: Config,
+        make_analyzers: Callable[[], list],
+        work: Callable,
+        jobs: int = 1,
+    ) -> None:
+        self.path = path
+        self.config = config
+        self.make_analyzers = make_analyzers
+        self.work = work
+        self.jobs = jobs_for(jobs, path)
+        self.progress = progress_callback(path)
+        self.facts: dict = {}
+        # an unreadable capture (or filter) fails here, before any work or fork
+        try:
+            if self.jobs == 1:
+                self._analyzers = make_analyzers()
+                self._pipe = Pipeline(
+                    path, config, analyzers=self._analyzers, progress=self.progress
+                )
+            else:
+                Pipeline(path, config).close()
+        except BaseException:
+            self.close_progress()
+            raise
+
+    def close_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+
+    def __iter__(self):
+        try:
+            if self.jobs == 1:
+                yield from self._one()
+            else:
+                yield from self._sharded()
+        finally:
+            self.close_progress()
+
+    def _one(self):
+        pipe, analyzers, work = self._pipe, self._analyzers, self.work
+        for conn in pipe:
+            item = work(conn, analyzers)
+            if item is not None:
+                yield item
+        stats = pipe.stats
+        self.facts = {
+            "damage": pipe.summary_lines(),
+            "notes": pipe.notes(),
+            "frames": stats.frames,
+            "first_ts_ns": stats.first_ts_ns,
+            "last_ts_ns": stats.last_ts_ns,
+        }
+
+    def _sharded(self):
+        from ..core.pipeline import merge_shard_facts
+        from ..core.shard import ShardedRun
+
+        progress, work = self.progress, self.work
+
+        def setup(shard):
+            analyzers = self.make_analyzers()
+            pipe = Pipeline(
+                self.path, self.config, analyzers=analyzers,
+                progress=progress if shard[0] == 0 else None, shard=shard,
+            )  # fmt: skip
+            return pipe, lambda conn: work(conn, analyzers)
+
+        run = ShardedRun(setup, Pipeline.shard_facts, self.jobs)
+        yield from run
+        self.facts = merge_shard_facts(self.path, run.finished)
 
 
 def open_pipeline(path: str, config: Config, analyzers=()) -> tuple[Pipeline, object]:

@@ -7,20 +7,18 @@ from collections import Counter
 import click
 
 from ..analyzers.tcpanalysis import TcpAnalyzer
-from ..core.connections import PROTO_NAMES, RECORD_FIELDS
+from ..core.connections import RECORD_FIELDS
 from ..reports.formats import TABLE_WIDTH, plural, utc_cells
 from ._common import (
+    ConnectionStream,
     Output,
     capture_argument,
     community_id_option,
     config_from,
     filter_options,
-    jobs_for,
     jobs_option,
     nothing_line,
-    open_pipeline,
     output_option,
-    progress_callback,
     records_format_option,
     report_damage,
     selection_from,
@@ -113,7 +111,6 @@ def flows(
     sink = Output(output, fmt, capture)
     selection = selection_from(kwargs)
     config = config_from(kwargs)
-    jobs = jobs_for(jobs, capture)
 
     def analyzers() -> list:
         # the TCP analysis counts retransmissions and out-of-order segments into the records;
@@ -125,48 +122,24 @@ def flows(
             out.append(ServiceAnalyzer())
         return out
 
+    matches = selection.matches if selection else None
+
+    def work(conn, _analyzers):
+        return conn.to_record() if matches is None or matches(conn) else None
+
+    stream = ConnectionStream(capture, config, analyzers, work, jobs)
     per_proto: Counter = Counter()  # connections by protocol name
-    if jobs > 1:
-        from ..core.pipeline import Pipeline, merge_shard_facts
-        from ..core.shard import ShardedRun
 
-        Pipeline(capture, config).close()  # (an unreadable capture fails here, before forking)
-        progress = progress_callback(capture)
-
-        def make(shard):
-            return Pipeline(
-                capture, config, analyzers=analyzers(),
-                progress=progress if shard[0] == 0 else None, shard=shard,
-            )  # fmt: skip
-
-        def work(conn):
-            return conn.to_record() if selection.matches(conn) else None
-
-        run = ShardedRun(make, work, Pipeline.shard_facts, jobs)
-
-        def rows():
-            for r in run:
-                per_proto[r["proto"]] += 1
-                yield r
-
-    else:
-        pipe, progress = open_pipeline(capture, config, analyzers())
-        counts = [0] * 256  # connections by IP protocol number (cheaper than a Counter)
-
-        def rows():
-            for conn in selection.filter(pipe):
-                counts[conn.proto] += 1
-                yield conn.to_record()
-            for proto, n in enumerate(counts):
-                if n:
-                    per_proto[PROTO_NAMES.get(proto, str(proto))] += n
+    def rows():
+        for r in stream:
+            per_proto[r["proto"]] += 1
+            yield r
 
     try:
         with sink:
             if fmt == "table":
                 records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
-                if progress is not None:
-                    progress.close()
+                stream.close_progress()
                 times = utc_cells([r["ts"] for r in records], full=wide)
                 records = [table_row(r) | {"ts": t} for r, t in zip(records, times)]
                 columns = TABLE_COLUMNS if wide else SHORT_COLUMNS
@@ -182,12 +155,9 @@ def flows(
             else:
                 sink.records(rows(), RECORD_FIELDS, log_path="conn")
     finally:
-        if progress is not None:
-            progress.close()
-    if jobs > 1:
-        damage, notes, frames = merge_shard_facts(capture, run.finished)
-    else:
-        damage, notes, frames = pipe.summary_lines(), pipe.notes(), pipe.stats.frames
+        stream.close_progress()
+    facts = stream.facts
+    damage, notes, frames = facts["damage"], facts["notes"], facts["frames"]
     report_damage(damage)
     kinds = per_proto
     total = sum(kinds.values())

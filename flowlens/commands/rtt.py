@@ -21,13 +21,14 @@ from ..reports.rtt import (
 )
 from ._common import (
     PICTURE_FORMATS,
+    ConnectionStream,
     Output,
     capture_argument,
     check_output,
     config_from,
     filter_options,
+    jobs_option,
     nothing_line,
-    open_pipeline,
     output_option,
     records_format_option,
     report_damage,
@@ -104,6 +105,7 @@ def _table_row(r: dict) -> dict:
     "a histogram into this image (.png, .svg, .pdf ...).",
 )
 @wide_option
+@jobs_option
 @filter_options
 @table_options
 def rtt(
@@ -114,6 +116,7 @@ def rtt(
     samples: bool,
     plot_path: str | None,
     wide: bool,
+    jobs: int = 1,
     **kwargs,
 ) -> None:
     """Round-trip times in CAPTURE, measured at the capture point, per connection and
@@ -143,27 +146,39 @@ def rtt(
     selection = selection_from(kwargs)
     config = config_from(kwargs)
     check_output(plot_path, formats=PICTURE_FORMATS)
-    rtt = RttCollector()
-    pipe, progress = open_pipeline(capture, config, [rtt])
     series: dict[str, Series] = {}
-    agg = Aggregator(by, rtt) if by != "connection" and not samples else None
+    agg = Aggregator(by, None) if by != "connection" and not samples else None
     seen = [0, 0]  # connections, connections with rows
+    make = sample_rows if samples else connection_rows
+    matches = selection.matches if selection else None
 
-    def plotted(conn) -> None:
-        for label, ts_s, rtt_ms in series_for(conn, by, rtt):
-            s = series.get(label)
-            if s is None:
-                s = series[label] = Series(label)
-            s.ts_s.extend(ts_s)
-            s.rtt_ms.extend(rtt_ms)
+    def work(conn, analyzers):
+        # (where the connection was read: one process, or its shard with --jobs) what it
+        # gives the plot, and its rows or its part of the groups
+        if matches is not None and not matches(conn):
+            return None
+        rtt = analyzers[0]
+        drawn = series_for(conn, by, rtt) if plot_path is not None else None
+        if agg is not None:
+            return drawn, Aggregator(by, rtt).parts(conn)
+        return drawn, make(conn, rtt)
+
+    stream = ConnectionStream(capture, config, lambda: [RttCollector()], work, jobs)
+
+    def taken():
+        for drawn, out in stream:
+            seen[0] += 1
+            if drawn:
+                for label, ts_s, rtt_ms in drawn:
+                    s = series.get(label)
+                    if s is None:
+                        s = series[label] = Series(label)
+                    s.ts_s.extend(ts_s)
+                    s.rtt_ms.extend(rtt_ms)
+            yield out
 
     def rows():
-        make = sample_rows if samples else connection_rows
-        for conn in selection.filter(pipe):
-            seen[0] += 1
-            if plot_path is not None:
-                plotted(conn)
-            out = make(conn, rtt)
+        for out in taken():
             if out:
                 seen[1] += 1
                 yield from out
@@ -172,14 +187,10 @@ def rtt(
     try:
         with sink:
             if agg is not None:
-                for conn in selection.filter(pipe):
-                    seen[0] += 1
-                    if plot_path is not None:
-                        plotted(conn)
-                    agg.add(conn)
+                for parts in taken():
+                    agg.add_parts(parts)
                 records = agg.rows()
-                if progress is not None:
-                    progress.close()
+                stream.close_progress()
                 if fmt == "table":
                     records = [_table_row(r) for r in records]
                 sink.records(
@@ -191,8 +202,7 @@ def rtt(
                 )
             elif fmt == "table":
                 records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
-                if progress is not None:
-                    progress.close()
+                stream.close_progress()
                 if samples:
                     columns = SAMPLE_COLUMNS if wide else SAMPLE_SHORT
                 else:
@@ -208,8 +218,7 @@ def rtt(
             else:
                 sink.records(rows(), fields, log_path="flowlens_rtt")
     finally:
-        if progress is not None:
-            progress.close()
+        stream.close_progress()
     if plot_path is not None:
         from ..reports.rtt import draw_figure
 
@@ -220,9 +229,10 @@ def rtt(
         except OSError as exc:
             raise click.ClickException(f"{plot_path}: {exc.strerror or exc}") from exc
         warn(f"Wrote {plot_path} ({len(series)} series)")
-    report_damage(pipe.summary_lines())
+    facts = stream.facts
+    report_damage(facts["damage"])
     if not seen[0]:
-        warn(nothing_line(capture, pipe.stats.frames, selection))
+        warn(nothing_line(capture, facts["frames"], selection))
     if fmt == "table":
         warn(WHERE)
     if agg is not None:
@@ -232,7 +242,7 @@ def rtt(
     matching = " matching the filters" if selection else ""
     warn(
         f"{made}, from {plural(seen[0], 'connection')}{matching} in "
-        f"{plural(pipe.stats.frames, 'frame')}"
+        f"{plural(facts['frames'], 'frame')}"
     )
 
 

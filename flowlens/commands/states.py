@@ -20,12 +20,13 @@ from ..reports.states import (
 )
 from ._common import (
     PICTURE_FORMATS,
+    ConnectionStream,
     Output,
     capture_argument,
     check_output,
     config_from,
+    jobs_option,
     nothing_line,
-    open_pipeline,
     output_option,
     records_format_option,
     report_damage,
@@ -118,6 +119,7 @@ def _states(ctx, param, values):
     "like connected (repeatable).",
 )
 @wide_option
+@jobs_option
 @table_options
 def states(
     capture: str,
@@ -131,6 +133,7 @@ def states(
     ports,
     states,
     wide: bool = False,
+    jobs: int = 1,
     **kwargs,
 ) -> None:
     """Rebuild, for every host seen in CAPTURE, how many TCP sockets it had in each state (ss -s),
@@ -165,16 +168,15 @@ def states(
     check_output(plot_path, formats=PICTURE_FORMATS)
     sink = Output(output, fmt, capture)
     config = config_from(kwargs)
-    pipe, progress = open_pipeline(capture, config)
     index = SocketStates(hosts, ports, states)
-    try:
-        for conn in pipe:
-            index.add(conn)
-    finally:
-        if progress is not None:
-            progress.close()
-    report_damage(pipe.summary_lines())
-    first, last = pipe.stats.first_ts_ns, pipe.stats.last_ts_ns
+    # each connection's spans are made where it was read (a shard, with --jobs) and added in
+    # the one-process order
+    stream = ConnectionStream(capture, config, list, lambda c, _a: index.parts(c), jobs)
+    for parts in stream:
+        index.add_parts(parts)
+    facts = stream.facts
+    report_damage(facts["damage"])
+    first, last = facts["first_ts_ns"], facts["last_ts_ns"]
     filtered = bool(hosts or ports or states)
     ts = where = None
     if at is not None and first is not None and last is not None:
@@ -182,7 +184,7 @@ def states(
         where = _moment(capture, at, ts, first, last)  # raises before the first packet
     if first is None or last is None or (not index.spans and not listening):
         # nothing to count: say so, and print the empty shape of what was asked for
-        warn(nothing_line(capture, pipe.stats.frames, filtered, noun="TCP connection"))
+        warn(nothing_line(capture, facts["frames"], filtered, noun="TCP connection"))
         with sink:
             if listening:
                 sink.records([], LISTENING_FIELDS, log_path="flowlens_states")

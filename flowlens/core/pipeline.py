@@ -316,6 +316,8 @@ class Pipeline:
             "warnings": self.stats.warnings(),
             "notes": self.notes(),
             "frames": self.stats.frames,
+            "first_ts_ns": self.stats.first_ts_ns,
+            "last_ts_ns": self.stats.last_ts_ns,
             "skipped": d.skipped,
             "tunnel_errors": d.tunnel_errors,
             "non_ip": d.non_ip,
@@ -324,17 +326,22 @@ class Pipeline:
         }
 
 
-def merge_shard_facts(path: str, facts: list[dict]) -> tuple[list[str], list[str], int]:
-    """(damage lines, notes, frames) of a sharded run: the one pipeline's `summary_lines()`,
-    `notes()` and frame count, from its shards' `shard_facts()`."""
+def merge_shard_facts(path: str, facts: list[dict]) -> dict:
+    """The run's facts from its shards' `shard_facts()`: `damage` (the one pipeline's
+    `summary_lines()`), `notes`, `frames`, `first_ts_ns` and `last_ts_ns`."""
     skipped: Counter = Counter()
     errors: Counter = Counter()
     for f in facts:
         skipped.update(f["skipped"])
         errors.update(f["tunnel_errors"])
     first = facts[0]  # (every shard read every frame: the capture's own facts are the same)
-    lines = _damage_lines(path, list(first["warnings"]), skipped, errors, first["pending"])
-    return lines, first["notes"], first["frames"]
+    return {
+        "damage": _damage_lines(path, list(first["warnings"]), skipped, errors, first["pending"]),
+        "notes": first["notes"],
+        "frames": first["frames"],
+        "first_ts_ns": first["first_ts_ns"],
+        "last_ts_ns": first["last_ts_ns"],
+    }
 
 
 def _by_count(counts: Counter) -> list:

@@ -21,9 +21,10 @@ than one table; a capture with that many attempts within their retry schedule ma
 there.
 
 What crosses the process boundary is whatever the caller's `work(conn)` returns (a record, a
-row), in batches, and each worker's `finish(pipeline)` at the end (the pipeline's facts and its
-analyzers' results, for the caller to merge). The workers are forked, so `work` and `finish`
-may be closures.
+row, a report's per-connection part), in batches, and each worker's `finish(pipeline)` at the
+end (the pipeline's facts, `Pipeline.shard_facts`). A command that aggregates over
+connections does so in the parent from those parts, in the one-process order, so its result
+is the one process's too. The workers are forked, so `setup` and `finish` may be closures.
 """
 
 from __future__ import annotations
@@ -54,22 +55,21 @@ def usable_cores() -> int:
 
 
 class ShardedRun:
-    """Run `make_pipeline(shard)` in `jobs` forked workers, `shard` = (k, jobs), and iterate
-    over `work(conn)` of every connection they yield, in the order one pipeline would yield
+    """Run `setup((k, jobs))` in each of `jobs` forked workers: it returns (a Pipeline made with
+    `shard=(k, jobs)`, and `work(conn)`, bound to that pipeline's analyzers). Iterating gives
+    `work(conn)` of every connection the shards own, in the order one pipeline would yield
     them (`work` returning None drops a connection). After iteration, `finished[k]` is what
-    worker k's `finish(pipeline)` returned."""
+    `finish(pipeline)` returned in worker k."""
 
     def __init__(
         self,
-        make_pipeline: Callable[[tuple[int, int]], Any],
-        work: Callable[[Any], Any],
+        setup: Callable[[tuple[int, int]], tuple[Any, Callable[[Any], Any]]],
         finish: Callable[[Any], Any],
         jobs: int,
     ) -> None:
         if jobs < 2:
             raise ValueError("a sharded run needs at least 2 jobs")
-        self.make_pipeline = make_pipeline
-        self.work = work
+        self.setup = setup
         self.finish = finish
         self.jobs = jobs
         self.finished: list[Any] = [None] * jobs
@@ -79,8 +79,7 @@ class ShardedRun:
         send = conn.send_bytes
         try:
             n = self.jobs
-            pipe = self.make_pipeline((k, n))
-            work = self.work
+            pipe, work = self.setup((k, n))
             for c in pipe:
                 if owner(c, n) != k:
                     continue  # a tunnel another shard owns (kept here for its uid)

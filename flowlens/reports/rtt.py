@@ -319,9 +319,14 @@ class Aggregator:
         self.groups: dict[tuple, _Group] = {}
 
     def add(self, conn: Connection) -> None:
+        self.add_parts(self.parts(conn))
+
+    def parts(self, conn: Connection) -> list[tuple]:
+        """What `conn` adds to its groups, as plain values (a shard of `--jobs` hands them to
+        the process that merges: `add_parts` in the order one process would add them)."""
         st = self.rtt.state_of(conn)
-        legs = _LEGS_BY[self.by]
-        for leg in legs:
+        out = []
+        for leg in _LEGS_BY[self.by]:
             hs = _handshake_leg(conn, leg)
             s = st.samples[leg] if st is not None else None
             if hs is None and s is None:
@@ -332,24 +337,32 @@ class Aggregator:
                 key = (conn.orig_h, leg)
             else:
                 key = (conn.orig_h, conn.resp_h, leg)
+            karn = st.karn_skipped[leg] if st is not None else 0
+            if s is None:
+                out.append((key, hs, karn, None, None, None))
+            else:
+                out.append((key, hs, karn, s.totals(), s.rtts_ns(), list(s.by_source)))
+        return out
+
+    def add_parts(self, parts: list[tuple]) -> None:
+        for key, hs, karn, totals, rtts, by_source in parts:
             g = self.groups.get(key)
             if g is None:
                 g = self.groups[key] = _Group()
             g.conns += 1
             if hs is not None:
                 g.handshakes.append(hs)
-            if st is not None:
-                g.karn_skipped += st.karn_skipped[leg]
-            if s is None:
+            g.karn_skipped += karn
+            if totals is None:
                 continue
-            count, total, total_sq, lo, hi = s.totals()
-            g.rtts.extend(s.rtts_ns())
+            count, total, total_sq, lo, hi = totals
+            g.rtts.extend(rtts)
             g.count += count
             g.total += total
             g.total_sq += total_sq
             g.lo = lo if g.lo is None else min(g.lo, lo)
             g.hi = hi if g.hi is None else max(g.hi, hi)
-            for i, n in enumerate(s.by_source):
+            for i, n in enumerate(by_source):
                 if n:
                     g.sources[SOURCES[i]] += n
 

@@ -136,21 +136,45 @@ class SocketStates:
 
     def add(self, conn: Connection) -> None:
         """Take one finished connection (then it can be dropped)."""
+        parts = self.parts(conn)
+        if parts is not None:
+            self.add_parts(parts)
+
+    def parts(self, conn: Connection) -> tuple | None:
+        """What `conn` adds, as plain values (its kept spans, and what it tells of its
+        responder's port), or None for a connection that is not TCP: a shard of `--jobs` hands
+        them to the process that merges them with `add_parts`."""
         if conn.tcp is None:
-            return
-        self.connections += 1
-        self.spans.extend(s for s in endpoint_spans(conn) if self._keep(s))
+            return None
+        spans = [s for s in endpoint_spans(conn) if self._keep(s)]
         t = conn.tcp
         host = format_addr(conn.resp_h)
         if self.hosts and host not in self.hosts or self.ports and conn.resp_p not in self.ports:
-            return
+            return spans, None
         accepted = t.synack_count[1] > 0 and t.syn_count[1] == 0  # not a simultaneous open
-        if accepted or t.rejected:
-            entry = self._listeners[(host, conn.resp_p)]
+        if not (accepted or t.rejected):
+            return spans, None
+        listen = (
+            host,
+            conn.resp_p,
+            accepted,
+            t.rejected,
+            format_addr(conn.orig_h),
+            conn.first_ts_ns,
+        )
+        return spans, listen
+
+    def add_parts(self, parts: tuple) -> None:
+        spans, listen = parts
+        self.connections += 1
+        self.spans.extend(spans)
+        if listen is not None:
+            host, port, accepted, rejected, client, first_ns = listen
+            entry = self._listeners[(host, port)]
             entry.accepted += accepted
-            entry.refused += t.rejected
-            entry.clients.add(format_addr(conn.orig_h))
-            entry.seen(conn.first_ts_ns)
+            entry.refused += rejected
+            entry.clients.add(client)
+            entry.seen(first_ns)
 
     # ------------------------------------------------------------------ counting
     def host_list(self) -> list[str]:
