@@ -332,6 +332,16 @@ def test_zero_window(tmp_path):
     assert d["closed_s"] == pytest.approx(2.1, abs=0.01)
 
 
+def test_linux_zero_window_probes_are_no_keep_alives(tmp_path):
+    """Linux's persist-timer probes (SEQ = SND.UNA - 1, no data, while the peer's window is 0)
+    are the zero_window finding's probes; no keep_alive finding says the connection idled."""
+    found = findings(tmp_path, "linux-zwp", pcapgen.linux_zero_window_probe())
+    assert [a.kind for a in found] == ["zero_window"]
+    d = found[0].details
+    assert (d["probes"], d["probe_acks"], d["still_closed"]) == (3, 3, False)
+    assert "3 zero-window probes" in found[0].summary
+
+
 def test_keep_alive(tmp_path):
     a = only(findings(tmp_path, "keep-alive"), "keep_alive")
     assert a.severity == "info"
