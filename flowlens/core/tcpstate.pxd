@@ -29,6 +29,7 @@ cdef class TcpTracker:
     cdef long long _synack_ack[2]
     cdef long long _cw_sent[2]
     cdef long long _fw2_last[2]
+    cdef long long _late_fin[2]
     cdef public object rst_ignored
     cdef public object rst_ignored_then
     cdef list _notes
@@ -89,6 +90,7 @@ cdef class TcpTracker:
     cdef void _infer(self, int side, long long ts_ns, long long frame, str why)
     cdef bint _inferred(self)
     cdef void _synack_missing(self, int side, long long ack, long long ts_ns, long long frame)
+    cdef void _fin_reaches(self, int side, long long ts_ns, long long frame)
     cdef void _fin(self, int side, int flags, long long fin_seq, long long ack, long long ts_ns, long long frame)
     cpdef bint _fully_closed(self)
     cdef void _note_closed(self, long long ts_ns)

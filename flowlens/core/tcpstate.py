@@ -157,6 +157,8 @@ class TcpTracker:
         "_synack_ack",  # [per side] the ACK field of its first SYN/ACK (the peer's ISN + 1)
         "_cw_sent",  # [per side] payload bytes it sent while in CLOSE_WAIT (a half-close's data)
         "_fw2_last",  # [per side] ts_ns of the last packet it sent while in FIN_WAIT_2
+        "_late_fin",  # [per side] ts_ns of the peer's FIN that came after its orphan timer ran
+        # out (see `_fin_reaches`), _UNSET: none
         "rst_ignored",  # the first RST no endpoint accepts (see `_rst_valid`): (ts_ns, frame,
         # sender, reason) or None
         "rst_ignored_then",  # frame of the first packet after it (the connection went on)
@@ -220,6 +222,7 @@ class TcpTracker:
         self._synack_ack = [_UNSET, _UNSET]
         self._cw_sent = [0, 0]
         self._fw2_last = [_UNSET, _UNSET]
+        self._late_fin = [_UNSET, _UNSET]
         self.rst_ignored = None
         self.rst_ignored_then = None
         self._notes = None
@@ -365,10 +368,11 @@ class TcpTracker:
     )
     def spells(self) -> tuple[list | None, list | None]:
         """The times a side sat in CLOSE_WAIT, and in FIN_WAIT_2: for each,
-        [[side, start_ns, end_ns or None, frame or None]] in timeline order, or None when
-        there were none. A spell ends at that side's next state change; None when it lasted
-        to the end of the timeline. (Read from the arrays: this runs for every closed
-        connection.)"""
+        [[side, start_ns, end_ns or None, frame or None, timed_out]] in timeline order, or None
+        when there were none. A spell ends at that side's next state change, or when its timer
+        ran out if sooner (an orphaned FIN_WAIT_2's tcp_fin_timeout: `_timer_end`, as `spans`
+        says; `timed_out` is then True); None when it lasted to the end of the timeline. (Read from the arrays: this runs
+        for every closed connection.)"""
         close_wait = fin_wait_2 = None
         open0 = open1 = None  # per side: the spell it sits in, if any
         for i in range(self._tl_n):
@@ -386,7 +390,7 @@ class TcpTracker:
                 open1 = None
             if code != _S_CLOSE_WAIT and code != _S_FIN_WAIT_2:
                 continue
-            spell = [side, ts, None, None if frame == _UNSET else frame]
+            spell = [side, ts, None, None if frame == _UNSET else frame, False]
             if code == _S_CLOSE_WAIT:
                 if close_wait is None:
                     close_wait = []
@@ -399,6 +403,11 @@ class TcpTracker:
                 open0 = spell
             else:
                 open1 = spell
+        for spell in fin_wait_2 or ():
+            end = self._timer_end(spell[0], _S_FIN_WAIT_2, spell[1])
+            if end != _UNSET and (spell[2] is None or end < spell[2]):
+                spell[2] = end
+                spell[4] = True
         return close_wait, fin_wait_2
 
     @cython.locals(last=cython.longlong, cut=cython.longlong)
@@ -753,6 +762,7 @@ class TcpTracker:
         self._snd_max[0], self._snd_max[1] = self._snd_max[1], self._snd_max[0]
         self._cw_sent[0], self._cw_sent[1] = self._cw_sent[1], self._cw_sent[0]
         self._fw2_last[0], self._fw2_last[1] = self._fw2_last[1], self._fw2_last[0]
+        self._late_fin[0], self._late_fin[1] = self._late_fin[1], self._late_fin[0]
         self._last_ack[0], self._last_ack[1] = self._last_ack[1], self._last_ack[0]
         self._last_win[0], self._last_win[1] = self._last_win[1], self._last_win[0]
         self._synack_ack[0], self._synack_ack[1] = self._synack_ack[1], self._synack_ack[0]
@@ -819,6 +829,16 @@ class TcpTracker:
             self._cw_sent[side] += plen
         elif self._state[side] == _S_FIN_WAIT_2:
             self._fw2_last[side] = ts_ns
+            if self._late_fin[side] != _UNSET:
+                # it answers (no RST) the FIN that came after its orphan timer would have run
+                # out: the socket had no such timer (see _timer_end), so that FIN reached it
+                # and it entered TIME_WAIT then (as _fin would have done), known only now
+                self._set(
+                    side, _S_TIME_WAIT,
+                    self._late_fin[side] if self._late_fin[side] >= self._timeline_max_ns
+                    else ts_ns, frame,
+                )  # fmt: skip
+                self._late_fin[side] = _UNSET
         # what the window check of a later RST needs (RFC 9293 §3.10.7.4): how far each side
         # sent, and what it last acknowledged and advertised
         end = (seq + plen + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)) & 0xFFFFFFFF
@@ -969,11 +989,11 @@ class TcpTracker:
             self.fin_style = "3way" if self._fin_acked_by_fin[peer] else "4way"
             self._set(side, _S_LAST_ACK, ts_ns, frame)
             s = self._state[peer]
-            if s == _S_FIN_WAIT_1 or s == _S_FIN_WAIT_2:
+            if s == _S_FIN_WAIT_1 or s == _S_CLOSING:
                 # The FIN (and, in the 3-way case, its ACK) reaches the active closer.
                 self._set(peer, _S_TIME_WAIT, ts_ns, frame)
-            elif s == _S_CLOSING:
-                self._set(peer, _S_TIME_WAIT, ts_ns, frame)
+            elif s == _S_FIN_WAIT_2:
+                self._fin_reaches(peer, ts_ns, frame)
         else:
             # Simultaneous close: this FIN left before the peer's FIN arrived.
             self.fin_style = "simultaneous"
@@ -982,8 +1002,22 @@ class TcpTracker:
             if s == _S_FIN_WAIT_1 or s == _S_CLOSE_WAIT or s == _S_ESTABLISHED:
                 self._set(peer, _S_CLOSING, ts_ns, frame)
             elif s == _S_FIN_WAIT_2:
-                self._set(peer, _S_TIME_WAIT, ts_ns, frame)
+                self._fin_reaches(peer, ts_ns, frame)
         self._note_closed(ts_ns)
+
+    def _fin_reaches(self, side: int, ts_ns: int, frame: int) -> None:
+        """The peer's FIN arrives at `side`, in FIN_WAIT_2: TIME_WAIT (RFC 9293 §3.10.7.4,
+        FIN-WAIT-2 STATE: "Enter the TIME-WAIT state"), unless `side` was an orphan whose
+        tcp_fin_timeout had run out by then (see `_timer_end`). That socket is gone: the FIN
+        finds no TCB, the CLOSED state of RFC 9293 §3.10.7.1 ("An incoming segment not
+        containing a RST causes a RST to be sent in response"), as Linux does (tcp_v4_rcv finds
+        no socket and calls tcp_v4_send_reset); `side` stays as it was, its FIN_WAIT_2 ending
+        on the timer (`state_at`, `spans`, `spells`). Should it answer the FIN all the same
+        (not with a RST), it had no such timer and enters TIME_WAIT then (`packet`)."""
+        if self.state_index_at(side, ts_ns) == _S_CLOSED:
+            self._late_fin[side] = ts_ns
+            return
+        self._set(side, _S_TIME_WAIT, ts_ns, frame)
 
     @cython.locals(peer=cython.int, r=cython.int, lo=cython.longlong, span=cython.longlong)
     def _rst_valid(self, side: int, flags: int, seq: int, ack: int, ts_ns: int, frame: int) -> bool:
