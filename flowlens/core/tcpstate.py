@@ -1028,15 +1028,22 @@ class TcpTracker:
           RST must acknowledge the SYN, ISS < SEG.ACK =< SND.NXT (ISN + 1, more for a SYN with
           data), and without the ACK bit it is dropped.
         - Receiver in a synchronized state (RFC 9293 §3.10.7.4, first check; RFC 5961 §3.2,
-          as Linux tcp_validate_incoming does it): the RST's sequence number must be in the
-          receive window, RCV.NXT =< SEG.SEQ < RCV.NXT + RCV.WND. RFC 5961 resets only on
-          SEG.SEQ = RCV.NXT and answers any other in-window RST with a challenge ACK; the
-          capture point cannot know RCV.NXT to the byte (segments in flight), so the whole
-          window counts as valid. RCV.NXT is taken from the receiver's latest ACK; the window
-          from the one it advertised then, unscaled (the tracker does not see the window scale
-          option), stretched to how far the RST's sender was seen to send (a scaled window is
-          at least that wide). Lenient where the capture knows nothing: a receiver that sent no
-          ACK yet, or a window not handed in, accepts every RST.
+          as Linux tcp_validate_incoming does it): RFC 5961 resets only on SEG.SEQ = RCV.NXT
+          and answers any other RST in the window with a challenge ACK (Linux:
+          tcp_send_challenge_ack), changing nothing. RCV.NXT is taken from the receiver's
+          latest ACK. When that ACK covers everything the RST's sender was seen to send
+          (SND.NXT as seen: nothing in flight), RCV.NXT is known exactly and the RST must
+          carry it. Otherwise (segments in flight, or data the capture missed) the capture
+          point cannot know RCV.NXT to the byte, and any RST in the receive window counts,
+          RCV.NXT =< SEG.SEQ < RCV.NXT + RCV.WND: the window the receiver advertised with
+          that ACK, unscaled (the tracker does not see the window scale option), stretched to
+          how far the RST's sender was seen to send (a scaled window is at least that wide).
+          Either way, Linux also resets on SEG.SEQ = RCV.NXT - 1 when the receiver is in
+          CLOSE_WAIT, LAST_ACK or CLOSING (tcp_reset_check, "extend to match against
+          (RCV.NXT - 1) after a FIN": the peer's RST may carry its FIN's sequence number),
+          even though that is just below the window. Lenient where the capture knows
+          nothing: a receiver that sent no ACK yet accepts every RST, and so does one whose
+          RCV.NXT is not exact when no window was handed in.
         - Any other receiver state (CLOSED, LISTEN): the RST is the sender's own business.
         """
         peer = 1 - side
@@ -1051,13 +1058,24 @@ class TcpTracker:
                 why = f"RST in SYN_SENT does not acknowledge the SYN (ACK {ack}, ISN+1 {(self._isn[peer] + 1) & 0xFFFFFFFF})"
         elif r != _S_CLOSED:
             lo = self._last_ack[peer]
-            if lo == _UNSET or self._last_win[peer] < 0:
+            if lo == _UNSET:
                 return True
-            span = self._last_win[peer]
-            if self._snd_max[side] != _UNSET and seq_gt(self._snd_max[side], lo):
-                span += (self._snd_max[side] - lo) & 0xFFFFFFFF
-            if ((seq - lo) & 0xFFFFFFFF) > span:
-                why = f"RST outside the receive window (SEQ {seq}, window {lo}+{span})"
+            if seq == ((lo - 1) & 0xFFFFFFFF) and (
+                r == _S_CLOSE_WAIT or r == _S_LAST_ACK or r == _S_CLOSING
+            ):
+                return True  # Linux tcp_reset_check: RCV.NXT - 1 after the peer's FIN
+            if self._last_win[peer] >= 0:
+                span = self._last_win[peer]
+                if self._snd_max[side] != _UNSET and seq_gt(self._snd_max[side], lo):
+                    span += (self._snd_max[side] - lo) & 0xFFFFFFFF
+                if ((seq - lo) & 0xFFFFFFFF) > span:
+                    why = f"RST outside the receive window (SEQ {seq}, window {lo}+{span})"
+            if why is None and self._snd_max[side] == lo and seq != lo:
+                # RCV.NXT known exactly: RFC 5961 §3.2, only SEG.SEQ = RCV.NXT resets
+                why = (
+                    f"RST in the window but not at RCV.NXT (SEQ {seq}, RCV.NXT {lo}): "
+                    "answered with a challenge ACK (RFC 5961 §3.2)"
+                )
         if why is None:
             return True
         if self.rst_ignored is None:
