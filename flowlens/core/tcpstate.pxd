@@ -30,6 +30,8 @@ cdef class TcpTracker:
     cdef long long _cw_sent[2]
     cdef long long _fw2_last[2]
     cdef long long _late_fin[2]
+    cdef long long _carry_ts
+    cdef long long _carry_since[2]
     cdef public object rst_ignored
     cdef public object rst_ignored_then
     cdef list _notes
@@ -83,6 +85,8 @@ cdef class TcpTracker:
     cpdef object settled_ns(self)
     cpdef void cut_time_wait(self, long long ts_ns, long long frame)
     cpdef list spans(self)
+    cpdef bint continue_from(self, TcpTracker old, bint flip, long long ts_ns, long long frame)
+    cpdef void hand_over(self, long long ts_ns, long long frame)
     cpdef void start_midstream(self, long long ts_ns, long long frame)
     cpdef void packet(self, int side, int flags, long long seq, long long ack, long long plen, long long ts_ns, long long frame, long long win=*)
     cdef bint _rst_valid(self, int side, int flags, long long seq, long long ack, long long ts_ns, long long frame)

@@ -159,6 +159,9 @@ class TcpTracker:
         "_fw2_last",  # [per side] ts_ns of the last packet it sent while in FIN_WAIT_2
         "_late_fin",  # [per side] ts_ns of the peer's FIN that came after its orphan timer ran
         # out (see `_fin_reaches`), _UNSET: none
+        "_carry_ts",  # ts_ns this record took its endpoints over from the previous record on
+        # the 5-tuple (`continue_from`), _UNSET: it did not
+        "_carry_since",  # [per side] when that endpoint entered the state it was carried in
         "rst_ignored",  # the first RST no endpoint accepts (see `_rst_valid`): (ts_ns, frame,
         # sender, reason) or None
         "rst_ignored_then",  # frame of the first packet after it (the connection went on)
@@ -223,6 +226,8 @@ class TcpTracker:
         self._cw_sent = [0, 0]
         self._fw2_last = [_UNSET, _UNSET]
         self._late_fin = [_UNSET, _UNSET]
+        self._carry_ts = _UNSET
+        self._carry_since = [_UNSET, _UNSET]
         self.rst_ignored = None
         self.rst_ignored_then = None
         self._notes = None
@@ -504,7 +509,7 @@ class TcpTracker:
             return self._fin_wait_2_ns
         return _UNSET
 
-    @cython.locals(limit=cython.longlong)
+    @cython.locals(limit=cython.longlong, since=cython.longlong)
     def _timer_end(self, side: int, code: int, start: int) -> int:
         """When state `code`, entered by `side` at `start`, runs out on its own; _UNSET: never.
         A TIME_WAIT counts from the last retransmitted FIN that reached it (RFC 9293 §3.10.7.4,
@@ -515,9 +520,14 @@ class TcpTracker:
         limit = self._limit(code)
         if limit == _UNSET or start == _UNSET:
             return _UNSET
+        since = start
+        if start == self._carry_ts and self._carry_since[side] != _UNSET:
+            # a state carried over from the previous record (`continue_from`): its timer runs
+            # from when the endpoint entered it there
+            since = self._carry_since[side]
         if code == _S_FIN_WAIT_2 and (
             self._cw_sent[1 - side]
-            or (self._fw2_last[side] != _UNSET and self._fw2_last[side] >= start + limit)
+            or (self._fw2_last[side] != _UNSET and self._fw2_last[side] >= since + limit)
         ):
             # it took the peer's data after its FIN (shut down, not orphaned), or it still
             # answered after the timeout: this socket had no such timer
@@ -526,10 +536,10 @@ class TcpTracker:
             code == _S_TIME_WAIT
             and start == self._tw_start[side]
             and self._tw_restart[side] != _UNSET
-            and self._tw_restart[side] > start
+            and self._tw_restart[side] > since
         ):
             return self._tw_restart[side] + limit
-        return start + limit
+        return since + limit
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
@@ -763,6 +773,7 @@ class TcpTracker:
         self._cw_sent[0], self._cw_sent[1] = self._cw_sent[1], self._cw_sent[0]
         self._fw2_last[0], self._fw2_last[1] = self._fw2_last[1], self._fw2_last[0]
         self._late_fin[0], self._late_fin[1] = self._late_fin[1], self._late_fin[0]
+        self._carry_since[0], self._carry_since[1] = self._carry_since[1], self._carry_since[0]
         self._last_ack[0], self._last_ack[1] = self._last_ack[1], self._last_ack[0]
         self._last_win[0], self._last_win[1] = self._last_win[1], self._last_win[0]
         self._synack_ack[0], self._synack_ack[1] = self._synack_ack[1], self._synack_ack[0]
@@ -780,6 +791,66 @@ class TcpTracker:
             self.first_close = (1 - self.first_close[0], self.first_close[1])
         if self.reset_by is not None:
             self.reset_by = 1 - self.reset_by
+
+    @cython.locals(s=cython.int, o=cython.int, code=cython.int)
+    def continue_from(self, old: TcpTracker, flip: bool, ts_ns: int, frame: int) -> bool:
+        """This record continues the endpoints of `old`, the previous record on the 5-tuple,
+        which Zeek's delete timer ended while its close was still under way (a FIN retransmitted,
+        or the last ACK, more than tcp_close_delay after the close completed: Zeek starts a new
+        connection, TCPSessionAdapter::ConnectionClosed -> ConnDeleteTimer; the kernel's sockets
+        go on in LAST_ACK and TIME_WAIT). Each endpoint takes over the state `old` had it in at
+        `ts_ns` (its timers counting from when it entered that state there), with what later
+        packets are checked against (ISNs, FINs, what it sent and acknowledged), and `old`'s
+        endpoints are CLOSED there, so that one record holds each socket at a time (as
+        `cut_time_wait` does for an attempt). `flip`: this record's originator is `old`'s
+        responder. False (nothing carried: the record starts as a capture that began
+        mid-connection) unless a close is under way then: an endpoint in FIN_WAIT_1/2,
+        CLOSE_WAIT, CLOSING, LAST_ACK or TIME_WAIT, and neither in SYN_SENT or SYN_RECEIVED."""
+        closing = False
+        for s in range(2):
+            code = old.state_index_at(s, ts_ns)
+            if code == _S_SYN_SENT or code == _S_SYN_RECEIVED:
+                return False
+            if code != _S_CLOSED and code != _S_ESTABLISHED:
+                closing = True
+        if not closing:
+            return False
+        self._carry_ts = ts_ns
+        for s in range(2):
+            o = 1 - s if flip else s
+            code = old.state_index_at(o, ts_ns)
+            self._isn[s] = old._isn[o]
+            self._fin_seq[s] = old._fin_seq[o]
+            self._fin_acked[s] = old._fin_acked[o]
+            self._fin_acked_by_fin[s] = old._fin_acked_by_fin[o]
+            self._snd_max[s] = old._snd_max[o]
+            self._last_ack[s] = old._last_ack[o]
+            self._last_win[s] = old._last_win[o]
+            self._cw_sent[s] = old._cw_sent[o]
+            self._fw2_last[s] = old._fw2_last[o]
+            self._late_fin[s] = old._late_fin[o]
+            if code == _S_CLOSED:
+                continue
+            self._carry_since[s] = old._since[o]
+            self._set(s, code, ts_ns, frame)
+            if code == _S_TIME_WAIT:
+                self._tw_restart[s] = old._tw_restart[o]
+        if old.first_close is not None:
+            self.first_close = (
+                (1 - old.first_close[0]) if flip else old.first_close[0],
+                old.first_close[1],
+            )
+        self.fin_style = old.fin_style
+        old.hand_over(ts_ns, frame)
+        return True
+
+    @cython.locals(side=cython.int)
+    def hand_over(self, ts_ns: int, frame: int) -> None:
+        """The next record took this one's endpoints over at `ts_ns` (`continue_from`): any
+        side not CLOSED by then leaves for CLOSED there, in this record."""
+        for side in range(2):
+            if self.state_index_at(side, ts_ns) != _S_CLOSED:
+                self._set(side, _S_CLOSED, ts_ns, frame)
 
     def start_midstream(self, ts_ns: int, frame: int) -> None:
         """The capture begins inside the connection: both endpoints are taken as ESTABLISHED."""
