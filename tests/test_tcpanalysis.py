@@ -509,6 +509,21 @@ def test_linux_zero_window_probe_is_not_a_keep_alive(tmp_path):
     assert state.retransmitted() == 0
 
 
+def test_one_byte_probe_below_the_next_sequence_number_is_a_probe_too(tmp_path):
+    """The same probe with the acknowledged last byte again (a keep-alive's garbage octet)
+    while the peer's window is 0: a zero-window probe, no keep-alive and no retransmission."""
+    path = write(tmp_path, "bsd-zwp", pcapgen.linux_zero_window_probe(garbage=True))
+    frames, _ = flowlens_frames(path)
+    assert {f: k for f, k in frames.items() if "zero_window_probe" in k} == {
+        7: {"zero_window_probe", "window_full"},  # (it reaches the closed window's edge)
+        9: {"zero_window_probe", "window_full"},
+        11: {"zero_window_probe", "window_full"},
+    }
+    result = analyze(str(path), analyzers=[(tcpa := TcpAnalyzer())])
+    st = tcpa.state_of(result.connections[0])
+    assert st.resp.window_probes == 3 and st.count("keep_alive") == 0 and st.retransmitted() == 0
+
+
 def test_wiresharks_zero_window_probe_is_counted_too(tmp_path):
     """One byte at the next sequence number while the peer's window is 0 (Wireshark's rule,
     zero_window_stall): the same kind, the same counter."""
