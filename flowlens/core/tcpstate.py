@@ -815,6 +815,7 @@ class TcpTracker:
                 closing = True
         if not closing:
             return False
+        self.midstream = True  # (no SYN opened this record: its idle timeout is an open one's)
         self._carry_ts = ts_ns
         for s in range(2):
             o = 1 - s if flip else s
