@@ -1113,7 +1113,9 @@ class TcpTracker:
           Either way, Linux also resets on SEG.SEQ = RCV.NXT - 1 when the receiver is in
           CLOSE_WAIT, LAST_ACK or CLOSING (tcp_reset_check, "extend to match against
           (RCV.NXT - 1) after a FIN": the peer's RST may carry its FIN's sequence number),
-          even though that is just below the window. Lenient where the capture knows
+          even though that is just below the window. (Linux also resets on the end of the
+          right-most SACK block it holds; that needs data received out of order, i.e. segments
+          in flight, where the window rule accepts it anyway.) Lenient where the capture knows
           nothing: a receiver that sent no ACK yet accepts every RST, and so does one whose
           RCV.NXT is not exact when no window was handed in.
         - Any other receiver state (CLOSED, LISTEN): the RST is the sender's own business.
