@@ -905,6 +905,29 @@ def zero_window_stall(**kw) -> list:
     return conv.frames
 
 
+def linux_zero_window_probe(probes: int = 3, garbage: bool = False, **kw) -> list:
+    """The client stops reading and advertises a zero window; the server, with data queued,
+    probes the way Linux's persist timer does (tcp_xmit_probe_skb: SEQ = SND.UNA - 1, no data),
+    backing off 0.2, 0.4, 0.8 s, and the client answers each with the same zero window; then it
+    reads and reopens the window, and the server sends the rest. Every byte sent was
+    acknowledged before the probes, so each probe looks exactly like a keep-alive. `garbage`:
+    each probe carries the already acknowledged last byte again (a BSD-style keep-alive's one
+    garbage octet, RFC 9293 §3.8.4), the other form of the same segment."""
+    conv = Conversation(**kw)
+    conv.handshake()
+    conv.c(PSH | ACK, b"GET /big HTTP/1.1\r\n\r\n")
+    conv.s(ACK, b"s" * 1000)
+    conv.c(ACK, win=0)  # zero window: everything acknowledged, the buffer is full
+    for i in range(probes):
+        conv.s(ACK, b"s" if garbage else b"", seq=conv.s_next - 1, dt=0.2 * 2**i)  # the probe
+        conv.c(ACK, win=0, dt=0.0003)  # still zero
+    conv.c(ACK, win=65535, dt=0.05)  # window update: the application read
+    conv.s(PSH | ACK, b"s" * 500)
+    conv.c(ACK)
+    conv.close("client")
+    return conv.frames
+
+
 def keep_alive_idle(probes: int = 3, interval: float = 15.0, **kw) -> list:
     """After one exchange the connection idles; the client sends a TCP keep-alive (no data,
     sequence number one below the next) every `interval` seconds and the server answers each."""

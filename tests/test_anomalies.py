@@ -349,6 +349,16 @@ def test_zero_window(tmp_path):
     assert d["closed_s"] == pytest.approx(2.1, abs=0.01)
 
 
+def test_linux_zero_window_probes_are_no_keep_alives(tmp_path):
+    """Linux's persist-timer probes (SEQ = SND.UNA - 1, no data, while the peer's window is 0)
+    are the zero_window finding's probes; no keep_alive finding says the connection idled."""
+    found = findings(tmp_path, "linux-zwp", pcapgen.linux_zero_window_probe())
+    assert [a.kind for a in found] == ["zero_window"]
+    d = found[0].details
+    assert (d["probes"], d["probe_acks"], d["still_closed"]) == (3, 3, False)
+    assert "3 zero-window probes" in found[0].summary
+
+
 def test_keep_alive(tmp_path):
     a = only(findings(tmp_path, "keep-alive"), "keep_alive")
     assert a.severity == "info"
@@ -594,6 +604,66 @@ def test_rst_ignored(tmp_path):
     assert a.details["rsts"] == 1 and a.details["sender"] == "198.51.100.20:80"
     assert "outside the receive window" in a.summary and "injected" in a.summary
     assert "rst_abort" not in {x.kind for x in found}
+
+
+def _tcp_record(tmp_path, name, frames):
+    path = tmp_path / f"{name}.pcap"
+    pcapgen.write_pcap(path, frames)
+    [c] = [c for c in analyze(str(path)).connections if c.proto_name == "tcp"]
+    return c
+
+
+def test_rst_in_the_window_but_not_at_rcv_nxt_is_ignored(tmp_path):
+    """RFC 5961 §3.2 (Linux tcp_validate_incoming): the client had acknowledged everything the
+    server sent, so its RCV.NXT is known exactly; a RST 100 bytes into its window is answered
+    with a challenge ACK and resets nothing, and the exchange goes on."""
+    frames = pcapgen.blind_rst(offset=100)
+    found = findings(tmp_path, "rst-in-window", frames)
+    a = only(found, "rst_ignored")
+    assert "not at RCV.NXT" in a.summary and "challenge ACK" in a.summary
+    assert "rst_abort" not in {x.kind for x in found}
+    c = _tcp_record(tmp_path, "rst-in-window", frames)
+    assert c.tcp.teardown() == "4way" and c.to_record()["orig_state"] == "TIME_WAIT"
+
+
+def test_rst_at_rcv_nxt_resets(tmp_path):
+    frames = pcapgen.blind_rst(offset=0)
+    rst = next(i for i, (_t, f) in enumerate(frames) if f[47] & pcapgen.RST)
+    c = _tcp_record(tmp_path, "rst-exact", frames[: rst + 1])
+    assert c.tcp.teardown() == "reset_resp" and c.tcp.notes == []
+    assert (c.to_record()["orig_state"], c.to_record()["resp_state"]) == ("CLOSED", "CLOSED")
+
+
+def test_rst_in_the_window_with_data_in_flight_resets(tmp_path):
+    """1000 bytes of the server's are not acknowledged yet: the client's RCV.NXT is somewhere in
+    them, so the window rule holds and a RST inside it is accepted."""
+    conv = pcapgen.Conversation()
+    conv.handshake()
+    conv.exchange()
+    conv.s(pcapgen.ACK, b"d" * 1000)
+    conv.s(pcapgen.RST, seq=conv.s_next - 500, ack=0)
+    c = _tcp_record(tmp_path, "rst-in-flight", conv.frames)
+    assert c.tcp.teardown() == "reset_resp" and c.tcp.notes == []
+
+
+def test_rst_at_rcv_nxt_minus_1_after_the_peers_fin_resets(tmp_path):
+    """Linux tcp_reset_check: in CLOSE_WAIT (also LAST_ACK, CLOSING) a RST carrying the
+    peer's FIN's sequence number, RCV.NXT - 1, resets, though it is below the window."""
+    conv = pcapgen.Conversation()
+    conv.handshake()
+    conv.exchange()
+    conv.c(pcapgen.FIN | pcapgen.ACK)
+    conv.s(pcapgen.ACK)  # the server is in CLOSE_WAIT, its RCV.NXT the FIN + 1
+    conv.c(pcapgen.RST, seq=conv.c_next - 1, ack=0)
+    c = _tcp_record(tmp_path, "rst-fin-seq", conv.frames)
+    assert c.tcp.notes == [] and c.tcp.teardown() == "reset_orig"
+    assert c.to_record()["resp_state"] == "CLOSED"
+    # one more byte below is not accepted (RFC 5961: no RCV.NXT - 2)
+    conv.frames.pop()
+    conv.c(pcapgen.RST, seq=conv.c_next - 2, ack=0)
+    c = _tcp_record(tmp_path, "rst-fin-seq-2", conv.frames)
+    assert [n[3] for n in c.tcp.notes] == ["rst_ignored"]
+    assert c.to_record()["resp_state"] == "CLOSE_WAIT"
 
 
 def test_rst_ignored_needs_the_connection_to_go_on(tmp_path):

@@ -452,3 +452,79 @@ def test_finished_connections_are_freed_while_the_capture_is_read(tmp_path, monk
     # at most 256 recent connections (the table's lookup slots), a few in TIME_WAIT and the
     # entries not yet pruned
     assert alive < 256 + 100
+
+
+def _slow_close():
+    """The client closes; the server's FIN comes 8 s later (longer than the 5 s close linger),
+    then the last ACK."""
+    conv = pcapgen.Conversation()
+    conv.handshake()
+    conv.exchange()
+    conv.c(pcapgen.FIN | pcapgen.ACK)
+    conv.s(pcapgen.ACK)
+    conv.s(pcapgen.FIN | pcapgen.ACK, dt=8.0)
+    conv.c(pcapgen.ACK)
+    return conv.frames
+
+
+def test_a_slow_close_stays_one_record(tmp_path):
+    """Zeek's rule: after one side's FIN (close not complete) TCPSessionAdapter::
+    ConnectionClosed only sets the ExpireTimer (tcp_session_timer), which removes a connection
+    with one side closed only if the other closed too, was reset or never sent anything
+    (ExpireTimer); a peer that is still there keeps it, so the peer's FIN 8 s later belongs to
+    the same record (the kernel meanwhile holds FIN_WAIT_2 and CLOSE_WAIT)."""
+    [c] = run(tmp_path, "slow-close", _slow_close())
+    assert summary(c) == ("SF", "ShADadFf", "TIME_WAIT", "CLOSED", "3way", "4way", "orig")
+    assert [s for _f, e, s in frames_states(c) if e == "orig"][-2:] == ["FIN_WAIT_2", "TIME_WAIT"]
+    assert [s for _f, e, s in frames_states(c) if e == "resp"][-3:] == [
+        "CLOSE_WAIT", "LAST_ACK", "CLOSED",
+    ]  # fmt: skip
+
+
+def _fin_retransmitted_late(gaps=(0.2, 0.4, 0.8, 1.6, 3.2, 6.4)):
+    """The client closes first; its final ACK is lost beyond the capture point, so the server
+    (LAST_ACK) retransmits its FIN with Linux's doubling RTO (tcp_retransmit_timer); the client
+    (TIME_WAIT) answers only the last one. The retransmissions 7.2 s and 13.6 s after the close
+    completed come after Zeek's tcp_close_delay (5 s): Zeek starts a new connection with each."""
+    conv = pcapgen.Conversation()
+    conv.handshake()
+    conv.exchange()
+    conv.c(pcapgen.FIN | pcapgen.ACK)
+    conv.s(pcapgen.ACK)
+    conv.s(pcapgen.FIN | pcapgen.ACK, dt=1.0)
+    fin = conv.s_next - 1
+    for gap in gaps:
+        conv.s(pcapgen.FIN | pcapgen.ACK, seq=fin, dt=gap)
+    conv.c(pcapgen.ACK, dt=0.0005)
+    return conv.frames
+
+
+def test_a_close_split_by_zeeks_delete_timer_keeps_the_endpoint_states(tmp_path):
+    """The records split where Zeek splits them (history ^f, ^fA: Zeek's letters for a record
+    that began with the responder's FIN), but the sockets are the same: the continuing records
+    take the endpoints over in LAST_ACK and TIME_WAIT, not ESTABLISHED -> FIN_WAIT_1 /
+    CLOSE_WAIT as a capture that began mid-connection would; each retransmitted FIN restarts
+    the client's TIME_WAIT (RFC 9293 §3.10.7.4), and one record holds each socket at a time."""
+    first, second, third = run(tmp_path, "late-fin", _fin_retransmitted_late())
+    assert [r.history for r in (first, second, third)] == ["ShADadFf", "^f", "^fA"]
+    assert (second.prev_uid, third.prev_uid) == (first.uid, second.uid)
+    assert first.closed_by == second.closed_by == "continued"
+    # the continuing records: TIME_WAIT and LAST_ACK from their first packet
+    assert frames_states(second) == [
+        (15, "orig", "TIME_WAIT"), (15, "resp", "LAST_ACK"), (16, "orig", "CLOSED"),
+        (16, "resp", "CLOSED"),
+    ]  # fmt: skip
+    assert frames_states(third) == [
+        (16, "orig", "TIME_WAIT"), (16, "resp", "LAST_ACK"), (17, "resp", "CLOSED"),
+    ]  # fmt: skip
+    assert (third.orig_state, third.resp_state, third.teardown) == ("TIME_WAIT", "CLOSED", "4way")
+    assert third.close_initiator == "orig"
+    # TIME_WAIT: 2 x MSL (60 s) after the last FIN, handed on from record to record
+    last_fin_ns = third.first_ts_ns
+    assert third.tcp.time_wait_end_ns(0) == last_fin_ns + 60 * 10**9
+    assert first.tcp.time_wait_end_ns(0) == second.first_ts_ns
+    # one socket at a time: at any moment at most one record has the client in TIME_WAIT
+    for t in range(2, 80):  # (the client entered TIME_WAIT at 1.0165 s)
+        at = first.first_ts_ns + t * 10**9
+        held = [r for r in (first, second, third) if r.tcp.state_at(0, at).name == "TIME_WAIT"]
+        assert len(held) == (1 if at < last_fin_ns + 60 * 10**9 else 0), t

@@ -204,6 +204,16 @@ def test_zero_window_stall(tmp_path):
     assert lines["in-flight"].get_xydata().tolist() == [list(p) for p in w.in_flight]
 
 
+def test_linux_zero_window_probes_are_drawn_as_probes(tmp_path):
+    """Probes at SND.NXT - 1 while the peer's window is 0 are the TCP analysis' zero-window
+    probes in the stream graph too, not keep-alives (zero-length ones draw no segment bar, as
+    zero-length keep-alives do not: the one-byte form here)."""
+    path = pcapgen.write_pcap(tmp_path / "lzw.pcap", pcapgen.linux_zero_window_probe(garbage=True))
+    _, log, _ = collect(path)
+    g = tseq_graph(log, "resp")
+    assert len(g.by_kind("zero_window_probe")) == 3 and g.by_kind("keep_alive") == []
+
+
 def test_in_flight_of_the_bulk_transfer(bulk):
     _, log, _ = collect(bulk)
     w = window_graph(log)

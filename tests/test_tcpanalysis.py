@@ -4,6 +4,7 @@ random conversations and the corpus compared with tshark 4.0's tcp.analysis flag
 from __future__ import annotations
 
 import collections
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -253,12 +254,13 @@ def _without_splits(ours: dict, theirs: dict, key) -> tuple[dict, dict]:
     return ours, theirs
 
 
-def _segments(path) -> dict[int, tuple[tuple, int, int, int | None]]:
-    """frame -> (sender, seq, payload length, last ACK its peer sent before it, or None) of
-    every TCP frame, read straight from the capture (dpkt), not through flowlens."""
+def _segments(path) -> dict[int, tuple[tuple, int, int, int | None, int | None]]:
+    """frame -> (sender, seq, payload length, last ACK its peer sent before it or None, the
+    window field of the peer's last segment or None) of every TCP frame, read straight from the
+    capture (dpkt), not through flowlens."""
     import dpkt
 
-    out, last_ack = {}, {}
+    out, last_ack, last_win = {}, {}, {}
     with open(path, "rb") as f:
         for number, (_ts, buf) in enumerate(dpkt.pcap.Reader(f), 1):
             ip = dpkt.ethernet.Ethernet(buf).data
@@ -266,9 +268,12 @@ def _segments(path) -> dict[int, tuple[tuple, int, int, int | None]]:
             if not isinstance(tcp, dpkt.tcp.TCP):
                 continue
             me, peer = (bytes(ip.src), tcp.sport), (bytes(ip.dst), tcp.dport)
-            out[number] = ((me, peer), tcp.seq, len(tcp.data), last_ack.get((peer, me)))
+            out[number] = (
+                (me, peer), tcp.seq, len(tcp.data), last_ack.get((peer, me)), last_win.get((peer, me))
+            )  # fmt: skip
             if tcp.flags & dpkt.tcp.TH_ACK:
                 last_ack[(me, peer)] = tcp.ack
+            last_win[(me, peer)] = tcp.win
     return out
 
 
@@ -278,13 +283,26 @@ def _without_unacked_keep_alives(path, ours: dict, theirs: dict) -> tuple[dict, 
     byte for flowlens (RFC 9293 §3.8.4 sends keep-alives only when all data was acknowledged),
     a keep-alive for Wireshark whatever the ACKs said (packet-tcp.c); the peer's answer to it is
     then a duplicate ACK, not Wireshark's keep-alive ACK. Each such frame is checked against the
-    capture itself and its verdict taken as tshark's."""
+    capture itself and its verdict taken as tshark's.
+
+    The second: a 0/1-byte segment at the next sequence number - 1 sent while the peer's last
+    window was 0 is a zero-window probe for flowlens (Linux's persist timer,
+    tcp_xmit_probe_skb), a keep-alive for Wireshark; the peer's zero-window answer is then a
+    probe ACK for flowlens and carries no such label for Wireshark."""
     segs = _segments(path)
     converted = set()
+    probes = set()
     for frame in sorted(theirs):
         t, o = theirs[frame], ours.get(frame, set())
+        if "keep_alive" in t and "zero_window_probe" in o:
+            _ends, seq, plen, _peer_ack, peer_win = segs[frame]
+            assert plen <= 1 and peer_win == 0, frame
+            assert o - {"zero_window_probe"} == t - {"keep_alive"}, frame
+            ours[frame] = set(t)
+            probes.add(frame)
+            continue
         if "keep_alive" in t and "keep_alive" not in o:
-            _ends, seq, plen, peer_ack = segs[frame]
+            _ends, seq, plen, peer_ack, _peer_win = segs[frame]
             assert plen == 1 and peer_ack is not None, frame
             assert (peer_ack - seq - 1) & 0xFFFFFFFF >= 0x80000000, frame  # byte not ACKed
             resent = o & {"retransmission", "fast_retransmission"}
@@ -297,6 +315,18 @@ def _without_unacked_keep_alives(path, ours: dict, theirs: dict) -> tuple[dict, 
             assert before and before[-1] in converted, frame
             assert o - {"dup_ack"} == t - {"keep_alive_ack"} and "dup_ack" in o, frame
             ours[frame] = set(t)
+    for frame in sorted(ours):
+        o = ours[frame]
+        if "zero_window_probe_ack" in o and "zero_window_probe_ack" not in theirs.get(frame, ()):
+            me, peer = segs[frame][0]
+            before = [f for f in segs if f < frame and segs[f][0] == (peer, me)]
+            assert before and before[-1] in probes, frame
+            rest = o - {"zero_window_probe_ack"}
+            assert rest == theirs.get(frame, set()), frame
+            if rest:
+                ours[frame] = rest
+            else:
+                del ours[frame]
     return ours, theirs
 
 
@@ -449,3 +479,98 @@ def test_out_of_order_with_a_later_tsval_is_counted_as_resent(tmp_path):
         st = analyzer.state_of(conn)
         assert (st.resp.resent_ooo, st.resp.resent_ooo_bytes) == (resent, 1000 * resent)
         assert (st.retransmitted(), st.reordered()) == (resent, 2 - resent)
+
+
+# ------------------------------------------------------------------ zero-window probes (Linux)
+#: linux_zero_window_probe: the persist timer's three probes and the client's answers
+LINUX_ZWP = {
+    6: {"zero_window"},
+    7: {"zero_window_probe"}, 8: {"zero_window", "zero_window_probe_ack"},
+    9: {"zero_window_probe"}, 10: {"zero_window", "zero_window_probe_ack"},
+    11: {"zero_window_probe"}, 12: {"zero_window", "zero_window_probe_ack"},
+    13: {"window_update"},
+}  # fmt: skip
+
+
+def test_linux_zero_window_probe_is_not_a_keep_alive(tmp_path):
+    """Linux's persist timer probes a zero window with SEQ = SND.UNA - 1 and no data
+    (tcp_output.c tcp_xmit_probe_skb), the segment its keep-alive timer sends: while the peer's
+    last window is 0 it is a zero-window probe, counted in `window_probes`, and no keep-alive
+    time is recorded; the peer's zero-window answer is a probe ACK."""
+    path = write(tmp_path, "linux-zwp", pcapgen.linux_zero_window_probe())
+    frames, tcpa = flowlens_frames(path)
+    assert frames == LINUX_ZWP
+    st = TcpAnalyzer()
+    result = analyze(str(path), analyzers=[st])
+    state = st.state_of(result.connections[0])
+    assert state.resp.window_probes == 3 and state.orig.window_probes == 0
+    assert state.resp.count("zero_window_probe") == 3 and state.count("keep_alive") == 0
+    assert state.resp.keep_alive_first_ns is None and state.resp.keep_alive_last_ns is None
+    assert state.retransmitted() == 0
+
+
+def test_one_byte_probe_below_the_next_sequence_number_is_a_probe_too(tmp_path):
+    """The same probe with the acknowledged last byte again (a keep-alive's garbage octet)
+    while the peer's window is 0: a zero-window probe, no keep-alive and no retransmission."""
+    path = write(tmp_path, "bsd-zwp", pcapgen.linux_zero_window_probe(garbage=True))
+    frames, _ = flowlens_frames(path)
+    assert {f: k for f, k in frames.items() if "zero_window_probe" in k} == {
+        7: {"zero_window_probe", "window_full"},  # (it reaches the closed window's edge)
+        9: {"zero_window_probe", "window_full"},
+        11: {"zero_window_probe", "window_full"},
+    }
+    result = analyze(str(path), analyzers=[(tcpa := TcpAnalyzer())])
+    st = tcpa.state_of(result.connections[0])
+    assert st.resp.window_probes == 3 and st.count("keep_alive") == 0 and st.retransmitted() == 0
+
+
+def test_wiresharks_zero_window_probe_is_counted_too(tmp_path):
+    """One byte at the next sequence number while the peer's window is 0 (Wireshark's rule,
+    zero_window_stall): the same kind, the same counter."""
+    result = analyze(
+        str(write(tmp_path, "zw", pcapgen.zero_window_stall())), analyzers=[(tcpa := TcpAnalyzer())]
+    )
+    st = tcpa.state_of(result.connections[0])
+    assert st.resp.window_probes == st.resp.count("zero_window_probe") == 4
+
+
+def test_keep_alive_with_the_window_open_stays_a_keep_alive(tmp_path):
+    """The same segment while the peer's window is open is a keep-alive (keep_alive_idle)."""
+    result = analyze(
+        str(write(tmp_path, "ka", pcapgen.keep_alive_idle())), analyzers=[(tcpa := TcpAnalyzer())]
+    )
+    st = tcpa.state_of(result.connections[0])
+    assert st.orig.count("keep_alive") == 3 and st.orig.window_probes == 0
+
+
+@needs_tshark
+def test_linux_zero_window_probe_against_tshark(tmp_path):
+    """tshark 4.0 calls the persist timer's probes keep-alives (packet-tcp.c: its
+    zero-window-probe rule wants one byte at the next sequence number) and gives their
+    answers no probe-ACK label: the documented difference, and nothing else."""
+    path = write(tmp_path, "linux-zwp", pcapgen.linux_zero_window_probe())
+    theirs = tshark_frames(path)
+    expected = dict(LINUX_ZWP)
+    for probe in (7, 9, 11):
+        expected[probe] = {"keep_alive"}
+        expected[probe + 1] = {"zero_window"}
+    assert theirs == expected
+
+
+def test_linux_zero_window_probe_in_the_timeline(tmp_path):
+    """The timeline reads the analysis' verdict: ZeroWindowProbe, never Keep-Alive."""
+    from click.testing import CliRunner
+
+    from flowlens.cli import cli
+
+    path = write(tmp_path, "linux-zwp", pcapgen.linux_zero_window_probe())
+    result = CliRunner().invoke(cli, ["timeline", str(path)])
+    assert result.exit_code == 0, result.output
+    rows = {
+        int(line.split()[0]): line
+        for line in result.output.splitlines()
+        if line[:5].strip().isdigit()
+    }
+    probe = re.compile(r"TCP ZeroWindowProbe(?!Ack)")
+    assert [f for f, line in rows.items() if probe.search(line)] == [7, 9, 11]
+    assert "Keep-Alive" not in result.output and "keep-alive" not in result.output

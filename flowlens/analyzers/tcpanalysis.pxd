@@ -47,6 +47,7 @@ cdef class DirectionStats:
     cdef public long long zero_window_spells
     cdef public object keep_alive_first_ns
     cdef public object keep_alive_last_ns
+    cdef public long long window_probes
     cdef public object evidence
     cdef public object first_ns
 

@@ -21,12 +21,16 @@ acked_unseen                TCP ACKed unseen segment        the ACK covers data 
 dup_ack                     TCP Dup ACK <frame>#<n>         same seq/ack/window, no data
 zero_window                 TCP ZeroWindow                  the sender advertises window 0
 zero_window_probe           TCP ZeroWindowProbe             1 byte at the next sequence number
-                                                            while the peer's window is 0
+                                                            while the peer's window is 0, or
+                                                            0/1 byte at next sequence - 1 then
+                                                            (Linux's persist timer; Wireshark:
+                                                            Keep-Alive)
 zero_window_probe_ack       TCP ZeroWindowProbeAck          the zero-window answer to a probe
 window_full                 TCP Window Full                 data up to the peer's window edge
 window_update               TCP Window Update               no data, same seq/ack, new window
 keep_alive                  TCP Keep-Alive                  0/1 byte at next sequence - 1
                                                             (1 byte: only once the peer ACKed it)
+                                                            while the peer's window is open
 keep_alive_ack              TCP Keep-Alive ACK              the answer to a keep-alive
 ==========================  ==============================  ====================================
 
@@ -44,6 +48,11 @@ Known differences from tshark 4.0 (documented in tests/test_tcpanalysis.py with 
 - a one-byte segment at the next expected sequence number - 1 that the peer has not yet
   acknowledged is a retransmission of that byte (RFC 9293 §3.8.4 sends keep-alives only when
   all data was acknowledged), where Wireshark calls it a keep-alive whatever the ACKs said;
+- a 0/1-byte segment at the next expected sequence number - 1 sent while the peer's last
+  window was 0 is a zero-window probe, not a keep-alive: Linux's persist timer
+  (net/ipv4/tcp_timer.c tcp_probe_timer -> tcp_output.c tcp_write_wakeup -> tcp_xmit_probe_skb)
+  sends exactly that, SEQ = SND.UNA - 1 and no data, where Wireshark's zero-window-probe rule
+  wants one byte at the next sequence number and calls this one a keep-alive;
 - a connection is what flowlens's table says it is: after an idle expiry (5 min established,
   1 min for attempts) the next packet starts a new record with fresh analysis state, where
   Wireshark continues the stream.
@@ -162,7 +171,10 @@ class DirectionStats:
     `zero_window_ns` (total
     time this side advertised a zero window, closed spells only), `zero_window_max_ns`,
     `zero_window_since_ns` (start of a spell still open, or None), `zero_window_spells`,
-    `keep_alive_first_ns`/`keep_alive_last_ns`, `evidence` (kind -> first frames, bounded),
+    `keep_alive_first_ns`/`keep_alive_last_ns`, `window_probes` (zero-window probes this
+    side sent, of both forms: one byte at the next sequence number, Wireshark's, and a 0/1-byte
+    segment at the next sequence number - 1, Linux's; `count("zero_window_probe")` counts the
+    same segments and the zero_window finding reads this), `evidence` (kind -> first frames, bounded),
     `first_ns` (kind -> capture time of its first segment: when a finding's event happened).
     """
 
@@ -198,6 +210,7 @@ class DirectionStats:
         "zero_window_spells",
         "keep_alive_first_ns",
         "keep_alive_last_ns",
+        "window_probes",
         "evidence",
         "first_ns",
     )
@@ -232,6 +245,7 @@ class DirectionStats:
         self.zero_window_spells = 0
         self.keep_alive_first_ns = None
         self.keep_alive_last_ns = None
+        self.window_probes = 0
         self.evidence = None
         self.first_ns = None
 
@@ -449,7 +463,7 @@ class TcpAnalyzer(Analyzer):
         ack=cython.longlong, seglen=cython.longlong, window=cython.longlong, ts=cython.longlong,
         fnext=cython.longlong, dupnum=cython.longlong, lastack=cython.longlong, shift=cython.int,
         not_advanced=cython.bint, rlast=cython.longlong, t=cython.longlong,
-        nextseq=cython.longlong, resent=cython.bint,
+        nextseq=cython.longlong, resent=cython.bint, probe=cython.bint,
     )  # fmt: skip
     def on_packet(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
         """Analyse one TCP segment of `conn`."""
@@ -484,6 +498,7 @@ class TcpAnalyzer(Analyzer):
         sfr = flags & _SFR
         dupnum = 0
         resent = False
+        probe = False  # a keep-alive, or a zero-window probe of the same shape (below)
         if seglen == 1 and seq == fnext and rev.window == 0:
             note = ZWP
         else:
@@ -502,7 +517,14 @@ class TcpAnalyzer(Analyzer):
                 # the peer has not acknowledged yet is that byte sent again: a retransmission
                 # (below), not a keep-alive. Wireshark (packet-tcp.c) calls it keep-alive either
                 # way; flowlens does so only when the peer's ACKs were never seen.
-                note |= KEEP_ALIVE
+                # While the peer's last window was 0 the same segment is a zero-window probe
+                # (RFC 9293 §3.8.6.1): Linux's persist timer sends it (tcp_probe_timer ->
+                # tcp_write_wakeup -> tcp_xmit_probe_skb: SEQ = SND.UNA - 1, no data, "should
+                # cause the other end to send an ack"), the very segment its keep-alive timer
+                # sends; Wireshark's rule (one byte at the next sequence number) misses it and
+                # says keep-alive.
+                note |= ZWP if rev.window == 0 else KEEP_ALIVE
+                probe = True
             if seglen == 0:
                 if not sfr and seq == fnext:
                     lastack = fwd.lastack
@@ -532,7 +554,7 @@ class TcpAnalyzer(Analyzer):
         if rev.maxseqtobeacked and flags & TH_ACK:
             note |= _acked_unseen(rev, ack)
 
-        if (seglen or flags & _SF) and not note & KEEP_ALIVE:
+        if (seglen or flags & _SF) and not probe:  # (a keep-alive is no retransmission)
             not_advanced = fnext != 0 and not seq_ge(seq, fnext)
             if seglen > 1 and ((fnext - 1) & _M) == seq:
                 not_advanced = False
@@ -767,6 +789,8 @@ def _count(
             fwd.retrans_syn += 1
         elif flags & TH_FIN and not seglen:
             fwd.retrans_fin += 1
+    if note & ZWP:
+        fwd.window_probes += 1
     if note & KEEP_ALIVE:
         if fwd.keep_alive_first_ns is None:
             fwd.keep_alive_first_ns = ts

@@ -119,7 +119,7 @@ cdef class ConnectionTable:
     cdef Connection _recent(self, int proto, object src, int sport, object dst, int dport)
     cdef bint _is_reuse(self, Connection c, int side, Packet pkt) except -1
     cdef Connection _retire(self, Connection old, Packet pkt)
-    cdef Connection _open_tcp(self, tuple key, Packet pkt)
+    cdef Connection _open_tcp(self, tuple key, Packet pkt, Connection held)
     cdef Connection _flow(self, Packet pkt)
     cdef void _icmp(self, Packet pkt)
     cdef void _attach_icmp_error(self, Packet pkt)

@@ -319,7 +319,8 @@ class Connection:
         "end_ts_ns",  # capture time the record was closed at (capture end or expiry)
         "prev_uid",  # uid of the connection this one reused the 5-tuple of
         "reused_in_time_wait",  # ... while that connection still had a side in TIME_WAIT
-        "closed_by",  # why the record ended: "closed", "idle", "reused", "capture_end"
+        "closed_by",  # why the record ended: "closed", "idle", "reused", "capture_end", or
+        # "continued" (the next record on the 5-tuple took its closing endpoints over)
         "states",  # [state per analyzer] by Analyzer.slot (None before the first packet): read
         # them through each analyzer's `state_of(conn)`
         "zeek_last_ns",  # Zeek's last_time: what its `duration` ends at (see _count)
@@ -1198,10 +1199,16 @@ class ConnectionTable:
                 done.append(self._retire(c, pkt))
                 c = None
         if c is None:
-            c = self._open_tcp(key, pkt)
             held = self._held.get(key)
-            if held is not None and syn_only:
-                done.append(self._retire(held, pkt))
+            if held is not None and not syn_only and self._closed(held):
+                c = self._open_tcp(key, pkt, held)
+                if c.prev_uid is not None and c.prev_uid == held.uid:
+                    # its endpoints go on in this record (TcpTracker.continue_from)
+                    done.append(self._finish(held, pkt.ts_ns, "continued"))
+            else:
+                c = self._open_tcp(key, pkt, None)
+                if held is not None and syn_only:
+                    done.append(self._retire(held, pkt))
             if done and done[-1].key == key and done[-1].closed_by == "reused":
                 prev = done[-1]
                 c.prev_uid = prev.uid
@@ -1278,7 +1285,15 @@ class ConnectionTable:
     @cython.locals(
         c=Connection, flags=cython.int, sport=cython.int, dport=cython.int, has_syn=cython.bint
     )
-    def _open_tcp(self, key, pkt: Packet) -> Connection:
+    def _open_tcp(self, key, pkt: Packet, held: Connection | None) -> Connection:
+        """A new record for `pkt`. `held`: the closed record still held on this 5-tuple (its
+        TIME_WAIT or LAST_ACK not over) when `pkt` is no SYN: Zeek's delete timer ended that
+        record tcp_close_delay after its close completed (TCPSessionAdapter::ConnectionClosed ->
+        ConnDeleteTimer), so Zeek starts a new connection here too (init-bare.zeek:
+        tcp_close_delay = 5 s), but the endpoints' sockets are the same ones, still closing
+        (a FIN retransmitted into TIME_WAIT, a late final ACK): the new record takes their
+        states over (`TcpTracker.continue_from`, prev_uid the held record) instead of starting
+        them ESTABLISHED as a capture that began mid-connection would."""
         flags = pkt.flags
         src, dst, sport, dport = pkt.src, pkt.dst, pkt.sport, pkt.dport
         has_syn = bool(flags & _SYN)
@@ -1294,7 +1309,12 @@ class ConnectionTable:
             c = self._new(key, IPPROTO_TCP, src, sport, dst, dport, pkt)
         c.originator_inferred = not has_syn
         if not has_syn:
-            c.tcp.start_midstream(pkt.ts_ns, pkt.frame)
+            if held is not None and c.tcp.continue_from(
+                held.tcp, c.orig_p != held.orig_p or c.orig_h != held.orig_h, pkt.ts_ns, pkt.frame
+            ):
+                c.prev_uid = held.uid
+            else:
+                c.tcp.start_midstream(pkt.ts_ns, pkt.frame)
             return c
         # Zeek's attempt timer (see _deadline): the entry pushed by _new was for the idle
         # timeout, as nothing had been seen yet

@@ -29,6 +29,9 @@ cdef class TcpTracker:
     cdef long long _synack_ack[2]
     cdef long long _cw_sent[2]
     cdef long long _fw2_last[2]
+    cdef long long _late_fin[2]
+    cdef long long _carry_ts
+    cdef long long _carry_since[2]
     cdef public object rst_ignored
     cdef public object rst_ignored_then
     cdef list _notes
@@ -82,6 +85,8 @@ cdef class TcpTracker:
     cpdef object settled_ns(self)
     cpdef void cut_time_wait(self, long long ts_ns, long long frame)
     cpdef list spans(self)
+    cpdef bint continue_from(self, TcpTracker old, bint flip, long long ts_ns, long long frame)
+    cpdef void hand_over(self, long long ts_ns, long long frame)
     cpdef void start_midstream(self, long long ts_ns, long long frame)
     cpdef void packet(self, int side, int flags, long long seq, long long ack, long long plen, long long ts_ns, long long frame, long long win=*)
     cdef bint _rst_valid(self, int side, int flags, long long seq, long long ack, long long ts_ns, long long frame)
@@ -89,6 +94,7 @@ cdef class TcpTracker:
     cdef void _infer(self, int side, long long ts_ns, long long frame, str why)
     cdef bint _inferred(self)
     cdef void _synack_missing(self, int side, long long ack, long long ts_ns, long long frame)
+    cdef void _fin_reaches(self, int side, long long ts_ns, long long frame)
     cdef void _fin(self, int side, int flags, long long fin_seq, long long ack, long long ts_ns, long long frame)
     cpdef bint _fully_closed(self)
     cdef void _note_closed(self, long long ts_ns)

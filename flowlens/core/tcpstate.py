@@ -157,6 +157,11 @@ class TcpTracker:
         "_synack_ack",  # [per side] the ACK field of its first SYN/ACK (the peer's ISN + 1)
         "_cw_sent",  # [per side] payload bytes it sent while in CLOSE_WAIT (a half-close's data)
         "_fw2_last",  # [per side] ts_ns of the last packet it sent while in FIN_WAIT_2
+        "_late_fin",  # [per side] ts_ns of the peer's FIN that came after its orphan timer ran
+        # out (see `_fin_reaches`), _UNSET: none
+        "_carry_ts",  # ts_ns this record took its endpoints over from the previous record on
+        # the 5-tuple (`continue_from`), _UNSET: it did not
+        "_carry_since",  # [per side] when that endpoint entered the state it was carried in
         "rst_ignored",  # the first RST no endpoint accepts (see `_rst_valid`): (ts_ns, frame,
         # sender, reason) or None
         "rst_ignored_then",  # frame of the first packet after it (the connection went on)
@@ -220,6 +225,9 @@ class TcpTracker:
         self._synack_ack = [_UNSET, _UNSET]
         self._cw_sent = [0, 0]
         self._fw2_last = [_UNSET, _UNSET]
+        self._late_fin = [_UNSET, _UNSET]
+        self._carry_ts = _UNSET
+        self._carry_since = [_UNSET, _UNSET]
         self.rst_ignored = None
         self.rst_ignored_then = None
         self._notes = None
@@ -365,10 +373,11 @@ class TcpTracker:
     )
     def spells(self) -> tuple[list | None, list | None]:
         """The times a side sat in CLOSE_WAIT, and in FIN_WAIT_2: for each,
-        [[side, start_ns, end_ns or None, frame or None]] in timeline order, or None when
-        there were none. A spell ends at that side's next state change; None when it lasted
-        to the end of the timeline. (Read from the arrays: this runs for every closed
-        connection.)"""
+        [[side, start_ns, end_ns or None, frame or None, timed_out]] in timeline order, or None
+        when there were none. A spell ends at that side's next state change, or when its timer
+        ran out if sooner (an orphaned FIN_WAIT_2's tcp_fin_timeout: `_timer_end`, as `spans`
+        says; `timed_out` is then True); None when it lasted to the end of the timeline. (Read from the arrays: this runs
+        for every closed connection.)"""
         close_wait = fin_wait_2 = None
         open0 = open1 = None  # per side: the spell it sits in, if any
         for i in range(self._tl_n):
@@ -386,7 +395,7 @@ class TcpTracker:
                 open1 = None
             if code != _S_CLOSE_WAIT and code != _S_FIN_WAIT_2:
                 continue
-            spell = [side, ts, None, None if frame == _UNSET else frame]
+            spell = [side, ts, None, None if frame == _UNSET else frame, False]
             if code == _S_CLOSE_WAIT:
                 if close_wait is None:
                     close_wait = []
@@ -399,6 +408,11 @@ class TcpTracker:
                 open0 = spell
             else:
                 open1 = spell
+        for spell in fin_wait_2 or ():
+            end = self._timer_end(spell[0], _S_FIN_WAIT_2, spell[1])
+            if end != _UNSET and (spell[2] is None or end < spell[2]):
+                spell[2] = end
+                spell[4] = True
         return close_wait, fin_wait_2
 
     @cython.locals(last=cython.longlong, cut=cython.longlong)
@@ -495,7 +509,7 @@ class TcpTracker:
             return self._fin_wait_2_ns
         return _UNSET
 
-    @cython.locals(limit=cython.longlong)
+    @cython.locals(limit=cython.longlong, since=cython.longlong)
     def _timer_end(self, side: int, code: int, start: int) -> int:
         """When state `code`, entered by `side` at `start`, runs out on its own; _UNSET: never.
         A TIME_WAIT counts from the last retransmitted FIN that reached it (RFC 9293 §3.10.7.4,
@@ -506,9 +520,14 @@ class TcpTracker:
         limit = self._limit(code)
         if limit == _UNSET or start == _UNSET:
             return _UNSET
+        since = start
+        if start == self._carry_ts and self._carry_since[side] != _UNSET:
+            # a state carried over from the previous record (`continue_from`): its timer runs
+            # from when the endpoint entered it there
+            since = self._carry_since[side]
         if code == _S_FIN_WAIT_2 and (
             self._cw_sent[1 - side]
-            or (self._fw2_last[side] != _UNSET and self._fw2_last[side] >= start + limit)
+            or (self._fw2_last[side] != _UNSET and self._fw2_last[side] >= since + limit)
         ):
             # it took the peer's data after its FIN (shut down, not orphaned), or it still
             # answered after the timeout: this socket had no such timer
@@ -517,10 +536,10 @@ class TcpTracker:
             code == _S_TIME_WAIT
             and start == self._tw_start[side]
             and self._tw_restart[side] != _UNSET
-            and self._tw_restart[side] > start
+            and self._tw_restart[side] > since
         ):
             return self._tw_restart[side] + limit
-        return start + limit
+        return since + limit
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
@@ -753,6 +772,8 @@ class TcpTracker:
         self._snd_max[0], self._snd_max[1] = self._snd_max[1], self._snd_max[0]
         self._cw_sent[0], self._cw_sent[1] = self._cw_sent[1], self._cw_sent[0]
         self._fw2_last[0], self._fw2_last[1] = self._fw2_last[1], self._fw2_last[0]
+        self._late_fin[0], self._late_fin[1] = self._late_fin[1], self._late_fin[0]
+        self._carry_since[0], self._carry_since[1] = self._carry_since[1], self._carry_since[0]
         self._last_ack[0], self._last_ack[1] = self._last_ack[1], self._last_ack[0]
         self._last_win[0], self._last_win[1] = self._last_win[1], self._last_win[0]
         self._synack_ack[0], self._synack_ack[1] = self._synack_ack[1], self._synack_ack[0]
@@ -770,6 +791,67 @@ class TcpTracker:
             self.first_close = (1 - self.first_close[0], self.first_close[1])
         if self.reset_by is not None:
             self.reset_by = 1 - self.reset_by
+
+    @cython.locals(s=cython.int, o=cython.int, code=cython.int)
+    def continue_from(self, old: TcpTracker, flip: bool, ts_ns: int, frame: int) -> bool:
+        """This record continues the endpoints of `old`, the previous record on the 5-tuple,
+        which Zeek's delete timer ended while its close was still under way (a FIN retransmitted,
+        or the last ACK, more than tcp_close_delay after the close completed: Zeek starts a new
+        connection, TCPSessionAdapter::ConnectionClosed -> ConnDeleteTimer; the kernel's sockets
+        go on in LAST_ACK and TIME_WAIT). Each endpoint takes over the state `old` had it in at
+        `ts_ns` (its timers counting from when it entered that state there), with what later
+        packets are checked against (ISNs, FINs, what it sent and acknowledged), and `old`'s
+        endpoints are CLOSED there, so that one record holds each socket at a time (as
+        `cut_time_wait` does for an attempt). `flip`: this record's originator is `old`'s
+        responder. False (nothing carried: the record starts as a capture that began
+        mid-connection) unless a close is under way then: an endpoint in FIN_WAIT_1/2,
+        CLOSE_WAIT, CLOSING, LAST_ACK or TIME_WAIT, and neither in SYN_SENT or SYN_RECEIVED."""
+        closing = False
+        for s in range(2):
+            code = old.state_index_at(s, ts_ns)
+            if code == _S_SYN_SENT or code == _S_SYN_RECEIVED:
+                return False
+            if code != _S_CLOSED and code != _S_ESTABLISHED:
+                closing = True
+        if not closing:
+            return False
+        self.midstream = True  # (no SYN opened this record: its idle timeout is an open one's)
+        self._carry_ts = ts_ns
+        for s in range(2):
+            o = 1 - s if flip else s
+            code = old.state_index_at(o, ts_ns)
+            self._isn[s] = old._isn[o]
+            self._fin_seq[s] = old._fin_seq[o]
+            self._fin_acked[s] = old._fin_acked[o]
+            self._fin_acked_by_fin[s] = old._fin_acked_by_fin[o]
+            self._snd_max[s] = old._snd_max[o]
+            self._last_ack[s] = old._last_ack[o]
+            self._last_win[s] = old._last_win[o]
+            self._cw_sent[s] = old._cw_sent[o]
+            self._fw2_last[s] = old._fw2_last[o]
+            self._late_fin[s] = old._late_fin[o]
+            if code == _S_CLOSED:
+                continue
+            self._carry_since[s] = old._since[o]
+            self._set(s, code, ts_ns, frame)
+            if code == _S_TIME_WAIT:
+                self._tw_restart[s] = old._tw_restart[o]
+        if old.first_close is not None:
+            self.first_close = (
+                (1 - old.first_close[0]) if flip else old.first_close[0],
+                old.first_close[1],
+            )
+        self.fin_style = old.fin_style
+        old.hand_over(ts_ns, frame)
+        return True
+
+    @cython.locals(side=cython.int)
+    def hand_over(self, ts_ns: int, frame: int) -> None:
+        """The next record took this one's endpoints over at `ts_ns` (`continue_from`): any
+        side not CLOSED by then leaves for CLOSED there, in this record."""
+        for side in range(2):
+            if self.state_index_at(side, ts_ns) != _S_CLOSED:
+                self._set(side, _S_CLOSED, ts_ns, frame)
 
     def start_midstream(self, ts_ns: int, frame: int) -> None:
         """The capture begins inside the connection: both endpoints are taken as ESTABLISHED."""
@@ -819,6 +901,16 @@ class TcpTracker:
             self._cw_sent[side] += plen
         elif self._state[side] == _S_FIN_WAIT_2:
             self._fw2_last[side] = ts_ns
+            if self._late_fin[side] != _UNSET:
+                # it answers (no RST) the FIN that came after its orphan timer would have run
+                # out: the socket had no such timer (see _timer_end), so that FIN reached it
+                # and it entered TIME_WAIT then (as _fin would have done), known only now
+                self._set(
+                    side, _S_TIME_WAIT,
+                    self._late_fin[side] if self._late_fin[side] >= self._timeline_max_ns
+                    else ts_ns, frame,
+                )  # fmt: skip
+                self._late_fin[side] = _UNSET
         # what the window check of a later RST needs (RFC 9293 §3.10.7.4): how far each side
         # sent, and what it last acknowledged and advertised
         end = (seq + plen + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)) & 0xFFFFFFFF
@@ -969,11 +1061,11 @@ class TcpTracker:
             self.fin_style = "3way" if self._fin_acked_by_fin[peer] else "4way"
             self._set(side, _S_LAST_ACK, ts_ns, frame)
             s = self._state[peer]
-            if s == _S_FIN_WAIT_1 or s == _S_FIN_WAIT_2:
+            if s == _S_FIN_WAIT_1 or s == _S_CLOSING:
                 # The FIN (and, in the 3-way case, its ACK) reaches the active closer.
                 self._set(peer, _S_TIME_WAIT, ts_ns, frame)
-            elif s == _S_CLOSING:
-                self._set(peer, _S_TIME_WAIT, ts_ns, frame)
+            elif s == _S_FIN_WAIT_2:
+                self._fin_reaches(peer, ts_ns, frame)
         else:
             # Simultaneous close: this FIN left before the peer's FIN arrived.
             self.fin_style = "simultaneous"
@@ -982,8 +1074,22 @@ class TcpTracker:
             if s == _S_FIN_WAIT_1 or s == _S_CLOSE_WAIT or s == _S_ESTABLISHED:
                 self._set(peer, _S_CLOSING, ts_ns, frame)
             elif s == _S_FIN_WAIT_2:
-                self._set(peer, _S_TIME_WAIT, ts_ns, frame)
+                self._fin_reaches(peer, ts_ns, frame)
         self._note_closed(ts_ns)
+
+    def _fin_reaches(self, side: int, ts_ns: int, frame: int) -> None:
+        """The peer's FIN arrives at `side`, in FIN_WAIT_2: TIME_WAIT (RFC 9293 §3.10.7.4,
+        FIN-WAIT-2 STATE: "Enter the TIME-WAIT state"), unless `side` was an orphan whose
+        tcp_fin_timeout had run out by then (see `_timer_end`). That socket is gone: the FIN
+        finds no TCB, the CLOSED state of RFC 9293 §3.10.7.1 ("An incoming segment not
+        containing a RST causes a RST to be sent in response"), as Linux does (tcp_v4_rcv finds
+        no socket and calls tcp_v4_send_reset); `side` stays as it was, its FIN_WAIT_2 ending
+        on the timer (`state_at`, `spans`, `spells`). Should it answer the FIN all the same
+        (not with a RST), it had no such timer and enters TIME_WAIT then (`packet`)."""
+        if self.state_index_at(side, ts_ns) == _S_CLOSED:
+            self._late_fin[side] = ts_ns
+            return
+        self._set(side, _S_TIME_WAIT, ts_ns, frame)
 
     @cython.locals(peer=cython.int, r=cython.int, lo=cython.longlong, span=cython.longlong)
     def _rst_valid(self, side: int, flags: int, seq: int, ack: int, ts_ns: int, frame: int) -> bool:
@@ -994,15 +1100,24 @@ class TcpTracker:
           RST must acknowledge the SYN, ISS < SEG.ACK =< SND.NXT (ISN + 1, more for a SYN with
           data), and without the ACK bit it is dropped.
         - Receiver in a synchronized state (RFC 9293 §3.10.7.4, first check; RFC 5961 §3.2,
-          as Linux tcp_validate_incoming does it): the RST's sequence number must be in the
-          receive window, RCV.NXT =< SEG.SEQ < RCV.NXT + RCV.WND. RFC 5961 resets only on
-          SEG.SEQ = RCV.NXT and answers any other in-window RST with a challenge ACK; the
-          capture point cannot know RCV.NXT to the byte (segments in flight), so the whole
-          window counts as valid. RCV.NXT is taken from the receiver's latest ACK; the window
-          from the one it advertised then, unscaled (the tracker does not see the window scale
-          option), stretched to how far the RST's sender was seen to send (a scaled window is
-          at least that wide). Lenient where the capture knows nothing: a receiver that sent no
-          ACK yet, or a window not handed in, accepts every RST.
+          as Linux tcp_validate_incoming does it): RFC 5961 resets only on SEG.SEQ = RCV.NXT
+          and answers any other RST in the window with a challenge ACK (Linux:
+          tcp_send_challenge_ack), changing nothing. RCV.NXT is taken from the receiver's
+          latest ACK. When that ACK covers everything the RST's sender was seen to send
+          (SND.NXT as seen: nothing in flight), RCV.NXT is known exactly and the RST must
+          carry it. Otherwise (segments in flight, or data the capture missed) the capture
+          point cannot know RCV.NXT to the byte, and any RST in the receive window counts,
+          RCV.NXT =< SEG.SEQ < RCV.NXT + RCV.WND: the window the receiver advertised with
+          that ACK, unscaled (the tracker does not see the window scale option), stretched to
+          how far the RST's sender was seen to send (a scaled window is at least that wide).
+          Either way, Linux also resets on SEG.SEQ = RCV.NXT - 1 when the receiver is in
+          CLOSE_WAIT, LAST_ACK or CLOSING (tcp_reset_check, "extend to match against
+          (RCV.NXT - 1) after a FIN": the peer's RST may carry its FIN's sequence number),
+          even though that is just below the window. (Linux also resets on the end of the
+          right-most SACK block it holds; that needs data received out of order, i.e. segments
+          in flight, where the window rule accepts it anyway.) Lenient where the capture knows
+          nothing: a receiver that sent no ACK yet accepts every RST, and so does one whose
+          RCV.NXT is not exact when no window was handed in.
         - Any other receiver state (CLOSED, LISTEN): the RST is the sender's own business.
         """
         peer = 1 - side
@@ -1017,13 +1132,24 @@ class TcpTracker:
                 why = f"RST in SYN_SENT does not acknowledge the SYN (ACK {ack}, ISN+1 {(self._isn[peer] + 1) & 0xFFFFFFFF})"
         elif r != _S_CLOSED:
             lo = self._last_ack[peer]
-            if lo == _UNSET or self._last_win[peer] < 0:
+            if lo == _UNSET:
                 return True
-            span = self._last_win[peer]
-            if self._snd_max[side] != _UNSET and seq_gt(self._snd_max[side], lo):
-                span += (self._snd_max[side] - lo) & 0xFFFFFFFF
-            if ((seq - lo) & 0xFFFFFFFF) > span:
-                why = f"RST outside the receive window (SEQ {seq}, window {lo}+{span})"
+            if seq == ((lo - 1) & 0xFFFFFFFF) and (
+                r == _S_CLOSE_WAIT or r == _S_LAST_ACK or r == _S_CLOSING
+            ):
+                return True  # Linux tcp_reset_check: RCV.NXT - 1 after the peer's FIN
+            if self._last_win[peer] >= 0:
+                span = self._last_win[peer]
+                if self._snd_max[side] != _UNSET and seq_gt(self._snd_max[side], lo):
+                    span += (self._snd_max[side] - lo) & 0xFFFFFFFF
+                if ((seq - lo) & 0xFFFFFFFF) > span:
+                    why = f"RST outside the receive window (SEQ {seq}, window {lo}+{span})"
+            if why is None and self._snd_max[side] == lo and seq != lo:
+                # RCV.NXT known exactly: RFC 5961 §3.2, only SEG.SEQ = RCV.NXT resets
+                why = (
+                    f"RST in the window but not at RCV.NXT (SEQ {seq}, RCV.NXT {lo}): "
+                    "answered with a challenge ACK (RFC 5961 §3.2)"
+                )
         if why is None:
             return True
         if self.rst_ignored is None:

@@ -258,7 +258,7 @@ def segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Ano
             if still:
                 closed_ns += max(0, end_ns - d.zero_window_since_ns)
             closed_s = closed_ns / 1e9
-            probes = peer.count("zero_window_probe")
+            probes = peer.window_probes
             full = peer.count("window_full")
             severity = "warning" if closed_s >= th.zero_window_s or still else "info"
             reopened = (

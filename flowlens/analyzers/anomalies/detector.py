@@ -384,7 +384,7 @@ class AnomalyDetector(Analyzer):
         # socket, which stayed as it was to the capture's end as far as the capture shows
         stop_at = c.end_ts_ns if c.closed_by == "reused" else None
         th = self.thresholds
-        for side, start, stop, frame in close_wait or ():
+        for side, start, stop, frame, _timed_out in close_wait or ():
             if not c.pkts_sent(side):
                 continue  # a one-sided capture: nothing says what that side did
             host, port = (c.orig_h, c.orig_p) if side == 0 else (c.resp_h, c.resp_p)
@@ -399,7 +399,7 @@ class AnomalyDetector(Analyzer):
                     (start, until, stop is None and until is None, frame, c.uid,
                      t.sent_in_close_wait(side), c.first_ts_ns)
                 )  # fmt: skip
-        for side, start, stop, frame in fin_wait_2 or ():
+        for side, start, stop, frame, timed_out in fin_wait_2 or ():
             if not c.pkts_sent(1 - side):
                 continue
             until = stop if stop is not None else stop_at
@@ -409,7 +409,7 @@ class AnomalyDetector(Analyzer):
             peer = _ep(c.resp_h, c.resp_p) if side == 0 else _ep(c.orig_h, c.orig_p)
             self._fin_wait_2.append(
                 (c.uid, _ep(host, port), peer, start, until, stop is None and until is None, frame,
-                 c.pkts_sent(1 - side), c.first_ts_ns)
+                 c.pkts_sent(1 - side), c.first_ts_ns, timed_out)
             )  # fmt: skip
 
     def finish(self, end_ns: int | None = None) -> list[Anomaly]:
@@ -626,13 +626,19 @@ def _half_close(items: list, where: str, toward: str, th: Thresholds) -> Anomaly
 def _fin_wait_2_findings(items, th: Thresholds, end_ns: int) -> list[Anomaly]:
     """fin_wait_2, one finding per connection that waited past the threshold."""
     out = []
-    for uid, endpoint, peer, start, stop, still, frame, peer_packets, conn_ns in items:
+    for uid, endpoint, peer, start, stop, still, frame, peer_packets, conn_ns, timed_out in items:
         waited = ((end_ns if stop is None else stop) - start) / 1e9
         if waited < th.fin_wait_2_s:
             continue
         # as observed: to the capture's end for a side still waiting then
         if still:
             how = f"for at least {_secs(waited)} after {peer} acknowledged its FIN, still when the capture ended"
+        elif timed_out:
+            # an orphan dropped by tcp_fin_timeout (TcpTracker._timer_end): no packet shows it
+            how = (
+                f"for {_secs(waited)} after {peer} acknowledged its FIN, until tcp_fin_timeout "
+                f"dropped the orphaned socket (inferred, no packet shows it)"
+            )
         else:
             how = f"for {_secs(waited)} after {peer} acknowledged its FIN, until it left FIN_WAIT_2"
         summary = (
@@ -643,7 +649,9 @@ def _fin_wait_2_findings(items, th: Thresholds, end_ns: int) -> list[Anomaly]:
             Anomaly(
                 "fin_wait_2", "info", start / 1e9, uid, summary, _sample([frame], th.evidence_max),
                 {"endpoint": endpoint, "peer": peer, "duration_s": round(waited, 3),
-                 "still_waiting": still, "peer_packets": peer_packets},
+                 "still_waiting": still, "peer_packets": peer_packets,
+                 # (only when it did: older outputs stay)
+                 **({"timed_out": True} if timed_out else {})},
                 conn_ns / 1e9,
             )
         )  # fmt: skip
