@@ -681,3 +681,62 @@ def test_synack_reflection_on_a_real_attack_capture():
     assert a.severity == "critical" and a.details["pattern"] == "reflection"
     assert a.details["receivers"] == ["10.10.10.10"] and a.details["synacks"] > 6000
     assert not [x for x in found if x.kind in ("connection_refused", "port_scan", "syn_flood")]
+
+
+def _scaled_conversation(offset: int, in_flight: bool):
+    """Window scale 7 both ways (RFC 7323), the client advertising 64 << 7 = 8192 bytes; one
+    exchange, then a RST from the server's address `offset` bytes past the client's RCV.NXT,
+    with or without a server segment in flight, then the exchange goes on."""
+    conv = pcapgen.Conversation()
+    ws = pcapgen.wscale_option(7)
+    conv.c(pcapgen.SYN, dt=0.0, opts=ws, win=65535)
+    conv.s(pcapgen.SYN | pcapgen.ACK, dt=0.01, opts=ws, win=65535)
+    conv.c(pcapgen.ACK, dt=0.0005, win=64)
+    conv.c(pcapgen.PSH | pcapgen.ACK, b"hello", win=64)
+    conv.s(pcapgen.PSH | pcapgen.ACK, b"world", win=64)
+    if not in_flight:
+        conv.c(pcapgen.ACK, win=64)
+    else:  # the server's next segment is on its way: RCV.NXT is not known to the byte
+        conv.s(pcapgen.PSH | pcapgen.ACK, b"more!", win=64)
+    rcv_nxt = conv.s_next if not in_flight else conv.s_next - 5
+    s_next = conv.s_next
+    conv.s(pcapgen.RST, seq=rcv_nxt + offset, ack=0)
+    conv.s_next = s_next
+    conv.c(pcapgen.PSH | pcapgen.ACK, b"again", win=64)
+    conv.s(pcapgen.PSH | pcapgen.ACK, b"fine!", win=64)
+    conv.close("client")
+    return conv.frames
+
+
+def test_the_rst_window_is_scaled_and_the_rst_moves_no_sequence(tmp_path):
+    """1000 bytes past RCV.NXT is inside the client's 8192-byte window, scaled (it is far
+    outside the 64 the field says): with nothing in flight RCV.NXT is known and only a RST at
+    it resets (RFC 5961 §3.2: a challenge ACK, ignored), and the RST, which occupies no
+    sequence space, does not make the server's next segment a retransmission."""
+    path = tmp_path / "scaled.pcap"
+    pcapgen.write_pcap(path, _scaled_conversation(1000, in_flight=False))
+    detector = AnomalyDetector()
+    analysis = analyze(str(path), analyzers=[detector, TcpAnalyzer()])
+    found = analysis.results[detector]
+    a = only(found, "rst_ignored")
+    assert "not at RCV.NXT" in a.details["reason"], a.details
+    assert "outside the receive window" not in a.details["reason"]
+    (conn,) = analysis.connections
+    assert conn.retransmissions == 0 and "retransmissions" not in [x.kind for x in found]
+    assert (conn.orig_state, conn.resp_state) == ("TIME_WAIT", "CLOSED")
+
+
+def test_a_scaled_window_takes_a_rst_while_data_is_in_flight(tmp_path):
+    """With a segment in flight the capture cannot know RCV.NXT to the byte: a RST anywhere in
+    the scaled window is taken (RFC 9293 §3.10.7.4), one past it is not."""
+    for offset, taken in ((1000, True), (9000, False)):
+        path = tmp_path / f"flight-{offset}.pcap"
+        pcapgen.write_pcap(path, _scaled_conversation(offset, in_flight=True))
+        detector = AnomalyDetector()
+        analysis = analyze(str(path), analyzers=[detector])
+        kinds = [x.kind for x in analysis.results[detector]]
+        conns = analysis.connections
+        if taken:
+            assert "rst_ignored" not in kinds and conns[0].conn_state.startswith("RST"), kinds
+        else:
+            assert "rst_ignored" in kinds, kinds

@@ -531,6 +531,10 @@ def test_injected_rst_as_the_kernel_judged_it(tmp_path, offset):
         assert truth["challenge_acks"] == 1, truth
         a = only(found, "rst_ignored")
         assert a.details["sender"] == f"127.0.0.1:{PORT}" and a.details["rsts"] == 1
+        assert "challenge ACK" in a.details["reason"], a.details  # in the window, not RCV.NXT
+        # a RST occupies no sequence space: the server's next segment is new data, not resent
+        assert "retransmissions" not in [x.kind for x in found], [x.summary for x in found]
+        assert conn.retransmissions == 0
         assert abs(a.ts - truth["injected"]) <= CLOCK_SLACK_S
         # the RST closed nothing: the client, which closed first, ends in TIME_WAIT (conn_state
         # stays Zeek's, which takes any RST in the window)

@@ -596,7 +596,12 @@ class TcpAnalyzer(Analyzer):
         nextseq = (seq + seglen + (1 if flags & _SF else 0)) & _M
         if flags & TH_FIN:
             fwd.fin_next = nextseq
-        if not note & ZWP:
+        # A RST occupies no sequence space, and a genuine one carries at most its sender's
+        # SND.NXT (RFC 9293 §3.5.2, §3.10.7.4): one beyond what that side was seen to send is
+        # forged, or follows data the capture missed, and moves the next expected sequence
+        # number nowhere. Wireshark's rule (packet-tcp.c) lets it move, and then calls the
+        # sender's next real segment a retransmission (tshark 4 does, after an injected RST).
+        if not note & ZWP and not (flags & TH_RST and fnext):
             if not fnext or seq_gt(nextseq, fnext):
                 fwd.nextseq = nextseq
                 fwd.nextseq_ts = ts

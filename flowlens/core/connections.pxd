@@ -6,7 +6,7 @@
 cimport cython
 
 from flowlens.core.analyzer cimport Analyzer
-from flowlens.core.decode cimport Packet
+from flowlens.core.decode cimport Packet, window_scale
 from flowlens.core.tcpstate cimport TcpTracker
 from flowlens.core.zeekstate cimport ZeekTcp, ZeekUdp
 

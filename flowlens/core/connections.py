@@ -36,6 +36,7 @@ from .decode import (
     TH_RST,
     TH_SYN,
     Packet,
+    window_scale,
 )
 from .services import TCP_SERVICES, UDP_SERVICES, is_well_known, service_name
 from .tcpstate import TcpState, TcpTracker
@@ -1218,6 +1219,8 @@ class ConnectionTable:
         side = 0 if from_orig else 1
         self._count(c, pkt, side)
         seq, plen = pkt.seq, pkt.plen
+        if flags & _SYN and pkt.raw_options is not None:  # (the decoder keeps SYNs' options)
+            c.tcp.window_scale(side, window_scale(pkt.raw_options))
         c.tcp.packet(side, flags, seq, pkt.ack, plen, pkt.ts_ns, pkt.frame, pkt.win)
         if c.zeek.packet(
             from_orig, flags, seq, pkt.ack, plen, pkt.win, pkt.bad_checksum, pkt.caplen_short > 0

@@ -26,6 +26,7 @@ cdef class TcpTracker:
     cdef long long _snd_max[2]
     cdef long long _last_ack[2]
     cdef long long _last_win[2]
+    cdef int _wscale[2]
     cdef long long _synack_ack[2]
     cdef long long _cw_sent[2]
     cdef long long _fw2_last[2]
@@ -88,6 +89,7 @@ cdef class TcpTracker:
     cpdef bint continue_from(self, TcpTracker old, bint flip, long long ts_ns, long long frame)
     cpdef void hand_over(self, long long ts_ns, long long frame)
     cpdef void start_midstream(self, long long ts_ns, long long frame)
+    cpdef void window_scale(self, int side, int shift)
     cpdef void packet(self, int side, int flags, long long seq, long long ack, long long plen, long long ts_ns, long long frame, long long win=*)
     cdef bint _rst_valid(self, int side, int flags, long long seq, long long ack, long long ts_ns, long long frame)
     cdef void _ack(self, int side, int flags, long long ack, long long ts_ns, long long frame)

@@ -153,7 +153,8 @@ class TcpTracker:
         "_tw_restart",  # [ts_ns of the last retransmitted FIN that restarted its 2 x MSL, or None]
         "_snd_max",  # [per side] the highest sequence number it sent, + 1 (SND.NXT as seen)
         "_last_ack",  # [per side] the ACK field of its latest segment (its RCV.NXT then)
-        "_last_win",  # [per side] the window of that segment (unscaled), -1 while unknown
+        "_last_win",  # [per side] the window of that segment in bytes (scaled), -1 while unknown
+        "_wscale",  # [per side] the window scale shift its SYN offered (RFC 7323), -1: none
         "_synack_ack",  # [per side] the ACK field of its first SYN/ACK (the peer's ISN + 1)
         "_cw_sent",  # [per side] payload bytes it sent while in CLOSE_WAIT (a half-close's data)
         "_fw2_last",  # [per side] ts_ns of the last packet it sent while in FIN_WAIT_2
@@ -222,6 +223,7 @@ class TcpTracker:
         self._snd_max = [_UNSET, _UNSET]
         self._last_ack = [_UNSET, _UNSET]
         self._last_win = [-1, -1]
+        self._wscale = [-1, -1]
         self._synack_ack = [_UNSET, _UNSET]
         self._cw_sent = [0, 0]
         self._fw2_last = [_UNSET, _UNSET]
@@ -776,6 +778,7 @@ class TcpTracker:
         self._carry_since[0], self._carry_since[1] = self._carry_since[1], self._carry_since[0]
         self._last_ack[0], self._last_ack[1] = self._last_ack[1], self._last_ack[0]
         self._last_win[0], self._last_win[1] = self._last_win[1], self._last_win[0]
+        self._wscale[0], self._wscale[1] = self._wscale[1], self._wscale[0]
         self._synack_ack[0], self._synack_ack[1] = self._synack_ack[1], self._synack_ack[0]
         if self.rst_ignored is not None:
             ts, frame, side, why = self.rst_ignored
@@ -827,6 +830,7 @@ class TcpTracker:
             self._snd_max[s] = old._snd_max[o]
             self._last_ack[s] = old._last_ack[o]
             self._last_win[s] = old._last_win[o]
+            self._wscale[s] = old._wscale[o]
             self._cw_sent[s] = old._cw_sent[o]
             self._fw2_last[s] = old._fw2_last[o]
             self._late_fin[s] = old._late_fin[o]
@@ -858,6 +862,13 @@ class TcpTracker:
         self.midstream = True
         self._set(0, _S_ESTABLISHED, ts_ns, frame)
         self._set(1, _S_ESTABLISHED, ts_ns, frame)
+
+    @cython.locals(shift=cython.int)
+    def window_scale(self, side: int, shift: int) -> None:
+        """The window scale option (RFC 7323 §2.2) of `side`'s SYN: a shift of at most 14
+        (§2.3: a larger one is taken as 14), or -1 when its SYN had none. The connection table
+        hands it over from each SYN's options."""
+        self._wscale[side] = 14 if shift > 14 else shift
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
@@ -918,6 +929,10 @@ class TcpTracker:
             self._snd_max[side] = end
         if flags & _ACK:
             self._last_ack[side] = ack
+            # RFC 7323 §2.2-2.3: the window field is shifted by the sender's scale once both
+            # SYNs offered the option, and never in a SYN segment itself
+            if win > 0 and not flags & _SYN and self._wscale[0] >= 0 and self._wscale[1] >= 0:
+                win <<= self._wscale[side]
             self._last_win[side] = win
         if flags & _SYN:
             if flags & _ACK:
@@ -1108,8 +1123,9 @@ class TcpTracker:
           carry it. Otherwise (segments in flight, or data the capture missed) the capture
           point cannot know RCV.NXT to the byte, and any RST in the receive window counts,
           RCV.NXT =< SEG.SEQ < RCV.NXT + RCV.WND: the window the receiver advertised with
-          that ACK, unscaled (the tracker does not see the window scale option), stretched to
-          how far the RST's sender was seen to send (a scaled window is at least that wide).
+          that ACK, scaled by the shift its SYN offered when both SYNs offered one (RFC 7323
+          §2.3; `window_scale`; unscaled when the capture missed a SYN), stretched to how far
+          the RST's sender was seen to send (a scaled window is at least that wide).
           Either way, Linux also resets on SEG.SEQ = RCV.NXT - 1 when the receiver is in
           CLOSE_WAIT, LAST_ACK or CLOSING (tcp_reset_check, "extend to match against
           (RCV.NXT - 1) after a FIN": the peer's RST may carry its FIN's sequence number),
