@@ -1,7 +1,7 @@
 """The postmortem report as one self-contained HTML page: CSS, script and pictures inline.
 
 Nothing in the page refers to anything outside it (no fonts, scripts, styles or images from the
-network; pictures are base64 PNG), so it can be attached to an incident and opened anywhere. A
+network; pictures are inline SVG, postmortem_figures.py), so it can be attached to an incident and opened anywhere. A
 little inline script sorts and filters the connection table; without it the page still reads
 top to bottom. Print CSS drops the controls and starts each ladder on a new page.
 
@@ -11,7 +11,6 @@ Anchors: ``finding-N`` (1-based, in severity order), ``conn-<uid>`` (a ladder), 
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import re
@@ -61,13 +60,10 @@ def _offset(report: Report, ts_ns: int | None) -> str:
 
 
 def _img(pic: Picture, caption: str = "") -> str:
-    data = base64.b64encode(pic.png).decode("ascii")
-    w, h = pic.size
-    size = f' width="{w}" height="{h}"' if w and h else ""
+    """The picture inline: its SVG, labelled by `alt` (role="img", aria-label) for readers."""
     cap = f"<figcaption>{caption}</figcaption>" if caption else ""
-    return (
-        f'<figure><img alt="{_E(pic.alt)}"{size} src="data:image/png;base64,{data}">{cap}</figure>'
-    )
+    svg = pic.svg.replace("<svg ", f'<svg role="img" aria-label="{_E(pic.alt)}" ', 1)
+    return f'<figure class="picture" id="pic-{_E(pic.name)}">{svg}{cap}</figure>'
 
 
 def _value(v) -> str:
@@ -516,6 +512,8 @@ def _ladder(report: Report, view: LadderView) -> str:
     pic = _img(view.picture) if view.picture is not None else ""
     if view.stream is not None:
         pic += _img(view.stream, "time-sequence graph (flowlens plot --kind tseq)")
+    elif view.stream_hint is not None:
+        pic += f'<p class="quiet">Time-sequence graph: <code>{_E(view.stream_hint)}</code></p>'
     extract = extract_command(report.path, view.uid, dict(report.facts).get("container", "pcap"))
     return (
         f'<article class="ladder" id="conn-{_E(view.uid)}">'
