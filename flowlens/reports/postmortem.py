@@ -47,7 +47,7 @@ from .postmortem_figures import (
     tseq_picture,
 )
 from .rtt import Aggregator, Series, series_for
-from .states import SocketStates
+from .states import SpanTable
 from .streamgraph import tseq_graph
 
 __all__ = [
@@ -240,7 +240,7 @@ class _Gather:
         self.stream_logs: dict[str, StreamLog] = {}
         self.tcp = tcp
         self.rtt = rtt
-        self.states = SocketStates()
+        self.states = SpanTable()
         self.rtt_agg = Aggregator("server", rtt)
         self.rtt_series: dict[str, Series] = {}
         self.records: list[dict] = []

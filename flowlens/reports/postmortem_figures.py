@@ -9,12 +9,11 @@ per figure: the report embeds them inline (HTML) or saves them beside it as ``.s
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 
 from .ladder import Ladder
 from .rtt import Series
-from .states import SocketStates, states_chart
+from .states import SpanTable, states_chart
 from .streamgraph import TseqGraph
 from .svg_charts import rtt_svg, states_svg, tseq_svg
 from .svg_ladder import ladder_svg
@@ -69,44 +68,22 @@ MAX_STATE_HOSTS = 4
 MIN_BUSY_SOCKETS = 3
 
 
-def busy_hosts(index: SocketStates) -> list[tuple[str, int, int]]:
-    """[(host, most sockets it held at once, sockets over the capture)], busiest first.
-
-    One sweep over the spans' starts and ends (`SocketStates.series` would build a count per
-    host per instant: far too much for a SYN flood's ten thousand spoofed sources)."""
-    events = []
-    sockets: dict[str, set] = {}
-    for sp in index.spans:
-        events.append((sp.start_ns, 1, sp.host))
-        if sp.end_ns is not None:
-            events.append((sp.end_ns, -1, sp.host))
-        sockets.setdefault(sp.host, set()).add((sp.uid, sp.port))
-    events.sort(key=lambda e: (e[0], e[1]))  # ends before starts at the same instant
-    now: Counter = Counter()
-    peaks: Counter = Counter()
-    for _t, delta, host in events:
-        now[host] += delta
-        peaks[host] = max(peaks[host], now[host])
-    order = {h: i for i, h in enumerate(index.host_list())}
-    return sorted(
-        ((h, peaks[h], len(sockets[h])) for h in sockets),
-        key=lambda x: (-x[1], -x[2], order[x[0]]),
-    )
+def busy_hosts(index: SpanTable) -> list[tuple[str, int, int]]:
+    """[(host, most sockets it held at once, sockets over the capture)], busiest first."""
+    return index.busy_hosts()
 
 
 def states_picture(
-    index: SocketStates, first_ns: int, last_ns: int
+    index: SpanTable, first_ns: int, last_ns: int
 ) -> tuple[Picture | None, list[str]]:
     """The stacked socket-state chart of the busy hosts, and the hosts left out."""
-    ranked = busy_hosts(index)
+    ranked = index.busy_hosts()
     shown = [h for h, _peak, n in ranked if n >= MIN_BUSY_SOCKETS][:MAX_STATE_HOSTS]
     chosen = set(shown)
     left_out = [h for h, _peak, _n in ranked if h not in chosen]
     if not shown:
         return None, left_out
-    sub = SocketStates(hosts=shown)
-    sub.spans = [s for s in index.spans if s.host in chosen]
-    svg = states_svg(states_chart(sub, first_ns, last_ns))
+    svg = states_svg(states_chart(index.subset(shown), first_ns, last_ns))
     return Picture("states", "TCP sockets per busy host and state over time", svg), left_out
 
 

@@ -20,6 +20,7 @@ connection (sent a SYN/ACK to a SYN), with its clients, and every port that refu
 from __future__ import annotations
 
 import ipaddress
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ __all__ = [
     "STATES",
     "SocketStates",
     "Span",
+    "SpanTable",
     "auto_interval",
     "endpoint_spans",
     "save_states_figure",
@@ -221,6 +223,11 @@ class SocketStates:
                     points.add(t)
         return sorted(points)
 
+    def brief_close_waits(self, hosts: Sequence[str], times: Sequence[int]) -> dict[str, list[int]]:
+        """Per host, its CLOSE_WAIT sockets at each of `times` that are in a brief span (one
+        that ended within BRIEF_CLOSE_WAIT_NS); hosts without any are left out."""
+        return _brief_close_waits(self, hosts, times)
+
     def time_wait_horizon(self) -> int | None:
         """When the last TIME_WAIT runs out, or None without TIME_WAIT."""
         ends = [s.end_ns for s in self.spans if s.state == "TIME_WAIT" and s.end_ns is not None]
@@ -313,6 +320,184 @@ def auto_interval(duration_ns: int, max_rows: int = 30) -> float:
     return max(_NICE_STEPS_S[-1], duration_ns / 1e9 / (max_rows - 1))
 
 
+_STATE_INDEX = {name: i for i, name in enumerate(STATES)}
+_OPEN_END = 2**63 - 1  # a span still held when the capture ended
+
+
+class SpanTable:
+    """The spans of `SocketStates` in a compact form, for a capture's worth of connections:
+    per host three arrays (start, end, state index), 17 bytes a span instead of a `Span`
+    object, and the count of its sockets. The postmortem report keeps one of these over the
+    whole capture, picks the busy hosts (`busy_hosts`) and charts them (`states_chart`, which
+    reads the same counting rules from either class: a span holds from its start to before its
+    end, `endpoint_spans` decides which spans count)."""
+
+    def __init__(self) -> None:
+        self._index: dict[str, int] = {}
+        self.hosts: list[str] = []
+        self._starts: list[array] = []
+        self._ends: list[array] = []
+        self._states: list[array] = []
+        self.sockets: list[int] = []  # per host: endpoints with at least one counted span
+        self._tw_horizon: int | None = None
+        self._addr_text: dict[bytes, str] = {}
+
+    def _host(self, host: str) -> int:
+        i = self._index.get(host)
+        if i is None:
+            i = self._index[host] = len(self.hosts)
+            self.hosts.append(host)
+            self._starts.append(array("q"))
+            self._ends.append(array("q"))
+            self._states.append(array("b"))
+            self.sockets.append(0)
+        return i
+
+    def _text(self, addr: bytes) -> str:
+        text = self._addr_text.get(addr)
+        if text is None:
+            if len(self._addr_text) > 65536:  # a flood of spoofed sources: keep it bounded
+                self._addr_text.clear()
+            text = self._addr_text[addr] = format_addr(addr)
+        return text
+
+    def add(self, conn: Connection) -> None:
+        """Take one finished connection's spans (then it can be dropped)."""
+        if conn.tcp is None:
+            return
+        sides = (self._text(conn.orig_h), self._text(conn.resp_h))
+        counted = [False, False]
+        tw = _STATE_INDEX["TIME_WAIT"]
+        for side, state, start, end, _frame, _timed_out in conn.tcp.spans():
+            k = _STATE_INDEX.get(state.value)
+            if k is None or (end is not None and end <= start):
+                continue
+            h = self._host(sides[side])
+            self._starts[h].append(start)
+            self._ends[h].append(_OPEN_END if end is None else end)
+            self._states[h].append(k)
+            if k == tw and end is not None:
+                if self._tw_horizon is None or end > self._tw_horizon:
+                    self._tw_horizon = end
+            if not counted[side]:
+                counted[side] = True
+                self.sockets[h] += 1
+
+    def __len__(self) -> int:
+        return sum(len(a) for a in self._starts)
+
+    def busy_hosts(self) -> list[tuple[str, int, int]]:
+        """[(host, most sockets it held at once, sockets over the capture)], busiest first
+        (then by address). The peak is exact: a count can only rise at a span's start, so it is
+        the largest of (starts so far - ends so far) at each start."""
+        out = []
+        for h, host in enumerate(self.hosts):
+            starts, ends = sorted(self._starts[h]), sorted(self._ends[h])
+            peak, j, n_end = 0, 0, len(ends)
+            for i, t in enumerate(starts):
+                while j < n_end and ends[j] <= t:
+                    j += 1
+                if i + 1 - j > peak:
+                    peak = i + 1 - j
+            out.append((host, peak, self.sockets[h]))
+        return sorted(out, key=lambda x: (-x[1], -x[2], _host_key(x[0])))
+
+    def subset(self, hosts: Iterable[str]) -> SpanTable:
+        """The same spans for `hosts` only (shared arrays, not copies)."""
+        sub = SpanTable()
+        for host in hosts:
+            h = self._index.get(host)
+            if h is None:
+                continue
+            i = sub._host(host)
+            sub._starts[i], sub._ends[i], sub._states[i] = (
+                self._starts[h],
+                self._ends[h],
+                self._states[h],
+            )
+            sub.sockets[i] = self.sockets[h]
+        sub._tw_horizon = self.time_wait_horizon(sub.hosts)
+        return sub
+
+    # -------------------------------------------- what states_chart reads (as SocketStates)
+    def time_wait_horizon(self, hosts: Iterable[str] | None = None) -> int | None:
+        """When the last TIME_WAIT runs out, or None without TIME_WAIT."""
+        if hosts is None:
+            return self._tw_horizon
+        tw, best = _STATE_INDEX["TIME_WAIT"], None
+        for host in hosts:
+            h = self._index[host]
+            for e, k in zip(self._ends[h], self._states[h]):
+                if k == tw and e != _OPEN_END and (best is None or e > best):
+                    best = e
+        return best
+
+    def change_points(self, start_ns: int, end_ns: int) -> list[int]:
+        """Every instant in [start, end] where some count changes, plus both ends."""
+        points = {start_ns, end_ns}
+        for h in range(len(self.hosts)):
+            points.update(self._starts[h])
+            points.update(self._ends[h])
+        return sorted(t for t in points if start_ns <= t <= end_ns)
+
+    def _counts(self, h: int, times: Sequence[int], brief_only: bool = False) -> list[list[int]]:
+        """Per state index, the host's sockets in it at each of the sorted `times` (a +1/-1
+        step per span, summed): with `brief_only`, only CLOSE_WAIT spans shorter than
+        BRIEF_CLOSE_WAIT_NS, in row 0."""
+        import bisect
+        from itertools import accumulate
+
+        rows = [[0] * (len(times) + 1) for _ in (range(1) if brief_only else STATES)]
+        cw = _STATE_INDEX["CLOSE_WAIT"]
+        left = bisect.bisect_left
+        for start, end, k in zip(self._starts[h], self._ends[h], self._states[h]):
+            if brief_only:
+                if k != cw or end == _OPEN_END or end - start >= BRIEF_CLOSE_WAIT_NS:
+                    continue
+                k = 0
+            row = rows[k]
+            row[left(times, start)] += 1
+            row[left(times, end)] -= 1  # holds(t): start <= t < end
+        return [list(accumulate(r))[:-1] for r in rows]
+
+    def peaks(self, times: Sequence[int]) -> dict[str, int]:
+        """Each host's largest socket count at any of the sorted `times`."""
+        out = {}
+        for h, host in enumerate(self.hosts):
+            totals = [sum(col) for col in zip(*self._counts(h, times))]
+            out[host] = max(totals, default=0)
+        return out
+
+    def series(self, times: Sequence[int], hosts: Sequence[str]) -> list[dict[str, Counter]]:
+        """At each of the sorted `times`, {host: Counter(state -> sockets)} (SocketStates')."""
+        per_host = {host: self._counts(self._index[host], times) for host in hosts}
+        out = []
+        for i in range(len(times)):
+            out.append(
+                {
+                    host: Counter({STATES[k]: row[i] for k, row in enumerate(rows) if row[i]})
+                    for host, rows in per_host.items()
+                }
+            )
+        return out
+
+    def brief_close_waits(self, hosts: Sequence[str], times: Sequence[int]) -> dict[str, list[int]]:
+        """As SocketStates.brief_close_waits."""
+        out = {}
+        for host in hosts:
+            (row,) = self._counts(self._index[host], times, brief_only=True)
+            if any(row) or self._has_brief(self._index[host]):
+                out[host] = row
+        return out
+
+    def _has_brief(self, h: int) -> bool:
+        cw = _STATE_INDEX["CLOSE_WAIT"]
+        return any(
+            k == cw and e != _OPEN_END and e - s < BRIEF_CLOSE_WAIT_NS
+            for s, e, k in zip(self._starts[h], self._ends[h], self._states[h])
+        )
+
+
 # ---------------------------------------------------------------------- plot
 
 #: stacking order (bottom to top) and colours: the states people hunt are loud and on top
@@ -401,7 +586,7 @@ class StatesChart:
 
 
 def states_chart(
-    index: SocketStates, first_ns: int, last_ns: int, max_hosts: int = MAX_PLOT_HOSTS
+    index: SocketStates | SpanTable, first_ns: int, last_ns: int, max_hosts: int = MAX_PLOT_HOSTS
 ) -> StatesChart:
     """The stacked socket counts by state, one panel per host (the busiest first).
 
@@ -429,7 +614,7 @@ def states_chart(
     shown = shown[:max_hosts]
     series = index.series(times, shown)
     xs = [(t - first_ns) / 1e9 for t in times]
-    brief = _brief_close_waits(index, shown, times)
+    brief = index.brief_close_waits(shown, times)
     panels = []
     for host in shown:
         counts = series

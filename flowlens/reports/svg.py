@@ -180,10 +180,12 @@ class Axes:
         return (v - lo) / (hi - lo)
 
     def x(self, v: float) -> float:
-        return self.left + self._frac(v, self.xlim, self.xlog) * self.w
+        """The pixel column of `v`, held inside the box (no clip path: the page has no url())."""
+        return self.left + min(max(self._frac(v, self.xlim, self.xlog), 0.0), 1.0) * self.w
 
     def y(self, v: float) -> float:
-        return self.top + self.h - self._frac(v, self.ylim, self.ylog) * self.h
+        """The pixel row of `v`, held inside the box (a clipped window edge runs along the top)."""
+        return self.top + self.h - min(max(self._frac(v, self.ylim, self.ylog), 0.0), 1.0) * self.h
 
     @property
     def bottom(self) -> float:
@@ -230,14 +232,6 @@ class Axes:
                 c.text(self.left + self.w / 2, self.top - 8, title, size=12, anchor="middle",
                        class_="title")  # fmt: skip
         c.close("g")
-
-    def clip_id(self, name: str) -> str:
-        """A clip path of the plotting box (data outside it, a clipped window edge, is hidden)."""
-        self.c.add(
-            f'<clipPath id="{name}"><rect x="{number(self.left)}" y="{number(self.top)}" '
-            f'width="{number(self.w)}" height="{number(self.h)}"/></clipPath>'
-        )
-        return f"url(#{name})"
 
     def legend(self, items: Sequence[tuple[str, str]], x: float, y: float,
                marker: str = "box") -> None:  # fmt: skip

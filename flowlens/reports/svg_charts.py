@@ -49,8 +49,7 @@ def states_svg(chart: StatesChart, title: str = "") -> str:
         ax.frame(xlabel=chart.xlabel if last else "", ylabel="sockets", title=panel.title,
                  title_left=True, xticks=x_ticks, grid_y=True,
                  yticks=nice_ticks(0, y_hi, integer=True))  # fmt: skip
-        clip = ax.clip_id(f"states-clip-{i}")
-        c.open("g", class_="stack", data_host=panel.host, clip_path=clip)
+        c.open("g", class_="stack", data_host=panel.host)
         base = [0] * len(xs)
         for state, ys in panel.layers:
             top_line = [b + y for b, y in zip(base, ys)]
@@ -122,9 +121,8 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
     ax = Axes(c, (80, 34, _WIDTH - 110, 330), (0.0, x_hi), ylim, ylog=chart.wide)
     ax.frame("seconds since the first sample", "RTT at the capture point (ms)",
              title or "RTT over time")  # fmt: skip
-    clip = ax.clip_id("rtt-clip")
     items = []
-    c.open("g", clip_path=clip)
+    c.open("g")
     for k, s in enumerate(shown):
         color = TAB10[k % len(TAB10)]
         merged = chart.merged_other and s is shown[-1]  # "other": many connections, no line
@@ -193,7 +191,7 @@ def tseq_svg(g: TseqGraph) -> str:
               (bottom - pad_y, top + pad_y))  # fmt: skip
     ax.frame("seconds since the connection's first packet", "relative sequence number (bytes)",
              f"{g.uid}: time-sequence graph, {_ARROWS[g.direction]}")  # fmt: skip
-    c.open("g", clip_path=ax.clip_id(f"tseq-clip-{g.uid}-{g.direction}"))
+    c.open("g")
     items = []
     kinds: list[str] = []
     for bar in g.segments:
