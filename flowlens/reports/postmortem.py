@@ -198,21 +198,34 @@ class _FrameMarks(Analyzer):
             self.seen[pkt.frame] = (pkt.ts_ns, conn.uid)
 
 
-def _could_matter(conn: Connection, tcp: TcpAnalyzer) -> bool:
-    """Can this connection feed a per-connection finding? Its log is dropped last."""
-    if conn.icmp_errors or conn.prev_uid is not None:
-        return True
+#: how much a connection's log is worth keeping (`_worth`): a per-connection finding is
+#: possible (STRONG), only a host-level one names it (WEAK: a reused 5-tuple, which
+#: port_reuse lists), or neither (SPARE: it can still be a host-level finding's example)
+SPARE, WEAK, STRONG = 0, 1, 2
+
+
+def _worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[str, int]) -> int:
+    """Can this connection feed a per-connection finding (STRONG), or only be named by a
+    host-level one (WEAK), or neither (SPARE)? Logs go in that order when the budget is full.
+    `lingers`: the close_wait and fin_wait_2 thresholds (ns) by state name."""
+    if conn.icmp_errors:
+        return STRONG
     if conn.proto != IPPROTO_TCP:
-        return False
+        return WEAK if conn.prev_uid is not None else SPARE
     if conn.conn_state != "SF" or conn.retransmissions:
-        return True
-    if any(st.value in ("CLOSE_WAIT", "FIN_WAIT_2") for _t, _f, _s, st in conn.tcp.timeline):
-        return True
+        return STRONG
+    # every close passes through CLOSE_WAIT and FIN_WAIT_2: only a long one is a finding
+    for _side, st, start, end, _frame, _timed_out in conn.tcp.spans():
+        limit = lingers.get(st.value)
+        if limit is not None and (end is None or end - start >= limit):
+            return STRONG
     st = tcp.state_of(conn)
-    return st is not None and any(
+    if st is not None and any(
         d.retrans_segments or d.zero_window_spells or d.keep_alive_first_ns is not None
         for d in st.dirs
-    )
+    ):
+        return STRONG
+    return WEAK if conn.prev_uid is not None else SPARE
 
 
 def _could_graph(conn: Connection, tcp: TcpAnalyzer) -> bool:
@@ -237,6 +250,11 @@ class _Gather:
         self.options = options
         self.collector = collector
         self.streams = streams
+        th = options.thresholds or Thresholds()
+        self.lingers = {
+            "CLOSE_WAIT": int(th.close_wait_s * 1e9),
+            "FIN_WAIT_2": int(th.fin_wait_2_s * 1e9),
+        }
         self.stream_logs: dict[str, StreamLog] = {}
         self.tcp = tcp
         self.rtt = rtt
@@ -250,7 +268,12 @@ class _Gather:
         self.hosts: Counter = Counter()
         self.first_frames: dict[int, str] = {}
         self.logs: OrderedDict[str, tuple[Connection, ConnLog]] = OrderedDict()
-        self.spare: OrderedDict[str, None] = OrderedDict()  # uids of logs that may go first
+        #: uids of the kept logs per `_worth` (SPARE, WEAK, STRONG), oldest first
+        self.tiers: tuple[OrderedDict[str, None], ...] = (
+            OrderedDict(),
+            OrderedDict(),
+            OrderedDict(),
+        )
         self.dropped = 0
 
     def add(self, conn: Connection) -> None:
@@ -267,10 +290,14 @@ class _Gather:
         self.hosts[format_addr(conn.orig_h)] += 1
         self.hosts[format_addr(conn.resp_h)] += 1
         self.first_frames[conn.first_frame] = conn.uid
-        matters = _could_matter(conn, self.tcp)
+        worth = _worth(conn, self.tcp, self.lingers)
         if len(self.records) < self.options.max_table_rows:
             self.records.append(conn.to_record())
-        elif matters:
+        elif worth == STRONG or (
+            worth == WEAK and len(self.late_records) < self.options.max_table_rows
+        ):
+            # past the table's rows, kept in case a finding names it (a host-level finding's
+            # uids are its first ones: the reused 5-tuples' rows stop at another table's worth)
             self.late_records[conn.uid] = conn.to_record()
         if self.streams is not None and len(self.stream_logs) < self.options.max_kept_streams:
             series = self.streams.log_of(conn)
@@ -280,15 +307,15 @@ class _Gather:
         if log is None:
             return
         self.logs[conn.uid] = (conn, log)
-        if not matters:
-            self.spare[conn.uid] = None
+        self.tiers[worth][conn.uid] = None
         while len(self.logs) > self.options.max_kept_logs:
             self.dropped += 1
-            if self.spare:
-                uid, _ = self.spare.popitem(last=False)
-                del self.logs[uid]
-            else:  # only candidates left: the newest one goes
-                uid, _ = self.logs.popitem(last=True)
+            # SPARE and WEAK first, the larger of them (both can hold a host-level finding's
+            # example, which is among its first connections: the newest goes), STRONG last
+            spare, weak, strong = self.tiers
+            tier = max(spare, weak, key=len) if spare or weak else strong
+            uid, _ = tier.popitem(last=True)
+            del self.logs[uid]
 
 
 def _collector(options: ReportOptions, tcp: TcpAnalyzer, first_ns, wants=None) -> PacketCollector:
