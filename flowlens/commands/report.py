@@ -71,10 +71,26 @@ _DEFAULTS = ReportOptions()
     help="Ladder diagrams drawn: the connections the findings (and frame notes) point at, most "
     "severe first.",
 )
+@click.option(
+    "--stream-graphs",
+    type=click.IntRange(min=0),
+    default=_DEFAULTS.max_stream_graphs,
+    show_default=True,
+    help="Time-sequence graphs drawn beside the ladders of connections with retransmissions or "
+    "a zero window, in the same pass (it then follows every TCP segment: slower). Without, "
+    "each such ladder names its `flowlens plot --kind tseq` command.",
+)
 @click.option("--title", help="Page title (default: flowlens report: CAPTURE's file name).")
 @table_options
 def report(
-    capture: str, html_path, md_path, notes: tuple[Note, ...], max_ladders: int, title, **kwargs
+    capture: str,
+    html_path,
+    md_path,
+    notes: tuple[Note, ...],
+    max_ladders: int,
+    stream_graphs: int,
+    title,
+    **kwargs,
 ) -> None:
     """Write the postmortem report of CAPTURE: what to attach to an incident.
 
@@ -90,14 +106,16 @@ def report(
     Example:
       flowlens report capture.pcap -o report.html
       flowlens report capture.pcap -o report.html --markdown report.md \\
-          --note '343=db restarted' --note '+45s=cache failover'
+          --note '343=db restarted' --note '+45s=cache failover' --stream-graphs 4
     """
     if not html_path and not md_path:
         raise click.UsageError("nothing to write: give -o report.html and/or --markdown report.md")
     check_output(html_path)
     check_output(md_path)
     config = config_from(kwargs)
-    options = ReportOptions(notes=notes, max_ladders=max_ladders, title=title)
+    options = ReportOptions(
+        notes=notes, max_ladders=max_ladders, max_stream_graphs=stream_graphs, title=title
+    )
     progress = progress_callback(capture)
     result = build_report(capture, config, options, progress)
     report_damage(result.warnings)
