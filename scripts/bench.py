@@ -9,6 +9,8 @@ alternation, and the report is the ratio of medians, never an absolute time in a
 
 What is timed (wall clock, output to /dev/null):
   flowlens flows F --format json     the whole pipeline, every connection printed
+  flowlens report F -o R.html        the postmortem page, against `flowlens anomalies` (time, and
+                                     peak RSS measured alternately: ratios of medians)
   tcptrace -l -n F                   long output, no name lookups
   tshark -r F -q -z conv,tcp         the TCP conversation table
   read + decode                      flowlens's reader and decoder over every frame, in process
@@ -180,6 +182,9 @@ def main() -> int:
         "flowlens flows": flowlens_argv("flows", str(capture), "--format", "json"),
         "flowlens anomalies": flowlens_argv("anomalies", str(capture), "--format", "json"),
         "flowlens rtt": flowlens_argv("rtt", str(capture), "--format", "json"),
+        "flowlens report": flowlens_argv(
+            "report", str(capture), "-o", str(OUT / "bench-report.html")
+        ),
         "tcptrace -l -n": ["tcptrace", "-l", "-n", str(capture)],
         "tshark conv,tcp": ["tshark", "-r", str(capture), "-q", "-z", "conv,tcp"],
     }
@@ -192,9 +197,14 @@ def main() -> int:
     times: dict[str, list[float]] = {k: [] for k in tools}
     floor: list[float] = []
     decoding: list[float] = []
+    rss: dict[str, list[float]] = {
+        k: [] for k in ("flowlens anomalies", "flowlens report") if k in tools
+    }
     for _ in range(args.rounds):  # alternate the tools so background noise hits all of them
         for name, argv in tools.items():
             times[name].append(timed(argv))
+        for name in rss:
+            rss[name].append(peak_rss_mb(tools[name]))
         floor.append(floor_loop(capture))
         decoding.append(decode_loop(capture))
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -227,6 +237,14 @@ def main() -> int:
     for extra in ("flowlens anomalies", "flowlens rtt"):
         if extra in med:
             print(f"{extra} / flowlens flows = {med[extra] / ours:.2f}  (target <= 1.5)")
+    if len(rss) == 2:
+        rep, ano = "flowlens report", "flowlens anomalies"
+        r_rss, a_rss = statistics.median(rss[rep]), statistics.median(rss[ano])
+        print(f"flowlens report / anomalies    = {med[rep] / med[ano]:.2f}  (time, target <= 3)")
+        print(
+            f"flowlens report / anomalies    = {r_rss / a_rss:.2f}  (peak RSS {r_rss:.0f} / "
+            f"{a_rss:.0f} MB, target <= 2)"
+        )
     if shutil.which("tshark"):
         print(
             f"connections: flowlens {flowlens_tcp_connections(capture):,} tcp, tshark {tshark_streams(capture):,} tcp.stream"
