@@ -348,6 +348,7 @@ def test_charts_hold_the_data():
     """The states chart has a band per state present, stacked per busy host, with a point per
     chart time; the RTT chart a line per server with its samples and a histogram of them all;
     axis labels as `states --plot` and `rtt --plot` draw them."""
+    from flowlens.reports.postmortem_figures import STATES_POINTS
     from flowlens.reports.rtt import rtt_chart
     from flowlens.reports.states import SpanTable, states_chart
 
@@ -357,7 +358,9 @@ def test_charts_hold_the_data():
     for c in analyze(INCIDENT).connections:
         table.add(c)
     shown = [h for h, _p, n in table.busy_hosts() if n >= 3][:4]
-    chart = states_chart(table.subset(shown), report.first_ts_ns, report.last_ts_ns)
+    chart = states_chart(
+        table.subset(shown), report.first_ts_ns, report.last_ts_ns, max_points=STATES_POINTS
+    )
     stacks = [e for e in states.iter() if e.get("class") == "stack"]
     assert [e.get("data-host") for e in stacks] == shown == [p.host for p in chart.panels]
     for stack, panel in zip(stacks, chart.panels):
@@ -511,3 +514,33 @@ def test_report_in_headless_chromium(tmp_path, bad_capture):
     keep = os.environ.get("FLOWLENS_SCREENSHOT_DIR")
     if keep:
         shutil.copy(shot, Path(keep) / "report-screenshot.png")
+
+
+@pytest.mark.parametrize("name", ["incident.pcap", "time-wait-pileup.pcap", "close-wait.pcap"])
+def test_span_table_counts_as_socket_states(name, bad_capture):
+    """The report's compact SpanTable charts the same counts as SocketStates (what
+    `flowlens states` prints): the same panels, bands and values, and exact busy-host peaks."""
+    from flowlens.reports.states import SocketStates, SpanTable, states_chart
+
+    path = str(SAMPLES / name)
+    table, index = SpanTable(), SocketStates()
+    a = analyze(path)
+    for c in a.connections:
+        table.add(c)
+        index.add(c)
+    assert len(table) == len(index.spans)
+    first, last = a.stats.first_ts_ns, a.stats.last_ts_ns
+    for max_points in (4000, 50):
+        ours = states_chart(table, first, last, max_points=max_points)
+        theirs = states_chart(index, first, last, max_points=max_points)
+        assert ours.xs == theirs.xs and ours.left_out == theirs.left_out
+        assert [(p.host, p.peak, p.title, p.layers) for p in ours.panels] == [
+            (p.host, p.peak, p.title, p.layers) for p in theirs.panels
+        ]
+        assert (ours.capture_end_s, ours.drain_note, ours.xlabel) == (
+            theirs.capture_end_s, theirs.drain_note, theirs.xlabel
+        )  # fmt: skip
+    # the exact peak: the largest count at any change point
+    times = index.change_points(first, max(last, index.time_wait_horizon() or last))
+    exact = index.peaks(times)
+    assert {h: p for h, p, _n in table.busy_hosts()} == {h: exact.get(h, 0) for h in table.hosts}

@@ -287,8 +287,8 @@ class _Gather:
             s.ts_s.extend(ts_s)
             s.rtt_ms.extend(rtt_ms)
         self.by_proto[conn.proto_name] += 1
-        self.hosts[format_addr(conn.orig_h)] += 1
-        self.hosts[format_addr(conn.resp_h)] += 1
+        self.hosts[conn.orig_h] += 1  # addresses as bytes: spelt once, in _facts
+        self.hosts[conn.resp_h] += 1
         self.first_frames[conn.first_frame] = conn.uid
         worth = _worth(conn, self.tcp, self.lingers)
         if len(self.records) < self.options.max_table_rows:
@@ -597,7 +597,7 @@ def _facts(path: str, pipe: Pipeline, gather: _Gather) -> list[tuple[str, str]]:
     out.append(("link types", links or "-"))
     protos = ", ".join(f"{n:,} {p.upper()}" for p, n in gather.by_proto.most_common())
     out.append(("connections", f"{gather.total:,}" + (f" ({protos})" if protos else "")))
-    top = ", ".join(f"{h} ({n:,})" for h, n in gather.hosts.most_common(8))
+    top = ", ".join(f"{format_addr(h)} ({n:,})" for h, n in gather.hosts.most_common(8))
     more = len(gather.hosts) - 8
     out.append(
         ("hosts", f"{len(gather.hosts):,}: {top}" + (f", and {more} more" if more > 0 else ""))

@@ -65,6 +65,8 @@ def tseq_picture(graph: TseqGraph) -> Picture:
 #: socket-state panels drawn: the busiest hosts among those that had at least
 #: MIN_BUSY_SOCKETS sockets over the capture (a flood's spoofed sources have one or two each)
 MAX_STATE_HOSTS = 4
+#: instants the socket-state chart samples at most (its plot area is about 740 pixels wide)
+STATES_POINTS = 1500
 MIN_BUSY_SOCKETS = 3
 
 
@@ -83,7 +85,8 @@ def states_picture(
     left_out = [h for h, _peak, _n in ranked if h not in chosen]
     if not shown:
         return None, left_out
-    svg = states_svg(states_chart(index.subset(shown), first_ns, last_ns))
+    chart = states_chart(index.subset(shown), first_ns, last_ns, max_points=STATES_POINTS)
+    svg = states_svg(chart)
     return Picture("states", "TCP sockets per busy host and state over time", svg), left_out
 
 

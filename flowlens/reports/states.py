@@ -341,6 +341,7 @@ class SpanTable:
         self.sockets: list[int] = []  # per host: endpoints with at least one counted span
         self._tw_horizon: int | None = None
         self._addr_text: dict[bytes, str] = {}
+        self._memo: tuple | None = None
 
     def _host(self, host: str) -> int:
         i = self._index.get(host)
@@ -386,20 +387,24 @@ class SpanTable:
     def __len__(self) -> int:
         return sum(len(a) for a in self._starts)
 
+    def _peak(self, h: int, until_ns: int | None = None) -> int:
+        """The host's most sockets at once (up to `until_ns`). A count can only rise at a
+        span's start, so it is the largest of (starts so far - ends so far) at each start."""
+        starts, ends = sorted(self._starts[h]), sorted(self._ends[h])
+        peak, j, n_end = 0, 0, len(ends)
+        for i, t in enumerate(starts):
+            if until_ns is not None and t > until_ns:
+                break
+            while j < n_end and ends[j] <= t:
+                j += 1
+            if i + 1 - j > peak:
+                peak = i + 1 - j
+        return peak
+
     def busy_hosts(self) -> list[tuple[str, int, int]]:
         """[(host, most sockets it held at once, sockets over the capture)], busiest first
-        (then by address). The peak is exact: a count can only rise at a span's start, so it is
-        the largest of (starts so far - ends so far) at each start."""
-        out = []
-        for h, host in enumerate(self.hosts):
-            starts, ends = sorted(self._starts[h]), sorted(self._ends[h])
-            peak, j, n_end = 0, 0, len(ends)
-            for i, t in enumerate(starts):
-                while j < n_end and ends[j] <= t:
-                    j += 1
-                if i + 1 - j > peak:
-                    peak = i + 1 - j
-            out.append((host, peak, self.sockets[h]))
+        (then by address)."""
+        out = [(host, self._peak(h), self.sockets[h]) for h, host in enumerate(self.hosts)]
         return sorted(out, key=lambda x: (-x[1], -x[2], _host_key(x[0])))
 
     def subset(self, hosts: Iterable[str]) -> SpanTable:
@@ -443,7 +448,16 @@ class SpanTable:
     def _counts(self, h: int, times: Sequence[int], brief_only: bool = False) -> list[list[int]]:
         """Per state index, the host's sockets in it at each of the sorted `times` (a +1/-1
         step per span, summed): with `brief_only`, only CLOSE_WAIT spans shorter than
-        BRIEF_CLOSE_WAIT_NS, in row 0."""
+        BRIEF_CLOSE_WAIT_NS, in row 0. The last answer is kept (the chart asks for the same
+        times more than once)."""
+        key = (h, brief_only, tuple(times))
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1]
+        rows = self._count_rows(h, times, brief_only)
+        self._memo = (key, rows)
+        return rows
+
+    def _count_rows(self, h: int, times: Sequence[int], brief_only: bool) -> list[list[int]]:
         import bisect
         from itertools import accumulate
 
@@ -461,12 +475,10 @@ class SpanTable:
         return [list(accumulate(r))[:-1] for r in rows]
 
     def peaks(self, times: Sequence[int]) -> dict[str, int]:
-        """Each host's largest socket count at any of the sorted `times`."""
-        out = {}
-        for h, host in enumerate(self.hosts):
-            totals = [sum(col) for col in zip(*self._counts(h, times))]
-            out[host] = max(totals, default=0)
-        return out
+        """Each host's largest socket count at any instant up to the last of the sorted
+        `times` (as SocketStates.peaks: between two sampled times too)."""
+        until = times[-1] if times else None
+        return {host: self._peak(h, until) for h, host in enumerate(self.hosts)}
 
     def series(self, times: Sequence[int], hosts: Sequence[str]) -> list[dict[str, Counter]]:
         """At each of the sorted `times`, {host: Counter(state -> sockets)} (SocketStates')."""
@@ -586,7 +598,11 @@ class StatesChart:
 
 
 def states_chart(
-    index: SocketStates | SpanTable, first_ns: int, last_ns: int, max_hosts: int = MAX_PLOT_HOSTS
+    index: SocketStates | SpanTable,
+    first_ns: int,
+    last_ns: int,
+    max_hosts: int = MAX_PLOT_HOSTS,
+    max_points: int = _MAX_POINTS,
 ) -> StatesChart:
     """The stacked socket counts by state, one panel per host (the busiest first).
 
@@ -605,9 +621,9 @@ def states_chart(
     if end_ns <= first_ns:
         end_ns = first_ns + 1_000_000_000
     times = index.change_points(first_ns, end_ns)
-    if len(times) > _MAX_POINTS:
-        step = (end_ns - first_ns) / (_MAX_POINTS - 1)
-        times = [int(first_ns + i * step) for i in range(_MAX_POINTS)]
+    if len(times) > max_points:  # sampled: about as many instants as the picture has columns
+        step = (end_ns - first_ns) / (max_points - 1)
+        times = [int(first_ns + i * step) for i in range(max_points)]
     peaks = index.peaks(times)
     shown = sorted((h for h in peaks if peaks[h]), key=lambda h: (-peaks[h], _host_key(h)))
     left_out = shown[max_hosts:]
