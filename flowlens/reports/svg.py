@@ -39,8 +39,8 @@ MONO = "DejaVu Sans Mono, Menlo, Consolas, monospace"
 
 
 def number(v: float) -> str:
-    """A coordinate: two decimals at most, no trailing zeros (keeps the page small)."""
-    text = f"{v:.2f}".rstrip("0").rstrip(".")
+    """A coordinate: a tenth of a pixel at most, no trailing zeros (keeps the page small)."""
+    text = f"{v:.1f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
 
 
