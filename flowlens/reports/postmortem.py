@@ -35,6 +35,7 @@ from ..core.analyzer import Analyzer
 from ..core.connections import Config, Connection, format_addr
 from ..core.decode import IPPROTO_TCP, LINKTYPE_NAMES
 from ..core.pipeline import Pipeline
+from ..core.tcpstate import TcpState
 from .hints import tseq_command
 from .ladder import Ladder, Note, build_ladder, render_text, utc_text
 from .postmortem_figures import (
@@ -204,10 +205,11 @@ class _FrameMarks(Analyzer):
 SPARE, WEAK, STRONG = 0, 1, 2
 
 
-def _worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[str, int]) -> int:
+def _worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[int, int], spans) -> int:
     """Can this connection feed a per-connection finding (STRONG), or only be named by a
     host-level one (WEAK), or neither (SPARE)? Logs go in that order when the budget is full.
-    `lingers`: the close_wait and fin_wait_2 thresholds (ns) by state name."""
+    `lingers`: the close_wait and fin_wait_2 thresholds (ns) by the TcpState member's id;
+    `spans`: `conn.tcp.spans()` (TCP only)."""
     if conn.icmp_errors:
         return STRONG
     if conn.proto != IPPROTO_TCP:
@@ -215,8 +217,8 @@ def _worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[str, int]) -> int:
     if conn.conn_state != "SF" or conn.retransmissions:
         return STRONG
     # every close passes through CLOSE_WAIT and FIN_WAIT_2: only a long one is a finding
-    for _side, st, start, end, _frame, _timed_out in conn.tcp.spans():
-        limit = lingers.get(st.value)
+    for _side, st, start, end, _frame, _timed_out in spans:
+        limit = lingers.get(id(st))
         if limit is not None and (end is None or end - start >= limit):
             return STRONG
     st = tcp.state_of(conn)
@@ -251,9 +253,9 @@ class _Gather:
         self.collector = collector
         self.streams = streams
         th = options.thresholds or Thresholds()
-        self.lingers = {
-            "CLOSE_WAIT": int(th.close_wait_s * 1e9),
-            "FIN_WAIT_2": int(th.fin_wait_2_s * 1e9),
+        self.lingers = {  # by identity: an Enum's hash is a Python call
+            id(TcpState.CLOSE_WAIT): int(th.close_wait_s * 1e9),
+            id(TcpState.FIN_WAIT_2): int(th.fin_wait_2_s * 1e9),
         }
         self.stream_logs: dict[str, StreamLog] = {}
         self.tcp = tcp
@@ -278,7 +280,8 @@ class _Gather:
 
     def add(self, conn: Connection) -> None:
         self.total += 1
-        self.states.add(conn)
+        spans = conn.tcp.spans() if conn.tcp is not None else ()
+        self.states.add(conn, spans)
         self.rtt_agg.add(conn)
         for label, ts_s, rtt_ms in series_for(conn, "server", self.rtt):
             s = self.rtt_series.get(label)
@@ -290,7 +293,7 @@ class _Gather:
         self.hosts[conn.orig_h] += 1  # addresses as bytes: spelt once, in _facts
         self.hosts[conn.resp_h] += 1
         self.first_frames[conn.first_frame] = conn.uid
-        worth = _worth(conn, self.tcp, self.lingers)
+        worth = _worth(conn, self.tcp, self.lingers, spans)
         if len(self.records) < self.options.max_table_rows:
             self.records.append(conn.to_record())
         elif worth == STRONG or (

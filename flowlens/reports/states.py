@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ..core.connections import Connection, format_addr
 from ..core.services import service_name
+from ..core.tcpstate import TcpState
 
 __all__ = [
     "LISTENING_FIELDS",
@@ -321,6 +322,9 @@ def auto_interval(duration_ns: int, max_rows: int = 30) -> float:
 
 
 _STATE_INDEX = {name: i for i, name in enumerate(STATES)}
+#: the same by the enum member's identity: an Enum's hash and `.value` are Python calls, and
+#: the report reads about eight spans per connection
+_INDEX_OF_MEMBER = {id(TcpState(name)): i for i, name in enumerate(STATES)}
 _OPEN_END = 2**63 - 1  # a span still held when the capture ended
 
 
@@ -362,15 +366,19 @@ class SpanTable:
             text = self._addr_text[addr] = format_addr(addr)
         return text
 
-    def add(self, conn: Connection) -> None:
-        """Take one finished connection's spans (then it can be dropped)."""
+    def add(self, conn: Connection, spans: Sequence[tuple] | None = None) -> None:
+        """Take one finished connection's spans (then it can be dropped); `spans` is
+        `conn.tcp.spans()` when the caller has it already."""
         if conn.tcp is None:
             return
         sides = (self._text(conn.orig_h), self._text(conn.resp_h))
         counted = [False, False]
         tw = _STATE_INDEX["TIME_WAIT"]
-        for side, state, start, end, _frame, _timed_out in conn.tcp.spans():
-            k = _STATE_INDEX.get(state.value)
+        index_of = _INDEX_OF_MEMBER.get
+        for side, state, start, end, _frame, _timed_out in (
+            conn.tcp.spans() if spans is None else spans
+        ):
+            k = index_of(id(state))
             if k is None or (end is not None and end <= start):
                 continue
             h = self._host(sides[side])
