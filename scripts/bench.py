@@ -105,15 +105,30 @@ def packets_in(path: Path) -> int:
     return n
 
 
+#: runs argv[1:] and prints its peak RSS (KiB): a small parent, see peak_rss_mb
+_RSS_PROBE = (
+    "import os, sys\n"
+    "quiet = [(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]\n"
+    "pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, file_actions=quiet)\n"
+    "_pid, status, usage = os.wait4(pid, 0)\n"
+    "print(usage.ru_maxrss)\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def peak_rss_mb(argv: list[str]) -> float:
-    """Max RSS of this one child process, in MB (os.wait4 gives the child's own rusage;
-    RUSAGE_CHILDREN would report the largest child so far, tshark's included)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise subprocess.CalledProcessError(proc.returncode, argv)
-    return usage.ru_maxrss / 1024  # Linux: KiB
+    """Max RSS of this one command, in MB. A child's ru_maxrss counts the memory of the process
+    it was forked from, up to its exec (Linux keeps the old mm's high-water mark), so the
+    command is started from a small `python -I -S` probe, not from this process (which holds a
+    whole capture after `floor_loop`); os.wait4 gives that one child's own rusage
+    (RUSAGE_CHILDREN would report the largest child so far, tshark's included)."""
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _RSS_PROBE, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    return int(out.stdout) / 1024  # Linux: KiB
 
 
 def write_sequential(path: Path, packets: int) -> None:
