@@ -203,6 +203,9 @@ class _FrameMarks(Analyzer):
 #: possible (STRONG), only a host-level one names it (WEAK: a reused 5-tuple, which
 #: port_reuse lists), or neither (SPARE: it can still be a host-level finding's example)
 SPARE, WEAK, STRONG = 0, 1, 2
+#: rows past the table's limit kept for WEAK connections: a host-level finding names at most
+#: its first few dozen uids (port_reuse's `uids`), so these stop early
+MAX_LATE_WEAK_ROWS = 1000
 
 
 def _worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[int, int], spans) -> int:
@@ -296,11 +299,9 @@ class _Gather:
         worth = _worth(conn, self.tcp, self.lingers, spans)
         if len(self.records) < self.options.max_table_rows:
             self.records.append(conn.to_record())
-        elif worth == STRONG or (
-            worth == WEAK and len(self.late_records) < self.options.max_table_rows
-        ):
+        elif worth == STRONG or (worth == WEAK and len(self.late_records) < MAX_LATE_WEAK_ROWS):
             # past the table's rows, kept in case a finding names it (a host-level finding's
-            # uids are its first ones: the reused 5-tuples' rows stop at another table's worth)
+            # uids are its first ones: the reused 5-tuples' rows stop at MAX_LATE_WEAK_ROWS)
             self.late_records[conn.uid] = conn.to_record()
         if self.streams is not None and len(self.stream_logs) < self.options.max_kept_streams:
             series = self.streams.log_of(conn)
