@@ -237,7 +237,7 @@ def tseq_svg(g: TseqGraph) -> str:
         c.text(ax.left + ax.w - 6, ax.top + 14, window_note, size=9, anchor="end",
                color=STREAM_COLORS["window"])  # fmt: skip
     if any(g.dropped):
-        d = g.dropped
-        c.text(ax.left + 6, ax.bottom - 8, f"bounded: {d[0]} segments, {d[1]} ACKs and {d[2]} "
+        left = g.dropped
+        c.text(ax.left + 6, ax.bottom - 8, f"bounded: {left[0]} segments, {left[1]} ACKs and {left[2]} "
                "SACK blocks past the limit not drawn", size=9, color="#d62728")  # fmt: skip
     return str(c)

@@ -54,7 +54,7 @@ def ladder_svg(lad: Ladder) -> str:
     c.text(0, Y(y + 0.05) + 9, "frame", size=8, color="#666666")
     c.text(0.06 * _W, Y(y + 0.05) + 9, "time s", size=8, color="#666666")
     y += 0.8
-    prev_state = (
+    prev_state: tuple[str | None, str | None] = (
         ("CLOSED", "CLOSED") if lad.steps and lad.steps[0].after[0] is not None else (None, None)
     )
     lifelines: list[str] = []
@@ -102,9 +102,9 @@ def ladder_svg(lad: Ladder) -> str:
             c.open("g", class_="arrow", id=f"arrow-{lad.uid}-{step.frame}", data_frame=step.frame)
             c.line(a, y0, b, y1, stroke=color, width=1.3)
             # the head: a filled triangle at (b, y1) along the arrow
-            dx, dy = b - a, y1 - y0
-            norm = (dx * dx + dy * dy) ** 0.5 or 1.0
-            ux, uy = dx / norm, dy / norm
+            run, rise = b - a, y1 - y0
+            norm = (run * run + rise * rise) ** 0.5 or 1.0
+            ux, uy = run / norm, rise / norm
             p1 = (b - 10 * ux + 4 * uy, y1 - 10 * uy - 4 * ux)
             p2 = (b - 10 * ux - 4 * uy, y1 - 10 * uy + 4 * ux)
             c.path(f"M{number(b)} {number(y1)}L{number(p1[0])} {number(p1[1])}"
