@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TextIO
 
 import click
 
@@ -22,12 +24,13 @@ from ._common import (
 from ._timearg import NOTE
 
 
-def _write_text(path: str, text: str) -> None:
-    """Write atomically (a half-written report must not look finished)."""
+def _write_text(path: str, write: Callable[[TextIO], None]) -> None:
+    """Write atomically (a half-written report must not look finished); `write` writes the
+    text to the file it is given."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+            write(f)
         os.replace(tmp, path)
     except OSError as exc:
         try:
@@ -124,9 +127,9 @@ def report(
     for text in result.unplaced_notes:
         warn(f"Warning: note {text!r} falls on no drawn ladder (it is in the timeline)")
     if html_path:
-        from ..reports.html import render_html
+        from ..reports.html import write_html
 
-        _write_text(html_path, render_html(result))
+        _write_text(html_path, lambda f: write_html(result, f))
         warn(f"Wrote {html_path} ({os.path.getsize(html_path) / 1e6:.1f} MB)")
     if md_path:
         from ..reports.markdown import write_markdown

@@ -14,6 +14,8 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Iterator
+from typing import TextIO
 
 from ..analyzers.anomalies.detector import SEVERITIES
 from .hints import extract_command
@@ -29,7 +31,7 @@ from .postmortem import (
     endpoint,
 )
 
-__all__ = ["SECTIONS", "render_html"]
+__all__ = ["SECTIONS", "html_chunks", "render_html", "write_html"]
 
 #: (id, heading) of the page's sections, in order
 SECTIONS = (
@@ -360,7 +362,7 @@ _CONN_COLUMNS = (
 _SEV_RANK = {s: i + 1 for i, s in enumerate(SEVERITIES)}
 
 
-def _connections(report: Report, ladder_uids: set[str]) -> str:
+def _connections(report: Report, ladder_uids: set[str]) -> Iterator[str]:
     shown = len(report.connections)
     out = ['<section id="connections"><h2>Connections</h2>']
     note = f"{report.connections_total:,} connections and flows"
@@ -387,15 +389,15 @@ def _connections(report: Report, ladder_uids: set[str]) -> str:
         f'<th data-col="{c}"{" data-type=num" if n else ""} class="{"num" if n and c != "finding" else ""}">{_E(t)}</th>'
         for c, t, n in _CONN_COLUMNS
     )
-    rows = []
-    first = report.first_ts_ns or 0
-    for r in report.connections:
-        rows.append(_conn_row(r, first, ladder_uids))
-    out.append(
-        f'<div class="tablewrap"><table id="conn-table" class="grid"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div></section>"
+    yield "\n".join(out)
+    yield (
+        f'\n<div class="tablewrap"><table id="conn-table" class="grid"><thead><tr>{head}</tr></thead>'
+        "<tbody>"
     )
-    return "\n".join(out)
+    first = report.first_ts_ns or 0
+    for r in report.connections:  # a row at a time: the table can be most of the page
+        yield _conn_row(r, first, ladder_uids)
+    yield "</tbody></table></div></section>"
 
 
 def _num(v, fmt: str = "{}") -> tuple[str, str]:
@@ -528,6 +530,17 @@ def _ladder(report: Report, view: LadderView) -> str:
 
 def render_html(report: Report) -> str:
     """The whole page as a string (UTF-8 when written)."""
+    return "".join(html_chunks(report))
+
+
+def write_html(report: Report, out: TextIO) -> None:
+    """Write the page to `out` piece by piece (render_html's text, never all of it at once)."""
+    for chunk in html_chunks(report):
+        out.write(chunk)
+
+
+def html_chunks(report: Report) -> Iterator[str]:
+    """The page in pieces whose concatenation is the page."""
     ladder_uids = {v.uid for v in report.ladders}
     frame_ids = {
         f"frame-{m.group(2)}"
@@ -563,4 +576,11 @@ def render_html(report: Report) -> str:
         f'</div><script type="application/json" id="report-meta">{meta}</script>',
         f"<script>{SCRIPT}</script></body></html>",
     ]
-    return "\n".join(parts) + "\n"
+    for i, part in enumerate(parts):
+        if i:
+            yield "\n"
+        if isinstance(part, str):
+            yield part
+        else:
+            yield from part
+    yield "\n"

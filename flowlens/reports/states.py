@@ -398,7 +398,9 @@ class SpanTable:
     def _peak(self, h: int, until_ns: int | None = None) -> int:
         """The host's most sockets at once (up to `until_ns`). A count can only rise at a
         span's start, so it is the largest of (starts so far - ends so far) at each start."""
-        starts, ends = sorted(self._starts[h]), sorted(self._ends[h])
+        # one sorted list at a time, back into an array: a host can have 100,000s of spans
+        starts = array("q", sorted(self._starts[h]))
+        ends = array("q", sorted(self._ends[h]))
         peak, j, n_end = 0, 0, len(ends)
         for i, t in enumerate(starts):
             if until_ns is not None and t > until_ns:
