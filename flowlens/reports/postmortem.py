@@ -397,7 +397,9 @@ def build_report(
     missing = [u for u in chosen if u not in gather.logs]
     left_out = missing + left_out
     chosen = [u for u in chosen if u not in missing]
-    graphed = _stream_uids(findings, chosen, STREAM_GRAPH_KINDS_LIMIT)
+    graphed = _stream_uids(
+        findings, chosen, max(STREAM_GRAPH_KINDS_LIMIT, options.max_stream_graphs)
+    )
     drawn_graphs = [u for u in graphed if u in gather.stream_logs][: options.max_stream_graphs]
 
     # shown in the order of their first finding (the most severe first), notes' connections after
