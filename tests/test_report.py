@@ -544,3 +544,29 @@ def test_span_table_counts_as_socket_states(name, bad_capture):
     times = index.change_points(first, max(last, index.time_wait_horizon() or last))
     exact = index.peaks(times)
     assert {h: p for h, p, _n in table.busy_hosts()} == {h: exact.get(h, 0) for h in table.hosts}
+
+
+def test_svg_charts_at_their_edges():
+    """One sample, samples spread over 1000x (log axes), a window edge far above the data and
+    dropped rows, no socket at all: each still a well-formed picture saying what it shows."""
+    from flowlens.reports.rtt import Series
+    from flowlens.reports.states import StatesChart
+    from flowlens.reports.streamgraph import Bar, TseqGraph
+    from flowlens.reports.svg_charts import rtt_svg, states_svg, tseq_svg
+
+    one = parse_svg(rtt_svg([Series("192.0.2.1 cap>resp>cap", [1.0], [0.5])]))
+    assert series_of(one)["192.0.2.1 cap>resp>cap"] == 1 and "1 sample" in texts_of(one)
+    wide = parse_svg(rtt_svg([Series("a", [1.0, 2.0, 3.0], [0.05, 5.0, 600.0])]))
+    assert {"0.1", "1", "10", "100"} <= set(texts_of(wide))  # decades on the log axes
+    bars = [Bar(0.1 * i, 1000 * i, 1000 * (i + 1), i + 1, "data") for i in range(5)]
+    bars.append(Bar(0.6, 1000, 2000, 7, "retransmission"))
+    g = TseqGraph("Cx", "orig", bars, [(0.0, 1), (0.5, 5001)], [(0.0, 10**9), (0.5, 10**9)], [],
+                  dropped=(3, 0, 0))  # fmt: skip
+    tseq = parse_svg(tseq_svg(g))
+    s = series_of(tseq)
+    assert s["data (5)"] == 5 and s["retransmission (1)"] == 1 and s["ACK"] == 2
+    texts = texts_of(tseq)
+    assert "receive window edge reaches 1,000,000,000 (above the graph)" in texts
+    assert any(t.startswith("bounded: 3 segments") for t in texts)
+    empty = parse_svg(states_svg(StatesChart([0.0, 1.0], [], [], None, "", "seconds")))
+    assert "no TCP sockets match" in texts_of(empty)
