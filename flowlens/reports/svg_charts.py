@@ -150,7 +150,7 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
     else:
         hx = (0.0, 1.0)
     hy = max(counts, default=0) * 1.05 or 1.0
-    hax = Axes(c, (80, 420, _WIDTH - 110, 150), hx, (0.0, hy), xlog=chart.wide)
+    hax = Axes(c, (80, 440, _WIDTH - 110, 140), hx, (0.0, hy), xlog=chart.wide)
     hax.frame("RTT (ms)", "samples", f"{len(values)} sample{'' if len(values) == 1 else 's'}",
               yticks=nice_ticks(0, hy, integer=True))  # fmt: skip
     c.open("g", class_="series histogram", data_label="samples", data_points=len(counts),

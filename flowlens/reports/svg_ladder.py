@@ -24,7 +24,7 @@ _MID = (_XL + _XR) / 2
 
 def _box(c: Canvas, x: float, y: float, text: str, fill: str, stroke: str = "none",
          color: str = "#222", size: float = 8.5, anchor: str = "middle", weight=None) -> None:  # fmt: skip
-    w = text_width(text, size) + 8
+    w = text_width(text, size) * (1.25 if weight == "bold" else 1.0) + 8  # bold capitals are wide
     x0 = x - w / 2 if anchor == "middle" else x - w if anchor == "end" else x
     c.rect(x0, y - size * 0.75, w, size * 1.5, fill=fill, stroke=stroke, rx="3")
     tx = x0 + w / 2
