@@ -350,7 +350,8 @@ def test_charts_hold_the_data():
     axis labels as `states --plot` and `rtt --plot` draw them."""
     from flowlens.reports.postmortem_figures import STATES_POINTS
     from flowlens.reports.rtt import rtt_chart
-    from flowlens.reports.states import SpanTable, states_chart
+    from flowlens.reports.spantable import SpanTable
+    from flowlens.reports.states import states_chart
 
     report = build_report(INCIDENT)
     states = parse_svg(report.states.svg)
@@ -520,7 +521,8 @@ def test_report_in_headless_chromium(tmp_path, bad_capture):
 def test_span_table_counts_as_socket_states(name, bad_capture):
     """The report's compact SpanTable charts the same counts as SocketStates (what
     `flowlens states` prints): the same panels, bands and values, and exact busy-host peaks."""
-    from flowlens.reports.states import SocketStates, SpanTable, states_chart
+    from flowlens.reports.spantable import SpanTable
+    from flowlens.reports.states import SocketStates, states_chart
 
     path = str(SAMPLES / name)
     table, index = SpanTable(), SocketStates()

@@ -48,7 +48,7 @@ from .postmortem_figures import (
     tseq_picture,
 )
 from .rtt import Aggregator, Series, series_for
-from .states import SpanTable
+from .spantable import SpanTable
 from .streamgraph import tseq_graph
 
 __all__ = [

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from .ladder import Ladder
 from .rtt import Series
-from .states import SpanTable, states_chart
+from .spantable import SpanTable
+from .states import states_chart
 from .streamgraph import TseqGraph
 from .svg_charts import rtt_svg, states_svg, tseq_svg
 from .svg_ladder import ladder_svg
