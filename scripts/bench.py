@@ -10,6 +10,8 @@ alternation, and the report is the ratio of medians, never an absolute time in a
 What is timed (wall clock, output to /dev/null):
   flowlens flows F --format json     the whole pipeline, every connection printed
   flowlens flows F ... -j 2          the same with two shard processes (core/shard.py)
+  flowlens report F -o R.html        the postmortem page, against `flowlens anomalies` (time, and
+                                     peak RSS measured alternately: ratios of medians)
   tcptrace -l -n F                   long output, no name lookups
   tshark -r F -q -z conv,tcp         the TCP conversation table
   read + decode                      flowlens's reader and decoder over every frame, in process
@@ -104,15 +106,30 @@ def packets_in(path: Path) -> int:
     return n
 
 
+#: runs argv[1:] and prints its peak RSS (KiB): a small parent, see peak_rss_mb
+_RSS_PROBE = (
+    "import os, sys\n"
+    "quiet = [(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]\n"
+    "pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ, file_actions=quiet)\n"
+    "_pid, status, usage = os.wait4(pid, 0)\n"
+    "print(usage.ru_maxrss)\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def peak_rss_mb(argv: list[str]) -> float:
-    """Max RSS of this one child process, in MB (os.wait4 gives the child's own rusage;
-    RUSAGE_CHILDREN would report the largest child so far, tshark's included)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-        raise subprocess.CalledProcessError(proc.returncode, argv)
-    return usage.ru_maxrss / 1024  # Linux: KiB
+    """Max RSS of this one command, in MB. A child's ru_maxrss counts the memory of the process
+    it was forked from, up to its exec (Linux keeps the old mm's high-water mark), so the
+    command is started from a small `python -I -S` probe, not from this process (which holds a
+    whole capture after `floor_loop`); os.wait4 gives that one child's own rusage
+    (RUSAGE_CHILDREN would report the largest child so far, tshark's included)."""
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _RSS_PROBE, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    return int(out.stdout) / 1024  # Linux: KiB
 
 
 def write_sequential(path: Path, packets: int) -> None:
@@ -182,6 +199,9 @@ def main() -> int:
         "flowlens anomalies": flowlens_argv("anomalies", str(capture), "--format", "json"),
         "flowlens rtt": flowlens_argv("rtt", str(capture), "--format", "json"),
         "flowlens flows -j 2": flowlens_argv("flows", str(capture), "--format", "json", "-j", "2"),
+        "flowlens report": flowlens_argv(
+            "report", str(capture), "-o", str(OUT / "bench-report.html")
+        ),
         "tcptrace -l -n": ["tcptrace", "-l", "-n", str(capture)],
         "tshark conv,tcp": ["tshark", "-r", str(capture), "-q", "-z", "conv,tcp"],
     }
@@ -194,9 +214,14 @@ def main() -> int:
     times: dict[str, list[float]] = {k: [] for k in tools}
     floor: list[float] = []
     decoding: list[float] = []
+    rss: dict[str, list[float]] = {
+        k: [] for k in ("flowlens anomalies", "flowlens report") if k in tools
+    }
     for _ in range(args.rounds):  # alternate the tools so background noise hits all of them
         for name, argv in tools.items():
             times[name].append(timed(argv))
+        for name in rss:
+            rss[name].append(peak_rss_mb(tools[name]))
         floor.append(floor_loop(capture))
         decoding.append(decode_loop(capture))
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -229,6 +254,14 @@ def main() -> int:
     for extra in ("flowlens anomalies", "flowlens rtt"):
         if extra in med:
             print(f"{extra} / flowlens flows = {med[extra] / ours:.2f}  (target <= 1.5)")
+    if len(rss) == 2:
+        rep, ano = "flowlens report", "flowlens anomalies"
+        r_rss, a_rss = statistics.median(rss[rep]), statistics.median(rss[ano])
+        print(f"flowlens report / anomalies    = {med[rep] / med[ano]:.2f}  (time, target <= 3)")
+        print(
+            f"flowlens report / anomalies    = {r_rss / a_rss:.2f}  (peak RSS {r_rss:.0f} / "
+            f"{a_rss:.0f} MB, target <= 2)"
+        )
     if shutil.which("tshark"):
         print(
             f"connections: flowlens {flowlens_tcp_connections(capture):,} tcp, tshark {tshark_streams(capture):,} tcp.stream"

@@ -381,51 +381,77 @@ def report_capture(tmp_path) -> str:
     return pcapgen.write_pcap(tmp_path / "report.pcap", frames)
 
 
+def _svg_series(svg: str) -> dict[str, int]:
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(svg)
+    return {
+        e.get("data-kind") or e.get("data-label"): int(e.get("data-points"))
+        for e in root.iter()
+        if "series" in (e.get("class") or "").split()
+    }
+
+
 def test_report_draws_tseq_for_retransmissions_and_zero_window(tmp_path):
     from flowlens.reports.html import render_html
     from flowlens.reports.postmortem import ReportOptions, build_report
 
     path = report_capture(tmp_path)
-    report = build_report(path)
+    report = build_report(path, options=ReportOptions(max_stream_graphs=4))
     drawn = {v.uid: v for v in report.ladders}
     with_graph = [uid for uid, v in drawn.items() if v.stream is not None]
     ports = {v.record["id.resp_p"] for v in drawn.values() if v.stream is not None}
     assert ports == {8443, 9443} and len(with_graph) == 2
-    assert report.passes == 2  # the graphs' segments come from a pass of their own
+    assert report.passes == 1  # the graphs' segments come from the same pass
     for uid in with_graph:
         pic = drawn[uid].stream
-        assert pic.png.startswith(b"\x89PNG") and pic.name == f"tseq-{uid}"
+        assert pic.svg.startswith("<svg ") and pic.name == f"tseq-{uid}"
     text = render_html(report)
-    assert text.count('alt="time-sequence graph of') == 2
+    assert text.count('aria-label="time-sequence graph of') == 2
     # the same series `flowlens plot` draws
     lossy = next(uid for uid, v in drawn.items() if v.record["id.resp_p"] == 8443)
     _, log, _ = collect(path, wants=lambda c: c.uid == lossy)
-    assert len(tseq_graph(log).by_kind("retransmission")) == 4
-    # bounded, and none at all when asked
+    graph = tseq_graph(log)
+    assert len(graph.by_kind("retransmission")) == 4
+    series = _svg_series(drawn[lossy].stream.svg)
+    assert series["retransmission"] == 4
+    assert series["data"] == len(graph.by_kind("data"))
+    assert series["ACK"] == len(graph.ack)
+    # bounded, and none at all by default: the ladder names the command instead
     one = build_report(path, options=ReportOptions(max_stream_graphs=1))
     assert sum(v.stream is not None for v in one.ladders) == 1
-    none = build_report(path, options=ReportOptions(max_stream_graphs=0))
+    assert sum(v.stream_hint is not None for v in one.ladders) == 1
+    none = build_report(path)
     assert none.passes == 1 and all(v.stream is None for v in none.ladders)
+    hints = [v.stream_hint for v in none.ladders if v.stream_hint]
+    assert hints == [
+        f"flowlens plot {path} --uid {v.uid} --kind tseq -o {v.uid}-tseq.png"
+        for v in none.ladders
+        if v.uid in with_graph
+    ]
+    assert f"Time-sequence graph: <code>{hints[0]}</code>" in render_html(none)
 
 
 def test_report_markdown_saves_the_tseq_picture(tmp_path):
     path = report_capture(tmp_path)
     md = tmp_path / "r.md"
-    r = run("report", path, "--markdown", str(md))
+    r = run("report", path, "--markdown", str(md), "--stream-graphs", "4")
     assert r.exit_code == 0, r.stderr
     names = sorted(p.name for p in (tmp_path / "r_files").iterdir())
-    assert sum(n.startswith("tseq-") for n in names) == 2
+    assert sum(n.startswith("tseq-") and n.endswith(".svg") for n in names) == 2
     assert "tseq-" in md.read_text()
 
 
-def test_report_from_stdin_leaves_the_graphs_out(tmp_path):
+def test_report_from_stdin_draws_the_graphs_in_its_one_pass(tmp_path):
     path = report_capture(tmp_path)
+    out = tmp_path / "r.html"
     with open(path, "rb") as f:
-        r = CliRunner().invoke(cli, ["report", "-", "-o", str(tmp_path / "r.html")], input=f.read())
+        r = CliRunner().invoke(
+            cli, ["report", "-", "-o", str(out), "--stream-graphs", "4"], input=f.read()
+        )
     assert r.exit_code == 0, r.stderr
-    assert "Warning: -: standard input cannot be read twice; 2 time-sequence graphs left out" in (
-        r.stderr
-    )
+    assert "cannot be read twice" not in r.stderr
+    assert out.read_text().count('aria-label="time-sequence graph of') == 2
 
 
 # ------------------------------------------------------------------------------ against tshark

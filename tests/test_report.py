@@ -1,22 +1,21 @@
 """`flowlens report`: the postmortem page (HTML) and its Markdown twin, for the sample captures.
 
 Content is checked on the rendered files: every finding present in severity order, every
-internal link resolving, every picture a decodable PNG, nothing fetched from outside the page,
-the Markdown's pictures on disk. A browser test opens the page in headless Chromium, checks the
+internal link resolving, every picture a well-formed inline SVG holding its series (states per
+host, RTT lines, ladder arrows), nothing fetched from outside the page, the Markdown's pictures
+on disk. A browser test opens the page in headless Chromium, checks the
 console stays silent and the table script ran, and saves a screenshot; without Chromium it
 skips, except under CI (CI=true), where it fails: CI installs it.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import logging
 import os
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from flowlens.reports.postmortem import ReportOptions, build_report
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_pcaps"
 INCIDENT = str(SAMPLES / "incident.pcap")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SVG_NS = "{http://www.w3.org/2000/svg}"
 
 
 def invoke(*args, **kw):
@@ -76,6 +76,7 @@ class Page(HTMLParser):
         self.ids: list[str] = []
         self.hrefs: list[str] = []
         self.images: list[str] = []
+        self.svgs = 0
         self.external: list[str] = []
         self.findings: list[tuple[str, str]] = []  # (id, severity) in page order
         self.feed(text)
@@ -88,6 +89,8 @@ class Page(HTMLParser):
             self.hrefs.append(a["href"])
         if tag == "img":
             self.images.append(a.get("src", ""))
+        if tag == "svg":
+            self.svgs += 1
         for key in ("src", "href"):
             value = a.get(key) or ""
             if key in a and not value.startswith(("#", "data:")):
@@ -108,18 +111,41 @@ def check_page(text: str) -> Page:
     assert "@import" not in text and "url(" not in text and "<link" not in text
     for sid, _title in SECTIONS:
         assert sid in page.ids
-    for src in page.images:
-        assert src.startswith("data:image/png;base64,"), src[:40]
-        png = base64.b64decode(src.split(",", 1)[1], validate=True)
-        assert png.startswith(PNG_SIGNATURE)
-        from PIL import Image
-
-        with Image.open(io.BytesIO(png)) as im:
-            im.verify()
+    assert not page.images, "pictures are inline SVG, not <img>"
+    svgs = svg_documents(text)
+    assert len(svgs) == page.svgs
+    for svg in svgs:
+        parse_svg(svg)
     ranks = [SEVERITIES.index(sev) for _id, sev in page.findings]
     assert ranks == sorted(ranks, reverse=True), "findings not ordered by severity"
     assert [i for i, _s in page.findings] == [f"finding-{n}" for n in range(1, len(ranks) + 1)]
     return page
+
+
+def svg_documents(text: str) -> list[str]:
+    """Every inline <svg>...</svg> of a page, in page order."""
+    return re.findall(r"<svg .*?</svg>", text, re.DOTALL)
+
+
+def parse_svg(svg: str):
+    """The SVG as an XML tree (it must be well-formed XML on its own), with its size."""
+    root = ET.fromstring(svg)
+    assert root.tag == f"{SVG_NS}svg"
+    assert float(root.get("width")) > 0 and float(root.get("height")) > 0
+    return root
+
+
+def series_of(root) -> dict[str, int]:
+    """{data-label: data-points} of the chart's series."""
+    return {
+        e.get("data-label"): int(e.get("data-points"))
+        for e in root.iter()
+        if "series" in (e.get("class") or "").split()
+    }
+
+
+def texts_of(root) -> list[str]:
+    return ["".join(e.itertext()) for e in root.iter(f"{SVG_NS}text")]
 
 
 # ---------------------------------------------------------------- the incident sample
@@ -165,8 +191,8 @@ def test_incident_html_has_every_finding_in_severity_order(incident_report):
         if counts[s]
     )
     assert f"{len(findings)} findings ({parts})" in result.stderr
-    # the retransmitted request's time-sequence graph takes a second pass (tests/test_plot.py)
-    assert "2 passes over the capture" in result.stderr
+    # everything, the ladders too, from one read of the capture
+    assert "1 pass over the capture" in result.stderr
 
 
 def test_incident_ladders_show_evidence_and_notes(incident_report):
@@ -178,7 +204,18 @@ def test_incident_ladders_show_evidence_and_notes(incident_report):
     assert articles
     for _uid, body in articles:
         pre = body.split('<pre class="ladder">', 1)[1]
-        assert "data:image/png;base64," in body  # the picture ...
+        (svg,) = [d for d in svg_documents(body) if 'class="chart ladder"' in d]  # the picture
+        root = parse_svg(svg)
+        arrows = [e for e in root.iter() if e.get("class") == "arrow"]
+        # ... has an arrow per packet row of the text ladder, labelled as the text is
+        frames = [int(e.get("data-frame")) for e in arrows]
+        assert len(frames) == len(set(frames))
+        for e in arrows:
+            (label,) = [t for t in e.iter(f"{SVG_NS}text") if t.get("class") == "label"]
+            frame = e.get("data-frame")
+            row = next(line for line in html.unescape(re.sub(r"<[^>]+>", "", pre)).split("\n")
+                       if re.match(rf"\s*{frame}\s", line))  # fmt: skip
+            assert "".join(label.itertext()).split()[0] in row
         assert re.search(r"\|-- \[S\] seq 0", html.unescape(pre)) or "ICMP" in pre or "UDP" in pre
     # the refused database connection: its SYN carries the note and is evidence
     frame = refused_syn_frame(INCIDENT)
@@ -222,10 +259,9 @@ def test_incident_markdown_pictures_beside_it(incident_report):
     _result, _html, md_path = incident_report
     text = md_path.read_text(encoding="utf-8")
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert images and all(i.startswith("report_files/") for i in images)
+    assert images and all(i.startswith("report_files/") and i.endswith(".svg") for i in images)
     for rel in images:
-        data = (md_path.parent / rel).read_bytes()
-        assert data.startswith(PNG_SIGNATURE)
+        parse_svg((md_path.parent / rel).read_text(encoding="utf-8"))
     anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
     links = re.findall(r"\]\(#([^)]+)\)", text)
     assert links and set(links) <= anchors
@@ -281,13 +317,22 @@ def test_samples_render(tmp_path, name):
         assert (tmp_path / rel).is_file()
 
 
-def test_second_pass_when_logs_were_dropped(bad_capture):
-    # (no time-sequence graphs: they need a second pass of their own, tests/test_plot.py)
-    one = build_report(bad_capture, options=ReportOptions(max_stream_graphs=0))
-    two = build_report(bad_capture, options=ReportOptions(max_kept_logs=1, max_stream_graphs=0))
-    assert one.passes == 1 and two.passes == 2
-    assert [v.uid for v in one.ladders] == [v.uid for v in two.ladders]
-    assert [v.text for v in one.ladders] == [v.text for v in two.ladders]
+def test_dropped_logs_are_named_not_read_again(bad_capture):
+    """Past the log budget the least useful logs go first (connections that cannot have a
+    finding of their own); a chosen connection whose log went anyway is left out, named, and
+    the capture is still read once."""
+    full = build_report(bad_capture)
+    tight = build_report(bad_capture, options=ReportOptions(max_kept_logs=3))
+    assert full.passes == tight.passes == 1
+    drawn = [v.uid for v in tight.ladders]
+    assert 0 < len(drawn) <= 3
+    assert set(drawn) | set(tight.ladders_left_out) >= {v.uid for v in full.ladders}
+    # the ladders kept are the same as with room for every log
+    texts = {v.uid: v.text for v in full.ladders}
+    assert all(v.text == texts[v.uid] for v in tight.ladders)
+    # a connection with a finding of its own outlives the spare ones
+    own = {a.uid for a in tight.findings if a.uid}
+    assert own & set(drawn)
 
 
 def test_max_ladders_and_left_out(bad_capture):
@@ -299,13 +344,60 @@ def test_max_ladders_and_left_out(bad_capture):
     assert report.ladders_left_out[0] in text
 
 
-def test_matplotlib_uses_its_own_fonts(caplog):
-    """No font lookups that fail (and fall back to whatever the system has): the pictures are
-    drawn with the DejaVu fonts matplotlib ships."""
-    with caplog.at_level(logging.WARNING, logger="matplotlib"):
-        report = build_report(INCIDENT)
-    assert report.ladders and report.states is not None and report.rtt is not None
-    assert not [r for r in caplog.records if "findfont" in r.getMessage()]
+def test_charts_hold_the_data():
+    """The states chart has a band per state present, stacked per busy host, with a point per
+    chart time; the RTT chart a line per server with its samples and a histogram of them all;
+    axis labels as `states --plot` and `rtt --plot` draw them."""
+    from flowlens.reports.postmortem_figures import STATES_POINTS
+    from flowlens.reports.rtt import rtt_chart
+    from flowlens.reports.spantable import SpanTable
+    from flowlens.reports.states import states_chart
+
+    report = build_report(INCIDENT)
+    states = parse_svg(report.states.svg)
+    table = SpanTable()
+    for c in analyze(INCIDENT).connections:
+        table.add(c)
+    shown = [h for h, _p, n in table.busy_hosts() if n >= 3][:4]
+    chart = states_chart(
+        table.subset(shown), report.first_ts_ns, report.last_ts_ns, max_points=STATES_POINTS
+    )
+    stacks = [e for e in states.iter() if e.get("class") == "stack"]
+    assert [e.get("data-host") for e in stacks] == shown == [p.host for p in chart.panels]
+    for stack, panel in zip(stacks, chart.panels):
+        bands = {e.get("data-label"): e for e in stack if "series" in e.get("class", "")}
+        assert list(bands) == [s for s, _y in panel.layers]
+        for state, ys in panel.layers:
+            assert int(bands[state].get("data-points")) == len(chart.xs) == len(ys)
+            assert int(bands[state].get("data-peak")) == max(ys)
+    labels = texts_of(states)
+    assert labels.count("sockets") == len(shown)
+    assert any(t.startswith("seconds since the first packet") for t in labels)
+    assert any(p.title == t for p in chart.panels for t in labels)
+    # the legend names each state beside its colour
+    assert "TIME_WAIT" in labels and "ESTABLISHED" in labels
+
+    rtt = parse_svg(report.rtt.svg)
+    series = series_of(rtt)
+    from flowlens.analyzers.rtt import RttCollector
+    from flowlens.reports.rtt import Series, series_for
+
+    collector = RttCollector()
+    per: dict[str, Series] = {}
+    for c in analyze(INCIDENT, analyzers=[collector]).connections:
+        for label, ts, ms in series_for(c, "server", collector):
+            per.setdefault(label, Series(label)).ts_s.extend(ts)
+            per[label].rtt_ms.extend(ms)
+    expected = rtt_chart(list(per.values()), max_lines=8)
+    for s in expected.shown:
+        assert series[s.label] == len(s.rtt_ms)
+    assert series["samples"] == len(expected.bins) - 1
+    hist = next(e for e in rtt.iter() if "histogram" in (e.get("class") or ""))
+    assert int(hist.get("data-total")) == len(expected.hist_values)
+    labels = texts_of(rtt)
+    for axis in ("seconds since the first sample", "RTT at the capture point (ms)", "RTT (ms)",
+                 "samples", f"{len(expected.values)} samples"):  # fmt: skip
+        assert axis in labels, axis
 
 
 def test_notes_and_stdin(tmp_path):
@@ -323,7 +415,7 @@ def test_markdown_only(tmp_path):
     md.parent.mkdir()
     result = invoke("report", INCIDENT, "--markdown", md)
     assert result.exit_code == 0, result.output
-    assert (md.parent / "notes_files" / "states.png").is_file()
+    parse_svg((md.parent / "notes_files" / "states.svg").read_text(encoding="utf-8"))
     _text, pictures = render_markdown(build_report(INCIDENT), "x_files")
     assert all(rel.startswith("x_files/") for rel, _pic in pictures)
 
@@ -423,3 +515,60 @@ def test_report_in_headless_chromium(tmp_path, bad_capture):
     keep = os.environ.get("FLOWLENS_SCREENSHOT_DIR")
     if keep:
         shutil.copy(shot, Path(keep) / "report-screenshot.png")
+
+
+@pytest.mark.parametrize("name", ["incident.pcap", "time-wait-pileup.pcap", "close-wait.pcap"])
+def test_span_table_counts_as_socket_states(name, bad_capture):
+    """The report's compact SpanTable charts the same counts as SocketStates (what
+    `flowlens states` prints): the same panels, bands and values, and exact busy-host peaks."""
+    from flowlens.reports.spantable import SpanTable
+    from flowlens.reports.states import SocketStates, states_chart
+
+    path = str(SAMPLES / name)
+    table, index = SpanTable(), SocketStates()
+    a = analyze(path)
+    for c in a.connections:
+        table.add(c)
+        index.add(c)
+    assert len(table) == len(index.spans)
+    first, last = a.stats.first_ts_ns, a.stats.last_ts_ns
+    for max_points in (4000, 50):
+        ours = states_chart(table, first, last, max_points=max_points)
+        theirs = states_chart(index, first, last, max_points=max_points)
+        assert ours.xs == theirs.xs and ours.left_out == theirs.left_out
+        assert [(p.host, p.peak, p.title, p.layers) for p in ours.panels] == [
+            (p.host, p.peak, p.title, p.layers) for p in theirs.panels
+        ]
+        assert (ours.capture_end_s, ours.drain_note, ours.xlabel) == (
+            theirs.capture_end_s, theirs.drain_note, theirs.xlabel
+        )  # fmt: skip
+    # the exact peak: the largest count at any change point
+    times = index.change_points(first, max(last, index.time_wait_horizon() or last))
+    exact = index.peaks(times)
+    assert {h: p for h, p, _n in table.busy_hosts()} == {h: exact.get(h, 0) for h in table.hosts}
+
+
+def test_svg_charts_at_their_edges():
+    """One sample, samples spread over 1000x (log axes), a window edge far above the data and
+    dropped rows, no socket at all: each still a well-formed picture saying what it shows."""
+    from flowlens.reports.rtt import Series
+    from flowlens.reports.states import StatesChart
+    from flowlens.reports.streamgraph import Bar, TseqGraph
+    from flowlens.reports.svg_charts import rtt_svg, states_svg, tseq_svg
+
+    one = parse_svg(rtt_svg([Series("192.0.2.1 cap>resp>cap", [1.0], [0.5])]))
+    assert series_of(one)["192.0.2.1 cap>resp>cap"] == 1 and "1 sample" in texts_of(one)
+    wide = parse_svg(rtt_svg([Series("a", [1.0, 2.0, 3.0], [0.05, 5.0, 600.0])]))
+    assert {"0.1", "1", "10", "100"} <= set(texts_of(wide))  # decades on the log axes
+    bars = [Bar(0.1 * i, 1000 * i, 1000 * (i + 1), i + 1, "data") for i in range(5)]
+    bars.append(Bar(0.6, 1000, 2000, 7, "retransmission"))
+    g = TseqGraph("Cx", "orig", bars, [(0.0, 1), (0.5, 5001)], [(0.0, 10**9), (0.5, 10**9)], [],
+                  dropped=(3, 0, 0))  # fmt: skip
+    tseq = parse_svg(tseq_svg(g))
+    s = series_of(tseq)
+    assert s["data (5)"] == 5 and s["retransmission (1)"] == 1 and s["ACK"] == 2
+    texts = texts_of(tseq)
+    assert "receive window edge reaches 1,000,000,000 (above the graph)" in texts
+    assert any(t.startswith("bounded: 3 segments") for t in texts)
+    empty = parse_svg(states_svg(StatesChart([0.0, 1.0], [], [], None, "", "seconds")))
+    assert "no TCP sockets match" in texts_of(empty)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TextIO
 
 import click
 
@@ -22,12 +24,13 @@ from ._common import (
 from ._timearg import NOTE
 
 
-def _write_text(path: str, text: str) -> None:
-    """Write atomically (a half-written report must not look finished)."""
+def _write_text(path: str, write: Callable[[TextIO], None]) -> None:
+    """Write atomically (a half-written report must not look finished); `write` writes the
+    text to the file it is given."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+            write(f)
         os.replace(tmp, path)
     except OSError as exc:
         try:
@@ -71,10 +74,26 @@ _DEFAULTS = ReportOptions()
     help="Ladder diagrams drawn: the connections the findings (and frame notes) point at, most "
     "severe first.",
 )
+@click.option(
+    "--stream-graphs",
+    type=click.IntRange(min=0),
+    default=_DEFAULTS.max_stream_graphs,
+    show_default=True,
+    help="Time-sequence graphs drawn beside the ladders of connections with retransmissions or "
+    "a zero window, in the same pass (it then follows every TCP segment: slower). Without, "
+    "each such ladder names its `flowlens plot --kind tseq` command.",
+)
 @click.option("--title", help="Page title (default: flowlens report: CAPTURE's file name).")
 @table_options
 def report(
-    capture: str, html_path, md_path, notes: tuple[Note, ...], max_ladders: int, title, **kwargs
+    capture: str,
+    html_path,
+    md_path,
+    notes: tuple[Note, ...],
+    max_ladders: int,
+    stream_graphs: int,
+    title,
+    **kwargs,
 ) -> None:
     """Write the postmortem report of CAPTURE: what to attach to an incident.
 
@@ -90,14 +109,16 @@ def report(
     Example:
       flowlens report capture.pcap -o report.html
       flowlens report capture.pcap -o report.html --markdown report.md \\
-          --note '343=db restarted' --note '+45s=cache failover'
+          --note '343=db restarted' --note '+45s=cache failover' --stream-graphs 4
     """
     if not html_path and not md_path:
         raise click.UsageError("nothing to write: give -o report.html and/or --markdown report.md")
     check_output(html_path)
     check_output(md_path)
     config = config_from(kwargs)
-    options = ReportOptions(notes=notes, max_ladders=max_ladders, title=title)
+    options = ReportOptions(
+        notes=notes, max_ladders=max_ladders, max_stream_graphs=stream_graphs, title=title
+    )
     progress = progress_callback(capture)
     result = build_report(capture, config, options, progress)
     report_damage(result.warnings)
@@ -106,9 +127,9 @@ def report(
     for text in result.unplaced_notes:
         warn(f"Warning: note {text!r} falls on no drawn ladder (it is in the timeline)")
     if html_path:
-        from ..reports.html import render_html
+        from ..reports.html import write_html
 
-        _write_text(html_path, render_html(result))
+        _write_text(html_path, lambda f: write_html(result, f))
         warn(f"Wrote {html_path} ({os.path.getsize(html_path) / 1e6:.1f} MB)")
     if md_path:
         from ..reports.markdown import write_markdown

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
-__all__ = ["MAX_HINTS", "extract_command", "extract_hints"]
+__all__ = ["MAX_HINTS", "extract_command", "extract_hints", "tseq_command"]
 
 #: hint lines for the first connections shown; the rest get one line saying so
 MAX_HINTS = 5
@@ -17,6 +17,11 @@ def extract_command(capture: str, uid: str, container: str = "pcap") -> str:
     keeps the input's container)."""
     ext = "pcapng" if container.startswith("pcapng") else "pcap"
     return f"flowlens extract {shlex.quote(capture)} --uid {uid} -w {uid}.{ext}"
+
+
+def tseq_command(capture: str, uid: str) -> str:
+    """The `flowlens plot` command line that draws connection `uid`'s time-sequence graph."""
+    return f"flowlens plot {shlex.quote(capture)} --uid {uid} --kind tseq -o {uid}-tseq.png"
 
 
 def extract_hints(

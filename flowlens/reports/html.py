@@ -1,7 +1,7 @@
 """The postmortem report as one self-contained HTML page: CSS, script and pictures inline.
 
 Nothing in the page refers to anything outside it (no fonts, scripts, styles or images from the
-network; pictures are base64 PNG), so it can be attached to an incident and opened anywhere. A
+network; pictures are inline SVG, postmortem_figures.py), so it can be attached to an incident and opened anywhere. A
 little inline script sorts and filters the connection table; without it the page still reads
 top to bottom. Print CSS drops the controls and starts each ladder on a new page.
 
@@ -11,10 +11,11 @@ Anchors: ``finding-N`` (1-based, in severity order), ``conn-<uid>`` (a ladder), 
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import re
+from collections.abc import Iterator
+from typing import TextIO
 
 from ..analyzers.anomalies.detector import SEVERITIES
 from .hints import extract_command
@@ -30,7 +31,7 @@ from .postmortem import (
     endpoint,
 )
 
-__all__ = ["SECTIONS", "render_html"]
+__all__ = ["SECTIONS", "html_chunks", "render_html", "write_html"]
 
 #: (id, heading) of the page's sections, in order
 SECTIONS = (
@@ -61,13 +62,10 @@ def _offset(report: Report, ts_ns: int | None) -> str:
 
 
 def _img(pic: Picture, caption: str = "") -> str:
-    data = base64.b64encode(pic.png).decode("ascii")
-    w, h = pic.size
-    size = f' width="{w}" height="{h}"' if w and h else ""
+    """The picture inline: its SVG, labelled by `alt` (role="img", aria-label) for readers."""
     cap = f"<figcaption>{caption}</figcaption>" if caption else ""
-    return (
-        f'<figure><img alt="{_E(pic.alt)}"{size} src="data:image/png;base64,{data}">{cap}</figure>'
-    )
+    svg = pic.svg.replace("<svg ", f'<svg role="img" aria-label="{_E(pic.alt)}" ', 1)
+    return f'<figure class="picture" id="pic-{_E(pic.name)}">{svg}{cap}</figure>'
 
 
 def _value(v) -> str:
@@ -364,7 +362,7 @@ _CONN_COLUMNS = (
 _SEV_RANK = {s: i + 1 for i, s in enumerate(SEVERITIES)}
 
 
-def _connections(report: Report, ladder_uids: set[str]) -> str:
+def _connections(report: Report, ladder_uids: set[str]) -> Iterator[str]:
     shown = len(report.connections)
     out = ['<section id="connections"><h2>Connections</h2>']
     note = f"{report.connections_total:,} connections and flows"
@@ -391,15 +389,15 @@ def _connections(report: Report, ladder_uids: set[str]) -> str:
         f'<th data-col="{c}"{" data-type=num" if n else ""} class="{"num" if n and c != "finding" else ""}">{_E(t)}</th>'
         for c, t, n in _CONN_COLUMNS
     )
-    rows = []
-    first = report.first_ts_ns or 0
-    for r in report.connections:
-        rows.append(_conn_row(r, first, ladder_uids))
-    out.append(
-        f'<div class="tablewrap"><table id="conn-table" class="grid"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div></section>"
+    yield "\n".join(out)
+    yield (
+        f'\n<div class="tablewrap"><table id="conn-table" class="grid"><thead><tr>{head}</tr></thead>'
+        "<tbody>"
     )
-    return "\n".join(out)
+    first = report.first_ts_ns or 0
+    for r in report.connections:  # a row at a time: the table can be most of the page
+        yield _conn_row(r, first, ladder_uids)
+    yield "</tbody></table></div></section>"
 
 
 def _num(v, fmt: str = "{}") -> tuple[str, str]:
@@ -516,6 +514,8 @@ def _ladder(report: Report, view: LadderView) -> str:
     pic = _img(view.picture) if view.picture is not None else ""
     if view.stream is not None:
         pic += _img(view.stream, "time-sequence graph (flowlens plot --kind tseq)")
+    elif view.stream_hint is not None:
+        pic += f'<p class="quiet">Time-sequence graph: <code>{_E(view.stream_hint)}</code></p>'
     extract = extract_command(report.path, view.uid, dict(report.facts).get("container", "pcap"))
     return (
         f'<article class="ladder" id="conn-{_E(view.uid)}">'
@@ -530,6 +530,17 @@ def _ladder(report: Report, view: LadderView) -> str:
 
 def render_html(report: Report) -> str:
     """The whole page as a string (UTF-8 when written)."""
+    return "".join(html_chunks(report))
+
+
+def write_html(report: Report, out: TextIO) -> None:
+    """Write the page to `out` piece by piece (render_html's text, never all of it at once)."""
+    for chunk in html_chunks(report):
+        out.write(chunk)
+
+
+def html_chunks(report: Report) -> Iterator[str]:
+    """The page in pieces whose concatenation is the page."""
     ladder_uids = {v.uid for v in report.ladders}
     frame_ids = {
         f"frame-{m.group(2)}"
@@ -565,4 +576,11 @@ def render_html(report: Report) -> str:
         f'</div><script type="application/json" id="report-meta">{meta}</script>',
         f"<script>{SCRIPT}</script></body></html>",
     ]
-    return "\n".join(parts) + "\n"
+    for i, part in enumerate(parts):
+        if i:
+            yield "\n"
+        if isinstance(part, str):
+            yield part
+        else:
+            yield from part
+    yield "\n"

@@ -89,7 +89,7 @@ table.grid tr.note td{background:#fffbe6}table.grid tr.note td:first-child{box-s
 .quiet{color:var(--muted)}
 .printonly{display:none}
 figure{margin:8px 0 0}
-figure img{display:block;max-width:100%;height:auto;border:1px solid var(--line);border-radius:4px;background:#fff}
+figure img,figure svg{display:block;max-width:100%;height:auto;border:1px solid var(--line);border-radius:4px;background:#fff}
 figcaption{color:var(--muted);font-size:12.5px;margin-top:4px}
 .controls{display:flex;flex-wrap:wrap;gap:8px 16px;align-items:center;margin:0 0 8px;font-size:13px}
 .controls input[type=search]{width:320px;max-width:100%;padding:5px 8px;border:1px solid #b8c0c9;border-radius:4px;font:inherit}

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .ladder import INFO_KINDS, Ladder, Step
 
-__all__ = ["STATE_COLORS", "draw_figure", "save_figure"]
+__all__ = ["STATE_COLORS", "arrow_color", "draw_figure", "save_figure", "step_height"]
 
 #: lifeline and state-box colours: calm for the normal path, loud for the states people hunt
 STATE_COLORS = {
@@ -33,14 +33,14 @@ STATE_COLORS = {
 _FLAG_COLORS = {"S": "#1f77b4", "F": "#9467bd", "R": "#d62728"}
 
 
-def _arrow_color(step: Step) -> str:
+def arrow_color(step: Step) -> str:
     for letter, color in _FLAG_COLORS.items():
         if letter in step.flags:
             return color
     return "#333333"
 
 
-def _step_height(step: Step) -> float:
+def step_height(step: Step) -> float:
     """Rows of vertical space a step takes in the figure."""
     if step.kind == "packet":
         return 1.0 + 0.55 * (len(step.findings) + len(step.notes))
@@ -59,7 +59,7 @@ def draw_figure(ladders: Sequence[Ladder]):
     from matplotlib.patches import FancyArrowPatch
 
     heights = [
-        sum(_step_height(s) for s in lad.steps) + 4.5 + 0.4 * len(lad.footer) for lad in ladders
+        sum(step_height(s) for s in lad.steps) + 4.5 + 0.4 * len(lad.footer) for lad in ladders
     ]
     row_in = 0.36
     fig_h = max(3.0, sum(heights) * row_in + 0.4 * len(ladders))
@@ -91,7 +91,7 @@ def draw_figure(ladders: Sequence[Ladder]):
             else (None, None)
         )
         for step in lad.steps:
-            h = _step_height(step)
+            h = step_height(step)
             ymid = y + 0.5
             # lifelines, coloured by each endpoint's state; a state starts where the arrow that
             # caused it leaves (its sender) or lands (its receiver)
@@ -118,7 +118,7 @@ def draw_figure(ladders: Sequence[Ladder]):
                 ax.text(0.06, ymid, f"{step.offset_s:.6f}", fontsize=8.5, va="center", **mono)
             if step.kind == "packet":
                 a, b = (xl, xr) if step.from_orig else (xr, xl)
-                color = _arrow_color(step)
+                color = arrow_color(step)
                 arrow = FancyArrowPatch((a, y + 0.25), (b, y + 0.75), arrowstyle="-|>", mutation_scale=12,
                                         color=color, lw=1.3, shrinkA=0, shrinkB=0)  # fmt: skip
                 arrow.set_gid(f"arrow-{step.frame}")

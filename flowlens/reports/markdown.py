@@ -50,7 +50,7 @@ def render_markdown(report: Report, files_dir: str) -> tuple[str, list[tuple[str
     pictures: list[tuple[str, Picture]] = []
 
     def image(pic: Picture) -> str:
-        rel = f"{files_dir}/{pic.name}.png"
+        rel = f"{files_dir}/{pic.name}.svg"
         pictures.append((rel, pic))
         return f"![{pic.alt}]({rel})"
 
@@ -214,6 +214,8 @@ def render_markdown(report: Report, files_dir: str) -> tuple[str, list[tuple[str
             out += [image(v.picture), ""]
         if v.stream is not None:
             out += [image(v.stream), ""]
+        elif v.stream_hint is not None:
+            out += [f"Time-sequence graph: `{v.stream_hint}`", ""]
         out += ["```text", v.text.rstrip("\n"), "```", ""]
         container = dict(report.facts).get("container", "pcap")
         out += [f"Extract these frames: `{extract_command(report.path, v.uid, container)}`", ""]
@@ -244,8 +246,8 @@ def write_markdown(report: Report, path: str) -> list[str]:
         os.makedirs(os.path.join(base, files_dir), exist_ok=True)
     for rel, pic in pictures:
         target = os.path.join(base, rel)
-        with open(target, "wb") as f:
-            f.write(pic.png)
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(pic.svg)
         written.append(target)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)

@@ -1,23 +1,21 @@
 """The postmortem report's content: one pass over a capture gathers everything the HTML and
 Markdown renderers (`reports/html.py`, `reports/markdown.py`) lay out.
 
-`build_report` runs the pipeline once with every analyzer the report needs: the TCP analyzer
-(``keep_frames=True``; the anomaly detector requires it and reads its results, and the ladders
-show its per-frame verdicts without a second analyzer), the anomaly detector, the RTT collector,
-a `PacketCollector` in collapsed mode, and a small analyzer that notes where the user's ``--note FRAME=...`` frames fall. Which connections
-*matter* (the ones the findings name, and the ones the notes point at) is known only at the end,
-so the collector keeps the logs of every connection as they finish, within a budget
-(`ReportOptions.max_kept_logs`); when the budget overflows, logs of connections that cannot feed
-a per-connection finding go first. A chosen connection whose log was dropped anyway (a huge
-capture) costs a second pass that keeps packets for the chosen uids only; `Report.passes` says
-how many passes were made. The time-sequence graphs of the drawn connections with retransmission
-or zero-window findings (`ReportOptions.max_stream_graphs`, most severe first) need every one of
-their segments, which no first-pass log keeps within bounded memory: the second pass collects
-them (a `StreamCollector` for those uids only), so a report that draws one reads the capture
-twice. Standard input cannot be read twice: those ladders and graphs are left out, and the
-report says so.
+`build_report` runs the pipeline once, never twice, with every analyzer the report needs: the
+TCP analyzer (``keep_frames=True``; the anomaly detector requires it and reads its results, and
+the ladders show its per-frame verdicts without a second analyzer), the anomaly detector, the
+RTT collector, a `PacketCollector` in collapsed mode, a small analyzer that notes where the
+user's ``--note FRAME=...`` frames fall, and, when time-sequence graphs are asked for
+(`ReportOptions.max_stream_graphs`), a `StreamCollector`. Which connections *matter* (the ones
+the findings name, and the ones the notes point at) is known only at the end, so as each
+connection finishes its collapsed log is kept within a budget (`ReportOptions.max_kept_logs`);
+when the budget overflows, logs of connections that cannot feed a per-connection finding go
+first, and a chosen connection whose log was dropped anyway (a huge capture) is named among the
+ladders left out. Segment series are kept only for finished connections with retransmissions or
+a zero window (the graphs' kinds), at most `ReportOptions.max_kept_streams`. Memory is then the
+open connections' state plus those kept logs and series. Standard input works like a file.
 
-Everything here is data (records, `Ladder`s, PNG bytes); the renderers only lay it out.
+Everything here is data (records, `Ladder`s, SVG pictures); the renderers only lay it out.
 """
 
 from __future__ import annotations
@@ -37,6 +35,8 @@ from ..core.analyzer import Analyzer
 from ..core.connections import Config, Connection, format_addr
 from ..core.decode import IPPROTO_TCP, LINKTYPE_NAMES
 from ..core.pipeline import Pipeline
+from ..core.tcpstate import TcpState
+from .hints import tseq_command
 from .ladder import Ladder, Note, build_ladder, render_text, utc_text
 from .postmortem_figures import (
     MAX_STATE_HOSTS,
@@ -48,7 +48,7 @@ from .postmortem_figures import (
     tseq_picture,
 )
 from .rtt import Aggregator, Series, series_for
-from .states import SocketStates
+from .spantable import SpanTable
 from .streamgraph import tseq_graph
 
 __all__ = [
@@ -66,6 +66,8 @@ __all__ = [
 ]
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
+#: connections whose graph is drawn or, past max_stream_graphs, named by its command
+STREAM_GRAPH_KINDS_LIMIT = 4
 #: findings whose connection's time-sequence graph the report draws beside its ladder
 STREAM_GRAPH_KINDS = ("retransmissions", "zero_window")
 
@@ -80,11 +82,17 @@ class ReportOptions:
     #: ladders drawn (the connections that matter, most severe finding first)
     max_ladders: int = 12
     #: time-sequence graphs drawn beside the ladders of connections with findings of
-    #: `STREAM_GRAPH_KINDS` (most severe first); 0 draws none (and saves their pass)
-    max_stream_graphs: int = 4
+    #: `STREAM_GRAPH_KINDS` (most severe first). 0 (the default) draws none and runs no
+    #: `StreamCollector`: it sees every TCP segment of the capture in Python, which costs more
+    #: than the rest of the pass (README's speed table); each such ladder then names the
+    #: `flowlens plot --kind tseq` command instead
+    max_stream_graphs: int = 0
     #: segments (and ACKs, SACK blocks) per direction a report's graph holds; past it the
     #: picture says how many were left out (a picture cannot show more bars than this anyway)
-    max_stream_points: int = 100_000
+    max_stream_points: int = 20_000
+    #: segment series of finished connections kept for the graphs (those with retransmissions
+    #: or a zero window) before the newest are dropped
+    max_kept_streams: int = 16
     #: rows of the connection table; beyond it, only connections with a finding are added
     max_table_rows: int = 5000
     #: packet logs kept during the pass before the least interesting ones are dropped
@@ -93,8 +101,6 @@ class ReportOptions:
     thresholds: Thresholds | None = None
     #: the page title (default: "flowlens report: <capture file name>")
     title: str | None = None
-    #: matplotlib's PNG resolution
-    dpi: int = 100
 
 
 @dataclass(slots=True)
@@ -114,6 +120,8 @@ class LadderView:
     why: str = "finding"
     #: its time-sequence graph (flowlens plot --kind tseq), for retransmissions and zero windows
     stream: Picture | None = None
+    #: the `flowlens plot --kind tseq` command for its graph, when the graph is not drawn
+    stream_hint: str | None = None
 
 
 @dataclass(slots=True)
@@ -149,13 +157,14 @@ class Report:
     connections: list[dict]  # table rows: Connection.to_record() + "finding" (worst severity)
     connections_total: int
     ladders: list[LadderView]
-    #: connections that mattered but were not drawn (over max_ladders, or stdin)
+    #: connections that mattered but were not drawn (over max_ladders, or their log dropped)
     ladders_left_out: list[str]
     states: Picture | None
     states_hosts_left_out: list[str]
     rtt: Picture | None
     rtt_rows: list[dict]  # per server (Aggregator("server").rows())
     timeline: list[Event]
+    #: reads of the capture (always 1: kept for the scripts that print it)
     passes: int
     #: notes that fell on no drawn ladder (they are still in the timeline)
     unplaced_notes: list[str]
@@ -190,21 +199,45 @@ class _FrameMarks(Analyzer):
             self.seen[pkt.frame] = (pkt.ts_ns, conn.uid)
 
 
-def _could_matter(conn: Connection, tcp: TcpAnalyzer) -> bool:
-    """Can this connection feed a per-connection finding? Its log is dropped last."""
-    if conn.icmp_errors or conn.prev_uid is not None:
-        return True
+#: how much a connection's log is worth keeping (`_worth`): a per-connection finding is
+#: possible (STRONG), only a host-level one names it (WEAK: a reused 5-tuple, which
+#: port_reuse lists), or neither (SPARE: it can still be a host-level finding's example)
+SPARE, WEAK, STRONG = 0, 1, 2
+#: rows past the table's limit kept for WEAK connections: a host-level finding names at most
+#: its first few dozen uids (port_reuse's `uids`), so these stop early
+MAX_LATE_WEAK_ROWS = 1000
+
+
+def _worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[int, int], spans) -> int:
+    """Can this connection feed a per-connection finding (STRONG), or only be named by a
+    host-level one (WEAK), or neither (SPARE)? Logs go in that order when the budget is full.
+    `lingers`: the close_wait and fin_wait_2 thresholds (ns) by the TcpState member's id;
+    `spans`: `conn.tcp.spans()` (TCP only)."""
+    if conn.icmp_errors:
+        return STRONG
     if conn.proto != IPPROTO_TCP:
-        return False
+        return WEAK if conn.prev_uid is not None else SPARE
     if conn.conn_state != "SF" or conn.retransmissions:
-        return True
-    if any(st.value in ("CLOSE_WAIT", "FIN_WAIT_2") for _t, _f, _s, st in conn.tcp.timeline):
-        return True
+        return STRONG
+    # every close passes through CLOSE_WAIT and FIN_WAIT_2: only a long one is a finding
+    for _side, st, start, end, _frame, _timed_out in spans:
+        limit = lingers.get(id(st))
+        if limit is not None and (end is None or end - start >= limit):
+            return STRONG
     st = tcp.state_of(conn)
-    return st is not None and any(
+    if st is not None and any(
         d.retrans_segments or d.zero_window_spells or d.keep_alive_first_ns is not None
         for d in st.dirs
-    )
+    ):
+        return STRONG
+    return WEAK if conn.prev_uid is not None else SPARE
+
+
+def _could_graph(conn: Connection, tcp: TcpAnalyzer) -> bool:
+    """Can this connection get a time-sequence graph (a retransmissions or zero_window
+    finding, STREAM_GRAPH_KINDS)? Only then is its segment series kept."""
+    st = tcp.state_of(conn)
+    return st is not None and any(d.retrans_segments or d.zero_window_spells for d in st.dirs)
 
 
 class _Gather:
@@ -217,12 +250,20 @@ class _Gather:
         collector: PacketCollector,
         tcp: TcpAnalyzer,
         rtt: RttCollector,
+        streams: StreamCollector | None = None,
     ) -> None:
         self.options = options
         self.collector = collector
+        self.streams = streams
+        th = options.thresholds or Thresholds()
+        self.lingers = {  # by identity: an Enum's hash is a Python call
+            id(TcpState.CLOSE_WAIT): int(th.close_wait_s * 1e9),
+            id(TcpState.FIN_WAIT_2): int(th.fin_wait_2_s * 1e9),
+        }
+        self.stream_logs: dict[str, StreamLog] = {}
         self.tcp = tcp
         self.rtt = rtt
-        self.states = SocketStates()
+        self.states = SpanTable()
         self.rtt_agg = Aggregator("server", rtt)
         self.rtt_series: dict[str, Series] = {}
         self.records: list[dict] = []
@@ -232,12 +273,18 @@ class _Gather:
         self.hosts: Counter = Counter()
         self.first_frames: dict[int, str] = {}
         self.logs: OrderedDict[str, tuple[Connection, ConnLog]] = OrderedDict()
-        self.spare: OrderedDict[str, None] = OrderedDict()  # uids of logs that may go first
+        #: uids of the kept logs per `_worth` (SPARE, WEAK, STRONG), oldest first
+        self.tiers: tuple[OrderedDict[str, None], ...] = (
+            OrderedDict(),
+            OrderedDict(),
+            OrderedDict(),
+        )
         self.dropped = 0
 
     def add(self, conn: Connection) -> None:
         self.total += 1
-        self.states.add(conn)
+        spans = conn.tcp.spans() if conn.tcp is not None else ()
+        self.states.add(conn, spans)
         self.rtt_agg.add(conn)
         for label, ts_s, rtt_ms in series_for(conn, "server", self.rtt):
             s = self.rtt_series.get(label)
@@ -246,27 +293,33 @@ class _Gather:
             s.ts_s.extend(ts_s)
             s.rtt_ms.extend(rtt_ms)
         self.by_proto[conn.proto_name] += 1
-        self.hosts[format_addr(conn.orig_h)] += 1
-        self.hosts[format_addr(conn.resp_h)] += 1
+        self.hosts[conn.orig_h] += 1  # addresses as bytes: spelt once, in _facts
+        self.hosts[conn.resp_h] += 1
         self.first_frames[conn.first_frame] = conn.uid
-        matters = _could_matter(conn, self.tcp)
+        worth = _worth(conn, self.tcp, self.lingers, spans)
         if len(self.records) < self.options.max_table_rows:
             self.records.append(conn.to_record())
-        elif matters:
+        elif worth == STRONG or (worth == WEAK and len(self.late_records) < MAX_LATE_WEAK_ROWS):
+            # past the table's rows, kept in case a finding names it (a host-level finding's
+            # uids are its first ones: the reused 5-tuples' rows stop at MAX_LATE_WEAK_ROWS)
             self.late_records[conn.uid] = conn.to_record()
+        if self.streams is not None and len(self.stream_logs) < self.options.max_kept_streams:
+            series = self.streams.log_of(conn)
+            if series is not None and _could_graph(conn, self.tcp):
+                self.stream_logs[conn.uid] = series
         log = self.collector.log_of(conn)
         if log is None:
             return
         self.logs[conn.uid] = (conn, log)
-        if not matters:
-            self.spare[conn.uid] = None
+        self.tiers[worth][conn.uid] = None
         while len(self.logs) > self.options.max_kept_logs:
             self.dropped += 1
-            if self.spare:
-                uid, _ = self.spare.popitem(last=False)
-                del self.logs[uid]
-            else:  # only candidates left: the newest one goes
-                uid, _ = self.logs.popitem(last=True)
+            # SPARE and WEAK first, the larger of them (both can hold a host-level finding's
+            # example, which is among its first connections: the newest goes), STRONG last
+            spare, weak, strong = self.tiers
+            tier = max(spare, weak, key=len) if spare or weak else strong
+            uid, _ = tier.popitem(last=True)
+            del self.logs[uid]
 
 
 def _collector(options: ReportOptions, tcp: TcpAnalyzer, first_ns, wants=None) -> PacketCollector:
@@ -303,11 +356,16 @@ def build_report(
         return pipe.stats.first_ts_ns
 
     collector = _collector(options, tcp, first_ns)
-    gather = _Gather(config, options, collector, tcp, rtt)
-    # (the detector and the collector require `tcp`: the pipeline runs it before them)
-    pipe = Pipeline(
-        path, config, analyzers=[tcp, detector, rtt, collector, marks], progress=progress
-    )
+    analyzers: list[Analyzer] = [tcp, detector, rtt, collector, marks]
+    streams = None
+    if options.max_stream_graphs > 0:
+        streams = StreamCollector(
+            lambda c: c.proto == IPPROTO_TCP, tcp=tcp, max_points=options.max_stream_points
+        )
+        analyzers.append(streams)
+    gather = _Gather(config, options, collector, tcp, rtt, streams)
+    # (the detector and the collectors require `tcp`: the pipeline runs it before them)
+    pipe = Pipeline(path, config, analyzers=analyzers, progress=progress)
     try:
         for conn in pipe:
             gather.add(conn)
@@ -335,45 +393,35 @@ def build_report(
             chosen.append(uid)
     left_out = chosen[options.max_ladders :]
     chosen = chosen[: options.max_ladders]
-
-    stream_uids = _stream_uids(findings, chosen, options.max_stream_graphs)
-    passes = 1
-    missing = [u for u in chosen if u not in gather.logs]
-    streams: dict[str, StreamLog] = {}
-    if (missing or stream_uids) and path != "-":
-        passes = 2
-        streams = _second_pass(path, config, options, missing, gather, first, stream_uids)
+    # a chosen connection whose log the budget dropped (a huge capture) is named, not drawn
     missing = [u for u in chosen if u not in gather.logs]
     left_out = missing + left_out
     chosen = [u for u in chosen if u not in missing]
+    graphed = _stream_uids(
+        findings, chosen, max(STREAM_GRAPH_KINDS_LIMIT, options.max_stream_graphs)
+    )
+    drawn_graphs = [u for u in graphed if u in gather.stream_logs][: options.max_stream_graphs]
 
     # shown in the order of their first finding (the most severe first), notes' connections after
     first_link = {}
     for i, uid in enumerate(links):
         first_link.setdefault(uid, i)
     chosen.sort(key=lambda u: first_link.get(u, len(links)))
-    ladders = _ladders(chosen, gather, findings, links, notes, options, streams)
+    hints = {u: tseq_command(path, u) for u in graphed if u not in drawn_graphs}
+    graphs = {u: gather.stream_logs[u] for u in drawn_graphs}
+    ladders = _ladders(chosen, gather, findings, links, notes, graphs, hints)
     drawn = {v.uid for v in ladders}
     links = [u if u in drawn else None for u in links]
     placed = {t for v in ladders for t in v.notes}
     rows = _table_rows(gather, findings, links)
     states_pic, states_left = (
-        states_picture(gather.states, first, last, options.dpi)
+        states_picture(gather.states, first, last)
         if first is not None and last is not None
         else (None, [])
     )
-    rtt_pic = rtt_picture(list(gather.rtt_series.values()), options.dpi)
+    rtt_pic = rtt_picture(list(gather.rtt_series.values()))
 
     warnings = list(pipe.summary_lines()) + [f"Note: {line}" for line in pipe.notes()]
-    if missing and path == "-":
-        warnings.append(
-            f"{path}: standard input cannot be read twice; {len(missing)} ladders left out"
-        )
-    if stream_uids and path == "-":
-        warnings.append(
-            f"{path}: standard input cannot be read twice; {len(stream_uids)} time-sequence "
-            "graphs left out"
-        )
     name = os.path.basename(path) if path != "-" else "standard input"
     infos = sum(a.severity == "info" for a in findings)
     return Report(
@@ -400,7 +448,7 @@ def build_report(
             if first is not None and last is not None
             else []
         ),
-        passes=passes,
+        passes=1,
         unplaced_notes=[n.text for n in notes if n.text not in placed],
         timeline_hidden_info=infos if infos > MAX_TIMELINE_INFO else 0,
     )
@@ -473,43 +521,7 @@ def _stream_uids(findings: Sequence[Anomaly], chosen: Sequence[str], limit: int)
     return out
 
 
-def _second_pass(
-    path, config, options, uids, gather: _Gather, first_ns: int, stream_uids=()
-) -> dict[str, StreamLog]:
-    """Read the capture again, keeping packets only for `uids` (uids are stable across runs)
-    and the segment series of `stream_uids`; returns those series by uid."""
-    wanted = set(uids)
-    streamed = set(stream_uids)
-
-    def wants(c: Connection) -> bool:
-        return c.uid in wanted or c.uid in streamed
-
-    # the analyzer (the collectors' dependency) sees the wanted connections only
-    tcp = TcpAnalyzer(keep_frames=True, wants=wants)
-    analyzers: list[Analyzer] = []
-    collector = None
-    if wanted:
-        collector = _collector(options, tcp, lambda: first_ns, wants=lambda c: c.uid in wanted)
-        analyzers.append(collector)
-    streams = None
-    if streamed:
-        streams = StreamCollector(
-            lambda c: c.uid in streamed, tcp=tcp, max_points=options.max_stream_points
-        )
-        analyzers.append(streams)
-    out: dict[str, StreamLog] = {}
-    pipe = Pipeline(path, config, analyzers=analyzers)
-    for conn in pipe:
-        log = collector.log_of(conn) if collector is not None else None
-        if log is not None and conn.uid in wanted:
-            gather.logs[conn.uid] = (conn, log)
-        series = streams.log_of(conn) if streams is not None else None
-        if series is not None:
-            out[conn.uid] = series
-    return out
-
-
-def _ladders(chosen, gather, findings, links, notes, options, streams) -> list[LadderView]:
+def _ladders(chosen, gather, findings, links, notes, graphs, hints) -> list[LadderView]:
     views = []
     for uid in chosen:
         conn, log = gather.logs[uid]
@@ -521,12 +533,12 @@ def _ladders(chosen, gather, findings, links, notes, options, streams) -> list[L
             d.split(": ", 1)[1] for s in lad.steps if s.kind == "collapsed" for d in s.detail
             if d.startswith("frame ") and ": " in d
         ]  # fmt: skip
-        series = streams.get(uid)
-        stream = tseq_picture(tseq_graph(series), options.dpi) if series is not None else None
+        series = graphs.get(uid)
+        stream = tseq_picture(tseq_graph(series)) if series is not None else None
         views.append(
             LadderView(
-                uid, conn.to_record(), lad, render_text(lad), ladder_picture(lad, options.dpi),
-                mine, placed, why, stream,
+                uid, conn.to_record(), lad, render_text(lad), ladder_picture(lad),
+                mine, placed, why, stream, hints.get(uid),
             )
         )  # fmt: skip
     return views
@@ -591,7 +603,7 @@ def _facts(path: str, pipe: Pipeline, gather: _Gather) -> list[tuple[str, str]]:
     out.append(("link types", links or "-"))
     protos = ", ".join(f"{n:,} {p.upper()}" for p, n in gather.by_proto.most_common())
     out.append(("connections", f"{gather.total:,}" + (f" ({protos})" if protos else "")))
-    top = ", ".join(f"{h} ({n:,})" for h, n in gather.hosts.most_common(8))
+    top = ", ".join(f"{format_addr(h)} ({n:,})" for h, n in gather.hosts.most_common(8))
     more = len(gather.hosts) - 8
     out.append(
         ("hosts", f"{len(gather.hosts):,}: {top}" + (f", and {more} more" if more > 0 else ""))

@@ -47,6 +47,9 @@ __all__ = [
     "samples_frame",
     "Series",
     "series_for",
+    "RttChart",
+    "rtt_chart",
+    "histogram",
     "draw_figure",
 ]
 
@@ -454,18 +457,30 @@ def _by_time(s: Series) -> Series:
     return Series(s.label, [s.ts_s[i] for i in order], [s.rtt_ms[i] for i in order])
 
 
-def draw_figure(series: Sequence[Series], title: str = "", max_lines: int = 12):
-    """RTT over time (one marker line per series, the `max_lines` largest; the rest merged into
-    "other") above a histogram of every sample. Both axes start at 0 (seconds, and ms on a
-    linear scale) and the histogram counts in whole samples, so one sample reads as one point
-    and one bar, not as a point at -0.05 s with 0.2-sample ticks. Returns the matplotlib
-    Figure."""
-    import matplotlib
+@dataclass(slots=True)
+class RttChart:
+    """What the RTT chart draws (`draw_figure` with matplotlib, `svg_charts.rtt_svg` as SVG)."""
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    #: the lines, in time order: the `max_lines` largest series, then "other (N)"
+    shown: list[Series]
+    #: the last of `shown` merges the series past `max_lines`: points, no line
+    merged_other: bool
+    t0: float  # epoch seconds of the first sample: x is seconds since it
+    values: list[float]  # every sample (ms)
+    #: samples spread over more than 100x (LAN to satellite): both axes' RTT on log scales
+    wide: bool
+    #: the histogram's bin edges (ms) over the samples (positive ones when `wide`), [] without
+    bins: list[float]
 
+    @property
+    def hist_values(self) -> list[float]:
+        return [v for v in self.values if v > 0] if self.wide else self.values
+
+
+def rtt_chart(series: Sequence[Series], max_lines: int = 12) -> RttChart:
+    """RTT over time (the `max_lines` largest series, the rest merged into "other") and the
+    histogram's bins: at most 60, about four samples each; log-spaced when `wide`; one value
+    is one bar a tenth of it wide."""
     ordered = sorted(series, key=lambda s: (-len(s.rtt_ms), s.label))
     shown, rest = [_by_time(s) for s in ordered[:max_lines]], ordered[max_lines:]
     if rest:
@@ -479,10 +494,55 @@ def draw_figure(series: Sequence[Series], title: str = "", max_lines: int = 12):
     positive = [v for v in values if v > 0]
     # RTTs of one capture can span LAN (0.05 ms) to satellite (600 ms): log scales then
     wide = bool(positive) and max(positive) / min(positive) > 100
+    bins: list[float] = []
+    if values:
+        n_bins = min(60, max(5, len(values) // 4))
+        if wide:
+            lo, hi = min(positive), max(positive)
+            bins = [lo * (hi / lo) ** (i / n_bins) for i in range(n_bins + 1)]
+        elif max(values) == min(values):
+            half = abs(values[0]) * 0.05 or 0.05
+            bins = [values[0] - half, values[0] + half]
+        else:
+            lo, hi = min(values), max(values)
+            bins = [lo + (hi - lo) * i / n_bins for i in range(n_bins + 1)]
+    return RttChart(shown, bool(rest), t0, values, wide, bins)
+
+
+def histogram(values: Sequence[float], edges: Sequence[float]) -> list[int]:
+    """Samples per bin of `edges` (numpy's and matplotlib's rule: [a, b), the last bin closed)."""
+    import bisect
+
+    counts = [0] * max(len(edges) - 1, 0)
+    if not counts:
+        return counts
+    lo, hi = edges[0], edges[-1]
+    for v in values:
+        if v < lo or v > hi:
+            continue
+        i = min(bisect.bisect_right(edges, v) - 1, len(counts) - 1)
+        counts[i] += 1
+    return counts
+
+
+def draw_figure(series: Sequence[Series], title: str = "", max_lines: int = 12):
+    """RTT over time (one marker line per series, the `max_lines` largest; the rest merged into
+    "other") above a histogram of every sample (`rtt_chart`). Both axes start at 0 (seconds,
+    and ms on a linear scale) and the histogram counts in whole samples, so one sample reads as
+    one point and one bar, not as a point at -0.05 s with 0.2-sample ticks. Returns the
+    matplotlib Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    chart = rtt_chart(series, max_lines)
+    shown, t0, values, wide = chart.shown, chart.t0, chart.values, chart.wide
     fig = Figure(figsize=(10, 7), layout="constrained")
     ax_time, ax_hist = fig.subplots(2, 1, height_ratios=(3, 2))
     for s in shown:
-        merged = bool(rest) and s is shown[-1]  # "other": points of many connections, no line
+        merged = chart.merged_other and s is shown[-1]  # "other": many connections, no line
         ax_time.plot(
             [t - t0 for t in s.ts_s], s.rtt_ms, marker=".", linestyle="none" if merged else "-",
             linewidth=0.6, label=s.label,
@@ -500,18 +560,11 @@ def draw_figure(series: Sequence[Series], title: str = "", max_lines: int = 12):
     if shown:
         ax_time.legend(fontsize="small", loc="upper right")
     if values:
-        n_bins = min(60, max(5, len(values) // 4))
+        ax_hist.hist(chart.hist_values, bins=chart.bins)
         if wide:
-            lo, hi = min(positive), max(positive)
-            bins = [lo * (hi / lo) ** (i / n_bins) for i in range(n_bins + 1)]
-            ax_hist.hist(positive, bins=bins)
             ax_hist.set_xscale("log")
-        elif max(values) == min(values):  # one value: one bar a tenth of it wide
-            half = abs(values[0]) * 0.05 or 0.05
-            ax_hist.hist(values, bins=[values[0] - half, values[0] + half])
+        elif len(chart.bins) == 2 and max(values) == min(values):
             ax_hist.set_xlim(0, values[0] * 2 if values[0] > 0 else 1.0)
-        else:
-            ax_hist.hist(values, bins=n_bins)
     ax_hist.set_xlabel("RTT (ms)")
     ax_hist.set_ylabel("samples")
     ax_hist.yaxis.set_major_locator(MaxNLocator(integer=True))

@@ -23,9 +23,13 @@ import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..core.connections import Connection, format_addr
 from ..core.services import service_name
+
+if TYPE_CHECKING:
+    from .spantable import SpanTable
 
 __all__ = [
     "LISTENING_FIELDS",
@@ -34,7 +38,11 @@ __all__ = [
     "Span",
     "auto_interval",
     "endpoint_spans",
+    "host_key",
     "save_states_figure",
+    "StatePanel",
+    "StatesChart",
+    "states_chart",
     "states_figure",
     "tick_times",
 ]
@@ -92,7 +100,8 @@ def endpoint_spans(conn: Connection) -> list[Span]:
     return out
 
 
-def _host_key(host: str):
+def host_key(host: str) -> tuple[int, int]:
+    """Sort key of an address: IPv4 before IPv6, then by value."""
     ip = ipaddress.ip_address(host)
     return (ip.version, int(ip))
 
@@ -179,7 +188,7 @@ class SocketStates:
     # ------------------------------------------------------------------ counting
     def host_list(self) -> list[str]:
         """Every host with at least one socket in the spans, in address order."""
-        return sorted({s.host for s in self.spans}, key=_host_key)
+        return sorted({s.host for s in self.spans}, key=host_key)
 
     def counts_at(self, ts_ns: int) -> dict[str, Counter]:
         """{host: Counter(state -> sockets)} at `ts_ns`; every host of the spans is present."""
@@ -242,6 +251,11 @@ class SocketStates:
                     points.add(t)
         return sorted(points)
 
+    def brief_close_waits(self, hosts: Sequence[str], times: Sequence[int]) -> dict[str, list[int]]:
+        """Per host, its CLOSE_WAIT sockets at each of `times` that are in a brief span (one
+        that ended within BRIEF_CLOSE_WAIT_NS); hosts without any are left out."""
+        return _brief_close_waits(self, hosts, times)
+
     def time_wait_horizon(self) -> int | None:
         """When the last TIME_WAIT runs out, or None without TIME_WAIT."""
         ends = [s.end_ns for s in self.spans if s.state == "TIME_WAIT" and s.end_ns is not None]
@@ -292,7 +306,7 @@ class SocketStates:
         """What ss -tln would list, seen from outside: accepting ports, then refusing ones."""
         rows = []
         for (host, port), e in sorted(
-            self._listeners.items(), key=lambda kv: (_host_key(kv[0][0]), kv[0][1])
+            self._listeners.items(), key=lambda kv: (host_key(kv[0][0]), kv[0][1])
         ):
             rows.append(
                 {
@@ -390,22 +404,51 @@ DRAIN_SHARE = 0.25
 _MAX_POINTS = 4000
 
 
-def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str = ""):
-    """A stacked area chart of socket counts by state, one panel per host (the busiest first).
+@dataclass(slots=True)
+class StatePanel:
+    """One host's stacked areas: per state (stacking order, bottom first), its counts at each
+    of the chart's times."""
+
+    host: str
+    peak: int  # most sockets at once (at the chart's times)
+    title: str
+    layers: list[tuple[str, list[int]]]  # (state as the chart names it, counts)
+
+    def has(self, state: str) -> bool:
+        return any(s == state for s, _y in self.layers)
+
+
+@dataclass(slots=True)
+class StatesChart:
+    """What the socket-state chart draws: `states_figure` (matplotlib) and
+    `svg_charts.states_svg` both read it, so the PNG and the report's SVG agree."""
+
+    xs: list[float]  # seconds since the first packet
+    panels: list[StatePanel]
+    left_out: list[str]  # hosts with sockets but no panel
+    #: seconds since the first packet where the capture ends, when the x axis runs on past it
+    #: (TIME_WAIT draining), else None
+    capture_end_s: float | None
+    #: the drain note drawn at the right edge of the panels with TIME_WAIT ("TIME_WAIT until
+    #: +61.0 s ->"), or ""
+    drain_note: str
+    xlabel: str
+
+
+def states_chart(
+    index: SocketStates | SpanTable,
+    first_ns: int,
+    last_ns: int,
+    max_hosts: int = MAX_PLOT_HOSTS,
+    max_points: int = _MAX_POINTS,
+) -> StatesChart:
+    """The stacked socket counts by state, one panel per host (the busiest first).
 
     x is seconds since the capture's first packet. When TIME_WAIT outlives the capture the
-    x axis runs on after the capture's end, shaded, until it drains, for at most DRAIN_SHARE
-    of the axis: a longer drain is cut there and its end written on the chart. A CLOSE_WAIT
-    that lasts under a second (every passive close passes through it) is drawn as the muted
-    `CLOSE_WAIT (brief)`, so only a lingering one is the loud red of a leak. Each panel's
-    areas carry their state as label (``ax.collections``), so tests read the data, not the
-    pixels. Returns (figure, hosts left out).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    x axis runs on after the capture's end until it drains, for at most DRAIN_SHARE of the
+    axis: a longer drain is cut there and its end written on the chart. A CLOSE_WAIT that lasts
+    under a second (every passive close passes through it) is the muted `CLOSE_WAIT (brief)`,
+    so only a lingering one is the loud red of a leak."""
     horizon = index.time_wait_horizon()
     drain_end = max(last_ns, horizon) if horizon is not None else last_ns
     end_ns = drain_end
@@ -416,19 +459,18 @@ def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str =
     if end_ns <= first_ns:
         end_ns = first_ns + 1_000_000_000
     times = index.change_points(first_ns, end_ns)
-    if len(times) > _MAX_POINTS:
-        step = (end_ns - first_ns) / (_MAX_POINTS - 1)
-        times = [int(first_ns + i * step) for i in range(_MAX_POINTS)]
+    if len(times) > max_points:  # sampled: about as many instants as the picture has columns
+        step = (end_ns - first_ns) / (max_points - 1)
+        times = [int(first_ns + i * step) for i in range(max_points)]
     peaks = index.peaks(times)
-    shown = sorted((h for h in peaks if peaks[h]), key=lambda h: (-peaks[h], _host_key(h)))
-    left_out = shown[MAX_PLOT_HOSTS:]
-    shown = shown[:MAX_PLOT_HOSTS]
+    shown = sorted((h for h in peaks if peaks[h]), key=lambda h: (-peaks[h], host_key(h)))
+    left_out = shown[max_hosts:]
+    shown = shown[:max_hosts]
     series = index.series(times, shown)
-    n = max(1, len(shown))
-    fig, axes = plt.subplots(n, 1, figsize=(11, 1.2 + 2.6 * n), sharex=True, squeeze=False)
     xs = [(t - first_ns) / 1e9 for t in times]
-    brief = _brief_close_waits(index, shown, times)
-    for ax, host in zip(axes[:, 0], shown):
+    brief = index.brief_close_waits(shown, times)
+    panels = []
+    for host in shown:
         counts = series
         if host in brief:  # brief CLOSE_WAIT sockets counted apart from lingering ones
             counts = [
@@ -436,11 +478,8 @@ def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str =
                 for c, b in zip(series, brief[host])
             ]
         present = [s for s in PLOT_COLORS if any(c[host].get(s) for c in counts)]
-        ys = [[c[host].get(s, 0) for c in counts] for s in present]
-        if present:
-            ax.stackplot(xs, ys, labels=present, colors=[PLOT_COLORS[s] for s in present], step="post",
-                         alpha=0.9, linewidth=0)  # fmt: skip
-        peak_by_state = {s: max(y) for s, y in zip(present, ys)}
+        layers = [(s, [c[host].get(s, 0) for c in counts]) for s in present]
+        peak_by_state = {s: max(y) for s, y in layers}
         # CLOSE_WAIT is named only when it lingers: every passive close passes through it
         loud = ", ".join(
             f"up to {peak_by_state[s]} in {s}"
@@ -448,25 +487,58 @@ def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str =
             if peak_by_state.get(s)
         )
         sockets = "socket" if peaks[host] == 1 else "sockets"
-        ax.set_title(
-            f"{host}: up to {peaks[host]} {sockets}" + (f", {loud}" if loud else ""),
-            loc="left",
-            fontsize=10,
-        )
+        title = f"{host}: up to {peaks[host]} {sockets}" + (f", {loud}" if loud else "")
+        panels.append(StatePanel(host, peaks[host], title, layers))
+    capture_end_s = (last_ns - first_ns) / 1e9 if end_ns > last_ns else None
+    drain_note = ""
+    if capture_end_s is not None and drain_end > end_ns:
+        drain_note = f"TIME_WAIT until\n+{(drain_end - first_ns) / 1e9:.1f} s \u2192"
+    from .ladder import utc_text
+
+    label = f"seconds since the first packet ({utc_text(first_ns)})"
+    if end_ns > last_ns:
+        label += "; shaded: after the capture's end, TIME_WAIT draining (2 x MSL)"
+        if drain_end > end_ns:
+            label += f", cut at +{xs[-1]:.3g} s"
+    return StatesChart(xs, panels, left_out, capture_end_s, drain_note, label)
+
+
+def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str = ""):
+    """`states_chart` as a matplotlib figure: a stacked area chart, one panel per host.
+
+    The after-capture drain is shaded, the capture's end a dashed line. Each panel's areas
+    carry their state as label (``ax.collections``), so tests read the data, not the pixels.
+    Returns (figure, hosts left out).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    chart = states_chart(index, first_ns, last_ns)
+    xs = chart.xs
+    n = max(1, len(chart.panels))
+    fig, axes = plt.subplots(n, 1, figsize=(11, 1.2 + 2.6 * n), sharex=True, squeeze=False)
+    for ax, panel in zip(axes[:, 0], chart.panels):
+        present = [s for s, _y in panel.layers]
+        ys = [y for _s, y in panel.layers]
+        if present:
+            ax.stackplot(xs, ys, labels=present, colors=[PLOT_COLORS[s] for s in present], step="post",
+                         alpha=0.9, linewidth=0)  # fmt: skip
+        ax.set_title(panel.title, loc="left", fontsize=10)
         ax.set_ylabel("sockets")
         ax.grid(axis="y", alpha=0.3)
-        ax.set_ylim(0, max(1, peaks[host]) * 1.15)
+        ax.set_ylim(0, max(1, panel.peak) * 1.15)
         ax.yaxis.get_major_locator().set_params(integer=True)
-        if end_ns > last_ns:
-            x_end = (last_ns - first_ns) / 1e9
+        if chart.capture_end_s is not None:
+            x_end = chart.capture_end_s
             ax.axvspan(x_end, xs[-1], color="#eeeeee", zorder=0)
             ax.axvline(x_end, color="#555555", ls="--", lw=1)
             ax.text(x_end, 1.0, " capture ends", transform=ax.get_xaxis_transform(), ha="left", va="top",
                     fontsize=8, color="#555555")  # fmt: skip
-            if drain_end > end_ns and peak_by_state.get("TIME_WAIT"):
-                ax.text(xs[-1], 0.5, f"TIME_WAIT until\n+{(drain_end - first_ns) / 1e9:.1f} s →",
-                        transform=ax.get_xaxis_transform(), ha="right", va="center", fontsize=8,
-                        color="#555555")  # fmt: skip
+            if chart.drain_note and panel.has("TIME_WAIT"):
+                ax.text(xs[-1], 0.5, chart.drain_note, transform=ax.get_xaxis_transform(), ha="right",
+                        va="center", fontsize=8, color="#555555")  # fmt: skip
         handles, labels = ax.get_legend_handles_labels()
         # listed top to bottom as they are stacked
         ax.legend(
@@ -477,7 +549,7 @@ def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str =
             fontsize=8,
             frameon=False,
         )
-    if not shown:
+    if not chart.panels:
         axes[0, 0].text(
             0.5,
             0.5,
@@ -488,19 +560,11 @@ def states_figure(index: SocketStates, first_ns: int, last_ns: int, title: str =
         )
     ax = axes[-1, 0]
     ax.set_xlim(0, xs[-1] if xs[-1] > 0 else 1)
-    from .ladder import utc_text
-
-    start = utc_text(first_ns)
-    label = f"seconds since the first packet ({start})"
-    if end_ns > last_ns:
-        label += "; shaded: after the capture's end, TIME_WAIT draining (2 x MSL)"
-        if drain_end > end_ns:
-            label += f", cut at +{xs[-1]:.3g} s"
-    ax.set_xlabel(label, fontsize=9)
+    ax.set_xlabel(chart.xlabel, fontsize=9)
     if title:
         fig.suptitle(title, x=0.01, ha="left", fontsize=11, fontweight="bold")
     fig.tight_layout()
-    return fig, left_out
+    return fig, chart.left_out
 
 
 def save_states_figure(
