@@ -600,3 +600,78 @@ def test_syn_flood_from_spoofed_sources(tmp_path):
     assert a.details["synack_answered"] == n, a.details
     assert a.severity == "warning"  # 300 is past syn_flood_min (100), short of 10x
     assert a.ts <= truth["sent_by"] + CLOCK_SLACK_S
+
+
+# ------------------------------------------------------------------------------ unanswered_syn
+UNANSWERED = """
+    import errno
+    dark = int(sys.argv[2])  # a port whose SYNs iptables drops on the way in
+    retrans = mib("/proc/net/netstat", "TcpExt", "TCPSynRetrans")
+    attempts = []
+    for _ in range(2):
+        s = socket.socket()
+        start = now()
+        try:
+            s.connect(("127.0.0.1", dark))
+            result = "connected"
+        except OSError as exc:
+            result = errno.errorcode.get(exc.errno, str(exc.errno))
+        attempts.append({"start": start, "gave_up": now(), "result": result})
+        s.close()
+    retrans = mib("/proc/net/netstat", "TcpExt", "TCPSynRetrans") - retrans
+    print(json.dumps({"attempts": attempts, "syn_retrans": retrans}))
+"""
+
+
+def syn_schedule(retries: int, linear: int) -> tuple[list[float], float]:
+    """When Linux sends a connect()'s SYN again (s after the first) and when it gives up, as
+    net/ipv4/tcp_timer.c does it from a 1 s initial RTO (TCP_TIMEOUT_INIT): the RTO doubles
+    after each retransmission once more than `linear` were sent (tcp_retransmit_timer: `tp->
+    total_rto > sysctl_tcp_syn_linear_timeouts`, Linux 6.5+; 0 before), and tcp_write_timeout
+    gives up at the first timer with `retries + linear` retransmissions sent, or
+    ((2 << retries) - 1) s after the first SYN (retransmits_timed_out, tcp_model_timeout)."""
+    t, rto, sent, out = 0.0, 1.0, 0, []
+    while True:
+        t += rto
+        if sent >= retries + linear or t >= (2 << retries) - 1:
+            return out, t
+        sent += 1
+        out.append(t)
+        if sent > linear:
+            rto *= 2
+
+
+def test_unanswered_syns_on_the_kernels_retry_schedule(tmp_path):
+    """Two connect() calls to a port whose SYNs are dropped, with net.ipv4.tcp_syn_retries = 2
+    in the namespace: the kernel resends each SYN on its schedule (syn_schedule: 1, 3 s before
+    Linux 6.5; 1, 2, 3, 4, 5 s with tcp_syn_linear_timeouts = 4) and connect() fails with
+    ETIMEDOUT 7 s after it began. The truth: what connect() returned and when, and the
+    kernel's TcpExtTCPSynRetrans counter."""
+    need("iptables")
+    dark = PORT + 1
+    path = tmp_path / "unanswered.pcap"
+    with Lab() as lab:
+        assert lab.sysctl("net.ipv4.tcp_syn_retries", 2) == "2"
+        try:
+            linear = int(lab.sysctl("net.ipv4.tcp_syn_linear_timeouts"))
+        except Exception:  # (no such sysctl before Linux 6.5)
+            linear = 0
+        lab.run(["iptables", "-w", "-A", "INPUT", "-p", "tcp", "--dport", dark,
+                 "--tcp-flags", "SYN,ACK", "SYN", "-j", "DROP"])  # fmt: skip
+        with lab.capture(path):
+            truth = scenario(lab, UNANSWERED, dark, timeout_s=40.0)
+    attempts = truth["attempts"]
+    retries, give_up = syn_schedule(2, linear)
+    assert [a["result"] for a in attempts] == ["ETIMEDOUT", "ETIMEDOUT"], truth
+    for a in attempts:
+        assert give_up - 0.1 <= a["gave_up"] - a["start"] <= give_up + 0.5, (truth, give_up)
+    assert truth["syn_retrans"] == 2 * len(retries), (truth, retries)
+
+    a = only(detect(path), "unanswered_syn")
+    assert a.details["destination"] == f"127.0.0.1:{dark}"
+    assert a.details["attempts"] == 2, a.details  # (Zeek's attempt timer may split records)
+    assert a.details["syns"] == 2 + truth["syn_retrans"], a.details
+    # the timer wheel fires a jiffy or a few late each time: the slack grows along the schedule
+    assert a.details["retry_s"] == pytest.approx(retries, abs=0.05 * len(retries)), a.details
+    assert abs(a.ts - attempts[0]["start"]) <= CLOCK_SLACK_S
+    assert "5 s" not in a.summary  # (Zeek's attempt timer splits records, not attempts)
