@@ -193,6 +193,7 @@ def rtt(
                 records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
                 if progress is not None:
                     progress.close()
+                columns: tuple[str, ...]
                 if samples:
                     columns = SAMPLE_COLUMNS if wide else SAMPLE_SHORT
                 else:
