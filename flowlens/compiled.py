@@ -16,6 +16,9 @@ from pathlib import Path
 #: reports that run once per connection
 MODULES = (
     "core.capture",
+    "core.tcpoptions",
+    "core.links",
+    "core.tunnels",
     "core.decode",
     "core.tcpstate",
     "core.zeekstate",

@@ -4,8 +4,10 @@
 # the decoder borrows a frame's bytes through the buffer protocol (used only when compiled)
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from flowlens.core.capture cimport FrameRef
+# Decoder's base class (links <- tunnels <- Decoder) and the UDP tunnel detection: a C call
+from flowlens.core.tunnels cimport TunnelDecoder, detect_tunnel
 
-# the shared constants: K.NAME is a C constant (see constants.pxd)
+# the shared constants: K.NAME is a C constant, K.be16 an inline function (see constants.pxd)
 from flowlens.core cimport constants as K
 
 # the address cache compares bytes in place (used only when compiled)
