@@ -16,6 +16,7 @@ from pathlib import Path
 #: reports that run once per connection
 MODULES = (
     "core.capture",
+    "core.packet",
     "core.tcpoptions",
     "core.links",
     "core.tunnels",

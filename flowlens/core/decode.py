@@ -9,16 +9,16 @@ is data, not an error.
 link layers, VLAN/QinQ/MPLS/PPPoE) -> `TunnelDecoder` (core/tunnels.py: decapsulation) ->
 `Decoder` (here: IPv4 RFC 791, IPv6 RFC 8200 with its extension header chain, fragments, TCP
 RFC 9293, UDP, ICMP RFC 792 and ICMPv6 RFC 4443, whose errors quote the offending datagram:
-its 5-tuple is kept in `Packet.quote` so the error can be attached to its flow). TCP options
-are parsed in core/tcpoptions.py. Compiled, a call from one layer to the next is a cdef method
-call through the class's table of C function pointers wherever the method lives, as it was
-when the chain was one class; the byte readers (`K.be16`, `_sum16`, `_addr` ...) are inline.
+its 5-tuple is kept in `Packet.quote` so the error can be attached to its flow). `Packet`'s
+fields are declared in core/packet.py (`PacketFields`); TCP options are parsed in
+core/tcpoptions.py. Compiled, a call from one layer to the next is a cdef method call through
+the class's table of C function pointers wherever the method lives, as it was when the chain
+was one class; the byte readers (`K.be16`, `_sum16`, `_addr` ...) are inline.
 """
 
 from __future__ import annotations
 
 from struct import Struct
-from typing import TYPE_CHECKING
 
 import cython
 
@@ -26,6 +26,7 @@ from flowlens.core import constants as K  # (absolute: decode.pxd cimports it un
 
 from .capture import FrameRef
 from .links import LINKTYPE_NAMES
+from .packet import PacketFields
 from .tcpoptions import EMPTY_OPTIONS, TcpOptions, flags_text, parse_tcp_options, tcp_timestamps
 from .tunnels import IpTunnel, TunnelDecoder
 
@@ -77,93 +78,15 @@ _ICMP4_ERRORS = frozenset((3, 4, 5, 11, 12))
 _ICMP6_ERRORS = frozenset((1, 2, 3, 4))
 
 
-class Packet:
+class Packet(PacketFields):
     """One decoded IP packet: header fields and lengths; the first payload bytes only when the
-    decoder was asked for them (`payload`).
+    decoder was asked for them (`payload`). The fields are `PacketFields`' (core/packet.py).
 
     Addresses are packed bytes (4 or 16); `flowlens.core.connections.format_addr` prints them.
     For ICMP, `sport` and `dport` hold the ICMP type and code, as Zeek logs them.
     """
 
-    __slots__ = (
-        "frame",  # 1-based frame number in capture order (tcpdump -#, Wireshark)
-        "ts_ns",  # capture timestamp, integer nanoseconds since the epoch
-        "version",  # 4 or 6
-        "src",
-        "dst",
-        "proto",  # IP protocol number (6 tcp, 17 udp, 1 icmp, 58 icmpv6)
-        "sport",
-        "dport",
-        "flags",  # TCP flags byte (TH_* bits); 0 for other protocols
-        "seq",
-        "ack",
-        "win",  # raw 16-bit window, not scaled
-        "plen",  # transport payload length in bytes, from the IP length (not the snaplen)
-        "ip_len",  # IP datagram length (header + payload) in bytes
-        "caplen_short",  # bytes of the transport payload missing from the capture (snaplen)
-        "raw_options",  # TCP option bytes (<= 40), parsed on demand by `options`
-        "bad_checksum",  # True/False when verified, None when not (disabled or truncated)
-        "quote",  # ICMP error: (proto, src, dst, sport, dport) of the quoted datagram
-        "fragment",  # 1 when the packet was reassembled from IP fragments (lengths only)
-        "vlan",  # outermost 802.1Q VLAN id, or None
-        "inner_vlan",  # the next (QinQ) VLAN id, or None (a third tag overwrites it, as in Zeek)
-        "udp_head",  # UDP to/from a DNS port: first 4 payload bytes (query id, flags), else None
-        "tsval",  # TCP timestamps option (RFC 7323), read when the decoder is asked to
-        "tsecr",  # (Decoder(timestamps=True)); -1 when absent or not read
-        "payload",  # TCP/UDP: the first payload bytes captured (at most Decoder.payload of
-        # them), when the decoder is asked to (an analyzer's Needs.PAYLOAD); else None
-        "encap",  # None, or what this packet was decapsulated from (see `Decoder`, tunnels):
-        # the enclosing UDP packet (VXLAN, Geneve, GTPv1, Teredo, AYIYA) or an `IpTunnel`
-        "tunnel",  # on a UDP packet that carried a tunnel: its kind ("vxlan", "teredo", ...)
-        "_options",
-    )
-    if TYPE_CHECKING:  # the fields' types for mypy (decode.pxd gives the C ones)
-        frame: int
-        ts_ns: int
-        version: int
-        src: bytes
-        dst: bytes
-        proto: int
-        sport: int
-        dport: int
-        flags: int
-        seq: int
-        ack: int
-        win: int
-        plen: int
-        ip_len: int
-        caplen_short: int
-        raw_options: bytes
-        bad_checksum: bool | None
-        quote: tuple | None
-        fragment: int
-        vlan: int | None
-        inner_vlan: int | None
-        udp_head: bytes | None
-        tsval: int
-        tsecr: int
-        payload: bytes | None
-        encap: Packet | IpTunnel | None
-        tunnel: str | None
-        _options: TcpOptions | None
-
-    def __init__(self) -> None:
-        self.raw_options = b""
-        self.quote = None
-        self.fragment = 0
-        self.vlan = None
-        self.inner_vlan = None
-        self.udp_head = None
-        self.sport = self.dport = 0  # protocols without ports keep 0, as compiled code does
-        self.flags = 0
-        self.seq = self.ack = self.win = 0
-        self.caplen_short = 0
-        self.bad_checksum = None
-        self.tsval = self.tsecr = -1
-        self.payload = None
-        self.encap = None
-        self.tunnel = None
-        self._options = None
+    __slots__ = ()
 
     @property
     def options(self) -> TcpOptions:

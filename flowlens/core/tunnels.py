@@ -29,11 +29,7 @@ import cython
 from flowlens.core import constants as K  # (absolute: tunnels.pxd cimports it under this name)
 
 from .links import LinkDecoder
-
-if TYPE_CHECKING:
-    # the packets tunnels read are decode's; decode imports this module, so they are plain
-    # objects to Cython here (attribute reads on the tunnel path only, never per TCP packet)
-    from .decode import Packet
+from .packet import PacketFields
 
 __all__ = ["TunnelDecoder", "IpTunnel", "detect_tunnel"]
 
@@ -129,7 +125,7 @@ def _ip_fit(
     return _FIT_OK
 
 
-def _flow_key(kind: int, p: Packet) -> tuple:
+def _flow_key(kind: int, p: PacketFields) -> tuple:
     """A UDP flow's key either way round, with the tunnel kind (Decoder._violated)."""
     if (p.src, p.sport) <= (p.dst, p.dport):
         return (kind, p.src, p.sport, p.dst, p.dport)
@@ -192,7 +188,7 @@ class TunnelDecoder(LinkDecoder):
     @cython.cfunc
     @cython.locals(fit=cython.int, version=cython.int)
     def _ip_tunnel(
-        self, p: Packet, d: cython.p_uchar, pos: cython.Py_ssize_t, end: cython.Py_ssize_t
+        self, p: PacketFields, d: cython.p_uchar, pos: cython.Py_ssize_t, end: cython.Py_ssize_t
     ):
         """IP-in-IP (4: IPv4 inside, 41: IPv6 inside) and GRE (47): the inner packet, or None.
 
@@ -220,7 +216,12 @@ class TunnelDecoder(LinkDecoder):
                    erspan=cython.Py_ssize_t, how=cython.int, ppp=cython.uint, fit=cython.int,
                    off=cython.Py_ssize_t)  # fmt: skip
     def _gre(
-        self, p: Packet, d: cython.p_uchar, pos: cython.Py_ssize_t, end: cython.Py_ssize_t, parent
+        self,
+        p: PacketFields,
+        d: cython.p_uchar,
+        pos: cython.Py_ssize_t,
+        end: cython.Py_ssize_t,
+        parent,
     ):
         """GRE (RFC 2784, RFC 2890 key and sequence; RFC 2637 enhanced GRE for PPTP), by the
         rules of Zeek's GRE.cc: version 0 carries IP (read by its version, whatever the
@@ -308,7 +309,7 @@ class TunnelDecoder(LinkDecoder):
         )
 
     @cython.cfunc
-    def _violation(self, kind: cython.int, p: Packet, reason: str):
+    def _violation(self, kind: cython.int, p: PacketFields, reason: str):
         """Zeek's AnalyzerViolation: counted, and no later packet of the flow is decapsulated
         (Analyzer::AnalyzerViolated(session) ends each tunnel analyzer's AnalyzePacket)."""
         self.tunnel_errors[reason] += 1
@@ -323,7 +324,7 @@ class TunnelDecoder(LinkDecoder):
                    nxt=cython.uint, ptype=cython.uint, fit=cython.int, version=cython.int,
                    origin=cython.bint, auth=cython.bint, tag=cython.uint, nh=cython.uint)  # fmt: skip
     def _udp_tunnel(
-        self, kind: cython.int, p: Packet, d: cython.p_uchar, pos: cython.Py_ssize_t,
+        self, kind: cython.int, p: PacketFields, d: cython.p_uchar, pos: cython.Py_ssize_t,
         end: cython.Py_ssize_t,
     ):  # fmt: skip
         """The datagram `p` (payload d[pos:end]) on a tunnel port or detected as a tunnel:
@@ -384,7 +385,10 @@ class TunnelDecoder(LinkDecoder):
             if length < 8:
                 return self._violation(kind, p, "Truncated GTPv1")
             outer = self._encap
-            if getattr(outer, "tunnel", None) == "gtpv1":  # (an IpTunnel has no .tunnel)
+            if (
+                isinstance(outer, PacketFields)
+                and cython.cast(PacketFields, outer).tunnel == "gtpv1"
+            ):
                 return self._violation(kind, p, "GTP-in-GTP")
             flags = d[pos]
             if flags >> 5 != 1:
