@@ -15,6 +15,7 @@ from pathlib import Path
 #: modules compiled when possible (dotted names within flowlens): the per-packet path, and the
 #: reports that run once per connection
 MODULES = (
+    "core.streams",
     "core.capture",
     "core.packet",
     "core.tcpoptions",

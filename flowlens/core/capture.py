@@ -1,5 +1,7 @@
 """Open a capture (file or stdin), sniff its container from magic bytes, decompress, yield frames.
 
+Opening the file and decompressing it are core/streams.py's; this module reads the container.
+
 Frames are tuples `(frame, ts_ns, linktype, data, wirelen)`: 1-based frame number, integer
 nanoseconds since the epoch (always within a signed 64-bit integer, so numpy, pandas and Parquet
 can hold it), the LINKTYPE_ of *that frame's* interface (pcapng files can mix
@@ -16,9 +18,7 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import sys
-import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +28,17 @@ from typing import BinaryIO, cast
 import cython
 
 from ..errors import CaptureError, EmptyCaptureError, NotACaptureError, TruncatedHeaderError
+from . import streams
+from .streams import (
+    CHUNK,
+    COMPRESSION,
+    Prefixed,
+    decompressor,
+    no_data,
+    open_raw,
+    read_head,
+    stream_problem,
+)
 
 __all__ = ["CaptureStats", "Capture", "open_capture", "Frame", "FrameRef", "MAX_RECORD_BYTES"]
 
@@ -107,7 +118,7 @@ _MAX_RECORD = cython.declare(
     cython.longlong, MAX_RECORD_BYTES
 )  # the same, a C constant when compiled
 
-_CHUNK = 1 << 20
+_CHUNK = CHUNK  # (streams.py: what a decompressor is read in, too)
 #: what one read asks a decompressor for: a corrupt stream loses the output of the step that
 #: fails, so the steps are small (the bytes before the damage are kept to within this)
 _STEP = 1 << 13
@@ -127,12 +138,6 @@ _PCAP_MAGIC = {
     b"\xa1\xb2\x3c\x4d": (">", 1),
 }
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
-_COMPRESSION = (
-    (b"\x1f\x8b", "gzip"),
-    (b"BZh", "bzip2"),
-    (b"\xfd7zXZ\x00", "xz"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-)
 
 
 @dataclass(slots=True)
@@ -204,163 +209,6 @@ class CaptureStats:
         for what, count in sorted(self.oddities.items()):
             out.append(f"{self.path}: {_count(count, 'frame')} with {what}")
         return out
-
-
-class _Prefixed(io.RawIOBase):
-    """A raw stream that replays bytes already read from `inner` before reading on."""
-
-    def __init__(self, prefix: bytes, inner: BinaryIO) -> None:
-        self._prefix = prefix
-        self._inner = inner
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        if self._prefix:
-            n = min(len(b), len(self._prefix))
-            b[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        data = self._inner.read(len(b))
-        n = len(data)
-        b[:n] = data
-        return n
-
-
-def _read_exactly(f: BinaryIO, n: int) -> bytes:
-    """Read up to n bytes, looping over short reads (pipes, decompressors)."""
-    parts = []
-    while n > 0:
-        chunk = f.read(n)
-        if not chunk:
-            break
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
-
-
-def _open_raw(path: str) -> BinaryIO:
-    """Open a path (or `-` for stdin) for binary reading, turning OS errors into CaptureError."""
-    if path == "-":
-        return sys.stdin.buffer
-    if "://" in path:
-        raise CaptureError(path, "no such file (flowlens reads local files and stdin, not URLs)")
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise CaptureError(path, "no such file") from None
-    except PermissionError:
-        raise CaptureError(path, "permission denied") from None
-    except OSError as exc:
-        raise CaptureError(path, exc.strerror or str(exc)) from exc
-    if stat.S_ISDIR(st.st_mode):
-        raise CaptureError(path, "is a directory, not a capture file")
-    if stat.S_ISFIFO(st.st_mode):
-        # A FIFO without a writer would block open() forever: open non-blocking, then switch.
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            raise CaptureError(path, exc.strerror or str(exc)) from exc
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        raise CaptureError(path, "is not a regular file")
-    try:
-        return open(path, "rb")
-    except PermissionError:
-        raise CaptureError(path, "permission denied") from None
-    except OSError as exc:
-        raise CaptureError(path, exc.strerror or str(exc)) from exc
-
-
-def _decompressor(kind: str, f: BinaryIO, path: str) -> BinaryIO:
-    # the modules are imported here, when needed: most captures are not compressed, and every
-    # run would pay for importing them
-    global _STREAM_ERRORS
-    if kind == "gzip":
-        import gzip
-
-        return cast(BinaryIO, gzip.GzipFile(fileobj=f, mode="rb"))
-    if kind == "bzip2":
-        import bz2
-
-        return cast(BinaryIO, bz2.BZ2File(f, "rb"))
-    if kind == "xz":
-        import lzma
-
-        if lzma.LZMAError not in _STREAM_ERRORS:
-            _STREAM_ERRORS += (lzma.LZMAError,)
-        return cast(BinaryIO, lzma.LZMAFile(f, "rb"))
-    try:
-        import zstandard
-    except ImportError:  # pragma: no cover - zstandard is a declared dependency
-        raise CaptureError(
-            path, "zstd-compressed capture, but the zstandard package is missing"
-        ) from None
-    return io.BufferedReader(_ZstdReader(f, zstandard), _CHUNK)
-
-
-class _ZstdReader(io.RawIOBase):
-    """zstd frames one after another. python-zstandard's stream_reader treats input that ends
-    inside a frame as a clean end; a cut capture must be reported, so this raises EOFError."""
-
-    #: compressed bytes per step: zstd's best ratio is ~32000:1, so one step stays under 64 MiB
-    _STEP = 2048
-
-    def __init__(self, inner: BinaryIO, zstandard) -> None:
-        self._inner = inner
-        self._dctx = zstandard.ZstdDecompressor()
-        self._error = zstandard.ZstdError
-        self._obj = None  # decompressor of the current frame
-        self._carry = b""  # input after the end of the previous frame
-        self._out = b""
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        while self._pos >= len(self._out):
-            obj = self._obj
-            if obj is not None and obj.eof:
-                self._carry, obj, self._obj = obj.unused_data, None, None
-            chunk = self._carry or self._inner.read(self._STEP)
-            self._carry = b""
-            if not chunk:
-                if obj is not None:
-                    raise EOFError("zstd stream ended inside a frame")
-                return 0
-            if obj is None:
-                obj = self._obj = self._dctx.decompressobj()
-            try:
-                self._out, self._pos = obj.decompress(chunk), 0
-            except self._error as exc:
-                raise ValueError(f"zstd: {exc}") from exc
-        n = min(len(b), len(self._out) - self._pos)
-        b[:n] = self._out[self._pos : self._pos + n]
-        self._pos += n
-        return n
-
-
-# Errors a decompressor or a dying disk raise mid-stream; they end reading, they are not fatal.
-_STREAM_ERRORS: tuple[type[Exception], ...] = (
-    EOFError,
-    OSError,
-    zlib.error,
-    ValueError,
-)  # + lzma's, once it is imported
-
-
-def _stream_problem(exc: BaseException, container: str) -> str:
-    """A short phrase for an error met while reading: a cut or corrupt compressed stream, or
-    an I/O error."""
-    kind = container.rsplit("+", 1)[1] if "+" in container else None
-    if kind is None:
-        return f"read error ({getattr(exc, 'strerror', None) or exc})"
-    if isinstance(exc, EOFError):
-        return f"{kind} stream cut short"
-    return f"{kind} data corrupt ({exc})"
 
 
 class Capture:
@@ -452,8 +300,8 @@ class Capture:
                     break
                 parts.append(chunk)
                 n -= len(chunk)
-        except _STREAM_ERRORS as exc:
-            self._read_error = _stream_problem(exc, self.stats.container)
+        except streams.STREAM_ERRORS as exc:
+            self._read_error = stream_problem(exc, self.stats.container)
         return b"".join(parts)
 
     # ------------------------------------------------------------------ classic pcap
@@ -877,25 +725,6 @@ def _idb_clock(options: bytes, endian: str) -> tuple[int, int, int]:
     return num, den, ts_offset
 
 
-def _read_head(stream: BinaryIO, n: int, path: str, kinds: list[str]) -> bytes:
-    """Read n bytes of a file's header; a cut or corrupt stream here is a CaptureError."""
-    try:
-        return _read_exactly(stream, n)
-    except _STREAM_ERRORS as exc:
-        raise CaptureError(path, _stream_problem(exc, "".join("+" + k for k in kinds))) from exc
-
-
-def _no_data(path: str, raw: BinaryIO) -> str:
-    if path == "-":
-        return "no data on standard input"
-    try:
-        if stat.S_ISFIFO(os.fstat(raw.fileno()).st_mode):
-            return "no data (a FIFO that no writer has open, or one that wrote nothing)"
-    except (OSError, ValueError):
-        pass
-    return "empty file"
-
-
 def open_capture(source: str | os.PathLike | BinaryIO) -> Capture:
     """Open a capture and sniff its container; raises `CaptureError` subclasses.
 
@@ -916,27 +745,27 @@ def open_capture(source: str | os.PathLike | BinaryIO) -> Capture:
         path = os.fspath(source)
         if not isinstance(path, str):
             path = os.fsdecode(path)
-        raw = _open_raw(path)
+        raw = open_raw(path)
         owned = True
     try:
         stream: BinaryIO = raw
         kinds: list[str] = []
         for _ in range(3):  # at most a couple of nested compressions (e.g. .tar is not handled)
-            head = _read_head(stream, 12, path, kinds)
-            kind = next((k for magic, k in _COMPRESSION if head.startswith(magic)), None)
+            head = read_head(stream, 12, path, kinds)
+            kind = next((k for magic, k in COMPRESSION if head.startswith(magic)), None)
             if kind is None:
                 break
             kinds.append(kind)
-            stream = _decompressor(kind, io.BufferedReader(_Prefixed(head, stream)), path)
+            stream = decompressor(kind, io.BufferedReader(Prefixed(head, stream)), path)
         else:
             raise NotACaptureError(path, "compressed too many times over")
         suffix = "".join("+" + k for k in kinds)
         if not head:
             if kinds:
                 raise TruncatedHeaderError(path, f"{kinds[-1]} stream holds no data")
-            raise EmptyCaptureError(path, _no_data(path, raw))
+            raise EmptyCaptureError(path, no_data(path, raw))
         if head[:4] in _PCAP_MAGIC:
-            rest = _read_head(stream, 24 - len(head), path, kinds) if len(head) < 24 else b""
+            rest = read_head(stream, 24 - len(head), path, kinds) if len(head) < 24 else b""
             full = head + rest
             if len(full) < 24:
                 raise TruncatedHeaderError(
@@ -954,7 +783,7 @@ def open_capture(source: str | os.PathLike | BinaryIO) -> Capture:
             if blen < 28 or blen % 4 or blen > MAX_RECORD_BYTES:
                 raise NotACaptureError(path, f"pcapng section header with a bad length ({blen})")
             # the reader gets the whole first section header, as it gets pcap's 24 bytes
-            full = head + _read_head(stream, blen - len(head), path, kinds)
+            full = head + read_head(stream, blen - len(head), path, kinds)
             if len(full) < blen:
                 raise TruncatedHeaderError(
                     path, f"pcapng section header cut short ({len(full)} of {blen} bytes)"
@@ -969,8 +798,8 @@ def open_capture(source: str | os.PathLike | BinaryIO) -> Capture:
                         break
             except EOFError:
                 pass  # cut short: that it is no capture says more
-            except _STREAM_ERRORS as exc:
-                raise CaptureError(path, _stream_problem(exc, suffix)) from exc
+            except streams.STREAM_ERRORS as exc:
+                raise CaptureError(path, stream_problem(exc, suffix)) from exc
         if len(head) < 4:
             raise TruncatedHeaderError(path, f"too short to be a capture ({len(head)} bytes)")
         shown = " ".join(f"{b:02x}" for b in head[:4])
