@@ -16,6 +16,8 @@ from pathlib import Path
 #: reports that run once per connection
 MODULES = (
     "core.streams",
+    "core.frame",
+    "core.pcapng",
     "core.capture",
     "core.packet",
     "core.tcpoptions",

@@ -125,3 +125,10 @@ cdef inline unsigned int be16(const unsigned char* d, Py_ssize_t i) noexcept:
 cdef inline unsigned int be32(const unsigned char* d, Py_ssize_t i) noexcept:
     return ((<unsigned int>d[i] << 24) | (<unsigned int>d[i + 1] << 16)
             | (<unsigned int>d[i + 2] << 8) | d[i + 3])
+
+# the unsigned 32-bit word at d[i] in a capture file's byte order (capture.py, pcapng.py)
+cdef inline unsigned int u32(const unsigned char* d, Py_ssize_t i, bint little) noexcept:
+    if little:
+        return ((<unsigned int>d[i + 3] << 24) | (<unsigned int>d[i + 2] << 16)
+                | (<unsigned int>d[i + 1] << 8) | d[i])
+    return be32(d, i)

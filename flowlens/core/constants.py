@@ -159,3 +159,10 @@ def be16(d: bytes | memoryview, i: int) -> int:
 def be32(d: bytes | memoryview, i: int) -> int:
     """The big-endian 32-bit word at `d[i]`."""
     return (d[i] << 24) | (d[i + 1] << 16) | (d[i + 2] << 8) | d[i + 3]
+
+
+def u32(d: bytes | memoryview, i: int, little: bool) -> int:
+    """The unsigned 32-bit word at `d[i]`, little- or big-endian (a capture file's byte order)."""
+    if little:
+        return (d[i + 3] << 24) | (d[i + 2] << 16) | (d[i + 1] << 8) | d[i]
+    return be32(d, i)

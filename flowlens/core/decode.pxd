@@ -3,7 +3,7 @@
 
 # the decoder borrows a frame's bytes through the buffer protocol (used only when compiled)
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from flowlens.core.capture cimport FrameRef
+from flowlens.core.frame cimport FrameRef
 from flowlens.core.packet cimport PacketFields
 # Decoder's base class (links <- tunnels <- Decoder) and the UDP tunnel detection: a C call
 from flowlens.core.tunnels cimport TunnelDecoder, detect_tunnel

@@ -24,7 +24,7 @@ import cython
 
 from flowlens.core import constants as K  # (absolute: decode.pxd cimports it under this name)
 
-from .capture import FrameRef
+from .frame import FrameRef
 from .links import LINKTYPE_NAMES
 from .packet import PacketFields
 from .tcpoptions import EMPTY_OPTIONS, TcpOptions, flags_text, parse_tcp_options, tcp_timestamps

@@ -19,9 +19,10 @@ import cython
 
 from ..errors import FlowlensError, UsageError
 from .analyzer import Analyzer, Needs, needs_of
-from .capture import Capture, CaptureStats, FrameRef, open_capture
+from .capture import Capture, CaptureStats, open_capture
 from .connections import Config, Connection, ConnectionTable
 from .decode import LINKTYPE_NAMES, Decoder, Packet
+from .frame import FrameRef
 
 __all__ = ["Pipeline", "FileRun", "Analysis", "analyze", "ProgressFn"]
 

@@ -16,6 +16,7 @@ from ..errors import CaptureError
 
 __all__ = [
     "CHUNK",
+    "STEP",
     "COMPRESSION",
     "STREAM_ERRORS",
     "Prefixed",
@@ -29,6 +30,9 @@ __all__ = [
 
 #: the size of the reads a capture is parsed in (and of a zstd stream's buffer)
 CHUNK = 1 << 20
+#: what one read asks a decompressor for: a corrupt stream loses the output of the step that
+#: fails, so the steps are small (the bytes before the damage are kept to within this)
+STEP = 1 << 13
 
 #: compressed streams by their magic bytes
 COMPRESSION = (
