@@ -23,6 +23,7 @@ MODULES = (
     "core.tcpoptions",
     "core.links",
     "core.tunnels",
+    "core.fragments",
     "core.decode",
     "core.tcpstate",
     "core.zeekstate",

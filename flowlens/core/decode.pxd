@@ -5,8 +5,10 @@
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from flowlens.core.frame cimport FrameRef
 from flowlens.core.packet cimport PacketFields
-# Decoder's base class (links <- tunnels <- Decoder) and the UDP tunnel detection: a C call
-from flowlens.core.tunnels cimport TunnelDecoder, detect_tunnel
+# Decoder's base class (links <- tunnels <- fragments <- Decoder) and the UDP tunnel
+# detection: a C call
+from flowlens.core.fragments cimport FragmentDecoder
+from flowlens.core.tunnels cimport detect_tunnel
 
 # the shared constants: K.NAME is a C constant, K.be16 an inline function (see constants.pxd)
 from flowlens.core cimport constants as K

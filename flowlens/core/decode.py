@@ -7,7 +7,8 @@ is data, not an error.
 
 `Decoder` is the top of a class chain, one layer per module: `LinkDecoder` (core/links.py: the
 link layers, VLAN/QinQ/MPLS/PPPoE) -> `TunnelDecoder` (core/tunnels.py: decapsulation) ->
-`Decoder` (here: IPv4 RFC 791, IPv6 RFC 8200 with its extension header chain, fragments, TCP
+`FragmentDecoder` (core/fragments.py: IP reassembly, lengths only) -> `Decoder` (here: IPv4
+RFC 791, IPv6 RFC 8200 with its extension header chain, TCP
 RFC 9293, UDP, ICMP RFC 792 and ICMPv6 RFC 4443, whose errors quote the offending datagram:
 its 5-tuple is kept in `Packet.quote` so the error can be attached to its flow). `Packet`'s
 fields are declared in core/packet.py (`PacketFields`); TCP options are parsed in
@@ -24,11 +25,12 @@ import cython
 
 from flowlens.core import constants as K  # (absolute: decode.pxd cimports it under this name)
 
+from .fragments import FragmentDecoder
 from .frame import FrameRef
 from .links import LINKTYPE_NAMES
 from .packet import PacketFields
 from .tcpoptions import EMPTY_OPTIONS, TcpOptions, flags_text, parse_tcp_options, tcp_timestamps
-from .tunnels import IpTunnel, TunnelDecoder
+from .tunnels import IpTunnel
 
 if not cython.compiled:  # compiled, decode.pxd cimports it: a C call
     from .tunnels import detect_tunnel
@@ -71,7 +73,6 @@ _IPV4 = Struct("!BBHHHBBH4s4s")  # ver/ihl tos len id frag ttl proto csum src ds
 _IPV6 = Struct("!IHBB16s16s")  # ver/tc/flow plen nh hlim src dst
 _TCP = Struct("!HHIIBBHHH")  # sport dport seq ack off flags win csum urp
 _UDP = Struct("!HHHH")
-_MAX_PENDING_DATAGRAMS = 4096
 
 # ICMP error types whose body quotes the offending IP header + 8 bytes.
 _ICMP4_ERRORS = frozenset((3, 4, 5, 11, 12))
@@ -149,7 +150,7 @@ def _last_option(
 @cython.cfunc
 @cython.locals(i=cython.Py_ssize_t)
 def _read_timestamps(
-    p: Packet, d: cython.p_uchar, start: cython.Py_ssize_t, end: cython.Py_ssize_t
+    p: PacketFields, d: cython.p_uchar, start: cython.Py_ssize_t, end: cython.Py_ssize_t
 ) -> None:
     """`tcp_timestamps` of the option bytes d[start:end], into p.tsval and p.tsecr, read in
     place (the same answer: NOP, NOP, Timestamps first; else the last well-formed one)."""
@@ -296,7 +297,7 @@ def _tunnel_port(port: cython.uint) -> cython.int:
 
 
 @cython.cclass
-class Decoder(TunnelDecoder):
+class Decoder(FragmentDecoder):
     """Decode frames into `Packet`s, counting what it skips (`skipped`, `non_ip`,
     `tunnel_errors`: see `TunnelDecoder`, the base class that decapsulates tunnels).
 
@@ -312,7 +313,6 @@ class Decoder(TunnelDecoder):
     timestamps = cython.declare(cython.bint, visibility="public")
     payload = cython.declare(cython.Py_ssize_t, visibility="public")
     offloaded = cython.declare(cython.longlong, visibility="public")
-    _frags = cython.declare(dict)
     _addrs = cython.declare(list)
 
     def __init__(
@@ -337,8 +337,6 @@ class Decoder(TunnelDecoder):
         self.payload = payload
         #: TCP/UDP packets whose checksum was left to the NIC (offload) and so not verifiable
         self.offloaded = 0
-        # datagrams being reassembled: key -> [first packet, bytes seen, total, header bytes]
-        self._frags = {}
         # recently seen addresses, reused as objects when compiled (see _addr)
         self._addrs = [None] * _ADDR_SLOTS
 
@@ -501,64 +499,6 @@ class Decoder(TunnelDecoder):
             pseudo = _sum16(d, off + 8, off + 40) + nh + (end - pos)
         return self._transport(p, d, pos, captured_end, end - pos, pseudo)
 
-    # ---------------------------------------------------------------- fragments
-    @cython.cfunc
-    def _fragment(
-        self,
-        key,
-        p: Packet,
-        d: cython.p_uchar,
-        pos: cython.Py_ssize_t,
-        cap_end: cython.Py_ssize_t,
-        offset: cython.Py_ssize_t,
-        more: cython.uint,
-        frag_len: cython.Py_ssize_t,
-        ip_hdr_len: cython.Py_ssize_t,
-    ):
-        """Account one IP fragment; returns the whole datagram's packet when it is complete.
-
-        Only lengths are reassembled (flowlens never keeps payload): the first fragment gives
-        the transport header, the last one the total length, and the datagram is emitted, as
-        one packet with the completing fragment's time and frame, once every byte has arrived.
-        """
-        frags = self._frags
-        st = frags.get(key)
-        if st is None:
-            if len(frags) >= _MAX_PENDING_DATAGRAMS:  # bound memory against fragment floods
-                frags.pop(next(iter(frags)))
-                self.skipped["IP fragments of a datagram that never completed"] += 1
-            st = frags[key] = [None, 0, None, 0]  # [first packet, bytes seen, total, header]
-        st[1] += frag_len
-        if not more:
-            st[2] = offset + frag_len
-        if offset == 0:
-            p.fragment = 1
-            first = self._transport(p, d, pos, cap_end, frag_len, -1)
-            if first is None:
-                del frags[key]
-                return None
-            st[0] = first
-            st[3] = frag_len - first.plen  # transport header bytes
-        first, seen, total, hdr = st
-        if first is None or total is None or seen < total:
-            return None
-        del frags[key]
-        if total < hdr:  # the last fragment ends inside the first one's transport header
-            return self._skip("IP fragments whose lengths do not add up")
-        first.plen = total - hdr
-        first.ip_len = ip_hdr_len + total
-        first.frame, first.ts_ns = p.frame, p.ts_ns
-        # inside a tunnel: the datagram comes out of the completing fragment's outer packet
-        # (the first fragment's was analysed with its own frame)
-        first.encap = p.encap
-        first.caplen_short = 0
-        return first
-
-    @property
-    def pending_fragments(self) -> int:
-        """Datagrams still waiting for fragments (reported when a capture ends)."""
-        return len(self._frags)
-
     # ---------------------------------------------------------------- transport layer
     @cython.cfunc
     @cython.locals(proto=cython.int, avail=cython.Py_ssize_t, whole=cython.bint, hlen=cython.Py_ssize_t,
@@ -566,7 +506,7 @@ class Decoder(TunnelDecoder):
                    icmp_type=cython.int, total=cython.longlong, kind=cython.int)  # fmt: skip
     def _transport(
         self,
-        p: Packet,
+        p: PacketFields,
         d: cython.p_uchar,
         pos: cython.Py_ssize_t,
         cap_end: cython.Py_ssize_t,
@@ -667,7 +607,7 @@ class Decoder(TunnelDecoder):
     @cython.cfunc
     def _check_transport(
         self,
-        p: Packet,
+        p: PacketFields,
         d: cython.p_uchar,
         pos: cython.Py_ssize_t,
         seg_len: cython.Py_ssize_t,
