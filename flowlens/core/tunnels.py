@@ -2,11 +2,12 @@
 VXLAN, Geneve, GTPv1-U, Teredo, AYIYA and GRE; the inner packet's `encap` names the layer it
 came out of, to Zeek's Tunnel::max_depth.
 
-`TunnelDecoder` is the base class of `flowlens.core.decode.Decoder`: the decoder's state that
-tunnels use (depth, the enclosing layer, the flows whose tunnel analysis failed, the counters)
-and the tunnel methods. Compiled, the calls between the two modules are cdef method calls
-through the class's table of C function pointers, as calls between Decoder's own methods are;
-the per-packet Ethernet/IP/TCP path never enters this module.
+`TunnelDecoder` is one layer of `flowlens.core.decode.Decoder`'s class chain (LinkDecoder ->
+TunnelDecoder -> FragmentDecoder -> Decoder): the state tunnels keep (depth, the enclosing
+layer, the flows whose tunnel analysis failed, `tunnel_errors`) and the tunnel methods; it
+reads the outer packet through `PacketFields` (core/packet.py). Compiled, the calls between
+the layers are cdef method calls through the class's table of C function pointers, as calls
+between Decoder's own methods are; the per-packet Ethernet/IP/TCP path never enters here.
 
 Zeek's rules, read from its source (zeek/zeek, src/packet_analysis/protocol/): ip/IP.cc
 hands protocols 4 and 41 to iptunnel/IPTunnel.cc and 47 to gre/GRE.cc; udp/UDP.cc hands a
