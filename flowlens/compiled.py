@@ -15,7 +15,15 @@ from pathlib import Path
 #: modules compiled when possible (dotted names within flowlens): the per-packet path, and the
 #: reports that run once per connection
 MODULES = (
+    "core.streams",
+    "core.frame",
+    "core.pcapng",
     "core.capture",
+    "core.packet",
+    "core.tcpoptions",
+    "core.links",
+    "core.tunnels",
+    "core.fragments",
     "core.decode",
     "core.tcpstate",
     "core.zeekstate",

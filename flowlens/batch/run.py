@@ -191,7 +191,10 @@ def rotation_sets(probes: list[Probe], max_gap_s: float) -> list[list[Probe]]:
         members.sort(key=lambda p: (p.first_ts_ns, p.path))
         current = [members[0]]
         for p in members[1:]:
-            gap = p.first_ts_ns - current[-1].last_ts_ns
+            prev = current[-1]
+            # only probes with packets were grouped here: both ends of their span are known
+            assert p.first_ts_ns is not None and prev.last_ts_ns is not None
+            gap = p.first_ts_ns - prev.last_ts_ns
             if 0 <= gap <= limit:
                 current.append(p)
             else:
@@ -520,6 +523,7 @@ def run_batch(
                 def on_done(task: Task, res: TaskResult | None, exc: BaseException | None) -> None:
                     if exc is not None:  # the task itself could not run (cluster trouble)
                         res = _failed_result(task, exc)
+                    assert res is not None  # _map_unordered hands a result or its exception
                     entries[task.task_id] = store.commit(res, options_key)
                     _tally(result, res)
                     if progress is not None:
@@ -584,6 +588,7 @@ def _probe_all(
     def on_done(path: str, probe: Probe | None, exc: BaseException | None) -> None:
         if exc is not None:  # the task itself could not run (cluster trouble)
             probe = Probe(path, None, None, None, error=f"{path}: {type(exc).__name__}: {exc}")
+        assert probe is not None  # _map_unordered hands a result or its exception
         probes[path] = probe
         if options.merge_consecutive:  # only time spans are worth keeping (--verify always reads)
             store.save_probe(capture_id(path), probe)

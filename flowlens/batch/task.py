@@ -14,10 +14,11 @@ import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 import pyarrow as pa
 
-from ..analyzers.anomalies.detector import ANOMALY_FIELDS
+from ..analyzers.anomalies.detector import ANOMALY_FIELDS, Anomaly
 from ..core.arrow import CONNECTION_SCHEMA, arrow_table, schema
 from ..core.capture import open_capture
 from ..core.connections import Config
@@ -174,7 +175,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _summary_row(m: Member, **kw) -> dict:
-    row = {f.name: None for f in SUMMARY_SCHEMA}
+    row: dict[str, object] = {f.name: None for f in SUMMARY_SCHEMA}
     row.update(capture=os.path.basename(m.path), capture_path=m.path, capture_id=m.capture_id)
     row.update(kw)
     return row
@@ -207,7 +208,8 @@ def run_task(task: Task) -> TaskResult:
         records = []  # (first_ts_ns, first_frame, record): the order of `analyze`
         for c in pipe:
             records.append((c.first_ts_ns, c.first_frame, c.to_record()))
-        findings = [a.to_record() for a in pipe.results[detector]]
+        # results[detector] is what AnomalyDetector.finish returned
+        findings = [a.to_record() for a in cast("list[Anomaly]", pipe.results[detector])]
     except Exception as exc:  # noqa: BLE001 - one bad capture must not stop the batch
         error = _error_text(exc)
         rows = [

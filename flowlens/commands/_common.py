@@ -6,10 +6,11 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO
+from typing import IO, Any
 
 import click
 
+from ..core.analyzer import Analyzer
 from ..core.connections import Config
 from ..core.filters import Selection
 from ..core.pipeline import Analysis, Pipeline, analyze
@@ -362,7 +363,8 @@ class _Progress:
         from tqdm import tqdm
 
         self._tqdm = tqdm
-        self._bar = None
+        #: the bar, made on the first call (tqdm ships no type information: Any)
+        self._bar: Any = None
         self._path = path
 
     def __call__(self, frames: int, done: int, size: int | None) -> None:
@@ -379,7 +381,7 @@ class _Progress:
             self._bar.close()
 
 
-def progress_callback(path: str):
+def progress_callback(path: str) -> _Progress | None:
     """A progress callback for `path`, or None when stderr is not a terminal (piped, CI)."""
     if not sys.stderr.isatty():
         return None
@@ -529,7 +531,9 @@ class ConnectionStream:
         self.facts = merge_shard_facts(self.path, run.finished)
 
 
-def open_pipeline(path: str, config: Config, analyzers=()) -> tuple[Pipeline, object]:
+def open_pipeline(
+    path: str, config: Config, analyzers: Iterable[Analyzer] = ()
+) -> tuple[Pipeline, _Progress | None]:
     """A streaming pipeline and its progress bar (close it when done), for commands that stream."""
     progress = progress_callback(path)
     return Pipeline(path, config, analyzers=analyzers, progress=progress), progress

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import cast
 
 import click
 
@@ -10,6 +11,7 @@ from ..analyzers.anomalies.detector import (
     ANOMALY_FIELDS,
     KINDS,
     SEVERITIES,
+    Anomaly,
     AnomalyDetector,
     Thresholds,
 )
@@ -254,7 +256,7 @@ def anomalies(
     finally:
         if progress is not None:
             progress.close()
-    found = pipe.results[detector]
+    found = cast("list[Anomaly]", pipe.results[detector])  # what AnomalyDetector.finish returned
     seen = detector.seen
     floor = SEVERITIES.index(min_severity)
     shown = [

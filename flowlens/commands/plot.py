@@ -12,6 +12,10 @@ from ..errors import UsageError
 from ..reports.streamgraph import (
     DIRECTIONS,
     KINDS,
+    RttGraph,
+    ThroughputGraph,
+    TseqGraph,
+    WindowGraph,
     rtt_graph,
     throughput_graph,
     tseq_graph,
@@ -132,6 +136,9 @@ def plot(
             "connections (`flowlens rtt` shows its round trips)"
         )
     log = streams.log_of(conn)
+    # the collector keeps every TCP connection `wants` picks, and this one was picked
+    assert log is not None
+    graph: TseqGraph | ThroughputGraph | RttGraph | WindowGraph
     if kind == "tseq":
         graph = tseq_graph(log, direction)
         if not graph.segments:

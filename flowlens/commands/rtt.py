@@ -203,6 +203,7 @@ def rtt(
             elif fmt == "table":
                 records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
                 stream.close_progress()
+                columns: tuple[str, ...]
                 if samples:
                     columns = SAMPLE_COLUMNS if wide else SAMPLE_SHORT
                 else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 
 import click
 
@@ -40,7 +41,7 @@ from ._timearg import DURATION, TIME
 MAX_TICKS = 100_000
 
 
-def _hosts(ctx, param, values):
+def _hosts(ctx: click.Context, param: click.Parameter, values: Iterable[str]) -> tuple[str, ...]:
     out = []
     for v in values:
         try:
@@ -50,7 +51,7 @@ def _hosts(ctx, param, values):
     return tuple(out)
 
 
-def _states(ctx, param, values):
+def _states(ctx: click.Context, param: click.Parameter, values: Iterable[str]) -> set[str]:
     out: set[str] = set()
     for v in values:
         try:
@@ -250,7 +251,7 @@ def _write(
 
     if at is not None:
         records = index.at_records(ts)
-        fields = ("host", "ts", "total", *STATES)
+        fields: tuple[str, ...] = ("host", "ts", "total", *STATES)
         if fmt == "table":
             out.write(f"TCP sockets per host at {utc_text(ts)} ({where})\n")
             _table(records, ("host", "total"), out, wide)

@@ -1,17 +1,7 @@
 # C declarations for capture.py when Cython compiles it (see setup.py); capture.py stays the
-# source of truth and runs unchanged as plain Python. Field meanings are documented there.
+# source of truth and runs unchanged as plain Python. The frame it yields is frame.pxd's.
 
-cimport cython
+from flowlens.core.frame cimport FrameRef
 
-
-@cython.final
-cdef class FrameRef:
-    cdef public long long frame
-    cdef public long long ts_ns
-    cdef public int linktype
-    cdef public bytes buf
-    cdef public Py_ssize_t start
-    cdef public Py_ssize_t end
-    cdef public long long wirelen
-    cdef public Py_ssize_t rec_start
-    cdef public Py_ssize_t rec_end
+# the shared constants: K.u32 is an inline function (see constants.pxd)
+from flowlens.core cimport constants as K

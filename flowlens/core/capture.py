@@ -1,5 +1,9 @@
 """Open a capture (file or stdin), sniff its container from magic bytes, decompress, yield frames.
 
+Opening the file and decompressing it are core/streams.py's; this module sniffs the container
+and reads classic pcap, and `Capture` reads pcapng through its base class `PcapngReader`
+(core/pcapng.py). The frame both yield is core/frame.py's `FrameRef`.
+
 Frames are tuples `(frame, ts_ns, linktype, data, wirelen)`: 1-based frame number, integer
 nanoseconds since the epoch (always within a signed 64-bit integer, so numpy, pandas and Parquet
 can hold it), the LINKTYPE_ of *that frame's* interface (pcapng files can mix
@@ -16,9 +20,7 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import sys
-import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,11 +29,26 @@ from typing import BinaryIO, cast
 
 import cython
 
+from flowlens.core import constants as K  # (absolute: capture.pxd cimports it under this name)
+
 from ..errors import CaptureError, EmptyCaptureError, NotACaptureError, TruncatedHeaderError
+from . import streams
+from .frame import MAX_RECORD_BYTES, Frame, FrameRef
+from .pcapng import PcapngReader
+from .streams import (
+    CHUNK,
+    COMPRESSION,
+    STEP,
+    Prefixed,
+    decompressor,
+    no_data,
+    open_raw,
+    read_head,
+    stream_problem,
+)
 
-__all__ = ["CaptureStats", "Capture", "open_capture", "Frame", "FrameRef", "MAX_RECORD_BYTES"]
-
-Frame = tuple  # (frame, ts_ns, linktype, data, wirelen)
+# (FrameRef is core/frame.py's: compiled, a cimported type is not re-exported from here)
+__all__ = ["CaptureStats", "Capture", "open_capture", "Frame", "MAX_RECORD_BYTES"]
 
 
 #: a step back in time shorter than this is the order packets from several CPU queues reach
@@ -55,70 +72,13 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-class FrameRef:
-    """One frame where it lies in the block it was read in: `buf[start:end]`.
-
-    `Capture.frames()` yields the same FrameRef for every frame, updated in place (no objects
-    are made per frame): read it before asking for the next. `Decoder.decode_frame` decodes one
-    in place; `data` and `as_tuple()` give the frame the way iterating a Capture does.
-    """
-
-    __slots__ = (
-        "frame",  # 1-based frame number
-        "ts_ns",  # integer nanoseconds since the epoch
-        "linktype",  # LINKTYPE_ of the frame's interface
-        "buf",  # the bytes block holding the frame
-        "start",  # the frame's captured bytes are buf[start:end]
-        "end",
-        "wirelen",  # original length on the wire
-        # the frame's whole record as the file holds it, buf[rec_start:rec_end]: pcap's
-        # 16-byte record header and the captured bytes, or pcapng's packet block
-        "rec_start",
-        "rec_end",
-    )
-
-    def __init__(self) -> None:
-        self.frame = self.ts_ns = self.linktype = self.wirelen = 0
-        self.buf = b""
-        self.start = self.end = 0
-        self.rec_start = self.rec_end = 0
-
-    @property
-    def data(self) -> memoryview:
-        """The captured bytes (a view of the block, valid until the next frame)."""
-        return memoryview(self.buf)[self.start : self.end]
-
-    @property
-    def record(self) -> memoryview:
-        """The frame's record byte for byte as the (decompressed) file holds it: a pcap record
-        (its 16-byte header, then the captured bytes) or a pcapng packet block (EPB, SPB or
-        the obsolete PB, options and trailing length included). A view, valid until the next
-        frame; `Capture.header_blocks` holds what a file needs before it."""
-        return memoryview(self.buf)[self.rec_start : self.rec_end]
-
-    def as_tuple(self) -> Frame:
-        return (self.frame, self.ts_ns, self.linktype, self.data, self.wirelen)
-
-
-#: the largest record flowlens accepts (Wireshark's limit for most link types is 256 KiB); a
-#: header claiming more is damage, and is never allocated.
-MAX_RECORD_BYTES = 262144 * 4
-_MAX_RECORD = cython.declare(
-    cython.longlong, MAX_RECORD_BYTES
-)  # the same, a C constant when compiled
-
-_CHUNK = 1 << 20
-#: what one read asks a decompressor for: a corrupt stream loses the output of the step that
-#: fails, so the steps are small (the bytes before the damage are kept to within this)
-_STEP = 1 << 13
+_CHUNK = CHUNK  # (streams.py: what a decompressor is read in, too)
+_STEP = STEP  # (streams.py: what one read asks a decompressor for)
 #: how much more of a decompressed stream that does not start like a capture is read, to see
 #: whether it is corrupt
 _CORRUPT_PROBE = 2 << 20
 _NS_PER_S = cython.declare(cython.longlong, 1_000_000_000)  # a C constant when compiled
 
-# the range of a signed 64-bit nanosecond timestamp (pandas: 1677-09-21 to 2262-04-11; -2**63
-# itself is numpy's NaT)
-_TS_MIN, _TS_MAX = -(1 << 63) + 1, (1 << 63) - 1
 
 _PCAP_MAGIC = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),  # little-endian, microseconds
@@ -127,12 +87,6 @@ _PCAP_MAGIC = {
     b"\xa1\xb2\x3c\x4d": (">", 1),
 }
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
-_COMPRESSION = (
-    (b"\x1f\x8b", "gzip"),
-    (b"BZh", "bzip2"),
-    (b"\xfd7zXZ\x00", "xz"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-)
 
 
 @dataclass(slots=True)
@@ -206,164 +160,7 @@ class CaptureStats:
         return out
 
 
-class _Prefixed(io.RawIOBase):
-    """A raw stream that replays bytes already read from `inner` before reading on."""
-
-    def __init__(self, prefix: bytes, inner: BinaryIO) -> None:
-        self._prefix = prefix
-        self._inner = inner
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        if self._prefix:
-            n = min(len(b), len(self._prefix))
-            b[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        data = self._inner.read(len(b))
-        n = len(data)
-        b[:n] = data
-        return n
-
-
-def _read_exactly(f: BinaryIO, n: int) -> bytes:
-    """Read up to n bytes, looping over short reads (pipes, decompressors)."""
-    parts = []
-    while n > 0:
-        chunk = f.read(n)
-        if not chunk:
-            break
-        parts.append(chunk)
-        n -= len(chunk)
-    return b"".join(parts)
-
-
-def _open_raw(path: str) -> BinaryIO:
-    """Open a path (or `-` for stdin) for binary reading, turning OS errors into CaptureError."""
-    if path == "-":
-        return sys.stdin.buffer
-    if "://" in path:
-        raise CaptureError(path, "no such file (flowlens reads local files and stdin, not URLs)")
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise CaptureError(path, "no such file") from None
-    except PermissionError:
-        raise CaptureError(path, "permission denied") from None
-    except OSError as exc:
-        raise CaptureError(path, exc.strerror or str(exc)) from exc
-    if stat.S_ISDIR(st.st_mode):
-        raise CaptureError(path, "is a directory, not a capture file")
-    if stat.S_ISFIFO(st.st_mode):
-        # A FIFO without a writer would block open() forever: open non-blocking, then switch.
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            raise CaptureError(path, exc.strerror or str(exc)) from exc
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-        raise CaptureError(path, "is not a regular file")
-    try:
-        return open(path, "rb")
-    except PermissionError:
-        raise CaptureError(path, "permission denied") from None
-    except OSError as exc:
-        raise CaptureError(path, exc.strerror or str(exc)) from exc
-
-
-def _decompressor(kind: str, f: BinaryIO, path: str) -> BinaryIO:
-    # the modules are imported here, when needed: most captures are not compressed, and every
-    # run would pay for importing them
-    global _STREAM_ERRORS
-    if kind == "gzip":
-        import gzip
-
-        return cast(BinaryIO, gzip.GzipFile(fileobj=f, mode="rb"))
-    if kind == "bzip2":
-        import bz2
-
-        return cast(BinaryIO, bz2.BZ2File(f, "rb"))
-    if kind == "xz":
-        import lzma
-
-        if lzma.LZMAError not in _STREAM_ERRORS:
-            _STREAM_ERRORS += (lzma.LZMAError,)
-        return cast(BinaryIO, lzma.LZMAFile(f, "rb"))
-    try:
-        import zstandard
-    except ImportError:  # pragma: no cover - zstandard is a declared dependency
-        raise CaptureError(
-            path, "zstd-compressed capture, but the zstandard package is missing"
-        ) from None
-    return io.BufferedReader(_ZstdReader(f, zstandard), _CHUNK)
-
-
-class _ZstdReader(io.RawIOBase):
-    """zstd frames one after another. python-zstandard's stream_reader treats input that ends
-    inside a frame as a clean end; a cut capture must be reported, so this raises EOFError."""
-
-    #: compressed bytes per step: zstd's best ratio is ~32000:1, so one step stays under 64 MiB
-    _STEP = 2048
-
-    def __init__(self, inner: BinaryIO, zstandard) -> None:
-        self._inner = inner
-        self._dctx = zstandard.ZstdDecompressor()
-        self._error = zstandard.ZstdError
-        self._obj = None  # decompressor of the current frame
-        self._carry = b""  # input after the end of the previous frame
-        self._out = b""
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        while self._pos >= len(self._out):
-            obj = self._obj
-            if obj is not None and obj.eof:
-                self._carry, obj, self._obj = obj.unused_data, None, None
-            chunk = self._carry or self._inner.read(self._STEP)
-            self._carry = b""
-            if not chunk:
-                if obj is not None:
-                    raise EOFError("zstd stream ended inside a frame")
-                return 0
-            if obj is None:
-                obj = self._obj = self._dctx.decompressobj()
-            try:
-                self._out, self._pos = obj.decompress(chunk), 0
-            except self._error as exc:
-                raise ValueError(f"zstd: {exc}") from exc
-        n = min(len(b), len(self._out) - self._pos)
-        b[:n] = self._out[self._pos : self._pos + n]
-        self._pos += n
-        return n
-
-
-# Errors a decompressor or a dying disk raise mid-stream; they end reading, they are not fatal.
-_STREAM_ERRORS: tuple[type[Exception], ...] = (
-    EOFError,
-    OSError,
-    zlib.error,
-    ValueError,
-)  # + lzma's, once it is imported
-
-
-def _stream_problem(exc: BaseException, container: str) -> str:
-    """A short phrase for an error met while reading: a cut or corrupt compressed stream, or
-    an I/O error."""
-    kind = container.rsplit("+", 1)[1] if "+" in container else None
-    if kind is None:
-        return f"read error ({getattr(exc, 'strerror', None) or exc})"
-    if isinstance(exc, EOFError):
-        return f"{kind} stream cut short"
-    return f"{kind} data corrupt ({exc})"
-
-
-class Capture:
+class Capture(PcapngReader):
     """An open capture: iterate it for frames; `stats` fills in as it is read.
 
     Use `open_capture(path)` rather than the constructor. Iterate once.
@@ -452,8 +249,8 @@ class Capture:
                     break
                 parts.append(chunk)
                 n -= len(chunk)
-        except _STREAM_ERRORS as exc:
-            self._read_error = _stream_problem(exc, self.stats.container)
+        except streams.STREAM_ERRORS as exc:
+            self._read_error = stream_problem(exc, self.stats.container)
         return b"".join(parts)
 
     # ------------------------------------------------------------------ classic pcap
@@ -510,8 +307,8 @@ class Capture:
             if cython.compiled:  # the record header read in place, in the file's byte order
                 rec = buf  # a bytes object coerces to a pointer to its contents
                 rec += pos  # type: ignore[operator]  # (compiled: a C pointer)
-                sec, frac = _u32(rec, 0, little), _u32(rec, 4, little)
-                caplen, wirelen = _u32(rec, 8, little), _u32(rec, 12, little)
+                sec, frac = K.u32(rec, 0, little), K.u32(rec, 4, little)
+                caplen, wirelen = K.u32(rec, 8, little), K.u32(rec, 12, little)
             else:
                 sec, frac, caplen, wirelen = unpack_rec(buf, pos)
             if caplen > limit:
@@ -564,337 +361,6 @@ class Capture:
         if bad_frac:
             st.oddities["a timestamp fraction of a second or more"] += bad_frac
 
-    # ------------------------------------------------------------------ pcapng
-    def _more(
-        self, buf: bytes, pos: cython.Py_ssize_t, need: cython.Py_ssize_t, ahead: cython.Py_ssize_t
-    ) -> bytes:
-        """`buf` from `pos` on, followed by `need` more bytes when the stream has them, or by
-        `ahead` bytes if that is more."""
-        return buf[pos:] + self._read(max(need, ahead))
-
-    @cython.locals(
-        little=cython.bint, pos=cython.Py_ssize_t, ahead=cython.Py_ssize_t, buflen=cython.Py_ssize_t, bstart=cython.Py_ssize_t,
-        code=cython.uint, blen=cython.uint, data_end=cython.longlong, start=cython.Py_ssize_t,
-        block_offset=cython.longlong, frame=cython.longlong, nbytes=cython.longlong,
-        jumps=cython.longlong, max_jump=cython.longlong, max_jump_frame=cython.longlong,
-        first_ts=cython.longlong, last_ts=cython.longlong, ts_ns=cython.longlong,
-        iface=cython.uint, ts_hi=cython.uint, ts_lo=cython.uint, caplen=cython.uint,
-        wirelen=cython.uint, ticks=cython.ulonglong, cur_if=cython.longlong, fast=cython.bint,
-        c_num=cython.ulonglong, c_den=cython.ulonglong, c_off=cython.longlong,
-        c_maxticks=cython.ulonglong, c_lt=cython.longlong, run_lt=cython.longlong,
-        run_n=cython.longlong, rec=cython.p_uchar, buf=bytes, ref=FrameRef,
-    )  # fmt: skip
-    def _pcapng(self) -> Iterator[FrameRef]:
-        """Walk pcapng blocks; each interface keeps its own link type and clock.
-
-        Blocks are read in place from 1 MiB chunks. The counters live in locals and reach
-        `stats` when reading ends (or the consumer stops early); `first_ts_ns` stays up to date
-        frame by frame, as it may be asked for while reading.
-        """
-        st = self.stats
-        self._read_error = None
-        # Blocks are parsed in place in chunks of about _CHUNK bytes (from a decompressor in
-        # steps of _STEP: see _read)
-        ahead = _CHUNK
-        buf = self._head  # the whole first section header block
-        self.header_blocks, self.section = [], 0  # (the loop reads that block first)
-        ref = FrameRef()
-        buflen = len(buf)
-        pos = 0
-        offset = 0  # file offset of buf[0]
-        interfaces: list[
-            tuple[int, int, int, int, int]
-        ] = []  # (linktype, snaplen, num, den, offset)
-        little = buf[8:12] == b"\x4d\x3c\x2b\x1a"
-        endian = "<" if little else ">"
-        block_hdr, epb = Struct(endian + "II"), Struct(endian + "IIIII")  # redone at each section
-        frame = 0
-        nbytes = 0
-        jumps = max_jump = max_jump_frame = 0
-        first_ts = 0
-        last_ts = 0  # the largest timestamp so far (valid once frame > 0)
-        # the interface of the last packet, its clock in C when exact there (see below)
-        cur_if = -1
-        fast = False
-        c_num = c_den = c_maxticks = 1
-        c_off = 0
-        c_lt = 0
-        run_lt = -1  # frames of one link type in a row, added to stats.linktypes in order
-        run_n = 0
-        try:
-            while True:
-                if buflen - pos < 8:
-                    buf = self._more(buf, pos, 8 - (buflen - pos), ahead)
-                    buflen = len(buf)
-                    offset += pos
-                    pos = 0
-                    if buflen < 8:
-                        if buflen:
-                            self._stop("capture ends inside a block header", frame + 1, offset)
-                        elif self._read_error:
-                            self._stop(self._read_error, frame + 1, offset)
-                        break
-                if cython.compiled:  # the block header read in place, in the section's byte order
-                    rec = buf
-                    rec += pos  # type: ignore[operator]  # (compiled: a C pointer)
-                    code, blen = _u32(rec, 0, little), _u32(rec, 4, little)
-                else:
-                    code, blen = block_hdr.unpack_from(buf, pos)
-                block_offset = offset + pos
-                if code == 0x0A0D0D0A:  # Section Header Block (the same in either byte order)
-                    if buflen - pos < 12:
-                        buf = self._more(buf, pos, 12 - (buflen - pos), ahead)
-                        buflen = len(buf)
-                        offset += pos
-                        pos = 0
-                    if buflen - pos < 12:
-                        self._stop("capture ends inside a section header", frame + 1, block_offset)
-                        break
-                    bom = buf[pos + 8 : pos + 12]
-                    if bom == b"\x4d\x3c\x2b\x1a":
-                        endian = "<"
-                    elif bom == b"\x1a\x2b\x3c\x4d":
-                        endian = ">"
-                    else:
-                        self._stop(
-                            "section header with a bad byte-order magic",
-                            frame + 1,
-                            block_offset,
-                            True,
-                        )
-                        break
-                    little = endian == "<"
-                    interfaces = []
-                    cur_if = -1
-                    block_hdr, epb = Struct(endian + "II"), Struct(endian + "IIIII")
-                    (blen,) = Struct(endian + "I").unpack_from(buf, pos + 4)
-                    if blen < 28 or blen % 4 or blen > MAX_RECORD_BYTES:
-                        self._stop(
-                            f"section header with a bad length ({blen})",
-                            frame + 1,
-                            block_offset,
-                            True,
-                        )
-                        break
-                    if buflen - pos < blen:
-                        buf = self._more(buf, pos, blen - (buflen - pos), ahead)
-                        buflen = len(buf)
-                        offset += pos
-                        pos = 0
-                        if buflen < blen:
-                            self._stop(
-                                "capture ends inside a section header", frame + 1, block_offset
-                            )
-                            break
-                    # a new section: its interfaces are numbered from 0 again
-                    self.header_blocks = [buf[pos : pos + blen]]
-                    self.section += 1
-                    pos += blen
-                    continue
-                if blen < 12 or blen % 4 or blen > _MAX_RECORD:
-                    self._stop(
-                        f"block of type {code} with a bad length ({blen})",
-                        frame + 1,
-                        block_offset,
-                        True,
-                    )
-                    break
-                if buflen - pos < blen:
-                    buf = self._more(buf, pos, blen - (buflen - pos), ahead)
-                    buflen = len(buf)
-                    offset += pos
-                    pos = 0
-                    if buflen < blen:
-                        self._stop("capture ends inside a block", frame + 1, block_offset)
-                        break
-                bstart = pos + 8  # the block body
-                pos += blen
-                data_end = blen - 12  # body without the trailing length
-                if code == 6 or code == 2:  # Enhanced Packet Block, obsolete Packet Block
-                    if data_end < 20:
-                        self._stop("packet block too short", frame + 1, block_offset, True)
-                        break
-                    if code == 2:
-                        iface, _drops, ts_hi, ts_lo, caplen, wirelen = Struct(
-                            endian + "HHIIII"
-                        ).unpack_from(buf, bstart)
-                    elif cython.compiled:
-                        rec = buf
-                        rec += bstart  # type: ignore[operator]  # (compiled: a C pointer)
-                        iface, ts_hi, ts_lo = (
-                            _u32(rec, 0, little),
-                            _u32(rec, 4, little),
-                            _u32(rec, 8, little),
-                        )
-                        caplen, wirelen = _u32(rec, 12, little), _u32(rec, 16, little)
-                    else:
-                        iface, ts_hi, ts_lo, caplen, wirelen = epb.unpack_from(buf, bstart)
-                    start = 20
-                    if iface >= len(interfaces):
-                        st.oddities["a packet for an undeclared interface"] += 1
-                        continue
-                    if start + caplen > data_end:
-                        self._stop(
-                            f"packet block claims {caplen} bytes but holds {data_end - start}",
-                            frame + 1,
-                            block_offset,
-                            True,
-                        )
-                        break
-                    if iface != cur_if:
-                        # an interface's clock in C when every timestamp it can give fits:
-                        # ticks * num below 2**62 and |offset| below 2**32 s keep the sum
-                        # within the signed 64-bit range, and floor division of
-                        # non-negative numbers is C division
-                        linktype, _snap, num, den, ts_offset = interfaces[iface]
-                        cur_if = iface
-                        c_lt = linktype
-                        fast = (
-                            num <= (1 << 62)
-                            and den <= (1 << 62)
-                            and -(1 << 32) < ts_offset < (1 << 32)
-                        )
-                        if fast:
-                            c_num, c_den, c_off = num, den, ts_offset * _NS_PER_S
-                            c_maxticks = ((1 << 62) - 1) // num
-                    ticks = (cython.cast(cython.ulonglong, ts_hi) << 32) | ts_lo
-                    if fast and ticks <= c_maxticks:
-                        ts_ns = c_off + cython.cast(cython.longlong, (ticks * c_num) // c_den)
-                    else:
-                        _lt, _snap, num, den, ts_offset = interfaces[iface]
-                        big = ts_offset * 1_000_000_000 + (ticks * num) // den
-                        if (
-                            not _TS_MIN <= big <= _TS_MAX
-                        ):  # if_tsresol/if_tsoffset from a damaged IDB
-                            st.oddities["a timestamp beyond the 64-bit nanosecond range"] += 1
-                            ts_ns = last_ts if frame else 0
-                        else:
-                            ts_ns = big
-                elif code == 1:  # Interface Description Block
-                    if data_end < 8:
-                        st.oddities["an interface description that is too short"] += 1
-                        continue
-                    body = buf[bstart : bstart + data_end]
-                    linktype, _res, snaplen = Struct(endian + "HHI").unpack_from(body)
-                    num, den, ts_offset = _idb_clock(body[8:], endian)
-                    interfaces.append((linktype, snaplen, num, den, ts_offset))
-                    self.header_blocks.append(buf[bstart - 8 : pos])
-                    if len(interfaces) == 1 and frame == 0:
-                        st.resolution_ns = max(1, num // den) if den else 1000
-                    continue
-                elif code == 3:  # Simple Packet Block: interface 0, no timestamp
-                    if not interfaces or data_end < 4:
-                        st.oddities["a simple packet block without an interface"] += 1
-                        continue
-                    (wirelen,) = Struct(endian + "I").unpack_from(buf, bstart)
-                    linktype, snap, _num, _den, _off = interfaces[0]
-                    caplen = min(wirelen, data_end - 4, snap or wirelen)
-                    start = 4
-                    ts_ns = last_ts if frame else 0
-                    cur_if = -1  # the linktype below is not the cached interface's
-                    c_lt = linktype
-                else:
-                    continue  # name resolution, statistics, custom and unknown blocks
-                frame += 1
-                if frame == 1:
-                    first_ts = last_ts = ts_ns
-                    st.first_ts_ns = first_ts
-                elif ts_ns < last_ts:
-                    jumps += 1
-                    if last_ts - ts_ns > max_jump:
-                        max_jump, max_jump_frame = last_ts - ts_ns, frame
-                    if ts_ns < first_ts:
-                        first_ts = ts_ns
-                        st.first_ts_ns = first_ts
-                else:
-                    last_ts = ts_ns
-                if c_lt != run_lt:
-                    if run_n:
-                        st.linktypes[run_lt] += run_n
-                    run_lt, run_n = c_lt, 0
-                run_n += 1
-                nbytes += caplen
-                ref.frame, ref.ts_ns, ref.linktype, ref.wirelen = frame, ts_ns, c_lt, wirelen
-                ref.buf, ref.start, ref.end = buf, bstart + start, bstart + start + caplen
-                ref.rec_start, ref.rec_end = bstart - 8, pos
-                yield ref
-        finally:  # also when the consumer stops early, as frame-by-frame stats would be
-            st.frames = frame
-            st.bytes = nbytes
-            if frame:
-                st.first_ts_ns = first_ts
-                st.last_ts_ns = last_ts
-            st.clock_jumps = jumps
-            if jumps:
-                st.clock_jump_max_ns, st.clock_jump_frame = max_jump, max_jump_frame
-            if run_n:
-                st.linktypes[run_lt] += run_n
-
-
-@cython.cfunc
-@cython.inline
-@cython.exceptval(check=False)
-def _u32(p: cython.p_uchar, i: cython.Py_ssize_t, little: cython.bint) -> cython.uint:
-    """The unsigned 32-bit integer at `p[i]`, little- or big-endian (compiled code only)."""
-    if little:
-        return (
-            (cython.cast(cython.uint, p[i + 3]) << 24) | (cython.cast(cython.uint, p[i + 2]) << 16)
-            | (cython.cast(cython.uint, p[i + 1]) << 8) | p[i]
-        )  # fmt: skip
-    return (
-        (cython.cast(cython.uint, p[i]) << 24) | (cython.cast(cython.uint, p[i + 1]) << 16)
-        | (cython.cast(cython.uint, p[i + 2]) << 8) | p[i + 3]
-    )  # fmt: skip
-
-
-def _idb_clock(options: bytes, endian: str) -> tuple[int, int, int]:
-    """(numerator ns, denominator, offset s) of an interface's clock from its IDB options.
-
-    `if_tsresol` (code 9): high bit clear = 10**-n seconds, set = 2**-n seconds; default µs.
-    `if_tsoffset` (code 14): seconds added to every timestamp.
-    """
-    num, den, ts_offset = 1000, 1, 0
-    i = 0
-    hdr = Struct(endian + "HH")
-    while i + 4 <= len(options):
-        code, length = hdr.unpack_from(options, i)
-        value = options[i + 4 : i + 4 + length]
-        if code == 0:
-            break
-        if code == 9 and length >= 1:
-            res = value[0]
-            if res & 0x80:
-                num, den = 1_000_000_000, 1 << (res & 0x7F)
-            else:
-                exp = res & 0x7F
-                if exp <= 9:
-                    num, den = 10 ** (9 - exp), 1
-                else:
-                    num, den = 1, 10 ** (exp - 9)
-        elif code == 14 and length == 8:
-            (ts_offset,) = Struct(endian + "q").unpack_from(value)
-        i += 4 + ((length + 3) & ~3)
-    return num, den, ts_offset
-
-
-def _read_head(stream: BinaryIO, n: int, path: str, kinds: list[str]) -> bytes:
-    """Read n bytes of a file's header; a cut or corrupt stream here is a CaptureError."""
-    try:
-        return _read_exactly(stream, n)
-    except _STREAM_ERRORS as exc:
-        raise CaptureError(path, _stream_problem(exc, "".join("+" + k for k in kinds))) from exc
-
-
-def _no_data(path: str, raw: BinaryIO) -> str:
-    if path == "-":
-        return "no data on standard input"
-    try:
-        if stat.S_ISFIFO(os.fstat(raw.fileno()).st_mode):
-            return "no data (a FIFO that no writer has open, or one that wrote nothing)"
-    except (OSError, ValueError):
-        pass
-    return "empty file"
-
 
 def open_capture(source: str | os.PathLike | BinaryIO) -> Capture:
     """Open a capture and sniff its container; raises `CaptureError` subclasses.
@@ -916,27 +382,27 @@ def open_capture(source: str | os.PathLike | BinaryIO) -> Capture:
         path = os.fspath(source)
         if not isinstance(path, str):
             path = os.fsdecode(path)
-        raw = _open_raw(path)
+        raw = open_raw(path)
         owned = True
     try:
         stream: BinaryIO = raw
         kinds: list[str] = []
         for _ in range(3):  # at most a couple of nested compressions (e.g. .tar is not handled)
-            head = _read_head(stream, 12, path, kinds)
-            kind = next((k for magic, k in _COMPRESSION if head.startswith(magic)), None)
+            head = read_head(stream, 12, path, kinds)
+            kind = next((k for magic, k in COMPRESSION if head.startswith(magic)), None)
             if kind is None:
                 break
             kinds.append(kind)
-            stream = _decompressor(kind, io.BufferedReader(_Prefixed(head, stream)), path)
+            stream = decompressor(kind, io.BufferedReader(Prefixed(head, stream)), path)
         else:
             raise NotACaptureError(path, "compressed too many times over")
         suffix = "".join("+" + k for k in kinds)
         if not head:
             if kinds:
                 raise TruncatedHeaderError(path, f"{kinds[-1]} stream holds no data")
-            raise EmptyCaptureError(path, _no_data(path, raw))
+            raise EmptyCaptureError(path, no_data(path, raw))
         if head[:4] in _PCAP_MAGIC:
-            rest = _read_head(stream, 24 - len(head), path, kinds) if len(head) < 24 else b""
+            rest = read_head(stream, 24 - len(head), path, kinds) if len(head) < 24 else b""
             full = head + rest
             if len(full) < 24:
                 raise TruncatedHeaderError(
@@ -954,7 +420,7 @@ def open_capture(source: str | os.PathLike | BinaryIO) -> Capture:
             if blen < 28 or blen % 4 or blen > MAX_RECORD_BYTES:
                 raise NotACaptureError(path, f"pcapng section header with a bad length ({blen})")
             # the reader gets the whole first section header, as it gets pcap's 24 bytes
-            full = head + _read_head(stream, blen - len(head), path, kinds)
+            full = head + read_head(stream, blen - len(head), path, kinds)
             if len(full) < blen:
                 raise TruncatedHeaderError(
                     path, f"pcapng section header cut short ({len(full)} of {blen} bytes)"
@@ -969,8 +435,8 @@ def open_capture(source: str | os.PathLike | BinaryIO) -> Capture:
                         break
             except EOFError:
                 pass  # cut short: that it is no capture says more
-            except _STREAM_ERRORS as exc:
-                raise CaptureError(path, _stream_problem(exc, suffix)) from exc
+            except streams.STREAM_ERRORS as exc:
+                raise CaptureError(path, stream_problem(exc, suffix)) from exc
         if len(head) < 4:
             raise TruncatedHeaderError(path, f"too short to be a capture ({len(head)} bytes)")
         shown = " ".join(f"{b:02x}" for b in head[:4])

@@ -22,7 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .capture import Capture, CaptureStats, FrameRef, open_capture
+from .capture import Capture, CaptureStats, open_capture
+from .frame import FrameRef
 
 __all__ = ["FrameSet", "CaptureWriter", "CopyResult", "copy_frames"]
 

@@ -89,6 +89,12 @@ cdef enum:
     PORT_TEREDO = 3544
     PORT_AYIYA = 5072
     PORT_GRE = 4754
+    TUNNEL_VXLAN = 1
+    TUNNEL_GENEVE = 2
+    TUNNEL_GTPV1 = 3
+    TUNNEL_TEREDO = 4
+    TUNNEL_AYIYA = 5
+    TUNNEL_GRE = 6
 
 
 # RFC 9293 section 3.4: sequence numbers compare modulo 2**32, within half the space. (The
@@ -111,3 +117,18 @@ cdef inline long long seq_diff(long long a, long long b) noexcept:
 
 cdef inline long long seq_add(long long a, long long n) noexcept:
     return (a + n) & SEQ_MASK
+
+# big-endian header words at d[i] (decode.py, tunnels.py; constants.py has the Python twins)
+cdef inline unsigned int be16(const unsigned char* d, Py_ssize_t i) noexcept:
+    return (<unsigned int>d[i] << 8) | d[i + 1]
+
+cdef inline unsigned int be32(const unsigned char* d, Py_ssize_t i) noexcept:
+    return ((<unsigned int>d[i] << 24) | (<unsigned int>d[i + 1] << 16)
+            | (<unsigned int>d[i + 2] << 8) | d[i + 3])
+
+# the unsigned 32-bit word at d[i] in a capture file's byte order (capture.py, pcapng.py)
+cdef inline unsigned int u32(const unsigned char* d, Py_ssize_t i, bint little) noexcept:
+    if little:
+        return ((<unsigned int>d[i + 3] << 24) | (<unsigned int>d[i + 2] << 16)
+                | (<unsigned int>d[i + 1] << 8) | d[i])
+    return be32(d, i)

@@ -101,6 +101,13 @@ PORT_GTPV1_C = 2123
 PORT_TEREDO = 3544
 PORT_AYIYA = 5072
 PORT_GRE = 4754
+#: the tunnels a UDP datagram can carry (what decode's port test and tunnels' detection answer)
+TUNNEL_VXLAN = 1
+TUNNEL_GENEVE = 2
+TUNNEL_GTPV1 = 3
+TUNNEL_TEREDO = 4
+TUNNEL_AYIYA = 5
+TUNNEL_GRE = 6
 
 # -- 32-bit sequence-number space (RFC 9293 section 3.4) --------------------------------------
 #: sequence numbers (and TCP timestamps, RFC 7323 section 5.2) live modulo 2**32
@@ -137,3 +144,25 @@ def seq_diff(a: int, b: int) -> int:
 def seq_add(a: int, n: int) -> int:
     """`a + n` wrapped into sequence space [0, 2**32)."""
     return (a + n) & 0xFFFFFFFF
+
+
+# -- header words (network byte order) in a frame's bytes -------------------------------------
+# decode.py and tunnels.py read `d` as a C pointer when compiled (constants.pxd's inline
+# functions) and as a memoryview in plain Python (these).
+
+
+def be16(d: bytes | memoryview, i: int) -> int:
+    """The big-endian 16-bit word at `d[i]`."""
+    return (d[i] << 8) | d[i + 1]
+
+
+def be32(d: bytes | memoryview, i: int) -> int:
+    """The big-endian 32-bit word at `d[i]`."""
+    return (d[i] << 24) | (d[i + 1] << 16) | (d[i + 2] << 8) | d[i + 3]
+
+
+def u32(d: bytes | memoryview, i: int, little: bool) -> int:
+    """The unsigned 32-bit word at `d[i]`, little- or big-endian (a capture file's byte order)."""
+    if little:
+        return (d[i + 3] << 24) | (d[i + 2] << 16) | (d[i + 1] << 8) | d[i]
+    return be32(d, i)

@@ -13,15 +13,16 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import cython
 
 from ..errors import FlowlensError, UsageError
 from .analyzer import Analyzer, Needs, needs_of
-from .capture import CaptureStats, FrameRef, open_capture
+from .capture import Capture, CaptureStats, open_capture
 from .connections import Config, Connection, ConnectionTable
 from .decode import LINKTYPE_NAMES, Decoder, Packet
+from .frame import FrameRef
 
 __all__ = [
     "Pipeline",
@@ -121,20 +122,24 @@ class Pipeline:
 
             check_filter(self.config.read_filter)  # a bad expression fails before any work
             self.bpf = BpfFilter(self.config.read_filter)
+        #: the capture opened here (one file), handed to the first pass; None for a set
+        self._capture: Capture | None = None
         if isinstance(source, (str, os.PathLike)) or hasattr(source, "read"):
-            # one path, or a binary file object (the capture names it by its .name)
-            self._capture = open_capture(source)  # raises CaptureError before any work
-            self.path = self._capture.path
+            # one path, or a binary file object (the capture names it by its .name); a
+            # hasattr test does not narrow the union for mypy, hence the cast
+            one = cast("str | os.PathLike | BinaryIO", source)
+            cap = open_capture(one)  # raises CaptureError before any work
+            self._capture = cap
+            self.path = cap.path
             self.paths = [self.path]
             self._rotation = False
-            self.stats: CaptureStats = self._capture.stats
+            self.stats: CaptureStats = cap.stats
         else:
             self.paths = [os.fspath(p) for p in source]
             if not self.paths:
                 raise UsageError("an empty rotation set")
             self.path = self.paths[0]
             self._rotation = True
-            self._capture = None
             self.stats = CaptureStats(self.path)
         self.files: list[FileRun] = []
 

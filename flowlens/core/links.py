@@ -1,0 +1,285 @@
+"""Link layers: a frame's bytes down to its IP header, by tcpdump's LINKTYPE_ registry.
+
+Ethernet (with Cisco FabricPath, 802.3 LLC/SNAP), FDDI, Linux SLL and SLL2, PPP, raw IP, BSD
+and OpenBSD loopback; inside them 802.1Q/QinQ VLAN tags, Cisco VN-Tag, 802.1ah PBB, MPLS
+(with Ethernet pseudowires) and PPPoE, as Zeek's packet analyzers take them apart
+(src/packet_analysis/protocol/: ethernet/, fddi/, linux_sll/, linux_sll2/, ppp/, null/,
+vlan/VLAN.cc, vntag/VNTag.cc, pbb/PBB.cc, mpls/MPLS.cc, pppoe/).
+
+`LinkDecoder` is the bottom of `flowlens.core.decode.Decoder`'s class chain (LinkDecoder ->
+TunnelDecoder -> Decoder): the counters every layer adds to and the link methods; the IP
+layer (`_ipv4`, `_ipv6`) is Decoder's. Compiled, every call between these methods, in this
+module or across the chain, is a cdef method call through the class's table of C function
+pointers, exactly as when they were one class in one module.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import cython
+
+from flowlens.core import constants as K  # (absolute: links.pxd cimports it under this name)
+
+__all__ = ["LinkDecoder", "LINKTYPE_NAMES"]
+
+# LINKTYPE_ values (https://www.tcpdump.org/linktypes.html) and the names users know them by.
+LINKTYPE_NAMES = {
+    K.LINKTYPE_NULL: "NULL",
+    K.LINKTYPE_ETHERNET: "EN10MB",
+    K.LINKTYPE_PPP: "PPP",
+    K.LINKTYPE_FDDI: "FDDI",
+    K.DLT_RAW_12: "RAW",
+    K.DLT_RAW_14: "RAW",
+    K.LINKTYPE_RAW: "RAW",
+    K.LINKTYPE_LOOP: "LOOP",
+    K.LINKTYPE_LINUX_SLL: "LINUX_SLL",
+    K.LINKTYPE_IPV4: "IPV4",
+    K.LINKTYPE_IPV6: "IPV6",
+    K.LINKTYPE_LINUX_SLL2: "LINUX_SLL2",
+}
+
+
+@cython.cclass
+class LinkDecoder:
+    """The link layers of `Decoder` (see the module docstring) and the counts of what it skips."""
+
+    if TYPE_CHECKING:  # the attributes' types for mypy (links.pxd gives the C ones)
+        skipped: Counter[str]
+        non_ip: Counter[str]
+        _inner_vlan: int | None
+
+    def __init__(self) -> None:
+        #: frames skipped, by reason ("unsupported link type 105", "truncated IPv4 header", ...)
+        self.skipped = Counter()
+        #: non-IP frames (ARP, LLDP...) that were ignored, by kind
+        self.non_ip = Counter()
+        # the frame's second VLAN tag (QinQ), for its packet's `inner_vlan`
+        self._inner_vlan = None
+
+    @cython.cfunc
+    def _skip(self, reason: str):
+        """Count a frame that cannot be decoded, by `reason`; its packet is None."""
+        self.skipped[reason] += 1
+        return None
+
+    # ---------------------------------------------------------------- what Decoder provides
+    @cython.cfunc
+    def _ipv4(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+        vlan,
+    ):
+        """The IPv4 packet at d[off:n] (Decoder overrides it)."""
+        raise NotImplementedError
+
+    @cython.cfunc
+    def _ipv6(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+        vlan,
+    ):
+        """The IPv6 packet at d[off:n] (Decoder overrides it)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- link layers
+    @cython.cfunc
+    def _link(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        linktype: cython.int,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+    ):
+        off: cython.Py_ssize_t
+        self._inner_vlan = None
+        if linktype == K.LINKTYPE_ETHERNET:
+            return self._ethernet(frame, ts_ns, d, n, 0, None)
+        if linktype == K.LINKTYPE_FDDI:
+            # Zeek's FDDI.cc: the 13-byte FDDI header and an 8-byte LLC/SNAP header are skipped
+            # and the rest read as IP (by its version), the SNAP type unread
+            if n <= 21:
+                return self._skip("truncated FDDI header")
+            return self._ip_by_version(frame, ts_ns, d, n, 21, None)
+        if (
+            linktype == K.LINKTYPE_RAW
+            or linktype == K.DLT_RAW_12
+            or linktype == K.DLT_RAW_14
+            or linktype == K.LINKTYPE_IPV4
+            or linktype == K.LINKTYPE_IPV6
+        ):  # raw IP
+            return self._ip_by_version(frame, ts_ns, d, n, 0, None)
+        if (
+            linktype == K.LINKTYPE_NULL or linktype == K.LINKTYPE_LOOP
+        ):  # BSD loopback: 4-byte address family (host or network order)
+            if n < 4:
+                return self._skip("truncated loopback header")
+            return self._ip_by_version(frame, ts_ns, d, n, 4, None)
+        if linktype == K.LINKTYPE_LINUX_SLL:  # Linux cooked capture v1 (tcpdump -i any)
+            if n < 16:
+                return self._skip("truncated Linux SLL header")
+            return self._ethertype(frame, ts_ns, d, n, 16, (d[14] << 8) | d[15], None)
+        if linktype == K.LINKTYPE_LINUX_SLL2:  # Linux cooked capture v2
+            if n < 20:
+                return self._skip("truncated Linux SLL2 header")
+            return self._ethertype(frame, ts_ns, d, n, 20, (d[0] << 8) | d[1], None)
+        if linktype == K.LINKTYPE_PPP:  # PPP (RFC 1661) in HDLC-like framing or bare protocol field
+            off = 2 if n >= 2 and d[0] == 0xFF and d[1] == 0x03 else 0
+            if n < off + 2:
+                return self._skip("truncated PPP header")
+            return self._ppp(frame, ts_ns, d, n, off, None)
+        return self._skip(f"unsupported link type {linktype}")
+
+    @cython.cfunc
+    def _ethernet(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+        vlan,
+    ):
+        """An Ethernet frame at `off`: the link type, and Ethernet inside a tunnel (GRE's
+        transparent bridging and ERSPAN, VXLAN, Geneve), 802.1ah and MPLS pseudowires."""
+        etype: cython.uint
+        if n < off + 14:
+            return self._skip("truncated Ethernet header")
+        if d[off + 12] == 0x89 and d[off + 13] == 0x03:
+            # Cisco FabricPath (ethertype 0x8903): a 16-byte outer header before the classic
+            # Ethernet frame (Zeek's Ethernet.cc skips it the same way)
+            if n <= off + 16 + 14:
+                return self._skip("truncated Cisco FabricPath header")
+            off += 16
+        etype = (d[off + 12] << 8) | d[off + 13]
+        off += 14
+        if etype <= 1500:  # 802.3 length field: only LLC/SNAP carries IP
+            if n >= off + 8 and d[off] == 0xAA and d[off + 1] == 0xAA and d[off + 2] == 3:
+                etype = (d[off + 6] << 8) | d[off + 7]
+                off += 8
+            else:
+                self.non_ip["802.3 LLC"] += 1
+                return None
+        return self._ethertype(frame, ts_ns, d, n, off, etype, vlan)
+
+    @cython.cfunc
+    def _ethertype(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+        etype: cython.uint,
+        vlan,
+    ):
+        while True:
+            if etype in (
+                K.ETH_TYPE_8021Q,
+                K.ETH_TYPE_8021AD,
+                K.ETH_TYPE_QINQ1,
+                K.ETH_TYPE_QINQ2,
+            ):  # 802.1Q / QinQ: TCI then the inner type
+                if n < off + 4:
+                    return self._skip("truncated VLAN tag")
+                if vlan is None:
+                    vlan = ((d[off] << 8) | d[off + 1]) & 0x0FFF
+                else:  # VLAN.cc: the second tag is inner_vlan; a third overwrites it
+                    self._inner_vlan = ((d[off] << 8) | d[off + 1]) & 0x0FFF
+                etype = (d[off + 2] << 8) | d[off + 3]
+                off += 4
+            elif etype == K.ETHERTYPE_VNTAG:
+                # Cisco VN-Tag: 4 bytes of tag, then the inner type; Zeek's VNTag.cc forwards
+                # only to its VLAN analyzer (scripts/base/packet-protocols/vntag/main.zeek
+                # registers 0x8100, 0x88A8, 0x9100), so anything else after it is not analysed
+                if n <= off + 6:
+                    return self._skip("truncated VN-Tag header")
+                etype = (d[off + 4] << 8) | d[off + 5]
+                off += 6
+                if etype not in (K.ETH_TYPE_8021Q, K.ETH_TYPE_8021AD, K.ETH_TYPE_QINQ1):
+                    self.non_ip[f"ethertype 0x{etype:04x} after VN-Tag"] += 1
+                    return None
+            else:
+                break
+        if etype == K.ETHERTYPE_PBB:
+            # 802.1ah provider backbone bridging: the 4-byte I-TAG, then the customer's
+            # Ethernet header (Zeek's PBB.cc: PBB_C_DST_OFF 4; shorter than 18 is truncated)
+            if n <= off + 18:
+                return self._skip("truncated 802.1ah PBB header")
+            return self._ethernet(frame, ts_ns, d, n, off + 4, vlan)
+        if etype == K.ETH_TYPE_IP:
+            return self._ipv4(frame, ts_ns, d, n, off, vlan)
+        if etype == K.ETH_TYPE_IP6:
+            return self._ipv6(frame, ts_ns, d, n, off, vlan)
+        if etype in (
+            K.ETH_TYPE_MPLS,
+            K.ETH_TYPE_MPLS_MCAST,
+        ):  # MPLS: pop labels to the bottom of the stack, then guess by version
+            while True:
+                if n < off + 4:
+                    return self._skip("truncated MPLS label")
+                bottom = d[off + 2] & 0x01
+                off += 4
+                if bottom:
+                    break
+            if n > off and d[off] >> 4 == 0:  # pseudowire control word, then an Ethernet frame
+                off += 4
+                if n < off + 14:
+                    return self._skip("truncated Ethernet over MPLS")
+                return self._ethertype(
+                    frame, ts_ns, d, n, off + 14, (d[off + 12] << 8) | d[off + 13], vlan
+                )
+            return self._ip_by_version(frame, ts_ns, d, n, off, vlan)
+        if etype == K.ETH_TYPE_PPPoE:
+            if n < off + 8:
+                return self._skip("truncated PPPoE header")
+            return self._ppp(frame, ts_ns, d, n, off + 6, vlan)
+        self.non_ip[f"ethertype 0x{etype:04x}"] += 1
+        return None
+
+    @cython.cfunc
+    def _ppp(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+        vlan,
+    ):
+        proto: cython.uint = (d[off] << 8) | d[off + 1]
+        if proto == K.PPP_IP:
+            return self._ipv4(frame, ts_ns, d, n, off + 2, vlan)
+        if proto == K.PPP_IP6:
+            return self._ipv6(frame, ts_ns, d, n, off + 2, vlan)
+        self.non_ip[f"PPP protocol 0x{proto:04x}"] += 1
+        return None
+
+    @cython.cfunc
+    def _ip_by_version(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+        vlan,
+    ):
+        if n <= off:
+            return self._skip("frame too short for an IP header")
+        version: cython.int = d[off] >> 4
+        if version == 4:
+            return self._ipv4(frame, ts_ns, d, n, off, vlan)
+        if version == 6:
+            return self._ipv6(frame, ts_ns, d, n, off, vlan)
+        return self._skip(f"IP version {version}")
