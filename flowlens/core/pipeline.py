@@ -455,7 +455,7 @@ def peek_route(ref: FrameRef, n: int) -> int:
     if not cython.compiled:
         return -1
     d = ref.buf
-    d += ref.start
+    d += ref.start  # type: ignore[operator]  # (compiled only: a C pointer into the frame)
     size = ref.end - ref.start
     lt = ref.linktype
     if lt == 1:  # LINKTYPE_ETHERNET

@@ -314,11 +314,11 @@ class Aggregator:
     (originator address, its leg) or `pair` (both addresses, both legs). Counts, min, max, mean
     and stdev are exact; percentiles come from the kept samples."""
 
-    def __init__(self, by: str, rtt: RttCollector) -> None:
+    def __init__(self, by: str, rtt: RttCollector | None) -> None:
         if by not in ("server", "client", "pair"):
             raise ValueError(f"by must be server, client or pair, not {by!r}")
         self.by = by
-        self.rtt = rtt  # whose samples are merged
+        self.rtt = rtt  # whose samples are merged (None: only add_parts is used)
         self.groups: dict[tuple, _Group] = {}
 
     def add(self, conn: Connection) -> None:
