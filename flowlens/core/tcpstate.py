@@ -474,7 +474,9 @@ class TcpTracker:
     #   Linux: TCP_TIMEWAIT_LEN, 60 s), SYN_SENT when its SYN retries are spent and SYN_RECEIVED
     #   when its SYN/ACK retries are (Linux, Documentation/networking/ip-sysctl.rst:
     #   tcp_syn_retries = 6 with a 1 s initial RTO (RFC 6298 §2.1) doubling: the last SYN at
-    #   63 s, the attempt abandoned 127 s after the first SYN; tcp_synack_retries = 5: the last
+    #   63 s, the attempt abandoned 127 s after the first SYN (Linux 6.5+ resends the first 5
+    #   SYNs 1 s apart, tcp_syn_linear_timeouts = 4, and gives up at 131 s: the model keeps
+    #   127 s, Config.syn_sent_timeout_s sets it); tcp_synack_retries = 5: the last
     #   SYN/ACK at 31 s, the request dropped after 63 s). The timers come from the table's
     #   Config (`Config.state_timers_ns`), counted from the moment the side entered the state.
     # - An orphaned FIN_WAIT_2 ends on a timer too: once the application has closed, Linux

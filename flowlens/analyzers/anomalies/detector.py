@@ -462,8 +462,9 @@ def _unanswered_findings(groups, th: Thresholds, claimed: set) -> list[Anomaly]:
         # One connect() is one attempt: its SYN retries (the same ISN) go on in records of their
         # own once Zeek's attempt timer (tcp_attempt_delay, 5 s) ends the first, each naming the
         # one before as prev_uid (ConnectionTable._open_tcp). Linux retries at 1, 3, 7, 15, 31
-        # and 63 s (tcp_syn_retries = 6, TCP_TIMEOUT_INIT = 1 s doubling: tcp_timer.c), so the
-        # schedule is read across the chain.
+        # and 63 s (tcp_syn_retries = 6, TCP_TIMEOUT_INIT = 1 s doubling: tcp_timer.c), and
+        # since 6.5 at 1, 2, 3, 4, 5, 7, 11, 19, 35 and 67 s (tcp_syn_linear_timeouts = 4: the
+        # RTO doubles only after the first 4 resends), so the schedule is read across the chain.
         attempt_of: dict = {}
         attempts: dict = {}
         for x in items:
