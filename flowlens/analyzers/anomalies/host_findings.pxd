@@ -1,4 +1,4 @@
-# C types for host_findings.py when Cython compiles it (see setup.py): HostFacts.add reads the
+# C types for host_findings.py when Cython compiles it (see setup.py): HostFacts.parts reads the
 # fields of every finished connection. host_findings.py stays plain Python (annotation typing
 # off); the types are named in its @cython.locals.
 
@@ -8,5 +8,5 @@ from flowlens.core.connections cimport Connection
 from flowlens.analyzers.tcpanalysis cimport TcpaState
 from flowlens.core.tcpstate cimport TcpTracker
 
-# HostFacts.add writes each hold straight into its array
-cdef int _hold_into(cpython.array.array holds, Connection c, long long end_ns) except -1
+# HostFacts.add_parts writes each hold straight into its array
+cdef int _hold_into(cpython.array.array holds, tuple hold) except -1

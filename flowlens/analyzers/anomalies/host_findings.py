@@ -59,6 +59,9 @@ _PORT_KEY = 1 << 64  # sort key of a hold: port * _PORT_KEY + start - first hold
 #: bytes, bytes no rule names, nothing at all (the client sent, the server stayed silent); a
 #: port spoken to several times keeps the best answer
 _NAMED, _UNNAMED, _SILENT = 3, 2, 1
+#: the kinds of HostFacts.parts' entries: a scan probe, a failed attempt, what answered a
+#: connection, a client port's hold
+_PROBE, _ATTEMPT, _ANSWER, _HOLDS = 0, 1, 2, 3
 #: the app facts shown beside a service in the summary (the first there), as nmap's VERSION
 _VERSION_FACTS = ("software", "tls_version", "mysql_server_version")
 
@@ -151,63 +154,66 @@ class HostFacts:
         self.holds = {}
 
     @cython.locals(c=Connection, t=TcpTracker)
-    def add(self, c, st) -> None:
-        """Take finished connection `c` (its TcpaState `st`, or None) into account."""
+    def parts(self, c, st) -> list:
+        """What finished connection `c` (its TcpaState `st`, or None) gives these findings,
+        read from `c` alone: a list of (kind, key, item) entries (a scan probe, a failed
+        attempt, what answered it, its client port's hold) of atoms and tuples, which pickle,
+        for `add_parts` here or in the process that merges `--jobs` shards."""
+        out = []
         p = probe_of(c, st)
         if p is not None:
             kind, verdict, side = p
             src = c.orig_h if side == 0 else c.resp_h
             dst, dport = (c.resp_h, c.resp_p) if side == 0 else (c.orig_h, c.orig_p)
-            self.probes.append(
-                (
-                    src,
-                    dst,
-                    (dport, c.proto_name),
-                    verdict,
-                    c.first_ts_ns,
-                    c.uid,
-                    c.first_frame,
-                    kind,
-                )
-            )
+            out.append(
+                (_PROBE, None,
+                 (src, dst, (dport, c.proto_name), verdict, c.first_ts_ns, c.uid, c.first_frame,
+                  kind))
+            )  # fmt: skip
         if c.proto != IPPROTO_TCP:
-            return
+            return out
         t = c.tcp
         if not t.syns_sent(0):
-            return
+            return out
         if (
             self.answers is not None
             and t.handshake_acked
             and (c.payload_sent(0) or c.payload_sent(1))
         ):
-            self._answer(c)
+            out.append(_answer(c))
         if not t.handshake_acked and not t.rejected:
-            self.attempts[(c.resp_h, c.resp_p)].append(
-                (c.first_ts_ns, c.orig_h, bool(t.synacks_sent(1)), c.uid, c.first_frame)
-            )
+            out.append(
+                (_ATTEMPT, (c.resp_h, c.resp_p),
+                 (c.first_ts_ns, c.orig_h, bool(t.synacks_sent(1)), c.uid, c.first_frame))
+            )  # fmt: skip
         if not c.originator_inferred:
             end = c.end_ts_ns if c.end_ts_ns is not None else c.last_ts_ns
-            key = (c.orig_h, c.resp_h, c.resp_p)
-            holds = self.holds.get(key)
-            if holds is None:
-                holds = self.holds[key] = array("q")
-                if self.time_wait_s is None and t.time_wait_ns is not None:
-                    self.time_wait_s = t.time_wait_ns / 1e9
-            _hold_into(holds, c, end)
+            out.append((_HOLDS, (c.orig_h, c.resp_h, c.resp_p), _hold_of(c, end)))
+        return out
 
-    @cython.locals(c=Connection)
-    def _answer(self, c) -> None:
-        """Note what answered `c`, a connection with data after its handshake (a version scan's
-        connection to an open port, or any other: the scans pick theirs at the end)."""
-        if c.payload_sent(1):
-            service, facts = answered(c.service, c.app)
-            rank = _UNNAMED if service == UNKNOWN else _NAMED
-        else:
-            service, facts, rank = None, None, _SILENT
-        key = (c.orig_h, c.resp_h, (c.resp_p, c.proto_name))
-        best = self.answers.get(key)
-        if best is None or rank > best[0]:
-            self.answers[key] = (rank, service, facts or None, c.uid)  # (no dict per empty)
+    def add_parts(self, parts: list) -> None:
+        """Take in one connection's `parts` entries. Connections come in the order one pipeline
+        gives them: the groups' order is the findings' order where their sort ties."""
+        for kind, key, item in parts:
+            if kind == _HOLDS:
+                holds = self.holds.get(key)
+                if holds is None:
+                    holds = self.holds[key] = array("q")
+                    if self.time_wait_s is None and item[_HOLD] is not None:
+                        self.time_wait_s = item[_HOLD] / 1e9
+                _hold_into(holds, item)
+            elif kind == _PROBE:
+                self.probes.append(item)
+            elif kind == _ATTEMPT:
+                self.attempts[key].append(item)
+            else:  # _ANSWER: a port spoken to several times keeps the best answer
+                best = self.answers.get(key)
+                if best is None or item[0] > best[0]:
+                    self.answers[key] = item
+
+    def add(self, c, st) -> None:
+        """Take finished connection `c` (its TcpaState `st`, or None) into account."""
+        self.add_parts(self.parts(c, st))
 
     def findings(self, claimed: set, end_ns: int) -> list[Anomaly]:
         out = _scans(self.probes, self.th, claimed, self.answers)
@@ -218,6 +224,23 @@ class HostFacts:
                     _port_group(client, server, sport, holds, self.th, self.time_wait_s, end_ns)
                 )
         return out
+
+
+@cython.locals(c=Connection)
+def _answer(c) -> tuple:
+    """The `HostFacts.parts` entry of what answered `c`, a connection with data after its
+    handshake (a version scan's connection to an open port, or any other: the scans pick
+    theirs at the end)."""
+    if c.payload_sent(1):
+        service, facts = answered(c.service, c.app)
+        rank = _UNNAMED if service == UNKNOWN else _NAMED
+    else:
+        service, facts, rank = None, None, _SILENT
+    # (no dict per empty facts)
+    return (
+        _ANSWER, (c.orig_h, c.resp_h, (c.resp_p, c.proto_name)),
+        (rank, service, facts or None, c.uid),
+    )  # fmt: skip
 
 
 def _scans(probes, th, claimed: set, answers=None) -> list[Anomaly]:
@@ -460,20 +483,20 @@ def _floods(attempts, th, claimed: set) -> list[Anomaly]:
 
 # ---------------------------------------------------------------------------- TIME_WAIT and ports
 @cython.locals(
-    t=TcpTracker, until=cython.longlong, first=cython.longlong, open_end=cython.longlong,
-    tw0_a=cython.longlong, tw0_b=cython.longlong, tw1_a=cython.longlong, tw1_b=cython.longlong,
-    reused=cython.longlong, k=cython.Py_ssize_t, p=cython.p_longlong,
+    c=Connection, t=TcpTracker, until=cython.longlong, first=cython.longlong,
+    open_end=cython.longlong, tw0_a=cython.longlong, tw0_b=cython.longlong,
+    tw1_a=cython.longlong, tw1_b=cython.longlong, reused=cython.longlong,
 )  # fmt: skip
-def _hold_into(holds, c, end_ns: int) -> None:
-    """Append the client port's hold by connection `c` to `holds`, a HostFacts.holds record
-    (see _HOLD).
+def _hold_of(c, end_ns: int) -> tuple:
+    """The client port's hold by connection `c` (whose record ended at `end_ns`): the _HOLD
+    integers of a HostFacts.holds record, then the tracker's TIME_WAIT length in ns (None
+    without one).
 
     The tracker answers (`TcpTracker.time_wait_spell`, `held_until_ns`: the rule of
     `TcpTracker.spans`): each side's TIME_WAIT spell, cut short on reuse; the client's port is
     held until its TIME_WAIT ends, or until the client side closed without one (its last state
     change), or gave up on a timer (an attempt's SYN retries spent), else to the end of the
-    record. Compiled, the record is written into the array without a Python number (this runs
-    for every TCP connection)."""
+    record."""
     t = c.tcp
     open_end = end_ns if end_ns > c.last_ts_ns else c.last_ts_ns
     tw0_a = tw0_b = tw1_a = tw1_b = -1
@@ -490,14 +513,22 @@ def _hold_into(holds, c, end_ns: int) -> None:
     if until < first:
         until = first
     reused = 1 if c.prev_uid is not None and c.reused_in_time_wait else 0
+    return (first, until, c.orig_p, tw0_a, tw0_b, tw1_a, tw1_b, reused, c.first_frame,
+            t.time_wait_ns)  # fmt: skip
+
+
+@cython.locals(i=cython.Py_ssize_t, k=cython.Py_ssize_t, p=cython.p_longlong)
+def _hold_into(holds, hold: tuple) -> None:
+    """Append `hold` (from `_hold_of`) to `holds`, a HostFacts.holds array. Compiled, the
+    integers are written into the array in place (this runs for every TCP connection)."""
     if cython.compiled:
         k = len(holds)
         cpython.array.resize_smart(holds, k + _HOLD)
         p = holds.data.as_longlongs + k
-        p[0], p[1], p[2], p[3], p[4] = first, until, c.orig_p, tw0_a, tw0_b
-        p[5], p[6], p[7], p[8] = tw1_a, tw1_b, reused, c.first_frame
+        for i in range(_HOLD):
+            p[i] = hold[i]
     else:
-        holds.extend((first, until, c.orig_p, tw0_a, tw0_b, tw1_a, tw1_b, reused, c.first_frame))
+        holds.extend(hold[:_HOLD])
 
 
 @cython.locals(
