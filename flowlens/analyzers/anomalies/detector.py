@@ -77,9 +77,11 @@ _OOO = _NOTE_KINDS.index("out_of_order")
 
 #: the kinds of AnomalyDetector.parts' entries: grouped by key (the first _GROUPED), a finding
 #: about one connection, a CLOSE_WAIT spell (or None: its group only), a FIN_WAIT_2 wait, an
-#: unsolicited SYN/ACK
+#: unsolicited SYN/ACK; from _PROBE on, HostFacts.parts' (host_findings.py): a scan probe, a
+#: failed attempt, what answered a connection, a client port's hold
 _UNANSWERED, _REFUSED, _RST, _REUSE, _MISMATCH, _GROUPED = 0, 1, 2, 3, 4, 5
 _SINGLE, _CLOSE_WAIT, _FIN_WAIT_2, _UNSOLICITED = 5, 6, 7, 8
+_PROBE, _ATTEMPT, _ANSWER, _HOLDS = 9, 10, 11, 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,16 +290,16 @@ class AnomalyDetector(Analyzer):
     def parts(self, conn):
         """What finished connection `conn` gives the findings, read from it alone (its record,
         its tracker, its TcpaState, what service identification wrote on it), or None when the
-        selection does not look at it: (its record's end in ns, `HostFacts.parts` entries,
-        this detector's (kind, key, item) entries), atoms and tuples that pickle. `add_parts`
+        selection does not look at it: (its record's end in ns, a list of (kind, key, item)
+        entries, this module's and `HostFacts.parts`'), atoms, bytes and tuples that pickle. `add_parts`
         takes them in; a `--jobs` shard (flowlens.core.shard) makes them where it read the
         connection, and the merging process adds them in the one-process order."""
         if self.selection is not None and not self.selection.matches(conn):
             return None
         st = self.tcp.state_of(conn) if self.tcp is not None else None
         end = conn.end_ts_ns if conn.end_ts_ns is not None else conn.last_ts_ns
-        hosts = self._hosts.parts(conn, st)
         out = []
+        self._hosts.parts(conn, st, out)
         th = self.thresholds
         if conn.icmp_errors:
             out.append((_SINGLE, None, (conn.uid, _of(self._icmp_finding(conn, th), conn))))
@@ -313,7 +315,7 @@ class AnomalyDetector(Analyzer):
                  (conn.first_ts_ns, conn.uid, conn.orig_h, conn.service_frames or ()))
             )  # fmt: skip
         if conn.tcp is None:
-            return end, hosts, out
+            return end, out
         t = conn.tcp
         if t.syns_sent(0):
             if t.rejected:
@@ -392,20 +394,20 @@ class AnomalyDetector(Analyzer):
                     for a in self._segment_findings(conn, st, th, end):
                         out.append((_SINGLE, None, (conn.uid, _of(a, conn))))
                     break
-        return end, hosts, out
+        return end, out
 
     def add_parts(self, parts) -> None:
         """Take in what `parts(conn)` gave for one connection. Connections come in the order
         one pipeline gives them (on_end's, or a ConnectionStream's with `--jobs`): the groups'
         order is the findings' order where their sort ties."""
-        end, hosts, entries = parts
+        end, entries = parts
         self.seen += 1
         if end > self._end_ns:
             self._end_ns = end
-        if hosts:
-            self._hosts.add_parts(hosts)
         for kind, key, item in entries:
-            if kind < _GROUPED:
+            if kind >= _PROBE:
+                self._hosts.take(kind, key, item)
+            elif kind < _GROUPED:
                 self._grouped[kind][key].append(item)
             elif kind == _SINGLE:
                 self._single.append(item)

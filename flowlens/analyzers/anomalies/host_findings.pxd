@@ -3,10 +3,12 @@
 # off); the types are named in its @cython.locals.
 
 cimport cpython.array
+cimport cpython.bytes
 
 from flowlens.core.connections cimport Connection
 from flowlens.analyzers.tcpanalysis cimport TcpaState
 from flowlens.core.tcpstate cimport TcpTracker
 
 # HostFacts.add_parts writes each hold straight into its array
-cdef int _hold_into(cpython.array.array holds, tuple hold) except -1
+cdef int _hold_into(cpython.array.array holds, bytes hold) except -1
+cdef long long _hold_time_wait(bytes hold) except? -2

@@ -32,7 +32,7 @@ from ...core.tcpstate import TcpTracker
 from ..service_id import UNKNOWN, answered
 from ..tcpanalysis import TcpaState
 from .connection_findings import is_port_unreachable
-from .detector import Anomaly, _ep, _s, _sample, _secs
+from .detector import _ANSWER, _ATTEMPT, _HOLDS, _PROBE, Anomaly, _ep, _s, _sample, _secs
 
 __all__ = ["HostFacts", "probe_of"]
 
@@ -52,6 +52,8 @@ _LIST_MAX = 256
 #: side's TIME_WAIT from and until, the server side's (-1, -1: no TIME_WAIT), reused in
 #: TIME_WAIT (0/1), first frame
 _HOLD = 9
+#: a hold as HostFacts.parts hands it over: those, then the TIME_WAIT length (`_hold_of`)
+_HOLD_PART = _HOLD + 1
 #: the smallest block of ports inferred as a narrowed ephemeral range
 _NARROWED_MIN = 8
 _PORT_KEY = 1 << 64  # sort key of a hold: port * _PORT_KEY + start - first hold's start
@@ -59,9 +61,6 @@ _PORT_KEY = 1 << 64  # sort key of a hold: port * _PORT_KEY + start - first hold
 #: bytes, bytes no rule names, nothing at all (the client sent, the server stayed silent); a
 #: port spoken to several times keeps the best answer
 _NAMED, _UNNAMED, _SILENT = 3, 2, 1
-#: the kinds of HostFacts.parts' entries: a scan probe, a failed attempt, what answered a
-#: connection, a client port's hold
-_PROBE, _ATTEMPT, _ANSWER, _HOLDS = 0, 1, 2, 3
 #: the app facts shown beside a service in the summary (the first there), as nmap's VERSION
 _VERSION_FACTS = ("software", "tls_version", "mysql_server_version")
 
@@ -129,7 +128,8 @@ def probe_of(c, st):
 class HostFacts:
     """What the host- and port-level findings need, a few numbers per connection.
 
-    `add(conn)` for every finished connection; `findings(claimed, end_ns)` at the end puts the
+    `parts(conn, st, out)` for every finished connection, where it was read, and `take` of
+    each entry, in the one-process order; `findings(claimed, end_ns)` at the end puts the
     uids a scan or a flood explains into `claimed`.
     """
 
@@ -153,13 +153,13 @@ class HostFacts:
         # or to chase through memory when the findings are made
         self.holds = {}
 
-    @cython.locals(c=Connection, t=TcpTracker)
-    def parts(self, c, st) -> list:
-        """What finished connection `c` (its TcpaState `st`, or None) gives these findings,
-        read from `c` alone: a list of (kind, key, item) entries (a scan probe, a failed
-        attempt, what answered it, its client port's hold) of atoms and tuples, which pickle,
-        for `add_parts` here or in the process that merges `--jobs` shards."""
-        out = []
+    @cython.locals(c=Connection, t=TcpTracker, out=list)
+    def parts(self, c, st, out: list) -> None:
+        """Append to `out` what finished connection `c` (its TcpaState `st`, or None) gives
+        these findings, read from `c` alone: (kind, key, item) entries (a scan probe, a failed
+        attempt, what answered it, its client port's hold) of atoms, bytes and tuples, which
+        pickle, for `take` here or in the process that merges `--jobs` shards
+        (AnomalyDetector.parts)."""
         p = probe_of(c, st)
         if p is not None:
             kind, verdict, side = p
@@ -171,10 +171,10 @@ class HostFacts:
                   kind))
             )  # fmt: skip
         if c.proto != IPPROTO_TCP:
-            return out
+            return
         t = c.tcp
         if not t.syns_sent(0):
-            return out
+            return
         if (
             self.answers is not None
             and t.handshake_acked
@@ -189,31 +189,26 @@ class HostFacts:
         if not c.originator_inferred:
             end = c.end_ts_ns if c.end_ts_ns is not None else c.last_ts_ns
             out.append((_HOLDS, (c.orig_h, c.resp_h, c.resp_p), _hold_of(c, end)))
-        return out
 
-    def add_parts(self, parts: list) -> None:
-        """Take in one connection's `parts` entries. Connections come in the order one pipeline
-        gives them: the groups' order is the findings' order where their sort ties."""
-        for kind, key, item in parts:
-            if kind == _HOLDS:
-                holds = self.holds.get(key)
-                if holds is None:
-                    holds = self.holds[key] = array("q")
-                    if self.time_wait_s is None and item[_HOLD] is not None:
-                        self.time_wait_s = item[_HOLD] / 1e9
-                _hold_into(holds, item)
-            elif kind == _PROBE:
-                self.probes.append(item)
-            elif kind == _ATTEMPT:
-                self.attempts[key].append(item)
-            else:  # _ANSWER: a port spoken to several times keeps the best answer
-                best = self.answers.get(key)
-                if best is None or item[0] > best[0]:
-                    self.answers[key] = item
-
-    def add(self, c, st) -> None:
-        """Take finished connection `c` (its TcpaState `st`, or None) into account."""
-        self.add_parts(self.parts(c, st))
+    def take(self, kind: int, key, item) -> None:
+        """Take in one entry `parts` made. Connections come in the order one pipeline gives
+        them: the groups' order is the findings' order where their sort ties."""
+        if kind == _HOLDS:
+            holds = self.holds.get(key)
+            if holds is None:
+                holds = self.holds[key] = array("q")
+                time_wait_ns = _hold_time_wait(item)
+                if self.time_wait_s is None and time_wait_ns >= 0:
+                    self.time_wait_s = time_wait_ns / 1e9
+            _hold_into(holds, item)
+        elif kind == _PROBE:
+            self.probes.append(item)
+        elif kind == _ATTEMPT:
+            self.attempts[key].append(item)
+        else:  # _ANSWER: a port spoken to several times keeps the best answer
+            best = self.answers.get(key)
+            if best is None or item[0] > best[0]:
+                self.answers[key] = item
 
     def findings(self, claimed: set, end_ns: int) -> list[Anomaly]:
         out = _scans(self.probes, self.th, claimed, self.answers)
@@ -486,11 +481,13 @@ def _floods(attempts, th, claimed: set) -> list[Anomaly]:
     c=Connection, t=TcpTracker, until=cython.longlong, first=cython.longlong,
     open_end=cython.longlong, tw0_a=cython.longlong, tw0_b=cython.longlong,
     tw1_a=cython.longlong, tw1_b=cython.longlong, reused=cython.longlong,
+    time_wait=cython.longlong, hold=bytes, p=cython.p_longlong,
 )  # fmt: skip
-def _hold_of(c, end_ns: int) -> tuple:
-    """The client port's hold by connection `c` (whose record ended at `end_ns`): the _HOLD
-    integers of a HostFacts.holds record, then the tracker's TIME_WAIT length in ns (None
-    without one).
+def _hold_of(c, end_ns: int) -> bytes:
+    """The client port's hold by connection `c` (whose record ended at `end_ns`), as the
+    bytes of _HOLD_PART native 64-bit integers: the _HOLD of a HostFacts.holds record, then
+    the tracker's TIME_WAIT length in ns (-1: none). Bytes, not a tuple: no Python number per
+    field (this runs for every TCP connection), and a small pickle for `--jobs`.
 
     The tracker answers (`TcpTracker.time_wait_spell`, `held_until_ns`: the rule of
     `TcpTracker.spans`): each side's TIME_WAIT spell, cut short on reuse; the client's port is
@@ -513,22 +510,39 @@ def _hold_of(c, end_ns: int) -> tuple:
     if until < first:
         until = first
     reused = 1 if c.prev_uid is not None and c.reused_in_time_wait else 0
-    return (first, until, c.orig_p, tw0_a, tw0_b, tw1_a, tw1_b, reused, c.first_frame,
-            t.time_wait_ns)  # fmt: skip
+    time_wait = -1 if t.time_wait_ns is None else t.time_wait_ns
+    if cython.compiled:
+        hold = cpython.bytes.PyBytes_FromStringAndSize(cython.NULL, _HOLD_PART * 8)
+        p = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))
+        p[0], p[1], p[2], p[3], p[4] = first, until, c.orig_p, tw0_a, tw0_b
+        p[5], p[6], p[7], p[8], p[9] = tw1_a, tw1_b, reused, c.first_frame, time_wait
+        return hold
+    return array(
+        "q", (first, until, c.orig_p, tw0_a, tw0_b, tw1_a, tw1_b, reused, c.first_frame, time_wait)
+    ).tobytes()
 
 
-@cython.locals(i=cython.Py_ssize_t, k=cython.Py_ssize_t, p=cython.p_longlong)
-def _hold_into(holds, hold: tuple) -> None:
-    """Append `hold` (from `_hold_of`) to `holds`, a HostFacts.holds array. Compiled, the
-    integers are written into the array in place (this runs for every TCP connection)."""
+@cython.locals(hold=bytes)
+def _hold_time_wait(hold) -> int:
+    """The TIME_WAIT length in ns that `_hold_of` put in `hold` (-1: none)."""
+    if cython.compiled:
+        return cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))[_HOLD]
+    return array("q", hold)[_HOLD]
+
+
+@cython.locals(i=cython.Py_ssize_t, k=cython.Py_ssize_t, p=cython.p_longlong, q=cython.p_longlong)
+def _hold_into(holds, hold: bytes) -> None:
+    """Append `hold` (from `_hold_of`) to `holds`, a HostFacts.holds array; compiled, in
+    place."""
     if cython.compiled:
         k = len(holds)
         cpython.array.resize_smart(holds, k + _HOLD)
         p = holds.data.as_longlongs + k
+        q = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))
         for i in range(_HOLD):
-            p[i] = hold[i]
+            p[i] = q[i]
     else:
-        holds.extend(hold[:_HOLD])
+        holds.frombytes(hold[: _HOLD * 8])
 
 
 @cython.locals(
