@@ -215,8 +215,10 @@ class AnomalyDetector(Analyzer):
     """Analyzer that collects what the findings need as connections end and makes the findings.
 
     It sees no packets: it requires a `TcpAnalyzer` (the pipeline's own, or one it adds) and
-    reads its `TcpaState` of each finished connection in `on_end`; `finish(end_ns)` returns the
-    findings (and starts over). `selection` (a `flowlens.core.filters.Selection`) limits the
+    reads its `TcpaState` of each finished connection in `on_end`, which is
+    `add_parts(parts(conn))`: `parts` reads the connection alone, `add_parts` keeps what
+    crosses connections (so `--jobs` shards make the parts and one process keeps the rest:
+    commands/anomalies.py); `finish(end_ns)` returns the findings (and starts over). `selection` (a `flowlens.core.filters.Selection`) limits the
     connections looked at, as the commands' filters do. No per-packet data is kept, and no
     connection objects: across the capture the detector keeps a small tuple per TCP connection
     for the TIME_WAIT arithmetic and per scan probe or failed attempt, and the findings of
@@ -278,22 +280,22 @@ class AnomalyDetector(Analyzer):
         self._grouped = (self._unanswered, self._refused, self._rst, self._reuse, self._mismatch)
         self._end_ns = 0
 
-    # (compiled: C reads of the connection's, the tracker's and the analysis' fields, through
-    # the arrays behind their list properties; this runs for every connection)
     def on_end(self, conn) -> None:
         """Take one finished connection (any protocol) into account: `add_parts(parts(conn))`."""
         parts = self.parts(conn)
         if parts is not None:
             self.add_parts(parts)
 
+    # (compiled: C reads of the connection's, the tracker's and the analysis' fields, through
+    # the arrays behind their list properties; this runs for every connection)
     @cython.locals(conn=Connection, t=TcpTracker, st=TcpaState, d=DirectionStats, out=list)
     def parts(self, conn):
         """What finished connection `conn` gives the findings, read from it alone (its record,
         its tracker, its TcpaState, what service identification wrote on it), or None when the
         selection does not look at it: (its record's end in ns, a list of (kind, key, item)
-        entries, this module's and `HostFacts.parts`'), atoms, bytes and tuples that pickle. `add_parts`
-        takes them in; a `--jobs` shard (flowlens.core.shard) makes them where it read the
-        connection, and the merging process adds them in the one-process order."""
+        entries, this module's and `HostFacts.parts`'), atoms, bytes and tuples that pickle.
+        `add_parts` takes them in; a `--jobs` shard (flowlens.core.shard) makes them where it
+        read the connection, and the merging process adds them in the one-process order."""
         if self.selection is not None and not self.selection.matches(conn):
             return None
         st = self.tcp.state_of(conn) if self.tcp is not None else None
