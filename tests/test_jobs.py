@@ -365,3 +365,22 @@ def test_a_finding_whose_connections_are_in_different_shards(tmp_path):
         assert kinds.count(kind) == 1, (kind, kinds)
     for jobs in (2, 3):
         same_bytes(one, run(*args, "-j", jobs), "json")
+
+
+def test_anomalies_csv_parquet_and_filters_are_the_same_with_jobs(tmp_path):
+    """The selection is applied where the connection is read (AnomalyDetector.parts), in each
+    shard; --kind and --min-severity after the findings are made."""
+    path = ROOT / "sample_pcaps" / "incident.pcap"
+    for args in (
+        ("--format", "csv"),
+        ("--format", "json", "--port", "8080"),
+        ("--format", "json", "--min-severity", "warning", "--kind", "close_wait"),
+    ):
+        one = run("anomalies", path, *args)
+        assert one.stdout_bytes.count(b"\n") >= 1, args
+        same_bytes(one, run("anomalies", path, *args, "-j", 2), "json")
+    pq = pytest.importorskip("pyarrow.parquet")
+    run("anomalies", path, "--format", "parquet", "-o", tmp_path / "one.parquet")
+    run("anomalies", path, "--format", "parquet", "-o", tmp_path / "two.parquet", "-j", 2)
+    one, two = (pq.read_table(tmp_path / f"{n}.parquet") for n in ("one", "two"))
+    assert one.num_rows and one.equals(two)
