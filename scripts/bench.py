@@ -10,6 +10,7 @@ alternation, and the report is the ratio of medians, never an absolute time in a
 What is timed (wall clock, output to /dev/null):
   flowlens flows F --format json     the whole pipeline, every connection printed
   flowlens flows F ... -j 2          the same with two shard processes (core/shard.py)
+  flowlens anomalies F ... -j 2      the findings, one process and two shards
   flowlens report F -o R.html        the postmortem page, against `flowlens anomalies` (time, and
                                      peak RSS measured alternately: ratios of medians)
   tcptrace -l -n F                   long output, no name lookups
@@ -199,6 +200,9 @@ def main() -> int:
         "flowlens anomalies": flowlens_argv("anomalies", str(capture), "--format", "json"),
         "flowlens rtt": flowlens_argv("rtt", str(capture), "--format", "json"),
         "flowlens flows -j 2": flowlens_argv("flows", str(capture), "--format", "json", "-j", "2"),
+        "flowlens anomalies -j 2": flowlens_argv(
+            "anomalies", str(capture), "--format", "json", "-j", "2"
+        ),
         "flowlens report": flowlens_argv(
             "report", str(capture), "-o", str(OUT / "bench-report.html")
         ),
@@ -271,10 +275,17 @@ def main() -> int:
         sys.path.insert(0, str(ROOT / "scripts"))
         from bench_batch import ceiling  # two busy loops in two processes vs one
 
+        reach = ceiling()
         print(
             f"flowlens flows -j 1 / -j 2      = {ours / med['flowlens flows -j 2']:.2f}  (target >= 1.7; "
-            f"two busy loops reach {ceiling():.2f}x here now)"
+            f"two busy loops reach {reach:.2f}x here now)"
         )
+        if "flowlens anomalies -j 2" in med:
+            one, two = med["flowlens anomalies"], med["flowlens anomalies -j 2"]
+            print(
+                f"flowlens anomalies -j 1 / -j 2  = {one / two:.2f}  (target >= 1.7; "
+                f"two busy loops reach {reach:.2f}x here now)"
+            )
 
     if args.memory:
         print()

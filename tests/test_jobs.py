@@ -3,6 +3,7 @@ one process gives, byte for byte (flowlens.core.shard)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -11,12 +12,16 @@ import pytest
 from click.testing import CliRunner
 from corpus import captures, needs_corpus
 
+from flowlens.analyzers.anomalies.detector import AnomalyDetector
+from flowlens.analyzers.service_id import ServiceAnalyzer
 from flowlens.analyzers.tcpanalysis import TcpAnalyzer
 from flowlens.cli import cli
+from flowlens.commands._common import ConnectionStream
 from flowlens.compiled import compiled_modules
 from flowlens.core.capture import open_capture
+from flowlens.core.connections import Config, format_addr
 from flowlens.core.decode import Decoder
-from flowlens.core.pipeline import Pipeline, peek_route, quote_route, route
+from flowlens.core.pipeline import Pipeline, owner, peek_route, quote_route, route
 from flowlens.core.shard import ShardedRun
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,3 +274,113 @@ def test_damage_is_counted_once_across_shards(tmp_path):
     one = run("flows", cut, "--format", "json")
     assert "Warning" in one.stderr
     same_bytes(one, run("flows", cut, "--format", "json", "-j", 2), "json")
+
+
+ANOMALY_FORMATS = [("--format", "json"), ("--format", "table"), ("--format", "table", "--wide")]
+
+
+@pytest.mark.parametrize("args", ANOMALY_FORMATS, ids=" ".join)
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
+def test_anomalies_on_every_sample_are_the_same_with_jobs(sample, args):
+    """Each shard makes its connections' parts of the findings (AnomalyDetector.parts); the
+    merging process adds them in the one-process order and makes the findings once."""
+    one = run("anomalies", sample, *args)
+    assert "finding" in one.stderr  # (the summary line: the command ran to its end)
+    for jobs in (2, 3):
+        same_bytes(one, run("anomalies", sample, *args, "-j", jobs), "json")
+
+
+@pytest.mark.parametrize("sample", ["incident.pcap", "syn-scan.pcap", "udp-dns.pcap"])
+def test_anomalies_with_services_are_the_same_with_jobs(sample):
+    path = ROOT / "sample_pcaps" / sample
+    one = run("anomalies", path, "--format", "json", "--services")
+    same_bytes(one, run("anomalies", path, "--format", "json", "--services", "-j", 2), "json")
+
+
+def _findings_in_one_process(path) -> list[dict]:
+    detector = AnomalyDetector(services=ServiceAnalyzer())
+    pipe = Pipeline(str(path), analyzers=[detector])
+    for _conn in pipe:
+        pass  # (the detector takes each connection in on_end)
+    return [a.to_record() for a in pipe.results[detector]]
+
+
+def _findings_in_shards(path, jobs: int) -> list[dict]:
+    detector = AnomalyDetector(services=ServiceAnalyzer())
+
+    def make_analyzers():
+        deps = (TcpAnalyzer(), ServiceAnalyzer())
+        detector.bind(deps)
+        return list(deps)
+
+    stream = ConnectionStream(
+        str(path), Config(), make_analyzers, lambda c, _a: detector.parts(c), jobs
+    )
+    for parts in stream:
+        detector.add_parts(parts)
+    return [a.to_record() for a in detector.finish(stream.facts["last_ts_ns"])]
+
+
+@needs_corpus
+@pytest.mark.parametrize("path", captures(), ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_corpus_findings_are_the_same_in_shards(path):
+    """Every corpus capture: the findings of the library's one-process run (the detector in
+    the pipeline, on_end) against those merged from 2 and 3 shards' parts."""
+    try:
+        want = _findings_in_one_process(path)
+    except Exception as exc:  # (a capture flowlens refuses is refused the same way below)
+        pytest.skip(f"not a capture flowlens reads: {exc}")
+    for jobs in (2, 3):
+        assert _findings_in_shards(path, jobs) == want
+
+
+def test_a_finding_whose_connections_are_in_different_shards(tmp_path):
+    """A port scan, a SYN flood and a TIME_WAIT pile-up, each made of connections that the
+    shards split between them: each finding is made once, from every shard's parts."""
+    frames = (
+        pcapgen.port_scan()
+        + pcapgen.syn_flood(count=150)
+        + pcapgen.time_wait_pileup(count=40)
+        + pcapgen.refused()
+    )
+    frames.sort(key=lambda f: f[0])
+    path = tmp_path / "mixed.pcap"
+    pcapgen.write_pcap(path, frames)
+    groups: dict = {"port_scan": [], "syn_flood": [], "time_wait_accumulation": []}
+    for c in Pipeline(str(path)):
+        client = format_addr(c.orig_h)
+        if client == pcapgen.SCANNER4:
+            groups["port_scan"].append(c)
+        elif client.startswith("198.18."):
+            groups["syn_flood"].append(c)
+        elif c.resp_p == 80:
+            groups["time_wait_accumulation"].append(c)
+    for jobs in (2, 3):
+        for kind, conns in groups.items():
+            assert len({owner(c, jobs) for c in conns}) == jobs, (kind, jobs)  # split
+    args = ("anomalies", path, "--format", "json", "--time-wait-min", "10", "--wide")
+    one = run(*args)
+    kinds = [json.loads(line)["kind"] for line in one.stdout.splitlines()]
+    for kind in groups:
+        assert kinds.count(kind) == 1, (kind, kinds)
+    for jobs in (2, 3):
+        same_bytes(one, run(*args, "-j", jobs), "json")
+
+
+def test_anomalies_csv_parquet_and_filters_are_the_same_with_jobs(tmp_path):
+    """The selection is applied where the connection is read (AnomalyDetector.parts), in each
+    shard; --kind and --min-severity after the findings are made."""
+    path = ROOT / "sample_pcaps" / "incident.pcap"
+    for args in (
+        ("--format", "csv"),
+        ("--format", "json", "--port", "8080"),
+        ("--format", "json", "--min-severity", "warning", "--kind", "close_wait"),
+    ):
+        one = run("anomalies", path, *args)
+        assert one.stdout_bytes.count(b"\n") >= 1, args
+        same_bytes(one, run("anomalies", path, *args, "-j", 2), "json")
+    pq = pytest.importorskip("pyarrow.parquet")
+    run("anomalies", path, "--format", "parquet", "-o", tmp_path / "one.parquet")
+    run("anomalies", path, "--format", "parquet", "-o", tmp_path / "two.parquet", "-j", 2)
+    one, two = (pq.read_table(tmp_path / f"{n}.parquet") for n in ("one", "two"))
+    assert one.num_rows and one.equals(two)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -527,7 +528,15 @@ class ConnectionStream:
             return pipe, lambda conn: work(conn, analyzers)
 
         run = ShardedRun(setup, Pipeline.shard_facts, self.jobs)
-        yield from run
+        # as in Pipeline: what the shards send makes no reference cycles, and the collector's
+        # passes over the parts a command keeps would cost as much as adding them
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            yield from run
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         self.facts = merge_shard_facts(self.path, run.finished)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import cast
 
 import click
 
@@ -11,19 +10,20 @@ from ..analyzers.anomalies.detector import (
     ANOMALY_FIELDS,
     KINDS,
     SEVERITIES,
-    Anomaly,
     AnomalyDetector,
     Thresholds,
 )
 from ..analyzers.service_id import ServiceAnalyzer
+from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..reports.formats import TABLE_WIDTH, plural, utc_cells
 from ._common import (
+    ConnectionStream,
     Output,
     capture_argument,
     config_from,
     filter_options,
+    jobs_option,
     nothing_line,
-    open_pipeline,
     output_option,
     records_format_option,
     report_damage,
@@ -197,6 +197,7 @@ def _threshold_options(func):
     "and for what answered each open port of a port scan (slower: docs/services.md).",
 )
 @wide_option
+@jobs_option
 @_threshold_options
 @filter_options
 @table_options
@@ -207,6 +208,7 @@ def anomalies(
     min_severity: str,
     kinds: tuple,
     wide: bool,
+    jobs: int = 1,
     **kwargs,
 ) -> None:
     """What went wrong in CAPTURE, most severe first: one finding per problem, each a sentence
@@ -229,6 +231,7 @@ def anomalies(
       flowlens anomalies capture.pcap --kind port_exhaustion_risk --ephemeral-range 40000-40999
       flowlens anomalies capture.pcap --format json | jq -r .summary
       flowlens anomalies capture.pcap --wide
+      flowlens anomalies big.pcap --jobs 2
       flowlens anomalies capture.pcap --format parquet -o anomalies.parquet
     """
     sink = Output(output, fmt, capture)
@@ -247,16 +250,29 @@ def anomalies(
     )
     selection = selection_from(kwargs)
     config = config_from(kwargs)
-    services = ServiceAnalyzer() if kwargs.pop("detect_services", False) else None
-    detector = AnomalyDetector(thresholds, selection=selection, services=services)
-    pipe, progress = open_pipeline(capture, config, [detector])
+    detect_services = kwargs.pop("detect_services", False)
+    detector = AnomalyDetector(
+        thresholds, selection=selection, services=ServiceAnalyzer() if detect_services else None
+    )
+
+    def make_analyzers():
+        # what the detector reads, fresh for each pipeline (one process, or each shard's)
+        deps = (TcpAnalyzer(), ServiceAnalyzer()) if detect_services else (TcpAnalyzer(),)
+        detector.bind(deps)  # (in a shard: the forked copy of the detector)
+        return list(deps)
+
+    def work(conn, _analyzers):
+        # where the connection was read: its part of the findings
+        return detector.parts(conn)
+
+    stream = ConnectionStream(capture, config, make_analyzers, work, jobs)
     try:
-        for _conn in pipe:
-            pass  # the detector takes each connection as it ends (on_end)
+        for parts in stream:
+            detector.add_parts(parts)  # in the one-process order, whatever the shards
     finally:
-        if progress is not None:
-            progress.close()
-    found = cast("list[Anomaly]", pipe.results[detector])  # what AnomalyDetector.finish returned
+        stream.close_progress()
+    facts = stream.facts
+    found = detector.finish(facts["last_ts_ns"])
     seen = detector.seen
     floor = SEVERITIES.index(min_severity)
     shown = [
@@ -282,9 +298,9 @@ def anomalies(
             )
         else:
             sink.records(records, ANOMALY_FIELDS, log_path="flowlens_anomalies")
-    report_damage(pipe.summary_lines())
+    report_damage(facts["damage"])
     if not seen:
-        warn(nothing_line(capture, pipe.stats.frames, selection))
+        warn(nothing_line(capture, facts["frames"], selection))
     by_sev = Counter(a.severity for a in shown)
     # "1 critical, 3 warnings, 2 info": info and critical are not counted nouns
     parts = ", ".join(
@@ -297,5 +313,5 @@ def anomalies(
         f"{plural(len(shown), 'finding')}{f' ({parts})' if parts else ''}"
         f"{f', {hidden} hidden by --min-severity/--kind' if hidden else ''} in "
         f"{plural(seen, 'connection')}{' matching the filters' if selection else ''}, "
-        f"{plural(pipe.stats.frames, 'frame')}"
+        f"{plural(facts['frames'], 'frame')}"
     )

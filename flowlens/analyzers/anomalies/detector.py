@@ -75,6 +75,14 @@ ANOMALY_FIELDS = ("kind", "severity", "ts", "uid", "conn_ts", "summary", "eviden
 
 _OOO = _NOTE_KINDS.index("out_of_order")
 
+#: the kinds of AnomalyDetector.parts' entries: grouped by key (the first _GROUPED), a finding
+#: about one connection, a CLOSE_WAIT spell (or None: its group only), a FIN_WAIT_2 wait, an
+#: unsolicited SYN/ACK; from _PROBE on, HostFacts.parts' (host_findings.py): a scan probe, a
+#: failed attempt, what answered a connection, a client port's hold
+_UNANSWERED, _REFUSED, _RST, _REUSE, _MISMATCH, _GROUPED = 0, 1, 2, 3, 4, 5
+_SINGLE, _CLOSE_WAIT, _FIN_WAIT_2, _UNSOLICITED = 5, 6, 7, 8
+_PROBE, _ATTEMPT, _ANSWER, _HOLDS = 9, 10, 11, 12
+
 
 @dataclass(frozen=True, slots=True)
 class Anomaly:
@@ -207,8 +215,10 @@ class AnomalyDetector(Analyzer):
     """Analyzer that collects what the findings need as connections end and makes the findings.
 
     It sees no packets: it requires a `TcpAnalyzer` (the pipeline's own, or one it adds) and
-    reads its `TcpaState` of each finished connection in `on_end`; `finish(end_ns)` returns the
-    findings (and starts over). `selection` (a `flowlens.core.filters.Selection`) limits the
+    reads its `TcpaState` of each finished connection in `on_end`, which is
+    `add_parts(parts(conn))`: `parts` reads the connection alone, `add_parts` keeps what
+    crosses connections (so `--jobs` shards make the parts and one process keeps the rest:
+    commands/anomalies.py); `finish(end_ns)` returns the findings (and starts over). `selection` (a `flowlens.core.filters.Selection`) limits the
     connections looked at, as the commands' filters do. No per-packet data is kept, and no
     connection objects: across the capture the detector keeps a small tuple per TCP connection
     for the TIME_WAIT arithmetic and per scan probe or failed attempt, and the findings of
@@ -266,24 +276,35 @@ class AnomalyDetector(Analyzer):
         self._reuse = defaultdict(list)
         self._mismatch = defaultdict(list)
         self._unsolicited: list[tuple] = []
+        #: the groups of `parts`' entries of kind _UNANSWERED .. _MISMATCH, by kind
+        self._grouped = (self._unanswered, self._refused, self._rst, self._reuse, self._mismatch)
         self._end_ns = 0
+
+    def on_end(self, conn) -> None:
+        """Take one finished connection (any protocol) into account: `add_parts(parts(conn))`."""
+        parts = self.parts(conn)
+        if parts is not None:
+            self.add_parts(parts)
 
     # (compiled: C reads of the connection's, the tracker's and the analysis' fields, through
     # the arrays behind their list properties; this runs for every connection)
-    @cython.locals(conn=Connection, t=TcpTracker, st=TcpaState, d=DirectionStats)
-    def on_end(self, conn) -> None:
-        """Take one finished connection (any protocol) into account."""
+    @cython.locals(conn=Connection, t=TcpTracker, st=TcpaState, d=DirectionStats, out=list)
+    def parts(self, conn):
+        """What finished connection `conn` gives the findings, read from it alone (its record,
+        its tracker, its TcpaState, what service identification wrote on it), or None when the
+        selection does not look at it: (its record's end in ns, a list of (kind, key, item)
+        entries, this module's and `HostFacts.parts`'), atoms, bytes and tuples that pickle.
+        `add_parts` takes them in; a `--jobs` shard (flowlens.core.shard) makes them where it
+        read the connection, and the merging process adds them in the one-process order."""
         if self.selection is not None and not self.selection.matches(conn):
-            return
-        self.seen += 1
+            return None
         st = self.tcp.state_of(conn) if self.tcp is not None else None
         end = conn.end_ts_ns if conn.end_ts_ns is not None else conn.last_ts_ns
-        if end > self._end_ns:
-            self._end_ns = end
-        self._hosts.add(conn, st)
+        out = []
+        self._hosts.parts(conn, st, out)
         th = self.thresholds
         if conn.icmp_errors:
-            self._single.append((conn.uid, _of(self._icmp_finding(conn, th), conn)))
+            out.append((_SINGLE, None, (conn.uid, _of(self._icmp_finding(conn, th), conn))))
         # a responder that was there and said nothing (a scanner's GET to a silent port) shows
         # only what the client spoke, not what the server speaks
         if (
@@ -291,18 +312,20 @@ class AnomalyDetector(Analyzer):
             and (conn.payload_sent(1) or not conn.pkts_sent(1))
             and mismatch(conn.service, conn.proto_name, conn.resp_p)
         ):
-            self._mismatch[(conn.resp_h, conn.resp_p, conn.proto_name, conn.service)].append(
-                (conn.first_ts_ns, conn.uid, conn.orig_h, conn.service_frames or ())
-            )
+            out.append(
+                (_MISMATCH, (conn.resp_h, conn.resp_p, conn.proto_name, conn.service),
+                 (conn.first_ts_ns, conn.uid, conn.orig_h, conn.service_frames or ()))
+            )  # fmt: skip
         if conn.tcp is None:
-            return
+            return end, out
         t = conn.tcp
         if t.syns_sent(0):
             if t.rejected:
                 frames = (st.rst[1],) if st is not None and st.rst is not None else ()
-                self._refused[(conn.resp_h, conn.resp_p)].append(
-                    (conn.first_ts_ns, conn.uid, conn.orig_h, (conn.first_frame, *frames))
-                )
+                out.append(
+                    (_REFUSED, (conn.resp_h, conn.resp_p),
+                     (conn.first_ts_ns, conn.uid, conn.orig_h, (conn.first_frame, *frames)))
+                )  # fmt: skip
             elif not t.synacks_sent(1) and not conn.pkts_sent(1) and t.reset_by is None:
                 # (syn_retries counts the retries of earlier records of the same attempt, which
                 # Zeek's attempt timer ended: a lone SYN continuing one is a retry too)
@@ -314,9 +337,10 @@ class AnomalyDetector(Analyzer):
                     )
                     # a record that goes on with an earlier one's attempt names it (prev_uid)
                     cont = conn.prev_uid if conn.syn_retries >= t.syns_sent(0) else None
-                    self._unanswered[(conn.resp_h, conn.resp_p)].append(
-                        (conn.first_ts_ns, conn.uid, conn.orig_h, t.syns_sent(0), syns, cont)
-                    )
+                    out.append(
+                        (_UNANSWERED, (conn.resp_h, conn.resp_p),
+                         (conn.first_ts_ns, conn.uid, conn.orig_h, t.syns_sent(0), syns, cont))
+                    )  # fmt: skip
         if not t.handshake_acked:
             for side in (0, 1):
                 # a SYN/ACK no SYN asked for, which its receiver did not go on with
@@ -326,13 +350,13 @@ class AnomalyDetector(Analyzer):
                     and not t.syns_sent(1 - side)
                     and not conn.payload_sent(1 - side)
                 ):
-                    self._unsolicited.append(
-                        (conn.first_ts_ns, conn.uid,
+                    out.append(
+                        (_UNSOLICITED, None, (conn.first_ts_ns, conn.uid,
                          conn.orig_h if side == 0 else conn.resp_h,
                          conn.orig_p if side == 0 else conn.resp_p,
                          conn.resp_h if side == 0 else conn.orig_h,
                          conn.resp_p if side == 0 else conn.orig_p,
-                         t.reset_by == 1 - side, conn.first_frame)
+                         t.reset_by == 1 - side, conn.first_frame))
                     )  # fmt: skip
                     break
         if t.reset_by is not None and not t.rejected:
@@ -342,21 +366,24 @@ class AnomalyDetector(Analyzer):
                 rst = st.rst if st is not None else None
                 # after FIN: a close had begun (a FIN came first, TcpTracker.first_close)
                 after_fin = t.first_close is not None and t.first_close[1] == "F"
-                self._rst[(conn.orig_h, conn.resp_h, conn.resp_p, t.reset_by)].append(
-                    (rst[2] if rst else conn.first_ts_ns, conn.uid, rst[1] if rst else None,
-                     (rst[3] or 0) if rst else 0, (rst[4] or 0) if rst else 0,
-                     conn.first_ts_ns, after_fin)
+                out.append(
+                    (_RST, (conn.orig_h, conn.resp_h, conn.resp_p, t.reset_by),
+                     (rst[2] if rst else conn.first_ts_ns, conn.uid, rst[1] if rst else None,
+                      (rst[3] or 0) if rst else 0, (rst[4] or 0) if rst else 0,
+                      conn.first_ts_ns, after_fin))
                 )  # fmt: skip
         if t.rst_ignored is not None and t.rst_ignored_then is not None:
             # a RST no endpoint accepted, and the connection went on (TcpTracker._rst_valid)
-            self._single.append((conn.uid, _of(self._rst_ignored_finding(conn, th), conn)))
+            out.append((_SINGLE, None, (conn.uid, _of(self._rst_ignored_finding(conn, th), conn))))
         if conn.prev_uid is not None and conn.reused_in_time_wait:
             failed = t.handshake() not in ("3way", "simultaneous_open")
-            self._reuse[(conn.orig_h, conn.resp_h, conn.resp_p)].append(
-                (conn.first_ts_ns, conn.uid, conn.prev_uid, conn.orig_p, conn.first_frame, failed)
-            )
+            out.append(
+                (_REUSE, (conn.orig_h, conn.resp_h, conn.resp_p),
+                 (conn.first_ts_ns, conn.uid, conn.prev_uid, conn.orig_p, conn.first_frame,
+                  failed))
+            )  # fmt: skip
         if t.fin_sent(0) or t.fin_sent(1):  # CLOSE_WAIT needs a FIN
-            self._note_closes(conn)
+            self._note_closes(conn, out)
         if st is not None:
             for d in st.dirs:  # most connections have nothing more to report
                 if (
@@ -367,11 +394,36 @@ class AnomalyDetector(Analyzer):
                     or (d.counts and d.counts[_OOO])
                 ):
                     for a in self._segment_findings(conn, st, th, end):
-                        self._single.append((conn.uid, _of(a, conn)))
+                        out.append((_SINGLE, None, (conn.uid, _of(a, conn))))
                     break
+        return end, out
 
-    @cython.locals(c=Connection, t=TcpTracker)
-    def _note_closes(self, c: Connection) -> None:
+    def add_parts(self, parts) -> None:
+        """Take in what `parts(conn)` gave for one connection. Connections come in the order
+        one pipeline gives them (on_end's, or a ConnectionStream's with `--jobs`): the groups'
+        order is the findings' order where their sort ties."""
+        end, entries = parts
+        self.seen += 1
+        if end > self._end_ns:
+            self._end_ns = end
+        for kind, key, item in entries:
+            if kind >= _PROBE:
+                self._hosts.take(kind, key, item)
+            elif kind < _GROUPED:
+                self._grouped[kind][key].append(item)
+            elif kind == _SINGLE:
+                self._single.append(item)
+            elif kind == _CLOSE_WAIT:
+                spells = self._close_wait[key]  # (the group exists either way: finding order)
+                if item is not None:
+                    spells.append(item)
+            elif kind == _FIN_WAIT_2:
+                self._fin_wait_2.append(item)
+            else:
+                self._unsolicited.append(item)
+
+    @cython.locals(c=Connection, t=TcpTracker, out=list)
+    def _note_closes(self, c: Connection, out: list) -> None:
         # a side still in CLOSE_WAIT or FIN_WAIT_2 when the record ended stayed there at least
         # that long: to the capture's end (None: known at finish), or until flowlens stopped
         # waiting for an idle connection or a new one took its 5-tuple
@@ -391,14 +443,15 @@ class AnomalyDetector(Analyzer):
             peer_h, peer_p = (c.resp_h, c.resp_p) if side == 0 else (c.orig_h, c.orig_p)
             # a server leaks on its service port; a client on whatever port it had
             key = (host, port, None, None) if side == 1 else (host, None, peer_h, peer_p)
-            spells = self._close_wait[key]  # (the group exists either way: finding order)
             until = stop if stop is not None else stop_at
-            # a spell already known to be shorter than the threshold can never be reported
+            # a spell already known to be shorter than the threshold can never be reported (the
+            # group is made either way: finding order)
             if until is None or (until - start) / 1e9 >= th.close_wait_s:
-                spells.append(
-                    (start, until, stop is None and until is None, frame, c.uid,
-                     t.sent_in_close_wait(side), c.first_ts_ns)
-                )  # fmt: skip
+                spell = (start, until, stop is None and until is None, frame, c.uid,
+                         t.sent_in_close_wait(side), c.first_ts_ns)  # fmt: skip
+            else:
+                spell = None
+            out.append((_CLOSE_WAIT, key, spell))
         for side, start, stop, frame, timed_out in fin_wait_2 or ():
             if not c.pkts_sent(1 - side):
                 continue
@@ -407,9 +460,10 @@ class AnomalyDetector(Analyzer):
                 continue  # too short to be reported (the test of _fin_wait_2_findings)
             host, port = (c.orig_h, c.orig_p) if side == 0 else (c.resp_h, c.resp_p)
             peer = _ep(c.resp_h, c.resp_p) if side == 0 else _ep(c.orig_h, c.orig_p)
-            self._fin_wait_2.append(
-                (c.uid, _ep(host, port), peer, start, until, stop is None and until is None, frame,
-                 c.pkts_sent(1 - side), c.first_ts_ns, timed_out)
+            out.append(
+                (_FIN_WAIT_2, None,
+                 (c.uid, _ep(host, port), peer, start, until, stop is None and until is None,
+                  frame, c.pkts_sent(1 - side), c.first_ts_ns, timed_out))
             )  # fmt: skip
 
     def finish(self, end_ns: int | None = None) -> list[Anomaly]:

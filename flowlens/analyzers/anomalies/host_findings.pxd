@@ -1,12 +1,14 @@
-# C types for host_findings.py when Cython compiles it (see setup.py): HostFacts.add reads the
+# C types for host_findings.py when Cython compiles it (see setup.py): HostFacts.parts reads the
 # fields of every finished connection. host_findings.py stays plain Python (annotation typing
 # off); the types are named in its @cython.locals.
 
 cimport cpython.array
+cimport cpython.bytes
 
 from flowlens.core.connections cimport Connection
 from flowlens.analyzers.tcpanalysis cimport TcpaState
 from flowlens.core.tcpstate cimport TcpTracker
 
-# HostFacts.add writes each hold straight into its array
-cdef int _hold_into(cpython.array.array holds, Connection c, long long end_ns) except -1
+# HostFacts.add_parts writes each hold straight into its array
+cdef int _hold_into(cpython.array.array holds, bytes hold) except -1
+cdef long long _hold_time_wait(bytes hold) except? -2

@@ -32,7 +32,7 @@ from ...core.tcpstate import TcpTracker
 from ..service_id import UNKNOWN, answered
 from ..tcpanalysis import TcpaState
 from .connection_findings import is_port_unreachable
-from .detector import Anomaly, _ep, _s, _sample, _secs
+from .detector import _ANSWER, _ATTEMPT, _HOLDS, _PROBE, Anomaly, _ep, _s, _sample, _secs
 
 __all__ = ["HostFacts", "probe_of"]
 
@@ -52,6 +52,8 @@ _LIST_MAX = 256
 #: side's TIME_WAIT from and until, the server side's (-1, -1: no TIME_WAIT), reused in
 #: TIME_WAIT (0/1), first frame
 _HOLD = 9
+#: a hold as HostFacts.parts hands it over: those, then the TIME_WAIT length (`_hold_of`)
+_HOLD_PART = _HOLD + 1
 #: the smallest block of ports inferred as a narrowed ephemeral range
 _NARROWED_MIN = 8
 _PORT_KEY = 1 << 64  # sort key of a hold: port * _PORT_KEY + start - first hold's start
@@ -126,7 +128,8 @@ def probe_of(c, st):
 class HostFacts:
     """What the host- and port-level findings need, a few numbers per connection.
 
-    `add(conn)` for every finished connection; `findings(claimed, end_ns)` at the end puts the
+    `parts(conn, st, out)` for every finished connection, where it was read, and `take` of
+    each entry, in the one-process order; `findings(claimed, end_ns)` at the end puts the
     uids a scan or a flood explains into `claimed`.
     """
 
@@ -150,26 +153,23 @@ class HostFacts:
         # or to chase through memory when the findings are made
         self.holds = {}
 
-    @cython.locals(c=Connection, t=TcpTracker)
-    def add(self, c, st) -> None:
-        """Take finished connection `c` (its TcpaState `st`, or None) into account."""
+    @cython.locals(c=Connection, t=TcpTracker, out=list)
+    def parts(self, c, st, out: list) -> None:
+        """Append to `out` what finished connection `c` (its TcpaState `st`, or None) gives
+        these findings, read from `c` alone: (kind, key, item) entries (a scan probe, a failed
+        attempt, what answered it, its client port's hold) of atoms, bytes and tuples, which
+        pickle, for `take` here or in the process that merges `--jobs` shards
+        (AnomalyDetector.parts)."""
         p = probe_of(c, st)
         if p is not None:
             kind, verdict, side = p
             src = c.orig_h if side == 0 else c.resp_h
             dst, dport = (c.resp_h, c.resp_p) if side == 0 else (c.orig_h, c.orig_p)
-            self.probes.append(
-                (
-                    src,
-                    dst,
-                    (dport, c.proto_name),
-                    verdict,
-                    c.first_ts_ns,
-                    c.uid,
-                    c.first_frame,
-                    kind,
-                )
-            )
+            out.append(
+                (_PROBE, None,
+                 (src, dst, (dport, c.proto_name), verdict, c.first_ts_ns, c.uid, c.first_frame,
+                  kind))
+            )  # fmt: skip
         if c.proto != IPPROTO_TCP:
             return
         t = c.tcp
@@ -180,34 +180,35 @@ class HostFacts:
             and t.handshake_acked
             and (c.payload_sent(0) or c.payload_sent(1))
         ):
-            self._answer(c)
+            out.append(_answer(c))
         if not t.handshake_acked and not t.rejected:
-            self.attempts[(c.resp_h, c.resp_p)].append(
-                (c.first_ts_ns, c.orig_h, bool(t.synacks_sent(1)), c.uid, c.first_frame)
-            )
+            out.append(
+                (_ATTEMPT, (c.resp_h, c.resp_p),
+                 (c.first_ts_ns, c.orig_h, bool(t.synacks_sent(1)), c.uid, c.first_frame))
+            )  # fmt: skip
         if not c.originator_inferred:
             end = c.end_ts_ns if c.end_ts_ns is not None else c.last_ts_ns
-            key = (c.orig_h, c.resp_h, c.resp_p)
+            out.append((_HOLDS, (c.orig_h, c.resp_h, c.resp_p), _hold_of(c, end)))
+
+    def take(self, kind: int, key, item) -> None:
+        """Take in one entry `parts` made. Connections come in the order one pipeline gives
+        them: the groups' order is the findings' order where their sort ties."""
+        if kind == _HOLDS:
             holds = self.holds.get(key)
             if holds is None:
                 holds = self.holds[key] = array("q")
-                if self.time_wait_s is None and t.time_wait_ns is not None:
-                    self.time_wait_s = t.time_wait_ns / 1e9
-            _hold_into(holds, c, end)
-
-    @cython.locals(c=Connection)
-    def _answer(self, c) -> None:
-        """Note what answered `c`, a connection with data after its handshake (a version scan's
-        connection to an open port, or any other: the scans pick theirs at the end)."""
-        if c.payload_sent(1):
-            service, facts = answered(c.service, c.app)
-            rank = _UNNAMED if service == UNKNOWN else _NAMED
-        else:
-            service, facts, rank = None, None, _SILENT
-        key = (c.orig_h, c.resp_h, (c.resp_p, c.proto_name))
-        best = self.answers.get(key)
-        if best is None or rank > best[0]:
-            self.answers[key] = (rank, service, facts or None, c.uid)  # (no dict per empty)
+                time_wait_ns = _hold_time_wait(item)
+                if self.time_wait_s is None and time_wait_ns >= 0:
+                    self.time_wait_s = time_wait_ns / 1e9
+            _hold_into(holds, item)
+        elif kind == _PROBE:
+            self.probes.append(item)
+        elif kind == _ATTEMPT:
+            self.attempts[key].append(item)
+        else:  # _ANSWER: a port spoken to several times keeps the best answer
+            best = self.answers.get(key)
+            if best is None or item[0] > best[0]:
+                self.answers[key] = item
 
     def findings(self, claimed: set, end_ns: int) -> list[Anomaly]:
         out = _scans(self.probes, self.th, claimed, self.answers)
@@ -218,6 +219,23 @@ class HostFacts:
                     _port_group(client, server, sport, holds, self.th, self.time_wait_s, end_ns)
                 )
         return out
+
+
+@cython.locals(c=Connection)
+def _answer(c) -> tuple:
+    """The `HostFacts.parts` entry of what answered `c`, a connection with data after its
+    handshake (a version scan's connection to an open port, or any other: the scans pick
+    theirs at the end)."""
+    if c.payload_sent(1):
+        service, facts = answered(c.service, c.app)
+        rank = _UNNAMED if service == UNKNOWN else _NAMED
+    else:
+        service, facts, rank = None, None, _SILENT
+    # (no dict per empty facts)
+    return (
+        _ANSWER, (c.orig_h, c.resp_h, (c.resp_p, c.proto_name)),
+        (rank, service, facts or None, c.uid),
+    )  # fmt: skip
 
 
 def _scans(probes, th, claimed: set, answers=None) -> list[Anomaly]:
@@ -460,20 +478,22 @@ def _floods(attempts, th, claimed: set) -> list[Anomaly]:
 
 # ---------------------------------------------------------------------------- TIME_WAIT and ports
 @cython.locals(
-    t=TcpTracker, until=cython.longlong, first=cython.longlong, open_end=cython.longlong,
-    tw0_a=cython.longlong, tw0_b=cython.longlong, tw1_a=cython.longlong, tw1_b=cython.longlong,
-    reused=cython.longlong, k=cython.Py_ssize_t, p=cython.p_longlong,
+    c=Connection, t=TcpTracker, until=cython.longlong, first=cython.longlong,
+    open_end=cython.longlong, tw0_a=cython.longlong, tw0_b=cython.longlong,
+    tw1_a=cython.longlong, tw1_b=cython.longlong, reused=cython.longlong,
+    time_wait=cython.longlong, hold=bytes, p=cython.p_longlong,
 )  # fmt: skip
-def _hold_into(holds, c, end_ns: int) -> None:
-    """Append the client port's hold by connection `c` to `holds`, a HostFacts.holds record
-    (see _HOLD).
+def _hold_of(c, end_ns: int) -> bytes:
+    """The client port's hold by connection `c` (whose record ended at `end_ns`), as the
+    bytes of _HOLD_PART native 64-bit integers: the _HOLD of a HostFacts.holds record, then
+    the tracker's TIME_WAIT length in ns (-1: none). Bytes, not a tuple: no Python number per
+    field (this runs for every TCP connection), and a small pickle for `--jobs`.
 
     The tracker answers (`TcpTracker.time_wait_spell`, `held_until_ns`: the rule of
     `TcpTracker.spans`): each side's TIME_WAIT spell, cut short on reuse; the client's port is
     held until its TIME_WAIT ends, or until the client side closed without one (its last state
     change), or gave up on a timer (an attempt's SYN retries spent), else to the end of the
-    record. Compiled, the record is written into the array without a Python number (this runs
-    for every TCP connection)."""
+    record."""
     t = c.tcp
     open_end = end_ns if end_ns > c.last_ts_ns else c.last_ts_ns
     tw0_a = tw0_b = tw1_a = tw1_b = -1
@@ -490,14 +510,39 @@ def _hold_into(holds, c, end_ns: int) -> None:
     if until < first:
         until = first
     reused = 1 if c.prev_uid is not None and c.reused_in_time_wait else 0
+    time_wait = -1 if t.time_wait_ns is None else t.time_wait_ns
+    if cython.compiled:
+        hold = cpython.bytes.PyBytes_FromStringAndSize(cython.NULL, _HOLD_PART * 8)
+        p = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))
+        p[0], p[1], p[2], p[3], p[4] = first, until, c.orig_p, tw0_a, tw0_b
+        p[5], p[6], p[7], p[8], p[9] = tw1_a, tw1_b, reused, c.first_frame, time_wait
+        return hold
+    return array(
+        "q", (first, until, c.orig_p, tw0_a, tw0_b, tw1_a, tw1_b, reused, c.first_frame, time_wait)
+    ).tobytes()
+
+
+@cython.locals(hold=bytes)
+def _hold_time_wait(hold) -> int:
+    """The TIME_WAIT length in ns that `_hold_of` put in `hold` (-1: none)."""
+    if cython.compiled:
+        return cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))[_HOLD]
+    return array("q", hold)[_HOLD]
+
+
+@cython.locals(i=cython.Py_ssize_t, k=cython.Py_ssize_t, p=cython.p_longlong, q=cython.p_longlong)
+def _hold_into(holds, hold: bytes) -> None:
+    """Append `hold` (from `_hold_of`) to `holds`, a HostFacts.holds array; compiled, in
+    place."""
     if cython.compiled:
         k = len(holds)
         cpython.array.resize_smart(holds, k + _HOLD)
         p = holds.data.as_longlongs + k
-        p[0], p[1], p[2], p[3], p[4] = first, until, c.orig_p, tw0_a, tw0_b
-        p[5], p[6], p[7], p[8] = tw1_a, tw1_b, reused, c.first_frame
+        q = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))
+        for i in range(_HOLD):
+            p[i] = q[i]
     else:
-        holds.extend((first, until, c.orig_p, tw0_a, tw0_b, tw1_a, tw1_b, reused, c.first_frame))
+        holds.frombytes(hold[: _HOLD * 8])
 
 
 @cython.locals(
