@@ -93,7 +93,8 @@ class PacketRow:
     resp_state: str | None
     #: transitions this packet caused, in order: (0 orig / 1 resp, state name)
     entered: tuple[tuple[int, str], ...]
-    findings: list[Finding] = field(default_factory=list)
+    #: what the packet showed (one shared empty tuple for most packets: no list per row)
+    findings: tuple[Finding, ...] = ()
 
 
 @dataclass(slots=True)
@@ -117,12 +118,18 @@ class CollapsedRun:
         return run
 
     def add(self, row: PacketRow) -> None:
-        side = 0 if row.from_orig else 1
+        self.count_in(0 if row.from_orig else 1, row.plen, row.frame, row.ts_ns, row.findings)
+
+    def count_in(
+        self, side: int, plen: int, frame: int, ts_ns: int, findings: Sequence[Finding]
+    ) -> None:
+        """Fold one packet in from its fields (the collector does not build its row)."""
         self.pkts[side] += 1
-        self.payload[side] += row.plen
-        self.last_frame = row.frame
-        self.last_ts_ns = max(self.last_ts_ns, row.ts_ns)
-        for f in row.findings:
+        self.payload[side] += plen
+        self.last_frame = frame
+        if ts_ns > self.last_ts_ns:
+            self.last_ts_ns = ts_ns
+        for f in findings:
             self.findings[f.kind] += 1
 
     @property
@@ -314,15 +321,16 @@ class PacketCollector(Analyzer):
         log.packets += 1
         side = 0 if from_orig else 1
         flags = pkt.flags
+        frame = pkt.frame
+        ts_ns = pkt.ts_ns
         tcp = conn.tcp
-        while log._breaks and pkt.ts_ns >= log._breaks[0]:
+        while log._breaks and ts_ns >= log._breaks[0]:
             log._breaks.pop(0)
             log._flush()
-        findings: list[Finding] = []
+        findings: list = []
         entered: tuple = ()
         mss = wscale = None
         icmp = None
-        orig_state = resp_state = None
         if tcp is not None:
             # Wireshark's relative numbers: a side's SYN is 0, so its first byte is 1; a side
             # whose SYN was not seen starts at 1 too (its base is one below the first number)
@@ -336,44 +344,70 @@ class PacketCollector(Analyzer):
             n = tcp.timeline_len
             if n > log._tl_len:
                 changes = [tcp.transition(i) for i in range(log._tl_len, n)]
-                entered = tuple((side, state.value) for _t, _f, side, state in changes)
+                entered = tuple([(side, state.value) for _t, _f, side, state in changes])
                 log._tl_len = n
-            orig_state, resp_state = tcp.state[0].value, tcp.state[1].value
             findings = self._core_findings(log, conn, pkt, side)
         elif pkt.proto != 17:
             icmp = (pkt.sport, pkt.dport)
         if self.tcp is not None:
             # the analyzer's verdicts replace the core's rough ones (same signals, Wireshark's rules)
-            findings = [f for f in findings if f.kind not in _CORE_ROUGH]
+            if findings:
+                findings = [f for f in findings if f.kind not in _CORE_ROUGH]
             if tcp is not None:
-                reopened = any(f.kind == "window_reopen" for f in findings)
                 an = self.tcp
-                for kind, text in zip(an.kinds(pkt.frame), an.notes(pkt.frame)):
-                    if not (reopened and kind == "window_update"):
-                        findings.append(Finding(kind, text))
-        row = PacketRow(
-            pkt.frame, pkt.ts_ns, from_orig, pkt.proto, flags, pkt.seq, pkt.ack, pkt.win, pkt.plen,
-            mss, wscale, icmp, orig_state, resp_state, entered, findings,
+                kinds = an.kinds(frame)
+                if kinds:
+                    reopened = False
+                    for f in findings:
+                        if f.kind == "window_reopen":
+                            reopened = True
+                    for kind, text in zip(kinds, an.notes(frame)):
+                        if not (reopened and kind == "window_update"):
+                            findings.append(Finding(kind, text))
+        if not self.full:
+            structural = bool(flags & (TH_SYN | TH_FIN | TH_RST)) or bool(entered)
+            if not structural and frame not in self.pinned:
+                notable = False
+                if findings and log._data_findings < self.max_findings:
+                    for f in findings:
+                        if f.kind not in FOLDABLE_KINDS:
+                            notable = True
+                if not notable:
+                    if log._run is not None:
+                        # a plain packet inside a long run: counted, no row built
+                        log._run.count_in(side, pkt.plen, frame, ts_ns, findings)
+                        return
+                    log._plain(
+                        self._row(conn, pkt, from_orig, mss, wscale, icmp, entered, findings),
+                        self.collapse_after,
+                    )
+                    return
+                log._data_findings += 1
+            log._flush()
+        log.items.append(self._row(conn, pkt, from_orig, mss, wscale, icmp, entered, findings))
+
+    def _row(
+        self,
+        conn: Connection,
+        pkt: Packet,
+        from_orig: bool,
+        mss: object,
+        wscale: object,
+        icmp: object,
+        entered: tuple,
+        findings: list,
+    ) -> PacketRow:
+        """The packet's row, with both endpoints' states after it (TCP)."""
+        orig_state = resp_state = None
+        tcp = conn.tcp
+        if tcp is not None:
+            states = tcp.state
+            orig_state, resp_state = states[0].value, states[1].value
+        return PacketRow(
+            pkt.frame, pkt.ts_ns, from_orig, pkt.proto, pkt.flags, pkt.seq, pkt.ack, pkt.win,
+            pkt.plen, mss, wscale, icmp, orig_state, resp_state, entered,
+            tuple(findings) if findings else (),
         )  # fmt: skip
-        if self.full:
-            log.items.append(row)
-            return
-        structural = (
-            bool(flags & (TH_SYN | TH_FIN | TH_RST)) or bool(entered) or pkt.frame in self.pinned
-        )
-        if structural:
-            log._flush()
-            log.items.append(row)
-        elif (
-            findings
-            and log._data_findings < self.max_findings
-            and not all(f.kind in FOLDABLE_KINDS for f in findings)
-        ):
-            log._data_findings += 1
-            log._flush()
-            log.items.append(row)
-        else:
-            log._plain(row, self.collapse_after)
 
     def _core_findings(
         self, log: ConnLog, conn: Connection, pkt: Packet, side: int
