@@ -28,6 +28,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
+
+import cython
 
 from ..core.analyzer import Analyzer, Needs
 from ..core.connections import Connection
@@ -59,6 +62,7 @@ _CORE_ROUGH = frozenset(("retransmission", "syn_retransmission", "zero_window"))
 _EXT_KEY = "packetlog"
 _UNDECIDED = object()
 _M32 = 0xFFFFFFFF
+_TS_NS = attrgetter("ts_ns")
 
 
 @dataclass(slots=True, frozen=True)
@@ -282,19 +286,20 @@ class PacketCollector(Analyzer):
         return self.state_of(conn)
 
     # ------------------------------------------------------------------ hooks
-    def on_start(self, conn: Connection, pkt: Packet) -> ConnLog | None:
+    def on_start(self, conn, pkt: Packet):  # -> ConnLog | None (cpdef object in the .pxd)
         if self.wants is not None and not self.wants(conn):
             return None
         self.kept += 1
         return ConnLog(conn.uid, self.breaks(conn) if self.breaks else ())
 
-    def on_packet(self, conn: Connection, pkt: Packet, from_orig: bool) -> None:
-        self._add(self.state_of(conn), conn, pkt, from_orig)
+    def on_packet(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
+        c = cython.cast(Connection, conn, typecheck=True)  # (C fields when compiled)
+        self._add(self.state_of(c), c, pkt, from_orig)
 
-    def on_flip(self, conn: Connection) -> None:
+    def on_flip(self, conn) -> None:
         self.state_of(conn)._swap()
 
-    def on_end(self, conn: Connection) -> None:
+    def on_end(self, conn) -> None:
         """Complete the log: the runs flushed, the transitions no packet caused merged in."""
         log = self.state_of(conn)
         if log is None:
@@ -313,11 +318,11 @@ class PacketCollector(Analyzer):
             for side, state, _start, stop, _frame, timed_out in tcp.spans():
                 if timed_out and stop <= end:  # a timed state ran out (TcpTracker.spans)
                     extra.append(StateChange(stop, side, "CLOSED", TIMER_REASONS[state]))
-            extra.sort(key=lambda e: e.ts_ns)
+            extra.sort(key=_TS_NS)
             log.items = _merge(log.items, extra)
 
     # ------------------------------------------------------------------ one packet
-    def _add(self, log: ConnLog, conn: Connection, pkt: Packet, from_orig: bool) -> None:
+    def _add(self, log: ConnLog, conn: Connection, pkt: Packet, from_orig: cython.bint) -> None:
         log.packets += 1
         side = 0 if from_orig else 1
         flags = pkt.flags
@@ -390,7 +395,7 @@ class PacketCollector(Analyzer):
         self,
         conn: Connection,
         pkt: Packet,
-        from_orig: bool,
+        from_orig: cython.bint,
         mss: object,
         wscale: object,
         icmp: object,
@@ -410,8 +415,8 @@ class PacketCollector(Analyzer):
         )  # fmt: skip
 
     def _core_findings(
-        self, log: ConnLog, conn: Connection, pkt: Packet, side: int
-    ) -> list[Finding]:
+        self, log: ConnLog, conn: Connection, pkt: Packet, side: cython.int
+    ) -> list:
         tcp = conn.tcp
         flags = pkt.flags
         out: list[Finding] = []

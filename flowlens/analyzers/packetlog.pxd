@@ -1,0 +1,52 @@
+# C declarations for packetlog.py when Cython compiles it (see setup.py); packetlog.py stays the
+# source of truth and runs unchanged as plain Python. Field meanings are documented there. A
+# method declared here must keep exactly these types in packetlog.py's annotations.
+
+from flowlens.core.connections cimport Connection
+from flowlens.core.analyzer cimport Analyzer
+from flowlens.core.decode cimport Packet
+from flowlens.core.tcpstate cimport TcpTracker
+
+# constants: C integers in the compiled module (so not attributes of it)
+cdef int TH_ACK, TH_FIN, TH_RST, TH_SYN
+cdef long long _M32
+
+
+cdef class ConnLog:
+    cdef public object _ackdat_ms
+    cdef public Py_ssize_t _notes_len
+    cdef public list _breaks
+    cdef public Py_ssize_t _data_findings
+    cdef public list _pending
+    cdef public bint _rejected
+    cdef public bint _reset_seen
+    cdef public long long _retrans
+    cdef public object _run
+    cdef public object _synack_ms
+    cdef public Py_ssize_t _tl_len
+    cdef public list _zero_win
+    cdef public list base_seq
+    cdef public list items
+    cdef public long long packets
+    cdef public str uid
+    cpdef void _flush(self)
+
+
+cdef class PacketCollector(Analyzer):
+    cdef public object wants
+    cdef public bint full
+    cdef public Py_ssize_t collapse_after
+    cdef public Py_ssize_t max_findings
+    cdef public frozenset pinned
+    cdef public object breaks
+    cdef public object tcp
+    cdef public long long kept
+    # the hooks (C calls from the table; see flowlens/core/analyzer.py)
+    cpdef object on_start(self, object conn, Packet pkt)
+    cpdef void on_packet(self, object conn, Packet pkt, bint from_orig)
+    cpdef void on_flip(self, object conn)
+    cpdef void on_end(self, object conn)
+    cdef void _add(self, ConnLog log, Connection conn, Packet pkt, bint from_orig)
+    cdef object _row(self, Connection conn, Packet pkt, bint from_orig, object mss,
+                     object wscale, object icmp, tuple entered, list findings)
+    cdef list _core_findings(self, ConnLog log, Connection conn, Packet pkt, int side)
