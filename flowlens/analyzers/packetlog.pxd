@@ -10,26 +10,32 @@ from flowlens.core.tcpstate cimport TcpTracker
 # constants: C integers in the compiled module (so not attributes of it)
 cdef int TH_ACK, TH_FIN, TH_RST, TH_SYN
 cdef long long _M32
+cdef dict _STATE_CODE
+cdef list _STATE_NAMES
+cdef Py_ssize_t _WIDTH, _FRAME, _TS, _FROM_ORIG, _PROTO, _FLAGS, _SEQ, _ACK, _WIN, _PLEN, _ORIG, _RESP, _TL0, _TL1
 
 
 cdef class ConnLog:
     cdef public object _ackdat_ms
-    cdef public Py_ssize_t _notes_len
     cdef public list _breaks
-    cdef public Py_ssize_t _data_findings
-    cdef public list _pending
+    cdef public object _cells
+    cdef public list _changes
+    cdef public bint _ended
+    cdef public dict _found
+    cdef public object _items
+    cdef public Py_ssize_t _notes_len
+    cdef public object _owner
+    cdef public dict _rare
     cdef public bint _rejected
     cdef public bint _reset_seen
     cdef public long long _retrans
-    cdef public object _run
     cdef public object _synack_ms
+    cdef public object _tcp
     cdef public Py_ssize_t _tl_len
     cdef public list _zero_win
     cdef public list base_seq
-    cdef public list items
     cdef public long long packets
     cdef public str uid
-    cpdef void _flush(self)
 
 
 cdef class PacketCollector(Analyzer):
@@ -47,6 +53,4 @@ cdef class PacketCollector(Analyzer):
     cpdef void on_flip(self, object conn)
     cpdef void on_end(self, object conn)
     cdef void _add(self, ConnLog log, Connection conn, Packet pkt, bint from_orig)
-    cdef object _row(self, Connection conn, Packet pkt, bint from_orig, object mss,
-                     object wscale, object icmp, tuple entered, list findings)
     cdef list _core_findings(self, ConnLog log, Connection conn, Packet pkt, int side)
