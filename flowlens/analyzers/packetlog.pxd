@@ -2,6 +2,8 @@
 # source of truth and runs unchanged as plain Python. Field meanings are documented there. A
 # method declared here must keep exactly these types in packetlog.py's annotations.
 
+cimport cpython.array
+
 from flowlens.core.connections cimport Connection
 from flowlens.core.analyzer cimport Analyzer
 from flowlens.core.decode cimport Packet
@@ -18,7 +20,7 @@ cdef Py_ssize_t _WIDTH, _FRAME, _TS, _FROM_ORIG, _PROTO, _FLAGS, _SEQ, _ACK, _WI
 cdef class ConnLog:
     cdef public object _ackdat_ms
     cdef public list _breaks
-    cdef public object _cells
+    cdef cpython.array.array _cells
     cdef public list _changes
     cdef public bint _ended
     cdef public dict _found

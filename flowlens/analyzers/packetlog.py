@@ -35,7 +35,7 @@ import cython
 
 from ..core.analyzer import Analyzer, Needs
 from ..core.connections import Connection
-from ..core.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet
+from ..core.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet, parse_tcp_options
 from ..core.tcpstate import TIMER_REASONS, TcpState
 from .tcpanalysis import TcpAnalyzer
 
@@ -212,7 +212,7 @@ class ConnLog:
         "_items",  # the built items, once the connection ended
         "_notes_len",  # TcpTracker.notes already attributed
         "_owner",  # the PacketCollector: mode, pins and the TCP analyzer
-        "_rare",  # packet index -> (mss, wscale, icmp (type, code)): SYNs' options, ICMP
+        "_rare",  # packet index -> a SYN's option bytes, or an ICMP (type, code)
         "_rejected",
         "_reset_seen",
         "_retrans",  # Connection.retransmissions already attributed
@@ -318,7 +318,13 @@ class ConnLog:
                         tcp.transition(i) for i in range(cells[o + _TL0], cells[o + _TL1])
                     )
                 )
-            mss, wscale, icmp = self._rare.get(k, (None, None, None))
+            mss = wscale = icmp = None
+            rare = self._rare.get(k)
+            if isinstance(rare, bytes):  # a SYN's TCP options
+                opts = parse_tcp_options(rare)
+                mss, wscale = opts.mss, opts.wscale
+            elif rare is not None:
+                icmp = rare
             orig, resp = cells[o + _ORIG], cells[o + _RESP]
             row = PacketRow(
                 frame, ts_ns, bool(cells[o + _FROM_ORIG]), cells[o + _PROTO], flags,
@@ -437,9 +443,13 @@ class PacketCollector(Analyzer):
         side = 0 if from_orig else 1
         flags = pkt.flags
         tcp = conn.tcp
-        k = len(log._cells) // _WIDTH
-        tl0 = tl1 = 0
-        orig_code = resp_code = -1
+        cells: cpython.array.array = log._cells
+        p: cython.p_longlong
+        k: cython.Py_ssize_t = len(cells) // _WIDTH
+        tl0: cython.longlong = 0
+        tl1: cython.longlong = 0
+        orig_code: cython.longlong = -1
+        resp_code: cython.longlong = -1
         if tcp is not None:
             # Wireshark's relative numbers: a side's SYN is 0, so its first byte is 1; a side
             # whose SYN was not seen starts at 1 too (its base is one below the first number)
@@ -448,8 +458,7 @@ class PacketCollector(Analyzer):
             if flags & TH_ACK and log.base_seq[1 - side] is None:
                 log.base_seq[1 - side] = (pkt.ack - 1) & _M32
             if flags & TH_SYN and pkt.raw_options:
-                opts = pkt.options
-                log._rare[k] = (opts.mss, opts.wscale, None)
+                log._rare[k] = pkt.raw_options  # (parsed when the row is built)
             tl0 = log._tl_len
             tl1 = tcp.timeline_len
             log._tl_len = tl1
@@ -459,13 +468,31 @@ class PacketCollector(Analyzer):
             if findings:
                 log._found[k] = findings
         elif pkt.proto != 17:
-            log._rare[k] = (None, None, (pkt.sport, pkt.dport))
-        log._cells.extend(
-            (
-                pkt.frame, pkt.ts_ns, from_orig, pkt.proto, flags, pkt.seq, pkt.ack, pkt.win,
-                pkt.plen, orig_code, resp_code, tl0, tl1,
-            )
-        )  # fmt: skip
+            log._rare[k] = (pkt.sport, pkt.dport)  # ICMP type and code
+        if cython.compiled:
+            # the packet's integers written in place (array.extend would parse each one)
+            cpython.array.resize_smart(cells, (k + 1) * _WIDTH)
+            p = cells.data.as_longlongs + k * _WIDTH
+            p[_FRAME] = pkt.frame
+            p[_TS] = pkt.ts_ns
+            p[_FROM_ORIG] = from_orig
+            p[_PROTO] = pkt.proto
+            p[_FLAGS] = flags
+            p[_SEQ] = pkt.seq
+            p[_ACK] = pkt.ack
+            p[_WIN] = pkt.win
+            p[_PLEN] = pkt.plen
+            p[_ORIG] = orig_code
+            p[_RESP] = resp_code
+            p[_TL0] = tl0
+            p[_TL1] = tl1
+        else:
+            cells.extend(
+                (
+                    pkt.frame, pkt.ts_ns, from_orig, pkt.proto, flags, pkt.seq, pkt.ack, pkt.win,
+                    pkt.plen, orig_code, resp_code, tl0, tl1,
+                )
+            )  # fmt: skip
 
     def _core_findings(
         self, log: ConnLog, conn: Connection, pkt: Packet, side: cython.int
