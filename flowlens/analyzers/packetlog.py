@@ -158,7 +158,8 @@ class StateChange:
 
 
 #: the fields of one packet in `ConnLog`'s cells (one array of C integers per connection)
-_FRAME, _TS, _FROM_ORIG, _PROTO, _FLAGS, _SEQ, _ACK, _WIN, _PLEN, _ORIG, _RESP, _TL0, _TL1 = range(13)
+_FRAME, _TS, _FROM_ORIG, _PROTO, _FLAGS, _SEQ, _ACK, _WIN, _PLEN = range(9)
+_ORIG, _RESP, _TL0, _TL1 = range(9, 13)  # both endpoints' state codes; the timeline's span
 _WIDTH = 13
 
 
@@ -421,6 +422,8 @@ class PacketCollector(Analyzer):
             return
         log._ended = True
         log._tcp = conn.tcp
+        if cython.compiled:  # the array's spare room, left by growing it, given back
+            cpython.array.resize(log._cells, len(log._cells))
         if conn.tcp is not None:
             extra = []
             tcp = conn.tcp
@@ -494,9 +497,7 @@ class PacketCollector(Analyzer):
                 )
             )  # fmt: skip
 
-    def _core_findings(
-        self, log: ConnLog, conn: Connection, pkt: Packet, side: cython.int
-    ) -> list:
+    def _core_findings(self, log: ConnLog, conn: Connection, pkt: Packet, side: cython.int) -> list:
         tcp = conn.tcp
         flags = pkt.flags
         out: list[Finding] = []
