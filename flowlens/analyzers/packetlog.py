@@ -6,14 +6,19 @@ packet (`on_start`) whether to keep it (`wants`), so a capture is read once, the
 unwanted connections are never stored, and stdin works. (`collect` / `select_logs` then apply the
 filters that need the finished connection, like its end state.)
 
-What one wanted connection costs depends on the mode:
+While a connection is open its log keeps each packet as a fixed row of 13 C integers (an
+`array('q')`; the core's findings and a SYN's option bytes beside it only when the packet has
+some), and `ConnLog.items` builds the rows from them when it is first read, in one of two modes:
 
 - ``full=True`` (the timeline, ``ladder --full``): one `PacketRow` per packet.
 - ``full=False`` (the ladder's default): runs of *plain* packets (no SYN/FIN/RST, no state
   change, no finding, no user note) longer than ``collapse_after`` are folded into one
-  `CollapsedRun` as they stream by, and findings in the data phase stop being kept one by one
-  after ``max_findings`` (they are counted in the run instead). Memory per connection is then
-  bounded by its handshake, teardown and notable packets, however long its data phase.
+  `CollapsedRun`, and findings in the data phase stop being kept one by one after
+  ``max_findings`` (they are counted in the run instead).
+
+So a log the caller never draws (the report keeps a couple of thousand in case a finding names
+one) never builds a row, and the module is compiled (flowlens/compiled.py) so the table calls its
+hooks as C code (`packetlog.pxd`).
 
 Each row records the endpoints' states *after* the packet (analyzers run after the table applied
 it) and the transitions it caused, read from `TcpTracker.timeline`. Findings come from the core's
@@ -416,8 +421,8 @@ class PacketCollector(Analyzer):
         self.state_of(conn)._swap()
 
     def on_end(self, conn) -> None:
-        """Complete the log: the runs flushed, the transitions no packet caused merged in."""
-        log = self.state_of(conn)
+        """Complete the log: the transitions no packet caused, kept to be merged in."""
+        log: ConnLog | None = self.state_of(conn)
         if log is None:
             return
         log._ended = True
