@@ -521,10 +521,10 @@ class PacketCollector(Analyzer):
                 out.append(Finding("syn_retransmission", f"{what} retransmission"))
             else:
                 out.append(Finding("retransmission", "retransmission"))
-        if tcp.synack_ms is not None and log._synack_ms is None:
+        if log._synack_ms is None and tcp.synack_ms is not None:  # (the log's test first: cheaper)
             log._synack_ms = tcp.synack_ms
             out.append(Finding("handshake_synack", f"SYN -> SYN/ACK {tcp.synack_ms:.3f} ms"))
-        if tcp.ackdat_ms is not None and log._ackdat_ms is None and tcp.synack_ms is not None:
+        if log._ackdat_ms is None and tcp.ackdat_ms is not None and tcp.synack_ms is not None:
             log._ackdat_ms = tcp.ackdat_ms
             out.append(
                 Finding(
