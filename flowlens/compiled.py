@@ -32,6 +32,7 @@ MODULES = (
     "core.pipeline",
     "analyzers.tcpanalysis",
     "analyzers.rtt",
+    "analyzers.packetlog",
     "analyzers.anomalies.detector",
     "analyzers.anomalies.host_findings",
     "analyzers.anomalies.connection_findings",

@@ -6,14 +6,19 @@ packet (`on_start`) whether to keep it (`wants`), so a capture is read once, the
 unwanted connections are never stored, and stdin works. (`collect` / `select_logs` then apply the
 filters that need the finished connection, like its end state.)
 
-What one wanted connection costs depends on the mode:
+While a connection is open its log keeps each packet as a fixed row of 13 C integers (an
+`array('q')`; the core's findings and a SYN's option bytes beside it only when the packet has
+some), and `ConnLog.items` builds the rows from them when it is first read, in one of two modes:
 
 - ``full=True`` (the timeline, ``ladder --full``): one `PacketRow` per packet.
 - ``full=False`` (the ladder's default): runs of *plain* packets (no SYN/FIN/RST, no state
   change, no finding, no user note) longer than ``collapse_after`` are folded into one
-  `CollapsedRun` as they stream by, and findings in the data phase stop being kept one by one
-  after ``max_findings`` (they are counted in the run instead). Memory per connection is then
-  bounded by its handshake, teardown and notable packets, however long its data phase.
+  `CollapsedRun`, and findings in the data phase stop being kept one by one after
+  ``max_findings`` (they are counted in the run instead).
+
+So a log the caller never draws (the report keeps a couple of thousand in case a finding names
+one) never builds a row, and the module is compiled (flowlens/compiled.py) so the table calls its
+hooks as C code (`packetlog.pxd`).
 
 Each row records the endpoints' states *after* the packet (analyzers run after the table applied
 it) and the transitions it caused, read from `TcpTracker.timeline`. Findings come from the core's
@@ -25,14 +30,18 @@ only), from its per-frame analysis notes, which replace the rough core signals.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
+
+import cython
 
 from ..core.analyzer import Analyzer, Needs
 from ..core.connections import Connection
-from ..core.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet
-from ..core.tcpstate import TIMER_REASONS
+from ..core.decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, Packet, parse_tcp_options
+from ..core.tcpstate import TIMER_REASONS, TcpState
 from .tcpanalysis import TcpAnalyzer
 
 __all__ = [
@@ -59,6 +68,11 @@ _CORE_ROUGH = frozenset(("retransmission", "syn_retransmission", "zero_window"))
 _EXT_KEY = "packetlog"
 _UNDECIDED = object()
 _M32 = 0xFFFFFFFF
+_TS_NS = attrgetter("ts_ns")
+#: a TcpState's index by the member's identity (an Enum's hash is a Python call), and the
+#: names by index: a log keeps states as small integers and names them when it builds its rows
+_STATE_CODE = {id(s): i for i, s in enumerate(TcpState)}
+_STATE_NAMES = [s.value for s in TcpState]
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,7 +107,8 @@ class PacketRow:
     resp_state: str | None
     #: transitions this packet caused, in order: (0 orig / 1 resp, state name)
     entered: tuple[tuple[int, str], ...]
-    findings: list[Finding] = field(default_factory=list)
+    #: what the packet showed (one shared empty tuple for most packets: no list per row)
+    findings: tuple[Finding, ...] = ()
 
 
 @dataclass(slots=True)
@@ -117,12 +132,18 @@ class CollapsedRun:
         return run
 
     def add(self, row: PacketRow) -> None:
-        side = 0 if row.from_orig else 1
+        self.count_in(0 if row.from_orig else 1, row.plen, row.frame, row.ts_ns, row.findings)
+
+    def count_in(
+        self, side: int, plen: int, frame: int, ts_ns: int, findings: Sequence[Finding]
+    ) -> None:
+        """Fold one packet in from its fields (the collector does not build its row)."""
         self.pkts[side] += 1
-        self.payload[side] += row.plen
-        self.last_frame = row.frame
-        self.last_ts_ns = max(self.last_ts_ns, row.ts_ns)
-        for f in row.findings:
+        self.payload[side] += plen
+        self.last_frame = frame
+        if ts_ns > self.last_ts_ns:
+            self.last_ts_ns = ts_ns
+        for f in findings:
             self.findings[f.kind] += 1
 
     @property
@@ -141,36 +162,87 @@ class StateChange:
     why: str
 
 
+#: the fields of one packet in `ConnLog`'s cells (one array of C integers per connection)
+_FRAME, _TS, _FROM_ORIG, _PROTO, _FLAGS, _SEQ, _ACK, _WIN, _PLEN = range(9)
+_ORIG, _RESP, _TL0, _TL1 = range(9, 13)  # both endpoints' state codes; the timeline's span
+_WIDTH = 13
+
+
+class _Folder:
+    """The collapsed ladder's runs as a log's packets are replayed (`ConnLog.items`)."""
+
+    __slots__ = ("items", "pending", "run")
+
+    def __init__(self) -> None:
+        self.items: list = []
+        self.pending: list[PacketRow] = []  # plain rows not yet known to be a long run
+        self.run: CollapsedRun | None = None  # the CollapsedRun being filled
+
+    def flush(self) -> None:
+        if self.run is not None:
+            self.items.append(self.run)
+            self.run = None
+        elif self.pending:
+            self.items.extend(self.pending)
+        self.pending = []
+
+    def plain(self, row: PacketRow, collapse_after: int) -> None:
+        if self.run is not None:
+            self.run.add(row)
+            return
+        self.pending.append(row)
+        if len(self.pending) > collapse_after:
+            self.run = CollapsedRun.of(self.pending)
+            self.pending = []
+
+
 class ConnLog:
     """The kept packets of one connection: `items` in capture order (PacketRow, CollapsedRun,
-    StateChange), the first sequence number of each side for relative numbers, and counts."""
+    StateChange), the first sequence number of each side for relative numbers, and counts.
+
+    While the connection is open, each packet is a fixed row of C integers (`_cells`: frame,
+    time, direction, header fields, both endpoints' state codes after it, the span of the
+    tracker's timeline it caused), with its findings and SYN options beside it only when it
+    has some: no object per packet. `items` builds the rows, the collapsed runs and the state
+    changes from them when first read (after the connection ended, once), so a log that is
+    never drawn never builds them. The TCP analysis notes are read then too
+    (`TcpAnalyzer(keep_frames=True)` keeps every flagged frame's for the whole run)."""
 
     __slots__ = (
         "_ackdat_ms",
-        "_notes_len",  # TcpTracker.notes already attributed
         "_breaks",  # sorted absolute ns where a user time note splits a run
-        "_data_findings",  # data-phase rows kept for their findings alone
-        "_pending",  # plain rows not yet known to be a long run
+        "_cells",  # array('q'), _WIDTH integers per packet (see _FRAME ...)
+        "_changes",  # StateChange list merged in by time (on_end)
+        "_ended",
+        "_found",  # packet index -> the core's findings on it (TCP; only when some)
+        "_items",  # the built items, once the connection ended
+        "_notes_len",  # TcpTracker.notes already attributed
+        "_owner",  # the PacketCollector: mode, pins and the TCP analyzer
+        "_rare",  # packet index -> a SYN's option bytes, or an ICMP (type, code)
         "_rejected",
         "_reset_seen",
         "_retrans",  # Connection.retransmissions already attributed
-        "_run",  # the CollapsedRun being filled
         "_synack_ms",
+        "_tcp",  # the connection's TcpTracker (its timeline names the transitions), or None
         "_tl_len",  # TcpTracker.timeline entries already attributed
         "_zero_win",  # [orig, resp]: last window advertised was 0
         "base_seq",  # [orig, resp]: ISN, or one below the first sequence number seen (Wireshark)
-        "items",
         "packets",  # packets seen, kept or folded
         "uid",
     )
 
-    def __init__(self, uid: str, breaks: Sequence[int] = ()) -> None:
+    def __init__(self, uid: str, breaks: Sequence[int] = (), owner=None, tcp=None) -> None:
         self.uid = uid
-        self.items: list = []
         self.base_seq: list[int | None] = [None, None]
         self.packets = 0
-        self._pending: list[PacketRow] = []
-        self._run: CollapsedRun | None = None
+        self._cells = array("q")
+        self._found: dict = {}
+        self._rare: dict = {}
+        self._owner = owner
+        self._tcp = tcp
+        self._changes: list = []
+        self._items = None
+        self._ended = False
         self._tl_len = 0
         self._notes_len = 0
         self._retrans = 0
@@ -178,25 +250,29 @@ class ConnLog:
         self._ackdat_ms = None
         self._zero_win = [False, False]
         self._reset_seen = False
-        self._data_findings = 0
         self._breaks = sorted(breaks)
         self._rejected = False
 
     def _swap(self) -> None:
         """The table swapped originator and responder (Zeek found the roles reversed): every
-        per-side fact recorded so far moves with its endpoint."""
-        rows = [i for i in self.items if isinstance(i, PacketRow)] + self._pending
-        for row in rows:
-            row.from_orig = not row.from_orig
-            row.orig_state, row.resp_state = row.resp_state, row.orig_state
-            row.entered = tuple((1 - side, st) for side, st in row.entered)
-        for run in [i for i in self.items if isinstance(i, CollapsedRun)] + (
-            [self._run] if self._run else []
-        ):
-            run.pkts.reverse()
-            run.payload.reverse()
+        per-side fact recorded so far moves with its endpoint (the tracker swaps the sides of
+        its timeline itself)."""
+        cells = self._cells
+        for o in range(0, len(cells), _WIDTH):
+            cells[o + _FROM_ORIG] = 1 - cells[o + _FROM_ORIG]
+            cells[o + _ORIG], cells[o + _RESP] = cells[o + _RESP], cells[o + _ORIG]
         self.base_seq.reverse()
         self._zero_win.reverse()
+
+    @property
+    def items(self) -> list:
+        """PacketRow, CollapsedRun and StateChange in capture order (built when first read)."""
+        if self._items is not None:
+            return self._items
+        items = self._replay()
+        if self._ended:
+            self._items = items
+        return items
 
     def rows(self) -> list[PacketRow]:
         """The kept packet rows (every packet in full mode)."""
@@ -210,23 +286,79 @@ class ConnLog:
         base = self.base_seq[1 if row.from_orig else 0]
         return row.ack if base is None else (row.ack - base) & _M32
 
-    # ------------------------------------------------------------------ runs
-    def _flush(self) -> None:
-        if self._run is not None:
-            self.items.append(self._run)
-            self._run = None
-        elif self._pending:
-            self.items.extend(self._pending)
-        self._pending = []
-
-    def _plain(self, row: PacketRow, collapse_after: int) -> None:
-        if self._run is not None:
-            self._run.add(row)
-            return
-        self._pending.append(row)
-        if len(self._pending) > collapse_after:
-            self._run = CollapsedRun.of(self._pending)
-            self._pending = []
+    # ------------------------------------------------------------------ the rows
+    def _replay(self) -> list:
+        """The rows of the packets recorded, folded as the collector's mode says."""
+        owner = self._owner
+        full = owner is None or owner.full
+        an = None if owner is None else owner.tcp
+        tcp = self._tcp
+        cells = self._cells
+        folder = _Folder()
+        breaks = list(self._breaks)
+        data_findings = 0
+        for k in range(len(cells) // _WIDTH):
+            o = k * _WIDTH
+            frame, ts_ns, flags = cells[o + _FRAME], cells[o + _TS], cells[o + _FLAGS]
+            while breaks and ts_ns >= breaks[0]:
+                breaks.pop(0)
+                folder.flush()
+            findings = list(self._found.get(k, ()))
+            if an is not None:
+                # the analyzer's verdicts replace the core's rough ones (same signals,
+                # Wireshark's rules)
+                if findings:
+                    findings = [f for f in findings if f.kind not in _CORE_ROUGH]
+                if tcp is not None:
+                    kinds = an.kinds(frame)
+                    if kinds:
+                        reopened = any(f.kind == "window_reopen" for f in findings)
+                        for kind, text in zip(kinds, an.notes(frame)):
+                            if not (reopened and kind == "window_update"):
+                                findings.append(Finding(kind, text))
+            entered: tuple = ()
+            if cells[o + _TL1] > cells[o + _TL0]:
+                entered = tuple(
+                    (side, _STATE_NAMES[_STATE_CODE[id(st)]])
+                    for _t, _f, side, st in (
+                        tcp.transition(i) for i in range(cells[o + _TL0], cells[o + _TL1])
+                    )
+                )
+            mss = wscale = icmp = None
+            rare = self._rare.get(k)
+            if isinstance(rare, bytes):  # a SYN's TCP options
+                opts = parse_tcp_options(rare)
+                mss, wscale = opts.mss, opts.wscale
+            elif rare is not None:
+                icmp = rare
+            orig, resp = cells[o + _ORIG], cells[o + _RESP]
+            row = PacketRow(
+                frame, ts_ns, bool(cells[o + _FROM_ORIG]), cells[o + _PROTO], flags,
+                cells[o + _SEQ], cells[o + _ACK], cells[o + _WIN], cells[o + _PLEN], mss, wscale,
+                icmp, None if orig < 0 else _STATE_NAMES[orig],
+                None if resp < 0 else _STATE_NAMES[resp], entered, tuple(findings),
+            )  # fmt: skip
+            if full:
+                folder.items.append(row)
+                continue
+            structural = (
+                bool(flags & (TH_SYN | TH_FIN | TH_RST)) or bool(entered) or frame in owner.pinned
+            )
+            if structural:
+                folder.flush()
+                folder.items.append(row)
+            elif (
+                findings
+                and data_findings < owner.max_findings
+                and not all(f.kind in FOLDABLE_KINDS for f in findings)
+            ):
+                data_findings += 1
+                folder.flush()
+                folder.items.append(row)
+            else:
+                folder.plain(row, owner.collapse_after)
+        folder.flush()
+        return _merge(folder.items, self._changes)
 
 
 class PacketCollector(Analyzer):
@@ -275,24 +407,28 @@ class PacketCollector(Analyzer):
         return self.state_of(conn)
 
     # ------------------------------------------------------------------ hooks
-    def on_start(self, conn: Connection, pkt: Packet) -> ConnLog | None:
+    def on_start(self, conn, pkt: Packet):  # -> ConnLog | None (cpdef object in the .pxd)
         if self.wants is not None and not self.wants(conn):
             return None
         self.kept += 1
-        return ConnLog(conn.uid, self.breaks(conn) if self.breaks else ())
+        return ConnLog(conn.uid, self.breaks(conn) if self.breaks else (), self, conn.tcp)
 
-    def on_packet(self, conn: Connection, pkt: Packet, from_orig: bool) -> None:
-        self._add(self.state_of(conn), conn, pkt, from_orig)
+    def on_packet(self, conn, pkt: Packet, from_orig: cython.bint) -> None:
+        c = cython.cast(Connection, conn, typecheck=True)  # (C fields when compiled)
+        self._add(self.state_of(c), c, pkt, from_orig)
 
-    def on_flip(self, conn: Connection) -> None:
+    def on_flip(self, conn) -> None:
         self.state_of(conn)._swap()
 
-    def on_end(self, conn: Connection) -> None:
-        """Complete the log: the runs flushed, the transitions no packet caused merged in."""
-        log = self.state_of(conn)
+    def on_end(self, conn) -> None:
+        """Complete the log: the transitions no packet caused, kept to be merged in."""
+        log: ConnLog | None = self.state_of(conn)
         if log is None:
             return
-        log._flush()
+        log._ended = True
+        log._tcp = conn.tcp
+        if cython.compiled:  # the array's spare room, left by growing it, given back
+            cpython.array.resize(log._cells, len(log._cells))
         if conn.tcp is not None:
             extra = []
             tcp = conn.tcp
@@ -306,23 +442,22 @@ class PacketCollector(Analyzer):
             for side, state, _start, stop, _frame, timed_out in tcp.spans():
                 if timed_out and stop <= end:  # a timed state ran out (TcpTracker.spans)
                     extra.append(StateChange(stop, side, "CLOSED", TIMER_REASONS[state]))
-            extra.sort(key=lambda e: e.ts_ns)
-            log.items = _merge(log.items, extra)
+            extra.sort(key=_TS_NS)
+            log._changes = extra
 
     # ------------------------------------------------------------------ one packet
-    def _add(self, log: ConnLog, conn: Connection, pkt: Packet, from_orig: bool) -> None:
+    def _add(self, log: ConnLog, conn: Connection, pkt: Packet, from_orig: cython.bint) -> None:
         log.packets += 1
         side = 0 if from_orig else 1
         flags = pkt.flags
         tcp = conn.tcp
-        while log._breaks and pkt.ts_ns >= log._breaks[0]:
-            log._breaks.pop(0)
-            log._flush()
-        findings: list[Finding] = []
-        entered: tuple = ()
-        mss = wscale = None
-        icmp = None
-        orig_state = resp_state = None
+        cells: cpython.array.array = log._cells
+        p: cython.p_longlong
+        k: cython.Py_ssize_t = len(cells) // _WIDTH
+        tl0: cython.longlong = 0
+        tl1: cython.longlong = 0
+        orig_code: cython.longlong = -1
+        resp_code: cython.longlong = -1
         if tcp is not None:
             # Wireshark's relative numbers: a side's SYN is 0, so its first byte is 1; a side
             # whose SYN was not seen starts at 1 too (its base is one below the first number)
@@ -331,53 +466,43 @@ class PacketCollector(Analyzer):
             if flags & TH_ACK and log.base_seq[1 - side] is None:
                 log.base_seq[1 - side] = (pkt.ack - 1) & _M32
             if flags & TH_SYN and pkt.raw_options:
-                opts = pkt.options
-                mss, wscale = opts.mss, opts.wscale
-            n = tcp.timeline_len
-            if n > log._tl_len:
-                changes = [tcp.transition(i) for i in range(log._tl_len, n)]
-                entered = tuple((side, state.value) for _t, _f, side, state in changes)
-                log._tl_len = n
-            orig_state, resp_state = tcp.state[0].value, tcp.state[1].value
+                log._rare[k] = pkt.raw_options  # (parsed when the row is built)
+            tl0 = log._tl_len
+            tl1 = tcp.timeline_len
+            log._tl_len = tl1
+            states = tcp.state
+            orig_code, resp_code = _STATE_CODE[id(states[0])], _STATE_CODE[id(states[1])]
             findings = self._core_findings(log, conn, pkt, side)
+            if findings:
+                log._found[k] = findings
         elif pkt.proto != 17:
-            icmp = (pkt.sport, pkt.dport)
-        if self.tcp is not None:
-            # the analyzer's verdicts replace the core's rough ones (same signals, Wireshark's rules)
-            findings = [f for f in findings if f.kind not in _CORE_ROUGH]
-            if tcp is not None:
-                reopened = any(f.kind == "window_reopen" for f in findings)
-                an = self.tcp
-                for kind, text in zip(an.kinds(pkt.frame), an.notes(pkt.frame)):
-                    if not (reopened and kind == "window_update"):
-                        findings.append(Finding(kind, text))
-        row = PacketRow(
-            pkt.frame, pkt.ts_ns, from_orig, pkt.proto, flags, pkt.seq, pkt.ack, pkt.win, pkt.plen,
-            mss, wscale, icmp, orig_state, resp_state, entered, findings,
-        )  # fmt: skip
-        if self.full:
-            log.items.append(row)
-            return
-        structural = (
-            bool(flags & (TH_SYN | TH_FIN | TH_RST)) or bool(entered) or pkt.frame in self.pinned
-        )
-        if structural:
-            log._flush()
-            log.items.append(row)
-        elif (
-            findings
-            and log._data_findings < self.max_findings
-            and not all(f.kind in FOLDABLE_KINDS for f in findings)
-        ):
-            log._data_findings += 1
-            log._flush()
-            log.items.append(row)
+            log._rare[k] = (pkt.sport, pkt.dport)  # ICMP type and code
+        if cython.compiled:
+            # the packet's integers written in place (array.extend would parse each one)
+            cpython.array.resize_smart(cells, (k + 1) * _WIDTH)
+            p = cells.data.as_longlongs + k * _WIDTH
+            p[_FRAME] = pkt.frame
+            p[_TS] = pkt.ts_ns
+            p[_FROM_ORIG] = from_orig
+            p[_PROTO] = pkt.proto
+            p[_FLAGS] = flags
+            p[_SEQ] = pkt.seq
+            p[_ACK] = pkt.ack
+            p[_WIN] = pkt.win
+            p[_PLEN] = pkt.plen
+            p[_ORIG] = orig_code
+            p[_RESP] = resp_code
+            p[_TL0] = tl0
+            p[_TL1] = tl1
         else:
-            log._plain(row, self.collapse_after)
+            cells.extend(
+                (
+                    pkt.frame, pkt.ts_ns, from_orig, pkt.proto, flags, pkt.seq, pkt.ack, pkt.win,
+                    pkt.plen, orig_code, resp_code, tl0, tl1,
+                )
+            )  # fmt: skip
 
-    def _core_findings(
-        self, log: ConnLog, conn: Connection, pkt: Packet, side: int
-    ) -> list[Finding]:
+    def _core_findings(self, log: ConnLog, conn: Connection, pkt: Packet, side: cython.int) -> list:
         tcp = conn.tcp
         flags = pkt.flags
         out: list[Finding] = []
@@ -396,10 +521,10 @@ class PacketCollector(Analyzer):
                 out.append(Finding("syn_retransmission", f"{what} retransmission"))
             else:
                 out.append(Finding("retransmission", "retransmission"))
-        if tcp.synack_ms is not None and log._synack_ms is None:
+        if log._synack_ms is None and tcp.synack_ms is not None:  # (the log's test first: cheaper)
             log._synack_ms = tcp.synack_ms
             out.append(Finding("handshake_synack", f"SYN -> SYN/ACK {tcp.synack_ms:.3f} ms"))
-        if tcp.ackdat_ms is not None and log._ackdat_ms is None and tcp.synack_ms is not None:
+        if log._ackdat_ms is None and tcp.ackdat_ms is not None and tcp.synack_ms is not None:
             log._ackdat_ms = tcp.ackdat_ms
             out.append(
                 Finding(
