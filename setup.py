@@ -97,6 +97,12 @@ class ParallelBuildExt(build_ext):
         super().finalize_options()
         if not self.parallel:
             self.parallel = os.cpu_count() or 1
+        # the cache (build_extension) decides what is reused, by content; a module it does not
+        # hold is compiled whatever the file times say: distutils' up-to-date check compares
+        # the target with the C it was translated to, and an earlier build's copy in the tree
+        # (its times kept to the second) could pass for the new one and be cached under the new
+        # sources' key (tests/test_build.py, the second-build test, failed now and then)
+        self.force = True
 
     def build_extensions(self):
         self._failed = []

@@ -675,4 +675,3 @@ def test_unanswered_syns_on_the_kernels_retry_schedule(tmp_path):
     # the timer wheel fires a jiffy or a few late each time: the slack grows along the schedule
     assert a.details["retry_s"] == pytest.approx(retries, abs=0.05 * len(retries)), a.details
     assert abs(a.ts - attempts[0]["start"]) <= CLOCK_SLACK_S
-    assert "5 s" not in a.summary  # (Zeek's attempt timer splits records, not attempts)
