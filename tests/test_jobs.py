@@ -384,3 +384,13 @@ def test_anomalies_csv_parquet_and_filters_are_the_same_with_jobs(tmp_path):
     run("anomalies", path, "--format", "parquet", "-o", tmp_path / "two.parquet", "-j", 2)
     one, two = (pq.read_table(tmp_path / f"{n}.parquet") for n in ("one", "two"))
     assert one.num_rows and one.equals(two)
+
+
+@pytest.mark.parametrize("make", ["folder", "missing"])
+def test_jobs_on_a_path_that_is_no_capture_says_only_what_is_wrong(tmp_path, make):
+    path = tmp_path / "x.pcap"
+    if make == "folder":
+        path.mkdir()
+    result = CliRunner().invoke(cli, ["flows", str(path), "-j", "2"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.stderr

@@ -432,8 +432,9 @@ def jobs_for(jobs: int, path: str) -> int:
 
         jobs = usable_cores()
     if jobs > 1 and (path == "-" or not os.path.isfile(path)):
-        warn(f"Note: {path}: --jobs needs a capture file; read by one process")
-        return 1
+        if path == "-" or os.path.exists(path) and not os.path.isdir(path):  # stdin, a FIFO
+            warn(f"Note: {path}: --jobs needs a capture file; read by one process")
+        return 1  # (a folder or a missing path: the capture's own error says what is wrong)
     return jobs
 
 
