@@ -129,6 +129,8 @@ class Case:
     run: Run
     columns: list[str] | None  # zeek-cut columns when the baseline has no header
     tunables: list[str] = field(default_factory=list)
+    #: the test's `redef Tunnel::max_depth = N`, run as Config.tunnel_max_depth (else None)
+    max_depth: int | None = None
 
     @property
     def name(self) -> str:
@@ -190,6 +192,10 @@ def parse_tests(work: Path) -> list[Case]:
             continue
         test = str(rel.with_suffix("")).replace("/", ".")
         tunables = sorted(set(_TUNABLES.findall(text)))
+        depth = re.search(r"redef\s+Tunnel::max_depth\s*=\s*(\d+)", text)
+        max_depth = int(depth.group(1)) if depth else None
+        if max_depth is not None:  # (applied, so no longer a tunable flowlens did not follow)
+            tunables = [t for t in tunables if t != "Tunnel::max_depth"]
         logs: dict[str, tuple[Run, list[str] | None]] = {}
         for raw in re.findall(r"@TEST-EXEC(?:-FAIL)?:(.*)", text):
             pipeline = _commands(raw)
@@ -233,7 +239,7 @@ def parse_tests(work: Path) -> list[Case]:
                     base = work / "Baseline" / test / name
                     if base.exists():
                         run, cols = logs[name]
-                        cases.append(Case(test, base, run, cols, tunables))
+                        cases.append(Case(test, base, run, cols, tunables, max_depth))
                 if idx == 0 and prog != "cat":
                     source = None
     return cases
@@ -299,12 +305,15 @@ def _bpf_keep(bpf: str | None):
 _CACHE: dict = {}
 
 
-def flowlens_records(trace: Path, checksums: bool) -> list[dict]:
+def flowlens_records(trace: Path, checksums: bool, max_depth: int | None = None) -> list[dict]:
     from flowlens import Config, analyze
 
-    key = (str(trace), checksums)
+    key = (str(trace), checksums, max_depth)
     if key not in _CACHE:
-        analysis = analyze(str(trace), config=Config(verify_checksums=checksums), analyzers=())
+        config = Config(verify_checksums=checksums)
+        if max_depth is not None:
+            config = Config(verify_checksums=checksums, tunnel_max_depth=max_depth)
+        analysis = analyze(str(trace), config=config, analyzers=())
         _CACHE[key] = [_logged(c.to_record()) for c in analysis.connections]
     return _CACHE[key]
 
@@ -464,7 +473,9 @@ def run(cases, skipped=()) -> Results:
     res = Results(Counter(), Counter(), [], (Counter(), Counter()), list(skipped), [])
     for case, trace, rows, keep in cases:
         try:
-            records = [r for r in flowlens_records(trace, case.run.checksums) if keep(r)]
+            records = [
+                r for r in flowlens_records(trace, case.run.checksums, case.max_depth) if keep(r)
+            ]
         except Exception as exc:  # a capture flowlens cannot read is a finding too
             res.skipped.append((case.name, f"flowlens failed: {exc}"))
             continue

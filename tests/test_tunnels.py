@@ -291,3 +291,23 @@ def test_fragmented_inner_datagram_comes_out_of_the_last_fragments_tunnel_packet
     inner = [r for r in outer if r["id.resp_p"] == 7000]
     assert len(inner) == 1 and inner[0]["orig_bytes"] == 400
     assert inner[0]["tunnel_parents"] == [vx[0]["uid"]]
+
+
+def test_a_tunnel_past_max_depth_marks_its_flow_X(tmp_path):
+    """VXLAN in VXLAN in VXLAN with Tunnel::max_depth = 2: the two outer layers are taken out,
+    the third is not, and the UDP flow that carried it gets Zeek's 'X' once
+    (HIST_ANALYZER_LIMIT_REACHED: VXLAN.cc, before the exceeded_tunnel_max_depth weird)."""
+    frames = g.clean_close()
+    for a, b in (("10.1.0.1", "10.1.0.2"), ("10.2.0.1", "10.2.0.2"), ("10.3.0.1", "10.3.0.2")):
+        frames = g.encapsulate(frames, "vxlan", a, b)
+    path = tmp_path / "vxlan3.pcap"
+    g.write_pcap(path, frames)
+    shallow = analyze(str(path), config=Config(tunnel_max_depth=2)).connections
+    marked = [c for c in shallow if "X" in (c.history or "")]
+    assert len(marked) == 1, [(c.proto_name, c.history) for c in shallow]
+    assert marked[0].proto_name == "udp" and marked[0].history.count("X") == 1
+    assert marked[0].tunnel_parents  # the flow inside the second tunnel
+    assert not [c for c in shallow if c.proto_name == "tcp"]  # (never reached)
+    deep = analyze(str(path)).connections  # the default depth, 4: all three come out
+    assert not [c for c in deep if "X" in (c.history or "")]
+    assert [c.conn_state for c in deep if c.proto_name == "tcp"] == ["SF"]

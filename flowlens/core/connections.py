@@ -1361,6 +1361,8 @@ class ConnectionTable:
         from_orig = src == c.orig_h and sport == c.orig_p
         self._count(c, pkt, 0 if from_orig else 1)
         c.udp.packet(from_orig, pkt.bad_checksum)
+        if pkt.limit_reached:
+            c.udp.limit_reached()
         if self._n_analyzers:
             self._notify(c, pkt, from_orig)
         return c

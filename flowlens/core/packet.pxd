@@ -36,4 +36,5 @@ cdef class PacketFields:
     cdef public object payload
     cdef public object encap
     cdef public object tunnel
+    cdef public bint limit_reached
     cdef public object _options

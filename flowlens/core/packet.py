@@ -53,6 +53,8 @@ class PacketFields:
         "encap",  # None, or what this packet was decapsulated from (see `Decoder`, tunnels):
         # the enclosing UDP packet (VXLAN, Geneve, GTPv1, Teredo, AYIYA) or an `IpTunnel`
         "tunnel",  # on a UDP packet that carried a tunnel: its kind ("vxlan", "teredo", ...)
+        "limit_reached",  # 1: it carried a tunnel past Tunnel::max_depth, not decapsulated
+        # (Zeek's HIST_ANALYZER_LIMIT_REACHED: the flow's history gets an 'X')
         "_options",
     )
     if TYPE_CHECKING:  # the fields' types for mypy (decode.pxd gives the C ones)
@@ -83,6 +85,7 @@ class PacketFields:
         payload: bytes | None
         encap: Packet | IpTunnel | None
         tunnel: str | None
+        limit_reached: int
         _options: TcpOptions | None
 
     def __init__(self) -> None:
@@ -101,4 +104,5 @@ class PacketFields:
         self.payload = None
         self.encap = None
         self.tunnel = None
+        self.limit_reached = 0
         self._options = None

@@ -341,8 +341,10 @@ class TunnelDecoder(LinkDecoder):
             inner = self._gre(p, d, pos, end, p)
             return p if inner is None else inner
         if self._depth >= self.max_depth:
-            # Zeek also marks the flow's history 'X' (HIST_ANALYZER_LIMIT_REACHED)
+            # VXLAN.cc, Geneve.cc, Teredo.cc, AYIYA.cc: packet->session->CheckHistory(
+            # HIST_ANALYZER_LIMIT_REACHED, 'X') before the exceeded_tunnel_max_depth weird
             self.tunnel_errors["exceeded tunnel max depth"] += 1
+            p.limit_reached = 1
             return p
         length = end - pos
         off = pos

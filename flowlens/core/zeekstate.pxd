@@ -109,3 +109,4 @@ cdef class ZeekUdp:
     cpdef void flip(self)
     cpdef str conn_state(self)
     cpdef void packet(self, bint is_orig, bint bad_checksum)
+    cpdef void limit_reached(self)

@@ -944,6 +944,12 @@ class ZeekUdp:
         self._orig_good, self._resp_good = self._resp_good, self._orig_good
         self._orig_chk, self._resp_chk = self._resp_chk, self._orig_chk
 
+    def limit_reached(self) -> None:
+        """Connection::CheckHistory(HIST_ANALYZER_LIMIT_REACHED, 'X'), once per flow: a tunnel
+        analyzer met a datagram past Tunnel::max_depth (packet.limit_reached)."""
+        if "X" not in self._history:
+            self._history += "X"
+
     def packet(self, is_orig: cython.bint, bad_checksum: cython.bint) -> None:
         """One UDP datagram in capture order (bad_checksum None: not verified, as False)."""
         if is_orig:
