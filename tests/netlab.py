@@ -536,7 +536,7 @@ class Lab:
                 start_new_session=True,
             )
             try:
-                cap.linktype = _await_listening(popen, errfile, timeout_s=10.0)
+                cap.linktype = _await_listening(popen, errfile, timeout_s=30.0)
                 yield cap
                 _await_quiet(path, settle_s + 2 * self.delay_ms / 1000.0)
             finally:
