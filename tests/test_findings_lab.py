@@ -305,32 +305,45 @@ def test_lost_segments_as_iptables_counted_them(tmp_path):
     assert conn.retransmissions == a.details["segments"]  # flows and anomalies agree
 
 
-# ------------------------------------------------------------------------------ reflection
-VICTIM = "127.0.0.100"
-REFLECTORS = [f"127.0.1.{i}" for i in range(1, 13)]
-
-REFLECTION = """
+#: forged segments for the scenarios that send their own (raw sockets, IP_HDRINCL)
+FORGE = """
     import struct
-    victim, reflectors = sys.argv[2], sys.argv[3].split(",")
 
     def checksum(data):
+        # RFC 1071: the ones' complement sum of 16-bit words
         data += b"\\0" * (len(data) % 2)
         s = sum(struct.unpack(f"!{len(data) // 2}H", data))
         while s >> 16:
             s = (s & 0xFFFF) + (s >> 16)
         return ~s & 0xFFFF
 
-    def syn(src, dst, sport, dport, seq):
-        # RFC 9293 §3.1 header, SYN only, with an MSS option; IPv4 header per RFC 791
-        opts = struct.pack("!BBH", 2, 4, 1460)
-        tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, (5 + 1) << 4, 0x02, 64240, 0, 0)
+    def segment(src, sport, dst, dport, seq, flags, window=0, opts=b""):
+        # an RFC 9293 §3.1 TCP header (ACK field 0) with `opts`, in an RFC 791 IPv4 header
+        tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, (5 + len(opts) // 4) << 4,
+                          flags, window, 0, 0) + opts
         pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack(
-            "!BBH", 0, socket.IPPROTO_TCP, len(tcp) + len(opts))
-        csum = checksum(pseudo + tcp + opts)
-        tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(opts), 0, 0, 64,
+            "!BBH", 0, socket.IPPROTO_TCP, len(tcp))
+        tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64,
                          socket.IPPROTO_TCP, 0, socket.inet_aton(src), socket.inet_aton(dst))
-        return ip + tcp + opts
+        return ip + tcp
+
+    def syn(src, dst, sport, dport, seq):
+        # SYN only, with an MSS option, as a client's connect() sends it
+        return segment(src, sport, dst, dport, seq, 0x02, 64240, struct.pack("!BBH", 2, 4, 1460))
+
+    def rst(src, sport, dst, dport, seq):
+        # RST only (no ACK: RFC 5961 §3.2 checks the sequence number)
+        return segment(src, sport, dst, dport, seq, 0x04)
+"""
+
+
+# ------------------------------------------------------------------------------ reflection
+VICTIM = "127.0.0.100"
+REFLECTORS = [f"127.0.1.{i}" for i in range(1, 13)]
+
+REFLECTION = """
+    victim, reflectors = sys.argv[2], sys.argv[3].split(",")
 
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)  # IP_HDRINCL
     rsts = mib("/proc/net/snmp", "Tcp", "OutRsts")
@@ -368,7 +381,7 @@ def test_synack_reflection_onto_a_spoofed_source(tmp_path):
     path = tmp_path / "reflection.pcap"
     victim_only = f"host {VICTIM} and not tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn"
     with Lab() as lab, lab.capture(path, bpf_filter=victim_only):
-        truth = scenario(lab, REFLECTION, VICTIM, ",".join(REFLECTORS))
+        truth = scenario(lab, FORGE + REFLECTION, VICTIM, ",".join(REFLECTORS))
     synacks, senders, rsts = victim_view(path, VICTIM)
     assert synacks == truth["syns"] and senders == set(REFLECTORS), (synacks, senders)
     assert rsts == truth["kernel_rsts"] == truth["syns"], (rsts, truth)
@@ -439,25 +452,7 @@ def test_zero_window_and_the_kernels_window_probes(tmp_path):
 
 # ------------------------------------------------------------------------------ rst_ignored
 RST_INJECTION = """
-    import struct
     offset = int(sys.argv[2])  # the forged RST's sequence number, relative to RCV.NXT
-
-    def checksum(data):
-        data += b"\\0" * (len(data) % 2)
-        s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-        while s >> 16:
-            s = (s & 0xFFFF) + (s >> 16)
-        return ~s & 0xFFFF
-
-    def rst(src, sport, dst, dport, seq):
-        # RFC 9293 §3.1 header, RST only (no ACK: RFC 5961 §3.2 checks the sequence number)
-        tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, 0x04, 0, 0, 0)
-        pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack(
-            "!BBH", 0, socket.IPPROTO_TCP, len(tcp))
-        tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64,
-                         socket.IPPROTO_TCP, 0, socket.inet_aton(src), socket.inet_aton(dst))
-        return ip + tcp
 
     # the lab's own view of lo (the kernel's packets, not flowlens's): the server's next
     # sequence number, which is the client's RCV.NXT once the client has acknowledged it
@@ -516,7 +511,7 @@ def test_injected_rst_as_the_kernel_judged_it(tmp_path, offset):
     connection goes on. What the client's socket did is the truth."""
     path = tmp_path / f"rst-{offset}.pcap"
     with Lab() as lab, lab.capture(path):
-        truth = scenario(lab, RST_INJECTION, offset)
+        truth = scenario(lab, FORGE + RST_INJECTION, offset)
 
     detector = AnomalyDetector()
     analysis = analyze(str(path), analyzers=[detector])
@@ -543,25 +538,7 @@ def test_injected_rst_as_the_kernel_judged_it(tmp_path, offset):
 
 # ------------------------------------------------------------------------------ syn_flood
 SYN_FLOOD = """
-    import struct
     n, sources = int(sys.argv[2]), sys.argv[3]
-
-    def checksum(data):
-        data += b"\\0" * (len(data) % 2)
-        s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-        while s >> 16:
-            s = (s & 0xFFFF) + (s >> 16)
-        return ~s & 0xFFFF
-
-    def syn(src, dst, sport, dport, seq):
-        opts = struct.pack("!BBH", 2, 4, 1460)
-        tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, (5 + 1) << 4, 0x02, 64240, 0, 0)
-        pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack(
-            "!BBH", 0, socket.IPPROTO_TCP, len(tcp) + len(opts))
-        tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp + opts)) + tcp[18:]
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp) + len(opts), 0, 0, 64,
-                         socket.IPPROTO_TCP, 0, socket.inet_aton(src), socket.inet_aton(dst))
-        return ip + tcp + opts
 
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     cookies = mib("/proc/net/netstat", "TcpExt", "SyncookiesSent")
@@ -593,7 +570,7 @@ def test_syn_flood_from_spoofed_sources(tmp_path):
         lab.run(["iptables", "-w", "-A", "OUTPUT", "-s", "127.0.3.0/24", "-p", "tcp",
                  "--tcp-flags", "RST", "RST", "-j", "DROP"])  # fmt: skip
         with lab.capture(path):
-            truth = scenario(lab, SYN_FLOOD, n, "127.0.3")
+            truth = scenario(lab, FORGE + SYN_FLOOD, n, "127.0.3")
     assert truth["syn_recv"] + truth["cookies"] >= n, truth  # every SYN was answered
 
     a = only(detect(path), "syn_flood")
