@@ -528,13 +528,17 @@ class Lab:
         if bpf_filter:
             argv.append(bpf_filter)
         with tempfile.TemporaryFile("w+") as errfile:
-            popen = subprocess.Popen(
-                self.exec_argv(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=errfile,
-                start_new_session=True,
-            )
+
+            def start() -> subprocess.Popen:
+                return subprocess.Popen(
+                    self.exec_argv(argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=errfile,
+                    start_new_session=True,
+                )
+
+            popen = start()
             try:
                 try:
                     cap.linktype = _await_listening(popen, errfile, timeout_s=15.0)
@@ -544,13 +548,7 @@ class Lab:
                     _interrupt(popen)
                     errfile.seek(0)
                     errfile.truncate()
-                    popen = subprocess.Popen(
-                        self.exec_argv(argv),
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL,
-                        stderr=errfile,
-                        start_new_session=True,
-                    )
+                    popen = start()
                     try:
                         cap.linktype = _await_listening(popen, errfile, timeout_s=15.0)
                     except CaptureError as second:
