@@ -519,18 +519,24 @@ def test_report_in_headless_chromium(tmp_path, bad_capture):
 
 @pytest.mark.parametrize("name", ["incident.pcap", "time-wait-pileup.pcap", "close-wait.pcap"])
 def test_span_table_counts_as_socket_states(name, bad_capture):
-    """The report's compact SpanTable charts the same counts as SocketStates (what
-    `flowlens states` prints): the same panels, bands and values, and exact busy-host peaks."""
+    """The report's SpanTable (filled by `add`) charts the same counts as SocketStates (what
+    `flowlens states` fills by `parts`/`add_parts`), and both count what the spans say, summed
+    by hand from `endpoint_spans`' objects at every instant a count changes: the same panels,
+    bands and values, and exact busy-host peaks."""
+    from collections import Counter
+
     from flowlens.reports.spantable import SpanTable
-    from flowlens.reports.states import SocketStates, states_chart
+    from flowlens.reports.states import SocketStates, endpoint_spans, states_chart
 
     path = str(SAMPLES / name)
     table, index = SpanTable(), SocketStates()
     a = analyze(path)
+    spans = []
     for c in a.connections:
         table.add(c)
         index.add(c)
-    assert len(table) == len(index.spans)
+        spans.extend(endpoint_spans(c))
+    assert len(table) == len(index) == len(spans) > 0
     first, last = a.stats.first_ts_ns, a.stats.last_ts_ns
     for max_points in (4000, 50):
         ours = states_chart(table, first, last, max_points=max_points)
@@ -542,10 +548,18 @@ def test_span_table_counts_as_socket_states(name, bad_capture):
         assert (ours.capture_end_s, ours.drain_note, ours.xlabel) == (
             theirs.capture_end_s, theirs.drain_note, theirs.xlabel
         )  # fmt: skip
-    # the exact peak: the largest count at any change point
     times = index.change_points(first, max(last, index.time_wait_horizon() or last))
-    exact = index.peaks(times)
-    assert {h: p for h, p, _n in table.busy_hosts()} == {h: exact.get(h, 0) for h in table.hosts}
+    hosts = sorted({s.host for s in spans})
+    by_hand = [
+        {h: Counter(s.state for s in spans if s.host == h and s.holds(t)) for h in hosts}
+        for t in times
+    ]
+    assert [dict(sorted(c.items())) for c in index.series(times)] == by_hand
+    assert [dict(sorted(index.counts_at(t).items())) for t in times] == by_hand
+    # the exact peak: the largest count at any change point
+    exact = {h: max(sum(c[h].values()) for c in by_hand) for h in hosts}
+    assert {h: p for h, p, _n in table.busy_hosts()} == exact
+    assert index.peaks(times) == {h: exact[h] for h in index.hosts}
 
 
 def test_svg_charts_at_their_edges():

@@ -183,7 +183,7 @@ def states(
     if at is not None and first is not None and last is not None:
         ts = at.resolve(first, last)
         where = _moment(capture, at, ts, first, last)  # raises before the first packet
-    if first is None or last is None or (not index.spans and not listening):
+    if first is None or last is None or (not len(index) and not listening):
         # nothing to count: say so, and print the empty shape of what was asked for
         warn(nothing_line(capture, facts["frames"], filtered, noun="TCP connection"))
         with sink:

@@ -1,42 +1,84 @@
-"""Socket-state spans of a whole capture, compact: what the postmortem report charts.
+"""Socket-state spans of a whole capture, compact: the one store `states` and the report count.
 
-`SpanTable` holds the spans `SocketStates` holds (`endpoint_spans`' rule of which count), as
-three arrays per host (start, end, state index: 17 bytes a span instead of a `Span` object), and
-answers what `states.states_chart` asks of either (`time_wait_horizon`, `change_points`,
-`peaks`, `series`, `brief_close_waits`) by the same counting rules: a span holds from its start
-to before its end.
+Every TCP connection has two endpoints, each with its own state timeline; `counted_spans` is
+the rule of which of the tracker's spans (`TcpTracker.spans`, the one owner of how long a state
+lasts) count as a socket: those of the states in STATES (CLOSED is no socket, LISTEN is in no
+connection's timeline) that last a while. `SpanTable` keeps them per host as three arrays
+(start, end, state index: 17 bytes a span, not an object), and answers every question of the
+counts: at one instant (`counts_at`), at many (`series`, `iter_active`), their peaks
+(`peaks`), where they change (`change_points`), the brief CLOSE_WAITs the chart colours apart
+(`brief_close_waits`), and when the last TIME_WAIT runs out (`time_wait_horizon`). A span
+holds from its start to before its end. `states.SocketStates` adds ss's filters and the
+listening ports; the postmortem report charts a plain `SpanTable`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from ..core.connections import Connection, format_addr
 from ..core.tcpstate import TcpState
-from .states import BRIEF_CLOSE_WAIT_NS, STATES, host_key
 
-__all__ = ["SpanTable"]
+__all__ = ["BRIEF_CLOSE_WAIT_NS", "OPEN_END", "STATES", "SpanTable", "counted_spans", "host_key"]
+
+#: the states a socket can be counted in, in the order of a connection's life
+STATES = (
+    "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT",
+    "CLOSING", "LAST_ACK", "TIME_WAIT",
+)  # fmt: skip
+#: a CLOSE_WAIT shorter than this is an application closing normally, not a leak (the
+#: anomalies' close_wait threshold is far longer; this is only how the chart colours it)
+BRIEF_CLOSE_WAIT_NS = 1_000_000_000
+#: the end of a span still held when the capture ended
+OPEN_END = 2**63 - 1
 
 _STATE_INDEX = {name: i for i, name in enumerate(STATES)}
 #: the same by the enum member's identity: an Enum's hash and `.value` are Python calls, and
-#: the report reads about eight spans per connection
+#: a capture has about eight spans per connection
 _INDEX_OF_MEMBER = {id(TcpState(name)): i for i, name in enumerate(STATES)}
-_OPEN_END = 2**63 - 1  # a span still held when the capture ended
+_TIME_WAIT = _STATE_INDEX["TIME_WAIT"]
+#: spans binned at once by `SpanTable.iter_active` (its working memory: a few arrays of this)
+_BLOCK = 1 << 16
+_CLOSE_WAIT = _STATE_INDEX["CLOSE_WAIT"]
+
+
+def host_key(host: str) -> tuple[int, int]:
+    """Sort key of an address: IPv4 before IPv6, then by value."""
+    ip = ipaddress.ip_address(host)
+    return (ip.version, int(ip))
+
+
+def counted_spans(conn: Connection, spans: Sequence[tuple] | None = None) -> Iterator[tuple]:
+    """The spans of TCP connection `conn` that count as a socket, as (side, state index in
+    STATES, start ns, end ns or OPEN_END): a state of STATES that lasted (a zero-length step,
+    entered and left at one packet, is no socket). `spans` is `conn.tcp.spans()` when the
+    caller has it already."""
+    index_of = _INDEX_OF_MEMBER.get
+    for side, state, start, end, _frame, _timed_out in conn.tcp.spans() if spans is None else spans:
+        k = index_of(id(state))
+        if k is None or (end is not None and end <= start):
+            continue
+        yield side, k, start, OPEN_END if end is None else end
+
+
+def _np():
+    import numpy  # (a dependency of pandas; imported when counts are asked for)
+
+    return numpy
 
 
 class SpanTable:
-    """The spans of `SocketStates` in a compact form, for a capture's worth of connections:
-    per host three arrays (start, end, state index), 17 bytes a span instead of a `Span`
-    object, and the count of its sockets. The postmortem report keeps one of these over the
-    whole capture, picks the busy hosts (`busy_hosts`) and charts them (`states_chart`, which
-    reads the same counting rules from either class: a span holds from its start to before its
-    end, `endpoint_spans` decides which spans count)."""
+    """The counted spans of a capture's connections, per host three arrays (start, end, state
+    index) and the count of its sockets (endpoints with a counted span). `add(conn)` takes a
+    finished connection (then it can be dropped); `add_span` one span. Memory: 17 bytes a span,
+    about eight spans a connection, and nothing else per connection."""
 
     def __init__(self) -> None:
         self._index: dict[str, int] = {}
-        self.hosts: list[str] = []
+        self.hosts: list[str] = []  # in the order they were first seen
         self._starts: list[array] = []
         self._ends: list[array] = []
         self._states: list[array] = []
@@ -65,49 +107,58 @@ class SpanTable:
         return text
 
     def add(self, conn: Connection, spans: Sequence[tuple] | None = None) -> None:
-        """Take one finished connection's spans (then it can be dropped); `spans` is
+        """Take one finished connection's counted spans (then it can be dropped); `spans` is
         `conn.tcp.spans()` when the caller has it already."""
         if conn.tcp is None:
             return
         sides = (self._text(conn.orig_h), self._text(conn.resp_h))
         counted = [False, False]
-        tw = _STATE_INDEX["TIME_WAIT"]
-        index_of = _INDEX_OF_MEMBER.get
-        for side, state, start, end, _frame, _timed_out in (
-            conn.tcp.spans() if spans is None else spans
-        ):
-            k = index_of(id(state))
-            if k is None or (end is not None and end <= start):
-                continue
-            h = self._host(sides[side])
-            self._starts[h].append(start)
-            self._ends[h].append(_OPEN_END if end is None else end)
-            self._states[h].append(k)
-            if k == tw and end is not None:
-                if self._tw_horizon is None or end > self._tw_horizon:
-                    self._tw_horizon = end
-            if not counted[side]:
-                counted[side] = True
-                self.sockets[h] += 1
+        for side, k, start, end in counted_spans(conn, spans):
+            self.add_span(sides[side], k, start, end, not counted[side])
+            counted[side] = True
+
+    def add_span(self, host: str, k: int, start: int, end: int, new_socket: bool) -> None:
+        """One span of `host` in state STATES[k] from `start` to before `end` (OPEN_END: still
+        held when the capture ended); `new_socket`: the first of its endpoint's spans."""
+        h = self._host(host)
+        self._starts[h].append(start)
+        self._ends[h].append(end)
+        self._states[h].append(k)
+        if k == _TIME_WAIT and end != OPEN_END:
+            if self._tw_horizon is None or end > self._tw_horizon:
+                self._tw_horizon = end
+        if new_socket:
+            self.sockets[h] += 1
 
     def __len__(self) -> int:
         return sum(len(a) for a in self._starts)
 
+    def host_list(self) -> list[str]:
+        """Every host with at least one counted span, in address order."""
+        return sorted(self.hosts, key=host_key)
+
+    def _arrays(self, h: int):
+        """Host h's (starts, ends, state indexes) as numpy views of its arrays."""
+        np = _np()
+        return (
+            np.frombuffer(self._starts[h], dtype=np.int64),
+            np.frombuffer(self._ends[h], dtype=np.int64),
+            np.frombuffer(self._states[h], dtype=np.int8),
+        )
+
     def _peak(self, h: int, until_ns: int | None = None) -> int:
         """The host's most sockets at once (up to `until_ns`). A count can only rise at a
-        span's start, so it is the largest of (starts so far - ends so far) at each start."""
-        # one sorted list at a time, back into an array: a host can have 100,000s of spans
-        starts = array("q", sorted(self._starts[h]))
-        ends = array("q", sorted(self._ends[h]))
-        peak, j, n_end = 0, 0, len(ends)
-        for i, t in enumerate(starts):
-            if until_ns is not None and t > until_ns:
-                break
-            while j < n_end and ends[j] <= t:
-                j += 1
-            if i + 1 - j > peak:
-                peak = i + 1 - j
-        return peak
+        span's start, so it is the largest of (starts so far - ends so far) at each start (an
+        end at the same instant as a start comes first)."""
+        np = _np()
+        starts, ends, _k = self._arrays(h)
+        starts, ends = np.sort(starts), np.sort(ends)
+        if until_ns is not None:
+            starts = starts[: np.searchsorted(starts, until_ns, side="right")]
+        if not len(starts):
+            return 0
+        ended = np.searchsorted(ends, starts, side="right")
+        return int((np.arange(1, len(starts) + 1) - ended).max())
 
     def busy_hosts(self) -> list[tuple[str, int, int]]:
         """[(host, most sockets it held at once, sockets over the capture)], busiest first
@@ -132,17 +183,17 @@ class SpanTable:
         sub._tw_horizon = self.time_wait_horizon(sub.hosts)
         return sub
 
-    # -------------------------------------------- what states_chart reads (as SocketStates)
+    # ------------------------------------------------------------------ counting
     def time_wait_horizon(self, hosts: Iterable[str] | None = None) -> int | None:
         """When the last TIME_WAIT runs out, or None without TIME_WAIT."""
         if hosts is None:
             return self._tw_horizon
-        tw, best = _STATE_INDEX["TIME_WAIT"], None
+        best = None
         for host in hosts:
-            h = self._index[host]
-            for e, k in zip(self._ends[h], self._states[h]):
-                if k == tw and e != _OPEN_END and (best is None or e > best):
-                    best = e
+            _s, ends, ks = self._arrays(self._index[host])
+            ends = ends[(ks == _TIME_WAIT) & (ends != OPEN_END)]
+            if len(ends) and (best is None or int(ends.max()) > best):
+                best = int(ends.max())
         return best
 
     def change_points(self, start_ns: int, end_ns: int) -> list[int]:
@@ -153,6 +204,17 @@ class SpanTable:
             points.update(self._ends[h])
         return sorted(t for t in points if start_ns <= t <= end_ns)
 
+    def counts_at(self, ts_ns: int) -> dict[str, Counter]:
+        """{host: Counter(state -> sockets)} at `ts_ns`; every host is present (address
+        order), with the states it has sockets in."""
+        np = _np()
+        out = {}
+        for host in self.host_list():
+            starts, ends, ks = self._arrays(self._index[host])
+            held = np.bincount(ks[(starts <= ts_ns) & (ts_ns < ends)], minlength=len(STATES))
+            out[host] = Counter({STATES[k]: int(n) for k, n in enumerate(held.tolist()) if n})
+        return out
+
     def _counts(self, h: int, times: Sequence[int], brief_only: bool = False) -> list[list[int]]:
         """Per state index, the host's sockets in it at each of the sorted `times` (a +1/-1
         step per span, summed): with `brief_only`, only CLOSE_WAIT spans shorter than
@@ -161,35 +223,37 @@ class SpanTable:
         key = (h, brief_only, tuple(times))
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
-        rows = self._count_rows(h, times, brief_only)
+        np = _np()
+        starts, ends, ks = self._arrays(h)
+        if brief_only:
+            keep = (ks == _CLOSE_WAIT) & (ends != OPEN_END)
+            starts, ends = starts[keep], ends[keep]
+            keep = ends - starts < BRIEF_CLOSE_WAIT_NS
+            starts, ends = starts[keep], ends[keep]
+            ks = np.zeros(len(starts), dtype=np.int8)
+        grid = np.asarray(times, dtype=np.int64)
+        steps = np.zeros((1 if brief_only else len(STATES), len(times) + 1), dtype=np.int64)
+        # holds(t): start <= t < end, so a span counts from the first time at or after its
+        # start to before the first time at or after its end
+        np.add.at(steps, (ks, np.searchsorted(grid, starts, side="left")), 1)
+        np.add.at(steps, (ks, np.searchsorted(grid, ends, side="left")), -1)
+        rows = np.cumsum(steps, axis=1)[:, :-1].tolist()
         self._memo = (key, rows)
         return rows
 
-    def _count_rows(self, h: int, times: Sequence[int], brief_only: bool) -> list[list[int]]:
-        import bisect
-        from itertools import accumulate
-
-        rows = [[0] * (len(times) + 1) for _ in (range(1) if brief_only else STATES)]
-        cw = _STATE_INDEX["CLOSE_WAIT"]
-        left = bisect.bisect_left
-        for start, end, k in zip(self._starts[h], self._ends[h], self._states[h]):
-            if brief_only:
-                if k != cw or end == _OPEN_END or end - start >= BRIEF_CLOSE_WAIT_NS:
-                    continue
-                k = 0
-            row = rows[k]
-            row[left(times, start)] += 1
-            row[left(times, end)] -= 1  # holds(t): start <= t < end
-        return [list(accumulate(r))[:-1] for r in rows]
-
     def peaks(self, times: Sequence[int]) -> dict[str, int]:
         """Each host's largest socket count at any instant up to the last of the sorted
-        `times` (as SocketStates.peaks: between two sampled times too)."""
+        `times` (between two sampled times too)."""
         until = times[-1] if times else None
         return {host: self._peak(h, until) for h, host in enumerate(self.hosts)}
 
-    def series(self, times: Sequence[int], hosts: Sequence[str]) -> list[dict[str, Counter]]:
-        """At each of the sorted `times`, {host: Counter(state -> sockets)} (SocketStates')."""
+    def series(
+        self, times: Sequence[int], hosts: Sequence[str] | None = None
+    ) -> list[dict[str, Counter]]:
+        """At each of the sorted `times`, {host: Counter(state -> sockets)} for `hosts` (every
+        host, in address order, by default; a SYN flood has tens of thousands of sources)."""
+        if hosts is None:
+            hosts = self.host_list()
         per_host = {host: self._counts(self._index[host], times) for host in hosts}
         out = []
         for i in range(len(times)):
@@ -201,8 +265,99 @@ class SpanTable:
             )
         return out
 
+    def iter_active(
+        self, times: Sequence[int]
+    ) -> Iterator[tuple[int, list[tuple[str, list[int]]]]]:
+        """At each of the sorted `times` where some host has sockets then or had at the time
+        before: (index of the time, [(host, its socket count per state index)] in address
+        order). One sweep over every span's start and end, binned to the first time at or
+        after it: memory for the sweep is a few arrays of the spans' size, and the hosts with
+        sockets at a time, not every host at every time."""
+        np = _np()
+        n_hosts, n_times = len(self.hosts), len(times)
+        if not n_hosts or not n_times:
+            return
+        grid = np.asarray(times, dtype=np.int64)
+        width = len(STATES)
+        cells = (n_times + 1) * width  # (time bin, state) cells of one host
+        parts_b, parts_h, parts_k, parts_d = [], [], [], []
+        for h in range(n_hosts):
+            # the host's net change per (first time at or after the event, state): at most
+            # `cells` numbers however many spans it has, made a block of spans at a time
+            starts, ends, ks = self._arrays(h)
+            n = len(starts)
+            dense = 2 * n > cells
+            acc = np.zeros(cells, dtype=np.int64) if dense else None
+            keys_parts, delta_parts = [], []
+            for lo in range(0, n, _BLOCK):
+                k = ks[lo : lo + _BLOCK].astype(np.int64)
+                e = ends[lo : lo + _BLOCK]
+                closed = e != OPEN_END
+                keys = np.concatenate(
+                    [
+                        np.searchsorted(grid, starts[lo : lo + _BLOCK], side="left") * width + k,
+                        np.searchsorted(grid, e[closed], side="left") * width + k[closed],
+                    ]
+                )
+                weights = np.concatenate(
+                    [np.ones(len(k), dtype=np.int64), -np.ones(int(closed.sum()), dtype=np.int64)]
+                )
+                if dense:
+                    acc += np.bincount(keys, weights=weights, minlength=cells).astype(np.int64)
+                else:
+                    keys_parts.append(keys)
+                    delta_parts.append(weights)
+            if dense:
+                keys = np.flatnonzero(acc)
+                deltas = acc[keys]
+            else:
+                keys, where = np.unique(np.concatenate(keys_parts), return_inverse=True)
+                deltas = np.bincount(where, weights=np.concatenate(delta_parts)).astype(np.int64)
+                keep = deltas != 0
+                keys, deltas = keys[keep], deltas[keep]
+            keep = keys < n_times * width  # a change after the last time shows at none
+            keys, deltas = keys[keep], deltas[keep]
+            parts_b.append(keys // width)
+            parts_k.append(keys % width)
+            parts_h.append(np.full(len(keys), h, dtype=np.int64))
+            parts_d.append(deltas)
+        bins = np.concatenate(parts_b)
+        order = np.argsort(bins, kind="stable")
+        bins = bins[order]
+        hs = np.concatenate(parts_h)[order]
+        ks = np.concatenate(parts_k)[order]
+        deltas = np.concatenate(parts_d)[order]
+        del parts_b, parts_h, parts_k, parts_d, order
+        bounds = np.searchsorted(bins, np.arange(n_times), side="right").tolist()
+        rank = {
+            h: r
+            for r, h in enumerate(sorted(range(n_hosts), key=lambda h: host_key(self.hosts[h])))
+        }
+        current = np.zeros((n_hosts, len(STATES)), dtype=np.int64)
+        totals = np.zeros(n_hosts, dtype=np.int64)
+        active: set[int] = set()
+        previous: set[int] = set()
+        lo = 0
+        for i in range(n_times):
+            hi = bounds[i]
+            if hi > lo:
+                touched_h = hs[lo:hi]
+                np.add.at(current, (touched_h, ks[lo:hi]), deltas[lo:hi])
+                np.add.at(totals, touched_h, deltas[lo:hi])
+                for h in np.unique(touched_h).tolist():
+                    if totals[h] > 0:
+                        active.add(h)
+                    else:
+                        active.discard(h)
+                lo = hi
+            if active or previous:
+                shown = sorted(active | previous, key=rank.__getitem__)
+                yield i, [(self.hosts[h], current[h].tolist()) for h in shown]
+            previous = set(active)
+
     def brief_close_waits(self, hosts: Sequence[str], times: Sequence[int]) -> dict[str, list[int]]:
-        """As SocketStates.brief_close_waits."""
+        """Per host, its CLOSE_WAIT sockets at each of `times` that are in a brief span (one
+        that ended within BRIEF_CLOSE_WAIT_NS); hosts without any are left out."""
         out = {}
         for host in hosts:
             (row,) = self._counts(self._index[host], times, brief_only=True)
@@ -211,8 +366,6 @@ class SpanTable:
         return out
 
     def _has_brief(self, h: int) -> bool:
-        cw = _STATE_INDEX["CLOSE_WAIT"]
-        return any(
-            k == cw and e != _OPEN_END and e - s < BRIEF_CLOSE_WAIT_NS
-            for s, e, k in zip(self._starts[h], self._ends[h], self._states[h])
-        )
+        starts, ends, ks = self._arrays(h)
+        keep = (ks == _CLOSE_WAIT) & (ends != OPEN_END)
+        return bool(((ends[keep] - starts[keep]) < BRIEF_CLOSE_WAIT_NS).any())

@@ -1,10 +1,10 @@
 """Socket states per host over time, as `ss -s` / `ss -tan state X` would have shown them on each host.
 
-Every TCP connection has two endpoints, each with its own state timeline. `endpoint_spans`
-turns the tracker's spans (`TcpTracker.spans`, the one owner of how long a state lasts) into
-spans ``[start, end)`` of one state on one host:port; `SocketStates` collects the spans of a
-capture (a few per connection, so it streams) and counts, at any instant, the sockets of each
-host by state. CLOSED is no socket; LISTEN sockets are not in any connection's timeline (see
+Every TCP connection has two endpoints, each with its own state timeline. The tracker's spans
+(`TcpTracker.spans`, the one owner of how long a state lasts) that count as a socket
+(`spantable.counted_spans`) are spans ``[start, end)`` of one state on one host:port;
+`SocketStates` keeps those of a capture compactly (a `SpanTable`: 17 bytes a span, about eight
+a connection) and counts, at any instant, the sockets of each host by state. CLOSED is no socket; LISTEN sockets are not in any connection's timeline (see
 `listening`). How long the other states last is the tracker's rule (see `TcpTracker.state_at`):
 TIME_WAIT 2 x MSL from the moment it starts, even past the last packet of the connection or of
 the capture, unless a new connection reusing the 5-tuple ends it; SYN_SENT and SYN_RECEIVED
@@ -19,19 +19,16 @@ connection (sent a SYN/ACK to a SYN), with its clients, and every port that refu
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..core.connections import Connection, format_addr
 from ..core.services import service_name
-
-if TYPE_CHECKING:
-    from .spantable import SpanTable
+from .spantable import BRIEF_CLOSE_WAIT_NS, OPEN_END, STATES, SpanTable, counted_spans, host_key
 
 __all__ = [
+    "BRIEF_CLOSE_WAIT_NS",
     "LISTENING_FIELDS",
     "STATES",
     "SocketStates",
@@ -47,11 +44,6 @@ __all__ = [
     "tick_times",
 ]
 
-#: the states a socket can be counted in, in the order of a connection's life
-STATES = (
-    "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT",
-    "CLOSING", "LAST_ACK", "TIME_WAIT",
-)  # fmt: skip
 _COUNTED = frozenset(STATES)
 
 LISTENING_FIELDS = (
@@ -85,25 +77,20 @@ class Span:
 
 
 def endpoint_spans(conn: Connection) -> list[Span]:
-    """The spans of both endpoints of a TCP connection ([] for UDP/ICMP)."""
+    """The counted spans of both endpoints of a TCP connection ([] for UDP/ICMP), as objects
+    (`spantable.counted_spans` is the rule; `SocketStates` keeps them compact)."""
     if conn.tcp is None:
         return []
     ends = ((format_addr(conn.orig_h), conn.orig_p), (format_addr(conn.resp_h), conn.resp_p))
     out: list[Span] = []
-    for side, state, start, end, _frame, _timed_out in conn.tcp.spans():
-        name = state.value
-        if name not in _COUNTED or (end is not None and end <= start):
-            continue
+    for side, k, start, end in counted_spans(conn):
         host, port = ends[side]
         peer, peer_port = ends[1 - side]
-        out.append(Span(host, port, peer, peer_port, name, start, end, conn.uid))
+        out.append(
+            Span(host, port, peer, peer_port, STATES[k], start, None if end == OPEN_END else end,
+                 conn.uid)
+        )  # fmt: skip
     return out
-
-
-def host_key(host: str) -> tuple[int, int]:
-    """Sort key of an address: IPv4 before IPv6, then by value."""
-    ip = ipaddress.ip_address(host)
-    return (ip.version, int(ip))
 
 
 @dataclass
@@ -119,9 +106,10 @@ class _Listener:
         self.last_ns = ts_ns if self.last_ns is None else max(self.last_ns, ts_ns)
 
 
-class SocketStates:
-    """Spans and listeners of a capture, filtered like ss: `hosts` (the endpoint's own address),
-    `ports` (its local or remote port), `states` (names from STATES)."""
+class SocketStates(SpanTable):
+    """The counted spans and the listeners of a capture, filtered like ss: `hosts` (the
+    endpoint's own address), `ports` (its local or remote port), `states` (names from STATES).
+    The spans are kept as a SpanTable keeps them (17 bytes each), and counted by its rules."""
 
     def __init__(
         self,
@@ -129,54 +117,56 @@ class SocketStates:
         ports: Iterable[int] = (),
         states: Iterable[str] = (),
     ) -> None:
-        self.hosts = set(hosts)
+        super().__init__()
+        self.hosts_wanted = set(hosts)
         self.ports = set(ports)
         self.states = set(states)
-        self.spans: list[Span] = []
+        self._wanted_states = {STATES.index(s) for s in self.states if s in _COUNTED}
         self._listeners: dict[tuple[str, int], _Listener] = defaultdict(_Listener)
         self.connections = 0
 
-    def _keep(self, span: Span) -> bool:
-        if self.hosts and span.host not in self.hosts:
-            return False
-        if self.ports and span.port not in self.ports and span.peer_port not in self.ports:
-            return False
-        return not self.states or span.state in self.states
-
-    def add(self, conn: Connection) -> None:
+    def add(self, conn: Connection, spans: Sequence[tuple] | None = None) -> None:
         """Take one finished connection (then it can be dropped)."""
         parts = self.parts(conn)
         if parts is not None:
             self.add_parts(parts)
 
     def parts(self, conn: Connection) -> tuple | None:
-        """What `conn` adds, as plain values (its kept spans, and what it tells of its
-        responder's port), or None for a connection that is not TCP: a shard of `--jobs` hands
-        them to the process that merges them with `add_parts`."""
+        """What `conn` adds, as plain values (its kept spans as (host, state index, start, end,
+        side), and what it tells of its responder's port), or None for a connection that is
+        not TCP: a shard of `--jobs` hands them to the process that merges them with
+        `add_parts`."""
         if conn.tcp is None:
             return None
-        spans = [s for s in endpoint_spans(conn) if self._keep(s)]
+        ends = ((self._text(conn.orig_h), conn.orig_p), (self._text(conn.resp_h), conn.resp_p))
+        wanted_hosts, ports, wanted_states = self.hosts_wanted, self.ports, self._wanted_states
+        spans = []
+        for side, k, start, end in counted_spans(conn):
+            host, port = ends[side]
+            if wanted_hosts and host not in wanted_hosts:
+                continue
+            if ports and port not in ports and ends[1 - side][1] not in ports:
+                continue
+            if self.states and k not in wanted_states:
+                continue
+            spans.append((host, k, start, end, side))
         t = conn.tcp
-        host = format_addr(conn.resp_h)
-        if self.hosts and host not in self.hosts or self.ports and conn.resp_p not in self.ports:
+        host = ends[1][0]
+        if wanted_hosts and host not in wanted_hosts or ports and conn.resp_p not in ports:
             return spans, None
         accepted = t.synack_count[1] > 0 and t.syn_count[1] == 0  # not a simultaneous open
         if not (accepted or t.rejected):
             return spans, None
-        listen = (
-            host,
-            conn.resp_p,
-            accepted,
-            t.rejected,
-            format_addr(conn.orig_h),
-            conn.first_ts_ns,
-        )
+        listen = (host, conn.resp_p, accepted, t.rejected, ends[0][0], conn.first_ts_ns)
         return spans, listen
 
     def add_parts(self, parts: tuple) -> None:
         spans, listen = parts
         self.connections += 1
-        self.spans.extend(spans)
+        counted = [False, False]
+        for host, k, start, end, side in spans:
+            self.add_span(host, k, start, end, not counted[side])
+            counted[side] = True
         if listen is not None:
             host, port, accepted, rejected, client, first_ns = listen
             entry = self._listeners[(host, port)]
@@ -184,82 +174,6 @@ class SocketStates:
             entry.refused += rejected
             entry.clients.add(client)
             entry.seen(first_ns)
-
-    # ------------------------------------------------------------------ counting
-    def host_list(self) -> list[str]:
-        """Every host with at least one socket in the spans, in address order."""
-        return sorted({s.host for s in self.spans}, key=host_key)
-
-    def counts_at(self, ts_ns: int) -> dict[str, Counter]:
-        """{host: Counter(state -> sockets)} at `ts_ns`; every host of the spans is present."""
-        out = {h: Counter() for h in self.host_list()}
-        for s in self.spans:
-            if s.holds(ts_ns):
-                out[s.host][s.state] += 1
-        return out
-
-    def _events(self, hosts: set[str] | None = None) -> list[tuple[int, int, str, str]]:
-        events: list[tuple[int, int, str, str]] = []
-        for s in self.spans:
-            if hosts is not None and s.host not in hosts:
-                continue
-            events.append((s.start_ns, 1, s.host, s.state))
-            if s.end_ns is not None:
-                events.append((s.end_ns, -1, s.host, s.state))
-        events.sort(key=lambda e: (e[0], e[1]))
-        return events
-
-    def series(
-        self, times: Sequence[int], hosts: Sequence[str] | None = None
-    ) -> list[dict[str, Counter]]:
-        """counts_at for each of the sorted `times`, in one sweep over the spans; `hosts`
-        limits the result (a SYN flood has tens of thousands of source hosts)."""
-        hosts = self.host_list() if hosts is None else list(hosts)
-        events = self._events(set(hosts))
-        current = {h: Counter() for h in hosts}
-        out = []
-        i = 0
-        for t in times:
-            while i < len(events) and events[i][0] <= t:
-                _ts, delta, host, state = events[i]
-                current[host][state] += delta
-                i += 1
-            out.append({h: +c for h, c in current.items()})
-        return out
-
-    def peaks(self, times: Sequence[int]) -> dict[str, int]:
-        """Each host's largest socket count at any of the sorted `times` (one sweep, no series)."""
-        events = self._events()
-        current: Counter = Counter()
-        peak: Counter = Counter()
-        i = 0
-        for t in times:
-            while i < len(events) and events[i][0] <= t:
-                _ts, delta, host, _state = events[i]
-                current[host] += delta
-                if current[host] > peak[host]:
-                    peak[host] = current[host]
-                i += 1
-        return dict(peak)
-
-    def change_points(self, start_ns: int, end_ns: int) -> list[int]:
-        """Every instant in [start, end] where some count changes, plus both ends."""
-        points = {start_ns, end_ns}
-        for s in self.spans:
-            for t in (s.start_ns, s.end_ns):
-                if t is not None and start_ns <= t <= end_ns:
-                    points.add(t)
-        return sorted(points)
-
-    def brief_close_waits(self, hosts: Sequence[str], times: Sequence[int]) -> dict[str, list[int]]:
-        """Per host, its CLOSE_WAIT sockets at each of `times` that are in a brief span (one
-        that ended within BRIEF_CLOSE_WAIT_NS); hosts without any are left out."""
-        return _brief_close_waits(self, hosts, times)
-
-    def time_wait_horizon(self) -> int | None:
-        """When the last TIME_WAIT runs out, or None without TIME_WAIT."""
-        ends = [s.end_ns for s in self.spans if s.state == "TIME_WAIT" and s.end_ns is not None]
-        return max(ends) if ends else None
 
     # ------------------------------------------------------------------ records
     def at_records(self, ts_ns: int) -> list[dict]:
@@ -274,33 +188,17 @@ class SocketStates:
         return list(self.iter_series_records(times, first_ns))
 
     def iter_series_records(self, times: Sequence[int], first_ns: int) -> Iterator[dict]:
-        """`series_records`, made as they are read (json and csv stream them).
-
-        One sweep over the spans' events that visits, at each time, only the hosts with
-        sockets then or just before: a SYN flood's tens of thousands of sources cost their
-        rows, not a copy of every host's counts at every time."""
-        order = {h: i for i, h in enumerate(self.host_list())}
-        events = self._events()
-        current: dict[str, Counter] = defaultdict(Counter)
-        totals: Counter = Counter()
-        active: set[str] = set()  # hosts with sockets now
-        previous: set[str] = set()
-        i, n = 0, len(events)
-        for t in times:
-            while i < n and events[i][0] <= t:
-                _ts, delta, host, state = events[i]
-                current[host][state] += delta
-                totals[host] += delta
-                if totals[host] > 0:
-                    active.add(host)
-                else:
-                    active.discard(host)
-                i += 1
-            if active or previous:
-                ts, time_s = round(t / 1e9, 6), round((t - first_ns) / 1e9, 6)
-                for host in sorted(active | previous, key=order.__getitem__):
-                    yield _count_record({"ts": ts, "time_s": time_s, "host": host}, current[host])
-            previous = set(active)
+        """`series_records`, made as they are read (json and csv stream them): a SYN flood's
+        tens of thousands of sources cost their rows, not a copy of every host's counts at
+        every time (`SpanTable.iter_active`)."""
+        for i, hosts in self.iter_active(times):
+            t = times[i]
+            ts, time_s = round(t / 1e9, 6), round((t - first_ns) / 1e9, 6)
+            for host, counts in hosts:
+                rec = {"ts": ts, "time_s": time_s, "host": host, "total": sum(counts)}
+                for state, n in zip(STATES, counts):
+                    rec[state] = n
+                yield rec
 
     def listening_records(self) -> list[dict]:
         """What ss -tln would list, seen from outside: accepting ports, then refusing ones."""
@@ -365,36 +263,6 @@ PLOT_COLORS = {
 }
 #: the plot's name for CLOSE_WAIT sockets of spans shorter than BRIEF_CLOSE_WAIT_NS
 BRIEF_CLOSE_WAIT = "CLOSE_WAIT (brief)"
-#: a CLOSE_WAIT shorter than this is an application closing normally, not a leak (the
-#: anomalies' close_wait threshold is far longer; this is only how the chart colours it)
-BRIEF_CLOSE_WAIT_NS = 1_000_000_000
-
-
-def _brief_close_waits(
-    index: SocketStates, hosts: Sequence[str], times: Sequence[int]
-) -> dict[str, list[int]]:
-    """Per host, how many of its CLOSE_WAIT sockets at each of `times` are in a brief span
-    (one that ended within BRIEF_CLOSE_WAIT_NS); hosts without any are left out."""
-    wanted = set(hosts)
-    spans = [
-        s
-        for s in index.spans
-        if s.state == "CLOSE_WAIT"
-        and s.host in wanted
-        and s.end_ns is not None
-        and s.end_ns - s.start_ns < BRIEF_CLOSE_WAIT_NS
-    ]
-    import bisect
-    from itertools import accumulate
-
-    steps: dict[str, list[int]] = {}  # +1 where a span starts holding, -1 where it stops
-    for s in spans:
-        row = steps.setdefault(s.host, [0] * (len(times) + 1))
-        row[bisect.bisect_left(times, s.start_ns)] += 1
-        row[bisect.bisect_left(times, s.end_ns)] -= 1  # holds(t): start <= t < end
-    return {host: list(accumulate(row))[:-1] for host, row in steps.items()}
-
-
 #: at most this many hosts get a panel (the busiest)
 MAX_PLOT_HOSTS = 8
 #: the TIME_WAIT drain after the capture's end takes at most this share of the x axis (the
@@ -436,7 +304,7 @@ class StatesChart:
 
 
 def states_chart(
-    index: SocketStates | SpanTable,
+    index: SpanTable,
     first_ns: int,
     last_ns: int,
     max_hosts: int = MAX_PLOT_HOSTS,
