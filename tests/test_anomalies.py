@@ -263,6 +263,33 @@ def test_port_scan(tmp_path, name, scan_type, open_, closed, filtered, open_filt
     assert [x.kind for x in found] == ["port_scan"]  # probes are not refused connections too
 
 
+def test_a_scan_from_a_busy_client(tmp_path):
+    """A client that connects to one port hundreds of times without a byte (a health check:
+    a connect probe each time, kept as one probe slot however many connections, so memory
+    follows the ports probed, not the connections) and also probes 25 closed ports: one
+    vertical scan of 26 ports with port 80 open, and the refused probes stay explained by it
+    (no connection_refused besides)."""
+    frames = []
+    t = pcapgen.T0
+    for i in range(25):
+        frames += pcapgen.refused(cport=50000 + i, sport=1000 + i, t=t)
+        t += 0.001
+    for i in range(300):
+        conv = pcapgen.Conversation(cport=40000 + i, t=t)
+        conv.handshake()
+        conv.close("client")
+        frames += conv.frames
+        t += 0.01
+    found = findings(tmp_path, "busy-scan", frames)
+    a = only(found, "port_scan")
+    d = a.details
+    assert (d["scanner"], d["target"], d["direction"]) == (
+        pcapgen.CLIENT4, pcapgen.SERVER4, "vertical")  # fmt: skip
+    assert (d["ports_probed"], d["open"], d["closed_count"]) == (26, [80], 25)
+    assert d["scan_types"] == {"SYN": 25, "connect": 300}
+    assert "connection_refused" not in [x.kind for x in found]
+
+
 def test_horizontal_udp_scan(tmp_path):
     found = findings(tmp_path, "udp-scan")
     a = only(found, "port_scan")

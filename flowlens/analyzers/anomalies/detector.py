@@ -82,6 +82,27 @@ _OOO = _NOTE_KINDS.index("out_of_order")
 _UNANSWERED, _REFUSED, _RST, _REUSE, _MISMATCH, _GROUPED = 0, 1, 2, 3, 4, 5
 _SINGLE, _CLOSE_WAIT, _FIN_WAIT_2, _UNSOLICITED = 5, 6, 7, 8
 _PROBE, _ATTEMPT, _ANSWER, _HOLDS = 9, 10, 11, 12
+#: the entries whose findings leave out the connections a port scan or a flood explains (the
+#: `claimed` uids of `finish`)
+_CLAIMABLE = (_SINGLE, _UNANSWERED, _REFUSED, _RST)
+
+
+@cython.locals(out=list, i=cython.Py_ssize_t, probe=cython.Py_ssize_t)
+def _elide_probe_uid(out: list) -> None:
+    """A scan probe's uid serves only to leave the connection out of the findings that name
+    connections (`_CLAIMABLE`) when a port scan explains it: a connection with no such entry
+    keeps its probe without the uid, so that a scanner's per-port slot (HostFacts.take) does
+    not keep one uid per connection of a client that connects to one port all day."""
+    probe = -1
+    for i in range(len(out)):
+        kind = out[i][0]
+        if kind in _CLAIMABLE:
+            return
+        if kind == _PROBE:
+            probe = i
+    if probe >= 0:
+        kind, key, item = out[probe]
+        out[probe] = (kind, key, (*item[:5], None, *item[6:]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +338,7 @@ class AnomalyDetector(Analyzer):
                  (conn.first_ts_ns, conn.uid, conn.orig_h, conn.service_frames or ()))
             )  # fmt: skip
         if conn.tcp is None:
+            _elide_probe_uid(out)
             return end, out
         t = conn.tcp
         if t.syns_sent(0):
@@ -396,6 +418,7 @@ class AnomalyDetector(Analyzer):
                     for a in self._segment_findings(conn, st, th, end):
                         out.append((_SINGLE, None, (conn.uid, _of(a, conn))))
                     break
+        _elide_probe_uid(out)
         return end, out
 
     def add_parts(self, parts) -> None:

@@ -142,10 +142,14 @@ class HostFacts:
         #: how long TIME_WAIT lasts, s (the connections' trackers say: 2 x MSL of the table's
         #: Config), for the findings' text; None until a TCP connection was added
         self.time_wait_s = None
-        # [(scanner, target host, (port, proto), verdict, ts_ns, uid, frame, scan type)]: flat,
-        # and tuples of atoms, so that a flood of one-packet "connections" costs the garbage
-        # collector nothing
-        self.probes = []
+        # (scanner, target host, (port, proto)) -> its probes: the first one as it came,
+        # (verdict, ts_ns, uid, frame, scan type, arrival number), a tuple of atoms (a flood of
+        # one-packet "connections" costs the garbage collector nothing); from the second on, a
+        # _ProbeSlot, so that a client connecting to one port a million times keeps one entry,
+        # not a million (the uid only when a finding might name the connection: see
+        # AnomalyDetector.parts)
+        self.probes = {}
+        self._arrivals = 0
         # (server host, port) -> [(ts_ns, client host, answered by SYN/ACK, uid, frame)]
         self.attempts = defaultdict(list)
         # (client host, server host, port) -> the holds of its connections, _HOLD integers
@@ -202,7 +206,17 @@ class HostFacts:
                     self.time_wait_s = time_wait_ns / 1e9
             _hold_into(holds, item)
         elif kind == _PROBE:
-            self.probes.append(item)
+            src, dst, port, verdict, ts, uid, frame, scan_type = item
+            key = (src, dst, port)
+            seen = self._arrivals
+            self._arrivals = seen + 1
+            slot = self.probes.get(key)
+            if slot is None:
+                self.probes[key] = (verdict, ts, uid, frame, scan_type, seen)
+                return
+            if type(slot) is tuple:
+                slot = self.probes[key] = _ProbeSlot(*slot)
+            slot.add(verdict, ts, uid, frame, scan_type, seen, 4 * self.th.evidence_max)
         elif kind == _ATTEMPT:
             self.attempts[key].append(item)
         else:  # _ANSWER: a port spoken to several times keeps the best answer
@@ -238,33 +252,70 @@ def _answer(c) -> tuple:
     )  # fmt: skip
 
 
+class _ProbeSlot:
+    """The probes of one scanner to one (target, port, proto), from the second on: the best
+    verdict, the first time, the uids a finding might name, per scan type its first arrival
+    and count, and the first frames (with their arrival numbers: a scan's evidence is its
+    first frames over all its ports)."""
+
+    __slots__ = ("verdict", "ts", "uids", "types", "frames", "count")
+
+    def __init__(self, verdict, ts, uid, frame, scan_type, seen) -> None:
+        self.verdict, self.ts, self.count = verdict, ts, 1
+        self.uids = [] if uid is None else [uid]
+        self.types = {scan_type: [seen, 1]}
+        self.frames = [(seen, frame)]
+
+    def add(self, verdict, ts, uid, frame, scan_type, seen, max_frames: int) -> None:
+        if _RANK[verdict] > _RANK[self.verdict]:
+            self.verdict = verdict
+        if ts < self.ts:
+            self.ts = ts
+        if uid is not None:
+            self.uids.append(uid)
+        entry = self.types.get(scan_type)
+        if entry is None:
+            self.types[scan_type] = [seen, 1]
+        else:
+            entry[1] += 1
+        if len(self.frames) < max_frames:
+            self.frames.append((seen, frame))
+        self.count += 1
+
+
+def _slot_of(slot) -> _ProbeSlot:
+    return _ProbeSlot(*slot) if type(slot) is tuple else slot
+
+
 def _scans(probes, th, claimed: set, answers=None) -> list[Anomaly]:
     # a source with fewer probes than either threshold cannot be scanning: skip the many
     # one-probe "sources" of a spoofed flood before grouping anything
     least = min(th.scan_min_ports, th.scan_min_hosts)
-    counts = Counter(p[0] for p in probes)
+    counts: Counter = Counter()
+    for (src, _dst, _port), slot in probes.items():
+        counts[src] += 1 if type(slot) is tuple else slot.count
     by_scanner = defaultdict(list)
-    for p in probes:
-        if counts[p[0]] >= least:
-            by_scanner[p[0]].append(p)
+    for key, slot in probes.items():
+        if counts[key[0]] >= least:
+            by_scanner[key[0]].append((key, _slot_of(slot)))
     out = []
+    max_frames = 4 * th.evidence_max
     for scanner, items in by_scanner.items():
-        # target host -> (port, proto) -> [best verdict, first ts, [uids]]
+        # target host -> (port, proto) -> [best verdict, first ts, [uids]], in the order of
+        # their first probes (as are the scan types and the frames)
         targets = defaultdict(dict)
-        types = defaultdict(int)
-        frames = []
-        for _src, dst, key, verdict, ts, uid, frame, kind in items:
-            slot = targets[dst].get(key)
-            if slot is None:
-                targets[dst][key] = [verdict, ts, [uid]]
-            else:
-                if _RANK[verdict] > _RANK[slot[0]]:
-                    slot[0] = verdict
-                slot[1] = min(slot[1], ts)
-                slot[2].append(uid)
-            types[kind] += 1
-            if len(frames) < 4 * th.evidence_max:
-                frames.append(frame)
+        first_type: dict = {}
+        types: Counter = Counter()
+        arrivals = []
+        for (_src, dst, port), slot in items:
+            targets[dst][port] = [slot.verdict, slot.ts, slot.uids]
+            for scan_type, (seen, n) in slot.types.items():
+                if scan_type not in first_type or seen < first_type[scan_type]:
+                    first_type[scan_type] = seen
+                types[scan_type] += n
+            arrivals.extend(slot.frames)
+        types = {k: types[k] for k in sorted(first_type, key=first_type.__getitem__)}
+        frames = [frame for _seen, frame in sorted(arrivals)[:max_frames]]
         vertical = [h for h, ports in targets.items() if len(ports) >= th.scan_min_ports]
         by_port = defaultdict(set)
         for h, ports in targets.items():
