@@ -287,7 +287,7 @@ class SpanTable:
             starts, ends, ks = self._arrays(h)
             n = len(starts)
             dense = 2 * n > cells
-            acc = np.zeros(cells, dtype=np.int64) if dense else None
+            acc = np.zeros(cells if dense else 0, dtype=np.int64)
             keys_parts, delta_parts = [], []
             for lo in range(0, n, _BLOCK):
                 k = ks[lo : lo + _BLOCK].astype(np.int64)
