@@ -206,6 +206,10 @@ SPARE, WEAK, STRONG = 0, 1, 2
 #: rows past the table's limit kept for WEAK connections: a host-level finding names at most
 #: its first few dozen uids (port_reuse's `uids`), so these stop early
 MAX_LATE_WEAK_ROWS = 1000
+#: rows past the table's limit kept at most (STRONG and WEAK), in case a finding names them:
+#: a capture of millions of failed connections must not keep a row for each (the report says
+#: how many it left without one)
+MAX_LATE_ROWS = 20_000
 
 
 def _worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[int, int], spans) -> int:
@@ -271,7 +275,11 @@ class _Gather:
         self.total = 0
         self.by_proto: Counter = Counter()
         self.hosts: Counter = Counter()
+        #: first frame -> uid of the connections with a row or a kept log (what a finding's
+        #: evidence frame can lead to: a row to mark, a ladder to link)
         self.first_frames: dict[int, str] = {}
+        self.rowed: set[str] = set()  # uids of the first max_table_rows rows
+        self.late_dropped = 0  # connections a finding could name, left without a row
         self.logs: OrderedDict[str, tuple[Connection, ConnLog]] = OrderedDict()
         #: uids of the kept logs per `_worth` (SPARE, WEAK, STRONG), oldest first
         self.tiers: tuple[OrderedDict[str, None], ...] = (
@@ -295,14 +303,19 @@ class _Gather:
         self.by_proto[conn.proto_name] += 1
         self.hosts[conn.orig_h] += 1  # addresses as bytes: spelt once, in _facts
         self.hosts[conn.resp_h] += 1
-        self.first_frames[conn.first_frame] = conn.uid
         worth = _worth(conn, self.tcp, self.lingers, spans)
         if len(self.records) < self.options.max_table_rows:
             self.records.append(conn.to_record())
+            self.rowed.add(conn.uid)
+            self.first_frames[conn.first_frame] = conn.uid
         elif worth == STRONG or (worth == WEAK and len(self.late_records) < MAX_LATE_WEAK_ROWS):
             # past the table's rows, kept in case a finding names it (a host-level finding's
             # uids are its first ones: the reused 5-tuples' rows stop at MAX_LATE_WEAK_ROWS)
-            self.late_records[conn.uid] = conn.to_record()
+            if len(self.late_records) < MAX_LATE_ROWS:
+                self.late_records[conn.uid] = conn.to_record()
+                self.first_frames[conn.first_frame] = conn.uid
+            else:
+                self.late_dropped += 1
         if self.streams is not None and len(self.stream_logs) < self.options.max_kept_streams:
             series = self.streams.log_of(conn)
             if series is not None and _could_graph(conn, self.tcp):
@@ -311,6 +324,7 @@ class _Gather:
         if log is None:
             return
         self.logs[conn.uid] = (conn, log)
+        self.first_frames[conn.first_frame] = conn.uid
         self.tiers[worth][conn.uid] = None
         while len(self.logs) > self.options.max_kept_logs:
             self.dropped += 1
@@ -319,7 +333,9 @@ class _Gather:
             spare, weak, strong = self.tiers
             tier = max(spare, weak, key=len) if spare or weak else strong
             uid, _ = tier.popitem(last=True)
-            del self.logs[uid]
+            gone, _log = self.logs.pop(uid)
+            if uid not in self.rowed and uid not in self.late_records:
+                self.first_frames.pop(gone.first_frame, None)
 
 
 def _collector(options: ReportOptions, tcp: TcpAnalyzer, first_ns, wants=None) -> PacketCollector:
@@ -619,6 +635,12 @@ def _facts(path: str, pipe: Pipeline, gather: _Gather) -> list[tuple[str, str]]:
         kinds = ", ".join(f"{n:,} {k}" for k, n in pipe.non_ip.most_common(5))
         out.append(("not IP", f"{non_ip:,} frames ({kinds})"))
     out.append(("open connections at peak", f"{pipe.table.open_peak:,}"))
+    if gather.late_dropped:
+        out.append(
+            ("connection rows", f"the first {gather.options.max_table_rows:,}, and "
+             f"{len(gather.late_records):,} more that findings could name; "
+             f"{gather.late_dropped:,} more such connections have no row")
+        )  # fmt: skip
     return out
 
 

@@ -196,13 +196,24 @@ class SpanTable:
                 best = int(ends.max())
         return best
 
-    def change_points(self, start_ns: int, end_ns: int) -> list[int]:
-        """Every instant in [start, end] where some count changes, plus both ends."""
-        points = {start_ns, end_ns}
-        for h in range(len(self.hosts)):
-            points.update(self._starts[h])
-            points.update(self._ends[h])
-        return sorted(t for t in points if start_ns <= t <= end_ns)
+    def change_points(
+        self, start_ns: int, end_ns: int, limit: int | None = None
+    ) -> list[int] | None:
+        """Every instant in [start, end] where some count changes, plus both ends, sorted; None
+        when there are more than `limit` (the caller then samples the span evenly: the list
+        of a long capture's millions of instants is never made)."""
+        np = _np()
+        points = np.unique(
+            np.concatenate(
+                [np.array([start_ns, end_ns], dtype=np.int64)]
+                + [np.frombuffer(a, dtype=np.int64) for a in self._starts]
+                + [np.frombuffer(a, dtype=np.int64) for a in self._ends]
+            )
+        )
+        points = points[(points >= start_ns) & (points <= end_ns)]
+        if limit is not None and len(points) > limit:
+            return None
+        return points.tolist()
 
     def counts_at(self, ts_ns: int) -> dict[str, Counter]:
         """{host: Counter(state -> sockets)} at `ts_ns`; every host is present (address

@@ -326,8 +326,8 @@ def states_chart(
         end_ns = min(drain_end, last_ns + max(longest, 1))
     if end_ns <= first_ns:
         end_ns = first_ns + 1_000_000_000
-    times = index.change_points(first_ns, end_ns)
-    if len(times) > max_points:  # sampled: about as many instants as the picture has columns
+    times = index.change_points(first_ns, end_ns, max_points)
+    if times is None:  # sampled: about as many instants as the picture has columns
         step = (end_ns - first_ns) / (max_points - 1)
         times = [int(first_ns + i * step) for i in range(max_points)]
     peaks = index.peaks(times)
