@@ -5,7 +5,7 @@ alternation, and the report is the ratio of medians, never an absolute time in a
 
     python scripts/bench.py                     # make bench-out/loopback-250k.pcap if missing, then time
     python scripts/bench.py --capture F.pcap    # time on an existing capture
-    python scripts/bench.py --memory            # also: peak RSS of `flows` at 1M and 5M packets
+    python scripts/bench.py --memory            # also: peak RSS of every command at 1M and 5M packets
 
 What is timed (wall clock, output to /dev/null):
   flowlens flows F --format json     the whole pipeline, every connection printed
@@ -131,6 +131,16 @@ def peak_rss_mb(argv: list[str]) -> float:
         check=True,
     )
     return int(out.stdout) / 1024  # Linux: KiB
+
+
+#: what `--memory` runs on the 1M- and 5M-packet captures (its output to /dev/null)
+MEMORY_COMMANDS = (
+    ("flows", ("--format", "json")),
+    ("anomalies", ("--format", "json")),
+    ("rtt", ("--format", "json")),
+    ("states", ("--format", "json")),
+    ("report", ("-o", "{out}/memory-report.html")),
+)
 
 
 def write_sequential(path: Path, packets: int) -> None:
@@ -289,13 +299,20 @@ def main() -> int:
 
     if args.memory:
         print()
+        print("peak RSS on sequential short connections (streamed formats; MB at 1M, 5M, ratio):")
+        paths = {}
         for millions in (1, 5):
-            path = OUT / f"sequential-{millions}M.pcap"
+            path = paths[millions] = OUT / f"sequential-{millions}M.pcap"
             if not path.exists():
                 write_sequential(path, millions * 1_000_000)
-            rss = peak_rss_mb(flowlens_argv("flows", str(path), "--format", "json"))
+        for name, args_ in MEMORY_COMMANDS:
+            rss = [
+                peak_rss_mb(flowlens_argv(name, str(paths[m]), *(a.format(out=OUT) for a in args_)))
+                for m in (1, 5)
+            ]
+            label = " ".join((name, *args_)).format(out="OUT")
             print(
-                f"peak RSS of flows on {millions}M packets of sequential short connections: {rss:.0f} MB"
+                f"  {label:<44} {rss[0]:6.0f} {rss[1]:6.0f}  {rss[1] / rss[0]:.2f}x  (target <= 1.10x)"
             )
     return 0
 
