@@ -131,7 +131,7 @@ class Event:
     ts_ns: int | None  # None: a note on a frame that was not decoded (no time known)
     kind: str  # "capture", "finding", "note"
     text: str
-    severity: str | None = None
+    severity: str | None = None  # a finding's severity; None for the other kinds
     frame: int | None = None
     #: anchor id in the HTML page it links to ("finding-3", "conn-C..."), or None
     target: str | None = None
