@@ -108,15 +108,15 @@ def host_key(host: str) -> tuple[int, int]:
 
 @dataclass
 class _Listener:
+    first_ns: int  # first packet of the first connection seen to the port
+    last_ns: int  # first packet of the last one
     accepted: int = 0
     refused: int = 0
-    clients: set = field(default_factory=set)
-    first_ns: int | None = None
-    last_ns: int | None = None
+    clients: set[str] = field(default_factory=set)
 
     def seen(self, ts_ns: int) -> None:
-        self.first_ns = ts_ns if self.first_ns is None else min(self.first_ns, ts_ns)
-        self.last_ns = ts_ns if self.last_ns is None else max(self.last_ns, ts_ns)
+        self.first_ns = min(self.first_ns, ts_ns)
+        self.last_ns = max(self.last_ns, ts_ns)
 
 
 class SocketStates:
@@ -133,7 +133,7 @@ class SocketStates:
         self.ports = set(ports)
         self.states = set(states)
         self.spans: list[Span] = []
-        self._listeners: dict[tuple[str, int], _Listener] = defaultdict(_Listener)
+        self._listeners: dict[tuple[str, int], _Listener] = {}
         self.connections = 0
 
     def _keep(self, span: Span) -> bool:
@@ -179,11 +179,14 @@ class SocketStates:
         self.spans.extend(spans)
         if listen is not None:
             host, port, accepted, rejected, client, first_ns = listen
-            entry = self._listeners[(host, port)]
+            entry = self._listeners.get((host, port))
+            if entry is None:
+                entry = self._listeners[(host, port)] = _Listener(first_ns, first_ns)
+            else:
+                entry.seen(first_ns)
             entry.accepted += accepted
             entry.refused += rejected
             entry.clients.add(client)
-            entry.seen(first_ns)
 
     # ------------------------------------------------------------------ counting
     def host_list(self) -> list[str]:
@@ -192,7 +195,7 @@ class SocketStates:
 
     def counts_at(self, ts_ns: int) -> dict[str, Counter]:
         """{host: Counter(state -> sockets)} at `ts_ns`; every host of the spans is present."""
-        out = {h: Counter() for h in self.host_list()}
+        out: dict[str, Counter] = {h: Counter() for h in self.host_list()}
         for s in self.spans:
             if s.holds(ts_ns):
                 out[s.host][s.state] += 1
@@ -216,7 +219,7 @@ class SocketStates:
         limits the result (a SYN flood has tens of thousands of source hosts)."""
         hosts = self.host_list() if hosts is None else list(hosts)
         events = self._events(set(hosts))
-        current = {h: Counter() for h in hosts}
+        current: dict[str, Counter] = {h: Counter() for h in hosts}
         out = []
         i = 0
         for t in times:
@@ -376,8 +379,8 @@ def _brief_close_waits(
     """Per host, how many of its CLOSE_WAIT sockets at each of `times` are in a brief span
     (one that ended within BRIEF_CLOSE_WAIT_NS); hosts without any are left out."""
     wanted = set(hosts)
-    spans = [
-        s
+    spans = [  # (host, start_ns, end_ns)
+        (s.host, s.start_ns, s.end_ns)
         for s in index.spans
         if s.state == "CLOSE_WAIT"
         and s.host in wanted
@@ -388,10 +391,10 @@ def _brief_close_waits(
     from itertools import accumulate
 
     steps: dict[str, list[int]] = {}  # +1 where a span starts holding, -1 where it stops
-    for s in spans:
-        row = steps.setdefault(s.host, [0] * (len(times) + 1))
-        row[bisect.bisect_left(times, s.start_ns)] += 1
-        row[bisect.bisect_left(times, s.end_ns)] -= 1  # holds(t): start <= t < end
+    for host, start_ns, end_ns in spans:
+        row = steps.setdefault(host, [0] * (len(times) + 1))
+        row[bisect.bisect_left(times, start_ns)] += 1
+        row[bisect.bisect_left(times, end_ns)] -= 1  # holds(t): start <= t < end
     return {host: list(accumulate(row))[:-1] for host, row in steps.items()}
 
 
