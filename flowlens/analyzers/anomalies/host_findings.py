@@ -138,20 +138,20 @@ class HostFacts:
         #: (client, server, (port, proto)) -> what answered its connections with data, the best
         #: seen: (rank, service or None, responder facts or None, uid); None: no detection runs,
         #: so nothing is said of what answered
-        self.answers = {} if answers else None
+        self.answers: dict[tuple, tuple] | None = {} if answers else None
         #: how long TIME_WAIT lasts, s (the connections' trackers say: 2 x MSL of the table's
         #: Config), for the findings' text; None until a TCP connection was added
-        self.time_wait_s = None
+        self.time_wait_s: float | None = None
         # [(scanner, target host, (port, proto), verdict, ts_ns, uid, frame, scan type)]: flat,
         # and tuples of atoms, so that a flood of one-packet "connections" costs the garbage
         # collector nothing
-        self.probes = []
+        self.probes: list[tuple] = []
         # (server host, port) -> [(ts_ns, client host, answered by SYN/ACK, uid, frame)]
-        self.attempts = defaultdict(list)
+        self.attempts: defaultdict[tuple, list[tuple]] = defaultdict(list)
         # (client host, server host, port) -> the holds of its connections, _HOLD integers
         # each in an array('q'): no object per connection, for the collector to walk, to free
         # or to chase through memory when the findings are made
-        self.holds = {}
+        self.holds: dict[tuple, array[int]] = {}
 
     @cython.locals(c=Connection, t=TcpTracker, out=list)
     def parts(self, c, st, out: list) -> None:
@@ -206,6 +206,7 @@ class HostFacts:
         elif kind == _ATTEMPT:
             self.attempts[key].append(item)
         else:  # _ANSWER: a port spoken to several times keeps the best answer
+            assert self.answers is not None, "parts makes _ANSWER entries only with answers kept"
             best = self.answers.get(key)
             if best is None or item[0] > best[0]:
                 self.answers[key] = item
@@ -250,9 +251,9 @@ def _scans(probes, th, claimed: set, answers=None) -> list[Anomaly]:
     out = []
     for scanner, items in by_scanner.items():
         # target host -> (port, proto) -> [best verdict, first ts, [uids]]
-        targets = defaultdict(dict)
-        types = defaultdict(int)
-        frames = []
+        targets: defaultdict[bytes, dict[tuple, list]] = defaultdict(dict)
+        types: defaultdict[str, int] = defaultdict(int)  # scan type -> probes
+        frames: list[int] = []
         for _src, dst, key, verdict, ts, uid, frame, kind in items:
             slot = targets[dst].get(key)
             if slot is None:
@@ -274,6 +275,8 @@ def _scans(probes, th, claimed: set, answers=None) -> list[Anomaly]:
         if not vertical and not horizontal:
             continue
         stealth = any(k in _STEALTH for k in types)
+        # (the scanned host, or None for several; the probed ports of each host)
+        groups: list[tuple[bytes | None, dict[bytes, dict[tuple, list]]]]
         if vertical and not horizontal:
             groups = [(h, {h: targets[h]}) for h in vertical]
         else:
@@ -512,8 +515,8 @@ def _hold_of(c, end_ns: int) -> bytes:
     reused = 1 if c.prev_uid is not None and c.reused_in_time_wait else 0
     time_wait = -1 if t.time_wait_ns is None else t.time_wait_ns
     if cython.compiled:
-        hold = cpython.bytes.PyBytes_FromStringAndSize(cython.NULL, _HOLD_PART * 8)
-        p = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))
+        hold = cpython.bytes.PyBytes_FromStringAndSize(cython.NULL, _HOLD_PART * 8)  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
+        p = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
         p[0], p[1], p[2], p[3], p[4] = first, until, c.orig_p, tw0_a, tw0_b
         p[5], p[6], p[7], p[8], p[9] = tw1_a, tw1_b, reused, c.first_frame, time_wait
         return hold
@@ -526,7 +529,7 @@ def _hold_of(c, end_ns: int) -> bytes:
 def _hold_time_wait(hold) -> int:
     """The TIME_WAIT length in ns that `_hold_of` put in `hold` (-1: none)."""
     if cython.compiled:
-        return cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))[_HOLD]
+        return cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))[_HOLD]  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
     return array("q", hold)[_HOLD]
 
 
@@ -536,9 +539,9 @@ def _hold_into(holds, hold: bytes) -> None:
     place."""
     if cython.compiled:
         k = len(holds)
-        cpython.array.resize_smart(holds, k + _HOLD)
+        cpython.array.resize_smart(holds, k + _HOLD)  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
         p = holds.data.as_longlongs + k
-        q = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))
+        q = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
         for i in range(_HOLD):
             p[i] = q[i]
     else:
