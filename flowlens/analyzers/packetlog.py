@@ -241,13 +241,13 @@ class ConnLog:
         self._owner = owner
         self._tcp = tcp
         self._changes: list = []
-        self._items = None
+        self._items: list | None = None
         self._ended = False
         self._tl_len = 0
         self._notes_len = 0
         self._retrans = 0
-        self._synack_ms = None
-        self._ackdat_ms = None
+        self._synack_ms: float | None = None
+        self._ackdat_ms: float | None = None
         self._zero_win = [False, False]
         self._reset_seen = False
         self._breaks = sorted(breaks)
@@ -428,7 +428,7 @@ class PacketCollector(Analyzer):
         log._ended = True
         log._tcp = conn.tcp
         if cython.compiled:  # the array's spare room, left by growing it, given back
-            cpython.array.resize(log._cells, len(log._cells))
+            cpython.array.resize(log._cells, len(log._cells))  # type: ignore[name-defined]  # (cimported in packetlog.pxd)
         if conn.tcp is not None:
             extra = []
             tcp = conn.tcp
@@ -451,7 +451,7 @@ class PacketCollector(Analyzer):
         side = 0 if from_orig else 1
         flags = pkt.flags
         tcp = conn.tcp
-        cells: cpython.array.array = log._cells
+        cells: cpython.array.array = log._cells  # type: ignore[name-defined]  # (cimported in packetlog.pxd)
         p: cython.p_longlong
         k: cython.Py_ssize_t = len(cells) // _WIDTH
         tl0: cython.longlong = 0
@@ -479,7 +479,7 @@ class PacketCollector(Analyzer):
             log._rare[k] = (pkt.sport, pkt.dport)  # ICMP type and code
         if cython.compiled:
             # the packet's integers written in place (array.extend would parse each one)
-            cpython.array.resize_smart(cells, (k + 1) * _WIDTH)
+            cpython.array.resize_smart(cells, (k + 1) * _WIDTH)  # type: ignore[name-defined]  # (cimported in packetlog.pxd)
             p = cells.data.as_longlongs + k * _WIDTH
             p[_FRAME] = pkt.frame
             p[_TS] = pkt.ts_ns

@@ -226,11 +226,12 @@ class DirectionStats:
         self.lastack_ts = 0
         self.window = _M
         self.win_scale = -1
-        self.last_was_syn = False
+        self.last_was_syn = 0  # (the last segment's SYN bit)
         self.dupacknum = 0
         self.lastnondupack = 0
         self.lastflags = 0
-        self.counts = None  # allocated with the first note: most connections never get one
+        # (allocated with the first note: most connections never get one)
+        self.counts: list[int] | None = None
         self.data_segments = 0
         self.data_bytes = 0
         self.retrans_segments = 0
@@ -246,8 +247,8 @@ class DirectionStats:
         self.keep_alive_first_ns = None
         self.keep_alive_last_ns = None
         self.window_probes = 0
-        self.evidence = None
-        self.first_ns = None
+        self.evidence: dict[str, list[int]] | None = None
+        self.first_ns: dict[str, int] | None = None
 
     def count(self, kind: str) -> int:
         """Segments of this direction flagged `kind` (one of `KINDS`)."""
@@ -317,7 +318,8 @@ class TcpaState:
         self.first_flags = flags
         self.first_from_orig = from_orig
         self.reply_flags = None
-        self.syns = None  # [(ts_ns, frame)] of the first SYN's sender, at most _SYN_TIMES
+        #: [(ts_ns, frame)] of the first SYN's sender, at most _SYN_TIMES
+        self.syns: list[tuple[int, int]] | None = None
         self.syn_side = 0
         self.rst = None
         self.mru_syn_ns = 0
@@ -777,14 +779,16 @@ def _count(
     ev = fwd.evidence
     if ev is None:
         ev = fwd.evidence = {}
-        fwd.first_ns = {}
+    first_ns = fwd.first_ns  # (made with evidence)
+    if first_ns is None:
+        first_ns = fwd.first_ns = {}
     for bit, i in _BITS:
         if note & bit:
             counts[i] += 1
             frames = ev.get(KINDS[i])
             if frames is None:
                 ev[KINDS[i]] = [frame]
-                fwd.first_ns[KINDS[i]] = ts
+                first_ns[KINDS[i]] = ts
             elif len(frames) < EVIDENCE_PER_KIND:
                 frames.append(frame)
     if note & _ANY_RETRANS:

@@ -254,7 +254,7 @@ def _timeline(report: Report) -> str:
 
 
 def _event_row(report: Report, e: Event) -> str:
-    badge = e.severity if e.kind == "finding" else e.kind
+    badge = e.severity or e.kind  # only a finding has a severity
     text = _E(e.text)
     if e.target:
         text = f'<a href="#{_E(e.target)}">{text}</a>'

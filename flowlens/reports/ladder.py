@@ -73,6 +73,15 @@ class Note:
         return None
 
 
+#: a fact about each endpoint, (originator's, responder's): a state name or None
+StatePair = tuple[str | None, str | None]
+
+
+def _with(pair: StatePair, side: int, value: str | None) -> StatePair:
+    """`pair` with `side`'s (0 orig, 1 resp) item replaced by `value`."""
+    return (value, pair[1]) if side == 0 else (pair[0], value)
+
+
 @dataclass(slots=True)
 class Step:
     """One row of the diagram."""
@@ -86,9 +95,9 @@ class Step:
     label: str = ""  # packets: flags and numbers; collapsed: the summary line
     flags: str = ""  # packets: tcpdump flags without brackets ("S.", "P.")
     #: state each endpoint enters here, shown beside its line (None: no change)
-    entered: tuple[str | None, str | None] = (None, None)
+    entered: StatePair = (None, None)
     #: state of each endpoint after this row (colours the lifelines in the figure)
-    after: tuple[str | None, str | None] = (None, None)
+    after: StatePair = (None, None)
     findings: list[Finding] = field(default_factory=list)  # shown under the arrow
     notes: list[str] = field(default_factory=list)
     detail: list[str] = field(default_factory=list)  # collapsed: the lines under the summary
@@ -124,10 +133,11 @@ def _si(n: int) -> str:
     """Bytes with SI units (1.1 MB): what a person reads at a glance."""
     if n < 1000:
         return f"{n} B"
+    scaled = float(n)
     for unit in ("kB", "MB", "GB", "TB"):
-        n /= 1000.0
-        if n < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}"
+        scaled /= 1000.0
+        if scaled < 1000 or unit == "TB":
+            return f"{scaled:.1f} {unit}"
     return f"{n} B"  # pragma: no cover
 
 
@@ -216,12 +226,14 @@ def build_ladder(
         if note.frame is not None:
             frame_notes.setdefault(note.frame, []).append(note.text)
         else:
-            time_notes.append((note.when(conn), note))
+            ts = note.when(conn)
+            assert ts is not None  # a note without a frame has a time (see Note)
+            time_notes.append((ts, note))
     time_notes.sort(key=lambda x: x[0])
     placed_frames: set[int] = set()
 
     steps: list[Step] = []
-    state = [None, None] if conn.tcp is None else ["CLOSED", "CLOSED"]
+    state: StatePair = (None, None) if conn.tcp is None else ("CLOSED", "CLOSED")
 
     def flush_time_notes(before_ns: int | None) -> None:
         while time_notes and (before_ns is None or time_notes[0][0] <= before_ns):
@@ -235,25 +247,25 @@ def build_ladder(
             if ts < t0:
                 unused.append(note)
                 continue
-            steps.append(Step("note", ts, off(ts), notes=[note.text], after=tuple(state)))
+            steps.append(Step("note", ts, off(ts), notes=[note.text], after=state))
 
     unused: list[Note] = []
     for item in log.items:
         if isinstance(item, PacketRow):
             flush_time_notes(item.ts_ns - 1) if time_notes else None
             ftext, label = _packet_label(item, log, absolute)
-            entered = [None, None]
+            entered: StatePair = (None, None)
             for side, st in item.entered:
-                entered[side] = st
+                entered = _with(entered, side, st)
             if item.orig_state is not None:
-                state = [item.orig_state, item.resp_state]
+                state = (item.orig_state, item.resp_state)
             mine = frame_notes.get(item.frame, [])
             if mine:
                 placed_frames.add(item.frame)
             steps.append(
                 Step(
                     "packet", item.ts_ns, off(item.ts_ns), item.frame, item.from_orig, label, ftext,
-                    tuple(entered), tuple(state), list(item.findings), list(mine),
+                    entered, state, list(item.findings), list(mine),
                 )
             )  # fmt: skip
         elif isinstance(item, CollapsedRun):
@@ -266,22 +278,21 @@ def build_ladder(
             steps.append(
                 Step(
                     "collapsed", item.first_ts_ns, off(item.first_ts_ns), item.first_frame, None,
-                    summary, after=tuple(state), detail=detail, last_frame=item.last_frame,
+                    summary, after=state, detail=detail, last_frame=item.last_frame,
                     end_offset_s=off(item.last_ts_ns),
                 )
             )  # fmt: skip
         elif isinstance(item, StateChange):
             flush_time_notes(item.ts_ns - 1) if time_notes else None
-            entered = [None, None]
-            entered[item.side] = item.state
-            state[item.side] = item.state
+            entered = _with((None, None), item.side, item.state)
+            state = _with(state, item.side, item.state)
             steps.append(
                 Step(
                     "state",
                     item.ts_ns,
                     off(item.ts_ns),
-                    entered=tuple(entered),
-                    after=tuple(state),
+                    entered=entered,
+                    after=state,
                     label=item.why,
                 )
             )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .ladder import INFO_KINDS, Ladder, Step
+from .ladder import INFO_KINDS, Ladder, StatePair, Step
 
 __all__ = ["STATE_COLORS", "arrow_color", "draw_figure", "save_figure", "step_height"]
 
@@ -85,7 +85,7 @@ def draw_figure(ladders: Sequence[Ladder]):
         ax.text(0.0, y + 0.05, "frame", fontsize=8, color="#666666", va="top")
         ax.text(0.06, y + 0.05, "time s", fontsize=8, color="#666666", va="top")
         y += 0.8
-        prev_state = (
+        prev_state: StatePair = (
             ("CLOSED", "CLOSED")
             if lad.steps and lad.steps[0].after[0] is not None
             else (None, None)

@@ -23,8 +23,9 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from ..analyzers.anomalies.detector import SEVERITIES, Anomaly, AnomalyDetector, Thresholds
 from ..analyzers.packetlog import ConnLog, PacketCollector
@@ -131,7 +132,7 @@ class Event:
     ts_ns: int | None  # None: a note on a frame that was not decoded (no time known)
     kind: str  # "capture", "finding", "note"
     text: str
-    severity: str | None = None
+    severity: str | None = None  # a finding's severity; None for the other kinds
     frame: int | None = None
     #: anchor id in the HTML page it links to ("finding-3", "conn-C..."), or None
     target: str | None = None
@@ -338,17 +339,21 @@ class _Gather:
                 self.first_frames.pop(gone.first_frame, None)
 
 
-def _collector(options: ReportOptions, tcp: TcpAnalyzer, first_ns, wants=None) -> PacketCollector:
+def _collector(
+    options: ReportOptions, tcp: TcpAnalyzer, first_ns: Callable[[], int | None], wants=None
+) -> PacketCollector:
     """The ladder's collapsed packet log, its findings from the shared TCP analyzer."""
     pins = [n.frame for n in options.notes if n.frame is not None]
-    time_notes = [n for n in options.notes if n.frame is None]
+    # a time note is at an absolute time or at an offset from the capture's first packet
+    at_ns = [n.ts_ns for n in options.notes if n.frame is None and n.ts_ns is not None]
+    offsets_ns = [n.offset_ns for n in options.notes if n.frame is None and n.offset_ns is not None]
 
-    def breaks(conn: Connection) -> list[int]:
+    def breaks(conn: Connection) -> list[int]:  # (PacketCollector sorts them)
         base = first_ns() or conn.first_ts_ns
-        return [n.ts_ns if n.ts_ns is not None else base + n.offset_ns for n in time_notes]
+        return at_ns + [base + offset for offset in offsets_ns]
 
     return PacketCollector(
-        wants, full=False, pinned=pins, breaks=breaks if time_notes else None, tcp=tcp
+        wants, full=False, pinned=pins, breaks=breaks if at_ns or offsets_ns else None, tcp=tcp
     )
 
 
@@ -391,7 +396,7 @@ def build_report(
     stats = pipe.stats
     first, last = stats.first_ts_ns, stats.last_ts_ns
     # no packets (an empty or wholly damaged capture) is a report too: its facts and the damage
-    findings = group_findings(pipe.results[detector])
+    findings = group_findings(cast("list[Anomaly]", pipe.results[detector]))  # its finish()
     notes = [n if first is None else _absolute(n, first) for n in options.notes]
 
     # which connections matter: the notes' connections, then each finding's (or an example),
@@ -419,7 +424,7 @@ def build_report(
     drawn_graphs = [u for u in graphed if u in gather.stream_logs][: options.max_stream_graphs]
 
     # shown in the order of their first finding (the most severe first), notes' connections after
-    first_link = {}
+    first_link: dict[str | None, int] = {}
     for i, uid in enumerate(links):
         first_link.setdefault(uid, i)
     chosen.sort(key=lambda u: first_link.get(u, len(links)))
@@ -490,7 +495,7 @@ def group_findings(findings: Sequence[Anomaly]) -> list[Anomaly]:
 
 def _round_robin(groups: list[list[str]]) -> list[str]:
     """The first of each group, then the second of each ..."""
-    out = []
+    out: list[str] = []
     depth = 0
     while any(len(g) > depth for g in groups):
         out.extend(g[depth] for g in groups if len(g) > depth)

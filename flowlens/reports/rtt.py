@@ -327,13 +327,15 @@ class Aggregator:
     def parts(self, conn: Connection) -> list[tuple]:
         """What `conn` adds to its groups, as plain values (a shard of `--jobs` hands them to
         the process that merges: `add_parts` in the order one process would add them)."""
+        assert self.rtt is not None, "an Aggregator without an RttCollector only merges parts"
         st = self.rtt.state_of(conn)
-        out = []
+        out: list[tuple] = []
         for leg in _LEGS_BY[self.by]:
             hs = _handshake_leg(conn, leg)
             s = st.samples[leg] if st is not None else None
             if hs is None and s is None:
                 continue
+            key: tuple  # the group: its address(es), then the leg
             if self.by == "server":
                 key = (conn.resp_h, leg)
             elif self.by == "client":
@@ -375,7 +377,7 @@ class Aggregator:
         for key in sorted(self.groups, key=lambda k: (*k[:-1], -k[-1])):
             g = self.groups[key]
             leg = key[-1]
-            row = {"orig_h": None, "resp_h": None, "host": None}
+            row: dict[str, object] = {"orig_h": None, "resp_h": None, "host": None}
             if self.by == "pair":
                 row["orig_h"], row["resp_h"] = format_addr(key[0]), format_addr(key[1])
             else:
@@ -430,6 +432,7 @@ def series_for(
     if st is None:
         return []
     out = []
+    legs: tuple[int, ...]
     if by == "client":
         legs = (0,)
     elif by in ("server", "pair"):

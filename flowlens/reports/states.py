@@ -19,7 +19,7 @@ connection (sent a SYN/ACK to a SYN), with its clients, and every port that refu
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -95,15 +95,15 @@ def endpoint_spans(conn: Connection) -> list[Span]:
 
 @dataclass
 class _Listener:
+    first_ns: int  # first packet of the first connection seen to the port
+    last_ns: int  # first packet of the last one
     accepted: int = 0
     refused: int = 0
-    clients: set = field(default_factory=set)
-    first_ns: int | None = None
-    last_ns: int | None = None
+    clients: set[str] = field(default_factory=set)
 
     def seen(self, ts_ns: int) -> None:
-        self.first_ns = ts_ns if self.first_ns is None else min(self.first_ns, ts_ns)
-        self.last_ns = ts_ns if self.last_ns is None else max(self.last_ns, ts_ns)
+        self.first_ns = min(self.first_ns, ts_ns)
+        self.last_ns = max(self.last_ns, ts_ns)
 
 
 class SocketStates(SpanTable):
@@ -122,7 +122,7 @@ class SocketStates(SpanTable):
         self.ports = set(ports)
         self.states = set(states)
         self._wanted_states = {STATES.index(s) for s in self.states if s in _COUNTED}
-        self._listeners: dict[tuple[str, int], _Listener] = defaultdict(_Listener)
+        self._listeners: dict[tuple[str, int], _Listener] = {}
         self.connections = 0
 
     def add(self, conn: Connection, spans: Sequence[tuple] | None = None) -> None:
@@ -169,11 +169,14 @@ class SocketStates(SpanTable):
             counted[side] = True
         if listen is not None:
             host, port, accepted, rejected, client, first_ns = listen
-            entry = self._listeners[(host, port)]
+            entry = self._listeners.get((host, port))
+            if entry is None:
+                entry = self._listeners[(host, port)] = _Listener(first_ns, first_ns)
+            else:
+                entry.seen(first_ns)
             entry.accepted += accepted
             entry.refused += rejected
             entry.clients.add(client)
-            entry.seen(first_ns)
 
     # ------------------------------------------------------------------ records
     def at_records(self, ts_ns: int) -> list[dict]:

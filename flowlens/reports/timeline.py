@@ -59,7 +59,7 @@ def _flags(row: PacketRow) -> str:
 def timeline_records(conn: Connection, log: ConnLog, absolute: bool = False) -> Iterator[dict]:
     """One record per packet (and per state change without a packet), in capture order."""
     t0 = conn.first_ts_ns
-    state = ["CLOSED", "CLOSED"] if conn.tcp is not None else [None, None]
+    state: list[str | None] = ["CLOSED", "CLOSED"] if conn.tcp is not None else [None, None]
     for item in log.items:
         if isinstance(item, PacketRow):
             tcp = item.proto == IPPROTO_TCP

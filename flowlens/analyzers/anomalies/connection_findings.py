@@ -78,8 +78,8 @@ def icmp_finding(c: Connection, th: Thresholds) -> Anomaly:
     """icmp_unreachable: the ICMP errors quoting one flow."""
     v6 = len(c.orig_h) == 16
     errs = c.icmp_errors
-    kinds = defaultdict(int)
-    reporters = set()
+    kinds: defaultdict[str, int] = defaultdict(int)  # error name -> errors
+    reporters: set[bytes] = set()
     for _ts, _frame, itype, code, reporter in errs:
         kinds[icmp_error_name(v6, itype, code)] += 1
         reporters.add(reporter)
@@ -160,8 +160,10 @@ def rst_ignored_finding(c: Connection, th: Thresholds) -> Anomaly:
 
 # ---------------------------------------------------------------------------- segments
 def segment_findings(c: Connection, st, th: Thresholds, end_ns: int) -> list[Anomaly]:
-    """`end_ns`: when the record ended (a window still closed then counts as closed until it)."""
-    """retransmissions and zero_window per direction, keep_alive per connection."""
+    """retransmissions and zero_window per direction, keep_alive per connection, of `c` (`st`:
+    its TcpaState).
+
+    `end_ns`: when the record ended (a window still closed then counts as closed until it)."""
     out = []
     ka_total = 0
     ka_frames = []

@@ -246,7 +246,9 @@ class AnomalyDetector(Analyzer):
     single connections.
     """
 
-    requires = (TcpAnalyzer,)
+    # (Analyzer.requires is an unannotated `()` in core/analyzer.py, which mypy types as the
+    # empty tuple: annotating it there as tuple[type[Analyzer] | Analyzer, ...] ends this)
+    requires = (TcpAnalyzer,)  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -289,13 +291,13 @@ class AnomalyDetector(Analyzer):
 
         self._hosts = HostFacts(self.thresholds, answers=self.services is not None)
         self._single: list[tuple[str, Anomaly]] = []  # (uid, finding about that connection)
-        self._unanswered = defaultdict(list)
-        self._refused = defaultdict(list)
-        self._close_wait = defaultdict(list)
+        self._unanswered: defaultdict[tuple, list[tuple]] = defaultdict(list)
+        self._refused: defaultdict[tuple, list[tuple]] = defaultdict(list)
+        self._close_wait: defaultdict[tuple, list[tuple]] = defaultdict(list)
         self._fin_wait_2: list[tuple] = []
-        self._rst = defaultdict(list)
-        self._reuse = defaultdict(list)
-        self._mismatch = defaultdict(list)
+        self._rst: defaultdict[tuple, list[tuple]] = defaultdict(list)
+        self._reuse: defaultdict[tuple, list[tuple]] = defaultdict(list)
+        self._mismatch: defaultdict[tuple, list[tuple]] = defaultdict(list)
         self._unsolicited: list[tuple] = []
         #: the groups of `parts`' entries of kind _UNANSWERED .. _MISMATCH, by kind
         self._grouped = (self._unanswered, self._refused, self._rst, self._reuse, self._mismatch)
@@ -614,7 +616,8 @@ def _close_wait_findings(groups, th: Thresholds, end_ns: int) -> list[Anomaly]:
     """close_wait, grouped per leaking endpoint (a server's service port, a client host)."""
     out = []
     for (host, port, peer_h, peer_p), spells in groups.items():
-        leaks, half = [], []
+        leaks: list[tuple] = []
+        half: list[tuple] = []
         for start, stop, still, frame, uid, sent, conn_ns in spells:
             length = ((end_ns if stop is None else stop) - start) / 1e9
             if length >= th.close_wait_s:

@@ -138,24 +138,24 @@ class HostFacts:
         #: (client, server, (port, proto)) -> what answered its connections with data, the best
         #: seen: (rank, service or None, responder facts or None, uid); None: no detection runs,
         #: so nothing is said of what answered
-        self.answers = {} if answers else None
+        self.answers: dict[tuple, tuple] | None = {} if answers else None
         #: how long TIME_WAIT lasts, s (the connections' trackers say: 2 x MSL of the table's
         #: Config), for the findings' text; None until a TCP connection was added
-        self.time_wait_s = None
+        self.time_wait_s: float | None = None
         # (scanner, target host, (port, proto)) -> its probes: the first one as it came,
         # (verdict, ts_ns, uid, frame, scan type, arrival number), a tuple of atoms (a flood of
         # one-packet "connections" costs the garbage collector nothing); from the second on, a
         # _ProbeSlot, so that a client connecting to one port a million times keeps one entry,
         # not a million (the uid only when a finding might name the connection: see
         # AnomalyDetector.parts)
-        self.probes = {}
+        self.probes: dict[tuple, tuple | _ProbeSlot] = {}
         self._arrivals = 0
         # (server host, port) -> [(ts_ns, client host, answered by SYN/ACK, uid, frame)]
-        self.attempts = defaultdict(list)
+        self.attempts: defaultdict[tuple, list[tuple]] = defaultdict(list)
         # (client host, server host, port) -> the holds of its connections, _HOLD integers
         # each in an array('q'): no object per connection, for the collector to walk, to free
         # or to chase through memory when the findings are made
-        self.holds = {}
+        self.holds: dict[tuple, array[int]] = {}
 
     @cython.locals(c=Connection, t=TcpTracker, out=list)
     def parts(self, c, st, out: list) -> None:
@@ -207,19 +207,20 @@ class HostFacts:
             _hold_into(holds, item)
         elif kind == _PROBE:
             src, dst, port, verdict, ts, uid, frame, scan_type = item
-            key = (src, dst, port)
+            where = (src, dst, port)
             seen = self._arrivals
             self._arrivals = seen + 1
-            slot = self.probes.get(key)
+            slot = self.probes.get(where)
             if slot is None:
-                self.probes[key] = (verdict, ts, uid, frame, scan_type, seen)
+                self.probes[where] = (verdict, ts, uid, frame, scan_type, seen)
                 return
-            if type(slot) is tuple:
-                slot = self.probes[key] = _ProbeSlot(*slot)
+            if isinstance(slot, tuple):
+                slot = self.probes[where] = _ProbeSlot(*slot)
             slot.add(verdict, ts, uid, frame, scan_type, seen, 4 * self.th.evidence_max)
         elif kind == _ATTEMPT:
             self.attempts[key].append(item)
         else:  # _ANSWER: a port spoken to several times keeps the best answer
+            assert self.answers is not None, "parts makes _ANSWER entries only with answers kept"
             best = self.answers.get(key)
             if best is None or item[0] > best[0]:
                 self.answers[key] = item
@@ -303,18 +304,18 @@ def _scans(probes, th, claimed: set, answers=None) -> list[Anomaly]:
     for scanner, items in by_scanner.items():
         # target host -> (port, proto) -> [best verdict, first ts, [uids]], in the order of
         # their first probes (as are the scan types and the frames)
-        targets = defaultdict(dict)
-        first_type: dict = {}
-        types: Counter = Counter()
-        arrivals = []
+        targets: defaultdict[bytes, dict[tuple, list]] = defaultdict(dict)
+        first_type: dict[str, int] = {}
+        counted: Counter = Counter()  # scan type -> probes
+        arrivals: list[tuple[int, int]] = []
         for (_src, dst, port), slot in items:
             targets[dst][port] = [slot.verdict, slot.ts, slot.uids]
             for scan_type, (seen, n) in slot.types.items():
                 if scan_type not in first_type or seen < first_type[scan_type]:
                     first_type[scan_type] = seen
-                types[scan_type] += n
+                counted[scan_type] += n
             arrivals.extend(slot.frames)
-        types = {k: types[k] for k in sorted(first_type, key=first_type.__getitem__)}
+        types = {k: counted[k] for k in sorted(first_type, key=first_type.__getitem__)}
         frames = [frame for _seen, frame in sorted(arrivals)[:max_frames]]
         vertical = [h for h, ports in targets.items() if len(ports) >= th.scan_min_ports]
         by_port = defaultdict(set)
@@ -325,6 +326,8 @@ def _scans(probes, th, claimed: set, answers=None) -> list[Anomaly]:
         if not vertical and not horizontal:
             continue
         stealth = any(k in _STEALTH for k in types)
+        # (the scanned host, or None for several; the probed ports of each host)
+        groups: list[tuple[bytes | None, dict[bytes, dict[tuple, list]]]]
         if vertical and not horizontal:
             groups = [(h, {h: targets[h]}) for h in vertical]
         else:
@@ -563,8 +566,8 @@ def _hold_of(c, end_ns: int) -> bytes:
     reused = 1 if c.prev_uid is not None and c.reused_in_time_wait else 0
     time_wait = -1 if t.time_wait_ns is None else t.time_wait_ns
     if cython.compiled:
-        hold = cpython.bytes.PyBytes_FromStringAndSize(cython.NULL, _HOLD_PART * 8)
-        p = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))
+        hold = cpython.bytes.PyBytes_FromStringAndSize(cython.NULL, _HOLD_PART * 8)  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
+        p = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
         p[0], p[1], p[2], p[3], p[4] = first, until, c.orig_p, tw0_a, tw0_b
         p[5], p[6], p[7], p[8], p[9] = tw1_a, tw1_b, reused, c.first_frame, time_wait
         return hold
@@ -577,7 +580,7 @@ def _hold_of(c, end_ns: int) -> bytes:
 def _hold_time_wait(hold) -> int:
     """The TIME_WAIT length in ns that `_hold_of` put in `hold` (-1: none)."""
     if cython.compiled:
-        return cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))[_HOLD]
+        return cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))[_HOLD]  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
     return array("q", hold)[_HOLD]
 
 
@@ -587,9 +590,9 @@ def _hold_into(holds, hold: bytes) -> None:
     place."""
     if cython.compiled:
         k = len(holds)
-        cpython.array.resize_smart(holds, k + _HOLD)
+        cpython.array.resize_smart(holds, k + _HOLD)  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
         p = holds.data.as_longlongs + k
-        q = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))
+        q = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
         for i in range(_HOLD):
             p[i] = q[i]
     else:

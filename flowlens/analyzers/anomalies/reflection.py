@@ -59,7 +59,7 @@ def _finding(group: list[tuple], th: Thresholds, pattern: str) -> Anomaly:
     n = len(group)
     senders = sorted({format_addr(x[2]) for x in group})
     receivers = sorted({format_addr(x[4]) for x in group})
-    ports = defaultdict(int)
+    ports: defaultdict[int, int] = defaultdict(int)  # port -> SYN/ACKs from it
     for x in group:
         ports[x[3]] += 1
     top_ports = sorted(ports.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
