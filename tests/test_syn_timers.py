@@ -121,6 +121,8 @@ def test_a_capture_cut_short_keeps_the_model(tmp_path):
     assert count(path, 130.5, CLIENT, "SYN_SENT") == 1
     assert count(path, 131.5, CLIENT, "SYN_SENT") == 0
     assert syn_sent_spans(path)[-1] == (11.0, 131.0, True)
+    out = CliRunner().invoke(cli, ["flows", path, "--state", "syn-sent", "--format", "json"])
+    assert [json.loads(x)["orig_state"] for x in out.stdout.splitlines()] == ["SYN_SENT"]
 
 
 def test_an_application_that_gave_up_after_two_syns(tmp_path):
