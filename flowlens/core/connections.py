@@ -214,8 +214,9 @@ class Config:
     #: (tcp_syn_linear_timeouts = 4) SYNs at 0, 1, 2, 3, 4, 5, 7, 11, 19, 35, 67 s and the
     #: give-up at 131 s; before 6.5 SYNs at 0, 1, 3, 7, 15, 31, 63 s and 127 s. 131 s is the
     #: default because 6.5 (2023) and later is what current distributions run, and it is the
-    #: later of the two: on an older kernel the capture's schedule (SYNs 2 s apart after the
-    #: first retransmission) shows the socket gone at 127 s when the capture runs on past it.
+    #: later of the two: on an older kernel the capture's schedule (intervals doubling from
+    #: the first, 1, 2, 4 ... s) shows the socket gone at 127 s when the capture runs on past
+    #: it, while 127 s would end a 6.5+ attempt 4 s early whenever the capture stops sooner.
     #: 0: no timer (SYN_SENT lasts until a packet ends it, evidence or not)
     syn_sent_timeout_s: float = 131.0
     #: SYN retransmissions 1 s apart before the RTO starts doubling (Linux 6.5+:
