@@ -34,16 +34,15 @@ from collections import Counter
 
 import dpkt
 import pytest
+from pcapgen import syn_schedule
 
 from flowlens import Config, analyze
 from flowlens.reports.states import SocketStates
 
 try:
     from netlab import Lab
-    from test_findings_lab import syn_schedule
 except ImportError:  # pragma: no cover - tests/ as a package
     from .netlab import Lab
-    from .test_findings_lab import syn_schedule
 
 pytestmark = pytest.mark.netlab
 

@@ -25,10 +25,15 @@ from flowlens.core.tcpstate import TIMER_REASONS, TcpState
 CLIENT, SERVER = pcapgen.CLIENT4, pcapgen.SERVER4
 OTHER = "192.0.2.99"  # the host whose traffic makes a capture run on
 
-#: the SYN schedules of tests/test_findings_lab.py's syn_schedule (net/ipv4/tcp_timer.c) for
-#: Linux's default tcp_syn_retries = 6: retransmissions (s after the first SYN) and give-up
+#: pcapgen.syn_schedule (net/ipv4/tcp_timer.c's rule) for Linux's default tcp_syn_retries = 6:
+#: retransmissions (s after the first SYN) and give-up
 LINUX_6_5 = ([1, 2, 3, 4, 5, 7, 11, 19, 35, 67], 131.0)  # tcp_syn_linear_timeouts = 4
 BEFORE_6_5 = ([1, 3, 7, 15, 31, 63], 127.0)
+
+
+def test_the_schedules_are_linux_s():
+    assert pcapgen.syn_schedule(6, 4) == LINUX_6_5
+    assert pcapgen.syn_schedule(6, 0) == BEFORE_6_5
 
 
 def syns(times, *, isn=1000, cport=40000) -> list:
@@ -175,6 +180,18 @@ def test_no_timer_keeps_syn_sent_to_the_end(tmp_path):
     assert c.orig_state == "SYN_SENT"
 
 
+@pytest.mark.parametrize("linear", [0, 1, 2, 4])
+@pytest.mark.parametrize("retries", [1, 2, 3, 4, 5, 6])
+def test_every_kernel_schedule_ends_where_the_kernel_gave_up(tmp_path, retries, linear):
+    """For any tcp_syn_retries and tcp_syn_linear_timeouts the kernel's own schedule
+    (pcapgen.syn_schedule), with the capture running on: SYN_SENT ends exactly where the kernel
+    gave up, from the SYNs alone (Config's 131 s model and 6 retries do not matter), given
+    Config.syn_linear_timeouts = the kernel's for the schedules whose intervals cannot tell."""
+    sent, give_up = pcapgen.syn_schedule(retries, linear)
+    path = capture(tmp_path, f"syn-{retries}-{linear}", syns(sent), runs_on(give_up + 30))
+    assert syn_sent_spans(path, Config(syn_linear_timeouts=linear))[-1][1:] == (give_up, True)
+
+
 # ------------------------------------------------------------------------------ SYN_RECEIVED
 def synacks(times, *, client_syns=()) -> list:
     """A SYN at 0 answered by a SYN/ACK 1 ms later, resent at each of `times` (s after the
@@ -227,6 +244,22 @@ def test_syn_received_answering_a_resent_syn_is_not_its_timer(tmp_path):
     path = capture(tmp_path, "synack-resent-syn", synacks([1.0], client_syns=[1.0]), runs_on(200))
     assert count(path, 62.5, SERVER, "SYN_RECEIVED") == 1
     assert count(path, 63.5, SERVER, "SYN_RECEIVED") == 0
+
+
+@pytest.mark.parametrize("retries", [1, 2, 3, 4, 5])
+def test_every_synack_schedule_ends_where_the_request_was_dropped(tmp_path, retries):
+    """tcp_synack_retries = 1 ... 5 (or a queue that cut it down to that): SYN/ACKs at 0 and
+    at 2^k - 1 s for k = 1 ... retries, the request dropped at 2^(retries + 1) - 1 s after the
+    first (reqsk_timer_handler: `req->timeout << num_timeout`, from 1 s)."""
+    path = capture(
+        tmp_path,
+        f"synack-{retries}",
+        synacks([2**k - 1 for k in range(1, retries + 1)]),
+        runs_on(100),
+    )
+    dropped = 2 ** (retries + 1) - 1 + 0.001  # (the first SYN/ACK 1 ms after the SYN)
+    assert count(path, dropped - 0.1, SERVER, "SYN_RECEIVED") == 1
+    assert count(path, dropped + 0.1, SERVER, "SYN_RECEIVED") == 0
 
 
 @pytest.mark.parametrize("timeout_s", [0.0, 63.0])
