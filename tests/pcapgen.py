@@ -240,6 +240,24 @@ def refused(**kw) -> list:
     return conv.frames
 
 
+def syn_schedule(retries: int, linear: int) -> tuple[list[float], float]:
+    """When Linux sends a connect()'s SYN again (s after the first) and when it gives up, as
+    net/ipv4/tcp_timer.c does it from a 1 s initial RTO (TCP_TIMEOUT_INIT): the RTO doubles
+    after each retransmission once more than `linear` were sent (tcp_retransmit_timer: `tp->
+    total_rto > sysctl_tcp_syn_linear_timeouts`, Linux 6.5+; 0 before), and tcp_write_timeout
+    gives up at the first timer with `retries + linear` retransmissions sent, or
+    ((2 << retries) - 1) s after the first SYN (retransmits_timed_out, tcp_model_timeout)."""
+    t, rto, sent, out = 0.0, 1.0, 0, []
+    while True:
+        t += rto
+        if sent >= retries + linear or t >= (2 << retries) - 1:
+            return out, t
+        sent += 1
+        out.append(t)
+        if sent > linear:
+            rto *= 2
+
+
 def unanswered_syn(retries=(1.0, 2.0, 4.0), **kw) -> list:
     """A SYN and its retransmissions (same ISN) with no answer: filtered or host down."""
     conv = Conversation(**kw)

@@ -50,7 +50,9 @@ def test_csv_has_a_header_and_one_row_per_connection(incident):
         (["--state", "close-wait"], {("9000", "S2")}),
         (["--state", "REJ"], {("5432", "REJ")}),
         (["--port", "6379"], {("6379", "S0")}),
-        (["--state", "syn-sent"], {("6379", "S0")}),
+        # (the cache's SYNs, 1, 2, 4, 8 s apart, stop at 60 s; the next was due at 76 s and the
+        # capture runs on to 125 s: the socket was gone by its end, tests/test_syn_timers.py)
+        (["--state", "syn-sent"], set()),
         (
             ["--net", "198.51.100.30/32", "--net", "198.51.100.40/31", "--proto", "tcp"],
             {("5432", "REJ"), ("6379", "S0")},

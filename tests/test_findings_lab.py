@@ -22,6 +22,7 @@ import textwrap
 
 import dpkt
 import pytest
+from pcapgen import syn_schedule
 
 from flowlens import analyze
 from flowlens.analyzers.anomalies.detector import AnomalyDetector, Thresholds
@@ -599,24 +600,6 @@ UNANSWERED = """
     retrans = mib("/proc/net/netstat", "TcpExt", "TCPSynRetrans") - retrans
     print(json.dumps({"attempts": attempts, "syn_retrans": retrans}))
 """
-
-
-def syn_schedule(retries: int, linear: int) -> tuple[list[float], float]:
-    """When Linux sends a connect()'s SYN again (s after the first) and when it gives up, as
-    net/ipv4/tcp_timer.c does it from a 1 s initial RTO (TCP_TIMEOUT_INIT): the RTO doubles
-    after each retransmission once more than `linear` were sent (tcp_retransmit_timer: `tp->
-    total_rto > sysctl_tcp_syn_linear_timeouts`, Linux 6.5+; 0 before), and tcp_write_timeout
-    gives up at the first timer with `retries + linear` retransmissions sent, or
-    ((2 << retries) - 1) s after the first SYN (retransmits_timed_out, tcp_model_timeout)."""
-    t, rto, sent, out = 0.0, 1.0, 0, []
-    while True:
-        t += rto
-        if sent >= retries + linear or t >= (2 << retries) - 1:
-            return out, t
-        sent += 1
-        out.append(t)
-        if sent > linear:
-            rto *= 2
 
 
 def test_unanswered_syns_on_the_kernels_retry_schedule(tmp_path):

@@ -208,11 +208,26 @@ class Config:
 
     #: maximum segment lifetime; TIME_WAIT lasts 2 x MSL (Linux: 60 s)
     msl_s: float = 30.0
-    #: an unanswered connection attempt (SYN_SENT) gives up this long after its first SYN
-    #: (Linux: tcp_syn_retries = 6 from a 1 s RTO: 1+2+4+8+16+32+64 s; see TcpTracker)
-    syn_sent_timeout_s: float = 127.0
+    #: an unanswered connection attempt (SYN_SENT) gives up this long after its first SYN,
+    #: unless the capture shows it ending sooner (its SYN retransmissions stop: see
+    #: TcpTracker, "states over time"). Linux's default, tcp_syn_retries = 6: on Linux 6.5+
+    #: (tcp_syn_linear_timeouts = 4) SYNs at 0, 1, 2, 3, 4, 5, 7, 11, 19, 35, 67 s and the
+    #: give-up at 131 s; before 6.5 SYNs at 0, 1, 3, 7, 15, 31, 63 s and 127 s. 131 s is the
+    #: default because 6.5 (2023) and later is what current distributions run, and it is the
+    #: later of the two: on an older kernel the capture's schedule (intervals doubling from
+    #: the first, 1, 2, 4 ... s) shows the socket gone at 127 s when the capture runs on past
+    #: it, while 127 s would end a 6.5+ attempt 4 s early whenever the capture stops sooner.
+    #: 0: no timer (SYN_SENT lasts until a packet ends it, evidence or not)
+    syn_sent_timeout_s: float = 131.0
+    #: SYN retransmissions 1 s apart before the RTO starts doubling (Linux 6.5+:
+    #: net.ipv4.tcp_syn_linear_timeouts = 4; 0 before 6.5 and on other systems): what
+    #: TcpTracker assumes when an attempt's SYN intervals cannot tell (one retransmission, or
+    #: the capture cut short before one doubled)
+    syn_linear_timeouts: int = 4
     #: a SYN_RECEIVED without the handshake's ACK gives up this long after its first SYN/ACK
-    #: (Linux: tcp_synack_retries = 5: 1+2+4+8+16+32 s)
+    #: unless the capture shows its SYN/ACK retransmissions stopping sooner (Linux:
+    #: tcp_synack_retries = 5: SYN/ACKs at 0, 1, 3, 7, 15, 31 s, the request dropped at 63 s);
+    #: 0: no timer
     syn_received_timeout_s: float = 63.0
     #: an orphaned FIN_WAIT_2 (its application closed; the peer never sent its FIN) is dropped
     #: this long after it entered FIN_WAIT_2 (Linux: net.ipv4.tcp_fin_timeout = 60 s; see
@@ -261,14 +276,16 @@ class Config:
         return int(2 * self.msl_s * 1e9)
 
     @property
-    def state_timers_ns(self) -> tuple[int, int, int, int | None]:
-        """(TIME_WAIT, SYN_SENT, SYN_RECEIVED, FIN_WAIT_2 or None) timers in ns: what the table
-        hands each TcpTracker, which owns what they mean."""
+    def state_timers_ns(self) -> tuple[int, int | None, int | None, int | None, int]:
+        """(TIME_WAIT, SYN_SENT, SYN_RECEIVED, FIN_WAIT_2 timers in ns or None: no timer,
+        syn_linear_timeouts): what the table hands each TcpTracker, which owns what they
+        mean."""
         return (
             self.time_wait_ns,
-            int(self.syn_sent_timeout_s * 1e9),
-            int(self.syn_received_timeout_s * 1e9),
+            int(self.syn_sent_timeout_s * 1e9) if self.syn_sent_timeout_s > 0 else None,
+            int(self.syn_received_timeout_s * 1e9) if self.syn_received_timeout_s > 0 else None,
             int(self.fin_wait_2_timeout_s * 1e9) if self.fin_wait_2_timeout_s > 0 else None,
+            self.syn_linear_timeouts,
         )
 
 
@@ -892,6 +909,9 @@ class ConnectionTable:
         c._done = True
         c.end_ts_ns = end_ns
         c.closed_by = why
+        if c.tcp is not None:
+            # how far the capture went: the evidence for the end of SYN_SENT/SYN_RECEIVED
+            c.tcp.capture_ran_to(self.now_ns)
         if self._table.get(c.key) is c:
             del self._table[c.key]
         if self._held.get(c.key) is c:
@@ -960,7 +980,12 @@ class ConnectionTable:
             return
         if len(self._attempts) >= 65536:
             self._attempts.clear()
-        self._attempts[c.key] = (t.isn_of(0), max(0, t.syns_sent(0) - 1) + c._syn_carried, c.uid)
+        self._attempts[c.key] = (
+            t.isn_of(0),
+            max(0, t.syns_sent(0) - 1) + c._syn_carried,
+            c.uid,
+            t.syn_attempt(),
+        )
 
     def flush(self) -> list[Connection]:
         """The capture ended: emit everything still open or held, in order of first packet."""
@@ -1329,6 +1354,7 @@ class ConnectionTable:
                 # (as in Zeek), and one more retry of the same attempt
                 c._syn_carried = attempt[1] + 1
                 c.prev_uid = attempt[2]
+                c.tcp.continue_attempt(attempt[3])  # its SYN schedule goes on too
         return c
 
     @cython.locals(

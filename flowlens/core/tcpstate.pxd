@@ -41,6 +41,13 @@ cdef class TcpTracker:
     cdef long long _syn_sent_ns
     cdef long long _syn_received_ns
     cdef long long _fin_wait_2_ns
+    cdef long long _syn_linear
+    cdef long long _rtx_first[2]
+    cdef long long _rtx_last[2]
+    cdef long long _rtx_gap[2]
+    cdef long long _rtx_n[2]
+    cdef int _rtx_flags[2]
+    cdef long long _seen_to
     # the timeline: _TL_INLINE (tcpstate.py) changes in arrays, the rest in _tl_more
     cdef int _tl_n
     cdef long long _tl_ts[12]
@@ -77,6 +84,12 @@ cdef class TcpTracker:
     cpdef long long synack_leg_ns(self)
     cpdef long long ackdat_leg_ns(self)
     cdef long long _timer_end(self, int side, int code, long long start)
+    cdef long long _syn_end(self, int side, int code, long long start, long long limit, bint latest)
+    cdef long long _rto_after(self, int side)
+    cdef void _rtx_seen(self, int side, long long ts_ns, bint synack)
+    cpdef void capture_ran_to(self, long long ts_ns)
+    cpdef object syn_attempt(self)
+    cpdef void continue_attempt(self, object attempt)
     cpdef int state_index_at(self, int side, long long ts_ns)
     cpdef object state_at(self, int side, long long ts_ns)
     cdef long long _tw_end(self, int side)

@@ -92,10 +92,33 @@ _TL_INLINE = cython.declare(cython.int, 12)
 #: why a timed state ended without a packet (see `TcpTracker.spans`), for ladders and timelines
 TIMER_REASONS = {
     TcpState.TIME_WAIT: "TIME_WAIT over (2 x MSL)",
-    TcpState.SYN_SENT: "SYN_SENT given up (SYN retries exhausted)",
-    TcpState.SYN_RECEIVED: "SYN_RECEIVED given up (SYN/ACK retries exhausted)",
+    TcpState.SYN_SENT: "SYN_SENT given up (no SYN retransmission when one was due: retries "
+    "exhausted, or the application closed it; inferred, no packet)",
+    TcpState.SYN_RECEIVED: "SYN_RECEIVED given up (no SYN/ACK retransmission when one was due: "
+    "retries exhausted, or the request dropped; inferred, no packet)",
     TcpState.FIN_WAIT_2: "orphaned FIN_WAIT_2 dropped (tcp_fin_timeout; inferred, no packet)",
 }
+
+
+# The retransmission timer of a SYN_SENT socket and of a SYN_RECEIVED request, as Linux runs it
+# (net/ipv4/tcp_timer.c, net/ipv4/inet_connection_sock.c; see `TcpTracker._rto_after`), in ns:
+#: TCP_TIMEOUT_INIT (include/net/tcp.h), the RTO armed after the first SYN or SYN/ACK: 1 s, as
+#: RFC 6298 §2.1 says ("the sender SHOULD set RTO <- 1 second")
+_TIMEOUT_INIT_NS = cython.declare(cython.longlong, 1_000_000_000)
+#: TCP_RTO_MAX (include/net/tcp.h): no RTO doubles past 120 s
+_RTO_MAX_NS = cython.declare(cython.longlong, 120_000_000_000)
+#: SYNs (or SYN/ACKs) of one side closer than this are one transmission the capture saw twice,
+#: not a retransmission (no RTO is that short: TCP_RTO_MIN is 200 ms)
+_RTX_DUP_NS = cython.declare(cython.longlong, 1_000_000)
+#: how late a retransmission may be seen after its RTO ran out, on top of 8/63 of the RTO (the
+#: timer wheel never fires early and late by at most one bucket of the level the timeout falls
+#: in: a level's granularity is 8^n jiffies and it takes timeouts from 63 x 8^(n-1) jiffies on,
+#: kernel/time/timer.c, calc_index), for a jiffy (10 ms at HZ=100), the softirq and the path
+_RTX_LATE_NS = cython.declare(cython.longlong, 100_000_000)
+# _rtx_flags bits
+_RTX_DOUBLED = cython.declare(cython.int, 1)  # an interval twice the one before was seen
+_RTX_SYNACK = cython.declare(cython.int, 2)  # the side retransmits SYN/ACKs (not SYNs)
+_RTX_VOID = cython.declare(cython.int, 4)  # the peer resent its SYN: SYN/ACKs not on the timer
 
 
 def _opt(value: int) -> int | None:
@@ -176,6 +199,18 @@ class TcpTracker:
         "_syn_sent_ns",  # SYN_SENT: the SYN retry budget
         "_syn_received_ns",  # SYN_RECEIVED: the SYN/ACK retry budget
         "_fin_wait_2_ns",  # an orphaned FIN_WAIT_2: tcp_fin_timeout
+        "_syn_linear",  # SYN retransmissions before the RTO starts doubling (Linux 6.5+:
+        # net.ipv4.tcp_syn_linear_timeouts, Config.syn_linear_timeouts), when the capture's
+        # intervals cannot tell
+        # the retransmission schedule each side showed in SYN_SENT (its SYNs) or SYN_RECEIVED
+        # (its SYN/ACKs), for the end of those states (see `_rto_after`); an attempt's SYNs in
+        # earlier records that Zeek's attempt timer ended count too (`continue_attempt`)
+        "_rtx_first",  # [per side] ts_ns of its first SYN or SYN/ACK, _UNSET: none
+        "_rtx_last",  # [per side] ts_ns of its latest
+        "_rtx_gap",  # [per side] the interval before the latest, _UNSET with fewer than two
+        "_rtx_n",  # [per side] how many
+        "_rtx_flags",  # [per side] _RTX_DOUBLED | _RTX_SYNACK | _RTX_VOID
+        "_seen_to",  # ts_ns the capture is known to have run to (`capture_ran_to`), _UNSET
     )
 
     def __init__(
@@ -184,14 +219,23 @@ class TcpTracker:
         syn_sent_ns: int | None = None,
         syn_received_ns: int | None = None,
         fin_wait_2_ns: int | None = None,
+        syn_linear_timeouts: int = 4,
     ) -> None:
         """The timers (ns) are the connection table's Config (`Config.state_timers_ns`): the
         table hands them in when it creates the tracker. None: that state has no timer (a bare
-        tracker, as tests build, keeps every state until a packet changes it)."""
+        tracker, as tests build, keeps every state until a packet changes it).
+        `syn_linear_timeouts`: Config.syn_linear_timeouts (see `_rto_after`)."""
         self._tw_ns = _UNSET if time_wait_ns is None else time_wait_ns
         self._syn_sent_ns = _UNSET if syn_sent_ns is None else syn_sent_ns
         self._syn_received_ns = _UNSET if syn_received_ns is None else syn_received_ns
         self._fin_wait_2_ns = _UNSET if fin_wait_2_ns is None else fin_wait_2_ns
+        self._syn_linear = syn_linear_timeouts
+        self._rtx_first = [_UNSET, _UNSET]
+        self._rtx_last = [_UNSET, _UNSET]
+        self._rtx_gap = [_UNSET, _UNSET]
+        self._rtx_n = [0, 0]
+        self._rtx_flags = [0, 0]
+        self._seen_to = _UNSET
         self._state = [_S_CLOSED, _S_CLOSED]
         self._tl_n = 0
         if not cython.compiled:  # (compiled, these are C arrays, zeroed with the object)
@@ -472,13 +516,29 @@ class TcpTracker:
     # - Three states also end on a timer, the endpoint then being CLOSED without a packet (and
     #   without a timeline entry): TIME_WAIT after 2 x MSL (RFC 9293 §3.3.2 and §3.10.7.4;
     #   Linux: TCP_TIMEWAIT_LEN, 60 s), SYN_SENT when its SYN retries are spent and SYN_RECEIVED
-    #   when its SYN/ACK retries are (Linux, Documentation/networking/ip-sysctl.rst:
-    #   tcp_syn_retries = 6 with a 1 s initial RTO (RFC 6298 §2.1) doubling: the last SYN at
-    #   63 s, the attempt abandoned 127 s after the first SYN (Linux 6.5+ resends the first 5
-    #   SYNs 1 s apart, tcp_syn_linear_timeouts = 4, and gives up at 131 s: the model keeps
-    #   127 s, Config.syn_sent_timeout_s sets it); tcp_synack_retries = 5: the last
-    #   SYN/ACK at 31 s, the request dropped after 63 s). The timers come from the table's
-    #   Config (`Config.state_timers_ns`), counted from the moment the side entered the state.
+    #   when its SYN/ACK retries are. The timers come from the table's Config
+    #   (`Config.state_timers_ns`), counted from the moment the side entered the state; for
+    #   SYN_SENT from the attempt's first SYN, in an earlier record too (`continue_attempt`).
+    # - SYN_SENT and SYN_RECEIVED end on the evidence when the capture has it (`_syn_end`). A
+    #   SYN_SENT socket sends its SYN again each time its retransmission timer fires, until it
+    #   gives up (tcp_retransmit_timer -> tcp_write_timeout, net/ipv4/tcp_timer.c), and a
+    #   listener's request resends its SYN/ACK each time its timer fires until it is dropped
+    #   (reqsk_timer_handler, net/ipv4/inet_connection_sock.c). So when the capture shows the
+    #   side's SYNs (SYN/ACKs) and runs on past the moment the next one was due without it,
+    #   the socket was gone at that moment: end = its last SYN (SYN/ACK) + the RTO armed after
+    #   it (`_rto_after`). There its timer fired and gave up (its retries were spent, or fewer
+    #   were allowed than the model's: a lower tcp_syn_retries, a listener whose SYN queue
+    #   filled up cuts tcp_synack_retries down to 2), or the application had closed it earlier,
+    #   at a moment the capture cannot show (a connect() timeout). "Past the moment" allows
+    #   for a late timer: 8/63 of the RTO (the timer wheel's granularity) + 100 ms
+    #   (_RTX_LATE_NS). When the capture ends before that, the model holds: Linux's defaults,
+    #   tcp_syn_retries = 6 (SYNs at 0, 1, 2, 3, 4, 5, 7, 11, 19, 35, 67 s, given up at 131 s
+    #   on Linux 6.5+, tcp_syn_linear_timeouts = 4; at 0, 1, 3, 7, 15, 31, 63 s and 127 s
+    #   before; Config.syn_sent_timeout_s) and tcp_synack_retries = 5 (SYN/ACKs at 0, 1, 3, 7,
+    #   15, 31 s, the request dropped at 63 s; Config.syn_received_timeout_s) - but never
+    #   before the last SYN the capture shows: a socket that sent one was still there, and
+    #   Config's budget then counts from that SYN. No timer (a bare tracker, a 0 in Config)
+    #   turns both the model and the evidence off.
     # - An orphaned FIN_WAIT_2 ends on a timer too: once the application has closed, Linux
     #   keeps a FIN_WAIT_2 socket whose peer never sends its FIN for net.ipv4.tcp_fin_timeout
     #   (60 s; tcp_close() in net/ipv4/tcp.c hands it to tcp_time_wait(sk, TCP_FIN_WAIT2, tmo),
@@ -524,6 +584,8 @@ class TcpTracker:
         limit = self._limit(code)
         if limit == _UNSET or start == _UNSET:
             return _UNSET
+        if code == _S_SYN_SENT or code == _S_SYN_RECEIVED:
+            return self._syn_end(side, code, start, limit, False)
         since = start
         if start == self._carry_ts and self._carry_since[side] != _UNSET:
             # a state carried over from the previous record (`continue_from`): its timer runs
@@ -544,6 +606,123 @@ class TcpTracker:
         ):
             return self._tw_restart[side] + limit
         return since + limit
+
+    @cython.locals(
+        since=cython.longlong, rto=cython.longlong, due=cython.longlong, model=cython.longlong,
+        late=cython.longlong,
+    )  # fmt: skip
+    def _syn_end(self, side: int, code: int, start: int, limit: int, latest: bool) -> int:
+        """When `side`'s SYN_SENT or SYN_RECEIVED (`code`), entered at `start`, ends on its own
+        (`limit`: the state's timer from Config), by the rule above: its last SYN (SYN/ACK) +
+        the RTO armed after it when the capture ran on past that without one, else the model.
+        `latest`: the latest moment the answer can still move to, for `settled_ns` (the model,
+        or the end of the wait for a late retransmission if that is later)."""
+        since = start
+        rto = _UNSET
+        if self._state[side] == code and start == self._since[side]:
+            # (the side's current state: an earlier spell ended on a packet)
+            if code == _S_SYN_SENT and not self._rtx_flags[side] & _RTX_SYNACK:
+                if self._rtx_first[side] != _UNSET:
+                    since = self._rtx_first[side]
+                rto = self._rto_after(side)
+            elif (
+                code == _S_SYN_RECEIVED
+                and self._rtx_flags[side] & _RTX_SYNACK
+                and not self._rtx_flags[side] & _RTX_VOID
+            ):
+                rto = self._rto_after(side)
+        model = since + limit
+        if rto == _UNSET:
+            return model
+        due = self._rtx_last[side] + rto
+        late = due + rto * 8 // 63 + _RTX_LATE_NS
+        if self._seen_to != _UNSET and self._seen_to >= late:
+            return due  # the capture went on past it: no retransmission came
+        if model <= self._rtx_last[side]:
+            model = self._rtx_last[side] + limit  # Config's budget was spent before its last SYN
+        if latest and late > model:
+            return late
+        return model
+
+    @cython.locals(n=cython.longlong, k=cython.longlong, g=cython.longlong, linear=cython.longlong)
+    def _rto_after(self, side: int) -> int:
+        """The RTO `side`'s timer was armed with after its last SYN (or SYN/ACK), from the
+        intervals the capture showed and Linux's rules, ns; _UNSET when it showed none.
+
+        SYN_SENT (tcp_retransmit_timer, net/ipv4/tcp_timer.c): after the first SYN the RTO is
+        TCP_TIMEOUT_INIT, 1 s (RFC 6298 §2.1); each retransmission doubles it (`icsk_rto << 1`,
+        at most TCP_RTO_MAX, 120 s) once more than tcp_syn_linear_timeouts were sent (Linux
+        6.5+: `icsk_backoff > sysctl_tcp_syn_linear_timeouts`, 4 by default; none before). The
+        intervals tell the two apart once one doubled: from then on the RTO doubles. While none
+        has, k retransmissions 1 s apart mean at least k - 1 linear ones: the next interval is
+        the last one again if k is within the linear count (Config's, or k - 1 if the capture
+        shows more), else twice it. SYN_RECEIVED (reqsk_timer_handler,
+        net/ipv4/inet_connection_sock.c): the request's timer is `req->timeout <<
+        req->num_timeout` (at most TCP_RTO_MAX), `req->timeout` = TCP_TIMEOUT_INIT: 1 s after
+        the first SYN/ACK, then twice each interval."""
+        n = self._rtx_n[side]
+        if n <= 0:
+            return _UNSET
+        if n == 1:
+            return _TIMEOUT_INIT_NS
+        g = self._rtx_gap[side]
+        if not self._rtx_flags[side] & (_RTX_DOUBLED | _RTX_SYNACK):
+            k = n - 1  # retransmissions seen, every interval the same so far
+            linear = self._syn_linear if self._syn_linear > k - 1 else k - 1
+            if k <= linear:
+                return g
+        return _RTO_MAX_NS if 2 * g > _RTO_MAX_NS else 2 * g
+
+    @cython.locals(gap=cython.longlong, last=cython.longlong)
+    def _rtx_seen(self, side: int, ts_ns: int, synack: bool) -> None:
+        """`side` sent a SYN (`synack` False) or a SYN/ACK at `ts_ns`: its retransmission
+        schedule so far (see `_rto_after`). Only one kind per side is kept: the first it sent."""
+        if self._rtx_n[side] and bool(self._rtx_flags[side] & _RTX_SYNACK) != synack:
+            return  # (a simultaneous open: its SYN first, then a SYN/ACK)
+        last = self._rtx_last[side]
+        if last == _UNSET:
+            self._rtx_first[side] = ts_ns
+            if synack:
+                self._rtx_flags[side] |= _RTX_SYNACK
+        else:
+            gap = ts_ns - last
+            if gap < _RTX_DUP_NS:
+                return  # the same segment seen twice
+            if self._rtx_gap[side] != _UNSET and 2 * gap >= 3 * self._rtx_gap[side]:
+                self._rtx_flags[side] |= _RTX_DOUBLED
+            self._rtx_gap[side] = gap
+        self._rtx_last[side] = ts_ns
+        self._rtx_n[side] += 1
+
+    def capture_ran_to(self, ts_ns: int) -> None:
+        """The capture is known to have gone on to `ts_ns` (the connection table's clock when
+        the record ends, and at any packet that takes its 5-tuple over): how far the evidence
+        for the end of SYN_SENT and SYN_RECEIVED reaches (see `_syn_end`)."""
+        if self._seen_to == _UNSET or ts_ns > self._seen_to:
+            self._seen_to = ts_ns
+
+    def syn_attempt(self) -> tuple[int, int, int, int, int] | None:
+        """The originator's SYN schedule so far, for the record that continues its attempt
+        after Zeek's attempt timer ended this one (`continue_attempt`): (first SYN ts_ns, last
+        SYN ts_ns, last interval or constants.UNSET, SYNs, flags), or None without SYNs."""
+        if self._rtx_n[0] == 0 or self._rtx_flags[0] & _RTX_SYNACK:
+            return None
+        return (
+            self._rtx_first[0],
+            self._rtx_last[0],
+            self._rtx_gap[0],
+            self._rtx_n[0],
+            self._rtx_flags[0],
+        )
+
+    def continue_attempt(self, attempt: tuple[int, int, int, int, int] | None) -> None:
+        """This record continues the connection attempt of an earlier one on the 5-tuple (a
+        SYN with the same ISN after Zeek's attempt timer ended it: ConnectionTable._open_tcp):
+        its originator's SYNs there (`syn_attempt`) count as this side's, before its own."""
+        if attempt is None or self._rtx_n[0]:
+            return
+        self._rtx_first[0], self._rtx_last[0], self._rtx_gap[0] = attempt[0], attempt[1], attempt[2]
+        self._rtx_n[0], self._rtx_flags[0] = attempt[3], attempt[4]
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
@@ -666,7 +845,12 @@ class TcpTracker:
         end = _UNSET
         for s in range(2):
             code = self._state[s]
-            e = self._timer_end(s, code, self._since[s])
+            if (code == _S_SYN_SENT or code == _S_SYN_RECEIVED) and self._since[s] != _UNSET:
+                e = self._limit(code)
+                if e != _UNSET:
+                    e = self._syn_end(s, code, self._since[s], e, True)
+            else:
+                e = self._timer_end(s, code, self._since[s])
             if e != _UNSET and (end == _UNSET or e > end):
                 end = e
         return None if end == _UNSET else end
@@ -677,6 +861,7 @@ class TcpTracker:
         TIME_WAIT then leaves it for CLOSED (the kernel recycles it, RFC 6191), and
         `tw_cut_short` says so; a side still in SYN_SENT or SYN_RECEIVED (an attempt that the new
         record continues) leaves it for CLOSED there too."""
+        self.capture_ran_to(ts_ns)
         for side in range(2):
             if self._state[side] == _S_TIME_WAIT:
                 start = self._tw_start[side]
@@ -782,6 +967,11 @@ class TcpTracker:
         self._last_win[0], self._last_win[1] = self._last_win[1], self._last_win[0]
         self._wscale[0], self._wscale[1] = self._wscale[1], self._wscale[0]
         self._synack_ack[0], self._synack_ack[1] = self._synack_ack[1], self._synack_ack[0]
+        self._rtx_first[0], self._rtx_first[1] = self._rtx_first[1], self._rtx_first[0]
+        self._rtx_last[0], self._rtx_last[1] = self._rtx_last[1], self._rtx_last[0]
+        self._rtx_gap[0], self._rtx_gap[1] = self._rtx_gap[1], self._rtx_gap[0]
+        self._rtx_n[0], self._rtx_n[1] = self._rtx_n[1], self._rtx_n[0]
+        self._rtx_flags[0], self._rtx_flags[1] = self._rtx_flags[1], self._rtx_flags[0]
         if self.rst_ignored is not None:
             ts, frame, side, why = self.rst_ignored
             self.rst_ignored = (ts, frame, 1 - side, why)
@@ -946,6 +1136,8 @@ class TcpTracker:
                 if side == 1 and self._synack_ts[1] == _UNSET and self._syn_ts[0] != _UNSET:
                     self._synack_ns = _leg_ns(self._syn_ts[0], ts_ns)
                 self._synack_ts[side] = ts_ns
+                if not self._syn_count[side]:
+                    self._rtx_seen(side, ts_ns, True)
                 s = self._state[side]
                 if s == _S_CLOSED or s == _S_SYN_SENT:
                     self._set(side, _S_SYN_RECEIVED, ts_ns, frame)
@@ -959,6 +1151,13 @@ class TcpTracker:
                 # was in SYN_SENT (see _ack: ESTABLISHED, inferred).
                 return
             self._syn_count[side] += 1
+            if not self._synack_count[side]:
+                self._rtx_seen(side, ts_ns, False)
+            if self._synack_count[peer]:
+                # the peer's SYN/ACKs after this SYN answer it (tcp_check_req resends one for
+                # a retransmitted SYN and re-arms the timer without backing off): they are not
+                # its timer's schedule any more
+                self._rtx_flags[peer] |= _RTX_VOID
             if self._isn[side] == _UNSET:
                 self._isn[side] = seq
             if self._synack_ts[peer] == _UNSET:
