@@ -139,9 +139,10 @@ def states(
 ) -> None:
     """Rebuild, for every host seen in CAPTURE, how many TCP sockets it had in each state (ss -s),
     from each endpoint's state timeline. TIME_WAIT counts for 2 x MSL after it starts (--msl),
-    even past the connection's last packet; an unanswered SYN (SYN_SENT) for 127 s and a
-    SYN_RECEIVED for 63 s, as Linux retries them; any other state, however quiet, until the end
-    (a CLOSE_WAIT nobody closes stays). At the end the counts are the end states of `flows`.
+    even past the connection's last packet; an unanswered SYN (SYN_SENT) until the SYN the
+    kernel would have sent next did not come (else 131 s, Linux 6.5+'s give-up) and a
+    SYN_RECEIVED likewise (else 63 s); any other state, however quiet, until the end (a
+    CLOSE_WAIT nobody closes stays). At the end the counts are the end states of `flows`.
 
     Default: counts per host and state over time, every --interval. --at gives one moment
     (json: one object per host with its counts by state name). --plot draws the stacked area
