@@ -31,6 +31,7 @@ from ._common import (
     output_option,
     records_format_option,
     report_damage,
+    scheduler_option,
     table_options,
     warn,
     wide_option,
@@ -121,6 +122,7 @@ def _states(ctx: click.Context, param: click.Parameter, values: Iterable[str]) -
 )
 @wide_option
 @jobs_option
+@scheduler_option
 @table_options
 def states(
     capture: str,
@@ -135,6 +137,7 @@ def states(
     states,
     wide: bool = False,
     jobs: int = 1,
+    scheduler: str | None = None,
     **kwargs,
 ) -> None:
     """Rebuild, for every host seen in CAPTURE, how many TCP sockets it had in each state (ss -s),
@@ -172,7 +175,7 @@ def states(
     index = SocketStates(hosts, ports, states)
     # each connection's spans are made where it was read (a shard, with --jobs) and added in
     # the one-process order
-    stream = ConnectionStream(capture, config, list, lambda c, _a: index.parts(c), jobs)
+    stream = ConnectionStream(capture, config, list, lambda c, _a: index.parts(c), jobs, scheduler)
     for parts in stream:
         index.add_parts(parts)
     facts = stream.facts
