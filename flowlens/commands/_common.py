@@ -540,6 +540,7 @@ class ConnectionStream:
         self.make_analyzers = make_analyzers
         self.work = work
         self.client: Any = None
+        self.progress: _Progress | None = None
         self.facts: dict = {}
         if scheduler:
             if jobs < 0:
