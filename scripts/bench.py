@@ -332,16 +332,16 @@ def main() -> int:
             f"of 2 worker processes{f'; -j 1 / -j 2 = {ours / two:.2f}' if two else ''})"
         )
         if args.memory:  # the merging process holds about two batches per shard, not a shard
-            path = OUT / "sequential-1M.pcap"
-            if not path.exists():
-                write_sequential(path, 1_000_000)
-            argv = flowlens_argv("flows", str(path), "--format", "json")
-            one = peak_rss_mb(argv)
-            there = peak_rss_mb([*argv, "--scheduler", cluster.scheduler_address])
-            print(
-                f"peak RSS of flows on 1M packets: {one:.0f} MB; with --scheduler, of the "
-                f"merging process (the workers apart): {there:.0f} MB"
-            )
+            for millions in (1, 5):
+                path = OUT / f"sequential-{millions}M.pcap"
+                if not path.exists():
+                    write_sequential(path, millions * 1_000_000)
+                argv = flowlens_argv("flows", str(path), "--format", "json")
+                there = peak_rss_mb([*argv, "--scheduler", cluster.scheduler_address])
+                print(
+                    f"peak RSS of flows --scheduler on {millions}M packets of sequential short "
+                    f"connections, the merging process (its workers apart): {there:.0f} MB"
+                )
     if cluster is not None:
         cluster.close()
 
