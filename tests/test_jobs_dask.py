@@ -11,6 +11,7 @@ import pcapgen
 import pytest
 from click.testing import CliRunner
 from corpus import captures, needs_corpus
+from test_jobs import COMMANDS as VARIANTS
 from test_jobs import SAMPLES
 
 from flowlens.cli import cli
@@ -86,6 +87,39 @@ def test_every_corpus_capture_is_the_same_on_a_cluster(scheduler, path):
     for args in COMMANDS:
         one = invoke(args[0], path, *args[1:])
         same_result(one, invoke(args[0], path, *args[1:], "--scheduler", scheduler))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        *VARIANTS,
+        ("flows", "--format", "csv", "--services", "--port", "8080", "--wide"),
+        ("anomalies", "--format", "table", "--services", "--time-wait-min", "10"),
+        ("anomalies", "--format", "json", "--min-severity", "warning", "--host", "198.51.100.20"),
+    ],
+    ids=" ".join,
+)
+def test_every_commands_options_pickle_to_the_workers(scheduler, args):
+    """What each command sends to the workers (its analyzers' factory and its per-connection
+    work, with the selection, thresholds, RTT grouping, socket index they close over) pickles
+    and works there as here."""
+    path = ROOT / "sample_pcaps" / "incident.pcap"
+    one = invoke(args[0], path, *args[1:])
+    assert one.exit_code == 0 and one.stdout_bytes, one.stderr
+    same_result(one, invoke(args[0], path, *args[1:], "--scheduler", scheduler))
+
+
+def test_plots_are_drawn_from_the_same_series(scheduler, tmp_path, monkeypatch):
+    matplotlib = pytest.importorskip("matplotlib")
+    monkeypatch.setitem(matplotlib.rcParams, "svg.hashsalt", "flowlens")  # stable SVG ids
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")  # and a fixed date in the SVG's metadata
+    path = ROOT / "sample_pcaps" / "incident.pcap"
+    for cmd in ("rtt", "states"):
+        assert invoke(cmd, path, "--plot", tmp_path / f"{cmd}-1.svg").exit_code == 0
+        there = invoke(cmd, path, "--plot", tmp_path / f"{cmd}-2.svg", "--scheduler", scheduler)
+        assert there.exit_code == 0, there.stderr
+        one, two = ((tmp_path / f"{cmd}-{n}.svg").read_bytes() for n in (1, 2))
+        assert b"<path" in one and one == two, cmd
 
 
 def test_more_shards_than_workers_and_a_relative_path(scheduler, tmp_path, monkeypatch):

@@ -235,6 +235,7 @@ def anomalies(
       flowlens anomalies capture.pcap --format json | jq -r .summary
       flowlens anomalies capture.pcap --wide
       flowlens anomalies big.pcap --jobs 2
+      flowlens anomalies /shared/big.pcap --scheduler tcp://10.0.0.5:8786
       flowlens anomalies capture.pcap --format parquet -o anomalies.parquet
     """
     sink = Output(output, fmt, capture)

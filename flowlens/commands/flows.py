@@ -110,6 +110,7 @@ def flows(
       flowlens flows capture.pcap --format parquet -o flows.parquet
       flowlens flows capture.pcap --community-id-seed 1 --format json
       flowlens flows big.pcap --jobs 0 --format json
+      flowlens flows /shared/big.pcap --scheduler tcp://10.0.0.5:8786 --format json
     """
     sink = Output(output, fmt, capture)
     selection = selection_from(kwargs)

@@ -143,6 +143,7 @@ def rtt(
       flowlens rtt capture.pcap --by server --plot rtt.png
       flowlens rtt capture.pcap --samples --uid CwV6 --format csv
       flowlens rtt capture.pcap --wide
+      flowlens rtt /shared/big.pcap --by server --scheduler tcp://10.0.0.5:8786
       flowlens rtt capture.pcap --format parquet -o rtt.parquet
     """
     sink = Output(output, fmt, capture)

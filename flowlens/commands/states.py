@@ -161,6 +161,7 @@ def states(
       flowlens states capture.pcap --interval 10s --plot states.png
       flowlens states capture.pcap --listening
       flowlens states capture.pcap --state estab --wide
+      flowlens states /shared/big.pcap --at end --scheduler tcp://10.0.0.5:8786
       flowlens states capture.pcap --interval 1s --format parquet -o states.parquet
     """
     if at is not None and interval is not None:
