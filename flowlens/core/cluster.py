@@ -13,20 +13,21 @@ from typing import Any
 
 from ..errors import FlowlensError
 
-__all__ = ["CONNECT_TIMEOUT_S", "connect", "worker_threads"]
+__all__ = ["CONNECT_TIMEOUT_S", "connect", "worker_threads", "one_line"]
 
 #: seconds to wait for a scheduler to answer (distributed retries a refused connection until
 #: then, as a scheduler still starting refuses it)
 CONNECT_TIMEOUT_S = 20.0
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """What `exc` says, on one line (a distributed error's text may span several)."""
     text = re.sub(r"\s+", " ", str(exc)).strip()
     return text or type(exc).__name__
 
 
 def _unreachable(address: str, exc: BaseException) -> FlowlensError:
-    return FlowlensError(f"{address}: cannot reach the Dask scheduler ({_one_line(exc)})")
+    return FlowlensError(f"{address}: cannot reach the Dask scheduler ({one_line(exc)})")
 
 
 def _probe(address: str, timeout_s: float) -> None:

@@ -154,8 +154,8 @@ def _shard_batches(
     progress: Callable | None = None,
     batch: int = _BATCH,
 ) -> Iterator[tuple[str, Any]]:
-    """What shard k of n sends, message by message: ("items", up to _BATCH (frame, key, item)
-    entries), then ("done", finish(pipeline)); ("error", a FlowlensError's text) or ("crash",
+    """What shard k of n sends, message by message: ("items", up to `batch` (frame, key,
+    item) entries), then ("done", finish(pipeline)); ("error", a FlowlensError's text) or ("crash",
     a traceback) end it instead. `progress`, when given, becomes the pipeline's progress
     callback (a Dask shard reports it with its batches)."""
     try:
@@ -290,11 +290,11 @@ class DaskShardedRun:
         except FlowlensError:
             raise
         except Exception as exc:  # a worker lost, the cluster closing
-            from .cluster import _one_line
+            from .cluster import one_line
 
             raise FlowlensError(
                 f"{self.workers[k]}: the Dask worker of shard {k} of {self.jobs} failed "
-                f"({_one_line(exc)})"
+                f"({one_line(exc)})"
             ) from exc
 
     def _stream(self, k: int, actor: Any, pending: Any) -> Iterator[tuple]:
