@@ -234,3 +234,66 @@ def test_a_failing_shard_stops_the_run_with_its_traceback(client, tmp_path):
     setup = lambda shard: (Pipeline(str(path), shard=shard), work)  # noqa: E731
     with pytest.raises(RuntimeError, match="(?s)on the Dask worker.*ValueError: boom"):
         list(DaskShardedRun(setup, lambda p: None, 2, client))
+
+
+class _Calls:
+    """A stand-in for distributed's Client that runs each actor here and counts the calls
+    made to it and not yet answered (what the merging process has asked for and may hold)."""
+
+    def __init__(self):
+        self.made: dict[int, int] = {}
+        self.open: dict[int, int] = {}
+        self.most_open = 0
+
+    def nthreads(self):
+        return {"tcp://a:1": 1, "tcp://b:1": 1}
+
+    def as_current(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def cancel(self, futures):
+        pass
+
+    def submit(self, cls, *args, actor=False, **_placement):
+        assert actor
+        calls, k, obj = self, args[2], cls(*args)
+
+        class Reply:
+            def __init__(self, value):
+                self.value = value
+
+            def result(self):
+                calls.open[k] -= 1
+                return self.value
+
+        class Proxy:
+            def next_batch(self):
+                calls.made[k] = calls.made.get(k, 0) + 1
+                calls.open[k] = calls.open.get(k, 0) + 1
+                calls.most_open = max(calls.most_open, calls.open[k])
+                return Reply(obj.next_batch())
+
+        class Made:  # (the actor's creation)
+            def result(self):
+                return Proxy()
+
+        return Made()
+
+
+def test_the_merging_process_asks_each_shard_for_one_batch_ahead(tmp_path):
+    """The bound on this process's memory: one call per shard outstanding, made when the
+    previous batch arrives; so after the first record, each shard has been asked twice (its
+    first batch and the next), whatever is left to read."""
+    path = tmp_path / "pile.pcap"
+    pcapgen.write_pcap(path, pcapgen.time_wait_pileup(count=400))
+    calls = _Calls()
+    run = DaskShardedRun(_setup(str(path)), Pipeline.shard_facts, 2, calls, batch=8)
+    items = iter(run)
+    first = next(items)
+    assert calls.made == {0: 2, 1: 2}
+    rest = list(items)
+    assert [first, *rest] == [c.to_record() for c in Pipeline(str(path))]
+    assert calls.most_open == 1
+    assert sum(calls.made.values()) >= 400 // 8  # (in many batches, each asked for in turn)
