@@ -6,10 +6,15 @@ alternation, and the report is the ratio of medians, never an absolute time in a
     python scripts/bench.py                     # make bench-out/loopback-250k.pcap if missing, then time
     python scripts/bench.py --capture F.pcap    # time on an existing capture
     python scripts/bench.py --memory            # also: peak RSS of every command at 1M and 5M packets
+    python scripts/bench.py --only 'flowlens flows -j 2' --only 'flowlens flows --scheduler'
+                                                # those (and `flowlens flows`, the baseline) only
 
 What is timed (wall clock, output to /dev/null):
   flowlens flows F --format json     the whole pipeline, every connection printed
   flowlens flows F ... -j 2          the same with two shard processes (core/shard.py)
+  flowlens flows F ... --scheduler   the same with two shards on a Dask LocalCluster of 2 worker
+                                     processes, 1 thread each, started here (core/shard.py's
+                                     DaskShardedRun; the cluster's start is not timed)
   flowlens anomalies F ... -j 2      the findings, one process and two shards
   flowlens report F -o R.html        the postmortem page, against `flowlens anomalies` (time, and
                                      peak RSS measured alternately: ratios of medians)
@@ -177,6 +182,20 @@ def write_sequential(path: Path, packets: int) -> None:
                 f.write(frame)
 
 
+def _local_cluster():
+    """A Dask LocalCluster of 2 worker processes with one thread each, or None (and why, on
+    stderr) when distributed cannot start one here."""
+    try:
+        from distributed import LocalCluster
+
+        return LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+    except Exception as exc:  # noqa: BLE001 - the benchmark goes on without it
+        print(f"no Dask LocalCluster ({exc}): --scheduler not timed", file=sys.stderr)
+        return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -190,6 +209,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs per tool (median is reported)")
     parser.add_argument(
         "--memory", action="store_true", help="also measure peak RSS at 1M and 5M packets"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="TOOL",
+        help="time only this tool (its name in the table; repeatable), beside `flowlens flows`",
     )
     args = parser.parse_args()
 
@@ -213,6 +238,9 @@ def main() -> int:
         "flowlens anomalies -j 2": flowlens_argv(
             "anomalies", str(capture), "--format", "json", "-j", "2"
         ),
+        "flowlens flows --scheduler": flowlens_argv(
+            "flows", str(capture), "--format", "json", "--scheduler", "(the cluster's address)"
+        ),
         "flowlens report": flowlens_argv(
             "report", str(capture), "-o", str(OUT / "bench-report.html")
         ),
@@ -225,6 +253,15 @@ def main() -> int:
         k: v for k, v in tools.items() if not k.startswith("flowlens ") or k.split()[1] in COMMANDS
     }
     tools = {k: v for k, v in tools.items() if k.startswith("flowlens") or shutil.which(v[0])}
+    if args.only:
+        tools = {k: v for k, v in tools.items() if k in args.only or k == "flowlens flows"}
+    cluster = None
+    if "flowlens flows --scheduler" in tools:
+        cluster = _local_cluster()
+        if cluster is None:
+            del tools["flowlens flows --scheduler"]
+        else:
+            tools["flowlens flows --scheduler"][-1] = cluster.scheduler_address
     times: dict[str, list[float]] = {k: [] for k in tools}
     floor: list[float] = []
     decoding: list[float] = []
@@ -296,6 +333,27 @@ def main() -> int:
                 f"flowlens anomalies -j 1 / -j 2  = {one / two:.2f}  (target >= 1.7; "
                 f"two busy loops reach {reach:.2f}x here now)"
             )
+
+    if cluster is not None and "flowlens flows --scheduler" in med:
+        dask = med["flowlens flows --scheduler"]
+        two = med.get("flowlens flows -j 2")
+        print(
+            f"flowlens flows -j 1 / --scheduler = {ours / dask:.2f}  (2 shards on a LocalCluster "
+            f"of 2 worker processes{f'; -j 1 / -j 2 = {ours / two:.2f}' if two else ''})"
+        )
+        if args.memory:  # the merging process holds about two batches per shard, not a shard
+            for millions in (1, 5):
+                path = OUT / f"sequential-{millions}M.pcap"
+                if not path.exists():
+                    write_sequential(path, millions * 1_000_000)
+                argv = flowlens_argv("flows", str(path), "--format", "json")
+                there = peak_rss_mb([*argv, "--scheduler", cluster.scheduler_address])
+                print(
+                    f"peak RSS of flows --scheduler on {millions}M packets of sequential short "
+                    f"connections, the merging process (its workers apart): {there:.0f} MB"
+                )
+    if cluster is not None:
+        cluster.close()
 
     if args.memory:
         print()

@@ -30,7 +30,6 @@ from ..core.connections import Config
 from ..errors import (
     CaptureError,
     EmptyCaptureError,
-    FlowlensError,
     NotACaptureError,
     TruncatedHeaderError,
     UsageError,
@@ -321,12 +320,11 @@ class _DaskPool:
     """A dask.distributed cluster; the same task function as the local pool."""
 
     def __init__(self, address: str) -> None:
-        from dask.distributed import Client, as_completed
+        from dask.distributed import as_completed
 
-        try:
-            self._client = Client(address, timeout="20s", set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise FlowlensError(f"{address}: cannot reach the Dask scheduler ({exc})") from exc
+        from ..core.cluster import connect
+
+        self._client = connect(address)  # (FlowlensError: cannot reach the Dask scheduler)
         self._finished = as_completed(loop=self._client.loop)
         self.parallelism = max(1, sum(self._client.nthreads().values()))
 

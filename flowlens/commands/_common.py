@@ -6,7 +6,7 @@ import contextlib
 import gc
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 import click
@@ -34,6 +34,7 @@ __all__ = [
     "open_pipeline",
     "jobs_option",
     "jobs_for",
+    "scheduler_option",
     "ConnectionStream",
     "progress_callback",
     "warn",
@@ -449,14 +450,81 @@ jobs_option = click.option(
 )
 
 
+scheduler_option = click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run the shards on this Dask distributed scheduler's workers (e.g. tcp://10.0.0.5:8786): "
+    "--jobs of them if more than 1, else one per worker thread. The capture must be on storage "
+    "every worker reads at the same absolute path. The output is the same, byte for byte.",
+)
+
+
+class _ShardSetup:
+    """A shard's pipeline and `work(conn)` (ShardedRun's `setup`), as an object that pickles
+    (it goes to Dask workers with cloudpickle: the command's `make_analyzers` and `work`
+    closures pickle by value)."""
+
+    def __init__(self, path: str, config: Config, make_analyzers: Callable, work: Callable,
+                 progress: Callable | None = None) -> None:  # fmt: skip
+        self.path, self.config = path, config
+        self.make_analyzers, self.work = make_analyzers, work
+        #: shard 0's progress callback (a forked run; a Dask shard reports its own)
+        self.progress = progress
+
+    def __call__(self, shard: tuple[int, int]) -> tuple[Pipeline, Callable]:
+        analyzers = self.make_analyzers()
+        pipe = Pipeline(
+            self.path, self.config, analyzers=analyzers,
+            progress=self.progress if shard[0] == 0 else None, shard=shard,
+        )  # fmt: skip
+        work = self.work
+        return pipe, lambda conn: work(conn, analyzers)
+
+
+def _cluster_path(path: str, config: Config) -> str:
+    """The absolute path the Dask workers open for `path` (relative to this directory). stdin
+    or a FIFO is refused (UsageError): only this process could read it. A capture that is
+    here is checked here (a damaged file fails before any work); one that is not may be on
+    the workers' storage only, which they will say."""
+    if path == "-" or (os.path.exists(path) and not os.path.isfile(path)
+                       and not os.path.isdir(path)):  # fmt: skip
+        shown = "stdin" if path == "-" else "a FIFO or device"
+        raise UsageError(f"{path}: --scheduler needs a capture file every worker can read, "
+                         f"not {shown}")  # fmt: skip
+    if os.path.exists(path):
+        Pipeline(path, config).close()
+    elif config.read_filter:
+        from ..core.bpf import check_filter
+
+        check_filter(config.read_filter)
+    return os.path.abspath(path)
+
+
+def _renamed(facts: dict, path: str, shown: str) -> dict:
+    """A shard's facts with its lines naming the capture as the user did (`shown`), not by
+    the absolute `path` the workers opened."""
+    if path == shown:
+        return facts
+    prefix = f"{path}: "
+
+    def rename(lines: list[str]) -> list[str]:
+        return [f"{shown}: {line[len(prefix):]}" if line.startswith(prefix) else line
+                for line in lines]  # fmt: skip
+
+    return {**facts, "warnings": rename(facts["warnings"]), "notes": rename(facts["notes"])}
+
+
 class ConnectionStream:
     """`work(conn, analyzers)` of every connection of `path` that is not None, in the order
     one pipeline yields them: read by one Pipeline, or, with `jobs` > 1 (see `jobs_for`), by
     hash shards in as many processes (flowlens.core.shard), whose `work` results are merged
-    into the same order. `make_analyzers()` gives a fresh list for each pipeline; `work`
-    receives that list. A progress bar shows on a terminal (`close_progress`). After
-    iteration, `facts` holds the run's `damage` lines, `notes`, `frames`, `first_ts_ns` and
-    `last_ts_ns`."""
+    into the same order; with `scheduler` (a Dask scheduler's address), by shards on that
+    cluster's workers (`jobs` of them if more than 1, else one per worker thread, at least 2:
+    core/shard.py's DaskShardedRun). `make_analyzers()` gives a fresh list for each pipeline;
+    `work` receives that list (for a cluster both must pickle). A progress bar shows on a
+    terminal (`close_progress`). After iteration, `facts` holds the run's `damage` lines,
+    `notes`, `frames`, `first_ts_ns` and `last_ts_ns`. An unreadable capture, filter or
+    scheduler raises here, before any work starts."""
 
     def __init__(
         self,
@@ -465,14 +533,34 @@ class ConnectionStream:
         make_analyzers: Callable[[], list],
         work: Callable,
         jobs: int = 1,
+        scheduler: str | None = None,
     ) -> None:
         self.path = path
         self.config = config
         self.make_analyzers = make_analyzers
         self.work = work
+        self.client: Any = None
+        self.progress: _Progress | None = None
+        self.facts: dict = {}
+        if scheduler:
+            if jobs < 0:
+                jobs_for(jobs, path)  # (raises its UsageError)
+            self._cluster_path = _cluster_path(path, config)
+            from ..core.cluster import connect
+
+            self.client = connect(scheduler)
+            try:
+                threads = sum(self.client.nthreads().values())
+                if not threads:
+                    raise UsageError(f"{scheduler}: the Dask scheduler has no workers")
+            except BaseException:
+                self.close()
+                raise
+            self.jobs = jobs if jobs > 1 else max(2, threads)
+            self.progress = progress_callback(path)
+            return
         self.jobs = jobs_for(jobs, path)
         self.progress = progress_callback(path)
-        self.facts: dict = {}
         # an unreadable capture (or filter) fails here, before any work or fork
         try:
             if self.jobs == 1:
@@ -490,14 +578,23 @@ class ConnectionStream:
         if self.progress is not None:
             self.progress.close()
 
+    def close(self) -> None:
+        """Close the progress bar and the cluster's client (when there is one)."""
+        self.close_progress()
+        if self.client is not None:
+            client, self.client = self.client, None
+            client.close()
+
     def __iter__(self):
         try:
-            if self.jobs == 1:
+            if self.client is not None:
+                yield from self._on_cluster()
+            elif self.jobs == 1:
                 yield from self._one()
             else:
                 yield from self._sharded()
         finally:
-            self.close_progress()
+            self.close()
 
     def _one(self):
         pipe, analyzers, work = self._pipe, self._analyzers, self.work
@@ -514,21 +611,11 @@ class ConnectionStream:
             "last_ts_ns": stats.last_ts_ns,
         }
 
-    def _sharded(self):
+    def _merged(self, run, facts: Callable[[dict], dict] | None = None) -> Iterator:
+        """`run`'s items, with gc paused; then `facts` from its shards' (each through `facts`
+        first, when given)."""
         from ..core.pipeline import merge_shard_facts
-        from ..core.shard import ShardedRun
 
-        progress, work = self.progress, self.work
-
-        def setup(shard):
-            analyzers = self.make_analyzers()
-            pipe = Pipeline(
-                self.path, self.config, analyzers=analyzers,
-                progress=progress if shard[0] == 0 else None, shard=shard,
-            )  # fmt: skip
-            return pipe, lambda conn: work(conn, analyzers)
-
-        run = ShardedRun(setup, Pipeline.shard_facts, self.jobs)
         # as in Pipeline: what the shards send makes no reference cycles, and the collector's
         # passes over the parts a command keeps would cost as much as adding them
         gc_was_enabled = gc.isenabled()
@@ -538,7 +625,22 @@ class ConnectionStream:
         finally:
             if gc_was_enabled:
                 gc.enable()
-        self.facts = merge_shard_facts(self.path, run.finished)
+        finished = run.finished if facts is None else [facts(f) for f in run.finished]
+        self.facts = merge_shard_facts(self.path, finished)
+
+    def _sharded(self):
+        from ..core.shard import ShardedRun
+
+        setup = _ShardSetup(self.path, self.config, self.make_analyzers, self.work, self.progress)
+        yield from self._merged(ShardedRun(setup, Pipeline.shard_facts, self.jobs))
+
+    def _on_cluster(self):
+        from ..core.shard import DaskShardedRun
+
+        where = self._cluster_path
+        setup = _ShardSetup(where, self.config, self.make_analyzers, self.work)
+        run = DaskShardedRun(setup, Pipeline.shard_facts, self.jobs, self.client, self.progress)
+        yield from self._merged(run, lambda f: _renamed(f, where, self.path))
 
 
 def open_pipeline(

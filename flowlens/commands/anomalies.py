@@ -27,6 +27,7 @@ from ._common import (
     output_option,
     records_format_option,
     report_damage,
+    scheduler_option,
     selection_from,
     table_options,
     warn,
@@ -198,6 +199,7 @@ def _threshold_options(func):
 )
 @wide_option
 @jobs_option
+@scheduler_option
 @_threshold_options
 @filter_options
 @table_options
@@ -209,6 +211,7 @@ def anomalies(
     kinds: tuple,
     wide: bool,
     jobs: int = 1,
+    scheduler: str | None = None,
     **kwargs,
 ) -> None:
     """What went wrong in CAPTURE, most severe first: one finding per problem, each a sentence
@@ -232,6 +235,7 @@ def anomalies(
       flowlens anomalies capture.pcap --format json | jq -r .summary
       flowlens anomalies capture.pcap --wide
       flowlens anomalies big.pcap --jobs 2
+      flowlens anomalies /shared/big.pcap --scheduler tcp://10.0.0.5:8786
       flowlens anomalies capture.pcap --format parquet -o anomalies.parquet
     """
     sink = Output(output, fmt, capture)
@@ -265,12 +269,12 @@ def anomalies(
         # where the connection was read: its part of the findings
         return detector.parts(conn)
 
-    stream = ConnectionStream(capture, config, make_analyzers, work, jobs)
+    stream = ConnectionStream(capture, config, make_analyzers, work, jobs, scheduler)
     try:
         for parts in stream:
             detector.add_parts(parts)  # in the one-process order, whatever the shards
     finally:
-        stream.close_progress()
+        stream.close()
     facts = stream.facts
     found = detector.finish(facts["last_ts_ns"])
     seen = detector.seen

@@ -21,6 +21,7 @@ from ._common import (
     output_option,
     records_format_option,
     report_damage,
+    scheduler_option,
     selection_from,
     table_options,
     warn,
@@ -67,6 +68,7 @@ def table_row(r: dict) -> dict:
 @wide_option
 @community_id_option
 @jobs_option
+@scheduler_option
 @click.option(
     "--services",
     "detect_services",
@@ -82,6 +84,7 @@ def flows(
     detect_services: bool = False,
     wide: bool = False,
     jobs: int = 1,
+    scheduler: str | None = None,
     **kwargs,
 ) -> None:
     """One row per TCP connection and UDP/ICMP flow in CAPTURE (pcap or pcapng, optionally
@@ -107,6 +110,7 @@ def flows(
       flowlens flows capture.pcap --format parquet -o flows.parquet
       flowlens flows capture.pcap --community-id-seed 1 --format json
       flowlens flows big.pcap --jobs 0 --format json
+      flowlens flows /shared/big.pcap --scheduler tcp://10.0.0.5:8786 --format json
     """
     sink = Output(output, fmt, capture)
     selection = selection_from(kwargs)
@@ -127,7 +131,7 @@ def flows(
     def work(conn, _analyzers):
         return conn.to_record() if matches is None or matches(conn) else None
 
-    stream = ConnectionStream(capture, config, analyzers, work, jobs)
+    stream = ConnectionStream(capture, config, analyzers, work, jobs, scheduler)
     per_proto: Counter = Counter()  # connections by protocol name
 
     def rows():
@@ -155,7 +159,7 @@ def flows(
             else:
                 sink.records(rows(), RECORD_FIELDS, log_path="conn")
     finally:
-        stream.close_progress()
+        stream.close()
     facts = stream.facts
     damage, notes, frames = facts["damage"], facts["notes"], facts["frames"]
     report_damage(damage)

@@ -32,6 +32,7 @@ from ._common import (
     output_option,
     records_format_option,
     report_damage,
+    scheduler_option,
     selection_from,
     table_options,
     warn,
@@ -106,6 +107,7 @@ def _table_row(r: dict) -> dict:
 )
 @wide_option
 @jobs_option
+@scheduler_option
 @filter_options
 @table_options
 def rtt(
@@ -117,6 +119,7 @@ def rtt(
     plot_path: str | None,
     wide: bool,
     jobs: int = 1,
+    scheduler: str | None = None,
     **kwargs,
 ) -> None:
     """Round-trip times in CAPTURE, measured at the capture point, per connection and
@@ -140,6 +143,7 @@ def rtt(
       flowlens rtt capture.pcap --by server --plot rtt.png
       flowlens rtt capture.pcap --samples --uid CwV6 --format csv
       flowlens rtt capture.pcap --wide
+      flowlens rtt /shared/big.pcap --by server --scheduler tcp://10.0.0.5:8786
       flowlens rtt capture.pcap --format parquet -o rtt.parquet
     """
     sink = Output(output, fmt, capture)
@@ -163,7 +167,7 @@ def rtt(
             return drawn, Aggregator(by, rtt).parts(conn)
         return drawn, make(conn, rtt)
 
-    stream = ConnectionStream(capture, config, lambda: [RttCollector()], work, jobs)
+    stream = ConnectionStream(capture, config, lambda: [RttCollector()], work, jobs, scheduler)
 
     def taken():
         for drawn, out in stream:
@@ -219,7 +223,7 @@ def rtt(
             else:
                 sink.records(rows(), fields, log_path="flowlens_rtt")
     finally:
-        stream.close_progress()
+        stream.close()
     if plot_path is not None:
         from ..reports.rtt import draw_figure
 

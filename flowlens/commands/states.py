@@ -31,6 +31,7 @@ from ._common import (
     output_option,
     records_format_option,
     report_damage,
+    scheduler_option,
     table_options,
     warn,
     wide_option,
@@ -121,6 +122,7 @@ def _states(ctx: click.Context, param: click.Parameter, values: Iterable[str]) -
 )
 @wide_option
 @jobs_option
+@scheduler_option
 @table_options
 def states(
     capture: str,
@@ -135,6 +137,7 @@ def states(
     states,
     wide: bool = False,
     jobs: int = 1,
+    scheduler: str | None = None,
     **kwargs,
 ) -> None:
     """Rebuild, for every host seen in CAPTURE, how many TCP sockets it had in each state (ss -s),
@@ -159,6 +162,7 @@ def states(
       flowlens states capture.pcap --interval 10s --plot states.png
       flowlens states capture.pcap --listening
       flowlens states capture.pcap --state estab --wide
+      flowlens states /shared/big.pcap --at end --scheduler tcp://10.0.0.5:8786
       flowlens states capture.pcap --interval 1s --format parquet -o states.parquet
     """
     if at is not None and interval is not None:
@@ -173,7 +177,7 @@ def states(
     index = SocketStates(hosts, ports, states)
     # each connection's spans are made where it was read (a shard, with --jobs) and added in
     # the one-process order
-    stream = ConnectionStream(capture, config, list, lambda c, _a: index.parts(c), jobs)
+    stream = ConnectionStream(capture, config, list, lambda c, _a: index.parts(c), jobs, scheduler)
     for parts in stream:
         index.add_parts(parts)
     facts = stream.facts
