@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 import click
 
@@ -48,9 +49,11 @@ def _endpoint(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def table_row(r: dict) -> dict:
-    """The narrower, human-oriented view of a record used by the terminal table."""
-    row = dict(r)
+def table_row(r: dict, columns: Sequence[str] | None = None) -> dict:
+    """The narrower, human-oriented view of a record used by the terminal table: with
+    `columns`, only those (a table of a million connections keeps its rows, not the records,
+    until it is sorted and aligned)."""
+    row = dict(r) if columns is None else {c: r[c] for c in columns if c in r}
     row["orig"] = _endpoint(r["id.orig_h"], r["id.orig_p"])
     row["resp"] = _endpoint(r["id.resp_h"], r["id.resp_p"])
     row["pkts"] = f"{r['orig_pkts']}/{r['resp_pkts']}"
@@ -142,11 +145,15 @@ def flows(
     try:
         with sink:
             if fmt == "table":
-                records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
+                columns = TABLE_COLUMNS if wide else SHORT_COLUMNS
+                records = sorted(
+                    (table_row(r, columns) for r in rows()), key=lambda r: (r["ts"], r["uid"])
+                )
                 stream.close_progress()
                 times = utc_cells([r["ts"] for r in records], full=wide)
-                records = [table_row(r) | {"ts": t} for r, t in zip(records, times)]
-                columns = TABLE_COLUMNS if wide else SHORT_COLUMNS
+                for r, t in zip(records, times):
+                    r["ts"] = t
+                del times
                 sink.records(
                     records,
                     RECORD_FIELDS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import click
 
@@ -71,12 +72,14 @@ def _endpoint(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _table_row(r: dict) -> dict:
-    row = dict(r)
+def _table_row(r: dict, columns: Sequence[str] | None = None) -> dict:
+    """A record as the terminal table shows it: with `columns`, only those and its ts and uid
+    (a table of a million connections keeps its rows, not the records, until it is sorted)."""
+    row = dict(r) if columns is None else {c: r[c] for c in (*columns, "ts", "uid") if c in r}
     if "uid" in r:
         row["orig"] = _endpoint(r["id.orig_h"], r["id.orig_p"])
         row["resp"] = _endpoint(r["id.resp_h"], r["id.resp_p"])
-    if "sources" in r:
+    if "sources" in row:
         row["sources"] = " ".join(f"{k}:{v}" for k, v in r["sources"].items()) or None
     return row
 
@@ -205,18 +208,22 @@ def rtt(
                     **_fit(wide),
                 )
             elif fmt == "table":
-                records = sorted(rows(), key=lambda r: (r["ts"], r["uid"]))
-                stream.close_progress()
                 columns: tuple[str, ...]
                 if samples:
                     columns = SAMPLE_COLUMNS if wide else SAMPLE_SHORT
                 else:
                     columns = TABLE_COLUMNS if wide else SHORT_COLUMNS
+                records = sorted(
+                    (_table_row(r, columns) for r in rows()), key=lambda r: (r["ts"], r["uid"])
+                )
+                stream.close_progress()
                 # a sample's ts is its answer's time; a connection's its first packet's
                 ts_header = "time (UTC)" if samples else "start (UTC)"
                 headers = [ts_header if c == "ts" else c for c in columns]
                 times = utc_cells([r["ts"] for r in records], full=wide)
-                records = [_table_row(r) | {"ts": t} for r, t in zip(records, times)]
+                for r, t in zip(records, times):
+                    r["ts"] = t
+                del times
                 sink.records(
                     records, fields, columns, headers, log_path="flowlens_rtt", **_fit(wide)
                 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO
 
 import orjson
@@ -105,7 +105,23 @@ def render_table(
     shrink: Sequence[str] = (),
     wrap: str | None = None,
 ) -> str:
-    """Left-aligned text, numbers right-aligned, columns two spaces apart.
+    """The lines of `table_lines`, joined."""
+    return "\n".join(
+        table_lines(rows, columns, headers, max_width=max_width, shrink=shrink, wrap=wrap)
+    )
+
+
+def table_lines(
+    rows: Sequence[dict],
+    columns: Sequence[str],
+    headers: Sequence[str] | None = None,
+    *,
+    max_width: int | None = None,
+    shrink: Sequence[str] = (),
+    wrap: str | None = None,
+) -> Iterator[str]:
+    """Left-aligned text, numbers right-aligned, columns two spaces apart, line by line (a
+    table of a million rows is written as it is made, not joined into one string first).
 
     A column of floats shows one number of decimals (`column_decimals` of its header, else
     the most its values need), so its points line up. With `max_width`, the `wrap` column (a
@@ -182,11 +198,11 @@ def render_table(
         ]
         return "  ".join(parts).rstrip()
 
-    lines = [fmt(headers)]
+    yield fmt(headers)
     for n, row in enumerate(cells):
-        lines.append(fmt(row))
-        lines.extend(" " * wrap_at + more for more in folded.get(n, ()))
-    return "\n".join(lines)
+        yield fmt(row)
+        for more in folded.get(n, ()):
+            yield " " * wrap_at + more
 
 
 def _json_default(value):
@@ -291,8 +307,9 @@ def write_records(
     rows = list(records)
     cols = list(table_columns or columns or (rows[0].keys() if rows else []))
     if cols:
-        text = render_table(
+        write = out.write
+        for text in table_lines(
             rows, cols, table_headers, max_width=max_width, shrink=shrink, wrap=wrap
-        )
-        out.write(text + "\n")
+        ):
+            write(text + "\n")
     return len(rows)
