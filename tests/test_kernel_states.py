@@ -331,6 +331,33 @@ def test_time_wait_pileup_through_a_narrow_port_range(tmp_path):
     assert seen(compared, SERVER, "TIME_WAIT", 16)  # the whole range held
 
 
+def test_ports_recycled_out_of_time_wait(tmp_path):
+    """tcp_tw_reuse = 1 with 4 ephemeral ports and 16 connections: once a port's TIME_WAIT is
+    older than tcp_tw_reuse_delay (100 ms here), connect() takes it again (tcp_twsk_unique,
+    net/ipv4/tcp_ipv4.c) and the kernel drops the TIME_WAIT socket at that SYN
+    (inet_twsk_deschedule_put in __inet_hash_connect). The client's TIME_WAIT count must
+    follow: never more than 4, and the reused 5-tuple's old socket gone at the new SYN, as
+    the table cuts it (ConnectionTable: cut_time_wait, RFC 6191)."""
+    sysctls = {"net.ipv4.tcp_tw_reuse_delay": 100}
+    path, samples = run_sampled(
+        tmp_path,
+        "recycle",
+        ("http-server", HTTP),
+        ("http-clients", HTTP, "--count", 16, "--close-first", "client", "--retry-busy"),
+        lab_kwargs={"port_range": (40000, 40003), "tw_reuse": 1, "sysctls": sysctls},
+    )
+    compared, bad = compare(path, samples)
+    assert len(compared) >= 2, (len(compared), len(samples))
+    assert not bad, bad
+    syns = [
+        src for _t, src, _d, f in _segments(path)
+        if f & dpkt.tcp.TH_SYN and not f & dpkt.tcp.TH_ACK
+    ]  # fmt: skip
+    assert len(syns) == 16 and len(set(syns)) == 4  # every connection went through, on 4 ports
+    client = syns[0][0]
+    assert seen(compared, client, "TIME_WAIT", 4)  # the whole range held, then recycled
+
+
 @pytest.mark.parametrize(
     "mode",
     [
