@@ -331,6 +331,48 @@ def test_time_wait_pileup_through_a_narrow_port_range(tmp_path):
     assert seen(compared, SERVER, "TIME_WAIT", 16)  # the whole range held
 
 
+def test_ipv6_connections_hold_their_states(tmp_path):
+    """The same life over IPv6 (::1 on the namespace's loopback): five exchanges the client
+    closes first (its TIME_WAIT, RFC 9293 §3.6), one the server closes and the client leaves
+    in CLOSE_WAIT (the server's FIN_WAIT_2, held as an orphan for tcp_fin_timeout), and one
+    left open (ESTABLISHED both ways). ss's per-host counts for ::1 must match flowlens's at
+    every sample away from a state change (ss writes [::1]:port)."""
+    body = """
+    s6 = socket.create_server(("::1", PORT + 1), family=socket.AF_INET6, backlog=16)
+    def pair():
+        c = socket.socket(socket.AF_INET6)
+        c.connect(("::1", PORT + 1))
+        a, _ = s6.accept()
+        c.sendall(b"ping")
+        a.recv(4)
+        a.sendall(b"pong")
+        c.recv(4)
+        return c, a
+    keep = []
+    for _ in range(5):
+        c, a = pair()
+        c.close()
+        time.sleep(0.05)
+        a.close()
+        time.sleep(0.2)
+    c, a = pair()
+    a.close()  # the server closes; the client never does
+    keep.append(c)
+    time.sleep(0.4)
+    keep.extend(pair())
+    time.sleep(1.0)
+    print(json.dumps({"done": now()}), flush=True)
+    time.sleep(0.6)
+    """
+    path, samples, _truth = run_scenario(tmp_path, "ipv6", body, timeout_s=30)
+    compared, bad = compare(path, samples)
+    assert len(compared) >= 4, (len(compared), len(samples))
+    assert not bad, bad
+    assert seen(compared, "::1", "TIME_WAIT", 5)
+    assert seen(compared, "::1", "CLOSE_WAIT", 1) and seen(compared, "::1", "FIN_WAIT_2", 1)
+    assert seen(compared, "::1", "ESTABLISHED", 2)
+
+
 def test_ports_recycled_out_of_time_wait(tmp_path):
     """tcp_tw_reuse = 1 with 4 ephemeral ports and 16 connections: once a port's TIME_WAIT is
     older than tcp_tw_reuse_delay (100 ms here), connect() takes it again (tcp_twsk_unique,
