@@ -622,7 +622,9 @@ class Decoder(FragmentDecoder):
         """A UDP datagram reassembled from IP fragments (FragmentDecoder._fragment), its first
         bytes `head` (UDP header first) of `whole`: decapsulated as `_transport` does a whole
         one, the tunnel's lengths from the datagram, its bytes from `head`. The inner packet
-        lacks no byte of the capture: the ones not kept were reassembled, not missing."""
+        lacks no byte of the capture: the ones not kept were reassembled, not missing. A
+        checksum over bytes not kept (the outer UDP one, which Zeek's UDP.cc verifies before it
+        forwards; the inner TCP/UDP one) is not verified."""
         if self.max_depth <= 0:
             return p
         n = len(head)

@@ -30,7 +30,7 @@ __all__ = ["FragmentDecoder", "HEAD_BYTES", "MAX_PENDING_DATAGRAMS"]
 #: datagrams reassembled at once at most; the oldest is dropped (and counted) beyond it
 MAX_PENDING_DATAGRAMS = 4096
 #: bytes kept of a fragmented UDP datagram's start (UDP header included), for its tunnel
-#: headers and the inner packet's IP and TCP/UDP headers: at most 2 MB for all pending ones
+#: headers and the inner packet's IP and TCP/UDP headers: under 4 MB for all pending ones
 HEAD_BYTES = 512
 
 
@@ -44,7 +44,8 @@ class FragmentDecoder(TunnelDecoder):
     def __init__(self, max_depth: int = K.TUNNEL_MAX_DEPTH) -> None:
         super().__init__(max_depth)
         # datagrams being reassembled: key -> [first packet, bytes seen, total, header bytes,
-        # UDP only: the (offset, bytes) pieces of the first HEAD_BYTES bytes, in arrival order]
+        # UDP only: the (offset, bytes) pieces of the first HEAD_BYTES bytes, in arrival order,
+        # and their bytes together]
         self._frags = {}
 
     # ---------------------------------------------------------------- what Decoder provides
@@ -99,14 +100,21 @@ class FragmentDecoder(TunnelDecoder):
             if len(frags) >= MAX_PENDING_DATAGRAMS:  # bound memory against fragment floods
                 frags.pop(next(iter(frags)))
                 self.skipped["IP fragments of a datagram that never completed"] += 1
-            st = frags[key] = [None, 0, None, 0, None]
+            st = frags[key] = [None, 0, None, 0, None, 0]
         st[1] += frag_len
         if not more:
             st[2] = offset + frag_len
-        if p.proto == K.IPPROTO_UDP and offset < HEAD_BYTES and cap_end > pos:
-            # a copy of at most HEAD_BYTES - offset bytes (RFC 791: offsets count 8-byte units
-            # from the start of the datagram's payload, the UDP header)
+        if (
+            p.proto == K.IPPROTO_UDP
+            and offset < HEAD_BYTES
+            and cap_end > pos
+            and st[5] < HEAD_BYTES
+        ):
+            # a copy of at most HEAD_BYTES - offset bytes (RFC 791 §3.2, RFC 8200 §4.5: offsets
+            # count 8-byte units from the start of the datagram's payload, the UDP header);
+            # once HEAD_BYTES are kept, repeated fragments add none (under 2 * HEAD_BYTES each)
             piece = bytes(d[pos : min(cap_end, pos + HEAD_BYTES - offset)])
+            st[5] += len(piece)
             if st[4] is None:
                 st[4] = [(offset, piece)]
             else:
@@ -119,7 +127,7 @@ class FragmentDecoder(TunnelDecoder):
                 return None
             st[0] = first
             st[3] = frag_len - first.plen  # transport header bytes
-        first, seen, total, hdr, pieces = st
+        first, seen, total, hdr, pieces, _kept = st
         if first is None or total is None or seen < total:
             return None
         del frags[key]
