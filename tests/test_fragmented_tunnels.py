@@ -137,9 +137,10 @@ def test_connection_inside_a_fragmented_udp_tunnel(kind, sizes, order, v6):
     assert got["tcp"]["resp_bytes"] == len(BIG)
 
 
-def test_without_the_change_the_response_would_be_missing():
-    """The inner connection sees the fragmented response: without decapsulation the server's
-    1,400 bytes (one packet) would be missing from it, and the history would show no data."""
+def test_the_fragmented_response_is_in_the_inner_connection():
+    """The server's 1,400-byte response travels in a fragmented outer datagram: it is the
+    inner connection's fifth server packet, and its data shows in the history (before the
+    datagram was decapsulated it was an outer UDP packet only, and the inner side had 4)."""
     got = _records(_run(_fragmented(_tunnelled("gtpv1"))))
     assert got["tcp"]["resp_pkts"] == 5 and "d" in got["tcp"]["history"]
     assert got["tcp"]["resp_bytes"] == len(BIG)
