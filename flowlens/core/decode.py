@@ -296,6 +296,24 @@ def _tunnel_port(port: cython.uint) -> cython.int:
     return 0
 
 
+@cython.cfunc
+@cython.inline
+@cython.exceptval(check=False)
+def _udp_tunnel_kind(
+    sport: cython.uint, dport: cython.uint, d: cython.p_uchar, pos: cython.Py_ssize_t,
+    end: cython.Py_ssize_t,
+) -> cython.int:  # fmt: skip
+    """The tunnel a UDP datagram (payload d[pos:end]) carries, 0 for none: by port (either
+    way: Zeek looks at the responder's), else by Zeek's detection of AYIYA and Teredo; a few
+    C compares for other datagrams."""
+    kind: cython.int = _tunnel_port(dport)
+    if kind == 0:
+        kind = _tunnel_port(sport)
+        if kind == 0:
+            kind = detect_tunnel(d, pos, end)
+    return kind
+
+
 @cython.cclass
 class Decoder(FragmentDecoder):
     """Decode frames into `Packet`s, counting what it skips (`skipped`, `non_ip`,
@@ -572,15 +590,9 @@ class Decoder(FragmentDecoder):
             if pseudo >= 0 and whole and csum and p.fragment == 0:
                 self._check_transport(p, d, pos, seg_len, pseudo, csum)
             if avail > 8 and p.fragment == 0:
-                # a tunnel: by port (either way: Zeek looks at the responder's), else by
-                # Zeek's detection of AYIYA and Teredo; a few C compares for other datagrams
-                kind = _tunnel_port(p.dport)
-                if kind == 0:
-                    kind = _tunnel_port(p.sport)
-                    if kind == 0:
-                        kind = detect_tunnel(d, pos + 8, cap_end)
+                kind = _udp_tunnel_kind(p.sport, p.dport, d, pos + 8, cap_end)
                 if kind != 0 and self.max_depth > 0:
-                    return self._udp_tunnel(kind, p, d, pos + 8, cap_end)
+                    return self._udp_tunnel(kind, p, d, pos + 8, cap_end, cap_end)
         elif proto == K.IPPROTO_ICMP or proto == K.IPPROTO_ICMPV6:
             if avail < 4:
                 return self._skip("truncated ICMP header")
@@ -603,6 +615,33 @@ class Decoder(FragmentDecoder):
         else:
             p.plen = seg_len
         return p
+
+    @cython.cfunc
+    @cython.locals(kind=cython.int, n=cython.Py_ssize_t, missing=cython.Py_ssize_t)
+    def _reassembled_udp(self, p: PacketFields, head: bytes, whole: cython.Py_ssize_t):
+        """A UDP datagram reassembled from IP fragments (FragmentDecoder._fragment), its first
+        bytes `head` (UDP header first) of `whole`: decapsulated as `_transport` does a whole
+        one, the tunnel's lengths from the datagram, its bytes from `head`. The inner packet
+        lacks no byte of the capture: the ones not kept were reassembled, not missing. A
+        checksum over bytes not kept (the outer UDP one, which Zeek's UDP.cc verifies before it
+        forwards; the inner TCP/UDP one) is not verified."""
+        if self.max_depth <= 0:
+            return p
+        n = len(head)
+        d: cython.p_uchar
+        if cython.compiled:
+            d = head
+        else:
+            d = memoryview(head)  # type: ignore[assignment]  # (a pointer when compiled)
+        kind = _udp_tunnel_kind(p.sport, p.dport, d, 8, n)
+        if kind == 0:
+            return p
+        inner = self._udp_tunnel(kind, p, d, 8, n, whole)
+        if inner is not p:
+            missing = whole - n
+            q = cython.cast(PacketFields, inner)
+            q.caplen_short = q.caplen_short - missing if q.caplen_short > missing else 0
+        return inner
 
     @cython.cfunc
     def _check_transport(

@@ -13,6 +13,8 @@ cdef class FragmentDecoder(TunnelDecoder):
     # Decoder overrides it (the transport layer)
     cdef _transport(self, PacketFields p, unsigned char* d, Py_ssize_t pos, Py_ssize_t cap_end,
                     Py_ssize_t seg_len, long long pseudo)
+    # Decoder overrides it (the UDP tunnels' ports and detection)
+    cdef _reassembled_udp(self, PacketFields p, bytes head, Py_ssize_t whole)
     cdef _fragment(self, key, PacketFields p, unsigned char* d, Py_ssize_t pos,
                    Py_ssize_t cap_end, Py_ssize_t offset, unsigned int more, Py_ssize_t frag_len,
                    Py_ssize_t ip_hdr_len)

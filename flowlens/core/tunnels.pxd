@@ -21,6 +21,7 @@ cdef class TunnelDecoder(LinkDecoder):
     cdef _ip_tunnel(self, PacketFields p, unsigned char* d, Py_ssize_t pos, Py_ssize_t end)
     cdef _gre(self, PacketFields p, unsigned char* d, Py_ssize_t pos, Py_ssize_t end, parent)
     cdef _violation(self, int kind, PacketFields p, str reason)
-    cdef _udp_tunnel(self, int kind, PacketFields p, unsigned char* d, Py_ssize_t pos, Py_ssize_t end)
+    cdef _udp_tunnel(self, int kind, PacketFields p, unsigned char* d, Py_ssize_t pos, Py_ssize_t end,
+                     Py_ssize_t whole)
 
 cdef int detect_tunnel(unsigned char* d, Py_ssize_t pos, Py_ssize_t end) noexcept

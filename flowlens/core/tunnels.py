@@ -326,10 +326,12 @@ class TunnelDecoder(LinkDecoder):
                    origin=cython.bint, auth=cython.bint, tag=cython.uint, nh=cython.uint)  # fmt: skip
     def _udp_tunnel(
         self, kind: cython.int, p: PacketFields, d: cython.p_uchar, pos: cython.Py_ssize_t,
-        end: cython.Py_ssize_t,
+        end: cython.Py_ssize_t, whole: cython.Py_ssize_t,
     ):  # fmt: skip
         """The datagram `p` (payload d[pos:end]) on a tunnel port or detected as a tunnel:
-        the inner packet, or `p` itself when there is none to decode."""
+        the inner packet, or `p` itself when there is none to decode. `whole` is where the
+        datagram ends: `end`, or beyond it for one reassembled from IP fragments, of which only
+        the first bytes are kept (FragmentDecoder): the inner packet must fill it."""
         if p.bad_checksum:
             return p  # UDP.cc: a bad checksum ends the datagram's analysis before forwarding
         if self._violated and _flow_key(kind, p) in self._violated:
@@ -424,7 +426,7 @@ class TunnelDecoder(LinkDecoder):
             version = d[off] >> 4
             if version != 4 and version != 6:
                 return self._violation(kind, p, "non-IP packet in GTPv1")
-            fit = _ip_fit(d, off, end, version)
+            fit = _ip_fit(d, off, whole, version)
             if fit == _FIT_TOO_SMALL:
                 return self._violation(kind, p, "Truncated GTPv1")
             if fit != _FIT_OK:
@@ -452,7 +454,7 @@ class TunnelDecoder(LinkDecoder):
                     break
                 else:
                     return self._violation(kind, p, "Bad Teredo encapsulation")
-            fit = _ip_fit(d, i, end, 6)
+            fit = _ip_fit(d, i, whole, 6)
             if fit == _FIT_TOO_LARGE:
                 if not (d[i + 6] == 59 and K.be16(d, i + 4) == 0):  # a bubble may have a tail
                     return self._violation(kind, p, "Teredo payload length")
