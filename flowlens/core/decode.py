@@ -498,9 +498,12 @@ class Decoder(FragmentDecoder):
                 pos += 8
                 if frag_off or more:  # RFC 6946 atomic fragments (offset 0, M=0) are whole
                     p.proto = nh
+                    # the reassembled datagram has the headers before the fragment header,
+                    # not the fragment header itself (RFC 8200 §4.5; Zeek's Frag.cc:
+                    # proto_hdr_len = ip->HdrLen() - 8), so its ip_len is 8 less
                     return self._fragment(
                         (6, src, dst, ident, nh), p, d, pos, captured_end, frag_off, more,
-                        end - pos, pos - off,
+                        end - pos, pos - off - 8,
                     )  # fmt: skip
                 continue
             length = (d[pos + 1] + 2) * 4 if nh == K.IPPROTO_AH else (d[pos + 1] + 1) * 8
