@@ -24,5 +24,7 @@ cdef class LinkDecoder:
                     Py_ssize_t off, unsigned int etype, vlan)
     cdef _ppp(self, long long frame, long long ts_ns, unsigned char* d, Py_ssize_t n,
               Py_ssize_t off, vlan)
+    cdef _ieee802_11(self, long long frame, long long ts_ns, unsigned char* d, Py_ssize_t n,
+                     Py_ssize_t off)
     cdef _ip_by_version(self, long long frame, long long ts_ns, unsigned char* d, Py_ssize_t n,
                         Py_ssize_t off, vlan)
