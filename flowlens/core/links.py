@@ -301,7 +301,7 @@ class LinkDecoder:
         at), so neither does flowlens."""
         length = n - off
         hlen = 24  # frame control, duration, three addresses, sequence control
-        if hlen >= length:
+        if length < 2:
             return self._skip("truncated 802.11 header")
         fc = d[off]  # frame control, first byte: protocol version, type (bits 2-3), subtype
         flags = d[off + 1]  # To DS 0x01, From DS 0x02, ..., Protected 0x40, Order 0x80
@@ -309,6 +309,10 @@ class LinkDecoder:
             return self._skip(
                 "802.11 management frame" if not (fc >> 2) & 0x03 else "802.11 control frame"
             )
+        # (Zeek tests the 24 bytes before the type, so a 10-byte ACK is its truncated header:
+        # skipped either way; flowlens counts it under what it is)
+        if hlen >= length:
+            return self._skip("truncated 802.11 header")
         if (fc >> 4) & 0x04:  # subtypes without data (Null, QoS Null, CF-Ack/Poll only)
             return self._skip("802.11 data frame without data")
         if flags & 0x03 == 0x03:  # To DS and From DS: the fourth address (Packet::L2_ADDR_LEN)
