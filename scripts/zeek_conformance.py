@@ -49,9 +49,9 @@ GROUPS = {
     "ip_bytes": ("orig_ip_bytes", "resp_ip_bytes"),
     "duration": ("duration",),
 }
-#: traces whose connections sit in link layers flowlens does not decode (802.11: monitor mode,
-#: radiotap, and Aruba's 802.11 in GRE): reported apart
-UNDECODED = re.compile(r"^(wlanmon|radiotap|tunnels(/|__)gre-aruba)", re.IGNORECASE)
+#: traces whose connections sit in frames flowlens does not decode (802.11 A-MSDU: several
+#: packets in one frame, in Aruba's GRE): reported apart
+UNDECODED = re.compile(r"^tunnels(/|__)gre-aruba-amsdu", re.IGNORECASE)
 #: redefs that change what conn.log says about the same packets
 _TUNABLES = re.compile(
     r"redef\s+(tcp_\w+|udp_inactivity_timeout|icmp_inactivity_timeout|non_analyzed_lifetime|"

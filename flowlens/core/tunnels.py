@@ -1,4 +1,4 @@
-"""Tunnels as Zeek decapsulates them: IP-in-IP, GRE (with ERSPAN and PPTP), and in UDP
+"""Tunnels as Zeek decapsulates them: IP-in-IP, GRE (with ERSPAN, PPTP and Aruba's 802.11), and in UDP
 VXLAN, Geneve, GTPv1-U, Teredo, AYIYA and GRE; the inner packet's `encap` names the layer it
 came out of, to Zeek's Tunnel::max_depth.
 
