@@ -1,6 +1,6 @@
-"""Tunnels as Zeek decapsulates them: IP-in-IP, GRE (with ERSPAN, PPTP and Aruba's 802.11), and in UDP
-VXLAN, Geneve, GTPv1-U, Teredo, AYIYA and GRE; the inner packet's `encap` names the layer it
-came out of, to Zeek's Tunnel::max_depth.
+"""Tunnels as Zeek decapsulates them: IP-in-IP, GRE (with ERSPAN, PPTP and Aruba's 802.11),
+and in UDP VXLAN, Geneve, GTPv1-U, Teredo, AYIYA and GRE; the inner packet's `encap` names the
+layer it came out of, to Zeek's Tunnel::max_depth.
 
 `TunnelDecoder` is one layer of `flowlens.core.decode.Decoder`'s class chain (LinkDecoder ->
 TunnelDecoder -> FragmentDecoder -> Decoder): the state tunnels keep (depth, the enclosing
