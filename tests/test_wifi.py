@@ -27,40 +27,6 @@ FIELDS = ("proto", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "conn_sta
           "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "orig_ip_bytes",
           "resp_ip_bytes", "duration")  # fmt: skip
 
-BSSID = b"\x02\x00\x00\x00\x00\xaa"
-SNAP = b"\xaa\xaa\x03\x00\x00\x00"  # LLC: DSAP/SSAP SNAP, UI; OUI 0 (an ethertype follows)
-TO_DS, FROM_DS, PROTECTED, ORDER = 0x01, 0x02, 0x40, 0x80
-DATA, QOS_DATA, NULL_DATA = 0x08, 0x88, 0x48  # frame control byte 0: subtype << 4 | type << 2
-BEACON, ACK_FRAME = 0x80, 0xD4
-
-
-def dot11(
-    frame: bytes, *, fc: int = DATA, flags: int | None = None, four: bool = False,
-    qos: int = 0, llc: bytes = SNAP,
-) -> bytes:  # fmt: skip
-    """One Ethernet frame of the conversation as an 802.11 data frame. Addresses by IEEE
-    802.11 §9.3.2.1: To DS (BSSID, SA, DA), From DS (DA, BSSID, SA); with `four`, a frame
-    between access points (RA, TA, DA, SA: both DS bits). `qos`: the QoS Control field."""
-    dst, src, etype = frame[0:6], frame[6:12], frame[12:14]
-    if four:
-        ds = TO_DS | FROM_DS
-        addrs = b"\x02\x00\x00\x00\x00\xbb" + BSSID + dst + src
-    elif g._from_client(frame):
-        ds, addrs = TO_DS, BSSID + src + dst
-    else:
-        ds, addrs = FROM_DS, dst + BSSID + src
-    head = struct.pack("<BBH", fc, ds if flags is None else flags, 0) + addrs[:18]
-    head += struct.pack("<H", 0x0010) + addrs[18:]  # sequence control, then address 4
-    if fc & 0x80:  # QoS subtypes
-        head += struct.pack("<H", qos)
-    return head + llc + etype + frame[14:]
-
-
-def radiotap(frame: bytes) -> bytes:
-    """A radiotap header (version 0) with TSFT, flags and rate: 18 bytes, its length field
-    being the only way to the 802.11 frame."""
-    return struct.pack("<BBHIQBB", 0, 0, 18, 0x07, 123456, 0x00, 12) + frame
-
 
 def _rewrap(frames: list, wrap) -> list:
     return [(ts, wrap(frame)) for ts, frame in frames]
@@ -84,21 +50,24 @@ def plain() -> list[dict]:
 def test_builders_make_what_dpkt_reads_as_802_11():
     """The frames are what dpkt's radiotap and 802.11 parsers see as data frames with LLC."""
     (ts, frame), *_ = g.clean_close()
-    rt = dpkt.radiotap.Radiotap(radiotap(dot11(frame)))
+    rt = dpkt.radiotap.Radiotap(g.radiotap(g.dot11(frame)))
     assert rt.length == 18
-    wifi = dpkt.ieee80211.IEEE80211(dot11(frame))
+    wifi = dpkt.ieee80211.IEEE80211(g.dot11(frame))
     assert (wifi.type, wifi.subtype, wifi.to_ds, wifi.from_ds) == (2, 0, 1, 0)
-    assert bytes(wifi.data)[:6] == SNAP
+    assert bytes(wifi.data)[:6] == g.SNAP
 
 
 @pytest.mark.parametrize(
     "wrap, linktype",
     [
-        (lambda f: radiotap(dot11(f)), dpkt.pcap.DLT_IEEE802_11_RADIO),
-        (dot11, dpkt.pcap.DLT_IEEE802_11),
-        (lambda f: dot11(f, four=True), dpkt.pcap.DLT_IEEE802_11),
-        (lambda f: dot11(f, fc=QOS_DATA, qos=5), dpkt.pcap.DLT_IEEE802_11),
-        (lambda f: radiotap(dot11(f, fc=QOS_DATA, four=True)), dpkt.pcap.DLT_IEEE802_11_RADIO),
+        (lambda f: g.radiotap(g.dot11(f)), dpkt.pcap.DLT_IEEE802_11_RADIO),
+        (g.dot11, dpkt.pcap.DLT_IEEE802_11),
+        (lambda f: g.dot11(f, four=True), dpkt.pcap.DLT_IEEE802_11),
+        (lambda f: g.dot11(f, fc=g.QOS_DATA, qos=5), dpkt.pcap.DLT_IEEE802_11),
+        (
+            lambda f: g.radiotap(g.dot11(f, fc=g.QOS_DATA, four=True)),
+            dpkt.pcap.DLT_IEEE802_11_RADIO,
+        ),
     ],
     ids=["radiotap", "802.11", "4-address", "QoS", "radiotap-QoS-4-address"],
 )
@@ -111,20 +80,22 @@ def test_connection_over_802_11_is_the_plain_one(plain, wrap, linktype):
 def test_ipv6_over_802_11():
     frames = g.clean_close(client=g.CLIENT6, server=g.SERVER6)
     want = _records(_analysis(frames, 1))
-    assert _records(_analysis(_rewrap(frames, dot11), 105)) == want
+    assert _records(_analysis(_rewrap(frames, g.dot11), 105)) == want
 
 
 def test_frames_zeek_does_not_decode_are_counted_by_reason(plain):
     """IEEE802_11.cc decodes data frames that carry data; a QoS frame with the Protected bit
-    is encrypted (Zeek returns there), and a protected frame without QoS fails the LLC/SNAP
+    is encrypted (Zeek returns there), and a protected frame without QoS fails the LLC/g.SNAP
     test with its ciphertext. None of them stops the conversation around them."""
-    frames = _rewrap(g.clean_close(), dot11)
+    frames = _rewrap(g.clean_close(), g.dot11)
     (ts, first) = g.clean_close()[0]
-    beacon = struct.pack("<BBH", BEACON, 0, 0) + b"\xff" * 6 + BSSID * 2 + b"\0" * 2 + b"\0" * 12
-    ack = struct.pack("<BBH", ACK_FRAME, 0, 0) + BSSID  # 10 bytes: a control frame
-    null = dot11(first, fc=NULL_DATA)[:24]  # power management: no frame body
-    qos_protected = dot11(first, fc=QOS_DATA, flags=TO_DS | PROTECTED)
-    ccmp = dot11(first, flags=TO_DS | PROTECTED, llc=b"\x01\x00\x00\x20\x00\x00\x00\x00")
+    beacon = (
+        struct.pack("<BBH", g.BEACON, 0, 0) + b"\xff" * 6 + g.BSSID * 2 + b"\0" * 2 + b"\0" * 12
+    )
+    ack = struct.pack("<BBH", g.ACK_FRAME, 0, 0) + g.BSSID  # 10 bytes: a control frame
+    null = g.dot11(first, fc=g.NULL_DATA)[:24]  # power management: no frame body
+    qos_protected = g.dot11(first, fc=g.QOS_DATA, flags=g.TO_DS | g.PROTECTED)
+    ccmp = g.dot11(first, flags=g.TO_DS | g.PROTECTED, llc=b"\x01\x00\x00\x20\x00\x00\x00\x00")
     extra = [beacon, ack, null + b"\0", qos_protected, ccmp, b"\x08"]
     analysis = _analysis([(ts - 1 + i * 0.01, f) for i, f in enumerate(extra)] + frames, 105)
     assert _records(analysis) == plain
@@ -140,8 +111,8 @@ def test_frames_zeek_does_not_decode_are_counted_by_reason(plain):
 def test_llc_other_than_snap_and_arp_are_not_ip():
     """HandleInnerPacket wants AA AA 03 with a zero OUI; ARP (0x0806) goes to Zeek's ARP."""
     (ts, first) = g.clean_close()[0]
-    stp = dot11(first, llc=b"\x42\x42\x03\x00\x00\x00")
-    arp = dot11(first[:12] + b"\x08\x06" + b"\0" * 28)
+    stp = g.dot11(first, llc=b"\x42\x42\x03\x00\x00\x00")
+    arp = g.dot11(first[:12] + b"\x08\x06" + b"\0" * 28)
     analysis = _analysis([(ts, stp), (ts + 1, arp)], 105)
     assert analysis.connections == [] and not analysis.skipped
     assert analysis.non_ip == {"802.11 LLC": 1, "ethertype 0x0806": 1}
@@ -149,38 +120,25 @@ def test_llc_other_than_snap_and_arp_are_not_ip():
 
 def test_the_order_bit_is_not_read_as_zeek_does_not():
     """IEEE802_11.cc reads no HT Control field: with the Order bit set on a QoS frame and the
-    4 bytes of HT Control before LLC, the LLC/SNAP test fails there too."""
+    4 bytes of HT Control before LLC, the LLC/g.SNAP test fails there too."""
     (ts, first) = g.clean_close()[0]
-    qos = dot11(first, fc=QOS_DATA)
+    qos = g.dot11(first, fc=g.QOS_DATA)
     ht = qos[:24] + qos[24:26] + b"\0\0\0\0" + qos[26:]
-    ht = ht[:1] + bytes([TO_DS | ORDER]) + ht[2:]
+    ht = ht[:1] + bytes([g.TO_DS | g.ORDER]) + ht[2:]
     analysis = _analysis([(ts, ht)], 105)
     assert analysis.connections == [] and analysis.non_ip == {"802.11 LLC": 1}
 
 
 def test_a_msdu_and_short_headers_are_counted():
     (ts, first) = g.clean_close()[0]
-    amsdu = dot11(first, fc=QOS_DATA, qos=0x0080)
-    short_rt = struct.pack("<BBHI", 0, 0, 200, 0) + dot11(first)  # length past the frame
+    amsdu = g.dot11(first, fc=g.QOS_DATA, qos=0x0080)
+    short_rt = struct.pack("<BBHI", 0, 0, 200, 0) + g.dot11(first)  # length past the frame
     assert _analysis([(ts, amsdu)], 105).skipped == {"802.11 A-MSDU not decoded": 1}
     assert _analysis([(ts, short_rt), (ts + 1, b"\0\0\x08")], 127).skipped == {
         "truncated radiotap header": 2
     }
-    llc_cut = dot11(first)[:28]
+    llc_cut = g.dot11(first)[:28]
     assert _analysis([(ts, llc_cut)], 105).skipped == {"truncated 802.11 LLC header": 1}
-
-
-def aruba(frames: list, ptype: int = 0x8200) -> list:
-    """The conversation as an Aruba controller carries it: each 802.11 frame (no radio header)
-    in GRE version 0 with protocol type `ptype`, between the access point and the controller,
-    in IPv4 over Ethernet."""
-    out = []
-    for n, (ts, frame) in enumerate(frames):
-        fc = g._from_client(frame)
-        src, dst = (g.TUNNEL_A4, g.TUNNEL_B4) if fc else (g.TUNNEL_B4, g.TUNNEL_A4)
-        raw = g.outer_ip(src, dst, 47, g.gre_header(ptype) + dot11(frame), ident=n + 1)
-        out.append((ts, frame[:12] + b"\x08\x00" + raw))
-    return out
 
 
 @pytest.mark.parametrize("ptype", [0x8200, 0x8210, 0x8300, 0x8380, 0xA200, 0x9000])
@@ -191,7 +149,7 @@ def test_aruba_802_11_in_gre(plain, ptype):
     packets themselves are no connection. (GRE.cc's test is a mask: any type with bits 0x8200
     set and a zero low nibble, so 0x8380 and 0xA200 too; its 0x8370 bound limits a clause the
     first already covers.)"""
-    analysis = _analysis(aruba(g.clean_close(), ptype), 1)
+    analysis = _analysis(g.aruba(g.clean_close(), ptype), 1)
     assert _records(analysis) == plain
     ((parent,),) = [c.to_record()["tunnel_parents"] for c in analysis.connections]
     assert parent.startswith("C") and parent != analysis.connections[0].uid
@@ -202,7 +160,7 @@ def test_aruba_802_11_in_gre(plain, ptype):
 def test_gre_types_outside_the_aruba_mask_are_not_802_11(ptype):
     """A low nibble, or bit 0x0200 clear: forwarded by type (read as IP, which an 802.11
     header is not), so no connection and nothing counted as 802.11."""
-    analysis = _analysis(aruba(g.clean_close(), ptype), 1)
+    analysis = _analysis(g.aruba(g.clean_close(), ptype), 1)
     assert analysis.connections == [] and analysis.skipped
     assert "802.11" not in str(analysis.skipped)
 
@@ -211,7 +169,7 @@ def test_aruba_protected_frames_are_counted():
     """Protected QoS data in Aruba's GRE 0x8300, as in Zeek's gre-aruba-ccmp.pcap."""
     qos = []
     for n, (ts, frame) in enumerate(g.clean_close()):
-        inner = dot11(frame, fc=QOS_DATA, flags=TO_DS | PROTECTED)
+        inner = g.dot11(frame, fc=g.QOS_DATA, flags=g.TO_DS | g.PROTECTED)
         raw = g.outer_ip(g.TUNNEL_A4, g.TUNNEL_B4, 47, g.gre_header(0x8300) + inner, ident=n)
         qos.append((ts, frame[:12] + b"\x08\x00" + raw))
     analysis = _analysis(qos, 1)
@@ -223,13 +181,13 @@ def test_flows_command_on_radiotap_and_aruba(tmp_path, plain):
     """`flowlens flows --format json` prints the connection and names the skipped frames on
     stderr."""
     (ts, first) = g.clean_close()[0]
-    beacon = struct.pack("<BBH", BEACON, 0, 0) + b"\xff" * 6 + BSSID * 2 + b"\0" * 14
+    beacon = struct.pack("<BBH", g.BEACON, 0, 0) + b"\xff" * 6 + g.BSSID * 2 + b"\0" * 14
     wifi = g.write_pcap(
         tmp_path / "radiotap.pcap",
-        [(ts - 1, radiotap(beacon))] + _rewrap(g.clean_close(), lambda f: radiotap(dot11(f))),
+        [(ts - 1, g.radiotap(beacon))] + _rewrap(g.clean_close(), lambda f: g.radiotap(g.dot11(f))),
         linktype=127,
     )
-    gre = g.write_pcap(tmp_path / "aruba.pcap", aruba(g.clean_close()))
+    gre = g.write_pcap(tmp_path / "aruba.pcap", g.aruba(g.clean_close()))
     runner = CliRunner()
     res = runner.invoke(cli, ["flows", "--format", "json", wifi])
     assert res.exit_code == 0, res.output
