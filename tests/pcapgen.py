@@ -1360,3 +1360,16 @@ def aruba(frames: list, ptype: int = 0x8200) -> list:
         raw = outer_ip(src, dst, 47, gre_header(ptype) + dot11(frame), ident=n + 1)
         out.append((ts, frame[:12] + b"\x08\x00" + raw))
     return out
+
+
+def amsdu(frames: list) -> bytes:
+    """Ethernet frames of one direction as one 802.11 QoS data frame whose QoS Control says
+    A-MSDU Present: a subframe each (DA, SA, length; LLC/SNAP, ethertype, IP), each but the
+    last padded by `length % 4` bytes, as Zeek's IEEE802_11.cc reads them."""
+    head = dot11(frames[0], fc=QOS_DATA, qos=0x0080)[:26]
+    body = []
+    for frame in frames:
+        sub = SNAP + frame[12:]
+        body.append(frame[0:12] + struct.pack("!H", len(sub)) + sub)
+        body.append(b"\0" * (len(sub) % 4))
+    return head + b"".join(body[:-1])

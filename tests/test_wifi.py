@@ -2,7 +2,8 @@
 radiotap header (LINKTYPE_IEEE802_11_RADIOTAP 127) and Aruba's 802.11 in GRE (protocol type
 0x8200 ...), by the rules of Zeek's IEEE802_11.cc, IEEE802_11_Radio.cc and GRE.cc: the data
 frames' connection is the one the same packets make over Ethernet; the frames Zeek does not
-decode (management, control, data without data, protected, A-MSDU here) are counted.
+decode (management, control, data without data, protected) are counted; an A-MSDU's
+subframes are packets of their own.
 
 Each capture is tests/pcapgen.py's clean close (handshake, request, response, 4-way close),
 its Ethernet frames re-wrapped: the client's frames go to the distribution system (To DS),
@@ -129,11 +130,44 @@ def test_the_order_bit_is_not_read_as_zeek_does_not():
     assert analysis.connections == [] and analysis.non_ip == {"802.11 LLC": 1}
 
 
-def test_a_msdu_and_short_headers_are_counted():
+def test_a_msdu_subframes_are_packets_of_their_own(plain):
+    """IEEE802_11.cc: with QoS Control's A-MSDU Present bit, each subframe is a packet (at the
+    frame's time); runs of one side's frames as one A-MSDU make the same connection."""
+    frames = g.clean_close()
+    runs: list[list] = []
+    for ts, f in frames:
+        if runs and g._from_client(runs[-1][-1][1]) == g._from_client(f):
+            runs[-1].append((ts, f))
+        else:
+            runs.append([(ts, f)])
+    assert max(len(r) for r in runs) > 1  # (else nothing is aggregated)
+    wifi = [(run[0][0], g.amsdu([f for _, f in run])) for run in runs]
+    analysis = _analysis(wifi, 105)
+    same = [f for f in FIELDS if f != "duration"]
+    assert [{f: r[f] for f in same} for r in _records(analysis)] == [
+        {f: r[f] for f in same} for r in plain
+    ]
+    assert not analysis.skipped and not analysis.non_ip
+    # in Aruba's GRE too (gre-aruba-amsdu.pcap's form: protocol type 0x8240)
+    gre = [(ts, b"\x02" * 12 + b"\x08\x00" + _gre_wrap(f)) for ts, f in wifi]
+    assert _records(_analysis(gre, 1)) == _records(analysis)
+
+
+def _gre_wrap(wifi: bytes) -> bytes:
+    return g.outer_ip(g.TUNNEL_A4, g.TUNNEL_B4, 47, g.gre_header(0x8240) + wifi)
+
+
+def test_a_msdu_stops_at_a_short_subframe():
+    (ts, first), (ts2, second) = g.clean_close()[:2]
+    frame = g.amsdu([first, first])
+    analysis = _analysis([(ts, frame[:-5])], 105)  # the second subframe cut short
+    assert analysis.skipped == {"truncated 802.11 A-MSDU subframe": 1}
+    assert [r["orig_pkts"] for r in _records(analysis)] == [1]
+
+
+def test_short_headers_are_counted():
     (ts, first) = g.clean_close()[0]
-    amsdu = g.dot11(first, fc=g.QOS_DATA, qos=0x0080)
     short_rt = struct.pack("<BBHI", 0, 0, 200, 0) + g.dot11(first)  # length past the frame
-    assert _analysis([(ts, amsdu)], 105).skipped == {"802.11 A-MSDU not decoded": 1}
     assert _analysis([(ts, short_rt), (ts + 1, b"\0\0\x08")], 127).skipped == {
         "truncated radiotap header": 2
     }

@@ -51,6 +51,7 @@ class LinkDecoder:
     if TYPE_CHECKING:  # the attributes' types for mypy (links.pxd gives the C ones)
         skipped: Counter[str]
         non_ip: Counter[str]
+        frame_rest: list | None
         _inner_vlan: int | None
 
     def __init__(self) -> None:
@@ -60,6 +61,9 @@ class LinkDecoder:
         self.non_ip = Counter()
         # the frame's second VLAN tag (QinQ), for its packet's `inner_vlan`
         self._inner_vlan = None
+        #: the packets of the last decoded frame after the one `decode` returned (an 802.11
+        #: A-MSDU carries several), in order, or None; the pipeline takes them (and sets None)
+        self.frame_rest = None
 
     @cython.cfunc
     def _skip(self, reason: str):
@@ -106,6 +110,7 @@ class LinkDecoder:
     ):
         off: cython.Py_ssize_t
         self._inner_vlan = None
+        self.frame_rest = None
         if linktype == K.LINKTYPE_ETHERNET:
             return self._ethernet(frame, ts_ns, d, n, 0, None)
         if linktype == K.LINKTYPE_FDDI:
@@ -283,7 +288,7 @@ class LinkDecoder:
 
     @cython.cfunc
     @cython.locals(length=cython.Py_ssize_t, hlen=cython.Py_ssize_t, fc=cython.uint,
-                   flags=cython.uint, etype=cython.uint)  # fmt: skip
+                   flags=cython.uint, amsdu=cython.bint)  # fmt: skip
     def _ieee802_11(
         self,
         frame: cython.longlong,
@@ -297,8 +302,9 @@ class LinkDecoder:
         more for the fourth address when To DS and From DS are both set, 2 more for QoS
         Control; LLC/SNAP with a zero OUI, then IPv4/IPv6 (scripts/base/packet-protocols/
         ieee802_11/main.zeek registers 0x0800 and 0x86DD with the IP analyzer, ARP's two types
-        with ARP, nothing else). Zeek reads no HT Control field (the Order bit is not looked
-        at), so neither does flowlens."""
+        with ARP, nothing else); an A-MSDU (QoS Control's A-MSDU Present bit) is several
+        packets (`_amsdu`). Zeek reads no HT Control field (the Order bit is not looked at), so
+        neither does flowlens."""
         length = n - off
         hlen = 24  # frame control, duration, three addresses, sequence control
         if length < 2:
@@ -319,18 +325,74 @@ class LinkDecoder:
             hlen += 6
             if hlen >= length:
                 return self._skip("truncated 802.11 header")
+        amsdu = False
         if (fc >> 4) & 0x08:  # QoS data: the QoS Control field
             if flags & 0x40:  # Protected: encrypted, Zeek goes no further
                 return self._skip("802.11 protected frame")
-            if d[off + hlen] & 0x80:
-                # its A-MSDU Present bit: several packets in one frame, which Zeek decodes one
-                # by one; flowlens's decoder yields one packet per frame, so not decoded
-                return self._skip("802.11 A-MSDU not decoded")
+            amsdu = (d[off + hlen] & 0x80) != 0  # A-MSDU Present: several packets follow
             hlen += 2
             if hlen >= length:
                 return self._skip("truncated 802.11 header")
         off += hlen
-        # HandleInnerPacket: room for LLC/SNAP (DSAP, SSAP 0xAA, control 0x03, OUI 0, type)
+        if not amsdu:
+            return self._llc_snap(frame, ts_ns, d, n, off, flags)
+        return self._amsdu(frame, ts_ns, d, n, off)
+
+    @cython.cfunc
+    @cython.locals(size=cython.Py_ssize_t, first=object, p=object)  # fmt: skip
+    def _amsdu(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+    ):
+        """An A-MSDU's subframes at `off` (IEEE802_11.cc): each a 14-byte header (DA, SA,
+        length), that many bytes from LLC/SNAP on, then `length % 4` bytes of padding when the
+        frame has them (Zeek's reckoning, which the last subframe's missing padding does not
+        trip). Each is a packet of its own (the first returned, the others in `frame_rest`);
+        Zeek stops at a short or undecodable subframe, keeping those before it (flowlens also
+        at one that is not IP, where Zeek goes on after ARP)."""
+        first = None
+        rest = None
+        while off < n:
+            if n - off < 14:
+                self._skip("truncated 802.11 A-MSDU header")
+                break
+            size = (d[off + 12] << 8) | d[off + 13]
+            if n - off < size + 14:
+                self._skip("truncated 802.11 A-MSDU subframe")
+                break
+            off += 14
+            p = self._llc_snap(frame, ts_ns, d, off + size, off, 0)
+            if p is None:  # (counted by its own reason: Zeek's invalid_802_11_amsdu_inner_packet)
+                break
+            if first is None:
+                first = p
+            elif rest is None:
+                rest = [p]
+            else:
+                rest.append(p)
+            off += size
+            if n - off >= size % 4:
+                off += size % 4
+        self.frame_rest = rest
+        return first
+
+    @cython.cfunc
+    @cython.locals(etype=cython.uint)
+    def _llc_snap(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+        flags: cython.uint,
+    ):
+        """IEEE802_11.cc HandleInnerPacket: LLC/SNAP at `off` (DSAP, SSAP 0xAA, control 0x03,
+        OUI 0), then the ethertype; `flags`: the 802.11 header's second byte."""
         if n - off < 8:
             return self._skip("truncated 802.11 LLC header")
         if not (
