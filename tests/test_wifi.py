@@ -233,3 +233,11 @@ def test_flows_command_on_radiotap_and_aruba(tmp_path, plain):
     (rec,) = [json.loads(line) for line in res.stdout.splitlines()]
     assert {f: rec[f] for f in FIELDS} == plain[0] and len(rec["tunnel_parents"]) == 1
     assert "skipped" not in res.stderr and "not IP" not in res.stderr
+
+
+def test_aruba_gre_header_with_nothing_after_it_is_truncated():
+    """GRE.cc's ARUBA branch: a payload no longer than the GRE header is truncated_GRE."""
+    (ts, first) = g.clean_close()[0]
+    raw = g.outer_ip(g.TUNNEL_A4, g.TUNNEL_B4, 47, g.gre_header(0x8200))
+    analysis = _analysis([(ts, first[:12] + b"\x08\x00" + raw)], 1)
+    assert analysis.connections == [] and analysis.skipped == {"truncated GRE header": 1}
