@@ -157,6 +157,19 @@ def _gre_wrap(wifi: bytes) -> bytes:
     return g.outer_ip(g.TUNNEL_A4, g.TUNNEL_B4, 47, g.gre_header(0x8240) + wifi)
 
 
+def test_a_msdu_padding_is_zeeks_length_mod_4():
+    """IEEE802_11.cc skips `length % 4` bytes after a subframe (802.11 pads the subframe, 14 +
+    length, to a multiple of 4: for this 66-byte one, Zeek skips 2 where 802.11 pads none)."""
+    frames = g.clean_close()
+    request, ack = frames[3][1], frames[2][1]
+    assert (len(request) - 14 + 8) % 4 == 2  # (the subframe's length: LLC/SNAP, type, IP)
+    analysis = _analysis([(frames[3][0], g.amsdu([request, ack]))], 105)
+    ((pkts, ip_bytes),) = [(c.to_record()["orig_pkts"], c.to_record()["orig_ip_bytes"])
+                           for c in analysis.connections]  # fmt: skip
+    assert (pkts, ip_bytes) == (2, len(request) + len(ack) - 28)
+    assert not analysis.skipped
+
+
 def test_a_msdu_stops_at_a_short_subframe():
     (ts, first), (ts2, second) = g.clean_close()[:2]
     frame = g.amsdu([first, first])
