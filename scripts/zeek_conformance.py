@@ -49,9 +49,6 @@ GROUPS = {
     "ip_bytes": ("orig_ip_bytes", "resp_ip_bytes"),
     "duration": ("duration",),
 }
-#: traces whose connections sit in link layers flowlens does not decode (802.11: monitor mode,
-#: radiotap, and Aruba's 802.11 in GRE): reported apart
-UNDECODED = re.compile(r"^(wlanmon|radiotap|tunnels(/|__)gre-aruba)", re.IGNORECASE)
 #: redefs that change what conn.log says about the same packets
 _TUNABLES = re.compile(
     r"redef\s+(tcp_\w+|udp_inactivity_timeout|icmp_inactivity_timeout|non_analyzed_lifetime|"
@@ -457,20 +454,18 @@ class Results:
     agree: Counter  # by (group, proto)
     total: Counter
     diffs: list
-    decodable: tuple  # (agree, total) over the traces flowlens decodes (not UNDECODED)
     skipped: list
     tuned: list
 
-    def rate(self, group: str, proto: str | None = None, decodable: bool = False):
-        agree, total = self.decodable if decodable else (self.agree, self.total)
-        a = sum(v for (g, p), v in agree.items() if g == group and proto in (None, p))
-        t = sum(v for (g, p), v in total.items() if g == group and proto in (None, p))
+    def rate(self, group: str, proto: str | None = None) -> tuple[int, int]:
+        a = sum(v for (g, p), v in self.agree.items() if g == group and proto in (None, p))
+        t = sum(v for (g, p), v in self.total.items() if g == group and proto in (None, p))
         return a, t
 
 
 def run(cases, skipped=()) -> Results:
     """flowlens over every case, compared with its baseline."""
-    res = Results(Counter(), Counter(), [], (Counter(), Counter()), list(skipped), [])
+    res = Results(Counter(), Counter(), [], list(skipped), [])
     for case, trace, rows, keep in cases:
         try:
             records = [
@@ -483,9 +478,6 @@ def run(cases, skipped=()) -> Results:
         res.agree.update(a)
         res.total.update(t)
         res.diffs += d
-        if not UNDECODED.search(case.run.trace):
-            res.decodable[0].update(a)
-            res.decodable[1].update(t)
         if case.tunables and d:
             res.tuned.append((case.name, case.tunables))
     return res
@@ -505,16 +497,10 @@ def main(argv=None) -> int:
     skipped, tuned, diffs = res.skipped, res.tuned, res.diffs
     print(f"{len(cases)} baselines, {len(skipped)} skipped")
     groups = sorted({g for g, _ in res.total}, key=list(GROUPS).index)
-    scopes = [
-        ("all protocols", None, False),
-        ("tcp", "tcp", False),
-        ("all protocols, traces flowlens decodes", None, True),
-        ("tcp, traces flowlens decodes", "tcp", True),
-    ]
-    for label, proto, decodable in scopes:
+    for label, proto in [("all protocols", None), ("tcp", "tcp")]:
         print(f"-- {label}")
         for g in groups:
-            a, t = res.rate(g, proto, decodable)
+            a, t = res.rate(g, proto)
             if t:
                 print(f"{g:12} {a:6}/{t:<6} {a / t:7.1%}")
     if args.verbose:

@@ -1310,3 +1310,66 @@ def encapsulate(frames: list, kind: str, a: str = TUNNEL_A4, b: str = TUNNEL_B4)
             macs = (_MAC_S + _MAC_C) if fc else (_MAC_C + _MAC_S)
             out.append((ts, macs + etype + raw))
     return out
+
+
+# ---------------------------------------------------------------- 802.11 (tests/test_wifi.py)
+
+BSSID = b"\x02\x00\x00\x00\x00\xaa"
+SNAP = b"\xaa\xaa\x03\x00\x00\x00"  # LLC: DSAP/SSAP SNAP, UI; OUI 0 (an ethertype follows)
+TO_DS, FROM_DS, PROTECTED, ORDER = 0x01, 0x02, 0x40, 0x80
+DATA, QOS_DATA, NULL_DATA = 0x08, 0x88, 0x48  # frame control byte 0: subtype << 4 | type << 2
+BEACON, ACK_FRAME = 0x80, 0xD4
+
+
+def dot11(
+    frame: bytes, *, fc: int = DATA, flags: int | None = None, four: bool = False,
+    qos: int = 0, llc: bytes = SNAP,
+) -> bytes:  # fmt: skip
+    """One Ethernet frame of the conversation as an 802.11 data frame. Addresses by IEEE
+    802.11 §9.3.2.1: To DS (BSSID, SA, DA), From DS (DA, BSSID, SA); with `four`, a frame
+    between access points (RA, TA, DA, SA: both DS bits). `qos`: the QoS Control field."""
+    dst, src, etype = frame[0:6], frame[6:12], frame[12:14]
+    if four:
+        ds = TO_DS | FROM_DS
+        addrs = b"\x02\x00\x00\x00\x00\xbb" + BSSID + dst + src
+    elif _from_client(frame):
+        ds, addrs = TO_DS, BSSID + src + dst
+    else:
+        ds, addrs = FROM_DS, dst + BSSID + src
+    head = struct.pack("<BBH", fc, ds if flags is None else flags, 0) + addrs[:18]
+    head += struct.pack("<H", 0x0010) + addrs[18:]  # sequence control, then address 4
+    if fc & 0x80:  # QoS subtypes
+        head += struct.pack("<H", qos)
+    return head + llc + etype + frame[14:]
+
+
+def radiotap(frame: bytes) -> bytes:
+    """A radiotap header (version 0) with TSFT, flags and rate: 18 bytes, its length field
+    being the only way to the 802.11 frame."""
+    return struct.pack("<BBHIQBB", 0, 0, 18, 0x07, 123456, 0x00, 12) + frame
+
+
+def aruba(frames: list, ptype: int = 0x8200) -> list:
+    """The conversation as an Aruba controller carries it: each 802.11 frame (no radio header)
+    in GRE version 0 with protocol type `ptype`, between the access point and the controller,
+    in IPv4 over Ethernet."""
+    out = []
+    for n, (ts, frame) in enumerate(frames):
+        fc = _from_client(frame)
+        src, dst = (TUNNEL_A4, TUNNEL_B4) if fc else (TUNNEL_B4, TUNNEL_A4)
+        raw = outer_ip(src, dst, 47, gre_header(ptype) + dot11(frame), ident=n + 1)
+        out.append((ts, frame[:12] + b"\x08\x00" + raw))
+    return out
+
+
+def amsdu(frames: list) -> bytes:
+    """Ethernet frames of one direction as one 802.11 QoS data frame whose QoS Control says
+    A-MSDU Present: a subframe each (DA, SA, length; LLC/SNAP, ethertype, IP), each but the
+    last padded by `length % 4` bytes, as Zeek's IEEE802_11.cc reads them."""
+    head = dot11(frames[0], fc=QOS_DATA, qos=0x0080)[:26]
+    body = []
+    for frame in frames:
+        sub = SNAP + frame[12:]
+        body.append(frame[0:12] + struct.pack("!H", len(sub)) + sub)
+        body.append(b"\0" * (len(sub) % 4))
+    return head + b"".join(body[:-1])

@@ -59,6 +59,8 @@ def test_names_and_values_are_dpkt_s():
         ("LINKTYPE_LOOP", "DLT_LOOP"),
         ("LINKTYPE_LINUX_SLL", "DLT_LINUX_SLL"),
         ("LINKTYPE_LINUX_SLL2", "DLT_LINUX_SLL2"),
+        ("LINKTYPE_IEEE802_11", "DLT_IEEE802_11"),
+        ("LINKTYPE_IEEE802_11_RADIOTAP", "DLT_IEEE802_11_RADIO"),
     ]:
         assert getattr(K, ours) == getattr(dpkt.pcap, theirs), ours
 

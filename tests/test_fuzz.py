@@ -244,6 +244,15 @@ def _scenario_seeds() -> list[Seed]:
     seeds.append(
         Seed("clean-close-v6-sll2.pcap", pcapgen.pcap_bytes(pcapgen.relink(six, 276), linktype=276))
     )
+    # 802.11: radiotap + QoS data between access points (4 addresses), and Aruba's in GRE
+    wifi = [
+        (ts, pcapgen.radiotap(pcapgen.dot11(f, fc=pcapgen.QOS_DATA, four=True)))
+        for ts, f in pcapgen.clean_close()
+    ]
+    seeds.append(Seed("clean-close-radiotap.pcap", pcapgen.pcap_bytes(wifi, linktype=127)))
+    seeds.append(
+        Seed("clean-close-aruba.pcap", pcapgen.pcap_bytes(pcapgen.aruba(pcapgen.clean_close())))
+    )
     return seeds
 
 

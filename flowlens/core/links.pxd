@@ -8,6 +8,7 @@ from flowlens.core cimport constants as K
 cdef class LinkDecoder:
     cdef public object skipped
     cdef public object non_ip
+    cdef public list frame_rest
     cdef object _inner_vlan
 
     cdef _skip(self, str reason)
@@ -24,5 +25,11 @@ cdef class LinkDecoder:
                     Py_ssize_t off, unsigned int etype, vlan)
     cdef _ppp(self, long long frame, long long ts_ns, unsigned char* d, Py_ssize_t n,
               Py_ssize_t off, vlan)
+    cdef _ieee802_11(self, long long frame, long long ts_ns, unsigned char* d, Py_ssize_t n,
+                     Py_ssize_t off)
+    cdef _amsdu(self, long long frame, long long ts_ns, unsigned char* d, Py_ssize_t n,
+                Py_ssize_t off)
+    cdef _llc_snap(self, long long frame, long long ts_ns, unsigned char* d, Py_ssize_t n,
+                   Py_ssize_t off, unsigned int flags)
     cdef _ip_by_version(self, long long frame, long long ts_ns, unsigned char* d, Py_ssize_t n,
                         Py_ssize_t off, vlan)

@@ -1,10 +1,11 @@
 """Link layers: a frame's bytes down to its IP header, by tcpdump's LINKTYPE_ registry.
 
 Ethernet (with Cisco FabricPath, 802.3 LLC/SNAP), FDDI, Linux SLL and SLL2, PPP, raw IP, BSD
-and OpenBSD loopback; inside them 802.1Q/QinQ VLAN tags, Cisco VN-Tag, 802.1ah PBB, MPLS
-(with Ethernet pseudowires) and PPPoE, as Zeek's packet analyzers take them apart
-(src/packet_analysis/protocol/: ethernet/, fddi/, linux_sll/, linux_sll2/, ppp/, null/,
-vlan/VLAN.cc, vntag/VNTag.cc, pbb/PBB.cc, mpls/MPLS.cc, pppoe/).
+and OpenBSD loopback, 802.11 (bare, and after a radiotap header); inside them 802.1Q/QinQ VLAN
+tags, Cisco VN-Tag, 802.1ah PBB, MPLS (with Ethernet pseudowires) and PPPoE, as Zeek's packet
+analyzers take them apart (src/packet_analysis/protocol/: ethernet/, fddi/, linux_sll/,
+linux_sll2/, ppp/, null/, ieee802_11/, ieee802_11_radio/, vlan/VLAN.cc, vntag/VNTag.cc,
+pbb/PBB.cc, mpls/MPLS.cc, pppoe/).
 
 `LinkDecoder` is the bottom of `flowlens.core.decode.Decoder`'s class chain (LinkDecoder ->
 TunnelDecoder -> Decoder): the counters every layer adds to and the link methods; the IP
@@ -33,8 +34,10 @@ LINKTYPE_NAMES = {
     K.DLT_RAW_12: "RAW",
     K.DLT_RAW_14: "RAW",
     K.LINKTYPE_RAW: "RAW",
+    K.LINKTYPE_IEEE802_11: "IEEE802_11",
     K.LINKTYPE_LOOP: "LOOP",
     K.LINKTYPE_LINUX_SLL: "LINUX_SLL",
+    K.LINKTYPE_IEEE802_11_RADIOTAP: "IEEE802_11_RADIO",
     K.LINKTYPE_IPV4: "IPV4",
     K.LINKTYPE_IPV6: "IPV6",
     K.LINKTYPE_LINUX_SLL2: "LINUX_SLL2",
@@ -48,6 +51,7 @@ class LinkDecoder:
     if TYPE_CHECKING:  # the attributes' types for mypy (links.pxd gives the C ones)
         skipped: Counter[str]
         non_ip: Counter[str]
+        frame_rest: list | None
         _inner_vlan: int | None
 
     def __init__(self) -> None:
@@ -57,6 +61,9 @@ class LinkDecoder:
         self.non_ip = Counter()
         # the frame's second VLAN tag (QinQ), for its packet's `inner_vlan`
         self._inner_vlan = None
+        #: the packets of the last decoded frame after the one `decode` returned (an 802.11
+        #: A-MSDU carries several), in order, or None; the pipeline takes them (and sets None)
+        self.frame_rest = None
 
     @cython.cfunc
     def _skip(self, reason: str):
@@ -103,6 +110,7 @@ class LinkDecoder:
     ):
         off: cython.Py_ssize_t
         self._inner_vlan = None
+        self.frame_rest = None
         if linktype == K.LINKTYPE_ETHERNET:
             return self._ethernet(frame, ts_ns, d, n, 0, None)
         if linktype == K.LINKTYPE_FDDI:
@@ -138,6 +146,19 @@ class LinkDecoder:
             if n < off + 2:
                 return self._skip("truncated PPP header")
             return self._ppp(frame, ts_ns, d, n, off, None)
+        if linktype == K.LINKTYPE_IEEE802_11_RADIOTAP:
+            # Zeek's IEEE802_11_Radio.cc: the radiotap header says its own length (it_len,
+            # little-endian, bytes 2-3) and is skipped whole; an 802.11 frame follows (its
+            # fields are not read). 3 bytes or fewer, or a length reaching the frame's end,
+            # is Zeek's truncated_radiotap_header.
+            if n <= 3:
+                return self._skip("truncated radiotap header")
+            off = d[2] | (d[3] << 8)
+            if off >= n:
+                return self._skip("truncated radiotap header")
+            return self._ieee802_11(frame, ts_ns, d, n, off)
+        if linktype == K.LINKTYPE_IEEE802_11:  # 802.11 without a radio header (monitor mode)
+            return self._ieee802_11(frame, ts_ns, d, n, 0)
         return self._skip(f"unsupported link type {linktype}")
 
     @cython.cfunc
@@ -263,6 +284,135 @@ class LinkDecoder:
         if proto == K.PPP_IP6:
             return self._ipv6(frame, ts_ns, d, n, off + 2, vlan)
         self.non_ip[f"PPP protocol 0x{proto:04x}"] += 1
+        return None
+
+    @cython.cfunc
+    @cython.locals(length=cython.Py_ssize_t, hlen=cython.Py_ssize_t, fc=cython.uint,
+                   flags=cython.uint, amsdu=cython.bint)  # fmt: skip
+    def _ieee802_11(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+    ):
+        """An 802.11 frame at `off` (the link type, after radiotap, or in Aruba's GRE), by the
+        rules of Zeek's IEEE802_11.cc: only data frames that carry data; a 24-byte header, 6
+        more for the fourth address when To DS and From DS are both set, 2 more for QoS
+        Control; LLC/SNAP with a zero OUI, then IPv4/IPv6 (scripts/base/packet-protocols/
+        ieee802_11/main.zeek registers 0x0800 and 0x86DD with the IP analyzer, ARP's two types
+        with ARP, nothing else); an A-MSDU (QoS Control's A-MSDU Present bit) is several
+        packets (`_amsdu`). Zeek reads no HT Control field (the Order bit is not looked at), so
+        neither does flowlens."""
+        length = n - off
+        hlen = 24  # frame control, duration, three addresses, sequence control
+        if length < 2:
+            return self._skip("truncated 802.11 header")
+        fc = d[off]  # frame control, first byte: protocol version, type (bits 2-3), subtype
+        flags = d[off + 1]  # To DS 0x01, From DS 0x02, ..., Protected 0x40, Order 0x80
+        if not (fc >> 2) & 0x02:  # type 0 (management) or 1 (control): Zeek returns
+            return self._skip(
+                "802.11 management frame" if not (fc >> 2) & 0x03 else "802.11 control frame"
+            )
+        # (Zeek tests the 24 bytes before the type, so a 10-byte ACK is its truncated header:
+        # skipped either way; flowlens counts it under what it is)
+        if hlen >= length:
+            return self._skip("truncated 802.11 header")
+        if (fc >> 4) & 0x04:  # subtypes without data (Null, QoS Null, CF-Ack/Poll only)
+            return self._skip("802.11 data frame without data")
+        if flags & 0x03 == 0x03:  # To DS and From DS: the fourth address (Packet::L2_ADDR_LEN)
+            hlen += 6
+            if hlen >= length:
+                return self._skip("truncated 802.11 header")
+        amsdu = False
+        if (fc >> 4) & 0x08:  # QoS data: the QoS Control field
+            if flags & 0x40:  # Protected: encrypted, Zeek goes no further
+                return self._skip("802.11 protected frame")
+            amsdu = (d[off + hlen] & 0x80) != 0  # A-MSDU Present: several packets follow
+            hlen += 2
+            if hlen >= length:
+                return self._skip("truncated 802.11 header")
+        off += hlen
+        if not amsdu:
+            return self._llc_snap(frame, ts_ns, d, n, off, flags)
+        return self._amsdu(frame, ts_ns, d, n, off)
+
+    @cython.cfunc
+    @cython.locals(size=cython.Py_ssize_t, first=object, p=object)  # fmt: skip
+    def _amsdu(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+    ):
+        """An A-MSDU's subframes at `off` (IEEE802_11.cc): each a 14-byte header (DA, SA,
+        length), that many bytes from LLC/SNAP on, then `length % 4` bytes of padding when the
+        frame has them (Zeek's reckoning, which the last subframe's missing padding does not
+        trip). Each is a packet of its own (the first returned, the others in `frame_rest`);
+        Zeek stops at a short or undecodable subframe, keeping those before it (flowlens also
+        at one that is not IP, where Zeek goes on after ARP)."""
+        first = None
+        rest = None
+        while off < n:
+            if n - off < 14:
+                self._skip("truncated 802.11 A-MSDU header")
+                break
+            size = (d[off + 12] << 8) | d[off + 13]
+            if n - off < size + 14:
+                self._skip("truncated 802.11 A-MSDU subframe")
+                break
+            off += 14
+            p = self._llc_snap(frame, ts_ns, d, off + size, off, 0)
+            if p is None:  # (counted by its own reason: Zeek's invalid_802_11_amsdu_inner_packet)
+                break
+            if first is None:
+                first = p
+            elif rest is None:
+                rest = [p]
+            else:
+                rest.append(p)
+            off += size
+            if n - off >= size % 4:
+                off += size % 4
+        self.frame_rest = rest
+        return first
+
+    @cython.cfunc
+    @cython.locals(etype=cython.uint)
+    def _llc_snap(
+        self,
+        frame: cython.longlong,
+        ts_ns: cython.longlong,
+        d: cython.p_uchar,
+        n: cython.Py_ssize_t,
+        off: cython.Py_ssize_t,
+        flags: cython.uint,
+    ):
+        """IEEE802_11.cc HandleInnerPacket: LLC/SNAP at `off` (DSAP, SSAP 0xAA, control 0x03,
+        OUI 0), then the ethertype; `flags`: the 802.11 header's second byte."""
+        if n - off < 8:
+            return self._skip("truncated 802.11 LLC header")
+        if not (
+            d[off] == 0xAA
+            and d[off + 1] == 0xAA
+            and d[off + 2] == 0x03
+            and d[off + 3] == 0
+            and d[off + 4] == 0
+            and d[off + 5] == 0
+        ):
+            if flags & 0x40:
+                # Protected without QoS: Zeek tries the LLC header, which ciphertext fails
+                return self._skip("802.11 protected frame")
+            self.non_ip["802.11 LLC"] += 1
+            return None
+        etype = (d[off + 6] << 8) | d[off + 7]
+        if etype == K.ETH_TYPE_IP or etype == K.ETH_TYPE_IP6:
+            # Zeek's IP analyzer takes either type and reads the header by its version (IP.cc)
+            return self._ip_by_version(frame, ts_ns, d, n, off + 8, None)
+        self.non_ip[f"ethertype 0x{etype:04x}"] += 1
         return None
 
     @cython.cfunc

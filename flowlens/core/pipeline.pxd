@@ -4,3 +4,4 @@
 from flowlens.core.frame cimport FrameRef
 from flowlens.core.connections cimport Connection, ConnectionTable
 from flowlens.core.decode cimport Packet
+from flowlens.core.links cimport LinkDecoder

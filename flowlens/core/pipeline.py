@@ -23,6 +23,7 @@ from .capture import Capture, CaptureStats, open_capture
 from .connections import Config, Connection, ConnectionTable
 from .decode import LINKTYPE_NAMES, Decoder, Packet
 from .frame import FrameRef
+from .links import LinkDecoder
 
 __all__ = [
     "Pipeline",
@@ -213,12 +214,13 @@ class Pipeline:
                 gc.enable()
 
     @cython.locals(
-        table=ConnectionTable, pkt=Packet, finished=list, ref=FrameRef, offset=cython.longlong,
-        k=cython.int, n=cython.int, r=cython.int,
+        table=ConnectionTable, pkt=Packet, finished=list, got=list, rest=list, decoder=LinkDecoder,
+        ref=FrameRef, offset=cython.longlong, k=cython.int, n=cython.int, r=cython.int,
     )  # fmt: skip
     def _frames(self, cap, offset: int) -> Iterator[Connection]:
         """Decode one file's frames into the table, yielding the connections that finish."""
         decode = self.decoder.decode_frame
+        decoder = self.decoder
         table = self.table  # compiled: `table.add` is a direct C call
         progress = self.progress
         bpf = self.bpf
@@ -253,19 +255,33 @@ class Pipeline:
                     else:
                         pkt = self._decode_uncounted(ref)
                 if pkt is not None:
-                    if n > 1 and route(pkt, n) != k and (pkt.encap is not None or pkt.proto != 17):
-                        # another shard's (every shard keeps every UDP flow, so that a tunnel's
-                        # outer flow is whole, and its uid the same, wherever its contents go)
-                        if pkt.encap is None:  # only the clock moves
-                            finished = table.advance(pkt.ts_ns)
-                        else:  # the tunnels that carried it, not what they carried
-                            finished = table.add_encapsulated(pkt, False)
-                        if pkt.quote is not None and quote_route(pkt, n) == k:
-                            table.attach_icmp_error(pkt)  # an error about one of ours
-                    elif pkt.encap is None:
-                        finished = table.add(pkt)
-                    else:  # out of a tunnel: the outer UDP flows first, then tunnel_parents
-                        finished = table.add_encapsulated(pkt)
+                    # the frame's further packets (an 802.11 A-MSDU's subframes), or None
+                    rest = decoder.frame_rest
+                    decoder.frame_rest = None
+                    while True:
+                        if (
+                            n > 1
+                            and route(pkt, n) != k
+                            and (pkt.encap is not None or pkt.proto != 17)
+                        ):
+                            # another shard's (every shard keeps every UDP flow, so that a
+                            # tunnel's outer flow is whole, and its uid the same, wherever its
+                            # contents go)
+                            if pkt.encap is None:  # only the clock moves
+                                got = table.advance(pkt.ts_ns)
+                            else:  # the tunnels that carried it, not what they carried
+                                got = table.add_encapsulated(pkt, False)
+                            if pkt.quote is not None and quote_route(pkt, n) == k:
+                                table.attach_icmp_error(pkt)  # an error about one of ours
+                        elif pkt.encap is None:
+                            got = table.add(pkt)
+                        else:  # out of a tunnel: the outer UDP flows first, then tunnel_parents
+                            got = table.add_encapsulated(pkt)
+                        if got:
+                            finished = got if not finished else finished + got
+                        if not rest:
+                            break
+                        pkt = rest.pop(0)
                 if finished:
                     if len(finished) > 1:
                         finished.sort(key=_batch_key)

@@ -1,6 +1,6 @@
-"""Tunnels as Zeek decapsulates them: IP-in-IP, GRE (with ERSPAN and PPTP), and in UDP
-VXLAN, Geneve, GTPv1-U, Teredo, AYIYA and GRE; the inner packet's `encap` names the layer it
-came out of, to Zeek's Tunnel::max_depth.
+"""Tunnels as Zeek decapsulates them: IP-in-IP, GRE (with ERSPAN, PPTP and Aruba's 802.11),
+and in UDP VXLAN, Geneve, GTPv1-U, Teredo, AYIYA and GRE; the inner packet's `encap` names the
+layer it came out of, to Zeek's Tunnel::max_depth.
 
 `TunnelDecoder` is one layer of `flowlens.core.decode.Decoder`'s class chain (LinkDecoder ->
 TunnelDecoder -> FragmentDecoder -> Decoder): the state tunnels keep (depth, the enclosing
@@ -53,6 +53,7 @@ class IpTunnel(NamedTuple):
 #: what follows a tunnel header (Decoder._inner)
 _INNER_IP = cython.declare(cython.int, 0)
 _INNER_ETHERNET = cython.declare(cython.int, 1)
+_INNER_IEEE802_11 = cython.declare(cython.int, 2)
 # IP::ParsePacket's answers (Zeek's src/packet_analysis/protocol/ip/IP.cc), see _ip_fit
 _FIT_OK = cython.declare(cython.int, 0)
 _FIT_BAD_PROTOCOL = cython.declare(cython.int, 1)
@@ -181,6 +182,8 @@ class TunnelDecoder(LinkDecoder):
         try:
             if how == _INNER_ETHERNET:
                 return self._ethernet(frame, ts_ns, d, n, off, None)
+            if how == _INNER_IEEE802_11:
+                return self._ieee802_11(frame, ts_ns, d, n, off)
             return self._ip_by_version(frame, ts_ns, d, n, off, None)
         finally:
             self._depth -= 1
@@ -227,7 +230,8 @@ class TunnelDecoder(LinkDecoder):
         """GRE (RFC 2784, RFC 2890 key and sequence; RFC 2637 enhanced GRE for PPTP), by the
         rules of Zeek's GRE.cc: version 0 carries IP (read by its version, whatever the
         protocol type says), Ethernet (0x6558) or ERSPAN type I/II (0x88BE, an 8-byte header
-        when the sequence bit is set) and III (0x22EB, 12 bytes, 8 more with its O bit);
+        when the sequence bit is set) and III (0x22EB, 12 bytes, 8 more with its O bit),
+        Aruba's 802.11 frames (0x8200 and the other types GRE.cc's ARUBA test names);
         version 1 carries PPP whose protocol must be IPv4 or IPv6, filling the payload exactly.
         Routing present, reserved flags, other versions and short headers are not decoded."""
         length = end - pos
@@ -277,9 +281,11 @@ class TunnelDecoder(LinkDecoder):
                 ((ptype & 0x8200) == 0x8200 and (ptype & 0x0F) == 0)
                 or ((ptype & 0x8300) == 0x8300 and (ptype & 0x0F) == 0 and ptype <= 0x8370)
                 or ptype == 0x9000
-            ):  # Aruba's 802.11 in GRE, which Zeek hands to its 802.11 analyzer
-                self.non_ip["802.11 in GRE (Aruba)"] += 1
-                return None
+            ):  # Aruba's 802.11 in GRE: Zeek sets gre_link_type to DLT_IEEE802_11, and
+                # IPTunnel.cc decodes the rest as a new packet of that link type
+                if length <= hlen:
+                    return self._skip("truncated GRE header")
+                how = _INNER_IEEE802_11
         elif version == 1:
             if ptype != K.ETH_TYPE_PPP:
                 return self._skip("enhanced GRE protocol type not PPP")
