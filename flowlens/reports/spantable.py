@@ -192,8 +192,9 @@ class SpanTable:
         for host in hosts:
             _s, ends, ks = self._arrays(self._index[host])
             ends = ends[(ks == _TIME_WAIT) & (ends != OPEN_END)]
-            if len(ends) and (best is None or int(ends.max()) > best):
-                best = int(ends.max())
+            if len(ends):
+                last = int(ends.max())
+                best = last if best is None or last > best else best
         return best
 
     def change_points(

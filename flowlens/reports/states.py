@@ -126,12 +126,12 @@ class SocketStates(SpanTable):
         self.connections = 0
 
     def add(self, conn: Connection, spans: Sequence[tuple] | None = None) -> None:
-        """Take one finished connection (then it can be dropped)."""
-        parts = self.parts(conn)
+        """Take one finished connection (then it can be dropped); `spans` as SpanTable.add."""
+        parts = self.parts(conn, spans)
         if parts is not None:
             self.add_parts(parts)
 
-    def parts(self, conn: Connection) -> tuple | None:
+    def parts(self, conn: Connection, spans: Sequence[tuple] | None = None) -> tuple | None:
         """What `conn` adds, as plain values (its kept spans as (host, state index, start, end,
         side), and what it tells of its responder's port), or None for a connection that is
         not TCP: a shard of `--jobs` hands them to the process that merges them with
@@ -140,8 +140,8 @@ class SocketStates(SpanTable):
             return None
         ends = ((self._text(conn.orig_h), conn.orig_p), (self._text(conn.resp_h), conn.resp_p))
         wanted_hosts, ports, wanted_states = self.hosts_wanted, self.ports, self._wanted_states
-        spans = []
-        for side, k, start, end in counted_spans(conn):
+        kept = []
+        for side, k, start, end in counted_spans(conn, spans):
             host, port = ends[side]
             if wanted_hosts and host not in wanted_hosts:
                 continue
@@ -149,16 +149,16 @@ class SocketStates(SpanTable):
                 continue
             if self.states and k not in wanted_states:
                 continue
-            spans.append((host, k, start, end, side))
+            kept.append((host, k, start, end, side))
         t = conn.tcp
         host = ends[1][0]
         if wanted_hosts and host not in wanted_hosts or ports and conn.resp_p not in ports:
-            return spans, None
+            return kept, None
         accepted = t.synack_count[1] > 0 and t.syn_count[1] == 0  # not a simultaneous open
         if not (accepted or t.rejected):
-            return spans, None
+            return kept, None
         listen = (host, conn.resp_p, accepted, t.rejected, ends[0][0], conn.first_ts_ns)
-        return spans, listen
+        return kept, listen
 
     def add_parts(self, parts: tuple) -> None:
         spans, listen = parts
