@@ -465,20 +465,24 @@ class _ShardSetup:
     closures pickle by value)."""
 
     def __init__(self, path: str, config: Config, make_analyzers: Callable, work: Callable,
-                 progress: Callable | None = None) -> None:  # fmt: skip
+                 progress: Callable | None = None,
+                 answer: Callable | None = None) -> None:  # fmt: skip
         self.path, self.config = path, config
         self.make_analyzers, self.work = make_analyzers, work
         #: shard 0's progress callback (a forked run; a Dask shard reports its own)
         self.progress = progress
+        self.answer = answer
 
-    def __call__(self, shard: tuple[int, int]) -> tuple[Pipeline, Callable]:
+    def __call__(self, shard: tuple[int, int]) -> tuple:
         analyzers = self.make_analyzers()
         pipe = Pipeline(
             self.path, self.config, analyzers=analyzers,
             progress=self.progress if shard[0] == 0 else None, shard=shard,
         )  # fmt: skip
-        work = self.work
-        return pipe, lambda conn: work(conn, analyzers)
+        work, answer = self.work, self.answer
+        if answer is None:
+            return pipe, lambda conn: work(conn, analyzers)
+        return pipe, lambda conn: work(conn, analyzers), lambda q: answer(q, analyzers)
 
 
 def _cluster_path(path: str, config: Config) -> str:
@@ -524,7 +528,13 @@ class ConnectionStream:
     `work` receives that list (for a cluster both must pickle). A progress bar shows on a
     terminal (`close_progress`). After iteration, `facts` holds the run's `damage` lines,
     `notes`, `frames`, `first_ts_ns` and `last_ts_ns`. An unreadable capture, filter or
-    scheduler raises here, before any work starts."""
+    scheduler raises here, before any work starts.
+
+    Options for a command that needs more than a stream of results (the report):
+    `frames=True` yields (the frame that ended the connection, `work(...)`); `finish(pipeline)`
+    runs at the end of each pipeline, its results in `finished` (one per shard); and
+    `answer(question, analyzers)` answers `ask(question)` after the run, in each pipeline's
+    process (a list of the answers, one per shard), until `close`."""
 
     def __init__(
         self,
@@ -534,14 +544,24 @@ class ConnectionStream:
         work: Callable,
         jobs: int = 1,
         scheduler: str | None = None,
+        *,
+        frames: bool = False,
+        finish: Callable[[Pipeline], Any] | None = None,
+        answer: Callable[[Any, list], Any] | None = None,
     ) -> None:
         self.path = path
         self.config = config
         self.make_analyzers = make_analyzers
         self.work = work
+        self.frames = frames
+        self.finish = finish
+        self.answer = answer
         self.client: Any = None
         self.progress: _Progress | None = None
         self.facts: dict = {}
+        #: what `finish(pipeline)` returned, per shard (one entry for one process)
+        self.finished: list = []
+        self._run: Any = None
         if scheduler:
             if jobs < 0:
                 jobs_for(jobs, path)  # (raises its UsageError)
@@ -578,14 +598,32 @@ class ConnectionStream:
         if self.progress is not None:
             self.progress.close()
 
+    @property
+    def stats(self):
+        """The one pipeline's CaptureStats (its times are known from its first frame on);
+        None for a sharded run."""
+        return self._pipe.stats if self.jobs == 1 and self.client is None else None
+
+    def ask(self, question: Any) -> list:
+        """`answer(question, analyzers)` of every pipeline, in shard order (after the run)."""
+        assert self.answer is not None, "ask needs an answer function"
+        if self._run is None:
+            return [self.answer(question, self._analyzers)]
+        return self._run.ask(question)
+
     def close(self) -> None:
-        """Close the progress bar and the cluster's client (when there is one)."""
+        """Close the progress bar, the shards' workers and the cluster's client (when there
+        is one)."""
         self.close_progress()
+        if self._run is not None:
+            run, self._run = self._run, None
+            run.close()
         if self.client is not None:
             client, self.client = self.client, None
             client.close()
 
     def __iter__(self):
+        complete = False
         try:
             if self.client is not None:
                 yield from self._on_cluster()
@@ -593,15 +631,27 @@ class ConnectionStream:
                 yield from self._one()
             else:
                 yield from self._sharded()
+            complete = True
         finally:
-            self.close()
+            if not complete or self.answer is None:
+                self.close()
+            else:
+                self.close_progress()  # (the workers wait for `ask` until `close`)
 
     def _one(self):
         pipe, analyzers, work = self._pipe, self._analyzers, self.work
-        for conn in pipe:
-            item = work(conn, analyzers)
-            if item is not None:
-                yield item
+        if self.frames:
+            for conn in pipe:
+                item = work(conn, analyzers)
+                if item is not None:
+                    yield pipe.emit_frame, item
+        else:
+            for conn in pipe:
+                item = work(conn, analyzers)
+                if item is not None:
+                    yield item
+        if self.finish is not None:
+            self.finished = [self.finish(pipe)]
         stats = pipe.stats
         self.facts = {
             "damage": pipe.summary_lines(),
@@ -626,21 +676,39 @@ class ConnectionStream:
             if gc_was_enabled:
                 gc.enable()
         finished = run.finished if facts is None else [facts(f) for f in run.finished]
+        if self.finish is not None:  # (each is (the pipeline's facts, the command's finish))
+            self.finished = [f[1] for f in finished]
+            finished = [f[0] for f in finished]
         self.facts = merge_shard_facts(self.path, finished)
+
+    def _shard_finish(self) -> Callable[[Pipeline], Any]:
+        finish = self.finish
+        if finish is None:
+            return Pipeline.shard_facts
+        return lambda pipe: (pipe.shard_facts(), finish(pipe))
+
+    def _setup(self, path: str, progress: Callable | None = None) -> _ShardSetup:
+        return _ShardSetup(path, self.config, self.make_analyzers, self.work, progress, self.answer)
 
     def _sharded(self):
         from ..core.shard import ShardedRun
 
-        setup = _ShardSetup(self.path, self.config, self.make_analyzers, self.work, self.progress)
-        yield from self._merged(ShardedRun(setup, Pipeline.shard_facts, self.jobs))
+        self._run = ShardedRun(self._setup(self.path, self.progress), self._shard_finish(),
+                               self.jobs, frames=self.frames)  # fmt: skip
+        yield from self._merged(self._run)
 
     def _on_cluster(self):
         from ..core.shard import DaskShardedRun
 
         where = self._cluster_path
-        setup = _ShardSetup(where, self.config, self.make_analyzers, self.work)
-        run = DaskShardedRun(setup, Pipeline.shard_facts, self.jobs, self.client, self.progress)
-        yield from self._merged(run, lambda f: _renamed(f, where, self.path))
+        self._run = DaskShardedRun(self._setup(where), self._shard_finish(), self.jobs,
+                                   self.client, self.progress, frames=self.frames)  # fmt: skip
+        rename = (
+            (lambda f: _renamed(f, where, self.path))
+            if self.finish is None
+            else (lambda f: (_renamed(f[0], where, self.path), f[1]))
+        )
+        yield from self._merged(self._run, rename)
 
 
 def open_pipeline(

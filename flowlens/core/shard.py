@@ -81,29 +81,46 @@ def usable_cores() -> int:
 
 class ShardedRun:
     """Run `setup((k, jobs))` in each of `jobs` forked workers: it returns (a Pipeline made with
-    `shard=(k, jobs)`, and `work(conn)`, bound to that pipeline's analyzers). Iterating gives
-    `work(conn)` of every connection the shards own, in the order one pipeline would yield
-    them (`work` returning None drops a connection). After iteration, `finished[k]` is what
-    `finish(pipeline)` returned in worker k."""
+    `shard=(k, jobs)`, and `work(conn)`, bound to that pipeline's analyzers), or those and
+    `answer(question)`. Iterating gives `work(conn)` of every connection the shards own, in
+    the order one pipeline would yield them (`work` returning None drops a connection), or,
+    with `frames=True`, (the frame that ended it, `work(conn)`). After iteration, `finished[k]`
+    is what `finish(pipeline)` returned in worker k; when setup gave `answer`, the workers
+    then wait for questions (`ask`) until `close`."""
 
     def __init__(
         self,
         setup: Callable[[tuple[int, int]], tuple[Any, Callable[[Any], Any]]],
         finish: Callable[[Any], Any],
         jobs: int,
+        frames: bool = False,
     ) -> None:
         if jobs < 2:
             raise ValueError("a sharded run needs at least 2 jobs")
         self.setup = setup
         self.finish = finish
         self.jobs = jobs
+        self.frames = frames
         self.finished: list[Any] = [None] * jobs
+        self._procs: list = []
+        self._pipes: list = []
 
     def _worker(self, k: int, conn) -> None:
         send = conn.send_bytes
+        answer: list = []
         try:
-            for message in _shard_batches(self.setup, self.finish, k, self.jobs):
+            for message in _shard_batches(self.setup, self.finish, k, self.jobs, answer=answer):
                 send(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+                if message[0] != "items" and message[0] != "done":
+                    return  # (an error: no questions follow)
+            while answer:  # the questions, until the parent says stop (None) or goes
+                try:
+                    question = pickle.loads(conn.recv_bytes())
+                except EOFError:
+                    return
+                if question is None:
+                    return
+                send(pickle.dumps(_answered(answer[0], question), pickle.HIGHEST_PROTOCOL))
         except BaseException:  # (an item that does not pickle: an internal error too)
             send(pickle.dumps(("crash", traceback.format_exc()), pickle.HIGHEST_PROTOCOL))
         finally:
@@ -124,26 +141,75 @@ class ShardedRun:
 
     def __iter__(self) -> Iterator[Any]:
         ctx = multiprocessing.get_context("fork")
-        procs, streams = [], []
+        procs, streams = self._procs, []
+        done = False
         try:
             for k in range(self.jobs):
-                recv, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=self._worker, args=(k, send), daemon=True)
+                mine, theirs = ctx.Pipe(duplex=True)  # (duplex: questions after the run)
+                proc = ctx.Process(target=self._worker, args=(k, theirs), daemon=True)
                 proc.start()
-                send.close()  # (the child holds its own end)
+                theirs.close()  # (the child holds its own end)
                 procs.append(proc)
-                streams.append(self._stream(k, recv))
-            for _frame, _k, item in heapq.merge(*streams, key=_merge_key):
-                yield item
+                self._pipes.append(mine)
+                streams.append(self._stream(k, mine))
+            merged = heapq.merge(*streams, key=_merge_key)
+            if self.frames:
+                for frame, _k, item in merged:
+                    yield frame, item
+            else:
+                for _frame, _k, item in merged:
+                    yield item
+            done = True
         finally:
-            for proc in procs:
-                if proc.is_alive():
-                    proc.terminate()
+            if not done:
+                self.close()
+
+    def ask(self, question: Any) -> list[Any]:
+        """Every shard's `answer(question)`, in shard order (after a complete iteration)."""
+        for pipe in self._pipes:
+            pipe.send_bytes(pickle.dumps(question, pickle.HIGHEST_PROTOCOL))
+        return [_reply(k, pickle.loads(pipe.recv_bytes())) for k, pipe in enumerate(self._pipes)]
+
+    def close(self) -> None:
+        """Stop the workers: each waiting for a question is told to stop (a forked sibling
+        holds a copy of its pipe, so it would not see this end close); one still busy is
+        terminated."""
+        for pipe in self._pipes:
+            try:
+                pipe.send_bytes(pickle.dumps(None))
+            except OSError:  # (it has gone already)
+                pass
+            pipe.close()
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
                 proc.join()
+        self._pipes, self._procs = [], []
 
 
 def _merge_key(entry: tuple) -> tuple:
     return entry[0], entry[1]
+
+
+def _answered(answer: Callable[[Any], Any], question: Any) -> tuple[str, Any]:
+    """("answer", what `answer` says), or ("error", ...) / ("crash", ...) as a batch would."""
+    try:
+        return "answer", answer(question)
+    except FlowlensError as exc:
+        return "error", _portable(exc)
+    except Exception:  # noqa: BLE001 - reported by the parent as an internal error
+        return "crash", traceback.format_exc()
+
+
+def _reply(k: int, message: tuple[str, Any], where: str = "") -> Any:
+    """A shard's answer, or its error raised here."""
+    kind, payload = message[0], message[1]
+    if kind == "answer":
+        return payload
+    if kind == "error":
+        raise payload
+    raise RuntimeError(f"shard {k} failed{where}:\n{payload}")
 
 
 def _shard_batches(
@@ -153,13 +219,18 @@ def _shard_batches(
     n: int,
     progress: Callable | None = None,
     batch: int = _BATCH,
+    answer: list | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """What shard k of n sends, message by message: ("items", up to `batch` (frame, key,
     item) entries), then ("done", finish(pipeline)); ("error", a FlowlensError's text) or ("crash",
     a traceback) end it instead. `progress`, when given, becomes the pipeline's progress
-    callback (a Dask shard reports it with its batches)."""
+    callback (a Dask shard reports it with its batches). When `setup` also gives an
+    `answer` function, it is appended to the list `answer`."""
     try:
-        pipe, work = setup((k, n))
+        made = setup((k, n))
+        pipe, work = made[0], made[1]
+        if len(made) > 2 and answer is not None:
+            answer.append(made[2])
         if progress is not None:
             pipe.progress = progress
         out = []
@@ -203,7 +274,8 @@ class _ShardActor:
     ) -> None:
         self._progress: tuple | None = None
         record = self._record if progress else None
-        self._messages = _shard_batches(setup, finish, k, n, record, batch)
+        self._answer: list = []
+        self._messages = _shard_batches(setup, finish, k, n, record, batch, self._answer)
 
     def _record(self, frames: int, done: int, size: int | None) -> None:
         self._progress = (frames, done, size)
@@ -214,6 +286,17 @@ class _ShardActor:
             return pickle.dumps((kind, payload, self._progress), pickle.HIGHEST_PROTOCOL)
         except Exception:  # (an item that does not pickle: an internal error)
             return pickle.dumps(("crash", traceback.format_exc(), None), pickle.HIGHEST_PROTOCOL)
+
+    def ask(self, question: bytes) -> bytes:
+        """The shard's `answer` to a pickled question, pickled (after its last batch)."""
+        if not self._answer:
+            message: tuple = ("crash", "the shard has no answer function")
+        else:
+            message = _answered(self._answer[0], pickle.loads(question))
+        try:
+            return pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        except Exception:  # (an answer that does not pickle: an internal error)
+            return pickle.dumps(("crash", traceback.format_exc()), pickle.HIGHEST_PROTOCOL)
 
 
 def placement(threads: dict[str, int], jobs: int) -> list[str]:
@@ -247,6 +330,7 @@ class DaskShardedRun:
         client: Any,
         progress: Callable[[int, int, int | None], None] | None = None,
         batch: int = _DASK_BATCH,
+        frames: bool = False,
     ) -> None:
         if jobs < 2:
             raise ValueError("a sharded run needs at least 2 jobs")
@@ -256,16 +340,19 @@ class DaskShardedRun:
         self.client = client
         self.batch = batch
         self.progress = progress
+        self.frames = frames
         self.finished: list[Any] = [None] * jobs
         #: the address of each shard's worker (set when the run starts)
         self.workers: list[str] = []
+        self._futures: list = []
+        self._actors: list = []
 
     def __iter__(self) -> Iterator[Any]:
         from .cluster import worker_threads
 
         n, client = self.jobs, self.client
         self.workers = placement(worker_threads(client), n)
-        futures = [
+        futures = self._futures = [
             client.submit(
                 _ShardActor, self.setup, self.finish, k, n, k == 0 and self.progress is not None,
                 self.batch,
@@ -273,16 +360,41 @@ class DaskShardedRun:
             )
             for k, w in enumerate(self.workers)
         ]  # fmt: skip
+        done = False
         try:
             with client.as_current():  # (an Actor's proxy binds to the current client)
-                actors = [self._call(k, f.result) for k, f in enumerate(futures)]
+                actors = self._actors = [self._call(k, f.result) for k, f in enumerate(futures)]
             # every shard's first batch is asked for before any is waited on
             firsts = [actor.next_batch() for actor in actors]
             streams = [self._stream(k, a, f) for k, (a, f) in enumerate(zip(actors, firsts))]
-            for _frame, _k, item in heapq.merge(*streams, key=_merge_key):
-                yield item
+            merged = heapq.merge(*streams, key=_merge_key)
+            if self.frames:
+                for frame, _k, item in merged:
+                    yield frame, item
+            else:
+                for _frame, _k, item in merged:
+                    yield item
+            done = True
         finally:
-            client.cancel(futures)  # (the workers drop the actors and their pipelines)
+            if not done:
+                self.close()
+
+    def ask(self, question: Any) -> list[Any]:
+        """Every shard's `answer(question)`, in shard order (after a complete iteration)."""
+        data = pickle.dumps(question, pickle.HIGHEST_PROTOCOL)
+        pending = [actor.ask(data) for actor in self._actors]  # (all asked, then awaited)
+        return [
+            _reply(
+                k, pickle.loads(self._call(k, p.result)), f" on the Dask worker {self.workers[k]}"
+            )
+            for k, p in enumerate(pending)
+        ]
+
+    def close(self) -> None:
+        """Let the cluster drop the shards' actors and their pipelines."""
+        if self._futures:
+            self.client.cancel(self._futures)
+        self._futures, self._actors = [], []
 
     def _call(self, k: int, result: Callable[[], Any]) -> Any:
         try:
