@@ -37,6 +37,8 @@ MODULES = (
     "analyzers.anomalies.host_findings",
     "analyzers.anomalies.connection_findings",
     "reports.rtt",
+    "reports.spantable",
+    "reports.gather",
 )
 
 _HERE = Path(__file__).resolve().parent

@@ -13,13 +13,18 @@ from click.testing import CliRunner
 from corpus import captures, needs_corpus
 from test_jobs import COMMANDS as VARIANTS
 from test_jobs import SAMPLES
+from test_jobs_report import _MADE, made
 
 from flowlens.cli import cli
+from flowlens.commands._common import ConnectionStream
 from flowlens.core import cluster as cluster_module
 from flowlens.core.cluster import connect
+from flowlens.core.connections import Config
 from flowlens.core.pipeline import Pipeline
 from flowlens.core.shard import DaskShardedRun, placement
 from flowlens.errors import FlowlensError
+from flowlens.reports.html import render_html
+from flowlens.reports.postmortem import build_report
 
 distributed = pytest.importorskip("distributed")
 
@@ -87,6 +92,31 @@ def test_every_corpus_capture_is_the_same_on_a_cluster(scheduler, path):
     for args in COMMANDS:
         one = invoke(args[0], path, *args[1:])
         same_result(one, invoke(args[0], path, *args[1:], "--scheduler", scheduler))
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
+def test_every_sample_report_is_the_same_page_on_a_cluster(scheduler, sample, tmp_path):
+    """The report's parts, and then its questions (frame notes, evidence frames, ladders)
+    answered by the shards' actors."""
+    notes = ("--note", "+1s=one second in", "--note", "3=frame three")
+    one = made(tmp_path, "one", sample, *notes)
+    assert made(tmp_path, "two", sample, *notes, "--scheduler", scheduler) == one
+
+
+@needs_corpus
+@pytest.mark.parametrize("path", captures(), ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_every_corpus_capture_report_is_the_same_on_a_cluster(scheduler, path):
+    def on_cluster(make_analyzers, work, **how):
+        return ConnectionStream(str(path), Config(), make_analyzers, work, 1, scheduler, **how)
+
+    try:
+        want = render_html(build_report(str(path)))
+    except Exception as exc:  # noqa: BLE001 - refused the same way before the cluster is asked
+        with pytest.raises(type(exc)):
+            build_report(str(path), run=on_cluster)
+        return
+    got = render_html(build_report(str(path), run=on_cluster))
+    assert _MADE.sub(b"T", got.encode()) == _MADE.sub(b"T", want.encode())
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,14 @@ from ..reports.formats import plural
 from ..reports.ladder import Note
 from ..reports.postmortem import ReportOptions, build_report
 from ._common import (
+    ConnectionStream,
     capture_argument,
     check_output,
     config_from,
+    jobs_option,
     nothing_line,
-    progress_callback,
     report_damage,
+    scheduler_option,
     table_options,
     warn,
 )
@@ -84,6 +86,8 @@ _DEFAULTS = ReportOptions()
     "each such ladder names its `flowlens plot --kind tseq` command.",
 )
 @click.option("--title", help="Page title (default: flowlens report: CAPTURE's file name).")
+@jobs_option
+@scheduler_option
 @table_options
 def report(
     capture: str,
@@ -93,6 +97,8 @@ def report(
     max_ladders: int,
     stream_graphs: int,
     title,
+    jobs: int = 1,
+    scheduler: str | None = None,
     **kwargs,
 ) -> None:
     """Write the postmortem report of CAPTURE: what to attach to an incident.
@@ -110,6 +116,7 @@ def report(
       flowlens report capture.pcap -o report.html
       flowlens report capture.pcap -o report.html --markdown report.md \\
           --note '343=db restarted' --note '+45s=cache failover' --stream-graphs 4
+      flowlens report big.pcap -o report.html --jobs 2
     """
     if not html_path and not md_path:
         raise click.UsageError("nothing to write: give -o report.html and/or --markdown report.md")
@@ -119,8 +126,12 @@ def report(
     options = ReportOptions(
         notes=notes, max_ladders=max_ladders, max_stream_graphs=stream_graphs, title=title
     )
-    progress = progress_callback(capture)
-    result = build_report(capture, config, options, progress)
+
+    def run(make_analyzers, work, **how):
+        # one process, --jobs shards or a Dask cluster's: the same report, byte for byte
+        return ConnectionStream(capture, config, make_analyzers, work, jobs, scheduler, **how)
+
+    result = build_report(capture, config, options, run=run)
     report_damage(result.warnings)
     if not result.connections_total:
         warn(nothing_line(capture, 0 if result.first_ts_ns is None else 1))

@@ -416,6 +416,13 @@ class Connection:
         return self._payload[side]
 
     @property
+    def held(self) -> bool:
+        """It closed and left the live table, but was kept on its 5-tuple until its TIME_WAIT
+        (or SYN_SENT) ran out (`ConnectionTable._hold`). A held record that a new one on its
+        5-tuple ends ("reused", "continued") leaves after that one opened."""
+        return self._held
+
+    @property
     def pkts(self) -> list[int]:
         """[orig, resp] packets (a new list: read-only)."""
         return [self._pkts[0], self._pkts[1]]

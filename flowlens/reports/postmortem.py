@@ -22,35 +22,31 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections import Counter, OrderedDict
+from array import array
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 from ..analyzers.anomalies.detector import SEVERITIES, Anomaly, AnomalyDetector, Thresholds
-from ..analyzers.packetlog import ConnLog, PacketCollector
+from ..analyzers.packetlog import PacketCollector
 from ..analyzers.rtt import RttCollector
-from ..analyzers.streamlog import StreamCollector, StreamLog
+from ..analyzers.streamlog import StreamCollector
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.analyzer import Analyzer
+from ..core.capture import open_capture
 from ..core.connections import Config, Connection, format_addr
 from ..core.decode import IPPROTO_TCP, LINKTYPE_NAMES
 from ..core.pipeline import Pipeline
-from ..core.tcpstate import TcpState
+from .gather import FrameMarks, ReportGather, ReportShard, exit_key, local_run, open_peak
 from .hints import tseq_command
-from .ladder import Ladder, Note, build_ladder, render_text, utc_text
+from .ladder import Ladder, Note, utc_text
 from .postmortem_figures import (
     MAX_STATE_HOSTS,
     MIN_BUSY_SOCKETS,
     Picture,
-    ladder_picture,
     rtt_picture,
     states_picture,
-    tseq_picture,
 )
-from .rtt import Aggregator, Series, series_for
-from .spantable import SpanTable
-from .streamgraph import tseq_graph
 
 __all__ = [
     "MAX_STATE_HOSTS",
@@ -184,161 +180,6 @@ def severity_of(findings: Sequence[Anomaly]) -> str | None:
 # ---------------------------------------------------------------------- the pass
 
 
-class _FrameMarks(Analyzer):
-    """Analyzer remembering (ts_ns, uid) of a few frames: where the user's frame notes fall."""
-
-    def __init__(self, frames) -> None:
-        super().__init__()
-        self.frames = frozenset(frames)
-        self.seen: dict[int, tuple[int, str]] = {}
-
-    def on_start(self, conn: Connection, pkt):
-        return True if self.frames else None  # (no frame notes: no packet to look at)
-
-    def on_packet(self, conn: Connection, pkt, from_orig: bool) -> None:
-        if pkt.frame in self.frames:
-            self.seen[pkt.frame] = (pkt.ts_ns, conn.uid)
-
-
-#: how much a connection's log is worth keeping (`_worth`): a per-connection finding is
-#: possible (STRONG), only a host-level one names it (WEAK: a reused 5-tuple, which
-#: port_reuse lists), or neither (SPARE: it can still be a host-level finding's example)
-SPARE, WEAK, STRONG = 0, 1, 2
-#: rows past the table's limit kept for WEAK connections: a host-level finding names at most
-#: its first few dozen uids (port_reuse's `uids`), so these stop early
-MAX_LATE_WEAK_ROWS = 1000
-#: rows past the table's limit kept at most (STRONG and WEAK), in case a finding names them:
-#: a capture of millions of failed connections must not keep a row for each (the report says
-#: how many it left without one)
-MAX_LATE_ROWS = 20_000
-
-
-def _worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[int, int], spans) -> int:
-    """Can this connection feed a per-connection finding (STRONG), or only be named by a
-    host-level one (WEAK), or neither (SPARE)? Logs go in that order when the budget is full.
-    `lingers`: the close_wait and fin_wait_2 thresholds (ns) by the TcpState member's id;
-    `spans`: `conn.tcp.spans()` (TCP only)."""
-    if conn.icmp_errors:
-        return STRONG
-    if conn.proto != IPPROTO_TCP:
-        return WEAK if conn.prev_uid is not None else SPARE
-    if conn.conn_state != "SF" or conn.retransmissions:
-        return STRONG
-    # every close passes through CLOSE_WAIT and FIN_WAIT_2: only a long one is a finding
-    for _side, st, start, end, _frame, _timed_out in spans:
-        limit = lingers.get(id(st))
-        if limit is not None and (end is None or end - start >= limit):
-            return STRONG
-    st = tcp.state_of(conn)
-    if st is not None and any(
-        d.retrans_segments or d.zero_window_spells or d.keep_alive_first_ns is not None
-        for d in st.dirs
-    ):
-        return STRONG
-    return WEAK if conn.prev_uid is not None else SPARE
-
-
-def _could_graph(conn: Connection, tcp: TcpAnalyzer) -> bool:
-    """Can this connection get a time-sequence graph (a retransmissions or zero_window
-    finding, STREAM_GRAPH_KINDS)? Only then is its segment series kept."""
-    st = tcp.state_of(conn)
-    return st is not None and any(d.retrans_segments or d.zero_window_spells for d in st.dirs)
-
-
-class _Gather:
-    """What the first pass keeps per finished connection."""
-
-    def __init__(
-        self,
-        config: Config,
-        options: ReportOptions,
-        collector: PacketCollector,
-        tcp: TcpAnalyzer,
-        rtt: RttCollector,
-        streams: StreamCollector | None = None,
-    ) -> None:
-        self.options = options
-        self.collector = collector
-        self.streams = streams
-        th = options.thresholds or Thresholds()
-        self.lingers = {  # by identity: an Enum's hash is a Python call
-            id(TcpState.CLOSE_WAIT): int(th.close_wait_s * 1e9),
-            id(TcpState.FIN_WAIT_2): int(th.fin_wait_2_s * 1e9),
-        }
-        self.stream_logs: dict[str, StreamLog] = {}
-        self.tcp = tcp
-        self.rtt = rtt
-        self.states = SpanTable()
-        self.rtt_agg = Aggregator("server", rtt)
-        self.rtt_series: dict[str, Series] = {}
-        self.records: list[dict] = []
-        self.late_records: dict[str, dict] = {}  # past max_table_rows, kept in case of a finding
-        self.total = 0
-        self.by_proto: Counter = Counter()
-        self.hosts: Counter = Counter()
-        #: first frame -> uid of the connections with a row or a kept log (what a finding's
-        #: evidence frame can lead to: a row to mark, a ladder to link)
-        self.first_frames: dict[int, str] = {}
-        self.rowed: set[str] = set()  # uids of the first max_table_rows rows
-        self.late_dropped = 0  # connections a finding could name, left without a row
-        self.logs: OrderedDict[str, tuple[Connection, ConnLog]] = OrderedDict()
-        #: uids of the kept logs per `_worth` (SPARE, WEAK, STRONG), oldest first
-        self.tiers: tuple[OrderedDict[str, None], ...] = (
-            OrderedDict(),
-            OrderedDict(),
-            OrderedDict(),
-        )
-        self.dropped = 0
-
-    def add(self, conn: Connection) -> None:
-        self.total += 1
-        spans = conn.tcp.spans() if conn.tcp is not None else ()
-        self.states.add(conn, spans)
-        self.rtt_agg.add(conn)
-        for label, ts_s, rtt_ms in series_for(conn, "server", self.rtt):
-            s = self.rtt_series.get(label)
-            if s is None:
-                s = self.rtt_series[label] = Series(label)
-            s.ts_s.extend(ts_s)
-            s.rtt_ms.extend(rtt_ms)
-        self.by_proto[conn.proto_name] += 1
-        self.hosts[conn.orig_h] += 1  # addresses as bytes: spelt once, in _facts
-        self.hosts[conn.resp_h] += 1
-        worth = _worth(conn, self.tcp, self.lingers, spans)
-        if len(self.records) < self.options.max_table_rows:
-            self.records.append(conn.to_record())
-            self.rowed.add(conn.uid)
-            self.first_frames[conn.first_frame] = conn.uid
-        elif worth == STRONG or (worth == WEAK and len(self.late_records) < MAX_LATE_WEAK_ROWS):
-            # past the table's rows, kept in case a finding names it (a host-level finding's
-            # uids are its first ones: the reused 5-tuples' rows stop at MAX_LATE_WEAK_ROWS)
-            if len(self.late_records) < MAX_LATE_ROWS:
-                self.late_records[conn.uid] = conn.to_record()
-                self.first_frames[conn.first_frame] = conn.uid
-            else:
-                self.late_dropped += 1
-        if self.streams is not None and len(self.stream_logs) < self.options.max_kept_streams:
-            series = self.streams.log_of(conn)
-            if series is not None and _could_graph(conn, self.tcp):
-                self.stream_logs[conn.uid] = series
-        log = self.collector.log_of(conn)
-        if log is None:
-            return
-        self.logs[conn.uid] = (conn, log)
-        self.first_frames[conn.first_frame] = conn.uid
-        self.tiers[worth][conn.uid] = None
-        while len(self.logs) > self.options.max_kept_logs:
-            self.dropped += 1
-            # SPARE and WEAK first, the larger of them (both can hold a host-level finding's
-            # example, which is among its first connections: the newest goes), STRONG last
-            spare, weak, strong = self.tiers
-            tier = max(spare, weak, key=len) if spare or weak else strong
-            uid, _ = tier.popitem(last=True)
-            gone, _log = self.logs.pop(uid)
-            if uid not in self.rowed and uid not in self.late_records:
-                self.first_frames.pop(gone.first_frame, None)
-
-
 def _collector(
     options: ReportOptions, tcp: TcpAnalyzer, first_ns: Callable[[], int | None], wants=None
 ) -> PacketCollector:
@@ -358,52 +199,143 @@ def _collector(
 
 
 def build_report(
-    path: str, config: Config | None = None, options: ReportOptions | None = None, progress=None
+    path: str,
+    config: Config | None = None,
+    options: ReportOptions | None = None,
+    progress=None,
+    run: Callable | None = None,
 ) -> Report:
     """Read `path` (a file, or "-" for standard input) and gather the report's content.
 
-    `progress` is a `ProgressFn` (see flowlens.core.pipeline) or None. Raises CaptureError for an
+    `progress` is a `ProgressFn` (see flowlens.core.pipeline) or None. `run`: how the capture
+    is read, `run(make_analyzers, work, frames=True, finish=..., answer=...)` giving a stream
+    as the commands' `ConnectionStream` (one process, `--jobs` shards or a Dask cluster's);
+    None reads it here, in one pipeline (with `progress`). Raises CaptureError for an
     unreadable capture; a readable one without packets (all of it damaged) is a report of its
     facts and warnings, with no times (`first_ts_ns` and `last_ts_ns` None).
     """
     config = config or Config()
     options = options or ReportOptions()
-    tcp = TcpAnalyzer(keep_frames=True)  # shared: the findings and the ladders' notes
-    detector = AnomalyDetector(options.thresholds)
-    rtt = RttCollector()
-    marks = _FrameMarks(n.frame for n in options.notes if n.frame is not None)
+    detector = AnomalyDetector(options.thresholds)  # its groups: here, from the parts
+    marked = [n.frame for n in options.notes if n.frame is not None]
+    # the capture's first packet (notes at an offset from it): read here for a file (a shard
+    # cannot ask the others), from the one pipeline for standard input
+    start = _CaptureStart(path) if path != "-" and os.path.isfile(path) else None
+    piped: list = []  # [the stream], for standard input's start (only a file is sharded)
+    jobs: list[int] = []  # [the run's pipelines], once it is made
 
-    def first_ns() -> int | None:  # asked on a connection's first packet, once `pipe` runs
-        return pipe.stats.first_ts_ns
+    def first_ns() -> int | None:  # asked on a connection's first packet, once the run reads
+        return start() if start is not None else piped[0].stats.first_ts_ns
 
-    collector = _collector(options, tcp, first_ns)
-    analyzers: list[Analyzer] = [tcp, detector, rtt, collector, marks]
-    streams = None
-    if options.max_stream_graphs > 0:
-        streams = StreamCollector(
-            lambda c: c.proto == IPPROTO_TCP, tcp=tcp, max_points=options.max_stream_points
-        )
-        analyzers.append(streams)
-    gather = _Gather(config, options, collector, tcp, rtt, streams)
-    # (the detector and the collectors require `tcp`: the pipeline runs it before them)
-    pipe = Pipeline(path, config, analyzers=analyzers, progress=progress)
+    def make_analyzers() -> list[Analyzer]:
+        # fresh for each pipeline: the one process's, or each shard's
+        tcp = TcpAnalyzer(keep_frames=True)  # shared: the findings and the ladders' notes
+        detector.bind((tcp,))  # (in a shard: the shard's copy of the detector)
+        rtt = RttCollector()
+        marks = FrameMarks(marked)
+        collector = _collector(options, tcp, first_ns)
+        analyzers: list[Analyzer] = [tcp, rtt, collector, marks]
+        streams = None
+        if options.max_stream_graphs > 0:
+            streams = StreamCollector(
+                lambda c: c.proto == IPPROTO_TCP, tcp=tcp, max_points=options.max_stream_points
+            )
+            analyzers.append(streams)
+        whole = not jobs or jobs[0] == 1  # (a one-process stream makes its pipeline at once)
+        analyzers.append(ReportShard(options, tcp, rtt, detector, collector, marks, streams, whole))
+        return analyzers
+
+    def work(conn: Connection, analyzers: list) -> tuple:
+        return analyzers[-1].part(conn)
+
+    def answer(question: tuple, analyzers: list):
+        return analyzers[-1].answer(question)
+
+    make_run = run or local_run(path, config, progress)
+    stream = make_run(make_analyzers, work, frames=True, finish=_run_facts, answer=answer)
+    jobs.append(stream.jobs)
+    if start is None:
+        piped.append(stream)
     try:
-        for conn in pipe:
-            gather.add(conn)
+        return _assemble(path, options, detector, stream)
     finally:
-        if progress is not None and hasattr(progress, "close"):
-            progress.close()
+        stream.close()
+
+
+class _CaptureStart:
+    """The timestamp of a capture file's first frame, read once (picklable: a Dask shard
+    reads it on its worker)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.ts_ns: int | None = None
+        self.read = False
+
+    def __call__(self) -> int | None:
+        if not self.read:
+            self.read = True
+            cap = open_capture(self.path)
+            try:
+                for ref in cap.frames():
+                    self.ts_ns = ref.ts_ns
+                    break
+            finally:
+                cap.close()
+        return self.ts_ns
+
+
+def _run_facts(pipe: Pipeline) -> dict:
+    """What the report's facts need of one pipeline (each shard's, merged by `_merge_facts`)."""
     stats = pipe.stats
-    first, last = stats.first_ts_ns, stats.last_ts_ns
+    return {
+        "container": stats.container,
+        "bytes": stats.bytes,
+        "duration_ns": stats.duration_ns,
+        "linktypes": dict(stats.linktypes),
+        "skipped": Counter(pipe.skipped),
+        "non_ip": Counter(pipe.non_ip),
+        "open_peak": pipe.table.open_peak,
+    }
+
+
+def _merge_facts(finished: list[dict], facts: dict, opened, ended) -> dict:
+    """The run's facts from its pipelines': the capture's own are every shard's (each read
+    every frame), the frames decoded are counted once across the shards, and the peak of
+    open connections comes from every connection's first and last frame (`open_peak`)."""
+    out = dict(finished[0])
+    out.update(facts)
+    if len(finished) > 1:
+        out["skipped"] = sum((f["skipped"] for f in finished), Counter())
+        out["non_ip"] = sum((f["non_ip"] for f in finished), Counter())
+        out["open_peak"] = open_peak(opened, ended)
+    return out
+
+
+def _assemble(path: str, options: ReportOptions, detector: AnomalyDetector, stream) -> Report:
+    gather = ReportGather(options, detector)
+    sharded = stream.jobs > 1
+    opened, ended = array("q"), array("q")  # (a sharded run's open connections, for the peak)
+    for frame, part in stream:
+        gather.add(part)
+        if sharded:
+            opened.append(part[1])
+            ended.append(exit_key(frame, part[-1]))
+    run = _merge_facts(stream.finished, stream.facts, opened, ended)
+    del opened, ended
+    first, last = run["first_ts_ns"], run["last_ts_ns"]
     # no packets (an empty or wholly damaged capture) is a report too: its facts and the damage
-    findings = group_findings(cast("list[Anomaly]", pipe.results[detector]))  # its finish()
+    findings = group_findings(detector.finish(last))
     notes = [n if first is None else _absolute(n, first) for n in options.notes]
+    marks: dict[int, tuple[int, str]] = {}
+    if any(n.frame is not None for n in options.notes):
+        for seen in stream.ask(("marks",)):
+            marks.update(seen)
 
     # which connections matter: the notes' connections, then each finding's (or an example),
     # one per kind of finding before a second of any kind (23 keep-alives must not crowd out
     # the one refused connection)
-    links = [_link_of(a, gather) for a in findings]
-    note_uids = [marks.seen[n.frame][1] for n in notes if n.frame in marks.seen]
+    links = _links(findings, gather, stream)
+    note_uids = [marks[n.frame][1] for n in notes if n.frame in marks]
     by_kind: dict[tuple[str, str], list[str]] = {}
     for a, uid in zip(findings, links):
         if uid is not None:
@@ -415,13 +347,13 @@ def build_report(
     left_out = chosen[options.max_ladders :]
     chosen = chosen[: options.max_ladders]
     # a chosen connection whose log the budget dropped (a huge capture) is named, not drawn
-    missing = [u for u in chosen if u not in gather.logs]
+    missing = [u for u in chosen if u not in gather.logs.kept]
     left_out = missing + left_out
     chosen = [u for u in chosen if u not in missing]
     graphed = _stream_uids(
         findings, chosen, max(STREAM_GRAPH_KINDS_LIMIT, options.max_stream_graphs)
     )
-    drawn_graphs = [u for u in graphed if u in gather.stream_logs][: options.max_stream_graphs]
+    drawn_graphs = [u for u in graphed if u in gather.stream_uids][: options.max_stream_graphs]
 
     # shown in the order of their first finding (the most severe first), notes' connections after
     first_link: dict[str | None, int] = {}
@@ -429,8 +361,11 @@ def build_report(
         first_link.setdefault(uid, i)
     chosen.sort(key=lambda u: first_link.get(u, len(links)))
     hints = {u: tseq_command(path, u) for u in graphed if u not in drawn_graphs}
-    graphs = {u: gather.stream_logs[u] for u in drawn_graphs}
-    ladders = _ladders(chosen, gather, findings, links, notes, graphs, hints)
+    drawn_ladders: dict[str, tuple] = {}
+    if chosen:
+        for got in stream.ask(("ladders", chosen, notes, set(drawn_graphs))):
+            drawn_ladders.update(got)
+    ladders = _ladders(chosen, drawn_ladders, findings, links, hints)
     drawn = {v.uid for v in ladders}
     links = [u if u in drawn else None for u in links]
     placed = {t for v in ladders for t in v.notes}
@@ -442,7 +377,7 @@ def build_report(
     )
     rtt_pic = rtt_picture(list(gather.rtt_series.values()))
 
-    warnings = list(pipe.summary_lines()) + [f"Note: {line}" for line in pipe.notes()]
+    warnings = list(run["damage"]) + [f"Note: {line}" for line in run["notes"]]
     name = os.path.basename(path) if path != "-" else "standard input"
     infos = sum(a.severity == "info" for a in findings)
     return Report(
@@ -452,7 +387,7 @@ def build_report(
         version=_version(),
         first_ts_ns=first,
         last_ts_ns=last,
-        facts=_facts(path, pipe, gather),
+        facts=_facts(path, run, gather),
         warnings=warnings,
         findings=findings,
         finding_links=links,
@@ -510,23 +445,39 @@ def _absolute(note: Note, first_ns: int) -> Note:
     return note
 
 
-def _link_of(a: Anomaly, gather: _Gather) -> str | None:
-    """The connection a finding's ladder link goes to: its own, or an example of a host-level
-    finding (the first uid it lists, else the connection of its first evidence frame)."""
-    if a.uid:
-        return a.uid
-    uids = a.details.get("uids") if isinstance(a.details, dict) else None
-    if uids:
-        return uids[0]
-    for frame in a.evidence:
-        uid = gather.first_frames.get(frame)
-        if uid is not None:
-            return uid
-    for frame in a.evidence:
-        for uid, (_conn, log) in gather.logs.items():
-            if any(r.frame == frame for r in log.rows()):
-                return uid
-    return None
+def _links(findings: Sequence[Anomaly], gather: ReportGather, stream) -> list[str | None]:
+    """The connection each finding's ladder link goes to: its own, or an example of a
+    host-level finding (the first uid it lists, else the connection of its first evidence
+    frame: one with a row or a kept log, else the oldest kept log that holds the frame)."""
+    links: list[str | None] = []
+    unplaced: list[int] = []
+    for i, a in enumerate(findings):
+        uid = a.uid
+        if not uid:
+            uids = a.details.get("uids") if isinstance(a.details, dict) else None
+            if uids:
+                uid = uids[0]
+            else:
+                uid = next((gather.first_frames[f] for f in a.evidence
+                            if f in gather.first_frames), None)  # fmt: skip
+                if uid is None and a.evidence:
+                    unplaced.append(i)
+        links.append(uid)
+    if unplaced and gather.logs.kept:
+        frames = {f for i in unplaced for f in findings[i].evidence}
+        holders: dict[int, set[str]] = {}
+        for hits in stream.ask(("frames", frames, set(gather.logs.kept))):
+            for frame, uids in hits.items():
+                holders.setdefault(frame, set()).update(uids)
+        order = list(gather.logs.kept)  # oldest first, as one process kept them
+        for i in unplaced:
+            for frame in findings[i].evidence:
+                held = holders.get(frame)
+                uid = next((u for u in order if u in held), None) if held else None
+                if uid is not None:
+                    links[i] = uid
+                    break
+    return links
 
 
 def _stream_uids(findings: Sequence[Anomaly], chosen: Sequence[str], limit: int) -> list[str]:
@@ -542,30 +493,23 @@ def _stream_uids(findings: Sequence[Anomaly], chosen: Sequence[str], limit: int)
     return out
 
 
-def _ladders(chosen, gather, findings, links, notes, graphs, hints) -> list[LadderView]:
+def _ladders(chosen, drawn: dict[str, tuple], findings, links, hints) -> list[LadderView]:
+    """The chosen connections' LadderViews, from the ladders drawn where their logs are."""
     views = []
     for uid in chosen:
-        conn, log = gather.logs[uid]
-        lad = build_ladder(conn, log, notes)
+        record, lad, text, picture, placed, stream = drawn[uid]
         mine = [i for i, u in enumerate(links) if u == uid]
         direct = any(findings[i].uid == uid for i in mine)
         why = "finding" if direct else "example" if mine else "note"
-        placed = [t for s in lad.steps for t in s.notes] + [
-            d.split(": ", 1)[1] for s in lad.steps if s.kind == "collapsed" for d in s.detail
-            if d.startswith("frame ") and ": " in d
-        ]  # fmt: skip
-        series = graphs.get(uid)
-        stream = tseq_picture(tseq_graph(series)) if series is not None else None
         views.append(
             LadderView(
-                uid, conn.to_record(), lad, render_text(lad), ladder_picture(lad),
-                mine, placed, why, stream, hints.get(uid),
+                uid, record, lad, text, picture, mine, placed, why, stream, hints.get(uid),
             )
         )  # fmt: skip
     return views
 
 
-def _table_rows(gather: _Gather, findings: list[Anomaly], links) -> list[dict]:
+def _table_rows(gather: ReportGather, findings: list[Anomaly], links) -> list[dict]:
     worst: dict[str, str] = {}
 
     def mark(uid, sev):
@@ -604,22 +548,27 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h ({seconds:.0f} s)"
 
 
-def _facts(path: str, pipe: Pipeline, gather: _Gather) -> list[tuple[str, str]]:
-    stats = pipe.stats
+def _by_count(counts: Counter, n: int | None = None) -> list[tuple[str, int]]:
+    # most first, ties by name: the same order however many shards counted them
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
+def _facts(path: str, run: dict, gather: ReportGather) -> list[tuple[str, str]]:
+    """The capture's facts; `run`: `_merge_facts` of the run."""
     out = [("file", path if path != "-" else "standard input")]
     if path != "-":
         try:
             out.append(("file size", _si(os.path.getsize(path))))
         except OSError:
             pass
-    out.append(("container", stats.container or "-"))
-    out.append(("packets", f"{stats.frames:,} frames, {_si(stats.bytes)} captured"))
-    out.append(("first packet", utc_text(stats.first_ts_ns)))
-    out.append(("last packet", utc_text(stats.last_ts_ns)))
-    out.append(("duration", _duration(stats.duration_ns / 1e9)))
+    out.append(("container", run["container"] or "-"))
+    out.append(("packets", f"{run['frames']:,} frames, {_si(run['bytes'])} captured"))
+    out.append(("first packet", utc_text(run["first_ts_ns"])))
+    out.append(("last packet", utc_text(run["last_ts_ns"])))
+    out.append(("duration", _duration(run["duration_ns"] / 1e9)))
     links = ", ".join(
         f"{LINKTYPE_NAMES.get(lt, str(lt))} ({n:,} frames)"
-        for lt, n in sorted(stats.linktypes.items())
+        for lt, n in sorted(run["linktypes"].items())
     )
     out.append(("link types", links or "-"))
     protos = ", ".join(f"{n:,} {p.upper()}" for p, n in gather.by_proto.most_common())
@@ -629,17 +578,17 @@ def _facts(path: str, pipe: Pipeline, gather: _Gather) -> list[tuple[str, str]]:
     out.append(
         ("hosts", f"{len(gather.hosts):,}: {top}" + (f", and {more} more" if more > 0 else ""))
     )
-    skipped = sum(pipe.skipped.values())
+    skipped = sum(run["skipped"].values())
     if skipped:
-        why = ", ".join(f"{n:,} {reason}" for reason, n in pipe.skipped.most_common())
+        why = ", ".join(f"{n:,} {reason}" for reason, n in _by_count(run["skipped"]))
         out.append(("skipped frames", f"{skipped:,} undecodable ({why})"))
     else:
         out.append(("skipped frames", "none"))
-    non_ip = sum(pipe.non_ip.values())
+    non_ip = sum(run["non_ip"].values())
     if non_ip:
-        kinds = ", ".join(f"{n:,} {k}" for k, n in pipe.non_ip.most_common(5))
+        kinds = ", ".join(f"{n:,} {k}" for k, n in _by_count(run["non_ip"], 5))
         out.append(("not IP", f"{non_ip:,} frames ({kinds})"))
-    out.append(("open connections at peak", f"{pipe.table.open_peak:,}"))
+    out.append(("open connections at peak", f"{run['open_peak']:,}"))
     if gather.late_dropped:
         out.append(
             ("connection rows", f"the first {gather.options.max_table_rows:,}, and "
@@ -653,7 +602,7 @@ def _facts(path: str, pipe: Pipeline, gather: _Gather) -> list[tuple[str, str]]:
 MAX_TIMELINE_INFO = 10
 
 
-def _timeline(findings, links, notes, marks: _FrameMarks, ladders, first, last) -> list[Event]:
+def _timeline(findings, links, notes, marks: dict, ladders, first, last) -> list[Event]:
     events = [Event(first, "capture", "first packet of the capture")]
     infos = sum(a.severity == "info" for a in findings)
     for i, (a, _link) in enumerate(zip(findings, links), 1):
@@ -669,7 +618,7 @@ def _timeline(findings, links, notes, marks: _FrameMarks, ladders, first, last) 
     for n in notes:
         target = f"conn-{on_ladder[n.text]}" if n.text in on_ladder else None
         if n.frame is not None:
-            ts = marks.seen.get(n.frame, (None, None))[0]
+            ts = marks.get(n.frame, (None, None))[0]
             events.append(Event(ts, "note", n.text, frame=n.frame, target=target))
         else:
             events.append(Event(n.ts_ns, "note", n.text, target=target))

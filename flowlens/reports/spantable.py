@@ -109,12 +109,22 @@ class SpanTable:
     def add(self, conn: Connection, spans: Sequence[tuple] | None = None) -> None:
         """Take one finished connection's counted spans (then it can be dropped); `spans` is
         `conn.tcp.spans()` when the caller has it already."""
+        self.add_span_parts(self.span_parts(conn, spans))
+
+    def span_parts(self, conn: Connection, spans: Sequence[tuple] | None = None) -> list[tuple]:
+        """`conn`'s counted spans as plain values, (host, state index, start, end, side), for
+        `add_span_parts` (in the process that merges the shards of `report --jobs`)."""
         if conn.tcp is None:
-            return
+            return []
         sides = (self._text(conn.orig_h), self._text(conn.resp_h))
+        return [(sides[side], k, start, end, side)
+                for side, k, start, end in counted_spans(conn, spans)]  # fmt: skip
+
+    def add_span_parts(self, parts: Sequence[tuple]) -> None:
+        """Take one connection's `span_parts`."""
         counted = [False, False]
-        for side, k, start, end in counted_spans(conn, spans):
-            self.add_span(sides[side], k, start, end, not counted[side])
+        for host, k, start, end, side in parts:
+            self.add_span(host, k, start, end, not counted[side])
             counted[side] = True
 
     def add_span(self, host: str, k: int, start: int, end: int, new_socket: bool) -> None:

@@ -163,10 +163,7 @@ class SocketStates(SpanTable):
     def add_parts(self, parts: tuple) -> None:
         spans, listen = parts
         self.connections += 1
-        counted = [False, False]
-        for host, k, start, end, side in spans:
-            self.add_span(host, k, start, end, not counted[side])
-            counted[side] = True
+        self.add_span_parts(spans)
         if listen is not None:
             host, port, accepted, rejected, client, first_ns = listen
             entry = self._listeners.get((host, port))

@@ -1,0 +1,407 @@
+"""The postmortem report's pass: what each connection adds to the report, where it was read, and
+how the report keeps it, in one process or in the hash shards of `report --jobs`/`--scheduler`.
+
+The report is made in two places. Where a pipeline runs (the one process, or each shard's
+worker), a `ReportShard` turns every finished connection into its *part* (`ReportShard.part`,
+plain values: its table row when the report could show one, its socket spans, its RTT groups'
+and the RTT chart's samples, its part of the findings, and how much its packet log is worth)
+and keeps the connection's packet log and segment series itself, within the same budgets the
+report applies. Where the report is assembled, a `ReportGather` adds the parts in the order one
+pipeline yields the connections, so it decides exactly what one process decides: which rows
+the table has, which logs survive the budget, which series are kept. Only after the findings
+are made does it ask the pipelines' side (`ReportShard.answer`) for the few things that need
+the connections themselves: where the user's frame notes fell, which kept log holds an
+evidence frame, and the ladders of the chosen connections, drawn where their logs are.
+
+Why a shard's own budget keeps every log the whole report keeps (so a ladder is never missing
+in a shard that one process would have drawn): each budget keeps, per `worth` tier, the oldest
+of its connections (it drops the newest of the larger lower tier first, then the newest
+STRONG), and a shard sees a subset of the connections in the same order, with no more
+competition for its budget than the whole has. The same holds for the rows (the first
+`max_table_rows`, and the later ones a finding could name) and the series (the first
+`max_kept_streams`). tests/test_jobs.py checks the report's bytes against one process over
+every sample and corpus capture.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..analyzers.anomalies.detector import AnomalyDetector, Thresholds
+from ..analyzers.packetlog import PacketCollector
+from ..analyzers.rtt import RttCollector
+from ..analyzers.streamlog import StreamCollector, StreamLog
+from ..analyzers.tcpanalysis import TcpAnalyzer
+from ..core.analyzer import Analyzer
+from ..core.connections import Connection
+from ..core.decode import IPPROTO_TCP
+from ..core.tcpstate import TcpState
+from .ladder import Note, build_ladder, render_text
+from .postmortem_figures import ladder_picture, tseq_picture
+from .rtt import Aggregator, Series, series_for
+from .spantable import SpanTable
+from .streamgraph import tseq_graph
+
+__all__ = [
+    "SPARE",
+    "WEAK",
+    "STRONG",
+    "MAX_LATE_ROWS",
+    "MAX_LATE_WEAK_ROWS",
+    "FrameMarks",
+    "LogBudget",
+    "ReportShard",
+    "ReportGather",
+    "exit_key",
+    "open_peak",
+]
+
+#: how much a connection's log is worth keeping (`worth`): a per-connection finding is
+#: possible (STRONG), only a host-level one names it (WEAK: a reused 5-tuple, which
+#: port_reuse lists), or neither (SPARE: it can still be a host-level finding's example)
+SPARE, WEAK, STRONG = 0, 1, 2
+#: rows past the table's limit kept for WEAK connections: a host-level finding names at most
+#: its first few dozen uids (port_reuse's `uids`), so these stop early
+MAX_LATE_WEAK_ROWS = 1000
+#: rows past the table's limit kept at most (STRONG and WEAK), in case a finding names them:
+#: a capture of millions of failed connections must not keep a row for each (the report says
+#: how many it left without one)
+MAX_LATE_ROWS = 20_000
+
+
+def worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[int, int], spans) -> int:
+    """Can this connection feed a per-connection finding (STRONG), or only be named by a
+    host-level one (WEAK), or neither (SPARE)? Logs go in that order when the budget is full.
+    `lingers`: the close_wait and fin_wait_2 thresholds (ns) by the TcpState member's id;
+    `spans`: `conn.tcp.spans()` (TCP only)."""
+    if conn.icmp_errors:
+        return STRONG
+    if conn.proto != IPPROTO_TCP:
+        return WEAK if conn.prev_uid is not None else SPARE
+    if conn.conn_state != "SF" or conn.retransmissions:
+        return STRONG
+    # every close passes through CLOSE_WAIT and FIN_WAIT_2: only a long one is a finding
+    for _side, st, start, end, _frame, _timed_out in spans:
+        limit = lingers.get(id(st))
+        if limit is not None and (end is None or end - start >= limit):
+            return STRONG
+    st = tcp.state_of(conn)
+    if st is not None and any(
+        d.retrans_segments or d.zero_window_spells or d.keep_alive_first_ns is not None
+        for d in st.dirs
+    ):
+        return STRONG
+    return WEAK if conn.prev_uid is not None else SPARE
+
+
+def could_graph(conn: Connection, tcp: TcpAnalyzer) -> bool:
+    """Can this connection get a time-sequence graph (a retransmissions or zero_window
+    finding)? Only then is its segment series kept."""
+    st = tcp.state_of(conn)
+    return st is not None and any(d.retrans_segments or d.zero_window_spells for d in st.dirs)
+
+
+class FrameMarks(Analyzer):
+    """Analyzer remembering (ts_ns, uid) of a few frames: where the user's frame notes fall."""
+
+    def __init__(self, frames: Iterable[int]) -> None:
+        super().__init__()
+        self.frames = frozenset(frames)
+        self.seen: dict[int, tuple[int, str]] = {}
+
+    def on_start(self, conn: Connection, pkt):
+        return True if self.frames else None  # (no frame notes: no packet to look at)
+
+    def on_packet(self, conn: Connection, pkt, from_orig: bool) -> None:
+        if pkt.frame in self.frames:
+            self.seen[pkt.frame] = (pkt.ts_ns, conn.uid)
+
+
+class LogBudget:
+    """The packet logs kept for ladders, at most `limit`: past it, the newest of the larger of
+    the SPARE and WEAK tiers goes first (both can hold a host-level finding's example, which is
+    among its first connections), the newest STRONG last. `kept` maps uid -> what the caller
+    keeps for it, oldest first."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept: OrderedDict[str, Any] = OrderedDict()
+        self.tiers: tuple[OrderedDict[str, None], ...] = (
+            OrderedDict(),
+            OrderedDict(),
+            OrderedDict(),
+        )
+        self.dropped = 0
+
+    def keep(self, uid: str, tier: int, value: Any) -> list[tuple[str, Any]]:
+        """Keep `value` for `uid` of `tier`; returns what the budget dropped for it."""
+        self.kept[uid] = value
+        self.tiers[tier][uid] = None
+        gone = []
+        while len(self.kept) > self.limit:
+            self.dropped += 1
+            spare, weak, strong = self.tiers
+            tiered = max(spare, weak, key=len) if spare or weak else strong
+            old, _ = tiered.popitem(last=True)
+            gone.append((old, self.kept.pop(old)))
+        return gone
+
+
+def _lingers(thresholds: Thresholds | None) -> dict[int, int]:
+    th = thresholds or Thresholds()
+    return {  # by identity: an Enum's hash is a Python call
+        id(TcpState.CLOSE_WAIT): int(th.close_wait_s * 1e9),
+        id(TcpState.FIN_WAIT_2): int(th.fin_wait_2_s * 1e9),
+    }
+
+
+class ReportShard(Analyzer):
+    """The report's side of one pipeline (the one process's, or a shard's): `part(conn)` for
+    every connection in the order the pipeline yields them, and `answer(question)` after the
+    run. An Analyzer only to travel in the pipeline's analyzer list (it sees no packet).
+
+    `whole`: this pipeline sees every connection (one process), so the late rows it makes
+    are exactly the report's; a shard makes each later row a finding could name (the process
+    that merges keeps those the whole report keeps, MAX_LATE_ROWS)."""
+
+    def __init__(
+        self,
+        options: Any,  # postmortem.ReportOptions
+        tcp: TcpAnalyzer,
+        rtt: RttCollector,
+        detector: AnomalyDetector,
+        collector: PacketCollector,
+        marks: FrameMarks,
+        streams: StreamCollector | None,
+        whole: bool,
+    ) -> None:
+        super().__init__()
+        self.options = options
+        self.tcp, self.rtt, self.detector = tcp, rtt, detector
+        self.collector, self.marks, self.streams = collector, marks, streams
+        self.whole = whole
+        self.lingers = _lingers(options.thresholds)
+        self.spans = SpanTable()  # (its address texts: a shard's parts name hosts as text)
+        self.rtt_parts = Aggregator("server", rtt)
+        self.seen = 0
+        self.late = 0
+        self.logs = LogBudget(options.max_kept_logs)  # uid -> (conn, log)
+        self.stream_logs: dict[str, StreamLog] = {}
+
+    def on_start(self, conn: Connection, pkt):
+        return None
+
+    def part(self, conn: Connection) -> tuple:
+        """What `conn` adds to the report (ReportGather.add takes it), as plain values; its
+        packet log and segment series stay here."""
+        options, tcp = self.options, self.tcp
+        spans = conn.tcp.spans() if conn.tcp is not None else ()
+        tier = worth(conn, tcp, self.lingers, spans)
+        record = None
+        if self.seen < options.max_table_rows:
+            record = conn.to_record()
+        elif (tier == STRONG or (tier == WEAK and self.late < MAX_LATE_WEAK_ROWS)) and (
+            not self.whole or self.late < MAX_LATE_ROWS
+        ):
+            record = conn.to_record()
+            self.late += 1
+        self.seen += 1
+        series = None
+        if self.streams is not None and len(self.stream_logs) < options.max_kept_streams:
+            series = self.streams.log_of(conn)
+            if series is not None and could_graph(conn, tcp):
+                self.stream_logs[conn.uid] = series
+            else:
+                series = None
+        log = self.collector.log_of(conn)
+        if log is not None:
+            self.logs.keep(conn.uid, tier, (conn, log))
+        return (
+            conn.uid, conn.first_frame, tier, conn.proto_name, conn.orig_h, conn.resp_h, record,
+            self.spans.span_parts(conn, spans), self.rtt_parts.parts(conn),
+            series_for(conn, "server", self.rtt), log is not None, series is not None,
+            self.detector.parts(conn),
+            conn.held and (conn.closed_by == "reused" or conn.closed_by == "continued"),
+        )  # fmt: skip
+
+    def answer(self, question: tuple) -> Any:
+        """After the run: ("marks",) where the frame notes fell; ("frames", frames, uids)
+        which of the kept logs of `uids` hold each of `frames`; ("ladders", uids, notes,
+        graphed) the ladder of each of `uids` whose log is here (uid -> (record, ladder,
+        text, picture, notes placed, time-sequence picture or None))."""
+        kind = question[0]
+        if kind == "marks":
+            return self.marks.seen
+        if kind == "frames":
+            frames, uids = question[1], question[2]
+            hits: dict[int, list[str]] = {}
+            for uid, (_conn, log) in self.logs.kept.items():
+                if uid in uids:
+                    for r in log.rows():
+                        if r.frame in frames:
+                            hits.setdefault(r.frame, []).append(uid)
+            return hits
+        if kind == "ladders":
+            uids, notes, graphed = question[1], question[2], question[3]
+            out = {}
+            for uid in uids:
+                kept = self.logs.kept.get(uid)
+                if kept is not None:
+                    out[uid] = self._ladder(kept[0], kept[1], notes, uid in graphed)
+            return out
+        raise ValueError(f"no such question: {kind!r}")
+
+    def _ladder(self, conn: Connection, log, notes: list[Note], graphed: bool) -> tuple:
+        lad = build_ladder(conn, log, notes)
+        placed = [t for s in lad.steps for t in s.notes] + [
+            d.split(": ", 1)[1] for s in lad.steps if s.kind == "collapsed" for d in s.detail
+            if d.startswith("frame ") and ": " in d
+        ]  # fmt: skip
+        series = self.stream_logs.get(conn.uid) if graphed else None
+        stream = tseq_picture(tseq_graph(series)) if series is not None else None
+        return conn.to_record(), lad, render_text(lad), ladder_picture(lad), placed, stream
+
+
+class ReportGather:
+    """What the report keeps of the parts (ReportShard.part), added in the order one pipeline
+    yields the connections: the same rows, kept logs and series, whatever the shards."""
+
+    def __init__(self, options: Any, detector: AnomalyDetector) -> None:
+        self.options = options
+        self.detector = detector
+        self.states = SpanTable()
+        self.rtt_agg = Aggregator("server", None)
+        self.rtt_series: dict[str, Series] = {}
+        self.records: list[dict] = []
+        self.late_records: dict[str, dict] = {}  # past max_table_rows, kept in case of a finding
+        self.total = 0
+        self.by_proto: Counter = Counter()
+        self.hosts: Counter = Counter()
+        #: first frame -> uid of the connections with a row or a kept log (what a finding's
+        #: evidence frame can lead to: a row to mark, a ladder to link)
+        self.first_frames: dict[int, str] = {}
+        self.rowed: set[str] = set()  # uids of the first max_table_rows rows
+        self.late_dropped = 0  # connections a finding could name, left without a row
+        self.logs = LogBudget(options.max_kept_logs)  # uid -> first frame
+        self.stream_uids: list[str] = []  # the kept series' connections
+
+    @property
+    def dropped(self) -> int:
+        """Logs the budget dropped."""
+        return self.logs.dropped
+
+    def add(self, part: tuple) -> None:
+        (uid, first_frame, tier, proto_name, orig_h, resp_h, record, spans, rtt_parts, series,
+         logged, graphable, findings, _after) = part  # fmt: skip
+        self.total += 1
+        self.states.add_span_parts(spans)
+        self.rtt_agg.add_parts(rtt_parts)
+        for label, ts_s, rtt_ms in series:
+            s = self.rtt_series.get(label)
+            if s is None:
+                s = self.rtt_series[label] = Series(label)
+            s.ts_s.extend(ts_s)
+            s.rtt_ms.extend(rtt_ms)
+        self.by_proto[proto_name] += 1
+        self.hosts[orig_h] += 1  # addresses as bytes: spelt once, in the facts
+        self.hosts[resp_h] += 1
+        self.detector.add_parts(findings)
+        options = self.options
+        if len(self.records) < options.max_table_rows:
+            self.records.append(record)
+            self.rowed.add(uid)
+            self.first_frames[first_frame] = uid
+        elif tier == STRONG or (tier == WEAK and len(self.late_records) < MAX_LATE_WEAK_ROWS):
+            # past the table's rows, kept in case a finding names it (a host-level finding's
+            # uids are its first ones: the reused 5-tuples' rows stop at MAX_LATE_WEAK_ROWS)
+            if len(self.late_records) < MAX_LATE_ROWS:
+                self.late_records[uid] = record
+                self.first_frames[first_frame] = uid
+            else:
+                self.late_dropped += 1
+        if graphable and len(self.stream_uids) < options.max_kept_streams:
+            self.stream_uids.append(uid)
+        if logged:
+            self.first_frames[first_frame] = uid
+            for gone, frame in self.logs.keep(uid, tier, first_frame):
+                if gone not in self.rowed and gone not in self.late_records:
+                    self.first_frames.pop(frame, None)
+
+
+def exit_key(frame: int, after_open: bool) -> int:
+    """When a connection left the table, comparable with `2 * first_frame` (`open_peak`): its
+    frame's clock ends it before the frame's packet opens a connection (2 * frame), but a
+    held record that the packet's new connection replaces leaves after it (2 * frame + 1;
+    ReportShard.part's last field)."""
+    return 2 * frame + 1 if after_open else 2 * frame
+
+
+def open_peak(first_frames: Iterable[int], exits: Iterable[int]) -> int:
+    """The most connections open at once, as `ConnectionTable.open_peak` counts them (at each
+    opening: the live table and the held records), from each connection's first frame and
+    its `exit_key`, for a run whose shards each held only their own."""
+    import numpy as np
+
+    opened = np.sort(2 * np.fromiter(first_frames, dtype=np.int64))
+    if not len(opened):
+        return 0
+    ended = np.sort(np.fromiter(exits, dtype=np.int64))
+    # at the last opening of each frame: every connection opened by then, less those gone
+    frames = np.unique(opened)
+    open_at = np.searchsorted(opened, frames, side="right") - np.searchsorted(
+        ended, frames, side="right"
+    )
+    return int(open_at.max())
+
+
+def local_run(path: str, config, progress: Callable | None = None):
+    """A one-process stand-in for the commands' ConnectionStream (the library's default): the
+    same calls, one Pipeline."""
+    return _LocalRun(path, config, progress)
+
+
+class _LocalRun:
+    jobs = 1
+
+    def __init__(self, path: str, config, progress: Callable | None) -> None:
+        from ..core.pipeline import Pipeline
+
+        self._new = lambda analyzers: Pipeline(path, config, analyzers=analyzers,
+                                               progress=progress)  # fmt: skip
+        self.progress = progress
+        self.facts: dict = {}
+        self.finished: list = []
+        self.stats: Any = None  # (the pipeline's CaptureStats, once it is made)
+
+    def __call__(self, make_analyzers, work, *, frames: bool, finish, answer) -> _LocalRun:
+        self._analyzers = make_analyzers()
+        self._pipe = self._new(self._analyzers)  # CaptureError: before any work
+        self.stats = self._pipe.stats
+        self._work, self._finish, self._answer = work, finish, answer
+        return self
+
+    def __iter__(self):
+        pipe, analyzers, work = self._pipe, self._analyzers, self._work
+        try:
+            for conn in pipe:
+                yield pipe.emit_frame, work(conn, analyzers)
+        finally:
+            if self.progress is not None and hasattr(self.progress, "close"):
+                self.progress.close()
+        self.finished = [self._finish(pipe)]
+        stats = pipe.stats
+        self.facts = {
+            "damage": pipe.summary_lines(),
+            "notes": pipe.notes(),
+            "frames": stats.frames,
+            "first_ts_ns": stats.first_ts_ns,
+            "last_ts_ns": stats.last_ts_ns,
+        }
+
+    def ask(self, question):
+        return [self._answer(question, self._analyzers)]
+
+    def close(self) -> None:
+        pass
