@@ -228,7 +228,7 @@ def _of(finding: Anomaly, conn) -> Anomaly:
     return replace(finding, conn_ts=conn.first_ts_ns / 1e9)
 
 
-def _sample(frames: Iterable[int], limit: int) -> tuple[int, ...]:
+def _sample(frames: Iterable[int | None], limit: int) -> tuple[int, ...]:
     return tuple(sorted({f for f in frames if f is not None})[:limit])
 
 
