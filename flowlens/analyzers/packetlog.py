@@ -504,6 +504,7 @@ class PacketCollector(Analyzer):
 
     def _core_findings(self, log: ConnLog, conn: Connection, pkt: Packet, side: cython.int) -> list:
         tcp = conn.tcp
+        assert tcp is not None  # (called for TCP packets only)
         flags = pkt.flags
         out: list[Finding] = []
         who = "orig" if side == 0 else "resp"
@@ -586,7 +587,7 @@ def _merge(items: list, changes: list[StateChange]) -> list:
 def time_wait_until(conn: Connection) -> list[tuple[int, int]]:
     """[(side, ns)] for each endpoint still in TIME_WAIT when the record ended: when it runs out
     (`TcpTracker.time_wait_end_ns`)."""
-    out = []
+    out: list[tuple[int, int]] = []
     if conn.tcp is None:
         return out
     record_end = conn.end_ts_ns if conn.end_ts_ns is not None else conn.last_ts_ns

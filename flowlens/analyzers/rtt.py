@@ -60,6 +60,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from struct import Struct
+from typing import TYPE_CHECKING, Any
 
 import cython
 
@@ -206,6 +207,8 @@ def stats_of(
         lo, hi = values[0], values[-1]
     if count == 0:
         return EMPTY_STATS
+    # (the aggregates come with `count`, or were worked out above)
+    assert total is not None and total_sq is not None and lo is not None and hi is not None
     stdev = None
     if count > 1:
         # integer arithmetic: exact until the final square root
@@ -229,7 +232,7 @@ def _sum_squares(values) -> int:
 
 
 @cython.cfunc
-def _init_samples(s: Samples, cap: cython.longlong, seed: object, leg: cython.int) -> None:
+def _init_samples(s: Samples, cap: cython.longlong, seed: str | int, leg: cython.int) -> None:
     """Set up an empty `Samples` (also for one made by `Samples.__new__`, which skips
     `__init__`: this runs for most connections)."""
     s._data = None  # until a second sample, or until `data` is read
@@ -254,8 +257,18 @@ class Samples:
     """
 
     __slots__ = ("_data", "_first", "n", "cap", "_src", "_agg", "_rng", "_seed", "_leg")
+    if TYPE_CHECKING:  # the attributes' types for mypy (rtt.pxd gives the C ones)
+        _data: array | None
+        _first: list[int]  # (compiled: a C array)
+        n: int
+        cap: int
+        _src: list[int]  # (compiled: a C array)
+        _agg: list[int] | None
+        _rng: random.Random | None
+        _seed: str | int  # (a random.Random seed)
+        _leg: int
 
-    def __init__(self, cap: int, seed: object = "", leg: int = -1) -> None:
+    def __init__(self, cap: int, seed: str | int = "", leg: int = -1) -> None:
         _init_samples(self, cap, seed, leg)
 
     @property
@@ -278,7 +291,7 @@ class Samples:
         n: cython.longlong
         k: cython.Py_ssize_t
         p: cython.p_longlong
-        d: cpython.array.array
+        d: cpython.array.array  # type: ignore[name-defined]  # (cimported in rtt.pxd)
         n = self.n = self.n + 1
         self._src[source] += 1
         if n <= self.cap:
@@ -294,7 +307,7 @@ class Samples:
             if cython.compiled:
                 # five items written in place (the array holds exactly n - 1 samples)
                 k = 5 * (n - 1)
-                cpython.array.resize_smart(d, k + 5)
+                cpython.array.resize_smart(d, k + 5)  # type: ignore[name-defined]  # (cimported in rtt.pxd)
                 p = d.data.as_longlongs + k
                 p[0] = ts_ns
                 p[1] = rtt_ns
@@ -317,6 +330,7 @@ class Samples:
             agg[2] = rtt_ns
         if rtt_ns > agg[3]:
             agg[3] = rtt_ns
+        assert self._rng is not None  # (made with _agg)
         j = self._rng.randrange(n)
         if j < self.cap:
             self.data[5 * j : 5 * j + 5] = array("q", (ts_ns, rtt_ns, frame, answer_frame, source))
@@ -399,6 +413,21 @@ class _Sender:
         "untracked",  # data segments not timed because max_outstanding were in flight
         "zero_window",  # the last packet it sent advertised a zero window
     )
+    if TYPE_CHECKING:  # the attributes' types for mypy (rtt.pxd gives the C ones)
+        # plain Python: None until the first segment (and read only once there is one);
+        # compiled: a C pointer (long long *), never NULL
+        segs: array
+        seg_size: int
+        _inline: list[int]  # (compiled only: a C array)
+        seg_head: int
+        seg_tail: int
+        nxt: int
+        karn_start: int
+        karn_end: int
+        tsq: deque[tuple[int, int, int]] | None
+        last_tsval: int | None
+        untracked: int
+        zero_window: bool
 
     def __init__(self) -> None:
         _init_sender(self)
@@ -406,7 +435,7 @@ class _Sender:
     def __dealloc__(self) -> None:  # (compiled only: frees a grown segment buffer)
         if cython.compiled:
             if self.segs != cython.address(self._inline[0]):
-                free(self.segs)
+                free(self.segs)  # type: ignore[name-defined]  # (cimported in rtt.pxd)
 
 
 @cython.cfunc
@@ -416,7 +445,7 @@ def _init_sender(me: _Sender) -> None:
         me.segs = cython.address(me._inline[0])
         me.seg_size = 12
     else:
-        me.segs = None
+        me.segs = None  # type: ignore[assignment]  # (plain Python only: see _Sender's segs)
         me.seg_size = 0
     me.tsq = me.last_tsval = None
     me.seg_head = me.seg_tail = 0
@@ -444,6 +473,18 @@ class ConnectionRtt:
         "_samples0", "_samples1", "_karn0", "_karn1", "_sender0", "_sender1", "pending", "_cap",
         "_uid",
     )  # fmt: skip
+    if TYPE_CHECKING:  # the attributes' types for mypy (rtt.pxd gives the C ones)
+        _samples0: Samples | None
+        _samples1: Samples | None
+        _karn0: int
+        _karn1: int
+        _sender0: _Sender | None
+        _sender1: _Sender | None
+        # DNS: {(sender, query id): (ts_ns, frame)}; other UDP and ICMP: (ts_ns, frame) of the
+        # request; _AMBIGUOUS either way (see _init_state): one field, typed by the protocol
+        pending: Any
+        _cap: int
+        _uid: str | int  # (the connection's uid: the seed of its Samples)
 
     def __init__(self, cfg: RttConfig, uid: str) -> None:
         _init_state(self, cfg.max_samples, uid)
@@ -467,14 +508,17 @@ class ConnectionRtt:
     @property
     def senders(self) -> tuple[_Sender, _Sender] | None:
         """(_Sender, _Sender) for TCP, else None."""
-        return None if self._sender0 is None else (self._sender0, self._sender1)
+        if self._sender0 is None:
+            return None
+        assert self._sender1 is not None  # (made with _sender0)
+        return (self._sender0, self._sender1)
 
     # (a C method when compiled: the annotations match rtt.pxd)
     def _add(
         self, leg: cython.int, ts_ns: cython.longlong, rtt_ns: cython.longlong,
         frame: cython.longlong, answer_frame: cython.longlong, src: cython.int,
     ) -> None:  # fmt: skip
-        s: Samples
+        s: Samples | None
         s = self._samples1 if leg else self._samples0
         if s is None:
             s = Samples.__new__(Samples)
@@ -490,6 +534,7 @@ class ConnectionRtt:
         """Data segments per sender (orig, resp) that were not timed (too many in flight)."""
         if self._sender0 is None:
             return [0, 0]
+        assert self._sender1 is not None  # (made with _sender0)
         return [self._sender0.untracked, self._sender1.untracked]
 
     def stats(self, leg: int | str) -> RttStats:
@@ -506,7 +551,7 @@ class ConnectionRtt:
     def iter_samples(self, leg: int | str | None = None) -> Iterator[Sample]:
         """Kept samples of one leg (or both), in time order."""
         legs = (0, 1) if leg is None else (_leg_index(leg),)
-        out = []
+        out: list[Sample] = []
         for i in legs:
             s = self._samples1 if i else self._samples0
             if s is not None:
@@ -518,7 +563,7 @@ class ConnectionRtt:
 
 
 @cython.cfunc
-def _init_state(st: ConnectionRtt, cap: cython.longlong, uid: object) -> None:
+def _init_state(st: ConnectionRtt, cap: cython.longlong, uid: str | int) -> None:
     """Set up a new `ConnectionRtt` (also one made by `ConnectionRtt.__new__`)."""
     st._samples0 = st._samples1 = None
     st._karn0 = st._karn1 = 0
@@ -550,15 +595,16 @@ def _push_segment(
         n = tail - head
         if cython.compiled:
             if head >= size // 2:
-                # the front half is free: move the queue there
-                memmove(me.segs, me.segs + head, n * 8)
+                # the front half is free: move the queue there (segs: a C pointer, and the C
+                # functions are cimported in rtt.pxd)
+                memmove(me.segs, me.segs + head, n * 8)  # type: ignore[name-defined, operator]
             else:
-                grown = cython.cast(cython.p_longlong, malloc(2 * size * 8))
+                grown = cython.cast(cython.p_longlong, malloc(2 * size * 8))  # type: ignore[name-defined]
                 if not grown:
                     raise MemoryError()
-                memcpy(grown, me.segs + head, n * 8)
+                memcpy(grown, me.segs + head, n * 8)  # type: ignore[name-defined, operator]
                 if me.segs != cython.address(me._inline[0]):
-                    free(me.segs)
+                    free(me.segs)  # type: ignore[name-defined]
                 me.segs = grown
                 me.seg_size = 2 * size
         elif me.segs is None:
@@ -640,6 +686,7 @@ class RttCollector(Analyzer):
         st: ConnectionRtt
         proto: cython.int
         c: Connection = cython.cast(Connection, conn, typecheck=True)  # (C fields when compiled)
+        assert c.states is not None  # (the table calls this after on_start)
         st = c.states[self.slot]
         if st is None:
             return  # (the table calls this only with a state; a direct call may not)
@@ -676,6 +723,7 @@ class RttCollector(Analyzer):
             me, peer = st._sender1, st._sender0
         else:
             me, peer = st._sender0, st._sender1
+        assert me is not None and peer is not None  # (made together, above)
         ts = pkt.ts_ns
         sampled = False
         if flags & TH_ACK:
@@ -786,6 +834,7 @@ class RttCollector(Analyzer):
     # ------------------------------------------------------------------ UDP and ICMP
     def _dns(self, st: ConnectionRtt, pkt: Packet, side: cython.int) -> None:
         head = pkt.udp_head
+        assert head is not None  # (on_packet's test)
         qid = (head[0] << 8) | head[1]
         pending = st.pending
         if pending is None:

@@ -371,30 +371,31 @@ class Connection:
         self._pkts = [0, 0]
         self._payload = [0, 0]
         self._ip_bytes = [0, 0]
+        self.tcp: TcpTracker | None
         if proto == _TCP:
             # (the table passes its Config's timers; computing them per connection is slow)
             self.tcp = TcpTracker(*(cfg.state_timers_ns if timers is None else timers))
         else:
             self.tcp = None
         self.zeek = ZeekTcp() if proto == _TCP else None
-        self.udp = None
+        self.udp: ZeekUdp | None = None
         self.originator_inferred = False
         self.flipped = False
         self.retransmissions = 0
         self.out_of_order = 0
-        self.service = None
-        self.app = None
-        self.service_frames = None
+        self.service: str | None = None
+        self.app: dict | None = None
+        self.service_frames: tuple[int, ...] | None = None
         self.bad_checksums = 0
-        self.icmp_errors = None
+        self.icmp_errors: list[tuple[int, int, int, int, bytes]] | None = None
         self.vlan = pkt.vlan
         self.inner_vlan = pkt.inner_vlan
-        self.tunnel_parents = None
-        self.end_ts_ns = None
-        self.prev_uid = None
+        self.tunnel_parents: set[str] | None = None
+        self.end_ts_ns: int | None = None
+        self.prev_uid: str | None = None
         self.reused_in_time_wait = False
-        self.closed_by = None
-        self.states = None
+        self.closed_by: str | None = None
+        self.states: list | None = None
         self.zeek_last_ns = pkt.ts_ns
         self._close_ns = _UNSET
         self._syn_carried = 0
@@ -514,6 +515,7 @@ class Connection:
         record ended, as names."""
         end = self.end_ts_ns if self.end_ts_ns is not None else self.last_ts_ns
         tcp = self.tcp
+        assert tcp is not None  # (called for TCP records only)
         return _STATE_NAMES[tcp.state_index_at(0, end)], _STATE_NAMES[tcp.state_index_at(1, end)]
 
     @property
@@ -612,6 +614,10 @@ class Connection:
                 history, conn_state = udp.history, udp.conn_state()
             else:
                 history, conn_state = None, icmp_conn_state()
+        orig_state: str | None  # (None for UDP and ICMP)
+        resp_state: str | None
+        handshake: str | None
+        teardown: str | None
         if tcp is not None:
             orig_state, resp_state = self._end_states()
             handshake, teardown, close_initiator = (
@@ -816,7 +822,7 @@ class ConnectionTable:
         self._counter = 0
         # recent packets' connections, by their ports (see _recent)
         self._recent_slots = [None] * _RECENT_SLOTS
-        self._spare = []  # the list `add` fills next (see there)
+        self._spare: list[Connection] = []  # the list `add` fills next (see there)
         self._due = _NEVER  # the earliest deadline in _heap (_heap[0][0]), kept as a C number
         self._heap_prune_at = _HEAP_PRUNE_MIN
         self.now_ns = 0
@@ -847,11 +853,13 @@ class ConnectionTable:
     # ------------------------------------------------------------------ expiry
     def _closed(self, c: Connection) -> bool:
         # (`_close_complete` is what ZeekTcp.close_complete returns: a C field when compiled)
+        assert c.tcp is not None and c.zeek is not None  # (TCP connections only)
         return c.tcp.closed_ts is not None or c.zeek.is_closed()
 
     @cython.locals(t=TcpTracker, d=cython.longlong, z=ZeekTcp)
     def _deadline(self, c: Connection) -> int:
         if c._held:
+            assert c.tcp is not None  # (only TCP connections are held)
             return c.tcp.settled_ns() or c.last_ts_ns
         if c.tcp is not None:
             if self._closed(c):
@@ -862,6 +870,7 @@ class ConnectionTable:
                     c._close_ns = c.zeek_last_ns
                 return c._close_ns + self._linger
             z = c.zeek
+            assert z is not None  # (a TCP connection has both trackers)
             if (
                 (z.endpoint_state(0) == _Z_SYN_SENT or z.endpoint_state(0) == _Z_SYN_ACK_SENT)
                 and z.endpoint_prev_state(0) == _Z_INACTIVE
@@ -963,7 +972,11 @@ class ConnectionTable:
                     continue
                 out.append(self._finish(c, d, "closed"))
             else:
-                if c.tcp is not None and c.zeek.endpoint_state(1) == _Z_INACTIVE:
+                if (
+                    c.tcp is not None
+                    and c.zeek is not None  # (a TCP connection has both trackers)
+                    and c.zeek.endpoint_state(1) == _Z_INACTIVE
+                ):
                     # Zeek's attempt timer ended the record (a retry starts a new one); the
                     # originator's socket is still in SYN_SENT until it gives up, so the record
                     # is held as a closed one is held in TIME_WAIT: a retry on its 5-tuple takes
@@ -983,6 +996,7 @@ class ConnectionTable:
         """An attempt ended by Zeek's attempt timer: keep its ISN and SYN count, so that a retry
         of the same SYN (a new record, as in Zeek) still counts as a retry (`syn_retries`)."""
         t = c.tcp
+        assert t is not None  # (TCP connections only)
         if t.isn_of(0) == _UNSET:
             return
         if len(self._attempts) >= 65536:
@@ -1070,7 +1084,7 @@ class ConnectionTable:
         while layer is not None:
             chain.append(layer)
             layer = layer.encap
-        out = []
+        out: list[Connection] = []
         parent = None
         for layer in reversed(chain):
             if isinstance(layer, Packet):
@@ -1144,7 +1158,7 @@ class ConnectionTable:
                 return c
             src, dst = pkt.src, pkt.dst
             if src < dst or (src == dst and pkt.sport <= pkt.dport):
-                key = (proto, src, pkt.sport, dst, pkt.dport)
+                key: tuple = (proto, src, pkt.sport, dst, pkt.dport)
             else:
                 key = (proto, dst, pkt.dport, src, pkt.sport)
             if self._vlan_key:
@@ -1190,6 +1204,7 @@ class ConnectionTable:
                 return  # (UDP: see ZeekUdp, which counts them as Zeek's conn.log shows)
         elif c.proto == _TCP:
             z = c.zeek
+            assert z is not None  # (a TCP connection has both trackers)
             if not (z.endpoint_closed(0) and z.endpoint_closed(1)):
                 c.zeek_last_ns = pkt.ts_ns
         else:
@@ -1298,6 +1313,7 @@ class ConnectionTable:
         RST), any SYN starts a new connection, a retransmitted one too (a SYN retried after a
         REJ is a new REJ record); before that, a SYN with the stored ISN is a retransmission."""
         t = c.tcp
+        assert t is not None and c.zeek is not None  # (TCP connections only)
         if c.zeek.endpoint_closed(0) or c.zeek.endpoint_closed(1):
             return True
         if t.isn_of(side) != _UNSET:
@@ -1314,6 +1330,7 @@ class ConnectionTable:
         """A new connection takes the 5-tuple: the old one ends here; a TIME_WAIT left on it is
         cut short, and a SYN_SENT/SYN_RECEIVED handed over to the new record
         (`TcpTracker.cut_time_wait`)."""
+        assert old.tcp is not None  # (TCP connections only)
         old.tcp.cut_time_wait(pkt.ts_ns, pkt.frame)
         return self._finish(old, pkt.ts_ns, "reused")
 
@@ -1373,7 +1390,7 @@ class ConnectionTable:
         c = self._recent(proto, src, sport, dst, dport)
         if c is None:
             if src < dst or (src == dst and sport <= dport):  # (src, sport) <= (dst, dport)
-                key = (proto, src, sport, dst, dport)
+                key: tuple = (proto, src, sport, dst, dport)
             else:
                 key = (proto, dst, dport, src, sport)
             if self._vlan_key:
@@ -1432,7 +1449,7 @@ class ConnectionTable:
             itype
         )
         if counterpart is None:  # one way
-            key = (pkt.proto, src, itype, dst, pkt.dport)
+            key: tuple = (pkt.proto, src, itype, dst, pkt.dport)
         else:
             counter = counterpart
             if src < dst or (src == dst and itype <= counter):
@@ -1473,6 +1490,7 @@ class ConnectionTable:
     def _flip(self, c: Connection) -> None:
         """The roles of a started connection were swapped: tell the analyzers that hold state."""
         states = c.states
+        assert states is not None  # (set at its first packet)
         for i in range(self._n_analyzers):
             if states[i] is not None:
                 a = self.analyzers[i]
@@ -1487,6 +1505,7 @@ class ConnectionTable:
 
     @cython.locals(target=Connection)
     def _attach_icmp_error(self, pkt: Packet) -> None:
+        assert pkt.quote is not None  # (ICMP errors only)
         proto, qsrc, qdst, qsport, qdport = pkt.quote
         if (qsrc, qsport) <= (qdst, qdport):
             key = (proto, qsrc, qsport, qdst, qdport)

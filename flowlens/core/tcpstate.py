@@ -243,7 +243,7 @@ class TcpTracker:
             self._tl_frame = [0] * _TL_INLINE
             self._tl_side = [0] * _TL_INLINE
             self._tl_state = [0] * _TL_INLINE
-        self._tl_more = None
+        self._tl_more: list[tuple[int, int, int, int]] | None = None
         self._timeline_max_ns = _UNSET
         self._isn = [_UNSET, _UNSET]
         self._fin_seq = [_UNSET, _UNSET]
@@ -257,10 +257,10 @@ class TcpTracker:
         self._ackdat_ns = _UNSET
         self.handshake_acked = False
         self.rejected = False
-        self.first_close = None
-        self.fin_style = None
-        self.reset_by = None
-        self.closed_ts = None
+        self.first_close: tuple[int, str] | None = None
+        self.fin_style: str | None = None
+        self.reset_by: int | None = None
+        self.closed_ts: int | None = None
         self._since = [_UNSET, _UNSET]
         self._tw_start = [_UNSET, _UNSET]
         self._tw_restart = [_UNSET, _UNSET]
@@ -274,9 +274,9 @@ class TcpTracker:
         self._late_fin = [_UNSET, _UNSET]
         self._carry_ts = _UNSET
         self._carry_since = [_UNSET, _UNSET]
-        self.rst_ignored = None
-        self.rst_ignored_then = None
-        self._notes = None
+        self.rst_ignored: tuple[int, int, int, str] | None = None
+        self.rst_ignored_then: int | None = None
+        self._notes: list[tuple[int, int | None, int, str, str]] | None = None
         self.midstream = False
         self.tw_cut_short = False
 
@@ -381,6 +381,7 @@ class TcpTracker:
     def transition(self, i: int) -> tuple[int, int | None, int, TcpState]:
         """timeline[i] (0 <= i < timeline_len)."""
         if i >= _TL_INLINE:
+            assert self._tl_more is not None  # (it holds the changes past _TL_INLINE)
             ts, frame, side, code = self._tl_more[i - _TL_INLINE]
         else:
             ts, frame, side, code = (
@@ -405,6 +406,7 @@ class TcpTracker:
                 if self._tl_side[i] == side:
                     last = self._tl_state[i]
             else:
+                assert self._tl_more is not None  # (it holds the changes past _TL_INLINE)
                 entry = self._tl_more[i - _TL_INLINE]
                 if entry[0] > ts_ns:
                     break
@@ -431,6 +433,7 @@ class TcpTracker:
                 ts, frame = self._tl_ts[i], self._tl_frame[i]
                 side, code = self._tl_side[i], self._tl_state[i]
             else:
+                assert self._tl_more is not None  # (it holds the changes past _TL_INLINE)
                 ts, frame, side, code = self._tl_more[i - _TL_INLINE]
             if side == 0:
                 if open0 is not None:
@@ -483,6 +486,7 @@ class TcpTracker:
             if i < _TL_INLINE:
                 t, s = self._tl_ts[i], self._tl_side[i]
             else:
+                assert self._tl_more is not None  # (it holds the changes past _TL_INLINE)
                 entry = self._tl_more[i - _TL_INLINE]
                 t, s = entry[0], entry[2]
             if s == side and (last == _UNSET or t > last):
@@ -498,6 +502,7 @@ class TcpTracker:
             if i < _TL_INLINE:
                 t, s, code = self._tl_ts[i], self._tl_side[i], self._tl_state[i]
             else:
+                assert self._tl_more is not None  # (it holds the changes past _TL_INLINE)
                 entry = self._tl_more[i - _TL_INLINE]
                 t, s, code = entry[0], entry[2], entry[3]
             if s == side and code == _S_CLOSED and t >= start_ns:
@@ -741,6 +746,7 @@ class TcpTracker:
                 if i < _TL_INLINE:
                     t, s, c = self._tl_ts[i], self._tl_side[i], self._tl_state[i]
                 else:
+                    assert self._tl_more is not None  # (it holds the changes past _TL_INLINE)
                     entry = self._tl_more[i - _TL_INLINE]
                     t, s, c = entry[0], entry[2], entry[3]
                 if t > ts_ns:
@@ -776,6 +782,7 @@ class TcpTracker:
                 if i < _TL_INLINE:
                     t, s, c = self._tl_ts[i], self._tl_side[i], self._tl_state[i]
                 else:
+                    assert self._tl_more is not None  # (it holds the changes past _TL_INLINE)
                     entry = self._tl_more[i - _TL_INLINE]
                     t, s, c = entry[0], entry[2], entry[3]
                 if s != side:
@@ -890,13 +897,14 @@ class TcpTracker:
         packet that caused the change (None: the table's cut). The CLOSED a side is in before
         its first change is not listed. The states view, the timeline's and ladder's "TIME_WAIT
         over" rows and the anomaly detector's port holds all read this one walk."""
-        out = []
+        out: list[list] = []  # (each span a list while its end is found, then a tuple)
         last = [-1, -1]  # per side: index in `out` of the span it sits in
         n = self._tl_n
         for i in range(n):
             if i < _TL_INLINE:
                 t, f, s, c = self._tl_ts[i], self._tl_frame[i], self._tl_side[i], self._tl_state[i]
             else:
+                assert self._tl_more is not None  # (it holds the changes past _TL_INLINE)
                 t, f, s, c = self._tl_more[i - _TL_INLINE]
             if last[s] >= 0:
                 out[last[s]][3] = t

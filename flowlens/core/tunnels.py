@@ -32,6 +32,9 @@ from flowlens.core import constants as K  # (absolute: tunnels.pxd cimports it u
 from .links import LinkDecoder
 from .packet import PacketFields
 
+if TYPE_CHECKING:
+    from .decode import Packet
+
 __all__ = ["TunnelDecoder", "IpTunnel", "detect_tunnel"]
 
 
@@ -47,7 +50,7 @@ class IpTunnel(NamedTuple):
     src: bytes
     dst: bytes
     #: what the outer packet was itself inside (a UDP `Packet`, an `IpTunnel`), or None
-    encap: object
+    encap: Packet | IpTunnel | None
 
 
 #: what follows a tunnel header (Decoder._inner)

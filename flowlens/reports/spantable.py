@@ -56,6 +56,7 @@ def counted_spans(conn: Connection, spans: Sequence[tuple] | None = None) -> Ite
     STATES, start ns, end ns or OPEN_END): a state of STATES that lasted (a zero-length step,
     entered and left at one packet, is no socket). `spans` is `conn.tcp.spans()` when the
     caller has it already."""
+    assert conn.tcp is not None  # (TCP connections only)
     index_of = _INDEX_OF_MEMBER.get
     for side, state, start, end, _frame, _timed_out in conn.tcp.spans() if spans is None else spans:
         k = index_of(id(state))

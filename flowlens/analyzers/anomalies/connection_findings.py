@@ -78,6 +78,7 @@ def icmp_finding(c: Connection, th: Thresholds) -> Anomaly:
     """icmp_unreachable: the ICMP errors quoting one flow."""
     v6 = len(c.orig_h) == 16
     errs = c.icmp_errors
+    assert errs is not None  # (the detector calls it for a flow with ICMP errors)
     kinds: defaultdict[str, int] = defaultdict(int)  # error name -> errors
     reporters: set[bytes] = set()
     for _ts, _frame, itype, code, reporter in errs:
@@ -129,6 +130,7 @@ def rst_ignored_finding(c: Connection, th: Thresholds) -> Anomaly:
     RFC 9293 §3.10.7.4 and RFC 5961 §3), after which the connection went on: what a blind or
     injected RST (a middlebox, an attacker guessing sequence numbers) looks like."""
     t = c.tcp
+    assert t is not None and t.rst_ignored is not None  # (called for an ignored RST)
     ts, frame, side, why = t.rst_ignored
     src, dst = (
         (_ep(c.orig_h, c.orig_p), _ep(c.resp_h, c.resp_p))

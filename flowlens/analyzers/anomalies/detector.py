@@ -228,7 +228,7 @@ def _of(finding: Anomaly, conn) -> Anomaly:
     return replace(finding, conn_ts=conn.first_ts_ns / 1e9)
 
 
-def _sample(frames: Iterable[int], limit: int) -> tuple[int, ...]:
+def _sample(frames: Iterable[int | None], limit: int) -> tuple[int, ...]:
     return tuple(sorted({f for f in frames if f is not None})[:limit])
 
 
@@ -453,6 +453,7 @@ class AnomalyDetector(Analyzer):
         # that long: to the capture's end (None: known at finish), or until flowlens stopped
         # waiting for an idle connection or a new one took its 5-tuple
         t = c.tcp
+        assert t is not None  # (TCP connections only)
         close_wait, fin_wait_2 = t.spells()
         if close_wait is None and fin_wait_2 is None:
             return
