@@ -13,11 +13,13 @@ see the same paths) and send rows back; only this process writes to the output d
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import os
 import signal
 import stat
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -245,6 +247,9 @@ class BatchResult:
     captures: int = 0
     analysed: int = 0
     already_done: int = 0
+    #: members of rotation sets that were not read again: their sets went on from the
+    #: checkpoint saved after them (see `Store.resume`)
+    resumed: int = 0
     skipped_files: int = 0
     removed_orphans: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -346,9 +351,12 @@ class _DaskPool:
         self._client.close()
 
 
-def _map_unordered(pool, fn: Callable, items: list, on_done: Callable) -> None:
-    """Run `fn(item)` for every item, at most ~2 per worker in flight (bounded memory, prompt
-    Ctrl-C); call `on_done(item, result, exc)` as each finishes.
+def _map_unordered(
+    pool, fn: Callable, items: list, on_done: Callable, prepare: Callable | None = None
+) -> None:
+    """Run `fn(item)` (`fn(prepare(item))` with `prepare`, called as it is submitted) for every
+    item, at most ~2 per worker in flight (bounded memory, prompt Ctrl-C); call
+    `on_done(item, result, exc)` as each finishes.
 
     When a local worker process dies (killed, out of memory) every task in flight dies with the
     pool: those are run again one at a time in a fresh pool, so that only the task that kills
@@ -358,15 +366,19 @@ def _map_unordered(pool, fn: Callable, items: list, on_done: Callable) -> None:
     suspects: list = []
     window = max(2, 2 * pool.parallelism)
     running: dict = {}
+
+    def submit(item):
+        return pool.submit(fn, prepare(item) if prepare is not None else item)
+
     while pending or suspects or running:
         if suspects:
             if not running:
                 item = suspects.pop()
-                running[pool.submit(fn, item)] = item
+                running[submit(item)] = item
         else:
             while pending and len(running) < window:
                 item = pending.pop()
-                running[pool.submit(fn, item)] = item
+                running[submit(item)] = item
         in_flight = len(running)
         broken = []
         for fut in pool.wait(running):
@@ -399,6 +411,15 @@ def _map_unordered(pool, fn: Callable, items: list, on_done: Callable) -> None:
 def _options_key(options: BatchOptions) -> str:
     """What results depend on besides the capture: a change redoes the captures."""
     return f"flowlens {__version__}; {options.config!r}; thresholds={options.thresholds!r}"
+
+
+def _checkpoint_stamp(options_key: str) -> str:
+    """What a rotation set's checkpoints depend on: the results' options, and how the objects
+    in them are pickled (compiled or plain Python classes, the Python that pickled them)."""
+    from ..compiled import compiled_modules
+
+    compiled = ",".join(sorted(compiled_modules()))
+    return f"{options_key}; python {sys.version_info[:3]}; compiled={compiled}"
 
 
 def _stat_key(path: str) -> tuple[int | None, int | None]:
@@ -522,12 +543,25 @@ def run_batch(
                     if exc is not None:  # the task itself could not run (cluster trouble)
                         res = _failed_result(task, exc)
                     assert res is not None  # _map_unordered hands a result or its exception
+                    if len(task.members) > 1 and (res.checkpoints or res.resumed):
+                        store.save_checkpoints(task.members[0].capture_id, res)
                     entries[task.task_id] = store.commit(res, options_key)
+                    result.resumed += res.resumed
                     _tally(result, res)
                     if progress is not None:
                         progress.advance(len(task.members), res.packets)
 
-                _map_unordered(pool, run_task, todo, on_done)
+                stamp = _checkpoint_stamp(options_key)
+                incremental = options.merge_consecutive and options.config.read_filter is None
+
+                def prepare(task: Task) -> Task:
+                    if not incremental or len(task.members) < 2:
+                        return task
+                    members = [m.path for m in task.members]
+                    resume = store.resume(task.members[0].capture_id, stamp, members, keys)
+                    return dataclasses.replace(task, stamp=stamp, resume=resume)
+
+                _map_unordered(pool, run_task, todo, on_done, prepare)
             aborted = False
         finally:
             if pool is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
+import pickle
 import re
 import stat
 import time
@@ -29,6 +30,8 @@ from ..errors import FlowlensError
 __all__ = [
     "Member",
     "Task",
+    "Checkpoint",
+    "Resume",
     "TaskResult",
     "Probe",
     "run_task",
@@ -103,6 +106,46 @@ class Member:
     capture_id: str
 
 
+#: a member's resume keys as it was read: (path, size, mtime_ns, blake2b)
+MemberKey = tuple[str, "int | None", "int | None", "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A rotation set's open state after member `index` (0-based), made by `run_task` and kept
+    by the store (`_state/rotation/`), so that a run over the same first `index + 1` members
+    and more can go on from there instead of reading them again.
+
+    Made only while every member up to `index` was read whole and cleanly (no failure, no
+    damage that stopped reading): anything else is read again in full.
+    """
+
+    index: int
+    #: what every result depends on besides the captures (flowlens version, config,
+    #: thresholds, compiled or plain Python, Python version): a difference makes it unusable
+    stamp: str
+    #: the keys of members 0..index as they were read
+    keys: tuple[MemberKey, ...]
+    #: pickled list of the (first_ts_ns, first_frame, record) that ended while member `index`
+    #: was read (the records before are in the earlier checkpoints)
+    records: bytes
+    #: pickled `Pipeline.snapshot()` after member `index`; only kept for the last two members
+    #: of a set (None otherwise): what a set that grows, or whose last file grows, needs
+    state: bytes | None
+    #: wall-clock and CPU seconds spent on member `index` (the summary's elapsed_s and cpu_s
+    #: of a member not read again)
+    elapsed_s: float = 0.0
+    cpu_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where a task starts instead of its first member: the checkpoints of members
+    0..k-1 (k = len(checkpoints)), the last with its state. See `run_task`."""
+
+    checkpoints: tuple[Checkpoint, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     """One unit of work: a capture, or a rotation set read as one continuous capture."""
@@ -112,6 +155,10 @@ class Task:
     config: Config = field(default_factory=Config)
     #: handed to `AnomalyDetector(thresholds)` as is
     thresholds: object = None
+    #: a rotation set: make a `Checkpoint` after each member, stamped with this (None: none)
+    stamp: str | None = None
+    #: go on from these checkpoints (a set whose first members are unchanged), or None
+    resume: Resume | None = None
 
 
 @dataclass(slots=True)
@@ -125,6 +172,10 @@ class TaskResult:
     captures: list[dict]
     connections: dict[str, pa.Table]
     anomalies: dict[str, pa.Table]
+    #: a rotation set's new checkpoints (Task.stamp), by member index
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    #: members not read again: the task went on from the checkpoint after member resumed - 1
+    resumed: int = 0
 
     @property
     def failed(self) -> list[dict]:
@@ -181,6 +232,18 @@ def _summary_row(m: Member, **kw) -> dict:
     return row
 
 
+def _keys(members) -> list[tuple]:
+    keys = []
+    for m in members:
+        size, mtime_ns = _stat(m.path)  # before reading: a file that grows later is redone
+        try:
+            digest = file_digest(m.path)
+        except OSError:
+            digest = None  # reading it below says why it cannot be read
+        keys.append((size, mtime_ns, digest))
+    return keys
+
+
 def run_task(task: Task) -> TaskResult:
     """Analyze the task's captures and find their anomalies; never raises for a bad capture.
 
@@ -189,23 +252,53 @@ def run_task(task: Task) -> TaskResult:
     it then (`on_end`, its findings at `finish`), so a task holds records, not connection
     objects. A capture that cannot be read is a summary row with status "failed" and its error;
     in a rotation set the other members are still read, in order.
+
+    A rotation set with `task.stamp` makes a `Checkpoint` after each member it reads whole and
+    cleanly (the pipeline's `checkpoint` hook: the records that ended in that member and, for
+    the last two members, `Pipeline.snapshot()` pickled). With `task.resume` the task restores
+    the last checkpoint's state and records, reads only the members after it, and returns the
+    rows a run over every member would (the records before are the ones that run made, the
+    state is the one it had there, and the rest follows from them); a checkpoint that cannot
+    be restored (unpickling fails) makes it read every member instead.
     """
     started, cpu_started = time.perf_counter(), time.thread_time()
-    keys = []
-    for m in task.members:
-        size, mtime_ns = _stat(m.path)  # before reading: a file that grows later is redone
-        try:
-            digest = file_digest(m.path)
-        except OSError:
-            digest = None  # reading it below says why it cannot be read
-        keys.append((size, mtime_ns, digest))
+    members = task.members
+    resume = task.resume if task.stamp is not None and len(members) > 1 else None
+    if resume is not None and not (0 < len(resume.checkpoints) < len(members) + 1):
+        resume = None
+    if resume is not None:
+        # a member not read again: its size and mtime now (with --verify they may differ from
+        # the checkpoint's), and the digest of the bytes the checkpoint was made from
+        keys = [(*_stat(c.keys[-1][0]), c.keys[-1][3]) for c in resume.checkpoints]
+        keys += _keys(members[len(resume.checkpoints) :])
+    else:
+        keys = _keys(members)
     pipe = None
+    checkpoints: list[Checkpoint] = []
+    resumed = 0
     try:
         detector = _detector(task.thresholds, task.config)
+        records: list = []  # (first_ts_ns, first_frame, record): the order of `analyze`
+        hook: _checkpointer | None = None
+        if task.stamp is not None and len(members) > 1:
+            hook = _checkpointer(task, keys, records, checkpoints, started, cpu_started)
         # one file is read exactly as `flowlens flows` reads it; a set as one stream
-        source = task.members[0].path if len(task.members) == 1 else [m.path for m in task.members]
-        pipe = Pipeline(source, task.config, analyzers=[detector])  # CaptureError: no work done
-        records = []  # (first_ts_ns, first_frame, record): the order of `analyze`
+        source = members[0].path if len(members) == 1 else [m.path for m in members]
+        pipe = Pipeline(source, task.config, analyzers=[detector], checkpoint=hook)
+        if resume is not None:
+            try:
+                state = pickle.loads(cast(bytes, resume.checkpoints[-1].state))
+                before = [r for c in resume.checkpoints for r in pickle.loads(c.records)]
+                pipe.restore(state)
+            except Exception:  # noqa: BLE001 - an unusable checkpoint: read every member
+                pipe = Pipeline(source, task.config, analyzers=[detector], checkpoint=hook)
+                keys[:] = _keys(members)
+            else:
+                resumed = len(resume.checkpoints)
+                records.extend(before)
+                detector = next(a for a in pipe.analyzers if type(a) is type(detector))
+                if hook is not None:
+                    hook.mark = len(records)
         for c in pipe:
             records.append((c.first_ts_ns, c.first_frame, c.to_record()))
         # results[detector] is what AnomalyDetector.finish returned
@@ -216,14 +309,58 @@ def run_task(task: Task) -> TaskResult:
             _summary_row(
                 m, status="failed", error=error, size=k[0], mtime_ns=k[1], blake2b=k[2], warnings=[]
             )
-            for m, k in zip(task.members, keys)
+            for m, k in zip(members, keys)
         ]
         _apportion(rows, time.perf_counter() - started, time.thread_time() - cpu_started)
         return TaskResult(task.task_id, rows, {}, {})
     records.sort(key=lambda r: (r[0], r[1]))
     result = _result(task, pipe.files, records, findings, keys)
-    _apportion(result.captures, time.perf_counter() - started, time.thread_time() - cpu_started)
+    fixed = {}
+    if resume is not None and resumed:
+        fixed = {i: (c.elapsed_s, c.cpu_s) for i, c in enumerate(resume.checkpoints)}
+    _apportion(
+        result.captures, time.perf_counter() - started, time.thread_time() - cpu_started, fixed
+    )
+    result.checkpoints = checkpoints
+    result.resumed = resumed
     return result
+
+
+class _checkpointer:
+    """The pipeline's `checkpoint` hook for a rotation set: one `Checkpoint` per member read
+    whole and cleanly, until the first that was not (every later one is read again)."""
+
+    def __init__(self, task: Task, keys, records: list, out: list, wall: float, cpu: float):
+        self.task, self.keys, self.records, self.out = task, keys, records, out
+        self.mark = 0  # records before it are in earlier checkpoints
+        self.broken = False
+        self.clock = (wall, cpu)
+
+    def __call__(self, pipe: Pipeline, index: int) -> None:
+        run = pipe.files[index]
+        if run.error is not None or run.stats is None or run.stats.stopped is not None:
+            self.broken = True  # failed, or cut short: this member decides nothing for later
+        if self.broken:
+            return
+        members = self.task.members
+        delta = self.records[self.mark :]
+        self.mark = len(self.records)
+        # the state only where a later run can start: after the last member (the set grows)
+        # or the one before it (tcpdump was still writing the last one)
+        state = pipe.snapshot() if index >= len(members) - 2 else None
+        wall, cpu = time.perf_counter(), time.thread_time()
+        self.out.append(
+            Checkpoint(
+                index,
+                cast(str, self.task.stamp),
+                tuple((m.path, *k) for m, k in zip(members[: index + 1], self.keys)),
+                pickle.dumps(delta, protocol=pickle.HIGHEST_PROTOCOL),
+                None if state is None else pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
+                round(wall - self.clock[0], 6),
+                round(cpu - self.clock[1], 6),
+            )
+        )
+        self.clock = (time.perf_counter(), time.thread_time())
 
 
 def _detector(thresholds, config: Config):
@@ -316,9 +453,16 @@ def _result(
     return TaskResult(task.task_id, rows, conn_tables, anomaly_tables)
 
 
-def _apportion(rows: list[dict], elapsed_s: float, cpu_s: float) -> None:
+def _apportion(
+    rows: list[dict], elapsed_s: float, cpu_s: float, fixed: dict[int, tuple] | None = None
+) -> None:
     """Share a task's wall and CPU time among its members by packets (evenly when none were
-    read)."""
+    read); members in `fixed` (index -> (elapsed_s, cpu_s)) were not read by this run and keep
+    the times of the run that read them."""
+    fixed = fixed or {}
+    for i, (e, c) in fixed.items():
+        rows[i]["elapsed_s"], rows[i]["cpu_s"] = e, c
+    rows = [r for i, r in enumerate(rows) if i not in fixed]
     total = sum(r["packets"] or 0 for r in rows)
     for r in rows:
         share = (r["packets"] or 0) / total if total else 1 / len(rows)

@@ -1,0 +1,317 @@
+"""Incremental rotation sets (`flowlens batch --merge-consecutive`, issue 21 item 3).
+
+A re-run after files were appended to a rotation set whose earlier members are unchanged goes on
+from the checkpoint saved after the last unchanged member (Pipeline.snapshot pickled in the batch
+store): it reads only the new files and writes exactly the Parquet datasets and summary a full
+run of the whole set writes. Anything that could make the two differ (an earlier member changed,
+a member cut short or failed, another flowlens or other options, an unreadable checkpoint) makes
+it read the whole set, as before.
+
+The runs here use an in-process pool, so that an audit hook sees every file the tasks open.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pcapgen
+import pytest
+
+import flowlens.batch.run as batch_run
+from flowlens.analyzers.anomalies.detector import AnomalyDetector
+from flowlens.batch.run import BatchOptions, run_batch
+from flowlens.core.pipeline import Pipeline
+from flowlens.errors import CaptureError
+
+OPTS = BatchOptions(report=False, merge_consecutive=True)
+#: the summary columns that are timings: they differ between any two runs
+TIMINGS = ["elapsed_s", "cpu_s"]
+
+
+class _InlinePool:
+    """Runs each task in this process when it is submitted (the executor interface of
+    flowlens.batch.run), so that the audit hook below sees the files the tasks open."""
+
+    parallelism = 1
+
+    class _Done:
+        def __init__(self, fn, arg):
+            try:
+                self._result, self._exc = fn(arg), None
+            except Exception as exc:  # noqa: BLE001 - handed back as a future would
+                self._result, self._exc = None, exc
+
+        def result(self):
+            if self._exc is not None:
+                raise self._exc
+            return self._result
+
+    def submit(self, fn, arg):
+        return self._Done(fn, arg)
+
+    def wait(self, futures):
+        return set(futures)
+
+    def is_broken(self, exc):
+        return False
+
+    def restart(self):
+        pass
+
+    def close(self, abort):
+        pass
+
+
+#: paths opened while `_OPENED` is a set (sys.addaudithook cannot be removed: it records only
+#: while a test asks it to)
+_OPENED: set[str] | None = None
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _OPENED is not None and event == "open" and isinstance(args[0], str):
+        _OPENED.add(args[0])
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture()
+def inline(monkeypatch):
+    monkeypatch.setattr(batch_run, "_make_pool", lambda jobs, scheduler, tasks: _InlinePool())
+
+
+def _frames() -> list:
+    """Connections that span files (a download, an attempt retrying its SYN for seconds, a
+    CLOSE_WAIT leak), many short ones (TIME_WAIT per client and server), a port scan and a SYN
+    flood (cross-connection findings), in time order."""
+    t0 = pcapgen.T0
+    frames = (
+        pcapgen.bulk_download()
+        + pcapgen.time_wait_pileup(count=60, interval=0.04, t=t0 + 0.1, sport=8080)
+        + pcapgen.unanswered_syn(t=t0 + 0.2, cport=47000)
+        + pcapgen.close_wait_leak(t=t0 + 0.3, cport=47100)
+        + pcapgen.port_scan(t=t0 + 1.0)
+        + pcapgen.syn_flood(t=t0 + 0.5)
+    )
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
+def _write_set(folder: Path, frames: list, files: int) -> list[Path]:
+    """`frames` cut into `files` consecutive files, as tcpdump -C cuts them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    size = -(-len(frames) // files)
+    paths = []
+    for i in range(files):
+        path = folder / f"trace-{i:04d}.pcap"
+        path.write_bytes(pcapgen.pcap_bytes(frames[i * size : (i + 1) * size]))
+        paths.append(path)
+    return paths
+
+
+def _datasets(outdir: Path) -> dict[str, pd.DataFrame]:
+    """The run's datasets and summary, each read back with pyarrow and sorted the same way."""
+    conns = pd.read_parquet(outdir / "connections")
+    anomalies = pd.read_parquet(outdir / "anomalies")
+    summary = pd.read_parquet(outdir / "summary.parquet").drop(columns=TIMINGS)
+    out = {
+        "connections": conns.sort_values(["capture", "ts", "uid"]),
+        "anomalies": anomalies.sort_values(["capture", "ts", "kind", "uid", "summary"]),
+        "summary": summary.sort_values(["capture_path"]),
+    }
+    for name, frame in out.items():
+        frame = frame.reset_index(drop=True)
+        for col in frame.columns:  # categorical partition columns compare as their values
+            if isinstance(frame[col].dtype, pd.CategoricalDtype):
+                frame[col] = frame[col].astype(str)
+        out[name] = frame
+    return out
+
+
+def _assert_same(a: Path, b: Path) -> None:
+    da, db = _datasets(a), _datasets(b)
+    for name in da:
+        pd.testing.assert_frame_equal(da[name], db[name], check_like=False, obj=name)
+
+
+def _full_run(paths: list[Path], outdir: Path):
+    return run_batch([str(p) for p in paths], str(outdir), OPTS)
+
+
+def test_appending_one_file_to_a_24_file_set_reads_only_that_file(tmp_path, inline):
+    """Issue 21's benchmark, as a count: the 24th file is the only capture the re-run opens."""
+    global _OPENED
+    paths = _write_set(tmp_path / "set", _frames(), 24)
+    last = paths[-1].read_bytes()
+    paths[-1].unlink()
+    out = tmp_path / "out"
+    first = run_batch([str(p) for p in paths[:-1]], str(out), OPTS)
+    assert first.resumed == 0 and first.analysed == 23
+    paths[-1].write_bytes(last)  # tcpdump rotated: a new file
+    _OPENED = set()
+    try:
+        second = run_batch([str(p) for p in paths], str(out), OPTS)
+        opened = {p for p in _OPENED if p.startswith(str(tmp_path / "set"))}
+    finally:
+        _OPENED = None
+    assert second.resumed == 23 and not second.failed
+    assert opened == {str(paths[-1])}
+    full = _full_run(paths, tmp_path / "full")
+    assert full.resumed == 0
+    _assert_same(out, tmp_path / "full")
+    # the spanning download is one record, and findings about the whole set are there
+    conns = _datasets(out)["connections"]
+    assert (conns["history"].str.startswith("ShAD") & conns["history"].str.endswith("Ff")).any()
+    kinds = set(_datasets(out)["anomalies"]["kind"])
+    assert {"port_scan", "syn_flood"} <= kinds
+
+
+@pytest.mark.parametrize("cut", [3, 5, 9])
+def test_every_cut_gives_the_full_runs_rows(tmp_path, inline, cut):
+    """A connection still open at the end of file `cut` is written (once, in the file of its
+    first packet) as the full run writes it, not as the first run saw it at its end."""
+    paths = _write_set(tmp_path / "set", _frames(), 10)
+    out = tmp_path / "out"
+    run_batch([str(p) for p in paths[:cut]], str(out), OPTS)
+    second = run_batch([str(p) for p in paths], str(out), OPTS)
+    assert second.resumed == cut
+    _full_run(paths, tmp_path / "full")
+    _assert_same(out, tmp_path / "full")
+
+
+def test_a_last_file_still_being_written_is_read_again(tmp_path, inline):
+    """tcpdump was still writing the last file (cut inside a record): the re-run goes on from the
+    checkpoint before it, reads it whole and the new one."""
+    frames = _frames()
+    paths = _write_set(tmp_path / "set", frames, 6)
+    whole = paths[4].read_bytes()
+    paths[4].write_bytes(whole[: len(whole) - 37])  # cut inside the last record
+    new = paths[5].read_bytes()
+    paths[5].unlink()
+    out = tmp_path / "out"
+    first = run_batch([str(p) for p in paths[:5]], str(out), OPTS)
+    assert first.warnings == 1  # the cut is a warning, and no checkpoint is made after it
+    paths[4].write_bytes(whole)
+    paths[5].write_bytes(new)
+    second = run_batch([str(p) for p in paths], str(out), OPTS)
+    assert second.resumed == 4
+    _full_run(paths, tmp_path / "full")
+    _assert_same(out, tmp_path / "full")
+
+
+def test_a_member_cut_short_in_the_middle_makes_a_full_run(tmp_path, inline):
+    """Damage that stopped reading a member early: nothing after it is restored (only the last
+    two members keep a state, so a full run), and the rows are a full run's."""
+    paths = _write_set(tmp_path / "set", _frames(), 6)
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) - 37])
+    out = tmp_path / "out"
+    run_batch([str(p) for p in paths[:5]], str(out), OPTS)
+    second = run_batch([str(p) for p in paths], str(out), OPTS)
+    assert second.resumed == 0
+    _full_run(paths, tmp_path / "full")
+    _assert_same(out, tmp_path / "full")
+
+
+def test_a_failed_member_makes_a_full_run(tmp_path, inline, monkeypatch):
+    """A member that could not be read is tried again, and the set is read whole."""
+    import flowlens.core.pipeline as pipeline
+
+    paths = _write_set(tmp_path / "set", _frames(), 4)
+    real = pipeline.open_capture
+
+    def failing(path, *a, **kw):
+        if str(path) == str(paths[1]):
+            raise CaptureError(str(path), "cannot be read (a test)")
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(pipeline, "open_capture", failing)
+    out = tmp_path / "out"
+    first = run_batch([str(p) for p in paths], str(out), OPTS)
+    assert [p for p, _ in first.failed] == [str(paths[1])], first.failed
+    monkeypatch.setattr(pipeline, "open_capture", real)
+    second = run_batch([str(p) for p in paths], str(out), OPTS)
+    assert second.resumed == 0 and not second.failed
+    _full_run(paths, tmp_path / "full")
+    _assert_same(out, tmp_path / "full")
+
+
+def test_a_changed_earlier_member_makes_a_full_run(tmp_path, inline):
+    frames = _frames()
+    paths = _write_set(tmp_path / "set", frames, 5)
+    new = paths[4].read_bytes()
+    paths[4].unlink()
+    out = tmp_path / "out"
+    run_batch([str(p) for p in paths[:4]], str(out), OPTS)
+    data = paths[0].read_bytes()
+    paths[0].write_bytes(data[: len(data) - 1] + bytes([data[-1] ^ 1]))  # same size, new bytes
+    paths[4].write_bytes(new)
+    second = run_batch([str(p) for p in paths], str(out), OPTS)
+    assert second.resumed == 0
+    _full_run(paths, tmp_path / "full")
+    _assert_same(out, tmp_path / "full")
+
+
+def test_another_version_or_a_damaged_checkpoint_makes_a_full_run(tmp_path, inline, monkeypatch):
+    paths = _write_set(tmp_path / "set", _frames(), 5)
+    out = tmp_path / "out"
+    run_batch([str(p) for p in paths[:3]], str(out), OPTS)
+    monkeypatch.setattr(batch_run, "__version__", "0.0.0-other")
+    second = run_batch([str(p) for p in paths[:4]], str(out), OPTS)
+    assert second.resumed == 0  # another flowlens: the checkpoints' stamp differs
+    states = sorted((out / "_state" / "rotation").rglob("*.state"))
+    assert [p.name for p in states] == ["2.state", "3.state"]  # the last two members only
+    for p in states:
+        p.write_bytes(p.read_bytes()[:100])  # cut short: unreadable
+    third = run_batch([str(p) for p in paths], str(out), OPTS)
+    assert third.resumed == 0
+    _full_run(paths, tmp_path / "full")
+    _assert_same(out, tmp_path / "full")
+
+
+def test_verify_resumes_on_content_not_mtime(tmp_path, inline):
+    opts = BatchOptions(report=False, merge_consecutive=True, verify=True)
+    paths = _write_set(tmp_path / "set", _frames(), 4)
+    out = tmp_path / "out"
+    run_batch([str(p) for p in paths[:3]], str(out), opts)
+    for p in paths[:3]:
+        p.touch()  # same bytes, new mtime
+    second = run_batch([str(p) for p in paths], str(out), opts)
+    assert second.resumed == 3
+    run_batch([str(p) for p in paths], str(tmp_path / "full"), opts)
+    _assert_same(out, tmp_path / "full")
+
+
+def test_pipeline_snapshot_after_each_member_restores_the_same_stream(tmp_path):
+    """The pipeline level: a snapshot after member i, pickled and restored into a new Pipeline,
+    yields from there exactly the records and findings of one uninterrupted pass."""
+    paths = [str(p) for p in _write_set(tmp_path / "set", _frames(), 5)]
+
+    def whole():
+        det = AnomalyDetector()
+        pipe = Pipeline(paths, analyzers=[det])
+        records = [c.to_record() for c in pipe]
+        return records, [a.to_record() for a in pipe.results[det]]
+
+    expected = whole()
+    for cut in range(len(paths)):
+        seen: dict = {}
+        records: list = []
+
+        def checkpoint(pipe, i, cut=cut, seen=seen, records=records):
+            if i == cut:
+                seen["state"] = pickle.dumps(pipe.snapshot())
+                seen["n"] = len(records)
+
+        pipe = Pipeline(paths, analyzers=[AnomalyDetector()], checkpoint=checkpoint)
+        for c in pipe:
+            records.append(c.to_record())
+        before = records[: seen["n"]]
+        again = Pipeline(paths, analyzers=[AnomalyDetector()])
+        again.restore(pickle.loads(seen["state"]))
+        det = next(a for a in again.analyzers if isinstance(a, AnomalyDetector))
+        after = [c.to_record() for c in again]
+        assert (before + after, [a.to_record() for a in again.results[det]]) == expected
