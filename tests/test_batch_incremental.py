@@ -23,6 +23,7 @@ import pytest
 import flowlens.batch.run as batch_run
 from flowlens.analyzers.anomalies.detector import AnomalyDetector
 from flowlens.batch.run import BatchOptions, run_batch
+from flowlens.core.connections import Config
 from flowlens.core.pipeline import Pipeline
 from flowlens.errors import CaptureError
 
@@ -342,3 +343,70 @@ def test_ip_fragments_waiting_at_a_cut_are_carried_over(tmp_path, inline):
     _assert_same(out, tmp_path / "full")
     conns = _datasets(out)["connections"]
     assert (conns["proto"] == "tcp").sum() == 1 and conns["resp_bytes"].max() > 1000
+
+
+#: the pipeline-level round trip of the test above, run in another interpreter
+_ROUND_TRIP = r"""
+import pickle, sys
+sys.path.insert(0, sys.argv[1])
+import pcapgen
+import flowlens.compiled
+from flowlens.analyzers.anomalies.detector import AnomalyDetector
+from flowlens.core.connections import Config
+from flowlens.core.pipeline import Pipeline
+from test_batch_incremental import _frames, _write_set
+from pathlib import Path
+
+paths = [str(p) for p in _write_set(Path(sys.argv[2]), _frames(), 4)]
+det = AnomalyDetector()
+pipe = Pipeline(paths, analyzers=[det])
+expected = ([c.to_record() for c in pipe], [a.to_record() for a in pipe.results[det]])
+ok = []
+for cut in range(len(paths)):
+    seen, records = {}, []
+    def checkpoint(p, i, cut=cut):
+        if i == cut:
+            seen["state"], seen["n"] = pickle.dumps(p.snapshot()), len(records)
+    for c in Pipeline(paths, analyzers=[AnomalyDetector()], checkpoint=checkpoint):
+        records.append(c.to_record())
+    again = Pipeline(paths, analyzers=[AnomalyDetector()])
+    again.restore(pickle.loads(seen["state"]))
+    det = next(a for a in again.analyzers if isinstance(a, AnomalyDetector))
+    got = (records[: seen["n"]] + [c.to_record() for c in again],
+           [a.to_record() for a in again.results[det]])
+    ok.append(got == expected)
+print(sorted(flowlens.compiled.compiled_modules()), ok)
+"""
+
+
+def test_the_snapshot_round_trips_in_plain_python_too(tmp_path):
+    """The same classes uncompiled (the .so files left out): plain Python objects pickle the
+    same open state. (A compiled run's checkpoints are never offered to a plain one: the
+    checkpoints' stamp names the compiled modules.)"""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    pure = tmp_path / "pure"
+    shutil.copytree(
+        root / "flowlens",
+        pure / "flowlens",
+        ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.c"),
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(pure)}
+    out = subprocess.run(
+        [sys.executable, "-c", _ROUND_TRIP, str(Path(__file__).parent), str(tmp_path / "set")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "[] [True, True, True, True]"
+
+
+def test_the_checkpoint_stamp_names_version_options_and_compiled_modules():
+    from flowlens.compiled import compiled_modules
+
+    stamp = batch_run._checkpoint_stamp(batch_run._options_key(OPTS))
+    assert batch_run.__version__ in stamp and repr(OPTS.config) in stamp
+    assert ",".join(sorted(compiled_modules())) in stamp
+    other = BatchOptions(report=False, merge_consecutive=True, config=Config(msl_s=5.0))
+    assert batch_run._checkpoint_stamp(batch_run._options_key(other)) != stamp
