@@ -410,3 +410,18 @@ def test_the_checkpoint_stamp_names_version_options_and_compiled_modules():
     assert ",".join(sorted(compiled_modules())) in stamp
     other = BatchOptions(report=False, merge_consecutive=True, config=Config(msl_s=5.0))
     assert batch_run._checkpoint_stamp(batch_run._options_key(other)) != stamp
+
+
+def test_the_cli_says_how_many_files_were_not_read_again(tmp_path):
+    from click.testing import CliRunner
+
+    from flowlens.cli import cli
+
+    paths = [str(p) for p in _write_set(tmp_path / "set", _frames(), 4)]
+    out = str(tmp_path / "out")
+    base = ["batch", "-o", out, "--merge-consecutive", "--no-report", "--jobs", "1"]
+    first = CliRunner().invoke(cli, [*base, *paths[:3]])
+    assert first.exit_code == 0 and "3 analysed," in first.stderr, first.stderr
+    second = CliRunner().invoke(cli, [*base, *paths])
+    assert second.exit_code == 0
+    assert second.stderr.startswith("4 captures: 4 analysed (3 of them not read again), 0 already")

@@ -17,7 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import cast
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..analyzers.anomalies.detector import ANOMALY_FIELDS, Anomaly
 from ..core.arrow import CONNECTION_SCHEMA, arrow_table, schema
@@ -126,8 +128,8 @@ class Checkpoint:
     stamp: str
     #: the keys of members 0..index as they were read
     keys: tuple[MemberKey, ...]
-    #: pickled list of the (first_ts_ns, first_frame, record) that ended while member `index`
-    #: was read (the records before are in the earlier checkpoints)
+    #: the records that ended while member `index` was read (the ones before are in the earlier
+    #: checkpoints), as an Arrow IPC stream of `_records_table`
     records: bytes
     #: pickled `Pipeline.snapshot()` after member `index`; only kept for the last two members
     #: of a set (None otherwise): what a set that grows, or whose last file grows, needs
@@ -278,31 +280,34 @@ def run_task(task: Task) -> TaskResult:
     resumed = 0
     try:
         detector = _detector(task.thresholds, task.config)
-        records: list = []  # (first_ts_ns, first_frame, record): the order of `analyze`
+        # (first_ts_ns, first_frame, record) of the connections ended since the last
+        # checkpoint; `tables` holds the ones before it as Arrow tables (`_records_table`)
+        records: list = []
+        tables: list[pa.Table] = []
         hook: _checkpointer | None = None
         if task.stamp is not None and len(members) > 1:
-            hook = _checkpointer(task, keys, records, checkpoints, started, cpu_started)
+            hook = _checkpointer(task, keys, records, tables, checkpoints, started, cpu_started)
         # one file is read exactly as `flowlens flows` reads it; a set as one stream
         source = members[0].path if len(members) == 1 else [m.path for m in members]
         pipe = Pipeline(source, task.config, analyzers=[detector], checkpoint=hook)
         if resume is not None:
             try:
                 state = pickle.loads(cast(bytes, resume.checkpoints[-1].state))
-                before = [r for c in resume.checkpoints for r in pickle.loads(c.records)]
+                before = [_from_ipc(c.records) for c in resume.checkpoints]
                 pipe.restore(state)
             except Exception:  # noqa: BLE001 - an unusable checkpoint: read every member
                 pipe = Pipeline(source, task.config, analyzers=[detector], checkpoint=hook)
                 keys[:] = _keys(members)
             else:
                 resumed = len(resume.checkpoints)
-                records.extend(before)
+                tables.extend(before)
                 detector = next(a for a in pipe.analyzers if type(a) is type(detector))
-                if hook is not None:
-                    hook.mark = len(records)
         for c in pipe:
             records.append((c.first_ts_ns, c.first_frame, c.to_record()))
         # results[detector] is what AnomalyDetector.finish returned
         findings = [a.to_record() for a in cast("list[Anomaly]", pipe.results[detector])]
+        tables.append(_records_table(records))
+        connections = _sorted(tables)
     except Exception as exc:  # noqa: BLE001 - one bad capture must not stop the batch
         error = _error_text(exc)
         rows = [
@@ -313,8 +318,7 @@ def run_task(task: Task) -> TaskResult:
         ]
         _apportion(rows, time.perf_counter() - started, time.thread_time() - cpu_started)
         return TaskResult(task.task_id, rows, {}, {})
-    records.sort(key=lambda r: (r[0], r[1]))
-    result = _result(task, pipe.files, records, findings, keys)
+    result = _result(task, pipe.files, connections, findings, keys)
     fixed = {}
     if resume is not None and resumed:
         fixed = {i: (c.elapsed_s, c.cpu_s) for i, c in enumerate(resume.checkpoints)}
@@ -330,9 +334,10 @@ class _checkpointer:
     """The pipeline's `checkpoint` hook for a rotation set: one `Checkpoint` per member read
     whole and cleanly, until the first that was not (every later one is read again)."""
 
-    def __init__(self, task: Task, keys, records: list, out: list, wall: float, cpu: float):
-        self.task, self.keys, self.records, self.out = task, keys, records, out
-        self.mark = 0  # records before it are in earlier checkpoints
+    def __init__(
+        self, task: Task, keys, records: list, tables: list, out: list, wall: float, cpu: float
+    ):
+        self.task, self.keys, self.records, self.tables, self.out = task, keys, records, tables, out
         self.broken = False
         self.clock = (wall, cpu)
 
@@ -343,8 +348,9 @@ class _checkpointer:
         if self.broken:
             return
         members = self.task.members
-        delta = self.records[self.mark :]
-        self.mark = len(self.records)
+        delta = _records_table(self.records)  # each record becomes Arrow once, here or at the end
+        self.records.clear()
+        self.tables.append(delta)
         # the state only where a later run can start: after the last member (the set grows)
         # or the one before it (tcpdump was still writing the last one)
         state = pipe.snapshot() if index >= len(members) - 2 else None
@@ -354,13 +360,54 @@ class _checkpointer:
                 index,
                 cast(str, self.task.stamp),
                 tuple((m.path, *k) for m, k in zip(members[: index + 1], self.keys)),
-                pickle.dumps(delta, protocol=pickle.HIGHEST_PROTOCOL),
+                _to_ipc(delta),
                 None if state is None else pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
                 round(wall - self.clock[0], 6),
                 round(cpu - self.clock[1], 6),
             )
         )
         self.clock = (time.perf_counter(), time.thread_time())
+
+
+#: the columns `_records_table` adds to CONNECTION_SCHEMA: the order of `analyze` (each
+#: connection's first packet), by which the rows are sorted and given to their members
+_ORDER = [("_first_ts_ns", "ascending"), ("_first_frame", "ascending")]
+_RECORDS_SCHEMA = CONNECTION_SCHEMA.append(pa.field("_first_ts_ns", pa.int64())).append(
+    pa.field("_first_frame", pa.int64())
+)
+
+
+def _records_table(records: list) -> pa.Table:
+    """(first_ts_ns, first_frame, record) -> CONNECTION_SCHEMA's columns (the capture columns
+    null) and the two order columns."""
+    table = arrow_table([r[2] for r in records], CONNECTION_SCHEMA)
+    table = table.append_column(
+        _RECORDS_SCHEMA.field("_first_ts_ns"), pa.array([r[0] for r in records], pa.int64())
+    )
+    return table.append_column(
+        _RECORDS_SCHEMA.field("_first_frame"), pa.array([r[1] for r in records], pa.int64())
+    )
+
+
+def _to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(data: bytes) -> pa.Table:
+    table = pa.ipc.open_stream(data).read_all()
+    if table.schema != _RECORDS_SCHEMA:
+        raise ValueError("a checkpoint's records have another schema")
+    return table
+
+
+def _sorted(tables: list[pa.Table]) -> pa.Table:
+    """The tables' rows in the order of `analyze` (first packet's time, then frame; a stable
+    sort, so rows of one frame keep the order they ended in, as `list.sort` kept them)."""
+    table = pa.concat_tables(tables) if tables else _records_table([])
+    return table.take(pc.sort_indices(table, sort_keys=_ORDER))
 
 
 def _detector(thresholds, config: Config):
@@ -392,14 +439,31 @@ def _member_of_ts(parts: list[FileRun], ts: float | None) -> int:
     return idx
 
 
+def _members_of_frames(parts: list[FileRun], frames) -> np.ndarray:
+    """`_member_of_frame` of every frame number in `frames` (vectorised)."""
+    readable = [(p.frame_offset, i) for i, p in enumerate(parts) if p.stats is not None]
+    frames = np.asarray(frames, dtype=np.int64)
+    if not readable:
+        return np.zeros(len(frames), dtype=np.int64)
+    offsets = np.array([o for o, _ in readable], dtype=np.int64)
+    index = np.array([i for _, i in readable], dtype=np.int64)
+    # the last readable member whose offset is below the frame (member 0 when none is)
+    pos = np.searchsorted(offsets, frames, side="left") - 1
+    return np.where(pos >= 0, index[np.maximum(pos, 0)], 0)
+
+
 def _result(
-    task: Task, parts: list[FileRun], records: list, findings: list[dict], keys
+    task: Task, parts: list[FileRun], connections: pa.Table, findings: list[dict], keys
 ) -> TaskResult:
     merged = len(parts) > 1
     rotation = task.members[0].capture_id if merged else None
-    conn_rows: list[list[dict]] = [[] for _ in parts]
-    for _ts, first_frame, record in records:
-        conn_rows[_member_of_frame(parts, first_frame) if merged else 0].append(record)
+    if merged:
+        owner = _members_of_frames(parts, connections.column("_first_frame").to_numpy())
+    else:
+        owner = np.zeros(connections.num_rows, dtype=np.int64)
+    connections = connections.drop_columns([name for name, _ in _ORDER])
+    capture_cols = [connections.schema.get_field_index(n) for n in ("capture", "capture_path")]
+    conn_rows: list[pa.Table] = [connections.filter(owner == i) for i in range(len(parts))]
     anomaly_rows: list[list[dict]] = [[] for _ in parts]
     for a in findings:
         if merged:
@@ -438,7 +502,7 @@ def _result(
                 packets=s.frames,
                 bytes=s.bytes,
                 undecodable=p.undecodable,
-                connections=len(conn_rows[i]),
+                connections=conn_rows[i].num_rows,
                 anomalies=len(anomaly_rows[i]),
                 anomalies_by_kind=dict(sorted(kinds.items())),
                 rotation_set=rotation,
@@ -446,8 +510,14 @@ def _result(
             )
         )
         extra = {"capture": os.path.basename(m.path), "capture_path": m.path}
-        if conn_rows[i]:
-            conn_tables[m.capture_id] = arrow_table(conn_rows[i], CONNECTION_SCHEMA, extra)
+        if conn_rows[i].num_rows:
+            table = conn_rows[i].combine_chunks()
+            for col, name in zip(capture_cols, ("capture", "capture_path")):
+                field_ = table.schema.field(col)
+                table = table.set_column(
+                    col, field_, pa.array([extra[name]] * table.num_rows, field_.type)
+                )
+            conn_tables[m.capture_id] = table
         if anomaly_rows[i]:
             anomaly_tables[m.capture_id] = arrow_table(anomaly_rows[i], ANOMALY_SCHEMA, extra)
     return TaskResult(task.task_id, rows, conn_tables, anomaly_tables)
