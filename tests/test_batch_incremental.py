@@ -23,7 +23,6 @@ import pytest
 import flowlens.batch.run as batch_run
 from flowlens.analyzers.anomalies.detector import AnomalyDetector
 from flowlens.batch.run import BatchOptions, run_batch
-from flowlens.core.connections import Config
 from flowlens.core.pipeline import Pipeline
 from flowlens.errors import CaptureError
 
@@ -381,8 +380,8 @@ print(sorted(flowlens.compiled.compiled_modules()), ok)
 
 def test_the_snapshot_round_trips_in_plain_python_too(tmp_path):
     """The same classes uncompiled (the .so files left out): plain Python objects pickle the
-    same open state. (A compiled run's checkpoints are never offered to a plain one: the
-    checkpoints' stamp names the compiled modules.)"""
+    same open state. (A compiled run's state is never restored by a plain one: see
+    test_the_build_stamp_tells_compiled_from_plain_code.)"""
     import shutil
     import subprocess
 
@@ -402,14 +401,44 @@ def test_the_snapshot_round_trips_in_plain_python_too(tmp_path):
     assert out.stdout.strip() == "[] [True, True, True, True]"
 
 
-def test_the_checkpoint_stamp_names_version_options_and_compiled_modules():
+def test_a_checkpoint_of_another_build_is_not_restored(tmp_path, inline, monkeypatch):
+    """The same version number, other code (a rebuilt checkout, compiled or not): the worker
+    reads the whole set rather than unpickle objects into classes that may differ."""
+    import flowlens.batch.task as task
+
+    paths = _write_set(tmp_path / "set", _frames(), 4)
+    out = tmp_path / "out"
+    run_batch([str(p) for p in paths[:3]], str(out), OPTS)
+    monkeypatch.setattr(task, "_BUILD", ["python 3; code another"])
+    second = run_batch([str(p) for p in paths], str(out), OPTS)
+    assert second.resumed == 0
+    _full_run(paths, tmp_path / "full")
+    _assert_same(out, tmp_path / "full")
+
+
+def test_the_build_stamp_tells_compiled_from_plain_code(tmp_path):
+    import shutil
+    import subprocess
+
+    from flowlens.batch.task import build_stamp
     from flowlens.compiled import compiled_modules
 
-    stamp = batch_run._checkpoint_stamp(batch_run._options_key(OPTS))
-    assert batch_run.__version__ in stamp and repr(OPTS.config) in stamp
-    assert ",".join(sorted(compiled_modules())) in stamp
-    other = BatchOptions(report=False, merge_consecutive=True, config=Config(msl_s=5.0))
-    assert batch_run._checkpoint_stamp(batch_run._options_key(other)) != stamp
+    if not compiled_modules():
+        pytest.skip("needs the compiled build to compare with")
+    root = Path(__file__).resolve().parents[1]
+    pure = tmp_path / "pure"
+    shutil.copytree(
+        root / "flowlens",
+        pure / "flowlens",
+        ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.c"),
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(pure)}
+    code = "from flowlens.batch.task import build_stamp; print(build_stamp())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() != build_stamp() and build_stamp().startswith("python ")
 
 
 def test_the_cli_says_how_many_files_were_not_read_again(tmp_path):

@@ -19,7 +19,6 @@ import hashlib
 import os
 import signal
 import stat
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -413,15 +412,6 @@ def _options_key(options: BatchOptions) -> str:
     return f"flowlens {__version__}; {options.config!r}; thresholds={options.thresholds!r}"
 
 
-def _checkpoint_stamp(options_key: str) -> str:
-    """What a rotation set's checkpoints depend on: the results' options, and how the objects
-    in them are pickled (compiled or plain Python classes, the Python that pickled them)."""
-    from ..compiled import compiled_modules
-
-    compiled = ",".join(sorted(compiled_modules()))
-    return f"{options_key}; python {sys.version_info[:3]}; compiled={compiled}"
-
-
 def _stat_key(path: str) -> tuple[int | None, int | None]:
     try:
         st = os.stat(path)
@@ -551,7 +541,9 @@ def run_batch(
                     if progress is not None:
                         progress.advance(len(task.members), res.packets)
 
-                stamp = _checkpoint_stamp(options_key)
+                # a rotation set's checkpoints hold for the same options (and, checked by the
+                # worker that restores one, the same code: task.build_stamp)
+                stamp = options_key
                 incremental = options.merge_consecutive and options.config.read_filter is None
 
                 def prepare(task: Task) -> Task:

@@ -11,6 +11,7 @@ import os
 import pickle
 import re
 import stat
+import sys
 import time
 import traceback
 from collections import Counter
@@ -123,9 +124,12 @@ class Checkpoint:
     """
 
     index: int
-    #: what every result depends on besides the captures (flowlens version, config,
-    #: thresholds, compiled or plain Python, Python version): a difference makes it unusable
+    #: what every result depends on besides the captures (`Task.stamp`: flowlens version,
+    #: config, thresholds): the store offers a checkpoint only to a task with the same stamp
     stamp: str
+    #: the code that pickled `state` (`build_stamp()` of the worker): a worker restores only
+    #: its own build's state
+    build: str
     #: the keys of members 0..index as they were read
     keys: tuple[MemberKey, ...]
     #: the records that ended while member `index` was read (the ones before are in the earlier
@@ -234,6 +238,29 @@ def _summary_row(m: Member, **kw) -> dict:
     return row
 
 
+_BUILD: list[str] = []
+
+
+def build_stamp() -> str:
+    """The code a pickled pipeline state belongs to: the Python version and a digest of every
+    module file of the flowlens package (.py, .pxd and compiled extensions), so that a state is
+    never restored by a build whose classes differ, compiled or plain, even at the same
+    version number. Computed once per process."""
+    if not _BUILD:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        digest = hashlib.blake2b(digest_size=16)
+        for folder, dirs, files in sorted(os.walk(root)):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith((".py", ".pxd", ".so", ".pyd")):
+                    path = os.path.join(folder, name)
+                    digest.update(os.path.relpath(path, root).encode() + b"\0")
+                    with open(path, "rb") as f:
+                        digest.update(hashlib.blake2b(f.read()).digest())
+        _BUILD.append(f"python {sys.version.split()[0]}; code {digest.hexdigest()}")
+    return _BUILD[0]
+
+
 def _keys(members) -> list[tuple]:
     keys = []
     for m in members:
@@ -266,8 +293,12 @@ def run_task(task: Task) -> TaskResult:
     started, cpu_started = time.perf_counter(), time.thread_time()
     members = task.members
     resume = task.resume if task.stamp is not None and len(members) > 1 else None
-    if resume is not None and not (0 < len(resume.checkpoints) < len(members) + 1):
-        resume = None
+    if resume is not None and not (
+        0 < len(resume.checkpoints) <= len(members)
+        and resume.checkpoints[-1].build == build_stamp()
+        and all(c.stamp == task.stamp for c in resume.checkpoints)
+    ):
+        resume = None  # another build's objects may unpickle into wrong ones: read everything
     if resume is not None:
         # a member not read again: its size and mtime now (with --verify they may differ from
         # the checkpoint's), and the digest of the bytes the checkpoint was made from
@@ -359,6 +390,7 @@ class _checkpointer:
             Checkpoint(
                 index,
                 cast(str, self.task.stamp),
+                build_stamp(),
                 tuple((m.path, *k) for m, k in zip(members[: index + 1], self.keys)),
                 _to_ipc(delta),
                 None if state is None else pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
