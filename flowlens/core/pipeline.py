@@ -321,6 +321,7 @@ class Pipeline:
         yields from here on."""
         if not self._rotation or self.shard is not None or self.bpf is not None:
             raise UsageError("only an unsharded, unfiltered rotation set can be snapshotted")
+        self.table.compact()  # (finished connections' timers would be pickled with them)
         return {
             "table": self.table,
             "decoder": self.decoder,
