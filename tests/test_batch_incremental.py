@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pcapgen
+import pyarrow.parquet as pq
 import pytest
 
 import flowlens.batch.run as batch_run
@@ -133,6 +134,13 @@ def _datasets(outdir: Path) -> dict[str, pd.DataFrame]:
 
 
 def _assert_same(a: Path, b: Path) -> None:
+    """The same datasets: the same files, each holding the same table (rows in the same order),
+    and the same summary but for timings; then, read back and sorted, the same frames."""
+    files = sorted(str(p.relative_to(a)) for p in a.rglob("*.parquet"))
+    assert files == sorted(str(p.relative_to(b)) for p in b.rglob("*.parquet"))
+    for rel in files:
+        if rel != "summary.parquet":
+            assert pq.read_table(a / rel).equals(pq.read_table(b / rel)), rel
     da, db = _datasets(a), _datasets(b)
     assert set(da) == set(db)
     for name in da:
@@ -169,6 +177,23 @@ def test_appending_one_file_to_a_24_file_set_reads_only_that_file(tmp_path, inli
     assert (conns["history"].str.startswith("ShAD") & conns["history"].str.endswith("Ff")).any()
     kinds = set(_datasets(out)["anomalies"]["kind"])
     assert {"port_scan", "syn_flood"} <= kinds
+
+
+def test_worker_processes_and_a_dask_cluster_resume_alike(tmp_path):
+    """The real executors: the checkpoints come back from forkserver workers, and a Dask
+    cluster's worker goes on from them."""
+    from dask.distributed import LocalCluster
+
+    paths = [str(p) for p in _write_set(tmp_path / "set", _frames(), 5)]
+    out = tmp_path / "out"
+    assert run_batch(paths[:4], str(out), OPTS, jobs=2).resumed == 0
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        again = run_batch(paths, str(out), OPTS, scheduler=cluster.scheduler_address)
+    assert again.resumed == 4
+    run_batch(paths, str(tmp_path / "full"), OPTS, jobs=2)
+    _assert_same(out, tmp_path / "full")
 
 
 @pytest.mark.parametrize("cut", [3, 5, 9])
