@@ -479,3 +479,65 @@ def test_the_cli_says_how_many_files_were_not_read_again(tmp_path):
     second = CliRunner().invoke(cli, [*base, *paths])
     assert second.exit_code == 0
     assert second.stderr.startswith("4 captures: 4 analysed (3 of them not read again), 0 already")
+
+
+def _pcap_pieces(path: Path, folder: Path, pieces: int) -> list[str] | None:
+    """A classic pcap cut into `pieces` files at record boundaries (None for anything else)."""
+    import struct
+
+    data = path.read_bytes()
+    order = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<"}.get(data[:4])
+    order = order or {b"\xa1\xb2\xc3\xd4": ">", b"\xa1\xb2\x3c\x4d": ">"}.get(data[:4])
+    if order is None or len(data) > 5_000_000:
+        return None
+    records, pos = [], 24
+    while pos + 16 <= len(data):
+        end = pos + 16 + struct.unpack_from(order + "I", data, pos + 8)[0]
+        records.append(data[pos:end])
+        pos = end
+    if len(records) < pieces:
+        return None
+    folder.mkdir(parents=True)
+    size = -(-len(records) // pieces)
+    out = []
+    for i in range(pieces):
+        out.append(str(folder / f"part-{i}.pcap"))
+        Path(out[-1]).write_bytes(data[:24] + b"".join(records[i * size : (i + 1) * size]))
+    return out
+
+
+@pytest.mark.corpus
+def test_corpus_captures_cut_in_three_restore_exactly(tmp_path):
+    """Real traffic (tunnels, fragments, IPv6, damage ...): every classic pcap of the corpus
+    cut into three files gives, restored after the first or the second, the records and
+    findings of one pass."""
+    import corpus
+
+    tried, differ = 0, []
+    for n, capture in enumerate(corpus.captures()):
+        paths = _pcap_pieces(capture, tmp_path / str(n), 3)
+        if paths is None:
+            continue
+        tried += 1
+        det = AnomalyDetector()
+        pipe = Pipeline(paths, analyzers=[det])
+        expected = ([c.to_record() for c in pipe], [a.to_record() for a in pipe.results[det]])
+        states: dict[int, tuple] = {}
+        records: list = []
+
+        def checkpoint(p, i, states=states, records=records):
+            states[i] = (pickle.dumps(p.snapshot()), len(records))
+
+        for c in Pipeline(paths, analyzers=[AnomalyDetector()], checkpoint=checkpoint):
+            records.append(c.to_record())
+        for cut in (0, 1):
+            state, count = states[cut]
+            again = Pipeline(paths, analyzers=[AnomalyDetector()])
+            again.restore(pickle.loads(state))
+            det = next(a for a in again.analyzers if isinstance(a, AnomalyDetector))
+            after = [c.to_record() for c in again]
+            got = (records[:count] + after, [a.to_record() for a in again.results[det]])
+            if got != expected:
+                differ.append(f"{capture.name} after part {cut}")
+    assert tried > 20
+    assert not differ, differ
