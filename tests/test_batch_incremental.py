@@ -541,3 +541,26 @@ def test_corpus_captures_cut_in_three_restore_exactly(tmp_path):
                 differ.append(f"{capture.name} after part {cut}")
     assert tried > 20
     assert not differ, differ
+
+
+def test_a_task_that_dies_going_on_from_a_checkpoint_forgets_it(tmp_path, inline, monkeypatch):
+    """A task that could not run at all (its worker died, say while restoring) is recorded as
+    failed, and its set's checkpoints are dropped: the next run reads the whole set."""
+    real = batch_run.run_task
+
+    def dies_when_resuming(task):
+        if task.resume is not None:
+            raise RuntimeError("the worker process died (a test)")
+        return real(task)
+
+    paths = [str(p) for p in _write_set(tmp_path / "set", _frames(), 4)]
+    out = tmp_path / "out"
+    run_batch(paths[:3], str(out), OPTS)
+    monkeypatch.setattr(batch_run, "run_task", dies_when_resuming)
+    second = run_batch(paths, str(out), OPTS)
+    assert len(second.failed) == 4 and second.resumed == 0
+    assert not list((out / "_state" / "rotation").rglob("*.state"))
+    third = run_batch(paths, str(out), OPTS)  # (no resume offered: it would die again)
+    assert third.resumed == 0 and not third.failed
+    _full_run([Path(p) for p in paths], tmp_path / "full")
+    _assert_same(out, tmp_path / "full")

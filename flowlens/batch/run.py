@@ -532,6 +532,8 @@ def run_batch(
                 def on_done(task: Task, res: TaskResult | None, exc: BaseException | None) -> None:
                     if exc is not None:  # the task itself could not run (cluster trouble)
                         res = _failed_result(task, exc)
+                        if len(task.members) > 1:  # (if restoring killed it, never again)
+                            store.drop_checkpoints(task.members[0].capture_id)
                     assert res is not None  # _map_unordered hands a result or its exception
                     if len(task.members) > 1 and (res.checkpoints or res.resumed):
                         store.save_checkpoints(task.members[0].capture_id, res)

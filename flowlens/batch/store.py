@@ -272,6 +272,16 @@ class Store:
             chain.pop()
         return None
 
+    def drop_checkpoints(self, set_id: str) -> None:
+        """Forget a set's checkpoints (its next run reads every file)."""
+        folder = self._set_dir(set_id)
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(folder):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
     def save_checkpoints(self, set_id: str, result: TaskResult) -> None:
         """Keep a finished set's new checkpoints (`result.checkpoints`): the ones after the
         members it went on from stay, every other is replaced or removed, and states are kept
