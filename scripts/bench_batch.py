@@ -4,6 +4,8 @@ one mid-size capture, as a ratio of medians measured in one run (these machines 
     python scripts/bench_batch.py                      # 20 copies of time_wait_pileup(count=3000)
     python scripts/bench_batch.py --copies 40 --gzip   # more, gzipped
     python scripts/bench_batch.py --capture F.pcap     # copies of an existing capture
+    python scripts/bench_batch.py --incremental [--capture F.pcap]
+                                                       # appending a file to a 24-file set
 
 Each round runs `python -m flowlens batch ARCHIVE -o FRESH_OUTDIR --jobs N --no-report` for
 N = 1 and N = 2, in alternation, so both see the same machine load. The whole command is timed
@@ -12,6 +14,12 @@ The task CPU time (summary.json's cpu_s) and the load average are printed beside
 each round first measures the machine's ceiling (two busy loops in two processes vs one): on a
 machine that other work keeps busy, --jobs 2 cannot get two cores, and the ratio then shows that
 rather than flowlens's scaling. Compare the speed-up with the ceiling.
+
+With `--incremental`, one capture (the generated one, or a plain pcap given with --capture) is
+cut into a 24-file rotation set, and each round times `--merge-consecutive --jobs 1` over the
+whole set in a fresh OUTDIR against the same command after a run over its first 23 files (the
+24th appended, as tcpdump rotates): issue 21's "appending one file to a 24-file rotation set
+re-reads only that file". The re-run's own line says how many files it did not read again.
 """
 
 from __future__ import annotations
@@ -80,6 +88,80 @@ def run(archive: Path, outdir: Path, jobs: int) -> tuple[float, float]:
     return elapsed, sum(c["cpu_s"] or 0 for c in summary["captures"])
 
 
+def make_rotation_set(folder: Path, capture: Path | None, files: int = 24) -> int:
+    """`files` consecutive pieces of one capture, as tcpdump -C cuts them; returns packets."""
+    import struct
+
+    import pcapgen
+
+    if capture is None:
+        frames = pcapgen.bulk_download(segments=2000) + pcapgen.time_wait_pileup(
+            count=3000, interval=0.002, t=pcapgen.T0 + 0.05, sport=8080
+        )
+        frames.sort(key=lambda f: f[0])
+        header, records = None, frames
+    else:  # a plain pcap: its file header and its records, as they are
+        data = capture.read_bytes()
+        order = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        header, records, pos = data[:24], [], 24
+        while pos + 16 <= len(data):
+            end = pos + 16 + struct.unpack_from(order + "I", data, pos + 8)[0]
+            records.append(data[pos:end])
+            pos = end
+    folder.mkdir(parents=True, exist_ok=True)
+    size = -(-len(records) // files)
+    for i in range(files):
+        part = records[i * size : (i + 1) * size]
+        data = pcapgen.pcap_bytes(part) if header is None else header + b"".join(part)
+        (folder / f"trace-{i:04d}.pcap").write_bytes(data)
+    return len(records)
+
+
+def run_set(paths: list[Path], outdir: Path, fresh: bool = True) -> tuple[float, str]:
+    """(wall seconds, the last line on stderr) of `flowlens batch --merge-consecutive` on
+    `paths`, named one by one (a directory would be walked, and each file's head sniffed)."""
+    if fresh:
+        shutil.rmtree(outdir, ignore_errors=True)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
+    argv = [sys.executable, "-m", "flowlens", "batch", *map(str, paths), "-o", str(outdir)]
+    argv += ["--merge-consecutive", "--jobs", "1", "--no-report"]
+    start = time.perf_counter()
+    done = subprocess.run(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"flowlens batch failed ({done.returncode}):\n{done.stderr}")
+    return elapsed, done.stderr.strip().splitlines()[-1]
+
+
+def incremental(capture: Path | None, rounds: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="flowlens-bench-incr-") as tmp:
+        folder = Path(tmp) / "set"
+        packets = make_rotation_set(folder, capture)
+        paths = sorted(folder.iterdir())
+        print(f"rotation set: {len(paths)} files, {packets:,} packets")
+        full, again = [], []
+        for r in range(rounds):
+            for kind in ("full", "incremental") if r % 2 == 0 else ("incremental", "full"):
+                out = Path(tmp) / f"out-{kind}"
+                if kind == "full":
+                    t, line = run_set(paths, out)
+                    full.append(t)
+                else:
+                    run_set(paths[:-1], out)
+                    t, line = run_set(paths, out, fresh=False)
+                    again.append(t)
+                print(f"  round {r + 1}: {kind:11s} {t:6.2f} s  ({line.split(';')[0]})")
+        one, two = statistics.median(full), statistics.median(again)
+        print(
+            f"whole set: {one:.2f} s, after appending the 24th file: {two:.2f} s "
+            f"(medians of {rounds}): {one / two:.1f}x"
+        )
+
+
 def _spin(n: int) -> int:
     total = 0
     for i in range(n):
@@ -117,7 +199,15 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="runs per --jobs value (median is reported)"
     )
+    parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="time a re-run after one file is appended to a 24-file rotation set instead",
+    )
     args = parser.parse_args()
+    if args.incremental:
+        incremental(args.capture, args.rounds)
+        return
 
     with tempfile.TemporaryDirectory(prefix="flowlens-bench-batch-") as tmp:
         tmp = Path(tmp)

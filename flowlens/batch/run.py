@@ -13,6 +13,7 @@ see the same paths) and send rows back; only this process writes to the output d
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import os
@@ -245,6 +246,9 @@ class BatchResult:
     captures: int = 0
     analysed: int = 0
     already_done: int = 0
+    #: members of rotation sets that were not read again: their sets went on from the
+    #: checkpoint saved after them (see `Store.resume`)
+    resumed: int = 0
     skipped_files: int = 0
     removed_orphans: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -346,9 +350,12 @@ class _DaskPool:
         self._client.close()
 
 
-def _map_unordered(pool, fn: Callable, items: list, on_done: Callable) -> None:
-    """Run `fn(item)` for every item, at most ~2 per worker in flight (bounded memory, prompt
-    Ctrl-C); call `on_done(item, result, exc)` as each finishes.
+def _map_unordered(
+    pool, fn: Callable, items: list, on_done: Callable, prepare: Callable | None = None
+) -> None:
+    """Run `fn(item)` (`fn(prepare(item))` with `prepare`, called as it is submitted) for every
+    item, at most ~2 per worker in flight (bounded memory, prompt Ctrl-C); call
+    `on_done(item, result, exc)` as each finishes.
 
     When a local worker process dies (killed, out of memory) every task in flight dies with the
     pool: those are run again one at a time in a fresh pool, so that only the task that kills
@@ -358,15 +365,19 @@ def _map_unordered(pool, fn: Callable, items: list, on_done: Callable) -> None:
     suspects: list = []
     window = max(2, 2 * pool.parallelism)
     running: dict = {}
+
+    def submit(item):
+        return pool.submit(fn, prepare(item) if prepare is not None else item)
+
     while pending or suspects or running:
         if suspects:
             if not running:
                 item = suspects.pop()
-                running[pool.submit(fn, item)] = item
+                running[submit(item)] = item
         else:
             while pending and len(running) < window:
                 item = pending.pop()
-                running[pool.submit(fn, item)] = item
+                running[submit(item)] = item
         in_flight = len(running)
         broken = []
         for fut in pool.wait(running):
@@ -521,13 +532,30 @@ def run_batch(
                 def on_done(task: Task, res: TaskResult | None, exc: BaseException | None) -> None:
                     if exc is not None:  # the task itself could not run (cluster trouble)
                         res = _failed_result(task, exc)
+                        if len(task.members) > 1:  # (if restoring killed it, never again)
+                            store.drop_checkpoints(task.members[0].capture_id)
                     assert res is not None  # _map_unordered hands a result or its exception
+                    if len(task.members) > 1 and (res.checkpoints or res.resumed):
+                        store.save_checkpoints(task.members[0].capture_id, res)
                     entries[task.task_id] = store.commit(res, options_key)
+                    result.resumed += res.resumed
                     _tally(result, res)
                     if progress is not None:
                         progress.advance(len(task.members), res.packets)
 
-                _map_unordered(pool, run_task, todo, on_done)
+                # a rotation set's checkpoints hold for the same options (and, checked by the
+                # worker that restores one, the same code: task.build_stamp)
+                stamp = options_key
+                incremental = options.merge_consecutive and options.config.read_filter is None
+
+                def prepare(task: Task) -> Task:
+                    if not incremental or len(task.members) < 2:
+                        return task
+                    members = [m.path for m in task.members]
+                    resume = store.resume(task.members[0].capture_id, stamp, members, keys)
+                    return dataclasses.replace(task, stamp=stamp, resume=resume)
+
+                _map_unordered(pool, run_task, todo, on_done, prepare)
             aborted = False
         finally:
             if pool is not None:

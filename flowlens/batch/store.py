@@ -8,6 +8,8 @@
       _state/lock                                        held while a batch writes here
       _state/tasks/<task_id>.json                        the ledger: one entry per finished task
       _state/probes/<capture_id>.json                    cached time spans (--merge-consecutive)
+      _state/rotation/<first capture_id>/<i>.records     a rotation set's checkpoint after
+      _state/rotation/<first capture_id>/<i>.state       member i (--merge-consecutive)
 
 Every file is written to a dot-named temporary in its own directory, fsynced and renamed over
 its final name, so readers and a killed run never see half a file. The ledger is the truth: a
@@ -24,13 +26,14 @@ import errno
 import fcntl
 import json
 import os
-from collections.abc import Callable
+import pickle
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import FlowlensError
-from .task import SUMMARY_SCHEMA, Probe, TaskResult
+from .task import SUMMARY_SCHEMA, Checkpoint, Probe, Resume, TaskResult
 
 __all__ = ["Store", "atomic_write", "DATASETS"]
 
@@ -80,6 +83,24 @@ def _write_json(path: str, obj, sort_keys: bool = True) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def _load(path: str) -> object:
+    """A pickle this store wrote (`_state/` is the user's own output directory), or None."""
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except Exception:  # noqa: BLE001 - missing, cut short, or from another version: unusable
+        return None
+
+
+def _same_file(recorded: tuple, path: str, key: tuple | None) -> bool:
+    """Is the member recorded as (path, size, mtime_ns, blake2b) the file `key` describes?"""
+    if key is None or recorded[0] != path:
+        return False
+    if key[0] == "blake2b":
+        return recorded[3] is not None and recorded[3] == key[1]
+    return key[0] is not None and (recorded[1], recorded[2]) == tuple(key)
+
+
 class Store:
     """One OUTDIR. Use as a context manager: it holds the directory's lock while open."""
 
@@ -88,6 +109,7 @@ class Store:
         self.state = os.path.join(self.outdir, "_state")
         self.tasks_dir = os.path.join(self.state, "tasks")
         self.probes_dir = os.path.join(self.state, "probes")
+        self.rotation_dir = os.path.join(self.state, "rotation")
         self._lock_fd: int | None = None
 
     # ------------------------------------------------------------------ lock
@@ -215,6 +237,73 @@ class Store:
             _write_json(
                 os.path.join(self.probes_dir, f"{capture_id}.json"), dataclasses.asdict(probe)
             )
+
+    # ------------------------------------------------------------------ rotation checkpoints
+    def _set_dir(self, set_id: str) -> str:
+        return os.path.join(self.rotation_dir, set_id)
+
+    def resume(
+        self, set_id: str, stamp: str, members: Sequence[str], keys: dict[str, tuple]
+    ) -> Resume | None:
+        """The checkpoints a task over `members` can go on from, or None (read them all).
+
+        The checkpoints of members 0..i are usable while each was made with this `stamp` and
+        records the same leading members with the same resume keys as `keys[path]` has now
+        ((size, mtime_ns), or ("blake2b", digest) with --verify); the task goes on from the
+        last such checkpoint that kept its state. Anything unreadable counts as missing.
+        """
+        folder = self._set_dir(set_id)
+        chain: list[Checkpoint] = []
+        for i in range(len(members)):
+            ck = _load(os.path.join(folder, f"{i}.records"))
+            if not isinstance(ck, Checkpoint) or ck.stamp != stamp or ck.index != i:
+                break
+            if len(ck.keys) != i + 1 or any(
+                not _same_file(k, members[j], keys.get(members[j])) for j, k in enumerate(ck.keys)
+            ):
+                break
+            chain.append(ck)
+        while chain:
+            state = _load(os.path.join(folder, f"{len(chain) - 1}.state"))
+            last = chain[-1]
+            if isinstance(state, tuple) and len(state) == 3 and state[:2] == (stamp, last.keys):
+                chain[-1] = dataclasses.replace(last, state=state[2])
+                return Resume(tuple(chain))
+            chain.pop()
+        return None
+
+    def drop_checkpoints(self, set_id: str) -> None:
+        """Forget a set's checkpoints (its next run reads every file)."""
+        folder = self._set_dir(set_id)
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(folder):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
+    def save_checkpoints(self, set_id: str, result: TaskResult) -> None:
+        """Keep a finished set's new checkpoints (`result.checkpoints`): the ones after the
+        members it went on from stay, every other is replaced or removed, and states are kept
+        for the last two members only."""
+        folder = self._set_dir(set_id)
+        os.makedirs(folder, exist_ok=True)
+        new = {c.index: c for c in result.checkpoints}
+        last = max(new, default=result.resumed - 1)
+        for name in os.listdir(folder):
+            stem, _, kind = name.partition(".")
+            if not stem.isdigit() or kind not in ("records", "state"):
+                continue
+            i = int(stem)
+            if i >= result.resumed or i > last or (kind == "state" and i < last - 1):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+        for i, ck in sorted(new.items()):
+            if ck.state is not None:
+                blob = pickle.dumps((ck.stamp, ck.keys, ck.state), protocol=pickle.HIGHEST_PROTOCOL)
+                atomic_write(os.path.join(folder, f"{i}.state"), lambda f, b=blob: f.write(b))
+            rec = pickle.dumps(dataclasses.replace(ck, state=None), pickle.HIGHEST_PROTOCOL)
+            atomic_write(os.path.join(folder, f"{i}.records"), lambda f, b=rec: f.write(b))
 
     # ------------------------------------------------------------------ summary
     def write_summary(self, entries: dict[str, dict], extra: dict) -> list[dict]:

@@ -169,8 +169,10 @@ def batch(
         f"; {plural(result.skipped_files, 'other file')} skipped" if result.skipped_files else ""
     )
     warned = f"; {result.warnings} with warnings (see summary.json)" if result.warnings else ""
+    # members of rotation sets that went on from a checkpoint (docs/batch.md, "incremental")
+    resumed = f" ({result.resumed} of them not read again)" if result.resumed else ""
     warn(
-        f"{plural(result.captures, 'capture')}: {result.analysed} analysed, "
+        f"{plural(result.captures, 'capture')}: {result.analysed} analysed{resumed}, "
         f"{result.already_done} already done, {len(result.failed)} failed{skipped}{warned}; "
         f"{result.connections:,} connection{'' if result.connections == 1 else 's'}, "
         f"{result.anomalies:,} anomal{'y' if result.anomalies == 1 else 'ies'} in "

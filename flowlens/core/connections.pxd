@@ -98,6 +98,7 @@ cdef class ConnectionTable:
     cdef void _flip(self, Connection c)
     cdef void _end(self, Connection c)
     cdef void _prune(self)
+    cpdef void compact(self)
     cdef long long _deadline(self, Connection c) except *
     cdef void _schedule(self, Connection c, object deadline=*)
     cdef Connection _finish(self, Connection c, long long end_ns, str why)

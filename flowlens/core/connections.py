@@ -909,6 +909,12 @@ class ConnectionTable:
             self._prune()
 
     @cython.locals(heap=list, entry=tuple)
+    def compact(self) -> None:
+        """Drop finished connections' timer entries now (`_prune`), as the table does from time
+        to time anyway: nothing it yields changes; a snapshot of the table (batch's rotation-set
+        checkpoints) then pickles only what is open."""
+        self._prune()
+
     def _prune(self) -> None:
         """Drop the entries of finished connections from the heap. A connection's first entry
         (its idle deadline) outlives it when it closes sooner; left there, it would keep the

@@ -92,8 +92,13 @@ class Pipeline:
         analyzers: Iterable[Analyzer] = (),
         progress: ProgressFn | None = None,
         shard: tuple[int, int] | None = None,
+        checkpoint: Callable[[Pipeline, int], None] | None = None,
     ) -> None:
         self.config = config or Config()
+        #: a rotation set's `checkpoint(pipeline, i)` runs when member i has been read and every
+        #: connection it finished has been yielded, before the next member is opened: the moment
+        #: `snapshot()` describes (flowlens.batch's incremental rotation sets)
+        self.checkpoint = checkpoint
         #: (k, n): own only the connections of shard k of n (flowlens.core.shard.route); every
         #: frame is still read and decoded, and moves the table's clock
         self.shard = shard
@@ -173,7 +178,11 @@ class Pipeline:
         gc.disable()
         try:
             offset = 0
-            for path in self.paths:
+            if self.files:  # restored (`restore`): the members before are read already
+                last = self.files[-1]
+                offset = last.frame_offset + (last.stats.frames if last.stats is not None else 0)
+            for index in range(len(self.files), len(self.paths)):
+                path = self.paths[index]
                 run = FileRun(path, frame_offset=offset)
                 self.files.append(run)
                 cap = self._capture
@@ -183,6 +192,8 @@ class Pipeline:
                         cap = open_capture(path)
                     except FlowlensError as exc:
                         run.error = str(exc)  # the set goes on without this file
+                        if self.checkpoint is not None:
+                            self.checkpoint(self, index)
                         continue
                 before = sum(self.decoder.skipped.values())
                 yield from self._frames(cap, offset)
@@ -196,6 +207,8 @@ class Pipeline:
                         run.warnings.append(
                             f"{path}: skipped {n} undecodable frame{'' if n == 1 else 's'}"
                         )
+                if self.checkpoint is not None:
+                    self.checkpoint(self, index)
             if self._rotation:
                 if all(f.stats is None for f in self.files):
                     raise FlowlensError(
@@ -294,6 +307,42 @@ class Pipeline:
                         gc.collect()
             if progress is not None:
                 progress(offset + cap.stats.frames, _tell(raw), size)
+
+    def snapshot(self) -> dict:
+        """The open state of a rotation set between two members (call it from `checkpoint`):
+        the connection table with its open connections, their trackers and every analyzer's
+        per-connection and cross-connection state (the analyzers themselves), the decoder (IP
+        fragments waiting, its counters), the members read so far and the frame counters.
+        Every object in it pickles, compiled or not; pickle it in one call, so that what the
+        objects share (the analyzers the table and the connections point at) stays shared.
+
+        A `Pipeline` over the same paths, config and analyzers' classes that is given this
+        state by `restore` goes on from the next member and yields exactly what this one
+        yields from here on."""
+        if not self._rotation or self.shard is not None or self.bpf is not None:
+            raise UsageError("only an unsharded, unfiltered rotation set can be snapshotted")
+        self.table.compact()  # (finished connections' timers would be pickled with them)
+        return {
+            "table": self.table,
+            "decoder": self.decoder,
+            "files": self.files,
+            "emit_frame": self.emit_frame,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Take over a `snapshot()` (unpickled) before iterating: reading starts at the member
+        after the last one it had read. `analyzers` are the snapshot's from here on (the ones
+        handed to the constructor are dropped), in the same order."""
+        if not self._rotation or self.files or self.shard is not None or self.bpf is not None:
+            raise UsageError("restore() needs a fresh, unsharded, unfiltered rotation set")
+        files = list(state["files"])
+        if [f.path for f in files] != self.paths[: len(files)]:
+            raise UsageError("the snapshot is of another rotation set")
+        self.table = state["table"]
+        self.analyzers = self.table.analyzers
+        self.decoder = state["decoder"]
+        self.files = files
+        self.emit_frame = state["emit_frame"]
 
     def _decode_uncounted(self, ref):
         """Decode a frame every shard decodes, leaving the decoder's counts as they were (shard

@@ -52,8 +52,8 @@ cdef class TcpTracker:
     cdef int _tl_n
     cdef long long _tl_ts[12]
     cdef long long _tl_frame[12]
-    cdef signed char _tl_side[12]
-    cdef signed char _tl_state[12]
+    cdef short _tl_side[12]  # (not char: Cython pickles a char array as a C string)
+    cdef short _tl_state[12]
     cdef list _tl_more
     cdef long long _timeline_max_ns
     cdef long long _synack_ns
