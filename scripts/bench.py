@@ -244,6 +244,9 @@ def main() -> int:
         "flowlens report": flowlens_argv(
             "report", str(capture), "-o", str(OUT / "bench-report.html")
         ),
+        "flowlens report -j 2": flowlens_argv(
+            "report", str(capture), "-o", str(OUT / "bench-report-j2.html"), "-j", "2"
+        ),
         "tcptrace -l -n": ["tcptrace", "-l", "-n", str(capture)],
         "tshark conv,tcp": ["tshark", "-r", str(capture), "-q", "-z", "conv,tcp"],
     }
@@ -333,6 +336,9 @@ def main() -> int:
                 f"flowlens anomalies -j 1 / -j 2  = {one / two:.2f}  (target >= 1.7; "
                 f"two busy loops reach {reach:.2f}x here now)"
             )
+        if "flowlens report -j 2" in med and "flowlens report" in med:
+            one, two = med["flowlens report"], med["flowlens report -j 2"]
+            print(f"flowlens report -j 1 / -j 2     = {one / two:.2f}")
 
     if cluster is not None and "flowlens flows --scheduler" in med:
         dask = med["flowlens flows --scheduler"]

@@ -1,19 +1,23 @@
 """The postmortem report's content: one pass over a capture gathers everything the HTML and
 Markdown renderers (`reports/html.py`, `reports/markdown.py`) lay out.
 
-`build_report` runs the pipeline once, never twice, with every analyzer the report needs: the
-TCP analyzer (``keep_frames=True``; the anomaly detector requires it and reads its results, and
-the ladders show its per-frame verdicts without a second analyzer), the anomaly detector, the
-RTT collector, a `PacketCollector` in collapsed mode, a small analyzer that notes where the
-user's ``--note FRAME=...`` frames fall, and, when time-sequence graphs are asked for
-(`ReportOptions.max_stream_graphs`), a `StreamCollector`. Which connections *matter* (the ones
-the findings name, and the ones the notes point at) is known only at the end, so as each
-connection finishes its collapsed log is kept within a budget (`ReportOptions.max_kept_logs`);
-when the budget overflows, logs of connections that cannot feed a per-connection finding go
-first, and a chosen connection whose log was dropped anyway (a huge capture) is named among the
-ladders left out. Segment series are kept only for finished connections with retransmissions or
-a zero window (the graphs' kinds), at most `ReportOptions.max_kept_streams`. Memory is then the
-open connections' state plus those kept logs and series. Standard input works like a file.
+`build_report` reads the capture once, never twice, in one pipeline or in the hash shards of
+`report --jobs`/`--scheduler` (its `run`), each pipeline with every analyzer the report
+needs: the TCP analyzer (``keep_frames=True``; the anomaly detector reads its results, and
+the ladders show its per-frame verdicts without a second analyzer), the RTT collector, a
+`PacketCollector` in collapsed mode, a small analyzer that notes where the user's
+``--note FRAME=...`` frames fall, and, when time-sequence graphs are asked for
+(`ReportOptions.max_stream_graphs`), a `StreamCollector`. Each finished connection becomes its
+part where it was read (reports/gather.py: its row, spans, RTT samples, part of the findings),
+and its collapsed log stays there within a budget (`ReportOptions.max_kept_logs`); when the
+budget overflows, logs of connections that cannot feed a per-connection finding go first.
+Which connections *matter* (the ones the findings name, and the ones the notes point at) is
+known only at the end: their ladders are then drawn where their logs are, and a chosen
+connection whose log was dropped anyway (a huge capture) is named among the ladders left out.
+Segment series are kept only for finished connections with retransmissions or a zero window
+(the graphs' kinds), at most `ReportOptions.max_kept_streams`. Memory is then the open
+connections' state plus those kept logs and series. Standard input works like a file (in one
+process).
 
 Everything here is data (records, `Ladder`s, SVG pictures); the renderers only lay it out.
 """
