@@ -234,7 +234,7 @@ def test_corpus_records_are_the_same_in_shards(path):
         want = one()
     except Exception as exc:  # (a capture flowlens refuses is refused the same way below)
         pytest.skip(f"not a capture flowlens reads: {exc}")
-    for jobs in (2, 3):
+    for jobs in (2, 3, 4):
         got = list(
             ShardedRun(
                 lambda shard: (
@@ -330,8 +330,21 @@ def test_corpus_findings_are_the_same_in_shards(path):
         want = _findings_in_one_process(path)
     except Exception as exc:  # (a capture flowlens refuses is refused the same way below)
         pytest.skip(f"not a capture flowlens reads: {exc}")
-    for jobs in (2, 3):
+    for jobs in (2, 3, 4):
         assert _findings_in_shards(path, jobs) == want
+
+
+@needs_corpus
+@pytest.mark.parametrize("path", captures(), ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_corpus_rtt_and_states_are_the_same_with_4_jobs(path):
+    """Every corpus capture: RTT groups and socket states merged from 4 shards' parts (a
+    capture flowlens refuses is refused the same way)."""
+    for args in (("rtt", "--format", "json"), ("states", "--at", "end", "--format", "json")):
+        one = CliRunner().invoke(cli, [args[0], str(path), *args[1:]])
+        four = CliRunner().invoke(cli, [args[0], str(path), *args[1:], "-j", "4"])
+        assert (four.exit_code, four.stdout_bytes, four.stderr_bytes) == (
+            one.exit_code, one.stdout_bytes, one.stderr_bytes,
+        ), args  # fmt: skip
 
 
 def test_a_finding_whose_connections_are_in_different_shards(tmp_path):
