@@ -138,13 +138,14 @@ def peak_rss_mb(argv: list[str]) -> float:
     return int(out.stdout) / 1024  # Linux: KiB
 
 
-#: what `--memory` runs on the 1M- and 5M-packet captures (its output to /dev/null)
+#: what `--memory` runs on the 1M- and 5M-packet captures (its output to /dev/null), in one
+#: process (the 5M capture is large enough for `--jobs` to default to every core)
 MEMORY_COMMANDS = (
-    ("flows", ("--format", "json")),
-    ("anomalies", ("--format", "json")),
-    ("rtt", ("--format", "json")),
-    ("states", ("--format", "json")),
-    ("report", ("-o", "{out}/memory-report.html")),
+    ("flows", ("--format", "json", "-j", "1")),
+    ("anomalies", ("--format", "json", "-j", "1")),
+    ("rtt", ("--format", "json", "-j", "1")),
+    ("states", ("--format", "json", "-j", "1")),
+    ("report", ("-o", "{out}/memory-report.html", "-j", "1")),
 )
 
 

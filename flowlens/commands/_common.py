@@ -423,9 +423,28 @@ def run_analysis(path: str, config: Config, analyzers=()) -> Analysis:
     return result
 
 
-def jobs_for(jobs: int, path: str) -> int:
+#: `--jobs` left out: a capture file this large is read by one process per usable core ...
+AUTO_JOBS_BYTES = 256 * 1024 * 1024
+#: ... up to this many (each shard reads every frame, so past a few the reading dominates)
+AUTO_JOBS_MAX = 8
+
+
+def jobs_for(jobs: int | None, path: str) -> int:
     """The worker processes a command uses on `path` for `--jobs N`: N for a capture file
-    (0 means one per usable core), 1 for stdin, which only one reader can read."""
+    (0 means one per usable core), 1 for stdin, which only one reader can read. Without
+    `--jobs` (None): one per usable core (at most AUTO_JOBS_MAX) for a capture file of
+    AUTO_JOBS_BYTES or more, where sharding gains (README: One capture on several cores),
+    else 1."""
+    if jobs is None:
+        try:
+            big = os.path.isfile(path) and os.path.getsize(path) >= AUTO_JOBS_BYTES
+        except OSError:
+            big = False
+        if not big:
+            return 1
+        from ..core.shard import usable_cores
+
+        return max(1, min(usable_cores(), AUTO_JOBS_MAX))
     if jobs < 0:
         raise UsageError(f"--jobs {jobs}: expected a count of processes, or 0 for every core")
     if jobs == 0:
@@ -443,10 +462,10 @@ jobs_option = click.option(
     "--jobs",
     "-j",
     type=int,
-    default=1,
-    show_default=True,
+    default=None,
     help="Worker processes, each owning a hash shard of the connections (0: one per usable "
-    "core). The output is the same, byte for byte, as with one.",
+    "core; default: one per usable core, at most 8, for a capture file of 256 MB or more, "
+    "else 1). The output is the same, byte for byte, as with one.",
 )
 
 
@@ -542,7 +561,7 @@ class ConnectionStream:
         config: Config,
         make_analyzers: Callable[[], list],
         work: Callable,
-        jobs: int = 1,
+        jobs: int | None = 1,
         scheduler: str | None = None,
         *,
         frames: bool = False,
@@ -563,7 +582,7 @@ class ConnectionStream:
         self.finished: list = []
         self._run: Any = None
         if scheduler:
-            if jobs < 0:
+            if jobs is not None and jobs < 0:
                 jobs_for(jobs, path)  # (raises its UsageError)
             self._cluster_path = _cluster_path(path, config)
             from ..core.cluster import connect
@@ -576,7 +595,7 @@ class ConnectionStream:
             except BaseException:
                 self.close()
                 raise
-            self.jobs = jobs if jobs > 1 else max(2, threads)
+            self.jobs = jobs if jobs is not None and jobs > 1 else max(2, threads)
             self.progress = progress_callback(path)
             return
         self.jobs = jobs_for(jobs, path)

@@ -210,7 +210,7 @@ def anomalies(
     min_severity: str,
     kinds: tuple,
     wide: bool,
-    jobs: int = 1,
+    jobs: int | None = None,
     scheduler: str | None = None,
     **kwargs,
 ) -> None:

@@ -86,7 +86,7 @@ def flows(
     output: str | None,
     detect_services: bool = False,
     wide: bool = False,
-    jobs: int = 1,
+    jobs: int | None = None,
     scheduler: str | None = None,
     **kwargs,
 ) -> None:

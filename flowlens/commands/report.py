@@ -97,7 +97,7 @@ def report(
     max_ladders: int,
     stream_graphs: int,
     title,
-    jobs: int = 1,
+    jobs: int | None = None,
     scheduler: str | None = None,
     **kwargs,
 ) -> None:

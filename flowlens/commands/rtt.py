@@ -121,7 +121,7 @@ def rtt(
     samples: bool,
     plot_path: str | None,
     wide: bool,
-    jobs: int = 1,
+    jobs: int | None = None,
     scheduler: str | None = None,
     **kwargs,
 ) -> None:

@@ -136,7 +136,7 @@ def states(
     ports,
     states,
     wide: bool = False,
-    jobs: int = 1,
+    jobs: int | None = None,
     scheduler: str | None = None,
     **kwargs,
 ) -> None:
