@@ -64,13 +64,13 @@ def _spy(monkeypatch) -> list:
     monkeypatch.setattr(
         batch_run, "_make_pool", lambda jobs, scheduler, tasks: _Inline(min(jobs, tasks))
     )
-    real = batch_run.run_unit
+    real = batch_run._run_unit
 
     def unit(item):
         seen.append(item)
         return real(item)
 
-    monkeypatch.setattr(batch_run, "run_unit", unit)
+    monkeypatch.setattr(batch_run, "_run_unit", unit)
     return seen
 
 
@@ -195,14 +195,14 @@ def test_a_shard_that_cannot_open_its_file_reports_it(tmp_path):
 def test_a_dead_shard_fails_its_task_and_the_rest_go_on(capture, tmp_path, monkeypatch):
     small = tmp_path / "small.pcap"
     small.write_bytes(pcapgen.pcap_bytes(pcapgen.clean_close()))
-    real = batch_run.run_unit
+    real = batch_run._run_unit
 
     def unit(item):
         if isinstance(item, ShardTask) and item.k == 1:
             raise RuntimeError("cluster trouble")
         return real(item)
 
-    monkeypatch.setattr(batch_run, "run_unit", unit)
+    monkeypatch.setattr(batch_run, "_run_unit", unit)
     monkeypatch.setattr(batch_run, "_make_pool", lambda jobs, scheduler, tasks: _Inline(2))
     above = dataclasses.replace(PLAIN, shard_above=small.stat().st_size)
     result = run_batch([str(capture), str(small)], str(tmp_path / "out"), above, jobs=2)

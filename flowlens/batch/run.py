@@ -35,9 +35,9 @@ from ..errors import (
     TruncatedHeaderError,
     UsageError,
 )
-from .sharded import ShardResult, ShardTask, failed_shard, merge_shards, run_unit
+from .sharded import ShardResult, ShardTask, failed_shard, merge_shards, run_shard
 from .store import Store
-from .task import Member, Probe, Task, TaskResult, capture_id, probe_file
+from .task import Member, Probe, Task, TaskResult, capture_id, probe_file, run_task
 
 __all__ = [
     "BatchOptions",
@@ -597,7 +597,7 @@ def run_batch(
                         units.extend(ShardTask(t, k, shards) for k in range(shards))
                     else:
                         units.append(t)
-                _map_unordered(pool, run_unit, units, on_done, prepare)
+                _map_unordered(pool, _run_unit, units, on_done, prepare)
             aborted = False
         finally:
             if pool is not None:
@@ -610,6 +610,11 @@ def run_batch(
         if options.report and report_writer is not None and not aborted:
             result.report = store.write_text("report.html", report_writer(store.outdir, rows))
     return result
+
+
+def _run_unit(item: Task | ShardTask):
+    """The pool's function: a whole task, or one shard of a large one."""
+    return run_shard(item) if isinstance(item, ShardTask) else run_task(item)
 
 
 def _large_tasks(tasks: list[Task], stats: dict, options: BatchOptions) -> set[str]:

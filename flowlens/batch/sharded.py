@@ -40,7 +40,7 @@ from .task import (
     _summary_row,
 )
 
-__all__ = ["ShardTask", "ShardResult", "run_shard", "run_unit", "merge_shards"]
+__all__ = ["ShardTask", "ShardResult", "run_shard", "failed_shard", "merge_shards"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +74,6 @@ class ShardResult:
     facts: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
     cpu_s: float = 0.0
-
-
-def run_unit(item: Task | ShardTask) -> TaskResult | ShardResult:
-    """The pool's function: a whole task (`run_task`) or one shard of one (`run_shard`)."""
-    from .task import run_task
-
-    return run_shard(item) if isinstance(item, ShardTask) else run_task(item)
 
 
 def run_shard(shard: ShardTask) -> ShardResult:
