@@ -23,12 +23,16 @@ whole set in a fresh OUTDIR against the same command after a run over its first 
 24th appended, as tcpdump rotates): issue 21's "appending one file to a 24-file rotation set
 re-reads only that file". The re-run's own line says how many files it did not read again.
 
-With `--large`, one large capture (the generated 20,000-connection one, or --capture) is cut
-into a 4-file rotation set, the only task of the batch, and each round times
+With `--large`, one large capture (a generated one of 100,000 short connections and a download,
+1.1M packets: `--connections N`; or --capture) is cut
+into a 4-file rotation set (`--files N`; 1: a plain capture), the only task of the batch, and
+each round times
 `--merge-consecutive --jobs 2` with `--shard-above off` (one task on one worker: the other one
 idles) against `--shard-above 0` (one hash shard per worker, merged by the driver): issue 21's
 "batch gives each worker hash shards of a rotation set instead of whole sets when a set is
-large". Both write the same rows (tests/test_batch_sharded.py).
+large". Both write the same rows (tests/test_batch_sharded.py). The unsharded set also saves
+its checkpoints ("Incremental rotation sets" in docs/batch.md), which a sharded one does not:
+`--files 1` compares the sharding alone.
 """
 
 from __future__ import annotations
@@ -106,9 +110,12 @@ def make_rotation_set(
     import pcapgen
 
     if capture is None:
-        frames = pcapgen.bulk_download(segments=2000) + pcapgen.time_wait_pileup(
-            count=connections, interval=0.002, t=pcapgen.T0 + 0.05, sport=8080
-        )
+        frames = pcapgen.bulk_download(segments=2000)
+        for start in range(0, connections, 20_000):  # (client ports 40000 on, per server port)
+            frames += pcapgen.time_wait_pileup(
+                count=min(20_000, connections - start), interval=0.002,
+                t=pcapgen.T0 + 0.05 + start * 0.002, sport=8080 + start // 20_000,
+            )  # fmt: skip
         frames.sort(key=lambda f: f[0])
         header, records = None, frames
     else:  # a plain pcap: its file header and its records, as they are
@@ -175,10 +182,10 @@ def incremental(capture: Path | None, rounds: int) -> None:
         )
 
 
-def large(capture: Path | None, rounds: int) -> None:
+def large(capture: Path | None, rounds: int, files: int, connections: int) -> None:
     with tempfile.TemporaryDirectory(prefix="flowlens-bench-large-") as tmp:
         folder = Path(tmp) / "set"
-        packets = make_rotation_set(folder, capture, files=4, connections=20_000)
+        packets = make_rotation_set(folder, capture, files=files, connections=connections)
         paths = sorted(folder.iterdir())
         size = sum(p.stat().st_size for p in paths)
         print(f"one rotation set: {len(paths)} files, {packets:,} packets, {size / 1e6:.1f} MB")
@@ -255,9 +262,18 @@ def main() -> None:
         action="store_true",
         help="time one large rotation set as one task vs as 2 hash shards instead",
     )
+    parser.add_argument(
+        "--files", type=int, default=4, help="with --large: files of the set (1: one capture)"
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=100_000,
+        help="with --large: short connections in the generated capture (default 100,000)",
+    )
     args = parser.parse_args()
     if args.large:
-        large(args.capture, args.rounds)
+        large(args.capture, args.rounds, args.files, args.connections)
         return
     if args.incremental:
         incremental(args.capture, args.rounds)
