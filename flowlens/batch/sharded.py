@@ -20,7 +20,9 @@ whole anyway, as `TaskResult`); the shards of a task read the same files, so `n`
 from __future__ import annotations
 
 import dataclasses
+import gc
 import heapq
+import pickle
 import time
 from dataclasses import dataclass, field
 
@@ -65,10 +67,11 @@ class ShardResult:
     error: str | None = None
     #: the records of the connections it owns, in the order it yielded them (`_records_table`)
     records: pa.Table | None = None
-    #: per record: (the frame that ended it, its `_batch_key`), the shards' merge key
-    merge: list[tuple] = field(default_factory=list)
-    #: per record: `AnomalyDetector.parts(conn)` (None: nothing for the findings)
-    parts: list = field(default_factory=list)
+    #: pickled (per record: (the frame that ended it, its `_batch_key`), the shards' merge
+    #: key; per record: `AnomalyDetector.parts(conn)`, None when nothing for the findings):
+    #: bytes, so that the driver unpickles these many small tuples with the collector paused
+    #: (0.05 s instead of 0.33 s for 50,000 connections)
+    ordered: bytes = b""
     files: list[FileRun] = field(default_factory=list)
     #: `Pipeline.shard_facts()`
     facts: dict = field(default_factory=dict)
@@ -94,7 +97,9 @@ def run_shard(shard: ShardTask) -> ShardResult:
         detector.bind((tcp,))
         source = members[0].path if len(members) == 1 else [m.path for m in members]
         pipe = Pipeline(source, task.config, analyzers=[tcp], shard=(k, n))
-        records, merge, parts = [], out.merge, out.parts
+        records: list = []
+        merge: list = []
+        parts: list = []
         for c in pipe:
             if owner(c, n) != k:
                 continue  # a tunnel another shard owns (kept here for its uid)
@@ -102,11 +107,11 @@ def run_shard(shard: ShardTask) -> ShardResult:
             merge.append((pipe.emit_frame, _batch_key(c)))
             parts.append(detector.parts(c))
         out.records = _records_table(records)
+        out.ordered = pickle.dumps((merge, parts), pickle.HIGHEST_PROTOCOL)
         out.files = pipe.files
         out.facts = pipe.shard_facts()
     except Exception as exc:  # noqa: BLE001 - one bad capture must not stop the batch
         out.error = _error_text(exc)
-        out.merge, out.parts = [], []
     out.elapsed_s = time.perf_counter() - started
     out.cpu_s = time.thread_time() - cpu_started
     return out
@@ -142,19 +147,29 @@ def merge_shards(task: Task, shards: list[ShardResult]) -> TaskResult:
         ]
         _apportion(rows, wall, cpu)
         return TaskResult(task.task_id, rows, {}, {})
-    # the one pipeline's order: each shard's stream is in it already (core/shard.py's merge)
-    streams = [[(key, s.k, i) for i, key in enumerate(s.merge)] for s in shards]
-    offsets, total = [], 0
-    for s in shards:
-        offsets.append(total)
-        total += s.records.num_rows if s.records is not None else 0
-    detector = _detector(task.thresholds, task.config)
-    take = []
-    for _key, k, i in heapq.merge(*streams):
-        take.append(offsets[k] + i)
-        part = shards[k].parts[i]
-        if part is not None:
-            detector.add_parts(part)
+    # as in Pipeline: these small tuples make no reference cycles, and the collector's passes
+    # over them would cost more than the merge
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        ordered = [pickle.loads(s.ordered) for s in shards]
+        # the one pipeline's order: each shard's stream is in it already (core/shard.py)
+        streams = [[(key, k, i) for i, key in enumerate(o[0])] for k, o in enumerate(ordered)]
+        offsets, total = [], 0
+        for s in shards:
+            offsets.append(total)
+            total += s.records.num_rows if s.records is not None else 0
+        detector = _detector(task.thresholds, task.config)
+        take = []
+        for _key, k, i in heapq.merge(*streams):
+            take.append(offsets[k] + i)
+            part = ordered[k][1][i]
+            if part is not None:
+                detector.add_parts(part)
+        del streams, ordered
+    finally:
+        if enabled:
+            gc.enable()
     table = pa.concat_tables([s.records for s in shards if s.records is not None])
     connections = _sorted([table.take(pa.array(take, pa.int64()))])
     facts = merge_shard_facts(shards[0].files[0].path, [s.facts for s in shards])
