@@ -5,8 +5,9 @@ pool or a Dask cluster, and keep the results as Parquet datasets that a re-run r
     >>> result = run_batch(["/archive"], "out", jobs=4)          # doctest: +SKIP
     >>> result = run_batch(["/archive"], "out", scheduler="tcp://sched:8786")   # doctest: +SKIP
 
-The task function (`flowlens.batch.task.run_task`) is the same on both executors; only how it is
-submitted differs. Workers read the captures by absolute path (on a cluster, every worker must
+The task function (`flowlens.batch.task.run_task`; for a task above `BatchOptions.shard_above`,
+one `flowlens.batch.sharded.run_shard` per worker, merged here) is the same on both executors;
+only how it is submitted differs. Workers read the captures by absolute path (on a cluster, every worker must
 see the same paths) and send rows back; only this process writes to the output directory
 (layout and atomicity: `flowlens.batch.store`).
 """
@@ -548,7 +549,7 @@ def run_batch(
                 pool = pool or _make_pool(
                     jobs, scheduler, max(len(todo), jobs or default_jobs()) if large else len(todo)
                 )
-                shards = pool.parallelism if len(large) else 1
+                shards = pool.parallelism if large else 1
                 if progress is not None:
                     progress.start("analysing", result.captures, result.already_done)
 
@@ -639,8 +640,8 @@ def _gather_shard(
     del gathered[shard.task.task_id]
     try:
         return merge_shards(shard.task, list(got.values()))
-    except Exception as exc:  # noqa: BLE001 - a bug in the merge fails this task, not the batch
-        return _failed_result(shard.task, exc)
+    except Exception as err:  # noqa: BLE001 - a bug in the merge fails this task, not the batch
+        return _failed_result(shard.task, err)
 
 
 def _refresh_stat_keys(store: Store, entries: dict, done: list[Task], stats: dict) -> None:
