@@ -30,13 +30,20 @@ SET_ALWAYS = dataclasses.replace(OPTS, shard_above=0)
 def _busy_frames() -> list:
     """`_frames()` (connections that span files, cross-connection findings) plus what shards
     count apart: an undecodable frame, a tunnel (every shard keeps its outer flow), UDP and
-    ICMP, many short random conversations."""
+    ICMP, many short conversations."""
     t0 = pcapgen.T0
     frames = _frames()
     frames += pcapgen.encapsulate(pcapgen.clean_close(t=t0 + 0.6, cport=41000), "vxlan")
     frames += pcapgen.udp_exchange(t=t0 + 0.7) + pcapgen.icmp_echo(t=t0 + 0.8)
     frames += pcapgen.udp_port_unreachable(t=t0 + 0.9)
-    frames.append((t0 + 0.65, b"\x00\x01\x02"))  # too short for Ethernet: undecodable
+    frames.append((t0 + 0.65, b"\x00\x01\x02"))  # too short for Ethernet: shard 0 counts it
+    for i in range(6):  # a TCP header length of 8 bytes: counted by the segment's owner
+        conv = pcapgen.Conversation(cport=50000 + i, t=t0 + 0.66 + i * 0.01)
+        conv.handshake()
+        ts, syn = conv.frames[0]
+        bad = bytearray(syn)
+        bad[14 + 20 + 12] = 0x20
+        frames.append((ts, bytes(bad)))
     frames.sort(key=lambda f: f[0])
     return frames
 
@@ -83,7 +90,7 @@ def test_a_large_capture_runs_as_shards_and_writes_the_one_task_rows(capture, tm
     rows = _summary(tmp_path / "sharded")
     # the per-file facts shards split: undecodable frames (the owner's or shard 0's) and the
     # damage line made from their sum
-    assert rows[0]["undecodable"] == 1 and rows[0]["connections"] > 50
+    assert rows[0]["undecodable"] == 7 and rows[0]["connections"] > 50
     assert any("undecodable" in w for w in rows[0]["warnings"])
     assert rows == _summary(tmp_path / "one")
     assert (sharded.packets, sharded.connections, sharded.anomalies) == (
@@ -102,7 +109,7 @@ def test_a_large_rotation_set_runs_as_shards_and_writes_the_one_task_rows(rotati
     _assert_same(tmp_path / "one", tmp_path / "sharded")
     rows = _summary(tmp_path / "sharded")
     assert len(rows) == 5 and {r["rotation_set"] for r in rows} != {None}
-    assert sum(r["undecodable"] for r in rows) == 1
+    assert sum(r["undecodable"] for r in rows) == 7
     # the spanning download is one record, as in the one-task run
     conns = _datasets(tmp_path / "sharded")["connections"]
     assert (conns["history"].str.startswith("ShAD") & conns["history"].str.endswith("Ff")).any()
@@ -274,3 +281,24 @@ def test_shards_on_a_dask_cluster_write_the_one_task_rows(capture, rotation, tmp
     run_batch(paths, str(tmp_path / "set-one"), SET_NEVER, jobs=2)
     assert run_batch(paths, str(tmp_path / "set-dask"), SET_ALWAYS, scheduler=scheduler).sharded
     _assert_same(tmp_path / "set-one", tmp_path / "set-dask")
+
+
+@pytest.mark.parametrize("damage", ["cut-record", "gzip-cut"])
+def test_a_damaged_capture_gives_the_same_warnings_sharded(tmp_path, damage):
+    """Damage inside a readable capture (a record cut short, a compressed stream cut) is the
+    same warning, the same frames and bytes, from the shards as from one task."""
+    data = pcapgen.pcap_bytes(_busy_frames())
+    if damage == "gzip-cut":
+        data = pcapgen.compress(data, "gzip")
+        path = tmp_path / "busy.pcap.gz"
+        path.write_bytes(data[: len(data) * 2 // 3])
+    else:
+        path = tmp_path / "busy.pcap"
+        path.write_bytes(data[:-7])
+    one = run_batch([str(path)], str(tmp_path / "one"), NEVER, jobs=2)
+    sharded = run_batch([str(path)], str(tmp_path / "sharded"), ALWAYS, jobs=2)
+    assert sharded.sharded == 1 and not sharded.failed
+    rows = _summary(tmp_path / "sharded")
+    assert rows[0]["warnings"] and rows == _summary(tmp_path / "one")
+    assert sharded.warned == one.warned
+    _assert_same(tmp_path / "one", tmp_path / "sharded")
