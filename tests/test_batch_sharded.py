@@ -12,6 +12,7 @@ import pcapgen
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from corpus import OTHER_CAPTURES, ZEEK_TRACES, needs_corpus
 from test_batch_incremental import OPTS, TIMINGS, _assert_same, _datasets, _frames, _write_set
 
 import flowlens.batch.run as batch_run
@@ -262,6 +263,22 @@ def test_cli_shard_above_takes_sizes(capture, tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["batch", str(capture), "-o", str(out), "--shard-above", "lots"])
     assert r.exit_code == 2 and "--shard-above" in r.output
+
+
+@needs_corpus
+@pytest.mark.parametrize("merge", [False, True], ids=["captures", "rotation-sets"])
+def test_every_corpus_capture_gives_the_same_rows_sharded(tmp_path, merge):
+    """The public corpus (tunnels, fragments, IPv6, damage, other link types): every capture,
+    and with --merge-consecutive every set, sharded over 2 workers gives the one-task rows."""
+    roots = [str(ZEEK_TRACES), str(OTHER_CAPTURES)]
+    never, always = (SET_NEVER, SET_ALWAYS) if merge else (NEVER, ALWAYS)
+    one = run_batch(roots, str(tmp_path / "one"), never, jobs=2)
+    sharded = run_batch(roots, str(tmp_path / "sharded"), always, jobs=2)
+    assert sharded.sharded > 50 and one.analysed == sharded.analysed > 50
+    # (in the order the tasks finished)
+    assert sorted(one.failed) == sorted(sharded.failed)
+    assert sorted(one.warned) == sorted(sharded.warned) and one.warned
+    _assert_same(tmp_path / "one", tmp_path / "sharded")
 
 
 @pytest.fixture(scope="module")
