@@ -6,6 +6,8 @@ one mid-size capture, as a ratio of medians measured in one run (these machines 
     python scripts/bench_batch.py --capture F.pcap     # copies of an existing capture
     python scripts/bench_batch.py --incremental [--capture F.pcap]
                                                        # appending a file to a 24-file set
+    python scripts/bench_batch.py --large [--capture F.pcap]
+                                                       # one large set, sharded or not
 
 Each round runs `python -m flowlens batch ARCHIVE -o FRESH_OUTDIR --jobs N --no-report` for
 N = 1 and N = 2, in alternation, so both see the same machine load. The whole command is timed
@@ -20,6 +22,17 @@ cut into a 24-file rotation set, and each round times `--merge-consecutive --job
 whole set in a fresh OUTDIR against the same command after a run over its first 23 files (the
 24th appended, as tcpdump rotates): issue 21's "appending one file to a 24-file rotation set
 re-reads only that file". The re-run's own line says how many files it did not read again.
+
+With `--large`, one large capture (a generated one of 100,000 short connections and a download,
+1.1M packets: `--connections N`; or --capture) is cut
+into a 4-file rotation set (`--files N`; 1: a plain capture), the only task of the batch, and
+each round times
+`--merge-consecutive --jobs 2` with `--shard-above off` (one task on one worker: the other one
+idles) against `--shard-above 0` (one hash shard per worker, merged by the driver): issue 21's
+"batch gives each worker hash shards of a rotation set instead of whole sets when a set is
+large". Both write the same rows (tests/test_batch_sharded.py). The unsharded set also saves
+its checkpoints ("Incremental rotation sets" in docs/batch.md), which a sharded one does not:
+`--files 1` compares the sharding alone.
 """
 
 from __future__ import annotations
@@ -88,16 +101,21 @@ def run(archive: Path, outdir: Path, jobs: int) -> tuple[float, float]:
     return elapsed, sum(c["cpu_s"] or 0 for c in summary["captures"])
 
 
-def make_rotation_set(folder: Path, capture: Path | None, files: int = 24) -> int:
+def make_rotation_set(
+    folder: Path, capture: Path | None, files: int = 24, connections: int = 3000
+) -> int:
     """`files` consecutive pieces of one capture, as tcpdump -C cuts them; returns packets."""
     import struct
 
     import pcapgen
 
     if capture is None:
-        frames = pcapgen.bulk_download(segments=2000) + pcapgen.time_wait_pileup(
-            count=3000, interval=0.002, t=pcapgen.T0 + 0.05, sport=8080
-        )
+        frames = pcapgen.bulk_download(segments=2000)
+        for start in range(0, connections, 20_000):  # (client ports 40000 on, per server port)
+            frames += pcapgen.time_wait_pileup(
+                count=min(20_000, connections - start), interval=0.002,
+                t=pcapgen.T0 + 0.05 + start * 0.002, sport=8080 + start // 20_000,
+            )  # fmt: skip
         frames.sort(key=lambda f: f[0])
         header, records = None, frames
     else:  # a plain pcap: its file header and its records, as they are
@@ -117,7 +135,9 @@ def make_rotation_set(folder: Path, capture: Path | None, files: int = 24) -> in
     return len(records)
 
 
-def run_set(paths: list[Path], outdir: Path, fresh: bool = True) -> tuple[float, str]:
+def run_set(
+    paths: list[Path], outdir: Path, fresh: bool = True, jobs: int = 1, extra: tuple = ()
+) -> tuple[float, str]:
     """(wall seconds, the last line on stderr) of `flowlens batch --merge-consecutive` on
     `paths`, named one by one (a directory would be walked, and each file's head sniffed)."""
     if fresh:
@@ -126,7 +146,7 @@ def run_set(paths: list[Path], outdir: Path, fresh: bool = True) -> tuple[float,
         os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     )
     argv = [sys.executable, "-m", "flowlens", "batch", *map(str, paths), "-o", str(outdir)]
-    argv += ["--merge-consecutive", "--jobs", "1", "--no-report"]
+    argv += ["--merge-consecutive", "--jobs", str(jobs), "--no-report", *extra]
     start = time.perf_counter()
     done = subprocess.run(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
@@ -159,6 +179,39 @@ def incremental(capture: Path | None, rounds: int) -> None:
         print(
             f"whole set: {one:.2f} s, after appending the 24th file: {two:.2f} s "
             f"(medians of {rounds}): {one / two:.1f}x"
+        )
+
+
+def large(capture: Path | None, rounds: int, files: int, connections: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="flowlens-bench-large-") as tmp:
+        folder = Path(tmp) / "set"
+        packets = make_rotation_set(folder, capture, files=files, connections=connections)
+        paths = sorted(folder.iterdir())
+        size = sum(p.stat().st_size for p in paths)
+        print(f"one rotation set: {len(paths)} files, {packets:,} packets, {size / 1e6:.1f} MB")
+        times: dict[str, list[float]] = {"off": [], "0": []}
+        ceilings: list[float] = []
+        for r in range(rounds):
+            ceilings.append(ceiling())
+            print(
+                f"  round {r + 1}: two busy loops in 2 processes: {ceilings[-1]:.2f}x one process"
+            )
+            for above in ("off", "0") if r % 2 == 0 else ("0", "off"):
+                out = Path(tmp) / f"out-{above}"
+                t, _line = run_set(paths, out, jobs=2, extra=("--shard-above", above))
+                times[above].append(t)
+                summary = json.loads((out / "summary.json").read_text())
+                cpu = sum(c["cpu_s"] or 0 for c in summary["captures"])
+                what = "one task" if above == "off" else "2 shards"
+                print(
+                    f"  round {r + 1}: --jobs 2, {what}: {t:6.2f} s  (task CPU {cpu:6.2f} s, "
+                    f"{cpu / t:.2f} cores busy)"
+                )
+        whole, shards = statistics.median(times["off"]), statistics.median(times["0"])
+        print(
+            f"one task: {whole:.2f} s, 2 shards: {shards:.2f} s (medians of {rounds}): "
+            f"{whole / shards:.2f}x (this machine's ceiling meanwhile: "
+            f"{statistics.median(ceilings):.2f}x)"
         )
 
 
@@ -204,7 +257,24 @@ def main() -> None:
         action="store_true",
         help="time a re-run after one file is appended to a 24-file rotation set instead",
     )
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="time one large rotation set as one task vs as 2 hash shards instead",
+    )
+    parser.add_argument(
+        "--files", type=int, default=4, help="with --large: files of the set (1: one capture)"
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=100_000,
+        help="with --large: short connections in the generated capture (default 100,000)",
+    )
     args = parser.parse_args()
+    if args.large:
+        large(args.capture, args.rounds, args.files, args.connections)
+        return
     if args.incremental:
         incremental(args.capture, args.rounds)
         return

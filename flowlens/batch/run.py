@@ -5,8 +5,9 @@ pool or a Dask cluster, and keep the results as Parquet datasets that a re-run r
     >>> result = run_batch(["/archive"], "out", jobs=4)          # doctest: +SKIP
     >>> result = run_batch(["/archive"], "out", scheduler="tcp://sched:8786")   # doctest: +SKIP
 
-The task function (`flowlens.batch.task.run_task`) is the same on both executors; only how it is
-submitted differs. Workers read the captures by absolute path (on a cluster, every worker must
+The task function (`flowlens.batch.task.run_task`; for a task above `BatchOptions.shard_above`,
+one `flowlens.batch.sharded.run_shard` per worker, merged here) is the same on both executors;
+only how it is submitted differs. Workers read the captures by absolute path (on a cluster, every worker must
 see the same paths) and send rows back; only this process writes to the output directory
 (layout and atomicity: `flowlens.batch.store`).
 """
@@ -35,6 +36,7 @@ from ..errors import (
     TruncatedHeaderError,
     UsageError,
 )
+from .sharded import ShardResult, ShardTask, failed_shard, merge_shards, run_shard
 from .store import Store
 from .task import Member, Probe, Task, TaskResult, capture_id, probe_file, run_task
 
@@ -207,6 +209,9 @@ def rotation_sets(probes: list[Probe], max_gap_s: float) -> list[list[Probe]]:
 
 # ------------------------------------------------------------------ options, progress, result
 
+#: `BatchOptions.shard_above`'s default, bytes (docs/batch.md, "Large tasks as shards")
+DEFAULT_SHARD_ABOVE = 256 * 2**20
+
 
 @dataclass(frozen=True, slots=True)
 class BatchOptions:
@@ -223,6 +228,9 @@ class BatchOptions:
     merge_gap_s: float = 300.0
     #: write report.html (the aggregate report)
     report: bool = True
+    #: a task whose files hold more bytes than this (as stored) runs as hash shards of its
+    #: connections, one per worker (flowlens.batch.sharded); None: never
+    shard_above: int | None = DEFAULT_SHARD_ABOVE
 
 
 class BatchProgress(Protocol):
@@ -249,6 +257,8 @@ class BatchResult:
     #: members of rotation sets that were not read again: their sets went on from the
     #: checkpoint saved after them (see `Store.resume`)
     resumed: int = 0
+    #: tasks of this run that ran as hash shards on several workers (`BatchOptions.shard_above`)
+    sharded: int = 0
     skipped_files: int = 0
     removed_orphans: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -292,7 +302,13 @@ class _LocalPool:
         from concurrent.futures import ProcessPoolExecutor
 
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["flowlens.batch.task", "flowlens.analyzers.anomalies.detector"])
+        ctx.set_forkserver_preload(
+            [
+                "flowlens.batch.task",
+                "flowlens.batch.sharded",
+                "flowlens.analyzers.anomalies.detector",
+            ]
+        )
         self._pool = ProcessPoolExecutor(self.parallelism, mp_context=ctx, initializer=_worker_init)
 
     def submit(self, fn, arg):
@@ -525,11 +541,29 @@ def run_batch(
                     store.drop(entry)
                     del entries[task_id]
             if todo:
-                pool = pool or _make_pool(jobs, scheduler, len(todo))
+                large = _large_tasks(todo, stats, options)
+                if large and pool is not None and not scheduler:
+                    if pool.parallelism < (jobs or default_jobs()):  # (a probing pool)
+                        pool.close(abort=False)
+                        pool = None
+                pool = pool or _make_pool(
+                    jobs, scheduler, max(len(todo), jobs or default_jobs()) if large else len(todo)
+                )
+                shards = pool.parallelism if large else 1
                 if progress is not None:
                     progress.start("analysing", result.captures, result.already_done)
 
-                def on_done(task: Task, res: TaskResult | None, exc: BaseException | None) -> None:
+                def on_done(
+                    unit: Task | ShardTask, res: TaskResult | None, exc: BaseException | None
+                ) -> None:
+                    if isinstance(unit, ShardTask):  # committed when its task's last one is in
+                        res, exc = _gather_shard(gathered, unit, res, exc), None
+                        if res is None:
+                            return
+                        task = unit.task
+                        result.sharded += 1
+                    else:
+                        task = unit
                     if exc is not None:  # the task itself could not run (cluster trouble)
                         res = _failed_result(task, exc)
                         if len(task.members) > 1:  # (if restoring killed it, never again)
@@ -548,14 +582,23 @@ def run_batch(
                 stamp = options_key
                 incremental = options.merge_consecutive and options.config.read_filter is None
 
-                def prepare(task: Task) -> Task:
+                def prepare(task: Task | ShardTask) -> Task | ShardTask:
+                    if isinstance(task, ShardTask):  # (a sharded set takes no checkpoint)
+                        return task
                     if not incremental or len(task.members) < 2:
                         return task
                     members = [m.path for m in task.members]
                     resume = store.resume(task.members[0].capture_id, stamp, members, keys)
                     return dataclasses.replace(task, stamp=stamp, resume=resume)
 
-                _map_unordered(pool, run_task, todo, on_done, prepare)
+                gathered: dict[str, dict[int, ShardResult]] = {}
+                units: list = []
+                for t in todo:
+                    if t.task_id in large and shards > 1:
+                        units.extend(ShardTask(t, k, shards) for k in range(shards))
+                    else:
+                        units.append(t)
+                _map_unordered(pool, _run_unit, units, on_done, prepare)
             aborted = False
         finally:
             if pool is not None:
@@ -568,6 +611,37 @@ def run_batch(
         if options.report and report_writer is not None and not aborted:
             result.report = store.write_text("report.html", report_writer(store.outdir, rows))
     return result
+
+
+def _run_unit(item: Task | ShardTask):
+    """The pool's function: a whole task, or one shard of a large one."""
+    return run_shard(item) if isinstance(item, ShardTask) else run_task(item)
+
+
+def _large_tasks(tasks: list[Task], stats: dict, options: BatchOptions) -> set[str]:
+    """The tasks run as shards: their files hold more than `options.shard_above` bytes."""
+    if options.shard_above is None:
+        return set()
+    return {
+        t.task_id
+        for t in tasks
+        if sum(stats.get(m.path, (None,))[0] or 0 for m in t.members) > options.shard_above
+    }
+
+
+def _gather_shard(
+    gathered: dict, shard: ShardTask, res, exc: BaseException | None
+) -> TaskResult | None:
+    """Keep one shard's result; the task's merged result once all `shard.n` are in."""
+    got = gathered.setdefault(shard.task.task_id, {})
+    got[shard.k] = failed_shard(shard, exc) if exc is not None else res
+    if len(got) < shard.n:
+        return None
+    del gathered[shard.task.task_id]
+    try:
+        return merge_shards(shard.task, list(got.values()))
+    except Exception as err:  # noqa: BLE001 - a bug in the merge fails this task, not the batch
+        return _failed_result(shard.task, err)
 
 
 def _refresh_stat_keys(store: Store, entries: dict, done: list[Task], stats: dict) -> None:

@@ -84,6 +84,28 @@ def progress_for(stream) -> TqdmProgress | None:
     return TqdmProgress(stream) if tty else None
 
 
+class ByteSize(click.ParamType):
+    """A size in bytes: a number with an optional K, M, G or T (powers of 1024), or `off`."""
+
+    name = "size"
+    _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        if text == "OFF":
+            return None
+        number, unit = text.rstrip("KMGT"), text[len(text.rstrip("KMGT")) :]
+        try:
+            size = float(number) * self._UNITS[unit]
+        except (ValueError, KeyError):
+            self.fail(f"{value!r} is not a size (e.g. 512M, 2G, 0, off)", param, ctx)
+        if size < 0:
+            self.fail(f"{value!r} is negative", param, ctx)
+        return int(size)
+
+
 @click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("-o", "--outdir", required=True, type=click.Path(),  # check_outdir checks it
@@ -101,11 +123,24 @@ def progress_for(stream) -> TqdmProgress | None:
               "connections crossing a file boundary are not split.")  # fmt: skip
 @click.option("--merge-gap", type=click.FloatRange(min=0), default=300.0, show_default=True,
               help="Largest gap in seconds between one file's last packet and the next one's first.")  # fmt: skip
+@click.option("--shard-above", type=ByteSize(), default="256M", show_default=True, metavar="SIZE",
+              help="Run a capture (or rotation set) whose files hold more bytes than this as hash "
+              "shards of its connections, one per worker, instead of one task on one worker "
+              "(K, M, G: powers of 1024; off: never).")  # fmt: skip
 @click.option("--no-report", is_flag=True, help="Skip report.html.")
 @table_options
 @community_id_option
 def batch(
-    paths, outdir, jobs, scheduler, verify, merge_consecutive, merge_gap, no_report, **kwargs
+    paths,
+    outdir,
+    jobs,
+    scheduler,
+    verify,
+    merge_consecutive,
+    merge_gap,
+    shard_above,
+    no_report,
+    **kwargs,
 ) -> None:
     """Analyze every capture under PATH... (files, directories searched recursively, or quoted
     glob patterns; `**` recurses) and write, into OUTDIR, Parquet datasets of connections and
@@ -122,6 +157,7 @@ def batch(
       flowlens batch /var/captures -o out/
       flowlens batch 'archive/**/*.pcap.gz' -o out/ --merge-consecutive --scheduler tcp://sched:8786
       flowlens batch /var/captures -o out/ --community-id-seed 1
+      flowlens batch big.pcap -o out/ --shard-above 1G
     """
     check_outdir(outdir)  # before any work, and before the imports below cost their time
     # imported here: pyarrow and the pool machinery would slow every other command's start
@@ -143,6 +179,7 @@ def batch(
         merge_consecutive=merge_consecutive,
         merge_gap_s=merge_gap,
         report=not no_report,
+        shard_above=shard_above,
     )
     progress = progress_for(sys.stderr)
     from ..reports.archive import archive_report

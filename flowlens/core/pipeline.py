@@ -34,6 +34,7 @@ __all__ = [
     "route",
     "quote_route",
     "owner",
+    "member_warnings",
 ]
 
 #: progress callback: (frames read, bytes of the file consumed, file size or None)
@@ -201,12 +202,7 @@ class Pipeline:
                 run.undecodable = sum(self.decoder.skipped.values()) - before
                 offset += cap.stats.frames
                 if self._rotation:
-                    run.warnings = cap.stats.warnings()
-                    if run.undecodable:
-                        n = run.undecodable
-                        run.warnings.append(
-                            f"{path}: skipped {n} undecodable frame{'' if n == 1 else 's'}"
-                        )
+                    run.warnings = member_warnings(path, cap.stats, run.undecodable)
                 if self.checkpoint is not None:
                     self.checkpoint(self, index)
             if self._rotation:
@@ -394,6 +390,16 @@ class Pipeline:
             "offloaded": d.offloaded,
             "pending": d.pending_fragments,
         }
+
+
+def member_warnings(path: str, stats: CaptureStats, undecodable: int) -> list[str]:
+    """A rotation set's member's `FileRun.warnings`: its capture's damage, then the frames of
+    it that could not be decoded (a sharded run adds up its shards' counts: flowlens.batch)."""
+    lines = stats.warnings()
+    if undecodable:
+        n = undecodable
+        lines.append(f"{path}: skipped {n} undecodable frame{'' if n == 1 else 's'}")
+    return lines
 
 
 def merge_shard_facts(path: str, facts: list[dict]) -> dict:
