@@ -133,6 +133,21 @@ def test_the_threshold_decides_which_tasks_are_sharded(capture, tmp_path, monkey
     assert run_batch([str(capture)], str(tmp_path / "default"), PLAIN, jobs=2).sharded == 0
 
 
+def test_many_large_tasks_keep_every_worker_on_whole_ones(capture, tmp_path, monkeypatch):
+    """Three large captures of about the same size for 2 workers: none holds more than a
+    fair share of the bytes, so none is sharded (whole tasks keep both workers busy)."""
+    copies = []
+    for n in range(3):
+        copy = tmp_path / f"copy{n}.pcap"
+        copy.write_bytes(capture.read_bytes())
+        copies.append(str(copy))
+    seen = _spy(monkeypatch)
+    above = dataclasses.replace(PLAIN, shard_above=1)  # (every one is large)
+    result = run_batch(copies, str(tmp_path / "out"), above, jobs=2)
+    assert not result.failed and result.analysed == 3 and result.sharded == 0
+    assert seen and not any(isinstance(u, ShardTask) for u in seen)
+
+
 def test_one_worker_never_shards(capture, tmp_path, monkeypatch):
     seen = _spy(monkeypatch)
     assert run_batch([str(capture)], str(tmp_path / "out"), ALWAYS, jobs=1).sharded == 0

@@ -549,6 +549,8 @@ def run_batch(
                 pool = pool or _make_pool(
                     jobs, scheduler, max(len(todo), jobs or default_jobs()) if large else len(todo)
                 )
+                if options.shard_above:  # (0: every task, whatever its share)
+                    large = _critical(large, todo, stats, pool.parallelism)
                 shards = pool.parallelism if large else 1
                 if progress is not None:
                     progress.start("analysing", result.captures, result.already_done)
@@ -627,6 +629,18 @@ def _large_tasks(tasks: list[Task], stats: dict, options: BatchOptions) -> set[s
         for t in tasks
         if sum(stats.get(m.path, (None,))[0] or 0 for m in t.members) > options.shard_above
     }
+
+
+def _critical(large: set[str], tasks: list[Task], stats: dict, workers: int) -> set[str]:
+    """Of the `large` tasks, those worth sharding: more than a fair share of the run's bytes
+    (its total over the workers), so that whole tasks could not keep every worker busy
+    while it runs. Sharding costs CPU (each shard reads every frame), so an archive of many
+    large captures keeps every worker on whole ones."""
+    if not large or workers < 2:
+        return set()
+    size = {t.task_id: sum(stats.get(m.path, (None,))[0] or 0 for m in t.members) for t in tasks}
+    share = sum(size.values()) / workers
+    return {t for t in large if size[t] > share}
 
 
 def _gather_shard(
