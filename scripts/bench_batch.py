@@ -171,8 +171,8 @@ def incremental(capture: Path | None, rounds: int) -> None:
                     t, line = run_set(paths, out)
                     full.append(t)
                 else:
-                    run_set(paths[:-1], out)
-                    t, line = run_set(paths, out, fresh=False)
+                    run_set(paths[:-1], out, extra=("--incremental",))
+                    t, line = run_set(paths, out, fresh=False, extra=("--incremental",))
                     again.append(t)
                 print(f"  round {r + 1}: {kind:11s} {t:6.2f} s  ({line.split(';')[0]})")
         one, two = statistics.median(full), statistics.median(again)

@@ -12,6 +12,7 @@ The runs here use an in-process pool, so that an audit hook sees every file the 
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from flowlens.batch.run import BatchOptions, run_batch
 from flowlens.core.pipeline import Pipeline
 from flowlens.errors import CaptureError
 
-OPTS = BatchOptions(report=False, merge_consecutive=True)
+OPTS = BatchOptions(report=False, merge_consecutive=True, incremental=True)
 #: the summary columns that are timings: they differ between any two runs
 TIMINGS = ["elapsed_s", "cpu_s"]
 
@@ -303,7 +304,7 @@ def test_another_version_or_a_damaged_checkpoint_makes_a_full_run(tmp_path, inli
 
 
 def test_verify_resumes_on_content_not_mtime(tmp_path, inline):
-    opts = BatchOptions(report=False, merge_consecutive=True, verify=True)
+    opts = BatchOptions(report=False, merge_consecutive=True, incremental=True, verify=True)
     paths = _write_set(tmp_path / "set", _frames(), 4)
     out = tmp_path / "out"
     run_batch([str(p) for p in paths[:3]], str(out), opts)
@@ -476,7 +477,16 @@ def test_the_cli_says_how_many_files_were_not_read_again(tmp_path):
 
     paths = [str(p) for p in _write_set(tmp_path / "set", _frames(), 4)]
     out = str(tmp_path / "out")
-    base = ["batch", "-o", out, "--merge-consecutive", "--no-report", "--jobs", "1"]
+    base = [
+        "batch",
+        "-o",
+        out,
+        "--merge-consecutive",
+        "--incremental",
+        "--no-report",
+        "--jobs",
+        "1",
+    ]
     first = CliRunner().invoke(cli, [*base, *paths[:3]])
     assert first.exit_code == 0 and "3 analysed," in first.stderr, first.stderr
     second = CliRunner().invoke(cli, [*base, *paths])
@@ -567,3 +577,15 @@ def test_a_task_that_dies_going_on_from_a_checkpoint_forgets_it(tmp_path, inline
     assert third.resumed == 0 and not third.failed
     _full_run([Path(p) for p in paths], tmp_path / "full")
     _assert_same(out, tmp_path / "full")
+
+
+def test_without_incremental_no_checkpoint_is_taken(tmp_path, inline):
+    """Checkpoints are asked for (`--incremental`): a plain --merge-consecutive run saves
+    none, and its re-run after a new file reads the whole set again."""
+    paths = [str(p) for p in _write_set(tmp_path / "set", _frames(), 4)]
+    plain = dataclasses.replace(OPTS, incremental=False)
+    out = tmp_path / "out"
+    run_batch(paths[:3], str(out), plain, jobs=1)
+    assert not list((out / "_state").glob("rotation/*/*"))
+    again = run_batch(paths, str(out), plain, jobs=1)
+    assert again.resumed == 0 and again.analysed == 4

@@ -121,6 +121,9 @@ class ByteSize(click.ParamType):
               help="Read each rotation set (tcpdump -G/-C files in one directory, same link type, "
               "each starting within --merge-gap of the previous one's end) as one capture, so "
               "connections crossing a file boundary are not split.")  # fmt: skip
+@click.option("--incremental", is_flag=True,
+              help="With --merge-consecutive: checkpoint each rotation set after each file, so "
+              "that a re-run after new files arrive reads only those and writes the same rows.")  # fmt: skip
 @click.option("--merge-gap", type=click.FloatRange(min=0), default=300.0, show_default=True,
               help="Largest gap in seconds between one file's last packet and the next one's first.")  # fmt: skip
 @click.option("--shard-above", type=ByteSize(), default="256M", show_default=True, metavar="SIZE",
@@ -137,6 +140,7 @@ def batch(
     scheduler,
     verify,
     merge_consecutive,
+    incremental,
     merge_gap,
     shard_above,
     no_report,
@@ -158,6 +162,7 @@ def batch(
       flowlens batch 'archive/**/*.pcap.gz' -o out/ --merge-consecutive --scheduler tcp://sched:8786
       flowlens batch /var/captures -o out/ --community-id-seed 1
       flowlens batch big.pcap -o out/ --shard-above 1G
+      flowlens batch '/var/captures/eth0-*.pcap' -o out/ --merge-consecutive --incremental
     """
     check_outdir(outdir)  # before any work, and before the imports below cost their time
     # imported here: pyarrow and the pool machinery would slow every other command's start
@@ -177,6 +182,7 @@ def batch(
         config=config_from(kwargs),
         verify=verify,
         merge_consecutive=merge_consecutive,
+        incremental=incremental,
         merge_gap_s=merge_gap,
         report=not no_report,
         shard_above=shard_above,
