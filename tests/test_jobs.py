@@ -16,7 +16,7 @@ from flowlens.analyzers.anomalies.detector import AnomalyDetector
 from flowlens.analyzers.service_id import ServiceAnalyzer
 from flowlens.analyzers.tcpanalysis import TcpAnalyzer
 from flowlens.cli import cli
-from flowlens.commands._common import ConnectionStream
+from flowlens.commands._stream import ConnectionStream
 from flowlens.compiled import compiled_modules
 from flowlens.core.capture import open_capture
 from flowlens.core.connections import Config, format_addr
