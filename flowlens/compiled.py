@@ -35,6 +35,7 @@ MODULES = (
     "analyzers.packetlog",
     "analyzers.anomalies.detector",
     "analyzers.anomalies.host_findings",
+    "analyzers.anomalies.scans",
     "analyzers.anomalies.connection_findings",
     "reports.rtt",
     "reports.spantable",

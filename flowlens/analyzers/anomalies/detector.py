@@ -16,8 +16,9 @@ severe first:
 
 Kinds (DESIGN.md, anomaly record): time_wait_accumulation, port_exhaustion_risk, close_wait,
 fin_wait_2, unanswered_syn, connection_refused, syn_flood, port_scan, retransmissions,
-zero_window, keep_alive, rst_abort, port_reuse, icmp_unreachable, service_port_mismatch, rst_ignored. Port scans, SYN floods and
-the per-port TIME_WAIT arithmetic live in `analyzers/anomalies/host_findings.py`, the kinds about one
+zero_window, keep_alive, rst_abort, port_reuse, icmp_unreachable, service_port_mismatch, rst_ignored. Port scans live in
+`analyzers/anomalies/scans.py`, SYN floods and the per-port TIME_WAIT arithmetic in
+`analyzers/anomalies/host_findings.py` (whose HostFacts collects all three), the kinds about one
 connection's segments and ICMP errors in `analyzers/anomalies/connection_findings.py`; this module holds
 the record, the thresholds, the detector and the kinds grouped per endpoint.
 """
@@ -77,7 +78,7 @@ _OOO = _NOTE_KINDS.index("out_of_order")
 
 #: the kinds of AnomalyDetector.parts' entries: grouped by key (the first _GROUPED), a finding
 #: about one connection, a CLOSE_WAIT spell (or None: its group only), a FIN_WAIT_2 wait, an
-#: unsolicited SYN/ACK; from _PROBE on, HostFacts.parts' (host_findings.py): a scan probe, a
+#: unsolicited SYN/ACK; from _PROBE on, HostFacts.parts' (host_findings.py, scans.py): a scan probe, a
 #: failed attempt, what answered a connection, a client port's hold
 _UNANSWERED, _REFUSED, _RST, _REUSE, _MISMATCH, _GROUPED = 0, 1, 2, 3, 4, 5
 _SINGLE, _CLOSE_WAIT, _FIN_WAIT_2, _UNSOLICITED = 5, 6, 7, 8
