@@ -34,6 +34,7 @@ MODULES = (
     "analyzers.rtt",
     "analyzers.packetlog",
     "analyzers.anomalies.detector",
+    "analyzers.anomalies.endpoint_findings",
     "analyzers.anomalies.host_findings",
     "analyzers.anomalies.scans",
     "analyzers.anomalies.connection_findings",
