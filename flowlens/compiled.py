@@ -37,6 +37,7 @@ MODULES = (
     "analyzers.anomalies.endpoint_findings",
     "analyzers.anomalies.host_findings",
     "analyzers.anomalies.scans",
+    "analyzers.anomalies.port_findings",
     "analyzers.anomalies.connection_findings",
     "reports.rtt",
     "reports.spantable",

@@ -17,8 +17,9 @@ severe first:
 Kinds (DESIGN.md, anomaly record): time_wait_accumulation, port_exhaustion_risk, close_wait,
 fin_wait_2, unanswered_syn, connection_refused, syn_flood, port_scan, retransmissions,
 zero_window, keep_alive, rst_abort, port_reuse, icmp_unreachable, service_port_mismatch, rst_ignored. Port scans live in
-`analyzers/anomalies/scans.py`, SYN floods and the per-port TIME_WAIT arithmetic in
-`analyzers/anomalies/host_findings.py` (whose HostFacts collects all three), the kinds about one
+`analyzers/anomalies/scans.py`, SYN floods in `analyzers/anomalies/host_findings.py` (whose
+HostFacts collects what all three need), the per-port TIME_WAIT arithmetic in
+`analyzers/anomalies/port_findings.py`, the kinds about one
 connection's segments and ICMP errors in `analyzers/anomalies/connection_findings.py`, the kinds
 grouped per endpoint in `analyzers/anomalies/endpoint_findings.py`; this module holds the record,
 the thresholds and the detector, which reads every connection into those groups.
@@ -150,7 +151,7 @@ class Thresholds:
 
     #: the clients' ephemeral port range, inclusive (Linux net.ipv4.ip_local_port_range), as
     #: configured; None: not given, Linux's default 32768-60999 unless the ports a client used
-    #: show a narrowed range or another OS's (host_findings.py `_range_for`). A given range is
+    #: show a narrowed range or another OS's (port_findings.py `_range_for`). A given range is
     #: always the one used.
     ephemeral_range: tuple[int, int] | None = None
     #: time_wait_accumulation: client ports toward one server port in TIME_WAIT at once
