@@ -16,7 +16,7 @@ from flowlens.analyzers.anomalies.detector import AnomalyDetector
 from flowlens.analyzers.service_id import ServiceAnalyzer
 from flowlens.analyzers.tcpanalysis import TcpAnalyzer
 from flowlens.cli import cli
-from flowlens.commands._common import ConnectionStream
+from flowlens.commands._stream import ConnectionStream
 from flowlens.compiled import compiled_modules
 from flowlens.core.capture import open_capture
 from flowlens.core.connections import Config, format_addr
@@ -412,18 +412,18 @@ def test_jobs_on_a_path_that_is_no_capture_says_only_what_is_wrong(tmp_path, mak
 def test_without_jobs_a_large_capture_file_is_read_by_every_core(monkeypatch):
     """`--jobs` left out: one process per usable core (at most AUTO_JOBS_MAX) for a capture
     file of AUTO_JOBS_BYTES or more, else one; stdin always one."""
-    from flowlens.commands import _common
+    from flowlens.commands import _stream
     from flowlens.core import shard
 
     path = str(ROOT / "sample_pcaps" / "incident.pcap")
-    assert _common.jobs_for(None, path) == 1  # (a small capture)
-    monkeypatch.setattr(_common, "AUTO_JOBS_BYTES", 1000)
+    assert _stream.jobs_for(None, path) == 1  # (a small capture)
+    monkeypatch.setattr(_stream, "AUTO_JOBS_BYTES", 1000)
     monkeypatch.setattr(shard, "usable_cores", lambda: 3)
-    assert _common.jobs_for(None, path) == 3
-    assert _common.jobs_for(None, "-") == 1
-    assert _common.jobs_for(1, path) == 1
+    assert _stream.jobs_for(None, path) == 3
+    assert _stream.jobs_for(None, "-") == 1
+    assert _stream.jobs_for(1, path) == 1
     monkeypatch.setattr(shard, "usable_cores", lambda: 64)
-    assert _common.jobs_for(None, path) == _common.AUTO_JOBS_MAX
+    assert _stream.jobs_for(None, path) == _stream.AUTO_JOBS_MAX
     monkeypatch.setattr(shard, "usable_cores", lambda: 2)
     one = run("anomalies", path, "--format", "json", "-j", "1")
     sharded = ConnectionStream(path, Config(), list, lambda c, _a: c.uid, None)

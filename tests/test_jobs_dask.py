@@ -16,7 +16,7 @@ from test_jobs import SAMPLES
 from test_jobs_report import _MADE, made
 
 from flowlens.cli import cli
-from flowlens.commands._common import ConnectionStream
+from flowlens.commands._stream import ConnectionStream
 from flowlens.core import cluster as cluster_module
 from flowlens.core.cluster import connect
 from flowlens.core.connections import Config

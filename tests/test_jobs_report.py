@@ -15,7 +15,7 @@ from corpus import captures, needs_corpus
 from test_jobs import SAMPLES
 
 from flowlens.cli import cli
-from flowlens.commands._common import ConnectionStream
+from flowlens.commands._stream import ConnectionStream
 from flowlens.core.connections import Config
 from flowlens.reports.gather import STRONG, LogBudget, exit_key, open_peak
 from flowlens.reports.html import render_html

@@ -17,22 +17,20 @@ from ..analyzers.service_id import ServiceAnalyzer
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..reports.formats import TABLE_WIDTH, plural, utc_cells
 from ._common import (
-    ConnectionStream,
     Output,
     capture_argument,
     config_from,
     filter_options,
-    jobs_option,
     nothing_line,
     output_option,
     records_format_option,
     report_damage,
-    scheduler_option,
     selection_from,
     table_options,
     warn,
     wide_option,
 )
+from ._stream import ConnectionStream, jobs_option, scheduler_option
 
 #: --wide: the uid and every evidence frame, the summary on one line
 TABLE_COLUMNS = ("severity", "kind", "ts", "uid", "evidence", "summary")

@@ -11,23 +11,21 @@ from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.connections import RECORD_FIELDS
 from ..reports.formats import TABLE_WIDTH, plural, utc_cells
 from ._common import (
-    ConnectionStream,
     Output,
     capture_argument,
     community_id_option,
     config_from,
     filter_options,
-    jobs_option,
     nothing_line,
     output_option,
     records_format_option,
     report_damage,
-    scheduler_option,
     selection_from,
     table_options,
     warn,
     wide_option,
 )
+from ._stream import ConnectionStream, jobs_option, scheduler_option
 
 #: --wide: every column of the table
 TABLE_COLUMNS = (

@@ -12,17 +12,15 @@ from ..reports.formats import plural
 from ..reports.ladder import Note
 from ..reports.postmortem import ReportOptions, build_report
 from ._common import (
-    ConnectionStream,
     capture_argument,
     check_output,
     config_from,
-    jobs_option,
     nothing_line,
     report_damage,
-    scheduler_option,
     table_options,
     warn,
 )
+from ._stream import ConnectionStream, jobs_option, scheduler_option
 from ._timearg import NOTE
 
 

@@ -22,23 +22,21 @@ from ..reports.rtt import (
 )
 from ._common import (
     PICTURE_FORMATS,
-    ConnectionStream,
     Output,
     capture_argument,
     check_output,
     config_from,
     filter_options,
-    jobs_option,
     nothing_line,
     output_option,
     records_format_option,
     report_damage,
-    scheduler_option,
     selection_from,
     table_options,
     warn,
     wide_option,
 )
+from ._stream import ConnectionStream, jobs_option, scheduler_option
 
 # the table's columns carry the fields' own names (the json/csv keys), in every view
 _STATS_WIDE = ("count", "min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "stdev_ms",

@@ -21,21 +21,19 @@ from ..reports.states import (
 )
 from ._common import (
     PICTURE_FORMATS,
-    ConnectionStream,
     Output,
     capture_argument,
     check_output,
     config_from,
-    jobs_option,
     nothing_line,
     output_option,
     records_format_option,
     report_damage,
-    scheduler_option,
     table_options,
     warn,
     wide_option,
 )
+from ._stream import ConnectionStream, jobs_option, scheduler_option
 from ._timearg import DURATION, TIME
 
 #: rows of the table over time that --interval may ask for (one per tick)

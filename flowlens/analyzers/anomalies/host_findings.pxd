@@ -6,7 +6,6 @@ cimport cpython.array
 cimport cpython.bytes
 
 from flowlens.core.connections cimport Connection
-from flowlens.analyzers.tcpanalysis cimport TcpaState
 from flowlens.core.tcpstate cimport TcpTracker
 
 # HostFacts.add_parts writes each hold straight into its array

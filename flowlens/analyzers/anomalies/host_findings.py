@@ -1,128 +1,30 @@
 # cython: annotation_typing=False, infer_types=False
 # (compiled when possible, as plain Python: see flowlens/compiled.py)
-"""Findings about hosts and ports rather than one connection: port scans, SYN floods, TIME_WAIT
-accumulation and ephemeral port exhaustion. Used by `flowlens.analyzers.anomalies.detector`.
-
-Port scan verdicts follow nmap's port states (nmap book, "Port Scanning Basics"): a SYN or connect
-probe answered by SYN/ACK is open, by RST closed, by nothing or an ICMP unreachable filtered; a
-FIN, NULL or Xmas probe answered by RST is closed and unanswered open|filtered; an ACK probe is
-unfiltered when answered by RST; a UDP probe answered by data is open, by ICMP port unreachable
-closed, by another unreachable filtered, by nothing open|filtered.
-
-What answered each open port, as `nmap -sV` reports it (nmap book, "Service and Application
-Version Detection"): the scanner comes back to an open port, completes the handshake and waits for
-a banner or sends probes; the answer is what the service analyzer named from the responder's
-bytes (`service_id.answered`: read from `conn.service`/`conn.app`, never identified here).
-Collected only when the detector runs with a ServiceAnalyzer.
+"""Findings about hosts and ports rather than one connection: SYN floods here, port scans
+(scans.py), TIME_WAIT accumulation and ephemeral port exhaustion (port_findings.py). Used by
+`flowlens.analyzers.anomalies.detector`: `HostFacts` collects what they need from every
+finished connection (a client port's hold as bytes: `_hold_of`) and makes them at the end.
 """
 
 from __future__ import annotations
 
-import heapq
-import math
 from array import array
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 import cython
 
-from ...core.connections import Connection, format_addr
-from ...core.decode import IPPROTO_TCP, IPPROTO_UDP, TH_ACK, TH_FIN, TH_PUSH, TH_RST, TH_SYN, TH_URG
-from ...core.services import EPHEMERAL_RANGES, LINUX_EPHEMERAL, fits_ranges
+from ...core.connections import Connection
+from ...core.decode import IPPROTO_TCP
 from ...core.tcpstate import TcpTracker
-from ..service_id import UNKNOWN, answered
-from ..tcpanalysis import TcpaState
-from .connection_findings import is_port_unreachable
-from .detector import _ANSWER, _ATTEMPT, _HOLDS, _PROBE, Anomaly, _ep, _s, _sample, _secs
+from .detector import _ATTEMPT, _HOLDS, _PROBE, Anomaly, _ep, _s, _sample, _secs
+from .port_findings import HOLD, port_group
+from .scans import ProbeSlot, answer_part, probe_of, scan_findings
 
-__all__ = ["HostFacts", "probe_of"]
+__all__ = ["HostFacts"]
 
-_PROBE_TYPES = {
-    TH_SYN: "SYN",
-    0: "NULL",
-    TH_FIN: "FIN",
-    TH_FIN | TH_PUSH | TH_URG: "XMAS",
-    TH_ACK: "ACK",
-    TH_FIN | TH_ACK: "Maimon",
-}
-_STEALTH = {"NULL", "FIN", "XMAS", "Maimon"}
-# verdict strength: a port probed twice keeps the most informative answer
-_RANK = {"open": 4, "closed": 3, "unfiltered": 2, "filtered": 1, "open|filtered": 0}
-_LIST_MAX = 256
-#: a hold in HostFacts.holds, as this many integers: start, held until, client port, the client
-#: side's TIME_WAIT from and until, the server side's (-1, -1: no TIME_WAIT), reused in
-#: TIME_WAIT (0/1), first frame
-_HOLD = 9
-#: a hold as HostFacts.parts hands it over: those, then the TIME_WAIT length (`_hold_of`)
-_HOLD_PART = _HOLD + 1
-#: the smallest block of ports inferred as a narrowed ephemeral range
-_NARROWED_MIN = 8
-_PORT_KEY = 1 << 64  # sort key of a hold: port * _PORT_KEY + start - first hold's start
-#: the rank of what answered a connection to an open port: a service named from the responder's
-#: bytes, bytes no rule names, nothing at all (the client sent, the server stayed silent); a
-#: port spoken to several times keeps the best answer
-_NAMED, _UNNAMED, _SILENT = 3, 2, 1
-#: the app facts shown beside a service in the summary (the first there), as nmap's VERSION
-_VERSION_FACTS = ("software", "tls_version", "mysql_server_version")
-
-
-@cython.locals(c=Connection, st=TcpaState)
-def probe_of(c, st):
-    """(scan type, verdict, prober side) when connection `c` (with `st`, its TcpaState or None)
-    looks like a scanner's probe, else None.
-
-    A probe carries no payload either way (UDP: at most two datagrams out, one back) and starts
-    the way scanners start: a SYN, or a packet no TCP stack sends first (FIN, NULL, Xmas, ACK).
-    """
-    if c.proto == IPPROTO_TCP:
-        if c.payload_sent(0) or c.payload_sent(1):
-            return None
-        if st is None:
-            return None
-        first = st.first_flags & (TH_SYN | TH_ACK | TH_FIN | TH_RST | TH_PUSH | TH_URG)
-        kind = _PROBE_TYPES.get(first)
-        if kind is None:
-            return None
-        side = 0 if st.first_from_orig else 1
-        reply = st.reply_flags
-        icmp = bool(c.icmp_errors)
-        if kind == "SYN":
-            t = c.tcp
-            if side == 0 and t.handshake_acked:
-                kind = "connect"
-            if reply is not None and reply & TH_SYN and reply & TH_ACK:
-                verdict = "open"
-            elif reply is not None and reply & TH_RST:
-                verdict = "closed"
-            elif reply is None or icmp:
-                verdict = "filtered"
-            else:
-                return None
-        elif kind == "ACK":
-            verdict = "unfiltered" if reply is not None and reply & TH_RST else "filtered"
-        else:
-            if reply is not None and reply & TH_RST:
-                verdict = "closed"
-            elif icmp:
-                verdict = "filtered"
-            elif reply is None:
-                verdict = "open|filtered"
-            else:
-                return None
-        return kind, verdict, side
-    if c.proto == IPPROTO_UDP:
-        side = 1 if c.flipped else 0
-        if c.pkts[side] > 2 or c.pkts[1 - side] > 1:
-            return None
-        if c.icmp_errors:
-            v6 = len(c.orig_h) == 16
-            e = c.icmp_errors[0]
-            verdict = "closed" if is_port_unreachable(v6, e[2], e[3]) else "filtered"
-        elif c.pkts[1 - side]:
-            verdict = "open"
-        else:
-            verdict = "open|filtered"
-        return "UDP", verdict, side
-    return None
+#: a hold as HostFacts.parts hands it over: the HOLD integers of a HostFacts.holds record
+#: (port_findings.py), then the TIME_WAIT length (`_hold_of`)
+_HOLD_PART = HOLD + 1
 
 
 class HostFacts:
@@ -145,14 +47,14 @@ class HostFacts:
         # (scanner, target host, (port, proto)) -> its probes: the first one as it came,
         # (verdict, ts_ns, uid, frame, scan type, arrival number), a tuple of atoms (a flood of
         # one-packet "connections" costs the garbage collector nothing); from the second on, a
-        # _ProbeSlot, so that a client connecting to one port a million times keeps one entry,
+        # ProbeSlot, so that a client connecting to one port a million times keeps one entry,
         # not a million (the uid only when a finding might name the connection: see
         # AnomalyDetector.parts)
-        self.probes: dict[tuple, tuple | _ProbeSlot] = {}
+        self.probes: dict[tuple, tuple | ProbeSlot] = {}
         self._arrivals = 0
         # (server host, port) -> [(ts_ns, client host, answered by SYN/ACK, uid, frame)]
         self.attempts: defaultdict[tuple, list[tuple]] = defaultdict(list)
-        # (client host, server host, port) -> the holds of its connections, _HOLD integers
+        # (client host, server host, port) -> the holds of its connections, HOLD integers
         # each in an array('q'): no object per connection, for the collector to walk, to free
         # or to chase through memory when the findings are made
         self.holds: dict[tuple, array[int]] = {}
@@ -184,7 +86,7 @@ class HostFacts:
             and t.handshake_acked
             and (c.payload_sent(0) or c.payload_sent(1))
         ):
-            out.append(_answer(c))
+            out.append(answer_part(c))
         if not t.handshake_acked and not t.rejected:
             out.append(
                 (_ATTEMPT, (c.resp_h, c.resp_p),
@@ -215,7 +117,7 @@ class HostFacts:
                 self.probes[where] = (verdict, ts, uid, frame, scan_type, seen)
                 return
             if isinstance(slot, tuple):
-                slot = self.probes[where] = _ProbeSlot(*slot)
+                slot = self.probes[where] = ProbeSlot(*slot)
             slot.add(verdict, ts, uid, frame, scan_type, seen, 4 * self.th.evidence_max)
         elif kind == _ATTEMPT:
             self.attempts[key].append(item)
@@ -226,238 +128,14 @@ class HostFacts:
                 self.answers[key] = item
 
     def findings(self, claimed: set, end_ns: int) -> list[Anomaly]:
-        out = _scans(self.probes, self.th, claimed, self.answers)
+        out = scan_findings(self.probes, self.th, claimed, self.answers)
         out.extend(_floods(self.attempts, self.th, claimed))
         for (client, server, sport), holds in self.holds.items():
-            if len(holds) > _HOLD:
+            if len(holds) > HOLD:
                 out.extend(
-                    _port_group(client, server, sport, holds, self.th, self.time_wait_s, end_ns)
+                    port_group(client, server, sport, holds, self.th, self.time_wait_s, end_ns)
                 )
         return out
-
-
-@cython.locals(c=Connection)
-def _answer(c) -> tuple:
-    """The `HostFacts.parts` entry of what answered `c`, a connection with data after its
-    handshake (a version scan's connection to an open port, or any other: the scans pick
-    theirs at the end)."""
-    if c.payload_sent(1):
-        service, facts = answered(c.service, c.app)
-        rank = _UNNAMED if service == UNKNOWN else _NAMED
-    else:
-        service, facts, rank = None, None, _SILENT
-    # (no dict per empty facts)
-    return (
-        _ANSWER, (c.orig_h, c.resp_h, (c.resp_p, c.proto_name)),
-        (rank, service, facts or None, c.uid),
-    )  # fmt: skip
-
-
-class _ProbeSlot:
-    """The probes of one scanner to one (target, port, proto), from the second on: the best
-    verdict, the first time, the uids a finding might name, per scan type its first arrival
-    and count, and the first frames (with their arrival numbers: a scan's evidence is its
-    first frames over all its ports)."""
-
-    __slots__ = ("verdict", "ts", "uids", "types", "frames", "count")
-
-    def __init__(self, verdict, ts, uid, frame, scan_type, seen) -> None:
-        self.verdict, self.ts, self.count = verdict, ts, 1
-        self.uids = [] if uid is None else [uid]
-        self.types = {scan_type: [seen, 1]}
-        self.frames = [(seen, frame)]
-
-    def add(self, verdict, ts, uid, frame, scan_type, seen, max_frames: int) -> None:
-        if _RANK[verdict] > _RANK[self.verdict]:
-            self.verdict = verdict
-        if ts < self.ts:
-            self.ts = ts
-        if uid is not None:
-            self.uids.append(uid)
-        entry = self.types.get(scan_type)
-        if entry is None:
-            self.types[scan_type] = [seen, 1]
-        else:
-            entry[1] += 1
-        if len(self.frames) < max_frames:
-            self.frames.append((seen, frame))
-        self.count += 1
-
-
-def _slot_of(slot) -> _ProbeSlot:
-    return _ProbeSlot(*slot) if type(slot) is tuple else slot
-
-
-def _scans(probes, th, claimed: set, answers=None) -> list[Anomaly]:
-    # a source with fewer probes than either threshold cannot be scanning: skip the many
-    # one-probe "sources" of a spoofed flood before grouping anything
-    least = min(th.scan_min_ports, th.scan_min_hosts)
-    counts: Counter = Counter()
-    for (src, _dst, _port), slot in probes.items():
-        counts[src] += 1 if type(slot) is tuple else slot.count
-    by_scanner = defaultdict(list)
-    for key, slot in probes.items():
-        if counts[key[0]] >= least:
-            by_scanner[key[0]].append((key, _slot_of(slot)))
-    out = []
-    max_frames = 4 * th.evidence_max
-    for scanner, items in by_scanner.items():
-        # target host -> (port, proto) -> [best verdict, first ts, [uids]], in the order of
-        # their first probes (as are the scan types and the frames)
-        targets: defaultdict[bytes, dict[tuple, list]] = defaultdict(dict)
-        first_type: dict[str, int] = {}
-        counted: Counter = Counter()  # scan type -> probes
-        arrivals: list[tuple[int, int]] = []
-        for (_src, dst, port), slot in items:
-            targets[dst][port] = [slot.verdict, slot.ts, slot.uids]
-            for scan_type, (seen, n) in slot.types.items():
-                if scan_type not in first_type or seen < first_type[scan_type]:
-                    first_type[scan_type] = seen
-                counted[scan_type] += n
-            arrivals.extend(slot.frames)
-        types = {k: counted[k] for k in sorted(first_type, key=first_type.__getitem__)}
-        frames = [frame for _seen, frame in sorted(arrivals)[:max_frames]]
-        vertical = [h for h, ports in targets.items() if len(ports) >= th.scan_min_ports]
-        by_port = defaultdict(set)
-        for h, ports in targets.items():
-            for key in ports:
-                by_port[key].add(h)
-        horizontal = [k for k, hosts in by_port.items() if len(hosts) >= th.scan_min_hosts]
-        if not vertical and not horizontal:
-            continue
-        stealth = any(k in _STEALTH for k in types)
-        # (the scanned host, or None for several; the probed ports of each host)
-        groups: list[tuple[bytes | None, dict[bytes, dict[tuple, list]]]]
-        if vertical and not horizontal:
-            groups = [(h, {h: targets[h]}) for h in vertical]
-        else:
-            groups = [(None, targets)]
-        for target, hosts in groups:
-            finding = _scan_finding(scanner, target, hosts, types, frames, stealth, th, answers)
-            if finding is None:
-                continue
-            out.append(finding)
-            for ports in hosts.values():
-                for slot in ports.values():
-                    claimed.update(slot[2])
-    return out
-
-
-def _port_key(v):
-    """Ports sort as numbers, "host:port/proto" entries as text."""
-    return (1, v) if isinstance(v, str) else (0, str(v).zfill(5))
-
-
-def _open_services(scanner, hosts, answers) -> list[dict]:
-    """Each open port of `hosts` with what answered the scanner's connections to it (details'
-    `open_services`): `spoken_to` false when the scanner never came back with data, `answered`
-    whether the responder sent bytes, `service` the names from them ("unknown": none fits)."""
-    entries = []
-    for h, ports in hosts.items():
-        for (port, proto), (verdict, _ts, _uids) in ports.items():
-            if verdict != "open":
-                continue
-            entry = {"host": format_addr(h), "port": port, "proto": proto, "state": "open"}
-            best = answers.get((scanner, h, (port, proto)))
-            if best is None:
-                entry.update(spoken_to=False, answered=None, service=None)
-            else:
-                rank, service, facts, uid = best
-                entry.update(spoken_to=True, answered=rank != _SILENT, service=service)
-                entry.update(facts or ())
-                entry["uid"] = uid
-            entries.append((h, port, entry))
-    entries.sort(key=lambda x: (x[0], x[1]))
-    return [entry for _h, _port, entry in entries]
-
-
-def _answer_text(entry: dict, single: bool) -> str:
-    """'22/tcp open ssh (OpenSSH_9.2p1)', nmap's PORT STATE SERVICE VERSION in a line."""
-    where = f"{entry['port']}/{entry['proto']}"
-    if not single:
-        host = entry["host"]
-        where = f"[{host}]:{where}" if ":" in host else f"{host}:{where}"
-    if not entry["answered"]:
-        return f"{where} open, nothing answered"
-    if entry["service"] == UNKNOWN:
-        return f"{where} open, an answer no rule names"
-    version = next((entry[k] for k in _VERSION_FACTS if k in entry), None)
-    return f"{where} open {entry['service']}" + (f" ({version})" if version else "")
-
-
-def _scan_finding(scanner, target, hosts, types, frames, stealth, th, answers=None):
-    verdicts = defaultdict(list)  # verdict -> ["port" or "host:port"]
-    first_ns = None
-    protos = set()
-    single = target is not None
-    for h, ports in hosts.items():
-        for (port, proto), (verdict, ts, _uids) in ports.items():
-            protos.add(proto)
-            verdicts[verdict].append(port if single else f"{_ep(h, port)}/{proto}")
-            first_ns = ts if first_ns is None else min(first_ns, ts)
-    probed = sum(len(v) for v in verdicts.values())
-    open_ = sorted(verdicts["open"], key=_port_key)
-    if len(open_) > probed / 2 and not stealth:
-        return None  # mostly answered: a busy client, not a scan
-    closed = len(verdicts["closed"]) + len(verdicts["unfiltered"])
-    filtered = sorted(verdicts["filtered"], key=_port_key)
-    openf = sorted(verdicts["open|filtered"], key=_port_key)
-    type_names = [k for k, _n in sorted(types.items(), key=lambda kv: (-kv[1], kv[0]))]
-    proto_text = "/".join(sorted(p.upper() for p in protos))
-    if single:
-        where = f"{_s(probed, proto_text + ' port')} on {format_addr(target)}"
-        direction = "vertical"
-    else:
-        port_set = {k for ports in hosts.values() for k in ports}
-        direction = "horizontal" if len(port_set) < th.scan_min_ports else "vertical+horizontal"
-        where = f"{_s(len(port_set), proto_text + ' port')} across {_s(len(hosts), 'host')} ({probed} probes)"
-    parts = []
-    if open_:
-        shown = ", ".join(str(p) for p in open_[:10]) + (" ..." if len(open_) > 10 else "")
-        parts.append(f"{len(open_)} open ({shown})")
-    else:
-        parts.append("0 open")
-    parts.append(f"{closed} closed")
-    if filtered:
-        parts.append(f"{len(filtered)} filtered")
-    if openf:
-        parts.append(f"{len(openf)} open|filtered")
-    summary = (
-        f"{format_addr(scanner)} ran a {direction} {'/'.join(type_names)} port scan of {where}: "
-        f"{', '.join(parts)}."
-    )
-    extra = {}
-    if answers is not None:
-        services = _open_services(scanner, hosts, answers)
-        extra["open_services"] = services[:_LIST_MAX]
-        spoken = [e for e in services if e["spoken_to"]]
-        if spoken:
-            shown = "; ".join(_answer_text(e, single) for e in spoken[:10])
-            summary += f" When it spoke to them: {shown}{' ...' if len(spoken) > 10 else ''}."
-    return Anomaly(
-        "port_scan",
-        "warning",
-        first_ns / 1e9,
-        None,
-        summary,
-        _sample(frames, th.evidence_max),
-        {
-            "scanner": format_addr(scanner),
-            "target": format_addr(target) if single else f"{len(hosts)} hosts",
-            "targets": sorted(format_addr(h) for h in hosts)[:_LIST_MAX],
-            "direction": direction,
-            "scan_type": type_names[0],
-            "scan_types": dict(types),
-            "ports_probed": probed,
-            "open": open_[:_LIST_MAX],
-            "closed_count": closed,
-            "filtered": filtered[:_LIST_MAX],
-            "filtered_count": len(filtered),
-            "open_filtered": openf[:_LIST_MAX],
-            "open_filtered_count": len(openf),
-            **extra,
-        },
-    )
 
 
 def _floods(attempts, th, claimed: set) -> list[Anomaly]:
@@ -539,7 +217,7 @@ def _floods(attempts, th, claimed: set) -> list[Anomaly]:
 )  # fmt: skip
 def _hold_of(c, end_ns: int) -> bytes:
     """The client port's hold by connection `c` (whose record ended at `end_ns`), as the
-    bytes of _HOLD_PART native 64-bit integers: the _HOLD of a HostFacts.holds record, then
+    bytes of _HOLD_PART native 64-bit integers: the HOLD of a HostFacts.holds record, then
     the tracker's TIME_WAIT length in ns (-1: none). Bytes, not a tuple: no Python number per
     field (this runs for every TCP connection), and a small pickle for `--jobs`.
 
@@ -580,8 +258,8 @@ def _hold_of(c, end_ns: int) -> bytes:
 def _hold_time_wait(hold) -> int:
     """The TIME_WAIT length in ns that `_hold_of` put in `hold` (-1: none)."""
     if cython.compiled:
-        return cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))[_HOLD]  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
-    return array("q", hold)[_HOLD]
+        return cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))[HOLD]  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
+    return array("q", hold)[HOLD]
 
 
 @cython.locals(i=cython.Py_ssize_t, k=cython.Py_ssize_t, p=cython.p_longlong, q=cython.p_longlong)
@@ -590,331 +268,10 @@ def _hold_into(holds, hold: bytes) -> None:
     place."""
     if cython.compiled:
         k = len(holds)
-        cpython.array.resize_smart(holds, k + _HOLD)  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
+        cpython.array.resize_smart(holds, k + HOLD)  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
         p = holds.data.as_longlongs + k
         q = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
-        for i in range(_HOLD):
+        for i in range(HOLD):
             p[i] = q[i]
     else:
-        holds.frombytes(hold[: _HOLD * 8])
-
-
-@cython.locals(
-    cur=cython.Py_ssize_t,
-    best=cython.Py_ssize_t,
-    j=cython.Py_ssize_t,
-    n_ends=cython.Py_ssize_t,
-    a=cython.longlong,
-    e=cython.longlong,
-    at=cython.longlong,
-)
-def _peak(starts: list[int], ends: list[int]) -> tuple[int, int]:
-    """(peak concurrency, ts of the peak) of [start, end) intervals, given as their starts and
-    their ends (an end at the same time as a start comes first). Sorts the two lists."""
-    starts.sort()
-    ends.sort()
-    cur = best = 0
-    at = min(starts[0], ends[0]) if starts else 0
-    j, n_ends = 0, len(ends)
-    for a in starts:
-        while j < n_ends:
-            e = ends[j]
-            if e > a:
-                break
-            cur -= 1
-            j += 1
-        cur += 1
-        if cur > best:
-            best, at = cur, a
-    return best, at
-
-
-def _random_block_log10(k: int, size: int) -> float:
-    """log10 of the chance that k distinct ports drawn at random from `size` (RFC 6056
-    Algorithm 1, the BSDs' and macOS's picker) form one contiguous block: (size - k + 1) of the
-    C(size, k) equally likely sets are blocks."""
-    if k >= size:
-        return 0.0
-    comb = math.lgamma(size + 1) - math.lgamma(k + 1) - math.lgamma(size - k + 1)
-    return (math.log(size - k + 1) - comb) / math.log(10)
-
-
-def _range_for(ports, order, th, peak: int, reused: int, n: int):
-    """((lo, hi), source, guess, reason) of the ephemeral range the ports of one client were
-    taken from; `ports` sorted and distinct, `order` the same ports in order of first use,
-    `peak` how many were held at once.
-
-    source: "configured" (`Thresholds.ephemeral_range`, always used when given, even when some
-    ports lie outside it: the finding says how many), "inferred" (a narrowed range, below),
-    "default" (Linux's 32768-60999), "os" (another OS's range the ports fit; `guess` names it)
-    or "none" (Linux's, though the ports fit no common range; guess "").
-
-    A narrowed net.ipv4.ip_local_port_range is inferred from a contiguous block of ports used
-    completely, both parities, all held at once, and either taken the way Linux takes them when
-    its range runs out (every port of the block's low parity before any of the other: below),
-    or recycled (new SYNs on ports still in TIME_WAIT) over >= exhaustion_min_connections
-    connections. Pickers do not make such a block by chance:
-    - random (RFC 6056 Algorithm 1: FreeBSD, OpenBSD, macOS): probability (N-k+1)/C(N,k);
-    - Linux (net/ipv4/inet_hashtables.c __inet_hash_connect, since 6.1): a hashed offset made
-      even (`offset &= ~1`) and a scan with step 2, so connect() takes ports of the range's low
-      parity and goes to the other parity only when every port of that parity is taken; the
-      per-destination perturbation moves on by 2 to 16 ports after each connect. Both
-      parities in use means the range's low-parity ports ran out: the range is the block;
-    - Windows (sequential from a start point) does make contiguous blocks, in port order, and
-      goes on past the block's end when its range allows: so a sequential block is inferred
-      as a range only when the same ports were recycled (a capture that ends after the block
-      cannot tell a client that stopped from one that ran out; give --ephemeral-range).
-    """
-    if th.ephemeral_range is not None:
-        lo, hi = th.ephemeral_range
-        outside = sum(1 for p in ports if not lo <= p <= hi)
-        reason = "configured"
-        if outside:
-            reason += f"; {_s(outside, 'client port')} outside it"
-        return (lo, hi), "configured", None, reason
-    k = len(ports)
-    block = ports[-1] - ports[0] + 1
-    both = any(p & 1 for p in ports) and any(not p & 1 for p in ports)
-    low = ports[0] & 1
-    switch = next((i for i, p in enumerate(order) if p & 1 != low), k)
-    # Linux's two passes: the low parity's (block + 1) // 2 ports first, then the others
-    linux = switch == (block + 1) // 2 and all(p & 1 != low for p in order[switch:])
-    if (
-        block == k
-        and both
-        and peak >= block
-        and block >= _NARROWED_MIN
-        and (linux or reused and n >= th.exhaustion_min_connections)
-    ):
-        fits = fits_ranges(ports)
-        base = EPHEMERAL_RANGES[fits[0]] if fits else LINUX_EPHEMERAL
-        size = base[1] - base[0] + 1
-        chance = _random_block_log10(k, size)
-        reason = (
-            f"inferred: a contiguous block of {k} ports, every one used, all held at once, "
-            + (
-                "its even ports all taken before any odd one, as Linux does when its range runs out"
-                if linux and not low
-                else "its odd ports all taken before any even one, as Linux does when its range runs out"
-                if linux
-                else "recycled in TIME_WAIT"
-            )
-            + f"; a random picker over the {size:,}-port {fits[0] if fits else 'Linux'} range "
-            f"makes such a block with probability 1e{chance:.0f}"
-        )
-        return (ports[0], ports[-1]), "inferred", "narrowed", reason
-    lo, hi = LINUX_EPHEMERAL
-    if lo <= ports[0] and ports[-1] <= hi:
-        return (lo, hi), "default", None, "Linux's default (no range given)"
-    fits = fits_ranges(ports)
-    if fits:
-        return (
-            EPHEMERAL_RANGES[fits[0]],
-            "os",
-            fits[0],
-            f"the {fits[0]} range its ports fit (no range given)",
-        )
-    return (lo, hi), "none", "", "Linux's default (no range given; its ports fit no common range)"
-
-
-@cython.locals(
-    v=cython.longlong[:], n=cython.Py_ssize_t, i=cython.Py_ssize_t, k=cython.Py_ssize_t,
-    end=cython.longlong, start=cython.longlong, first_start=cython.longlong,
-    last_start=cython.longlong, a=cython.longlong, b=cython.longlong, e=cython.longlong,
-    side=cython.Py_ssize_t, port=cython.longlong, last_port=cython.longlong,
-    run_a=cython.longlong, run_b=cython.longlong,
-)  # fmt: skip
-def _port_group(client, server, sport, holds, th, time_wait_s, end_ns):
-    """time_wait_accumulation and port_exhaustion_risk for one (client, server, server port);
-    `holds` is its `HostFacts.holds` array."""
-    v = holds
-    n = len(holds) // _HOLD
-    end = end_ns
-    # TIME_WAIT spells per side as starts and ends (cut at the capture's end)
-    tw_starts, tw_ends = ([], []), ([], [])
-    held = 0  # (a Python int: the sum of many holds may not fit 64 bits)
-    first_start = last_start = v[0]
-    keys = [0] * n
-    reused_frames = []
-    for i in range(n):
-        k = i * _HOLD
-        start = v[k]
-        held += v[k + 1] - start
-        if start < first_start:
-            first_start = start
-        if start > last_start:
-            last_start = start
-        for side in range(2):
-            a = v[k + 3 + 2 * side]
-            if a >= 0:
-                b = v[k + 4 + 2 * side]
-                e = end if end > a else a
-                tw_starts[side].append(a)
-                tw_ends[side].append(b if b < e else e)
-        if v[k + 7]:
-            reused_frames.append(v[k + 8])
-        # port, then start (a Python int: ports above any 64-bit difference of starts)
-        keys[i] = v[k + 2] * _PORT_KEY + (start - v[0])
-    # a port is in use while any of its holds is: merge each port's overlapping holds (a new
-    # connection that took the port while the previous one was still in TIME_WAIT), walking
-    # the holds port by port in order of start
-    in_starts, in_ends, ports, firsts = [], [], [], []
-    last_port = run_a = run_b = -1
-    for i in sorted(range(n), key=keys.__getitem__):
-        k = i * _HOLD
-        port, a, b = v[k + 2], v[k], v[k + 1]
-        if port == last_port and a <= run_b:
-            if b > run_b:
-                run_b = b
-            continue
-        if last_port >= 0:
-            in_starts.append(run_a)
-            e = end if end > run_a else run_a
-            in_ends.append(run_b if run_b < e else e)
-        if port != last_port:
-            ports.append(port)
-            firsts.append(a)
-        last_port, run_a, run_b = port, a, b
-    if last_port >= 0:
-        in_starts.append(run_a)
-        e = end if end > run_a else run_a
-        in_ends.append(run_b if run_b < e else e)
-    peak, peak_at = _peak(in_starts, in_ends)
-    reused = len(reused_frames)
-    order = [ports[i] for i in sorted(range(len(ports)), key=firsts.__getitem__)]
-    (lo, hi), source, guess, reason = _range_for(ports, order, th, peak, reused, n)
-    size = hi - lo + 1
-    span_s = (last_start - first_start) / 1e9
-    rate = (n - 1) / span_s if span_s > 0 else 0.0
-    hold_s = held / n / 1e9
-    steady = rate * hold_s
-    first_ts = first_start / 1e9
-    cli, srv = format_addr(client), _ep(server, sport)
-    range_text = f"{lo}-{hi} ({reason})"
-    out = []
-    details_common = {
-        "client": cli,
-        "server": srv,
-        "connections": n,
-        "client_ports": len(ports),
-        "ephemeral_range": [lo, hi],
-        "range_size": size,
-        "range_guess": guess,
-        "range_source": source,
-        "range_reason": reason,
-        "os_ranges": fits_ranges(ports),
-        "rate_per_s": round(rate, 3),
-        "mean_hold_s": round(hold_s, 3),
-        "time_wait_s": time_wait_s,
-        "steady_state_ports": round(steady, 1),
-        "peak_in_use": peak,
-    }
-
-    side = 0 if len(tw_starts[0]) >= len(tw_starts[1]) else 1
-    tw_peak, tw_at = _peak(tw_starts[side], tw_ends[side])
-    # the pile-up counts against the range in use: from time_wait_min, or from the warning
-    # fraction of a range that was given or inferred (a narrowed range fills long before 100)
-    if tw_peak >= th.time_wait_min or (
-        source in ("configured", "inferred")
-        and tw_peak >= 2
-        and tw_peak >= th.time_wait_warn_fraction * size
-    ):
-        severity = "warning" if tw_peak >= th.time_wait_warn_fraction * size else "info"
-        share = tw_peak / size
-        if side == 0:
-            who = f"{cli} held up to {tw_peak:,} connections to {srv} in TIME_WAIT at once (it closes first)"
-        else:
-            who = f"{srv} held up to {tw_peak:,} connections from {cli} in TIME_WAIT at once (the server closes first)"
-        summary = (
-            f"{who}; each lasts {_secs(time_wait_s)}: {share:.1%} of the {size:,}-port "
-            f"ephemeral range {range_text}."
-        )
-        out.append(
-            Anomaly(
-                "time_wait_accumulation",
-                severity,
-                first_ts,
-                None,
-                summary,
-                _sample(
-                    heapq.nsmallest(th.evidence_max, holds[_HOLD - 1 :: _HOLD]), th.evidence_max
-                ),
-                {
-                    **details_common,
-                    "time_wait_peak": tw_peak,
-                    "time_wait_side": "orig" if side == 0 else "resp",
-                    "peak_ts": round(tw_at / 1e9, 6),
-                },
-            )
-        )
-
-    # ports ran out: every port of the range in use (configured, inferred or default) held at
-    # at once, TIME_WAIT included; for an inferred range the attempts must also have stopped
-    # (no new connection began once all were held: connect() failing with EADDRNOTAVAIL sends
-    # no SYN) or gone on by reusing ports still in TIME_WAIT (tcp_tw_reuse)
-    stopped = last_start <= peak_at
-    ran_out = peak >= size and (source != "inferred" or reused > 0 or stopped)
-    # a projection from a burst would be noise: the rate must have lasted a while
-    sustained = span_s >= th.exhaustion_min_span_s
-    risk = n >= th.exhaustion_min_connections and (
-        peak >= th.exhaustion_fraction * size or (steady >= size and sustained)
-    )
-    if not ran_out and not risk:
-        return out
-    exhaust_s = size / rate if rate > 0 and steady >= size else None
-    details = {
-        **details_common,
-        "time_wait_reuses": reused,
-        "time_to_exhaustion_s": round(exhaust_s, 3) if exhaust_s is not None else None,
-        "peak_ts": round(peak_at / 1e9, 6),
-    }
-    # the first connections that reused a port in TIME_WAIT, else the last connections
-    frames = heapq.nsmallest(th.evidence_max, reused_frames) or heapq.nlargest(
-        th.evidence_max, holds[_HOLD - 1 :: _HOLD]
-    )
-    if ran_out:
-        details["ports_exhausted"] = [lo, hi]
-        reuse_text = (
-            f" and {_s(reused, 'new SYN')} reused ports still in TIME_WAIT" if reused else ""
-        )
-        which = f"all {size:,} ports of the range {range_text}"
-        if stopped and not reused:
-            reuse_text += " and no new connection began after that"
-        summary = (
-            f"{cli} ran out of ephemeral ports toward {srv}: {which} were held at once "
-            f"(open or in TIME_WAIT){reuse_text}; at {rate:,.1f} connections/s it needs {steady:,.0f} ports."
-        )
-        out.append(
-            Anomaly(
-                "port_exhaustion_risk",
-                "critical",
-                first_ts,
-                None,
-                summary,
-                _sample(frames, th.evidence_max),
-                details,
-            )
-        )
-        return out
-    when = (
-        f"it runs out after about {_secs(exhaust_s)} at this rate"
-        if exhaust_s is not None
-        else "it fits at this rate, with little headroom"
-    )
-    summary = (
-        f"{cli} opens {rate:,.1f} connections/s to {srv}, each holding its port {_secs(hold_s)} "
-        f"(TIME_WAIT included): {steady:,.0f} ports at steady state against the {size:,}-port range "
-        f"{range_text}; up to {peak:,} were in use at once ({peak / size:.0%}), {when}."
-    )
-    out.append(
-        Anomaly(
-            "port_exhaustion_risk",
-            "warning",
-            first_ts,
-            None,
-            summary,
-            _sample(frames, th.evidence_max),
-            details,
-        )
-    )
-    return out
+        holds.frombytes(hold[: HOLD * 8])
