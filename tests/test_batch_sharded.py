@@ -13,7 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from corpus import OTHER_CAPTURES, ZEEK_TRACES, needs_corpus
-from test_batch_incremental import OPTS, TIMINGS, _assert_same, _datasets, _frames, _write_set
+from test_batch_incremental import (
+    OPTS,
+    TIMINGS,
+    _assert_same,
+    _datasets,
+    _frames,
+    _InlinePool,
+    _write_set,
+)
 
 import flowlens.batch.run as batch_run
 from flowlens.batch.run import DEFAULT_SHARD_ABOVE, BatchOptions, _task_for, run_batch
@@ -234,39 +242,12 @@ def test_a_dead_shard_fails_its_task_and_the_rest_go_on(capture, tmp_path, monke
     assert path == str(capture) and "cluster trouble" in error and "\n" not in error
 
 
-class _Inline:
-    """The executor interface, running each unit when submitted (as test_batch_incremental's,
-    with more than one worker so that tasks are sharded)."""
+class _Inline(_InlinePool):
+    """test_batch_incremental's in-process executor, with more than one worker so that tasks
+    are sharded."""
 
     def __init__(self, parallelism: int) -> None:
         self.parallelism = parallelism
-
-    class _Done:
-        def __init__(self, fn, arg):
-            try:
-                self._result, self._exc = fn(arg), None
-            except Exception as exc:  # noqa: BLE001 - handed back as a future would
-                self._result, self._exc = None, exc
-
-        def result(self):
-            if self._exc is not None:
-                raise self._exc
-            return self._result
-
-    def submit(self, fn, arg):
-        return self._Done(fn, arg)
-
-    def wait(self, futures):
-        return set(futures)
-
-    def is_broken(self, exc):
-        return False
-
-    def restart(self):
-        pass
-
-    def close(self, abort):
-        pass
 
 
 def test_cli_shard_above_takes_sizes(capture, tmp_path):

@@ -152,13 +152,7 @@ class ShardedRun:
                 procs.append(proc)
                 self._pipes.append(mine)
                 streams.append(self._stream(k, mine))
-            merged = heapq.merge(*streams, key=_merge_key)
-            if self.frames:
-                for frame, _k, item in merged:
-                    yield frame, item
-            else:
-                for _frame, _k, item in merged:
-                    yield item
+            yield from _merged(streams, self.frames)
             done = True
         finally:
             if not done:
@@ -190,6 +184,17 @@ class ShardedRun:
 
 def _merge_key(entry: tuple) -> tuple:
     return entry[0], entry[1]
+
+
+def _merged(streams: list, frames: bool) -> Iterator[Any]:
+    """The shards' (frame, key, item) streams merged into one: each item, or (frame, item)."""
+    merged = heapq.merge(*streams, key=_merge_key)
+    if frames:
+        for frame, _k, item in merged:
+            yield frame, item
+    else:
+        for _frame, _k, item in merged:
+            yield item
 
 
 def _answered(answer: Callable[[Any], Any], question: Any) -> tuple[str, Any]:
@@ -367,13 +372,7 @@ class DaskShardedRun:
             # every shard's first batch is asked for before any is waited on
             firsts = [actor.next_batch() for actor in actors]
             streams = [self._stream(k, a, f) for k, (a, f) in enumerate(zip(actors, firsts))]
-            merged = heapq.merge(*streams, key=_merge_key)
-            if self.frames:
-                for frame, _k, item in merged:
-                    yield frame, item
-            else:
-                for _frame, _k, item in merged:
-                    yield item
+            yield from _merged(streams, self.frames)
             done = True
         finally:
             if not done:
