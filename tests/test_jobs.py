@@ -4,6 +4,7 @@ one process gives, byte for byte (flowlens.core.shard)."""
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from flowlens.core.capture import open_capture
 from flowlens.core.connections import Config, format_addr
 from flowlens.core.decode import Decoder
 from flowlens.core.pipeline import Pipeline, owner, peek_route, quote_route, route
-from flowlens.core.shard import ShardedRun
+from flowlens.core.shard import ShardedRun, _merged
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted(p for p in (ROOT / "sample_pcaps").iterdir() if p.name != "README.md")
@@ -200,6 +201,32 @@ def test_a_failing_shard_stops_the_run_with_its_error(tmp_path):
     run_ = ShardedRun(lambda shard: (Pipeline(str(path), shard=shard), work), lambda p: None, 2)
     with pytest.raises(RuntimeError, match="boom"):
         list(run_)
+
+
+def test_the_batch_merge_gives_the_one_sorted_order():
+    """core/shard.py's `_merged` cuts each shard's batch at the smallest last key of the live
+    shards: on random streams (1-4 shards, random batch sizes, shards ending at different
+    times, several entries of one frame) its lists are the entries in key order, each once."""
+    rng = random.Random(7)
+    for _ in range(2000):
+        n = rng.randint(1, 4)
+        keys = sorted(rng.sample(range(5000), rng.randint(0, 200)))
+        streams: list[list] = [[] for _ in range(n)]
+        for x in keys:
+            streams[rng.randrange(n)].append((x // 3, (x,), f"item {x}"))
+
+        def batches(entries):
+            i = 0
+            while i < len(entries):
+                size = rng.randint(1, 16)
+                yield entries[i : i + size]
+                i += size
+
+        lists = list(_merged([batches(s) for s in streams], frames=False))
+        assert [item for chunk in lists for item in chunk] == [f"item {x}" for x in keys]
+        assert all(lists)  # (no empty list)
+        framed = list(_merged([batches(s) for s in streams], frames=True))
+        assert [e for chunk in framed for e in chunk] == [(x // 3, f"item {x}") for x in keys]
 
 
 def test_jobs_on_stdin_reads_with_one_process():

@@ -16,7 +16,7 @@ from ..core.connections import Config
 from ..core.filters import Selection
 from ..core.pipeline import Analysis, Pipeline, analyze
 from ..errors import UsageError
-from ..reports.formats import FORMATS, write_records
+from ..reports.formats import FORMATS, write_json_lines, write_records
 
 __all__ = [
     "capture_argument",
@@ -353,6 +353,12 @@ class Output:
             log_path=log_path,
             **table,
         )
+
+    def json_lines(self, lines: Iterable[bytes]) -> None:
+        """Write JSON lines already made (reports/formats.py's `json_line`, where each
+        connection was read: ConnectionStream's `work`), each bytes one or more lines."""
+        assert self.fmt == "json", "json_lines for --format json only"
+        write_json_lines(lines, self.text)
 
 
 class Progress:

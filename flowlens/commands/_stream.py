@@ -239,14 +239,29 @@ class ConnectionStream:
             client.close()
 
     def __iter__(self):
+        if self.client is None and self.jobs == 1:
+            yield from self._guarded(self._one())
+        else:
+            for chunk in self._guarded(self._chunks()):
+                yield from chunk
+
+    def chunks(self) -> Iterator[list]:
+        """The same items as iterating, in lists: as the shards' merge gives them, or one
+        item a list from one process (a command that writes a list at a time, as `flows`
+        does its JSON lines, saves a Python step per item of a sharded run)."""
+        if self.client is None and self.jobs == 1:
+            return self._guarded([item] for item in self._one())
+        return self._guarded(self._chunks())
+
+    def _chunks(self) -> Iterator[list]:
+        return self._on_cluster() if self.client is not None else self._sharded()
+
+    def _guarded(self, items: Iterator) -> Iterator:
+        """`items`, then the workers closed, unless they wait for `ask` (after a complete
+        run with an `answer`); closed at once when the caller stops early or fails."""
         complete = False
         try:
-            if self.client is not None:
-                yield from self._on_cluster()
-            elif self.jobs == 1:
-                yield from self._one()
-            else:
-                yield from self._sharded()
+            yield from items
             complete = True
         finally:
             if not complete or self.answer is None:
@@ -278,8 +293,8 @@ class ConnectionStream:
         }
 
     def _merged(self, run, facts: Callable[[dict], dict] | None = None) -> Iterator:
-        """`run`'s items, with gc paused; then `facts` from its shards' (each through `facts`
-        first, when given)."""
+        """`run`'s items in lists (its chunks), with gc paused; then `facts` from its shards'
+        (each through `facts` first, when given)."""
         from ..core.pipeline import merge_shard_facts
 
         # as in Pipeline: what the shards send makes no reference cycles, and the collector's
@@ -287,7 +302,7 @@ class ConnectionStream:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            yield from run
+            yield from run.chunks()
         finally:
             if gc_was_enabled:
                 gc.enable()

@@ -269,8 +269,10 @@ def anomalies(
 
     stream = ConnectionStream(capture, config, make_analyzers, work, jobs, scheduler)
     try:
-        for parts in stream:
-            detector.add_parts(parts)  # in the one-process order, whatever the shards
+        add = detector.add_parts
+        for chunk in stream.chunks():
+            for parts in chunk:
+                add(parts)  # in the one-process order, whatever the shards
     finally:
         stream.close()
     facts = stream.facts

@@ -9,7 +9,7 @@ import click
 
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.connections import RECORD_FIELDS
-from ..reports.formats import TABLE_WIDTH, plural, utc_cells
+from ..reports.formats import TABLE_WIDTH, json_line, plural, utc_cells
 from ._common import (
     Output,
     capture_argument,
@@ -132,13 +132,28 @@ def flows(
     def work(conn, _analyzers):
         return conn.to_record() if matches is None or matches(conn) else None
 
-    stream = ConnectionStream(capture, config, analyzers, work, jobs, scheduler)
+    def work_json(conn, _analyzers):
+        # JSON lines are made where the connection was read: with --jobs, in its shard (the
+        # merging process only writes them, in order)
+        if matches is None or matches(conn):
+            return conn.proto_name, json_line(conn.to_record())
+        return None
+
+    stream = ConnectionStream(
+        capture, config, analyzers, work_json if fmt == "json" else work, jobs, scheduler
+    )
     per_proto: Counter = Counter()  # connections by protocol name
 
     def rows():
         for r in stream:
             per_proto[r["proto"]] += 1
             yield r
+
+    def lines():
+        # a list of lines at a time: one write for the shards' merged lists (commands/_stream)
+        for chunk in stream.chunks():
+            per_proto.update([proto for proto, _line in chunk])
+            yield b"".join([line for _proto, line in chunk])
 
     try:
         with sink:
@@ -161,6 +176,8 @@ def flows(
                     max_width=None if wide else TABLE_WIDTH,
                     shrink=("resp", "orig"),
                 )
+            elif fmt == "json":
+                sink.json_lines(lines())
             else:
                 sink.records(rows(), RECORD_FIELDS, log_path="conn")
     finally:

@@ -13,7 +13,8 @@ the flow it quotes (`quote_route`), which attaches it there. A frame another sha
 moves the table's clock (`ConnectionTable.advance`), so every connection ends at the same
 packet as in one table, and within one packet the pipeline orders what ended canonically
 (`pipeline._batch_key`): the shards' streams, each tagged with (the frame that ended it, that
-key), merge into the very stream `--jobs 1` gives, record for record.
+key), merge into the very stream `--jobs 1` gives, record for record (`_merged`: a batch at a
+time, by one sort of the pieces every shard has sent up to the same key).
 
 Known limits: the table bounds two small per-flow memories (SYN retries across Zeek's attempt
 timer, Teredo's confirmation) by clearing them at 65,536 entries, which a shard reaches later
@@ -21,7 +22,7 @@ than one table; a capture with that many attempts within their retry schedule ma
 there.
 
 What crosses the process boundary is whatever the caller's `work(conn)` returns (a record, a
-row, a report's per-connection part), in batches, and each worker's `finish(pipeline)` at the
+JSON line already made, a report's per-connection part), in batches, and each worker's `finish(pipeline)` at the
 end (the pipeline's facts, `Pipeline.shard_facts`). A command that aggregates over
 connections does so in the parent from those parts, in the one-process order, so its result
 is the one process's too. The workers are forked, so `setup` and `finish` may be closures.
@@ -51,8 +52,9 @@ turn (`placement`).
 
 from __future__ import annotations
 
-import heapq
+import bisect
 import multiprocessing
+import operator
 import os
 import pickle
 import traceback
@@ -126,11 +128,11 @@ class ShardedRun:
         finally:
             conn.close()
 
-    def _stream(self, k: int, conn) -> Iterator[tuple]:
+    def _stream(self, k: int, conn) -> Iterator[list]:
         while True:
             kind, payload = pickle.loads(conn.recv_bytes())
             if kind == "items":
-                yield from payload
+                yield payload
             elif kind == "done":
                 self.finished[k] = payload
                 return
@@ -140,6 +142,12 @@ class ShardedRun:
                 raise RuntimeError(f"shard {k} of {self.jobs} failed:\n{payload}")
 
     def __iter__(self) -> Iterator[Any]:
+        for chunk in self.chunks():
+            yield from chunk
+
+    def chunks(self) -> Iterator[list]:
+        """The same items as iterating, in lists (whatever the shards had sent that could be
+        merged: a command that writes them one list at a time saves a Python step per item)."""
         ctx = multiprocessing.get_context("fork")
         procs, streams = self._procs, []
         done = False
@@ -182,19 +190,55 @@ class ShardedRun:
         self._pipes, self._procs = [], []
 
 
-def _merge_key(entry: tuple) -> tuple:
-    return entry[0], entry[1]
+_merge_key = operator.itemgetter(0, 1)  # (the frame that ended it, pipeline._batch_key)
 
 
-def _merged(streams: list, frames: bool) -> Iterator[Any]:
-    """The shards' (frame, key, item) streams merged into one: each item, or (frame, item)."""
-    merged = heapq.merge(*streams, key=_merge_key)
-    if frames:
-        for frame, _k, item in merged:
-            yield frame, item
-    else:
-        for _frame, _k, item in merged:
-            yield item
+def _merged(streams: list, frames: bool) -> Iterator[list]:
+    """The shards' streams of batches (lists of (frame, key, item), each stream in key order)
+    merged into one, in lists: of items, or of (frame, item).
+
+    Batch by batch rather than item by item (heapq.merge costs a Python step per item, a
+    large share of the merging process's work): whatever every live shard has already sent
+    up to the smallest of their last keys (the horizon) is final, since each shard's next
+    batch starts above its last key; it is cut from each shard's batch (bisect), and the
+    pieces, each sorted, are merged by one sort (Timsort merges sorted runs in C). The shard
+    whose last key is the horizon is then empty and sends its next batch. Keys are unique
+    (the uid ends them), so no two entries tie."""
+    pending: list[list] = [[] for _ in streams]
+    live: list[Iterator[list] | None] = list(streams)
+    n = len(pending)
+    while True:
+        horizon = None
+        for k in range(n):
+            stream = live[k]
+            if stream is not None and not pending[k]:
+                pending[k] = next(stream, [])  # (a shard sends no empty batch)
+                if not pending[k]:
+                    live[k] = None
+            if live[k] is not None:
+                last = _merge_key(pending[k][-1])
+                if horizon is None or last < horizon:
+                    horizon = last
+        out: list = []
+        for k in range(n):
+            batch = pending[k]
+            if not batch:
+                continue
+            if horizon is None or live[k] is not None and _merge_key(batch[-1]) == horizon:
+                out.extend(batch)  # (all of it: the horizon is its last key)
+                pending[k] = []
+            else:
+                cut = bisect.bisect_right(batch, horizon, key=_merge_key)
+                if cut:
+                    out.extend(batch[:cut])
+                    pending[k] = batch[cut:]
+        if not out and horizon is None:
+            return
+        out.sort(key=_merge_key)
+        if frames:
+            yield [(frame, item) for frame, _k, item in out]
+        else:
+            yield [item for _frame, _k, item in out]
 
 
 def _answered(answer: Callable[[Any], Any], question: Any) -> tuple[str, Any]:
@@ -353,6 +397,11 @@ class DaskShardedRun:
         self._actors: list = []
 
     def __iter__(self) -> Iterator[Any]:
+        for chunk in self.chunks():
+            yield from chunk
+
+    def chunks(self) -> Iterator[list]:
+        """The same items as iterating, in lists (as ShardedRun.chunks)."""
         from .cluster import worker_threads
 
         n, client = self.jobs, self.client
@@ -408,14 +457,14 @@ class DaskShardedRun:
                 f"({one_line(exc)})"
             ) from exc
 
-    def _stream(self, k: int, actor: Any, pending: Any) -> Iterator[tuple]:
+    def _stream(self, k: int, actor: Any, pending: Any) -> Iterator[list]:
         while True:
             kind, payload, progress = pickle.loads(self._call(k, pending.result))
             if kind == "items":
                 pending = actor.next_batch()  # computed there while this one merges here
                 if progress is not None and self.progress is not None:
                     self.progress(*progress)
-                yield from payload
+                yield payload
             elif kind == "done":
                 if progress is not None and self.progress is not None:
                     self.progress(*progress)

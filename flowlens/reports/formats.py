@@ -12,6 +12,8 @@ __all__ = [
     "FORMATS",
     "TABLE_WIDTH",
     "write_records",
+    "json_line",
+    "write_json_lines",
     "render_table",
     "human_time",
     "utc_cells",
@@ -217,6 +219,38 @@ def _dumps_any_keys(rec) -> bytes:
     return orjson.dumps(rec, default=_json_default, option=option)
 
 
+def json_line(rec: dict) -> bytes:
+    """One record as a compact JSON line, as Zeek writes them (LogAscii::use_json), newline
+    included. orjson is ~10x faster than the json module here, which matters when a capture
+    has a million connections; keys that are not strings (rare) take orjson's slower option,
+    only where they occur. Commands that read with `--jobs` make the lines where each
+    connection was read (commands/flows.py), so this is the one place they are made."""
+    try:
+        return orjson.dumps(rec, default=_json_default, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        return _dumps_any_keys(rec)
+
+
+def write_json_lines(lines: Iterable[bytes], out: IO[str]) -> int:
+    """Write JSON lines made by `json_line` (or several joined); returns how many bytes
+    objects it wrote. The bytes go straight into
+    `out`'s binary buffer (no decoding and encoding again), or through its text layer for a
+    StringIO or a terminal (flushed line by line)."""
+    n = 0
+    raw = getattr(out, "buffer", None)
+    if raw is None or getattr(out, "line_buffering", False):
+        for line in lines:
+            out.write(line.decode())
+            n += 1
+        return n
+    out.flush()
+    write = raw.write
+    for line in lines:
+        write(line)
+        n += 1
+    return n
+
+
 def write_records(
     records: Iterable[dict],
     fmt: str,
@@ -248,33 +282,9 @@ def write_records(
         if fmt == "zeek":
             return write_zeek(records, out, log_path, columns)
         return write_zeek_json(records, out, columns, conn=log_path == "conn")
-    n = 0
     if fmt == "json":
-        # compact JSON lines, as Zeek writes them (LogAscii::use_json); orjson is ~10x faster
-        # than the json module here, which matters when a capture has a million connections
-        # (keys that are not strings, rare, take orjson's slower option, only where they occur)
-        dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-        raw = getattr(out, "buffer", None)
-        if raw is None or getattr(out, "line_buffering", False):
-            # a StringIO, or a terminal (flushed line by line): through the text layer
-            for rec in records:
-                try:
-                    line = dumps(rec, default=_json_default, option=option)
-                except TypeError:
-                    line = _dumps_any_keys(rec)
-                out.write(line.decode())
-                n += 1
-            return n
-        # orjson's bytes straight into the binary buffer (no decoding and encoding again)
-        out.flush()
-        write = raw.write
-        for rec in records:
-            try:
-                write(dumps(rec, default=_json_default, option=option))
-            except TypeError:
-                write(_dumps_any_keys(rec))
-            n += 1
-        return n
+        return write_json_lines(map(json_line, records), out)
+    n = 0
     if fmt == "csv":
         import csv
 
