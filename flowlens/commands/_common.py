@@ -14,7 +14,7 @@ import click
 from ..core.analyzer import Analyzer
 from ..core.connections import Config
 from ..core.filters import Selection
-from ..core.pipeline import Analysis, Pipeline, analyze
+from ..core.pipeline import Pipeline
 from ..errors import UsageError
 from ..reports.formats import FORMATS, write_json_lines, write_records
 
@@ -31,7 +31,6 @@ __all__ = [
     "filter_options",
     "selection_from",
     "config_from",
-    "run_analysis",
     "open_pipeline",
     "progress_callback",
     "warn",
@@ -414,18 +413,6 @@ def nothing_line(
     if selection:
         return f"{path}: no {noun} matches the filters"
     return f"{path}: no {noun}s"
-
-
-def run_analysis(path: str, config: Config, analyzers=()) -> Analysis:
-    """Analyze a capture with a progress bar on a terminal and its warnings on stderr."""
-    progress = progress_callback(path)
-    try:
-        result = analyze(path, config, analyzers=analyzers, progress=progress)
-    finally:
-        if progress is not None:
-            progress.close()
-    report_damage(result.warnings)
-    return result
 
 
 def open_pipeline(
