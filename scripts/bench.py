@@ -11,7 +11,8 @@ alternation, and the report is the ratio of medians, never an absolute time in a
 
 What is timed (wall clock, output to /dev/null):
   flowlens flows F --format json     the whole pipeline, every connection printed
-  flowlens flows F ... -j 2          the same with two shard processes (core/shard.py)
+  flowlens flows F ... -j 2          the same with two shard processes (core/shard.py); with
+                                     more usable cores, also -j 4, 8 ... (the scaling curve)
   flowlens flows F ... --scheduler   the same with two shards on a Dask LocalCluster of 2 worker
                                      processes, 1 thread each, started here (core/shard.py's
                                      DaskShardedRun; the cluster's start is not timed)
@@ -149,10 +150,56 @@ MEMORY_COMMANDS = (
 )
 
 
+def _fold(s: int) -> int:
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def _recheck(frame: bytearray, at: int, old: bytes) -> None:
+    """Mend the TCP checksum (at 50: Ethernet, a 20-byte IPv4 header) after the 16-bit words
+    at `at` changed from `old` (RFC 1624's incremental update: HC' = ~(~HC + ~m + m'))."""
+    s = ~int.from_bytes(frame[50:52], "big") & 0xFFFF
+    for k in range(0, len(old), 2):
+        s += (~int.from_bytes(old[k : k + 2], "big") & 0xFFFF) + int.from_bytes(
+            frame[at + k : at + k + 2], "big"
+        )
+    frame[50:52] = (~_fold(s) & 0xFFFF).to_bytes(2, "big")
+
+
+def _sequential_connection(template, base_ts: float, i: int):
+    """Connection i of write_sequential: its frames, as (ts, frame bytes), in time order."""
+    port = 10000 + (i % 50000)
+    isn = (i * 2654435761) & 0xFFFFFFFF
+    t0 = 1_700_000_000 + i * 0.01
+    for ts, raw in template:
+        frame = bytearray(raw)
+        from_client = frame[6:12] == b"\x02\x00\x00\x00\x00\x01"
+        off = 34 if from_client else 36  # client sport / server dport field
+        old = bytes(frame[off : off + 2])
+        frame[off : off + 2] = port.to_bytes(2, "big")
+        _recheck(frame, off, old)
+        if from_client:  # shift the client's sequence numbers so each ISN is new
+            old = bytes(frame[38:42])
+            frame[38:42] = ((int.from_bytes(old, "big") + isn) & 0xFFFFFFFF).to_bytes(4, "big")
+            _recheck(frame, 38, old)
+        else:
+            old = bytes(frame[42:46])
+            ack = int.from_bytes(old, "big")
+            if ack:
+                frame[42:46] = ((ack + isn) & 0xFFFFFFFF).to_bytes(4, "big")
+                _recheck(frame, 42, old)
+        yield t0 + (ts - base_ts), bytes(frame)
+
+
 def write_sequential(path: Path, packets: int) -> None:
-    """A synthetic capture of sequential short connections (11 packets each, one per 10 ms, so
-    about 6,000 are in TIME_WAIT at any moment), written without dpkt for speed."""
+    """A synthetic capture of sequential short connections (11 packets each over 18.5 ms, one
+    starting every 10 ms, so about 6,000 are in TIME_WAIT at any moment), written without dpkt
+    for speed: tests/pcapgen.py's clean close with a new client port and ISN each (checksums
+    mended), the frames of overlapping connections merged in time order."""
     sys.path.insert(0, str(ROOT / "tests"))
+    import heapq
+
     import pcapgen
 
     template = pcapgen.clean_close()
@@ -161,26 +208,27 @@ def write_sequential(path: Path, packets: int) -> None:
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
         rec = struct.Struct("<IIII")
-        for i in range(n_conns):
-            port = 10000 + (i % 50000)
-            isn = (i * 2654435761) & 0xFFFFFFFF
-            t0 = 1_700_000_000 + i * 0.01
-            for ts, frame in template:
-                frame = bytearray(frame)
-                from_client = frame[6:12] == b"\x02\x00\x00\x00\x00\x01"
-                off = 34 if from_client else 36  # client sport / server dport field
-                frame[off : off + 2] = port.to_bytes(2, "big")
-                if from_client:  # shift the client's sequence numbers so each ISN is new
-                    seq = int.from_bytes(frame[38:42], "big")
-                    frame[38:42] = ((seq + isn) & 0xFFFFFFFF).to_bytes(4, "big")
-                else:
-                    ack = int.from_bytes(frame[42:46], "big")
-                    if ack:
-                        frame[42:46] = ((ack + isn) & 0xFFFFFFFF).to_bytes(4, "big")
-                t = t0 + (ts - base_ts)
-                sec = int(t)
-                f.write(rec.pack(sec, int(round((t - sec) * 1e6)), len(frame), len(frame)))
-                f.write(frame)
+        # a connection starts every 10 ms and lasts 18.5 ms: connection i + 2 starts after
+        # connection i ends, so the even and the odd ones are each in time order
+        halves = [
+            (e for i in range(first, n_conns, 2)
+             for e in _sequential_connection(template, base_ts, i))
+            for first in (0, 1)
+        ]  # fmt: skip
+        for t, frame in heapq.merge(*halves, key=lambda e: e[0]):
+            sec = int(t)
+            f.write(rec.pack(sec, int(round((t - sec) * 1e6)), len(frame), len(frame)))
+            f.write(frame)
+
+
+def _more_jobs() -> list[int]:
+    """-j 4, 8 ... up to the usable cores (none on a 2-core machine: -j 2 is timed anyway)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    out, n = [], 4
+    while n <= (cores or 1):
+        out.append(n)
+        n *= 2
+    return out
 
 
 def _local_cluster():
@@ -248,6 +296,13 @@ def main() -> int:
         "flowlens report -j 2": flowlens_argv(
             "report", str(capture), "-o", str(OUT / "bench-report-j2.html"), "-j", "2"
         ),
+        # the scaling curve where the machine has more cores: -j 4, 8 ... up to its usable ones
+        **{
+            f"flowlens flows -j {n}": flowlens_argv(
+                "flows", str(capture), "--format", "json", "-j", str(n)
+            )
+            for n in _more_jobs()
+        },
         "tcptrace -l -n": ["tcptrace", "-l", "-n", str(capture)],
         "tshark conv,tcp": ["tshark", "-r", str(capture), "-q", "-z", "conv,tcp"],
     }
@@ -340,6 +395,12 @@ def main() -> int:
         if "flowlens report -j 2" in med and "flowlens report" in med:
             one, two = med["flowlens report"], med["flowlens report -j 2"]
             print(f"flowlens report -j 1 / -j 2     = {one / two:.2f}")
+
+    curve = [n for n in _more_jobs() if f"flowlens flows -j {n}" in med]
+    if curve:
+        print("scaling curve (flowlens flows, cores used: speed-up over -j 1):")
+        for n in curve:
+            print(f"  -j {n}: {ours / med[f'flowlens flows -j {n}']:.2f}x")
 
     if cluster is not None and "flowlens flows --scheduler" in med:
         dask = med["flowlens flows --scheduler"]
