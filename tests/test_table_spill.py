@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from pcapgen import ACK, CLIENT6, FIN, PSH, SERVER6, SYN, T0, Conversation
 
 from flowlens.cli import cli
-from flowlens.reports import sorted_table
 from flowlens.commands import flows as flows_cmd
 from flowlens.commands import rtt as rtt_cmd
+from flowlens.reports import sorted_table
 from flowlens.reports.formats import TABLE_WIDTH, render_table, utc_cells
 from flowlens.reports.sorted_table import SortedTable
 
