@@ -72,6 +72,19 @@ def midnight(tmp_path_factory):
     return pcapgen.write_pcap(path, many_connections(120, t0=day - 0.3))
 
 
+def files_made(rows: int, threshold: int, merge_runs: int) -> int:
+    """The temporary files a table of `rows` opens: one at its first run, one more each time
+    MERGE_RUNS runs are merged into one."""
+    files = runs = 0
+    for _ in range(rows // threshold):  # (a run each time `threshold` rows are held)
+        files = files or 1
+        if runs + 1 >= merge_runs:
+            files, runs = files + 1, 1
+        else:
+            runs += 1
+    return files
+
+
 @pytest.fixture
 def spy(monkeypatch):
     """The temporary files the tables open, with SPILL_ROWS and BLOCK_ROWS forced small."""
@@ -108,16 +121,20 @@ VIEWS = [
 
 
 @pytest.mark.parametrize("args", VIEWS, ids=" ".join)
-@pytest.mark.parametrize("threshold", [1, 7, 40])
-def test_spilled_table_prints_the_same_bytes(capture, spy, monkeypatch, args, threshold):
+@pytest.mark.parametrize("threshold, merge_runs", [(1, 64), (7, 3), (7, 64), (40, 2)])
+def test_spilled_table_prints_the_same_bytes(
+    capture, spy, monkeypatch, args, threshold, merge_runs
+):
     in_memory = table(args[0], capture, *args[1:])
     assert not spy, "a table of a few hundred rows is sorted in memory by default"
     lines = in_memory.splitlines()
     assert len(lines) > 2 * threshold + 1  # (so the forced threshold makes two runs or more)
     monkeypatch.setattr(sorted_table, "SPILL_ROWS", threshold)
     monkeypatch.setattr(sorted_table, "BLOCK_ROWS", 3)
+    monkeypatch.setattr(sorted_table, "MERGE_RUNS", merge_runs)
     assert table(args[0], capture, *args[1:]) == in_memory
-    assert len(spy) == 1 and spy[0].closed
+    assert len(spy) == files_made(len(lines) - 1, threshold, merge_runs)
+    assert all(f.closed for f in spy)
 
 
 @pytest.mark.parametrize("args", [("flows",), ("flows", "--wide"), ("rtt", "--wide")])

@@ -18,6 +18,9 @@ __all__ = ["SPILL_ROWS", "SortedTable"]
 SPILL_ROWS = 50_000
 #: rows per pickled block of a run: the merge holds one block of every run
 BLOCK_ROWS = 256
+#: runs at most: with this many, they are merged into one (in a new temporary file), so the
+#: final merge holds at most MERGE_RUNS blocks however long the table
+MERGE_RUNS = 64
 
 _first = itemgetter(0)
 
@@ -31,7 +34,9 @@ class SortedTable:
     kept; then they are sorted and written as a run, in blocks of BLOCK_ROWS, to an
     anonymous temporary file (tempfile.TemporaryFile in the system's temporary folder:
     unlinked at once, so nothing is left behind, even after a kill) and `lines` merges the
-    runs (heapq.merge, stable across runs taken in order). The layout's facts (numbers,
+    runs (heapq.merge, stable across runs taken in order); MERGE_RUNS runs are merged into
+    one as they come, so at most about SPILL_ROWS + MERGE_RUNS * BLOCK_ROWS rows are in
+    memory at any time, whatever the table's length. The layout's facts (numbers,
     decimals, widths) are gathered as rows are added (formats.TableLayout), so a spilled
     table prints the same bytes as one sorted in memory.
 
@@ -84,33 +89,35 @@ class SortedTable:
     def _spill(self) -> None:
         self._rows.sort(key=_first)
         if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="flowlens-table-")  # noqa: SIM115 - closed in close()
-        f = self._file
-        start = f.seek(0, 2)
-        rows = self._rows
-        blocks = 0
-        for at in range(0, len(rows), BLOCK_ROWS):
-            pickle.dump(rows[at : at + BLOCK_ROWS], f, protocol=pickle.HIGHEST_PROTOCOL)
-            blocks += 1
-        self._runs.append((start, blocks))
+            self._file = _temporary()
+        if len(self._runs) + 1 >= MERGE_RUNS:  # (one run with this batch: MERGE_RUNS blocks)
+            merged = heapq.merge(*self._open_runs(), self._rows, key=_first)
+            self._rows = []
+            f = _temporary()
+            try:
+                blocks = _write_run(merged, f)
+            except BaseException:
+                f.close()
+                raise
+            self._file.close()
+            self._file = f
+            self._runs = [(0, blocks)]
+            return
+        start = self._file.seek(0, 2)
+        self._runs.append((start, _write_run(self._rows, self._file)))
         self._rows = []
 
-    def _run(self, start: int, blocks: int) -> Iterator[tuple[Any, list]]:
+    def _open_runs(self) -> list[Iterator[tuple[Any, list]]]:
         f = self._file
         assert f is not None
-        at = start
-        for _ in range(blocks):
-            f.seek(at)
-            block = pickle.load(f)
-            at = f.tell()
-            yield from block
+        return [_read_run(f, start, blocks) for start, blocks in self._runs]
 
     def rows(self) -> Iterator[list]:
         """Every row's values in the columns' order, sorted, the time cells as printed."""
         self._rows.sort(key=_first)
         if self._runs:
             merged: Iterable[tuple[Any, list]] = heapq.merge(
-                *(self._run(*run) for run in self._runs), self._rows, key=_first
+                *self._open_runs(), self._rows, key=_first
             )
         else:
             merged = self._rows
@@ -142,3 +149,34 @@ class SortedTable:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _temporary() -> IO[bytes]:
+    # (unlinked at once on POSIX: nothing is left behind, even after a kill)
+    return tempfile.TemporaryFile(prefix="flowlens-table-")
+
+
+def _write_run(rows: Iterable[tuple[Any, list]], f: IO[bytes]) -> int:
+    """Write sorted rows at the end of `f` in pickled blocks of BLOCK_ROWS; returns how many."""
+    blocks = 0
+    block: list = []
+    for row in rows:
+        block.append(row)
+        if len(block) >= BLOCK_ROWS:
+            pickle.dump(block, f, protocol=pickle.HIGHEST_PROTOCOL)
+            blocks += 1
+            block = []
+    if block:
+        pickle.dump(block, f, protocol=pickle.HIGHEST_PROTOCOL)
+        blocks += 1
+    return blocks
+
+
+def _read_run(f: IO[bytes], start: int, blocks: int) -> Iterator[tuple[Any, list]]:
+    """The rows of the run of `blocks` blocks at `start` in `f`, a block at a time."""
+    at = start
+    for _ in range(blocks):
+        f.seek(at)
+        block = pickle.load(f)
+        at = f.tell()
+        yield from block
