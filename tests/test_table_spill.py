@@ -96,7 +96,7 @@ def spy(monkeypatch):
         made.append(f)
         return f
 
-    monkeypatch.setattr(sorted_table.tempfile, "TemporaryFile", temporary)
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary)
     return made
 
 

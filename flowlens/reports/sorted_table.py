@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import pickle
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import IO, Any
@@ -152,12 +150,17 @@ class SortedTable:
 
 
 def _temporary() -> IO[bytes]:
-    # (unlinked at once on POSIX: nothing is left behind, even after a kill)
+    # (unlinked at once on POSIX: nothing is left behind, even after a kill; tempfile and
+    # pickle are imported only by a table that spills: ~7 ms at every start otherwise)
+    import tempfile
+
     return tempfile.TemporaryFile(prefix="flowlens-table-")
 
 
 def _write_run(rows: Iterable[tuple[Any, list]], f: IO[bytes]) -> int:
     """Write sorted rows at the end of `f` in pickled blocks of BLOCK_ROWS; returns how many."""
+    import pickle
+
     blocks = 0
     block: list = []
     for row in rows:
@@ -174,6 +177,8 @@ def _write_run(rows: Iterable[tuple[Any, list]], f: IO[bytes]) -> int:
 
 def _read_run(f: IO[bytes], start: int, blocks: int) -> Iterator[tuple[Any, list]]:
     """The rows of the run of `blocks` blocks at `start` in `f`, a block at a time."""
+    import pickle
+
     at = start
     for _ in range(blocks):
         f.seek(at)
