@@ -275,7 +275,9 @@ class TableLayout:
         yield fmt(headers)
         for values in rows:
             row = [
-                _cell(
+                v  # (most cells: text, as _cell would give it)
+                if v.__class__ is str
+                else _cell(
                     float(v)
                     if p is not None and isinstance(v, int) and not isinstance(v, bool)
                     else v,
