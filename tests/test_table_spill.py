@@ -4,7 +4,10 @@ over a date change, and empty (issue 21, "peak RSS stays flat in capture length"
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
 import random
 import tempfile
 
@@ -223,3 +226,18 @@ def test_numbers_are_as_wide_as_their_widest_cell():
         "-12.250  -40   0.125  2.5  100",
         "  3.000    -       -    -  -",
     ]
+
+
+def test_a_full_disk_is_one_error_line(capture, monkeypatch):
+    class Full(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda *a, **k: Full())
+    monkeypatch.setattr(sorted_table, "SPILL_ROWS", 10)
+    result = CliRunner().invoke(cli, ["flows", capture])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: {tempfile.gettempdir()}: No space left on device (writing a table's rows to a "
+        "temporary file there; TMPDIR names another folder)"
+    )

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import IO, Any
 
+from ..errors import FlowlensError
 from .formats import TableLayout, human_time
 
 __all__ = ["SPILL_ROWS", "SortedTable"]
@@ -62,7 +63,6 @@ class SortedTable:
         self._rows: list[tuple[Any, list]] = []  # (key, values), not yet in a run
         self._file: IO[bytes] | None = None
         self._runs: list[tuple[int, int]] = []  # (offset of its first block, blocks)
-        self.count = 0  # rows added
 
     def add(self, row: dict) -> None:
         """Add one row; past SPILL_ROWS held rows, they are written as a sorted run."""
@@ -80,11 +80,21 @@ class SortedTable:
                     self._day_width = len(text) - 11
         self.layout.add(values)
         self._rows.append((self._key(row), values))
-        self.count += 1
         if len(self._rows) >= SPILL_ROWS:
             self._spill()
 
     def _spill(self) -> None:
+        try:
+            self._write()
+        except OSError as exc:  # (a full disk: one `Error:` line, not a traceback)
+            import tempfile
+
+            raise FlowlensError(
+                f"{tempfile.gettempdir()}: {exc.strerror or exc} (writing a table's rows to a "
+                "temporary file there; TMPDIR names another folder)"
+            ) from exc
+
+    def _write(self) -> None:
         self._rows.sort(key=_first)
         if self._file is None:
             self._file = _temporary()
