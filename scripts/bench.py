@@ -147,6 +147,8 @@ MEMORY_COMMANDS = (
     ("rtt", ("--format", "json", "-j", "1")),
     ("states", ("--format", "json", "-j", "1")),
     ("report", ("-o", "{out}/memory-report.html", "-j", "1")),
+    ("flows", ("-j", "1")),  # the tables (reports/sorted_table.py)
+    ("rtt", ("-j", "1")),
 )
 
 
@@ -425,7 +427,7 @@ def main() -> int:
 
     if args.memory:
         print()
-        print("peak RSS on sequential short connections (streamed formats; MB at 1M, 5M, ratio):")
+        print("peak RSS on sequential short connections (MB at 1M, 5M, ratio):")
         paths = {}
         for millions in (1, 5):
             path = paths[millions] = OUT / f"sequential-{millions}M.pcap"

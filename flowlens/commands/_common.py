@@ -359,6 +359,12 @@ class Output:
         assert self.fmt == "json", "json_lines for --format json only"
         write_json_lines(lines, self.text)
 
+    def lines(self, lines: Iterable[str]) -> None:
+        """Write a table's lines (`--format table`), each with its newline, as they come."""
+        write = self.text.write
+        for line in lines:
+            write(line + "\n")
+
 
 class Progress:
     """A tqdm bar on stderr, shown only when stderr is a terminal: the progress callback of a

@@ -9,7 +9,8 @@ import click
 
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.connections import RECORD_FIELDS
-from ..reports.formats import TABLE_WIDTH, json_line, plural, utc_cells
+from ..reports.formats import TABLE_WIDTH, json_line, plural
+from ..reports.sorted_table import SortedTable
 from ._common import (
     Output,
     capture_argument,
@@ -41,6 +42,11 @@ HEADERS = {
     "ts": "start (UTC)", "duration": "dur_s", "pkts": "pkts o/r", "bytes": "bytes o/r",
     "retransmissions": "retrans",
 }  # fmt: skip
+
+
+def _start_order(row: dict) -> tuple:
+    """A table's order: by start time, then uid."""
+    return row["ts"], row["uid"]
 
 
 def _endpoint(host: str, port: int) -> str:
@@ -159,23 +165,19 @@ def flows(
         with sink:
             if fmt == "table":
                 columns = TABLE_COLUMNS if wide else SHORT_COLUMNS
-                records = sorted(
-                    (table_row(r, columns) for r in rows()), key=lambda r: (r["ts"], r["uid"])
-                )
-                stream.close_progress()
-                times = utc_cells([r["ts"] for r in records], full=wide)
-                for r, t in zip(records, times):
-                    r["ts"] = t
-                del times
-                sink.records(
-                    records,
-                    RECORD_FIELDS,
-                    columns,
-                    [HEADERS.get(c, c) for c in columns],
-                    log_path="conn",
-                    max_width=None if wide else TABLE_WIDTH,
-                    shrink=("resp", "orig"),
-                )
+                headers = [HEADERS.get(c, c) for c in columns]
+                # sorted by start time (rows past SPILL_ROWS wait in a temporary file)
+                with SortedTable(
+                    columns, headers, key=_start_order, utc_column="ts", full_dates=wide
+                ) as table:
+                    for r in rows():
+                        table.add(table_row(r, columns))
+                    stream.close_progress()
+                    sink.lines(
+                        table.lines(
+                            max_width=None if wide else TABLE_WIDTH, shrink=("resp", "orig")
+                        )
+                    )
             elif fmt == "json":
                 sink.json_lines(lines())
             else:

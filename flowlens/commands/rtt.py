@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import click
 
 from ..analyzers.rtt import RttCollector
-from ..reports.formats import TABLE_WIDTH, plural, utc_cells
+from ..reports.formats import TABLE_WIDTH, plural
 from ..reports.rtt import (
     AGGREGATE_FIELDS,
     BY_CHOICES,
@@ -20,6 +20,7 @@ from ..reports.rtt import (
     sample_rows,
     series_for,
 )
+from ..reports.sorted_table import SortedTable
 from ._common import (
     PICTURE_FORMATS,
     Output,
@@ -64,6 +65,11 @@ WHERE = (
     "path: cap>resp>cap = capture point to responder and back, cap>orig>cap = to originator "
     "and back (their sum: end-to-end)"
 )
+
+
+def _time_order(row: dict) -> tuple:
+    """A table's order: by time (a connection's start, a sample's answer), then uid."""
+    return row["ts"], row["uid"]
 
 
 def _endpoint(host: str, port: int) -> str:
@@ -211,20 +217,17 @@ def rtt(
                     columns = SAMPLE_COLUMNS if wide else SAMPLE_SHORT
                 else:
                     columns = TABLE_COLUMNS if wide else SHORT_COLUMNS
-                records = sorted(
-                    (_table_row(r, columns) for r in rows()), key=lambda r: (r["ts"], r["uid"])
-                )
-                stream.close_progress()
                 # a sample's ts is its answer's time; a connection's its first packet's
                 ts_header = "time (UTC)" if samples else "start (UTC)"
                 headers = [ts_header if c == "ts" else c for c in columns]
-                times = utc_cells([r["ts"] for r in records], full=wide)
-                for r, t in zip(records, times):
-                    r["ts"] = t
-                del times
-                sink.records(
-                    records, fields, columns, headers, log_path="flowlens_rtt", **_fit(wide)
-                )
+                # sorted by time (rows past SPILL_ROWS wait in a temporary file)
+                with SortedTable(
+                    columns, headers, key=_time_order, utc_column="ts", full_dates=wide
+                ) as table:
+                    for r in rows():
+                        table.add(_table_row(r, columns))
+                    stream.close_progress()
+                    sink.lines(table.lines(**_fit(wide)))
             else:
                 sink.records(rows(), fields, log_path="flowlens_rtt")
     finally:

@@ -15,6 +15,8 @@ __all__ = [
     "json_line",
     "write_json_lines",
     "render_table",
+    "table_lines",
+    "TableLayout",
     "human_time",
     "utc_cells",
     "plural",
@@ -129,82 +131,171 @@ def table_lines(
     the most its values need), so its points line up. With `max_width`, the `wrap` column (a
     sentence, the last) is folded onto continuation lines within the width left to it (at
     least 30 characters), then the `shrink` columns (text) are cut, the first one first,
-    with a trailing `…`, until a line fits."""
-    headers = list(headers or columns)
-    numeric = [  # right-aligned: numbers and gaps, at least one number
-        any(r.get(c) is not None for r in rows)
-        and all(
-            isinstance(r.get(c), (int, float))
-            and not isinstance(r.get(c), bool)
-            or r.get(c) is None
-            for r in rows
-        )
-        for c in columns
-    ]
-    places: list[int | None] = []
-    for c, h in zip(columns, headers):
-        values = [r.get(c) for r in rows]
-        if not any(isinstance(v, float) for v in values):
-            places.append(None)
-            continue
-        fixed = column_decimals(h)
-        places.append(fixed if fixed is not None else _needed_decimals(values))
-    cells = [
-        [
-            _cell(
-                float(v) if p is not None and isinstance(v, int) and not isinstance(v, bool) else v,
-                p,
-            )
-            for v, p in ((r.get(c), p) for c, p in zip(columns, places))
-        ]
-        for r in rows
-    ]
-    widths = [len(h) for h in headers]
-    for row in cells:
-        for i, text in enumerate(row):
-            widths[i] = max(widths[i], len(text))
-    folded: dict[int, list[str]] = {}  # row -> continuation lines of the wrap column
-    wrap_at = 0
-    if max_width is not None and wrap is not None and wrap in columns:
-        import textwrap
+    with a trailing `…`, until a line fits. (TableLayout gathers these facts row by row, for
+    a table whose rows are not all in memory: reports/sorted_table.py.)"""
+    layout = TableLayout(columns, headers)
+    cells = [[r.get(c) for c in columns] for r in rows]
+    for values in cells:
+        layout.add(values)
+    return layout.lines(cells, max_width=max_width, shrink=shrink, wrap=wrap)
 
-        i = list(columns).index(wrap)
-        room = max(30, max_width - (sum(widths) - widths[i]) - 2 * (len(widths) - 1))
-        if widths[i] > room:
-            widths[i] = max(room, len(headers[i]))
-            for n, row in enumerate(cells):
-                lines = textwrap.wrap(row[i], widths[i], break_on_hyphens=False) or [""]
-                row[i] = lines[0]
-                if len(lines) > 1:
-                    folded[n] = lines[1:]
-            wrap_at = sum(widths[:i]) + 2 * i
-    if max_width is not None:
-        over = sum(widths) + 2 * (len(widths) - 1) - max_width
-        for name in shrink:
-            if over <= 0 or name not in columns:
+
+class TableLayout:
+    """The whole-table facts of `table_lines`, gathered one row at a time: which columns are
+    numbers (right-aligned), each float column's decimals, each column's width. A row is its
+    values in the columns' order. What a number's cell is depends on its column's decimals,
+    known only once every row is in; the width of a column's numbers is that of its largest
+    or its most negative one (a cell's length grows with the magnitude it prints), so the
+    layout keeps those two, not the cells."""
+
+    def __init__(self, columns: Sequence[str], headers: Sequence[str] | None = None) -> None:
+        self.columns = list(columns)
+        self.headers = list(headers or columns)
+        n = len(self.columns)
+        self._fixed = [column_decimals(h) for h in self.headers]
+        self._filled = [False] * n  # a value that is not None
+        self._numeric = [True] * n  # every value a number or None
+        self._floats = [False] * n
+        self._needed = [0] * n  # decimals the floats need (columns without fixed ones)
+        self._text = [0] * n  # the widest cell whose text does not depend on the decimals
+        self._high: list = [None] * n  # largest finite number
+        self._low: list = [None] * n  # smallest finite number
+        self._negative_zero = [False] * n  # a -0.0 ("-0.000" is wider than "0.000")
+
+    def add(self, values: Sequence) -> None:
+        """Count one row (its values in the columns' order) into the layout."""
+        text = self._text
+        for i, v in enumerate(values):
+            if v is None:
+                if text[i] < 1:
+                    text[i] = 1  # "-"
                 continue
-            i = list(columns).index(name)
-            floor = max(len(headers[i]), 8)
-            cut = min(over, widths[i] - floor)
-            if cut <= 0:
+            self._filled[i] = True
+            if v.__class__ is str:
+                if len(v) > text[i]:
+                    text[i] = len(v)
+                self._numeric[i] = False
                 continue
-            widths[i] -= cut
-            over -= cut
-            for row in cells:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                self._numeric[i] = False
+                n = len(_cell(v))
+                if n > text[i]:
+                    text[i] = n
+                continue
+            if isinstance(v, float):
+                self._floats[i] = True
+                if self._fixed[i] is None:
+                    need = _needed_decimals((v,))
+                    if need > self._needed[i]:
+                        self._needed[i] = need
+                if math.isnan(v) or math.isinf(v):
+                    n = len(_cell(v, 0))  # "-", "inf", "-inf" with any decimals
+                    if n > text[i]:
+                        text[i] = n
+                    continue
+                if v == 0 and math.copysign(1.0, v) < 0:
+                    self._negative_zero[i] = True
+            high = self._high[i]
+            if high is None:
+                self._high[i] = self._low[i] = v
+            elif v > high:
+                self._high[i] = v
+            elif v < self._low[i]:
+                self._low[i] = v
+
+    def set_text_width(self, column: str, width: int) -> None:
+        """The widest cell of `column` is `width` characters: for a column of text whose
+        cells are rewritten after their rows were added (the time column of
+        sorted_table.SortedTable, cut to the time of day once every row is in)."""
+        self._text[self.columns.index(column)] = width
+
+    def places(self) -> list[int | None]:
+        """Each column's decimals: None for a column without floats."""
+        return [
+            None if not floats else fixed if fixed is not None else needed
+            for floats, fixed, needed in zip(self._floats, self._fixed, self._needed)
+        ]
+
+    def lines(
+        self,
+        rows: Iterable[Sequence],
+        *,
+        max_width: int | None = None,
+        shrink: Sequence[str] = (),
+        wrap: str | None = None,
+    ) -> Iterator[str]:
+        """The table's lines for `rows` (the rows added, in the order to print them), laid
+        out as `table_lines` says."""
+        columns, headers = self.columns, self.headers
+        numeric = [f and n for f, n in zip(self._filled, self._numeric)]
+        places = self.places()
+        widths = [len(h) for h in headers]
+        for i, p in enumerate(places):
+            widths[i] = max(widths[i], self._text[i])
+            extremes = [x for x in (self._high[i], self._low[i]) if x is not None]
+            if self._negative_zero[i]:
+                extremes.append(-0.0)
+            for x in extremes:
+                if p is not None and not isinstance(x, float):
+                    x = float(x)
+                widths[i] = max(widths[i], len(_cell(x, p)))
+        wrap_i = -1
+        wrap_at = 0
+        if max_width is not None and wrap is not None and wrap in columns:
+            i = columns.index(wrap)
+            room = max(30, max_width - (sum(widths) - widths[i]) - 2 * (len(widths) - 1))
+            if widths[i] > room:
+                widths[i] = max(room, len(headers[i]))
+                wrap_i = i
+                wrap_at = sum(widths[:i]) + 2 * i
+        cuts: list[int] = []  # columns cut to their width, in the order of `shrink`
+        if max_width is not None:
+            over = sum(widths) + 2 * (len(widths) - 1) - max_width
+            for name in shrink:
+                if over <= 0 or name not in columns:
+                    continue
+                i = columns.index(name)
+                floor = max(len(headers[i]), 8)
+                cut = min(over, widths[i] - floor)
+                if cut <= 0:
+                    continue
+                widths[i] -= cut
+                over -= cut
+                cuts.append(i)
+        if wrap_i >= 0:
+            import textwrap
+
+        def fmt(row):
+            parts = [
+                t.rjust(w) if numeric[i] else t.ljust(w)
+                for i, (t, w) in enumerate(zip(row, widths))
+            ]
+            return "  ".join(parts).rstrip()
+
+        yield fmt(headers)
+        for values in rows:
+            row = [
+                v  # (most cells: text, as _cell would give it)
+                if v.__class__ is str
+                else _cell(
+                    float(v)
+                    if p is not None and isinstance(v, int) and not isinstance(v, bool)
+                    else v,
+                    p,
+                )
+                for v, p in zip(values, places)
+            ]
+            more: list[str] = []
+            if wrap_i >= 0:
+                folded = textwrap.wrap(row[wrap_i], widths[wrap_i], break_on_hyphens=False)
+                row[wrap_i] = folded[0] if folded else ""
+                more = folded[1:]
+            for i in cuts:
                 if len(row[i]) > widths[i]:
                     row[i] = row[i][: widths[i] - 1] + "…"
-
-    def fmt(row):
-        parts = [
-            t.rjust(w) if numeric[i] else t.ljust(w) for i, (t, w) in enumerate(zip(row, widths))
-        ]
-        return "  ".join(parts).rstrip()
-
-    yield fmt(headers)
-    for n, row in enumerate(cells):
-        yield fmt(row)
-        for more in folded.get(n, ()):
-            yield " " * wrap_at + more
+            yield fmt(row)
+            for line in more:
+                yield " " * wrap_at + line
 
 
 def _json_default(value):
