@@ -187,6 +187,23 @@ class Axes:
         """The pixel row of `v`, held inside the box (a clipped window edge runs along the top)."""
         return self.top + self.h - min(max(self._frac(v, self.ylim, self.ylog), 0.0), 1.0) * self.h
 
+    def xs(self, values: Iterable[float]) -> list[float]:
+        """`x(v)` of each of `values` (the same arithmetic, once per chart instead of per call)."""
+        lo, hi = self.xlim
+        left, w = self.left, self.w
+        if self.xlog:
+            return [self.x(v) for v in values]
+        span = hi - lo
+        return [left + min(max((v - lo) / span, 0.0), 1.0) * w for v in values]
+
+    def ys(self, values: Iterable[float]) -> list[float]:
+        """`y(v)` of each of `values` (the same arithmetic, once per chart instead of per call)."""
+        lo, hi = self.ylim
+        if self.ylog:
+            return [self.y(v) for v in values]
+        bottom, h, span = self.top + self.h, self.h, hi - lo
+        return [bottom - min(max((v - lo) / span, 0.0), 1.0) * h for v in values]
+
     @property
     def bottom(self) -> float:
         return self.top + self.h
@@ -251,8 +268,17 @@ class Axes:
 def points_path(pts: Iterable[tuple[float, float]]) -> str:
     """`M x y L x y ...` of pixel points."""
     out = []
-    for i, (x, y) in enumerate(pts):
-        out.append(f"{'M' if i == 0 else 'L'}{number(x)} {number(y)}")
+    texts: dict[float, str] = {}  # (a chart repeats its columns and rows: each spelt once)
+    for x, y in pts:
+        tx = texts.get(x)
+        if tx is None:
+            tx = texts[x] = number(x)
+        ty = texts.get(y)
+        if ty is None:
+            ty = texts[y] = number(y)
+        out.append(f"L{tx} {ty}")
+    if out:
+        out[0] = "M" + out[0][1:]
     return "".join(out)
 
 
