@@ -188,21 +188,14 @@ class Axes:
         return self.top + self.h - min(max(self._frac(v, self.ylim, self.ylog), 0.0), 1.0) * self.h
 
     def xs(self, values: Iterable[float]) -> list[float]:
-        """`x(v)` of each of `values` (the same arithmetic, once per chart instead of per call)."""
-        lo, hi = self.xlim
+        """`x(v)` of each of `values` (the same arithmetic, its constants computed once)."""
         left, w = self.left, self.w
-        if self.xlog:
-            return [self.x(v) for v in values]
-        span = hi - lo
-        return [left + min(max((v - lo) / span, 0.0), 1.0) * w for v in values]
+        return [left + min(max(f, 0.0), 1.0) * w for f in _fracs(values, self.xlim, self.xlog)]
 
     def ys(self, values: Iterable[float]) -> list[float]:
-        """`y(v)` of each of `values` (the same arithmetic, once per chart instead of per call)."""
-        lo, hi = self.ylim
-        if self.ylog:
-            return [self.y(v) for v in values]
-        bottom, h, span = self.top + self.h, self.h, hi - lo
-        return [bottom - min(max((v - lo) / span, 0.0), 1.0) * h for v in values]
+        """`y(v)` of each of `values` (the same arithmetic, its constants computed once)."""
+        bottom, h = self.top + self.h, self.h
+        return [bottom - min(max(f, 0.0), 1.0) * h for f in _fracs(values, self.ylim, self.ylog)]
 
     @property
     def bottom(self) -> float:
@@ -263,6 +256,18 @@ class Axes:
                 c.rect(x, yy - 5, 12, 10, fill=color)
             c.text(x + 20, yy, label, size=9, baseline="middle")
         c.close("g")
+
+
+def _fracs(values: Iterable[float], lim: tuple[float, float], log: bool) -> list[float]:
+    """`Axes._frac` of each of `values`, the same operations in the same order."""
+    lo, hi = lim
+    if log:
+        log10, floor = math.log10, lo * 1e-3
+        log_lo = log10(lo)
+        span = log10(hi) - log_lo
+        return [(log10(max(v, floor)) - log_lo) / span for v in values]
+    span = hi - lo
+    return [(v - lo) / span for v in values]
 
 
 def points_path(pts: Iterable[tuple[float, float]]) -> str:

@@ -127,6 +127,14 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
     ax.frame("seconds since the first sample", "RTT at the capture point (ms)",
              title or "RTT over time")  # fmt: skip
     items = []
+    spelt: dict[float, str] = {}  # (samples share their pixel rows and columns)
+
+    def spell(v: float) -> str:
+        text = spelt.get(v)
+        if text is None:
+            text = spelt[v] = number(v)
+        return text
+
     c.open("g")
     for k, s in enumerate(shown):
         color = TAB10[k % len(TAB10)]
@@ -135,7 +143,7 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
         c.open("g", class_="series", data_label=s.label, data_points=len(pts), fill=color)
         if not merged and len(pts) > 1:
             c.path(points_path(pts), fill="none", stroke=color, stroke_width="0.6")
-        marks = "".join(f"M{number(x - 1.5)} {number(y)}h3" for x, y in pts)
+        marks = "".join(f"M{spell(x - 1.5)} {spell(y)}h3" for x, y in pts)
         if marks:
             c.path(marks, stroke=color, stroke_width="3", stroke_linecap="round", fill="none")
         c.close("g")
