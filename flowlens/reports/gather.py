@@ -237,7 +237,8 @@ class ReportShard(Analyzer):
         """After the run: ("marks",) where the frame notes fell; ("frames", frames, uids)
         which of the kept logs of `uids` hold each of `frames`; ("ladders", uids, notes,
         graphed) the ladder of each of `uids` whose log is here (uid -> (record, ladder,
-        text, picture, notes placed, time-sequence picture or None))."""
+        text, picture, notes placed, time-sequence picture or None)); ("release",) drops the
+        kept logs and series (no question about them follows)."""
         kind = question[0]
         if kind == "marks":
             return self.marks.seen
@@ -258,6 +259,12 @@ class ReportShard(Analyzer):
                 if kept is not None:
                     out[uid] = self._ladder(kept[0], kept[1], notes, uid in graphed)
             return out
+        if kind == "release":
+            # the ladders are drawn: the kept logs and series (and their connections) go
+            # before the report draws its charts, which need the room
+            self.logs.kept.clear()
+            self.stream_logs.clear()
+            return None
         raise ValueError(f"no such question: {kind!r}")
 
     def _ladder(self, conn: Connection, log, notes: list[Note], graphed: bool) -> tuple:

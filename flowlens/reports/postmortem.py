@@ -342,6 +342,7 @@ def _assemble(path: str, options: ReportOptions, detector: AnomalyDetector, stre
     if chosen:
         for got in stream.ask(("ladders", chosen, notes, set(drawn_graphs))):
             drawn_ladders.update(got)
+    stream.ask(("release",))  # (no more questions about the kept logs)
     ladders = _ladders(chosen, drawn_ladders, findings, links, hints)
     drawn = {v.uid for v in ladders}
     links = [u if u in drawn else None for u in links]
