@@ -90,11 +90,10 @@ def worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[int, int], spans) ->
         if limit is not None and (end is None or end - start >= limit):
             return STRONG
     st = tcp.state_of(conn)
-    if st is not None and any(
-        d.retrans_segments or d.zero_window_spells or d.keep_alive_first_ns is not None
-        for d in st.dirs
-    ):
-        return STRONG
+    if st is not None:
+        for d in st.dirs:  # (a loop, not any(...): no generator per connection)
+            if d.retrans_segments or d.zero_window_spells or d.keep_alive_first_ns is not None:
+                return STRONG
     return WEAK if conn.prev_uid is not None else SPARE
 
 
@@ -102,7 +101,11 @@ def could_graph(conn: Connection, tcp: TcpAnalyzer) -> bool:
     """Can this connection get a time-sequence graph (a retransmissions or zero_window
     finding)? Only then is its segment series kept."""
     st = tcp.state_of(conn)
-    return st is not None and any(d.retrans_segments or d.zero_window_spells for d in st.dirs)
+    if st is not None:
+        for d in st.dirs:
+            if d.retrans_segments or d.zero_window_spells:
+                return True
+    return False
 
 
 class FrameMarks(Analyzer):

@@ -40,8 +40,12 @@ MONO = "DejaVu Sans Mono, Menlo, Consolas, monospace"
 
 def number(v: float) -> str:
     """A coordinate: a tenth of a pixel at most, no trailing zeros (keeps the page small)."""
-    text = f"{v:.1f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+    text = f"{v:.1f}"  # (one decimal: "12.0" -> "12", "-0.0" -> "0")
+    if text.endswith(".0"):
+        text = text[:-2]
+        if text == "-0":
+            return "0"
+    return text
 
 
 def _attrs(attrs: dict) -> str:
