@@ -148,7 +148,10 @@ class LogBudget:
         while len(self.kept) > self.limit:
             self.dropped += 1
             spare, weak, strong = self.tiers
-            tiered = max(spare, weak, key=len) if spare or weak else strong
+            if spare or weak:  # the larger, SPARE on a tie (as max(spare, weak, key=len))
+                tiered = spare if len(spare) >= len(weak) else weak
+            else:
+                tiered = strong
             old, _ = tiered.popitem(last=True)
             gone.append((old, self.kept.pop(old)))
         return gone
