@@ -21,15 +21,19 @@ cdef class ConnLog:
     cdef public object _ackdat_ms
     cdef public list _breaks
     cdef cpython.array.array _cells
-    cdef public list _changes
+    cdef public object _changes
+    cdef public Py_ssize_t _codes_at
+    cdef public long long _end_ns
     cdef public bint _ended
     cdef public dict _found
     cdef public object _items
     cdef public Py_ssize_t _notes_len
+    cdef public long long _orig_code
     cdef public object _owner
     cdef public dict _rare
     cdef public bint _rejected
     cdef public bint _reset_seen
+    cdef public long long _resp_code
     cdef public long long _retrans
     cdef public object _synack_ms
     cdef public object _tcp

@@ -212,15 +212,19 @@ class ConnLog:
         "_ackdat_ms",
         "_breaks",  # sorted absolute ns where a user time note splits a run
         "_cells",  # array('q'), _WIDTH integers per packet (see _FRAME ...)
-        "_changes",  # StateChange list merged in by time (on_end)
+        "_changes",  # StateChange list merged in by time (made when the items are built)
+        "_codes_at",  # the timeline length _orig_code/_resp_code were read at (-1: not read)
+        "_end_ns",  # when the record ended (on_end): a timed state's run-out past it is not shown
         "_ended",
         "_found",  # packet index -> the core's findings on it (TCP; only when some)
         "_items",  # the built items, once the connection ended
         "_notes_len",  # TcpTracker.notes already attributed
+        "_orig_code",  # both endpoints' state codes after the last packet (see _codes_at)
         "_owner",  # the PacketCollector: mode, pins and the TCP analyzer
         "_rare",  # packet index -> a SYN's option bytes, or an ICMP (type, code)
         "_rejected",
         "_reset_seen",
+        "_resp_code",
         "_retrans",  # Connection.retransmissions already attributed
         "_synack_ms",
         "_tcp",  # the connection's TcpTracker (its timeline names the transitions), or None
@@ -240,9 +244,13 @@ class ConnLog:
         self._rare: dict = {}
         self._owner = owner
         self._tcp = tcp
-        self._changes: list = []
+        self._changes: list | None = None
         self._items: list | None = None
         self._ended = False
+        self._end_ns = 0
+        self._codes_at = -1
+        self._orig_code = -1
+        self._resp_code = -1
         self._tl_len = 0
         self._notes_len = 0
         self._retrans = 0
@@ -263,6 +271,7 @@ class ConnLog:
             cells[o + _ORIG], cells[o + _RESP] = cells[o + _RESP], cells[o + _ORIG]
         self.base_seq.reverse()
         self._zero_win.reverse()
+        self._codes_at = -1  # (the tracker swapped its sides: read its states again)
 
     @property
     def items(self) -> list:
@@ -358,7 +367,29 @@ class ConnLog:
             else:
                 folder.plain(row, owner.collapse_after)
         folder.flush()
-        return _merge(folder.items, self._changes)
+        return _merge(folder.items, self._state_changes() if self._ended else [])
+
+    def _state_changes(self) -> list:
+        """The transitions no packet caused, by time (made once, when the items are first
+        built: the tracker's timeline is final once the record ended)."""
+        if self._changes is not None:
+            return self._changes
+        extra = []
+        tcp = self._tcp
+        if tcp is not None:
+            for i in range(self._tl_len, tcp.timeline_len):
+                ts, frame, side, state = tcp.transition(i)
+                why = "TIME_WAIT cut short: the 5-tuple was reused"
+                if frame is not None:
+                    why += f" (frame {frame})"
+                extra.append(StateChange(ts, side, state.value, why))
+            end = self._end_ns
+            for side, state, _start, stop, _frame, timed_out in tcp.spans():
+                if timed_out and stop <= end:  # a timed state ran out (TcpTracker.spans)
+                    extra.append(StateChange(stop, side, "CLOSED", TIMER_REASONS[state]))
+            extra.sort(key=_TS_NS)
+        self._changes = extra
+        return extra
 
 
 class PacketCollector(Analyzer):
@@ -421,29 +452,16 @@ class PacketCollector(Analyzer):
         self.state_of(conn)._swap()
 
     def on_end(self, conn) -> None:
-        """Complete the log: the transitions no packet caused, kept to be merged in."""
+        """Complete the log: the transitions no packet caused are read from the tracker when
+        the items are built (`ConnLog._state_changes`; most logs never are), up to this end."""
         log: ConnLog | None = self.state_of(conn)
         if log is None:
             return
         log._ended = True
         log._tcp = conn.tcp
+        log._end_ns = conn.end_ts_ns if conn.end_ts_ns is not None else conn.last_ts_ns
         if cython.compiled:  # the array's spare room, left by growing it, given back
             cpython.array.resize(log._cells, len(log._cells))  # type: ignore[name-defined]  # (cimported in packetlog.pxd)
-        if conn.tcp is not None:
-            extra = []
-            tcp = conn.tcp
-            for i in range(log._tl_len, tcp.timeline_len):
-                ts, frame, side, state = tcp.transition(i)
-                why = "TIME_WAIT cut short: the 5-tuple was reused"
-                if frame is not None:
-                    why += f" (frame {frame})"
-                extra.append(StateChange(ts, side, state.value, why))
-            end = conn.end_ts_ns if conn.end_ts_ns is not None else conn.last_ts_ns
-            for side, state, _start, stop, _frame, timed_out in tcp.spans():
-                if timed_out and stop <= end:  # a timed state ran out (TcpTracker.spans)
-                    extra.append(StateChange(stop, side, "CLOSED", TIMER_REASONS[state]))
-            extra.sort(key=_TS_NS)
-            log._changes = extra
 
     # ------------------------------------------------------------------ one packet
     def _add(self, log: ConnLog, conn: Connection, pkt: Packet, from_orig: cython.bint) -> None:
@@ -470,8 +488,14 @@ class PacketCollector(Analyzer):
             tl0 = log._tl_len
             tl1 = tcp.timeline_len
             log._tl_len = tl1
-            states = tcp.state
-            orig_code, resp_code = _STATE_CODE[id(states[0])], _STATE_CODE[id(states[1])]
+            if tl1 != log._codes_at:
+                # the states change only with a timeline entry (TcpTracker._set) or a swap
+                # (on_flip): read them again only then
+                states = tcp.state
+                log._orig_code = _STATE_CODE[id(states[0])]
+                log._resp_code = _STATE_CODE[id(states[1])]
+                log._codes_at = tl1
+            orig_code, resp_code = log._orig_code, log._resp_code
             findings = self._core_findings(log, conn, pkt, side)
             if findings:
                 log._found[k] = findings

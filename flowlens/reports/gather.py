@@ -35,7 +35,7 @@ from ..analyzers.rtt import RttCollector
 from ..analyzers.streamlog import StreamCollector, StreamLog
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.analyzer import Analyzer
-from ..core.connections import Connection
+from ..core.connections import RECORD_FIELDS, Connection
 from ..core.decode import IPPROTO_TCP
 from ..core.tcpstate import TcpState
 from .ladder import Note, build_ladder, render_text
@@ -56,6 +56,8 @@ __all__ = [
     "ReportGather",
     "exit_key",
     "open_peak",
+    "row_record",
+    "row_values",
 ]
 
 #: how much a connection's log is worth keeping (`worth`): a per-connection finding is
@@ -88,11 +90,10 @@ def worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[int, int], spans) ->
         if limit is not None and (end is None or end - start >= limit):
             return STRONG
     st = tcp.state_of(conn)
-    if st is not None and any(
-        d.retrans_segments or d.zero_window_spells or d.keep_alive_first_ns is not None
-        for d in st.dirs
-    ):
-        return STRONG
+    if st is not None:
+        for d in st.dirs:  # (a loop, not any(...): no generator per connection)
+            if d.retrans_segments or d.zero_window_spells or d.keep_alive_first_ns is not None:
+                return STRONG
     return WEAK if conn.prev_uid is not None else SPARE
 
 
@@ -100,7 +101,11 @@ def could_graph(conn: Connection, tcp: TcpAnalyzer) -> bool:
     """Can this connection get a time-sequence graph (a retransmissions or zero_window
     finding)? Only then is its segment series kept."""
     st = tcp.state_of(conn)
-    return st is not None and any(d.retrans_segments or d.zero_window_spells for d in st.dirs)
+    if st is not None:
+        for d in st.dirs:
+            if d.retrans_segments or d.zero_window_spells:
+                return True
+    return False
 
 
 class FrameMarks(Analyzer):
@@ -143,7 +148,10 @@ class LogBudget:
         while len(self.kept) > self.limit:
             self.dropped += 1
             spare, weak, strong = self.tiers
-            tiered = max(spare, weak, key=len) if spare or weak else strong
+            if spare or weak:  # the larger, SPARE on a tie (as max(spare, weak, key=len))
+                tiered = spare if len(spare) >= len(weak) else weak
+            else:
+                tiered = strong
             old, _ = tiered.popitem(last=True)
             gone.append((old, self.kept.pop(old)))
         return gone
@@ -199,13 +207,13 @@ class ReportShard(Analyzer):
         options, tcp = self.options, self.tcp
         spans = conn.tcp.spans() if conn.tcp is not None else ()
         tier = worth(conn, tcp, self.lingers, spans)
-        record = None
+        row = None
         if self.seen < options.max_table_rows:
-            record = conn.to_record()
+            row = row_values(conn)
         elif (tier == STRONG or (tier == WEAK and self.late < MAX_LATE_WEAK_ROWS)) and (
             not self.whole or self.late < MAX_LATE_ROWS
         ):
-            record = conn.to_record()
+            row = row_values(conn)
             self.late += 1
         self.seen += 1
         series = None
@@ -218,19 +226,25 @@ class ReportShard(Analyzer):
         log = self.collector.log_of(conn)
         if log is not None:
             self.logs.keep(conn.uid, tier, (conn, log))
-        return (
-            conn.uid, conn.first_frame, tier, conn.proto_name, conn.orig_h, conn.resp_h, record,
+        part = (
+            conn.uid, conn.first_frame, tier, conn.proto_name, conn.orig_h, conn.resp_h, row,
             self.spans.span_parts(conn, spans), self.rtt_parts.parts(conn),
             series_for(conn, "server", self.rtt), log is not None, series is not None,
             self.detector.parts(conn),
             conn.held and (conn.closed_by == "reused" or conn.closed_by == "continued"),
         )  # fmt: skip
+        if log is not None:
+            # a kept connection's ladder reads the connection, its trackers and its log, never
+            # its analyzers' states (TCP analysis, RTT: most of what it holds), which go now
+            conn.states = None
+        return part
 
     def answer(self, question: tuple) -> Any:
         """After the run: ("marks",) where the frame notes fell; ("frames", frames, uids)
         which of the kept logs of `uids` hold each of `frames`; ("ladders", uids, notes,
         graphed) the ladder of each of `uids` whose log is here (uid -> (record, ladder,
-        text, picture, notes placed, time-sequence picture or None))."""
+        text, picture, notes placed, time-sequence picture or None)); ("release",) drops the
+        kept logs and series (no question about them follows)."""
         kind = question[0]
         if kind == "marks":
             return self.marks.seen
@@ -251,6 +265,12 @@ class ReportShard(Analyzer):
                 if kept is not None:
                     out[uid] = self._ladder(kept[0], kept[1], notes, uid in graphed)
             return out
+        if kind == "release":
+            # the ladders are drawn: the kept logs and series (and their connections) go
+            # before the report draws its charts, which need the room
+            self.logs.kept.clear()
+            self.stream_logs.clear()
+            return None
         raise ValueError(f"no such question: {kind!r}")
 
     def _ladder(self, conn: Connection, log, notes: list[Note], graphed: bool) -> tuple:
@@ -274,8 +294,9 @@ class ReportGather:
         self.states = SpanTable()
         self.rtt_agg = Aggregator("server", None)
         self.rtt_series: dict[str, Series] = {}
-        self.records: list[dict] = []
-        self.late_records: dict[str, dict] = {}  # past max_table_rows, kept in case of a finding
+        #: the table's rows as `row_values` (`row_record` makes each the record again)
+        self.records: list[tuple] = []
+        self.late_records: dict[str, tuple] = {}  # past max_table_rows, kept in case of a finding
         self.total = 0
         self.by_proto: Counter = Counter()
         self.hosts: Counter = Counter()
@@ -328,6 +349,18 @@ class ReportGather:
             for gone, frame in self.logs.keep(uid, tier, first_frame):
                 if gone not in self.rowed and gone not in self.late_records:
                     self.first_frames.pop(frame, None)
+
+
+def row_values(conn: Connection) -> tuple:
+    """A table row kept compactly: the values of `conn.to_record()` (its keys are always
+    `RECORD_FIELDS`, in that order), a third of the dict's size for the 5,000 rows a report
+    keeps through its pass."""
+    return tuple(conn.to_record().values())
+
+
+def row_record(values: tuple) -> dict:
+    """The record again from `row_values`, the same keys in the same order."""
+    return dict(zip(RECORD_FIELDS, values))
 
 
 def exit_key(frame: int, after_open: bool) -> int:

@@ -41,7 +41,7 @@ from ..core.capture import open_capture
 from ..core.connections import Config, Connection
 from ..core.decode import IPPROTO_TCP
 from .capture_facts import fact_lines, merge_facts, run_facts
-from .gather import FrameMarks, ReportGather, ReportShard, exit_key, local_run
+from .gather import FrameMarks, ReportGather, ReportShard, exit_key, local_run, row_record
 from .hints import tseq_command
 from .ladder import Ladder, Note
 from .postmortem_figures import (
@@ -342,6 +342,7 @@ def _assemble(path: str, options: ReportOptions, detector: AnomalyDetector, stre
     if chosen:
         for got in stream.ask(("ladders", chosen, notes, set(drawn_graphs))):
             drawn_ladders.update(got)
+    stream.ask(("release",))  # (no more questions about the kept logs)
     ladders = _ladders(chosen, drawn_ladders, findings, links, hints)
     drawn = {v.uid for v in ladders}
     links = [u if u in drawn else None for u in links]
@@ -499,8 +500,8 @@ def _table_rows(gather: ReportGather, findings: list[Anomaly], links) -> list[di
             mark(uid, a.severity)
         for frame in a.evidence:
             mark(gather.first_frames.get(frame), a.severity)
-    rows = list(gather.records)
-    rows.extend(r for uid, r in gather.late_records.items() if uid in worst)
+    rows = [row_record(r) for r in gather.records]
+    rows.extend(row_record(r) for uid, r in gather.late_records.items() if uid in worst)
     for r in rows:
         r["finding"] = worst.get(r["uid"])
     return rows

@@ -51,18 +51,20 @@ def host_key(host: str) -> tuple[int, int]:
     return (ip.version, int(ip))
 
 
-def counted_spans(conn: Connection, spans: Sequence[tuple] | None = None) -> Iterator[tuple]:
+def counted_spans(conn: Connection, spans: Sequence[tuple] | None = None) -> list[tuple]:
     """The spans of TCP connection `conn` that count as a socket, as (side, state index in
     STATES, start ns, end ns or OPEN_END): a state of STATES that lasted (a zero-length step,
     entered and left at one packet, is no socket). `spans` is `conn.tcp.spans()` when the
-    caller has it already."""
+    caller has it already. (A list: a generator per connection costs more.)"""
     assert conn.tcp is not None  # (TCP connections only)
     index_of = _INDEX_OF_MEMBER.get
+    out = []
     for side, state, start, end, _frame, _timed_out in conn.tcp.spans() if spans is None else spans:
         k = index_of(id(state))
         if k is None or (end is not None and end <= start):
             continue
-        yield side, k, start, OPEN_END if end is None else end
+        out.append((side, k, start, OPEN_END if end is None else end))
+    return out
 
 
 def _np():
@@ -122,11 +124,23 @@ class SpanTable:
                 for side, k, start, end in counted_spans(conn, spans)]  # fmt: skip
 
     def add_span_parts(self, parts: Sequence[tuple]) -> None:
-        """Take one connection's `span_parts`."""
+        """Take one connection's `span_parts` (`add_span` of each, written out: about eight
+        spans a connection)."""
         counted = [False, False]
+        index = self._index
         for host, k, start, end, side in parts:
-            self.add_span(host, k, start, end, not counted[side])
-            counted[side] = True
+            h = index.get(host)
+            if h is None:
+                h = self._host(host)
+            self._starts[h].append(start)
+            self._ends[h].append(end)
+            self._states[h].append(k)
+            if k == _TIME_WAIT and end != OPEN_END:
+                if self._tw_horizon is None or end > self._tw_horizon:
+                    self._tw_horizon = end
+            if not counted[side]:
+                self.sockets[h] += 1
+                counted[side] = True
 
     def add_span(self, host: str, k: int, start: int, end: int, new_socket: bool) -> None:
         """One span of `host` in state STATES[k] from `start` to before `end` (OPEN_END: still

@@ -40,8 +40,12 @@ MONO = "DejaVu Sans Mono, Menlo, Consolas, monospace"
 
 def number(v: float) -> str:
     """A coordinate: a tenth of a pixel at most, no trailing zeros (keeps the page small)."""
-    text = f"{v:.1f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+    text = f"{v:.1f}"  # (one decimal: "12.0" -> "12", "-0.0" -> "0")
+    if text.endswith(".0"):
+        text = text[:-2]
+        if text == "-0":
+            return "0"
+    return text
 
 
 def _attrs(attrs: dict) -> str:
@@ -187,6 +191,16 @@ class Axes:
         """The pixel row of `v`, held inside the box (a clipped window edge runs along the top)."""
         return self.top + self.h - min(max(self._frac(v, self.ylim, self.ylog), 0.0), 1.0) * self.h
 
+    def xs(self, values: Iterable[float]) -> list[float]:
+        """`x(v)` of each of `values` (the same arithmetic, its constants computed once)."""
+        left, w = self.left, self.w
+        return [left + min(max(f, 0.0), 1.0) * w for f in _fracs(values, self.xlim, self.xlog)]
+
+    def ys(self, values: Iterable[float]) -> list[float]:
+        """`y(v)` of each of `values` (the same arithmetic, its constants computed once)."""
+        bottom, h = self.top + self.h, self.h
+        return [bottom - min(max(f, 0.0), 1.0) * h for f in _fracs(values, self.ylim, self.ylog)]
+
     @property
     def bottom(self) -> float:
         return self.top + self.h
@@ -248,11 +262,32 @@ class Axes:
         c.close("g")
 
 
+def _fracs(values: Iterable[float], lim: tuple[float, float], log: bool) -> list[float]:
+    """`Axes._frac` of each of `values`, the same operations in the same order."""
+    lo, hi = lim
+    if log:
+        log10, floor = math.log10, lo * 1e-3
+        log_lo = log10(lo)
+        span = log10(hi) - log_lo
+        return [(log10(max(v, floor)) - log_lo) / span for v in values]
+    span = hi - lo
+    return [(v - lo) / span for v in values]
+
+
 def points_path(pts: Iterable[tuple[float, float]]) -> str:
     """`M x y L x y ...` of pixel points."""
     out = []
-    for i, (x, y) in enumerate(pts):
-        out.append(f"{'M' if i == 0 else 'L'}{number(x)} {number(y)}")
+    texts: dict[float, str] = {}  # (a chart repeats its columns and rows: each spelt once)
+    for x, y in pts:
+        tx = texts.get(x)
+        if tx is None:
+            tx = texts[x] = number(x)
+        ty = texts.get(y)
+        if ty is None:
+            ty = texts[y] = number(y)
+        out.append(f"L{tx} {ty}")
+    if out:
+        out[0] = "M" + out[0][1:]
     return "".join(out)
 
 

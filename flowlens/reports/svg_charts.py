@@ -51,12 +51,18 @@ def states_svg(chart: StatesChart, title: str = "") -> str:
                  yticks=nice_ticks(0, y_hi, integer=True))  # fmt: skip
         c.open("g", class_="stack", data_host=panel.host)
         base = [0] * len(xs)
+        # pixel columns (each step's left and right edge, the last held to the axis' end) and
+        # each line's rows, rounded to the tenth the path keeps, computed once per panel
+        cols = [round(x, 1) for x in ax.xs(xs)]
+        rights = cols[1:] + [round(ax.x(x_hi), 1)]
+        base_rows = [round(y, 1) for y in ax.ys(base)]
         for state, ys in panel.layers:
             top_line = [b + y for b, y in zip(base, ys)]
-            c.path(_stack_band(ax, xs, base, top_line, x_hi), fill=PLOT_COLORS[state],
+            top_rows = [round(y, 1) for y in ax.ys(top_line)]
+            c.path(_stack_band(cols, rights, base_rows, top_rows), fill=PLOT_COLORS[state],
                    fill_opacity="0.9", class_="series", data_label=state,
                    data_points=len(ys), data_peak=max(ys))  # fmt: skip
-            base = top_line
+            base, base_rows = top_line, top_rows
         c.close("g")
         if chart.capture_end_s is not None:
             x_end = ax.x(chart.capture_end_s)
@@ -73,26 +79,25 @@ def states_svg(chart: StatesChart, title: str = "") -> str:
     return str(c)
 
 
-def _stack_band(ax: Axes, xs, base, top, x_hi: float) -> str:
-    """A closed post-step band between `base` and `top` (held to the axis' right end)."""
-    upper = []
-    for k, (x, y) in enumerate(zip(xs, top)):
-        x2 = xs[k + 1] if k + 1 < len(xs) else x_hi
-        upper.append((ax.x(x), ax.y(y)))
-        upper.append((ax.x(x2), ax.y(y)))
-    lower = []
-    for k in range(len(xs) - 1, -1, -1):
-        x2 = xs[k + 1] if k + 1 < len(xs) else x_hi
-        lower.append((ax.x(x2), ax.y(base[k])))
-        lower.append((ax.x(xs[k]), ax.y(base[k])))
-    return _compact(upper + lower) + "Z"
+def _stack_band(cols, rights, base_rows, top_rows) -> str:
+    """A closed post-step band between two lines, from their rounded pixel rows (`base_rows`,
+    `top_rows`) over the steps' rounded pixel columns (`cols` left edges, `rights` right)."""
+    pts: list[tuple[float, float]] = []
+    for x, x2, y in zip(cols, rights, top_rows):
+        pts.append((x, y))
+        pts.append((x2, y))
+    for k in range(len(cols) - 1, -1, -1):
+        y = base_rows[k]
+        pts.append((rights[k], y))
+        pts.append((cols[k], y))
+    return _compact(pts) + "Z"
 
 
 def _compact(pts: list[tuple[float, float]]) -> str:
-    """A path through pixel points with repeated and collinear-on-an-axis points dropped."""
+    """A path through pixel points (rounded to a tenth) with repeated and collinear-on-an-axis
+    points dropped."""
     out: list[tuple[float, float]] = []
-    for p in pts:
-        q = (round(p[0], 1), round(p[1], 1))
+    for q in pts:
         if out and out[-1] == q:
             continue
         if len(out) >= 2 and (
@@ -122,15 +127,23 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
     ax.frame("seconds since the first sample", "RTT at the capture point (ms)",
              title or "RTT over time")  # fmt: skip
     items = []
+    spelt: dict[float, str] = {}  # (samples share their pixel rows and columns)
+
+    def spell(v: float) -> str:
+        text = spelt.get(v)
+        if text is None:
+            text = spelt[v] = number(v)
+        return text
+
     c.open("g")
     for k, s in enumerate(shown):
         color = TAB10[k % len(TAB10)]
         merged = chart.merged_other and s is shown[-1]  # "other": many connections, no line
-        pts = [(ax.x(t - t0), ax.y(v)) for t, v in zip(s.ts_s, s.rtt_ms)]
+        pts = list(zip(ax.xs([t - t0 for t in s.ts_s]), ax.ys(s.rtt_ms)))
         c.open("g", class_="series", data_label=s.label, data_points=len(pts), fill=color)
         if not merged and len(pts) > 1:
             c.path(points_path(pts), fill="none", stroke=color, stroke_width="0.6")
-        marks = "".join(f"M{number(x - 1.5)} {number(y)}h3" for x, y in pts)
+        marks = "".join(f"M{spell(x - 1.5)} {spell(y)}h3" for x, y in pts)
         if marks:
             c.path(marks, stroke=color, stroke_width="3", stroke_linecap="round", fill="none")
         c.close("g")
