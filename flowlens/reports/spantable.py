@@ -196,10 +196,11 @@ class SpanTable:
         self._memo = None
 
     def close(self) -> None:
-        """Give back the temporary file of the spilled spans (the table is empty after)."""
+        """Give back the temporary file of the spilled spans; the table's spans are gone
+        after (as a new SpanTable's)."""
         if self._file is not None:
             self._file.close()
-        self.__init__()  # type: ignore[misc]
+        SpanTable.__init__(self)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
