@@ -8,7 +8,6 @@ kill; `close` (or the table being dropped, through `weakref.finalize`) gives its
 
 from __future__ import annotations
 
-import tempfile
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,6 +33,8 @@ class SpillFile:
     (`read`), at byte offsets the caller keeps."""
 
     def __init__(self) -> None:
+        import tempfile  # (when a table first spills: most never do)
+
         # (no context manager: the file lives as long as the table; the finalizer closes it)
         self.file = tempfile.TemporaryFile(prefix="flowlens-spans-", buffering=0)  # noqa: SIM115
         self.size = 0  # bytes written
