@@ -356,13 +356,19 @@ class SpanTable:
         points = points[(points >= start_ns) & (points <= end_ns)]
         if limit is not None and len(points) > limit:
             return None
+        parts = [points]
         for h in self._segments:  # the spilled ones, a block at a time
             for starts, ends, _k in self._spilled_blocks(h):
                 more = np.concatenate([starts, ends])
-                more = more[(more >= start_ns) & (more <= end_ns)]
+                more = np.unique(more[(more >= start_ns) & (more <= end_ns)])
+                if limit is None:  # (the answer is all of them: made once, at the end)
+                    parts.append(more)
+                    continue
                 points = np.union1d(points, more)
-                if limit is not None and len(points) > limit:
+                if len(points) > limit:
                     return None
+        if limit is None and len(parts) > 1:
+            points = np.unique(np.concatenate(parts))
         return points.tolist()
 
     def counts_at(self, ts_ns: int) -> dict[str, Counter]:
