@@ -10,6 +10,13 @@ counts: at one instant (`counts_at`), at many (`series`, `iter_active`), their p
 (`brief_close_waits`), and when the last TIME_WAIT runs out (`time_wait_horizon`). A span
 holds from its start to before its end. `states.SocketStates` adds ss's filters and the
 listening ports; the postmortem report charts a plain `SpanTable`.
+
+Memory is bounded in the capture's length: past SPILL_SPANS spans in memory, every host's are
+written to a temporary file (`spill.SpillFile`: as taken, and each of starts and ends sorted)
+and every question reads them back a block at a time. The counts are sums over spans, so they
+add up block by block; the peak is a sweep in time order, which merges the sorted runs
+(`spill.running_peak`). Below SPILL_SPANS nothing is written and every answer is made as it
+was, in one go over the arrays.
 """
 
 from __future__ import annotations
@@ -21,8 +28,17 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from ..core.connections import Connection, format_addr
 from ..core.tcpstate import TcpState
+from .spill import READ_BLOCK, SortedRun, SpillFile, running_peak
 
-__all__ = ["BRIEF_CLOSE_WAIT_NS", "OPEN_END", "STATES", "SpanTable", "counted_spans", "host_key"]
+__all__ = [
+    "BRIEF_CLOSE_WAIT_NS",
+    "OPEN_END",
+    "SPILL_SPANS",
+    "STATES",
+    "SpanTable",
+    "counted_spans",
+    "host_key",
+]
 
 #: the states a socket can be counted in, in the order of a connection's life
 STATES = (
@@ -43,6 +59,11 @@ _TIME_WAIT = _STATE_INDEX["TIME_WAIT"]
 #: spans binned at once by `SpanTable.iter_active` (its working memory: a few arrays of this)
 _BLOCK = 1 << 16
 _CLOSE_WAIT = _STATE_INDEX["CLOSE_WAIT"]
+#: spans kept in memory (17 bytes each, all hosts together) before they are written to the
+#: table's temporary file: about 33,000 connections' worth, 4.5 MB (read when a table is
+#: made). Small enough that 1M and 5M packets of short connections both spill and peak alike,
+#: large enough that a capture of 250k packets (about 180,000 spans) never spills
+SPILL_SPANS = 1 << 18
 
 
 def host_key(host: str) -> tuple[int, int]:
@@ -77,7 +98,10 @@ class SpanTable:
     """The counted spans of a capture's connections, per host three arrays (start, end, state
     index) and the count of its sockets (endpoints with a counted span). `add(conn)` takes a
     finished connection (then it can be dropped); `add_span` one span. Memory: 17 bytes a span,
-    about eight spans a connection, and nothing else per connection."""
+    about eight spans a connection, and nothing else per connection, up to SPILL_SPANS spans;
+    past that they go to a temporary file (33 bytes a span there) and memory stays flat.
+    `close` gives the file back (so does dropping the table). A table pickles with its spans
+    (those in the file too: the copy has no file of its own until it spills)."""
 
     def __init__(self) -> None:
         self._index: dict[str, int] = {}
@@ -89,6 +113,13 @@ class SpanTable:
         self._tw_horizon: int | None = None
         self._addr_text: dict[bytes, str] = {}
         self._memo: tuple | None = None
+        self._buffered = 0  # spans in the arrays, all hosts
+        self._spill_at = SPILL_SPANS
+        self._file: SpillFile | None = None
+        #: host -> its spilled pieces (byte offset, spans): at the offset its starts, ends,
+        #: sorted starts, sorted ends (int64 each) and state indexes (int8)
+        self._segments: dict[int, list[tuple[int, int]]] = {}
+        self._spilled = 0  # spans in the file
 
     def _host(self, host: str) -> int:
         i = self._index.get(host)
@@ -154,9 +185,86 @@ class SpanTable:
                 self._tw_horizon = end
         if new_socket:
             self.sockets[h] += 1
+        self._buffered += 1
+        if self._buffered >= self._spill_at:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Write every host's spans in memory to the file and start its arrays afresh."""
+        if self._file is None:
+            self._file = SpillFile()
+        for h in range(len(self.hosts)):
+            n = len(self._starts[h])
+            if not n:
+                continue
+            starts, ends, ks = self._arrays(h)
+            offset = self._file.write((starts, ends))
+            starts.sort()  # in place: the arrays are dropped next
+            ends.sort()
+            self._file.write((starts, ends, ks))
+            del starts, ends, ks
+            self._segments.setdefault(h, []).append((offset, n))
+            self._starts[h], self._ends[h], self._states[h] = array("q"), array("q"), array("b")
+            self._spilled += n
+        self._buffered = 0
+        self._memo = None
+
+    def close(self) -> None:
+        """Give back the temporary file of the spilled spans; the table's spans are gone
+        after (as a new SpanTable's)."""
+        if self._file is not None:
+            self._file.close()
+        SpanTable.__init__(self)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self._file is not None:
+            # the spilled spans back into the arrays: another process cannot read our file
+            starts, ends, ks = [], [], []
+            for h in range(len(self.hosts)):
+                s, e, k = array("q"), array("q"), array("b")
+                for bs, be, bk in self._blocks(h):
+                    s.frombytes(bs.tobytes())
+                    e.frombytes(be.tobytes())
+                    k.frombytes(bk.tobytes())
+                starts.append(s)
+                ends.append(e)
+                ks.append(k)
+            state.update(_starts=starts, _ends=ends, _states=ks, _file=None, _segments={},
+                         _spilled=0, _buffered=self._spilled + self._buffered)  # fmt: skip
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
 
     def __len__(self) -> int:
-        return sum(len(a) for a in self._starts)
+        return self._spilled + sum(len(a) for a in self._starts)
+
+    def _count(self, h: int) -> int:
+        """Host h's spans, in memory and in the file."""
+        return len(self._starts[h]) + sum(n for _o, n in self._segments.get(h, ()))
+
+    def _spilled_blocks(self, h: int) -> Iterator[tuple]:
+        """Host h's spans in the file, READ_BLOCK at a time, as (starts, ends, state
+        indexes)."""
+        np = _np()
+        file = self._file
+        for offset, n in self._segments.get(h, ()):
+            assert file is not None
+            for lo in range(0, n, READ_BLOCK):
+                m = min(READ_BLOCK, n - lo)
+                yield (
+                    file.read(offset + 8 * lo, np.int64, m),
+                    file.read(offset + 8 * (n + lo), np.int64, m),
+                    file.read(offset + 32 * n + lo, np.int8, m),
+                )
+
+    def _blocks(self, h: int) -> Iterator[tuple]:
+        """Host h's spans a block at a time: those in the file, then those in memory (all of
+        them when nothing was spilled)."""
+        if h in self._segments:
+            yield from self._spilled_blocks(h)
+        yield self._arrays(h)
 
     def host_list(self) -> list[str]:
         """Every host with at least one counted span, in address order."""
@@ -178,12 +286,29 @@ class SpanTable:
         np = _np()
         starts, ends, _k = self._arrays(h)
         starts, ends = np.sort(starts), np.sort(ends)
+        if h in self._segments:  # merged with the file's sorted runs, a block at a time
+            return running_peak(
+                self._sorted_runs(h, 16) + [_memory_run(starts)],
+                self._sorted_runs(h, 24) + [_memory_run(ends)],
+                until_ns,
+            )
         if until_ns is not None:
             starts = starts[: np.searchsorted(starts, until_ns, side="right")]
         if not len(starts):
             return 0
         ended = np.searchsorted(ends, starts, side="right")
         return int((np.arange(1, len(starts) + 1) - ended).max())
+
+    def _sorted_runs(self, h: int, at: int) -> list[SortedRun]:
+        """Host h's spilled sorted starts (`at` 16) or ends (24), one run a piece."""
+        np = _np()
+        file = self._file
+        assert file is not None
+
+        def reader(offset: int):
+            return lambda lo, hi: file.read(offset + 8 * lo, np.int64, hi - lo)
+
+        return [SortedRun(reader(offset + at * n), n) for offset, n in self._segments[h]]
 
     def busy_hosts(self) -> list[tuple[str, int, int]]:
         """[(host, most sockets it held at once, sockets over the capture)], busiest first
@@ -205,6 +330,12 @@ class SpanTable:
                 self._states[h],
             )
             sub.sockets[i] = self.sockets[h]
+            if h in self._segments:
+                sub._file = self._file
+                sub._segments[i] = self._segments[h]
+                sub._spilled += sum(n for _o, n in self._segments[h])
+        sub._buffered = sum(len(a) for a in sub._starts)
+        sub._spill_at = OPEN_END  # (a view: nothing is added to it)
         sub._tw_horizon = self.time_wait_horizon(sub.hosts)
         return sub
 
@@ -215,11 +346,11 @@ class SpanTable:
             return self._tw_horizon
         best = None
         for host in hosts:
-            _s, ends, ks = self._arrays(self._index[host])
-            ends = ends[(ks == _TIME_WAIT) & (ends != OPEN_END)]
-            if len(ends):
-                last = int(ends.max())
-                best = last if best is None or last > best else best
+            for _s, ends, ks in self._blocks(self._index[host]):
+                ends = ends[(ks == _TIME_WAIT) & (ends != OPEN_END)]
+                if len(ends):
+                    last = int(ends.max())
+                    best = last if best is None or last > best else best
         return best
 
     def change_points(
@@ -239,6 +370,19 @@ class SpanTable:
         points = points[(points >= start_ns) & (points <= end_ns)]
         if limit is not None and len(points) > limit:
             return None
+        parts = [points]
+        for h in self._segments:  # the spilled ones, a block at a time
+            for starts, ends, _k in self._spilled_blocks(h):
+                more = np.concatenate([starts, ends])
+                more = np.unique(more[(more >= start_ns) & (more <= end_ns)])
+                if limit is None:  # (the answer is all of them: made once, at the end)
+                    parts.append(more)
+                    continue
+                points = np.union1d(points, more)
+                if len(points) > limit:
+                    return None
+        if limit is None and len(parts) > 1:
+            points = np.unique(np.concatenate(parts))
         return points.tolist()
 
     def counts_at(self, ts_ns: int) -> dict[str, Counter]:
@@ -247,8 +391,11 @@ class SpanTable:
         np = _np()
         out = {}
         for host in self.host_list():
-            starts, ends, ks = self._arrays(self._index[host])
-            held = np.bincount(ks[(starts <= ts_ns) & (ts_ns < ends)], minlength=len(STATES))
+            held = None
+            for starts, ends, ks in self._blocks(self._index[host]):
+                n = np.bincount(ks[(starts <= ts_ns) & (ts_ns < ends)], minlength=len(STATES))
+                held = n if held is None else held + n
+            assert held is not None
             out[host] = Counter({STATES[k]: int(n) for k, n in enumerate(held.tolist()) if n})
         return out
 
@@ -261,19 +408,19 @@ class SpanTable:
         if self._memo is not None and self._memo[0] == key:
             return self._memo[1]
         np = _np()
-        starts, ends, ks = self._arrays(h)
-        if brief_only:
-            keep = (ks == _CLOSE_WAIT) & (ends != OPEN_END)
-            starts, ends = starts[keep], ends[keep]
-            keep = ends - starts < BRIEF_CLOSE_WAIT_NS
-            starts, ends = starts[keep], ends[keep]
-            ks = np.zeros(len(starts), dtype=np.int8)
         grid = np.asarray(times, dtype=np.int64)
         steps = np.zeros((1 if brief_only else len(STATES), len(times) + 1), dtype=np.int64)
-        # holds(t): start <= t < end, so a span counts from the first time at or after its
-        # start to before the first time at or after its end
-        np.add.at(steps, (ks, np.searchsorted(grid, starts, side="left")), 1)
-        np.add.at(steps, (ks, np.searchsorted(grid, ends, side="left")), -1)
+        for starts, ends, ks in self._blocks(h):  # (the steps add up block by block)
+            if brief_only:
+                keep = (ks == _CLOSE_WAIT) & (ends != OPEN_END)
+                starts, ends = starts[keep], ends[keep]
+                keep = ends - starts < BRIEF_CLOSE_WAIT_NS
+                starts, ends = starts[keep], ends[keep]
+                ks = np.zeros(len(starts), dtype=np.int8)
+            # holds(t): start <= t < end, so a span counts from the first time at or after
+            # its start to before the first time at or after its end
+            np.add.at(steps, (ks, np.searchsorted(grid, starts, side="left")), 1)
+            np.add.at(steps, (ks, np.searchsorted(grid, ends, side="left")), -1)
         rows = np.cumsum(steps, axis=1)[:, :-1].tolist()
         self._memo = (key, rows)
         return rows
@@ -321,29 +468,32 @@ class SpanTable:
         for h in range(n_hosts):
             # the host's net change per (first time at or after the event, state): at most
             # `cells` numbers however many spans it has, made a block of spans at a time
-            starts, ends, ks = self._arrays(h)
-            n = len(starts)
-            dense = 2 * n > cells
+            dense = 2 * self._count(h) > cells
             acc = np.zeros(cells if dense else 0, dtype=np.int64)
             keys_parts, delta_parts = [], []
-            for lo in range(0, n, _BLOCK):
-                k = ks[lo : lo + _BLOCK].astype(np.int64)
-                e = ends[lo : lo + _BLOCK]
-                closed = e != OPEN_END
-                keys = np.concatenate(
-                    [
-                        np.searchsorted(grid, starts[lo : lo + _BLOCK], side="left") * width + k,
-                        np.searchsorted(grid, e[closed], side="left") * width + k[closed],
-                    ]
-                )
-                weights = np.concatenate(
-                    [np.ones(len(k), dtype=np.int64), -np.ones(int(closed.sum()), dtype=np.int64)]
-                )
-                if dense:
-                    acc += np.bincount(keys, weights=weights, minlength=cells).astype(np.int64)
-                else:
-                    keys_parts.append(keys)
-                    delta_parts.append(weights)
+            for starts, ends, ks in self._blocks(h):
+                for lo in range(0, len(starts), _BLOCK):
+                    k = ks[lo : lo + _BLOCK].astype(np.int64)
+                    e = ends[lo : lo + _BLOCK]
+                    closed = e != OPEN_END
+                    keys = np.concatenate(
+                        [
+                            np.searchsorted(grid, starts[lo : lo + _BLOCK], side="left") * width
+                            + k,
+                            np.searchsorted(grid, e[closed], side="left") * width + k[closed],
+                        ]
+                    )
+                    weights = np.concatenate(
+                        [
+                            np.ones(len(k), dtype=np.int64),
+                            -np.ones(int(closed.sum()), dtype=np.int64),
+                        ]
+                    )
+                    if dense:
+                        acc += np.bincount(keys, weights=weights, minlength=cells).astype(np.int64)
+                    else:
+                        keys_parts.append(keys)
+                        delta_parts.append(weights)
             if dense:
                 keys = np.flatnonzero(acc)
                 deltas = acc[keys]
@@ -403,6 +553,13 @@ class SpanTable:
         return out
 
     def _has_brief(self, h: int) -> bool:
-        starts, ends, ks = self._arrays(h)
-        keep = (ks == _CLOSE_WAIT) & (ends != OPEN_END)
-        return bool(((ends[keep] - starts[keep]) < BRIEF_CLOSE_WAIT_NS).any())
+        for starts, ends, ks in self._blocks(h):
+            keep = (ks == _CLOSE_WAIT) & (ends != OPEN_END)
+            if ((ends[keep] - starts[keep]) < BRIEF_CLOSE_WAIT_NS).any():
+                return True
+        return False
+
+
+def _memory_run(values) -> SortedRun:
+    """A sorted array in memory as a run."""
+    return SortedRun(lambda lo, hi: values[lo:hi], len(values))
