@@ -172,6 +172,9 @@ class SpanTable:
             if not counted[side]:
                 self.sockets[h] += 1
                 counted[side] = True
+        self._buffered += len(parts)
+        if self._buffered >= self._spill_at:
+            self._spill()
 
     def add_span(self, host: str, k: int, start: int, end: int, new_socket: bool) -> None:
         """One span of `host` in state STATES[k] from `start` to before `end` (OPEN_END: still
