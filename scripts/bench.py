@@ -10,7 +10,9 @@ alternation, and the report is the ratio of medians, never an absolute time in a
                                                 # those (and `flowlens flows`, the baseline) only
 
 What is timed (wall clock, output to /dev/null):
-  flowlens flows F --format json     the whole pipeline, every connection printed
+  flowlens flows F --format json     the whole pipeline, every connection printed (-j 1, as
+                                     every baseline here: a capture of 256 MB or more would be
+                                     read by every core without it)
   flowlens flows F ... -j 2          the same with two shard processes (core/shard.py); with
                                      more usable cores, also -j 4, 8 ... (the scaling curve)
   flowlens flows F ... --scheduler   the same with two shards on a Dask LocalCluster of 2 worker
@@ -282,9 +284,12 @@ def main() -> int:
                             "--packets", str(args.packets)], check=True)  # fmt: skip
     n = packets_in(capture)
     tools = {
-        "flowlens flows": flowlens_argv("flows", str(capture), "--format", "json"),
-        "flowlens anomalies": flowlens_argv("anomalies", str(capture), "--format", "json"),
-        "flowlens rtt": flowlens_argv("rtt", str(capture), "--format", "json"),
+        # (-j 1: a capture of 256 MB or more is read by every core without it)
+        "flowlens flows": flowlens_argv("flows", str(capture), "--format", "json", "-j", "1"),
+        "flowlens anomalies": flowlens_argv(
+            "anomalies", str(capture), "--format", "json", "-j", "1"
+        ),
+        "flowlens rtt": flowlens_argv("rtt", str(capture), "--format", "json", "-j", "1"),
         "flowlens flows -j 2": flowlens_argv("flows", str(capture), "--format", "json", "-j", "2"),
         "flowlens anomalies -j 2": flowlens_argv(
             "anomalies", str(capture), "--format", "json", "-j", "2"
@@ -293,7 +298,7 @@ def main() -> int:
             "flows", str(capture), "--format", "json", "--scheduler", "(the cluster's address)"
         ),
         "flowlens report": flowlens_argv(
-            "report", str(capture), "-o", str(OUT / "bench-report.html")
+            "report", str(capture), "-o", str(OUT / "bench-report.html"), "-j", "1"
         ),
         "flowlens report -j 2": flowlens_argv(
             "report", str(capture), "-o", str(OUT / "bench-report-j2.html"), "-j", "2"

@@ -215,6 +215,11 @@ class ConnectionStream:
             self.progress.close()
 
     @property
+    def sharded(self) -> bool:
+        """Whether shards read the capture (`--jobs` > 1 or a cluster), not this process."""
+        return self.client is not None or self.jobs > 1
+
+    @property
     def stats(self):
         """The one pipeline's CaptureStats (its times are known from its first frame on);
         None for a sharded run."""
@@ -239,7 +244,7 @@ class ConnectionStream:
             client.close()
 
     def __iter__(self):
-        if self.client is None and self.jobs == 1:
+        if not self.sharded:
             yield from self._guarded(self._one())
         else:
             for chunk in self._guarded(self._chunks()):
@@ -249,7 +254,7 @@ class ConnectionStream:
         """The same items as iterating, in lists: as the shards' merge gives them, or one
         item a list from one process (a command that writes a list at a time, as `flows`
         does its JSON lines, saves a Python step per item of a sharded run)."""
-        if self.client is None and self.jobs == 1:
+        if not self.sharded:
             return self._guarded([item] for item in self._one())
         return self._guarded(self._chunks())
 

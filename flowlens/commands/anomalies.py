@@ -270,9 +270,13 @@ def anomalies(
     stream = ConnectionStream(capture, config, make_analyzers, work, jobs, scheduler)
     try:
         add = detector.add_parts
-        for chunk in stream.chunks():
-            for parts in chunk:
-                add(parts)  # in the one-process order, whatever the shards
+        if not stream.sharded:
+            for parts in stream:
+                add(parts)
+        else:  # (a list at a time: no generator step per connection)
+            for chunk in stream.chunks():
+                for parts in chunk:
+                    add(parts)  # in the one-process order, whatever the shards
     finally:
         stream.close()
     facts = stream.facts

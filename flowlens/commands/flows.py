@@ -156,6 +156,11 @@ def flows(
             yield r
 
     def lines():
+        if not stream.sharded:
+            for proto, line in stream:
+                per_proto[proto] += 1
+                yield line
+            return
         # a list of lines at a time: one write for the shards' merged lists (commands/_stream)
         for chunk in stream.chunks():
             per_proto.update([proto for proto, _line in chunk])
