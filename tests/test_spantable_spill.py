@@ -103,7 +103,7 @@ def test_a_spilled_table_pickles_with_every_span(mixed, monkeypatch):
     copy = pickle.loads(pickle.dumps(spilled))
     assert copy._file is None and len(copy) == len(spilled)
     assert answers(copy, first, last) == answers(spilled, first, last)
-    copy.add_span("192.0.2.99", 2, first, OPEN_END, True)  # it goes on taking spans
+    copy.add_span("192.0.2.99", 2, first, OPEN_END)  # it goes on taking spans
     assert copy.counts_at(last)["192.0.2.99"] == {"ESTABLISHED": 1}
 
 
@@ -111,14 +111,14 @@ def test_the_file_is_given_back(monkeypatch):
     monkeypatch.setattr(spantable, "SPILL_SPANS", 4)
     t = SpanTable()
     for i in range(10):
-        t.add_span("192.0.2.1", 2, i, i + 5, True)
+        t.add_span("192.0.2.1", 2, i, i + 5)
     file = t._file
     assert file is not None and not file.closed and file.size == 8 * 33
     t.close()
     assert file.closed and len(t) == 0 and t._file is None
     t = SpanTable()
     for i in range(10):
-        t.add_span("192.0.2.1", 2, i, i + 5, True)
+        t.add_span("192.0.2.1", 2, i, i + 5)
     assert t._file is not None
     raw = t._file.file
     del t
@@ -198,7 +198,7 @@ def test_running_peak_is_the_sweep_over_every_span(spans, cuts, until, block):
     ends = [s + d for s, d in spans]
     whole = SpanTable()
     for s, e in zip(starts, ends):
-        whole.add_span("192.0.2.1", 2, s, e, True)
+        whole.add_span("192.0.2.1", 2, s, e)
     want = whole._peak(0, until) if spans else 0
     saved = spill.MERGE_BUDGET, spill._MIN_RUN_BLOCK
     spill.MERGE_BUDGET, spill._MIN_RUN_BLOCK = block, block

@@ -155,8 +155,8 @@ class SpanTable:
                 for side, k, start, end in counted_spans(conn, spans)]  # fmt: skip
 
     def add_span_parts(self, parts: Sequence[tuple]) -> None:
-        """Take one connection's `span_parts` (`add_span` of each, written out: about eight
-        spans a connection)."""
+        """Take one connection's `span_parts` (about eight spans; the one place spans are
+        taken in, `add_span` included)."""
         counted = [False, False]
         index = self._index
         for host, k, start, end, side in parts:
@@ -176,21 +176,11 @@ class SpanTable:
         if self._buffered >= self._spill_at:
             self._spill()
 
-    def add_span(self, host: str, k: int, start: int, end: int, new_socket: bool) -> None:
+    def add_span(self, host: str, k: int, start: int, end: int) -> None:
         """One span of `host` in state STATES[k] from `start` to before `end` (OPEN_END: still
-        held when the capture ended); `new_socket`: the first of its endpoint's spans."""
-        h = self._host(host)
-        self._starts[h].append(start)
-        self._ends[h].append(end)
-        self._states[h].append(k)
-        if k == _TIME_WAIT and end != OPEN_END:
-            if self._tw_horizon is None or end > self._tw_horizon:
-                self._tw_horizon = end
-        if new_socket:
-            self.sockets[h] += 1
-        self._buffered += 1
-        if self._buffered >= self._spill_at:
-            self._spill()
+        held when the capture ended), the only span of a new socket: `add_span_parts` of it,
+        which alone keeps the arrays, the TIME_WAIT horizon and the spill."""
+        self.add_span_parts(((host, k, start, end, 0),))
 
     def _spill(self) -> None:
         """Write every host's spans in memory to the file and start its arrays afresh."""
