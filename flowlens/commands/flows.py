@@ -10,7 +10,7 @@ import click
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.connections import RECORD_FIELDS
 from ..reports.formats import TABLE_WIDTH, json_line, plural
-from ..reports.sorted_table import SortedTable
+from ..reports.sorted_table import SortedTable, by_time
 from ._common import (
     Output,
     capture_argument,
@@ -42,11 +42,6 @@ HEADERS = {
     "ts": "start (UTC)", "duration": "dur_s", "pkts": "pkts o/r", "bytes": "bytes o/r",
     "retransmissions": "retrans",
 }  # fmt: skip
-
-
-def _start_order(row: dict) -> tuple:
-    """A table's order: by start time, then uid."""
-    return row["ts"], row["uid"]
 
 
 def _endpoint(host: str, port: int) -> str:
@@ -173,7 +168,7 @@ def flows(
                 headers = [HEADERS.get(c, c) for c in columns]
                 # sorted by start time (rows past SPILL_ROWS wait in a temporary file)
                 with SortedTable(
-                    columns, headers, key=_start_order, utc_column="ts", full_dates=wide
+                    columns, headers, key=by_time, utc_column="ts", full_dates=wide
                 ) as table:
                     for r in rows():
                         table.add(table_row(r, columns))

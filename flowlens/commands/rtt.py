@@ -20,7 +20,7 @@ from ..reports.rtt import (
     sample_rows,
     series_for,
 )
-from ..reports.sorted_table import SortedTable
+from ..reports.sorted_table import SortedTable, by_time
 from ._common import (
     PICTURE_FORMATS,
     Output,
@@ -65,11 +65,6 @@ WHERE = (
     "path: cap>resp>cap = capture point to responder and back, cap>orig>cap = to originator "
     "and back (their sum: end-to-end)"
 )
-
-
-def _time_order(row: dict) -> tuple:
-    """A table's order: by time (a connection's start, a sample's answer), then uid."""
-    return row["ts"], row["uid"]
 
 
 def _endpoint(host: str, port: int) -> str:
@@ -222,7 +217,7 @@ def rtt(
                 headers = [ts_header if c == "ts" else c for c in columns]
                 # sorted by time (rows past SPILL_ROWS wait in a temporary file)
                 with SortedTable(
-                    columns, headers, key=_time_order, utc_column="ts", full_dates=wide
+                    columns, headers, key=by_time, utc_column="ts", full_dates=wide
                 ) as table:
                     for r in rows():
                         table.add(_table_row(r, columns))

@@ -10,7 +10,7 @@ from typing import IO, Any
 from ..errors import FlowlensError
 from .formats import TableLayout, human_time
 
-__all__ = ["SPILL_ROWS", "SortedTable"]
+__all__ = ["SPILL_ROWS", "SortedTable", "by_time"]
 
 #: rows kept in memory; past them, each full batch is sorted and written to the temporary file
 #: as a run (a table of this many rows or fewer is never written)
@@ -22,6 +22,12 @@ BLOCK_ROWS = 256
 MERGE_RUNS = 64
 
 _first = itemgetter(0)
+
+
+def by_time(row: dict) -> tuple:
+    """The connection tables' order (flows, rtt): by time (a connection's start, an RTT
+    sample's answer), then uid."""
+    return row["ts"], row["uid"]
 
 
 class SortedTable:
