@@ -288,14 +288,7 @@ class ConnectionStream:
                     yield item
         if self.finish is not None:
             self.finished = [self.finish(pipe)]
-        stats = pipe.stats
-        self.facts = {
-            "damage": pipe.summary_lines(),
-            "notes": pipe.notes(),
-            "frames": stats.frames,
-            "first_ts_ns": stats.first_ts_ns,
-            "last_ts_ns": stats.last_ts_ns,
-        }
+        self.facts = pipe.run_facts()
 
     def _merged(self, run, facts: Callable[[dict], dict] | None = None) -> Iterator:
         """`run`'s items in lists (its chunks), with gc paused; then `facts` from its shards'

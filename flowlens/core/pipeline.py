@@ -373,6 +373,19 @@ class Pipeline:
             self.decoder.pending_fragments,
         )
 
+    def run_facts(self) -> dict:
+        """What a finished one-process run says beside its connections (a command's damage
+        lines, notes, frame count and first and last timestamps: the `facts` of
+        commands/_stream.ConnectionStream and of reports/gather's own loop)."""
+        stats = self.stats
+        return {
+            "damage": self.summary_lines(),
+            "notes": self.notes(),
+            "frames": stats.frames,
+            "first_ts_ns": stats.first_ts_ns,
+            "last_ts_ns": stats.last_ts_ns,
+        }
+
     def shard_facts(self) -> dict:
         """What one shard of a sharded run (flowlens.core.shard) hands back for the run's
         diagnostics: shard 0 decoded every frame no shard could be told by its headers and

@@ -424,14 +424,7 @@ class _LocalRun:
             if self.progress is not None and hasattr(self.progress, "close"):
                 self.progress.close()
         self.finished = [self._finish(pipe)]
-        stats = pipe.stats
-        self.facts = {
-            "damage": pipe.summary_lines(),
-            "notes": pipe.notes(),
-            "frames": stats.frames,
-            "first_ts_ns": stats.first_ts_ns,
-            "last_ts_ns": stats.last_ts_ns,
-        }
+        self.facts = pipe.run_facts()
 
     def ask(self, question):
         return [self._answer(question, self._analyzers)]
