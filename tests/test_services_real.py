@@ -319,7 +319,7 @@ def test_nmap_version_scan_is_told_what_answered_each_open_port(tmp_path):
             _start_server(lab, Case(kind, port, None, False), tmp_path)
         with lab.capture(tmp_path / "nmap.pcap") as cap:
             done = lab.run(
-                ["nmap", "-n", "-Pn", "-sS", "-sV", "--version-intensity", "2",
+                ["nmap", "-n", "-Pn", "-sS", "-sV", "--version-intensity", "0",
                  "-p", "20-36,80,8000", HOST],
                 timeout_s=300,
             )  # fmt: skip
