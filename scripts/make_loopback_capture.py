@@ -111,8 +111,10 @@ def make(args: argparse.Namespace) -> dict:
             LabError
         ):  # reuse TIME_WAIT ports after 100 ms, not 1 s (Linux >= 6.13)
             lab.sysctl("net.ipv4.tcp_tw_reuse_delay", 100)
-        lab.start_traffic("http-server", HTTP_PORT, "--timeout", args.time_limit)
-        lab.start_traffic("bulk-server", BULK_PORT, "--timeout", args.time_limit)
+        servers = [
+            lab.start_traffic("http-server", HTTP_PORT, "--timeout", args.time_limit),
+            lab.start_traffic("bulk-server", BULK_PORT, "--timeout", args.time_limit),
+        ]
         with lab.capture(
             out, snaplen=args.snaplen, buffer_kib=262144, packet_buffered=False
         ) as cap:
@@ -170,6 +172,15 @@ def make(args: argparse.Namespace) -> dict:
                     if proc.wait(timeout_s=180) != 0:
                         raise LabError(
                             f"{proc.argv} exited {proc.returncode}: {proc.stderr[-500:]}"
+                        )
+                for server in servers:
+                    # a server that died (it once did under load, at 1.27M packets) leaves the
+                    # clients' retries to pad the capture with refusals: stop, and say why
+                    if server.popen.poll() is not None:
+                        server.stop()
+                        raise LabError(
+                            f"{server.argv} exited {server.returncode} in round {rounds + 1}: "
+                            f"{server.stderr[-500:]}"
                         )
                 rounds += 1
                 before = counter.count
