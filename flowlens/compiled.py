@@ -28,6 +28,7 @@ MODULES = (
     "core.tcpstate",
     "core.zeekstate",
     "core.analyzer",
+    "core.timers",
     "core.connections",
     "core.pipeline",
     "analyzers.tcpanalysis",

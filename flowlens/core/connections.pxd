@@ -8,6 +8,7 @@ cimport cython
 from flowlens.core.analyzer cimport Analyzer
 from flowlens.core.decode cimport Packet, window_scale
 from flowlens.core.tcpstate cimport TcpTracker
+from flowlens.core.timers cimport TimerHeap
 from flowlens.core.zeekstate cimport ZeekTcp, ZeekUdp
 
 
@@ -71,8 +72,7 @@ cdef class ConnectionTable:
     cdef public Py_ssize_t _n_analyzers
     cdef public dict _table
     cdef public dict _held
-    cdef public list _heap
-    cdef public long long _counter
+    cdef TimerHeap _heap
     cdef public long long now_ns
     cdef public long long connections_seen
     cdef public long long open_peak

@@ -16,7 +16,6 @@ decides and the record says the originator was inferred.
 from __future__ import annotations
 
 import _socket
-import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -40,6 +39,7 @@ from .decode import (
 )
 from .services import TCP_SERVICES, UDP_SERVICES, is_well_known, service_name
 from .tcpstate import TcpState, TcpTracker
+from .timers import TimerHeap
 from .zeekstate import ZEEK_LIKELY_SERVER_PORTS_TCP as _ZEEK_TCP
 from .zeekstate import ZeekState, ZeekTcp, ZeekUdp, icmp_conn_state, zeek_flips
 
@@ -782,12 +782,15 @@ def _first_seen(c: Connection) -> tuple:
     return (c.first_ts_ns, c.first_frame, c.tunnel_parents is not None, c.uid)
 
 
-_heappush = heapq.heappush
-_heappop = heapq.heappop
-_heapify = heapq.heapify
 #: the heap is pruned of finished connections' entries once it holds this many, and then
 #: again each time it has doubled
 _HEAP_PRUNE_MIN = 4096
+
+
+@cython.locals(c=Connection)
+def _not_done(c) -> bool:
+    """Whether connection `c` is still in the table (`ConnectionTable._prune` keeps its timers)."""
+    return not c._done
 
 
 def _likely_server(proto: str, port: int, other: int) -> bool:
@@ -818,12 +821,11 @@ class ConnectionTable:
         self._table: dict[tuple, Connection] = {}
         # closed connections kept until their TIME_WAIT runs out (see _hold)
         self._held: dict[tuple, Connection] = {}
-        self._heap: list[tuple[int, int, Connection]] = []
-        self._counter = 0
+        self._heap = TimerHeap()  # deadlines of the open and held connections
         # recent packets' connections, by their ports (see _recent)
         self._recent_slots = [None] * _RECENT_SLOTS
         self._spare: list[Connection] = []  # the list `add` fills next (see there)
-        self._due = _NEVER  # the earliest deadline in _heap (_heap[0][0]), kept as a C number
+        self._due = _NEVER  # the earliest deadline in _heap (`_heap.due()`), kept as a C number
         self._heap_prune_at = _HEAP_PRUNE_MIN
         self.now_ns = 0
         self.connections_seen = 0
@@ -901,14 +903,12 @@ class ConnectionTable:
     @cython.locals(d=cython.longlong)
     def _schedule(self, c: Connection, deadline: int | None = None) -> None:
         d = self._deadline(c) if deadline is None else deadline
-        self._counter += 1
-        _heappush(self._heap, (d, self._counter, c))
+        self._heap.push(d, c)
         if d < self._due:
             self._due = d
         if len(self._heap) >= self._heap_prune_at:
             self._prune()
 
-    @cython.locals(heap=list, entry=tuple)
     def compact(self) -> None:
         """Drop finished connections' timer entries now (`_prune`), as the table does from time
         to time anyway: nothing it yields changes; a snapshot of the table (batch's rotation-set
@@ -921,9 +921,8 @@ class ConnectionTable:
         finished connection and its analyzers' state alive for the whole idle timeout, and
         memory would follow the connections of the last minutes rather than the open ones."""
         heap = self._heap
-        heap[:] = [entry for entry in heap if not cython.cast(Connection, entry[2])._done]
-        _heapify(heap)  # (in place: `expire` holds the list)
-        self._due = heap[0][0] if heap else _NEVER
+        heap.keep(_not_done)
+        self._due = heap.due()
         self._heap_prune_at = max(_HEAP_PRUNE_MIN, 2 * len(heap))
 
     def _finish(self, c: Connection, end_ns: int, why: str) -> Connection:
@@ -955,13 +954,13 @@ class ConnectionTable:
         c._held = True
         self._schedule(c, tw_end)
 
-    @cython.locals(heap=list, c=Connection, d=cython.longlong, out=list)
+    @cython.locals(heap=TimerHeap, c=Connection, d=cython.longlong, out=list)
     def expire(self, now_ns: int) -> list[Connection]:
         """Emit every connection whose deadline is at or before `now_ns`."""
         out = []
         heap = self._heap
-        while heap and heap[0][0] <= now_ns:
-            c = _heappop(heap)[2]
+        while heap.due() <= now_ns:
+            c = heap.pop()
             if c._done:
                 continue
             d = self._deadline(c)
@@ -994,7 +993,7 @@ class ConnectionTable:
                         self._hold(c, settled, out)
                         continue
                 out.append(self._finish(c, d, "idle"))
-        self._due = heap[0][0] if heap else _NEVER
+        self._due = heap.due()
         return out
 
     @cython.locals(t=TcpTracker)
