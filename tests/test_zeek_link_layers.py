@@ -47,7 +47,9 @@ def fabricpath(frame: bytes) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "wrap, linktype", [(fddi, 10), (pbb, 1), (vntag, 1), (fabricpath, 1)], ids=lambda v: str(v)
+    "wrap, linktype",
+    [(fddi, 10), (pbb, 1), (vntag, 1), (fabricpath, 1)],
+    ids=lambda v: getattr(v, "__name__", str(v)),  # (a function's name, not its address)
 )
 def test_connection_over_the_link_layer_is_the_plain_one(wrap, linktype):
     frames = g.clean_close()
