@@ -25,6 +25,7 @@ every sample and corpus capture.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -322,7 +323,8 @@ class ReportGather:
         for label, ts_s, rtt_ms in series:
             s = self.rtt_series.get(label)
             if s is None:
-                s = self.rtt_series[label] = Series(label)
+                # (C arrays, not lists: a server's line holds every sample of the capture)
+                s = self.rtt_series[label] = Series(label, array("d"), array("d"))
             s.ts_s.extend(ts_s)
             s.rtt_ms.extend(rtt_ms)
         self.by_proto[proto_name] += 1

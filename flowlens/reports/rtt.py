@@ -17,8 +17,9 @@ matplotlib figure behind `--plot`.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, MutableSequence, Sequence
 from dataclasses import dataclass, field
 
 import cython
@@ -289,8 +290,10 @@ class _Group:
     """Samples of many connections toward one end."""
 
     conns: int = 0
-    handshakes: list[float] = field(default_factory=list)
-    rtts: list[int] = field(default_factory=list)  # kept samples, ns
+    #: handshake legs (ms) and kept samples (ns) as C arrays: a group keeps one of each per
+    #: connection of a whole capture (8 bytes a value, a list's float or int object is 32-36)
+    handshakes: array = field(default_factory=lambda: array("d"))
+    rtts: array = field(default_factory=lambda: array("q"))
     count: int = 0
     total: int = 0
     total_sq: int = 0
@@ -394,7 +397,7 @@ class Aggregator:
         return out
 
 
-def _median(values: list[float]) -> float | None:
+def _median(values: Sequence[float]) -> float | None:
     if not values:
         return None
     v = sorted(values)
@@ -419,8 +422,9 @@ class Series:
     """Samples of one plotted line: answer times (epoch s) and RTTs (ms)."""
 
     label: str
-    ts_s: list[float] = field(default_factory=list)
-    rtt_ms: list[float] = field(default_factory=list)
+    #: lists, or C arrays of doubles (the report's lines of a whole capture: 8 bytes a value)
+    ts_s: MutableSequence[float] = field(default_factory=list)
+    rtt_ms: MutableSequence[float] = field(default_factory=list)
 
 
 def series_for(

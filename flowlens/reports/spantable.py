@@ -25,6 +25,7 @@ import ipaddress
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 
 from ..core.connections import Connection, format_addr
 from ..core.tcpstate import TcpState
@@ -287,10 +288,12 @@ class SpanTable:
             )
         if until_ns is not None:
             starts = starts[: np.searchsorted(starts, until_ns, side="right")]
-        if not len(starts):
-            return 0
-        ended = np.searchsorted(ends, starts, side="right")
-        return int((np.arange(1, len(starts) + 1) - ended).max())
+        best = 0
+        for lo in range(0, len(starts), READ_BLOCK):  # (a block at a time: no n-long temporaries)
+            block = starts[lo : lo + READ_BLOCK]
+            ended = np.searchsorted(ends, block, side="right")
+            best = max(best, int((np.arange(lo + 1, lo + len(block) + 1) - ended).max()))
+        return best
 
     def _sorted_runs(self, h: int, at: int) -> list[SortedRun]:
         """Host h's spilled sorted starts (`at` 16) or ends (24), one run a piece."""
@@ -353,30 +356,39 @@ class SpanTable:
         when there are more than `limit` (the caller then samples the span evenly: the list
         of a long capture's millions of instants is never made)."""
         np = _np()
-        points = np.unique(
-            np.concatenate(
-                [np.array([start_ns, end_ns], dtype=np.int64)]
-                + [np.frombuffer(a, dtype=np.int64) for a in self._starts]
-                + [np.frombuffer(a, dtype=np.int64) for a in self._ends]
-            )
-        )
+        # a block of the arrays at a time, stopping as soon as there are more than `limit`:
+        # a long capture's hundreds of thousands of instants are never concatenated (its
+        # first block answers), and the answer is the same sorted set either way
+        points = np.array([start_ns, end_ns], dtype=np.int64)
         points = points[(points >= start_ns) & (points <= end_ns)]
-        if limit is not None and len(points) > limit:
-            return None
         parts = [points]
-        for h in self._segments:  # the spilled ones, a block at a time
-            for starts, ends, _k in self._spilled_blocks(h):
-                more = np.concatenate([starts, ends])
-                more = np.unique(more[(more >= start_ns) & (more <= end_ns)])
-                if limit is None:  # (the answer is all of them: made once, at the end)
-                    parts.append(more)
-                    continue
-                points = np.union1d(points, more)
-                if len(points) > limit:
-                    return None
+        for more in chain(self._memory_blocks(), self._spilled_instants()):
+            more = np.unique(more[(more >= start_ns) & (more <= end_ns)])
+            if limit is None:  # (the answer is all of them: made once, at the end)
+                parts.append(more)
+                continue
+            points = np.union1d(points, more)
+            if len(points) > limit:
+                return None
         if limit is None and len(parts) > 1:
             points = np.unique(np.concatenate(parts))
         return points.tolist()
+
+    def _memory_blocks(self) -> Iterator:
+        """The starts and ends in memory, every host's, as numpy views of at most READ_BLOCK."""
+        np = _np()
+        for arrays in (self._starts, self._ends):
+            for a in arrays:
+                view = np.frombuffer(a, dtype=np.int64)
+                for lo in range(0, len(view), READ_BLOCK):
+                    yield view[lo : lo + READ_BLOCK]
+
+    def _spilled_instants(self) -> Iterator:
+        """The spilled starts and ends, a block at a time."""
+        for h in self._segments:
+            for starts, ends, _k in self._spilled_blocks(h):
+                yield starts
+                yield ends
 
     def counts_at(self, ts_ns: int) -> dict[str, Counter]:
         """{host: Counter(state -> sockets)} at `ts_ns`; every host is present (address

@@ -139,11 +139,14 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
     for k, s in enumerate(shown):
         color = TAB10[k % len(TAB10)]
         merged = chart.merged_other and s is shown[-1]  # "other": many connections, no line
-        pts = list(zip(ax.xs([t - t0 for t in s.ts_s]), ax.ys(s.rtt_ms)))
-        c.open("g", class_="series", data_label=s.label, data_points=len(pts), fill=color)
-        if not merged and len(pts) > 1:
-            c.path(points_path(pts), fill="none", stroke=color, stroke_width="0.6")
-        marks = "".join(f"M{spell(x - 1.5)} {spell(y)}h3" for x, y in pts)
+        # (the pixel columns and rows apart, zipped twice: a line of a long capture's samples
+        # is no list of point tuples)
+        xs, ys = ax.xs([t - t0 for t in s.ts_s]), ax.ys(s.rtt_ms)
+        c.open("g", class_="series", data_label=s.label, data_points=len(xs), fill=color)
+        if not merged and len(xs) > 1:
+            c.path(points_path(zip(xs, ys)), fill="none", stroke=color, stroke_width="0.6")
+        marks = "".join(f"M{spell(x - 1.5)} {spell(y)}h3" for x, y in zip(xs, ys))
+        del xs, ys
         if marks:
             c.path(marks, stroke=color, stroke_width="3", stroke_linecap="round", fill="none")
         c.close("g")
