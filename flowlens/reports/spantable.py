@@ -159,20 +159,24 @@ class SpanTable:
         """Take one connection's `span_parts` (about eight spans; the one place spans are
         taken in, `add_span` included)."""
         counted = [False, False]
-        index = self._index
+        # (the table's lists in locals: about eight spans a connection; `_host` appends to
+        # these same lists, and `_spill` replaces their items only after the loop)
+        index, starts, ends, states = self._index, self._starts, self._ends, self._states
+        sockets, horizon = self.sockets, self._tw_horizon
         for host, k, start, end, side in parts:
             h = index.get(host)
             if h is None:
                 h = self._host(host)
-            self._starts[h].append(start)
-            self._ends[h].append(end)
-            self._states[h].append(k)
+            starts[h].append(start)
+            ends[h].append(end)
+            states[h].append(k)
             if k == _TIME_WAIT and end != OPEN_END:
-                if self._tw_horizon is None or end > self._tw_horizon:
-                    self._tw_horizon = end
+                if horizon is None or end > horizon:
+                    horizon = end
             if not counted[side]:
-                self.sockets[h] += 1
+                sockets[h] += 1
                 counted[side] = True
+        self._tw_horizon = horizon
         self._buffered += len(parts)
         if self._buffered >= self._spill_at:
             self._spill()

@@ -135,6 +135,9 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
             text = spelt[v] = number(v)
         return text
 
+    # a mark's two halves by pixel column and row (spelt once each: samples share them)
+    mark_x: dict[float, str] = {}
+    mark_y: dict[float, str] = {}
     c.open("g")
     for k, s in enumerate(shown):
         color = TAB10[k % len(TAB10)]
@@ -145,7 +148,7 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
         c.open("g", class_="series", data_label=s.label, data_points=len(xs), fill=color)
         if not merged and len(xs) > 1:
             c.path(points_path(zip(xs, ys)), fill="none", stroke=color, stroke_width="0.6")
-        marks = "".join(f"M{spell(x - 1.5)} {spell(y)}h3" for x, y in zip(xs, ys))
+        marks = _marks(xs, ys, spell, mark_x, mark_y)
         del xs, ys
         if marks:
             c.path(marks, stroke=color, stroke_width="3", stroke_linecap="round", fill="none")
@@ -177,6 +180,23 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
             c.rect(x0, hax.y(n), max(x1 - x0, 0.8), hax.bottom - hax.y(n), fill=TAB10[0])
     c.close("g")
     return str(c)
+
+
+def _marks(xs, ys, spell, mark_x: dict[float, str], mark_y: dict[float, str]) -> str:
+    """`M<x - 1.5> <y>h3` for each point: a short horizontal stroke (a dot with round caps);
+    `mark_x` and `mark_y` keep the halves already spelt."""
+    out: list[str] = []
+    add = out.append
+    for x, y in zip(xs, ys):
+        mx = mark_x.get(x)
+        if mx is None:
+            mx = mark_x[x] = f"M{spell(x - 1.5)} "
+        my = mark_y.get(y)
+        if my is None:
+            my = mark_y[y] = f"{spell(y)}h3"
+        add(mx)
+        add(my)
+    return "".join(out)
 
 
 _ARROWS = {"orig": "originator \u2192 responder", "resp": "responder \u2192 originator"}
