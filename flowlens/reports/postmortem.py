@@ -239,7 +239,9 @@ def build_report(
         rtt = RttCollector()
         marks = FrameMarks(marked)
         collector = _collector(options, tcp, first_ns)
-        analyzers: list[Analyzer] = [tcp, rtt, collector, marks]
+        analyzers: list[Analyzer] = [tcp, rtt, collector]
+        if marked:  # (without frame notes it would only be asked on every connection's start)
+            analyzers.append(marks)
         streams = None
         if options.max_stream_graphs > 0:
             streams = StreamCollector(

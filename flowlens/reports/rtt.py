@@ -473,10 +473,28 @@ def _increasing(values) -> cython.bint:
     return True
 
 
+#: samples from which a line is put in time order by numpy (a stable argsort: the same order
+#: as sorted()'s, 8 bytes an index where sorted() holds an int and a float key per sample)
+_ARGSORT_AT = 1 << 16
+
+
 def _by_time(s: Series) -> Series:
-    """A copy of `s` in time order (a server's line gathers samples of many connections)."""
-    order = sorted(range(len(s.ts_s)), key=s.ts_s.__getitem__)
-    return Series(s.label, [s.ts_s[i] for i in order], [s.rtt_ms[i] for i in order])
+    """A copy of `s` in time order (a server's line gathers samples of many connections), its
+    values in C arrays of doubles (a long capture's line holds every sample of a server)."""
+    n = len(s.ts_s)
+    if n < _ARGSORT_AT:
+        order = sorted(range(n), key=s.ts_s.__getitem__)
+        return Series(
+            s.label,
+            array("d", [s.ts_s[i] for i in order]),
+            array("d", [s.rtt_ms[i] for i in order]),
+        )
+    import numpy as np  # (a line this long: numpy is loaded by then, for the states chart)
+
+    ts = np.asarray(s.ts_s, dtype=np.float64)
+    index = np.argsort(ts, kind="stable")
+    rtt = np.asarray(s.rtt_ms, dtype=np.float64)
+    return Series(s.label, array("d", ts[index].tobytes()), array("d", rtt[index].tobytes()))
 
 
 @dataclass(slots=True)
@@ -488,15 +506,15 @@ class RttChart:
     #: the last of `shown` merges the series past `max_lines`: points, no line
     merged_other: bool
     t0: float  # epoch seconds of the first sample: x is seconds since it
-    values: list[float]  # every sample (ms)
+    values: Sequence[float]  # every sample (ms): a C array of doubles
     #: samples spread over more than 100x (LAN to satellite): both axes' RTT on log scales
     wide: bool
     #: the histogram's bin edges (ms) over the samples (positive ones when `wide`), [] without
     bins: list[float]
 
     @property
-    def hist_values(self) -> list[float]:
-        return [v for v in self.values if v > 0] if self.wide else self.values
+    def hist_values(self) -> Sequence[float]:
+        return array("d", [v for v in self.values if v > 0]) if self.wide else self.values
 
 
 def rtt_chart(series: Sequence[Series], max_lines: int = 12) -> RttChart:
@@ -506,21 +524,26 @@ def rtt_chart(series: Sequence[Series], max_lines: int = 12) -> RttChart:
     ordered = sorted(series, key=lambda s: (-len(s.rtt_ms), s.label))
     shown, rest = [_by_time(s) for s in ordered[:max_lines]], ordered[max_lines:]
     if rest:
-        other = Series(f"other ({len(rest)})")
+        other = Series(f"other ({len(rest)})", array("d"), array("d"))
         for s in rest:
             other.ts_s.extend(s.ts_s)
             other.rtt_ms.extend(s.rtt_ms)
         shown.append(_by_time(other))
     t0 = min((s.ts_s[0] for s in shown if s.ts_s), default=0.0)
-    values = [v for s in shown for v in s.rtt_ms]
-    positive = [v for v in values if v > 0]
+    values = array("d")
+    for s in shown:
+        values.extend(s.rtt_ms)
+    # the smallest and largest positive samples (no list of them: a long capture has millions)
+    pos_lo = min((v for v in values if v > 0), default=None)
+    pos_hi = max((v for v in values if v > 0), default=None)
     # RTTs of one capture can span LAN (0.05 ms) to satellite (600 ms): log scales then
-    wide = bool(positive) and max(positive) / min(positive) > 100
+    wide = pos_lo is not None and pos_hi is not None and pos_hi / pos_lo > 100
     bins: list[float] = []
     if values:
         n_bins = min(60, max(5, len(values) // 4))
         if wide:
-            lo, hi = min(positive), max(positive)
+            assert pos_lo is not None and pos_hi is not None
+            lo, hi = pos_lo, pos_hi
             bins = [lo * (hi / lo) ** (i / n_bins) for i in range(n_bins + 1)]
         elif max(values) == min(values):
             half = abs(values[0]) * 0.05 or 0.05

@@ -18,6 +18,8 @@ from .svg import TAB10, Axes, Canvas, nice_ticks, number, points_path, step_path
 __all__ = ["rtt_svg", "states_svg", "tseq_svg"]
 
 _WIDTH = 1000
+#: samples of an RTT line drawn at once (`rtt_svg`)
+_CHUNK = 1 << 16
 
 
 def states_svg(chart: StatesChart, title: str = "") -> str:
@@ -117,9 +119,8 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
     c = Canvas(_WIDTH, height, title or "RTT over time", class_="chart rtt")
     span = max((t - t0 for s in shown for t in s.ts_s), default=0.0)
     x_hi = span * 1.02 if span > 0 else 1.0
-    positive = [v for v in values if v > 0]
     if chart.wide:
-        ylim = (min(positive) / 1.3, max(positive) * 1.3)
+        ylim = (min(v for v in values if v > 0) / 1.3, max(v for v in values if v > 0) * 1.3)
     else:
         top = max(values, default=1.0)
         ylim = (0.0, top * 1.1 if top > 0 else 1.0)
@@ -142,14 +143,25 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
     for k, s in enumerate(shown):
         color = TAB10[k % len(TAB10)]
         merged = chart.merged_other and s is shown[-1]  # "other": many connections, no line
-        # (the pixel columns and rows apart, zipped twice: a line of a long capture's samples
-        # is no list of point tuples)
-        xs, ys = ax.xs([t - t0 for t in s.ts_s]), ax.ys(s.rtt_ms)
-        c.open("g", class_="series", data_label=s.label, data_points=len(xs), fill=color)
-        if not merged and len(xs) > 1:
-            c.path(points_path(zip(xs, ys)), fill="none", stroke=color, stroke_width="0.6")
-        marks = _marks(xs, ys, spell, mark_x, mark_y)
-        del xs, ys
+        n = len(s.ts_s)
+        c.open("g", class_="series", data_label=s.label, data_points=n, fill=color)
+        line = not merged and n > 1
+        # a _CHUNK of samples at a time (their pixel columns and rows, the line's and the
+        # marks' text): a long capture's line is millions of samples, its text far less
+        line_parts: list[str] = []
+        mark_parts: list[str] = []
+        for lo in range(0, n, _CHUNK):
+            xs = ax.xs([t - t0 for t in s.ts_s[lo : lo + _CHUNK]])
+            ys = ax.ys(s.rtt_ms[lo : lo + _CHUNK])
+            if line:
+                text = points_path(zip(xs, ys))  # ("M" only where the whole line starts)
+                line_parts.append(text if lo == 0 else "L" + text[1:])
+            mark_parts.append(_marks(xs, ys, spell, mark_x, mark_y))
+        if line:
+            c.path("".join(line_parts), fill="none", stroke=color, stroke_width="0.6")
+        del line_parts
+        marks = "".join(mark_parts)
+        del mark_parts
         if marks:
             c.path(marks, stroke=color, stroke_width="3", stroke_linecap="round", fill="none")
         c.close("g")
