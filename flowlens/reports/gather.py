@@ -74,11 +74,11 @@ MAX_LATE_WEAK_ROWS = 1000
 MAX_LATE_ROWS = 20_000
 
 
-def worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[int, int], spans) -> int:
+def worth(conn: Connection, tcp: TcpAnalyzer, lingers: tuple[int, int], spans) -> int:
     """Can this connection feed a per-connection finding (STRONG), or only be named by a
     host-level one (WEAK), or neither (SPARE)? Logs go in that order when the budget is full.
-    `lingers`: the close_wait and fin_wait_2 thresholds (ns) by the TcpState member's id;
-    `spans`: `conn.tcp.spans()` (TCP only)."""
+    `lingers`: the close_wait and fin_wait_2 thresholds (ns); `spans`: `conn.tcp.spans()`
+    (TCP only)."""
     if conn.icmp_errors:
         return STRONG
     if conn.proto != IPPROTO_TCP:
@@ -87,8 +87,14 @@ def worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[int, int], spans) ->
         return STRONG
     # every close passes through CLOSE_WAIT and FIN_WAIT_2: only a long one is a finding
     for _side, st, start, end, _frame, _timed_out in spans:
-        limit = lingers.get(id(st))
-        if limit is not None and (end is None or end - start >= limit):
+        # (by identity: an Enum's hash is a Python call, and most spans are neither)
+        if st is _CLOSE_WAIT:
+            limit = lingers[0]
+        elif st is _FIN_WAIT_2:
+            limit = lingers[1]
+        else:
+            continue
+        if end is None or end - start >= limit:
             return STRONG
     st = tcp.state_of(conn)
     if st is not None:
@@ -156,12 +162,13 @@ class LogBudget:
         return gone
 
 
-def _lingers(thresholds: Thresholds | None) -> dict[int, int]:
+_CLOSE_WAIT, _FIN_WAIT_2 = TcpState.CLOSE_WAIT, TcpState.FIN_WAIT_2
+
+
+def _lingers(thresholds: Thresholds | None) -> tuple[int, int]:
+    """The close_wait and fin_wait_2 thresholds in ns (`worth`)."""
     th = thresholds or Thresholds()
-    return {  # by identity: an Enum's hash is a Python call
-        id(TcpState.CLOSE_WAIT): int(th.close_wait_s * 1e9),
-        id(TcpState.FIN_WAIT_2): int(th.fin_wait_2_s * 1e9),
-    }
+    return int(th.close_wait_s * 1e9), int(th.fin_wait_2_s * 1e9)
 
 
 class ReportShard(Analyzer):
@@ -197,8 +204,7 @@ class ReportShard(Analyzer):
         self.logs = LogBudget(options.max_kept_logs)  # uid -> (conn, log)
         self.stream_logs: dict[str, StreamLog] = {}
 
-    def on_start(self, conn: Connection, pkt):
-        return None
+    # (no on_start: the Analyzer's, which follows no connection, is called as C code)
 
     def part(self, conn: Connection) -> tuple:
         """What `conn` adds to the report (ReportGather.add takes it), as plain values; its
