@@ -73,19 +73,26 @@ def host_key(host: str) -> tuple[int, int]:
     return (ip.version, int(ip))
 
 
-def counted_spans(conn: Connection, spans: Sequence[tuple] | None = None) -> list[tuple]:
+def counted_spans(
+    conn: Connection, spans: Sequence[tuple] | None = None, hosts: tuple[str, str] | None = None
+) -> list[tuple]:
     """The spans of TCP connection `conn` that count as a socket, as (side, state index in
     STATES, start ns, end ns or OPEN_END): a state of STATES that lasted (a zero-length step,
     entered and left at one packet, is no socket). `spans` is `conn.tcp.spans()` when the
-    caller has it already. (A list: a generator per connection costs more.)"""
+    caller has it already. With `hosts` (the originator's and the responder's address text),
+    each is (host, state index, start, end, side) instead, as `SpanTable.add_span_parts` takes
+    them. (A list: a generator per connection costs more.)"""
     assert conn.tcp is not None  # (TCP connections only)
     index_of = _INDEX_OF_MEMBER.get
-    out = []
+    out: list[tuple] = []
     for side, state, start, end, _frame, _timed_out in conn.tcp.spans() if spans is None else spans:
         k = index_of(id(state))
         if k is None or (end is not None and end <= start):
             continue
-        out.append((side, k, start, OPEN_END if end is None else end))
+        if hosts is None:
+            out.append((side, k, start, OPEN_END if end is None else end))
+        else:
+            out.append((hosts[side], k, start, OPEN_END if end is None else end, side))
     return out
 
 
@@ -151,9 +158,7 @@ class SpanTable:
         `add_span_parts` (in the process that merges the shards of `report --jobs`)."""
         if conn.tcp is None:
             return []
-        sides = (self._text(conn.orig_h), self._text(conn.resp_h))
-        return [(sides[side], k, start, end, side)
-                for side, k, start, end in counted_spans(conn, spans)]  # fmt: skip
+        return counted_spans(conn, spans, (self._text(conn.orig_h), self._text(conn.resp_h)))
 
     def add_span_parts(self, parts: Sequence[tuple]) -> None:
         """Take one connection's `span_parts` (about eight spans; the one place spans are
