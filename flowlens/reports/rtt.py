@@ -449,10 +449,10 @@ def series_for(
             continue
         if by == "connection":
             label = f"{conn.uid} {PATHS[leg]}"
-        elif by == "client":
-            label = f"{format_addr(conn.orig_h)} {PATHS[leg]}"
+        elif by == "client":  # (_addr: the address's text kept, not spelt per connection)
+            label = f"{_addr(conn.orig_h)} {PATHS[leg]}"
         else:
-            label = f"{format_addr(conn.resp_h)} {PATHS[leg]}"
+            label = f"{_addr(conn.resp_h)} {PATHS[leg]}"
         data = s.data
         ts_ns = data[0::5]
         if _increasing(ts_ns):  # s.rows()' order already (it sorts by time, then the rest)
