@@ -28,12 +28,11 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..analyzers.anomalies.detector import AnomalyDetector, Thresholds
 from ..analyzers.packetlog import PacketCollector
 from ..analyzers.rtt import RttCollector
-from ..analyzers.streamlog import StreamCollector, StreamLog
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.analyzer import Analyzer
 from ..core.connections import RECORD_FIELDS, Connection
@@ -43,7 +42,9 @@ from .ladder import Note, build_ladder, render_text
 from .postmortem_figures import ladder_picture, tseq_picture
 from .rtt import Aggregator, Series, series_for
 from .spantable import SpanTable
-from .streamgraph import tseq_graph
+
+if TYPE_CHECKING:  # (the segment series are read only for --stream-graphs)
+    from ..analyzers.streamlog import StreamCollector, StreamLog
 
 __all__ = [
     "SPARE",
@@ -285,7 +286,11 @@ class ReportShard(Analyzer):
             if d.startswith("frame ") and ": " in d
         ]  # fmt: skip
         series = self.stream_logs.get(conn.uid) if graphed else None
-        stream = tseq_picture(tseq_graph(series)) if series is not None else None
+        stream = None
+        if series is not None:
+            from .streamgraph import tseq_graph  # (only with --stream-graphs)
+
+            stream = tseq_picture(tseq_graph(series))
         return conn.to_record(), lad, render_text(lad), ladder_picture(lad), placed, stream
 
 

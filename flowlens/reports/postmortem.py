@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from ..analyzers.anomalies.detector import SEVERITIES, Anomaly, AnomalyDetector, Thresholds
 from ..analyzers.packetlog import PacketCollector
 from ..analyzers.rtt import RttCollector
-from ..analyzers.streamlog import StreamCollector
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.analyzer import Analyzer
 from ..core.capture import open_capture
@@ -244,6 +243,8 @@ def build_report(
             analyzers.append(marks)
         streams = None
         if options.max_stream_graphs > 0:
+            from ..analyzers.streamlog import StreamCollector  # (only with --stream-graphs)
+
             streams = StreamCollector(
                 lambda c: c.proto == IPPROTO_TCP, tcp=tcp, max_points=options.max_stream_points
             )

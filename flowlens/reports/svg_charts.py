@@ -8,12 +8,14 @@ the same series, labels, legend and colours.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .rtt import Series, histogram, rtt_chart
 from .states import PLOT_COLORS, StatesChart
-from .streamgraph import TseqGraph
-from .streamgraph_plot import COLORS as STREAM_COLORS
 from .svg import TAB10, Axes, Canvas, nice_ticks, number, points_path, step_path, text_width
+
+if TYPE_CHECKING:  # (time-sequence graphs: only with --stream-graphs)
+    from .streamgraph import TseqGraph
 
 __all__ = ["rtt_svg", "states_svg", "tseq_svg"]
 
@@ -217,6 +219,8 @@ _ARROWS = {"orig": "originator \u2192 responder", "resp": "responder \u2192 orig
 def tseq_svg(g: TseqGraph) -> str:
     """The time-sequence graph (`streamgraph_plot.draw_tseq`): segments as vertical bars by
     kind, retransmissions marked x, SACK blocks, ACK and receive-window step lines."""
+    from .streamgraph_plot import COLORS as STREAM_COLORS  # (the same colours as --plot's)
+
     c = Canvas(_WIDTH, 560, f"{g.uid}: time-sequence graph", class_="chart tseq")
     times = [b.t_s for b in g.segments] + [t for t, _y in g.ack] + [b.t_s for b in g.sacks]
     times += [t for t, _y in g.window]
