@@ -216,7 +216,8 @@ class ConnLog:
         "_codes_at",  # the timeline length _orig_code/_resp_code were read at (-1: not read)
         "_end_ns",  # when the record ended (on_end): a timed state's run-out past it is not shown
         "_ended",
-        "_found",  # packet index -> the core's findings on it (TCP; only when some)
+        "_found",  # packet index -> the core's findings on it (TCP; only when some; the handshake
+        # legs as numbers until _spelt)
         "_items",  # the built items, once the connection ended
         "_notes_len",  # TcpTracker.notes already attributed
         "_orig_code",  # both endpoints' state codes after the last packet (see _codes_at)
@@ -312,7 +313,7 @@ class ConnLog:
             while breaks and ts_ns >= breaks[0]:
                 breaks.pop(0)
                 folder.flush()
-            findings = list(self._found.get(k, ()))
+            findings = [_spelt(f) for f in self._found.get(k, ())]
             if an is not None:
                 # the analyzer's verdicts replace the core's rough ones (same signals,
                 # Wireshark's rules)
@@ -530,7 +531,7 @@ class PacketCollector(Analyzer):
         tcp = conn.tcp
         assert tcp is not None  # (called for TCP packets only)
         flags = pkt.flags
-        out: list[Finding] = []
+        out: list[Finding | tuple[int, float, float]] = []  # (a tuple: see _spelt)
         who = "orig" if side == 0 else "resp"
         if conn.retransmissions != log._retrans:
             log._retrans = conn.retransmissions
@@ -546,17 +547,15 @@ class PacketCollector(Analyzer):
                 out.append(Finding("syn_retransmission", f"{what} retransmission"))
             else:
                 out.append(Finding("retransmission", "retransmission"))
+        # the handshake's legs as their numbers: spelt as Findings only when a row is built
+        # (`_spelt`), as most logs never are (two frozen dataclasses and three float formats
+        # per connection were a third of the collector's cost)
         if log._synack_ms is None and tcp.synack_ms is not None:  # (the log's test first: cheaper)
             log._synack_ms = tcp.synack_ms
-            out.append(Finding("handshake_synack", f"SYN -> SYN/ACK {tcp.synack_ms:.3f} ms"))
+            out.append((_SYNACK, tcp.synack_ms, 0.0))
         if log._ackdat_ms is None and tcp.ackdat_ms is not None and tcp.synack_ms is not None:
             log._ackdat_ms = tcp.ackdat_ms
-            out.append(
-                Finding(
-                    "handshake_ack",
-                    f"SYN/ACK -> ACK {tcp.ackdat_ms:.3f} ms (iRTT {tcp.synack_ms + tcp.ackdat_ms:.3f} ms)",
-                )
-            )
+            out.append((_ACKDAT, tcp.ackdat_ms, tcp.synack_ms))
         ignored = False
         if tcp.notes_len > log._notes_len:
             # the tracker's notes on this packet: a RST its receiver would not accept (no state
@@ -588,6 +587,21 @@ class PacketCollector(Analyzer):
                 log._zero_win[side] = False
                 out.append(Finding("window_reopen", f"window opens again ({who})"))
         return out
+
+
+#: the handshake legs a log keeps as numbers (`_core_findings`) until its rows are built
+_SYNACK, _ACKDAT = 0, 1
+
+
+def _spelt(found: Finding | tuple[int, float, float]) -> Finding:
+    """A kept finding as the Finding it stands for: a handshake leg's (kind code, ms, SYN ->
+    SYN/ACK ms) becomes its sentence; a Finding is itself."""
+    if isinstance(found, Finding):
+        return found
+    code, ms, synack_ms = found
+    if code == _SYNACK:
+        return Finding("handshake_synack", f"SYN -> SYN/ACK {ms:.3f} ms")
+    return Finding("handshake_ack", f"SYN/ACK -> ACK {ms:.3f} ms (iRTT {synack_ms + ms:.3f} ms)")
 
 
 def _item_ts(item) -> int:

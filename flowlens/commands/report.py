@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from typing import TextIO
@@ -38,6 +39,23 @@ def _write_text(path: str, write: Callable[[TextIO], None]) -> None:
         except OSError:
             pass
         raise click.ClickException(f"{path}: {exc.strerror or exc}") from exc
+
+
+def _write_pages(result, html_path: str | None, md_path: str | None) -> None:
+    if html_path:
+        from ..reports.html import write_html
+
+        _write_text(html_path, lambda f: write_html(result, f))
+        warn(f"Wrote {html_path} ({os.path.getsize(html_path) / 1e6:.1f} MB)")
+    if md_path:
+        from ..reports.markdown import write_markdown
+
+        try:
+            files = write_markdown(result, md_path)
+        except OSError as exc:
+            raise click.ClickException(f"{md_path}: {exc.strerror or exc}") from exc
+        extra = f" and {plural(len(files) - 1, 'picture')}" if len(files) > 1 else ""
+        warn(f"Wrote {md_path}{extra}")
 
 
 _DEFAULTS = ReportOptions()
@@ -121,6 +139,12 @@ def report(
     check_output(html_path)
     check_output(md_path)
     config = config_from(kwargs)
+    # The report's numpy (its socket-state counts: no matrix algebra) starts OpenBLAS, whose
+    # worker threads busy-wait for work after it loads (OpenBLAS's driver/others/blas_server.c,
+    # THREAD_TIMEOUT) and took a tenth of the report's CPU on two cores; one thread starts none
+    # (OpenBLAS README, "Setting the number of threads using environment variables"). A user's
+    # own setting stands.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     options = ReportOptions(
         notes=notes, max_ladders=max_ladders, max_stream_graphs=stream_graphs, title=title
     )
@@ -135,20 +159,15 @@ def report(
         warn(nothing_line(capture, 0 if result.first_ts_ns is None else 1))
     for text in result.unplaced_notes:
         warn(f"Warning: note {text!r} falls on no drawn ladder (it is in the timeline)")
-    if html_path:
-        from ..reports.html import write_html
-
-        _write_text(html_path, lambda f: write_html(result, f))
-        warn(f"Wrote {html_path} ({os.path.getsize(html_path) / 1e6:.1f} MB)")
-    if md_path:
-        from ..reports.markdown import write_markdown
-
-        try:
-            files = write_markdown(result, md_path)
-        except OSError as exc:
-            raise click.ClickException(f"{md_path}: {exc.strerror or exc}") from exc
-        extra = f" and {plural(len(files) - 1, 'picture')}" if len(files) > 1 else ""
-        warn(f"Wrote {md_path}{extra}")
+    # (as build_report: the pages' text makes no reference cycles, and the collector's passes
+    # over the report's rows would cost more than writing them)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _write_pages(result, html_path, md_path)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     counts = result.severity_counts()
     parts = ", ".join(
         plural(counts[s], s) if s == "warning" else f"{counts[s]} {s}"

@@ -25,14 +25,14 @@ every sample and corpus capture.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..analyzers.anomalies.detector import AnomalyDetector, Thresholds
 from ..analyzers.packetlog import PacketCollector
 from ..analyzers.rtt import RttCollector
-from ..analyzers.streamlog import StreamCollector, StreamLog
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..core.analyzer import Analyzer
 from ..core.connections import RECORD_FIELDS, Connection
@@ -42,7 +42,9 @@ from .ladder import Note, build_ladder, render_text
 from .postmortem_figures import ladder_picture, tseq_picture
 from .rtt import Aggregator, Series, series_for
 from .spantable import SpanTable
-from .streamgraph import tseq_graph
+
+if TYPE_CHECKING:  # (the segment series are read only for --stream-graphs)
+    from ..analyzers.streamlog import StreamCollector, StreamLog
 
 __all__ = [
     "SPARE",
@@ -73,11 +75,11 @@ MAX_LATE_WEAK_ROWS = 1000
 MAX_LATE_ROWS = 20_000
 
 
-def worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[int, int], spans) -> int:
+def worth(conn: Connection, tcp: TcpAnalyzer, lingers: tuple[int, int], spans) -> int:
     """Can this connection feed a per-connection finding (STRONG), or only be named by a
     host-level one (WEAK), or neither (SPARE)? Logs go in that order when the budget is full.
-    `lingers`: the close_wait and fin_wait_2 thresholds (ns) by the TcpState member's id;
-    `spans`: `conn.tcp.spans()` (TCP only)."""
+    `lingers`: the close_wait and fin_wait_2 thresholds (ns); `spans`: `conn.tcp.spans()`
+    (TCP only)."""
     if conn.icmp_errors:
         return STRONG
     if conn.proto != IPPROTO_TCP:
@@ -86,8 +88,14 @@ def worth(conn: Connection, tcp: TcpAnalyzer, lingers: dict[int, int], spans) ->
         return STRONG
     # every close passes through CLOSE_WAIT and FIN_WAIT_2: only a long one is a finding
     for _side, st, start, end, _frame, _timed_out in spans:
-        limit = lingers.get(id(st))
-        if limit is not None and (end is None or end - start >= limit):
+        # (by identity: an Enum's hash is a Python call, and most spans are neither)
+        if st is _CLOSE_WAIT:
+            limit = lingers[0]
+        elif st is _FIN_WAIT_2:
+            limit = lingers[1]
+        else:
+            continue
+        if end is None or end - start >= limit:
             return STRONG
     st = tcp.state_of(conn)
     if st is not None:
@@ -132,12 +140,10 @@ class LogBudget:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.kept: OrderedDict[str, Any] = OrderedDict()
-        self.tiers: tuple[OrderedDict[str, None], ...] = (
-            OrderedDict(),
-            OrderedDict(),
-            OrderedDict(),
-        )
+        # (plain dicts: insertion-ordered, and popitem() takes the newest, as an
+        # OrderedDict's popitem(last=True), at less cost: two keeps per connection)
+        self.kept: dict[str, Any] = {}
+        self.tiers: tuple[dict[str, None], ...] = ({}, {}, {})
         self.dropped = 0
 
     def keep(self, uid: str, tier: int, value: Any) -> list[tuple[str, Any]]:
@@ -152,17 +158,18 @@ class LogBudget:
                 tiered = spare if len(spare) >= len(weak) else weak
             else:
                 tiered = strong
-            old, _ = tiered.popitem(last=True)
+            old, _ = tiered.popitem()
             gone.append((old, self.kept.pop(old)))
         return gone
 
 
-def _lingers(thresholds: Thresholds | None) -> dict[int, int]:
+_CLOSE_WAIT, _FIN_WAIT_2 = TcpState.CLOSE_WAIT, TcpState.FIN_WAIT_2
+
+
+def _lingers(thresholds: Thresholds | None) -> tuple[int, int]:
+    """The close_wait and fin_wait_2 thresholds in ns (`worth`)."""
     th = thresholds or Thresholds()
-    return {  # by identity: an Enum's hash is a Python call
-        id(TcpState.CLOSE_WAIT): int(th.close_wait_s * 1e9),
-        id(TcpState.FIN_WAIT_2): int(th.fin_wait_2_s * 1e9),
-    }
+    return int(th.close_wait_s * 1e9), int(th.fin_wait_2_s * 1e9)
 
 
 class ReportShard(Analyzer):
@@ -198,8 +205,7 @@ class ReportShard(Analyzer):
         self.logs = LogBudget(options.max_kept_logs)  # uid -> (conn, log)
         self.stream_logs: dict[str, StreamLog] = {}
 
-    def on_start(self, conn: Connection, pkt):
-        return None
+    # (no on_start: the Analyzer's, which follows no connection, is called as C code)
 
     def part(self, conn: Connection) -> tuple:
         """What `conn` adds to the report (ReportGather.add takes it), as plain values; its
@@ -280,7 +286,11 @@ class ReportShard(Analyzer):
             if d.startswith("frame ") and ": " in d
         ]  # fmt: skip
         series = self.stream_logs.get(conn.uid) if graphed else None
-        stream = tseq_picture(tseq_graph(series)) if series is not None else None
+        stream = None
+        if series is not None:
+            from .streamgraph import tseq_graph  # (only with --stream-graphs)
+
+            stream = tseq_picture(tseq_graph(series))
         return conn.to_record(), lad, render_text(lad), ladder_picture(lad), placed, stream
 
 
@@ -322,7 +332,8 @@ class ReportGather:
         for label, ts_s, rtt_ms in series:
             s = self.rtt_series.get(label)
             if s is None:
-                s = self.rtt_series[label] = Series(label)
+                # (C arrays, not lists: a server's line holds every sample of the capture)
+                s = self.rtt_series[label] = Series(label, array("d"), array("d"))
             s.ts_s.extend(ts_s)
             s.rtt_ms.extend(rtt_ms)
         self.by_proto[proto_name] += 1

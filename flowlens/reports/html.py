@@ -406,7 +406,22 @@ def _num(v, fmt: str = "{}") -> tuple[str, str]:
     return str(v), fmt.format(v)
 
 
+#: escaped texts of the connection table's cells: the same addresses, states and protocols
+#: come back row after row (bounded: a flood's addresses are all different)
+_ESCAPED: dict[str, str] = {}
+
+
+def _E_cell(text: str) -> str:
+    out = _ESCAPED.get(text)
+    if out is None:
+        if len(_ESCAPED) >= 1 << 16:
+            _ESCAPED.clear()
+        out = _ESCAPED[text] = _E(text)
+    return out
+
+
 def _conn_row(r: dict, first_ns: int, ladder_uids: set[str]) -> str:
+    _E = _E_cell  # noqa: N806 (the module's escape, memoized: about ten cells a row)
     uid = r["uid"]
     sev = r.get("finding")
     uid_html = f'<a href="#conn-{_E(uid)}">{_E(uid)}</a>' if uid in ladder_uids else _E(uid)

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .ladder import Ladder
 from .rtt import Series
 from .spantable import SpanTable
 from .states import states_chart
-from .streamgraph import TseqGraph
 from .svg_charts import rtt_svg, states_svg, tseq_svg
 from .svg_ladder import ladder_svg
+
+if TYPE_CHECKING:  # (time-sequence graphs: only with --stream-graphs)
+    from .streamgraph import TseqGraph
 
 __all__ = [
     "MAX_STATE_HOSTS",

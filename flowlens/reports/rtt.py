@@ -17,8 +17,9 @@ matplotlib figure behind `--plot`.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, MutableSequence, Sequence
 from dataclasses import dataclass, field
 
 import cython
@@ -289,8 +290,10 @@ class _Group:
     """Samples of many connections toward one end."""
 
     conns: int = 0
-    handshakes: list[float] = field(default_factory=list)
-    rtts: list[int] = field(default_factory=list)  # kept samples, ns
+    #: handshake legs (ms) and kept samples (ns) as C arrays: a group keeps one of each per
+    #: connection of a whole capture (8 bytes a value, a list's float or int object is 32-36)
+    handshakes: array = field(default_factory=lambda: array("d"))
+    rtts: array = field(default_factory=lambda: array("q"))
     count: int = 0
     total: int = 0
     total_sq: int = 0
@@ -394,7 +397,7 @@ class Aggregator:
         return out
 
 
-def _median(values: list[float]) -> float | None:
+def _median(values: Sequence[float]) -> float | None:
     if not values:
         return None
     v = sorted(values)
@@ -419,8 +422,9 @@ class Series:
     """Samples of one plotted line: answer times (epoch s) and RTTs (ms)."""
 
     label: str
-    ts_s: list[float] = field(default_factory=list)
-    rtt_ms: list[float] = field(default_factory=list)
+    #: lists, or C arrays of doubles (the report's lines of a whole capture: 8 bytes a value)
+    ts_s: MutableSequence[float] = field(default_factory=list)
+    rtt_ms: MutableSequence[float] = field(default_factory=list)
 
 
 def series_for(
@@ -443,21 +447,54 @@ def series_for(
         s = st.samples[leg]
         if s is None:
             continue
-        rows = list(s.rows())
         if by == "connection":
             label = f"{conn.uid} {PATHS[leg]}"
-        elif by == "client":
-            label = f"{format_addr(conn.orig_h)} {PATHS[leg]}"
+        elif by == "client":  # (_addr: the address's text kept, not spelt per connection)
+            label = f"{_addr(conn.orig_h)} {PATHS[leg]}"
         else:
-            label = f"{format_addr(conn.resp_h)} {PATHS[leg]}"
+            label = f"{_addr(conn.resp_h)} {PATHS[leg]}"
+        data = s.data
+        ts_ns = data[0::5]
+        if _increasing(ts_ns):  # s.rows()' order already (it sorts by time, then the rest)
+            out.append((label, [t / 1e9 for t in ts_ns], [r / 1e6 for r in data[1::5]]))
+            continue
+        rows = list(s.rows())
         out.append((label, [r[0] / 1e9 for r in rows], [r[1] / 1e6 for r in rows]))
     return out
 
 
+@cython.cfunc
+@cython.locals(i=cython.Py_ssize_t)
+def _increasing(values) -> cython.bint:
+    """Each of `values` larger than the one before (no two equal)."""
+    for i in range(1, len(values)):  # noqa: SIM110 (a C loop: no generator per leg)
+        if values[i - 1] >= values[i]:
+            return False
+    return True
+
+
+#: samples from which a line is put in time order by numpy (a stable argsort: the same order
+#: as sorted()'s, 8 bytes an index where sorted() holds an int and a float key per sample)
+_ARGSORT_AT = 1 << 16
+
+
 def _by_time(s: Series) -> Series:
-    """A copy of `s` in time order (a server's line gathers samples of many connections)."""
-    order = sorted(range(len(s.ts_s)), key=s.ts_s.__getitem__)
-    return Series(s.label, [s.ts_s[i] for i in order], [s.rtt_ms[i] for i in order])
+    """A copy of `s` in time order (a server's line gathers samples of many connections), its
+    values in C arrays of doubles (a long capture's line holds every sample of a server)."""
+    n = len(s.ts_s)
+    if n < _ARGSORT_AT:
+        order = sorted(range(n), key=s.ts_s.__getitem__)
+        return Series(
+            s.label,
+            array("d", [s.ts_s[i] for i in order]),
+            array("d", [s.rtt_ms[i] for i in order]),
+        )
+    import numpy as np  # (a line this long: numpy is loaded by then, for the states chart)
+
+    ts = np.asarray(s.ts_s, dtype=np.float64)
+    index = np.argsort(ts, kind="stable")
+    rtt = np.asarray(s.rtt_ms, dtype=np.float64)
+    return Series(s.label, array("d", ts[index].tobytes()), array("d", rtt[index].tobytes()))
 
 
 @dataclass(slots=True)
@@ -469,15 +506,15 @@ class RttChart:
     #: the last of `shown` merges the series past `max_lines`: points, no line
     merged_other: bool
     t0: float  # epoch seconds of the first sample: x is seconds since it
-    values: list[float]  # every sample (ms)
+    values: Sequence[float]  # every sample (ms): a C array of doubles
     #: samples spread over more than 100x (LAN to satellite): both axes' RTT on log scales
     wide: bool
     #: the histogram's bin edges (ms) over the samples (positive ones when `wide`), [] without
     bins: list[float]
 
     @property
-    def hist_values(self) -> list[float]:
-        return [v for v in self.values if v > 0] if self.wide else self.values
+    def hist_values(self) -> Sequence[float]:
+        return array("d", [v for v in self.values if v > 0]) if self.wide else self.values
 
 
 def rtt_chart(series: Sequence[Series], max_lines: int = 12) -> RttChart:
@@ -487,21 +524,26 @@ def rtt_chart(series: Sequence[Series], max_lines: int = 12) -> RttChart:
     ordered = sorted(series, key=lambda s: (-len(s.rtt_ms), s.label))
     shown, rest = [_by_time(s) for s in ordered[:max_lines]], ordered[max_lines:]
     if rest:
-        other = Series(f"other ({len(rest)})")
+        other = Series(f"other ({len(rest)})", array("d"), array("d"))
         for s in rest:
             other.ts_s.extend(s.ts_s)
             other.rtt_ms.extend(s.rtt_ms)
         shown.append(_by_time(other))
     t0 = min((s.ts_s[0] for s in shown if s.ts_s), default=0.0)
-    values = [v for s in shown for v in s.rtt_ms]
-    positive = [v for v in values if v > 0]
+    values = array("d")
+    for s in shown:
+        values.extend(s.rtt_ms)
+    # the smallest and largest positive samples (no list of them: a long capture has millions)
+    pos_lo = min((v for v in values if v > 0), default=None)
+    pos_hi = max((v for v in values if v > 0), default=None)
     # RTTs of one capture can span LAN (0.05 ms) to satellite (600 ms): log scales then
-    wide = bool(positive) and max(positive) / min(positive) > 100
+    wide = pos_lo is not None and pos_hi is not None and pos_hi / pos_lo > 100
     bins: list[float] = []
     if values:
         n_bins = min(60, max(5, len(values) // 4))
         if wide:
-            lo, hi = min(positive), max(positive)
+            assert pos_lo is not None and pos_hi is not None
+            lo, hi = pos_lo, pos_hi
             bins = [lo * (hi / lo) ** (i / n_bins) for i in range(n_bins + 1)]
         elif max(values) == min(values):
             half = abs(values[0]) * 0.05 or 0.05

@@ -25,6 +25,7 @@ import ipaddress
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 
 from ..core.connections import Connection, format_addr
 from ..core.tcpstate import TcpState
@@ -72,19 +73,26 @@ def host_key(host: str) -> tuple[int, int]:
     return (ip.version, int(ip))
 
 
-def counted_spans(conn: Connection, spans: Sequence[tuple] | None = None) -> list[tuple]:
+def counted_spans(
+    conn: Connection, spans: Sequence[tuple] | None = None, hosts: tuple[str, str] | None = None
+) -> list[tuple]:
     """The spans of TCP connection `conn` that count as a socket, as (side, state index in
     STATES, start ns, end ns or OPEN_END): a state of STATES that lasted (a zero-length step,
     entered and left at one packet, is no socket). `spans` is `conn.tcp.spans()` when the
-    caller has it already. (A list: a generator per connection costs more.)"""
+    caller has it already. With `hosts` (the originator's and the responder's address text),
+    each is (host, state index, start, end, side) instead, as `SpanTable.add_span_parts` takes
+    them. (A list: a generator per connection costs more.)"""
     assert conn.tcp is not None  # (TCP connections only)
     index_of = _INDEX_OF_MEMBER.get
-    out = []
+    out: list[tuple] = []
     for side, state, start, end, _frame, _timed_out in conn.tcp.spans() if spans is None else spans:
         k = index_of(id(state))
         if k is None or (end is not None and end <= start):
             continue
-        out.append((side, k, start, OPEN_END if end is None else end))
+        if hosts is None:
+            out.append((side, k, start, OPEN_END if end is None else end))
+        else:
+            out.append((hosts[side], k, start, OPEN_END if end is None else end, side))
     return out
 
 
@@ -150,28 +158,30 @@ class SpanTable:
         `add_span_parts` (in the process that merges the shards of `report --jobs`)."""
         if conn.tcp is None:
             return []
-        sides = (self._text(conn.orig_h), self._text(conn.resp_h))
-        return [(sides[side], k, start, end, side)
-                for side, k, start, end in counted_spans(conn, spans)]  # fmt: skip
+        return counted_spans(conn, spans, (self._text(conn.orig_h), self._text(conn.resp_h)))
 
     def add_span_parts(self, parts: Sequence[tuple]) -> None:
         """Take one connection's `span_parts` (about eight spans; the one place spans are
         taken in, `add_span` included)."""
         counted = [False, False]
-        index = self._index
+        # (the table's lists in locals: about eight spans a connection; `_host` appends to
+        # these same lists, and `_spill` replaces their items only after the loop)
+        index, starts, ends, states = self._index, self._starts, self._ends, self._states
+        sockets, horizon = self.sockets, self._tw_horizon
         for host, k, start, end, side in parts:
             h = index.get(host)
             if h is None:
                 h = self._host(host)
-            self._starts[h].append(start)
-            self._ends[h].append(end)
-            self._states[h].append(k)
+            starts[h].append(start)
+            ends[h].append(end)
+            states[h].append(k)
             if k == _TIME_WAIT and end != OPEN_END:
-                if self._tw_horizon is None or end > self._tw_horizon:
-                    self._tw_horizon = end
+                if horizon is None or end > horizon:
+                    horizon = end
             if not counted[side]:
-                self.sockets[h] += 1
+                sockets[h] += 1
                 counted[side] = True
+        self._tw_horizon = horizon
         self._buffered += len(parts)
         if self._buffered >= self._spill_at:
             self._spill()
@@ -287,10 +297,12 @@ class SpanTable:
             )
         if until_ns is not None:
             starts = starts[: np.searchsorted(starts, until_ns, side="right")]
-        if not len(starts):
-            return 0
-        ended = np.searchsorted(ends, starts, side="right")
-        return int((np.arange(1, len(starts) + 1) - ended).max())
+        best = 0
+        for lo in range(0, len(starts), READ_BLOCK):  # (a block at a time: no n-long temporaries)
+            block = starts[lo : lo + READ_BLOCK]
+            ended = np.searchsorted(ends, block, side="right")
+            best = max(best, int((np.arange(lo + 1, lo + len(block) + 1) - ended).max()))
+        return best
 
     def _sorted_runs(self, h: int, at: int) -> list[SortedRun]:
         """Host h's spilled sorted starts (`at` 16) or ends (24), one run a piece."""
@@ -353,30 +365,39 @@ class SpanTable:
         when there are more than `limit` (the caller then samples the span evenly: the list
         of a long capture's millions of instants is never made)."""
         np = _np()
-        points = np.unique(
-            np.concatenate(
-                [np.array([start_ns, end_ns], dtype=np.int64)]
-                + [np.frombuffer(a, dtype=np.int64) for a in self._starts]
-                + [np.frombuffer(a, dtype=np.int64) for a in self._ends]
-            )
-        )
+        # a block of the arrays at a time, stopping as soon as there are more than `limit`:
+        # a long capture's hundreds of thousands of instants are never concatenated (its
+        # first block answers), and the answer is the same sorted set either way
+        points = np.array([start_ns, end_ns], dtype=np.int64)
         points = points[(points >= start_ns) & (points <= end_ns)]
-        if limit is not None and len(points) > limit:
-            return None
         parts = [points]
-        for h in self._segments:  # the spilled ones, a block at a time
-            for starts, ends, _k in self._spilled_blocks(h):
-                more = np.concatenate([starts, ends])
-                more = np.unique(more[(more >= start_ns) & (more <= end_ns)])
-                if limit is None:  # (the answer is all of them: made once, at the end)
-                    parts.append(more)
-                    continue
-                points = np.union1d(points, more)
-                if len(points) > limit:
-                    return None
+        for more in chain(self._memory_blocks(), self._spilled_instants()):
+            more = np.unique(more[(more >= start_ns) & (more <= end_ns)])
+            if limit is None:  # (the answer is all of them: made once, at the end)
+                parts.append(more)
+                continue
+            points = np.union1d(points, more)
+            if len(points) > limit:
+                return None
         if limit is None and len(parts) > 1:
             points = np.unique(np.concatenate(parts))
         return points.tolist()
+
+    def _memory_blocks(self) -> Iterator:
+        """The starts and ends in memory, every host's, as numpy views of at most READ_BLOCK."""
+        np = _np()
+        for arrays in (self._starts, self._ends):
+            for a in arrays:
+                view = np.frombuffer(a, dtype=np.int64)
+                for lo in range(0, len(view), READ_BLOCK):
+                    yield view[lo : lo + READ_BLOCK]
+
+    def _spilled_instants(self) -> Iterator:
+        """The spilled starts and ends, a block at a time."""
+        for h in self._segments:
+            for starts, ends, _k in self._spilled_blocks(h):
+                yield starts
+                yield ends
 
     def counts_at(self, ts_ns: int) -> dict[str, Counter]:
         """{host: Counter(state -> sockets)} at `ts_ns`; every host is present (address

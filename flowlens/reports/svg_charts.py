@@ -8,16 +8,20 @@ the same series, labels, legend and colours.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .rtt import Series, histogram, rtt_chart
 from .states import PLOT_COLORS, StatesChart
-from .streamgraph import TseqGraph
-from .streamgraph_plot import COLORS as STREAM_COLORS
 from .svg import TAB10, Axes, Canvas, nice_ticks, number, points_path, step_path, text_width
+
+if TYPE_CHECKING:  # (time-sequence graphs: only with --stream-graphs)
+    from .streamgraph import TseqGraph
 
 __all__ = ["rtt_svg", "states_svg", "tseq_svg"]
 
 _WIDTH = 1000
+#: samples of an RTT line drawn at once (`rtt_svg`)
+_CHUNK = 1 << 16
 
 
 def states_svg(chart: StatesChart, title: str = "") -> str:
@@ -117,9 +121,8 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
     c = Canvas(_WIDTH, height, title or "RTT over time", class_="chart rtt")
     span = max((t - t0 for s in shown for t in s.ts_s), default=0.0)
     x_hi = span * 1.02 if span > 0 else 1.0
-    positive = [v for v in values if v > 0]
     if chart.wide:
-        ylim = (min(positive) / 1.3, max(positive) * 1.3)
+        ylim = (min(v for v in values if v > 0) / 1.3, max(v for v in values if v > 0) * 1.3)
     else:
         top = max(values, default=1.0)
         ylim = (0.0, top * 1.1 if top > 0 else 1.0)
@@ -135,15 +138,32 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
             text = spelt[v] = number(v)
         return text
 
+    # a mark's two halves by pixel column and row (spelt once each: samples share them)
+    mark_x: dict[float, str] = {}
+    mark_y: dict[float, str] = {}
     c.open("g")
     for k, s in enumerate(shown):
         color = TAB10[k % len(TAB10)]
         merged = chart.merged_other and s is shown[-1]  # "other": many connections, no line
-        pts = list(zip(ax.xs([t - t0 for t in s.ts_s]), ax.ys(s.rtt_ms)))
-        c.open("g", class_="series", data_label=s.label, data_points=len(pts), fill=color)
-        if not merged and len(pts) > 1:
-            c.path(points_path(pts), fill="none", stroke=color, stroke_width="0.6")
-        marks = "".join(f"M{spell(x - 1.5)} {spell(y)}h3" for x, y in pts)
+        n = len(s.ts_s)
+        c.open("g", class_="series", data_label=s.label, data_points=n, fill=color)
+        line = not merged and n > 1
+        # a _CHUNK of samples at a time (their pixel columns and rows, the line's and the
+        # marks' text): a long capture's line is millions of samples, its text far less
+        line_parts: list[str] = []
+        mark_parts: list[str] = []
+        for lo in range(0, n, _CHUNK):
+            xs = ax.xs([t - t0 for t in s.ts_s[lo : lo + _CHUNK]])
+            ys = ax.ys(s.rtt_ms[lo : lo + _CHUNK])
+            if line:
+                text = points_path(zip(xs, ys))  # ("M" only where the whole line starts)
+                line_parts.append(text if lo == 0 else "L" + text[1:])
+            mark_parts.append(_marks(xs, ys, spell, mark_x, mark_y))
+        if line:
+            c.path("".join(line_parts), fill="none", stroke=color, stroke_width="0.6")
+        del line_parts
+        marks = "".join(mark_parts)
+        del mark_parts
         if marks:
             c.path(marks, stroke=color, stroke_width="3", stroke_linecap="round", fill="none")
         c.close("g")
@@ -176,12 +196,31 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
     return str(c)
 
 
+def _marks(xs, ys, spell, mark_x: dict[float, str], mark_y: dict[float, str]) -> str:
+    """`M<x - 1.5> <y>h3` for each point: a short horizontal stroke (a dot with round caps);
+    `mark_x` and `mark_y` keep the halves already spelt."""
+    out: list[str] = []
+    add = out.append
+    for x, y in zip(xs, ys):
+        mx = mark_x.get(x)
+        if mx is None:
+            mx = mark_x[x] = f"M{spell(x - 1.5)} "
+        my = mark_y.get(y)
+        if my is None:
+            my = mark_y[y] = f"{spell(y)}h3"
+        add(mx)
+        add(my)
+    return "".join(out)
+
+
 _ARROWS = {"orig": "originator \u2192 responder", "resp": "responder \u2192 originator"}
 
 
 def tseq_svg(g: TseqGraph) -> str:
     """The time-sequence graph (`streamgraph_plot.draw_tseq`): segments as vertical bars by
     kind, retransmissions marked x, SACK blocks, ACK and receive-window step lines."""
+    from .streamgraph_plot import COLORS as STREAM_COLORS  # (the same colours as --plot's)
+
     c = Canvas(_WIDTH, 560, f"{g.uid}: time-sequence graph", class_="chart tseq")
     times = [b.t_s for b in g.segments] + [t for t, _y in g.ack] + [b.t_s for b in g.sacks]
     times += [t for t, _y in g.window]
