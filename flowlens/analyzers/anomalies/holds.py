@@ -16,12 +16,13 @@ is known too (an end is never before its start).
 
 from __future__ import annotations
 
-import heapq
+import gc
 from array import array
 
 import cython
 
 from ...core.analyzer import Analyzer
+from ...core.connections import Connection
 
 __all__ = ["FLUSH_MIN", "HOLD", "HoldGroup", "OpenStarts", "Peak"]
 
@@ -133,7 +134,7 @@ class _Spells:
 
     @cython.locals(
         v=cython.longlong[:], i=cython.Py_ssize_t, m=cython.Py_ssize_t, a=cython.longlong,
-        b=cython.longlong, w=cython.longlong, end=cython.longlong,
+        b=cython.longlong, w=cython.longlong, end=cython.longlong, starts=list, ends=list,
     )  # fmt: skip
     def sweep(self, w, end) -> None:
         """Sweep the spells that start before `w` (`end`: the capture's, or _NEVER)."""
@@ -142,17 +143,18 @@ class _Spells:
         if not m:
             return
         keep = array("q")
-        pairs = []
+        starts, ends = [], []
         for i in range(0, m, 2):
             a, b = v[i], v[i + 1]
             if a < w:
-                pairs.append((a, b))
+                starts.append(a)
+                ends.append(_cut(b, a, end))
             else:
                 keep.append(a)
                 keep.append(b)
-        if pairs:
-            pairs.sort()
-            self.peak.step([p[0] for p in pairs], [_cut(p[1], p[0], end) for p in pairs])
+        if starts:
+            starts.sort()
+            self.peak.step(starts, ends)
             self.todo = keep
         if w > self.swept_to:
             self.swept_to = w
@@ -223,7 +225,16 @@ class HoldGroup:
             marks[shard] = w
             self.watermark = min(marks) if len(marks) > 1 else w
         if len(self.pending) >= self.next_sweep * _HOLD and self.watermark > self.swept_to:
-            self._sweep(self.watermark, _NEVER)
+            # the sweep's lists of numbers make no reference cycles, and the collector's passes
+            # that their thousands of objects set off would cost more than the sweep (as in
+            # AnomalyDetector.finish)
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                self._sweep(self.watermark, _NEVER)
+            finally:
+                if enabled:
+                    gc.enable()
             self.next_sweep = max(FLUSH_MIN, 2 * (len(self.pending) // _HOLD))
 
     def count(self) -> int:
@@ -240,99 +251,136 @@ class HoldGroup:
         self._sweep(_NEVER, end_ns)
 
     @cython.locals(
-        v=cython.longlong[:], m=cython.Py_ssize_t, i=cython.Py_ssize_t, k=cython.Py_ssize_t,
-        x=cython.Py_ssize_t, side=cython.Py_ssize_t, w=cython.longlong, end=cython.longlong,
-        start=cython.longlong, until=cython.longlong, port=cython.longlong,
-        a=cython.longlong, b=cython.longlong, held=object, sel=list, frames=list,
-        reused=list, in_starts=list, in_ends=list, keep=object,
+        v=cython.longlong[:], fm=cython.longlong[:], ra=cython.longlong[:],
+        rb=cython.longlong[:], op=cython.schar[:], m=cython.Py_ssize_t, i=cython.Py_ssize_t,
+        k=cython.Py_ssize_t, x=cython.Py_ssize_t, side=cython.Py_ssize_t, w=cython.longlong,
+        end=cython.longlong, start=cython.longlong, until=cython.longlong,
+        port=cython.longlong, a=cython.longlong, b=cython.longlong, d=cython.longlong,
+        acc=cython.longlong, sw0=cython.longlong, sw1=cython.longlong, late=cython.Py_ssize_t,
+        n0=cython.Py_ssize_t, n1=cython.Py_ssize_t, first_start=cython.longlong,
+        last_start=cython.longlong, sel=list, frames=list, reused=list, in_starts=list,
+        in_ends=list, todo0=list, todo1=list, opened=list, index=dict, starts=list,
+        h=cython.Py_ssize_t, n_ports=cython.Py_ssize_t,
     )  # fmt: skip
     def _sweep(self, w, end) -> None:
         """Sweep the pending holds that start before `w` (`end`: the capture's, or _NEVER
         while it goes on), in order of start."""
+        h = _HOLD  # (a C constant here: the module's is a Python int)
         v = self.pending
-        m = len(self.pending) // _HOLD
-        sel = []
+        m = len(self.pending) // h
+        sel, starts = [], []
         keep = array("q")
         for i in range(m):
-            if v[i * _HOLD] < w:
-                sel.append((v[i * _HOLD], i))
+            if v[i * h] < w:
+                sel.append(i)
+                starts.append(v[i * h])
             else:
-                keep.extend(self.pending[i * _HOLD : (i + 1) * _HOLD])
+                keep.extend(self.pending[i * h : (i + 1) * h])
         if not sel:
             return
-        sel.sort()  # (by start, then arrival: the order of a sort by start)
-        index, first, run_a, run_b = self.index, self.first, self.run_a, self.run_b
-        is_open, spells = self.is_open, self.spells
-        in_starts, in_ends, frames, reused = [], [], [], []
-        held = 0
-        for start, i in sel:
-            k = i * _HOLD
-            until, port = v[k + 1], v[k + 2]
-            held += until - start
-            if start < self.first_start:
-                self.first_start = start
-            if start > self.last_start:
-                self.last_start = start
-            for side in range(2):
-                a = v[k + 3 + 2 * side]
-                if a >= 0:
-                    b = v[k + 4 + 2 * side]
-                    s = spells[side]
-                    if a < s.swept_to or b < a:
-                        self.late += 1  # (a spell before its connection, or ending before it began)
-                    s.todo.append(a)
-                    s.todo.append(b)
-                    s.n += 1
+        # in order of start (holds that start together may go in any order: each port's runs
+        # are the union of its holds, the rest are sums and heaps)
+        sel = [sel[j] for j in sorted(range(len(sel)), key=starts.__getitem__)]
+        # the ports seen first here get their entries (the arrays do not move below)
+        index = self.index
+        x = n_ports = len(self.first)
+        for i in sel:
+            port = v[i * h + 2]
+            if port not in index:
+                index[port] = x
+                x += 1
+        if x > n_ports:
+            self.first.extend(array("q", [_NEVER]) * (x - n_ports))
+            self.run_a.extend(array("q", [0]) * (x - n_ports))
+            self.run_b.extend(array("q", [0]) * (x - n_ports))
+            self.is_open.extend(array("b", [0]) * (x - n_ports))
+        fm, ra, rb, op = self.first, self.run_a, self.run_b, self.is_open
+        s0, s1 = self.spells
+        sw0, sw1 = s0.swept_to, s1.swept_to
+        in_starts, in_ends, frames, reused, todo0, todo1, opened = [], [], [], [], [], [], []
+        held = self.held
+        acc = late = n0 = n1 = 0
+        first_start, last_start = self.first_start, self.last_start
+        for i in sel:
+            k = i * h
+            start, until, port = v[k], v[k + 1], v[k + 2]
+            # the sum of the hold times, in C until it could overflow 64 bits
+            d = until - start
+            if d > (1 << 62) - acc:
+                held += acc
+                acc = 0
+            acc += d
+            if start < first_start:
+                first_start = start
+            if start > last_start:
+                last_start = start
+            a = v[k + 3]
+            if a >= 0:
+                b = v[k + 4]
+                if a < sw0 or b < a:
+                    late += 1  # (a spell before its connection, or ending before it began)
+                todo0.append(a)
+                todo0.append(b)
+                n0 += 1
+            a = v[k + 5]
+            if a >= 0:
+                b = v[k + 6]
+                if a < sw1 or b < a:
+                    late += 1
+                todo1.append(a)
+                todo1.append(b)
+                n1 += 1
             frames.append(v[k + 8])
             if v[k + 7]:
                 reused.append(v[k + 8])
             # a port is in use while any of its holds is: a hold that overlaps or touches the
             # port's last run (a new connection that took the port while the previous one was
             # still in TIME_WAIT) extends it, else it closes it and begins the next
-            x = index.get(port, -1)
-            if x < 0:
-                x = index[port] = len(first)
-                first.append(start)
-                run_a.append(start)
-                run_b.append(until)
-                is_open.append(1)
-                self.open.append(x)
-                in_starts.append(start)
+            x = index[port]
+            if start < fm[x]:
+                fm[x] = start
+            if op[x] and start <= rb[x]:
+                if until > rb[x]:
+                    rb[x] = until
                 continue
-            if start < first[x]:
-                first[x] = start  # (a late hold only)
-            if is_open[x] and start <= run_b[x]:
-                if until > run_b[x]:
-                    run_b[x] = until
-                continue
-            if is_open[x]:
-                in_ends.append(_cut(run_b[x], run_a[x], end))
+            if op[x]:
+                in_ends.append(_cut(rb[x], ra[x], end))
             else:
-                is_open[x] = 1
-                self.open.append(x)
-            run_a[x], run_b[x] = start, until
+                op[x] = 1
+                opened.append(x)
+            ra[x], rb[x] = start, until
             in_starts.append(start)
+        self.open.extend(opened)
         # a run that ends before the watermark can grow no more: every later hold starts after
         # it, so its end is known
         still = array("q")
         for x in self.open:
-            if run_b[x] < w:
-                in_ends.append(_cut(run_b[x], run_a[x], end))
-                is_open[x] = 0
+            if rb[x] < w:
+                in_ends.append(_cut(rb[x], ra[x], end))
+                op[x] = 0
             else:
                 still.append(x)
         self.open = still
         self.in_use.step(in_starts, in_ends)
-        for s in spells:
-            s.sweep(w, end)
+        s0.todo.extend(todo0)
+        s1.todo.extend(todo1)
+        s0.n += n0
+        s1.n += n1
+        s0.sweep(w, end)
+        s1.sweep(w, end)
+        self.first_start, self.last_start = first_start, last_start
+        self.late += late
         self.n += len(sel)
-        self.held += held
+        self.held = held + acc
         self.reused += len(reused)
+        # (in order of start the frames are nearly sorted: a sort of them is about linear)
         k = self.k
-        self.frames_lo = heapq.nsmallest(k, self.frames_lo + frames)
-        self.frames_hi = heapq.nlargest(k, self.frames_hi + frames)
+        frames.sort()
+        self.frames_lo = sorted(self.frames_lo + frames[:k])[:k]
+        self.frames_hi = sorted(self.frames_hi + frames[-k:] if k else [], reverse=True)[:k]
         if reused:
-            self.reused_frames = heapq.nsmallest(k, self.reused_frames + reused)
+            reused.sort()
+            self.reused_frames = sorted(self.reused_frames + reused[:k])[:k]
         self.pending = keep
         if w > self.swept_to:
             self.swept_to = w
@@ -349,8 +397,6 @@ class _Pair:
     """The open TCP connections between two hosts: uid -> start, the starts in the order they
     came (a queue: the oldest open one at its head, when starts came in time order) and the
     starts that left it from behind the head."""
-
-    __slots__ = ("open", "starts", "head", "gone", "latest", "unordered")
 
     def __init__(self) -> None:
         self.open: dict[str, int] = {}
@@ -376,32 +422,38 @@ class OpenStarts(Analyzer):
         super().__init__()
         self.pairs: dict[tuple, _Pair] = {}
 
+    @cython.locals(c=Connection, pair=_Pair, start=cython.longlong)
     def on_start(self, conn, pkt):
-        if conn.tcp is not None:
-            a, b = conn.orig_h, conn.resp_h
+        c = conn
+        if c.tcp is not None:
+            a, b = c.orig_h, c.resp_h
             key = (a, b) if a < b else (b, a)
             pair = self.pairs.get(key)
             if pair is None:
                 pair = self.pairs[key] = _Pair()
-            start = conn.first_ts_ns
+            start = c.first_ts_ns
             if start < pair.latest:
                 pair.unordered = True
             else:
                 pair.latest = start
-            pair.open[conn.uid] = start
+            pair.open[c.uid] = start
             pair.starts.append(start)
         return None
 
-    @cython.locals(start=cython.longlong, n=cython.Py_ssize_t, h=cython.Py_ssize_t)
+    @cython.locals(
+        c=Connection, pair=_Pair, start=cython.longlong, n=cython.Py_ssize_t,
+        h=cython.Py_ssize_t, starts=object, gone=dict,
+    )  # fmt: skip
     def done(self, conn) -> int:
         """Forget finished connection `conn`; returns the watermark of its pair (ns): no
         connection of the pair still open or yet to start began before it (-2**63: none)."""
-        a, b = conn.orig_h, conn.resp_h
+        c = conn
+        a, b = c.orig_h, c.resp_h
         key = (a, b) if a < b else (b, a)
         pair = self.pairs.get(key)
         if pair is None:
             return _NONE
-        start = pair.open.pop(conn.uid, _NONE)
+        start = pair.open.pop(c.uid, _NONE)
         if start == _NONE:
             return _NONE if pair.unordered else pair.starts[pair.head]
         if not pair.open:
@@ -412,13 +464,13 @@ class OpenStarts(Analyzer):
         if starts[h] == start:
             h += 1
             while h < n and gone:
-                c = gone.get(starts[h], 0)
-                if not c:
+                left = gone.get(starts[h], 0)
+                if not left:
                     break
-                if c == 1:
+                if left == 1:
                     del gone[starts[h]]
                 else:
-                    gone[starts[h]] = c - 1
+                    gone[starts[h]] = left - 1
                 h += 1
         else:
             gone[start] = gone.get(start, 0) + 1
