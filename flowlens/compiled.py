@@ -39,6 +39,7 @@ MODULES = (
     "analyzers.anomalies.host_findings",
     "analyzers.anomalies.scans",
     "analyzers.anomalies.port_findings",
+    "analyzers.anomalies.holds",
     "analyzers.anomalies.connection_findings",
     "reports.rtt",
     "reports.spantable",

@@ -12,6 +12,7 @@ from corpus import CORPUS, skip_or_fail
 
 from flowlens import Pipeline, Selection, analyze
 from flowlens.analyzers.anomalies.detector import ANOMALY_FIELDS, KINDS, AnomalyDetector, Thresholds
+from flowlens.analyzers.anomalies.holds import OpenStarts
 from flowlens.analyzers.service_id import ServiceAnalyzer
 from flowlens.analyzers.tcpanalysis import TcpAnalyzer
 from flowlens.cli import cli
@@ -468,8 +469,10 @@ def test_detector_reads_the_tcp_analyzer_it_is_given(tmp_path):
     pcapgen.write_pcap(path, pcapgen.refused())
     tcp, detector = TcpAnalyzer(keep_frames=True), AnomalyDetector()
     pipe = Pipeline(str(path), analyzers=[detector, tcp])
-    # dependencies first
-    assert pipe.analyzers == [tcp, detector] and detector.tcp is tcp
+    # dependencies first (the one it was given, and the OpenStarts added for its watermarks)
+    assert pipe.analyzers[0] is tcp and pipe.analyzers[-1] is detector and detector.tcp is tcp
+    assert [type(a) for a in pipe.analyzers[1:-1]] == [OpenStarts]
+    assert detector.open_starts is pipe.analyzers[1]
     list(pipe)
     assert [a.kind for a in pipe.results[detector]] == ["connection_refused"]
 

@@ -88,15 +88,16 @@ def run_shard(shard: ShardTask) -> ShardResult:
     out = ShardResult(task.task_id, k)
     out.keys = dict(zip(mine, _keys([members[i] for i in mine])))
     try:
+        from ..analyzers.anomalies.holds import OpenStarts
         from ..analyzers.tcpanalysis import TcpAnalyzer
 
-        tcp = TcpAnalyzer()
+        tcp, open_starts = TcpAnalyzer(), OpenStarts()
         detector = _detector(task.thresholds, task.config)
         # the detector's parts are made here, at each yield (the order the shards merge in);
         # it is no analyzer of this pipeline, so nothing is added up in a shard
-        detector.bind((tcp,))
+        detector.bind((tcp, open_starts))
         source = members[0].path if len(members) == 1 else [m.path for m in members]
-        pipe = Pipeline(source, task.config, analyzers=[tcp], shard=(k, n))
+        pipe = Pipeline(source, task.config, analyzers=[tcp, open_starts], shard=(k, n))
         records: list = []
         merge: list = []
         parts: list = []
@@ -160,6 +161,7 @@ def merge_shards(task: Task, shards: list[ShardResult]) -> TaskResult:
             offsets.append(total)
             total += s.records.num_rows if s.records is not None else 0
         detector = _detector(task.thresholds, task.config)
+        detector.from_shards(len(shards))  # (the parts' watermarks: each its shard's)
         take = []
         for _key, k, i in heapq.merge(*streams):
             take.append(offsets[k] + i)

@@ -13,6 +13,7 @@ from ..analyzers.anomalies.detector import (
     AnomalyDetector,
     Thresholds,
 )
+from ..analyzers.anomalies.holds import OpenStarts
 from ..analyzers.service_id import ServiceAnalyzer
 from ..analyzers.tcpanalysis import TcpAnalyzer
 from ..reports.formats import TABLE_WIDTH, plural, utc_cells
@@ -259,7 +260,8 @@ def anomalies(
 
     def make_analyzers():
         # what the detector reads, fresh for each pipeline (one process, or each shard's)
-        deps = (TcpAnalyzer(), ServiceAnalyzer()) if detect_services else (TcpAnalyzer(),)
+        # (OpenStarts: the watermarks that let the TIME_WAIT holds be summed up as they come)
+        deps = (TcpAnalyzer(), OpenStarts()) + ((ServiceAnalyzer(),) if detect_services else ())
         detector.bind(deps)  # (in a shard: the forked copy of the detector)
         return list(deps)
 
@@ -269,6 +271,8 @@ def anomalies(
 
     stream = ConnectionStream(capture, config, make_analyzers, work, jobs, scheduler)
     try:
+        if stream.sharded:
+            detector.from_shards(stream.jobs)  # (the parts' watermarks: each its shard's)
         add = detector.add_parts
         if not stream.sharded:
             for parts in stream:

@@ -629,6 +629,12 @@ def quote_route(pkt: Packet, n: int) -> int:
     return _pair_hash(qsrc, qdst, 0) % n
 
 
+def flow_owner(a: bytes, b: bytes, pa: int, pb: int, proto: int, n: int) -> int:
+    """The shard that owns the TCP or UDP (`proto` 6 or 17) flow between (a, pa) and (b, pb),
+    either way round: `owner` of its connection, from its addresses and ports alone."""
+    return _pair_hash(a, b, (pa ^ pb) | (proto << 16)) % n
+
+
 def _batch_key(c: Connection) -> tuple:
     """The order of the connections one packet ends (the table's timer heap breaks ties by
     when each was scheduled, which depends on every other connection in the table): by

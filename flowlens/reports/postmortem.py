@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..analyzers.anomalies.detector import SEVERITIES, Anomaly, AnomalyDetector, Thresholds
+from ..analyzers.anomalies.holds import OpenStarts
 from ..analyzers.packetlog import PacketCollector
 from ..analyzers.rtt import RttCollector
 from ..analyzers.tcpanalysis import TcpAnalyzer
@@ -234,11 +235,12 @@ def build_report(
     def make_analyzers() -> list[Analyzer]:
         # fresh for each pipeline: the one process's, or each shard's
         tcp = TcpAnalyzer(keep_frames=True)  # shared: the findings and the ladders' notes
-        detector.bind((tcp,))  # (in a shard: the shard's copy of the detector)
+        open_starts = OpenStarts()  # (the watermarks of the detector's TIME_WAIT holds)
+        detector.bind((tcp, open_starts))  # (in a shard: the shard's copy of the detector)
         rtt = RttCollector()
         marks = FrameMarks(marked)
         collector = _collector(options, tcp, first_ns)
-        analyzers: list[Analyzer] = [tcp, rtt, collector]
+        analyzers: list[Analyzer] = [tcp, open_starts, rtt, collector]
         if marked:  # (without frame notes it would only be asked on every connection's start)
             analyzers.append(marks)
         streams = None
@@ -262,6 +264,7 @@ def build_report(
     make_run = run or local_run(path, config, progress)
     stream = make_run(make_analyzers, work, frames=True, finish=run_facts, answer=answer)
     jobs.append(stream.jobs)
+    detector.from_shards(stream.jobs)  # (the parts' watermarks: each its shard's)
     if start is None:
         piped.append(stream)
     # as in Pipeline: the report's parts, rows and pictures make hardly any reference cycles,

@@ -41,6 +41,7 @@ from ...core.tcpstate import TcpTracker
 from ..service_id import mismatch
 from ..tcpanalysis import KINDS as _NOTE_KINDS
 from ..tcpanalysis import DirectionStats, TcpAnalyzer, TcpaState
+from .holds import OpenStarts
 
 __all__ = [
     "ANOMALY_FIELDS",
@@ -77,6 +78,7 @@ KINDS = (
 ANOMALY_FIELDS = ("kind", "severity", "ts", "uid", "conn_ts", "summary", "evidence", "details")
 
 _OOO = _NOTE_KINDS.index("out_of_order")
+_NO_MARK = -(1 << 63)  # no watermark (holds.py)
 
 #: the kinds of AnomalyDetector.parts' entries: grouped by key (the first _GROUPED), a finding
 #: about one connection, a CLOSE_WAIT spell (or None: its group only), a FIN_WAIT_2 wait, an
@@ -251,7 +253,9 @@ class AnomalyDetector(Analyzer):
 
     # (Analyzer.requires is an unannotated `()` in core/analyzer.py, which mypy types as the
     # empty tuple: annotating it there as tuple[type[Analyzer] | Analyzer, ...] ends this)
-    requires = (TcpAnalyzer,)  # type: ignore[assignment]
+    # OpenStarts: the watermarks that let the holds of TIME_WAIT accumulation be summed up as
+    # they come (holds.py); without one, each group's holds are kept to the end
+    requires = (TcpAnalyzer, OpenStarts)  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -264,6 +268,9 @@ class AnomalyDetector(Analyzer):
         self.thresholds = thresholds or Thresholds()
         #: the TCP analyzer whose results are read (bound by the pipeline: see `bind`)
         self.tcp = None
+        #: the OpenStarts that says how early the connections yet to come may start (bound:
+        #: see `bind`; None: no watermark, every hold is kept to the end)
+        self.open_starts: OpenStarts | None = None
         #: only connections this Selection matches are looked at (None: all)
         self.selection = selection if selection else None
         #: the ServiceAnalyzer whose `conn.service`/`conn.app` the findings read (a dependency,
@@ -274,15 +281,21 @@ class AnomalyDetector(Analyzer):
         self.services = services
         #: connections looked at so far
         self.seen = 0
+        self._shards = 1
         self._reset()
 
     def dependencies(self) -> tuple:
         return self.requires if self.services is None else (*self.requires, self.services)
 
     def bind(self, deps: tuple) -> None:
-        self.tcp = deps[0]
-        if len(deps) > 1:
-            self.services = deps[1]
+        """The analyzers of `dependencies()` (a TcpAnalyzer, an OpenStarts, a
+        ServiceAnalyzer), or some of them: by their kind (the commands bind their own)."""
+        self.tcp, self.open_starts = deps[0], None
+        for d in deps[1:]:
+            if isinstance(d, OpenStarts):
+                self.open_starts = d
+            else:
+                self.services = d
 
     def _reset(self) -> None:
         # the kind modules import this one: bind them here, not at import time
@@ -292,7 +305,9 @@ class AnomalyDetector(Analyzer):
         self._icmp_finding, self._segment_findings = icmp_finding, segment_findings
         self._rst_ignored_finding = rst_ignored_finding
 
-        self._hosts = HostFacts(self.thresholds, answers=self.services is not None)
+        self._hosts = HostFacts(
+            self.thresholds, answers=self.services is not None, shards=self._shards
+        )
         self._single: list[tuple[str, Anomaly]] = []  # (uid, finding about that connection)
         self._unanswered: defaultdict[tuple, list[tuple]] = defaultdict(list)
         self._refused: defaultdict[tuple, list[tuple]] = defaultdict(list)
@@ -305,6 +320,13 @@ class AnomalyDetector(Analyzer):
         #: the groups of `parts`' entries of kind _UNANSWERED .. _MISMATCH, by kind
         self._grouped = (self._unanswered, self._refused, self._rst, self._reuse, self._mismatch)
         self._end_ns = 0
+
+    def from_shards(self, n: int) -> None:
+        """The parts `add_parts` takes come from `n` hash shards (flowlens.core.shard), merged:
+        a watermark then holds only for its own shard's connections (holds.py). Call it
+        before the first `add_parts`; a one-process run needs nothing."""
+        self._shards = n
+        self._hosts.shards = n
 
     def on_end(self, conn) -> None:
         """Take one finished connection (any protocol) into account: `add_parts(parts(conn))`."""
@@ -322,12 +344,16 @@ class AnomalyDetector(Analyzer):
         entries, this module's and `HostFacts.parts`'), atoms, bytes and tuples that pickle.
         `add_parts` takes them in; a `--jobs` shard (flowlens.core.shard) makes them where it
         read the connection, and the merging process adds them in the one-process order."""
+        # (every connection leaves the open ones, selected or not)
+        watermark = _NO_MARK
+        if self.open_starts is not None and conn.tcp is not None:
+            watermark = self.open_starts.done(conn)
         if self.selection is not None and not self.selection.matches(conn):
             return None
         st = self.tcp.state_of(conn) if self.tcp is not None else None
         end = conn.end_ts_ns if conn.end_ts_ns is not None else conn.last_ts_ns
         out = []
-        self._hosts.parts(conn, st, out)
+        self._hosts.parts(conn, st, out, watermark)
         th = self.thresholds
         if conn.icmp_errors:
             out.append((_SINGLE, None, (conn.uid, _of(self._icmp_finding(conn, th), conn))))

@@ -10,4 +10,4 @@ from flowlens.core.tcpstate cimport TcpTracker
 
 # HostFacts.add_parts writes each hold straight into its array
 cdef int _hold_into(cpython.array.array holds, bytes hold) except -1
-cdef long long _hold_time_wait(bytes hold) except? -2
+cdef long long _hold_field(bytes hold, Py_ssize_t i) except? -2

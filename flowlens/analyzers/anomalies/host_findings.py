@@ -15,16 +15,20 @@ import cython
 
 from ...core.connections import Connection
 from ...core.decode import IPPROTO_TCP
+from ...core.pipeline import flow_owner
 from ...core.tcpstate import TcpTracker
 from .detector import _ATTEMPT, _HOLDS, _PROBE, Anomaly, _ep, _s, _sample, _secs
-from .port_findings import HOLD, port_group
+from .holds import HOLD, HoldGroup
+from .port_findings import port_group
 from .scans import ProbeSlot, answer_part, probe_of, scan_findings
 
 __all__ = ["HostFacts"]
 
-#: a hold as HostFacts.parts hands it over: the HOLD integers of a HostFacts.holds record
-#: (port_findings.py), then the TIME_WAIT length (`_hold_of`)
-_HOLD_PART = HOLD + 1
+#: a hold as HostFacts.parts hands it over: the HOLD integers of a hold (holds.py),
+#: then the TIME_WAIT length and the watermark (`_hold_of`)
+_HOLD_PART = HOLD + 2
+#: where in a hold's part: its start, the TIME_WAIT length, the watermark
+_START, _PORT, _TIME_WAIT, _WATERMARK = 0, 2, HOLD, HOLD + 1
 
 
 class HostFacts:
@@ -35,8 +39,11 @@ class HostFacts:
     uids a scan or a flood explains into `claimed`.
     """
 
-    def __init__(self, th, answers: bool = False) -> None:
+    def __init__(self, th, answers: bool = False, shards: int = 1) -> None:
         self.th = th
+        #: the parts come from this many hash shards (AnomalyDetector.from_shards): a hold's
+        #: watermark says nothing of the other shards' connections of its group
+        self.shards = shards
         #: (client, server, (port, proto)) -> what answered its connections with data, the best
         #: seen: (rank, service or None, responder facts or None, uid); None: no detection runs,
         #: so nothing is said of what answered
@@ -54,18 +61,19 @@ class HostFacts:
         self._arrivals = 0
         # (server host, port) -> [(ts_ns, client host, answered by SYN/ACK, uid, frame)]
         self.attempts: defaultdict[tuple, list[tuple]] = defaultdict(list)
-        # (client host, server host, port) -> the holds of its connections, HOLD integers
-        # each in an array('q'): no object per connection, for the collector to walk, to free
-        # or to chase through memory when the findings are made
-        self.holds: dict[tuple, array[int]] = {}
+        # (client host, server host, port) -> the holds of its connections, summed up as they
+        # come (holds.py): no object per connection, and the holds themselves only until the
+        # watermark that comes with them lets them be swept
+        self.holds: dict[tuple, HoldGroup] = {}
 
     @cython.locals(c=Connection, t=TcpTracker, out=list)
-    def parts(self, c, st, out: list) -> None:
+    def parts(self, c, st, out: list, watermark: int) -> None:
         """Append to `out` what finished connection `c` (its TcpaState `st`, or None) gives
         these findings, read from `c` alone: (kind, key, item) entries (a scan probe, a failed
         attempt, what answered it, its client port's hold) of atoms, bytes and tuples, which
         pickle, for `take` here or in the process that merges `--jobs` shards
-        (AnomalyDetector.parts)."""
+        (AnomalyDetector.parts). `watermark`: no connection of `c`'s host pair that is still
+        open or yet to start began before it (holds.OpenStarts.done), carried in the hold."""
         p = probe_of(c, st)
         if p is not None:
             kind, verdict, side = p
@@ -94,19 +102,25 @@ class HostFacts:
             )  # fmt: skip
         if not c.originator_inferred:
             end = c.end_ts_ns if c.end_ts_ns is not None else c.last_ts_ns
-            out.append((_HOLDS, (c.orig_h, c.resp_h, c.resp_p), _hold_of(c, end)))
+            out.append((_HOLDS, (c.orig_h, c.resp_h, c.resp_p), _hold_of(c, end, watermark)))
 
     def take(self, kind: int, key, item) -> None:
         """Take in one entry `parts` made. Connections come in the order one pipeline gives
         them: the groups' order is the findings' order where their sort ties."""
         if kind == _HOLDS:
-            holds = self.holds.get(key)
-            if holds is None:
-                holds = self.holds[key] = array("q")
-                time_wait_ns = _hold_time_wait(item)
+            group = self.holds.get(key)
+            if group is None:
+                group = self.holds[key] = HoldGroup(self.th.evidence_max, self.shards)
+                time_wait_ns = _hold_field(item, _TIME_WAIT)
                 if self.time_wait_s is None and time_wait_ns >= 0:
                     self.time_wait_s = time_wait_ns / 1e9
-            _hold_into(holds, item)
+            _hold_into(group.pending, item)
+            # (shards hash the 5-tuple: a group's connections are in every shard)
+            shard = 0
+            if self.shards > 1:
+                client, server, sport = key
+                shard = flow_owner(client, server, _hold_field(item, _PORT), sport, 6, self.shards)
+            group.arrived(_hold_field(item, _START), _hold_field(item, _WATERMARK), shard)
         elif kind == _PROBE:
             src, dst, port, verdict, ts, uid, frame, scan_type = item
             where = (src, dst, port)
@@ -130,11 +144,10 @@ class HostFacts:
     def findings(self, claimed: set, end_ns: int) -> list[Anomaly]:
         out = scan_findings(self.probes, self.th, claimed, self.answers)
         out.extend(_floods(self.attempts, self.th, claimed))
-        for (client, server, sport), holds in self.holds.items():
-            if len(holds) > HOLD:
-                out.extend(
-                    port_group(client, server, sport, holds, self.th, self.time_wait_s, end_ns)
-                )
+        for (client, server, sport), group in self.holds.items():
+            if group.count() > 1:
+                group.finish(end_ns)
+                out.extend(port_group(client, server, sport, group, self.th, self.time_wait_s))
         return out
 
 
@@ -213,12 +226,12 @@ def _floods(attempts, th, claimed: set) -> list[Anomaly]:
     c=Connection, t=TcpTracker, until=cython.longlong, first=cython.longlong,
     open_end=cython.longlong, tw0_a=cython.longlong, tw0_b=cython.longlong,
     tw1_a=cython.longlong, tw1_b=cython.longlong, reused=cython.longlong,
-    time_wait=cython.longlong, hold=bytes, p=cython.p_longlong,
+    time_wait=cython.longlong, hold=bytes, p=cython.p_longlong, w=cython.longlong,
 )  # fmt: skip
-def _hold_of(c, end_ns: int) -> bytes:
+def _hold_of(c, end_ns: int, watermark: int) -> bytes:
     """The client port's hold by connection `c` (whose record ended at `end_ns`), as the
-    bytes of _HOLD_PART native 64-bit integers: the HOLD of a HostFacts.holds record, then
-    the tracker's TIME_WAIT length in ns (-1: none). Bytes, not a tuple: no Python number per
+    bytes of _HOLD_PART native 64-bit integers: the HOLD of a hold (port_findings.py), then
+    the tracker's TIME_WAIT length in ns (-1: none) and `watermark`. Bytes, not a tuple: no Python number per
     field (this runs for every TCP connection), and a small pickle for `--jobs`.
 
     The tracker answers (`TcpTracker.time_wait_spell`, `held_until_ns`: the rule of
@@ -243,28 +256,31 @@ def _hold_of(c, end_ns: int) -> bytes:
         until = first
     reused = 1 if c.prev_uid is not None and c.reused_in_time_wait else 0
     time_wait = -1 if t.time_wait_ns is None else t.time_wait_ns
+    w = watermark
     if cython.compiled:
         hold = cpython.bytes.PyBytes_FromStringAndSize(cython.NULL, _HOLD_PART * 8)  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
         p = cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
         p[0], p[1], p[2], p[3], p[4] = first, until, c.orig_p, tw0_a, tw0_b
         p[5], p[6], p[7], p[8], p[9] = tw1_a, tw1_b, reused, c.first_frame, time_wait
+        p[10] = w
         return hold
     return array(
-        "q", (first, until, c.orig_p, tw0_a, tw0_b, tw1_a, tw1_b, reused, c.first_frame, time_wait)
+        "q",
+        (first, until, c.orig_p, tw0_a, tw0_b, tw1_a, tw1_b, reused, c.first_frame, time_wait, w),
     ).tobytes()
 
 
-@cython.locals(hold=bytes)
-def _hold_time_wait(hold) -> int:
-    """The TIME_WAIT length in ns that `_hold_of` put in `hold` (-1: none)."""
+@cython.locals(hold=bytes, i=cython.Py_ssize_t)
+def _hold_field(hold, i) -> int:
+    """Integer `i` of what `_hold_of` put in `hold` (_START, _TIME_WAIT, _WATERMARK)."""
     if cython.compiled:
-        return cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))[HOLD]  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
-    return array("q", hold)[HOLD]
+        return cython.cast(cython.p_longlong, cpython.bytes.PyBytes_AS_STRING(hold))[i]  # type: ignore[name-defined]  # (cimported in host_findings.pxd)
+    return array("q", hold)[i]
 
 
 @cython.locals(i=cython.Py_ssize_t, k=cython.Py_ssize_t, p=cython.p_longlong, q=cython.p_longlong)
 def _hold_into(holds, hold: bytes) -> None:
-    """Append `hold` (from `_hold_of`) to `holds`, a HostFacts.holds array; compiled, in
+    """Append `hold` (from `_hold_of`) to `holds`, a HoldGroup's pending array; compiled, in
     place."""
     if cython.compiled:
         k = len(holds)

@@ -1,62 +1,24 @@
 # cython: annotation_typing=False, infer_types=False
 # (compiled when possible, as plain Python: see flowlens/compiled.py)
 """TIME_WAIT accumulation and ephemeral port exhaustion: the findings about one client's
-connections to one server port, made at the end of a run from the holds HostFacts
-(host_findings.py) kept of them (`port_group`): how many ports were held at once, for how long,
+connections to one server port, made at the end of a run from what HostFacts
+(host_findings.py) summed up of their holds (holds.py's HoldGroup: `port_group`): how many ports were held at once, for how long,
 in TIME_WAIT, reused in it, and which ephemeral range the client's ports show (a narrowed one,
 or another OS's).
 """
 
 from __future__ import annotations
 
-import heapq
 import math
-
-import cython
 
 from ...core.connections import format_addr
 from ...core.services import EPHEMERAL_RANGES, LINUX_EPHEMERAL, fits_ranges
 from .detector import Anomaly, _ep, _s, _sample, _secs
 
-__all__ = ["HOLD", "port_group"]
+__all__ = ["port_group"]
 
-#: a hold in HostFacts.holds, as this many integers: start, held until, client port, the client
-#: side's TIME_WAIT from and until, the server side's (-1, -1: no TIME_WAIT), reused in
-#: TIME_WAIT (0/1), first frame
-HOLD = 9
 #: the smallest block of ports inferred as a narrowed ephemeral range
 _NARROWED_MIN = 8
-_PORT_KEY = 1 << 64  # sort key of a hold: port * _PORT_KEY + start - first hold's start
-
-
-@cython.locals(
-    cur=cython.Py_ssize_t,
-    best=cython.Py_ssize_t,
-    j=cython.Py_ssize_t,
-    n_ends=cython.Py_ssize_t,
-    a=cython.longlong,
-    e=cython.longlong,
-    at=cython.longlong,
-)
-def _peak(starts: list[int], ends: list[int]) -> tuple[int, int]:
-    """(peak concurrency, ts of the peak) of [start, end) intervals, given as their starts and
-    their ends (an end at the same time as a start comes first). Sorts the two lists."""
-    starts.sort()
-    ends.sort()
-    cur = best = 0
-    at = min(starts[0], ends[0]) if starts else 0
-    j, n_ends = 0, len(ends)
-    for a in starts:
-        while j < n_ends:
-            e = ends[j]
-            if e > a:
-                break
-            cur -= 1
-            j += 1
-        cur += 1
-        if cur > best:
-            best, at = cur, a
-    return best, at
 
 
 def _random_block_log10(k: int, size: int) -> float:
@@ -147,76 +109,21 @@ def _range_for(ports, order, th, peak: int, reused: int, n: int):
     return (lo, hi), "none", "", "Linux's default (no range given; its ports fit no common range)"
 
 
-@cython.locals(
-    v=cython.longlong[:], n=cython.Py_ssize_t, i=cython.Py_ssize_t, k=cython.Py_ssize_t,
-    end=cython.longlong, start=cython.longlong, first_start=cython.longlong,
-    last_start=cython.longlong, a=cython.longlong, b=cython.longlong, e=cython.longlong,
-    side=cython.Py_ssize_t, port=cython.longlong, last_port=cython.longlong,
-    run_a=cython.longlong, run_b=cython.longlong,
-)  # fmt: skip
-def port_group(client, server, sport, holds, th, time_wait_s, end_ns):
+def port_group(client, server, sport, group, th, time_wait_s):
     """time_wait_accumulation and port_exhaustion_risk for one (client, server, server port);
-    `holds` is its `HostFacts.holds` array."""
-    v = holds
-    n = len(holds) // HOLD
-    end = end_ns
-    # TIME_WAIT spells per side as starts and ends (cut at the capture's end)
-    tw_starts, tw_ends = ([], []), ([], [])
-    held = 0  # (a Python int: the sum of many holds may not fit 64 bits)
-    first_start = last_start = v[0]
-    keys = [0] * n
-    reused_frames = []
-    for i in range(n):
-        k = i * HOLD
-        start = v[k]
-        held += v[k + 1] - start
-        if start < first_start:
-            first_start = start
-        if start > last_start:
-            last_start = start
-        for side in range(2):
-            a = v[k + 3 + 2 * side]
-            if a >= 0:
-                b = v[k + 4 + 2 * side]
-                e = end if end > a else a
-                tw_starts[side].append(a)
-                tw_ends[side].append(b if b < e else e)
-        if v[k + 7]:
-            reused_frames.append(v[k + 8])
-        # port, then start (a Python int: ports above any 64-bit difference of starts)
-        keys[i] = v[k + 2] * _PORT_KEY + (start - v[0])
-    # a port is in use while any of its holds is: merge each port's overlapping holds (a new
-    # connection that took the port while the previous one was still in TIME_WAIT), walking
-    # the holds port by port in order of start
-    in_starts, in_ends, ports, firsts = [], [], [], []
-    last_port = run_a = run_b = -1
-    for i in sorted(range(n), key=keys.__getitem__):
-        k = i * HOLD
-        port, a, b = v[k + 2], v[k], v[k + 1]
-        if port == last_port and a <= run_b:
-            if b > run_b:
-                run_b = b
-            continue
-        if last_port >= 0:
-            in_starts.append(run_a)
-            e = end if end > run_a else run_a
-            in_ends.append(run_b if run_b < e else e)
-        if port != last_port:
-            ports.append(port)
-            firsts.append(a)
-        last_port, run_a, run_b = port, a, b
-    if last_port >= 0:
-        in_starts.append(run_a)
-        e = end if end > run_a else run_a
-        in_ends.append(run_b if run_b < e else e)
-    peak, peak_at = _peak(in_starts, in_ends)
-    reused = len(reused_frames)
-    order = [ports[i] for i in sorted(range(len(ports)), key=firsts.__getitem__)]
+    `group` is its finished holds.HoldGroup (HostFacts.holds): the connections' counts, sums
+    and ports, and the peaks of ports in use at once (a port is in use while any of its holds
+    is: holds that overlap or touch are one) and of TIME_WAIT spells at once, each side's."""
+    n = group.n
+    first_start, last_start = group.first_start, group.last_start
+    peak, peak_at = group.in_use.result()
+    ports, order = group.ports()
+    reused = group.reused
     (lo, hi), source, guess, reason = _range_for(ports, order, th, peak, reused, n)
     size = hi - lo + 1
     span_s = (last_start - first_start) / 1e9
     rate = (n - 1) / span_s if span_s > 0 else 0.0
-    hold_s = held / n / 1e9
+    hold_s = group.held / n / 1e9
     steady = rate * hold_s
     first_ts = first_start / 1e9
     cli, srv = format_addr(client), _ep(server, sport)
@@ -239,9 +146,13 @@ def port_group(client, server, sport, holds, th, time_wait_s, end_ns):
         "steady_state_ports": round(steady, 1),
         "peak_in_use": peak,
     }
+    if group.late:
+        # timestamps that went backwards: holds that came after the sweep had passed their
+        # start (holds.HoldGroup), so the peaks may be off
+        details_common["late_holds"] = group.late
 
-    side = 0 if len(tw_starts[0]) >= len(tw_starts[1]) else 1
-    tw_peak, tw_at = _peak(tw_starts[side], tw_ends[side])
+    side = 0 if group.spells[0].n >= group.spells[1].n else 1
+    tw_peak, tw_at = group.spells[side].peak.result()
     # the pile-up counts against the range in use: from time_wait_min, or from the warning
     # fraction of a range that was given or inferred (a narrowed range fills long before 100)
     if tw_peak >= th.time_wait_min or (
@@ -266,7 +177,7 @@ def port_group(client, server, sport, holds, th, time_wait_s, end_ns):
                 first_ts,
                 None,
                 summary,
-                _sample(heapq.nsmallest(th.evidence_max, holds[HOLD - 1 :: HOLD]), th.evidence_max),
+                _sample(group.frames_lo, th.evidence_max),
                 {
                     **details_common,
                     "time_wait_peak": tw_peak,
@@ -297,9 +208,7 @@ def port_group(client, server, sport, holds, th, time_wait_s, end_ns):
         "peak_ts": round(peak_at / 1e9, 6),
     }
     # the first connections that reused a port in TIME_WAIT, else the last connections
-    frames = heapq.nsmallest(th.evidence_max, reused_frames) or heapq.nlargest(
-        th.evidence_max, holds[HOLD - 1 :: HOLD]
-    )
+    frames = group.reused_frames or group.frames_hi
     if ran_out:
         details["ports_exhausted"] = [lo, hi]
         reuse_text = (
