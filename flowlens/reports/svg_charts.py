@@ -7,6 +7,7 @@ the same series, labels, legend and colours.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -130,17 +131,6 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
     ax.frame("seconds since the first sample", "RTT at the capture point (ms)",
              title or "RTT over time")  # fmt: skip
     items = []
-    spelt: dict[float, str] = {}  # (samples share their pixel rows and columns)
-
-    def spell(v: float) -> str:
-        text = spelt.get(v)
-        if text is None:
-            text = spelt[v] = number(v)
-        return text
-
-    # a mark's two halves by pixel column and row (spelt once each: samples share them)
-    mark_x: dict[float, str] = {}
-    mark_y: dict[float, str] = {}
     c.open("g")
     for k, s in enumerate(shown):
         color = TAB10[k % len(TAB10)]
@@ -148,22 +138,22 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
         n = len(s.ts_s)
         c.open("g", class_="series", data_label=s.label, data_points=n, fill=color)
         line = not merged and n > 1
-        # a _CHUNK of samples at a time (their pixel columns and rows, the line's and the
-        # marks' text): a long capture's line is millions of samples, its text far less
-        line_parts: list[str] = []
-        mark_parts: list[str] = []
+        # a _CHUNK of samples at a time (their pixel columns and rows): a long capture's line
+        # is millions of samples, what it draws at most a few points per pixel column and a
+        # mark per pixel (_Line, _Marks), so the picture's size and memory follow the chart's
+        # pixels, not the samples
+        path = _Line() if line else None
+        dots = _Marks()
         for lo in range(0, n, _CHUNK):
             xs = ax.xs([t - t0 for t in s.ts_s[lo : lo + _CHUNK]])
             ys = ax.ys(s.rtt_ms[lo : lo + _CHUNK])
-            if line:
-                text = points_path(zip(xs, ys))  # ("M" only where the whole line starts)
-                line_parts.append(text if lo == 0 else "L" + text[1:])
-            mark_parts.append(_marks(xs, ys, spell, mark_x, mark_y))
-        if line:
-            c.path("".join(line_parts), fill="none", stroke=color, stroke_width="0.6")
-        del line_parts
-        marks = "".join(mark_parts)
-        del mark_parts
+            if path is not None:
+                path.add(xs, ys)
+            dots.add(xs, ys)
+        if path is not None:
+            c.path(points_path(path.points()), fill="none", stroke=color, stroke_width="0.6")
+        marks = dots.text()
+        del path, dots
         if marks:
             c.path(marks, stroke=color, stroke_width="3", stroke_linecap="round", fill="none")
         c.close("g")
@@ -196,21 +186,69 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
     return str(c)
 
 
-def _marks(xs, ys, spell, mark_x: dict[float, str], mark_y: dict[float, str]) -> str:
-    """`M<x - 1.5> <y>h3` for each point: a short horizontal stroke (a dot with round caps);
-    `mark_x` and `mark_y` keep the halves already spelt."""
-    out: list[str] = []
-    add = out.append
-    for x, y in zip(xs, ys):
-        mx = mark_x.get(x)
-        if mx is None:
-            mx = mark_x[x] = f"M{spell(x - 1.5)} "
-        my = mark_y.get(y)
-        if my is None:
-            my = mark_y[y] = f"{spell(y)}h3"
-        add(mx)
-        add(my)
-    return "".join(out)
+class _Line:
+    """The points of a time-ordered line that its drawing shows: of each pixel column, the
+    first, the lowest, the highest and the last point, in their order (M4: Jugel et al., "M4: A
+    Visualization-Oriented Time Series Data Aggregation", VLDB 2014). The polyline through
+    them crosses the same pixels as the one through every sample: within a column the line
+    only goes up and down between the lowest and the highest point, and it enters and leaves
+    the column at the same points. Samples in time order have non-decreasing columns."""
+
+    def __init__(self) -> None:
+        self._kept: list[tuple[float, float]] = []
+        self._col: int | None = None
+        self._first = self._low = self._high = self._last = (0, 0.0, 0.0)
+        self._i = 0
+
+    def add(self, xs: Sequence[float], ys: Sequence[float]) -> None:
+        for x, y in zip(xs, ys):
+            i = self._i = self._i + 1
+            col = math.floor(x)
+            point = (i, x, y)
+            if col != self._col:
+                self._flush()
+                self._col = col
+                self._first = self._low = self._high = self._last = point
+                continue
+            self._last = point
+            if y < self._low[2]:
+                self._low = point
+            if y > self._high[2]:
+                self._high = point
+
+    def _flush(self) -> None:
+        if self._col is None:
+            return
+        for _i, x, y in sorted({self._first, self._low, self._high, self._last}):
+            self._kept.append((x, y))
+
+    def points(self) -> list[tuple[float, float]]:
+        """The points to draw, once every sample was added."""
+        self._flush()
+        self._col = None
+        return self._kept
+
+
+class _Marks:
+    """A mark (`M<x - 1.5> <y>h3`: a short horizontal stroke, a dot with round caps) per pixel
+    that samples fall on, at the pixel's centre: marks three pixels wide drawn half a pixel
+    apart would look the same, and a chart of millions of samples has far fewer pixels."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[int, int]] = set()
+        self._out: list[str] = []
+
+    def add(self, xs: Sequence[float], ys: Sequence[float]) -> None:
+        seen, add = self._seen, self._out.append
+        for x, y in zip(xs, ys):
+            pixel = (round(x), round(y))
+            if pixel in seen:
+                continue
+            seen.add(pixel)
+            add(f"M{number(pixel[0] - 1.5)} {pixel[1]}h3")
+
+    def text(self) -> str:
+        return "".join(self._out)
 
 
 _ARROWS = {"orig": "originator \u2192 responder", "resp": "responder \u2192 originator"}
