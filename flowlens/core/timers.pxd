@@ -18,3 +18,8 @@ cdef class TimerHeap:
     cpdef keep(self, object test)
     cpdef clear(self)
     cdef _fill(self, list entries)
+
+
+# the sift both push and pop end with (C pointers into the heap's arrays)
+cdef void _place(long long* dp, long long* np_, long long* sp, Py_ssize_t k, long long d,
+                 long long n, long long s) noexcept

@@ -60,7 +60,7 @@ class TimerHeap:
             return self._d.data.as_longlongs[0]  # type: ignore[attr-defined]
         return self._d[0]
 
-    @cython.locals(k=cython.Py_ssize_t, parent=cython.Py_ssize_t, d=cython.longlong,
+    @cython.locals(k=cython.Py_ssize_t, d=cython.longlong,
                    n=cython.longlong, slot=cython.longlong, nfree=cython.Py_ssize_t,
                    dp=cython.p_longlong, np_=cython.p_longlong, sp=cython.p_longlong)  # fmt: skip
     def push(self, deadline: int, obj: Any) -> None:
@@ -89,17 +89,10 @@ class TimerHeap:
             self._n.append(n)
             self._s.append(slot)
             dp, np_, sp = self._d, self._n, self._s
-        # heapq's _siftdown: move the new entry up past every parent that comes after it
-        while k > 0:
-            parent = (k - 1) >> 1
-            if dp[parent] < d or (dp[parent] == d and np_[parent] < n):
-                break
-            dp[k], np_[k], sp[k] = dp[parent], np_[parent], sp[parent]
-            k = parent
-        dp[k], np_[k], sp[k] = d, n, slot
+        _place(dp, np_, sp, k, d, n, slot)
 
     @cython.locals(last=cython.Py_ssize_t, k=cython.Py_ssize_t, child=cython.Py_ssize_t,
-                   right=cython.Py_ssize_t, parent=cython.Py_ssize_t, d=cython.longlong,
+                   right=cython.Py_ssize_t, d=cython.longlong,
                    n=cython.longlong, s=cython.longlong, top=cython.longlong,
                    dp=cython.p_longlong, np_=cython.p_longlong, sp=cython.p_longlong)  # fmt: skip
     def pop(self) -> Any:
@@ -128,14 +121,8 @@ class TimerHeap:
                 dp[k], np_[k], sp[k] = dp[child], np_[child], sp[child]
                 k = child
                 child = 2 * k + 1
-            # ... then the former last entry moves up from there to its place (_siftdown)
-            while k > 0:
-                parent = (k - 1) >> 1
-                if dp[parent] < d or (dp[parent] == d and np_[parent] < n):
-                    break
-                dp[k], np_[k], sp[k] = dp[parent], np_[parent], sp[parent]
-                k = parent
-            dp[k], np_[k], sp[k] = d, n, s
+            # ... then the former last entry moves up from there to its place
+            _place(dp, np_, sp, k, d, n, s)
         if cython.compiled:
             cpython.array.resize_smart(self._d, last)  # type: ignore[name-defined]  # (cimported in timers.pxd)
             cpython.array.resize_smart(self._n, last)  # type: ignore[name-defined]  # (cimported in timers.pxd)
@@ -171,6 +158,20 @@ class TimerHeap:
         self._s = array("q", range(len(entries)))
         self._objects = [e[2] for e in entries]
         self._free = array("q")
+
+
+@cython.locals(parent=cython.Py_ssize_t)
+def _place(dp, np_, sp, k: int, d: int, n: int, s: int) -> None:
+    """heapq's _siftdown: put the entry (deadline `d`, push number `n`, slot `s`) in the hole at
+    `k` of the heap's arrays `dp`, `np_`, `sp`, moving it up past every parent that comes after
+    it (C pointers into the arrays when compiled: timers.pxd)."""
+    while k > 0:
+        parent = (k - 1) >> 1
+        if dp[parent] < d or (dp[parent] == d and np_[parent] < n):
+            break
+        dp[k], np_[k], sp[k] = dp[parent], np_[parent], sp[parent]
+        k = parent
+    dp[k], np_[k], sp[k] = d, n, s
 
 
 @cython.locals(heap=TimerHeap)
