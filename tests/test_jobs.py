@@ -4,8 +4,10 @@ one process gives, byte for byte (flowlens.core.shard)."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import threading
 from pathlib import Path
 
 import pcapgen
@@ -23,7 +25,7 @@ from flowlens.core.capture import open_capture
 from flowlens.core.connections import Config, format_addr
 from flowlens.core.decode import Decoder
 from flowlens.core.pipeline import Pipeline, owner, peek_route, quote_route, route
-from flowlens.core.shard import ShardedRun, _merged
+from flowlens.core.shard import _INBOX_MAX, ShardedRun, _Inbox, _merged, _write_message
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted(p for p in (ROOT / "sample_pcaps").iterdir() if p.name != "README.md")
@@ -201,6 +203,88 @@ def test_a_failing_shard_stops_the_run_with_its_error(tmp_path):
     run_ = ShardedRun(lambda shard: (Pipeline(str(path), shard=shard), work), lambda p: None, 2)
     with pytest.raises(RuntimeError, match="boom"):
         list(run_)
+
+
+def test_a_shard_process_that_dies_stops_the_run(tmp_path):
+    """A forked shard that ends without its result (killed, out of memory): the run stops
+    with a RuntimeError naming it, it does not wait."""
+    path = tmp_path / "x.pcap"
+    pcapgen.write_pcap(path, pcapgen.time_wait_pileup(count=40))
+
+    def setup(shard):
+        work = (lambda c: os._exit(3)) if shard[0] == 1 else (lambda c: c.uid)
+        return Pipeline(str(path), shard=shard), work
+
+    with pytest.raises(RuntimeError, match="shard 1 of 2 failed:\nits process ended"):
+        list(ShardedRun(setup, lambda p: None, 2))
+
+
+def test_shard_zero_runs_on_its_own_copy_in_this_process(tmp_path):
+    """Shard 0 runs in the merging process, on a copy of `setup` (as a forked or Dask shard
+    has): what its `work` changes is not this process's; the items are the one process's."""
+    path = tmp_path / "x.pcap"
+    pcapgen.write_pcap(path, pcapgen.time_wait_pileup(count=60))
+    touched: list = []
+
+    def setup(shard):
+        def work(c):
+            touched.append((shard[0], os.getpid()))
+            return c.uid
+
+        return Pipeline(str(path), shard=shard), work
+
+    want = [c.uid for c in Pipeline(str(path))]
+    run_ = ShardedRun(setup, lambda p: (os.getpid(), p.shard), 3)
+    assert list(run_) == want
+    assert touched == []  # (shard 0's appends went to its copy of the list)
+    assert run_.finished[0] == (os.getpid(), (0, 3))  # shard 0 ran here
+    assert len({pid for pid, _ in run_.finished}) == 3
+
+
+def test_stopping_early_ends_the_forked_shards_quietly(tmp_path, capfd):
+    """A caller that stops after the first list (a `| head`): the forked shards, still
+    writing, see their pipe closed and end at once, without a traceback."""
+    path = tmp_path / "x.pcap"
+    pcapgen.write_pcap(path, pcapgen.time_wait_pileup(count=3000, interval=0.001))
+    run_ = ShardedRun(
+        lambda shard: (Pipeline(str(path), shard=shard), lambda c: c.uid * 50), lambda p: None, 2
+    )
+    chunks = run_.chunks()
+    assert next(chunks)
+    procs = list(run_._procs)
+    chunks.close()
+    for proc in procs:
+        proc.join(timeout=10)
+        assert not proc.is_alive()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_an_inbox_gives_whole_messages_in_order_past_its_cap():
+    """core/shard.py's `_Inbox`: messages from a writer that fills the pipe, of sizes from a
+    byte to past the inbox's cap (which bounds `drain`, never `message`), come out whole and
+    in order, however the reads cut them."""
+    sizes = [1, 70_000, 3, _INBOX_MAX + 12_345, 0, 1 << 20, 5]
+    messages = [("items", bytes([i]) * n) for i, n in enumerate(sizes)] + [("done", None)]
+    read, write = os.pipe()
+
+    def writer():
+        for m in messages:
+            _write_message(write, __import__("pickle").dumps(m))
+        os.close(write)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    box = _Inbox(1, read)
+    got = []
+    for i in range(len(messages)):
+        if i % 2:
+            box.drain()  # (takes what is there, stops at the cap)
+            assert len(box.buf) <= _INBOX_MAX + (1 << 20)
+        got.append(box.message())
+    thread.join()
+    assert got == messages
+    assert box.message() == ("crash", "its process ended before it sent its result")
+    box.close()
 
 
 def test_the_batch_merge_gives_the_one_sorted_order():

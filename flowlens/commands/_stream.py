@@ -322,8 +322,8 @@ class ConnectionStream:
     def _sharded(self):
         from ..core.shard import ShardedRun
 
-        self._run = ShardedRun(self._setup(self.path, self.progress), self._shard_finish(),
-                               self.jobs, frames=self.frames)  # fmt: skip
+        self._run = ShardedRun(self._setup(self.path), self._shard_finish(), self.jobs,
+                               frames=self.frames, progress=self.progress)  # fmt: skip
         yield from self._merged(self._run)
 
     def _on_cluster(self):
