@@ -24,8 +24,25 @@ from flowlens.compiled import compiled_modules
 from flowlens.core.capture import open_capture
 from flowlens.core.connections import Config, format_addr
 from flowlens.core.decode import Decoder
-from flowlens.core.pipeline import Pipeline, owner, peek_route, quote_route, route
-from flowlens.core.shard import _INBOX_MAX, ShardedRun, _Inbox, _merged, _write_message
+from flowlens.core.pipeline import (
+    SLOTS,
+    Pipeline,
+    flow_owner,
+    owner,
+    peek_route,
+    quote_route,
+    route,
+    shard_split,
+)
+from flowlens.core.shard import (
+    _INBOX_MAX,
+    FIRST_WEIGHT,
+    ShardedRun,
+    _Inbox,
+    _merged,
+    _write_message,
+    first_slots,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted(p for p in (ROOT / "sample_pcaps").iterdir() if p.name != "README.md")
@@ -237,7 +254,7 @@ def test_shard_zero_runs_on_its_own_copy_in_this_process(tmp_path):
     run_ = ShardedRun(setup, lambda p: (os.getpid(), p.shard), 3)
     assert list(run_) == want
     assert touched == []  # (shard 0's appends went to its copy of the list)
-    assert run_.finished[0] == (os.getpid(), (0, 3))  # shard 0 ran here
+    assert run_.finished[0][0] == os.getpid() and run_.finished[0][1][:2] == (0, 3)  # here
     assert len({pid for pid, _ in run_.finished}) == 3
 
 
@@ -257,6 +274,49 @@ def test_stopping_early_ends_the_forked_shards_quietly(tmp_path, capfd):
         proc.join(timeout=10)
         assert not proc.is_alive()
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_shard_zero_owns_its_weighted_share_of_the_hash():
+    """core/pipeline.py's split: shard 0 owns `first` of the SLOTS slots, the other shards
+    split the rest evenly; (k, n) alone is an even split. Over 20,000 random flows the shares
+    come out as the slots say, within 2 %."""
+    rng = random.Random(3)
+    flows = [
+        (rng.randbytes(4), rng.randbytes(4), rng.randrange(65536), rng.randrange(65536))
+        for _ in range(20_000)
+    ]
+    for n in (2, 3, 4):
+        for first in (0, shard_split(n), first_slots(n), SLOTS // 5, SLOTS):
+            counts = [0] * n
+            for a, b, pa, pb in flows:
+                k = flow_owner(a, b, pa, pb, 6, n, first)
+                assert k == flow_owner(b, a, pb, pa, 6, n, first)  # (either way round)
+                counts[k] += 1
+            want = [first / SLOTS] + [(1 - first / SLOTS) / (n - 1)] * (n - 1)
+            assert all(abs(c / len(flows) - w) < 0.02 for c, w in zip(counts, want)), (n, first)
+    assert first_slots(2) == round(FIRST_WEIGHT / 2 * SLOTS) and shard_split(2) == SLOTS // 2
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5, 1.9])
+def test_any_share_of_shard_zero_gives_the_same_items(tmp_path, weight):
+    """Whichever share of the connections shard 0 (the merging process) reads, none of it,
+    a quarter or nearly all: the items and their order are the one process's."""
+    path = tmp_path / "x.pcap"
+    frames = pcapgen.time_wait_pileup(count=80) + pcapgen.incident()
+    pcapgen.write_pcap(path, sorted(frames, key=lambda f: f[0]))
+    want = [c.to_record() for c in Pipeline(str(path), analyzers=[TcpAnalyzer()])]
+    for jobs in (2, 3):
+        run_ = ShardedRun(
+            lambda shard: (
+                Pipeline(str(path), analyzers=[TcpAnalyzer()], shard=shard),
+                lambda c: c.to_record(),
+            ),
+            Pipeline.shard_facts,
+            jobs,
+            first_weight=weight,
+        )
+        assert list(run_) == want
+        assert run_.first == first_slots(jobs, weight)
 
 
 def test_an_inbox_gives_whole_messages_in_order_past_its_cap():

@@ -220,6 +220,17 @@ class ConnectionStream:
         return self.client is not None or self.jobs > 1
 
     @property
+    def split(self) -> tuple[int, int]:
+        """(shards, the hash slots shard 0 owns) of this run (core/pipeline.py's shard_split):
+        what a merge that knows which shard made a part needs (AnomalyDetector.from_shards)."""
+        from ..core.pipeline import shard_split
+        from ..core.shard import first_slots
+
+        if self.client is not None or self.jobs == 1:
+            return self.jobs, shard_split(self.jobs)
+        return self.jobs, first_slots(self.jobs)  # (forked: shard 0 is read here)
+
+    @property
     def stats(self):
         """The one pipeline's CaptureStats (its times are known from its first frame on);
         None for a sharded run."""

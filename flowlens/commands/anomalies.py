@@ -272,7 +272,7 @@ def anomalies(
     stream = ConnectionStream(capture, config, make_analyzers, work, jobs, scheduler)
     try:
         if stream.sharded:
-            detector.from_shards(stream.jobs)  # (the parts' watermarks: each its shard's)
+            detector.from_shards(*stream.split)  # (the parts' watermarks: each its shard's)
         add = detector.add_parts
         if not stream.sharded:
             for parts in stream:

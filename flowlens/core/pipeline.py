@@ -100,8 +100,9 @@ class Pipeline:
         #: connection it finished has been yielded, before the next member is opened: the moment
         #: `snapshot()` describes (flowlens.batch's incremental rotation sets)
         self.checkpoint = checkpoint
-        #: (k, n): own only the connections of shard k of n (flowlens.core.shard.route); every
-        #: frame is still read and decoded, and moves the table's clock
+        #: (k, n), or (k, n, first): own only the connections of shard k of n (route; shard 0
+        #: owning `first` of the hash's SLOTS slots, an even share without it); every frame is
+        #: still read and decoded, and moves the table's clock
         self.shard = shard
         #: the frame whose packet ended the connections being yielded (the capture's frame
         #: count + 1 for those the capture's end closes): with the canonical order within one
@@ -224,7 +225,8 @@ class Pipeline:
 
     @cython.locals(
         table=ConnectionTable, pkt=Packet, finished=list, got=list, rest=list, decoder=LinkDecoder,
-        ref=FrameRef, offset=cython.longlong, k=cython.int, n=cython.int, r=cython.int,
+        ref=FrameRef, offset=cython.longlong, k=cython.int, n=cython.int, first=cython.int,
+        r=cython.int,
     )  # fmt: skip
     def _frames(self, cap, offset: int) -> Iterator[Connection]:
         """Decode one file's frames into the table, yielding the connections that finish."""
@@ -233,7 +235,7 @@ class Pipeline:
         table = self.table  # compiled: `table.add` is a direct C call
         progress = self.progress
         bpf = self.bpf
-        k, n = self.shard if self.shard is not None else (0, 1)
+        k, n, first = _shard_spec(self.shard)
         raw = cap.raw
         size = None
         if progress is not None:
@@ -253,7 +255,7 @@ class Pipeline:
                 elif n == 1:
                     pkt = decode(ref)
                 else:
-                    r = peek_route(ref, n)
+                    r = peek_route(ref, n, first)
                     if r == k:
                         pkt = decode(ref)
                     elif r >= 0:  # another shard's segment: not decoded here, the clock moves
@@ -270,7 +272,7 @@ class Pipeline:
                     while True:
                         if (
                             n > 1
-                            and route(pkt, n) != k
+                            and route(pkt, n, first) != k
                             and (pkt.encap is not None or pkt.proto != 17)
                         ):
                             # another shard's (every shard keeps every UDP flow, so that a
@@ -280,7 +282,7 @@ class Pipeline:
                                 got = table.advance(pkt.ts_ns)
                             else:  # the tunnels that carried it, not what they carried
                                 got = table.add_encapsulated(pkt, False)
-                            if pkt.quote is not None and quote_route(pkt, n) == k:
+                            if pkt.quote is not None and quote_route(pkt, n, first) == k:
                                 table.attach_icmp_error(pkt)  # an error about one of ours
                         elif pkt.encap is None:
                             got = table.add(pkt)
@@ -495,6 +497,36 @@ def _pair_hash(a: bytes, b: bytes, seed: cython.ulonglong) -> cython.ulonglong:
     return _mix(_fnv(a) + _fnv(b) + seed * _GOLDEN)
 
 
+#: a hash's shard is taken from its low bits, in this many slots: shard 0 owns the first
+#: `first` of them, the other shards split the rest evenly (`shard_split`)
+SLOTS = 4096
+
+
+def shard_split(n: int, first_share: float | None = None) -> int:
+    """The slots (of SLOTS) shard 0 of `n` owns: an even share, or `first_share` of the hash
+    (core/shard.py: shard 0 runs in the merging process, beside its merging, so a command whose
+    merge costs gives it less; which shard owns a connection changes nothing in the output)."""
+    if n <= 1:
+        return SLOTS
+    if first_share is None:
+        return SLOTS // n
+    return min(SLOTS, max(0, round(first_share * SLOTS)))
+
+
+@cython.cfunc
+@cython.inline
+@cython.returns(cython.int)
+@cython.locals(h=cython.ulonglong, n=cython.int, first=cython.int, s=cython.int)
+def _pick(h: int, n: int, first: int) -> int:
+    """The shard (0 .. n-1) of hash `h` when shard 0 owns `first` of the SLOTS slots."""
+    if n <= 1:
+        return 0
+    s = h & (SLOTS - 1)
+    if s < first:
+        return 0
+    return 1 + (s - first) * (n - 1) // (SLOTS - first)
+
+
 @cython.cfunc
 @cython.inline
 @cython.returns(cython.ulonglong)
@@ -524,11 +556,11 @@ def _mix(h: cython.ulonglong) -> cython.ulonglong:
 @cython.ccall
 @cython.returns(cython.int)
 @cython.locals(
-    ref=FrameRef, n=cython.int, d=cython.p_uchar, size=cython.Py_ssize_t, off=cython.Py_ssize_t,
+    ref=FrameRef, n=cython.int, first=cython.int, d=cython.p_uchar, size=cython.Py_ssize_t, off=cython.Py_ssize_t,
     lt=cython.int, etype=cython.int, ihl=cython.Py_ssize_t, a=cython.Py_ssize_t,
     alen=cython.Py_ssize_t, t=cython.Py_ssize_t, ports=cython.ulonglong,
 )  # fmt: skip
-def peek_route(ref: FrameRef, n: int) -> int:
+def peek_route(ref: FrameRef, n: int, first: int = -1) -> int:
     """`route` of a frame's packet read off its raw headers, without decoding it, or -1 when
     the frame is anything but the common case: an unfragmented TCP segment in IPv4 (or IPv6
     with no extension header) in Ethernet (one VLAN tag at most), Linux cooked capture v1/v2,
@@ -585,54 +617,78 @@ def peek_route(ref: FrameRef, n: int) -> int:
     if size < t + 4:
         return -1
     ports = (((d[t] << 8) | d[t + 1]) ^ ((d[t + 2] << 8) | d[t + 3])) | (6 << 16)
-    return _mix(_fnv_at(d + a, alen) + _fnv_at(d + a + alen, alen) + ports * _GOLDEN) % n
+    if first < 0:
+        first = SLOTS // n
+    return _pick(_mix(_fnv_at(d + a, alen) + _fnv_at(d + a + alen, alen) + ports * _GOLDEN), n,
+                 first)  # fmt: skip
 
 
 @cython.ccall
 @cython.returns(cython.int)
-@cython.locals(pkt=Packet, n=cython.int, proto=cython.int)
-def route(pkt: Packet, n: int) -> int:
+@cython.locals(pkt=Packet, n=cython.int, first=cython.int, proto=cython.int)
+def route(pkt: Packet, n: int, first: int = -1) -> int:
     """The shard (0 .. n-1) that owns `pkt`'s connection: a hash of its unordered 5-tuple for
     TCP and UDP (both directions; an IP datagram reassembled from fragments is one packet
     with its ports by then), of the address pair alone for ICMP (a request and its reply have
     different types). A packet out of a tunnel is routed by its own header, not the tunnel's:
     one connection's two directions may come through different outer flows (Teredo's relays,
     VXLAN's per-direction source ports, GTP's uplink and downlink ports)."""
+    if first < 0:
+        first = SLOTS // n
     proto = pkt.proto
     if proto == 6 or proto == 17:
-        return _pair_hash(pkt.src, pkt.dst, (pkt.sport ^ pkt.dport) | (proto << 16)) % n
-    return _pair_hash(pkt.src, pkt.dst, 0) % n
+        return _pick(_pair_hash(pkt.src, pkt.dst, (pkt.sport ^ pkt.dport) | (proto << 16)), n,
+                     first)  # fmt: skip
+    return _pick(_pair_hash(pkt.src, pkt.dst, 0), n, first)
 
 
 @cython.ccall
 @cython.returns(cython.int)
-@cython.locals(c=Connection, n=cython.int, proto=cython.int)
-def owner(c: Connection, n: int) -> int:
+@cython.locals(c=Connection, n=cython.int, first=cython.int, proto=cython.int)
+def owner(c: Connection, n: int, first: int = -1) -> int:
     """The shard that owns connection `c`: `route` of its packets. Only its owner yields it
     (a shard also keeps the tunnels that carry its connections, whoever owns those)."""
+    if first < 0:
+        first = SLOTS // n
     proto = c.proto
     if proto == 6 or proto == 17:
-        return _pair_hash(c.orig_h, c.resp_h, (c.orig_p ^ c.resp_p) | (proto << 16)) % n
-    return _pair_hash(c.orig_h, c.resp_h, 0) % n
+        return _pick(_pair_hash(c.orig_h, c.resp_h, (c.orig_p ^ c.resp_p) | (proto << 16)), n,
+                     first)  # fmt: skip
+    return _pick(_pair_hash(c.orig_h, c.resp_h, 0), n, first)
 
 
 @cython.ccall
 @cython.returns(cython.int)
-@cython.locals(pkt=Packet, n=cython.int, proto=cython.int, sport=cython.int, dport=cython.int)
-def quote_route(pkt: Packet, n: int) -> int:
+@cython.locals(
+    pkt=Packet, n=cython.int, first=cython.int, proto=cython.int, sport=cython.int,
+    dport=cython.int,
+)  # fmt: skip
+def quote_route(pkt: Packet, n: int, first: int = -1) -> int:
     """The shard of the flow an ICMP error quotes (-1 for a packet that is no error)."""
     if pkt.quote is None:
         return -1
+    if first < 0:
+        first = SLOTS // n
     proto, qsrc, qdst, sport, dport = pkt.quote
     if proto == 6 or proto == 17:
-        return _pair_hash(qsrc, qdst, (sport ^ dport) | (proto << 16)) % n
-    return _pair_hash(qsrc, qdst, 0) % n
+        return _pick(_pair_hash(qsrc, qdst, (sport ^ dport) | (proto << 16)), n, first)
+    return _pick(_pair_hash(qsrc, qdst, 0), n, first)
 
 
-def flow_owner(a: bytes, b: bytes, pa: int, pb: int, proto: int, n: int) -> int:
+def flow_owner(a: bytes, b: bytes, pa: int, pb: int, proto: int, n: int, first: int = -1) -> int:
     """The shard that owns the TCP or UDP (`proto` 6 or 17) flow between (a, pa) and (b, pb),
     either way round: `owner` of its connection, from its addresses and ports alone."""
-    return _pair_hash(a, b, (pa ^ pb) | (proto << 16)) % n
+    return _pick(_pair_hash(a, b, (pa ^ pb) | (proto << 16)), n, SLOTS // n if first < 0 else first)
+
+
+def _shard_spec(shard: tuple | None) -> tuple[int, int, int]:
+    """(k, n, first) of a Pipeline's `shard`: (k, n), an even split, or (k, n, first), shard 0
+    owning `first` of the SLOTS slots (shard_split)."""
+    if shard is None:
+        return 0, 1, SLOTS
+    if len(shard) == 2:
+        return shard[0], shard[1], shard_split(shard[1])
+    return shard[0], shard[1], shard[2]
 
 
 def _batch_key(c: Connection) -> tuple:

@@ -70,7 +70,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from ..errors import FlowlensError
-from .pipeline import _batch_key, owner, quote_route, route
+from .pipeline import _batch_key, _shard_spec, owner, quote_route, route, shard_split
 
 __all__ = ["route", "quote_route", "owner", "usable_cores", "ShardedRun", "DaskShardedRun"]
 
@@ -79,6 +79,20 @@ _BATCH = 512
 #: items per reply of a Dask shard: one round trip (about 1 ms) per batch, during which the
 #: worker waits, so larger than a pipe's (module docstring: measured)
 _DASK_BATCH = 2048
+
+
+#: shard 0's share of the hash against an even share: it is read in the merging process, whose
+#: merging costs too (unpickling the other shards' batches, the command's adding up, writing).
+#: Measured on bench-out/sequential-1M.pcap (90,909 connections) with 2 shards, as the share
+#: at which the two processes' CPU times (os.times) came out even: flows --format json 0.46,
+#: anomalies, rtt and states 0.40-0.42 (against 1.17 / 0.98 s for anomalies at 0.5); the one
+#: weight for every command, since which shard owns a connection changes nothing in the output
+FIRST_WEIGHT = 0.84
+
+
+def first_slots(jobs: int, weight: float = FIRST_WEIGHT) -> int:
+    """The slots of the hash (pipeline.SLOTS) shard 0 of a forked `jobs`-shard run owns."""
+    return shard_split(jobs, weight / jobs)
 
 
 def usable_cores() -> int:
@@ -90,15 +104,17 @@ def usable_cores() -> int:
 
 
 class ShardedRun:
-    """Run `setup((k, jobs))` for each of `jobs` shards: it returns (a Pipeline made with
-    `shard=(k, jobs)`, and `work(conn)`, bound to that pipeline's analyzers), or those and
+    """Run `setup((k, jobs, first))` for each of `jobs` shards: it returns (a Pipeline made
+    with that `shard=`, and `work(conn)`, bound to that pipeline's analyzers), or those and
     `answer(question)`. Shards 1 .. jobs-1 run in forked workers; shard 0 runs in this process,
-    between the merge's steps (`_local`), so that `--jobs 2` is two processes on two cores, not
-    three, and half the results cross no pipe. Iterating gives `work(conn)` of every connection the shards own, in
-    the order one pipeline would yield them (`work` returning None drops a connection), or,
-    with `frames=True`, (the frame that ended it, `work(conn)`). After iteration, `finished[k]`
-    is what `finish(pipeline)` returned in worker k; when setup gave `answer`, the workers
-    then wait for questions (`ask`) until `close`."""
+    between the merge's steps (`_local`), so that `--jobs 2` is two busy processes on two
+    cores, not three, and shard 0's results cross no pipe. Shard 0's share of the hash is
+    `first_weight` times an even share (FIRST_WEIGHT), so that this process, which also
+    merges, ends about when the workers do. Iterating gives `work(conn)` of
+    every connection the shards own, in the order one pipeline would yield them (`work`
+    returning None drops a connection), or, with `frames=True`, (the frame that ended it,
+    `work(conn)`). After iteration, `finished[k]` is what `finish(pipeline)` returned in
+    shard k; when setup gave `answer`, the shards then wait for questions (`ask`) until `close`."""
 
     def __init__(
         self,
@@ -107,6 +123,7 @@ class ShardedRun:
         jobs: int,
         frames: bool = False,
         progress: Callable[[int, int, int | None], None] | None = None,
+        first_weight: float | None = None,
     ) -> None:
         if jobs < 2:
             raise ValueError("a sharded run needs at least 2 jobs")
@@ -114,6 +131,8 @@ class ShardedRun:
         self.finish = finish
         self.jobs = jobs
         self.frames = frames
+        #: the slots of the hash shard 0 owns (pipeline.shard_split; `first_slots`)
+        self.first = first_slots(jobs, FIRST_WEIGHT if first_weight is None else first_weight)
         #: shard 0's progress(frames, bytes read, file size), called here as it reads
         self.progress = progress
         self.finished: list[Any] = [None] * jobs
@@ -126,7 +145,8 @@ class ShardedRun:
         answers to the questions that come on the Connection `conn`."""
         answer: list = []
         try:
-            for message in _shard_batches(self.setup, self.finish, k, self.jobs, answer=answer):
+            shard = (k, self.jobs, self.first)
+            for message in _shard_batches(self.setup, self.finish, shard, answer=answer):
                 _write_message(out, pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
                 if message[0] != "items" and message[0] != "done":
                     return  # (an error: no questions follow)
@@ -188,8 +208,8 @@ class ShardedRun:
                 user(frames, done, size)
 
         answer: list = []
-        for kind, payload in _shard_batches(setup, finish, 0, self.jobs, progress,
-                                            answer=answer):  # fmt: skip
+        shard = (0, self.jobs, self.first)
+        for kind, payload in _shard_batches(setup, finish, shard, progress, answer=answer):
             for inbox in inboxes:
                 inbox.drain()
             if kind == "items":
@@ -413,8 +433,7 @@ def _reply(k: int, message: tuple[str, Any], where: str = "") -> Any:
 def _shard_batches(
     setup: Callable,
     finish: Callable,
-    k: int,
-    n: int,
+    shard: tuple,
     progress: Callable | None = None,
     batch: int = _BATCH,
     answer: list | None = None,
@@ -425,7 +444,8 @@ def _shard_batches(
     callback (a Dask shard reports it with its batches). When `setup` also gives an
     `answer` function, it is appended to the list `answer`."""
     try:
-        made = setup((k, n))
+        made = setup(shard)
+        k, n, first = _shard_spec(shard)
         pipe, work = made[0], made[1]
         if len(made) > 2 and answer is not None:
             answer.append(made[2])
@@ -433,7 +453,7 @@ def _shard_batches(
             pipe.progress = progress
         out = []
         for c in pipe:
-            if owner(c, n) != k:
+            if owner(c, n, first) != k:
                 continue  # a tunnel another shard owns (kept here for its uid)
             item = work(c)
             if item is not None:
@@ -473,7 +493,7 @@ class _ShardActor:
         self._progress: tuple | None = None
         record = self._record if progress else None
         self._answer: list = []
-        self._messages = _shard_batches(setup, finish, k, n, record, batch, self._answer)
+        self._messages = _shard_batches(setup, finish, (k, n), record, batch, self._answer)
 
     def _record(self, frames: int, done: int, size: int | None) -> None:
         self._progress = (frames, done, size)

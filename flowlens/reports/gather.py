@@ -408,6 +408,7 @@ def local_run(path: str, config, progress: Callable | None = None):
 
 class _LocalRun:
     jobs = 1
+    split = (1, -1)  # (ConnectionStream.split: one shard)
 
     def __init__(self, path: str, config, progress: Callable | None) -> None:
         from ..core.pipeline import Pipeline

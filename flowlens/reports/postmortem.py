@@ -264,7 +264,7 @@ def build_report(
     make_run = run or local_run(path, config, progress)
     stream = make_run(make_analyzers, work, frames=True, finish=run_facts, answer=answer)
     jobs.append(stream.jobs)
-    detector.from_shards(stream.jobs)  # (the parts' watermarks: each its shard's)
+    detector.from_shards(*stream.split)  # (the parts' watermarks: each its shard's)
     if start is None:
         piped.append(stream)
     # as in Pipeline: the report's parts, rows and pictures make hardly any reference cycles,

@@ -282,6 +282,7 @@ class AnomalyDetector(Analyzer):
         #: connections looked at so far
         self.seen = 0
         self._shards = 1
+        self._first = -1  # (an even split: core/pipeline.py's shard_split)
         self._reset()
 
     def dependencies(self) -> tuple:
@@ -306,8 +307,9 @@ class AnomalyDetector(Analyzer):
         self._rst_ignored_finding = rst_ignored_finding
 
         self._hosts = HostFacts(
-            self.thresholds, answers=self.services is not None, shards=self._shards
-        )
+            self.thresholds, answers=self.services is not None, shards=self._shards,
+            first=self._first,
+        )  # fmt: skip
         self._single: list[tuple[str, Anomaly]] = []  # (uid, finding about that connection)
         self._unanswered: defaultdict[tuple, list[tuple]] = defaultdict(list)
         self._refused: defaultdict[tuple, list[tuple]] = defaultdict(list)
@@ -321,12 +323,13 @@ class AnomalyDetector(Analyzer):
         self._grouped = (self._unanswered, self._refused, self._rst, self._reuse, self._mismatch)
         self._end_ns = 0
 
-    def from_shards(self, n: int) -> None:
-        """The parts `add_parts` takes come from `n` hash shards (flowlens.core.shard), merged:
+    def from_shards(self, n: int, first: int = -1) -> None:
+        """The parts `add_parts` takes come from `n` hash shards (flowlens.core.shard; shard 0
+        owning `first` of the hash's slots, core/pipeline.py's shard_split), merged:
         a watermark then holds only for its own shard's connections (holds.py). Call it
         before the first `add_parts`; a one-process run needs nothing."""
-        self._shards = n
-        self._hosts.shards = n
+        self._shards, self._first = n, first
+        self._hosts.shards, self._hosts.first = n, first
 
     def on_end(self, conn) -> None:
         """Take one finished connection (any protocol) into account: `add_parts(parts(conn))`."""

@@ -39,11 +39,13 @@ class HostFacts:
     uids a scan or a flood explains into `claimed`.
     """
 
-    def __init__(self, th, answers: bool = False, shards: int = 1) -> None:
+    def __init__(self, th, answers: bool = False, shards: int = 1, first: int = -1) -> None:
         self.th = th
         #: the parts come from this many hash shards (AnomalyDetector.from_shards): a hold's
         #: watermark says nothing of the other shards' connections of its group
         self.shards = shards
+        #: ... shard 0 owning this many of the hash's slots (-1: an even share)
+        self.first = first
         #: (client, server, (port, proto)) -> what answered its connections with data, the best
         #: seen: (rank, service or None, responder facts or None, uid); None: no detection runs,
         #: so nothing is said of what answered
@@ -119,7 +121,9 @@ class HostFacts:
             shard = 0
             if self.shards > 1:
                 client, server, sport = key
-                shard = flow_owner(client, server, _hold_field(item, _PORT), sport, 6, self.shards)
+                shard = flow_owner(
+                    client, server, _hold_field(item, _PORT), sport, 6, self.shards, self.first
+                )
             group.arrived(_hold_field(item, _START), _hold_field(item, _WATERMARK), shard)
         elif kind == _PROBE:
             src, dst, port, verdict, ts, uid, frame, scan_type = item
