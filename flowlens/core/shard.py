@@ -311,7 +311,14 @@ def _widen(fd: int) -> None:
 
 def _write_message(fd: int, data: bytes) -> None:
     """`data` after its length, all of it (a pipe write may take part)."""
-    view = memoryview(len(data).to_bytes(_HEADER, "little") + data)
+    header = len(data).to_bytes(_HEADER, "little")
+    sent = os.writev(fd, [header, data])
+    if sent < _HEADER:
+        header = header[sent:]
+        while header:
+            header = header[os.write(fd, header) :]
+        sent = _HEADER
+    view = memoryview(data)[sent - _HEADER :]
     while view:
         view = view[os.write(fd, view) :]
 
