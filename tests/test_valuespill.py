@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,3 +181,65 @@ def test_spilled_rtt_chart_draws_the_same_svg(monkeypatch):
         assert pool.spilled
         assert rtt_svg(spilled, max_lines=8) == rtt_svg(memory, max_lines=8)
         pool.close()
+
+
+def _many_connections(tmp_path) -> str:
+    """Connections to three servers, each with a handshake and a few RTT samples, written as
+    a capture (their samples out of time order across connections: they overlap)."""
+    from pcapgen import SERVER4, Conversation, pcap_bytes
+
+    frames = []
+    rng = random.Random(11)
+    for i in range(90):
+        server = ("192.0.2.80", "192.0.2.81", SERVER4)[i % 3]
+        conv = Conversation(server=server, cport=30000 + i, t=1_700_000_000 + i * 0.05)
+        conv.handshake()
+        for _ in range(rng.randrange(1, 4)):
+            conv.exchange()
+        conv.close("client")
+        frames += conv.frames
+    frames.sort(key=lambda f: f[0])
+    path = tmp_path / "many.pcap"
+    path.write_bytes(pcap_bytes(frames))
+    return str(path)
+
+
+def test_report_written_out_is_the_same_page(monkeypatch, tmp_path):
+    """A report whose RTT groups and chart lines went to the temporary file has the same HTML
+    and Markdown as one that kept them in memory."""
+    from flowlens.reports.html import write_html
+    from flowlens.reports.markdown import write_markdown
+    from flowlens.reports.postmortem import build_report
+
+    path = _many_connections(tmp_path)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+
+    def pages(tag: str) -> tuple[str, dict, list]:
+        report = dataclasses.replace(build_report(path), generated="-")
+        html = tmp_path / f"{tag}.html"
+        with open(html, "w", encoding="utf-8") as f:
+            write_html(report, f)
+        md = tmp_path / tag / "r.md"
+        md.parent.mkdir()
+        files = write_markdown(report, str(md))
+        pictures = {Path(p).name: Path(p).read_bytes() for p in files}
+        return html.read_text(), pictures, report.rtt_rows
+
+    spilled_pools = []
+    kept = pages("memory")
+    monkeypatch.setattr(valuespill, "SPILL_VALUES", 16)
+    monkeypatch.setattr(valuespill, "RUN", 40)
+    monkeypatch.setattr(valuespill, "MERGE_PAIRS", 30)
+    real_spill = ValuePool.spill
+
+    def spill(self):
+        spilled_pools.append(self)
+        real_spill(self)
+
+    monkeypatch.setattr(ValuePool, "spill", spill)
+    written = pages("spilled")
+    assert len({id(p) for p in spilled_pools}) >= 2  # the groups' pool and the chart's
+    rows = kept[2]
+    assert len(rows) == 3 and sum(r["count"] for r in rows) > 3 * 16  # (past the budget)
+    assert any(name.endswith(".svg") and b"RTT" in data for name, data in kept[1].items())
+    assert written == kept
