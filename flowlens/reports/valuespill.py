@@ -1,9 +1,10 @@
-"""Columns of numbers kept in bounded memory, and their exact order statistics: what keeps the
-RTT aggregates' samples (`rtt._Group`) flat in the capture's length.
+"""Columns of numbers kept in bounded memory, their exact order statistics, and pairs of them
+in time order: what keeps the report's RTT groups (`rtt._Group`) and the RTT chart's lines
+(`rtt.Series`) flat in the capture's length.
 
-A `ValuePool` holds many `Column`s (one per group's RTTs, one per its handshake legs). Values are
-appended to a column's in-memory C array; once the pool's columns together hold more than
-`SPILL_VALUES`, every column's array is written to the pool's one temporary file
+A `ValuePool` holds many `Column`s (a group's RTTs, its handshake legs; a line's times, its
+RTTs). Values are appended to a column's in-memory C array; once the pool's columns together
+hold more than `SPILL_VALUES`, every column's array is written to the pool's one temporary file
 (`spill.SpillFile`: unnamed, gone on any exit) as a block, and the arrays start again empty. A
 column is then its blocks in the file, in the order they were written, and its array: its
 values in the order they came, read back a `READ_BLOCK` at a time (`Column.chunks`).
@@ -13,9 +14,13 @@ sorting it: each pass over the column counts its values in at most `BUCKETS` buc
 range still holding a rank (the first pass: between the smallest and the largest value), and
 narrows each rank to its bucket; once a rank's bucket holds at most `COLLECT_MAX` values, a last
 pass collects those (in the column's order) and sorts them stably, the same order `sorted()`
-gives them, so the value at the rank is exactly `sorted(values)[rank]`. A bucket of one value
-needs no collecting. Memory: a block, the buckets' counts and the collected values; passes:
-about log(range / COLLECT_MAX) / log(BUCKETS) + 2 (three or four for RTTs in ns).
+gives them, so the value at the rank is exactly `sorted(values)[rank]`. Memory: a block, the
+buckets' counts and the collected values; passes: one for the range, one per narrowing (each
+divides the range by BUCKETS, and one is usually enough for RTTs in ns), one to collect.
+
+`by_time` orders pairs of columns (a line's times and RTTs) by the first, stably, with an
+external merge sort: runs of `RUN` pairs sorted in memory and written to the file, merged a
+slab at a time within `MERGE_PAIRS` pairs of blocks.
 
 Floats are bucketed by an order-preserving map of their bits to unsigned integers (so every
 bucket is an exact range of floats); -0.0 is counted as 0.0, as `sorted()` compares them, and
@@ -401,10 +406,10 @@ def order_statistics(column: Column, ranks: Iterable[int]) -> dict[int, Any]:
             nb = min(na + width - 1, b)
             nbelow = below + (int(cum[k - 1]) if k else 0)
             del pending[r]
-            if na == nb:  # one key: every value there is it
-                out[r] = _value_of(na, column.typecode)
-            elif int(c[k]) <= COLLECT_MAX:
+            if int(c[k]) <= COLLECT_MAX:
                 collect[r] = (na, nb, nbelow)
+            elif na == nb:  # one key, too many to collect: every value there is it
+                out[r] = _value_of(na, column.typecode)
             else:
                 pending[r] = (na, nb, nbelow)
     if collect:
