@@ -32,7 +32,7 @@ returns that value's key rather than the one `sorted()` puts at the rank: identi
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from .spill import READ_BLOCK, SpillFile
@@ -132,10 +132,9 @@ class Column:
         if pool.held > pool.limit:
             pool.spill()
 
-    def extend(self, values: Any) -> None:
-        before = len(self.values)
+    def extend(self, values: Sequence[Any] | Column) -> None:
         self.values.extend(values)
-        k = len(self.values) - before
+        k = len(values)
         self.n += k
         pool = self.pool
         pool.held += k
