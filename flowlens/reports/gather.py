@@ -305,6 +305,7 @@ class ReportGather:
         self.rtt_agg = Aggregator("server", None)
         self.rtt_series: dict[str, Series] = {}  # the RTT chart's lines, of Columns
         self.rtt_pool = ValuePool()  # (of the lines' samples)
+        self.rtt_columns: dict[str, tuple[Column, Column]] = {}  # the lines' (ts_s, rtt_ms)
         #: the table's rows as `row_values` (`row_record` makes each the record again)
         self.records: list[tuple] = []
         self.late_records: dict[str, tuple] = {}  # past max_table_rows, kept in case of a finding
@@ -329,12 +330,9 @@ class ReportGather:
         (the chart then orders them in memory), else the Columns, which it reads back."""
         if self.rtt_pool.spilled:
             return list(self.rtt_series.values())
-        out = []
-        for s in self.rtt_series.values():
-            ts, rtt = s.ts_s, s.rtt_ms
-            assert isinstance(ts, Column) and isinstance(rtt, Column)
-            out.append(Series(s.label, ts.values, rtt.values))
-        return out
+        return [
+            Series(label, ts.values, rtt.values) for label, (ts, rtt) in self.rtt_columns.items()
+        ]
 
     def add(self, part: tuple) -> None:
         (uid, first_frame, tier, proto_name, orig_h, resp_h, record, spans, rtt_parts, series,
@@ -342,15 +340,20 @@ class ReportGather:
         self.total += 1
         self.states.add_span_parts(spans)
         self.rtt_agg.add_parts(rtt_parts)
-        for label, ts_s, rtt_ms in series:
-            s = self.rtt_series.get(label)
-            if s is None:
-                # (columns of the pool, not lists: a server's line holds every sample of the
-                # capture, written to the pool's temporary file past its budget)
-                pool = self.rtt_pool
-                s = self.rtt_series[label] = Series(label, pool.column("d"), pool.column("d"))
-            s.ts_s.extend(ts_s)
-            s.rtt_ms.extend(rtt_ms)
+        if series:
+            pool = self.rtt_pool
+            added = 0
+            for label, ts_s, rtt_ms in series:
+                cols = self.rtt_columns.get(label)
+                if cols is None:
+                    # (columns of the pool, not lists: a server's line holds every sample of
+                    # the capture, written to the pool's temporary file past its budget)
+                    cols = self.rtt_columns[label] = (pool.column("d"), pool.column("d"))
+                    self.rtt_series[label] = Series(label, cols[0], cols[1])
+                cols[0].values.extend(ts_s)
+                cols[1].values.extend(rtt_ms)
+                added += 2 * len(ts_s)
+            pool.added(added)
         self.by_proto[proto_name] += 1
         self.hosts[orig_h] += 1  # addresses as bytes: spelt once, in the facts
         self.hosts[resp_h] += 1

@@ -375,19 +375,22 @@ class Aggregator:
         return out
 
     def add_parts(self, parts: list[tuple]) -> None:
+        pool = self.pool
+        added = 0  # (values put in the columns' arrays: the pool checks its budget once)
         for key, hs, karn, totals, rtts, by_source in parts:
             g = self.groups.get(key)
             if g is None:
-                pool = self.pool
                 g = self.groups[key] = _Group(pool.column("d"), pool.column("q"))
             g.conns += 1
             if hs is not None:
-                g.handshakes.append(hs)
+                g.handshakes.values.append(hs)
+                added += 1
             g.karn_skipped += karn
             if totals is None:
                 continue
             count, total, total_sq, lo, hi = totals
-            g.rtts.extend(rtts)
+            g.rtts.values.extend(rtts)
+            added += len(rtts)
             g.count += count
             g.total += total
             g.total_sq += total_sq
@@ -396,6 +399,8 @@ class Aggregator:
             for i, n in enumerate(by_source):
                 if n:
                     g.sources[SOURCES[i]] += n
+        if added:
+            pool.added(added)
 
     def rows(self) -> list[dict]:
         """One row per group, ordered by address (and leg: responder first)."""

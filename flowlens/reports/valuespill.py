@@ -87,6 +87,12 @@ class ValuePool:
         self.columns.append(col)
         return col
 
+    def added(self, k: int) -> None:
+        """`k` values were added to the columns' arrays: past the limit, write them all."""
+        self.held += k
+        if self.held > self.limit:
+            self.spill()
+
     def spill_file(self) -> SpillFile:
         """The pool's temporary file (made now if it was not)."""
         if self.file is None:
@@ -112,34 +118,28 @@ class ValuePool:
 class Column:
     """The values of one column: its blocks in the pool's file, then its array."""
 
-    __slots__ = ("pool", "typecode", "values", "blocks", "n")
+    __slots__ = ("pool", "typecode", "values", "blocks", "written")
 
     def __init__(self, pool: ValuePool, typecode: str) -> None:
         self.pool = pool
         self.typecode = typecode
-        self.values: array[Any] = array(typecode)  # the newest, not yet written
+        #: the newest values, not yet written. A caller adding many values at a time may
+        #: extend this array itself and then `ValuePool.added` their number (the report's
+        #: pass does: one C call a column and one check a connection)
+        self.values: array[Any] = array(typecode)
         self.blocks = array("q")  # (byte offset, count) of each block in the file
-        self.n = 0
+        self.written = 0  # values in the blocks
 
     def __len__(self) -> int:
-        return self.n
+        return self.written + len(self.values)
 
     def append(self, value: Any) -> None:
         self.values.append(value)
-        self.n += 1
-        pool = self.pool
-        pool.held += 1
-        if pool.held > pool.limit:
-            pool.spill()
+        self.pool.added(1)
 
     def extend(self, values: Sequence[Any] | Column) -> None:
         self.values.extend(values)
-        k = len(values)
-        self.n += k
-        pool = self.pool
-        pool.held += k
-        if pool.held > pool.limit:
-            pool.spill()
+        self.pool.added(len(values))
 
     def in_memory(self) -> bool:
         """All the values are in `values` (none was written)."""
@@ -151,17 +151,13 @@ class Column:
         np = _np()
         offset = file.write([np.frombuffer(self.values, dtype=self.typecode)])
         self.blocks.extend((offset, len(self.values)))
+        self.written += len(self.values)
         self.values = array(self.typecode)
 
     def extend_array(self, values: Any) -> None:
         """`extend` with a contiguous numpy array of the column's type (copied as bytes)."""
         self.values.frombytes(memoryview(values).cast("B"))
-        k = len(values)
-        self.n += k
-        pool = self.pool
-        pool.held += k
-        if pool.held > pool.limit:
-            pool.spill()
+        self.pool.added(len(values))
 
     def chunks(self) -> Iterator[Any]:
         """The values in the order they came, as numpy arrays of at most READ_BLOCK (the
@@ -187,7 +183,7 @@ class Column:
 
     def __getitem__(self, index: int) -> Any:
         """The value at `index` (0 <= index < len: a chart reads its first one)."""
-        if not 0 <= index < self.n:
+        if not 0 <= index < len(self):
             raise IndexError(index)
         for chunk in self.chunks():
             if index < len(chunk):
