@@ -90,6 +90,9 @@ __all__ = [
     "RttStats",
     "Sample",
     "stats_of",
+    "stats_at",
+    "percentile_ranks",
+    "PERCENTILES",
     "LEGS",
     "PATHS",
     "SOURCES",
@@ -181,11 +184,31 @@ class RttStats:
 EMPTY_STATS = RttStats(0, None, None, None, None, None, None, None, 0)
 
 
-def _percentile(sorted_ns: list[int], p: float) -> float:
-    rank = p / 100 * (len(sorted_ns) - 1)
+#: the percentiles of `RttStats`
+PERCENTILES = (50, 90, 99)
+
+
+def _rank(n: int, p: float) -> tuple[float, int, int]:
+    """The fractional rank of percentile `p` among `n` sorted values, and the two ranks around
+    it (linear between ranks: numpy's and pandas' default)."""
+    rank = p / 100 * (n - 1)
     lo = int(rank)
-    hi = min(lo + 1, len(sorted_ns) - 1)
-    return sorted_ns[lo] + (sorted_ns[hi] - sorted_ns[lo]) * (rank - lo)
+    return rank, lo, min(lo + 1, n - 1)
+
+
+def percentile_ranks(n: int) -> list[int]:
+    """The ranks (0-based, in sorted order) that `stats_at` reads of `n` kept samples."""
+    out: list[int] = []
+    for p in PERCENTILES:
+        _r, lo, hi = _rank(n, p)
+        out += (lo, hi)
+    return out
+
+
+def _percentile(at, n: int, p: float) -> float:
+    rank, lo, hi = _rank(n, p)
+    below = at(lo)
+    return below + (at(hi) - below) * (rank - lo)
 
 
 def stats_of(
@@ -199,15 +222,29 @@ def stats_of(
     """Summarize RTTs (integer nanoseconds). The optional exact aggregates (`count`, sum,
     sum of squares, min, max) override what the values give, for a reservoir."""
     values = sorted(rtts_ns)
-    kept = len(values)
     if count is None:
         if not values:
             return EMPTY_STATS
-        count, total, total_sq = kept, sum(values), sum(v * v for v in values)
+        count, total, total_sq = len(values), sum(values), sum(v * v for v in values)
         lo, hi = values[0], values[-1]
+    return stats_at(values.__getitem__, len(values), count, total, total_sq, lo, hi)
+
+
+def stats_at(
+    at: Any,
+    kept: int,
+    count: int,
+    total: int | None,
+    total_sq: int | None,
+    lo: int | None,
+    hi: int | None,
+) -> RttStats:
+    """`stats_of` of `kept` samples that are not in memory as one list: `at(rank)` gives the
+    sample (ns, an int) at each of `percentile_ranks(kept)` of their sorted order; the exact
+    aggregates of all `count` samples as in `stats_of`."""
     if count == 0:
         return EMPTY_STATS
-    # (the aggregates come with `count`, or were worked out above)
+    # (the aggregates come with `count`)
     assert total is not None and total_sq is not None and lo is not None and hi is not None
     stdev = None
     if count > 1:
@@ -217,9 +254,9 @@ def stats_of(
     return RttStats(
         count=count,
         min_ms=lo / 1e6,
-        p50_ms=_percentile(values, 50) / 1e6 if values else None,
-        p90_ms=_percentile(values, 90) / 1e6 if values else None,
-        p99_ms=_percentile(values, 99) / 1e6 if values else None,
+        p50_ms=_percentile(at, kept, 50) / 1e6 if kept else None,
+        p90_ms=_percentile(at, kept, 90) / 1e6 if kept else None,
+        p99_ms=_percentile(at, kept, 99) / 1e6 if kept else None,
         max_ms=hi / 1e6,
         mean_ms=total / count / 1e6,
         stdev_ms=stdev,

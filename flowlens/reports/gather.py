@@ -25,7 +25,6 @@ every sample and corpus capture.
 
 from __future__ import annotations
 
-from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -42,6 +41,7 @@ from .ladder import Note, build_ladder, render_text
 from .postmortem_figures import ladder_picture, tseq_picture
 from .rtt import Aggregator, Series, series_for
 from .spantable import SpanTable
+from .valuespill import Column, ValuePool
 
 if TYPE_CHECKING:  # (the segment series are read only for --stream-graphs)
     from ..analyzers.streamlog import StreamCollector, StreamLog
@@ -303,7 +303,9 @@ class ReportGather:
         self.detector = detector
         self.states = SpanTable()
         self.rtt_agg = Aggregator("server", None)
-        self.rtt_series: dict[str, Series] = {}
+        self.rtt_series: dict[str, Series] = {}  # the RTT chart's lines, of Columns
+        self.rtt_pool = ValuePool()  # (of the lines' samples)
+        self.rtt_columns: dict[str, tuple[Column, Column]] = {}  # the lines' (ts_s, rtt_ms)
         #: the table's rows as `row_values` (`row_record` makes each the record again)
         self.records: list[tuple] = []
         self.late_records: dict[str, tuple] = {}  # past max_table_rows, kept in case of a finding
@@ -323,19 +325,35 @@ class ReportGather:
         """Logs the budget dropped."""
         return self.logs.dropped
 
+    def rtt_lines(self) -> list[Series]:
+        """The RTT chart's lines: their C arrays when nothing was written to the pool's file
+        (the chart then orders them in memory), else the Columns, which it reads back."""
+        if self.rtt_pool.spilled:
+            return list(self.rtt_series.values())
+        return [
+            Series(label, ts.values, rtt.values) for label, (ts, rtt) in self.rtt_columns.items()
+        ]
+
     def add(self, part: tuple) -> None:
         (uid, first_frame, tier, proto_name, orig_h, resp_h, record, spans, rtt_parts, series,
          logged, graphable, findings, _after) = part  # fmt: skip
         self.total += 1
         self.states.add_span_parts(spans)
         self.rtt_agg.add_parts(rtt_parts)
-        for label, ts_s, rtt_ms in series:
-            s = self.rtt_series.get(label)
-            if s is None:
-                # (C arrays, not lists: a server's line holds every sample of the capture)
-                s = self.rtt_series[label] = Series(label, array("d"), array("d"))
-            s.ts_s.extend(ts_s)
-            s.rtt_ms.extend(rtt_ms)
+        if series:
+            pool = self.rtt_pool
+            added = 0
+            for label, ts_s, rtt_ms in series:
+                cols = self.rtt_columns.get(label)
+                if cols is None:
+                    # (columns of the pool, not lists: a server's line holds every sample of
+                    # the capture, written to the pool's temporary file past its budget)
+                    cols = self.rtt_columns[label] = (pool.column("d"), pool.column("d"))
+                    self.rtt_series[label] = Series(label, cols[0], cols[1])
+                cols[0].values.extend(ts_s)
+                cols[1].values.extend(rtt_ms)
+                added += 2 * len(ts_s)
+            pool.added(added)
         self.by_proto[proto_name] += 1
         self.hosts[orig_h] += 1  # addresses as bytes: spelt once, in the facts
         self.hosts[resp_h] += 1

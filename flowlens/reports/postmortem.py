@@ -367,7 +367,7 @@ def _assemble(path: str, options: ReportOptions, detector: AnomalyDetector, stre
         if first is not None and last is not None
         else (None, [])
     )
-    rtt_pic = rtt_picture(list(gather.rtt_series.values()))
+    rtt_pic = rtt_picture(gather.rtt_lines())
 
     warnings = list(run["damage"]) + [f"Note: {line}" for line in run["notes"]]
     name = os.path.basename(path) if path != "-" else "standard input"

@@ -32,10 +32,13 @@ from ..analyzers.rtt import (
     RttCollector,
     RttStats,
     Samples,
+    percentile_ranks,
+    stats_at,
     stats_of,
 )
 from ..core.connections import Connection, format_addr
 from ..core.tcpstate import TcpTracker
+from .valuespill import Chain, Column, ValuePool, by_time, order_statistics
 
 __all__ = [
     "CONNECTION_FIELDS",
@@ -289,11 +292,12 @@ def sample_rows(conn: Connection, rtt: RttCollector) -> list[dict]:
 class _Group:
     """Samples of many connections toward one end."""
 
+    #: handshake legs (ms) and kept samples (ns): a group keeps one of each per connection of a
+    #: whole capture, so they are columns of the Aggregator's pool, written to its temporary
+    #: file past valuespill.SPILL_VALUES in memory (of all groups together)
+    handshakes: Column
+    rtts: Column
     conns: int = 0
-    #: handshake legs (ms) and kept samples (ns) as C arrays: a group keeps one of each per
-    #: connection of a whole capture (8 bytes a value, a list's float or int object is 32-36)
-    handshakes: array = field(default_factory=lambda: array("d"))
-    rtts: array = field(default_factory=lambda: array("q"))
     count: int = 0
     total: int = 0
     total_sq: int = 0
@@ -303,9 +307,26 @@ class _Group:
     karn_skipped: int = 0
 
     def stats(self) -> RttStats:
-        if self.count == len(self.rtts):
-            return stats_of(self.rtts)
-        return stats_of(self.rtts, self.count, self.total, self.total_sq, self.lo, self.hi)
+        rtts = self.rtts
+        if rtts.in_memory():
+            if self.count == len(rtts):
+                return stats_of(rtts.values)
+            return stats_of(rtts.values, self.count, self.total, self.total_sq, self.lo, self.hi)
+        # written out: the few ranks the percentiles read, found exactly in bounded memory
+        kept = len(rtts)
+        at = order_statistics(rtts, percentile_ranks(kept))
+        return stats_at(at.__getitem__, kept, self.count, self.total, self.total_sq, self.lo,
+                        self.hi)  # fmt: skip
+
+    def handshake_median(self) -> float | None:
+        """The median handshake leg (ms), as `_median` of them all."""
+        hs = self.handshakes
+        if hs.in_memory():
+            return _median(hs.values)
+        n = len(hs)
+        mid = n // 2
+        at = order_statistics(hs, (mid - 1, mid) if n % 2 == 0 else (mid,))
+        return at[mid] if n % 2 else (at[mid - 1] + at[mid]) / 2
 
 
 #: the legs each grouping merges: the responder's (1), the originator's (0), or both
@@ -323,6 +344,7 @@ class Aggregator:
         self.by = by
         self.rtt = rtt  # whose samples are merged (None: only add_parts is used)
         self.groups: dict[tuple, _Group] = {}
+        self.pool = ValuePool()  # the groups' columns
 
     def add(self, conn: Connection) -> None:
         self.add_parts(self.parts(conn))
@@ -353,18 +375,22 @@ class Aggregator:
         return out
 
     def add_parts(self, parts: list[tuple]) -> None:
+        pool = self.pool
+        added = 0  # (values put in the columns' arrays: the pool checks its budget once)
         for key, hs, karn, totals, rtts, by_source in parts:
             g = self.groups.get(key)
             if g is None:
-                g = self.groups[key] = _Group()
+                g = self.groups[key] = _Group(pool.column("d"), pool.column("q"))
             g.conns += 1
             if hs is not None:
-                g.handshakes.append(hs)
+                g.handshakes.values.append(hs)
+                added += 1
             g.karn_skipped += karn
             if totals is None:
                 continue
             count, total, total_sq, lo, hi = totals
-            g.rtts.extend(rtts)
+            g.rtts.values.extend(rtts)
+            added += len(rtts)
             g.count += count
             g.total += total
             g.total_sq += total_sq
@@ -373,6 +399,8 @@ class Aggregator:
             for i, n in enumerate(by_source):
                 if n:
                     g.sources[SOURCES[i]] += n
+        if added:
+            pool.added(added)
 
     def rows(self) -> list[dict]:
         """One row per group, ordered by address (and leg: responder first)."""
@@ -389,7 +417,7 @@ class Aggregator:
             row["leg"] = LEGS[leg]
             row["conns"] = g.conns
             row["handshakes"] = len(g.handshakes)
-            row["handshake_p50_ms"] = _ms(_median(g.handshakes))
+            row["handshake_p50_ms"] = _ms(g.handshake_median())
             row.update(g.stats().as_dict())
             row["sources"] = dict(sorted(g.sources.items()))
             row["karn_skipped"] = g.karn_skipped
@@ -422,9 +450,10 @@ class Series:
     """Samples of one plotted line: answer times (epoch s) and RTTs (ms)."""
 
     label: str
-    #: lists, or C arrays of doubles (the report's lines of a whole capture: 8 bytes a value)
-    ts_s: MutableSequence[float] = field(default_factory=list)
-    rtt_ms: MutableSequence[float] = field(default_factory=list)
+    #: lists, C arrays of doubles, or (the report's lines of a whole capture) valuespill
+    #: Columns, written to a temporary file past their budget and read back a block at a time
+    ts_s: MutableSequence[float] | Column = field(default_factory=list)
+    rtt_ms: MutableSequence[float] | Column = field(default_factory=list)
 
 
 def series_for(
@@ -513,26 +542,63 @@ class RttChart:
     bins: list[float]
 
     @property
-    def hist_values(self) -> Sequence[float]:
-        return array("d", [v for v in self.values if v > 0]) if self.wide else self.values
+    def hist_values(self) -> Iterable[float]:
+        if not self.wide:
+            return self.values
+        if isinstance(self.values, Chain):
+            return Chain(self.values.parts, positive=True)
+        return array("d", [v for v in self.values if v > 0])
+
+
+def _spilled_by_time(label: str, series: Sequence[Series]) -> Series:
+    """The samples of `series` (some of them `valuespill.Column`s), one after the other, in
+    time order as `_by_time` orders them, in bounded memory (valuespill.by_time, an external
+    merge sort, into two new columns of the same pool)."""
+    pool = next(s.ts_s.pool for s in series if isinstance(s.ts_s, Column))
+    sources = []
+    for s in series:
+        ts, rtt = s.ts_s, s.rtt_ms
+        if not isinstance(ts, Column):  # (a line of a few samples in memory: as columns)
+            ts, rtt = pool.column("d"), pool.column("d")
+            ts.extend(s.ts_s)
+            rtt.extend(s.rtt_ms)
+        assert isinstance(rtt, Column)
+        sources.append((ts, rtt))
+    ts_col, rtt_col = by_time(sources, pool)
+    return Series(label, ts_col, rtt_col)
 
 
 def rtt_chart(series: Sequence[Series], max_lines: int = 12) -> RttChart:
     """RTT over time (the `max_lines` largest series, the rest merged into "other") and the
     histogram's bins: at most 60, about four samples each; log-spaced when `wide`; one value
-    is one bar a tenth of it wide."""
+    is one bar a tenth of it wide. Series whose samples are `valuespill.Column`s (the report's
+    lines of a long capture, written to its temporary file) are ordered and read back a block
+    at a time, and `values` is then a `valuespill.Chain` of them."""
     ordered = sorted(series, key=lambda s: (-len(s.rtt_ms), s.label))
-    shown, rest = [_by_time(s) for s in ordered[:max_lines]], ordered[max_lines:]
+    spilled = any(isinstance(s.ts_s, Column) for s in ordered)
+    shown = [
+        _spilled_by_time(s.label, [s]) if isinstance(s.ts_s, Column) else _by_time(s)
+        for s in ordered[:max_lines]
+    ]
+    rest = ordered[max_lines:]
     if rest:
-        other = Series(f"other ({len(rest)})", array("d"), array("d"))
-        for s in rest:
-            other.ts_s.extend(s.ts_s)
-            other.rtt_ms.extend(s.rtt_ms)
-        shown.append(_by_time(other))
+        label = f"other ({len(rest)})"
+        if spilled and any(isinstance(s.ts_s, Column) for s in rest):
+            shown.append(_spilled_by_time(label, rest))
+        else:
+            other = Series(label, array("d"), array("d"))
+            for s in rest:
+                other.ts_s.extend(s.ts_s)
+                other.rtt_ms.extend(s.rtt_ms)
+            shown.append(_by_time(other))
     t0 = min((s.ts_s[0] for s in shown if s.ts_s), default=0.0)
-    values = array("d")
-    for s in shown:
-        values.extend(s.rtt_ms)
+    values: Sequence[float]
+    if spilled:
+        values = Chain([s.rtt_ms for s in shown])  # type: ignore[assignment]
+    else:
+        values = array("d")
+        for s in shown:
+            values.extend(s.rtt_ms)  # type: ignore[attr-defined]
     # the smallest and largest positive samples (no list of them: a long capture has millions)
     pos_lo = min((v for v in values if v > 0), default=None)
     pos_hi = max((v for v in values if v > 0), default=None)
@@ -554,7 +620,7 @@ def rtt_chart(series: Sequence[Series], max_lines: int = 12) -> RttChart:
     return RttChart(shown, bool(rest), t0, values, wide, bins)
 
 
-def histogram(values: Sequence[float], edges: Sequence[float]) -> list[int]:
+def histogram(values: Iterable[float], edges: Sequence[float]) -> list[int]:
     """Samples per bin of `edges` (numpy's and matplotlib's rule: [a, b), the last bin closed)."""
     import bisect
 

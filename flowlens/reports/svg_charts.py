@@ -8,12 +8,13 @@ the same series, labels, legend and colours.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from .rtt import Series, histogram, rtt_chart
 from .states import PLOT_COLORS, StatesChart
 from .svg import TAB10, Axes, Canvas, nice_ticks, number, points_path, step_path, text_width
+from .valuespill import Column, column_pairs
 
 if TYPE_CHECKING:  # (time-sequence graphs: only with --stream-graphs)
     from .streamgraph import TseqGraph
@@ -144,9 +145,9 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
         # pixels, not the samples
         path = _Line() if line else None
         dots = _Marks()
-        for lo in range(0, n, _CHUNK):
-            xs = ax.xs([t - t0 for t in s.ts_s[lo : lo + _CHUNK]])
-            ys = ax.ys(s.rtt_ms[lo : lo + _CHUNK])
+        for ts, rtts in _pieces(s):
+            xs = ax.xs([t - t0 for t in ts])
+            ys = ax.ys(rtts)
             if path is not None:
                 path.add(xs, ys)
             dots.add(xs, ys)
@@ -184,6 +185,18 @@ def rtt_svg(series: Sequence[Series], title: str = "", max_lines: int = 12) -> s
             c.rect(x0, hax.y(n), max(x1 - x0, 0.8), hax.bottom - hax.y(n), fill=TAB10[0])
     c.close("g")
     return str(c)
+
+
+def _pieces(s: Series) -> Iterator[tuple[Sequence[float], Sequence[float]]]:
+    """A line's samples, a _CHUNK at a time (a block at a time from its temporary file)."""
+    ts_s, rtt_ms = s.ts_s, s.rtt_ms
+    if isinstance(ts_s, Column) and isinstance(rtt_ms, Column):
+        for ts, rtts in column_pairs(ts_s, rtt_ms):
+            yield ts.tolist(), rtts.tolist()
+        return
+    assert not isinstance(ts_s, Column) and not isinstance(rtt_ms, Column)
+    for lo in range(0, len(ts_s), _CHUNK):
+        yield ts_s[lo : lo + _CHUNK], rtt_ms[lo : lo + _CHUNK]
 
 
 class _Line:
