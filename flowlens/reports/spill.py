@@ -32,11 +32,12 @@ class SpillFile:
     """One temporary file that numpy arrays are appended to (`write`) and read back from
     (`read`), at byte offsets the caller keeps."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "spans") -> None:
         import tempfile  # (when a table first spills: most never do)
 
-        # (no context manager: the file lives as long as the table; the finalizer closes it)
-        self.file = tempfile.TemporaryFile(prefix="flowlens-spans-", buffering=0)  # noqa: SIM115
+        # (no context manager: the file lives as long as the table; the finalizer closes it;
+        # unnamed, but its prefix shows in /proc/PID/fd as what it holds)
+        self.file = tempfile.TemporaryFile(prefix=f"flowlens-{what}-", buffering=0)  # noqa: SIM115
         self.size = 0  # bytes written
         self._finalizer = weakref.finalize(self, self.file.close)
 

@@ -96,7 +96,7 @@ class ValuePool:
     def spill_file(self) -> SpillFile:
         """The pool's temporary file (made now if it was not)."""
         if self.file is None:
-            self.file = SpillFile()
+            self.file = SpillFile("values")
         return self.file
 
     def spill(self) -> None:
