@@ -43,8 +43,10 @@ ProgressFn = Callable[[int, int, "int | None"], None]
 #: payload bytes the decoder copies per TCP/UDP packet for an analyzer that declares
 #: Needs.PAYLOAD (service identification keeps the first 512 of each direction: issue 20)
 PAYLOAD_BYTES = 512
-_PROGRESS_EVERY = 8192
-_COLLECT_EVERY = 256 * _PROGRESS_EVERY  # frames (about 2 million)
+# (C constants when compiled: the per-frame loop tests them, and a module global there is a
+# dict lookup and Python arithmetic on every frame)
+_PROGRESS_EVERY = cython.declare(cython.longlong, 8192)
+_COLLECT_EVERY = cython.declare(cython.longlong, 256 * 8192)  # frames (about 2 million)
 
 
 @dataclass(slots=True)
@@ -500,6 +502,9 @@ def _pair_hash(a: bytes, b: bytes, seed: cython.ulonglong) -> cython.ulonglong:
 #: a hash's shard is taken from its low bits, in this many slots: shard 0 owns the first
 #: `first` of them, the other shards split the rest evenly (`shard_split`)
 SLOTS = 4096
+#: SLOTS as a C constant for the routing functions, which run for every frame of a shard (the
+#: module global is a dict lookup and Python arithmetic there)
+_SLOTS = cython.declare(cython.int, 4096)
 
 
 def shard_split(n: int, first_share: float | None = None) -> int:
@@ -521,10 +526,10 @@ def _pick(h: int, n: int, first: int) -> int:
     """The shard (0 .. n-1) of hash `h` when shard 0 owns `first` of the SLOTS slots."""
     if n <= 1:
         return 0
-    s = h & (SLOTS - 1)
+    s = h & (_SLOTS - 1)
     if s < first:
         return 0
-    return 1 + (s - first) * (n - 1) // (SLOTS - first)
+    return 1 + (s - first) * (n - 1) // (_SLOTS - first)
 
 
 @cython.cfunc
@@ -618,7 +623,7 @@ def peek_route(ref: FrameRef, n: int, first: int = -1) -> int:
         return -1
     ports = (((d[t] << 8) | d[t + 1]) ^ ((d[t + 2] << 8) | d[t + 3])) | (6 << 16)
     if first < 0:
-        first = SLOTS // n
+        first = _SLOTS // n
     return _pick(_mix(_fnv_at(d + a, alen) + _fnv_at(d + a + alen, alen) + ports * _GOLDEN), n,
                  first)  # fmt: skip
 
@@ -634,7 +639,7 @@ def route(pkt: Packet, n: int, first: int = -1) -> int:
     one connection's two directions may come through different outer flows (Teredo's relays,
     VXLAN's per-direction source ports, GTP's uplink and downlink ports)."""
     if first < 0:
-        first = SLOTS // n
+        first = _SLOTS // n
     proto = pkt.proto
     if proto == 6 or proto == 17:
         return _pick(_pair_hash(pkt.src, pkt.dst, (pkt.sport ^ pkt.dport) | (proto << 16)), n,
@@ -649,7 +654,7 @@ def owner(c: Connection, n: int, first: int = -1) -> int:
     """The shard that owns connection `c`: `route` of its packets. Only its owner yields it
     (a shard also keeps the tunnels that carry its connections, whoever owns those)."""
     if first < 0:
-        first = SLOTS // n
+        first = _SLOTS // n
     proto = c.proto
     if proto == 6 or proto == 17:
         return _pick(_pair_hash(c.orig_h, c.resp_h, (c.orig_p ^ c.resp_p) | (proto << 16)), n,
@@ -668,7 +673,7 @@ def quote_route(pkt: Packet, n: int, first: int = -1) -> int:
     if pkt.quote is None:
         return -1
     if first < 0:
-        first = SLOTS // n
+        first = _SLOTS // n
     proto, qsrc, qdst, sport, dport = pkt.quote
     if proto == 6 or proto == 17:
         return _pick(_pair_hash(qsrc, qdst, (sport ^ dport) | (proto << 16)), n, first)
