@@ -601,3 +601,44 @@ def test_without_jobs_a_large_capture_file_is_read_by_every_core(monkeypatch):
     assert sharded.jobs == 2
     assert list(sharded) == [c.uid for c in Pipeline(path)]
     same_bytes(one, run("anomalies", path, "--format", "json"), "json")
+
+
+def test_the_report_runs_one_process_unless_asked(monkeypatch, tmp_path):
+    """`report` without `--jobs` is one process even on a capture large enough for the other
+    commands to shard (its parts cost more to pass between processes than a shard saves:
+    README, Speed); `--jobs 2` still shards it."""
+    from flowlens.commands import _stream, report
+
+    path = str(ROOT / "sample_pcaps" / "incident.pcap")
+    monkeypatch.setattr(_stream, "AUTO_JOBS_BYTES", 1000)
+    from flowlens.core import shard
+
+    monkeypatch.setattr(shard, "usable_cores", lambda: 2)
+    made: list[int] = []
+
+    class Recorded(ConnectionStream):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self.jobs)
+
+    monkeypatch.setattr(report, "ConnectionStream", Recorded)
+    for extra, jobs in (((), 1), (("-j", "2"), 2)):
+        result = CliRunner().invoke(cli, ["report", path, "-o", str(tmp_path / "r.html"), *extra])
+        assert result.exit_code == 0, result.output
+        assert made[-1] == jobs, extra
+    assert _stream.jobs_for(None, path) == 2  # (what flows, anomalies, rtt and states take)
+
+
+@pytest.mark.parametrize("weight", [0.3, 0.6, 0.8, None])
+def test_a_commands_own_shard_weight_is_what_its_split_says(weight):
+    """A command's own shard 0 share (`first_weight`) is the one its run uses and the one
+    `split` reports (the anomaly detector's merge reads it), and the output is the same."""
+    path = str(ROOT / "sample_pcaps" / "incident.pcap")
+    stream = ConnectionStream(path, Config(), list, lambda c, _a: c.uid, 2, first_weight=weight)
+    expect = first_slots(2) if weight is None else first_slots(2, weight)
+    assert stream.split == (2, expect)
+    got = iter(stream)
+    uids = [next(got)]
+    assert stream._run.first == expect  # (the running shards' split)
+    uids.extend(got)
+    assert uids == [c.uid for c in Pipeline(path)]

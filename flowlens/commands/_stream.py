@@ -17,7 +17,7 @@ from ..core.pipeline import Pipeline
 from ..errors import UsageError
 from ._common import Progress, progress_callback, warn
 
-__all__ = ["jobs_option", "jobs_for", "scheduler_option", "ConnectionStream"]
+__all__ = ["jobs_option", "report_jobs_option", "jobs_for", "scheduler_option", "ConnectionStream"]
 
 
 #: `--jobs` left out: a capture file this large is read by one process per usable core ...
@@ -65,6 +65,18 @@ jobs_option = click.option(
     "else 1). The output is the same, byte for byte, as with one.",
 )
 
+
+#: the report's --jobs: one process unless asked (its per-connection parts cost more to send
+#: between processes than a second shard saves: README, Speed)
+report_jobs_option = click.option(
+    "--jobs",
+    "-j",
+    type=int,
+    default=None,
+    help="Worker processes, each owning a hash shard of the connections (0: one per usable "
+    "core; default 1: the report's parts cost more to pass between processes than a shard "
+    "saves). The page is the same, byte for byte, as with one.",
+)
 
 scheduler_option = click.option(
     "--scheduler",
@@ -150,7 +162,10 @@ class ConnectionStream:
     `frames=True` yields (the frame that ended the connection, `work(...)`); `finish(pipeline)`
     runs at the end of each pipeline, its results in `finished` (one per shard); and
     `answer(question, analyzers)` answers `ask(question)` after the run, in each pipeline's
-    process (a list of the answers, one per shard), until `close`."""
+    process (a list of the answers, one per shard), until `close`. `first_weight` is shard 0's
+    share of the hash against an even share when the shards are forked (shard 0 is read in
+    this process, beside the merge: core/shard.py's FIRST_WEIGHT by default; a command whose
+    merge costs more gives its own, measured as that module says)."""
 
     def __init__(
         self,
@@ -164,8 +179,12 @@ class ConnectionStream:
         frames: bool = False,
         finish: Callable[[Pipeline], Any] | None = None,
         answer: Callable[[Any, list], Any] | None = None,
+        first_weight: float | None = None,
     ) -> None:
         self.path = path
+        #: shard 0's share of the hash against an even one, with forked shards (core/shard.py's
+        #: FIRST_WEIGHT unless the command measured its own: what its merging costs)
+        self.first_weight = first_weight
         self.config = config
         self.make_analyzers = make_analyzers
         self.work = work
@@ -224,11 +243,17 @@ class ConnectionStream:
         """(shards, the hash slots shard 0 owns) of this run (core/pipeline.py's shard_split):
         what a merge that knows which shard made a part needs (AnomalyDetector.from_shards)."""
         from ..core.pipeline import shard_split
-        from ..core.shard import first_slots
 
         if self.client is not None or self.jobs == 1:
             return self.jobs, shard_split(self.jobs)
-        return self.jobs, first_slots(self.jobs)  # (forked: shard 0 is read here)
+        return self.jobs, self._first_slots()  # (forked: shard 0 is read here)
+
+    def _first_slots(self) -> int:
+        from ..core.shard import FIRST_WEIGHT, first_slots
+
+        return first_slots(
+            self.jobs, FIRST_WEIGHT if self.first_weight is None else self.first_weight
+        )
 
     @property
     def stats(self):
@@ -334,7 +359,8 @@ class ConnectionStream:
         from ..core.shard import ShardedRun
 
         self._run = ShardedRun(self._setup(self.path), self._shard_finish(), self.jobs,
-                               frames=self.frames, progress=self.progress)  # fmt: skip
+                               frames=self.frames, progress=self.progress,
+                               first_weight=self.first_weight)  # fmt: skip
         yield from self._merged(self._run)
 
     def _on_cluster(self):

@@ -41,6 +41,12 @@ SHORT_COLUMNS = ("severity", "kind", "ts", "evidence", "summary")
 SHORT_HEADERS = ("severity", "kind", "time (UTC)", "evidence", "summary")
 #: evidence frames the default table lists (the rest counted: `4,7,9 +7`)
 SHORT_EVIDENCE = 3
+#: shard 0's share of the hash against an even share with forked --jobs shards (core/shard.py's
+#: FIRST_WEIGHT): this process also adds every connection's part of the findings up
+#: (AnomalyDetector.add_parts), so it reads fewer connections; measured on
+#: bench-out/sequential-1M.pcap with 2 shards as the weight where the two processes' CPU times
+#: (os.times) came out even, parent 1.8-2.0 s against 1.6-1.8 s at 0.84
+SHARD_WEIGHT = 0.80
 
 
 def _evidence_text(frames: list[int], wide: bool) -> str | None:
@@ -269,7 +275,9 @@ def anomalies(
         # where the connection was read: its part of the findings
         return detector.parts(conn)
 
-    stream = ConnectionStream(capture, config, make_analyzers, work, jobs, scheduler)
+    stream = ConnectionStream(
+        capture, config, make_analyzers, work, jobs, scheduler, first_weight=SHARD_WEIGHT
+    )
     try:
         if stream.sharded:
             detector.from_shards(*stream.split)  # (the parts' watermarks: each its shard's)

@@ -21,7 +21,7 @@ from ._common import (
     table_options,
     warn,
 )
-from ._stream import ConnectionStream, jobs_option, scheduler_option
+from ._stream import ConnectionStream, report_jobs_option, scheduler_option
 from ._timearg import NOTE
 
 
@@ -59,6 +59,12 @@ def _write_pages(result, html_path: str | None, md_path: str | None) -> None:
 
 
 _DEFAULTS = ReportOptions()
+#: shard 0's share of the hash against an even share with forked --jobs shards (core/shard.py's
+#: FIRST_WEIGHT): this process also unpickles and adds every connection's part of the page
+#: (ReportGather.add), which costs more than the part itself; measured on
+#: bench-out/sequential-1M.pcap with 2 shards (os.times of the two processes): at 0.84 the
+#: merging process took 6.0-6.2 s of CPU against 4.3-4.5 s, at 0 (it reads none) 2.9 s against 5.4
+SHARD_WEIGHT = 0.30
 
 
 @click.command()
@@ -102,7 +108,7 @@ _DEFAULTS = ReportOptions()
     "each such ladder names its `flowlens plot --kind tseq` command.",
 )
 @click.option("--title", help="Page title (default: flowlens report: CAPTURE's file name).")
-@jobs_option
+@report_jobs_option
 @scheduler_option
 @table_options
 def report(
@@ -151,7 +157,9 @@ def report(
 
     def run(make_analyzers, work, **how):
         # one process, --jobs shards or a Dask cluster's: the same report, byte for byte
-        return ConnectionStream(capture, config, make_analyzers, work, jobs, scheduler, **how)
+        return ConnectionStream(capture, config, make_analyzers, work,
+                                1 if jobs is None else jobs, scheduler,
+                                first_weight=SHARD_WEIGHT, **how)  # fmt: skip
 
     result = build_report(capture, config, options, run=run)
     report_damage(result.warnings)

@@ -38,6 +38,12 @@ from ._timearg import DURATION, TIME
 
 #: rows of the table over time that --interval may ask for (one per tick)
 MAX_TICKS = 100_000
+#: shard 0's share of the hash against an even share with forked --jobs shards (core/shard.py's
+#: FIRST_WEIGHT): this process also adds every connection's socket spans up
+#: (SocketStates.add_parts), so it reads fewer connections; measured on
+#: bench-out/sequential-1M.pcap with 2 shards as the weight where the two processes' CPU times
+#: (os.times) came out even, parent 2.6-2.9 s against 2.0-2.2 s at 0.84
+SHARD_WEIGHT = 0.60
 
 
 def _hosts(ctx: click.Context, param: click.Parameter, values: Iterable[str]) -> tuple[str, ...]:
@@ -173,9 +179,15 @@ def states(
     sink = Output(output, fmt, capture)
     config = config_from(kwargs)
     index = SocketStates(hosts, ports, states)
+
     # each connection's spans are made where it was read (a shard, with --jobs) and added in
     # the one-process order
-    stream = ConnectionStream(capture, config, list, lambda c, _a: index.parts(c), jobs, scheduler)
+    def work(c, _analyzers):
+        return index.parts(c)
+
+    stream = ConnectionStream(
+        capture, config, list, work, jobs, scheduler, first_weight=SHARD_WEIGHT
+    )
     for parts in stream:
         index.add_parts(parts)
     facts = stream.facts
