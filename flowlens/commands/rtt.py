@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import click
 
 from ..analyzers.rtt import RttCollector
-from ..reports.formats import TABLE_WIDTH, plural
+from ..reports.formats import TABLE_WIDTH, json_line, plural
 from ..reports.rtt import (
     AGGREGATE_FIELDS,
     BY_CHOICES,
@@ -40,10 +40,10 @@ from ._common import (
 from ._stream import ConnectionStream, jobs_option, scheduler_option
 
 #: shard 0's share of the hash against an even share with forked --jobs shards (core/shard.py's
-#: FIRST_WEIGHT): this process also turns every connection's rows into JSON, CSV or table lines, or
-#: adds its groups up, so it reads fewer connections; measured on bench-out/sequential-1M.pcap with
-#: 2 shards as the weight where the two processes' CPU times (os.times) came out even, --format
-#: json: parent 1.8-2.4 s against 1.4-1.9 s at 0.84
+#: FIRST_WEIGHT) when this process turns the rows into CSV, Zeek or table lines or adds groups up
+#: (its JSON lines are made in the shards: FIRST_WEIGHT, as flows); measured on
+#: bench-out/sequential-1M.pcap with 2 shards as the weight where the two processes' CPU times
+#: (os.times) came out even, with the JSON lines made here: 1.8-2.4 s against 1.4-1.9 s at 0.84
 SHARD_WEIGHT = 0.70
 
 # the table's columns carry the fields' own names (the json/csv keys), in every view
@@ -164,6 +164,9 @@ def rtt(
     seen = [0, 0]  # connections, connections with rows
     make = sample_rows if samples else connection_rows
     matches = selection.matches if selection else None
+    # JSON lines are made where the connection was read (its shard with --jobs, as in flows):
+    # the merging process only writes them
+    as_json = fmt == "json" and agg is None
 
     def work(conn, analyzers):
         # (where the connection was read: one process, or its shard with --jobs) what it
@@ -174,13 +177,21 @@ def rtt(
         drawn = series_for(conn, by, rtt) if plot_path is not None else None
         if agg is not None:
             return drawn, Aggregator(by, rtt).parts(conn)
+        if as_json:
+            return drawn, b"".join([json_line(r) for r in make(conn, rtt)])
         return drawn, make(conn, rtt)
 
     def collector() -> list:
         return [RttCollector()]
 
     stream = ConnectionStream(
-        capture, config, collector, work, jobs, scheduler, first_weight=SHARD_WEIGHT
+        capture,
+        config,
+        collector,
+        work,
+        jobs,
+        scheduler,
+        first_weight=None if as_json else SHARD_WEIGHT,
     )
 
     def taken():
@@ -200,6 +211,12 @@ def rtt(
             if out:
                 seen[1] += 1
                 yield from out
+
+    def lines():
+        for out in taken():
+            if out:  # (a connection's lines, joined)
+                seen[1] += 1
+                yield out
 
     fields = SAMPLE_FIELDS if samples else CONNECTION_FIELDS
     try:
@@ -235,6 +252,8 @@ def rtt(
                         table.add(_table_row(r, columns))
                     stream.close_progress()
                     sink.lines(table.lines(**_fit(wide)))
+            elif as_json:
+                sink.json_lines(lines())
             else:
                 sink.records(rows(), fields, log_path="flowlens_rtt")
     finally:
