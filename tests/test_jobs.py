@@ -603,16 +603,19 @@ def test_without_jobs_a_large_capture_file_is_read_by_every_core(monkeypatch):
     same_bytes(one, run("anomalies", path, "--format", "json"), "json")
 
 
-def test_the_report_runs_one_process_unless_asked(monkeypatch, tmp_path):
-    """`report` without `--jobs` is one process even on a capture large enough for the other
-    commands to shard (its parts cost more to pass between processes than a shard saves:
-    README, Speed); `--jobs 2` still shards it."""
-    from flowlens.commands import _stream, report
+@pytest.mark.parametrize("command", ["report", "states"])
+def test_report_and_states_run_one_process_unless_asked(monkeypatch, tmp_path, command):
+    """`report` and `states` without `--jobs` are one process even on a capture large enough
+    for flows, anomalies and rtt to shard (what they add up in the merging process costs about
+    what a shard saves: README, Speed); `--jobs 2` still shards them."""
+    import importlib
 
-    path = str(ROOT / "sample_pcaps" / "incident.pcap")
-    monkeypatch.setattr(_stream, "AUTO_JOBS_BYTES", 1000)
+    from flowlens.commands import _stream
     from flowlens.core import shard
 
+    module = importlib.import_module(f"flowlens.commands.{command}")
+    path = str(ROOT / "sample_pcaps" / "incident.pcap")
+    monkeypatch.setattr(_stream, "AUTO_JOBS_BYTES", 1000)
     monkeypatch.setattr(shard, "usable_cores", lambda: 2)
     made: list[int] = []
 
@@ -621,12 +624,13 @@ def test_the_report_runs_one_process_unless_asked(monkeypatch, tmp_path):
             super().__init__(*args, **kwargs)
             made.append(self.jobs)
 
-    monkeypatch.setattr(report, "ConnectionStream", Recorded)
+    monkeypatch.setattr(module, "ConnectionStream", Recorded)
+    out = ["-o", str(tmp_path / "r.html")] if command == "report" else ["--format", "json"]
     for extra, jobs in (((), 1), (("-j", "2"), 2)):
-        result = CliRunner().invoke(cli, ["report", path, "-o", str(tmp_path / "r.html"), *extra])
+        result = CliRunner().invoke(cli, [command, path, *out, *extra])
         assert result.exit_code == 0, result.output
         assert made[-1] == jobs, extra
-    assert _stream.jobs_for(None, path) == 2  # (what flows, anomalies, rtt and states take)
+    assert _stream.jobs_for(None, path) == 2  # (what flows, anomalies and rtt take)
 
 
 @pytest.mark.parametrize("weight", [0.3, 0.6, 0.8, None])

@@ -17,7 +17,7 @@ from ..core.pipeline import Pipeline
 from ..errors import UsageError
 from ._common import Progress, progress_callback, warn
 
-__all__ = ["jobs_option", "report_jobs_option", "jobs_for", "scheduler_option", "ConnectionStream"]
+__all__ = ["jobs_option", "one_jobs_option", "jobs_for", "scheduler_option", "ConnectionStream"]
 
 
 #: `--jobs` left out: a capture file this large is read by one process per usable core ...
@@ -66,16 +66,18 @@ jobs_option = click.option(
 )
 
 
-#: the report's --jobs: one process unless asked (its per-connection parts cost more to send
-#: between processes than a second shard saves: README, Speed)
-report_jobs_option = click.option(
+#: --jobs of a command whose merging costs about what a shard saves (the report adds every
+#: connection's part of the page, `states` every socket span, in the merging process): one
+#: process unless asked (README, Speed: on sequential-5M, report 21.5 s with one process
+#: against 25.5 s with two, states 9.9 s against 11.7 s)
+one_jobs_option = click.option(
     "--jobs",
     "-j",
     type=int,
     default=None,
     help="Worker processes, each owning a hash shard of the connections (0: one per usable "
-    "core; default 1: the report's parts cost more to pass between processes than a shard "
-    "saves). The page is the same, byte for byte, as with one.",
+    "core; default 1: what this command adds up from every connection costs about what "
+    "more processes save). The output is the same, byte for byte, as with one.",
 )
 
 scheduler_option = click.option(

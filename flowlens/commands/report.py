@@ -21,7 +21,7 @@ from ._common import (
     table_options,
     warn,
 )
-from ._stream import ConnectionStream, report_jobs_option, scheduler_option
+from ._stream import ConnectionStream, one_jobs_option, scheduler_option
 from ._timearg import NOTE
 
 
@@ -108,7 +108,7 @@ SHARD_WEIGHT = 0.30
     "each such ladder names its `flowlens plot --kind tseq` command.",
 )
 @click.option("--title", help="Page title (default: flowlens report: CAPTURE's file name).")
-@report_jobs_option
+@one_jobs_option
 @scheduler_option
 @table_options
 def report(

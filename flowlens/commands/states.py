@@ -33,7 +33,7 @@ from ._common import (
     warn,
     wide_option,
 )
-from ._stream import ConnectionStream, jobs_option, scheduler_option
+from ._stream import ConnectionStream, one_jobs_option, scheduler_option
 from ._timearg import DURATION, TIME
 
 #: rows of the table over time that --interval may ask for (one per tick)
@@ -125,7 +125,7 @@ def _states(ctx: click.Context, param: click.Parameter, values: Iterable[str]) -
     "like connected (repeatable).",
 )
 @wide_option
-@jobs_option
+@one_jobs_option
 @scheduler_option
 @table_options
 def states(
@@ -185,9 +185,11 @@ def states(
     def work(c, _analyzers):
         return index.parts(c)
 
+    # (one process unless --jobs asks: adding the spans up here costs about what a shard saves)
     stream = ConnectionStream(
-        capture, config, list, work, jobs, scheduler, first_weight=SHARD_WEIGHT
-    )
+        capture, config, list, work, 1 if jobs is None else jobs, scheduler,
+        first_weight=SHARD_WEIGHT,
+    )  # fmt: skip
     for parts in stream:
         index.add_parts(parts)
     facts = stream.facts
