@@ -84,12 +84,13 @@ _DASK_BATCH = 2048
 
 
 #: shard 0's share of the hash against an even share: it is read in the merging process, whose
-#: merging costs too (unpickling the other shards' batches, the command's adding up, writing).
-#: Measured on bench-out/sequential-1M.pcap (90,909 connections) with 2 shards, as the share
-#: at which the two processes' CPU times (os.times) came out even: flows --format json 0.46,
-#: anomalies, rtt and states 0.40-0.42 (against 1.17 / 0.98 s for anomalies at 0.5); the one
-#: weight for every command, since which shard owns a connection changes nothing in the output
-FIRST_WEIGHT = 0.84
+#: merging costs too (unpickling the other shards' batches, writing). Measured on
+#: bench-out/sequential-1M.pcap (90,909 connections) with 2 shards, flows --format json, as the
+#: weight at which the two processes' CPU times (os.times) came out even: at 0.84 the merging
+#: process took 0.92-1.10 s against 1.01-1.04 s, at 0.92 1.00-1.05 s against 0.91-1.01 s. A
+#: command whose merge costs more gives its own (ConnectionStream's `first_weight`: anomalies,
+#: rtt, states, report); which shard owns a connection changes nothing in the output
+FIRST_WEIGHT = 0.88
 
 
 def first_slots(jobs: int, weight: float = FIRST_WEIGHT) -> int:
