@@ -228,7 +228,7 @@ class Pipeline:
     @cython.locals(
         table=ConnectionTable, pkt=Packet, finished=list, got=list, rest=list, decoder=LinkDecoder,
         ref=FrameRef, offset=cython.longlong, k=cython.int, n=cython.int, first=cython.int,
-        r=cython.int,
+        r=cython.int, placed=cython.bint,
     )  # fmt: skip
     def _frames(self, cap, offset: int) -> Iterator[Connection]:
         """Decode one file's frames into the table, yielding the connections that finish."""
@@ -250,6 +250,7 @@ class Pipeline:
                 if offset:
                     ref.frame += offset  # (the reader sets it afresh for each frame)
                 finished = None
+                placed = False  # (peek_route found this frame's packet ours: no route again)
                 if bpf is not None and not bpf.matches(
                     ref.linktype, ref.buf[ref.start : ref.end], ref.wirelen
                 ):
@@ -260,6 +261,7 @@ class Pipeline:
                     r = peek_route(ref, n, first)
                     if r == k:
                         pkt = decode(ref)
+                        placed = True
                     elif r >= 0:  # another shard's segment: not decoded here, the clock moves
                         pkt = None
                         finished = table.advance(ref.ts_ns)
@@ -274,6 +276,7 @@ class Pipeline:
                     while True:
                         if (
                             n > 1
+                            and not placed
                             and route(pkt, n, first) != k
                             and (pkt.encap is not None or pkt.proto != 17)
                         ):
@@ -295,6 +298,7 @@ class Pipeline:
                         if not rest:
                             break
                         pkt = rest.pop(0)
+                        placed = False
                 if finished:
                     if len(finished) > 1:
                         finished.sort(key=_batch_key)
