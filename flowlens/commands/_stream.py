@@ -248,14 +248,9 @@ class ConnectionStream:
 
         if self.client is not None or self.jobs == 1:
             return self.jobs, shard_split(self.jobs)
-        return self.jobs, self._first_slots()  # (forked: shard 0 is read here)
+        from ..core.shard import first_slots
 
-    def _first_slots(self) -> int:
-        from ..core.shard import FIRST_WEIGHT, first_slots
-
-        return first_slots(
-            self.jobs, FIRST_WEIGHT if self.first_weight is None else self.first_weight
-        )
+        return self.jobs, first_slots(self.jobs, self.first_weight)  # (forked: shard 0 here)
 
     @property
     def stats(self):

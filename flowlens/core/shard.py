@@ -93,9 +93,10 @@ _DASK_BATCH = 2048
 FIRST_WEIGHT = 0.88
 
 
-def first_slots(jobs: int, weight: float = FIRST_WEIGHT) -> int:
-    """The slots of the hash (pipeline.SLOTS) shard 0 of a forked `jobs`-shard run owns."""
-    return shard_split(jobs, weight / jobs)
+def first_slots(jobs: int, weight: float | None = None) -> int:
+    """The slots of the hash (pipeline.SLOTS) shard 0 of a forked `jobs`-shard run owns, at
+    `weight` times an even share (FIRST_WEIGHT without one)."""
+    return shard_split(jobs, (FIRST_WEIGHT if weight is None else weight) / jobs)
 
 
 def usable_cores() -> int:
@@ -135,7 +136,7 @@ class ShardedRun:
         self.jobs = jobs
         self.frames = frames
         #: the slots of the hash shard 0 owns (pipeline.shard_split; `first_slots`)
-        self.first = first_slots(jobs, FIRST_WEIGHT if first_weight is None else first_weight)
+        self.first = first_slots(jobs, first_weight)
         #: shard 0's progress(frames, bytes read, file size), called here as it reads
         self.progress = progress
         self.finished: list[Any] = [None] * jobs
