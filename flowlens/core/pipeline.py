@@ -504,11 +504,11 @@ def _pair_hash(a: bytes, b: bytes, seed: cython.ulonglong) -> cython.ulonglong:
 
 
 #: a hash's shard is taken from its low bits, in this many slots: shard 0 owns the first
-#: `first` of them, the other shards split the rest evenly (`shard_split`)
-SLOTS = 4096
-#: SLOTS as a C constant for the routing functions, which run for every frame of a shard (the
-#: module global is a dict lookup and Python arithmetic there)
+#: `first` of them, the other shards split the rest evenly (`shard_split`); a C constant for
+#: the routing functions, which run for every frame of a shard (a module global there is a
+#: dict lookup and Python arithmetic), and SLOTS its Python name
 _SLOTS = cython.declare(cython.int, 4096)
+SLOTS = _SLOTS
 
 
 def shard_split(n: int, first_share: float | None = None) -> int:
