@@ -74,7 +74,7 @@ one_jobs_option = click.option(
     "--jobs",
     "-j",
     type=int,
-    default=None,
+    default=1,
     help="Worker processes, each owning a hash shard of the connections (0: one per usable "
     "core; default 1: what this command adds up from every connection costs about what "
     "more processes save). The output is the same, byte for byte, as with one.",

@@ -119,7 +119,7 @@ def report(
     max_ladders: int,
     stream_graphs: int,
     title,
-    jobs: int | None = None,
+    jobs: int | None = 1,
     scheduler: str | None = None,
     **kwargs,
 ) -> None:
@@ -157,8 +157,7 @@ def report(
 
     def run(make_analyzers, work, **how):
         # one process, --jobs shards or a Dask cluster's: the same report, byte for byte
-        return ConnectionStream(capture, config, make_analyzers, work,
-                                1 if jobs is None else jobs, scheduler,
+        return ConnectionStream(capture, config, make_analyzers, work, jobs, scheduler,
                                 first_weight=SHARD_WEIGHT, **how)  # fmt: skip
 
     result = build_report(capture, config, options, run=run)

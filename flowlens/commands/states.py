@@ -140,7 +140,7 @@ def states(
     ports,
     states,
     wide: bool = False,
-    jobs: int | None = None,
+    jobs: int | None = 1,
     scheduler: str | None = None,
     **kwargs,
 ) -> None:
@@ -185,11 +185,9 @@ def states(
     def work(c, _analyzers):
         return index.parts(c)
 
-    # (one process unless --jobs asks: adding the spans up here costs about what a shard saves)
     stream = ConnectionStream(
-        capture, config, list, work, 1 if jobs is None else jobs, scheduler,
-        first_weight=SHARD_WEIGHT,
-    )  # fmt: skip
+        capture, config, list, work, jobs, scheduler, first_weight=SHARD_WEIGHT
+    )
     for parts in stream:
         index.add_parts(parts)
     facts = stream.facts
